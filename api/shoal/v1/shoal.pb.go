@@ -1231,7 +1231,10 @@ func (x *ClusterSettings) GetReplication() uint32 {
 }
 
 type TopologyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// local_only asks for this node's own view (the shards it holds), not
+	// the merged view of the cluster; nodes use it to merge topologies.
+	LocalOnly     bool `protobuf:"varint,1,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1264,6 +1267,13 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TopologyRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
 }
 
 type NodeInfo struct {
@@ -1640,7 +1650,8 @@ func (x *StatusResponse) GetNodeId() uint64 {
 
 type DecommissionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // node name
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`            // node name
+	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"` // set by the node that forwards it to the named node
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1680,6 +1691,13 @@ func (x *DecommissionRequest) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *DecommissionRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
 }
 
 type DecommissionResponse struct {
@@ -2050,8 +2068,10 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\rR\x06shards\x12 \n" +
-	"\vreplication\x18\x03 \x01(\rR\vreplication\"\x11\n" +
-	"\x0fTopologyRequest\"\x91\x02\n" +
+	"\vreplication\x18\x03 \x01(\rR\vreplication\"0\n" +
+	"\x0fTopologyRequest\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\"\x91\x02\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2082,9 +2102,10 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rStatusRequest\"a\n" +
 	"\x0eStatusResponse\x126\n" +
 	"\btopology\x18\x01 \x01(\v2\x1a.shoal.v1.TopologyResponseR\btopology\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\")\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"G\n" +
 	"\x13DecommissionRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"\x16\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"\x16\n" +
 	"\x14DecommissionResponse\"\x11\n" +
 	"\x0fSettingsRequest\"\x82\x01\n" +
 	"\tRaftBatch\x12\x12\n" +
