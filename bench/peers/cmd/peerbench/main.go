@@ -1,0 +1,140 @@
+// Command peerbench runs shoal's benchmark workloads against the systems
+// shoal is compared with, started on loopback in a throwaway directory:
+//
+//	peerbench --system nats --sync always|default [--replicas 1|3] [workload flags]
+//	peerbench --system postgres [--postgres-dsn DSN] [workload flags]
+//
+// The workload flags and the JSON report are those of `shoal bench append`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/shoaldb/shoal/bench"
+	"github.com/shoaldb/shoal/bench/peers"
+)
+
+func main() {
+	if err := run(); err != nil {
+		if errors.Is(err, peers.ErrPostgresNotInstalled) {
+			fmt.Println(err)
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "peerbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg := bench.AppendConfig{}
+	var (
+		system   = flag.String("system", "nats", "nats or postgres")
+		sync     = flag.String("sync", "always", "NATS fsync: always (before ack) or default (every 2m)")
+		replicas = flag.Int("replicas", 1, "NATS servers and stream replicas: 1 or 3")
+		dsn      = flag.String("postgres-dsn", "", "use this PostgreSQL server instead of starting one")
+		workload = flag.String("workload", "append", "append or read")
+		jsonOut  = flag.String("json", "", "write the full report as JSON to this file")
+		dir      = flag.String("dir", "", "storage directory (default: a new temporary directory, removed afterwards)")
+		streams  = flag.Int("streams", 10000, "distinct streams")
+		eps      = flag.Int("events-per-stream", 1000, "read workload: events per preloaded stream")
+	)
+	flag.StringVar(&cfg.Dist, "dist", "uniform", "stream distribution: uniform or zipf")
+	flag.IntVar(&cfg.EventSize, "event-size", 256, "event payload bytes")
+	flag.IntVar(&cfg.Batch, "batch", 1, "events per append")
+	flag.IntVar(&cfg.Concurrency, "concurrency", 64, "concurrent callers")
+	flag.StringVar(&cfg.Expected, "expected", "exact", "exact or any")
+	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured duration")
+	flag.Int64Var(&cfg.Count, "count", 0, "measured operations (instead of --duration)")
+	flag.Float64Var(&cfg.Rate, "rate", 0, "open loop: operations per second (0 = closed loop)")
+	flag.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "unmeasured warm-up")
+	flag.Parse()
+	cfg.Streams = *streams
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	root := *dir
+	if root == "" {
+		d, err := os.MkdirTemp("", "peerbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		root = d
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(root, 0o755); err != nil {
+		return err
+	}
+
+	var target bench.Target
+	switch *system {
+	case "nats":
+		if *sync != "always" && *sync != "default" {
+			return fmt.Errorf("--sync must be always or default, not %q", *sync)
+		}
+		n, err := peers.StartNATS(ctx, peers.NATSConfig{Dir: root, Replicas: *replicas, SyncAlways: *sync == "always"})
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		target = n
+	case "postgres":
+		var p *peers.Postgres
+		var err error
+		if *dsn != "" {
+			p, err = peers.ConnectPostgres(ctx, *dsn)
+		} else {
+			p, err = peers.StartPostgres(ctx, root, cfg.Concurrency)
+		}
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		target = p
+	default:
+		return fmt.Errorf("--system must be nats or postgres, not %q", *system)
+	}
+
+	progress := bench.Progress{W: os.Stderr, Terminal: bench.IsTerminal(os.Stderr)}
+	var res *bench.Result
+	var err error
+	switch *workload {
+	case "append":
+		cfg.Progress = progress
+		cfg.EnsureDefaults()
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		res, err = bench.RunAppend(ctx, cfg, target)
+	case "read":
+		rc := bench.ReadConfig{Run: cfg.Run, Streams: *streams, EventsPerStream: *eps, EventSize: cfg.EventSize}
+		rc.Progress = progress
+		rc.EnsureDefaults()
+		if err := rc.Validate(); err != nil {
+			return err
+		}
+		res, err = bench.RunRead(ctx, rc, target)
+	default:
+		return fmt.Errorf("--workload must be append or read, not %q", *workload)
+	}
+	if err != nil {
+		return err
+	}
+	if err := res.WriteTable(os.Stdout); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		return res.WriteJSONFile(*jsonOut)
+	}
+	return nil
+}

@@ -1,0 +1,23 @@
+// Package peers holds the benchmark adapters for the systems shoal is
+// compared with — NATS JetStream and PostgreSQL with a message-db style
+// schema — behind bench.Target, so that the same workload runs against each.
+//
+// It is its own Go module so that shoal's server binary and go.mod stay free
+// of the peers' dependencies. The peerbench command (cmd/peerbench) starts
+// each peer on loopback in a throwaway directory, runs the workload and
+// writes the same JSON report as `shoal bench`.
+//
+// Every adapter states what an acknowledged append survives:
+//
+//	system             durability label                      meaning
+//	nats (always)      "fsync before ack"                    sync_interval: always
+//	nats (default)     "not durable at ack (fsync every 2m)" the server's default
+//	nats-r3 (always)   "fsync before ack on 3 replicas"      three servers, R3
+//	postgres           "fsync before ack"                    synchronous_commit=on, fsync=on
+//
+// Optimistic concurrency: NATS checks Nats-Expected-Last-Subject-Sequence
+// (one subject per stream); PostgreSQL's write_message checks the stream's
+// last position under an advisory lock, as message-db does. NATS has no
+// atomic multi-message append: a batch is published message by message with
+// the expectation on the first one, which favours NATS.
+package peers

@@ -1,0 +1,239 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shoaldb/shoal/bench"
+)
+
+// NATSConfig describes the JetStream deployment to start.
+type NATSConfig struct {
+	Dir        string // storage root; one subdirectory per server
+	Replicas   int    // 1 or 3 (three clustered servers)
+	SyncAlways bool   // sync_interval: always (fsync before ack); false = the default 2m interval
+}
+
+// NATS is a running JetStream deployment and the bench.Target over it.
+type NATS struct {
+	cfg     NATSConfig
+	servers []*server.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+
+	mu      sync.Mutex
+	lastSeq map[string]uint64 // stream -> stream sequence of its last message
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartNATS starts the servers on loopback and creates the EVENTS stream
+// (subjects ev.>, file storage).
+func StartNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
+	if cfg.Replicas != 1 && cfg.Replicas != 3 {
+		return nil, fmt.Errorf("peers: NATS replicas must be 1 or 3, not %d", cfg.Replicas)
+	}
+	n := &NATS{cfg: cfg, lastSeq: map[string]uint64{}}
+	clientPorts := make([]int, cfg.Replicas)
+	routePorts := make([]int, cfg.Replicas)
+	for i := range cfg.Replicas {
+		var err error
+		if clientPorts[i], err = freePort(); err != nil {
+			return nil, err
+		}
+		if routePorts[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	for i := range cfg.Replicas {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i),
+			Host:       "127.0.0.1",
+			Port:       clientPorts[i],
+			JetStream:  true,
+			StoreDir:   filepath.Join(cfg.Dir, fmt.Sprintf("n%d", i)),
+			NoSigs:     true,
+			NoLog:      true,
+			SyncAlways: cfg.SyncAlways,
+		}
+		if cfg.Replicas > 1 {
+			opts.Cluster = server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: routePorts[i]}
+			var routes string
+			for j := range cfg.Replicas {
+				if j != i {
+					if routes != "" {
+						routes += ","
+					}
+					routes += fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j])
+				}
+			}
+			opts.Routes = server.RoutesFromStr(routes)
+		}
+		if err := os.MkdirAll(opts.StoreDir, 0o755); err != nil {
+			return nil, err
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("peers: starting NATS: %w", err)
+		}
+		go s.Start()
+		n.servers = append(n.servers, s)
+	}
+	for _, s := range n.servers {
+		if !s.ReadyForConnections(30 * time.Second) {
+			n.Close()
+			return nil, errors.New("peers: NATS not ready after 30s")
+		}
+	}
+	nc, err := nats.Connect(n.servers[0].ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.nc = nc
+	if n.js, err = jetstream.New(nc); err != nil {
+		n.Close()
+		return nil, err
+	}
+	// In a cluster the meta leader takes a moment to be elected.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = n.js.CreateStream(cctx, jetstream.StreamConfig{
+			Name: "EVENTS", Subjects: []string{"ev.>"}, Storage: jetstream.FileStorage,
+			Replicas: cfg.Replicas, MaxMsgsPerSubject: -1,
+		})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			n.Close()
+			return nil, fmt.Errorf("peers: creating the JetStream stream: %w", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return n, nil
+}
+
+// Close stops the client and the servers.
+func (n *NATS) Close() error {
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	for _, s := range n.servers {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+	return nil
+}
+
+// Describe implements bench.Describer.
+func (n *NATS) Describe(context.Context) bench.System {
+	name := "nats"
+	if n.cfg.Replicas > 1 {
+		name = fmt.Sprintf("nats-r%d", n.cfg.Replicas)
+	}
+	d := "not durable at ack (fsync every 2m)"
+	if n.cfg.SyncAlways {
+		d = "fsync before ack"
+		if n.cfg.Replicas > 1 {
+			d = fmt.Sprintf("fsync before ack on %d replicas", n.cfg.Replicas)
+		}
+	}
+	return bench.System{Name: name, Version: server.VERSION, Durability: d}
+}
+
+// Append publishes events to the stream's subject with the expected last
+// subject sequence on the first one.
+func (n *NATS) Append(ctx context.Context, stream string, expected int64, events [][]byte) (int64, error) {
+	subj := "ev." + stream
+	n.mu.Lock()
+	seq := n.lastSeq[stream]
+	n.mu.Unlock()
+	for i, ev := range events {
+		var opts []jetstream.PublishOpt
+		if i == 0 {
+			switch {
+			case expected == bench.ExpectNoStream:
+				opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0))
+			case expected >= 0:
+				opts = append(opts, jetstream.WithExpectLastSequencePerSubject(seq))
+			}
+		}
+		ack, err := n.js.Publish(ctx, subj, ev, opts...)
+		if err != nil {
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+				return 0, &bench.ConflictError{Stream: stream, Actual: bench.ActualUnknown}
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return 0, bench.Classified(bench.KindTimeout, err)
+			}
+			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+				return 0, bench.Classified(bench.KindUnavailable, err)
+			}
+			return 0, err
+		}
+		seq = ack.Sequence
+	}
+	n.mu.Lock()
+	n.lastSeq[stream] = seq
+	n.mu.Unlock()
+	if expected >= 0 {
+		return expected + int64(len(events)), nil
+	}
+	// NoStream: the stream now ends at len-1. Any: the version is not
+	// tracked, and the benchmark does not use it.
+	return int64(len(events)) - 1, nil
+}
+
+// ReadStream replays the subject with an ordered consumer.
+func (n *NATS) ReadStream(ctx context.Context, stream string) (int64, error) {
+	cons, err := n.js.OrderedConsumer(ctx, "EVENTS", jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"ev." + stream},
+	})
+	if err != nil {
+		return 0, err
+	}
+	var count int64
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return count, err
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			count++
+			md, err := msg.Metadata()
+			if err == nil && md.NumPending == 0 {
+				return count, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return count, err
+		}
+		if got == 0 {
+			return count, nil
+		}
+	}
+}

@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binPath is the shoal binary built once for the package by TestMain.
+var binPath string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("SHOAL_E2E_SKIP") != "" {
+		fmt.Println("SHOAL_E2E_SKIP set: skipping end-to-end tests")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "shoal-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "shoal")
+	build := exec.Command("go", "build", "-o", binPath, "github.com/shoaldb/shoal/cmd/shoal")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building shoal:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1. The gossip port
+// must also be free for UDP; a port free for TCP almost always is.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// server is one real `shoal server` process.
+type server struct {
+	t        *testing.T
+	name     string
+	zone     string
+	dataDir  string
+	grpcAddr string
+	httpAddr string
+	gossip   string
+	join     []string
+	extra    []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+}
+
+func newServer(t *testing.T, name, zone string, join []string, extra ...string) *server {
+	p := freePorts(t, 3)
+	s := &server{
+		t: t, name: name, zone: zone,
+		dataDir:  filepath.Join(t.TempDir(), name),
+		grpcAddr: fmt.Sprintf("127.0.0.1:%d", p[0]),
+		gossip:   fmt.Sprintf("127.0.0.1:%d", p[1]),
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
+		join:     join, extra: extra,
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) start() {
+	s.t.Helper()
+	args := []string{"server", "--data", s.dataDir, "--listen", s.grpcAddr, "--http", s.httpAddr,
+		"--gossip", s.gossip, "--node", s.name, "--zone", s.zone}
+	if len(s.join) > 0 {
+		args = append(args, "--join", strings.Join(s.join, ","))
+	}
+	args = append(args, s.extra...)
+	logf, err := os.OpenFile(filepath.Join(filepath.Dir(s.dataDir), s.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(binPath, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.log, s.done = cmd, logf, done
+	s.mu.Unlock()
+}
+
+// kill sends SIGKILL and waits for the process to exit.
+func (s *server) kill() {
+	s.mu.Lock()
+	cmd, done, logf := s.cmd, s.done, s.log
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+	logf.Close()
+}
+
+func (s *server) stop() {
+	s.mu.Lock()
+	cmd, done, logf := s.cmd, s.done, s.log
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+	logf.Close()
+}
+
+// waitReady polls /readyz until it answers 200 or the timeout passes.
+func (s *server) waitReady(timeout time.Duration) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last string
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.httpAddr+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("%s not ready after %v: %s\n%s", s.name, timeout, last, s.tail())
+}
+
+// tail returns the end of the server's log, for failure messages.
+func (s *server) tail() string {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(s.dataDir), s.name+".log"))
+	if err != nil {
+		return ""
+	}
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# make bench: shoal side by side with NATS JetStream and PostgreSQL on one
+# workload (256-byte events, 10,000 streams, 64 callers, exact expected
+# version), each started on loopback in a throwaway directory. Writes
+# docs/benchmarks.md, docs/benchmarks.png and the JSON reports in
+# docs/benchmarks-results/. Bounded: about 12 runs of DURATION + WARMUP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-20s}
+WARMUP=${BENCH_WARMUP:-3s}
+RESULTS=docs/benchmarks-results
+WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+(cd bench/peers && go build -o ../../bin/peerbench ./cmd/peerbench && go build -o ../../bin/benchreport ./cmd/benchreport)
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+: > "$RESULTS/commands.txt"
+: > "$RESULTS/skipped.txt"
+
+WORKLOAD="--streams 10000 --event-size 256 --concurrency 64 --expected exact --duration $DURATION --warmup $WARMUP"
+
+record() { echo "$*" >> "$RESULTS/commands.txt"; }
+
+wait_ready() { # http-addr
+  for _ in $(seq 1 300); do
+    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "server at $1 never became ready" >&2; return 1
+}
+
+start_shoal() { # name zone grpc gossip http [join]
+  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
+  [ -n "${6:-}" ] && args+=(--join "$6")
+  record "bin/shoal ${args[*]}"
+  bin/shoal "${args[@]}" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+}
+
+stop_all() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
+
+run_shoal_bench() { # out server extra...
+  local out=$1 server=$2; shift 2
+  record "bin/shoal bench append --server $server $WORKLOAD $* --json $RESULTS/$out.json"
+  bin/shoal bench append --server "$server" $WORKLOAD "$@" --json "$RESULTS/$out.json"
+}
+
+echo "== shoal, one node"
+start_shoal n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
+wait_ready 127.0.0.1:17480
+# A CPU profile of the server during the measured part of the first run.
+( sleep "${WARMUP%s}"; curl -fsS -o "$WORK/cpu.pprof" "http://127.0.0.1:17480/debug/pprof/profile?seconds=10" ) &
+run_shoal_bench 01-shoal 127.0.0.1:17400
+wait $! 2>/dev/null || true
+run_shoal_bench 02-shoal-batch100 127.0.0.1:17400 --batch 100
+stop_all
+if [ -s "$WORK/cpu.pprof" ]; then
+  go tool pprof -top -nodecount=30 bin/shoal "$WORK/cpu.pprof" 2>/dev/null | head -40 > "$RESULTS/profile.txt" || true
+fi
+
+echo "== shoal, three nodes, replication 3"
+start_shoal n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
+wait_ready 127.0.0.1:17480
+start_shoal n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
+start_shoal n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
+wait_ready 127.0.0.1:17481
+wait_ready 127.0.0.1:17482
+# Wait until every shard has three voters.
+for _ in $(seq 1 120); do
+  if bin/shoal cluster status --server 127.0.0.1:17400 --json 2>/dev/null | grep -q '"under_replicated": *true'; then
+    sleep 1
+  else
+    break
+  fi
+done
+run_shoal_bench 03-shoal-r3 127.0.0.1:17400,127.0.0.1:17410,127.0.0.1:17420
+run_shoal_bench 04-shoal-r3-batch100 127.0.0.1:17400,127.0.0.1:17410,127.0.0.1:17420 --batch 100
+stop_all
+
+peer() { # out args...
+  local out=$1; shift
+  record "bin/peerbench $* $WORKLOAD --json $RESULTS/$out.json"
+  bin/peerbench "$@" $WORKLOAD --json "$RESULTS/$out.json" | tee "$WORK/$out.txt"
+  if grep -q '^skipped' "$WORK/$out.txt"; then
+    echo "$out: $(grep '^skipped' "$WORK/$out.txt")" >> "$RESULTS/skipped.txt"
+  fi
+}
+
+echo "== NATS JetStream"
+peer 05-nats-always --system nats --sync always --dir "$WORK/nats1"
+peer 06-nats-always-batch100 --system nats --sync always --batch 100 --dir "$WORK/nats2"
+peer 07-nats-default --system nats --sync default --dir "$WORK/nats3"
+peer 08-nats-r3-always --system nats --sync always --replicas 3 --dir "$WORK/nats4"
+
+echo "== PostgreSQL"
+peer 09-postgres --system postgres --dir "$WORK/pg1"
+peer 10-postgres-batch100 --system postgres --batch 100 --dir "$WORK/pg2"
+
+bin/benchreport --results "$RESULTS" --out docs/benchmarks.md --chart docs/benchmarks.png
+echo "wrote docs/benchmarks.md and docs/benchmarks.png"
