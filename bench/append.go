@@ -1,0 +1,168 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/shoaldb/shoal/internal/buildinfo"
+)
+
+// RunAppend runs the append workload against target and returns its report.
+// cfg's zero fields take their defaults. It returns an error only for an
+// invalid config; the target's failures are counted in the Result. A
+// cancelled ctx ends the run early with Result.Interrupted set.
+func RunAppend(ctx context.Context, cfg AppendConfig, target Target) (*Result, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = rand.Uint64() | 1
+	}
+	names := streamNames(cfg.StreamPrefix, cfg.Streams)
+	ops := make([]opFunc, cfg.Concurrency)
+	for w := range ops {
+		ops[w] = newAppender(&cfg, w, names, target).append
+	}
+	r := newEngine(cfg.Run, "append", ops).execute(ctx)
+	finish(ctx, r, &cfg, cfg.Seed, target)
+	return r, nil
+}
+
+// finish fills the report's descriptive fields.
+func finish(ctx context.Context, r *Result, cfg any, seed uint64, target Target) {
+	r.Config = cfg
+	r.Seed = seed
+	r.ShoalVersion = buildinfo.Version
+	if d, ok := target.(Describer); ok {
+		r.System = d.Describe(context.WithoutCancel(ctx))
+	}
+	if r.System.Name == "" {
+		r.System.Name = "unknown"
+	}
+}
+
+func streamNames(prefix string, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = prefix + strconv.Itoa(i)
+	}
+	return names
+}
+
+// picker returns stream indexes for one worker.
+type picker struct {
+	rng    *rand.Rand
+	zipf   *rand.Zipf
+	n      int // streams to pick from
+	stride int // the worker's streams are base + stride*i, i < n
+	base   int
+}
+
+// newPicker picks among all streams, or, when owned, among worker w's
+// partition of them (stream i belongs to worker i mod workers).
+func newPicker(rng *rand.Rand, dist string, zipfS float64, streams, w, workers int, owned bool) *picker {
+	p := &picker{rng: rng, n: streams, stride: 1}
+	if owned {
+		p.n = (streams - w + workers - 1) / workers
+		p.stride, p.base = workers, w
+	}
+	if dist == DistZipf && p.n > 1 {
+		p.zipf = rand.NewZipf(rng, zipfS, 1, uint64(p.n-1))
+	}
+	return p
+}
+
+// pick returns a stream index and its local index within the partition.
+func (p *picker) pick() (stream, local int) {
+	if p.zipf != nil {
+		local = int(p.zipf.Uint64())
+	} else {
+		local = p.rng.IntN(p.n)
+	}
+	return p.base + local*p.stride, local
+}
+
+// appender is one append worker's state: not safe for concurrent use.
+type appender struct {
+	target Target
+	names  []string
+	pick   *picker
+	exact  bool
+	// versions[local] is the expected version of the next append to the
+	// worker's local-th stream (exact mode): the last version, ExpectNoStream,
+	// or ExpectAny when unknown (the next append learns it).
+	versions []int64
+	events   [][]byte
+	bytes    int64
+	counter  uint64
+}
+
+func newAppender(cfg *AppendConfig, w int, names []string, target Target) *appender {
+	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
+	exact := cfg.Expected == ExpectedExact
+	a := &appender{
+		target: target,
+		names:  names,
+		pick:   newPicker(rng, cfg.Dist, cfg.ZipfS, cfg.Streams, w, cfg.Concurrency, exact),
+		exact:  exact,
+		bytes:  int64(cfg.Batch) * int64(cfg.EventSize),
+	}
+	if exact {
+		a.versions = make([]int64, a.pick.n)
+		for i := range a.versions {
+			a.versions[i] = ExpectNoStream
+		}
+	}
+	a.events = payloads(rng, cfg.Batch, cfg.EventSize)
+	return a
+}
+
+// payloads returns batch random payloads of size bytes, cut from one buffer.
+func payloads(rng *rand.Rand, batch, size int) [][]byte {
+	buf := make([]byte, batch*size)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	events := make([][]byte, batch)
+	for i := range events {
+		events[i] = buf[i*size : (i+1)*size : (i+1)*size]
+	}
+	return events
+}
+
+func (a *appender) append(ctx context.Context) (int64, int64, error) {
+	stream, local := a.pick.pick()
+	// Stamp each payload with a counter so successive appends differ.
+	a.counter++
+	for _, ev := range a.events {
+		for i := 0; i < 8 && i < len(ev); i++ {
+			ev[i] = byte(a.counter >> (8 * i))
+		}
+	}
+	expected := ExpectAny
+	if a.exact {
+		expected = a.versions[local]
+	}
+	last, err := a.target.Append(ctx, a.names[stream], expected, a.events)
+	if a.exact {
+		var ce *ConflictError
+		switch {
+		case err == nil:
+			a.versions[local] = last
+		case errors.As(err, &ce) && ce.Actual != ActualUnknown:
+			a.versions[local] = ce.Actual
+			if ce.Actual < 0 {
+				a.versions[local] = ExpectNoStream
+			}
+		case errors.Is(err, ErrConflict):
+			a.versions[local] = ExpectAny
+		}
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return int64(len(a.events)), a.bytes, nil
+}

@@ -1,0 +1,444 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	h := newHistogram()
+	for us := 1; us <= 1000; us++ {
+		recordLatency(h, time.Duration(us)*time.Microsecond)
+	}
+	l := Summarize(h)
+	near := func(name string, got, want int64) {
+		t.Helper()
+		if d := got - want; d < -1 || d > 1 { // 3 significant digits
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+	if l.Count != 1000 {
+		t.Fatalf("count = %d", l.Count)
+	}
+	near("min", l.Min, 1)
+	near("p50", l.P50, 500)
+	near("p90", l.P90, 900)
+	near("p99", l.P99, 990)
+	near("p99.9", l.P999, 999)
+	near("max", l.Max, 1000)
+	if l.Mean < 499 || l.Mean > 502 {
+		t.Errorf("mean = %g, want 500.5", l.Mean)
+	}
+	if (Summarize(newHistogram()) != Latency{}) {
+		t.Error("empty histogram must summarise to zeros")
+	}
+}
+
+func TestRecordLatencyClamps(t *testing.T) {
+	h := newHistogram()
+	recordLatency(h, 0)
+	recordLatency(h, 2*time.Hour)
+	if h.Min() != histMinUS || h.ValueAtQuantile(100) < histMaxUS*999/1000 {
+		t.Fatalf("min %d max %d: values outside the range must be clamped", h.Min(), h.Max())
+	}
+}
+
+func TestMergedPercentiles(t *testing.T) {
+	// Two workers: one fast (1ms x 990), one slow (100ms x 10). The merged
+	// p99 is the boundary and p99.9 must be slow.
+	a, b := newHistogram(), newHistogram()
+	for range 990 {
+		recordLatency(a, time.Millisecond)
+	}
+	for range 10 {
+		recordLatency(b, 100*time.Millisecond)
+	}
+	a.Merge(b)
+	l := Summarize(a)
+	if l.P90 > 1001 || l.P999 < 99_900 || l.Max < 99_900 {
+		t.Fatalf("merged = %+v", l)
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -12345: "-12,345"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*AppendConfig)
+		want string // substring of the error; "" = valid
+	}{
+		{"defaults", func(*AppendConfig) {}, ""},
+		{"dist", func(c *AppendConfig) { c.Dist = "pareto" }, "dist"},
+		{"expected", func(c *AppendConfig) { c.Expected = "none" }, "expected"},
+		{"batch", func(c *AppendConfig) { c.Batch = 20000 }, "batch"},
+		{"size", func(c *AppendConfig) { c.EventSize = -1 }, "event size"},
+		{"too big", func(c *AppendConfig) { c.Batch, c.EventSize = 10000, 4096 }, "16 MiB"},
+		{"exact streams", func(c *AppendConfig) { c.Expected, c.Streams, c.Concurrency = ExpectedExact, 4, 8 }, "as many streams"},
+		{"rate", func(c *AppendConfig) { c.Rate = -1 }, "rate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultAppendConfig()
+			tc.mod(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalidConfig)):
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	c := DefaultAppendConfig()
+	if c.Streams != DefaultAppendStreams || c.Concurrency != DefaultConcurrency || c.Duration != DefaultDuration ||
+		c.Warmup != DefaultWarmup || c.Expected != ExpectedAny || c.Dist != DistUniform {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c = AppendConfig{Run: Run{Count: 10, Warmup: -1}}
+	c.EnsureDefaults()
+	c.EnsureDefaults() // idempotent
+	if c.Duration != 0 || c.Warmup >= 0 {
+		t.Fatalf("count run: duration %s warmup %s", c.Duration, c.Warmup)
+	}
+}
+
+func TestPickerPartitions(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	for _, dist := range []string{DistUniform, DistZipf} {
+		const streams, workers = 103, 8
+		seen := map[int]bool{}
+		for w := range workers {
+			p := newPicker(rand.New(rand.NewPCG(seed, uint64(w))), dist, 1.1, streams, w, workers, true)
+			for range 2000 {
+				s, local := p.pick()
+				if s%workers != w || s >= streams || s != w+local*workers {
+					t.Fatalf("%s: worker %d picked stream %d (local %d)", dist, w, s, local)
+				}
+				seen[s] = true
+			}
+		}
+		if dist == DistUniform && len(seen) != streams {
+			t.Fatalf("uniform: %d of %d streams picked", len(seen), streams)
+		}
+	}
+}
+
+func TestZipfSkew(t *testing.T) {
+	p := newPicker(rand.New(rand.NewPCG(1, 2)), DistZipf, 1.1, 1000, 0, 1, false)
+	counts := make([]int, 1000)
+	for range 100000 {
+		s, _ := p.pick()
+		counts[s]++
+	}
+	if counts[0] < 10*counts[500] || counts[0] < 5000 {
+		t.Fatalf("zipf not skewed: rank0 %d rank500 %d", counts[0], counts[500])
+	}
+}
+
+func quick(c *Run) {
+	c.Warmup = -1
+	c.Seed = 42
+}
+
+func TestAppendExactNoConflicts(t *testing.T) {
+	for _, dist := range []string{DistUniform, DistZipf} {
+		m := newMemTarget()
+		cfg := AppendConfig{Streams: 64, Batch: 3, EventSize: 16, Expected: ExpectedExact, Dist: dist}
+		cfg.Concurrency = 8
+		quick(&cfg.Run)
+		cfg.Count = 3000
+		r, err := RunAppend(context.Background(), cfg, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Ops != 3000 || r.Conflicts != 0 || r.ErrorCount != 0 || r.Events != 9000 || m.total() != 9000 {
+			t.Fatalf("%s: ops %d events %d conflicts %d errors %v stored %d", dist, r.Ops, r.Events, r.Conflicts, r.Errors, m.total())
+		}
+		if r.Bytes != 9000*16 || r.OpsPerSec <= 0 || r.Latency.Count != 3000 {
+			t.Fatalf("%s: bytes %d ops/s %g latency %+v", dist, r.Bytes, r.OpsPerSec, r.Latency)
+		}
+	}
+}
+
+func TestAppendExactResyncsAfterConflict(t *testing.T) {
+	m := newMemTarget()
+	m.streams["bench-0"] = 5 // left by an earlier run
+	m.streams["bench-1"] = 1
+	cfg := AppendConfig{Streams: 2, Expected: ExpectedExact, EventSize: 8}
+	cfg.Concurrency = 1
+	quick(&cfg.Run)
+	cfg.Count = 200
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Conflicts consume count: one per stream to resynchronise.
+	if r.Conflicts != 2 || r.Ops != 198 || r.ErrorCount != 0 {
+		t.Fatalf("conflicts %d ops %d errors %v", r.Conflicts, r.Ops, r.Errors)
+	}
+	if m.total() != 6+198 {
+		t.Fatalf("stored %d", m.total())
+	}
+}
+
+func TestAppendAnyAndErrors(t *testing.T) {
+	m := newMemTarget()
+	cfg := AppendConfig{Streams: 10, Batch: 10, EventSize: 32}
+	cfg.Concurrency = 4
+	quick(&cfg.Run)
+	cfg.Count = 500
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 500 || r.Events != 5000 || r.Conflicts != 0 {
+		t.Fatalf("ops %d events %d conflicts %d", r.Ops, r.Events, r.Conflicts)
+	}
+
+	m.failAll = Classified(KindUnavailable, errors.New("down"))
+	cfg.Count = 50
+	r, err = RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 0 || r.ErrorCount != 50 || r.Errors[KindUnavailable] != 50 {
+		t.Fatalf("ops %d errors %v", r.Ops, r.Errors)
+	}
+}
+
+func TestDurationAndWarmup(t *testing.T) {
+	m := newMemTarget()
+	m.opDelay = time.Millisecond
+	cfg := AppendConfig{Streams: 10, EventSize: 8}
+	cfg.Concurrency = 1
+	cfg.Seed = 7
+	cfg.Warmup = 200 * time.Millisecond
+	cfg.Duration = 300 * time.Millisecond
+	start := time.Now()
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if took < 500*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("run took %s, want about 500ms", took)
+	}
+	// Warmup appends are stored but not counted.
+	if r.Ops == 0 || int64(m.appends) <= r.Ops {
+		t.Fatalf("measured %d of %d appends", r.Ops, m.appends)
+	}
+	if r.ElapsedSeconds < 0.29 || r.ElapsedSeconds > 0.5 {
+		t.Fatalf("elapsed %g, want about 0.3", r.ElapsedSeconds)
+	}
+}
+
+func TestOpenLoopSchedule(t *testing.T) {
+	m := newMemTarget()
+	cfg := AppendConfig{Streams: 10, EventSize: 8}
+	cfg.Concurrency = 4
+	cfg.Seed = 3
+	cfg.Warmup = 100 * time.Millisecond
+	cfg.Duration = time.Second
+	cfg.Rate = 200
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 200/s for 1s, warmup excluded.
+	if r.Ops < 190 || r.Ops > 202 || r.Missed != 0 || r.TargetRate != 200 {
+		t.Fatalf("ops %d missed %d rate %g", r.Ops, r.Missed, r.TargetRate)
+	}
+	if m.appends < 205 {
+		t.Fatalf("warmup appends missing: %d total", m.appends)
+	}
+	if r.OpsPerSec < 170 || r.OpsPerSec > 230 {
+		t.Fatalf("ops/s %g, want about 200", r.OpsPerSec)
+	}
+}
+
+// TestCoordinatedOmission stalls a target for 200ms once, driven by one
+// worker. The closed loop sends nothing while stalled, so only the request in
+// flight sees it and p99 stays low; the open loop keeps its schedule, the
+// requests due during the stall queue up, and their latency from the
+// intended send time shows in p99.
+func TestCoordinatedOmission(t *testing.T) {
+	const stall = 200 * time.Millisecond
+	run := func(rate float64) *Result {
+		m := newMemTarget()
+		m.opDelay = 500 * time.Microsecond
+		m.stallAt, m.stall = 50, stall
+		cfg := AppendConfig{Streams: 10, EventSize: 8}
+		cfg.Concurrency = 1
+		cfg.Seed = 11
+		cfg.Warmup = -1
+		cfg.Duration = 1500 * time.Millisecond
+		cfg.Rate = rate
+		r, err := RunAppend(context.Background(), cfg, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	closed, open := run(0), run(200)
+	t.Logf("closed: ops %d p99 %dus max %dus; open: ops %d p90 %dus p99 %dus max %dus",
+		closed.Ops, closed.Latency.P99, closed.Latency.Max, open.Ops, open.Latency.P90, open.Latency.P99, open.Latency.Max)
+	if closed.Latency.Max < 190_000 || open.Latency.Max < 190_000 {
+		t.Fatalf("both loops must see the stall in max")
+	}
+	if closed.Latency.P99 > 50_000 {
+		t.Fatalf("closed loop p99 %dus: expected the stall to be hidden", closed.Latency.P99)
+	}
+	if open.Latency.P99 < 150_000 || open.Latency.P90 < 10_000 {
+		t.Fatalf("open loop p99 %dus p90 %dus: queued requests must carry the stall", open.Latency.P99, open.Latency.P90)
+	}
+}
+
+func TestOpenLoopMissed(t *testing.T) {
+	// A target far slower than the rate: the schedule is not met and the
+	// shortfall is reported, with latencies growing from the intended times.
+	m := newMemTarget()
+	m.opDelay = 10 * time.Millisecond
+	cfg := AppendConfig{Streams: 10, EventSize: 8}
+	cfg.Concurrency = 1
+	cfg.Seed = 5
+	cfg.Warmup = -1
+	cfg.Duration = 500 * time.Millisecond
+	cfg.Rate = 1000
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Missed < 400 || r.Ops > 60 || r.Latency.Max < 300_000 {
+		t.Fatalf("ops %d missed %d max %dus", r.Ops, r.Missed, r.Latency.Max)
+	}
+}
+
+func TestCancelInterrupts(t *testing.T) {
+	m := newMemTarget()
+	m.opDelay = time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	cfg := AppendConfig{Streams: 10, EventSize: 8}
+	cfg.Concurrency = 2
+	cfg.Seed, cfg.Warmup, cfg.Duration = 1, -1, time.Minute
+	r, err := RunAppend(ctx, cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Interrupted || r.ErrorCount != 0 || r.Ops == 0 {
+		t.Fatalf("interrupted %v errors %v ops %d", r.Interrupted, r.Errors, r.Ops)
+	}
+}
+
+func TestRead(t *testing.T) {
+	m := newMemTarget()
+	cfg := ReadConfig{Streams: 20, EventsPerStream: 250, PreloadBatch: 100, EventSize: 8}
+	cfg.Concurrency = 4
+	quick(&cfg.Run)
+	cfg.Count = 100
+	r, err := RunRead(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.total() != 20*250 || r.Preload.Events != 20*250 || r.Preload.Skipped != 0 {
+		t.Fatalf("preload: stored %d, %+v", m.total(), r.Preload)
+	}
+	if r.Ops != 100 || r.Events != 100*250 || r.ErrorCount != 0 || r.Workload != "read" {
+		t.Fatalf("replays %d events %d errors %v", r.Ops, r.Events, r.Errors)
+	}
+	// A second run finds the streams loaded; a partly loaded stream is topped up.
+	m.streams["bench-read-3"] = 100
+	r, err = RunRead(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Preload.Skipped != 19 || r.Preload.Events != 150 || m.total() != 20*250 {
+		t.Fatalf("second preload: %+v stored %d", r.Preload, m.total())
+	}
+}
+
+func TestResultJSONAndTable(t *testing.T) {
+	m := newMemTarget()
+	cfg := AppendConfig{Streams: 10, Batch: 2, EventSize: 8, Dist: DistZipf}
+	cfg.Concurrency = 2
+	quick(&cfg.Run)
+	cfg.Count = 100
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) any {
+		var v any = doc
+		for _, k := range strings.Split(path, ".") {
+			obj, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = obj[k]
+		}
+		return v
+	}
+	for _, path := range []string{
+		"workload", "system.name", "system.version", "system.durability", "shoal_version", "seed", "start",
+		"machine.cpus", "machine.cpu_model", "machine.go_version", "machine.os", "machine.arch",
+		"config.streams", "config.dist", "config.batch", "config.event_size", "config.expected",
+		"config.concurrency", "config.duration_ns", "config.count", "config.warmup_ns", "config.rate", "config.seed",
+		"elapsed_seconds", "ops", "events", "bytes", "ops_per_sec", "events_per_sec", "mb_per_sec",
+		"latency.p50_us", "latency.p90_us", "latency.p99_us", "latency.p99_9_us", "latency.max_us", "latency.mean_us",
+		"conflicts", "error_count", "errors", "interrupted",
+	} {
+		if get(path) == nil {
+			t.Errorf("JSON lacks %s", path)
+		}
+	}
+	if get("system.name") != "mem" || get("config.dist") != "zipf" || get("ops").(float64) != 100 || get("events").(float64) != 200 {
+		t.Errorf("JSON values: %s", buf.String())
+	}
+	buf.Reset()
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"appends", "latency ms", "p99.9", "conflicts", "errors", "none"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func TestProgressPlain(t *testing.T) {
+	m := newMemTarget()
+	m.opDelay = time.Millisecond
+	var buf syncBuffer
+	cfg := AppendConfig{Streams: 10, EventSize: 8}
+	cfg.Concurrency = 1
+	cfg.Seed, cfg.Warmup, cfg.Duration = 1, -1, 350*time.Millisecond
+	cfg.Progress = Progress{W: &buf, Interval: 20 * time.Millisecond}
+	if _, err := RunAppend(context.Background(), cfg, m); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "\n"); n < 2 || !strings.Contains(out, "ops/s") || strings.Contains(out, "\r") {
+		t.Fatalf("progress output:\n%s", out)
+	}
+}

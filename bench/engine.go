@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// opFunc performs one operation of a worker and returns the events and
+// payload bytes it moved. Called from the worker's goroutine only.
+type opFunc func(ctx context.Context) (events, bytes int64, err error)
+
+// worker is one load generator. The atomics are read by the progress
+// reporter; hist and errs belong to the worker's goroutine until it exits.
+type worker struct {
+	op   opFunc
+	hist *hdrhistogram.Histogram
+	errs map[string]int64
+
+	done      atomic.Int64 // every finished operation, warmup included
+	ops       atomic.Int64 // measured successes
+	events    atomic.Int64
+	bytes     atomic.Int64
+	conflicts atomic.Int64
+	failed    atomic.Int64 // measured failures other than conflicts
+	attempted int64        // measured operations sent (open loop: for Missed)
+	lastEnd   time.Time    // end of the last measured operation
+}
+
+// engine drives workers over one run: the schedule (closed or open loop),
+// warmup, stop condition and measurement. It has no knowledge of what an
+// operation does.
+type engine struct {
+	run          Run
+	workload     string
+	start        time.Time // schedule origin, the start of warmup
+	measureStart time.Time
+	stopAt       time.Time // zero in count mode
+	interval     float64   // open loop: nanoseconds between due times
+
+	seq     atomic.Int64 // open loop: next operation index
+	claimed atomic.Int64 // count mode: measured operations claimed
+	workers []*worker
+}
+
+func newEngine(run Run, workload string, ops []opFunc) *engine {
+	e := &engine{run: run, workload: workload}
+	for _, op := range ops {
+		e.workers = append(e.workers, &worker{op: op, hist: newHistogram(), errs: map[string]int64{}})
+	}
+	if run.Rate > 0 {
+		e.interval = float64(time.Second) / run.Rate
+	}
+	return e
+}
+
+// execute runs the workers to the end and returns the merged figures.
+func (e *engine) execute(ctx context.Context) *Result {
+	e.start = time.Now()
+	e.measureStart = e.start.Add(max(e.run.Warmup, 0))
+	if e.run.Count == 0 {
+		e.stopAt = e.measureStart.Add(e.run.Duration)
+	}
+	stopProgress := startProgress(e)
+	var wg sync.WaitGroup
+	for _, w := range e.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.loop(ctx, w)
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	return e.result(ctx)
+}
+
+// next decides when the worker's next operation is due, or that the run is
+// over for this worker. measured says whether the operation counts.
+func (e *engine) next(ctx context.Context, timer *time.Timer) (due time.Time, measured, ok bool) {
+	if ctx.Err() != nil {
+		return time.Time{}, false, false
+	}
+	now := time.Now()
+	if e.interval > 0 {
+		k := e.seq.Add(1) - 1
+		due = e.start.Add(time.Duration(float64(k) * e.interval))
+		if !e.stopAt.IsZero() && (!due.Before(e.stopAt) || !now.Before(e.stopAt)) {
+			return time.Time{}, false, false
+		}
+		if wait := due.Sub(now); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return time.Time{}, false, false
+			}
+		}
+	} else {
+		due = now
+		if !e.stopAt.IsZero() && !now.Before(e.stopAt) {
+			return time.Time{}, false, false
+		}
+	}
+	measured = !due.Before(e.measureStart)
+	if measured && e.run.Count > 0 && e.claimed.Add(1) > e.run.Count {
+		return time.Time{}, false, false
+	}
+	return due, measured, true
+}
+
+func (e *engine) loop(ctx context.Context, w *worker) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		due, measured, ok := e.next(ctx, timer)
+		if !ok {
+			return
+		}
+		opCtx, cancel := context.WithTimeout(ctx, e.run.OpTimeout)
+		events, bytes, err := w.op(opCtx)
+		cancel()
+		end := time.Now()
+		w.done.Add(1)
+		if !measured {
+			continue
+		}
+		if err != nil && ctx.Err() != nil {
+			return // interrupted: not the target's failure
+		}
+		w.attempted++
+		w.lastEnd = end
+		switch {
+		case err == nil:
+			recordLatency(w.hist, end.Sub(due))
+			w.ops.Add(1)
+			w.events.Add(events)
+			w.bytes.Add(bytes)
+		case Classify(err) == KindConflict:
+			w.conflicts.Add(1)
+		default:
+			w.errs[Classify(err)]++
+			w.failed.Add(1)
+		}
+	}
+}
+
+func (e *engine) result(ctx context.Context) *Result {
+	r := &Result{
+		Workload:  e.workload,
+		Start:     e.measureStart,
+		Errors:    map[string]int64{},
+		Histogram: newHistogram(),
+		Machine:   ThisMachine(),
+	}
+	var lastEnd time.Time
+	var attempted int64
+	for _, w := range e.workers {
+		r.Histogram.Merge(w.hist)
+		r.Ops += w.ops.Load()
+		r.Events += w.events.Load()
+		r.Bytes += w.bytes.Load()
+		r.Conflicts += w.conflicts.Load()
+		r.ErrorCount += w.failed.Load()
+		for k, n := range w.errs {
+			r.Errors[k] += n
+		}
+		attempted += w.attempted
+		if w.lastEnd.After(lastEnd) {
+			lastEnd = w.lastEnd
+		}
+	}
+	if !lastEnd.IsZero() {
+		r.Elapsed = lastEnd.Sub(e.measureStart)
+	}
+	if r.Elapsed > 0 {
+		sec := r.Elapsed.Seconds()
+		r.ElapsedSeconds = sec
+		r.OpsPerSec = float64(r.Ops) / sec
+		r.EventsPerSec = float64(r.Events) / sec
+		r.MBPerSec = float64(r.Bytes) / 1e6 / sec
+	}
+	r.Latency = Summarize(r.Histogram)
+	r.Interrupted = ctx.Err() != nil
+	if e.interval > 0 {
+		r.TargetRate = e.run.Rate
+		if !e.stopAt.IsZero() && !r.Interrupted {
+			due := e.dueBefore(e.stopAt) - e.dueBefore(e.measureStart)
+			r.Missed = max(0, due-attempted)
+		}
+	}
+	return r
+}
+
+// dueBefore returns how many operations of the open-loop schedule are due
+// before t.
+func (e *engine) dueBefore(t time.Time) int64 {
+	return int64(math.Ceil(float64(t.Sub(e.start)) / e.interval))
+}
+
+// totals returns the progress figures: all finished operations, measured
+// successes, failures and conflicts.
+func (e *engine) totals() (done, ops, failed, conflicts int64) {
+	for _, w := range e.workers {
+		done += w.done.Load()
+		ops += w.ops.Load()
+		failed += w.failed.Load()
+		conflicts += w.conflicts.Load()
+	}
+	return
+}

@@ -1,0 +1,265 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Histogram range: latencies are recorded in microseconds from 1µs to 60s
+// with 3 significant digits; longer latencies are recorded as 60s.
+const (
+	histMinUS   = 1
+	histMaxUS   = 60_000_000
+	histSigFigs = 3
+)
+
+func newHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(histMinUS, histMaxUS, histSigFigs)
+}
+
+// recordLatency records d in h, clamped to the histogram's range.
+func recordLatency(h *hdrhistogram.Histogram, d time.Duration) {
+	us := d.Microseconds()
+	if us < histMinUS {
+		us = histMinUS
+	}
+	if us > histMaxUS {
+		us = histMaxUS
+	}
+	_ = h.RecordValue(us) // cannot fail: clamped to the range
+}
+
+// Latency summarises a histogram, in microseconds.
+type Latency struct {
+	Count int64   `json:"count"`
+	Min   int64   `json:"min_us"`
+	Mean  float64 `json:"mean_us"`
+	P50   int64   `json:"p50_us"`
+	P90   int64   `json:"p90_us"`
+	P99   int64   `json:"p99_us"`
+	P999  int64   `json:"p99_9_us"`
+	Max   int64   `json:"max_us"`
+}
+
+// Summarize returns the percentiles of h (all zero when h is empty).
+func Summarize(h *hdrhistogram.Histogram) Latency {
+	if h == nil || h.TotalCount() == 0 {
+		return Latency{}
+	}
+	return Latency{
+		Count: h.TotalCount(),
+		Min:   h.Min(),
+		Mean:  h.Mean(),
+		P50:   h.ValueAtQuantile(50),
+		P90:   h.ValueAtQuantile(90),
+		P99:   h.ValueAtQuantile(99),
+		P999:  h.ValueAtQuantile(99.9),
+		Max:   h.Max(),
+	}
+}
+
+// Machine describes where the benchmark ran.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	GoVersion string `json:"go_version"`
+}
+
+// ThisMachine describes the running machine (the CPU model from
+// /proc/cpuinfo where there is one).
+func ThisMachine() Machine {
+	return Machine{
+		CPUs:      numCPU(),
+		CPUModel:  cpuModel(),
+		OS:        runtime.GOOS,
+		Arch:      runtime.GOARCH,
+		GoVersion: runtime.Version(),
+	}
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "model name", "Model", "cpu model":
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// Preload reports the read workload's loading phase.
+type Preload struct {
+	Streams        int     `json:"streams"`
+	Events         int64   `json:"events"`  // events appended (streams already complete are skipped)
+	Skipped        int     `json:"skipped"` // streams that already held enough events
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	EventsPerSec   float64 `json:"events_per_sec"`
+}
+
+// Result is one run's report. Every figure covers the measured phase only
+// (after warmup). Latency is per operation: one append (of Batch events) or
+// one whole-stream replay.
+type Result struct {
+	Workload     string    `json:"workload"` // "append" or "read"
+	System       System    `json:"system"`
+	ShoalVersion string    `json:"shoal_version"` // version of the benchmark binary
+	Machine      Machine   `json:"machine"`
+	Config       any       `json:"config"` // the AppendConfig or ReadConfig, defaults applied
+	Seed         uint64    `json:"seed"`
+	Start        time.Time `json:"start"` // of the measured phase
+
+	Elapsed        time.Duration `json:"-"`
+	ElapsedSeconds float64       `json:"elapsed_seconds"`
+	Ops            int64         `json:"ops"`    // successful operations
+	Events         int64         `json:"events"` // events appended or read by them
+	Bytes          int64         `json:"bytes"`  // payload bytes appended (append workload)
+	OpsPerSec      float64       `json:"ops_per_sec"`
+	EventsPerSec   float64       `json:"events_per_sec"`
+	MBPerSec       float64       `json:"mb_per_sec"` // payload MB (1e6 bytes) per second
+	Latency        Latency       `json:"latency"`
+
+	Conflicts  int64            `json:"conflicts"`   // failed expected-version checks
+	ErrorCount int64            `json:"error_count"` // failed operations other than conflicts
+	Errors     map[string]int64 `json:"errors"`      // by kind (see the Kind constants)
+
+	// Open loop only.
+	TargetRate float64 `json:"target_rate,omitempty"` // operations per second asked for
+	Missed     int64   `json:"missed,omitempty"`      // operations due in the measured phase but never sent
+
+	Preload     *Preload `json:"preload,omitempty"`
+	Interrupted bool     `json:"interrupted"` // the context was cancelled before the end
+
+	// Histogram holds every measured latency in microseconds.
+	Histogram *hdrhistogram.Histogram `json:"-"`
+}
+
+// WriteJSON writes r as one indented JSON document.
+func (r *Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteJSONFile writes r to the named file.
+func (r *Result) WriteJSONFile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := r.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteTable writes r as a human-readable table.
+func (r *Result) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	p := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
+	sys := r.System.Name
+	if r.System.Version != "" {
+		sys += " " + r.System.Version
+	}
+	p("workload\t%s", r.Workload)
+	p("system\t%s", sys)
+	if r.System.Durability != "" {
+		p("durability\t%s", r.System.Durability)
+	}
+	p("machine\t%d CPUs, %s, %s", r.Machine.CPUs, orUnknown(r.Machine.CPUModel), r.Machine.GoVersion)
+	if r.Preload != nil {
+		p("preload\t%s events in %.1fs (%s events/s, %d streams already loaded)",
+			thousands(r.Preload.Events), r.Preload.ElapsedSeconds, thousands(int64(r.Preload.EventsPerSec)), r.Preload.Skipped)
+	}
+	p("elapsed\t%.2fs", r.ElapsedSeconds)
+	op := "appends"
+	if r.Workload == "read" {
+		op = "replays"
+	}
+	p("%s\t%s\t%s/s", op, thousands(r.Ops), thousands(int64(r.OpsPerSec)))
+	p("events\t%s\t%s/s\t%.1f MB/s", thousands(r.Events), thousands(int64(r.EventsPerSec)), r.MBPerSec)
+	if r.TargetRate > 0 {
+		p("target rate\t%s/s\tmissed %s", thousands(int64(r.TargetRate)), thousands(r.Missed))
+	}
+	l := r.Latency
+	p("latency ms\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s",
+		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+	p("conflicts\t%s", thousands(r.Conflicts))
+	p("errors\t%s", formatErrors(r.Errors))
+	if r.Interrupted {
+		p("note\tinterrupted before the end")
+	}
+	return tw.Flush()
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown CPU"
+	}
+	return s
+}
+
+func ms(us int64) string { return fmt.Sprintf("%.3f", float64(us)/1000) }
+
+func formatErrors(m map[string]int64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	kinds := make([]string, 0, len(m))
+	for k := range m {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var b strings.Builder
+	for i, k := range kinds {
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		fmt.Fprintf(&b, "%s=%d", k, m[k])
+	}
+	return b.String()
+}
+
+// thousands formats n with thousands separators.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}

@@ -1,0 +1,191 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sony/gobreaker/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// Client talks to a shoal cluster. It is safe for concurrent use; create one
+// per process and share it.
+type Client struct {
+	opts  options
+	seeds []string
+	log   *slog.Logger
+
+	topo      atomic.Pointer[topology] // nil until the first fetch
+	refreshMu sync.Mutex               // serialises topology fetches
+	refreshCh chan struct{}            // asks the background loop for a refresh; buffered(1)
+	done      chan struct{}            // closed by Close
+	bg        sync.WaitGroup           // the background refresh loop
+	rr        atomic.Uint64            // round-robin start for any-node calls
+
+	mu struct {
+		sync.Mutex
+		closed bool
+		nodes  map[string]*node  // by gRPC address; created lazily
+		hints  map[uint32]string // shard -> leader address learnt from NotLeader
+	}
+
+	stats struct {
+		attempts, retries, redirects, trips, refreshes atomic.Uint64
+	}
+}
+
+// node is one server address: a gRPC connection and its circuit breaker.
+type node struct {
+	addr    string
+	conn    *grpc.ClientConn
+	streams shoalv1.StreamsClient
+	cluster shoalv1.ClusterClient
+	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+}
+
+// Stats are counters since Dial.
+type Stats struct {
+	Attempts          uint64 // RPC attempts, first tries included
+	Retries           uint64 // attempts after the first of a call
+	Redirects         uint64 // not-leader answers followed to the named leader
+	BreakerTrips      uint64 // times a node's breaker opened
+	TopologyRefreshes uint64 // successful topology fetches
+}
+
+// Dial connects to the cluster that serves at addrs (gRPC "host:port"
+// addresses; one is enough, more help when some are down). It returns once
+// it has fetched the cluster topology from one of them, retrying within ctx
+// and the retry policy; connections to other nodes are opened when first
+// used. Close the client when done.
+func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	seeds := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(seeds, a) {
+			seeds = append(seeds, a)
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, &InvalidArgumentError{Field: "addrs", Limit: "at least one address", Reason: "no seed address was given"}
+	}
+	c := &Client{
+		opts:      o,
+		seeds:     seeds,
+		log:       o.logger,
+		refreshCh: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	c.mu.nodes = make(map[string]*node)
+	c.mu.hints = make(map[uint32]string)
+	if err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node) (bool, error) {
+		_, err := c.fetchTopology(ctx, n)
+		return false, err
+	}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.bg.Add(1)
+	go c.refreshLoop()
+	return c, nil
+}
+
+// Close stops background work and closes every connection. Calls in flight
+// fail with ErrClosed. Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.closed = true
+	nodes := c.mu.nodes
+	c.mu.nodes = nil
+	c.mu.Unlock()
+	close(c.done)
+	c.bg.Wait()
+	var first error
+	for _, n := range nodes {
+		if err := n.conn.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Attempts:          c.stats.attempts.Load(),
+		Retries:           c.stats.retries.Load(),
+		Redirects:         c.stats.redirects.Load(),
+		BreakerTrips:      c.stats.trips.Load(),
+		TopologyRefreshes: c.stats.refreshes.Load(),
+	}
+}
+
+func (c *Client) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// node returns the pooled node for addr, creating its connection (lazily
+// connecting: grpc.NewClient does no I/O) and breaker on first use.
+func (c *Client) node(addr string) (*node, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return nil, ErrClosed
+	}
+	if n, ok := c.mu.nodes[addr]; ok {
+		return n, nil
+	}
+	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.dialOptions...)
+	conn, err := grpc.NewClient(addr, dopts...)
+	if err != nil {
+		return nil, err
+	}
+	n := &node{
+		addr:    addr,
+		conn:    conn,
+		streams: shoalv1.NewStreamsClient(conn),
+		cluster: shoalv1.NewClusterClient(conn),
+		breaker: gobreaker.NewTwoStepCircuitBreaker[struct{}](c.breakerSettings(addr)),
+	}
+	c.mu.nodes[addr] = n
+	return n, nil
+}
+
+func (c *Client) breakerSettings(addr string) gobreaker.Settings {
+	bs := c.opts.breaker
+	return gobreaker.Settings{
+		Name:        addr,
+		MaxRequests: 1,
+		Timeout:     bs.OpenTimeout,
+		ReadyToTrip: func(cnt gobreaker.Counts) bool {
+			return !bs.Disabled && cnt.ConsecutiveFailures >= bs.Failures
+		},
+		IsSuccessful: func(err error) bool { return err != errNodeFault },
+		IsExcluded:   func(err error) bool { return err == errExcluded },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				c.stats.trips.Add(1)
+				c.log.Info("client: node circuit breaker opened", "node", name, "from", from.String())
+			} else {
+				c.log.Debug("client: node circuit breaker changed", "node", name, "from", from.String(), "to", to.String())
+			}
+		},
+	}
+}

@@ -1,0 +1,77 @@
+// Package client is the Go client of shoal, a sharded, replicated event
+// store.
+//
+//	c, err := client.Dial(ctx, []string{"127.0.0.1:7400"})
+//	if err != nil { ... }
+//	defer c.Close()
+//	res, err := c.Append(ctx, "order-42", client.NoStream,
+//		client.Event{Type: "OrderPlaced", Data: data, ContentType: "application/json"})
+//	for ev, err := range c.Read(ctx, "order-42") { ... }
+//
+// # Routing
+//
+// Dial fetches the cluster topology (shard count, nodes, shard leaders) from
+// one of its seed addresses and caches it. A stream lives in shard
+// ring.ShardOf(stream, shards); its calls go to that shard's leader, or,
+// when the leader is unknown or its breaker is open, to another live node,
+// which forwards. A not-leader answer that names the leader is followed at
+// once; the topology is refreshed in the background after not-leader and
+// unavailable answers and every 10s (WithTopologyRefresh). One gRPC
+// connection is kept per node address, opened on first use.
+//
+// # What a caller can rely on
+//
+//  1. Appends are idempotent across retries. Every event carries a UUID;
+//     Append fills zero IDs with random ones BEFORE the first attempt and
+//     resends the same IDs on every retry, so an append whose
+//     acknowledgement was lost is answered with the original versions
+//     (AppendResult.Duplicate) rather than written twice. To make your own
+//     retries (after Append returned an error) idempotent too, set the IDs
+//     yourself.
+//  2. Only transient failures are retried: Unavailable (node down, not
+//     leader, no quorum), an attempt's DeadlineExceeded (per-attempt timeout,
+//     RetryPolicy.AttemptTimeout), ResourceExhausted (overload), Aborted, and
+//     connection errors. Verdicts are never retried: wrong expected version,
+//     invalid argument, stream not found, stream deleted, ID conflict, and
+//     any other status.
+//  3. Retries back off exponentially with full jitter (ceiling doubling from
+//     50ms to 2s by default; the wait is uniform in [0, ceiling]) until the
+//     call succeeds, the caller's context ends, or RetryPolicy.MaxElapsed
+//     (30s) has passed. A call never outlives its context: when the next
+//     attempt could not start before the context's deadline it returns at
+//     once with an error matching context.DeadlineExceeded that also wraps
+//     the last attempt's error. When MaxElapsed passes it returns an
+//     *UnavailableError (errors.Is(err, ErrUnavailable)) wrapping the last
+//     attempt's error.
+//  4. Each node address has a circuit breaker. Only transport failures count
+//     (Unavailable other than not-leader, timed-out attempts, connection
+//     errors); application verdicts count as successes. After 5 consecutive
+//     failures the breaker opens and calls route to other nodes, which
+//     forward; after 2s it lets one probe call through (half-open) and
+//     closes on its success. When every candidate's breaker is open, the
+//     call waits out its backoff and tries again while time remains instead
+//     of failing at once.
+//  5. Errors are typed at the boundary: match them with errors.Is against
+//     ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted,
+//     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrClosed, and read
+//     their facts with errors.As (*WrongExpectedVersionError,
+//     *InvalidArgumentError, *IDConflictError, *UnavailableError). Context
+//     errors pass through. Other gRPC statuses are returned unchanged.
+//  6. Read and ReadShard yield events lazily, one server page at a time,
+//     and resume after a transient error from just past the last event
+//     yielded: no event is yielded twice or skipped. A read that makes
+//     progress restarts its retry budget. Reads go to the shard's leader and
+//     are linearizable unless Stale (or WithStaleReads) lets any replica of
+//     the shard serve them.
+//
+// # Caller duties
+//
+//  1. Create one Client per process and share it; it is safe for
+//     concurrent use. Close it when done.
+//  2. Give every call a context with a deadline that suits the operation;
+//     the retry policy is a ceiling, the context the real bound.
+//  3. Handle ErrWrongExpectedVersion by re-reading the stream and deciding
+//     again; the client never retries it.
+//  4. Range over a Read sequence to its end or break out of it; the first
+//     error ends it.
+package client

@@ -1,0 +1,243 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// Sentinel errors. Match them with errors.Is; the typed errors below carry
+// the facts and match their sentinel.
+var (
+	// ErrWrongExpectedVersion is returned by Append and Delete when the
+	// stream's version does not satisfy the expected version. The error is a
+	// *WrongExpectedVersionError. Never retried.
+	ErrWrongExpectedVersion = errors.New("client: wrong expected version")
+	// ErrStreamNotFound is returned by reads of a stream that does not exist
+	// or was soft-deleted, and by Delete of a stream that does not exist.
+	ErrStreamNotFound = errors.New("client: stream not found")
+	// ErrStreamDeleted is returned by any operation on a tombstoned stream.
+	ErrStreamDeleted = errors.New("client: stream deleted")
+	// ErrInvalidArgument is returned for a request the server (or the
+	// client, before sending) refuses as malformed. The error is an
+	// *InvalidArgumentError naming the field and the limit. Never retried.
+	ErrInvalidArgument = errors.New("client: invalid argument")
+	// ErrIDConflict is returned by Append when some, not all, of the
+	// batch's event IDs are already stored, or stored elsewhere. The error
+	// is an *IDConflictError. Never retried.
+	ErrIDConflict = errors.New("client: event ID conflict")
+	// ErrUnavailable is returned when retries gave up (the retry policy's
+	// MaxElapsed passed) without reaching a node able to serve the call. The
+	// error is an *UnavailableError wrapping the last attempt's error.
+	ErrUnavailable = errors.New("client: cluster unavailable")
+	// ErrClosed is returned by calls on a closed Client.
+	ErrClosed = errors.New("client: closed")
+)
+
+// WrongExpectedVersionError is the ErrWrongExpectedVersion verdict with its
+// facts.
+type WrongExpectedVersionError struct {
+	Stream       string
+	Expected     ExpectedVersion
+	Actual       uint64 // the stream's last version; meaningful when StreamExists
+	StreamExists bool
+}
+
+func (e *WrongExpectedVersionError) Error() string {
+	actual := "does not exist"
+	if e.StreamExists {
+		actual = fmt.Sprintf("is at version %d", e.Actual)
+	}
+	return fmt.Sprintf("client: wrong expected version for stream %q: expected %s, but the stream %s", e.Stream, e.Expected, actual)
+}
+
+// Is reports whether target is ErrWrongExpectedVersion.
+func (e *WrongExpectedVersionError) Is(target error) bool { return target == ErrWrongExpectedVersion }
+
+// InvalidArgumentError is the ErrInvalidArgument verdict with its facts.
+type InvalidArgumentError struct {
+	Field  string // e.g. "stream", "events[3].type"; may be empty
+	Limit  string // e.g. "at most 512 bytes"; may be empty
+	Reason string // one sentence
+}
+
+func (e *InvalidArgumentError) Error() string {
+	var b strings.Builder
+	b.WriteString("client: invalid argument")
+	if e.Field != "" {
+		fmt.Fprintf(&b, " %q", e.Field)
+	}
+	if e.Reason != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Reason)
+	}
+	if e.Limit != "" {
+		fmt.Fprintf(&b, " (limit: %s)", e.Limit)
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrInvalidArgument.
+func (e *InvalidArgumentError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// IDConflictError is the ErrIDConflict verdict with its facts.
+type IDConflictError struct {
+	Stream          string
+	ID              uuid.UUID
+	ExistingStream  string
+	ExistingVersion uint64
+}
+
+func (e *IDConflictError) Error() string {
+	if e.ExistingStream == "" {
+		return fmt.Sprintf("client: event ID %s conflicts with an event already stored for stream %q", e.ID, e.Stream)
+	}
+	return fmt.Sprintf("client: event ID %s sent to stream %q is already stored as version %d of stream %q",
+		e.ID, e.Stream, e.ExistingVersion, e.ExistingStream)
+}
+
+// Is reports whether target is ErrIDConflict.
+func (e *IDConflictError) Is(target error) bool { return target == ErrIDConflict }
+
+// UnavailableError is returned when retries gave up. Err is the last
+// attempt's error (a gRPC status error, so status.Code(err) still works).
+type UnavailableError struct {
+	Attempts int
+	Elapsed  time.Duration
+	Err      error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("client: cluster unavailable after %d attempts in %s: %v", e.Attempts, e.Elapsed.Round(time.Millisecond), e.Err)
+}
+
+// Is reports whether target is ErrUnavailable.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// Unwrap returns the last attempt's error.
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// ctxError is what a call returns when the caller's context ended (or its
+// deadline would pass before the next attempt): it matches the context error
+// and still carries the last attempt's error.
+func ctxError(ctxErr error, attempts int, last error) error {
+	if last == nil {
+		return ctxErr
+	}
+	return fmt.Errorf("client: %w after %d attempts, last error: %w", ctxErr, attempts, last)
+}
+
+// Internal causes; they only ever appear wrapped in an UnavailableError or a
+// ctxError.
+var (
+	errAllBreakersOpen = errors.New("client: every candidate node's circuit breaker is open")
+	errNoNodes         = errors.New("client: no node address is known")
+)
+
+// verdict is how the retry loop treats an attempt's error.
+type verdict uint8
+
+const (
+	fatal    verdict = iota // convert and return
+	retry                   // back off, then try again
+	redirect                // NotLeader with an address: try it at once
+)
+
+// classify decides what to do with err, an attempt's error, given that the
+// caller's context is still live. nodeFault reports whether the error counts
+// against the node's circuit breaker (transport failures only).
+func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
+	st, ok := status.FromError(err)
+	if !ok {
+		// Not a status: a connection error, or the context error of an
+		// attempt that timed out (the caller's own context is live).
+		return retry, true, nil
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		for _, d := range st.Details() {
+			if d, ok := d.(*shoalv1.NotLeader); ok {
+				if d.GetLeaderAddr() != "" {
+					return redirect, false, d
+				}
+				return retry, false, d // election in progress
+			}
+		}
+		return retry, true, nil
+	case codes.DeadlineExceeded:
+		return retry, true, nil
+	case codes.ResourceExhausted:
+		// gRPC reports an over-size message with this code too; that is
+		// permanent.
+		if strings.Contains(st.Message(), "larger than max") {
+			return fatal, false, nil
+		}
+		return retry, false, nil
+	case codes.Aborted:
+		return retry, false, nil
+	}
+	return fatal, false, nil
+}
+
+// convertError maps a fatal gRPC error to the package's errors. stream names
+// the stream the call was about ("" for cluster calls). Errors without a
+// mapping are returned unchanged (status.Code still works on them).
+func convertError(err error, stream string) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *shoalv1.WrongExpectedVersion:
+			return &WrongExpectedVersionError{
+				Stream:       firstNonEmpty(d.GetStream(), stream),
+				Expected:     expectedFromProto(d.GetExpected()),
+				Actual:       d.GetActualVersion(),
+				StreamExists: d.GetStreamExists(),
+			}
+		case *shoalv1.StreamNotFound:
+			return fmt.Errorf("%w: %q", ErrStreamNotFound, firstNonEmpty(d.GetStream(), stream))
+		case *shoalv1.StreamDeleted:
+			return fmt.Errorf("%w: %q", ErrStreamDeleted, firstNonEmpty(d.GetStream(), stream))
+		case *shoalv1.InvalidField:
+			return &InvalidArgumentError{Field: d.GetField(), Limit: d.GetLimit(), Reason: d.GetReason()}
+		case *shoalv1.IDConflict:
+			e := &IDConflictError{
+				Stream:          firstNonEmpty(d.GetStream(), stream),
+				ExistingStream:  d.GetExistingStream(),
+				ExistingVersion: d.GetExistingVersion(),
+			}
+			e.ID, _ = uuid.FromBytes(d.GetId())
+			return e
+		}
+	}
+	// No details: map what the code alone says unambiguously.
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return &InvalidArgumentError{Reason: st.Message()}
+	case codes.NotFound:
+		if stream != "" {
+			return fmt.Errorf("%w: %q", ErrStreamNotFound, stream)
+		}
+	case codes.AlreadyExists:
+		if stream != "" {
+			return &IDConflictError{Stream: stream}
+		}
+	}
+	return err
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

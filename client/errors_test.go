@@ -1,0 +1,138 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// TestErrorMapping sends each server verdict through a real gRPC round
+// trip and checks the typed error and that it was not retried.
+func TestErrorMapping(t *testing.T) {
+	id := uuid.New()
+	tests := []struct {
+		name  string
+		err   error
+		is    error // nil: no sentinel matches
+		check func(t *testing.T, err error)
+	}{
+		{"wrong expected version", statusWith(codes.FailedPrecondition, "wev", &shoalv1.WrongExpectedVersion{
+			Stream: "s", Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM}, StreamExists: true, ActualVersion: 3,
+		}), ErrWrongExpectedVersion, func(t *testing.T, err error) {
+			var e *WrongExpectedVersionError
+			if !errors.As(err, &e) || e.Expected != NoStream || e.Actual != 3 || !e.StreamExists {
+				t.Fatalf("%+v", e)
+			}
+		}},
+		{"stream not found", statusWith(codes.NotFound, "nf", &shoalv1.StreamNotFound{Stream: "s"}), ErrStreamNotFound, nil},
+		{"not found without details", status.Error(codes.NotFound, "nf"), ErrStreamNotFound, nil},
+		{"stream deleted", statusWith(codes.NotFound, "gone", &shoalv1.StreamDeleted{Stream: "s"}), ErrStreamDeleted, func(t *testing.T, err error) {
+			if errors.Is(err, ErrStreamNotFound) {
+				t.Fatal("a tombstone also matched ErrStreamNotFound")
+			}
+		}},
+		{"invalid field", statusWith(codes.InvalidArgument, "bad", &shoalv1.InvalidField{Field: "events[3].type", Limit: "at most 256 bytes", Reason: "the type is too long"}), ErrInvalidArgument, func(t *testing.T, err error) {
+			var e *InvalidArgumentError
+			if !errors.As(err, &e) || e.Field != "events[3].type" || e.Limit != "at most 256 bytes" {
+				t.Fatalf("%+v", e)
+			}
+			if want := `client: invalid argument "events[3].type": the type is too long (limit: at most 256 bytes)`; err.Error() != want {
+				t.Fatalf("Error() = %q", err)
+			}
+		}},
+		{"invalid without details", status.Error(codes.InvalidArgument, "bad input"), ErrInvalidArgument, nil},
+		{"ID conflict", statusWith(codes.AlreadyExists, "dup", &shoalv1.IDConflict{Stream: "s", Id: id[:], ExistingStream: "t", ExistingVersion: 9}), ErrIDConflict, func(t *testing.T, err error) {
+			var e *IDConflictError
+			if !errors.As(err, &e) || e.ID != id || e.ExistingStream != "t" || e.ExistingVersion != 9 {
+				t.Fatalf("%+v", e)
+			}
+		}},
+		{"other status passes through", status.Error(codes.PermissionDenied, "no"), nil, func(t *testing.T, err error) {
+			if status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("code = %v", status.Code(err))
+			}
+		}},
+		{"message too large", status.Error(codes.ResourceExhausted, "grpc: received message larger than max (9 vs. 4)"), nil, func(t *testing.T, err error) {
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("code = %v", status.Code(err))
+			}
+		}},
+	}
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	sentinels := []error{ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted, ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrClosed}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := fc.nodes[0]
+			n.setFault(func(context.Context, string, int) error { return tt.err })
+			defer n.setFault(nil)
+			before := n.count("Append")
+			_, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
+			if got := n.count("Append") - before; got != 1 {
+				t.Fatalf("attempts = %d, want 1", got)
+			}
+			for _, s := range sentinels {
+				if errors.Is(err, s) != (s == tt.is) {
+					t.Fatalf("errors.Is(%v, %v) = %v", err, s, !(s == tt.is))
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || strings.HasSuffix(msg, ".") {
+				t.Fatalf("error is not one plain sentence: %q", msg)
+			}
+			// Delete and Read map the same way.
+			if tt.is != nil {
+				if err := c.Delete(testCtx(t), "s", Any); !errors.Is(err, tt.is) {
+					t.Fatalf("Delete: %v", err)
+				}
+				_, err := c.ReadPage(testCtx(t), "s")
+				if !errors.Is(err, tt.is) {
+					t.Fatalf("Read: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestDeleteAndTombstone(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	seed(t, c, "s", 2)
+	if err := c.Delete(ctx, "s", Exact(1), Tombstone()); err != nil {
+		t.Fatal(err)
+	}
+	var req *shoalv1.DeleteRequest
+	for _, r := range fc.nodes[0].requests() {
+		if d, ok := r.(*shoalv1.DeleteRequest); ok {
+			req = d
+		}
+	}
+	if req == nil || !req.Tombstone || req.Expected.GetKind() != shoalv1.ExpectedVersion_KIND_EXACT || req.Expected.GetVersion() != 1 {
+		t.Fatalf("request = %v", req)
+	}
+	if err := c.Delete(ctx, "s", Any); !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestExpectedVersionString(t *testing.T) {
+	for ev, want := range map[ExpectedVersion]string{Any: "any", NoStream: "no stream", StreamExists: "stream exists", Exact(4): "version 4"} {
+		if got := ev.String(); got != want {
+			t.Errorf("%#v.String() = %q, want %q", ev, got, want)
+		}
+	}
+	if (ExpectedVersion{}) != Any {
+		t.Error("the zero ExpectedVersion is not Any")
+	}
+}

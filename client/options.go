@@ -1,0 +1,225 @@
+package client
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Retry defaults (see RetryPolicy).
+const (
+	DefaultMaxElapsed      = 30 * time.Second
+	DefaultInitialInterval = 50 * time.Millisecond
+	DefaultMaxInterval     = 2 * time.Second
+)
+
+// Breaker defaults (see BreakerSettings).
+const (
+	DefaultBreakerFailures    = 5
+	DefaultBreakerOpenTimeout = 2 * time.Second
+)
+
+// DefaultTopologyRefresh is how often the cached topology is refreshed in
+// the background.
+const DefaultTopologyRefresh = 10 * time.Second
+
+// DefaultPageSize is the number of events ReadPage returns when no Count
+// option is given.
+const DefaultPageSize = 500
+
+// RetryPolicy bounds the retries of one call. Zero fields mean the default.
+type RetryPolicy struct {
+	// MaxElapsed is the total time a call may spend retrying, measured from
+	// its first attempt (and restarted whenever a read makes progress).
+	// Default 30s. Negative disables retries: one attempt only.
+	MaxElapsed time.Duration
+	// InitialInterval is the ceiling of the first backoff; each retry
+	// doubles the ceiling up to MaxInterval, and the actual wait is drawn
+	// uniformly from [0, ceiling] ("full jitter"). Default 50ms.
+	InitialInterval time.Duration
+	// MaxInterval caps the backoff ceiling. Default 2s.
+	MaxInterval time.Duration
+	// AttemptTimeout bounds each attempt of a unary call (Append, Delete,
+	// cluster calls); an attempt that times out is retried. 0 = no
+	// per-attempt timeout (only the caller's context bounds the call).
+	AttemptTimeout time.Duration
+}
+
+// DefaultRetryPolicy returns the policy used when WithRetry is not given.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxElapsed: DefaultMaxElapsed, InitialInterval: DefaultInitialInterval, MaxInterval: DefaultMaxInterval}
+}
+
+func (p *RetryPolicy) ensureDefaults() {
+	if p.MaxElapsed == 0 {
+		p.MaxElapsed = DefaultMaxElapsed
+	}
+	if p.InitialInterval == 0 {
+		p.InitialInterval = DefaultInitialInterval
+	}
+	if p.MaxInterval == 0 {
+		p.MaxInterval = max(DefaultMaxInterval, p.InitialInterval)
+	}
+}
+
+// Validate reports a policy that cannot work. Zero fields are valid (they
+// mean the default).
+func (p RetryPolicy) Validate() error {
+	switch {
+	case p.InitialInterval < 0:
+		return &InvalidArgumentError{Field: "RetryPolicy.InitialInterval", Limit: ">= 0", Reason: "the interval is negative"}
+	case p.MaxInterval < 0:
+		return &InvalidArgumentError{Field: "RetryPolicy.MaxInterval", Limit: ">= 0", Reason: "the interval is negative"}
+	case p.MaxInterval > 0 && p.InitialInterval > p.MaxInterval:
+		return &InvalidArgumentError{Field: "RetryPolicy.InitialInterval", Limit: "<= MaxInterval", Reason: "the initial interval exceeds the maximum interval"}
+	case p.AttemptTimeout < 0:
+		return &InvalidArgumentError{Field: "RetryPolicy.AttemptTimeout", Limit: ">= 0", Reason: "the timeout is negative"}
+	}
+	return nil
+}
+
+// BreakerSettings configure the circuit breaker the client keeps per node
+// address. Only transport failures count against a node: Unavailable
+// (except not-leader answers) and timed-out attempts. Application verdicts
+// such as a wrong expected version count as successes. Zero fields mean the
+// default.
+type BreakerSettings struct {
+	// Failures is the number of consecutive transport failures that open a
+	// node's breaker. Default 5.
+	Failures uint32
+	// OpenTimeout is how long a breaker stays open before it lets one probe
+	// call through (half-open). Default 2s.
+	OpenTimeout time.Duration
+	// Disabled turns breaking off: every node is always tried.
+	Disabled bool
+}
+
+// DefaultBreakerSettings returns the settings used when WithBreaker is not
+// given.
+func DefaultBreakerSettings() BreakerSettings {
+	return BreakerSettings{Failures: DefaultBreakerFailures, OpenTimeout: DefaultBreakerOpenTimeout}
+}
+
+func (s *BreakerSettings) ensureDefaults() {
+	if s.Failures == 0 {
+		s.Failures = DefaultBreakerFailures
+	}
+	if s.OpenTimeout == 0 {
+		s.OpenTimeout = DefaultBreakerOpenTimeout
+	}
+}
+
+// Validate reports settings that cannot work.
+func (s BreakerSettings) Validate() error {
+	if s.OpenTimeout < 0 {
+		return &InvalidArgumentError{Field: "BreakerSettings.OpenTimeout", Limit: ">= 0", Reason: "the timeout is negative"}
+	}
+	return nil
+}
+
+type options struct {
+	retry           RetryPolicy
+	breaker         BreakerSettings
+	dialOptions     []grpc.DialOption
+	logger          *slog.Logger
+	staleReads      bool
+	topologyRefresh time.Duration
+}
+
+// Option configures Dial.
+type Option func(*options)
+
+// WithRetry sets the retry policy of every call.
+func WithRetry(p RetryPolicy) Option { return func(o *options) { o.retry = p } }
+
+// WithBreaker sets the per-node circuit breaker settings.
+func WithBreaker(s BreakerSettings) Option { return func(o *options) { o.breaker = s } }
+
+// WithDialOptions adds gRPC dial options, applied after the client's own
+// (insecure transport credentials), so they can override them.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithLogger sets the logger for routing changes, retries and breaker
+// transitions (Debug and Info levels). Default: discard.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithStaleReads makes every read accept possibly stale data served by any
+// replica of the shard, as if each read had the Stale option. Default false:
+// reads go to the shard's leader and are linearizable.
+func WithStaleReads(stale bool) Option { return func(o *options) { o.staleReads = stale } }
+
+// WithTopologyRefresh sets how often the cached topology is refreshed in the
+// background. Default 10s. The client also refreshes after not-leader and
+// unavailable errors.
+func WithTopologyRefresh(d time.Duration) Option { return func(o *options) { o.topologyRefresh = d } }
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{retry: DefaultRetryPolicy(), breaker: DefaultBreakerSettings()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.retry.Validate(); err != nil {
+		return o, err
+	}
+	if err := o.breaker.Validate(); err != nil {
+		return o, err
+	}
+	if o.topologyRefresh < 0 {
+		return o, &InvalidArgumentError{Field: "WithTopologyRefresh", Limit: ">= 0", Reason: fmt.Sprintf("the interval %s is negative", o.topologyRefresh)}
+	}
+	o.retry.ensureDefaults()
+	o.breaker.ensureDefaults()
+	if o.topologyRefresh == 0 {
+		o.topologyRefresh = DefaultTopologyRefresh
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	return o, nil
+}
+
+type readOptions struct {
+	from     uint64
+	fromEnd  bool
+	backward bool
+	count    uint64
+	stale    bool
+}
+
+// ReadOption configures Read, ReadPage and (Stale only) ReadShard.
+type ReadOption func(*readOptions)
+
+// FromVersion starts the read at version n (default 0, or the end with
+// FromEnd).
+func FromVersion(n uint64) ReadOption {
+	return func(o *readOptions) { o.from, o.fromEnd = n, false }
+}
+
+// FromEnd starts the read at the stream's last event; use with Backward.
+func FromEnd() ReadOption { return func(o *readOptions) { o.fromEnd = true } }
+
+// Backward reads towards version 0.
+func Backward() ReadOption { return func(o *readOptions) { o.backward = true } }
+
+// Count limits the read to n events (0 = all; ReadPage defaults to
+// DefaultPageSize).
+func Count(n uint64) ReadOption { return func(o *readOptions) { o.count = n } }
+
+// Stale lets any replica of the shard serve the read; it may lag the leader.
+func Stale() ReadOption { return func(o *readOptions) { o.stale = true } }
+
+type deleteOptions struct {
+	tombstone bool
+}
+
+// DeleteOption configures Delete.
+type DeleteOption func(*deleteOptions)
+
+// Tombstone deletes the stream permanently: its name can never be used
+// again. Without it a delete is soft: reads report ErrStreamNotFound and a
+// later append (with Any or NoStream) recreates the stream.
+func Tombstone() DeleteOption { return func(o *deleteOptions) { o.tombstone = true } }

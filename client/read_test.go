@@ -1,0 +1,264 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// seed appends n events to stream, in batches of 7.
+func seed(t *testing.T, c *Client, stream string, n int) {
+	t.Helper()
+	for i := 0; i < n; i += 7 {
+		var evs []Event
+		for j := i; j < min(i+7, n); j++ {
+			evs = append(evs, Event{Type: "E", Data: []byte(fmt.Sprint(j))})
+		}
+		if _, err := c.Append(testCtx(t), stream, Any, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func readRequests(n *fakeNode) []*shoalv1.ReadRequest {
+	var out []*shoalv1.ReadRequest
+	for _, r := range n.requests() {
+		if rr, ok := r.(*shoalv1.ReadRequest); ok {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// collect ranges over seq and returns the versions, failing on an error.
+func collect(t *testing.T, seq func(func(RecordedEvent, error) bool)) []uint64 {
+	t.Helper()
+	var vs []uint64
+	for ev, err := range seq {
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(vs), err)
+		}
+		if string(ev.Data) != fmt.Sprint(ev.Version) {
+			t.Fatalf("event %d carries data %q", ev.Version, ev.Data)
+		}
+		vs = append(vs, ev.Version)
+	}
+	return vs
+}
+
+func wantRange(t *testing.T, got []uint64, from uint64, n int, backward bool) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("got %d events, want %d", len(got), n)
+	}
+	for i, v := range got {
+		want := from + uint64(i)
+		if backward {
+			want = from - uint64(i)
+		}
+		if v != want {
+			t.Fatalf("event %d has version %d, want %d", i, v, want)
+		}
+	}
+}
+
+func TestReadPagesAndResumes(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	n := fc.nodes[0]
+	seed(t, c, "s", 95)
+	ctx := testCtx(t)
+
+	// Forward, all: the first stream breaks after its 3rd page (30 events).
+	fail := func(afterPage int) func(int) error {
+		calls := 0
+		return func(page int) error {
+			if page == 1 {
+				calls++
+			}
+			if calls == 1 && page == afterPage {
+				return unavailable()
+			}
+			return nil
+		}
+	}
+	n.mu.Lock()
+	n.readFault = fail(3)
+	n.mu.Unlock()
+	wantRange(t, collect(t, c.Read(ctx, "s")), 0, 95, false)
+	reqs := readRequests(n)
+	if len(reqs) != 2 || reqs[1].FromVersion != 30 {
+		t.Fatalf("read requests = %v, want a resume from version 30", reqs)
+	}
+
+	// Backward from the end, 25 events, breaking after 2 pages.
+	n.mu.Lock()
+	n.readFault = fail(2)
+	n.mu.Unlock()
+	wantRange(t, collect(t, c.Read(ctx, "s", FromEnd(), Backward(), Count(25))), 94, 25, true)
+	reqs = readRequests(n)[2:]
+	if len(reqs) != 2 || reqs[1].FromEnd || !reqs[1].Backward || reqs[1].FromVersion != 74 || reqs[1].Count != 5 {
+		t.Fatalf("backward resume request = %v", reqs[1])
+	}
+	n.mu.Lock()
+	n.readFault = nil
+	n.mu.Unlock()
+
+	// From a version, with a count that ends mid-page.
+	wantRange(t, collect(t, c.Read(ctx, "s", FromVersion(40), Count(13))), 40, 13, false)
+	// Backward to version 0 ends the read.
+	wantRange(t, collect(t, c.Read(ctx, "s", FromVersion(4), Backward())), 4, 5, true)
+
+	// Breaking out stops the read without an error.
+	got := 0
+	for _, err := range c.Read(ctx, "s") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got++; got == 5 {
+			break
+		}
+	}
+	if got != 5 {
+		t.Fatalf("got %d events before break", got)
+	}
+
+	// ReadPage defaults to DefaultPageSize and honours Count.
+	if evs, err := c.ReadPage(ctx, "s"); err != nil || len(evs) != 95 {
+		t.Fatalf("ReadPage = %d events, %v", len(evs), err)
+	}
+	if evs, err := c.ReadPage(ctx, "s", Count(7), FromVersion(3)); err != nil || len(evs) != 7 || evs[0].Version != 3 {
+		t.Fatalf("ReadPage(Count 7) = %d events, %v", len(evs), err)
+	}
+	last := readRequests(n)
+	if r := last[len(last)-2]; r.Count != DefaultPageSize {
+		t.Fatalf("ReadPage without Count asked for %d events", r.Count)
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	var errs []error
+	for _, err := range c.Read(ctx, "absent") {
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], ErrStreamNotFound) {
+		t.Fatalf("errors = %v, want one ErrStreamNotFound", errs)
+	}
+	if got := fc.nodes[0].count("Read"); got != 1 {
+		t.Fatalf("Read calls = %d, want 1 (not found is not retried)", got)
+	}
+	seed(t, c, "s", 3)
+	cctx, cancel := context.WithCancel(ctx)
+	fc.nodes[0].setFault(func(context.Context, string, int) error { cancel(); return unavailable() })
+	errs = nil
+	for _, err := range c.Read(cctx, "s") {
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+		t.Fatalf("errors = %v, want one context.Canceled", errs)
+	}
+}
+
+func TestStaleReads(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	seed(t, c, "s", 3)
+	ctx := testCtx(t)
+	if _, err := c.ReadPage(ctx, "s", Stale()); err != nil {
+		t.Fatal(err)
+	}
+	stale := dial(t, fc, WithStaleReads(true))
+	if _, err := stale.ReadPage(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadPage(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	var flags []bool
+	for _, n := range fc.nodes {
+		for _, r := range readRequests(n) {
+			flags = append(flags, r.AllowStale)
+		}
+	}
+	stales := 0
+	for _, f := range flags {
+		if f {
+			stales++
+		}
+	}
+	if len(flags) != 3 || stales != 2 {
+		t.Fatalf("allow_stale flags = %v, want two stale reads of three", flags)
+	}
+	// Linearizable reads go to the leader (node 1).
+	if reqs := readRequests(fc.nodes[0]); len(reqs) == 0 || reqs[len(reqs)-1].AllowStale {
+		t.Fatalf("leader did not serve the linearizable read")
+	}
+}
+
+func TestReadShardPagesAndResumes(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	for _, s := range []string{"a", "b", "c"} {
+		seed(t, c, s, 12)
+	}
+	n := fc.nodes[0]
+	calls := 0
+	n.mu.Lock()
+	n.readFault = func(page int) error {
+		if page == 1 {
+			calls++
+		}
+		if calls == 1 && page == 2 {
+			return unavailable()
+		}
+		return nil
+	}
+	n.mu.Unlock()
+	ctx := testCtx(t)
+	var pos []uint64
+	for ev, err := range c.ReadShard(ctx, 0, 3, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos = append(pos, ev.Position)
+	}
+	if len(pos) != 33 {
+		t.Fatalf("got %d events, want 33", len(pos))
+	}
+	for i, p := range pos {
+		if p != uint64(i+3) {
+			t.Fatalf("event %d at position %d", i, p)
+		}
+	}
+	var reqs []*shoalv1.ReadShardRequest
+	for _, r := range n.requests() {
+		if rr, ok := r.(*shoalv1.ReadShardRequest); ok {
+			reqs = append(reqs, rr)
+		}
+	}
+	if len(reqs) != 2 || reqs[1].FromPosition != 23 {
+		t.Fatalf("requests = %v, want a resume from position 23", reqs)
+	}
+	// A count, and a shard the cluster does not have.
+	got := 0
+	for _, err := range c.ReadShard(ctx, 0, 0, 4) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got++
+	}
+	if got != 4 {
+		t.Fatalf("count 4 read %d events", got)
+	}
+	for _, err := range c.ReadShard(ctx, 9, 0, 0) {
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("shard 9: %v", err)
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// maxRedirects is how many not-leader answers in a row are followed at once
+// before the client backs off (guards against two nodes naming each other).
+const maxRedirects = 3
+
+// Breaker outcomes other than success; see Client.breakerSettings.
+var (
+	errNodeFault = errors.New("client: node fault")
+	errExcluded  = errors.New("client: call abandoned by its caller")
+)
+
+// fullJitter is exponential backoff with full jitter: the ceiling doubles
+// from InitialInterval up to MaxInterval, and each wait is uniform in
+// [0, ceiling]. It spreads retries of many clients after a shared failure.
+type fullJitter struct {
+	ceiling backoff.ExponentialBackOff
+}
+
+var _ backoff.BackOff = (*fullJitter)(nil)
+
+func newFullJitter(p RetryPolicy) *fullJitter {
+	b := &fullJitter{ceiling: backoff.ExponentialBackOff{
+		InitialInterval: p.InitialInterval,
+		Multiplier:      2,
+		MaxInterval:     p.MaxInterval,
+	}}
+	b.Reset()
+	return b
+}
+
+func (b *fullJitter) NextBackOff() time.Duration {
+	return time.Duration(rand.Int64N(int64(b.ceiling.NextBackOff()) + 1))
+}
+
+func (b *fullJitter) Reset() { b.ceiling.Reset() }
+
+// attempt is one try of a call against node n. progress reports that the
+// attempt delivered something to the caller (a read yielded events); it
+// restarts the retry budget, so a long read survives many blips.
+type attempt func(ctx context.Context, n *node) (progress bool, err error)
+
+// run executes fn until it succeeds, fails with an error that is not
+// retried, the caller's context ends, or the retry policy gives up. unary
+// calls get the per-attempt timeout. The returned error is already
+// converted to the package's errors.
+func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) error {
+	p := c.opts.retry
+	bo := newFullJitter(p)
+	start := time.Now()
+	var (
+		attempts  int
+		redirects int
+		last      error
+		avoid     string
+	)
+	for {
+		if c.closed() {
+			return ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			return ctxError(err, attempts, last)
+		}
+		n, finish, shard, err := c.pick(ctx, t, avoid)
+		if err != nil {
+			if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidArgument) {
+				return err
+			}
+			if cerr := ctx.Err(); cerr != nil {
+				return ctxError(cerr, attempts, last)
+			}
+			// "Every breaker is open" says less than the failure that
+			// opened them; keep that one as the cause.
+			if last == nil || !errors.Is(err, errAllBreakersOpen) {
+				last = err
+			}
+		} else {
+			attempts++
+			c.stats.attempts.Add(1)
+			if attempts > 1 {
+				c.stats.retries.Add(1)
+			}
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if unary && p.AttemptTimeout > 0 {
+				actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
+			}
+			progress, err := fn(actx, n)
+			cancel()
+			finish(c.breakerOutcome(ctx, err))
+			if err == nil {
+				return nil
+			}
+			if c.closed() {
+				return ErrClosed
+			}
+			if cerr := ctx.Err(); cerr != nil {
+				return ctxError(cerr, attempts, last)
+			}
+			if progress {
+				bo.Reset()
+				start = time.Now()
+			}
+			v, nodeFault, nl := classify(err)
+			c.log.Debug("client: attempt failed", "node", n.addr, "attempt", attempts, "code", status.Code(err).String(), "err", err)
+			switch v {
+			case fatal:
+				return convertError(err, t.stream)
+			case redirect:
+				c.requestRefresh()
+				if addr := nl.GetLeaderAddr(); addr != n.addr && redirects < maxRedirects {
+					redirects++
+					c.stats.redirects.Add(1)
+					if t.kind != anyNode {
+						c.setHint(shard, addr)
+					}
+					last = err
+					avoid = ""
+					continue // no backoff: the leader is known
+				}
+			case retry:
+				if nodeFault || nl != nil {
+					c.requestRefresh()
+				}
+				if nodeFault {
+					avoid = n.addr
+				}
+			}
+			last = err
+		}
+		redirects = 0
+		next := bo.NextBackOff()
+		elapsed := time.Since(start)
+		if p.MaxElapsed < 0 || elapsed+next > p.MaxElapsed {
+			return &UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last}
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < next {
+			// The next attempt could not start in time; say so now rather
+			// than sleeping into the deadline.
+			return ctxError(context.DeadlineExceeded, attempts, last)
+		}
+		timer := time.NewTimer(next)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return ctxError(ctx.Err(), attempts, last)
+		case <-c.done:
+			timer.Stop()
+			return ErrClosed
+		}
+	}
+}
+
+// breakerOutcome maps an attempt's error to what the node's breaker records:
+// success (nil), a node fault, or nothing (the caller gave up).
+func (c *Client) breakerOutcome(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil || c.closed() {
+		return errExcluded
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Canceled {
+		return errExcluded
+	}
+	if _, nodeFault, _ := classify(err); nodeFault {
+		return errNodeFault
+	}
+	return nil
+}

@@ -1,0 +1,291 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/ring"
+)
+
+// fetchTimeout bounds one topology fetch from one node.
+const fetchTimeout = 5 * time.Second
+
+// minRefreshGap spaces background refreshes triggered by errors.
+const minRefreshGap = 100 * time.Millisecond
+
+// topology is the immutable routing view built from a TopologyResponse.
+type topology struct {
+	resp    *shoalv1.TopologyResponse
+	shards  uint32
+	alive   []string   // gRPC addresses of live nodes, by node ID
+	leader  []string   // by shard: the leader's address, "" when unknown
+	voters  [][]string // by shard: addresses of live voters
+	fetched time.Time
+}
+
+func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
+	shards := resp.GetSettings().GetShards()
+	if shards == 0 {
+		return nil, errors.New("client: the topology names no shards")
+	}
+	t := &topology{
+		resp:    resp,
+		shards:  shards,
+		leader:  make([]string, shards),
+		voters:  make([][]string, shards),
+		fetched: time.Now(),
+	}
+	nodes := slices.Clone(resp.GetNodes())
+	slices.SortFunc(nodes, func(a, b *shoalv1.NodeInfo) int { return cmp.Compare(a.GetId(), b.GetId()) })
+	addr := make(map[uint64]string, len(nodes))
+	alive := make(map[uint64]bool, len(nodes))
+	for _, n := range nodes {
+		if n.GetGrpcAddr() == "" {
+			continue
+		}
+		addr[n.GetId()] = n.GetGrpcAddr()
+		alive[n.GetId()] = n.GetAlive()
+		if n.GetAlive() {
+			t.alive = append(t.alive, n.GetGrpcAddr())
+		}
+	}
+	for _, s := range resp.GetShards() {
+		if s.GetShard() >= shards {
+			continue
+		}
+		if a, ok := addr[s.GetLeaderId()]; ok && alive[s.GetLeaderId()] {
+			t.leader[s.GetShard()] = a
+		}
+		for _, v := range s.GetVoters() {
+			if a, ok := addr[v]; ok && alive[v] {
+				t.voters[s.GetShard()] = append(t.voters[s.GetShard()], a)
+			}
+		}
+	}
+	return t, nil
+}
+
+// fetchTopology asks n for the topology and installs it.
+func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyResponse, error) {
+	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{})
+	if err != nil {
+		return nil, err
+	}
+	t, err := newTopology(resp)
+	if err != nil {
+		return nil, err
+	}
+	c.topo.Store(t)
+	c.stats.refreshes.Add(1)
+	c.mu.Lock()
+	for shard := range c.mu.hints {
+		if shard >= t.shards || t.leader[shard] != "" {
+			delete(c.mu.hints, shard)
+		}
+	}
+	c.mu.Unlock()
+	c.log.Debug("client: topology refreshed", "from", n.addr, "shards", t.shards, "alive", len(t.alive))
+	return resp, nil
+}
+
+// refreshTopology makes one pass over the known nodes and seeds and installs
+// the first topology one of them returns. Concurrent callers share a pass.
+func (c *Client) refreshTopology(ctx context.Context) error {
+	before := c.topo.Load()
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	if t := c.topo.Load(); t != nil && t != before {
+		return nil // someone refreshed while we waited
+	}
+	var last error = errNoNodes
+	for _, addr := range c.anyCandidates(c.topo.Load()) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := c.node(addr)
+		if err != nil {
+			last = err
+			continue
+		}
+		finish, err := n.breaker.Allow()
+		if err != nil {
+			last = errAllBreakersOpen
+			continue
+		}
+		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		_, err = c.fetchTopology(fctx, n)
+		cancel()
+		finish(c.breakerOutcome(ctx, err))
+		if err == nil {
+			return nil
+		}
+		last = err
+	}
+	return last
+}
+
+// requestRefresh asks the background loop for a topology refresh soon.
+func (c *Client) requestRefresh() {
+	select {
+	case c.refreshCh <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) refreshLoop() {
+	defer c.bg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.done
+		cancel()
+	}()
+	tick := time.NewTicker(c.opts.topologyRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		case <-c.refreshCh:
+			if t := c.topo.Load(); t != nil {
+				if wait := minRefreshGap - time.Since(t.fetched); wait > 0 {
+					select {
+					case <-c.done:
+						return
+					case <-time.After(wait):
+					}
+				}
+			}
+		}
+		if err := c.refreshTopology(ctx); err != nil && !c.closed() {
+			c.log.Debug("client: topology refresh failed", "err", err)
+		}
+	}
+}
+
+// targetKind says how a call is routed.
+type targetKind uint8
+
+const (
+	anyNode  targetKind = iota // cluster calls: any live node
+	byStream                   // the leader of the stream's shard
+	byShard                    // the leader of a given shard
+)
+
+type target struct {
+	kind   targetKind
+	stream string // byStream
+	shard  uint32 // byShard
+	stale  bool   // any replica of the shard may serve
+}
+
+// pick chooses the node for the next attempt and admits the attempt through
+// its breaker. avoid is a node that just failed; it is tried last. The
+// returned shard is meaningful for byStream and byShard targets.
+func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, finish func(error), shard uint32, err error) {
+	topo := c.topo.Load()
+	var cands []string
+	if t.kind == anyNode {
+		cands = c.anyCandidates(topo)
+	} else {
+		if topo == nil {
+			if err := c.refreshTopology(ctx); err != nil {
+				return nil, nil, 0, err
+			}
+			topo = c.topo.Load()
+		}
+		shard = t.shard
+		if t.kind == byStream {
+			shard = ring.ShardOf(t.stream, topo.shards)
+		}
+		if shard >= topo.shards {
+			return nil, nil, shard, &InvalidArgumentError{Field: "shard", Limit: "below the shard count", Reason: "the cluster has no such shard"}
+		}
+		cands = c.shardCandidates(topo, shard, t.stale)
+	}
+	if i := slices.Index(cands, avoid); i >= 0 && len(cands) > 1 {
+		cands = append(slices.Delete(cands, i, i+1), avoid)
+	}
+	err = errNoNodes
+	for _, addr := range cands {
+		nd, nerr := c.node(addr)
+		if nerr != nil {
+			if errors.Is(nerr, ErrClosed) {
+				return nil, nil, shard, nerr
+			}
+			err = nerr
+			continue
+		}
+		f, berr := nd.breaker.Allow()
+		if berr != nil {
+			if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
+				err = errAllBreakersOpen
+			}
+			continue
+		}
+		return nd, f, shard, nil
+	}
+	return nil, nil, shard, err
+}
+
+// anyCandidates lists live nodes (rotated, to spread cluster calls), then
+// the seeds.
+func (c *Client) anyCandidates(topo *topology) []string {
+	var out []string
+	if topo != nil && len(topo.alive) > 0 {
+		k := int(c.rr.Add(1) % uint64(len(topo.alive)))
+		out = append(out, topo.alive[k:]...)
+		out = append(out, topo.alive[:k]...)
+	}
+	return appendNew(out, c.seeds...)
+}
+
+// shardCandidates lists, in order of preference: the leader learnt from a
+// not-leader answer, the topology's leader, the shard's other voters, every
+// other live node (servers forward), then the seeds. Stale reads put the
+// shard's voters first, shuffled, to spread load.
+func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []string {
+	var out []string
+	if stale {
+		vs := slices.Clone(topo.voters[shard])
+		rand.Shuffle(len(vs), func(i, j int) { vs[i], vs[j] = vs[j], vs[i] })
+		out = appendNew(out, vs...)
+	}
+	c.mu.Lock()
+	hint := c.mu.hints[shard]
+	c.mu.Unlock()
+	if hint != "" {
+		out = appendNew(out, hint)
+	}
+	if l := topo.leader[shard]; l != "" {
+		out = appendNew(out, l)
+	}
+	out = appendNew(out, topo.voters[shard]...)
+	out = appendNew(out, topo.alive...)
+	return appendNew(out, c.seeds...)
+}
+
+func (c *Client) setHint(shard uint32, addr string) {
+	c.mu.Lock()
+	if !c.mu.closed {
+		c.mu.hints[shard] = addr
+	}
+	c.mu.Unlock()
+}
+
+func appendNew(dst []string, addrs ...string) []string {
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(dst, a) {
+			dst = append(dst, a)
+		}
+	}
+	return dst
+}

@@ -1,0 +1,234 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"iter"
+
+	"github.com/google/uuid"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// Append appends events to stream, all or nothing, if the stream satisfies
+// expected. Events with a zero ID get a random UUID before the first
+// attempt; every retry resends the same IDs, so a retried append that had
+// in fact succeeded returns the original result with Duplicate set instead
+// of writing twice. The caller's events are not modified.
+//
+// Errors: ErrWrongExpectedVersion (*WrongExpectedVersionError),
+// ErrStreamDeleted, ErrInvalidArgument (*InvalidArgumentError), ErrIDConflict
+// (*IDConflictError), ErrUnavailable, ErrClosed, or the context's error.
+func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVersion, events ...Event) (AppendResult, error) {
+	if stream == "" {
+		return AppendResult{}, &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
+	}
+	if len(events) == 0 {
+		return AppendResult{}, &InvalidArgumentError{Field: "events", Limit: "1..10000 events", Reason: "an append needs at least one event"}
+	}
+	req := &shoalv1.AppendRequest{Stream: stream, Expected: expected.proto(), Events: make([]*shoalv1.EventData, len(events))}
+	for i, ev := range events {
+		if ev.Type == "" {
+			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].type", i), Limit: "1..256 bytes", Reason: "the event type is empty"}
+		}
+		id := ev.ID
+		if id == uuid.Nil {
+			id = uuid.New()
+		}
+		req.Events[i] = &shoalv1.EventData{Id: id[:], Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, ContentType: ev.ContentType}
+	}
+	var resp *shoalv1.AppendResponse
+	err := c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node) (bool, error) {
+		r, err := n.streams.Append(ctx, req)
+		resp = r
+		return false, err
+	})
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return AppendResult{
+		Shard:        resp.GetShard(),
+		FirstVersion: resp.GetFirstVersion(),
+		LastVersion:  resp.GetLastVersion(),
+		Position:     resp.GetPosition(),
+		Duplicate:    resp.GetDuplicate(),
+	}, nil
+}
+
+// Delete deletes stream if it satisfies expected (NoStream is invalid
+// here). Without Tombstone the delete is soft. Retried like Append; a retry
+// of a delete that had in fact succeeded reports what the server finds then
+// (typically ErrStreamNotFound, or ErrWrongExpectedVersion for Exact).
+func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVersion, opts ...DeleteOption) error {
+	if stream == "" {
+		return &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
+	}
+	if expected == NoStream {
+		return &InvalidArgumentError{Field: "expected", Limit: "any, stream exists or an exact version", Reason: "a delete cannot expect no stream"}
+	}
+	var o deleteOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	req := &shoalv1.DeleteRequest{Stream: stream, Expected: expected.proto(), Tombstone: o.tombstone}
+	return c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node) (bool, error) {
+		_, err := n.streams.Delete(ctx, req)
+		return false, err
+	})
+}
+
+// Read returns the events of stream, forwards from version 0 unless opts
+// say otherwise. The sequence pulls pages from one server stream as the
+// caller ranges over it (memory is bounded by a page); after a transient
+// error it resumes from the event after the last one yielded, so no event is
+// yielded twice or skipped. An error ends the sequence: it is yielded once,
+// with a zero event. Breaking out of the loop cancels the read.
+//
+//	for ev, err := range c.Read(ctx, "order-42") {
+//		if err != nil { return err }
+//		...
+//	}
+//
+// Errors: ErrStreamNotFound, ErrStreamDeleted, ErrInvalidArgument,
+// ErrUnavailable, ErrClosed, or the context's error.
+func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
+	o := readOptions{stale: c.opts.staleReads}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		if stream == "" {
+			yield(RecordedEvent{}, &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"})
+			return
+		}
+		req := &shoalv1.ReadRequest{
+			Stream: stream, FromVersion: o.from, FromEnd: o.fromEnd,
+			Backward: o.backward, Count: o.count, AllowStale: o.stale,
+		}
+		stopped := false // the caller broke out, or the read is complete
+		err := c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale}, false, func(ctx context.Context, n *node) (bool, error) {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			rs, err := n.streams.Read(ctx, req)
+			if err != nil {
+				return false, err
+			}
+			progress := false
+			for {
+				page, err := rs.Recv()
+				if err == io.EOF {
+					return progress, nil
+				}
+				if err != nil {
+					return progress, err
+				}
+				for _, pe := range page.GetEvents() {
+					ev := recordedFromProto(pe)
+					progress = true
+					// Move the resume point past ev before yielding it.
+					end := false
+					if req.Backward {
+						req.FromEnd = false
+						if ev.Version == 0 {
+							end = true
+						} else {
+							req.FromVersion = ev.Version - 1
+						}
+					} else {
+						req.FromVersion = ev.Version + 1
+					}
+					if req.Count > 0 {
+						req.Count--
+						end = end || req.Count == 0
+					}
+					if !yield(ev, nil) || end {
+						stopped = true
+						return progress, nil
+					}
+				}
+			}
+		})
+		if err != nil && !stopped {
+			yield(RecordedEvent{}, err)
+		}
+	}
+}
+
+// ReadPage reads up to Count events (DefaultPageSize when Count is not
+// given) into a slice. It takes the same options and returns the same
+// errors as Read; on error it returns no events.
+func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption) ([]RecordedEvent, error) {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.count == 0 {
+		opts = append(opts[:len(opts):len(opts)], Count(DefaultPageSize))
+	}
+	var out []RecordedEvent
+	for ev, err := range c.Read(ctx, stream, opts...) {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// ReadShard returns the events of one shard's log (every stream of the
+// shard) in position order, starting at position from; count 0 reads to the
+// log's current end. It pages and resumes like Read. Of opts only Stale
+// applies. Projections use it with a checkpoint of next positions per shard;
+// see Shards for the shard count.
+func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
+	o := readOptions{stale: c.opts.staleReads}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale}
+		stopped := false
+		err := c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale}, false, func(ctx context.Context, n *node) (bool, error) {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			rs, err := n.streams.ReadShard(ctx, req)
+			if err != nil {
+				return false, err
+			}
+			progress := false
+			for {
+				page, err := rs.Recv()
+				if err == io.EOF {
+					return progress, nil
+				}
+				if err != nil {
+					return progress, err
+				}
+				// Resume at the page's next position (a server error can
+				// only come between pages); fall back to the last event's.
+				if next := page.GetNextPosition(); next > req.FromPosition {
+					req.FromPosition = next
+				} else if evs := page.GetEvents(); len(evs) > 0 {
+					req.FromPosition = max(req.FromPosition, evs[len(evs)-1].GetPosition()+1)
+				}
+				for _, pe := range page.GetEvents() {
+					ev := recordedFromProto(pe)
+					progress = true
+					end := false
+					if req.Count > 0 {
+						req.Count--
+						end = req.Count == 0
+					}
+					if !yield(ev, nil) || end {
+						stopped = true
+						return progress, nil
+					}
+				}
+			}
+		})
+		if err != nil && !stopped {
+			yield(RecordedEvent{}, err)
+		}
+	}
+}

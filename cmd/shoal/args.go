@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// parseExpected parses --expected: any, no-stream (when allowed), exists or
+// a version number.
+func parseExpected(s string, allowNoStream bool) (client.ExpectedVersion, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "any":
+		return client.Any, nil
+	case "no-stream":
+		if !allowNoStream {
+			return client.Any, usagef("--expected no-stream does not apply to delete; use any, exists or a version number")
+		}
+		return client.NoStream, nil
+	case "exists":
+		return client.StreamExists, nil
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		if allowNoStream {
+			return client.Any, usagef("--expected must be any, no-stream, exists or a version number (0 or more), got %q", s)
+		}
+		return client.Any, usagef("--expected must be any, exists or a version number (0 or more), got %q", s)
+	}
+	return client.Exact(v), nil
+}
+
+// payload is event data or metadata as given on the command line.
+type payload struct {
+	bytes []byte
+	json  bool // bytes is a valid JSON document
+}
+
+// parseData reads --data: inline JSON (validated), @FILE or - (stdin).
+// Files and stdin may hold any bytes; they are flagged as JSON when valid.
+func parseData(flag, arg string, stdin io.Reader) (payload, error) {
+	switch {
+	case arg == "":
+		return payload{}, nil
+	case arg == "-":
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return payload{}, usagef("cannot read %s from stdin: %v", flag, err)
+		}
+		return payload{bytes: b, json: len(b) > 0 && json.Valid(b)}, nil
+	case strings.HasPrefix(arg, "@"):
+		name := arg[1:]
+		if name == "" {
+			return payload{}, usagef("%s @FILE needs a file name after @", flag)
+		}
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return payload{}, usagef("cannot read %s file %q: %v", flag, name, unwrapPathError(err))
+		}
+		return payload{bytes: b, json: len(b) > 0 && json.Valid(b)}, nil
+	}
+	return parseJSON(flag, arg)
+}
+
+// parseJSON validates an inline JSON argument.
+func parseJSON(flag, arg string) (payload, error) {
+	if arg == "" {
+		return payload{}, nil
+	}
+	b := []byte(arg)
+	if !json.Valid(b) {
+		var v any
+		err := json.Unmarshal(b, &v)
+		return payload{}, usagef("%s is not valid JSON (%v); quote it for the shell, e.g. %s '{\"k\":1}', or use %s @FILE for other content",
+			flag, err, flag, flag)
+	}
+	return payload{bytes: b, json: true}, nil
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// readFrom is a parsed --from: start, end or a version.
+type readFrom struct {
+	end     bool
+	version uint64
+}
+
+// parseFrom parses --from; "" means start, or end when reading backward.
+func parseFrom(s string, backward bool) (readFrom, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		return readFrom{end: backward}, nil
+	case "start":
+		return readFrom{}, nil
+	case "end":
+		return readFrom{end: true}, nil
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return readFrom{}, usagef("--from must be start, end or a version number (0 or more), got %q", s)
+	}
+	return readFrom{version: v}, nil
+}
+
+func (f readFrom) options() []client.ReadOption {
+	if f.end {
+		return []client.ReadOption{client.FromEnd()}
+	}
+	return []client.ReadOption{client.FromVersion(f.version)}
+}
+
+func (f readFrom) String() string {
+	if f.end {
+		return "end"
+	}
+	return fmt.Sprint(f.version)
+}

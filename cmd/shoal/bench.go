@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/shoaldb/shoal/bench"
+)
+
+func (a *app) benchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark a shoal server or an embedded one",
+		Long: `Benchmark a shoal server (--server) or a single-node server started in a
+temporary directory for the run (--embedded). Progress goes to stderr, the
+final table to stdout, and --json FILE writes every figure with the config and
+machine. --rate N switches to an open loop: operations are due on a fixed
+schedule and latency counts from the due time (coordinated omission corrected).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(a.benchAppendCmd(), a.benchReadCmd())
+	return cmd
+}
+
+// benchTarget is where a benchmark sends its load.
+type benchTarget struct {
+	server   string
+	embedded bool
+	jsonFile string
+}
+
+func (a *app) targetFlags(f *pflag.FlagSet, t *benchTarget) {
+	def := a.getenv("SHOAL_SERVER")
+	if def == "" {
+		def = defaultServer
+	}
+	f.StringVar(&t.server, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
+	f.BoolVar(&t.embedded, "embedded", false, "start a single-node server in a temporary directory for the run")
+	f.StringVar(&t.jsonFile, "json", "", "write the full report as JSON to this file")
+}
+
+func runFlags(f *pflag.FlagSet, r *bench.Run, concurrency int) {
+	f.IntVar(&r.Concurrency, "concurrency", concurrency, "workers, each with at most one operation in flight")
+	f.DurationVar(&r.Duration, "duration", bench.DefaultDuration, "length of the measured phase (after warmup)")
+	f.Int64Var(&r.Count, "count", 0, "measured operations to run instead of --duration")
+	f.DurationVar(&r.Warmup, "warmup", bench.DefaultWarmup, "unmeasured warmup before the measured phase (0 = none)")
+	f.Uint64Var(&r.Seed, "seed", 0, "seed of stream selection (0 = random; the report records it)")
+}
+
+// prepareRun settles the flags that interact.
+func prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error {
+	if cmd.Flags().Changed("server") && t.embedded {
+		return usagef("--server and --embedded exclude each other; pick one")
+	}
+	if cmd.Flags().Changed("duration") && cmd.Flags().Changed("count") {
+		return usagef("--duration and --count exclude each other; pick one")
+	}
+	if r.Count > 0 {
+		r.Duration = 0
+	}
+	if r.Warmup == 0 {
+		r.Warmup = -1 // none, not the default
+	}
+	r.Progress = bench.Progress{W: nil}
+	return nil
+}
+
+func (a *app) benchAppendCmd() *cobra.Command {
+	var (
+		cfg bench.AppendConfig
+		t   benchTarget
+	)
+	cmd := &cobra.Command{
+		Use:   "append",
+		Short: "Benchmark appends",
+		Example: `  shoal bench append --embedded --duration 10s
+  shoal bench append --server 127.0.0.1:7400 --dist zipf --batch 10 --expected exact --rate 5000 --json out.json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := prepareRun(cmd, &cfg.Run, &t); err != nil {
+				return err
+			}
+			cfg.EnsureDefaults()
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return a.runBench(cmd.Context(), &cfg.Run, t, func(ctx context.Context, target bench.Target) (*bench.Result, error) {
+				return bench.RunAppend(ctx, cfg, target)
+			})
+		},
+	}
+	f := cmd.Flags()
+	a.targetFlags(f, &t)
+	runFlags(f, &cfg.Run, bench.DefaultConcurrency)
+	f.IntVar(&cfg.Streams, "streams", bench.DefaultAppendStreams, "distinct streams")
+	f.StringVar(&cfg.Dist, "dist", bench.DistUniform, "stream selection: uniform or zipf")
+	f.IntVar(&cfg.EventSize, "event-size", bench.DefaultEventSize, "bytes of data per event")
+	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "events per append")
+	f.StringVar(&cfg.Expected, "expected", bench.ExpectedAny, "expected version: any, or exact (workers own their streams and track versions)")
+	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: appends per second on a fixed schedule (0 = closed loop)")
+	return cmd
+}
+
+func (a *app) benchReadCmd() *cobra.Command {
+	var (
+		cfg bench.ReadConfig
+		t   benchTarget
+	)
+	cmd := &cobra.Command{
+		Use:     "read",
+		Short:   "Benchmark whole-stream reads",
+		Long:    "Preload --streams streams of --events-per-stream events (skipped when already there), then replay whole streams concurrently.",
+		Example: `  shoal bench read --embedded --streams 100 --events-per-stream 1000 --duration 10s`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := prepareRun(cmd, &cfg.Run, &t); err != nil {
+				return err
+			}
+			cfg.EnsureDefaults()
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			return a.runBench(cmd.Context(), &cfg.Run, t, func(ctx context.Context, target bench.Target) (*bench.Result, error) {
+				return bench.RunRead(ctx, cfg, target)
+			})
+		},
+	}
+	f := cmd.Flags()
+	a.targetFlags(f, &t)
+	runFlags(f, &cfg.Run, bench.DefaultReadConfig().Concurrency)
+	f.IntVar(&cfg.Streams, "streams", bench.DefaultReadStreams, "streams to preload and replay")
+	f.IntVar(&cfg.EventsPerStream, "events-per-stream", bench.DefaultEventsPerStream, "events per stream")
+	f.IntVar(&cfg.EventSize, "event-size", bench.DefaultEventSize, "bytes of data per preloaded event")
+	return cmd
+}
+
+// runBench connects to the target (starting an embedded server if asked),
+// runs fn, prints the table and writes the JSON report.
+func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn func(context.Context, bench.Target) (*bench.Result, error)) error {
+	server := t.server
+	if t.embedded {
+		emb, err := bench.StartEmbedded(ctx, slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+		if err != nil {
+			return fmt.Errorf("cannot start the embedded server: %w", err)
+		}
+		defer emb.Close()
+		server = emb.Addr()
+		fmt.Fprintf(a.stderr, "embedded server on %s\n", server)
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	target, err := bench.DialShoal(dialCtx, []string{server})
+	cancel()
+	if err != nil {
+		return unreachable(err, server)
+	}
+	defer target.Close()
+	run.Progress = bench.Progress{W: a.stderr, Terminal: bench.IsTerminal(a.stderr)}
+	res, err := fn(ctx, target)
+	if err != nil {
+		return err
+	}
+	if err := res.WriteTable(a.stdout); err != nil {
+		return err
+	}
+	if t.jsonFile != "" {
+		if err := res.WriteJSONFile(t.jsonFile); err != nil {
+			return fmt.Errorf("cannot write the JSON report: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+func (a *app) clusterCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Inspect the cluster",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	var (
+		server string
+		asJSON bool
+	)
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster's nodes and shards",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+			defer cancel()
+			c, err := dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return unreachable(err, server)
+			}
+			s := newClusterStatus(st)
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			return s.writeTables(a.stdout)
+		},
+	}
+	a.serverFlag(status, &server)
+	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func (a *app) nodeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Manage nodes",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	var server string
+	decom := &cobra.Command{
+		Use:   "decommission NAME",
+		Short: "Move every replica off a node, then remove it from the cluster",
+		Args:  exactArgs("name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+			defer cancel()
+			c, err := dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.Decommission(ctx, args[0]); err != nil {
+				if status.Code(err) == codes.NotFound {
+					return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", args[0])
+				}
+				return unreachable(err, server)
+			}
+			_, err = fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0])
+			return err
+		},
+	}
+	a.serverFlag(decom, &server)
+	cmd.AddCommand(decom)
+	return cmd
+}
+
+// clusterStatus is what `cluster status` prints, as tables or JSON. Node IDs
+// are strings in JSON: they are 64-bit and would lose precision as numbers
+// in JavaScript tools.
+type clusterStatus struct {
+	ClusterID   string        `json:"cluster_id"`
+	ShardCount  uint32        `json:"shard_count"`
+	Replication uint32        `json:"replication"`
+	AnsweredBy  string        `json:"answered_by"`
+	Nodes       []nodeStatus  `json:"nodes"`
+	Shards      []shardStatus `json:"shards"`
+}
+
+type nodeStatus struct {
+	Name            string `json:"name"`
+	ID              string `json:"id"`
+	Zone            string `json:"zone"`
+	GRPC            string `json:"grpc"`
+	HTTP            string `json:"http"`
+	State           string `json:"state"` // alive, dead
+	Decommissioning bool   `json:"decommissioning"`
+	Version         string `json:"version"`
+	Leads           uint32 `json:"leads"`
+	Replicas        uint32 `json:"replicas"`
+}
+
+type shardStatus struct {
+	Shard        uint32   `json:"shard"`
+	Leader       string   `json:"leader"` // node name, "" when none
+	Term         uint64   `json:"term"`
+	Voters       []string `json:"voters"`
+	Learners     []string `json:"learners"`
+	State        string   `json:"state"` // ok, under-replicated, unavailable
+	Applied      uint64   `json:"applied"`
+	LastPosition uint64   `json:"last_position"`
+}
+
+func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
+	topo := st.GetTopology()
+	names := map[uint64]string{}
+	for _, n := range topo.GetNodes() {
+		names[n.GetId()] = n.GetName()
+	}
+	name := func(id uint64) string {
+		if n, ok := names[id]; ok && n != "" {
+			return n
+		}
+		return strconv.FormatUint(id, 10)
+	}
+	s := &clusterStatus{
+		ClusterID:   topo.GetSettings().GetClusterId(),
+		ShardCount:  topo.GetSettings().GetShards(),
+		Replication: topo.GetSettings().GetReplication(),
+		AnsweredBy:  name(st.GetNodeId()),
+		Nodes:       []nodeStatus{},
+		Shards:      []shardStatus{},
+	}
+	for _, n := range topo.GetNodes() {
+		state := "dead"
+		if n.GetAlive() {
+			state = "alive"
+		}
+		s.Nodes = append(s.Nodes, nodeStatus{
+			Name: n.GetName(), ID: strconv.FormatUint(n.GetId(), 10), Zone: n.GetZone(),
+			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
+			Decommissioning: n.GetDecommissioning(), Version: n.GetVersion(),
+			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(),
+		})
+	}
+	slices.SortFunc(s.Nodes, func(a, b nodeStatus) int { return strings.Compare(a.Name, b.Name) })
+	for _, sh := range topo.GetShards() {
+		ss := shardStatus{
+			Shard: sh.GetShard(), Term: sh.GetTerm(), State: "ok",
+			Applied: sh.GetApplied(), LastPosition: sh.GetLastPosition(),
+			Voters: []string{}, Learners: []string{},
+		}
+		if sh.GetLeaderId() != 0 {
+			ss.Leader = name(sh.GetLeaderId())
+		}
+		for _, v := range sh.GetVoters() {
+			ss.Voters = append(ss.Voters, name(v))
+		}
+		for _, l := range sh.GetLearners() {
+			ss.Learners = append(ss.Learners, name(l))
+		}
+		switch {
+		case sh.GetUnavailable():
+			ss.State = "unavailable"
+		case sh.GetUnderReplicated():
+			ss.State = "under-replicated"
+		}
+		s.Shards = append(s.Shards, ss)
+	}
+	return s
+}
+
+func (s *clusterStatus) writeTables(w io.Writer) error {
+	counts := map[string]int{}
+	for _, sh := range s.Shards {
+		counts[sh.State]++
+	}
+	fmt.Fprintf(w, "cluster %s: %d shards, replication %d, %d nodes (answered by %s)\n",
+		orDash(s.ClusterID), s.ShardCount, s.Replication, len(s.Nodes), orDash(s.AnsweredBy))
+	fmt.Fprintf(w, "shards: %d ok, %d under-replicated, %d unavailable\n\n",
+		counts["ok"], counts["under-replicated"], counts["unavailable"])
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS")
+	for _, n := range s.Nodes {
+		state := n.State
+		if n.Decommissioning {
+			state += ",decommissioning"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
+			n.Name, n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "SHARD\tLEADER\tTERM\tVOTERS\tLEARNERS\tSTATE")
+	for _, sh := range s.Shards {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n",
+			sh.Shard, orDash(sh.Leader), sh.Term, orDash(strings.Join(sh.Voters, ",")),
+			orDash(strings.Join(sh.Learners, ",")), sh.State)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

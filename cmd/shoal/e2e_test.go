@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/node"
+)
+
+// startNode starts a one-node cluster in a temporary directory.
+func startNode(t *testing.T) *node.Node {
+	t.Helper()
+	cfg := node.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Gossip = "127.0.0.1:0"
+	cfg.DisableHTTP = true
+	cfg.Name = "e2e"
+	cfg.Zone = "z1"
+	cfg.Shards = 4
+	cfg.Replication = 1
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
+}
+
+func decode(t *testing.T, line string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		t.Fatalf("not JSON: %q: %v", line, err)
+	}
+	return m
+}
+
+// TestEndToEnd runs the command tree in-process against an in-process node.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNode(t)
+	env := map[string]string{"SHOAL_SERVER": n.Addr()} // --server defaults to it
+	cli := func(stdin string, args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(t, env, stdin, args...)
+	}
+	expect := func(wantCode int, stdin string, args ...string) string {
+		t.Helper()
+		code, out, errOut := cli(stdin, args...)
+		if code != wantCode {
+			t.Fatalf("shoal %s: exit %d (stderr %q), want %d", strings.Join(args, " "), code, errOut, wantCode)
+		}
+		if wantCode != 0 && (strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "shoal: ")) {
+			t.Fatalf("shoal %s: stderr %q, want one line", strings.Join(args, " "), errOut)
+		}
+		return out
+	}
+
+	// Append: JSON output, then plain, with exact expected versions.
+	out := expect(0, "", "append", "orders-1", "--type", "Placed", "--data", `{"total": 12.5}`, "--metadata", `{"user":"ann"}`, "--expected", "no-stream", "--json")
+	m := decode(t, out)
+	if m["stream"] != "orders-1" || m["version"] != 0.0 || m["shard"] == nil || m["position"] == nil || m["id"] == "" {
+		t.Fatalf("append --json: %v", m)
+	}
+	out = expect(0, "", "append", "orders-1", "--type", "Paid", "--expected", "0", "--server", n.Addr())
+	if !strings.Contains(out, "orders-1 at version 1") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("append: %q", out)
+	}
+	expect(exitConflict, "", "append", "orders-1", "--type", "Paid", "--expected", "0")
+	expect(exitConflict, "", "append", "orders-1", "--type", "Paid", "--expected", "no-stream")
+	expect(exitConflict, "", "append", "orders-9", "--type", "Paid", "--expected", "exists")
+	// Binary data from stdin, then a JSON file.
+	expect(0, "raw\x00bytes", "append", "orders-1", "--type", "Blob", "--data", "-")
+	file := filepath.Join(t.TempDir(), "ev.json")
+	if err := os.WriteFile(file, []byte(`{"from": "file"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expect(0, "", "append", "orders-1", "--type", "Filed", "--data", "@"+file, "--expected", "2")
+
+	// Idempotency: the same --id twice is one event.
+	id := "6f1c1b9e-6d5b-4b7e-9a43-3f1f2a7c0d11"
+	m = decode(t, expect(0, "", "append", "orders-1", "--type", "Once", "--id", id, "--json"))
+	again := decode(t, expect(0, "", "append", "orders-1", "--type", "Once", "--id", id, "--json"))
+	if m["version"] != 4.0 || again["version"] != 4.0 || again["duplicate"] != true {
+		t.Fatalf("idempotent append: %v then %v", m, again)
+	}
+
+	// Read as JSON lines.
+	out = expect(0, "", "read", "orders-1", "--json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("read --json: %d lines:\n%s", len(lines), out)
+	}
+	first := decode(t, lines[0])
+	for _, k := range []string{"stream", "version", "id", "type", "data", "metadata", "created"} {
+		if _, ok := first[k]; !ok {
+			t.Fatalf("read --json lacks %q: %s", k, lines[0])
+		}
+	}
+	if d, _ := first["data"].(map[string]any); d["total"] != 12.5 || first["type"] != "Placed" || first["data_encoding"] != "json" {
+		t.Fatalf("event 0: %s", lines[0])
+	}
+	if md, _ := first["metadata"].(map[string]any); md["user"] != "ann" {
+		t.Fatalf("event 0 metadata: %s", lines[0])
+	}
+	if _, err := time.Parse(time.RFC3339Nano, first["created"].(string)); err != nil {
+		t.Fatalf("created: %v", err)
+	}
+	blob := decode(t, lines[2])
+	if blob["data"] != "cmF3AGJ5dGVz" || blob["data_encoding"] != "base64" {
+		t.Fatalf("binary event: %s", lines[2])
+	}
+	if f := decode(t, lines[3]); f["data"].(map[string]any)["from"] != "file" {
+		t.Fatalf("file event: %s", lines[3])
+	}
+
+	// Plain, backward, from a version, with a count.
+	out = expect(0, "", "read", "orders-1")
+	if strings.Count(out, "\n") != 5 || !strings.Contains(out, "orders-1@0") || !strings.Contains(out, `{"total":12.5}`) {
+		t.Fatalf("read: %q", out)
+	}
+	out = expect(0, "", "read", "orders-1", "--backward", "--count", "1")
+	if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "orders-1@4") {
+		t.Fatalf("read --backward --count 1: %q", out)
+	}
+	out = expect(0, "", "read", "orders-1", "--from", "1", "--count", "2")
+	if strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "orders-1@1") || !strings.Contains(out, "orders-1@2") {
+		t.Fatalf("read --from 1 --count 2: %q", out)
+	}
+	expect(exitNotFound, "", "read", "nobody-here")
+
+	// Server-side invalid argument.
+	expect(exitUsage, "", "append", "$system", "--type", "X")
+
+	// Delete: wrong version, soft delete, then tombstone.
+	expect(exitConflict, "", "delete", "orders-1", "--expected", "9")
+	out = expect(0, "", "delete", "orders-1", "--expected", "4")
+	if !strings.Contains(out, "deleted orders-1") {
+		t.Fatalf("delete: %q", out)
+	}
+	expect(exitNotFound, "", "read", "orders-1")
+	expect(0, "", "append", "orders-2", "--type", "X")
+	expect(0, "", "delete", "orders-2", "--tombstone")
+	expect(exitNotFound, "", "append", "orders-2", "--type", "X")
+
+	// Cluster status, as tables and as JSON.
+	out = expect(0, "", "cluster", "status")
+	for _, want := range []string{"NODE", "e2e", "alive", "SHARD", "LEADER", "ok"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("cluster status lacks %q:\n%s", want, out)
+		}
+	}
+	st := decode(t, expect(0, "", "cluster", "status", "--json"))
+	if st["shard_count"] != 4.0 || len(st["nodes"].([]any)) != 1 || len(st["shards"].([]any)) != 4 {
+		t.Fatalf("cluster status --json: %v", st)
+	}
+
+	// A short benchmark through the CLI, with its JSON report.
+	report := filepath.Join(t.TempDir(), "bench.json")
+	out = expect(0, "", "bench", "append", "--count", "40", "--warmup", "0", "--concurrency", "4",
+		"--streams", "8", "--expected", "exact", "--batch", "2", "--json", report)
+	if !strings.Contains(out, "appends") || !strings.Contains(out, "latency ms") {
+		t.Fatalf("bench append table:\n%s", out)
+	}
+	raw, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decode(t, string(raw))
+	if r["ops"] != 40.0 || r["events"] != 80.0 || r["conflicts"] != 0.0 || r["system"].(map[string]any)["name"] != "shoal" {
+		t.Fatalf("bench report: %s", raw)
+	}
+}
+
+func TestUnreachableServer(t *testing.T) {
+	code, _, errOut := runCLI(t, nil, "", "read", "s", "--server", "127.0.0.1:1")
+	if code != exitError || !strings.Contains(errOut, "cannot reach a shoal server at 127.0.0.1:1") {
+		t.Fatalf("exit %d stderr %q", code, errOut)
+	}
+}
+
+// TestServerGracefulStop runs `shoal server` in-process and stops it the
+// way SIGINT does, by cancelling its context.
+func TestServerGracefulStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	var out, errOut lockedBuffer
+	a := newApp(strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- a.run(ctx, []string{"server", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
+			"--gossip", "127.0.0.1:0", "--http", "off", "--replication", "1", "--shards", "2", "--node", "solo"})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(errOut.String(), "msg=serving") {
+		select {
+		case code := <-done:
+			t.Fatalf("server exited with %d: %s", code, errOut.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start: %s", errOut.String())
+		}
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(errOut.String(), "msg=stopped") {
+			t.Fatalf("exit %d, log:\n%s", code, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+// lockedBuffer is a strings.Builder safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

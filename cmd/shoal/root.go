@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoaldb/shoal/bench"
+	"github.com/shoaldb/shoal/client"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitError    = 1 // any other failure
+	exitUsage    = 2 // invalid usage or argument, the server's invalid-argument verdict included
+	exitConflict = 3 // wrong expected version
+	exitNotFound = 4 // stream not found or deleted
+)
+
+// defaultServer is used when neither --server nor $SHOAL_SERVER is set.
+const defaultServer = "127.0.0.1:7400"
+
+// callTimeout bounds one unary command (append, delete, cluster calls),
+// retries included.
+const callTimeout = 30 * time.Second
+
+// dialRetry is how long a command keeps trying to reach a server that does
+// not answer, so a mistyped --server fails in seconds rather than minutes.
+const dialRetry = 5 * time.Second
+
+// app holds what a command may touch of the process: no globals, so tests
+// run the command tree in-process.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+}
+
+// run executes args and returns the exit code; errors are printed to stderr
+// as one sentence.
+func (a *app) run(ctx context.Context, args []string) int {
+	root := a.newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	code, msg := explain(err)
+	fmt.Fprintf(a.stderr, "shoal: %s\n", msg)
+	return code
+}
+
+func (a *app) newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "shoal",
+		Short:         "shoal is a sharded, replicated event store",
+		Long:          "shoal is a sharded, replicated event store: run a server, append and read events, inspect the cluster, benchmark it.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Without Run, cobra treats an unknown subcommand as help; this
+		// makes it an error (exit 2) instead.
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usagef("%v; see 'shoal %s--help'", err, commandPath(cmd))
+	})
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(
+		a.serverCmd(), a.devCmd(),
+		a.appendCmd(), a.readCmd(), a.deleteCmd(),
+		a.clusterCmd(), a.nodeCmd(),
+		a.benchCmd(), a.versionCmd(),
+	)
+	return root
+}
+
+// commandPath is the command's path without the root's name.
+func commandPath(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath()+" ", "shoal ")
+}
+
+// usageError is an invalid command line or argument: exit 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// explainedError is an error already explained for the user, with its code.
+type explainedError struct {
+	code int
+	msg  string
+}
+
+func (e *explainedError) Error() string { return e.msg }
+
+// noArgs and exactArgs are cobra argument validators whose errors are usage
+// errors.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		if cmd.HasSubCommands() {
+			return usagef("unknown command %q; see 'shoal %s--help'", args[0], commandPath(cmd))
+		}
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args[0])
+	}
+	return nil
+}
+
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef("%s needs %s; see 'shoal %s--help'", cmd.CommandPath(),
+				strings.ToUpper(strings.Join(names, " ")), commandPath(cmd))
+		}
+		return nil
+	}
+}
+
+// explain maps an error to its exit code and the sentence printed for it.
+func explain(err error) (int, string) {
+	var ue *usageError
+	var ee *explainedError
+	var we *client.WrongExpectedVersionError
+	var ie *client.InvalidArgumentError
+	var ce *client.IDConflictError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code, ee.msg
+	case errors.As(err, &ue):
+		return exitUsage, ue.msg
+	case errors.Is(err, bench.ErrInvalidConfig):
+		return exitUsage, strings.TrimPrefix(err.Error(), "bench: invalid config: ")
+	case errors.As(err, &we):
+		return exitConflict, wrongVersionMessage(we)
+	case errors.Is(err, client.ErrWrongExpectedVersion):
+		return exitConflict, "the stream is not at the expected version; read it again and retry with the right --expected"
+	case errors.Is(err, client.ErrStreamDeleted):
+		return exitNotFound, fmt.Sprintf("%s was deleted permanently (tombstoned); use another stream name",
+			streamIn(err, client.ErrStreamDeleted))
+	case errors.Is(err, client.ErrStreamNotFound):
+		return exitNotFound, fmt.Sprintf("%s was not found; check the name (appending to a stream creates it)",
+			streamIn(err, client.ErrStreamNotFound))
+	case errors.As(err, &ie):
+		return exitUsage, invalidMessage(ie)
+	case errors.Is(err, client.ErrInvalidArgument):
+		return exitUsage, trimPrefixes(err.Error())
+	case errors.As(err, &ce):
+		if ce.ExistingStream != "" {
+			return exitError, fmt.Sprintf("event ID %s is already stored as version %d of stream %q; pass a new --id or leave it out",
+				ce.ID, ce.ExistingVersion, ce.ExistingStream)
+		}
+		return exitError, fmt.Sprintf("event ID %s is already stored in stream %q; pass a new --id or leave it out", ce.ID, ce.Stream)
+	case errors.Is(err, context.Canceled):
+		return exitError, "interrupted"
+	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
+		return exitUsage, err.Error()
+	}
+	if st, ok := status.FromError(err); ok {
+		code := exitError
+		if st.Code() == codes.InvalidArgument {
+			code = exitUsage
+		}
+		return code, sentence(st.Message())
+	}
+	return exitError, sentence(trimPrefixes(err.Error()))
+}
+
+// unreachable explains an error of a call to server that found no server.
+func unreachable(err error, server string) error {
+	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return &explainedError{code: exitError, msg: fmt.Sprintf(
+			"cannot reach a shoal server at %s; start one with 'shoal server' or point --server (or $SHOAL_SERVER) at a running node", server)}
+	}
+	return err
+}
+
+func wrongVersionMessage(e *client.WrongExpectedVersionError) string {
+	if !e.StreamExists {
+		return fmt.Sprintf("stream %q does not exist, but --expected was %s; use --expected no-stream or any", e.Stream, e.Expected)
+	}
+	if e.Expected == client.NoStream {
+		return fmt.Sprintf("stream %q already exists (at version %d), but --expected was no-stream; use --expected %d or any",
+			e.Stream, e.Actual, e.Actual)
+	}
+	return fmt.Sprintf("stream %q is at version %d, not %s; read it again and retry with --expected %d",
+		e.Stream, e.Actual, e.Expected, e.Actual)
+}
+
+func invalidMessage(e *client.InvalidArgumentError) string {
+	var b strings.Builder
+	b.WriteString("invalid ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+	} else {
+		b.WriteString("argument")
+	}
+	if e.Reason != "" {
+		b.WriteString(": ")
+		b.WriteString(strings.TrimSuffix(e.Reason, "."))
+	}
+	if e.Limit != "" {
+		fmt.Fprintf(&b, " (limit: %s)", e.Limit)
+	}
+	b.WriteString("; fix it and retry")
+	return b.String()
+}
+
+// streamIn returns `stream "x"` from the client's "<sentinel>: "x"" errors.
+func streamIn(err, sentinel error) string {
+	s := err.Error()
+	if i := strings.Index(s, sentinel.Error()+": "); i >= 0 {
+		return "stream " + strings.TrimSpace(s[i+len(sentinel.Error())+2:])
+	}
+	return "the stream"
+}
+
+func trimPrefixes(s string) string {
+	for _, p := range []string{"client: ", "node: ", "bench: "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	return s
+}
+
+// sentence makes s one line.
+func sentence(s string) string {
+	s = strings.ReplaceAll(s, "\n", "; ")
+	return strings.TrimSuffix(strings.TrimSpace(s), ".")
+}
+
+// serverFlag registers --server, defaulting to $SHOAL_SERVER or
+// 127.0.0.1:7400.
+func (a *app) serverFlag(cmd *cobra.Command, p *string) {
+	def := a.getenv("SHOAL_SERVER")
+	if def == "" {
+		def = defaultServer
+	}
+	cmd.Flags().StringVar(p, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
+}
+
+// dial connects to server for one command.
+func dial(ctx context.Context, server string) (*client.Client, error) {
+	c, err := client.Dial(ctx, []string{server}, client.WithRetry(client.RetryPolicy{MaxElapsed: dialRetry}))
+	if err != nil {
+		return nil, unreachable(err, server)
+	}
+	return c, nil
+}

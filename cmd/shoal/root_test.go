@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoaldb/shoal/bench"
+	"github.com/shoaldb/shoal/client"
+)
+
+func TestExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		code int
+		msg  string // substring of the message
+	}{
+		{"usage", usagef("--count must be a number"), exitUsage, "--count"},
+		{"bench config", fmt.Errorf("%w: dist must be uniform or zipf", bench.ErrInvalidConfig), exitUsage, "dist must be"},
+		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(2), Actual: 4, StreamExists: true}, exitConflict, "--expected 4"},
+		{"wrong version absent", &client.WrongExpectedVersionError{Stream: "s", Expected: client.StreamExists}, exitConflict, "does not exist"},
+		{"wrong version exists", &client.WrongExpectedVersionError{Stream: "s", Expected: client.NoStream, Actual: 0, StreamExists: true}, exitConflict, "already exists"},
+		{"not found", fmt.Errorf("%w: %q", client.ErrStreamNotFound, "s"), exitNotFound, `stream "s" was not found`},
+		{"deleted", fmt.Errorf("%w: %q", client.ErrStreamDeleted, "s"), exitNotFound, "tombstoned"},
+		{"invalid", &client.InvalidArgumentError{Field: "stream", Limit: "at most 512 bytes", Reason: "too long"}, exitUsage, "invalid stream: too long (limit: at most 512 bytes)"},
+		{"invalid status", status.Error(codes.InvalidArgument, "bad count"), exitUsage, "bad count"},
+		{"other status", status.Error(codes.Internal, "disk on fire"), exitError, "disk on fire"},
+		{"id conflict", &client.IDConflictError{Stream: "s", ExistingStream: "t", ExistingVersion: 3}, exitError, "new --id"},
+		{"unreachable", unreachable(&client.UnavailableError{Err: errors.New("refused")}, "h:1"), exitError, "cannot reach a shoal server at h:1"},
+		{"deadline", unreachable(context.DeadlineExceeded, "h:1"), exitError, "cannot reach"},
+		{"other", errors.New("client: boom\nmore"), exitError, "boom; more"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, msg := explain(tc.err)
+			if code != tc.code || !strings.Contains(msg, tc.msg) || strings.Contains(msg, "\n") {
+				t.Fatalf("explain = %d %q, want %d and a line containing %q", code, msg, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+// runCLI runs the command tree in-process.
+func runCLI(t *testing.T, env map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := newApp(strings.NewReader(stdin), &out, &errb, func(k string) string { return env[k] })
+	code = a.run(context.Background(), args)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"frob"}, "unknown command"},
+		{[]string{"append"}, "needs STREAM"},
+		{[]string{"append", "s"}, "--type"},
+		{[]string{"append", "s", "--type", "T", "--data", "{bad"}, "--data is not valid JSON"},
+		{[]string{"append", "s", "--type", "T", "--metadata", "nope"}, "--metadata is not valid JSON"},
+		{[]string{"append", "s", "--type", "T", "--data", "@/does/not/exist"}, "cannot read --data file"},
+		{[]string{"append", "s", "--type", "T", "--expected", "soon"}, "--expected must be"},
+		{[]string{"append", "s", "--type", "T", "--id", "123"}, "--id must be a UUID"},
+		{[]string{"append", "s", "--type", "T", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"read", "s", "--from", "middle"}, "--from must be"},
+		{[]string{"read", "s", "--count", "-1"}, "invalid argument"},
+		{[]string{"delete", "s", "--expected", "no-stream"}, "does not apply to delete"},
+		{[]string{"dev", "--nodes", "9"}, "--nodes must be 1 to 8"},
+		{[]string{"dev", "--nodes", "0"}, "--nodes must be 1 to 8"},
+		{[]string{"node", "decommission"}, "needs NAME"},
+		{[]string{"cluster", "frob"}, "unknown command"},
+		{[]string{"bench", "append", "--dist", "pareto"}, "dist must be uniform or zipf"},
+		{[]string{"bench", "append", "--embedded", "--server", "x:1"}, "exclude each other"},
+		{[]string{"bench", "read", "--duration", "1s", "--count", "5"}, "exclude each other"},
+		{[]string{"server", "--listen", "nope"}, "Listen"},
+		{[]string{"server", "--gossip-key-file", "/does/not/exist"}, "cannot read --gossip-key-file"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out, errOut := runCLI(t, nil, "", tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, tc.msg) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, errOut, exitUsage, tc.msg)
+			}
+			if strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "shoal: ") || strings.Contains(errOut, "Usage:") || out != "" {
+				t.Fatalf("want one line on stderr and nothing on stdout, got stderr %q stdout %q", errOut, out)
+			}
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	code, out, _ := runCLI(t, nil, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "shoal ") || !strings.Contains(out, "go1") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	code, out, _ = runCLI(t, nil, "", "--help")
+	if code != 0 || !strings.Contains(out, "append") || !strings.Contains(out, "bench") {
+		t.Fatalf("help: %d %q", code, out)
+	}
+}
+
+func TestParseExpected(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		noStream bool
+		want     client.ExpectedVersion
+		err      bool
+	}{
+		{"any", true, client.Any, false},
+		{"", true, client.Any, false},
+		{"no-stream", true, client.NoStream, false},
+		{"no-stream", false, client.Any, true},
+		{"exists", false, client.StreamExists, false},
+		{"EXISTS", true, client.StreamExists, false},
+		{"0", true, client.Exact(0), false},
+		{"42", false, client.Exact(42), false},
+		{"-1", true, client.Any, true},
+		{"1.5", true, client.Any, true},
+		{"latest", true, client.Any, true},
+	} {
+		got, err := parseExpected(tc.in, tc.noStream)
+		var ue *usageError
+		if tc.err != (err != nil) || (err != nil && !errors.As(err, &ue)) || (!tc.err && got != tc.want) {
+			t.Errorf("parseExpected(%q, %v) = %v, %v", tc.in, tc.noStream, got, err)
+		}
+	}
+}
+
+func TestParseData(t *testing.T) {
+	dir := t.TempDir()
+	jsonFile := filepath.Join(dir, "e.json")
+	binFile := filepath.Join(dir, "e.bin")
+	if err := os.WriteFile(jsonFile, []byte(`{"a": [1, 2]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(binFile, []byte{0, 1, 2, 0xff}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		arg, stdin string
+		want       string
+		json, err  bool
+	}{
+		{arg: "", want: ""},
+		{arg: `{"k":1}`, want: `{"k":1}`, json: true},
+		{arg: `[1,2]`, want: `[1,2]`, json: true},
+		{arg: `"text"`, want: `"text"`, json: true},
+		{arg: `{"k":`, err: true},
+		{arg: `plain words`, err: true},
+		{arg: "@" + jsonFile, want: `{"a": [1, 2]}`, json: true},
+		{arg: "@" + binFile, want: "\x00\x01\x02\xff"},
+		{arg: "@" + filepath.Join(dir, "missing"), err: true},
+		{arg: "@", err: true},
+		{arg: "-", stdin: `{"from":"stdin"}`, want: `{"from":"stdin"}`, json: true},
+		{arg: "-", stdin: "not json", want: "not json"},
+	} {
+		p, err := parseData("--data", tc.arg, strings.NewReader(tc.stdin))
+		var ue *usageError
+		if tc.err {
+			if err == nil || !errors.As(err, &ue) {
+				t.Errorf("parseData(%q) = %q, %v; want a usage error", tc.arg, p.bytes, err)
+			}
+			continue
+		}
+		if err != nil || string(p.bytes) != tc.want || p.json != tc.json {
+			t.Errorf("parseData(%q) = %q json=%v, %v; want %q json=%v", tc.arg, p.bytes, p.json, err, tc.want, tc.json)
+		}
+	}
+}
+
+func TestParseFrom(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		backward bool
+		want     readFrom
+		err      bool
+	}{
+		{"", false, readFrom{}, false},
+		{"", true, readFrom{end: true}, false},
+		{"start", true, readFrom{}, false},
+		{"end", false, readFrom{end: true}, false},
+		{"7", false, readFrom{version: 7}, false},
+		{"x", false, readFrom{}, true},
+	} {
+		got, err := parseFrom(tc.in, tc.backward)
+		if tc.err != (err != nil) || got != tc.want {
+			t.Errorf("parseFrom(%q, %v) = %+v, %v", tc.in, tc.backward, got, err)
+		}
+	}
+}
+
+func TestGossipKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	raw := strings.Repeat("k!", 16) // not base64
+	if k, err := readGossipKey(write("raw", raw+"\n")); err != nil || string(k) != raw {
+		t.Fatalf("raw key: %q %v", k, err)
+	}
+	if k, err := readGossipKey(write("b64", "MDEyMzQ1Njc4OWFiY2RlZg==\n")); err != nil || string(k) != "0123456789abcdef" {
+		t.Fatalf("base64 key: %q %v", k, err)
+	}
+	if _, err := readGossipKey(write("short", "abc")); err == nil {
+		t.Fatal("a 3-byte key must be refused")
+	}
+}
+
+func TestDevNodeLayout(t *testing.T) {
+	c := devNode("d", 2, 3, true)
+	if c.Listen != "127.0.0.1:7420" || c.Gossip != "127.0.0.1:7421" || c.HTTP != "127.0.0.1:7482" ||
+		c.Zone != "z3" || c.DataDir != filepath.Join("d", "node-2") || len(c.Join) != 1 || c.Join[0] != "127.0.0.1:7401" {
+		t.Fatalf("node 2: %+v", c)
+	}
+	c = devNode("d", 0, 2, true)
+	if len(c.Join) != 0 || c.Replication != 2 || c.Zone != "z1" {
+		t.Fatalf("node 0: %+v", c)
+	}
+	// The highest node's ports stay clear of node 0's HTTP port.
+	c = devNode("d", maxDevNodes-1, maxDevNodes, true)
+	if c.Listen >= "127.0.0.1:7480" || c.HTTP != "127.0.0.1:7487" {
+		t.Fatalf("node %d: %+v", maxDevNodes-1, c)
+	}
+}

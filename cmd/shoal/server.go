@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoaldb/shoal/node"
+)
+
+func (a *app) serverCmd() *cobra.Command {
+	def := node.DefaultConfig()
+	cfg := def
+	var (
+		join    []string
+		keyFile string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a shoal node",
+		Long: `Run a shoal node. Without --join it creates a new cluster (or restarts the
+one in --data); with --join it joins the cluster gossiping at those addresses.
+SIGINT or SIGTERM stops it cleanly.`,
+		Example: `  shoal server --data ./data
+  shoal server --data ./n2 --listen 127.0.0.1:7410 --gossip 127.0.0.1:7411 --http 127.0.0.1:7481 --join 127.0.0.1:7401 --zone z2`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Shards and replication are checked against an existing
+			// cluster: pass them only when given.
+			if !cmd.Flags().Changed("shards") {
+				cfg.Shards = 0
+			}
+			if !cmd.Flags().Changed("replication") {
+				cfg.Replication = 0
+			}
+			if !cmd.Flags().Changed("node") {
+				cfg.Name = "" // the stored name, or the host name for a new directory
+			}
+			if cfg.HTTP == "" || cfg.HTTP == "off" {
+				cfg.HTTP, cfg.DisableHTTP = "", true
+			}
+			cfg.Join = splitList(join)
+			if keyFile != "" {
+				key, err := readGossipKey(keyFile)
+				if err != nil {
+					return err
+				}
+				cfg.GossipKey = key
+			}
+			if err := cfg.Validate(); err != nil {
+				return usagef("%s", sentence(trimPrefixes(err.Error())))
+			}
+			log := slog.New(slog.NewTextHandler(a.stderr, nil))
+			cfg.Logger = log
+			return serve(cmd.Context(), log, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", def.DataDir, "data directory")
+	f.StringVar(&cfg.Listen, "listen", def.Listen, "gRPC address for clients and peers (host:port)")
+	f.StringVar(&cfg.HTTP, "http", def.HTTP, "HTTP address for /metrics, /healthz, /readyz and pprof (\"off\" disables it)")
+	f.IntVar(&cfg.Shards, "shards", def.Shards, "shard count when creating a cluster (fixed afterwards)")
+	f.StringVar(&cfg.Name, "node", def.Name, "node name, unique in the cluster (default: the name stored in --data, else the host name)")
+	f.StringVar(&cfg.Zone, "zone", "", "failure domain (replicas are spread across zones)")
+	f.StringVar(&cfg.Gossip, "gossip", def.Gossip, "gossip address, TCP and UDP (host:port)")
+	f.StringSliceVar(&join, "join", nil, "gossip addresses of existing members, comma-separated")
+	f.IntVar(&cfg.Replication, "replication", def.Replication, "replicas per shard when creating a cluster")
+	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
+	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
+	return cmd
+}
+
+// serve runs one node until ctx ends.
+func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted while starting
+		}
+		return fmt.Errorf("cannot start the server: %w", err)
+	}
+	log.Info("serving", "node", n.Name(), "id", n.ID(), "grpc", n.Addr(), "http", n.HTTPAddr(), "data", cfg.DataDir)
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "node", n.Name())
+	case <-n.Done():
+	}
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("stopping the server: %w", err)
+	}
+	log.Info("stopped", "node", n.Name())
+	return nil
+}
+
+// readGossipKey reads a gossip key file: a base64 key (what 'openssl rand
+// -base64 32' prints) or, when the content is not base64, the raw key; 16,
+// 24 or 32 bytes either way.
+func readGossipKey(name string) ([]byte, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, usagef("cannot read --gossip-key-file %q: %v", name, unwrapPathError(err))
+	}
+	s := strings.TrimSpace(string(b))
+	if k, err := base64.StdEncoding.DecodeString(s); err == nil && validKeyLen(len(k)) {
+		return k, nil
+	}
+	if validKeyLen(len(s)) {
+		return []byte(s), nil
+	}
+	if validKeyLen(len(b)) {
+		return b, nil
+	}
+	return nil, usagef("--gossip-key-file %q must hold a 16, 24 or 32-byte key, raw or base64 (e.g. from 'openssl rand -base64 32')", name)
+}
+
+func validKeyLen(n int) bool { return n == 16 || n == 24 || n == 32 }
+
+func splitList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// maxDevNodes keeps the dev cluster's ports apart: node i uses
+// 7400+10i/7401+10i and HTTP 7480+i, which would reach 7480 at i = 8.
+const maxDevNodes = 8
+
+// devNode is the configuration of node i of `shoal dev`.
+func devNode(dir string, i, nodes int, fresh bool) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.DataDir = filepath.Join(dir, fmt.Sprintf("node-%d", i))
+	cfg.Name = fmt.Sprintf("node-%d", i)
+	cfg.Zone = fmt.Sprintf("z%d", i+1)
+	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", 7400+10*i)
+	cfg.Gossip = fmt.Sprintf("127.0.0.1:%d", 7401+10*i)
+	cfg.HTTP = fmt.Sprintf("127.0.0.1:%d", 7480+i)
+	cfg.Shards, cfg.Replication = 0, 0
+	if i == 0 {
+		if fresh {
+			cfg.Replication = min(node.DefaultReplication, nodes)
+		}
+	} else {
+		cfg.Join = []string{"127.0.0.1:7401"}
+	}
+	return cfg
+}
+
+func (a *app) devCmd() *cobra.Command {
+	var (
+		nodes int
+		dir   string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a local cluster in one process, for development",
+		Long: `Run a local cluster of --nodes nodes in one process, in zones z1..zN, with data
+in --data/node-I. Node I serves gRPC on 127.0.0.1:(7400+10I), gossip on
+127.0.0.1:(7401+10I) and HTTP on 127.0.0.1:(7480+I). Node 0 creates the cluster;
+the others join it. Ctrl-C stops every node.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if nodes < 1 || nodes > maxDevNodes {
+				return usagef("--nodes must be 1 to %d (more would make the dev ports collide), got %d", maxDevNodes, nodes)
+			}
+			_, statErr := os.Stat(filepath.Join(dir, "node-0"))
+			fresh := errors.Is(statErr, os.ErrNotExist)
+			return a.runDev(cmd.Context(), dir, nodes, fresh)
+		},
+	}
+	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes, 1 to 8")
+	cmd.Flags().StringVar(&dir, "data", "./data-dev", "directory holding every node's data directory")
+	return cmd
+}
+
+func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) error {
+	base := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var started []*node.Node
+	defer func() {
+		for i := len(started) - 1; i >= 0; i-- {
+			if err := started[i].Close(); err != nil {
+				base.Error("stopping node", "node", started[i].Name(), "err", err)
+			}
+		}
+	}()
+	for i := range nodes {
+		cfg := devNode(dir, i, nodes, fresh)
+		cfg.Logger = base // the node labels its lines with its name
+		n, err := node.Start(ctx, cfg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("cannot start %s (gRPC %s, gossip %s, HTTP %s): %w", cfg.Name, cfg.Listen, cfg.Gossip, cfg.HTTP, err)
+		}
+		started = append(started, n)
+	}
+	fmt.Fprintf(a.stdout, "shoal dev: %d node(s), data in %s; Ctrl-C stops them\n\n", nodes, dir)
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tZONE\tGRPC\tGOSSIP\tHTTP")
+	for i, n := range started {
+		cfg := devNode(dir, i, nodes, fresh)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name(), cfg.Zone, n.Addr(), cfg.Gossip, n.HTTPAddr())
+	}
+	tw.Flush()
+	fmt.Fprintf(a.stdout, "\ntry: shoal append hello-1 --type Greeted --data '{\"hi\":1}' && shoal read hello-1 && shoal cluster status\n")
+	<-ctx.Done()
+	fmt.Fprintln(a.stdout, "stopping")
+	return nil // the deferred loop closes the nodes
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+func (a *app) appendCmd() *cobra.Command {
+	var (
+		typ, data, metadata, expected, id, server string
+		asJSON                                    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "append STREAM --type TYPE [--data JSON|@FILE|-]",
+		Short: "Append one event to a stream",
+		Long: `Append one event to a stream, creating the stream if needed.
+
+--data is inline JSON (checked), @FILE (any bytes) or - (stdin).
+--expected is any (default), no-stream, exists, or the version N of the stream's
+last event; a mismatch exits with code 3.`,
+		Example: `  shoal append orders-42 --type OrderPlaced --data '{"total":12.5}'
+  shoal append orders-42 --type OrderPaid --data @paid.json --expected 0`,
+		Args: exactArgs("stream"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stream := args[0]
+			if strings.TrimSpace(typ) == "" {
+				return usagef("append needs --type, the event's type, e.g. --type OrderPlaced")
+			}
+			exp, err := parseExpected(expected, true)
+			if err != nil {
+				return err
+			}
+			d, err := parseData("--data", data, a.stdin)
+			if err != nil {
+				return err
+			}
+			md, err := parseJSON("--metadata", metadata)
+			if err != nil {
+				return err
+			}
+			ev := client.Event{Type: typ, Data: d.bytes, Metadata: md.bytes}
+			if d.json {
+				ev.ContentType = "application/json"
+			}
+			if id != "" {
+				if ev.ID, err = uuid.Parse(id); err != nil {
+					return usagef("--id must be a UUID such as %s, got %q", uuid.New(), id)
+				}
+			} else {
+				ev.ID = uuid.New()
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+			defer cancel()
+			c, err := dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Append(ctx, stream, exp, ev)
+			if err != nil {
+				return unreachable(err, server)
+			}
+			if asJSON {
+				return json.NewEncoder(a.stdout).Encode(map[string]any{
+					"stream":        stream,
+					"version":       res.LastVersion,
+					"first_version": res.FirstVersion,
+					"shard":         res.Shard,
+					"position":      res.Position,
+					"id":            ev.ID.String(),
+					"duplicate":     res.Duplicate,
+				})
+			}
+			note := ""
+			if res.Duplicate {
+				note = " (already there: the event ID was appended before, nothing new was written)"
+			}
+			_, err = fmt.Fprintf(a.stdout, "appended %s to %s at version %d (shard %d, position %d, id %s)%s\n",
+				typ, stream, res.LastVersion, res.Shard, res.Position, ev.ID, note)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&typ, "type", "", "event type (required), e.g. OrderPlaced")
+	f.StringVar(&data, "data", "", "event data: inline JSON, @FILE, or - for stdin")
+	f.StringVar(&metadata, "metadata", "", "event metadata, inline JSON")
+	f.StringVar(&expected, "expected", "any", "expected version: any, no-stream, exists, or N (the last event's version)")
+	f.StringVar(&id, "id", "", "event ID (a UUID; default: a new random one)")
+	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+func (a *app) readCmd() *cobra.Command {
+	var (
+		from, server string
+		count        uint64
+		backward     bool
+		asJSON       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "read STREAM [--from start|end|N] [--count N] [--backward]",
+		Short: "Read a stream's events",
+		Long: `Read a stream's events, oldest first (or newest first with --backward, which
+starts at the end unless --from says otherwise). --json prints one JSON object
+per line; data and metadata are embedded as JSON when they are JSON and as
+base64 strings otherwise (see data_encoding and metadata_encoding).`,
+		Example: `  shoal read orders-42
+  shoal read orders-42 --backward --count 1 --json`,
+		Args: exactArgs("stream"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stream := args[0]
+			start, err := parseFrom(from, backward)
+			if err != nil {
+				return err
+			}
+			opts := start.options()
+			if backward {
+				opts = append(opts, client.Backward())
+			}
+			if count > 0 {
+				opts = append(opts, client.Count(count))
+			}
+			ctx := cmd.Context()
+			c, err := dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			w := bufio.NewWriter(a.stdout)
+			defer w.Flush()
+			enc := json.NewEncoder(w)
+			for ev, err := range c.Read(ctx, stream, opts...) {
+				if err != nil {
+					w.Flush()
+					return unreachable(err, server)
+				}
+				if asJSON {
+					if err := enc.Encode(eventJSON(ev)); err != nil {
+						return err
+					}
+					continue
+				}
+				if _, err := fmt.Fprintln(w, eventLine(ev)); err != nil {
+					return err
+				}
+			}
+			return w.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "first version: start, end, or N (default start; end with --backward)")
+	f.Uint64Var(&count, "count", 0, "read at most N events (0 = all)")
+	f.BoolVar(&backward, "backward", false, "read newest first")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// recordedJSON is one line of `read --json`.
+type recordedJSON struct {
+	Stream           string          `json:"stream"`
+	Version          uint64          `json:"version"`
+	Position         uint64          `json:"position"`
+	Shard            uint32          `json:"shard"`
+	ID               string          `json:"id"`
+	Type             string          `json:"type"`
+	ContentType      string          `json:"content_type,omitempty"`
+	Created          string          `json:"created"`
+	Data             json.RawMessage `json:"data"`
+	DataEncoding     string          `json:"data_encoding"`
+	Metadata         json.RawMessage `json:"metadata"`
+	MetadataEncoding string          `json:"metadata_encoding"`
+}
+
+func eventJSON(ev client.RecordedEvent) recordedJSON {
+	r := recordedJSON{
+		Stream:      ev.Stream,
+		Version:     ev.Version,
+		Position:    ev.Position,
+		Shard:       ev.Shard,
+		ID:          ev.ID.String(),
+		Type:        ev.Type,
+		ContentType: ev.ContentType,
+		Created:     ev.Created.UTC().Format(time.RFC3339Nano),
+	}
+	r.Data, r.DataEncoding = embed(ev.Data)
+	r.Metadata, r.MetadataEncoding = embed(ev.Metadata)
+	return r
+}
+
+// embed returns b as JSON when it is a JSON document, else as a base64
+// string, and which it chose.
+func embed(b []byte) (json.RawMessage, string) {
+	if len(b) > 0 && json.Valid(b) {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, b); err == nil {
+			return json.RawMessage(buf.Bytes()), "json"
+		}
+	}
+	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
+	return s, "base64"
+}
+
+// eventLine is one line of plain `read` output.
+func eventLine(ev client.RecordedEvent) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s@%d  %s  %s  %s", ev.Stream, ev.Version, ev.Type,
+		ev.Created.UTC().Format(time.RFC3339Nano), ev.ID)
+	if len(ev.Data) > 0 {
+		b.WriteString("  ")
+		b.WriteString(printable(ev.Data))
+	}
+	if len(ev.Metadata) > 0 {
+		b.WriteString("  metadata=")
+		b.WriteString(printable(ev.Metadata))
+	}
+	return b.String()
+}
+
+// printable returns b as compact text when it is JSON or printable UTF-8,
+// else as "base64:..."
+func printable(b []byte) string {
+	if json.Valid(b) {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, b); err == nil {
+			return buf.String()
+		}
+	}
+	if utf8.Valid(b) && strings.IndexFunc(string(b), func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) < 0 {
+		return string(b)
+	}
+	return "base64:" + base64.StdEncoding.EncodeToString(b)
+}
+
+func (a *app) deleteCmd() *cobra.Command {
+	var (
+		expected, server string
+		tombstone        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "delete STREAM [--expected any|exists|N] [--tombstone]",
+		Short: "Delete a stream",
+		Long: `Delete a stream. A soft delete hides its events; appending again recreates it.
+--tombstone deletes it permanently: the name can never be used again.`,
+		Args: exactArgs("stream"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stream := args[0]
+			exp, err := parseExpected(expected, false)
+			if err != nil {
+				return err
+			}
+			var opts []client.DeleteOption
+			if tombstone {
+				opts = append(opts, client.Tombstone())
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+			defer cancel()
+			c, err := dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.Delete(ctx, stream, exp, opts...); err != nil {
+				return unreachable(err, server)
+			}
+			if tombstone {
+				_, err = fmt.Fprintf(a.stdout, "tombstoned %s: it is deleted permanently and the name can never be used again\n", stream)
+			} else {
+				_, err = fmt.Fprintf(a.stdout, "deleted %s\n", stream)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&expected, "expected", "any", "expected version: any, exists, or N (the last event's version)")
+	f.BoolVar(&tombstone, "tombstone", false, "delete permanently; the name can never be used again")
+	a.serverFlag(cmd, &server)
+	return cmd
+}

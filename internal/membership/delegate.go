@@ -1,0 +1,105 @@
+package membership
+
+import (
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// delegate implements memberlist's Delegate, EventDelegate, MergeDelegate
+// and AliveDelegate. memberlist calls these from its own goroutines, some
+// with its node lock held: they take only m.mu and never call memberlist.
+type delegate Membership
+
+var (
+	_ memberlist.Delegate      = (*delegate)(nil)
+	_ memberlist.EventDelegate = (*delegate)(nil)
+	_ memberlist.MergeDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate = (*delegate)(nil)
+)
+
+func (d *delegate) m() *Membership { return (*Membership)(d) }
+
+// NodeMeta returns the encoded local metadata (validated <= limit when set).
+func (d *delegate) NodeMeta(limit int) []byte {
+	m := d.m()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.mu.selfEnc) > limit { // cannot happen: EncodeMeta enforces MaxMetaSize
+		return nil
+	}
+	return append([]byte(nil), m.mu.selfEnc...)
+}
+
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// check refuses a peer whose cluster ID differs from ours when both are set,
+// or whose metadata does not decode.
+func (d *delegate) check(peer *memberlist.Node) error {
+	m := d.m()
+	meta, err := DecodeMeta(peer.Meta)
+	if err != nil {
+		m.log.Warn("refusing peer with bad meta", "peer", peer.Name, "err", err)
+		return err
+	}
+	m.mu.Lock()
+	local := m.mu.self.ClusterID
+	var mismatch error
+	if local != "" && meta.ClusterID != "" && local != meta.ClusterID {
+		mismatch = &ClusterMismatchError{Local: local, Remote: meta.ClusterID, Peer: peer.Name}
+		m.mu.mismatch = mismatch
+	}
+	m.mu.Unlock()
+	if mismatch != nil {
+		m.refused.Add(1)
+		m.log.Warn("refusing peer from another cluster", "peer", peer.Name, "local_cluster", local, "peer_cluster", meta.ClusterID)
+	}
+	return mismatch
+}
+
+// NotifyMerge refuses a push/pull merge (join or anti-entropy) that would
+// bring in any node of another cluster.
+func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if err := d.check(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NotifyAlive refuses gossip about a node of another cluster.
+func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.check(peer) }
+
+func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.upsert(n, true) }
+func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.upsert(n, true) }
+func (d *delegate) NotifyLeave(n *memberlist.Node)  { d.upsert(n, false) }
+
+// upsert records n's state. A known name with a different NodeID is a new
+// member (a wiped node): its entry is replaced.
+func (d *delegate) upsert(n *memberlist.Node, alive bool) {
+	m := d.m()
+	meta, err := DecodeMeta(n.Meta)
+	if err != nil {
+		m.log.Warn("ignoring member event with bad meta", "peer", n.Name, "err", err)
+		return
+	}
+	now := time.Now()
+	m.mu.Lock()
+	e, ok := m.mu.members[n.Name]
+	switch {
+	case !ok || e.NodeID != meta.NodeID:
+		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now}
+	default:
+		if e.Alive != alive {
+			e.Changed = now
+		}
+		e.Alive = alive
+		e.Meta = meta
+	}
+	m.mu.Unlock()
+	m.signal()
+}

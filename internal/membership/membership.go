@@ -1,0 +1,414 @@
+package membership
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+var (
+	// ErrClusterMismatch is wrapped (via *ClusterMismatchError) by Start and
+	// Join when the seeds belong to another cluster, and by the delegates that
+	// refuse such peers.
+	ErrClusterMismatch = errors.New("membership: cluster ID mismatch")
+	// ErrMetaTooLong is matched by *MetaTooLongError (EncodeMeta, Start, UpdateMeta).
+	ErrMetaTooLong = errors.New("membership: meta too long")
+	// ErrInvalidConfig is wrapped by Config.Validate and Start.
+	ErrInvalidConfig = errors.New("membership: invalid config")
+	// ErrInvalidMeta is returned by UpdateMeta for changes it refuses.
+	ErrInvalidMeta = errors.New("membership: invalid meta update")
+	// ErrClosed is returned by Join and UpdateMeta after Close.
+	ErrClosed = errors.New("membership: closed")
+)
+
+// ClusterMismatchError names both cluster IDs. Is(ErrClusterMismatch).
+type ClusterMismatchError struct {
+	Local, Remote string // cluster IDs
+	Peer          string // the remote node's name
+}
+
+func (e *ClusterMismatchError) Error() string {
+	return fmt.Sprintf("membership: cluster ID mismatch: local %q, peer %q has %q", e.Local, e.Peer, e.Remote)
+}
+
+// Is reports whether target is ErrClusterMismatch.
+func (e *ClusterMismatchError) Is(target error) bool { return target == ErrClusterMismatch }
+
+// Defaults, tuned for fast failure detection on a LAN or loopback. A failed
+// node is suspected after one missed probe (ProbeInterval + ProbeTimeout) and
+// declared dead after the suspicion timeout, SuspicionMult*log10(max(N,10)) *
+// ProbeInterval = 1.5 s for small clusters, shortened as others confirm.
+const (
+	DefaultProbeInterval    = 500 * time.Millisecond // memberlist LAN: 1 s
+	DefaultProbeTimeout     = 250 * time.Millisecond // LAN: 500 ms; loopback/LAN RTT is far below
+	DefaultSuspicionMult    = 3                      // LAN: 4
+	DefaultGossipInterval   = 100 * time.Millisecond // LAN: 200 ms; faster meta propagation
+	DefaultPushPullInterval = 10 * time.Second       // LAN: 30 s; anti-entropy for small clusters
+	DefaultTCPTimeout       = 2 * time.Second        // LAN: 10 s; bounds a join to a dead seed
+	// DefaultDeadReclaim lets a node that died re-join under the same name from
+	// a new address after this long (a wiped node rescheduled elsewhere).
+	DefaultDeadReclaim   = 10 * time.Second
+	DefaultUpdateTimeout = time.Second // UpdateMeta's wait for the broadcast
+)
+
+// Config configures Start. Zero values mean the defaults above.
+type Config struct {
+	Name      string   // node name, unique in the cluster; required
+	Bind      string   // host:port for gossip, TCP and UDP; required
+	Advertise string   // host:port peers use to reach this node; "" = derived from Bind
+	Join      []string // seeds (host:port); empty = start a new cluster
+	SecretKey []byte   // AES key for gossip encryption: nil, or 16, 24 or 32 bytes
+	Meta      Meta     // initial metadata; Meta.Name defaults to Name; NodeID required
+	Logger    *slog.Logger
+	// OnChange is called after members join, leave, die or update, from a
+	// dedicated goroutine; bursts are coalesced into one call. It must not
+	// block for long. Optional.
+	OnChange func()
+
+	ProbeInterval    time.Duration // default DefaultProbeInterval
+	ProbeTimeout     time.Duration // default DefaultProbeTimeout
+	SuspicionMult    int           // default DefaultSuspicionMult
+	GossipInterval   time.Duration // default DefaultGossipInterval
+	PushPullInterval time.Duration // default DefaultPushPullInterval
+}
+
+// Validate checks c and fills the defaults (it is called by Start).
+func (c *Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	if c.Name == "" {
+		return bad("Name is required")
+	}
+	if c.Meta.Name == "" {
+		c.Meta.Name = c.Name
+	}
+	if c.Meta.Name != c.Name {
+		return bad("Meta.Name %q differs from Name %q", c.Meta.Name, c.Name)
+	}
+	if c.Meta.NodeID == 0 {
+		return bad("Meta.NodeID is required")
+	}
+	if _, _, err := splitHostPort(c.Bind); err != nil {
+		return bad("Bind %q: %v", c.Bind, err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := splitHostPort(c.Advertise); err != nil {
+			return bad("Advertise %q: %v", c.Advertise, err)
+		}
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return bad("SecretKey is %d bytes; AES needs 16, 24 or 32", len(c.SecretKey))
+	}
+	if _, err := EncodeMeta(c.Meta); err != nil {
+		return err
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = DefaultProbeTimeout
+	}
+	if c.SuspicionMult <= 0 {
+		c.SuspicionMult = DefaultSuspicionMult
+	}
+	if c.GossipInterval <= 0 {
+		c.GossipInterval = DefaultGossipInterval
+	}
+	if c.PushPullInterval <= 0 {
+		c.PushPullInterval = DefaultPushPullInterval
+	}
+	return nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", port)
+	}
+	return host, p, nil
+}
+
+// Member is a known member, alive or dead.
+type Member struct {
+	Meta
+	Alive   bool
+	Changed time.Time // when it was first seen, or last went alive or dead
+}
+
+// Membership is a running gossip member. Its methods are safe for concurrent use.
+type Membership struct {
+	ml      *memberlist.Memberlist
+	log     *slog.Logger
+	name    string
+	changed chan struct{} // capacity 1: a pending OnChange call
+	done    chan struct{} // closed by Close
+	stopped sync.WaitGroup
+	refused atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
+
+	closeOnce sync.Once
+	leaveMu   sync.Mutex // serializes Leave and Close (memberlist panics on leave after shutdown)
+	closed    bool       // guarded by leaveMu
+
+	mu struct {
+		sync.Mutex
+		self     Meta
+		selfEnc  []byte
+		members  map[string]*Member // by name, dead ones included
+		mismatch error              // last refusal, read by Join
+	}
+}
+
+// Start creates the local member, bound to cfg.Bind, and joins cfg.Join if
+// any. It fails if no seed could be joined; if a seed refused because of a
+// cluster ID mismatch (or this node refused the seed), the error wraps
+// ErrClusterMismatch. On error nothing is left running.
+func Start(cfg Config) (*Membership, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	enc, _ := EncodeMeta(cfg.Meta) // validated above
+
+	m := &Membership{
+		log:     cfg.Logger.With("component", "membership", "node", cfg.Name),
+		name:    cfg.Name,
+		changed: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	m.mu.self, m.mu.selfEnc = cfg.Meta, enc
+	m.mu.members = map[string]*Member{}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	host, port, _ := splitHostPort(cfg.Bind)
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	if cfg.Advertise != "" {
+		mc.AdvertiseAddr, mc.AdvertisePort, _ = splitHostPort(cfg.Advertise)
+	}
+	mc.SecretKey = cfg.SecretKey
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval = cfg.GossipInterval
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.TCPTimeout = DefaultTCPTimeout
+	mc.DeadNodeReclaimTime = DefaultDeadReclaim
+	mc.Logger = newStdLogger(m.log)
+	d := (*delegate)(m)
+	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("membership: start on %s: %w", cfg.Bind, err)
+	}
+	m.ml = ml
+
+	if cfg.OnChange != nil {
+		m.stopped.Add(1)
+		go m.notifyLoop(cfg.OnChange)
+	}
+	if len(cfg.Join) > 0 {
+		if _, err := m.Join(cfg.Join); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Join contacts seeds and merges state with them; it returns how many were
+// reached. It fails only if none was; the error wraps ErrClusterMismatch if a
+// refusal for that reason happened during the attempt.
+func (m *Membership) Join(seeds []string) (int, error) {
+	select {
+	case <-m.done:
+		return 0, ErrClosed
+	default:
+	}
+	m.mu.Lock()
+	m.mu.mismatch = nil
+	m.mu.Unlock()
+	n, err := m.ml.Join(seeds)
+	if err == nil {
+		return n, nil
+	}
+	m.mu.Lock()
+	mismatch := m.mu.mismatch
+	m.mu.Unlock()
+	if mismatch != nil {
+		return n, fmt.Errorf("membership: join %v: %w", seeds, mismatch)
+	}
+	return n, fmt.Errorf("membership: join %v: %s", seeds, flatten(err))
+}
+
+// flatten turns memberlist's multi-line multierror text into one line.
+func flatten(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "1 error occurred:", "")), " ")
+}
+
+func (m *Membership) notifyLoop(fn func()) {
+	defer m.stopped.Done()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-m.changed:
+			fn()
+		}
+	}
+}
+
+// signal schedules an OnChange call; never blocks.
+func (m *Membership) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Members returns every known member, dead ones included (Alive=false,
+// Changed = when it died), sorted by NodeID then Name.
+func (m *Membership) Members() []Member {
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.mu.members)+1)
+	for name, mem := range m.mu.members {
+		if name == m.name {
+			continue
+		}
+		out = append(out, *mem)
+	}
+	out = append(out, m.selfLocked())
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int {
+		if a.NodeID != b.NodeID {
+			if a.NodeID < b.NodeID {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Self returns the local member with its current metadata.
+func (m *Membership) Self() Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.selfLocked()
+}
+
+func (m *Membership) selfLocked() Member {
+	self := Member{Meta: m.mu.self, Alive: true}
+	if e, ok := m.mu.members[m.name]; ok {
+		self.Changed = e.Changed
+	}
+	return self
+}
+
+// Forget drops a dead member from Members. It returns false (and does
+// nothing) if the member is unknown or alive.
+func (m *Membership) Forget(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.mu.members[name]
+	if !ok || e.Alive || name == m.name {
+		return false
+	}
+	delete(m.mu.members, name)
+	return true
+}
+
+// UpdateMeta applies fn to a copy of the local metadata and gossips the
+// result. It refuses (ErrInvalidMeta) changes of NodeID or Name and changes
+// of a non-empty ClusterID; a too-long result returns *MetaTooLongError. In
+// both cases the old metadata stays. It waits up to DefaultUpdateTimeout for
+// the broadcast; a timeout is not an error (push/pull carries it later).
+func (m *Membership) UpdateMeta(fn func(*Meta)) error {
+	select {
+	case <-m.done:
+		return ErrClosed
+	default:
+	}
+	m.mu.Lock()
+	next := m.mu.self
+	fn(&next)
+	switch {
+	case next.NodeID != m.mu.self.NodeID:
+		m.mu.Unlock()
+		return fmt.Errorf("%w: NodeID cannot change (%d -> %d)", ErrInvalidMeta, m.mu.self.NodeID, next.NodeID)
+	case next.Name != m.mu.self.Name:
+		m.mu.Unlock()
+		return fmt.Errorf("%w: Name cannot change (%q -> %q)", ErrInvalidMeta, m.mu.self.Name, next.Name)
+	case m.mu.self.ClusterID != "" && next.ClusterID != m.mu.self.ClusterID:
+		m.mu.Unlock()
+		return fmt.Errorf("%w: ClusterID cannot change once set (%q -> %q)", ErrInvalidMeta, m.mu.self.ClusterID, next.ClusterID)
+	}
+	enc, err := EncodeMeta(next)
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.mu.self, m.mu.selfEnc = next, enc
+	m.mu.Unlock()
+
+	if err := m.ml.UpdateNode(DefaultUpdateTimeout); err != nil {
+		m.log.Debug("meta update not yet broadcast", "err", err)
+	}
+	m.signal()
+	return nil
+}
+
+// Leave broadcasts that this node is leaving and waits up to timeout for the
+// broadcast. Safe to call more than once, and after Close (no-op).
+func (m *Membership) Leave(timeout time.Duration) error {
+	m.leaveMu.Lock()
+	defer m.leaveMu.Unlock()
+	if m.closed {
+		return nil
+	}
+	if err := m.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("membership: leave: %w", err)
+	}
+	return nil
+}
+
+// Close stops gossip without announcing a leave (peers will see this node
+// die). Idempotent.
+func (m *Membership) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		m.leaveMu.Lock()
+		m.closed = true
+		m.leaveMu.Unlock()
+		close(m.done)
+		err = m.ml.Shutdown()
+		m.stopped.Wait()
+	})
+	return err
+}

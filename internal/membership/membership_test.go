@@ -1,0 +1,289 @@
+package membership
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// freeAddr returns 127.0.0.1:port with the port free for both TCP and UDP
+// at the time of the call.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return addr
+	}
+	t.Fatal("no free TCP+UDP port")
+	return ""
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() && os.Getenv("MEMBERSHIP_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+func testConfig(t *testing.T, name string, id uint64, cluster string, join ...string) Config {
+	return Config{
+		Name:   name,
+		Bind:   freeAddr(t),
+		Join:   join,
+		Logger: testLogger(t),
+		Meta:   Meta{NodeID: id, Name: name, Zone: "z-" + name, GRPCAddr: "127.0.0.1:1" + fmt.Sprint(id), ClusterID: cluster, Shards: 32, Replication: 3},
+	}
+}
+
+func start(t *testing.T, cfg Config) *Membership {
+	t.Helper()
+	m, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("Start(%s): %v", cfg.Name, err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// eventually polls cond every 20ms for up to 15s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func find(m *Membership, name string) (Member, bool) {
+	for _, mem := range m.Members() {
+		if mem.Name == name {
+			return mem, true
+		}
+	}
+	return Member{}, false
+}
+
+func TestThreeMembers(t *testing.T) {
+	var changes atomic.Int64
+	ca := testConfig(t, "a", 30, "c1")
+	ca.OnChange = func() { changes.Add(1) }
+	a := start(t, ca)
+	b := start(t, testConfig(t, "b", 10, "c1", ca.Bind))
+	cc := testConfig(t, "c", 20, "c1", ca.Bind)
+	c := start(t, cc)
+
+	for _, m := range []*Membership{a, b, c} {
+		eventually(t, m.name+" sees 3 alive", func() bool {
+			ms := m.Members()
+			if len(ms) != 3 {
+				return false
+			}
+			for _, mem := range ms {
+				if !mem.Alive {
+					return false
+				}
+			}
+			return true
+		})
+		ms := m.Members()
+		if ms[0].Name != "b" || ms[1].Name != "c" || ms[2].Name != "a" {
+			t.Fatalf("%s: Members not sorted by NodeID: %+v", m.name, ms)
+		}
+		if ms[1].Meta != cc.Meta {
+			t.Fatalf("%s sees c's meta %+v, want %+v", m.name, ms[1].Meta, cc.Meta)
+		}
+	}
+	if a.Self().Name != "a" || !a.Self().Alive {
+		t.Fatalf("Self = %+v", a.Self())
+	}
+	eventually(t, "OnChange called", func() bool { return changes.Load() > 0 })
+
+	// Meta update propagates.
+	if err := b.UpdateMeta(func(m *Meta) { m.Decommissioning = true; m.HTTPAddr = "127.0.0.1:9" }); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*Membership{a, c} {
+		eventually(t, m.name+" sees b decommissioning", func() bool {
+			mem, _ := find(m, "b")
+			return mem.Decommissioning && mem.HTTPAddr == "127.0.0.1:9"
+		})
+	}
+
+	// A stopped member becomes dead, with the time it died, and stays listed.
+	stopped := time.Now()
+	c.Close()
+	c.Close() // idempotent
+	if err := c.Leave(time.Second); err != nil {
+		t.Fatalf("Leave after Close: %v", err)
+	}
+	for _, m := range []*Membership{a, b} {
+		eventually(t, m.name+" sees c dead", func() bool {
+			mem, ok := find(m, "c")
+			return ok && !mem.Alive
+		})
+		mem, _ := find(m, "c")
+		if mem.Changed.Before(stopped) || mem.NodeID != 20 {
+			t.Fatalf("%s: dead c = %+v (stopped at %v)", m.name, mem, stopped)
+		}
+	}
+	t.Logf("c seen dead %v after Close", time.Since(stopped).Round(10*time.Millisecond))
+
+	// A wiped node rejoins under the same name with a new NodeID: a new member.
+	cc2 := cc
+	cc2.Meta.NodeID = 40
+	cc2.Join = []string{ca.Bind}
+	start(t, cc2)
+	eventually(t, "a sees the new c", func() bool {
+		mem, ok := find(a, "c")
+		return ok && mem.Alive && mem.NodeID == 40
+	})
+	if n := len(a.Members()); n != 3 {
+		t.Fatalf("a lists %d members after rejoin, want 3: %+v", n, a.Members())
+	}
+
+	// Leave is seen as not alive; Forget drops a dead member only.
+	if err := b.Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatalf("second Leave: %v", err)
+	}
+	eventually(t, "a sees b left", func() bool { mem, _ := find(a, "b"); return !mem.Alive })
+	if a.Forget("c") {
+		t.Fatal("Forget removed an alive member")
+	}
+	if !a.Forget("b") {
+		t.Fatal("Forget(b) = false")
+	}
+	if _, ok := find(a, "b"); ok {
+		t.Fatal("b still listed after Forget")
+	}
+}
+
+func TestClusterMismatch(t *testing.T) {
+	ca := testConfig(t, "a", 1, "cluster-x")
+	a := start(t, ca)
+
+	_, err := Start(testConfig(t, "b", 2, "cluster-y", ca.Bind))
+	if !errors.Is(err, ErrClusterMismatch) {
+		t.Fatalf("join to another cluster: %v, want ErrClusterMismatch", err)
+	}
+	var ce *ClusterMismatchError
+	if !errors.As(err, &ce) || ce.Local != "cluster-y" || ce.Remote != "cluster-x" {
+		t.Fatalf("error does not name both IDs: %v", err)
+	}
+	if !strings.Contains(err.Error(), "cluster-x") || !strings.Contains(err.Error(), "cluster-y") {
+		t.Fatalf("message does not name both IDs: %v", err)
+	}
+	t.Logf("joiner: %v", err)
+	eventually(t, "seed refuses too", func() bool { return a.refused.Load() > 0 })
+	if _, ok := find(a, "b"); ok {
+		t.Fatal("seed lists the refused peer")
+	}
+
+	// A fresh node (no cluster ID) is accepted and adopts the cluster ID.
+	c := start(t, testConfig(t, "c", 3, "", ca.Bind))
+	eventually(t, "a sees fresh c", func() bool { _, ok := find(a, "c"); return ok })
+	if err := c.UpdateMeta(func(m *Meta) { m.ClusterID = "cluster-x" }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a sees c adopt the ID", func() bool { mem, _ := find(a, "c"); return mem.ClusterID == "cluster-x" })
+	if err := c.UpdateMeta(func(m *Meta) { m.ClusterID = "cluster-z" }); !errors.Is(err, ErrInvalidMeta) {
+		t.Fatalf("changing a set cluster ID: %v", err)
+	}
+}
+
+func TestEncryption(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	ca := testConfig(t, "a", 1, "c")
+	ca.SecretKey = key
+	a := start(t, ca)
+
+	cb := testConfig(t, "b", 2, "c", ca.Bind)
+	cb.SecretKey = key
+	start(t, cb)
+	eventually(t, "a sees b", func() bool { mem, ok := find(a, "b"); return ok && mem.Alive })
+
+	wrong := testConfig(t, "w", 3, "c", ca.Bind)
+	wrong.SecretKey = []byte("fedcba9876543210fedcba9876543210")
+	if m, err := Start(wrong); err == nil {
+		m.Close()
+		t.Fatal("joined with a wrong key")
+	} else {
+		t.Logf("wrong key: %v", err)
+	}
+	plain := testConfig(t, "p", 4, "c", ca.Bind)
+	if m, err := Start(plain); err == nil {
+		m.Close()
+		t.Fatal("joined without a key")
+	}
+	if _, ok := find(a, "w"); ok {
+		t.Fatal("a lists the wrong-key node")
+	}
+
+	bad := testConfig(t, "k", 5, "c")
+	bad.SecretKey = []byte("short")
+	if _, err := Start(bad); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "16, 24 or 32") {
+		t.Fatalf("5-byte key: %v", err)
+	}
+}
+
+func TestMetaTooLongRefused(t *testing.T) {
+	cfg := testConfig(t, "a", 1, "c")
+	cfg.Meta.Version = strings.Repeat("x", 600)
+	if _, err := Start(cfg); !errors.Is(err, ErrMetaTooLong) {
+		t.Fatalf("Start with long meta: %v", err)
+	}
+	cfg.Meta.Version = "v1"
+	m := start(t, cfg)
+	err := m.UpdateMeta(func(m *Meta) { m.Zone = strings.Repeat("z", 500) })
+	if !errors.Is(err, ErrMetaTooLong) {
+		t.Fatalf("UpdateMeta with long meta: %v", err)
+	}
+	if m.Self().Zone != cfg.Meta.Zone {
+		t.Fatalf("refused update changed meta: %+v", m.Self())
+	}
+	if err := m.UpdateMeta(func(m *Meta) { m.NodeID = 9 }); !errors.Is(err, ErrInvalidMeta) {
+		t.Fatalf("NodeID change: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for name, mut := range map[string]func(*Config){
+		"no name":       func(c *Config) { c.Name = "" },
+		"no node ID":    func(c *Config) { c.Meta.NodeID = 0 },
+		"bad bind":      func(c *Config) { c.Bind = "localhost" },
+		"bad advertise": func(c *Config) { c.Advertise = "1.2.3.4:x" },
+		"name differs":  func(c *Config) { c.Meta.Name = "other" },
+		"key 20 bytes":  func(c *Config) { c.SecretKey = make([]byte, 20) },
+	} {
+		c := Config{Name: "n", Bind: "127.0.0.1:0", Meta: Meta{NodeID: 1}}
+		mut(&c)
+		if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: Validate = %v", name, err)
+		}
+	}
+	c := Config{Name: "n", Bind: "127.0.0.1:0", Meta: Meta{NodeID: 1}}
+	if err := c.Validate(); err != nil || c.Meta.Name != "n" || c.ProbeInterval != DefaultProbeInterval {
+		t.Fatalf("defaults: %v %+v", err, c)
+	}
+}

@@ -1,0 +1,168 @@
+package membership
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"unicode/utf8"
+)
+
+// MaxMetaSize is memberlist's limit on a node's metadata (memberlist.MetaMaxSize).
+const MaxMetaSize = 512
+
+// metaVersion is the format version written by EncodeMeta. Versions are
+// append-only: a later version may only add fields after the last one.
+const metaVersion = 1
+
+// Meta is what a member gossips about itself.
+type Meta struct {
+	NodeID          uint64 // raft ID of the node; never 0 for a started member
+	Name            string // node name, also the memberlist node name
+	Zone            string // failure domain
+	GRPCAddr        string // host:port for clients and peers
+	HTTPAddr        string // host:port for metrics and health; "" when disabled
+	ClusterID       string // "" for a fresh node that has not joined a cluster yet
+	Version         string // software version
+	Shards          uint32 // shard count of the cluster (0 = unknown)
+	Replication     uint32 // replication factor of the cluster (0 = unknown)
+	Decommissioning bool   // the node is draining its replicas
+}
+
+// MetaTooLongError is returned by EncodeMeta, Start and UpdateMeta when the
+// encoded metadata exceeds MaxMetaSize. Is(ErrMetaTooLong).
+type MetaTooLongError struct {
+	Size, Limit int // bytes
+}
+
+func (e *MetaTooLongError) Error() string {
+	return fmt.Sprintf("membership: encoded meta is %d bytes, limit %d", e.Size, e.Limit)
+}
+
+// Is reports whether target is ErrMetaTooLong.
+func (e *MetaTooLongError) Is(target error) bool { return target == ErrMetaTooLong }
+
+const flagDecommissioning = 1 << 0
+
+// EncodeMeta encodes m in the versioned binary format described in the
+// package documentation. It returns a *MetaTooLongError when the result
+// exceeds MaxMetaSize.
+func EncodeMeta(m Meta) ([]byte, error) {
+	b := make([]byte, 0, 64+len(m.Name)+len(m.Zone)+len(m.GRPCAddr)+len(m.HTTPAddr)+len(m.ClusterID)+len(m.Version))
+	b = append(b, metaVersion)
+	b = binary.AppendUvarint(b, m.NodeID)
+	for _, s := range []string{m.Name, m.Zone, m.GRPCAddr, m.HTTPAddr, m.ClusterID, m.Version} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(m.Shards))
+	b = binary.AppendUvarint(b, uint64(m.Replication))
+	var flags byte
+	if m.Decommissioning {
+		flags |= flagDecommissioning
+	}
+	b = append(b, flags)
+	if len(b) > MaxMetaSize {
+		return nil, &MetaTooLongError{Size: len(b), Limit: MaxMetaSize}
+	}
+	return b, nil
+}
+
+// errMetaCorrupt is wrapped by DecodeMeta's errors.
+var errMetaCorrupt = errors.New("membership: corrupt meta")
+
+// DecodeMeta decodes metadata written by EncodeMeta of this or a later
+// version (trailing fields it does not know are ignored). It never panics.
+func DecodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) == 0 {
+		return m, fmt.Errorf("%w: empty", errMetaCorrupt)
+	}
+	if len(b) > MaxMetaSize {
+		return m, &MetaTooLongError{Size: len(b), Limit: MaxMetaSize}
+	}
+	if b[0] == 0 {
+		return m, fmt.Errorf("%w: version 0", errMetaCorrupt)
+	}
+	d := decoder{b: b[1:]}
+	m.NodeID = d.uvarint("node ID")
+	for _, p := range []struct {
+		dst  *string
+		name string
+	}{{&m.Name, "name"}, {&m.Zone, "zone"}, {&m.GRPCAddr, "gRPC address"}, {&m.HTTPAddr, "HTTP address"}, {&m.ClusterID, "cluster ID"}, {&m.Version, "version"}} {
+		*p.dst = d.string(p.name)
+	}
+	m.Shards = d.uint32("shards")
+	m.Replication = d.uint32("replication")
+	flags := d.byte("flags")
+	m.Decommissioning = flags&flagDecommissioning != 0
+	if d.err != nil {
+		return Meta{}, d.err
+	}
+	return m, nil
+}
+
+// decoder reads fields until the first error, which sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(field, why string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s: %s", errMetaCorrupt, field, why)
+	}
+}
+
+func (d *decoder) uvarint(field string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(field, "bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uint32(field string) uint32 {
+	v := d.uvarint(field)
+	if v > math.MaxUint32 {
+		d.fail(field, "exceeds 32 bits")
+		return 0
+	}
+	return uint32(v)
+}
+
+func (d *decoder) string(field string) string {
+	n := d.uvarint(field)
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)) {
+		d.fail(field, "length exceeds data")
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	if !utf8.ValidString(s) {
+		d.fail(field, "invalid UTF-8")
+		return ""
+	}
+	return s
+}
+
+func (d *decoder) byte(field string) byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.fail(field, "truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}

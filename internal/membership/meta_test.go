@@ -1,0 +1,90 @@
+package membership
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func fullMeta() Meta {
+	return Meta{NodeID: 1<<63 + 12345, Name: "node-a", Zone: "eu-1a", GRPCAddr: "10.0.0.1:7400",
+		HTTPAddr: "10.0.0.1:7480", ClusterID: "c0ffee", Version: "v0.1.0", Shards: 32, Replication: 3, Decommissioning: true}
+}
+
+func TestMetaRoundTrip(t *testing.T) {
+	for _, m := range []Meta{{}, {NodeID: 1}, fullMeta()} {
+		b, err := EncodeMeta(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeMeta(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != m {
+			t.Fatalf("round trip: got %+v, want %+v", got, m)
+		}
+	}
+	b, _ := EncodeMeta(fullMeta())
+	t.Logf("full meta encodes to %d bytes", len(b))
+	// A later version appending fields is still readable.
+	b = append(b, 0xAA, 0xBB)
+	b[0] = 2
+	if got, err := DecodeMeta(b); err != nil || got != fullMeta() {
+		t.Fatalf("v2 with trailing fields: %+v, %v", got, err)
+	}
+}
+
+func TestMetaTooLong(t *testing.T) {
+	m := fullMeta()
+	m.Version = strings.Repeat("v", MaxMetaSize)
+	_, err := EncodeMeta(m)
+	var tl *MetaTooLongError
+	if !errors.As(err, &tl) || !errors.Is(err, ErrMetaTooLong) || tl.Limit != MaxMetaSize || tl.Size <= MaxMetaSize {
+		t.Fatalf("EncodeMeta(long) = %v", err)
+	}
+	if !strings.Contains(err.Error(), "512") {
+		t.Fatalf("error does not name the limit: %v", err)
+	}
+}
+
+func TestDecodeMetaCorrupt(t *testing.T) {
+	good, _ := EncodeMeta(fullMeta())
+	for name, b := range map[string][]byte{
+		"empty":     nil,
+		"version 0": {0, 1},
+		"truncated": good[:len(good)-1],
+		"bad len":   {1, 1, 200, 'a'},
+		"bad utf8":  {1, 1, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0},
+		"shards64":  append([]byte{1, 1, 0, 0, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0),
+	} {
+		if _, err := DecodeMeta(b); err == nil {
+			t.Errorf("%s: DecodeMeta(%x) succeeded", name, b)
+		}
+	}
+}
+
+func FuzzMemberMeta(f *testing.F) {
+	for _, m := range []Meta{{}, {NodeID: 7, Name: "n"}, fullMeta()} {
+		b, _ := EncodeMeta(m)
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0})
+	f.Add([]byte{1, 0x80})
+	f.Add([]byte{2, 1, 1, 'x', 0, 0, 0, 0, 0, 5, 3, 1, 9, 9})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeMeta(b)
+		if err != nil {
+			return
+		}
+		enc, err := EncodeMeta(m)
+		if err != nil {
+			t.Fatalf("decoded meta does not re-encode: %v", err)
+		}
+		again, err := DecodeMeta(enc)
+		if err != nil || again != m {
+			t.Fatalf("re-decode: %+v %v, want %+v", again, err, m)
+		}
+	})
+}

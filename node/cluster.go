@@ -1,0 +1,173 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/membership"
+)
+
+// clusterServer implements shoalv1.ClusterServer.
+type clusterServer struct {
+	shoalv1.UnimplementedClusterServer
+	n *Node
+}
+
+func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (*shoalv1.TopologyResponse, error) {
+	if req.LocalOnly {
+		return s.n.localTopology(), nil
+	}
+	return s.n.Topology(ctx), nil
+}
+
+func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*shoalv1.StatusResponse, error) {
+	return &shoalv1.StatusResponse{Topology: s.n.Topology(ctx), NodeId: s.n.ID()}, nil
+}
+
+func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*shoalv1.ClusterSettings, error) {
+	return s.n.protoSettings(), nil
+}
+
+func (s *clusterServer) Decommission(ctx context.Context, req *shoalv1.DecommissionRequest) (*shoalv1.DecommissionResponse, error) {
+	n := s.n
+	if req.Node == n.Name() {
+		if err := n.Decommission(); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		return &shoalv1.DecommissionResponse{}, nil
+	}
+	if req.Forwarded {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"decommission of %q was forwarded to node %q (gossip address stale?)", req.Node, n.Name())
+	}
+	var target *membership.Member
+	for _, m := range n.Members() {
+		if m.Name == req.Node {
+			target = &m
+			break
+		}
+	}
+	if target == nil {
+		return nil, status.Errorf(codes.NotFound, "no node named %q in the cluster", req.Node)
+	}
+	if !target.Alive || target.GRPCAddr == "" {
+		return nil, status.Errorf(codes.Unavailable, "node %q is not alive; start it to decommission it", req.Node)
+	}
+	conn, err := n.peers.get(target.GRPCAddr)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	n.metrics.forwarded.WithLabelValues("decommission").Inc()
+	return shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: req.Node, Forwarded: true})
+}
+
+// Decommission marks this node as draining: the flag is persisted in the data
+// directory (so it survives restarts) and gossiped. Placement then moves the
+// node's replicas elsewhere.
+func (n *Node) Decommission() error {
+	if err := n.dir.setDecommissioning(); err != nil {
+		return err
+	}
+	n.log.Info("decommissioning requested")
+	return n.gossip().UpdateMeta(func(m *membership.Meta) { m.Decommissioning = true })
+}
+
+func (n *Node) protoSettings() *shoalv1.ClusterSettings {
+	s := n.Settings()
+	return &shoalv1.ClusterSettings{ClusterId: s.ClusterID, Shards: s.Shards, Replication: s.Replication}
+}
+
+func (n *Node) nodeInfo(m membership.Member) *shoalv1.NodeInfo {
+	return &shoalv1.NodeInfo{
+		Id: m.NodeID, Name: m.Name, Zone: m.Zone, GrpcAddr: m.GRPCAddr, HttpAddr: m.HTTPAddr,
+		Alive: m.Alive, Decommissioning: m.Decommissioning, Version: m.Version,
+	}
+}
+
+// localTopology is this node's own view: the groups it holds, and itself as
+// the only node.
+func (n *Node) localTopology() *shoalv1.TopologyResponse {
+	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
+	self := n.nodeInfo(n.gossip().Self())
+	repl := int(n.Settings().Replication)
+	for _, g := range n.host.Groups() {
+		st := g.Status()
+		si := &shoalv1.ShardInfo{
+			Shard: st.Shard, LeaderId: st.Leader, Term: st.Term,
+			Voters: slices.Clone(st.Voters), Learners: slices.Clone(st.Learners),
+			UnderReplicated: len(st.Voters) < repl, Unavailable: st.Leader == 0, Applied: st.Applied,
+		}
+		if sm, _, ok := n.shardSM(st.Shard); ok {
+			si.LastPosition = sm.LastPosition()
+		}
+		self.Replicas++
+		if st.Leader == n.ID() {
+			self.ShardsLed++
+		}
+		t.Shards = append(t.Shards, si)
+	}
+	slices.SortFunc(t.Shards, func(a, b *shoalv1.ShardInfo) int { return int(a.Shard) - int(b.Shard) })
+	t.Nodes = []*shoalv1.NodeInfo{self}
+	return t
+}
+
+// Topology merges the local views of every alive member: for each shard the
+// view of the node that leads it (highest term) wins; shards nobody reports
+// a leader for are marked unavailable.
+func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse {
+	views := n.gatherTopologies(ctx)
+	settings := n.Settings()
+	best := make(map[uint32]*shoalv1.ShardInfo)
+	bestIsLeader := make(map[uint32]bool)
+	for _, v := range views {
+		var reporter uint64
+		if len(v.Nodes) > 0 {
+			reporter = v.Nodes[0].Id
+		}
+		for _, s := range v.Shards {
+			fromLeader := s.LeaderId != 0 && s.LeaderId == reporter
+			cur, ok := best[s.Shard]
+			switch {
+			case !ok,
+				fromLeader && (!bestIsLeader[s.Shard] || s.Term > cur.Term),
+				!fromLeader && !bestIsLeader[s.Shard] && s.Term > cur.Term:
+				best[s.Shard], bestIsLeader[s.Shard] = s, fromLeader
+			}
+		}
+	}
+	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
+	led := map[uint64]uint32{}
+	held := map[uint64]uint32{}
+	for i := uint32(0); i < settings.Shards; i++ {
+		s, ok := best[i]
+		if !ok {
+			s = &shoalv1.ShardInfo{Shard: i, Unavailable: true, UnderReplicated: true}
+		}
+		if s.LeaderId != 0 {
+			led[s.LeaderId]++
+		}
+		for _, id := range s.Voters {
+			held[id]++
+		}
+		for _, id := range s.Learners {
+			held[id]++
+		}
+		t.Shards = append(t.Shards, s)
+	}
+	for _, m := range n.Members() {
+		ni := n.nodeInfo(m)
+		ni.ShardsLed, ni.Replicas = led[m.NodeID], held[m.NodeID]
+		t.Nodes = append(t.Nodes, ni)
+	}
+	return t
+}
+
+// String helps logs and tests.
+func (s Settings) String() string {
+	return fmt.Sprintf("cluster %s (%d shards, replication %d)", s.ClusterID, s.Shards, s.Replication)
+}

@@ -1,0 +1,179 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults applied by DefaultConfig and, for zero fields, by Validate.
+const (
+	DefaultListen      = "127.0.0.1:7400"
+	DefaultHTTP        = "127.0.0.1:7480"
+	DefaultGossip      = "127.0.0.1:7401"
+	DefaultDataDir     = "./data"
+	DefaultShards      = 32
+	DefaultReplication = 3
+	DefaultDeadAfter   = 60 * time.Second
+	DefaultJoinTimeout = 60 * time.Second
+
+	// MaxShards bounds the shard count fixed at cluster creation.
+	MaxShards = 4096
+	// MaxReplication bounds the replication factor.
+	MaxReplication = 7
+)
+
+// Config configures one server process. Zero values mean the default, with two
+// exceptions documented on Shards and Replication.
+type Config struct {
+	// DataDir holds the identity, the cluster settings, the lock and Pebble
+	// (DataDir/pebble). Created if absent. Default ./data.
+	DataDir string
+	// Listen is the gRPC address (clients and peers), host:port; port 0 picks a
+	// free port (see Node.Addr). Default 127.0.0.1:7400.
+	Listen string
+	// Advertise is the gRPC address peers and clients are told to use; empty
+	// means the actual listen address.
+	Advertise string
+	// HTTP is the metrics/health/pprof address; port 0 picks a free port.
+	// Default 127.0.0.1:7480. Set DisableHTTP to run without it.
+	HTTP        string
+	DisableHTTP bool
+	// Gossip is the memberlist bind address (TCP and UDP). Default
+	// 127.0.0.1:7401.
+	Gossip string
+	// Join lists gossip addresses of existing members. Empty on the first node
+	// of a new cluster.
+	Join []string
+	// Name is the node's human label, unique in the cluster. Default: the
+	// host name, or the name stored in an existing data directory.
+	Name string
+	// Zone is the failure domain used by placement (e.g. "eu-west-1a").
+	Zone string
+	// Shards is the shard count at cluster creation (1..MaxShards). Zero means
+	// DefaultShards when creating a cluster and "whatever the cluster has" when
+	// joining or restarting; a non-zero value that differs from the stored or
+	// learned cluster setting is refused. The CLI should pass 0 unless the
+	// flag was given.
+	Shards int
+	// Replication is the replication factor at cluster creation
+	// (1..MaxReplication); zero behaves like Shards.
+	Replication int
+	// DeadAfter is how long a member must be dead before placement replaces
+	// its replicas. Default 60s.
+	DeadAfter time.Duration
+	// JoinTimeout bounds how long a joining node waits to learn the cluster's
+	// settings from gossip. Default 60s.
+	JoinTimeout time.Duration
+	// GossipKey, if set, encrypts gossip (16, 24 or 32 bytes, AES).
+	GossipKey []byte
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+	// Registry receives every metric of the node (node, replica, transport,
+	// Pebble, Go runtime, process) and is served on /metrics. Nil: a fresh
+	// registry owned by the node.
+	Registry *prometheus.Registry
+}
+
+// DefaultConfig returns the defaults of DESIGN.md §7. Its Shards and
+// Replication are checked against an existing cluster's (see Config.Shards);
+// a CLI that wants "whatever the cluster has" sets them to 0.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		DataDir:     DefaultDataDir,
+		Listen:      DefaultListen,
+		HTTP:        DefaultHTTP,
+		Gossip:      DefaultGossip,
+		Name:        host,
+		Shards:      DefaultShards,
+		Replication: DefaultReplication,
+		DeadAfter:   DefaultDeadAfter,
+		JoinTimeout: DefaultJoinTimeout,
+	}
+}
+
+// withDefaults returns c with zero fields set to their defaults (except Name,
+// Shards and Replication, resolved against the data directory).
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.HTTP == "" && !c.DisableHTTP {
+		c.HTTP = DefaultHTTP
+	}
+	if c.Gossip == "" {
+		c.Gossip = DefaultGossip
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = DefaultDeadAfter
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = DefaultJoinTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first invalid field of c (after defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	addr := func(field, v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return fmt.Errorf("node: config: %s %q is not host:port: %w", field, v, err)
+		}
+		return nil
+	}
+	if err := addr("Listen", c.Listen); err != nil {
+		return err
+	}
+	if c.Advertise != "" {
+		if err := addr("Advertise", c.Advertise); err != nil {
+			return err
+		}
+	}
+	if !c.DisableHTTP {
+		if err := addr("HTTP", c.HTTP); err != nil {
+			return err
+		}
+	}
+	if err := addr("Gossip", c.Gossip); err != nil {
+		return err
+	}
+	for _, j := range c.Join {
+		if j == "" {
+			return errors.New("node: config: Join has an empty address")
+		}
+	}
+	if c.Shards < 0 || c.Shards > MaxShards {
+		return fmt.Errorf("node: config: Shards %d out of range 1..%d", c.Shards, MaxShards)
+	}
+	if c.Replication < 0 || c.Replication > MaxReplication {
+		return fmt.Errorf("node: config: Replication %d out of range 1..%d", c.Replication, MaxReplication)
+	}
+	if c.DeadAfter < 0 {
+		return fmt.Errorf("node: config: DeadAfter %v is negative", c.DeadAfter)
+	}
+	if c.JoinTimeout < 0 {
+		return fmt.Errorf("node: config: JoinTimeout %v is negative", c.JoinTimeout)
+	}
+	switch len(c.GossipKey) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("node: config: GossipKey must be 16, 24 or 32 bytes, got %d", len(c.GossipKey))
+	}
+	if len(c.Name) > 128 {
+		return fmt.Errorf("node: config: Name longer than 128 bytes")
+	}
+	return nil
+}

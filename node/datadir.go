@@ -1,0 +1,234 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"github.com/google/uuid"
+)
+
+// Files of a data directory (see doc.go for the layout).
+const (
+	lockFile     = "LOCK"
+	identityFile = "identity.json"
+	clusterFile  = "cluster.json"
+	groupsFile   = "groups.json"
+	decomFile    = "decommissioning"
+	pebbleDir    = "pebble"
+)
+
+// ErrDataDirLocked is returned by Start when another process (or another Node
+// in this process) holds the data directory.
+var ErrDataDirLocked = errors.New("node: data directory is in use by another process")
+
+// ErrDataDirMismatch is returned by Start when the data directory belongs to
+// another node or cluster than the configuration says.
+var ErrDataDirMismatch = errors.New("node: data directory does not match the configuration")
+
+// identity is the node's permanent identity, created with the data directory.
+type identity struct {
+	// NodeID is the raft ID of every replica on this node: random, non-zero,
+	// never reused (a wiped directory yields a new ID).
+	NodeID uint64 `json:"node_id"`
+	Name   string `json:"name"`
+}
+
+// Settings are a cluster's immutable settings, fixed at creation.
+type Settings struct {
+	ClusterID   string `json:"cluster_id"`
+	Shards      uint32 `json:"shards"`
+	Replication uint32 `json:"replication"`
+}
+
+// dataDir is an open, locked data directory. Not safe for concurrent use
+// except where noted; the node serializes its writes under Node.mu.
+type dataDir struct {
+	path string
+	lock *os.File
+	id   identity
+}
+
+// openDataDir creates dir if absent, takes its exclusive lock, and loads or
+// creates its identity. name "" adopts the stored name (or host name, on
+// creation); a different non-empty name is refused.
+func openDataDir(dir, name, hostname string) (*dataDir, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: creating data directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("node: opening lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (is another shoal server running with this --data?)", ErrDataDirLocked, dir)
+		}
+		return nil, fmt.Errorf("node: locking data directory %s: %w", dir, err)
+	}
+	d := &dataDir{path: dir, lock: f}
+	ok, err := d.readJSON(identityFile, &d.id)
+	switch {
+	case err != nil:
+		d.unlock()
+		return nil, err
+	case ok:
+		if d.id.NodeID == 0 {
+			d.unlock()
+			return nil, fmt.Errorf("node: %s has node ID 0", filepath.Join(dir, identityFile))
+		}
+		if name != "" && name != d.id.Name {
+			d.unlock()
+			return nil, fmt.Errorf("%w: %s belongs to node %q, not %q (use --node %s or another --data)",
+				ErrDataDirMismatch, dir, d.id.Name, name, d.id.Name)
+		}
+	default:
+		if name == "" {
+			name = hostname
+		}
+		d.id = identity{NodeID: randomNodeID(), Name: name}
+		if err := d.writeJSON(identityFile, d.id); err != nil {
+			d.unlock()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func randomNodeID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+func newClusterID() string { return uuid.NewString() }
+
+// settings loads the stored cluster settings; ok is false when none are stored.
+func (d *dataDir) settings() (s Settings, ok bool, err error) {
+	ok, err = d.readJSON(clusterFile, &s)
+	if ok && (s.ClusterID == "" || s.Shards == 0 || s.Replication == 0) {
+		return s, false, fmt.Errorf("node: %s is incomplete: %+v", filepath.Join(d.path, clusterFile), s)
+	}
+	return s, ok, err
+}
+
+func (d *dataDir) saveSettings(s Settings) error { return d.writeJSON(clusterFile, s) }
+
+// groups returns the shards this node holds replicas of, sorted.
+func (d *dataDir) groups() ([]uint32, error) {
+	var g []uint32
+	_, err := d.readJSON(groupsFile, &g)
+	slices.Sort(g)
+	return slices.Compact(g), err
+}
+
+func (d *dataDir) saveGroups(g []uint32) error {
+	g = slices.Clone(g)
+	slices.Sort(g)
+	return d.writeJSON(groupsFile, slices.Compact(g))
+}
+
+func (d *dataDir) decommissioning() bool {
+	_, err := os.Stat(filepath.Join(d.path, decomFile))
+	return err == nil
+}
+
+func (d *dataDir) setDecommissioning() error {
+	return d.writeFile(decomFile, []byte("decommissioning requested\n"))
+}
+
+func (d *dataDir) pebblePath() string { return filepath.Join(d.path, pebbleDir) }
+
+func (d *dataDir) unlock() error {
+	if d.lock == nil {
+		return nil
+	}
+	syscall.Flock(int(d.lock.Fd()), syscall.LOCK_UN)
+	err := d.lock.Close()
+	d.lock = nil
+	return err
+}
+
+// readJSON decodes file into v; ok is false when the file does not exist.
+func (d *dataDir) readJSON(file string, v any) (ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(d.path, file))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("node: reading %s: %w", file, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("node: %s is corrupt: %w", filepath.Join(d.path, file), err)
+	}
+	return true, nil
+}
+
+func (d *dataDir) writeJSON(file string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return d.writeFile(file, append(b, '\n'))
+}
+
+// writeFile replaces file atomically: write a temp file, fsync it, rename it
+// over file, fsync the directory.
+func (d *dataDir) writeFile(file string, b []byte) error {
+	final := filepath.Join(d.path, file)
+	tmp, err := os.CreateTemp(d.path, file+".tmp*")
+	if err != nil {
+		return fmt.Errorf("node: writing %s: %w", file, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("node: writing %s: %w", file, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("node: syncing %s: %w", file, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("node: writing %s: %w", file, err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("node: renaming %s: %w", file, err)
+	}
+	dir, err := os.Open(d.path)
+	if err != nil {
+		return fmt.Errorf("node: syncing data directory: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("node: syncing data directory: %w", err)
+	}
+	return nil
+}
+
+// checkSettings refuses stored or learned settings s that contradict the
+// configured shards/replication (0 = accept any).
+func checkSettings(s Settings, shards, replication int, dir string) error {
+	if shards != 0 && uint32(shards) != s.Shards {
+		return fmt.Errorf("%w: --shards %d differs from cluster %s's %d shards (data directory %s); pass --shards %d or leave it unset",
+			ErrDataDirMismatch, shards, s.ClusterID, s.Shards, dir, s.Shards)
+	}
+	if replication != 0 && uint32(replication) != s.Replication {
+		return fmt.Errorf("%w: --replication %d differs from cluster %s's replication %d (data directory %s); pass --replication %d or leave it unset",
+			ErrDataDirMismatch, replication, s.ClusterID, s.Replication, dir, s.Replication)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// ErrNoLeader is returned (as UNAVAILABLE) when a shard has no known leader
+// within the wait bound, typically because it lost its quorum.
+var ErrNoLeader = errors.New("node: shard has no leader")
+
+// NoLeaderError names the shard without a leader. Is(ErrNoLeader).
+type NoLeaderError struct {
+	Shard uint32
+	Cause error // what the last attempt returned, may be nil
+}
+
+func (e *NoLeaderError) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("shard %d has no leader (quorum lost?): %v", e.Shard, e.Cause)
+	}
+	return fmt.Sprintf("shard %d has no leader (quorum lost?)", e.Shard)
+}
+
+// Is reports target == ErrNoLeader.
+func (e *NoLeaderError) Is(target error) bool { return target == ErrNoLeader }
+
+// Unwrap returns the cause.
+func (e *NoLeaderError) Unwrap() error { return e.Cause }
+
+func toProtoExpected(e shard.Expected) *shoalv1.ExpectedVersion {
+	return &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_Kind(e.Kind), Version: e.Version}
+}
+
+// withDetails builds a status carrying detail; if attaching fails (it cannot
+// for our own messages) the plain status is returned.
+func withDetails(c codes.Code, msg string, detail protoadapt.MessageV1) error {
+	st := status.New(c, msg)
+	if ds, err := st.WithDetails(detail); err == nil {
+		st = ds
+	}
+	return st.Err()
+}
+
+// toStatus converts an error of the write or read path of stream (in shard
+// id) into a gRPC status with details. Statuses pass through unchanged (they
+// came from the node we forwarded to).
+func (n *Node) toStatus(err error, stream string, id uint32) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var (
+		wev *shard.WrongExpectedVersionError
+		inv *shard.InvalidError
+		idc *shard.IDConflictError
+		nle *replica.NotLeaderError
+		nol *NoLeaderError
+	)
+	switch {
+	case errors.As(err, &wev):
+		return withDetails(codes.FailedPrecondition, wev.Error(), &shoalv1.WrongExpectedVersion{
+			Stream: wev.Stream, Expected: toProtoExpected(wev.Expected),
+			StreamExists: wev.Exists, ActualVersion: wev.Actual,
+		})
+	case errors.Is(err, shard.ErrWrongExpectedVersion):
+		return withDetails(codes.FailedPrecondition, err.Error(), &shoalv1.WrongExpectedVersion{Stream: stream})
+	case errors.As(err, &inv):
+		return withDetails(codes.InvalidArgument, inv.Error(), &shoalv1.InvalidField{
+			Field: inv.Field, Limit: inv.Limit, Reason: inv.Reason,
+		})
+	case errors.Is(err, shard.ErrInvalid):
+		return withDetails(codes.InvalidArgument, err.Error(), &shoalv1.InvalidField{Reason: err.Error()})
+	case errors.As(err, &idc):
+		return withDetails(codes.AlreadyExists, idc.Error(), &shoalv1.IDConflict{
+			Stream: idc.Stream, Id: idc.ID[:], ExistingStream: idc.ExistingStream, ExistingVersion: idc.ExistingVersion,
+		})
+	case errors.Is(err, shard.ErrIDConflict):
+		return withDetails(codes.AlreadyExists, err.Error(), &shoalv1.IDConflict{Stream: stream})
+	case errors.Is(err, shard.ErrStreamDeleted):
+		return withDetails(codes.NotFound, fmt.Sprintf("stream %q is deleted (tombstoned)", stream),
+			&shoalv1.StreamDeleted{Stream: stream})
+	case errors.Is(err, shard.ErrStreamNotFound):
+		return withDetails(codes.NotFound, fmt.Sprintf("stream %q not found", stream),
+			&shoalv1.StreamNotFound{Stream: stream})
+	case errors.As(err, &nol):
+		return withDetails(codes.Unavailable, nol.Error(), &shoalv1.NotLeader{Shard: nol.Shard})
+	case errors.As(err, &nle):
+		addr, _ := n.resolve(nle.Leader)
+		if nle.Leader == 0 {
+			addr = ""
+		}
+		msg := fmt.Sprintf("node %d is not the leader of shard %d", n.ID(), nle.Shard)
+		if nle.Leader == 0 {
+			msg = fmt.Sprintf("shard %d has no leader (quorum lost?)", nle.Shard)
+		} else if addr != "" {
+			msg += fmt.Sprintf("; leader is node %d at %s", nle.Leader, addr)
+		}
+		return withDetails(codes.Unavailable, msg, &shoalv1.NotLeader{Shard: nle.Shard, LeaderId: nle.Leader, LeaderAddr: addr})
+	case errors.Is(err, replica.ErrStopped), errors.Is(err, replica.ErrGroupRemoved),
+		errors.Is(err, replica.ErrProposalDropped), errors.Is(err, replica.ErrBusy):
+		return withDetails(codes.Unavailable, fmt.Sprintf("shard %d: %v", id, err), &shoalv1.NotLeader{Shard: id})
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, ErrClosed):
+		return status.Error(codes.Unavailable, "node is shutting down")
+	}
+	n.log.Error("internal error", "shard", id, "stream", stream, "err", err)
+	return status.Error(codes.Internal, err.Error())
+}
+
+// resultLabel classifies an outcome for the metrics.
+func resultLabel(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.FailedPrecondition:
+			return "wrong_expected_version"
+		case codes.NotFound:
+			return "not_found"
+		case codes.InvalidArgument:
+			return "invalid"
+		case codes.AlreadyExists:
+			return "id_conflict"
+		case codes.Unavailable:
+			return "unavailable"
+		case codes.Canceled, codes.DeadlineExceeded:
+			return "canceled"
+		}
+	}
+	return "error"
+}

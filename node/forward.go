@@ -1,0 +1,256 @@
+package node
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// Forwarding. A node that cannot serve a request (not the shard's leader, or
+// no local replica) forwards it to the leader over a pooled connection. The
+// outgoing call carries hopKey = hops so far; a node that received a request
+// with maxHops hops answers NotLeader instead of forwarding again, which
+// bounds loops while leadership moves.
+const (
+	hopKey  = "shoal-hops"
+	maxHops = 2
+
+	// noLeaderWait bounds how long a request waits for a shard without a
+	// known leader before it is answered UNAVAILABLE.
+	noLeaderWait = 3 * time.Second
+	// proposeTimeout bounds a proposal when the caller set no deadline.
+	proposeTimeout = 10 * time.Second
+	// leaderTTL is how long a leader learned from another node is trusted.
+	leaderTTL = 2 * time.Second
+	// topologyTimeout bounds each peer's answer when gathering topologies.
+	topologyTimeout = time.Second
+)
+
+// incomingHops returns how many nodes forwarded the request so far.
+func incomingHops(ctx context.Context) int {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return 0
+	}
+	v := md.Get(hopKey)
+	if len(v) == 0 {
+		return 0
+	}
+	h, err := strconv.Atoi(v[0])
+	if err != nil || h < 0 {
+		return maxHops
+	}
+	return h
+}
+
+// forwardContext returns the outgoing context of a forwarded request.
+func forwardContext(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, hopKey, strconv.Itoa(incomingHops(ctx)+1))
+}
+
+// peerPool keeps one client connection per peer address.
+type peerPool struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // guarded by mu; nil after close
+}
+
+func newPeerPool() *peerPool { return &peerPool{conns: map[string]*grpc.ClientConn{}} }
+
+func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return nil, ErrClosed
+	}
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peerPool) close() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// leaderCache remembers shard leaders learned from other nodes, for shards
+// this node holds no replica of.
+type leaderCache struct {
+	mu      sync.Mutex
+	leaders map[uint32]cachedLeader // guarded by mu
+	fetched time.Time               // last refresh, guarded by mu
+	refresh sync.Mutex              // one refresh at a time
+}
+
+type cachedLeader struct {
+	id, term uint64
+	at       time.Time
+}
+
+func newLeaderCache() *leaderCache { return &leaderCache{leaders: map[uint32]cachedLeader{}} }
+
+func (c *leaderCache) get(id uint32) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.leaders[id]
+	if !ok || time.Since(l.at) > leaderTTL {
+		return 0, false
+	}
+	return l.id, true
+}
+
+func (c *leaderCache) invalidate(id uint32) {
+	c.mu.Lock()
+	delete(c.leaders, id)
+	c.mu.Unlock()
+}
+
+// leaderOf returns shard id's leader as this node knows it: its own group's
+// view if it holds a replica, else the cached or freshly gathered cluster
+// view. 0 means unknown.
+func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
+	if g, ok := n.host.Group(id); ok {
+		if l := g.Leader(); l != 0 {
+			return l
+		}
+	}
+	if l, ok := n.leaders.get(id); ok {
+		return l
+	}
+	n.refreshLeaders(ctx)
+	l, _ := n.leaders.get(id)
+	return l
+}
+
+// refreshLeaders gathers every alive member's local topology and records,
+// per shard, the leader reported with the highest term. Refreshes are
+// rate-limited to one per 200ms.
+func (n *Node) refreshLeaders(ctx context.Context) {
+	c := n.leaders
+	c.refresh.Lock()
+	defer c.refresh.Unlock()
+	c.mu.Lock()
+	recent := time.Since(c.fetched) < 200*time.Millisecond
+	c.mu.Unlock()
+	if recent {
+		return
+	}
+	views := n.gatherTopologies(ctx)
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fetched = now
+	for _, v := range views {
+		for _, s := range v.GetShards() {
+			if s.LeaderId == 0 {
+				continue
+			}
+			if cur, ok := c.leaders[s.Shard]; ok && cur.at.Equal(now) && cur.term > s.Term {
+				continue
+			}
+			c.leaders[s.Shard] = cachedLeader{id: s.LeaderId, term: s.Term, at: now}
+		}
+	}
+}
+
+// route decides where a request for shard id runs. It returns the local
+// group when this node leads it (or, with stale, holds any replica of it),
+// else a connection to the leader. It waits up to noLeaderWait for a leader
+// to appear; after that, or when the request already made maxHops hops, it
+// returns a *NoLeaderError or *replica.NotLeaderError.
+func (n *Node) route(ctx context.Context, id uint32, stale bool) (*replica.Group, *grpc.ClientConn, error) {
+	deadline := time.Now().Add(noLeaderWait)
+	hops := incomingHops(ctx)
+	for {
+		g, local := n.host.Group(id)
+		if local && (stale || g.IsLeader()) {
+			return g, nil, nil
+		}
+		leader := n.leaderOf(ctx, id)
+		if leader == n.ID() && local {
+			return g, nil, nil // just elected; IsLeader will agree shortly
+		}
+		if leader != 0 && leader != n.ID() {
+			if hops >= maxHops {
+				return nil, nil, &replica.NotLeaderError{Shard: id, Leader: leader}
+			}
+			if addr, ok := n.resolve(leader); ok {
+				conn, err := n.peers.get(addr)
+				if err != nil {
+					return nil, nil, err
+				}
+				return nil, conn, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, &NoLeaderError{Shard: id}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-n.done:
+			return nil, nil, ErrClosed
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// gatherTopologies asks every alive member (this node included, answered
+// locally) for its local topology, in parallel, each bounded by
+// topologyTimeout. Members that fail to answer are left out.
+func (n *Node) gatherTopologies(ctx context.Context) []*shoalv1.TopologyResponse {
+	members := n.Members()
+	out := make([]*shoalv1.TopologyResponse, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		if !m.Alive || m.GRPCAddr == "" {
+			continue
+		}
+		if m.NodeID == n.ID() {
+			out[i] = n.localTopology()
+			continue
+		}
+		conn, err := n.peers.get(m.GRPCAddr)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, topologyTimeout)
+			defer cancel()
+			t, err := shoalv1.NewClusterClient(conn).Topology(cctx, &shoalv1.TopologyRequest{LocalOnly: true})
+			if err != nil {
+				n.log.Debug("gathering topology", "peer", m.Name, "err", err)
+				return
+			}
+			out[i] = t
+		}()
+	}
+	wg.Wait()
+	res := out[:0]
+	for _, t := range out {
+		if t != nil {
+			res = append(res, t)
+		}
+	}
+	return res
+}

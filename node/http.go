@@ -1,0 +1,55 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// httpHandler serves /healthz, /readyz, /metrics and /debug/pprof/.
+func (n *Node) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if reason := n.notReady(); reason != "" {
+			http.Error(w, reason, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// notReady returns why the node should not receive traffic yet, or "" when
+// it is ready: it knows the cluster's settings and every local group knows
+// its leader.
+func (n *Node) notReady() string {
+	select {
+	case <-n.done:
+		return "shutting down"
+	default:
+	}
+	if n.settings.Load() == nil {
+		return "cluster settings unknown (still joining)"
+	}
+	var missing []uint32
+	for _, g := range n.host.Groups() {
+		if g.Leader() == 0 {
+			missing = append(missing, g.Shard())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Sprintf("%d local shard(s) without a known leader: %v", len(missing), missing)
+	}
+	return ""
+}

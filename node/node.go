@@ -1,0 +1,594 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/buildinfo"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/replica/transport"
+	"github.com/shoaldb/shoal/ring"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// Errors returned by Start (besides ErrDataDirLocked and ErrDataDirMismatch).
+var (
+	// ErrJoinTimeout: a joining node did not learn the cluster's settings from
+	// any live member within Config.JoinTimeout.
+	ErrJoinTimeout = errors.New("node: timed out waiting to learn the cluster's settings")
+	// ErrClosed is returned by hooks called after Close.
+	ErrClosed = errors.New("node: closed")
+)
+
+// Node is one running server process. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	dir     *dataDir
+	db      *pebble.DB
+	tr      *transport.Transport
+	host    *replica.Host
+	ml      atomic.Pointer[membership.Membership] // set once gossip started
+	reg     *prometheus.Registry
+	metrics *metrics
+	peers   *peerPool
+	leaders *leaderCache
+
+	grpcSrv  *grpc.Server
+	grpcLis  net.Listener
+	httpSrv  *http.Server
+	httpLis  net.Listener
+	addr     string // advertised gRPC address
+	httpAddr string
+	done     chan struct{} // closed by Close
+
+	settings  atomic.Pointer[Settings] // nil until known
+	members   atomic.Pointer[[]membership.Member]
+	closeOnce sync.Once
+	closeErr  error
+
+	mu struct {
+		sync.Mutex
+		shards map[uint32]*shard.Shard // state machines of the local groups
+	}
+}
+
+// Start opens the data directory, starts gossip, raft, gRPC and HTTP, creates
+// or joins the cluster, and returns once the node serves. ctx bounds the
+// start-up (the wait for a cluster to join among it); the node's lifetime
+// ends with Close.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	hostname, _ := os.Hostname()
+	if hostname == "" {
+		hostname = "shoal"
+	}
+	dir, err := openDataDir(cfg.DataDir, cfg.Name, hostname)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, dir: dir, done: make(chan struct{})}
+	n.mu.shards = map[uint32]*shard.Shard{}
+	n.log = cfg.Logger.With("node", dir.id.Name, "node_id", dir.id.NodeID)
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	stored, haveSettings, err := dir.settings()
+	if err != nil {
+		return nil, err
+	}
+	if haveSettings {
+		if err := checkSettings(stored, cfg.Shards, cfg.Replication, cfg.DataDir); err != nil {
+			return nil, err
+		}
+		n.settings.Store(&stored)
+	}
+
+	if n.db, err = openPebble(dir.pebblePath(), n.log); err != nil {
+		return nil, err
+	}
+	n.reg = cfg.Registry
+	if n.reg == nil {
+		n.reg = prometheus.NewRegistry()
+	}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newPebbleCollector(n.db), &shardCollector{n: n})
+	n.metrics = newMetrics(n.reg)
+	n.peers = newPeerPool()
+	n.leaders = newLeaderCache()
+
+	if n.grpcLis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("node: listening for gRPC on %s: %w", cfg.Listen, err)
+	}
+	n.addr = advertised(cfg.Advertise, n.grpcLis.Addr())
+
+	n.tr = transport.New(transport.Config{
+		NodeID:     dir.id.NodeID,
+		ClusterID:  n.clusterID,
+		Resolve:    n.resolve,
+		Logger:     n.log,
+		Registerer: n.reg,
+	})
+	n.host, err = replica.NewHost(replica.Config{
+		NodeID:     dir.id.NodeID,
+		DB:         n.db,
+		Transport:  n.tr,
+		Logger:     n.log,
+		Registerer: n.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: starting raft host: %w", err)
+	}
+	n.tr.SetHandler(n.host)
+	n.host.SetGroupFactory(n.groupFactory)
+
+	n.grpcSrv = grpc.NewServer(grpcopt.ServerOptions()...)
+	shoalv1.RegisterStreamsServer(n.grpcSrv, &streamsServer{n: n})
+	shoalv1.RegisterClusterServer(n.grpcSrv, &clusterServer{n: n})
+	n.tr.Register(n.grpcSrv)
+	go n.grpcSrv.Serve(n.grpcLis)
+
+	if err := n.startGossip(ctx, haveSettings); err != nil {
+		return nil, err
+	}
+	if !haveSettings {
+		if err := n.establishCluster(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.reopenGroups(); err != nil {
+		return nil, err
+	}
+
+	if !cfg.DisableHTTP {
+		if n.httpLis, err = net.Listen("tcp", cfg.HTTP); err != nil {
+			return nil, fmt.Errorf("node: listening for HTTP on %s: %w", cfg.HTTP, err)
+		}
+		n.httpAddr = n.httpLis.Addr().String()
+		n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go n.httpSrv.Serve(n.httpLis)
+		if err := n.gossip().UpdateMeta(func(m *membership.Meta) { m.HTTPAddr = n.httpAddr }); err != nil {
+			n.log.Warn("gossiping HTTP address", "err", err)
+		}
+	}
+	s := n.settings.Load()
+	n.log.Info("node started", "grpc", n.addr, "http", n.httpAddr, "cluster", s.ClusterID,
+		"shards", s.Shards, "replication", s.Replication, "groups", len(n.host.Groups()))
+	return n, nil
+}
+
+// advertised picks the address peers should dial: the configured one, or the
+// listener's with an unspecified host replaced by loopback.
+func advertised(adv string, a net.Addr) string {
+	if adv != "" {
+		return adv
+	}
+	tcp, ok := a.(*net.TCPAddr)
+	if ok && tcp.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+	}
+	return a.String()
+}
+
+// startGossip starts membership with this node's metadata. A node with stored
+// settings that cannot reach any seed still starts (its peers may be down too)
+// and keeps trying to join in the background.
+func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
+	meta := membership.Meta{
+		NodeID:          n.dir.id.NodeID,
+		Name:            n.dir.id.Name,
+		Zone:            n.cfg.Zone,
+		GRPCAddr:        n.addr,
+		Version:         buildinfo.Version,
+		Decommissioning: n.dir.decommissioning(),
+	}
+	if s := n.settings.Load(); s != nil {
+		meta.ClusterID, meta.Shards, meta.Replication = s.ClusterID, s.Shards, s.Replication
+	}
+	mc := membership.Config{
+		Name:      n.dir.id.Name,
+		Bind:      n.cfg.Gossip,
+		Join:      n.cfg.Join,
+		SecretKey: n.cfg.GossipKey,
+		Meta:      meta,
+		Logger:    n.log,
+		OnChange:  n.refreshMembers,
+	}
+	ml, err := membership.Start(mc)
+	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrClusterMismatch) {
+		n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", mc.Join, "err", err)
+		mc.Join = nil
+		if ml, err = membership.Start(mc); err == nil {
+			go n.rejoinLoop(ml, n.cfg.Join)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+	}
+	n.ml.Store(ml)
+	n.refreshMembers()
+	return nil
+}
+
+// rejoinLoop retries joining seeds until one answers or the node closes.
+func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		if _, err := ml.Join(seeds); err == nil {
+			n.log.Info("joined gossip", "seeds", seeds)
+			return
+		} else if errors.Is(err, membership.ErrClusterMismatch) {
+			n.log.Error("seeds belong to another cluster; not retrying", "err", err)
+			return
+		}
+	}
+}
+
+// establishCluster creates a new cluster (no --join) or learns the cluster's
+// settings from gossip (--join), and persists them.
+func (n *Node) establishCluster(ctx context.Context) error {
+	var s Settings
+	if len(n.cfg.Join) == 0 {
+		s = Settings{ClusterID: newClusterID(), Shards: DefaultShards, Replication: DefaultReplication}
+		if n.cfg.Shards != 0 {
+			s.Shards = uint32(n.cfg.Shards)
+		}
+		if n.cfg.Replication != 0 {
+			s.Replication = uint32(n.cfg.Replication)
+		}
+		// Groups first, then the cluster file: a crash in between re-runs
+		// the bootstrap, which finds the groups already there.
+		self := []uint64{n.dir.id.NodeID}
+		shards := make([]uint32, s.Shards)
+		for i := range shards {
+			shards[i] = uint32(i)
+			if err := n.openGroup(uint32(i), self); err != nil {
+				return err
+			}
+		}
+		if err := n.dir.saveGroups(shards); err != nil {
+			return err
+		}
+		n.log.Info("created cluster", "cluster", s.ClusterID, "shards", s.Shards, "replication", s.Replication)
+	} else {
+		var err error
+		if s, err = n.waitForCluster(ctx); err != nil {
+			return err
+		}
+		if err := checkSettings(s, n.cfg.Shards, n.cfg.Replication, n.cfg.DataDir); err != nil {
+			return err
+		}
+		n.log.Info("joined cluster", "cluster", s.ClusterID, "shards", s.Shards, "replication", s.Replication)
+	}
+	if err := n.dir.saveSettings(s); err != nil {
+		return err
+	}
+	n.settings.Store(&s)
+	return n.gossip().UpdateMeta(func(m *membership.Meta) {
+		m.ClusterID, m.Shards, m.Replication = s.ClusterID, s.Shards, s.Replication
+	})
+}
+
+// waitForCluster polls gossip until a live member reveals the cluster's
+// settings, bounded by ctx and Config.JoinTimeout.
+func (n *Node) waitForCluster(ctx context.Context) (Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, m := range n.gossip().Members() {
+			if m.Alive && m.NodeID != n.dir.id.NodeID && m.ClusterID != "" && m.Shards != 0 && m.Replication != 0 {
+				return Settings{ClusterID: m.ClusterID, Shards: m.Shards, Replication: m.Replication}, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return Settings{}, fmt.Errorf("%w: no live member of %v announced a cluster ID within %v (is the seed's node running and part of a cluster?): %w",
+				ErrJoinTimeout, n.cfg.Join, n.cfg.JoinTimeout, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// reopenGroups opens the groups recorded in the data directory that are not
+// open yet (all of them on a restart).
+func (n *Node) reopenGroups() error {
+	shards, err := n.dir.groups()
+	if err != nil {
+		return err
+	}
+	for _, id := range shards {
+		if _, ok := n.host.Group(id); ok {
+			continue
+		}
+		if err := n.openGroup(id, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openGroup opens shard id's state machine and raft group.
+func (n *Node) openGroup(id uint32, bootstrap []uint64) error {
+	sm, err := n.openShard(id)
+	if err != nil {
+		return err
+	}
+	if _, err := n.host.OpenGroup(id, sm, bootstrap); err != nil && !errors.Is(err, replica.ErrGroupExists) {
+		return fmt.Errorf("node: opening group of shard %d: %w", id, err)
+	}
+	return nil
+}
+
+func (n *Node) openShard(id uint32) (*shard.Shard, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if sm, ok := n.mu.shards[id]; ok {
+		return sm, nil
+	}
+	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log})
+	if err != nil {
+		return nil, fmt.Errorf("node: opening shard %d: %w", id, err)
+	}
+	n.mu.shards[id] = sm
+	return sm, nil
+}
+
+// groupFactory is the host's GroupFactory: a leader added this node to the
+// group of shard id. It records the group so that a restart reopens it.
+func (n *Node) groupFactory(id uint32) (replica.StateMachine, error) {
+	s := n.settings.Load()
+	if s == nil {
+		return nil, fmt.Errorf("node: raft traffic for shard %d before the cluster settings are known", id)
+	}
+	if id >= s.Shards {
+		return nil, fmt.Errorf("node: raft traffic for shard %d, but the cluster has %d shards", id, s.Shards)
+	}
+	sm, err := n.openShard(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.recordGroup(id); err != nil {
+		return nil, err
+	}
+	n.log.Info("replica added by leader", "shard", id)
+	return sm, nil
+}
+
+func (n *Node) recordGroup(id uint32) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	g, err := n.dir.groups()
+	if err != nil {
+		return err
+	}
+	if slices.Contains(g, id) {
+		return nil
+	}
+	return n.dir.saveGroups(append(g, id))
+}
+
+// shardSM returns the local state machine of shard id, if this node holds a
+// replica of it.
+func (n *Node) shardSM(id uint32) (*shard.Shard, *replica.Group, bool) {
+	g, ok := n.host.Group(id)
+	if !ok {
+		return nil, nil, false
+	}
+	n.mu.Lock()
+	sm, ok := n.mu.shards[id]
+	n.mu.Unlock()
+	return sm, g, ok
+}
+
+// gossip returns the membership, nil before it started.
+func (n *Node) gossip() *membership.Membership { return n.ml.Load() }
+
+func (n *Node) clusterID() string {
+	if s := n.settings.Load(); s != nil {
+		return s.ClusterID
+	}
+	return ""
+}
+
+// refreshMembers caches the member list (membership's OnChange).
+func (n *Node) refreshMembers() {
+	if n.gossip() == nil {
+		return
+	}
+	m := n.gossip().Members()
+	n.members.Store(&m)
+}
+
+func (n *Node) memberList() []membership.Member {
+	if p := n.members.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// resolve maps a node ID to its gRPC address, from gossip.
+func (n *Node) resolve(id uint64) (string, bool) {
+	if id == n.dir.id.NodeID {
+		return n.addr, true
+	}
+	for _, m := range n.memberList() {
+		if m.NodeID == id && m.GRPCAddr != "" {
+			return m.GRPCAddr, true
+		}
+	}
+	return "", false
+}
+
+// Addr returns the advertised gRPC address (the actual port when Listen asked
+// for port 0).
+func (n *Node) Addr() string { return n.addr }
+
+// HTTPAddr returns the HTTP address, "" when disabled.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// ID returns the node's permanent raft ID.
+func (n *Node) ID() uint64 { return n.dir.id.NodeID }
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.dir.id.Name }
+
+// Zone returns the node's zone.
+func (n *Node) Zone() string { return n.cfg.Zone }
+
+// DeadAfter returns Config.DeadAfter (placement replaces members dead longer).
+func (n *Node) DeadAfter() time.Duration { return n.cfg.DeadAfter }
+
+// Settings returns the cluster's settings (never zero once Start returned).
+func (n *Node) Settings() Settings {
+	if s := n.settings.Load(); s != nil {
+		return *s
+	}
+	return Settings{}
+}
+
+// Members returns every member known to gossip, this node included, dead ones
+// too (Alive=false, Changed = when it went dead), sorted by node ID. Members
+// that never announced a cluster ID or announced another are left out.
+func (n *Node) Members() []membership.Member {
+	if n.gossip() == nil {
+		return nil
+	}
+	cid := n.clusterID()
+	var out []membership.Member
+	for _, m := range n.gossip().Members() {
+		if m.NodeID != 0 && (m.ClusterID == cid || m.ClusterID == "") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// DesiredReplicas returns, per shard, the ordered replica set that ring
+// placement wants over the eligible members: alive or dead for less than
+// DeadAfter, not decommissioning, and in this cluster. A placement loop
+// compares it with each led group's voters.
+func (n *Node) DesiredReplicas() [][]uint64 {
+	s := n.Settings()
+	var rm []ring.Member
+	for _, m := range n.Members() {
+		if m.ClusterID == "" || m.Decommissioning {
+			continue
+		}
+		if !m.Alive && time.Since(m.Changed) >= n.cfg.DeadAfter {
+			continue
+		}
+		rm = append(rm, ring.Member{ID: m.NodeID, Zone: m.Zone})
+	}
+	if len(rm) == 0 || s.Shards == 0 {
+		return nil
+	}
+	return ring.New(rm).Assign(s.Shards, int(s.Replication))
+}
+
+// Host returns the raft host (for placement: Groups, Group, OpenGroup).
+func (n *Node) Host() *replica.Host { return n.host }
+
+// Groups returns the local raft groups.
+func (n *Node) Groups() []*replica.Group { return n.host.Groups() }
+
+// Logger returns the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// Done is closed when Close starts.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Close stops the node gracefully: it stops accepting requests, leaves
+// gossip, stops raft, closes Pebble and releases the data directory. It is
+// idempotent; later calls return the first call's result.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	close(n.done)
+	var errs []error
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := n.httpSrv.Shutdown(ctx); err != nil {
+			n.httpSrv.Close()
+		}
+		cancel()
+	}
+	if n.gossip() != nil {
+		if err := n.gossip().Leave(time.Second); err != nil {
+			n.log.Debug("leaving gossip", "err", err)
+		}
+		if err := n.gossip().Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n.grpcSrv != nil {
+		// Peers' raft streams never end by themselves: give client calls a
+		// moment, then cut the rest.
+		stopped := make(chan struct{})
+		go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(500 * time.Millisecond):
+			n.grpcSrv.Stop()
+			<-stopped
+		}
+	} else if n.grpcLis != nil {
+		n.grpcLis.Close()
+	}
+	if n.peers != nil {
+		n.peers.close()
+	}
+	if n.host != nil {
+		if err := n.host.Close(); err != nil && !errors.Is(err, replica.ErrStopped) {
+			errs = append(errs, err)
+		}
+	}
+	if n.tr != nil {
+		if err := n.tr.Close(); err != nil && !errors.Is(err, transport.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if n.db != nil {
+		if err := n.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))
+		}
+	}
+	if err := n.dir.unlock(); err != nil {
+		errs = append(errs, err)
+	}
+	n.log.Info("node closed")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,519 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+)
+
+// testConfig is a single-node config on free loopback ports in dir.
+func testConfig(t testing.TB, dir string) Config {
+	return Config{
+		DataDir:     dir,
+		Listen:      "127.0.0.1:0",
+		HTTP:        "127.0.0.1:0",
+		Gossip:      freeGossipAddr(t),
+		Name:        "solo",
+		Zone:        "z1",
+		Shards:      4,
+		Replication: 1,
+	}
+}
+
+func startNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { n.Close() })
+	waitReady(t, n)
+	return n
+}
+
+func waitReady(t testing.TB, n *Node) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for n.notReady() != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("node not ready: %s", n.notReady())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func dial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func events(types ...string) []*shoalv1.EventData {
+	out := make([]*shoalv1.EventData, len(types))
+	for i, typ := range types {
+		id := uuid.New()
+		out[i] = &shoalv1.EventData{Id: id[:], Type: typ, Data: []byte(`{"n":` + fmt.Sprint(i) + `}`),
+			ContentType: "application/json"}
+	}
+	return out
+}
+
+func anyVersion() *shoalv1.ExpectedVersion { return &shoalv1.ExpectedVersion{} }
+func exact(v uint64) *shoalv1.ExpectedVersion {
+	return &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_EXACT, Version: v}
+}
+func noStream() *shoalv1.ExpectedVersion {
+	return &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM}
+}
+
+func readAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ReadRequest) ([]*shoalv1.RecordedEvent, error) {
+	s, err := c.Read(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*shoalv1.RecordedEvent
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r.Events...)
+	}
+}
+
+// detail asserts err is a status with code and returns its single detail.
+func detail[T proto.Message](t *testing.T, err error, code codes.Code) T {
+	t.Helper()
+	var zero T
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != code {
+		t.Fatalf("want %v, got %v", code, err)
+	}
+	for _, d := range st.Details() {
+		if v, ok := d.(T); ok {
+			return v
+		}
+	}
+	t.Fatalf("status %v has no %T detail (details %v)", st, zero, st.Details())
+	return zero
+}
+
+func TestAppendReadDelete(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	req := &shoalv1.AppendRequest{Stream: "order-1", Expected: noStream(), Events: events("Created", "Paid", "Shipped")}
+	r, err := c.Append(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FirstVersion != 0 || r.LastVersion != 2 || r.Duplicate {
+		t.Fatalf("append: %v", r)
+	}
+	// The same append again is a duplicate with the original versions.
+	r2, err := c.Append(ctx, req)
+	if err != nil || !r2.Duplicate || r2.FirstVersion != 0 || r2.LastVersion != 2 || r2.Position != r.Position {
+		t.Fatalf("duplicate append: %v, %v", r2, err)
+	}
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "order-1", Expected: exact(2), Events: events("Delivered")}); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "order-1"})
+	if err != nil || len(got) != 4 {
+		t.Fatalf("read: %d events, %v", len(got), err)
+	}
+	for i, e := range got {
+		if e.Version != uint64(i) || e.Stream != "order-1" || e.Shard != r.Shard || e.CreatedUnixNano == 0 || len(e.Id) != 16 {
+			t.Fatalf("event %d: %v", i, e)
+		}
+	}
+	if got[0].Type != "Created" || got[3].Type != "Delivered" || string(got[1].Data) != `{"n":1}` {
+		t.Fatalf("events: %v", got)
+	}
+	back, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "order-1", FromEnd: true, Backward: true, Count: 2, AllowStale: true})
+	if err != nil || len(back) != 2 || back[0].Version != 3 || back[1].Version != 2 {
+		t.Fatalf("backward read: %v, %v", back, err)
+	}
+
+	// ReadShard sees the stream's events in position order.
+	rs, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: r.Shard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shardEvents int
+	var next uint64
+	for {
+		p, err := rs.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		shardEvents += len(p.Events)
+		next = p.NextPosition
+	}
+	if shardEvents != 4 || next != 4 {
+		t.Fatalf("read shard: %d events, next %d", shardEvents, next)
+	}
+
+	// Soft delete, then the stream reads as not found; appending continues after it.
+	if _, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "order-1", Expected: exact(3)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readAll(ctx, c, &shoalv1.ReadRequest{Stream: "order-1"})
+	if d := detail[*shoalv1.StreamNotFound](t, err, codes.NotFound); d.Stream != "order-1" {
+		t.Fatalf("not found detail: %v", d)
+	}
+	r3, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "order-1", Expected: noStream(), Events: events("Reopened")})
+	if err != nil || r3.FirstVersion != 4 {
+		t.Fatalf("append after soft delete: %v, %v", r3, err)
+	}
+	// Tombstone: gone forever.
+	if _, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "order-1", Expected: anyVersion(), Tombstone: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "order-1", Expected: anyVersion(), Events: events("X")})
+	detail[*shoalv1.StreamDeleted](t, err, codes.NotFound)
+	_, err = readAll(ctx, c, &shoalv1.ReadRequest{Stream: "order-1"})
+	detail[*shoalv1.StreamDeleted](t, err, codes.NotFound)
+}
+
+func TestPaging(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	types := make([]string, 600)
+	for i := range types {
+		types[i] = "T"
+	}
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "big", Events: events(types...)}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Read(ctx, &shoalv1.ReadRequest{Stream: "big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages, total int
+	for {
+		p, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Events) > pageEvents {
+			t.Fatalf("page of %d events", len(p.Events))
+		}
+		pages++
+		total += len(p.Events)
+	}
+	if total != 600 || pages != 3 {
+		t.Fatalf("%d events in %d pages", total, pages)
+	}
+}
+
+func TestStatusDetails(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first := events("A", "B")
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: first}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("wrong expected version", func(t *testing.T) {
+		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: exact(7), Events: events("C")})
+		d := detail[*shoalv1.WrongExpectedVersion](t, err, codes.FailedPrecondition)
+		if d.Stream != "s" || !d.StreamExists || d.ActualVersion != 1 || d.Expected.GetVersion() != 7 ||
+			d.Expected.GetKind() != shoalv1.ExpectedVersion_KIND_EXACT {
+			t.Fatalf("detail: %v", d)
+		}
+		_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: noStream(), Events: events("C")})
+		detail[*shoalv1.WrongExpectedVersion](t, err, codes.FailedPrecondition)
+	})
+	t.Run("invalid stream name", func(t *testing.T) {
+		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "$system", Events: events("C")})
+		if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "stream" {
+			t.Fatalf("detail: %v", d)
+		}
+		_, err = readAll(ctx, c, &shoalv1.ReadRequest{Stream: strings.Repeat("x", 513)})
+		if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "stream" || d.Limit == "" {
+			t.Fatalf("detail: %v", d)
+		}
+	})
+	t.Run("invalid event", func(t *testing.T) {
+		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: []byte{1, 2}, Type: "T"}}})
+		if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "events[0].id" || d.Limit == "" {
+			t.Fatalf("detail: %v", d)
+		}
+		ev := events("T", "")
+		_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: ev})
+		if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); !strings.HasPrefix(d.Field, "events[1]") {
+			t.Fatalf("detail: %v", d)
+		}
+		_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s"})
+		detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument)
+		_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: &shoalv1.ExpectedVersion{Kind: 9}, Events: events("T")})
+		if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "expected.kind" {
+			t.Fatalf("detail: %v", d)
+		}
+	})
+	t.Run("invalid delete", func(t *testing.T) {
+		_, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "s", Expected: noStream()})
+		detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument)
+	})
+	t.Run("id conflict", func(t *testing.T) {
+		partial := []*shoalv1.EventData{first[0], events("New")[0]}
+		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: partial})
+		d := detail[*shoalv1.IDConflict](t, err, codes.AlreadyExists)
+		if d.Stream != "s" || len(d.Id) != 16 {
+			t.Fatalf("detail: %v", d)
+		}
+	})
+	t.Run("not found", func(t *testing.T) {
+		_, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "absent"})
+		detail[*shoalv1.StreamNotFound](t, err, codes.NotFound)
+		_, err = c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "absent", Expected: anyVersion()})
+		detail[*shoalv1.StreamNotFound](t, err, codes.NotFound)
+	})
+	t.Run("bad shard", func(t *testing.T) {
+		s, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 99})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument)
+	})
+}
+
+func TestRestartKeepsDataAndID(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	n := startNode(t, cfg)
+	id := n.ID()
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: fmt.Sprintf("s-%d", i), Events: events("A", "B")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settings := n.Settings()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+
+	cfg.Gossip = freeGossipAddr(t)
+	n2 := startNode(t, cfg)
+	if n2.ID() != id || n2.Settings() != settings {
+		t.Fatalf("after restart: id %d (was %d), settings %v (were %v)", n2.ID(), id, n2.Settings(), settings)
+	}
+	c2 := shoalv1.NewStreamsClient(dial(t, n2.Addr()))
+	for i := range 20 {
+		got, err := readAll(ctx, c2, &shoalv1.ReadRequest{Stream: fmt.Sprintf("s-%d", i)})
+		if err != nil || len(got) != 2 {
+			t.Fatalf("stream %d after restart: %d events, %v", i, len(got), err)
+		}
+	}
+	r, err := c2.Append(ctx, &shoalv1.AppendRequest{Stream: "s-0", Expected: exact(1), Events: events("C")})
+	if err != nil || r.FirstVersion != 2 {
+		t.Fatalf("append after restart: %v, %v", r, err)
+	}
+}
+
+func TestDataDirRefusals(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	n := startNode(t, cfg)
+
+	second := testConfig(t, dir)
+	if _, err := Start(context.Background(), second); !errors.Is(err, ErrDataDirLocked) {
+		t.Fatalf("second Start on a locked dir: %v", err)
+	} else {
+		t.Log(err)
+	}
+	n.Close()
+
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"shards", func(c *Config) { c.Shards = 8 }},
+		{"replication", func(c *Config) { c.Replication = 3 }},
+		{"name", func(c *Config) { c.Name = "other" }},
+	} {
+		c := testConfig(t, dir)
+		tc.mod(&c)
+		_, err := Start(context.Background(), c)
+		if !errors.Is(err, ErrDataDirMismatch) {
+			t.Fatalf("%s mismatch: %v", tc.name, err)
+		}
+		t.Log(err)
+	}
+	// Zero shards/replication accept the stored cluster's.
+	c := testConfig(t, dir)
+	c.Shards, c.Replication, c.Name = 0, 0, ""
+	n2 := startNode(t, c)
+	if s := n2.Settings(); s.Shards != 4 || s.Replication != 1 || n2.Name() != "solo" {
+		t.Fatalf("settings %v name %q", s, n2.Name())
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{
+		{Listen: "nope"},
+		{Shards: -1},
+		{Shards: MaxShards + 1},
+		{Replication: 99},
+		{GossipKey: []byte("short")},
+		{DeadAfter: -time.Second},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v: want an error", c)
+		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultConfig()
+	if d.Listen != DefaultListen || d.HTTP != DefaultHTTP || d.Gossip != DefaultGossip || d.DataDir != DefaultDataDir ||
+		d.Shards != 32 || d.Replication != 3 || d.DeadAfter != 60*time.Second {
+		t.Fatalf("defaults: %+v", d)
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHTTPAndCluster(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	conn := dial(t, n.Addr())
+	c := shoalv1.NewStreamsClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "m", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + n.HTTPAddr()
+	if code, _ := httpGet(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	code, body := httpGet(t, base+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics %d", code)
+	}
+	for _, want := range []string{`shoal_appends_total{result="ok"} 1`, "shoal_events_appended_total 1",
+		"shoal_append_duration_seconds_bucket", "shoal_pebble_memtable_bytes", "shoal_pebble_l0_sublevels",
+		"shoal_pebble_disk_usage_bytes", `shoal_shard_leader_known{shard="0"} 1`, "shoal_shard_under_replicated",
+		"go_goroutines", "process_"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, _ := httpGet(t, base+"/debug/pprof/"); code != 200 {
+		t.Fatalf("pprof %d", code)
+	}
+
+	cl := shoalv1.NewClusterClient(conn)
+	st, err := cl.Status(ctx, &shoalv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := st.Topology
+	if st.NodeId != n.ID() || len(top.Shards) != 4 || len(top.Nodes) != 1 || top.Settings.Shards != 4 {
+		t.Fatalf("status: %v", st)
+	}
+	for _, s := range top.Shards {
+		if s.LeaderId != n.ID() || s.Unavailable || s.UnderReplicated || len(s.Voters) != 1 {
+			t.Fatalf("shard: %v", s)
+		}
+	}
+	if nd := top.Nodes[0]; !nd.Alive || nd.ShardsLed != 4 || nd.Replicas != 4 || nd.Name != "solo" || nd.Zone != "z1" {
+		t.Fatalf("node: %v", nd)
+	}
+	set, err := cl.Settings(ctx, &shoalv1.SettingsRequest{})
+	if err != nil || set.ClusterId != n.Settings().ClusterID || set.Shards != 4 || set.Replication != 1 {
+		t.Fatalf("settings: %v, %v", set, err)
+	}
+	_, err = cl.Decommission(ctx, &shoalv1.DecommissionRequest{Node: "nobody"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("decommission unknown: %v", err)
+	}
+	if _, err := cl.Decommission(ctx, &shoalv1.DecommissionRequest{Node: "solo"}); err != nil {
+		t.Fatal(err)
+	}
+	if !n.gossip().Self().Decommissioning || !n.dir.decommissioning() {
+		t.Fatal("decommissioning flag not set")
+	}
+	if _, err := filepath.Glob(filepath.Join(n.cfg.DataDir, "*.tmp*")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeGossipAddr returns a loopback host:port free for TCP and UDP (a copy
+// of testnode.FreeGossipAddr: testnode imports node).
+func freeGossipAddr(t testing.TB) string {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return addr
+	}
+	t.Fatal("no free TCP+UDP port")
+	return ""
+}

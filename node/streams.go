@@ -1,0 +1,406 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/ring"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// Read pages: a ReadResponse carries at most pageEvents events or about
+// pageBytes bytes of payload (one event larger than that goes alone).
+const (
+	pageEvents = 256
+	pageBytes  = 1 << 20
+)
+
+// streamsServer implements shoalv1.StreamsServer.
+type streamsServer struct {
+	shoalv1.UnimplementedStreamsServer
+	n *Node
+}
+
+func (s *streamsServer) Append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
+	start := time.Now()
+	resp, err := s.n.append(ctx, req)
+	s.n.metrics.appends.WithLabelValues(resultLabel(err)).Inc()
+	if err == nil {
+		s.n.metrics.appendLatency.Observe(time.Since(start).Seconds())
+		if !resp.Duplicate {
+			s.n.metrics.eventsAppended.Add(float64(len(req.Events)))
+		}
+	}
+	return resp, err
+}
+
+func (s *streamsServer) Delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
+	resp, err := s.n.delete(ctx, req)
+	s.n.metrics.deletes.WithLabelValues(resultLabel(err)).Inc()
+	return resp, err
+}
+
+func (s *streamsServer) Read(req *shoalv1.ReadRequest, stream grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+	err := s.n.read(req, stream)
+	s.n.metrics.reads.WithLabelValues("stream", resultLabel(err)).Inc()
+	return err
+}
+
+func (s *streamsServer) ReadShard(req *shoalv1.ReadShardRequest, stream grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
+	err := s.n.readShard(req, stream)
+	s.n.metrics.reads.WithLabelValues("shard", resultLabel(err)).Inc()
+	return err
+}
+
+// shardOf validates the stream name and returns its shard.
+func (n *Node) shardOf(stream string) (uint32, error) {
+	if err := shard.CheckStreamName(stream); err != nil {
+		return 0, err
+	}
+	s := n.settings.Load()
+	if s == nil {
+		return 0, &NoLeaderError{Shard: 0, Cause: errors.New("cluster settings unknown")}
+	}
+	return ring.ShardOf(stream, s.Shards), nil
+}
+
+func fromProtoExpected(e *shoalv1.ExpectedVersion) (shard.Expected, error) {
+	if e == nil {
+		return shard.Expected{Kind: shard.ExpectAny}, nil
+	}
+	switch e.Kind {
+	case shoalv1.ExpectedVersion_KIND_ANY, shoalv1.ExpectedVersion_KIND_NO_STREAM,
+		shoalv1.ExpectedVersion_KIND_EXISTS, shoalv1.ExpectedVersion_KIND_EXACT:
+		return shard.Expected{Kind: shard.ExpectedKind(e.Kind), Version: e.Version}, nil
+	}
+	return shard.Expected{}, &shard.InvalidError{Field: "expected.kind", Limit: "one of ANY, NO_STREAM, EXISTS, EXACT",
+		Reason: fmt.Sprintf("unknown expected-version kind %d", e.Kind)}
+}
+
+func appendCommand(req *shoalv1.AppendRequest) (*shard.AppendCommand, error) {
+	exp, err := fromProtoExpected(req.Expected)
+	if err != nil {
+		return nil, err
+	}
+	c := &shard.AppendCommand{Stream: req.Stream, Expected: exp, Events: make([]shard.Event, len(req.Events))}
+	for i, e := range req.Events {
+		if len(e.Id) != 16 {
+			return nil, &shard.InvalidError{Field: fmt.Sprintf("events[%d].id", i), Limit: "exactly 16 bytes",
+				Reason: fmt.Sprintf("event ID is %d bytes; it must be a 16-byte UUID", len(e.Id))}
+		}
+		ev := &c.Events[i]
+		copy(ev.ID[:], e.Id)
+		ev.Type, ev.Data, ev.Metadata, ev.ContentType = e.Type, e.Data, e.Metadata, e.ContentType
+	}
+	return c, shard.ValidateAppend(c)
+}
+
+func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
+	id, err := n.shardOf(req.Stream)
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	cmd, err := appendCommand(req)
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	res, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		cmd.Time = time.Now().UnixNano()
+		return g.Propose(pctx, shard.EncodeAppend(cmd))
+	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
+		return shoalv1.NewStreamsClient(conn).Append(fctx, req)
+	})
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	switch r := res.(type) {
+	case *shoalv1.AppendResponse:
+		return r, nil
+	case *shard.AppendResult:
+		return &shoalv1.AppendResponse{Shard: id, FirstVersion: r.FirstVersion, LastVersion: r.LastVersion,
+			Position: r.Position, Duplicate: r.Duplicate}, nil
+	case error:
+		return nil, n.toStatus(r, req.Stream, id)
+	}
+	return nil, status.Errorf(codes.Internal, "append: unexpected result %T", res)
+}
+
+func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
+	id, err := n.shardOf(req.Stream)
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	exp, err := fromProtoExpected(req.Expected)
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	cmd := &shard.DeleteCommand{Stream: req.Stream, Expected: exp, Tombstone: req.Tombstone}
+	if err := shard.ValidateDelete(cmd); err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	res, err := n.write(ctx, id, false, func(g *replica.Group, pctx context.Context) (any, error) {
+		cmd.Time = time.Now().UnixNano()
+		return g.Propose(pctx, shard.EncodeDelete(cmd))
+	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
+		return shoalv1.NewStreamsClient(conn).Delete(fctx, req)
+	})
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	switch r := res.(type) {
+	case *shoalv1.DeleteResponse:
+		return r, nil
+	case *shard.DeleteResult:
+		return &shoalv1.DeleteResponse{Shard: id, Position: r.Position}, nil
+	case error:
+		return nil, n.toStatus(r, req.Stream, id)
+	}
+	return nil, status.Errorf(codes.Internal, "delete: unexpected result %T", res)
+}
+
+// write runs a write on shard id's leader: proposes locally when this node
+// leads, else forwards. A forward that failed to reach the leader, or a
+// proposal refused because leadership just moved, is retried a few times.
+// A proposal whose outcome is unknown (leadership lost while waiting) is
+// retried only when idempotent (appends: event IDs make a retry safe).
+func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
+	propose func(*replica.Group, context.Context) (any, error),
+	forward func(*grpc.ClientConn, context.Context) (any, error),
+) (any, error) {
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		g, conn, err := n.route(ctx, id, false)
+		if err != nil {
+			return nil, err
+		}
+		if conn != nil {
+			n.metrics.forwarded.WithLabelValues("write").Inc()
+			res, err := forward(conn, forwardContext(ctx))
+			if err == nil {
+				return res, nil
+			}
+			if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && ctx.Err() == nil {
+				// The leader moved or is unreachable: learn again.
+				n.leaders.invalidate(id)
+				last = err
+				continue
+			}
+			return nil, err
+		}
+		pctx, cancel := proposeContext(ctx)
+		wasLeader := g.IsLeader()
+		res, err := propose(g, pctx)
+		timedOut := pctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		switch {
+		case err == nil:
+			return res, nil
+		case timedOut:
+			return nil, &NoLeaderError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
+		case errors.Is(err, replica.ErrProposalDropped),
+			errors.Is(err, replica.ErrNotLeader) && (idempotent || !wasLeader):
+			last = err
+			continue
+		default:
+			return nil, err
+		}
+	}
+	return nil, last
+}
+
+// proposeContext bounds a proposal by the caller's deadline or
+// proposeTimeout, whichever comes first.
+func proposeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < proposeTimeout {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, proposeTimeout)
+}
+
+// readBarrier makes a linearizable read possible on local group g: the
+// leader confirms its leadership (ReadIndex) and waits until it applied up to
+// the read index.
+func readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err error) {
+	rctx, cancel := context.WithTimeout(ctx, noLeaderWait)
+	defer cancel()
+	err = g.ReadIndex(rctx)
+	return err != nil && rctx.Err() != nil && ctx.Err() == nil, err
+}
+
+// readRoute returns the local state machine to read from, or a connection to
+// forward the read to.
+func (n *Node) readRoute(ctx context.Context, id uint32, stale bool) (*shard.Shard, *grpc.ClientConn, error) {
+	for attempt := 0; ; attempt++ {
+		g, conn, err := n.route(ctx, id, stale)
+		if err != nil || conn != nil {
+			return nil, conn, err
+		}
+		sm, _, ok := n.shardSM(id)
+		if !ok {
+			return nil, nil, &NoLeaderError{Shard: id, Cause: errors.New("local replica closed")}
+		}
+		if stale {
+			return sm, nil, nil
+		}
+		timedOut, err := readBarrier(ctx, g)
+		switch {
+		case err == nil:
+			return sm, nil, nil
+		case timedOut:
+			return nil, nil, &NoLeaderError{Shard: id, Cause: errors.New("read index not confirmed")}
+		case errors.Is(err, replica.ErrNotLeader) && attempt < 2:
+			continue
+		default:
+			return nil, nil, err
+		}
+	}
+}
+
+func toProtoEvent(e *shard.RecordedEvent, id uint32) *shoalv1.RecordedEvent {
+	return &shoalv1.RecordedEvent{
+		Stream: e.Stream, Version: e.Version, Id: e.ID[:], Type: e.Type, Data: e.Data,
+		Metadata: e.Metadata, ContentType: e.ContentType, CreatedUnixNano: e.Created,
+		Shard: id, Position: e.Position,
+	}
+}
+
+func eventSize(e *shard.RecordedEvent) int {
+	return len(e.Data) + len(e.Metadata) + len(e.Type) + len(e.Stream) + len(e.ContentType) + 64
+}
+
+func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+	ctx := out.Context()
+	id, err := n.shardOf(req.Stream)
+	if err != nil {
+		return n.toStatus(err, req.Stream, id)
+	}
+	sm, conn, err := n.readRoute(ctx, id, req.AllowStale)
+	if err != nil {
+		return n.toStatus(err, req.Stream, id)
+	}
+	if conn != nil {
+		n.metrics.forwarded.WithLabelValues("read").Inc()
+		in, err := shoalv1.NewStreamsClient(conn).Read(forwardContext(ctx), req)
+		if err != nil {
+			return err
+		}
+		return relay(in, out)
+	}
+	page := &shoalv1.ReadResponse{}
+	size := 0
+	err = sm.ReadStream(req.Stream, req.FromVersion, req.FromEnd, req.Backward, req.Count, func(e *shard.RecordedEvent) error {
+		page.Events = append(page.Events, toProtoEvent(e, id))
+		size += eventSize(e)
+		if len(page.Events) >= pageEvents || size >= pageBytes {
+			if err := out.Send(page); err != nil {
+				return err
+			}
+			page, size = &shoalv1.ReadResponse{}, 0
+		}
+		return nil
+	})
+	if err != nil {
+		return n.toStatus(err, req.Stream, id)
+	}
+	if len(page.Events) > 0 {
+		return out.Send(page)
+	}
+	return nil
+}
+
+var errPageFull = errors.New("node: page full")
+
+func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
+	ctx := out.Context()
+	s := n.settings.Load()
+	if s == nil || req.Shard >= s.Shards {
+		shards := uint32(0)
+		if s != nil {
+			shards = s.Shards
+		}
+		return n.toStatus(&shard.InvalidError{Field: "shard", Limit: fmt.Sprintf("less than %d", shards),
+			Reason: fmt.Sprintf("shard %d does not exist", req.Shard)}, "", req.Shard)
+	}
+	sm, conn, err := n.readRoute(ctx, req.Shard, req.AllowStale)
+	if err != nil {
+		return n.toStatus(err, "", req.Shard)
+	}
+	if conn != nil {
+		n.metrics.forwarded.WithLabelValues("read").Inc()
+		in, err := shoalv1.NewStreamsClient(conn).ReadShard(forwardContext(ctx), req)
+		if err != nil {
+			return err
+		}
+		return relay(in, out)
+	}
+	from, remaining := req.FromPosition, req.Count
+	for {
+		want := uint64(pageEvents)
+		if req.Count != 0 {
+			want = min(want, remaining)
+		}
+		page := &shoalv1.ReadShardResponse{}
+		size := 0
+		next, err := sm.ReadLog(from, want, func(e *shard.RecordedEvent) error {
+			if size >= pageBytes {
+				return errPageFull
+			}
+			page.Events = append(page.Events, toProtoEvent(e, req.Shard))
+			size += eventSize(e)
+			return nil
+		})
+		full := errors.Is(err, errPageFull)
+		if err != nil && !full {
+			return n.toStatus(err, "", req.Shard)
+		}
+		page.NextPosition = next
+		if len(page.Events) == 0 {
+			if from == req.FromPosition {
+				// Tell the caller where to resume even when nothing is new.
+				return out.Send(page)
+			}
+			return nil
+		}
+		if err := out.Send(page); err != nil {
+			return err
+		}
+		from = next
+		if req.Count != 0 {
+			remaining -= uint64(len(page.Events))
+			if remaining == 0 {
+				return nil
+			}
+		}
+		if !full && uint64(len(page.Events)) < want {
+			return nil // reached the end of the log
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// relay copies a forwarded server stream to the caller.
+func relay[T any](in grpc.ServerStreamingClient[T], out grpc.ServerStreamingServer[T]) error {
+	for {
+		m, err := in.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := out.Send(m); err != nil {
+			return err
+		}
+	}
+}

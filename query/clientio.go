@@ -1,0 +1,37 @@
+package query
+
+import (
+	"context"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// clientSource reads through the public Go client.
+type clientSource struct{ c *client.Client }
+
+func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
+	t, err := s.c.Topology(ctx)
+	if err != nil {
+		return 0, "", err
+	}
+	return t.GetSettings().GetShards(), t.GetSettings().GetClusterId(), nil
+}
+
+// ReadShard collects one page. The client's iterator does not expose the
+// server's next position, so the page resumes just past its last event
+// (positions are strictly increasing within a shard).
+func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error) {
+	var evs []client.RecordedEvent
+	next := from
+	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count)) {
+		if err != nil {
+			if len(evs) > 0 {
+				break // commit what arrived; the error recurs on the next read
+			}
+			return nil, from, err
+		}
+		evs = append(evs, ev)
+		next = max(next, ev.Position+1)
+	}
+	return evs, next, nil
+}

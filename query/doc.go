@@ -1,0 +1,56 @@
+// Package query builds CQRS read models from shoal's event log and answers
+// queries over them.
+//
+// A Projection follows every shard's log with client.ReadShard, hands each
+// event to a Handler, and commits the handler's read-model writes together
+// with the new checkpoint in one Pebble batch in the projection's own
+// database, one batch per page.
+//
+// # Delivery guarantee
+//
+// shoal delivers at least once: after a crash, a failed commit, a stopped
+// Run or a handler error, the events of the uncommitted page are read and
+// handled again. The read model is nevertheless effectively exactly-once,
+// because the checkpoint that says "these events are done" is written in the
+// same atomic batch as the model changes they caused: either both are
+// durable or neither is. This holds only for writes made through the Batch;
+// side effects outside it (emails, calls to other services) are
+// at-least-once and must be idempotent (ev.ID is a good key).
+//
+// There is no order across shards; within a shard events arrive in
+// position order, so within a stream in version order. The checkpoint is a
+// vector of shard positions (Checkpoint), never a single global number.
+//
+// # Caller duties
+//
+//  1. Give each projection its own Dir; Open it, Run it (it blocks until ctx
+//     ends or a handler fails), Close it after Run returned.
+//  2. Write the read model only through the *Batch passed to Handle. Calls
+//     are serialized across shards, so read-modify-write through
+//     Batch.Get/Set is safe; keep handlers deterministic and quick (they
+//     hold the commit lock).
+//  3. Return an error from Handle only for events you cannot process: Run
+//     stops with a *HandlerError naming the event, nothing of its page is
+//     committed, and the next Run retries the same event.
+//  4. To rebuild a model from scratch, delete the directory (there is no
+//     in-place reset). A database is bound to the cluster ID and shard count
+//     it was built from (ErrClusterMismatch otherwise).
+//  5. For read-your-writes, pass an append's AppendResult to WaitForAppend
+//     (or a shard and position to WaitFor) before querying.
+//
+// # Database layout
+//
+//	+--------+------------------+---------------------------------------+
+//	| prefix | rest             | value                                 |
+//	+--------+------------------+---------------------------------------+
+//	| 'm'    | model key        | model value (the handler's writes)    |
+//	| 'c'    | shard (4 BE)     | next shard position to read (8 BE)    |
+//	| 'i'    | (none)           | uvarint shard count, cluster ID       |
+//	+--------+------------------+---------------------------------------+
+//
+// Prefixes are append-only. Get and Scan see only the 'm' keys, without the
+// prefix.
+//
+// Subpackage saga drives multi-step sagas with compensation on shoal
+// streams.
+package query

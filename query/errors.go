@@ -1,0 +1,73 @@
+package query
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNotFound is returned by Projection.Get for an absent key.
+	ErrNotFound = errors.New("query: key not found")
+	// ErrInvalidConfig is returned by Open for a bad Config (*ConfigError).
+	ErrInvalidConfig = errors.New("query: invalid config")
+	// ErrHandler is matched by the *HandlerError Run returns when the
+	// handler failed on an event; the page was not committed.
+	ErrHandler = errors.New("query: handler failed")
+	// ErrRunning is returned by Run when the projection is already running.
+	ErrRunning = errors.New("query: projection already running")
+	// ErrClusterMismatch is returned by Run when the database was built from
+	// another cluster or another shard count than the one the client reaches
+	// (*ClusterMismatchError); its checkpoint would be meaningless.
+	ErrClusterMismatch = errors.New("query: projection database belongs to another cluster")
+	// ErrClosed is returned by calls on a closed Projection.
+	ErrClosed = errors.New("query: projection closed")
+)
+
+// ConfigError names a bad Config field. Is(ErrInvalidConfig).
+type ConfigError struct{ Field, Reason string }
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("query: invalid config: %s %s", e.Field, e.Reason)
+}
+
+// Is reports ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// HandlerError carries the event a handler failed on. Is(ErrHandler);
+// Unwrap gives the handler's error.
+type HandlerError struct {
+	Projection string
+	Shard      uint32
+	Position   uint64
+	Stream     string
+	Version    uint64
+	Err        error
+}
+
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("query: projection %q: handler failed on %s@%d (shard %d position %d): %v",
+		e.Projection, e.Stream, e.Version, e.Shard, e.Position, e.Err)
+}
+
+// Is reports ErrHandler.
+func (e *HandlerError) Is(target error) bool { return target == ErrHandler }
+
+// Unwrap returns the handler's error.
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// ClusterMismatchError says why a projection database does not fit the
+// cluster. Is(ErrClusterMismatch).
+type ClusterMismatchError struct {
+	StoredCluster string
+	StoredShards  uint32
+	Cluster       string
+	Shards        uint32
+}
+
+func (e *ClusterMismatchError) Error() string {
+	return fmt.Sprintf("query: projection database belongs to cluster %q with %d shards, client reaches cluster %q with %d shards",
+		e.StoredCluster, e.StoredShards, e.Cluster, e.Shards)
+}
+
+// Is reports ErrClusterMismatch.
+func (e *ClusterMismatchError) Is(target error) bool { return target == ErrClusterMismatch }

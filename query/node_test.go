@@ -1,0 +1,131 @@
+package query
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
+)
+
+func startNode(t testing.TB) *client.Client {
+	t.Helper()
+	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestProjectionOverNode builds a read model from a real node's four shards,
+// stops and restarts the projection twice while events keep arriving, and
+// checks that every event was applied exactly once.
+func TestProjectionOverNode(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	c := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+
+	var appended []client.RecordedEvent // what we expect, by ID
+	want := map[uint32]uint64{}         // last position per shard
+	appendSome := func(n int) {
+		for range n {
+			stream := fmt.Sprintf("order-%d", rng.IntN(25))
+			if rng.IntN(5) == 0 {
+				stream = fmt.Sprintf("audit-%d", rng.IntN(3)) // filtered out
+			}
+			evs := make([]client.Event, 1+rng.IntN(6))
+			for i := range evs {
+				evs[i] = client.Event{Type: "Placed", Data: []byte{byte(i)}}
+			}
+			res, err := c.Append(ctx, stream, client.Any, evs...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[res.Shard] = max(want[res.Shard], res.Position+uint64(len(evs))-1)
+		}
+	}
+	cfg := Config{Name: "orders", Client: c, Handler: HandlerFunc(countingHandler), Dir: dir,
+		StreamPrefix: "order-", PageSize: 16, Concurrency: 2, PollMin: 2 * time.Millisecond, PollMax: 20 * time.Millisecond}
+	for round := range 3 {
+		appendSome(15)
+		p, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(runCtx) }()
+		if round == 1 {
+			appendSome(10) // while running
+		}
+		for s, pos := range want {
+			if err := p.WaitFor(ctx, s, pos); err != nil {
+				t.Fatalf("round %d: wait shard %d pos %d: %v (checkpoint %v)", round, s, pos, err, p.Checkpoint())
+			}
+		}
+		stop()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	shards := map[uint32]bool{}
+	handled, skipped := 0, 0
+	for s := range uint32(4) {
+		next := uint64(0)
+		for ev, err := range c.ReadShard(ctx, s, 0, 0) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			// WaitForAppend relies on one position per event.
+			if ev.Position != next {
+				t.Fatalf("shard %d: position %d after %d", s, ev.Position, next-1)
+			}
+			next++
+			appended = append(appended, ev)
+		}
+		if cp := p.Checkpoint(); cp[s] != next {
+			t.Fatalf("checkpoint %v, shard %d ends at %d", cp, s, next)
+		}
+	}
+	for _, ev := range appended {
+		v, err := p.Get([]byte("n/" + ev.ID.String()))
+		if ev.Stream[:6] != "order-" {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("filtered %s handled", ev.Stream)
+			}
+			skipped++
+			continue
+		}
+		if err != nil || binary.BigEndian.Uint64(v) != 1 {
+			t.Fatalf("event %s (%s@%d): count %x err %v", ev.ID, ev.Stream, ev.Version, v, err)
+		}
+		shards[ev.Shard] = true
+		handled++
+	}
+	if len(shards) < 2 || handled == 0 || skipped == 0 {
+		t.Fatalf("weak test: %d shards, %d handled, %d skipped", len(shards), handled, skipped)
+	}
+	t.Logf("%d events over %d shards applied exactly once, %d filtered", handled, len(shards), skipped)
+}

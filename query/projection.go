@@ -1,0 +1,384 @@
+package query
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// Defaults of Config fields left zero.
+const (
+	DefaultPageSize    = 500
+	DefaultConcurrency = 8
+	DefaultPollMin     = 20 * time.Millisecond
+	DefaultPollMax     = 1 * time.Second
+	DefaultRetryMax    = 5 * time.Second
+)
+
+// Handler applies one event to the read model through b. It may be called
+// again for the same event after a crash or a failed commit (never after a
+// successful one), and calls are never concurrent.
+type Handler interface {
+	Handle(ctx context.Context, b *Batch, ev client.RecordedEvent) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, b *Batch, ev client.RecordedEvent) error
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, b *Batch, ev client.RecordedEvent) error {
+	return f(ctx, b, ev)
+}
+
+// Config configures a Projection.
+type Config struct {
+	Name    string         // label for logs, metrics and errors; required
+	Client  *client.Client // source of events; required (not owned)
+	Handler Handler        // required
+	Dir     string         // the projection's Pebble directory; required
+	FS      vfs.FS         // nil = the OS file system (vfs.NewMem() in tests)
+
+	// Filters: events failing them advance the checkpoint without a
+	// Handle call. Empty means all.
+	StreamPrefix string
+	EventTypes   []string
+
+	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000
+	Concurrency int           // shards read at once; default 8
+	PollMin     time.Duration // first idle wait once a shard is caught up; default 20ms
+	PollMax     time.Duration // idle wait cap (doubling from PollMin); default 1s
+	RetryMax    time.Duration // cap of the backoff after a read error; default 5s
+	// NoSync commits pages without fsync. Still exactly-once for the model
+	// (a lost commit loses model writes and checkpoint together), but a
+	// crash may rewind the projection.
+	NoSync bool
+
+	Logger *slog.Logger // nil discards
+	// Registerer receives the projection's metrics (labelled with Name)
+	// until Close; nil does not register.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return &ConfigError{Field: "Name", Reason: "must not be empty"}
+	case c.Client == nil:
+		return &ConfigError{Field: "Client", Reason: "must not be nil"}
+	case c.Handler == nil:
+		return &ConfigError{Field: "Handler", Reason: "must not be nil"}
+	case c.Dir == "":
+		return &ConfigError{Field: "Dir", Reason: "must not be empty"}
+	case c.PageSize < 0 || c.PageSize > 10000:
+		return &ConfigError{Field: "PageSize", Reason: "must be within 0..10000"}
+	case c.Concurrency < 0:
+		return &ConfigError{Field: "Concurrency", Reason: "must not be negative"}
+	case c.PollMin < 0 || c.PollMax < 0 || c.RetryMax < 0:
+		return &ConfigError{Field: "PollMin/PollMax/RetryMax", Reason: "must not be negative"}
+	case c.PollMax != 0 && c.PollMin > c.PollMax:
+		return &ConfigError{Field: "PollMin", Reason: "must not exceed PollMax"}
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.PageSize == 0 {
+		c.PageSize = DefaultPageSize
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.PollMin == 0 {
+		c.PollMin = DefaultPollMin
+	}
+	if c.PollMax == 0 {
+		c.PollMax = max(DefaultPollMax, c.PollMin)
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Checkpoint is a vector of shard positions: Checkpoint[s] is the next
+// position of shard s to read, so every event of shard s below it has been
+// applied. There is no single global position across shards.
+type Checkpoint []uint64
+
+// Covers reports whether the event at position of shard has been applied.
+func (c Checkpoint) Covers(shard uint32, position uint64) bool {
+	return int(shard) < len(c) && c[shard] > position
+}
+
+// Projection builds a read model in its own Pebble database from every
+// shard's log. Queries (Get, Scan, Checkpoint) are safe for concurrent use,
+// also while Run is active.
+type Projection struct {
+	cfg     Config
+	db      *pebble.DB
+	src     source
+	metrics *metrics
+	wo      *pebble.WriteOptions
+
+	applyMu sync.Mutex // serializes Handle calls and page commits across shards
+
+	mu struct {
+		sync.Mutex
+		running bool
+		closed  bool
+		cp      Checkpoint
+		changed chan struct{} // closed and replaced on every commit
+	}
+}
+
+// Open opens (or creates) the projection's database. Call Run to process
+// events and Close when done.
+func Open(cfg Config) (*Projection, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return open(cfg, clientSource{cfg.Client})
+}
+
+func open(cfg Config, src source) (*Projection, error) {
+	m := newMetrics(cfg.Name)
+	if err := m.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: cfg.FS, Logger: quietLogger{}})
+	if err != nil {
+		m.unregister(cfg.Registerer)
+		return nil, fmt.Errorf("query: open %q: %w", cfg.Dir, err)
+	}
+	p := &Projection{cfg: cfg, db: db, src: src, metrics: m, wo: pebble.Sync}
+	if cfg.NoSync {
+		p.wo = pebble.NoSync
+	}
+	p.mu.changed = make(chan struct{})
+	cp, err := p.loadCheckpoint()
+	if err != nil {
+		m.unregister(cfg.Registerer)
+		db.Close()
+		return nil, err
+	}
+	p.mu.cp = cp
+	return p, nil
+}
+
+// Close closes the database. Run must have returned.
+func (p *Projection) Close() error {
+	p.mu.Lock()
+	if p.mu.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	if p.mu.running {
+		p.mu.Unlock()
+		return fmt.Errorf("query: close %q: %w", p.cfg.Name, ErrRunning)
+	}
+	p.mu.closed = true
+	p.mu.Unlock()
+	p.metrics.unregister(p.cfg.Registerer)
+	return p.db.Close()
+}
+
+// Get returns a copy of key's value in the read model, or ErrNotFound.
+func (p *Projection) Get(key []byte) ([]byte, error) {
+	v, ok, err := get(p.db.Get, key)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return v, nil
+}
+
+// Scan calls fn for every read-model key starting with prefix, in key
+// order, over a consistent point-in-time view. key and value are valid only
+// during the call. An error from fn stops the scan and is returned.
+func (p *Projection) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	lo := modelKey(prefix)
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if err := fn(it.Key()[1:], v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return errors.Join(it.Error(), it.Close())
+}
+
+// Checkpoint returns a copy of the committed checkpoint (empty before the
+// first Run learned the shard count).
+func (p *Projection) Checkpoint() Checkpoint {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.mu.cp)
+}
+
+// WaitFor blocks until the event at position of shard has been applied and
+// committed (e.g. an AppendResult's Shard and Position, for
+// read-your-writes), or ctx is done.
+func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64) error {
+	for {
+		p.mu.Lock()
+		done, ch := p.mu.cp.Covers(shard, position), p.mu.changed
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// WaitForAppend waits until every event of the append that returned r is
+// applied and committed.
+func (p *Projection) WaitForAppend(ctx context.Context, r client.AppendResult) error {
+	return p.WaitFor(ctx, r.Shard, r.Position+(r.LastVersion-r.FirstVersion))
+}
+
+func (p *Projection) loadCheckpoint() (Checkpoint, error) {
+	v, closer, err := p.db.Get([]byte{prefixInfo})
+	if err == pebble.ErrNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	shards, n := binary.Uvarint(v)
+	closer.Close()
+	if n <= 0 || shards > 1<<20 {
+		return nil, fmt.Errorf("query: projection %q: corrupt info record", p.cfg.Name)
+	}
+	cp := make(Checkpoint, shards)
+	for s := range cp {
+		v, closer, err := p.db.Get(checkpointKey(uint32(s)))
+		if err == pebble.ErrNotFound {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(v) != 8 {
+			closer.Close()
+			return nil, fmt.Errorf("query: projection %q: corrupt checkpoint of shard %d", p.cfg.Name, s)
+		}
+		cp[s] = binary.BigEndian.Uint64(v)
+		closer.Close()
+	}
+	return cp, nil
+}
+
+// bind checks (or, on first use, records) the cluster the database follows.
+func (p *Projection) bind(shards uint32, cluster string) error {
+	v, closer, err := p.db.Get([]byte{prefixInfo})
+	switch {
+	case err == pebble.ErrNotFound:
+		info := binary.AppendUvarint(nil, uint64(shards))
+		info = append(info, cluster...)
+		if err := p.db.Set([]byte{prefixInfo}, info, pebble.Sync); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.mu.cp = make(Checkpoint, shards)
+		p.mu.Unlock()
+		return nil
+	case err != nil:
+		return err
+	}
+	defer closer.Close()
+	stored, n := binary.Uvarint(v)
+	if n <= 0 {
+		return fmt.Errorf("query: projection %q: corrupt info record", p.cfg.Name)
+	}
+	storedCluster := string(v[n:])
+	if stored != uint64(shards) || storedCluster != cluster {
+		return &ClusterMismatchError{StoredCluster: storedCluster, StoredShards: uint32(stored), Cluster: cluster, Shards: shards}
+	}
+	return nil
+}
+
+func (p *Projection) wanted(ev *client.RecordedEvent) bool {
+	if !strings.HasPrefix(ev.Stream, p.cfg.StreamPrefix) {
+		return false
+	}
+	return len(p.cfg.EventTypes) == 0 || slices.Contains(p.cfg.EventTypes, ev.Type)
+}
+
+// apply hands one page to the handler and commits the model writes with
+// the shard's new checkpoint in one batch.
+func (p *Projection) apply(ctx context.Context, shard uint32, evs []client.RecordedEvent, next uint64) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	b := p.db.NewIndexedBatch()
+	defer b.Close()
+	handled := 0
+	for i := range evs {
+		ev := &evs[i]
+		if !p.wanted(ev) {
+			continue
+		}
+		if err := p.cfg.Handler.Handle(ctx, &Batch{b: b}, *ev); err != nil {
+			return &HandlerError{Projection: p.cfg.Name, Shard: shard, Position: ev.Position,
+				Stream: ev.Stream, Version: ev.Version, Err: err}
+		}
+		handled++
+	}
+	if err := b.Set(checkpointKey(shard), binary.BigEndian.AppendUint64(nil, next), nil); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // do not commit a page the handler may have cut short
+	}
+	if err := b.Commit(p.wo); err != nil {
+		return fmt.Errorf("query: projection %q: commit shard %d: %w", p.cfg.Name, shard, err)
+	}
+	p.metrics.handled.Add(float64(handled))
+	p.metrics.skipped.Add(float64(len(evs) - handled))
+	p.metrics.commits.Inc()
+	p.metrics.position.WithLabelValues(fmt.Sprint(shard)).Set(float64(next))
+	p.mu.Lock()
+	p.mu.cp[shard] = next
+	close(p.mu.changed)
+	p.mu.changed = make(chan struct{})
+	p.mu.Unlock()
+	return nil
+}
+
+// quietLogger drops pebble's informational logs.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,314 @@
+package query
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// fakeSource is an in-memory cluster: per shard a log of events. Reads fail
+// now and then when flaky is set.
+type fakeSource struct {
+	mu     sync.Mutex
+	shards [][]client.RecordedEvent
+	rng    *rand.Rand
+	flaky  bool
+}
+
+func newFakeSource(shards int, seed uint64) *fakeSource {
+	return &fakeSource{shards: make([][]client.RecordedEvent, shards), rng: rand.New(rand.NewPCG(seed, 1))}
+}
+
+func (f *fakeSource) Shards(context.Context) (uint32, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return uint32(len(f.shards)), "cluster-1", nil
+}
+
+func (f *fakeSource) ReadShard(_ context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.flaky && f.rng.IntN(5) == 0 {
+		return nil, from, fmt.Errorf("fake: %w", client.ErrUnavailable)
+	}
+	log := f.shards[shard]
+	if from >= uint64(len(log)) {
+		return nil, from, nil
+	}
+	end := min(uint64(len(log)), from+uint64(count))
+	return append([]client.RecordedEvent(nil), log[from:end]...), end, nil
+}
+
+// add appends n events to random streams; it returns the last position per
+// shard touched.
+func (f *fakeSource) add(n int) map[uint32]uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	last := map[uint32]uint64{}
+	for range n {
+		s := uint32(f.rng.IntN(len(f.shards)))
+		stream := fmt.Sprintf("acct-%d", f.rng.IntN(20))
+		typ := "Deposited"
+		if f.rng.IntN(4) == 0 {
+			typ = "Noise"
+		}
+		pos := uint64(len(f.shards[s]))
+		f.shards[s] = append(f.shards[s], client.RecordedEvent{Stream: stream, Shard: s, Position: pos, ID: uuid.New(), Type: typ, Data: []byte{1}})
+		last[s] = pos
+	}
+	return last
+}
+
+// countingHandler counts deliveries per event ID in the model (key "n/"+ID)
+// and, read-modify-write, a total per stream (key "s/"+stream).
+func countingHandler(ctx context.Context, b *Batch, ev client.RecordedEvent) error {
+	for _, key := range [][]byte{[]byte("n/" + ev.ID.String()), []byte("s/" + ev.Stream)} {
+		v, ok, err := b.Get(key)
+		if err != nil {
+			return err
+		}
+		n := uint64(0)
+		if ok {
+			n = binary.BigEndian.Uint64(v)
+		}
+		if err := b.Set(key, binary.BigEndian.AppendUint64(nil, n+1)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func testConfig(fs vfs.FS, h Handler) Config {
+	cfg := Config{Name: "test", Handler: h, Dir: "proj", FS: fs, PageSize: 7, Concurrency: 3,
+		PollMin: time.Millisecond, PollMax: 5 * time.Millisecond, RetryMax: 5 * time.Millisecond, NoSync: true}
+	cfg.setDefaults()
+	return cfg
+}
+
+// runUntil runs p in the background until every position in want is
+// covered, then stops it.
+func runUntil(t *testing.T, p *Projection, want map[uint32]uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	for s, pos := range want {
+		if err := p.WaitFor(wctx, s, pos); err != nil {
+			cancel()
+			t.Fatalf("waiting for shard %d position %d: %v (checkpoint %v, run: %v)", s, pos, err, p.Checkpoint(), <-done)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
+
+func merge(a, b map[uint32]uint64) map[uint32]uint64 {
+	for k, v := range b {
+		a[k] = max(a[k], v)
+	}
+	return a
+}
+
+func checkExactlyOnce(t *testing.T, p *Projection, src *fakeSource, filter func(client.RecordedEvent) bool) {
+	t.Helper()
+	perStream := map[string]uint64{}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	for _, log := range src.shards {
+		for _, ev := range log {
+			v, err := p.Get([]byte("n/" + ev.ID.String()))
+			if !filter(ev) {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("filtered event %s@%d was handled", ev.Stream, ev.Position)
+				}
+				continue
+			}
+			if err != nil || binary.BigEndian.Uint64(v) != 1 {
+				t.Fatalf("event %s shard %d pos %d: count %x, err %v", ev.ID, ev.Shard, ev.Position, v, err)
+			}
+			perStream[ev.Stream]++
+		}
+	}
+	n := 0
+	err := p.Scan([]byte("s/"), func(k, v []byte) error {
+		n++
+		if got := binary.BigEndian.Uint64(v); got != perStream[string(k[2:])] {
+			return fmt.Errorf("stream %s total %d, want %d", k[2:], got, perStream[string(k[2:])])
+		}
+		return nil
+	})
+	if err != nil || n != len(perStream) {
+		t.Fatalf("scan: %v (%d streams, want %d)", err, n, len(perStream))
+	}
+}
+
+func TestProjectionExactlyOnceAcrossRestarts(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	src := newFakeSource(5, seed)
+	src.flaky = true
+	fs := vfs.NewMem()
+	cfg := testConfig(fs, HandlerFunc(countingHandler))
+	cfg.EventTypes = []string{"Deposited"}
+	cfg.Registerer = prometheus.NewRegistry() // reopening must re-register cleanly
+	want := map[uint32]uint64{}
+	for round := range 4 {
+		p, err := open(cfg, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merge(want, src.add(150))
+		runUntil(t, p, want)
+		if err := p.Close(); err != nil {
+			t.Fatalf("round %d close: %v", round, err)
+		}
+	}
+	p, err := open(cfg, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	checkExactlyOnce(t, p, src, func(ev client.RecordedEvent) bool { return ev.Type == "Deposited" })
+	cp := p.Checkpoint()
+	for s, log := range src.shards {
+		if cp[s] != uint64(len(log)) {
+			t.Fatalf("checkpoint %v, shard %d has %d events", cp, s, len(log))
+		}
+	}
+}
+
+// A stop in the middle of a page (ctx cancelled inside the handler) must not
+// commit the page: its events are delivered again after restart, and the
+// model still counts each once.
+func TestProjectionStopMidPage(t *testing.T) {
+	src := newFakeSource(2, 7)
+	want := src.add(60)
+	fs := vfs.NewMem()
+	var (
+		mu    sync.Mutex
+		calls int
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := HandlerFunc(func(hctx context.Context, b *Batch, ev client.RecordedEvent) error {
+		mu.Lock()
+		calls++
+		if calls == 20 {
+			cancel()
+		}
+		mu.Unlock()
+		return countingHandler(hctx, b, ev)
+	})
+	p, err := open(testConfig(fs, h), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	runUntil(t, p, want)
+	checkExactlyOnce(t, p, src, func(client.RecordedEvent) bool { return true })
+	if calls <= 60 {
+		t.Fatalf("handler called %d times for 60 events; the cut page should have been redelivered", calls)
+	}
+	p.Close()
+}
+
+func TestProjectionHandlerErrorStopsWithoutCommit(t *testing.T) {
+	src := newFakeSource(3, 11)
+	want := src.add(40)
+	poison := src.shards[1][2]
+	fs := vfs.NewMem()
+	failing := HandlerFunc(func(ctx context.Context, b *Batch, ev client.RecordedEvent) error {
+		if ev.ID == poison.ID {
+			return errors.New("boom")
+		}
+		return countingHandler(ctx, b, ev)
+	})
+	p, err := open(testConfig(fs, failing), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Run(context.Background())
+	var he *HandlerError
+	if !errors.As(err, &he) || !errors.Is(err, ErrHandler) || he.Shard != 1 || he.Position != 2 || he.Stream != poison.Stream {
+		t.Fatalf("Run = %v, want HandlerError at shard 1 position 2", err)
+	}
+	if p.Checkpoint()[1] > 2 {
+		t.Fatalf("checkpoint %v passed the poison event", p.Checkpoint())
+	}
+	p.Close()
+	// Fixed handler: resumes and ends exactly once.
+	p, err = open(testConfig(fs, HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, want)
+	checkExactlyOnce(t, p, src, func(client.RecordedEvent) bool { return true })
+	p.Close()
+}
+
+func TestProjectionClusterMismatch(t *testing.T) {
+	fs := vfs.NewMem()
+	src := newFakeSource(2, 1)
+	p, err := open(testConfig(fs, HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, src.add(3))
+	p.Close()
+	p, err = open(testConfig(fs, HandlerFunc(countingHandler)), newFakeSource(4, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var me *ClusterMismatchError
+	if err := p.Run(context.Background()); !errors.As(err, &me) || me.StoredShards != 2 || me.Shards != 4 {
+		t.Fatalf("Run = %v, want ClusterMismatchError", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	var c Config
+	if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("zero config: %v", err)
+	}
+	if _, err := Open(Config{Name: "x"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Open: %v", err)
+	}
+}
+
+func TestCheckpointCovers(t *testing.T) {
+	cp := Checkpoint{0, 5}
+	for _, tc := range []struct {
+		shard uint32
+		pos   uint64
+		want  bool
+	}{{0, 0, false}, {1, 4, true}, {1, 5, false}, {2, 0, false}} {
+		if got := cp.Covers(tc.shard, tc.pos); got != tc.want {
+			t.Errorf("Covers(%d, %d) = %v", tc.shard, tc.pos, got)
+		}
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{{"m", "n"}, {"m\xff", "n"}, {"ma", "mb"}, {"\xff\xff", ""}} {
+		if got := string(prefixEnd([]byte(tc.in))); got != tc.want {
+			t.Errorf("prefixEnd(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

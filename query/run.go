@@ -1,0 +1,127 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// source is what a projection reads: implemented over *client.Client, and
+// by fakes in tests.
+type source interface {
+	// Shards returns the cluster's shard count and ID.
+	Shards(ctx context.Context) (shards uint32, cluster string, err error)
+	// ReadShard returns up to count events of shard's log from position from
+	// on, and the position to resume at.
+	ReadShard(ctx context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error)
+}
+
+// Run processes events until ctx is done or a handler fails: one goroutine
+// per shard, at most Config.Concurrency of them reading at a time, each
+// resuming from the stored checkpoint, committing one batch per page, and
+// polling with a doubling idle wait (PollMin..PollMax) once caught up. Read
+// errors are retried with backoff (up to RetryMax apart). It returns the
+// *HandlerError or commit error that stopped it, or context.Cause(ctx).
+// Run may be called again after it returned; not concurrently.
+func (p *Projection) Run(ctx context.Context) error {
+	p.mu.Lock()
+	switch {
+	case p.mu.closed:
+		p.mu.Unlock()
+		return ErrClosed
+	case p.mu.running:
+		p.mu.Unlock()
+		return ErrRunning
+	}
+	p.mu.running = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.mu.running = false
+		p.mu.Unlock()
+	}()
+
+	shards, cluster, err := p.src.Shards(ctx)
+	if err != nil {
+		return fmt.Errorf("query: projection %q: topology: %w", p.cfg.Name, err)
+	}
+	if err := p.bind(shards, cluster); err != nil {
+		return err
+	}
+	start := p.Checkpoint()
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		fatal error
+	)
+	fail := func(err error) {
+		once.Do(func() { fatal = err; cancel(err) })
+	}
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	for s := range shards {
+		wg.Go(func() {
+			if err := p.runShard(runCtx, s, start[s], sem); err != nil {
+				fail(err)
+			}
+		})
+	}
+	wg.Wait()
+	if fatal != nil {
+		return fatal
+	}
+	return context.Cause(ctx)
+}
+
+// runShard follows one shard until ctx is done; it returns only fatal
+// errors (handler and commit failures).
+func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, sem chan struct{}) error {
+	idle, retry := p.cfg.PollMin, p.cfg.PollMin
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		evs, next, err := p.src.ReadShard(ctx, shard, from, p.cfg.PageSize)
+		if err == nil && next > from {
+			if aerr := p.apply(ctx, shard, evs, next); aerr != nil {
+				<-sem
+				if ctx.Err() != nil {
+					return nil
+				}
+				return aerr
+			}
+		}
+		<-sem
+		var wait time.Duration
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, client.ErrInvalidArgument):
+			return fmt.Errorf("query: projection %q: read shard %d: %w", p.cfg.Name, shard, err)
+		case err != nil:
+			p.metrics.readErrors.Inc()
+			p.cfg.Logger.Warn("query: read shard failed, retrying", "projection", p.cfg.Name, "shard", shard, "from", from, "err", err, "retry_in", retry)
+			wait, retry = retry, min(2*retry, p.cfg.RetryMax)
+		case next > from:
+			from, idle, retry = next, p.cfg.PollMin, p.cfg.PollMin
+			continue
+		default:
+			wait, idle = idle, min(2*idle, p.cfg.PollMax)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+	}
+}

@@ -1,0 +1,416 @@
+package saga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// StreamPrefix is prepended to a saga ID to name its stream.
+const StreamPrefix = "saga-"
+
+// MaxIDLen bounds a saga ID, bytes (the stream-name limit minus the prefix).
+const MaxIDLen = 512 - len(StreamPrefix)
+
+// Stream returns the name of saga id's stream.
+func Stream(id string) string { return StreamPrefix + id }
+
+// StepContext is what a step's action or compensation learns about its run.
+type StepContext struct {
+	SagaID string
+	Step   int
+	Name   string
+	Kind   Kind
+	Input  []byte   // the saga's input (Start)
+	Output []byte   // compensation only: the action's recorded output
+	Prior  [][]byte // outputs of the steps before this one
+	// IdempotencyID is IdempotencyID(SagaID, Step, Kind): identical on every
+	// attempt and after Resume. Pass it to whatever the step changes.
+	IdempotencyID uuid.UUID
+	Attempt       int // 1-based, within this coordinator's run of the step
+}
+
+// Step is one saga step. Action must be idempotent under its
+// StepContext.IdempotencyID: after a crash it may run again for the same
+// step. So must Compensate, which may also run more than once.
+type Step struct {
+	Name   string
+	Action func(ctx context.Context, sc StepContext) (output []byte, err error)
+	// Compensate undoes a completed Action; nil means nothing to undo.
+	Compensate func(ctx context.Context, sc StepContext) error
+	// Retry overrides Config.ActionRetry for this step's action.
+	Retry *RetryPolicy
+}
+
+// Definition is a named, ordered list of steps. Its name and step names are
+// recorded when a saga starts and checked on Resume.
+type Definition struct {
+	Name  string
+	Steps []Step
+}
+
+func (d *Definition) validate() error {
+	if d == nil || d.Name == "" {
+		return invalid("definition needs a name")
+	}
+	if len(d.Steps) == 0 {
+		return invalid("definition %q has no steps", d.Name)
+	}
+	for i, s := range d.Steps {
+		if s.Name == "" || s.Action == nil {
+			return invalid("definition %q step %d needs a Name and an Action", d.Name, i)
+		}
+	}
+	return nil
+}
+
+// Permanent wraps err so that the step is not retried: the action fails at
+// once (and compensation starts).
+func Permanent(err error) error { return backoff.Permanent(err) }
+
+// RetryPolicy bounds the retries of a step's action or compensation, with
+// exponential backoff (doubling, ±20% jitter) from Initial to Max.
+type RetryPolicy struct {
+	Initial     time.Duration // first wait; default 50ms
+	Max         time.Duration // wait cap; default 2s
+	MaxAttempts int           // attempts in all, including the first; 0 = default, -1 = unlimited
+	MaxElapsed  time.Duration // give up after this long; 0 = default
+}
+
+// Default retry policies.
+var (
+	DefaultActionRetry       = RetryPolicy{Initial: 50 * time.Millisecond, Max: 2 * time.Second, MaxAttempts: 3, MaxElapsed: 30 * time.Second}
+	DefaultCompensationRetry = RetryPolicy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, MaxAttempts: -1, MaxElapsed: time.Minute}
+)
+
+func (p RetryPolicy) validate() error {
+	if p.Initial < 0 || p.Max < 0 || p.MaxElapsed < 0 || p.MaxAttempts < -1 {
+		return invalid("retry policy %+v has a negative field (MaxAttempts -1 means unlimited)", p)
+	}
+	return nil
+}
+
+func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
+	if p.Initial <= 0 {
+		p.Initial = d.Initial
+	}
+	if p.Max <= 0 {
+		p.Max = max(d.Max, p.Initial)
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.MaxElapsed <= 0 {
+		p.MaxElapsed = d.MaxElapsed
+	}
+	return p
+}
+
+// Config configures a Coordinator.
+type Config struct {
+	Client      *client.Client // required, not owned
+	Definitions []*Definition  // the sagas this coordinator can start and resume
+	// ActionRetry applies to every action without its own Step.Retry;
+	// default DefaultActionRetry.
+	ActionRetry RetryPolicy
+	// CompensationRetry applies to compensations; default
+	// DefaultCompensationRetry. When it gives up, the saga stays
+	// compensating and Resume tries again.
+	CompensationRetry RetryPolicy
+	// Name identifies this coordinator in event metadata; default random.
+	Name       string
+	Logger     *slog.Logger          // nil discards
+	Registerer prometheus.Registerer // nil does not register
+}
+
+// Coordinator drives sagas: it records every transition in the saga's
+// stream with an exact expected version before acting on it. Safe for
+// concurrent use; two coordinators (in one process or many) driving the
+// same saga cannot both record a transition.
+type Coordinator struct {
+	c       *client.Client
+	cfg     Config
+	defs    map[string]*Definition
+	meta    []byte
+	metrics *metrics
+}
+
+// Validate reports the first problem of cfg: a nil client, an invalid or
+// duplicate definition, a negative retry setting.
+func (cfg *Config) Validate() error {
+	if cfg.Client == nil {
+		return invalid("Config.Client must not be nil")
+	}
+	seen := make(map[string]bool, len(cfg.Definitions))
+	for _, d := range cfg.Definitions {
+		if err := d.validate(); err != nil {
+			return err
+		}
+		if seen[d.Name] {
+			return invalid("definition %q registered twice", d.Name)
+		}
+		seen[d.Name] = true
+		for _, s := range d.Steps {
+			if s.Retry != nil {
+				if err := s.Retry.validate(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := cfg.ActionRetry.validate(); err != nil {
+		return err
+	}
+	return cfg.CompensationRetry.validate()
+}
+
+// NewCoordinator validates cfg and returns a Coordinator.
+func NewCoordinator(cfg Config) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	defs := make(map[string]*Definition, len(cfg.Definitions))
+	for _, d := range cfg.Definitions {
+		defs[d.Name] = d
+	}
+	cfg.ActionRetry = cfg.ActionRetry.withDefaults(DefaultActionRetry)
+	cfg.CompensationRetry = cfg.CompensationRetry.withDefaults(DefaultCompensationRetry)
+	if cfg.Name == "" {
+		cfg.Name = uuid.NewString()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := newMetrics()
+	if err := m.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	meta, _ := json.Marshal(map[string]string{"coordinator": cfg.Name})
+	return &Coordinator{c: cfg.Client, cfg: cfg, defs: defs, meta: meta, metrics: m}, nil
+}
+
+func checkID(id string) error {
+	switch {
+	case id == "":
+		return invalid("saga ID must not be empty")
+	case len(id) > MaxIDLen:
+		return invalid("saga ID is %d bytes, at most %d", len(id), MaxIDLen)
+	case !utf8.ValidString(id) || strings.IndexFunc(id, unicode.IsControl) >= 0:
+		return invalid("saga ID must be valid UTF-8 without control characters")
+	}
+	return nil
+}
+
+// Start creates saga id of the named definition with input and drives it
+// to the end: Completed, or Aborted after compensating. The returned State
+// says which; the error is for sagas that could not be driven (conflict,
+// ctx done, cluster unavailable, compensation still failing), which Resume
+// can pick up later. An existing id fails with ErrExists.
+func (c *Coordinator) Start(ctx context.Context, definition, id string, input []byte) (State, error) {
+	if err := checkID(id); err != nil {
+		return State{}, err
+	}
+	def := c.defs[definition]
+	if def == nil {
+		return State{}, fmt.Errorf("%w: %q", ErrUnknownDefinition, definition)
+	}
+	st := State{ID: id, FailedStep: -1}
+	names := make([]string, len(def.Steps))
+	for i, s := range def.Steps {
+		names[i] = s.Name
+	}
+	if err := c.record(ctx, &st, TypeSagaStarted, record{Saga: def.Name, Steps: names, Input: input}); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return st, fmt.Errorf("%w: %q: %w", ErrExists, id, err)
+		}
+		return st, err
+	}
+	c.metrics.started.Inc()
+	return c.drive(ctx, def, &st)
+}
+
+// Resume continues saga id from its stream, after a crash or an error of
+// Start or Resume. Completed steps are not run again; a step that was
+// started but not recorded as finished is run again with the same
+// idempotency ID. Resuming a finished saga returns its state.
+func (c *Coordinator) Resume(ctx context.Context, id string) (State, error) {
+	st, err := c.Load(ctx, id)
+	if err != nil {
+		return st, err
+	}
+	if !st.Exists {
+		return st, fmt.Errorf("%w: %q", ErrUnknownSaga, id)
+	}
+	def := c.defs[st.Definition]
+	if def == nil {
+		return st, fmt.Errorf("%w: %q (saga %q)", ErrUnknownDefinition, st.Definition, id)
+	}
+	if len(def.Steps) != len(st.Steps) {
+		return st, fmt.Errorf("%w: %q has %d steps, saga %q started with %d", ErrDefinitionMismatch, def.Name, len(def.Steps), id, len(st.Steps))
+	}
+	for i := range def.Steps {
+		if def.Steps[i].Name != st.Steps[i].Name {
+			return st, fmt.Errorf("%w: %q step %d is %q, saga %q started with %q", ErrDefinitionMismatch, def.Name, i, def.Steps[i].Name, id, st.Steps[i].Name)
+		}
+	}
+	return c.drive(ctx, def, &st)
+}
+
+// Load folds saga id's stream without driving it. A missing saga returns a
+// State with Exists false and Status StatusNew.
+func (c *Coordinator) Load(ctx context.Context, id string) (State, error) {
+	if err := checkID(id); err != nil {
+		return State{}, err
+	}
+	st := State{ID: id, FailedStep: -1}
+	for ev, err := range c.c.Read(ctx, Stream(id)) {
+		if errors.Is(err, client.ErrStreamNotFound) {
+			return State{ID: id, FailedStep: -1}, nil
+		}
+		if err != nil {
+			return State{}, fmt.Errorf("saga: load %q: %w", id, err)
+		}
+		if err := st.Apply(ev); err != nil {
+			return State{}, err
+		}
+	}
+	return st, nil
+}
+
+// drive runs the saga from st until it is terminal or an error stops it.
+func (c *Coordinator) drive(ctx context.Context, def *Definition, st *State) (State, error) {
+	for {
+		mv := st.next()
+		var err error
+		switch mv.kind {
+		case moveDone:
+			return *st, nil
+		case moveStartStep:
+			err = c.record(ctx, st, TypeStepStarted, record{Step: mv.step})
+		case moveRunStep:
+			out, attempts, aerr := c.runAction(ctx, def, st, mv.step)
+			switch {
+			case ctx.Err() != nil:
+				return *st, context.Cause(ctx) // crash-like stop: Resume re-runs the step
+			case aerr == nil:
+				err = c.record(ctx, st, TypeStepCompleted, record{Step: mv.step, Output: out})
+			default:
+				c.cfg.Logger.Info("saga: step failed, compensating", "saga", st.ID, "step", mv.step, "attempts", attempts, "err", aerr)
+				err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: aerr.Error(), Attempts: attempts})
+			}
+		case moveCompensate:
+			if cerr := c.runCompensation(ctx, def, st, mv.step); cerr != nil {
+				if ctx.Err() != nil {
+					return *st, context.Cause(ctx)
+				}
+				return *st, cerr
+			}
+			err = c.record(ctx, st, TypeCompensationCompleted, record{Step: mv.step})
+		case moveComplete:
+			if err = c.record(ctx, st, TypeSagaCompleted, record{}); err == nil {
+				c.metrics.completed.Inc()
+			}
+		case moveAbort:
+			if err = c.record(ctx, st, TypeSagaAborted, record{Step: st.FailedStep, Error: st.Failure}); err == nil {
+				c.metrics.aborted.Inc()
+			}
+		}
+		if err != nil {
+			return *st, err
+		}
+	}
+}
+
+func (c *Coordinator) stepContext(st *State, step int, kind Kind) StepContext {
+	return StepContext{
+		SagaID: st.ID, Step: step, Name: st.Steps[step].Name, Kind: kind,
+		Input: st.Input, Prior: st.Outputs()[:step],
+		IdempotencyID: IdempotencyID(st.ID, step, kind),
+	}
+}
+
+func (c *Coordinator) runAction(ctx context.Context, def *Definition, st *State, step int) ([]byte, int, error) {
+	s := def.Steps[step]
+	p := c.cfg.ActionRetry
+	if s.Retry != nil {
+		p = s.Retry.withDefaults(c.cfg.ActionRetry)
+	}
+	sc := c.stepContext(st, step, KindAction)
+	var out []byte
+	attempts, err := c.retry(ctx, p, func(attempt int) error {
+		sc.Attempt = attempt
+		o, err := s.Action(ctx, sc)
+		out = o
+		return err
+	})
+	return out, attempts, err
+}
+
+func (c *Coordinator) runCompensation(ctx context.Context, def *Definition, st *State, step int) error {
+	s := def.Steps[step]
+	if s.Compensate == nil {
+		return nil
+	}
+	sc := c.stepContext(st, step, KindCompensation)
+	sc.Output = st.Steps[step].Output
+	attempts, err := c.retry(ctx, c.cfg.CompensationRetry, func(attempt int) error {
+		sc.Attempt = attempt
+		return s.Compensate(ctx, sc)
+	})
+	if err != nil {
+		return &StepError{SagaID: st.ID, Step: step, Name: s.Name, Kind: KindCompensation, Attempts: attempts, Err: err}
+	}
+	return nil
+}
+
+// retry runs op under p with exponential backoff; it returns the number of
+// attempts made and the last error.
+func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(attempt int) error) (int, error) {
+	b := &backoff.ExponentialBackOff{InitialInterval: p.Initial, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: p.Max}
+	tries := uint(0)
+	if p.MaxAttempts > 0 {
+		tries = uint(p.MaxAttempts)
+	}
+	attempts := 0
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		attempts++
+		if attempts > 1 {
+			c.metrics.retries.Inc()
+		}
+		return struct{}{}, op(attempts)
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(tries), backoff.WithMaxElapsedTime(p.MaxElapsed))
+	return attempts, err
+}
+
+// record appends one saga event expecting exactly st's version, then folds
+// it into st. Losing the race yields a *ConflictError.
+func (c *Coordinator) record(ctx context.Context, st *State, typ string, r record) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	ev := client.Event{ID: uuid.New(), Type: typ, Data: data, Metadata: c.meta, ContentType: "application/json"}
+	expected := st.Expected()
+	res, err := c.c.Append(ctx, Stream(st.ID), expected, ev)
+	if errors.Is(err, client.ErrWrongExpectedVersion) {
+		c.metrics.conflicts.Inc()
+		return &ConflictError{SagaID: st.ID, Expected: expected, Err: err}
+	}
+	if err != nil {
+		return fmt.Errorf("saga: record %s for %q: %w", typ, st.ID, err)
+	}
+	return st.Apply(client.RecordedEvent{Stream: Stream(st.ID), Version: res.LastVersion, Position: res.Position,
+		Shard: res.Shard, ID: ev.ID, Type: typ, Data: data, Metadata: c.meta, ContentType: ev.ContentType})
+}

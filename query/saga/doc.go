@@ -1,0 +1,45 @@
+// Package saga runs sagas, sequences of steps each with a compensating
+// action, with their state event-sourced in shoal.
+//
+// A saga with ID id lives in stream "saga-"+id. A Coordinator records every
+// transition there, expecting exactly the version it folded, before acting
+// on it; two coordinators driving one saga therefore cannot both record a
+// transition: the loser gets a *ConflictError (ErrConflict, also matching
+// client.ErrWrongExpectedVersion) and stops.
+//
+// # Protocol
+//
+//	SagaStarted                        definition name, step names, input
+//	  StepStarted(i)                   before step i's action runs
+//	  StepCompleted(i)                 action succeeded (with its output)   -> next step
+//	  StepFailed(i)                    action failed after its retries      -> compensate
+//	CompensationCompleted(j)           for completed steps j < i, in reverse
+//	SagaCompleted | SagaAborted        terminal
+//
+// Event types (Type* constants) and Status/Kind values are append-only.
+// Data is JSON. The state is rebuilt by Fold, and the next move follows from
+// the folded state alone, which is what Resume relies on.
+//
+// # Caller duties
+//
+//  1. Register the same Definitions (name and step names) on every
+//     coordinator that may resume a saga; changing them under a running saga
+//     fails Resume with ErrDefinitionMismatch.
+//  2. Make every action and compensation idempotent under
+//     StepContext.IdempotencyID, a UUID v5 of (saga ID, step, kind) that is
+//     the same on every attempt and after every Resume: a coordinator that
+//     crashes after an action took effect but before StepCompleted was
+//     recorded re-runs the action on Resume. Using the ID as the event ID of
+//     a shoal append makes the re-run a no-op.
+//  3. Return Permanent(err) from an action that must not be retried; other
+//     errors are retried (RetryPolicy) before the step fails.
+//  4. Compensations must eventually succeed; when one keeps failing the
+//     saga stays compensating (ErrCompensationFailed) until Resume.
+//  5. After a crash, or an error from Start or Resume, call Resume with the
+//     saga ID. A conflict means another coordinator owns the saga; Resume it
+//     only when that one is known to be gone (resuming beside a live one is
+//     safe but may run its in-flight action a second time).
+//
+// Start and Resume return the saga's State: StatusCompleted, or
+// StatusAborted after compensating (State.FailedStep, State.Failure say why).
+package saga

@@ -1,0 +1,93 @@
+package saga
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+var (
+	// ErrConflict is returned by Start and Resume when another coordinator
+	// appended to the saga stream first (the append's exact expected version
+	// failed). The concrete error is a *ConflictError, which also matches
+	// client.ErrWrongExpectedVersion. Stop driving the saga; the other
+	// coordinator owns it (Resume later if it may have crashed).
+	ErrConflict = errors.New("saga: another coordinator advanced the saga")
+	// ErrCorruptLog is returned when a saga stream does not fold (*LogError).
+	ErrCorruptLog = errors.New("saga: saga stream breaks the protocol")
+	// ErrUnknownSaga is returned by Resume for a saga ID without a stream.
+	ErrUnknownSaga = errors.New("saga: no such saga")
+	// ErrExists is returned by Start when the saga ID is already used.
+	ErrExists = errors.New("saga: saga already exists")
+	// ErrUnknownDefinition is returned when no registered Definition has the
+	// name a saga was started with.
+	ErrUnknownDefinition = errors.New("saga: unknown definition")
+	// ErrDefinitionMismatch is returned by Resume when the registered
+	// Definition's steps differ from those the saga was started with.
+	ErrDefinitionMismatch = errors.New("saga: definition changed since the saga started")
+	// ErrCompensationFailed is returned when a compensation still failed
+	// after its retries; the saga stays compensating and Resume retries it.
+	ErrCompensationFailed = errors.New("saga: compensation failed")
+	// ErrInvalid is returned for bad arguments and configs.
+	ErrInvalid = errors.New("saga: invalid argument")
+)
+
+// ConflictError says a saga append lost a race. Is(ErrConflict); Unwrap
+// gives the client's *WrongExpectedVersionError.
+type ConflictError struct {
+	SagaID   string
+	Expected client.ExpectedVersion
+	Err      error
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("saga: %q was advanced by another coordinator: %v", e.SagaID, e.Err)
+}
+
+// Is reports ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Unwrap returns the append error.
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+// LogError names the saga event that does not fold. Is(ErrCorruptLog).
+type LogError struct {
+	SagaID  string
+	Version uint64
+	Type    string
+	Reason  string
+}
+
+func (e *LogError) Error() string {
+	return fmt.Sprintf("saga: %q event %d (%s): %s", e.SagaID, e.Version, e.Type, e.Reason)
+}
+
+// Is reports ErrCorruptLog.
+func (e *LogError) Is(target error) bool { return target == ErrCorruptLog }
+
+// StepError carries a compensation that kept failing. Is(ErrCompensationFailed).
+type StepError struct {
+	SagaID   string
+	Step     int
+	Name     string
+	Kind     Kind
+	Attempts int
+	Err      error
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("saga: %q step %d (%s) %s failed after %d attempts: %v", e.SagaID, e.Step, e.Name, e.Kind, e.Attempts, e.Err)
+}
+
+// Is reports ErrCompensationFailed for compensations.
+func (e *StepError) Is(target error) bool {
+	return target == ErrCompensationFailed && e.Kind == KindCompensation
+}
+
+// Unwrap returns the step's last error.
+func (e *StepError) Unwrap() error { return e.Err }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}

@@ -1,0 +1,101 @@
+package saga_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/query/saga"
+)
+
+// startExampleNode starts a single in-process node in a temporary directory
+// and returns a client to it and a function that tears both down.
+func startExampleNode() (*client.Client, func()) {
+	dir, err := os.MkdirTemp("", "shoal-example")
+	if err != nil {
+		panic(err)
+	}
+	gossip := func() string { // a port free for TCP and UDP
+		for {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				panic(err)
+			}
+			addr := l.Addr().String()
+			u, err := net.ListenPacket("udp", addr)
+			l.Close()
+			if err == nil {
+				u.Close()
+				return addr
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, node.Config{DataDir: dir, Listen: "127.0.0.1:0", DisableHTTP: true,
+		Gossip: gossip, Name: "example", Shards: 4, Replication: 1})
+	if err != nil {
+		panic(err)
+	}
+	c, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		panic(err)
+	}
+	return c, func() { c.Close(); n.Close(); os.RemoveAll(dir) }
+}
+
+// A two-step transfer whose second step fails: the first is compensated.
+// Each step writes to shoal with its idempotency ID as the event ID, so a
+// step re-run after a crash is a no-op.
+func ExampleCoordinator() {
+	c, stop := startExampleNode()
+	defer stop()
+	ctx := context.Background()
+
+	move := func(stream, typ string) func(context.Context, saga.StepContext) ([]byte, error) {
+		return func(ctx context.Context, sc saga.StepContext) ([]byte, error) {
+			_, err := c.Append(ctx, stream, client.Any, client.Event{ID: sc.IdempotencyID, Type: typ, Data: sc.Input})
+			return nil, err
+		}
+	}
+	transfer := &saga.Definition{Name: "transfer", Steps: []saga.Step{
+		{
+			Name:   "debit",
+			Action: move("acct-a", "Debited"),
+			Compensate: func(ctx context.Context, sc saga.StepContext) error {
+				_, err := move("acct-a", "Refunded")(ctx, sc)
+				return err
+			},
+		},
+		{
+			Name: "credit",
+			Action: func(context.Context, saga.StepContext) ([]byte, error) {
+				return nil, saga.Permanent(errors.New("account b is closed"))
+			},
+		},
+	}}
+	co, err := saga.NewCoordinator(saga.Config{Client: c, Definitions: []*saga.Definition{transfer}})
+	if err != nil {
+		panic(err)
+	}
+	st, err := co.Start(ctx, "transfer", "t-1", []byte("100"))
+	if err != nil {
+		panic(err) // not driven to the end: call co.Resume(ctx, "t-1") later
+	}
+	fmt.Printf("%s: step %d failed: %s\n", st.Status, st.FailedStep, st.Failure)
+	for ev, err := range c.Read(ctx, "acct-a") {
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(ev.Type, string(ev.Data))
+	}
+	// Output:
+	// aborted: step 1 failed: account b is closed
+	// Debited 100
+	// Refunded 100
+}

@@ -1,0 +1,45 @@
+package saga
+
+import (
+	"encoding/binary"
+
+	"github.com/google/uuid"
+)
+
+// Kind distinguishes a step's action from its compensation in idempotency
+// IDs. Values are stable (append-only): changing one changes every ID.
+type Kind uint8
+
+const (
+	KindAction       Kind = 1
+	KindCompensation Kind = 2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAction:
+		return "action"
+	case KindCompensation:
+		return "compensation"
+	}
+	return "kind?"
+}
+
+// idSpace is the UUID v5 namespace of saga idempotency IDs.
+var idSpace = uuid.MustParse("0c6b1f5e-7a52-4c1e-8d3f-5361676100a1")
+
+// IdempotencyID returns the deterministic ID of one step's action or
+// compensation in one saga: UUID v5 (SHA-1) over
+//
+//	uvarint len(sagaID) | sagaID | step (4 BE) | kind (1)
+//
+// It is the same on every attempt and after every Resume, so a step that
+// passes it on (as an event ID, a payment idempotency key, a request ID)
+// takes effect once however often it is re-run.
+func IdempotencyID(sagaID string, step int, kind Kind) uuid.UUID {
+	b := binary.AppendUvarint(nil, uint64(len(sagaID)))
+	b = append(b, sagaID...)
+	b = binary.BigEndian.AppendUint32(b, uint32(step))
+	b = append(b, byte(kind))
+	return uuid.NewSHA1(idSpace, b)
+}

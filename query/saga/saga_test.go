@@ -1,0 +1,322 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
+)
+
+func startNode(t testing.TB) *client.Client {
+	t.Helper()
+	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// world is a test saga whose steps write to a ledger stream with their
+// idempotency IDs as event IDs, so a re-run action is a duplicate append.
+type world struct {
+	t  *testing.T
+	c  *client.Client
+	mu sync.Mutex
+	// calls counts action/compensation invocations per "kind/step".
+	calls map[string]int
+	// hooks run inside an action/compensation before it writes; returning
+	// an error fails the attempt.
+	before func(ctx context.Context, sc StepContext) error
+	after  func(ctx context.Context, sc StepContext) error
+}
+
+func newWorld(t *testing.T, c *client.Client) *world {
+	return &world{t: t, c: c, calls: map[string]int{}}
+}
+
+func (w *world) count(kind Kind, step int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.calls[fmt.Sprintf("%s/%d", kind, step)]
+}
+
+func (w *world) effect(ctx context.Context, sc StepContext, typ string) ([]byte, error) {
+	w.mu.Lock()
+	w.calls[fmt.Sprintf("%s/%d", sc.Kind, sc.Step)]++
+	w.mu.Unlock()
+	if w.before != nil {
+		if err := w.before(ctx, sc); err != nil {
+			return nil, err
+		}
+	}
+	res, err := w.c.Append(ctx, "ledger-"+sc.SagaID, client.Any,
+		client.Event{ID: sc.IdempotencyID, Type: typ, Data: []byte(sc.Name)})
+	if err != nil {
+		return nil, err
+	}
+	if w.after != nil {
+		if err := w.after(ctx, sc); err != nil {
+			return nil, err
+		}
+	}
+	return fmt.Appendf(nil, "%s@%d", sc.Name, res.FirstVersion), nil
+}
+
+func (w *world) definition() *Definition {
+	d := &Definition{Name: "trip"}
+	for _, name := range []string{"flight", "hotel", "car"} {
+		d.Steps = append(d.Steps, Step{
+			Name:   name,
+			Action: func(ctx context.Context, sc StepContext) ([]byte, error) { return w.effect(ctx, sc, "Booked") },
+			Compensate: func(ctx context.Context, sc StepContext) error {
+				_, err := w.effect(ctx, sc, "Cancelled")
+				return err
+			},
+		})
+	}
+	return d
+}
+
+func (w *world) coordinator(name string) *Coordinator {
+	co, err := NewCoordinator(Config{Client: w.c, Definitions: []*Definition{w.definition()}, Name: name,
+		ActionRetry:       RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 3},
+		CompensationRetry: RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 3}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return co
+}
+
+// ledger returns the ledger stream as "Type:step" entries.
+func (w *world) ledger(ctx context.Context, id string) []string {
+	var out []string
+	for ev, err := range w.c.Read(ctx, "ledger-"+id) {
+		if errors.Is(err, client.ErrStreamNotFound) {
+			return nil
+		}
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		out = append(out, ev.Type+":"+string(ev.Data))
+	}
+	return out
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestSagas(t *testing.T) {
+	c := startNode(t)
+
+	t.Run("happy path", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		co := w.coordinator("a")
+		st, err := co.Start(ctx, "trip", "happy", []byte("to Lisbon"))
+		if err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Start = %s, %v", st.Status, err)
+		}
+		if got, want := w.ledger(ctx, "happy"), []string{"Booked:flight", "Booked:hotel", "Booked:car"}; !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
+		}
+		if string(st.Steps[1].Output) != "hotel@1" || string(st.Input) != "to Lisbon" {
+			t.Fatalf("outputs %q input %q", st.Outputs(), st.Input)
+		}
+		// Loading and resuming a finished saga changes nothing.
+		again, err := co.Resume(ctx, "happy")
+		if err != nil || again.Status != StatusCompleted || again.Version != st.Version {
+			t.Fatalf("Resume of finished saga: %+v %v", again, err)
+		}
+		if _, err := co.Start(ctx, "trip", "happy", nil); !errors.Is(err, ErrExists) {
+			t.Fatalf("second Start: %v", err)
+		}
+	})
+
+	t.Run("failure compensates in reverse", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		w.before = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Name == "car" {
+				return fmt.Errorf("no cars left (attempt %d)", sc.Attempt)
+			}
+			return nil
+		}
+		st, err := w.coordinator("a").Start(ctx, "trip", "nocar", nil)
+		if err != nil || st.Status != StatusAborted || st.FailedStep != 2 {
+			t.Fatalf("Start = %+v, %v", st, err)
+		}
+		if w.count(KindAction, 2) != 3 {
+			t.Fatalf("failing step tried %d times, want 3", w.count(KindAction, 2))
+		}
+		want := []string{"Booked:flight", "Booked:hotel", "Cancelled:hotel", "Cancelled:flight"}
+		if got := w.ledger(ctx, "nocar"); !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
+		}
+		if w.count(KindCompensation, 2) != 0 || st.Failure != "no cars left (attempt 3)" {
+			t.Fatalf("failed step compensated or failure lost: %d %q", w.count(KindCompensation, 2), st.Failure)
+		}
+	})
+
+	t.Run("permanent error skips retries", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		w.before = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Step == 0 {
+				return Permanent(errors.New("invalid card"))
+			}
+			return nil
+		}
+		st, err := w.coordinator("a").Start(ctx, "trip", "perm", nil)
+		if err != nil || st.Status != StatusAborted || w.count(KindAction, 0) != 1 || w.ledger(ctx, "perm") != nil {
+			t.Fatalf("Start = %s %v, attempts %d", st.Status, err, w.count(KindAction, 0))
+		}
+	})
+
+	t.Run("crash then resume does not repeat completed actions", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		// The first coordinator "crashes" right after step 1's effect
+		// landed but before it could record StepCompleted.
+		crashCtx, crash := context.WithCancel(ctx)
+		w.after = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Step == 1 && w.count(KindAction, 1) == 1 {
+				crash()
+				return context.Canceled
+			}
+			return nil
+		}
+		st, err := w.coordinator("a").Start(crashCtx, "trip", "crash", nil)
+		if !errors.Is(err, context.Canceled) || st.Status != StatusRunning || !st.Steps[1].Started || st.Steps[1].Completed {
+			t.Fatalf("crashed Start = %+v, %v", st, err)
+		}
+		st, err = w.coordinator("b").Resume(ctx, "crash")
+		if err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Resume = %s, %v", st.Status, err)
+		}
+		if w.count(KindAction, 0) != 1 || w.count(KindAction, 1) != 2 || w.count(KindAction, 2) != 1 {
+			t.Fatalf("action runs %v", w.calls)
+		}
+		// Step 1 ran twice with one idempotency ID: its effect landed once.
+		if got, want := w.ledger(ctx, "crash"), []string{"Booked:flight", "Booked:hotel", "Booked:car"}; !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
+		}
+	})
+
+	t.Run("crash during compensation then resume", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		crashCtx, crash := context.WithCancel(ctx)
+		w.before = func(_ context.Context, sc StepContext) error {
+			switch {
+			case sc.Kind == KindAction && sc.Step == 2:
+				return Permanent(errors.New("sold out"))
+			case sc.Kind == KindCompensation && sc.Step == 0 && w.count(KindCompensation, 0) == 1:
+				crash()
+				return context.Canceled
+			}
+			return nil
+		}
+		if _, err := w.coordinator("a").Start(crashCtx, "trip", "crash-comp", nil); !errors.Is(err, context.Canceled) {
+			t.Fatalf("crashed Start: %v", err)
+		}
+		st, err := w.coordinator("b").Resume(ctx, "crash-comp")
+		if err != nil || st.Status != StatusAborted {
+			t.Fatalf("Resume = %s, %v", st.Status, err)
+		}
+		if w.count(KindCompensation, 1) != 1 || w.count(KindCompensation, 0) != 2 {
+			t.Fatalf("compensation runs %v", w.calls)
+		}
+		want := []string{"Booked:flight", "Booked:hotel", "Cancelled:hotel", "Cancelled:flight"}
+		if got := w.ledger(ctx, "crash-comp"); !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
+		}
+	})
+
+	t.Run("two coordinators race on one saga", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		// Both coordinators get inside step 0's action (A from Start, B
+		// from Resume, e.g. after wrongly presuming A dead) before either
+		// may finish: both then try to record StepCompleted at the same
+		// expected version.
+		var arrived sync.WaitGroup
+		arrived.Add(2)
+		w.before = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Step == 0 && sc.Attempt == 1 {
+				arrived.Done()
+				arrived.Wait()
+			}
+			return nil
+		}
+		a, b := w.coordinator("a"), w.coordinator("b")
+		errs := make(chan error, 2)
+		go func() {
+			_, err := a.Start(ctx, "trip", "race", nil)
+			errs <- err
+		}()
+		// Resume B once A has recorded StepStarted(0).
+		for {
+			st, err := b.Load(ctx, "race")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Exists && st.Steps[0].Started {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		go func() {
+			_, err := b.Resume(ctx, "race")
+			errs <- err
+		}()
+		e1, e2 := <-errs, <-errs
+		if (e1 == nil) == (e2 == nil) {
+			t.Fatalf("want exactly one loser: %v / %v", e1, e2)
+		}
+		loser := errors.Join(e1, e2)
+		var ce *ConflictError
+		if !errors.Is(loser, ErrConflict) || !errors.Is(loser, client.ErrWrongExpectedVersion) || !errors.As(loser, &ce) || ce.SagaID != "race" {
+			t.Fatalf("loser error %v, want ConflictError wrapping wrong expected version", loser)
+		}
+		st, err := b.Load(ctx, "race")
+		if err != nil || st.Status != StatusCompleted {
+			t.Fatalf("final %s %v", st.Status, err)
+		}
+		if got, want := w.ledger(ctx, "race"), []string{"Booked:flight", "Booked:hotel", "Booked:car"}; !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
+		}
+	})
+
+	t.Run("resume errors", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		co := w.coordinator("a")
+		if _, err := co.Resume(ctx, "never-started"); !errors.Is(err, ErrUnknownSaga) {
+			t.Fatalf("unknown saga: %v", err)
+		}
+		if _, err := co.Start(ctx, "nope", "x", nil); !errors.Is(err, ErrUnknownDefinition) {
+			t.Fatalf("unknown definition: %v", err)
+		}
+		if _, err := co.Start(ctx, "trip", "", nil); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("empty id: %v", err)
+		}
+		if _, err := co.Start(ctx, "trip", "changed", nil); err != nil {
+			t.Fatal(err)
+		}
+		d := w.definition()
+		d.Steps = d.Steps[:2]
+		other, err := NewCoordinator(Config{Client: c, Definitions: []*Definition{d}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Resume(ctx, "changed"); !errors.Is(err, ErrDefinitionMismatch) {
+			t.Fatalf("changed definition: %v", err)
+		}
+	})
+}

@@ -1,0 +1,194 @@
+package saga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// evs builds a saga stream from (type, record) pairs at versions 0, 1, ….
+func evs(t *testing.T, pairs ...any) []client.RecordedEvent {
+	t.Helper()
+	var out []client.RecordedEvent
+	for i := 0; i < len(pairs); i += 2 {
+		data, err := json.Marshal(pairs[i+1].(record))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, client.RecordedEvent{Stream: "saga-x", Version: uint64(i / 2), Type: pairs[i].(string), Data: data})
+	}
+	return out
+}
+
+var started3 = record{Saga: "order", Steps: []string{"reserve", "charge", "ship"}, Input: []byte("in")}
+
+func TestFoldHappyPath(t *testing.T) {
+	log := evs(t,
+		TypeSagaStarted, started3,
+		TypeStepStarted, record{Step: 0}, TypeStepCompleted, record{Step: 0, Output: []byte("r1")},
+		TypeStepStarted, record{Step: 1}, TypeStepCompleted, record{Step: 1},
+		TypeStepStarted, record{Step: 2}, TypeStepCompleted, record{Step: 2},
+		TypeSagaCompleted, record{},
+	)
+	// Every prefix folds, and the next move follows the protocol.
+	wantMoves := []move{
+		{moveStartStep, 0}, {moveRunStep, 0}, {moveStartStep, 1}, {moveRunStep, 1},
+		{moveStartStep, 2}, {moveRunStep, 2}, {moveComplete, 0}, {moveDone, 0},
+	}
+	for n := 1; n <= len(log); n++ {
+		st, err := Fold("x", log[:n])
+		if err != nil {
+			t.Fatalf("prefix %d: %v", n, err)
+		}
+		if got := st.next(); got != wantMoves[n-1] {
+			t.Fatalf("prefix %d: next = %+v, want %+v", n, got, wantMoves[n-1])
+		}
+		if !st.Exists || st.Version != uint64(n-1) || st.Expected() != client.Exact(uint64(n-1)) {
+			t.Fatalf("prefix %d: version %d exists %v", n, st.Version, st.Exists)
+		}
+	}
+	st, _ := Fold("x", log)
+	if st.Status != StatusCompleted || string(st.Steps[0].Output) != "r1" || string(st.Input) != "in" || st.Definition != "order" {
+		t.Fatalf("final state %+v", st)
+	}
+	var empty State
+	if empty.Expected() != client.NoStream || empty.next().kind != moveDone {
+		t.Fatal("empty state")
+	}
+}
+
+func TestFoldCompensationInReverse(t *testing.T) {
+	log := evs(t,
+		TypeSagaStarted, started3,
+		TypeStepStarted, record{Step: 0}, TypeStepCompleted, record{Step: 0},
+		TypeStepStarted, record{Step: 1}, TypeStepCompleted, record{Step: 1},
+		TypeStepStarted, record{Step: 2}, TypeStepFailed, record{Step: 2, Error: "card declined"},
+	)
+	st, err := Fold("x", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != StatusCompensating || st.FailedStep != 2 || st.Failure != "card declined" {
+		t.Fatalf("state %+v", st)
+	}
+	if mv := st.next(); mv != (move{moveCompensate, 1}) {
+		t.Fatalf("next = %+v, want compensate 1", mv)
+	}
+	// Compensating step 0 before step 1 breaks the reverse order.
+	next := func(typ string, r record) client.RecordedEvent {
+		data, _ := json.Marshal(r)
+		return client.RecordedEvent{Version: st.Version + 1, Type: typ, Data: data}
+	}
+	s2 := st
+	s2.Steps = append([]StepState(nil), st.Steps...)
+	if err := s2.Apply(next(TypeCompensationCompleted, record{Step: 0})); !errors.Is(err, ErrCorruptLog) {
+		t.Fatalf("out-of-order compensation: %v", err)
+	}
+	for _, step := range []int{1, 0} {
+		if err := st.Apply(next(TypeCompensationCompleted, record{Step: step})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mv := st.next(); mv.kind != moveAbort {
+		t.Fatalf("next = %+v, want abort", mv)
+	}
+	if err := st.Apply(next(TypeSagaAborted, record{})); err != nil || st.Status != StatusAborted || !st.Status.Terminal() {
+		t.Fatalf("abort: %v %s", err, st.Status)
+	}
+}
+
+func TestFoldRejectsProtocolViolations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		log  []any
+	}{
+		{"no started first", []any{TypeStepStarted, record{Step: 0}}},
+		{"started twice", []any{TypeSagaStarted, started3, TypeSagaStarted, started3}},
+		{"step out of range", []any{TypeSagaStarted, started3, TypeStepStarted, record{Step: 3}}},
+		{"skip a step", []any{TypeSagaStarted, started3, TypeStepStarted, record{Step: 1}}},
+		{"complete unstarted", []any{TypeSagaStarted, started3, TypeStepCompleted, record{Step: 0}}},
+		{"step started twice", []any{TypeSagaStarted, started3, TypeStepStarted, record{Step: 0}, TypeStepStarted, record{Step: 0}}},
+		{"complete saga early", []any{TypeSagaStarted, started3, TypeSagaCompleted, record{}}},
+		{"abort while running", []any{TypeSagaStarted, started3, TypeSagaAborted, record{}}},
+		{"unknown type", []any{TypeSagaStarted, started3, "saga.bogus", record{}}},
+		{"compensate while running", []any{TypeSagaStarted, started3, TypeStepStarted, record{Step: 0},
+			TypeStepCompleted, record{Step: 0}, TypeCompensationCompleted, record{Step: 0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Fold("x", evs(t, tc.log...))
+			var le *LogError
+			if !errors.As(err, &le) || !errors.Is(err, ErrCorruptLog) || le.SagaID != "x" {
+				t.Fatalf("err = %v, want *LogError", err)
+			}
+		})
+	}
+	// A version gap and undecodable data are refused too.
+	log := evs(t, TypeSagaStarted, started3, TypeStepStarted, record{Step: 0})
+	log[1].Version = 5
+	if _, err := Fold("x", log); !errors.Is(err, ErrCorruptLog) {
+		t.Fatalf("gap: %v", err)
+	}
+	log[1].Version, log[1].Data = 1, []byte("{")
+	if _, err := Fold("x", log); !errors.Is(err, ErrCorruptLog) {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
+func TestIdempotencyID(t *testing.T) {
+	a := IdempotencyID("order-1", 2, KindAction)
+	if a != IdempotencyID("order-1", 2, KindAction) {
+		t.Fatal("not deterministic")
+	}
+	if a.Version() != 5 {
+		t.Fatalf("version %d, want 5 (SHA-1)", a.Version())
+	}
+	seen := map[string]bool{}
+	for _, id := range []string{"order-1", "order-12", "order-", "o"} {
+		for step := range 13 {
+			for _, k := range []Kind{KindAction, KindCompensation} {
+				u := IdempotencyID(id, step, k).String()
+				if seen[u] {
+					t.Fatalf("collision at %q %d %s", id, step, k)
+				}
+				seen[u] = true
+			}
+		}
+	}
+}
+
+func TestRetryPolicyDefaults(t *testing.T) {
+	p := RetryPolicy{}.withDefaults(DefaultActionRetry)
+	if p != DefaultActionRetry {
+		t.Fatalf("zero policy = %+v", p)
+	}
+	p = RetryPolicy{MaxAttempts: 1}.withDefaults(DefaultActionRetry)
+	if p.MaxAttempts != 1 || p.Initial != DefaultActionRetry.Initial {
+		t.Fatalf("partial policy = %+v", p)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no client", Config{}},
+		{"unnamed definition", Config{Client: &client.Client{}, Definitions: []*Definition{{}}}},
+		{"no steps", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d"}}}},
+		{"step without action", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: "s"}}}}}},
+		{"negative retry", Config{Client: &client.Client{}, ActionRetry: RetryPolicy{Initial: -1}}},
+		{"duplicate", Config{Client: &client.Client{}, Definitions: []*Definition{okDef, okDef}}},
+	} {
+		if err := tc.cfg.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if err := (&Config{Client: &client.Client{}, Definitions: []*Definition{okDef}}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var okDef = &Definition{Name: "d", Steps: []Step{{Name: "s", Action: func(context.Context, StepContext) ([]byte, error) { return nil, nil }}}}

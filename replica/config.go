@@ -1,0 +1,110 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults used for zero Config fields.
+const (
+	DefaultTickInterval     = 50 * time.Millisecond
+	DefaultElectionTicks    = 10
+	DefaultHeartbeatTicks   = 1
+	DefaultMaxSizePerMsg    = 1 << 20 // 1 MiB
+	DefaultMaxInflightMsgs  = 256
+	DefaultLogRetainEntries = 5000
+	DefaultMaxLogBytes      = 64 << 20 // 64 MiB
+	DefaultMaxQueuedMsgs    = 8192
+)
+
+// Config configures a Host. Zero fields take the defaults above.
+type Config struct {
+	// NodeID is this node's raft ID in every group; never 0, never reused by a node that lost
+	// its data.
+	NodeID uint64
+	// DB holds every group's raft log and state machine; owned by the caller (Close does not
+	// close it).
+	DB *pebble.DB
+	// Transport carries messages to peers. Required.
+	Transport Transport
+	// TickInterval is the raft logical clock period (default 50ms, > 0).
+	TickInterval time.Duration
+	// ElectionTicks is the election timeout in ticks (default 10, > HeartbeatTicks).
+	ElectionTicks int
+	// HeartbeatTicks is the heartbeat period in ticks (default 1).
+	HeartbeatTicks int
+	// MaxSizePerMsg limits the bytes of entries in one append message (default 1 MiB).
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs limits unacknowledged append messages per follower (default 256).
+	MaxInflightMsgs int
+	// LogRetainEntries is how many applied entries are kept behind the applied index when the
+	// log is compacted (default 5000). Followers further behind catch up by snapshot.
+	LogRetainEntries uint64
+	// MaxLogBytes compacts a group's log down to its applied index once the retained log
+	// exceeds this many bytes, whatever LogRetainEntries says (default 64 MiB).
+	MaxLogBytes uint64
+	// MaxQueuedMsgs bounds the inbound raft message queue; messages beyond it are dropped
+	// (raft retries). Default 8192.
+	MaxQueuedMsgs int
+	// Logger receives the host's and raft's logs (nil = discard).
+	Logger *slog.Logger
+	// Registerer registers the host's metrics (nil = not registered).
+	Registerer prometheus.Registerer
+}
+
+// Validate fills the defaults into zero fields and checks the rest.
+func (c *Config) Validate() error {
+	if c.NodeID == 0 {
+		return errors.New("replica: Config.NodeID must not be 0")
+	}
+	if c.DB == nil {
+		return errors.New("replica: Config.DB is required")
+	}
+	if c.Transport == nil {
+		return errors.New("replica: Config.Transport is required")
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = DefaultHeartbeatTicks
+	}
+	if c.MaxSizePerMsg == 0 {
+		c.MaxSizePerMsg = DefaultMaxSizePerMsg
+	}
+	if c.MaxInflightMsgs == 0 {
+		c.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if c.LogRetainEntries == 0 {
+		c.LogRetainEntries = DefaultLogRetainEntries
+	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if c.MaxQueuedMsgs == 0 {
+		c.MaxQueuedMsgs = DefaultMaxQueuedMsgs
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	switch {
+	case c.TickInterval < 0:
+		return fmt.Errorf("replica: Config.TickInterval %v must be > 0", c.TickInterval)
+	case c.HeartbeatTicks < 0:
+		return fmt.Errorf("replica: Config.HeartbeatTicks %d must be > 0", c.HeartbeatTicks)
+	case c.ElectionTicks <= c.HeartbeatTicks:
+		return fmt.Errorf("replica: Config.ElectionTicks %d must be > HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks)
+	case c.MaxInflightMsgs < 0 || c.MaxQueuedMsgs < 0:
+		return errors.New("replica: Config.MaxInflightMsgs and MaxQueuedMsgs must be > 0")
+	}
+	return nil
+}

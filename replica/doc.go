@@ -1,0 +1,70 @@
+// Package replica runs one raft group (go.etcd.io/raft/v3) per shard, all driven by a single
+// event-loop goroutine per node (a Host), with the raft log stored in the node's Pebble DB.
+//
+// # Keys
+//
+// Every group owns the R|shard prefix; its state machine owns its own span (S|shard).
+// Integers are big-endian so that iteration order is numeric order.
+//
+//	key                                  value
+//	-----------------------------------  -------------------------------------------------
+//	'R' | shard (4B) | 'L' | index (8B)  entry: type (1B) | term (8B) | data
+//	'R' | shard (4B) | 'H'               hard state: term (8B) | vote (8B) | commit (8B)
+//	'R' | shard (4B) | 'C'               conf state (raftpb.ConfState, protobuf) as of applied
+//	'R' | shard (4B) | 'T'               truncated (snapshot) index (8B) | its term (8B)
+//	'R' | shard (4B) | 'A'               raft-level applied index (8B), written with C
+//
+// H, L and T are written in synced batches; C and A are written in the (unsynced) apply batch
+// together with the state machine's changes, so they always describe the same applied index.
+// The log holds the entries (T.index, last]. Entry data of a proposal is prefixed by a
+// 16-byte header, proposer node ID (8B) | proposal ID (8B); the state machine sees only what
+// follows. Conf changes (ConfChangeV2) carry the same header in their Context.
+//
+// # The loop
+//
+// Each iteration of Host's loop, woken by queued work or by the tick timer (every
+// TickInterval):
+//
+//  1. runs queued requests (open group, read index, conf changes, snapshot installs,
+//     unreachable/snapshot reports), steps queued peer messages (creating unknown groups
+//     through the GroupFactory), steps queued proposals (one MsgProp per group, each data
+//     wrapped with its header and registered with a waiter) and, on a tick, ticks every group;
+//  2. collects the Ready of every group that has one and writes all their snapshot metadata
+//     (log reset, T, C), entries and hard states into ONE Pebble batch committed with
+//     pebble.Sync: one fsync for everything ready at that moment (group commit);
+//  3. only then sends the messages (Transport.Send; MsgSnap via Transport.SendSnapshot), so a
+//     follower acknowledges only durable entries and a leader counts its own only once synced;
+//  4. records leadership changes and resolves finished leadership transfers;
+//  5. applies the committed entries of every group into ONE indexed batch (pebble.NoSync: the
+//     state can be rebuilt from the log), skipping entries at or below StateMachine.Applied
+//     (after a snapshot install the state may be ahead); conf changes are applied to raft and
+//     their ConfState stored in the same batch; log compaction (LogRetainEntries behind applied,
+//     or down to applied beyond MaxLogBytes) is staged in it too, so it is atomic with the
+//     state covering the dropped entries; then calls Committed on every touched state machine
+//     and resolves the proposers with Apply's results;
+//  6. advances every group; if it lost leadership or changed term, fails its remaining waiters
+//     with *NotLeaderError (their entries may still commit); releases read-index waiters whose
+//     index is applied; stops groups removed from their configuration (ErrGroupRemoved).
+//
+// # Snapshots
+//
+// raft's snapshot is metadata only (applied index, term, ConfState). The data is streamed by
+// WriteSnapshot from a Pebble snapshot of the state machine's span and installed by
+// ReceiveSnapshot before the MsgSnap is stepped:
+//
+//	header   "SHS1" | shard (4B) | index (8B) | term (8B) | uvarint len | lo | uvarint len | hi
+//	record   0x01 | uvarint len | key | uvarint len | value        (repeated, key order)
+//	trailer  0x00 | record count (8B) | xxhash64 of every preceding byte (8B)
+//
+// # Caller duties
+//
+//  1. Build a Host with NewHost; hand the Transport the Host as its handler.
+//  2. Open every local shard with OpenGroup (bootstrap voters only when creating a cluster);
+//     set a GroupFactory so that replicas added by a leader are created on first contact.
+//  3. Propose on the leader (others return *NotLeaderError naming the leader); treat
+//     ctx.Err() and *NotLeaderError after proposing as "outcome unknown".
+//  4. Call ReadIndex before a linearizable read of the state machine.
+//  5. Change membership one step at a time: AddLearner, wait for it to catch up,
+//     PromoteLearner, RemoveMember (transfer leadership away before removing the leader).
+//  6. Close the Host before closing the DB.
+package replica

@@ -1,0 +1,64 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNotLeader is matched by *NotLeaderError, returned by Propose, ReadIndex and the
+	// membership calls on a replica that is not the group's leader, and to waiters whose
+	// proposal was pending when the leader lost leadership or its term changed.
+	ErrNotLeader = errors.New("replica: not leader")
+	// ErrStopped is returned by every call on a closed Host, and to every waiter that was
+	// pending when the Host closed.
+	ErrStopped = errors.New("replica: stopped")
+	// ErrGroupRemoved is returned by calls on a group whose local replica was removed from the
+	// group's configuration.
+	ErrGroupRemoved = errors.New("replica: group removed")
+	// ErrGroupExists is returned by OpenGroup when the shard's group is already open.
+	ErrGroupExists = errors.New("replica: group already open")
+	// ErrConfChangePending is returned by the membership calls while an earlier conf change of
+	// the group has not been applied yet (including the one a new leader inherits).
+	ErrConfChangePending = errors.New("replica: conf change pending")
+	// ErrUnsafeConfChange is matched by *ConfChangeError, returned when a membership change
+	// would be unsafe (removing the leader, the last voter, or a quorum's worth of live voters).
+	ErrUnsafeConfChange = errors.New("replica: unsafe conf change")
+	// ErrProposalDropped is returned by Propose when raft dropped the proposal (for example
+	// during a leadership transfer); retrying is safe.
+	ErrProposalDropped = errors.New("replica: proposal dropped")
+	// ErrBusy is returned when the host's inbound queue is full.
+	ErrBusy = errors.New("replica: too many pending requests")
+	// ErrBadSnapshot is returned by ReceiveSnapshot for a malformed or corrupted stream.
+	ErrBadSnapshot = errors.New("replica: bad snapshot stream")
+)
+
+// NotLeaderError says which replica leads the group as far as this node knows.
+type NotLeaderError struct {
+	Shard  uint32
+	Leader uint64 // 0 = unknown
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 {
+		return fmt.Sprintf("replica: not leader of shard %d (leader unknown)", e.Shard)
+	}
+	return fmt.Sprintf("replica: not leader of shard %d (leader is %d)", e.Shard, e.Leader)
+}
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// ConfChangeError explains why a membership change was refused.
+type ConfChangeError struct {
+	Shard  uint32
+	Node   uint64
+	Reason string
+}
+
+func (e *ConfChangeError) Error() string {
+	return fmt.Sprintf("replica: unsafe conf change of node %d in shard %d: %s", e.Node, e.Shard, e.Reason)
+}
+
+// Is reports whether target is ErrUnsafeConfChange.
+func (e *ConfChangeError) Is(target error) bool { return target == ErrUnsafeConfChange }

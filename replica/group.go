@@ -1,0 +1,378 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+)
+
+// promoteMaxLag is how far (in entries) a learner's match index may trail the leader's commit
+// index for PromoteLearner to accept it.
+const promoteMaxLag = 1000
+
+// headerLen is the proposal header in front of every proposed entry's data (and in the
+// Context of conf changes): proposer node ID (8 BE) | proposal ID (8 BE).
+const headerLen = 16
+
+// Progress is the leader's view of one replica.
+type Progress struct {
+	Match, Next  uint64
+	RecentActive bool
+	Learner      bool
+	Snapshotting bool
+}
+
+// Status is a snapshot of a group's raft state.
+type Status struct {
+	Shard                             uint32
+	ID, Leader, Term, Commit, Applied uint64
+	Voters, Learners                  []uint64
+	Progress                          map[uint64]Progress // only on the leader
+	Removed                           bool                // this replica was removed from the group
+}
+
+// Group is one shard's raft group on this host. Its methods are safe for concurrent use; all
+// raft work happens on the host's loop goroutine.
+type Group struct {
+	h     *Host
+	shard uint32
+	sm    StateMachine
+
+	leader   atomic.Uint64 // known leader, 0 = unknown
+	isLeader atomic.Bool
+	removed  atomic.Bool
+
+	// Loop goroutine only.
+	rn             *raft.RawNode
+	st             *storage
+	state          raft.StateType
+	term           uint64 // term in which this node became leader
+	lostLeadership bool   // set by observe, handled after the iteration's apply
+	waiters        map[uint64]*waiter
+	reads          []*readReq
+	confPending    uint64 // proposal ID of the unapplied conf change proposed here
+	confBarrier    uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
+	transfers      []*transferReq
+}
+
+type result struct {
+	v   any
+	err error
+}
+
+type waiter struct{ ch chan result }
+
+func newWaiter() *waiter { return &waiter{ch: make(chan result, 1)} }
+
+func (w *waiter) finish(v any, err error) {
+	select {
+	case w.ch <- result{v, err}:
+	default:
+	}
+}
+
+func (w *waiter) wait(ctx context.Context, done <-chan struct{}) (any, error) {
+	select {
+	case r := <-w.ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-done:
+		select {
+		case r := <-w.ch:
+			return r.v, r.err
+		default:
+			return nil, ErrStopped
+		}
+	}
+}
+
+type proposal struct {
+	g    *Group
+	id   uint64
+	data []byte
+	w    *waiter
+}
+
+type readReq struct {
+	rctx  []byte
+	index uint64 // 0 until the ReadState arrived
+	w     *waiter
+}
+
+type transferReq struct {
+	to uint64
+	w  *waiter
+}
+
+// Shard returns the group's shard.
+func (g *Group) Shard() uint32 { return g.shard }
+
+// IsLeader reports whether this replica led the group at the end of the last loop iteration.
+func (g *Group) IsLeader() bool { return g.isLeader.Load() }
+
+// Leader returns the known leader's ID (0 = unknown).
+func (g *Group) Leader() uint64 { return g.leader.Load() }
+
+func (g *Group) notLeader() error { return &NotLeaderError{Shard: g.shard, Leader: g.leader.Load()} }
+
+func (g *Group) header(id uint64) []byte {
+	b := make([]byte, headerLen, headerLen+64)
+	binary.BigEndian.PutUint64(b, g.h.cfg.NodeID)
+	binary.BigEndian.PutUint64(b[8:], id)
+	return b
+}
+
+// Propose replicates data and returns StateMachine.Apply's result once the entry is applied
+// locally, after a quorum of voters fsynced it. A non-leader returns *NotLeaderError at once.
+// If ctx ends first, Propose returns ctx.Err() but the entry may still commit and apply; if
+// leadership is lost while waiting, the outcome is likewise unknown (*NotLeaderError).
+func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
+	if g.removed.Load() {
+		return nil, ErrGroupRemoved
+	}
+	if !g.isLeader.Load() {
+		g.h.metrics.ProposalErrors.Inc()
+		return nil, g.notLeader()
+	}
+	p := &proposal{g: g, id: g.h.nextID.Add(1), data: data, w: newWaiter()}
+	h := g.h
+	h.mu.Lock()
+	if h.mu.closed {
+		h.mu.Unlock()
+		return nil, ErrStopped
+	}
+	h.mu.props = append(h.mu.props, p)
+	h.mu.Unlock()
+	h.notify()
+	v, err := p.w.wait(ctx, h.done)
+	if err != nil {
+		h.metrics.ProposalErrors.Inc()
+	}
+	return v, err
+}
+
+// ReadIndex is a linearizable read barrier: it returns once this replica (which must be the
+// leader) confirmed its leadership with a quorum and applied everything committed before the
+// call. Reads of the state machine after it see every write acknowledged before it.
+func (g *Group) ReadIndex(ctx context.Context) error {
+	w := newWaiter()
+	err := g.h.call(ctx, func() error {
+		if err := g.check(); err != nil {
+			return err
+		}
+		r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
+		g.reads = append(g.reads, r)
+		g.rn.ReadIndex(r.rctx)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_, err = w.wait(ctx, g.h.done)
+	return err
+}
+
+// check returns the error for calls that need the leader. Loop goroutine.
+func (g *Group) check() error {
+	if g.removed.Load() {
+		return ErrGroupRemoved
+	}
+	if g.state != raft.StateLeader {
+		return g.notLeader()
+	}
+	return nil
+}
+
+// Status returns the group's raft state.
+func (g *Group) Status() Status {
+	var s Status
+	err := g.h.call(context.Background(), func() error {
+		rs := g.rn.Status()
+		s = Status{Shard: g.shard, ID: rs.ID, Leader: rs.Lead, Term: rs.HardState.GetTerm(),
+			Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load()}
+		s.Voters = rs.Config.Voters[0].Slice()
+		for id := range rs.Config.Learners {
+			s.Learners = append(s.Learners, id)
+		}
+		slices.Sort(s.Learners)
+		if len(rs.Progress) > 0 {
+			s.Progress = make(map[uint64]Progress, len(rs.Progress))
+			for id, pr := range rs.Progress {
+				s.Progress[id] = Progress{Match: pr.Match, Next: pr.Next, RecentActive: pr.RecentActive,
+					Learner: pr.IsLearner, Snapshotting: pr.State == tracker.StateSnapshot}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Status{Shard: g.shard, ID: g.h.cfg.NodeID, Leader: g.leader.Load(), Removed: g.removed.Load()}
+	}
+	return s
+}
+
+// AddLearner adds id as a non-voting learner; it catches up by log or snapshot.
+func (g *Group) AddLearner(ctx context.Context, id uint64) error {
+	return g.confChange(ctx, pb.ConfChangeAddLearnerNode, id)
+}
+
+// PromoteLearner turns a caught-up learner into a voter.
+func (g *Group) PromoteLearner(ctx context.Context, id uint64) error {
+	return g.confChange(ctx, pb.ConfChangeAddNode, id)
+}
+
+// RemoveMember removes a voter or learner. The leader cannot remove itself (transfer
+// leadership first), the last voter cannot be removed, and neither can a voter whose removal
+// would leave fewer recently active voters than a quorum of the remaining configuration.
+func (g *Group) RemoveMember(ctx context.Context, id uint64) error {
+	return g.confChange(ctx, pb.ConfChangeRemoveNode, id)
+}
+
+func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64) error {
+	if id == 0 {
+		return &ConfChangeError{Shard: g.shard, Node: id, Reason: "node ID 0"}
+	}
+	w := newWaiter()
+	err := g.h.call(ctx, func() error {
+		if err := g.check(); err != nil {
+			return err
+		}
+		if g.confPending != 0 || g.st.applied < g.confBarrier {
+			return fmt.Errorf("%w: shard %d", ErrConfChangePending, g.shard)
+		}
+		if err := g.vetConfChange(typ, id); err != nil {
+			return err
+		}
+		pid := g.h.nextID.Add(1)
+		cc := &pb.ConfChangeV2{Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(id)}},
+			Context: g.header(pid)}
+		if err := g.rn.ProposeConfChange(cc); err != nil {
+			if errors.Is(err, raft.ErrProposalDropped) {
+				return ErrProposalDropped
+			}
+			return err
+		}
+		g.confPending = pid
+		g.waiters[pid] = w
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_, err = w.wait(ctx, g.h.done)
+	return err
+}
+
+// vetConfChange refuses unsafe or pointless changes. Loop goroutine, leader only.
+func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
+	rs := g.rn.Status()
+	voters := rs.Config.Voters[0].Slice()
+	_, isLearner := rs.Config.Learners[id]
+	isVoter := slices.Contains(voters, id)
+	refuse := func(reason string) error { return &ConfChangeError{Shard: g.shard, Node: id, Reason: reason} }
+	switch typ {
+	case pb.ConfChangeAddLearnerNode:
+		if isVoter {
+			return refuse("already a voter")
+		}
+		if isLearner {
+			return nil // idempotent
+		}
+	case pb.ConfChangeAddNode:
+		if isVoter {
+			return nil
+		}
+		if !isLearner {
+			return refuse("not a learner; add it as a learner first")
+		}
+		if pr := rs.Progress[id]; pr.Match+promoteMaxLag < rs.HardState.GetCommit() {
+			return refuse(fmt.Sprintf("learner is behind (match %d, commit %d)", pr.Match, rs.HardState.GetCommit()))
+		}
+	case pb.ConfChangeRemoveNode:
+		if id == g.h.cfg.NodeID {
+			return refuse("the leader cannot remove itself; transfer leadership first")
+		}
+		if isLearner || !isVoter {
+			return nil
+		}
+		remaining := len(voters) - 1
+		if remaining < 1 {
+			return refuse("would leave no voter")
+		}
+		active := 0
+		for _, v := range voters {
+			if v != id && (v == g.h.cfg.NodeID || rs.Progress[v].RecentActive) {
+				active++
+			}
+		}
+		if active < remaining/2+1 {
+			return refuse(fmt.Sprintf("only %d of the %d remaining voters are active", active, remaining))
+		}
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to voter to and waits until it leads.
+func (g *Group) TransferLeadership(ctx context.Context, to uint64) error {
+	w := newWaiter()
+	err := g.h.call(ctx, func() error {
+		if err := g.check(); err != nil {
+			return err
+		}
+		if to == g.h.cfg.NodeID {
+			w.finish(nil, nil)
+			return nil
+		}
+		g.rn.TransferLeader(to)
+		g.transfers = append(g.transfers, &transferReq{to: to, w: w})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_, err = w.wait(ctx, g.h.done)
+	return err
+}
+
+// failAll fails every waiter of the group. Loop goroutine.
+func (g *Group) failAll(err error) {
+	for id, w := range g.waiters {
+		w.finish(nil, err)
+		delete(g.waiters, id)
+	}
+	for _, r := range g.reads {
+		r.w.finish(nil, err)
+	}
+	g.reads = nil
+	for _, t := range g.transfers {
+		t.w.finish(nil, err)
+	}
+	g.transfers = nil
+	g.confPending = 0
+}
+
+// decodeConfChange parses a conf change entry.
+func decodeConfChange(e *pb.Entry) (pb.ConfChangeI, []byte, error) {
+	switch e.GetType() {
+	case pb.EntryConfChange:
+		var cc pb.ConfChange
+		if err := proto.Unmarshal(e.Data, &cc); err != nil {
+			return nil, nil, err
+		}
+		return &cc, cc.Context, nil
+	default:
+		var cc pb.ConfChangeV2
+		if err := proto.Unmarshal(e.Data, &cc); err != nil {
+			return nil, nil, err
+		}
+		return &cc, cc.Context, nil
+	}
+}

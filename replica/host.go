@@ -1,0 +1,393 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// StateMachine is one shard's deterministic state over its own keyspace (Span). The host calls
+// every method except Span from its single loop goroutine, in log order.
+type StateMachine interface {
+	// Apply applies one committed entry's data at index into b (an indexed batch that may hold
+	// earlier, not yet committed entries of this and other groups) and records index as applied
+	// in b. The result is handed to the proposer.
+	Apply(b *pebble.Batch, index uint64, data []byte) any
+	// SetApplied records index as applied in b for entries without a command.
+	SetApplied(b *pebble.Batch, index uint64)
+	// Applied is the last applied index as of the last committed batch.
+	Applied() uint64
+	// Span is the state's keyspace [lo, hi); constant, callable from any goroutine.
+	Span() (lo, hi []byte)
+	// Reload re-reads caches after the span was replaced by a snapshot.
+	Reload() error
+	// Committed tells the state machine that the batch given to Apply/SetApplied committed.
+	Committed()
+}
+
+// ShardMessage is a raft message of one group. Msg is a pointer: raftpb messages are
+// google.golang.org/protobuf messages and must not be copied by value.
+type ShardMessage struct {
+	Shard uint32
+	Msg   *pb.Message
+}
+
+// Transport carries raft messages between hosts. Implemented by replica/transport.
+type Transport interface {
+	// Send never blocks; it drops messages when a peer's queue is full (raft retries).
+	Send(msgs []ShardMessage)
+	// SendSnapshot is asynchronous: it obtains the data via Host.WriteSnapshot on this node,
+	// hands it to Host.ReceiveSnapshot on the peer and reports via Host.ReportSnapshot.
+	SendSnapshot(m ShardMessage)
+}
+
+// Host drives every raft group of one node from a single event-loop goroutine. Its methods are
+// safe for concurrent use.
+//
+// Lock order: Host.mu only; it is never held while calling into raft, Pebble, the Transport or
+// a StateMachine.
+type Host struct {
+	cfg     Config
+	db      *pebble.DB
+	log     *slog.Logger
+	raftLog raft.Logger
+	metrics *Metrics
+	nextID  atomic.Uint64 // proposal and read-index IDs
+
+	snaps sync.WaitGroup // WriteSnapshot calls in flight; Close waits for them
+
+	wake chan struct{} // cap 1: work was queued
+	stop chan struct{} // closed by Close
+	done chan struct{} // closed when the loop exited
+
+	mu struct {
+		sync.Mutex
+		groups  map[uint32]*Group // written only by the loop goroutine (under mu)
+		factory func(shard uint32) (StateMachine, error)
+		msgs    []ShardMessage
+		props   []*proposal
+		reqs    []func()
+		closed  bool
+	}
+}
+
+// NewHost validates cfg and starts the host's loop.
+func NewHost(cfg Config) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Host{
+		cfg: cfg, db: cfg.DB, log: cfg.Logger.With("node", cfg.NodeID),
+		metrics: newMetrics(cfg.Registerer),
+		wake:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	h.raftLog = &raftLogger{l: h.log}
+	h.mu.groups = make(map[uint32]*Group)
+	h.nextID.Store(uint64(time.Now().UnixNano()))
+	go h.run()
+	return h, nil
+}
+
+// Metrics returns the host's instruments.
+func (h *Host) Metrics() *Metrics { return h.metrics }
+
+// Close stops the loop; pending proposals, reads and membership calls fail with ErrStopped.
+// It waits for WriteSnapshot calls in flight (they abort promptly). The DB stays open.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.mu.closed {
+		h.mu.Unlock()
+		<-h.done
+		return nil
+	}
+	h.mu.closed = true
+	h.mu.Unlock()
+	close(h.stop)
+	<-h.done
+	h.snaps.Wait()
+	return nil
+}
+
+func (h *Host) notify() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// do queues fn to run on the loop goroutine.
+func (h *Host) do(fn func()) error {
+	h.mu.Lock()
+	if h.mu.closed {
+		h.mu.Unlock()
+		return ErrStopped
+	}
+	h.mu.reqs = append(h.mu.reqs, fn)
+	h.mu.Unlock()
+	h.notify()
+	return nil
+}
+
+// call runs fn on the loop goroutine and waits for its result.
+func (h *Host) call(ctx context.Context, fn func() error) error {
+	ch := make(chan error, 1)
+	if err := h.do(func() { ch <- fn() }); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.done:
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return ErrStopped
+		}
+	}
+}
+
+// OpenGroup opens the shard's group, creating it if new. bootstrap lists the initial voters of
+// a brand-new group (e.g. []uint64{self} on the cluster's first node); nil for a replica being
+// added by a leader. Groups with existing state ignore bootstrap.
+func (h *Host) OpenGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Group, error) {
+	var g *Group
+	err := h.call(context.Background(), func() error {
+		if _, ok := h.mu.groups[shard]; ok {
+			return fmt.Errorf("%w: shard %d", ErrGroupExists, shard)
+		}
+		var err error
+		g, err = h.newGroup(shard, sm, bootstrap)
+		return err
+	})
+	return g, err
+}
+
+// Group returns the shard's open group.
+func (h *Host) Group(shard uint32) (*Group, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g, ok := h.mu.groups[shard]
+	return g, ok
+}
+
+// Groups returns the open groups ordered by shard.
+func (h *Host) Groups() []*Group {
+	h.mu.Lock()
+	gs := make([]*Group, 0, len(h.mu.groups))
+	for _, g := range h.mu.groups {
+		gs = append(gs, g)
+	}
+	h.mu.Unlock()
+	slices.SortFunc(gs, func(a, b *Group) int { return int(a.shard) - int(b.shard) })
+	return gs
+}
+
+// SetGroupFactory lets HandleMessages and ReceiveSnapshot create groups for unknown shards as
+// joining (non-bootstrapped) replicas. f runs on the loop goroutine and must not call back
+// into the Host.
+func (h *Host) SetGroupFactory(f func(shard uint32) (StateMachine, error)) {
+	h.mu.Lock()
+	h.mu.factory = f
+	h.mu.Unlock()
+}
+
+// HandleMessages queues messages received from peers for their groups. It never blocks; when
+// the queue is full the excess is dropped (raft retries). MsgSnap must arrive through
+// ReceiveSnapshot and is dropped here.
+func (h *Host) HandleMessages(msgs []ShardMessage) {
+	h.mu.Lock()
+	if h.mu.closed {
+		h.mu.Unlock()
+		return
+	}
+	for _, m := range msgs {
+		if len(h.mu.msgs) >= h.cfg.MaxQueuedMsgs {
+			break
+		}
+		if m.Msg == nil || m.Msg.GetType() == pb.MsgSnap {
+			continue
+		}
+		h.mu.msgs = append(h.mu.msgs, m)
+	}
+	h.mu.Unlock()
+	h.notify()
+}
+
+// ReportUnreachable tells the shard's raft that a peer could not be reached.
+func (h *Host) ReportUnreachable(shard uint32, to uint64) {
+	_ = h.do(func() {
+		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
+			g.rn.ReportUnreachable(to)
+		}
+	})
+}
+
+// ReportSnapshot tells the shard's raft how sending a snapshot to a peer ended.
+func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
+	st := raft.SnapshotFinish
+	if !ok {
+		st = raft.SnapshotFailure
+	}
+	_ = h.do(func() {
+		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
+			g.rn.ReportSnapshot(to, st)
+		}
+	})
+}
+
+// groupFor returns the shard's group, creating a joining replica with the factory if needed.
+// Loop goroutine only.
+func (h *Host) groupFor(shard uint32) (*Group, error) {
+	if g := h.mu.groups[shard]; g != nil {
+		return g, nil
+	}
+	h.mu.Lock()
+	f := h.mu.factory
+	h.mu.Unlock()
+	if f == nil {
+		return nil, fmt.Errorf("replica: unknown shard %d", shard)
+	}
+	sm, err := f(shard)
+	if err != nil {
+		return nil, fmt.Errorf("replica: group factory for shard %d: %w", shard, err)
+	}
+	return h.newGroup(shard, sm, nil)
+}
+
+// newGroup builds a group's raft node over its stored state. Loop goroutine only.
+func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Group, error) {
+	st, err := openStorage(h.db, shard)
+	if err != nil {
+		return nil, err
+	}
+	smApplied := sm.Applied()
+	if smApplied < st.truncIdx {
+		return nil, fmt.Errorf("replica: shard %d: state machine applied %d is behind the compacted log (%d)",
+			shard, smApplied, st.truncIdx)
+	}
+	// raft restarts after the raft-level applied index stored with the conf state, so that
+	// conf changes after it are applied again. The state machine may be ahead of it (a snapshot
+	// installed just before a crash): those entries are skipped by the apply step.
+	applied := smApplied
+	if st.durableApplied != 0 {
+		applied = min(applied, st.durableApplied)
+	}
+	applied = max(min(applied, st.hs.GetCommit()), st.truncIdx)
+	st.applied = applied
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID: h.cfg.NodeID, ElectionTick: h.cfg.ElectionTicks, HeartbeatTick: h.cfg.HeartbeatTicks,
+		Storage: st, Applied: applied, MaxSizePerMsg: h.cfg.MaxSizePerMsg,
+		MaxInflightMsgs: h.cfg.MaxInflightMsgs, CheckQuorum: true, PreVote: true,
+		ReadOnlyOption: raft.ReadOnlySafe, StepDownOnRemoval: true, Logger: h.raftLog,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica: shard %d: %w", shard, err)
+	}
+	g := &Group{h: h, shard: shard, sm: sm, rn: rn, st: st, waiters: make(map[uint64]*waiter)}
+	if st.isEmpty() && len(bootstrap) > 0 {
+		peers := make([]raft.Peer, len(bootstrap))
+		for i, id := range bootstrap {
+			peers[i] = raft.Peer{ID: id}
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return nil, fmt.Errorf("replica: shard %d: bootstrap: %w", shard, err)
+		}
+		if len(bootstrap) == 1 && bootstrap[0] == h.cfg.NodeID {
+			_ = rn.Campaign()
+		}
+	} else if cs := st.cs; len(cs.Voters)+len(cs.Learners) > 0 {
+		if !containsID(cs.Voters, h.cfg.NodeID) && !containsID(cs.Learners, h.cfg.NodeID) &&
+			!containsID(cs.VotersOutgoing, h.cfg.NodeID) && !containsID(cs.LearnersNext, h.cfg.NodeID) {
+			g.removed.Store(true)
+		} else if len(cs.Voters) == 1 && cs.Voters[0] == h.cfg.NodeID && len(cs.VotersOutgoing) == 0 {
+			_ = rn.Campaign()
+		}
+	}
+	h.mu.Lock()
+	h.mu.groups[shard] = g
+	h.mu.Unlock()
+	h.metrics.Groups.Inc()
+	return g, nil
+}
+
+func containsID(ids []uint64, id uint64) bool { return slices.Contains(ids, id) }
+
+// run is the event loop.
+func (h *Host) run() {
+	defer close(h.done)
+	t := time.NewTicker(h.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		tick := false
+		select {
+		case <-h.stop:
+			h.shutdown()
+			return
+		case <-t.C:
+			tick = true
+		case <-h.wake:
+		}
+		h.iterate(tick)
+	}
+}
+
+// shutdown fails everything still pending with ErrStopped. Loop goroutine.
+func (h *Host) shutdown() {
+	h.mu.Lock()
+	props, reqs := h.mu.props, h.mu.reqs
+	h.mu.props, h.mu.reqs, h.mu.msgs = nil, nil, nil
+	groups := h.mu.groups
+	h.mu.Unlock()
+	for _, p := range props {
+		p.w.finish(nil, ErrStopped)
+	}
+	_ = reqs // callers of do() see h.done and return ErrStopped
+	for _, g := range groups {
+		g.failAll(ErrStopped)
+	}
+}
+
+// DropGroup stops the shard's group and deletes its raft state (R|shard) and its state
+// machine's span in one synced batch; pending calls fail with ErrGroupRemoved and the
+// StateMachine must be discarded. Use it once this node's replica was removed from the group
+// (Status().Removed), so that the shard can later be added back as a fresh replica.
+func (h *Host) DropGroup(shard uint32) error {
+	return h.call(noCancel, func() error {
+		g := h.mu.groups[shard]
+		if g == nil {
+			return fmt.Errorf("replica: unknown shard %d", shard)
+		}
+		g.removed.Store(true)
+		g.failAll(ErrGroupRemoved)
+		if g.isLeader.Swap(false) {
+			h.metrics.Leaders.Dec()
+		}
+		b := h.db.NewBatch()
+		if err := b.DeleteRange(raftPrefix(shard), append(raftPrefix(shard), 0xff), nil); err != nil {
+			return err
+		}
+		lo, hi := g.sm.Span()
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		delete(h.mu.groups, shard)
+		h.mu.Unlock()
+		h.metrics.Groups.Dec()
+		return nil
+	})
+}

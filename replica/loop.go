@@ -1,0 +1,386 @@
+package replica
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+type readyGroup struct {
+	g         *Group
+	rd        raft.Ready
+	smApplied uint64 // state machine's applied index before this iteration's apply batch
+}
+
+type resolution struct {
+	w *waiter
+	v any
+}
+
+// iterate is one turn of the event loop (see doc.go for the numbered duties).
+func (h *Host) iterate(tick bool) {
+	h.mu.Lock()
+	msgs, props, reqs := h.mu.msgs, h.mu.props, h.mu.reqs
+	h.mu.msgs, h.mu.props, h.mu.reqs = nil, nil, nil
+	h.mu.Unlock()
+
+	// 1. Requests (open group, reads, conf changes, reports), peers' messages, proposals, ticks.
+	for _, fn := range reqs {
+		fn()
+	}
+	for _, m := range msgs {
+		g, err := h.groupFor(m.Shard)
+		if err != nil {
+			h.log.Debug("dropping raft message", "shard", m.Shard, "err", err)
+			continue
+		}
+		if g.removed.Load() {
+			continue
+		}
+		if err := g.rn.Step(m.Msg); err != nil {
+			h.log.Debug("raft step", "shard", m.Shard, "err", err)
+		}
+	}
+	h.propose(props)
+	if tick {
+		for _, g := range h.mu.groups {
+			if !g.removed.Load() {
+				g.rn.Tick()
+				g.checkTransfers()
+			}
+		}
+	}
+	h.processReady()
+	// Advancing may have produced more work (a leader's own append acknowledged moves its
+	// commit index): go round again without waiting for a tick.
+	for _, g := range h.mu.groups {
+		if !g.removed.Load() && g.rn.HasReady() {
+			h.notify()
+			break
+		}
+	}
+}
+
+// propose steps all queued proposals, one MsgProp per group.
+func (h *Host) propose(props []*proposal) {
+	if len(props) == 0 {
+		return
+	}
+	byGroup := make(map[*Group][]*proposal)
+	for _, p := range props {
+		if err := p.g.check(); err != nil {
+			h.metrics.ProposalErrors.Inc()
+			p.w.finish(nil, err)
+			continue
+		}
+		byGroup[p.g] = append(byGroup[p.g], p)
+	}
+	for g, ps := range byGroup {
+		ents := make([]*pb.Entry, len(ps))
+		for i, p := range ps {
+			ents[i] = &pb.Entry{Data: append(g.header(p.id), p.data...)}
+			g.waiters[p.id] = p.w
+		}
+		err := g.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(h.cfg.NodeID), Entries: ents})
+		if err != nil {
+			for _, p := range ps {
+				delete(g.waiters, p.id)
+				p.w.finish(nil, fmt.Errorf("%w: %v", ErrProposalDropped, err))
+			}
+			h.metrics.ProposalErrors.Add(float64(len(ps)))
+			continue
+		}
+		h.metrics.Proposals.Add(float64(len(ps)))
+	}
+}
+
+// processReady persists, sends, applies and advances every group that has a Ready.
+func (h *Host) processReady() {
+	var rds []readyGroup
+	for _, g := range h.mu.groups {
+		if !g.removed.Load() && g.rn.HasReady() {
+			rds = append(rds, readyGroup{g: g, rd: g.rn.Ready()})
+		}
+	}
+	if len(rds) == 0 {
+		return
+	}
+
+	// 2. One batch with every group's snapshot metadata, entries and hard state; one fsync.
+	b := h.db.NewBatch()
+	sync, nents := false, 0
+	for i := range rds {
+		r := &rds[i]
+		st := r.g.st
+		if !raft.IsEmptySnap(r.rd.Snapshot) {
+			h.must(st.applySnapshot(b, r.rd.Snapshot))
+			st.applied = r.rd.Snapshot.GetMetadata().GetIndex()
+			sync = true
+		}
+		h.must(st.append(b, r.rd.Entries))
+		nents += len(r.rd.Entries)
+		if !raft.IsEmptyHardState(r.rd.HardState) {
+			h.must(st.setHardState(b, r.rd.HardState))
+		}
+		sync = sync || r.rd.MustSync
+	}
+	if b.Empty() {
+		h.must(b.Close())
+	} else {
+		start := time.Now()
+		opts := pebble.NoSync
+		if sync {
+			opts = pebble.Sync
+		}
+		h.must(b.Commit(opts))
+		if sync {
+			h.metrics.SyncLatency.Observe(time.Since(start).Seconds())
+			h.metrics.EntriesPerSync.Observe(float64(nents))
+		}
+	}
+	for _, r := range rds {
+		r.g.st.trimCache()
+	}
+
+	// 3. Messages go out only after the state they acknowledge is durable.
+	var out []ShardMessage
+	for _, r := range rds {
+		for _, m := range r.rd.Messages {
+			sm := ShardMessage{Shard: r.g.shard, Msg: m}
+			if m.GetType() == pb.MsgSnap {
+				h.cfg.Transport.SendSnapshot(sm)
+				continue
+			}
+			out = append(out, sm)
+		}
+	}
+	if len(out) > 0 {
+		h.cfg.Transport.Send(out)
+	}
+
+	// 4. Leadership bookkeeping; waiters of a lost leadership fail after the apply below, so
+	// that proposals committed in this Ready still get their results.
+	for _, r := range rds {
+		r.g.observe(r.rd)
+	}
+
+	// 5. Apply committed entries of every group in one indexed batch (no sync).
+	start := time.Now()
+	ab := h.db.NewIndexedBatch()
+	var res []resolution
+	var touched []*Group
+	for i := range rds {
+		r := &rds[i]
+		if len(r.rd.CommittedEntries) == 0 {
+			continue
+		}
+		touched = append(touched, r.g)
+		r.smApplied = r.g.sm.Applied()
+		for _, e := range r.rd.CommittedEntries {
+			res = h.applyEntry(ab, r.g, e, r.smApplied, res)
+		}
+		h.must(r.g.st.setApplied(ab, r.g.st.applied))
+		h.maybeCompact(ab, r.g)
+	}
+	if ab.Empty() {
+		h.must(ab.Close())
+	} else {
+		h.must(ab.Commit(pebble.NoSync))
+	}
+	for _, g := range touched {
+		g.sm.Committed()
+	}
+	if len(touched) > 0 {
+		h.metrics.ApplyLatency.Observe(time.Since(start).Seconds())
+	}
+	for _, r := range res {
+		r.w.finish(r.v, nil)
+	}
+
+	// 6. Advance, then settle reads, lost leadership and removal.
+	for _, r := range rds {
+		g := r.g
+		g.rn.Advance(r.rd)
+		if g.lostLeadership {
+			g.lostLeadership = false
+			g.failAll(&NotLeaderError{Shard: g.shard, Leader: g.leader.Load()})
+		}
+		g.settleReads(r.rd.ReadStates)
+		if g.removed.Load() {
+			g.failAll(ErrGroupRemoved)
+			if g.isLeader.Swap(false) {
+				h.metrics.Leaders.Dec()
+			}
+		}
+	}
+}
+
+func (h *Host) must(err error) {
+	if err != nil {
+		h.log.Error("replica: storage failure", "err", err)
+		panic(fmt.Sprintf("replica: storage failure: %v", err))
+	}
+}
+
+// applyEntry applies one committed entry into ab and returns res with the proposer's waiter
+// appended when it is ours. Entries at or below smApplied are already in the state (after a
+// snapshot install) and only advance the raft-level applied index.
+func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uint64, res []resolution) []resolution {
+	idx := e.GetIndex()
+	if idx <= g.st.applied {
+		return res
+	}
+	ahead := idx <= smApplied
+	switch e.GetType() {
+	case pb.EntryNormal:
+		if len(e.Data) < headerLen {
+			if !ahead {
+				g.sm.SetApplied(ab, idx)
+			}
+			break
+		}
+		var v any
+		if !ahead {
+			v = g.sm.Apply(ab, idx, e.Data[headerLen:])
+		}
+		if w := g.ownWaiter(e.Data); w != nil {
+			res = append(res, resolution{w, v})
+		}
+	default:
+		cc, cctx, err := decodeConfChange(e)
+		if err != nil {
+			h.must(fmt.Errorf("shard %d: undecodable conf change at %d: %w", g.shard, idx, err))
+		}
+		cs := g.rn.ApplyConfChange(cc)
+		h.must(g.st.setConfState(ab, cs))
+		if !ahead {
+			g.sm.SetApplied(ab, idx)
+		}
+		if len(cctx) >= headerLen && binary.BigEndian.Uint64(cctx) == h.cfg.NodeID {
+			pid := binary.BigEndian.Uint64(cctx[8:])
+			if g.confPending == pid {
+				g.confPending = 0
+			}
+		}
+		if w := g.ownWaiter(cctx); w != nil {
+			res = append(res, resolution{w, nil})
+		}
+		self := h.cfg.NodeID
+		if !containsID(cs.Voters, self) && !containsID(cs.Learners, self) &&
+			!containsID(cs.VotersOutgoing, self) && !containsID(cs.LearnersNext, self) {
+			h.log.Info("removed from group", "shard", g.shard, "index", idx)
+			g.removed.Store(true)
+		}
+	}
+	g.st.applied = idx
+	return res
+}
+
+// ownWaiter returns (and forgets) the waiter of a proposal made by this node.
+func (g *Group) ownWaiter(hdr []byte) *waiter {
+	if len(hdr) < headerLen || binary.BigEndian.Uint64(hdr) != g.h.cfg.NodeID {
+		return nil
+	}
+	pid := binary.BigEndian.Uint64(hdr[8:])
+	w := g.waiters[pid]
+	if w != nil {
+		delete(g.waiters, pid)
+	}
+	return w
+}
+
+// maybeCompact drops log entries LogRetainEntries behind applied (in chunks), or down to
+// applied when the log outgrows MaxLogBytes. It is staged in the apply batch, so it is atomic
+// with the state that covers the dropped entries.
+func (h *Host) maybeCompact(ab *pebble.Batch, g *Group) {
+	st, retain := g.st, h.cfg.LogRetainEntries
+	chunk := max(retain/8, 1)
+	var to uint64
+	if st.applied > st.truncIdx+retain+chunk {
+		to = st.applied - retain
+	}
+	if st.logBytes > h.cfg.MaxLogBytes {
+		to = st.applied
+	}
+	if to > st.truncIdx {
+		h.must(st.compact(ab, to))
+	}
+}
+
+// observe tracks leadership from a Ready. Loop goroutine.
+func (g *Group) observe(rd raft.Ready) {
+	if rd.SoftState == nil && rd.HardState == nil {
+		return
+	}
+	bs := g.rn.BasicStatus()
+	wasLeader, prevTerm := g.state == raft.StateLeader, g.term
+	if lead := bs.Lead; lead != g.leader.Load() {
+		g.leader.Store(lead)
+		if lead != 0 {
+			g.h.metrics.LeaderChanges.Inc()
+		}
+	}
+	g.state = bs.RaftState
+	for i := 0; i < len(g.transfers); i++ {
+		if t := g.transfers[i]; bs.Lead == t.to {
+			t.w.finish(nil, nil)
+			g.transfers = append(g.transfers[:i], g.transfers[i+1:]...)
+			i--
+		}
+	}
+	isLeader := bs.RaftState == raft.StateLeader
+	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
+		g.term = bs.HardState.GetTerm()
+		g.confBarrier = g.st.last
+	}
+	if wasLeader && (!isLeader || bs.HardState.GetTerm() != prevTerm) {
+		g.lostLeadership = true // waiters fail after this Ready's entries were applied
+	}
+	if g.isLeader.Swap(isLeader) != isLeader {
+		if isLeader {
+			g.h.metrics.Leaders.Inc()
+		} else {
+			g.h.metrics.Leaders.Dec()
+		}
+	}
+}
+
+// settleReads records arrived read states and releases reads whose index is applied.
+func (g *Group) settleReads(states []raft.ReadState) {
+	for _, rs := range states {
+		for _, r := range g.reads {
+			if r.index == 0 && bytes.Equal(r.rctx, rs.RequestCtx) {
+				r.index = max(rs.Index, 1)
+			}
+		}
+	}
+	applied := max(g.st.applied, g.sm.Applied())
+	kept := g.reads[:0]
+	for _, r := range g.reads {
+		if r.index != 0 && applied >= r.index {
+			r.w.finish(nil, nil)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	clear(g.reads[len(kept):])
+	g.reads = kept
+}
+
+// checkTransfers fails transfers raft gave up on. Loop goroutine, on ticks.
+func (g *Group) checkTransfers() {
+	if len(g.transfers) == 0 || g.state != raft.StateLeader {
+		return
+	}
+	if g.rn.BasicStatus().LeadTransferee == 0 {
+		for _, t := range g.transfers {
+			t.w.finish(nil, fmt.Errorf("replica: shard %d: leadership transfer to %d aborted", g.shard, t.to))
+		}
+		g.transfers = nil
+	}
+}

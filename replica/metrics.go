@@ -1,0 +1,51 @@
+package replica
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the Host's instruments, registered on Config.Registerer when it is non-nil.
+type Metrics struct {
+	Proposals         prometheus.Counter   // proposals accepted into a leader's log
+	ProposalErrors    prometheus.Counter   // proposals answered with an error
+	SyncLatency       prometheus.Histogram // seconds per synced raft batch commit (one fsync)
+	EntriesPerSync    prometheus.Histogram // entries written by one synced batch
+	ApplyLatency      prometheus.Histogram // seconds per apply batch (all groups of one iteration)
+	LeaderChanges     prometheus.Counter   // observed leader changes, all groups
+	SnapshotsSent     prometheus.Counter   // snapshot streams written by WriteSnapshot
+	SnapshotsReceived prometheus.Counter   // snapshot streams installed by ReceiveSnapshot
+	Groups            prometheus.Gauge     // open groups
+	Leaders           prometheus.Gauge     // groups this node leads
+}
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	const ns, sub = "shoal", "replica"
+	m := &Metrics{
+		Proposals: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "proposals_total", Help: "Proposals accepted into a leader's raft log."}),
+		ProposalErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "proposal_errors_total", Help: "Proposals answered with an error."}),
+		SyncLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "sync_seconds", Help: "Latency of one synced raft batch commit (group commit).",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16)}),
+		EntriesPerSync: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "entries_per_sync", Help: "Raft entries made durable by one fsync.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		ApplyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "apply_seconds", Help: "Latency of applying one iteration's committed entries.",
+			Buckets: prometheus.ExponentialBuckets(20e-6, 2, 16)}),
+		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "leader_changes_total", Help: "Leader changes observed by this node, all groups."}),
+		SnapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "snapshots_sent_total", Help: "Snapshot streams written."}),
+		SnapshotsReceived: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "snapshots_received_total", Help: "Snapshot streams received and verified."}),
+		Groups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "groups", Help: "Open raft groups."}),
+		Leaders: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "leader_groups", Help: "Groups this node leads."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
+			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders)
+	}
+	return m
+}

@@ -1,0 +1,379 @@
+package replica
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Key suffixes under R|shard (see doc.go).
+const (
+	keyLog       = 'L'
+	keyHardState = 'H'
+	keyConfState = 'C'
+	keyTruncated = 'T'
+	keyApplied   = 'A'
+)
+
+// maxCachedEntries bounds the in-memory tail of each group's log.
+const maxCachedEntries = 1024
+
+func raftPrefix(shard uint32) []byte {
+	k := make([]byte, 5, 16)
+	k[0] = 'R'
+	binary.BigEndian.PutUint32(k[1:], shard)
+	return k
+}
+
+func raftKey(shard uint32, kind byte) []byte { return append(raftPrefix(shard), kind) }
+
+func logKey(shard uint32, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(raftKey(shard, keyLog), index)
+}
+
+// Entry value: type(1) | term(8 BE) | data.
+func encodeEntry(e *pb.Entry) []byte {
+	v := make([]byte, 9, 9+len(e.Data))
+	v[0] = byte(e.GetType())
+	binary.BigEndian.PutUint64(v[1:], e.GetTerm())
+	return append(v, e.Data...)
+}
+
+func decodeEntry(index uint64, v []byte) (*pb.Entry, error) {
+	if len(v) < 9 {
+		return nil, fmt.Errorf("replica: corrupt log entry %d (%d bytes)", index, len(v))
+	}
+	return &pb.Entry{
+		Type:  pb.EntryType(v[0]).Enum(),
+		Term:  new(binary.BigEndian.Uint64(v[1:])),
+		Index: new(index),
+		Data:  append([]byte(nil), v[9:]...),
+	}, nil
+}
+
+func entrySize(e *pb.Entry) uint64 { return uint64(len(e.Data)) + 32 }
+
+// storage is a raft.Storage over one group's R|shard keyspace. It is used only by the host's
+// loop goroutine (and by openStorage before the group is published), so it has no lock.
+// Writes are staged into a caller's batch; the in-memory view is updated at staging time and
+// the loop commits the batch before anything else reads the DB.
+type storage struct {
+	db    *pebble.DB
+	shard uint32
+
+	hs        *pb.HardState
+	cs        *pb.ConfState
+	truncIdx  uint64 // index of the last compacted entry (snapshot index); first = truncIdx+1
+	truncTerm uint64
+	last      uint64 // last index in the log (== truncIdx when empty)
+	applied   uint64 // raft-level applied index, maintained by the loop
+	// durableApplied is the raft-level applied index stored under A (atomic with C and the
+	// state machine's batch); 0 when never stored.
+	durableApplied uint64
+	logBytes       uint64 // approximate bytes of the retained log
+
+	cache []*pb.Entry // contiguous tail of the log, cache[i].Index == cacheLo+i
+}
+
+func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
+	s := &storage{db: db, shard: shard, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	if v, err := s.get(raftKey(shard, keyHardState)); err != nil {
+		return nil, err
+	} else if v != nil {
+		if len(v) != 24 {
+			return nil, fmt.Errorf("replica: corrupt hard state of shard %d", shard)
+		}
+		s.hs = &pb.HardState{Term: new(binary.BigEndian.Uint64(v)), Vote: new(binary.BigEndian.Uint64(v[8:])),
+			Commit: new(binary.BigEndian.Uint64(v[16:]))}
+	}
+	if v, err := s.get(raftKey(shard, keyConfState)); err != nil {
+		return nil, err
+	} else if v != nil {
+		if err := proto.Unmarshal(v, s.cs); err != nil {
+			return nil, fmt.Errorf("replica: corrupt conf state of shard %d: %w", shard, err)
+		}
+	}
+	if v, err := s.get(raftKey(shard, keyTruncated)); err != nil {
+		return nil, err
+	} else if v != nil {
+		if len(v) != 16 {
+			return nil, fmt.Errorf("replica: corrupt truncated state of shard %d", shard)
+		}
+		s.truncIdx, s.truncTerm = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	}
+	if v, err := s.get(raftKey(shard, keyApplied)); err != nil {
+		return nil, err
+	} else if len(v) == 8 {
+		s.durableApplied = binary.BigEndian.Uint64(v)
+	}
+	s.last = s.truncIdx
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: logKey(shard, 0), UpperBound: raftKey(shard, keyLog+1)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		idx := binary.BigEndian.Uint64(it.Key()[6:])
+		if idx <= s.truncIdx {
+			continue
+		}
+		s.last = idx
+		s.logBytes += uint64(len(it.Value())) + 32
+	}
+	return s, it.Error()
+}
+
+func (s *storage) get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// isEmpty reports a storage that never saw a hard state, entry or snapshot.
+func (s *storage) isEmpty() bool {
+	return s.last == 0 && raft.IsEmptyHardState(s.hs) && len(s.cs.Voters) == 0 && len(s.cs.Learners) == 0
+}
+
+// InitialState implements raft.Storage.
+func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
+	return proto.CloneOf(s.hs), proto.CloneOf(s.cs), nil
+}
+
+// FirstIndex implements raft.Storage.
+func (s *storage) FirstIndex() (uint64, error) { return s.truncIdx + 1, nil }
+
+// LastIndex implements raft.Storage.
+func (s *storage) LastIndex() (uint64, error) { return s.last, nil }
+
+func (s *storage) cacheLo() uint64 {
+	if len(s.cache) == 0 {
+		return s.last + 1
+	}
+	return s.cache[0].GetIndex()
+}
+
+// Term implements raft.Storage.
+func (s *storage) Term(i uint64) (uint64, error) {
+	switch {
+	case i == s.truncIdx:
+		return s.truncTerm, nil
+	case i < s.truncIdx:
+		return 0, raft.ErrCompacted
+	case i > s.last:
+		return 0, raft.ErrUnavailable
+	}
+	if lo := s.cacheLo(); i >= lo {
+		return s.cache[i-lo].GetTerm(), nil
+	}
+	v, err := s.get(logKey(s.shard, i))
+	if err != nil {
+		return 0, err
+	} else if v == nil || len(v) < 9 {
+		return 0, raft.ErrUnavailable
+	}
+	return binary.BigEndian.Uint64(v[1:]), nil
+}
+
+// Entries implements raft.Storage.
+func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
+	if lo <= s.truncIdx {
+		return nil, raft.ErrCompacted
+	}
+	if hi > s.last+1 {
+		return nil, raft.ErrUnavailable
+	}
+	var out []*pb.Entry
+	var size uint64
+	add := func(e *pb.Entry) bool {
+		size += uint64(proto.Size(e))
+		if len(out) > 0 && size > maxSize {
+			return false
+		}
+		out = append(out, e)
+		return true
+	}
+	next := lo
+	if clo := s.cacheLo(); lo < clo {
+		end := min(hi, clo)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(s.shard, lo), UpperBound: logKey(s.shard, end)})
+		if err != nil {
+			return nil, err
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			idx := binary.BigEndian.Uint64(it.Key()[6:])
+			if idx != next {
+				break
+			}
+			e, err := decodeEntry(idx, it.Value())
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			if !add(e) {
+				it.Close()
+				return out, nil
+			}
+			next++
+		}
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+		if next != end {
+			return nil, raft.ErrUnavailable
+		}
+	}
+	for clo := s.cacheLo(); next < hi; next++ {
+		if !add(s.cache[next-clo]) {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Snapshot implements raft.Storage. It describes the state at the group's applied index; the
+// state itself travels separately (Host.WriteSnapshot), read from a Pebble snapshot taken when
+// the transfer starts, so the data may be ahead of the metadata (entries up to the data's
+// applied index are skipped by the receiver).
+func (s *storage) Snapshot() (*pb.Snapshot, error) { return s.snapshotAt(s.applied, s.cs) }
+
+func (s *storage) snapshotAt(applied uint64, cs *pb.ConfState) (*pb.Snapshot, error) {
+	term, err := s.Term(applied)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(applied), Term: new(term),
+		ConfState: proto.CloneOf(cs)}}, nil
+}
+
+// append stages entries (which may overwrite a conflicting suffix) into b.
+func (s *storage) append(b *pebble.Batch, ents []*pb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	first := ents[0].GetIndex()
+	if first <= s.truncIdx {
+		return fmt.Errorf("replica: shard %d: append at %d below compacted index %d", s.shard, first, s.truncIdx)
+	}
+	if first > s.last+1 {
+		return fmt.Errorf("replica: shard %d: append at %d leaves a gap after %d", s.shard, first, s.last)
+	}
+	if first <= s.last {
+		if err := b.DeleteRange(logKey(s.shard, first), logKey(s.shard, s.last+1), nil); err != nil {
+			return err
+		}
+	}
+	for _, e := range ents {
+		if err := b.Set(logKey(s.shard, e.GetIndex()), encodeEntry(e), nil); err != nil {
+			return err
+		}
+		s.logBytes += entrySize(e)
+	}
+	// Update the cached tail: drop the overwritten suffix, then add.
+	if clo := s.cacheLo(); first < clo || len(s.cache) == 0 {
+		s.cache = s.cache[:0]
+	} else {
+		s.cache = s.cache[:first-clo]
+	}
+	s.cache = append(s.cache, ents...)
+	s.last = ents[len(ents)-1].GetIndex()
+	return nil
+}
+
+// trimCache keeps the cached tail bounded; call after the batch holding the entries committed.
+func (s *storage) trimCache() {
+	if n := len(s.cache); n > maxCachedEntries {
+		s.cache = append(s.cache[:0:0], s.cache[n-maxCachedEntries:]...)
+	}
+}
+
+func (s *storage) setHardState(b *pebble.Batch, hs *pb.HardState) error {
+	v := make([]byte, 24)
+	binary.BigEndian.PutUint64(v, hs.GetTerm())
+	binary.BigEndian.PutUint64(v[8:], hs.GetVote())
+	binary.BigEndian.PutUint64(v[16:], hs.GetCommit())
+	s.hs = proto.CloneOf(hs)
+	return b.Set(raftKey(s.shard, keyHardState), v, nil)
+}
+
+func (s *storage) setConfState(b *pebble.Batch, cs *pb.ConfState) error {
+	v, err := proto.Marshal(cs)
+	if err != nil {
+		return err
+	}
+	s.cs = proto.CloneOf(cs)
+	return b.Set(raftKey(s.shard, keyConfState), v, nil)
+}
+
+func (s *storage) setTruncated(b *pebble.Batch, index, term uint64) error {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v, index)
+	binary.BigEndian.PutUint64(v[8:], term)
+	s.truncIdx, s.truncTerm = index, term
+	return b.Set(raftKey(s.shard, keyTruncated), v, nil)
+}
+
+// setApplied stages the raft-level applied index (with the apply batch, so it is atomic with
+// the conf state and the state machine's own applied index).
+func (s *storage) setApplied(b *pebble.Batch, index uint64) error {
+	s.applied, s.durableApplied = index, index
+	return b.Set(raftKey(s.shard, keyApplied), binary.BigEndian.AppendUint64(nil, index), nil)
+}
+
+// applySnapshot stages a received raft snapshot: the whole log is discarded and the log
+// restarts after the snapshot's index.
+func (s *storage) applySnapshot(b *pebble.Batch, snap *pb.Snapshot) error {
+	md := snap.GetMetadata()
+	if err := b.DeleteRange(logKey(s.shard, 0), raftKey(s.shard, keyLog+1), nil); err != nil {
+		return err
+	}
+	if err := s.setTruncated(b, md.GetIndex(), md.GetTerm()); err != nil {
+		return err
+	}
+	if err := s.setConfState(b, pb.EnsureConfState(md.ConfState)); err != nil {
+		return err
+	}
+	if err := s.setApplied(b, md.GetIndex()); err != nil {
+		return err
+	}
+	s.last, s.logBytes, s.cache = md.GetIndex(), 0, nil
+	return nil
+}
+
+// compact stages the removal of entries up to and including index (index <= applied).
+func (s *storage) compact(b *pebble.Batch, index uint64) error {
+	if index <= s.truncIdx {
+		return nil
+	}
+	if index > s.last {
+		return fmt.Errorf("replica: shard %d: compact %d beyond last index %d", s.shard, index, s.last)
+	}
+	term, err := s.Term(index)
+	if err != nil {
+		return err
+	}
+	removed := index - s.truncIdx
+	retained := s.last - s.truncIdx
+	if err := b.DeleteRange(logKey(s.shard, s.truncIdx+1), logKey(s.shard, index+1), nil); err != nil {
+		return err
+	}
+	if err := s.setTruncated(b, index, term); err != nil {
+		return err
+	}
+	if retained > 0 {
+		s.logBytes -= s.logBytes / retained * removed
+	}
+	if clo := s.cacheLo(); len(s.cache) > 0 && index >= clo {
+		s.cache = append(s.cache[:0:0], s.cache[index-clo+1:]...)
+	}
+	return nil
+}

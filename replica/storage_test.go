@@ -1,0 +1,190 @@
+package replica
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+func memDB(t testing.TB) *pebble.DB {
+	t.Helper()
+	db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func ents(term uint64, lo, hi uint64) []*pb.Entry {
+	var out []*pb.Entry
+	for i := lo; i < hi; i++ {
+		out = append(out, &pb.Entry{Term: new(term), Index: new(i), Type: pb.EntryNormal.Enum(), Data: []byte{byte(i)}})
+	}
+	return out
+}
+
+func TestStorageAppendOverwriteCompactReopen(t *testing.T) {
+	db := memDB(t)
+	st, err := openStorage(db, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.isEmpty() {
+		t.Fatal("new storage not empty")
+	}
+	commit := func(f func(b *pebble.Batch) error) {
+		t.Helper()
+		b := db.NewBatch()
+		if err := f(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		st.trimCache()
+	}
+	commit(func(b *pebble.Batch) error { return st.append(b, ents(1, 1, 2001)) })
+	// Overwrite a suffix with a new term.
+	commit(func(b *pebble.Batch) error { return st.append(b, ents(2, 1500, 1601)) })
+	commit(func(b *pebble.Batch) error {
+		return st.setHardState(b, &pb.HardState{Term: new(uint64(2)), Vote: new(uint64(1)), Commit: new(uint64(1600))})
+	})
+	check := func(st *storage) {
+		t.Helper()
+		if li, _ := st.LastIndex(); li != 1600 {
+			t.Fatalf("last %d", li)
+		}
+		if tm, _ := st.Term(1499); tm != 1 {
+			t.Fatalf("term 1499 = %d", tm)
+		}
+		if tm, _ := st.Term(1500); tm != 2 {
+			t.Fatalf("term 1500 = %d", tm)
+		}
+		got, err := st.Entries(400, 1601, 1<<30)
+		if err != nil || len(got) != 1201 || got[0].GetIndex() != 400 || got[1200].GetTerm() != 2 {
+			t.Fatalf("entries: %d %v", len(got), err)
+		}
+		got, _ = st.Entries(400, 1601, 1) // at least one
+		if len(got) != 1 {
+			t.Fatalf("size-limited entries: %d", len(got))
+		}
+		if _, err := st.Term(1601); !errors.Is(err, raft.ErrUnavailable) {
+			t.Fatalf("term beyond last: %v", err)
+		}
+	}
+	check(st)
+	commit(func(b *pebble.Batch) error { return st.compact(b, 300) })
+	if _, err := st.Entries(300, 301, 100); !errors.Is(err, raft.ErrCompacted) {
+		t.Fatalf("compacted entries: %v", err)
+	}
+	if fi, _ := st.FirstIndex(); fi != 301 {
+		t.Fatalf("first %d", fi)
+	}
+	st2, err := openStorage(db, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(st2)
+	if fi, _ := st2.FirstIndex(); fi != 301 {
+		t.Fatalf("reopened first %d", fi)
+	}
+	if hs, _, _ := st2.InitialState(); hs.GetCommit() != 1600 || hs.GetVote() != 1 {
+		t.Fatalf("hard state %v", hs)
+	}
+	// Snapshot install resets the log.
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(5000)), Term: new(uint64(3)),
+		ConfState: &pb.ConfState{Voters: []uint64{1, 2}}}}
+	st = st2
+	commit(func(b *pebble.Batch) error { return st.applySnapshot(b, snap) })
+	st3, _ := openStorage(db, 4)
+	if fi, _ := st3.FirstIndex(); fi != 5001 {
+		t.Fatalf("first after snapshot %d", fi)
+	}
+	if li, _ := st3.LastIndex(); li != 5000 {
+		t.Fatalf("last after snapshot %d", li)
+	}
+	if _, cs, _ := st3.InitialState(); len(cs.Voters) != 2 {
+		t.Fatalf("conf state %v", cs)
+	}
+}
+
+func TestSnapshotStreamRejectsCorruption(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 2})
+	g := c.open(1, 6, []uint64{1})
+	c.leader(6, 1)
+	for i := range 20 {
+		c.propose(6, string(rune('a'+i)))
+	}
+	c.open(2, 6, nil)
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(5)), Term: new(uint64(2)),
+		ConfState: &pb.ConfState{Voters: []uint64{1}}}}
+	var buf bytes.Buffer
+	if err := c.nodes[1].host.WriteSnapshot(6, snap, &buf); err != nil {
+		t.Fatal(err)
+	}
+	msg := ShardMessage{Shard: 6, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+		Term: new(uint64(2)), Snapshot: snap}}
+	for _, pos := range []int{2, buf.Len() / 2, buf.Len() - 3} {
+		bad := bytes.Clone(buf.Bytes())
+		bad[pos] ^= 0x40
+		if err := c.nodes[2].host.ReceiveSnapshot(msg, bytes.NewReader(bad)); !errors.Is(err, ErrBadSnapshot) {
+			t.Fatalf("corruption at %d: %v", pos, err)
+		}
+	}
+	if err := c.nodes[2].host.ReceiveSnapshot(msg, bytes.NewReader(buf.Bytes()[:buf.Len()-1])); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("truncated: %v", err)
+	}
+	_ = g
+}
+
+func truncatedIndex(t *testing.T, db *pebble.DB, shard uint32) uint64 {
+	t.Helper()
+	v, c, err := db.Get(raftKey(shard, keyTruncated))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return binary.BigEndian.Uint64(v)
+}
+
+func TestCompactionByCountAndBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		retain, bytes uint64
+		minTrunc      uint64
+	}{
+		{"count", 20, 0, 60},
+		{"bytes", 100000, 8 << 10, 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, clusterOpts{nodes: 1, retain: tc.retain, maxBytes: tc.bytes})
+			c.open(1, 1, []uint64{1})
+			var want []string
+			for i := range 100 {
+				want = append(want, fmt.Sprintf("%03d-%s", i, bytes.Repeat([]byte("x"), 200)))
+				c.propose(1, want[i])
+			}
+			c.converged(1, want, 1)
+			if tr := truncatedIndex(t, c.nodes[1].db, 1); tr < tc.minTrunc {
+				t.Fatalf("truncated index %d, want >= %d", tr, tc.minTrunc)
+			}
+			// Restart: the compacted log plus the state still serve the group.
+			c.stopNode(1)
+			c.start(1, c.nodes[1].fs, clusterOpts{retain: tc.retain, maxBytes: tc.bytes})
+			c.open(1, 1, []uint64{1})
+			want = append(want, "after")
+			c.propose(1, "after")
+			c.converged(1, want, 1)
+		})
+	}
+}

@@ -1,0 +1,176 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/shoaldb/shoal/internal/grpcopt"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultQueueSize         = 4096    // messages per peer
+	DefaultMaxBatchMessages  = 512     // messages per RaftBatch
+	DefaultMaxBatchBytes     = 2 << 20 // bytes of marshalled messages per RaftBatch
+	DefaultSnapshotChunkSize = 1 << 20 // bytes of compressed data per SnapshotChunk
+	DefaultMaxSnapshotSends  = 2       // concurrent outgoing snapshot streams
+	DefaultBackoffInitial    = 100 * time.Millisecond
+	DefaultBackoffMax        = 2 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultSnapshotStall     = time.Minute
+
+	// MaxMessageSize is the largest single marshalled raft message the
+	// transport sends; a larger one is dropped (and reported unreachable)
+	// because the peer's gRPC server would refuse the whole stream.
+	MaxMessageSize = grpcopt.MaxMessageSize - 64<<10
+)
+
+// Config configures a Transport. Zero values mean the defaults above.
+type Config struct {
+	// NodeID is this node's raft ID. Required (non-zero). Incoming batches
+	// addressed to another ID are refused.
+	NodeID uint64
+	// ClusterID returns the cluster's ID; it is stamped on outgoing batches
+	// and compared with incoming ones. It may return "" while unknown (a
+	// joining node); the check is skipped when either side is "". nil means
+	// always "".
+	ClusterID func() string
+	// Resolve maps a peer's node ID to its gRPC address ("host:port"). It is
+	// called at every (re)dial, from the peer's goroutine, and must be safe
+	// for concurrent use. ok=false drops the messages and reports the peer
+	// unreachable. Required.
+	Resolve func(nodeID uint64) (addr string, ok bool)
+	// DialOptions for peer connections; nil means grpcopt.DialOptions().
+	DialOptions []grpc.DialOption
+	// QueueSize bounds each peer's outbound queue, in messages. Default 4096.
+	QueueSize int
+	// MaxBatchMessages bounds the messages packed into one RaftBatch.
+	// Default 512.
+	MaxBatchMessages int
+	// MaxBatchBytes bounds the marshalled bytes packed into one RaftBatch
+	// (a single larger message still goes alone). Default 2 MiB.
+	MaxBatchBytes int
+	// SnapshotChunkSize is the compressed bytes per SnapshotChunk. Default 1 MiB.
+	SnapshotChunkSize int
+	// MaxSnapshotSends bounds concurrent outgoing snapshot streams; further
+	// SendSnapshot calls wait their turn. Default 2.
+	MaxSnapshotSends int
+	// BackoffInitial and BackoffMax bound the reconnect delay after a failed
+	// dial or stream (exponential, ±50% jitter, reset by a successful send
+	// on a stream that has lived at least a second).
+	// Defaults 100 ms and 2 s.
+	BackoffInitial, BackoffMax time.Duration
+	// SnapshotStallTimeout aborts an outgoing snapshot stream when no chunk
+	// could be sent for this long (including while WriteSnapshot produces
+	// data); the receiver's final answer may take 10× as long. Default 1 min;
+	// negative disables.
+	SnapshotStallTimeout time.Duration
+	// IdleTimeout closes a peer's stream and connection after this long
+	// without traffic (a removed peer). Default 2 min; negative disables.
+	IdleTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer for Metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports a configuration error, or nil.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == 0:
+		return errors.New("transport: Config.NodeID is required")
+	case c.Resolve == nil:
+		return errors.New("transport: Config.Resolve is required")
+	case c.QueueSize < 0, c.MaxBatchMessages < 0, c.MaxBatchBytes < 0, c.SnapshotChunkSize < 0, c.MaxSnapshotSends < 0:
+		return errors.New("transport: Config sizes must not be negative")
+	case c.BackoffInitial < 0, c.BackoffMax < 0:
+		return errors.New("transport: Config backoff must not be negative")
+	case c.BackoffMax != 0 && c.BackoffInitial > c.BackoffMax:
+		return fmt.Errorf("transport: Config.BackoffInitial %v > BackoffMax %v", c.BackoffInitial, c.BackoffMax)
+	}
+	return nil
+}
+
+func (c *Config) withDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.QueueSize, DefaultQueueSize)
+	def(&c.MaxBatchMessages, DefaultMaxBatchMessages)
+	def(&c.MaxBatchBytes, DefaultMaxBatchBytes)
+	def(&c.SnapshotChunkSize, DefaultSnapshotChunkSize)
+	def(&c.MaxSnapshotSends, DefaultMaxSnapshotSends)
+	if c.BackoffInitial == 0 {
+		c.BackoffInitial = DefaultBackoffInitial
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = max(DefaultBackoffMax, c.BackoffInitial)
+	}
+	if c.SnapshotStallTimeout == 0 {
+		c.SnapshotStallTimeout = DefaultSnapshotStall
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ClusterID == nil {
+		c.ClusterID = func() string { return "" }
+	}
+	if c.DialOptions == nil {
+		c.DialOptions = grpcopt.DialOptions()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Errors. Incoming-side errors travel to the sender as gRPC statuses
+// (FailedPrecondition / InvalidArgument) whose message is the error's text.
+var (
+	// ErrClusterMismatch: an incoming stream carries another cluster's ID
+	// (returned by the Raft service handlers; wrapped by *ClusterMismatchError).
+	ErrClusterMismatch = errors.New("transport: cluster ID mismatch")
+	// ErrWrongNode: an incoming stream is addressed to another node ID, e.g.
+	// a peer whose address now belongs to a re-created node (*WrongNodeError).
+	ErrWrongNode = errors.New("transport: addressed to another node")
+	// ErrBadRequest: a malformed batch or snapshot header.
+	ErrBadRequest = errors.New("transport: malformed request")
+	// ErrNoHandler: traffic arrived before SetHandler.
+	ErrNoHandler = errors.New("transport: no handler set")
+	// ErrClosed: the transport was closed.
+	ErrClosed = errors.New("transport: closed")
+	// ErrUnknownPeer: Config.Resolve had no address for the peer.
+	ErrUnknownPeer = errors.New("transport: peer address unknown")
+)
+
+// ClusterMismatchError carries both cluster IDs. Is(ErrClusterMismatch).
+type ClusterMismatchError struct {
+	Local, Remote string // this node's ID, the sender's ID
+	From          uint64 // the sender's node ID
+}
+
+func (e *ClusterMismatchError) Error() string {
+	return fmt.Sprintf("transport: cluster ID mismatch: node %d of cluster %q sent to a node of cluster %q",
+		e.From, e.Remote, e.Local)
+}
+
+// Is reports target == ErrClusterMismatch.
+func (e *ClusterMismatchError) Is(target error) bool { return target == ErrClusterMismatch }
+
+// WrongNodeError carries the addressed and the actual node ID. Is(ErrWrongNode).
+type WrongNodeError struct {
+	Self, To uint64
+}
+
+func (e *WrongNodeError) Error() string {
+	return fmt.Sprintf("transport: addressed to node %d, but this is node %d", e.To, e.Self)
+}
+
+// Is reports target == ErrWrongNode.
+func (e *WrongNodeError) Is(target error) bool { return target == ErrWrongNode }

@@ -1,0 +1,90 @@
+// Package transport carries raft traffic between shoal nodes over the gRPC
+// Raft service (api/shoal/v1), implementing replica.Transport.
+//
+// # Shape
+//
+// Every node runs one Transport. Outgoing raft messages of all shards share
+// one long-lived client stream (Raft.Send) per ordered peer pair (A→B is
+// A's stream, B→A is B's, so each direction keeps its own order and
+// back-pressure); snapshots travel on
+// their own streaming RPC (Raft.Snapshot) over a dedicated connection, so
+// megabytes of state never queue in front of heartbeats.
+//
+//	replica event loop                                          peer node
+//	      │ Send([]ShardMessage)  (never blocks)
+//	      ▼
+//	┌──────────────┐  per peer  ┌──────────┐ RaftBatch ... ┌───────────────────────┐
+//	│ route by To  ├──────────► │ queue    ├──────────────►│ server.Send           │
+//	└──────────────┘  (bounded) │ goroutine│  Raft.Send    │  check cluster, to    │
+//	   full queue: drop,        └──────────┘  one stream   │  Handler.HandleMessages│
+//	   count, report unreachable                           └───────────────────────┘
+//
+// # Caller duties
+//
+//  1. Build with New(Config) — NodeID and Resolve are required — and call
+//     SetHandler (a *replica.Host) before traffic flows.
+//  2. Register the transport on the node's gRPC server, created with
+//     grpcopt.ServerOptions() (message sizes, keepalive policy).
+//  3. Call Send with the messages of a Ready and SendSnapshot with each
+//     MsgSnap (a MsgSnap given to Send is passed to SendSnapshot). Neither
+//     blocks; the messages must not be modified afterwards.
+//  4. Expect Handler.ReportUnreachable(shard, peer) for messages that were
+//     dropped (full queue, unknown address, failed dial or stream) and
+//     Handler.ReportSnapshot(shard, peer, ok) once per SendSnapshot; both are
+//     called from transport goroutines, never from inside Send.
+//  5. Close the transport after the replica host stops sending, and stop the
+//     gRPC server to end incoming streams.
+//
+// # Raft.Send: one stream per peer pair
+//
+// The client sends RaftBatch messages; the server answers only when the
+// stream ends (RaftAck, or an error status that the client logs).
+//
+//	RaftBatch
+//	┌────────┬──────────────┬──────────────────────────────────────────────┐
+//	│ field  │ type         │ meaning                                      │
+//	├────────┼──────────────┼──────────────────────────────────────────────┤
+//	│ 1      │ uint64       │ from: sender node ID (non-zero)              │
+//	│ 2      │ uint64       │ to: receiver node ID; must equal its NodeID  │
+//	│ 3      │ string       │ cluster_id: must match unless either is ""   │
+//	│ 4      │ repeated u32 │ shards[i]: shard of messages[i]              │
+//	│ 5      │ repeated b   │ messages[i]: proto-marshalled raftpb.Message │
+//	└────────┴──────────────┴──────────────────────────────────────────────┘
+//
+// A batch holds up to Config.MaxBatchMessages messages and MaxBatchBytes
+// bytes (a single larger message goes alone; one above MaxMessageSize is
+// dropped). Messages keep the order in which Send queued them, per peer.
+// Refusals: cluster mismatch and wrong node → FailedPrecondition; malformed
+// batch → InvalidArgument; no handler → Unavailable.
+//
+// Reconnects: a failed dial or broken stream drops the in-flight batch and
+// the queue (reported unreachable), then backs off exponentially with ±50%
+// jitter (Config.BackoffInitial..BackoffMax); messages arriving during the
+// back-off are dropped and reported too, so raft probes instead of
+// pipelining into a dead peer. The address is resolved again at every dial;
+// a successful send on a stream older than a second resets the back-off (a
+// refusing peer accepts the first sends before ending the stream). An idle
+// peer's connection is closed after Config.IdleTimeout.
+//
+// # Raft.Snapshot: one stream per snapshot
+//
+//	chunk 0   from, to, cluster_id, shard, message = marshalled MsgSnap
+//	          (data empty)
+//	chunk 1.. data = next ≤ SnapshotChunkSize bytes of one zstd stream
+//	          holding whatever Handler.WriteSnapshot wrote
+//	end       client CloseSend; server answers RaftAck or the error of
+//	          Handler.ReceiveSnapshot
+//
+// The receiver validates chunk 0 like a batch, then decompresses the data
+// chunks through an io.Pipe into Handler.ReceiveSnapshot(msg, reader). A
+// sender that fails mid-stream cancels the RPC, so the reader sees an error,
+// never a clean end. At most Config.MaxSnapshotSends snapshots are sent at
+// once.
+//
+// # Concurrency
+//
+// Transport methods are safe for concurrent use. Each peer's connection state
+// is owned by its goroutine; Transport.mu guards only the peer map and the
+// closed flag. Handler methods are called from peer, reporter, snapshot and
+// gRPC server goroutines, never while a transport lock is held.
+package transport

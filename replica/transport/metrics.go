@@ -1,0 +1,60 @@
+package transport
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics of one Transport. Peer-labelled series use the peer's node ID, so
+// cardinality is bounded by the cluster size.
+type Metrics struct {
+	MessagesSent     *prometheus.CounterVec // {peer} raft messages written to a stream
+	MessagesReceived *prometheus.CounterVec // {peer} raft messages handed to the Handler
+	MessagesDropped  *prometheus.CounterVec // {peer, reason}: queue_full, unreachable, too_large, closed, invalid_target
+	BatchesSent      *prometheus.CounterVec // {peer} RaftBatch messages sent
+	BytesSent        *prometheus.CounterVec // {peer} marshalled raft message bytes sent
+	BytesReceived    *prometheus.CounterVec // {peer} marshalled raft message bytes received
+	DialErrors       *prometheus.CounterVec // {peer} failed resolves, dials and stream opens
+	StreamErrors     *prometheus.CounterVec // {peer} established streams that broke
+	SnapshotsSent    *prometheus.CounterVec // {result}: ok, failed
+	SnapshotsRecv    *prometheus.CounterVec // {result}: ok, failed
+	SnapshotBytes    *prometheus.CounterVec // {dir}: sent, received (compressed bytes)
+}
+
+// Drop reasons (values of the "reason" label).
+const (
+	dropQueueFull   = "queue_full"
+	dropUnreachable = "unreachable"
+	dropTooLarge    = "too_large"
+	dropClosed      = "closed"
+	dropInvalid     = "invalid_target" // node 0 or this node
+)
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	const ns, sub = "shoal", "transport"
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, labels)
+	}
+	m := &Metrics{
+		MessagesSent:     cv("messages_sent_total", "Raft messages written to a peer stream.", "peer"),
+		MessagesReceived: cv("messages_received_total", "Raft messages received from a peer.", "peer"),
+		MessagesDropped:  cv("messages_dropped_total", "Raft messages dropped before sending.", "peer", "reason"),
+		BatchesSent:      cv("batches_sent_total", "Raft batches sent to a peer.", "peer"),
+		BytesSent:        cv("bytes_sent_total", "Marshalled raft message bytes sent to a peer.", "peer"),
+		BytesReceived:    cv("bytes_received_total", "Marshalled raft message bytes received from a peer.", "peer"),
+		DialErrors:       cv("dial_errors_total", "Failed address resolutions, dials and stream opens.", "peer"),
+		StreamErrors:     cv("stream_errors_total", "Established peer streams that failed.", "peer"),
+		SnapshotsSent:    cv("snapshots_sent_total", "Outgoing snapshot streams by result.", "result"),
+		SnapshotsRecv:    cv("snapshots_received_total", "Incoming snapshot streams by result.", "result"),
+		SnapshotBytes:    cv("snapshot_bytes_total", "Compressed snapshot bytes by direction.", "dir"),
+	}
+	if reg != nil {
+		reg.MustRegister(m.MessagesSent, m.MessagesReceived, m.MessagesDropped, m.BatchesSent, m.BytesSent,
+			m.BytesReceived, m.DialErrors, m.StreamErrors, m.SnapshotsSent, m.SnapshotsRecv, m.SnapshotBytes)
+	}
+	return m
+}
+
+func result(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "failed"
+}

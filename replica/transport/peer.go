@@ -1,0 +1,386 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// stableAfter is how long a stream must have lived before a successful send
+// resets the back-off: gRPC buffers the first sends of a stream that the
+// peer is about to refuse (cluster mismatch), which must not count.
+const stableAfter = time.Second
+
+// peer owns the outbound side towards one node: a bounded queue filled by
+// Send and one goroutine (run) that drains it into RaftBatches on a single
+// long-lived Raft.Send stream. All fields below queue are owned by run.
+type peer struct {
+	t     *Transport
+	id    uint64
+	label string
+	queue chan replica.ShardMessage
+
+	// Counters resolved once (label lookups are not free on the hot path).
+	sent, batches, bytes, dialErrs, streamErrs prometheus.Counter
+	dropped                                    struct{ queueFull, unreachable, tooLarge prometheus.Counter }
+
+	addr    string
+	conn    *grpc.ClientConn
+	stream  shoalv1.Raft_SendClient
+	cancel  context.CancelFunc // of stream
+	end     *streamEnd         // of stream
+	opened  time.Time          // when stream was opened
+	carry   *replica.ShardMessage
+	bo      backoff.ExponentialBackOff
+	healthy bool   // last send succeeded (logging transitions only)
+	refusal string // last refusal logged at error level
+
+	pending []*pb.Message // reused by pack
+	sizes   []int
+}
+
+func newPeer(t *Transport, id uint64) *peer {
+	l := strconv.FormatUint(id, 10)
+	m := t.metrics
+	p := &peer{
+		t: t, id: id, label: l,
+		queue:      make(chan replica.ShardMessage, t.cfg.QueueSize),
+		sent:       m.MessagesSent.WithLabelValues(l),
+		batches:    m.BatchesSent.WithLabelValues(l),
+		bytes:      m.BytesSent.WithLabelValues(l),
+		dialErrs:   m.DialErrors.WithLabelValues(l),
+		streamErrs: m.StreamErrors.WithLabelValues(l),
+		bo: backoff.ExponentialBackOff{
+			InitialInterval:     t.cfg.BackoffInitial,
+			RandomizationFactor: 0.5,
+			Multiplier:          2,
+			MaxInterval:         t.cfg.BackoffMax,
+		},
+		healthy: true,
+	}
+	p.dropped.queueFull = m.MessagesDropped.WithLabelValues(l, dropQueueFull)
+	p.dropped.unreachable = m.MessagesDropped.WithLabelValues(l, dropUnreachable)
+	p.dropped.tooLarge = m.MessagesDropped.WithLabelValues(l, dropTooLarge)
+	p.bo.Reset()
+	return p
+}
+
+func (p *peer) run() {
+	defer p.closeConn()
+	var idle <-chan time.Time
+	var idleTimer *time.Timer
+	if d := p.t.cfg.IdleTimeout; d > 0 {
+		idleTimer = time.NewTimer(d)
+		defer idleTimer.Stop()
+		idle = idleTimer.C
+	}
+	stop := p.t.ctx.Done()
+	for {
+		var m replica.ShardMessage
+		if p.carry != nil {
+			m, p.carry = *p.carry, nil
+		} else {
+			select {
+			case <-stop:
+				return
+			case m = <-p.queue:
+			case <-p.endC():
+				p.failStream(p.end.err, nil)
+				if !p.wait() {
+					return
+				}
+				continue
+			case <-idle:
+				if p.conn != nil {
+					p.t.log.Debug("transport: closing idle peer connection", "peer", p.id)
+				}
+				p.closeConn()
+				idleTimer.Reset(p.t.cfg.IdleTimeout)
+				continue
+			}
+		}
+		if idleTimer != nil {
+			idleTimer.Reset(p.t.cfg.IdleTimeout)
+		}
+		if p.stream == nil {
+			if err := p.connect(); err != nil {
+				if p.t.ctx.Err() != nil {
+					return
+				}
+				p.dialErrs.Inc()
+				p.logFailure("transport: cannot reach peer", err)
+				p.drop(m.Shard)
+				p.drain()
+				if !p.wait() {
+					return
+				}
+				continue
+			}
+		}
+		batch := p.pack(m)
+		if batch == nil {
+			continue // only oversized messages
+		}
+		if err := p.stream.Send(batch); err != nil {
+			if p.t.ctx.Err() != nil {
+				return
+			}
+			p.failStream(err, batch)
+			if !p.wait() {
+				return
+			}
+			continue
+		}
+		n := len(batch.Messages)
+		p.sent.Add(float64(n))
+		p.batches.Inc()
+		p.bytes.Add(float64(batchBytes(batch)))
+		if time.Since(p.opened) < stableAfter {
+			continue // a refusing peer accepts the first sends, then ends the stream
+		}
+		p.bo.Reset()
+		if !p.healthy {
+			p.healthy, p.refusal = true, ""
+			p.t.log.Info("transport: peer reachable", "peer", p.id, "addr", p.addr)
+		}
+	}
+}
+
+// connect resolves the peer's address, (re)creates the connection if the
+// address changed, and opens a Raft.Send stream plus its watcher.
+func (p *peer) connect() error {
+	addr, ok := p.t.cfg.Resolve(p.id)
+	if !ok || addr == "" {
+		return ErrUnknownPeer
+	}
+	if p.conn != nil && addr != p.addr {
+		p.closeConn()
+	}
+	if p.conn == nil {
+		conn, err := grpc.NewClient(addr, p.t.cfg.DialOptions...)
+		if err != nil {
+			return err
+		}
+		p.conn, p.addr = conn, addr
+	}
+	ctx, cancel := context.WithCancel(p.t.ctx)
+	stream, err := shoalv1.NewRaftClient(p.conn).Send(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	p.stream, p.cancel, p.opened = stream, cancel, time.Now()
+	end := &streamEnd{done: make(chan struct{})}
+	p.end = end
+	p.t.wg.Add(1)
+	go func() {
+		defer p.t.wg.Done()
+		// The server answers only when the stream ends: an error (cluster
+		// mismatch, shutdown, connection loss) or our cancel.
+		err := stream.RecvMsg(new(shoalv1.RaftAck))
+		if err == nil {
+			err = io.EOF
+		}
+		end.err = err
+		close(end.done)
+	}()
+	return nil
+}
+
+// pack builds one RaftBatch from first plus whatever else is queued, within
+// the message and byte limits. A message that does not fit is carried over
+// to the next batch. Returns nil when every candidate was oversized.
+func (p *peer) pack(first replica.ShardMessage) *shoalv1.RaftBatch {
+	cfg := &p.t.cfg
+	b := &shoalv1.RaftBatch{From: cfg.NodeID, To: p.id, ClusterId: cfg.ClusterID()}
+	p.pending, p.sizes = p.pending[:0], p.sizes[:0]
+	total := 0
+	add := func(m replica.ShardMessage) bool {
+		sz := proto.Size(m.Msg)
+		if sz > MaxMessageSize {
+			p.dropped.tooLarge.Inc()
+			p.t.log.Warn("transport: dropping oversized raft message", "peer", p.id, "shard", m.Shard,
+				"type", m.Msg.GetType().String(), "bytes", sz, "limit", MaxMessageSize)
+			p.t.unreach.add(m.Shard, p.id)
+			return true
+		}
+		if len(p.pending) > 0 && (total+sz > cfg.MaxBatchBytes || len(p.pending) >= cfg.MaxBatchMessages) {
+			p.carry = &m
+			return false
+		}
+		total += sz
+		p.pending = append(p.pending, m.Msg)
+		p.sizes = append(p.sizes, sz)
+		b.Shards = append(b.Shards, m.Shard)
+		return true
+	}
+	if add(first) {
+	loop:
+		for len(p.pending) < cfg.MaxBatchMessages {
+			select {
+			case m := <-p.queue:
+				if !add(m) {
+					break loop
+				}
+			default:
+				break loop
+			}
+		}
+	}
+	if len(p.pending) == 0 {
+		return nil
+	}
+	// One slab for all messages: gRPC may read a message after SendMsg
+	// returns, so the slab is never reused.
+	slab := make([]byte, 0, total)
+	b.Messages = make([][]byte, len(p.pending))
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	for i, m := range p.pending {
+		start := len(slab)
+		var err error
+		slab, err = opts.MarshalAppend(slab, m)
+		if err != nil || len(slab)-start != p.sizes[i] {
+			// Cannot happen for a well-formed message; a message mutated
+			// after Send would land here. Re-marshal standalone.
+			one, _ := proto.Marshal(m)
+			slab = slab[:start]
+			b.Messages[i] = one
+			continue
+		}
+		b.Messages[i] = slab[start:len(slab):len(slab)]
+	}
+	clear(p.pending) // do not pin messages until the next batch
+	return b
+}
+
+func batchBytes(b *shoalv1.RaftBatch) int {
+	n := 0
+	for _, m := range b.Messages {
+		n += len(m)
+	}
+	return n
+}
+
+// failStream tears down a broken stream, reports the in-flight batch and the
+// queue unreachable, and logs the cause (taken from the server's status when
+// the send failed with a bare io.EOF).
+func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
+	if errors.Is(err, io.EOF) && p.end != nil {
+		<-p.end.done // the watcher has the real status
+		err = p.end.err
+	}
+	p.streamErrs.Inc()
+	p.closeStream()
+	if batch != nil {
+		for _, s := range batch.Shards {
+			p.drop(s)
+		}
+	}
+	p.drain()
+	if s, ok := status.FromError(err); ok && s.Code() == codes.FailedPrecondition {
+		// Misconfiguration (cluster ID, re-created node): loud once per cause.
+		lvl := slog.LevelError
+		if s.Message() == p.refusal {
+			lvl = slog.LevelDebug
+		}
+		p.refusal = s.Message()
+		p.t.log.Log(context.Background(), lvl, "transport: peer refused raft stream",
+			"peer", p.id, "addr", p.addr, "err", s.Message())
+		p.healthy = false
+		return
+	}
+	p.logFailure("transport: raft stream to peer failed", err)
+}
+
+func (p *peer) logFailure(msg string, err error) {
+	if p.healthy {
+		p.healthy = false
+		p.t.log.Warn(msg, "peer", p.id, "addr", p.addr, "err", err)
+		return
+	}
+	p.t.log.Debug(msg, "peer", p.id, "addr", p.addr, "err", err)
+}
+
+// drop counts one undeliverable message and reports its shard unreachable.
+func (p *peer) drop(shard uint32) {
+	p.dropped.unreachable.Inc()
+	p.t.unreach.add(shard, p.id)
+}
+
+// drain drops everything queued (and the carried message).
+func (p *peer) drain() {
+	if p.carry != nil {
+		p.drop(p.carry.Shard)
+		p.carry = nil
+	}
+	for {
+		select {
+		case m := <-p.queue:
+			p.drop(m.Shard)
+		default:
+			return
+		}
+	}
+}
+
+// wait sleeps the next backoff interval, dropping (and reporting) messages
+// that arrive meanwhile: raft retries on its own schedule, and reports make
+// it probe instead of pipelining into a dead peer. False when closed.
+func (p *peer) wait() bool {
+	timer := time.NewTimer(p.bo.NextBackOff())
+	defer timer.Stop()
+	for {
+		select {
+		case <-p.t.ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case m := <-p.queue:
+			p.drop(m.Shard)
+		}
+	}
+}
+
+func (p *peer) closeStream() {
+	if p.stream == nil {
+		return
+	}
+	p.cancel()
+	p.stream, p.cancel, p.end = nil, nil, nil
+}
+
+// streamEnd is closed by a stream's watcher goroutine when the stream ends.
+type streamEnd struct {
+	done chan struct{}
+	err  error // why it ended; read after <-done
+}
+
+// endC is the current stream's end channel, nil (blocks) without a stream.
+func (p *peer) endC() <-chan struct{} {
+	if p.end == nil {
+		return nil
+	}
+	return p.end.done
+}
+
+func (p *peer) closeConn() {
+	p.closeStream()
+	if p.conn != nil {
+		_ = p.conn.Close()
+		p.conn = nil
+	}
+}

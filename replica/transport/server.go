@@ -1,0 +1,117 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// server is the receiving side: the shoalv1.RaftServer registered by
+// Transport.Register.
+type server struct {
+	shoalv1.UnimplementedRaftServer
+	t *Transport
+}
+
+// checkHeader validates the addressing of an incoming stream.
+func (t *Transport) checkHeader(from, to uint64, clusterID string) error {
+	if local := t.cfg.ClusterID(); local != "" && clusterID != "" && local != clusterID {
+		return &ClusterMismatchError{Local: local, Remote: clusterID, From: from}
+	}
+	if to != t.cfg.NodeID {
+		return &WrongNodeError{Self: t.cfg.NodeID, To: to}
+	}
+	if from == 0 {
+		return fmt.Errorf("%w: sender node ID is 0", ErrBadRequest)
+	}
+	return nil
+}
+
+// Send receives one peer's long-lived batch stream and hands each batch to
+// the Handler, in order.
+func (s *server) Send(stream shoalv1.Raft_SendServer) error {
+	t := s.t
+	h := t.handlerOrNil()
+	if h == nil {
+		return toStatus(ErrNoHandler)
+	}
+	var label string // of the sending peer, resolved on the first batch
+	var received, bytes interface{ Add(float64) }
+	for {
+		b, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&shoalv1.RaftAck{})
+		}
+		if err != nil {
+			return err
+		}
+		if err := t.checkHeader(b.From, b.To, b.ClusterId); err != nil {
+			t.log.Warn("transport: refusing raft stream", "from", b.From, "err", err)
+			return toStatus(err)
+		}
+		if len(b.Shards) != len(b.Messages) {
+			return toStatus(fmt.Errorf("%w: %d shards for %d messages", ErrBadRequest, len(b.Shards), len(b.Messages)))
+		}
+		if l := strconv.FormatUint(b.From, 10); l != label {
+			label = l
+			received = t.metrics.MessagesReceived.WithLabelValues(l)
+			bytes = t.metrics.BytesReceived.WithLabelValues(l)
+		}
+		msgs := make([]replica.ShardMessage, len(b.Messages))
+		n := 0
+		for i, raw := range b.Messages {
+			m := new(pb.Message)
+			if err := proto.Unmarshal(raw, m); err != nil {
+				return toStatus(fmt.Errorf("%w: message %d: %v", ErrBadRequest, i, err))
+			}
+			if m.GetTo() != t.cfg.NodeID {
+				return toStatus(&WrongNodeError{Self: t.cfg.NodeID, To: m.GetTo()})
+			}
+			msgs[i] = shardMessage(b.Shards[i], m)
+			n += len(raw)
+		}
+		received.Add(float64(len(msgs)))
+		bytes.Add(float64(n))
+		h.HandleMessages(msgs)
+	}
+}
+
+// toStatus converts a transport error to a gRPC status at the boundary.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Unknown
+	switch {
+	case errors.Is(err, ErrClusterMismatch), errors.Is(err, ErrWrongNode):
+		code = codes.FailedPrecondition
+	case errors.Is(err, ErrBadRequest):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrNoHandler), errors.Is(err, ErrClosed):
+		code = codes.Unavailable
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+// shardMessage builds a replica.ShardMessage; the one place that knows how
+// the message is held.
+func shardMessage(shard uint32, m *pb.Message) replica.ShardMessage {
+	return replica.ShardMessage{Shard: shard, Msg: m}
+}

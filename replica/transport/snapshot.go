@@ -1,0 +1,294 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// snapshotMaxWindow bounds the zstd window a receiver accepts (memory guard).
+const snapshotMaxWindow = 64 << 20
+
+// errReceiverDone ends the pipe once ReceiveSnapshot has returned.
+var errReceiverDone = errors.New("transport: snapshot receiver finished")
+
+// SendSnapshot streams the snapshot of m (a MsgSnap) to m.Msg.To on a
+// dedicated connection, asynchronously: it returns at once and the outcome
+// reaches Handler.ReportSnapshot. At most Config.MaxSnapshotSends streams run
+// at a time; others wait. After Close, nothing is sent or reported.
+func (t *Transport) SendSnapshot(m replica.ShardMessage) {
+	t.mu.Lock()
+	closed := t.mu.closed
+	if !closed {
+		t.wg.Add(1)
+	}
+	t.mu.Unlock()
+	if closed {
+		return
+	}
+	shard, to := m.Shard, m.Msg.GetTo()
+	go func() {
+		defer t.wg.Done()
+		err := t.sendSnapshot(m)
+		if t.ctx.Err() != nil {
+			return // closing: nobody is listening
+		}
+		ok := err == nil
+		t.metrics.SnapshotsSent.WithLabelValues(result(ok)).Inc()
+		if ok {
+			t.log.Info("transport: snapshot sent", "shard", shard, "to", to,
+				"index", m.Msg.GetSnapshot().GetMetadata().GetIndex())
+		} else {
+			t.log.Warn("transport: snapshot send failed", "shard", shard, "to", to, "err", err)
+		}
+		if h := t.handlerOrNil(); h != nil {
+			h.ReportSnapshot(shard, to, ok)
+		}
+	}()
+}
+
+func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
+	select {
+	case t.snaps <- struct{}{}:
+	case <-t.ctx.Done():
+		return ErrClosed
+	}
+	defer func() { <-t.snaps }()
+
+	h := t.handlerOrNil()
+	if h == nil {
+		return ErrNoHandler
+	}
+	if m.Msg.GetType() != pb.MsgSnap || m.Msg.GetSnapshot() == nil {
+		return fmt.Errorf("%w: SendSnapshot of a %v message", ErrBadRequest, m.Msg.GetType())
+	}
+	to := m.Msg.GetTo()
+	addr, ok := t.cfg.Resolve(to)
+	if !ok || addr == "" {
+		return ErrUnknownPeer
+	}
+	header, err := proto.Marshal(m.Msg)
+	if err != nil {
+		return err
+	}
+	// A dedicated connection keeps megabytes of snapshot data from queueing
+	// in front of the heartbeats on the peer's raft stream.
+	conn, err := grpc.NewClient(addr, t.cfg.DialOptions...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(t.ctx)
+	defer cancel()
+	stream, err := shoalv1.NewRaftClient(conn).Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	cw := &chunkWriter{stream: stream, size: t.cfg.SnapshotChunkSize}
+	finalWait := func() {}
+	if d := t.cfg.SnapshotStallTimeout; d > 0 {
+		// Abort a stream on which no chunk went out for d (a wedged receiver
+		// would otherwise hold a send slot forever). Installing after the
+		// last chunk may take longer: the final answer gets 10×d.
+		stall := time.AfterFunc(d, cancel)
+		defer stall.Stop()
+		cw.progress = func() { stall.Reset(d) }
+		finalWait = func() { stall.Reset(10 * d) }
+	}
+	// The header goes alone so the receiver can refuse before data flows.
+	if err := stream.Send(&shoalv1.SnapshotChunk{
+		From: t.cfg.NodeID, To: to, ClusterId: t.cfg.ClusterID(), Shard: m.Shard, Message: header,
+	}); err != nil {
+		return closeAndRecv(stream, err)
+	}
+	zw, err := zstd.NewWriter(cw, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		return err
+	}
+	err = h.WriteSnapshot(m.Shard, m.Msg.GetSnapshot(), zw)
+	if err == nil {
+		err = zw.Close()
+	}
+	if err == nil {
+		err = cw.flush()
+	}
+	t.metrics.SnapshotBytes.WithLabelValues("sent").Add(float64(cw.sent))
+	if err != nil {
+		if cw.err != nil {
+			return closeAndRecv(stream, cw.err) // the receiver's verdict
+		}
+		cancel() // the receiver must see an abort, not a clean end
+		_ = zw.Close()
+		return fmt.Errorf("transport: write snapshot: %w", err)
+	}
+	finalWait()
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// closeAndRecv turns a failed Send (a bare io.EOF when the server ended the
+// stream) into the server's status.
+func closeAndRecv(stream shoalv1.Raft_SnapshotClient, err error) error {
+	if errors.Is(err, io.EOF) {
+		if _, rerr := stream.CloseAndRecv(); rerr != nil {
+			return rerr
+		}
+	}
+	return err
+}
+
+// chunkWriter cuts the compressed stream into SnapshotChunks of size bytes.
+// Not safe for concurrent use.
+type chunkWriter struct {
+	stream   shoalv1.Raft_SnapshotClient
+	size     int
+	buf      []byte
+	sent     int
+	err      error  // sticky stream error
+	progress func() // called after each chunk sent; may be nil
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := len(p)
+	for len(p) > 0 {
+		if w.buf == nil {
+			w.buf = make([]byte, 0, w.size) // fresh: gRPC may still read the last one
+		}
+		k := min(len(p), w.size-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == w.size {
+			if err := w.flush(); err != nil {
+				return n - len(p), err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *chunkWriter) flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if err := w.stream.Send(&shoalv1.SnapshotChunk{Data: w.buf}); err != nil {
+		w.err = err
+		return err
+	}
+	w.sent += len(w.buf)
+	w.buf = nil
+	if w.progress != nil {
+		w.progress()
+	}
+	return nil
+}
+
+// Snapshot receives one snapshot stream: header chunk, then zstd data, which
+// is decompressed through a pipe into Handler.ReceiveSnapshot. The handler's
+// error is returned to the sender.
+func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
+	t := s.t
+	defer func() {
+		t.metrics.SnapshotsRecv.WithLabelValues(result(err == nil)).Inc()
+		if err != nil {
+			t.log.Warn("transport: snapshot receive failed", "err", err)
+		}
+	}()
+	h := t.handlerOrNil()
+	if h == nil {
+		return toStatus(ErrNoHandler)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		if err == io.EOF {
+			return toStatus(fmt.Errorf("%w: empty snapshot stream", ErrBadRequest))
+		}
+		return err
+	}
+	if err := t.checkHeader(first.From, first.To, first.ClusterId); err != nil {
+		return toStatus(err)
+	}
+	m := new(pb.Message)
+	if err := proto.Unmarshal(first.Message, m); err != nil {
+		return toStatus(fmt.Errorf("%w: snapshot header: %v", ErrBadRequest, err))
+	}
+	if m.GetType() != pb.MsgSnap || m.GetSnapshot() == nil {
+		return toStatus(fmt.Errorf("%w: snapshot header is a %v message", ErrBadRequest, m.GetType()))
+	}
+	if m.GetTo() != t.cfg.NodeID {
+		return toStatus(&WrongNodeError{Self: t.cfg.NodeID, To: m.GetTo()})
+	}
+
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		zr, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(snapshotMaxWindow))
+		if err == nil {
+			err = h.ReceiveSnapshot(shardMessage(first.Shard, m), zr)
+			zr.Close()
+		}
+		pr.CloseWithError(errReceiverDone)
+		done <- err
+	}()
+
+	received := 0
+	write := func(p []byte) bool {
+		received += len(p)
+		if len(p) == 0 {
+			return true
+		}
+		_, err := pw.Write(p)
+		return err == nil
+	}
+	var recvErr error
+	for more := write(first.Data); more; {
+		c, err := stream.Recv()
+		if err != nil {
+			if err != io.EOF {
+				recvErr = err
+			}
+			break
+		}
+		more = write(c.Data)
+	}
+	if recvErr != nil {
+		pw.CloseWithError(recvErr)
+	} else {
+		pw.Close()
+	}
+	herr := <-done
+	t.metrics.SnapshotBytes.WithLabelValues("received").Add(float64(received))
+	switch {
+	case herr != nil:
+		if recvErr != nil {
+			return recvErr // the sender aborted; the handler saw that
+		}
+		return toStatus(fmt.Errorf("transport: receive snapshot of shard %d: %w", first.Shard, herr))
+	case recvErr != nil:
+		return recvErr
+	}
+	// The handler may have finished before the end of the stream: drain.
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if err != io.EOF {
+				return err
+			}
+			return stream.SendAndClose(&shoalv1.RaftAck{})
+		}
+	}
+}

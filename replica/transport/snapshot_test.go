@@ -1,0 +1,248 @@
+package transport
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/shoaldb/shoal/replica"
+)
+
+func snapMsg(shard uint32, from, to, index uint64) replica.ShardMessage {
+	return replica.ShardMessage{Shard: shard, Msg: &pb.Message{
+		Type: new(pb.MsgSnap), From: new(from), To: new(to), Term: new(uint64(4)),
+		Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+			Index: new(index), Term: new(uint64(4)),
+			ConfState: &pb.ConfState{Voters: []uint64{from, to}},
+		}},
+	}}
+}
+
+// snapshotData is deterministic: random (incompressible) and zero runs.
+func snapshotData(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i < n; i += 64 << 10 {
+		end := min(i+64<<10, n)
+		if rng.IntN(3) > 0 {
+			for j := i; j < end; j++ {
+				b[j] = byte(rng.Uint32())
+			}
+		}
+	}
+	return b
+}
+
+// writeInPieces writes data to w in irregular pieces.
+func writeInPieces(rng *rand.Rand, data []byte, w io.Writer) error {
+	for len(data) > 0 {
+		k := min(len(data), 1+rng.IntN(300<<10))
+		if _, err := w.Write(data[:k]); err != nil {
+			return err
+		}
+		data = data[k:]
+	}
+	return nil
+}
+
+func waitReport(t *testing.T, rec *recorder) snapReport {
+	t.Helper()
+	waitFor(t, 20*time.Second, "snapshot report", func() bool { return len(rec.snapReports()) > 0 })
+	r := rec.snapReports()
+	if len(r) != 1 {
+		t.Fatalf("reports %v, want one", r)
+	}
+	return r[0]
+}
+
+// A multi-MiB snapshot arrives intact, with its header message.
+func TestSnapshotRoundTrip(t *testing.T) {
+	rng := seed(t)
+	data := snapshotData(rng, 9<<20+12345)
+	want := sha256.Sum256(data)
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+
+	var mu sync.Mutex
+	var gotSum [32]byte
+	var gotLen int
+	var gotMsg replica.ShardMessage
+	n1.rec.writeSnap = func(shard uint32, snap *pb.Snapshot, w io.Writer) error {
+		if shard != 7 || snap.GetMetadata().GetIndex() != 42 {
+			return errors.New("wrong snapshot")
+		}
+		return writeInPieces(rng, data, w)
+	}
+	n2.rec.receiveSnap = func(m replica.ShardMessage, r io.Reader) error {
+		h := sha256.New()
+		n, err := io.Copy(h, r)
+		mu.Lock()
+		defer mu.Unlock()
+		gotMsg, gotLen = m, int(n)
+		copy(gotSum[:], h.Sum(nil))
+		return err
+	}
+	sent := snapMsg(7, 1, 2, 42)
+	n1.tr.SendSnapshot(sent)
+	if r := waitReport(t, n1.rec); r != (snapReport{7, 2, true}) {
+		t.Fatalf("report %+v", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if gotLen != len(data) || gotSum != want {
+		t.Fatalf("received %d bytes (sha %x), want %d (sha %x)", gotLen, gotSum[:4], len(data), want[:4])
+	}
+	if gotMsg.Shard != 7 || gotMsg.Msg.GetSnapshot().GetMetadata().GetIndex() != 42 || gotMsg.Msg.GetFrom() != 1 {
+		t.Fatalf("header %d %v", gotMsg.Shard, gotMsg.Msg)
+	}
+	wire := counterValue(n1.tr.Metrics().SnapshotBytes.WithLabelValues("sent"))
+	t.Logf("%d bytes sent as %v compressed bytes", len(data), wire)
+	if wire <= 0 || wire >= float64(len(data)) {
+		t.Errorf("compressed %v bytes of %d", wire, len(data))
+	}
+	if counterValue(n2.tr.Metrics().SnapshotsRecv.WithLabelValues("ok")) != 1 {
+		t.Error("snapshots_received{ok} != 1")
+	}
+}
+
+// Failures on either side end in ReportSnapshot(ok=false), and the receiver
+// never sees a truncated stream as complete.
+func TestSnapshotFailures(t *testing.T) {
+	rng := seed(t)
+	data := snapshotData(rng, 4<<20)
+	for _, tc := range []struct {
+		name    string
+		write   func(w io.Writer) error
+		receive func(r io.Reader) error
+	}{
+		{
+			name:  "receiver fails",
+			write: func(w io.Writer) error { return writeInPieces(rng, data, w) },
+			receive: func(r io.Reader) error {
+				if _, err := io.CopyN(io.Discard, r, 100<<10); err != nil {
+					return err
+				}
+				return errors.New("disk full")
+			},
+		},
+		{
+			name: "sender fails",
+			write: func(w io.Writer) error {
+				if err := writeInPieces(rng, data[:3<<20], w); err != nil {
+					return err
+				}
+				return errors.New("pebble snapshot gone")
+			},
+			receive: func(r io.Reader) error {
+				_, err := io.Copy(io.Discard, r)
+				if err == nil {
+					return errors.New("truncated stream read as complete")
+				}
+				return err
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := newDirectory()
+			n1 := startNode(t, 1, "c", dir, nil)
+			n2 := startNode(t, 2, "c", dir, nil)
+			n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error { return tc.write(w) }
+			var recvErr atomic.Value
+			n2.rec.receiveSnap = func(_ replica.ShardMessage, r io.Reader) error {
+				err := tc.receive(r)
+				recvErr.Store(err)
+				return err
+			}
+			n1.tr.SendSnapshot(snapMsg(3, 1, 2, 10))
+			if r := waitReport(t, n1.rec); r != (snapReport{3, 2, false}) {
+				t.Fatalf("report %+v", r)
+			}
+			if counterValue(n1.tr.Metrics().SnapshotsSent.WithLabelValues("failed")) != 1 {
+				t.Error("snapshots_sent{failed} != 1")
+			}
+			waitFor(t, 5*time.Second, "receiver outcome", func() bool { return recvErr.Load() != nil })
+			t.Logf("receiver saw: %v", recvErr.Load())
+		})
+	}
+}
+
+// Unknown peer, wrong cluster: ok=false without hanging.
+func TestSnapshotRefused(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	startNode(t, 2, "other", dir, nil)
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		_, err := w.Write(bytes.Repeat([]byte("a"), 3<<20))
+		return err
+	}
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
+	n1.tr.Send([]replica.ShardMessage{snapMsg(1, 1, 9, 5)}) // no address; Send hands MsgSnap on
+	waitFor(t, 10*time.Second, "two reports", func() bool { return len(n1.rec.snapReports()) == 2 })
+	for _, r := range n1.rec.snapReports() {
+		if r.ok {
+			t.Fatalf("report %+v", r)
+		}
+	}
+}
+
+// No more than MaxSnapshotSends snapshots are written at once.
+func TestSnapshotConcurrencyLimit(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 1 })
+	n2 := startNode(t, 2, "c", dir, nil)
+	var cur, peak atomic.Int32
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		if c := cur.Add(1); c > peak.Load() {
+			peak.Store(c)
+		}
+		defer cur.Add(-1)
+		time.Sleep(30 * time.Millisecond)
+		_, err := w.Write([]byte("state"))
+		return err
+	}
+	n2.rec.receiveSnap = func(_ replica.ShardMessage, r io.Reader) error {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	for s := range uint32(3) {
+		n1.tr.SendSnapshot(snapMsg(s, 1, 2, 5))
+	}
+	waitFor(t, 10*time.Second, "three reports", func() bool { return len(n1.rec.snapReports()) == 3 })
+	for _, r := range n1.rec.snapReports() {
+		if !r.ok {
+			t.Fatalf("report %+v", r)
+		}
+	}
+	if p := peak.Load(); p != 1 {
+		t.Fatalf("peak concurrent snapshot writes %d, want 1", p)
+	}
+}
+
+// A stream on which nothing moves for SnapshotStallTimeout is aborted.
+func TestSnapshotStall(t *testing.T) {
+	rng := seed(t)
+	data := snapshotData(rng, 2<<20)
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.SnapshotStallTimeout = 100 * time.Millisecond })
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		time.Sleep(400 * time.Millisecond) // wedged source
+		return writeInPieces(rng, data, w)
+	}
+	n2.rec.receiveSnap = func(_ replica.ShardMessage, r io.Reader) error {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 9))
+	if r := waitReport(t, n1.rec); r.ok {
+		t.Fatalf("report %+v", r)
+	}
+}

@@ -1,0 +1,233 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// Handler is the receiving and reporting side of the transport; *replica.Host
+// satisfies it. The transport never calls it from within Send or SendSnapshot,
+// so its methods may block on the caller's event loop.
+type Handler interface {
+	// HandleMessages receives one batch of incoming messages (in the order
+	// the peer sent them). Called from the peer's stream goroutine; while it
+	// runs, that peer's stream is not read (back-pressure). It may keep msgs.
+	HandleMessages(msgs []replica.ShardMessage)
+	// WriteSnapshot writes the state of shard at snap to w (compressed and
+	// chunked by the transport). An error aborts the stream.
+	WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
+	// ReceiveSnapshot installs an incoming snapshot whose data is read from
+	// r, then steps m (a MsgSnap). Its error is returned to the sender.
+	ReceiveSnapshot(m replica.ShardMessage, r io.Reader) error
+	// ReportUnreachable reports that a message of shard to node to was lost.
+	ReportUnreachable(shard uint32, to uint64)
+	// ReportSnapshot reports the outcome of a SendSnapshot.
+	ReportSnapshot(shard uint32, to uint64, ok bool)
+}
+
+// Transport implements replica.Transport over the gRPC Raft service. Its
+// methods are safe for concurrent use.
+type Transport struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	handler atomic.Pointer[handlerBox]
+
+	ctx    context.Context // canceled by Close; parent of every outgoing stream
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // peer, watcher, reporter and snapshot goroutines
+	snaps  chan struct{}  // semaphore of concurrent snapshot sends
+
+	unreach reporter
+
+	mu struct {
+		sync.Mutex
+		closed bool
+		peers  map[uint64]*peer
+	}
+	closeOnce sync.Once
+}
+
+var (
+	_ replica.Transport = (*Transport)(nil)
+	_ Handler           = (*replica.Host)(nil)
+)
+
+type handlerBox struct{ h Handler }
+
+// New returns a Transport. It panics if cfg.Validate fails (a programming
+// error). Call SetHandler before traffic flows and Register on the node's
+// gRPC server.
+func New(cfg Config) *Transport {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	cfg.withDefaults()
+	t := &Transport{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: newMetrics(cfg.Registerer),
+		snaps:   make(chan struct{}, cfg.MaxSnapshotSends),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.mu.peers = make(map[uint64]*peer)
+	t.unreach.init()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.unreach.run(t.ctx, t.handlerOrNil)
+	}()
+	return t
+}
+
+// Metrics returns the transport's metrics (registered or not).
+func (t *Transport) Metrics() *Metrics { return t.metrics }
+
+// SetHandler sets the receiver of incoming traffic and outcome reports. Set
+// it before traffic flows; until then incoming streams are refused and
+// reports are discarded.
+func (t *Transport) SetHandler(h Handler) { t.handler.Store(&handlerBox{h}) }
+
+func (t *Transport) handlerOrNil() Handler {
+	if b := t.handler.Load(); b != nil {
+		return b.h
+	}
+	return nil
+}
+
+// Register registers the Raft service on s (a *grpc.Server).
+func (t *Transport) Register(s grpc.ServiceRegistrar) {
+	shoalv1.RegisterRaftServer(s, &server{t: t})
+}
+
+// Send queues msgs on their target peers' streams. It never blocks: a
+// message whose peer queue is full is dropped, counted, and reported
+// unreachable (asynchronously). Messages to node 0 or to this node are
+// dropped; a MsgSnap is handed to SendSnapshot. Send takes ownership of the
+// messages: the caller must not modify them afterwards.
+func (t *Transport) Send(msgs []replica.ShardMessage) {
+	var last *peer
+	for i := range msgs {
+		to := msgs[i].Msg.GetTo()
+		if msgs[i].Msg.GetType() == pb.MsgSnap {
+			t.SendSnapshot(msgs[i])
+			continue
+		}
+		p := last
+		if p == nil || p.id != to {
+			var reason string
+			p, reason = t.peer(to)
+			if p == nil {
+				t.metrics.MessagesDropped.WithLabelValues(strconv.FormatUint(to, 10), reason).Inc()
+				continue
+			}
+			last = p
+		}
+		select {
+		case p.queue <- msgs[i]:
+		default:
+			p.dropped.queueFull.Inc()
+			t.unreach.add(msgs[i].Shard, to)
+		}
+	}
+}
+
+// peer returns the peer for id, starting its goroutine on first use; nil
+// and the drop reason when the transport is closed or id is 0 or this node.
+func (t *Transport) peer(id uint64) (*peer, string) {
+	if id == 0 || id == t.cfg.NodeID {
+		return nil, dropInvalid
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.closed {
+		return nil, dropClosed
+	}
+	p, ok := t.mu.peers[id]
+	if !ok {
+		p = newPeer(t, id)
+		t.mu.peers[id] = p
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			p.run()
+		}()
+	}
+	return p, ""
+}
+
+// Close stops the peer goroutines and outgoing snapshot streams, closes the
+// connections, and waits for all of it. Messages still queued are dropped
+// without reports. Incoming streams are ended by stopping the gRPC server.
+// Close is idempotent and always returns nil.
+func (t *Transport) Close() error {
+	t.closeOnce.Do(func() {
+		t.mu.Lock()
+		t.mu.closed = true
+		t.mu.Unlock()
+		t.cancel()
+		t.wg.Wait()
+	})
+	return nil
+}
+
+// reporter delivers ReportUnreachable calls from its own goroutine, so Send
+// never calls into the Handler. Pending reports are deduplicated by
+// (shard, peer), which also bounds the memory.
+type reporter struct {
+	mu      sync.Mutex
+	pending map[shardPeer]struct{}
+	wake    chan struct{}
+}
+
+type shardPeer struct {
+	shard uint32
+	to    uint64
+}
+
+func (r *reporter) init() {
+	r.pending = make(map[shardPeer]struct{})
+	r.wake = make(chan struct{}, 1)
+}
+
+func (r *reporter) add(shard uint32, to uint64) {
+	r.mu.Lock()
+	r.pending[shardPeer{shard, to}] = struct{}{}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reporter) run(ctx context.Context, handler func() Handler) {
+	next := make(map[shardPeer]struct{})
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		batch := r.pending
+		r.pending = next
+		r.mu.Unlock()
+		if h := handler(); h != nil {
+			for sp := range batch {
+				h.ReportUnreachable(sp.shard, sp.to)
+			}
+		}
+		clear(batch)
+		next = batch
+	}
+}

@@ -1,0 +1,357 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/replica"
+)
+
+func seed(t testing.TB) *rand.Rand {
+	s := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", s)
+	return rand.New(rand.NewPCG(s, s>>1))
+}
+
+// Messages of several shards reach two peers complete, in Send order per
+// peer, and packed into fewer batches than messages.
+func TestSendOrderedBatched(t *testing.T) {
+	rng := seed(t)
+	dir := newDirectory()
+	reg := prometheus.NewRegistry()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.Registerer = reg })
+	n2 := startNode(t, 2, "c", dir, nil)
+	n3 := startNode(t, 3, "c", dir, nil)
+
+	const perPeer = 3000
+	var want = map[uint64][]replica.ShardMessage{}
+	var idx uint64
+	for len(want[2]) < perPeer || len(want[3]) < perPeer {
+		var msgs []replica.ShardMessage
+		for range 1 + rng.IntN(40) {
+			to := uint64(2 + rng.IntN(2))
+			if len(want[to]) >= perPeer {
+				continue
+			}
+			idx++
+			payload := make([]byte, rng.IntN(300))
+			for i := range payload {
+				payload[i] = byte(idx) + byte(i)
+			}
+			m := msg(uint32(rng.IntN(8)), 1, to, idx, payload)
+			msgs = append(msgs, m)
+			want[to] = append(want[to], m)
+		}
+		n1.tr.Send(msgs)
+		if rng.IntN(4) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, n := range []*testNode{n2, n3} {
+		waitFor(t, 20*time.Second, fmt.Sprintf("node %d to receive %d messages", n.id, perPeer), func() bool {
+			return n.rec.count() >= perPeer
+		})
+		got := n.rec.received()
+		if len(got) != perPeer {
+			t.Fatalf("node %d: got %d messages, want %d", n.id, len(got), perPeer)
+		}
+		for i, g := range got {
+			w := want[n.id][i]
+			if g.Shard != w.Shard || !proto.Equal(g.Msg, w.Msg) {
+				t.Fatalf("node %d message %d: got shard %d %v, want shard %d %v", n.id, i, g.Shard, g.Msg, w.Shard, w.Msg)
+			}
+		}
+		n.rec.mu.Lock()
+		batches := n.rec.batches
+		n.rec.mu.Unlock()
+		t.Logf("node %d: %d messages in %d batches", n.id, perPeer, batches)
+		if batches >= perPeer {
+			t.Errorf("node %d: no batching: %d batches for %d messages", n.id, batches, perPeer)
+		}
+	}
+	if got := counterValue(n1.tr.Metrics().MessagesSent.WithLabelValues("2")); got != perPeer {
+		t.Errorf("messages_sent{peer=2} = %v, want %d", got, perPeer)
+	}
+	if got := counterValue(n2.tr.Metrics().MessagesReceived.WithLabelValues("1")); got != perPeer {
+		t.Errorf("messages_received{peer=1} = %v, want %d", got, perPeer)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := 0
+	for _, f := range fams {
+		if f.GetName() == "shoal_transport_batches_sent_total" {
+			series = len(f.GetMetric())
+		}
+	}
+	if series != 2 {
+		t.Errorf("registered batches_sent series = %d, want 2", series)
+	}
+}
+
+// rawSend opens a Raft.Send stream to addr, sends b and returns the status.
+func rawSend(t *testing.T, addr string, b *shoalv1.RaftBatch) error {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := shoalv1.NewRaftClient(conn).Send(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(b); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// The receiver refuses batches from another cluster or for another node with
+// FailedPrecondition and a message naming the facts; a transport configured
+// for another cluster delivers nothing and reports the peer unreachable.
+func TestRefusals(t *testing.T) {
+	dir := newDirectory()
+	n2 := startNode(t, 2, "cluster-a", dir, nil)
+	raw, _ := proto.Marshal(msg(0, 1, 2, 1, nil).Msg)
+	good := func() *shoalv1.RaftBatch {
+		return &shoalv1.RaftBatch{From: 1, To: 2, ClusterId: "cluster-a", Shards: []uint32{0}, Messages: [][]byte{raw}}
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*shoalv1.RaftBatch)
+		code codes.Code
+		text string
+	}{
+		{"ok", func(*shoalv1.RaftBatch) {}, codes.OK, ""},
+		{"empty cluster id accepted", func(b *shoalv1.RaftBatch) { b.ClusterId = "" }, codes.OK, ""},
+		{"cluster", func(b *shoalv1.RaftBatch) { b.ClusterId = "cluster-b" }, codes.FailedPrecondition, `cluster ID mismatch: node 1 of cluster "cluster-b"`},
+		{"to", func(b *shoalv1.RaftBatch) { b.To = 7 }, codes.FailedPrecondition, "addressed to node 7, but this is node 2"},
+		{"from", func(b *shoalv1.RaftBatch) { b.From = 0 }, codes.InvalidArgument, "sender node ID is 0"},
+		{"shards", func(b *shoalv1.RaftBatch) { b.Shards = nil }, codes.InvalidArgument, "0 shards for 1 messages"},
+		{"garbage", func(b *shoalv1.RaftBatch) { b.Messages[0] = []byte{0xff, 0xff} }, codes.InvalidArgument, "message 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := good()
+			tc.mod(b)
+			err := rawSend(t, n2.addr, b)
+			s := status.Convert(err)
+			if s.Code() != tc.code || !strings.Contains(s.Message(), tc.text) {
+				t.Fatalf("got %v %q, want %v containing %q", s.Code(), s.Message(), tc.code, tc.text)
+			}
+		})
+	}
+	if got := n2.rec.count(); got != 2 {
+		t.Fatalf("handler got %d messages, want 2 (the accepted batches)", got)
+	}
+
+	// A whole transport of another cluster.
+	n1 := startNode(t, 1, "cluster-b", dir, nil)
+	waitFor(t, 10*time.Second, "unreachable report", func() bool {
+		n1.tr.Send([]replica.ShardMessage{msg(5, 1, 2, 1, nil)})
+		time.Sleep(5 * time.Millisecond)
+		return n1.rec.unreachableCount(5, 2) > 0
+	})
+	if got := n2.rec.count(); got != 2 {
+		t.Fatalf("handler got %d messages from a foreign cluster", got-2)
+	}
+	// A refusing peer is retried with growing back-off (10..100 ms here),
+	// not after every accepted-then-refused first send.
+	errs0 := counterValue(n1.tr.Metrics().StreamErrors.WithLabelValues("2"))
+	if errs0 == 0 {
+		t.Fatal("no stream error counted")
+	}
+	for range 60 {
+		n1.tr.Send([]replica.ShardMessage{msg(5, 1, 2, 1, nil)})
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := counterValue(n1.tr.Metrics().StreamErrors.WithLabelValues("2")) - errs0; d > 25 {
+		t.Fatalf("%v refused streams in 600 ms: back-off not applied", d)
+	}
+}
+
+// A peer that is down gets its messages dropped and reported; once it is
+// back (same address) the sender reconnects and delivers again.
+func TestReconnect(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+
+	var idx uint64
+	send := func() {
+		idx++
+		n1.tr.Send([]replica.ShardMessage{msg(uint32(idx%3), 1, 2, idx, []byte("x"))})
+	}
+	send()
+	waitFor(t, 10*time.Second, "first delivery", func() bool { return n2.rec.count() == 1 })
+
+	n2.srv.Stop() // down
+	waitFor(t, 10*time.Second, "unreachable reports while down", func() bool {
+		send()
+		time.Sleep(5 * time.Millisecond)
+		return n2.rec.count() == 1 && n1.rec.unreachableCount(0, 2)+n1.rec.unreachableCount(1, 2)+n1.rec.unreachableCount(2, 2) > 0
+	})
+	if counterValue(n1.tr.Metrics().MessagesDropped.WithLabelValues("2", dropUnreachable)) == 0 {
+		t.Fatal("no unreachable drops counted")
+	}
+
+	n2.serve(t, n2.addr) // back, same address
+	before := n2.rec.count()
+	waitFor(t, 10*time.Second, "delivery after reconnect", func() bool {
+		send()
+		time.Sleep(5 * time.Millisecond)
+		return n2.rec.count() > before+3
+	})
+	// Order survives reconnects: indexes only grow.
+	var last uint64
+	for _, m := range n2.rec.received() {
+		if m.Msg.GetIndex() <= last {
+			t.Fatalf("index %d after %d", m.Msg.GetIndex(), last)
+		}
+		last = m.Msg.GetIndex()
+	}
+}
+
+// A full queue drops (counted, reported); what was queued is delivered.
+func TestQueueFull(t *testing.T) {
+	dir := newDirectory()
+	n2 := startNode(t, 2, "c", dir, nil)
+	release := make(chan struct{})
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.QueueSize = 8
+		c.Resolve = func(id uint64) (string, bool) {
+			<-release // the peer goroutine is stuck dialing
+			return dir.resolve(id)
+		}
+	})
+	const total = 30
+	var msgs []replica.ShardMessage
+	for i := range total {
+		msgs = append(msgs, msg(uint32(i%2), 1, 2, uint64(i+1), nil))
+	}
+	n1.tr.Send(msgs)
+	dropped := int(counterValue(n1.tr.Metrics().MessagesDropped.WithLabelValues("2", dropQueueFull)))
+	// The goroutine holds at most one message, the queue 8.
+	if dropped < total-9 || dropped > total-8 {
+		t.Fatalf("dropped %d of %d with queue 8", dropped, total)
+	}
+	waitFor(t, 5*time.Second, "unreachable reports", func() bool {
+		return n1.rec.unreachableCount(0, 2) == 1 && n1.rec.unreachableCount(1, 2) == 1
+	})
+	close(release)
+	waitFor(t, 10*time.Second, "queued messages", func() bool { return n2.rec.count() == total-dropped })
+	got := n2.rec.received()
+	for i, m := range got {
+		if m.Msg.GetIndex() != uint64(i+1) {
+			t.Fatalf("message %d has index %d; want the first %d in order", i, m.Msg.GetIndex(), len(got))
+		}
+	}
+}
+
+// No address: messages are dropped and reported, dial errors counted.
+func TestUnknownPeer(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	waitFor(t, 5*time.Second, "unreachable report", func() bool {
+		n1.tr.Send([]replica.ShardMessage{msg(4, 1, 9, 1, nil)})
+		time.Sleep(5 * time.Millisecond)
+		return n1.rec.unreachableCount(4, 9) > 0
+	})
+	if counterValue(n1.tr.Metrics().DialErrors.WithLabelValues("9")) == 0 {
+		t.Fatal("no dial error counted")
+	}
+	// Self and node 0 are dropped without a peer.
+	n1.tr.Send([]replica.ShardMessage{msg(0, 1, 1, 1, nil), msg(0, 1, 0, 1, nil)})
+	n1.tr.mu.Lock()
+	peers := len(n1.tr.mu.peers)
+	n1.tr.mu.Unlock()
+	if peers != 1 {
+		t.Fatalf("%d peers, want 1", peers)
+	}
+}
+
+// An oversized message is dropped alone; its neighbours go through.
+func TestOversizedMessage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates 32 MiB")
+	}
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.tr.Send([]replica.ShardMessage{
+		msg(0, 1, 2, 1, nil),
+		msg(1, 1, 2, 2, bytes.Repeat([]byte{1}, MaxMessageSize)),
+		msg(0, 1, 2, 3, nil),
+	})
+	waitFor(t, 10*time.Second, "two messages", func() bool { return n2.rec.count() == 2 })
+	if counterValue(n1.tr.Metrics().MessagesDropped.WithLabelValues("2", dropTooLarge)) != 1 {
+		t.Fatal("oversized drop not counted")
+	}
+	waitFor(t, 5*time.Second, "unreachable report", func() bool { return n1.rec.unreachableCount(1, 2) == 1 })
+}
+
+// Close is idempotent; Send and SendSnapshot after Close do nothing.
+func TestClose(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.tr.Send([]replica.ShardMessage{msg(0, 1, 2, 1, nil)})
+	waitFor(t, 5*time.Second, "delivery", func() bool { return n2.rec.count() == 1 })
+	if err := n1.tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n1.tr.Send([]replica.ShardMessage{msg(0, 1, 2, 2, nil)})
+	n1.tr.SendSnapshot(replica.ShardMessage{Shard: 0, Msg: &pb.Message{Type: new(pb.MsgSnap), To: new(uint64(2))}})
+	if r := n1.rec.snapReports(); len(r) != 0 {
+		t.Fatalf("snapshot reports after Close: %v", r)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := func(uint64) (string, bool) { return "", false }
+	for _, tc := range []struct {
+		cfg  Config
+		text string
+	}{
+		{Config{Resolve: ok}, "NodeID"},
+		{Config{NodeID: 1}, "Resolve"},
+		{Config{NodeID: 1, Resolve: ok, QueueSize: -1}, "negative"},
+		{Config{NodeID: 1, Resolve: ok, BackoffInitial: time.Second, BackoffMax: time.Millisecond}, "BackoffInitial"},
+		{Config{NodeID: 1, Resolve: ok}, ""},
+	} {
+		err := tc.cfg.Validate()
+		if (tc.text == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.text)) {
+			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.text)
+		}
+	}
+	e := error(&ClusterMismatchError{Local: "a", Remote: "b", From: 3})
+	if !errors.Is(e, ErrClusterMismatch) || errors.Is(e, ErrWrongNode) {
+		t.Fatal("ClusterMismatchError.Is")
+	}
+	if !errors.Is(&WrongNodeError{Self: 1, To: 2}, ErrWrongNode) {
+		t.Fatal("WrongNodeError.Is")
+	}
+}

@@ -1,0 +1,219 @@
+package shard
+
+import (
+	"errors"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// applyAppend returns the verdict (result or verdict error) and, separately,
+// a storage error.
+func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
+	if err := ValidateAppend(c); err != nil {
+		return err, nil
+	}
+	m, found, err := s.lookup(b, c.Stream)
+	if err != nil {
+		return nil, err
+	}
+	if found && m.state == stateTombstoned {
+		return ErrStreamDeleted, nil
+	}
+	// Idempotency before the expected-version check (DESIGN §1.3).
+	if res, err := s.checkIDs(b, c, m, found); res != nil || err != nil {
+		return res, err
+	}
+	if v := checkExpected(c.Stream, c.Expected, m, found); v != nil {
+		return v, nil
+	}
+
+	k := &s.keys
+	if !found {
+		m = streamMeta{id: s.meta.nextStreamID, state: stateLive}
+		s.meta.nextStreamID++
+		s.keyBuf = k.name(s.keyBuf[:0], m.id)
+		if err := b.Set(s.keyBuf, []byte(c.Stream), nil); err != nil {
+			return nil, err
+		}
+	} else {
+		m.last++
+		m.state = stateLive
+	}
+	first := m.last
+	if !found {
+		first = 0
+	}
+	pos := s.meta.nextPosition
+	n := uint64(len(c.Events))
+	for i := range c.Events {
+		e := &c.Events[i]
+		ver, p := first+uint64(i), pos+uint64(i)
+		s.keyBuf = k.event(s.keyBuf[:0], m.id, ver)
+		s.valBuf, s.scratchBuf = appendRecord(s.valBuf[:0], e, c.Time, p, s.scratchBuf)
+		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+			return nil, err
+		}
+		s.keyBuf = k.id(s.keyBuf[:0], &e.ID)
+		ie := idEntry{stream: m.id, version: ver, position: p}
+		s.valBuf = ie.encode(s.valBuf[:0])
+		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+			return nil, err
+		}
+		s.ids.add(&e.ID)
+	}
+	le := logEntry{stream: m.id, first: first, count: n}
+	s.keyBuf = k.log(s.keyBuf[:0], pos)
+	s.valBuf = le.encode(s.valBuf[:0])
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return nil, err
+	}
+	m.last = first + n - 1
+	if err := s.putStream(b, c.Stream, m); err != nil {
+		return nil, err
+	}
+	s.meta.nextPosition += n
+	s.keyBuf = k.meta(s.keyBuf[:0])
+	s.valBuf = s.meta.encode(s.valBuf[:0])
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return nil, err
+	}
+	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos}, nil
+}
+
+func (s *Shard) putStream(b *pebble.Batch, name string, m streamMeta) error {
+	s.keyBuf = s.keys.stream(s.keyBuf[:0], name)
+	s.valBuf = m.encode(s.valBuf[:0])
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return err
+	}
+	s.pending[name] = m
+	return nil
+}
+
+// checkIDs implements idempotency. It returns a non-nil verdict when some of
+// c's IDs are already stored: *AppendResult{Duplicate} when all of them are
+// stored in this stream at consecutive versions in batch order, else an
+// *IDConflictError. (nil, nil) means no ID is stored.
+func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found bool) (any, error) {
+	var (
+		hits     int
+		firstHit idEntry
+		firstIdx int
+		run      = true // all hits so far form a consecutive run of this stream from events[0]
+	)
+	for i := range c.Events {
+		id := &c.Events[i].ID
+		if !s.ids.mayContain(id) {
+			run = false
+			continue
+		}
+		s.keyBuf = s.keys.id(s.keyBuf[:0], id)
+		v, closer, err := b.Get(s.keyBuf)
+		if errors.Is(err, pebble.ErrNotFound) {
+			s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idFalsePos })
+			run = false
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var e idEntry
+		err = e.decode(v)
+		closer.Close()
+		if err != nil {
+			return nil, err
+		}
+		s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idFound })
+		if hits == 0 {
+			firstHit, firstIdx = e, i
+		}
+		hits++
+		if !found || e.stream != m.id || i != hits-1 || e.version != firstHit.version+uint64(i) {
+			run = false
+		}
+	}
+	if hits == 0 {
+		return nil, nil
+	}
+	if run && hits == len(c.Events) {
+		return &AppendResult{
+			FirstVersion: firstHit.version,
+			LastVersion:  firstHit.version + uint64(hits) - 1,
+			Position:     firstHit.position,
+			Duplicate:    true,
+		}, nil
+	}
+	existing := c.Stream
+	if !found || firstHit.stream != m.id {
+		name, err := s.streamName(b, firstHit.stream)
+		if err != nil {
+			return nil, err
+		}
+		existing = name
+	}
+	return &IDConflictError{
+		Stream:          c.Stream,
+		ID:              c.Events[firstIdx].ID,
+		ExistingStream:  existing,
+		ExistingVersion: firstHit.version,
+	}, nil
+}
+
+// checkExpected returns a *WrongExpectedVersionError if exp does not hold.
+// A soft-deleted stream counts as absent for NoStream/Exists, but ExpectExact
+// matches its last version (a writer that knew the stream may continue it).
+func checkExpected(stream string, exp Expected, m streamMeta, found bool) error {
+	live := found && m.state == stateLive
+	ok := false
+	switch exp.Kind {
+	case ExpectAny:
+		ok = true
+	case ExpectNoStream:
+		ok = !live
+	case ExpectExists:
+		ok = live
+	case ExpectExact:
+		ok = found && m.last == exp.Version
+	}
+	if ok {
+		return nil
+	}
+	e := &WrongExpectedVersionError{Stream: stream, Expected: exp, Exists: live}
+	if found {
+		e.Actual = m.last
+		e.Deleted = m.state != stateLive
+	}
+	return e
+}
+
+func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
+	if err := ValidateDelete(c); err != nil {
+		return err, nil
+	}
+	m, found, err := s.lookup(b, c.Stream)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !found:
+		return ErrStreamNotFound, nil
+	case m.state == stateTombstoned:
+		return ErrStreamDeleted, nil
+	case m.state == stateDeleted && !c.Tombstone:
+		return ErrStreamNotFound, nil
+	}
+	if v := checkExpected(c.Stream, c.Expected, m, found); v != nil {
+		return v, nil
+	}
+	if c.Tombstone {
+		m.state = stateTombstoned
+	} else {
+		m.state = stateDeleted
+		m.start = m.last + 1
+	}
+	if err := s.putStream(b, c.Stream, m); err != nil {
+		return nil, err
+	}
+	return &DeleteResult{Position: s.meta.nextPosition}, nil
+}

@@ -1,0 +1,130 @@
+package shard
+
+import (
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// BenchmarkApplyAppend measures Apply+Commit (NoSync; the replica's fsync is
+// elsewhere) for appends of 256-byte events spread over 10,000 streams,
+// grouped into indexed batches of about 1,000 events like the apply loop does.
+// One op = one raft entry.
+func BenchmarkApplyAppend(b *testing.B) {
+	for _, perEntry := range []int{1, 100} {
+		b.Run(fmt.Sprintf("events=%d", perEntry), func(b *testing.B) {
+			// Node-like settings: large memtables so flushes do not stall the loop.
+			db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{},
+				MemTableSize: 64 << 20, MemTableStopWritesThreshold: 4,
+				L0CompactionThreshold: 4, L0StopWritesThreshold: 32})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			s, err := Open(db, 1, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			const streams = 10000
+			names := make([]string, streams)
+			for i := range names {
+				names[i] = fmt.Sprintf("order-%08d", i)
+			}
+			data := make([]byte, 256)
+			c := &AppendCommand{Events: make([]Event, perEntry)}
+			var idc uint64
+			entriesPerBatch := max(1, 1000/perEntry)
+			var batch *pebble.Batch
+			var applyTime time.Duration
+			index := uint64(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if batch == nil {
+					batch = db.NewIndexedBatch()
+				}
+				c.Stream = names[i%streams]
+				for j := range c.Events {
+					idc++
+					var id [16]byte
+					binary.BigEndian.PutUint64(id[8:], idc)
+					id[0] = 0x5a
+					c.Events[j] = Event{ID: id, Type: "OrderPlaced", Data: data}
+				}
+				index++
+				data := EncodeAppend(c)
+				t0 := time.Now()
+				if res, ok := s.Apply(batch, index, data).(*AppendResult); !ok || res.Duplicate {
+					b.Fatalf("apply: %v", res)
+				}
+				applyTime += time.Since(t0)
+				if (i+1)%entriesPerBatch == 0 || i == b.N-1 {
+					if err := batch.Commit(pebble.NoSync); err != nil {
+						b.Fatal(err)
+					}
+					batch.Close()
+					batch = nil
+					s.Committed()
+				}
+			}
+			b.ReportMetric(float64(b.N*perEntry)/b.Elapsed().Seconds(), "events/s")
+			// Apply alone (decode, checks, record encoding, batch writes), without Commit.
+			b.ReportMetric(float64(b.N*perEntry)/applyTime.Seconds(), "apply-events/s")
+		})
+	}
+}
+
+func BenchmarkKeyEncode(b *testing.B) {
+	k := newKeys(7)
+	var buf []byte
+	id := testID(99)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf = k.event(buf[:0], uint64(i), uint64(i))
+		buf = k.id(buf[:0], &id)
+		buf = k.stream(buf[:0], "order-00001234")
+	}
+}
+
+func benchEvent(size int) Event {
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	return Event{ID: testID(1), Type: "OrderPlaced", Data: data, Metadata: []byte(`{"user":"u1"}`), ContentType: "application/json"}
+}
+
+func BenchmarkRecordEncode(b *testing.B) {
+	for _, size := range []int{256, 16 << 10} {
+		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) {
+			e := benchEvent(size)
+			var rec, scratch []byte
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				rec, scratch = appendRecord(rec[:0], &e, 1, uint64(i), scratch)
+			}
+		})
+	}
+}
+
+func BenchmarkRecordDecode(b *testing.B) {
+	for _, size := range []int{256, 16 << 10} {
+		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) {
+			e := benchEvent(size)
+			rec, _ := appendRecord(nil, &e, 1, 2, nil)
+			var ev RecordedEvent
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if err := decodeRecord(rec, &ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

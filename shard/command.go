@@ -1,0 +1,290 @@
+package shard
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Limits enforced by validation (ValidateAppend, ValidateDelete, Apply).
+const (
+	MaxStreamNameLen   = 512      // bytes, valid UTF-8, no control chars, not empty, must not start with '$'
+	MaxEventTypeLen    = 256      // bytes, not empty, valid UTF-8, no control chars
+	MaxEventsPerAppend = 10000    // events in one append
+	MaxEventSize       = 4 << 20  // data+metadata of one event, bytes
+	MaxAppendSize      = 16 << 20 // data+metadata of all events of one append, bytes
+	MaxContentTypeLen  = 128      // bytes, valid UTF-8, no control chars, may be empty
+)
+
+// ExpectedKind is the kind of an optimistic-concurrency check. Wire values:
+// append-only, never renumber.
+type ExpectedKind uint8
+
+const (
+	ExpectAny      ExpectedKind = iota // 0: no check
+	ExpectNoStream                     // 1: stream absent or soft-deleted
+	ExpectExists                       // 2: stream present and not soft-deleted
+	ExpectExact                        // 3: stream present and its last version == Version
+)
+
+// Expected is an expected-version check; Version is used with ExpectExact.
+type Expected struct {
+	Kind    ExpectedKind
+	Version uint64
+}
+
+func (e Expected) String() string {
+	switch e.Kind {
+	case ExpectAny:
+		return "any"
+	case ExpectNoStream:
+		return "no-stream"
+	case ExpectExists:
+		return "exists"
+	case ExpectExact:
+		return fmt.Sprintf("exact %d", e.Version)
+	}
+	return fmt.Sprintf("kind(%d)", uint8(e.Kind))
+}
+
+// Event is an event to append.
+type Event struct {
+	ID             [16]byte
+	Type           string
+	Data, Metadata []byte
+	ContentType    string
+}
+
+// RecordedEvent is a stored event as returned by reads.
+type RecordedEvent struct {
+	Stream         string
+	Version        uint64
+	Position       uint64
+	Created        int64 // unix nanos, stamped by the proposer
+	ID             [16]byte
+	Type           string
+	Data, Metadata []byte
+	ContentType    string
+}
+
+// AppendCommand appends events to a stream. Time (unix nanos) is stamped by
+// the proposer so that apply is deterministic.
+type AppendCommand struct {
+	Stream   string
+	Expected Expected
+	Events   []Event
+	Time     int64
+}
+
+// DeleteCommand soft-deletes (Tombstone false) or tombstones a stream.
+type DeleteCommand struct {
+	Stream    string
+	Expected  Expected
+	Tombstone bool
+	Time      int64
+}
+
+// AppendResult is Apply's verdict for a successful append. Events got
+// versions FirstVersion..LastVersion and positions Position..Position+n-1.
+// Duplicate reports an idempotent retry: nothing was written and the
+// original versions and position are returned.
+type AppendResult struct {
+	FirstVersion, LastVersion, Position uint64
+	Duplicate                           bool
+}
+
+// DeleteResult is Apply's verdict for a successful delete. Position is the
+// shard's next position at the time of the delete: every event at a lower
+// position precedes the delete (a delete does not consume a position).
+type DeleteResult struct {
+	Position uint64
+}
+
+// Command type bytes: the first byte of every encoded command. Append-only.
+const (
+	cmdAppend byte = 1
+	cmdDelete byte = 2
+)
+
+// EncodeAppend encodes c for a raft entry (see the command table in doc.go).
+// It does not validate c.
+func EncodeAppend(c *AppendCommand) []byte {
+	n := 1 + binary.MaxVarintLen64 + len(c.Stream) + 1 + binary.MaxVarintLen64 + 8 + binary.MaxVarintLen64
+	for i := range c.Events {
+		e := &c.Events[i]
+		n += 16 + 4*binary.MaxVarintLen64 + len(e.Type) + len(e.ContentType) + len(e.Data) + len(e.Metadata)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, cmdAppend)
+	b = appendString(b, c.Stream)
+	b = append(b, byte(c.Expected.Kind))
+	b = binary.AppendUvarint(b, c.Expected.Version)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Time))
+	b = binary.AppendUvarint(b, uint64(len(c.Events)))
+	for i := range c.Events {
+		e := &c.Events[i]
+		b = append(b, e.ID[:]...)
+		b = appendString(b, e.Type)
+		b = appendString(b, e.ContentType)
+		b = binary.AppendUvarint(b, uint64(len(e.Data)))
+		b = append(b, e.Data...)
+		b = binary.AppendUvarint(b, uint64(len(e.Metadata)))
+		b = append(b, e.Metadata...)
+	}
+	return b
+}
+
+// EncodeDelete encodes c for a raft entry. It does not validate c.
+func EncodeDelete(c *DeleteCommand) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(c.Stream)+1+binary.MaxVarintLen64+8+1)
+	b = append(b, cmdDelete)
+	b = appendString(b, c.Stream)
+	b = append(b, byte(c.Expected.Kind))
+	b = binary.AppendUvarint(b, c.Expected.Version)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Time))
+	var flags byte
+	if c.Tombstone {
+		flags |= 1
+	}
+	return append(b, flags)
+}
+
+// DecodeCommand decodes an encoded command into *AppendCommand or
+// *DeleteCommand. Event Data and Metadata alias data. It never panics; bad
+// input yields an *InvalidError for field "command". It does not validate
+// the command's contents (use ValidateAppend / ValidateDelete).
+func DecodeCommand(data []byte) (any, error) {
+	if len(data) == 0 {
+		return nil, errCommand("empty")
+	}
+	d := decoder{b: data[1:]}
+	switch data[0] {
+	case cmdAppend:
+		c := &AppendCommand{}
+		c.Stream = d.string()
+		c.Expected.Kind = ExpectedKind(d.byte())
+		c.Expected.Version = d.uvarint()
+		c.Time = int64(d.uint64())
+		n := d.uvarint()
+		// Every event needs at least 16+4 bytes; bound the allocation by the input.
+		if d.err == nil && n > uint64(len(d.b))/20 {
+			return nil, errCommand("event count %d exceeds input size", n)
+		}
+		if d.err == nil && n > 0 {
+			c.Events = make([]Event, n)
+		}
+		for i := range c.Events {
+			if d.err != nil {
+				break
+			}
+			e := &c.Events[i]
+			copy(e.ID[:], d.bytes(16))
+			e.Type = d.string()
+			e.ContentType = d.string()
+			e.Data = d.lenBytes()
+			e.Metadata = d.lenBytes()
+		}
+		if d.err != nil {
+			return nil, d.err
+		}
+		if len(d.b) != 0 {
+			return nil, errCommand("%d trailing bytes", len(d.b))
+		}
+		return c, nil
+	case cmdDelete:
+		c := &DeleteCommand{}
+		c.Stream = d.string()
+		c.Expected.Kind = ExpectedKind(d.byte())
+		c.Expected.Version = d.uvarint()
+		c.Time = int64(d.uint64())
+		flags := d.byte()
+		if d.err != nil {
+			return nil, d.err
+		}
+		if flags&^1 != 0 {
+			return nil, errCommand("unknown delete flags %#x", flags)
+		}
+		c.Tombstone = flags&1 != 0
+		if len(d.b) != 0 {
+			return nil, errCommand("%d trailing bytes", len(d.b))
+		}
+		return c, nil
+	}
+	return nil, errCommand("unknown command type %d", data[0])
+}
+
+func errCommand(format string, args ...any) error {
+	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete", format, args...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decoder reads from b; the first error sticks and later reads return zero values.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = errCommand("truncated or corrupt %s", what)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.fail("byte")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uint64() uint64 {
+	if d.err != nil || len(d.b) < 8 {
+		d.fail("fixed64")
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	// Reject overlong encodings too: one command has exactly one encoding.
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(n uint64) []byte {
+	if d.err != nil || n > uint64(len(d.b)) || n > math.MaxInt {
+		d.fail("length-prefixed field")
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) lenBytes() []byte {
+	v := d.bytes(d.uvarint())
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+func (d *decoder) string() string { return string(d.bytes(d.uvarint())) }

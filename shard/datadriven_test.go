@@ -1,0 +1,221 @@
+package shard
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/datadriven"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// TestDataDriven runs the scripts in testdata/*.txt (rewrite with -rewrite).
+//
+//	append stream=S expected=any|nostream|exists|<N>|kind<K> [time=T] [gen=N idbase=B] [stream-repeat=N]
+//	id=<n> type=<t> [data=..] [meta=..] [ctype=..] [datasize=N] [metasize=N] [type-repeat=N] [ctype-repeat=N]
+//	delete stream=S expected=... [tombstone]
+//	read stream=S [from=N] [from-end] [backward] [count=N]
+//	readlog [from=N] [count=N]
+//	info stream=S | applied | begin | commit | reload | reopen | raw hex=..
+//
+// Values are Go-unescaped (\x01, \xff, \u00e9 ...).
+func TestDataDriven(t *testing.T) {
+	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
+		var ts *testShard
+		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
+			if ts == nil {
+				ts = newTestShard(t, nil, 7)
+			}
+			return runCmd(t, ts, td)
+		})
+	})
+}
+
+func unescape(t testing.TB, v string) string {
+	s, err := strconv.Unquote(`"` + strings.ReplaceAll(v, `"`, `\"`) + `"`)
+	if err != nil {
+		t.Fatalf("bad value %q: %v", v, err)
+	}
+	return s
+}
+
+type args map[string]string
+
+func parseArgs(t testing.TB, td *datadriven.TestData) args {
+	a := args{}
+	for _, ca := range td.CmdArgs {
+		a[ca.Key] = unescape(t, strings.Join(ca.Vals, ","))
+	}
+	return a
+}
+
+func parseFields(t testing.TB, line string) args {
+	a := args{}
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		a[k] = unescape(t, v)
+	}
+	return a
+}
+
+func (a args) has(k string) bool { _, ok := a[k]; return ok }
+
+func (a args) uint(t testing.TB, k string, def uint64) uint64 {
+	v, ok := a[k]
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", k, v, err)
+	}
+	return n
+}
+
+// str returns a[k], repeated a[k+"-repeat"] times if given.
+func (a args) str(t testing.TB, k string) string {
+	return strings.Repeat(a[k], int(a.uint(t, k+"-repeat", 1)))
+}
+
+func parseExpected(t testing.TB, v string) Expected {
+	switch v {
+	case "", "any":
+		return Expected{Kind: ExpectAny}
+	case "nostream":
+		return Expected{Kind: ExpectNoStream}
+	case "exists":
+		return Expected{Kind: ExpectExists}
+	}
+	if k, ok := strings.CutPrefix(v, "kind"); ok {
+		n, err := strconv.ParseUint(k, 10, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Expected{Kind: ExpectedKind(n)}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("expected=%q: %v", v, err)
+	}
+	return Expected{Kind: ExpectExact, Version: n}
+}
+
+func parseEvent(t testing.TB, a args) Event {
+	e := Event{
+		ID:          testID(a.uint(t, "id", 0)),
+		Type:        a.str(t, "type"),
+		ContentType: a.str(t, "ctype"),
+	}
+	if a.has("data") {
+		e.Data = []byte(a["data"])
+	}
+	if a.has("meta") {
+		e.Metadata = []byte(a["meta"])
+	}
+	if n := a.uint(t, "datasize", 0); n > 0 {
+		e.Data = bytes.Repeat([]byte("d"), int(n))
+	}
+	if n := a.uint(t, "metasize", 0); n > 0 {
+		e.Metadata = bytes.Repeat([]byte("m"), int(n))
+	}
+	return e
+}
+
+func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
+	a := parseArgs(t, td)
+	switch td.Cmd {
+	case "append":
+		c := &AppendCommand{
+			Stream:   a.str(t, "stream"),
+			Expected: parseExpected(t, a["expected"]),
+			Time:     int64(a.uint(t, "time", 1000)),
+		}
+		for _, line := range strings.Split(td.Input, "\n") {
+			if strings.TrimSpace(line) != "" {
+				c.Events = append(c.Events, parseEvent(t, parseFields(t, line)))
+			}
+		}
+		base := a.uint(t, "idbase", 1)
+		for i := uint64(0); i < a.uint(t, "gen", 0); i++ {
+			c.Events = append(c.Events, Event{ID: testID(base + i), Type: "Gen"})
+		}
+		return fmtResult(ts.apply(EncodeAppend(c))) + "\n"
+	case "delete":
+		c := &DeleteCommand{
+			Stream:    a.str(t, "stream"),
+			Expected:  parseExpected(t, a["expected"]),
+			Tombstone: a.has("tombstone"),
+			Time:      int64(a.uint(t, "time", 1000)),
+		}
+		return fmtResult(ts.apply(EncodeDelete(c))) + "\n"
+	case "raw":
+		data, err := hex.DecodeString(strings.ReplaceAll(a["hex"], "_", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmtResult(ts.apply(data)) + "\n"
+	case "read":
+		var sb strings.Builder
+		err := ts.s.ReadStream(a.str(t, "stream"), a.uint(t, "from", 0), a.has("from-end"),
+			a.has("backward"), a.uint(t, "count", 0), func(ev *RecordedEvent) error {
+				fmt.Fprintln(&sb, fmtEvent(ev, false))
+				return nil
+			})
+		if err != nil {
+			fmt.Fprintf(&sb, "error: %v\n", err)
+		}
+		if sb.Len() == 0 {
+			return "<empty>\n"
+		}
+		return sb.String()
+	case "readlog":
+		var sb strings.Builder
+		next, err := ts.s.ReadLog(a.uint(t, "from", 0), a.uint(t, "count", 0), func(ev *RecordedEvent) error {
+			fmt.Fprintln(&sb, fmtEvent(ev, true))
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(&sb, "error: %v\n", err)
+		}
+		fmt.Fprintf(&sb, "next=%d\n", next)
+		return sb.String()
+	case "info":
+		exists, last, deleted, tomb, err := ts.s.StreamInfo(a.str(t, "stream"))
+		if err != nil {
+			return fmt.Sprintf("error: %v\n", err)
+		}
+		return fmt.Sprintf("exists=%t last=%d deleted=%t tombstoned=%t\n", exists, last, deleted, tomb)
+	case "applied":
+		return fmt.Sprintf("applied=%d last-position=%d\n", ts.s.Applied(), ts.s.LastPosition())
+	case "begin":
+		ts.begin()
+		return "ok\n"
+	case "commit":
+		ts.commit(pebble.NoSync)
+		return "ok\n"
+	case "reload":
+		if err := ts.s.Reload(); err != nil {
+			return fmt.Sprintf("error: %v\n", err)
+		}
+		return "ok\n"
+	case "reopen":
+		ts.commit(pebble.Sync)
+		if err := ts.db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := pebble.Open("db", &pebble.Options{FS: ts.fs, Logger: quietLogger{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.db = db
+		if ts.s, err = Open(db, ts.s.ID(), Options{}); err != nil {
+			t.Fatal(err)
+		}
+		return "ok\n"
+	}
+	t.Fatalf("unknown command %q", td.Cmd)
+	return ""
+}

@@ -1,0 +1,120 @@
+// Package shard is the deterministic state machine of one shard: it applies
+// append and delete commands (in raft log order) to a key prefix of a shared
+// Pebble DB and serves stream and shard-log reads. It knows nothing of raft
+// or the network.
+//
+// # Caller duties
+//
+// The proposer (node):
+//
+//  1. Validates with ValidateAppend / ValidateDelete, stamps Time (unix
+//     nanos), encodes with EncodeAppend / EncodeDelete and proposes the bytes.
+//     Event IDs must be set (zero is invalid): the client makes them.
+//
+// The replica's apply loop (one goroutine per shard; Apply, SetApplied,
+// Committed and Reload are never called concurrently):
+//
+//  1. Opens one indexed batch (db.NewIndexedBatch) per group of committed
+//     entries; every uncommitted Apply must go into that same batch.
+//  2. For each entry in log order calls Apply(b, index, data) (or
+//     SetApplied(b, index) for entries without a command) and keeps the
+//     result for the proposer. A result wrapping ErrStorage is not a verdict:
+//     discard the batch, Reload, and stop (or retry from Applied()+1).
+//  3. Commits b (NoSync is fine: the raft log is the durable record; after a
+//     crash, entries after Applied() are re-applied and get the same verdicts).
+//  4. Calls Committed(), which makes the in-memory stream metadata
+//     authoritative and advances Applied() and LastPosition(). Only then
+//     answers the proposers.
+//  5. After installing a snapshot over Span() (or discarding a batch), calls
+//     Reload().
+//
+// Readers (any goroutine) use ReadStream, ReadLog, StreamInfo, LastPosition
+// and Applied; they read committed state from the DB. Linearizable reads are
+// the caller's business (raft ReadIndex, then read).
+//
+// # Semantics
+//
+// Versions are dense per stream from 0; positions are dense per shard from 0,
+// one per event; a delete takes no position. Apply checks, in order:
+// validation (*InvalidError), tombstone (ErrStreamDeleted), idempotency (all
+// IDs stored as a consecutive run of this stream in batch order: the original
+// result with Duplicate=true; some or misplaced: *IDConflictError), then the
+// expected version (*WrongExpectedVersionError). NoStream accepts an absent or
+// soft-deleted stream, Exists a live one, Exact N a present stream (live or
+// soft-deleted) whose last version is N. A soft delete hides versions up to
+// the current last; a later append continues the versions and un-hides the
+// stream from the next version on. A tombstone is permanent. The shard log
+// (ReadLog) keeps events of deleted streams.
+//
+// # Key layout
+//
+// Every key starts with the shard prefix; integers are big-endian so that
+// byte order is numeric order. Tags are append-only.
+//
+//	+-----+-----------+-----+-----------------------+-------------------------------------------+
+//	| 'S' | shard (4) | tag | rest of key           | value                                     |
+//	+-----+-----------+-----+-----------------------+-------------------------------------------+
+//	| 'S' | shard     | 'A' | position (8)          | log entry: streamID(8) first ver(8) n(8)  |
+//	| 'S' | shard     | 'E' | streamID (8) ver (8)  | event record (below)                      |
+//	| 'S' | shard     | 'I' | event UUID (16)       | streamID(8) version(8) position(8)        |
+//	| 'S' | shard     | 'M' | streamID (8)          | stream name (bytes)                       |
+//	| 'S' | shard     | 'N' | stream name (bytes)   | stream record (below)                     |
+//	| 'S' | shard     | 'X' |                       | applied raft index (8)                    |
+//	| 'S' | shard     | 'Z' |                       | next position (8) next streamID (8)       |
+//	+-----+-----------+-----+-----------------------+-------------------------------------------+
+//
+// One 'A' entry covers one append: positions p..p+n-1 are versions
+// first..first+n-1 of the stream. Stream IDs come from a per-shard counter,
+// so event keys are 22 bytes whatever the stream name. 'R'|shard is reserved
+// for the replica's raft log; Span() covers 'S'|shard only.
+//
+// Stream record ('N' value, 25 bytes):
+//
+//	+-----------+--------------+-----------------+------------------------------+
+//	| state (1) | streamID (8) | last version (8)| first visible version (8)    |
+//	+-----------+--------------+-----------------+------------------------------+
+//	state: 0 live, 1 soft-deleted, 2 tombstoned (append-only)
+//
+// # Event record ('E' value)
+//
+//	+--------+---------+-------------------------------------------------------+
+//	| offset | size    | field                                                 |
+//	+--------+---------+-------------------------------------------------------+
+//	| 0      | 1       | format = 1                                            |
+//	| 1      | 1       | flags: bit 0 = payload is zstd; other bits must be 0  |
+//	| 2      | 8       | created, unix nanos (int64)                           |
+//	| 10     | 8       | position                                              |
+//	| 18     | 16      | event ID                                              |
+//	| 34     | uvarint | len(type), then type                                  |
+//	|        | uvarint | len(content type), then content type                  |
+//	|        | uvarint | len(data), uncompressed                               |
+//	|        | uvarint | len(metadata), uncompressed                           |
+//	|        | rest    | data||metadata, raw or one zstd frame (with checksum) |
+//	+--------+---------+-------------------------------------------------------+
+//
+// The payload is compressed (klauspost zstd, single-threaded so the bytes are
+// deterministic) when data+metadata exceeds 4 KiB and compression saves
+// space. Stream and version come from the key. Pebble checksums its blocks,
+// so the record carries no CRC of its own.
+//
+// # Command encoding (raft entry data)
+//
+//	append: 0x01 | uvarint len, stream | kind (1) | uvarint version | time (8)
+//	        | uvarint n | n × ( id (16) | uvarint len, type | uvarint len, content type
+//	                          | uvarint len, data | uvarint len, metadata )
+//	delete: 0x02 | uvarint len, stream | kind (1) | uvarint version | time (8) | flags (1: bit 0 tombstone)
+//
+// The leading type byte and ExpectedKind values are append-only. Varints must
+// be minimal and nothing may trail, so a command has exactly one encoding.
+//
+// # Performance notes
+//
+// Apply keeps the metadata of streams it touched in memory (pending until
+// Committed, then a committed map bounded by Options.MaxCachedStreams) so an
+// append to a known stream does no stream read. Fresh event IDs are screened
+// by an in-memory scalable bloom filter (about 1.25 bytes per stored event,
+// ~1% false positives per stage), so the idempotency check reads Pebble only
+// for retries and false positives. Open and Reload build the filter with one
+// scan of the 'I' keys: O(events in the shard), roughly a second per few
+// million events. Reads iterate with bounded memory.
+package shard

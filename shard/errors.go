@@ -1,0 +1,100 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// Verdict errors. Apply returns them (as values) for commands it refuses; the
+// read methods return ErrStreamNotFound and ErrStreamDeleted. Callers match
+// them with errors.Is; the typed errors below carry the facts.
+var (
+	// ErrStreamNotFound: reads and StreamInfo of absent or soft-deleted
+	// streams; a delete of an absent (or already soft-deleted) stream.
+	ErrStreamNotFound = errors.New("shard: stream not found")
+	// ErrStreamDeleted: the stream is tombstoned; returned by reads, appends
+	// and deletes, forever.
+	ErrStreamDeleted = errors.New("shard: stream deleted")
+	// ErrWrongExpectedVersion: Apply, when the expected-version check fails.
+	// The concrete value is a *WrongExpectedVersionError.
+	ErrWrongExpectedVersion = errors.New("shard: wrong expected version")
+	// ErrIDConflict: Apply, when some (not all) event IDs of an append are
+	// already stored, or all are but not as a consecutive run of this stream.
+	// The concrete value is an *IDConflictError.
+	ErrIDConflict = errors.New("shard: event ID conflict")
+	// ErrInvalid: validation (ValidateAppend, ValidateDelete, CheckStreamName,
+	// Apply) and DecodeCommand. The concrete value is an *InvalidError.
+	ErrInvalid = errors.New("shard: invalid argument")
+)
+
+// WrongExpectedVersionError is returned by Apply when the expected-version
+// check fails. Exists reports whether the stream exists (present and not
+// soft-deleted); Actual is its last version when a stream record is present
+// (also for a soft-deleted stream), else 0.
+type WrongExpectedVersionError struct {
+	Stream   string
+	Expected Expected
+	Exists   bool
+	Actual   uint64
+	Deleted  bool // addition: the stream is soft-deleted; Actual is its last version
+}
+
+func (e *WrongExpectedVersionError) Error() string {
+	state := "does not exist"
+	switch {
+	case e.Exists:
+		state = fmt.Sprintf("exists with last version %d", e.Actual)
+	case e.Deleted:
+		state = fmt.Sprintf("is soft-deleted at last version %d", e.Actual)
+	}
+	return fmt.Sprintf("shard: wrong expected version for stream %q: expected %s, stream %s",
+		e.Stream, e.Expected, state)
+}
+
+// Is reports whether target is ErrWrongExpectedVersion.
+func (e *WrongExpectedVersionError) Is(target error) bool { return target == ErrWrongExpectedVersion }
+
+// IDConflictError is returned by Apply when an append's event IDs are partly
+// stored already (or stored elsewhere). ID is the first offending ID of the
+// batch; ExistingStream/ExistingVersion say where it is stored.
+type IDConflictError struct {
+	Stream          string
+	ID              [16]byte
+	ExistingStream  string
+	ExistingVersion uint64
+}
+
+func (e *IDConflictError) Error() string {
+	return fmt.Sprintf("shard: event ID conflict in stream %q: event %s is already stored in stream %q at version %d",
+		e.Stream, uuid.UUID(e.ID), e.ExistingStream, e.ExistingVersion)
+}
+
+// Is reports whether target is ErrIDConflict.
+func (e *IDConflictError) Is(target error) bool { return target == ErrIDConflict }
+
+// InvalidError describes bad input: which field, which limit, and why.
+type InvalidError struct {
+	Field  string // e.g. "stream", "events[3].type", "expected.kind"
+	Limit  string // e.g. "1..512 bytes"
+	Reason string // e.g. "too long (513 bytes)"
+}
+
+func (e *InvalidError) Error() string {
+	return fmt.Sprintf("shard: invalid argument: %s: %s (limit: %s)", e.Field, e.Reason, e.Limit)
+}
+
+// Is reports whether target is ErrInvalid.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(field, limit, format string, args ...any) *InvalidError {
+	return &InvalidError{Field: field, Limit: limit, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ErrCorrupt is returned by reads, Open and Reload when a stored record
+// cannot be decoded (an addition to the contract). Apply never writes such
+// records; seeing one means disk corruption or a foreign keyspace.
+var ErrCorrupt = errors.New("shard: corrupt record")
+
+func errCorrupt(what string) error { return fmt.Errorf("%w: %s", ErrCorrupt, what) }

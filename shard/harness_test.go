@@ -1,0 +1,146 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// testShard is a shard over an in-memory Pebble, applied exactly like the
+// replica does: NewIndexedBatch, Apply..., Commit, Committed.
+type testShard struct {
+	t     testing.TB
+	fs    vfs.FS
+	db    *pebble.DB
+	s     *Shard
+	index uint64
+	batch *pebble.Batch // open batch (between begin and commit), or nil
+}
+
+func newTestShard(t testing.TB, fs vfs.FS, id uint32) *testShard {
+	t.Helper()
+	if fs == nil {
+		fs = vfs.NewMem()
+	}
+	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quietLogger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(db, id, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testShard{t: t, fs: fs, db: db, s: s, index: s.Applied()}
+	t.Cleanup(func() {
+		if ts.batch != nil {
+			ts.batch.Close()
+		}
+		ts.db.Close()
+	})
+	return ts
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+func (ts *testShard) begin() {
+	if ts.batch == nil {
+		ts.batch = ts.db.NewIndexedBatch()
+	}
+}
+
+func (ts *testShard) commit(opts *pebble.WriteOptions) {
+	ts.t.Helper()
+	if ts.batch == nil {
+		return
+	}
+	if err := ts.batch.Commit(opts); err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.batch.Close()
+	ts.batch = nil
+	ts.s.Committed()
+}
+
+// apply applies data as the next entry, committing at once unless a batch is open.
+func (ts *testShard) apply(data []byte) any {
+	ts.t.Helper()
+	auto := ts.batch == nil
+	ts.begin()
+	ts.index++
+	res := ts.s.Apply(ts.batch, ts.index, data)
+	if err, ok := res.(error); ok && errors.Is(err, ErrStorage) {
+		ts.t.Fatal(err)
+	}
+	if auto {
+		ts.commit(pebble.NoSync)
+	}
+	return res
+}
+
+func fmtResult(res any) string {
+	switch r := res.(type) {
+	case *AppendResult:
+		s := fmt.Sprintf("ok first=%d last=%d pos=%d", r.FirstVersion, r.LastVersion, r.Position)
+		if r.Duplicate {
+			s += " duplicate"
+		}
+		return s
+	case *DeleteResult:
+		return fmt.Sprintf("ok pos=%d", r.Position)
+	case error:
+		return "error: " + r.Error()
+	}
+	return fmt.Sprintf("unexpected result %T %v", res, res)
+}
+
+// testID makes a recognisable UUID from a small number.
+func testID(n uint64) [16]byte {
+	var id [16]byte
+	for i := 0; i < 8; i++ {
+		id[15-i] = byte(n >> (8 * i))
+	}
+	return id
+}
+
+func idNum(id [16]byte) uint64 {
+	var n uint64
+	for i := 8; i < 16; i++ {
+		n = n<<8 | uint64(id[i])
+	}
+	return n
+}
+
+func fmtEvent(ev *RecordedEvent, withStream bool) string {
+	var sb strings.Builder
+	if withStream {
+		fmt.Fprintf(&sb, "pos=%d %s@%d", ev.Position, ev.Stream, ev.Version)
+	} else {
+		fmt.Fprintf(&sb, "%d pos=%d", ev.Version, ev.Position)
+	}
+	fmt.Fprintf(&sb, " id=%d type=%s", idNum(ev.ID), ev.Type)
+	if len(ev.Data) > 32 {
+		fmt.Fprintf(&sb, " data=<%d bytes>", len(ev.Data))
+	} else if ev.Data != nil {
+		fmt.Fprintf(&sb, " data=%s", ev.Data)
+	}
+	if len(ev.Metadata) > 32 {
+		fmt.Fprintf(&sb, " meta=<%d bytes>", len(ev.Metadata))
+	} else if ev.Metadata != nil {
+		fmt.Fprintf(&sb, " meta=%s", ev.Metadata)
+	}
+	if ev.ContentType != "" {
+		fmt.Fprintf(&sb, " ctype=%s", ev.ContentType)
+	}
+	fmt.Fprintf(&sb, " created=%d", ev.Created)
+	return sb.String()
+}

@@ -1,0 +1,59 @@
+package shard
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMetrics(reg); err == nil {
+		t.Fatal("registering twice succeeded")
+	}
+	db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(db, 4, Options{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := EncodeAppend(&AppendCommand{Stream: "a", Events: []Event{{ID: testID(1), Type: "T"}, {ID: testID(2), Type: "T"}}})
+	wrong := EncodeAppend(&AppendCommand{Stream: "a", Expected: Expected{Kind: ExpectNoStream}, Events: []Event{{ID: testID(3), Type: "T"}}})
+	b := db.NewIndexedBatch()
+	for i, data := range [][]byte{app, app, wrong, {0}} {
+		s.Apply(b, uint64(i+1), data)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	s.Committed()
+	for _, c := range []struct {
+		c    prometheus.Counter
+		want float64
+	}{
+		{m.applied.WithLabelValues("4", "append"), 1},
+		{m.applied.WithLabelValues("4", "duplicate"), 1},
+		{m.applied.WithLabelValues("4", "wrong_expected_version"), 1},
+		{m.applied.WithLabelValues("4", "invalid"), 1},
+		{m.events.WithLabelValues("4"), 2},
+		{m.idLookups.WithLabelValues("4", "found"), 2},
+	} {
+		var pb dto.Metric
+		if err := c.c.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		if got := pb.GetCounter().GetValue(); got != c.want {
+			t.Errorf("%v: got %v, want %v", c.c, got, c.want)
+		}
+	}
+}

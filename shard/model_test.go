@@ -1,0 +1,338 @@
+package shard
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// model is an in-memory reference implementation of the shard semantics.
+type model struct {
+	streams map[string]*mStream
+	ids     map[[16]byte]mLoc
+	nextPos uint64
+	order   []mLoc // position -> event
+}
+
+type mStream struct {
+	events []mEvent // index = version
+	start  uint64
+	state  byte
+}
+
+type mEvent struct {
+	id      [16]byte
+	typ     string
+	data    string
+	pos     uint64
+	created int64
+}
+
+type mLoc struct {
+	stream  string
+	version uint64
+}
+
+func newModel() *model {
+	return &model{streams: map[string]*mStream{}, ids: map[[16]byte]mLoc{}}
+}
+
+func (m *model) apply(cmd any) any {
+	switch c := cmd.(type) {
+	case *AppendCommand:
+		return m.append(c)
+	case *DeleteCommand:
+		return m.delete(c)
+	}
+	panic("unknown command")
+}
+
+func (m *model) expectOK(st *mStream, exp Expected) bool {
+	live := st != nil && st.state == stateLive
+	switch exp.Kind {
+	case ExpectAny:
+		return true
+	case ExpectNoStream:
+		return !live
+	case ExpectExists:
+		return live
+	default:
+		return st != nil && uint64(len(st.events))-1 == exp.Version
+	}
+}
+
+func (m *model) wev(name string, st *mStream, exp Expected) error {
+	e := &WrongExpectedVersionError{Stream: name, Expected: exp}
+	if st != nil {
+		e.Exists = st.state == stateLive
+		e.Deleted = !e.Exists
+		e.Actual = uint64(len(st.events)) - 1
+	}
+	return e
+}
+
+func (m *model) append(c *AppendCommand) any {
+	if err := ValidateAppend(c); err != nil {
+		return err
+	}
+	st := m.streams[c.Stream]
+	if st != nil && st.state == stateTombstoned {
+		return ErrStreamDeleted
+	}
+	var locs []mLoc
+	firstHit := -1
+	for i, e := range c.Events {
+		if l, ok := m.ids[e.ID]; ok {
+			if firstHit < 0 {
+				firstHit = i
+			}
+			locs = append(locs, l)
+		}
+	}
+	if len(locs) > 0 {
+		dup := len(locs) == len(c.Events)
+		for i, l := range locs {
+			if l.stream != c.Stream || l.version != locs[0].version+uint64(i) {
+				dup = false
+			}
+		}
+		if dup {
+			return &AppendResult{FirstVersion: locs[0].version, LastVersion: locs[0].version + uint64(len(locs)) - 1,
+				Position: st.events[locs[0].version].pos, Duplicate: true}
+		}
+		return &IDConflictError{Stream: c.Stream, ID: c.Events[firstHit].ID,
+			ExistingStream: locs[0].stream, ExistingVersion: locs[0].version}
+	}
+	if !m.expectOK(st, c.Expected) {
+		return m.wev(c.Stream, st, c.Expected)
+	}
+	if st == nil {
+		st = &mStream{}
+		m.streams[c.Stream] = st
+	}
+	st.state = stateLive
+	res := &AppendResult{FirstVersion: uint64(len(st.events)), Position: m.nextPos}
+	for _, e := range c.Events {
+		v := uint64(len(st.events))
+		st.events = append(st.events, mEvent{id: e.ID, typ: e.Type, data: string(e.Data), pos: m.nextPos, created: c.Time})
+		m.ids[e.ID] = mLoc{c.Stream, v}
+		m.order = append(m.order, mLoc{c.Stream, v})
+		m.nextPos++
+	}
+	res.LastVersion = uint64(len(st.events)) - 1
+	return res
+}
+
+func (m *model) delete(c *DeleteCommand) any {
+	if err := ValidateDelete(c); err != nil {
+		return err
+	}
+	st := m.streams[c.Stream]
+	switch {
+	case st == nil:
+		return ErrStreamNotFound
+	case st.state == stateTombstoned:
+		return ErrStreamDeleted
+	case st.state == stateDeleted && !c.Tombstone:
+		return ErrStreamNotFound
+	}
+	if !m.expectOK(st, c.Expected) {
+		return m.wev(c.Stream, st, c.Expected)
+	}
+	if c.Tombstone {
+		st.state = stateTombstoned
+	} else {
+		st.state = stateDeleted
+		st.start = uint64(len(st.events))
+	}
+	return &DeleteResult{Position: m.nextPos}
+}
+
+// check compares every stream and the shard log with the model.
+func (m *model) check(t *testing.T, s *Shard) {
+	t.Helper()
+	if s.LastPosition() != m.nextPos {
+		t.Fatalf("LastPosition %d, model %d", s.LastPosition(), m.nextPos)
+	}
+	for name, st := range m.streams {
+		exists, last, deleted, tomb, err := s.StreamInfo(name)
+		if err != nil || exists != (st.state == stateLive) || deleted != (st.state != stateLive) ||
+			tomb != (st.state == stateTombstoned) || last != uint64(len(st.events))-1 {
+			t.Fatalf("StreamInfo(%s) = %v %d %v %v %v; model %+v", name, exists, last, deleted, tomb, err, st)
+		}
+		var got []string
+		err = s.ReadStream(name, 0, false, false, 0, func(ev *RecordedEvent) error {
+			got = append(got, fmt.Sprintf("%d/%d/%x/%s/%s/%d", ev.Version, ev.Position, ev.ID, ev.Type, ev.Data, ev.Created))
+			return nil
+		})
+		var want []string
+		switch st.state {
+		case stateLive:
+			for v := st.start; v < uint64(len(st.events)); v++ {
+				e := st.events[v]
+				want = append(want, fmt.Sprintf("%d/%d/%x/%s/%s/%d", v, e.pos, e.id, e.typ, e.data, e.created))
+			}
+			if err != nil {
+				t.Fatalf("ReadStream(%s): %v", name, err)
+			}
+		case stateDeleted:
+			if err != ErrStreamNotFound {
+				t.Fatalf("ReadStream(%s) of soft-deleted: %v", name, err)
+			}
+		case stateTombstoned:
+			if err != ErrStreamDeleted {
+				t.Fatalf("ReadStream(%s) of tombstoned: %v", name, err)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("ReadStream(%s):\n got %v\nwant %v", name, got, want)
+		}
+	}
+	// The whole log, in pages of 3.
+	var pos uint64
+	for {
+		n := 0
+		next, err := s.ReadLog(pos, 3, func(ev *RecordedEvent) error {
+			want := m.order[ev.Position]
+			if ev.Position != pos+uint64(n) || ev.Stream != want.stream || ev.Version != want.version {
+				t.Fatalf("ReadLog at %d: got %s@%d pos %d, want %v", pos+uint64(n), ev.Stream, ev.Version, ev.Position, want)
+			}
+			n++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		pos = next
+	}
+	if pos != m.nextPos {
+		t.Fatalf("ReadLog ended at %d, want %d", pos, m.nextPos)
+	}
+}
+
+// randCommand makes a random command over a small name and ID space so that
+// conflicts, retries and version mismatches are frequent.
+func randCommand(rng *rand.Rand, m *model, history [][]byte) []byte {
+	if len(history) > 0 && rng.IntN(8) == 0 {
+		return history[rng.IntN(len(history))] // a retry
+	}
+	name := fmt.Sprintf("s%d", rng.IntN(16))
+	exp := Expected{Kind: ExpectedKind(rng.IntN(4))}
+	if exp.Kind == ExpectExact {
+		if st := m.streams[name]; st != nil && rng.IntN(3) > 0 {
+			exp.Version = uint64(len(st.events)) - 1
+		} else {
+			exp.Version = uint64(rng.IntN(5))
+		}
+	}
+	if rng.IntN(12) == 0 {
+		if exp.Kind == ExpectNoStream && rng.IntN(4) > 0 {
+			exp.Kind = ExpectAny
+		}
+		return EncodeDelete(&DeleteCommand{Stream: name, Expected: exp, Tombstone: rng.IntN(12) == 0, Time: rng.Int64N(1e9)})
+	}
+	c := &AppendCommand{Stream: name, Expected: exp, Time: rng.Int64N(1e9)}
+	n := 1 + rng.IntN(4)
+	for i := 0; i < n; i++ {
+		id := testID(uint64(1 + rng.IntN(3000)))
+		if rng.IntN(300) == 0 {
+			id = [16]byte{}
+		}
+		data := make([]byte, rng.IntN(20))
+		for j := range data {
+			data[j] = byte('a' + rng.IntN(26))
+		}
+		c.Events = append(c.Events, Event{ID: id, Type: fmt.Sprintf("T%d", rng.IntN(3)), Data: data})
+	}
+	return EncodeAppend(c)
+}
+
+func TestModel(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	for round := uint64(0); round < 3; round++ {
+		rng := rand.New(rand.NewPCG(seed, round))
+		runModel(t, rng, 1200)
+		if t.Failed() {
+			t.Fatalf("failed with seed %d round %d", seed, round)
+		}
+	}
+}
+
+func runModel(t *testing.T, rng *rand.Rand, ops int) {
+	ts := newTestShard(t, nil, uint32(rng.IntN(4)))
+	m := newModel()
+	var history [][]byte
+	stats := map[string]int{}
+	defer func() { t.Logf("verdicts: %v", stats) }()
+	for i := 0; i < ops; {
+		// One indexed batch of 1..6 entries, like the replica's apply loop.
+		ts.begin()
+		for n := 1 + rng.IntN(6); n > 0 && i < ops; n, i = n-1, i+1 {
+			data := randCommand(rng, m, history)
+			history = append(history, data)
+			cmd, err := DecodeCommand(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := m.apply(cmd)
+			stats[verdictKind(res)]++
+			want := fmtResult(res)
+			got := fmtResult(ts.apply(data))
+			if got != want {
+				t.Fatalf("op %d %+v:\n got %s\nwant %s", i, cmd, got, want)
+			}
+			if rng.IntN(10) == 0 {
+				ts.index++
+				ts.s.SetApplied(ts.batch, ts.index)
+			}
+		}
+		ts.commit(pebble.NoSync)
+		if ts.s.Applied() != ts.index {
+			t.Fatalf("Applied %d, want %d", ts.s.Applied(), ts.index)
+		}
+		switch rng.IntN(40) {
+		case 0:
+			if err := ts.s.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			s, err := Open(ts.db, ts.s.ID(), Options{MaxCachedStreams: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts.s = s
+		}
+		if rng.IntN(10) == 0 {
+			m.check(t, ts.s)
+		}
+	}
+	m.check(t, ts.s)
+}
+
+func verdictKind(res any) string {
+	switch r := res.(type) {
+	case *AppendResult:
+		if r.Duplicate {
+			return "duplicate"
+		}
+		return "append"
+	case *DeleteResult:
+		return "delete"
+	case *WrongExpectedVersionError:
+		return "wrong-version"
+	case *IDConflictError:
+		return "id-conflict"
+	case *InvalidError:
+		return "invalid"
+	case error:
+		return r.Error()
+	}
+	return "?"
+}

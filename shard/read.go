@@ -1,0 +1,191 @@
+package shard
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// StreamInfo reports the stream's state from the DB. A soft-deleted stream
+// reports exists=false, deleted=true and its last version; a tombstoned one
+// also tombstoned=true. An absent stream reports all false and a nil error.
+func (s *Shard) StreamInfo(stream string) (exists bool, last uint64, deleted, tombstoned bool, err error) {
+	m, found, err := s.readMeta(stream)
+	if err != nil || !found {
+		return false, 0, false, false, err
+	}
+	return m.state == stateLive, m.last, m.state != stateLive, m.state == stateTombstoned, nil
+}
+
+func (s *Shard) readMeta(stream string) (streamMeta, bool, error) {
+	if err := CheckStreamName(stream); err != nil {
+		return streamMeta{}, false, err
+	}
+	v, closer, err := s.db.Get(s.keys.stream(nil, stream))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return streamMeta{}, false, nil
+	}
+	if err != nil {
+		return streamMeta{}, false, err
+	}
+	defer closer.Close()
+	var m streamMeta
+	if err := m.decode(v); err != nil {
+		return streamMeta{}, false, err
+	}
+	return m, true, nil
+}
+
+// ReadStream calls fn for up to count events of stream (0 = all), starting
+// at version from (or at the last event when fromEnd), forward or backward.
+// Events hidden by a soft delete are skipped. It returns ErrStreamNotFound
+// for absent and soft-deleted streams, ErrStreamDeleted for tombstoned ones,
+// and fn's error if fn stops the read. fn may retain the event. Memory is
+// bounded by one event at a time.
+func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, count uint64,
+	fn func(*RecordedEvent) error) error {
+	m, found, err := s.readMeta(stream)
+	switch {
+	case err != nil:
+		return err
+	case !found || m.state == stateDeleted:
+		return ErrStreamNotFound
+	case m.state == stateTombstoned:
+		return ErrStreamDeleted
+	}
+	if count == 0 {
+		count = math.MaxUint64
+	}
+	lo, hi := m.start, m.last // visible versions, inclusive
+	if fromEnd {
+		from = hi
+	}
+	if backward {
+		hi = min(from, hi)
+	} else {
+		lo = max(from, lo)
+	}
+	if lo > hi {
+		return nil
+	}
+	lower := s.keys.event(nil, m.id, lo)
+	upper := s.keys.event(nil, m.id, hi)
+	upper = append(upper, 0) // just past version hi
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	step := it.Next
+	valid := it.First()
+	if backward {
+		step, valid = it.Prev, it.Last()
+	}
+	for n := uint64(0); valid && n < count; valid, n = step(), n+1 {
+		ev := &RecordedEvent{Stream: stream}
+		if err := s.decodeEvent(it, ev); err != nil {
+			it.Close()
+			return err
+		}
+		if err := fn(ev); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+func (s *Shard) decodeEvent(it *pebble.Iterator, ev *RecordedEvent) error {
+	k := it.Key()
+	if len(k) != prefixLen+1+16 {
+		return errCorrupt("event key")
+	}
+	ev.Version = binary.BigEndian.Uint64(k[prefixLen+1+8:])
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return err
+	}
+	return decodeRecord(v, ev)
+}
+
+// ReadLog calls fn for up to count events (0 = all) of the shard log in
+// position order, starting at position from. It returns the position after
+// the last event fn accepted (from if none), and fn's error if fn stopped
+// the read. The log includes events of streams deleted later (it is the
+// shard's history; check StreamInfo to filter). Memory is bounded by one
+// event at a time plus the names of the streams seen.
+func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next uint64, err error) {
+	if count == 0 {
+		count = math.MaxUint64
+	}
+	next = from
+	lo, hi := s.keys.tagSpan(tagLog)
+	lit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return next, err
+	}
+	defer lit.Close()
+	elo, ehi := s.keys.tagSpan(tagEvent)
+	eit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: elo, UpperBound: ehi})
+	if err != nil {
+		return next, err
+	}
+	defer eit.Close()
+
+	// Find the log entry covering from: the last one starting at or before it.
+	var le logEntry
+	valid := false
+	if from < math.MaxUint64 && lit.SeekLT(s.keys.log(nil, from+1)) {
+		pos := binary.BigEndian.Uint64(lit.Key()[prefixLen+1:])
+		if err := le.decode(lit.Value()); err != nil {
+			return next, err
+		}
+		valid = pos+le.count > from
+	}
+	if !valid {
+		valid = lit.SeekGE(s.keys.log(nil, from))
+	}
+	names := make(map[uint64]string)
+	var delivered uint64
+	var want []byte
+	for ; valid && delivered < count; valid = lit.Next() {
+		k := lit.Key()
+		if len(k) != prefixLen+1+8 {
+			return next, errCorrupt("log key")
+		}
+		pos := binary.BigEndian.Uint64(k[prefixLen+1:])
+		if err := le.decode(lit.Value()); err != nil {
+			return next, err
+		}
+		name, ok := names[le.stream]
+		if !ok {
+			if name, err = s.streamName(s.db, le.stream); err != nil {
+				return next, err
+			}
+			names[le.stream] = name
+		}
+		skip := uint64(0)
+		if from > pos {
+			skip = from - pos
+		}
+		want = s.keys.event(want[:0], le.stream, le.first+skip)
+		evalid := eit.SeekGE(want)
+		for j := skip; j < le.count && delivered < count; j, evalid = j+1, eit.Next() {
+			want = s.keys.event(want[:0], le.stream, le.first+j)
+			if !evalid || string(eit.Key()) != string(want) {
+				return next, errCorrupt("shard log points at a missing event")
+			}
+			ev := &RecordedEvent{Stream: name}
+			if err := s.decodeEvent(eit, ev); err != nil {
+				return next, err
+			}
+			if err := fn(ev); err != nil {
+				return next, err
+			}
+			delivered++
+			next = pos + j + 1
+		}
+	}
+	return next, nil
+}

@@ -1,0 +1,293 @@
+package shard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxCachedStreams is the default bound on the committed stream
+// metadata cache (entries; about 100 bytes each plus the name).
+const DefaultMaxCachedStreams = 1 << 20
+
+// Options configures a Shard. The zero value is valid: zero means default.
+type Options struct {
+	// Logger receives startup and Reload messages. Nil: discard.
+	Logger *slog.Logger
+	// MaxCachedStreams bounds the committed stream-metadata cache, in
+	// entries. When exceeded, Committed evicts arbitrary entries (they are
+	// re-read from Pebble on the next append). 0 = DefaultMaxCachedStreams.
+	MaxCachedStreams int
+	// Metrics, shared by the node's shards (see NewMetrics). Nil: none.
+	Metrics *Metrics
+}
+
+// Validate reports bad option values.
+func (o Options) Validate() error {
+	if o.MaxCachedStreams < 0 {
+		return fmt.Errorf("shard: Options.MaxCachedStreams must be >= 0, got %d", o.MaxCachedStreams)
+	}
+	return nil
+}
+
+func (o *Options) ensureDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxCachedStreams == 0 {
+		o.MaxCachedStreams = DefaultMaxCachedStreams
+	}
+}
+
+// ErrStorage wraps a Pebble error met inside Apply (an addition to the
+// contract). The entry was NOT applied and b holds partial writes: the
+// caller must discard b, must not call Committed, and must stop applying
+// (or Reload and retry). It is never a verdict to hand to a client.
+var ErrStorage = errors.New("shard: storage error during apply")
+
+// Shard is the deterministic state machine of one shard over a key prefix of
+// a shared Pebble DB. Reads (ReadStream, ReadLog, StreamInfo, LastPosition,
+// Applied, Span, ID) are safe for concurrent use. Apply, SetApplied,
+// Committed and Reload must be called from one goroutine at a time (the
+// replica's apply loop); they share the fields in the "apply state" group.
+type Shard struct {
+	db   *pebble.DB
+	id   uint32
+	keys keys
+	opts Options
+	m    *shardMetrics // nil when Options.Metrics is nil
+
+	// Apply state: touched only by the apply goroutine.
+	pending    map[string]streamMeta // streams changed by applies not yet Committed
+	cache      map[string]streamMeta // streams as of the last commit (bounded)
+	meta       shardMeta             // includes uncommitted applies
+	pendApply  uint64                // applied index including uncommitted applies
+	ids        *idFilter             // superset of all stored event IDs
+	keyBuf     []byte
+	valBuf     []byte
+	scratchBuf []byte
+
+	// As of the last Committed (or Open/Reload); read by any goroutine.
+	applied atomic.Uint64
+	nextPos atomic.Uint64
+}
+
+// Open returns the shard with the given id over db, loading the applied
+// index, the shard meta and the event-ID filter (see doc.go for the cost).
+func Open(db *pebble.DB, id uint32, opts Options) (*Shard, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts.ensureDefaults()
+	s := &Shard{db: db, id: id, keys: newKeys(id), opts: opts, m: opts.Metrics.forShard(id)}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ID returns the shard id.
+func (s *Shard) ID() uint32 { return s.id }
+
+// Span returns the shard's state keyspace [lo, hi) (all S|shard keys).
+func (s *Shard) Span() (lo, hi []byte) { return s.keys.span() }
+
+// Applied returns the last applied raft index as of the last Committed.
+func (s *Shard) Applied() uint64 { return s.applied.Load() }
+
+// LastPosition returns the next position to be assigned as of the last
+// Committed (0 when the shard log is empty).
+func (s *Shard) LastPosition() uint64 { return s.nextPos.Load() }
+
+// Reload drops every cache and re-reads the shard's state from the DB. Call
+// it after the keyspace was replaced (snapshot) or after a batch holding
+// applies was discarded. Apply-goroutine only.
+func (s *Shard) Reload() error {
+	start := time.Now()
+	applied, err := s.getUint64(s.keys.applied(nil))
+	if err != nil {
+		return err
+	}
+	var m shardMeta
+	v, closer, err := s.db.Get(s.keys.meta(nil))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		err = m.decode(v)
+		closer.Close()
+		if err != nil {
+			return err
+		}
+	}
+	ids, err := s.loadIDs(int(min(m.nextPosition, 1<<40)))
+	if err != nil {
+		return err
+	}
+	s.pending = make(map[string]streamMeta)
+	s.cache = make(map[string]streamMeta)
+	s.meta = m
+	s.pendApply = applied
+	s.ids = ids
+	s.applied.Store(applied)
+	s.nextPos.Store(m.nextPosition)
+	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied,
+		"positions", m.nextPosition, "streams", m.nextStreamID,
+		"id_filter_bytes", ids.bytes(), "took", time.Since(start))
+	return nil
+}
+
+// loadIDs builds the event-ID filter from the ID index (one key scan).
+func (s *Shard) loadIDs(n int) (*idFilter, error) {
+	f := newIDFilter(n)
+	lo, hi := s.keys.tagSpan(tagID)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var id [16]byte
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		if len(k) != prefixLen+1+16 {
+			it.Close()
+			return nil, errCorrupt("event ID key")
+		}
+		copy(id[:], k[prefixLen+1:])
+		f.add(&id)
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (s *Shard) getUint64(key []byte) (uint64, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, errCorrupt("uint64 record")
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Apply applies one committed raft entry (data at index) into b, an indexed
+// batch, and records index as applied in b. It returns *AppendResult,
+// *DeleteResult or a verdict error (ErrStreamNotFound, ErrStreamDeleted,
+// *WrongExpectedVersionError, *IDConflictError, *InvalidError). A refused
+// command writes nothing but the applied index. An error wrapping ErrStorage
+// is not a verdict: see ErrStorage.
+func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
+	cmd, err := DecodeCommand(data)
+	var res any
+	if err != nil {
+		res = err
+	} else {
+		switch c := cmd.(type) {
+		case *AppendCommand:
+			res, err = s.applyAppend(b, c)
+		case *DeleteCommand:
+			res, err = s.applyDelete(b, c)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: entry %d: %w", ErrStorage, index, err)
+		}
+	}
+	if err := s.setApplied(b, index); err != nil {
+		return fmt.Errorf("%w: entry %d: %w", ErrStorage, index, err)
+	}
+	s.m.observe(res)
+	return res
+}
+
+// SetApplied records index as applied in b, for entries without a command.
+func (s *Shard) SetApplied(b *pebble.Batch, index uint64) {
+	if err := s.setApplied(b, index); err != nil {
+		// Set fails only on a read-only or closed batch: a caller bug.
+		panic(fmt.Sprintf("shard: SetApplied: %v", err))
+	}
+}
+
+func (s *Shard) setApplied(b *pebble.Batch, index uint64) error {
+	s.keyBuf = s.keys.applied(s.keyBuf[:0])
+	s.valBuf = binary.BigEndian.AppendUint64(s.valBuf[:0], index)
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return err
+	}
+	s.pendApply = index
+	return nil
+}
+
+// Committed tells the shard that every batch passed to Apply/SetApplied so
+// far is committed: the pending stream metadata becomes authoritative and
+// Applied/LastPosition advance. Apply-goroutine only.
+func (s *Shard) Committed() {
+	if len(s.cache)+len(s.pending) > s.opts.MaxCachedStreams {
+		// Evict arbitrary entries down to 7/8 of the bound.
+		excess := len(s.cache) + len(s.pending) - s.opts.MaxCachedStreams*7/8
+		for name := range s.cache {
+			if excess <= 0 {
+				break
+			}
+			delete(s.cache, name)
+			excess--
+		}
+	}
+	for name, m := range s.pending {
+		s.cache[name] = m
+	}
+	clear(s.pending)
+	s.applied.Store(s.pendApply)
+	s.nextPos.Store(s.meta.nextPosition)
+}
+
+// lookup returns the stream's metadata as seen through b.
+func (s *Shard) lookup(b *pebble.Batch, name string) (streamMeta, bool, error) {
+	if m, ok := s.pending[name]; ok {
+		return m, true, nil
+	}
+	if m, ok := s.cache[name]; ok {
+		s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.cacheHit })
+		return m, true, nil
+	}
+	s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.cacheMiss })
+	s.keyBuf = s.keys.stream(s.keyBuf[:0], name)
+	v, closer, err := b.Get(s.keyBuf)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return streamMeta{}, false, nil
+	}
+	if err != nil {
+		return streamMeta{}, false, err
+	}
+	var m streamMeta
+	err = m.decode(v)
+	closer.Close()
+	if err != nil {
+		return streamMeta{}, false, err
+	}
+	// Not in pending, so b holds no uncommitted change to it: committed state.
+	s.cache[name] = m
+	return m, true, nil
+}
+
+// streamName returns the name of stream id as seen through r.
+func (s *Shard) streamName(r pebble.Reader, id uint64) (string, error) {
+	v, closer, err := r.Get(s.keys.name(nil, id))
+	if err != nil {
+		return "", err
+	}
+	defer closer.Close()
+	return string(v), nil
+}

@@ -1,0 +1,61 @@
+// Package snapshot stores aggregate snapshots for event sourcing in shoal
+// itself: the state of an aggregate after version V of its stream is
+// appended, compressed and checksummed, to a companion stream, and loading
+// the aggregate starts from the newest snapshot and replays only the events
+// after it.
+//
+// Three layers, pick the highest that fits:
+//
+//	Repository[S]    Load (snapshot + replay) and save a new snapshot when the
+//	                 replay was at least Policy.Every events; Append with the
+//	                 loaded version as exact expected version.
+//	Load, SaveState  the same, generic over a Codec[S], without a policy.
+//	Store            Save/Latest of raw state bytes.
+//
+// # Companion streams
+//
+// The snapshots of stream X live in CompanionStream(prefix, X):
+//
+//	prefix + "~" + X                  when it fits in 512 bytes
+//	prefix + "#" + hex(sha256(X))     otherwise
+//
+// with prefix DefaultPrefix ("snapshot") unless Options.Prefix says
+// otherwise. Stream names starting with '$' are the server's, and every
+// other name is a legal user stream, so the scheme reserves the two forms
+// above by convention: do not create user streams starting with
+// "snapshot~" or "snapshot#". Every record names its source stream, and a
+// record naming another stream is refused as corrupt, so even a violated
+// convention cannot feed one aggregate another's state.
+//
+// # Record format
+//
+// One snapshot is one event of type EventType whose data is:
+//
+//	+--------+--------+------+------+-------------+-------------+---------+---------+---------+--------+
+//	| field  | magic  | fmt  | comp | stream      | codec       | version | raw len | payload | crc    |
+//	+--------+--------+------+------+-------------+-------------+---------+---------+---------+--------+
+//	| bytes  | 4      | 1    | 1    | uvarint + n | uvarint + n | 8 BE    | uvarint | rest    | 4 BE   |
+//	| value  | "SHSN" | 1    | 1=zstd | source    | Codec.Name  | V       | state   | zstd    | crc32c |
+//	+--------+--------+------+------+-------------+-------------+---------+---------+---------+--------+
+//
+// fmt (FormatVersion) and comp (CompressionZstd) are append-only enums. The
+// CRC-32C (Castagnoli) covers every byte before it. The event ID is UUID v5
+// of (companion, V), so saving the same version twice writes once.
+//
+// # Caller duties
+//
+//  1. Choose a Codec whose Name changes whenever the state type or its
+//     encoding changes; old snapshots are then skipped, not mis-decoded.
+//  2. Make ApplyFunc deterministic: Load with a snapshot must give the same
+//     state as a full replay. Only save a state that really is the fold of
+//     events 0..V.
+//  3. Treat a snapshot as a cache: Latest returning ErrCorrupt or
+//     ErrCodecMismatch means "replay from the start" (Load and Repository do
+//     this themselves and report it in Loaded.SnapshotErr).
+//  4. Append new events with Loaded.Expected() (exact expected version) so
+//     decisions made on a loaded state are never based on a stale one.
+//  5. Keep companion-stream names out of your own naming (see above).
+//
+// Old snapshots are not pruned; a companion stream grows by one event per
+// save. Snapshot reads use the client's default (leader, linearizable) reads.
+package snapshot

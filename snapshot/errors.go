@@ -1,0 +1,77 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrCorrupt is returned by Store.Latest (and so Load and Repository.Load)
+	// when the newest snapshot record cannot be trusted: bad checksum, unknown
+	// format, truncated, written for another stream, or not a snapshot at all.
+	// The caller falls back to a full replay; the concrete error is a
+	// *CorruptError naming the stream.
+	ErrCorrupt = errors.New("snapshot: corrupt snapshot")
+
+	// ErrCodecMismatch is returned by Store.Latest when the newest snapshot
+	// was written with another codec than Options.Codec (the state type or
+	// its encoding changed). Fall back to replay and save a fresh snapshot.
+	ErrCodecMismatch = errors.New("snapshot: codec mismatch")
+
+	// ErrTooLarge is returned by Store.Save when the compressed record does
+	// not fit in one event (MaxRecordSize) or the state exceeds MaxStateSize.
+	ErrTooLarge = errors.New("snapshot: snapshot too large")
+
+	// ErrInvalidConfig is returned by New and NewRepository for bad options.
+	ErrInvalidConfig = errors.New("snapshot: invalid config")
+)
+
+// CorruptError describes an untrusted snapshot record. Is(ErrCorrupt), or
+// Is(ErrCodecMismatch) when only the codec differs.
+type CorruptError struct {
+	Stream    string // source stream
+	Companion string // the stream holding the record
+	Version   uint64 // companion-stream version of the record
+	Reason    string
+	codec     bool
+}
+
+func (e *CorruptError) Error() string {
+	if e.codec {
+		return fmt.Sprintf("snapshot: codec mismatch for stream %q (record %s@%d): %s", e.Stream, e.Companion, e.Version, e.Reason)
+	}
+	return fmt.Sprintf("snapshot: corrupt snapshot for stream %q (record %s@%d): %s", e.Stream, e.Companion, e.Version, e.Reason)
+}
+
+// Is reports ErrCorrupt, or ErrCodecMismatch for codec mismatches.
+func (e *CorruptError) Is(target error) bool {
+	if e.codec {
+		return target == ErrCodecMismatch
+	}
+	return target == ErrCorrupt
+}
+
+// TooLargeError carries the sizes of a refused Save. Is(ErrTooLarge).
+type TooLargeError struct {
+	Stream string
+	Size   int    // bytes
+	Limit  int    // bytes
+	What   string // "state" or "record"
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("snapshot: %s for stream %q is %d bytes, limit %d", e.What, e.Stream, e.Size, e.Limit)
+}
+
+// Is reports ErrTooLarge.
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
+// ConfigError names a bad option. Is(ErrInvalidConfig).
+type ConfigError struct{ Field, Reason string }
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("snapshot: invalid config: %s %s", e.Field, e.Reason)
+}
+
+// Is reports ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }

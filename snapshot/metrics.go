@@ -1,0 +1,42 @@
+package snapshot
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics of one Store (and the Repositories built on it).
+type metrics struct {
+	saves      prometheus.Counter
+	saveErrors prometheus.Counter
+	savedBytes prometheus.Counter
+	hits       prometheus.Counter
+	misses     prometheus.Counter
+	corrupt    prometheus.Counter
+	replayed   prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "shoal", Subsystem: "snapshot", Name: name, Help: help})
+	}
+	return &metrics{
+		saves:      c("saves_total", "Snapshots saved."),
+		saveErrors: c("save_errors_total", "Snapshot saves that failed."),
+		savedBytes: c("saved_bytes_total", "Bytes of snapshot records written (compressed, with header)."),
+		hits:       c("latest_hits_total", "Latest calls that found a valid snapshot."),
+		misses:     c("latest_misses_total", "Latest calls that found no snapshot."),
+		corrupt:    c("latest_corrupt_total", "Latest calls that found an untrusted snapshot (corrupt or codec mismatch)."),
+		replayed:   c("replayed_events_total", "Events applied by Load after the snapshot."),
+	}
+}
+
+// register registers every metric on r; nil r registers nothing.
+func (m *metrics) register(r prometheus.Registerer) error {
+	if r == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{m.saves, m.saveErrors, m.savedBytes, m.hits, m.misses, m.corrupt, m.replayed} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// DefaultEvery is Policy.Every when zero.
+const DefaultEvery = 100
+
+// Policy decides when a Repository saves a snapshot.
+type Policy struct {
+	// Every: after a Load that applied at least Every events on top of the
+	// latest snapshot (or of nothing), save a new one. Default DefaultEvery.
+	Every int
+	// Disabled turns snapshot saving off (loads still use snapshots).
+	Disabled bool
+}
+
+// ShouldSave reports whether a load that replayed n events should save.
+func (p Policy) ShouldSave(n int) bool {
+	every := p.Every
+	if every <= 0 {
+		every = DefaultEvery
+	}
+	return !p.Disabled && n >= every
+}
+
+// RepositoryConfig configures a Repository.
+type RepositoryConfig[S any] struct {
+	Store   *Store       // required
+	Codec   Codec[S]     // required
+	Initial func() S     // the empty state, called once per load; required
+	Apply   ApplyFunc[S] // required
+	Policy  Policy
+}
+
+// Repository loads aggregates through snapshots and keeps the snapshots
+// fresh according to its Policy. Safe for concurrent use.
+type Repository[S any] struct{ cfg RepositoryConfig[S] }
+
+// NewRepository validates cfg and returns a Repository.
+func NewRepository[S any](cfg RepositoryConfig[S]) (*Repository[S], error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, &ConfigError{Field: "Store", Reason: "must not be nil"}
+	case cfg.Initial == nil:
+		return nil, &ConfigError{Field: "Initial", Reason: "must not be nil"}
+	case cfg.Apply == nil:
+		return nil, &ConfigError{Field: "Apply", Reason: "must not be nil"}
+	}
+	if err := cfg.Codec.validate(); err != nil {
+		return nil, err
+	}
+	return &Repository[S]{cfg: cfg}, nil
+}
+
+// Load loads stream's state (see Load). When the policy says so it then
+// saves a snapshot at the loaded version, synchronously; a failed save is
+// logged and counted but does not fail the load.
+func (r *Repository[S]) Load(ctx context.Context, stream string) (Loaded[S], error) {
+	l, err := Load(ctx, r.cfg.Store, stream, r.cfg.Initial(), r.cfg.Apply, r.cfg.Codec)
+	if err != nil || !l.Exists || !(r.cfg.Policy.ShouldSave(l.Replayed) || l.SnapshotErr != nil && l.Replayed > 0) {
+		return l, err
+	}
+	if serr := SaveState(ctx, r.cfg.Store, stream, l.Version, l.State, r.cfg.Codec); serr != nil {
+		r.cfg.Store.opts.Logger.Warn("snapshot: save after load failed", "stream", stream, "version", l.Version, "err", serr)
+	}
+	return l, nil
+}
+
+// Append appends events to stream expecting the version l was loaded at
+// (client.Exact or client.NoStream), so a concurrent writer makes it fail
+// with client.ErrWrongExpectedVersion; reload and retry the command then.
+func (r *Repository[S]) Append(ctx context.Context, stream string, l Loaded[S], events ...client.Event) (client.AppendResult, error) {
+	res, err := r.cfg.Store.c.Append(ctx, stream, l.Expected(), events...)
+	if err != nil {
+		return res, fmt.Errorf("snapshot: append %q: %w", stream, err)
+	}
+	return res, nil
+}

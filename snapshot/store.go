@@ -1,0 +1,224 @@
+package snapshot
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+const (
+	// EventType is the event type of every snapshot record.
+	EventType = "shoal.snapshot"
+	// ContentType is the content type of every snapshot record.
+	ContentType = "application/vnd.shoal.snapshot"
+
+	// DefaultCodec is the codec name used when Options.Codec is empty.
+	DefaultCodec = "raw"
+	// DefaultMaxStateSize bounds an uncompressed state, bytes (64 MiB).
+	DefaultMaxStateSize = 64 << 20
+	// MaxRecordSize is the largest record Save writes: one event's data,
+	// bytes (shard.MaxEventSize).
+	MaxRecordSize = 4 << 20
+)
+
+// idSpace is the UUID v5 namespace of snapshot event IDs.
+var idSpace = uuid.MustParse("5d0c6f0e-2f4b-4b53-9a61-7368a0e1a001")
+
+// Options configures a Store. The zero value is valid.
+type Options struct {
+	// Prefix of companion streams (see CompanionStream); default
+	// DefaultPrefix. At most 447 bytes, must not start with '$'.
+	Prefix string
+	// Codec names the state encoding of Save and Latest; it is written into
+	// every record and a record with another codec is refused by Latest
+	// (ErrCodecMismatch). Load, SaveState and Repository use their
+	// Codec[S].Name instead. Default DefaultCodec; at most MaxCodecNameLen
+	// bytes.
+	Codec string
+	// MaxStateSize bounds the uncompressed state on Save and Latest, bytes;
+	// default DefaultMaxStateSize.
+	MaxStateSize int
+	// Logger receives warnings (e.g. Repository save failures); nil discards.
+	Logger *slog.Logger
+	// Registerer receives the store's metrics; nil does not register.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports the first invalid field.
+func (o *Options) Validate() error {
+	if err := checkPrefix(o.Prefix); err != nil {
+		return err
+	}
+	if len(o.Codec) > MaxCodecNameLen || !utf8.ValidString(o.Codec) || strings.IndexFunc(o.Codec, unicode.IsControl) >= 0 {
+		return &ConfigError{Field: "Codec", Reason: fmt.Sprintf("must be valid UTF-8 without control characters, at most %d bytes", MaxCodecNameLen)}
+	}
+	if o.MaxStateSize < 0 {
+		return &ConfigError{Field: "MaxStateSize", Reason: "must not be negative"}
+	}
+	return nil
+}
+
+func (o *Options) setDefaults() {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Codec == "" {
+		o.Codec = DefaultCodec
+	}
+	if o.MaxStateSize == 0 {
+		o.MaxStateSize = DefaultMaxStateSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Snapshot is a decoded snapshot: the state of Stream after applying its
+// events 0..Version.
+type Snapshot struct {
+	Stream  string
+	Version uint64
+	Codec   string
+	State   []byte
+}
+
+// Store saves and loads snapshots in companion streams. Safe for concurrent
+// use.
+type Store struct {
+	c       *client.Client
+	opts    Options
+	metrics *metrics
+}
+
+// New returns a Store over c. It does not take ownership of c.
+func New(c *client.Client, opts Options) (*Store, error) {
+	if c == nil {
+		return nil, &ConfigError{Field: "client", Reason: "must not be nil"}
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	m := newMetrics()
+	if err := m.register(opts.Registerer); err != nil {
+		return nil, err
+	}
+	return &Store{c: c, opts: opts, metrics: m}, nil
+}
+
+// Client returns the client the store reads and writes through.
+func (s *Store) Client() *client.Client { return s.c }
+
+// Codec returns the codec name the store writes and accepts.
+func (s *Store) Codec() string { return s.opts.Codec }
+
+// Companion returns the name of the stream holding stream's snapshots.
+func (s *Store) Companion(stream string) string { return CompanionStream(s.opts.Prefix, stream) }
+
+// Save appends a snapshot of stream's state after version to the companion
+// stream. The record's event ID is derived from (companion, version), so
+// saving the same version again is an idempotent no-op that keeps the first
+// record. Saves are not ordered against each other: a slow Save of an older
+// version may land after a newer one and become Latest, which costs replay
+// time but never correctness.
+func (s *Store) Save(ctx context.Context, stream string, version uint64, state []byte) error {
+	return s.save(ctx, stream, version, s.opts.Codec, state)
+}
+
+func (s *Store) save(ctx context.Context, stream string, version uint64, codec string, state []byte) error {
+	if len(state) > s.opts.MaxStateSize {
+		return &TooLargeError{Stream: stream, Size: len(state), Limit: s.opts.MaxStateSize, What: "state"}
+	}
+	rec := encodeRecord(stream, codec, version, state)
+	if len(rec) > MaxRecordSize {
+		return &TooLargeError{Stream: stream, Size: len(rec), Limit: MaxRecordSize, What: "record"}
+	}
+	companion := s.Companion(stream)
+	_, err := s.c.Append(ctx, companion, client.Any, client.Event{
+		ID:          recordID(companion, version),
+		Type:        EventType,
+		Data:        rec,
+		ContentType: ContentType,
+	})
+	if errors.Is(err, client.ErrIDConflict) {
+		// A record for this version exists but is no longer the tail.
+		err = nil
+	}
+	if err != nil {
+		s.metrics.saveErrors.Inc()
+		return fmt.Errorf("snapshot: save %q@%d: %w", stream, version, err)
+	}
+	s.metrics.saves.Inc()
+	s.metrics.savedBytes.Add(float64(len(rec)))
+	return nil
+}
+
+func recordID(companion string, version uint64) uuid.UUID {
+	b := make([]byte, 0, len(companion)+9)
+	b = append(b, companion...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint64(b, version)
+	return uuid.NewSHA1(idSpace, b)
+}
+
+// Latest returns stream's newest snapshot, reading the companion stream
+// backward with count 1. ok is false when there is none. A record that
+// cannot be trusted returns a *CorruptError (ErrCorrupt or ErrCodecMismatch)
+// naming the stream: the caller falls back to a full replay.
+func (s *Store) Latest(ctx context.Context, stream string) (snap Snapshot, ok bool, err error) {
+	return s.latest(ctx, stream, s.opts.Codec)
+}
+
+func (s *Store) latest(ctx context.Context, stream, codec string) (snap Snapshot, ok bool, err error) {
+	companion := s.Companion(stream)
+	ev, found, err := readLast(ctx, s.c, companion)
+	if err != nil {
+		return Snapshot{}, false, fmt.Errorf("snapshot: latest %q: %w", stream, err)
+	}
+	if !found {
+		s.metrics.misses.Inc()
+		return Snapshot{}, false, nil
+	}
+	snap, err = s.decode(stream, codec, ev)
+	if err != nil {
+		s.metrics.corrupt.Inc()
+		return Snapshot{}, false, err
+	}
+	s.metrics.hits.Inc()
+	return snap, true, nil
+}
+
+func (s *Store) decode(stream, codec string, ev client.RecordedEvent) (Snapshot, error) {
+	bad := func(codec bool, format string, args ...any) (Snapshot, error) {
+		return Snapshot{}, &CorruptError{Stream: stream, Companion: ev.Stream, Version: ev.Version,
+			Reason: fmt.Sprintf(format, args...), codec: codec}
+	}
+	if ev.Type != EventType {
+		return bad(false, "event type %q, want %q", ev.Type, EventType)
+	}
+	h, payload, why := decodeHeader(ev.Data)
+	if why != "" {
+		return bad(false, "%s", why)
+	}
+	if h.Stream != stream {
+		return bad(false, "record belongs to stream %q", h.Stream)
+	}
+	if h.Codec != codec {
+		return bad(true, "record codec %q, want %q", h.Codec, codec)
+	}
+	state, why := decompress(payload, h.RawLen, s.opts.MaxStateSize)
+	if why != "" {
+		return bad(false, "%s", why)
+	}
+	return Snapshot{Stream: stream, Version: h.Version, Codec: h.Codec, State: state}, nil
+}

@@ -1,0 +1,299 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
+)
+
+// startNode starts one in-process node and returns a client to it.
+func startNode(t testing.TB) *client.Client {
+	t.Helper()
+	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// account is the test aggregate; Digest makes the fold order-sensitive.
+type account struct {
+	Balance int64
+	Events  int
+	Digest  uint64
+}
+
+func applyAccount(a account, ev client.RecordedEvent) (account, error) {
+	n, err := strconv.ParseInt(string(ev.Data), 10, 64)
+	if err != nil {
+		return a, err
+	}
+	switch ev.Type {
+	case "Deposited":
+		a.Balance += n
+	case "Withdrawn":
+		a.Balance -= n
+	default:
+		return a, fmt.Errorf("unknown event %q", ev.Type)
+	}
+	a.Events++
+	a.Digest = a.Digest*1099511628211 + uint64(n) + ev.Version
+	return a, nil
+}
+
+var accountCodec = JSONCodec[account]("account/json/v1")
+
+// appendEvents appends n events to stream in batches, from event number
+// first on.
+func appendEvents(t testing.TB, c *client.Client, stream string, first, n int) {
+	t.Helper()
+	ctx := testCtx(t)
+	for i := 0; i < n; {
+		var batch []client.Event
+		for ; i < n && len(batch) < 500; i++ {
+			typ := "Deposited"
+			if (first+i)%3 == 2 {
+				typ = "Withdrawn"
+			}
+			batch = append(batch, client.Event{Type: typ, Data: []byte(strconv.Itoa(first + i))})
+		}
+		if _, err := c.Append(ctx, stream, client.Any, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func replay(t testing.TB, c *client.Client, stream string) account {
+	t.Helper()
+	var a account
+	for ev, err := range c.Read(testCtx(t), stream) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		var aerr error
+		if a, aerr = applyAccount(a, ev); aerr != nil {
+			t.Fatal(aerr)
+		}
+	}
+	return a
+}
+
+func TestStoreSnapshots(t *testing.T) {
+	c := startNode(t)
+	store, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+
+	t.Run("save latest load equals replay", func(t *testing.T) {
+		const stream = "acct-1"
+		appendEvents(t, c, stream, 0, 120)
+		if _, ok, err := store.Latest(ctx, stream); ok || err != nil {
+			t.Fatalf("Latest before save: ok %v err %v", ok, err)
+		}
+		l, err := Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+		if err != nil || l.FromSnapshot || l.Replayed != 120 || !l.Exists || l.Version != 119 {
+			t.Fatalf("first load %+v, %v", l, err)
+		}
+		if err := SaveState(ctx, store, stream, l.Version, l.State, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		appendEvents(t, c, stream, 120, 30)
+		l2, err := Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !l2.FromSnapshot || l2.SnapshotVersion != 119 || l2.Replayed != 30 || l2.Version != 149 {
+			t.Fatalf("second load %+v", l2)
+		}
+		if want := replay(t, c, stream); l2.State != want {
+			t.Fatalf("snapshot load %+v != replay %+v", l2.State, want)
+		}
+		if l2.Expected() != client.Exact(149) {
+			t.Fatalf("Expected = %v", l2.Expected())
+		}
+		// Re-saving the same version is an idempotent no-op.
+		if err := SaveState(ctx, store, stream, 119, account{Balance: -1}, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		typed, err := New(c, Options{Codec: accountCodec.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, ok, err := typed.Latest(ctx, stream)
+		if err != nil || !ok || snap.Version != 119 || snap.Codec != accountCodec.Name || snap.Stream != stream {
+			t.Fatalf("Latest = %+v %v %v", snap, ok, err)
+		}
+		if s, _ := accountCodec.Decode(snap.State); s.Balance == -1 {
+			t.Fatal("duplicate save overwrote the snapshot")
+		}
+	})
+
+	t.Run("missing stream", func(t *testing.T) {
+		l, err := Load(ctx, store, "nobody", account{}, applyAccount, accountCodec)
+		if err != nil || l.Exists || l.Expected() != client.NoStream {
+			t.Fatalf("load of missing stream: %+v %v", l, err)
+		}
+	})
+
+	t.Run("raw bytes and long names", func(t *testing.T) {
+		long := "long-" + strings.Repeat("n", 500)
+		for _, stream := range []string{"raw-1", long} {
+			state := []byte(strings.Repeat("state ", 1000))
+			if err := store.Save(ctx, stream, 41, state); err != nil {
+				t.Fatal(err)
+			}
+			snap, ok, err := store.Latest(ctx, stream)
+			if err != nil || !ok || snap.Version != 41 || string(snap.State) != string(state) {
+				t.Fatalf("%d-byte name: %v %v", len(stream), ok, err)
+			}
+		}
+		if !strings.HasPrefix(store.Companion(long), DefaultPrefix+"#") {
+			t.Fatalf("companion of long name: %q", store.Companion(long))
+		}
+	})
+
+	t.Run("corrupt snapshot detected and replayed around", func(t *testing.T) {
+		const stream = "acct-corrupt"
+		appendEvents(t, c, stream, 0, 50)
+		good := replay(t, c, stream)
+		if err := SaveState(ctx, store, stream, 49, good, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		snap, _, _ := store.latest(ctx, stream, accountCodec.Name)
+		rec := encodeRecord(stream, accountCodec.Name, 49, snap.State)
+		other := encodeRecord("acct-other", accountCodec.Name, 49, snap.State)
+		flipped := append([]byte(nil), rec...)
+		flipped[len(flipped)/2] ^= 0x10
+		for _, tc := range []struct {
+			name, typ string
+			data      []byte
+			want      error
+		}{
+			{"bit flip", EventType, flipped, ErrCorrupt},
+			{"truncated", EventType, rec[:len(rec)-3], ErrCorrupt},
+			{"foreign stream", EventType, other, ErrCorrupt},
+			{"not a snapshot", "UserEvent", rec, ErrCorrupt},
+			{"other codec", EventType, encodeRecord(stream, "account/json/v0", 49, snap.State), ErrCodecMismatch},
+		} {
+			if _, err := c.Append(ctx, store.Companion(stream), client.Any, client.Event{Type: tc.typ, Data: tc.data}); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := store.latest(ctx, stream, accountCodec.Name)
+			var ce *CorruptError
+			if !errors.Is(err, tc.want) || !errors.As(err, &ce) || ce.Stream != stream || !strings.Contains(err.Error(), stream) {
+				t.Fatalf("%s: Latest err = %v, want %v naming %q", tc.name, err, tc.want, stream)
+			}
+			l, err := Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+			if err != nil || l.FromSnapshot || !errors.Is(l.SnapshotErr, tc.want) || l.State != good || l.Replayed != 50 {
+				t.Fatalf("%s: Load fell back wrongly: %+v %v", tc.name, l, err)
+			}
+		}
+	})
+
+	t.Run("repository policy", func(t *testing.T) {
+		const stream = "acct-repo"
+		repo, err := NewRepository(RepositoryConfig[account]{
+			Store: store, Codec: accountCodec, Initial: func() account { return account{} },
+			Apply: applyAccount, Policy: Policy{Every: 25},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendEvents(t, c, stream, 0, 10)
+		l, err := repo.Load(ctx, stream)
+		if err != nil || l.Replayed != 10 {
+			t.Fatalf("load: %+v %v", l, err)
+		}
+		if _, ok, _ := store.Latest(ctx, stream); ok {
+			t.Fatal("snapshot saved below the policy threshold")
+		}
+		appendEvents(t, c, stream, 10, 30)
+		if l, err = repo.Load(ctx, stream); err != nil || l.Replayed != 40 {
+			t.Fatalf("load: %+v %v", l, err)
+		}
+		if l, err = repo.Load(ctx, stream); err != nil || !l.FromSnapshot || l.Replayed != 0 || l.State != replay(t, c, stream) {
+			t.Fatalf("load after policy save: %+v %v", l, err)
+		}
+		// Append through the repository with the loaded version; a stale
+		// load then loses.
+		if _, err := repo.Append(ctx, stream, l, client.Event{Type: "Deposited", Data: []byte("5")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := repo.Append(ctx, stream, l, client.Event{Type: "Deposited", Data: []byte("5")}); !errors.Is(err, client.ErrWrongExpectedVersion) {
+			t.Fatalf("stale append: %v", err)
+		}
+	})
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(nil, Options{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("nil client: %v", err)
+	}
+	if _, err := NewRepository(RepositoryConfig[account]{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("empty repository config: %v", err)
+	}
+	if err := (Codec[account]{Name: "x"}).validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("codec without funcs: %v", err)
+	}
+}
+
+// BenchmarkLoad10k loads a 10,000-event aggregate with and without a
+// snapshot 10 events behind the head.
+func BenchmarkLoad10k(b *testing.B) {
+	c := startNode(b)
+	store, err := New(c, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const stream = "bench-acct"
+	appendEvents(b, c, stream, 0, 10000)
+	ctx := context.Background()
+	full := replay(b, c, stream)
+	noSnap, _ := New(c, Options{Prefix: "nosnap"}) // empty companion namespace
+
+	b.Run("without-snapshot", func(b *testing.B) {
+		for b.Loop() {
+			l, err := Load(ctx, noSnap, stream, account{}, applyAccount, accountCodec)
+			if err != nil || l.FromSnapshot || l.State != full {
+				b.Fatalf("%+v %v", l, err)
+			}
+		}
+	})
+	var at account
+	for ev, err := range c.Read(ctx, stream, client.Count(9990)) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		at, _ = applyAccount(at, ev)
+	}
+	if err := SaveState(ctx, store, stream, 9989, at, accountCodec); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("with-snapshot", func(b *testing.B) {
+		for b.Loop() {
+			l, err := Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+			if err != nil || !l.FromSnapshot || l.Replayed != 10 || l.State != full {
+				b.Fatalf("%+v %v", l, err)
+			}
+		}
+	})
+}
