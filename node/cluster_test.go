@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,28 @@ func TestThreeNodes(t *testing.T) {
 		Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_EXACT, Version: 9}, Events: []*shoalv1.EventData{event("C")}})
 	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || len(st.Details()) != 1 {
 		t.Fatalf("forwarded error: %v", err)
+	}
+
+	// Decommission is forwarded to the named node, which persists and gossips it.
+	cl := shoalv1.NewClusterClient(c.Dial(t, 0))
+	if _, err := cl.Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "decommissioning gossiped", func() bool {
+		for _, m := range first.Members() {
+			if m.Name == "n3" {
+				return m.Decommissioning
+			}
+		}
+		return false
+	})
+	for _, want := range first.DesiredReplicas() {
+		if slices.Contains(want, c.Nodes[2].ID()) || len(want) != 2 {
+			t.Fatalf("desired replicas %v include the decommissioning node or miss one", want)
+		}
+	}
+	if _, err := cl.Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n9"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown node: %v", err)
 	}
 
 	// A request that already made its hops is answered NotLeader, naming the leader.

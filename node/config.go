@@ -67,6 +67,9 @@ type Config struct {
 	// DeadAfter is how long a member must be dead before placement replaces
 	// its replicas. Default 60s.
 	DeadAfter time.Duration
+	// PlacementInterval is the period of the placement loop (jittered ±25%).
+	// Default DefaultPlacementInterval (1s); negative disables placement.
+	PlacementInterval time.Duration
 	// JoinTimeout bounds how long a joining node waits to learn the cluster's
 	// settings from gossip. Default 60s.
 	JoinTimeout time.Duration

@@ -42,6 +42,9 @@ func (n *Node) notReady() string {
 	if n.settings.Load() == nil {
 		return "cluster settings unknown (still joining)"
 	}
+	if !n.started.Load() {
+		return "starting"
+	}
 	var missing []uint32
 	for _, g := range n.host.Groups() {
 		if g.Leader() == 0 {
@@ -52,4 +55,13 @@ func (n *Node) notReady() string {
 		return fmt.Sprintf("%d local shard(s) without a known leader: %v", len(missing), missing)
 	}
 	return ""
+}
+
+// Ready returns nil when the node is ready for traffic (the /readyz
+// condition), else an error saying what is missing.
+func (n *Node) Ready() error {
+	if r := n.notReady(); r != "" {
+		return fmt.Errorf("node: not ready: %s", r)
+	}
+	return nil
 }

@@ -60,6 +60,7 @@ type Node struct {
 	done     chan struct{} // closed by Close
 
 	settings  atomic.Pointer[Settings] // nil until known
+	started   atomic.Bool              // Start finished
 	members   atomic.Pointer[[]membership.Member]
 	closeOnce sync.Once
 	closeErr  error
@@ -151,6 +152,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.tr.Register(n.grpcSrv)
 	go n.grpcSrv.Serve(n.grpcLis)
 
+	// HTTP serves from here on: /healthz answers, /readyz explains what is
+	// still missing while the node joins.
+	if !cfg.DisableHTTP {
+		if n.httpLis, err = net.Listen("tcp", cfg.HTTP); err != nil {
+			return nil, fmt.Errorf("node: listening for HTTP on %s: %w", cfg.HTTP, err)
+		}
+		n.httpAddr = advertised("", n.httpLis.Addr())
+		n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go n.httpSrv.Serve(n.httpLis)
+	}
+
 	if err := n.startGossip(ctx, haveSettings); err != nil {
 		return nil, err
 	}
@@ -163,17 +175,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
-	if !cfg.DisableHTTP {
-		if n.httpLis, err = net.Listen("tcp", cfg.HTTP); err != nil {
-			return nil, fmt.Errorf("node: listening for HTTP on %s: %w", cfg.HTTP, err)
-		}
-		n.httpAddr = n.httpLis.Addr().String()
-		n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go n.httpSrv.Serve(n.httpLis)
-		if err := n.gossip().UpdateMeta(func(m *membership.Meta) { m.HTTPAddr = n.httpAddr }); err != nil {
-			n.log.Warn("gossiping HTTP address", "err", err)
-		}
-	}
+	n.started.Store(true)
 	s := n.settings.Load()
 	n.log.Info("node started", "grpc", n.addr, "http", n.httpAddr, "cluster", s.ClusterID,
 		"shards", s.Shards, "replication", s.Replication, "groups", len(n.host.Groups()))
@@ -202,6 +204,7 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		Name:            n.dir.id.Name,
 		Zone:            n.cfg.Zone,
 		GRPCAddr:        n.addr,
+		HTTPAddr:        n.httpAddr,
 		Version:         buildinfo.Version,
 		Decommissioning: n.dir.decommissioning(),
 	}

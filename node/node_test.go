@@ -20,6 +20,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/replica"
 )
 
 // testConfig is a single-node config on free loopback ports in dir.
@@ -516,4 +517,37 @@ func freeGossipAddr(t testing.TB) string {
 	}
 	t.Fatal("no free TCP+UDP port")
 	return ""
+}
+
+func TestNoLeaderIsUnavailable(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	ctx := context.Background()
+	start := time.Now()
+	// Shard 99 has no group anywhere: no leader will ever appear.
+	_, err := n.write(ctx, 99, true, nil, nil)
+	if took := time.Since(start); took < noLeaderWait || took > noLeaderWait+2*time.Second {
+		t.Fatalf("answered after %v", took)
+	}
+	var nl *NoLeaderError
+	if !errors.As(err, &nl) || nl.Shard != 99 || !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("want NoLeaderError, got %v", err)
+	}
+	st := n.toStatus(err, "s", 99)
+	d := detail[*shoalv1.NotLeader](t, st, codes.Unavailable)
+	if d.Shard != 99 || d.LeaderId != 0 || !strings.Contains(st.Error(), "shard 99 has no leader (quorum lost?)") {
+		t.Fatalf("status %v detail %v", st, d)
+	}
+	// A known leader that is not this node (a stale hop) maps to NotLeader with its address.
+	st = n.toStatus(&replica.NotLeaderError{Shard: 3, Leader: n.ID()}, "s", 3)
+	if d := detail[*shoalv1.NotLeader](t, st, codes.Unavailable); d.LeaderAddr != n.Addr() || d.LeaderId != n.ID() {
+		t.Fatalf("detail %v", d)
+	}
+	// Readiness explains itself.
+	if code, _ := httpGet(t, "http://"+n.HTTPAddr()+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d", code)
+	}
+	n.Close()
+	if r := n.notReady(); r == "" {
+		t.Fatal("ready after close")
+	}
 }

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
@@ -186,5 +188,49 @@ func TestCompactionByCountAndBytes(t *testing.T) {
 			c.propose(1, "after")
 			c.converged(1, want, 1)
 		})
+	}
+}
+
+func TestConfigValidateAndMetrics(t *testing.T) {
+	db := memDB(t)
+	if _, err := NewHost(Config{DB: db, Transport: &nodeTransport{n: newNetwork()}}); err == nil {
+		t.Fatal("NodeID 0 accepted")
+	}
+	if _, err := NewHost(Config{NodeID: 1, DB: db, Transport: &nodeTransport{n: newNetwork()},
+		ElectionTicks: 1, HeartbeatTicks: 2}); err == nil {
+		t.Fatal("ElectionTicks <= HeartbeatTicks accepted")
+	}
+	reg := prometheus.NewRegistry()
+	h, err := NewHost(Config{NodeID: 1, DB: db, Transport: &nodeTransport{n: newNetwork()}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.cfg.TickInterval != DefaultTickInterval || h.cfg.LogRetainEntries != DefaultLogRetainEntries {
+		t.Fatalf("defaults not applied: %+v", h.cfg)
+	}
+	if _, err := h.OpenGroup(1, newTestSM(t, db, 1), []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.OpenGroup(1, newTestSM(t, db, 1), []uint64{1}); !errors.Is(err, ErrGroupExists) {
+		t.Fatalf("second open: %v", err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"shoal_replica_groups", "shoal_replica_proposals_total", "shoal_replica_sync_seconds"} {
+		if !names[n] {
+			t.Fatalf("metric %s not registered (have %v)", n, names)
+		}
+	}
+	_ = h.Close()
+	g, _ := h.Group(1)
+	if _, err := g.Propose(context.Background(), []byte("x")); !errors.Is(err, ErrStopped) && !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("propose after close: %v", err)
 	}
 }

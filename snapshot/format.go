@@ -50,7 +50,7 @@ var (
 // concurrent use.
 func zstdEncoder() *zstd.Encoder {
 	encOnce.Do(func() {
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
 		if err != nil {
 			panic(fmt.Sprintf("snapshot: zstd encoder: %v", err)) // options are constant
 		}

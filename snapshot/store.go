@@ -50,7 +50,8 @@ type Options struct {
 	MaxStateSize int
 	// Logger receives warnings (e.g. Repository save failures); nil discards.
 	Logger *slog.Logger
-	// Registerer receives the store's metrics; nil does not register.
+	// Registerer receives the store's metrics; nil does not register. The
+	// metrics are unlabelled: register one Store per Registerer.
 	Registerer prometheus.Registerer
 }
 

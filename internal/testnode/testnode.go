@@ -101,7 +101,26 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		c.Configs = append(c.Configs, cfg)
 	}
 	c.WaitFormed(t, opts.FormTimeout)
+	c.WaitReady(t, opts.FormTimeout)
 	return c
+}
+
+// WaitReady waits until every running node is ready (node.Ready).
+func (c *Cluster) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for i, n := range c.Nodes {
+		for !c.isClosed(i) {
+			err := n.Ready()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("testnode: node %d not ready: %v", i+1, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // WaitFormed waits until every running node sees every running node alive.

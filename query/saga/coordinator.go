@@ -132,7 +132,7 @@ type Config struct {
 	// Name identifies this coordinator in event metadata; default random.
 	Name       string
 	Logger     *slog.Logger          // nil discards
-	Registerer prometheus.Registerer // nil does not register
+	Registerer prometheus.Registerer // nil does not register; one Coordinator per Registerer
 }
 
 // Coordinator drives sagas: it records every transition in the saga's

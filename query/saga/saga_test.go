@@ -168,6 +168,20 @@ func TestSagas(t *testing.T) {
 		}
 	})
 
+	t.Run("transient failure is retried", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		w.before = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Step == 1 && sc.Attempt < 3 {
+				return errors.New("hotel API timeout")
+			}
+			return nil
+		}
+		st, err := w.coordinator("a").Start(ctx, "trip", "flaky", nil)
+		if err != nil || st.Status != StatusCompleted || w.count(KindAction, 1) != 3 {
+			t.Fatalf("Start = %s %v, attempts %d", st.Status, err, w.count(KindAction, 1))
+		}
+	})
+
 	t.Run("permanent error skips retries", func(t *testing.T) {
 		ctx, w := testCtx(t), newWorld(t, c)
 		w.before = func(_ context.Context, sc StepContext) error {
