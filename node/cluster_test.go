@@ -51,7 +51,7 @@ func readCount(t *testing.T, ctx context.Context, c shoalv1.StreamsClient, req *
 // follower forwards too, and that the shard answers UNAVAILABLE once it lost
 // its quorum while the other shards keep serving.
 func TestThreeNodes(t *testing.T) {
-	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3})
+	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: noPlacement})
 	first := c.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -95,6 +95,13 @@ func TestThreeNodes(t *testing.T) {
 	}
 	if got := readCount(t, ctx, shoalv1.NewStreamsClient(c.Dial(t, 2)), &shoalv1.ReadRequest{Stream: "fwd"}); got != 2 {
 		t.Fatalf("forwarded read: %d events", got)
+	}
+	rs, err := shoalv1.NewStreamsClient(c.Dial(t, 2)).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: r.Shard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := rs.Recv(); err != nil || len(p.Events) != 2 || p.NextPosition != 2 {
+		t.Fatalf("forwarded read shard: %v, %v", p, err)
 	}
 	// Errors come back through the forwarder with their details.
 	_, err = s2.Append(ctx, &shoalv1.AppendRequest{Stream: "fwd",
@@ -144,7 +151,7 @@ func TestThreeNodes(t *testing.T) {
 // stale reads, then stops both followers: the shard answers UNAVAILABLE
 // within seconds while the other shards keep serving.
 func TestReplicatedShardQuorumLoss(t *testing.T) {
-	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3})
+	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: noPlacement})
 	first := c.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -240,6 +247,9 @@ func TestJoinTimeout(t *testing.T) {
 	}
 	n.Close()
 }
+
+// noPlacement keeps the topology static: these tests move replicas by hand.
+func noPlacement(_ int, cfg *node.Config) { cfg.PlacementInterval = -1 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

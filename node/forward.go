@@ -173,11 +173,11 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 
 // route decides where a request for shard id runs. It returns the local
 // group when this node leads it (or, with stale, holds any replica of it),
-// else a connection to the leader. It waits up to noLeaderWait for a leader
-// to appear; after that, or when the request already made maxHops hops, it
-// returns a *NoLeaderError or *replica.NotLeaderError.
-func (n *Node) route(ctx context.Context, id uint32, stale bool) (*replica.Group, *grpc.ClientConn, error) {
-	deadline := time.Now().Add(noLeaderWait)
+// else a connection to the leader. It waits for a leader
+// to appear (until deadline, shared by a request's attempts); after that, or
+// when the request already made maxHops hops, it returns a *NoLeaderError or
+// *replica.NotLeaderError.
+func (n *Node) route(ctx context.Context, id uint32, stale bool, deadline time.Time) (*replica.Group, *grpc.ClientConn, error) {
 	hops := incomingHops(ctx)
 	for {
 		g, local := n.host.Group(id)

@@ -125,6 +125,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: listening for gRPC on %s: %w", cfg.Listen, err)
 	}
 	n.addr = advertised(cfg.Advertise, n.grpcLis.Addr())
+	if tcp, ok := n.grpcLis.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() && cfg.Advertise == "" {
+		n.log.Warn("gRPC listens on all interfaces but no Advertise address is set; peers are told "+n.addr,
+			"listen", cfg.Listen)
+	}
 
 	n.tr = transport.New(transport.Config{
 		NodeID:     dir.id.NodeID,
@@ -176,6 +180,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.started.Store(true)
+	n.startPlacement()
 	s := n.settings.Load()
 	n.log.Info("node started", "grpc", n.addr, "http", n.httpAddr, "cluster", s.ClusterID,
 		"shards", s.Shards, "replication", s.Replication, "groups", len(n.host.Groups()))
@@ -541,6 +546,7 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	close(n.done)
+	n.stopPlacement()
 	var errs []error
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -177,8 +177,9 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 	forward func(*grpc.ClientConn, context.Context) (any, error),
 ) (any, error) {
 	var last error
+	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; attempt < 3; attempt++ {
-		g, conn, err := n.route(ctx, id, false)
+		g, conn, err := n.route(ctx, id, false, deadline)
 		if err != nil {
 			return nil, err
 		}
@@ -188,7 +189,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 			if err == nil {
 				return res, nil
 			}
-			if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && ctx.Err() == nil {
+			if retryForward(err) && ctx.Err() == nil {
 				// The leader moved or is unreachable: learn again.
 				n.leaders.invalidate(id)
 				last = err
@@ -239,8 +240,9 @@ func readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err erro
 // readRoute returns the local state machine to read from, or a connection to
 // forward the read to.
 func (n *Node) readRoute(ctx context.Context, id uint32, stale bool) (*shard.Shard, *grpc.ClientConn, error) {
+	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; ; attempt++ {
-		g, conn, err := n.route(ctx, id, stale)
+		g, conn, err := n.route(ctx, id, stale, deadline)
 		if err != nil || conn != nil {
 			return nil, conn, err
 		}
@@ -403,4 +405,21 @@ func relay[T any](in grpc.ServerStreamingClient[T], out grpc.ServerStreamingServ
 			return err
 		}
 	}
+}
+
+// retryForward reports whether a forwarded call's error means "try the
+// routing again": the peer was unreachable (UNAVAILABLE without details) or
+// it named another leader. A peer that says the shard has no leader already
+// waited for one; its answer is final.
+func retryForward(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if nl, ok := d.(*shoalv1.NotLeader); ok {
+			return nl.LeaderId != 0
+		}
+	}
+	return true
 }

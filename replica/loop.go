@@ -256,6 +256,10 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		if err != nil {
 			h.must(fmt.Errorf("shard %d: undecodable conf change at %d: %w", g.shard, idx, err))
 		}
+		// A replica that joined late replays the log from the start, including
+		// the changes made before it was added: it is removed only by a change
+		// that takes it out of a configuration it was in.
+		wasMember := g.st.cs != nil && confHas(g.st.cs, h.cfg.NodeID)
 		cs := g.rn.ApplyConfChange(cc)
 		h.must(g.st.setConfState(ab, cs))
 		if !ahead {
@@ -270,9 +274,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		if w := g.ownWaiter(cctx); w != nil {
 			res = append(res, resolution{w, nil})
 		}
-		self := h.cfg.NodeID
-		if !containsID(cs.Voters, self) && !containsID(cs.Learners, self) &&
-			!containsID(cs.VotersOutgoing, self) && !containsID(cs.LearnersNext, self) {
+		if wasMember && !confHas(cs, h.cfg.NodeID) {
 			h.log.Info("removed from group", "shard", g.shard, "index", idx)
 			g.removed.Store(true)
 		}
@@ -383,4 +385,11 @@ func (g *Group) checkTransfers() {
 		}
 		g.transfers = nil
 	}
+}
+
+// confHas reports whether id is a voter or learner of cs, in either half of a
+// joint configuration.
+func confHas(cs *pb.ConfState, id uint64) bool {
+	return containsID(cs.Voters, id) || containsID(cs.Learners, id) ||
+		containsID(cs.VotersOutgoing, id) || containsID(cs.LearnersNext, id)
 }

@@ -101,7 +101,7 @@ func (s *server) start() {
 		args = append(args, "--join", strings.Join(s.join, ","))
 	}
 	args = append(args, s.extra...)
-	logf, err := os.OpenFile(filepath.Join(filepath.Dir(s.dataDir), s.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -173,9 +173,20 @@ func (s *server) waitReady(timeout time.Duration) {
 	s.t.Fatalf("%s not ready after %v: %s\n%s", s.name, timeout, last, s.tail())
 }
 
+// logPath is where the server's output goes: beside its data directory, or
+// under $SHOAL_E2E_LOGDIR (kept after the test) when that is set.
+func (s *server) logPath() string {
+	if dir := os.Getenv("SHOAL_E2E_LOGDIR"); dir != "" {
+		name := strings.NewReplacer("/", "_", " ", "_").Replace(s.t.Name())
+		os.MkdirAll(filepath.Join(dir, name), 0o755)
+		return filepath.Join(dir, name, s.name+".log")
+	}
+	return filepath.Join(filepath.Dir(s.dataDir), s.name+".log")
+}
+
 // tail returns the end of the server's log, for failure messages.
 func (s *server) tail() string {
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(s.dataDir), s.name+".log"))
+	b, err := os.ReadFile(s.logPath())
 	if err != nil {
 		return ""
 	}

@@ -1,0 +1,306 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+)
+
+// cluster is three (or more) real server processes in zones z1..zN; the
+// first creates the cluster, the others join its gossip address.
+type cluster struct {
+	t       *testing.T
+	servers []*server
+	shards  int
+}
+
+// startCluster starts n processes and waits until each is ready.
+func startCluster(t *testing.T, n, shards int) *cluster {
+	t.Helper()
+	cl := &cluster{t: t, shards: shards}
+	first := newServer(t, "n1", "z1", nil, "--shards", fmt.Sprint(shards), "--replication", "3")
+	cl.servers = append(cl.servers, first)
+	for i := 2; i <= n; i++ {
+		cl.servers = append(cl.servers, newServer(t, fmt.Sprintf("n%d", i), fmt.Sprintf("z%d", i), []string{first.gossip}))
+	}
+	for _, s := range cl.servers {
+		s.start()
+		s.waitReady(30 * time.Second)
+	}
+	return cl
+}
+
+func (cl *cluster) addrs() []string {
+	var out []string
+	for _, s := range cl.servers {
+		out = append(out, s.grpcAddr)
+	}
+	return out
+}
+
+// byName returns the server named name, or nil.
+func (cl *cluster) byName(name string) *server {
+	for _, s := range cl.servers {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// tails returns every server's log tail, for failure messages.
+func (cl *cluster) tails() string {
+	var b strings.Builder
+	for _, s := range cl.servers {
+		fmt.Fprintf(&b, "\n===== %s log tail =====\n%s", s.name, s.tail())
+	}
+	return b.String()
+}
+
+// replicated reports whether every shard has a leader, exactly want voters,
+// no learners, and is not under-replicated; else it says what is missing.
+func replicated(topo *shoalv1.TopologyResponse, shards, want int) (bool, string) {
+	if len(topo.GetShards()) != shards {
+		return false, fmt.Sprintf("%d shards in the topology, want %d", len(topo.GetShards()), shards)
+	}
+	var bad []string
+	for _, s := range topo.GetShards() {
+		if s.GetLeaderId() == 0 || s.GetUnderReplicated() || s.GetUnavailable() || len(s.GetVoters()) != want || len(s.GetLearners()) > 0 {
+			bad = append(bad, fmt.Sprintf("shard %d: leader %d voters %v learners %v under_replicated %v unavailable %v",
+				s.GetShard(), s.GetLeaderId(), s.GetVoters(), s.GetLearners(), s.GetUnderReplicated(), s.GetUnavailable()))
+		}
+	}
+	return len(bad) == 0, strings.Join(bad, "; ")
+}
+
+// waitReplicated polls Cluster.Status through c until every shard has 3
+// voters and a leader, and returns the topology and how long it took.
+func (cl *cluster) waitReplicated(c *client.Client, timeout time.Duration) (*shoalv1.TopologyResponse, time.Duration) {
+	t := cl.t
+	t.Helper()
+	start := time.Now()
+	var why string
+	for time.Since(start) < timeout {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := c.Status(ctx)
+		cancel()
+		if err != nil {
+			why = err.Error()
+		} else if ok, w := replicated(st.GetTopology(), cl.shards, 3); ok {
+			return st.GetTopology(), time.Since(start)
+		} else {
+			why = w
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("placement did not converge to 3 voters and a leader per shard within %v: %s%s", timeout, why, cl.tails())
+	return nil, 0
+}
+
+// nodeNames maps node IDs to names.
+func nodeNames(topo *shoalv1.TopologyResponse) map[uint64]string {
+	m := map[uint64]string{}
+	for _, n := range topo.GetNodes() {
+		m[n.GetId()] = n.GetName()
+	}
+	return m
+}
+
+// record is one event of a shard log, as compared across replicas.
+type record struct {
+	stream   string
+	version  uint64
+	id       []byte
+	position uint64
+	typ      string
+	data     []byte
+}
+
+func (r record) equal(o record) bool {
+	return r.stream == o.stream && r.version == o.version && bytes.Equal(r.id, o.id) &&
+		r.position == o.position && r.typ == o.typ && bytes.Equal(r.data, o.data)
+}
+
+func (r record) String() string {
+	return fmt.Sprintf("pos %d %s@%d id %x type %s data %q", r.position, r.stream, r.version, r.id, r.typ, r.data)
+}
+
+// readLocalShard reads a whole shard log from the node at conn with
+// allow_stale, so that the node answers from its own replica.
+func readLocalShard(ctx context.Context, conn *grpc.ClientConn, shard uint32) ([]record, error) {
+	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true})
+	if err != nil {
+		return nil, err
+	}
+	var out []record
+	for {
+		page, err := rs.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page.GetEvents() {
+			out = append(out, record{e.GetStream(), e.GetVersion(), e.GetId(), e.GetPosition(), e.GetType(), e.GetData()})
+		}
+	}
+}
+
+// diffLogs describes the first difference between two shard logs, or "".
+func diffLogs(a, b []record) string {
+	for i := range min(len(a), len(b)) {
+		if !a[i].equal(b[i]) {
+			return fmt.Sprintf("entry %d differs: %v vs %v", i, a[i], b[i])
+		}
+	}
+	if len(a) != len(b) {
+		return fmt.Sprintf("%d vs %d entries", len(a), len(b))
+	}
+	return ""
+}
+
+// waitReplicasIdentical reads every shard's log from every node directly
+// (stale reads of the local replica) until all nodes hold identical logs,
+// which also hold want events in total, or fails after timeout.
+func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.Duration {
+	t := cl.t
+	t.Helper()
+	conns := make([]*grpc.ClientConn, len(cl.servers))
+	for i, s := range cl.servers {
+		conn, err := grpc.NewClient(s.grpcAddr, grpcopt.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conns[i] = conn
+	}
+	start := time.Now()
+	var why string
+	for {
+		why = ""
+		total := 0
+		for sh := range uint32(cl.shards) {
+			var ref []record
+			for i, conn := range conns {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				got, err := readLocalShard(ctx, conn, sh)
+				cancel()
+				if err != nil {
+					why = fmt.Sprintf("shard %d on %s: %v", sh, cl.servers[i].name, err)
+					break
+				}
+				if i == 0 {
+					ref = got
+					total += len(got)
+					continue
+				}
+				if d := diffLogs(ref, got); d != "" {
+					why = fmt.Sprintf("shard %d: %s and %s differ: %s", sh, cl.servers[0].name, cl.servers[i].name, d)
+					break
+				}
+			}
+			if why != "" {
+				break
+			}
+		}
+		if why == "" && total != want {
+			why = fmt.Sprintf("the replicas agree on %d events, %d were written", total, want)
+		}
+		if why == "" {
+			t.Logf("all %d shards identical on %d nodes (%d events)", cl.shards, len(conns), total)
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("replicas not identical after %v: %s%s", timeout, why, cl.tails())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestClusterKill9UnderLoad runs writers against a three-node cluster
+// (replication 3), SIGKILLs the node leading the most shards mid-load, keeps
+// writing through the failover, restarts the node, and checks that every
+// acknowledged event is present exactly once with dense versions and that
+// the three replicas of every shard end byte-for-byte identical.
+func TestClusterKill9UnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	seed := testSeed(t)
+	const shards = 8
+	cl := startCluster(t, 3, shards)
+
+	c, err := client.Dial(context.Background(), cl.addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	topo, took := cl.waitReplicated(c, 60*time.Second)
+	t.Logf("every shard has 3 voters and a leader after %v", took.Round(time.Millisecond))
+
+	ld := startLoad(c, seed, fmt.Sprintf("e2e-cl-%d", seed%1000), 12, 8)
+	defer ld.stop()
+	ld.l.waitAcks(t, 200, 20*time.Second, "before the kill")
+	time.Sleep(time.Second)
+
+	// The victim: the node leading the most shards, as the cluster sees it now.
+	if st, err := c.Status(context.Background()); err == nil {
+		topo = st.GetTopology()
+	}
+	led := map[uint64]int{}
+	for _, s := range topo.GetShards() {
+		led[s.GetLeaderId()]++
+	}
+	var victimID uint64
+	for id, n := range led {
+		if id != 0 && (n > led[victimID] || n == led[victimID] && id < victimID) {
+			victimID = id
+		}
+	}
+	victim := cl.byName(nodeNames(topo)[victimID])
+	if victim == nil {
+		t.Fatalf("no server for the leader %d of %d shards (leaders %v)", victimID, led[victimID], led)
+	}
+	t.Logf("kill -9 %s (leads %d of %d shards) after %d acknowledged appends", victim.name, led[victimID], shards, ld.l.count())
+	victim.kill()
+	resumed := ld.l.waitAcks(t, 200, 30*time.Second, "after the kill")
+	t.Logf("200 appends acknowledged %v after the kill", resumed.Round(time.Millisecond))
+	time.Sleep(time.Second)
+
+	// A restarted node is told where its live peers gossip, as an operator
+	// would: the first node was started without --join, and on its own it
+	// does not find the others again (see rejoin in the report).
+	victim.join = nil
+	for _, s := range cl.servers {
+		if s != victim {
+			victim.join = append(victim.join, s.gossip)
+		}
+	}
+	victim.start()
+	victim.waitReady(30 * time.Second)
+	ld.l.waitAcks(t, 200, 20*time.Second, "after the restart")
+	time.Sleep(time.Second)
+	if !ld.finish(t) {
+		t.Log(cl.tails())
+		return
+	}
+	verify(t, c, ld.l)
+	if t.Failed() {
+		t.Log(cl.tails())
+		return
+	}
+	caught := cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+	t.Logf("replicas identical %v after the writers stopped", caught.Round(time.Millisecond))
+	cl.waitReplicated(c, 30*time.Second)
+}

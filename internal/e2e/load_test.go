@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// testSeed returns the test's seed, from SHOAL_E2E_SEED when set (to replay
+// a failure), else from the clock; it is logged either way.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("SHOAL_E2E_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("SHOAL_E2E_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay with SHOAL_E2E_SEED=%d)", seed, seed)
+	return seed
+}
+
+// Writer bounds. An append whose outcome is unknown is retried (same IDs,
+// same expected version) until it resolves or unresolvedLimit passes, which
+// is a failure: the server neither took nor refused it.
+const (
+	callTimeout     = 15 * time.Second
+	unresolvedLimit = 45 * time.Second
+)
+
+// ledger records what the server acknowledged, per stream, in version order.
+type ledger struct {
+	mu    sync.Mutex
+	acked map[string][]uuid.UUID
+	acks  int       // acknowledged appends
+	dups  int       // acknowledged with Duplicate set (a retry found the first try applied)
+	fails int       // calls that returned an error and were retried
+	last  time.Time // when the latest acknowledgement arrived
+}
+
+func newLedger() *ledger { return &ledger{acked: map[string][]uuid.UUID{}} }
+
+func (l *ledger) ack(stream string, id uuid.UUID, dup bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acked[stream] = append(l.acked[stream], id)
+	l.acks++
+	if dup {
+		l.dups++
+	}
+	l.last = time.Now()
+}
+
+func (l *ledger) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acks
+}
+
+// waitAcks waits until at least n more appends than before are acknowledged
+// and returns how long that took, or fails t after timeout.
+func (l *ledger) waitAcks(t *testing.T, n int, timeout time.Duration, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	want := l.count() + n
+	for l.count() < want {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: %d appends acknowledged, want %d within %v", what, l.count(), want, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// uuidFrom draws a version-4 UUID from rng, so that a seed replays the IDs.
+func uuidFrom(rng *rand.Rand) uuid.UUID {
+	var id uuid.UUID
+	for i := 0; i < 16; i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			id[i+j] = byte(v >> (8 * j))
+		}
+	}
+	id[6] = id[6]&0x0f | 0x40
+	id[8] = id[8]&0x3f | 0x80
+	return id
+}
+
+// writer appends to the streams it owns with exact expected versions until
+// ctx ends. An append whose outcome is unknown (a node died mid-call) is
+// retried with the same event ID and the same expected version until it
+// resolves: the idempotency rule makes the retry return the original
+// versions if the first try was applied.
+func writer(ctx context.Context, c *client.Client, l *ledger, streams []string, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
+	next := map[string]uint64{}
+	for ctx.Err() == nil {
+		stream := streams[rng.IntN(len(streams))]
+		ev := client.Event{ID: uuidFrom(rng), Type: "e2e.Appended", Data: fmt.Appendf(nil, `{"stream":%q,"n":%d}`, stream, next[stream])}
+		expected := client.NoStream
+		if v := next[stream]; v > 0 {
+			expected = client.Exact(v - 1)
+		}
+		start := time.Now()
+		for {
+			// The call outlives ctx so that a started append is always resolved.
+			actx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			res, err := c.Append(actx, stream, expected, ev)
+			cancel()
+			if err == nil {
+				if res.FirstVersion != next[stream] || res.LastVersion != next[stream] {
+					return fmt.Errorf("stream %s: append acknowledged at versions %d..%d, want %d", stream, res.FirstVersion, res.LastVersion, next[stream])
+				}
+				l.ack(stream, ev.ID, res.Duplicate)
+				next[stream]++
+				break
+			}
+			if errors.Is(err, client.ErrWrongExpectedVersion) || errors.Is(err, client.ErrIDConflict) ||
+				errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrStreamDeleted) || errors.Is(err, client.ErrClosed) {
+				return fmt.Errorf("stream %s version %d: definitive error on a stream this writer owns: %w", stream, next[stream], err)
+			}
+			if time.Since(start) > unresolvedLimit {
+				return fmt.Errorf("stream %s version %d: append unresolved after %v: %w", stream, next[stream], time.Since(start).Round(time.Millisecond), err)
+			}
+			l.mu.Lock()
+			l.fails++
+			l.mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// load is a set of writers running against one client.
+type load struct {
+	l    *ledger
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+// startLoad starts writers goroutines, each owning perWriter streams named
+// after prefix.
+func startLoad(c *client.Client, seed uint64, prefix string, writers, perWriter int) *load {
+	ctx, stop := context.WithCancel(context.Background())
+	ld := &load{l: newLedger(), stop: stop}
+	for w := range writers {
+		streams := make([]string, perWriter)
+		for i := range streams {
+			streams[i] = fmt.Sprintf("%s-w%d-s%d", prefix, w, i)
+		}
+		ld.wg.Add(1)
+		go func() {
+			defer ld.wg.Done()
+			if err := writer(ctx, c, ld.l, streams, seed+uint64(w)); err != nil {
+				ld.mu.Lock()
+				ld.errs = append(ld.errs, err)
+				ld.mu.Unlock()
+			}
+		}()
+	}
+	return ld
+}
+
+// finish stops the writers, waits for their last appends to resolve and
+// reports their errors on t. It returns false when a writer failed.
+func (ld *load) finish(t *testing.T) bool {
+	t.Helper()
+	ld.stop()
+	ld.wg.Wait()
+	for _, err := range ld.errs {
+		t.Error(err)
+	}
+	l := ld.l
+	t.Logf("%d appends acknowledged (%d as duplicates of a retried first try), %d failed calls retried by the writers",
+		l.acks, l.dups, l.fails)
+	if len(ld.errs) == 0 && l.acks == 0 {
+		t.Error("no append was acknowledged")
+	}
+	return len(ld.errs) == 0 && l.acks > 0
+}
+
+// verify reads every stream back (linearizable reads) and checks that each
+// acknowledged event is there exactly once, at its version, with dense
+// versions and nothing else.
+func verify(t *testing.T, c *client.Client, l *ledger) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	total := 0
+	for stream, ids := range l.acked {
+		var got []uuid.UUID
+		var want uint64
+		for ev, err := range c.Read(ctx, stream) {
+			if err != nil {
+				t.Fatalf("reading %s: %v", stream, err)
+			}
+			if ev.Version != want {
+				t.Fatalf("stream %s: version %d where %d was expected (versions must be dense)", stream, ev.Version, want)
+			}
+			want++
+			got = append(got, ev.ID)
+		}
+		if len(got) != len(ids) {
+			t.Errorf("stream %s: %d events stored, %d acknowledged", stream, len(got), len(ids))
+		}
+		for i := range min(len(got), len(ids)) {
+			if got[i] != ids[i] {
+				t.Errorf("stream %s version %d: id %s, acknowledged %s", stream, i, got[i], ids[i])
+			}
+		}
+		if t.Failed() {
+			return
+		}
+		total += len(ids)
+	}
+	t.Logf("verified %d acknowledged events in %d streams", total, len(l.acked))
+}

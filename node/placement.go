@@ -1,0 +1,608 @@
+package node
+
+// Placement: one loop for up-replication, spreading to new nodes, replacing
+// dead members, draining decommissioned nodes and balancing leaders.
+//
+// Every Config.PlacementInterval (jittered ±25%), for each local group this
+// node leads, the loop computes the shard's target replica set (ring over the
+// eligible members: alive or dead for less than DeadAfter, not
+// decommissioning; see Node.DesiredReplicas) and takes at most one step
+// toward it, chosen by decidePlacement in this priority order:
+//
+//  1. a step of this shard still in flight (or a conf change pending in
+//     raft): wait;
+//  2. a target member that is neither voter nor learner and is alive: add it
+//     as a learner (it catches up by log or snapshot);
+//  3. a target learner that caught up: promote it; a learner outside the
+//     target: remove it;
+//  4. once every target member votes, an extra voter: remove it (members
+//     dead for DeadAfter or unknown first, then dead, then decommissioning,
+//     then the rest), never leaving fewer live voters than a majority of the
+//     new configuration; when the extra is this node, transfer leadership to
+//     a caught-up target voter first;
+//  5. the configuration equals the target and has been stable: hand
+//     leadership to the ring's first replica (the preferred leader), at most
+//     once per shard per transferCooldown.
+//
+// A voter counts as live when gossip says it is alive and the leader's raft
+// progress says it was recently active. Failed steps are logged and retried
+// on a later round. A replica that has seen itself outside its group's
+// configuration for removedGrace, and whose shard leader confirms it, is
+// deleted (replica.Host.DropGroup), so the node can later be added back as a
+// fresh replica.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// DefaultPlacementInterval is the placement loop's default period.
+const DefaultPlacementInterval = time.Second
+
+const (
+	// promoteSlack is how many entries a replica may trail the leader's commit
+	// index and still count as caught up (promotion, leadership transfer).
+	promoteSlack = 64
+	// transferCooldown rate-limits leader-balancing transfers per shard.
+	transferCooldown = 10 * time.Second
+	// balanceSettleRounds is how many placement intervals a group's
+	// configuration and leader must stay unchanged before a balancing transfer.
+	balanceSettleRounds = 3
+	// placementStepTimeout bounds one step (a conf change or a transfer).
+	placementStepTimeout = 10 * time.Second
+	// removedGrace is how long a replica removed from its group is kept
+	// before its data is deleted (lets in-flight raft traffic drain).
+	removedGrace = 3 * time.Second
+)
+
+// stepKind is what one placement step does; String is its metric label.
+type stepKind uint8
+
+const (
+	stepNone stepKind = iota
+	stepAddLearner
+	stepPromote
+	stepRemove
+	stepTransfer
+)
+
+var stepKindNames = [...]string{"none", "add_learner", "promote", "remove", "transfer"}
+
+func (k stepKind) String() string {
+	if int(k) < len(stepKindNames) {
+		return stepKindNames[k]
+	}
+	return fmt.Sprintf("stepKind(%d)", k)
+}
+
+// placementStep is decidePlacement's verdict for one shard.
+type placementStep struct {
+	Kind   stepKind
+	Node   uint64 // the member added, promoted, removed, or the new leader
+	Reason string // for logs and tests
+}
+
+// peerState is placement's view of one member.
+type peerState struct {
+	Alive           bool // alive in gossip
+	Gone            bool // dead for at least DeadAfter (or unknown to gossip that long)
+	Decommissioning bool
+}
+
+// placementInput is everything decidePlacement looks at. It is a value so
+// that the decision is a pure function, tested as a table.
+type placementInput struct {
+	Self   uint64
+	Status replica.Status // this node's, as leader (with Progress)
+	Target []uint64       // ring's replica set; Target[0] is the preferred leader
+	// Peers maps node IDs to their state; an ID missing from it is neither
+	// alive nor gone.
+	Peers map[uint64]peerState
+	Now   time.Time
+	// StableSince is when the group's leader and configuration last changed
+	// as seen by this node; LastTransfer when this node last started a
+	// balancing transfer of the shard (zero: never).
+	StableSince, LastTransfer time.Time
+	// Settle is how long the group must be stable before balancing.
+	Settle time.Duration
+}
+
+// decidePlacement returns the one step to take for a shard this node leads
+// (Kind stepNone: nothing to do now, Reason says why).
+func decidePlacement(in placementInput) placementStep {
+	st := in.Status
+	none := func(reason string) placementStep { return placementStep{Reason: reason} }
+	if st.Leader != in.Self || st.Progress == nil {
+		return none("not the leader")
+	}
+	if len(in.Target) == 0 {
+		return none("no target replica set")
+	}
+	target := make(map[uint64]bool, len(in.Target))
+	for _, id := range in.Target {
+		target[id] = true
+	}
+	isVoter := func(id uint64) bool { return slices.Contains(st.Voters, id) }
+	isLearner := func(id uint64) bool { return slices.Contains(st.Learners, id) }
+	caughtUp := func(id uint64) bool {
+		if id == in.Self {
+			return true
+		}
+		pr, ok := st.Progress[id]
+		return ok && pr.RecentActive && !pr.Snapshotting && pr.Match+promoteSlack >= st.Commit
+	}
+	live := func(id uint64) bool {
+		if id == in.Self {
+			return true
+		}
+		return in.Peers[id].Alive && st.Progress[id].RecentActive
+	}
+
+	// 2. Add missing target members as learners.
+	for _, id := range in.Target {
+		if !isVoter(id) && !isLearner(id) && in.Peers[id].Alive {
+			return placementStep{Kind: stepAddLearner, Node: id, Reason: "target member without a replica"}
+		}
+	}
+	// 3. Promote caught-up target learners; remove learners outside the target.
+	for _, id := range st.Learners {
+		if target[id] && caughtUp(id) {
+			return placementStep{Kind: stepPromote, Node: id, Reason: "learner caught up"}
+		}
+	}
+	for _, id := range st.Learners {
+		if !target[id] {
+			return placementStep{Kind: stepRemove, Node: id, Reason: "learner not in target"}
+		}
+	}
+	// 4. Remove one extra voter once every target member votes.
+	allVote := true
+	for _, id := range in.Target {
+		allVote = allVote && isVoter(id)
+	}
+	if !allVote {
+		return none("waiting for target members to become voters")
+	}
+	var extras []uint64
+	for _, id := range st.Voters {
+		if !target[id] {
+			extras = append(extras, id)
+		}
+	}
+	if len(extras) > 0 {
+		rank := func(id uint64) int {
+			p := in.Peers[id]
+			switch {
+			case id == in.Self:
+				return 4 // last: removing the leader costs a transfer
+			case p.Gone:
+				return 0
+			case !p.Alive:
+				return 1
+			case p.Decommissioning:
+				return 2
+			}
+			return 3
+		}
+		slices.SortFunc(extras, func(a, b uint64) int {
+			return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b))
+		})
+		for _, id := range extras {
+			if id == in.Self {
+				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
+					return placementStep{Kind: stepTransfer, Node: to, Reason: "this node is an extra voter; hand over before removal"}
+				}
+				return none("this node is an extra voter but no caught-up target voter can take over")
+			}
+			if liveQuorumWithout(st.Voters, id, live) {
+				return placementStep{Kind: stepRemove, Node: id, Reason: "extra voter"}
+			}
+		}
+		return none("no extra voter can be removed without losing a live quorum")
+	}
+	// 5. Leader balance: hand leadership to the preferred leader.
+	pref := in.Target[0]
+	switch {
+	case pref == in.Self:
+		return none("placed")
+	case len(st.Learners) > 0 || len(st.Voters) != len(in.Target):
+		return none("configuration not settled")
+	case !live(pref) || !caughtUp(pref) || in.Peers[pref].Decommissioning:
+		return none("preferred leader not ready")
+	case in.Now.Sub(in.StableSince) < in.Settle:
+		return none("group not stable long enough to balance")
+	case !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown:
+		return none("balancing transfer rate-limited")
+	}
+	return placementStep{Kind: stepTransfer, Node: pref, Reason: "preferred leader"}
+}
+
+// transferTarget picks the voter to hand leadership to before this node
+// removes itself: the ring's preferred leader if ready, else the first ready
+// target voter; 0 if none.
+func transferTarget(in placementInput, isVoter, live, caughtUp func(uint64) bool) uint64 {
+	for _, id := range in.Target {
+		if id != in.Self && isVoter(id) && live(id) && caughtUp(id) {
+			return id
+		}
+	}
+	return 0
+}
+
+// liveQuorumWithout reports whether, after removing id, the live voters are
+// still a majority of the remaining voters.
+func liveQuorumWithout(voters []uint64, id uint64, live func(uint64) bool) bool {
+	remaining, alive := 0, 0
+	for _, v := range voters {
+		if v == id {
+			continue
+		}
+		remaining++
+		if live(v) {
+			alive++
+		}
+	}
+	return remaining > 0 && alive >= remaining/2+1
+}
+
+// underReplicated is the definition shared with Cluster.Topology and the
+// shoal_shard_under_replicated metric: fewer voters than the replication
+// factor, even when the cluster has too few nodes or zones to do better.
+func underReplicated(voters, replication int) bool { return voters < replication }
+
+// placementMetrics are the placement loop's metrics.
+type placementMetrics struct {
+	steps     *prometheus.CounterVec // by kind
+	failures  *prometheus.CounterVec // by kind
+	under     prometheus.Gauge
+	pending   prometheus.Gauge
+	dropped   prometheus.Counter
+	lastRound prometheus.Gauge
+}
+
+func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
+	m := &placementMetrics{
+		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_placement_steps_total",
+			Help: "Placement steps completed by this node as leader, by kind (add_learner, promote, remove, transfer).",
+		}, []string{"kind"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_placement_step_failures_total",
+			Help: "Placement steps that failed (retried on a later round), by kind.",
+		}, []string{"kind"}),
+		under: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_under_replicated_shards",
+			Help: "Shards led by this node with fewer voters than the replication factor (summed over nodes: the cluster's).",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_pending_shards",
+			Help: "Shards led by this node whose replicas differ from the ring's target (placement work left).",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_placement_replicas_dropped_total",
+			Help: "Local replicas deleted after this node was removed from their group.",
+		}),
+		lastRound: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_last_round_timestamp_seconds",
+			Help: "Unix time of the placement loop's last round.",
+		}),
+	}
+	for _, k := range []stepKind{stepAddLearner, stepPromote, stepRemove, stepTransfer} {
+		m.steps.WithLabelValues(k.String())
+		m.failures.WithLabelValues(k.String())
+	}
+	if r != nil {
+		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.dropped, m.lastRound)
+	}
+	return m
+}
+
+// placer runs the placement loop of one node.
+type placer struct {
+	n        *Node
+	log      *slog.Logger
+	interval time.Duration
+	metrics  *placementMetrics
+	started  time.Time
+	ctx      context.Context // cancelled by stop; parent of every step's context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // the loop and in-flight steps
+
+	mu struct {
+		sync.Mutex
+		shards map[uint32]*shardPlacement
+	}
+}
+
+// shardPlacement is the placer's memory of one shard. Guarded by placer.mu.
+type shardPlacement struct {
+	inflight     bool
+	config       string // leader, voters and learners as last seen
+	stableSince  time.Time
+	lastTransfer time.Time
+	removedAt    time.Time // since when the replica is seen removed (zero: it is not)
+}
+
+// placers maps running nodes to their placer (Node has no field for it).
+var placers struct {
+	sync.Mutex
+	m map[*Node]*placer
+}
+
+// startPlacement starts the placement loop; stopPlacement (from Close) ends
+// it. A negative Config.PlacementInterval disables the loop.
+func (n *Node) startPlacement() {
+	interval := n.cfg.PlacementInterval
+	if interval < 0 {
+		n.log.Info("placement disabled")
+		return
+	}
+	if interval == 0 {
+		interval = DefaultPlacementInterval
+	}
+	p := &placer{n: n, log: n.log.With("component", "placement"), interval: interval,
+		metrics: newPlacementMetrics(n.reg), started: time.Now()}
+	p.mu.shards = map[uint32]*shardPlacement{}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	placers.Lock()
+	if placers.m == nil {
+		placers.m = map[*Node]*placer{}
+	}
+	placers.m[n] = p
+	placers.Unlock()
+	p.wg.Add(1)
+	go p.loop()
+}
+
+// stopPlacement stops the loop and waits for in-flight steps. Idempotent;
+// a no-op when the loop never started.
+func (n *Node) stopPlacement() {
+	placers.Lock()
+	p := placers.m[n]
+	delete(placers.m, n)
+	placers.Unlock()
+	if p != nil {
+		p.cancel()
+		p.wg.Wait()
+	}
+}
+
+func (p *placer) loop() {
+	defer p.wg.Done()
+	t := time.NewTimer(p.jittered())
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.n.done:
+			return
+		case <-t.C:
+		}
+		p.round(time.Now())
+		t.Reset(p.jittered())
+	}
+}
+
+// jittered returns the interval ±25%.
+func (p *placer) jittered() time.Duration {
+	return time.Duration(float64(p.interval) * (0.75 + 0.5*rand.Float64()))
+}
+
+// round looks at every local group once and starts at most one step per led
+// shard.
+func (p *placer) round(now time.Time) {
+	n := p.n
+	self := n.ID()
+	repl := int(n.Settings().Replication)
+	desired := n.DesiredReplicas()
+	members := n.Members()
+	deadAfter := n.cfg.DeadAfter
+	under, pending := 0, 0
+
+	var toDrop []uint32
+	defer func() { p.dropConfirmed(toDrop) }() // after p.mu is released: it calls peers
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	present := map[uint32]bool{}
+	for _, g := range n.host.Groups() {
+		st := g.Status()
+		present[st.Shard] = true
+		sp := p.mu.shards[st.Shard]
+		if sp == nil {
+			sp = &shardPlacement{}
+			p.mu.shards[st.Shard] = sp
+		}
+		if !st.Removed {
+			sp.removedAt = time.Time{}
+		} else {
+			if sp.removedAt.IsZero() {
+				sp.removedAt = now
+			} else if now.Sub(sp.removedAt) >= removedGrace {
+				toDrop = append(toDrop, st.Shard)
+			}
+			continue
+		}
+		if key := fmt.Sprint(st.Leader, st.Voters, st.Learners); key != sp.config {
+			sp.config, sp.stableSince = key, now
+		}
+		if st.Leader != self || st.Progress == nil {
+			continue
+		}
+		var target []uint64
+		if int(st.Shard) < len(desired) {
+			target = desired[st.Shard]
+		}
+		if underReplicated(len(st.Voters), repl) {
+			under++
+		}
+		if len(st.Learners) > 0 || !sameMembers(st.Voters, target) {
+			pending++
+		}
+		if sp.inflight {
+			continue
+		}
+		peers := make(map[uint64]peerState, len(members))
+		for _, m := range members {
+			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning,
+				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter}
+		}
+		for _, id := range append(slices.Clone(st.Voters), st.Learners...) {
+			if _, known := peers[id]; !known && id != self {
+				// Unknown to gossip (forgotten, or a wiped node's old ID):
+				// treat as dead since this loop started.
+				peers[id] = peerState{Gone: now.Sub(p.started) >= deadAfter}
+			}
+		}
+		step := decidePlacement(placementInput{
+			Self: self, Status: st, Target: target, Peers: peers, Now: now,
+			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
+			Settle: balanceSettleRounds * p.interval,
+		})
+		if step.Kind == stepNone {
+			continue
+		}
+		sp.inflight = true
+		if step.Kind == stepTransfer {
+			sp.lastTransfer = now
+		}
+		p.wg.Add(1)
+		go p.run(g, sp, step)
+	}
+	for id := range p.mu.shards {
+		if !present[id] {
+			delete(p.mu.shards, id)
+		}
+	}
+	p.metrics.under.Set(float64(under))
+	p.metrics.pending.Set(float64(pending))
+	p.metrics.lastRound.Set(float64(now.Unix()))
+}
+
+// run executes one step and clears the shard's in-flight mark.
+func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep) {
+	defer p.wg.Done()
+	defer func() {
+		p.mu.Lock()
+		sp.inflight = false
+		p.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
+	defer cancel()
+	var err error
+	switch step.Kind {
+	case stepAddLearner:
+		err = g.AddLearner(ctx, step.Node)
+	case stepPromote:
+		err = g.PromoteLearner(ctx, step.Node)
+	case stepRemove:
+		err = g.RemoveMember(ctx, step.Node)
+	case stepTransfer:
+		err = g.TransferLeadership(ctx, step.Node)
+	}
+	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason}
+	if err != nil {
+		p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
+		lvl := slog.LevelInfo
+		if errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrNotLeader) ||
+			errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled) {
+			lvl = slog.LevelDebug
+		}
+		p.log.Log(context.Background(), lvl, "placement step failed; retrying later", append(attrs, "err", err)...)
+		return
+	}
+	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
+	p.log.Info("placement step", attrs...)
+}
+
+// dropConfirmed deletes the local replicas of shards this node was removed
+// from, each once the shard's current leader confirms that its configuration
+// no longer holds this node (the local configuration may be a stale one that
+// a replica catching up passes through, and a replica deleted while its
+// leader still tracks it would panic raft on the next heartbeat).
+func (p *placer) dropConfirmed(shards []uint32) {
+	if len(shards) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
+	defer cancel()
+	leaders := p.n.leaderViews(ctx)
+	self := p.n.ID()
+	for _, id := range shards {
+		s, ok := leaders[id]
+		if !ok || s.LeaderId == self || slices.Contains(s.Voters, self) || slices.Contains(s.Learners, self) {
+			continue
+		}
+		if err := p.n.dropReplica(id); err != nil {
+			p.log.Info("deleting removed replica failed; retrying later", "shard", id, "err", err)
+			continue
+		}
+		p.metrics.dropped.Inc()
+		p.log.Info("deleted replica removed from its group", "shard", id, "leader", s.LeaderId, "term", s.Term)
+	}
+}
+
+// leaderViews returns, per shard, the local view of the alive member that
+// reports leading it (the highest term wins).
+func (n *Node) leaderViews(ctx context.Context) map[uint32]*shoalv1.ShardInfo {
+	best := map[uint32]*shoalv1.ShardInfo{}
+	for _, v := range n.gatherTopologies(ctx) {
+		if len(v.Nodes) == 0 {
+			continue
+		}
+		reporter := v.Nodes[0].Id
+		for _, s := range v.Shards {
+			if s.LeaderId == reporter && (best[s.Shard] == nil || s.Term > best[s.Shard].Term) {
+				best[s.Shard] = s
+			}
+		}
+	}
+	return best
+}
+
+// dropReplica forgets shard id's local replica (groups.json and the state
+// machine), then deletes its raft state and data. Forgetting first means a
+// leader's later message finds no group and the factory opens a fresh state
+// machine over the emptied keyspace. A crash in between leaves the old raft
+// state on disk, not reopened at restart; should a leader add this node back,
+// the factory reopens it and it catches up like a returning replica.
+func (n *Node) dropReplica(id uint32) error {
+	n.mu.Lock()
+	groups, err := n.dir.groups()
+	if err == nil {
+		err = n.dir.saveGroups(slices.DeleteFunc(groups, func(s uint32) bool { return s == id }))
+	}
+	if err == nil {
+		delete(n.mu.shards, id)
+	}
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return n.host.DropGroup(id)
+}
+
+// sameMembers reports whether a and b hold the same IDs (in any order).
+func sameMembers(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			return false
+		}
+	}
+	return true
+}

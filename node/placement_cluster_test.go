@@ -1,0 +1,325 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+)
+
+// Placement cluster tests: real gRPC on loopback, real Pebble in temp
+// directories, short DeadAfter and placement interval.
+const (
+	placementShards   = 8
+	placementDead     = 3 * time.Second
+	placementInterval = 100 * time.Millisecond
+	placementWait     = 25 * time.Second
+)
+
+func placementConfig(cfg *node.Config) {
+	cfg.DeadAfter = placementDead
+	cfg.PlacementInterval = placementInterval
+	cfg.DisableHTTP = true
+}
+
+// startPlacementCluster starts n nodes in n zones; node 0 creates the
+// cluster (every shard one voter on it). regs receives each node's registry.
+func startPlacementCluster(t *testing.T, n int) (*testnode.Cluster, []*prometheus.Registry) {
+	t.Helper()
+	regs := make([]*prometheus.Registry, n)
+	c := testnode.Start(t, n, testnode.Options{Shards: placementShards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			placementConfig(cfg)
+			regs[i] = prometheus.NewRegistry()
+			cfg.Registry = regs[i]
+		}})
+	return c, regs
+}
+
+// waitPlaced waits until every shard has a running leader, no learners, and
+// voters equal to the ring's target as the first running node computes it;
+// check adds conditions per shard (return "" when fine).
+func waitPlaced(t *testing.T, c *testnode.Cluster, what string, check func(s testnode.ShardState) string) {
+	t.Helper()
+	testnode.WaitFor(t, placementWait, what, func() string {
+		var ref *node.Node
+		for i, n := range c.Nodes {
+			if c.Running(i) {
+				ref = n
+				break
+			}
+		}
+		desired := ref.DesiredReplicas()
+		shards := c.Shards()
+		for id := uint32(0); id < placementShards; id++ {
+			s, ok := shards[id]
+			switch {
+			case !ok:
+				return fmt.Sprintf("shard %d has no running leader", id)
+			case len(s.Learners) > 0:
+				return s.String() + ": learners left"
+			case int(id) >= len(desired) || !sameIDs(s.Voters, desired[id]):
+				return fmt.Sprintf("%v: target %v", s, desired)
+			}
+			if check != nil {
+				if msg := check(s); msg != "" {
+					return s.String() + ": " + msg
+				}
+			}
+		}
+		return ""
+	})
+}
+
+func sameIDs(a, b []uint64) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// threeVotersInZones checks a shard has three voters in three zones.
+func threeVotersInZones(c *testnode.Cluster) func(s testnode.ShardState) string {
+	return func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 {
+			return "not 3 voters"
+		}
+		zones := map[string]bool{}
+		for _, id := range s.Voters {
+			if i := c.Index(id); i >= 0 {
+				zones[c.Nodes[i].Zone()] = true
+			}
+		}
+		if len(zones) != 3 {
+			return fmt.Sprintf("voters in zones %v", zones)
+		}
+		return ""
+	}
+}
+
+// placementAppendRead appends two events to stream through node via (retrying
+// while leadership settles) and reads them back linearizably through node
+// from.
+func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, stream string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	evs := make([]*shoalv1.EventData, 2)
+	for i := range evs {
+		id := uuid.New()
+		evs[i] = &shoalv1.EventData{Id: id[:], Type: fmt.Sprintf("E%d", i), Data: []byte("x")}
+	}
+	w := shoalv1.NewStreamsClient(c.Dial(t, via))
+	for {
+		// Same event IDs on every attempt: a retried append is idempotent.
+		_, err := w.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Events: evs})
+		if err == nil {
+			break
+		}
+		if st, _ := status.FromError(err); st.Code() != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("append %s via node %d: %v", stream, via+1, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rs, err := shoalv1.NewStreamsClient(c.Dial(t, from)).Read(ctx, &shoalv1.ReadRequest{Stream: stream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*shoalv1.RecordedEvent
+	for {
+		r, err := rs.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s via node %d: %v", stream, from+1, err)
+		}
+		got = append(got, r.Events...)
+	}
+	if len(got) != 2 || got[0].Type != "E0" || got[1].Type != "E1" || got[1].Version != 1 {
+		t.Fatalf("read %s back: %v", stream, got)
+	}
+}
+
+// gaugeSum and counterSum add a metric over the registries.
+func metricSum(t *testing.T, regs []*prometheus.Registry, name, kind string) float64 {
+	t.Helper()
+	var sum float64
+	for _, r := range regs {
+		mfs, err := r.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				match := kind == ""
+				for _, l := range m.GetLabel() {
+					match = match || (l.GetName() == "kind" && l.GetValue() == kind)
+				}
+				if match {
+					sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// TestPlacementUpReplicates: shards created on the first node reach three
+// voters, one per zone, as two more nodes join; leaders move to the ring's
+// preferred replica.
+func TestPlacementUpReplicates(t *testing.T) {
+	c, regs := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
+	testnode.WaitFor(t, placementWait, "leader balance", func() string {
+		desired := c.Nodes[0].DesiredReplicas()
+		for id, s := range c.Shards() {
+			if s.Leader != desired[id][0] {
+				return fmt.Sprintf("%v: preferred leader %d", s, desired[id][0])
+			}
+		}
+		return ""
+	})
+	if got := metricSum(t, regs, "shoal_placement_steps_total", "promote"); got < 2*placementShards {
+		t.Errorf("promote steps: %v, want >= %d", got, 2*placementShards)
+	}
+	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
+		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != 0 {
+			return fmt.Sprintf("gauge %v", got)
+		}
+		return ""
+	})
+	for i := range 3 {
+		placementAppendRead(t, c, i, (i+1)%3, fmt.Sprintf("up-%d", i))
+	}
+}
+
+// TestPlacementSpreadsToNewNode: a fourth node joins and receives its share
+// while every shard keeps three voters.
+func TestPlacementSpreadsToNewNode(t *testing.T) {
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
+	placementAppendRead(t, c, 0, 1, "before-join")
+	n4 := c.Add(t, placementConfig)
+	waitPlaced(t, c, "spread to the new node", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 {
+			return "not 3 voters"
+		}
+		return ""
+	})
+	held := 0
+	for _, s := range c.Shards() {
+		if slices.Contains(s.Voters, n4.ID()) {
+			held++
+		}
+	}
+	if held == 0 {
+		t.Fatalf("the new node holds no replica")
+	}
+	t.Logf("new node holds %d of %d shards", held, placementShards)
+	placementAppendRead(t, c, 3, 0, "after-join")
+	placementAppendRead(t, c, 1, 3, "before-join-2")
+}
+
+// TestPlacementReplacesDeadNode: a node closed for longer than DeadAfter is
+// replaced; every shard returns to three voters without it.
+func TestPlacementReplacesDeadNode(t *testing.T) {
+	c, _ := startPlacementCluster(t, 4)
+	waitPlaced(t, c, "initial placement", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 {
+			return "not 3 voters"
+		}
+		return ""
+	})
+	victim := 2
+	dead := c.Nodes[victim].ID()
+	placementAppendRead(t, c, 0, 1, "before-death")
+	start := time.Now()
+	c.Stop(t, victim)
+	waitPlaced(t, c, "replacement of the dead node", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 || slices.Contains(s.Voters, dead) {
+			return "not 3 live voters"
+		}
+		return ""
+	})
+	if d := time.Since(start); d < placementDead {
+		t.Errorf("replaced after %v, before DeadAfter %v", d, placementDead)
+	}
+	placementAppendRead(t, c, 3, 0, "after-death")
+	placementAppendRead(t, c, 1, 3, "before-death-2")
+}
+
+// TestPlacementDecommission drains the first node (which created every
+// shard) to zero replicas while every shard keeps three voters; its local
+// replicas are deleted.
+func TestPlacementDecommission(t *testing.T) {
+	c, _ := startPlacementCluster(t, 4)
+	waitPlaced(t, c, "initial placement", nil)
+	placementAppendRead(t, c, 0, 2, "before-drain")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Through another node: the request is forwarded to n1.
+	if _, err := shoalv1.NewClusterClient(c.Dial(t, 1)).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	drained := c.Nodes[0].ID()
+	waitPlaced(t, c, "drain", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 || slices.Contains(s.Voters, drained) {
+			return "not 3 voters without the drained node"
+		}
+		return ""
+	})
+	testnode.WaitFor(t, placementWait, "local replicas deleted", func() string {
+		if g := c.Nodes[0].Groups(); len(g) != 0 {
+			return fmt.Sprintf("%d groups left on the drained node", len(g))
+		}
+		return ""
+	})
+	placementAppendRead(t, c, 0, 3, "after-drain") // forwarded by the drained node
+	placementAppendRead(t, c, 2, 1, "before-drain-2")
+}
+
+// TestPlacementUnderReplicated: two nodes with replication 3 run every shard
+// with two voters, and say so in the topology and the metrics.
+func TestPlacementUnderReplicated(t *testing.T) {
+	c, regs := startPlacementCluster(t, 2)
+	waitPlaced(t, c, "placement over two nodes", func(s testnode.ShardState) string {
+		if len(s.Voters) != 2 {
+			return "not 2 voters"
+		}
+		return ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	top, err := shoalv1.NewClusterClient(c.Dial(t, 1)).Topology(ctx, &shoalv1.TopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range top.Shards {
+		if !s.UnderReplicated || s.Unavailable || len(s.Voters) != 2 {
+			t.Fatalf("topology shard %v", s)
+		}
+	}
+	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
+		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != placementShards {
+			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
+		}
+		return ""
+	})
+	placementAppendRead(t, c, 1, 0, "two-nodes")
+}

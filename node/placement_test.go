@@ -1,0 +1,266 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/replica"
+)
+
+// TestPlacementDecide checks decidePlacement as a table: given the leader's
+// status, the members and the ring's target, the one step it takes.
+func TestPlacementDecide(t *testing.T) {
+	const self = 1
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const commit = 1000
+	// status builds a leader status of self; prog gives each other member's
+	// match index (negative: not recently active); members in learners are
+	// learners.
+	status := func(voters, learners []uint64, prog map[uint64]int) replica.Status {
+		st := replica.Status{Shard: 3, ID: self, Leader: self, Term: 2, Commit: commit, Applied: commit,
+			Voters: voters, Learners: learners, Progress: map[uint64]replica.Progress{self: {Match: commit, RecentActive: true}}}
+		for id, m := range prog {
+			pr := replica.Progress{Match: uint64(max(m, 0)), RecentActive: m >= 0}
+			if m < 0 {
+				pr.Match = uint64(-m)
+			}
+			for _, l := range learners {
+				pr.Learner = pr.Learner || l == id
+			}
+			st.Progress[id] = pr
+		}
+		return st
+	}
+	alive := peerState{Alive: true}
+	dead := peerState{}           // dead for less than DeadAfter
+	gone := peerState{Gone: true} // dead for at least DeadAfter
+	decom := peerState{Alive: true, Decommissioning: true}
+	peers := func(kv ...any) map[uint64]peerState {
+		m := map[uint64]peerState{self: alive}
+		for i := 0; i < len(kv); i += 2 {
+			m[uint64(kv[i].(int))] = kv[i+1].(peerState)
+		}
+		return m
+	}
+	stable := now.Add(-time.Minute)
+
+	tests := []struct {
+		name string
+		in   placementInput
+		want placementStep // Reason ignored
+	}{
+		{
+			name: "up-replication from one voter adds the first missing target as learner",
+			in: placementInput{Status: status([]uint64{1}, nil, nil), Target: []uint64{1, 2, 3},
+				Peers: peers(2, alive, 3, alive)},
+			want: placementStep{Kind: stepAddLearner, Node: 2},
+		},
+		{
+			name: "a dead target member is not added",
+			in: placementInput{Status: status([]uint64{1}, nil, nil), Target: []uint64{1, 2, 3},
+				Peers: peers(2, dead, 3, alive)},
+			want: placementStep{Kind: stepAddLearner, Node: 3},
+		},
+		{
+			name: "caught-up learner is promoted",
+			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: commit - 10}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive)},
+			want: placementStep{Kind: stepPromote, Node: 2},
+		},
+		{
+			name: "lagging learner waits",
+			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: 10}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive)},
+			want: placementStep{},
+		},
+		{
+			name: "inactive learner is not promoted",
+			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: -commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive)},
+			want: placementStep{},
+		},
+		{
+			name: "learner outside the target is removed",
+			in: placementInput{Status: status([]uint64{1, 2}, []uint64{4}, map[uint64]int{2: commit, 4: commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive, 4, alive)},
+			want: placementStep{Kind: stepRemove, Node: 4},
+		},
+		{
+			name: "extra voter removed once every target member votes",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, alive, 4, alive)},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "no removal while a target member is still a learner",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, []uint64{4}, map[uint64]int{2: commit, 3: commit, 4: 5}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, alive, 4, alive)},
+			want: placementStep{},
+		},
+		{
+			name: "member dead past DeadAfter: replacement added first",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -5}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, gone, 4, alive)},
+			want: placementStep{Kind: stepAddLearner, Node: 4},
+		},
+		{
+			name: "member dead past DeadAfter: removed after the replacement votes",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: -5, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, gone, 4, alive)},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "dead extras go before live ones",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4, 5}, nil, map[uint64]int{2: commit, 3: commit, 4: -5, 5: commit}),
+				Target: []uint64{1, 2, 5}, Peers: peers(2, alive, 3, alive, 4, gone, 5, alive)},
+			want: placementStep{Kind: stepRemove, Node: 4},
+		},
+		{
+			name: "decommissioning voter drained",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, decom, 4, alive)},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "no removal below a live quorum",
+			// Removing 3 would leave {1,2} with only the leader live.
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: -commit, 3: commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, dead, 3, decom)},
+			want: placementStep{},
+		},
+		{
+			name: "quorum check picks the removable extra",
+			// Removing 4 (gone) leaves {1,2,3}: live {1,3} of 3, ok.
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: -commit, 3: commit, 4: -commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, dead, 3, alive, 4, gone)},
+			want: placementStep{Kind: stepRemove, Node: 4},
+		},
+		{
+			name: "self is the extra: transfer to the preferred target voter first",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: commit}),
+				Target: []uint64{3, 2, 4}, Peers: peers(2, alive, 3, alive, 4, alive)},
+			want: placementStep{Kind: stepTransfer, Node: 3},
+		},
+		{
+			name: "self decommissioning: other extras removed before the transfer",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4, 5}, nil, map[uint64]int{2: commit, 3: commit, 4: commit, 5: commit}),
+				Target: []uint64{2, 3, 4}, Peers: map[uint64]peerState{self: decom, 2: alive, 3: alive, 4: alive, 5: alive}},
+			want: placementStep{Kind: stepRemove, Node: 5},
+		},
+		{
+			name: "self extra but no caught-up target voter: wait",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: 3, 3: -commit}),
+				Target: []uint64{2, 3}, Peers: peers(2, alive, 3, alive)},
+			want: placementStep{},
+		},
+		{
+			name: "leader balance: hand over to the ring's first replica",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{Kind: stepTransfer, Node: 2},
+		},
+		{
+			name: "leader balance rate-limited",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second,
+				LastTransfer: now.Add(-transferCooldown / 2)},
+			want: placementStep{},
+		},
+		{
+			name: "leader balance after the cooldown",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second,
+				LastTransfer: now.Add(-transferCooldown)},
+			want: placementStep{Kind: stepTransfer, Node: 2},
+		},
+		{
+			name: "leader balance waits for a stable group",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: now.Add(-time.Second), Settle: 3 * time.Second},
+			want: placementStep{},
+		},
+		{
+			name: "leader balance skips a lagging preferred leader",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: 1, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{},
+		},
+		{
+			name: "placed: nothing to do",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable},
+			want: placementStep{},
+		},
+		{
+			name: "under-replicated cluster (fewer nodes than the factor) is placed",
+			in: placementInput{Status: status([]uint64{1, 2}, nil, map[uint64]int{2: commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive), StableSince: stable},
+			want: placementStep{},
+		},
+		{
+			name: "briefly dead voter keeps its replica",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -5}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, dead), StableSince: stable},
+			want: placementStep{},
+		},
+		{
+			name: "follower does nothing",
+			in: placementInput{Status: replica.Status{ID: self, Leader: 2, Voters: []uint64{1, 2}},
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, alive)},
+			want: placementStep{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Self, tc.in.Now = self, now
+			got := decidePlacement(tc.in)
+			if got.Kind != tc.want.Kind || got.Node != tc.want.Node {
+				t.Fatalf("got %v %d (%s), want %v %d", got.Kind, got.Node, got.Reason, tc.want.Kind, tc.want.Node)
+			}
+			if got.Reason == "" {
+				t.Fatalf("step %v without a reason", got.Kind)
+			}
+		})
+	}
+}
+
+func TestPlacementLiveQuorumWithout(t *testing.T) {
+	live := func(ids ...uint64) func(uint64) bool {
+		return func(id uint64) bool {
+			for _, l := range ids {
+				if l == id {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	tests := []struct {
+		voters []uint64
+		remove uint64
+		live   func(uint64) bool
+		want   bool
+	}{
+		{[]uint64{1, 2, 3}, 3, live(1, 2), true},
+		{[]uint64{1, 2, 3}, 3, live(1), false},
+		{[]uint64{1, 2, 3, 4}, 4, live(1, 2), true},
+		{[]uint64{1, 2, 3, 4}, 4, live(1, 4), false},
+		{[]uint64{1}, 1, live(1), false},
+		{[]uint64{1, 2}, 2, live(1), true},
+	}
+	for i, tc := range tests {
+		if got := liveQuorumWithout(tc.voters, tc.remove, tc.live); got != tc.want {
+			t.Errorf("%d: liveQuorumWithout(%v, %d) = %v, want %v", i, tc.voters, tc.remove, got, tc.want)
+		}
+	}
+}
+
+func TestPlacementUnderReplicatedAgreesWithTopology(t *testing.T) {
+	// Topology and shoal_shard_under_replicated flag len(voters) < replication;
+	// so does the placement gauge, even when the cluster cannot do better.
+	for _, tc := range []struct{ voters, repl int }{{1, 3}, {2, 3}, {3, 3}, {4, 3}, {1, 1}} {
+		if got, want := underReplicated(tc.voters, tc.repl), tc.voters < tc.repl; got != want {
+			t.Errorf("underReplicated(%d, %d) = %v", tc.voters, tc.repl, got)
+		}
+	}
+}
