@@ -20,6 +20,7 @@ const (
 	identityFile = "identity.json"
 	clusterFile  = "cluster.json"
 	groupsFile   = "groups.json"
+	peersFile    = "peers.json"
 	decomFile    = "decommissioning"
 	pebbleDir    = "pebble"
 )
@@ -140,6 +141,16 @@ func (d *dataDir) saveGroups(g []uint32) error {
 	slices.Sort(g)
 	return d.writeJSON(groupsFile, slices.Compact(g))
 }
+
+// peers returns the gossip addresses of the peers last seen alive, the
+// seeds of a restart without --join.
+func (d *dataDir) peers() ([]string, error) {
+	var p []string
+	_, err := d.readJSON(peersFile, &p)
+	return p, err
+}
+
+func (d *dataDir) savePeers(p []string) error { return d.writeJSON(peersFile, p) }
 
 func (d *dataDir) decommissioning() bool {
 	_, err := os.Stat(filepath.Join(d.path, decomFile))

@@ -14,6 +14,8 @@
 //	                          written when the cluster is created or joined; immutable
 //	groups.json               [shard, ...]: the raft groups this node holds (reopened on
 //	                          restart); appended to when a leader adds a replica here
+//	peers.json                [gossip addr, ...]: the peers last seen alive; a restart
+//	                          joins them (with --join's seeds) and retries while alone
 //	decommissioning           present once Decommission was requested for this node
 //	pebble/                   the node's single Pebble instance (R| raft, S| state)
 //

@@ -59,11 +59,14 @@ type Node struct {
 	httpAddr string
 	done     chan struct{} // closed by Close
 
-	settings  atomic.Pointer[Settings] // nil until known
-	started   atomic.Bool              // Start finished
-	members   atomic.Pointer[[]membership.Member]
-	closeOnce sync.Once
-	closeErr  error
+	settings atomic.Pointer[Settings] // nil until known
+	started  atomic.Bool              // Start finished
+	members  atomic.Pointer[[]membership.Member]
+
+	peersMu    sync.Mutex // guards savedPeers and peers.json
+	savedPeers []string   // the live peers' gossip addresses last stored
+	closeOnce  sync.Once
+	closeErr   error
 
 	mu struct {
 		sync.Mutex
@@ -216,10 +219,20 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	if s := n.settings.Load(); s != nil {
 		meta.ClusterID, meta.Shards, meta.Replication = s.ClusterID, s.Shards, s.Replication
 	}
+	seeds := n.cfg.Join
+	if haveSettings {
+		// A restart also seeds from the peers it last saw alive, so a node
+		// that created the cluster (started without --join) finds it again.
+		stored, err := n.dir.peers()
+		if err != nil {
+			n.log.Warn("cannot read the stored peers", "err", err)
+		}
+		seeds = mergeSeeds(seeds, stored, n.cfg.Gossip)
+	}
 	mc := membership.Config{
 		Name:      n.dir.id.Name,
 		Bind:      n.cfg.Gossip,
-		Join:      n.cfg.Join,
+		Join:      seeds,
 		SecretKey: n.cfg.GossipKey,
 		Meta:      meta,
 		Logger:    n.log,
@@ -229,19 +242,20 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrClusterMismatch) {
 		n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", mc.Join, "err", err)
 		mc.Join = nil
-		if ml, err = membership.Start(mc); err == nil {
-			go n.rejoinLoop(ml, n.cfg.Join)
-		}
+		ml, err = membership.Start(mc)
 	}
 	if err != nil {
 		return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
 	}
 	n.ml.Store(ml)
 	n.refreshMembers()
+	go n.rejoinLoop(ml, seeds)
 	return nil
 }
 
-// rejoinLoop retries joining seeds until one answers or the node closes.
+// rejoinLoop keeps the node in the cluster: whenever it sees no live peer
+// (its seeds were down when it started, or a partition outlasted gossip's
+// memory of it), it tries to join the seeds and the peers it last saw alive.
 func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -251,14 +265,64 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 			return
 		case <-t.C:
 		}
-		if _, err := ml.Join(seeds); err == nil {
-			n.log.Info("joined gossip", "seeds", seeds)
-			return
+		alone := true
+		for _, m := range ml.Members() {
+			if m.Alive && m.NodeID != n.dir.id.NodeID {
+				alone = false
+				break
+			}
+		}
+		if !alone {
+			continue
+		}
+		stored, _ := n.dir.peers()
+		all := mergeSeeds(seeds, stored, n.cfg.Gossip)
+		if len(all) == 0 {
+			continue
+		}
+		if _, err := ml.Join(all); err == nil {
+			n.log.Info("joined gossip", "seeds", all)
 		} else if errors.Is(err, membership.ErrClusterMismatch) {
 			n.log.Error("seeds belong to another cluster; not retrying", "err", err)
 			return
 		}
 	}
+}
+
+// mergeSeeds returns the distinct addresses of a and b, without self.
+func mergeSeeds(a, b []string, self string) []string {
+	var out []string
+	for _, s := range append(slices.Clone(a), b...) {
+		if s != "" && s != self && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// savePeers records the gossip addresses of the live peers, when they
+// changed, for the next restart.
+func (n *Node) savePeers(members []membership.Member) {
+	var live []string
+	for _, m := range members {
+		if m.Alive && m.Addr != "" && m.NodeID != n.dir.id.NodeID {
+			live = append(live, m.Addr)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	slices.Sort(live)
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if slices.Equal(live, n.savedPeers) {
+		return
+	}
+	if err := n.dir.savePeers(live); err != nil {
+		n.log.Warn("cannot store the peers", "err", err)
+		return
+	}
+	n.savedPeers = live
 }
 
 // establishCluster creates a new cluster (no --join) or learns the cluster's
@@ -436,6 +500,7 @@ func (n *Node) refreshMembers() {
 	}
 	m := n.gossip().Members()
 	n.members.Store(&m)
+	n.savePeers(m)
 }
 
 func (n *Node) memberList() []membership.Member {

@@ -12,9 +12,12 @@ package node
 //  1. a step of this shard still in flight (or a conf change pending in
 //     raft): wait;
 //  2. a target member that is neither voter nor learner and is alive: add it
-//     as a learner (it catches up by log or snapshot);
+//     as a learner (it catches up by log or snapshot) — unless this leader
+//     removed it from the shard less than readdCooldown ago;
 //  3. a target learner that caught up: promote it; a learner outside the
-//     target: remove it;
+//     target: remove it; a target member that raft has not heard from for
+//     DeadAfter although gossip says it is alive: remove it (if a live quorum
+//     remains), so that it comes back as a fresh replica;
 //  4. once every target member votes, an extra voter: remove it (members
 //     dead for DeadAfter or unknown first, then dead, then decommissioning,
 //     then the rest), never leaving fewer live voters than a majority of the
@@ -65,6 +68,11 @@ const (
 	// removedGrace is how long a replica removed from its group is kept
 	// before its data is deleted (lets in-flight raft traffic drain).
 	removedGrace = 3 * time.Second
+	// readdCooldown is how long a leader waits before adding back a member it
+	// removed from a shard: long enough for the member to delete its old
+	// replica (removedGrace, a round, the leader check), which would otherwise
+	// ignore the leader.
+	readdCooldown = removedGrace + 3*time.Second
 )
 
 // stepKind is what one placement step does; String is its metric label.
@@ -94,11 +102,18 @@ type placementStep struct {
 	Reason string // for logs and tests
 }
 
-// peerState is placement's view of one member.
+// peerState is placement's view of one member, for one shard.
 type peerState struct {
-	Alive           bool // alive in gossip
-	Gone            bool // dead for at least DeadAfter (or unknown to gossip that long)
+	Alive bool // alive in gossip
+	// Gone: dead in gossip for at least DeadAfter (or unknown to gossip that
+	// long), or alive in gossip but not heard from by this shard's raft for
+	// DeadAfter (a partitioned or wedged replica).
+	Gone            bool
 	Decommissioning bool
+	// RecentlyRemoved: this leader removed the member from the shard less than
+	// readdCooldown ago; it is not added back before its old replica is
+	// deleted.
+	RecentlyRemoved bool
 }
 
 // placementInput is everything decidePlacement looks at. It is a value so
@@ -152,7 +167,7 @@ func decidePlacement(in placementInput) placementStep {
 
 	// 2. Add missing target members as learners.
 	for _, id := range in.Target {
-		if !isVoter(id) && !isLearner(id) && in.Peers[id].Alive {
+		if p := in.Peers[id]; !isVoter(id) && !isLearner(id) && p.Alive && !p.Gone && !p.RecentlyRemoved {
 			return placementStep{Kind: stepAddLearner, Node: id, Reason: "target member without a replica"}
 		}
 	}
@@ -165,6 +180,13 @@ func decidePlacement(in placementInput) placementStep {
 	for _, id := range st.Learners {
 		if !target[id] {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "learner not in target"}
+		}
+	}
+	// A target member raft has not heard from for DeadAfter although gossip
+	// says it is alive: remove it so that it is added back as a fresh replica.
+	for _, id := range slices.Concat(st.Learners, st.Voters) {
+		if id != in.Self && target[id] && in.Peers[id].Gone && (isLearner(id) || liveQuorumWithout(st.Voters, id, live)) {
+			return placementStep{Kind: stepRemove, Node: id, Reason: "unresponsive replica"}
 		}
 	}
 	// 4. Remove one extra voter once every target member votes.
@@ -333,6 +355,11 @@ type shardPlacement struct {
 	stableSince  time.Time
 	lastTransfer time.Time
 	removedAt    time.Time // since when the replica is seen removed (zero: it is not)
+	// As leader (reset when the term changes): since when each member has
+	// not been recently active, and when this node removed members.
+	term          uint64
+	inactiveSince map[uint64]time.Time
+	removed       map[uint64]time.Time
 }
 
 // placers maps running nodes to their placer (Node has no field for it).
@@ -441,6 +468,21 @@ func (p *placer) round(now time.Time) {
 		if st.Leader != self || st.Progress == nil {
 			continue
 		}
+		if st.Term != sp.term || sp.inactiveSince == nil {
+			sp.term, sp.inactiveSince, sp.removed = st.Term, map[uint64]time.Time{}, map[uint64]time.Time{}
+		}
+		for id, pr := range st.Progress {
+			if _, ok := sp.inactiveSince[id]; pr.RecentActive || id == self {
+				delete(sp.inactiveSince, id)
+			} else if !ok {
+				sp.inactiveSince[id] = now
+			}
+		}
+		for id := range sp.inactiveSince {
+			if _, ok := st.Progress[id]; !ok {
+				delete(sp.inactiveSince, id)
+			}
+		}
 		var target []uint64
 		if int(st.Shard) < len(desired) {
 			target = desired[st.Shard]
@@ -459,11 +501,27 @@ func (p *placer) round(now time.Time) {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter}
 		}
-		for _, id := range append(slices.Clone(st.Voters), st.Learners...) {
-			if _, known := peers[id]; !known && id != self {
+		for _, id := range slices.Concat(st.Voters, st.Learners) {
+			ps, known := peers[id]
+			switch {
+			case id == self:
+			case !known:
 				// Unknown to gossip (forgotten, or a wiped node's old ID):
 				// treat as dead since this loop started.
 				peers[id] = peerState{Gone: now.Sub(p.started) >= deadAfter}
+			case ps.Alive:
+				if since, ok := sp.inactiveSince[id]; ok && now.Sub(since) >= deadAfter {
+					ps.Gone = true
+					peers[id] = ps
+				}
+			}
+		}
+		for id, at := range sp.removed {
+			if now.Sub(at) >= readdCooldown {
+				delete(sp.removed, id)
+			} else if ps, ok := peers[id]; ok {
+				ps.RecentlyRemoved = true
+				peers[id] = ps
 			}
 		}
 		step := decidePlacement(placementInput{
@@ -475,8 +533,11 @@ func (p *placer) round(now time.Time) {
 			continue
 		}
 		sp.inflight = true
-		if step.Kind == stepTransfer {
+		switch step.Kind {
+		case stepTransfer:
 			sp.lastTransfer = now
+		case stepRemove:
+			sp.removed[step.Node] = now // before it is done: it may be applied even if the call fails
 		}
 		p.wg.Add(1)
 		go p.run(g, sp, step)
@@ -511,6 +572,9 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep) {
 		err = g.RemoveMember(ctx, step.Node)
 	case stepTransfer:
 		err = g.TransferLeadership(ctx, step.Node)
+		if errors.Is(err, replica.ErrNotLeader) && p.awaitLeader(ctx, g) == step.Node {
+			err = nil // the transfer ended our leadership before its waiter was answered
+		}
 	}
 	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason}
 	if err != nil {
@@ -525,6 +589,20 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep) {
 	}
 	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
 	p.log.Info("placement step", attrs...)
+}
+
+// awaitLeader returns g's leader once one is known (0 if ctx ends first).
+func (p *placer) awaitLeader(ctx context.Context, g *replica.Group) uint64 {
+	for {
+		if l := g.Leader(); l != 0 {
+			return l
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // dropConfirmed deletes the local replicas of shards this node was removed

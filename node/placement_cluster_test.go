@@ -70,6 +70,8 @@ func waitPlaced(t *testing.T, c *testnode.Cluster, what string, check func(s tes
 				return fmt.Sprintf("shard %d has no running leader", id)
 			case len(s.Learners) > 0:
 				return s.String() + ": learners left"
+			case len(s.Inactive) > 0:
+				return s.String() + ": inactive members"
 			case int(id) >= len(desired) || !sameIDs(s.Voters, desired[id]):
 				return fmt.Sprintf("%v: target %v", s, desired)
 			}

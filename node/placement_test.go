@@ -204,6 +204,30 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{},
 		},
 		{
+			name: "member removed from the shard moments ago is not added back yet",
+			in: placementInput{Status: status([]uint64{1, 2}, nil, map[uint64]int{2: commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, RecentlyRemoved: true})},
+			want: placementStep{},
+		},
+		{
+			name: "unresponsive target learner is removed (to come back fresh)",
+			in: placementInput{Status: status([]uint64{1, 2}, []uint64{3}, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true})},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "unresponsive target voter is removed when a live quorum remains",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true})},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "unresponsive target voter kept when removal would lose the live quorum",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: -commit, 3: -commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, dead, 3, peerState{Alive: true, Gone: true})},
+			want: placementStep{},
+		},
+		{
 			name: "follower does nothing",
 			in: placementInput{Status: replica.Status{ID: self, Leader: 2, Voters: []uint64{1, 2}},
 				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, alive)},

@@ -31,11 +31,20 @@
 //     wrapped with its header and registered with a waiter) and, on a tick, ticks every group;
 //  2. collects the Ready of every group that has one and writes all their snapshot metadata
 //     (log reset, T, C), entries and hard states into ONE Pebble batch committed with
-//     pebble.Sync: one fsync for everything ready at that moment (group commit);
+//     pebble.Sync: one fsync for everything ready at that moment (group commit). While that
+//     commit runs on another goroutine, the loop applies the committed entries that were
+//     already durable here before this Ready (step 5, "early"): on a leader, those the
+//     previous iteration synced. An answer thus never waits for an fsync that does not concern
+//     it, and the apply's CPU overlaps the fsync. The early apply batch is unsynced and may
+//     reach the WAL before this Ready's hard state, so after a crash the state machine may be
+//     ahead of the stored commit index; restart clamps raft's applied index to it and skips
+//     the re-delivered entries (as after a snapshot install);
 //  3. only then sends the messages (Transport.Send; MsgSnap via Transport.SendSnapshot), so a
 //     follower acknowledges only durable entries and a leader counts its own only once synced;
 //  4. records leadership changes and resolves finished leadership transfers;
-//  5. applies the committed entries of every group into ONE indexed batch (pebble.NoSync: the
+//  5. applies the committed entries of every group into ONE indexed batch per phase (early:
+//     during the sync of step 2; late: after it, for groups whose Ready holds a snapshot or
+//     whose committed entries overlap the entries being persisted) with pebble.NoSync (the
 //     state can be rebuilt from the log), skipping entries at or below StateMachine.Applied
 //     (after a snapshot install the state may be ahead); conf changes are applied to raft and
 //     their ConfState stored in the same batch; log compaction (LogRetainEntries behind applied,

@@ -111,6 +111,27 @@ func (h *Host) processReady() {
 		return
 	}
 
+	// 5a. Committed entries that were already durable here before this Ready (the usual case on
+	// a leader: the previous iteration synced them) are applied, and their proposers answered,
+	// while this Ready's new entries are being synced (step 2): an answer never waits for an
+	// fsync that does not concern it, and the apply's CPU work overlaps the fsync's I/O. Groups
+	// whose Ready carries a snapshot, or whose committed entries are not yet durable here (a
+	// follower told to commit entries it receives in the same Ready), apply after the sync (5b).
+	var early, late []*readyGroup
+	for i := range rds {
+		r := &rds[i]
+		if len(r.rd.CommittedEntries) == 0 {
+			continue
+		}
+		lastCommitted := r.rd.CommittedEntries[len(r.rd.CommittedEntries)-1].GetIndex()
+		if raft.IsEmptySnap(r.rd.Snapshot) && lastCommitted <= r.g.st.last &&
+			(len(r.rd.Entries) == 0 || lastCommitted < r.rd.Entries[0].GetIndex()) {
+			early = append(early, r)
+		} else {
+			late = append(late, r)
+		}
+	}
+
 	// 2. One batch with every group's snapshot metadata, entries and hard state; one fsync.
 	b := h.db.NewBatch()
 	sync, nents := false, 0
@@ -129,15 +150,25 @@ func (h *Host) processReady() {
 		}
 		sync = sync || r.rd.MustSync
 	}
+	// The early apply (CPU) overlaps the fsync (I/O): the batch commits on another goroutine
+	// while this one applies; nothing below step 2 waits for durability except step 3.
 	if b.Empty() {
 		h.must(b.Close())
+		h.apply(early)
 	} else {
 		start := time.Now()
 		opts := pebble.NoSync
 		if sync {
 			opts = pebble.Sync
 		}
-		h.must(b.Commit(opts))
+		if len(early) == 0 {
+			h.must(b.Commit(opts))
+		} else {
+			committed := make(chan error, 1)
+			go func() { committed <- b.Commit(opts) }()
+			h.apply(early)
+			h.must(<-committed)
+		}
 		if sync {
 			h.metrics.SyncLatency.Observe(time.Since(start).Seconds())
 			h.metrics.EntriesPerSync.Observe(float64(nents))
@@ -169,38 +200,8 @@ func (h *Host) processReady() {
 		r.g.observe(r.rd)
 	}
 
-	// 5. Apply committed entries of every group in one indexed batch (no sync).
-	start := time.Now()
-	ab := h.db.NewIndexedBatch()
-	var res []resolution
-	var touched []*Group
-	for i := range rds {
-		r := &rds[i]
-		if len(r.rd.CommittedEntries) == 0 {
-			continue
-		}
-		touched = append(touched, r.g)
-		r.smApplied = r.g.sm.Applied()
-		for _, e := range r.rd.CommittedEntries {
-			res = h.applyEntry(ab, r.g, e, r.smApplied, res)
-		}
-		h.must(r.g.st.setApplied(ab, r.g.st.applied))
-		h.maybeCompact(ab, r.g)
-	}
-	if ab.Empty() {
-		h.must(ab.Close())
-	} else {
-		h.must(ab.Commit(pebble.NoSync))
-	}
-	for _, g := range touched {
-		g.sm.Committed()
-	}
-	if len(touched) > 0 {
-		h.metrics.ApplyLatency.Observe(time.Since(start).Seconds())
-	}
-	for _, r := range res {
-		r.w.finish(r.v, nil)
-	}
+	// 5b. Apply the remaining committed entries (no sync).
+	h.apply(late)
 
 	// 6. Advance, then settle reads, lost leadership and removal.
 	for _, r := range rds {
@@ -217,6 +218,38 @@ func (h *Host) processReady() {
 				h.metrics.Leaders.Dec()
 			}
 		}
+	}
+}
+
+// apply applies the committed entries of rds into one indexed batch committed without sync
+// (the state can be rebuilt from the log), calls Committed on every touched state machine and
+// answers the proposers.
+func (h *Host) apply(rds []*readyGroup) {
+	if len(rds) == 0 {
+		return
+	}
+	start := time.Now()
+	ab := h.db.NewIndexedBatch()
+	var res []resolution
+	for _, r := range rds {
+		r.smApplied = r.g.sm.Applied()
+		for _, e := range r.rd.CommittedEntries {
+			res = h.applyEntry(ab, r.g, e, r.smApplied, res)
+		}
+		h.must(r.g.st.setApplied(ab, r.g.st.applied))
+		h.maybeCompact(ab, r.g)
+	}
+	if ab.Empty() {
+		h.must(ab.Close())
+	} else {
+		h.must(ab.Commit(pebble.NoSync))
+	}
+	for _, r := range rds {
+		r.g.sm.Committed()
+	}
+	h.metrics.ApplyLatency.Observe(time.Since(start).Seconds())
+	for _, r := range res {
+		r.w.finish(r.v, nil)
 	}
 }
 

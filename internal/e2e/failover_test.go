@@ -123,13 +123,7 @@ func TestMeasureLeaderFailover(t *testing.T) {
 		t.Logf("rep %d: shard %d, leader %s killed; first append acknowledged %v after the kill (process exit took %v)",
 			rep, shard, victim.name, d.Round(time.Millisecond), exited.Sub(killed).Round(time.Millisecond))
 
-		// Bring the node back (told where its peers gossip) before the next round.
-		victim.join = nil
-		for _, s := range cl.servers {
-			if s != victim {
-				victim.join = append(victim.join, s.gossip)
-			}
-		}
+		// Bring the node back, with its original command line, before the next round.
 		victim.start()
 		victim.waitReady(30 * time.Second)
 	}

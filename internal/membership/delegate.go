@@ -92,8 +92,9 @@ func (d *delegate) upsert(n *memberlist.Node, alive bool) {
 	e, ok := m.mu.members[n.Name]
 	switch {
 	case !ok || e.NodeID != meta.NodeID:
-		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now}
+		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address()}
 	default:
+		e.Addr = n.Address()
 		if e.Alive != alive {
 			e.Changed = now
 		}

@@ -152,6 +152,7 @@ type Member struct {
 	Meta
 	Alive   bool
 	Changed time.Time // when it was first seen, or last went alive or dead
+	Addr    string    // gossip address (host:port); empty for the local member
 }
 
 // Membership is a running gossip member. Its methods are safe for concurrent use.

@@ -19,10 +19,14 @@ type ShardState struct {
 	Shard            uint32
 	Leader           uint64
 	Voters, Learners []uint64
+	// Inactive lists the members the leader has not heard from recently
+	// (raft's RecentActive is false), e.g. a dead or wedged replica.
+	Inactive []uint64
 }
 
 func (s ShardState) String() string {
-	return fmt.Sprintf("shard %d: leader %d voters %v learners %v", s.Shard, s.Leader, s.Voters, s.Learners)
+	return fmt.Sprintf("shard %d: leader %d voters %v learners %v inactive %v",
+		s.Shard, s.Leader, s.Voters, s.Learners, s.Inactive)
 }
 
 // Running reports whether node i has not been stopped.
@@ -41,8 +45,15 @@ func (c *Cluster) Shards() map[uint32]ShardState {
 			if st.Removed || st.Leader != n.ID() {
 				continue
 			}
-			out[st.Shard] = ShardState{Shard: st.Shard, Leader: st.Leader,
+			s := ShardState{Shard: st.Shard, Leader: st.Leader,
 				Voters: slices.Clone(st.Voters), Learners: slices.Clone(st.Learners)}
+			for id, pr := range st.Progress {
+				if id != n.ID() && !pr.RecentActive {
+					s.Inactive = append(s.Inactive, id)
+				}
+			}
+			slices.Sort(s.Inactive)
+			out[st.Shard] = s
 		}
 	}
 	return out
