@@ -6,10 +6,13 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -152,7 +155,7 @@ func (c *Client) node(addr string) (*node, error) {
 	if n, ok := c.mu.nodes[addr]; ok {
 		return n, nil
 	}
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.dialOptions...)
+	dopts := append(defaultDialOptions(), c.opts.dialOptions...)
 	conn, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, err
@@ -187,5 +190,37 @@ func (c *Client) breakerSettings(addr string) gobreaker.Settings {
 				c.log.Debug("client: node circuit breaker changed", "node", name, "from", from.String(), "to", to.String())
 			}
 		},
+	}
+}
+
+// Connection defaults. A restarted node is reached again within about
+// reconnectBase rather than gRPC's default one-second backoff, a silent peer
+// is noticed by keepalive pings, and one message may carry the largest
+// append (16 MiB) with framing.
+const (
+	reconnectBase     = 100 * time.Millisecond
+	reconnectMax      = 3 * time.Second
+	minConnectTimeout = time.Second
+	keepaliveTime     = 10 * time.Second
+	keepaliveTimeout  = 5 * time.Second
+	maxMessageSize    = 32 << 20
+)
+
+// defaultDialOptions come before the caller's WithDialOptions, which can
+// override any of them (credentials for TLS, say).
+func defaultDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  reconnectBase,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   reconnectMax,
+			},
+			MinConnectTimeout: minConnectTimeout,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
 	}
 }

@@ -218,6 +218,14 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	placementAppendRead(t, c, 0, 1, "before-join")
 	n4 := c.Add(t, placementConfig)
+	testnode.WaitFor(t, placementWait, "the new node in the ring", func() string {
+		for _, set := range c.Nodes[0].DesiredReplicas() {
+			if slices.Contains(set, n4.ID()) {
+				return ""
+			}
+		}
+		return "no shard wants the new node yet"
+	})
 	waitPlaced(t, c, "spread to the new node", func(s testnode.ShardState) string {
 		if len(s.Voters) != 3 {
 			return "not 3 voters"

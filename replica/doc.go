@@ -16,6 +16,9 @@
 //
 // H, L and T are written in synced batches; C and A are written in the (unsynced) apply batch
 // together with the state machine's changes, so they always describe the same applied index.
+// An apply batch that overlaps a sync (loop step 2) also writes H with a commit index at or
+// above what it applies, and log compaction stages T in the apply batch, so the stored commit
+// index is never below A, T or the state machine's applied index.
 // The log holds the entries (T.index, last]. Entry data of a proposal is prefixed by a
 // 16-byte header, proposer node ID (8B) | proposal ID (8B); the state machine sees only what
 // follows. Conf changes (ConfChangeV2) carry the same header in their Context.

@@ -154,7 +154,7 @@ func (h *Host) processReady() {
 	// while this one applies; nothing below step 2 waits for durability except step 3.
 	if b.Empty() {
 		h.must(b.Close())
-		h.apply(early)
+		h.apply(early, true)
 	} else {
 		start := time.Now()
 		opts := pebble.NoSync
@@ -166,7 +166,7 @@ func (h *Host) processReady() {
 		} else {
 			committed := make(chan error, 1)
 			go func() { committed <- b.Commit(opts) }()
-			h.apply(early)
+			h.apply(early, true)
 			h.must(<-committed)
 		}
 		if sync {
@@ -176,6 +176,7 @@ func (h *Host) processReady() {
 	}
 	for _, r := range rds {
 		r.g.st.trimCache()
+		r.g.st.syncedCommit = r.g.st.hs.GetCommit()
 	}
 
 	// 3. Messages go out only after the state they acknowledge is durable.
@@ -201,7 +202,7 @@ func (h *Host) processReady() {
 	}
 
 	// 5b. Apply the remaining committed entries (no sync).
-	h.apply(late)
+	h.apply(late, false)
 
 	// 6. Advance, then settle reads, lost leadership and removal.
 	for _, r := range rds {
@@ -224,7 +225,15 @@ func (h *Host) processReady() {
 // apply applies the committed entries of rds into one indexed batch committed without sync
 // (the state can be rebuilt from the log), calls Committed on every touched state machine and
 // answers the proposers.
-func (h *Host) apply(rds []*readyGroup) {
+//
+// An early batch (applied while this Ready's hard state is being synced, see doc.go) also
+// stores the hard state with the commit index lowered to what it applies (or what was synced
+// before): it may reach the WAL
+// before or after the synced batch, and either way the stored commit index stays at or above
+// the stored applied indexes (the state machine's, A, and the truncation T), over entries that
+// were durable before this Ready. Term and vote are those being synced now; persisting them
+// early is harmless, and a stale commit index is harmless.
+func (h *Host) apply(rds []*readyGroup, early bool) {
 	if len(rds) == 0 {
 		return
 	}
@@ -238,6 +247,10 @@ func (h *Host) apply(rds []*readyGroup) {
 		}
 		h.must(r.g.st.setApplied(ab, r.g.st.applied))
 		h.maybeCompact(ab, r.g)
+		if early {
+			h.must(ab.Set(raftKey(r.g.shard, keyHardState), encodeHardState(r.g.st.hs,
+				max(r.g.st.applied, r.g.st.syncedCommit)), nil))
+		}
 	}
 	if ab.Empty() {
 		h.must(ab.Close())
