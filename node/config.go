@@ -73,6 +73,10 @@ type Config struct {
 	// JoinTimeout bounds how long a joining node waits to learn the cluster's
 	// settings from gossip. Default 60s.
 	JoinTimeout time.Duration
+	// RaftLogRetainEntries is how many applied raft entries each shard keeps
+	// behind its applied index when its log is compacted; a follower further
+	// behind catches up by snapshot. Zero means replica.DefaultLogRetainEntries.
+	RaftLogRetainEntries uint64
 	// GossipKey, if set, encrypts gossip (16, 24 or 32 bytes, AES).
 	GossipKey []byte
 	// Logger receives the node's logs; nil discards them.

@@ -141,11 +141,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Registerer: n.reg,
 	})
 	n.host, err = replica.NewHost(replica.Config{
-		NodeID:     dir.id.NodeID,
-		DB:         n.db,
-		Transport:  n.tr,
-		Logger:     n.log,
-		Registerer: n.reg,
+		NodeID:           dir.id.NodeID,
+		DB:               n.db,
+		Transport:        n.tr,
+		Logger:           n.log,
+		Registerer:       n.reg,
+		LogRetainEntries: cfg.RaftLogRetainEntries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: starting raft host: %w", err)

@@ -15,7 +15,7 @@ import (
 // memtables and a relaxed L0 keep flushes and compactions out of the way.
 func openPebble(dir string, log *slog.Logger) (*pebble.DB, error) {
 	opts := &pebble.Options{
-		MemTableSize:                64 << 20,
+		MemTableSize:                16 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0CompactionFileThreshold:   500,

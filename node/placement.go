@@ -14,7 +14,8 @@ package node
 //  2. a target member that is neither voter nor learner and is alive: add it
 //     as a learner (it catches up by log or snapshot) — unless this leader
 //     removed it from the shard less than readdCooldown ago;
-//  3. a target learner that caught up: promote it; a learner outside the
+//  3. a target learner that caught up and has kept answering for
+//     promoteSettle: promote it; a learner outside the
 //     target: remove it; a target member that raft has not heard from for
 //     DeadAfter although gossip says it is alive: remove it (if a live quorum
 //     remains), so that it comes back as a fresh replica;
@@ -58,6 +59,9 @@ const (
 	// promoteSlack is how many entries a replica may trail the leader's commit
 	// index and still count as caught up (promotion, leadership transfer).
 	promoteSlack = 64
+	// promoteSettle is how long a learner must have been a learner, and
+	// answering, before it is promoted (a few raft election timeouts).
+	promoteSettle = 1500 * time.Millisecond
 	// transferCooldown rate-limits leader-balancing transfers per shard.
 	transferCooldown = 10 * time.Second
 	// balanceSettleRounds is how many placement intervals a group's
@@ -114,6 +118,10 @@ type peerState struct {
 	// readdCooldown ago; it is not added back before its old replica is
 	// deleted.
 	RecentlyRemoved bool
+	// Unsettled: a learner added less than promoteSettle ago, or not heard
+	// from at the last look. It is not promoted: a replica that acknowledged
+	// entries and then stopped answering must not become a voter.
+	Unsettled bool
 }
 
 // placementInput is everything decidePlacement looks at. It is a value so
@@ -173,7 +181,7 @@ func decidePlacement(in placementInput) placementStep {
 	}
 	// 3. Promote caught-up target learners; remove learners outside the target.
 	for _, id := range st.Learners {
-		if target[id] && caughtUp(id) {
+		if target[id] && caughtUp(id) && !in.Peers[id].Unsettled {
 			return placementStep{Kind: stepPromote, Node: id, Reason: "learner caught up"}
 		}
 	}
@@ -360,6 +368,7 @@ type shardPlacement struct {
 	term          uint64
 	inactiveSince map[uint64]time.Time
 	removed       map[uint64]time.Time
+	learnerSince  map[uint64]time.Time
 }
 
 // placers maps running nodes to their placer (Node has no field for it).
@@ -470,6 +479,17 @@ func (p *placer) round(now time.Time) {
 		}
 		if st.Term != sp.term || sp.inactiveSince == nil {
 			sp.term, sp.inactiveSince, sp.removed = st.Term, map[uint64]time.Time{}, map[uint64]time.Time{}
+			sp.learnerSince = map[uint64]time.Time{}
+		}
+		for id := range sp.learnerSince {
+			if !slices.Contains(st.Learners, id) {
+				delete(sp.learnerSince, id)
+			}
+		}
+		for _, id := range st.Learners {
+			if _, ok := sp.learnerSince[id]; !ok {
+				sp.learnerSince[id] = now
+			}
 		}
 		for id, pr := range st.Progress {
 			if _, ok := sp.inactiveSince[id]; pr.RecentActive || id == self {
@@ -516,6 +536,13 @@ func (p *placer) round(now time.Time) {
 				}
 			}
 		}
+		for _, id := range st.Learners {
+			_, inactive := sp.inactiveSince[id]
+			if ps, ok := peers[id]; ok && (inactive || now.Sub(sp.learnerSince[id]) < promoteSettle) {
+				ps.Unsettled = true
+				peers[id] = ps
+			}
+		}
 		for id, at := range sp.removed {
 			if now.Sub(at) >= readdCooldown {
 				delete(sp.removed, id)
@@ -540,7 +567,7 @@ func (p *placer) round(now time.Time) {
 			sp.removed[step.Node] = now // before it is done: it may be applied even if the call fails
 		}
 		p.wg.Add(1)
-		go p.run(g, sp, step)
+		go p.run(g, sp, step, target)
 	}
 	for id := range p.mu.shards {
 		if !present[id] {
@@ -553,7 +580,7 @@ func (p *placer) round(now time.Time) {
 }
 
 // run executes one step and clears the shard's in-flight mark.
-func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep) {
+func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, target []uint64) {
 	defer p.wg.Done()
 	defer func() {
 		p.mu.Lock()
@@ -576,7 +603,8 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep) {
 			err = nil // the transfer ended our leadership before its waiter was answered
 		}
 	}
-	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason}
+	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason,
+		"target", target}
 	if err != nil {
 		p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
 		lvl := slog.LevelInfo

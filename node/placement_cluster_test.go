@@ -314,17 +314,22 @@ func TestPlacementUnderReplicated(t *testing.T) {
 		}
 		return ""
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	top, err := shoalv1.NewClusterClient(c.Dial(t, 1)).Topology(ctx, &shoalv1.TopologyRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range top.Shards {
-		if !s.UnderReplicated || s.Unavailable || len(s.Voters) != 2 {
-			t.Fatalf("topology shard %v", s)
+	cc := shoalv1.NewClusterClient(c.Dial(t, 1))
+	// Retried: a balancing leadership transfer may be in flight.
+	testnode.WaitFor(t, 10*time.Second, "topology says under-replicated", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		top, err := cc.Topology(ctx, &shoalv1.TopologyRequest{})
+		if err != nil {
+			return err.Error()
 		}
-	}
+		for _, s := range top.Shards {
+			if !s.UnderReplicated || s.Unavailable || len(s.Voters) != 2 {
+				return fmt.Sprintf("topology shard %v", s)
+			}
+		}
+		return ""
+	})
 	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
 		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != placementShards {
 			return fmt.Sprintf("gauge %v, want %d", got, placementShards)

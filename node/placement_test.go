@@ -68,6 +68,12 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepPromote, Node: 2},
 		},
 		{
+			name: "unsettled learner (just added, or silent at the last look) is not promoted",
+			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, peerState{Alive: true, Unsettled: true})},
+			want: placementStep{},
+		},
+		{
 			name: "lagging learner waits",
 			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: 10}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive)},

@@ -33,6 +33,16 @@ type StateMachine interface {
 	Committed()
 }
 
+// BatchStateMachine is optionally implemented by a StateMachine that writes its per-batch
+// bookkeeping (e.g. its applied index) once per apply batch rather than once per entry. The host
+// calls BeginBatch(b) before the group's first Apply/SetApplied into b and FinishBatch(b) after
+// its last, before b commits; an error from FinishBatch is a storage failure.
+type BatchStateMachine interface {
+	StateMachine
+	BeginBatch(b *pebble.Batch)
+	FinishBatch(b *pebble.Batch) error
+}
+
 // ShardMessage is a raft message of one group. Msg is a pointer: raftpb messages are
 // google.golang.org/protobuf messages and must not be copied by value.
 type ShardMessage struct {

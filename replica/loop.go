@@ -242,8 +242,15 @@ func (h *Host) apply(rds []*readyGroup, early bool) {
 	var res []resolution
 	for _, r := range rds {
 		r.smApplied = r.g.sm.Applied()
+		bsm, batched := r.g.sm.(BatchStateMachine)
+		if batched {
+			bsm.BeginBatch(ab)
+		}
 		for _, e := range r.rd.CommittedEntries {
 			res = h.applyEntry(ab, r.g, e, r.smApplied, res)
+		}
+		if batched {
+			h.must(bsm.FinishBatch(ab))
 		}
 		h.must(r.g.st.setApplied(ab, r.g.st.applied))
 		h.maybeCompact(ab, r.g)

@@ -73,9 +73,9 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 		return nil, err
 	}
 	s.meta.nextPosition += n
-	s.keyBuf = k.meta(s.keyBuf[:0])
-	s.valBuf = s.meta.encode(s.valBuf[:0])
-	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+	if b == s.deferTo {
+		s.metaDirty = true
+	} else if err := s.writeMeta(b); err != nil {
 		return nil, err
 	}
 	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos}, nil

@@ -46,6 +46,7 @@ func BenchmarkApplyAppend(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if batch == nil {
 					batch = db.NewIndexedBatch()
+					s.BeginBatch(batch) // as the replica's apply loop does
 				}
 				c.Stream = names[i%streams]
 				for j := range c.Events {
@@ -63,6 +64,9 @@ func BenchmarkApplyAppend(b *testing.B) {
 				}
 				applyTime += time.Since(t0)
 				if (i+1)%entriesPerBatch == 0 || i == b.N-1 {
+					if err := s.FinishBatch(batch); err != nil {
+						b.Fatal(err)
+					}
 					if err := batch.Commit(pebble.NoSync); err != nil {
 						b.Fatal(err)
 					}

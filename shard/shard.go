@@ -72,6 +72,11 @@ type Shard struct {
 	keyBuf     []byte
 	valBuf     []byte
 	scratchBuf []byte
+	// deferTo is the batch given to BeginBatch: Apply and SetApplied into it leave the applied
+	// index and the shard meta to FinishBatch (written once per batch, not once per entry).
+	deferTo     *pebble.Batch
+	appliedDirt bool // deferTo lacks the applied index (pendApply)
+	metaDirty   bool // deferTo lacks the shard meta
 
 	// As of the last Committed (or Open/Reload); read by any goroutine.
 	applied atomic.Uint64
@@ -131,6 +136,7 @@ func (s *Shard) Reload() error {
 	if err != nil {
 		return err
 	}
+	s.deferTo, s.appliedDirt, s.metaDirty = nil, false, false
 	s.pending = make(map[string]streamMeta)
 	s.cache = make(map[string]streamMeta)
 	s.meta = m
@@ -220,7 +226,47 @@ func (s *Shard) SetApplied(b *pebble.Batch, index uint64) {
 	}
 }
 
+// BeginBatch tells the shard that every Apply/SetApplied into b until FinishBatch(b) belongs
+// to one batch: the applied index ('X') and shard meta ('Z') are then written once, by
+// FinishBatch, instead of after every entry (an optional optimisation of the apply loop;
+// callers that never call it get the per-entry writes). Apply-goroutine only.
+func (s *Shard) BeginBatch(b *pebble.Batch) {
+	s.deferTo, s.appliedDirt, s.metaDirty = b, false, false
+}
+
+// FinishBatch writes what BeginBatch deferred into b. It must be called before b is committed.
+// An error (a closed batch) means b must be discarded, as with ErrStorage.
+func (s *Shard) FinishBatch(b *pebble.Batch) error {
+	if s.deferTo != b {
+		return nil
+	}
+	s.deferTo = nil
+	if s.metaDirty {
+		s.metaDirty = false
+		if err := s.writeMeta(b); err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+	}
+	if s.appliedDirt {
+		s.appliedDirt = false
+		if err := s.setApplied(b, s.pendApply); err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+	}
+	return nil
+}
+
+func (s *Shard) writeMeta(b *pebble.Batch) error {
+	s.keyBuf = s.keys.meta(s.keyBuf[:0])
+	s.valBuf = s.meta.encode(s.valBuf[:0])
+	return b.Set(s.keyBuf, s.valBuf, nil)
+}
+
 func (s *Shard) setApplied(b *pebble.Batch, index uint64) error {
+	if b == s.deferTo {
+		s.pendApply, s.appliedDirt = index, true
+		return nil
+	}
 	s.keyBuf = s.keys.applied(s.keyBuf[:0])
 	s.valBuf = binary.BigEndian.AppendUint64(s.valBuf[:0], index)
 	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
