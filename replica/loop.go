@@ -39,9 +39,6 @@ func (h *Host) iterate(tick bool) {
 			h.log.Debug("dropping raft message", "shard", m.Shard, "err", err)
 			continue
 		}
-		if g.removed.Load() {
-			continue
-		}
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
 		}
@@ -49,17 +46,15 @@ func (h *Host) iterate(tick bool) {
 	h.propose(props)
 	if tick {
 		for _, g := range h.mu.groups {
-			if !g.removed.Load() {
-				g.rn.Tick()
-				g.checkTransfers()
-			}
+			g.rn.Tick()
+			g.checkTransfers()
 		}
 	}
 	h.processReady()
 	// Advancing may have produced more work (a leader's own append acknowledged moves its
 	// commit index): go round again without waiting for a tick.
 	for _, g := range h.mu.groups {
-		if !g.removed.Load() && g.rn.HasReady() {
+		if g.rn.HasReady() {
 			h.notify()
 			break
 		}
@@ -103,7 +98,7 @@ func (h *Host) propose(props []*proposal) {
 func (h *Host) processReady() {
 	var rds []readyGroup
 	for _, g := range h.mu.groups {
-		if !g.removed.Load() && g.rn.HasReady() {
+		if g.rn.HasReady() {
 			rds = append(rds, readyGroup{g: g, rd: g.rn.Ready()})
 		}
 	}
@@ -141,6 +136,7 @@ func (h *Host) processReady() {
 		if !raft.IsEmptySnap(r.rd.Snapshot) {
 			h.must(st.applySnapshot(b, r.rd.Snapshot))
 			st.applied = r.rd.Snapshot.GetMetadata().GetIndex()
+			r.g.removed.Store(!confHas(pb.EnsureConfState(r.rd.Snapshot.GetMetadata().GetConfState()), h.cfg.NodeID))
 			sync = true
 		}
 		h.must(st.append(b, r.rd.Entries))
@@ -327,9 +323,11 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		if w := g.ownWaiter(cctx); w != nil {
 			res = append(res, resolution{w, nil})
 		}
-		if wasMember && !confHas(cs, h.cfg.NodeID) {
+		if isMember := confHas(cs, h.cfg.NodeID); wasMember && !isMember {
 			h.log.Info("removed from group", "shard", g.shard, "index", idx)
 			g.removed.Store(true)
+		} else if isMember {
+			g.removed.Store(false) // (re-)added: a returning replica replays its old removal first
 		}
 	}
 	g.st.applied = idx

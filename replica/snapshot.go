@@ -225,9 +225,6 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if g.removed.Load() {
-			return ErrGroupRemoved
-		}
 		if glo, ghi := g.sm.Span(); !bytes.Equal(glo, lo) || !bytes.Equal(ghi, hi) {
 			return fmt.Errorf("%w: span differs from the local state machine's", ErrBadSnapshot)
 		}
