@@ -63,6 +63,8 @@ type Node struct {
 	started  atomic.Bool              // Start finished
 	members  atomic.Pointer[[]membership.Member]
 
+	placer atomic.Pointer[placer] // the placement loop, nil when not running
+
 	peersMu    sync.Mutex // guards savedPeers and peers.json
 	savedPeers []string   // the live peers' gossip addresses last stored
 	closeOnce  sync.Once

@@ -371,12 +371,6 @@ type shardPlacement struct {
 	learnerSince  map[uint64]time.Time
 }
 
-// placers maps running nodes to their placer (Node has no field for it).
-var placers struct {
-	sync.Mutex
-	m map[*Node]*placer
-}
-
 // startPlacement starts the placement loop; stopPlacement (from Close) ends
 // it. A negative Config.PlacementInterval disables the loop.
 func (n *Node) startPlacement() {
@@ -392,12 +386,7 @@ func (n *Node) startPlacement() {
 		metrics: newPlacementMetrics(n.reg), started: time.Now()}
 	p.mu.shards = map[uint32]*shardPlacement{}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	placers.Lock()
-	if placers.m == nil {
-		placers.m = map[*Node]*placer{}
-	}
-	placers.m[n] = p
-	placers.Unlock()
+	n.placer.Store(p)
 	p.wg.Add(1)
 	go p.loop()
 }
@@ -405,11 +394,7 @@ func (n *Node) startPlacement() {
 // stopPlacement stops the loop and waits for in-flight steps. Idempotent;
 // a no-op when the loop never started.
 func (n *Node) stopPlacement() {
-	placers.Lock()
-	p := placers.m[n]
-	delete(placers.m, n)
-	placers.Unlock()
-	if p != nil {
+	if p := n.placer.Swap(nil); p != nil {
 		p.cancel()
 		p.wg.Wait()
 	}
