@@ -18,8 +18,8 @@ import (
 
 // BenchmarkAppend measures durable appends (fsynced WAL, one node) through
 // the real gRPC server on loopback: 64 concurrent callers over 10,000
-// streams, 256-byte events, in batches of 1 and 100 events. b.N is the
-// number of append calls.
+// streams (each caller owns its share), 256-byte events, exact expected
+// version, in batches of 1 and 100 events. b.N is the number of append calls.
 func BenchmarkAppend(b *testing.B) {
 	for _, batch := range []int{1, 100} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) { benchAppend(b, batch) })
@@ -52,6 +52,7 @@ func benchAppend(b *testing.B, batch int) {
 	applySum0, applies0 := histSum(hm.ApplyLatency)
 	var next atomic.Int64
 	var failed atomic.Int64
+	var firstErr atomic.Value
 	hists := make([]*hdrhistogram.Histogram, callers)
 	var wg sync.WaitGroup
 	b.ResetTimer()
@@ -62,10 +63,19 @@ func benchAppend(b *testing.B, batch int) {
 		go func() {
 			defer wg.Done()
 			c := conns[w%len(conns)]
-			for {
+			// Caller w owns streams w, w+callers, ... and appends to them round-robin with
+			// the exact expected version (no-stream first), as an event-sourced service does.
+			owned := (streams - w + callers - 1) / callers
+			last := make([]uint64, owned) // last version + 1; 0 = no stream yet
+			for k := 0; ; k++ {
 				i := next.Add(1) - 1
 				if i >= int64(b.N) {
 					return
+				}
+				slot := k % owned
+				exp := &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM}
+				if last[slot] > 0 {
+					exp = &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_EXACT, Version: last[slot] - 1}
 				}
 				evs := make([]*shoalv1.EventData, batch)
 				for j := range evs {
@@ -73,11 +83,15 @@ func benchAppend(b *testing.B, batch int) {
 					evs[j] = &shoalv1.EventData{Id: id[:], Type: "Benchmarked", Data: payload}
 				}
 				t0 := time.Now()
-				_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: fmt.Sprintf("bench-%d", i%streams), Events: evs})
+				resp, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: fmt.Sprintf("bench-%d", w+slot*callers),
+					Expected: exp, Events: evs})
 				if err != nil {
-					failed.Add(1)
+					if failed.Add(1) == 1 {
+						firstErr.Store(err)
+					}
 					continue
 				}
+				last[slot] = resp.LastVersion + 1
 				hists[w].RecordValue(time.Since(t0).Microseconds())
 			}
 		}()
@@ -86,7 +100,7 @@ func benchAppend(b *testing.B, batch int) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d appends failed", f)
+		b.Fatalf("%d appends failed, the first with: %v", f, firstErr.Load())
 	}
 	h := hdrhistogram.New(1, int64(30*time.Second/time.Microsecond), 3)
 	for _, x := range hists {

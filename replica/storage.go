@@ -36,14 +36,7 @@ func logKey(shard uint32, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(raftKey(shard, keyLog), index)
 }
 
-// Entry value: type(1) | term(8 BE) | data.
-func encodeEntry(e *pb.Entry) []byte {
-	v := make([]byte, 9, 9+len(e.Data))
-	v[0] = byte(e.GetType())
-	binary.BigEndian.PutUint64(v[1:], e.GetTerm())
-	return append(v, e.Data...)
-}
-
+// Entry value: type(1) | term(8 BE) | data (encoded by storage.append).
 func decodeEntry(index uint64, v []byte) (*pb.Entry, error) {
 	if len(v) < 9 {
 		return nil, fmt.Errorf("replica: corrupt log entry %d (%d bytes)", index, len(v))
@@ -81,6 +74,8 @@ type storage struct {
 	logBytes       uint64 // approximate bytes of the retained log
 
 	cache []*pb.Entry // contiguous tail of the log, cache[i].Index == cacheLo+i
+
+	keyBuf, valBuf []byte // scratch for append (loop goroutine)
 }
 
 func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
@@ -276,8 +271,15 @@ func (s *storage) append(b *pebble.Batch, ents []*pb.Entry) error {
 			return err
 		}
 	}
+	// Set copies key and value into the batch: encode into reused buffers.
 	for _, e := range ents {
-		if err := b.Set(logKey(s.shard, e.GetIndex()), encodeEntry(e), nil); err != nil {
+		s.keyBuf = append(s.keyBuf[:0], 'R', 0, 0, 0, 0, keyLog)
+		binary.BigEndian.PutUint32(s.keyBuf[1:], s.shard)
+		s.keyBuf = binary.BigEndian.AppendUint64(s.keyBuf, e.GetIndex())
+		s.valBuf = append(s.valBuf[:0], byte(e.GetType()))
+		s.valBuf = binary.BigEndian.AppendUint64(s.valBuf, e.GetTerm())
+		s.valBuf = append(s.valBuf, e.Data...)
+		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
 			return err
 		}
 		s.logBytes += entrySize(e)

@@ -51,6 +51,9 @@ func TestCrash(t *testing.T) {
 				}
 			}
 			idx := ts.index
+			if err := ts.s.FinishBatch(ts.batch); err != nil {
+				panic(err)
+			}
 			if err := ts.batch.Commit(pebble.Sync); err != nil {
 				panic(err)
 			}

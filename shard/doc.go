@@ -20,6 +20,9 @@
 //     SetApplied(b, index) for entries without a command) and keeps the
 //     result for the proposer. A result wrapping ErrStorage is not a verdict:
 //     discard the batch, Reload, and stop (or retry from Applied()+1).
+//     Optionally, BeginBatch(b) before the first Apply and FinishBatch(b)
+//     after the last: the applied index ('X') and shard meta ('Z') are then
+//     written once per batch instead of once per entry (same final state).
 //  3. Commits b (NoSync is fine: the raft log is the durable record; after a
 //     crash, entries after Applied() are re-applied and get the same verdicts).
 //  4. Calls Committed(), which makes the in-memory stream metadata
