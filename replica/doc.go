@@ -43,7 +43,10 @@
 //     ahead of the stored commit index; restart clamps raft's applied index to it and skips
 //     the re-delivered entries (as after a snapshot install);
 //  3. only then sends the messages (Transport.Send; MsgSnap via Transport.SendSnapshot), so a
-//     follower acknowledges only durable entries and a leader counts its own only once synced;
+//     follower acknowledges only durable entries and a leader counts its own only once synced.
+//     The exception: a leader's MsgApp and MsgHeartbeat go out before step 2's fsync when the
+//     Ready changes neither term nor vote (raft thesis §10.2.1), so the leader's disk write and
+//     its followers' overlap; commit still needs a quorum of durable copies;
 //  4. records leadership changes and resolves finished leadership transfers;
 //  5. applies the committed entries of every group into ONE indexed batch per phase (early:
 //     during the sync of step 2; late: after it, for groups whose Ready holds a snapshot or

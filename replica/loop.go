@@ -127,6 +127,32 @@ func (h *Host) processReady() {
 		}
 	}
 
+	// 3a. A leader's appends and heartbeats go out before its own fsync, so that its log write
+	// and its followers' run in parallel (raft thesis §10.2.1; raft's doc.go allows messages
+	// while the same Ready's entries are being persisted, once the hard state is durable). Only
+	// when the Ready changes neither term nor vote, and has no snapshot. Commit still needs a
+	// quorum of durable copies: raft counts the leader's own only after Advance (step 6), and
+	// followers acknowledge only after their sync (step 3).
+	early3 := make([]bool, len(rds))
+	var outEarly []ShardMessage
+	for i := range rds {
+		r := &rds[i]
+		hs, prev := r.rd.HardState, r.g.st.hs
+		if !raft.IsEmptySnap(r.rd.Snapshot) ||
+			(!raft.IsEmptyHardState(hs) && (prev == nil || hs.GetTerm() != prev.GetTerm() || hs.GetVote() != prev.GetVote())) {
+			continue
+		}
+		early3[i] = true
+		for _, m := range r.rd.Messages {
+			if leaderMessage(m) {
+				outEarly = append(outEarly, ShardMessage{Shard: r.g.shard, Msg: m})
+			}
+		}
+	}
+	if len(outEarly) > 0 {
+		h.cfg.Transport.Send(outEarly)
+	}
+
 	// 2. One batch with every group's snapshot metadata, entries and hard state; one fsync.
 	b := h.db.NewBatch()
 	sync, nents := false, 0
@@ -181,10 +207,13 @@ func (h *Host) processReady() {
 		r.g.st.syncedCommit = r.g.st.hs.GetCommit()
 	}
 
-	// 3. Messages go out only after the state they acknowledge is durable.
+	// 3. Every other message goes out only after the state it acknowledges is durable.
 	var out []ShardMessage
-	for _, r := range rds {
+	for i, r := range rds {
 		for _, m := range r.rd.Messages {
+			if early3[i] && leaderMessage(m) {
+				continue // sent in 3a
+			}
 			sm := ShardMessage{Shard: r.g.shard, Msg: m}
 			if m.GetType() == pb.MsgSnap {
 				h.cfg.Transport.SendSnapshot(sm)
@@ -449,4 +478,11 @@ func (g *Group) checkTransfers() {
 func confHas(cs *pb.ConfState, id uint64) bool {
 	return containsID(cs.Voters, id) || containsID(cs.Learners, id) ||
 		containsID(cs.VotersOutgoing, id) || containsID(cs.LearnersNext, id)
+}
+
+// leaderMessage reports whether m is a leader's log replication or heartbeat,
+// which may be sent before the leader's own entries are durable (step 3a).
+func leaderMessage(m *pb.Message) bool {
+	t := m.GetType()
+	return t == pb.MsgApp || t == pb.MsgHeartbeat
 }

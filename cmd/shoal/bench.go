@@ -99,6 +99,7 @@ func (a *app) benchAppendCmd() *cobra.Command {
 	a.targetFlags(f, &t)
 	runFlags(f, &cfg.Run, bench.DefaultConcurrency)
 	f.IntVar(&cfg.Streams, "streams", bench.DefaultAppendStreams, "distinct streams")
+	f.StringVar(&cfg.StreamPrefix, "stream-prefix", bench.DefaultStreamPrefix, "stream names are this prefix and an index (a fresh prefix starts from empty streams)")
 	f.StringVar(&cfg.Dist, "dist", bench.DistUniform, "stream selection: uniform or zipf")
 	f.IntVar(&cfg.EventSize, "event-size", bench.DefaultEventSize, "bytes of data per event")
 	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "events per append")
