@@ -110,4 +110,6 @@ peer 09-postgres --system postgres --dir "$WORK/pg1"
 peer 10-postgres-batch100 --system postgres --batch 100 --dir "$WORK/pg2"
 
 bin/benchreport --results "$RESULTS" --out docs/benchmarks.md --chart docs/benchmarks.png
+# The hand-kept analysis (targets, where the time goes) follows the generated tables.
+[ -f docs/benchmarks-notes.md ] && cat docs/benchmarks-notes.md >> docs/benchmarks.md
 echo "wrote docs/benchmarks.md and docs/benchmarks.png"
