@@ -3,51 +3,23 @@ package query_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/shoaldb/shoal/client"
-	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/query"
 )
 
 // startExampleNode starts a single in-process node in a temporary directory
 // and returns a client to it and a function that tears both down.
 func startExampleNode() (*client.Client, func()) {
-	dir, err := os.MkdirTemp("", "shoal-example")
+	c, stop, err := testnode.ExampleClient()
 	if err != nil {
 		panic(err)
 	}
-	gossip := func() string { // a port free for TCP and UDP
-		for {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				panic(err)
-			}
-			addr := l.Addr().String()
-			u, err := net.ListenPacket("udp", addr)
-			l.Close()
-			if err == nil {
-				u.Close()
-				return addr
-			}
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, node.Config{DataDir: dir, Listen: "127.0.0.1:0", DisableHTTP: true,
-		Gossip: gossip, Name: "example", Shards: 4, Replication: 1})
-	if err != nil {
-		panic(err)
-	}
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		panic(err)
-	}
-	return c, func() { c.Close(); n.Close(); os.RemoveAll(dir) }
+	return c, stop
 }
 
 // A read model of order totals per customer, kept in the projection's own
