@@ -56,6 +56,10 @@ type Group struct {
 	state          raft.StateType
 	term           uint64 // term in which this node became leader
 	lostLeadership bool   // set by observe, handled after the iteration's apply
+	// campaignPending: a group bootstrapped with this node as its only voter
+	// campaigns once its bootstrap configuration is applied (raft refuses to
+	// campaign while configuration changes are pending).
+	campaignPending bool
 	waiters        map[uint64]*waiter
 	reads          []*readReq
 	confPending    uint64 // proposal ID of the unapplied conf change proposed here

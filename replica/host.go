@@ -313,9 +313,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 		if err := rn.Bootstrap(peers); err != nil {
 			return nil, fmt.Errorf("replica: shard %d: bootstrap: %w", shard, err)
 		}
-		if len(bootstrap) == 1 && bootstrap[0] == h.cfg.NodeID {
-			_ = rn.Campaign()
-		}
+		g.campaignPending = len(bootstrap) == 1 && bootstrap[0] == h.cfg.NodeID
 	} else if cs := st.cs; len(cs.Voters)+len(cs.Learners) > 0 {
 		if !containsID(cs.Voters, h.cfg.NodeID) && !containsID(cs.Learners, h.cfg.NodeID) &&
 			!containsID(cs.VotersOutgoing, h.cfg.NodeID) && !containsID(cs.LearnersNext, h.cfg.NodeID) {

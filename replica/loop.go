@@ -239,6 +239,10 @@ func (h *Host) processReady() {
 	for _, r := range rds {
 		g := r.g
 		g.rn.Advance(r.rd)
+		if g.campaignPending && g.st.applied >= g.st.last {
+			g.campaignPending = false
+			_ = g.rn.Campaign()
+		}
 		if g.lostLeadership {
 			g.lostLeadership = false
 			g.failAll(&NotLeaderError{Shard: g.shard, Leader: g.leader.Load()})
