@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +78,9 @@ type Config struct {
 	// behind its applied index when its log is compacted; a follower further
 	// behind catches up by snapshot. Zero means replica.DefaultLogRetainEntries.
 	RaftLogRetainEntries uint64
+	// PeerDialer dials peers (raft transport and request forwarding); nil
+	// means the default TCP dialer. Tests use it to cut links.
+	PeerDialer func(ctx context.Context, addr string) (net.Conn, error)
 	// GossipKey, if set, encrypts gossip (16, 24 or 32 bytes, AES).
 	GossipKey []byte
 	// Logger receives the node's logs; nil discards them.

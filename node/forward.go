@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
-	"github.com/shoaldb/shoal/internal/grpcopt"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -58,11 +57,14 @@ func forwardContext(ctx context.Context) context.Context {
 
 // peerPool keeps one client connection per peer address.
 type peerPool struct {
+	opts  []grpc.DialOption
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // guarded by mu; nil after close
 }
 
-func newPeerPool() *peerPool { return &peerPool{conns: map[string]*grpc.ClientConn{}} }
+func newPeerPool(opts []grpc.DialOption) *peerPool {
+	return &peerPool{opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
@@ -73,7 +75,7 @@ func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
+	c, err := grpc.NewClient(addr, p.opts...)
 	if err != nil {
 		return nil, err
 	}

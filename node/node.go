@@ -123,7 +123,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newPebbleCollector(n.db), &shardCollector{n: n})
 	n.metrics = newMetrics(n.reg)
-	n.peers = newPeerPool()
+	peerOpts := grpcopt.DialOptions()
+	if cfg.PeerDialer != nil {
+		peerOpts = append(peerOpts, grpc.WithContextDialer(cfg.PeerDialer))
+	}
+	n.peers = newPeerPool(peerOpts)
 	n.leaders = newLeaderCache()
 
 	if n.grpcLis, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -136,11 +140,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.tr = transport.New(transport.Config{
-		NodeID:     dir.id.NodeID,
-		ClusterID:  n.clusterID,
-		Resolve:    n.resolve,
-		Logger:     n.log,
-		Registerer: n.reg,
+		NodeID:      dir.id.NodeID,
+		ClusterID:   n.clusterID,
+		Resolve:     n.resolve,
+		DialOptions: peerOpts,
+		Logger:      n.log,
+		Registerer:  n.reg,
 	})
 	n.host, err = replica.NewHost(replica.Config{
 		NodeID:           dir.id.NodeID,

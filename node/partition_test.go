@@ -1,0 +1,373 @@
+package node_test
+
+// Partition test: three in-process nodes (zones z1..z3) on loopback with real
+// gRPC and real Pebble, whose peer links (raft transport and forwarding) go
+// through an in-test network that can cut them. Gossip is not cut: the
+// isolated node stays "alive", so placement does not move replicas and the
+// test sees raft's own behaviour (CheckQuorum, PreVote).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/ring"
+)
+
+// errLinkCut is returned by dials across a cut link.
+var errLinkCut = errors.New("partition test: link cut")
+
+// testNet routes the dials of endpoints 0..n-1 and can cut links between
+// them. Endpoints are identified by index; a dial's target is mapped to an
+// endpoint through the registered addresses.
+type testNet struct {
+	mu    sync.Mutex
+	addrs map[string]int         // dial address -> endpoint
+	cut   map[[2]int]bool        // from -> to links that refuse dials
+	conns map[*testConn]struct{} // open conns
+}
+
+type testConn struct {
+	net.Conn
+	nw       *testNet
+	from     int
+	addr     string
+	closeOne sync.Once
+}
+
+func (c *testConn) Close() error {
+	c.closeOne.Do(func() {
+		c.nw.mu.Lock()
+		delete(c.nw.conns, c)
+		c.nw.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func newTestNet() *testNet {
+	return &testNet{addrs: map[string]int{}, cut: map[[2]int]bool{}, conns: map[*testConn]struct{}{}}
+}
+
+// register maps addr to endpoint i.
+func (nw *testNet) register(addr string, i int) {
+	nw.mu.Lock()
+	nw.addrs[addr] = i
+	nw.mu.Unlock()
+}
+
+// isCut reports whether from may not reach addr; nw.mu held.
+func (nw *testNet) isCut(from int, addr string) bool {
+	to, ok := nw.addrs[addr]
+	return ok && nw.cut[[2]int{from, to}]
+}
+
+// dialer returns endpoint from's dial function.
+func (nw *testNet) dialer(from int) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		nw.mu.Lock()
+		refused := nw.isCut(from, addr)
+		nw.mu.Unlock()
+		if refused {
+			return nil, fmt.Errorf("%w: %d -> %s", errLinkCut, from, addr)
+		}
+		var d net.Dialer
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		c := &testConn{Conn: raw, nw: nw, from: from, addr: addr}
+		nw.mu.Lock()
+		refused = nw.isCut(from, addr) // cut while dialling
+		if !refused {
+			nw.conns[c] = struct{}{}
+		}
+		nw.mu.Unlock()
+		if refused {
+			raw.Close()
+			return nil, fmt.Errorf("%w: %d -> %s", errLinkCut, from, addr)
+		}
+		return c, nil
+	}
+}
+
+// isolate cuts every link between endpoint i and the others, both ways, and
+// closes the open conns crossing the cut.
+func (nw *testNet) isolate(i int, others []int) {
+	nw.mu.Lock()
+	for _, o := range others {
+		nw.cut[[2]int{i, o}] = true
+		nw.cut[[2]int{o, i}] = true
+	}
+	var crossing []*testConn
+	for c := range nw.conns {
+		if nw.isCut(c.from, c.addr) {
+			crossing = append(crossing, c)
+		}
+	}
+	nw.mu.Unlock()
+	for _, c := range crossing {
+		c.Close()
+	}
+}
+
+// heal restores every link.
+func (nw *testNet) heal() {
+	nw.mu.Lock()
+	clear(nw.cut)
+	nw.mu.Unlock()
+}
+
+// TestMinorityPartitionStopsWrites cuts the node leading the most shards off
+// from the other two (and from the test's client) and checks: the majority
+// elects leaders for every shard and keeps acknowledging appends; the
+// isolated node steps down (CheckQuorum) and answers appends sent to it
+// UNAVAILABLE without writing anything; after healing, it catches up to
+// replicas identical to the majority's and no acknowledged append is lost.
+func TestMinorityPartitionStopsWrites(t *testing.T) {
+	seed := testSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	nw := newTestNet()
+	c, _ := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.PeerDialer = nw.dialer(i) })
+	const clientEP = 3 // the test client's endpoint
+	for i, n := range c.Nodes {
+		nw.register(n.Addr(), i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Two streams per shard, and what was acknowledged on each.
+	byShard := make([][]string, failoverShards)
+	acked := map[string][]uuid.UUID{}
+	for i, full := 0, 0; full < failoverShards; i++ {
+		name := fmt.Sprintf("part-%d-%d", seed%1000, i)
+		sh := ring.ShardOf(name, failoverShards)
+		if len(byShard[sh]) == 2 {
+			continue
+		}
+		if byShard[sh] = append(byShard[sh], name); len(byShard[sh]) == 2 {
+			full++
+		}
+	}
+	appendAll := func(cl *client.Client, round string, perShard int) {
+		t.Helper()
+		for sh := range byShard {
+			for k := range perShard {
+				st := byShard[sh][k%2]
+				ev := client.Event{ID: seededUUID(rng), Type: "Partition", Data: []byte(round + "-" + strconv.Itoa(k))}
+				actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+				_, resends, err := appendResolved(actx, cl, st, client.Any, []client.Event{ev})
+				acancel()
+				if err != nil {
+					t.Fatalf("%s: append to %s (shard %d, %d resends): %v", round, st, sh, resends, err)
+				}
+				acked[st] = append(acked[st], ev.ID)
+			}
+		}
+	}
+	dialClient := func(addrs []string) *client.Client {
+		t.Helper()
+		cl, err := client.Dial(ctx, addrs,
+			client.WithRetry(client.RetryPolicy{MaxElapsed: 1500 * time.Millisecond, AttemptTimeout: time.Second}),
+			client.WithDialOptions(grpc.WithContextDialer(nw.dialer(clientEP))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	appendAll(dialClient([]string{c.Nodes[0].Addr(), c.Nodes[1].Addr(), c.Nodes[2].Addr()}), "before", 4)
+
+	// Isolate the node leading the most shards.
+	led := map[uint64][]uint32{}
+	for id, s := range c.Shards() {
+		led[s.Leader] = append(led[s.Leader], id)
+	}
+	var victimID uint64
+	for id, shards := range led {
+		if len(shards) > len(led[victimID]) || len(shards) == len(led[victimID]) && id < victimID {
+			victimID = id
+		}
+	}
+	victim := c.Index(victimID)
+	var majority []int
+	var majorityAddrs []string
+	for i, n := range c.Nodes {
+		if i != victim {
+			majority = append(majority, i)
+			majorityAddrs = append(majorityAddrs, n.Addr())
+		}
+	}
+	victimConn := c.Dial(t, victim) // the test's own link, never cut
+	before := shardLogLens(t, ctx, victimConn)
+	start := time.Now()
+	nw.isolate(victim, append(slices.Clone(majority), clientEP))
+	t.Logf("isolated n%d (leader of shards %v) from n%d and n%d", victim+1, led[victimID], majority[0]+1, majority[1]+1)
+
+	testnode.WaitFor(t, 10*time.Second, "a majority leader for every shard", func() string {
+		for sh := uint32(0); sh < failoverShards; sh++ {
+			if majorityLeader(c, majority, sh) == 0 {
+				return fmt.Sprintf("shard %d has no leader among the majority", sh)
+			}
+		}
+		return ""
+	})
+	t.Logf("every shard led by the majority %v after the cut", time.Since(start).Round(time.Millisecond))
+	testnode.WaitFor(t, 10*time.Second, "the isolated node steps down", func() string {
+		for _, g := range c.Nodes[victim].Groups() {
+			if st := g.Status(); g.IsLeader() || st.Leader == victimID {
+				return fmt.Sprintf("shard %d: isolated node still leads (term %d)", st.Shard, st.Term)
+			}
+		}
+		return ""
+	})
+	t.Logf("isolated node led no group %v after the cut", time.Since(start).Round(time.Millisecond))
+
+	// The majority keeps acknowledging appends on every shard.
+	mcl := dialClient(majorityAddrs)
+	appendAll(mcl, "partitioned", 5)
+
+	// Appends sent to the isolated node fail UNAVAILABLE, on every shard.
+	rawStreams := make([]string, failoverShards)
+	rawIDs := map[uuid.UUID]bool{}
+	for i, n := 0, 0; n < failoverShards; i++ {
+		name := fmt.Sprintf("part-raw-%d-%d", seed%1000, i)
+		if sh := ring.ShardOf(name, failoverShards); rawStreams[sh] == "" {
+			rawStreams[sh] = name
+			n++
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, failoverShards)
+	took := make([]time.Duration, failoverShards)
+	for sh, st := range rawStreams {
+		id := seededUUID(rng)
+		rawIDs[id] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer rcancel()
+			t0 := time.Now()
+			_, errs[sh] = shoalv1.NewStreamsClient(victimConn).Append(rctx, &shoalv1.AppendRequest{
+				Stream: st, Events: []*shoalv1.EventData{{Id: id[:], Type: "Raw", Data: []byte("must not commit")}}})
+			took[sh] = time.Since(t0)
+		}()
+	}
+	wg.Wait()
+	for sh, err := range errs {
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("shard %d: append on the isolated node: %v (code %v, after %v), want UNAVAILABLE",
+				sh, err, status.Code(err), took[sh])
+		}
+	}
+	t.Logf("appends on the isolated node answered UNAVAILABLE after %v (e.g. %v)", slices.Max(took).Round(time.Millisecond), errs[0])
+	if after := shardLogLens(t, ctx, victimConn); !slices.Equal(before, after) {
+		t.Fatalf("the isolated node's shard logs changed while cut off: %v -> %v", before, after)
+	}
+
+	// Heal: the isolated node catches up to identical replicas, serves
+	// writes again, and nothing acknowledged is lost.
+	nw.heal()
+	healed := time.Now()
+	conns := map[string]*grpc.ClientConn{}
+	for i := range c.Nodes {
+		conns[fmt.Sprintf("n%d", i+1)] = c.Dial(t, i)
+	}
+	for sh, names := range byShard {
+		id := seededUUID(rng)
+		req := &shoalv1.AppendRequest{Stream: names[0], Events: []*shoalv1.EventData{{Id: id[:], Type: "Partition", Data: []byte("healed")}}}
+		testnode.WaitFor(t, 15*time.Second, fmt.Sprintf("shard %d: append on the healed node", sh), func() string {
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+			defer acancel()
+			if _, err := shoalv1.NewStreamsClient(victimConn).Append(actx, req); err != nil {
+				return err.Error() // resending the same event ID is idempotent
+			}
+			return ""
+		})
+		acked[names[0]] = append(acked[names[0]], id)
+	}
+	t.Logf("the healed node acknowledged appends on every shard %v after healing", time.Since(healed).Round(time.Millisecond))
+	want := make([]int, failoverShards)
+	for sh, names := range byShard {
+		for _, st := range names {
+			want[sh] += len(acked[st])
+		}
+	}
+	for sh := range uint32(failoverShards) {
+		log := waitReplicasEqual(t, sh, want[sh], conns)
+		for _, ev := range log {
+			id, _ := uuid.FromBytes(ev.Id)
+			if rawIDs[id] {
+				t.Fatalf("shard %d holds the event appended on the isolated node: %v", sh, ev)
+			}
+		}
+	}
+	t.Logf("replicas identical %v after healing", time.Since(healed).Round(time.Millisecond))
+	for _, st := range rawStreams {
+		for _, err := range mcl.Read(ctx, st) {
+			if !errors.Is(err, client.ErrStreamNotFound) {
+				t.Fatalf("stream %s appended on the isolated node: read %v, want not found", st, err)
+			}
+			break
+		}
+	}
+	for _, names := range byShard {
+		for _, st := range names {
+			var got []uuid.UUID
+			for ev, err := range mcl.Read(ctx, st) {
+				if err != nil {
+					t.Fatalf("read %s: %v", st, err)
+				}
+				got = append(got, ev.ID)
+			}
+			if !slices.Equal(got, acked[st]) {
+				t.Fatalf("%s: read %d events, acknowledged %d; first difference at %d", st, len(got), len(acked[st]), firstDiff(got, acked[st]))
+			}
+		}
+	}
+}
+
+// majorityLeader returns the ID of the node among majority that leads shard
+// by its own group's status, 0 when none does.
+func majorityLeader(c *testnode.Cluster, majority []int, shard uint32) uint64 {
+	for _, i := range majority {
+		g, ok := c.Nodes[i].Host().Group(shard)
+		if ok && g.IsLeader() && g.Status().Leader == c.Nodes[i].ID() {
+			return c.Nodes[i].ID()
+		}
+	}
+	return 0
+}
+
+// shardLogLens returns the length of every shard's log on the node behind
+// conn (stale reads of its local replicas).
+func shardLogLens(t *testing.T, ctx context.Context, conn *grpc.ClientConn) []int {
+	t.Helper()
+	out := make([]int, failoverShards)
+	for sh := range uint32(failoverShards) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		log, err := readShardStale(rctx, conn, sh)
+		cancel()
+		if err != nil {
+			t.Fatalf("stale read of shard %d: %v", sh, err)
+		}
+		out[sh] = len(log)
+	}
+	return out
+}
