@@ -60,11 +60,11 @@ type Group struct {
 	// campaigns once its bootstrap configuration is applied (raft refuses to
 	// campaign while configuration changes are pending).
 	campaignPending bool
-	waiters        map[uint64]*waiter
-	reads          []*readReq
-	confPending    uint64 // proposal ID of the unapplied conf change proposed here
-	confBarrier    uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
-	transfers      []*transferReq
+	waiters         map[uint64]*waiter
+	reads           []*readReq
+	confPending     uint64 // proposal ID of the unapplied conf change proposed here
+	confBarrier     uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
+	transfers       []*transferReq
 }
 
 type result struct {
