@@ -41,6 +41,36 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// TestSourcesStamp stats every Go source of the module. The binary is built
+// by a subprocess in TestMain, whose reads go test's result cache cannot see;
+// the stats a test makes are seen, so a cached pass of this package is not
+// reused once any source of the server changes.
+func TestSourcesStamp(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatalf("finding the module root: %v", err)
+	}
+	root := strings.TrimSpace(string(out))
+	n := 0
+	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "bin" || d.Name() == "data") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			if _, err := os.Stat(path); err == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	if n == 0 {
+		t.Fatalf("no Go sources under %s: the binary under test cannot be current", root)
+	}
+}
+
 // freePorts returns n distinct free TCP ports on 127.0.0.1. The gossip port
 // must also be free for UDP; a port free for TCP almost always is.
 func freePorts(t *testing.T, n int) []int {
