@@ -22,7 +22,20 @@ const barWidth = 24
 // startProgress reports e's progress to e.run.Progress.W until the returned
 // function is called (which waits for the reporter to finish).
 func startProgress(e *engine) (stop func()) {
-	p := e.run.Progress
+	lastDone, lastAt := int64(0), e.start
+	return report(e.run.Progress, func(now time.Time) string {
+		d, ops, failed, conflicts := e.totals()
+		rate := float64(d-lastDone) / now.Sub(lastAt).Seconds()
+		lastDone, lastAt = d, now
+		return e.progressLine(now, rate, ops, failed, conflicts)
+	})
+}
+
+// report writes line() to p.W every interval (five times less often on a
+// plain writer; on a terminal, one line rewritten in place) until the
+// returned function is called, which waits for the reporter to finish.
+// line is called from the reporter's goroutine only.
+func report(p Progress, line func(now time.Time) string) (stop func()) {
 	if p.W == nil {
 		return func() {}
 	}
@@ -37,7 +50,6 @@ func startProgress(e *engine) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(interval)
 		defer t.Stop()
-		lastDone, lastAt := int64(0), e.start
 		for {
 			select {
 			case <-done:
@@ -46,14 +58,10 @@ func startProgress(e *engine) (stop func()) {
 				}
 				return
 			case now := <-t.C:
-				d, ops, failed, conflicts := e.totals()
-				rate := float64(d-lastDone) / now.Sub(lastAt).Seconds()
-				lastDone, lastAt = d, now
-				line := e.progressLine(now, rate, ops, failed, conflicts)
 				if p.Terminal {
-					fmt.Fprintf(p.W, "\r\x1b[K%s", line)
+					fmt.Fprintf(p.W, "\r\x1b[K%s", line(now))
 				} else {
-					fmt.Fprintln(p.W, line)
+					fmt.Fprintln(p.W, line(now))
 				}
 			}
 		}

@@ -163,39 +163,7 @@ func fill(ctx context.Context, cfg *ReadConfig, target Target, stream string, ba
 
 // preloadProgress reports finished streams every interval until stopped.
 func preloadProgress(p Progress, total int, done func() int) (stop func()) {
-	if p.W == nil {
-		return func() {}
-	}
-	interval := p.Interval
-	if !p.Terminal {
-		interval *= 5
-	}
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				if p.Terminal {
-					fmt.Fprint(p.W, "\r\x1b[K")
-				}
-				return
-			case <-t.C:
-				line := fmt.Sprintf("preload %s/%s streams", thousands(int64(done())), thousands(int64(total)))
-				if p.Terminal {
-					fmt.Fprintf(p.W, "\r\x1b[K%s", line)
-				} else {
-					fmt.Fprintln(p.W, line)
-				}
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		wg.Wait()
-	}
+	return report(p, func(time.Time) string {
+		return fmt.Sprintf("preload %s/%s streams", thousands(int64(done())), thousands(int64(total)))
+	})
 }

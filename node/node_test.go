@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -29,7 +29,7 @@ func testConfig(t testing.TB, dir string) Config {
 		DataDir:     dir,
 		Listen:      "127.0.0.1:0",
 		HTTP:        "127.0.0.1:0",
-		Gossip:      freeGossipAddr(t),
+		Gossip:      testaddr.Gossip(t),
 		Name:        "solo",
 		Zone:        "z1",
 		Shards:      4,
@@ -339,7 +339,7 @@ func TestRestartKeepsDataAndID(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg.Gossip = freeGossipAddr(t)
+	cfg.Gossip = testaddr.Gossip(t)
 	n2 := startNode(t, cfg)
 	if n2.ID() != id || n2.Settings() != settings {
 		t.Fatalf("after restart: id %d (was %d), settings %v (were %v)", n2.ID(), id, n2.Settings(), settings)
@@ -495,28 +495,6 @@ func TestHTTPAndCluster(t *testing.T) {
 	if _, err := filepath.Glob(filepath.Join(n.cfg.DataDir, "*.tmp*")); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freeGossipAddr returns a loopback host:port free for TCP and UDP (a copy
-// of testnode.FreeGossipAddr: testnode imports node).
-func freeGossipAddr(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no free TCP+UDP port")
-	return ""
 }
 
 func TestNoLeaderIsUnavailable(t *testing.T) {

@@ -4,35 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// freeAddr returns 127.0.0.1:port with the port free for both TCP and UDP
-// at the time of the call.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no free TCP+UDP port")
-	return ""
-}
+	"github.com/shoaldb/shoal/internal/testaddr"
+)
 
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() && os.Getenv("MEMBERSHIP_LOG") != "" {
@@ -44,7 +23,7 @@ func testLogger(t *testing.T) *slog.Logger {
 func testConfig(t *testing.T, name string, id uint64, cluster string, join ...string) Config {
 	return Config{
 		Name:   name,
-		Bind:   freeAddr(t),
+		Bind:   testaddr.Gossip(t),
 		Join:   join,
 		Logger: testLogger(t),
 		Meta:   Meta{NodeID: id, Name: name, Zone: "z-" + name, GRPCAddr: "127.0.0.1:1" + fmt.Sprint(id), ClusterID: cluster, Shards: 32, Replication: 3},

@@ -15,7 +15,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/node"
 )
 
@@ -214,22 +214,4 @@ func (c *Cluster) Index(id uint64) int {
 }
 
 // FreeGossipAddr returns a loopback host:port free for both TCP and UDP.
-func FreeGossipAddr(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("testnode: no free TCP+UDP port")
-	return ""
-}
+func FreeGossipAddr(t testing.TB) string { return testaddr.Gossip(t) }
