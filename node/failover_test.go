@@ -65,8 +65,14 @@ func testSeed(t *testing.T) uint64 {
 // preferred leader, which hears from all of them.
 func startFailoverCluster(t *testing.T, configure func(i int, cfg *node.Config)) (*testnode.Cluster, []*prometheus.Registry) {
 	t.Helper()
+	return startReplicatedCluster(t, failoverShards, configure)
+}
+
+// startReplicatedCluster is startFailoverCluster with shards shards.
+func startReplicatedCluster(t testing.TB, shards int, configure func(i int, cfg *node.Config)) (*testnode.Cluster, []*prometheus.Registry) {
+	t.Helper()
 	regs := make([]*prometheus.Registry, 3)
-	c := testnode.Start(t, 3, testnode.Options{Shards: failoverShards, Replication: 3,
+	c := testnode.Start(t, 3, testnode.Options{Shards: shards, Replication: 3,
 		Configure: func(i int, cfg *node.Config) {
 			cfg.PlacementInterval = 100 * time.Millisecond
 			cfg.DisableHTTP = true
@@ -78,9 +84,9 @@ func startFailoverCluster(t *testing.T, configure func(i int, cfg *node.Config))
 		}})
 	check := threeVotersInZones(c)
 	testnode.WaitFor(t, 25*time.Second, "three voters per shard", func() string {
-		shards := c.Shards()
-		for id := uint32(0); id < failoverShards; id++ {
-			s, ok := shards[id]
+		state := c.Shards()
+		for id := uint32(0); id < uint32(shards); id++ {
+			s, ok := state[id]
 			switch {
 			case !ok:
 				return fmt.Sprintf("shard %d has no leader", id)

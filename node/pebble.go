@@ -8,6 +8,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // openPebble opens the node's single Pebble instance, tuned for the write
@@ -63,6 +64,7 @@ type pebbleCollector struct {
 	compactions, compactDebt, flushes, walBytes        *prometheus.Desc
 	walBytesWritten, walSize, diskUsage, cacheHits     *prometheus.Desc
 	cacheMisses, levelFiles, levelBytes                *prometheus.Desc
+	walFsyncs, walFsyncSeconds                         *prometheus.Desc
 }
 
 func newPebbleCollector(db *pebble.DB) *pebbleCollector {
@@ -87,6 +89,8 @@ func newPebbleCollector(db *pebble.DB) *pebbleCollector {
 		cacheMisses:     d("block_cache_misses_total", "Block cache misses."),
 		levelFiles:      d("level_files", "Number of sstables per level.", "level"),
 		levelBytes:      d("level_bytes", "Bytes of sstables per level.", "level"),
+		walFsyncs:       d("wal_fsyncs_total", "WAL fsyncs (each makes every write queued before it durable)."),
+		walFsyncSeconds: d("wal_fsync_seconds_total", "Time spent in WAL fsyncs."),
 	}
 }
 
@@ -120,6 +124,13 @@ func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.diskUsage, float64(m.DiskSpaceUsage()))
 	ctr(c.cacheHits, float64(m.BlockCache.Hits))
 	ctr(c.cacheMisses, float64(m.BlockCache.Misses))
+	if h := m.LogWriter.FsyncLatency; h != nil {
+		var hm dto.Metric
+		if err := h.Write(&hm); err == nil {
+			ctr(c.walFsyncs, float64(hm.GetHistogram().GetSampleCount()))
+			ctr(c.walFsyncSeconds, hm.GetHistogram().GetSampleSum()/1e9) // Pebble observes nanoseconds
+		}
+	}
 	for i, l := range m.Levels {
 		g(c.levelFiles, float64(l.TablesCount), fmt.Sprint(i))
 		g(c.levelBytes, float64(l.TablesSize), fmt.Sprint(i))

@@ -16,49 +16,48 @@
 //
 // H, L and T are written in synced batches; C and A are written in the (unsynced) apply batch
 // together with the state machine's changes, so they always describe the same applied index.
-// An apply batch that overlaps a sync (loop step 2) also writes H with a commit index at or
-// above what it applies, and log compaction stages T in the apply batch, so the stored commit
-// index is never below A, T or the state machine's applied index.
+// raft hands out for applying only entries that are durable here, and an append batch enters
+// Pebble's WAL before the apply batch of the same iteration, so after a crash the stored
+// commit index is never below A, T or the state machine's applied index.
 // The log holds the entries (T.index, last]. Entry data of a proposal is prefixed by a
 // 16-byte header, proposer node ID (8B) | proposal ID (8B); the state machine sees only what
 // follows. Conf changes (ConfChangeV2) carry the same header in their Context.
 //
 // # The loop
 //
-// Each iteration of Host's loop, woken by queued work or by the tick timer (every
-// TickInterval):
+// raft runs with AsyncStorageWrites: the loop never waits for a disk. Each iteration of
+// Host's loop, woken by queued work or by the tick timer (every TickInterval):
 //
 //  1. runs queued requests (open group, read index, conf changes, snapshot installs,
-//     unreachable/snapshot reports), steps queued peer messages (creating unknown groups
-//     through the GroupFactory), steps queued proposals (one MsgProp per group, each data
-//     wrapped with its header and registered with a waiter) and, on a tick, ticks every group;
-//  2. collects the Ready of every group that has one and writes all their snapshot metadata
-//     (log reset, T, C), entries and hard states into ONE Pebble batch committed with
-//     pebble.Sync: one fsync for everything ready at that moment (group commit). While that
-//     commit runs on another goroutine, the loop applies the committed entries that were
-//     already durable here before this Ready (step 5, "early"): on a leader, those the
-//     previous iteration synced. An answer thus never waits for an fsync that does not concern
-//     it, and the apply's CPU overlaps the fsync. The early apply batch is unsynced and may
-//     reach the WAL before this Ready's hard state, so after a crash the state machine may be
-//     ahead of the stored commit index; restart clamps raft's applied index to it and skips
-//     the re-delivered entries (as after a snapshot install);
-//  3. only then sends the messages (Transport.Send; MsgSnap via Transport.SendSnapshot), so a
-//     follower acknowledges only durable entries and a leader counts its own only once synced.
-//     The exception: a leader's MsgApp and MsgHeartbeat go out before step 2's fsync when the
-//     Ready changes neither term nor vote (raft thesis §10.2.1), so the leader's disk write and
-//     its followers' overlap; commit still needs a quorum of durable copies;
+//     unreachable/snapshot reports), steps the storage responses released by the syncer
+//     (below), steps queued peer messages (creating unknown groups through the
+//     GroupFactory), steps queued proposals (one MsgProp per group, each data wrapped with
+//     its header and registered with a waiter) and, on a tick, ticks every group. While
+//     maxSyncsInFlight synced batches await their fsync, proposals and peers' MsgApp stay
+//     queued, so that they are written together once one fsync ends (group commit);
+//  2. collects the Ready of every group that has one and sends at once the messages that
+//     need no durability (a leader's MsgApp and heartbeats, vote requests); MsgSnap goes
+//     through Transport.SendSnapshot;
+//  3. writes every group's MsgStorageAppend (snapshot metadata: log reset, T, C; entries;
+//     hard state) into ONE Pebble batch, handed over with DB.ApplyNoSyncWait and pebble.Sync
+//     when anything must be durable (entries, term, vote, snapshot), unsynced otherwise. The
+//     syncer goroutine waits for these batches in order (Batch.SyncWait) and then releases
+//     their responses: acknowledgements to the leader and votes through the Transport, the
+//     group's own MsgStorageAppendResp back to the loop (step 1). Pebble syncs whatever its
+//     WAL holds when the previous fsync ends, so concurrent groups share fsyncs, and a leader
+//     writes its log while its followers write theirs (raft thesis §10.2.1): commit still
+//     needs a quorum of durable copies;
 //  4. records leadership changes and resolves finished leadership transfers;
-//  5. applies the committed entries of every group into ONE indexed batch per phase (early:
-//     during the sync of step 2; late: after it, for groups whose Ready holds a snapshot or
-//     whose committed entries overlap the entries being persisted) with pebble.NoSync (the
-//     state can be rebuilt from the log), skipping entries at or below StateMachine.Applied
-//     (after a snapshot install the state may be ahead); conf changes are applied to raft and
-//     their ConfState stored in the same batch; log compaction (LogRetainEntries behind applied,
-//     or down to applied beyond MaxLogBytes) is staged in it too, so it is atomic with the
-//     state covering the dropped entries; then calls Committed on every touched state machine
-//     and resolves the proposers with Apply's results;
-//  6. advances every group; if it lost leadership or changed term, fails its remaining waiters
-//     with *NotLeaderError (their entries may still commit); releases read-index waiters whose
+//  5. applies the committed entries of every group's MsgStorageApply (raft hands out only
+//     entries durable here) into ONE indexed batch with pebble.NoSync (the state can be
+//     rebuilt from the log), skipping entries at or below StateMachine.Applied (after a
+//     snapshot install the state may be ahead); conf changes are applied to raft and their
+//     ConfState stored in the same batch; log compaction (LogRetainEntries behind applied, or
+//     down to applied beyond MaxLogBytes) is staged in it too, so it is atomic with the state
+//     covering the dropped entries; then calls Committed on every touched state machine,
+//     resolves the proposers with Apply's results and steps the MsgStorageApplyResp;
+//  6. for a group that lost leadership or changed term, fails its remaining waiters with
+//     *NotLeaderError (their entries may still commit); releases read-index waiters whose
 //     index is applied; stops groups removed from their configuration (ErrGroupRemoved).
 //
 // # Snapshots

@@ -59,6 +59,14 @@ type Transport interface {
 	SendSnapshot(m ShardMessage)
 }
 
+// syncQueueLen bounds the persisted batches whose fsync the syncer has yet to see; the loop
+// blocks beyond it.
+const syncQueueLen = 256
+
+// maxSyncsInFlight is how many synced batches may await their fsync before the loop holds new
+// proposals and appends back (see iterate).
+const maxSyncsInFlight = 2
+
 // Host drives every raft group of one node from a single event-loop goroutine. Its methods are
 // safe for concurrent use.
 //
@@ -74,6 +82,11 @@ type Host struct {
 
 	snaps sync.WaitGroup // WriteSnapshot calls in flight; Close waits for them
 
+	syncQ    chan syncItem // persisted batches awaiting their fsync, in order (syncLoop)
+	syncDone chan struct{} // closed when syncLoop exited
+	// syncsInFlight counts persisted batches whose fsync syncLoop has not seen complete.
+	syncsInFlight atomic.Int32
+
 	wake chan struct{} // cap 1: work was queued
 	stop chan struct{} // closed by Close
 	done chan struct{} // closed when the loop exited
@@ -83,6 +96,7 @@ type Host struct {
 		groups  map[uint32]*Group // written only by the loop goroutine (under mu)
 		factory func(shard uint32) (StateMachine, error)
 		msgs    []ShardMessage
+		local   []groupMsg // storage responses for this node's own groups, never dropped
 		props   []*proposal
 		reqs    []func()
 		closed  bool
@@ -98,10 +112,12 @@ func NewHost(cfg Config) (*Host, error) {
 		cfg: cfg, db: cfg.DB, log: cfg.Logger.With("node", cfg.NodeID),
 		metrics: newMetrics(cfg.Registerer),
 		wake:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		syncQ: make(chan syncItem, syncQueueLen), syncDone: make(chan struct{}),
 	}
 	h.raftLog = &raftLogger{l: h.log}
 	h.mu.groups = make(map[uint32]*Group)
 	h.nextID.Store(uint64(time.Now().UnixNano()))
+	go h.syncLoop()
 	go h.run()
 	return h, nil
 }
@@ -300,6 +316,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 		Storage: st, Applied: applied, MaxSizePerMsg: h.cfg.MaxSizePerMsg,
 		MaxInflightMsgs: h.cfg.MaxInflightMsgs, CheckQuorum: true, PreVote: true,
 		ReadOnlyOption: raft.ReadOnlySafe, StepDownOnRemoval: true, Logger: h.raftLog,
+		AsyncStorageWrites: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: shard %d: %w", shard, err)
@@ -340,6 +357,8 @@ func (h *Host) run() {
 		tick := false
 		select {
 		case <-h.stop:
+			close(h.syncQ)
+			<-h.syncDone
 			h.shutdown()
 			return
 		case <-t.C:
@@ -354,7 +373,7 @@ func (h *Host) run() {
 func (h *Host) shutdown() {
 	h.mu.Lock()
 	props, reqs := h.mu.props, h.mu.reqs
-	h.mu.props, h.mu.reqs, h.mu.msgs = nil, nil, nil
+	h.mu.props, h.mu.reqs, h.mu.msgs, h.mu.local = nil, nil, nil, nil
 	groups := h.mu.groups
 	h.mu.Unlock()
 	for _, p := range props {

@@ -14,7 +14,9 @@ import (
 type readyGroup struct {
 	g         *Group
 	rd        raft.Ready
-	smApplied uint64 // state machine's applied index before this iteration's apply batch
+	appendMsg *pb.Message // MsgStorageAppend: what to persist, and the responses that wait for it
+	applyMsg  *pb.Message // MsgStorageApply: committed entries, and the response once applied
+	smApplied uint64      // state machine's applied index before this iteration's apply batch
 }
 
 type resolution struct {
@@ -22,16 +24,49 @@ type resolution struct {
 	v any
 }
 
+// groupMsg is a message of a group's raft. Storage responses for the group itself
+// (MsgStorageAppendResp, a leader's acknowledgement of its own entries) carry the group they
+// were produced for, so that one never reaches a group re-created for the same shard.
+type groupMsg struct {
+	g *Group
+	m *pb.Message
+}
+
 // iterate is one turn of the event loop (see doc.go for the numbered duties).
 func (h *Host) iterate(tick bool) {
+	// Group commit: while maxSyncsInFlight persisted batches await their fsync, new proposals
+	// and log appends from leaders stay queued, to be written together once one completes.
+	hold := h.syncsInFlight.Load() >= maxSyncsInFlight
 	h.mu.Lock()
-	msgs, props, reqs := h.mu.msgs, h.mu.props, h.mu.reqs
-	h.mu.msgs, h.mu.props, h.mu.reqs = nil, nil, nil
+	msgs, local, props, reqs := h.mu.msgs, h.mu.local, h.mu.props, h.mu.reqs
+	h.mu.msgs, h.mu.local, h.mu.props, h.mu.reqs = nil, nil, nil, nil
+	if hold {
+		h.mu.props = props
+		props = nil
+		var kept []ShardMessage
+		for _, m := range msgs {
+			if m.Msg.GetType() == pb.MsgApp {
+				h.mu.msgs = append(h.mu.msgs, m)
+			} else {
+				kept = append(kept, m)
+			}
+		}
+		msgs = kept
+	}
 	h.mu.Unlock()
 
-	// 1. Requests (open group, reads, conf changes, reports), peers' messages, proposals, ticks.
+	// 1. Requests (open group, reads, conf changes, reports), storage responses, peers'
+	// messages, proposals, ticks.
 	for _, fn := range reqs {
 		fn()
+	}
+	for _, lm := range local {
+		if h.mu.groups[lm.g.shard] != lm.g {
+			continue // the group was dropped since
+		}
+		if err := lm.g.rn.Step(lm.m); err != nil {
+			h.log.Debug("raft step (local)", "shard", lm.g.shard, "type", lm.m.GetType(), "err", err)
+		}
 	}
 	for _, m := range msgs {
 		g, err := h.groupFor(m.Shard)
@@ -51,8 +86,8 @@ func (h *Host) iterate(tick bool) {
 		}
 	}
 	h.processReady()
-	// Advancing may have produced more work (a leader's own append acknowledged moves its
-	// commit index): go round again without waiting for a tick.
+	// Stepping apply responses may have produced more work: go round again without waiting
+	// for a tick.
 	for _, g := range h.mu.groups {
 		if g.rn.HasReady() {
 			h.notify()
@@ -94,151 +129,66 @@ func (h *Host) propose(props []*proposal) {
 	}
 }
 
-// processReady persists, sends, applies and advances every group that has a Ready.
+// processReady handles the Ready of every group that has one (raft's asynchronous storage
+// writes, see doc.go): it sends what needs no durability, hands every group's log append to
+// Pebble in one batch whose fsync the syncer waits for, applies committed entries, and
+// settles reads, leadership and removal. It never waits for an fsync.
 func (h *Host) processReady() {
 	var rds []readyGroup
+	var out []ShardMessage
 	for _, g := range h.mu.groups {
-		if g.rn.HasReady() {
-			rds = append(rds, readyGroup{g: g, rd: g.rn.Ready()})
+		if !g.rn.HasReady() {
+			continue
 		}
+		r := readyGroup{g: g, rd: g.rn.Ready()}
+		for _, m := range r.rd.Messages {
+			switch to := m.GetTo(); {
+			case to == raft.LocalAppendThread:
+				r.appendMsg = m
+			case to == raft.LocalApplyThread:
+				r.applyMsg = m
+			case to == h.cfg.NodeID:
+				h.mu.Lock()
+				h.mu.local = append(h.mu.local, groupMsg{g, m})
+				h.mu.Unlock()
+				h.notify()
+			case m.GetType() == pb.MsgSnap:
+				h.cfg.Transport.SendSnapshot(ShardMessage{Shard: g.shard, Msg: m})
+			default:
+				out = append(out, ShardMessage{Shard: g.shard, Msg: m})
+			}
+		}
+		rds = append(rds, r)
 	}
 	if len(rds) == 0 {
 		return
 	}
 
-	// 5a. Committed entries that were already durable here before this Ready (the usual case on
-	// a leader: the previous iteration synced them) are applied, and their proposers answered,
-	// while this Ready's new entries are being synced (step 2): an answer never waits for an
-	// fsync that does not concern it, and the apply's CPU work overlaps the fsync's I/O. Groups
-	// whose Ready carries a snapshot, or whose committed entries are not yet durable here (a
-	// follower told to commit entries it receives in the same Ready), apply after the sync (5b).
-	var early, late []*readyGroup
-	for i := range rds {
-		r := &rds[i]
-		if len(r.rd.CommittedEntries) == 0 {
-			continue
-		}
-		lastCommitted := r.rd.CommittedEntries[len(r.rd.CommittedEntries)-1].GetIndex()
-		if raft.IsEmptySnap(r.rd.Snapshot) && lastCommitted <= r.g.st.last &&
-			(len(r.rd.Entries) == 0 || lastCommitted < r.rd.Entries[0].GetIndex()) {
-			early = append(early, r)
-		} else {
-			late = append(late, r)
-		}
-	}
-
-	// 3a. A leader's appends and heartbeats go out before its own fsync, so that its log write
-	// and its followers' run in parallel (raft thesis §10.2.1; raft's doc.go allows messages
-	// while the same Ready's entries are being persisted, once the hard state is durable). Only
-	// when the Ready changes neither term nor vote, and has no snapshot. Commit still needs a
-	// quorum of durable copies: raft counts the leader's own only after Advance (step 6), and
-	// followers acknowledge only after their sync (step 3).
-	early3 := make([]bool, len(rds))
-	var outEarly []ShardMessage
-	for i := range rds {
-		r := &rds[i]
-		hs, prev := r.rd.HardState, r.g.st.hs
-		if !raft.IsEmptySnap(r.rd.Snapshot) ||
-			(!raft.IsEmptyHardState(hs) && (prev == nil || hs.GetTerm() != prev.GetTerm() || hs.GetVote() != prev.GetVote())) {
-			continue
-		}
-		early3[i] = true
-		for _, m := range r.rd.Messages {
-			if leaderMessage(m) {
-				outEarly = append(outEarly, ShardMessage{Shard: r.g.shard, Msg: m})
-			}
-		}
-	}
-	if len(outEarly) > 0 {
-		h.cfg.Transport.Send(outEarly)
-	}
-
-	// 2. One batch with every group's snapshot metadata, entries and hard state; one fsync.
-	b := h.db.NewBatch()
-	sync, nents := false, 0
-	for i := range rds {
-		r := &rds[i]
-		st := r.g.st
-		if !raft.IsEmptySnap(r.rd.Snapshot) {
-			h.must(st.applySnapshot(b, r.rd.Snapshot))
-			st.applied = r.rd.Snapshot.GetMetadata().GetIndex()
-			r.g.removed.Store(!confHas(pb.EnsureConfState(r.rd.Snapshot.GetMetadata().GetConfState()), h.cfg.NodeID))
-			sync = true
-		}
-		h.must(st.append(b, r.rd.Entries))
-		nents += len(r.rd.Entries)
-		if !raft.IsEmptyHardState(r.rd.HardState) {
-			h.must(st.setHardState(b, r.rd.HardState))
-		}
-		sync = sync || r.rd.MustSync
-	}
-	// The early apply (CPU) overlaps the fsync (I/O): the batch commits on another goroutine
-	// while this one applies; nothing below step 2 waits for durability except step 3.
-	if b.Empty() {
-		h.must(b.Close())
-		h.apply(early, true)
-	} else {
-		start := time.Now()
-		opts := pebble.NoSync
-		if sync {
-			opts = pebble.Sync
-		}
-		var took time.Duration // the commit alone, not the overlapping apply
-		if len(early) == 0 {
-			h.must(b.Commit(opts))
-			took = time.Since(start)
-		} else {
-			committed := make(chan error, 1)
-			go func() {
-				err := b.Commit(opts)
-				took = time.Since(start)
-				committed <- err
-			}()
-			h.apply(early, true)
-			h.must(<-committed)
-		}
-		if sync {
-			h.metrics.SyncLatency.Observe(took.Seconds())
-			h.metrics.EntriesPerSync.Observe(float64(nents))
-		}
-	}
-	for _, r := range rds {
-		r.g.st.trimCache()
-		r.g.st.syncedCommit = r.g.st.hs.GetCommit()
-	}
-
-	// 3. Every other message goes out only after the state it acknowledges is durable.
-	var out []ShardMessage
-	for i, r := range rds {
-		for _, m := range r.rd.Messages {
-			if early3[i] && leaderMessage(m) {
-				continue // sent in 3a
-			}
-			sm := ShardMessage{Shard: r.g.shard, Msg: m}
-			if m.GetType() == pb.MsgSnap {
-				h.cfg.Transport.SendSnapshot(sm)
-				continue
-			}
-			out = append(out, sm)
-		}
-	}
+	// 2. Messages that need no durability (a leader's appends and heartbeats, votes asked
+	// for) go out first, so that followers write while this node does.
 	if len(out) > 0 {
 		h.cfg.Transport.Send(out)
 	}
 
+	// 3. Every group's snapshot metadata, entries and hard state go into one batch, handed to
+	// Pebble without waiting for its fsync; the syncer delivers the responses once it is
+	// durable (group commit: Pebble's WAL syncs whatever is queued when its previous fsync
+	// ends).
+	h.persist(rds)
+
 	// 4. Leadership bookkeeping; waiters of a lost leadership fail after the apply below, so
-	// that proposals committed in this Ready still get their results.
+	// that proposals applied in this Ready still get their results.
 	for _, r := range rds {
 		r.g.observe(r.rd)
 	}
 
-	// 5b. Apply the remaining committed entries (no sync).
-	h.apply(late, false)
+	// 5. Apply committed entries (durable here: raft hands out only those) of every group in
+	// one unsynced batch, answer the proposers and acknowledge the apply to raft.
+	h.apply(rds)
 
-	// 6. Advance, then settle reads, lost leadership and removal.
+	// 6. Settle reads, lost leadership and removal.
 	for _, r := range rds {
 		g := r.g
-		g.rn.Advance(r.rd)
 		if g.campaignPending && g.st.applied >= g.st.last {
 			g.campaignPending = false
 			_ = g.rn.Campaign()
@@ -257,31 +207,122 @@ func (h *Host) processReady() {
 	}
 }
 
-// apply applies the committed entries of rds into one indexed batch committed without sync
-// (the state can be rebuilt from the log), calls Committed on every touched state machine and
-// answers the proposers.
-//
-// An early batch (applied while this Ready's hard state is being synced, see doc.go) also
-// stores the hard state with the commit index lowered to what it applies (or what was synced
-// before): it may reach the WAL
-// before or after the synced batch, and either way the stored commit index stays at or above
-// the stored applied indexes (the state machine's, A, and the truncation T), over entries that
-// were durable before this Ready. Term and vote are those being synced now; persisting them
-// early is harmless, and a stale commit index is harmless.
-func (h *Host) apply(rds []*readyGroup, early bool) {
-	if len(rds) == 0 {
-		return
+// persist stages every group's MsgStorageAppend (snapshot metadata, entries, hard state) into
+// one batch and hands it to Pebble: with pebble.Sync and no wait when anything must be durable
+// (entries, term, vote, snapshot), otherwise unsynced. The responses, which raft allows out
+// only once this and every earlier append is durable, go to the syncer in order.
+func (h *Host) persist(rds []readyGroup) {
+	b := h.db.NewBatch()
+	sync, nents := false, 0
+	var resp []groupMsg
+	for i := range rds {
+		r := &rds[i]
+		if r.appendMsg == nil {
+			continue
+		}
+		st := r.g.st
+		if !raft.IsEmptySnap(r.rd.Snapshot) {
+			h.must(st.applySnapshot(b, r.rd.Snapshot))
+			r.g.removed.Store(!confHas(pb.EnsureConfState(r.rd.Snapshot.GetMetadata().GetConfState()), h.cfg.NodeID))
+			sync = true
+		}
+		h.must(st.append(b, r.rd.Entries))
+		st.trimCache()
+		nents += len(r.rd.Entries)
+		if !raft.IsEmptyHardState(r.rd.HardState) {
+			h.must(st.setHardState(b, r.rd.HardState))
+		}
+		sync = sync || r.rd.MustSync
+		for _, m := range r.appendMsg.Responses {
+			resp = append(resp, groupMsg{r.g, m})
+		}
 	}
+	it := syncItem{resp: resp, start: time.Now(), entries: nents}
+	switch {
+	case b.Empty():
+		h.must(b.Close())
+	case sync:
+		h.must(h.db.ApplyNoSyncWait(b, pebble.Sync))
+		it.b = b
+		h.syncsInFlight.Add(1)
+	default:
+		h.must(b.Commit(pebble.NoSync))
+		h.must(b.Close())
+	}
+	if it.b != nil || len(it.resp) > 0 {
+		h.syncQ <- it
+	}
+}
+
+// syncItem is one persist call: the batch whose fsync is awaited (nil when nothing had to be
+// synced) and the responses released after it.
+type syncItem struct {
+	b       *pebble.Batch
+	start   time.Time
+	entries int
+	resp    []groupMsg
+}
+
+// syncLoop waits, in order, for every persisted batch to be durable and then releases its
+// responses: peers' through the transport, the groups' own to the loop. Items without a batch
+// wait behind the ones before them, as raft requires. It ends when syncQ is closed and
+// drained.
+func (h *Host) syncLoop() {
+	defer close(h.syncDone)
+	for it := range h.syncQ {
+		if it.b != nil {
+			h.must(it.b.SyncWait())
+			h.must(it.b.Close())
+			h.syncsInFlight.Add(-1)
+			h.metrics.SyncLatency.Observe(time.Since(it.start).Seconds())
+			h.metrics.EntriesPerSync.Observe(float64(it.entries))
+		}
+		if len(it.resp) == 0 {
+			h.notify() // held proposals may go now
+			continue
+		}
+		var out []ShardMessage
+		var local []groupMsg
+		for _, r := range it.resp {
+			if r.m.GetTo() == h.cfg.NodeID {
+				local = append(local, r)
+			} else {
+				out = append(out, ShardMessage{Shard: r.g.shard, Msg: r.m})
+			}
+		}
+		if len(out) > 0 {
+			h.cfg.Transport.Send(out)
+		}
+		if len(local) > 0 {
+			h.mu.Lock()
+			h.mu.local = append(h.mu.local, local...)
+			h.mu.Unlock()
+			h.notify()
+		}
+	}
+}
+
+// apply applies the committed entries of rds into one indexed batch committed without sync
+// (the state can be rebuilt from the log), calls Committed on every touched state machine,
+// answers the proposers and steps each group's MsgStorageApplyResp.
+func (h *Host) apply(rds []readyGroup) {
 	start := time.Now()
-	ab := h.db.NewIndexedBatch()
+	var ab *pebble.Batch
 	var res []resolution
-	for _, r := range rds {
+	for i := range rds {
+		r := &rds[i]
+		if r.applyMsg == nil {
+			continue
+		}
+		if ab == nil {
+			ab = h.db.NewIndexedBatch()
+		}
 		r.smApplied = r.g.sm.Applied()
 		bsm, batched := r.g.sm.(BatchStateMachine)
 		if batched {
 			bsm.BeginBatch(ab)
 		}
-		for _, e := range r.rd.CommittedEntries {
+		for _, e := range r.applyMsg.Entries {
 			res = h.applyEntry(ab, r.g, e, r.smApplied, res)
 		}
 		if batched {
@@ -289,18 +330,26 @@ func (h *Host) apply(rds []*readyGroup, early bool) {
 		}
 		h.must(r.g.st.setApplied(ab, r.g.st.applied))
 		h.maybeCompact(ab, r.g)
-		if early {
-			h.must(ab.Set(raftKey(r.g.shard, keyHardState), encodeHardState(r.g.st.hs,
-				max(r.g.st.applied, r.g.st.syncedCommit)), nil))
-		}
+	}
+	if ab == nil {
+		return
 	}
 	if ab.Empty() {
 		h.must(ab.Close())
 	} else {
 		h.must(ab.Commit(pebble.NoSync))
 	}
-	for _, r := range rds {
+	for i := range rds {
+		r := &rds[i]
+		if r.applyMsg == nil {
+			continue
+		}
 		r.g.sm.Committed()
+		for _, m := range r.applyMsg.Responses {
+			if err := r.g.rn.Step(m); err != nil {
+				h.log.Debug("raft step (apply response)", "shard", r.g.shard, "err", err)
+			}
+		}
 	}
 	h.metrics.ApplyLatency.Observe(time.Since(start).Seconds())
 	for _, r := range res {
@@ -482,11 +531,4 @@ func (g *Group) checkTransfers() {
 func confHas(cs *pb.ConfState, id uint64) bool {
 	return containsID(cs.Voters, id) || containsID(cs.Learners, id) ||
 		containsID(cs.VotersOutgoing, id) || containsID(cs.LearnersNext, id)
-}
-
-// leaderMessage reports whether m is a leader's log replication or heartbeat,
-// which may be sent before the leader's own entries are durable (step 3a).
-func leaderMessage(m *pb.Message) bool {
-	t := m.GetType()
-	return t == pb.MsgApp || t == pb.MsgHeartbeat
 }

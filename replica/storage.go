@@ -59,15 +59,12 @@ type storage struct {
 	db    *pebble.DB
 	shard uint32
 
-	hs *pb.HardState // as last staged
-	// syncedCommit is the commit index of the last hard state committed to the DB (the loop
-	// sets it after each raft batch commit).
-	syncedCommit uint64
-	cs           *pb.ConfState
-	truncIdx     uint64 // index of the last compacted entry (snapshot index); first = truncIdx+1
-	truncTerm    uint64
-	last         uint64 // last index in the log (== truncIdx when empty)
-	applied      uint64 // raft-level applied index, maintained by the loop
+	hs        *pb.HardState // as last staged
+	cs        *pb.ConfState
+	truncIdx  uint64 // index of the last compacted entry (snapshot index); first = truncIdx+1
+	truncTerm uint64
+	last      uint64 // last index in the log (== truncIdx when empty)
+	applied   uint64 // raft-level applied index, maintained by the loop
 	// durableApplied is the raft-level applied index stored under A (atomic with C and the
 	// state machine's batch); 0 when never stored.
 	durableApplied uint64
@@ -88,7 +85,6 @@ func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
 		}
 		s.hs = &pb.HardState{Term: new(binary.BigEndian.Uint64(v)), Vote: new(binary.BigEndian.Uint64(v[8:])),
 			Commit: new(binary.BigEndian.Uint64(v[16:]))}
-		s.syncedCommit = s.hs.GetCommit()
 	}
 	if v, err := s.get(raftKey(shard, keyConfState)); err != nil {
 		return nil, err
