@@ -48,7 +48,7 @@ func benchClusterAppend(b *testing.B, batch int) {
 	cfg.Count = int64(b.N)
 	cfg.Seed = 1
 	cfg.StreamPrefix = fmt.Sprintf("bench-%d-", b.N)
-	sync0, ents0, apply0, wal0 := loopStats(b, regs)
+	sync0, ents0, apply0, wal0, srv0 := loopStats(b, regs)
 	b.ResetTimer()
 	res, err := bench.RunAppend(ctx, cfg, bench.NewShoalTarget(cl))
 	b.StopTimer()
@@ -63,7 +63,11 @@ func benchClusterAppend(b *testing.B, batch int) {
 	b.ReportMetric(float64(res.Latency.P50)/1000, "p50-ms")
 	b.ReportMetric(float64(res.Latency.P99)/1000, "p99-ms")
 	// Where the nodes' loops spend their time, summed over the three nodes.
-	sync1, ents1, apply1, wal1 := loopStats(b, regs)
+	sync1, ents1, apply1, wal1, srv1 := loopStats(b, regs)
+	if n := srv1.count - srv0.count; n > 0 {
+		b.ReportMetric((srv1.sum-srv0.sum)/float64(n)*1000, "server-mean-ms")
+		b.ReportMetric((srv1.forwarded-srv0.forwarded)/float64(b.N), "forwarded/op")
+	}
 	if n := sync1.count - sync0.count; n > 0 {
 		b.ReportMetric(float64(n)/res.ElapsedSeconds/3, "batches/s/node")
 		b.ReportMetric((sync1.sum-sync0.sum)/float64(n)*1000, "batch-sync-ms")
@@ -80,13 +84,14 @@ func benchClusterAppend(b *testing.B, batch int) {
 }
 
 type histStat struct {
-	sum   float64
-	count uint64
+	sum       float64
+	count     uint64
+	forwarded float64 // only in the append latency's stat: requests forwarded to another node
 }
 
 // loopStats sums the replica loop's fsync, entries-per-fsync and apply
 // histograms over regs.
-func loopStats(b *testing.B, regs []*prometheus.Registry) (sync, ents, apply, wal histStat) {
+func loopStats(b *testing.B, regs []*prometheus.Registry) (sync, ents, apply, wal, srv histStat) {
 	for _, r := range regs {
 		mfs, err := r.Gather()
 		if err != nil {
@@ -101,6 +106,13 @@ func loopStats(b *testing.B, regs []*prometheus.Registry) (sync, ents, apply, wa
 				h = &ents
 			case "shoal_replica_apply_seconds":
 				h = &apply
+			case "shoal_append_duration_seconds":
+				h = &srv
+			case "shoal_forwarded_requests_total":
+				for _, m := range mf.GetMetric() {
+					srv.forwarded += m.GetCounter().GetValue()
+				}
+				continue
 			case "shoal_pebble_wal_fsyncs_total":
 				for _, m := range mf.GetMetric() {
 					wal.count += uint64(m.GetCounter().GetValue())
@@ -120,5 +132,5 @@ func loopStats(b *testing.B, regs []*prometheus.Registry) (sync, ents, apply, wa
 			}
 		}
 	}
-	return sync, ents, apply, wal
+	return sync, ents, apply, wal, srv
 }
