@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -83,6 +85,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "read", "--duration", "1s", "--count", "5"}, "exclude each other"},
 		{[]string{"server", "--listen", "nope"}, "Listen"},
 		{[]string{"server", "--gossip-key-file", "/does/not/exist"}, "cannot read --gossip-key-file"},
+		{[]string{"server", "--procs", "-1"}, "--procs must be 0 (twice the CPUs) or more"},
+		{[]string{"dev", "--procs", "-2"}, "--procs must be 0 (twice the CPUs) or more"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errOut := runCLI(t, nil, "", tc.args...)
@@ -232,5 +236,23 @@ func TestDevNodeLayout(t *testing.T) {
 	c = devNode("d", maxDevNodes-1, maxDevNodes, true)
 	if c.Listen >= "127.0.0.1:7480" || c.HTTP != "127.0.0.1:7487" {
 		t.Fatalf("node %d: %+v", maxDevNodes-1, c)
+	}
+}
+
+func TestServerProcs(t *testing.T) {
+	old := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(old)
+
+	if got := serverProcs(3); got != 3 {
+		t.Fatalf("--procs 3: GOMAXPROCS %d", got)
+	}
+	runtime.GOMAXPROCS(old)
+	t.Setenv("GOMAXPROCS", strconv.Itoa(old))
+	if got := serverProcs(0); got != old {
+		t.Fatalf("with $GOMAXPROCS=%d: GOMAXPROCS %d, want it left alone", old, got)
+	}
+	t.Setenv("GOMAXPROCS", "")
+	if got := serverProcs(0); got != 2*old {
+		t.Fatalf("default: GOMAXPROCS %d, want twice %d", got, old)
 	}
 }
