@@ -48,7 +48,7 @@ func benchClusterAppend(b *testing.B, batch int) {
 	cfg.Count = int64(b.N)
 	cfg.Seed = 1
 	cfg.StreamPrefix = fmt.Sprintf("bench-%d-", b.N)
-	sync0, ents0, apply0, wal0, srv0 := loopStats(b, regs)
+	before := gatherLoopStats(b, regs)
 	b.ResetTimer()
 	res, err := bench.RunAppend(ctx, cfg, bench.NewShoalTarget(cl))
 	b.StopTimer()
@@ -63,74 +63,53 @@ func benchClusterAppend(b *testing.B, batch int) {
 	b.ReportMetric(float64(res.Latency.P50)/1000, "p50-ms")
 	b.ReportMetric(float64(res.Latency.P99)/1000, "p99-ms")
 	// Where the nodes' loops spend their time, summed over the three nodes.
-	sync1, ents1, apply1, wal1, srv1 := loopStats(b, regs)
-	if n := srv1.count - srv0.count; n > 0 {
-		b.ReportMetric((srv1.sum-srv0.sum)/float64(n)*1000, "server-mean-ms")
-		b.ReportMetric((srv1.forwarded-srv0.forwarded)/float64(b.N), "forwarded/op")
+	after := gatherLoopStats(b, regs)
+	if n := after.srv.count - before.srv.count; n > 0 {
+		b.ReportMetric((after.srv.sum-before.srv.sum)/float64(n)*1000, "server-mean-ms")
+		b.ReportMetric((after.forwarded-before.forwarded)/float64(b.N), "forwarded/op")
 	}
-	if n := sync1.count - sync0.count; n > 0 {
+	if n := after.sync.count - before.sync.count; n > 0 {
 		b.ReportMetric(float64(n)/res.ElapsedSeconds/3, "batches/s/node")
-		b.ReportMetric((sync1.sum-sync0.sum)/float64(n)*1000, "batch-sync-ms")
-		b.ReportMetric((ents1.sum-ents0.sum)/float64(n), "entries/batch")
+		b.ReportMetric((after.sync.sum-before.sync.sum)/float64(n)*1000, "batch-sync-ms")
+		b.ReportMetric((after.ents.sum-before.ents.sum)/float64(n), "entries/batch")
 	}
-	if n := wal1.count - wal0.count; n > 0 {
-		b.ReportMetric(float64(n)/res.ElapsedSeconds/3, "wal-fsyncs/s/node")
-		b.ReportMetric((wal1.sum-wal0.sum)/float64(n)*1000, "wal-fsync-ms")
-		b.ReportMetric(float64(res.Ops*int64(batch)*3)/float64(n), "entries/wal-fsync")
+	if n := after.walFsyncs - before.walFsyncs; n > 0 {
+		b.ReportMetric(n/res.ElapsedSeconds/3, "wal-fsyncs/s/node")
+		b.ReportMetric((after.walSeconds-before.walSeconds)/n*1000, "wal-fsync-ms")
+		b.ReportMetric(float64(res.Ops*int64(batch)*3)/n, "entries/wal-fsync")
 	}
-	if n := apply1.count - apply0.count; n > 0 {
-		b.ReportMetric((apply1.sum-apply0.sum)/float64(n)*1000, "apply-ms")
+	if n := after.apply.count - before.apply.count; n > 0 {
+		b.ReportMetric((after.apply.sum-before.apply.sum)/float64(n)*1000, "apply-ms")
 	}
 }
 
 type histStat struct {
-	sum       float64
-	count     uint64
-	forwarded float64 // only in the append latency's stat: requests forwarded to another node
+	sum   float64
+	count uint64
 }
 
-// loopStats sums the replica loop's fsync, entries-per-fsync and apply
-// histograms over regs.
-func loopStats(b *testing.B, regs []*prometheus.Registry) (sync, ents, apply, wal, srv histStat) {
-	for _, r := range regs {
-		mfs, err := r.Gather()
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, mf := range mfs {
-			var h *histStat
-			switch mf.GetName() {
-			case "shoal_replica_sync_seconds":
-				h = &sync
-			case "shoal_replica_entries_per_sync":
-				h = &ents
-			case "shoal_replica_apply_seconds":
-				h = &apply
-			case "shoal_append_duration_seconds":
-				h = &srv
-			case "shoal_forwarded_requests_total":
-				for _, m := range mf.GetMetric() {
-					srv.forwarded += m.GetCounter().GetValue()
-				}
-				continue
-			case "shoal_pebble_wal_fsyncs_total":
-				for _, m := range mf.GetMetric() {
-					wal.count += uint64(m.GetCounter().GetValue())
-				}
-				continue
-			case "shoal_pebble_wal_fsync_seconds_total":
-				for _, m := range mf.GetMetric() {
-					wal.sum += m.GetCounter().GetValue()
-				}
-				continue
-			default:
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				h.sum += m.GetHistogram().GetSampleSum()
-				h.count += m.GetHistogram().GetSampleCount()
-			}
-		}
+// loopStats is what the three nodes' metrics say about their write path, summed.
+type loopStats struct {
+	sync, ents, apply, srv histStat // replica loop batches, entries per batch, applies, appends served
+	forwarded              float64  // requests forwarded to another node
+	walFsyncs, walSeconds  float64  // Pebble's WAL fsyncs and the time they took
+}
+
+func gatherLoopStats(b *testing.B, regs []*prometheus.Registry) loopStats {
+	var s loopStats
+	for _, h := range []struct {
+		stat *histStat
+		name string
+	}{
+		{&s.sync, "shoal_replica_sync_seconds"},
+		{&s.ents, "shoal_replica_entries_per_sync"},
+		{&s.apply, "shoal_replica_apply_seconds"},
+		{&s.srv, "shoal_append_duration_seconds"},
+	} {
+		h.stat.sum, h.stat.count = histogramSum(b, regs, h.name)
 	}
-	return sync, ents, apply, wal, srv
+	s.forwarded = metricSum(b, regs, "shoal_forwarded_requests_total", "")
+	s.walFsyncs = metricSum(b, regs, "shoal_pebble_wal_fsyncs_total", "")
+	s.walSeconds = metricSum(b, regs, "shoal_pebble_wal_fsync_seconds_total", "")
+	return s
 }

@@ -156,7 +156,7 @@ func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, strea
 }
 
 // gaugeSum and counterSum add a metric over the registries.
-func metricSum(t *testing.T, regs []*prometheus.Registry, name, kind string) float64 {
+func metricSum(t testing.TB, regs []*prometheus.Registry, name, kind string) float64 {
 	t.Helper()
 	var sum float64
 	for _, r := range regs {
@@ -180,6 +180,27 @@ func metricSum(t *testing.T, regs []*prometheus.Registry, name, kind string) flo
 		}
 	}
 	return sum
+}
+
+// histogramSum returns the sample sum and count of the histogram name over regs.
+func histogramSum(t testing.TB, regs []*prometheus.Registry, name string) (sum float64, count uint64) {
+	t.Helper()
+	for _, r := range regs {
+		mfs, err := r.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+				count += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return sum, count
 }
 
 // TestPlacementUpReplicates: shards created on the first node reach three

@@ -13,19 +13,6 @@ import (
 	"github.com/shoaldb/shoal/internal/testnode"
 )
 
-func startNode(t testing.TB) *client.Client {
-	t.Helper()
-	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // TestProjectionOverNode builds a read model from a real node's four shards,
 // stops and restarts the projection twice while events keep arriving, and
 // checks that every event was applied exactly once.
@@ -33,7 +20,7 @@ func TestProjectionOverNode(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
-	c := startNode(t)
+	c := testnode.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	dir := t.TempDir()

@@ -147,11 +147,6 @@ func (h *Host) processReady() {
 				r.appendMsg = m
 			case to == raft.LocalApplyThread:
 				r.applyMsg = m
-			case to == h.cfg.NodeID:
-				h.mu.Lock()
-				h.mu.local = append(h.mu.local, groupMsg{g, m})
-				h.mu.Unlock()
-				h.notify()
 			case m.GetType() == pb.MsgSnap:
 				h.cfg.Transport.SendSnapshot(ShardMessage{Shard: g.shard, Msg: m})
 			default:
@@ -212,13 +207,16 @@ func (h *Host) processReady() {
 // (entries, term, vote, snapshot), otherwise unsynced. The responses, which raft allows out
 // only once this and every earlier append is durable, go to the syncer in order.
 func (h *Host) persist(rds []readyGroup) {
-	b := h.db.NewBatch()
+	var b *pebble.Batch
 	sync, nents := false, 0
 	var resp []groupMsg
 	for i := range rds {
 		r := &rds[i]
 		if r.appendMsg == nil {
 			continue
+		}
+		if b == nil {
+			b = h.db.NewBatch()
 		}
 		st := r.g.st
 		if !raft.IsEmptySnap(r.rd.Snapshot) {
@@ -236,6 +234,9 @@ func (h *Host) persist(rds []readyGroup) {
 		for _, m := range r.appendMsg.Responses {
 			resp = append(resp, groupMsg{r.g, m})
 		}
+	}
+	if b == nil {
+		return
 	}
 	it := syncItem{resp: resp, start: time.Now(), entries: nents}
 	switch {
@@ -277,10 +278,6 @@ func (h *Host) syncLoop() {
 			h.metrics.SyncLatency.Observe(time.Since(it.start).Seconds())
 			h.metrics.EntriesPerSync.Observe(float64(it.entries))
 		}
-		if len(it.resp) == 0 {
-			h.notify() // held proposals may go now
-			continue
-		}
 		var out []ShardMessage
 		var local []groupMsg
 		for _, r := range it.resp {
@@ -297,8 +294,9 @@ func (h *Host) syncLoop() {
 			h.mu.Lock()
 			h.mu.local = append(h.mu.local, local...)
 			h.mu.Unlock()
-			h.notify()
 		}
+		// The loop steps the responses, and proposals held behind this fsync may go now.
+		h.notify()
 	}
 }
 

@@ -13,20 +13,6 @@ import (
 	"github.com/shoaldb/shoal/internal/testnode"
 )
 
-// startNode starts one in-process node and returns a client to it.
-func startNode(t testing.TB) *client.Client {
-	t.Helper()
-	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	t.Cleanup(cancel)
@@ -96,7 +82,7 @@ func replay(t testing.TB, c *client.Client, stream string) account {
 }
 
 func TestStoreSnapshots(t *testing.T) {
-	c := startNode(t)
+	c := testnode.Client(t)
 	store, err := New(c, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +245,7 @@ func TestNewValidates(t *testing.T) {
 // BenchmarkLoad10k loads a 10,000-event aggregate with and without a
 // snapshot 10 events behind the head.
 func BenchmarkLoad10k(b *testing.B) {
-	c := startNode(b)
+	c := testnode.Client(b)
 	store, err := New(c, Options{})
 	if err != nil {
 		b.Fatal(err)

@@ -243,16 +243,16 @@ func TestServerProcs(t *testing.T) {
 	old := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(old)
 
-	if got := serverProcs(3); got != 3 {
+	if got, _ := serverProcs(3); got != 3 {
 		t.Fatalf("--procs 3: GOMAXPROCS %d", got)
 	}
 	runtime.GOMAXPROCS(old)
 	t.Setenv("GOMAXPROCS", strconv.Itoa(old))
-	if got := serverProcs(0); got != old {
+	if got, _ := serverProcs(0); got != old {
 		t.Fatalf("with $GOMAXPROCS=%d: GOMAXPROCS %d, want it left alone", old, got)
 	}
 	t.Setenv("GOMAXPROCS", "")
-	if got := serverProcs(0); got != 2*old {
+	if got, _ := serverProcs(0); got != 2*old {
 		t.Fatalf("default: GOMAXPROCS %d, want twice %d", got, old)
 	}
 }

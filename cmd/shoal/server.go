@@ -61,11 +61,12 @@ SIGINT or SIGTERM stops it cleanly.`,
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", sentence(trimPrefixes(err.Error())))
 			}
-			if procs < 0 {
-				return usagef("--procs must be 0 (twice the CPUs) or more, got %d", procs)
+			n, err := serverProcs(procs)
+			if err != nil {
+				return err
 			}
 			log := slog.New(slog.NewTextHandler(a.stderr, nil))
-			log.Info("scheduler", "gomaxprocs", serverProcs(procs))
+			log.Info("scheduler", "gomaxprocs", n)
 			cfg.Logger = log
 			return serve(cmd.Context(), log, cfg)
 		},
@@ -91,21 +92,24 @@ func procsFlag(f *pflag.FlagSet, procs *int) {
 	f.IntVar(procs, "procs", 0, "Go scheduler threads (GOMAXPROCS); 0 = $GOMAXPROCS if set, else twice the CPUs available")
 }
 
-// serverProcs sets GOMAXPROCS for a server process and returns it: procs when > 0; otherwise,
+// serverProcs sets GOMAXPROCS for a server process and returns it (a usage error for a
+// negative --procs): procs when > 0; otherwise,
 // unless the GOMAXPROCS environment variable decides, twice the runtime's default (the CPUs
 // available to the process). An fsync or a file read blocks its thread in the kernel, and with
 // one thread per CPU that CPU idles until the scheduler takes the thread's place back; a
 // server that syncs its WAL a thousand times a second loses a good part of its CPUs that way.
 // On two cores, three in-process nodes with replication 3 went from 6,400–7,000 to
 // 10,400–10,900 appends/s (BenchmarkClusterAppend, -cpu 2 against -cpu 4).
-func serverProcs(procs int) int {
+func serverProcs(procs int) (int, error) {
 	switch {
+	case procs < 0:
+		return 0, usagef("--procs must be 0 (twice the CPUs) or more, got %d", procs)
 	case procs > 0:
 		runtime.GOMAXPROCS(procs)
 	case os.Getenv("GOMAXPROCS") == "":
 		runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
 	}
-	return runtime.GOMAXPROCS(0)
+	return runtime.GOMAXPROCS(0), nil
 }
 
 // serve runs one node until ctx ends.
@@ -207,10 +211,9 @@ the others join it. Ctrl-C stops every node.`,
 			if nodes < 1 || nodes > maxDevNodes {
 				return usagef("--nodes must be 1 to %d (more would make the dev ports collide), got %d", maxDevNodes, nodes)
 			}
-			if procs < 0 {
-				return usagef("--procs must be 0 (twice the CPUs) or more, got %d", procs)
+			if _, err := serverProcs(procs); err != nil {
+				return err
 			}
-			serverProcs(procs)
 			_, statErr := os.Stat(filepath.Join(dir, "node-0"))
 			fresh := errors.Is(statErr, os.ErrNotExist)
 			return a.runDev(cmd.Context(), dir, nodes, fresh)

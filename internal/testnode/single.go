@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"testing"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
@@ -34,4 +35,19 @@ func ExampleClient() (*client.Client, func(), error) {
 		return nil, nil, err
 	}
 	return c, func() { c.Close(); n.Close(); os.RemoveAll(dir) }, nil
+}
+
+// Client starts a one-node cluster (4 shards, replication 1) for t and
+// returns a client dialled to it; both close when t ends.
+func Client(t testing.TB) *client.Client {
+	t.Helper()
+	cl := Start(t, 1, Options{Shards: 4, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -13,19 +13,6 @@ import (
 	"github.com/shoaldb/shoal/internal/testnode"
 )
 
-func startNode(t testing.TB) *client.Client {
-	t.Helper()
-	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // world is a test saga whose steps write to a ledger stream with their
 // idempotency IDs as event IDs, so a re-run action is a duplicate append.
 type world struct {
@@ -119,7 +106,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func TestSagas(t *testing.T) {
-	c := startNode(t)
+	c := testnode.Client(t)
 
 	t.Run("happy path", func(t *testing.T) {
 		ctx, w := testCtx(t), newWorld(t, c)
