@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,22 +73,38 @@ func TestSourcesStamp(t *testing.T) {
 	}
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1. The gossip port
-// must also be free for UDP; a port free for TCP almost always is.
+// freePorts returns n distinct ports on 127.0.0.1 that are free for TCP and
+// UDP (the gossip port needs both). They are drawn below Linux's ephemeral
+// range (32768 and up): a server restarted by a test must bind its ports
+// again, and a port the kernel can hand to any socket of the other test
+// packages running alongside (listeners on :0, outgoing connections) would
+// be taken in between now and then.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	const lo, hi = 20000, 32000
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
 		}
-		ls = append(ls, l)
+	}()
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no %d ports free in [%d, %d)", n, lo, hi)
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			l.Close()
+			continue
+		}
+		closers = append(closers, l, u)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
 	}
 	return ports
 }
