@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -246,6 +247,69 @@ func TestJoinTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Close()
+}
+
+// TestJoinRetriesSeeds starts a new node before its seed, as Compose or
+// systemd may: the joiner retries until the seed's gossip answers, then
+// joins its cluster. A seed that never answers ends in ErrJoinTimeout naming
+// the seed.
+func TestJoinRetriesSeeds(t *testing.T) {
+	root := t.TempDir()
+	seedAddr := testnode.FreeGossipAddr(t)
+	joiner := node.Config{
+		DataDir: filepath.Join(root, "joiner"), Listen: "127.0.0.1:0", DisableHTTP: true,
+		Gossip: testnode.FreeGossipAddr(t), Name: "joiner", Zone: "z2",
+		Join: []string{seedAddr}, JoinTimeout: 30 * time.Second,
+	}
+	type result struct {
+		n   *node.Node
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := node.Start(context.Background(), joiner)
+		done <- result{n, err}
+	}()
+
+	time.Sleep(time.Second) // the joiner has missed the seed at least once
+	select {
+	case r := <-done:
+		t.Fatalf("the joiner returned before its seed started: %v", r.err)
+	default:
+	}
+	seed, err := node.Start(context.Background(), node.Config{
+		DataDir: filepath.Join(root, "seed"), Listen: "127.0.0.1:0", DisableHTTP: true,
+		Gossip: seedAddr, Name: "seed", Zone: "z1", Shards: 2, Replication: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the joiner did not join within 30s of its seed starting")
+	}
+	if r.err != nil {
+		t.Fatalf("joiner: %v", r.err)
+	}
+	defer r.n.Close()
+	if r.n.Settings() != seed.Settings() {
+		t.Fatalf("joiner settings %v, seed %v", r.n.Settings(), seed.Settings())
+	}
+
+	// Nothing ever answers at this address.
+	lonely := node.Config{
+		DataDir: filepath.Join(root, "lonely"), Listen: "127.0.0.1:0", DisableHTTP: true,
+		Gossip: testnode.FreeGossipAddr(t), Name: "lonely",
+		Join: []string{"127.0.0.1:1"}, JoinTimeout: time.Second,
+	}
+	_, err = node.Start(context.Background(), lonely)
+	if !errors.Is(err, node.ErrJoinTimeout) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("want ErrJoinTimeout naming the seed, got %v", err)
+	}
+	t.Log(err)
 }
 
 // noPlacement keeps the topology static: these tests move replicas by hand.

@@ -71,8 +71,11 @@ type Config struct {
 	// PlacementInterval is the period of the placement loop (jittered ±25%).
 	// Default DefaultPlacementInterval (1s); negative disables placement.
 	PlacementInterval time.Duration
-	// JoinTimeout bounds how long a joining node waits to learn the cluster's
-	// settings from gossip. Default 60s.
+	// JoinTimeout bounds each of a new node's two waits at start-up: for
+	// one of its seeds to answer (retried with backoff, as seeds of a new
+	// cluster often start at the same time) and then to learn the cluster's
+	// settings from gossip. A node that already belongs to a cluster never
+	// waits: it starts alone and keeps rejoining in the background. Default 60s.
 	JoinTimeout time.Duration
 	// RaftLogRetainEntries is how many applied raft entries each shard keeps
 	// behind its applied index when its log is compacted; a follower further

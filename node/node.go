@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,9 +31,9 @@ import (
 
 // Errors returned by Start (besides ErrDataDirLocked and ErrDataDirMismatch).
 var (
-	// ErrJoinTimeout: a joining node did not learn the cluster's settings from
-	// any live member within Config.JoinTimeout.
-	ErrJoinTimeout = errors.New("node: timed out waiting to learn the cluster's settings")
+	// ErrJoinTimeout: a joining node reached no seed, or did not learn the
+	// cluster's settings from any live member, within Config.JoinTimeout.
+	ErrJoinTimeout = errors.New("node: timed out joining the cluster")
 	// ErrClosed is returned by hooks called after Close.
 	ErrClosed = errors.New("node: closed")
 )
@@ -246,6 +247,10 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		Logger:    n.log,
 		OnChange:  n.refreshMembers,
 	}
+	if !haveSettings {
+		// A fresh node joins below, retrying while its seeds start too.
+		mc.Join = nil
+	}
 	ml, err := membership.Start(mc)
 	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrClusterMismatch) {
 		n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", mc.Join, "err", err)
@@ -255,10 +260,55 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	if err != nil {
 		return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
 	}
+	if !haveSettings && len(seeds) > 0 {
+		if err := n.joinSeeds(ctx, ml, seeds); err != nil {
+			ml.Close()
+			return err
+		}
+	}
 	n.ml.Store(ml)
 	n.refreshMembers()
 	go n.rejoinLoop(ml, seeds)
 	return nil
+}
+
+// Join retry for a fresh node: nodes of a new cluster usually start
+// together (Compose, systemd, Kubernetes), so a seed may not listen yet.
+const (
+	joinRetryInitial = 250 * time.Millisecond
+	joinRetryMax     = 5 * time.Second
+)
+
+// joinSeeds joins a fresh node to its seeds, retrying with exponential
+// backoff and jitter until one answers, a seed refuses for belonging to
+// another cluster (not retried), or Config.JoinTimeout or ctx ends.
+func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds []string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
+	defer cancel()
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     joinRetryInitial,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         joinRetryMax,
+	}
+	var last error
+	_, err := backoff.Retry(ctx, func() (int, error) {
+		k, err := ml.Join(seeds)
+		if errors.Is(err, membership.ErrClusterMismatch) {
+			return k, backoff.Permanent(err)
+		}
+		last = err
+		return k, err
+	},
+		backoff.WithBackOff(b),
+		backoff.WithMaxElapsedTime(0), // ctx bounds it
+		backoff.WithNotify(func(err error, wait time.Duration) {
+			n.log.Warn("no seed answered; retrying", "join", seeds, "in", wait.Round(time.Millisecond), "err", err)
+		}))
+	if err != nil && !errors.Is(err, membership.ErrClusterMismatch) {
+		return fmt.Errorf("%w: no seed of %v answered within %v: %w", ErrJoinTimeout, seeds, n.cfg.JoinTimeout, last)
+	}
+	return err
 }
 
 // rejoinLoop keeps the node in the cluster: whenever it sees no live peer

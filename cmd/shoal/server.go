@@ -80,6 +80,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&cfg.Zone, "zone", "", "failure domain (replicas are spread across zones)")
 	f.StringVar(&cfg.Gossip, "gossip", def.Gossip, "gossip address, TCP and UDP (host:port)")
 	f.StringSliceVar(&join, "join", nil, "gossip addresses of existing members, comma-separated")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", def.JoinTimeout, "how long a new node keeps retrying its --join seeds and waits to learn the cluster's settings")
 	f.IntVar(&cfg.Replication, "replication", def.Replication, "replicas per shard when creating a cluster")
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
