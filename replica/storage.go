@@ -20,7 +20,8 @@ const (
 	keyApplied   = 'A'
 )
 
-// maxCachedEntries bounds the in-memory tail of each group's log.
+// maxCachedEntries is the in-memory tail of each group's log kept after a trim; the tail
+// grows to twice this between trims.
 const maxCachedEntries = 1024
 
 func raftPrefix(shard uint32) []byte {
@@ -292,9 +293,12 @@ func (s *storage) append(b *pebble.Batch, ents []*pb.Entry) error {
 }
 
 // trimCache keeps the cached tail bounded; call after the batch holding the entries committed.
+// Once the tail holds twice maxCachedEntries it keeps the newest maxCachedEntries in a new
+// array (the old one, and the entries only it references, become garbage): one copy per
+// maxCachedEntries appends rather than one per append.
 func (s *storage) trimCache() {
-	if n := len(s.cache); n > maxCachedEntries {
-		s.cache = append(s.cache[:0:0], s.cache[n-maxCachedEntries:]...)
+	if n := len(s.cache); n >= 2*maxCachedEntries {
+		s.cache = append(make([]*pb.Entry, 0, 2*maxCachedEntries), s.cache[n-maxCachedEntries:]...)
 	}
 }
 
