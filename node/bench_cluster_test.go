@@ -49,9 +49,11 @@ func benchClusterAppend(b *testing.B, batch int) {
 	cfg.Seed = 1
 	cfg.StreamPrefix = fmt.Sprintf("bench-%d-", b.N)
 	before := gatherLoopStats(b, regs)
+	cpu0 := node.ProcessCPU(b)
 	b.ResetTimer()
 	res, err := bench.RunAppend(ctx, cfg, bench.NewShoalTarget(cl))
 	b.StopTimer()
+	cpu := node.ProcessCPU(b) - cpu0
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,6 +62,7 @@ func benchClusterAppend(b *testing.B, batch int) {
 	}
 	b.ReportMetric(res.OpsPerSec, "appends/s")
 	b.ReportMetric(res.EventsPerSec, "events/s")
+	b.ReportMetric(cpu.Seconds()*1e6/float64(b.N), "cpu-µs/op")
 	b.ReportMetric(float64(res.Latency.P50)/1000, "p50-ms")
 	b.ReportMetric(float64(res.Latency.P99)/1000, "p99-ms")
 	// Where the nodes' loops spend their time, summed over the three nodes.
