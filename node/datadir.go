@@ -23,6 +23,7 @@ const (
 	peersFile    = "peers.json"
 	decomFile    = "decommissioning"
 	pebbleDir    = "pebble"
+	snapshotsDir = "snapshots"
 )
 
 // ErrDataDirLocked is returned by Start when another process (or another Node
@@ -162,6 +163,21 @@ func (d *dataDir) setDecommissioning() error {
 }
 
 func (d *dataDir) pebblePath() string { return filepath.Join(d.path, pebbleDir) }
+
+// resetSnapshots empties (creating it if absent) the directory where the raft
+// host writes the snapshots it receives before ingesting them, and returns its
+// path. A crash mid-receive leaves a partial file there; nothing in it
+// outlives a run.
+func (d *dataDir) resetSnapshots() (string, error) {
+	dir := filepath.Join(d.path, snapshotsDir)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("node: emptying %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("node: creating %s: %w", dir, err)
+	}
+	return dir, nil
+}
 
 func (d *dataDir) unlock() error {
 	if d.lock == nil {

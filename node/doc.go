@@ -18,6 +18,8 @@
 //	                          joins them (with --join's seeds) and retries while alone
 //	decommissioning           present once Decommission was requested for this node
 //	pebble/                   the node's single Pebble instance (R| raft, S| state)
+//	snapshots/                sstables of raft snapshots being received, until Pebble
+//	                          ingests them; emptied at start (a crash leaves partial files)
 //
 // Every file is replaced atomically: write a temp file, fsync, rename, fsync
 // the directory.

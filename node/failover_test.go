@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -519,8 +520,13 @@ func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
 	}
 
 	// Restart on the same data directory and gRPC address, with a fresh
-	// registry so its counters start at zero.
+	// registry so its counters start at zero. A partial snapshot file, as a
+	// crash mid-receive leaves, is removed at start.
 	cfg := c.Configs[lag]
+	snapDir := filepath.Join(cfg.DataDir, "snapshots")
+	if err := os.WriteFile(filepath.Join(snapDir, "snap-partial.sst"), []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Listen = addr
 	reg := prometheus.NewRegistry()
 	cfg.Registry = reg
@@ -560,6 +566,13 @@ func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
 	testnode.WaitFor(t, 10*time.Second, "restarted replica applied the leader's commit", func() string {
 		if a, c := rg.Status().Applied, g.Status().Commit; a < c {
 			return fmt.Sprintf("applied %d < leader commit %d", a, c)
+		}
+		return ""
+	})
+	// Neither the leftover nor the received snapshot's sstables stay behind.
+	testnode.WaitFor(t, 10*time.Second, "empty snapshot directory", func() string {
+		if left, err := os.ReadDir(snapDir); err != nil || len(left) != 0 {
+			return fmt.Sprintf("snapshot directory holds %v (%v)", left, err)
 		}
 		return ""
 	})

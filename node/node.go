@@ -15,6 +15,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -117,6 +118,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.db, err = openPebble(dir.pebblePath(), n.log); err != nil {
 		return nil, err
 	}
+	snapDir, err := dir.resetSnapshots()
+	if err != nil {
+		return nil, err
+	}
 	n.reg = cfg.Registry
 	if n.reg == nil {
 		n.reg = prometheus.NewRegistry()
@@ -151,6 +156,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.host, err = replica.NewHost(replica.Config{
 		NodeID:           dir.id.NodeID,
 		DB:               n.db,
+		FS:               vfs.Default, // openPebble's
+		SnapshotDir:      snapDir,
 		Transport:        n.tr,
 		Logger:           n.log,
 		Registerer:       n.reg,

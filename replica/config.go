@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,14 +25,28 @@ const (
 	DefaultMaxQueuedMsgs    = 8192
 )
 
+// minFormatMajorVersion is the oldest DB format that supports DB.IngestAndExcise.
+const minFormatMajorVersion = pebble.FormatVirtualSSTables
+
 // Config configures a Host. Zero fields take the defaults above.
 type Config struct {
 	// NodeID is this node's raft ID in every group; never 0, never reused by a node that lost
 	// its data.
 	NodeID uint64
 	// DB holds every group's raft log and state machine; owned by the caller (Close does not
-	// close it).
+	// close it). Its FormatMajorVersion must be at least pebble.FormatVirtualSSTables
+	// (snapshots are installed with DB.IngestAndExcise); its Comparer the default one.
 	DB *pebble.DB
+	// FS is the file system the DB was opened on (default vfs.Default). Snapshots being
+	// received are written to it as sstables, which the DB then links in.
+	FS vfs.FS
+	// SnapshotDir is the directory of FS where received snapshots are written before they are
+	// ingested, one or more files of at most about 64 MiB per snapshot, removed once ingested
+	// or refused. It should sit on the DB's file system so that ingesting links rather than
+	// copies (default os.TempDir(), which may not). NewHost creates it if absent; files left
+	// there by a crash are the caller's to remove (a server gives every host a directory of
+	// its own and empties it before NewHost).
+	SnapshotDir string
 	// Transport carries messages to peers. Required.
 	Transport Transport
 	// TickInterval is the raft logical clock period (default 50ms, > 0).
@@ -68,6 +84,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Transport == nil {
 		return errors.New("replica: Config.Transport is required")
+	}
+	if v := c.DB.FormatMajorVersion(); v < minFormatMajorVersion {
+		return fmt.Errorf("replica: Config.DB has format major version %d; installing snapshots needs at least %d (pebble.FormatVirtualSSTables)",
+			v, minFormatMajorVersion)
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.SnapshotDir == "" {
+		c.SnapshotDir = os.TempDir()
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = DefaultTickInterval

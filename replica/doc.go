@@ -63,16 +63,40 @@
 // # Snapshots
 //
 // raft's snapshot is metadata only (applied index, term, ConfState). The data is streamed by
-// WriteSnapshot from a Pebble snapshot of the state machine's span and installed by
-// ReceiveSnapshot before the MsgSnap is stepped:
+// WriteSnapshot from one Pebble iterator over the state machine's span (an iterator, not a
+// pebble.Snapshot: an install on the same node excises the span from open snapshots, not from
+// open iterators) and installed by ReceiveSnapshot before the MsgSnap is stepped:
 //
 //	header   "SHS1" | shard (4B) | index (8B) | term (8B) | uvarint len | lo | uvarint len | hi
 //	record   0x01 | uvarint len | key | uvarint len | value        (repeated, key order)
 //	trailer  0x00 | record count (8B) | xxhash64 of every preceding byte (8B)
 //
+// ReceiveSnapshot never holds the snapshot in memory:
+//
+//  1. it reads the stream through a 64 KiB buffer, refusing (ErrBadSnapshot) an item over
+//     64 MiB, a key outside [lo, hi) or not above the previous key, and writes the records
+//     into sstables of about 64 MiB each (Pebble's sstable.Writer, the DB's table format) in
+//     Config.SnapshotDir on Config.FS; each table is synced when finished;
+//  2. it checks the trailer's count and the checksum; nothing of a refused stream is applied;
+//  3. on the loop goroutine, if the snapshot is ahead of the group's applied and commit
+//     indexes, DB.IngestAndExcise replaces the span with the tables in one atomic step: an
+//     excise of [lo, hi) and the ingestion of the tables, or the excise alone for an empty
+//     snapshot. Pebble links the tables into the store, syncs its directory and then the
+//     MANIFEST (or, when the span overlaps a memtable, a synced WAL record of a flushable
+//     ingest) before returning, so the new state is durable before the MsgSnap is stepped;
+//     the state machine is reloaded;
+//  4. the scratch tables are gone in every case: Pebble removes those it ingested,
+//     ReceiveSnapshot the others. A crash mid-receive leaves files behind for the caller to
+//     remove before the next NewHost.
+//
+// Memory is therefore bounded by the read buffer, the largest key and value, and one sstable
+// writer's blocks and buffered index (about 1% of a 64 MiB table), whatever the shard's size.
+//
 // # Caller duties
 //
-//  1. Build a Host with NewHost; hand the Transport the Host as its handler.
+//  1. Open the DB at pebble.FormatVirtualSSTables or newer; empty Config.SnapshotDir (a
+//     directory of the DB's file system used by this host alone); build a Host with NewHost;
+//     hand the Transport the Host as its handler.
 //  2. Open every local shard with OpenGroup (bootstrap voters only when creating a cluster);
 //     set a GroupFactory so that replicas added by a leader are created on first contact.
 //  3. Propose on the leader (others return *NotLeaderError naming the leader); treat

@@ -37,9 +37,11 @@ func (noTransport) Send([]replica.ShardMessage)       {}
 func (noTransport) SendSnapshot(replica.ShardMessage) {}
 
 func Example() {
-	db, _ := pebble.Open("db", &pebble.Options{FS: vfs.NewMem()})
+	fs := vfs.NewMem()
+	db, _ := pebble.Open("db", &pebble.Options{FS: fs, FormatMajorVersion: pebble.FormatNewest})
 	defer db.Close()
-	h, _ := replica.NewHost(replica.Config{NodeID: 1, DB: db, Transport: noTransport{}})
+	h, _ := replica.NewHost(replica.Config{NodeID: 1, DB: db, FS: fs, SnapshotDir: "snapshots",
+		Transport: noTransport{}})
 	defer h.Close()
 	g, _ := h.OpenGroup(1, &counter{}, []uint64{1}) // a one-voter group
 	for !g.IsLeader() {                             // a single voter elects itself at once

@@ -245,8 +245,9 @@ type clusterOpts struct {
 	factory  bool
 	nodes    int
 	fsFor    func(id uint64) vfs.FS
-	dir      string // DB directory (default "db")
+	dir      string // DB directory (default "db"); received snapshots go to dir+"-snapshots"
 	maxBytes uint64 // Config.MaxLogBytes
+	snapSST  uint64 // Host.snapTableBytes (0 = default)
 }
 
 type cluster struct {
@@ -279,14 +280,18 @@ func (c *cluster) start(id uint64, fs vfs.FS, o clusterOpts) *testNode {
 	if o.dir != "" {
 		dir = o.dir
 	}
-	db, err := pebble.Open(dir, &pebble.Options{FS: fs, Logger: quietLogger{}})
+	db, err := pebble.Open(dir, &pebble.Options{FS: fs, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	h, err := NewHost(Config{NodeID: id, DB: db, Transport: &nodeTransport{n: c.net, from: id},
-		TickInterval: 10 * time.Millisecond, LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes})
+	h, err := NewHost(Config{NodeID: id, DB: db, FS: fs, SnapshotDir: dir + "-snapshots",
+		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: 10 * time.Millisecond,
+		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes})
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if o.snapSST != 0 {
+		h.snapTableBytes = o.snapSST // before attach: no snapshot arrives earlier
 	}
 	n := &testNode{id: id, fs: fs, db: db, host: h, sms: map[uint32]*testSM{}}
 	if o.factory {

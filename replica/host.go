@@ -78,9 +78,10 @@ type Host struct {
 	log     *slog.Logger
 	raftLog raft.Logger
 	metrics *Metrics
-	nextID  atomic.Uint64 // proposal and read-index IDs
+	nextID  atomic.Uint64 // proposal and read-index IDs, snapshot file names
 
-	snaps sync.WaitGroup // WriteSnapshot calls in flight; Close waits for them
+	snaps          sync.WaitGroup // WriteSnapshot calls in flight; Close waits for them
+	snapTableBytes uint64         // sstable size of received snapshots (snapTableBytes)
 
 	syncQ    chan syncItem // persisted batches awaiting their fsync, in order (syncLoop)
 	syncDone chan struct{} // closed when syncLoop exited
@@ -108,11 +109,15 @@ func NewHost(cfg Config) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.FS.MkdirAll(cfg.SnapshotDir, 0o755); err != nil {
+		return nil, fmt.Errorf("replica: creating snapshot directory %s: %w", cfg.SnapshotDir, err)
+	}
 	h := &Host{
 		cfg: cfg, db: cfg.DB, log: cfg.Logger.With("node", cfg.NodeID),
 		metrics: newMetrics(cfg.Registerer),
 		wake:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		syncQ: make(chan syncItem, syncQueueLen), syncDone: make(chan struct{}),
+		snapTableBytes: snapTableBytes,
 	}
 	h.raftLog = &raftLogger{l: h.log}
 	h.mu.groups = make(map[uint32]*Group)

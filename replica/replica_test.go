@@ -200,7 +200,7 @@ func TestCheckQuorumPartitionedLeader(t *testing.T) {
 }
 
 func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
-	c := newCluster(t, clusterOpts{nodes: 3, retain: 20})
+	c := newCluster(t, clusterOpts{nodes: 3, retain: 20, snapSST: 1 << 10}) // several sstables
 	for id := uint64(1); id <= 3; id++ {
 		c.open(id, 5, []uint64{1, 2, 3})
 	}
@@ -234,6 +234,21 @@ func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 	if snaps == 0 {
 		t.Fatalf("lagging node %d caught up without a snapshot", lagger)
 	}
+	// The replicas' whole state spans end identical, and no snapshot file stays behind.
+	lo, hi := c.sm(1, 5).Span()
+	eventually(t, 10*time.Second, func() error {
+		ref := spanKVs(t, c.nodes[1].db, lo, hi)
+		for _, id := range all {
+			n := c.nodes[id]
+			if got := spanKVs(t, n.db, lo, hi); fmt.Sprint(got) != fmt.Sprint(ref) {
+				return fmt.Errorf("node %d's span differs from node 1's (%d keys, %d)", id, len(got), len(ref))
+			}
+			if f := scratchFiles(t, n.fs, n.host.cfg.SnapshotDir); len(f) != 0 {
+				return fmt.Errorf("node %d left snapshot files %v", id, f)
+			}
+		}
+		return nil
+	})
 }
 
 func TestReadIndexLinearizable(t *testing.T) {

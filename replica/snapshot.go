@@ -8,9 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -21,8 +27,10 @@ const (
 	maxSnapItem = 64 << 20 // largest key or value accepted in a snapshot stream
 )
 
-// WriteSnapshot streams the shard's state keyspace, read from a consistent Pebble snapshot, in
-// the framed format of doc.go. The data may be ahead of snap's index (never behind).
+// WriteSnapshot streams the shard's state keyspace, read by one Pebble iterator (a consistent
+// view), in the framed format of doc.go. The data may be ahead of snap's index (never behind).
+// It reads through an iterator rather than a pebble.Snapshot because a snapshot install on
+// this node excises the span from open snapshots, while an open iterator keeps its view.
 func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error {
 	h.mu.Lock()
 	g, closed := h.mu.groups[shard], h.mu.closed
@@ -38,9 +46,7 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 		return fmt.Errorf("replica: unknown shard %d", shard)
 	}
 	lo, hi := g.sm.Span()
-	dbs := h.db.NewSnapshot()
-	defer dbs.Close()
-	it, err := dbs.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
@@ -115,11 +121,12 @@ func (s *snapReader) ReadByte() (byte, error) {
 	return c, err
 }
 
-func (s *snapReader) full(n uint64) ([]byte, error) {
+// full reads n bytes into buf's storage (grown as needed) and returns them.
+func (s *snapReader) full(buf []byte, n uint64) ([]byte, error) {
 	if n > maxSnapItem {
 		return nil, fmt.Errorf("%w: item of %d bytes", ErrBadSnapshot, n)
 	}
-	b := make([]byte, n)
+	b := slices.Grow(buf[:0], int(n))[:n]
 	if _, err := io.ReadFull(s.r, b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
@@ -135,25 +142,102 @@ func (s *snapReader) uvarint() (uint64, error) {
 	return v, nil
 }
 
-func (s *snapReader) bytesField() ([]byte, error) {
+// bytesField reads a uvarint length and that many bytes into buf's storage.
+func (s *snapReader) bytesField(buf []byte) ([]byte, error) {
 	n, err := s.uvarint()
 	if err != nil {
 		return nil, err
 	}
-	return s.full(n)
+	return s.full(buf, n)
 }
 
-// ReceiveSnapshot reads and verifies a whole snapshot stream for m (a MsgSnap), then, on the
-// loop goroutine: creates the group with the factory if it is unknown, replaces the state
-// span (one synced batch) and reloads the state machine when the snapshot is ahead of the
-// local state, and steps m into the group, which then resets its log to the snapshot.
+// snapTableBytes is the size at which a received snapshot moves on to its next sstable
+// (Host.snapTableBytes, lowered by tests). The sstable writer buffers the table's index until
+// the table is finished (about 1% of the table), so this bounds the memory of a receive
+// whatever the snapshot's size.
+const snapTableBytes = 64 << 20
+
+// snapTables writes a received snapshot's records, in strictly increasing key order, into
+// scratch sstables of about target bytes each. Not safe for concurrent use.
+type snapTables struct {
+	fs     vfs.FS
+	prefix string // paths are prefix-<n>.sst
+	opts   sstable.WriterOptions
+	target uint64
+	w      *sstable.Writer // the table being written, nil between tables
+	paths  []string        // every table created, the last one possibly unfinished
+}
+
+// snapWriterOptions are the options of the tables written for db: its table format; the
+// comparer and key schema are Pebble's defaults, as are the DB's. Keys have no suffix, so no
+// value blocks would be written; disabling them says so.
+func snapWriterOptions(db *pebble.DB) sstable.WriterOptions {
+	return sstable.WriterOptions{TableFormat: db.TableFormat(), DisableValueBlocks: true}
+}
+
+func (t *snapTables) set(k, v []byte) error {
+	if t.w != nil && t.w.Raw().EstimatedSize() >= t.target {
+		if err := t.finish(); err != nil {
+			return err
+		}
+	}
+	if t.w == nil {
+		path := fmt.Sprintf("%s-%d.sst", t.prefix, len(t.paths))
+		f, err := t.fs.Create(path, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			return fmt.Errorf("replica: creating snapshot file: %w", err)
+		}
+		t.paths = append(t.paths, path)
+		t.w = sstable.NewWriter(objstorageprovider.NewFileWritable(f), t.opts)
+	}
+	return t.w.Set(k, v)
+}
+
+// finish completes the current table: its data is synced and its file closed.
+func (t *snapTables) finish() error {
+	if t.w == nil {
+		return nil
+	}
+	err := t.w.Close()
+	t.w = nil
+	if err != nil {
+		return fmt.Errorf("replica: writing snapshot file: %w", err)
+	}
+	return nil
+}
+
+// remove closes and deletes every table; ingested ones are already gone (the DB removes a
+// file it ingested).
+func (t *snapTables) remove(log *slog.Logger) {
+	if t.w != nil {
+		_ = t.w.Close()
+		t.w = nil
+	}
+	for _, p := range t.paths {
+		if err := t.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("removing snapshot file", "path", p, "err", err)
+		}
+	}
+}
+
+// ReceiveSnapshot reads and verifies a whole snapshot stream for m (a MsgSnap) and installs it.
+// Memory stays bounded whatever the snapshot's size (a 64 KiB read buffer, the largest key
+// and value, the sstable writer's blocks and index): while reading, it checks that every key
+// lies in the state span, above the previous one, and writes the records into sstables of at
+// most about 64 MiB in Config.SnapshotDir. Once the checksum and the record count match, on
+// the loop goroutine, it creates the group with the factory if it is unknown and, when the
+// snapshot is ahead of the local state, replaces the state span with the tables atomically
+// and durably (DB.IngestAndExcise: the tables and the MANIFEST, or the WAL record of a
+// flushable ingest, are synced before it returns; an empty snapshot only excises) and reloads
+// the state machine; then it steps m into the group, which resets its log to the snapshot.
+// The scratch tables are removed in every case.
 func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	if m.Msg.GetType() != pb.MsgSnap {
 		return fmt.Errorf("replica: ReceiveSnapshot of a %v message", m.Msg.GetType())
 	}
 	md := m.Msg.GetSnapshot().GetMetadata()
 	sr := &snapReader{r: bufio.NewReaderSize(r, 64<<10), dig: xxhash.New()}
-	fixed, err := sr.full(4 + 4 + 8 + 8)
+	fixed, err := sr.full(nil, 4+4+8+8)
 	if err != nil {
 		return err
 	}
@@ -165,17 +249,27 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return fmt.Errorf("%w: stream is shard %d index %d, message is shard %d index %d",
 			ErrBadSnapshot, shard, index, m.Shard, md.GetIndex())
 	}
-	lo, err := sr.bytesField()
+	lo, err := sr.bytesField(nil)
 	if err != nil {
 		return err
 	}
-	hi, err := sr.bytesField()
+	hi, err := sr.bytesField(nil)
 	if err != nil {
 		return err
 	}
-	data := h.db.NewBatch()
-	defer data.Close()
+	if bytes.Compare(lo, hi) >= 0 {
+		return fmt.Errorf("%w: empty span [%q, %q)", ErrBadSnapshot, lo, hi)
+	}
+	tables := &snapTables{
+		fs: h.cfg.FS,
+		prefix: h.cfg.FS.PathJoin(h.cfg.SnapshotDir,
+			fmt.Sprintf("snap-%d-%d-%d-%d", h.cfg.NodeID, shard, index, h.nextID.Add(1))),
+		opts:   snapWriterOptions(h.db),
+		target: h.snapTableBytes,
+	}
+	defer tables.remove(h.log)
 	var count uint64
+	var k, v, prev []byte
 	for {
 		tag, err := sr.ReadByte()
 		if err != nil {
@@ -187,23 +281,25 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if tag != snapTagKV {
 			return fmt.Errorf("%w: bad frame tag %d", ErrBadSnapshot, tag)
 		}
-		k, err := sr.bytesField()
-		if err != nil {
+		if k, err = sr.bytesField(k); err != nil {
 			return err
 		}
-		v, err := sr.bytesField()
-		if err != nil {
+		if v, err = sr.bytesField(v); err != nil {
 			return err
 		}
 		if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) >= 0 {
 			return fmt.Errorf("%w: key %q outside the span", ErrBadSnapshot, k)
 		}
-		if err := data.Set(k, v, nil); err != nil {
+		if count > 0 && bytes.Compare(k, prev) <= 0 {
+			return fmt.Errorf("%w: key %q not above the previous key %q", ErrBadSnapshot, k, prev)
+		}
+		if err := tables.set(k, v); err != nil {
 			return err
 		}
+		k, prev = prev, k // the writer copied k
 		count++
 	}
-	cnt, err := sr.full(8)
+	cnt, err := sr.full(nil, 8)
 	if err != nil {
 		return err
 	}
@@ -218,6 +314,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	if binary.BigEndian.Uint64(cnt) != count {
 		return fmt.Errorf("%w: %d records, trailer says %d", ErrBadSnapshot, count, binary.BigEndian.Uint64(cnt))
 	}
+	if err := tables.finish(); err != nil {
+		return err
+	}
 	h.metrics.SnapshotsReceived.Inc()
 
 	return h.call(noCancel, func() error {
@@ -229,15 +328,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 			return fmt.Errorf("%w: span differs from the local state machine's", ErrBadSnapshot)
 		}
 		if index > max(g.sm.Applied(), g.st.applied, g.st.hs.GetCommit()) {
-			b := h.db.NewBatch()
-			if err := b.DeleteRange(lo, hi, nil); err != nil {
-				return err
-			}
-			if err := b.Apply(data, nil); err != nil {
-				return err
-			}
-			if err := b.Commit(pebble.Sync); err != nil {
-				return err
+			if _, err := h.db.IngestAndExcise(noCancel, tables.paths, nil, nil,
+				pebble.KeyRange{Start: lo, End: hi}); err != nil {
+				return fmt.Errorf("replica: shard %d: ingesting snapshot: %w", m.Shard, err)
 			}
 			if err := g.sm.Reload(); err != nil {
 				return fmt.Errorf("replica: shard %d: reload after snapshot: %w", m.Shard, err)

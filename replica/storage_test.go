@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -17,7 +18,8 @@ import (
 
 func memDB(t testing.TB) *pebble.DB {
 	t.Helper()
-	db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}})
+	db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{},
+		FormatMajorVersion: pebble.FormatNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,13 +202,23 @@ func TestConfigValidateAndMetrics(t *testing.T) {
 		ElectionTicks: 1, HeartbeatTicks: 2}); err == nil {
 		t.Fatal("ElectionTicks <= HeartbeatTicks accepted")
 	}
+	old, err := pebble.Open("old", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{},
+		FormatMajorVersion: pebble.FormatVirtualSSTables - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if _, err := NewHost(Config{NodeID: 1, DB: old, Transport: &nodeTransport{n: newNetwork()}}); err == nil {
+		t.Fatal("a DB without IngestAndExcise accepted")
+	}
 	reg := prometheus.NewRegistry()
 	h, err := NewHost(Config{NodeID: 1, DB: db, Transport: &nodeTransport{n: newNetwork()}, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	if h.cfg.TickInterval != DefaultTickInterval || h.cfg.LogRetainEntries != DefaultLogRetainEntries {
+	if h.cfg.TickInterval != DefaultTickInterval || h.cfg.LogRetainEntries != DefaultLogRetainEntries ||
+		h.cfg.FS != vfs.Default || h.cfg.SnapshotDir != os.TempDir() {
 		t.Fatalf("defaults not applied: %+v", h.cfg)
 	}
 	if _, err := h.OpenGroup(1, newTestSM(t, db, 1), []uint64{1}); err != nil {

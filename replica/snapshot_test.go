@@ -1,0 +1,233 @@
+package replica
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+type kv struct{ k, v []byte }
+
+// spanKVs returns every key and value of [lo, hi) in db.
+func spanKVs(t *testing.T, db *pebble.DB, lo, hi []byte) []kv {
+	t.Helper()
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var out []kv
+	for ok := it.First(); ok; ok = it.Next() {
+		out = append(out, kv{slices.Clone(it.Key()), slices.Clone(it.Value())})
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// encodeSnap frames records as WriteSnapshot does (doc.go), in the order given.
+func encodeSnap(shard uint32, index, term uint64, lo, hi []byte, recs []kv) []byte {
+	var b []byte
+	b = append(b, snapMagic...)
+	b = binary.BigEndian.AppendUint32(b, shard)
+	b = binary.BigEndian.AppendUint64(b, index)
+	b = binary.BigEndian.AppendUint64(b, term)
+	for _, f := range [][]byte{lo, hi} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	for _, r := range recs {
+		b = append(b, snapTagKV)
+		b = binary.AppendUvarint(b, uint64(len(r.k)))
+		b = append(b, r.k...)
+		b = binary.AppendUvarint(b, uint64(len(r.v)))
+		b = append(b, r.v...)
+	}
+	b = append(b, snapTagEnd)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(recs)))
+	return binary.BigEndian.AppendUint64(b, xxhash.Sum64(b))
+}
+
+// scratchFiles lists the files left in fs's dir.
+func scratchFiles(t *testing.T, fs vfs.FS, dir string) []string {
+	t.Helper()
+	names, err := fs.List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func TestReceiveSnapshotOrderScratchAndDurability(t *testing.T) {
+	fs2 := vfs.NewCrashableMem()
+	c := newCluster(t, clusterOpts{nodes: 2, snapSST: 2 << 10, fsFor: func(id uint64) vfs.FS {
+		if id == 2 {
+			return fs2
+		}
+		return vfs.NewMem()
+	}})
+	c.open(1, 6, []uint64{1})
+	lead := c.leader(6, 1)
+	var want []string
+	for i := range 30 {
+		want = append(want, fmt.Sprintf("%02d-%s", i, strings.Repeat("v", 500)))
+		c.propose(6, want[i])
+	}
+	c.converged(6, want, 1)
+	c.open(2, 6, nil)
+
+	lo, hi := c.sm(1, 6).Span()
+	recs := spanKVs(t, c.nodes[1].db, lo, hi)
+	index, term := c.sm(1, 6).Applied(), lead.Status().Term
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
+		ConfState: &pb.ConfState{Voters: []uint64{1}}}}
+	msg := ShardMessage{Shard: 6, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+		Term: new(term), Snapshot: snap}}
+	n2 := c.nodes[2]
+	dir := n2.host.cfg.SnapshotDir
+
+	// Well-framed streams (checksum and count right) whose keys are out of order are refused
+	// and leave neither scratch files nor state behind.
+	swapped := slices.Clone(recs)
+	swapped[3], swapped[4] = swapped[4], swapped[3]
+	dup := slices.Insert(slices.Clone(recs), 5, recs[5])
+	outside := append(slices.Clone(recs), kv{hi, []byte("x")})
+	for name, bad := range map[string][]kv{"swapped": swapped, "duplicate": dup, "outside": outside} {
+		err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, bad)))
+		if !errors.Is(err, ErrBadSnapshot) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if f := scratchFiles(t, fs2, dir); len(f) != 0 {
+			t.Fatalf("%s: scratch files left: %v", name, f)
+		}
+	}
+	if got := spanKVs(t, n2.db, lo, hi); len(got) != 0 {
+		t.Fatalf("refused snapshots left %d keys", len(got))
+	}
+	if n := testutilCounter(n2.host.metrics.SnapshotsReceived); n != 0 {
+		t.Fatalf("refused snapshots counted as received: %v", n)
+	}
+
+	// The same records in order install (over several sstables: snapSST is 2 KiB) and leave
+	// no scratch file.
+	if err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs))); err != nil {
+		t.Fatal(err)
+	}
+	if f := scratchFiles(t, fs2, dir); len(f) != 0 {
+		t.Fatalf("scratch files left after install: %v", f)
+	}
+	if n := testutilCounter(n2.host.metrics.SnapshotsReceived); n != 1 {
+		t.Fatalf("received %v snapshots, want 1", n)
+	}
+	if got := c.sm(2, 6).values(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("installed %d values, want %d", len(got), len(want))
+	}
+	if got := c.sm(2, 6).Applied(); got != index {
+		t.Fatalf("applied %d after install, want %d", got, index)
+	}
+
+	// The install was durable when ReceiveSnapshot returned: a crash keeps it.
+	crashed := fs2.CrashClone(vfs.CrashCloneCfg{})
+	db, err := pebble.Open("db", &pebble.Options{FS: crashed, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := spanKVs(t, db, lo, hi); fmt.Sprint(got) != fmt.Sprint(recs) {
+		t.Fatalf("after a crash the span has %d keys, want %d", len(got), len(recs))
+	}
+}
+
+// TestIngestAndExciseDurable checks what ReceiveSnapshot relies on: IngestAndExcise of the
+// tables snapTables writes (several, or none for an empty snapshot) replaces exactly the span,
+// durably on return, whether the span's old data is still in the memtable or flushed.
+func TestIngestAndExciseDurable(t *testing.T) {
+	lo, hi := []byte("S\x00\x00\x00\x02"), []byte("S\x00\x00\x00\x03")
+	for _, tc := range []struct {
+		name    string
+		records int
+		flushed bool
+	}{
+		{"tables/memtable", 200, false},
+		{"tables/flushed", 200, true},
+		{"empty/memtable", 0, false},
+		{"empty/flushed", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewCrashableMem()
+			opts := &pebble.Options{FS: fs, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest}
+			db, err := pebble.Open("db", opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			b := db.NewBatch()
+			for _, k := range []string{"S\x00\x00\x00\x01z", "S\x00\x00\x00\x02a", "S\x00\x00\x00\x02q", "S\x00\x00\x00\x03"} {
+				_ = b.Set([]byte(k), []byte("old"), nil)
+			}
+			if err := b.Commit(pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			if tc.flushed {
+				if err := db.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := fs.MkdirAll("snaps", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tables := &snapTables{fs: fs, prefix: "snaps/t", target: 1 << 10,
+				opts: snapWriterOptions(db)}
+			defer tables.remove(slog.New(slog.DiscardHandler))
+			var want []kv
+			for i := range tc.records {
+				r := kv{append(slices.Clone(lo), fmt.Sprintf("k%04d", i)...), bytes.Repeat([]byte{'n'}, 40)}
+				if err := tables.set(r.k, r.v); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, r)
+			}
+			if err := tables.finish(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.records > 0 && len(tables.paths) < 2 {
+				t.Fatalf("%d records in %d tables, want several", tc.records, len(tables.paths))
+			}
+			if _, err := db.IngestAndExcise(t.Context(), tables.paths, nil, nil, pebble.KeyRange{Start: lo, End: hi}); err != nil {
+				t.Fatal(err)
+			}
+			if f := scratchFiles(t, fs, "snaps"); len(f) != 0 {
+				t.Fatalf("ingest left its source files: %v", f)
+			}
+
+			crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+			db2, err := pebble.Open("db", &pebble.Options{FS: crashed, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db2.Close()
+			for _, d := range []*pebble.DB{db, db2} {
+				if got := spanKVs(t, d, lo, hi); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("span has %d keys, want %d", len(got), len(want))
+				}
+				if got := spanKVs(t, d, []byte("S"), lo); len(got) != 1 {
+					t.Fatalf("keys below the span: %d, want 1", len(got))
+				}
+				if got := spanKVs(t, d, hi, []byte("T")); len(got) != 1 {
+					t.Fatalf("keys above the span: %d, want 1", len(got))
+				}
+			}
+		})
+	}
+}
