@@ -468,15 +468,22 @@ func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
 	defer cancel()
 
 	sh := uint32(rng.IntN(failoverShards))
-	s := c.Shards()[sh]
-	leader := c.Index(s.Leader)
-	lag := -1
-	for _, v := range s.Voters {
-		if v != s.Leader {
-			lag = c.Index(v)
-			break
+	// The shard may be between leaders, or replacing a replica, at this moment.
+	leader, lag := -1, -1
+	testnode.WaitFor(t, 20*time.Second, "a leader and a follower", func() string {
+		s, ok := c.Shards()[sh]
+		if !ok {
+			return fmt.Sprintf("shard %d has no leader", sh)
 		}
-	}
+		leader = c.Index(s.Leader)
+		for _, v := range s.Voters {
+			if v != s.Leader {
+				lag = c.Index(v)
+				return ""
+			}
+		}
+		return s.String()
+	})
 	lagNode := c.Nodes[lag]
 	addr := lagNode.Addr()
 	t.Logf("shard %d: leader n%d, lagging follower n%d", sh, leader+1, lag+1)
