@@ -4,6 +4,7 @@
 # version), each started on loopback in a throwaway directory. Writes
 # docs/benchmarks.md, docs/benchmarks.png and the JSON reports in
 # docs/benchmarks-results/. Bounded: about 12 runs of DURATION + WARMUP.
+# BENCH_KEEP=1 keeps the servers' data directories and logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,11 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ -n "${BENCH_KEEP:-}" ]; then
+    echo "kept the servers' data and logs in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
 }
 trap cleanup EXIT
 
