@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
@@ -328,16 +329,22 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 			return fmt.Errorf("%w: span differs from the local state machine's", ErrBadSnapshot)
 		}
 		if index > max(g.sm.Applied(), g.st.applied, g.st.hs.GetCommit()) {
+			start := time.Now()
 			if _, err := h.db.IngestAndExcise(noCancel, tables.paths, nil, nil,
 				pebble.KeyRange{Start: lo, End: hi}); err != nil {
 				return fmt.Errorf("replica: shard %d: ingesting snapshot: %w", m.Shard, err)
 			}
+			ingested := time.Now()
 			if err := g.sm.Reload(); err != nil {
 				return fmt.Errorf("replica: shard %d: reload after snapshot: %w", m.Shard, err)
 			}
 			if g.sm.Applied() < index {
 				return errors.New("replica: snapshot state is behind its metadata")
 			}
+			// Both steps hold the loop, and with it every group of this node.
+			h.log.Info("snapshot installed", "shard", m.Shard, "index", index, "records", count,
+				"tables", len(tables.paths), "ingest", ingested.Sub(start).Round(time.Microsecond),
+				"reload", time.Since(ingested).Round(time.Microsecond))
 		}
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
