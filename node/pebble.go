@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -39,6 +40,17 @@ func openPebble(dir string, log *slog.Logger) (*pebble.DB, error) {
 		FormatMajorVersion:          pebble.FormatNewest,
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		Logger:                      pebbleLogger{log},
+		EventListener: &pebble.EventListener{
+			BackgroundError: func(err error) {
+				// A snapshot install (an excise) cancels overlapping compactions,
+				// which Pebble retries: expected, not an error.
+				if errors.Is(err, pebble.ErrCancelledCompaction) {
+					log.Info("pebble: compaction cancelled; it will be retried", "component", "pebble")
+					return
+				}
+				log.Error("pebble: background error", "component", "pebble", "err", err)
+			},
+		},
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
