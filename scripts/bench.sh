@@ -64,7 +64,7 @@ run_shoal_bench() { # out server extra...
 }
 
 echo "== shoal, one node"
-start_shoal n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
+start_shoal single z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
 wait_ready 127.0.0.1:17480
 # A CPU profile of the server during the measured part of the first run.
 ( sleep "${WARMUP%s}"; curl -fsS -o "$WORK/cpu.pprof" "http://127.0.0.1:17480/debug/pprof/profile?seconds=10" ) &
@@ -76,6 +76,8 @@ if [ -s "$WORK/cpu.pprof" ]; then
   go tool pprof -top -nodecount=30 bin/shoal "$WORK/cpu.pprof" 2>/dev/null | head -40 > "$RESULTS/profile.txt" || true
 fi
 
+# A new cluster in empty data directories, as NATS R3 gets: not the one-node run's data, which
+# the two new nodes would first receive as snapshots and compact during the measurement.
 echo "== shoal, three nodes, replication 3"
 start_shoal n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
 wait_ready 127.0.0.1:17480
