@@ -115,7 +115,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.settings.Store(&stored)
 	}
 
-	if n.db, err = openPebble(dir.pebblePath(), n.log); err != nil {
+	var popts *pebble.Options
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log); err != nil {
 		return nil, err
 	}
 	snapDir, err := dir.resetSnapshots()
@@ -154,10 +155,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Registerer:  n.reg,
 	})
 	n.host, err = replica.NewHost(replica.Config{
-		NodeID:           dir.id.NodeID,
-		DB:               n.db,
-		FS:               vfs.Default, // openPebble's
-		SnapshotDir:      snapDir,
+		NodeID:      dir.id.NodeID,
+		DB:          n.db,
+		FS:          vfs.Default, // openPebble's
+		SnapshotDir: snapDir,
+		// Snapshots are ingested into the last level when their span is clear.
+		SnapshotTables:   popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
 		Transport:        n.tr,
 		Logger:           n.log,
 		Registerer:       n.reg,

@@ -25,7 +25,10 @@ import (
 // memory (up to MemTableStopWritesThreshold x 64 MB = 256 MB of memtables
 // when flushes fall behind; 64 MB steady state) and up to 64 MB more WAL to
 // replay on restart.
-func openPebble(dir string, log *slog.Logger) (*pebble.DB, error) {
+//
+// It also returns the options (with Pebble's defaults filled in), from which the replica
+// host takes the sstable options of received snapshots.
+func openPebble(dir string, log *slog.Logger) (*pebble.DB, *pebble.Options, error) {
 	opts := &pebble.Options{
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
@@ -56,11 +59,12 @@ func openPebble(dir string, log *slog.Logger) (*pebble.DB, error) {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].BlockSize = 32 << 10
 	}
+	opts.EnsureDefaults()
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
 	}
-	return db, nil
+	return db, opts, nil
 }
 
 // pebbleLogger sends Pebble's logs to slog.

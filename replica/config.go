@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -47,6 +48,11 @@ type Config struct {
 	// there by a crash are the caller's to remove (a server gives every host a directory of
 	// its own and empties it before NewHost).
 	SnapshotDir string
+	// SnapshotTables are the options of the sstables a received snapshot is written to. Give
+	// the DB's own for its last level (pebble.Options.MakeWriterOptions), so that ingested
+	// tables carry the filters, block sizes and compression of the tables compactions write.
+	// The zero value writes with Pebble's defaults at the DB's table format (no filters).
+	SnapshotTables sstable.WriterOptions
 	// Transport carries messages to peers. Required.
 	Transport Transport
 	// TickInterval is the raft logical clock period (default 50ms, > 0).

@@ -169,10 +169,19 @@ type snapTables struct {
 	paths  []string        // every table created, the last one possibly unfinished
 }
 
-// snapWriterOptions are the options of the tables written for db: its table format; the
+// snapWriterOptions are the options of the tables written for a received snapshot:
+// Config.SnapshotTables when given, else defaultSnapWriterOptions.
+func (h *Host) snapWriterOptions() sstable.WriterOptions {
+	if h.cfg.SnapshotTables.TableFormat != 0 {
+		return h.cfg.SnapshotTables
+	}
+	return defaultSnapWriterOptions(h.db)
+}
+
+// defaultSnapWriterOptions are db's table format with Pebble's defaults otherwise: the
 // comparer and key schema are Pebble's defaults, as are the DB's. Keys have no suffix, so no
 // value blocks would be written; disabling them says so.
-func snapWriterOptions(db *pebble.DB) sstable.WriterOptions {
+func defaultSnapWriterOptions(db *pebble.DB) sstable.WriterOptions {
 	return sstable.WriterOptions{TableFormat: db.TableFormat(), DisableValueBlocks: true}
 }
 
@@ -265,7 +274,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		fs: h.cfg.FS,
 		prefix: h.cfg.FS.PathJoin(h.cfg.SnapshotDir,
 			fmt.Sprintf("snap-%d-%d-%d-%d", h.cfg.NodeID, shard, index, h.nextID.Add(1))),
-		opts:   snapWriterOptions(h.db),
+		opts:   h.snapWriterOptions(),
 		target: h.snapTableBytes,
 	}
 	defer tables.remove(h.log)

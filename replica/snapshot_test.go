@@ -188,7 +188,7 @@ func TestIngestAndExciseDurable(t *testing.T) {
 				t.Fatal(err)
 			}
 			tables := &snapTables{fs: fs, prefix: "snaps/t", target: 1 << 10,
-				opts: snapWriterOptions(db)}
+				opts: defaultSnapWriterOptions(db)}
 			defer tables.remove(slog.New(slog.DiscardHandler))
 			var want []kv
 			for i := range tc.records {
