@@ -209,13 +209,18 @@ func (t *nodeTransport) Send(msgs []ShardMessage) {
 
 func (t *nodeTransport) SendSnapshot(m ShardMessage) {
 	to, m2 := m.Msg.GetTo(), ShardMessage{Shard: m.Shard, Msg: cloneMsg(m.Msg)}
+	// The sender is the host calling now; a host restarted under the same ID before the
+	// goroutine runs is another one, which must not get this send's report.
+	t.n.mu.Lock()
+	sender := t.n.hosts[t.from]
+	t.n.mu.Unlock()
 	t.n.wg.Add(1)
 	go func() {
 		defer t.n.wg.Done()
 		t.n.mu.Lock()
 		src, dst := t.n.hosts[t.from], t.n.hosts[to]
 		t.n.mu.Unlock()
-		if src == nil {
+		if src == nil || src != sender {
 			return
 		}
 		if dst == nil || !t.n.linkUp(t.from, to) {
