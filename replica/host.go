@@ -113,7 +113,7 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("replica: creating snapshot directory %s: %w", cfg.SnapshotDir, err)
 	}
 	h := &Host{
-		cfg: cfg, db: cfg.DB, log: cfg.Logger.With("node", cfg.NodeID),
+		cfg: cfg, db: cfg.DB, log: cfg.Logger.With("node_id", cfg.NodeID),
 		metrics: newMetrics(cfg.Registerer),
 		wake:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		syncQ: make(chan syncItem, syncQueueLen), syncDone: make(chan struct{}),
