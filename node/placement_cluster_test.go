@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -155,28 +156,36 @@ func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, strea
 	}
 }
 
-// gaugeSum and counterSum add a metric over the registries.
-func metricSum(t testing.TB, regs []*prometheus.Registry, name, kind string) float64 {
+// gatherSeries returns every series of the metric name over the registries.
+func gatherSeries(t testing.TB, regs []*prometheus.Registry, name string) []*dto.Metric {
 	t.Helper()
-	var sum float64
+	var out []*dto.Metric
 	for _, r := range regs {
 		mfs, err := r.Gather()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
+			if mf.GetName() == name {
+				out = append(out, mf.GetMetric()...)
 			}
-			for _, m := range mf.GetMetric() {
-				match := kind == ""
-				for _, l := range m.GetLabel() {
-					match = match || (l.GetName() == "kind" && l.GetValue() == kind)
-				}
-				if match {
-					sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-				}
-			}
+		}
+	}
+	return out
+}
+
+// metricSum adds a gauge or counter over the registries: every series, or those whose
+// "kind" label is kind.
+func metricSum(t testing.TB, regs []*prometheus.Registry, name, kind string) float64 {
+	t.Helper()
+	var sum float64
+	for _, m := range gatherSeries(t, regs, name) {
+		match := kind == ""
+		for _, l := range m.GetLabel() {
+			match = match || (l.GetName() == "kind" && l.GetValue() == kind)
+		}
+		if match {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
 	return sum
@@ -185,20 +194,9 @@ func metricSum(t testing.TB, regs []*prometheus.Registry, name, kind string) flo
 // histogramSum returns the sample sum and count of the histogram name over regs.
 func histogramSum(t testing.TB, regs []*prometheus.Registry, name string) (sum float64, count uint64) {
 	t.Helper()
-	for _, r := range regs {
-		mfs, err := r.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				sum += m.GetHistogram().GetSampleSum()
-				count += m.GetHistogram().GetSampleCount()
-			}
-		}
+	for _, m := range gatherSeries(t, regs, name) {
+		sum += m.GetHistogram().GetSampleSum()
+		count += m.GetHistogram().GetSampleCount()
 	}
 	return sum, count
 }

@@ -51,7 +51,7 @@ type Config struct {
 	// SnapshotTables are the options of the sstables a received snapshot is written to. Give
 	// the DB's own for its last level (pebble.Options.MakeWriterOptions), so that ingested
 	// tables carry the filters, block sizes and compression of the tables compactions write.
-	// The zero value writes with Pebble's defaults at the DB's table format (no filters).
+	// The zero value means Pebble's defaults at the DB's table format (no filters).
 	SnapshotTables sstable.WriterOptions
 	// Transport carries messages to peers. Required.
 	Transport Transport
@@ -100,6 +100,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotDir == "" {
 		c.SnapshotDir = os.TempDir()
+	}
+	if c.SnapshotTables.TableFormat == 0 {
+		c.SnapshotTables = defaultSnapWriterOptions(c.DB)
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = DefaultTickInterval

@@ -16,7 +16,6 @@ type readyGroup struct {
 	rd        raft.Ready
 	appendMsg *pb.Message // MsgStorageAppend: what to persist, and the responses that wait for it
 	applyMsg  *pb.Message // MsgStorageApply: committed entries, and the response once applied
-	smApplied uint64      // state machine's applied index before this iteration's apply batch
 }
 
 type resolution struct {
@@ -315,13 +314,13 @@ func (h *Host) apply(rds []readyGroup) {
 		if ab == nil {
 			ab = h.db.NewIndexedBatch()
 		}
-		r.smApplied = r.g.sm.Applied()
+		smApplied := r.g.sm.Applied() // before this batch: entries at or below are in the state
 		bsm, batched := r.g.sm.(BatchStateMachine)
 		if batched {
 			bsm.BeginBatch(ab)
 		}
 		for _, e := range r.applyMsg.Entries {
-			res = h.applyEntry(ab, r.g, e, r.smApplied, res)
+			res = h.applyEntry(ab, r.g, e, smApplied, res)
 		}
 		if batched {
 			h.must(bsm.FinishBatch(ab))

@@ -169,16 +169,7 @@ type snapTables struct {
 	paths  []string        // every table created, the last one possibly unfinished
 }
 
-// snapWriterOptions are the options of the tables written for a received snapshot:
-// Config.SnapshotTables when given, else defaultSnapWriterOptions.
-func (h *Host) snapWriterOptions() sstable.WriterOptions {
-	if h.cfg.SnapshotTables.TableFormat != 0 {
-		return h.cfg.SnapshotTables
-	}
-	return defaultSnapWriterOptions(h.db)
-}
-
-// defaultSnapWriterOptions are db's table format with Pebble's defaults otherwise: the
+// defaultSnapWriterOptions, Config.SnapshotTables' default, are db's table format with Pebble's defaults otherwise: the
 // comparer and key schema are Pebble's defaults, as are the DB's. Keys have no suffix, so no
 // value blocks would be written; disabling them says so.
 func defaultSnapWriterOptions(db *pebble.DB) sstable.WriterOptions {
@@ -274,7 +265,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		fs: h.cfg.FS,
 		prefix: h.cfg.FS.PathJoin(h.cfg.SnapshotDir,
 			fmt.Sprintf("snap-%d-%d-%d-%d", h.cfg.NodeID, shard, index, h.nextID.Add(1))),
-		opts:   h.snapWriterOptions(),
+		opts:   h.cfg.SnapshotTables,
 		target: h.snapTableBytes,
 	}
 	defer tables.remove(h.log)

@@ -303,17 +303,17 @@ func (s *storage) trimCache() {
 }
 
 func (s *storage) setHardState(b *pebble.Batch, hs *pb.HardState) error {
-	v := encodeHardState(hs, hs.GetCommit())
+	v := encodeHardState(hs)
 	s.hs = proto.CloneOf(hs)
 	return b.Set(raftKey(s.shard, keyHardState), v, nil)
 }
 
-// encodeHardState encodes hs's term and vote with the given commit index (H's value).
-func encodeHardState(hs *pb.HardState, commit uint64) []byte {
+// encodeHardState encodes hs's term, vote and commit index (H's value).
+func encodeHardState(hs *pb.HardState) []byte {
 	v := make([]byte, 24)
 	binary.BigEndian.PutUint64(v, hs.GetTerm())
 	binary.BigEndian.PutUint64(v[8:], hs.GetVote())
-	binary.BigEndian.PutUint64(v[16:], commit)
+	binary.BigEndian.PutUint64(v[16:], hs.GetCommit())
 	return v
 }
 
