@@ -723,6 +723,11 @@ func (n *Node) close() error {
 			errs = append(errs, err)
 		}
 	}
+	n.mu.Lock()
+	for _, sm := range n.mu.shards {
+		sm.Close() // after the host: no apply runs; before Pebble: ends the ID scans
+	}
+	n.mu.Unlock()
 	if n.db != nil {
 		if err := n.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))

@@ -60,7 +60,7 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
 			return nil, err
 		}
-		s.ids.add(&e.ID)
+		s.addID(&e.ID)
 	}
 	le := logEntry{stream: m.id, first: first, count: n}
 	s.keyBuf = k.log(s.keyBuf[:0], pos)
@@ -102,16 +102,21 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 		firstIdx int
 		run      = true // all hits so far form a consecutive run of this stream from events[0]
 	)
+	filter := s.idFilterReady() // nil while it is built: look every ID up
 	for i := range c.Events {
 		id := &c.Events[i].ID
-		if !s.ids.mayContain(id) {
+		if filter != nil && !filter.mayContain(id) {
 			run = false
 			continue
 		}
 		s.keyBuf = s.keys.id(s.keyBuf[:0], id)
 		v, closer, err := b.Get(s.keyBuf)
 		if errors.Is(err, pebble.ErrNotFound) {
-			s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idFalsePos })
+			if filter == nil {
+				s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idUnfiltered })
+			} else {
+				s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idFalsePos })
+			}
 			run = false
 			continue
 		}

@@ -13,7 +13,8 @@ import (
 // be identical across replicas. IDs of a batch that is later discarded stay
 // in the filter: harmless, only extra false positives.
 //
-// Stages double in capacity, so memory is about 1.25 bytes per ID (10 bits)
+// The filter is rebuilt in the background when the shard opens or reloads
+// (idbuild.go). Stages double in capacity, so memory is about 1.25 bytes per ID (10 bits)
 // and the false-positive rate stays bounded. Not safe for concurrent use:
 // only the apply goroutine touches it.
 type idFilter struct {
@@ -81,6 +82,15 @@ func (f *idFilter) mayContain(id *[16]byte) bool {
 		}
 	}
 	return false
+}
+
+// count returns the number of IDs added.
+func (f *idFilter) count() int {
+	n := 0
+	for _, s := range f.stages {
+		n += s.count
+	}
+	return n
 }
 
 // bytes returns the filter's memory use.

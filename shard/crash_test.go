@@ -98,6 +98,7 @@ func TestCrash(t *testing.T) {
 		}
 		m.check(t, s)
 		t.Logf("clone %d: acknowledged %d, recovered %d entries, %d events", clone, minIndex, applied, s.LastPosition())
+		s.Close()
 		db.Close()
 	}
 	stop.Store(true)

@@ -203,6 +203,7 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		return "ok\n"
 	case "reopen":
 		ts.commit(pebble.Sync)
+		ts.s.Close()
 		if err := ts.db.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ func Example() {
 	db, _ := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
 	defer db.Close()
 	s, _ := shard.Open(db, 0, shard.Options{})
+	defer s.Close()
 
 	cmd := &shard.AppendCommand{
 		Stream:   "order-1",

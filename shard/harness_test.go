@@ -43,7 +43,13 @@ func newTestShard(t testing.TB, fs vfs.FS, id uint32) *testShard {
 		if ts.batch != nil {
 			ts.batch.Close()
 		}
-		ts.db.Close()
+		if ts.db == nil {
+			return // closed by the test
+		}
+		ts.s.Close()
+		if err := ts.db.Close(); err != nil {
+			t.Error(err)
+		}
 	})
 	return ts
 }

@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"shard"}),
 		idLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "event_id_lookups_total",
-			Help: "Event-ID idempotency checks that needed a Pebble read, by outcome (found, false_positive).",
+			Help: "Event-ID idempotency checks that needed a Pebble read, by outcome: found, false_positive (the filter said maybe), unfiltered (absent; looked up while the filter was being built).",
 		}, []string{"shard", "outcome"}),
 		streamCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "stream_cache_lookups_total",
@@ -52,6 +52,7 @@ type shardMetrics struct {
 	applied             map[string]prometheus.Counter
 	events              prometheus.Counter
 	idFound, idFalsePos prometheus.Counter
+	idUnfiltered        prometheus.Counter
 	cacheHit, cacheMiss prometheus.Counter
 }
 
@@ -63,12 +64,13 @@ func (m *Metrics) forShard(id uint32) *shardMetrics {
 	}
 	l := strconv.FormatUint(uint64(id), 10)
 	sm := &shardMetrics{
-		applied:    make(map[string]prometheus.Counter, len(verdicts)),
-		events:     m.events.WithLabelValues(l),
-		idFound:    m.idLookups.WithLabelValues(l, "found"),
-		idFalsePos: m.idLookups.WithLabelValues(l, "false_positive"),
-		cacheHit:   m.streamCache.WithLabelValues(l, "hit"),
-		cacheMiss:  m.streamCache.WithLabelValues(l, "miss"),
+		applied:      make(map[string]prometheus.Counter, len(verdicts)),
+		events:       m.events.WithLabelValues(l),
+		idFound:      m.idLookups.WithLabelValues(l, "found"),
+		idFalsePos:   m.idLookups.WithLabelValues(l, "false_positive"),
+		idUnfiltered: m.idLookups.WithLabelValues(l, "unfiltered"),
+		cacheHit:     m.streamCache.WithLabelValues(l, "hit"),
+		cacheMiss:    m.streamCache.WithLabelValues(l, "miss"),
 	}
 	for _, v := range verdicts {
 		sm.applied[v] = m.applied.WithLabelValues(l, v)

@@ -307,6 +307,7 @@ func runModel(t *testing.T, rng *rand.Rand, ops int) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			ts.s.Close()
 			ts.s = s
 		}
 		if rng.IntN(10) == 0 {

@@ -64,14 +64,18 @@ type Shard struct {
 	m    *shardMetrics // nil when Options.Metrics is nil
 
 	// Apply state: touched only by the apply goroutine.
-	pending    map[string]streamMeta // streams changed by applies not yet Committed
-	cache      map[string]streamMeta // streams as of the last commit (bounded)
-	meta       shardMeta             // includes uncommitted applies
-	pendApply  uint64                // applied index including uncommitted applies
-	ids        *idFilter             // superset of all stored event IDs
-	keyBuf     []byte
-	valBuf     []byte
-	scratchBuf []byte
+	pending   map[string]streamMeta // streams changed by applies not yet Committed
+	cache     map[string]streamMeta // streams as of the last commit (bounded)
+	meta      shardMeta             // includes uncommitted applies
+	pendApply uint64                // applied index including uncommitted applies
+	ids       *idFilter             // superset of all stored event IDs; nil while build runs
+	build     *idBuild              // background scan rebuilding ids, or nil (idbuild.go)
+	idsAdded  [][16]byte            // IDs stored while build runs, for its filter
+	// idBuildGate, when set by a test before Reload, holds the next scan until closed.
+	idBuildGate chan struct{}
+	keyBuf      []byte
+	valBuf      []byte
+	scratchBuf  []byte
 	// deferTo is the batch given to BeginBatch: Apply and SetApplied into it leave the applied
 	// index and the shard meta to FinishBatch (written once per batch, not once per entry).
 	deferTo     *pebble.Batch
@@ -84,7 +88,8 @@ type Shard struct {
 }
 
 // Open returns the shard with the given id over db, loading the applied
-// index, the shard meta and the event-ID filter (see doc.go for the cost).
+// index and the shard meta and starting the background scan that builds the
+// event-ID filter (see doc.go). Close the shard before closing db.
 func Open(db *pebble.DB, id uint32, opts Options) (*Shard, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -132,8 +137,7 @@ func (s *Shard) Reload() error {
 			return err
 		}
 	}
-	ids, err := s.loadIDs(int(min(m.nextPosition, 1<<40)))
-	if err != nil {
+	if err := s.startIDBuild(int(min(m.nextPosition, 1<<40))); err != nil {
 		return err
 	}
 	s.deferTo, s.appliedDirt, s.metaDirty = nil, false, false
@@ -141,37 +145,12 @@ func (s *Shard) Reload() error {
 	s.cache = make(map[string]streamMeta)
 	s.meta = m
 	s.pendApply = applied
-	s.ids = ids
 	s.applied.Store(applied)
 	s.nextPos.Store(m.nextPosition)
 	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied,
 		"positions", m.nextPosition, "streams", m.nextStreamID,
-		"id_filter_bytes", ids.bytes(), "took", time.Since(start))
+		"took", time.Since(start))
 	return nil
-}
-
-// loadIDs builds the event-ID filter from the ID index (one key scan).
-func (s *Shard) loadIDs(n int) (*idFilter, error) {
-	f := newIDFilter(n)
-	lo, hi := s.keys.tagSpan(tagID)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, err
-	}
-	var id [16]byte
-	for valid := it.First(); valid; valid = it.Next() {
-		k := it.Key()
-		if len(k) != prefixLen+1+16 {
-			it.Close()
-			return nil, errCorrupt("event ID key")
-		}
-		copy(id[:], k[prefixLen+1:])
-		f.add(&id)
-	}
-	if err := it.Close(); err != nil {
-		return nil, err
-	}
-	return f, nil
 }
 
 func (s *Shard) getUint64(key []byte) (uint64, error) {
