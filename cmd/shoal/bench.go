@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,6 +35,7 @@ type benchTarget struct {
 	server   string
 	embedded bool
 	jsonFile string
+	cpuProf  string
 }
 
 func (a *app) targetFlags(f *pflag.FlagSet, t *benchTarget) {
@@ -43,6 +46,7 @@ func (a *app) targetFlags(f *pflag.FlagSet, t *benchTarget) {
 	f.StringVar(&t.server, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
 	f.BoolVar(&t.embedded, "embedded", false, "start a single-node server in a temporary directory for the run")
 	f.StringVar(&t.jsonFile, "json", "", "write the full report as JSON to this file")
+	f.StringVar(&t.cpuProf, "cpuprofile", "", "write the load generator's own CPU profile (go tool pprof) to this file")
 }
 
 func runFlags(f *pflag.FlagSet, r *bench.Run, concurrency int) {
@@ -162,6 +166,13 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 	}
 	defer target.Close()
 	run.Progress = bench.Progress{W: a.stderr, Terminal: bench.IsTerminal(a.stderr)}
+	if t.cpuProf != "" {
+		stop, err := startCPUProfile(t.cpuProf)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	res, err := fn(ctx, target)
 	if err != nil {
 		return err
@@ -175,4 +186,17 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 		}
 	}
 	return nil
+}
+
+// startCPUProfile profiles this process into file until the returned func is called.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cannot start the CPU profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
