@@ -50,6 +50,7 @@ type node struct {
 	streams shoalv1.StreamsClient
 	cluster shoalv1.ClusterClient
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	appends *appendPipe // the node's AppendPipeline stream (pipeline.go)
 }
 
 // Stats are counters since Dial.
@@ -117,6 +118,7 @@ func (c *Client) Close() error {
 	c.bg.Wait()
 	var first error
 	for _, n := range nodes {
+		n.appends.close(ErrClosed)
 		if err := n.conn.Close(); err != nil && first == nil {
 			first = err
 		}
@@ -167,6 +169,7 @@ func (c *Client) node(addr string) (*node, error) {
 		cluster: shoalv1.NewClusterClient(conn),
 		breaker: gobreaker.NewTwoStepCircuitBreaker[struct{}](c.breakerSettings(addr)),
 	}
+	n.appends = &appendPipe{streams: n.streams}
 	c.mu.nodes[addr] = n
 	return n, nil
 }

@@ -19,6 +19,15 @@
 // unavailable answers and every 10s (WithTopologyRefresh). One gRPC
 // connection is kept per node address, opened on first use.
 //
+// Appends to a node share one AppendPipeline stream: the appends that
+// concurrent callers start while the previous message is being sent leave
+// together as one message, and the node answers each as it completes, in
+// groups. Each append keeps its own deadline, verdict, retries and breaker
+// accounting, exactly as with one call each. An append larger than 1 MiB, and
+// every append to a server without AppendPipeline, is a unary Append call. A
+// broken stream fails its appends as Unavailable (retried; they are
+// idempotent) and the next append opens a new one.
+//
 // # What a caller can rely on
 //
 //  1. Appends are idempotent across retries. Every event carries a UUID;

@@ -31,6 +31,9 @@ type fakeCluster struct {
 	streams map[string][]*shoalv1.RecordedEvent
 	pos     map[uint32]uint64 // next position by shard
 	pages   int               // events per Read page
+	// unary makes the nodes answer AppendPipeline Unimplemented, as a server
+	// from before the pipeline would.
+	unary bool
 }
 
 type fakeNode struct {
@@ -148,6 +151,54 @@ func (n *fakeNode) Decommission(ctx context.Context, req *shoalv1.DecommissionRe
 		return nil, err
 	}
 	return &shoalv1.DecommissionResponse{}, nil
+}
+
+// AppendPipeline answers each item with what Append answers (faults
+// included), concurrently, as the server does.
+func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) error {
+	n.c.mu.Lock()
+	unary := n.c.unary
+	n.c.mu.Unlock()
+	if unary {
+		return status.Error(codes.Unimplemented, "unknown method AppendPipeline")
+	}
+	n.mu.Lock()
+	n.calls["AppendPipeline"]++
+	n.mu.Unlock()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		b, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		for _, it := range b.Items {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx := stream.Context()
+				if it.TimeoutMs > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(it.TimeoutMs)*time.Millisecond)
+					defer cancel()
+				}
+				resp, err := n.Append(ctx, it.Request)
+				r := &shoalv1.AppendItemResult{Id: it.Id, Response: resp}
+				if err != nil {
+					s, ok := status.FromError(err)
+					if !ok {
+						s = status.FromContextError(err) // as gRPC answers for a unary handler
+					}
+					st := s.Proto()
+					r = &shoalv1.AppendItemResult{Id: it.Id, Error: &shoalv1.ItemStatus{Code: st.Code, Message: st.Message, Details: st.Details}}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				stream.Send(&shoalv1.AppendResults{Results: []*shoalv1.AppendItemResult{r}})
+			}()
+		}
+	}
 }
 
 func (n *fakeNode) Append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {

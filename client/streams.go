@@ -40,7 +40,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 	}
 	var resp *shoalv1.AppendResponse
 	err := c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node) (bool, error) {
-		r, err := n.streams.Append(ctx, req)
+		r, err := n.appends.append(ctx, req)
 		resp = r
 		return false, err
 	})

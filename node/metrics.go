@@ -14,7 +14,8 @@ type metrics struct {
 	reads          *prometheus.CounterVec // by kind (stream, shard) and result
 	appendLatency  prometheus.Histogram
 	eventsAppended prometheus.Counter
-	forwarded      *prometheus.CounterVec // by kind (write, read, decommission)
+	forwarded      *prometheus.CounterVec   // by kind (write, read, decommission)
+	pipelineBatch  *prometheus.HistogramVec // items per AppendPipeline message, by direction
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -39,9 +40,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_forwarded_requests_total", Help: "Requests forwarded to another node, by kind.",
 		}, []string{"kind"}),
+		pipelineBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_append_pipeline_batch_items",
+			Help:    "Appends per AppendPipeline message: received (the client's batches) and sent (answers grouped by the server).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 .. 1024
+		}, []string{"direction"}),
 	}
 	if r != nil {
-		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded)
+		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.pipelineBatch)
 	}
 	return m
 }

@@ -13,6 +13,7 @@ package shoalv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -342,6 +343,276 @@ func (x *AppendResponse) GetDuplicate() bool {
 	return false
 }
 
+type AppendItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // the client's; unique among its items in flight on the stream
+	Request       *AppendRequest         `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	TimeoutMs     uint64                 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"` // the caller's remaining deadline; 0 means none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendItem) Reset() {
+	*x = AppendItem{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendItem) ProtoMessage() {}
+
+func (x *AppendItem) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendItem.ProtoReflect.Descriptor instead.
+func (*AppendItem) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AppendItem) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AppendItem) GetRequest() *AppendRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *AppendItem) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type AppendBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*AppendItem          `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"` // 1..1024
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendBatch) Reset() {
+	*x = AppendBatch{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendBatch) ProtoMessage() {}
+
+func (x *AppendBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendBatch.ProtoReflect.Descriptor instead.
+func (*AppendBatch) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AppendBatch) GetItems() []*AppendItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// ItemStatus is an item's failure: the gRPC status that Append would have
+// returned (the fields of google.rpc.Status).
+type ItemStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Details       []*anypb.Any           `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemStatus) Reset() {
+	*x = ItemStatus{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemStatus) ProtoMessage() {}
+
+func (x *ItemStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemStatus.ProtoReflect.Descriptor instead.
+func (*ItemStatus) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ItemStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ItemStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ItemStatus) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+type AppendItemResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Response      *AppendResponse        `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"` // on success
+	Error         *ItemStatus            `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`       // on failure
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendItemResult) Reset() {
+	*x = AppendItemResult{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendItemResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendItemResult) ProtoMessage() {}
+
+func (x *AppendItemResult) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendItemResult.ProtoReflect.Descriptor instead.
+func (*AppendItemResult) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AppendItemResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AppendItemResult) GetResponse() *AppendResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *AppendItemResult) GetError() *ItemStatus {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type AppendResults struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*AppendItemResult    `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendResults) Reset() {
+	*x = AppendResults{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendResults) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendResults) ProtoMessage() {}
+
+func (x *AppendResults) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendResults.ProtoReflect.Descriptor instead.
+func (*AppendResults) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AppendResults) GetResults() []*AppendItemResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type RecordedEvent struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Stream          string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
@@ -360,7 +631,7 @@ type RecordedEvent struct {
 
 func (x *RecordedEvent) Reset() {
 	*x = RecordedEvent{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[4]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +643,7 @@ func (x *RecordedEvent) String() string {
 func (*RecordedEvent) ProtoMessage() {}
 
 func (x *RecordedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[4]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +656,7 @@ func (x *RecordedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordedEvent.ProtoReflect.Descriptor instead.
 func (*RecordedEvent) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{4}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordedEvent) GetStream() string {
@@ -473,7 +744,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[5]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +756,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[5]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +769,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReadRequest) GetStream() string {
@@ -552,7 +823,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[6]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +835,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[6]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +848,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadResponse) GetEvents() []*RecordedEvent {
@@ -599,7 +870,7 @@ type ReadShardRequest struct {
 
 func (x *ReadShardRequest) Reset() {
 	*x = ReadShardRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[7]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +882,7 @@ func (x *ReadShardRequest) String() string {
 func (*ReadShardRequest) ProtoMessage() {}
 
 func (x *ReadShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[7]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +895,7 @@ func (x *ReadShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadShardRequest.ProtoReflect.Descriptor instead.
 func (*ReadShardRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadShardRequest) GetShard() uint32 {
@@ -665,7 +936,7 @@ type ReadShardResponse struct {
 
 func (x *ReadShardResponse) Reset() {
 	*x = ReadShardResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[8]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +948,7 @@ func (x *ReadShardResponse) String() string {
 func (*ReadShardResponse) ProtoMessage() {}
 
 func (x *ReadShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[8]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +961,7 @@ func (x *ReadShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadShardResponse.ProtoReflect.Descriptor instead.
 func (*ReadShardResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{8}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadShardResponse) GetEvents() []*RecordedEvent {
@@ -718,7 +989,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[9]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +1001,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[9]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +1014,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{9}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteRequest) GetStream() string {
@@ -777,7 +1048,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[10]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1060,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[10]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1073,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteResponse) GetShard() uint32 {
@@ -832,7 +1103,7 @@ type WrongExpectedVersion struct {
 
 func (x *WrongExpectedVersion) Reset() {
 	*x = WrongExpectedVersion{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[11]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1115,7 @@ func (x *WrongExpectedVersion) String() string {
 func (*WrongExpectedVersion) ProtoMessage() {}
 
 func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[11]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1128,7 @@ func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrongExpectedVersion.ProtoReflect.Descriptor instead.
 func (*WrongExpectedVersion) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{11}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WrongExpectedVersion) GetStream() string {
@@ -898,7 +1169,7 @@ type StreamNotFound struct {
 
 func (x *StreamNotFound) Reset() {
 	*x = StreamNotFound{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[12]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1181,7 @@ func (x *StreamNotFound) String() string {
 func (*StreamNotFound) ProtoMessage() {}
 
 func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[12]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1194,7 @@ func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamNotFound.ProtoReflect.Descriptor instead.
 func (*StreamNotFound) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{12}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamNotFound) GetStream() string {
@@ -943,7 +1214,7 @@ type StreamDeleted struct {
 
 func (x *StreamDeleted) Reset() {
 	*x = StreamDeleted{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[13]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1226,7 @@ func (x *StreamDeleted) String() string {
 func (*StreamDeleted) ProtoMessage() {}
 
 func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[13]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1239,7 @@ func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDeleted.ProtoReflect.Descriptor instead.
 func (*StreamDeleted) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StreamDeleted) GetStream() string {
@@ -990,7 +1261,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1273,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[14]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1286,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InvalidField) GetField() string {
@@ -1053,7 +1324,7 @@ type IDConflict struct {
 
 func (x *IDConflict) Reset() {
 	*x = IDConflict{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1336,7 @@ func (x *IDConflict) String() string {
 func (*IDConflict) ProtoMessage() {}
 
 func (x *IDConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[15]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1349,7 @@ func (x *IDConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDConflict.ProtoReflect.Descriptor instead.
 func (*IDConflict) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IDConflict) GetStream() string {
@@ -1121,7 +1392,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1404,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1417,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NotLeader) GetShard() uint32 {
@@ -1181,7 +1452,7 @@ type ClusterSettings struct {
 
 func (x *ClusterSettings) Reset() {
 	*x = ClusterSettings{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1464,7 @@ func (x *ClusterSettings) String() string {
 func (*ClusterSettings) ProtoMessage() {}
 
 func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1477,7 @@ func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
 func (*ClusterSettings) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterSettings) GetClusterId() string {
@@ -1241,7 +1512,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1524,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1537,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TopologyRequest) GetLocalOnly() bool {
@@ -1294,7 +1565,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1577,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1590,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -1409,7 +1680,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1692,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1705,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -1511,7 +1782,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1794,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1807,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -1568,7 +1839,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1851,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1864,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 type StatusResponse struct {
@@ -1606,7 +1877,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1889,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1902,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -1658,7 +1929,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1941,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1954,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -1708,7 +1979,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1991,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2004,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 type SettingsRequest struct {
@@ -1744,7 +2015,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2027,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2040,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 type RaftBatch struct {
@@ -1787,7 +2058,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +2070,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +2083,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -1858,7 +2129,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2141,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2154,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 type SnapshotChunk struct {
@@ -1902,7 +2173,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2185,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2198,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -1976,7 +2247,7 @@ var File_shoal_v1_shoal_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\n" +
-	"\x14shoal/v1/shoal.proto\x12\bshoal.v1\"\xaa\x01\n" +
+	"\x14shoal/v1/shoal.proto\x12\bshoal.v1\x1a\x19google/protobuf/any.proto\"\xaa\x01\n" +
 	"\x0fExpectedVersion\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.shoal.v1.ExpectedVersion.KindR\x04kind\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"I\n" +
@@ -2001,7 +2272,26 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rfirst_version\x18\x02 \x01(\x04R\ffirstVersion\x12!\n" +
 	"\flast_version\x18\x03 \x01(\x04R\vlastVersion\x12\x1a\n" +
 	"\bposition\x18\x04 \x01(\x04R\bposition\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"\x96\x02\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"n\n" +
+	"\n" +
+	"AppendItem\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
+	"\arequest\x18\x02 \x01(\v2\x17.shoal.v1.AppendRequestR\arequest\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"9\n" +
+	"\vAppendBatch\x12*\n" +
+	"\x05items\x18\x01 \x03(\v2\x14.shoal.v1.AppendItemR\x05items\"j\n" +
+	"\n" +
+	"ItemStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\x84\x01\n" +
+	"\x10AppendItemResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x124\n" +
+	"\bresponse\x18\x02 \x01(\v2\x18.shoal.v1.AppendResponseR\bresponse\x12*\n" +
+	"\x05error\x18\x03 \x01(\v2\x14.shoal.v1.ItemStatusR\x05error\"E\n" +
+	"\rAppendResults\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.shoal.v1.AppendItemResultR\aresults\"\x96\x02\n" +
 	"\rRecordedEvent\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x0e\n" +
@@ -2123,12 +2413,13 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05shard\x18\x04 \x01(\rR\x05shard\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\fR\amessage\x12\x12\n" +
-	"\x04data\x18\x06 \x01(\fR\x04data2\x84\x02\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data2\xca\x02\n" +
 	"\aStreams\x12;\n" +
 	"\x06Append\x12\x17.shoal.v1.AppendRequest\x1a\x18.shoal.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
 	"\tReadShard\x12\x1a.shoal.v1.ReadShardRequest\x1a\x1b.shoal.v1.ReadShardResponse0\x01\x12;\n" +
-	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse2\x9a\x02\n" +
+	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
+	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x012\x9a\x02\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
@@ -2151,77 +2442,91 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(ExpectedVersion_Kind)(0),    // 0: shoal.v1.ExpectedVersion.Kind
 	(*ExpectedVersion)(nil),      // 1: shoal.v1.ExpectedVersion
 	(*EventData)(nil),            // 2: shoal.v1.EventData
 	(*AppendRequest)(nil),        // 3: shoal.v1.AppendRequest
 	(*AppendResponse)(nil),       // 4: shoal.v1.AppendResponse
-	(*RecordedEvent)(nil),        // 5: shoal.v1.RecordedEvent
-	(*ReadRequest)(nil),          // 6: shoal.v1.ReadRequest
-	(*ReadResponse)(nil),         // 7: shoal.v1.ReadResponse
-	(*ReadShardRequest)(nil),     // 8: shoal.v1.ReadShardRequest
-	(*ReadShardResponse)(nil),    // 9: shoal.v1.ReadShardResponse
-	(*DeleteRequest)(nil),        // 10: shoal.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 11: shoal.v1.DeleteResponse
-	(*WrongExpectedVersion)(nil), // 12: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),       // 13: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),        // 14: shoal.v1.StreamDeleted
-	(*InvalidField)(nil),         // 15: shoal.v1.InvalidField
-	(*IDConflict)(nil),           // 16: shoal.v1.IDConflict
-	(*NotLeader)(nil),            // 17: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),      // 18: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),      // 19: shoal.v1.TopologyRequest
-	(*NodeInfo)(nil),             // 20: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),            // 21: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),     // 22: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),        // 23: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),       // 24: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),  // 25: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil), // 26: shoal.v1.DecommissionResponse
-	(*SettingsRequest)(nil),      // 27: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 28: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 29: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 30: shoal.v1.SnapshotChunk
+	(*AppendItem)(nil),           // 5: shoal.v1.AppendItem
+	(*AppendBatch)(nil),          // 6: shoal.v1.AppendBatch
+	(*ItemStatus)(nil),           // 7: shoal.v1.ItemStatus
+	(*AppendItemResult)(nil),     // 8: shoal.v1.AppendItemResult
+	(*AppendResults)(nil),        // 9: shoal.v1.AppendResults
+	(*RecordedEvent)(nil),        // 10: shoal.v1.RecordedEvent
+	(*ReadRequest)(nil),          // 11: shoal.v1.ReadRequest
+	(*ReadResponse)(nil),         // 12: shoal.v1.ReadResponse
+	(*ReadShardRequest)(nil),     // 13: shoal.v1.ReadShardRequest
+	(*ReadShardResponse)(nil),    // 14: shoal.v1.ReadShardResponse
+	(*DeleteRequest)(nil),        // 15: shoal.v1.DeleteRequest
+	(*DeleteResponse)(nil),       // 16: shoal.v1.DeleteResponse
+	(*WrongExpectedVersion)(nil), // 17: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),       // 18: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),        // 19: shoal.v1.StreamDeleted
+	(*InvalidField)(nil),         // 20: shoal.v1.InvalidField
+	(*IDConflict)(nil),           // 21: shoal.v1.IDConflict
+	(*NotLeader)(nil),            // 22: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),      // 23: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),      // 24: shoal.v1.TopologyRequest
+	(*NodeInfo)(nil),             // 25: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),            // 26: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),     // 27: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),        // 28: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),       // 29: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),  // 30: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil), // 31: shoal.v1.DecommissionResponse
+	(*SettingsRequest)(nil),      // 32: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 33: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 34: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 35: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 36: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	0,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
 	1,  // 1: shoal.v1.AppendRequest.expected:type_name -> shoal.v1.ExpectedVersion
 	2,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
-	5,  // 3: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
-	5,  // 4: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
-	1,  // 5: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	1,  // 6: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	18, // 7: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	20, // 8: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	21, // 9: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	22, // 10: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	3,  // 11: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	6,  // 12: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	8,  // 13: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	10, // 14: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	19, // 15: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	23, // 16: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	25, // 17: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	27, // 18: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	28, // 19: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	30, // 20: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	4,  // 21: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	7,  // 22: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	9,  // 23: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	11, // 24: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	22, // 25: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	24, // 26: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	26, // 27: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	18, // 28: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	29, // 29: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	29, // 30: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
+	5,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
+	36, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	4,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
+	7,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
+	8,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
+	10, // 9: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
+	10, // 10: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
+	1,  // 11: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	1,  // 12: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
+	23, // 13: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	25, // 14: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	26, // 15: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	27, // 16: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	3,  // 17: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	11, // 18: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	13, // 19: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	15, // 20: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	6,  // 21: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	24, // 22: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	28, // 23: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	30, // 24: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	32, // 25: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	33, // 26: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	35, // 27: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	4,  // 28: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	12, // 29: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	14, // 30: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	16, // 31: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	9,  // 32: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	27, // 33: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	29, // 34: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	31, // 35: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	23, // 36: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	34, // 37: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	34, // 38: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -2235,7 +2540,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

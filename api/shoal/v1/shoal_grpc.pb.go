@@ -23,10 +23,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Streams_Append_FullMethodName    = "/shoal.v1.Streams/Append"
-	Streams_Read_FullMethodName      = "/shoal.v1.Streams/Read"
-	Streams_ReadShard_FullMethodName = "/shoal.v1.Streams/ReadShard"
-	Streams_Delete_FullMethodName    = "/shoal.v1.Streams/Delete"
+	Streams_Append_FullMethodName         = "/shoal.v1.Streams/Append"
+	Streams_Read_FullMethodName           = "/shoal.v1.Streams/Read"
+	Streams_ReadShard_FullMethodName      = "/shoal.v1.Streams/ReadShard"
+	Streams_Delete_FullMethodName         = "/shoal.v1.Streams/Delete"
+	Streams_AppendPipeline_FullMethodName = "/shoal.v1.Streams/AppendPipeline"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -43,6 +44,13 @@ type StreamsClient interface {
 	ReadShard(ctx context.Context, in *ReadShardRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadShardResponse], error)
 	// Delete soft-deletes or tombstones a stream.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// AppendPipeline carries many independent appends over one long-lived
+	// stream, so that concurrent callers share its messages instead of paying
+	// for a call each: the client sends the appends queued since its last
+	// message as one AppendBatch, and the server answers each append by its
+	// item ID as it completes, in any order, grouping the answers that are
+	// ready together. Each item has exactly Append's semantics and errors.
+	AppendPipeline(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendBatch, AppendResults], error)
 }
 
 type streamsClient struct {
@@ -111,6 +119,19 @@ func (c *streamsClient) Delete(ctx context.Context, in *DeleteRequest, opts ...g
 	return out, nil
 }
 
+func (c *streamsClient) AppendPipeline(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendBatch, AppendResults], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Streams_ServiceDesc.Streams[2], Streams_AppendPipeline_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AppendBatch, AppendResults]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Streams_AppendPipelineClient = grpc.BidiStreamingClient[AppendBatch, AppendResults]
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -125,6 +146,13 @@ type StreamsServer interface {
 	ReadShard(*ReadShardRequest, grpc.ServerStreamingServer[ReadShardResponse]) error
 	// Delete soft-deletes or tombstones a stream.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// AppendPipeline carries many independent appends over one long-lived
+	// stream, so that concurrent callers share its messages instead of paying
+	// for a call each: the client sends the appends queued since its last
+	// message as one AppendBatch, and the server answers each append by its
+	// item ID as it completes, in any order, grouping the answers that are
+	// ready together. Each item has exactly Append's semantics and errors.
+	AppendPipeline(grpc.BidiStreamingServer[AppendBatch, AppendResults]) error
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -146,6 +174,9 @@ func (UnimplementedStreamsServer) ReadShard(*ReadShardRequest, grpc.ServerStream
 }
 func (UnimplementedStreamsServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedStreamsServer) AppendPipeline(grpc.BidiStreamingServer[AppendBatch, AppendResults]) error {
+	return status.Error(codes.Unimplemented, "method AppendPipeline not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -226,6 +257,13 @@ func _Streams_Delete_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_AppendPipeline_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StreamsServer).AppendPipeline(&grpc.GenericServerStream[AppendBatch, AppendResults]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Streams_AppendPipelineServer = grpc.BidiStreamingServer[AppendBatch, AppendResults]
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +290,12 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ReadShard",
 			Handler:       _Streams_ReadShard_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "AppendPipeline",
+			Handler:       _Streams_AppendPipeline_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "shoal/v1/shoal.proto",

@@ -1,0 +1,264 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// Appends to one node share one AppendPipeline stream: a sender goroutine
+// sends every append queued since its last message as one batch, and a
+// receiver hands each answer to its caller. Under concurrent callers this
+// replaces a gRPC call per append (its headers, trailers, stream set-up and
+// at least two socket writes) with a share of one message each way. Each
+// append keeps its own deadline, result and error, exactly as the unary
+// Append gives them, and goes through the client's retries and breakers as
+// before. An append larger than pipelineMaxItemBytes, and every append to a
+// server without AppendPipeline, uses the unary call.
+const (
+	pipelineMaxItems     = 1024    // per message; the server's MaxPipelineBatch
+	pipelineMaxItemBytes = 1 << 20 // larger appends go alone, unary
+	pipelineMaxBytes     = 4 << 20 // a message's appends, about
+)
+
+// errPipelineUnsupported says the server has no AppendPipeline (an older
+// version): the caller uses the unary Append.
+var errPipelineUnsupported = errors.New("client: the server does not support AppendPipeline")
+
+// appendPipe is a node's pipeline: its current stream, opened on first use
+// and again after a failure.
+type appendPipe struct {
+	streams shoalv1.StreamsClient
+	mu      struct {
+		sync.Mutex
+		cur         *pipeStream
+		unsupported bool
+	}
+}
+
+// pipeStream is one AppendPipeline stream and the appends it carries.
+type pipeStream struct {
+	pipe   *appendPipe
+	stream shoalv1.Streams_AppendPipelineClient
+	cancel context.CancelFunc
+	kick   chan struct{} // wakes the sender; buffered(1)
+
+	mu      sync.Mutex
+	nextID  uint64
+	queue   []*pipeCall          // not yet sent
+	pending map[uint64]*pipeCall // queued or sent, not answered
+	err     error                // the stream failed: every call gets this
+}
+
+type pipeCall struct {
+	item *shoalv1.AppendItem
+	done chan pipeResult // buffered(1)
+}
+
+type pipeResult struct {
+	resp *shoalv1.AppendResponse
+	err  error
+}
+
+// append sends req over the pipeline and waits for its answer or ctx. The
+// error is a gRPC status error, as from the unary Append.
+func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
+	if proto.Size(req) > pipelineMaxItemBytes {
+		return p.streams.Append(ctx, req)
+	}
+	ps, err := p.stream()
+	if errors.Is(err, errPipelineUnsupported) {
+		return p.streams.Append(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	call := &pipeCall{item: &shoalv1.AppendItem{Request: req}, done: make(chan pipeResult, 1)}
+	if dl, ok := ctx.Deadline(); ok {
+		ms := time.Until(dl).Milliseconds()
+		if ms <= 0 {
+			return nil, status.FromContextError(context.DeadlineExceeded).Err()
+		}
+		call.item.TimeoutMs = uint64(ms)
+	}
+	if err := ps.enqueue(call); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-call.done:
+		if errors.Is(r.err, errPipelineUnsupported) {
+			return p.streams.Append(ctx, req)
+		}
+		return r.resp, r.err
+	case <-ctx.Done():
+		ps.forget(call.item.Id)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// stream returns the open stream, opening one if there is none.
+func (p *appendPipe) stream() (*pipeStream, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.unsupported {
+		return nil, errPipelineUnsupported
+	}
+	if p.mu.cur != nil {
+		return p.mu.cur, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := p.streams.AppendPipeline(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ps := &pipeStream{pipe: p, stream: st, cancel: cancel, kick: make(chan struct{}, 1), pending: make(map[uint64]*pipeCall)}
+	p.mu.cur = ps
+	go ps.send()
+	go ps.receive()
+	return ps, nil
+}
+
+// close ends the current stream; its calls fail with err.
+func (p *appendPipe) close(err error) {
+	p.mu.Lock()
+	ps := p.mu.cur
+	p.mu.Unlock()
+	if ps != nil {
+		ps.fail(err)
+	}
+}
+
+func (ps *pipeStream) enqueue(c *pipeCall) error {
+	ps.mu.Lock()
+	if ps.err != nil {
+		ps.mu.Unlock()
+		return ps.err
+	}
+	ps.nextID++
+	c.item.Id = ps.nextID
+	ps.pending[c.item.Id] = c
+	ps.queue = append(ps.queue, c)
+	ps.mu.Unlock()
+	select {
+	case ps.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// forget drops a call whose caller stopped waiting; its answer, if it comes,
+// is discarded.
+func (ps *pipeStream) forget(id uint64) {
+	ps.mu.Lock()
+	delete(ps.pending, id)
+	ps.mu.Unlock()
+}
+
+// send sends the queued calls, as few messages as the limits allow, until
+// the stream fails.
+func (ps *pipeStream) send() {
+	ctx := ps.stream.Context()
+	var queue []*pipeCall
+	for {
+		select {
+		case <-ps.kick:
+		case <-ctx.Done():
+			return
+		}
+		// Let the callers that are ready to run enqueue too, so that one
+		// message carries them all.
+		runtime.Gosched()
+		ps.mu.Lock()
+		queue, ps.queue = ps.queue, queue[:0]
+		ps.mu.Unlock()
+		for len(queue) > 0 {
+			msg := &shoalv1.AppendBatch{}
+			size := 0
+			for len(queue) > 0 && len(msg.Items) < pipelineMaxItems && size < pipelineMaxBytes {
+				msg.Items = append(msg.Items, queue[0].item)
+				size += proto.Size(queue[0].item.Request)
+				queue[0] = nil
+				queue = queue[1:]
+			}
+			if err := ps.stream.Send(msg); err != nil {
+				// Send's error says only that the stream ended; Recv has the cause.
+				ps.fail(fmt.Errorf("append pipeline send: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// receive hands each answer to its caller until the stream fails.
+func (ps *pipeStream) receive() {
+	for {
+		msg, err := ps.stream.Recv()
+		if err != nil {
+			if status.Code(err) == codes.Unimplemented {
+				ps.pipe.mu.Lock()
+				ps.pipe.mu.unsupported = true
+				ps.pipe.mu.Unlock()
+				err = errPipelineUnsupported
+			}
+			ps.fail(err)
+			return
+		}
+		ps.mu.Lock()
+		for _, r := range msg.Results {
+			c, ok := ps.pending[r.Id]
+			if !ok {
+				continue
+			}
+			delete(ps.pending, r.Id)
+			if r.Error != nil {
+				st := status.FromProto(&spb.Status{Code: r.Error.Code, Message: r.Error.Message, Details: r.Error.Details})
+				c.done <- pipeResult{err: st.Err()}
+			} else {
+				c.done <- pipeResult{resp: r.Response}
+			}
+		}
+		ps.mu.Unlock()
+	}
+}
+
+// fail ends the stream: every call not answered gets an error (a gRPC status,
+// Unavailable unless err carries another code), and the next append opens a
+// new stream. Appends are idempotent, so the client's retry of a call that
+// did reach the server is harmless.
+func (ps *pipeStream) fail(err error) {
+	if !errors.Is(err, errPipelineUnsupported) {
+		if _, ok := status.FromError(err); !ok || status.Code(err) == codes.OK {
+			err = status.Error(codes.Unavailable, err.Error())
+		}
+	}
+	ps.mu.Lock()
+	if ps.err != nil {
+		ps.mu.Unlock()
+		return
+	}
+	ps.err = err
+	pending := ps.pending
+	ps.pending = nil
+	ps.queue = nil
+	ps.mu.Unlock()
+	ps.cancel()
+	for _, c := range pending {
+		c.done <- pipeResult{err: err}
+	}
+	ps.pipe.mu.Lock()
+	if ps.pipe.mu.cur == ps {
+		ps.pipe.mu.cur = nil
+	}
+	ps.pipe.mu.Unlock()
+}

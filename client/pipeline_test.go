@@ -1,0 +1,92 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// TestAppendsUsePipeline checks that appends travel over one AppendPipeline
+// stream per node, and that concurrent appends get their own results.
+func TestAppendsUsePipeline(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := fmt.Sprintf("s-%d", i)
+			for v := range 5 {
+				r, err := c.Append(ctx, stream, Any, Event{Type: "A"})
+				if err != nil || r.LastVersion != uint64(v) {
+					t.Errorf("%s: append %d: %+v, %v", stream, v, r, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := fc.nodes[0]
+	if got := n.count("AppendPipeline"); got != 1 {
+		t.Errorf("AppendPipeline streams: %d, want 1", got)
+	}
+	if got := n.count("Append"); got != 100 {
+		t.Errorf("appends served: %d, want 100", got)
+	}
+}
+
+// TestPipelineFallsBackToUnary checks that a server without AppendPipeline
+// (an older version) gets unary Appends.
+func TestPipelineFallsBackToUnary(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	fc.unary = true
+	c := dial(t, fc)
+	for v := range 3 {
+		r, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
+		if err != nil || r.LastVersion != uint64(v) {
+			t.Fatalf("append %d: %+v, %v", v, r, err)
+		}
+	}
+	if st := c.Stats(); st.Retries != 0 {
+		t.Errorf("retries: %d, want 0 (the fallback is not a failure)", st.Retries)
+	}
+}
+
+// TestPipelineBreakRetries stops the leader while an append waits on its
+// stream: the append fails over to the new leader, and the next append opens
+// a new stream.
+func TestPipelineBreakRetries(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	entered := make(chan struct{})
+	var once sync.Once
+	fc.nodes[0].setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			once.Do(func() { close(entered) })
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Append(testCtx(t), "s", NoStream, Event{Type: "A"})
+		done <- err
+	}()
+	<-entered
+	fc.setLeader(2)
+	fc.nodes[0].srv.Stop()
+	if err := <-done; err != nil {
+		t.Fatalf("append across the break: %v", err)
+	}
+	r, err := c.Append(testCtx(t), "s", Exact(0), Event{Type: "B"})
+	if err != nil || r.LastVersion != 1 {
+		t.Fatalf("append after the break: %+v, %v", r, err)
+	}
+	if got := fc.nodes[1].count("AppendPipeline"); got != 1 {
+		t.Errorf("streams to the new leader: %d, want 1", got)
+	}
+}

@@ -1,0 +1,200 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/prometheus/client_golang/prometheus"
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+)
+
+// TestAppendPipeline sends appends over one AppendPipeline stream and checks
+// that each is answered by its ID with what Append would have answered.
+func TestAppendPipeline(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.AppendPipeline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams = 50
+	batch := &shoalv1.AppendBatch{}
+	for i := range streams {
+		batch.Items = append(batch.Items, &shoalv1.AppendItem{Id: uint64(100 + i),
+			Request: &shoalv1.AppendRequest{Stream: fmt.Sprintf("p-%d", i), Expected: noStream(), Events: events("A", "B")}})
+	}
+	// The same stream twice in one batch with NoStream: exactly one wins.
+	batch.Items = append(batch.Items,
+		&shoalv1.AppendItem{Id: 1, Request: &shoalv1.AppendRequest{Stream: "p-0", Expected: exact(1), Events: events("C")}, TimeoutMs: 10000},
+		&shoalv1.AppendItem{Id: 2, Request: &shoalv1.AppendRequest{Stream: "$bad", Events: events("C")}},
+		&shoalv1.AppendItem{Id: 3})
+	if err := st.Send(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]*shoalv1.AppendItemResult{}
+	msgs := 0
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs++
+		for _, r := range m.Results {
+			if got[r.Id] != nil {
+				t.Fatalf("item %d answered twice", r.Id)
+			}
+			got[r.Id] = r
+		}
+	}
+	t.Logf("%d results in %d messages", len(got), msgs)
+	if len(got) != len(batch.Items) {
+		t.Fatalf("got %d results for %d items", len(got), len(batch.Items))
+	}
+	for i := range streams {
+		r := got[uint64(100+i)]
+		if r.Error != nil || r.Response.GetFirstVersion() != 0 || r.Response.GetLastVersion() != 1 {
+			t.Errorf("item %d: %v", 100+i, r)
+		}
+	}
+	// Item 1 expects version 1 of p-0, which item 100 may or may not have
+	// written yet: either it succeeds at version 2 or it is a wrong expected
+	// version, never anything else.
+	if r := got[1]; r.Error != nil {
+		if codes.Code(r.Error.Code) != codes.FailedPrecondition || len(r.Error.Details) != 1 {
+			t.Errorf("item 1: %v", r.Error)
+		}
+	} else if r.Response.GetFirstVersion() != 2 {
+		t.Errorf("item 1: %v", r.Response)
+	}
+	if r := got[2]; codes.Code(r.GetError().GetCode()) != codes.InvalidArgument || len(r.Error.Details) != 1 {
+		t.Errorf("item 2 (bad stream name): %v", r)
+	}
+	if r := got[3]; codes.Code(r.GetError().GetCode()) != codes.InvalidArgument {
+		t.Errorf("item 3 (no request): %v", r)
+	}
+}
+
+// TestAppendPipelineLimits checks that a batch outside 1..MaxPipelineBatch
+// items ends the stream with a status naming the limit.
+func TestAppendPipelineLimits(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, items := range []int{0, MaxPipelineBatch + 1} {
+		st, err := c.AppendPipeline(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &shoalv1.AppendBatch{}
+		for i := range items {
+			b.Items = append(b.Items, &shoalv1.AppendItem{Id: uint64(i),
+				Request: &shoalv1.AppendRequest{Stream: "limits", Events: events("A")}})
+		}
+		if err := st.Send(b); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Recv()
+		if s, _ := status.FromError(err); s.Code() != codes.InvalidArgument || !strings.Contains(s.Message(), "MaxPipelineBatch") {
+			t.Fatalf("%d items: got %v, want InvalidArgument naming MaxPipelineBatch", items, err)
+		}
+	}
+	// Nothing of the refused batch was written.
+	if _, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "limits"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("read after refused batches: %v", err)
+	}
+}
+
+// TestClientPipelinesConcurrentAppends has many goroutines append through one
+// client: every append succeeds with dense versions, errors keep their kind,
+// and the appends travel over the pipeline.
+func TestClientPipelinesConcurrentAppends(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	_, before := pipelineItems(t, n.reg)
+	const workers, per = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := fmt.Sprintf("c-%d", w)
+			for i := range per {
+				r, err := cl.Append(ctx, stream, client.Exact(uint64(i)-1), client.Event{Type: "T", Data: []byte("x")})
+				if i == 0 {
+					r, err = cl.Append(ctx, stream, client.NoStream, client.Event{Type: "T", Data: []byte("x")})
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s #%d: %w", stream, i, err)
+					return
+				}
+				if r.FirstVersion != uint64(i) {
+					errs <- fmt.Errorf("%s #%d: version %d", stream, i, r.FirstVersion)
+					return
+				}
+			}
+			_, err := cl.Append(ctx, stream, client.Exact(0), client.Event{Type: "T"})
+			var wev *client.WrongExpectedVersionError
+			if !errors.As(err, &wev) || wev.Actual != per-1 {
+				errs <- fmt.Errorf("%s: stale expected version: got %v", stream, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Every append went over the pipeline: the received and sent sides
+	// together count more than one message per append only if nothing was
+	// grouped, and at least one each.
+	sum, count := pipelineItems(t, n.reg)
+	if count == before || sum < 2*workers*(per+1) {
+		t.Errorf("pipeline: %v items in %d messages, want at least %d items", sum, count-before, 2*workers*(per+1))
+	}
+	t.Logf("pipeline: %v items (received and answered) in %d messages", sum, count-before)
+}
+
+// pipelineItems returns the items and messages counted by
+// shoal_append_pipeline_batch_items (both directions).
+func pipelineItems(t *testing.T, reg *prometheus.Registry) (items float64, msgs uint64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "shoal_append_pipeline_batch_items" {
+			for _, m := range mf.GetMetric() {
+				items += m.GetHistogram().GetSampleSum()
+				msgs += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return items, msgs
+}
