@@ -25,8 +25,10 @@
 // groups. Each append keeps its own deadline, verdict, retries and breaker
 // accounting, exactly as with one call each. An append larger than 1 MiB, and
 // every append to a server without AppendPipeline, is a unary Append call. A
-// broken stream fails its appends as Unavailable (retried; they are
-// idempotent) and the next append opens a new one.
+// caller that stops waiting has its append cancelled on the server, as a
+// unary call is. A node shutting down answers the appends it started and ends
+// the stream; a broken stream fails its appends as Unavailable (retried; they
+// are idempotent) and the next append opens a new one.
 //
 // # What a caller can rely on
 //

@@ -168,21 +168,34 @@ func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) e
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	cancels := map[uint64]context.CancelFunc{}
 	for {
 		b, err := stream.Recv()
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		for _, id := range b.Cancel {
+			if cancel := cancels[id]; cancel != nil {
+				cancel()
+				n.mu.Lock()
+				n.calls["cancel"]++
+				n.mu.Unlock()
+			}
+		}
+		mu.Unlock()
 		for _, it := range b.Items {
+			ctx, cancel := context.WithCancel(stream.Context())
+			if it.TimeoutMs > 0 {
+				ctx, cancel = context.WithTimeout(stream.Context(), time.Duration(it.TimeoutMs)*time.Millisecond)
+			}
+			mu.Lock()
+			cancels[it.Id] = cancel
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx := stream.Context()
-				if it.TimeoutMs > 0 {
-					var cancel context.CancelFunc
-					ctx, cancel = context.WithTimeout(ctx, time.Duration(it.TimeoutMs)*time.Millisecond)
-					defer cancel()
-				}
+				defer cancel()
 				resp, err := n.Append(ctx, it.Request)
 				r := &shoalv1.AppendItemResult{Id: it.Id, Response: resp}
 				if err != nil {

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime"
 	"sync"
 	"time"
@@ -29,6 +28,9 @@ const (
 	pipelineMaxItems     = 1024    // per message; the server's MaxPipelineBatch
 	pipelineMaxItemBytes = 1 << 20 // larger appends go alone, unary
 	pipelineMaxBytes     = 4 << 20 // a message's appends, about
+	// pipelineRetryUnsupported is how long appends to a server without
+	// AppendPipeline stay unary before the client tries the stream again.
+	pipelineRetryUnsupported = time.Minute
 )
 
 // errPipelineUnsupported says the server has no AppendPipeline (an older
@@ -41,8 +43,8 @@ type appendPipe struct {
 	streams shoalv1.StreamsClient
 	mu      struct {
 		sync.Mutex
-		cur         *pipeStream
-		unsupported bool
+		cur              *pipeStream
+		unsupportedUntil time.Time // the server answered Unimplemented: unary until then
 	}
 }
 
@@ -57,12 +59,14 @@ type pipeStream struct {
 	nextID  uint64
 	queue   []*pipeCall          // not yet sent
 	pending map[uint64]*pipeCall // queued or sent, not answered
+	cancels []uint64             // sent items whose callers stopped waiting
 	err     error                // the stream failed: every call gets this
 }
 
 type pipeCall struct {
 	item *shoalv1.AppendItem
 	done chan pipeResult // buffered(1)
+	sent bool            // guarded by pipeStream.mu
 }
 
 type pipeResult struct {
@@ -92,6 +96,9 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 		call.item.TimeoutMs = uint64(ms)
 	}
 	if err := ps.enqueue(call); err != nil {
+		if errors.Is(err, errPipelineUnsupported) {
+			return p.streams.Append(ctx, req)
+		}
 		return nil, err
 	}
 	select {
@@ -110,7 +117,7 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 func (p *appendPipe) stream() (*pipeStream, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.mu.unsupported {
+	if time.Now().Before(p.mu.unsupportedUntil) {
 		return nil, errPipelineUnsupported
 	}
 	if p.mu.cur != nil {
@@ -157,12 +164,25 @@ func (ps *pipeStream) enqueue(c *pipeCall) error {
 	return nil
 }
 
-// forget drops a call whose caller stopped waiting; its answer, if it comes,
-// is discarded.
+// forget drops a call whose caller stopped waiting: not sent yet, it is not
+// sent; sent, the server is asked to cancel it, as a unary call would be. An
+// answer that comes anyway is discarded.
 func (ps *pipeStream) forget(id uint64) {
 	ps.mu.Lock()
+	c, ok := ps.pending[id]
+	if !ok {
+		ps.mu.Unlock()
+		return
+	}
 	delete(ps.pending, id)
+	if c.sent {
+		ps.cancels = append(ps.cancels, id)
+	}
 	ps.mu.Unlock()
+	select {
+	case ps.kick <- struct{}{}:
+	default:
+	}
 }
 
 // send sends the queued calls, as few messages as the limits allow, until
@@ -181,9 +201,21 @@ func (ps *pipeStream) send() {
 		runtime.Gosched()
 		ps.mu.Lock()
 		queue, ps.queue = ps.queue, queue[:0]
+		live := queue[:0]
+		for _, c := range queue {
+			if _, ok := ps.pending[c.item.Id]; ok { // not forgotten meanwhile
+				c.sent = true
+				live = append(live, c)
+			}
+		}
+		clear(queue[len(live):])
+		queue = live
+		cancels := ps.cancels
+		ps.cancels = nil
 		ps.mu.Unlock()
-		for len(queue) > 0 {
-			msg := &shoalv1.AppendBatch{}
+		for len(queue) > 0 || len(cancels) > 0 {
+			msg := &shoalv1.AppendBatch{Cancel: cancels}
+			cancels = nil
 			size := 0
 			for len(queue) > 0 && len(msg.Items) < pipelineMaxItems && size < pipelineMaxBytes {
 				msg.Items = append(msg.Items, queue[0].item)
@@ -192,8 +224,8 @@ func (ps *pipeStream) send() {
 				queue = queue[1:]
 			}
 			if err := ps.stream.Send(msg); err != nil {
-				// Send's error says only that the stream ended; Recv has the cause.
-				ps.fail(fmt.Errorf("append pipeline send: %w", err))
+				// Send's error says only that the stream ended; receive gets the
+				// cause from Recv and fails the calls with it.
 				return
 			}
 		}
@@ -206,8 +238,9 @@ func (ps *pipeStream) receive() {
 		msg, err := ps.stream.Recv()
 		if err != nil {
 			if status.Code(err) == codes.Unimplemented {
+				// An older server. Ask again later: it may be upgraded meanwhile.
 				ps.pipe.mu.Lock()
-				ps.pipe.mu.unsupported = true
+				ps.pipe.mu.unsupportedUntil = time.Now().Add(pipelineRetryUnsupported)
 				ps.pipe.mu.Unlock()
 				err = errPipelineUnsupported
 			}

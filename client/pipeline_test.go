@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -88,5 +89,39 @@ func TestPipelineBreakRetries(t *testing.T) {
 	}
 	if got := fc.nodes[1].count("AppendPipeline"); got != 1 {
 		t.Errorf("streams to the new leader: %d, want 1", got)
+	}
+}
+
+// TestPipelineCancelReachesServer checks that a caller who stops waiting has
+// its append cancelled on the server, as a unary call would be.
+func TestPipelineCancelReachesServer(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	entered, stopped := make(chan struct{}), make(chan error, 1)
+	fc.nodes[0].setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" && k == 1 {
+			close(entered)
+			<-ctx.Done()
+			stopped <- ctx.Err()
+			return ctx.Err()
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background()) // no deadline: only the cancel can end it
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Append(ctx, "s", Any, Event{Type: "A"})
+		done <- err
+	}()
+	<-entered
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append after cancel: %v, want context.Canceled", err)
+	}
+	if err := <-stopped; !errors.Is(err, context.Canceled) {
+		t.Fatalf("server-side context: %v, want context.Canceled", err)
+	}
+	if got := fc.nodes[0].count("cancel"); got != 1 {
+		t.Errorf("cancels received: %d, want 1", got)
 	}
 }

@@ -60,6 +60,7 @@ type Node struct {
 	addr     string // advertised gRPC address
 	httpAddr string
 	done     chan struct{} // closed by Close
+	streams  *streamsServer
 
 	settings atomic.Pointer[Settings] // nil until known
 	started  atomic.Bool              // Start finished
@@ -173,7 +174,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.host.SetGroupFactory(n.groupFactory)
 
 	n.grpcSrv = grpc.NewServer(grpcopt.ServerOptions()...)
-	shoalv1.RegisterStreamsServer(n.grpcSrv, &streamsServer{n: n})
+	n.streams = &streamsServer{n: n}
+	shoalv1.RegisterStreamsServer(n.grpcSrv, n.streams)
 	shoalv1.RegisterClusterServer(n.grpcSrv, &clusterServer{n: n})
 	n.tr.Register(n.grpcSrv)
 	go n.grpcSrv.Serve(n.grpcLis)

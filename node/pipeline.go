@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,118 +21,190 @@ const (
 	// MaxPipelineBatch is the most items one AppendBatch may carry; a larger
 	// batch ends the stream with InvalidArgument.
 	MaxPipelineBatch = 1024
-	// MaxPipelineInFlight is the most items of one stream the server works on
-	// at once; an item beyond it is answered ResourceExhausted at once.
+	// MaxPipelineInFlight is the most items of one stream that the server
+	// holds at once, running or answered but not yet sent. At the limit it
+	// reads no further item until one is sent (HTTP/2 flow control then
+	// holds the client back).
 	MaxPipelineInFlight = 4096
 )
 
-// AppendPipeline serves many independent appends over one stream: each item
-// runs as its own Append (with its own deadline) while the stream reads on,
-// and the answers that are ready together leave as one message. When the
-// client closes its side, the items in flight are finished and answered
-// before the stream ends.
-func (s *streamsServer) AppendPipeline(stream grpc.BidiStreamingServer[shoalv1.AppendBatch, shoalv1.AppendResults]) error {
-	ctx := stream.Context()
-	// Every item in flight holds a slot, so out never fills and a finished
-	// item never waits for the sender.
-	out := make(chan *shoalv1.AppendItemResult, MaxPipelineInFlight)
-	slots := make(chan struct{}, MaxPipelineInFlight)
-	var items sync.WaitGroup
-	sent := make(chan error, 1)
-	sentSizes := s.n.metrics.pipelineBatch.WithLabelValues("sent")
-	recvSizes := s.n.metrics.pipelineBatch.WithLabelValues("received")
-	go func() { sent <- sendResults(stream, out, sentSizes) }()
+var errPipelineDrained = status.Error(codes.Unavailable, "node is shutting down: append pipeline closed")
 
-	var recvErr error
+// AppendPipeline serves many independent appends over one stream: each item
+// runs as its own Append (with its own deadline, cancellable by the client)
+// while the stream reads on, and the answers that are ready together leave as
+// one message. When the client closes its side, or the node starts shutting
+// down, the items already started finish and are answered before the stream
+// ends; an item that arrives while the node shuts down is answered
+// Unavailable.
+func (s *streamsServer) AppendPipeline(stream grpc.BidiStreamingServer[shoalv1.AppendBatch, shoalv1.AppendResults]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	p := &pipeline{
+		s:       s,
+		stream:  stream,
+		ctx:     ctx,
+		out:     make(chan *shoalv1.AppendItemResult, MaxPipelineInFlight),
+		slots:   make(chan struct{}, MaxPipelineInFlight),
+		finish:  make(chan struct{}),
+		cancels: make(map[uint64]context.CancelFunc),
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- p.send() }()
+	recvd := make(chan error, 1)
+	go func() { recvd <- p.receive() }()
+
+	var err error
+	select {
+	case err = <-recvd:
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+	case <-s.n.done:
+		err = errPipelineDrained
+	}
+	p.mu.Lock()
+	p.draining = true
+	p.mu.Unlock()
+	if status.Code(err) == codes.Canceled || (err != nil && ctx.Err() != nil) {
+		cancel() // the client is gone: nobody will read the answers
+	}
+	p.items.Wait()
+	close(p.finish)
+	if serr := <-sent; err == nil {
+		err = serr
+	}
+	return err
+}
+
+// pipeline is the state of one AppendPipeline stream.
+type pipeline struct {
+	s      *streamsServer
+	stream grpc.BidiStreamingServer[shoalv1.AppendBatch, shoalv1.AppendResults]
+	ctx    context.Context
+	// Every item holds a slot from before it starts until the sender takes its
+	// answer, so out never holds more than its capacity and never blocks.
+	out    chan *shoalv1.AppendItemResult
+	slots  chan struct{}
+	finish chan struct{} // closed once every started item has answered into out
+	items  sync.WaitGroup
+
+	mu       sync.Mutex
+	draining bool                          // start no more items
+	cancels  map[uint64]context.CancelFunc // items running, by ID
+}
+
+// receive reads batches and starts their items until the stream ends.
+func (p *pipeline) receive() error {
+	recvSizes := p.s.n.metrics.pipelineBatch.WithLabelValues("received")
 	for {
-		batch, err := stream.Recv()
+		batch, err := p.stream.Recv()
 		if err != nil {
-			recvErr = err
-			break
+			return err
 		}
-		if n := len(batch.Items); n == 0 || n > MaxPipelineBatch {
-			recvErr = status.Errorf(codes.InvalidArgument,
-				"append pipeline: a batch carries 1..%d items (MaxPipelineBatch), got %d", MaxPipelineBatch, n)
-			break
+		if n := len(batch.Items); n > MaxPipelineBatch || (n == 0 && len(batch.Cancel) == 0) {
+			return status.Errorf(codes.InvalidArgument,
+				"append pipeline: a batch carries 1..%d items (MaxPipelineBatch) or some cancels, got %d items", MaxPipelineBatch, n)
 		}
-		recvSizes.Observe(float64(len(batch.Items)))
+		p.mu.Lock()
+		for _, id := range batch.Cancel {
+			if cancel, ok := p.cancels[id]; ok {
+				cancel()
+			}
+		}
+		p.mu.Unlock()
+		if len(batch.Items) > 0 {
+			recvSizes.Observe(float64(len(batch.Items)))
+		}
 		for _, it := range batch.Items {
 			select {
-			case slots <- struct{}{}:
-			default:
-				out <- itemResult(it.Id, nil, status.Errorf(codes.ResourceExhausted,
-					"append pipeline: more than %d appends in flight on one stream (MaxPipelineInFlight)", MaxPipelineInFlight))
+			case p.slots <- struct{}{}:
+			case <-p.ctx.Done():
+				return p.ctx.Err()
+			}
+			p.mu.Lock()
+			if p.draining {
+				p.mu.Unlock()
+				p.out <- itemResult(it.Id, nil, errPipelineDrained)
 				continue
 			}
-			items.Add(1)
+			ictx, cancel := p.itemContext(it)
+			p.cancels[it.Id] = cancel
+			p.items.Add(1)
+			p.mu.Unlock()
 			go func() {
-				defer items.Done()
-				resp, err := s.pipelinedAppend(ctx, it)
-				out <- itemResult(it.Id, resp, err)
-				<-slots
+				defer p.items.Done()
+				resp, err := p.append(ictx, it)
+				p.mu.Lock()
+				delete(p.cancels, it.Id)
+				p.mu.Unlock()
+				cancel()
+				p.out <- itemResult(it.Id, resp, err)
 			}()
 		}
 	}
-	if !errors.Is(recvErr, io.EOF) {
-		// The client went away or broke the protocol: what is in flight
-		// finishes (its context is the stream's) but is not answered.
-		return recvErr
-	}
-	items.Wait()
-	close(out)
-	return <-sent
 }
 
-// pipelinedAppend runs one item as Append would, with the item's deadline.
-func (s *streamsServer) pipelinedAppend(ctx context.Context, it *shoalv1.AppendItem) (*shoalv1.AppendResponse, error) {
+func (p *pipeline) itemContext(it *shoalv1.AppendItem) (context.Context, context.CancelFunc) {
+	if it.TimeoutMs > 0 {
+		return context.WithTimeout(p.ctx, time.Duration(it.TimeoutMs)*time.Millisecond)
+	}
+	return context.WithCancel(p.ctx)
+}
+
+// append runs one item as the unary Append would.
+func (p *pipeline) append(ctx context.Context, it *shoalv1.AppendItem) (*shoalv1.AppendResponse, error) {
 	if it.Request == nil {
 		return nil, status.Error(codes.InvalidArgument, "append pipeline: an item carries no request")
 	}
-	if it.TimeoutMs > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(it.TimeoutMs)*time.Millisecond)
-		defer cancel()
+	if f := p.s.pipelineAppend.Load(); f != nil {
+		return (*f)(ctx, it.Request)
 	}
-	return s.Append(ctx, it.Request)
+	return p.s.Append(ctx, it.Request)
 }
 
-// sendResults sends the results of out as they come, each message carrying
-// every result ready at the time, until out is closed or a send fails.
-func sendResults(stream grpc.BidiStreamingServer[shoalv1.AppendBatch, shoalv1.AppendResults], out <-chan *shoalv1.AppendItemResult, sizes prometheus.Observer) error {
-	ctx := stream.Context()
+// send sends the answers as they come, each message carrying every answer
+// ready at the time, until finish is closed and out is empty, or a send fails.
+func (p *pipeline) send() error {
+	sizes := p.s.n.metrics.pipelineBatch.WithLabelValues("sent")
+	take := func(r *shoalv1.AppendItemResult, msg *shoalv1.AppendResults) {
+		<-p.slots
+		msg.Results = append(msg.Results, r)
+	}
+	finishing := false
 	for {
-		var r *shoalv1.AppendItemResult
-		var ok bool
-		select {
-		case r, ok = <-out:
-			if !ok {
-				return nil
+		msg := &shoalv1.AppendResults{}
+		if !finishing {
+			select {
+			case r := <-p.out:
+				take(r, msg)
+				// Items finish in groups (a raft batch commits many); let the
+				// rest of the group reach out before sending.
+				runtime.Gosched()
+			case <-p.finish:
+				finishing = true
+			case <-p.ctx.Done():
+				return p.ctx.Err()
 			}
-		case <-ctx.Done():
-			return ctx.Err()
 		}
-		// Items finish in groups (a raft batch commits many); let the rest of
-		// the group reach out before sending.
-		runtime.Gosched()
-		msg := &shoalv1.AppendResults{Results: []*shoalv1.AppendItemResult{r}}
 	more:
 		for len(msg.Results) < MaxPipelineBatch {
 			select {
-			case r, ok = <-out:
-				if !ok {
-					break more
-				}
-				msg.Results = append(msg.Results, r)
+			case r := <-p.out:
+				take(r, msg)
 			default:
 				break more
 			}
 		}
-		sizes.Observe(float64(len(msg.Results)))
-		if err := stream.Send(msg); err != nil {
-			return err
+		if len(msg.Results) == 0 {
+			if finishing {
+				return nil
+			}
+			continue
 		}
-		if !ok {
-			return nil
+		sizes.Observe(float64(len(msg.Results)))
+		if err := p.stream.Send(msg); err != nil {
+			return err
 		}
 	}
 }
@@ -149,7 +220,7 @@ func itemResult(id uint64, resp *shoalv1.AppendResponse, err error) *shoalv1.App
 		s = status.FromContextError(err) // as gRPC answers for a unary handler
 	}
 	st := s.Proto()
-	if st.Code == int32(codes.OK) { // not a status: should not happen, but never report success
+	if st.Code == int32(codes.OK) { // never report success for an error
 		st.Code, st.Message = int32(codes.Internal), fmt.Sprintf("append: %v", err)
 	}
 	return &shoalv1.AppendItemResult{Id: id, Error: &shoalv1.ItemStatus{Code: st.Code, Message: st.Message, Details: st.Details}}

@@ -198,3 +198,101 @@ func pipelineItems(t *testing.T, reg *prometheus.Registry) (items float64, msgs 
 	}
 	return items, msgs
 }
+
+// blockPipeline makes n's AppendPipeline items wait for their context or for
+// release, and reports each item's start on started.
+func blockPipeline(n *Node) (started chan string, release chan struct{}) {
+	started, release = make(chan string, 16), make(chan struct{})
+	f := pipelineAppendFunc(func(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
+		started <- req.Stream
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-release:
+			return &shoalv1.AppendResponse{LastVersion: 7}, nil
+		}
+	})
+	n.streams.pipelineAppend.Store(&f)
+	return started, release
+}
+
+// TestAppendPipelineCancel checks that a cancel from the client ends the item
+// as a cancelled unary call ends, while the stream goes on.
+func TestAppendPipelineCancel(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	started, release := blockPipeline(n)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.AppendPipeline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &shoalv1.AppendRequest{Stream: "c", Events: events("A")}
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}, {Id: 2, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	<-started
+	if err := st.Send(&shoalv1.AppendBatch{Cancel: []uint64{1, 99}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Results) != 1 || m.Results[0].Id != 1 || codes.Code(m.Results[0].GetError().GetCode()) != codes.Canceled {
+		t.Fatalf("after cancelling item 1: %v", m)
+	}
+	close(release)
+	m, err = st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Results) != 1 || m.Results[0].Id != 2 || m.Results[0].Response.GetLastVersion() != 7 {
+		t.Fatalf("item 2: %v", m)
+	}
+}
+
+// TestAppendPipelineDrainsOnClose checks that a node shutting down answers
+// the items it started, refuses new ones as Unavailable and ends the stream
+// as Unavailable, so that the client retries elsewhere at once.
+func TestAppendPipelineDrainsOnClose(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	started, release := blockPipeline(n)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.AppendPipeline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &shoalv1.AppendRequest{Stream: "d", Events: events("A")}
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	<-n.Done()
+	close(release)
+	got := map[uint64]*shoalv1.AppendItemResult{}
+	var end error
+	for end == nil {
+		var m *shoalv1.AppendResults
+		if m, end = st.Recv(); end == nil {
+			for _, r := range m.Results {
+				got[r.Id] = r
+			}
+		}
+	}
+	if r := got[1]; r.GetResponse().GetLastVersion() != 7 {
+		t.Errorf("item started before the close: %v", r)
+	}
+	if status.Code(end) != codes.Unavailable {
+		t.Errorf("stream ended with %v, want Unavailable", end)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}

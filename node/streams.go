@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,7 +29,12 @@ const (
 type streamsServer struct {
 	shoalv1.UnimplementedStreamsServer
 	n *Node
+	// pipelineAppend, when set by a test, runs each AppendPipeline item
+	// instead of Append.
+	pipelineAppend atomic.Pointer[pipelineAppendFunc]
 }
+
+type pipelineAppendFunc func(context.Context, *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error)
 
 func (s *streamsServer) Append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
 	start := time.Now()

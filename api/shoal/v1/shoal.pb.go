@@ -404,8 +404,11 @@ func (x *AppendItem) GetTimeoutMs() uint64 {
 }
 
 type AppendBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Items         []*AppendItem          `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"` // 1..1024
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Items []*AppendItem          `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"` // 0..1024; a batch carries items, cancels or both
+	// IDs of items in flight whose callers stopped waiting: the server cancels
+	// them as a unary call is cancelled (one that already committed stays).
+	Cancel        []uint64 `protobuf:"varint,2,rep,packed,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +446,13 @@ func (*AppendBatch) Descriptor() ([]byte, []int) {
 func (x *AppendBatch) GetItems() []*AppendItem {
 	if x != nil {
 		return x.Items
+	}
+	return nil
+}
+
+func (x *AppendBatch) GetCancel() []uint64 {
+	if x != nil {
+		return x.Cancel
 	}
 	return nil
 }
@@ -2278,9 +2288,10 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\arequest\x18\x02 \x01(\v2\x17.shoal.v1.AppendRequestR\arequest\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"9\n" +
+	"timeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"Q\n" +
 	"\vAppendBatch\x12*\n" +
-	"\x05items\x18\x01 \x03(\v2\x14.shoal.v1.AppendItemR\x05items\"j\n" +
+	"\x05items\x18\x01 \x03(\v2\x14.shoal.v1.AppendItemR\x05items\x12\x16\n" +
+	"\x06cancel\x18\x02 \x03(\x04R\x06cancel\"j\n" +
 	"\n" +
 	"ItemStatus\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
