@@ -163,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// Snapshots are ingested into the last level when their span is clear.
 		SnapshotTables:   popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
 		Transport:        n.tr,
-		Logger:           n.log,
+		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
 		Registerer:       n.reg,
 		LogRetainEntries: cfg.RaftLogRetainEntries,
 	})

@@ -74,7 +74,8 @@ type Config struct {
 	// MaxQueuedMsgs bounds the inbound raft message queue; messages beyond it are dropped
 	// (raft retries). Default 8192.
 	MaxQueuedMsgs int
-	// Logger receives the host's and raft's logs (nil = discard).
+	// Logger receives the host's and raft's logs (nil = discard). The host
+	// adds the attribute node_id.
 	Logger *slog.Logger
 	// Registerer registers the host's metrics (nil = not registered).
 	Registerer prometheus.Registerer
