@@ -30,6 +30,7 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 
 	k := &s.keys
 	if !found {
+		s.addName(c.Stream)
 		m = streamMeta{id: s.meta.nextStreamID, state: stateLive}
 		s.meta.nextStreamID++
 		s.keyBuf = k.name(s.keyBuf[:0], m.id)
@@ -102,10 +103,10 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 		firstIdx int
 		run      = true // all hits so far form a consecutive run of this stream from events[0]
 	)
-	filter := s.idFilterReady() // nil while it is built: look every ID up
+	filter, _ := s.filters() // nil while it is built: look every ID up
 	for i := range c.Events {
 		id := &c.Events[i].ID
-		if filter != nil && !filter.mayContain(id) {
+		if filter != nil && !filter.mayContain(idHash(id)) {
 			run = false
 			continue
 		}

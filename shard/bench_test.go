@@ -158,7 +158,7 @@ func BenchmarkReload(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		ts.s.waitIDFilter(b)
+		ts.s.waitFilters(b)
 		b.StartTimer()
 	}
 }

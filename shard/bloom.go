@@ -6,18 +6,20 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// idFilter is a scalable bloom filter over the event IDs stored in the shard.
-// A miss proves an ID was never stored, so Apply skips the Pebble lookup for
-// fresh IDs (the common case). A hit may be false (about 1% per stage); Apply
-// then confirms in Pebble, so the filter never changes a verdict and need not
-// be identical across replicas. IDs of a batch that is later discarded stay
-// in the filter: harmless, only extra false positives.
+// hashFilter is a scalable bloom filter over 64-bit hashes. A shard keeps two:
+// one over the event IDs it stores and one over its stream names. A miss
+// proves an ID or a name was never stored, so Apply skips the Pebble lookup
+// for a fresh event ID or a new stream (the common cases). A hit may be false
+// (about 1% per stage); Apply then confirms in Pebble, so a filter never
+// changes a verdict and need not be identical across replicas. Entries of a
+// batch that is later discarded stay in the filter: harmless, only extra
+// false positives.
 //
-// The filter is rebuilt in the background when the shard opens or reloads
-// (idbuild.go). Stages double in capacity, so memory is about 1.25 bytes per ID (10 bits)
-// and the false-positive rate stays bounded. Not safe for concurrent use:
-// only the apply goroutine touches it.
-type idFilter struct {
+// The filters are rebuilt in the background when the shard opens or reloads
+// (filterbuild.go). Stages double in capacity, so memory is about 1.25 bytes
+// per entry (10 bits) and the false-positive rate stays bounded. Not safe for
+// concurrent use: only the apply goroutine touches it.
+type hashFilter struct {
 	stages []*bloomStage
 }
 
@@ -42,23 +44,26 @@ func newBloomStage(capacity int) *bloomStage {
 	return &bloomStage{bits: make([]uint64, nbits/64), mask: nbits - 1, capacity: capacity}
 }
 
-// newIDFilter returns a filter sized for n IDs.
-func newIDFilter(n int) *idFilter {
-	return &idFilter{stages: []*bloomStage{newBloomStage(2 * n)}}
+// newHashFilter returns a filter sized for n entries.
+func newHashFilter(n int) *hashFilter {
+	return &hashFilter{stages: []*bloomStage{newBloomStage(2 * n)}}
 }
 
-func idHash(id *[16]byte) (uint64, uint64) {
-	h := xxhash.Sum64(id[:])
-	return h, (h >> 33) | (h << 31) | 1
-}
+// idHash and nameHash are what the filters hold of an event ID and a stream name.
+func idHash(id *[16]byte) uint64 { return xxhash.Sum64(id[:]) }
 
-func (f *idFilter) add(id *[16]byte) {
+func nameHash(name string) uint64 { return xxhash.Sum64String(name) } // = xxhash.Sum64 of its bytes
+
+// probes returns the two hashes of double hashing.
+func probes(h uint64) (uint64, uint64) { return h, (h >> 33) | (h << 31) | 1 }
+
+func (f *hashFilter) add(h uint64) {
 	s := f.stages[len(f.stages)-1]
 	if s.count >= s.capacity {
 		s = newBloomStage(2 * s.capacity)
 		f.stages = append(f.stages, s)
 	}
-	h1, h2 := idHash(id)
+	h1, h2 := probes(h)
 	for i := uint64(0); i < bloomHashes; i++ {
 		b := (h1 + i*h2) & s.mask
 		s.bits[b>>6] |= 1 << (b & 63)
@@ -66,8 +71,8 @@ func (f *idFilter) add(id *[16]byte) {
 	s.count++
 }
 
-func (f *idFilter) mayContain(id *[16]byte) bool {
-	h1, h2 := idHash(id)
+func (f *hashFilter) mayContain(h uint64) bool {
+	h1, h2 := probes(h)
 	for _, s := range f.stages {
 		hit := true
 		for i := uint64(0); i < bloomHashes; i++ {
@@ -85,7 +90,7 @@ func (f *idFilter) mayContain(id *[16]byte) bool {
 }
 
 // count returns the number of IDs added.
-func (f *idFilter) count() int {
+func (f *hashFilter) count() int {
 	n := 0
 	for _, s := range f.stages {
 		n += s.count
@@ -94,7 +99,7 @@ func (f *idFilter) count() int {
 }
 
 // bytes returns the filter's memory use.
-func (f *idFilter) bytes() int {
+func (f *hashFilter) bytes() int {
 	n := 0
 	for _, s := range f.stages {
 		n += 8 * len(s.bits)

@@ -9,18 +9,18 @@ func TestIDFilter(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	f := newIDFilter(1000) // forces several stages
+	f := newHashFilter(1000) // forces several stages
 	var ids [][16]byte
 	for i := 0; i < 300000; i++ {
 		var id [16]byte
 		for j := range id {
 			id[j] = byte(rng.Uint32())
 		}
-		f.add(&id)
+		f.add(idHash(&id))
 		ids = append(ids, id)
 	}
 	for _, id := range ids {
-		if !f.mayContain(&id) {
+		if !f.mayContain(idHash(&id)) {
 			t.Fatalf("false negative for %x", id)
 		}
 	}
@@ -28,7 +28,7 @@ func TestIDFilter(t *testing.T) {
 	const probes = 100000
 	for i := uint64(0); i < probes; i++ {
 		id := testID(i + 1) // sequential IDs: not random, unlike the added ones
-		if f.mayContain(&id) {
+		if f.mayContain(idHash(&id)) {
 			fp++
 		}
 	}

@@ -114,12 +114,14 @@
 //
 // Apply keeps the metadata of streams it touched in memory (pending until
 // Committed, then a committed map bounded by Options.MaxCachedStreams) so an
-// append to a known stream does no stream read. Fresh event IDs are screened
-// by an in-memory scalable bloom filter (about 1.25 bytes per stored event,
-// ~1% false positives per stage), so the idempotency check reads Pebble only
-// for retries and false positives. Open and Reload start a background scan of
-// the 'I' keys that rebuilds the filter (O(events in the shard), about 0.6 µs
-// per event) and return at once; until it ends, Apply reads Pebble for every
-// event ID. Close stops the scan: close every shard before closing the DB.
+// append to a known stream does no stream read. Fresh event IDs and new
+// stream names are screened by in-memory scalable bloom filters (about 1.25
+// bytes per stored event or stream, ~1% false positives per stage), so the
+// idempotency check reads Pebble only for retries and false positives, and
+// the first append to a stream reads nothing to learn that it is new. Open
+// and Reload start a background scan of the 'I' and 'N' keys that rebuilds
+// the filters (O(events + streams), about 0.6 µs per key) and return at once;
+// until it ends, Apply reads Pebble for every event ID and uncached stream.
+// Close stops the scan: close every shard before closing the DB.
 // Reads iterate with bounded memory.
 package shard

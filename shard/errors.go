@@ -97,7 +97,7 @@ func invalid(field, limit, format string, args ...any) *InvalidError {
 // records; seeing one means disk corruption or a foreign keyspace.
 var ErrCorrupt = errors.New("shard: corrupt record")
 
-// errIDBuildStopped ends a background event-ID scan that a newer Reload or Close replaced.
-var errIDBuildStopped = errors.New("shard: event-ID scan stopped")
+// errFilterBuildStopped ends a background filter scan that a newer Reload or Close replaced.
+var errFilterBuildStopped = errors.New("shard: filter scan stopped")
 
 func errCorrupt(what string) error { return fmt.Errorf("%w: %s", ErrCorrupt, what) }

@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"shard", "outcome"}),
 		streamCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "stream_cache_lookups_total",
-			Help: "Stream-metadata lookups during apply, by outcome (hit, miss).",
+			Help: "Stream-metadata lookups during apply, by outcome: hit (cached), miss (read from Pebble), new (proved new by the stream filter, no read).",
 		}, []string{"shard", "outcome"}),
 	}
 	if reg != nil {
@@ -54,6 +54,7 @@ type shardMetrics struct {
 	idFound, idFalsePos prometheus.Counter
 	idUnfiltered        prometheus.Counter
 	cacheHit, cacheMiss prometheus.Counter
+	cacheNew            prometheus.Counter
 }
 
 var verdicts = []string{"append", "duplicate", "delete", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid"}
@@ -71,6 +72,7 @@ func (m *Metrics) forShard(id uint32) *shardMetrics {
 		idUnfiltered: m.idLookups.WithLabelValues(l, "unfiltered"),
 		cacheHit:     m.streamCache.WithLabelValues(l, "hit"),
 		cacheMiss:    m.streamCache.WithLabelValues(l, "miss"),
+		cacheNew:     m.streamCache.WithLabelValues(l, "new"),
 	}
 	for _, v := range verdicts {
 		sm.applied[v] = m.applied.WithLabelValues(l, v)

@@ -64,18 +64,20 @@ type Shard struct {
 	m    *shardMetrics // nil when Options.Metrics is nil
 
 	// Apply state: touched only by the apply goroutine.
-	pending   map[string]streamMeta // streams changed by applies not yet Committed
-	cache     map[string]streamMeta // streams as of the last commit (bounded)
-	meta      shardMeta             // includes uncommitted applies
-	pendApply uint64                // applied index including uncommitted applies
-	ids       *idFilter             // superset of all stored event IDs; nil while build runs
-	build     *idBuild              // background scan rebuilding ids, or nil (idbuild.go)
-	idsAdded  [][16]byte            // IDs stored while build runs, for its filter
-	// idBuildGate, when set by a test before Reload, holds the next scan until closed.
-	idBuildGate chan struct{}
-	keyBuf      []byte
-	valBuf      []byte
-	scratchBuf  []byte
+	pending    map[string]streamMeta // streams changed by applies not yet Committed
+	cache      map[string]streamMeta // streams as of the last commit (bounded)
+	meta       shardMeta             // includes uncommitted applies
+	pendApply  uint64                // applied index including uncommitted applies
+	ids        *hashFilter           // superset of the stored event IDs; nil while build runs
+	names      *hashFilter           // superset of the stored stream names; nil while build runs
+	build      *filterBuild          // background scan rebuilding ids and names, or nil (filterbuild.go)
+	idsAdded   []uint64              // hashes of the IDs stored while build runs, for its filter
+	namesAdded []uint64              // hashes of the streams created while build runs
+	// filterBuildGate, when set by a test before Reload, holds the next scan until closed.
+	filterBuildGate chan struct{}
+	keyBuf          []byte
+	valBuf          []byte
+	scratchBuf      []byte
 	// deferTo is the batch given to BeginBatch: Apply and SetApplied into it leave the applied
 	// index and the shard meta to FinishBatch (written once per batch, not once per entry).
 	deferTo     *pebble.Batch
@@ -137,7 +139,7 @@ func (s *Shard) Reload() error {
 			return err
 		}
 	}
-	if err := s.startIDBuild(int(min(m.nextPosition, 1<<40))); err != nil {
+	if err := s.startFilterBuild(int(min(m.nextPosition, 1<<40)), int(min(m.nextStreamID, 1<<40))); err != nil {
 		return err
 	}
 	s.deferTo, s.appliedDirt, s.metaDirty = nil, false, false
@@ -286,6 +288,10 @@ func (s *Shard) lookup(b *pebble.Batch, name string) (streamMeta, bool, error) {
 	if m, ok := s.cache[name]; ok {
 		s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.cacheHit })
 		return m, true, nil
+	}
+	if _, names := s.filters(); names != nil && !names.mayContain(nameHash(name)) {
+		s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.cacheNew })
+		return streamMeta{}, false, nil // never created: no need to ask Pebble
 	}
 	s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.cacheMiss })
 	s.keyBuf = s.keys.stream(s.keyBuf[:0], name)

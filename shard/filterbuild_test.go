@@ -9,18 +9,18 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// waitIDFilter blocks until the background event-ID scan has ended and its
-// filter is installed, and returns the filter.
-func (s *Shard) waitIDFilter(t testing.TB) *idFilter {
+// waitFilters blocks until the background scan has ended and its filters are
+// installed, and returns them.
+func (s *Shard) waitFilters(t testing.TB) (ids, names *hashFilter) {
 	t.Helper()
 	if s.build != nil {
 		<-s.build.done
 	}
-	f := s.idFilterReady()
-	if f == nil {
-		t.Fatal("no event-ID filter after the scan ended")
+	ids, names = s.filters()
+	if ids == nil || names == nil {
+		t.Fatal("no filters after the scan ended")
 	}
-	return f
+	return ids, names
 }
 
 func appendOne(stream string, id uint64) []byte {
@@ -42,22 +42,22 @@ func TestIDFilterBuildsInBackground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const before, during = 10000, 500 // more than idBuildCheckEvery keys
+	const before, during = 10000, 500 // more than filterBuildCheckEvery keys
 	ts.begin()
 	for i := range uint64(before) {
 		ts.apply(appendOne(fmt.Sprintf("s-%d", i%100), i+1))
 	}
 	ts.commit(pebble.NoSync)
 
-	ts.s.waitIDFilter(t)
+	ts.s.waitFilters(t)
 	unfiltered := m.idLookups.WithLabelValues("5", "unfiltered")
 	base := counterValue(t, unfiltered)
 	gate := make(chan struct{})
-	ts.s.idBuildGate = gate
+	ts.s.filterBuildGate = gate
 	if err := ts.s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if ts.s.idFilterReady() != nil {
+	if ids, _ := ts.s.filters(); ids != nil {
 		t.Fatal("filter ready while its scan is held")
 	}
 	// A retry of a stored event is recognised without the filter.
@@ -75,15 +75,24 @@ func TestIDFilterBuildsInBackground(t *testing.T) {
 	}
 
 	close(gate)
-	f := ts.s.waitIDFilter(t)
+	f, names := ts.s.waitFilters(t)
 	for i := range uint64(before + during) {
 		id := testID(i + 1)
-		if !f.mayContain(&id) {
+		if !f.mayContain(idHash(&id)) {
 			t.Fatalf("rebuilt filter misses stored event %d", i+1)
 		}
 	}
 	if f.count() != before+during {
 		t.Errorf("filter count %d, want %d", f.count(), before+during)
+	}
+	// 100 streams before the Reload, "new" during the scan.
+	for i := range 100 {
+		if !names.mayContain(nameHash(fmt.Sprintf("s-%d", i))) {
+			t.Fatalf("rebuilt stream filter misses s-%d", i)
+		}
+	}
+	if !names.mayContain(nameHash("new")) || names.count() != 101 {
+		t.Errorf("stream filter: %d streams, holds new: %v", names.count(), names.mayContain(nameHash("new")))
 	}
 	res = ts.apply(appendOne("new", before+during))
 	if r, ok := res.(*AppendResult); !ok || !r.Duplicate {
@@ -99,7 +108,7 @@ func TestReloadAndCloseStopTheScan(t *testing.T) {
 	for i := range uint64(100) {
 		ts.apply(appendOne("a", i+1))
 	}
-	ts.s.idBuildGate = make(chan struct{}) // never opened
+	ts.s.filterBuildGate = make(chan struct{}) // never opened
 	if err := ts.s.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,4 +145,49 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return pb.GetCounter().GetValue()
+}
+
+// TestStreamFilter checks that, once the filters are built, the first append
+// to a new stream reads nothing from Pebble while an existing stream that is
+// not cached is still read and found, also after a Reload.
+func TestStreamFilter(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestShard(t, nil, 7)
+	ts.s.Close()
+	if ts.s, err = Open(ts.db, 7, Options{Metrics: m}); err != nil {
+		t.Fatal(err)
+	}
+	ts.s.waitFilters(t)
+	lookups := func() (hit, miss, fresh float64) {
+		return counterValue(t, m.streamCache.WithLabelValues("7", "hit")),
+			counterValue(t, m.streamCache.WithLabelValues("7", "miss")),
+			counterValue(t, m.streamCache.WithLabelValues("7", "new"))
+	}
+	for i := range uint64(50) {
+		if res := ts.apply(appendOne(fmt.Sprintf("f-%d", i), i+1)); !isAppend(res) {
+			t.Fatalf("append: %s", fmtResult(res))
+		}
+	}
+	if _, miss, fresh := lookups(); miss != 0 || fresh != 50 {
+		t.Fatalf("50 new streams: %v Pebble reads, %v proved new; want 0 and 50", miss, fresh)
+	}
+	if err := ts.s.Reload(); err != nil { // empties the cache, rebuilds the filters
+		t.Fatal(err)
+	}
+	ts.s.waitFilters(t)
+	exp := Expected{Kind: ExpectExact, Version: 0}
+	res := ts.apply(EncodeAppend(&AppendCommand{Stream: "f-3", Expected: exp, Events: []Event{{ID: testID(1000), Type: "T"}}}))
+	if r, ok := res.(*AppendResult); !ok || r.FirstVersion != 1 {
+		t.Fatalf("append to an existing, uncached stream: %s", fmtResult(res))
+	}
+	if hit, miss, _ := lookups(); miss != 1 || hit != 0 {
+		t.Fatalf("existing stream after Reload: %v hits, %v reads; want 0 and 1", hit, miss)
+	}
+	res = ts.apply(EncodeAppend(&AppendCommand{Stream: "f-3", Expected: exp, Events: []Event{{ID: testID(1001), Type: "T"}}}))
+	if _, ok := res.(*WrongExpectedVersionError); !ok {
+		t.Fatalf("stale expected version: %s", fmtResult(res))
+	}
 }
