@@ -44,8 +44,18 @@ type appendPipe struct {
 	mu      struct {
 		sync.Mutex
 		cur              *pipeStream
+		opening          *pipeOpen // the open in progress, or nil
 		unsupportedUntil time.Time // the server answered Unimplemented: unary until then
 	}
+}
+
+// pipeOpen is one attempt to open the stream. It runs in its own goroutine,
+// not the caller's: opening waits for the connection, and a caller waits for
+// that only as long as its context allows.
+type pipeOpen struct {
+	done chan struct{} // closed when the attempt ends; then ps or err is set
+	ps   *pipeStream
+	err  error
 }
 
 // pipeStream is one AppendPipeline stream and the appends it carries.
@@ -80,7 +90,7 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 	if proto.Size(req) > pipelineMaxItemBytes {
 		return p.streams.Append(ctx, req)
 	}
-	ps, err := p.stream()
+	ps, err := p.stream(ctx)
 	if errors.Is(err, errPipelineUnsupported) {
 		return p.streams.Append(ctx, req)
 	}
@@ -113,27 +123,52 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 	}
 }
 
-// stream returns the open stream, opening one if there is none.
-func (p *appendPipe) stream() (*pipeStream, error) {
+// stream returns the open stream, opening one if there is none, or the
+// context's error if it ends first.
+func (p *appendPipe) stream(ctx context.Context) (*pipeStream, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if time.Now().Before(p.mu.unsupportedUntil) {
+		p.mu.Unlock()
 		return nil, errPipelineUnsupported
 	}
-	if p.mu.cur != nil {
-		return p.mu.cur, nil
+	if ps := p.mu.cur; ps != nil {
+		p.mu.Unlock()
+		return ps, nil
 	}
+	op := p.mu.opening
+	if op == nil {
+		op = &pipeOpen{done: make(chan struct{})}
+		p.mu.opening = op
+		go p.open(op)
+	}
+	p.mu.Unlock()
+	select {
+	case <-op.done:
+		// A stream that failed since it opened hands its failure to enqueue,
+		// so that the caller backs off before the next attempt.
+		return op.ps, op.err
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// open opens a stream for op and makes it the current one.
+func (p *appendPipe) open(op *pipeOpen) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := p.streams.AppendPipeline(ctx)
+	p.mu.Lock()
+	defer close(op.done)
+	defer p.mu.Unlock()
+	p.mu.opening = nil
 	if err != nil {
 		cancel()
-		return nil, err
+		op.err = err
+		return
 	}
 	ps := &pipeStream{pipe: p, stream: st, cancel: cancel, kick: make(chan struct{}, 1), pending: make(map[uint64]*pipeCall)}
-	p.mu.cur = ps
+	p.mu.cur, op.ps = ps, ps
 	go ps.send()
 	go ps.receive()
-	return ps, nil
 }
 
 // close ends the current stream; its calls fail with err.

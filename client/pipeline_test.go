@@ -4,8 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
 // TestAppendsUsePipeline checks that appends travel over one AppendPipeline
@@ -123,5 +133,58 @@ func TestPipelineCancelReachesServer(t *testing.T) {
 	}
 	if got := fc.nodes[0].count("cancel"); got != 1 {
 		t.Errorf("cancels received: %d, want 1", got)
+	}
+}
+
+// TestPipelineOpenHonoursDeadline checks that an append whose node does not
+// answer the connection returns when its context ends, not when the
+// connection attempt gives up.
+func TestPipelineOpenHonoursDeadline(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	var conns []net.Conn // accepted and never answered: the HTTP/2 handshake hangs
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Minute, Backoff: backoff.DefaultConfig}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := &appendPipe{streams: shoalv1.NewStreamsClient(conn)}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.append(ctx, &shoalv1.AppendRequest{Stream: "s"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("append to a silent node: %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(30 * time.Second): // the connection attempt alone may take a minute
+		t.Fatal("append outlived its context while the stream was being opened")
 	}
 }
