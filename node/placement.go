@@ -671,6 +671,7 @@ func (n *Node) leaderViews(ctx context.Context) map[uint32]*shoalv1.ShardInfo {
 // the factory reopens it and it catches up like a returning replica.
 func (n *Node) dropReplica(id uint32) error {
 	n.mu.Lock()
+	sm := n.mu.shards[id]
 	groups, err := n.dir.groups()
 	if err == nil {
 		err = n.dir.saveGroups(slices.DeleteFunc(groups, func(s uint32) bool { return s == id }))
@@ -682,7 +683,13 @@ func (n *Node) dropReplica(id uint32) error {
 	if err != nil {
 		return err
 	}
-	return n.host.DropGroup(id)
+	if err := n.host.DropGroup(id); err != nil {
+		return err
+	}
+	if sm != nil {
+		sm.Close() // the group is gone, so no apply runs: end its filter scan before Pebble closes
+	}
+	return nil
 }
 
 // sameMembers reports whether a and b hold the same IDs (in any order).

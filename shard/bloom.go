@@ -16,9 +16,11 @@ import (
 // false positives.
 //
 // The filters are rebuilt in the background when the shard opens or reloads
-// (filterbuild.go). Stages double in capacity, so memory is about 1.25 bytes
-// per entry (10 bits) and the false-positive rate stays bounded. Not safe for
-// concurrent use: only the apply goroutine touches it.
+// (filterbuild.go), the first stage sized for twice the entries found. A
+// stage holds 10 bits per entry of its capacity, rounded up to a power of two,
+// and stages double in capacity, so memory is 1.25–5 bytes per stored entry
+// and the false-positive rate stays bounded. Not safe for concurrent use: only
+// the apply goroutine touches it.
 type hashFilter struct {
 	stages []*bloomStage
 }

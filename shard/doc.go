@@ -115,7 +115,7 @@
 // Apply keeps the metadata of streams it touched in memory (pending until
 // Committed, then a committed map bounded by Options.MaxCachedStreams) so an
 // append to a known stream does no stream read. Fresh event IDs and new
-// stream names are screened by in-memory scalable bloom filters (about 1.25
+// stream names are screened by in-memory scalable bloom filters (1.25–5
 // bytes per stored event or stream, ~1% false positives per stage), so the
 // idempotency check reads Pebble only for retries and false positives, and
 // the first append to a stream reads nothing to learn that it is new. Open

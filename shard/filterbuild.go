@@ -64,6 +64,12 @@ func (b *filterBuild) run(idIt, nameIt *pebble.Iterator, events, streams int) {
 		case <-b.quit:
 		}
 	}
+	if b.stopped() {
+		b.err = errFilterBuildStopped
+		idIt.Close()
+		nameIt.Close()
+		return
+	}
 	b.ids = newHashFilter(events)
 	b.names = newHashFilter(streams)
 	b.err = b.scan(idIt, b.ids, func(rest []byte) (uint64, error) {

@@ -122,6 +122,10 @@ func (s *Shard) LastPosition() uint64 { return s.nextPos.Load() }
 // applies was discarded. Apply-goroutine only.
 func (s *Shard) Reload() error {
 	start := time.Now()
+	// The filters describe the keyspace being replaced: drop them first, so
+	// that a failed Reload leaves the shard checking Pebble, not trusting them.
+	s.stopFilterBuild()
+	s.ids, s.names = nil, nil
 	applied, err := s.getUint64(s.keys.applied(nil))
 	if err != nil {
 		return err
