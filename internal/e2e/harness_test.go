@@ -78,10 +78,14 @@ func TestSourcesStamp(t *testing.T) {
 // range (32768 and up): a server restarted by a test must bind its ports
 // again, and a port the kernel can hand to any socket of the other test
 // packages running alongside (listeners on :0, outgoing connections) would
-// be taken in between now and then.
+// be taken in between now and then. A port is never handed out twice in one
+// test binary: the servers of a cluster draw their ports before any of them
+// binds, so a port free for one draw would otherwise be free for the next.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	const lo, hi = 20000, 32000
+	handedMu.Lock()
+	defer handedMu.Unlock()
 	var closers []io.Closer
 	defer func() {
 		for _, c := range closers {
@@ -93,7 +97,11 @@ func freePorts(t *testing.T, n int) []int {
 		if tries > 1000 {
 			t.Fatalf("no %d ports free in [%d, %d)", n, lo, hi)
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
+		port := lo + rand.IntN(hi-lo)
+		if handed[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -104,10 +112,16 @@ func freePorts(t *testing.T, n int) []int {
 			continue
 		}
 		closers = append(closers, l, u)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
+		handed[port] = true
 	}
 	return ports
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{} // ports freePorts returned in this test binary
+)
 
 // server is one real `shoal server` process.
 type server struct {
