@@ -199,12 +199,7 @@ func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) e
 				resp, err := n.Append(ctx, it.Request)
 				r := &shoalv1.AppendItemResult{Id: it.Id, Response: resp}
 				if err != nil {
-					s, ok := status.FromError(err)
-					if !ok {
-						s = status.FromContextError(err) // as gRPC answers for a unary handler
-					}
-					st := s.Proto()
-					r = &shoalv1.AppendItemResult{Id: it.Id, Error: &shoalv1.ItemStatus{Code: st.Code, Message: st.Message, Details: st.Details}}
+					r = &shoalv1.AppendItemResult{Id: it.Id, Error: shoalv1.ItemStatusOf(err)}
 				}
 				mu.Lock()
 				defer mu.Unlock()

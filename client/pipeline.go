@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -75,6 +74,7 @@ type pipeStream struct {
 
 type pipeCall struct {
 	item *shoalv1.AppendItem
+	size int             // of the request, in bytes
 	done chan pipeResult // buffered(1)
 	sent bool            // guarded by pipeStream.mu
 }
@@ -87,7 +87,8 @@ type pipeResult struct {
 // append sends req over the pipeline and waits for its answer or ctx. The
 // error is a gRPC status error, as from the unary Append.
 func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
-	if proto.Size(req) > pipelineMaxItemBytes {
+	size := proto.Size(req)
+	if size > pipelineMaxItemBytes {
 		return p.streams.Append(ctx, req)
 	}
 	ps, err := p.stream(ctx)
@@ -97,7 +98,7 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 	if err != nil {
 		return nil, err
 	}
-	call := &pipeCall{item: &shoalv1.AppendItem{Request: req}, done: make(chan pipeResult, 1)}
+	call := &pipeCall{item: &shoalv1.AppendItem{Request: req}, size: size, done: make(chan pipeResult, 1)}
 	if dl, ok := ctx.Deadline(); ok {
 		ms := time.Until(dl).Milliseconds()
 		if ms <= 0 {
@@ -192,11 +193,16 @@ func (ps *pipeStream) enqueue(c *pipeCall) error {
 	ps.pending[c.item.Id] = c
 	ps.queue = append(ps.queue, c)
 	ps.mu.Unlock()
+	ps.wake()
+	return nil
+}
+
+// wake tells the sender that there is something to send.
+func (ps *pipeStream) wake() {
 	select {
 	case ps.kick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // forget drops a call whose caller stopped waiting: not sent yet, it is not
@@ -214,10 +220,7 @@ func (ps *pipeStream) forget(id uint64) {
 		ps.cancels = append(ps.cancels, id)
 	}
 	ps.mu.Unlock()
-	select {
-	case ps.kick <- struct{}{}:
-	default:
-	}
+	ps.wake()
 }
 
 // send sends the queued calls, as few messages as the limits allow, until
@@ -254,7 +257,7 @@ func (ps *pipeStream) send() {
 			size := 0
 			for len(queue) > 0 && len(msg.Items) < pipelineMaxItems && size < pipelineMaxBytes {
 				msg.Items = append(msg.Items, queue[0].item)
-				size += proto.Size(queue[0].item.Request)
+				size += queue[0].size
 				queue[0] = nil
 				queue = queue[1:]
 			}
@@ -290,8 +293,7 @@ func (ps *pipeStream) receive() {
 			}
 			delete(ps.pending, r.Id)
 			if r.Error != nil {
-				st := status.FromProto(&spb.Status{Code: r.Error.Code, Message: r.Error.Message, Details: r.Error.Details})
-				c.done <- pipeResult{err: st.Err()}
+				c.done <- pipeResult{err: r.Error.Err()}
 			} else {
 				c.done <- pipeResult{resp: r.Response}
 			}
@@ -306,7 +308,7 @@ func (ps *pipeStream) receive() {
 // did reach the server is harmless.
 func (ps *pipeStream) fail(err error) {
 	if !errors.Is(err, errPipelineUnsupported) {
-		if _, ok := status.FromError(err); !ok || status.Code(err) == codes.OK {
+		if _, ok := status.FromError(err); !ok {
 			err = status.Error(codes.Unavailable, err.Error())
 		}
 	}

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -66,10 +65,7 @@ func (s *streamsServer) AppendPipeline(stream grpc.BidiStreamingServer[shoalv1.A
 	p.mu.Lock()
 	p.draining = true
 	p.mu.Unlock()
-	if status.Code(err) == codes.Canceled || (err != nil && ctx.Err() != nil) {
-		cancel() // the client is gone: nobody will read the answers
-	}
-	p.items.Wait()
+	p.items.Wait() // when the client is gone, ctx is already cancelled and the items end at once
 	close(p.finish)
 	if serr := <-sent; err == nil {
 		err = serr
@@ -215,13 +211,5 @@ func itemResult(id uint64, resp *shoalv1.AppendResponse, err error) *shoalv1.App
 	if err == nil {
 		return &shoalv1.AppendItemResult{Id: id, Response: resp}
 	}
-	s, ok := status.FromError(err)
-	if !ok {
-		s = status.FromContextError(err) // as gRPC answers for a unary handler
-	}
-	st := s.Proto()
-	if st.Code == int32(codes.OK) { // never report success for an error
-		st.Code, st.Message = int32(codes.Internal), fmt.Sprintf("append: %v", err)
-	}
-	return &shoalv1.AppendItemResult{Id: id, Error: &shoalv1.ItemStatus{Code: st.Code, Message: st.Message, Details: st.Details}}
+	return &shoalv1.AppendItemResult{Id: id, Error: shoalv1.ItemStatusOf(err)}
 }

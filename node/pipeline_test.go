@@ -22,13 +22,7 @@ import (
 // that each is answered by its ID with what Append would have answered.
 func TestAppendPipeline(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := c.AppendPipeline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openPipeline(t, n)
 	const streams = 50
 	batch := &shoalv1.AppendBatch{}
 	for i := range streams {
@@ -100,10 +94,7 @@ func TestAppendPipelineLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, items := range []int{0, MaxPipelineBatch + 1} {
-		st, err := c.AppendPipeline(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := openPipeline(t, n)
 		b := &shoalv1.AppendBatch{}
 		for i := range items {
 			b.Items = append(b.Items, &shoalv1.AppendItem{Id: uint64(i),
@@ -112,7 +103,7 @@ func TestAppendPipelineLimits(t *testing.T) {
 		if err := st.Send(b); err != nil {
 			t.Fatal(err)
 		}
-		_, err = st.Recv()
+		_, err := st.Recv()
 		if s, _ := status.FromError(err); s.Code() != codes.InvalidArgument || !strings.Contains(s.Message(), "MaxPipelineBatch") {
 			t.Fatalf("%d items: got %v, want InvalidArgument naming MaxPipelineBatch", items, err)
 		}
@@ -199,6 +190,18 @@ func pipelineItems(t *testing.T, reg *prometheus.Registry) (items float64, msgs 
 	return items, msgs
 }
 
+// openPipeline opens an AppendPipeline stream to n, ended with the test.
+func openPipeline(t *testing.T, n *Node) shoalv1.Streams_AppendPipelineClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	st, err := shoalv1.NewStreamsClient(dial(t, n.Addr())).AppendPipeline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // blockPipeline makes n's AppendPipeline items wait for their context or for
 // release, and reports each item's start on started.
 func blockPipeline(n *Node) (started chan string, release chan struct{}) {
@@ -221,13 +224,7 @@ func blockPipeline(n *Node) (started chan string, release chan struct{}) {
 func TestAppendPipelineCancel(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
 	started, release := blockPipeline(n)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := c.AppendPipeline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "c", Events: events("A")}
 	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}, {Id: 2, Request: req}}}); err != nil {
 		t.Fatal(err)
@@ -260,13 +257,7 @@ func TestAppendPipelineCancel(t *testing.T) {
 func TestAppendPipelineDrainsOnClose(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
 	started, release := blockPipeline(n)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := c.AppendPipeline(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "d", Events: events("A")}
 	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
 		t.Fatal(err)

@@ -34,10 +34,10 @@ type filterBuild struct {
 	gate chan struct{}
 }
 
-// startFilterBuild cancels a scan in progress and starts a new one over the
-// event IDs and streams stored now. Apply-goroutine only.
+// startFilterBuild starts a scan over the event IDs and streams stored now.
+// Reload has stopped the previous scan and dropped the filters.
+// Apply-goroutine only.
 func (s *Shard) startFilterBuild(events, streams int) error {
-	s.stopFilterBuild()
 	lo, hi := s.keys.tagSpan(tagID)
 	idIt, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -50,7 +50,7 @@ func (s *Shard) startFilterBuild(events, streams int) error {
 		return err
 	}
 	b := &filterBuild{quit: make(chan struct{}), done: make(chan struct{}), start: time.Now(), gate: s.filterBuildGate}
-	s.ids, s.names, s.build = nil, nil, b
+	s.build = b
 	s.idsAdded, s.namesAdded = s.idsAdded[:0], s.namesAdded[:0]
 	go b.run(idIt, nameIt, events, streams)
 	return nil

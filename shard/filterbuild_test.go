@@ -23,6 +23,21 @@ func (s *Shard) waitFilters(t testing.TB) (ids, names *hashFilter) {
 	return ids, names
 }
 
+// newMeteredShard is newTestShard with the shard's metrics on a registry of its own.
+func newMeteredShard(t *testing.T, id uint32) (*testShard, *Metrics) {
+	t.Helper()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestShard(t, nil, id)
+	ts.s.Close()
+	if ts.s, err = Open(ts.db, id, Options{Metrics: m}); err != nil {
+		t.Fatal(err)
+	}
+	return ts, m
+}
+
 func appendOne(stream string, id uint64) []byte {
 	return EncodeAppend(&AppendCommand{Stream: stream, Events: []Event{{ID: testID(id), Type: "T"}}})
 }
@@ -32,16 +47,7 @@ func appendOne(stream string, id uint64) []byte {
 // holds both the IDs stored before the Reload and those stored during the
 // scan.
 func TestIDFilterBuildsInBackground(t *testing.T) {
-	m, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := newTestShard(t, nil, 5)
-	ts.s.Close()
-	ts.s, err = Open(ts.db, 5, Options{Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts, m := newMeteredShard(t, 5)
 	const before, during = 10000, 500 // more than filterBuildCheckEvery keys
 	ts.begin()
 	for i := range uint64(before) {
@@ -151,15 +157,7 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 // to a new stream reads nothing from Pebble while an existing stream that is
 // not cached is still read and found, also after a Reload.
 func TestStreamFilter(t *testing.T) {
-	m, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := newTestShard(t, nil, 7)
-	ts.s.Close()
-	if ts.s, err = Open(ts.db, 7, Options{Metrics: m}); err != nil {
-		t.Fatal(err)
-	}
+	ts, m := newMeteredShard(t, 7)
 	ts.s.waitFilters(t)
 	lookups := func() (hit, miss, fresh float64) {
 		return counterValue(t, m.streamCache.WithLabelValues("7", "hit")),
