@@ -93,6 +93,13 @@ for _ in $(seq 1 120); do
     break
   fi
 done
+# Then until the placement loop has balanced the leaders (every node leads at least
+# shards/3 - 1): before that, leadership transfers would land inside the measurement.
+for _ in $(seq 1 60); do
+  leads=$(bin/shoal cluster status --server 127.0.0.1:17400 --json 2>/dev/null | grep -oE '"leads": [0-9]+' | grep -oE '[0-9]+' | sort -n | head -1)
+  [ "$(bin/shoal cluster status --server 127.0.0.1:17400 --json 2>/dev/null | grep -c '"leads"')" = 3 ] && [ "${leads:-0}" -ge 9 ] && break
+  sleep 1
+done
 run_shoal_bench 03-shoal-r3 127.0.0.1:17400
 run_shoal_bench 04-shoal-r3-batch100 127.0.0.1:17400 --batch 100
 stop_all

@@ -32,17 +32,27 @@ func CheckStreamName(name string) error {
 
 // checkText rejects invalid UTF-8 and control characters.
 func checkText(field, limit, s string) error {
+	if reason := textProblem(s); reason != "" {
+		return invalid(field, limit, "%s", reason)
+	}
+	return nil
+}
+
+// textProblem describes the first invalid UTF-8 sequence or control character of s, or returns
+// "" when there is none. It allocates only when it finds one, so that validating the events of
+// an append costs no allocation per event.
+func textProblem(s string) string {
 	for i, r := range s {
 		if r == utf8.RuneError {
 			if _, size := utf8.DecodeRuneInString(s[i:]); size <= 1 {
-				return invalid(field, limit, "invalid UTF-8 at byte %d", i)
+				return fmt.Sprintf("invalid UTF-8 at byte %d", i)
 			}
 		}
 		if unicode.IsControl(r) {
-			return invalid(field, limit, "control character %U at byte %d", r, i)
+			return fmt.Sprintf("control character %U at byte %d", r, i)
 		}
 	}
-	return nil
+	return ""
 }
 
 func checkExpectedKind(e Expected) error {
@@ -90,14 +100,14 @@ func ValidateAppend(c *AppendCommand) error {
 		case len(e.Type) > MaxEventTypeLen:
 			return invalid(f("type"), limitType, "too long (%d bytes)", len(e.Type))
 		}
-		if err := checkText(f("type"), limitType, e.Type); err != nil {
-			return err
+		if reason := textProblem(e.Type); reason != "" {
+			return invalid(f("type"), limitType, "%s", reason)
 		}
 		if len(e.ContentType) > MaxContentTypeLen {
 			return invalid(f("content_type"), limitContentType, "too long (%d bytes)", len(e.ContentType))
 		}
-		if err := checkText(f("content_type"), limitContentType, e.ContentType); err != nil {
-			return err
+		if reason := textProblem(e.ContentType); reason != "" {
+			return invalid(f("content_type"), limitContentType, "%s", reason)
 		}
 		size := len(e.Data) + len(e.Metadata)
 		if size > MaxEventSize {
