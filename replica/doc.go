@@ -14,11 +14,15 @@
 //	'R' | shard (4B) | 'T'               truncated (snapshot) index (8B) | its term (8B)
 //	'R' | shard (4B) | 'A'               raft-level applied index (8B), written with C
 //
-// H, L and T are written in synced batches; C and A are written in the (unsynced) apply batch
-// together with the state machine's changes, so they always describe the same applied index.
-// raft hands out for applying only entries that are durable here, and an append batch enters
-// Pebble's WAL before the apply batch of the same iteration, so after a crash the stored
-// commit index is never below A, T or the state machine's applied index.
+// L is written in synced batches, and so is H, but only when its term or vote changes: the
+// commit index alone is volatile in raft and is not stored each time it moves. C and A are
+// written in the (unsynced) apply batch together with the state machine's changes, so they
+// describe the same applied index; A only when the batch changes C or compacts the log (T),
+// as a stale A merely makes a restart replay entries the state machine already holds (none of
+// them a conf change). raft hands out for applying only entries that are durable here, and an
+// append batch enters Pebble's WAL before the apply batch of the same iteration, so after a
+// crash everything at or below A and T is committed: the stored commit index is raised to them
+// when the group opens.
 // The log holds the entries (T.index, last]. Entry data of a proposal is prefixed by a
 // 16-byte header, proposer node ID (8B) | proposal ID (8B); the state machine sees only what
 // follows. Conf changes (ConfChangeV2) carry the same header in their Context.

@@ -325,8 +325,10 @@ func (h *Host) apply(rds []readyGroup) {
 		if batched {
 			h.must(bsm.FinishBatch(ab))
 		}
-		h.must(r.g.st.setApplied(ab, r.g.st.applied))
 		h.maybeCompact(ab, r.g)
+		if r.g.st.appliedDirty {
+			h.must(r.g.st.setApplied(ab, r.g.st.applied))
+		}
 	}
 	if ab == nil {
 		return

@@ -69,7 +69,12 @@ type storage struct {
 	// durableApplied is the raft-level applied index stored under A (atomic with C and the
 	// state machine's batch); 0 when never stored.
 	durableApplied uint64
-	logBytes       uint64 // approximate bytes of the retained log
+	// appliedDirty: the apply batch being built changed C or compacted the log, so A must be
+	// stored with it. A is not stored otherwise: a stale A only makes a restart replay (and
+	// skip, as already in the state machine) the entries after it, and none of those is a
+	// conf change, since every batch that applies one stores A.
+	appliedDirty bool
+	logBytes     uint64 // approximate bytes of the retained log
 
 	cache []*pb.Entry // contiguous tail of the log, cache[i].Index == cacheLo+i
 
@@ -108,6 +113,7 @@ func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
 		s.durableApplied = binary.BigEndian.Uint64(v)
 	}
 	s.last = s.truncIdx
+	defer s.raiseCommit()
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: logKey(shard, 0), UpperBound: raftKey(shard, keyLog+1)})
 	if err != nil {
 		return nil, err
@@ -122,6 +128,18 @@ func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
 		s.logBytes += uint64(len(it.Value())) + 32
 	}
 	return s, it.Error()
+}
+
+// raiseCommit lifts the hard state's commit index to what the stored state proves committed:
+// the truncated index and the raft-level applied index (only committed entries are applied or
+// compacted). The loop stores the hard state only when its term or vote changes (see
+// setHardState), so H's commit may trail them; raft refuses a commit index
+// below the compacted log.
+func (s *storage) raiseCommit() {
+	c := max(s.hs.GetCommit(), s.truncIdx, min(s.durableApplied, s.last))
+	if c != s.hs.GetCommit() && !raft.IsEmptyHardState(s.hs) {
+		s.hs.Commit = new(c)
+	}
 }
 
 func (s *storage) get(key []byte) ([]byte, error) {
@@ -302,10 +320,17 @@ func (s *storage) trimCache() {
 	}
 }
 
+// setHardState records hs and stages it into b when its term or vote changed (what raft needs
+// durable). A change of the commit index alone is not stored: the commit index is volatile in
+// raft, and openStorage recovers a lower bound from the applied and truncated indexes
+// (raiseCommit). This saves a write per group and iteration on every replica.
 func (s *storage) setHardState(b *pebble.Batch, hs *pb.HardState) error {
-	v := encodeHardState(hs)
+	store := hs.GetTerm() != s.hs.GetTerm() || hs.GetVote() != s.hs.GetVote()
 	s.hs = proto.CloneOf(hs)
-	return b.Set(raftKey(s.shard, keyHardState), v, nil)
+	if !store {
+		return nil
+	}
+	return b.Set(raftKey(s.shard, keyHardState), encodeHardState(hs), nil)
 }
 
 // encodeHardState encodes hs's term, vote and commit index (H's value).
@@ -323,6 +348,7 @@ func (s *storage) setConfState(b *pebble.Batch, cs *pb.ConfState) error {
 		return err
 	}
 	s.cs = proto.CloneOf(cs)
+	s.appliedDirty = true
 	return b.Set(raftKey(s.shard, keyConfState), v, nil)
 }
 
@@ -337,7 +363,7 @@ func (s *storage) setTruncated(b *pebble.Batch, index, term uint64) error {
 // setApplied stages the raft-level applied index (with the apply batch, so it is atomic with
 // the conf state and the state machine's own applied index).
 func (s *storage) setApplied(b *pebble.Batch, index uint64) error {
-	s.applied, s.durableApplied = index, index
+	s.applied, s.durableApplied, s.appliedDirty = index, index, false
 	return b.Set(raftKey(s.shard, keyApplied), binary.BigEndian.AppendUint64(nil, index), nil)
 }
 
@@ -381,6 +407,7 @@ func (s *storage) compact(b *pebble.Batch, index uint64) error {
 	if err := s.setTruncated(b, index, term); err != nil {
 		return err
 	}
+	s.appliedDirty = true
 	if retained > 0 {
 		s.logBytes -= s.logBytes / retained * removed
 	}

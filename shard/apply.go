@@ -74,11 +74,7 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 		return nil, err
 	}
 	s.meta.nextPosition += n
-	if b == s.deferTo {
-		s.metaDirty = true
-	} else if err := s.writeMeta(b); err != nil {
-		return nil, err
-	}
+	s.metaDirty = true // written with the applied index: by Apply, or by FinishBatch
 	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos}, nil
 }
 
