@@ -65,6 +65,8 @@ type Group struct {
 	confPending     uint64 // proposal ID of the unapplied conf change proposed here
 	confBarrier     uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
 	transfers       []*transferReq
+	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
+	heldCommit map[uint64]*pb.Message
 }
 
 type result struct {
@@ -344,6 +346,68 @@ func (g *Group) TransferLeadership(ctx context.Context, to uint64) error {
 	}
 	_, err = w.wait(ctx, g.h.done)
 	return err
+}
+
+// holdCommitOnly decides whether the leader's message m is held back rather than sent now. It
+// holds an empty MsgApp to a follower in replicate state: such a message only tells the
+// follower a new commit index, which raft broadcasts every time its commit index moves (about
+// half of all appends under load, each costing a send, a Ready and an answer on the follower
+// and a step here). The next MsgApp to that follower, which carries the entries and the
+// commit index of its time, supersedes it; without one, it is sent on the next tick
+// (flushHeld), like the commit index raft puts in every heartbeat. A follower thus applies
+// entries at most one tick after it could have; proposers are answered by the leader's own
+// apply, so no append waits for this. Any other MsgApp or a snapshot to the follower drops
+// the held message. Loop goroutine.
+func (g *Group) holdCommitOnly(m *pb.Message) bool {
+	to := m.GetTo()
+	switch m.GetType() {
+	case pb.MsgApp:
+		if len(m.Entries) == 0 && g.replicating(to) {
+			if g.heldCommit == nil {
+				g.heldCommit = make(map[uint64]*pb.Message, 2)
+			}
+			if _, ok := g.heldCommit[to]; ok {
+				g.h.metrics.CommitOnlyAppends.WithLabelValues("superseded").Inc()
+			}
+			g.heldCommit[to] = m
+			return true
+		}
+		fallthrough
+	case pb.MsgSnap:
+		if _, ok := g.heldCommit[to]; ok {
+			delete(g.heldCommit, to)
+			g.h.metrics.CommitOnlyAppends.WithLabelValues("superseded").Inc()
+		}
+	}
+	return false
+}
+
+// replicating reports whether this leader replicates to the follower in raft's replicate
+// state (not probing it, nor sending it a snapshot). Loop goroutine.
+func (g *Group) replicating(to uint64) bool {
+	ok := false
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == to {
+			ok = pr.State == tracker.StateReplicate
+		}
+	})
+	return ok
+}
+
+// flushHeld appends the held messages to out while this replica still leads, and forgets
+// them. Loop goroutine, on ticks.
+func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
+	if len(g.heldCommit) == 0 {
+		return out
+	}
+	if g.state == raft.StateLeader && !g.removed.Load() {
+		for _, m := range g.heldCommit {
+			out = append(out, ShardMessage{Shard: g.shard, Msg: m})
+		}
+		g.h.metrics.CommitOnlyAppends.WithLabelValues("sent").Add(float64(len(g.heldCommit)))
+	}
+	clear(g.heldCommit)
+	return out
 }
 
 // failAll fails every waiter of the group. Loop goroutine.

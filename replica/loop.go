@@ -79,9 +79,14 @@ func (h *Host) iterate(tick bool) {
 	}
 	h.propose(props)
 	if tick {
+		var held []ShardMessage
 		for _, g := range h.mu.groups {
 			g.rn.Tick()
 			g.checkTransfers()
+			held = g.flushHeld(held)
+		}
+		if len(held) > 0 {
+			h.cfg.Transport.Send(held)
 		}
 	}
 	h.processReady()
@@ -146,6 +151,7 @@ func (h *Host) processReady() {
 				r.appendMsg = m
 			case to == raft.LocalApplyThread:
 				r.applyMsg = m
+			case g.holdCommitOnly(m):
 			case m.GetType() == pb.MsgSnap:
 				h.cfg.Transport.SendSnapshot(ShardMessage{Shard: g.shard, Msg: m})
 			default:

@@ -14,6 +14,10 @@ type Metrics struct {
 	SnapshotsReceived prometheus.Counter   // snapshot streams installed by ReceiveSnapshot
 	Groups            prometheus.Gauge     // open groups
 	Leaders           prometheus.Gauge     // groups this node leads
+	// CommitOnlyAppends counts a leader's empty MsgApps (they only carry a new commit index)
+	// that were held back: "superseded" by a later MsgApp to the same follower, or "sent" on
+	// the next tick (see Group.holdCommitOnly).
+	CommitOnlyAppends *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -42,10 +46,13 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "groups", Help: "Open raft groups."}),
 		Leaders: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_groups", Help: "Groups this node leads."}),
+		CommitOnlyAppends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "commit_only_appends_total", Help: "Empty appends (a new commit index only) held back by a leader, by outcome: superseded by a later append to the same follower, or sent on the next tick."},
+			[]string{"outcome"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
-			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders)
+			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends)
 	}
 	return m
 }

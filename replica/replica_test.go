@@ -320,9 +320,16 @@ func TestRemoveRefusesToLoseQuorum(t *testing.T) {
 	if err := lead.RemoveMember(ctx, live); !errors.As(err, &cce) {
 		t.Fatalf("removing a live voter while another is down: %v", err)
 	}
-	if err := lead.RemoveMember(ctx, dead); err != nil {
-		t.Fatalf("removing the dead voter: %v", err)
-	}
+	// raft clears every follower's recent activity at each quorum check and sets it again on
+	// the follower's next answer, so right after a check the live voter can briefly count as
+	// inactive: the refusal is transient, and the placement loop retries it the same way.
+	eventually(t, 5*time.Second, func() error {
+		err := lead.RemoveMember(ctx, dead)
+		if err != nil && !errors.As(err, &cce) {
+			t.Fatalf("removing the dead voter: %v", err)
+		}
+		return err
+	})
 	if st := lead.Status(); len(st.Voters) != 2 {
 		t.Fatalf("voters %v", st.Voters)
 	}
