@@ -99,14 +99,16 @@ type network struct {
 	mu    sync.Mutex
 	hosts map[uint64]*Host
 	cut   map[[2]uint64]bool
+	// lossy links drop every MsgApp that carries entries (a lost append).
+	lossy map[[2]uint64]bool
 	queue map[uint64]chan ShardMessage
 	wg    sync.WaitGroup
 	stop  chan struct{}
 }
 
 func newNetwork() *network {
-	return &network{hosts: map[uint64]*Host{}, cut: map[[2]uint64]bool{}, queue: map[uint64]chan ShardMessage{},
-		stop: make(chan struct{})}
+	return &network{hosts: map[uint64]*Host{}, cut: map[[2]uint64]bool{}, lossy: map[[2]uint64]bool{},
+		queue: map[uint64]chan ShardMessage{}, stop: make(chan struct{})}
 }
 
 func (n *network) close() {
@@ -198,8 +200,11 @@ func (t *nodeTransport) Send(msgs []ShardMessage) {
 			continue
 		}
 		t.n.mu.Lock()
-		q := t.n.queue[to]
+		q, lossy := t.n.queue[to], t.n.lossy[[2]uint64{t.from, to}]
 		t.n.mu.Unlock()
+		if lossy && m.Msg.GetType() == pb.MsgApp && len(m.Msg.Entries) > 0 {
+			continue
+		}
 		select {
 		case q <- ShardMessage{Shard: m.Shard, Msg: cloneMsg(m.Msg)}:
 		default:

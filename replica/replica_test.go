@@ -336,3 +336,28 @@ func TestRemoveRefusesToLoseQuorum(t *testing.T) {
 	c.propose(8, "y")
 	c.converged(8, []string{"x", "y"}, lid, live)
 }
+
+// TestLostAppendRecoveredWhileIdle loses the append that carries an entry to one follower and
+// then proposes nothing more. The follower can only learn of the loss from the leader's answer
+// to its heartbeat response: an empty append, of the kind the leader holds back for the next
+// tick (Group.holdCommitOnly). It must still be sent, be rejected and trigger the resend.
+func TestLostAppendRecoveredWhileIdle(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 3})
+	for id := uint64(1); id <= 3; id++ {
+		c.open(id, 9, []uint64{1, 2, 3})
+	}
+	lead := c.leader(9)
+	c.propose(9, "a")
+	c.converged(9, []string{"a"}, 1, 2, 3)
+	lid := lead.Status().ID
+	f := lid%3 + 1
+	link := [2]uint64{lid, f}
+	c.net.mu.Lock()
+	c.net.lossy[link] = true
+	c.net.mu.Unlock()
+	c.propose(9, "b") // committed by the leader and the other follower
+	c.net.mu.Lock()
+	delete(c.net.lossy, link)
+	c.net.mu.Unlock()
+	c.converged(9, []string{"a", "b"}, 1, 2, 3)
+}
