@@ -383,7 +383,10 @@ func (g *Group) holdCommitOnly(m *pb.Message) bool {
 }
 
 // replicating reports whether this leader replicates to the follower in raft's replicate
-// state (not probing it, nor sending it a snapshot). Loop goroutine.
+// state (not probing it, nor sending it a snapshot). An empty append in that state may also
+// be raft asking a follower whose in-flight window is full what it lost; held, it goes out at
+// the next tick, as no append with entries is sent to supersede it. (WithProgress hides the
+// window, and Status copies it.) Loop goroutine.
 func (g *Group) replicating(to uint64) bool {
 	ok := false
 	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
@@ -394,17 +397,22 @@ func (g *Group) replicating(to uint64) bool {
 	return ok
 }
 
-// flushHeld appends the held messages to out while this replica still leads, and forgets
-// them. Loop goroutine, on ticks.
+// flushHeld appends the held messages to out if this replica still leads in their term (a
+// tick can have made it step down since, before observe saw it), and forgets them. Loop
+// goroutine, on ticks.
 func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 	if len(g.heldCommit) == 0 {
 		return out
 	}
-	if g.state == raft.StateLeader && !g.removed.Load() {
+	if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateLeader && !g.removed.Load() {
+		sent := 0
 		for _, m := range g.heldCommit {
-			out = append(out, ShardMessage{Shard: g.shard, Msg: m})
+			if m.GetTerm() == bs.HardState.GetTerm() {
+				out = append(out, ShardMessage{Shard: g.shard, Msg: m})
+				sent++
+			}
 		}
-		g.h.metrics.CommitOnlyAppends.WithLabelValues("sent").Add(float64(len(g.heldCommit)))
+		g.h.metrics.CommitOnlyAppends.WithLabelValues("sent").Add(float64(sent))
 	}
 	clear(g.heldCommit)
 	return out

@@ -486,6 +486,7 @@ func (g *Group) observe(rd raft.Ready) {
 	}
 	if wasLeader && (!isLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.lostLeadership = true // waiters fail after this Ready's entries were applied
+		clear(g.heldCommit)     // appends of a term this replica no longer leads
 	}
 	if g.isLeader.Swap(isLeader) != isLeader {
 		if isLeader {

@@ -74,7 +74,11 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 		return nil, err
 	}
 	s.meta.nextPosition += n
-	s.metaDirty = true // written with the applied index: by Apply, or by FinishBatch
+	if b == s.deferTo {
+		s.metaDirty = true
+	} else if err := s.writeMeta(b); err != nil {
+		return nil, err
+	}
 	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos}, nil
 }
 

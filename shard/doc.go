@@ -21,7 +21,7 @@
 //     result for the proposer. A result wrapping ErrStorage is not a verdict:
 //     discard the batch, Reload, and stop (or retry from Applied()+1).
 //     Optionally, BeginBatch(b) before the first Apply and FinishBatch(b)
-//     after the last: the shard meta and applied index ('Z') are then
+//     after the last: the applied index ('X') and shard meta ('Z') are then
 //     written once per batch instead of once per entry (same final state).
 //  3. Commits b (NoSync is fine: the raft log is the durable record; after a
 //     crash, entries after Applied() are re-applied and get the same verdicts).
@@ -62,21 +62,14 @@
 //	| 'S' | shard     | 'I' | event UUID (16)       | streamID(8) version(8) position(8)        |
 //	| 'S' | shard     | 'M' | streamID (8)          | stream name (bytes)                       |
 //	| 'S' | shard     | 'N' | stream name (bytes)   | stream record (below)                     |
-//	| 'S' | shard     | 'X' |                       | legacy: applied raft index (8)            |
+//	| 'S' | shard     | 'X' |                       | applied raft index (8)                    |
 //	| 'S' | shard     | 'Z' |                       | next position (8) next streamID (8)       |
-//	|     |           |     |                       |   applied raft index (8)                  |
 //	+-----+-----------+-----+-----------------------+-------------------------------------------+
 //
 // One 'A' entry covers one append: positions p..p+n-1 are versions
 // first..first+n-1 of the stream. Stream IDs come from a per-shard counter,
 // so event keys are 22 bytes whatever the stream name. 'R'|shard is reserved
 // for the replica's raft log; Span() covers 'S'|shard only.
-//
-// The applied index was once its own record, 'X'. A keyspace that still has
-// it (with a 16-byte 'Z') is read as before, and the first batch written
-// after opening it moves the index into 'Z' and deletes 'X'. A node of an
-// older version cannot read a 'Z' of 24 bytes: upgrade every node before
-// it is restarted or sent a snapshot by an upgraded one.
 //
 // Stream record ('N' value, 25 bytes):
 //

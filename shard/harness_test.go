@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -206,55 +205,5 @@ func TestDeferredBatchMatchesEager(t *testing.T) {
 	}
 	if a, b := dump(true), dump(false); a != b {
 		t.Fatalf("deferred state differs from eager state")
-	}
-}
-
-// TestLegacyAppliedRecord opens a keyspace written before the applied index moved into the
-// shard meta record ('X' beside a 16-byte 'Z'): the shard resumes at the applied index of 'X',
-// and the first batch it writes stores the index in 'Z' and deletes 'X'.
-func TestLegacyAppliedRecord(t *testing.T) {
-	ts := newTestShard(t, nil, 4)
-	for i := range 3 {
-		ts.apply(appendOne(fmt.Sprintf("legacy-%d", i), uint64(i+1)))
-	}
-	k := ts.s.keys
-	// Rewrite the stored state in the old layout, with 'X' ahead of the entries that wrote 'Z'.
-	b := ts.db.NewBatch()
-	if err := b.Set(k.meta(nil), encodeMeta(nil, ts.s.meta, 0)[:16], nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Set(k.applied(nil), binary.BigEndian.AppendUint64(nil, 7), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	if err := ts.s.Reload(); err != nil {
-		t.Fatal(err)
-	}
-	if got := ts.s.Applied(); got != 7 {
-		t.Fatalf("applied after reload = %d, want 7 (from 'X')", got)
-	}
-	ts.index = 7
-	if res := ts.apply(appendOne("legacy-3", 4)); fmtResult(res) != "ok first=0 last=0 pos=3" {
-		t.Fatalf("append after reload: %s", fmtResult(res))
-	}
-	if _, closer, err := ts.db.Get(k.applied(nil)); !errors.Is(err, pebble.ErrNotFound) {
-		if err == nil {
-			closer.Close()
-		}
-		t.Fatalf("'X' still stored after the first batch (err %v)", err)
-	}
-	v, closer, err := ts.db.Get(k.meta(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, applied, ok, err := decodeMeta(v)
-	closer.Close()
-	if err != nil || !ok || applied != 8 || m.nextPosition != 4 || m.nextStreamID != 4 {
-		t.Fatalf("'Z' = %+v applied %d (in record: %v) err %v; want next position 4, 4 streams, applied 8", m, applied, ok, err)
-	}
-	if err := ts.s.Reload(); err != nil || ts.s.Applied() != 8 || ts.s.LastPosition() != 4 {
-		t.Fatalf("after reload: applied %d, next position %d, err %v", ts.s.Applied(), ts.s.LastPosition(), err)
 	}
 }

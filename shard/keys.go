@@ -9,8 +9,8 @@ const (
 	tagID      byte = 'I' // S|shard|I|uuid             -> (streamID, version, position)
 	tagName    byte = 'M' // S|shard|M|streamID         -> stream name
 	tagStream  byte = 'N' // S|shard|N|name             -> stream state
-	tagApplied byte = 'X' // S|shard|X                  -> applied raft index (legacy: now in Z)
-	tagMeta    byte = 'Z' // S|shard|Z                  -> shard meta (next position, next stream ID, applied)
+	tagApplied byte = 'X' // S|shard|X                  -> applied raft index
+	tagMeta    byte = 'Z' // S|shard|Z                  -> shard meta (next position, next stream ID)
 )
 
 const prefixLen = 5 // 'S' + shard id (4 bytes BE)
@@ -169,24 +169,16 @@ func (e *logEntry) decode(b []byte) error {
 // shardMeta is the value of S|shard|Z.
 type shardMeta struct{ nextPosition, nextStreamID uint64 }
 
-// encodeMeta encodes the 'Z' record: the shard meta and the applied index, one key written once
-// per apply batch.
-func encodeMeta(dst []byte, m shardMeta, applied uint64) []byte {
+func (m *shardMeta) encode(dst []byte) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, m.nextPosition)
-	dst = binary.BigEndian.AppendUint64(dst, m.nextStreamID)
-	return binary.BigEndian.AppendUint64(dst, applied)
+	return binary.BigEndian.AppendUint64(dst, m.nextStreamID)
 }
 
-// decodeMeta decodes a 'Z' record. Records written before the applied index moved into 'Z'
-// have 16 bytes: hasApplied is false and the applied index is under 'X'.
-func decodeMeta(b []byte) (m shardMeta, applied uint64, hasApplied bool, err error) {
-	if len(b) != 16 && len(b) != 24 {
-		return m, 0, false, errCorrupt("shard meta record")
+func (m *shardMeta) decode(b []byte) error {
+	if len(b) != 16 {
+		return errCorrupt("shard meta record")
 	}
 	m.nextPosition = binary.BigEndian.Uint64(b)
 	m.nextStreamID = binary.BigEndian.Uint64(b[8:])
-	if len(b) == 24 {
-		return m, binary.BigEndian.Uint64(b[16:]), true, nil
-	}
-	return m, 0, false, nil
+	return nil
 }

@@ -83,9 +83,6 @@ type Shard struct {
 	deferTo     *pebble.Batch
 	appliedDirt bool // deferTo lacks the applied index (pendApply)
 	metaDirty   bool // deferTo lacks the shard meta
-	// legacyApplied: the applied index was read from 'X' (a keyspace written before it moved
-	// into 'Z'); the next 'Z' written deletes 'X'.
-	legacyApplied bool
 
 	// As of the last Committed (or Open/Reload); read by any goroutine.
 	applied atomic.Uint64
@@ -129,32 +126,22 @@ func (s *Shard) Reload() error {
 	// that a failed Reload leaves the shard checking Pebble, not trusting them.
 	s.stopFilterBuild()
 	s.ids, s.names = nil, nil
-	var (
-		m          shardMeta
-		applied    uint64
-		hasApplied bool
-	)
+	applied, err := s.getUint64(s.keys.applied(nil))
+	if err != nil {
+		return err
+	}
+	var m shardMeta
 	v, closer, err := s.db.Get(s.keys.meta(nil))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
 		return err
 	default:
-		m, applied, hasApplied, err = decodeMeta(v)
+		err = m.decode(v)
 		closer.Close()
 		if err != nil {
 			return err
 		}
-	}
-	// A keyspace written before the applied index moved into 'Z' keeps it under 'X'; the
-	// first batch that writes 'Z' deletes 'X'.
-	s.legacyApplied = false
-	if !hasApplied {
-		x, found, err := s.getUint64(s.keys.applied(nil))
-		if err != nil {
-			return err
-		}
-		applied, s.legacyApplied = x, found
 	}
 	if err := s.startFilterBuild(int(min(m.nextPosition, 1<<40)), int(min(m.nextStreamID, 1<<40))); err != nil {
 		return err
@@ -172,19 +159,19 @@ func (s *Shard) Reload() error {
 	return nil
 }
 
-func (s *Shard) getUint64(key []byte) (uint64, bool, error) {
+func (s *Shard) getUint64(key []byte) (uint64, error) {
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, false, nil
+		return 0, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, err
 	}
 	defer closer.Close()
 	if len(v) != 8 {
-		return 0, false, errCorrupt("uint64 record")
+		return 0, errCorrupt("uint64 record")
 	}
-	return binary.BigEndian.Uint64(v), true, nil
+	return binary.BigEndian.Uint64(v), nil
 }
 
 // Apply applies one committed raft entry (data at index) into b, an indexed
@@ -225,9 +212,9 @@ func (s *Shard) SetApplied(b *pebble.Batch, index uint64) {
 }
 
 // BeginBatch tells the shard that every Apply/SetApplied into b until FinishBatch(b) belongs
-// to one batch: the shard meta and applied index ('Z') are then written once, by FinishBatch,
-// instead of after every entry (an optional optimisation of the apply loop; callers that never
-// call it get the per-entry writes). Apply-goroutine only.
+// to one batch: the applied index ('X') and shard meta ('Z') are then written once, by
+// FinishBatch, instead of after every entry (an optional optimisation of the apply loop;
+// callers that never call it get the per-entry writes). Apply-goroutine only.
 func (s *Shard) BeginBatch(b *pebble.Batch) {
 	s.deferTo, s.appliedDirt, s.metaDirty = b, false, false
 }
@@ -239,38 +226,39 @@ func (s *Shard) FinishBatch(b *pebble.Batch) error {
 		return nil
 	}
 	s.deferTo = nil
-	if s.metaDirty || s.appliedDirt {
-		s.metaDirty, s.appliedDirt = false, false
+	if s.metaDirty {
+		s.metaDirty = false
 		if err := s.writeMeta(b); err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+	}
+	if s.appliedDirt {
+		s.appliedDirt = false
+		if err := s.setApplied(b, s.pendApply); err != nil {
 			return fmt.Errorf("%w: %w", ErrStorage, err)
 		}
 	}
 	return nil
 }
 
-// writeMeta stages the 'Z' record: the shard meta and the applied index as of the applies
-// staged so far.
 func (s *Shard) writeMeta(b *pebble.Batch) error {
-	if s.legacyApplied {
-		if err := b.Delete(s.keys.applied(nil), nil); err != nil {
-			return err
-		}
-		s.legacyApplied = false // a discarded batch is followed by Reload, which sets it again
-	}
 	s.keyBuf = s.keys.meta(s.keyBuf[:0])
-	s.valBuf = encodeMeta(s.valBuf[:0], s.meta, s.pendApply)
+	s.valBuf = s.meta.encode(s.valBuf[:0])
 	return b.Set(s.keyBuf, s.valBuf, nil)
 }
 
-// setApplied records index as applied, in b at once or, inside BeginBatch, by FinishBatch.
 func (s *Shard) setApplied(b *pebble.Batch, index uint64) error {
-	s.pendApply = index
 	if b == s.deferTo {
-		s.appliedDirt = true
+		s.pendApply, s.appliedDirt = index, true
 		return nil
 	}
-	s.metaDirty = false
-	return s.writeMeta(b)
+	s.keyBuf = s.keys.applied(s.keyBuf[:0])
+	s.valBuf = binary.BigEndian.AppendUint64(s.valBuf[:0], index)
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return err
+	}
+	s.pendApply = index
+	return nil
 }
 
 // Committed tells the shard that every batch passed to Apply/SetApplied so
