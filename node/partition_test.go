@@ -214,7 +214,26 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 		}
 	}
 	victimConn := c.Dial(t, victim) // the test's own link, never cut
-	before := shardLogLens(t, ctx, victimConn)
+	// A follower learns that its last entries committed with the leader's next append or
+	// heartbeat (up to a tick later): wait until the victim applied everything acknowledged,
+	// so that a change seen after the cut can only be a write accepted while cut off.
+	// Each shard's leader applied every append it acknowledged, so the longest of the three
+	// logs is the acknowledged one.
+	majorityConns := []*grpc.ClientConn{c.Dial(t, majority[0]), c.Dial(t, majority[1])}
+	var before []int
+	testnode.WaitFor(t, 5*time.Second, "the victim applies every acknowledged append", func() string {
+		before = shardLogLens(t, ctx, victimConn)
+		want := slices.Clone(before)
+		for _, conn := range majorityConns {
+			for sh, n := range shardLogLens(t, ctx, conn) {
+				want[sh] = max(want[sh], n)
+			}
+		}
+		if !slices.Equal(before, want) {
+			return fmt.Sprintf("victim's shard logs %v, acknowledged %v", before, want)
+		}
+		return ""
+	})
 	start := time.Now()
 	nw.isolate(victim, append(slices.Clone(majority), clientEP))
 	t.Logf("isolated n%d (leader of shards %v) from n%d and n%d", victim+1, led[victimID], majority[0]+1, majority[1]+1)
