@@ -41,13 +41,16 @@
 //     queued, so that they are written together once one fsync ends (group commit);
 //  2. collects the Ready of every group that has one and sends at once the messages that
 //     need no durability (a leader's MsgApp and heartbeats, vote requests); MsgSnap goes
-//     through Transport.SendSnapshot;
+//     through Transport.SendSnapshot. A leader's empty MsgApp to a follower in replicate
+//     state, which only carries a new commit index, is held until the next MsgApp to that
+//     follower supersedes it or the next tick sends it (Group.holdCommitOnly);
 //  3. writes every group's MsgStorageAppend (snapshot metadata: log reset, T, C; entries;
-//     hard state) into ONE Pebble batch, handed over with DB.ApplyNoSyncWait and pebble.Sync
-//     when anything must be durable (entries, term, vote, snapshot), unsynced otherwise. The
-//     syncer goroutine waits for these batches in order (Batch.SyncWait) and then releases
-//     their responses: acknowledgements to the leader and votes through the Transport, the
-//     group's own MsgStorageAppendResp back to the loop (step 1). Pebble syncs whatever its
+//     hard state when its term or vote changed) into ONE Pebble batch, handed over with
+//     DB.ApplyNoSyncWait and pebble.Sync when anything must be durable (entries, term, vote,
+//     snapshot), unsynced otherwise. The syncer goroutine waits for these batches in order
+//     (Batch.SyncWait) and then releases their responses: acknowledgements to the leader and
+//     votes through the Transport, the group's own MsgStorageAppendResp back to the loop
+//     (step 1). Pebble syncs whatever its
 //     WAL holds when the previous fsync ends, so concurrent groups share fsyncs, and a leader
 //     writes its log while its followers write theirs (raft thesis §10.2.1): commit still
 //     needs a quorum of durable copies;

@@ -367,7 +367,7 @@ func (g *Group) holdCommitOnly(m *pb.Message) bool {
 				g.heldCommit = make(map[uint64]*pb.Message, 2)
 			}
 			if _, ok := g.heldCommit[to]; ok {
-				g.h.metrics.CommitOnlyAppends.WithLabelValues("superseded").Inc()
+				g.h.metrics.commitOnlySuperseded.Inc()
 			}
 			g.heldCommit[to] = m
 			return true
@@ -376,7 +376,7 @@ func (g *Group) holdCommitOnly(m *pb.Message) bool {
 	case pb.MsgSnap:
 		if _, ok := g.heldCommit[to]; ok {
 			delete(g.heldCommit, to)
-			g.h.metrics.CommitOnlyAppends.WithLabelValues("superseded").Inc()
+			g.h.metrics.commitOnlySuperseded.Inc()
 		}
 	}
 	return false
@@ -412,7 +412,7 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 				sent++
 			}
 		}
-		g.h.metrics.CommitOnlyAppends.WithLabelValues("sent").Add(float64(sent))
+		g.h.metrics.commitOnlySent.Add(float64(sent))
 	}
 	clear(g.heldCommit)
 	return out

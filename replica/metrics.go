@@ -18,6 +18,8 @@ type Metrics struct {
 	// that were held back: "superseded" by a later MsgApp to the same follower, or "sent" on
 	// the next tick (see Group.holdCommitOnly).
 	CommitOnlyAppends *prometheus.CounterVec
+
+	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -50,6 +52,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "commit_only_appends_total", Help: "Empty appends (a new commit index only) held back by a leader, by outcome: superseded by a later append to the same follower, or sent on the next tick."},
 			[]string{"outcome"}),
 	}
+	m.commitOnlySuperseded = m.CommitOnlyAppends.WithLabelValues("superseded")
+	m.commitOnlySent = m.CommitOnlyAppends.WithLabelValues("sent")
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
 			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends)
