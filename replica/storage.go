@@ -133,8 +133,8 @@ func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
 // raiseCommit lifts the hard state's commit index to what the stored state proves committed:
 // the truncated index and the raft-level applied index (only committed entries are applied or
 // compacted). The loop stores the hard state only when its term or vote changes (see
-// setHardState), so H's commit may trail them; raft refuses a commit index
-// below the compacted log.
+// setHardState), so H's commit may trail them, and raft refuses a commit index below the
+// compacted log.
 func (s *storage) raiseCommit() {
 	c := max(s.hs.GetCommit(), s.truncIdx, min(s.durableApplied, s.last))
 	if c != s.hs.GetCommit() && !raft.IsEmptyHardState(s.hs) {
