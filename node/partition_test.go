@@ -180,6 +180,15 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 			}
 		}
 	}
+	ackedPerShard := func() []int {
+		n := make([]int, failoverShards)
+		for sh, names := range byShard {
+			for _, st := range names {
+				n[sh] += len(acked[st])
+			}
+		}
+		return n
+	}
 	dialClient := func(addrs []string) *client.Client {
 		t.Helper()
 		cl, err := client.Dial(ctx, addrs,
@@ -213,27 +222,20 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 			majorityAddrs = append(majorityAddrs, n.Addr())
 		}
 	}
-	victimConn := c.Dial(t, victim) // the test's own link, never cut
+	// The test's own links to every node, never cut.
+	conns := map[string]*grpc.ClientConn{}
+	for i := range c.Nodes {
+		conns[fmt.Sprintf("n%d", i+1)] = c.Dial(t, i)
+	}
+	victimConn := conns[fmt.Sprintf("n%d", victim+1)]
 	// A follower learns that its last entries committed with the leader's next append or
-	// heartbeat (up to a tick later): wait until the victim applied everything acknowledged,
-	// so that a change seen after the cut can only be a write accepted while cut off.
-	// Each shard's leader applied every append it acknowledged, so the longest of the three
-	// logs is the acknowledged one.
-	majorityConns := []*grpc.ClientConn{c.Dial(t, majority[0]), c.Dial(t, majority[1])}
-	var before []int
-	testnode.WaitFor(t, 5*time.Second, "the victim applies every acknowledged append", func() string {
-		before = shardLogLens(t, ctx, victimConn)
-		want := slices.Clone(before)
-		for _, conn := range majorityConns {
-			for sh, n := range shardLogLens(t, ctx, conn) {
-				want[sh] = max(want[sh], n)
-			}
-		}
-		if !slices.Equal(before, want) {
-			return fmt.Sprintf("victim's shard logs %v, acknowledged %v", before, want)
-		}
-		return ""
-	})
+	// heartbeat (up to a tick later): wait until every replica applied everything
+	// acknowledged, so that a change seen after the cut can only be a write accepted while cut
+	// off.
+	for sh, n := range ackedPerShard() {
+		waitReplicasEqual(t, uint32(sh), n, conns)
+	}
+	before := shardLogLens(t, ctx, victimConn)
 	start := time.Now()
 	nw.isolate(victim, append(slices.Clone(majority), clientEP))
 	t.Logf("isolated n%d (leader of shards %v) from n%d and n%d", victim+1, led[victimID], majority[0]+1, majority[1]+1)
@@ -304,10 +306,6 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	// writes again, and nothing acknowledged is lost.
 	nw.heal()
 	healed := time.Now()
-	conns := map[string]*grpc.ClientConn{}
-	for i := range c.Nodes {
-		conns[fmt.Sprintf("n%d", i+1)] = c.Dial(t, i)
-	}
 	for sh, names := range byShard {
 		id := seededUUID(rng)
 		req := &shoalv1.AppendRequest{Stream: names[0], Events: []*shoalv1.EventData{{Id: id[:], Type: "Partition", Data: []byte("healed")}}}
@@ -322,14 +320,8 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 		acked[names[0]] = append(acked[names[0]], id)
 	}
 	t.Logf("the healed node acknowledged appends on every shard %v after healing", time.Since(healed).Round(time.Millisecond))
-	want := make([]int, failoverShards)
-	for sh, names := range byShard {
-		for _, st := range names {
-			want[sh] += len(acked[st])
-		}
-	}
-	for sh := range uint32(failoverShards) {
-		log := waitReplicasEqual(t, sh, want[sh], conns)
+	for sh, n := range ackedPerShard() {
+		log := waitReplicasEqual(t, uint32(sh), n, conns)
 		for _, ev := range log {
 			id, _ := uuid.FromBytes(ev.Id)
 			if rawIDs[id] {

@@ -35,12 +35,7 @@ func startWorkload(c *cluster, shard uint32, prefix string, workers int) *worklo
 					return
 				default:
 				}
-				var g *Group
-				for id := range c.nodes {
-					if gg := c.group(id, shard); gg != nil && gg.IsLeader() {
-						g = gg
-					}
-				}
+				g := c.leading(shard)
 				if g == nil {
 					time.Sleep(2 * time.Millisecond)
 					continue
@@ -67,6 +62,39 @@ func (w *workload) snapshot() []string {
 }
 
 func (w *workload) halt() { close(w.stop); w.wg.Wait() }
+
+// crashFS is the crashable in-memory filesystem of each node, replaced by its crash image at
+// every crash.
+type crashFS map[uint64]*vfs.MemFS
+
+func newCrashFS(ids ...uint64) crashFS {
+	fss := crashFS{}
+	for _, id := range ids {
+		fss[id] = vfs.NewCrashableMem()
+	}
+	return fss
+}
+
+func (fss crashFS) fsFor(id uint64) vfs.FS { return fss[id] }
+
+// crash takes a crash image of every node's filesystem at once (a random share of unsynced
+// data lost), then calls halt (stop the load), stops every node and starts each again on its
+// image with o, calling open to reopen its groups.
+func (fss crashFS) crash(c *cluster, rng *rand.Rand, o clusterOpts, halt func(), open func(id uint64)) {
+	clones := crashFS{}
+	for id, fs := range fss {
+		clones[id] = fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
+	}
+	halt()
+	for id := range fss {
+		c.stopNode(id)
+	}
+	for id, fs := range clones {
+		fss[id] = fs
+		c.start(id, fs, o)
+		open(id)
+	}
+}
 
 // checkDurable waits for a leader, passes a read barrier and checks that every acked value is
 // present exactly once on every listed node.
@@ -101,22 +129,18 @@ func checkDurable(t *testing.T, c *cluster, shard uint32, acked []string, ids ..
 func TestCrashSingleNodeKeepsAcknowledged(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
-	fs := vfs.NewCrashableMem()
-	o := clusterOpts{nodes: 1, retain: 50, fsFor: func(uint64) vfs.FS { return fs }}
+	fss := newCrashFS(1)
+	o := clusterOpts{nodes: 1, retain: 50, fsFor: fss.fsFor}
 	c := newCluster(t, o)
-	c.open(1, 1, []uint64{1})
+	open := func(id uint64) { c.open(id, 1, []uint64{1}) }
+	open(1)
 	var acked []string
 	for round := range 4 {
 		c.leader(1)
 		w := startWorkload(c, 1, fmt.Sprintf("r%d", round), 4)
 		time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
 		acked = append(acked, w.snapshot()...)
-		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
-		w.halt()
-		c.stopNode(1)
-		fs = clone
-		c.start(1, fs, o)
-		c.open(1, 1, []uint64{1})
+		fss.crash(c, rng, o, w.halt, open)
 		checkDurable(t, c, 1, acked, 1)
 		t.Logf("round %d: %d acknowledged survive", round, len(acked))
 	}
@@ -125,15 +149,13 @@ func TestCrashSingleNodeKeepsAcknowledged(t *testing.T) {
 func TestCrashThreeVotersKeepAcknowledged(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
-	fss := map[uint64]*vfs.MemFS{}
-	for id := uint64(1); id <= 3; id++ {
-		fss[id] = vfs.NewCrashableMem()
-	}
-	o := clusterOpts{nodes: 3, retain: 50, fsFor: func(id uint64) vfs.FS { return fss[id] }}
-	c := newCluster(t, o)
 	all := []uint64{1, 2, 3}
+	fss := newCrashFS(all...)
+	o := clusterOpts{nodes: 3, retain: 50, fsFor: fss.fsFor}
+	c := newCluster(t, o)
+	open := func(id uint64) { c.open(id, 1, all) }
 	for _, id := range all {
-		c.open(id, 1, all)
+		open(id)
 	}
 	var acked []string
 	for round := range 3 {
@@ -141,19 +163,7 @@ func TestCrashThreeVotersKeepAcknowledged(t *testing.T) {
 		w := startWorkload(c, 1, fmt.Sprintf("r%d", round), 4)
 		time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
 		acked = append(acked, w.snapshot()...)
-		clones := map[uint64]*vfs.MemFS{}
-		for _, id := range all {
-			clones[id] = fss[id].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
-		}
-		w.halt()
-		for _, id := range all {
-			c.stopNode(id)
-		}
-		for _, id := range all {
-			fss[id] = clones[id]
-			c.start(id, fss[id], o)
-			c.open(id, 1, all)
-		}
+		fss.crash(c, rng, o, w.halt, open)
 		checkDurable(t, c, 1, acked, all...)
 		t.Logf("round %d: %d acknowledged survive", round, len(acked))
 	}
@@ -183,15 +193,19 @@ func testSeed(t *testing.T) uint64 {
 func TestCrashDuringConfChurn(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
-	fss := map[uint64]*vfs.MemFS{}
-	for id := uint64(1); id <= 4; id++ {
-		fss[id] = vfs.NewCrashableMem()
-	}
-	o := clusterOpts{nodes: 4, retain: 20, factory: true, fsFor: func(id uint64) vfs.FS { return fss[id] }}
-	c := newCluster(t, o)
 	all := []uint64{1, 2, 3}
+	fss := newCrashFS(1, 2, 3, 4)
+	o := clusterOpts{nodes: 4, retain: 20, factory: true, fsFor: fss.fsFor}
+	c := newCluster(t, o)
+	open := func(id uint64) {
+		if id == 4 {
+			c.open(id, 1, nil) // the learner: created by the leader's messages
+		} else {
+			c.open(id, 1, all)
+		}
+	}
 	for _, id := range all {
-		c.open(id, 1, all)
+		open(id)
 	}
 	var acked []string
 	okCC := 0
@@ -209,12 +223,7 @@ func TestCrashDuringConfChurn(t *testing.T) {
 					return
 				default:
 				}
-				var g *Group
-				for _, id := range all {
-					if gg := c.group(id, 1); gg != nil && gg.IsLeader() {
-						g = gg
-					}
-				}
+				g := c.leading(1, all...)
 				if g == nil {
 					time.Sleep(2 * time.Millisecond)
 					continue
@@ -234,25 +243,7 @@ func TestCrashDuringConfChurn(t *testing.T) {
 		}()
 		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond)
 		acked = append(acked, w.snapshot()...)
-		clones := map[uint64]*vfs.MemFS{}
-		for id := uint64(1); id <= 4; id++ {
-			clones[id] = fss[id].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
-		}
-		close(stop)
-		wg.Wait()
-		w.halt()
-		for id := uint64(1); id <= 4; id++ {
-			c.stopNode(id)
-		}
-		for id := uint64(1); id <= 4; id++ {
-			fss[id] = clones[id]
-			c.start(id, fss[id], o)
-			if id <= 3 {
-				c.open(id, 1, all)
-			} else {
-				c.open(id, 1, nil)
-			}
-		}
+		fss.crash(c, rng, o, func() { close(stop); wg.Wait(); w.halt() }, open)
 		checkDurable(t, c, 1, acked, all...)
 		t.Logf("round %d: %d acknowledged survive, %d conf changes", round, len(acked), okCC)
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -158,6 +160,13 @@ func (n *network) detach(id uint64) {
 	n.mu.Lock()
 	delete(n.hosts, id)
 	n.mu.Unlock()
+}
+
+// setLossy makes the link from -> to drop every MsgApp that carries entries, or heals it.
+func (n *network) setLossy(from, to uint64, lossy bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.lossy[[2]uint64{from, to}] = lossy
 }
 
 // isolate cuts (or heals) every link of id in both directions.
@@ -354,6 +363,19 @@ func (c *cluster) group(id uint64, shard uint32) *Group {
 	if n := c.nodes[id]; n != nil && n.host != nil {
 		g, _ := n.host.Group(shard)
 		return g
+	}
+	return nil
+}
+
+// leading returns a group of shard that leads now (among ids, or all nodes), or nil.
+func (c *cluster) leading(shard uint32, ids ...uint64) *Group {
+	if len(ids) == 0 {
+		ids = slices.Collect(maps.Keys(c.nodes))
+	}
+	for _, id := range ids {
+		if g := c.group(id, shard); g != nil && g.IsLeader() {
+			return g
+		}
 	}
 	return nil
 }

@@ -351,13 +351,8 @@ func TestLostAppendRecoveredWhileIdle(t *testing.T) {
 	c.converged(9, []string{"a"}, 1, 2, 3)
 	lid := lead.Status().ID
 	f := lid%3 + 1
-	link := [2]uint64{lid, f}
-	c.net.mu.Lock()
-	c.net.lossy[link] = true
-	c.net.mu.Unlock()
+	c.net.setLossy(lid, f, true)
 	c.propose(9, "b") // committed by the leader and the other follower
-	c.net.mu.Lock()
-	delete(c.net.lossy, link)
-	c.net.mu.Unlock()
+	c.net.setLossy(lid, f, false)
 	c.converged(9, []string{"a", "b"}, 1, 2, 3)
 }
