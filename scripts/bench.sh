@@ -113,11 +113,13 @@ peer() { # out args...
   fi
 }
 
+# Every NATS server runs in a process of its own, as every shoal node does, with the load
+# generator in another.
 echo "== NATS JetStream"
-peer 05-nats-always --system nats --sync always --dir "$WORK/nats1"
-peer 06-nats-always-batch100 --system nats --sync always --batch 100 --dir "$WORK/nats2"
-peer 07-nats-default --system nats --sync default --dir "$WORK/nats3"
-peer 08-nats-r3-always --system nats --sync always --replicas 3 --dir "$WORK/nats4"
+peer 05-nats-always --system nats --processes --sync always --dir "$WORK/nats1"
+peer 06-nats-always-batch100 --system nats --processes --sync always --batch 100 --dir "$WORK/nats2"
+peer 07-nats-default --system nats --processes --sync default --dir "$WORK/nats3"
+peer 08-nats-r3-always --system nats --processes --sync always --replicas 3 --dir "$WORK/nats4"
 
 echo "== PostgreSQL"
 peer 09-postgres --system postgres --dir "$WORK/pg1"

@@ -5,7 +5,10 @@
 // It is its own Go module so that shoal's server binary and go.mod stay free
 // of the peers' dependencies. The peerbench command (cmd/peerbench) starts
 // each peer on loopback in a throwaway directory, runs the workload and
-// writes the same JSON report as `shoal bench`.
+// writes the same JSON report as `shoal bench`. With --processes every NATS
+// server runs in a process of its own (peerbench started again, see
+// ServeNATSChild), as every `shoal server` node does; make bench uses it so
+// that neither system shares a Go runtime with its load generator or peers.
 //
 // Every adapter states what an acknowledged append survives:
 //

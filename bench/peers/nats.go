@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,12 +23,17 @@ type NATSConfig struct {
 	Dir        string // storage root; one subdirectory per server
 	Replicas   int    // 1 or 3 (three clustered servers)
 	SyncAlways bool   // sync_interval: always (fsync before ack); false = the default 2m interval
+	// Processes runs every server in a process of its own (this executable run again, see
+	// ServeNATSChild) instead of all of them in this one, as `shoal server` nodes are run.
+	Processes bool
 }
 
 // NATS is a running JetStream deployment and the bench.Target over it.
 type NATS struct {
 	cfg     NATSConfig
-	servers []*server.Server
+	servers []*server.Server // in this process
+	procs   []*exec.Cmd      // or each in its own (Processes)
+	urls    []string         // client URL of every server
 	nc      *nats.Conn
 	js      jetstream.JetStream
 
@@ -63,33 +69,35 @@ func StartNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 		}
 	}
 	for i := range cfg.Replicas {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1",
+		spec := natsServerSpec{
+			Name:       fmt.Sprintf("n%d", i),
 			Port:       clientPorts[i],
-			JetStream:  true,
 			StoreDir:   filepath.Join(cfg.Dir, fmt.Sprintf("n%d", i)),
-			NoSigs:     true,
-			NoLog:      true,
 			SyncAlways: cfg.SyncAlways,
 		}
 		if cfg.Replicas > 1 {
-			opts.Cluster = server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: routePorts[i]}
-			var routes string
+			spec.ClusterPort = routePorts[i]
 			for j := range cfg.Replicas {
 				if j != i {
-					if routes != "" {
-						routes += ","
-					}
-					routes += fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j])
+					spec.Routes = append(spec.Routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j]))
 				}
 			}
-			opts.Routes = server.RoutesFromStr(routes)
 		}
-		if err := os.MkdirAll(opts.StoreDir, 0o755); err != nil {
+		if err := os.MkdirAll(spec.StoreDir, 0o755); err != nil {
+			n.Close()
 			return nil, err
 		}
-		s, err := server.NewServer(opts)
+		n.urls = append(n.urls, fmt.Sprintf("nats://127.0.0.1:%d", spec.Port))
+		if cfg.Processes {
+			cmd, err := startNATSChild(spec)
+			if err != nil {
+				n.Close()
+				return nil, err
+			}
+			n.procs = append(n.procs, cmd)
+			continue
+		}
+		s, err := server.NewServer(spec.options())
 		if err != nil {
 			n.Close()
 			return nil, fmt.Errorf("peers: starting NATS: %w", err)
@@ -103,7 +111,13 @@ func StartNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 			return nil, errors.New("peers: NATS not ready after 30s")
 		}
 	}
-	nc, err := nats.Connect(n.servers[0].ClientURL(), nats.MaxReconnects(-1))
+	for _, u := range n.urls[:len(n.procs)] {
+		if err := waitConnectable(ctx, u, 30*time.Second); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	nc, err := nats.Connect(n.urls[0], nats.MaxReconnects(-1))
 	if err != nil {
 		n.Close()
 		return nil, err
@@ -142,6 +156,9 @@ func (n *NATS) Close() error {
 	for _, s := range n.servers {
 		s.Shutdown()
 		s.WaitForShutdown()
+	}
+	for _, cmd := range n.procs {
+		stopChild(cmd)
 	}
 	return nil
 }

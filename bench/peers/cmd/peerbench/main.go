@@ -1,7 +1,7 @@
 // Command peerbench runs shoal's benchmark workloads against the systems
 // shoal is compared with, started on loopback in a throwaway directory:
 //
-//	peerbench --system nats --sync always|default [--replicas 1|3] [workload flags]
+//	peerbench --system nats --sync always|default [--replicas 1|3] [--processes] [workload flags]
 //	peerbench --system postgres [--postgres-dsn DSN] [workload flags]
 //
 // The workload flags and the JSON report are those of `shoal bench append`.
@@ -22,6 +22,13 @@ import (
 )
 
 func main() {
+	if child, err := peers.ServeNATSChild(); child {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "peerbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		if errors.Is(err, peers.ErrPostgresNotInstalled) {
 			fmt.Println(err)
@@ -38,6 +45,7 @@ func run() error {
 		system   = flag.String("system", "nats", "nats or postgres")
 		sync     = flag.String("sync", "always", "NATS fsync: always (before ack) or default (every 2m)")
 		replicas = flag.Int("replicas", 1, "NATS servers and stream replicas: 1 or 3")
+		procs    = flag.Bool("processes", false, "NATS: run every server in a process of its own (default: all in this one)")
 		dsn      = flag.String("postgres-dsn", "", "use this PostgreSQL server instead of starting one")
 		workload = flag.String("workload", "append", "append or read")
 		jsonOut  = flag.String("json", "", "write the full report as JSON to this file")
@@ -82,7 +90,7 @@ func run() error {
 		if *sync != "always" && *sync != "default" {
 			return fmt.Errorf("--sync must be always or default, not %q", *sync)
 		}
-		n, err := peers.StartNATS(ctx, peers.NATSConfig{Dir: root, Replicas: *replicas, SyncAlways: *sync == "always"})
+		n, err := peers.StartNATS(ctx, peers.NATSConfig{Dir: root, Replicas: *replicas, SyncAlways: *sync == "always", Processes: *procs})
 		if err != nil {
 			return err
 		}
