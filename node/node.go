@@ -152,6 +152,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ClusterID:   n.clusterID,
 		Resolve:     n.resolve,
 		DialOptions: peerOpts,
+		ProbeDial:   cfg.PeerDialer,
 		Logger:      n.log,
 		Registerer:  n.reg,
 	})

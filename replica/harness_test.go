@@ -267,6 +267,7 @@ type clusterOpts struct {
 	dir      string // DB directory (default "db"); received snapshots go to dir+"-snapshots"
 	maxBytes uint64 // Config.MaxLogBytes
 	snapSST  uint64 // Host.snapTableBytes (0 = default)
+	election int    // Config.ElectionTicks (0 = default)
 }
 
 type cluster struct {
@@ -305,7 +306,7 @@ func (c *cluster) start(id uint64, fs vfs.FS, o clusterOpts) *testNode {
 	}
 	h, err := NewHost(Config{NodeID: id, DB: db, FS: fs, SnapshotDir: dir + "-snapshots",
 		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: 10 * time.Millisecond,
-		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes})
+		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes, ElectionTicks: o.election})
 	if err != nil {
 		c.t.Fatal(err)
 	}

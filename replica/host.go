@@ -264,6 +264,35 @@ func (h *Host) ReportUnreachable(shard uint32, to uint64) {
 	})
 }
 
+// ReportPeerDown tells the host that node id looks down (the transport's stream to it broke
+// and its address refused a connection). Every group that follows id's leadership advances
+// its election clock past raft's leader lease (ElectionTicks ticks): the group then elects a
+// new leader within at most another election timeout, randomized as usual, instead of first
+// waiting out a whole one since the last heartbeat, and grants its vote to another replica
+// that did the same. A leader that is in fact alive resets the clock with its next heartbeat,
+// so a wrong report costs nothing; raft's safety never depends on these clocks.
+func (h *Host) ReportPeerDown(id uint64) {
+	_ = h.do(func() {
+		n := 0
+		for _, g := range h.mu.groups {
+			if g.removed.Load() {
+				continue
+			}
+			if st := g.rn.BasicStatus(); st.Lead != id || st.RaftState != raft.StateFollower {
+				continue
+			}
+			for range h.cfg.ElectionTicks {
+				g.rn.Tick()
+			}
+			n++
+		}
+		if n > 0 {
+			h.metrics.LeaderDown.Add(float64(n))
+			h.log.Info("leader's node is down; election clocks advanced", "peer", id, "groups", n)
+		}
+	})
+}
+
 // ReportSnapshot tells the shard's raft how sending a snapshot to a peer ended.
 func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 	st := raft.SnapshotFinish

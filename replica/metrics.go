@@ -18,6 +18,9 @@ type Metrics struct {
 	// that were held back: "superseded" by a later MsgApp to the same follower, or "sent" on
 	// the next tick (see Group.holdCommitOnly).
 	CommitOnlyAppends *prometheus.CounterVec
+	// LeaderDown counts groups whose election clock was advanced because the transport found
+	// their leader's node down (Host.ReportPeerDown).
+	LeaderDown prometheus.Counter
 
 	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
 }
@@ -51,12 +54,15 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		CommitOnlyAppends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "commit_only_appends_total", Help: "Empty appends (a new commit index only) held back by a leader, by outcome: superseded by a later append to the same follower, or sent on the next tick."},
 			[]string{"outcome"}),
+		LeaderDown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "leader_down_total", Help: "Groups whose election clock was advanced because their leader's node was found down (its stream broke and it refused a connection)."}),
 	}
 	m.commitOnlySuperseded = m.CommitOnlyAppends.WithLabelValues("superseded")
 	m.commitOnlySent = m.CommitOnlyAppends.WithLabelValues("sent")
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
-			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends)
+			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends,
+			m.LeaderDown)
 	}
 	return m
 }

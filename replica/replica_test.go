@@ -356,3 +356,43 @@ func TestLostAppendRecoveredWhileIdle(t *testing.T) {
 	c.net.setLossy(lid, f, false)
 	c.converged(9, []string{"a", "b"}, 1, 2, 3)
 }
+
+// A follower told that its leader's node is down (Host.ReportPeerDown) leaves raft's leader
+// lease at once: another follower that campaigns is elected long before a whole election
+// timeout since the last heartbeat has passed. Without the report the lease makes the second
+// follower refuse every vote for 3 s.
+func TestReportPeerDownEndsLease(t *testing.T) {
+	const shard = 1
+	c := newCluster(t, clusterOpts{nodes: 3, election: 300}) // 300 ticks of 10 ms: 3 s
+	for id := uint64(1); id <= 3; id++ {
+		c.open(id, shard, []uint64{1, 2, 3})
+	}
+	campaign := func(id uint64) {
+		g := c.group(id, shard)
+		if err := c.nodes[id].host.do(func() { _ = g.rn.Campaign() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	campaign(1) // rather than waiting 3 to 6 s for the first election
+	if g := c.leader(shard); g != c.group(1, shard) {
+		t.Fatalf("leader %d, want 1", g.Leader())
+	}
+	c.propose(shard, "a")
+	c.converged(shard, []string{"a"}, 1, 2, 3)
+
+	c.stopNode(1)
+	c.nodes[2].host.ReportPeerDown(1)
+	c.nodes[3].host.ReportPeerDown(1)
+	campaign(2)
+	eventually(t, time.Second, func() error {
+		if g := c.group(2, shard); !g.IsLeader() {
+			return fmt.Errorf("node 2 does not lead (leader %d)", g.Leader())
+		}
+		return nil
+	})
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, 2, 3)
+	if v := testutilCounter(c.nodes[3].host.metrics.LeaderDown); v != 1 {
+		t.Fatalf("node 3 leader_down_total = %v, want 1", v)
+	}
+}

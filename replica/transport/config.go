@@ -1,9 +1,11 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +49,10 @@ type Config struct {
 	Resolve func(nodeID uint64) (addr string, ok bool)
 	// DialOptions for peer connections; nil means grpcopt.DialOptions().
 	DialOptions []grpc.DialOption
+	// ProbeDial opens the plain connection with which a peer whose stream broke is probed
+	// (see Handler.ReportPeerDown). nil means a TCP dial; set it with the dialer given to
+	// DialOptions, if any.
+	ProbeDial func(ctx context.Context, addr string) (net.Conn, error)
 	// QueueSize bounds each peer's outbound queue, in messages. Default 4096.
 	QueueSize int
 	// MaxBatchMessages bounds the messages packed into one RaftBatch.
@@ -121,6 +127,10 @@ func (c *Config) withDefaults() {
 	}
 	if c.ClusterID == nil {
 		c.ClusterID = func() string { return "" }
+	}
+	if c.ProbeDial == nil {
+		var d net.Dialer
+		c.ProbeDial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	if c.DialOptions == nil {
 		c.DialOptions = grpcopt.DialOptions()

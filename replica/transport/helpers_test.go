@@ -23,6 +23,7 @@ type recorder struct {
 	msgs        []replica.ShardMessage
 	unreachable map[shardPeer]int
 	snaps       []snapReport
+	down        []uint64 // ReportPeerDown calls, in order
 
 	// Optional behaviour.
 	writeSnap   func(shard uint32, snap *pb.Snapshot, w io.Writer) error
@@ -61,6 +62,18 @@ func (r *recorder) ReportUnreachable(shard uint32, to uint64) {
 	r.mu.Lock()
 	r.unreachable[shardPeer{shard, to}]++
 	r.mu.Unlock()
+}
+
+func (r *recorder) ReportPeerDown(to uint64) {
+	r.mu.Lock()
+	r.down = append(r.down, to)
+	r.mu.Unlock()
+}
+
+func (r *recorder) peersDown() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.down...)
 }
 
 func (r *recorder) ReportSnapshot(shard uint32, to uint64, ok bool) {
@@ -121,6 +134,35 @@ type testNode struct {
 	rec  *recorder
 	srv  *grpc.Server
 	addr string
+	brk  *breakableListener // the server's current listener
+}
+
+// breakableListener remembers the connections it accepted, so that a test can reset them all
+// while the server goes on listening.
+type breakableListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *breakableListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+// breakAll closes every accepted connection.
+func (l *breakableListener) breakAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
 }
 
 func startNode(t testing.TB, id uint64, cluster string, dir *directory, mod func(*Config)) *testNode {
@@ -163,7 +205,8 @@ func (n *testNode) serve(t testing.TB, addr string) {
 	n.srv = grpc.NewServer(grpcopt.ServerOptions()...)
 	n.tr.Register(n.srv)
 	n.addr = lis.Addr().String()
-	go n.srv.Serve(lis)
+	n.brk = &breakableListener{Listener: lis}
+	go n.srv.Serve(n.brk)
 }
 
 // msg builds a message from -> to of shard, numbered by index.

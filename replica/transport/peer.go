@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -19,6 +20,12 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
 )
+
+// probeTimeout bounds each connection attempt that tells a down peer from a broken stream, and
+// probeDelays are the waits before the attempts (see probeDown).
+const probeTimeout = time.Second
+
+var probeDelays = []time.Duration{0, 20 * time.Millisecond, 80 * time.Millisecond, 200 * time.Millisecond}
 
 // stableAfter is how long a stream must have lived before a successful send
 // resets the back-off: gRPC buffers the first sends of a stream that the
@@ -35,8 +42,8 @@ type peer struct {
 	queue chan replica.ShardMessage
 
 	// Counters resolved once (label lookups are not free on the hot path).
-	sent, batches, bytes, dialErrs, streamErrs prometheus.Counter
-	dropped                                    struct{ queueFull, unreachable, tooLarge prometheus.Counter }
+	sent, batches, bytes, dialErrs, streamErrs, peersDown prometheus.Counter
+	dropped                                               struct{ queueFull, unreachable, tooLarge prometheus.Counter }
 
 	addr    string
 	conn    *grpc.ClientConn
@@ -51,6 +58,8 @@ type peer struct {
 
 	pending []*pb.Message // reused by pack
 	sizes   []int
+
+	probing atomic.Bool // a probe (probeDown) is running
 }
 
 func newPeer(t *Transport, id uint64) *peer {
@@ -64,6 +73,7 @@ func newPeer(t *Transport, id uint64) *peer {
 		bytes:      m.BytesSent.WithLabelValues(l),
 		dialErrs:   m.DialErrors.WithLabelValues(l),
 		streamErrs: m.StreamErrors.WithLabelValues(l),
+		peersDown:  m.PeerDown.WithLabelValues(l),
 		bo: backoff.ExponentialBackOff{
 			InitialInterval:     t.cfg.BackoffInitial,
 			RandomizationFactor: 0.5,
@@ -304,6 +314,49 @@ func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
 		return
 	}
 	p.logFailure("transport: raft stream to peer failed", err)
+	p.probeDown()
+}
+
+// probeDown tries, in the background, plain connections to the peer whose stream just broke.
+// When one is refused (or times out), the node is most likely down, and the handler is told at
+// once: the peer's raft groups need not wait out a whole election timeout to learn that their
+// leader is gone. A killed process resets its connections before its listener is closed, so
+// one accepted connection proves little: the peer counts as up only when every attempt of
+// probeDelays is accepted, and is then left to raft's own timeouts.
+func (p *peer) probeDown() {
+	addr := p.addr
+	if addr == "" || p.t.ctx.Err() != nil || !p.probing.CompareAndSwap(false, true) {
+		return
+	}
+	p.t.wg.Add(1)
+	go func() {
+		defer p.t.wg.Done()
+		defer p.probing.Store(false)
+		for _, d := range probeDelays {
+			select {
+			case <-p.t.ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			ctx, cancel := context.WithTimeout(p.t.ctx, probeTimeout)
+			c, err := p.t.cfg.ProbeDial(ctx, addr)
+			cancel()
+			if err == nil {
+				_ = c.Close()
+				continue
+			}
+			if p.t.ctx.Err() != nil {
+				return
+			}
+			p.peersDown.Inc()
+			p.t.log.Info("transport: peer is down (its stream broke and it refuses connections)",
+				"peer", p.id, "addr", addr, "err", err)
+			if h := p.t.handlerOrNil(); h != nil {
+				h.ReportPeerDown(p.id)
+			}
+			return
+		}
+	}()
 }
 
 func (p *peer) logFailure(msg string, err error) {

@@ -33,6 +33,9 @@ type Handler interface {
 	ReportUnreachable(shard uint32, to uint64)
 	// ReportSnapshot reports the outcome of a SendSnapshot.
 	ReportSnapshot(shard uint32, to uint64, ok bool)
+	// ReportPeerDown reports that the stream to node to broke and its address then refused
+	// a connection: the node is most likely down (a crashed or killed process).
+	ReportPeerDown(to uint64)
 }
 
 // Transport implements replica.Transport over the gRPC Raft service. Its

@@ -232,6 +232,47 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
+// A peer whose stream breaks and whose address then refuses connections is reported down,
+// once; a peer whose stream breaks while its address still accepts connections is not.
+func TestPeerDown(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+	n3 := startNode(t, 3, "c", dir, nil)
+	var idx uint64
+	send := func(to uint64) {
+		idx++
+		n1.tr.Send([]replica.ShardMessage{msg(1, 1, to, idx, nil)})
+	}
+	send(2)
+	send(3)
+	waitFor(t, 10*time.Second, "delivery to both peers", func() bool { return n2.rec.count() == 1 && n3.rec.count() == 1 })
+
+	// n2 goes down: its server stops and nothing listens on its address.
+	n2.srv.Stop()
+	waitFor(t, 10*time.Second, "n2 reported down", func() bool { return len(n1.rec.peersDown()) > 0 })
+	if got := n1.rec.peersDown(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("peers reported down: %v, want [2]", got)
+	}
+	if v := counterValue(n1.tr.Metrics().PeerDown.WithLabelValues("2")); v != 1 {
+		t.Fatalf("peer_down_total{peer=2} = %v, want 1", v)
+	}
+
+	// n3's connections are reset while its server keeps listening (a network blip, not a
+	// dead process): its stream breaks, and no report follows.
+	n3.brk.breakAll()
+	waitFor(t, 10*time.Second, "n3's stream error", func() bool {
+		return counterValue(n1.tr.Metrics().StreamErrors.WithLabelValues("3")) > 0
+	})
+	// Every probe attempt (about 300 ms in all) finds the address accepting.
+	time.Sleep(time.Second)
+	if got := n1.rec.peersDown(); len(got) != 1 {
+		t.Fatalf("peers reported down: %v, want only [2]", got)
+	}
+	send(3)
+	waitFor(t, 10*time.Second, "delivery to n3 after the blip", func() bool { return n3.rec.count() == 2 })
+}
+
 // A full queue drops (counted, reported); what was queued is delivered.
 func TestQueueFull(t *testing.T) {
 	dir := newDirectory()
