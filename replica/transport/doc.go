@@ -29,9 +29,11 @@
 //     MsgSnap (a MsgSnap given to Send is passed to SendSnapshot). Neither
 //     blocks; the messages must not be modified afterwards.
 //  4. Expect Handler.ReportUnreachable(shard, peer) for messages that were
-//     dropped (full queue, unknown address, failed dial or stream) and
-//     Handler.ReportSnapshot(shard, peer, ok) once per SendSnapshot; both are
-//     called from transport goroutines, never from inside Send.
+//     dropped (full queue, unknown address, failed dial or stream),
+//     Handler.ReportSnapshot(shard, peer, ok) once per SendSnapshot and
+//     Handler.ReportPeerDown(peer) when a broken stream is followed by a
+//     refused connection (below); all are called from transport goroutines,
+//     never from inside Send.
 //  5. Close the transport after the replica host stops sending, and stop the
 //     gRPC server to end incoming streams.
 //
@@ -65,6 +67,15 @@
 // a successful send on a stream older than a second resets the back-off (a
 // refusing peer accepts the first sends before ending the stream). An idle
 // peer's connection is closed after Config.IdleTimeout.
+//
+// Down peers: when an established stream breaks (other than by a refusal),
+// a goroutine tries plain connections to the peer's address with
+// Config.ProbeDial, at once and after 20, 100 and 300 ms. The first refused
+// (or timed-out) attempt reports the peer down (Handler.ReportPeerDown,
+// counted in peer_down_total): its process is gone, and its raft groups need
+// not wait out an election timeout. Several attempts, because a killed
+// process resets its connections a moment before its listener closes; a
+// peer that accepts them all is left to raft's timeouts.
 //
 // # Raft.Snapshot: one stream per snapshot
 //
