@@ -114,6 +114,7 @@ type peerState struct {
 	// DeadAfter (a partitioned or wedged replica).
 	Gone            bool
 	Decommissioning bool
+	Stopping        bool // handing off its leaderships before a planned stop
 	// RecentlyRemoved: this leader removed the member from the shard less than
 	// readdCooldown ago; it is not added back before its old replica is
 	// deleted.
@@ -249,7 +250,7 @@ func decidePlacement(in placementInput) placementStep {
 		return none("placed")
 	case len(st.Learners) > 0 || len(st.Voters) != len(in.Target):
 		return none("configuration not settled")
-	case !live(pref) || !caughtUp(pref) || in.Peers[pref].Decommissioning:
+	case !live(pref) || !caughtUp(pref) || in.Peers[pref].Decommissioning || in.Peers[pref].Stopping:
 		return none("preferred leader not ready")
 	case in.Now.Sub(in.StableSince) < in.Settle:
 		return none("group not stable long enough to balance")
@@ -264,7 +265,7 @@ func decidePlacement(in placementInput) placementStep {
 // target voter; 0 if none.
 func transferTarget(in placementInput, isVoter, live, caughtUp func(uint64) bool) uint64 {
 	for _, id := range in.Target {
-		if id != in.Self && isVoter(id) && live(id) && caughtUp(id) {
+		if id != in.Self && isVoter(id) && live(id) && caughtUp(id) && !in.Peers[id].Stopping {
 			return id
 		}
 	}
@@ -503,7 +504,7 @@ func (p *placer) round(now time.Time) {
 		}
 		peers := make(map[uint64]peerState, len(members))
 		for _, m := range members {
-			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning,
+			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter}
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {

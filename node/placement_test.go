@@ -166,6 +166,19 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepTransfer, Node: 2},
 		},
 		{
+			name: "no leader balance to a stopping node",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: map[uint64]peerState{2: {Alive: true, Stopping: true}, 3: alive},
+				StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{},
+		},
+		{
+			name: "self is the extra: transfer to a target voter that is not stopping",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: commit}),
+				Target: []uint64{3, 2, 4}, Peers: map[uint64]peerState{2: alive, 3: {Alive: true, Stopping: true}, 4: alive}},
+			want: placementStep{Kind: stepTransfer, Node: 2},
+		},
+		{
 			name: "leader balance rate-limited",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
 				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second,

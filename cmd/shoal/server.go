@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -113,6 +114,10 @@ func serverProcs(procs int) (int, error) {
 	return runtime.GOMAXPROCS(0), nil
 }
 
+// handOffTimeout bounds the leadership hand-off of a stopping server (Node.HandOffLeaders):
+// transfers that have not ended by then are left to the followers' election.
+const handOffTimeout = 5 * time.Second
+
 // serve runs one node until ctx ends.
 func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
 	n, err := node.Start(ctx, cfg)
@@ -126,6 +131,16 @@ func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "node", n.Name())
+		// A planned stop: hand the node's leaderships to other voters while it still answers,
+		// so that its shards change leader at once instead of after an election.
+		hctx, cancel := context.WithTimeout(context.Background(), handOffTimeout)
+		start := time.Now()
+		moved, kept := n.HandOffLeaders(hctx)
+		cancel()
+		if moved+kept > 0 {
+			log.Info("leaderships handed off", "node", n.Name(), "moved", moved, "kept", kept,
+				"took", time.Since(start).Round(time.Millisecond))
+		}
 	case <-n.Done():
 	}
 	if err := n.Close(); err != nil {

@@ -54,7 +54,8 @@
 //	| Version | uvarint length + UTF-8 bytes                               |
 //	| Shards  | uvarint (<= 2^32-1)                                        |
 //	| Replic. | uvarint (<= 2^32-1)                                        |
-//	| flags   | 1 byte: bit 0 Decommissioning; other bits reserved (0)     |
+//	| flags   | 1 byte: bit 0 Decommissioning, bit 1 Stopping; other bits  |
+//	|         | reserved (0, and ignored when read)                        |
 //	| ...     | fields of later versions; ignored by this decoder          |
 //	+---------+------------------------------------------------------------+
 //

@@ -27,6 +27,9 @@ type Meta struct {
 	Shards          uint32 // shard count of the cluster (0 = unknown)
 	Replication     uint32 // replication factor of the cluster (0 = unknown)
 	Decommissioning bool   // the node is draining its replicas
+	// Stopping: the node is handing off its leaderships before a planned stop; no leadership
+	// is moved to it.
+	Stopping bool
 }
 
 // MetaTooLongError is returned by EncodeMeta, Start and UpdateMeta when the
@@ -42,7 +45,10 @@ func (e *MetaTooLongError) Error() string {
 // Is reports whether target is ErrMetaTooLong.
 func (e *MetaTooLongError) Is(target error) bool { return target == ErrMetaTooLong }
 
-const flagDecommissioning = 1 << 0
+const (
+	flagDecommissioning = 1 << 0
+	flagStopping        = 1 << 1
+)
 
 // EncodeMeta encodes m in the versioned binary format described in the
 // package documentation. It returns a *MetaTooLongError when the result
@@ -60,6 +66,9 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	var flags byte
 	if m.Decommissioning {
 		flags |= flagDecommissioning
+	}
+	if m.Stopping {
+		flags |= flagStopping
 	}
 	b = append(b, flags)
 	if len(b) > MaxMetaSize {
@@ -96,6 +105,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 	m.Replication = d.uint32("replication")
 	flags := d.byte("flags")
 	m.Decommissioning = flags&flagDecommissioning != 0
+	m.Stopping = flags&flagStopping != 0
 	if d.err != nil {
 		return Meta{}, d.err
 	}

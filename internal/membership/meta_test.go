@@ -12,7 +12,7 @@ func fullMeta() Meta {
 }
 
 func TestMetaRoundTrip(t *testing.T) {
-	for _, m := range []Meta{{}, {NodeID: 1}, fullMeta()} {
+	for _, m := range []Meta{{}, {NodeID: 1}, fullMeta(), {NodeID: 2, Stopping: true}} {
 		b, err := EncodeMeta(m)
 		if err != nil {
 			t.Fatal(err)
@@ -32,6 +32,20 @@ func TestMetaRoundTrip(t *testing.T) {
 	b[0] = 2
 	if got, err := DecodeMeta(b); err != nil || got != fullMeta() {
 		t.Fatalf("v2 with trailing fields: %+v, %v", got, err)
+	}
+}
+
+// A flag a version does not know is ignored: a node of a version before Stopping reads the
+// meta of a stopping node as that of a running one.
+func TestMetaUnknownFlagsIgnored(t *testing.T) {
+	b, err := EncodeMeta(Meta{NodeID: 3, Name: "n3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] = 0x80 // a flag of some later version
+	got, err := DecodeMeta(b)
+	if err != nil || got != (Meta{NodeID: 3, Name: "n3"}) {
+		t.Fatalf("decoding with an unknown flag: %+v, %v", got, err)
 	}
 }
 
