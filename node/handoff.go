@@ -1,79 +1,122 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 )
 
+// handOffRounds bounds how often HandOffLeaders looks again for shards this node leads: one
+// may come to it during the hand-off (an election, or a balancing transfer another node
+// started before it learned that this one is stopping).
+const handOffRounds = 3
+
+// handOffRecheck is the pause before HandOffLeaders looks again.
+const handOffRecheck = 100 * time.Millisecond
+
 // HandOffLeaders transfers the leadership of every shard this node leads to another voter of
-// that shard, all shards at once, and returns when every transfer has ended or ctx is done. It
-// reports how many shards changed leader and how many this node still leads.
+// that shard, all shards at once, and returns when no shard is left to hand off or ctx is done.
+// It reports how many shards changed leader and how many this node still leads.
 //
 // A planned stop calls it before Close (shoal server does on SIGTERM and SIGINT): each shard
 // the node led then changes leader in about one round trip, while the node still answers,
 // instead of waiting for its followers to find it gone. It first stops the node's placement
 // loop and tells the other nodes in gossip that it is stopping (membership.Meta.Stopping), so
-// that no placement loop moves a leadership back to it. Requests already running on this node end as
-// requests to a deposed leader do: a proposal that may still commit is "outcome unknown"
-// (clients retry it under its event IDs), the rest are forwarded to the new leader.
+// that no placement loop moves a leadership back to it. Both last until the node stops: call
+// Close next. Requests already running on this node end as requests to a deposed leader do: a
+// proposal that may still commit is "outcome unknown" (clients retry it under its event IDs),
+// the rest are forwarded to the new leader.
 func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 	n.stopPlacement()
 	if ml := n.gossip(); ml != nil {
-		// Other nodes' placement loops move no leadership back to this node.
 		if err := ml.UpdateMeta(func(m *membership.Meta) { m.Stopping = true }); err != nil {
 			n.log.Debug("announcing the stop in gossip", "err", err)
 		}
 	}
-	var wg sync.WaitGroup
-	var movedN, keptN atomic.Int32
-	for _, g := range n.host.Groups() {
-		if !g.IsLeader() {
-			continue
-		}
-		to := handOffTarget(g.Status())
-		if to == 0 {
-			keptN.Add(1) // no other voter (replication 1, or not replicated yet)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := g.TransferLeadership(ctx, to)
+	tried := map[uint32]bool{} // shards this call tried to hand off
+	for round := 0; round < handOffRounds && ctx.Err() == nil; round++ {
+		members := n.Members()
+		var wg sync.WaitGroup
+		for _, g := range n.host.Groups() {
 			if !g.IsLeader() {
-				movedN.Add(1)
-				return
+				continue
 			}
-			keptN.Add(1)
-			n.log.Info("shard leadership not handed off", "shard", g.Shard(), "to", to, "err", err)
-		}()
+			tried[g.Shard()] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.handOff(ctx, g, members)
+			}()
+		}
+		if len(tried) == 0 {
+			break // this node led nothing
+		}
+		wg.Wait()
+		// Give a leadership that was on its way here a moment to arrive before looking again.
+		select {
+		case <-ctx.Done():
+		case <-time.After(handOffRecheck):
+		}
 	}
-	wg.Wait()
-	return int(movedN.Load()), int(keptN.Load())
+	for shard := range tried {
+		if g, ok := n.host.Group(shard); ok && g.IsLeader() {
+			kept++
+		} else {
+			moved++
+		}
+	}
+	return moved, kept
 }
 
-// handOffTarget picks the voter to hand the leadership of st's shard to: among the other
-// voters, one raft saw active recently before one it did not (raft clears that mark at every
-// quorum check, so a live voter may lack it for a moment), then the furthest replicated, then
-// the lowest ID. 0 when there is no other voter.
-func handOffTarget(st replica.Status) uint64 {
-	var best uint64
-	var bestPr replica.Progress
-	for _, id := range st.Voters {
-		if id == st.ID {
-			continue
+// handOff transfers g's leadership to the first of its candidates that takes it.
+func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membership.Member) {
+	targets := handOffTargets(g.Status(), members)
+	var err error
+	for _, to := range targets {
+		if ctx.Err() != nil || !g.IsLeader() {
+			return
 		}
-		pr := st.Progress[id]
-		switch {
-		case best == 0,
-			pr.RecentActive && !bestPr.RecentActive,
-			pr.RecentActive == bestPr.RecentActive && pr.Match > bestPr.Match,
-			pr.RecentActive == bestPr.RecentActive && pr.Match == bestPr.Match && id < best:
-			best, bestPr = id, pr
+		if err = g.TransferLeadership(ctx, to); !g.IsLeader() {
+			return
 		}
 	}
-	return best
+	if len(targets) == 0 {
+		n.log.Info("shard leadership not handed off: no other voter can take it", "shard", g.Shard())
+		return
+	}
+	n.log.Info("shard leadership not handed off", "shard", g.Shard(), "tried", targets, "err", err)
+}
+
+// handOffTargets orders the voters that may take the leadership of st's shard: neither this
+// node, nor a member that gossip says is dead, stopping or decommissioning, nor one receiving a
+// snapshot. Those raft saw active recently come first (raft clears that mark at every quorum
+// check, so a live voter may lack it for a moment), then the furthest replicated, then the
+// lowest ID.
+func handOffTargets(st replica.Status, members []membership.Member) []uint64 {
+	unfit := map[uint64]bool{}
+	for _, m := range members {
+		unfit[m.NodeID] = !m.Alive || m.Stopping || m.Decommissioning
+	}
+	var out []uint64
+	for _, id := range st.Voters {
+		if pr := st.Progress[id]; id != st.ID && !unfit[id] && !pr.Snapshotting {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, func(a, b uint64) int {
+		pa, pb := st.Progress[a], st.Progress[b]
+		if pa.RecentActive != pb.RecentActive {
+			if pa.RecentActive {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(pb.Match, pa.Match), cmp.Compare(a, b))
+	})
+	return out
 }

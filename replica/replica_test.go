@@ -373,7 +373,15 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	campaign(1) // rather than waiting 3 to 6 s for the first election
+	// Rather than waiting 3 to 6 s for the first election; raft ignores a campaign until the
+	// bootstrap configuration (entries 1 to 3) is applied.
+	eventually(t, 5*time.Second, func() error {
+		if st := c.group(1, shard).Status(); st.Applied < 3 {
+			return fmt.Errorf("node 1 applied %d of the 3 bootstrap entries", st.Applied)
+		}
+		return nil
+	})
+	campaign(1)
 	if g := c.leader(shard); g != c.group(1, shard) {
 		t.Fatalf("leader %d, want 1", g.Leader())
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -131,6 +133,8 @@ func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "node", n.Name())
+		// A second SIGINT or SIGTERM during the hand-off and close stops the process at once.
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
 		// A planned stop: hand the node's leaderships to other voters while it still answers,
 		// so that its shards change leader at once instead of after an election.
 		hctx, cancel := context.WithTimeout(context.Background(), handOffTimeout)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -60,6 +62,7 @@ type peer struct {
 	sizes   []int
 
 	probing atomic.Bool // a probe (probeDown) is running
+	reprobe atomic.Bool // the stream broke (again): the probe (re)runs
 }
 
 func newPeer(t *Transport, id uint64) *peer {
@@ -322,41 +325,78 @@ func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
 // once: the peer's raft groups need not wait out a whole election timeout to learn that their
 // leader is gone. A killed process resets its connections before its listener is closed, so
 // one accepted connection proves little: the peer counts as up only when every attempt of
-// probeDelays is accepted, and is then left to raft's own timeouts.
+// probeDelays is accepted, and is then left to raft's own timeouts. A dial that fails for a
+// local reason (no file descriptors, no route) proves nothing either and ends the probe. A
+// stream that breaks while a probe runs has the probe run again.
 func (p *peer) probeDown() {
 	addr := p.addr
-	if addr == "" || p.t.ctx.Err() != nil || !p.probing.CompareAndSwap(false, true) {
+	if addr == "" || p.t.ctx.Err() != nil {
+		return
+	}
+	p.reprobe.Store(true)
+	p.startProbe(addr)
+}
+
+// startProbe runs the probe goroutine unless one runs already (which then goes round again).
+// Called by the peer's goroutine and by a probe goroutine that is ending (so p.t.wg is held).
+func (p *peer) startProbe(addr string) {
+	if !p.probing.CompareAndSwap(false, true) {
 		return
 	}
 	p.t.wg.Add(1)
 	go func() {
 		defer p.t.wg.Done()
-		defer p.probing.Store(false)
-		for _, d := range probeDelays {
-			select {
-			case <-p.t.ctx.Done():
-				return
-			case <-time.After(d):
+		for p.reprobe.Swap(false) {
+			if p.probe(addr) {
+				p.peersDown.Inc()
+				if h := p.t.handlerOrNil(); h != nil {
+					h.ReportPeerDown(p.id)
+				}
+				p.reprobe.Store(false)
+				break
 			}
-			ctx, cancel := context.WithTimeout(p.t.ctx, probeTimeout)
-			c, err := p.t.cfg.ProbeDial(ctx, addr)
-			cancel()
-			if err == nil {
-				_ = c.Close()
-				continue
-			}
-			if p.t.ctx.Err() != nil {
-				return
-			}
-			p.peersDown.Inc()
-			p.t.log.Info("transport: peer is down (its stream broke and it refuses connections)",
-				"peer", p.id, "addr", addr, "err", err)
-			if h := p.t.handlerOrNil(); h != nil {
-				h.ReportPeerDown(p.id)
-			}
-			return
+		}
+		p.probing.Store(false)
+		if p.reprobe.Load() && p.t.ctx.Err() == nil {
+			p.startProbe(addr) // a break raced with the end of this probe
 		}
 	}()
+}
+
+// probe reports whether addr refused (or timed out) one of the attempts of probeDelays.
+func (p *peer) probe(addr string) bool {
+	for _, d := range probeDelays {
+		select {
+		case <-p.t.ctx.Done():
+			return false
+		case <-time.After(d):
+		}
+		ctx, cancel := context.WithTimeout(p.t.ctx, probeTimeout)
+		c, err := p.t.cfg.ProbeDial(ctx, addr)
+		cancel()
+		switch {
+		case err == nil:
+			_ = c.Close()
+			continue
+		case p.t.ctx.Err() != nil:
+			return false
+		case isRefusedOrTimeout(err):
+			p.t.log.Info("transport: peer is down (its stream broke and it refuses connections)",
+				"peer", p.id, "addr", addr, "err", err)
+			return true
+		default:
+			p.t.log.Debug("transport: probing a peer failed for another reason", "peer", p.id, "addr", addr, "err", err)
+			return false
+		}
+	}
+	return false
+}
+
+// isRefusedOrTimeout reports whether a dial error says that nothing answers at the address.
+func isRefusedOrTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &ne) && ne.Timeout()
 }
 
 func (p *peer) logFailure(msg string, err error) {

@@ -1,0 +1,44 @@
+package node
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/replica"
+)
+
+func TestHandOffTargets(t *testing.T) {
+	member := func(id uint64, alive, stopping, decom bool) membership.Member {
+		return membership.Member{Meta: membership.Meta{NodeID: id, Stopping: stopping, Decommissioning: decom}, Alive: alive}
+	}
+	st := replica.Status{ID: 1, Voters: []uint64{1, 2, 3, 4, 5, 6, 7}, Learners: []uint64{8},
+		Progress: map[uint64]replica.Progress{
+			1: {Match: 100, RecentActive: true},
+			2: {Match: 90, RecentActive: false},
+			3: {Match: 80, RecentActive: true},
+			4: {Match: 95, RecentActive: true},
+			5: {Match: 100, RecentActive: true}, // stopping
+			6: {Match: 100, RecentActive: true, Snapshotting: true},
+			7: {Match: 95, RecentActive: true},
+			8: {Match: 100, RecentActive: true, Learner: true},
+		}}
+	members := []membership.Member{
+		member(1, true, true, false), member(2, true, false, false), member(3, true, false, false),
+		member(4, true, false, false), member(5, true, true, false), member(6, true, false, false),
+		member(7, true, false, false), member(8, true, false, false),
+	}
+	// Active before inactive, then furthest replicated, then lowest ID; never self, a stopping
+	// member, one receiving a snapshot or a learner.
+	if got, want := handOffTargets(st, members), []uint64{4, 7, 3, 2}; !slices.Equal(got, want) {
+		t.Fatalf("targets %v, want %v", got, want)
+	}
+	members[3] = member(4, false, false, false) // 4 dead in gossip
+	members[6] = member(7, true, false, true)   // 7 decommissioning
+	if got, want := handOffTargets(st, members), []uint64{3, 2}; !slices.Equal(got, want) {
+		t.Fatalf("targets %v, want %v", got, want)
+	}
+	if got := handOffTargets(replica.Status{ID: 1, Voters: []uint64{1}}, nil); len(got) != 0 {
+		t.Fatalf("a single voter has targets %v", got)
+	}
+}
