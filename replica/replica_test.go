@@ -360,10 +360,12 @@ func TestLostAppendRecoveredWhileIdle(t *testing.T) {
 // A follower told that its leader's node is down (Host.ReportPeerDown) leaves raft's leader
 // lease at once: another follower that campaigns is elected long before a whole election
 // timeout since the last heartbeat has passed. Without the report the lease makes the second
-// follower refuse every vote for 3 s.
+// follower refuse every vote for 30 s. (So long a timeout also makes it unlikely, about 1 in
+// 3,000, that a follower campaigns by itself in the middle of the report's ticks, which could
+// split the vote with the campaign the test starts.)
 func TestReportPeerDownEndsLease(t *testing.T) {
 	const shard = 1
-	c := newCluster(t, clusterOpts{nodes: 3, election: 300}) // 300 ticks of 10 ms: 3 s
+	c := newCluster(t, clusterOpts{nodes: 3, election: 3000}) // 3,000 ticks of 10 ms: 30 s
 	for id := uint64(1); id <= 3; id++ {
 		c.open(id, shard, []uint64{1, 2, 3})
 	}
@@ -373,7 +375,7 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Rather than waiting 3 to 6 s for the first election; raft ignores a campaign until the
+	// Rather than waiting 30 to 60 s for the first election; raft ignores a campaign until the
 	// bootstrap configuration (entries 1 to 3) is applied.
 	eventually(t, 5*time.Second, func() error {
 		if st := c.group(1, shard).Status(); st.Applied < 3 {
@@ -392,9 +394,11 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 	c.nodes[2].host.ReportPeerDown(1)
 	c.nodes[3].host.ReportPeerDown(1)
 	campaign(2)
-	eventually(t, time.Second, func() error {
+	eventually(t, 2*time.Second, func() error {
 		if g := c.group(2, shard); !g.IsLeader() {
-			return fmt.Errorf("node 2 does not lead (leader %d)", g.Leader())
+			st2, st3 := g.Status(), c.group(3, shard).Status()
+			return fmt.Errorf("node 2 does not lead (node 2: leader %d, term %d; node 3: leader %d, term %d)",
+				st2.Leader, st2.Term, st3.Leader, st3.Term)
 		}
 		return nil
 	})
