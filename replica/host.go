@@ -308,9 +308,18 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 
 // groupFor returns the shard's group, creating a joining replica with the factory if needed.
 // Loop goroutine only.
-func (h *Host) groupFor(shard uint32) (*Group, error) {
+func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 	if g := h.mu.groups[shard]; g != nil {
 		return g, nil
+	}
+	if m.GetType() == pb.MsgHeartbeat && m.GetCommit() > 0 {
+		// A heartbeat tells a follower the commit index up to what the leader knows it holds.
+		// One with a commit index was meant for a replica that held entries, which this node
+		// no longer has (it deleted the replica after its removal, and the heartbeat was on its
+		// way): an empty replica created for it would take a commit index beyond its log, which
+		// raft treats as a lost log and panics on. A leader that really adds this node sends
+		// an append or a snapshot, and heartbeats without a commit index, first.
+		return nil, fmt.Errorf("replica: unknown shard %d: not created for a heartbeat at commit %d", shard, m.GetCommit())
 	}
 	h.mu.Lock()
 	f := h.mu.factory

@@ -68,7 +68,7 @@ func (h *Host) iterate(tick bool) {
 		}
 	}
 	for _, m := range msgs {
-		g, err := h.groupFor(m.Shard)
+		g, err := h.groupFor(m.Shard, m.Msg)
 		if err != nil {
 			h.log.Debug("dropping raft message", "shard", m.Shard, "err", err)
 			continue

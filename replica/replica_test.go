@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 func TestSingleVoterProposeApply(t *testing.T) {
@@ -406,5 +408,29 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 	c.converged(shard, []string{"a", "b"}, 2, 3)
 	if v := testutilCounter(c.nodes[3].host.metrics.LeaderDown); v != 1 {
 		t.Fatalf("node 3 leader_down_total = %v, want 1", v)
+	}
+}
+
+// A heartbeat with a commit index for a shard this node holds no replica of (it deleted the
+// replica after its removal while the heartbeat was on its way) creates no replica: an empty
+// one would take a commit index beyond its log, which raft panics on. A heartbeat without a
+// commit index, as a leader sends to a replica it just added, still creates one.
+func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 1, factory: true})
+	h := c.nodes[1].host
+	heartbeat := func(shard uint32, commit uint64) {
+		h.HandleMessages([]ShardMessage{{Shard: shard, Msg: &pb.Message{
+			Type: pb.MsgHeartbeat.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3)), Commit: new(commit)}}})
+	}
+	heartbeat(7, 12)
+	heartbeat(8, 0)
+	eventually(t, 5*time.Second, func() error {
+		if _, ok := h.Group(8); !ok {
+			return errors.New("no group for shard 8 yet")
+		}
+		return nil
+	})
+	if _, ok := h.Group(7); ok {
+		t.Fatal("a heartbeat at commit 12 created a group for shard 7")
 	}
 }

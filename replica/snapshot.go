@@ -321,7 +321,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	h.metrics.SnapshotsReceived.Inc()
 
 	return h.call(noCancel, func() error {
-		g, err := h.groupFor(m.Shard)
+		g, err := h.groupFor(m.Shard, m.Msg)
 		if err != nil {
 			return err
 		}
