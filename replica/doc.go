@@ -105,7 +105,9 @@
 //     directory of the DB's file system used by this host alone); build a Host with NewHost;
 //     hand the Transport the Host as its handler.
 //  2. Open every local shard with OpenGroup (bootstrap voters only when creating a cluster);
-//     set a GroupFactory so that replicas added by a leader are created on first contact.
+//     set a GroupFactory so that replicas added by a leader are created on first contact
+//     (never by a heartbeat that carries a commit index: that one was meant for a replica
+//     this host deleted, and raft would take the empty new one for a lost log).
 //  3. Propose on the leader (others return *NotLeaderError naming the leader); treat
 //     ctx.Err() and *NotLeaderError after proposing as "outcome unknown".
 //  4. Call ReadIndex before a linearizable read of the state machine.
