@@ -106,8 +106,9 @@
 //     hand the Transport the Host as its handler.
 //  2. Open every local shard with OpenGroup (bootstrap voters only when creating a cluster);
 //     set a GroupFactory so that replicas added by a leader are created on first contact
-//     (never by a heartbeat that carries a commit index: that one was meant for a replica
-//     this host deleted, and raft would take the empty new one for a lost log).
+//     (never by a heartbeat that carries a commit index or a leadership transfer: those were
+//     meant for a replica this host deleted; raft would take an empty new one for a lost log,
+//     or start an election it cannot win).
 //  3. Propose on the leader (others return *NotLeaderError naming the leader); treat
 //     ctx.Err() and *NotLeaderError after proposing as "outcome unknown".
 //  4. Call ReadIndex before a linearizable read of the state machine.

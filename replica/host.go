@@ -312,7 +312,8 @@ func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 	if g := h.mu.groups[shard]; g != nil {
 		return g, nil
 	}
-	if m.GetType() == pb.MsgHeartbeat && m.GetCommit() > 0 {
+	switch {
+	case m.GetType() == pb.MsgHeartbeat && m.GetCommit() > 0:
 		// A heartbeat tells a follower the commit index up to what the leader knows it holds.
 		// One with a commit index was meant for a replica that held entries, which this node
 		// no longer has (it deleted the replica after its removal, and the heartbeat was on its
@@ -320,6 +321,10 @@ func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 		// raft treats as a lost log and panics on. A leader that really adds this node sends
 		// an append or a snapshot, and heartbeats without a commit index, first.
 		return nil, fmt.Errorf("replica: unknown shard %d: not created for a heartbeat at commit %d", shard, m.GetCommit())
+	case m.GetType() == pb.MsgTimeoutNow:
+		// A leadership transfer to a replica deleted meanwhile: an empty replica would start a
+		// forced election it cannot win, deposing the leader for nothing.
+		return nil, fmt.Errorf("replica: unknown shard %d: not created for a leadership transfer", shard)
 	}
 	h.mu.Lock()
 	f := h.mu.factory

@@ -414,7 +414,8 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 // A heartbeat with a commit index for a shard this node holds no replica of (it deleted the
 // replica after its removal while the heartbeat was on its way) creates no replica: an empty
 // one would take a commit index beyond its log, which raft panics on. A heartbeat without a
-// commit index, as a leader sends to a replica it just added, still creates one.
+// commit index, as a leader sends to a replica it just added, still creates one; a leadership
+// transfer (MsgTimeoutNow) creates none.
 func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 1, factory: true})
 	h := c.nodes[1].host
@@ -423,6 +424,8 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 			Type: pb.MsgHeartbeat.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3)), Commit: new(commit)}}})
 	}
 	heartbeat(7, 12)
+	h.HandleMessages([]ShardMessage{{Shard: 9, Msg: &pb.Message{
+		Type: pb.MsgTimeoutNow.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3))}}})
 	heartbeat(8, 0)
 	eventually(t, 5*time.Second, func() error {
 		if _, ok := h.Group(8); !ok {
@@ -432,5 +435,8 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	})
 	if _, ok := h.Group(7); ok {
 		t.Fatal("a heartbeat at commit 12 created a group for shard 7")
+	}
+	if _, ok := h.Group(9); ok {
+		t.Fatal("a leadership transfer created a group for shard 9")
 	}
 }
