@@ -306,8 +306,8 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 	})
 }
 
-// groupFor returns the shard's group, creating a joining replica with the factory if needed.
-// Loop goroutine only.
+// groupFor returns the shard's group, creating a joining replica with the factory if needed
+// and m (the message that arrived for it) may create one. Loop goroutine only.
 func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 	if g := h.mu.groups[shard]; g != nil {
 		return g, nil
