@@ -340,20 +340,11 @@ func TestFailoverUnderLoad(t *testing.T) {
 		}
 		return ""
 	})
-	led := map[uint64][]uint32{}
-	for id, s := range c.Shards() {
-		led[s.Leader] = append(led[s.Leader], id)
-	}
-	var victimID uint64
-	for id, shards := range led {
-		if len(shards) > len(led[victimID]) || len(shards) == len(led[victimID]) && id < victimID {
-			victimID = id
-		}
-	}
+	victimID, victimLed := c.BusiestLeader()
 	victim := c.Index(victimID)
 	mu.Lock()
 	ledByDead = map[uint32]bool{}
-	for _, id := range led[victimID] {
+	for _, id := range victimLed {
 		ledByDead[id] = true
 	}
 	mu.Unlock()
@@ -363,7 +354,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 	c.Stop(t, victim)
 	closeDone.Store(true)
 	t.Logf("closed n%d (leader of shards %v) after %d acknowledged appends; Close took %v",
-		victim+1, led[victimID], before, time.Since(start).Round(time.Millisecond))
+		victim+1, victimLed, before, time.Since(start).Round(time.Millisecond))
 
 	deadline := time.Now().Add(25 * time.Second)
 	for {
@@ -378,7 +369,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			t.Fatalf("after 25s: %d appends acknowledged since Close, shards led by the closed node that acknowledged one: %v of %v; failures %v",
-				afterClose.Load(), firstAck, led[victimID], failures)
+				afterClose.Load(), firstAck, victimLed, failures)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -203,16 +203,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	appendAll(dialClient([]string{c.Nodes[0].Addr(), c.Nodes[1].Addr(), c.Nodes[2].Addr()}), "before", 4)
 
 	// Isolate the node leading the most shards.
-	led := map[uint64][]uint32{}
-	for id, s := range c.Shards() {
-		led[s.Leader] = append(led[s.Leader], id)
-	}
-	var victimID uint64
-	for id, shards := range led {
-		if len(shards) > len(led[victimID]) || len(shards) == len(led[victimID]) && id < victimID {
-			victimID = id
-		}
-	}
+	victimID, victimLed := c.BusiestLeader()
 	victim := c.Index(victimID)
 	var majority []int
 	var majorityAddrs []string
@@ -238,7 +229,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	before := shardLogLens(t, ctx, victimConn)
 	start := time.Now()
 	nw.isolate(victim, append(slices.Clone(majority), clientEP))
-	t.Logf("isolated n%d (leader of shards %v) from n%d and n%d", victim+1, led[victimID], majority[0]+1, majority[1]+1)
+	t.Logf("isolated n%d (leader of shards %v) from n%d and n%d", victim+1, victimLed, majority[0]+1, majority[1]+1)
 
 	testnode.WaitFor(t, 10*time.Second, "a majority leader for every shard", func() string {
 		for sh := uint32(0); sh < failoverShards; sh++ {

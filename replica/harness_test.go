@@ -353,6 +353,15 @@ func (c *cluster) open(id uint64, shard uint32, bootstrap []uint64) *Group {
 	return g
 }
 
+// openVoters opens shard on every node, with every node a bootstrap voter.
+func (c *cluster) openVoters(shard uint32) {
+	c.t.Helper()
+	ids := slices.Sorted(maps.Keys(c.nodes))
+	for _, id := range ids {
+		c.open(id, shard, ids)
+	}
+}
+
 func (c *cluster) sm(id uint64, shard uint32) *testSM {
 	n := c.nodes[id]
 	n.mu.Lock()

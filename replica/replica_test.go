@@ -37,9 +37,7 @@ func TestSingleVoterProposeApply(t *testing.T) {
 
 func TestThreeHostsReplicationAndFailover(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 1, []uint64{1, 2, 3})
-	}
+	c.openVoters(1)
 	lead := c.leader(1)
 	var want []string
 	for i := range 30 {
@@ -165,9 +163,7 @@ func TestLearnerAddPromoteRemove(t *testing.T) {
 
 func TestCheckQuorumPartitionedLeader(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 2, []uint64{1, 2, 3})
-	}
+	c.openVoters(2)
 	old := c.leader(2)
 	c.propose(2, "before")
 	oldID := old.Status().ID
@@ -203,9 +199,7 @@ func TestCheckQuorumPartitionedLeader(t *testing.T) {
 
 func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3, retain: 20, snapSST: 1 << 10}) // several sstables
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 5, []uint64{1, 2, 3})
-	}
+	c.openVoters(5)
 	lead := c.leader(5)
 	lagger := uint64(1)
 	if lead.Status().ID == 1 {
@@ -255,9 +249,7 @@ func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 
 func TestReadIndexLinearizable(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 9, []uint64{1, 2, 3})
-	}
+	c.openVoters(9)
 	for i := range 40 {
 		d := fmt.Sprintf("r%d", i)
 		c.propose(9, d)
@@ -278,9 +270,7 @@ func TestReadIndexLinearizable(t *testing.T) {
 
 func TestTransferLeadership(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 4, []uint64{1, 2, 3})
-	}
+	c.openVoters(4)
 	lead := c.leader(4)
 	c.propose(4, "x")
 	to := lead.Status().ID%3 + 1
@@ -302,9 +292,7 @@ func TestTransferLeadership(t *testing.T) {
 
 func TestRemoveRefusesToLoseQuorum(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 8, []uint64{1, 2, 3})
-	}
+	c.openVoters(8)
 	lead := c.leader(8)
 	c.propose(8, "x")
 	lid := lead.Status().ID
@@ -345,9 +333,7 @@ func TestRemoveRefusesToLoseQuorum(t *testing.T) {
 // tick (Group.holdCommitOnly). It must still be sent, be rejected and trigger the resend.
 func TestLostAppendRecoveredWhileIdle(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 3})
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, 9, []uint64{1, 2, 3})
-	}
+	c.openVoters(9)
 	lead := c.leader(9)
 	c.propose(9, "a")
 	c.converged(9, []string{"a"}, 1, 2, 3)
@@ -368,9 +354,7 @@ func TestLostAppendRecoveredWhileIdle(t *testing.T) {
 func TestReportPeerDownEndsLease(t *testing.T) {
 	const shard = 1
 	c := newCluster(t, clusterOpts{nodes: 3, election: 3000}) // 3,000 ticks of 10 ms: 30 s
-	for id := uint64(1); id <= 3; id++ {
-		c.open(id, shard, []uint64{1, 2, 3})
-	}
+	c.openVoters(shard)
 	campaign := func(id uint64) {
 		g := c.group(id, shard)
 		if err := c.nodes[id].host.do(func() { _ = g.rn.Campaign() }); err != nil {

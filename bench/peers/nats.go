@@ -111,10 +111,12 @@ func StartNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 			return nil, errors.New("peers: NATS not ready after 30s")
 		}
 	}
-	for _, u := range n.urls[:len(n.procs)] {
-		if err := waitConnectable(ctx, u, 30*time.Second); err != nil {
-			n.Close()
-			return nil, err
+	if cfg.Processes {
+		for _, u := range n.urls {
+			if err := waitConnectable(ctx, u, 30*time.Second); err != nil {
+				n.Close()
+				return nil, err
+			}
 		}
 	}
 	nc, err := nats.Connect(n.urls[0], nats.MaxReconnects(-1))

@@ -91,7 +91,7 @@ func measureFailover(t *testing.T, end func(*server)) {
 		ackedSince := func(since time.Time) (time.Time, bool) {
 			mu.Lock()
 			defer mu.Unlock()
-			i, _ := slices.BinarySearchFunc(acks, since, func(a, b time.Time) int { return a.Compare(b) })
+			i, _ := slices.BinarySearchFunc(acks, since, time.Time.Compare)
 			if i < len(acks) {
 				return acks[i], true
 			}
@@ -132,7 +132,7 @@ func measureFailover(t *testing.T, end func(*server)) {
 		// The longest pause: between the last acknowledgement before the signal and the first
 		// after it, or between two later ones, up to the first after the exit.
 		mu.Lock()
-		i, _ := slices.BinarySearchFunc(acks, killed, func(a, b time.Time) int { return a.Compare(b) })
+		i, _ := slices.BinarySearchFunc(acks, killed, time.Time.Compare)
 		prev := killed
 		if i > 0 {
 			prev = acks[i-1]

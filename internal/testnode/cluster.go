@@ -59,6 +59,21 @@ func (c *Cluster) Shards() map[uint32]ShardState {
 	return out
 }
 
+// BusiestLeader returns the running node that leads the most shards (the lowest ID among
+// equals) and the shards it leads.
+func (c *Cluster) BusiestLeader() (id uint64, shards []uint32) {
+	led := map[uint64][]uint32{}
+	for sh, s := range c.Shards() {
+		led[s.Leader] = append(led[s.Leader], sh)
+	}
+	for l, ss := range led {
+		if len(ss) > len(led[id]) || len(ss) == len(led[id]) && l < id {
+			id = l
+		}
+	}
+	return id, led[id]
+}
+
 // WaitFor polls cond every 50ms until it returns "" (done) or timeout
 // passes; then it fails t with what and cond's last answer.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() string) {
