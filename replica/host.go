@@ -449,6 +449,7 @@ func (h *Host) DropGroup(shard uint32) error {
 			h.metrics.Leaders.Dec()
 		}
 		b := h.db.NewBatch()
+		defer b.Close()
 		if err := b.DeleteRange(raftPrefix(shard), append(raftPrefix(shard), 0xff), nil); err != nil {
 			return err
 		}

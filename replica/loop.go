@@ -339,11 +339,11 @@ func (h *Host) apply(rds []readyGroup) {
 	if ab == nil {
 		return
 	}
-	if ab.Empty() {
-		h.must(ab.Close())
-	} else {
+	if !ab.Empty() {
 		h.must(ab.Commit(pebble.NoSync))
 	}
+	// Closing returns the batch, its buffer and its index to Pebble's pool for the next apply.
+	h.must(ab.Close())
 	for i := range rds {
 		r := &rds[i]
 		if r.applyMsg == nil {
