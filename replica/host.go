@@ -88,6 +88,10 @@ type Host struct {
 	// syncsInFlight counts persisted batches whose fsync syncLoop has not seen complete.
 	syncsInFlight atomic.Int32
 
+	// Scratch of the loop goroutine, reused from one iteration to the next.
+	readyBuf []readyGroup
+	propBuf  map[*Group][]*proposal
+
 	wake chan struct{} // cap 1: work was queued
 	stop chan struct{} // closed by Close
 	done chan struct{} // closed when the loop exited

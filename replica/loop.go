@@ -105,7 +105,11 @@ func (h *Host) propose(props []*proposal) {
 	if len(props) == 0 {
 		return
 	}
-	byGroup := make(map[*Group][]*proposal)
+	if h.propBuf == nil {
+		h.propBuf = make(map[*Group][]*proposal)
+	}
+	byGroup := h.propBuf
+	defer clear(byGroup)
 	for _, p := range props {
 		if err := p.g.check(); err != nil {
 			h.metrics.ProposalErrors.Inc()
@@ -138,7 +142,11 @@ func (h *Host) propose(props []*proposal) {
 // Pebble in one batch whose fsync the syncer waits for, applies committed entries, and
 // settles reads, leadership and removal. It never waits for an fsync.
 func (h *Host) processReady() {
-	var rds []readyGroup
+	rds := h.readyBuf[:0]
+	defer func() {
+		clear(rds) // let go of the Readies' entries and messages
+		h.readyBuf = rds[:0]
+	}()
 	var out []ShardMessage
 	for _, g := range h.mu.groups {
 		if !g.rn.HasReady() {
