@@ -85,7 +85,7 @@ func (n *Node) protoSettings() *shoalv1.ClusterSettings {
 func (n *Node) nodeInfo(m membership.Member) *shoalv1.NodeInfo {
 	return &shoalv1.NodeInfo{
 		Id: m.NodeID, Name: m.Name, Zone: m.Zone, GrpcAddr: m.GRPCAddr, HttpAddr: m.HTTPAddr,
-		Alive: m.Alive, Decommissioning: m.Decommissioning, Version: m.Version,
+		Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping, Version: m.Version,
 	}
 }
 

@@ -43,6 +43,17 @@ func TestHandOffLeaders(t *testing.T) {
 		}
 		return ""
 	}
+	// Every node's topology (what `cluster status` shows) says the node is stopping.
+	for i, n := range c.Nodes {
+		testnode.WaitFor(t, 5*time.Second, fmt.Sprintf("n%d reporting n%d stopping", i+1, victim+1), func() string {
+			for _, ni := range n.Topology(ctx).GetNodes() {
+				if ni.GetId() == victimID && ni.GetStopping() {
+					return ""
+				}
+			}
+			return "not reported"
+		})
+	}
 	testnode.WaitFor(t, 5*time.Second, "a leader for every shard", noneLed)
 	time.Sleep(2 * time.Second) // several placement rounds and balance settles
 	if msg := noneLed(); msg != "" {

@@ -114,6 +114,7 @@ type nodeStatus struct {
 	HTTP            string `json:"http"`
 	State           string `json:"state"` // alive, dead
 	Decommissioning bool   `json:"decommissioning"`
+	Stopping        bool   `json:"stopping"` // handing off its leaderships before it exits
 	Version         string `json:"version"`
 	Leads           uint32 `json:"leads"`
 	Replicas        uint32 `json:"replicas"`
@@ -158,7 +159,7 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		s.Nodes = append(s.Nodes, nodeStatus{
 			Name: n.GetName(), ID: strconv.FormatUint(n.GetId(), 10), Zone: n.GetZone(),
 			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
-			Decommissioning: n.GetDecommissioning(), Version: n.GetVersion(),
+			Decommissioning: n.GetDecommissioning(), Stopping: n.GetStopping(), Version: n.GetVersion(),
 			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(),
 		})
 	}
@@ -204,6 +205,9 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 		state := n.State
 		if n.Decommissioning {
 			state += ",decommissioning"
+		}
+		if n.Stopping {
+			state += ",stopping"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
 			n.Name, n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas)

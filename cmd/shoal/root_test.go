@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
 )
@@ -254,5 +255,34 @@ func TestServerProcs(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	if got, _ := serverProcs(0); got != 2*old {
 		t.Fatalf("default: GOMAXPROCS %d, want twice %d", got, old)
+	}
+}
+
+// The node table shows a node's state with its flags, and the JSON carries them as fields.
+func TestClusterStatusNodeStates(t *testing.T) {
+	st := &shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3},
+		Nodes: []*shoalv1.NodeInfo{
+			{Id: 1, Name: "n1", Alive: true},
+			{Id: 2, Name: "n2", Alive: true, Stopping: true},
+			{Id: 3, Name: "n3", Alive: false, Decommissioning: true},
+		},
+		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}},
+	}}
+	s := newClusterStatus(st)
+	var out strings.Builder
+	if err := s.writeTables(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"alive,stopping", "dead,decommissioning"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Count(out.String(), "stopping") != 1 {
+		t.Errorf("only n2 is stopping:\n%s", out.String())
+	}
+	if !s.Nodes[1].Stopping || s.Nodes[0].Stopping || s.Nodes[2].Stopping {
+		t.Errorf("stopping flags %v %v %v, want false true false", s.Nodes[0].Stopping, s.Nodes[1].Stopping, s.Nodes[2].Stopping)
 	}
 }

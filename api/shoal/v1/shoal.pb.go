@@ -1569,8 +1569,11 @@ type NodeInfo struct {
 	Version         string                 `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
 	ShardsLed       uint32                 `protobuf:"varint,9,opt,name=shards_led,json=shardsLed,proto3" json:"shards_led,omitempty"`
 	Replicas        uint32                 `protobuf:"varint,10,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The node is stopping on purpose (SIGTERM or SIGINT): it is handing its
+	// leaderships to other voters and takes no new ones.
+	Stopping      bool `protobuf:"varint,11,opt,name=stopping,proto3" json:"stopping,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -1671,6 +1674,13 @@ func (x *NodeInfo) GetReplicas() uint32 {
 		return x.Replicas
 	}
 	return 0
+}
+
+func (x *NodeInfo) GetStopping() bool {
+	if x != nil {
+		return x.Stopping
+	}
+	return false
 }
 
 type ShardInfo struct {
@@ -2372,7 +2382,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vreplication\x18\x03 \x01(\rR\vreplication\"0\n" +
 	"\x0fTopologyRequest\x12\x1d\n" +
 	"\n" +
-	"local_only\x18\x01 \x01(\bR\tlocalOnly\"\x91\x02\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\"\xad\x02\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2385,7 +2395,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\n" +
 	"shards_led\x18\t \x01(\rR\tshardsLed\x12\x1a\n" +
 	"\breplicas\x18\n" +
-	" \x01(\rR\breplicas\"\x92\x02\n" +
+	" \x01(\rR\breplicas\x12\x1a\n" +
+	"\bstopping\x18\v \x01(\bR\bstopping\"\x92\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
