@@ -121,6 +121,7 @@ func NewHost(cfg Config) (*Host, error) {
 		metrics: newMetrics(cfg.Registerer),
 		wake:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		syncQ: make(chan syncItem, syncQueueLen), syncDone: make(chan struct{}),
+		propBuf:        make(map[*Group][]*proposal),
 		snapTableBytes: snapTableBytes,
 	}
 	h.raftLog = &raftLogger{l: h.log}

@@ -105,9 +105,6 @@ func (h *Host) propose(props []*proposal) {
 	if len(props) == 0 {
 		return
 	}
-	if h.propBuf == nil {
-		h.propBuf = make(map[*Group][]*proposal)
-	}
 	byGroup := h.propBuf
 	defer clear(byGroup)
 	for _, p := range props {
