@@ -507,6 +507,13 @@ func (n *Node) openShard(id uint32) (*shard.Shard, error) {
 	return sm, nil
 }
 
+// A shard is the replica's state machine; the host applies its commands in batches and stops
+// the node on a storage failure inside Apply instead of answering it as a verdict.
+var (
+	_ replica.BatchStateMachine = (*shard.Shard)(nil)
+	_ replica.ApplyFailer       = (*shard.Shard)(nil)
+)
+
 // groupFactory is the host's GroupFactory: a leader added this node to the
 // group of shard id. It records the group so that a restart reopens it.
 func (n *Node) groupFactory(id uint32) (replica.StateMachine, error) {

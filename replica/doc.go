@@ -43,7 +43,8 @@
 //     need no durability (a leader's MsgApp and heartbeats, vote requests); MsgSnap goes
 //     through Transport.SendSnapshot. A leader's empty MsgApp to a follower in replicate
 //     state, which only carries a new commit index, is held until the next MsgApp to that
-//     follower supersedes it or the next tick sends it (Group.holdCommitOnly);
+//     follower supersedes it or the next tick sends it (Group.holdCommitOnly), or the loss
+//     of the leadership does (it may be a removed follower's only news of its removal);
 //  3. writes every group's MsgStorageAppend (snapshot metadata: log reset, T, C; entries;
 //     hard state when its term or vote changed) into ONE Pebble batch, handed over with
 //     DB.ApplyNoSyncWait and pebble.Sync when anything must be durable (entries, term, vote,

@@ -397,23 +397,24 @@ func (g *Group) replicating(to uint64) bool {
 	return ok
 }
 
-// flushHeld appends the held messages to out if this replica still leads in their term (a
-// tick can have made it step down since, before observe saw it), and forgets them. Loop
-// goroutine, on ticks.
+// flushHeld appends the held messages to out and forgets them. Loop goroutine, on ticks and
+// when the leadership is lost.
+//
+// They go out even when this replica no longer leads in their term: such a message is a late
+// one, which raft handles as any message the network delayed (a follower still in that term
+// takes the commit index, which stays committed; one in a later term refuses it). Dropping it
+// instead can leave a follower without the only news of a commit: when the entry committed
+// removes that follower from the group, raft stops sending to it, and a follower that never
+// learns of its removal keeps its replica (placement deletes a replica once it sees itself
+// removed) and goes on campaigning.
 func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 	if len(g.heldCommit) == 0 {
 		return out
 	}
-	if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateLeader && !g.removed.Load() {
-		sent := 0
-		for _, m := range g.heldCommit {
-			if m.GetTerm() == bs.HardState.GetTerm() {
-				out = append(out, ShardMessage{Shard: g.shard, Msg: m})
-				sent++
-			}
-		}
-		g.h.metrics.commitOnlySent.Add(float64(sent))
+	for _, m := range g.heldCommit {
+		out = append(out, ShardMessage{Shard: g.shard, Msg: m})
 	}
+	g.h.metrics.commitOnlySent.Add(float64(len(g.heldCommit)))
 	clear(g.heldCommit)
 	return out
 }

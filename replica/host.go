@@ -43,6 +43,16 @@ type BatchStateMachine interface {
 	FinishBatch(b *pebble.Batch) error
 }
 
+// ApplyFailer is optionally implemented by a StateMachine whose Apply can fail on storage (a
+// Pebble read or write error). The host passes every Apply result to ApplyFailure: a non-nil
+// error means the result is not a verdict for the proposer but a failure that may have left
+// partial writes in the batch, and the host stops as it does on its own storage failures (it
+// panics before the batch commits; a restart replays the log from what is durable). Without
+// it, such an entry would count as applied on this replica only, and the replicas would diverge.
+type ApplyFailer interface {
+	ApplyFailure(result any) error
+}
+
 // ShardMessage is a raft message of one group. Msg is a pointer: raftpb messages are
 // google.golang.org/protobuf messages and must not be copied by value.
 type ShardMessage struct {

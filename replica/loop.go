@@ -394,6 +394,11 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		var v any
 		if !ahead {
 			v = g.sm.Apply(ab, idx, e.Data[headerLen:])
+			if f, ok := g.sm.(ApplyFailer); ok {
+				if err := f.ApplyFailure(v); err != nil {
+					h.must(fmt.Errorf("shard %d: applying entry %d: %w", g.shard, idx, err))
+				}
+			}
 		}
 		if w := g.ownWaiter(e.Data); w != nil {
 			res = append(res, resolution{w, v})
@@ -491,7 +496,10 @@ func (g *Group) observe(rd raft.Ready) {
 	}
 	if wasLeader && (!isLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.lostLeadership = true // waiters fail after this Ready's entries were applied
-		clear(g.heldCommit)     // appends of a term this replica no longer leads
+		// The commit indexes held back go out now: no tick of this leadership will send them.
+		if held := g.flushHeld(nil); len(held) > 0 {
+			g.h.cfg.Transport.Send(held)
+		}
 	}
 	if g.isLeader.Swap(isLeader) != isLeader {
 		if isLeader {

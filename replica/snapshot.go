@@ -335,11 +335,15 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 				return fmt.Errorf("replica: shard %d: ingesting snapshot: %w", m.Shard, err)
 			}
 			ingested := time.Now()
+			// The span now holds the snapshot's state. A state machine that cannot load it, or
+			// whose applied index is behind the snapshot's, must not apply another entry: raft
+			// would go on from its applied index over a state it does not describe. Stop, as on
+			// any storage failure; a restart loads the span from disk.
 			if err := g.sm.Reload(); err != nil {
-				return fmt.Errorf("replica: shard %d: reload after snapshot: %w", m.Shard, err)
+				h.must(fmt.Errorf("shard %d: loading the state of the snapshot at %d just ingested: %w", m.Shard, index, err))
 			}
-			if g.sm.Applied() < index {
-				return errors.New("replica: snapshot state is behind its metadata")
+			if a := g.sm.Applied(); a < index {
+				h.must(fmt.Errorf("shard %d: the snapshot's state is at applied index %d, behind its metadata's %d", m.Shard, a, index))
 			}
 			// Both steps hold the loop, and with it every group of this node.
 			h.log.Info("snapshot installed", "shard", m.Shard, "index", index, "records", count,

@@ -20,6 +20,7 @@
 //     SetApplied(b, index) for entries without a command) and keeps the
 //     result for the proposer. A result wrapping ErrStorage is not a verdict:
 //     discard the batch, Reload, and stop (or retry from Applied()+1).
+//     ApplyFailure tells the two apart (the replica stops the node on one).
 //     Optionally, BeginBatch(b) before the first Apply and FinishBatch(b)
 //     after the last: the applied index ('X') and shard meta ('Z') are then
 //     written once per batch instead of once per entry (same final state).

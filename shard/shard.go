@@ -203,6 +203,15 @@ func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 	return res
 }
 
+// ApplyFailure returns result when it is an error wrapping ErrStorage (a failure, not a verdict),
+// else nil. It implements replica.ApplyFailer.
+func (s *Shard) ApplyFailure(result any) error {
+	if err, ok := result.(error); ok && errors.Is(err, ErrStorage) {
+		return err
+	}
+	return nil
+}
+
 // SetApplied records index as applied in b, for entries without a command.
 func (s *Shard) SetApplied(b *pebble.Batch, index uint64) {
 	if err := s.setApplied(b, index); err != nil {
