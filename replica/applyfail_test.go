@@ -3,10 +3,12 @@ package replica
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,4 +114,62 @@ func openApplyFailNode(t *testing.T, dir string) (*pebble.DB, *Host) {
 		_ = db.Close()
 	})
 	return db, h
+}
+
+// reloadFailSM is a testSM whose Reload fails once fail is set (as after a failed Pebble read).
+type reloadFailSM struct {
+	*testSM
+	fail atomic.Bool
+}
+
+func (s *reloadFailSM) Reload() error {
+	if s.fail.Load() {
+		return errInjectedStorage
+	}
+	return s.testSM.Reload()
+}
+
+const reloadFailEnv = "SHOAL_TEST_SNAPSHOT_RELOAD_FAILURE"
+
+// A state machine that cannot load the state a snapshot just replaced stops the node, instead
+// of the receive failing while the span already holds the snapshot's data (raft would then
+// apply entries from its old applied index over a state it does not describe). The learner
+// runs in a child process: it must panic with the storage failure.
+func TestSnapshotReloadFailureStopsNode(t *testing.T) {
+	if os.Getenv(reloadFailEnv) != "" {
+		receiveUntilReloadFails(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSnapshotReloadFailureStopsNode$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), reloadFailEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "replica: storage failure: shard 3: loading the state of the snapshot at") ||
+		!strings.Contains(string(out), errInjectedStorage.Error()) {
+		t.Fatalf("the learner did not stop on the failed reload (%v):\n%s", err, out)
+	}
+}
+
+// receiveUntilReloadFails is the child process: node 2 joins shard 3 after its log was
+// compacted, so it catches up by snapshot, and its state machine's Reload fails.
+func receiveUntilReloadFails(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 2, retain: 10})
+	n2 := c.nodes[2]
+	n2.host.SetGroupFactory(func(shard uint32) (StateMachine, error) {
+		sm := &reloadFailSM{testSM: newTestSM(t, n2.db, shard)}
+		sm.fail.Store(true)
+		return sm, nil
+	})
+	c.open(1, 3, []uint64{1})
+	lead := c.leader(3)
+	for i := range 60 {
+		c.propose(3, fmt.Sprintf("p%d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := lead.AddLearner(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Second) // the snapshot arrives within milliseconds
+	t.Fatalf("the learner went on after its state machine failed to load the snapshot: received %v",
+		testutilCounter(n2.host.metrics.SnapshotsReceived))
 }
