@@ -323,7 +323,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_placement_replicas_dropped_total",
-			Help: "Local replicas deleted after this node was removed from their group.",
+			Help: "Local replicas deleted after this node was removed from their group (seen by the replica, or, for one that heard from no leader for DeadAfter, by the group's configuration).",
 		}),
 		lastRound: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_last_round_timestamp_seconds",
@@ -435,7 +435,11 @@ func (p *placer) round(now time.Time) {
 	under, pending := 0, 0
 
 	var toDrop []uint32
-	defer func() { p.dropConfirmed(toDrop) }() // after p.mu is released: it calls peers
+	var orphans []orphan
+	defer func() { // after p.mu is released: they call peers
+		p.dropConfirmed(toDrop)
+		p.dropOrphans(orphans)
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	present := map[uint32]bool{}
@@ -449,6 +453,9 @@ func (p *placer) round(now time.Time) {
 		}
 		if !st.Removed {
 			sp.removedAt = time.Time{}
+			if st.Leader != self && !st.LeaderContact.IsZero() && now.Sub(st.LeaderContact) >= deadAfter {
+				orphans = append(orphans, orphan{shard: st.Shard, applied: st.Applied})
+			}
 		} else {
 			if sp.removedAt.IsZero() {
 				sp.removedAt = now
@@ -643,6 +650,54 @@ func (p *placer) dropConfirmed(shards []uint32) {
 		}
 		p.metrics.dropped.Inc()
 		p.log.Info("deleted replica removed from its group", "shard", id, "leader", s.LeaderId, "term", s.Term)
+	}
+}
+
+// orphan is a local replica that has heard from no leader for DeadAfter: perhaps one that
+// never learned of its removal (see dropOrphans).
+type orphan struct {
+	shard   uint32
+	applied uint64 // its raft applied index when seen
+}
+
+// dropOrphans deletes the local replicas among cands that their group no longer counts. A
+// replica learns of its removal by applying it; one whose node was down when the removal
+// committed, or that missed the one message carrying it, never does: no leader sends it
+// anything again, and it would keep its data and campaign for good. Its group's configuration
+// proves the removal: the leader view of the shard (gathered from the alive members) leaves
+// this node out at an applied index at or past the replica's own, whose configuration had it
+// in, so a removal committed in between. The replica is then retired, which succeeds only if
+// it heard from no leader since the views were gathered (a leader that added the node back
+// meanwhile is not answered by the old log), and dropped. A replica that is only cut off
+// from its group is kept: the group's configuration still has it.
+func (p *placer) dropOrphans(cands []orphan) {
+	if len(cands) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
+	defer cancel()
+	since := time.Now()
+	leaders := p.n.leaderViews(ctx)
+	self := p.n.ID()
+	for _, o := range cands {
+		s, ok := leaders[o.shard]
+		if !ok || s.LeaderId == self || s.Applied < o.applied ||
+			slices.Contains(s.Voters, self) || slices.Contains(s.Learners, self) {
+			continue
+		}
+		retired, err := p.n.host.RetireGroupIfQuiet(o.shard, since)
+		if err != nil || !retired {
+			continue
+		}
+		// Retired, the replica is also marked removed: should this drop fail, the next rounds
+		// retry it through dropConfirmed.
+		if err := p.n.dropReplica(o.shard); err != nil {
+			p.log.Info("deleting a replica left out of its group failed; retrying later", "shard", o.shard, "err", err)
+			continue
+		}
+		p.metrics.dropped.Inc()
+		p.log.Info("deleted a replica that its group left out while it heard from no leader",
+			"shard", o.shard, "applied", o.applied, "leader", s.LeaderId, "term", s.Term, "leader_applied", s.Applied)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -356,4 +358,58 @@ func TestPlacementUnderReplicated(t *testing.T) {
 		return ""
 	})
 	placementAppendRead(t, c, 1, 0, "two-nodes")
+}
+
+// TestPlacementDropsOrphanedReplicas: a node that was down while every shard removed it never
+// learns of those removals, as no leader sends it anything again. Back as a decommissioning
+// node (so that the ring wants it in no shard and no leader adds it back), it deletes those
+// replicas once they have heard from no leader for DeadAfter and the leaders' configurations
+// leave it out.
+func TestPlacementDropsOrphanedReplicas(t *testing.T) {
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "initial placement", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 {
+			return "not 3 voters"
+		}
+		return ""
+	})
+	placementAppendRead(t, c, 0, 1, "before-orphans")
+	const victim = 2
+	id := c.Nodes[victim].ID()
+	held := len(c.Nodes[victim].Groups())
+	c.Stop(t, victim)
+	waitPlaced(t, c, "removal of the dead node from every shard", func(s testnode.ShardState) string {
+		if len(s.Voters) != 2 || slices.Contains(s.Voters, id) {
+			return "the dead node is still a voter"
+		}
+		return ""
+	})
+
+	cfg := c.Configs[victim]
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	back, err := node.Start(ctx, cfg)
+	cancel()
+	if err != nil {
+		t.Fatalf("restarting the removed node: %v", err)
+	}
+	t.Cleanup(func() { back.Close() })
+	if n := len(back.Groups()); n != held {
+		t.Fatalf("the restarted node reopened %d replicas, want the %d it held", n, held)
+	}
+	testnode.WaitFor(t, placementWait, "orphaned replicas deleted", func() string {
+		if g := back.Groups(); len(g) != 0 {
+			return fmt.Sprintf("%d replicas left", len(g))
+		}
+		return ""
+	})
+	if n := metricSum(t, []*prometheus.Registry{reg}, "shoal_placement_replicas_dropped_total", ""); n != float64(held) {
+		t.Fatalf("dropped counter %v, want %d", n, held)
+	}
+	placementAppendRead(t, c, 0, 1, "after-orphans")
+	placementAppendRead(t, c, 1, 0, "after-orphans-2")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -37,6 +38,9 @@ type Status struct {
 	Voters, Learners                  []uint64
 	Progress                          map[uint64]Progress // only on the leader
 	Removed                           bool                // this replica was removed from the group
+	// LeaderContact is when this replica last heard from a leader (an append, a heartbeat, a
+	// snapshot), or was opened if it has not since. Zero when the status could not be read.
+	LeaderContact time.Time
 }
 
 // Group is one shard's raft group on this host. Its methods are safe for concurrent use; all
@@ -67,6 +71,21 @@ type Group struct {
 	transfers       []*transferReq
 	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
 	heldCommit map[uint64]*pb.Message
+	// leaderContact: when this replica last stepped a message only a leader sends (an append,
+	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
+	leaderContact time.Time
+	// retired: RetireGroupIfQuiet took this replica out of its group; it steps no message and
+	// does not tick, until DropGroup deletes it.
+	retired bool
+}
+
+// fromLeader reports whether a message of type t is one only a leader sends.
+func fromLeader(t pb.MessageType) bool {
+	switch t {
+	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap, pb.MsgTimeoutNow:
+		return true
+	}
+	return false
 }
 
 type result struct {
@@ -204,7 +223,8 @@ func (g *Group) Status() Status {
 	err := g.h.call(context.Background(), func() error {
 		rs := g.rn.Status()
 		s = Status{Shard: g.shard, ID: rs.ID, Leader: rs.Lead, Term: rs.HardState.GetTerm(),
-			Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load()}
+			Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load(),
+			LeaderContact: g.leaderContact}
 		s.Voters = rs.Config.Voters[0].Slice()
 		for id := range rs.Config.Learners {
 			s.Learners = append(s.Learners, id)

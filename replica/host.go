@@ -387,7 +387,8 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 	if err != nil {
 		return nil, fmt.Errorf("replica: shard %d: %w", shard, err)
 	}
-	g := &Group{h: h, shard: shard, sm: sm, rn: rn, st: st, waiters: make(map[uint64]*waiter)}
+	g := &Group{h: h, shard: shard, sm: sm, rn: rn, st: st, waiters: make(map[uint64]*waiter),
+		leaderContact: time.Now()}
 	if st.isEmpty() && len(bootstrap) > 0 {
 		peers := make([]raft.Peer, len(bootstrap))
 		for i, id := range bootstrap {
@@ -449,6 +450,42 @@ func (h *Host) shutdown() {
 	for _, g := range groups {
 		g.failAll(ErrStopped)
 	}
+}
+
+// RetireGroupIfQuiet takes the shard's replica out of its group if it has stepped no message
+// from a leader since since: from then on it steps no message and does not tick, its pending
+// calls fail with ErrGroupRemoved, and Status reports it removed. It reports whether the
+// replica is retired (true again for one already retired).
+//
+// It is for a replica that never learned of its removal (its node was down when the removal
+// committed, or the one message carrying it was lost): the caller saw, after since, that the
+// group's configuration leaves this node out, and then drops the replica with DropGroup.
+// Retiring first makes that safe. A leader that added the node back after the caller looked
+// gets no answer from the old replica, so it cannot take the old log's progress for the new
+// member's and promote a replica that DropGroup is about to empty; the check and the
+// retirement are one step of the loop, so no message is stepped in between.
+func (h *Host) RetireGroupIfQuiet(shard uint32, since time.Time) (bool, error) {
+	retired := false
+	err := h.call(noCancel, func() error {
+		g := h.mu.groups[shard]
+		if g == nil {
+			return fmt.Errorf("replica: unknown shard %d", shard)
+		}
+		if !g.retired {
+			if g.leaderContact.After(since) {
+				return nil
+			}
+			g.retired = true
+			g.removed.Store(true)
+			g.failAll(ErrGroupRemoved)
+			if g.isLeader.Swap(false) {
+				h.metrics.Leaders.Dec()
+			}
+		}
+		retired = true
+		return nil
+	})
+	return retired, err
 }
 
 // DropGroup stops the shard's group and deletes its raft state (R|shard) and its state

@@ -67,11 +67,21 @@ func (h *Host) iterate(tick bool) {
 			h.log.Debug("raft step (local)", "shard", lm.g.shard, "type", lm.m.GetType(), "err", err)
 		}
 	}
+	var now time.Time
+	if len(msgs) > 0 {
+		now = time.Now()
+	}
 	for _, m := range msgs {
 		g, err := h.groupFor(m.Shard, m.Msg)
 		if err != nil {
 			h.log.Debug("dropping raft message", "shard", m.Shard, "err", err)
 			continue
+		}
+		if g.retired {
+			continue
+		}
+		if fromLeader(m.Msg.GetType()) {
+			g.leaderContact = now
 		}
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
@@ -81,6 +91,9 @@ func (h *Host) iterate(tick bool) {
 	if tick {
 		var held []ShardMessage
 		for _, g := range h.mu.groups {
+			if g.retired {
+				continue
+			}
 			g.rn.Tick()
 			g.checkTransfers()
 			held = g.flushHeld(held)

@@ -481,3 +481,55 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 		t.Fatal("a leadership transfer created a group for shard 9")
 	}
 }
+
+// RetireGroupIfQuiet retires only a replica that heard from no leader since the given time, and
+// a retired replica answers nothing: the leader's progress for it stays where it was.
+func TestRetireGroupIfQuiet(t *testing.T) {
+	const shard = 9
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	lead := c.leader(shard)
+	c.propose(shard, "a")
+	c.converged(shard, []string{"a"}, 1, 2, 3)
+	f := lead.Status().ID%3 + 1
+	fh := c.nodes[f].host
+
+	// Heartbeats reach it: not quiet.
+	if ok, err := fh.RetireGroupIfQuiet(shard, time.Now().Add(-time.Minute)); err != nil || ok {
+		t.Fatalf("retired a replica that hears from its leader: %v, %v", ok, err)
+	}
+	if st := c.group(f, shard).Status(); time.Since(st.LeaderContact) > time.Second {
+		t.Fatalf("last leader contact %v ago, with heartbeats every tick", time.Since(st.LeaderContact))
+	}
+
+	c.net.isolate(f, true)
+	time.Sleep(200 * time.Millisecond) // what was in flight arrives or is dropped
+	since := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	if ok, err := fh.RetireGroupIfQuiet(shard, since); err != nil || !ok {
+		t.Fatalf("a replica cut off from its leader was not retired: %v, %v", ok, err)
+	}
+	if ok, err := fh.RetireGroupIfQuiet(shard, since); err != nil || !ok {
+		t.Fatalf("retiring again: %v, %v", ok, err)
+	}
+	c.net.isolate(f, false)
+	lead = c.leader(shard)
+	match := lead.Status().Progress[f].Match
+	for i := range 5 {
+		c.propose(shard, fmt.Sprintf("b%d", i))
+	}
+	time.Sleep(300 * time.Millisecond) // many heartbeats and appends to the retired replica
+	g := c.group(f, shard)
+	if st := g.Status(); !st.Removed || st.Applied > match {
+		t.Fatalf("retired replica: removed %v, applied %d (was at %d)", st.Removed, st.Applied, match)
+	}
+	if m := lead.Status().Progress[f].Match; m != match {
+		t.Fatalf("the leader's progress for the retired replica moved from %d to %d", match, m)
+	}
+	if _, err := g.Propose(context.Background(), []byte("x")); !errors.Is(err, ErrGroupRemoved) {
+		t.Fatalf("propose on a retired replica: %v", err)
+	}
+	if err := fh.DropGroup(shard); err != nil {
+		t.Fatal(err)
+	}
+}

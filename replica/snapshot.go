@@ -325,6 +325,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err != nil {
 			return err
 		}
+		if g.retired {
+			return ErrGroupRemoved
+		}
 		if glo, ghi := g.sm.Span(); !bytes.Equal(glo, lo) || !bytes.Equal(ghi, hi) {
 			return fmt.Errorf("%w: span differs from the local state machine's", ErrBadSnapshot)
 		}
@@ -350,6 +353,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 				"tables", len(tables.paths), "ingest", ingested.Sub(start).Round(time.Microsecond),
 				"reload", time.Since(ingested).Round(time.Microsecond))
 		}
+		g.leaderContact = time.Now()
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
 		}
