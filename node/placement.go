@@ -33,7 +33,9 @@ package node
 // on a later round. A replica that has seen itself outside its group's
 // configuration for removedGrace, and whose shard leader confirms it, is
 // deleted (replica.Host.DropGroup), so the node can later be added back as a
-// fresh replica.
+// fresh replica. One that heard from no leader for DeadAfter, and that the
+// shard's leader view leaves out, is deleted too (dropOrphans): it never
+// learned of its removal.
 
 import (
 	"cmp"
