@@ -639,7 +639,7 @@ func (p *placer) dropConfirmed(shards []uint32) {
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
 	defer cancel()
-	leaders := p.n.leaderViews(ctx)
+	leaders, _ := p.n.leaderViews(ctx)
 	self := p.n.ID()
 	for _, id := range shards {
 		s, ok := leaders[id]
@@ -665,13 +665,18 @@ type orphan struct {
 // dropOrphans deletes the local replicas among cands that their group no longer counts. A
 // replica learns of its removal by applying it; one whose node was down when the removal
 // committed, or that missed the one message carrying it, never does: no leader sends it
-// anything again, and it would keep its data and campaign for good. Its group's configuration
-// proves the removal: the leader view of the shard (gathered from the alive members) leaves
-// this node out at an applied index at or past the replica's own, whose configuration had it
-// in, so a removal committed in between. The replica is then retired, which succeeds only if
-// it heard from no leader since the views were gathered (a leader that added the node back
-// meanwhile is not answered by the old log), and dropped. A replica that is only cut off
-// from its group is kept: the group's configuration still has it.
+// anything again, and it would keep its data and campaign for good.
+//
+// Safety rests on two things. The shard's leader view, gathered from the alive members after
+// since, leaves this node out, and no answering member reports a later term (a deposed
+// leader's view is not trusted); its applied index is also at or past the replica's own.
+// And the replica is retired only if it stepped no leader message since since, in one step of
+// the raft loop, after which it answers nothing: a leader that added the node back after the
+// views were read gets no answer from the old log, so it cannot count that log as the new
+// member's and promote a replica about to be emptied. Such a leader then meets a fresh,
+// empty replica and catches it up. A replica that is only cut off from its group is kept:
+// the configuration still has it. (This also deletes a stray empty replica that a delayed
+// message created for a group that no longer has this node.)
 func (p *placer) dropOrphans(cands []orphan) {
 	if len(cands) == 0 {
 		return
@@ -679,11 +684,11 @@ func (p *placer) dropOrphans(cands []orphan) {
 	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
 	defer cancel()
 	since := time.Now()
-	leaders := p.n.leaderViews(ctx)
+	leaders, maxTerm := p.n.leaderViews(ctx)
 	self := p.n.ID()
 	for _, o := range cands {
 		s, ok := leaders[o.shard]
-		if !ok || s.LeaderId == self || s.Applied < o.applied ||
+		if !ok || s.LeaderId == self || s.Term < maxTerm[o.shard] || s.Applied < o.applied ||
 			slices.Contains(s.Voters, self) || slices.Contains(s.Learners, self) {
 			continue
 		}
@@ -704,21 +709,24 @@ func (p *placer) dropOrphans(cands []orphan) {
 }
 
 // leaderViews returns, per shard, the local view of the alive member that
-// reports leading it (the highest term wins).
-func (n *Node) leaderViews(ctx context.Context) map[uint32]*shoalv1.ShardInfo {
-	best := map[uint32]*shoalv1.ShardInfo{}
+// reports leading it (the highest term wins), and the highest term any
+// answering member reports for the shard, followers included: a leader view
+// of a lower term comes from a deposed leader.
+func (n *Node) leaderViews(ctx context.Context) (best map[uint32]*shoalv1.ShardInfo, maxTerm map[uint32]uint64) {
+	best, maxTerm = map[uint32]*shoalv1.ShardInfo{}, map[uint32]uint64{}
 	for _, v := range n.gatherTopologies(ctx) {
 		if len(v.Nodes) == 0 {
 			continue
 		}
 		reporter := v.Nodes[0].Id
 		for _, s := range v.Shards {
+			maxTerm[s.Shard] = max(maxTerm[s.Shard], s.Term)
 			if s.LeaderId == reporter && (best[s.Shard] == nil || s.Term > best[s.Shard].Term) {
 				best[s.Shard] = s
 			}
 		}
 	}
-	return best
+	return best, maxTerm
 }
 
 // dropReplica forgets shard id's local replica (groups.json and the state

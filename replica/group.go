@@ -74,9 +74,10 @@ type Group struct {
 	// leaderContact: when this replica last stepped a message only a leader sends (an append,
 	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
 	leaderContact time.Time
-	// retired: RetireGroupIfQuiet took this replica out of its group; it steps no message and
-	// does not tick, until DropGroup deletes it.
-	retired bool
+	// retired: RetireGroupIfQuiet took this replica out of its group; from then on it steps
+	// no message (peers' or its storage's), does not tick, handles no Ready and sends nothing,
+	// until DropGroup deletes it. Set on the loop goroutine; read by the syncer too.
+	retired atomic.Bool
 }
 
 // fromLeader reports whether a message of type t is one only a leader sends.

@@ -273,7 +273,7 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 // ReportUnreachable tells the shard's raft that a peer could not be reached.
 func (h *Host) ReportUnreachable(shard uint32, to uint64) {
 	_ = h.do(func() {
-		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
+		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() && !g.retired.Load() {
 			g.rn.ReportUnreachable(to)
 		}
 	})
@@ -293,7 +293,7 @@ func (h *Host) ReportPeerDown(id uint64) {
 	_ = h.do(func() {
 		n := 0
 		for _, g := range h.mu.groups {
-			if g.removed.Load() {
+			if g.removed.Load() || g.retired.Load() {
 				continue
 			}
 			if st := g.rn.BasicStatus(); st.Lead != id || st.RaftState != raft.StateFollower {
@@ -318,7 +318,7 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 		st = raft.SnapshotFailure
 	}
 	_ = h.do(func() {
-		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
+		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() && !g.retired.Load() {
 			g.rn.ReportSnapshot(to, st)
 		}
 	})
@@ -471,11 +471,11 @@ func (h *Host) RetireGroupIfQuiet(shard uint32, since time.Time) (bool, error) {
 		if g == nil {
 			return fmt.Errorf("replica: unknown shard %d", shard)
 		}
-		if !g.retired {
+		if !g.retired.Load() {
 			if g.leaderContact.After(since) {
 				return nil
 			}
-			g.retired = true
+			g.retired.Store(true)
 			g.removed.Store(true)
 			g.failAll(ErrGroupRemoved)
 			if g.isLeader.Swap(false) {

@@ -60,8 +60,8 @@ func (h *Host) iterate(tick bool) {
 		fn()
 	}
 	for _, lm := range local {
-		if h.mu.groups[lm.g.shard] != lm.g {
-			continue // the group was dropped since
+		if h.mu.groups[lm.g.shard] != lm.g || lm.g.retired.Load() {
+			continue // the group was dropped or retired since
 		}
 		if err := lm.g.rn.Step(lm.m); err != nil {
 			h.log.Debug("raft step (local)", "shard", lm.g.shard, "type", lm.m.GetType(), "err", err)
@@ -77,7 +77,7 @@ func (h *Host) iterate(tick bool) {
 			h.log.Debug("dropping raft message", "shard", m.Shard, "err", err)
 			continue
 		}
-		if g.retired {
+		if g.retired.Load() {
 			continue
 		}
 		if fromLeader(m.Msg.GetType()) {
@@ -91,7 +91,7 @@ func (h *Host) iterate(tick bool) {
 	if tick {
 		var held []ShardMessage
 		for _, g := range h.mu.groups {
-			if g.retired {
+			if g.retired.Load() {
 				continue
 			}
 			g.rn.Tick()
@@ -106,7 +106,7 @@ func (h *Host) iterate(tick bool) {
 	// Stepping apply responses may have produced more work: go round again without waiting
 	// for a tick.
 	for _, g := range h.mu.groups {
-		if g.rn.HasReady() {
+		if !g.retired.Load() && g.rn.HasReady() {
 			h.notify()
 			break
 		}
@@ -159,7 +159,7 @@ func (h *Host) processReady() {
 	}()
 	var out []ShardMessage
 	for _, g := range h.mu.groups {
-		if !g.rn.HasReady() {
+		if g.retired.Load() || !g.rn.HasReady() {
 			continue
 		}
 		r := readyGroup{g: g, rd: g.rn.Ready()}
@@ -304,6 +304,9 @@ func (h *Host) syncLoop() {
 		var out []ShardMessage
 		var local []groupMsg
 		for _, r := range it.resp {
+			if r.g.retired.Load() {
+				continue // answers nothing once retired, not even for appends persisted before
+			}
 			if r.m.GetTo() == h.cfg.NodeID {
 				local = append(local, r)
 			} else {
@@ -442,7 +445,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		if isMember := confHas(cs, h.cfg.NodeID); wasMember && !isMember {
 			h.log.Info("removed from group", "shard", g.shard, "index", idx)
 			g.removed.Store(true)
-		} else if isMember {
+		} else if isMember && !g.retired.Load() {
 			g.removed.Store(false) // (re-)added: a returning replica replays its old removal first
 		}
 	}

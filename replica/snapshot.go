@@ -325,7 +325,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if g.retired {
+		if g.retired.Load() {
 			return ErrGroupRemoved
 		}
 		if glo, ghi := g.sm.Span(); !bytes.Equal(glo, lo) || !bytes.Equal(ghi, hi) {
