@@ -438,10 +438,7 @@ func (p *placer) round(now time.Time) {
 
 	var toDrop []uint32
 	var orphans []orphan
-	defer func() { // after p.mu is released: they call peers
-		p.dropConfirmed(toDrop)
-		p.dropOrphans(orphans)
-	}()
+	defer func() { p.dropRemoved(toDrop, orphans) }() // after p.mu is released: it calls peers
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	present := map[uint32]bool{}
@@ -633,13 +630,7 @@ func (p *placer) awaitLeader(ctx context.Context, g *replica.Group) uint64 {
 // no longer holds this node (the local configuration may be a stale one that
 // a replica catching up passes through, and a replica deleted while its
 // leader still tracks it would panic raft on the next heartbeat).
-func (p *placer) dropConfirmed(shards []uint32) {
-	if len(shards) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
-	defer cancel()
-	leaders, _ := p.n.leaderViews(ctx)
+func (p *placer) dropConfirmed(shards []uint32, leaders map[uint32]*shoalv1.ShardInfo) {
 	self := p.n.ID()
 	for _, id := range shards {
 		s, ok := leaders[id]
@@ -653,6 +644,21 @@ func (p *placer) dropConfirmed(shards []uint32) {
 		p.metrics.dropped.Inc()
 		p.log.Info("deleted replica removed from its group", "shard", id, "leader", s.LeaderId, "term", s.Term)
 	}
+}
+
+// dropRemoved deletes the removed replicas (dropConfirmed) and the orphans (dropOrphans) of one
+// round, with the shards' leader views gathered once for both. since is taken before the
+// gathering, as dropOrphans requires.
+func (p *placer) dropRemoved(removed []uint32, orphans []orphan) {
+	if len(removed) == 0 && len(orphans) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
+	defer cancel()
+	since := time.Now()
+	leaders, maxTerm := p.n.leaderViews(ctx)
+	p.dropConfirmed(removed, leaders)
+	p.dropOrphans(orphans, since, leaders, maxTerm)
 }
 
 // orphan is a local replica that has heard from no leader for DeadAfter: perhaps one that
@@ -677,14 +683,7 @@ type orphan struct {
 // empty replica and catches it up. A replica that is only cut off from its group is kept:
 // the configuration still has it. (This also deletes a stray empty replica that a delayed
 // message created for a group that no longer has this node.)
-func (p *placer) dropOrphans(cands []orphan) {
-	if len(cands) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
-	defer cancel()
-	since := time.Now()
-	leaders, maxTerm := p.n.leaderViews(ctx)
+func (p *placer) dropOrphans(cands []orphan, since time.Time, leaders map[uint32]*shoalv1.ShardInfo, maxTerm map[uint32]uint64) {
 	self := p.n.ID()
 	for _, o := range cands {
 		s, ok := leaders[o.shard]

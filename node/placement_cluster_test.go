@@ -95,6 +95,19 @@ func sameIDs(a, b []uint64) bool {
 	return slices.Equal(a, b)
 }
 
+// voters checks a shard has n voters, none of them the node gone (0: no such node).
+func voters(n int, gone uint64) func(s testnode.ShardState) string {
+	return func(s testnode.ShardState) string {
+		switch {
+		case len(s.Voters) != n:
+			return fmt.Sprintf("%d voters, want %d", len(s.Voters), n)
+		case gone != 0 && slices.Contains(s.Voters, gone):
+			return fmt.Sprintf("node %d is still a voter", gone)
+		}
+		return ""
+	}
+}
+
 // threeVotersInZones checks a shard has three voters in three zones.
 func threeVotersInZones(c *testnode.Cluster) func(s testnode.ShardState) string {
 	return func(s testnode.ShardState) string {
@@ -247,12 +260,7 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 		}
 		return "no shard wants the new node yet"
 	})
-	waitPlaced(t, c, "spread to the new node", func(s testnode.ShardState) string {
-		if len(s.Voters) != 3 {
-			return "not 3 voters"
-		}
-		return ""
-	})
+	waitPlaced(t, c, "spread to the new node", voters(3, 0))
 	held := 0
 	for _, s := range c.Shards() {
 		if slices.Contains(s.Voters, n4.ID()) {
@@ -271,23 +279,13 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 // replaced; every shard returns to three voters without it.
 func TestPlacementReplacesDeadNode(t *testing.T) {
 	c, _ := startPlacementCluster(t, 4)
-	waitPlaced(t, c, "initial placement", func(s testnode.ShardState) string {
-		if len(s.Voters) != 3 {
-			return "not 3 voters"
-		}
-		return ""
-	})
+	waitPlaced(t, c, "initial placement", voters(3, 0))
 	victim := 2
 	dead := c.Nodes[victim].ID()
 	placementAppendRead(t, c, 0, 1, "before-death")
 	start := time.Now()
 	c.Stop(t, victim)
-	waitPlaced(t, c, "replacement of the dead node", func(s testnode.ShardState) string {
-		if len(s.Voters) != 3 || slices.Contains(s.Voters, dead) {
-			return "not 3 live voters"
-		}
-		return ""
-	})
+	waitPlaced(t, c, "replacement of the dead node", voters(3, dead))
 	if d := time.Since(start); d < placementDead {
 		t.Errorf("replaced after %v, before DeadAfter %v", d, placementDead)
 	}
@@ -367,23 +365,13 @@ func TestPlacementUnderReplicated(t *testing.T) {
 // leave it out.
 func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	c, _ := startPlacementCluster(t, 3)
-	waitPlaced(t, c, "initial placement", func(s testnode.ShardState) string {
-		if len(s.Voters) != 3 {
-			return "not 3 voters"
-		}
-		return ""
-	})
+	waitPlaced(t, c, "initial placement", voters(3, 0))
 	placementAppendRead(t, c, 0, 1, "before-orphans")
 	const victim = 2
 	id := c.Nodes[victim].ID()
 	held := len(c.Nodes[victim].Groups())
 	c.Stop(t, victim)
-	waitPlaced(t, c, "removal of the dead node from every shard", func(s testnode.ShardState) string {
-		if len(s.Voters) != 2 || slices.Contains(s.Voters, id) {
-			return "the dead node is still a voter"
-		}
-		return ""
-	})
+	waitPlaced(t, c, "removal of the dead node from every shard", voters(2, id))
 
 	cfg := c.Configs[victim]
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o644); err != nil {

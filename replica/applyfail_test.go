@@ -35,6 +35,14 @@ func (s failingSM) ApplyFailure(result any) error {
 	return nil
 }
 
+// runChild runs t's test alone in a child process of the test binary, with env added to the
+// environment (which tells the test it is the child), and returns the child's output.
+func runChild(t *testing.T, env string) ([]byte, error) {
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env)
+	return cmd.CombinedOutput()
+}
+
 type nopTransport struct{}
 
 func (nopTransport) Send([]ShardMessage)       {}
@@ -52,9 +60,7 @@ func TestApplyStorageFailureStopsNode(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestApplyStorageFailureStopsNode$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), applyFailDirEnv+"="+dir)
-	out, err := cmd.CombinedOutput()
+	out, err := runChild(t, applyFailDirEnv+"="+dir)
 	if err == nil {
 		t.Fatalf("the node did not stop on the storage failure:\n%s", out)
 	}
@@ -140,9 +146,7 @@ func TestSnapshotReloadFailureStopsNode(t *testing.T) {
 		receiveUntilReloadFails(t)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSnapshotReloadFailureStopsNode$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), reloadFailEnv+"=1")
-	out, err := cmd.CombinedOutput()
+	out, err := runChild(t, reloadFailEnv+"=1")
 	if err == nil || !strings.Contains(string(out), "replica: storage failure: shard 3: loading the state of the snapshot at") ||
 		!strings.Contains(string(out), errInjectedStorage.Error()) {
 		t.Fatalf("the learner did not stop on the failed reload (%v):\n%s", err, out)

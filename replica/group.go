@@ -76,8 +76,11 @@ type Group struct {
 	leaderContact time.Time
 	// retired: RetireGroupIfQuiet took this replica out of its group; from then on it steps
 	// no message (peers' or its storage's), does not tick, handles no Ready and sends nothing,
-	// until DropGroup deletes it. Set on the loop goroutine; read by the syncer too.
+	// until DropGroup deletes it. A retired replica is also removed, and stays so (the reports
+	// that skip removed replicas skip it too). Set on the loop goroutine; read by the syncer.
 	retired atomic.Bool
+	// failer is sm as an ApplyFailer, or nil (asserted once, when the group is opened).
+	failer ApplyFailer
 }
 
 // fromLeader reports whether a message of type t is one only a leader sends.

@@ -273,7 +273,7 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 // ReportUnreachable tells the shard's raft that a peer could not be reached.
 func (h *Host) ReportUnreachable(shard uint32, to uint64) {
 	_ = h.do(func() {
-		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() && !g.retired.Load() {
+		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
 			g.rn.ReportUnreachable(to)
 		}
 	})
@@ -293,7 +293,7 @@ func (h *Host) ReportPeerDown(id uint64) {
 	_ = h.do(func() {
 		n := 0
 		for _, g := range h.mu.groups {
-			if g.removed.Load() || g.retired.Load() {
+			if g.removed.Load() {
 				continue
 			}
 			if st := g.rn.BasicStatus(); st.Lead != id || st.RaftState != raft.StateFollower {
@@ -318,7 +318,7 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 		st = raft.SnapshotFailure
 	}
 	_ = h.do(func() {
-		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() && !g.retired.Load() {
+		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
 			g.rn.ReportSnapshot(to, st)
 		}
 	})
@@ -389,6 +389,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 	}
 	g := &Group{h: h, shard: shard, sm: sm, rn: rn, st: st, waiters: make(map[uint64]*waiter),
 		leaderContact: time.Now()}
+	g.failer, _ = sm.(ApplyFailer)
 	if st.isEmpty() && len(bootstrap) > 0 {
 		peers := make([]raft.Peer, len(bootstrap))
 		for i, id := range bootstrap {

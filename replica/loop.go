@@ -410,8 +410,8 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		var v any
 		if !ahead {
 			v = g.sm.Apply(ab, idx, e.Data[headerLen:])
-			if f, ok := g.sm.(ApplyFailer); ok {
-				if err := f.ApplyFailure(v); err != nil {
+			if g.failer != nil {
+				if err := g.failer.ApplyFailure(v); err != nil {
 					h.must(fmt.Errorf("shard %d: applying entry %d: %w", g.shard, idx, err))
 				}
 			}
