@@ -591,9 +591,6 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 		err = g.RemoveMember(ctx, step.Node)
 	case stepTransfer:
 		err = g.TransferLeadership(ctx, step.Node)
-		if errors.Is(err, replica.ErrNotLeader) && p.awaitLeader(ctx, g) == step.Node {
-			err = nil // the transfer ended our leadership before its waiter was answered
-		}
 	}
 	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason,
 		"target", target}
@@ -609,20 +606,6 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	}
 	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
 	p.log.Info("placement step", attrs...)
-}
-
-// awaitLeader returns g's leader once one is known (0 if ctx ends first).
-func (p *placer) awaitLeader(ctx context.Context, g *replica.Group) uint64 {
-	for {
-		if l := g.Leader(); l != 0 {
-			return l
-		}
-		select {
-		case <-ctx.Done():
-			return 0
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // dropConfirmed deletes the local replicas of shards this node was removed

@@ -350,7 +350,9 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 	return nil
 }
 
-// TransferLeadership hands leadership to voter to and waits until it leads.
+// TransferLeadership hands leadership to voter to and waits until it leads. It returns nil once
+// this node sees to lead, a *NotLeaderError when another member took the leadership or this
+// node was not the leader, and an error when raft gave the transfer up.
 func (g *Group) TransferLeadership(ctx context.Context, to uint64) error {
 	w := newWaiter()
 	err := g.h.call(ctx, func() error {
@@ -445,6 +447,17 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 
 // failAll fails every waiter of the group. Loop goroutine.
 func (g *Group) failAll(err error) {
+	g.failProposals(err)
+	for _, t := range g.transfers {
+		t.w.finish(nil, err)
+	}
+	g.transfers = nil
+}
+
+// failProposals fails the waiters of proposals, conf changes and reads, and leaves the
+// leadership transfers: a leader loses its leadership before it learns who took it, so a
+// transfer is settled once a leader is known (see observe). Loop goroutine.
+func (g *Group) failProposals(err error) {
 	for id, w := range g.waiters {
 		w.finish(nil, err)
 		delete(g.waiters, id)
@@ -453,10 +466,6 @@ func (g *Group) failAll(err error) {
 		r.w.finish(nil, err)
 	}
 	g.reads = nil
-	for _, t := range g.transfers {
-		t.w.finish(nil, err)
-	}
-	g.transfers = nil
 	g.confPending = 0
 }
 

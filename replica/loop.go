@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -213,7 +214,7 @@ func (h *Host) processReady() {
 		}
 		if g.lostLeadership {
 			g.lostLeadership = false
-			g.failAll(&NotLeaderError{Shard: g.shard, Leader: g.leader.Load()})
+			g.failProposals(&NotLeaderError{Shard: g.shard, Leader: g.leader.Load()})
 		}
 		g.settleReads(r.rd.ReadStates)
 		if g.removed.Load() {
@@ -498,13 +499,19 @@ func (g *Group) observe(rd raft.Ready) {
 		}
 	}
 	g.state = bs.RaftState
-	for i := 0; i < len(g.transfers); i++ {
-		if t := g.transfers[i]; bs.Lead == t.to {
+	// A transfer ends when its target leads, or when another member does (this node's own
+	// leadership is settled by checkTransfers). While no leader is known it waits.
+	g.transfers = slices.DeleteFunc(g.transfers, func(t *transferReq) bool {
+		switch bs.Lead {
+		case t.to:
 			t.w.finish(nil, nil)
-			g.transfers = append(g.transfers[:i], g.transfers[i+1:]...)
-			i--
+		case 0, g.h.cfg.NodeID:
+			return false
+		default:
+			t.w.finish(nil, &NotLeaderError{Shard: g.shard, Leader: bs.Lead})
 		}
-	}
+		return true
+	})
 	isLeader := bs.RaftState == raft.StateLeader
 	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.term = bs.HardState.GetTerm()

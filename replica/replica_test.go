@@ -533,3 +533,25 @@ func TestRetireGroupIfQuiet(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A transfer that succeeds returns nil, although this node loses its leadership (and its other
+// waiters fail) before it learns who took it.
+func TestTransferLeadershipReturnsOnceTargetLeads(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(4)
+	c.propose(4, "x")
+	for round := range 6 {
+		lead := c.leader(4)
+		to := lead.Status().ID%3 + 1
+		c.converged(4, []string{"x"}, 1, 2, 3)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := lead.TransferLeadership(ctx, to)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: transfer %d -> %d: %v", round, lead.Status().ID, to, err)
+		}
+		if got := c.leader(4).Status().ID; got != to {
+			t.Fatalf("round %d: leader %d after the transfer to %d", round, got, to)
+		}
+	}
+}
