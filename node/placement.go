@@ -143,6 +143,9 @@ type placementInput struct {
 	StableSince, LastTransfer time.Time
 	// Settle is how long the group must be stable before balancing.
 	Settle time.Duration
+	// Replication is the cluster's replication factor: an extra voter that is alive is not
+	// removed while that would leave fewer voters (see decidePlacement).
+	Replication int
 }
 
 // decidePlacement returns the one step to take for a shard this node leads
@@ -232,16 +235,34 @@ func decidePlacement(in placementInput) placementStep {
 		slices.SortFunc(extras, func(a, b uint64) int {
 			return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b))
 		})
+		// An extra that is alive (a decommissioning node, the only kind the ring leaves out
+		// while alive) keeps its replica while removing it would leave fewer voters than the
+		// replication factor: with no other node to take the replica, removing it would only
+		// lower how many failures the shard survives. It gives up the leadership, though.
+		short := len(st.Voters)-1 < in.Replication
+		kept := false
 		for _, id := range extras {
+			keep := short && in.Peers[id].Alive && !in.Peers[id].Gone
 			if id == in.Self {
 				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
+					if keep {
+						return placementStep{Kind: stepTransfer, Node: to, Reason: "this node is an extra voter kept for want of a replacement; hand over the leadership"}
+					}
 					return placementStep{Kind: stepTransfer, Node: to, Reason: "this node is an extra voter; hand over before removal"}
 				}
 				return none("this node is an extra voter but no caught-up target voter can take over")
 			}
+			if keep {
+				kept = true
+				continue
+			}
 			if liveQuorumWithout(st.Voters, id, live) {
 				return placementStep{Kind: stepRemove, Node: id, Reason: "extra voter"}
 			}
+		}
+		if kept {
+			return none(fmt.Sprintf("an extra voter is kept: removing it would leave %d voters, replication %d",
+				len(st.Voters)-1, in.Replication))
 		}
 		return none("no extra voter can be removed without losing a live quorum")
 	}
@@ -546,7 +567,7 @@ func (p *placer) round(now time.Time) {
 		step := decidePlacement(placementInput{
 			Self: self, Status: st, Target: target, Peers: peers, Now: now,
 			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
-			Settle: balanceSettleRounds * p.interval,
+			Settle: balanceSettleRounds * p.interval, Replication: repl,
 		})
 		if step.Kind == stepNone {
 			continue

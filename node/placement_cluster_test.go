@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -321,6 +322,61 @@ func TestPlacementDecommission(t *testing.T) {
 	})
 	placementAppendRead(t, c, 0, 3, "after-drain") // forwarded by the drained node
 	placementAppendRead(t, c, 2, 1, "before-drain-2")
+}
+
+// TestPlacementDecommissionWaitsForReplacement: in a cluster of as many nodes as the
+// replication factor, a decommissioned node gives up its leaderships but keeps its replicas,
+// since removing them would leave every shard one failure from unavailable; once a fourth node
+// joins, the drain completes.
+func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
+	placementAppendRead(t, c, 0, 1, "before-decommission")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := shoalv1.NewClusterClient(c.Dial(t, 0)).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	drained := c.Nodes[2].ID()
+	keeps := func() string {
+		shards := c.Shards()
+		for id := uint32(0); id < placementShards; id++ {
+			s, ok := shards[id]
+			switch {
+			case !ok:
+				return fmt.Sprintf("shard %d has no running leader", id)
+			case s.Leader == drained:
+				return s.String() + ": led by the decommissioning node"
+			case len(s.Voters) != 3 || !slices.Contains(s.Voters, drained):
+				return s.String() + ": not three voters with the decommissioning node"
+			}
+		}
+		return ""
+	}
+	testnode.WaitFor(t, placementWait, "leaderships moved off the decommissioning node", keeps)
+	// Twenty placement rounds later, every replica is still there.
+	for range 20 {
+		time.Sleep(placementInterval)
+		if msg := keeps(); msg != "" && !strings.Contains(msg, "no running leader") {
+			t.Fatalf("without a replacement: %s", msg)
+		}
+	}
+	placementAppendRead(t, c, 2, 0, "while-decommissioning") // forwarded by the decommissioning node
+
+	c.Add(t, placementConfig)
+	waitPlaced(t, c, "drain to the new node", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 || slices.Contains(s.Voters, drained) {
+			return "not 3 voters without the drained node"
+		}
+		return ""
+	})
+	testnode.WaitFor(t, placementWait, "local replicas deleted", func() string {
+		if g := c.Nodes[2].Groups(); len(g) != 0 {
+			return fmt.Sprintf("%d groups left on the drained node", len(g))
+		}
+		return ""
+	})
+	placementAppendRead(t, c, 3, 1, "after-drain")
 }
 
 // TestPlacementUnderReplicated: two nodes with replication 3 run every shard

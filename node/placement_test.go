@@ -128,6 +128,36 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepRemove, Node: 3},
 		},
 		{
+			name: "decommissioning voter kept while no other node can take its replica",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, decom), Replication: 3},
+			want: placementStep{},
+		},
+		{
+			name: "decommissioning voter removed once its replacement votes",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, decom, 4, alive), Replication: 3},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "self decommissioning without a replacement: only the leadership moves",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{3, 2}, Peers: map[uint64]peerState{self: decom, 2: alive, 3: alive}, Replication: 3},
+			want: placementStep{Kind: stepTransfer, Node: 3},
+		},
+		{
+			name: "a decommissioning voter that is down is removed without a replacement",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, peerState{Decommissioning: true}), Replication: 3},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "a gone voter is removed without a replacement",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, gone), Replication: 3},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
 			name: "no removal below a live quorum",
 			// Removing 3 would leave {1,2} with only the leader live.
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: -commit, 3: commit}),

@@ -85,8 +85,24 @@ func (a *app) nodeCmd() *cobra.Command {
 				}
 				return unreachable(err, server)
 			}
-			_, err = fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0])
-			return err
+			if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0]); err != nil {
+				return err
+			}
+			// Best effort: say at once when the drain cannot finish yet.
+			st, err := c.Status(ctx)
+			if err != nil {
+				return nil
+			}
+			cs := newClusterStatus(st)
+			for i := range cs.Nodes {
+				if cs.Nodes[i].Name == args[0] {
+					cs.Nodes[i].Decommissioning = true // the flag may not have been gossiped yet
+				}
+			}
+			for _, note := range cs.stalledDrains() {
+				fmt.Fprintf(a.stdout, "note: %s\n", note)
+			}
+			return nil
 		},
 	}
 	a.serverFlag(decom, &server)
@@ -104,6 +120,8 @@ type clusterStatus struct {
 	AnsweredBy  string        `json:"answered_by"`
 	Nodes       []nodeStatus  `json:"nodes"`
 	Shards      []shardStatus `json:"shards"`
+	// Notes explain states an operator may wait on, such as a drain that cannot finish.
+	Notes []string `json:"notes,omitempty"`
 }
 
 type nodeStatus struct {
@@ -179,6 +197,8 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		for _, l := range sh.GetLearners() {
 			ss.Learners = append(ss.Learners, name(l))
 		}
+		slices.Sort(ss.Voters) // raft's configuration order says nothing; sorted, they compare at a glance
+		slices.Sort(ss.Learners)
 		switch {
 		case sh.GetUnavailable():
 			ss.State = "unavailable"
@@ -187,7 +207,32 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		}
 		s.Shards = append(s.Shards, ss)
 	}
+	s.Notes = s.stalledDrains()
 	return s
+}
+
+// stalledDrains explains why a decommissioning node that is alive keeps replicas: placement
+// moves a replica only to a node that can take it, and with fewer other nodes alive than the
+// replication factor there is none, so the node gives up its leaderships and waits.
+func (s *clusterStatus) stalledDrains() []string {
+	others := 0
+	for _, n := range s.Nodes {
+		if n.State == "alive" && !n.Decommissioning {
+			others++
+		}
+	}
+	if others >= int(s.Replication) {
+		return nil
+	}
+	var notes []string
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.Decommissioning && n.Replicas > 0 {
+			notes = append(notes, fmt.Sprintf("%s is decommissioning but keeps its %d replicas until another node "+
+				"can take them: %d other nodes are alive for replication %d; start a node to finish the drain",
+				n.Name, n.Replicas, others, s.Replication))
+		}
+	}
+	return notes
 }
 
 func (s *clusterStatus) writeTables(w io.Writer) error {
@@ -213,6 +258,12 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 			n.Name, n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas)
 	}
 	fmt.Fprintln(tw)
+	for _, note := range s.Notes {
+		fmt.Fprintf(tw, "note: %s\n", note)
+	}
+	if len(s.Notes) > 0 {
+		fmt.Fprintln(tw)
+	}
 	fmt.Fprintln(tw, "SHARD\tLEADER\tTERM\tVOTERS\tLEARNERS\tSTATE")
 	for _, sh := range s.Shards {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n",

@@ -286,3 +286,34 @@ func TestClusterStatusNodeStates(t *testing.T) {
 		t.Errorf("stopping flags %v %v %v, want false true false", s.Nodes[0].Stopping, s.Nodes[1].Stopping, s.Nodes[2].Stopping)
 	}
 }
+
+// A decommissioning node that no other node can relieve is explained under the node table;
+// one that can be relieved, or is down, is not.
+func TestClusterStatusStalledDrain(t *testing.T) {
+	status := func(nodes ...*shoalv1.NodeInfo) *clusterStatus {
+		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 4, Replication: 3}, Nodes: nodes}})
+	}
+	n1 := &shoalv1.NodeInfo{Id: 1, Name: "n1", Alive: true, Replicas: 4}
+	n2 := &shoalv1.NodeInfo{Id: 2, Name: "n2", Alive: true, Replicas: 4}
+	n3 := &shoalv1.NodeInfo{Id: 3, Name: "n3", Alive: true, Decommissioning: true, Replicas: 4}
+	n4 := &shoalv1.NodeInfo{Id: 4, Name: "n4", Alive: true}
+
+	s := status(n1, n2, n3)
+	var out strings.Builder
+	if err := s.writeTables(&out); err != nil {
+		t.Fatal(err)
+	}
+	want := "note: n3 is decommissioning but keeps its 4 replicas until another node can take them: " +
+		"2 other nodes are alive for replication 3; start a node to finish the drain"
+	if len(s.Notes) != 1 || !strings.Contains(out.String(), want) {
+		t.Errorf("notes %q; table:\n%s", s.Notes, out.String())
+	}
+	if notes := status(n1, n2, n3, n4).Notes; len(notes) != 0 {
+		t.Errorf("a fourth node can take the replicas, yet: %q", notes)
+	}
+	down := &shoalv1.NodeInfo{Id: 3, Name: "n3", Decommissioning: true, Replicas: 4}
+	if notes := status(n1, n2, down).Notes; len(notes) != 0 {
+		t.Errorf("a decommissioning node that is down is removed anyway, yet: %q", notes)
+	}
+}
