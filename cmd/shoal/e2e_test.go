@@ -142,6 +142,10 @@ func TestEndToEnd(t *testing.T) {
 	if strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "orders-1@1") || !strings.Contains(out, "orders-1@2") {
 		t.Fatalf("read --from 1 --count 2: %q", out)
 	}
+	out = expect(0, "", "read", "orders-1", "--stale", "--from", "3")
+	if strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "orders-1@3") {
+		t.Fatalf("read --stale --from 3: %q", out)
+	}
 	expect(exitNotFound, "", "read", "nobody-here")
 
 	// Server-side invalid argument.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
 )
@@ -183,8 +184,30 @@ func explain(err error) (int, string) {
 	return exitError, sentence(trimPrefixes(err.Error()))
 }
 
-// unreachable explains an error of a call to server that found no server.
+// leaderless reports whether err's last attempt reached a server that answered that the
+// shard has no leader, and which shard.
+func leaderless(err error) (uint32, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if nl, ok := d.(*shoalv1.NotLeader); ok && nl.GetLeaderId() == 0 && strings.Contains(st.Message(), "no leader") {
+			return nl.GetShard(), true
+		}
+	}
+	return 0, false
+}
+
+// unreachable explains an error of a call to server that found no server, or a shard without a
+// leader.
 func unreachable(err error, server string) error {
+	if shard, ok := leaderless(err); ok {
+		return &explainedError{code: exitError, msg: fmt.Sprintf(
+			"shard %d has no leader: most of its replicas are down or cut off, or an election did not end in time "+
+				"(the server at %s answered); 'shoal cluster status' shows which nodes are down",
+			shard, server)}
+	}
 	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
 			"cannot reach a shoal server at %s; start one with 'shoal server' or point --server (or $SHOAL_SERVER) at a running node", server)}

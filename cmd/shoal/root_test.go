@@ -40,6 +40,8 @@ func TestExitCodes(t *testing.T) {
 		{"id conflict", &client.IDConflictError{Stream: "s", ExistingStream: "t", ExistingVersion: 3}, exitError, "new --id"},
 		{"unreachable", unreachable(&client.UnavailableError{Err: errors.New("refused")}, "h:1"), exitError, "cannot reach a shoal server at h:1"},
 		{"deadline", unreachable(context.DeadlineExceeded, "h:1"), exitError, "cannot reach"},
+		{"no leader", unreachable(&client.UnavailableError{Err: noLeader(t, 3, 0)}, "h:1"), exitError, "shard 3 has no leader: most of its replicas are down"},
+		{"not the leader", unreachable(&client.UnavailableError{Err: noLeader(t, 3, 7)}, "h:1"), exitError, "cannot reach a shoal server at h:1"},
 		{"other", errors.New("client: boom\nmore"), exitError, "boom; more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -316,4 +318,19 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 	if notes := status(n1, n2, down).Notes; len(notes) != 0 {
 		t.Errorf("a decommissioning node that is down is removed anyway, yet: %q", notes)
 	}
+}
+
+// noLeader is the status a node answers for a shard without a leader (leader 0), or with
+// another leader.
+func noLeader(t *testing.T, shard uint32, leader uint64) error {
+	t.Helper()
+	msg := fmt.Sprintf("shard %d has no leader (quorum lost?)", shard)
+	if leader != 0 {
+		msg = fmt.Sprintf("node 1 is not the leader of shard %d", shard)
+	}
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&shoalv1.NotLeader{Shard: shard, LeaderId: leader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Err()
 }

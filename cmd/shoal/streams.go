@@ -110,6 +110,7 @@ func (a *app) readCmd() *cobra.Command {
 		count        uint64
 		backward     bool
 		asJSON       bool
+		stale        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "read STREAM [--from start|end|N] [--count N] [--backward]",
@@ -134,6 +135,9 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 			if count > 0 {
 				opts = append(opts, client.Count(count))
 			}
+			if stale {
+				opts = append(opts, client.Stale())
+			}
 			ctx := cmd.Context()
 			c, err := dial(ctx, server)
 			if err != nil {
@@ -146,6 +150,9 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 			for ev, err := range c.Read(ctx, stream, opts...) {
 				if err != nil {
 					w.Flush()
+					if _, ok := leaderless(err); ok && !stale {
+						return &explainedError{code: exitError, msg: unreachable(err, server).Error() + "; --stale reads what a replica has"}
+					}
 					return unreachable(err, server)
 				}
 				if asJSON {
@@ -166,6 +173,7 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 	f.Uint64Var(&count, "count", 0, "read at most N events (0 = all)")
 	f.BoolVar(&backward, "backward", false, "read newest first")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
+	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while the shard has no leader)")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
