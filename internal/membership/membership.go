@@ -258,7 +258,12 @@ func (m *Membership) Join(seeds []string) (int, error) {
 	if mismatch != nil {
 		return n, fmt.Errorf("membership: join %v: %w", seeds, mismatch)
 	}
-	return n, fmt.Errorf("membership: join %v: %s", seeds, flatten(err))
+	msg := flatten(err)
+	if strings.Contains(msg, "invalid msgType") {
+		// Something answered, but not memberlist: most likely a node's gRPC address.
+		msg += " (is that a gossip address? --join takes the seeds' --gossip addresses, not their gRPC --listen ones)"
+	}
+	return n, fmt.Errorf("membership: join %v: %s", seeds, msg)
 }
 
 // flatten turns memberlist's multi-line multierror text into one line.

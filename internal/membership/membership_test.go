@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -188,6 +189,30 @@ func TestClusterMismatch(t *testing.T) {
 	eventually(t, "a sees c adopt the ID", func() bool { mem, _ := find(a, "c"); return mem.ClusterID == "cluster-x" })
 	if err := c.UpdateMeta(func(m *Meta) { m.ClusterID = "cluster-z" }); !errors.Is(err, ErrInvalidMeta) {
 		t.Fatalf("changing a set cluster ID: %v", err)
+	}
+}
+
+// A seed address where something other than memberlist answers, such as a node's gRPC port
+// (HTTP/2 begins with a SETTINGS frame), fails the join with a hint at the likely mix-up.
+func TestJoinNotGossip(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) // an empty HTTP/2 SETTINGS frame
+			c.Close()
+		}
+	}()
+	_, err = Start(testConfig(t, "b", 2, "", ln.Addr().String()))
+	if err == nil || !strings.Contains(err.Error(), "--join takes the seeds' --gossip addresses") {
+		t.Fatalf("join to a non-gossip port: %v", err)
 	}
 }
 
