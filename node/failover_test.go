@@ -25,6 +25,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -574,4 +576,68 @@ func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestForwardToDeadLeader: a follower that forwards appends to a leader that just went away
+// answers UNAVAILABLE with a NotLeader detail — the shard has no leader that answers — not a
+// plain UNAVAILABLE, which clients read as the follower itself failing (and count against its
+// circuit breaker, as they did against every node at once after a leader's kill -9).
+func TestForwardToDeadLeader(t *testing.T) {
+	c, _ := startFailoverCluster(t, nil)
+	leader, led := c.BusiestLeader()
+	li := c.Index(leader)
+	fi := (li + 1) % len(c.Nodes)
+	var stream string
+	for k := 0; stream == ""; k++ {
+		if s := fmt.Sprintf("fwd-dead-%d", k); ring.ShardOf(s, failoverShards) == led[0] {
+			stream = s
+		}
+	}
+	w := shoalv1.NewStreamsClient(c.Dial(t, fi))
+	var (
+		stop      atomic.Bool
+		mu        sync.Mutex
+		plain     []string
+		afterStop int
+	)
+	stopped := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !stop.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			id := uuid.New()
+			_, err := w.Append(ctx, &shoalv1.AppendRequest{Stream: stream,
+				Events: []*shoalv1.EventData{{Id: id[:], Type: "E", Data: []byte("x")}}})
+			cancel()
+			mu.Lock()
+			select {
+			case <-stopped:
+				if err == nil {
+					afterStop++
+				}
+			default:
+			}
+			if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && len(st.Details()) == 0 {
+				plain = append(plain, st.Message())
+			}
+			mu.Unlock()
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c.Stop(t, li)
+	close(stopped)
+	testnode.WaitFor(t, 15*time.Second, "appends through the follower after the leader stopped", func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if afterStop < 20 {
+			return fmt.Sprintf("%d acknowledged", afterStop)
+		}
+		return ""
+	})
+	stop.Store(true)
+	<-done
+	if len(plain) > 0 {
+		t.Fatalf("%d answers were a plain UNAVAILABLE, e.g. %q", len(plain), plain[0])
+	}
 }

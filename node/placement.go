@@ -235,14 +235,16 @@ func decidePlacement(in placementInput) placementStep {
 		slices.SortFunc(extras, func(a, b uint64) int {
 			return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b))
 		})
-		// An extra that is alive (a decommissioning node, the only kind the ring leaves out
-		// while alive) keeps its replica while removing it would leave fewer voters than the
-		// replication factor: with no other node to take the replica, removing it would only
-		// lower how many failures the shard survives. It gives up the leadership, though.
+		// An extra that is not gone (a decommissioning node: the ring leaves out no other live
+		// or recently dead member) keeps its replica while removing it would leave fewer
+		// voters than the replication factor: with no other node to take the replica,
+		// removing it would only lower how many failures the shard survives. It gives up the
+		// leadership, though. Down, it gets the same --dead-after as any member before its
+		// removal, so that a restart does not cost it every replica.
 		short := len(st.Voters)-1 < in.Replication
 		kept := false
 		for _, id := range extras {
-			keep := short && in.Peers[id].Alive && !in.Peers[id].Gone
+			keep := short && !in.Peers[id].Gone
 			if id == in.Self {
 				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
 					if keep {

@@ -146,9 +146,15 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepTransfer, Node: 3},
 		},
 		{
-			name: "a decommissioning voter that is down is removed without a replacement",
+			name: "a decommissioning voter down for less than DeadAfter is kept without a replacement",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, peerState{Decommissioning: true}), Replication: 3},
+			want: placementStep{},
+		},
+		{
+			name: "a decommissioning voter gone for DeadAfter is removed without a replacement",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, peerState{Decommissioning: true, Gone: true}), Replication: 3},
 			want: placementStep{Kind: stepRemove, Node: 3},
 		},
 		{

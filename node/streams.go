@@ -196,9 +196,14 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				return res, nil
 			}
 			if retryForward(err) && ctx.Err() == nil {
-				// The leader moved or is unreachable: learn again.
+				// The leader moved or is unreachable: learn again. An unreachable leader
+				// usually means it just died: give this node's replica a moment to hear of
+				// the election rather than forwarding to the dead leader again at once.
 				n.leaders.invalidate(id)
-				last = err
+				last = forwardFailed(id, err)
+				if unreached(err) && attempt < 2 {
+					pause(ctx, deadline, forwardPause)
+				}
 				continue
 			}
 			return nil, err
@@ -297,11 +302,12 @@ func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[sho
 	}
 	if conn != nil {
 		n.metrics.forwarded.WithLabelValues("read").Inc()
+		failed := func(err error) error { return n.toStatus(forwardFailed(id, err), req.Stream, id) }
 		in, err := shoalv1.NewStreamsClient(conn).Read(forwardContext(ctx), req)
 		if err != nil {
-			return err
+			return failed(err)
 		}
-		return relay(in, out)
+		return relay(in, out, failed)
 	}
 	page := &shoalv1.ReadResponse{}
 	size := 0
@@ -344,11 +350,12 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	}
 	if conn != nil {
 		n.metrics.forwarded.WithLabelValues("read").Inc()
+		failed := func(err error) error { return n.toStatus(forwardFailed(req.Shard, err), "", req.Shard) }
 		in, err := shoalv1.NewStreamsClient(conn).ReadShard(forwardContext(ctx), req)
 		if err != nil {
-			return err
+			return failed(err)
 		}
-		return relay(in, out)
+		return relay(in, out, failed)
 	}
 	from, remaining := req.FromPosition, req.Count
 	for {
@@ -397,19 +404,58 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	}
 }
 
-// relay copies a forwarded server stream to the caller.
-func relay[T any](in grpc.ServerStreamingClient[T], out grpc.ServerStreamingServer[T]) error {
+// relay copies a forwarded server stream to the caller. recvErr maps an error of the
+// forwarded stream (see forwardFailed).
+func relay[T any](in grpc.ServerStreamingClient[T], out grpc.ServerStreamingServer[T], recvErr func(error) error) error {
 	for {
 		m, err := in.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return err
+			return recvErr(err)
 		}
 		if err := out.Send(m); err != nil {
 			return err
 		}
+	}
+}
+
+// forwardPause is how long a write waits before routing again after the leader it forwarded
+// to did not answer.
+const forwardPause = 50 * time.Millisecond
+
+// unreached reports whether a forwarded call failed without an answer of the node it was
+// forwarded to (UNAVAILABLE without details: the connection failed, or that node is closing).
+func unreached(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && len(st.Details()) == 0
+}
+
+// forwardFailed turns the error of a call this node forwarded into the answer for its
+// caller. An answer of the node forwarded to (a verdict, a not-leader naming a leader) passes
+// unchanged. A failure to reach it becomes a *NoLeaderError: a plain UNAVAILABLE would tell
+// the caller that this node failed, and a client would count it against this node's circuit
+// breaker and avoid it, although this node answered, and every node would forward the same
+// way while the shard elects a new leader.
+func forwardFailed(id uint32, err error) error {
+	if !unreached(err) {
+		return err
+	}
+	return &NoLeaderError{Shard: id, Cause: fmt.Errorf("its leader did not answer a forwarded request: %s", status.Convert(err).Message())}
+}
+
+// pause waits d, or less if ctx ends or deadline comes first.
+func pause(ctx context.Context, deadline time.Time, d time.Duration) {
+	d = min(d, time.Until(deadline))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

@@ -499,19 +499,6 @@ func (g *Group) observe(rd raft.Ready) {
 		}
 	}
 	g.state = bs.RaftState
-	// A transfer ends when its target leads, or when another member does (this node's own
-	// leadership is settled by checkTransfers). While no leader is known it waits.
-	g.transfers = slices.DeleteFunc(g.transfers, func(t *transferReq) bool {
-		switch bs.Lead {
-		case t.to:
-			t.w.finish(nil, nil)
-		case 0, g.h.cfg.NodeID:
-			return false
-		default:
-			t.w.finish(nil, &NotLeaderError{Shard: g.shard, Leader: bs.Lead})
-		}
-		return true
-	})
 	isLeader := bs.RaftState == raft.StateLeader
 	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.term = bs.HardState.GetTerm()
@@ -531,6 +518,20 @@ func (g *Group) observe(rd raft.Ready) {
 			g.h.metrics.Leaders.Dec()
 		}
 	}
+	// A transfer ends when its target leads, or when another member does (this node's own
+	// leadership is settled by checkTransfers); while no leader is known it waits. Settled
+	// after isLeader, so that its caller sees this node's new state.
+	g.transfers = slices.DeleteFunc(g.transfers, func(t *transferReq) bool {
+		switch bs.Lead {
+		case t.to:
+			t.w.finish(nil, nil)
+		case 0, g.h.cfg.NodeID:
+			return false
+		default:
+			t.w.finish(nil, &NotLeaderError{Shard: g.shard, Leader: bs.Lead})
+		}
+		return true
+	})
 }
 
 // settleReads records arrived read states and releases reads whose index is applied.

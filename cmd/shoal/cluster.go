@@ -227,8 +227,8 @@ func (s *clusterStatus) stalledDrains() []string {
 	var notes []string
 	for _, n := range s.Nodes {
 		if n.State == "alive" && n.Decommissioning && n.Replicas > 0 {
-			notes = append(notes, fmt.Sprintf("%s is decommissioning but keeps its %d replicas until another node "+
-				"can take them: %d other nodes are alive for replication %d; start a node to finish the drain",
+			notes = append(notes, fmt.Sprintf("%s is decommissioning but still holds %d replicas, which no other node "+
+				"can take yet: %d other nodes are alive for replication %d; start a node to finish the drain",
 				n.Name, n.Replicas, others, s.Replication))
 		}
 	}

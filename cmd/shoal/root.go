@@ -204,8 +204,8 @@ func leaderless(err error) (uint32, bool) {
 func unreachable(err error, server string) error {
 	if shard, ok := leaderless(err); ok {
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
-			"shard %d has no leader: most of its replicas are down or cut off, or an election did not end in time "+
-				"(the server at %s answered); 'shoal cluster status' shows which nodes are down",
+			"shard %d has no leader that answers: most of its replicas are down or cut off, an election did not end in time, "+
+				"or its leader is overloaded (the cluster at %s answered); 'shoal cluster status' shows which nodes are down",
 			shard, server)}
 	}
 	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {

@@ -40,7 +40,7 @@ func TestExitCodes(t *testing.T) {
 		{"id conflict", &client.IDConflictError{Stream: "s", ExistingStream: "t", ExistingVersion: 3}, exitError, "new --id"},
 		{"unreachable", unreachable(&client.UnavailableError{Err: errors.New("refused")}, "h:1"), exitError, "cannot reach a shoal server at h:1"},
 		{"deadline", unreachable(context.DeadlineExceeded, "h:1"), exitError, "cannot reach"},
-		{"no leader", unreachable(&client.UnavailableError{Err: noLeader(t, 3, 0)}, "h:1"), exitError, "shard 3 has no leader: most of its replicas are down"},
+		{"no leader", unreachable(&client.UnavailableError{Err: noLeader(t, 3, 0)}, "h:1"), exitError, "shard 3 has no leader that answers: most of its replicas are down"},
 		{"not the leader", unreachable(&client.UnavailableError{Err: noLeader(t, 3, 7)}, "h:1"), exitError, "cannot reach a shoal server at h:1"},
 		{"other", errors.New("client: boom\nmore"), exitError, "boom; more"},
 	} {
@@ -306,7 +306,7 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 	if err := s.writeTables(&out); err != nil {
 		t.Fatal(err)
 	}
-	want := "note: n3 is decommissioning but keeps its 4 replicas until another node can take them: " +
+	want := "note: n3 is decommissioning but still holds 4 replicas, which no other node can take yet: " +
 		"2 other nodes are alive for replication 3; start a node to finish the drain"
 	if len(s.Notes) != 1 || !strings.Contains(out.String(), want) {
 		t.Errorf("notes %q; table:\n%s", s.Notes, out.String())
@@ -316,7 +316,7 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 	}
 	down := &shoalv1.NodeInfo{Id: 3, Name: "n3", Decommissioning: true, Replicas: 4}
 	if notes := status(n1, n2, down).Notes; len(notes) != 0 {
-		t.Errorf("a decommissioning node that is down is removed anyway, yet: %q", notes)
+		t.Errorf("a decommissioning node that is down waits for its return or its removal, yet: %q", notes)
 	}
 }
 
