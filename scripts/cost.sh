@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# scripts/cost.sh: what one durable append costs a three-node cluster. Starts three `shoal
+# server` processes (replication 3) on loopback in a throwaway directory, waits for balanced
+# leaders, runs one `shoal bench append` (the make bench workload: 256-byte events, 10,000
+# streams, 64 callers, exact expected version), and prints, per server, the CPU time (user and
+# system), system calls and voluntary context switches per append, and the first node's raft,
+# transport and WAL rates from /metrics. Bounded: about a minute.
+#
+#   make build && scripts/cost.sh                  # 10 s, 64 callers
+#   DURATION=20s CONCURRENCY=128 scripts/cost.sh
+#   PROFILE=/tmp/n2.pprof scripts/cost.sh         # also a CPU profile of the second node
+#
+# Extra arguments go to `shoal bench append`. Linux only (it reads /proc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-bin/shoal}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-64}
+WORK=$(mktemp -d /tmp/shoal-cost.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start() { # name zone grpc gossip http [join]
+  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
+  [ -n "${6:-}" ] && args+=(--join "$6")
+  "$BIN" "${args[@]}" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+}
+ready() {
+  for _ in $(seq 1 300); do
+    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "server at $1 never became ready" >&2
+  return 1
+}
+status() { "$BIN" cluster status --server 127.0.0.1:17400 --json 2>/dev/null; }
+
+start n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
+ready 127.0.0.1:17480
+start n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
+start n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
+ready 127.0.0.1:17481
+ready 127.0.0.1:17482
+for _ in $(seq 1 120); do
+  status | grep -qE '"state": "(under-replicated|unavailable)"' || break
+  sleep 1
+done
+for _ in $(seq 1 60); do # every node leads at least 9 of the 32 shards
+  leads=$(status | grep -oE '"leads": [0-9]+' | grep -oE '[0-9]+' | sort -n | head -1)
+  [ "${leads:-0}" -ge 9 ] && break
+  sleep 1
+done
+
+WORKLOAD=(--streams 10000 --event-size 256 --concurrency "$CONCURRENCY" --expected exact)
+"$BIN" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration 3s --warmup 1s --stream-prefix warm- >/dev/null
+
+counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls voluntary-switches
+  local stat
+  read -r -a stat < <(cut -d' ' -f14,15 "/proc/$1/stat")
+  echo "${stat[0]} ${stat[1]} $(awk '/^syscr/{r=$2} /^syscw/{w=$2} END{print r, w}' "/proc/$1/io")" \
+    "$(cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s}')"
+}
+metrics() {
+  curl -fsS http://127.0.0.1:17480/metrics |
+    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total)' |
+    awk '{split($1, a, "{"); s[a[1]] += $2} END{for (k in s) print k, s[k]}' | sort
+}
+
+declare -A before
+for p in "${PIDS[@]}"; do before[$p]=$(counters "$p"); done
+metrics >"$WORK/m0"
+profiler=
+if [ -n "${PROFILE:-}" ]; then
+  curl -fsS -o "$PROFILE" "http://127.0.0.1:17481/debug/pprof/profile?seconds=${DURATION%s}" &
+  profiler=$!
+fi
+"$BIN" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
+  --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4
+metrics >"$WORK/m1"
+[ -n "$profiler" ] && wait "$profiler"
+appends=$(grep -oE '"events": *[0-9]+' "$WORK/run.json" | head -1 | grep -oE '[0-9]+')
+tick=$(getconf CLK_TCK)
+echo
+echo "per append (of $appends):"
+i=1
+for p in "${PIDS[@]}"; do
+  read -r -a a < <(counters "$p")
+  read -r -a b <<<"${before[$p]}"
+  awk -v n="$appends" -v t="$tick" -v name="n$i" -v u=$((a[0] - b[0])) -v s=$((a[1] - b[1])) \
+    -v r=$((a[2] - b[2])) -v w=$((a[3] - b[3])) -v v=$((a[4] - b[4])) 'BEGIN {
+      printf "  %s: %.0f µs CPU (%.0f user, %.0f system), %.2f read and %.2f write syscalls, %.2f voluntary switches\n",
+        name, (u + s) * 1e6 / t / n, u * 1e6 / t / n, s * 1e6 / t / n, r / n, w / n, v / n }'
+  i=$((i + 1))
+done
+echo "n1 per second:"
+join "$WORK/m0" "$WORK/m1" | awk -v d="${DURATION%s}" '{printf "  %s %.0f\n", $1, ($3 - $2) / d}'
