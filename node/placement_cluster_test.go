@@ -307,19 +307,7 @@ func TestPlacementDecommission(t *testing.T) {
 	if _, err := shoalv1.NewClusterClient(c.Dial(t, 1)).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n1"}); err != nil {
 		t.Fatal(err)
 	}
-	drained := c.Nodes[0].ID()
-	waitPlaced(t, c, "drain", func(s testnode.ShardState) string {
-		if len(s.Voters) != 3 || slices.Contains(s.Voters, drained) {
-			return "not 3 voters without the drained node"
-		}
-		return ""
-	})
-	testnode.WaitFor(t, placementWait, "local replicas deleted", func() string {
-		if g := c.Nodes[0].Groups(); len(g) != 0 {
-			return fmt.Sprintf("%d groups left on the drained node", len(g))
-		}
-		return ""
-	})
+	waitDrained(t, c, 0)
 	placementAppendRead(t, c, 0, 3, "after-drain") // forwarded by the drained node
 	placementAppendRead(t, c, 2, 1, "before-drain-2")
 }
@@ -364,19 +352,27 @@ func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 	placementAppendRead(t, c, 2, 0, "while-decommissioning") // forwarded by the decommissioning node
 
 	c.Add(t, placementConfig)
-	waitPlaced(t, c, "drain to the new node", func(s testnode.ShardState) string {
+	waitDrained(t, c, 2)
+	placementAppendRead(t, c, 3, 1, "after-drain")
+}
+
+// waitDrained waits until every shard has three voters without node i, and node i has deleted
+// its replicas.
+func waitDrained(t *testing.T, c *testnode.Cluster, i int) {
+	t.Helper()
+	drained := c.Nodes[i].ID()
+	waitPlaced(t, c, "drain", func(s testnode.ShardState) string {
 		if len(s.Voters) != 3 || slices.Contains(s.Voters, drained) {
 			return "not 3 voters without the drained node"
 		}
 		return ""
 	})
 	testnode.WaitFor(t, placementWait, "local replicas deleted", func() string {
-		if g := c.Nodes[2].Groups(); len(g) != 0 {
+		if g := c.Nodes[i].Groups(); len(g) != 0 {
 			return fmt.Sprintf("%d groups left on the drained node", len(g))
 		}
 		return ""
 	})
-	placementAppendRead(t, c, 3, 1, "after-drain")
 }
 
 // TestPlacementUnderReplicated: two nodes with replication 3 run every shard
