@@ -143,7 +143,7 @@ type placementInput struct {
 	StableSince, LastTransfer time.Time
 	// Settle is how long the group must be stable before balancing.
 	Settle time.Duration
-	// Replication is the cluster's replication factor: an extra voter that is alive is not
+	// Replication is the cluster's replication factor: an extra voter that is not gone is not
 	// removed while that would leave fewer voters (see decidePlacement).
 	Replication int
 }

@@ -442,7 +442,7 @@ func forwardFailed(id uint32, err error) error {
 	if !unreached(err) {
 		return err
 	}
-	return &NoLeaderError{Shard: id, Cause: fmt.Errorf("its leader did not answer a forwarded request: %s", status.Convert(err).Message())}
+	return &NoLeaderError{Shard: id, Cause: fmt.Errorf("the node it was forwarded to did not answer: %s", status.Convert(err).Message())}
 }
 
 // pause waits d, or less if ctx ends or deadline comes first.
