@@ -106,6 +106,9 @@ type placementStep struct {
 	Kind   stepKind
 	Node   uint64 // the member added, promoted, removed, or the new leader
 	Reason string // for logs and tests
+	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
+	// waits for a node to join).
+	Kept bool
 }
 
 // peerState is placement's view of one member, for one shard.
@@ -248,7 +251,8 @@ func decidePlacement(in placementInput) placementStep {
 			if id == in.Self {
 				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
 					if keep {
-						return placementStep{Kind: stepTransfer, Node: to, Reason: "this node is an extra voter kept for want of a replacement; hand over the leadership"}
+						return placementStep{Kind: stepTransfer, Node: to, Kept: true,
+							Reason: "this node is an extra voter kept for want of a replacement; hand over the leadership"}
 					}
 					return placementStep{Kind: stepTransfer, Node: to, Reason: "this node is an extra voter; hand over before removal"}
 				}
@@ -263,8 +267,8 @@ func decidePlacement(in placementInput) placementStep {
 			}
 		}
 		if kept {
-			return none(fmt.Sprintf("an extra voter is kept: removing it would leave %d voters, replication %d",
-				len(st.Voters)-1, in.Replication))
+			return placementStep{Kept: true, Reason: fmt.Sprintf("an extra voter is kept: removing it would leave %d voters, replication %d",
+				len(st.Voters)-1, in.Replication)}
 		}
 		return none("no extra voter can be removed without losing a live quorum")
 	}
@@ -324,6 +328,7 @@ type placementMetrics struct {
 	failures  *prometheus.CounterVec // by kind
 	under     prometheus.Gauge
 	pending   prometheus.Gauge
+	kept      prometheus.Gauge
 	dropped   prometheus.Counter
 	lastRound prometheus.Gauge
 }
@@ -346,6 +351,10 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 			Name: "shoal_placement_pending_shards",
 			Help: "Shards led by this node whose replicas differ from the ring's target (placement work left).",
 		}),
+		kept: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_kept_extra_shards",
+			Help: "Shards led by this node that keep a decommissioning member's replica because no other node can take it (a drain waiting for a node to join).",
+		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_placement_replicas_dropped_total",
 			Help: "Local replicas deleted after this node was removed from their group (seen by the replica, or, for one that heard from no leader for DeadAfter, by the group's configuration).",
@@ -360,7 +369,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		m.failures.WithLabelValues(k.String())
 	}
 	if r != nil {
-		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.dropped, m.lastRound)
+		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.kept, m.dropped, m.lastRound)
 	}
 	return m
 }
@@ -457,7 +466,7 @@ func (p *placer) round(now time.Time) {
 	desired := n.DesiredReplicas()
 	members := n.Members()
 	deadAfter := n.cfg.DeadAfter
-	under, pending := 0, 0
+	under, pending, kept := 0, 0, 0
 
 	var toDrop []uint32
 	var orphans []orphan
@@ -571,6 +580,9 @@ func (p *placer) round(now time.Time) {
 			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
 			Settle: balanceSettleRounds * p.interval, Replication: repl,
 		})
+		if step.Kept {
+			kept++
+		}
 		if step.Kind == stepNone {
 			continue
 		}
@@ -591,6 +603,7 @@ func (p *placer) round(now time.Time) {
 	}
 	p.metrics.under.Set(float64(under))
 	p.metrics.pending.Set(float64(pending))
+	p.metrics.kept.Set(float64(kept))
 	p.metrics.lastRound.Set(float64(now.Unix()))
 }
 

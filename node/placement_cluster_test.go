@@ -317,7 +317,7 @@ func TestPlacementDecommission(t *testing.T) {
 // since removing them would leave every shard one failure from unavailable; once a fourth node
 // joins, the drain completes.
 func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
-	c, _ := startPlacementCluster(t, 3)
+	c, regs := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	placementAppendRead(t, c, 0, 1, "before-decommission")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -350,10 +350,22 @@ func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 		}
 	}
 	placementAppendRead(t, c, 2, 0, "while-decommissioning") // forwarded by the decommissioning node
+	testnode.WaitFor(t, 5*time.Second, "kept-extra gauge", func() string {
+		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != placementShards {
+			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
+		}
+		return ""
+	})
 
 	c.Add(t, placementConfig)
 	waitDrained(t, c, 2)
 	placementAppendRead(t, c, 3, 1, "after-drain")
+	testnode.WaitFor(t, 5*time.Second, "kept-extra gauge back to 0", func() string {
+		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != 0 {
+			return fmt.Sprintf("gauge %v", got)
+		}
+		return ""
+	})
 }
 
 // waitDrained waits until every shard has three voters without node i, and node i has deleted

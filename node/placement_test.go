@@ -131,7 +131,7 @@ func TestPlacementDecide(t *testing.T) {
 			name: "decommissioning voter kept while no other node can take its replica",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, decom), Replication: 3},
-			want: placementStep{},
+			want: placementStep{Kept: true},
 		},
 		{
 			name: "decommissioning voter removed once its replacement votes",
@@ -143,13 +143,13 @@ func TestPlacementDecide(t *testing.T) {
 			name: "self decommissioning without a replacement: only the leadership moves",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
 				Target: []uint64{3, 2}, Peers: map[uint64]peerState{self: decom, 2: alive, 3: alive}, Replication: 3},
-			want: placementStep{Kind: stepTransfer, Node: 3},
+			want: placementStep{Kind: stepTransfer, Node: 3, Kept: true},
 		},
 		{
 			name: "a decommissioning voter down for less than DeadAfter is kept without a replacement",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, peerState{Decommissioning: true}), Replication: 3},
-			want: placementStep{},
+			want: placementStep{Kept: true},
 		},
 		{
 			name: "a decommissioning voter gone for DeadAfter is removed without a replacement",
@@ -293,8 +293,9 @@ func TestPlacementDecide(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Self, tc.in.Now = self, now
 			got := decidePlacement(tc.in)
-			if got.Kind != tc.want.Kind || got.Node != tc.want.Node {
-				t.Fatalf("got %v %d (%s), want %v %d", got.Kind, got.Node, got.Reason, tc.want.Kind, tc.want.Node)
+			if got.Kind != tc.want.Kind || got.Node != tc.want.Node || got.Kept != tc.want.Kept {
+				t.Fatalf("got %v %d kept %v (%s), want %v %d kept %v", got.Kind, got.Node, got.Kept, got.Reason,
+					tc.want.Kind, tc.want.Node, tc.want.Kept)
 			}
 			if got.Reason == "" {
 				t.Fatalf("step %v without a reason", got.Kind)
