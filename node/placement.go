@@ -250,11 +250,11 @@ func decidePlacement(in placementInput) placementStep {
 			keep := short && !in.Peers[id].Gone
 			if id == in.Self {
 				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
+					reason := "this node is an extra voter; hand over before removal"
 					if keep {
-						return placementStep{Kind: stepTransfer, Node: to, Kept: true,
-							Reason: "this node is an extra voter kept for want of a replacement; hand over the leadership"}
+						reason = "this node is an extra voter kept for want of a replacement; hand over the leadership"
 					}
-					return placementStep{Kind: stepTransfer, Node: to, Reason: "this node is an extra voter; hand over before removal"}
+					return placementStep{Kind: stepTransfer, Node: to, Kept: keep, Reason: reason}
 				}
 				return none("this node is an extra voter but no caught-up target voter can take over")
 			}
@@ -653,7 +653,7 @@ func (p *placer) dropConfirmed(shards []uint32, leaders map[uint32]*shoalv1.Shar
 	self := p.n.ID()
 	for _, id := range shards {
 		s, ok := leaders[id]
-		if !ok || s.LeaderId == self || slices.Contains(s.Voters, self) || slices.Contains(s.Learners, self) {
+		if !ok || !leavesOut(s, self) {
 			continue
 		}
 		if err := p.n.dropReplica(id); err != nil {
@@ -706,8 +706,7 @@ func (p *placer) dropOrphans(cands []orphan, since time.Time, leaders map[uint32
 	self := p.n.ID()
 	for _, o := range cands {
 		s, ok := leaders[o.shard]
-		if !ok || s.LeaderId == self || s.Term < maxTerm[o.shard] || s.Applied < o.applied ||
-			slices.Contains(s.Voters, self) || slices.Contains(s.Learners, self) {
+		if !ok || !leavesOut(s, self) || s.Term < maxTerm[o.shard] || s.Applied < o.applied {
 			continue
 		}
 		retired, err := p.n.host.RetireGroupIfQuiet(o.shard, since)
@@ -724,6 +723,12 @@ func (p *placer) dropOrphans(cands []orphan, since time.Time, leaders map[uint32
 		p.log.Info("deleted a replica that its group left out while it heard from no leader",
 			"shard", o.shard, "applied", o.applied, "leader", s.LeaderId, "term", s.Term, "leader_applied", s.Applied)
 	}
+}
+
+// leavesOut reports whether the leader view s leaves node id out of its shard: id neither
+// leads it nor is a voter or learner.
+func leavesOut(s *shoalv1.ShardInfo, id uint64) bool {
+	return s.LeaderId != id && !slices.Contains(s.Voters, id) && !slices.Contains(s.Learners, id)
 }
 
 // leaderViews returns, per shard, the local view of the alive member that

@@ -66,17 +66,13 @@ func waitPlaced(t *testing.T, c *testnode.Cluster, what string, check func(s tes
 			}
 		}
 		desired := ref.DesiredReplicas()
-		shards := c.Shards()
-		for id := uint32(0); id < placementShards; id++ {
-			s, ok := shards[id]
+		return everyShard(c, func(s testnode.ShardState) string {
 			switch {
-			case !ok:
-				return fmt.Sprintf("shard %d has no running leader", id)
 			case len(s.Learners) > 0:
 				return s.String() + ": learners left"
 			case len(s.Inactive) > 0:
 				return s.String() + ": inactive members"
-			case int(id) >= len(desired) || !sameIDs(s.Voters, desired[id]):
+			case int(s.Shard) >= len(desired) || !sameIDs(s.Voters, desired[s.Shard]):
 				return fmt.Sprintf("%v: target %v", s, desired)
 			}
 			if check != nil {
@@ -84,9 +80,25 @@ func waitPlaced(t *testing.T, c *testnode.Cluster, what string, check func(s tes
 					return s.String() + ": " + msg
 				}
 			}
-		}
-		return ""
+			return ""
+		})
 	})
+}
+
+// everyShard returns the first complaint of check about a shard's state, or that a shard
+// has no running leader; "" when every shard has one and check is content with all.
+func everyShard(c *testnode.Cluster, check func(s testnode.ShardState) string) string {
+	shards := c.Shards()
+	for id := uint32(0); id < placementShards; id++ {
+		s, ok := shards[id]
+		if !ok {
+			return fmt.Sprintf("shard %d has no running leader", id)
+		}
+		if msg := check(s); msg != "" {
+			return msg
+		}
+	}
+	return ""
 }
 
 func sameIDs(a, b []uint64) bool {
@@ -327,19 +339,15 @@ func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 	}
 	drained := c.Nodes[2].ID()
 	keeps := func() string {
-		shards := c.Shards()
-		for id := uint32(0); id < placementShards; id++ {
-			s, ok := shards[id]
+		return everyShard(c, func(s testnode.ShardState) string {
 			switch {
-			case !ok:
-				return fmt.Sprintf("shard %d has no running leader", id)
 			case s.Leader == drained:
 				return s.String() + ": led by the decommissioning node"
 			case len(s.Voters) != 3 || !slices.Contains(s.Voters, drained):
 				return s.String() + ": not three voters with the decommissioning node"
 			}
-		}
-		return ""
+			return ""
+		})
 	}
 	testnode.WaitFor(t, placementWait, "leaderships moved off the decommissioning node", keeps)
 	// Twenty placement rounds later, every replica is still there.

@@ -445,6 +445,16 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 	return out
 }
 
+// markRemoved marks the replica removed from its group: every waiter fails with
+// ErrGroupRemoved and it no longer counts as a leader. Loop goroutine.
+func (g *Group) markRemoved() {
+	g.removed.Store(true)
+	g.failAll(ErrGroupRemoved)
+	if g.isLeader.Swap(false) {
+		g.h.metrics.Leaders.Dec()
+	}
+}
+
 // failAll fails every waiter of the group. Loop goroutine.
 func (g *Group) failAll(err error) {
 	g.failProposals(err)

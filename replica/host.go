@@ -477,11 +477,7 @@ func (h *Host) RetireGroupIfQuiet(shard uint32, since time.Time) (bool, error) {
 				return nil
 			}
 			g.retired.Store(true)
-			g.removed.Store(true)
-			g.failAll(ErrGroupRemoved)
-			if g.isLeader.Swap(false) {
-				h.metrics.Leaders.Dec()
-			}
+			g.markRemoved()
 		}
 		retired = true
 		return nil
@@ -499,11 +495,7 @@ func (h *Host) DropGroup(shard uint32) error {
 		if g == nil {
 			return fmt.Errorf("replica: unknown shard %d", shard)
 		}
-		g.removed.Store(true)
-		g.failAll(ErrGroupRemoved)
-		if g.isLeader.Swap(false) {
-			h.metrics.Leaders.Dec()
-		}
+		g.markRemoved()
 		b := h.db.NewBatch()
 		defer b.Close()
 		if err := b.DeleteRange(raftPrefix(shard), append(raftPrefix(shard), 0xff), nil); err != nil {

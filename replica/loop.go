@@ -218,10 +218,7 @@ func (h *Host) processReady() {
 		}
 		g.settleReads(r.rd.ReadStates)
 		if g.removed.Load() {
-			g.failAll(ErrGroupRemoved)
-			if g.isLeader.Swap(false) {
-				h.metrics.Leaders.Dec()
-			}
+			g.markRemoved()
 		}
 	}
 }

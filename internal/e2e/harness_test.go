@@ -4,18 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoaldb/shoal/internal/testaddr"
 )
 
 // binPath is the shoal binary built once for the package by TestMain.
@@ -73,56 +72,6 @@ func TestSourcesStamp(t *testing.T) {
 	}
 }
 
-// freePorts returns n distinct ports on 127.0.0.1 that are free for TCP and
-// UDP (the gossip port needs both). They are drawn below Linux's ephemeral
-// range (32768 and up): a server restarted by a test must bind its ports
-// again, and a port the kernel can hand to any socket of the other test
-// packages running alongside (listeners on :0, outgoing connections) would
-// be taken in between now and then. A port is never handed out twice in one
-// test binary: the servers of a cluster draw their ports before any of them
-// binds, so a port free for one draw would otherwise be free for the next.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	const lo, hi = 20000, 32000
-	handedMu.Lock()
-	defer handedMu.Unlock()
-	var closers []io.Closer
-	defer func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}()
-	var ports []int
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			t.Fatalf("no %d ports free in [%d, %d)", n, lo, hi)
-		}
-		port := lo + rand.IntN(hi-lo)
-		if handed[port] {
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			l.Close()
-			continue
-		}
-		closers = append(closers, l, u)
-		ports = append(ports, port)
-		handed[port] = true
-	}
-	return ports
-}
-
-var (
-	handedMu sync.Mutex
-	handed   = map[int]bool{} // ports freePorts returned in this test binary
-)
-
 // server is one real `shoal server` process.
 type server struct {
 	t        *testing.T
@@ -142,7 +91,7 @@ type server struct {
 }
 
 func newServer(t *testing.T, name, zone string, join []string, extra ...string) *server {
-	p := freePorts(t, 3)
+	p := testaddr.Ports(t, 3)
 	s := &server{
 		t: t, name: name, zone: zone,
 		dataDir:  filepath.Join(t.TempDir(), name),
