@@ -555,10 +555,13 @@ func (g *Group) settleReads(states []raft.ReadState) {
 
 // checkTransfers fails transfers raft gave up on. Loop goroutine, on ticks.
 func (g *Group) checkTransfers() {
-	if len(g.transfers) == 0 || g.state != raft.StateLeader {
+	if len(g.transfers) == 0 {
 		return
 	}
-	if g.rn.BasicStatus().LeadTransferee == 0 {
+	// raft's own state, not g.state: the message that ends this leadership (the target's vote
+	// request) may have been stepped in this iteration, before observe saw the change. raft
+	// then has no transferee any more, and the transfer that succeeded would read as aborted.
+	if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateLeader && bs.LeadTransferee == 0 {
 		for _, t := range g.transfers {
 			t.w.finish(nil, fmt.Errorf("replica: shard %d: leadership transfer to %d aborted", g.shard, t.to))
 		}
