@@ -34,13 +34,9 @@ WORKLOAD="--streams 10000 --event-size 256 --concurrency 64 --expected exact --d
 
 record() { echo "$*" >> "$RESULTS/commands.txt"; }
 
-wait_ready() { # http-addr
-  for _ in $(seq 1 300); do
-    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "server at $1 never became ready" >&2; return 1
-}
+SHOAL=bin/shoal
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 start_shoal() { # name zone grpc gossip http [join]
   local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
@@ -85,21 +81,7 @@ start_shoal n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:1740
 start_shoal n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
 wait_ready 127.0.0.1:17481
 wait_ready 127.0.0.1:17482
-# Wait until every shard has three voters.
-for _ in $(seq 1 120); do
-  if bin/shoal cluster status --server 127.0.0.1:17400 --json 2>/dev/null | grep -qE '"state": "(under-replicated|unavailable)"'; then
-    sleep 1
-  else
-    break
-  fi
-done
-# Then until the placement loop has balanced the leaders (every node leads at least
-# shards/3 - 1): before that, leadership transfers would land inside the measurement.
-for _ in $(seq 1 60); do
-  leads=$(bin/shoal cluster status --server 127.0.0.1:17400 --json 2>/dev/null | grep -oE '"leads": [0-9]+' | grep -oE '[0-9]+' | sort -n | head -1)
-  [ "$(bin/shoal cluster status --server 127.0.0.1:17400 --json 2>/dev/null | grep -c '"leads"')" = 3 ] && [ "${leads:-0}" -ge 9 ] && break
-  sleep 1
-done
+wait_placed 127.0.0.1:17400
 run_shoal_bench 03-shoal-r3 127.0.0.1:17400
 run_shoal_bench 04-shoal-r3-batch100 127.0.0.1:17400 --batch 100
 stop_all

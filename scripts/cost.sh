@@ -14,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${BIN:-bin/shoal}
+SHOAL=${BIN:-bin/shoal}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
 WORK=$(mktemp -d /tmp/shoal-cost.XXXXXX)
@@ -29,37 +31,20 @@ trap cleanup EXIT
 start() { # name zone grpc gossip http [join]
   local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
   [ -n "${6:-}" ] && args+=(--join "$6")
-  "$BIN" "${args[@]}" >"$WORK/$1.log" 2>&1 &
+  "$SHOAL" "${args[@]}" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
 }
-ready() {
-  for _ in $(seq 1 300); do
-    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "server at $1 never became ready" >&2
-  return 1
-}
-status() { "$BIN" cluster status --server 127.0.0.1:17400 --json 2>/dev/null; }
 
 start n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
-ready 127.0.0.1:17480
+wait_ready 127.0.0.1:17480
 start n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
 start n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
-ready 127.0.0.1:17481
-ready 127.0.0.1:17482
-for _ in $(seq 1 120); do
-  status | grep -qE '"state": "(under-replicated|unavailable)"' || break
-  sleep 1
-done
-for _ in $(seq 1 60); do # every node leads at least 9 of the 32 shards
-  leads=$(status | grep -oE '"leads": [0-9]+' | grep -oE '[0-9]+' | sort -n | head -1)
-  [ "${leads:-0}" -ge 9 ] && break
-  sleep 1
-done
+wait_ready 127.0.0.1:17481
+wait_ready 127.0.0.1:17482
+wait_placed 127.0.0.1:17400
 
 WORKLOAD=(--streams 10000 --event-size 256 --concurrency "$CONCURRENCY" --expected exact)
-"$BIN" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration 3s --warmup 1s --stream-prefix warm- >/dev/null
+"$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration 3s --warmup 1s --stream-prefix warm- >/dev/null
 
 counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls voluntary-switches
   local stat
@@ -81,7 +66,7 @@ if [ -n "${PROFILE:-}" ]; then
   curl -fsS -o "$PROFILE" "http://127.0.0.1:17481/debug/pprof/profile?seconds=${DURATION%s}" &
   profiler=$!
 fi
-"$BIN" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
+"$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
   --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4
 metrics >"$WORK/m1"
 [ -n "$profiler" ] && wait "$profiler"
