@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -77,22 +78,37 @@ func newCrashFS(ids ...uint64) crashFS {
 
 func (fss crashFS) fsFor(id uint64) vfs.FS { return fss[id] }
 
-// crash takes a crash image of every node's filesystem at once (a random share of unsynced
-// data lost), then calls halt (stop the load), stops every node and starts each again on its
-// image with o, calling open to reopen its groups.
+// crash takes a crash image of every node's filesystem (a random share of unsynced data
+// lost), then calls halt (stop the load), stops every node and starts each again on its image
+// with o, calling open to reopen its groups.
+//
+// The images are taken one after the other while the nodes run, so every link is cut first:
+// together they must be a state the cluster could crash in, all at one instant. Otherwise a
+// node imaged early could lack an entry that it synced and acknowledged before a node imaged
+// later applied it; after the restart that entry would be gone from the quorum that
+// committed it, and the later node's state would hold an entry the new leader overwrites.
+// With the links cut, whatever a node learns while the images are taken was made durable
+// before the first of them.
 func (fss crashFS) crash(c *cluster, rng *rand.Rand, o clusterOpts, halt func(), open func(id uint64)) {
+	ids := slices.Sorted(maps.Keys(fss))
+	for _, id := range ids {
+		c.net.isolate(id, true)
+	}
 	clones := crashFS{}
-	for id, fs := range fss {
-		clones[id] = fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
+	for _, id := range ids {
+		clones[id] = fss[id].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
 	}
 	halt()
-	for id := range fss {
+	for _, id := range ids {
 		c.stopNode(id)
 	}
-	for id, fs := range clones {
-		fss[id] = fs
-		c.start(id, fs, o)
+	for _, id := range ids {
+		fss[id] = clones[id]
+		c.start(id, clones[id], o)
 		open(id)
+	}
+	for _, id := range ids {
+		c.net.isolate(id, false)
 	}
 }
 
