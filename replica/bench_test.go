@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -78,5 +79,27 @@ func BenchmarkProposeSerial(b *testing.B) {
 		if _, err := g.Propose(context.Background(), data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkProposeAmongIdleGroups measures one proposer's round trips on a single-voter group
+// (in-memory file system, so that the loop's own work shows, not an fsync) while the host also
+// holds idle groups: what an iteration costs beyond the groups it has work for.
+func BenchmarkProposeAmongIdleGroups(b *testing.B) {
+	for _, idle := range []int{0, 1023} {
+		b.Run(fmt.Sprintf("idle=%d", idle), func(b *testing.B) {
+			c := newCluster(b, clusterOpts{nodes: 1})
+			g := c.open(1, 1, []uint64{1})
+			for shard := range idle {
+				c.open(1, uint32(shard+2), []uint64{1})
+			}
+			c.leader(1)
+			data := make([]byte, 256)
+			for b.Loop() {
+				if _, err := g.Propose(context.Background(), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

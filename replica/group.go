@@ -81,6 +81,19 @@ type Group struct {
 	retired atomic.Bool
 	// failer is sm as an ApplyFailer, or nil (asserted once, when the group is opened).
 	failer ApplyFailer
+	// stirred: the group is in its host's stirred list (stir). Loop goroutine only.
+	stirred bool
+}
+
+// stir records that the group's raft was stepped, ticked or asked something, so that the
+// next processReady asks it for a Ready. Every call into g.rn that can produce one is followed
+// by a stir; the tick stirs every group, so one forgotten would delay a group by a tick at most.
+// Loop goroutine.
+func (g *Group) stir() {
+	if !g.stirred {
+		g.stirred = true
+		g.h.stirred = append(g.h.stirred, g)
+	}
 }
 
 // fromLeader reports whether a message of type t is one only a leader sends.
@@ -201,6 +214,7 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 		r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
 		g.reads = append(g.reads, r)
 		g.rn.ReadIndex(r.rctx)
+		g.stir()
 		return nil
 	})
 	if err != nil {
@@ -284,7 +298,9 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 		pid := g.h.nextID.Add(1)
 		cc := &pb.ConfChangeV2{Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(id)}},
 			Context: g.header(pid)}
-		if err := g.rn.ProposeConfChange(cc); err != nil {
+		err := g.rn.ProposeConfChange(cc)
+		g.stir()
+		if err != nil {
 			if errors.Is(err, raft.ErrProposalDropped) {
 				return ErrProposalDropped
 			}
@@ -364,6 +380,7 @@ func (g *Group) TransferLeadership(ctx context.Context, to uint64) error {
 			return nil
 		}
 		g.rn.TransferLeader(to)
+		g.stir()
 		g.transfers = append(g.transfers, &transferReq{to: to, w: w})
 		return nil
 	})

@@ -101,6 +101,11 @@ type Host struct {
 	// Scratch of the loop goroutine, reused from one iteration to the next.
 	readyBuf []readyGroup
 	propBuf  map[*Group][]*proposal
+	// stirred lists the groups whose raft was stepped, ticked or asked something since the
+	// last processReady (Group.stir): only they can have a Ready, so that an iteration woken by
+	// one shard's message does not ask every group of the node. stirredSpare is the other
+	// buffer, swapped in by processReady. Loop goroutine only.
+	stirred, stirredSpare []*Group
 
 	wake chan struct{} // cap 1: work was queued
 	stop chan struct{} // closed by Close
@@ -275,6 +280,7 @@ func (h *Host) ReportUnreachable(shard uint32, to uint64) {
 	_ = h.do(func() {
 		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
 			g.rn.ReportUnreachable(to)
+			g.stir()
 		}
 	})
 }
@@ -302,6 +308,7 @@ func (h *Host) ReportPeerDown(id uint64) {
 			for range h.cfg.ElectionTicks {
 				g.rn.Tick()
 			}
+			g.stir()
 			n++
 		}
 		if n > 0 {
@@ -320,6 +327,7 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 	_ = h.do(func() {
 		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
 			g.rn.ReportSnapshot(to, st)
+			g.stir()
 		}
 	})
 }
@@ -411,6 +419,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 	h.mu.groups[shard] = g
 	h.mu.Unlock()
 	h.metrics.Groups.Inc()
+	g.stir()
 	return g, nil
 }
 

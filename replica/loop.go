@@ -67,6 +67,7 @@ func (h *Host) iterate(tick bool) {
 		if err := lm.g.rn.Step(lm.m); err != nil {
 			h.log.Debug("raft step (local)", "shard", lm.g.shard, "type", lm.m.GetType(), "err", err)
 		}
+		lm.g.stir()
 	}
 	var now time.Time
 	if len(msgs) > 0 {
@@ -87,6 +88,7 @@ func (h *Host) iterate(tick bool) {
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
 		}
+		g.stir()
 	}
 	h.propose(props)
 	if tick {
@@ -96,6 +98,7 @@ func (h *Host) iterate(tick bool) {
 				continue
 			}
 			g.rn.Tick()
+			g.stir()
 			g.checkTransfers()
 			held = g.flushHeld(held)
 		}
@@ -106,7 +109,7 @@ func (h *Host) iterate(tick bool) {
 	h.processReady()
 	// Stepping apply responses may have produced more work: go round again without waiting
 	// for a tick.
-	for _, g := range h.mu.groups {
+	for _, g := range h.stirred {
 		if !g.retired.Load() && g.rn.HasReady() {
 			h.notify()
 			break
@@ -136,6 +139,7 @@ func (h *Host) propose(props []*proposal) {
 			g.waiters[p.id] = p.w
 		}
 		err := g.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(h.cfg.NodeID), Entries: ents})
+		g.stir()
 		if err != nil {
 			for _, p := range ps {
 				delete(g.waiters, p.id)
@@ -159,8 +163,17 @@ func (h *Host) processReady() {
 		h.readyBuf = rds[:0]
 	}()
 	var out []ShardMessage
-	for _, g := range h.mu.groups {
-		if g.retired.Load() || !g.rn.HasReady() {
+	// Only stirred groups can have a Ready. Those stirred from here on (apply responses,
+	// campaigns) go to the fresh list, for the check at the end of iterate and the next call.
+	stirred := h.stirred
+	h.stirred, h.stirredSpare = h.stirredSpare[:0], nil
+	defer func() {
+		clear(stirred)
+		h.stirredSpare = stirred[:0]
+	}()
+	for _, g := range stirred {
+		g.stirred = false
+		if g.retired.Load() || h.mu.groups[g.shard] != g || !g.rn.HasReady() {
 			continue
 		}
 		r := readyGroup{g: g, rd: g.rn.Ready()}
@@ -211,6 +224,7 @@ func (h *Host) processReady() {
 		if g.campaignPending && g.st.applied >= g.st.last {
 			g.campaignPending = false
 			_ = g.rn.Campaign()
+			g.stir()
 		}
 		if g.lostLeadership {
 			g.lostLeadership = false
@@ -373,6 +387,7 @@ func (h *Host) apply(rds []readyGroup) {
 			if err := r.g.rn.Step(m); err != nil {
 				h.log.Debug("raft step (apply response)", "shard", r.g.shard, "err", err)
 			}
+			r.g.stir()
 		}
 	}
 	h.metrics.ApplyLatency.Observe(time.Since(start).Seconds())
@@ -427,6 +442,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		// that takes it out of a configuration it was in.
 		wasMember := g.st.cs != nil && confHas(g.st.cs, h.cfg.NodeID)
 		cs := g.rn.ApplyConfChange(cc)
+		g.stir()
 		h.must(g.st.setConfState(ab, cs))
 		if !ahead {
 			g.sm.SetApplied(ab, idx)

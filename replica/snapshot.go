@@ -357,6 +357,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
 		}
+		g.stir()
 		return nil
 	})
 }
