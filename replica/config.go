@@ -77,6 +77,9 @@ type Config struct {
 	// MaxQueuedMsgs bounds the inbound raft message queue; messages beyond it are dropped
 	// (raft retries). Default 8192.
 	MaxQueuedMsgs int
+	// NoQuiesce keeps every group ticking and heartbeating while idle (see doc.go,
+	// "Quiescence").
+	NoQuiesce bool
 	// Logger receives the host's and raft's logs (nil = discard). The host
 	// adds the attribute node_id.
 	Logger *slog.Logger

@@ -41,6 +41,8 @@ type Status struct {
 	// LeaderContact is when this replica last heard from a leader (an append, a heartbeat, a
 	// snapshot), or was opened if it has not since. Zero when the status could not be read.
 	LeaderContact time.Time
+	// Quiesced: the group is idle and does not tick (doc.go, "Quiescence").
+	Quiesced bool
 }
 
 // Group is one shard's raft group on this host. Its methods are safe for concurrent use; all
@@ -83,6 +85,11 @@ type Group struct {
 	failer ApplyFailer
 	// stirred: the group is in its host's stirred list (stir). Loop goroutine only.
 	stirred bool
+	// Quiescence (quiesce.go). Loop goroutine only.
+	quiesced     bool     // raft is not ticked
+	idleTicks    int      // ticks since the group was woken or last appended or applied an entry
+	quiesceTicks int      // ticks since it quiesced, or (a follower) since the last quiesce heartbeat
+	quiesceAcks  []uint64 // followers that answered the last quiesce heartbeat (a quiesced leader)
 }
 
 // stir records that the group's raft was stepped, ticked or asked something, so that the
@@ -213,6 +220,7 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 		}
 		r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
 		g.reads = append(g.reads, r)
+		g.wake()
 		g.rn.ReadIndex(r.rctx)
 		g.stir()
 		return nil
@@ -242,7 +250,7 @@ func (g *Group) Status() Status {
 		rs := g.rn.Status()
 		s = Status{Shard: g.shard, ID: rs.ID, Leader: rs.Lead, Term: rs.HardState.GetTerm(),
 			Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load(),
-			LeaderContact: g.leaderContact}
+			LeaderContact: g.leaderContact, Quiesced: g.quiesced}
 		s.Voters = rs.Config.Voters[0].Slice()
 		for id := range rs.Config.Learners {
 			s.Learners = append(s.Learners, id)
@@ -298,6 +306,7 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 		pid := g.h.nextID.Add(1)
 		cc := &pb.ConfChangeV2{Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(id)}},
 			Context: g.header(pid)}
+		g.wake()
 		err := g.rn.ProposeConfChange(cc)
 		g.stir()
 		if err != nil {
@@ -379,6 +388,7 @@ func (g *Group) TransferLeadership(ctx context.Context, to uint64) error {
 			w.finish(nil, nil)
 			return nil
 		}
+		g.wake()
 		g.rn.TransferLeader(to)
 		g.stir()
 		g.transfers = append(g.transfers, &transferReq{to: to, w: w})
@@ -466,6 +476,7 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 // ErrGroupRemoved and it no longer counts as a leader. Loop goroutine.
 func (g *Group) markRemoved() {
 	g.removed.Store(true)
+	g.wake()
 	g.failAll(ErrGroupRemoved)
 	if g.isLeader.Swap(false) {
 		g.h.metrics.Leaders.Dec()

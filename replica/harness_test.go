@@ -106,6 +106,7 @@ type network struct {
 	queue map[uint64]chan ShardMessage
 	wg    sync.WaitGroup
 	stop  chan struct{}
+	sent  atomic.Int64 // messages queued for delivery (Send), all links
 }
 
 func newNetwork() *network {
@@ -216,6 +217,7 @@ func (t *nodeTransport) Send(msgs []ShardMessage) {
 		}
 		select {
 		case q <- ShardMessage{Shard: m.Shard, Msg: cloneMsg(m.Msg)}:
+			t.n.sent.Add(1)
 		default:
 		}
 	}
@@ -260,14 +262,15 @@ type testNode struct {
 }
 
 type clusterOpts struct {
-	retain   uint64
-	factory  bool
-	nodes    int
-	fsFor    func(id uint64) vfs.FS
-	dir      string // DB directory (default "db"); received snapshots go to dir+"-snapshots"
-	maxBytes uint64 // Config.MaxLogBytes
-	snapSST  uint64 // Host.snapTableBytes (0 = default)
-	election int    // Config.ElectionTicks (0 = default)
+	retain    uint64
+	factory   bool
+	nodes     int
+	fsFor     func(id uint64) vfs.FS
+	dir       string // DB directory (default "db"); received snapshots go to dir+"-snapshots"
+	maxBytes  uint64 // Config.MaxLogBytes
+	snapSST   uint64 // Host.snapTableBytes (0 = default)
+	election  int    // Config.ElectionTicks (0 = default)
+	noQuiesce bool   // Config.NoQuiesce
 }
 
 type cluster struct {
@@ -306,7 +309,8 @@ func (c *cluster) start(id uint64, fs vfs.FS, o clusterOpts) *testNode {
 	}
 	h, err := NewHost(Config{NodeID: id, DB: db, FS: fs, SnapshotDir: dir + "-snapshots",
 		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: 10 * time.Millisecond,
-		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes, ElectionTicks: o.election})
+		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes, ElectionTicks: o.election,
+		NoQuiesce: o.noQuiesce})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -279,6 +279,7 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 func (h *Host) ReportUnreachable(shard uint32, to uint64) {
 	_ = h.do(func() {
 		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
+			g.wake()
 			g.rn.ReportUnreachable(to)
 			g.stir()
 		}
@@ -305,6 +306,7 @@ func (h *Host) ReportPeerDown(id uint64) {
 			if st := g.rn.BasicStatus(); st.Lead != id || st.RaftState != raft.StateFollower {
 				continue
 			}
+			g.wake()
 			for range h.cfg.ElectionTicks {
 				g.rn.Tick()
 			}
@@ -326,6 +328,7 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 	}
 	_ = h.do(func() {
 		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
+			g.wake()
 			g.rn.ReportSnapshot(to, st)
 			g.stir()
 		}

@@ -82,6 +82,9 @@ func (h *Host) iterate(tick bool) {
 		if g.retired.Load() {
 			continue
 		}
+		if g.quiesceAnswer(m.Msg) {
+			continue
+		}
 		if fromLeader(m.Msg.GetType()) {
 			g.leaderContact = now
 		}
@@ -89,12 +92,16 @@ func (h *Host) iterate(tick bool) {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
 		}
 		g.stir()
+		g.stepped(m.Msg)
 	}
 	h.propose(props)
 	if tick {
 		var held []ShardMessage
 		for _, g := range h.mu.groups {
 			if g.retired.Load() {
+				continue
+			}
+			if g.onTickQuiescence() {
 				continue
 			}
 			g.rn.Tick()
@@ -133,6 +140,7 @@ func (h *Host) propose(props []*proposal) {
 		byGroup[p.g] = append(byGroup[p.g], p)
 	}
 	for g, ps := range byGroup {
+		g.wake()
 		ents := make([]*pb.Entry, len(ps))
 		for i, p := range ps {
 			ents[i] = &pb.Entry{Data: append(g.header(p.id), p.data...)}
@@ -177,6 +185,9 @@ func (h *Host) processReady() {
 			continue
 		}
 		r := readyGroup{g: g, rd: g.rn.Ready()}
+		if len(r.rd.Entries) > 0 || len(r.rd.CommittedEntries) > 0 {
+			g.idleTicks = 0
+		}
 		for _, m := range r.rd.Messages {
 			switch to := m.GetTo(); {
 			case to == raft.LocalAppendThread:

@@ -21,6 +21,8 @@ type Metrics struct {
 	// LeaderDown counts groups whose election clock was advanced because the transport found
 	// their leader's node down (Host.ReportPeerDown).
 	LeaderDown prometheus.Counter
+	// Quiesced counts the groups that are idle and not ticking (doc.go, "Quiescence").
+	Quiesced prometheus.Gauge
 
 	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
 }
@@ -54,6 +56,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		CommitOnlyAppends: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "commit_only_appends_total", Help: "Empty appends (a new commit index only) held back by a leader, by outcome: superseded by a later append to the same follower, or sent on the next tick."},
 			[]string{"outcome"}),
+		Quiesced: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "quiesced_groups", Help: "Groups that are idle and neither tick nor heartbeat until there is work for them."}),
 		LeaderDown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_down_total", Help: "Groups whose election clock was advanced because their leader's node was found down (its stream broke and it refused a connection)."}),
 	}
@@ -62,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
 			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends,
-			m.LeaderDown)
+			m.LeaderDown, m.Quiesced)
 	}
 	return m
 }

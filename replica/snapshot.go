@@ -354,6 +354,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 				"reload", time.Since(ingested).Round(time.Microsecond))
 		}
 		g.leaderContact = time.Now()
+		g.wake()
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
 		}

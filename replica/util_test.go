@@ -20,3 +20,11 @@ func testutilHistogram(h prometheus.Histogram) (sum float64, count uint64) {
 	}
 	return m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
 }
+
+func testutilGauge(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetGauge().GetValue()
+}

@@ -1,0 +1,172 @@
+package replica
+
+import (
+	"bytes"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// Quiescence: a group with nothing to do stops ticking, so that an idle node does not send
+// and answer ten heartbeats a second for each of its groups (see doc.go, "Quiescence").
+
+// quiesceCtx marks a quiesce heartbeat: a MsgHeartbeat that a leader sends itself, outside
+// raft, when it quiesces and then every quiesceRefreshTicks. A follower's raft takes it for a
+// plain heartbeat and echoes the context in its answer; the leader takes those answers out
+// before raft sees them (raft reads a heartbeat answer's context as a read-index position).
+// A node that does not know the marker therefore treats it as a plain heartbeat.
+var quiesceCtx = []byte("shoal-quiesce")
+
+const (
+	// quiesceRefreshTicks: a quiesced leader repeats its quiesce heartbeat every 20 ticks
+	// (1 s at the default tick), and wakes up if a follower did not answer the previous one.
+	quiesceRefreshTicks = 20
+	// quiesceLapseTicks: a quiesced follower wakes up (and so starts counting towards an
+	// election) when no quiesce heartbeat came for this long.
+	quiesceLapseTicks = 3 * quiesceRefreshTicks
+)
+
+// onTickQuiescence runs for every group on a tick, before raft's own tick. It reports
+// whether the group is quiesced, in which case raft is not ticked. Loop goroutine.
+func (g *Group) onTickQuiescence() bool {
+	if g.h.cfg.NoQuiesce {
+		return false
+	}
+	if !g.quiesced {
+		g.idleTicks++
+		if g.state == raft.StateLeader && g.mayQuiesce() {
+			g.quiesce()
+			return true
+		}
+		return false
+	}
+	g.quiesceTicks++
+	switch {
+	case g.state == raft.StateLeader && g.quiesceTicks%quiesceRefreshTicks == 0:
+		if !g.allAcked() {
+			g.wake() // a follower went silent: let raft's heartbeats and CheckQuorum see to it
+			return false
+		}
+		g.sendQuiesce()
+	case g.state != raft.StateLeader && g.quiesceTicks >= quiesceLapseTicks:
+		g.wake() // the leader went silent: its node may be cut off without a broken stream
+		return false
+	}
+	return true
+}
+
+// mayQuiesce reports whether this leader can quiesce: idle for ElectionTicks, nothing
+// waiting, every entry committed and applied here, every follower caught up, active and
+// replicated to normally, and no configuration change or leadership transfer under way.
+func (g *Group) mayQuiesce() bool {
+	if g.idleTicks < g.h.cfg.ElectionTicks || len(g.waiters) > 0 || len(g.reads) > 0 ||
+		len(g.transfers) > 0 || g.confPending != 0 || len(g.heldCommit) > 0 || g.removed.Load() {
+		return false
+	}
+	if cs := g.st.cs; cs == nil || len(cs.VotersOutgoing) > 0 || len(cs.LearnersNext) > 0 {
+		return false
+	}
+	bs := g.rn.BasicStatus()
+	last := g.st.last
+	if bs.LeadTransferee != 0 || bs.HardState.GetCommit() != last || g.st.applied < last {
+		return false
+	}
+	ok := true
+	self := g.h.cfg.NodeID
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id != self && (pr.Match != last || pr.State != tracker.StateReplicate || !pr.RecentActive ||
+			pr.IsPaused()) {
+			ok = false
+		}
+	})
+	return ok
+}
+
+// quiesce stops ticking this leader's group and tells its followers to do the same.
+func (g *Group) quiesce() {
+	g.quiesced, g.quiesceTicks = true, 0
+	g.h.metrics.Quiesced.Inc()
+	g.sendQuiesce()
+}
+
+// sendQuiesce sends every follower a quiesce heartbeat, as raft would send a heartbeat: the
+// leader's term, and the commit index up to what the follower is known to hold.
+func (g *Group) sendQuiesce() {
+	g.quiesceAcks = g.quiesceAcks[:0]
+	bs := g.rn.BasicStatus()
+	self, term, commit := g.h.cfg.NodeID, bs.HardState.GetTerm(), bs.HardState.GetCommit()
+	var out []ShardMessage
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == self {
+			return
+		}
+		out = append(out, ShardMessage{Shard: g.shard, Msg: &pb.Message{
+			Type: pb.MsgHeartbeat.Enum(), To: new(id), From: new(self), Term: new(term),
+			Commit: new(min(pr.Match, commit)), Context: quiesceCtx,
+		}})
+	})
+	if len(out) > 0 {
+		g.h.cfg.Transport.Send(out)
+	}
+}
+
+// allAcked reports whether every follower answered the last quiesce heartbeat.
+func (g *Group) allAcked() bool {
+	ok := true
+	self := g.h.cfg.NodeID
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
+		if id != self && !containsID(g.quiesceAcks, id) {
+			ok = false
+		}
+	})
+	return ok
+}
+
+// wake makes a quiesced group tick again, and counts its idleness from now. Loop goroutine.
+func (g *Group) wake() {
+	g.idleTicks = 0
+	if g.quiesced {
+		g.quiesced = false
+		g.h.metrics.Quiesced.Dec()
+	}
+}
+
+// quiesceAnswer reports whether m answers a quiesce heartbeat, which is then not stepped into
+// raft: a quiesced leader notes who answered.
+func (g *Group) quiesceAnswer(m *pb.Message) bool {
+	if m.GetType() != pb.MsgHeartbeatResp || !bytes.Equal(m.Context, quiesceCtx) {
+		return false
+	}
+	if g.quiesced && !containsID(g.quiesceAcks, m.GetFrom()) {
+		g.quiesceAcks = append(g.quiesceAcks, m.GetFrom())
+	}
+	return true
+}
+
+// stepped does the quiescence bookkeeping for a peer's message m, just stepped into raft.
+// A quiesce heartbeat from the leader quiesces a follower (or keeps it quiesced). Heartbeat
+// answers leave a group as it is (the ones to a leader's last plain heartbeats may arrive
+// after it quiesced); any other message wakes it.
+func (g *Group) stepped(m *pb.Message) {
+	if g.h.cfg.NoQuiesce {
+		return
+	}
+	switch m.GetType() {
+	case pb.MsgHeartbeat:
+		if !bytes.Equal(m.Context, quiesceCtx) {
+			g.wake()
+			return
+		}
+		if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateFollower && bs.Lead == m.GetFrom() {
+			if !g.quiesced {
+				g.quiesced = true
+				g.h.metrics.Quiesced.Inc()
+			}
+			g.quiesceTicks = 0
+		}
+	case pb.MsgHeartbeatResp:
+	default:
+		g.wake()
+	}
+}

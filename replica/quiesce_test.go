@@ -1,0 +1,158 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// quiesced waits until shard's group on every listed node is quiesced.
+func (c *cluster) quiesced(shard uint32, ids ...uint64) {
+	c.t.Helper()
+	eventually(c.t, 10*time.Second, func() error {
+		for _, id := range ids {
+			if st := c.group(id, shard).Status(); !st.Quiesced {
+				return fmt.Errorf("node %d is not quiesced (leader %d, term %d)", id, st.Leader, st.Term)
+			}
+		}
+		return nil
+	})
+}
+
+// messagesIn counts the messages the cluster's nodes send to each other during d.
+func (c *cluster) messagesIn(d time.Duration) int64 {
+	before := c.net.sent.Load()
+	time.Sleep(d)
+	return c.net.sent.Load() - before
+}
+
+// An idle group stops ticking on every replica. With the harness's 10 ms ticks, a second
+// holds 5 quiesce heartbeats to each of the two followers and their answers (20 messages),
+// where the awake group sends 50 heartbeats to each and gets their answers (200; TestNoQuiesce).
+// A proposal wakes it; once idle again, it quiesces again.
+func TestQuiesceIdleGroup(t *testing.T) {
+	const shard = 4
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.leader(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	if n := c.messagesIn(time.Second); n > 40 {
+		t.Fatalf("%d messages in a second between quiesced replicas, want about 20", n)
+	}
+	for _, id := range []uint64{1, 2, 3} {
+		if v := testutilGauge(c.nodes[id].host.metrics.Quiesced); v != 1 {
+			t.Fatalf("node %d: shoal_replica_quiesced_groups = %v, want 1", id, v)
+		}
+	}
+
+	c.propose(shard, "b")
+	if c.leader(shard).Status().Quiesced {
+		t.Fatal("the leader is still quiesced after a proposal")
+	}
+	c.converged(shard, []string{"a", "b"}, 1, 2, 3)
+	c.quiesced(shard, 1, 2, 3)
+
+	// A read barrier wakes the group too, and passes.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.leader(shard).ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.quiesced(shard, 1, 2, 3)
+}
+
+// A group with NoQuiesce keeps heartbeating.
+func TestNoQuiesce(t *testing.T) {
+	const shard = 4
+	c := newCluster(t, clusterOpts{nodes: 3, noQuiesce: true})
+	c.openVoters(shard)
+	c.leader(shard)
+	c.propose(shard, "a")
+	time.Sleep(500 * time.Millisecond)
+	if n := c.messagesIn(time.Second); n < 100 {
+		t.Fatalf("%d messages in a second, want the heartbeats (about 200)", n)
+	}
+	for _, id := range []uint64{1, 2, 3} {
+		if c.group(id, shard).Status().Quiesced {
+			t.Fatalf("node %d quiesced with NoQuiesce", id)
+		}
+	}
+}
+
+// The leader of a quiesced group stops without a word (no broken stream reported): the
+// followers miss its quiesce heartbeats, wake up and elect one of them.
+func TestQuiescedLeaderStops(t *testing.T) {
+	const shard = 5
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.leader(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	old := c.leader(shard).Status().ID
+	c.stopNode(old)
+	var rest []uint64
+	for id := uint64(1); id <= 3; id++ {
+		if id != old {
+			rest = append(rest, id)
+		}
+	}
+	c.leader(shard, rest...)
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, rest...)
+}
+
+// A quiesced leader cut off from its followers wakes up when they stop answering its quiesce
+// heartbeats, and steps down (CheckQuorum) while the others elect a leader; healed, it
+// catches up.
+func TestQuiescedLeaderPartitioned(t *testing.T) {
+	const shard = 6
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	old := c.leader(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	oldID := old.Status().ID
+	c.net.isolate(oldID, true)
+	eventually(t, 10*time.Second, func() error {
+		if old.IsLeader() {
+			return errors.New("the isolated leader still leads")
+		}
+		return nil
+	})
+	var rest []uint64
+	for id := uint64(1); id <= 3; id++ {
+		if id != oldID {
+			rest = append(rest, id)
+		}
+	}
+	c.leader(shard, rest...)
+	c.propose(shard, "b")
+	c.net.isolate(oldID, false)
+	c.converged(shard, []string{"a", "b"}, 1, 2, 3)
+	c.quiesced(shard, 1, 2, 3)
+}
+
+// A follower restarted while its group is quiesced starts awake, finds the leader (its
+// campaign, or the next quiesce heartbeat, reaches it), and gets what it missed.
+func TestFollowerRestartsIntoQuiescedGroup(t *testing.T) {
+	const shard = 7
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	lead := c.leader(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	f := lead.Status().ID%3 + 1
+	fs := c.nodes[f].fs
+	c.stopNode(f)
+	c.propose(shard, "b")
+	c.start(f, fs, clusterOpts{})
+	c.open(f, shard, []uint64{1, 2, 3})
+	c.converged(shard, []string{"a", "b"}, 1, 2, 3)
+	c.quiesced(shard, 1, 2, 3)
+	if g := c.leader(shard); g != lead {
+		t.Fatalf("leader changed to %d; a restarted follower should not disturb a live leader", g.Status().ID)
+	}
+}
