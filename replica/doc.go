@@ -68,6 +68,24 @@
 //     *NotLeaderError (their entries may still commit); releases read-index waiters whose
 //     index is applied; stops groups removed from their configuration (ErrGroupRemoved).
 //
+// # Quiescence
+//
+// An idle group stops ticking (quiesce.go), so that an idle node's cost does not grow with its
+// group count. On a tick, a leader quiesces when its group appended and applied nothing for
+// ElectionTicks ticks, nothing waits (proposals, reads, conf changes, transfers, held commit
+// indexes), the configuration is not joint, everything is committed and applied, and every
+// follower matches the last index in raft's replicate state, recently active. It then sends
+// each follower a quiesce heartbeat: a MsgHeartbeat built outside raft with the leader's term,
+// min(match, commit) and the context quiesceCtx. A follower that steps one from its leader is
+// quiesced too. A quiesced group is not ticked. Every other message wakes it, as do a
+// proposal, ReadIndex, a conf change, a transfer, ReportUnreachable, ReportSnapshot,
+// ReportPeerDown (for the groups the peer led) and a snapshot install. A quiesced leader
+// repeats its quiesce heartbeats every quiesceRefreshTicks and wakes when a follower did not
+// answer the previous ones; a quiesced follower wakes after quiesceLapseTicks without one.
+// Answers to quiesce heartbeats are never stepped into raft, which reads a heartbeat answer's
+// context as a read-index position. raft's safety never depends on ticks; reads stay
+// linearizable because ReadOnlySafe confirms every read index with a quorum.
+//
 // # Snapshots
 //
 // raft's snapshot is metadata only (applied index, term, ConfState). The data is streamed by
