@@ -28,9 +28,11 @@ func Gossip(t testing.TB) string {
 // (or binds it again, after a restart), the kernel may give it to any socket
 // of the test packages running alongside, an outgoing connection's source
 // port included, and the server then fails with "address already in use".
-// A port is also never handed out twice in one test binary: a test may draw
-// the ports of several servers before it starts any, and a port free for one
-// draw would be free for the next.
+// A port is also never handed out twice while the test binary runs, by this
+// binary or by another one using this package (the test packages that go test
+// runs in parallel): a test may draw the ports of several servers before it
+// starts any, or restart a server on its port, and a port free at the draw is
+// not free once another test binary bound it in between.
 func Ports(t testing.TB, n int) []int {
 	t.Helper()
 	lo, hi := portRange()
@@ -48,7 +50,7 @@ func Ports(t testing.TB, n int) []int {
 			t.Fatalf("testaddr: no %d ports free for both TCP and UDP in [%d, %d)", n, lo, hi)
 		}
 		port := lo + rand.IntN(hi-lo)
-		if handed[port] {
+		if handed[port] || !reserve(port) {
 			continue
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
