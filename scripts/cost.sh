@@ -9,6 +9,7 @@
 #   make build && scripts/cost.sh                  # 10 s, 64 callers
 #   DURATION=20s CONCURRENCY=128 scripts/cost.sh
 #   PROFILE=/tmp/n2.pprof scripts/cost.sh         # also a CPU profile of the second node
+#   SHARDS=1024 scripts/cost.sh                   # a cluster created with 1024 shards (default 32)
 #
 # Extra arguments go to `shoal bench append`. Linux only (it reads /proc).
 set -euo pipefail
@@ -19,6 +20,7 @@ SHOAL=${BIN:-bin/shoal}
 . scripts/lib.sh
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
+SHARDS=${SHARDS:-32}
 WORK=$(mktemp -d /tmp/shoal-cost.XXXXXX)
 PIDS=()
 cleanup() {
@@ -29,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 start() { # name zone grpc gossip http [join]
-  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
+  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5" --shards "$SHARDS")
   [ -n "${6:-}" ] && args+=(--join "$6")
   "$SHOAL" "${args[@]}" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
@@ -41,7 +43,7 @@ start n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
 start n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
 wait_ready 127.0.0.1:17481
 wait_ready 127.0.0.1:17482
-wait_placed 127.0.0.1:17400
+wait_placed 127.0.0.1:17400 "$SHARDS"
 
 WORKLOAD=(--streams 10000 --event-size 256 --concurrency "$CONCURRENCY" --expected exact)
 "$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration 3s --warmup 1s --stream-prefix warm- >/dev/null
