@@ -94,8 +94,8 @@ type Group struct {
 
 // stir records that the group's raft was stepped, ticked or asked something, so that the
 // next processReady asks it for a Ready. Every call into g.rn that can produce one is followed
-// by a stir; the tick stirs every group, so one forgotten would delay a group by a tick at most.
-// Loop goroutine.
+// by a stir. The tick stirs every awake group, so one forgotten would delay an awake group by
+// a tick; a quiesced group is not ticked, and would wait for its next message. Loop goroutine.
 func (g *Group) stir() {
 	if !g.stirred {
 		g.stirred = true
@@ -297,6 +297,9 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 		if err := g.check(); err != nil {
 			return err
 		}
+		// Before vetConfChange: a quiesced leader's view of which followers are active is as
+		// old as its quiescence, and waking renews it (wake).
+		g.wake()
 		if g.confPending != 0 || g.st.applied < g.confBarrier {
 			return fmt.Errorf("%w: shard %d", ErrConfChangePending, g.shard)
 		}
@@ -306,7 +309,6 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 		pid := g.h.nextID.Add(1)
 		cc := &pb.ConfChangeV2{Changes: []*pb.ConfChangeSingle{{Type: typ.Enum(), NodeId: new(id)}},
 			Context: g.header(pid)}
-		g.wake()
 		err := g.rn.ProposeConfChange(cc)
 		g.stir()
 		if err != nil {
@@ -476,7 +478,7 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 // ErrGroupRemoved and it no longer counts as a leader. Loop goroutine.
 func (g *Group) markRemoved() {
 	g.removed.Store(true)
-	g.wake()
+	g.unquiesce()
 	g.failAll(ErrGroupRemoved)
 	if g.isLeader.Swap(false) {
 		g.h.metrics.Leaders.Dec()

@@ -124,8 +124,31 @@ func (g *Group) allAcked() bool {
 }
 
 // wake makes a quiesced group tick again, and counts its idleness from now. Loop goroutine.
+//
+// A waking leader first ticks raft through a whole election timeout. raft marks a follower
+// recently active when it hears from it and clears the marks at each CheckQuorum, on a tick;
+// a quiesced leader did not tick, so its marks are those of the moment it quiesced, and a
+// follower that died since would still count as active: for vetConfChange (a removal that
+// leaves a dead voter in a quorum of two), for the placement, and for the first CheckQuorum.
+// The ticks run that CheckQuorum now (it passes on the old marks, as it would have then) and
+// clear the marks, and raft sends heartbeats, whose answers set them again for the live
+// followers.
 func (g *Group) wake() {
 	g.idleTicks = 0
+	if !g.quiesced {
+		return
+	}
+	g.unquiesce()
+	if g.state == raft.StateLeader {
+		for range g.h.cfg.ElectionTicks {
+			g.rn.Tick()
+		}
+		g.stir()
+	}
+}
+
+// unquiesce leaves the quiesced state without waking raft (a removed replica). Loop goroutine.
+func (g *Group) unquiesce() {
 	if g.quiesced {
 		g.quiesced = false
 		g.h.metrics.Quiesced.Dec()

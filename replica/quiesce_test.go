@@ -156,3 +156,30 @@ func TestFollowerRestartsIntoQuiescedGroup(t *testing.T) {
 		t.Fatalf("leader changed to %d; a restarted follower should not disturb a live leader", g.Status().ID)
 	}
 }
+
+// A follower that dies while its group is quiesced does not count as active when the leader
+// wakes: removing the other follower, which would leave the dead one in a quorum of two, is
+// refused as it is in an awake group. (A quiesced leader's raft keeps the activity marks of the
+// moment it quiesced; waking renews them.)
+func TestQuiescedLeaderForgetsDeadFollower(t *testing.T) {
+	const shard = 8
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	lead := c.leader(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	lid := lead.Status().ID
+	alive, dead := lid%3+1, (lid+1)%3+1
+	c.stopNode(dead)
+	time.Sleep(300 * time.Millisecond) // well within the leader's quiesce refresh
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var ce *ConfChangeError
+	if err := lead.RemoveMember(ctx, alive); !errors.As(err, &ce) {
+		t.Fatalf("RemoveMember(%d) with %d dead: %v, want a ConfChangeError; voters now %v",
+			alive, dead, err, lead.Status().Voters)
+	}
+	if v := lead.Status().Voters; len(v) != 3 {
+		t.Fatalf("voters %v, want all three", v)
+	}
+}
