@@ -79,9 +79,9 @@
 // min(match, commit) and the context quiesceCtx. A follower that steps one from its leader is
 // quiesced too. A quiesced group is not ticked. Every other message wakes it, as do a
 // proposal, ReadIndex, a conf change, a transfer, ReportUnreachable, ReportSnapshot,
-// ReportPeerDown (for the groups the peer led) and a snapshot install; a waking leader ticks
-// through ElectionTicks first, so that raft's CheckQuorum clears the follower activity marks
-// it kept from before (Group.wake). A quiesced leader
+// ReportPeerDown (for the groups the peer led) and a snapshot install. For ElectionTicks after
+// waking, a leader refuses to remove a voter: until its next CheckQuorum, raft's follower
+// activity marks are those of the moment it quiesced (Group.wake). A quiesced leader
 // repeats its quiesce heartbeats every quiesceRefreshTicks and wakes when a follower did not
 // answer the previous ones; a quiesced follower wakes after quiesceLapseTicks without one.
 // Answers to quiesce heartbeats are never stepped into raft, which reads a heartbeat answer's

@@ -90,6 +90,7 @@ type Group struct {
 	idleTicks    int      // ticks since the group was woken or last appended or applied an entry
 	quiesceTicks int      // ticks since it quiesced, or (a follower) since the last quiesce heartbeat
 	quiesceAcks  []uint64 // followers that answered the last quiesce heartbeat (a quiesced leader)
+	awakeTicks   int      // ticks since it last left quiescence, counted up to ElectionTicks+1 (justWoke)
 }
 
 // stir records that the group's raft was stepped, ticked or asked something, so that the
@@ -297,8 +298,7 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 		if err := g.check(); err != nil {
 			return err
 		}
-		// Before vetConfChange: a quiesced leader's view of which followers are active is as
-		// old as its quiescence, and waking renews it (wake).
+		// Before vetConfChange, which refuses a removal just after a wake (Group.wake).
 		g.wake()
 		if g.confPending != 0 || g.st.applied < g.confBarrier {
 			return fmt.Errorf("%w: shard %d", ErrConfChangePending, g.shard)
@@ -363,6 +363,9 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 		remaining := len(voters) - 1
 		if remaining < 1 {
 			return refuse("would leave no voter")
+		}
+		if g.justWoke() {
+			return refuse("the leader has just left quiescence and does not know yet which voters are active; retry after an election timeout")
 		}
 		active := 0
 		for _, v := range voters {

@@ -401,7 +401,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 		return nil, fmt.Errorf("replica: shard %d: %w", shard, err)
 	}
 	g := &Group{h: h, shard: shard, sm: sm, rn: rn, st: st, waiters: make(map[uint64]*waiter),
-		leaderContact: time.Now()}
+		leaderContact: time.Now(), awakeTicks: h.cfg.ElectionTicks + 1}
 	g.failer, _ = sm.(ApplyFailer)
 	if st.isEmpty() && len(bootstrap) > 0 {
 		peers := make([]raft.Peer, len(bootstrap))

@@ -35,6 +35,9 @@ func (g *Group) onTickQuiescence() bool {
 	}
 	if !g.quiesced {
 		g.idleTicks++
+		if g.awakeTicks <= g.h.cfg.ElectionTicks {
+			g.awakeTicks++
+		}
 		if g.state == raft.StateLeader && g.mayQuiesce() {
 			g.quiesce()
 			return true
@@ -125,27 +128,24 @@ func (g *Group) allAcked() bool {
 
 // wake makes a quiesced group tick again, and counts its idleness from now. Loop goroutine.
 //
-// A waking leader first ticks raft through a whole election timeout. raft marks a follower
-// recently active when it hears from it and clears the marks at each CheckQuorum, on a tick;
-// a quiesced leader did not tick, so its marks are those of the moment it quiesced, and a
-// follower that died since would still count as active: for vetConfChange (a removal that
-// leaves a dead voter in a quorum of two), for the placement, and for the first CheckQuorum.
-// The ticks run that CheckQuorum now (it passes on the old marks, as it would have then) and
-// clear the marks, and raft sends heartbeats, whose answers set them again for the live
-// followers.
+// raft marks a follower recently active when it hears from it, and clears the marks at each
+// CheckQuorum, which a tick runs every election timeout. A quiesced leader did not tick: until
+// its first CheckQuorum after waking, its marks are those of the moment it quiesced, and a
+// follower that died since still counts as active. That CheckQuorum passes on them, as it
+// would have then (a cut-off leader steps down one election timeout later); vetConfChange
+// must not trust them, so a removal waits until the leader has been awake for more than an
+// election timeout (justWoke).
 func (g *Group) wake() {
 	g.idleTicks = 0
-	if !g.quiesced {
-		return
-	}
-	g.unquiesce()
-	if g.state == raft.StateLeader {
-		for range g.h.cfg.ElectionTicks {
-			g.rn.Tick()
-		}
-		g.stir()
+	if g.quiesced {
+		g.unquiesce()
+		g.awakeTicks = 0
 	}
 }
+
+// justWoke reports whether this group left quiescence less than an election timeout ago, so
+// that raft's follower activity marks may still predate it (wake).
+func (g *Group) justWoke() bool { return g.awakeTicks <= g.h.cfg.ElectionTicks }
 
 // unquiesce leaves the quiesced state without waking raft (a removed replica). Loop goroutine.
 func (g *Group) unquiesce() {

@@ -182,4 +182,15 @@ func TestQuiescedLeaderForgetsDeadFollower(t *testing.T) {
 	if v := lead.Status().Voters; len(v) != 3 {
 		t.Fatalf("voters %v, want all three", v)
 	}
+	// Removing the dead one is refused only for a while (just woken, then raft's activity
+	// marks renewed by the live follower's next answer).
+	eventually(t, 5*time.Second, func() error {
+		err := lead.RemoveMember(ctx, dead)
+		if err != nil && !errors.As(err, &ce) {
+			t.Fatalf("removing the dead voter: %v", err)
+		}
+		return err
+	})
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, lid, alive)
 }
