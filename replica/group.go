@@ -233,6 +233,22 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 	return err
 }
 
+// firstVoterWithout returns the lowest voter ID other than id, or 0 when there is none or the
+// configuration is joint. Loop goroutine.
+func (g *Group) firstVoterWithout(id uint64) uint64 {
+	cs := g.st.cs
+	if cs == nil || len(cs.VotersOutgoing) > 0 {
+		return 0
+	}
+	var first uint64
+	for _, v := range cs.Voters {
+		if v != id && (first == 0 || v < first) {
+			first = v
+		}
+	}
+	return first
+}
+
 // check returns the error for calls that need the leader. Loop goroutine.
 func (g *Group) check() error {
 	if g.removed.Load() {

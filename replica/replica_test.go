@@ -555,3 +555,40 @@ func TestTransferLeadershipReturnsOnceTargetLeads(t *testing.T) {
 		}
 	}
 }
+
+// Told that the leader's node is down, the group's first remaining voter (the lowest ID but
+// the leader's) campaigns at once, and the other, past its lease, elects it: with election
+// timeouts of 30 s, nothing else would elect anyone within the test's 2 s.
+func TestReportPeerDownFirstVoterCampaigns(t *testing.T) {
+	const shard = 1
+	c := newCluster(t, clusterOpts{nodes: 3, election: 3000}) // 3,000 ticks of 10 ms: 30 s
+	c.openVoters(shard)
+	eventually(t, 5*time.Second, func() error {
+		if st := c.group(1, shard).Status(); st.Applied < 3 {
+			return fmt.Errorf("node 1 applied %d of the 3 bootstrap entries", st.Applied)
+		}
+		return nil
+	})
+	if err := c.nodes[1].host.do(func() { _ = c.group(1, shard).rn.Campaign() }); err != nil {
+		t.Fatal(err)
+	}
+	if g := c.leader(shard); g != c.group(1, shard) {
+		t.Fatalf("leader %d, want 1", g.Leader())
+	}
+	c.propose(shard, "a")
+	c.converged(shard, []string{"a"}, 1, 2, 3)
+
+	c.stopNode(1)
+	c.nodes[3].host.ReportPeerDown(1)
+	c.nodes[2].host.ReportPeerDown(1)
+	eventually(t, 2*time.Second, func() error {
+		if g := c.group(2, shard); !g.IsLeader() {
+			st2, st3 := g.Status(), c.group(3, shard).Status()
+			return fmt.Errorf("node 2 does not lead (node 2: leader %d, term %d; node 3: leader %d, term %d)",
+				st2.Leader, st2.Term, st3.Leader, st3.Term)
+		}
+		return nil
+	})
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, 2, 3)
+}
