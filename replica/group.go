@@ -497,7 +497,7 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 // ErrGroupRemoved and it no longer counts as a leader. Loop goroutine.
 func (g *Group) markRemoved() {
 	g.removed.Store(true)
-	g.unquiesce()
+	g.wake() // out of the quiesced count
 	g.failAll(ErrGroupRemoved)
 	if g.isLeader.Swap(false) {
 		g.h.metrics.Leaders.Dec()

@@ -394,6 +394,17 @@ func (c *cluster) leading(shard uint32, ids ...uint64) *Group {
 	return nil
 }
 
+// others returns the IDs of the cluster's nodes but id, in order.
+func (c *cluster) others(id uint64) []uint64 {
+	var ids []uint64
+	for _, o := range slices.Sorted(maps.Keys(c.nodes)) {
+		if o != id {
+			ids = append(ids, o)
+		}
+	}
+	return ids
+}
+
 // leader waits until exactly one live node leads shard (among ids, or all live nodes).
 func (c *cluster) leader(shard uint32, ids ...uint64) *Group {
 	c.t.Helper()

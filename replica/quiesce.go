@@ -76,21 +76,39 @@ func (g *Group) mayQuiesce() bool {
 		return false
 	}
 	ok := true
-	self := g.h.cfg.NodeID
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if id != self && (pr.Match != last || pr.State != tracker.StateReplicate || !pr.RecentActive ||
-			pr.IsPaused()) {
+	g.eachFollower(func(_ uint64, pr tracker.Progress) {
+		if pr.Match != last || pr.State != tracker.StateReplicate || !pr.RecentActive || pr.IsPaused() {
 			ok = false
 		}
 	})
 	return ok
 }
 
+// eachFollower calls f with every other member's progress (voters and learners). A leader's
+// raft only.
+func (g *Group) eachFollower(f func(id uint64, pr tracker.Progress)) {
+	self := g.h.cfg.NodeID
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id != self {
+			f(id, pr)
+		}
+	})
+}
+
 // quiesce stops ticking this leader's group and tells its followers to do the same.
 func (g *Group) quiesce() {
-	g.quiesced, g.quiesceTicks = true, 0
-	g.h.metrics.Quiesced.Inc()
+	g.enterQuiescence()
 	g.sendQuiesce()
+}
+
+// enterQuiescence marks the group quiesced (it stops ticking) and restarts the count of its
+// quiesced ticks. Loop goroutine.
+func (g *Group) enterQuiescence() {
+	if !g.quiesced {
+		g.quiesced = true
+		g.h.metrics.Quiesced.Inc()
+	}
+	g.quiesceTicks = 0
 }
 
 // sendQuiesce sends every follower a quiesce heartbeat, as raft would send a heartbeat: the
@@ -100,10 +118,7 @@ func (g *Group) sendQuiesce() {
 	bs := g.rn.BasicStatus()
 	self, term, commit := g.h.cfg.NodeID, bs.HardState.GetTerm(), bs.HardState.GetCommit()
 	var out []ShardMessage
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if id == self {
-			return
-		}
+	g.eachFollower(func(id uint64, pr tracker.Progress) {
 		out = append(out, ShardMessage{Shard: g.shard, Msg: &pb.Message{
 			Type: pb.MsgHeartbeat.Enum(), To: new(id), From: new(self), Term: new(term),
 			Commit: new(min(pr.Match, commit)), Context: quiesceCtx,
@@ -117,9 +132,8 @@ func (g *Group) sendQuiesce() {
 // allAcked reports whether every follower answered the last quiesce heartbeat.
 func (g *Group) allAcked() bool {
 	ok := true
-	self := g.h.cfg.NodeID
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, _ tracker.Progress) {
-		if id != self && !containsID(g.quiesceAcks, id) {
+	g.eachFollower(func(id uint64, _ tracker.Progress) {
+		if !containsID(g.quiesceAcks, id) {
 			ok = false
 		}
 	})
@@ -138,7 +152,8 @@ func (g *Group) allAcked() bool {
 func (g *Group) wake() {
 	g.idleTicks = 0
 	if g.quiesced {
-		g.unquiesce()
+		g.quiesced = false
+		g.h.metrics.Quiesced.Dec()
 		g.awakeTicks = 0
 	}
 }
@@ -146,14 +161,6 @@ func (g *Group) wake() {
 // justWoke reports whether this group left quiescence less than an election timeout ago, so
 // that raft's follower activity marks may still predate it (wake).
 func (g *Group) justWoke() bool { return g.awakeTicks <= g.h.cfg.ElectionTicks }
-
-// unquiesce leaves the quiesced state without waking raft (a removed replica). Loop goroutine.
-func (g *Group) unquiesce() {
-	if g.quiesced {
-		g.quiesced = false
-		g.h.metrics.Quiesced.Dec()
-	}
-}
 
 // quiesceAnswer reports whether m answers a quiesce heartbeat, which is then not stepped into
 // raft: a quiesced leader notes who answered.
@@ -182,11 +189,7 @@ func (g *Group) stepped(m *pb.Message) {
 			return
 		}
 		if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateFollower && bs.Lead == m.GetFrom() {
-			if !g.quiesced {
-				g.quiesced = true
-				g.h.metrics.Quiesced.Inc()
-			}
-			g.quiesceTicks = 0
+			g.enterQuiescence()
 		}
 	case pb.MsgHeartbeatResp:
 	default:

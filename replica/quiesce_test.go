@@ -93,12 +93,7 @@ func TestQuiescedLeaderStops(t *testing.T) {
 	c.quiesced(shard, 1, 2, 3)
 	old := c.leader(shard).Status().ID
 	c.stopNode(old)
-	var rest []uint64
-	for id := uint64(1); id <= 3; id++ {
-		if id != old {
-			rest = append(rest, id)
-		}
-	}
+	rest := c.others(old)
 	c.leader(shard, rest...)
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, rest...)
@@ -122,13 +117,7 @@ func TestQuiescedLeaderPartitioned(t *testing.T) {
 		}
 		return nil
 	})
-	var rest []uint64
-	for id := uint64(1); id <= 3; id++ {
-		if id != oldID {
-			rest = append(rest, id)
-		}
-	}
-	c.leader(shard, rest...)
+	c.leader(shard, c.others(oldID)...)
 	c.propose(shard, "b")
 	c.net.isolate(oldID, false)
 	c.converged(shard, []string{"a", "b"}, 1, 2, 3)

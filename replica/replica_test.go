@@ -65,12 +65,7 @@ func TestThreeHostsReplicationAndFailover(t *testing.T) {
 	// Fail over: stop the leader's host; the other two elect and commit.
 	oldID := lead.Status().ID
 	c.stopNode(oldID)
-	var rest []uint64
-	for id := uint64(1); id <= 3; id++ {
-		if id != oldID {
-			rest = append(rest, id)
-		}
-	}
+	rest := c.others(oldID)
 	nl := c.leader(1, rest...)
 	if nl.Status().ID == oldID {
 		t.Fatal("old leader still leads")
@@ -182,13 +177,7 @@ func TestCheckQuorumPartitionedLeader(t *testing.T) {
 		}
 		return nil
 	})
-	var rest []uint64
-	for id := uint64(1); id <= 3; id++ {
-		if id != oldID {
-			rest = append(rest, id)
-		}
-	}
-	c.leader(2, rest...)
+	c.leader(2, c.others(oldID)...)
 	for i := range 5 {
 		c.propose(2, fmt.Sprintf("m%d", i))
 	}
@@ -410,41 +399,12 @@ func TestLostAppendRecoveredWhileIdle(t *testing.T) {
 // split the vote with the campaign the test starts.)
 func TestReportPeerDownEndsLease(t *testing.T) {
 	const shard = 1
-	c := newCluster(t, clusterOpts{nodes: 3, election: 3000}) // 3,000 ticks of 10 ms: 30 s
-	c.openVoters(shard)
-	campaign := func(id uint64) {
-		g := c.group(id, shard)
-		if err := c.nodes[id].host.do(func() { _ = g.rn.Campaign() }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Rather than waiting 30 to 60 s for the first election; raft ignores a campaign until the
-	// bootstrap configuration (entries 1 to 3) is applied.
-	eventually(t, 5*time.Second, func() error {
-		if st := c.group(1, shard).Status(); st.Applied < 3 {
-			return fmt.Errorf("node 1 applied %d of the 3 bootstrap entries", st.Applied)
-		}
-		return nil
-	})
-	campaign(1)
-	if g := c.leader(shard); g != c.group(1, shard) {
-		t.Fatalf("leader %d, want 1", g.Leader())
-	}
-	c.propose(shard, "a")
-	c.converged(shard, []string{"a"}, 1, 2, 3)
-
+	c := slowElectionCluster(t, shard)
 	c.stopNode(1)
 	c.nodes[2].host.ReportPeerDown(1)
 	c.nodes[3].host.ReportPeerDown(1)
-	campaign(2)
-	eventually(t, 2*time.Second, func() error {
-		if g := c.group(2, shard); !g.IsLeader() {
-			st2, st3 := g.Status(), c.group(3, shard).Status()
-			return fmt.Errorf("node 2 does not lead (node 2: leader %d, term %d; node 3: leader %d, term %d)",
-				st2.Leader, st2.Term, st3.Leader, st3.Term)
-		}
-		return nil
-	})
+	c.campaign(2, shard)
+	c.leadsWithin(2, shard, 2*time.Second)
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, 2, 3)
 	if v := testutilCounter(c.nodes[3].host.metrics.LeaderDown); v != 1 {
@@ -561,34 +521,61 @@ func TestTransferLeadershipReturnsOnceTargetLeads(t *testing.T) {
 // timeouts of 30 s, nothing else would elect anyone within the test's 2 s.
 func TestReportPeerDownFirstVoterCampaigns(t *testing.T) {
 	const shard = 1
-	c := newCluster(t, clusterOpts{nodes: 3, election: 3000}) // 3,000 ticks of 10 ms: 30 s
+	c := slowElectionCluster(t, shard)
+	c.stopNode(1)
+	c.nodes[3].host.ReportPeerDown(1)
+	c.nodes[2].host.ReportPeerDown(1)
+	c.leadsWithin(2, shard, 2*time.Second)
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, 2, 3)
+}
+
+// slowElectionCluster starts three nodes whose election timeout is 30 s (3,000 ticks of
+// 10 ms), so that no election happens by itself within a test, and has node 1 campaign for
+// shard and commit "a" on every node.
+func slowElectionCluster(t *testing.T, shard uint32) *cluster {
+	t.Helper()
+	c := newCluster(t, clusterOpts{nodes: 3, election: 3000})
 	c.openVoters(shard)
+	// raft ignores a campaign until the bootstrap configuration (entries 1 to 3) is applied.
 	eventually(t, 5*time.Second, func() error {
 		if st := c.group(1, shard).Status(); st.Applied < 3 {
 			return fmt.Errorf("node 1 applied %d of the 3 bootstrap entries", st.Applied)
 		}
 		return nil
 	})
-	if err := c.nodes[1].host.do(func() { _ = c.group(1, shard).rn.Campaign() }); err != nil {
-		t.Fatal(err)
-	}
+	c.campaign(1, shard)
 	if g := c.leader(shard); g != c.group(1, shard) {
 		t.Fatalf("leader %d, want 1", g.Leader())
 	}
 	c.propose(shard, "a")
 	c.converged(shard, []string{"a"}, 1, 2, 3)
+	return c
+}
 
-	c.stopNode(1)
-	c.nodes[3].host.ReportPeerDown(1)
-	c.nodes[2].host.ReportPeerDown(1)
-	eventually(t, 2*time.Second, func() error {
-		if g := c.group(2, shard); !g.IsLeader() {
-			st2, st3 := g.Status(), c.group(3, shard).Status()
-			return fmt.Errorf("node 2 does not lead (node 2: leader %d, term %d; node 3: leader %d, term %d)",
-				st2.Leader, st2.Term, st3.Leader, st3.Term)
+// campaign has node id's replica of shard start an election.
+func (c *cluster) campaign(id uint64, shard uint32) {
+	c.t.Helper()
+	g := c.group(id, shard)
+	if err := c.nodes[id].host.do(func() { _ = g.rn.Campaign() }); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// leadsWithin waits up to d for node id to lead shard.
+func (c *cluster) leadsWithin(id uint64, shard uint32, d time.Duration) {
+	c.t.Helper()
+	eventually(c.t, d, func() error {
+		if c.group(id, shard).IsLeader() {
+			return nil
 		}
-		return nil
+		msg := fmt.Sprintf("node %d does not lead", id)
+		for _, o := range c.others(id) {
+			if g := c.group(o, shard); g != nil {
+				st := g.Status()
+				msg += fmt.Sprintf("; node %d: leader %d, term %d", o, st.Leader, st.Term)
+			}
+		}
+		return errors.New(msg)
 	})
-	c.propose(shard, "b")
-	c.converged(shard, []string{"a", "b"}, 2, 3)
 }

@@ -24,26 +24,12 @@ SHARDS=${SHARDS:-32}
 WORK=$(mktemp -d /tmp/shoal-cost.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  stop_nodes
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-start() { # name zone grpc gossip http [join]
-  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5" --shards "$SHARDS")
-  [ -n "${6:-}" ] && args+=(--join "$6")
-  "$SHOAL" "${args[@]}" >"$WORK/$1.log" 2>&1 &
-  PIDS+=($!)
-}
-
-start n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
-wait_ready 127.0.0.1:17480
-start n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
-start n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
-wait_ready 127.0.0.1:17481
-wait_ready 127.0.0.1:17482
-wait_placed 127.0.0.1:17400 "$SHARDS"
+start_cluster "$SHARDS"
 
 WORKLOAD=(--streams 10000 --event-size 256 --concurrency "$CONCURRENCY" --expected exact)
 "$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration 3s --warmup 1s --stream-prefix warm- >/dev/null

@@ -20,26 +20,12 @@ SETTLE=${SETTLE:-20}
 WORK=$(mktemp -d /tmp/shoal-idle.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  stop_nodes
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-start() { # name zone grpc gossip http [join]
-  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5" --shards "$SHARDS")
-  [ -n "${6:-}" ] && args+=(--join "$6")
-  "$SHOAL" "${args[@]}" >"$WORK/$1.log" 2>&1 &
-  PIDS+=($!)
-}
-
-start n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
-wait_ready 127.0.0.1:17480
-start n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
-start n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
-wait_ready 127.0.0.1:17481
-wait_ready 127.0.0.1:17482
-wait_placed 127.0.0.1:17400 "$SHARDS"
+start_cluster "$SHARDS"
 sleep "$SETTLE"
 
 ticks() { for p in "${PIDS[@]}"; do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{s += $1 + $2} END {print s}'; }

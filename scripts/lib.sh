@@ -28,3 +28,36 @@ wait_placed() {
     sleep 1
   done
 }
+
+# The three-node cluster of scripts/cost.sh and scripts/idle.sh. The caller sets WORK (a
+# directory for the data and logs) and PIDS=(); stop_nodes in its EXIT trap stops the servers.
+
+# start_node NAME ZONE GRPC GOSSIP HTTP SHARDS [JOIN]: a server in $WORK/NAME, its log in
+# $WORK/NAME.log; its PID goes to PIDS.
+start_node() {
+  local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5" --shards "$6")
+  [ -n "${7:-}" ] && args+=(--join "$7")
+  "$SHOAL" "${args[@]}" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+}
+
+# start_cluster SHARDS: n1, n2, n3 in zones z1..z3 (gRPC 127.0.0.1:17400/17410/17420, gossip
+# one port above, HTTP 17480..17482), created with SHARDS shards; returns once every shard has
+# three voters and the leaders are balanced (wait_placed).
+start_cluster() {
+  start_node n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480 "$1"
+  wait_ready 127.0.0.1:17480
+  start_node n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 "$1" 127.0.0.1:17401
+  start_node n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 "$1" 127.0.0.1:17401
+  wait_ready 127.0.0.1:17481
+  wait_ready 127.0.0.1:17482
+  wait_placed 127.0.0.1:17400 "$1"
+}
+
+# stop_nodes: SIGTERM to every server in PIDS, then waits until each has exited (so that the
+# next run can bind the same ports).
+stop_nodes() {
+  local p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+}
