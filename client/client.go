@@ -24,12 +24,14 @@ type Client struct {
 	seeds []string
 	log   *slog.Logger
 
-	topo      atomic.Pointer[topology] // nil until the first fetch
-	refreshMu sync.Mutex               // serialises topology fetches
-	refreshCh chan struct{}            // asks the background loop for a refresh; buffered(1)
-	done      chan struct{}            // closed by Close
-	bg        sync.WaitGroup           // the background refresh loop
-	rr        atomic.Uint64            // round-robin start for any-node calls
+	topo         atomic.Pointer[topology]      // nil until the first fetch
+	topoNext     atomic.Pointer[chan struct{}] // closed when the next topology is installed
+	refreshMu    sync.Mutex                    // serialises topology fetches
+	refreshCh    chan struct{}                 // asks the background loop for a refresh; buffered(1)
+	refreshAvoid atomic.Pointer[string]        // the next background refresh asks this node last
+	done         chan struct{}                 // closed by Close
+	bg           sync.WaitGroup                // the background refresh loop
+	rr           atomic.Uint64                 // round-robin start for any-node calls
 
 	mu struct {
 		sync.Mutex
@@ -39,7 +41,7 @@ type Client struct {
 	}
 
 	stats struct {
-		attempts, retries, redirects, trips, refreshes atomic.Uint64
+		attempts, retries, redirects, trips, refreshes, leaderMoves atomic.Uint64
 	}
 }
 
@@ -60,6 +62,9 @@ type Stats struct {
 	Redirects         uint64 // not-leader answers followed to the named leader
 	BreakerTrips      uint64 // times a node's breaker opened
 	TopologyRefreshes uint64 // successful topology fetches
+	// LeaderMoves counts attempts abandoned because the topology named a new
+	// leader for their shard while they waited (a hung node; see watchLeader).
+	LeaderMoves uint64
 }
 
 // Dial connects to the cluster that serves at addrs (gRPC "host:port"
@@ -134,6 +139,7 @@ func (c *Client) Stats() Stats {
 		Redirects:         c.stats.redirects.Load(),
 		BreakerTrips:      c.stats.trips.Load(),
 		TopologyRefreshes: c.stats.refreshes.Load(),
+		LeaderMoves:       c.stats.leaderMoves.Load(),
 	}
 }
 

@@ -165,6 +165,71 @@ func TestAttemptTimeoutRetries(t *testing.T) {
 	}
 }
 
+// An attempt sent to a leader that hangs (it neither answers nor breaks the connection) is
+// abandoned once the topology names another leader for the shard, and the call goes there,
+// with no attempt timeout set: without the watch it would wait for the caller's deadline.
+func TestLeaderMovedDuringAttempt(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	hung := make(chan struct{})
+	n1.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			close(hung)
+			<-ctx.Done() // the node hangs until the client gives up on it
+			return ctx.Err()
+		}
+		return nil
+	})
+	go func() {
+		<-hung
+		time.Sleep(2 * leaderWatchAfter)
+		fc.setLeader(2) // the other node won the election
+	}()
+	start := time.Now()
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Append took %v", took)
+	}
+	if a, b := n1.count("Append"), n2.count("Append"); a != 1 || b != 1 {
+		t.Fatalf("Append calls: node1 %d, node2 %d; want 1, 1", a, b)
+	}
+	if s := c.Stats(); s.LeaderMoves != 1 {
+		t.Fatalf("stats = %+v, want one leader move", s)
+	}
+	ids := append(appendIDs(n1), appendIDs(n2)...)
+	if len(ids) != 2 || ids[0][0] != ids[1][0] {
+		t.Fatalf("event IDs of the two attempts: %v, want the same", ids)
+	}
+}
+
+// A slow leader that still leads is not abandoned: the watch only acts on a new leader.
+func TestSlowLeaderNotAbandoned(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	n1 := fc.nodes[0]
+	n1.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			time.Sleep(3 * leaderWatchAfter)
+		}
+		return nil
+	})
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if s := c.Stats(); s.LeaderMoves != 0 || s.Retries != 0 {
+		t.Fatalf("stats = %+v, want no leader move and no retry", s)
+	}
+	if s := c.Stats(); s.TopologyRefreshes < 2 {
+		t.Errorf("%d topology refreshes; the watch should have asked for one", s.TopologyRefreshes)
+	}
+	if n := fc.nodes[1].count("Topology"); n < 1 {
+		t.Errorf("node 2 was asked for the topology %d times; the watch's refresh asks the slow node last", n)
+	}
+}
+
 func TestWrongExpectedVersionNotRetried(t *testing.T) {
 	fc := newFakeCluster(t, 1, 4)
 	c := dial(t, fc)

@@ -95,8 +95,26 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			if unary && p.AttemptTimeout > 0 {
 				actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
 			}
+			var watch *leaderWatch
+			if unary && t.kind != anyNode && !t.stale {
+				actx, watch = c.watchLeader(actx, n, shard)
+			}
 			progress, err := fn(actx, n)
+			moved := watch.stop()
 			cancel()
+			if moved {
+				// The shard's leader changed while this attempt hung: the
+				// node it went to stopped answering (a hung process, a
+				// cut connection) or lost its leadership. Try the new
+				// leader now; appends are idempotent by event ID.
+				finish(errExcluded)
+				c.stats.leaderMoves.Add(1)
+				c.log.Debug("client: leader moved during attempt", "node", n.addr, "shard", shard)
+				last = errLeaderMoved
+				avoid = n.addr
+				redirects = 0
+				continue
+			}
 			finish(c.breakerOutcome(ctx, err))
 			if err == nil {
 				return nil

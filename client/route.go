@@ -83,6 +83,7 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 		return nil, err
 	}
 	c.topo.Store(t)
+	c.installed()
 	c.stats.refreshes.Add(1)
 	c.mu.Lock()
 	for shard := range c.mu.hints {
@@ -96,8 +97,9 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 }
 
 // refreshTopology makes one pass over the known nodes and seeds and installs
-// the first topology one of them returns. Concurrent callers share a pass.
-func (c *Client) refreshTopology(ctx context.Context) error {
+// the first topology one of them returns, asking avoid (a node suspected of
+// hanging; "" for none) last. Concurrent callers share a pass.
+func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 	before := c.topo.Load()
 	c.refreshMu.Lock()
 	defer c.refreshMu.Unlock()
@@ -105,7 +107,11 @@ func (c *Client) refreshTopology(ctx context.Context) error {
 		return nil // someone refreshed while we waited
 	}
 	var last error = errNoNodes
-	for _, addr := range c.anyCandidates(c.topo.Load()) {
+	cands := c.anyCandidates(c.topo.Load())
+	if i := slices.Index(cands, avoid); i >= 0 {
+		cands = append(slices.Delete(cands, i, i+1), avoid)
+	}
+	for _, addr := range cands {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -129,6 +135,12 @@ func (c *Client) refreshTopology(ctx context.Context) error {
 		last = err
 	}
 	return last
+}
+
+// requestRefreshAvoiding asks for a refresh that asks addr last.
+func (c *Client) requestRefreshAvoiding(addr string) {
+	c.refreshAvoid.Store(&addr)
+	c.requestRefresh()
 }
 
 // requestRefresh asks the background loop for a topology refresh soon.
@@ -165,7 +177,11 @@ func (c *Client) refreshLoop() {
 				}
 			}
 		}
-		if err := c.refreshTopology(ctx); err != nil && !c.closed() {
+		var avoid string
+		if p := c.refreshAvoid.Swap(nil); p != nil {
+			avoid = *p
+		}
+		if err := c.refreshTopology(ctx, avoid); err != nil && !c.closed() {
 			c.log.Debug("client: topology refresh failed", "err", err)
 		}
 	}
@@ -197,7 +213,7 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 		cands = c.anyCandidates(topo)
 	} else {
 		if topo == nil {
-			if err := c.refreshTopology(ctx); err != nil {
+			if err := c.refreshTopology(ctx, ""); err != nil {
 				return nil, nil, 0, err
 			}
 			topo = c.topo.Load()

@@ -29,8 +29,11 @@ const (
 	proposeTimeout = 10 * time.Second
 	// leaderTTL is how long a leader learned from another node is trusted.
 	leaderTTL = 2 * time.Second
-	// topologyTimeout bounds each peer's answer when gathering topologies.
+	// topologyTimeout bounds each peer's answer when gathering topologies,
+	// and topologyGrace how long the slowest wait once the answers at hand
+	// name every shard's leader.
 	topologyTimeout = time.Second
+	topologyGrace   = 100 * time.Millisecond
 )
 
 // incomingHops returns how many nodes forwarded the request so far.
@@ -216,43 +219,70 @@ func (n *Node) route(ctx context.Context, id uint32, stale bool, deadline time.T
 }
 
 // gatherTopologies asks every alive member (this node included, answered
-// locally) for its local topology, in parallel, each bounded by
-// topologyTimeout. Members that fail to answer are left out.
+// locally) for its local topology, in parallel, for up to topologyTimeout.
+// Members that fail to answer are left out. Once the views at hand name a
+// leader for every shard, the others get topologyGrace more: a member that
+// hangs (a paused process, a cut connection) would otherwise hold every
+// topology answer for the full timeout, while clients wait for one to find
+// the shards' new leaders.
 func (n *Node) gatherTopologies(ctx context.Context) []*shoalv1.TopologyResponse {
 	members := n.Members()
-	out := make([]*shoalv1.TopologyResponse, len(members))
-	var wg sync.WaitGroup
-	for i, m := range members {
-		if !m.Alive || m.GRPCAddr == "" {
-			continue
-		}
-		if m.NodeID == n.ID() {
-			out[i] = n.localTopology()
+	res := []*shoalv1.TopologyResponse{n.localTopology()}
+	ctx, cancel := context.WithTimeout(ctx, topologyTimeout)
+	defer cancel()
+	answers := make(chan *shoalv1.TopologyResponse, len(members))
+	asked := 0
+	for _, m := range members {
+		if !m.Alive || m.GRPCAddr == "" || m.NodeID == n.ID() {
 			continue
 		}
 		conn, err := n.peers.get(m.GRPCAddr)
 		if err != nil {
 			continue
 		}
-		wg.Add(1)
+		asked++
 		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, topologyTimeout)
-			defer cancel()
-			t, err := shoalv1.NewClusterClient(conn).Topology(cctx, &shoalv1.TopologyRequest{LocalOnly: true})
+			t, err := shoalv1.NewClusterClient(conn).Topology(ctx, &shoalv1.TopologyRequest{LocalOnly: true})
 			if err != nil {
 				n.log.Debug("gathering topology", "peer", m.Name, "err", err)
-				return
 			}
-			out[i] = t
+			answers <- t // nil on error; buffered: never blocks
 		}()
 	}
-	wg.Wait()
-	res := out[:0]
-	for _, t := range out {
-		if t != nil {
-			res = append(res, t)
+	shards := n.Settings().Shards
+	var grace <-chan time.Time
+	for ; asked > 0; asked-- {
+		if grace == nil && everyShardLed(res, shards) {
+			t := time.NewTimer(topologyGrace)
+			defer t.Stop()
+			grace = t.C
+		}
+		select {
+		case t := <-answers:
+			if t != nil {
+				res = append(res, t)
+			}
+		case <-grace:
+			return res
+		case <-ctx.Done():
+			return res
 		}
 	}
 	return res
+}
+
+// everyShardLed reports whether the views name a leader for each of the
+// shards.
+func everyShardLed(views []*shoalv1.TopologyResponse, shards uint32) bool {
+	led := make([]bool, shards)
+	left := shards
+	for _, v := range views {
+		for _, s := range v.Shards {
+			if s.Shard < shards && s.LeaderId != 0 && !led[s.Shard] {
+				led[s.Shard] = true
+				left--
+			}
+		}
+	}
+	return left == 0
 }

@@ -315,14 +315,7 @@ func (h *Host) ReportPeerDown(id uint64) {
 			if st := g.rn.BasicStatus(); st.Lead != id || st.RaftState != raft.StateFollower {
 				continue
 			}
-			g.wake()
-			for range h.cfg.ElectionTicks {
-				g.rn.Tick()
-			}
-			if g.firstVoterWithout(id) == h.cfg.NodeID && g.rn.BasicStatus().RaftState == raft.StateFollower {
-				_ = g.rn.Campaign()
-			}
-			g.stir()
+			g.leaderDown(id)
 			n++
 		}
 		if n > 0 {

@@ -88,6 +88,7 @@ func (h *Host) iterate(tick bool) {
 		if fromLeader(m.Msg.GetType()) {
 			g.leaderContact = now
 		}
+		g.lapseForVote(m.Msg)
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
 		}

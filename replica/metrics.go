@@ -23,6 +23,9 @@ type Metrics struct {
 	LeaderDown prometheus.Counter
 	// Quiesced counts the groups that are idle and not ticking (doc.go, "Quiescence").
 	Quiesced prometheus.Gauge
+	// QuiesceLapses counts quiesced followers that heard nothing from their leader for two
+	// quiesce refreshes and took it for gone (Group.lapse).
+	QuiesceLapses prometheus.Counter
 
 	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
 }
@@ -58,6 +61,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"outcome"}),
 		Quiesced: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "quiesced_groups", Help: "Groups that are idle and neither tick nor heartbeat until there is work for them."}),
+		QuiesceLapses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "quiesce_lapses_total", Help: "Quiesced followers that heard nothing from their leader for two quiesce refreshes (2 s at the default tick) and called an election."}),
 		LeaderDown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_down_total", Help: "Groups whose election clock was advanced because their leader's node was found down (its stream broke and it refused a connection)."}),
 	}
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
 			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends,
-			m.LeaderDown, m.Quiesced)
+			m.LeaderDown, m.Quiesced, m.QuiesceLapses)
 	}
 	return m
 }

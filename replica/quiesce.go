@@ -22,9 +22,10 @@ const (
 	// quiesceRefreshTicks: a quiesced leader repeats its quiesce heartbeat every 20 ticks
 	// (1 s at the default tick), and wakes up if a follower did not answer the previous one.
 	quiesceRefreshTicks = 20
-	// quiesceLapseTicks: a quiesced follower wakes up (and so starts counting towards an
-	// election) when no quiesce heartbeat came for this long.
-	quiesceLapseTicks = 3 * quiesceRefreshTicks
+	// quiesceLapseTicks: a quiesced follower that heard no quiesce heartbeat for this long
+	// (two refreshes: a live leader sends one every quiesceRefreshTicks, and wakes its group
+	// when one goes unanswered) takes its leader for gone (lapse).
+	quiesceLapseTicks = 2 * quiesceRefreshTicks
 )
 
 // onTickQuiescence runs for every group on a tick, before raft's own tick. It reports
@@ -53,10 +54,38 @@ func (g *Group) onTickQuiescence() bool {
 		}
 		g.sendQuiesce()
 	case g.state != raft.StateLeader && g.quiesceTicks >= quiesceLapseTicks:
-		g.wake() // the leader went silent: its node may be cut off without a broken stream
+		g.lapse()
 		return false
 	}
 	return true
+}
+
+// lapse is a quiesced follower's answer to its leader's silence: the leader's node stopped,
+// hangs or is cut off, and no broken connection said so (a crash that breaks connections is
+// reported by the transport: Host.ReportPeerDown). The follower does what that report does:
+// it wakes, ends its leader lease at once, and the first remaining voter campaigns. Waiting
+// instead for an election timeout after waking, as an awake follower would have, put a
+// failover of an idle shard at about three election timeouts after its last quiesce
+// heartbeat. Loop goroutine.
+func (g *Group) lapse() {
+	g.leaderDown(g.rn.BasicStatus().Lead)
+	g.h.metrics.QuiesceLapses.Inc()
+}
+
+// lapseForVote lapses a quiesced follower early for a vote request m when its own lapse is
+// less than half a refresh away (it missed its leader's last refresh by half a refresh):
+// the voter that lapsed first, its ticks a little ahead, campaigns at once, and a follower
+// that held on to its lease for the few ticks until its own lapse would refuse it, costing
+// the group an election timeout. A live leader's quiesce heartbeats keep its followers well
+// short of this. Loop goroutine.
+func (g *Group) lapseForVote(m *pb.Message) {
+	t := m.GetType()
+	if !g.quiesced || g.state == raft.StateLeader || (t != pb.MsgPreVote && t != pb.MsgVote) {
+		return
+	}
+	if g.quiesceTicks >= quiesceLapseTicks-quiesceRefreshTicks/2 {
+		g.lapse()
+	}
 }
 
 // mayQuiesce reports whether this leader can quiesce: idle for ElectionTicks, nothing

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -182,4 +183,34 @@ func TestQuiescedLeaderForgetsDeadFollower(t *testing.T) {
 	})
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, lid, alive)
+}
+
+// A quiesced leader that goes silent, with no transport report (a hung process or a cut
+// cable), is replaced as soon as its followers miss its quiesce heartbeats: the followers
+// lapse, end their leases and the first of them campaigns at once. The election timeout is
+// 3 s here, so the followers' own clocks would take 3.4 s or more (the lapse, then a
+// timeout); the new leader must come within 2 s of the stop, about five times what the
+// lapse takes (40 ticks of 10 ms).
+func TestQuiescedFollowersElectWhenTheLeaderGoesSilent(t *testing.T) {
+	const shard = 8
+	c := newCluster(t, clusterOpts{nodes: 3, election: 300})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	old := c.leader(shard).Status().ID
+	rest := c.others(old)
+	lapses := func() (n float64) {
+		for _, id := range rest {
+			n += testutilCounter(c.nodes[id].host.metrics.QuiesceLapses)
+		}
+		return n
+	}
+	c.stopNode(old)
+	first := slices.Min(rest)
+	c.leadsWithin(first, shard, 2*time.Second)
+	if n := lapses(); n < 1 {
+		t.Errorf("%v lapses counted, want at least 1", n)
+	}
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, rest...)
 }

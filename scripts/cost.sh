@@ -10,6 +10,10 @@
 #   DURATION=20s CONCURRENCY=128 scripts/cost.sh
 #   PROFILE=/tmp/n2.pprof scripts/cost.sh         # also a CPU profile of the second node
 #   SHARDS=1024 scripts/cost.sh                   # a cluster created with 1024 shards (default 32)
+#   WARMUP=90s scripts/cost.sh                    # a longer warm-up run (default 3s), past memtable flushes
+#
+# The WAL rates include shoal_pebble_wal_fsync_seconds_total: divided by the fsyncs per second,
+# it is the mean fsync latency.
 #
 # Extra arguments go to `shoal bench append`. Linux only (it reads /proc).
 set -euo pipefail
@@ -32,7 +36,7 @@ trap cleanup EXIT
 start_cluster "$SHARDS"
 
 WORKLOAD=(--streams 10000 --event-size 256 --concurrency "$CONCURRENCY" --expected exact)
-"$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration 3s --warmup 1s --stream-prefix warm- >/dev/null
+"$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "${WARMUP:-3s}" --warmup 1s --stream-prefix warm- >/dev/null
 
 counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls voluntary-switches
   local stat
@@ -42,7 +46,7 @@ counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls volun
 }
 metrics() {
   curl -fsS http://127.0.0.1:17480/metrics |
-    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total)' |
+    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total|shoal_pebble_wal_fsync_seconds_total)' |
     awk '{split($1, a, "{"); s[a[1]] += $2} END{for (k in s) print k, s[k]}' | sort
 }
 
@@ -73,4 +77,4 @@ for p in "${PIDS[@]}"; do
   i=$((i + 1))
 done
 echo "n1 per second:"
-join "$WORK/m0" "$WORK/m1" | awk -v d="${DURATION%s}" '{printf "  %s %.0f\n", $1, ($3 - $2) / d}'
+join "$WORK/m0" "$WORK/m1" | awk -v d="${DURATION%s}" '{printf "  %s %.4g\n", $1, ($3 - $2) / d}'

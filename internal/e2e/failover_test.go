@@ -14,34 +14,63 @@ import (
 )
 
 // TestMeasureLeaderFailover measures how long a shard stops acknowledging
-// writes when its leader is SIGKILLed (a crash) or SIGTERMed (a planned stop):
-// a writer appends to one stream of the shard in a loop, and the longest pause
-// between two acknowledged appends, from the signal to the first append
-// acknowledged after the process exited, is logged for 5 repetitions of each,
-// with the medians. It asserts nothing about the times (they depend on the
-// machine); it is how the team reports failover time. Run it with
+// writes when its leader is SIGKILLed (a crash), SIGTERMed (a planned stop) or
+// SIGSTOPped (a hang: a frozen process, a paused VM or a cut cable, where no
+// connection breaks): a writer appends to one stream of the shard in a loop,
+// and the longest pause between two acknowledged appends, from the signal to
+// the first append acknowledged after the process exited, is logged for 5
+// repetitions of each, with the medians. The idle variants stop the leader of
+// a shard that was idle (quiesced) and only then start the writer: the time is
+// from the signal to the first acknowledgement. It asserts nothing about the
+// times (they depend on the machine); it is how the team reports failover
+// time. Run it with
 //
 //	SHOAL_E2E_MEASURE=1 go test -run TestMeasureLeaderFailover -v ./internal/e2e/
 func TestMeasureLeaderFailover(t *testing.T) {
 	if os.Getenv("SHOAL_E2E_MEASURE") != "1" {
 		t.Skip("set SHOAL_E2E_MEASURE=1 to measure leader failover")
 	}
+	restart := func(s *server) {
+		s.start()
+		s.waitReady(30 * time.Second)
+	}
 	// A crash: the followers learn it from the broken connections.
-	t.Run("kill-9", func(t *testing.T) { measureFailover(t, (*server).kill) })
+	t.Run("kill-9", func(t *testing.T) { measureFailover(t, failure{end: (*server).kill, restore: restart}) })
 	// A planned stop: the server hands its leaderships off before it exits.
-	t.Run("sigterm", func(t *testing.T) { measureFailover(t, (*server).stop) })
+	t.Run("sigterm", func(t *testing.T) { measureFailover(t, failure{end: (*server).stop, restore: restart}) })
+	// A hang: nothing breaks; the followers learn it from the leader's silence.
+	t.Run("sigstop", func(t *testing.T) {
+		measureFailover(t, failure{end: (*server).pause, restore: (*server).resume})
+	})
+	t.Run("idle-kill-9", func(t *testing.T) {
+		measureFailover(t, failure{end: (*server).kill, restore: restart, idle: true})
+	})
+	t.Run("idle-sigstop", func(t *testing.T) {
+		measureFailover(t, failure{end: (*server).pause, restore: (*server).resume, idle: true})
+	})
 }
 
-// measureFailover stops a shard's leader with end, five times, and logs how long the shard
+// failure is how measureFailover stops a leader (end) and brings it back (restore); idle
+// says that the shard was idle when its leader stopped, and the writer starts after that.
+type failure struct {
+	end, restore func(*server)
+	idle         bool
+}
+
+// idleSettle is how long measureFailover leaves an idle cluster alone before it stops a
+// leader: long enough for every group to quiesce.
+const idleSettle = 3 * time.Second
+
+// measureFailover stops a shard's leader as f says, five times, and logs how long the shard
 // took to acknowledge an append again: the longest pause between two acknowledged appends
 // from the signal to the first append acknowledged after the process exited.
-func measureFailover(t *testing.T, end func(*server)) {
+func measureFailover(t *testing.T, f failure) {
 	seed := testSeed(t)
 	const shards, reps = 8, 5
 	cl := startCluster(t, 3, shards)
 	// A tight retry policy, so that the client's backoff adds little to what
 	// is measured (its waits are at most 100 ms).
-	retry := client.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond, AttemptTimeout: 2 * time.Second}
+	retry := client.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
 	c, err := client.Dial(context.Background(), cl.addrs(), client.WithRetry(retry))
 	if err != nil {
 		t.Fatal(err)
@@ -72,8 +101,7 @@ func measureFailover(t *testing.T, end func(*server)) {
 		)
 		ctx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
+		writer := func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				actx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -87,7 +115,7 @@ func measureFailover(t *testing.T, end func(*server)) {
 				}
 				mu.Unlock()
 			}
-		}()
+		}
 		ackedSince := func(since time.Time) (time.Time, bool) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -102,19 +130,28 @@ func measureFailover(t *testing.T, end func(*server)) {
 			defer mu.Unlock()
 			return werr
 		}
-		// Let the writer run at steady state first.
-		for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-			if _, ok := ackedSince(start.Add(500 * time.Millisecond)); ok {
-				break
-			}
-			if time.Since(start) > 20*time.Second {
-				t.Fatalf("rep %d: the writer made no progress before the kill (last error %v)", rep, lastErr())
+		wg.Add(1)
+		if f.idle {
+			time.Sleep(idleSettle)
+		} else {
+			// Let the writer run at steady state first.
+			go writer()
+			for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+				if _, ok := ackedSince(start.Add(500 * time.Millisecond)); ok {
+					break
+				}
+				if time.Since(start) > 20*time.Second {
+					t.Fatalf("rep %d: the writer made no progress before the kill (last error %v)", rep, lastErr())
+				}
 			}
 		}
 
 		killed := time.Now()
-		end(victim)
+		f.end(victim)
 		exited := time.Now()
+		if f.idle {
+			go writer()
+		}
 		var first time.Time
 		for {
 			if at, ok := ackedSince(exited); ok {
@@ -147,9 +184,8 @@ func measureFailover(t *testing.T, end func(*server)) {
 		t.Logf("rep %d: shard %d, leader %s stopped; longest pause between acknowledged appends %v (process exit took %v)",
 			rep, shard, victim.name, d.Round(time.Millisecond), exited.Sub(killed).Round(time.Millisecond))
 
-		// Bring the node back, with its original command line, before the next round.
-		victim.start()
-		victim.waitReady(30 * time.Second)
+		// Bring the node back before the next round.
+		f.restore(victim)
 	}
 	sorted := slices.Clone(times)
 	slices.Sort(sorted)

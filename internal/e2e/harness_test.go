@@ -142,6 +142,25 @@ func (s *server) kill() {
 	logf.Close()
 }
 
+// pause sends SIGSTOP: the process stops running with its connections open, as a hung
+// process or a paused machine does.
+func (s *server) pause() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+// resume sends SIGCONT to a paused process.
+func (s *server) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
 func (s *server) stop() {
 	s.mu.Lock()
 	cmd, done, logf := s.cmd, s.done, s.log
@@ -151,6 +170,7 @@ func (s *server) stop() {
 		return
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(syscall.SIGCONT) // if paused
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
