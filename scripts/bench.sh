@@ -84,12 +84,15 @@ wait_ready 127.0.0.1:17482
 wait_placed 127.0.0.1:17400
 run_shoal_bench 03-shoal-r3 127.0.0.1:17400
 run_shoal_bench 04-shoal-r3-batch100 127.0.0.1:17400 --batch 100
+# The issue's other reference point: NATS R3 with 400 publishes in flight (row 10).
+run_shoal_bench 05-shoal-r3-400-callers 127.0.0.1:17400 --concurrency 400
 stop_all
 
 peer() { # out args...
   local out=$1; shift
-  record "bin/peerbench $* $WORKLOAD --json $RESULTS/$out.json"
-  bin/peerbench "$@" $WORKLOAD --json "$RESULTS/$out.json" | tee "$WORK/$out.txt"
+  # The row's own flags come last, so that they override the common workload's.
+  record "bin/peerbench $WORKLOAD $* --json $RESULTS/$out.json"
+  bin/peerbench $WORKLOAD "$@" --json "$RESULTS/$out.json" | tee "$WORK/$out.txt"
   if grep -q '^skipped' "$WORK/$out.txt"; then
     echo "$out: $(grep '^skipped' "$WORK/$out.txt")" >> "$RESULTS/skipped.txt"
   fi
@@ -98,14 +101,15 @@ peer() { # out args...
 # Every NATS server runs in a process of its own, as every shoal node does, with the load
 # generator in another.
 echo "== NATS JetStream"
-peer 05-nats-always --system nats --processes --sync always --dir "$WORK/nats1"
-peer 06-nats-always-batch100 --system nats --processes --sync always --batch 100 --dir "$WORK/nats2"
-peer 07-nats-default --system nats --processes --sync default --dir "$WORK/nats3"
-peer 08-nats-r3-always --system nats --processes --sync always --replicas 3 --dir "$WORK/nats4"
+peer 06-nats-always --system nats --processes --sync always --dir "$WORK/nats1"
+peer 07-nats-always-batch100 --system nats --processes --sync always --batch 100 --dir "$WORK/nats2"
+peer 08-nats-default --system nats --processes --sync default --dir "$WORK/nats3"
+peer 09-nats-r3-always --system nats --processes --sync always --replicas 3 --dir "$WORK/nats4"
+peer 10-nats-r3-always-400-callers --system nats --processes --sync always --replicas 3 --dir "$WORK/nats5" --concurrency 400
 
 echo "== PostgreSQL"
-peer 09-postgres --system postgres --dir "$WORK/pg1"
-peer 10-postgres-batch100 --system postgres --batch 100 --dir "$WORK/pg2"
+peer 11-postgres --system postgres --dir "$WORK/pg1"
+peer 12-postgres-batch100 --system postgres --batch 100 --dir "$WORK/pg2"
 
 bin/benchreport --results "$RESULTS" --out docs/benchmarks.md --chart docs/benchmarks.png
 # The hand-kept analysis (targets, where the time goes) follows the generated tables.
