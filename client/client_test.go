@@ -230,6 +230,77 @@ func TestSlowLeaderNotAbandoned(t *testing.T) {
 	}
 }
 
+// A delete is not idempotent (a second run of one that took effect finds no stream), so an
+// attempt waiting on its node is not abandoned when the topology names a new leader: the node
+// answers in the end, and the delete happens once, there.
+func TestDeleteNotAbandonedForNewLeader(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	if _, err := c.Append(ctx, "s", NoStream, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	n1.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Delete" {
+			fc.setLeader(2)                  // the topology will name another leader ...
+			time.Sleep(4 * leaderWatchAfter) // ... while this node is slow to answer
+		}
+		return nil
+	})
+	if err := c.Delete(ctx, "s", Any); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if a, b := n1.count("Delete"), n2.count("Delete"); a != 1 || b != 0 {
+		t.Fatalf("Delete calls: node1 %d, node2 %d; want 1, 0", a, b)
+	}
+	if s := c.Stats(); s.LeaderMoves != 0 {
+		t.Fatalf("stats = %+v, want no leader move", s)
+	}
+}
+
+// Leader moves are retries like any other: a call whose leader keeps moving while its
+// attempts hang gives up with ErrUnavailable once RetryPolicy.MaxElapsed has passed, instead
+// of following the leader until the caller's deadline.
+func TestLeaderMovesBoundedByMaxElapsed(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	p := fastRetry()
+	p.MaxElapsed = time.Second
+	c := dial(t, fc, WithRetry(p))
+	hang := func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	fc.nodes[0].setFault(hang)
+	fc.nodes[1].setFault(hang)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for id := uint64(2); ; id = 3 - id {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * leaderWatchAfter):
+				fc.setLeader(id)
+			}
+		}
+	}()
+	start := time.Now()
+	_, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Append: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Append gave up after %v; MaxElapsed is %v", took, p.MaxElapsed)
+	}
+	if s := c.Stats(); s.LeaderMoves < 1 {
+		t.Errorf("stats = %+v, want leader moves", s)
+	}
+}
+
 func TestWrongExpectedVersionNotRetried(t *testing.T) {
 	fc := newFakeCluster(t, 1, 4)
 	c := dial(t, fc)

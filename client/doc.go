@@ -68,13 +68,17 @@
 //     their facts with errors.As (*WrongExpectedVersionError,
 //     *InvalidArgumentError, *IDConflictError, *UnavailableError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
-//  6. A call to a shard's leader that is still waiting after 300ms watches
+//  6. An append to a shard's leader that is still waiting after 300ms watches
 //     the topology (refreshing it every 300ms, from another node first). When
 //     the topology names a new leader for the shard, the attempt is abandoned
-//     and the call goes to the new leader at once: a node that hangs without
+//     and the append goes to the new leader at once: a node that hangs without
 //     breaking its connections (a stuck process, a paused machine) does not
-//     hold calls until gRPC's keepalive or their deadline. Abandoned attempts
-//     do not count against the node's breaker; Stats.LeaderMoves counts them.
+//     hold appends until gRPC's keepalive or their deadline. An abandoned
+//     attempt does not count against the node's breaker, and counts against
+//     RetryPolicy.MaxElapsed like any retry; Stats.LeaderMoves counts them. An
+//     answer that arrives as the attempt is abandoned stands. Deletes, which a
+//     second run would not answer as the first, are not watched: set
+//     RetryPolicy.AttemptTimeout to bound them.
 //  7. Read and ReadShard yield events lazily, one server page at a time,
 //     and resume after a transient error from just past the last event
 //     yielded: no event is yielded twice or skipped. A read that makes

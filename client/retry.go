@@ -96,21 +96,25 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
 			}
 			var watch *leaderWatch
-			if unary && t.kind != anyNode && !t.stale {
+			if unary && t.idempotent && t.kind != anyNode && !t.stale {
 				actx, watch = c.watchLeader(actx, n, shard)
 			}
 			progress, err := fn(actx, n)
-			moved := watch.stop()
+			moved := watch.stop() && err != nil // an answer that came anyway stands
 			cancel()
 			if moved {
 				// The shard's leader changed while this attempt hung: the
 				// node it went to stopped answering (a hung process, a
 				// cut connection) or lost its leadership. Try the new
-				// leader now; appends are idempotent by event ID.
+				// leader now, without backoff (the call is idempotent),
+				// unless the policy's time is up.
 				finish(errExcluded)
 				c.stats.leaderMoves.Add(1)
 				c.log.Debug("client: leader moved during attempt", "node", n.addr, "shard", shard)
 				last = errLeaderMoved
+				if elapsed := time.Since(start); p.MaxElapsed < 0 || elapsed > p.MaxElapsed {
+					return &UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last}
+				}
 				avoid = n.addr
 				redirects = 0
 				continue

@@ -201,6 +201,10 @@ type target struct {
 	stream string // byStream
 	shard  uint32 // byShard
 	stale  bool   // any replica of the shard may serve
+	// idempotent: a second run of a call that did take effect answers as the first
+	// did (appends, by event ID). Only such calls are abandoned for a new leader while
+	// they wait (watchLeader).
+	idempotent bool
 }
 
 // pick chooses the node for the next attempt and admits the attempt through

@@ -39,7 +39,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		req.Events[i] = &shoalv1.EventData{Id: id[:], Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, ContentType: ev.ContentType}
 	}
 	var resp *shoalv1.AppendResponse
-	err := c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node) (bool, error) {
+	err := c.run(ctx, target{kind: byStream, stream: stream, idempotent: true}, true, func(ctx context.Context, n *node) (bool, error) {
 		r, err := n.appends.append(ctx, req)
 		resp = r
 		return false, err
@@ -57,9 +57,13 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 }
 
 // Delete deletes stream if it satisfies expected (NoStream is invalid
-// here). Without Tombstone the delete is soft. Retried like Append; a retry
-// of a delete that had in fact succeeded reports what the server finds then
-// (typically ErrStreamNotFound, or ErrWrongExpectedVersion for Exact).
+// here). Without Tombstone the delete is soft. Retried like Append after a
+// failed attempt; a retry of a delete that had in fact succeeded reports what
+// the server finds then (typically ErrStreamNotFound, or
+// ErrWrongExpectedVersion for Exact). Unlike an append, an attempt waiting on
+// a node that stopped answering is not abandoned when its shard elects a new
+// leader: it waits for the attempt timeout (RetryPolicy.AttemptTimeout), the
+// caller's deadline or gRPC's keepalive.
 func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVersion, opts ...DeleteOption) error {
 	if stream == "" {
 		return &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}

@@ -120,7 +120,7 @@ func (n *Node) localTopology() *shoalv1.TopologyResponse {
 // view of the node that leads it (highest term) wins; shards nobody reports
 // a leader for are marked unavailable.
 func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse {
-	views := n.gatherTopologies(ctx)
+	views := n.gatherTopologies(ctx, true)
 	settings := n.Settings()
 	best := make(map[uint32]*shoalv1.ShardInfo)
 	bestIsLeader := make(map[uint32]bool)

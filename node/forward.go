@@ -158,7 +158,7 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 	if recent {
 		return
 	}
-	views := n.gatherTopologies(ctx)
+	views := n.gatherTopologies(ctx, true)
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -220,12 +220,13 @@ func (n *Node) route(ctx context.Context, id uint32, stale bool, deadline time.T
 
 // gatherTopologies asks every alive member (this node included, answered
 // locally) for its local topology, in parallel, for up to topologyTimeout.
-// Members that fail to answer are left out. Once the views at hand name a
-// leader for every shard, the others get topologyGrace more: a member that
-// hangs (a paused process, a cut connection) would otherwise hold every
-// topology answer for the full timeout, while clients wait for one to find
-// the shards' new leaders.
-func (n *Node) gatherTopologies(ctx context.Context) []*shoalv1.TopologyResponse {
+// Members that fail to answer are left out. With early set, once the views at
+// hand name a leader for every shard, the others get topologyGrace more: a
+// member that hangs (a paused process, a cut connection) would otherwise hold
+// every topology answer for the full timeout, while clients wait for one to
+// find the shards' new leaders. Routing sets it; placement, whose decisions
+// to delete a replica rest on every answering member's view, does not.
+func (n *Node) gatherTopologies(ctx context.Context, early bool) []*shoalv1.TopologyResponse {
 	members := n.Members()
 	res := []*shoalv1.TopologyResponse{n.localTopology()}
 	ctx, cancel := context.WithTimeout(ctx, topologyTimeout)
@@ -252,7 +253,7 @@ func (n *Node) gatherTopologies(ctx context.Context) []*shoalv1.TopologyResponse
 	shards := n.Settings().Shards
 	var grace <-chan time.Time
 	for ; asked > 0; asked-- {
-		if grace == nil && everyShardLed(res, shards) {
+		if early && grace == nil && everyShardLed(res, shards) {
 			t := time.NewTimer(topologyGrace)
 			defer t.Stop()
 			grace = t.C

@@ -86,7 +86,8 @@
 // answer the previous ones. A quiesced follower that goes quiesceLapseTicks without one takes
 // its leader for gone (Group.lapse): it does what ReportPeerDown does, so that the first
 // remaining voter campaigns at once and the others grant it their votes; a quiesced follower
-// within half a refresh of its own lapse lapses early for a vote request (lapseForVote).
+// within a quarter refresh of its own lapse lapses early for a vote request, without
+// campaigning itself (lapseForVote).
 // Answers to quiesce heartbeats are never stepped into raft, which reads a heartbeat answer's
 // context as a read-index position. raft's safety never depends on ticks; reads stay
 // linearizable because ReadOnlySafe confirms every read index with a quorum.

@@ -234,16 +234,16 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 }
 
 // leaderDown tells this follower that its leader, id, is gone: it wakes the group, advances
-// the election clock past the leader lease (so that it grants votes), and, if it is the
-// first remaining voter, campaigns at once; the others elect it within a round trip. If its
-// log is behind they refuse, and their own clocks, already past the lease, elect another.
-// Loop goroutine.
-func (g *Group) leaderDown(id uint64) {
+// the election clock past the leader lease (so that it grants votes), and, if campaign is
+// set and it is the first remaining voter, campaigns at once; the others elect it within a
+// round trip. If its log is behind they refuse, and their own clocks, already past the
+// lease, elect another. Loop goroutine.
+func (g *Group) leaderDown(id uint64, campaign bool) {
 	g.wake()
 	for range g.h.cfg.ElectionTicks {
 		g.rn.Tick()
 	}
-	if g.firstVoterWithout(id) == g.h.cfg.NodeID && g.rn.BasicStatus().RaftState == raft.StateFollower {
+	if campaign && g.firstVoterWithout(id) == g.h.cfg.NodeID && g.rn.BasicStatus().RaftState == raft.StateFollower {
 		_ = g.rn.Campaign()
 	}
 	g.stir()

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -103,6 +104,8 @@ type network struct {
 	cut   map[[2]uint64]bool
 	// lossy links drop every MsgApp that carries entries (a lost append).
 	lossy map[[2]uint64]bool
+	// drop, when set, is asked about every message sent; true drops it.
+	drop  func(from uint64, m *pb.Message) bool
 	queue map[uint64]chan ShardMessage
 	wg    sync.WaitGroup
 	stop  chan struct{}
@@ -211,8 +214,9 @@ func (t *nodeTransport) Send(msgs []ShardMessage) {
 		}
 		t.n.mu.Lock()
 		q, lossy := t.n.queue[to], t.n.lossy[[2]uint64{t.from, to}]
+		drop := t.n.drop != nil && t.n.drop(t.from, m.Msg)
 		t.n.mu.Unlock()
-		if lossy && m.Msg.GetType() == pb.MsgApp && len(m.Msg.Entries) > 0 {
+		if lossy && m.Msg.GetType() == pb.MsgApp && len(m.Msg.Entries) > 0 || drop {
 			continue
 		}
 		select {
@@ -266,11 +270,12 @@ type clusterOpts struct {
 	factory   bool
 	nodes     int
 	fsFor     func(id uint64) vfs.FS
-	dir       string // DB directory (default "db"); received snapshots go to dir+"-snapshots"
-	maxBytes  uint64 // Config.MaxLogBytes
-	snapSST   uint64 // Host.snapTableBytes (0 = default)
-	election  int    // Config.ElectionTicks (0 = default)
-	noQuiesce bool   // Config.NoQuiesce
+	dir       string        // DB directory (default "db"); received snapshots go to dir+"-snapshots"
+	maxBytes  uint64        // Config.MaxLogBytes
+	snapSST   uint64        // Host.snapTableBytes (0 = default)
+	election  int           // Config.ElectionTicks (0 = default)
+	tick      time.Duration // Config.TickInterval (0 = the harness's 10 ms)
+	noQuiesce bool          // Config.NoQuiesce
 }
 
 type cluster struct {
@@ -308,7 +313,7 @@ func (c *cluster) start(id uint64, fs vfs.FS, o clusterOpts) *testNode {
 		c.t.Fatal(err)
 	}
 	h, err := NewHost(Config{NodeID: id, DB: db, FS: fs, SnapshotDir: dir + "-snapshots",
-		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: 10 * time.Millisecond,
+		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: cmp.Or(o.tick, 10*time.Millisecond),
 		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes, ElectionTicks: o.election,
 		NoQuiesce: o.noQuiesce})
 	if err != nil {

@@ -315,7 +315,7 @@ func (h *Host) ReportPeerDown(id uint64) {
 			if st := g.rn.BasicStatus(); st.Lead != id || st.RaftState != raft.StateFollower {
 				continue
 			}
-			g.leaderDown(id)
+			g.leaderDown(id, true)
 			n++
 		}
 		if n > 0 {

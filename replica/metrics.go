@@ -62,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Quiesced: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "quiesced_groups", Help: "Groups that are idle and neither tick nor heartbeat until there is work for them."}),
 		QuiesceLapses: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "quiesce_lapses_total", Help: "Quiesced followers that heard nothing from their leader for two quiesce refreshes (2 s at the default tick) and called an election."}),
+			Name: "quiesce_lapses_total", Help: "Quiesced followers that heard nothing from their leader for two and a half quiesce refreshes (2.5 s at the default tick) and called an election."}),
 		LeaderDown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_down_total", Help: "Groups whose election clock was advanced because their leader's node was found down (its stream broke and it refused a connection)."}),
 	}

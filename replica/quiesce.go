@@ -23,9 +23,15 @@ const (
 	// (1 s at the default tick), and wakes up if a follower did not answer the previous one.
 	quiesceRefreshTicks = 20
 	// quiesceLapseTicks: a quiesced follower that heard no quiesce heartbeat for this long
-	// (two refreshes: a live leader sends one every quiesceRefreshTicks, and wakes its group
-	// when one goes unanswered) takes its leader for gone (lapse).
-	quiesceLapseTicks = 2 * quiesceRefreshTicks
+	// (two and a half refreshes) takes its leader for gone (lapse). A live leader sends one
+	// every quiesceRefreshTicks and wakes its group when one goes unanswered, so a follower
+	// that missed one refresh hears the next about two refreshes after the last it heard;
+	// the extra half refresh keeps the two clocks' drift and a message's delay from turning
+	// one lost refresh into a needless election.
+	quiesceLapseTicks = 2*quiesceRefreshTicks + quiesceRefreshTicks/2
+	// quiesceVoteLapseTicks: a quiesced follower this close to its lapse lapses early for a
+	// vote request (lapseForVote); a follower that missed a single refresh is short of it.
+	quiesceVoteLapseTicks = quiesceLapseTicks - quiesceRefreshTicks/4
 )
 
 // onTickQuiescence runs for every group on a tick, before raft's own tick. It reports
@@ -68,23 +74,26 @@ func (g *Group) onTickQuiescence() bool {
 // failover of an idle shard at about three election timeouts after its last quiesce
 // heartbeat. Loop goroutine.
 func (g *Group) lapse() {
-	g.leaderDown(g.rn.BasicStatus().Lead)
+	g.leaderDown(g.rn.BasicStatus().Lead, true)
 	g.h.metrics.QuiesceLapses.Inc()
 }
 
 // lapseForVote lapses a quiesced follower early for a vote request m when its own lapse is
-// less than half a refresh away (it missed its leader's last refresh by half a refresh):
-// the voter that lapsed first, its ticks a little ahead, campaigns at once, and a follower
-// that held on to its lease for the few ticks until its own lapse would refuse it, costing
-// the group an election timeout. A live leader's quiesce heartbeats keep its followers well
-// short of this. Loop goroutine.
+// less than a quarter refresh away (quiesceVoteLapseTicks): the voter that lapsed first, its
+// ticks a little ahead, campaigns at once, and a follower that held on to its lease for the
+// few ticks until its own lapse would refuse it, costing the group an election timeout. A
+// live leader's quiesce heartbeats keep its followers short of this even when one refresh is
+// lost. A follower lapsing for a vote does not campaign itself, even if it is the first
+// remaining voter: it would take its own vote from the campaign it is about to answer and
+// split the vote. Loop goroutine.
 func (g *Group) lapseForVote(m *pb.Message) {
 	t := m.GetType()
 	if !g.quiesced || g.state == raft.StateLeader || (t != pb.MsgPreVote && t != pb.MsgVote) {
 		return
 	}
-	if g.quiesceTicks >= quiesceLapseTicks-quiesceRefreshTicks/2 {
-		g.lapse()
+	if g.quiesceTicks >= quiesceVoteLapseTicks {
+		g.leaderDown(g.rn.BasicStatus().Lead, false)
+		g.h.metrics.QuiesceLapses.Inc()
 	}
 }
 

@@ -1,12 +1,15 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // quiesced waits until shard's group on every listed node is quiesced.
@@ -188,9 +191,9 @@ func TestQuiescedLeaderForgetsDeadFollower(t *testing.T) {
 // A quiesced leader that goes silent, with no transport report (a hung process or a cut
 // cable), is replaced as soon as its followers miss its quiesce heartbeats: the followers
 // lapse, end their leases and the first of them campaigns at once. The election timeout is
-// 3 s here, so the followers' own clocks would take 3.4 s or more (the lapse, then a
-// timeout); the new leader must come within 2 s of the stop, about five times what the
-// lapse takes (40 ticks of 10 ms).
+// 3 s here, so the followers' own clocks would take 3.5 s or more (the lapse, then a
+// timeout); the new leader must come within 2 s of the stop, four times what the lapse
+// takes (50 ticks of 10 ms).
 func TestQuiescedFollowersElectWhenTheLeaderGoesSilent(t *testing.T) {
 	const shard = 8
 	c := newCluster(t, clusterOpts{nodes: 3, election: 300})
@@ -210,6 +213,101 @@ func TestQuiescedFollowersElectWhenTheLeaderGoesSilent(t *testing.T) {
 	c.leadsWithin(first, shard, 2*time.Second)
 	if n := lapses(); n < 1 {
 		t.Errorf("%v lapses counted, want at least 1", n)
+	}
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, rest...)
+}
+
+// One lost quiesce refresh does not cost a live leader its leadership: the leader wakes its
+// group when the refresh goes unanswered, and its heartbeats reach the follower before the
+// follower lapses (two and a half refreshes after the last one it heard). With a lapse of two
+// refreshes, the follower lapsed in most rounds, racing the leader's wake-up.
+func TestLostQuiesceRefreshKeepsLeader(t *testing.T) {
+	const shard, rounds = 8, 8
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	for round := range rounds {
+		c.quiesced(shard, 1, 2, 3)
+		lead := c.leader(shard)
+		before := lead.Status()
+		followers := c.others(before.ID)
+		// Drop the next quiesce heartbeat to each follower.
+		dropped := map[uint64]bool{}
+		c.net.mu.Lock()
+		c.net.drop = func(from uint64, m *pb.Message) bool {
+			if from != before.ID || m.GetType() != pb.MsgHeartbeat || !bytes.Equal(m.GetContext(), quiesceCtx) || dropped[m.GetTo()] {
+				return false
+			}
+			dropped[m.GetTo()] = true
+			return true
+		}
+		c.net.mu.Unlock()
+		eventually(t, 5*time.Second, func() error {
+			c.net.mu.Lock()
+			defer c.net.mu.Unlock()
+			if len(dropped) < len(followers) {
+				return fmt.Errorf("round %d: dropped refreshes to %v of %v", round, dropped, followers)
+			}
+			c.net.drop = nil
+			return nil
+		})
+		time.Sleep(quiesceLapseTicks * 2 * 10 * time.Millisecond)
+		for _, id := range followers {
+			if n := testutilCounter(c.nodes[id].host.metrics.QuiesceLapses); n != 0 {
+				t.Fatalf("round %d: node %d lapsed %v times after one lost refresh", round, id, n)
+			}
+		}
+		if after := c.leader(shard).Status(); after.ID != before.ID || after.Term != before.Term {
+			t.Fatalf("round %d: leader %d term %d became leader %d term %d after one lost refresh",
+				round, before.ID, before.Term, after.ID, after.Term)
+		}
+	}
+}
+
+// A quiesced follower that lapses for a vote request does not campaign itself, even when it
+// is the group's first remaining voter: its own campaign would contest the one it answers
+// (two pre-candidates whose requests cross split the vote and wait out an election timeout,
+// 3 s here). The other follower campaigns while the first remaining voter is a little short
+// of its own lapse; the first must grant without asking for votes, and the other lead at once.
+func TestLapseForVoteDoesNotCampaign(t *testing.T) {
+	const shard = 8
+	// 50 ms ticks: the first voter lapses by itself a quarter refresh (250 ms) after the test
+	// moves its clock, time enough for the other's vote requests to arrive first.
+	c := newCluster(t, clusterOpts{nodes: 3, election: 60, tick: 50 * time.Millisecond})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	st := c.leader(shard).Status()
+	rest := c.others(st.ID)
+	first, other := rest[0], rest[1]
+	var asked []pb.MessageType
+	c.net.mu.Lock()
+	c.net.drop = func(from uint64, m *pb.Message) bool {
+		if t := m.GetType(); from == first && (t == pb.MsgPreVote || t == pb.MsgVote) {
+			asked = append(asked, t)
+		}
+		return false
+	}
+	c.net.mu.Unlock()
+	c.stopNode(st.ID)
+	gf := c.group(first, shard)
+	if err := c.nodes[first].host.do(func() { gf.quiesceTicks = quiesceVoteLapseTicks }); err != nil {
+		t.Fatal(err)
+	}
+	g := c.group(other, shard)
+	if err := c.nodes[other].host.do(func() { g.leaderDown(st.ID, false); _ = g.rn.Campaign() }); err != nil {
+		t.Fatal(err)
+	}
+	c.leadsWithin(other, shard, time.Second)
+	c.net.mu.Lock()
+	if len(asked) > 0 {
+		t.Errorf("node %d, lapsing for node %d's vote request, asked for votes itself: %v", first, other, asked)
+	}
+	c.net.drop = nil
+	c.net.mu.Unlock()
+	if now := g.Status().Term; now != st.Term+1 {
+		t.Errorf("node %d leads in term %d, want %d (one election)", other, now, st.Term+1)
 	}
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, rest...)
