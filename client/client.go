@@ -95,7 +95,7 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 	}
 	c.mu.nodes = make(map[string]*node)
 	c.mu.hints = make(map[uint32]string)
-	if err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node) (bool, error) {
+	if err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		_, err := c.fetchTopology(ctx, n)
 		return false, err
 	}); err != nil {

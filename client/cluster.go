@@ -13,7 +13,7 @@ import (
 // routing cache with it. The result is the caller's to keep.
 func (c *Client) Topology(ctx context.Context) (*shoalv1.TopologyResponse, error) {
 	var out *shoalv1.TopologyResponse
-	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node) (bool, error) {
+	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		resp, err := c.fetchTopology(ctx, n)
 		if err != nil {
 			return false, err
@@ -40,7 +40,7 @@ func (c *Client) Shards(ctx context.Context) (uint32, error) {
 // ID and its topology view).
 func (c *Client) Status(ctx context.Context) (*shoalv1.StatusResponse, error) {
 	var out *shoalv1.StatusResponse
-	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node) (bool, error) {
+	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		r, err := n.cluster.Status(ctx, &shoalv1.StatusRequest{})
 		out = r
 		return false, err
@@ -55,7 +55,7 @@ func (c *Client) Decommission(ctx context.Context, name string) error {
 	if name == "" {
 		return &InvalidArgumentError{Field: "name", Limit: "a node name", Reason: "the node name is empty"}
 	}
-	return c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node) (bool, error) {
+	return c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		_, err := n.cluster.Decommission(ctx, &shoalv1.DecommissionRequest{Node: name})
 		return false, err
 	})

@@ -68,12 +68,14 @@
 //     their facts with errors.As (*WrongExpectedVersionError,
 //     *InvalidArgumentError, *IDConflictError, *UnavailableError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
-//  6. An append to a shard's leader that is still waiting after 300ms watches
-//     the topology (refreshing it every 300ms, from another node first). When
-//     the topology names a new leader for the shard, the attempt is abandoned
-//     and the append goes to the new leader at once: a node that hangs without
-//     breaking its connections (a stuck process, a paused machine) does not
-//     hold appends until gRPC's keepalive or their deadline. An abandoned
+//  6. An append to a shard's leader that is still waiting after 300ms for
+//     its answer, or a read waiting as long for its next page, watches the
+//     topology (refreshing it every 300ms, from another node first). When the
+//     topology names a new leader for the shard, the attempt is abandoned and
+//     the call goes to the new leader at once (a read resumes after its last
+//     event): a node that hangs without breaking its connections (a stuck
+//     process, a paused machine) does not hold calls until gRPC's keepalive or
+//     their deadline. Stale reads are not watched. An abandoned
 //     attempt does not count against the node's breaker, and counts against
 //     RetryPolicy.MaxElapsed like any retry; Stats.LeaderMoves counts them. An
 //     answer that arrives as the attempt is abandoned stands. Deletes, which a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -260,5 +261,63 @@ func TestReadShardPagesAndResumes(t *testing.T) {
 		if !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("shard 9: %v", err)
 		}
+	}
+}
+
+// A read waiting on a leader that hangs mid-stream (it neither sends the next page nor breaks
+// the connection) moves to the new leader once the topology names one, and resumes after the
+// last event it yielded: no event twice, none skipped, with no attempt timeout set.
+func TestReadMovedFromHungLeader(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	seed(t, c, "s", 25)
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before the servers stop (cleanups run last first)
+	hung := make(chan struct{})
+	n1.mu.Lock()
+	n1.readFault = func(page int) error {
+		if page == 1 {
+			close(hung)
+			<-release // hangs after the first page
+		}
+		return nil
+	}
+	n1.mu.Unlock()
+	go func() {
+		<-hung
+		time.Sleep(2 * leaderWatchAfter)
+		fc.setLeader(2)
+	}()
+	wantRange(t, collect(t, c.Read(testCtx(t), "s")), 0, 25, false)
+	if r := readRequests(n2); len(r) != 1 || r[0].FromVersion != 10 {
+		t.Fatalf("node 2 read requests = %v, want one resuming from version 10", r)
+	}
+	if s := c.Stats(); s.LeaderMoves != 1 {
+		t.Fatalf("stats = %+v, want one leader move", s)
+	}
+}
+
+// A caller that is slow between events does not make its read move: the watch runs only while
+// the read waits for its node.
+func TestSlowReaderNotMoved(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	seed(t, c, "s", 25)
+	n := 0
+	for _, err := range c.Read(testCtx(t), "s") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 5 {
+			fc.setLeader(2)
+			time.Sleep(3 * leaderWatchAfter)
+		}
+	}
+	if n != 25 {
+		t.Fatalf("read %d events, want 25", n)
+	}
+	if s := c.Stats(); s.LeaderMoves != 0 {
+		t.Fatalf("stats = %+v, want no leader move", s)
 	}
 }

@@ -48,8 +48,11 @@ func (b *fullJitter) Reset() { b.ceiling.Reset() }
 
 // attempt is one try of a call against node n. progress reports that the
 // attempt delivered something to the caller (a read yielded events); it
-// restarts the retry budget, so a long read survives many blips.
-type attempt func(ctx context.Context, n *node) (progress bool, err error)
+// restarts the retry budget, so a long read survives many blips. w is the
+// attempt's leader watch (nil when the call is not watched), armed for the
+// whole of a unary attempt; a streaming one arms it while it waits for its
+// node (watched).
+type attempt func(ctx context.Context, n *node, w *leaderWatch) (progress bool, err error)
 
 // run executes fn until it succeeds, fails with an error that is not
 // retried, the caller's context ends, or the retry policy gives up. unary
@@ -96,10 +99,13 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
 			}
 			var watch *leaderWatch
-			if unary && t.idempotent && t.kind != anyNode && !t.stale {
+			if t.idempotent && t.kind != anyNode && !t.stale {
 				actx, watch = c.watchLeader(actx, n, shard)
+				if unary {
+					watch.arm()
+				}
 			}
-			progress, err := fn(actx, n)
+			progress, err := fn(actx, n, watch)
 			moved := watch.stop() && err != nil // an answer that came anyway stands
 			cancel()
 			if moved {
@@ -112,6 +118,10 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				c.stats.leaderMoves.Add(1)
 				c.log.Debug("client: leader moved during attempt", "node", n.addr, "shard", shard)
 				last = errLeaderMoved
+				if progress {
+					bo.Reset()
+					start = time.Now()
+				}
 				if elapsed := time.Since(start); p.MaxElapsed < 0 || elapsed > p.MaxElapsed {
 					return &UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last}
 				}

@@ -7,6 +7,7 @@ import (
 	"iter"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -39,7 +40,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		req.Events[i] = &shoalv1.EventData{Id: id[:], Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, ContentType: ev.ContentType}
 	}
 	var resp *shoalv1.AppendResponse
-	err := c.run(ctx, target{kind: byStream, stream: stream, idempotent: true}, true, func(ctx context.Context, n *node) (bool, error) {
+	err := c.run(ctx, target{kind: byStream, stream: stream, idempotent: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		r, err := n.appends.append(ctx, req)
 		resp = r
 		return false, err
@@ -76,7 +77,7 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 		opt(&o)
 	}
 	req := &shoalv1.DeleteRequest{Stream: stream, Expected: expected.proto(), Tombstone: o.tombstone}
-	return c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node) (bool, error) {
+	return c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		_, err := n.streams.Delete(ctx, req)
 		return false, err
 	})
@@ -111,16 +112,16 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			Backward: o.backward, Count: o.count, AllowStale: o.stale,
 		}
 		stopped := false // the caller broke out, or the read is complete
-		err := c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale}, false, func(ctx context.Context, n *node) (bool, error) {
+		err := c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			rs, err := n.streams.Read(ctx, req)
+			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) })
 			if err != nil {
 				return false, err
 			}
 			progress := false
 			for {
-				page, err := rs.Recv()
+				page, err := watched(w, rs.Recv)
 				if err == io.EOF {
 					return progress, nil
 				}
@@ -193,16 +194,18 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 	return func(yield func(RecordedEvent, error) bool) {
 		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale}
 		stopped := false
-		err := c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale}, false, func(ctx context.Context, n *node) (bool, error) {
+		err := c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			rs, err := n.streams.ReadShard(ctx, req)
+			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
+				return n.streams.ReadShard(ctx, req)
+			})
 			if err != nil {
 				return false, err
 			}
 			progress := false
 			for {
-				page, err := rs.Recv()
+				page, err := watched(w, rs.Recv)
 				if err == io.EOF {
 					return progress, nil
 				}

@@ -3,20 +3,23 @@ package client
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
 // A node can stop answering without breaking its connections: a hung or
 // paused process, a frozen machine, a cable cut somewhere between. Its shards
-// elect new leaders within a few seconds, but an attempt already sent to it
+// elect new leaders within a few seconds, but a call already sent to it
 // waits for an answer that does not come, until the attempt's timeout (none by
-// default), the caller's deadline, or gRPC's keepalive (15 s). So an attempt
-// that is still waiting after leaderWatchAfter starts watching the topology:
-// it asks for a refresh, from another node first, every leaderWatchEvery, and
-// gives up when the topology names a leader for its shard other than the one
-// it named when the attempt started and other than the node it went to. The
-// call then retries on the new leader at once. Appends carry their event IDs,
-// so a retry of an append that did commit is answered as a duplicate.
+// default), the caller's deadline, or gRPC's keepalive (15 s). So a call that
+// has waited leaderWatchAfter for its node (an append for its answer, a read
+// for its next page) starts watching the topology: it asks for a refresh,
+// from another node first, every leaderWatchEvery, and gives up on the attempt
+// when the topology names a leader for its shard other than the one it named
+// when the attempt started and other than the node it went to. The call then
+// retries on the new leader at once. Only idempotent calls are watched:
+// appends carry their event IDs, so a retry of an append that did commit is
+// answered as a duplicate, and a read resumes after the last event it yielded.
 const (
 	leaderWatchAfter = 300 * time.Millisecond
 	leaderWatchEvery = 300 * time.Millisecond
@@ -25,40 +28,101 @@ const (
 // errLeaderMoved is the failure of an attempt abandoned by its leader watch.
 var errLeaderMoved = errors.New("client: the shard's leader changed while the attempt waited for its node")
 
-// leaderWatch watches one attempt. A nil *leaderWatch watches nothing.
+// leaderWatch watches one attempt while it waits for its node: armed, it
+// cancels the attempt's context when the shard's leader moves. A unary attempt
+// is armed from start to end; a streaming read only while it waits for the
+// server (watched). A nil *leaderWatch watches nothing.
 type leaderWatch struct {
-	cancel context.CancelCauseFunc
+	c      *Client
+	n      *node
+	shard  uint32
+	was    string // the shard's leader in the topology when the attempt started
 	ctx    context.Context
-	timer  *time.Timer
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex
+	timer *time.Timer // while armed
+	gen   uint64      // counts arm and disarm; a poll acts only for its own arming
 }
 
 // watchLeader returns the attempt's context, which the watch cancels when the
-// shard's leader moves, and the watch, to stop when the attempt returns.
+// shard's leader moves while it is armed, and the watch, unarmed, to stop
+// when the attempt returns.
 func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32) (context.Context, *leaderWatch) {
-	was := c.leaderOf(shard)
 	actx, cancel := context.WithCancelCause(ctx)
-	w := &leaderWatch{cancel: cancel, ctx: actx}
-	w.timer = time.AfterFunc(leaderWatchAfter, func() {
-		for {
-			next := c.nextTopology()
-			if l := c.leaderOf(shard); l != "" && l != was && l != n.addr {
-				cancel(errLeaderMoved)
-				return
+	return actx, &leaderWatch{c: c, n: n, shard: shard, was: c.leaderOf(shard), ctx: actx, cancel: cancel}
+}
+
+// arm starts the watch: leaderWatchAfter from now, unless disarmed first, it
+// polls the topology.
+func (w *leaderWatch) arm() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		return
+	}
+	w.gen++
+	gen := w.gen
+	w.timer = time.AfterFunc(leaderWatchAfter, func() { w.poll(gen) })
+}
+
+// disarm ends the current arming; a poll under way returns at its next look.
+func (w *leaderWatch) disarm() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+		w.gen++
+	}
+}
+
+// armed reports whether the arming gen is still the current one.
+func (w *leaderWatch) armed(gen uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.gen == gen && w.timer != nil
+}
+
+// poll watches the topology for the arming gen until the leader moves (it
+// cancels the attempt), the watch is disarmed or the attempt ends.
+func (w *leaderWatch) poll(gen uint64) {
+	c := w.c
+	for {
+		next := c.nextTopology()
+		if l := c.leaderOf(w.shard); l != "" && l != w.was && l != w.n.addr {
+			w.mu.Lock()
+			if w.gen == gen && w.timer != nil {
+				w.cancel(errLeaderMoved)
 			}
-			c.requestRefreshAvoiding(n.addr)
-			t := time.NewTimer(leaderWatchEvery)
-			select {
-			case <-next:
-			case <-t.C:
-			case <-actx.Done():
-			}
-			t.Stop()
-			if actx.Err() != nil {
-				return
-			}
+			w.mu.Unlock()
+			return
 		}
-	})
-	return actx, w
+		c.requestRefreshAvoiding(w.n.addr)
+		t := time.NewTimer(leaderWatchEvery)
+		select {
+		case <-next:
+		case <-t.C:
+		case <-w.ctx.Done():
+		}
+		t.Stop()
+		if w.ctx.Err() != nil || !w.armed(gen) {
+			return
+		}
+	}
+}
+
+// watched runs f, a wait for the attempt's node, with w armed.
+func watched[T any](w *leaderWatch, f func() (T, error)) (T, error) {
+	w.arm()
+	defer w.disarm()
+	return f()
 }
 
 // stop ends the watch and reports whether it abandoned the attempt.
@@ -66,7 +130,7 @@ func (w *leaderWatch) stop() (moved bool) {
 	if w == nil {
 		return false
 	}
-	w.timer.Stop()
+	w.disarm()
 	moved = context.Cause(w.ctx) == errLeaderMoved
 	w.cancel(nil)
 	return moved

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,12 +18,58 @@ import (
 // took about three seconds to notice.
 const hungResumeLimit = 8 * time.Second
 
+// shardReads is what readEveryShard found.
+type shardReads struct {
+	events int
+	took   time.Duration
+	err    error
+}
+
+// readEveryShard reads the first events of every shard's log, the shards in
+// parallel, each read linearizable (so served by its shard's leader), within
+// limit, and sends the outcome on the returned channel.
+func readEveryShard(c *client.Client, shards uint32, limit time.Duration) <-chan shardReads {
+	out := make(chan shardReads, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		defer cancel()
+		start := time.Now()
+		var (
+			mu  sync.Mutex
+			res shardReads
+			wg  sync.WaitGroup
+		)
+		for shard := range shards {
+			wg.Go(func() {
+				n := 0
+				for _, err := range c.ReadShard(ctx, shard, 0, 100) {
+					if err != nil {
+						mu.Lock()
+						res.err = cmp.Or(res.err, fmt.Errorf("shard %d after %d events: %w", shard, n, err))
+						mu.Unlock()
+						return
+					}
+					n++
+				}
+				mu.Lock()
+				res.events += n
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		res.took = time.Since(start)
+		out <- res
+	}()
+	return out
+}
+
 // TestClusterHungLeader freezes a leader (SIGSTOP: its process stops, its
 // connections stay open, as with a hung process, a paused VM or a cut cable)
 // twice: first while the cluster is idle, every group quiesced, with the
 // writers starting only after the freeze; then under load. Each time the
 // writers, using the client's default retry policy (no attempt timeout), must
-// make progress within hungResumeLimit. The node is then resumed, and at the
+// make progress within hungResumeLimit; under load, a linearizable read of
+// every shard started at the freeze must also finish within it. The node is then resumed, and at the
 // end every acknowledged event is present exactly once with dense versions
 // and the replicas of every shard are identical.
 func TestClusterHungLeader(t *testing.T) {
@@ -81,8 +129,14 @@ func TestClusterHungLeader(t *testing.T) {
 	victim = mostLeader()
 	victim.pause()
 	t.Logf("SIGSTOP %s under load after %d acknowledged appends", victim.name, ld.l.count())
+	reads := readEveryShard(c, shards, hungResumeLimit)
 	took = ld.l.waitAcks(t, 200, hungResumeLimit, "after the busy leader hung")
 	t.Logf("200 appends acknowledged %v after the freeze", took.Round(time.Millisecond))
+	if r := <-reads; r.err != nil {
+		t.Errorf("reading every shard while its leader hung: %v", r.err)
+	} else {
+		t.Logf("read %d events of %d shards (linearizable) in %v after the freeze", r.events, shards, r.took.Round(time.Millisecond))
+	}
 	time.Sleep(time.Second)
 	victim.resume()
 	ld.l.waitAcks(t, 200, 20*time.Second, "after the second resume")
