@@ -74,9 +74,10 @@
 // (or timed-out) attempt reports the peer down (Handler.ReportPeerDown,
 // counted in peer_down_total): its process is gone, and its raft groups need
 // not wait out an election timeout. Several attempts, because a killed
-// process resets its connections a moment before its listener closes; a
-// peer that accepts them all is left to raft's timeouts, and so is one whose
-// dial fails for a local reason. A stream that breaks while a probe runs
+// process resets its connections a moment before its listener closes (an
+// attempt reset while it connects, taken by the dying listener, counts as
+// neither answer); a peer that accepts them all is left to raft's timeouts,
+// and so is one whose dial fails for a local reason. A stream that breaks while a probe runs
 // has the probe run again.
 //
 // # Raft.Snapshot: one stream per snapshot

@@ -325,9 +325,11 @@ func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
 // once: the peer's raft groups need not wait out a whole election timeout to learn that their
 // leader is gone. A killed process resets its connections before its listener is closed, so
 // one accepted connection proves little: the peer counts as up only when every attempt of
-// probeDelays is accepted, and is then left to raft's own timeouts. A dial that fails for a
-// local reason (no file descriptors, no route) proves nothing either and ends the probe. A
-// stream that breaks while a probe runs has the probe run again.
+// probeDelays is accepted, and is then left to raft's own timeouts. A connection reset while
+// it is being opened (the listener of a process being killed took it, then went) is no answer
+// either way: the probe goes on to its next attempt. A dial that fails for a local reason (no
+// file descriptors, no route) proves nothing and ends the probe. A stream that breaks while a
+// probe runs has the probe run again.
 func (p *peer) probeDown() {
 	addr := p.addr
 	if addr == "" || p.t.ctx.Err() != nil {
@@ -380,6 +382,9 @@ func (p *peer) probe(addr string) bool {
 			continue
 		case p.t.ctx.Err() != nil:
 			return false
+		case errors.Is(err, syscall.ECONNRESET):
+			p.t.log.Debug("transport: probing a peer: connection reset", "peer", p.id, "addr", addr, "err", err)
+			continue
 		case isRefusedOrTimeout(err):
 			p.t.log.Info("transport: peer is down (its stream broke and it refuses connections)",
 				"peer", p.id, "addr", addr, "err", err)
