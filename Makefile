@@ -26,12 +26,12 @@ test:
 test-race: test
 
 # The fault tests again and again (kill -9 under load, failover, partitions, lagging replicas,
-# dead-node replacement), each run with a new seed; bounded by SOAK_TIMEOUT.
+# dead-node replacement, hung leaders), each run with a new seed; bounded by SOAK_TIMEOUT.
 SOAK_COUNT   ?= 10
 SOAK_TIMEOUT ?= 60m
 soak: build
 	$(GO) test -race -count $(SOAK_COUNT) -timeout $(SOAK_TIMEOUT) \
-	  -run 'Kill9|Failover|Partition|Lagging|QuorumLoss|ReplacesDeadNode' ./internal/e2e/ ./node/
+	  -run 'Kill9|Failover|Partition|Lagging|QuorumLoss|ReplacesDeadNode|HungLeader' ./internal/e2e/ ./node/
 
 test-short:
 	$(GO) test -short ./...
