@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/ring"
 )
 
 // fastRetry keeps the tests quick: millisecond backoff, a 5s budget.
@@ -227,6 +228,59 @@ func TestSlowLeaderNotAbandoned(t *testing.T) {
 	}
 	if n := fc.nodes[1].count("Topology"); n < 1 {
 		t.Errorf("node 2 was asked for the topology %d times; the watch's refresh asks the slow node last", n)
+	}
+}
+
+// An attempt that went to a node other than the topology's leader (on a hint from an older
+// not-leader answer, or with the leader's breaker open) is also abandoned when that node
+// hangs: a topology fetched after the attempt started names another leader.
+func TestHintedNodeHangs(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	fc.setLeader(2)
+	if _, err := c.Topology(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	n1.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			<-ctx.Done() // hangs
+			return ctx.Err()
+		}
+		return nil
+	})
+	c.setHint(ring.ShardOf("s", 4), n1.addr) // a not-leader answer named node 1
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if a, b := n1.count("Append"), n2.count("Append"); a != 1 || b != 1 {
+		t.Fatalf("Append calls: node1 %d, node2 %d; want 1, 1", a, b)
+	}
+	if s := c.Stats(); s.LeaderMoves != 1 {
+		t.Fatalf("stats = %+v, want one leader move", s)
+	}
+}
+
+// A waiting attempt asks for a topology refresh every leaderWatchEvery, not at every
+// topology installed (each refresh installs one, which would make them back to back).
+func TestWatchRefreshRate(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	const wait = 3 * time.Second
+	fc.nodes[0].setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			time.Sleep(wait) // slow, still the leader
+		}
+		return nil
+	})
+	before := c.Stats().TopologyRefreshes
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Stats().TopologyRefreshes - before
+	want := uint64((wait - leaderWatchAfter) / leaderWatchEvery)
+	if got > want+2 {
+		t.Errorf("%d topology refreshes during one %v append, want about %d (one per %v)", got, wait, want, leaderWatchEvery)
 	}
 }
 

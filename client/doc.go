@@ -70,8 +70,9 @@
 //     errors pass through. Other gRPC statuses are returned unchanged.
 //  6. An append to a shard's leader that is still waiting after 300ms for
 //     its answer, or a read waiting as long for its next page, watches the
-//     topology (refreshing it every 300ms, from another node first). When the
-//     topology names a new leader for the shard, the attempt is abandoned and
+//     topology (refreshing it every 300ms, from another node first). When a
+//     topology fetched since the attempt started names a leader for the shard
+//     other than the attempt's node, the attempt is abandoned and
 //     the call goes to the new leader at once (a read resumes after its last
 //     event): a node that hangs without breaking its connections (a stuck
 //     process, a paused machine) does not hold calls until gRPC's keepalive or

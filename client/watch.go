@@ -15,8 +15,9 @@ import (
 // has waited leaderWatchAfter for its node (an append for its answer, a read
 // for its next page) starts watching the topology: it asks for a refresh,
 // from another node first, every leaderWatchEvery, and gives up on the attempt
-// when the topology names a leader for its shard other than the one it named
-// when the attempt started and other than the node it went to. The call then
+// when a topology fetched after the attempt started names a leader for its
+// shard other than the node it went to. (An older topology proves nothing: the
+// attempt may have gone to its node on a newer hint.) The call then
 // retries on the new leader at once. Only idempotent calls are watched:
 // appends carry their event IDs, so a retry of an append that did commit is
 // answered as a duplicate, and a read resumes after the last event it yielded.
@@ -36,7 +37,7 @@ type leaderWatch struct {
 	c      *Client
 	n      *node
 	shard  uint32
-	was    string // the shard's leader in the topology when the attempt started
+	start  time.Time // when the attempt started
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
@@ -50,7 +51,7 @@ type leaderWatch struct {
 // when the attempt returns.
 func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32) (context.Context, *leaderWatch) {
 	actx, cancel := context.WithCancelCause(ctx)
-	return actx, &leaderWatch{c: c, n: n, shard: shard, was: c.leaderOf(shard), ctx: actx, cancel: cancel}
+	return actx, &leaderWatch{c: c, n: n, shard: shard, start: time.Now(), ctx: actx, cancel: cancel}
 }
 
 // arm starts the watch: leaderWatchAfter from now, unless disarmed first, it
@@ -91,12 +92,14 @@ func (w *leaderWatch) armed(gen uint64) bool {
 }
 
 // poll watches the topology for the arming gen until the leader moves (it
-// cancels the attempt), the watch is disarmed or the attempt ends.
+// cancels the attempt), the watch is disarmed or the attempt ends. It asks for
+// a refresh every leaderWatchEvery and looks at every topology installed.
 func (w *leaderWatch) poll(gen uint64) {
 	c := w.c
+	var asked time.Time
 	for {
 		next := c.nextTopology()
-		if l := c.leaderOf(w.shard); l != "" && l != w.was && l != w.n.addr {
+		if w.moved() {
 			w.mu.Lock()
 			if w.gen == gen && w.timer != nil {
 				w.cancel(errLeaderMoved)
@@ -104,8 +107,12 @@ func (w *leaderWatch) poll(gen uint64) {
 			w.mu.Unlock()
 			return
 		}
-		c.requestRefreshAvoiding(w.n.addr)
-		t := time.NewTimer(leaderWatchEvery)
+		wait := leaderWatchEvery - time.Since(asked)
+		if wait <= 0 {
+			c.requestRefreshAvoiding(w.n.addr)
+			asked, wait = time.Now(), leaderWatchEvery
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-next:
 		case <-t.C:
@@ -116,6 +123,17 @@ func (w *leaderWatch) poll(gen uint64) {
 			return
 		}
 	}
+}
+
+// moved reports whether a topology fetched since the attempt started names a
+// leader for its shard other than the attempt's node.
+func (w *leaderWatch) moved() bool {
+	t := w.c.topo.Load()
+	if t == nil || !t.fetched.After(w.start) || w.shard >= t.shards {
+		return false
+	}
+	l := t.leader[w.shard]
+	return l != "" && l != w.n.addr
 }
 
 // watched runs f, a wait for the attempt's node, with w armed.
@@ -134,15 +152,6 @@ func (w *leaderWatch) stop() (moved bool) {
 	moved = context.Cause(w.ctx) == errLeaderMoved
 	w.cancel(nil)
 	return moved
-}
-
-// leaderOf returns the address of shard's leader in the current topology, or
-// "" when it names none.
-func (c *Client) leaderOf(shard uint32) string {
-	if t := c.topo.Load(); t != nil && shard < t.shards {
-		return t.leader[shard]
-	}
-	return ""
 }
 
 // nextTopology returns a channel closed when the next topology is installed.

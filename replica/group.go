@@ -73,6 +73,9 @@ type Group struct {
 	transfers       []*transferReq
 	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
 	heldCommit map[uint64]*pb.Message
+	// dropPreVotes: leaderDown's last tick started a campaign that this node must not
+	// run; the pre-vote requests of its next Ready are dropped (see leaderDown).
+	dropPreVotes bool
 	// leaderContact: when this replica last stepped a message only a leader sends (an append,
 	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
 	leaderContact time.Time
@@ -238,13 +241,25 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 // set and it is the first remaining voter, campaigns at once; the others elect it within a
 // round trip. If its log is behind they refuse, and their own clocks, already past the
 // lease, elect another. Loop goroutine.
+//
+// The ticks can start a campaign by themselves: raft's randomized election timeout is
+// ElectionTicks to twice that, and a follower that just heard from its leader (a quiesce
+// heartbeat) reaches ElectionTicks on the last tick. A node that is not to campaign (not
+// the first remaining voter, or lapsing for another's vote request) would then contest the
+// first voter's campaign, and two pre-candidates that grant each other's pre-votes split the
+// vote. So its pre-vote requests are dropped, as a lossy network might: it stays a
+// pre-candidate without votes, grants the others' requests, and follows the winner.
 func (g *Group) leaderDown(id uint64, campaign bool) {
 	g.wake()
 	for range g.h.cfg.ElectionTicks {
 		g.rn.Tick()
 	}
-	if campaign && g.firstVoterWithout(id) == g.h.cfg.NodeID && g.rn.BasicStatus().RaftState == raft.StateFollower {
+	first := campaign && g.firstVoterWithout(id) == g.h.cfg.NodeID
+	switch st := g.rn.BasicStatus().RaftState; {
+	case first && st == raft.StateFollower:
 		_ = g.rn.Campaign()
+	case !first && st == raft.StatePreCandidate:
+		g.dropPreVotes = true
 	}
 	g.stir()
 }

@@ -195,6 +195,7 @@ func (h *Host) processReady() {
 				r.appendMsg = m
 			case to == raft.LocalApplyThread:
 				r.applyMsg = m
+			case g.dropPreVotes && m.GetType() == pb.MsgPreVote:
 			case g.holdCommitOnly(m):
 			case m.GetType() == pb.MsgSnap:
 				h.cfg.Transport.SendSnapshot(ShardMessage{Shard: g.shard, Msg: m})
@@ -202,6 +203,7 @@ func (h *Host) processReady() {
 				out = append(out, ShardMessage{Shard: g.shard, Msg: m})
 			}
 		}
+		g.dropPreVotes = false
 		rds = append(rds, r)
 	}
 	if len(rds) == 0 {

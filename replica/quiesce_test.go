@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -311,4 +313,66 @@ func TestLapseForVoteDoesNotCampaign(t *testing.T) {
 	}
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, rest...)
+}
+
+// leaderDown's ticks can start a campaign by themselves (1 time in ElectionTicks: raft's
+// randomized timeout can be exactly ElectionTicks). A node that is not to campaign must not
+// then ask for votes: its pre-vote requests are dropped. The test repeats leaderDown(lead,
+// false) on a follower until its ticks have made it a pre-candidate three times, and checks
+// that it sent no pre-vote request right after any of them.
+func TestLeaderDownWithoutCampaignAsksNoVotes(t *testing.T) {
+	const shard, wantHits, maxRounds = 8, 3, 100
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	var (
+		mu     sync.Mutex
+		from   uint64
+		asked  int
+		watchd bool
+	)
+	c.net.mu.Lock()
+	c.net.drop = func(f uint64, m *pb.Message) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if watchd && f == from && m.GetType() == pb.MsgPreVote {
+			asked++
+		}
+		return false
+	}
+	c.net.mu.Unlock()
+	hits := 0
+	for round := 0; round < maxRounds && hits < wantHits; round++ {
+		c.quiesced(shard, 1, 2, 3)
+		lead := c.leader(shard).Status().ID
+		f := c.others(lead)[round%2]
+		g := c.group(f, shard)
+		mu.Lock()
+		from, asked, watchd = f, 0, true
+		mu.Unlock()
+		var st raft.StateType
+		if err := c.nodes[f].host.call(context.Background(), func() error {
+			g.leaderDown(lead, false)
+			st = g.rn.BasicStatus().RaftState
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// The Ready with any pre-vote request goes out in the same loop iteration; raft's
+		// next campaign comes ElectionTicks (100 ms) later at the earliest.
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		n := asked
+		watchd = false
+		mu.Unlock()
+		if st == raft.StatePreCandidate {
+			hits++
+			if n > 0 {
+				t.Fatalf("round %d: node %d, made a pre-candidate by leaderDown(_, false), sent %d pre-vote requests", round, f, n)
+			}
+		}
+	}
+	if hits < wantHits {
+		t.Fatalf("leaderDown's ticks made a follower a pre-candidate %d times in %d rounds, want %d", hits, maxRounds, wantHits)
+	}
 }
