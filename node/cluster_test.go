@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -247,6 +250,62 @@ func TestJoinTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Close()
+}
+
+// A node serves gRPC from before it has joined its cluster (peers' raft traffic must reach
+// it), but its client-facing calls need membership and its reopened shards: until it has
+// started, they are answered UNAVAILABLE, saying so, where a topology request used to crash
+// the process (a restarted node that a client asked for the topology at once).
+func TestCallsWhileStarting(t *testing.T) {
+	grpcAddr := testnode.FreeGossipAddr(t) // a free TCP port
+	cfg := node.Config{
+		DataDir: t.TempDir(), Listen: grpcAddr, DisableHTTP: true, Gossip: testnode.FreeGossipAddr(t),
+		Name: "starting", Join: []string{testnode.FreeGossipAddr(t)}, JoinTimeout: 3 * time.Second,
+	}
+	done := make(chan error, 1)
+	go func() {
+		n, err := node.Start(context.Background(), cfg)
+		if err == nil {
+			n.Close()
+		}
+		done <- err
+	}()
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cc, sc := shoalv1.NewClusterClient(conn), shoalv1.NewStreamsClient(conn)
+	calls := map[string]func(context.Context) error{
+		"Topology": func(ctx context.Context) error {
+			_, err := cc.Topology(ctx, &shoalv1.TopologyRequest{LocalOnly: true})
+			return err
+		},
+		"Status": func(ctx context.Context) error { _, err := cc.Status(ctx, &shoalv1.StatusRequest{}); return err },
+		"Append": func(ctx context.Context) error {
+			_, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{event("E")}})
+			return err
+		},
+	}
+	testnode.WaitFor(t, 5*time.Second, "the starting node's gRPC listener", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		if err := calls["Topology"](ctx); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "is starting") {
+			return fmt.Sprintf("Topology: %v", err)
+		}
+		return ""
+	})
+	for name, call := range calls {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := call(ctx)
+		cancel()
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "node starting is starting") {
+			t.Errorf("%s while starting: %v, want UNAVAILABLE saying the node is starting", name, err)
+		}
+	}
+	if err := <-done; !errors.Is(err, node.ErrJoinTimeout) {
+		t.Fatalf("Start: %v, want ErrJoinTimeout (its seed never answers)", err)
+	}
 }
 
 // TestJoinRetriesSeeds starts a new node before its seed, as Compose or

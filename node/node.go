@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/buildinfo"
@@ -174,7 +177,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.tr.SetHandler(n.host)
 	n.host.SetGroupFactory(n.groupFactory)
 
-	n.grpcSrv = grpc.NewServer(grpcopt.ServerOptions()...)
+	n.grpcSrv = grpc.NewServer(append(grpcopt.ServerOptions(),
+		grpc.ChainUnaryInterceptor(n.gateUnary), grpc.ChainStreamInterceptor(n.gateStream))...)
 	n.streams = &streamsServer{n: n}
 	shoalv1.RegisterStreamsServer(n.grpcSrv, n.streams)
 	shoalv1.RegisterClusterServer(n.grpcSrv, &clusterServer{n: n})
@@ -748,4 +752,34 @@ func (n *Node) close() error {
 	}
 	n.log.Info("node closed")
 	return errors.Join(errs...)
+}
+
+// startingErr is the answer to a client-facing call (the Streams and Cluster services) that
+// arrives while the node is starting: gRPC serves from before membership has started and the
+// groups are reopened (raft traffic from peers must flow meanwhile), and those calls need
+// both. Nil once the node has started, and for the Raft service.
+func (n *Node) startingErr(method string) error {
+	if n.started.Load() {
+		return nil
+	}
+	for _, svc := range []string{shoalv1.Streams_ServiceDesc.ServiceName, shoalv1.Cluster_ServiceDesc.ServiceName} {
+		if strings.HasPrefix(method, "/"+svc+"/") {
+			return status.Errorf(codes.Unavailable, "node %s is starting (joining its cluster, reopening its shards); try another node", n.dir.id.Name)
+		}
+	}
+	return nil
+}
+
+func (n *Node) gateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := n.startingErr(info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := n.startingErr(info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
 }

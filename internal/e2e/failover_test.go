@@ -146,6 +146,14 @@ func measureFailover(t *testing.T, f failure) {
 			}
 		}
 
+		// Placement may have moved the shard's leadership meanwhile (leader balancing): stop
+		// the node that leads it now.
+		if st, err := c.Status(context.Background()); err == nil {
+			topo := st.GetTopology()
+			if s := cl.byName(nodeNames(topo)[topo.GetShards()[shard].GetLeaderId()]); s != nil {
+				victim = s
+			}
+		}
 		killed := time.Now()
 		f.end(victim)
 		exited := time.Now()
