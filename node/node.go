@@ -727,13 +727,17 @@ func (n *Node) close() error {
 	if n.peers != nil {
 		n.peers.close()
 	}
-	if n.host != nil {
-		if err := n.host.Close(); err != nil && !errors.Is(err, replica.ErrStopped) {
+	// The transport before the host: closing the host waits for snapshots being written to
+	// peers, and only the transport's closing aborts their streams (a peer that stopped
+	// reading would hold Close for the stall timeout). A closed transport drops what the
+	// host still sends.
+	if n.tr != nil {
+		if err := n.tr.Close(); err != nil && !errors.Is(err, transport.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
-	if n.tr != nil {
-		if err := n.tr.Close(); err != nil && !errors.Is(err, transport.ErrClosed) {
+	if n.host != nil {
+		if err := n.host.Close(); err != nil && !errors.Is(err, replica.ErrStopped) {
 			errs = append(errs, err)
 		}
 	}

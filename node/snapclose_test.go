@@ -1,0 +1,104 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/replica"
+)
+
+// wedgedRaft takes a snapshot's first chunk and then stops reading, as a receiver on a slow
+// disk or a paused process does.
+type wedgedRaft struct {
+	shoalv1.UnimplementedRaftServer
+	got     chan struct{}
+	release chan struct{}
+}
+
+func (w *wedgedRaft) Snapshot(s shoalv1.Raft_SnapshotServer) error {
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	close(w.got)
+	<-w.release
+	return nil
+}
+
+// Close does not wait for an outgoing snapshot stream to a peer that stopped reading: the
+// transport, whose closing aborts the stream, closes before the host, which waits for the
+// snapshot's writer. (In the other order Close waited for the stall timeout, a minute.)
+func TestCloseDuringOutgoingSnapshot(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Shards = 1
+	cfg.DisableHTTP = true
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, n)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	for i := 0; i < 12; i++ { // ~36 MB of incompressible events in shard 0
+		evs := make([]*shoalv1.EventData, 3)
+		for j := range evs {
+			data := make([]byte, 1<<20)
+			rand.Read(data)
+			id := uuid.New()
+			evs[j] = &shoalv1.EventData{Id: id[:], Type: "Big", Data: data}
+		}
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "big", Events: evs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wedgedRaft{got: make(chan struct{}), release: make(chan struct{})}
+	srv := grpc.NewServer()
+	shoalv1.RegisterRaftServer(srv, w)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	var once sync.Once
+	release := func() { once.Do(func() { close(w.release) }) }
+	defer release()
+
+	members := []membership.Member{{Meta: membership.Meta{NodeID: 999, GRPCAddr: lis.Addr().String()}, Alive: true}}
+	n.members.Store(&members)
+	g, _ := n.host.Group(0)
+	st := g.Status()
+	typ := pb.MsgSnap
+	n.tr.SendSnapshot(replica.ShardMessage{Shard: 0, Msg: &pb.Message{Type: &typ, To: proto.Uint64(999), From: proto.Uint64(n.ID()),
+		Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: proto.Uint64(st.Applied), Term: proto.Uint64(st.Term)}}}})
+	select {
+	case <-w.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("snapshot stream never started")
+	}
+	time.Sleep(500 * time.Millisecond) // let the sender fill the flow-control windows
+
+	closed := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() { n.Close(); closed <- time.Since(start) }()
+	select {
+	case d := <-closed:
+		t.Logf("Close took %v", d)
+	case <-time.After(10 * time.Second):
+		t.Errorf("Close still blocked after 10 s behind a stalled outgoing snapshot (the stall timeout is %v)", time.Minute)
+		release()
+		t.Logf("Close returned %v after the receiver was released", <-closed)
+	}
+}
