@@ -73,13 +73,17 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 	return moved, kept
 }
 
-// handOff transfers g's leadership to the first of its candidates that takes it.
+// handOff transfers g's leadership to the first of its candidates that takes it, passing over
+// one that says it is still starting (peerStarting).
 func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membership.Member) {
 	targets := handOffTargets(g.Status(), members)
 	var err error
 	for _, to := range targets {
 		if ctx.Err() != nil || !g.IsLeader() {
 			return
+		}
+		if addr, ok := n.resolve(to); ok && n.peerStarting(ctx, addr) {
+			continue // it would refuse the shard's clients until it has started
 		}
 		if err = g.TransferLeadership(ctx, to); !g.IsLeader() {
 			return

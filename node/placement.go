@@ -626,6 +626,10 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	case stepRemove:
 		err = g.RemoveMember(ctx, step.Node)
 	case stepTransfer:
+		if addr, ok := p.n.resolve(step.Node); ok && p.n.peerStarting(ctx, addr) {
+			err = fmt.Errorf("node %d is still starting", step.Node)
+			break
+		}
 		err = g.TransferLeadership(ctx, step.Node)
 	}
 	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason,

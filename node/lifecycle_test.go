@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -100,5 +102,43 @@ func TestCloseDuringOutgoingSnapshot(t *testing.T) {
 		t.Errorf("Close still blocked after 10 s behind a stalled outgoing snapshot (the stall timeout is %v)", time.Minute)
 		release()
 		t.Logf("Close returned %v after the receiver was released", <-closed)
+	}
+}
+
+// peerStarting tells a node that is still starting (it answers client calls "is starting")
+// from one that has started, so that placement and hand-off do not give it a leadership yet.
+func TestPeerStarting(t *testing.T) {
+	ready, err := Start(context.Background(), testConfig(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ready.Close()
+	waitReady(t, ready)
+
+	cfg := testConfig(t, t.TempDir())
+	cfg.Join, cfg.JoinTimeout = []string{testaddr.Gossip(t)}, 3*time.Second // a seed that never answers
+	startingAddr := testaddr.Gossip(t)                                      // a free TCP port
+	cfg.Listen = startingAddr
+	done := make(chan error, 1)
+	go func() {
+		_, err := Start(context.Background(), cfg)
+		done <- err
+	}()
+	ctx := context.Background()
+	deadline := time.Now().Add(2 * time.Second)
+	for !ready.peerStarting(ctx, startingAddr) {
+		if time.Now().After(deadline) {
+			t.Fatal("a node that is joining its cluster is not seen as starting")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ready.peerStarting(ctx, ready.Addr()) {
+		t.Error("a started node is seen as starting")
+	}
+	if err := <-done; !errors.Is(err, ErrJoinTimeout) {
+		t.Fatalf("Start: %v, want ErrJoinTimeout", err)
+	}
+	if ready.peerStarting(ctx, startingAddr) {
+		t.Error("an address nothing listens on is seen as starting")
 	}
 }
