@@ -231,6 +231,18 @@ func TestSlowLeaderNotAbandoned(t *testing.T) {
 	}
 }
 
+// hangOn is a fault that makes a node hang on method (it neither answers nor breaks the
+// connection) until the client gives up on the call.
+func hangOn(method string) func(ctx context.Context, m string, k int) error {
+	return func(ctx context.Context, m string, k int) error {
+		if m == method {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+}
+
 // An attempt that went to a node other than the topology's leader (on a hint from an older
 // not-leader answer, or with the leader's breaker open) is also abandoned when that node
 // hangs: a topology fetched after the attempt started names another leader.
@@ -242,13 +254,7 @@ func TestHintedNodeHangs(t *testing.T) {
 	if _, err := c.Topology(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	n1.setFault(func(ctx context.Context, m string, k int) error {
-		if m == "Append" {
-			<-ctx.Done() // hangs
-			return ctx.Err()
-		}
-		return nil
-	})
+	n1.setFault(hangOn("Append"))
 	c.setHint(ring.ShardOf("s", 4), n1.addr) // a not-leader answer named node 1
 	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
 		t.Fatalf("Append: %v", err)
@@ -321,15 +327,8 @@ func TestLeaderMovesBoundedByMaxElapsed(t *testing.T) {
 	p := fastRetry()
 	p.MaxElapsed = time.Second
 	c := dial(t, fc, WithRetry(p))
-	hang := func(ctx context.Context, m string, k int) error {
-		if m == "Append" {
-			<-ctx.Done()
-			return ctx.Err()
-		}
-		return nil
-	}
-	fc.nodes[0].setFault(hang)
-	fc.nodes[1].setFault(hang)
+	fc.nodes[0].setFault(hangOn("Append"))
+	fc.nodes[1].setFault(hangOn("Append"))
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {

@@ -88,8 +88,11 @@ func (w *leaderWatch) disarm() {
 func (w *leaderWatch) armed(gen uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.gen == gen && w.timer != nil
+	return w.armedLocked(gen)
 }
+
+// armedLocked is armed with w.mu held.
+func (w *leaderWatch) armedLocked(gen uint64) bool { return w.gen == gen && w.timer != nil }
 
 // poll watches the topology for the arming gen until the leader moves (it
 // cancels the attempt), the watch is disarmed or the attempt ends. It asks for
@@ -101,7 +104,7 @@ func (w *leaderWatch) poll(gen uint64) {
 		next := c.nextTopology()
 		if w.moved() {
 			w.mu.Lock()
-			if w.gen == gen && w.timer != nil {
+			if w.armedLocked(gen) {
 				w.cancel(errLeaderMoved)
 			}
 			w.mu.Unlock()

@@ -41,6 +41,7 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 	tried := map[uint32]bool{} // shards this call tried to hand off
 	for round := 0; round < handOffRounds && ctx.Err() == nil; round++ {
 		members := n.Members()
+		starting := n.startingPeers(ctx, members)
 		var wg sync.WaitGroup
 		for _, g := range n.host.Groups() {
 			if !g.IsLeader() {
@@ -50,7 +51,7 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				n.handOff(ctx, g, members)
+				n.handOff(ctx, g, members, starting)
 			}()
 		}
 		if len(tried) == 0 {
@@ -73,17 +74,13 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 	return moved, kept
 }
 
-// handOff transfers g's leadership to the first of its candidates that takes it, passing over
-// one that says it is still starting (peerStarting).
-func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membership.Member) {
-	targets := handOffTargets(g.Status(), members)
+// handOff transfers g's leadership to the first of its candidates that takes it.
+func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membership.Member, starting map[uint64]bool) {
+	targets := handOffTargets(g.Status(), members, starting)
 	var err error
 	for _, to := range targets {
 		if ctx.Err() != nil || !g.IsLeader() {
 			return
-		}
-		if addr, ok := n.resolve(to); ok && n.peerStarting(ctx, addr) {
-			continue // it would refuse the shard's clients until it has started
 		}
 		if err = g.TransferLeadership(ctx, to); !g.IsLeader() {
 			return
@@ -97,14 +94,15 @@ func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membersh
 }
 
 // handOffTargets orders the voters that may take the leadership of st's shard: neither this
-// node, nor a member that gossip says is dead, stopping or decommissioning, nor one receiving a
+// node, nor a member that gossip says is dead, stopping or decommissioning, nor one that says
+// it is still starting (starting; it would refuse the shard's clients), nor one receiving a
 // snapshot. Those raft saw active recently come first (raft clears that mark at every quorum
 // check, so a live voter may lack it for a moment), then the furthest replicated, then the
 // lowest ID.
-func handOffTargets(st replica.Status, members []membership.Member) []uint64 {
+func handOffTargets(st replica.Status, members []membership.Member, starting map[uint64]bool) []uint64 {
 	unfit := map[uint64]bool{}
 	for _, m := range members {
-		unfit[m.NodeID] = !m.Alive || m.Stopping || m.Decommissioning
+		unfit[m.NodeID] = !m.Alive || m.Stopping || m.Decommissioning || starting[m.NodeID]
 	}
 	var out []uint64
 	for _, id := range st.Voters {

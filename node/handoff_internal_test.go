@@ -30,15 +30,15 @@ func TestHandOffTargets(t *testing.T) {
 	}
 	// Active before inactive, then furthest replicated, then lowest ID; never self, a stopping
 	// member, one receiving a snapshot or a learner.
-	if got, want := handOffTargets(st, members), []uint64{4, 7, 3, 2}; !slices.Equal(got, want) {
+	if got, want := handOffTargets(st, members, nil), []uint64{4, 7, 3, 2}; !slices.Equal(got, want) {
 		t.Fatalf("targets %v, want %v", got, want)
 	}
 	members[3] = member(4, false, false, false) // 4 dead in gossip
 	members[6] = member(7, true, false, true)   // 7 decommissioning
-	if got, want := handOffTargets(st, members), []uint64{3, 2}; !slices.Equal(got, want) {
+	if got, want := handOffTargets(st, members, nil), []uint64{3, 2}; !slices.Equal(got, want) {
 		t.Fatalf("targets %v, want %v", got, want)
 	}
-	if got := handOffTargets(replica.Status{ID: 1, Voters: []uint64{1}}, nil); len(got) != 0 {
+	if got := handOffTargets(replica.Status{ID: 1, Voters: []uint64{1}}, nil, nil); len(got) != 0 {
 		t.Fatalf("a single voter has targets %v", got)
 	}
 }

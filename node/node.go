@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/buildinfo"
@@ -756,56 +753,4 @@ func (n *Node) close() error {
 	}
 	n.log.Info("node closed")
 	return errors.Join(errs...)
-}
-
-// startingMsg marks startingErr's answers, which peerStarting looks for.
-const startingMsg = "is starting"
-
-// peerStartingTimeout bounds peerStarting's question.
-const peerStartingTimeout = 500 * time.Millisecond
-
-// peerStarting reports whether the node at addr answers that it is still starting
-// (startingErr). Such a node must not be handed a shard's leadership yet: it would lead a
-// group while refusing its clients until it has joined its cluster, which after a quick
-// restart its peers cannot yet see in gossip (they still see its previous run alive). A peer
-// that does not answer is not taken for starting: raft decides, as before.
-func (n *Node) peerStarting(ctx context.Context, addr string) bool {
-	conn, err := n.peers.get(addr)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, peerStartingTimeout)
-	defer cancel()
-	_, err = shoalv1.NewClusterClient(conn).Settings(ctx, &shoalv1.SettingsRequest{})
-	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), startingMsg)
-}
-
-// startingErr is the answer to a client-facing call (the Streams and Cluster services) that
-// arrives while the node is starting: gRPC serves from before membership has started and the
-// groups are reopened (raft traffic from peers must flow meanwhile), and those calls need
-// both. Nil once the node has started, and for the Raft service.
-func (n *Node) startingErr(method string) error {
-	if n.started.Load() {
-		return nil
-	}
-	for _, svc := range []string{shoalv1.Streams_ServiceDesc.ServiceName, shoalv1.Cluster_ServiceDesc.ServiceName} {
-		if strings.HasPrefix(method, "/"+svc+"/") {
-			return status.Errorf(codes.Unavailable, "node %s %s (joining its cluster, reopening its shards); try another node", n.dir.id.Name, startingMsg)
-		}
-	}
-	return nil
-}
-
-func (n *Node) gateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := n.startingErr(info.FullMethod); err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := n.startingErr(info.FullMethod); err != nil {
-		return err
-	}
-	return handler(srv, ss)
 }

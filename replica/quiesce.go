@@ -60,7 +60,7 @@ func (g *Group) onTickQuiescence() bool {
 		}
 		g.sendQuiesce()
 	case g.state != raft.StateLeader && g.quiesceTicks >= quiesceLapseTicks:
-		g.lapse()
+		g.lapse(true)
 		return false
 	}
 	return true
@@ -69,12 +69,12 @@ func (g *Group) onTickQuiescence() bool {
 // lapse is a quiesced follower's answer to its leader's silence: the leader's node stopped,
 // hangs or is cut off, and no broken connection said so (a crash that breaks connections is
 // reported by the transport: Host.ReportPeerDown). The follower does what that report does:
-// it wakes, ends its leader lease at once, and the first remaining voter campaigns. Waiting
-// instead for an election timeout after waking, as an awake follower would have, put a
-// failover of an idle shard at about three election timeouts after its last quiesce
-// heartbeat. Loop goroutine.
-func (g *Group) lapse() {
-	g.leaderDown(g.rn.BasicStatus().Lead, true)
+// it wakes, ends its leader lease at once, and the first remaining voter campaigns (unless
+// campaign is false: lapseForVote). Waiting instead for an election timeout after waking, as
+// an awake follower would have, put a failover of an idle shard at about three election
+// timeouts after its last quiesce heartbeat. Loop goroutine.
+func (g *Group) lapse(campaign bool) {
+	g.leaderDown(g.rn.BasicStatus().Lead, campaign)
 	g.h.metrics.QuiesceLapses.Inc()
 }
 
@@ -92,8 +92,7 @@ func (g *Group) lapseForVote(m *pb.Message) {
 		return
 	}
 	if g.quiesceTicks >= quiesceVoteLapseTicks {
-		g.leaderDown(g.rn.BasicStatus().Lead, false)
-		g.h.metrics.QuiesceLapses.Inc()
+		g.lapse(false)
 	}
 }
 

@@ -80,13 +80,8 @@ func measureFailover(t *testing.T, f failure) {
 
 	var times []time.Duration
 	for rep := range reps {
-		topo, _ := cl.waitReplicated(c, 60*time.Second)
+		cl.waitReplicated(c, 60*time.Second)
 		shard := uint32(rep % shards)
-		leaderID := topo.GetShards()[shard].GetLeaderId()
-		victim := cl.byName(nodeNames(topo)[leaderID])
-		if victim == nil {
-			t.Fatalf("rep %d: no server for shard %d's leader %d", rep, shard, leaderID)
-		}
 		stream := ""
 		for k := 0; stream == ""; k++ {
 			if s := fmt.Sprintf("failover-%d-%d-%d", seed%1000, rep, k); ring.ShardOf(s, shards) == shard {
@@ -146,13 +141,17 @@ func measureFailover(t *testing.T, f failure) {
 			}
 		}
 
-		// Placement may have moved the shard's leadership meanwhile (leader balancing): stop
-		// the node that leads it now.
-		if st, err := c.Status(context.Background()); err == nil {
-			topo := st.GetTopology()
-			if s := cl.byName(nodeNames(topo)[topo.GetShards()[shard].GetLeaderId()]); s != nil {
-				victim = s
-			}
+		// The node that leads the shard now: placement may have moved the leadership while
+		// the writer warmed up or the cluster idled (leader balancing).
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatalf("rep %d: status: %v", rep, err)
+		}
+		topo := st.GetTopology()
+		leaderID := topo.GetShards()[shard].GetLeaderId()
+		victim := cl.byName(nodeNames(topo)[leaderID])
+		if victim == nil {
+			t.Fatalf("rep %d: no server for shard %d's leader %d", rep, shard, leaderID)
 		}
 		killed := time.Now()
 		f.end(victim)
