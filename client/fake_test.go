@@ -177,10 +177,12 @@ func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) e
 		mu.Lock()
 		for _, id := range b.Cancel {
 			if cancel := cancels[id]; cancel != nil {
-				cancel()
+				// Counted before the cancel: the cancelled call may
+				// report to the test before this loop runs again.
 				n.mu.Lock()
 				n.calls["cancel"]++
 				n.mu.Unlock()
+				cancel()
 			}
 		}
 		mu.Unlock()
