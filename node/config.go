@@ -90,7 +90,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives every metric of the node (node, replica, transport,
 	// Pebble, Go runtime, process) and is served on /metrics. Nil: a fresh
-	// registry owned by the node.
+	// registry owned by the node. Close (and a failed Start) takes the node's
+	// metrics off it again, so a node can be started again on the same registry.
 	Registry *prometheus.Registry
 }
 

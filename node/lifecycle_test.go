@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -140,5 +141,46 @@ func TestPeerStarting(t *testing.T) {
 	}
 	if ready.peerStarting(ctx, startingAddr) {
 		t.Error("an address nothing listens on is seen as starting")
+	}
+}
+
+// A node started again on the registry it was given, after a failed Start and after a
+// Close, registers its metrics again rather than panicking on duplicates, and the metrics it
+// serves are the running node's.
+func TestRestartOnSameRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	failing := cfg
+	failing.Listen = busy.Addr().String() // Start fails after registering its metrics
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := Start(ctx, failing); err == nil {
+		t.Fatal("Start on a busy address succeeded")
+	}
+	n := startNode(t, cfg)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 0 {
+		t.Fatalf("after Close the registry gathers %d families (%v), want none", len(mfs), err)
+	}
+	cfg.Gossip = testaddr.Gossip(t)
+	n = startNode(t, cfg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shards bool
+	for _, mf := range mfs {
+		shards = shards || mf.GetName() == "shoal_replica_proposals_total"
+	}
+	if !shards {
+		t.Error("the restarted node's replica metrics are not registered")
 	}
 }

@@ -48,7 +48,8 @@ type Node struct {
 	tr      *transport.Transport
 	host    *replica.Host
 	ml      atomic.Pointer[membership.Membership] // set once gossip started
-	reg     *prometheus.Registry
+	reg     *prometheus.Registry                  // gathered on /metrics
+	regs    *registrations                        // what the node registered on reg, taken off by Close
 	metrics *metrics
 	peers   *peerPool
 	leaders *leaderCache
@@ -128,9 +129,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.reg == nil {
 		n.reg = prometheus.NewRegistry()
 	}
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	n.regs = &registrations{reg: n.reg}
+	n.regs.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newPebbleCollector(n.db), &shardCollector{n: n})
-	n.metrics = newMetrics(n.reg)
+	n.metrics = newMetrics(n.regs)
 	peerOpts := grpcopt.DialOptions()
 	if cfg.PeerDialer != nil {
 		peerOpts = append(peerOpts, grpc.WithContextDialer(cfg.PeerDialer))
@@ -154,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		DialOptions: peerOpts,
 		ProbeDial:   cfg.PeerDialer,
 		Logger:      n.log,
-		Registerer:  n.reg,
+		Registerer:  n.regs,
 	})
 	n.host, err = replica.NewHost(replica.Config{
 		NodeID:      dir.id.NodeID,
@@ -165,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		SnapshotTables:   popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
 		Transport:        n.tr,
 		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
-		Registerer:       n.reg,
+		Registerer:       n.regs,
 		LogRetainEntries: cfg.RaftLogRetainEntries,
 	})
 	if err != nil {
@@ -750,6 +752,9 @@ func (n *Node) close() error {
 	}
 	if err := n.dir.unlock(); err != nil {
 		errs = append(errs, err)
+	}
+	if n.regs != nil {
+		n.regs.unregisterAll()
 	}
 	n.log.Info("node closed")
 	return errors.Join(errs...)

@@ -418,7 +418,7 @@ func (n *Node) startPlacement() {
 		interval = DefaultPlacementInterval
 	}
 	p := &placer{n: n, log: n.log.With("component", "placement"), interval: interval,
-		metrics: newPlacementMetrics(n.reg), started: time.Now()}
+		metrics: newPlacementMetrics(n.regs), started: time.Now()}
 	p.mu.shards = map[uint32]*shardPlacement{}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	n.placer.Store(p)
