@@ -707,3 +707,38 @@ func TestConcurrentAppendsUnderFaults(t *testing.T) {
 		}
 	}
 }
+
+// A topology refresh whose first node hangs asks the next one too, and installs its
+// answer without waiting for the hung node (whose fetch the refresh then cancels, rather
+// than the fetch timing out).
+func TestRefreshPassesHungNode(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	c := dial(t, fc)
+	before := c.topo.Load()
+	hungEnd := make(chan error, 1)
+	var once sync.Once
+	for _, n := range fc.nodes {
+		n.setFault(func(ctx context.Context, m string, k int) error {
+			if m != "Topology" {
+				return nil
+			}
+			first := false
+			once.Do(func() { first = true })
+			if !first {
+				return nil
+			}
+			<-ctx.Done()
+			hungEnd <- ctx.Err()
+			return ctx.Err()
+		})
+	}
+	if err := c.refreshTopology(testCtx(t), ""); err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if c.topo.Load() == before {
+		t.Fatal("the refresh installed no topology")
+	}
+	if err := <-hungEnd; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the hung node's fetch ended with %v, want it cancelled once another answered", err)
+	}
+}

@@ -76,7 +76,10 @@
 //     the call goes to the new leader at once (a read resumes after its last
 //     event): a node that hangs without breaking its connections (a stuck
 //     process, a paused machine) does not hold calls until gRPC's keepalive or
-//     their deadline. Stale reads are not watched. An abandoned
+//     their deadline. A stale read, which any replica may serve, moves
+//     instead when a topology names its node dead (gossip declares a node
+//     that stopped answering dead in about two and a half seconds), and
+//     resumes on another replica. An abandoned
 //     attempt does not count against the node's breaker, and counts against
 //     RetryPolicy.MaxElapsed like any retry; Stats.LeaderMoves counts them. An
 //     answer that arrives as the attempt is abandoned stands. Deletes, which a

@@ -27,7 +27,8 @@ type fakeCluster struct {
 	nodes  []*fakeNode
 
 	mu      sync.Mutex
-	leader  uint64 // node ID leading every shard; 0 = unknown
+	leader  uint64          // node ID leading every shard; 0 = unknown
+	dead    map[uint64]bool // nodes the topology names dead
 	streams map[string][]*shoalv1.RecordedEvent
 	pos     map[uint32]uint64 // next position by shard
 	pages   int               // events per Read page
@@ -72,6 +73,16 @@ func newFakeCluster(t *testing.T, nodes int, shards uint32) *fakeCluster {
 }
 
 func (c *fakeCluster) setLeader(id uint64) { c.mu.Lock(); c.leader = id; c.mu.Unlock() }
+
+// setDead makes the topology name node id dead, as gossip does a node that stopped answering.
+func (c *fakeCluster) setDead(id uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead == nil {
+		c.dead = map[uint64]bool{}
+	}
+	c.dead[id] = true
+}
 
 func (n *fakeNode) setFault(f func(ctx context.Context, method string, n int) error) {
 	n.mu.Lock()
@@ -130,7 +141,7 @@ func (n *fakeNode) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (
 	resp := &shoalv1.TopologyResponse{Settings: &shoalv1.ClusterSettings{ClusterId: "fake", Shards: c.shards, Replication: uint32(len(c.nodes))}}
 	var voters []uint64
 	for _, m := range c.nodes {
-		resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id, Name: fmt.Sprintf("n%d", m.id), GrpcAddr: m.addr, Alive: true})
+		resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id, Name: fmt.Sprintf("n%d", m.id), GrpcAddr: m.addr, Alive: !c.dead[m.id]})
 		voters = append(voters, m.id)
 	}
 	for s := range c.shards {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -319,5 +320,72 @@ func TestSlowReaderNotMoved(t *testing.T) {
 	}
 	if s := c.Stats(); s.LeaderMoves != 0 {
 		t.Fatalf("stats = %+v, want no leader move", s)
+	}
+}
+
+// hangFirstStaleReader makes the first node that serves a Read hang after its first page,
+// until the test ends, and returns that node once it hangs. The others serve normally.
+func hangFirstStaleReader(t *testing.T, fc *fakeCluster) <-chan *fakeNode {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before the servers stop (cleanups run last first)
+	hung := make(chan *fakeNode, 1)
+	var once sync.Once
+	for _, n := range fc.nodes {
+		n.mu.Lock()
+		n.readFault = func(page int) error {
+			first := false
+			once.Do(func() { first = true })
+			if page == 1 && first {
+				hung <- n
+				<-release
+			}
+			return nil
+		}
+		n.mu.Unlock()
+	}
+	return hung
+}
+
+// A stale read whose replica hangs moves to another replica once the topology names the
+// hung node dead (gossip's verdict), and resumes after its last event.
+func TestStaleReadMovedFromDeadNode(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	c := dial(t, fc)
+	seed(t, c, "s", 25)
+	hung := hangFirstStaleReader(t, fc)
+	go func() {
+		n := <-hung
+		time.Sleep(2 * leaderWatchAfter)
+		fc.setDead(n.id)
+	}()
+	wantRange(t, collect(t, c.Read(testCtx(t), "s", Stale())), 0, 25, false)
+	if s := c.Stats(); s.LeaderMoves != 1 {
+		t.Fatalf("stats = %+v, want one move", s)
+	}
+}
+
+// A stale read stays with a replica that is slow but alive, even when the shard's leader
+// moves meanwhile: any replica may serve it, and only a node declared dead moves it.
+func TestStaleReadStaysWithLiveNode(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	c := dial(t, fc)
+	seed(t, c, "s", 25)
+	var once sync.Once
+	for _, n := range fc.nodes {
+		n.mu.Lock()
+		n.readFault = func(page int) error {
+			if page == 1 {
+				once.Do(func() {
+					fc.setLeader(n.id%3 + 1) // another node
+					time.Sleep(4 * leaderWatchAfter)
+				})
+			}
+			return nil
+		}
+		n.mu.Unlock()
+	}
+	wantRange(t, collect(t, c.Read(testCtx(t), "s", Stale())), 0, 25, false)
+	if s := c.Stats(); s.LeaderMoves != 0 {
+		t.Fatalf("stats = %+v, want no move", s)
 	}
 }

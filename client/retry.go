@@ -99,25 +99,26 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
 			}
 			var watch *leaderWatch
-			if t.idempotent && t.kind != anyNode && !t.stale {
-				actx, watch = c.watchLeader(actx, n, shard)
+			if t.idempotent && t.kind != anyNode {
+				actx, watch = c.watchLeader(actx, n, shard, t.stale)
 				if unary {
 					watch.arm()
 				}
 			}
 			progress, err := fn(actx, n, watch)
-			moved := watch.stop() && err != nil // an answer that came anyway stands
+			moved := watch.stop()
 			cancel()
-			if moved {
+			if moved != nil && err != nil { // an answer that came anyway stands
 				// The shard's leader changed while this attempt hung: the
 				// node it went to stopped answering (a hung process, a
-				// cut connection) or lost its leadership. Try the new
-				// leader now, without backoff (the call is idempotent),
-				// unless the policy's time is up.
+				// cut connection) or lost its leadership; or, for a stale
+				// read, the node was declared dead. Try the new leader (or
+				// another replica) now, without backoff (the call is
+				// idempotent), unless the policy's time is up.
 				finish(errExcluded)
 				c.stats.leaderMoves.Add(1)
-				c.log.Debug("client: leader moved during attempt", "node", n.addr, "shard", shard)
-				last = errLeaderMoved
+				c.log.Debug("client: attempt moved from its node", "node", n.addr, "shard", shard, "why", moved)
+				last = moved
 				if progress {
 					bo.Reset()
 					start = time.Now()

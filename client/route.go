@@ -20,11 +20,19 @@ const fetchTimeout = 5 * time.Second
 // minRefreshGap spaces background refreshes triggered by errors.
 const minRefreshGap = 100 * time.Millisecond
 
+// refreshHedgeAfter is how long a topology refresh waits for one node before
+// it asks the next one as well: a node that hangs without breaking its
+// connection would otherwise hold every refresh, and with it every leader
+// watch, for fetchTimeout. (A node answers within about a second even while
+// one of its peers hangs: it waits that long at most for the peer's view.)
+const refreshHedgeAfter = 500 * time.Millisecond
+
 // topology is the immutable routing view built from a TopologyResponse.
 type topology struct {
 	resp    *shoalv1.TopologyResponse
 	shards  uint32
 	alive   []string   // gRPC addresses of live nodes, by node ID
+	dead    []string   // gRPC addresses of the nodes it names dead
 	leader  []string   // by shard: the leader's address, "" when unknown
 	voters  [][]string // by shard: addresses of live voters
 	fetched time.Time
@@ -54,8 +62,13 @@ func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
 		alive[n.GetId()] = n.GetAlive()
 		if n.GetAlive() {
 			t.alive = append(t.alive, n.GetGrpcAddr())
+		} else {
+			t.dead = append(t.dead, n.GetGrpcAddr())
 		}
 	}
+	// An address both alive and dead (a node replaced by one with a new ID at the same
+	// address) is alive.
+	t.dead = slices.DeleteFunc(t.dead, func(a string) bool { return slices.Contains(t.alive, a) })
 	for _, s := range resp.GetShards() {
 		if s.GetShard() >= shards {
 			continue
@@ -74,14 +87,25 @@ func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
 
 // fetchTopology asks n for the topology and installs it.
 func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyResponse, error) {
+	t, err := fetchTopology(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	c.install(t, n)
+	return t.resp, nil
+}
+
+// fetchTopology asks n for the topology.
+func fetchTopology(ctx context.Context, n *node) (*topology, error) {
 	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{})
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTopology(resp)
-	if err != nil {
-		return nil, err
-	}
+	return newTopology(resp)
+}
+
+// install makes t, fetched from n, the client's topology.
+func (c *Client) install(t *topology, n *node) {
 	c.topo.Store(t)
 	c.installed()
 	c.stats.refreshes.Add(1)
@@ -93,12 +117,13 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 	}
 	c.mu.Unlock()
 	c.log.Debug("client: topology refreshed", "from", n.addr, "shards", t.shards, "alive", len(t.alive))
-	return resp, nil
 }
 
 // refreshTopology makes one pass over the known nodes and seeds and installs
 // the first topology one of them returns, asking avoid (a node suspected of
-// hanging; "" for none) last. Concurrent callers share a pass.
+// hanging; "" for none) last. It asks one node at a time, moving on when one
+// fails, and also when one has not answered within refreshHedgeAfter (the
+// slow one may still answer first). Concurrent callers share a pass.
 func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 	before := c.topo.Load()
 	c.refreshMu.Lock()
@@ -106,33 +131,83 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 	if t := c.topo.Load(); t != nil && t != before {
 		return nil // someone refreshed while we waited
 	}
-	var last error = errNoNodes
 	cands := c.anyCandidates(c.topo.Load())
 	if i := slices.Index(cands, avoid); i >= 0 {
 		cands = append(slices.Delete(cands, i, i+1), avoid)
 	}
-	for _, addr := range cands {
-		if err := ctx.Err(); err != nil {
-			return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the slower fetches of a pass that succeeded
+	type fetched struct {
+		n   *node
+		t   *topology
+		err error
+	}
+	answers := make(chan fetched, len(cands))
+	var (
+		last     error = errNoNodes
+		asking   int   // fetches under way
+		hedge    *time.Timer
+		hedgeDue <-chan time.Time
+	)
+	defer func() {
+		if hedge != nil {
+			hedge.Stop()
 		}
-		n, err := c.node(addr)
-		if err != nil {
-			last = err
-			continue
+	}()
+	// ask starts a fetch from the next candidate that admits one, and reports whether it
+	// did.
+	ask := func() bool {
+		for len(cands) > 0 {
+			addr := cands[0]
+			cands = cands[1:]
+			n, err := c.node(addr)
+			if err != nil {
+				last = err
+				continue
+			}
+			finish, err := n.breaker.Allow()
+			if err != nil {
+				last = errAllBreakersOpen
+				continue
+			}
+			asking++
+			go func() {
+				fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+				defer cancel()
+				t, err := fetchTopology(fctx, n)
+				finish(c.breakerOutcome(ctx, err))
+				answers <- fetched{n, t, err}
+			}()
+			if hedge == nil {
+				hedge = time.NewTimer(refreshHedgeAfter)
+			} else {
+				hedge.Reset(refreshHedgeAfter)
+			}
+			hedgeDue = hedge.C
+			return true
 		}
-		finish, err := n.breaker.Allow()
-		if err != nil {
-			last = errAllBreakersOpen
-			continue
+		hedgeDue = nil
+		return false
+	}
+	ask()
+	for asking > 0 {
+		select {
+		case a := <-answers:
+			asking--
+			if a.err == nil {
+				c.install(a.t, a.n)
+				return nil
+			}
+			last = a.err
+			ask()
+		case <-hedgeDue:
+			ask()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-		_, err = c.fetchTopology(fctx, n)
-		cancel()
-		finish(c.breakerOutcome(ctx, err))
-		if err == nil {
-			return nil
-		}
-		last = err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	return last
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
@@ -18,7 +19,10 @@ import (
 // when a topology fetched after the attempt started names a leader for its
 // shard other than the node it went to. (An older topology proves nothing: the
 // attempt may have gone to its node on a newer hint.) The call then
-// retries on the new leader at once. Only idempotent calls are watched:
+// retries on the new leader at once. A stale read, which any replica may
+// serve, waits instead for a topology that names its node dead (gossip
+// declares a node that stopped answering dead within about two and a half
+// seconds) and retries on another replica. Only idempotent calls are watched:
 // appends carry their event IDs, so a retry of an append that did commit is
 // answered as a duplicate, and a read resumes after the last event it yielded.
 const (
@@ -26,17 +30,22 @@ const (
 	leaderWatchEvery = 300 * time.Millisecond
 )
 
-// errLeaderMoved is the failure of an attempt abandoned by its leader watch.
-var errLeaderMoved = errors.New("client: the shard's leader changed while the attempt waited for its node")
+// errLeaderMoved and errNodeDead are the failures of attempts abandoned by their watch.
+var (
+	errLeaderMoved = errors.New("client: the shard's leader changed while the attempt waited for its node")
+	errNodeDead    = errors.New("client: the cluster declared the node dead while the attempt waited for it")
+)
 
 // leaderWatch watches one attempt while it waits for its node: armed, it
-// cancels the attempt's context when the shard's leader moves. A unary attempt
+// cancels the attempt's context when the shard's leader moves (when its node
+// is declared dead, for a stale read). A unary attempt
 // is armed from start to end; a streaming read only while it waits for the
 // server (watched). A nil *leaderWatch watches nothing.
 type leaderWatch struct {
 	c      *Client
 	n      *node
 	shard  uint32
+	stale  bool      // any replica may serve: only the node's death moves the attempt
 	start  time.Time // when the attempt started
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -47,11 +56,11 @@ type leaderWatch struct {
 }
 
 // watchLeader returns the attempt's context, which the watch cancels when the
-// shard's leader moves while it is armed, and the watch, unarmed, to stop
-// when the attempt returns.
-func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32) (context.Context, *leaderWatch) {
+// shard's leader moves (or, stale, its node is declared dead) while it is
+// armed, and the watch, unarmed, to stop when the attempt returns.
+func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32, stale bool) (context.Context, *leaderWatch) {
 	actx, cancel := context.WithCancelCause(ctx)
-	return actx, &leaderWatch{c: c, n: n, shard: shard, start: time.Now(), ctx: actx, cancel: cancel}
+	return actx, &leaderWatch{c: c, n: n, shard: shard, stale: stale, start: time.Now(), ctx: actx, cancel: cancel}
 }
 
 // arm starts the watch: leaderWatchAfter from now, unless disarmed first, it
@@ -102,10 +111,10 @@ func (w *leaderWatch) poll(gen uint64) {
 	var asked time.Time
 	for {
 		next := c.nextTopology()
-		if w.moved() {
+		if cause := w.moved(); cause != nil {
 			w.mu.Lock()
 			if w.armedLocked(gen) {
-				w.cancel(errLeaderMoved)
+				w.cancel(cause)
 			}
 			w.mu.Unlock()
 			return
@@ -128,15 +137,25 @@ func (w *leaderWatch) poll(gen uint64) {
 	}
 }
 
-// moved reports whether a topology fetched since the attempt started names a
-// leader for its shard other than the attempt's node.
-func (w *leaderWatch) moved() bool {
+// moved reports why the attempt should move, if a topology fetched since it
+// started says so: it names a leader for the shard other than the attempt's
+// node (errLeaderMoved), or, for a stale read, it names the node dead
+// (errNodeDead). Nil: stay.
+func (w *leaderWatch) moved() error {
 	t := w.c.topo.Load()
 	if t == nil || !t.fetched.After(w.start) || w.shard >= t.shards {
-		return false
+		return nil
 	}
-	l := t.leader[w.shard]
-	return l != "" && l != w.n.addr
+	if w.stale {
+		if slices.Contains(t.dead, w.n.addr) {
+			return errNodeDead
+		}
+		return nil
+	}
+	if l := t.leader[w.shard]; l != "" && l != w.n.addr {
+		return errLeaderMoved
+	}
+	return nil
 }
 
 // watched runs f, a wait for the attempt's node, with w armed.
@@ -146,13 +165,16 @@ func watched[T any](w *leaderWatch, f func() (T, error)) (T, error) {
 	return f()
 }
 
-// stop ends the watch and reports whether it abandoned the attempt.
-func (w *leaderWatch) stop() (moved bool) {
+// stop ends the watch and returns why it abandoned the attempt
+// (errLeaderMoved, errNodeDead), or nil if it did not.
+func (w *leaderWatch) stop() (moved error) {
 	if w == nil {
-		return false
+		return nil
 	}
 	w.disarm()
-	moved = context.Cause(w.ctx) == errLeaderMoved
+	if cause := context.Cause(w.ctx); cause == errLeaderMoved || cause == errNodeDead {
+		moved = cause
+	}
 	w.cancel(nil)
 	return moved
 }
