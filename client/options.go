@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -188,9 +189,11 @@ type readOptions struct {
 	backward bool
 	count    uint64
 	stale    bool
+	bounded  bool          // MaxStaleness was given
+	maxStale time.Duration // its bound
 }
 
-// ReadOption configures Read, ReadPage and (Stale only) ReadShard.
+// ReadOption configures Read, ReadPage and (Stale and MaxStaleness only) ReadShard.
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -210,7 +213,34 @@ func Backward() ReadOption { return func(o *readOptions) { o.backward = true } }
 func Count(n uint64) ReadOption { return func(o *readOptions) { o.count = n } }
 
 // Stale lets any replica of the shard serve the read; it may lag the leader.
+// Without MaxStaleness there is no bound: a replica cut off from its group
+// (a partition, a shard that lost its quorum) still serves what it holds.
 func Stale() ReadOption { return func(o *readOptions) { o.stale = true } }
+
+// MaxStaleness is Stale with a bound: a replica serves the read only if it
+// heard from its shard's leader within d (its data may miss what was
+// acknowledged since, plus its replication delay, usually milliseconds);
+// otherwise the leader serves it, and when no leader answers the read fails
+// ErrUnavailable. d is rounded up to a millisecond; it must be positive and at
+// most MaxStalenessLimit.
+func MaxStaleness(d time.Duration) ReadOption {
+	return func(o *readOptions) { o.stale, o.bounded, o.maxStale = true, true, d }
+}
+
+// MaxStalenessLimit is the largest bound MaxStaleness takes.
+const MaxStalenessLimit = time.Duration(math.MaxUint32) * time.Millisecond
+
+// maxStalenessMS returns the request's max_staleness_ms.
+func (o *readOptions) maxStalenessMS() (uint32, error) {
+	switch {
+	case !o.bounded:
+		return 0, nil
+	case o.maxStale <= 0 || o.maxStale > MaxStalenessLimit:
+		return 0, &InvalidArgumentError{Field: "MaxStaleness", Limit: fmt.Sprintf("1ns..%v", MaxStalenessLimit),
+			Reason: fmt.Sprintf("%v is out of range", o.maxStale)}
+	}
+	return uint32((o.maxStale + time.Millisecond - 1) / time.Millisecond), nil
+}
 
 type deleteOptions struct {
 	tombstone bool

@@ -389,3 +389,42 @@ func TestStaleReadStaysWithLiveNode(t *testing.T) {
 		t.Fatalf("stats = %+v, want no move", s)
 	}
 }
+
+// MaxStaleness sends a stale read with its bound in milliseconds, rounded up; a bound out of
+// range is refused before anything is sent.
+func TestMaxStaleness(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	seed(t, c, "s", 3)
+	wantRange(t, collect(t, c.Read(testCtx(t), "s", MaxStaleness(1500*time.Millisecond+time.Microsecond))), 0, 3, false)
+	for _, err := range c.ReadShard(testCtx(t), 0, 0, 1, MaxStaleness(time.Second)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got [][2]any
+	for _, r := range fc.nodes[0].requests() {
+		switch r := r.(type) {
+		case *shoalv1.ReadRequest:
+			got = append(got, [2]any{r.AllowStale, r.MaxStalenessMs})
+		case *shoalv1.ReadShardRequest:
+			got = append(got, [2]any{r.AllowStale, r.MaxStalenessMs})
+		}
+	}
+	if want := [][2]any{{true, uint32(1501)}, {true, uint32(1000)}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("read requests (allow_stale, max_staleness_ms) = %v, want %v", got, want)
+	}
+	sent := len(fc.nodes[0].requests())
+	for _, d := range []time.Duration{0, -time.Second, MaxStalenessLimit + time.Millisecond} {
+		for _, err := range c.Read(testCtx(t), "s", MaxStaleness(d)) {
+			var ia *InvalidArgumentError
+			if !errors.As(err, &ia) || ia.Field != "MaxStaleness" {
+				t.Fatalf("MaxStaleness(%v): %v, want an invalid argument naming MaxStaleness", d, err)
+			}
+			break
+		}
+	}
+	if n := len(fc.nodes[0].requests()); n != sent {
+		t.Fatalf("%d requests sent for invalid bounds", n-sent)
+	}
+}

@@ -107,12 +107,17 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			yield(RecordedEvent{}, &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"})
 			return
 		}
+		maxStale, err := o.maxStalenessMS()
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
 		req := &shoalv1.ReadRequest{
 			Stream: stream, FromVersion: o.from, FromEnd: o.fromEnd,
-			Backward: o.backward, Count: o.count, AllowStale: o.stale,
+			Backward: o.backward, Count: o.count, AllowStale: o.stale, MaxStalenessMs: maxStale,
 		}
 		stopped := false // the caller broke out, or the read is complete
-		err := c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
+		err = c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) })
@@ -183,8 +188,8 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption
 
 // ReadShard returns the events of one shard's log (every stream of the
 // shard) in position order, starting at position from; count 0 reads to the
-// log's current end. It pages and resumes like Read. Of opts only Stale
-// applies. Projections use it with a checkpoint of next positions per shard;
+// log's current end. It pages and resumes like Read. Of opts only Stale and
+// MaxStaleness apply. Projections use it with a checkpoint of next positions per shard;
 // see Shards for the shard count.
 func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
 	o := readOptions{stale: c.opts.staleReads}
@@ -192,9 +197,14 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 		opt(&o)
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale}
+		maxStale, err := o.maxStalenessMS()
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
+		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale, MaxStalenessMs: maxStale}
 		stopped := false
-		err := c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
+		err = c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -47,6 +48,47 @@ func readCount(t *testing.T, ctx context.Context, c shoalv1.StreamsClient, req *
 		}
 		n += len(r.Events)
 	}
+}
+
+// readAllErr reads a whole stream page by page and returns how many events came before the
+// error that ended it (nil at the end of the stream).
+func readAllErr(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ReadRequest) (int, error) {
+	s, err := c.Read(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n += len(r.Events)
+	}
+}
+
+// counterValue returns the value of the counter of family name in reg whose one label has
+// the given value (0 when there is none yet).
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // TestThreeNodes forms a cluster by gossip, checks the merged topology, and
@@ -155,7 +197,11 @@ func TestThreeNodes(t *testing.T) {
 // stale reads, then stops both followers: the shard answers UNAVAILABLE
 // within seconds while the other shards keep serving.
 func TestReplicatedShardQuorumLoss(t *testing.T) {
-	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: noPlacement})
+	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry(), prometheus.NewRegistry()}
+	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: func(i int, cfg *node.Config) {
+		noPlacement(i, cfg)
+		cfg.Registry = regs[i]
+	}})
 	first := c.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -197,13 +243,28 @@ func TestReplicatedShardQuorumLoss(t *testing.T) {
 	waitFor(t, "follower applied", func() bool {
 		return readCount(t, ctx, s2, &shoalv1.ReadRequest{Stream: "fwd", AllowStale: true}) == 3
 	})
+	// A stale read bounded to a second is served by the follower, which hears from its leader
+	// every tick, not forwarded.
+	forwardedReads := func() float64 { return counterValue(t, regs[1], "shoal_forwarded_requests_total", "read") }
+	before := forwardedReads()
+	if n := readCount(t, ctx, s2, &shoalv1.ReadRequest{Stream: "fwd", AllowStale: true, MaxStalenessMs: 1000}); n != 3 {
+		t.Fatalf("bounded stale read on the follower: %d events, want 3", n)
+	}
+	if after := forwardedReads(); after != before {
+		t.Fatalf("bounded stale read on a follower in touch with its leader was forwarded (%v -> %v forwarded reads)", before, after)
+	}
+	// A bound without allow_stale is refused, naming the field.
+	_, err := readAllErr(ctx, s2, &shoalv1.ReadRequest{Stream: "fwd", MaxStalenessMs: 1000})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_staleness_ms") {
+		t.Fatalf("max_staleness_ms without allow_stale: %v, want INVALID_ARGUMENT naming the field", err)
+	}
 
 	// Lose the quorum of that shard: stop both followers.
 	c.Stop(t, 1)
 	c.Stop(t, 2)
 	s1 := shoalv1.NewStreamsClient(c.Dial(t, 0))
 	start := time.Now()
-	_, err := s1.Append(ctx, &shoalv1.AppendRequest{Stream: "fwd", Events: []*shoalv1.EventData{event("D")}})
+	_, err = s1.Append(ctx, &shoalv1.AppendRequest{Stream: "fwd", Events: []*shoalv1.EventData{event("D")}})
 	took := time.Since(start)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader") {
 		t.Fatalf("append without quorum: %v", err)
@@ -212,6 +273,16 @@ func TestReplicatedShardQuorumLoss(t *testing.T) {
 		t.Fatalf("unavailable took %v", took)
 	}
 	t.Logf("no-quorum append answered in %v: %v", took, err)
+	// The surviving replica still serves stale reads of what it holds; bounded ones it refuses
+	// once it has gone a second without a leader (it led the shard itself until CheckQuorum
+	// made it step down).
+	if n, err := readAllErr(ctx, s1, &shoalv1.ReadRequest{Stream: "fwd", AllowStale: true}); n != 3 || err != nil {
+		t.Fatalf("stale read without quorum: %d events, %v; want 3", n, err)
+	}
+	waitFor(t, "a bounded stale read refused without quorum", func() bool {
+		_, err := readAllErr(ctx, s1, &shoalv1.ReadRequest{Stream: "fwd", AllowStale: true, MaxStalenessMs: 1000})
+		return status.Code(err) == codes.Unavailable
+	})
 	// Other shards keep serving.
 	for i := 0; i < 50; i++ {
 		name := "other-" + uuid.NewString()

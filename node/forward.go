@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
 )
 
 // Forwarding. A node that cannot serve a request (not the shard's leader, or
@@ -176,17 +178,49 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 	}
 }
 
+// staleness says which replicas may serve a request. The zero value: only the
+// leader (writes, linearizable reads). With allowed, any replica that heard
+// from its group's leader within max (0: no bound; a replica cut off from its
+// group then serves what it holds, however old, which is what keeps a shard
+// that lost its quorum readable).
+type staleness struct {
+	allowed bool
+	max     time.Duration
+}
+
+// readStaleness is the staleness a read request asks for.
+func readStaleness(allowStale bool, maxStalenessMS uint32) (staleness, error) {
+	if maxStalenessMS > 0 && !allowStale {
+		return staleness{}, &shard.InvalidError{Field: "max_staleness_ms", Limit: "only with allow_stale",
+			Reason: fmt.Sprintf("%d ms given for a linearizable read", maxStalenessMS)}
+	}
+	return staleness{allowed: allowStale, max: time.Duration(maxStalenessMS) * time.Millisecond}, nil
+}
+
+// servedBy reports whether g, a local replica that does not lead its group,
+// may serve the request.
+func (s staleness) servedBy(g *replica.Group) bool {
+	if !s.allowed {
+		return false
+	}
+	if s.max == 0 {
+		return true
+	}
+	since, ok := g.SinceLeader()
+	return ok && since <= s.max
+}
+
 // route decides where a request for shard id runs. It returns the local
-// group when this node leads it (or, with stale, holds any replica of it),
-// else a connection to the leader. It waits for a leader
+// group when this node leads it (or holds a replica of it that st lets
+// serve), else a connection to the leader. It waits for a leader
 // to appear (until deadline, shared by a request's attempts); after that, or
 // when the request already made maxHops hops, it returns a *NoLeaderError or
 // *replica.NotLeaderError.
-func (n *Node) route(ctx context.Context, id uint32, stale bool, deadline time.Time) (*replica.Group, *grpc.ClientConn, error) {
+func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time.Time) (*replica.Group, *grpc.ClientConn, error) {
 	hops := incomingHops(ctx)
 	for {
 		g, local := n.host.Group(id)
-		if local && (stale || g.IsLeader()) {
+		if local && (g.IsLeader() || st.servedBy(g)) {
 			return g, nil, nil
 		}
 		leader := n.leaderOf(ctx, id)

@@ -226,7 +226,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	for sh, n := range ackedPerShard() {
 		waitReplicasEqual(t, uint32(sh), n, conns)
 	}
-	before := shardLogLens(t, ctx, victimConn)
+	before := shardApplied(c.Nodes[victim])
 	start := time.Now()
 	nw.isolate(victim, append(slices.Clone(majority), clientEP))
 	t.Logf("isolated n%d (leader of shards %v) from n%d and n%d", victim+1, victimLed, majority[0]+1, majority[1]+1)
@@ -253,6 +253,38 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	// The majority keeps acknowledging appends on every shard.
 	mcl := dialClient(majorityAddrs)
 	appendAll(mcl, "partitioned", 5)
+
+	// Stale reads on the isolated node: unbounded, its replicas still serve what they hold (a
+	// shard that lost its quorum stays readable); bounded, they refuse once they have not
+	// heard from a leader for longer than the bound, and so does the node, which cannot reach
+	// the leader either.
+	const maxStale = time.Second
+	testnode.WaitFor(t, 10*time.Second, "the isolated node's replicas go without a leader's word", func() string {
+		for _, g := range c.Nodes[victim].Groups() {
+			if since, ok := g.SinceLeader(); ok && since <= maxStale {
+				return fmt.Sprintf("shard %d heard from its leader %v ago", g.Shard(), since)
+			}
+		}
+		return ""
+	})
+	for sh := range uint32(failoverShards) {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		evs, err := readShardStale(rctx, victimConn, sh)
+		if err != nil {
+			t.Fatalf("shard %d: unbounded stale read on the isolated node: %v", sh, err)
+		}
+		bounded, err := shoalv1.NewStreamsClient(victimConn).ReadShard(rctx, &shoalv1.ReadShardRequest{
+			Shard: sh, AllowStale: true, MaxStalenessMs: uint32(maxStale.Milliseconds())})
+		if err == nil {
+			_, err = bounded.Recv()
+		}
+		rcancel()
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("shard %d: stale read bounded to %v on the isolated node: %v; want UNAVAILABLE (the unbounded one read %d events)",
+				sh, maxStale, err, len(evs))
+		}
+	}
+	t.Logf("on the isolated node, unbounded stale reads served its replicas and reads bounded to %v answered UNAVAILABLE", maxStale)
 
 	// Appends sent to the isolated node fail UNAVAILABLE, on every shard.
 	rawStreams := make([]string, failoverShards)
@@ -289,8 +321,8 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 		}
 	}
 	t.Logf("appends on the isolated node answered UNAVAILABLE after %v (e.g. %v)", slices.Max(took).Round(time.Millisecond), errs[0])
-	if after := shardLogLens(t, ctx, victimConn); !slices.Equal(before, after) {
-		t.Fatalf("the isolated node's shard logs changed while cut off: %v -> %v", before, after)
+	if after := shardApplied(c.Nodes[victim]); !slices.Equal(before, after) {
+		t.Fatalf("the isolated node applied entries while cut off: applied indexes %v -> %v", before, after)
 	}
 
 	// Heal: the isolated node catches up to identical replicas, serves
@@ -357,19 +389,12 @@ func majorityLeader(c *testnode.Cluster, majority []int, shard uint32) uint64 {
 	return 0
 }
 
-// shardLogLens returns the length of every shard's log on the node behind
-// conn (stale reads of its local replicas).
-func shardLogLens(t *testing.T, ctx context.Context, conn *grpc.ClientConn) []int {
-	t.Helper()
-	out := make([]int, failoverShards)
-	for sh := range uint32(failoverShards) {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		log, err := readShardStale(rctx, conn, sh)
-		cancel()
-		if err != nil {
-			t.Fatalf("stale read of shard %d: %v", sh, err)
-		}
-		out[sh] = len(log)
+// shardApplied returns the applied raft index of every shard's replica on n (0 for a shard
+// it holds no replica of).
+func shardApplied(n *node.Node) []uint64 {
+	out := make([]uint64, failoverShards)
+	for _, g := range n.Groups() {
+		out[g.Shard()] = g.Status().Applied
 	}
 	return out
 }

@@ -185,7 +185,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 	var last error
 	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; attempt < 3; attempt++ {
-		g, conn, err := n.route(ctx, id, false, deadline)
+		g, conn, err := n.route(ctx, id, staleness{}, deadline)
 		if err != nil {
 			return nil, err
 		}
@@ -250,10 +250,10 @@ func readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err erro
 
 // readRoute returns the local state machine to read from, or a connection to
 // forward the read to.
-func (n *Node) readRoute(ctx context.Context, id uint32, stale bool) (*shard.Shard, *grpc.ClientConn, error) {
+func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.Shard, *grpc.ClientConn, error) {
 	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; ; attempt++ {
-		g, conn, err := n.route(ctx, id, stale, deadline)
+		g, conn, err := n.route(ctx, id, st, deadline)
 		if err != nil || conn != nil {
 			return nil, conn, err
 		}
@@ -261,7 +261,7 @@ func (n *Node) readRoute(ctx context.Context, id uint32, stale bool) (*shard.Sha
 		if !ok {
 			return nil, nil, &NoLeaderError{Shard: id, Cause: errors.New("local replica closed")}
 		}
-		if stale {
+		if st.allowed {
 			return sm, nil, nil
 		}
 		timedOut, err := readBarrier(ctx, g)
@@ -296,7 +296,11 @@ func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[sho
 	if err != nil {
 		return n.toStatus(err, req.Stream, id)
 	}
-	sm, conn, err := n.readRoute(ctx, id, req.AllowStale)
+	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
+	if err != nil {
+		return n.toStatus(err, req.Stream, id)
+	}
+	sm, conn, err := n.readRoute(ctx, id, st)
 	if err != nil {
 		return n.toStatus(err, req.Stream, id)
 	}
@@ -344,7 +348,11 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		return n.toStatus(&shard.InvalidError{Field: "shard", Limit: fmt.Sprintf("less than %d", shards),
 			Reason: fmt.Sprintf("shard %d does not exist", req.Shard)}, "", req.Shard)
 	}
-	sm, conn, err := n.readRoute(ctx, req.Shard, req.AllowStale)
+	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
+	if err != nil {
+		return n.toStatus(err, "", req.Shard)
+	}
+	sm, conn, err := n.readRoute(ctx, req.Shard, st)
 	if err != nil {
 		return n.toStatus(err, "", req.Shard)
 	}

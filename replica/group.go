@@ -55,6 +55,7 @@ type Group struct {
 	leader   atomic.Uint64 // known leader, 0 = unknown
 	isLeader atomic.Bool
 	removed  atomic.Bool
+	heard    atomic.Int64 // leaderContact in Unix nanoseconds, 0 until a leader's first message
 
 	// Loop goroutine only.
 	rn             *raft.RawNode
@@ -174,6 +175,27 @@ func (g *Group) IsLeader() bool { return g.isLeader.Load() }
 
 // Leader returns the known leader's ID (0 = unknown).
 func (g *Group) Leader() uint64 { return g.leader.Load() }
+
+// SinceLeader returns how long ago this replica last heard from its group's leader (an
+// append, a heartbeat, a quiesce heartbeat, a snapshot), and false if it has not since it
+// was opened. The leader's own replica is current: 0, true. What a follower holds may miss
+// what was acknowledged since, plus its replication delay; bounded stale reads use it.
+func (g *Group) SinceLeader() (time.Duration, bool) {
+	if g.isLeader.Load() {
+		return 0, true
+	}
+	heard := g.heard.Load()
+	if heard == 0 {
+		return 0, false
+	}
+	return time.Since(time.Unix(0, heard)), true
+}
+
+// heardLeader records a message from a leader, stepped at now. Loop goroutine.
+func (g *Group) heardLeader(now time.Time) {
+	g.leaderContact = now
+	g.heard.Store(now.UnixNano())
+}
 
 func (g *Group) notLeader() error { return &NotLeaderError{Shard: g.shard, Leader: g.leader.Load()} }
 

@@ -86,7 +86,7 @@ func (h *Host) iterate(tick bool) {
 			continue
 		}
 		if fromLeader(m.Msg.GetType()) {
-			g.leaderContact = now
+			g.heardLeader(now)
 		}
 		g.lapseForVote(m.Msg)
 		if err := g.rn.Step(m.Msg); err != nil {

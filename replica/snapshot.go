@@ -353,7 +353,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 				"tables", len(tables.paths), "ingest", ingested.Sub(start).Round(time.Microsecond),
 				"reload", time.Since(ingested).Round(time.Microsecond))
 		}
-		g.leaderContact = time.Now()
+		g.heardLeader(time.Now())
 		g.wake()
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)

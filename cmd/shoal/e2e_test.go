@@ -146,6 +146,11 @@ func TestEndToEnd(t *testing.T) {
 	if strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "orders-1@3") {
 		t.Fatalf("read --stale --from 3: %q", out)
 	}
+	out = expect(0, "", "read", "orders-1", "--max-staleness", "5s", "--from", "3")
+	if strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "orders-1@3") {
+		t.Fatalf("read --max-staleness 5s --from 3: %q", out)
+	}
+	expect(exitUsage, "", "read", "orders-1", "--max-staleness", "0s")
 	expect(exitNotFound, "", "read", "nobody-here")
 
 	// Server-side invalid argument.

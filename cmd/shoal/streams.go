@@ -111,6 +111,7 @@ func (a *app) readCmd() *cobra.Command {
 		backward     bool
 		asJSON       bool
 		stale        bool
+		maxStale     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "read STREAM [--from start|end|N] [--count N] [--backward]",
@@ -135,7 +136,14 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 			if count > 0 {
 				opts = append(opts, client.Count(count))
 			}
-			if stale {
+			switch {
+			case cmd.Flags().Changed("max-staleness"):
+				if maxStale <= 0 || maxStale > client.MaxStalenessLimit {
+					return usagef("--max-staleness must be positive and at most %v, got %v", client.MaxStalenessLimit, maxStale)
+				}
+				stale = true
+				opts = append(opts, client.MaxStaleness(maxStale))
+			case stale:
 				opts = append(opts, client.Stale())
 			}
 			ctx := cmd.Context()
@@ -174,6 +182,7 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 	f.BoolVar(&backward, "backward", false, "read newest first")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while the shard has no leader)")
+	f.DurationVar(&maxStale, "max-staleness", 0, "like --stale, but only a replica that heard from its shard's leader within this long answers (else the leader does), e.g. 2s")
 	a.serverFlag(cmd, &server)
 	return cmd
 }

@@ -743,13 +743,17 @@ type ReadRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
 	// from_version is the first version to return; ignored when from_end.
-	FromVersion   uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
-	FromEnd       bool   `protobuf:"varint,3,opt,name=from_end,json=fromEnd,proto3" json:"from_end,omitempty"` // start at the last event (use with backward)
-	Backward      bool   `protobuf:"varint,4,opt,name=backward,proto3" json:"backward,omitempty"`
-	Count         uint64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`                             // 0 means all
-	AllowStale    bool   `protobuf:"varint,6,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"` // may be served by a follower, possibly behind
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FromVersion uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	FromEnd     bool   `protobuf:"varint,3,opt,name=from_end,json=fromEnd,proto3" json:"from_end,omitempty"` // start at the last event (use with backward)
+	Backward    bool   `protobuf:"varint,4,opt,name=backward,proto3" json:"backward,omitempty"`
+	Count       uint64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`                             // 0 means all
+	AllowStale  bool   `protobuf:"varint,6,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"` // may be served by a follower, possibly behind
+	// max_staleness_ms bounds allow_stale (and requires it): a follower serves the read only if
+	// it heard from its shard's leader within this many milliseconds, else the leader serves
+	// it. 0: no bound (a replica cut off from its leader still serves what it holds).
+	MaxStalenessMs uint32 `protobuf:"varint,7,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
@@ -824,6 +828,13 @@ func (x *ReadRequest) GetAllowStale() bool {
 	return false
 }
 
+func (x *ReadRequest) GetMaxStalenessMs() uint32 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
+}
+
 type ReadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*RecordedEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"` // one page
@@ -869,13 +880,14 @@ func (x *ReadResponse) GetEvents() []*RecordedEvent {
 }
 
 type ReadShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	FromPosition  uint64                 `protobuf:"varint,2,opt,name=from_position,json=fromPosition,proto3" json:"from_position,omitempty"` // first position to return
-	Count         uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`                                   // 0 means to the current end
-	AllowStale    bool                   `protobuf:"varint,4,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Shard          uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	FromPosition   uint64                 `protobuf:"varint,2,opt,name=from_position,json=fromPosition,proto3" json:"from_position,omitempty"` // first position to return
+	Count          uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`                                   // 0 means to the current end
+	AllowStale     bool                   `protobuf:"varint,4,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
+	MaxStalenessMs uint32                 `protobuf:"varint,5,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"` // as in ReadRequest
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReadShardRequest) Reset() {
@@ -934,6 +946,13 @@ func (x *ReadShardRequest) GetAllowStale() bool {
 		return x.AllowStale
 	}
 	return false
+}
+
+func (x *ReadShardRequest) GetMaxStalenessMs() uint32 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
 }
 
 type ReadShardResponse struct {
@@ -2324,7 +2343,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12\x14\n" +
 	"\x05shard\x18\t \x01(\rR\x05shard\x12\x1a\n" +
 	"\bposition\x18\n" +
-	" \x01(\x04R\bposition\"\xb6\x01\n" +
+	" \x01(\x04R\bposition\"\xe0\x01\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x19\n" +
@@ -2332,15 +2351,17 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bbackward\x18\x04 \x01(\bR\bbackward\x12\x14\n" +
 	"\x05count\x18\x05 \x01(\x04R\x05count\x12\x1f\n" +
 	"\vallow_stale\x18\x06 \x01(\bR\n" +
-	"allowStale\"?\n" +
+	"allowStale\x12(\n" +
+	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\"?\n" +
 	"\fReadResponse\x12/\n" +
-	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\"\x84\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\"\xae\x01\n" +
 	"\x10ReadShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfrom_position\x18\x02 \x01(\x04R\ffromPosition\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x04R\x05count\x12\x1f\n" +
 	"\vallow_stale\x18\x04 \x01(\bR\n" +
-	"allowStale\"i\n" +
+	"allowStale\x12(\n" +
+	"\x10max_staleness_ms\x18\x05 \x01(\rR\x0emaxStalenessMs\"i\n" +
 	"\x11ReadShardResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12#\n" +
 	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\"|\n" +
