@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -88,6 +89,19 @@ type Config struct {
 	GossipKey []byte
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
+	// MaxSyncDuration is how long a write or sync of the data directory may
+	// hang before the node gives up on its disk and calls OnDiskStall. A node
+	// whose disk hangs keeps its replicas and its place in gossip while
+	// serving nothing. Default DefaultMaxSyncDuration (20s); negative: never.
+	MaxSyncDuration time.Duration
+	// OnDiskStall is called once, on its own goroutine, when a disk operation
+	// has lasted MaxSyncDuration. Nil: log the stall and end the process with
+	// status ExitDiskStall, so that the cluster treats the node as crashed.
+	OnDiskStall func(DiskStall)
+	// fs, if set, is the file system under Pebble (tests inject faults).
+	fs vfs.FS
+	// diskSlowAfter, if set, replaces diskSlowThreshold (tests).
+	diskSlowAfter time.Duration
 	// Registry receives every metric of the node (node, replica, transport,
 	// Pebble, Go runtime, process) and is served on /metrics. Nil: a fresh
 	// registry owned by the node. Close (and a failed Start) takes the node's
@@ -110,6 +124,8 @@ func DefaultConfig() Config {
 		Replication: DefaultReplication,
 		DeadAfter:   DefaultDeadAfter,
 		JoinTimeout: DefaultJoinTimeout,
+
+		MaxSyncDuration: DefaultMaxSyncDuration,
 	}
 }
 
@@ -133,6 +149,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JoinTimeout == 0 {
 		c.JoinTimeout = DefaultJoinTimeout
+	}
+	if c.MaxSyncDuration == 0 {
+		c.MaxSyncDuration = DefaultMaxSyncDuration
+	}
+	if c.diskSlowAfter == 0 {
+		c.diskSlowAfter = diskSlowThreshold
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -51,6 +51,7 @@ type Node struct {
 	reg     *prometheus.Registry                  // gathered on /metrics
 	regs    *registrations                        // what the node registered on reg, taken off by Close
 	metrics *metrics
+	disk    *diskWatch
 	peers   *peerPool
 	leaders *leaderCache
 
@@ -73,6 +74,8 @@ type Node struct {
 	savedPeers []string   // the live peers' gossip addresses last stored
 	closeOnce  sync.Once
 	closeErr   error
+
+	stopDiskChecks func() error // ends Pebble's disk health checks, after the DB closed
 
 	mu struct {
 		sync.Mutex
@@ -118,7 +121,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	var popts *pebble.Options
-	if n.db, popts, err = openPebble(dir.pebblePath(), n.log); err != nil {
+	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
+	slowAfter := cfg.diskSlowAfter
+	if cfg.MaxSyncDuration > 0 {
+		slowAfter = min(slowAfter, cfg.MaxSyncDuration)
+	}
+	if n.db, popts, n.stopDiskChecks, err = openPebble(dir.pebblePath(), n.log, cfg.fs, n.disk, slowAfter); err != nil {
 		return nil, err
 	}
 	snapDir, err := dir.resetSnapshots()
@@ -131,7 +139,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.regs = &registrations{reg: n.reg}
 	n.regs.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newPebbleCollector(n.db), &shardCollector{n: n})
+		newPebbleCollector(n.db), &shardCollector{n: n}, n.disk.slow)
 	n.metrics = newMetrics(n.regs)
 	peerOpts := grpcopt.DialOptions()
 	if cfg.PeerDialer != nil {
@@ -749,6 +757,9 @@ func (n *Node) close() error {
 		if err := n.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))
 		}
+	}
+	if n.stopDiskChecks != nil {
+		n.stopDiskChecks()
 	}
 	if err := n.dir.unlock(); err != nil {
 		errs = append(errs, err)

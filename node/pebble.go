@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -27,9 +29,16 @@ import (
 // replay on restart.
 //
 // It also returns the options (with Pebble's defaults filled in), from which the replica
-// host takes the sstable options of received snapshots.
-func openPebble(dir string, log *slog.Logger) (*pebble.DB, *pebble.Options, error) {
+// host takes the sstable options of received snapshots, and a function that stops the disk
+// health checks, to call after closing the DB. fs is the file system (nil: the operating
+// system's); its writes and syncs report to watch when they take longer than slowAfter.
+func openPebble(dir string, log *slog.Logger, fs vfs.FS, watch *diskWatch, slowAfter time.Duration) (*pebble.DB, *pebble.Options, func() error, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	fs, stopChecks := watch.wrap(fs, slowAfter)
 	opts := &pebble.Options{
+		FS:                          fs,
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
@@ -62,9 +71,10 @@ func openPebble(dir string, log *slog.Logger) (*pebble.DB, *pebble.Options, erro
 	opts.EnsureDefaults()
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
+		stopChecks()
+		return nil, nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
 	}
-	return db, opts, nil
+	return db, opts, stopChecks, nil
 }
 
 // pebbleLogger sends Pebble's logs to slog.

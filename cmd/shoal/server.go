@@ -86,6 +86,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", def.JoinTimeout, "how long a new node keeps retrying its --join seeds and waits to learn the cluster's settings")
 	f.IntVar(&cfg.Replication, "replication", def.Replication, "replicas per shard when creating a cluster")
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
+	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	procsFlag(f, &procs)
 	return cmd

@@ -1,0 +1,82 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxSyncDuration is Config.MaxSyncDuration's default.
+const DefaultMaxSyncDuration = 20 * time.Second
+
+// diskSlowThreshold is when a write or sync of the data directory is reported slow (Pebble's
+// disk health checks, which report it again every few seconds while it lasts).
+const diskSlowThreshold = 5 * time.Second
+
+// ExitDiskStall is the exit status of a process ended by the default OnDiskStall (EX_IOERR).
+const ExitDiskStall = 74
+
+// DiskStall describes a write or sync of the data directory that has not returned within
+// Config.MaxSyncDuration.
+type DiskStall struct {
+	Path     string        // the file
+	Op       string        // the operation, e.g. "sync" or "write"
+	Duration time.Duration // how long it has lasted so far
+}
+
+func (s DiskStall) String() string {
+	return fmt.Sprintf("%s of %s has not returned for %v", s.Op, s.Path, s.Duration.Round(time.Millisecond))
+}
+
+// diskWatch watches the data directory's writes and syncs. A node whose disk hangs keeps
+// its replicas and its place in gossip while its raft loop, blocked on the disk, serves
+// nothing: its leaderships move, but its replicas are never replaced and it may serve stale
+// reads and topology from its frozen state. Past MaxSyncDuration the watch hands it to
+// OnDiskStall, whose default ends the process, so that the cluster sees a crash: other
+// leaders at once, and new replicas after DeadAfter.
+type diskWatch struct {
+	log     *slog.Logger
+	max     time.Duration // negative: never stall
+	onStall func(DiskStall)
+	slow    prometheus.Counter
+	stalled atomic.Bool
+}
+
+func newDiskWatch(log *slog.Logger, max time.Duration, onStall func(DiskStall)) *diskWatch {
+	w := &diskWatch{log: log, max: max, onStall: onStall,
+		slow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_disk_slow_total",
+			Help: "Reports of a write or sync of the data directory lasting longer than 5 s (repeated every few seconds while one lasts).",
+		})}
+	if w.onStall == nil {
+		w.onStall = func(s DiskStall) {
+			log.Error("the disk stalled: ending the process so that the cluster replaces this node",
+				"stall", s.String(), "max_sync_duration", max, "exit_status", ExitDiskStall)
+			os.Exit(ExitDiskStall)
+		}
+	}
+	return w
+}
+
+// wrap returns fs with Pebble's disk health checks reporting to w, and what closes them.
+func (w *diskWatch) wrap(fs vfs.FS, threshold time.Duration) (vfs.FS, func() error) {
+	checked, closer := vfs.WithDiskHealthChecks(fs, threshold, nil, w.diskSlow)
+	return checked, closer.Close
+}
+
+// diskSlow is Pebble's report of a slow disk operation. It runs on the goroutine that
+// watches the disk, so it does no I/O itself and blocks on nothing.
+func (w *diskWatch) diskSlow(info vfs.DiskSlowInfo) {
+	w.slow.Inc()
+	stall := DiskStall{Path: info.Path, Op: info.OpType.String(), Duration: info.Duration}
+	go w.log.Warn("disk operation slow", "component", "pebble", "op", stall.Op, "file", stall.Path,
+		"for", stall.Duration.Round(time.Millisecond))
+	if w.max >= 0 && info.Duration >= w.max && w.stalled.CompareAndSwap(false, true) {
+		go w.onStall(stall)
+	}
+}

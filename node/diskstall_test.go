@@ -1,0 +1,134 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// stallFS is the operating system's file system whose file syncs hang while it is stalled,
+// as on a disk that stopped answering.
+type stallFS struct {
+	vfs.FS
+	mu      sync.Mutex
+	release chan struct{} // non-nil while stalled; closed to end the stall
+}
+
+func (fs *stallFS) stall() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.release = make(chan struct{})
+}
+
+func (fs *stallFS) resume() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.release != nil {
+		close(fs.release)
+		fs.release = nil
+	}
+}
+
+func (fs *stallFS) wait() {
+	fs.mu.Lock()
+	r := fs.release
+	fs.mu.Unlock()
+	if r != nil {
+		<-r
+	}
+}
+
+func (fs *stallFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	return stallFile{f, fs}, err
+}
+
+func (fs *stallFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(oldname, newname, c)
+	return stallFile{f, fs}, err
+}
+
+type stallFile struct {
+	vfs.File
+	fs *stallFS
+}
+
+func (f stallFile) Sync() error     { f.fs.wait(); return f.File.Sync() }
+func (f stallFile) SyncData() error { f.fs.wait(); return f.File.SyncData() }
+func (f stallFile) SyncTo(n int64) (bool, error) {
+	f.fs.wait()
+	return f.File.SyncTo(n)
+}
+
+// A node whose disk stops answering gives up on it after MaxSyncDuration: it calls
+// OnDiskStall (whose default ends the process) once, naming the hung operation, and counts
+// the slow-disk reports on the way.
+func TestDiskStall(t *testing.T) {
+	fs := &stallFS{FS: vfs.Default}
+	stalls := make(chan DiskStall, 4)
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.fs = fs
+	cfg.diskSlowAfter = 50 * time.Millisecond
+	cfg.MaxSyncDuration = 400 * time.Millisecond
+	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
+	n := startNode(t, cfg)
+	t.Cleanup(fs.resume) // before the node closes (cleanups run last first)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.stall()
+	start := time.Now()
+	go func() {
+		id := uuid.New()
+		c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B"}}})
+	}()
+	var s DiskStall
+	select {
+	case s = <-stalls:
+	case <-ctx.Done():
+		t.Fatal("no disk stall reported while the WAL's sync hung")
+	}
+	took := time.Since(start)
+	if s.Duration < cfg.MaxSyncDuration || s.Op == "" || s.Path == "" || took < cfg.MaxSyncDuration {
+		t.Fatalf("stall %+v reported after %v, want an operation and a file, at MaxSyncDuration (%v) or later",
+			s, took, cfg.MaxSyncDuration)
+	}
+	t.Logf("stall reported after %v: %v", took.Round(time.Millisecond), s)
+	time.Sleep(200 * time.Millisecond) // further reports call OnDiskStall no more
+	select {
+	case again := <-stalls:
+		t.Fatalf("OnDiskStall called twice: %v", again)
+	default:
+	}
+	if v := counterValue(t, reg, "shoal_disk_slow_total"); v < 1 {
+		t.Fatalf("shoal_disk_slow_total = %v, want at least 1", v)
+	}
+}
+
+// counterValue returns the value of the unlabelled counter name in reg (0 if absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
