@@ -90,8 +90,8 @@
 //     yielded: no event is yielded twice or skipped. A read that makes
 //     progress restarts its retry budget. Reads go to the shard's leader and
 //     are linearizable unless Stale (or WithStaleReads) lets any replica of
-//     the shard serve them; MaxStaleness lets only a replica that heard from
-//     the shard's leader within its bound serve them (else the leader does).
+//     the shard serve them; MaxStaleness lets only a replica that was current
+//     with the shard's leader within its bound serve them (else the leader).
 //
 // # Caller duties
 //

@@ -217,11 +217,12 @@ func Count(n uint64) ReadOption { return func(o *readOptions) { o.count = n } }
 // (a partition, a shard that lost its quorum) still serves what it holds.
 func Stale() ReadOption { return func(o *readOptions) { o.stale = true } }
 
-// MaxStaleness is Stale with a bound: a replica serves the read only if it
-// heard from its shard's leader within d (its data may miss what was
-// acknowledged since, plus its replication delay, usually milliseconds);
-// otherwise the leader serves it, and when no leader answers the read fails
-// ErrUnavailable. d is rounded up to a millisecond; it must be positive and at
+// MaxStaleness is Stale with a bound: a follower serves the read only if it
+// was current with its shard's leader within d, having applied everything the
+// leader had committed as of a message it received from it then (so its data
+// misses at most what was acknowledged in the last d); otherwise the leader
+// serves it, and when no leader answers the read fails ErrUnavailable. See
+// docs/guarantees.md for the one gap (a leader cut off without knowing it yet). d is rounded up to a millisecond; it must be positive and at
 // most MaxStalenessLimit.
 func MaxStaleness(d time.Duration) ReadOption {
 	return func(o *readOptions) { o.stale, o.bounded, o.maxStale = true, true, d }

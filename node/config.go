@@ -89,10 +89,12 @@ type Config struct {
 	GossipKey []byte
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
-	// MaxSyncDuration is how long a write or sync of the data directory may
-	// hang before the node gives up on its disk and calls OnDiskStall. A node
-	// whose disk hangs keeps its replicas and its place in gossip while
-	// serving nothing. Default DefaultMaxSyncDuration (20s); negative: never.
+	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
+	// before the node gives up on its disk and calls OnDiskStall. A node whose
+	// disk hangs keeps its replicas and its place in gossip while serving
+	// nothing. Hangs are checked every 2 s, so the call comes up to 2 s after.
+	// Default DefaultMaxSyncDuration (20s), at least MinMaxSyncDuration;
+	// negative: never.
 	MaxSyncDuration time.Duration
 	// OnDiskStall is called once, on its own goroutine, when a disk operation
 	// has lasted MaxSyncDuration. Nil: log the stall and end the process with
@@ -203,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if c.JoinTimeout < 0 {
 		return fmt.Errorf("node: config: JoinTimeout %v is negative", c.JoinTimeout)
+	}
+	if c.MaxSyncDuration > 0 && c.MaxSyncDuration < MinMaxSyncDuration {
+		return fmt.Errorf("node: config: MaxSyncDuration %v is below the minimum of %v (negative disables it)", c.MaxSyncDuration, MinMaxSyncDuration)
 	}
 	switch len(c.GossipKey) {
 	case 0, 16, 24, 32:

@@ -11,8 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DefaultMaxSyncDuration is Config.MaxSyncDuration's default.
-const DefaultMaxSyncDuration = 20 * time.Second
+// DefaultMaxSyncDuration is Config.MaxSyncDuration's default, and MinMaxSyncDuration its
+// least positive value: below it, a merely slow disk would end the process.
+const (
+	DefaultMaxSyncDuration = 20 * time.Second
+	MinMaxSyncDuration     = time.Second
+)
 
 // diskSlowThreshold is when a write or sync of the data directory is reported slow (Pebble's
 // disk health checks, which report it again every few seconds while it lasts).

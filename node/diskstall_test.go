@@ -78,7 +78,7 @@ func TestDiskStall(t *testing.T) {
 	cfg.Registry = reg
 	cfg.fs = fs
 	cfg.diskSlowAfter = 50 * time.Millisecond
-	cfg.MaxSyncDuration = 400 * time.Millisecond
+	cfg.MaxSyncDuration = MinMaxSyncDuration
 	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
 	n := startNode(t, cfg)
 	t.Cleanup(fs.resume) // before the node closes (cleanups run last first)

@@ -179,10 +179,11 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 }
 
 // staleness says which replicas may serve a request. The zero value: only the
-// leader (writes, linearizable reads). With allowed, any replica that heard
-// from its group's leader within max (0: no bound; a replica cut off from its
-// group then serves what it holds, however old, which is what keeps a shard
-// that lost its quorum readable).
+// leader (writes, linearizable reads). With allowed, any replica that was
+// current with its group's leader within max (replica.Group.SinceCurrent; the
+// leader itself after a read barrier); max 0: no bound, so a replica cut off
+// from its group serves what it holds, however old, which is what keeps a
+// shard that lost its quorum readable.
 type staleness struct {
 	allowed bool
 	max     time.Duration
@@ -206,8 +207,19 @@ func (s staleness) servedBy(g *replica.Group) bool {
 	if s.max == 0 {
 		return true
 	}
-	since, ok := g.SinceLeader()
+	since, ok := g.SinceCurrent()
 	return ok && since <= s.max
+}
+
+// distrusts reports whether a bounded read that g cannot serve must not be forwarded to the
+// leader g knows either: g has not heard from it within the bound, so it may be hung (a
+// forwarded read would wait on it) or deposed.
+func (s staleness) distrusts(g *replica.Group) bool {
+	if !s.allowed || s.max == 0 || g.Leader() == 0 {
+		return false
+	}
+	since, ok := g.SinceContact()
+	return !ok || since > s.max
 }
 
 // route decides where a request for shard id runs. It returns the local
@@ -226,6 +238,9 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 		leader := n.leaderOf(ctx, id)
 		if leader == n.ID() && local {
 			return g, nil, nil // just elected; IsLeader will agree shortly
+		}
+		if local && st.distrusts(g) {
+			leader = 0 // wait for one this replica hears from
 		}
 		if leader != 0 && leader != n.ID() {
 			if hops >= maxHops {

@@ -753,6 +753,10 @@ func (n *Node) close() error {
 		sm.Close() // after the host: no apply runs; before Pebble: ends the ID scans
 	}
 	n.mu.Unlock()
+	if n.regs != nil {
+		// Before Pebble closes: a scrape of an embedder's registry must not reach a closed DB.
+		n.regs.unregisterAll()
+	}
 	if n.db != nil {
 		if err := n.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))
@@ -763,9 +767,6 @@ func (n *Node) close() error {
 	}
 	if err := n.dir.unlock(); err != nil {
 		errs = append(errs, err)
-	}
-	if n.regs != nil {
-		n.regs.unregisterAll()
 	}
 	n.log.Info("node closed")
 	return errors.Join(errs...)

@@ -403,6 +403,7 @@ func TestConfigValidate(t *testing.T) {
 		{Replication: 99},
 		{GossipKey: []byte("short")},
 		{DeadAfter: -time.Second},
+		{MaxSyncDuration: MinMaxSyncDuration - time.Millisecond},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: want an error", c)
@@ -411,9 +412,12 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
+	if err := (Config{MaxSyncDuration: -1}).Validate(); err != nil {
+		t.Fatalf("a negative MaxSyncDuration (never): %v", err)
+	}
 	d := DefaultConfig()
 	if d.Listen != DefaultListen || d.HTTP != DefaultHTTP || d.Gossip != DefaultGossip || d.DataDir != DefaultDataDir ||
-		d.Shards != 32 || d.Replication != 3 || d.DeadAfter != 60*time.Second {
+		d.Shards != 32 || d.Replication != 3 || d.DeadAfter != 60*time.Second || d.MaxSyncDuration != 20*time.Second {
 		t.Fatalf("defaults: %+v", d)
 	}
 }

@@ -261,8 +261,8 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	const maxStale = time.Second
 	testnode.WaitFor(t, 10*time.Second, "the isolated node's replicas go without a leader's word", func() string {
 		for _, g := range c.Nodes[victim].Groups() {
-			if since, ok := g.SinceLeader(); ok && since <= maxStale {
-				return fmt.Sprintf("shard %d heard from its leader %v ago", g.Shard(), since)
+			if since, ok := g.SinceCurrent(); ok && since <= maxStale {
+				return fmt.Sprintf("shard %d was current with its leader %v ago", g.Shard(), since)
 			}
 		}
 		return ""

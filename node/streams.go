@@ -261,9 +261,11 @@ func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.S
 		if !ok {
 			return nil, nil, &NoLeaderError{Shard: id, Cause: errors.New("local replica closed")}
 		}
-		if st.allowed {
+		if st.allowed && (st.max == 0 || !g.IsLeader() && st.servedBy(g)) {
 			return sm, nil, nil
 		}
+		// A linearizable read, or a bounded one on the leader, which might be deposed
+		// without knowing it yet.
 		timedOut, err := readBarrier(ctx, g)
 		switch {
 		case err == nil:

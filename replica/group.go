@@ -55,7 +55,11 @@ type Group struct {
 	leader   atomic.Uint64 // known leader, 0 = unknown
 	isLeader atomic.Bool
 	removed  atomic.Bool
-	heard    atomic.Int64 // leaderContact in Unix nanoseconds, 0 until a leader's first message
+	// contact and current: monotonic stamps (monoStamp) of the last message stepped from the
+	// group's leader in its term, and of the last such message whose commit index this replica
+	// had applied (freshness.go); 0: none since the replica was opened.
+	contact atomic.Int64
+	current atomic.Int64
 
 	// Loop goroutine only.
 	rn             *raft.RawNode
@@ -80,6 +84,8 @@ type Group struct {
 	// leaderContact: when this replica last stepped a message only a leader sends (an append,
 	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
 	leaderContact time.Time
+	// marks: the commit indexes of the leader's recent messages, not yet applied (freshness.go).
+	marks []freshMark
 	// retired: RetireGroupIfQuiet took this replica out of its group; from then on it steps
 	// no message (peers' or its storage's), does not tick, handles no Ready and sends nothing,
 	// until DropGroup deletes it. A retired replica is also removed, and stays so (the reports
@@ -175,27 +181,6 @@ func (g *Group) IsLeader() bool { return g.isLeader.Load() }
 
 // Leader returns the known leader's ID (0 = unknown).
 func (g *Group) Leader() uint64 { return g.leader.Load() }
-
-// SinceLeader returns how long ago this replica last heard from its group's leader (an
-// append, a heartbeat, a quiesce heartbeat, a snapshot), and false if it has not since it
-// was opened. The leader's own replica is current: 0, true. What a follower holds may miss
-// what was acknowledged since, plus its replication delay; bounded stale reads use it.
-func (g *Group) SinceLeader() (time.Duration, bool) {
-	if g.isLeader.Load() {
-		return 0, true
-	}
-	heard := g.heard.Load()
-	if heard == 0 {
-		return 0, false
-	}
-	return time.Since(time.Unix(0, heard)), true
-}
-
-// heardLeader records a message from a leader, stepped at now. Loop goroutine.
-func (g *Group) heardLeader(now time.Time) {
-	g.leaderContact = now
-	g.heard.Store(now.UnixNano())
-}
 
 func (g *Group) notLeader() error { return &NotLeaderError{Shard: g.shard, Leader: g.leader.Load()} }
 

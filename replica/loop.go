@@ -85,12 +85,16 @@ func (h *Host) iterate(tick bool) {
 		if g.quiesceAnswer(m.Msg) {
 			continue
 		}
-		if fromLeader(m.Msg.GetType()) {
-			g.heardLeader(now)
+		leaderMsg := fromLeader(m.Msg.GetType())
+		if leaderMsg {
+			g.leaderContact = now
 		}
 		g.lapseForVote(m.Msg)
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
+		}
+		if leaderMsg {
+			g.heardFrom(m.Msg, now)
 		}
 		g.stir()
 		g.stepped(m.Msg)
@@ -397,6 +401,7 @@ func (h *Host) apply(rds []readyGroup) {
 			continue
 		}
 		r.g.sm.Committed()
+		r.g.caughtUp()
 		for _, m := range r.applyMsg.Responses {
 			if err := r.g.rn.Step(m); err != nil {
 				h.log.Debug("raft step (apply response)", "shard", r.g.shard, "err", err)

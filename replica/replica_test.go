@@ -580,36 +580,47 @@ func (c *cluster) leadsWithin(id uint64, shard uint32, d time.Duration) {
 	})
 }
 
-// SinceLeader: the leader is current; a follower heard from it a moment ago, busy or
-// quiesced (the quiesce heartbeat counts); a follower cut off from it goes without, and the
-// time grows.
-func TestSinceLeader(t *testing.T) {
+// SinceCurrent: the leader is current; a follower was current a moment ago, busy or
+// quiesced (its leader's appends and quiesce heartbeats carry the leader's commit index, which
+// it has applied); a follower cut off from its leader is no longer, and the time grows.
+func TestSinceCurrent(t *testing.T) {
 	const shard = 1
 	c := newCluster(t, clusterOpts{nodes: 3})
 	c.openVoters(shard)
 	l := c.leader(shard)
 	c.propose(shard, "a")
-	if since, ok := l.SinceLeader(); !ok || since != 0 {
-		t.Fatalf("leader: SinceLeader = %v, %v; want 0, true", since, ok)
+	if since, ok := l.SinceCurrent(); !ok || since != 0 {
+		t.Fatalf("leader: SinceCurrent = %v, %v; want 0, true", since, ok)
 	}
 	follower := c.others(l.h.cfg.NodeID)[0]
 	g := c.group(follower, shard)
-	// Heard within half a second, also once the idle group has quiesced (its leader then
-	// sends a quiesce heartbeat every 20 ticks, 200 ms at the harness's 10 ms tick).
-	for range 3 {
-		since, ok := g.SinceLeader()
-		if !ok || since > 500*time.Millisecond {
-			t.Fatalf("follower %d: SinceLeader = %v, %v; want within half a second", follower, since, ok)
+	eventually(t, 5*time.Second, func() error {
+		if since, ok := g.SinceCurrent(); !ok || since > 500*time.Millisecond {
+			return fmt.Errorf("follower %d after an append: SinceCurrent = %v, %v", follower, since, ok)
 		}
-		time.Sleep(time.Second)
-	}
-	if !g.Status().Quiesced {
-		t.Fatal("the idle group did not quiesce")
+		return nil
+	})
+	// Idle, the group quiesces, and its leader's quiesce heartbeat (every 20 ticks, 200 ms at
+	// the harness's 10 ms tick) keeps the follower current.
+	eventually(t, 5*time.Second, func() error {
+		if !g.Status().Quiesced {
+			return errors.New("the idle group has not quiesced")
+		}
+		return nil
+	})
+	for range 3 {
+		time.Sleep(300 * time.Millisecond)
+		if since, ok := g.SinceCurrent(); !ok || since > 500*time.Millisecond {
+			t.Fatalf("quiesced follower %d: SinceCurrent = %v, %v; want within half a second", follower, since, ok)
+		}
+		if since, ok := g.SinceContact(); !ok || since > 500*time.Millisecond {
+			t.Fatalf("quiesced follower %d: SinceContact = %v, %v; want within half a second", follower, since, ok)
+		}
 	}
 	c.net.isolate(follower, true)
 	eventually(t, 10*time.Second, func() error {
-		if since, _ := g.SinceLeader(); since < 2*time.Second {
-			return fmt.Errorf("cut-off follower heard from its leader %v ago", since)
+		if since, _ := g.SinceCurrent(); since < 2*time.Second {
+			return fmt.Errorf("cut-off follower was current %v ago", since)
 		}
 		return nil
 	})

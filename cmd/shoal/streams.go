@@ -182,7 +182,7 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 	f.BoolVar(&backward, "backward", false, "read newest first")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while the shard has no leader)")
-	f.DurationVar(&maxStale, "max-staleness", 0, "like --stale, but only a replica that heard from its shard's leader within this long answers (else the leader does), e.g. 2s")
+	f.DurationVar(&maxStale, "max-staleness", 0, "like --stale, but only a replica that was current with its shard's leader within this long answers (else the leader does), e.g. 2s")
 	a.serverFlag(cmd, &server)
 	return cmd
 }

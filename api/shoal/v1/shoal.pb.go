@@ -749,8 +749,9 @@ type ReadRequest struct {
 	Count       uint64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`                             // 0 means all
 	AllowStale  bool   `protobuf:"varint,6,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"` // may be served by a follower, possibly behind
 	// max_staleness_ms bounds allow_stale (and requires it): a follower serves the read only if
-	// it heard from its shard's leader within this many milliseconds, else the leader serves
-	// it. 0: no bound (a replica cut off from its leader still serves what it holds).
+	// it was current with its shard's leader (had applied what the leader had committed) within
+	// this many milliseconds, else the leader serves it. 0: no bound (a replica cut off from its
+	// leader still serves what it holds).
 	MaxStalenessMs uint32 `protobuf:"varint,7,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

@@ -1,0 +1,117 @@
+package replica
+
+import (
+	"bytes"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// A follower's data is current as of a moment when it had applied everything its leader had
+// committed then. Two messages from the leader (in its term) say what that was: an append
+// carries the leader's commit index, and so does a quiesce heartbeat (a leader quiesces only
+// once every follower holds its whole log, all of it committed, and commits nothing more
+// until it wakes). A plain heartbeat carries the least of the leader's commit index and what
+// the follower is known to hold, which says nothing about being behind, and a snapshot is
+// followed by appends: neither counts. The follower keeps the commit indexes it has not yet
+// applied, with the time it stepped them (marks); once its applied index reaches one, it was
+// current as of that time. So a follower that is catching up (after a restart, a partition,
+// by snapshot, or applying slowly) is not current however often it hears from its leader,
+// and a caught-up one is current as of the leader's last append or quiesce heartbeat. Bounded
+// stale reads rest on it (SinceCurrent). A leader cut off from the rest of its group still
+// takes itself for the leader for up to an election timeout (CheckQuorum), and its followers
+// for their leader.
+
+// monoEpoch anchors monoStamp: stamps are offsets on the monotonic clock, unaffected by the
+// wall clock being set.
+var monoEpoch = time.Now()
+
+// monoStamp returns t as a stamp for Group.contact and Group.current (never 0).
+func monoStamp(t time.Time) int64 { return int64(t.Sub(monoEpoch)) + 1 }
+
+// sinceStamp returns the time elapsed since stamp, and false for 0 (never).
+func sinceStamp(stamp int64) (time.Duration, bool) {
+	if stamp == 0 {
+		return 0, false
+	}
+	return time.Since(monoEpoch) - time.Duration(stamp-1), true
+}
+
+// freshMark is a commit index a leader's message carried and when it was stepped.
+type freshMark struct {
+	commit uint64
+	at     time.Time
+}
+
+// maxFreshMarks bounds Group.marks; the oldest go first, which only makes a replica current
+// later than it was.
+const maxFreshMarks = 64
+
+// SinceCurrent returns how long ago this replica was last current: when it had applied
+// everything its group's leader had committed as of a message it stepped from it; false if it
+// has not been since it was opened. The leader's own replica is current (0, true). A
+// follower's data then misses at most what was acknowledged since, plus (when the leader was
+// cut off from the rest of its group without knowing it yet) up to an election timeout.
+func (g *Group) SinceCurrent() (time.Duration, bool) {
+	if g.isLeader.Load() {
+		return 0, true
+	}
+	return sinceStamp(g.current.Load())
+}
+
+// SinceContact returns how long ago this replica last stepped a message from its group's
+// leader (in the leader's term), and false if it has not since it was opened.
+func (g *Group) SinceContact() (time.Duration, bool) {
+	if g.isLeader.Load() {
+		return 0, true
+	}
+	return sinceStamp(g.contact.Load())
+}
+
+// heardFrom records m, a message only a leader sends, just stepped at now, when it came from
+// the group's leader in its term: contact, and for an append or a quiesce heartbeat a mark
+// of the commit index it carries. Loop goroutine.
+func (g *Group) heardFrom(m *pb.Message, now time.Time) {
+	bs := g.rn.BasicStatus()
+	if m.GetTerm() != bs.HardState.GetTerm() || m.GetFrom() != bs.Lead {
+		return
+	}
+	g.contact.Store(monoStamp(now))
+	switch m.GetType() {
+	case pb.MsgApp:
+	case pb.MsgHeartbeat:
+		if !bytes.Equal(m.Context, quiesceCtx) {
+			return
+		}
+	default:
+		return
+	}
+	commit := m.GetCommit()
+	switch last := len(g.marks) - 1; {
+	case last >= 0 && g.marks[last].commit == commit:
+		g.marks[last].at = now // current as of the later message once it is applied
+	case last >= 0 && g.marks[last].commit > commit:
+		// Commit indexes do not go back; an older message says nothing new.
+	default:
+		if len(g.marks) == maxFreshMarks {
+			g.marks = append(g.marks[:0], g.marks[1:]...)
+		}
+		g.marks = append(g.marks, freshMark{commit: commit, at: now})
+	}
+	g.caughtUp()
+}
+
+// caughtUp records as current the time of the latest mark the applied index reached, and
+// drops the marks reached. Loop goroutine: after stepping a leader's message and after
+// applying.
+func (g *Group) caughtUp() {
+	i := 0
+	for i < len(g.marks) && g.marks[i].commit <= g.st.applied {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	g.current.Store(monoStamp(g.marks[i-1].at))
+	g.marks = append(g.marks[:0], g.marks[i:]...)
+}
