@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -136,7 +137,9 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 		cands = append(slices.Delete(cands, i, i+1), avoid)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // the slower fetches of a pass that succeeded
+	var fetches sync.WaitGroup
+	defer fetches.Wait() // the slower fetches of a pass that succeeded, cancelled: none outlives the call
+	defer cancel()
 	type fetched struct {
 		n   *node
 		t   *topology
@@ -171,13 +174,13 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 				continue
 			}
 			asking++
-			go func() {
+			fetches.Go(func() {
 				fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 				defer cancel()
 				t, err := fetchTopology(fctx, n)
 				finish(c.breakerOutcome(ctx, err))
 				answers <- fetched{n, t, err}
-			}()
+			})
 			if hedge == nil {
 				hedge = time.NewTimer(refreshHedgeAfter)
 			} else {
