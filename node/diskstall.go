@@ -49,6 +49,26 @@ type diskWatch struct {
 	onStall func(DiskStall)
 	slow    prometheus.Counter
 	stalled atomic.Bool
+	last    atomic.Pointer[slowReport] // the latest slow report
+}
+
+// slowReport is a slow disk operation and when it was reported.
+type slowReport struct {
+	DiskStall
+	at time.Time
+}
+
+// slowReportFresh is how long a slow report keeps the node unready: Pebble repeats it every 2 s
+// while the operation lasts, so an older one means the operation returned.
+const slowReportFresh = 5 * time.Second
+
+// slowNow returns the operation reported slow within slowReportFresh, if any.
+func (w *diskWatch) slowNow() (DiskStall, bool) {
+	r := w.last.Load()
+	if r == nil || time.Since(r.at) > slowReportFresh {
+		return DiskStall{}, false
+	}
+	return r.DiskStall, true
 }
 
 func newDiskWatch(log *slog.Logger, max time.Duration, onStall func(DiskStall)) *diskWatch {
@@ -78,6 +98,7 @@ func (w *diskWatch) wrap(fs vfs.FS, threshold time.Duration) (vfs.FS, func() err
 func (w *diskWatch) diskSlow(info vfs.DiskSlowInfo) {
 	w.slow.Inc()
 	stall := DiskStall{Path: info.Path, Op: info.OpType.String(), Duration: info.Duration}
+	w.last.Store(&slowReport{stall, time.Now()})
 	go w.log.Warn("disk operation slow", "component", "pebble", "op", stall.Op, "file", stall.Path,
 		"for", stall.Duration.Round(time.Millisecond))
 	if w.max >= 0 && info.Duration >= w.max && w.stalled.CompareAndSwap(false, true) {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,6 +103,9 @@ func TestDiskStall(t *testing.T) {
 		t.Fatal("no disk stall reported while the WAL's sync hung")
 	}
 	took := time.Since(start)
+	if r := n.notReady(); !strings.HasPrefix(r, "disk slow: ") {
+		t.Errorf("readiness while the disk hangs: %q, want it to say the disk is slow", r)
+	}
 	if s.Duration < cfg.MaxSyncDuration || s.Op == "" || s.Path == "" || took < cfg.MaxSyncDuration {
 		t.Fatalf("stall %+v reported after %v, want an operation and a file, at MaxSyncDuration (%v) or later",
 			s, took, cfg.MaxSyncDuration)

@@ -45,6 +45,9 @@ func (n *Node) notReady() string {
 	if !n.started.Load() {
 		return "starting"
 	}
+	if s, slow := n.disk.slowNow(); slow {
+		return "disk slow: " + s.String()
+	}
 	var missing []uint32
 	for _, g := range n.host.Groups() {
 		if g.Leader() == 0 {
