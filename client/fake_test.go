@@ -90,6 +90,13 @@ func (n *fakeNode) setFault(f func(ctx context.Context, method string, n int) er
 	n.mu.Unlock()
 }
 
+// setReadFault sets the node's readFault (nil: none).
+func (n *fakeNode) setReadFault(f func(page int) error) {
+	n.mu.Lock()
+	n.readFault = f
+	n.mu.Unlock()
+}
+
 func (n *fakeNode) count(method string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()

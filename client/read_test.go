@@ -87,9 +87,7 @@ func TestReadPagesAndResumes(t *testing.T) {
 			return nil
 		}
 	}
-	n.mu.Lock()
-	n.readFault = fail(3)
-	n.mu.Unlock()
+	n.setReadFault(fail(3))
 	wantRange(t, collect(t, c.Read(ctx, "s")), 0, 95, false)
 	reqs := readRequests(n)
 	if len(reqs) != 2 || reqs[1].FromVersion != 30 {
@@ -97,17 +95,13 @@ func TestReadPagesAndResumes(t *testing.T) {
 	}
 
 	// Backward from the end, 25 events, breaking after 2 pages.
-	n.mu.Lock()
-	n.readFault = fail(2)
-	n.mu.Unlock()
+	n.setReadFault(fail(2))
 	wantRange(t, collect(t, c.Read(ctx, "s", FromEnd(), Backward(), Count(25))), 94, 25, true)
 	reqs = readRequests(n)[2:]
 	if len(reqs) != 2 || reqs[1].FromEnd || !reqs[1].Backward || reqs[1].FromVersion != 74 || reqs[1].Count != 5 {
 		t.Fatalf("backward resume request = %v", reqs[1])
 	}
-	n.mu.Lock()
-	n.readFault = nil
-	n.mu.Unlock()
+	n.setReadFault(nil)
 
 	// From a version, with a count that ends mid-page.
 	wantRange(t, collect(t, c.Read(ctx, "s", FromVersion(40), Count(13))), 40, 13, false)
@@ -211,8 +205,7 @@ func TestReadShardPagesAndResumes(t *testing.T) {
 	}
 	n := fc.nodes[0]
 	calls := 0
-	n.mu.Lock()
-	n.readFault = func(page int) error {
+	n.setReadFault(func(page int) error {
 		if page == 1 {
 			calls++
 		}
@@ -220,8 +213,7 @@ func TestReadShardPagesAndResumes(t *testing.T) {
 			return unavailable()
 		}
 		return nil
-	}
-	n.mu.Unlock()
+	})
 	ctx := testCtx(t)
 	var pos []uint64
 	for ev, err := range c.ReadShard(ctx, 0, 3, 0) {
@@ -276,15 +268,13 @@ func TestReadMovedFromHungLeader(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) }) // before the servers stop (cleanups run last first)
 	hung := make(chan struct{})
-	n1.mu.Lock()
-	n1.readFault = func(page int) error {
+	n1.setReadFault(func(page int) error {
 		if page == 1 {
 			close(hung)
 			<-release // hangs after the first page
 		}
 		return nil
-	}
-	n1.mu.Unlock()
+	})
 	go func() {
 		<-hung
 		time.Sleep(2 * leaderWatchAfter)
@@ -331,8 +321,7 @@ func hangFirstStaleReader(t *testing.T, fc *fakeCluster) <-chan *fakeNode {
 	hung := make(chan *fakeNode, 1)
 	var once sync.Once
 	for _, n := range fc.nodes {
-		n.mu.Lock()
-		n.readFault = func(page int) error {
+		n.setReadFault(func(page int) error {
 			first := false
 			once.Do(func() { first = true })
 			if page == 1 && first {
@@ -340,8 +329,7 @@ func hangFirstStaleReader(t *testing.T, fc *fakeCluster) <-chan *fakeNode {
 				<-release
 			}
 			return nil
-		}
-		n.mu.Unlock()
+		})
 	}
 	return hung
 }
@@ -372,8 +360,7 @@ func TestStaleReadStaysWithLiveNode(t *testing.T) {
 	seed(t, c, "s", 25)
 	var once sync.Once
 	for _, n := range fc.nodes {
-		n.mu.Lock()
-		n.readFault = func(page int) error {
+		n.setReadFault(func(page int) error {
 			if page == 1 {
 				once.Do(func() {
 					fc.setLeader(n.id%3 + 1) // another node
@@ -381,8 +368,7 @@ func TestStaleReadStaysWithLiveNode(t *testing.T) {
 				})
 			}
 			return nil
-		}
-		n.mu.Unlock()
+		})
 	}
 	wantRange(t, collect(t, c.Read(testCtx(t), "s", Stale())), 0, 25, false)
 	if s := c.Stats(); s.LeaderMoves != 0 {

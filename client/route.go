@@ -88,7 +88,7 @@ func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
 
 // fetchTopology asks n for the topology and installs it.
 func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyResponse, error) {
-	t, err := fetchTopology(ctx, n)
+	t, err := askTopology(ctx, n)
 	if err != nil {
 		return nil, err
 	}
@@ -96,8 +96,8 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 	return t.resp, nil
 }
 
-// fetchTopology asks n for the topology.
-func fetchTopology(ctx context.Context, n *node) (*topology, error) {
+// askTopology asks n for the topology, without installing it.
+func askTopology(ctx context.Context, n *node) (*topology, error) {
 	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{})
 	if err != nil {
 		return nil, err
@@ -149,17 +149,12 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 	var (
 		last     error = errNoNodes
 		asking   int   // fetches under way
-		hedge    *time.Timer
-		hedgeDue <-chan time.Time
+		hedge    = time.NewTimer(refreshHedgeAfter)
+		hedgeDue <-chan time.Time // hedge's channel while a candidate is left to ask
 	)
-	defer func() {
-		if hedge != nil {
-			hedge.Stop()
-		}
-	}()
-	// ask starts a fetch from the next candidate that admits one, and reports whether it
-	// did.
-	ask := func() bool {
+	defer hedge.Stop()
+	// ask starts a fetch from the next candidate that admits one, and arms the hedge.
+	ask := func() {
 		for len(cands) > 0 {
 			addr := cands[0]
 			cands = cands[1:]
@@ -177,20 +172,15 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 			fetches.Go(func() {
 				fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 				defer cancel()
-				t, err := fetchTopology(fctx, n)
+				t, err := askTopology(fctx, n)
 				finish(c.breakerOutcome(ctx, err))
 				answers <- fetched{n, t, err}
 			})
-			if hedge == nil {
-				hedge = time.NewTimer(refreshHedgeAfter)
-			} else {
-				hedge.Reset(refreshHedgeAfter)
-			}
+			hedge.Reset(refreshHedgeAfter)
 			hedgeDue = hedge.C
-			return true
+			return
 		}
 		hedgeDue = nil
-		return false
 	}
 	ask()
 	for asking > 0 {

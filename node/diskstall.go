@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -50,6 +51,7 @@ type diskWatch struct {
 	slow    prometheus.Counter
 	stalled atomic.Bool
 	last    atomic.Pointer[slowReport] // the latest slow report
+	checks  io.Closer                  // the health checks wrap started, nil before
 }
 
 // slowReport is a slow disk operation and when it was reported.
@@ -87,10 +89,26 @@ func newDiskWatch(log *slog.Logger, max time.Duration, onStall func(DiskStall)) 
 	return w
 }
 
-// wrap returns fs with Pebble's disk health checks reporting to w, and what closes them.
-func (w *diskWatch) wrap(fs vfs.FS, threshold time.Duration) (vfs.FS, func() error) {
-	checked, closer := vfs.WithDiskHealthChecks(fs, threshold, nil, w.diskSlow)
-	return checked, closer.Close
+// wrap returns fs (nil: the operating system's) with Pebble's disk health checks reporting
+// to w the operations that last longer than slowAfter, or than MaxSyncDuration if that is
+// shorter. Call it once; close stops the checks.
+func (w *diskWatch) wrap(fs vfs.FS, slowAfter time.Duration) vfs.FS {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if w.max > 0 {
+		slowAfter = min(slowAfter, w.max)
+	}
+	checked, closer := vfs.WithDiskHealthChecks(fs, slowAfter, nil, w.diskSlow)
+	w.checks = closer
+	return checked
+}
+
+// close stops the health checks, after Pebble closed.
+func (w *diskWatch) close() {
+	if w.checks != nil {
+		w.checks.Close()
+	}
 }
 
 // diskSlow is Pebble's report of a slow disk operation. It runs on the goroutine that

@@ -75,8 +75,6 @@ type Node struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	stopDiskChecks func() error // ends Pebble's disk health checks, after the DB closed
-
 	mu struct {
 		sync.Mutex
 		shards map[uint32]*shard.Shard // state machines of the local groups
@@ -122,11 +120,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
-	slowAfter := cfg.diskSlowAfter
-	if cfg.MaxSyncDuration > 0 {
-		slowAfter = min(slowAfter, cfg.MaxSyncDuration)
-	}
-	if n.db, popts, n.stopDiskChecks, err = openPebble(dir.pebblePath(), n.log, cfg.fs, n.disk, slowAfter); err != nil {
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, n.disk.wrap(cfg.fs, cfg.diskSlowAfter)); err != nil {
 		return nil, err
 	}
 	snapDir, err := dir.resetSnapshots()
@@ -762,8 +756,8 @@ func (n *Node) close() error {
 			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))
 		}
 	}
-	if n.stopDiskChecks != nil {
-		n.stopDiskChecks()
+	if n.disk != nil {
+		n.disk.close()
 	}
 	if err := n.dir.unlock(); err != nil {
 		errs = append(errs, err)

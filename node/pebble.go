@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -29,14 +28,9 @@ import (
 // replay on restart.
 //
 // It also returns the options (with Pebble's defaults filled in), from which the replica
-// host takes the sstable options of received snapshots, and a function that stops the disk
-// health checks, to call after closing the DB. fs is the file system (nil: the operating
-// system's); its writes and syncs report to watch when they take longer than slowAfter.
-func openPebble(dir string, log *slog.Logger, fs vfs.FS, watch *diskWatch, slowAfter time.Duration) (*pebble.DB, *pebble.Options, func() error, error) {
-	if fs == nil {
-		fs = vfs.Default
-	}
-	fs, stopChecks := watch.wrap(fs, slowAfter)
+// host takes the sstable options of received snapshots. fs is the file system (the node's
+// comes from diskWatch.wrap; nil: the operating system's, with Pebble's own health checks).
+func openPebble(dir string, log *slog.Logger, fs vfs.FS) (*pebble.DB, *pebble.Options, error) {
 	opts := &pebble.Options{
 		FS:                          fs,
 		MemTableSize:                64 << 20,
@@ -71,10 +65,9 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, watch *diskWatch, slowA
 	opts.EnsureDefaults()
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
-		stopChecks()
-		return nil, nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
 	}
-	return db, opts, stopChecks, nil
+	return db, opts, nil
 }
 
 // pebbleLogger sends Pebble's logs to slog.

@@ -11,11 +11,10 @@ import (
 // node's last level, so that ingested tables carry its bloom filters and
 // block size.
 func TestSnapshotTableOptions(t *testing.T) {
-	db, opts, stop, err := openPebble(t.TempDir(), slog.New(slog.DiscardHandler), nil, newDiskWatch(slog.New(slog.DiscardHandler), -1, nil), diskSlowThreshold)
+	db, opts, err := openPebble(t.TempDir(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
 	defer db.Close()
 	w := opts.MakeWriterOptions(len(opts.Levels)-1, db.TableFormat())
 	if w.FilterPolicy == nil || w.FilterPolicy.Name() != bloom.FilterPolicy(10).Name() {

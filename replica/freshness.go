@@ -68,10 +68,12 @@ func (g *Group) SinceContact() (time.Duration, bool) {
 	return sinceStamp(g.contact.Load())
 }
 
-// heardFrom records m, a message only a leader sends, just stepped at now, when it came from
-// the group's leader in its term: contact, and for an append or a quiesce heartbeat a mark
-// of the commit index it carries. Loop goroutine.
+// heardFrom records m, a message only a leader sends (fromLeader), just stepped at now: in
+// leaderContact, whatever its term; and when it came from the group's leader in its term, in
+// contact and, for an append or a quiesce heartbeat, as a mark of the commit index it
+// carries. Loop goroutine.
 func (g *Group) heardFrom(m *pb.Message, now time.Time) {
+	g.leaderContact = now
 	bs := g.rn.BasicStatus()
 	if m.GetTerm() != bs.HardState.GetTerm() || m.GetFrom() != bs.Lead {
 		return

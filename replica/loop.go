@@ -85,15 +85,11 @@ func (h *Host) iterate(tick bool) {
 		if g.quiesceAnswer(m.Msg) {
 			continue
 		}
-		leaderMsg := fromLeader(m.Msg.GetType())
-		if leaderMsg {
-			g.leaderContact = now
-		}
 		g.lapseForVote(m.Msg)
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
 		}
-		if leaderMsg {
+		if fromLeader(m.Msg.GetType()) {
 			g.heardFrom(m.Msg, now)
 		}
 		g.stir()

@@ -353,13 +353,11 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 				"tables", len(tables.paths), "ingest", ingested.Sub(start).Round(time.Microsecond),
 				"reload", time.Since(ingested).Round(time.Microsecond))
 		}
-		now := time.Now()
-		g.leaderContact = now
 		g.wake()
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
 		}
-		g.heardFrom(m.Msg, now)
+		g.heardFrom(m.Msg, time.Now())
 		g.stir()
 		return nil
 	})
