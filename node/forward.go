@@ -224,11 +224,11 @@ func (s staleness) distrusts(g *replica.Group) bool {
 
 // route decides where a request for shard id runs. It returns the local
 // group when this node leads it (or holds a replica of it that st lets
-// serve), else a connection to the leader. It waits for a leader
+// serve), else the leader to forward to. It waits for a leader
 // to appear (until deadline, shared by a request's attempts); after that, or
 // when the request already made maxHops hops, it returns a *NoLeaderError or
 // *replica.NotLeaderError.
-func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time.Time) (*replica.Group, *grpc.ClientConn, error) {
+func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time.Time) (*replica.Group, *forwardTarget, error) {
 	hops := incomingHops(ctx)
 	for {
 		g, local := n.host.Group(id)
@@ -251,7 +251,7 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 				if err != nil {
 					return nil, nil, err
 				}
-				return nil, conn, nil
+				return nil, &forwardTarget{conn: conn, leader: leader}, nil
 			}
 		}
 		if time.Now().After(deadline) {

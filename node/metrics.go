@@ -15,6 +15,7 @@ type metrics struct {
 	appendLatency  prometheus.Histogram
 	eventsAppended prometheus.Counter
 	forwarded      *prometheus.CounterVec   // by kind (write, read, decommission)
+	forwardsMoved  prometheus.Counter       // forwarded calls abandoned by their watch
 	pipelineBatch  *prometheus.HistogramVec // items per AppendPipeline message, by direction
 }
 
@@ -40,6 +41,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_forwarded_requests_total", Help: "Requests forwarded to another node, by kind.",
 		}, []string{"kind"}),
+		forwardsMoved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_forwards_moved_total",
+			Help: "Forwarded calls abandoned and routed again because the shard's leader changed while they waited for the old one.",
+		}),
 		pipelineBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shoal_append_pipeline_batch_items",
 			Help:    "Appends per AppendPipeline message: received (the client's batches) and sent (answers grouped by the server).",
@@ -47,7 +52,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}, []string{"direction"}),
 	}
 	if r != nil {
-		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.pipelineBatch)
+		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch)
 	}
 	return m
 }

@@ -185,15 +185,27 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 	var last error
 	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; attempt < 3; attempt++ {
-		g, conn, err := n.route(ctx, id, staleness{}, deadline)
+		g, tgt, err := n.route(ctx, id, staleness{}, deadline)
 		if err != nil {
 			return nil, err
 		}
-		if conn != nil {
+		if tgt != nil {
 			n.metrics.forwarded.WithLabelValues("write").Inc()
-			res, err := forward(conn, forwardContext(ctx))
+			fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
+			if idempotent {
+				w.arm()
+			}
+			res, err := forward(tgt.conn, fctx)
+			w.stop()
 			if err == nil {
 				return res, nil
+			}
+			if w.moved() && ctx.Err() == nil {
+				// The leader it went to was replaced while it waited (hung, or cut off):
+				// route again at once, to the new leader.
+				n.leaders.invalidate(id)
+				last = &NoLeaderError{Shard: id, Cause: errLeaderMoved}
+				continue
 			}
 			if retryForward(err) && ctx.Err() == nil {
 				// The leader moved or is unreachable: learn again. An unreachable leader
@@ -248,14 +260,14 @@ func readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err erro
 	return err != nil && rctx.Err() != nil && ctx.Err() == nil, err
 }
 
-// readRoute returns the local state machine to read from, or a connection to
+// readRoute returns the local state machine to read from, or the node to
 // forward the read to.
-func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.Shard, *grpc.ClientConn, error) {
+func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.Shard, *forwardTarget, error) {
 	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; ; attempt++ {
-		g, conn, err := n.route(ctx, id, st, deadline)
-		if err != nil || conn != nil {
-			return nil, conn, err
+		g, tgt, err := n.route(ctx, id, st, deadline)
+		if err != nil || tgt != nil {
+			return nil, tgt, err
 		}
 		sm, _, ok := n.shardSM(id)
 		if !ok {
@@ -302,18 +314,11 @@ func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[sho
 	if err != nil {
 		return n.toStatus(err, req.Stream, id)
 	}
-	sm, conn, err := n.readRoute(ctx, id, st)
-	if err != nil {
+	sm, err := forwardRead(n, ctx, id, st, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) {
+		return shoalv1.NewStreamsClient(conn).Read(ctx, req)
+	})
+	if sm == nil {
 		return n.toStatus(err, req.Stream, id)
-	}
-	if conn != nil {
-		n.metrics.forwarded.WithLabelValues("read").Inc()
-		failed := func(err error) error { return n.toStatus(forwardFailed(id, err), req.Stream, id) }
-		in, err := shoalv1.NewStreamsClient(conn).Read(forwardContext(ctx), req)
-		if err != nil {
-			return failed(err)
-		}
-		return relay(in, out, failed)
 	}
 	page := &shoalv1.ReadResponse{}
 	size := 0
@@ -354,18 +359,11 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	if err != nil {
 		return n.toStatus(err, "", req.Shard)
 	}
-	sm, conn, err := n.readRoute(ctx, req.Shard, st)
-	if err != nil {
+	sm, err := forwardRead(n, ctx, req.Shard, st, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
+		return shoalv1.NewStreamsClient(conn).ReadShard(ctx, req)
+	})
+	if sm == nil {
 		return n.toStatus(err, "", req.Shard)
-	}
-	if conn != nil {
-		n.metrics.forwarded.WithLabelValues("read").Inc()
-		failed := func(err error) error { return n.toStatus(forwardFailed(req.Shard, err), "", req.Shard) }
-		in, err := shoalv1.NewStreamsClient(conn).ReadShard(forwardContext(ctx), req)
-		if err != nil {
-			return failed(err)
-		}
-		return relay(in, out, failed)
 	}
 	from, remaining := req.FromPosition, req.Count
 	for {
@@ -414,21 +412,58 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	}
 }
 
-// relay copies a forwarded server stream to the caller. recvErr maps an error of the
-// forwarded stream (see forwardFailed).
-func relay[T any](in grpc.ServerStreamingClient[T], out grpc.ServerStreamingServer[T], recvErr func(error) error) error {
-	for {
-		m, err := in.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return recvErr(err)
+// forwardRead routes a read of shard id. It returns the local state machine when this node
+// serves the read; otherwise it forwards the read (open starts it on a connection) and relays
+// the answer to out, and returns a nil state machine and the outcome. While it waits for the
+// node it forwarded to, a forward watch runs: a read abandoned because the shard's leader
+// moved before anything was relayed is routed again; one abandoned later fails as
+// unavailable, and the caller resumes it after the last event it received.
+func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, out grpc.ServerStreamingServer[T],
+	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
+) (*shard.Shard, error) {
+	for attempt := 0; ; attempt++ {
+		sm, tgt, err := n.readRoute(ctx, id, st)
+		if err != nil || tgt == nil {
+			return sm, err
 		}
-		if err := out.Send(m); err != nil {
-			return err
+		n.metrics.forwarded.WithLabelValues("read").Inc()
+		relayed, err := relay(n, ctx, id, tgt, out, open)
+		if err != nil && !relayed && errors.Is(err, errLeaderMoved) && attempt < 2 {
+			n.leaders.invalidate(id)
+			continue
+		}
+		return nil, err
+	}
+}
+
+// relay forwards a read to tgt and copies its answer to out, under a forward watch while it
+// waits for tgt. It reports whether anything reached out. An error of the forwarded stream is
+// mapped by forwardFailed; one the watch caused is a *NoLeaderError caused by errLeaderMoved.
+func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, out grpc.ServerStreamingServer[T],
+	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
+) (relayed bool, err error) {
+	fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
+	defer w.stop()
+	in, err := open(fctx, tgt.conn)
+	for err == nil {
+		var m *T
+		w.arm()
+		m, err = in.Recv()
+		w.disarm()
+		if err == nil {
+			if err := out.Send(m); err != nil {
+				return relayed, err
+			}
+			relayed = true
 		}
 	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return relayed, nil
+	case w.moved() && ctx.Err() == nil:
+		return relayed, &NoLeaderError{Shard: id, Cause: errLeaderMoved}
+	}
+	return relayed, forwardFailed(id, err)
 }
 
 // forwardPause is how long a write waits before routing again after the leader it forwarded

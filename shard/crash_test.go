@@ -54,15 +54,17 @@ func TestCrash(t *testing.T) {
 			if err := ts.s.FinishBatch(ts.batch); err != nil {
 				panic(err)
 			}
+			// The boundary is recorded before the commit: a crash clone taken while
+			// Commit runs may already hold the batch.
+			mu.Lock()
+			boundaries[idx] = true
+			mu.Unlock()
 			if err := ts.batch.Commit(pebble.Sync); err != nil {
 				panic(err)
 			}
 			ts.batch.Close()
 			ts.batch = nil
 			ts.s.Committed()
-			mu.Lock()
-			boundaries[idx] = true
-			mu.Unlock()
 			acked.Store(idx)
 		}
 	}()

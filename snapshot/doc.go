@@ -56,6 +56,16 @@
 //     decisions made on a loaded state are never based on a stale one.
 //  5. Keep companion-stream names out of your own naming (see above).
 //
+// # Deleted streams
+//
+// A soft delete hides a stream's events, and appends after it go on at the next version,
+// so a snapshot taken before the delete would fold events the stream no longer has into its
+// new life with no gap in the versions to show it. Load therefore reads from the snapshot's
+// own version V, not V+1: event V is still visible unless the stream was deleted since, and
+// then the read starts at the first version after the delete, which Load replays from the
+// initial state (Loaded.SnapshotErr is ErrDeletedHistory; Repository saves a fresh
+// snapshot). A stream deleted and not written since reads as absent.
+//
 // Old snapshots are not pruned; a companion stream grows by one event per
 // save. Snapshot reads use the client's default (leader, linearizable) reads.
 package snapshot

@@ -18,6 +18,11 @@ var (
 	// its encoding changed). Fall back to replay and save a fresh snapshot.
 	ErrCodecMismatch = errors.New("snapshot: codec mismatch")
 
+	// ErrDeletedHistory is the Loaded.SnapshotErr of a snapshot taken before the stream was
+	// soft-deleted: it folds events the stream no longer has, so Load replayed the events
+	// written since the delete from the initial state instead.
+	ErrDeletedHistory = errors.New("snapshot: snapshot covers events deleted since")
+
 	// ErrTooLarge is returned by Store.Save when the compressed record does
 	// not fit in one event (MaxRecordSize) or the state exceeds MaxStateSize.
 	ErrTooLarge = errors.New("snapshot: snapshot too large")

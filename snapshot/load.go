@@ -60,7 +60,8 @@ type Loaded[S any] struct {
 	SnapshotVersion uint64 // its version; valid when FromSnapshot
 	Replayed        int    // events applied on top (all of them without a snapshot)
 	// SnapshotErr is the reason a present snapshot was not used (corrupt,
-	// codec mismatch, undecodable); Load then replayed the whole stream.
+	// codec mismatch, undecodable, or taken before a soft delete of the
+	// stream: ErrDeletedHistory); Load then replayed the whole stream.
 	SnapshotErr error
 }
 
@@ -105,10 +106,15 @@ func Load[S any](ctx context.Context, store *Store, stream string, initial S, ap
 	if l.SnapshotErr != nil {
 		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
 	}
+	// With a snapshot, the read starts at the snapshot's own version. That event is still
+	// visible unless the stream was soft-deleted since (a delete hides every version up to
+	// the stream's last, and versions are never reused); the read then starts at the first
+	// version written after the delete, and the snapshot folds deleted history.
 	from := uint64(0)
 	if l.FromSnapshot {
-		from = l.SnapshotVersion + 1
+		from = l.SnapshotVersion
 	}
+	checkSnapshot := l.FromSnapshot
 	for ev, err := range readFrom(ctx, store.c, stream, from) {
 		if errors.Is(err, client.ErrStreamNotFound) {
 			// Absent, or deleted after the snapshot: the snapshot is stale.
@@ -116,6 +122,15 @@ func Load[S any](ctx context.Context, store *Store, stream string, initial S, ap
 		}
 		if err != nil {
 			return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
+		}
+		if checkSnapshot {
+			checkSnapshot = false
+			if ev.Version == l.SnapshotVersion {
+				continue // in the snapshot
+			}
+			l = Loaded[S]{State: initial, SnapshotErr: fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
+				ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion)}
+			store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
 		}
 		if l.State, err = apply(l.State, ev); err != nil {
 			return Loaded[S]{}, fmt.Errorf("snapshot: load %q: apply version %d: %w", stream, ev.Version, err)

@@ -133,6 +133,42 @@ func TestStoreSnapshots(t *testing.T) {
 		}
 	})
 
+	// A soft delete right after the snapshot's version leaves the versions dense (the stream
+	// goes on at the next one), so only the snapshot's own event, no longer visible, tells
+	// that the snapshot folds deleted history.
+	t.Run("soft delete after the snapshot", func(t *testing.T) {
+		const stream = "acct-deleted"
+		appendEvents(t, c, stream, 0, 10)
+		l, err := Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := SaveState(ctx, store, stream, l.Version, l.State, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, stream, client.Exact(9)); err != nil {
+			t.Fatal(err)
+		}
+		appendEvents(t, c, stream, 100, 3)
+		l, err = Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := replay(t, c, stream)
+		if l.State != want || l.FromSnapshot || l.Replayed != 3 || l.Version != 12 || !errors.Is(l.SnapshotErr, ErrDeletedHistory) {
+			t.Fatalf("load after a soft delete: %+v (SnapshotErr %v); replay %+v", l, l.SnapshotErr, want)
+		}
+		// A snapshot taken after the delete is used.
+		if err := SaveState(ctx, store, stream, l.Version, l.State, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		appendEvents(t, c, stream, 200, 2)
+		l, err = Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+		if err != nil || !l.FromSnapshot || l.SnapshotErr != nil || l.Replayed != 2 || l.Version != 14 || l.State != replay(t, c, stream) {
+			t.Fatalf("load from a snapshot taken after the delete: %+v, %v", l, err)
+		}
+	})
+
 	t.Run("missing stream", func(t *testing.T) {
 		l, err := Load(ctx, store, "nobody", account{}, applyAccount, accountCodec)
 		if err != nil || l.Exists || l.Expected() != client.NoStream {

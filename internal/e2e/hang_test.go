@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -8,7 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/ring"
 )
 
 // hungResumeLimit is how soon writes must resume after a leader hangs, and
@@ -75,7 +82,9 @@ func readEveryShard(c *client.Client, shards uint32, limit time.Duration, opts .
 // writers starting only after the freeze; then under load. Each time the
 // writers, using the client's default retry policy (no attempt timeout), must
 // make progress within hungResumeLimit; under load, a linearizable read of
-// every shard started at the freeze must also finish within it. The node is then resumed, and at the
+// every shard started at the freeze must also finish within it. While idle, a simple client
+// (plain gRPC to another node, which forwards to the hung leader) must also get an append
+// and a linearizable read through within it. The node is then resumed, and at the
 // end every acknowledged event is present exactly once with dense versions
 // and the replicas of every shard are identical.
 func TestClusterHungLeader(t *testing.T) {
@@ -92,8 +101,8 @@ func TestClusterHungLeader(t *testing.T) {
 	defer c.Close()
 	cl.waitReplicated(c, 60*time.Second)
 
-	// The victim: the node leading the most shards.
-	mostLeader := func() *server {
+	// The victim: the node leading the most shards, and the shards it leads.
+	mostLeader := func() (*server, []uint32) {
 		st, err := c.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -114,25 +123,38 @@ func TestClusterHungLeader(t *testing.T) {
 			t.Fatalf("no server for leader %d (leaders %v)", id, led)
 		}
 		t.Logf("%s leads %d of %d shards", s.name, led[id], shards)
-		return s
+		var ids []uint32
+		for _, sh := range topo.GetShards() {
+			if sh.GetLeaderId() == id {
+				ids = append(ids, sh.GetShard())
+			}
+		}
+		return s, ids
 	}
 
 	// Idle: every group quiesces, then the leader hangs, then the writers start.
 	time.Sleep(idleSettle)
-	victim := mostLeader()
+	victim, victimLed := mostLeader()
 	victim.pause()
 	t.Logf("SIGSTOP %s while idle", victim.name)
+	direct := directCalls(t, cl, victim, victimLed[0], shards, hungResumeLimit)
 	ld := startLoad(c, seed, fmt.Sprintf("e2e-hang-%d", seed%1000), 12, 8)
 	defer ld.stop()
 	took := ld.l.waitAcks(t, hungResumeAcks, hungResumeLimit, "after the idle leader hung")
 	t.Logf("%d appends acknowledged %v after the writers started", hungResumeAcks, took.Round(time.Millisecond))
+	directAcks := 0
+	if err := <-direct; err != nil {
+		t.Error(err)
+	} else {
+		directAcks = 1
+	}
 	victim.resume()
 	ld.l.waitAcks(t, 200, 20*time.Second, "after the first resume")
 	cl.waitReplicated(c, 30*time.Second)
 
 	// Under load.
 	time.Sleep(time.Second)
-	victim = mostLeader()
+	victim, _ = mostLeader()
 	victim.pause()
 	t.Logf("SIGSTOP %s under load after %d acknowledged appends", victim.name, ld.l.count())
 	reads := readEveryShard(c, shards, hungResumeLimit)
@@ -165,6 +187,64 @@ func TestClusterHungLeader(t *testing.T) {
 		t.Log(cl.tails())
 		return
 	}
-	caught := cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+	caught := cl.waitReplicasIdentical(ld.l.acks+directAcks, 30*time.Second)
 	t.Logf("replicas identical %v after the writers stopped", caught.Round(time.Millisecond))
+}
+
+// directCalls is a simple client: plain gRPC to one node other than the hung victim, with
+// no routing of its own, so that the node forwards to the shard's leader, the victim.
+// Within limit, an append to a stream of shard sh (led by the victim) must be acknowledged
+// and a linearizable read of the shard must return it: the forwarding node must give up on
+// the hung leader once the shard elects another, not wait for gRPC's keepalive. The outcome
+// arrives on the returned channel (nil: both succeeded).
+func directCalls(t *testing.T, cl *cluster, victim *server, sh uint32, shards int, limit time.Duration) <-chan error {
+	var via *server
+	for _, s := range cl.servers {
+		if s != victim {
+			via = s
+			break
+		}
+	}
+	stream := ""
+	for i := 0; stream == ""; i++ {
+		if name := fmt.Sprintf("e2e-direct-%d", i); ring.ShardOf(name, uint32(shards)) == sh {
+			stream = name
+		}
+	}
+	out := make(chan error, 1)
+	go func() {
+		out <- func() error {
+			conn, err := grpc.NewClient(via.grpcAddr, grpcopt.DialOptions()...)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), limit)
+			defer cancel()
+			start := time.Now()
+			sc := shoalv1.NewStreamsClient(conn)
+			id := uuid.New()
+			res, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: stream,
+				Events: []*shoalv1.EventData{{Id: id[:], Type: "direct", Data: []byte("{}")}}})
+			if err != nil {
+				return fmt.Errorf("append through %s to shard %d while its leader %s hung: %w", via.name, sh, victim.name, err)
+			}
+			t.Logf("append through %s to shard %d acknowledged %v after its leader hung",
+				via.name, sh, time.Since(start).Round(time.Millisecond))
+			rd, err := sc.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: sh, FromPosition: res.Position, Count: 1})
+			if err != nil {
+				return err
+			}
+			page, err := rd.Recv()
+			if err != nil {
+				return fmt.Errorf("linearizable read of shard %d through %s while its leader %s hung: %w", sh, via.name, victim.name, err)
+			}
+			if len(page.Events) != 1 || !bytes.Equal(page.Events[0].Id, id[:]) {
+				return fmt.Errorf("read of shard %d at position %d: %d events, not the one appended", sh, res.Position, len(page.Events))
+			}
+			t.Logf("append and linearizable read through %s took %v", via.name, time.Since(start).Round(time.Millisecond))
+			return nil
+		}()
+	}()
+	return out
 }
