@@ -384,11 +384,21 @@ type placer struct {
 	ctx      context.Context // cancelled by stop; parent of every step's context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // the loop and in-flight steps
+	// heldLogged: the loop logged that it holds membership changes (round). Loop goroutine only.
+	heldLogged bool
 
 	mu struct {
 		sync.Mutex
 		shards map[uint32]*shardPlacement
 	}
+}
+
+// launch is a step a round decided, to be started once the round has looked at every group.
+type launch struct {
+	g      *replica.Group
+	sp     *shardPlacement
+	step   placementStep
+	target []uint64
 }
 
 // shardPlacement is the placer's memory of one shard. Guarded by placer.mu.
@@ -474,9 +484,22 @@ func (p *placer) round(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	present := map[uint32]bool{}
+	known := make(map[uint64]bool, len(members))
+	for _, m := range members {
+		known[m.NodeID] = true
+	}
+	unknown := uint64(0) // a member of a local group that gossip does not know, if any
+	var launches []launch
 	for _, g := range n.host.Groups() {
 		st := g.Status()
 		present[st.Shard] = true
+		if !st.Removed {
+			for _, id := range slices.Concat(st.Voters, st.Learners) {
+				if id != self && !known[id] {
+					unknown = id
+				}
+			}
+		}
 		sp := p.mu.shards[st.Shard]
 		if sp == nil {
 			sp = &shardPlacement{}
@@ -583,18 +606,37 @@ func (p *placer) round(now time.Time) {
 		if step.Kept {
 			kept++
 		}
-		if step.Kind == stepNone {
+		if step.Kind != stepNone {
+			launches = append(launches, launch{g, sp, step, target})
+		}
+	}
+	// Gossip forgets nothing it heard of, but a node that starts while a member is down never
+	// hears of that member (memberlist ignores news of the death of a node it does not know),
+	// so its ring leaves the member out at once, however recently it went down: acting on it
+	// would replace the member long before DeadAfter, and reshuffle other shards too, since the
+	// ring's load caps couple them. So a loop younger than DeadAfter that finds a member of a
+	// local group unknown to gossip changes no group's members; leadership transfers go on.
+	holdMembers := unknown != 0 && now.Sub(p.started) < deadAfter
+	if !holdMembers {
+		p.heldLogged = false
+	} else if !p.heldLogged {
+		p.heldLogged = true
+		p.log.Info("placement holds membership changes: a member of a local group is unknown to gossip, "+
+			"and it may only be down", "member", unknown, "until", p.started.Add(deadAfter).Format(time.RFC3339))
+	}
+	for _, l := range launches {
+		if holdMembers && l.step.Kind != stepTransfer {
 			continue
 		}
-		sp.inflight = true
-		switch step.Kind {
+		l.sp.inflight = true
+		switch l.step.Kind {
 		case stepTransfer:
-			sp.lastTransfer = now
+			l.sp.lastTransfer = now
 		case stepRemove:
-			sp.removed[step.Node] = now // before it is done: it may be applied even if the call fails
+			l.sp.removed[l.step.Node] = now // before it is done: it may be applied even if the call fails
 		}
 		p.wg.Add(1)
-		go p.run(g, sp, step, target)
+		go p.run(l.g, l.sp, l.step, l.target)
 	}
 	for id := range p.mu.shards {
 		if !present[id] {
@@ -652,13 +694,22 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 // from, each once the shard's current leader confirms that its configuration
 // no longer holds this node (the local configuration may be a stale one that
 // a replica catching up passes through, and a replica deleted while its
-// leader still tracks it would panic raft on the next heartbeat).
-func (p *placer) dropConfirmed(shards []uint32, leaders map[uint32]*shoalv1.ShardInfo) {
+// leader still tracks it would panic raft on the next heartbeat). As in
+// dropOrphans, the replica is first retired if it stepped no leader message
+// since since (taken before the views were gathered): a leader may have added
+// the node back after its view was read, and the replica, no longer removed,
+// may already have answered with its log's progress; deleting that log would
+// leave the leader with a follower whose log it believes much longer, which
+// panics raft on the next heartbeat, and again after every restart.
+func (p *placer) dropConfirmed(shards []uint32, since time.Time, leaders map[uint32]*shoalv1.ShardInfo) {
 	self := p.n.ID()
 	for _, id := range shards {
 		s, ok := leaders[id]
 		if !ok || !leavesOut(s, self) {
 			continue
+		}
+		if retired, err := p.n.host.RetireGroupIfQuiet(id, since); err != nil || !retired {
+			continue // a leader spoke to it since: the next round looks again
 		}
 		if err := p.n.dropReplica(id); err != nil {
 			p.log.Info("deleting removed replica failed; retrying later", "shard", id, "err", err)
@@ -671,7 +722,7 @@ func (p *placer) dropConfirmed(shards []uint32, leaders map[uint32]*shoalv1.Shar
 
 // dropRemoved deletes the removed replicas (dropConfirmed) and the orphans (dropOrphans) of one
 // round, with the shards' leader views gathered once for both. since is taken before the
-// gathering, as dropOrphans requires.
+// gathering, as both require.
 func (p *placer) dropRemoved(removed []uint32, orphans []orphan) {
 	if len(removed) == 0 && len(orphans) == 0 {
 		return
@@ -680,7 +731,7 @@ func (p *placer) dropRemoved(removed []uint32, orphans []orphan) {
 	defer cancel()
 	since := time.Now()
 	leaders, maxTerm := p.n.leaderViews(ctx)
-	p.dropConfirmed(removed, leaders)
+	p.dropConfirmed(removed, since, leaders)
 	p.dropOrphans(orphans, since, leaders, maxTerm)
 }
 

@@ -21,6 +21,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/replica"
 )
 
 // Placement cluster tests: real gRPC on loopback, real Pebble in temp
@@ -472,4 +473,164 @@ func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	}
 	placementAppendRead(t, c, 0, 1, "after-orphans")
 	placementAppendRead(t, c, 1, 0, "after-orphans-2")
+}
+
+// TestDropConfirmedSparesReaddedReplica: a node removed from a shard deletes its replica once
+// the leader's view leaves it out, but a leader may add it back between the view and the
+// deletion. The replica, no longer removed, has then answered the leader with its log's
+// progress, and deleting that log would make the leader's next heartbeat panic raft on the
+// node (again after every restart). The deletion must spare a replica that heard from a
+// leader since the views were gathered.
+func TestDropConfirmedSparesReaddedReplica(t *testing.T) {
+	const shard = 0
+	c := testnode.Start(t, 2, testnode.Options{Shards: 1, Configure: func(_ int, cfg *node.Config) {
+		cfg.PlacementInterval = -1 // every step by hand
+	}})
+	a, x := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var g *replica.Group
+	testnode.WaitFor(t, 10*time.Second, "a leader of shard 0 on the first node", func() string {
+		lg, ok := a.Host().Group(shard)
+		if !ok || !lg.IsLeader() {
+			return "not yet"
+		}
+		g = lg
+		return ""
+	})
+	xStatus := func() (replicaStatus string, removed bool, applied uint64) {
+		xg, ok := x.Host().Group(shard)
+		if !ok {
+			return "no replica", false, 0
+		}
+		st := xg.Status()
+		return "", st.Removed, st.Applied
+	}
+	leaderApplied := func() uint64 {
+		lg, _ := a.Host().Group(shard)
+		return lg.Status().Applied
+	}
+	if err := g.AddLearner(ctx, x.ID()); err != nil {
+		t.Fatal(err)
+	}
+	testnode.WaitFor(t, 10*time.Second, "the learner caught up", func() string {
+		if why, _, applied := xStatus(); why != "" || applied < leaderApplied() {
+			return fmt.Sprintf("%s applied %d of %d", why, applied, leaderApplied())
+		}
+		return ""
+	})
+	if err := g.RemoveMember(ctx, x.ID()); err != nil {
+		t.Fatal(err)
+	}
+	testnode.WaitFor(t, 10*time.Second, "the replica applied its removal", func() string {
+		if why, removed, _ := xStatus(); why != "" || !removed {
+			return fmt.Sprintf("%s removed %v", why, removed)
+		}
+		return ""
+	})
+
+	since := time.Now()
+	views := x.LeaderViews(ctx)
+	if v := views[shard]; v == nil || slices.Contains(v.Learners, x.ID()) || slices.Contains(v.Voters, x.ID()) {
+		t.Fatalf("leader view %v does not leave the removed node out", v)
+	}
+	if err := g.AddLearner(ctx, x.ID()); err != nil {
+		t.Fatal(err)
+	}
+	testnode.WaitFor(t, 10*time.Second, "the replica added back", func() string {
+		if why, removed, applied := xStatus(); why != "" || removed || applied < leaderApplied() {
+			return fmt.Sprintf("%s removed %v applied %d of %d", why, removed, applied, leaderApplied())
+		}
+		return ""
+	})
+	x.DropConfirmed([]uint32{shard}, since, views)
+	if why, removed, _ := xStatus(); why != "" || removed {
+		t.Fatalf("after the drop: %s removed %v; the replica added back was deleted", why, removed)
+	}
+	// The group goes on with it: another conf change commits and reaches it.
+	if err := g.RemoveMember(ctx, x.ID()); err != nil {
+		t.Fatal(err)
+	}
+	testnode.WaitFor(t, 10*time.Second, "the replica applied its second removal", func() string {
+		if why, removed, _ := xStatus(); why != "" || !removed {
+			return fmt.Sprintf("%s removed %v", why, removed)
+		}
+		return ""
+	})
+}
+
+// TestRestartedNodeKeepsDownMember: a node that starts while a member is down never hears of
+// that member in gossip, so its ring leaves the member out at once. It must not act on that:
+// the member, down for much less than DeadAfter, keeps every seat it had while the restarted
+// node's placement loop is younger than DeadAfter.
+func TestRestartedNodeKeepsDownMember(t *testing.T) {
+	const n, down, restarted = 5, 4, 3
+	c := testnode.Start(t, n, testnode.Options{Shards: placementShards, Replication: 3,
+		Configure: func(_ int, cfg *node.Config) {
+			placementConfig(cfg)
+			cfg.DeadAfter = 2 * time.Minute
+		}})
+	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
+	m := c.Nodes[down].ID()
+	var before []uint32
+	for id, s := range c.Shards() {
+		if slices.Contains(s.Voters, m) {
+			before = append(before, id)
+		}
+	}
+	if len(before) == 0 {
+		t.Fatal("the member to stop holds no seat")
+	}
+	c.Stop(t, down)
+	c.Stop(t, restarted)
+	cfg := c.Configs[restarted]
+	cfg.Registry = prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	back, err := node.Start(ctx, cfg)
+	cancel()
+	if err != nil {
+		t.Fatalf("restarting n%d: %v", restarted+1, err)
+	}
+	t.Cleanup(func() { back.Close() })
+	running := []*node.Node{back}
+	for i, nd := range c.Nodes {
+		if i != down && i != restarted {
+			running = append(running, nd)
+		}
+	}
+	// lost returns the shards, among those the member held, whose leader's configuration no
+	// longer has it (a shard without a leader at the moment is not looked at).
+	lost := func() (out []uint32) {
+		for _, nd := range running {
+			for _, g := range nd.Groups() {
+				st := g.Status()
+				if st.Leader == nd.ID() && !st.Removed && slices.Contains(before, st.Shard) && !slices.Contains(st.Voters, m) {
+					out = append(out, st.Shard)
+				}
+			}
+		}
+		return out
+	}
+	for _, mem := range back.Members() {
+		if mem.NodeID == m {
+			t.Logf("the restarted node knows the down member (alive %v): gossip told it", mem.Alive)
+		}
+	}
+	// Long enough for the restarted node to lead shards (leaders are balanced onto it) and for
+	// many placement rounds to run.
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		if l := lost(); len(l) > 0 {
+			t.Fatalf("the member down for %v (DeadAfter 2m) lost its seats in shards %v (it had %v)",
+				(8*time.Second - time.Until(deadline)).Round(time.Millisecond), l, before)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	led := 0
+	for _, g := range back.Groups() {
+		if g.IsLeader() {
+			led++
+		}
+	}
+	t.Logf("the member kept its %d seats; the restarted node leads %d shards", len(before), led)
 }

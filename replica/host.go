@@ -347,6 +347,15 @@ func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 		return g, nil
 	}
 	switch {
+	case m.GetType() != pb.MsgApp && m.GetType() != pb.MsgSnap && m.GetType() != pb.MsgHeartbeat:
+		// Only a leader adding this node creates a replica here, and it sends an append, a
+		// snapshot or a heartbeat without a commit index first. Above all, a vote or pre-vote
+		// request must not: raft lets any node vote, and an empty replica finds every
+		// candidate's log up to date. This node may have deleted its replica after its
+		// removal; a former member that missed its own removal (it was down) and campaigns
+		// with its old configuration would then win with the vote of the replica recreated
+		// for its request, and lead a stale copy of the shard beside the real group.
+		return nil, fmt.Errorf("replica: unknown shard %d: not created for %s", shard, m.GetType())
 	case m.GetType() == pb.MsgHeartbeat && m.GetCommit() > 0:
 		// A heartbeat tells a follower the commit index up to what the leader knows it holds.
 		// One with a commit index was meant for a replica that held entries, which this node
@@ -355,10 +364,6 @@ func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 		// raft treats as a lost log and panics on. A leader that really adds this node sends
 		// an append or a snapshot, and heartbeats without a commit index, first.
 		return nil, fmt.Errorf("replica: unknown shard %d: not created for a heartbeat at commit %d", shard, m.GetCommit())
-	case m.GetType() == pb.MsgTimeoutNow:
-		// A leadership transfer to a replica deleted meanwhile: an empty replica would start a
-		// forced election it cannot win, deposing the leader for nothing.
-		return nil, fmt.Errorf("replica: unknown shard %d: not created for a leadership transfer", shard)
 	}
 	h.mu.Lock()
 	f := h.mu.factory

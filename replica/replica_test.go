@@ -415,8 +415,9 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 // A heartbeat with a commit index for a shard this node holds no replica of (it deleted the
 // replica after its removal while the heartbeat was on its way) creates no replica: an empty
 // one would take a commit index beyond its log, which raft panics on. A heartbeat without a
-// commit index, as a leader sends to a replica it just added, still creates one; a leadership
-// transfer (MsgTimeoutNow) creates none.
+// commit index, as a leader sends to a replica it just added, still creates one. Nor do a
+// leadership transfer (MsgTimeoutNow) or a vote or pre-vote request: an empty replica would
+// grant a stale candidate its vote (a former member that missed its own removal).
 func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 1, factory: true})
 	h := c.nodes[1].host
@@ -427,6 +428,10 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	heartbeat(7, 12)
 	h.HandleMessages([]ShardMessage{{Shard: 9, Msg: &pb.Message{
 		Type: pb.MsgTimeoutNow.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3))}}})
+	for shard, typ := range map[uint32]pb.MessageType{10: pb.MsgPreVote, 11: pb.MsgVote, 12: pb.MsgAppResp} {
+		h.HandleMessages([]ShardMessage{{Shard: shard, Msg: &pb.Message{
+			Type: typ.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3)), LogTerm: new(uint64(2)), Index: new(uint64(17))}}})
+	}
 	heartbeat(8, 0)
 	eventually(t, 5*time.Second, func() error {
 		if _, ok := h.Group(8); !ok {
@@ -439,6 +444,11 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	}
 	if _, ok := h.Group(9); ok {
 		t.Fatal("a leadership transfer created a group for shard 9")
+	}
+	for shard, what := range map[uint32]string{10: "a pre-vote request", 11: "a vote request", 12: "an append answer"} {
+		if _, ok := h.Group(shard); ok {
+			t.Fatalf("%s created a group for shard %d", what, shard)
+		}
 	}
 }
 

@@ -1,0 +1,23 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// Test hooks for the package's external tests.
+
+// LeaderViews is leaderViews: per shard, the view of the member that reports leading it.
+func (n *Node) LeaderViews(ctx context.Context) map[uint32]*shoalv1.ShardInfo {
+	views, _ := n.leaderViews(ctx)
+	return views
+}
+
+// DropConfirmed runs the placement loop's deletion of removed replicas (dropConfirmed) once, on
+// a node whose loop may be disabled.
+func (n *Node) DropConfirmed(shards []uint32, since time.Time, leaders map[uint32]*shoalv1.ShardInfo) {
+	p := &placer{n: n, log: n.log.With("component", "placement"), metrics: newPlacementMetrics(nil)}
+	p.dropConfirmed(shards, since, leaders)
+}
