@@ -59,14 +59,16 @@
 //     errors); application verdicts count as successes. After 5 consecutive
 //     failures the breaker opens and calls route to other nodes, which
 //     forward; after 2s it lets one probe call through (half-open) and
-//     closes on its success. When every candidate's breaker is open, the
+//     closes on its success (for a read, its first page: a long read does
+//     not hold the probe). When every candidate's breaker is open, the
 //     call waits out its backoff and tries again while time remains instead
 //     of failing at once.
 //  5. Errors are typed at the boundary: match them with errors.Is against
 //     ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted,
-//     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrClosed, and read
-//     their facts with errors.As (*WrongExpectedVersionError,
-//     *InvalidArgumentError, *IDConflictError, *UnavailableError). Context
+//     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
+//     (a delete not repeated, see Delete), ErrClosed, and read their facts
+//     with errors.As (*WrongExpectedVersionError, *InvalidArgumentError,
+//     *IDConflictError, *UnavailableError, *OutcomeUnknownError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
 //  6. An append to a shard's leader that is still waiting after 300ms for
 //     its answer, or a read waiting as long for its next page, watches the

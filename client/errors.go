@@ -39,7 +39,56 @@ var (
 	ErrUnavailable = errors.New("client: cluster unavailable")
 	// ErrClosed is returned by calls on a closed Client.
 	ErrClosed = errors.New("client: closed")
+	// ErrOutcomeUnknown is returned by Delete, expecting any version or an
+	// existing stream, when an attempt failed after it may have reached the
+	// cluster (a connection cut, a timeout, a leader lost while the delete
+	// waited to commit): it may or may not have been applied. The client does
+	// not repeat it, as a repeat could delete events another writer appended
+	// meanwhile. Read the stream to find out, or delete with an exact expected
+	// version, which the client retries. The error is an *OutcomeUnknownError.
+	ErrOutcomeUnknown = errors.New("client: the delete may or may not have been applied")
 )
+
+// OutcomeUnknownError is the ErrOutcomeUnknown failure, with the attempt's
+// error.
+type OutcomeUnknownError struct {
+	Attempts int
+	Err      error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("%v (attempt %d failed: %v)", ErrOutcomeUnknown, e.Attempts, e.Err)
+}
+
+// Is reports whether target is ErrOutcomeUnknown.
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+// Unwrap returns the attempt's error.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// mayHaveApplied reports whether an attempt that failed with err, while the
+// caller's context is live, may have been applied by the cluster: every
+// failure but a connection that could not be made and answers that refuse
+// the call without applying it (not the leader, a verdict, a full queue).
+func mayHaveApplied(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return true // a connection error, or an attempt's timeout
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		for _, d := range st.Details() {
+			if _, ok := d.(*shoalv1.NotLeader); ok {
+				return false
+			}
+		}
+		// gRPC's failure to connect: nothing was sent.
+		return !strings.Contains(st.Message(), "while dialing")
+	case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
+		return true
+	}
+	return false
+}
 
 // WrongExpectedVersionError is the ErrWrongExpectedVersion verdict with its
 // facts.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -75,7 +76,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		if err := ctx.Err(); err != nil {
 			return ctxError(err, attempts, last)
 		}
-		n, finish, shard, err := c.pick(ctx, t, avoid)
+		n, finish, shard, leader, err := c.pick(ctx, t, avoid)
 		if err != nil {
 			if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidArgument) {
 				return err
@@ -89,6 +90,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				last = err
 			}
 		} else {
+			finish = finishOnce(finish)
 			attempts++
 			c.stats.attempts.Add(1)
 			if attempts > 1 {
@@ -100,14 +102,13 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			}
 			var watch *leaderWatch
 			if t.idempotent && t.kind != anyNode {
-				actx, watch = c.watchLeader(actx, n, shard, t.stale)
+				actx, watch = c.watchLeader(actx, n, shard, leader, t.stale)
+				watch.answered = func() { finish(nil) }
 				if unary {
 					watch.arm()
 				}
 			}
-			progress, err := fn(actx, n, watch)
-			moved := watch.stop()
-			cancel()
+			progress, err, moved := c.try(actx, n, watch, fn, cancel, finish)
 			if moved != nil && err != nil { // an answer that came anyway stands
 				// The shard's leader changed while this attempt hung: the
 				// node it went to stopped answering (a hung process, a
@@ -143,6 +144,9 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			if progress {
 				bo.Reset()
 				start = time.Now()
+			}
+			if t.once && mayHaveApplied(err) {
+				return &OutcomeUnknownError{Attempts: attempts, Err: err}
 			}
 			v, nodeFault, nl := classify(err)
 			c.log.Debug("client: attempt failed", "node", n.addr, "attempt", attempts, "code", status.Code(err).String(), "err", err)
@@ -193,6 +197,33 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			return ErrClosed
 		}
 	}
+}
+
+// finishOnce makes a breaker admission's finish idempotent: the first outcome counts.
+func finishOnce(f func(error)) func(error) {
+	var once sync.Once
+	return func(err error) { once.Do(func() { f(err) }) }
+}
+
+// try runs one attempt, then ends its watch and releases its context (cancel). It returns the
+// attempt's outcome and why the watch abandoned it, if it did. Should fn panic (the caller's
+// loop body runs inside a read's attempt, and a caller may recover), the watch and context
+// are released and the breaker's admission is given back (finish) before the panic goes on:
+// otherwise a half-open breaker would keep its one probe slot, and refuse the node, for good.
+func (c *Client) try(ctx context.Context, n *node, w *leaderWatch, fn attempt, cancel context.CancelFunc, finish func(error)) (progress bool, err, moved error) {
+	returned := false
+	defer func() {
+		if !returned {
+			w.stop()
+			cancel()
+			finish(errExcluded)
+		}
+	}()
+	progress, err = fn(ctx, n, w)
+	returned = true
+	moved = w.stop()
+	cancel()
+	return progress, err, moved
 }
 
 // breakerOutcome maps an attempt's error to what the node's breaker records:

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -270,15 +271,23 @@ type target struct {
 	shard  uint32 // byShard
 	stale  bool   // any replica of the shard may serve
 	// idempotent: a second run of a call that did take effect answers as the first
-	// did (appends, by event ID). Only such calls are abandoned for a new leader while
-	// they wait (watchLeader).
+	// did (appends, by event ID), or at least changes nothing (deletes expecting an
+	// exact version). Only such calls are abandoned for a new leader while they wait
+	// (watchLeader).
 	idempotent bool
+	// once: a call that must not run again once it may have been applied (deletes
+	// expecting any version or an existing stream): such a failure ends it with
+	// ErrOutcomeUnknown.
+	once bool
 }
 
 // pick chooses the node for the next attempt and admits the attempt through
 // its breaker. avoid is a node that just failed; it is tried last. The
-// returned shard is meaningful for byStream and byShard targets.
-func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, finish func(error), shard uint32, err error) {
+// returned shard is meaningful for byStream and byShard targets, and so is
+// leader: the node the client takes for the shard's leader (its first
+// candidate), which n is not when that node is avoided or its breaker is open
+// and the attempt goes through a node that forwards.
+func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, finish func(error), shard uint32, leader string, err error) {
 	topo := c.topo.Load()
 	var cands []string
 	if t.kind == anyNode {
@@ -286,7 +295,7 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 	} else {
 		if topo == nil {
 			if err := c.refreshTopology(ctx, ""); err != nil {
-				return nil, nil, 0, err
+				return nil, nil, 0, "", err
 			}
 			topo = c.topo.Load()
 		}
@@ -295,9 +304,13 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 			shard = ring.ShardOf(t.stream, topo.shards)
 		}
 		if shard >= topo.shards {
-			return nil, nil, shard, &InvalidArgumentError{Field: "shard", Limit: "below the shard count", Reason: "the cluster has no such shard"}
+			return nil, nil, shard, "", &InvalidArgumentError{Field: "shard", Limit: fmt.Sprintf("less than %d", topo.shards),
+				Reason: fmt.Sprintf("the cluster has no shard %d", shard)}
 		}
 		cands = c.shardCandidates(topo, shard, t.stale)
+		if len(cands) > 0 {
+			leader = cands[0]
+		}
 	}
 	if i := slices.Index(cands, avoid); i >= 0 && len(cands) > 1 {
 		cands = append(slices.Delete(cands, i, i+1), avoid)
@@ -307,7 +320,7 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 		nd, nerr := c.node(addr)
 		if nerr != nil {
 			if errors.Is(nerr, ErrClosed) {
-				return nil, nil, shard, nerr
+				return nil, nil, shard, "", nerr
 			}
 			err = nerr
 			continue
@@ -319,9 +332,9 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 			}
 			continue
 		}
-		return nd, f, shard, nil
+		return nd, f, shard, leader, nil
 	}
-	return nil, nil, shard, err
+	return nil, nil, shard, "", err
 }
 
 // anyCandidates lists live nodes (rotated, to spread cluster calls), then

@@ -53,18 +53,28 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		FirstVersion: resp.GetFirstVersion(),
 		LastVersion:  resp.GetLastVersion(),
 		Position:     resp.GetPosition(),
+		// Servers before last_position send 0: the batch's last position then follows from
+		// its first (what they always reported).
+		LastPosition: max(resp.GetLastPosition(), resp.GetPosition()+resp.GetLastVersion()-resp.GetFirstVersion()),
 		Duplicate:    resp.GetDuplicate(),
 	}, nil
 }
 
 // Delete deletes stream if it satisfies expected (NoStream is invalid
-// here). Without Tombstone the delete is soft. Retried like Append after a
-// failed attempt; a retry of a delete that had in fact succeeded reports what
-// the server finds then (typically ErrStreamNotFound, or
-// ErrWrongExpectedVersion for Exact). Unlike an append, an attempt waiting on
-// a node that stopped answering is not abandoned when its shard elects a new
-// leader: it waits for the attempt timeout (RetryPolicy.AttemptTimeout), the
-// caller's deadline or gRPC's keepalive.
+// here). Without Tombstone the delete is soft.
+//
+// With an Exact expected version, a delete is retried like an append (a
+// repeat cannot apply twice: once the delete took effect, or another writer
+// appended, the version no longer matches); a retry of a delete that had in
+// fact succeeded reports what the server finds then (typically
+// ErrStreamNotFound or ErrWrongExpectedVersion). With Any or StreamExists, a
+// repeat could delete what another writer appended after the first one took
+// effect, so such a delete is retried only after failures that prove it was
+// not applied (a node that is not the leader, a connection that could not be
+// made); any other failure ends it with ErrOutcomeUnknown. Such a delete
+// waiting on a node that stopped answering is also not abandoned when its
+// shard elects a new leader: it waits for the attempt timeout
+// (RetryPolicy.AttemptTimeout), the caller's deadline or gRPC's keepalive.
 func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVersion, opts ...DeleteOption) error {
 	if stream == "" {
 		return &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
@@ -77,7 +87,8 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 		opt(&o)
 	}
 	req := &shoalv1.DeleteRequest{Stream: stream, Expected: expected.proto(), Tombstone: o.tombstone}
-	return c.run(ctx, target{kind: byStream, stream: stream}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+	exact := expected.proto().GetKind() == shoalv1.ExpectedVersion_KIND_EXACT
+	return c.run(ctx, target{kind: byStream, stream: stream, idempotent: exact, once: !exact}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		_, err := n.streams.Delete(ctx, req)
 		return false, err
 	})
@@ -133,6 +144,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 				if err != nil {
 					return progress, err
 				}
+				w.answer()
 				for _, pe := range page.GetEvents() {
 					ev := recordedFromProto(pe)
 					progress = true
@@ -222,6 +234,7 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				if err != nil {
 					return progress, err
 				}
+				w.answer()
 				// Resume at the page's next position (a server error can
 				// only come between pages); fall back to the last event's.
 				if next := page.GetNextPosition(); next > req.FromPosition {

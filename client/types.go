@@ -100,7 +100,11 @@ type AppendResult struct {
 	FirstVersion uint64 // version of the batch's first event
 	LastVersion  uint64 // the stream's last version after the append
 	Position     uint64 // shard position of the batch's first event
-	Duplicate    bool   // every event ID was already stored; nothing was written
+	// LastPosition is the shard position of the batch's last event: Position +
+	// (LastVersion - FirstVersion), except for a Duplicate of events that several
+	// appends wrote, whose later events are at higher positions.
+	LastPosition uint64
+	Duplicate    bool // every event ID was already stored; nothing was written
 }
 
 func recordedFromProto(p *shoalv1.RecordedEvent) RecordedEvent {

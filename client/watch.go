@@ -45,10 +45,13 @@ type leaderWatch struct {
 	c      *Client
 	n      *node
 	shard  uint32
+	leader string    // the node the client took for the leader when it sent the attempt (pick)
 	stale  bool      // any replica may serve: only the node's death moves the attempt
 	start  time.Time // when the attempt started
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// answered records a success on the node's breaker (see answer).
+	answered func()
 
 	mu    sync.Mutex
 	timer *time.Timer // while armed
@@ -58,9 +61,9 @@ type leaderWatch struct {
 // watchLeader returns the attempt's context, which the watch cancels when the
 // shard's leader moves (or, stale, its node is declared dead) while it is
 // armed, and the watch, unarmed, to stop when the attempt returns.
-func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32, stale bool) (context.Context, *leaderWatch) {
+func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32, leader string, stale bool) (context.Context, *leaderWatch) {
 	actx, cancel := context.WithCancelCause(ctx)
-	return actx, &leaderWatch{c: c, n: n, shard: shard, stale: stale, start: time.Now(), ctx: actx, cancel: cancel}
+	return actx, &leaderWatch{c: c, n: n, shard: shard, leader: leader, stale: stale, start: time.Now(), ctx: actx, cancel: cancel}
 }
 
 // arm starts the watch: leaderWatchAfter from now, unless disarmed first, it
@@ -140,7 +143,10 @@ func (w *leaderWatch) poll(gen uint64) {
 // moved reports why the attempt should move, if a topology fetched since it
 // started says so: it names a leader for the shard other than the attempt's
 // node (errLeaderMoved), or, for a stale read, it names the node dead
-// (errNodeDead). Nil: stay.
+// (errNodeDead). Nil: stay. An attempt sent on purpose to a node other than
+// the one the client took for the leader (whose breaker was open, or which
+// had just failed) goes through a node that forwards it: it moves only when
+// the topology names a leader other than both.
 func (w *leaderWatch) moved() error {
 	t := w.c.topo.Load()
 	if t == nil || !t.fetched.After(w.start) || w.shard >= t.shards {
@@ -152,10 +158,20 @@ func (w *leaderWatch) moved() error {
 		}
 		return nil
 	}
-	if l := t.leader[w.shard]; l != "" && l != w.n.addr {
+	if l := t.leader[w.shard]; l != "" && l != w.n.addr && (w.leader == w.n.addr || l != w.leader) {
 		return errLeaderMoved
 	}
 	return nil
+}
+
+// answer tells that the attempt's node answered (a read's page arrived): its breaker records
+// the success now rather than when the read ends, so that a long read, or a slow consumer,
+// does not hold a half-open breaker's one probe, and every other call to the node, for as long
+// as it runs.
+func (w *leaderWatch) answer() {
+	if w != nil && w.answered != nil {
+		w.answered()
+	}
 }
 
 // watched runs f, a wait for the attempt's node, with w armed.

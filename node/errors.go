@@ -34,6 +34,24 @@ func (e *NoLeaderError) Error() string {
 // Is reports target == ErrNoLeader.
 func (e *NoLeaderError) Is(target error) bool { return target == ErrNoLeader }
 
+// OutcomeUnknownError is the answer to a write that is not safe to repeat (a delete expecting
+// any version or an existing stream) once it may have been applied but this node cannot tell:
+// it was proposed and the leadership was lost, or it did not commit in time, or the node it
+// was forwarded to stopped answering after the request was sent. A repeat could delete what
+// another writer appended meanwhile, so nothing repeats it; it is answered with code UNKNOWN,
+// which clients do not retry.
+type OutcomeUnknownError struct {
+	Shard uint32
+	Cause error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("shard %d: the write may or may not have been applied: %v", e.Shard, e.Cause)
+}
+
+// Unwrap returns the cause.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Cause }
+
 // Unwrap returns the cause.
 func (e *NoLeaderError) Unwrap() error { return e.Cause }
 
@@ -67,8 +85,11 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 		idc *shard.IDConflictError
 		nle *replica.NotLeaderError
 		nol *NoLeaderError
+		unk *OutcomeUnknownError
 	)
 	switch {
+	case errors.As(err, &unk):
+		return status.Error(codes.Unknown, unk.Error())
 	case errors.As(err, &wev):
 		return withDetails(codes.FailedPrecondition, wev.Error(), &shoalv1.WrongExpectedVersion{
 			Stream: wev.Stream, Expected: toProtoExpected(wev.Expected),

@@ -18,8 +18,9 @@ import (
 // replica's view, else the leaders gathered from the members), every forwardWatchEvery, and is
 // abandoned when another node leads the shard; the request is then routed again. Only calls
 // that are safe to repeat are watched: appends, whose event IDs make a repeat of an append
-// that did commit answer as a duplicate, and reads. A forwarded delete still waits: its
-// outcome would be unknown.
+// that did commit answer as a duplicate, deletes expecting an exact version, which a repeat
+// cannot apply twice, and reads. A forwarded delete expecting any version or an existing
+// stream still waits: abandoned, its outcome would be unknown.
 const (
 	forwardWatchAfter = 300 * time.Millisecond
 	forwardWatchEvery = 300 * time.Millisecond

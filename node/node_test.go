@@ -21,6 +21,7 @@ import (
 	"github.com/shoaldb/shoal/internal/grpcopt"
 	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/ring"
 )
 
 // testConfig is a single-node config on free loopback ports in dir.
@@ -531,5 +532,40 @@ func TestNoLeaderIsUnavailable(t *testing.T) {
 	n.Close()
 	if r := n.notReady(); r == "" {
 		t.Fatal("ready after close")
+	}
+}
+
+// A retry whose events two appends wrote, with another stream's event between them in the
+// shard log, is a duplicate; its answer gives the first event's position and, in
+// last_position, the last one's, so that a reader waiting for the batch (read-your-writes)
+// waits long enough.
+func TestDuplicateAcrossAppendsPositions(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shards := n.Settings().Shards
+	other := ""
+	for i := 0; other == ""; i++ {
+		if s := fmt.Sprintf("other-%d", i); ring.ShardOf(s, shards) == ring.ShardOf("order-1", shards) {
+			other = s
+		}
+	}
+	first, second := events("Placed"), events("Paid")
+	r1, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "order-1", Expected: noStream(), Events: first})
+	if err != nil || r1.LastPosition != r1.Position {
+		t.Fatalf("first append: %v, %v", r1, err)
+	}
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: other, Expected: noStream(), Events: events("X")}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "order-1", Expected: exact(0), Events: second})
+	if err != nil || r2.Position != r1.Position+2 {
+		t.Fatalf("second append: %v, %v", r2, err)
+	}
+	dup, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "order-1", Expected: anyVersion(), Events: append(first, second...)})
+	if err != nil || !dup.Duplicate || dup.FirstVersion != 0 || dup.LastVersion != 1 ||
+		dup.Position != r1.Position || dup.LastPosition != r2.Position {
+		t.Fatalf("duplicate of both appends: %v, %v (positions %d and %d)", dup, err, r1.Position, r2.Position)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -133,7 +134,7 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 		return r, nil
 	case *shard.AppendResult:
 		return &shoalv1.AppendResponse{Shard: id, FirstVersion: r.FirstVersion, LastVersion: r.LastVersion,
-			Position: r.Position, Duplicate: r.Duplicate}, nil
+			Position: r.Position, LastPosition: r.LastPosition, Duplicate: r.Duplicate}, nil
 	case error:
 		return nil, n.toStatus(r, req.Stream, id)
 	}
@@ -153,7 +154,10 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 	if err := shard.ValidateDelete(cmd); err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
-	res, err := n.write(ctx, id, false, func(g *replica.Group, pctx context.Context) (any, error) {
+	// A delete expecting an exact version is safe to repeat: once it took effect, or once
+	// another writer appended, the version no longer matches and a repeat deletes nothing.
+	safe := exp.Kind == shard.ExpectExact
+	res, err := n.write(ctx, id, safe, func(g *replica.Group, pctx context.Context) (any, error) {
 		cmd.Time = time.Now().UnixNano()
 		return g.Propose(pctx, shard.EncodeDelete(cmd))
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
@@ -176,8 +180,11 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 // write runs a write on shard id's leader: proposes locally when this node
 // leads, else forwards. A forward that failed to reach the leader, or a
 // proposal refused because leadership just moved, is retried a few times.
-// A proposal whose outcome is unknown (leadership lost while waiting) is
-// retried only when idempotent (appends: event IDs make a retry safe).
+// A write whose outcome is unknown (leadership lost while its proposal
+// waited, no commit in time, a forward cut off after it was sent) is retried
+// only when idempotent (appends: event IDs make a retry safe; deletes
+// expecting an exact version); otherwise it fails with an
+// *OutcomeUnknownError.
 func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 	propose func(*replica.Group, context.Context) (any, error),
 	forward func(*grpc.ClientConn, context.Context) (any, error),
@@ -207,6 +214,12 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				last = &NoLeaderError{Shard: id, Cause: errLeaderMoved}
 				continue
 			}
+			if !idempotent && mayHaveArrived(err) && ctx.Err() == nil {
+				if status.Code(err) == codes.Unknown {
+					return nil, err // the leader's own answer: the outcome is unknown there too
+				}
+				return nil, &OutcomeUnknownError{Shard: id, Cause: forwardFailed(id, err)}
+			}
 			if retryForward(err) && ctx.Err() == nil {
 				// The leader moved or is unreachable: learn again. An unreachable leader
 				// usually means it just died: give this node's replica a moment to hear of
@@ -228,12 +241,17 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 		switch {
 		case err == nil:
 			return res, nil
-		case timedOut:
+		case timedOut && idempotent:
 			return nil, &NoLeaderError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
+		case timedOut:
+			return nil, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
 		case errors.Is(err, replica.ErrProposalDropped),
 			errors.Is(err, replica.ErrNotLeader) && (idempotent || !wasLeader):
 			last = err
 			continue
+		case !idempotent && wasLeader && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
+			// Proposed, then the leadership was lost or the group stopped while it waited.
+			return nil, &OutcomeUnknownError{Shard: id, Cause: err}
 		default:
 			return nil, err
 		}
@@ -464,6 +482,26 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, o
 		return relayed, &NoLeaderError{Shard: id, Cause: errLeaderMoved}
 	}
 	return relayed, forwardFailed(id, err)
+}
+
+// mayHaveArrived reports whether a forwarded call that failed with err may have reached the
+// node it was forwarded to, which may then have acted on it: every failure but a connection
+// that could not be made, and answers that refuse (a not-leader answer, a verdict).
+func mayHaveArrived(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return true
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		if len(st.Details()) > 0 {
+			return false // that node answered: not the leader, or no leader
+		}
+		return !strings.Contains(st.Message(), "while dialing")
+	case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
+		return true
+	}
+	return false
 }
 
 // forwardPause is how long a write waits before routing again after the leader it forwarded

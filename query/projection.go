@@ -263,7 +263,7 @@ func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64)
 // WaitForAppend waits until every event of the append that returned r is
 // applied and committed.
 func (p *Projection) WaitForAppend(ctx context.Context, r client.AppendResult) error {
-	return p.WaitFor(ctx, r.Shard, r.Position+(r.LastVersion-r.FirstVersion))
+	return p.WaitFor(ctx, r.Shard, max(r.LastPosition, r.Position+(r.LastVersion-r.FirstVersion)))
 }
 
 func (p *Projection) loadCheckpoint() (Checkpoint, error) {

@@ -79,7 +79,7 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 	} else if err := s.writeMeta(b); err != nil {
 		return nil, err
 	}
-	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos}, nil
+	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos, LastPosition: pos + n - 1}, nil
 }
 
 func (s *Shard) putStream(b *pebble.Batch, name string, m streamMeta) error {
@@ -100,6 +100,7 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 	var (
 		hits     int
 		firstHit idEntry
+		lastHit  idEntry
 		firstIdx int
 		run      = true // all hits so far form a consecutive run of this stream from events[0]
 	)
@@ -134,6 +135,7 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 		if hits == 0 {
 			firstHit, firstIdx = e, i
 		}
+		lastHit = e
 		hits++
 		if !found || e.stream != m.id || i != hits-1 || e.version != firstHit.version+uint64(i) {
 			run = false
@@ -147,6 +149,7 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 			FirstVersion: firstHit.version,
 			LastVersion:  firstHit.version + uint64(hits) - 1,
 			Position:     firstHit.position,
+			LastPosition: lastHit.position,
 			Duplicate:    true,
 		}, nil
 	}

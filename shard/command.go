@@ -85,12 +85,14 @@ type DeleteCommand struct {
 }
 
 // AppendResult is Apply's verdict for a successful append. Events got
-// versions FirstVersion..LastVersion and positions Position..Position+n-1.
-// Duplicate reports an idempotent retry: nothing was written and the
-// original versions and position are returned.
+// versions FirstVersion..LastVersion and positions Position..LastPosition
+// (Position+n-1). Duplicate reports an idempotent retry: nothing was written
+// and the original versions and positions are returned; the events may then
+// have been written by several appends, and LastPosition is the last one's
+// position, with others' events between.
 type AppendResult struct {
-	FirstVersion, LastVersion, Position uint64
-	Duplicate                           bool
+	FirstVersion, LastVersion, Position, LastPosition uint64
+	Duplicate                                         bool
 }
 
 // DeleteResult is Apply's verdict for a successful delete. Position is the

@@ -50,7 +50,7 @@ func Example() {
 		return nil
 	})
 	// Output:
-	// {FirstVersion:0 LastVersion:0 Position:0 Duplicate:false} applied=1
-	// {FirstVersion:0 LastVersion:0 Position:0 Duplicate:true}
+	// {FirstVersion:0 LastVersion:0 Position:0 LastPosition:0 Duplicate:false} applied=1
+	// {FirstVersion:0 LastVersion:0 Position:0 LastPosition:0 Duplicate:true}
 	// order-1 0 OrderPlaced {"total":42}
 }

@@ -107,6 +107,9 @@ func fmtResult(res any) string {
 	switch r := res.(type) {
 	case *AppendResult:
 		s := fmt.Sprintf("ok first=%d last=%d pos=%d", r.FirstVersion, r.LastVersion, r.Position)
+		if r.LastPosition != r.Position+(r.LastVersion-r.FirstVersion) {
+			s += fmt.Sprintf(" last-pos=%d", r.LastPosition)
+		}
 		if r.Duplicate {
 			s += " duplicate"
 		}

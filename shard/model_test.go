@@ -100,8 +100,9 @@ func (m *model) append(c *AppendCommand) any {
 			}
 		}
 		if dup {
-			return &AppendResult{FirstVersion: locs[0].version, LastVersion: locs[0].version + uint64(len(locs)) - 1,
-				Position: st.events[locs[0].version].pos, Duplicate: true}
+			last := locs[len(locs)-1].version
+			return &AppendResult{FirstVersion: locs[0].version, LastVersion: last,
+				Position: st.events[locs[0].version].pos, LastPosition: st.events[last].pos, Duplicate: true}
 		}
 		return &IDConflictError{Stream: c.Stream, ID: c.Events[firstHit].ID,
 			ExistingStream: locs[0].stream, ExistingVersion: locs[0].version}
@@ -123,6 +124,7 @@ func (m *model) append(c *AppendCommand) any {
 		m.nextPos++
 	}
 	res.LastVersion = uint64(len(st.events)) - 1
+	res.LastPosition = m.nextPos - 1
 	return res
 }
 

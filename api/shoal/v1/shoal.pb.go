@@ -268,12 +268,16 @@ func (x *AppendRequest) GetEvents() []*EventData {
 }
 
 type AppendResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	FirstVersion  uint64                 `protobuf:"varint,2,opt,name=first_version,json=firstVersion,proto3" json:"first_version,omitempty"` // version of the batch's first event
-	LastVersion   uint64                 `protobuf:"varint,3,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`    // the stream's last version after the append
-	Position      uint64                 `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`                             // shard position of the batch's first event
-	Duplicate     bool                   `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`                           // true when every ID was already there (nothing was written)
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Shard        uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	FirstVersion uint64                 `protobuf:"varint,2,opt,name=first_version,json=firstVersion,proto3" json:"first_version,omitempty"` // version of the batch's first event
+	LastVersion  uint64                 `protobuf:"varint,3,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`    // the stream's last version after the append
+	Position     uint64                 `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`                             // shard position of the batch's first event
+	Duplicate    bool                   `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`                           // true when every ID was already there (nothing was written)
+	// Shard position of the batch's last event: position + (last_version - first_version),
+	// except for a duplicate of events that several appends wrote, whose later events are at
+	// higher positions. 0 from servers before it was added.
+	LastPosition  uint64 `protobuf:"varint,6,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +345,13 @@ func (x *AppendResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *AppendResponse) GetLastPosition() uint64 {
+	if x != nil {
+		return x.LastPosition
+	}
+	return 0
 }
 
 type AppendItem struct {
@@ -2306,13 +2317,14 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12+\n" +
-	"\x06events\x18\x03 \x03(\v2\x13.shoal.v1.EventDataR\x06events\"\xa8\x01\n" +
+	"\x06events\x18\x03 \x03(\v2\x13.shoal.v1.EventDataR\x06events\"\xcd\x01\n" +
 	"\x0eAppendResponse\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfirst_version\x18\x02 \x01(\x04R\ffirstVersion\x12!\n" +
 	"\flast_version\x18\x03 \x01(\x04R\vlastVersion\x12\x1a\n" +
 	"\bposition\x18\x04 \x01(\x04R\bposition\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"n\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\x12#\n" +
+	"\rlast_position\x18\x06 \x01(\x04R\flastPosition\"n\n" +
 	"\n" +
 	"AppendItem\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +

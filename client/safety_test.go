@@ -1,0 +1,231 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// A delete expecting any version whose answer is lost after it took effect is not repeated: a
+// repeat would delete what another writer appended, and had acknowledged, in between. The
+// caller gets ErrOutcomeUnknown, and the other writer's events stay.
+func TestDeleteAnyNotRepeatedAfterUnknownOutcome(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	a := dial(t, fc)
+	b := dial(t, fc)
+	ctx := testCtx(t)
+	if _, err := a.Append(ctx, "s", NoStream, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	var acked atomic.Bool
+	fc.nodes[0].setFault(func(_ context.Context, m string, k int) error {
+		if m == "Delete" && k == 1 {
+			fc.mu.Lock()
+			delete(fc.streams, "s") // the delete commits ...
+			fc.mu.Unlock()
+			// ... another writer creates the stream again and is acknowledged ...
+			if _, err := b.Append(ctx, "s", NoStream, Event{Type: "B"}); err == nil {
+				acked.Store(true)
+			}
+			return unavailable() // ... and the delete's answer is lost
+		}
+		return nil
+	})
+	err := a.Delete(ctx, "s", Any)
+	var oe *OutcomeUnknownError
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.As(err, &oe) || oe.Attempts != 1 {
+		t.Fatalf("Delete = %v, want ErrOutcomeUnknown after one attempt", err)
+	}
+	if !acked.Load() {
+		t.Fatal("setup: the other writer's append was not acknowledged")
+	}
+	if n := fc.nodes[0].count("Delete"); n != 1 {
+		t.Fatalf("the delete was sent %d times", n)
+	}
+	if _, err := a.ReadPage(ctx, "s"); err != nil {
+		t.Fatalf("the other writer's acknowledged append is gone: %v", err)
+	}
+}
+
+// Deletes are still retried where that is safe: one expecting any version after an answer
+// that refused it unapplied (no leader yet), and one expecting an exact version after any
+// transient failure.
+func TestDeleteRetriedWhenSafe(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	for _, stream := range []string{"any", "exact"} {
+		if _, err := c.Append(ctx, stream, NoStream, Event{Type: "A"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fc.nodes[0].setFault(failFirst("Delete", 1, statusWith(codes.Unavailable, "fake: election", &shoalv1.NotLeader{})))
+	if err := c.Delete(ctx, "any", Any); err != nil {
+		t.Fatalf("Delete(Any) after a not-leader answer: %v", err)
+	}
+	fc.nodes[0].setFault(failFirst("Delete", 3, unavailable())) // k counts every Delete: the third fails
+	if err := c.Delete(ctx, "exact", Exact(0)); err != nil {
+		t.Fatalf("Delete(Exact) after a lost connection: %v", err)
+	}
+	if n := fc.nodes[0].count("Delete"); n != 4 {
+		t.Fatalf("deletes sent: %d, want 4 (two retried once)", n)
+	}
+}
+
+// A panic in the body of a loop over Read (recovered by the caller, as net/http does for a
+// handler) gives the attempt's breaker admission back: when that read was a half-open
+// breaker's probe, the node would otherwise be refused for the life of the client.
+func TestPanicInReadBodyReleasesBreaker(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
+	seed(t, c, "r", 3)
+	var down atomic.Bool
+	down.Store(true)
+	fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
+		if m == "Append" && down.Load() {
+			return unavailable()
+		}
+		return nil
+	})
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
+	cancel()
+	down.Store(false)
+	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the loop body's panic did not reach the caller")
+			}
+		}()
+		for range c.Read(testCtx(t), "r") {
+			panic("handler bug")
+		}
+	}()
+	actx, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if _, err := c.Append(actx, "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append after the read's panic: %v", err)
+	}
+}
+
+// An append sent on purpose to a node that forwards it (the leader's breaker is open) is not
+// abandoned as if the leader had moved when it takes longer than the leader watch's delay:
+// the topology naming the leader the client could not reach is no news.
+func TestForwardedAppendNotAbandoned(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: time.Minute}))
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	n1.setFault(func(_ context.Context, m string, _ int) error {
+		if m == "Append" {
+			return unavailable() // the client cannot reach the leader itself
+		}
+		return nil
+	})
+	n2.setFault(func(ctx context.Context, m string, _ int) error {
+		if m == "Append" { // n2 forwards to the leader; the append takes 700 ms
+			select {
+			case <-time.After(700 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append through the forwarding node: %v (its attempts %d, leader moves %d)",
+			err, n2.count("Append"), c.Stats().LeaderMoves)
+	}
+	if moves := c.Stats().LeaderMoves; moves != 0 {
+		t.Fatalf("%d attempts abandoned for a leader move, with the leader unchanged", moves)
+	}
+}
+
+// mayHaveApplied tells the failures after which a delete may have been applied from those
+// that prove it was not; the failure to connect is gRPC's own, from a real dial to a closed
+// port.
+func TestMayHaveApplied(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, refused := shoalv1.NewStreamsClient(conn).Delete(ctx, &shoalv1.DeleteRequest{Stream: "s"})
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{refused, false},
+		{notLeader(&fakeNode{id: 2, addr: "n2"}), false},
+		{statusWith(codes.Unavailable, "election", &shoalv1.NotLeader{}), false},
+		{status.Error(codes.FailedPrecondition, "wrong expected version"), false},
+		{status.Error(codes.ResourceExhausted, "queue full"), false},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+		{status.Error(codes.DeadlineExceeded, "deadline"), true},
+		{status.Error(codes.Unknown, "the write may or may not have been applied"), true},
+		{context.DeadlineExceeded, true},
+	} {
+		if got := mayHaveApplied(tc.err); got != tc.want {
+			t.Errorf("mayHaveApplied(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// A long read that is a half-open breaker's probe gives the probe back once its first page
+// arrives: a slow consumer must not keep every other call away from a healthy node.
+func TestReadReleasesHalfOpenProbe(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
+	seed(t, c, "r", 30)
+	var down atomic.Bool
+	down.Store(true)
+	fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
+		if m == "Append" && down.Load() {
+			return unavailable()
+		}
+		return nil
+	})
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
+	cancel()
+	down.Store(false)                  // the node is healthy again
+	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
+
+	release := make(chan struct{})
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range c.Read(testCtx(t), "r") {
+			close(started)
+			<-release // a slow consumer
+			return
+		}
+	}()
+	<-started
+	defer func() { close(release); <-done }()
+	actx, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	if _, err := c.Append(actx, "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append to a healthy node while a read that was the probe runs: %v", err)
+	}
+}
