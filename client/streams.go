@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -38,6 +39,12 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 			id = uuid.New()
 		}
 		req.Events[i] = &shoalv1.EventData{Id: id[:], Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, ContentType: ev.ContentType}
+	}
+	if size := proto.Size(req); size > maxMessageSize {
+		// gRPC would refuse to send it; the server's own limit on an append's data and
+		// metadata (16 MiB) is lower still, and refuses what passes this with its name.
+		return AppendResult{}, &InvalidArgumentError{Field: "events", Limit: fmt.Sprintf("requests of at most %d MiB", maxMessageSize>>20),
+			Reason: fmt.Sprintf("the append encodes to %d bytes", size)}
 	}
 	var resp *shoalv1.AppendResponse
 	err := c.run(ctx, target{kind: byStream, stream: stream, idempotent: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {

@@ -21,6 +21,12 @@
 // position order, so within a stream in version order. The checkpoint is a
 // vector of shard positions (Checkpoint), never a single global number.
 //
+// Deletes do not appear: a delete takes no position in a shard's log, and
+// the events of a deleted stream stay in the log, so a projection keeps what
+// it built from them. A model that must forget deleted streams should have
+// the deleting code append an event of its own (to the stream before the
+// delete, or to another stream) that its handler acts on.
+//
 // # Caller duties
 //
 //  1. Give each projection its own Dir; Open it, Run it (it blocks until ctx
