@@ -193,7 +193,8 @@ type readOptions struct {
 	maxStale time.Duration // its bound
 }
 
-// ReadOption configures Read, ReadPage and (Stale and MaxStaleness only) ReadShard.
+// ReadOption configures Read, ReadPage and (Linearizable, Stale and MaxStaleness only)
+// ReadShard.
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -211,6 +212,13 @@ func Backward() ReadOption { return func(o *readOptions) { o.backward = true } }
 // Count limits the read to n events (0 = all; ReadPage defaults to
 // DefaultPageSize).
 func Count(n uint64) ReadOption { return func(o *readOptions) { o.count = n } }
+
+// Linearizable makes the read linearizable (served by the shard's leader after
+// it confirmed its leadership) whatever WithStaleReads says, for a caller that
+// decides on what it reads (a saga coordinator, a command handler).
+func Linearizable() ReadOption {
+	return func(o *readOptions) { o.stale, o.bounded, o.maxStale = false, false, 0 }
+}
 
 // Stale lets any replica of the shard serve the read; it may lag the leader.
 // Without MaxStaleness there is no bound: a replica cut off from its group

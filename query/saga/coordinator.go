@@ -34,7 +34,7 @@ type StepContext struct {
 	Name   string
 	Kind   Kind
 	Input  []byte   // the saga's input (Start)
-	Output []byte   // compensation only: the action's recorded output
+	Output []byte   // compensation only: the action's recorded output (nil for the failed step)
 	Prior  [][]byte // outputs of the steps before this one
 	// IdempotencyID is IdempotencyID(SagaID, Step, Kind): identical on every
 	// attempt and after Resume. Pass it to whatever the step changes.
@@ -48,7 +48,13 @@ type StepContext struct {
 type Step struct {
 	Name   string
 	Action func(ctx context.Context, sc StepContext) (output []byte, err error)
-	// Compensate undoes a completed Action; nil means nothing to undo.
+	// Compensate undoes the Action of a completed step, and of the step that
+	// failed: a failure the coordinator sees does not prove the action had no
+	// effect (its reply was lost, an attempt timed out, another coordinator
+	// resumed the saga and ran it). So Compensate must also succeed, doing
+	// nothing, when the action never took effect; StepContext.Output is nil
+	// for the failed step, and IdempotencyID(SagaID, Step, KindAction) names
+	// what its action would have done. nil means nothing to undo.
 	Compensate func(ctx context.Context, sc StepContext) error
 	// Retry overrides Config.ActionRetry for this step's action.
 	Retry *RetryPolicy
@@ -275,7 +281,9 @@ func (c *Coordinator) Load(ctx context.Context, id string) (State, error) {
 		return State{}, err
 	}
 	st := State{ID: id, FailedStep: -1}
-	for ev, err := range c.c.Read(ctx, Stream(id)) {
+	// Linearizable whatever the client's default: a lagging replica's copy of the saga
+	// would make Resume act on a past state (run the action of a saga already aborted).
+	for ev, err := range c.c.Read(ctx, Stream(id), client.Linearizable()) {
 		if errors.Is(err, client.ErrStreamNotFound) {
 			return State{ID: id, FailedStep: -1}, nil
 		}
@@ -308,7 +316,7 @@ func (c *Coordinator) drive(ctx context.Context, def *Definition, st *State) (St
 				err = c.record(ctx, st, TypeStepCompleted, record{Step: mv.step, Output: out})
 			default:
 				c.cfg.Logger.Info("saga: step failed, compensating", "saga", st.ID, "step", mv.step, "attempts", attempts, "err", aerr)
-				err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: aerr.Error(), Attempts: attempts})
+				err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: aerr.Error(), Attempts: attempts, Compensate: true})
 			}
 		case moveCompensate:
 			if cerr := c.runCompensation(ctx, def, st, mv.step); cerr != nil {

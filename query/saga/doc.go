@@ -13,7 +13,7 @@
 //	  StepStarted(i)                   before step i's action runs
 //	  StepCompleted(i)                 action succeeded (with its output)   -> next step
 //	  StepFailed(i)                    action failed after its retries      -> compensate
-//	CompensationCompleted(j)           for completed steps j < i, in reverse
+//	CompensationCompleted(j)           for step i, then completed steps j < i, in reverse
 //	SagaCompleted | SagaAborted        terminal
 //
 // Event types (Type* constants) and Status/Kind values are append-only.
@@ -34,7 +34,13 @@
 //  3. Return Permanent(err) from an action that must not be retried; other
 //     errors are retried (RetryPolicy) before the step fails.
 //  4. Compensations must eventually succeed; when one keeps failing the
-//     saga stays compensating (ErrCompensationFailed) until Resume.
+//     saga stays compensating (ErrCompensationFailed) until Resume. The
+//     failed step is compensated too, since a failure seen by the coordinator
+//     does not prove its action had no effect (a reply lost, an attempt timed
+//     out, another coordinator resumed the saga and ran it): its compensation
+//     must succeed, doing nothing, when the action never took effect. (A
+//     StepFailed recorded before this rule, without its "compensate" flag,
+//     compensates the completed steps only.)
 //  5. After a crash, or an error from Start or Resume, call Resume with the
 //     saga ID. A conflict means another coordinator owns the saga; Resume it
 //     only when that one is known to be gone (resuming beside a live one is

@@ -59,6 +59,23 @@ func (w *world) effect(ctx context.Context, sc StepContext, typ string) ([]byte,
 	return fmt.Appendf(nil, "%s@%d", sc.Name, res.FirstVersion), nil
 }
 
+// booked reports whether the action of sc's step took effect: the ledger holds its event.
+func (w *world) booked(ctx context.Context, sc StepContext) (bool, error) {
+	id := IdempotencyID(sc.SagaID, sc.Step, KindAction)
+	for ev, err := range w.c.Read(ctx, "ledger-"+sc.SagaID) {
+		if errors.Is(err, client.ErrStreamNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if ev.ID == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (w *world) definition() *Definition {
 	d := &Definition{Name: "trip"}
 	for _, name := range []string{"flight", "hotel", "car"} {
@@ -66,6 +83,11 @@ func (w *world) definition() *Definition {
 			Name:   name,
 			Action: func(ctx context.Context, sc StepContext) ([]byte, error) { return w.effect(ctx, sc, "Booked") },
 			Compensate: func(ctx context.Context, sc StepContext) error {
+				// Undo only what the action did: a failed step's action may or may not
+				// have taken effect.
+				if booked, err := w.booked(ctx, sc); err != nil || !booked {
+					return err
+				}
 				_, err := w.effect(ctx, sc, "Cancelled")
 				return err
 			},
@@ -151,7 +173,30 @@ func TestSagas(t *testing.T) {
 			t.Fatalf("ledger %v, want %v", got, want)
 		}
 		if w.count(KindCompensation, 2) != 0 || st.Failure != "no cars left (attempt 3)" {
-			t.Fatalf("failed step compensated or failure lost: %d %q", w.count(KindCompensation, 2), st.Failure)
+			t.Fatalf("the failed step's compensation wrote to the ledger, or the failure was lost: %d %q", w.count(KindCompensation, 2), st.Failure)
+		}
+		if !st.Steps[2].Compensated || !st.Steps[2].Uncertain {
+			t.Fatalf("the failed step's compensation did not run: %+v", st.Steps[2])
+		}
+	})
+
+	// An action that took effect although every attempt reported a failure (its reply lost,
+	// a timeout after the write) is undone: the failed step is compensated too.
+	t.Run("failed step whose action took effect is compensated", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		w.after = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Name == "hotel" {
+				return fmt.Errorf("hotel API timeout after booking (attempt %d)", sc.Attempt)
+			}
+			return nil
+		}
+		st, err := w.coordinator("a").Start(ctx, "trip", "lostreply", nil)
+		if err != nil || st.Status != StatusAborted || st.FailedStep != 1 {
+			t.Fatalf("Start = %+v, %v", st, err)
+		}
+		want := []string{"Booked:flight", "Booked:hotel", "Cancelled:hotel", "Cancelled:flight"}
+		if got := w.ledger(ctx, "lostreply"); !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
 		}
 	})
 

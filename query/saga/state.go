@@ -58,6 +58,11 @@ type record struct {
 	Output   []byte   `json:"output,omitempty"`
 	Error    string   `json:"error,omitempty"` // failed / aborted
 	Attempts int      `json:"attempts,omitempty"`
+	// Compensate, on StepFailed: the failed step is compensated too (before the
+	// completed ones), since its action may have taken effect although the
+	// coordinator saw it fail. Written by every coordinator since it was added;
+	// a StepFailed without it (recorded before) compensates completed steps only.
+	Compensate bool `json:"compensate,omitempty"`
 }
 
 // StepState is one step's progress.
@@ -69,6 +74,10 @@ type StepState struct {
 	Compensated bool
 	Output      []byte // the action's output, recorded with StepCompleted
 	Error       string // the failure, recorded with StepFailed
+	// Uncertain: the step failed, but its action may have taken effect (a reply
+	// lost, an attempt timed out, another coordinator ran it), so it is
+	// compensated like a completed step.
+	Uncertain bool
 }
 
 // State is a saga folded from its stream. The zero value is a saga whose
@@ -175,7 +184,7 @@ func (s *State) Apply(ev client.RecordedEvent) error {
 		if s.Status != StatusRunning || !st.Started || st.Completed {
 			return bad("step %d cannot fail (status %s)", r.Step, s.Status)
 		}
-		st.Failed, st.Error = true, r.Error
+		st.Failed, st.Error, st.Uncertain = true, r.Error, r.Compensate
 		s.Status, s.FailedStep, s.Failure = StatusCompensating, r.Step, r.Error
 	case TypeCompensationCompleted:
 		st, err := step()
@@ -213,10 +222,11 @@ func (s *State) nextForward() int {
 	return len(s.Steps)
 }
 
-// nextCompensation is the last completed, uncompensated step, or -1.
+// nextCompensation is the last uncompensated step that completed or failed
+// uncertain, or -1.
 func (s *State) nextCompensation() int {
 	for i := len(s.Steps) - 1; i >= 0; i-- {
-		if s.Steps[i].Completed && !s.Steps[i].Compensated {
+		if st := &s.Steps[i]; (st.Completed || st.Uncertain) && !st.Compensated {
 			return i
 		}
 	}

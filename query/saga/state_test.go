@@ -60,6 +60,8 @@ func TestFoldHappyPath(t *testing.T) {
 	}
 }
 
+// TestFoldCompensationInReverse folds a StepFailed recorded before the "compensate" flag: the
+// failed step is not compensated, only the completed ones.
 func TestFoldCompensationInReverse(t *testing.T) {
 	log := evs(t,
 		TypeSagaStarted, started3,
@@ -192,3 +194,37 @@ func TestConfigValidate(t *testing.T) {
 }
 
 var okDef = &Definition{Name: "d", Steps: []Step{{Name: "s", Action: func(context.Context, StepContext) ([]byte, error) { return nil, nil }}}}
+
+// A StepFailed with the "compensate" flag (every coordinator records it now) has the failed
+// step compensated first, then the completed ones in reverse; aborting before is refused.
+func TestFoldFailedStepCompensated(t *testing.T) {
+	log := evs(t,
+		TypeSagaStarted, started3,
+		TypeStepStarted, record{Step: 0}, TypeStepCompleted, record{Step: 0},
+		TypeStepStarted, record{Step: 1}, TypeStepFailed, record{Step: 1, Error: "timeout", Compensate: true},
+	)
+	st, err := Fold("x", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(typ string, r record) client.RecordedEvent {
+		data, _ := json.Marshal(r)
+		return client.RecordedEvent{Version: st.Version + 1, Type: typ, Data: data}
+	}
+	for _, step := range []int{1, 0} {
+		if mv := st.next(); mv != (move{moveCompensate, step}) {
+			t.Fatalf("next = %+v, want compensate %d", mv, step)
+		}
+		s2 := st
+		s2.Steps = append([]StepState(nil), st.Steps...)
+		if err := s2.Apply(next(TypeSagaAborted, record{})); !errors.Is(err, ErrCorruptLog) {
+			t.Fatalf("abort before step %d was compensated: %v", step, err)
+		}
+		if err := st.Apply(next(TypeCompensationCompleted, record{Step: step})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Apply(next(TypeSagaAborted, record{})); err != nil || st.Status != StatusAborted {
+		t.Fatalf("abort: %v %s", err, st.Status)
+	}
+}
