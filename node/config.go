@@ -40,8 +40,15 @@ type Config struct {
 	// free port (see Node.Addr). Default 127.0.0.1:7400.
 	Listen string
 	// Advertise is the gRPC address peers and clients are told to use; empty
-	// means the actual listen address.
+	// means the actual listen address (127.0.0.1 with its port when listening
+	// on all interfaces). Its host also replaces an all-interfaces HTTP
+	// address in what the node announces.
 	Advertise string
+	// GossipAdvertise is the gossip address peers are told to use (behind NAT,
+	// a published container port); empty lets memberlist derive it from
+	// Gossip (a private address of this host when Gossip listens on all
+	// interfaces).
+	GossipAdvertise string
 	// HTTP is the metrics/health/pprof address; port 0 picks a free port.
 	// Default 127.0.0.1:7480. Set DisableHTTP to run without it.
 	HTTP        string
@@ -168,8 +175,12 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	addr := func(field, v string) error {
-		if _, _, err := net.SplitHostPort(v); err != nil {
+		_, port, err := net.SplitHostPort(v)
+		if err != nil {
 			return fmt.Errorf("node: config: %s %q is not host:port: %w", field, v, err)
+		}
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return fmt.Errorf("node: config: %s %q: the port must be 0..65535: %w", field, v, err)
 		}
 		return nil
 	}
@@ -188,6 +199,11 @@ func (c Config) Validate() error {
 	}
 	if err := addr("Gossip", c.Gossip); err != nil {
 		return err
+	}
+	if c.GossipAdvertise != "" {
+		if err := addr("GossipAdvertise", c.GossipAdvertise); err != nil {
+			return err
+		}
 	}
 	for _, j := range c.Join {
 		if j == "" {
@@ -214,8 +230,18 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("node: config: GossipKey must be 16, 24 or 32 bytes, got %d", len(c.GossipKey))
 	}
-	if len(c.Name) > 128 {
-		return fmt.Errorf("node: config: Name longer than 128 bytes")
+	if len(c.Name) > MaxNameLen {
+		return fmt.Errorf("node: config: Name is %d bytes, longer than the limit of %d", len(c.Name), MaxNameLen)
+	}
+	if len(c.Zone) > MaxZoneLen {
+		return fmt.Errorf("node: config: Zone is %d bytes, longer than the limit of %d", len(c.Zone), MaxZoneLen)
 	}
 	return nil
 }
+
+// MaxNameLen and MaxZoneLen bound Config.Name and Config.Zone: both travel in every gossip
+// message about the node, whose metadata memberlist limits to 512 bytes.
+const (
+	MaxNameLen = 128
+	MaxZoneLen = 64
+)

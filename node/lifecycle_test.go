@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -183,4 +185,32 @@ func TestRestartOnSameRegistry(t *testing.T) {
 	if !shards {
 		t.Error("the restarted node's replica metrics are not registered")
 	}
+}
+
+// A Config.Registry that already holds the Go runtime's and the process's collectors (as
+// prometheus.DefaultRegisterer does) is used as it is; one that holds a collector of the
+// node's own names refuses Start with an error naming the registry, not a panic, and leaves
+// the data directory free for the next Start.
+func TestStartOnBusyRegistry(t *testing.T) {
+	dir := t.TempDir()
+	shared := prometheus.NewRegistry()
+	shared.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := testConfig(t, dir)
+	cfg.Registry = shared
+	n := startNode(t, cfg)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	taken := prometheus.NewRegistry()
+	taken.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_appends_total", Help: "another"}))
+	cfg = testConfig(t, dir)
+	cfg.Registry = taken
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := Start(ctx, cfg); err == nil || !strings.Contains(err.Error(), "Config.Registry") {
+		t.Fatalf("Start on a registry holding shoal_appends_total: %v", err)
+	}
+	cfg = testConfig(t, dir)
+	startNode(t, cfg) // the failed Start released the data directory
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -120,7 +119,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
-	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, n.disk.wrap(cfg.fs, cfg.diskSlowAfter)); err != nil {
+	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files and snapshots being received
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs); err != nil {
 		return nil, err
 	}
 	snapDir, err := dir.resetSnapshots()
@@ -132,8 +132,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.reg = prometheus.NewRegistry()
 	}
 	n.regs = &registrations{reg: n.reg}
-	n.regs.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newPebbleCollector(n.db), &shardCollector{n: n}, n.disk.slow)
+	n.regs.registerShared(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.regs.MustRegister(newPebbleCollector(n.db), &shardCollector{n: n}, n.disk.slow)
 	n.metrics = newMetrics(n.regs)
 	peerOpts := grpcopt.DialOptions()
 	if cfg.PeerDialer != nil {
@@ -163,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.host, err = replica.NewHost(replica.Config{
 		NodeID:      dir.id.NodeID,
 		DB:          n.db,
-		FS:          vfs.Default, // openPebble's
+		FS:          fs,
 		SnapshotDir: snapDir,
 		// Snapshots are ingested into the last level when their span is clear.
 		SnapshotTables:   popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
@@ -174,6 +174,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: starting raft host: %w", err)
+	}
+	if err := n.regs.err(); err != nil {
+		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}
 	n.tr.SetHandler(n.host)
 	n.host.SetGroupFactory(n.groupFactory)
@@ -193,6 +196,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: listening for HTTP on %s: %w", cfg.HTTP, err)
 		}
 		n.httpAddr = advertised("", n.httpLis.Addr())
+		if tcp, ok := n.httpLis.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() && cfg.Advertise != "" {
+			host, _, _ := net.SplitHostPort(cfg.Advertise)
+			n.httpAddr = net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+		}
 		n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go n.httpSrv.Serve(n.httpLis)
 	}
@@ -259,6 +266,7 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	mc := membership.Config{
 		Name:      n.dir.id.Name,
 		Bind:      n.cfg.Gossip,
+		Advertise: n.cfg.GossipAdvertise,
 		Join:      seeds,
 		SecretKey: n.cfg.GossipKey,
 		Meta:      meta,
@@ -270,7 +278,8 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		mc.Join = nil
 	}
 	ml, err := membership.Start(mc)
-	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrClusterMismatch) {
+	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrClusterMismatch) &&
+		!errors.Is(err, membership.ErrNameTaken) {
 		n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", mc.Join, "err", err)
 		mc.Join = nil
 		ml, err = membership.Start(mc)
@@ -312,7 +321,7 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 	var last error
 	_, err := backoff.Retry(ctx, func() (int, error) {
 		k, err := ml.Join(seeds)
-		if errors.Is(err, membership.ErrClusterMismatch) {
+		if errors.Is(err, membership.ErrClusterMismatch) || errors.Is(err, membership.ErrNameTaken) {
 			return k, backoff.Permanent(err)
 		}
 		last = err
@@ -323,7 +332,7 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 		backoff.WithNotify(func(err error, wait time.Duration) {
 			n.log.Warn("no seed answered; retrying", "join", seeds, "in", wait.Round(time.Millisecond), "err", err)
 		}))
-	if err != nil && !errors.Is(err, membership.ErrClusterMismatch) {
+	if err != nil && !errors.Is(err, membership.ErrClusterMismatch) && !errors.Is(err, membership.ErrNameTaken) {
 		return fmt.Errorf("%w: no seed of %v answered within %v: %w", ErrJoinTimeout, seeds, n.cfg.JoinTimeout, last)
 	}
 	return err
@@ -635,7 +644,9 @@ func (n *Node) Settings() Settings {
 
 // Members returns every member known to gossip, this node included, dead ones
 // too (Alive=false, Changed = when it went dead), sorted by node ID. Members
-// that never announced a cluster ID or announced another are left out.
+// that announced another cluster ID are left out, and so are dead ones that
+// never announced one (a node refused at join, or one that died joining):
+// they are no member of this cluster, and gossip keeps them for good.
 func (n *Node) Members() []membership.Member {
 	if n.gossip() == nil {
 		return nil
@@ -643,7 +654,7 @@ func (n *Node) Members() []membership.Member {
 	cid := n.clusterID()
 	var out []membership.Member
 	for _, m := range n.gossip().Members() {
-		if m.NodeID != 0 && (m.ClusterID == cid || m.ClusterID == "") {
+		if m.NodeID != 0 && (m.ClusterID == cid || m.ClusterID == "" && m.Alive) {
 			out = append(out, m)
 		}
 	}

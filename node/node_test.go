@@ -19,6 +19,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/ring"
@@ -405,6 +406,10 @@ func TestConfigValidate(t *testing.T) {
 		{GossipKey: []byte("short")},
 		{DeadAfter: -time.Second},
 		{MaxSyncDuration: MinMaxSyncDuration - time.Millisecond},
+		{Listen: "127.0.0.1:99999"},
+		{Gossip: "127.0.0.1:70000"},
+		{Zone: strings.Repeat("z", MaxZoneLen+1)},
+		{Name: strings.Repeat("n", MaxNameLen+1)},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: want an error", c)
@@ -567,5 +572,30 @@ func TestDuplicateAcrossAppendsPositions(t *testing.T) {
 	if err != nil || !dup.Duplicate || dup.FirstVersion != 0 || dup.LastVersion != 1 ||
 		dup.Position != r1.Position || dup.LastPosition != r2.Position {
 		t.Fatalf("duplicate of both appends: %v, %v (positions %d and %d)", dup, err, r1.Position, r2.Position)
+	}
+}
+
+// A node whose name a live member already has (another node ID: another data directory) is
+// refused at once when it joins, with an error naming that member; gossip keeps one member per
+// name, so it would otherwise start unseen by the cluster.
+func TestDuplicateNameRefused(t *testing.T) {
+	first := startNode(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir()) // also named "solo"
+	cfg.Join = []string{first.cfg.Gossip}
+	cfg.JoinTimeout = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Start(ctx, cfg)
+	if !errors.Is(err, membership.ErrNameTaken) || time.Since(start) > 10*time.Second {
+		t.Fatalf("joining under a taken name: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	}
+	t.Log(err)
+	// Under another name (and data directory: the refused one keeps the name it was given)
+	// a node joins.
+	cfg.Name, cfg.DataDir, cfg.Gossip = "solo-2", t.TempDir(), testaddr.Gossip(t)
+	second := startNode(t, cfg)
+	if got := len(second.Members()); got != 2 {
+		t.Fatalf("the second node sees %d members, want 2", got)
 	}
 }

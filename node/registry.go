@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,8 +14,9 @@ import (
 type registrations struct {
 	reg *prometheus.Registry
 
-	mu   sync.Mutex
-	done []prometheus.Collector
+	mu     sync.Mutex
+	done   []prometheus.Collector
+	failed error // the first registration that failed (MustRegister)
 }
 
 func (r *registrations) Register(c prometheus.Collector) error {
@@ -27,12 +29,38 @@ func (r *registrations) Register(c prometheus.Collector) error {
 	return nil
 }
 
+// MustRegister registers cs. Unlike a prometheus.Registry's, it does not panic when one fails
+// (the embedder's registry may already hold a collector of the same name); it records the first
+// failure for Start to return (err).
 func (r *registrations) MustRegister(cs ...prometheus.Collector) {
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {
-			panic(err)
+			r.mu.Lock()
+			if r.failed == nil {
+				r.failed = err
+			}
+			r.mu.Unlock()
 		}
 	}
+}
+
+// registerShared registers process-wide collectors (the Go runtime's, the process's), which
+// the embedder's registry may already hold (prometheus.DefaultRegisterer does): one already
+// there is left as it is.
+func (r *registrations) registerShared(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		var are prometheus.AlreadyRegisteredError
+		if err := r.Register(c); err != nil && !errors.As(err, &are) {
+			r.MustRegister(c) // records the failure
+		}
+	}
+}
+
+// err returns the first registration that failed.
+func (r *registrations) err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
 }
 
 func (r *registrations) Unregister(c prometheus.Collector) bool {

@@ -209,6 +209,13 @@ func unreachable(err error, server string) error {
 			shard, server)}
 	}
 	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		// A node answers this while it joins its cluster and reopens its shards
+		// (node.startingErr); it is running, just not serving yet.
+		if st, ok := status.FromError(err); ok && strings.Contains(st.Message(), "is starting") {
+			return &explainedError{code: exitError, msg: fmt.Sprintf(
+				"the shoal server at %s is starting (joining its cluster, reopening its shards) and does not serve yet; "+
+					"try again shortly, or point --server at another node", server)}
+		}
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
 			"cannot reach a shoal server at %s; start one with 'shoal server' or point --server (or $SHOAL_SERVER) at a running node", server)}
 	}

@@ -77,6 +77,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data", def.DataDir, "data directory")
 	f.StringVar(&cfg.Listen, "listen", def.Listen, "gRPC address for clients and peers (host:port)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "gRPC address clients and peers are told to use (host:port), when it is not --listen's (all interfaces, NAT, a published container port); its host also stands in for an all-interfaces --http")
+	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address peers are told to use (host:port), when it is not --gossip's")
 	f.StringVar(&cfg.HTTP, "http", def.HTTP, "HTTP address for /metrics, /healthz, /readyz and pprof (\"off\" disables it)")
 	f.IntVar(&cfg.Shards, "shards", def.Shards, "shard count when creating a cluster (fixed afterwards)")
 	f.StringVar(&cfg.Name, "node", def.Name, "node name, unique in the cluster (default: the name stored in --data, else the host name)")

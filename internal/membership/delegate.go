@@ -61,14 +61,43 @@ func (d *delegate) check(peer *memberlist.Node) error {
 }
 
 // NotifyMerge refuses a push/pull merge (join or anti-entropy) that would
-// bring in any node of another cluster.
+// bring in any node of another cluster, or a live member with this node's
+// name and another node ID: memberlist keeps one member per name, so the
+// cluster would never see this node, and other nodes would take its gossip
+// for the other's.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		if err := d.check(p); err != nil {
 			return err
 		}
+		if err := d.checkName(p); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// checkName refuses a live peer named as this node with another node ID.
+func (d *delegate) checkName(peer *memberlist.Node) error {
+	m := d.m()
+	if peer.Name != m.name || peer.State != memberlist.StateAlive && peer.State != memberlist.StateSuspect {
+		return nil
+	}
+	meta, err := DecodeMeta(peer.Meta)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	var taken error
+	if meta.NodeID != m.mu.self.NodeID {
+		taken = &NameTakenError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
+		m.mu.mismatch = taken
+	}
+	m.mu.Unlock()
+	if taken != nil {
+		m.log.Error("refusing to merge with a cluster where a live member has this node's name", "err", taken)
+	}
+	return taken
 }
 
 // NotifyAlive refuses gossip about a node of another cluster.

@@ -28,7 +28,26 @@ var (
 	ErrInvalidMeta = errors.New("membership: invalid meta update")
 	// ErrClosed is returned by Join and UpdateMeta after Close.
 	ErrClosed = errors.New("membership: closed")
+	// ErrNameTaken is wrapped by Join when a live member of the cluster joined
+	// already has this node's name (with another node ID).
+	ErrNameTaken = errors.New("membership: node name taken")
 )
+
+// NameTakenError names the live member that holds this node's name. Is(ErrNameTaken).
+type NameTakenError struct {
+	Name   string
+	Addr   string // its gossip address
+	NodeID uint64
+}
+
+func (e *NameTakenError) Error() string {
+	return fmt.Sprintf("membership: node name %q is taken by a live member at %s (node ID %d); "+
+		"give this node another name, or, if that is this node's previous data directory, wait until the cluster declares it dead",
+		e.Name, e.Addr, e.NodeID)
+}
+
+// Is reports whether target is ErrNameTaken.
+func (e *NameTakenError) Is(target error) bool { return target == ErrNameTaken }
 
 // ClusterMismatchError names both cluster IDs. Is(ErrClusterMismatch).
 type ClusterMismatchError struct {
@@ -237,8 +256,8 @@ func Start(cfg Config) (*Membership, error) {
 }
 
 // Join contacts seeds and merges state with them; it returns how many were
-// reached. It fails only if none was; the error wraps ErrClusterMismatch if a
-// refusal for that reason happened during the attempt.
+// reached. It fails only if none was; the error wraps ErrClusterMismatch or
+// ErrNameTaken if a refusal for that reason happened during the attempt.
 func (m *Membership) Join(seeds []string) (int, error) {
 	select {
 	case <-m.done:
