@@ -510,13 +510,18 @@ func (h *Host) RetireGroupIfQuiet(shard uint32, since time.Time) (bool, error) {
 // DropGroup stops the shard's group and deletes its raft state (R|shard) and its state
 // machine's span in one synced batch; pending calls fail with ErrGroupRemoved and the
 // StateMachine must be discarded. Use it once this node's replica was removed from the group
-// (Status().Removed), so that the shard can later be added back as a fresh replica.
+// (Status().Removed), so that the shard can later be added back as a fresh replica, and retire
+// it first (RetireGroupIfQuiet): a leader may have added the node back since Removed was read,
+// and an answer of the old log would make it count that log as the new member's, which raft
+// panics on once the log is gone. The group answers nothing from here on, not even for appends
+// persisted before.
 func (h *Host) DropGroup(shard uint32) error {
 	return h.call(noCancel, func() error {
 		g := h.mu.groups[shard]
 		if g == nil {
 			return fmt.Errorf("replica: unknown shard %d", shard)
 		}
+		g.retired.Store(true)
 		g.markRemoved()
 		b := h.db.NewBatch()
 		defer b.Close()

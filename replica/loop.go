@@ -134,8 +134,7 @@ func (h *Host) propose(props []*proposal) {
 	defer clear(byGroup)
 	for _, p := range props {
 		if err := p.g.check(); err != nil {
-			h.metrics.ProposalErrors.Inc()
-			p.w.finish(nil, err)
+			p.w.finish(nil, err) // Propose counts the error
 			continue
 		}
 		byGroup[p.g] = append(byGroup[p.g], p)
@@ -152,9 +151,8 @@ func (h *Host) propose(props []*proposal) {
 		if err != nil {
 			for _, p := range ps {
 				delete(g.waiters, p.id)
-				p.w.finish(nil, fmt.Errorf("%w: %v", ErrProposalDropped, err))
+				p.w.finish(nil, fmt.Errorf("%w: %v", ErrProposalDropped, err)) // Propose counts it
 			}
-			h.metrics.ProposalErrors.Add(float64(len(ps)))
 			continue
 		}
 		h.metrics.Proposals.Add(float64(len(ps)))
