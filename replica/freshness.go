@@ -89,16 +89,26 @@ func (g *Group) heardFrom(m *pb.Message, now time.Time) {
 		return
 	}
 	commit := m.GetCommit()
+	at := now
+	if m.GetType() == pb.MsgApp && len(m.GetEntries()) == 0 {
+		// An append that only moves the commit index may have waited up to a tick on the
+		// leader (Group.holdCommitOnly) after it took that index: count it as of then.
+		if at = now.Add(-g.h.cfg.TickInterval); at.Before(monoEpoch) {
+			at = monoEpoch
+		}
+	}
 	switch last := len(g.marks) - 1; {
 	case last >= 0 && g.marks[last].commit == commit:
-		g.marks[last].at = now // current as of the later message once it is applied
+		if at.After(g.marks[last].at) {
+			g.marks[last].at = at // current as of the later message once it is applied
+		}
 	case last >= 0 && g.marks[last].commit > commit:
 		// Commit indexes do not go back; an older message says nothing new.
 	default:
 		if len(g.marks) == maxFreshMarks {
 			g.marks = append(g.marks[:0], g.marks[1:]...)
 		}
-		g.marks = append(g.marks, freshMark{commit: commit, at: now})
+		g.marks = append(g.marks, freshMark{commit: commit, at: at})
 	}
 	g.caughtUp()
 }
