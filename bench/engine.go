@@ -29,6 +29,9 @@ type worker struct {
 	failed    atomic.Int64 // measured failures other than conflicts
 	attempted int64        // measured operations sent (open loop: for Missed)
 	lastEnd   time.Time    // end of the last measured operation
+	// Successes that ended inside a timed run's measured phase, whenever they
+	// started: its throughput.
+	windowOps, windowEvents, windowBytes int64
 }
 
 // engine drives workers over one run: the schedule (closed or open loop),
@@ -89,6 +92,16 @@ func (e *engine) next(ctx context.Context, timer *time.Timer) (due time.Time, me
 	if e.interval > 0 {
 		k := e.seq.Add(1) - 1
 		due = e.start.Add(time.Duration(float64(k) * e.interval))
+		if due.Before(e.measureStart) && !now.Before(e.measureStart) {
+			// A warmup operation not started by the end of the warmup: the target is behind
+			// the rate. The warmup's backlog is dropped; run now, unmeasured, it would take
+			// the measured phase's time and make the throughput look lower than it is.
+			first := e.dueBefore(e.measureStart)
+			for cur := e.seq.Load(); cur < first && !e.seq.CompareAndSwap(cur, first); cur = e.seq.Load() {
+			}
+			k = e.seq.Add(1) - 1
+			due = e.start.Add(time.Duration(float64(k) * e.interval))
+		}
 		if !e.stopAt.IsZero() && (!due.Before(e.stopAt) || !now.Before(e.stopAt)) {
 			return time.Time{}, false, false
 		}
@@ -127,6 +140,11 @@ func (e *engine) loop(ctx context.Context, w *worker) {
 		cancel()
 		end := time.Now()
 		w.done.Add(1)
+		if err == nil && !e.stopAt.IsZero() && !end.Before(e.measureStart) && end.Before(e.stopAt) {
+			w.windowOps++
+			w.windowEvents += events
+			w.windowBytes += bytes
+		}
 		if !measured {
 			continue
 		}
@@ -159,8 +177,11 @@ func (e *engine) result(ctx context.Context) *Result {
 		Machine:   ThisMachine(),
 	}
 	var lastEnd time.Time
-	var attempted int64
+	var attempted, windowOps, windowEvents, windowBytes int64
 	for _, w := range e.workers {
+		windowOps += w.windowOps
+		windowEvents += w.windowEvents
+		windowBytes += w.windowBytes
 		r.Histogram.Merge(w.hist)
 		r.Ops += w.ops.Load()
 		r.Events += w.events.Load()
@@ -175,18 +196,27 @@ func (e *engine) result(ctx context.Context) *Result {
 			lastEnd = w.lastEnd
 		}
 	}
+	r.Interrupted = ctx.Err() != nil
 	if !lastEnd.IsZero() {
 		r.Elapsed = lastEnd.Sub(e.measureStart)
+	}
+	ops, events, bytes := r.Ops, r.Events, r.Bytes
+	if !e.stopAt.IsZero() && !r.Interrupted {
+		// A timed run: the rates are what completed inside the measured phase over its
+		// length. Counting the operations started in it over the time until the last one
+		// ended would charge it the drain after it (up to one latency), and the first
+		// operation of each worker waits for one of the warmup's.
+		r.Elapsed = e.run.Duration
+		ops, events, bytes = windowOps, windowEvents, windowBytes
 	}
 	if r.Elapsed > 0 {
 		sec := r.Elapsed.Seconds()
 		r.ElapsedSeconds = sec
-		r.OpsPerSec = float64(r.Ops) / sec
-		r.EventsPerSec = float64(r.Events) / sec
-		r.MBPerSec = float64(r.Bytes) / 1e6 / sec
+		r.OpsPerSec = float64(ops) / sec
+		r.EventsPerSec = float64(events) / sec
+		r.MBPerSec = float64(bytes) / 1e6 / sec
 	}
 	r.Latency = Summarize(r.Histogram)
-	r.Interrupted = ctx.Err() != nil
 	if e.interval > 0 {
 		r.TargetRate = e.run.Rate
 		if !e.stopAt.IsZero() && !r.Interrupted {

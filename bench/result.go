@@ -122,7 +122,10 @@ type Preload struct {
 
 // Result is one run's report. Every figure covers the measured phase only
 // (after warmup). Latency is per operation: one append (of Batch events) or
-// one whole-stream replay.
+// one whole-stream replay. Ops, Events, Bytes and the latencies count the
+// operations due in the measured phase; in a timed run the rates count the
+// successes that ended in it, over its duration (Elapsed), so that neither the
+// drain after it nor the warmup's last operations bias them.
 type Result struct {
 	Workload     string    `json:"workload"` // "append" or "read"
 	System       System    `json:"system"`

@@ -50,9 +50,11 @@ type Node struct {
 	reg     *prometheus.Registry                  // gathered on /metrics
 	regs    *registrations                        // what the node registered on reg, taken off by Close
 	metrics *metrics
-	disk    *diskWatch
-	peers   *peerPool
-	leaders *leaderCache
+	// shardMetrics are the state machines' (shoal_shard_*), shared by the shards.
+	shardMetrics *shard.Metrics
+	disk         *diskWatch
+	peers        *peerPool
+	leaders      *leaderCache
 
 	grpcSrv  *grpc.Server
 	grpcLis  net.Listener
@@ -135,6 +137,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.regs.registerShared(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.regs.MustRegister(newPebbleCollector(n.db), &shardCollector{n: n}, n.disk.slow)
 	n.metrics = newMetrics(n.regs)
+	if n.shardMetrics, err = shard.NewMetrics(n.regs); err != nil {
+		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
+	}
 	peerOpts := grpcopt.DialOptions()
 	if cfg.PeerDialer != nil {
 		peerOpts = append(peerOpts, grpc.WithContextDialer(cfg.PeerDialer))
@@ -513,7 +518,7 @@ func (n *Node) openShard(id uint32) (*shard.Shard, error) {
 	if sm, ok := n.mu.shards[id]; ok {
 		return sm, nil
 	}
-	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log})
+	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log, Metrics: n.shardMetrics})
 	if err != nil {
 		return nil, fmt.Errorf("node: opening shard %d: %w", id, err)
 	}
