@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"strconv"
@@ -97,7 +98,10 @@ type appender struct {
 	versions []int64
 	events   [][]byte
 	bytes    int64
-	counter  uint64
+	// fill makes every append's payloads fresh random bytes: repeated ones would
+	// compress in Pebble's tables and lighten its flushes and compactions against
+	// what real data costs (the peers do not compress).
+	fill *rand.Rand
 }
 
 func newAppender(cfg *AppendConfig, w int, names []string, target Target) *appender {
@@ -117,7 +121,19 @@ func newAppender(cfg *AppendConfig, w int, names []string, target Target) *appen
 		}
 	}
 	a.events = payloads(rng, cfg.Batch, cfg.EventSize)
+	a.fill = rand.New(rand.NewPCG(cfg.Seed^0x70617966, uint64(w))) // "payf": apart from the stream picks
 	return a
+}
+
+// fillRandom overwrites b with random bytes, eight at a time.
+func fillRandom(rng *rand.Rand, b []byte) {
+	for len(b) >= 8 {
+		binary.LittleEndian.PutUint64(b, rng.Uint64())
+		b = b[8:]
+	}
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
 }
 
 // payloads returns batch random payloads of size bytes, cut from one buffer.
@@ -135,12 +151,8 @@ func payloads(rng *rand.Rand, batch, size int) [][]byte {
 
 func (a *appender) append(ctx context.Context) (int64, int64, error) {
 	stream, local := a.pick.pick()
-	// Stamp each payload with a counter so successive appends differ.
-	a.counter++
 	for _, ev := range a.events {
-		for i := 0; i < 8 && i < len(ev); i++ {
-			ev[i] = byte(a.counter >> (8 * i))
-		}
+		fillRandom(a.fill, ev)
 	}
 	expected := ExpectAny
 	if a.exact {

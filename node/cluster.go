@@ -95,12 +95,13 @@ func (n *Node) localTopology() *shoalv1.TopologyResponse {
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
 	self := n.nodeInfo(n.gossip().Self())
 	repl := int(n.Settings().Replication)
+	zones := zonesOf(n.Members())
 	for _, g := range n.host.Groups() {
 		st := g.Status()
 		si := &shoalv1.ShardInfo{
 			Shard: st.Shard, LeaderId: st.Leader, Term: st.Term,
 			Voters: slices.Clone(st.Voters), Learners: slices.Clone(st.Learners),
-			UnderReplicated: len(st.Voters) < repl, Unavailable: st.Leader == 0, Applied: st.Applied,
+			UnderReplicated: underReplicated(st.Voters, repl, zones), Unavailable: st.Leader == 0, Applied: st.Applied,
 		}
 		if sm, _, ok := n.shardSM(st.Shard); ok {
 			si.LastPosition = sm.LastPosition()

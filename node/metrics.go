@@ -68,7 +68,7 @@ var (
 	descVoters = prometheus.NewDesc("shoal_shard_voters",
 		"Voters of the shard's raft group as this node sees them.", []string{"shard"}, nil)
 	descUnder = prometheus.NewDesc("shoal_shard_under_replicated",
-		"1 when the shard has fewer voters than the replication factor.", []string{"shard"}, nil)
+		"1 when the shard has fewer voters than the replication factor, or (zones configured) voters in fewer zones than it.", []string{"shard"}, nil)
 	descApplied = prometheus.NewDesc("shoal_shard_applied_index",
 		"Last raft index applied by this node's replica.", []string{"shard"}, nil)
 )
@@ -87,6 +87,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	repl := int(n.Settings().Replication)
+	zones := zonesOf(n.Members())
 	b := func(v bool) float64 {
 		if v {
 			return 1
@@ -99,7 +100,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLeaderKnown, prometheus.GaugeValue, b(st.Leader != 0), l)
 		ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, b(st.Leader == n.ID()), l)
 		ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, float64(len(st.Voters)), l)
-		ch <- prometheus.MustNewConstMetric(descUnder, prometheus.GaugeValue, b(len(st.Voters) < repl), l)
+		ch <- prometheus.MustNewConstMetric(descUnder, prometheus.GaugeValue, b(underReplicated(st.Voters, repl, zones)), l)
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
 	}
 }

@@ -51,6 +51,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -188,9 +189,12 @@ func decidePlacement(in placementInput) placementStep {
 			return placementStep{Kind: stepAddLearner, Node: id, Reason: "target member without a replica"}
 		}
 	}
-	// 3. Promote caught-up target learners; remove learners outside the target.
+	// 3. Promote caught-up target learners; remove learners outside the target. A learner whose
+	// node gossip does not see alive, or sees stopping, is not promoted: as a voter about to go
+	// it would raise the quorum while another voter may be down (three voters, one down, a fourth
+	// that then exits: two of four live, no quorum, where the three kept one).
 	for _, id := range st.Learners {
-		if target[id] && caughtUp(id) && !in.Peers[id].Unsettled {
+		if p := in.Peers[id]; target[id] && caughtUp(id) && !p.Unsettled && p.Alive && !p.Stopping {
 			return placementStep{Kind: stepPromote, Node: id, Reason: "learner caught up"}
 		}
 	}
@@ -319,8 +323,36 @@ func liveQuorumWithout(voters []uint64, id uint64, live func(uint64) bool) bool 
 
 // underReplicated is the definition shared with Cluster.Topology and the
 // shoal_shard_under_replicated metric: fewer voters than the replication
-// factor, even when the cluster has too few nodes or zones to do better.
-func underReplicated(voters, replication int) bool { return voters < replication }
+// factor, or, when the voters' nodes name their zones, voters in fewer zones
+// than the replication factor (zones maps node IDs to zones; a voter it lacks
+// counts as a zone of its own) — even when the cluster has too few nodes or
+// zones to do better. A cluster whose nodes name no zone has no zone rule.
+func underReplicated(voters []uint64, replication int, zones map[uint64]string) bool {
+	if len(voters) < replication {
+		return true
+	}
+	seen := make(map[string]bool, len(voters))
+	for _, id := range voters {
+		z, ok := zones[id]
+		if ok && z == "" {
+			return false // zones not configured
+		}
+		if !ok {
+			z = fmt.Sprint("?", id)
+		}
+		seen[z] = true
+	}
+	return len(seen) < replication
+}
+
+// zonesOf maps the members' node IDs to their zones.
+func zonesOf(members []membership.Member) map[uint64]string {
+	out := make(map[uint64]string, len(members))
+	for _, m := range members {
+		out[m.NodeID] = m.Zone
+	}
+	return out
+}
 
 // placementMetrics are the placement loop's metrics.
 type placementMetrics struct {
@@ -484,6 +516,7 @@ func (p *placer) round(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	present := map[uint32]bool{}
+	zones := zonesOf(members)
 	known := make(map[uint64]bool, len(members))
 	for _, m := range members {
 		known[m.NodeID] = true
@@ -554,7 +587,7 @@ func (p *placer) round(now time.Time) {
 		if int(st.Shard) < len(desired) {
 			target = desired[st.Shard]
 		}
-		if underReplicated(len(st.Voters), repl) {
+		if underReplicated(st.Voters, repl, zones) {
 			under++
 		}
 		if len(st.Learners) > 0 || !sameMembers(st.Voters, target) {

@@ -634,3 +634,45 @@ func TestRestartedNodeKeepsDownMember(t *testing.T) {
 	}
 	t.Logf("the member kept its %d seats; the restarted node leads %d shards", len(before), led)
 }
+
+// TestPlacementFewerZones: three nodes in two zones with replication 3 place three voters per
+// shard, but two share a zone: the cluster keeps working and says it is under-replicated, in
+// the topology and the metrics.
+func TestPlacementFewerZones(t *testing.T) {
+	regs := make([]*prometheus.Registry, 3)
+	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			placementConfig(cfg)
+			cfg.Zone = []string{"z1", "z2", "z2"}[i]
+			regs[i] = prometheus.NewRegistry()
+			cfg.Registry = regs[i]
+		}})
+	waitPlaced(t, c, "three voters per shard", func(s testnode.ShardState) string {
+		if len(s.Voters) != 3 {
+			return "not 3 voters"
+		}
+		return ""
+	})
+	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
+	testnode.WaitFor(t, 10*time.Second, "topology says under-replicated", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		top, err := cc.Topology(ctx, &shoalv1.TopologyRequest{})
+		if err != nil {
+			return err.Error()
+		}
+		for _, s := range top.Shards {
+			if !s.UnderReplicated || len(s.Voters) != 3 {
+				return fmt.Sprintf("topology shard %v", s)
+			}
+		}
+		return ""
+	})
+	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
+		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != placementShards {
+			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
+		}
+		return ""
+	})
+	placementAppendRead(t, c, 1, 0, "fewer-zones")
+}

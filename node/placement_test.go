@@ -74,6 +74,18 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{},
 		},
 		{
+			name: "a caught-up learner whose node is stopping is not promoted",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, []uint64{4}, map[uint64]int{4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, dead, 4, peerState{Alive: true, Stopping: true})},
+			want: placementStep{},
+		},
+		{
+			name: "a caught-up learner whose node gossip sees dead is not promoted",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, []uint64{4}, map[uint64]int{4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, dead, 4, dead)},
+			want: placementStep{},
+		},
+		{
 			name: "lagging learner waits",
 			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: 10}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive)},
@@ -336,11 +348,27 @@ func TestPlacementLiveQuorumWithout(t *testing.T) {
 }
 
 func TestPlacementUnderReplicatedAgreesWithTopology(t *testing.T) {
-	// Topology and shoal_shard_under_replicated flag len(voters) < replication;
-	// so does the placement gauge, even when the cluster cannot do better.
-	for _, tc := range []struct{ voters, repl int }{{1, 3}, {2, 3}, {3, 3}, {4, 3}, {1, 1}} {
-		if got, want := underReplicated(tc.voters, tc.repl), tc.voters < tc.repl; got != want {
-			t.Errorf("underReplicated(%d, %d) = %v", tc.voters, tc.repl, got)
+	// Topology, shoal_shard_under_replicated and the placement gauge share one definition:
+	// fewer voters than the replication factor, or voters in fewer zones than it when the
+	// nodes name zones, even when the cluster cannot do better.
+	zones := map[uint64]string{1: "a", 2: "b", 3: "c", 4: "a", 5: "", 6: ""}
+	for _, tc := range []struct {
+		voters []uint64
+		repl   int
+		want   bool
+	}{
+		{[]uint64{1}, 3, true},
+		{[]uint64{1, 2}, 3, true},
+		{[]uint64{1, 2, 3}, 3, false},
+		{[]uint64{1, 2, 3, 4}, 3, false},
+		{[]uint64{1, 2, 4}, 3, true},  // two zones for three replicas
+		{[]uint64{1, 4}, 2, true},     // both in zone a
+		{[]uint64{1}, 1, false},       //
+		{[]uint64{1, 2, 9}, 3, false}, // a voter gossip does not know counts as a zone of its own
+		{[]uint64{5, 6, 1}, 3, false}, // nodes without zones: no zone rule
+	} {
+		if got := underReplicated(tc.voters, tc.repl, zones); got != tc.want {
+			t.Errorf("underReplicated(%v, %d) = %v, want %v", tc.voters, tc.repl, got, tc.want)
 		}
 	}
 }
