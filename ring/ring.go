@@ -281,8 +281,104 @@ func (r *Ring) assign(shards uint32, n int) [][]uint64 {
 		}
 		out[s] = set
 	}
-	balanceLeaders(out, r.index(), leaders)
+	idx := r.index()
+	r.repairCaps(out, idx, load, leaders, replicaCap)
+	balanceLeaders(out, idx, leaders)
 	return out
+}
+
+// repairCaps moves replicas off members above the replica cap. The greedy pass can end with
+// only full members left for the last shards (with few shards, each needing k distinct
+// members); then a member above the cap gives one replica to a member below it, in the first
+// shard (in shard order) where that keeps the shard's replicas in as many zones, taking the
+// member that comes first in that shard's preference; when no such move exists, it gives it to
+// a full member that in turn gives one of its replicas in another shard to a member below the
+// cap. Each change lowers the excess over the cap, so the loop ends; the order is fixed, so
+// the result is deterministic. Assignments within the cap (the common case) are left as they
+// are.
+func (r *Ring) repairCaps(out [][]uint64, idx map[uint64]int, load, leaders []int, replicaCap int) {
+	rp := &repair{r: r, out: out, idx: idx, load: load, leaders: leaders, cap: replicaCap, seen: make([]bool, len(r.members))}
+	for {
+		moved := false
+		for over := range load {
+			if load[over] > replicaCap && (rp.move(over, -1, false) || rp.move(over, -1, true)) {
+				moved = true
+				break
+			}
+		}
+		if !moved {
+			return // none over the cap, or no move keeps the zones: zone diversity beats balance
+		}
+	}
+}
+
+// repair is repairCaps's state.
+type repair struct {
+	r       *Ring
+	out     [][]uint64
+	idx     map[uint64]int
+	load    []int
+	leaders []int
+	cap     int
+	seen    []bool
+}
+
+// zones counts the zones of set's members, without the one at skip (-1: none) and with member
+// add (-1: none).
+func (rp *repair) zones(set []uint64, skip, add int) int {
+	used := map[int]bool{}
+	for i, id := range set {
+		if i != skip {
+			used[rp.r.zone[rp.idx[id]]] = true
+		}
+	}
+	if add >= 0 {
+		used[rp.r.zone[add]] = true
+	}
+	return len(used)
+}
+
+// give replaces member from by to at position p of shard s's set.
+func (rp *repair) give(s, p, from, to int) {
+	rp.out[s][p] = rp.r.members[to].ID
+	rp.load[from]--
+	rp.load[to]++
+	if p == 0 {
+		rp.leaders[from]--
+		rp.leaders[to]++
+	}
+}
+
+// move gives one of from's replicas, in a shard other than skip, to a member below the cap
+// (chain false), or to a full member that then gives one of its own to a member below the cap
+// (chain true), keeping each shard's zones. It reports whether it did.
+func (rp *repair) move(from, skip int, chain bool) bool {
+	var pref []int
+	for s, set := range rp.out {
+		p := slices.Index(set, rp.r.members[from].ID)
+		if s == skip || p < 0 {
+			continue
+		}
+		before := rp.zones(set, -1, -1)
+		pref = rp.r.preference(pref[:0], shardHash(uint32(s)), rp.seen)
+		for _, c := range pref {
+			if slices.Contains(set, rp.r.members[c].ID) || rp.zones(set, p, c) < before {
+				continue
+			}
+			switch {
+			case !chain && rp.load[c] < rp.cap:
+				rp.give(s, p, from, c)
+				return true
+			case chain && rp.load[c] == rp.cap:
+				rp.give(s, p, from, c)
+				if rp.move(c, s, false) {
+					return true
+				}
+				rp.give(s, p, c, from) // undo
+			}
+		}
+	}
+	return false
 }
 
 // index maps member ID to its index in r.members.

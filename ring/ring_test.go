@@ -289,3 +289,57 @@ func BenchmarkAssign(b *testing.B) {
 		})
 	}
 }
+
+// TestCapsHold: no member holds more replicas than the cap Assign works to, over many seeds,
+// sizes and replication factors, small shard counts included (where the greedy pass alone can
+// end with only full members for the last shards). Zones are equal in size, so a balanced
+// assignment with one replica per zone (where there are enough zones) exists; the zone rule
+// must hold too.
+func TestCapsHold(t *testing.T) {
+	t.Logf("seed %d", testSeed)
+	cases, worst := 0, 0.0
+	for seed := uint64(0); seed < 10; seed++ {
+		for nodes := 3; nodes <= 12; nodes++ {
+			for zones := 0; zones <= nodes; zones++ {
+				if zones > 0 && nodes%zones != 0 {
+					continue
+				}
+				rng := rand.New(rand.NewPCG(testSeed+seed, uint64(nodes*100+zones)))
+				members := randomMembers(rng, nodes, zones)
+				zoneOf := map[uint64]string{}
+				for _, m := range members {
+					zoneOf[m.ID] = m.Zone
+				}
+				r := New(members)
+				for n := 1; n <= 5; n++ {
+					for _, shards := range []uint32{8, 16, 32, 64, 256} {
+						cases++
+						a := r.Assign(shards, n)
+						rep, _ := loads(a)
+						rcap, _ := r.Caps(shards, n)
+						if mx := maxOf(rep); mx > rcap {
+							t.Errorf("seed %d nodes %d zones %d n %d shards %d: a member holds %d replicas, cap %d",
+								seed, nodes, zones, n, shards, mx, rcap)
+						} else {
+							avg := float64(int(shards)*min(n, nodes)) / float64(nodes)
+							worst = max(worst, float64(mx)/avg)
+						}
+						if zones > 0 {
+							for s, set := range a {
+								used := map[string]bool{}
+								for _, id := range set {
+									used[zoneOf[id]] = true
+								}
+								if want := min(len(set), zones); len(used) < want {
+									t.Fatalf("seed %d nodes %d zones %d n %d shards %d: shard %d in %d zones, want %d",
+										seed, nodes, zones, n, shards, s, len(used), want)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d cases; worst load %.2fx the average", cases, worst)
+}
