@@ -15,18 +15,27 @@ wait_ready() {
 # then until the placement loop has balanced the leaders (every node leads at least 9/32 of the
 # SHARDS, default 32): before that, leadership transfers would land inside a measurement.
 wait_placed() {
-  local status leads want=$(( ${2:-32} * 9 / 32 ))
+  local status leads want=$(( ${2:-32} * 9 / 32 )) placed=
   for _ in $(seq 1 120); do
-    "$SHOAL" cluster status --server "$1" --json 2>/dev/null |
-      grep -qE '"state": "(under-replicated|unavailable)"' || break
+    if status=$("$SHOAL" cluster status --server "$1" --json 2>/dev/null) &&
+      ! grep -qE '"state": "(under-replicated|unavailable)"' <<<"$status"; then
+      placed=1
+      break
+    fi
     sleep 1
   done
+  if [ -z "$placed" ]; then
+    echo "the cluster at $1 did not reach full replication within 120 s" >&2
+    return 1
+  fi
   for _ in $(seq 1 60); do
     status=$("$SHOAL" cluster status --server "$1" --json 2>/dev/null || true)
     leads=$(grep -oE '"leads": [0-9]+' <<<"$status" | grep -oE '[0-9]+' | sort -n | head -1 || true)
-    [ "$(grep -c '"leads"' <<<"$status")" = 3 ] && [ "${leads:-0}" -ge "$want" ] && break
+    [ "$(grep -c '"leads"' <<<"$status")" = 3 ] && [ "${leads:-0}" -ge "$want" ] && return 0
     sleep 1
   done
+  echo "the leaders of the cluster at $1 were not balanced within 60 s (fewest led: ${leads:-?}, want $want)" >&2
+  return 1
 }
 
 # The three-node cluster of scripts/cost.sh and scripts/idle.sh. The caller sets WORK (a

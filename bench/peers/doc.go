@@ -15,7 +15,7 @@
 //	system             durability label                      meaning
 //	nats (always)      "fsync before ack"                    sync_interval: always
 //	nats (default)     "not durable at ack (fsync every 2m)" the server's default
-//	nats-r3 (always)   "fsync before ack on 3 replicas"      three servers, R3
+//	nats-r3 (always)   "fsync on a raft quorum (replication 3)"  three servers, R3
 //	postgres           "fsync before ack"                    synchronous_commit=on, fsync=on
 //
 // Optimistic concurrency: NATS checks Nats-Expected-Last-Subject-Sequence

@@ -175,7 +175,8 @@ func (n *NATS) Describe(context.Context) bench.System {
 	if n.cfg.SyncAlways {
 		d = "fsync before ack"
 		if n.cfg.Replicas > 1 {
-			d = fmt.Sprintf("fsync before ack on %d replicas", n.cfg.Replicas)
+			// JetStream acknowledges once its raft quorum has the message, as shoal does.
+			d = fmt.Sprintf("fsync on a raft quorum (replication %d)", n.cfg.Replicas)
 		}
 	}
 	return bench.System{Name: name, Version: server.VERSION, Durability: d}
