@@ -62,7 +62,7 @@ fi
   --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4
 metrics >"$WORK/m1"
 [ -n "$profiler" ] && wait "$profiler"
-appends=$(grep -oE '"events": *[0-9]+' "$WORK/run.json" | head -1 | grep -oE '[0-9]+')
+appends=$(grep -oE '"ops": *[0-9]+' "$WORK/run.json" | head -1 | grep -oE '[0-9]+') # appends, not events (--batch)
 tick=$(getconf CLK_TCK)
 echo
 echo "per append (of $appends):"

@@ -61,8 +61,11 @@ func run() error {
 	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured duration")
 	flag.Int64Var(&cfg.Count, "count", 0, "measured operations (instead of --duration)")
 	flag.Float64Var(&cfg.Rate, "rate", 0, "open loop: operations per second (0 = closed loop)")
-	flag.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "unmeasured warm-up")
+	flag.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "unmeasured warm-up; 0 for none, as shoal bench takes it")
 	flag.Parse()
+	if cfg.Warmup == 0 {
+		cfg.Warmup = -1 // none, as `shoal bench` takes 0 (EnsureDefaults would apply the default)
+	}
 	cfg.Streams = *streams
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
