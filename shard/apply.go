@@ -17,12 +17,19 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if found && m.state == stateTombstoned {
+	// Idempotency first (DESIGN §1.3): a retry of an append that was stored succeeds, as a
+	// duplicate, even once the stream was tombstoned since; anything else into a tombstoned
+	// stream is refused. Then the expected version.
+	tombstoned := found && m.state == stateTombstoned
+	res, err := s.checkIDs(b, c, m, found)
+	_, duplicate := res.(*AppendResult)
+	switch {
+	case err != nil:
+		return nil, err
+	case duplicate, res != nil && !tombstoned:
+		return res, nil
+	case tombstoned:
 		return ErrStreamDeleted, nil
-	}
-	// Idempotency before the expected-version check (DESIGN §1.3).
-	if res, err := s.checkIDs(b, c, m, found); res != nil || err != nil {
-		return res, err
 	}
 	if v := checkExpected(c.Stream, c.Expected, m, found); v != nil {
 		return v, nil

@@ -79,9 +79,7 @@ func (m *model) append(c *AppendCommand) any {
 		return err
 	}
 	st := m.streams[c.Stream]
-	if st != nil && st.state == stateTombstoned {
-		return ErrStreamDeleted
-	}
+	tombstoned := st != nil && st.state == stateTombstoned
 	var locs []mLoc
 	firstHit := -1
 	for i, e := range c.Events {
@@ -104,8 +102,14 @@ func (m *model) append(c *AppendCommand) any {
 			return &AppendResult{FirstVersion: locs[0].version, LastVersion: last,
 				Position: st.events[locs[0].version].pos, LastPosition: st.events[last].pos, Duplicate: true}
 		}
+		if tombstoned {
+			return ErrStreamDeleted
+		}
 		return &IDConflictError{Stream: c.Stream, ID: c.Events[firstHit].ID,
 			ExistingStream: locs[0].stream, ExistingVersion: locs[0].version}
+	}
+	if tombstoned {
+		return ErrStreamDeleted
 	}
 	if !m.expectOK(st, c.Expected) {
 		return m.wev(c.Stream, st, c.Expected)
