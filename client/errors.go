@@ -82,8 +82,11 @@ func mayHaveApplied(err error) bool {
 				return false
 			}
 		}
-		// gRPC's failure to connect: nothing was sent.
-		return !strings.Contains(st.Message(), "while dialing")
+		// gRPC's failure to connect, a node still starting, a node shutting down: refused
+		// before anything ran (the server's refusedUnapplied knows the same answers).
+		msg := st.Message()
+		return !strings.Contains(msg, "while dialing") && !strings.Contains(msg, "is starting") &&
+			!strings.Contains(msg, "node is shutting down")
 	case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
 		return true
 	}

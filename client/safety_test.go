@@ -175,6 +175,8 @@ func TestMayHaveApplied(t *testing.T) {
 		want bool
 	}{
 		{refused, false},
+		{status.Error(codes.Unavailable, "node n2 is starting (joining its cluster, reopening its shards); try another node"), false},
+		{status.Error(codes.Unavailable, "node is shutting down"), false},
 		{notLeader(&fakeNode{id: 2, addr: "n2"}), false},
 		{statusWith(codes.Unavailable, "election", &shoalv1.NotLeader{}), false},
 		{status.Error(codes.FailedPrecondition, "wrong expected version"), false},

@@ -34,6 +34,9 @@ func (e *NoLeaderError) Error() string {
 // Is reports target == ErrNoLeader.
 func (e *NoLeaderError) Is(target error) bool { return target == ErrNoLeader }
 
+// shuttingDownMsg is the answer to a call refused because the node is closing (ErrClosed).
+const shuttingDownMsg = "node is shutting down"
+
 // OutcomeUnknownError is the answer to a write that is not safe to repeat (a delete expecting
 // any version or an existing stream) once it may have been applied but this node cannot tell:
 // it was proposed and the leadership was lost, or it did not commit in time, or the node it
@@ -76,6 +79,10 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	if err == nil {
 		return nil
 	}
+	if unk := (*OutcomeUnknownError)(nil); errors.As(err, &unk) {
+		// Before the pass-through: its cause may be a forwarded call's status of another code.
+		return status.Error(codes.Unknown, unk.Error())
+	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
@@ -85,11 +92,8 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 		idc *shard.IDConflictError
 		nle *replica.NotLeaderError
 		nol *NoLeaderError
-		unk *OutcomeUnknownError
 	)
 	switch {
-	case errors.As(err, &unk):
-		return status.Error(codes.Unknown, unk.Error())
 	case errors.As(err, &wev):
 		return withDetails(codes.FailedPrecondition, wev.Error(), &shoalv1.WrongExpectedVersion{
 			Stream: wev.Stream, Expected: toProtoExpected(wev.Expected),
@@ -137,7 +141,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, ErrClosed):
-		return status.Error(codes.Unavailable, "node is shutting down")
+		return status.Error(codes.Unavailable, shuttingDownMsg)
 	}
 	n.log.Error("internal error", "shard", id, "stream", stream, "err", err)
 	return status.Error(codes.Internal, err.Error())

@@ -600,3 +600,35 @@ func TestDuplicateNameRefused(t *testing.T) {
 		t.Fatalf("the second node sees %d members, want 2", got)
 	}
 }
+
+// A write whose outcome is unknown is answered UNKNOWN whatever its cause's code (a forwarded
+// call's INTERNAL or DEADLINE_EXCEEDED would otherwise pass through), and answers that refused a
+// forwarded call before it ran (no connection, a node starting or shutting down, a not-leader
+// answer) do not make its outcome unknown.
+func TestOutcomeUnknownAnswers(t *testing.T) {
+	n := &Node{}
+	for _, code := range []codes.Code{codes.Internal, codes.DeadlineExceeded, codes.Canceled, codes.Unavailable} {
+		err := n.toStatus(&OutcomeUnknownError{Shard: 3, Cause: status.Error(code, "cause")}, "s", 3)
+		if status.Code(err) != codes.Unknown {
+			t.Errorf("outcome unknown caused by %s: answered %s", code, status.Code(err))
+		}
+	}
+	starting := status.Errorf(codes.Unavailable, "node n2 %s (joining its cluster, reopening its shards); try another node", startingMsg)
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{starting, false},
+		{status.Error(codes.Unavailable, shuttingDownMsg), false},
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), false},
+		{withDetails(codes.Unavailable, "not the leader", &shoalv1.NotLeader{Shard: 3, LeaderId: 2}), false},
+		{status.Error(codes.FailedPrecondition, "wrong expected version"), false},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+		{status.Error(codes.DeadlineExceeded, "deadline"), true},
+		{status.Error(codes.Unknown, "outcome unknown"), true},
+	} {
+		if got := mayHaveArrived(tc.err); got != tc.want {
+			t.Errorf("mayHaveArrived(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

@@ -209,8 +209,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 			}
 			if w.moved() && ctx.Err() == nil {
 				// The leader it went to was replaced while it waited (hung, or cut off):
-				// route again at once, to the new leader.
-				n.leaders.invalidate(id)
+				// route again at once, to the new leader the watch just learned.
 				last = &NoLeaderError{Shard: id, Cause: errLeaderMoved}
 				continue
 			}
@@ -447,8 +446,7 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, o
 		n.metrics.forwarded.WithLabelValues("read").Inc()
 		relayed, err := relay(n, ctx, id, tgt, out, open)
 		if err != nil && !relayed && errors.Is(err, errLeaderMoved) && attempt < 2 {
-			n.leaders.invalidate(id)
-			continue
+			continue // to the new leader the watch just learned
 		}
 		return nil, err
 	}
@@ -497,11 +495,19 @@ func mayHaveArrived(err error) bool {
 		if len(st.Details()) > 0 {
 			return false // that node answered: not the leader, or no leader
 		}
-		return !strings.Contains(st.Message(), "while dialing")
+		return !refusedUnapplied(st.Message())
 	case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
 		return true
 	}
 	return false
+}
+
+// refusedUnapplied reports whether an UNAVAILABLE answer's message says the call was refused
+// before anything ran: gRPC's failure to connect, a node still starting (startingErr), or one
+// shutting down (ErrClosed's answer). The client's mayHaveApplied knows the same answers.
+func refusedUnapplied(msg string) bool {
+	return strings.Contains(msg, "while dialing") || strings.Contains(msg, startingMsg) ||
+		strings.Contains(msg, shuttingDownMsg)
 }
 
 // forwardPause is how long a write waits before routing again after the leader it forwarded
