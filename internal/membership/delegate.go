@@ -60,11 +60,11 @@ func (d *delegate) check(peer *memberlist.Node) error {
 	return mismatch
 }
 
-// NotifyMerge refuses a push/pull merge (join or anti-entropy) that would
-// bring in any node of another cluster, or a live member with this node's
-// name and another node ID: memberlist keeps one member per name, so the
-// cluster would never see this node, and other nodes would take its gossip
-// for the other's.
+// NotifyMerge refuses a join's push/pull merge (memberlist asks only when
+// joining) that would bring in any node of another cluster, or a live member
+// with this node's name and another node ID: memberlist keeps one member per
+// name, so the cluster would never see this node, and other nodes would take
+// its gossip for the other's.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		if err := d.check(p); err != nil {
