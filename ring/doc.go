@@ -31,13 +31,7 @@
 //     (d) anything left (only when caps make the shard infeasible).
 //     This is consistent hashing with bounded loads (Mirrokni, Thorup,
 //     Zadimoghaddam 2018) combined with zone-aware replica selection.
-//  3. Repair. With few shards the last ones can find only full members, and
-//     pass (d) puts them over replicaCap. While a member is over it, it gives
-//     one replica to a member below it, in the first shard where that keeps
-//     the shard's zones (the taker first in that shard's preference), or to a
-//     full member that gives one of its own, in another shard, to a member
-//     below it. An assignment within the caps is left as it is.
-//  4. Leader (first slot): the first pick, in walk order, that leads fewer
+//  3. Leader (first slot): the first pick, in walk order, that leads fewer
 //     than leaderCap shards; then a local search hands leadership of a shard
 //     to one of its replicas whenever that lowers the spread by at least two,
 //     until no such move remains.
@@ -46,9 +40,6 @@
 //
 //   - Balance: for 3..12 members with no zones or equal zones, 32 or 256
 //     shards and n=3, no member holds more than 1.25x the average replicas;
-//     over 10 seeds, 3..12 members, equal zones, n=1..5 and 8..256 shards, no
-//     member holds more than replicaCap (TestCapsHold; with few shards the cap,
-//     ceil(avg), is more than 1.25x a small average);
 //     leaders are within about ceil(average) (1.25x at worst with 32 shards).
 //   - Zones: with at least n zones every shard has one replica per zone, even
 //     when zones differ in size. Unequal zones therefore defeat the load bound
