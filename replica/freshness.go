@@ -124,6 +124,10 @@ func (g *Group) caughtUp() {
 	if i == 0 {
 		return
 	}
-	g.current.Store(monoStamp(g.marks[i-1].at))
+	// A later mark may carry an earlier time (an append with only a commit index counts as of
+	// a tick before it arrived): current never goes back.
+	if at := monoStamp(g.marks[i-1].at); at > g.current.Load() {
+		g.current.Store(at)
+	}
 	g.marks = append(g.marks[:0], g.marks[i:]...)
 }

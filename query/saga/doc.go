@@ -40,7 +40,10 @@
 //     out, another coordinator resumed the saga and ran it): its compensation
 //     must succeed, doing nothing, when the action never took effect. (A
 //     StepFailed recorded before this rule, without its "compensate" flag,
-//     compensates the completed steps only.)
+//     compensates the completed steps only, and so does a stream an older
+//     coordinator went on with during a rolling upgrade. An older coordinator
+//     cannot fold a stream where this version compensated a failed step: do
+//     not roll coordinators back past this version.)
 //  5. After a crash, or an error from Start or Resume, call Resume with the
 //     saga ID. A conflict means another coordinator owns the saga; Resume it
 //     only when that one is known to be gone (resuming beside a live one is

@@ -191,6 +191,11 @@ func (s *State) Apply(ev client.RecordedEvent) error {
 		if err != nil {
 			return err
 		}
+		if s.Status == StatusCompensating && s.nextCompensation() != r.Step && s.legacyCompensation() == r.Step {
+			// A coordinator of the version before the failed step was compensated too (a
+			// rolling upgrade) went on with the completed steps: the failed one is left.
+			s.Steps[s.FailedStep].Uncertain = false
+		}
 		if s.Status != StatusCompensating || s.nextCompensation() != r.Step {
 			return bad("step %d cannot be compensated now (status %s, next %d)", r.Step, s.Status, s.nextCompensation())
 		}
@@ -201,6 +206,10 @@ func (s *State) Apply(ev client.RecordedEvent) error {
 		}
 		s.Status = StatusCompleted
 	case TypeSagaAborted:
+		if s.Status == StatusCompensating && s.legacyCompensation() < 0 && !s.Steps[s.FailedStep].Compensated {
+			// Aborted by a coordinator of the version before: see CompensationCompleted.
+			s.Steps[s.FailedStep].Uncertain = false
+		}
 		if s.Status != StatusCompensating || s.nextCompensation() >= 0 {
 			return bad("saga cannot abort (status %s, step %d not compensated)", s.Status, s.nextCompensation())
 		}
@@ -220,6 +229,17 @@ func (s *State) nextForward() int {
 		}
 	}
 	return len(s.Steps)
+}
+
+// legacyCompensation is nextCompensation as the version before the compensate flag had it:
+// the last completed, uncompensated step, or -1.
+func (s *State) legacyCompensation() int {
+	for i := len(s.Steps) - 1; i >= 0; i-- {
+		if s.Steps[i].Completed && !s.Steps[i].Compensated {
+			return i
+		}
+	}
+	return -1
 }
 
 // nextCompensation is the last uncompensated step that completed or failed

@@ -228,3 +228,23 @@ func TestFoldFailedStepCompensated(t *testing.T) {
 		t.Fatalf("abort: %v %s", err, st.Status)
 	}
 }
+
+// A stream that a coordinator of this version and one of the version before both wrote (a
+// rolling upgrade): StepFailed with the compensate flag, then the completed steps compensated
+// and the saga aborted by the older one, which leaves the failed step alone. It folds.
+func TestFoldMixedVersionCompensation(t *testing.T) {
+	log := evs(t,
+		TypeSagaStarted, started3,
+		TypeStepStarted, record{Step: 0}, TypeStepCompleted, record{Step: 0},
+		TypeStepStarted, record{Step: 1}, TypeStepFailed, record{Step: 1, Error: "timeout", Compensate: true},
+		TypeCompensationCompleted, record{Step: 0},
+		TypeSagaAborted, record{Step: 1, Error: "timeout"},
+	)
+	st, err := Fold("x", log)
+	if err != nil || st.Status != StatusAborted {
+		t.Fatalf("fold of a mixed-version stream: %v, %s", err, st.Status)
+	}
+	if mv := st.next(); mv.kind != moveDone {
+		t.Fatalf("next = %+v", mv)
+	}
+}
