@@ -86,22 +86,7 @@ func TestDeleteRetriedWhenSafe(t *testing.T) {
 // handler) gives the attempt's breaker admission back: when that read was a half-open
 // breaker's probe, the node would otherwise be refused for the life of the client.
 func TestPanicInReadBodyReleasesBreaker(t *testing.T) {
-	fc := newFakeCluster(t, 1, 4)
-	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
-	seed(t, c, "r", 3)
-	var down atomic.Bool
-	down.Store(true)
-	fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
-		if m == "Append" && down.Load() {
-			return unavailable()
-		}
-		return nil
-	})
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
-	cancel()
-	down.Store(false)
-	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
+	c := halfOpenClient(t, 3)
 	func() {
 		defer func() {
 			if recover() == nil {
@@ -195,22 +180,7 @@ func TestMayHaveApplied(t *testing.T) {
 // A long read that is a half-open breaker's probe gives the probe back once its first page
 // arrives: a slow consumer must not keep every other call away from a healthy node.
 func TestReadReleasesHalfOpenProbe(t *testing.T) {
-	fc := newFakeCluster(t, 1, 4)
-	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
-	seed(t, c, "r", 30)
-	var down atomic.Bool
-	down.Store(true)
-	fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
-		if m == "Append" && down.Load() {
-			return unavailable()
-		}
-		return nil
-	})
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
-	cancel()
-	down.Store(false)                  // the node is healthy again
-	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
+	c := halfOpenClient(t, 30)
 
 	release := make(chan struct{})
 	started := make(chan struct{})
@@ -230,4 +200,27 @@ func TestReadReleasesHalfOpenProbe(t *testing.T) {
 	if _, err := c.Append(actx, "s", Any, Event{Type: "A"}); err != nil {
 		t.Fatalf("Append to a healthy node while a read that was the probe runs: %v", err)
 	}
+}
+
+// halfOpenClient returns a client of a one-node fake cluster holding stream "r" of events
+// events, whose breaker for that node a failed append opened and whose open timeout has
+// passed: the node is healthy again, and the client's next call is the half-open probe.
+func halfOpenClient(t *testing.T, events int) *Client {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
+	seed(t, c, "r", events)
+	var down atomic.Bool
+	down.Store(true)
+	fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
+		if m == "Append" && down.Load() {
+			return unavailable()
+		}
+		return nil
+	})
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
+	cancel()
+	down.Store(false)                  // the node is healthy again
+	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
+	return c
 }

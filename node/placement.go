@@ -516,19 +516,15 @@ func (p *placer) round(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	present := map[uint32]bool{}
-	zones := zonesOf(members)
-	known := make(map[uint64]bool, len(members))
-	for _, m := range members {
-		known[m.NodeID] = true
-	}
-	unknown := uint64(0) // a member of a local group that gossip does not know, if any
+	zones := zonesOf(members) // also which node IDs gossip knows
+	unknown := uint64(0)      // a member of a local group that gossip does not know, if any
 	var launches []launch
 	for _, g := range n.host.Groups() {
 		st := g.Status()
 		present[st.Shard] = true
 		if !st.Removed {
 			for _, id := range slices.Concat(st.Voters, st.Learners) {
-				if id != self && !known[id] {
+				if _, known := zones[id]; id != self && !known {
 					unknown = id
 				}
 			}

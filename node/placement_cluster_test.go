@@ -406,28 +406,7 @@ func TestPlacementUnderReplicated(t *testing.T) {
 		}
 		return ""
 	})
-	cc := shoalv1.NewClusterClient(c.Dial(t, 1))
-	// Retried: a balancing leadership transfer may be in flight.
-	testnode.WaitFor(t, 10*time.Second, "topology says under-replicated", func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		top, err := cc.Topology(ctx, &shoalv1.TopologyRequest{})
-		if err != nil {
-			return err.Error()
-		}
-		for _, s := range top.Shards {
-			if !s.UnderReplicated || s.Unavailable || len(s.Voters) != 2 {
-				return fmt.Sprintf("topology shard %v", s)
-			}
-		}
-		return ""
-	})
-	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
-		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != placementShards {
-			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
-		}
-		return ""
-	})
+	waitUnderReplicated(t, c, regs, 1, func(s *shoalv1.ShardInfo) bool { return !s.Unavailable && len(s.Voters) == 2 })
 	placementAppendRead(t, c, 1, 0, "two-nodes")
 }
 
@@ -653,7 +632,16 @@ func TestPlacementFewerZones(t *testing.T) {
 		}
 		return ""
 	})
-	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
+	waitUnderReplicated(t, c, regs, 0, func(s *shoalv1.ShardInfo) bool { return len(s.Voters) == 3 })
+	placementAppendRead(t, c, 1, 0, "fewer-zones")
+}
+
+// waitUnderReplicated waits until the topology, asked of node via, flags every shard
+// under-replicated and ok with it, and the placement gauge counts every shard. Retried: a
+// balancing leadership transfer may be in flight.
+func waitUnderReplicated(t *testing.T, c *testnode.Cluster, regs []*prometheus.Registry, via int, ok func(*shoalv1.ShardInfo) bool) {
+	t.Helper()
+	cc := shoalv1.NewClusterClient(c.Dial(t, via))
 	testnode.WaitFor(t, 10*time.Second, "topology says under-replicated", func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -662,7 +650,7 @@ func TestPlacementFewerZones(t *testing.T) {
 			return err.Error()
 		}
 		for _, s := range top.Shards {
-			if !s.UnderReplicated || len(s.Voters) != 3 {
+			if !s.UnderReplicated || !ok(s) {
 				return fmt.Sprintf("topology shard %v", s)
 			}
 		}
@@ -674,5 +662,4 @@ func TestPlacementFewerZones(t *testing.T) {
 		}
 		return ""
 	})
-	placementAppendRead(t, c, 1, 0, "fewer-zones")
 }
