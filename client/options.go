@@ -1,12 +1,14 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Retry defaults (see RetryPolicy).
@@ -142,6 +144,19 @@ func WithBreaker(s BreakerSettings) Option { return func(o *options) { o.breaker
 // (insecure transport credentials), so they can override them.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithTLS makes the client dial every node over TLS with a clone of cfg:
+// cfg.RootCAs verifies the servers (nil: the system's roots), and a client
+// certificate (cfg.Certificates or cfg.GetClientCertificate) answers servers
+// that require one, as shoal servers started with --tls-ca do. The servers'
+// certificates must name the addresses the client dials: the seeds, and the
+// advertised addresses of the nodes the topology lists. Options given later
+// with WithDialOptions override it.
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) {
+		o.dialOptions = append(o.dialOptions, grpc.WithTransportCredentials(credentials.NewTLS(cfg.Clone())))
+	}
 }
 
 // WithLogger sets the logger for routing changes, retries and breaker

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,16 @@ type Config struct {
 	PeerDialer func(ctx context.Context, addr string) (net.Conn, error)
 	// GossipKey, if set, encrypts gossip (16, 24 or 32 bytes, AES).
 	GossipKey []byte
+	// ServerTLS, if set, secures the gRPC listener (clients and peers), and
+	// PeerTLS the connections this node dials to its peers (raft traffic,
+	// snapshots and forwarded requests). Set both or neither: the peers of a
+	// node that serves TLS serve TLS too. The node's certificates must name
+	// its Advertise address (the host peers and clients dial). For mutual
+	// TLS, which authenticates peers, ServerTLS requires client certificates
+	// and PeerTLS presents one (internal/tlsfiles builds such a pair from
+	// PEM files, as the CLI does). Gossip is secured by GossipKey instead,
+	// and the HTTP port stays plaintext.
+	ServerTLS, PeerTLS *tls.Config
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
@@ -224,6 +235,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSyncDuration > 0 && c.MaxSyncDuration < MinMaxSyncDuration {
 		return fmt.Errorf("node: config: MaxSyncDuration %v is below the minimum of %v (negative disables it)", c.MaxSyncDuration, MinMaxSyncDuration)
+	}
+	if (c.ServerTLS == nil) != (c.PeerTLS == nil) {
+		return errors.New("node: config: ServerTLS and PeerTLS go together: set both or neither " +
+			"(the peers of a node that serves TLS serve TLS too)")
 	}
 	switch len(c.GossipKey) {
 	case 0, 16, 24, 32:

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/buildinfo"
@@ -141,6 +142,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}
 	peerOpts := grpcopt.DialOptions()
+	if cfg.PeerTLS != nil {
+		peerOpts = append(peerOpts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.PeerTLS.Clone())))
+	}
 	if cfg.PeerDialer != nil {
 		peerOpts = append(peerOpts, grpc.WithContextDialer(cfg.PeerDialer))
 	}
@@ -186,8 +190,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.tr.SetHandler(n.host)
 	n.host.SetGroupFactory(n.groupFactory)
 
-	n.grpcSrv = grpc.NewServer(append(grpcopt.ServerOptions(),
-		grpc.ChainUnaryInterceptor(n.gateUnary), grpc.ChainStreamInterceptor(n.gateStream))...)
+	srvOpts := append(grpcopt.ServerOptions(),
+		grpc.ChainUnaryInterceptor(n.gateUnary), grpc.ChainStreamInterceptor(n.gateStream))
+	if cfg.ServerTLS != nil {
+		srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS.Clone())))
+	}
+	n.grpcSrv = grpc.NewServer(srvOpts...)
 	n.streams = &streamsServer{n: n}
 	shoalv1.RegisterStreamsServer(n.grpcSrv, n.streams)
 	shoalv1.RegisterClusterServer(n.grpcSrv, &clusterServer{n: n})

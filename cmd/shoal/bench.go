@@ -149,6 +149,13 @@ func (a *app) benchReadCmd() *cobra.Command {
 // runs fn, prints the table and writes the JSON report.
 func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn func(context.Context, bench.Target) (*bench.Result, error)) error {
 	server := t.server
+	opts, err := a.clientOptions()
+	if err != nil {
+		return err
+	}
+	if t.embedded && opts != nil {
+		return usagef("--embedded starts a plaintext server; leave out the --tls-* flags")
+	}
 	if t.embedded {
 		emb, err := bench.StartEmbedded(ctx, slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 		if err != nil {
@@ -159,10 +166,10 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 		fmt.Fprintf(a.stderr, "embedded server on %s\n", server)
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	target, err := bench.DialShoal(dialCtx, []string{server})
+	target, err := bench.DialShoal(dialCtx, []string{server}, opts...)
 	cancel()
 	if err != nil {
-		return unreachable(err, server)
+		return a.unreachable(err, server)
 	}
 	defer target.Close()
 	run.Progress = bench.Progress{W: a.stderr, Terminal: bench.IsTerminal(a.stderr)}

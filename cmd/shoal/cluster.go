@@ -35,14 +35,14 @@ func (a *app) clusterCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()
-			c, err := dial(ctx, server)
+			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			st, err := c.Status(ctx)
 			if err != nil {
-				return unreachable(err, server)
+				return a.unreachable(err, server)
 			}
 			s := newClusterStatus(st)
 			if asJSON {
@@ -74,7 +74,7 @@ func (a *app) nodeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()
-			c, err := dial(ctx, server)
+			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ func (a *app) nodeCmd() *cobra.Command {
 				if status.Code(err) == codes.NotFound {
 					return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", args[0])
 				}
-				return unreachable(err, server)
+				return a.unreachable(err, server)
 			}
 			if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0]); err != nil {
 				return err

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/tlsfiles"
 )
 
 // Exit codes.
@@ -43,6 +45,8 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+
+	tls tlsfiles.Files // --tls-ca, --tls-cert, --tls-key
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
@@ -82,6 +86,7 @@ func (a *app) newRoot() *cobra.Command {
 		return usagef("%v; see 'shoal %s--help'", err, commandPath(cmd))
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
+	a.tlsFlags(root.PersistentFlags())
 	root.AddCommand(
 		a.serverCmd(), a.devCmd(),
 		a.appendCmd(), a.readCmd(), a.deleteCmd(),
@@ -201,7 +206,7 @@ func leaderless(err error) (uint32, bool) {
 
 // unreachable explains an error of a call to server that found no server, or a shard without a
 // leader.
-func unreachable(err error, server string) error {
+func (a *app) unreachable(err error, server string) error {
 	if shard, ok := leaderless(err); ok {
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
 			"shard %d has no leader that answers: most of its replicas are down or cut off, an election did not end in time, "+
@@ -209,6 +214,9 @@ func unreachable(err error, server string) error {
 			shard, server)}
 	}
 	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		if msg := a.tlsTrouble(err, server); msg != "" {
+			return &explainedError{code: exitError, msg: msg}
+		}
 		// A node answers this while it joins its cluster and reopens its shards
 		// (node.startingErr); it is running, just not serving yet.
 		if st, ok := status.FromError(err); ok && strings.Contains(st.Message(), "is starting") {
@@ -285,11 +293,86 @@ func (a *app) serverFlag(cmd *cobra.Command, p *string) {
 	cmd.Flags().StringVar(p, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
 }
 
-// dial connects to server for one command.
-func dial(ctx context.Context, server string) (*client.Client, error) {
-	c, err := client.Dial(ctx, []string{server}, client.WithRetry(client.RetryPolicy{MaxElapsed: dialRetry}))
+// tlsFlags registers the TLS files every command shares: the server's own
+// certificate (shoal server) or the client's (every other command).
+func (a *app) tlsFlags(f *pflag.FlagSet) {
+	f.StringVar(&a.tls.CA, "tls-ca", a.getenv("SHOAL_TLS_CA"),
+		"PEM file of the CA that signs the cluster's certificates: turns on TLS (default from $SHOAL_TLS_CA)")
+	f.StringVar(&a.tls.Cert, "tls-cert", a.getenv("SHOAL_TLS_CERT"),
+		"PEM certificate presented to the other side: the node's for shoal server, a client certificate otherwise (default from $SHOAL_TLS_CERT)")
+	f.StringVar(&a.tls.Key, "tls-key", a.getenv("SHOAL_TLS_KEY"),
+		"PEM private key of --tls-cert (default from $SHOAL_TLS_KEY)")
+}
+
+// clientOptions are the client options every command dials with.
+func (a *app) clientOptions() ([]client.Option, error) {
+	if a.tls.IsZero() {
+		return nil, nil
+	}
+	cfg, err := a.tls.Client()
 	if err != nil {
-		return nil, unreachable(err, server)
+		return nil, usagef("%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")))
+	}
+	return []client.Option{client.WithTLS(cfg)}, nil
+}
+
+// dial connects to server for one command.
+func (a *app) dial(ctx context.Context, server string) (*client.Client, error) {
+	opts, err := a.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(ctx, []string{server}, append(opts, client.WithRetry(client.RetryPolicy{MaxElapsed: dialRetry}))...)
+	if err != nil {
+		return nil, a.unreachable(err, server)
 	}
 	return c, nil
+}
+
+// tlsTrouble explains a connection that failed in or for want of a TLS
+// handshake; "" when err is not such a failure.
+func (a *app) tlsTrouble(err error, server string) string {
+	msg := err.Error()
+	flags := "--tls-ca, --tls-cert and --tls-key (or $SHOAL_TLS_CA, $SHOAL_TLS_CERT and $SHOAL_TLS_KEY)"
+	switch {
+	case a.tls.IsZero() && strings.Contains(msg, "error reading server preface"):
+		return fmt.Sprintf("the server at %s closed the connection without answering; if it uses TLS, pass %s", server, flags)
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return fmt.Sprintf("the server at %s does not use TLS; leave out the --tls-* flags", server)
+	case strings.Contains(msg, "certificate required"), a.tls.Cert == "" && !a.tls.IsZero() && cutOff(msg):
+		// With TLS 1.3 the server refuses a client certificate after the
+		// client's handshake is done: the client may only see the
+		// connection end.
+		return fmt.Sprintf("the server at %s requires a client certificate; pass --tls-cert and --tls-key", server)
+	case strings.Contains(msg, "tls: unknown certificate authority"), strings.Contains(msg, "tls: bad certificate"),
+		a.tls.Cert != "" && cutOff(msg):
+		return fmt.Sprintf("the server at %s does not accept the client certificate (--tls-cert): check that the cluster's CA signed it", server)
+	case strings.Contains(msg, "x509: certificate signed by unknown authority"):
+		return fmt.Sprintf("the certificate of the server at %s is not signed by the CA in --tls-ca", server)
+	case strings.Contains(msg, "x509: certificate is valid for"), strings.Contains(msg, "doesn't contain any IP SANs"):
+		return fmt.Sprintf("the certificate of the server at %s does not name that address: %s", server, after(msg, "x509: "))
+	case strings.Contains(msg, "x509: "):
+		return fmt.Sprintf("the certificate of the server at %s was refused: %s", server, after(msg, "x509: "))
+	case strings.Contains(msg, "tls: "):
+		return fmt.Sprintf("the TLS handshake with %s failed: %s", server, after(msg, "tls: "))
+	}
+	return ""
+}
+
+// cutOff reports a connection that ended during or right after the handshake.
+func cutOff(msg string) bool {
+	for _, m := range []string{"broken pipe", "connection reset by peer", "error reading server preface: EOF"} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// after returns the part of s from sep on, without gRPC's closing quote.
+func after(s, sep string) string {
+	if i := strings.Index(s, sep); i >= 0 {
+		s = s[i:]
+	}
+	return strings.TrimSuffix(s, `"`)
 }

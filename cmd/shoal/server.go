@@ -61,6 +61,12 @@ SIGINT or SIGTERM stops it cleanly.`,
 				}
 				cfg.GossipKey = key
 			}
+			if !a.tls.IsZero() {
+				var err error
+				if cfg.ServerTLS, cfg.PeerTLS, err = a.tls.Server(); err != nil {
+					return usagef("%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")))
+				}
+			}
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", sentence(trimPrefixes(err.Error())))
 			}
@@ -231,6 +237,9 @@ in --data/node-I. Node I serves gRPC on 127.0.0.1:(7400+10I), gossip on
 the others join it. Ctrl-C stops every node.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !a.tls.IsZero() {
+				return usagef("shoal dev runs plaintext gRPC on loopback; leave out the --tls-* flags")
+			}
 			if nodes < 1 || nodes > maxDevNodes {
 				return usagef("--nodes must be 1 to %d (more would make the dev ports collide), got %d", maxDevNodes, nodes)
 			}

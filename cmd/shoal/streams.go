@@ -64,14 +64,14 @@ last event; a mismatch exits with code 3.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()
-			c, err := dial(ctx, server)
+			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			res, err := c.Append(ctx, stream, exp, ev)
 			if err != nil {
-				return unreachable(err, server)
+				return a.unreachable(err, server)
 			}
 			if asJSON {
 				return json.NewEncoder(a.stdout).Encode(map[string]any{
@@ -147,7 +147,7 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 				opts = append(opts, client.Stale())
 			}
 			ctx := cmd.Context()
-			c, err := dial(ctx, server)
+			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
@@ -159,9 +159,9 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 				if err != nil {
 					w.Flush()
 					if _, ok := leaderless(err); ok && !stale {
-						return &explainedError{code: exitError, msg: unreachable(err, server).Error() + "; --stale reads what a replica has"}
+						return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
 					}
-					return unreachable(err, server)
+					return a.unreachable(err, server)
 				}
 				if asJSON {
 					if err := enc.Encode(eventJSON(ev)); err != nil {
@@ -286,13 +286,13 @@ func (a *app) deleteCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()
-			c, err := dial(ctx, server)
+			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			if err := c.Delete(ctx, stream, exp, opts...); err != nil {
-				return unreachable(err, server)
+				return a.unreachable(err, server)
 			}
 			if tombstone {
 				_, err = fmt.Fprintf(a.stdout, "tombstoned %s: it is deleted permanently and the name can never be used again\n", stream)

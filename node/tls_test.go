@@ -1,0 +1,129 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/testcert"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/internal/tlsfiles"
+	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/ring"
+)
+
+// TestClusterTLS runs three nodes with mutual TLS: raft traffic, snapshots
+// and forwarded requests between them, and clients with a certificate from
+// the cluster's CA, work; a plaintext client, a client without a
+// certificate and a node of another CA are refused.
+func TestClusterTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	dir := t.TempDir()
+	ca := testcert.NewAuthority(t, dir)
+	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			placementConfig(cfg)
+			var err error
+			cfg.ServerTLS, cfg.PeerTLS, err = ca.Issue(t, fmt.Sprintf("n%d", i+1), "127.0.0.1").Server()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}})
+	// Every shard reaches three voters: learners were added, caught up and
+	// promoted over the TLS peer connections.
+	waitPlaced(t, c, "replication 3 over TLS", nil)
+
+	appCfg, err := ca.Issue(t, "app", "app.example").Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Plain gRPC to one node: appends to shards it does not lead are
+	// forwarded to their leaders over TLS.
+	conn, err := grpc.NewClient(c.Nodes[1].Addr(), append(grpcopt.DialOptions(),
+		grpc.WithTransportCredentials(credentials.NewTLS(appCfg)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sc := shoalv1.NewStreamsClient(conn)
+	forwarded := 0
+	led := map[uint32]bool{}
+	for _, g := range c.Nodes[1].Groups() {
+		if st := g.Status(); st.Leader == c.Nodes[1].ID() {
+			led[st.Shard] = true
+		}
+	}
+	for i := range 32 {
+		stream := fmt.Sprintf("tls-%d", i)
+		if !led[ring.ShardOf(stream, placementShards)] {
+			forwarded++
+		}
+		id := uuid.New()
+		if _, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: stream,
+			Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM},
+			Events:   []*shoalv1.EventData{{Id: id[:], Type: "T", Data: []byte("x")}}}); err != nil {
+			t.Fatalf("append %s through node 2: %v", stream, err)
+		}
+	}
+	if forwarded == 0 {
+		t.Fatal("no append was forwarded: the test proves nothing about forwarding over TLS")
+	}
+
+	// The Go client over TLS, reading what was written.
+	cl, err := client.Dial(ctx, []string{c.Nodes[0].Addr()}, client.WithTLS(appCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 32 {
+		evs, err := cl.ReadPage(ctx, fmt.Sprintf("tls-%d", i))
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("read tls-%d: %d events, %v", i, len(evs), err)
+		}
+	}
+
+	refused := func(what string, opts ...grpc.DialOption) {
+		t.Helper()
+		conn, err := grpc.NewClient(c.Nodes[0].Addr(), append(grpcopt.DialOptions(), opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		_, err = shoalv1.NewClusterClient(conn).Topology(cctx, &shoalv1.TopologyRequest{})
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("%s: Topology answered %v, want UNAVAILABLE", what, err)
+		}
+		t.Logf("%s: %v", what, err)
+	}
+	refused("plaintext client")
+	noCert, err := tlsfiles.Files{CA: ca.CAFile}.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("client without a certificate", grpc.WithTransportCredentials(credentials.NewTLS(noCert)))
+	other := testcert.NewAuthority(t, t.TempDir())
+	foreign := other.Issue(t, "intruder", "127.0.0.1")
+	foreign.CA = ca.CAFile
+	intruder, err := foreign.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("client with another CA's certificate", grpc.WithTransportCredentials(credentials.NewTLS(intruder)))
+}
