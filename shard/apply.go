@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"encoding/binary"
 	"errors"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -222,8 +223,9 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 	if v := checkExpected(c.Stream, c.Expected, m, found); v != nil {
 		return v, nil
 	}
+	kind := DeletionSoft
 	if c.Tombstone {
-		m.state = stateTombstoned
+		m.state, kind = stateTombstoned, DeletionTombstone
 	} else {
 		m.state = stateDeleted
 		m.start = m.last + 1
@@ -231,5 +233,36 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 	if err := s.putStream(b, c.Stream, m); err != nil {
 		return nil, err
 	}
-	return &DeleteResult{Position: s.meta.nextPosition}, nil
+	pos := s.meta.nextPosition
+	if s.pendFormat < Format2 {
+		return &DeleteResult{Position: pos}, nil
+	}
+	le := logEntry{stream: m.id, first: m.last, deletion: kind, time: c.Time}
+	s.keyBuf = s.keys.log(s.keyBuf[:0], pos)
+	s.valBuf = le.encode(s.valBuf[:0])
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return nil, err
+	}
+	s.meta.nextPosition++
+	if b == s.deferTo {
+		s.metaDirty = true
+	} else if err := s.writeMeta(b); err != nil {
+		return nil, err
+	}
+	return &DeleteResult{Position: pos}, nil
+}
+
+// applySetFormat raises the shard's format to c.Format (at most MaxFormat,
+// checked by Apply); a lower or equal format changes nothing.
+func (s *Shard) applySetFormat(b *pebble.Batch, c *SetFormatCommand) (any, error) {
+	if c.Format <= s.pendFormat {
+		return &FormatResult{Format: s.pendFormat}, nil
+	}
+	s.keyBuf = s.keys.format(s.keyBuf[:0])
+	s.valBuf = binary.BigEndian.AppendUint64(s.valBuf[:0], c.Format)
+	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+		return nil, err
+	}
+	s.pendFormat = c.Format
+	return &FormatResult{Format: c.Format}, nil
 }

@@ -55,7 +55,11 @@ type Event struct {
 	ContentType    string
 }
 
-// RecordedEvent is a stored event as returned by reads.
+// RecordedEvent is a stored event as returned by reads. In the shard log
+// (ReadLog) of a shard at Format2 or later it may instead be a delete of
+// Stream: Deletion says which, Version is the stream's last version at the
+// delete, Position and Created are the delete's, and the other fields are
+// empty.
 type RecordedEvent struct {
 	Stream         string
 	Version        uint64
@@ -65,6 +69,43 @@ type RecordedEvent struct {
 	Type           string
 	Data, Metadata []byte
 	ContentType    string
+	Deletion       Deletion
+}
+
+// Deletion tells a delete in the shard log from an event. Stored values:
+// append-only.
+type Deletion uint8
+
+const (
+	DeletionNone      Deletion = 0 // an event
+	DeletionSoft      Deletion = 1 // a soft delete: versions up to Version are hidden
+	DeletionTombstone Deletion = 2 // a tombstone: the stream is gone for good
+)
+
+// Shard formats: what a shard's state machine writes, raised for the whole
+// group by a SetFormatCommand in its log (so every replica changes at the
+// same entry). A shard without a stored format is at Format1.
+const (
+	// Format1: deletes take no position in the shard log.
+	Format1 uint64 = 1
+	// Format2: each delete takes a position in the shard log (ReadLog
+	// returns it as a RecordedEvent with Deletion set).
+	Format2 uint64 = 2
+	// MaxFormat is the highest format this version applies and reads.
+	MaxFormat = Format2
+)
+
+// SetFormatCommand raises the shard's format to Format (no effect when the
+// shard is at Format or later). The proposer must know that every replica
+// of the shard runs a version whose MaxFormat is at least Format.
+type SetFormatCommand struct {
+	Format uint64
+}
+
+// FormatResult is Apply's verdict for a SetFormatCommand: the shard's format
+// after it.
+type FormatResult struct {
+	Format uint64
 }
 
 // AppendCommand appends events to a stream. Time (unix nanos) is stamped by
@@ -95,17 +136,19 @@ type AppendResult struct {
 	Duplicate                                         bool
 }
 
-// DeleteResult is Apply's verdict for a successful delete. Position is the
-// shard's next position at the time of the delete: every event at a lower
-// position precedes the delete (a delete does not consume a position).
+// DeleteResult is Apply's verdict for a successful delete. Every event at a
+// lower position than Position precedes the delete. From Format2 on,
+// Position is the delete's own position in the shard log; before, a delete
+// took no position and Position is the next event's.
 type DeleteResult struct {
 	Position uint64
 }
 
 // Command type bytes: the first byte of every encoded command. Append-only.
 const (
-	cmdAppend byte = 1
-	cmdDelete byte = 2
+	cmdAppend    byte = 1
+	cmdDelete    byte = 2
+	cmdSetFormat byte = 3
 )
 
 // EncodeAppend encodes c for a raft entry (see the command table in doc.go).
@@ -151,8 +194,13 @@ func EncodeDelete(c *DeleteCommand) []byte {
 	return append(b, flags)
 }
 
-// DecodeCommand decodes an encoded command into *AppendCommand or
-// *DeleteCommand. Event Data and Metadata alias data. It never panics; bad
+// EncodeSetFormat encodes c for a raft entry.
+func EncodeSetFormat(c *SetFormatCommand) []byte {
+	return binary.AppendUvarint([]byte{cmdSetFormat}, c.Format)
+}
+
+// DecodeCommand decodes an encoded command into *AppendCommand,
+// *DeleteCommand or *SetFormatCommand. Event Data and Metadata alias data. It never panics; bad
 // input yields an *InvalidError for field "command". It does not validate
 // the command's contents (use ValidateAppend / ValidateDelete).
 func DecodeCommand(data []byte) (any, error) {
@@ -211,12 +259,24 @@ func DecodeCommand(data []byte) (any, error) {
 			return nil, errCommand("%d trailing bytes", len(d.b))
 		}
 		return c, nil
+	case cmdSetFormat:
+		c := &SetFormatCommand{Format: d.uvarint()}
+		if d.err != nil {
+			return nil, d.err
+		}
+		if len(d.b) != 0 {
+			return nil, errCommand("%d trailing bytes", len(d.b))
+		}
+		if c.Format < Format1 {
+			return nil, errCommand("format %d", c.Format)
+		}
+		return c, nil
 	}
 	return nil, errCommand("unknown command type %d", data[0])
 }
 
 func errCommand(format string, args ...any) error {
-	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete", format, args...)
+	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete/EncodeSetFormat", format, args...)
 }
 
 func appendString(b []byte, s string) []byte {

@@ -151,6 +151,10 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 			Time:      int64(a.uint(t, "time", 1000)),
 		}
 		return fmtResult(ts.apply(EncodeDelete(c))) + "\n"
+	case "set-format":
+		return fmtResult(ts.apply(EncodeSetFormat(&SetFormatCommand{Format: a.uint(t, "format", 0)}))) + "\n"
+	case "format":
+		return fmt.Sprintf("format=%d\n", ts.s.Format())
 	case "raw":
 		data, err := hex.DecodeString(strings.ReplaceAll(a["hex"], "_", ""))
 		if err != nil {

@@ -39,7 +39,7 @@
 // # Semantics
 //
 // Versions are dense per stream from 0; positions are dense per shard from 0,
-// one per event; a delete takes no position. Apply checks, in order:
+// one per event and, from Format2 on, one per delete (see Formats below). Apply checks, in order:
 // validation (*InvalidError), tombstone (ErrStreamDeleted), idempotency (all
 // IDs stored as a consecutive run of this stream in batch order: the original
 // result with Duplicate=true; some or misplaced: *IDConflictError), then the
@@ -63,12 +63,15 @@
 //	| 'S' | shard     | 'I' | event UUID (16)       | streamID(8) version(8) position(8)        |
 //	| 'S' | shard     | 'M' | streamID (8)          | stream name (bytes)                       |
 //	| 'S' | shard     | 'N' | stream name (bytes)   | stream record (below)                     |
+//	| 'S' | shard     | 'V' |                       | format (8); absent: Format1               |
 //	| 'S' | shard     | 'X' |                       | applied raft index (8)                    |
 //	| 'S' | shard     | 'Z' |                       | next position (8) next streamID (8)       |
 //	+-----+-----------+-----+-----------------------+-------------------------------------------+
 //
 // One 'A' entry covers one append: positions p..p+n-1 are versions
-// first..first+n-1 of the stream. Stream IDs come from a per-shard counter,
+// first..first+n-1 of the stream; from Format2 on, a delete's 'A' entry
+// (33 bytes) is streamID(8) last version(8) 0(8) kind(1: 1 soft, 2 tombstone)
+// time(8) and covers one position. Stream IDs come from a per-shard counter,
 // so event keys are 22 bytes whatever the stream name. 'R'|shard is reserved
 // for the replica's raft log; Span() covers 'S'|shard only.
 //
@@ -107,9 +110,23 @@
 //	        | uvarint n | n × ( id (16) | uvarint len, type | uvarint len, content type
 //	                          | uvarint len, data | uvarint len, metadata )
 //	delete: 0x02 | uvarint len, stream | kind (1) | uvarint version | time (8) | flags (1: bit 0 tombstone)
+//	format: 0x03 | uvarint format
 //
 // The leading type byte and ExpectedKind values are append-only. Varints must
 // be minimal and nothing may trail, so a command has exactly one encoding.
+//
+// # Formats
+//
+// What the state machine writes is versioned per shard, so that every
+// replica of a group changes at the same log entry and a group never mixes
+// versions that would write different state. A SetFormatCommand in the log
+// raises the format ('V' key; a snapshot carries it). Format1: deletes take
+// no position. Format2: each delete takes the next position and appears in
+// ReadLog. The proposer raises a shard's format only when every replica runs
+// a version that knows it (MaxFormat), and never places a replica on a node
+// that does not. Open refuses a shard above MaxFormat (no downgrade); a
+// SetFormatCommand above MaxFormat is a failure (ErrUnsupportedFormat), not
+// a verdict, so such a replica stops instead of diverging.
 //
 // # Performance notes
 //

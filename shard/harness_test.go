@@ -116,6 +116,8 @@ func fmtResult(res any) string {
 		return s
 	case *DeleteResult:
 		return fmt.Sprintf("ok pos=%d", r.Position)
+	case *FormatResult:
+		return fmt.Sprintf("ok format=%d", r.Format)
 	case error:
 		return "error: " + r.Error()
 	}
@@ -141,6 +143,14 @@ func idNum(id [16]byte) uint64 {
 
 func fmtEvent(ev *RecordedEvent, withStream bool) string {
 	var sb strings.Builder
+	if ev.Deletion != DeletionNone {
+		kind := map[Deletion]string{DeletionSoft: "soft-delete", DeletionTombstone: "tombstone"}[ev.Deletion]
+		fmt.Fprintf(&sb, "pos=%d %s %s@%d created=%d", ev.Position, kind, ev.Stream, ev.Version, ev.Created)
+		if ev.Type != "" || ev.Data != nil || ev.Metadata != nil || ev.ID != ([16]byte{}) {
+			fmt.Fprintf(&sb, " unexpected fields %+v", *ev)
+		}
+		return sb.String()
+	}
 	if withStream {
 		fmt.Fprintf(&sb, "pos=%d %s@%d", ev.Position, ev.Stream, ev.Version)
 	} else {

@@ -9,6 +9,7 @@ const (
 	tagID      byte = 'I' // S|shard|I|uuid             -> (streamID, version, position)
 	tagName    byte = 'M' // S|shard|M|streamID         -> stream name
 	tagStream  byte = 'N' // S|shard|N|name             -> stream state
+	tagFormat  byte = 'V' // S|shard|V                  -> format version (absent: Format1)
 	tagApplied byte = 'X' // S|shard|X                  -> applied raft index
 	tagMeta    byte = 'Z' // S|shard|Z                  -> shard meta (next position, next stream ID)
 )
@@ -84,6 +85,7 @@ func (k keys) stream(dst []byte, name string) []byte {
 
 func (k keys) applied(dst []byte) []byte { return k.appendTag(dst, tagApplied) }
 func (k keys) meta(dst []byte) []byte    { return k.appendTag(dst, tagMeta) }
+func (k keys) format(dst []byte) []byte  { return k.appendTag(dst, tagFormat) }
 
 // Stream states stored in the stream record. Append-only.
 const (
@@ -142,24 +144,55 @@ func (e *idEntry) decode(b []byte) error {
 }
 
 // logEntry is the value of S|shard|A|position: one append batch occupying
-// positions position..position+count-1 = versions first..first+count-1 of stream.
-type logEntry struct{ stream, first, count uint64 }
+// positions position..position+count-1 = versions first..first+count-1 of
+// stream, or (from Format2 on) one delete of stream occupying one position,
+// with first the stream's last version at the delete.
+type logEntry struct {
+	stream, first, count uint64
+	deletion             Deletion // DeletionNone for an append; then time is 0
+	time                 int64    // the delete's time (unix nanos)
+}
 
-const logEntryLen = 24
+const (
+	logEntryLen    = 24
+	deleteEntryLen = 24 + 1 + 8
+)
+
+// span is the number of positions e occupies.
+func (e *logEntry) span() uint64 {
+	if e.deletion != DeletionNone {
+		return 1
+	}
+	return e.count
+}
 
 func (e *logEntry) encode(dst []byte) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, e.stream)
 	dst = binary.BigEndian.AppendUint64(dst, e.first)
-	return binary.BigEndian.AppendUint64(dst, e.count)
+	dst = binary.BigEndian.AppendUint64(dst, e.count)
+	if e.deletion == DeletionNone {
+		return dst
+	}
+	dst = append(dst, byte(e.deletion))
+	return binary.BigEndian.AppendUint64(dst, uint64(e.time))
 }
 
 func (e *logEntry) decode(b []byte) error {
-	if len(b) != logEntryLen {
+	if len(b) != logEntryLen && len(b) != deleteEntryLen {
 		return errCorrupt("log record")
 	}
 	e.stream = binary.BigEndian.Uint64(b)
 	e.first = binary.BigEndian.Uint64(b[8:])
 	e.count = binary.BigEndian.Uint64(b[16:])
+	e.deletion, e.time = DeletionNone, 0
+	if len(b) == deleteEntryLen {
+		e.deletion = Deletion(b[24])
+		e.time = int64(binary.BigEndian.Uint64(b[25:]))
+		if e.count != 0 || (e.deletion != DeletionSoft && e.deletion != DeletionTombstone) {
+			return errCorrupt("log record of a delete")
+		}
+		return nil
+	}
 	if e.count == 0 {
 		return errCorrupt("log record")
 	}

@@ -14,7 +14,8 @@ type model struct {
 	streams map[string]*mStream
 	ids     map[[16]byte]mLoc
 	nextPos uint64
-	order   []mLoc // position -> event
+	order   []mLoc // position -> event or delete
+	format  uint64
 }
 
 type mStream struct {
@@ -32,12 +33,13 @@ type mEvent struct {
 }
 
 type mLoc struct {
-	stream  string
-	version uint64
+	stream   string
+	version  uint64
+	deletion Deletion
 }
 
 func newModel() *model {
-	return &model{streams: map[string]*mStream{}, ids: map[[16]byte]mLoc{}}
+	return &model{streams: map[string]*mStream{}, ids: map[[16]byte]mLoc{}, format: Format1}
 }
 
 func (m *model) apply(cmd any) any {
@@ -46,6 +48,9 @@ func (m *model) apply(cmd any) any {
 		return m.append(c)
 	case *DeleteCommand:
 		return m.delete(c)
+	case *SetFormatCommand:
+		m.format = max(m.format, c.Format)
+		return &FormatResult{Format: m.format}
 	}
 	panic("unknown command")
 }
@@ -123,8 +128,8 @@ func (m *model) append(c *AppendCommand) any {
 	for _, e := range c.Events {
 		v := uint64(len(st.events))
 		st.events = append(st.events, mEvent{id: e.ID, typ: e.Type, data: string(e.Data), pos: m.nextPos, created: c.Time})
-		m.ids[e.ID] = mLoc{c.Stream, v}
-		m.order = append(m.order, mLoc{c.Stream, v})
+		m.ids[e.ID] = mLoc{stream: c.Stream, version: v}
+		m.order = append(m.order, mLoc{stream: c.Stream, version: v})
 		m.nextPos++
 	}
 	res.LastVersion = uint64(len(st.events)) - 1
@@ -148,13 +153,19 @@ func (m *model) delete(c *DeleteCommand) any {
 	if !m.expectOK(st, c.Expected) {
 		return m.wev(c.Stream, st, c.Expected)
 	}
+	kind := DeletionSoft
 	if c.Tombstone {
-		st.state = stateTombstoned
+		st.state, kind = stateTombstoned, DeletionTombstone
 	} else {
 		st.state = stateDeleted
 		st.start = uint64(len(st.events))
 	}
-	return &DeleteResult{Position: m.nextPos}
+	res := &DeleteResult{Position: m.nextPos}
+	if m.format >= Format2 {
+		m.order = append(m.order, mLoc{stream: c.Stream, version: uint64(len(st.events)) - 1, deletion: kind})
+		m.nextPos++
+	}
+	return res
 }
 
 // check compares every stream and the shard log with the model.
@@ -203,7 +214,7 @@ func (m *model) check(t *testing.T, s *Shard) {
 		n := 0
 		next, err := s.ReadLog(pos, 3, func(ev *RecordedEvent) error {
 			want := m.order[ev.Position]
-			if ev.Position != pos+uint64(n) || ev.Stream != want.stream || ev.Version != want.version {
+			if ev.Position != pos+uint64(n) || ev.Stream != want.stream || ev.Version != want.version || ev.Deletion != want.deletion {
 				t.Fatalf("ReadLog at %d: got %s@%d pos %d, want %v", pos+uint64(n), ev.Stream, ev.Version, ev.Position, want)
 			}
 			n++
@@ -227,6 +238,9 @@ func (m *model) check(t *testing.T, s *Shard) {
 func randCommand(rng *rand.Rand, m *model, history [][]byte) []byte {
 	if len(history) > 0 && rng.IntN(8) == 0 {
 		return history[rng.IntN(len(history))] // a retry
+	}
+	if rng.IntN(300) == 0 {
+		return EncodeSetFormat(&SetFormatCommand{Format: 1 + uint64(rng.IntN(int(MaxFormat)))})
 	}
 	name := fmt.Sprintf("s%d", rng.IntN(16))
 	exp := Expected{Kind: ExpectedKind(rng.IntN(4))}
@@ -332,6 +346,8 @@ func verdictKind(res any) string {
 		return "append"
 	case *DeleteResult:
 		return "delete"
+	case *FormatResult:
+		return fmt.Sprintf("format %d", r.Format)
 	case *WrongExpectedVersionError:
 		return "wrong-version"
 	case *IDConflictError:

@@ -109,12 +109,14 @@ func (s *Shard) decodeEvent(it *pebble.Iterator, ev *RecordedEvent) error {
 	return decodeRecord(v, ev)
 }
 
-// ReadLog calls fn for up to count events (0 = all) of the shard log in
+// ReadLog calls fn for up to count entries (0 = all) of the shard log in
 // position order, starting at position from. It returns the position after
-// the last event fn accepted (from if none), and fn's error if fn stopped
+// the last entry fn accepted (from if none), and fn's error if fn stopped
 // the read. The log includes events of streams deleted later (it is the
-// shard's history; check StreamInfo to filter). Memory is bounded by one
-// event at a time plus the names of the streams seen.
+// shard's history; check StreamInfo to filter). From Format2 on it also
+// holds the deletes, each at its own position, as RecordedEvents with
+// Deletion set (see RecordedEvent); they count toward count. Memory is
+// bounded by one event at a time plus the names of the streams seen.
 func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next uint64, err error) {
 	if count == 0 {
 		count = math.MaxUint64
@@ -141,7 +143,7 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		if err := le.decode(lit.Value()); err != nil {
 			return next, err
 		}
-		valid = pos+le.count > from
+		valid = pos+le.span() > from
 	}
 	if !valid {
 		valid = lit.SeekGE(s.keys.log(nil, from))
@@ -164,6 +166,15 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 				return next, err
 			}
 			names[le.stream] = name
+		}
+		if le.deletion != DeletionNone {
+			ev := &RecordedEvent{Stream: name, Version: le.first, Position: pos, Created: le.time, Deletion: le.deletion}
+			if err := fn(ev); err != nil {
+				return next, err
+			}
+			delivered++
+			next = pos + 1
+			continue
 		}
 		skip := uint64(0)
 		if from > pos {

@@ -51,6 +51,14 @@ func (o *Options) ensureDefaults() {
 // (or Reload and retry). It is never a verdict to hand to a client.
 var ErrStorage = errors.New("shard: storage error during apply")
 
+// ErrUnsupportedFormat is returned by Open and Reload for a shard whose
+// stored format is above MaxFormat (its data was written by a later
+// version: downgrades are not supported), and wrapped by Apply's result for
+// a SetFormatCommand above MaxFormat. Like ErrStorage, Apply's is a failure
+// (ApplyFailure): the replica must stop rather than apply later entries in
+// a format it does not know.
+var ErrUnsupportedFormat = errors.New("shard: format not supported by this version")
+
 // Shard is the deterministic state machine of one shard over a key prefix of
 // a shared Pebble DB. Reads (ReadStream, ReadLog, StreamInfo, LastPosition,
 // Applied, Span, ID) are safe for concurrent use. Apply, SetApplied,
@@ -67,6 +75,7 @@ type Shard struct {
 	pending    map[string]streamMeta // streams changed by applies not yet Committed
 	cache      map[string]streamMeta // streams as of the last commit (bounded)
 	meta       shardMeta             // includes uncommitted applies
+	pendFormat uint64                // format including uncommitted applies
 	pendApply  uint64                // applied index including uncommitted applies
 	ids        *hashFilter           // superset of the stored event IDs; nil while build runs
 	names      *hashFilter           // superset of the stored stream names; nil while build runs
@@ -87,6 +96,7 @@ type Shard struct {
 	// As of the last Committed (or Open/Reload); read by any goroutine.
 	applied atomic.Uint64
 	nextPos atomic.Uint64
+	format  atomic.Uint64
 }
 
 // Open returns the shard with the given id over db, loading the applied
@@ -117,6 +127,10 @@ func (s *Shard) Applied() uint64 { return s.applied.Load() }
 // Committed (0 when the shard log is empty).
 func (s *Shard) LastPosition() uint64 { return s.nextPos.Load() }
 
+// Format returns the shard's format (Format1, Format2, ...) as of the last
+// Committed.
+func (s *Shard) Format() uint64 { return s.format.Load() }
+
 // Reload drops every cache and re-reads the shard's state from the DB. Call
 // it after the keyspace was replaced (snapshot) or after a batch holding
 // applies was discarded. Apply-goroutine only.
@@ -129,6 +143,17 @@ func (s *Shard) Reload() error {
 	applied, err := s.getUint64(s.keys.applied(nil))
 	if err != nil {
 		return err
+	}
+	format, err := s.getUint64(s.keys.format(nil))
+	if err != nil {
+		return err
+	}
+	if format == 0 {
+		format = Format1
+	}
+	if format > MaxFormat {
+		return fmt.Errorf("%w: shard %d is at format %d, this version knows up to %d "+
+			"(it was written by a later version; run that version or a later one)", ErrUnsupportedFormat, s.id, format, MaxFormat)
 	}
 	var m shardMeta
 	v, closer, err := s.db.Get(s.keys.meta(nil))
@@ -151,9 +176,11 @@ func (s *Shard) Reload() error {
 	s.cache = make(map[string]streamMeta)
 	s.meta = m
 	s.pendApply = applied
+	s.pendFormat = format
 	s.applied.Store(applied)
 	s.nextPos.Store(m.nextPosition)
-	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied,
+	s.format.Store(format)
+	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied, "format", format,
 		"positions", m.nextPosition, "streams", m.nextStreamID,
 		"took", time.Since(start))
 	return nil
@@ -176,10 +203,10 @@ func (s *Shard) getUint64(key []byte) (uint64, error) {
 
 // Apply applies one committed raft entry (data at index) into b, an indexed
 // batch, and records index as applied in b. It returns *AppendResult,
-// *DeleteResult or a verdict error (ErrStreamNotFound, ErrStreamDeleted,
+// *DeleteResult, *FormatResult or a verdict error (ErrStreamNotFound, ErrStreamDeleted,
 // *WrongExpectedVersionError, *IDConflictError, *InvalidError). A refused
 // command writes nothing but the applied index. An error wrapping ErrStorage
-// is not a verdict: see ErrStorage.
+// or ErrUnsupportedFormat is not a verdict: see ErrStorage.
 func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 	cmd, err := DecodeCommand(data)
 	var res any
@@ -191,6 +218,12 @@ func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 			res, err = s.applyAppend(b, c)
 		case *DeleteCommand:
 			res, err = s.applyDelete(b, c)
+		case *SetFormatCommand:
+			if c.Format > MaxFormat {
+				return fmt.Errorf("%w: entry %d raises shard %d to format %d, this version knows up to %d "+
+					"(upgrade this node)", ErrUnsupportedFormat, index, s.id, c.Format, MaxFormat)
+			}
+			res, err = s.applySetFormat(b, c)
 		}
 		if err != nil {
 			return fmt.Errorf("%w: entry %d: %w", ErrStorage, index, err)
@@ -203,10 +236,10 @@ func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 	return res
 }
 
-// ApplyFailure returns result when it is an error wrapping ErrStorage (a failure, not a verdict),
-// else nil. It implements replica.ApplyFailer.
+// ApplyFailure returns result when it is an error wrapping ErrStorage or ErrUnsupportedFormat
+// (a failure, not a verdict), else nil. It implements replica.ApplyFailer.
 func (s *Shard) ApplyFailure(result any) error {
-	if err, ok := result.(error); ok && errors.Is(err, ErrStorage) {
+	if err, ok := result.(error); ok && (errors.Is(err, ErrStorage) || errors.Is(err, ErrUnsupportedFormat)) {
 		return err
 	}
 	return nil
@@ -291,6 +324,7 @@ func (s *Shard) Committed() {
 	clear(s.pending)
 	s.applied.Store(s.pendApply)
 	s.nextPos.Store(s.meta.nextPosition)
+	s.format.Store(s.pendFormat)
 }
 
 // lookup returns the stream's metadata as seen through b.
