@@ -297,6 +297,66 @@ func TestReplicatedShardQuorumLoss(t *testing.T) {
 	}
 }
 
+// TestLeaderlessShards: a shard that lost its quorum is led by no node, so the placement gauges,
+// which leaders report, miss it; each of its replicas counts it in shoal_leaderless_shards
+// (and shoal_shard_leaderless) instead, and stops once a leader is back.
+func TestLeaderlessShards(t *testing.T) {
+	const shards = 2
+	c, regs := startReplicatedCluster(t, shards, nil)
+	// leaderless returns node i's shoal_leaderless_shards and its shards whose
+	// shoal_shard_leaderless is 1.
+	leaderless := func(reg *prometheus.Registry) (float64, []string) {
+		regs := []*prometheus.Registry{reg}
+		var per []string
+		for _, m := range gatherSeries(t, regs, "shoal_shard_leaderless") {
+			if m.GetGauge().GetValue() == 1 {
+				per = append(per, m.GetLabel()[0].GetValue())
+			}
+		}
+		return metricSum(t, regs, "shoal_leaderless_shards", ""), per
+	}
+	none := func(regs ...*prometheus.Registry) func() string {
+		return func() string {
+			for i, r := range regs {
+				if n, per := leaderless(r); n != 0 || len(per) != 0 {
+					return fmt.Sprintf("registry %d: %v leaderless shards %v", i, n, per)
+				}
+			}
+			return ""
+		}
+	}
+	testnode.WaitFor(t, 10*time.Second, "no leaderless shard while every shard has its quorum", none(regs...))
+
+	// Every shard has its three voters on the three nodes: stopping two loses every quorum.
+	c.Stop(t, 1)
+	c.Stop(t, 2)
+	testnode.WaitFor(t, 30*time.Second, "the survivor counts every shard leaderless", func() string {
+		if n, per := leaderless(regs[0]); n != shards || len(per) != shards {
+			return fmt.Sprintf("%v leaderless shards %v, want %d", n, per, shards)
+		}
+		return ""
+	})
+	if led := c.Shards(); len(led) != 0 {
+		t.Fatalf("shards without quorum have a leader: %v", led)
+	}
+
+	// Back with their data, the two nodes restore every quorum.
+	back := []*prometheus.Registry{regs[0]}
+	for _, i := range []int{1, 2} {
+		cfg := c.Configs[i]
+		cfg.Registry = prometheus.NewRegistry()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		n, err := node.Start(ctx, cfg)
+		cancel()
+		if err != nil {
+			t.Fatalf("restarting n%d: %v", i+1, err)
+		}
+		t.Cleanup(func() { n.Close() })
+		back = append(back, cfg.Registry)
+	}
+	testnode.WaitFor(t, 30*time.Second, "no leaderless shard once the quorums are back", none(back...))
+}
+
 func TestJoinTimeout(t *testing.T) {
 	// The seed is a gossip member that never joined a cluster (no cluster ID).
 	seedAddr := testnode.FreeGossipAddr(t)

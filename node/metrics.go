@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -71,7 +72,19 @@ var (
 		"1 when the shard has fewer voters than the replication factor, or (zones configured) voters in fewer zones than it.", []string{"shard"}, nil)
 	descApplied = prometheus.NewDesc("shoal_shard_applied_index",
 		"Last raft index applied by this node's replica.", []string{"shard"}, nil)
+	descLeaderless = prometheus.NewDesc("shoal_shard_leaderless",
+		"1 when this node's replica of the shard has known no leader for longer than an election can take (three raft election timeouts): the shard lost its quorum, or this replica is cut off from it.", []string{"shard"}, nil)
+	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
+		"Shards of which this node's replica has known no leader for longer than an election can take (shoal_shard_leaderless summed). Such a shard is led by no node, so the placement gauges miss it; every replica of it counts it.", nil, nil)
 )
+
+// leaderlessAfter returns how long a replica must know no leader before the metrics count its
+// shard leaderless: three raft election timeouts (1.5 s at the default tick). A follower
+// forgets its leader when its own timeout expires and it campaigns; an election whose vote
+// splits runs again after one to two timeouts. So a normal election does not show, while a
+// shard that lost its quorum shows within seconds (a leader cut off steps down after one
+// timeout, by CheckQuorum; an idle group's follower gives up its leader on a quiesce lapse).
+func leaderlessAfter(electionTimeout time.Duration) time.Duration { return 3 * electionTimeout }
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLeaderKnown
@@ -79,6 +92,8 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descVoters
 	ch <- descUnder
 	ch <- descApplied
+	ch <- descLeaderless
+	ch <- descLeaderlessShards
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
@@ -94,13 +109,24 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return 0
 	}
+	after := leaderlessAfter(n.host.ElectionTimeout())
+	leaderless := 0
 	for _, g := range n.host.Groups() {
 		st := g.Status()
 		l := fmt.Sprint(st.Shard)
+		// A removed replica hears from no leader again, rightly: it is no longer part of the
+		// shard (placement deletes it).
+		d, ok := g.Leaderless()
+		lost := ok && d > after && !st.Removed
+		if lost {
+			leaderless++
+		}
+		ch <- prometheus.MustNewConstMetric(descLeaderless, prometheus.GaugeValue, b(lost), l)
 		ch <- prometheus.MustNewConstMetric(descLeaderKnown, prometheus.GaugeValue, b(st.Leader != 0), l)
 		ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, b(st.Leader == n.ID()), l)
 		ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, float64(len(st.Voters)), l)
 		ch <- prometheus.MustNewConstMetric(descUnder, prometheus.GaugeValue, b(underReplicated(st.Voters, repl, zones)), l)
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
 	}
+	ch <- prometheus.MustNewConstMetric(descLeaderlessShards, prometheus.GaugeValue, float64(leaderless))
 }

@@ -27,7 +27,10 @@ const (
 	MaxPipelineInFlight = 4096
 )
 
-var errPipelineDrained = status.Error(codes.Unavailable, "node is shutting down: append pipeline closed")
+// errPipelineDrained answers the items that arrive while the node shuts down, and ends the
+// stream then. Its message holds shuttingDownMsg, so clients take it for a refusal before
+// anything ran (client mayHaveApplied, refusedUnapplied) and retry elsewhere.
+var errPipelineDrained = status.Error(codes.Unavailable, shuttingDownMsg+": append pipeline closed")
 
 // AppendPipeline serves many independent appends over one stream: each item
 // runs as its own Append (with its own deadline, cancellable by the client)
@@ -35,7 +38,12 @@ var errPipelineDrained = status.Error(codes.Unavailable, "node is shutting down:
 // one message. When the client closes its side, or the node starts shutting
 // down, the items already started finish and are answered before the stream
 // ends; an item that arrives while the node shuts down is answered
-// Unavailable.
+// errPipelineDrained. Every item read from the stream is answered on it: once
+// the sender has sent its last answer, the receiver reads no further item
+// (pipeline.ended). An item still in flight from the client then is failed by
+// the stream's end status, errPipelineDrained too: nothing ran it. (The
+// stream cannot stay open for it: only the client can end the reading side,
+// and the client keeps it open while it has appends to send.)
 func (s *streamsServer) AppendPipeline(stream grpc.BidiStreamingServer[shoalv1.AppendBatch, shoalv1.AppendResults]) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -86,7 +94,8 @@ type pipeline struct {
 	items  sync.WaitGroup
 
 	mu       sync.Mutex
-	draining bool                          // start no more items
+	draining bool                          // start no more items: answer them errPipelineDrained
+	ended    bool                          // the sender sent its last answer: read no more items
 	cancels  map[uint64]context.CancelFunc // items running, by ID
 }
 
@@ -119,9 +128,16 @@ func (p *pipeline) receive() error {
 				return p.ctx.Err()
 			}
 			p.mu.Lock()
-			if p.draining {
+			switch {
+			case p.ended:
+				// No answer can leave any more: leave this item and the rest of the batch to
+				// the stream's end status, errPipelineDrained.
 				p.mu.Unlock()
+				return errPipelineDrained
+			case p.draining:
+				// Queued under mu, so that the sender's last look at out (finished) sees it.
 				p.out <- itemResult(it.Id, nil, errPipelineDrained)
+				p.mu.Unlock()
 				continue
 			}
 			ictx, cancel := p.itemContext(it)
@@ -193,7 +209,7 @@ func (p *pipeline) send() error {
 			}
 		}
 		if len(msg.Results) == 0 {
-			if finishing {
+			if finishing && p.finished() {
 				return nil
 			}
 			continue
@@ -203,6 +219,23 @@ func (p *pipeline) send() error {
 			return err
 		}
 	}
+}
+
+// finished reports whether out is empty once every started item has answered,
+// and then marks the pipeline ended, so that the receiver reads no further
+// item: the sender's last look at out. The receiver queues its refusals under
+// mu, so none is left behind unsent.
+func (p *pipeline) finished() bool {
+	if f := p.s.pipelineFinishing.Load(); f != nil {
+		(*f)(p)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.out) > 0 {
+		return false
+	}
+	p.ended = true
+	return true
 }
 
 // itemResult is the answer to item id: resp, or err as the status Append

@@ -287,3 +287,77 @@ func TestAppendPipelineDrainsOnClose(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 }
+
+// TestAppendPipelineAnswersItemsReadWhileDraining checks that an item read
+// while the node shuts down is answered on the stream, even when it arrives
+// as the sender is about to send its last answer: answered Unavailable with
+// the shutting-down message, which clients take for a refusal before
+// anything ran, as they take the stream's end status.
+func TestAppendPipelineAnswersItemsReadWhileDraining(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	started, release := blockPipeline(n)
+	st := openPipeline(t, n)
+	req := &shoalv1.AppendRequest{Stream: "late", Events: events("A")}
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	// When the finishing sender first finds nothing to send (item 1's answer
+	// has left), item 2 arrives, and the receiver reads it before the
+	// sender's last look.
+	var once sync.Once
+	late := make(chan error, 1)
+	hook := func(p *pipeline) {
+		once.Do(func() {
+			if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 2, Request: req}}}); err != nil {
+				late <- err
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for len(p.out) == 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if len(p.out) == 0 {
+				late <- errors.New("the receiver did not answer item 2")
+				return
+			}
+			late <- nil
+		})
+	}
+	n.streams.pipelineFinishing.Store(&hook)
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	<-n.Done()
+	close(release)
+	got := map[uint64]*shoalv1.AppendItemResult{}
+	var end error
+	for end == nil {
+		var m *shoalv1.AppendResults
+		if m, end = st.Recv(); end == nil {
+			for _, r := range m.Results {
+				got[r.Id] = r
+			}
+		}
+	}
+	if err := <-late; err != nil {
+		t.Fatalf("sending item 2 while the pipeline drains: %v", err)
+	}
+	if r := got[1]; r.GetResponse().GetLastVersion() != 7 {
+		t.Errorf("item started before the close: %v", r)
+	}
+	r, ok := got[2]
+	if !ok {
+		t.Fatalf("item 2, read while the pipeline drained, was not answered (stream ended with %v)", end)
+	}
+	for what, err := range map[string]error{"item 2's answer": r.GetError().Err(), "the stream's end": end} {
+		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), shuttingDownMsg) {
+			t.Errorf("%s: %v, want Unavailable saying %q", what, err, shuttingDownMsg)
+		}
+		if mayHaveArrived(err) {
+			t.Errorf("%s (%v) is taken for an outcome unknown, not for a refusal", what, err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}

@@ -377,7 +377,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		}, []string{"kind"}),
 		under: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_under_replicated_shards",
-			Help: "Shards led by this node with fewer voters than the replication factor (summed over nodes: the cluster's).",
+			Help: "Shards led by this node with fewer voters than the replication factor (summed over nodes: the cluster's). A shard that lost its quorum has no leader and is not counted: see shoal_leaderless_shards.",
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_pending_shards",

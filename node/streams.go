@@ -33,6 +33,9 @@ type streamsServer struct {
 	// pipelineAppend, when set by a test, runs each AppendPipeline item
 	// instead of Append.
 	pipelineAppend atomic.Pointer[pipelineAppendFunc]
+	// pipelineFinishing, when set by a test, runs each time a finishing
+	// AppendPipeline sender found no answer to send, before its last look.
+	pipelineFinishing atomic.Pointer[func(*pipeline)]
 }
 
 type pipelineAppendFunc func(context.Context, *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error)

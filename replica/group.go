@@ -55,6 +55,9 @@ type Group struct {
 	leader   atomic.Uint64 // known leader, 0 = unknown
 	isLeader atomic.Bool
 	removed  atomic.Bool
+	// leaderless: monotonic stamp (monoStamp) of when this replica last lost sight of a leader
+	// (it was opened, or raft forgot the leader); 0 while it knows one.
+	leaderless atomic.Int64
 	// contact and current: monotonic stamps (monoStamp) of the last message stepped from the
 	// group's leader in its term, and of the last such message whose commit index this replica
 	// had applied (freshness.go); 0: none since the replica was opened.
@@ -181,6 +184,15 @@ func (g *Group) IsLeader() bool { return g.isLeader.Load() }
 
 // Leader returns the known leader's ID (0 = unknown).
 func (g *Group) Leader() uint64 { return g.leader.Load() }
+
+// Leaderless returns how long this replica has known no leader of its group (since it was
+// opened, or since raft last forgot the leader), and false while it knows one. A follower forgets
+// its leader when its election timeout expires and it campaigns, a leader when CheckQuorum
+// makes it step down. A quiesced follower keeps its leader until it lapses (doc.go,
+// "Quiescence"), and a learner, which never campaigns, until another leader reaches it.
+func (g *Group) Leaderless() (time.Duration, bool) {
+	return sinceStamp(g.leaderless.Load())
+}
 
 func (g *Group) notLeader() error { return &NotLeaderError{Shard: g.shard, Leader: g.leader.Load()} }
 

@@ -150,6 +150,12 @@ func NewHost(cfg Config) (*Host, error) {
 // Metrics returns the host's instruments.
 func (h *Host) Metrics() *Metrics { return h.metrics }
 
+// ElectionTimeout returns raft's election timeout, Config.ElectionTicks ticks of
+// Config.TickInterval. raft draws each follower's actual timeout between one and two of it.
+func (h *Host) ElectionTimeout() time.Duration {
+	return time.Duration(h.cfg.ElectionTicks) * h.cfg.TickInterval
+}
+
 // Close stops the loop; pending proposals, reads and membership calls fail with ErrStopped.
 // It waits for WriteSnapshot calls in flight (they abort promptly). The DB stays open.
 func (h *Host) Close() error {
@@ -411,6 +417,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 	g := &Group{h: h, shard: shard, sm: sm, rn: rn, st: st, waiters: make(map[uint64]*waiter),
 		leaderContact: time.Now(), awakeTicks: h.cfg.ElectionTicks + 1}
 	g.failer, _ = sm.(ApplyFailer)
+	g.leaderless.Store(monoStamp(time.Now()))
 	if st.isEmpty() && len(bootstrap) > 0 {
 		peers := make([]raft.Peer, len(bootstrap))
 		for i, id := range bootstrap {

@@ -521,7 +521,10 @@ func (g *Group) observe(rd raft.Ready) {
 	if lead := bs.Lead; lead != g.leader.Load() {
 		g.leader.Store(lead)
 		if lead != 0 {
+			g.leaderless.Store(0)
 			g.h.metrics.LeaderChanges.Inc()
+		} else {
+			g.leaderless.Store(monoStamp(time.Now()))
 		}
 	}
 	g.state = bs.RaftState

@@ -635,3 +635,42 @@ func TestSinceCurrent(t *testing.T) {
 		return nil
 	})
 }
+
+// Leaderless says how long a replica has known no leader: from its opening until it learns one,
+// and, once its group has lost its quorum, from when raft forgot the leader (a follower
+// campaigning, a leader stepping down by CheckQuorum) until it hears from one again.
+func TestLeaderless(t *testing.T) {
+	const shard = 8
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.leader(shard)
+	c.propose(shard, "a")
+	knowLeader := func(ids ...uint64) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			for _, id := range ids {
+				if d, ok := c.group(id, shard).Leaderless(); ok {
+					return fmt.Errorf("replica %d has known no leader for %v", id, d)
+				}
+			}
+			return nil
+		})
+	}
+	knowLeader(1, 2, 3)
+	// Two of three cut off: no replica has a leader any longer, and the time without one grows.
+	c.net.isolate(2, true)
+	c.net.isolate(3, true)
+	for id := uint64(1); id <= 3; id++ {
+		g := c.group(id, shard)
+		eventually(t, 10*time.Second, func() error {
+			if d, ok := g.Leaderless(); !ok || d < 500*time.Millisecond {
+				return fmt.Errorf("replica %d without quorum: Leaderless = %v, %v", id, d, ok)
+			}
+			return nil
+		})
+	}
+	c.net.isolate(2, false)
+	c.net.isolate(3, false)
+	c.leader(shard)
+	knowLeader(1, 2, 3)
+}
