@@ -206,10 +206,11 @@ type readOptions struct {
 	stale    bool
 	bounded  bool          // MaxStaleness was given
 	maxStale time.Duration // its bound
+	deletes  bool          // IncludeDeletes was given
 }
 
-// ReadOption configures Read, ReadPage and (Linearizable, Stale and MaxStaleness only)
-// ReadShard.
+// ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness and
+// IncludeDeletes only) ReadShard.
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -234,6 +235,14 @@ func Count(n uint64) ReadOption { return func(o *readOptions) { o.count = n } }
 func Linearizable() ReadOption {
 	return func(o *readOptions) { o.stale, o.bounded, o.maxStale = false, false, 0 }
 }
+
+// IncludeDeletes makes ReadShard return the deletes of the shard's streams, at
+// their positions in the shard log, as RecordedEvents with Deletion set (a
+// projection that must forget deleted streams wants them). Without it they
+// are skipped. Deletes take positions from the shard's format 2 on (ShardInfo's
+// Format in the topology); deletes made before, or read from servers that
+// predate format 2, are not returned. Read and ReadPage ignore it.
+func IncludeDeletes() ReadOption { return func(o *readOptions) { o.deletes = true } }
 
 // Stale lets any replica of the shard serve the read; it may lag the leader.
 // Without MaxStaleness there is no bound: a replica cut off from its group

@@ -207,9 +207,12 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption
 
 // ReadShard returns the events of one shard's log (every stream of the
 // shard) in position order, starting at position from; count 0 reads to the
-// log's current end. It pages and resumes like Read. Of opts only Stale and
-// MaxStaleness apply. Projections use it with a checkpoint of next positions per shard;
-// see Shards for the shard count.
+// log's current end, else at most count positions are read. It pages and
+// resumes like Read. Of opts only Linearizable, Stale, MaxStaleness and
+// IncludeDeletes apply. Without IncludeDeletes the deletes' positions are
+// skipped, so fewer than count events may come back before the end.
+// Projections use it with a checkpoint of next positions per shard; see
+// Shards for the shard count.
 func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
 	o := readOptions{stale: c.opts.staleReads}
 	for _, opt := range opts {
@@ -221,7 +224,8 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 			yield(RecordedEvent{}, err)
 			return
 		}
-		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale, MaxStalenessMs: maxStale}
+		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale,
+			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes}
 		stopped := false
 		err = c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
@@ -244,20 +248,24 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				w.answer()
 				// Resume at the page's next position (a server error can
 				// only come between pages); fall back to the last event's.
+				prev := req.FromPosition
 				if next := page.GetNextPosition(); next > req.FromPosition {
 					req.FromPosition = next
 				} else if evs := page.GetEvents(); len(evs) > 0 {
 					req.FromPosition = max(req.FromPosition, evs[len(evs)-1].GetPosition()+1)
 				}
 				for _, pe := range page.GetEvents() {
-					ev := recordedFromProto(pe)
 					progress = true
-					end := false
-					if req.Count > 0 {
-						req.Count--
-						end = req.Count == 0
+					if !yield(recordedFromProto(pe), nil) {
+						stopped = true
+						return progress, nil
 					}
-					if !yield(ev, nil) || end {
+				}
+				// The page took the positions up to its next one, skipped deletes included.
+				if req.Count > 0 {
+					if read := req.FromPosition - prev; read < req.Count {
+						req.Count -= read
+					} else {
 						stopped = true
 						return progress, nil
 					}

@@ -92,6 +92,32 @@ type RecordedEvent struct {
 	Metadata    []byte
 	ContentType string
 	Created     time.Time // commit time stamped by the shard's leader
+	// Deletion is set only by ReadShard with IncludeDeletes: this entry of the
+	// shard log is a delete of Stream, Version is the stream's last version at
+	// the delete, Created the delete's time, and ID, Type, Data, Metadata and
+	// ContentType are empty.
+	Deletion Deletion
+}
+
+// Deletion tells a delete in a shard log from an event.
+type Deletion uint8
+
+const (
+	NotDeleted  Deletion = 0 // an event
+	SoftDeleted Deletion = 1 // a soft delete: the stream's versions up to Version are hidden
+	Tombstoned  Deletion = 2 // a tombstone: the stream is gone for good
+)
+
+func (d Deletion) String() string {
+	switch d {
+	case NotDeleted:
+		return "event"
+	case SoftDeleted:
+		return "soft delete"
+	case Tombstoned:
+		return "tombstone"
+	}
+	return "deletion(" + strconv.Itoa(int(d)) + ")"
 }
 
 // AppendResult describes an acknowledged append.
@@ -123,6 +149,9 @@ func recordedFromProto(p *shoalv1.RecordedEvent) RecordedEvent {
 	}
 	if ns := p.GetCreatedUnixNano(); ns != 0 {
 		ev.Created = time.Unix(0, ns)
+	}
+	if d := p.GetDeletion(); d != shoalv1.Deletion_DELETION_NONE {
+		ev.Deletion, ev.ID = Deletion(d), uuid.UUID{}
 	}
 	return ev
 }

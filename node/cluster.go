@@ -104,7 +104,7 @@ func (n *Node) localTopology() *shoalv1.TopologyResponse {
 			UnderReplicated: underReplicated(st.Voters, repl, zones), Unavailable: st.Leader == 0, Applied: st.Applied,
 		}
 		if sm, _, ok := n.shardSM(st.Shard); ok {
-			si.LastPosition = sm.LastPosition()
+			si.LastPosition, si.Format = sm.LastPosition(), sm.Format()
 		}
 		self.Replicas++
 		if st.Leader == n.ID() {

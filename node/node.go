@@ -262,6 +262,7 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		HTTPAddr:        n.httpAddr,
 		Version:         buildinfo.Version,
 		Decommissioning: n.dir.decommissioning(),
+		ShardFormat:     shard.MaxFormat,
 	}
 	if s := n.settings.Load(); s != nil {
 		meta.ClusterID, meta.Shards, meta.Replication = s.ClusterID, s.Shards, s.Replication

@@ -53,6 +53,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
 )
 
 // DefaultPlacementInterval is the placement loop's default period.
@@ -91,9 +92,10 @@ const (
 	stepPromote
 	stepRemove
 	stepTransfer
+	stepRaiseFormat
 )
 
-var stepKindNames = [...]string{"none", "add_learner", "promote", "remove", "transfer"}
+var stepKindNames = [...]string{"none", "add_learner", "promote", "remove", "transfer", "raise_format"}
 
 func (k stepKind) String() string {
 	if int(k) < len(stepKindNames) {
@@ -106,6 +108,7 @@ func (k stepKind) String() string {
 type placementStep struct {
 	Kind   stepKind
 	Node   uint64 // the member added, promoted, removed, or the new leader
+	Format uint64 // the shard format raised to (stepRaiseFormat)
 	Reason string // for logs and tests
 	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
 	// waits for a node to join).
@@ -129,6 +132,9 @@ type peerState struct {
 	// from at the last look. It is not promoted: a replica that acknowledged
 	// entries and then stopped answering must not become a voter.
 	Unsettled bool
+	// ShardFormat is the highest shard format the member's version applies, from gossip;
+	// 0 from versions that predate it (they apply shard.Format1 only).
+	ShardFormat uint64
 }
 
 // placementInput is everything decidePlacement looks at. It is a value so
@@ -150,6 +156,42 @@ type placementInput struct {
 	// Replication is the cluster's replication factor: an extra voter that is not gone is not
 	// removed while that would leave fewer voters (see decidePlacement).
 	Replication int
+	// Format is the shard's format as this node applied it (0 reads as shard.Format1).
+	Format uint64
+}
+
+// formatOf is the highest shard format member id's version applies.
+func (in placementInput) formatOf(id uint64) uint64 {
+	if id == in.Self {
+		return shard.MaxFormat
+	}
+	return max(in.Peers[id].ShardFormat, shard.Format1)
+}
+
+// logApplied reports that this leader has applied everything in its log, so no configuration
+// change and no format raise is pending: one decided now sees every member the shard has or
+// is getting, and the shard's format as it stands.
+func (in placementInput) logApplied() bool {
+	return in.Status.Progress[in.Self].Match <= in.Status.Applied
+}
+
+// decideFormat returns the shard format to raise the shard this node leads to, or 0. A format
+// is raised once every member of the shard (voters and learners) is alive in gossip and runs a
+// version that applies it, and nothing is pending in the log; decidePlacement adds no replica
+// on a node that could not apply the shard's format. A member whose node later starts an older
+// version stops at the raise (shard.ErrUnsupportedFormat) rather than diverge; downgrades are
+// not supported.
+func decideFormat(in placementInput) uint64 {
+	st := in.Status
+	if st.Leader != in.Self || st.Progress == nil || max(in.Format, shard.Format1) >= shard.MaxFormat || !in.logApplied() {
+		return 0
+	}
+	for _, id := range slices.Concat(st.Voters, st.Learners) {
+		if id != in.Self && (!in.Peers[id].Alive || in.formatOf(id) < shard.MaxFormat) {
+			return 0
+		}
+	}
+	return shard.MaxFormat
 }
 
 // decidePlacement returns the one step to take for a shard this node leads
@@ -183,11 +225,19 @@ func decidePlacement(in placementInput) placementStep {
 		return in.Peers[id].Alive && st.Progress[id].RecentActive
 	}
 
-	// 2. Add missing target members as learners.
+	// 2. Add missing target members as learners, on nodes that apply the shard's format. A node
+	// of an older version is added only while nothing is pending in the log, which could be a
+	// format raise (decideFormat).
+	format := max(in.Format, shard.Format1)
 	for _, id := range in.Target {
-		if p := in.Peers[id]; !isVoter(id) && !isLearner(id) && p.Alive && !p.Gone && !p.RecentlyRemoved {
-			return placementStep{Kind: stepAddLearner, Node: id, Reason: "target member without a replica"}
+		p := in.Peers[id]
+		if isVoter(id) || isLearner(id) || !p.Alive || p.Gone || p.RecentlyRemoved {
+			continue
 		}
+		if f := in.formatOf(id); f < format || (f < shard.MaxFormat && !in.logApplied()) {
+			continue
+		}
+		return placementStep{Kind: stepAddLearner, Node: id, Reason: "target member without a replica"}
 	}
 	// 3. Promote caught-up target learners; remove learners outside the target. A learner whose
 	// node gossip does not see alive, or sees stopping, is not promoted: as a voter about to go
@@ -396,7 +446,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 			Help: "Unix time of the placement loop's last round.",
 		}),
 	}
-	for _, k := range []stepKind{stepAddLearner, stepPromote, stepRemove, stepTransfer} {
+	for _, k := range []stepKind{stepAddLearner, stepPromote, stepRemove, stepTransfer, stepRaiseFormat} {
 		m.steps.WithLabelValues(k.String())
 		m.failures.WithLabelValues(k.String())
 	}
@@ -595,7 +645,7 @@ func (p *placer) round(now time.Time) {
 		peers := make(map[uint64]peerState, len(members))
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
-				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter}
+				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
 			ps, known := peers[id]
@@ -627,13 +677,22 @@ func (p *placer) round(now time.Time) {
 				peers[id] = ps
 			}
 		}
-		step := decidePlacement(placementInput{
+		in := placementInput{
 			Self: self, Status: st, Target: target, Peers: peers, Now: now,
 			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
 			Settle: balanceSettleRounds * p.interval, Replication: repl,
-		})
+		}
+		if sm, _, ok := n.shardSM(st.Shard); ok {
+			in.Format = sm.Format()
+		}
+		step := decidePlacement(in)
 		if step.Kept {
 			kept++
+		}
+		if step.Kind == stepNone {
+			if f := decideFormat(in); f != 0 {
+				step = placementStep{Kind: stepRaiseFormat, Format: f, Reason: "every replica's node applies the format"}
+			}
 		}
 		if step.Kind != stepNone {
 			launches = append(launches, launch{g, sp, step, target})
@@ -696,6 +755,12 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 		err = g.PromoteLearner(ctx, step.Node)
 	case stepRemove:
 		err = g.RemoveMember(ctx, step.Node)
+	case stepRaiseFormat:
+		var res any
+		res, err = g.Propose(ctx, shard.EncodeSetFormat(&shard.SetFormatCommand{Format: step.Format}))
+		if e, ok := res.(error); ok && err == nil {
+			err = e
+		}
 	case stepTransfer:
 		if addr, ok := p.n.resolve(step.Node); ok && p.n.peerStarting(ctx, addr) {
 			err = fmt.Errorf("node %d is still starting", step.Node)
@@ -705,6 +770,9 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	}
 	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason,
 		"target", target}
+	if step.Kind == stepRaiseFormat {
+		attrs = []any{"shard", g.Shard(), "step", step.Kind.String(), "format", step.Format, "reason", step.Reason}
+	}
 	if err != nil {
 		p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
 		lvl := slog.LevelInfo

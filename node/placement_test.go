@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
 )
 
 // TestPlacementDecide checks decidePlacement as a table: given the leader's
@@ -369,6 +370,79 @@ func TestPlacementUnderReplicatedAgreesWithTopology(t *testing.T) {
 	} {
 		if got := underReplicated(tc.voters, tc.repl, zones); got != tc.want {
 			t.Errorf("underReplicated(%v, %d) = %v, want %v", tc.voters, tc.repl, got, tc.want)
+		}
+	}
+}
+
+// TestPlacementFormats checks when a shard's format is raised (decideFormat) and on which
+// nodes decidePlacement adds replicas of a shard at a format.
+func TestPlacementFormats(t *testing.T) {
+	const self, commit = 1, 1000
+	status := func(voters, learners []uint64, selfMatch uint64) replica.Status {
+		st := replica.Status{Shard: 3, ID: self, Leader: self, Term: 2, Commit: commit, Applied: commit,
+			Voters: voters, Learners: learners, Progress: map[uint64]replica.Progress{self: {Match: selfMatch, RecentActive: true}}}
+		for _, id := range append(append([]uint64{}, voters...), learners...) {
+			if id != self {
+				st.Progress[id] = replica.Progress{Match: commit, RecentActive: true}
+			}
+		}
+		return st
+	}
+	cur := peerState{Alive: true, ShardFormat: shard.MaxFormat}
+	old := peerState{Alive: true} // a version that gossips no format: Format1 only
+	down := peerState{ShardFormat: shard.MaxFormat}
+
+	raise := []struct {
+		name  string
+		in    placementInput
+		raise bool
+	}{
+		{"every member applies the format", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur, 3: cur}}, true},
+		{"a lone voter", placementInput{Status: status([]uint64{1}, nil, commit)}, true},
+		{"a member of an older version", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur, 3: old}}, false},
+		{"a learner of an older version", placementInput{Status: status([]uint64{1, 2}, []uint64{3}, commit),
+			Peers: map[uint64]peerState{2: cur, 3: old}}, false},
+		{"a member down (its version is unknown)", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur, 3: down}}, false},
+		{"a member unknown to gossip", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur}}, false},
+		{"entries wait to be applied (perhaps a configuration change)", placementInput{
+			Status: status([]uint64{1, 2, 3}, nil, commit+1), Peers: map[uint64]peerState{2: cur, 3: cur}}, false},
+		{"already at the format", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur, 3: cur}, Format: shard.MaxFormat}, false},
+	}
+	for _, tc := range raise {
+		tc.in.Self = self
+		if got := decideFormat(tc.in); (got != 0) != tc.raise || (tc.raise && got != shard.MaxFormat) {
+			t.Errorf("%s: decideFormat = %d, want raise %v", tc.name, got, tc.raise)
+		}
+	}
+
+	add := []struct {
+		name string
+		in   placementInput
+		want uint64 // the node added as a learner, 0 none
+	}{
+		{"a node of an older version is not added to a shard at a later format",
+			placementInput{Status: status([]uint64{1}, nil, commit), Target: []uint64{1, 2, 3},
+				Peers: map[uint64]peerState{2: old, 3: cur}, Format: shard.MaxFormat}, 3},
+		{"a node of an older version is added to a shard at its format when nothing is pending",
+			placementInput{Status: status([]uint64{1}, nil, commit), Target: []uint64{1, 2},
+				Peers: map[uint64]peerState{2: old}, Format: shard.Format1}, 2},
+		{"but not while entries wait to be applied (perhaps a format raise)",
+			placementInput{Status: status([]uint64{1}, nil, commit+1), Target: []uint64{1, 2},
+				Peers: map[uint64]peerState{2: old}, Format: shard.Format1}, 0},
+		{"a node of this version is added while entries wait",
+			placementInput{Status: status([]uint64{1}, nil, commit+1), Target: []uint64{1, 2},
+				Peers: map[uint64]peerState{2: cur}, Format: shard.Format1}, 2},
+	}
+	for _, tc := range add {
+		tc.in.Self = self
+		got := decidePlacement(tc.in)
+		if tc.want == 0 && got.Kind == stepAddLearner || tc.want != 0 && (got.Kind != stepAddLearner || got.Node != tc.want) {
+			t.Errorf("%s: %v %d (%s), want a learner on %d", tc.name, got.Kind, got.Node, got.Reason, tc.want)
 		}
 	}
 }

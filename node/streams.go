@@ -313,6 +313,10 @@ func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.S
 }
 
 func toProtoEvent(e *shard.RecordedEvent, id uint32) *shoalv1.RecordedEvent {
+	if e.Deletion != shard.DeletionNone {
+		return &shoalv1.RecordedEvent{Stream: e.Stream, Version: e.Version, CreatedUnixNano: e.Created,
+			Shard: id, Position: e.Position, Deletion: shoalv1.Deletion(e.Deletion)}
+	}
 	return &shoalv1.RecordedEvent{
 		Stream: e.Stream, Version: e.Version, Id: e.ID[:], Type: e.Type, Data: e.Data,
 		Metadata: e.Metadata, ContentType: e.ContentType, CreatedUnixNano: e.Created,
@@ -393,9 +397,14 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		page := &shoalv1.ReadShardResponse{}
 		size := 0
+		entries := uint64(0) // log entries read: events, and deletes even when skipped
 		next, err := sm.ReadLog(from, want, func(e *shard.RecordedEvent) error {
 			if size >= pageBytes {
 				return errPageFull
+			}
+			entries++
+			if e.Deletion != shard.DeletionNone && !req.IncludeDeletes {
+				return nil
 			}
 			page.Events = append(page.Events, toProtoEvent(e, req.Shard))
 			size += eventSize(e)
@@ -406,7 +415,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 			return n.toStatus(err, "", req.Shard)
 		}
 		page.NextPosition = next
-		if len(page.Events) == 0 {
+		if entries == 0 {
 			if from == req.FromPosition {
 				// Tell the caller where to resume even when nothing is new.
 				return out.Send(page)
@@ -418,12 +427,12 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		from = next
 		if req.Count != 0 {
-			remaining -= uint64(len(page.Events))
+			remaining -= entries
 			if remaining == 0 {
 				return nil
 			}
 		}
-		if !full && uint64(len(page.Events)) < want {
+		if !full && entries < want {
 			return nil // reached the end of the log
 		}
 		if ctx.Err() != nil {

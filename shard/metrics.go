@@ -57,7 +57,7 @@ type shardMetrics struct {
 	cacheNew            prometheus.Counter
 }
 
-var verdicts = []string{"append", "duplicate", "delete", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid"}
+var verdicts = []string{"append", "duplicate", "delete", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format"}
 
 func (m *Metrics) forShard(id uint32) *shardMetrics {
 	if m == nil {
@@ -95,6 +95,8 @@ func (sm *shardMetrics) observe(res any) {
 		}
 	case *DeleteResult:
 		v = "delete"
+	case *FormatResult:
+		v = "format"
 	case *WrongExpectedVersionError:
 		v = "wrong_expected_version"
 	case *IDConflictError:
@@ -111,7 +113,9 @@ func (sm *shardMetrics) observe(res any) {
 			return
 		}
 	}
-	sm.applied[v].Inc()
+	if c := sm.applied[v]; c != nil {
+		c.Inc()
+	}
 }
 
 func (sm *shardMetrics) inc(c func(*shardMetrics) prometheus.Counter) {

@@ -56,6 +56,8 @@
 //	| Replic. | uvarint (<= 2^32-1)                                        |
 //	| flags   | 1 byte: bit 0 Decommissioning, bit 1 Stopping; other bits  |
 //	|         | reserved (0, and ignored when read)                        |
+//	| Format  | uvarint: highest shard format the node applies; absent     |
+//	|         | (read as 0) from nodes that predate it                     |
 //	| ...     | fields of later versions; ignored by this decoder          |
 //	+---------+------------------------------------------------------------+
 //

@@ -30,6 +30,9 @@ type Meta struct {
 	// Stopping: the node is handing off its leaderships before a planned stop; no leadership
 	// is moved to it.
 	Stopping bool
+	// ShardFormat is the highest shard format the node's version applies (shard.MaxFormat);
+	// 0 from versions before it was gossiped, which apply format 1 only.
+	ShardFormat uint64
 }
 
 // MetaTooLongError is returned by EncodeMeta, Start and UpdateMeta when the
@@ -71,6 +74,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		flags |= flagStopping
 	}
 	b = append(b, flags)
+	b = binary.AppendUvarint(b, m.ShardFormat)
 	if len(b) > MaxMetaSize {
 		return nil, &MetaTooLongError{Size: len(b), Limit: MaxMetaSize}
 	}
@@ -106,6 +110,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 	flags := d.byte("flags")
 	m.Decommissioning = flags&flagDecommissioning != 0
 	m.Stopping = flags&flagStopping != 0
+	if d.err == nil && len(d.b) > 0 {
+		m.ShardFormat = d.uvarint("shard format")
+	}
 	if d.err != nil {
 		return Meta{}, d.err
 	}

@@ -8,7 +8,7 @@ import (
 
 func fullMeta() Meta {
 	return Meta{NodeID: 1<<63 + 12345, Name: "node-a", Zone: "eu-1a", GRPCAddr: "10.0.0.1:7400",
-		HTTPAddr: "10.0.0.1:7480", ClusterID: "c0ffee", Version: "v0.1.0", Shards: 32, Replication: 3, Decommissioning: true}
+		HTTPAddr: "10.0.0.1:7480", ClusterID: "c0ffee", Version: "v0.1.0", Shards: 32, Replication: 3, Decommissioning: true, ShardFormat: 2}
 }
 
 func TestMetaRoundTrip(t *testing.T) {
@@ -42,10 +42,25 @@ func TestMetaUnknownFlagsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)-1] = 0x80 // a flag of some later version
+	b[len(b)-2] = 0x80 // a flag of some later version (the last byte is ShardFormat)
 	got, err := DecodeMeta(b)
 	if err != nil || got != (Meta{NodeID: 3, Name: "n3"}) {
 		t.Fatalf("decoding with an unknown flag: %+v, %v", got, err)
+	}
+}
+
+// A node of a version before ShardFormat sends meta that ends after the flags: it applies
+// format 1 only, read as 0.
+func TestMetaWithoutShardFormat(t *testing.T) {
+	m := fullMeta()
+	b, err := EncodeMeta(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeMeta(b[:len(b)-1])
+	m.ShardFormat = 0
+	if err != nil || got != m {
+		t.Fatalf("meta without the shard format: %+v, %v; want %+v", got, err, m)
 	}
 }
 
@@ -67,7 +82,7 @@ func TestDecodeMetaCorrupt(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":     nil,
 		"version 0": {0, 1},
-		"truncated": good[:len(good)-1],
+		"truncated": good[:len(good)-2],
 		"bad len":   {1, 1, 200, 'a'},
 		"bad utf8":  {1, 1, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0},
 		"shards64":  append([]byte{1, 1, 0, 0, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0),

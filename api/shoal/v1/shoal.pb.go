@@ -26,6 +26,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Deletion tells a delete in a shard log from an event.
+type Deletion int32
+
+const (
+	Deletion_DELETION_NONE      Deletion = 0 // an event
+	Deletion_DELETION_SOFT      Deletion = 1 // a soft delete: versions up to version are hidden
+	Deletion_DELETION_TOMBSTONE Deletion = 2 // a tombstone: the stream is gone for good
+)
+
+// Enum value maps for Deletion.
+var (
+	Deletion_name = map[int32]string{
+		0: "DELETION_NONE",
+		1: "DELETION_SOFT",
+		2: "DELETION_TOMBSTONE",
+	}
+	Deletion_value = map[string]int32{
+		"DELETION_NONE":      0,
+		"DELETION_SOFT":      1,
+		"DELETION_TOMBSTONE": 2,
+	}
+)
+
+func (x Deletion) Enum() *Deletion {
+	p := new(Deletion)
+	*p = x
+	return p
+}
+
+func (x Deletion) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Deletion) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoal_v1_shoal_proto_enumTypes[0].Descriptor()
+}
+
+func (Deletion) Type() protoreflect.EnumType {
+	return &file_shoal_v1_shoal_proto_enumTypes[0]
+}
+
+func (x Deletion) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Deletion.Descriptor instead.
+func (Deletion) EnumDescriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{0}
+}
+
 type ExpectedVersion_Kind int32
 
 const (
@@ -62,11 +112,11 @@ func (x ExpectedVersion_Kind) String() string {
 }
 
 func (ExpectedVersion_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_shoal_v1_shoal_proto_enumTypes[0].Descriptor()
+	return file_shoal_v1_shoal_proto_enumTypes[1].Descriptor()
 }
 
 func (ExpectedVersion_Kind) Type() protoreflect.EnumType {
-	return &file_shoal_v1_shoal_proto_enumTypes[0]
+	return &file_shoal_v1_shoal_proto_enumTypes[1]
 }
 
 func (x ExpectedVersion_Kind) Number() protoreflect.EnumNumber {
@@ -646,8 +696,12 @@ type RecordedEvent struct {
 	CreatedUnixNano int64                  `protobuf:"varint,8,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"` // commit time stamped by the shard's leader
 	Shard           uint32                 `protobuf:"varint,9,opt,name=shard,proto3" json:"shard,omitempty"`
 	Position        uint64                 `protobuf:"varint,10,opt,name=position,proto3" json:"position,omitempty"` // position in the shard log
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set only in ReadShard answers with include_deletes: this entry of the shard log is a
+	// delete of stream, version is the stream's last version at the delete, and id, type,
+	// data, metadata and content_type are empty.
+	Deletion      Deletion `protobuf:"varint,11,opt,name=deletion,proto3,enum=shoal.v1.Deletion" json:"deletion,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordedEvent) Reset() {
@@ -748,6 +802,13 @@ func (x *RecordedEvent) GetPosition() uint64 {
 		return x.Position
 	}
 	return 0
+}
+
+func (x *RecordedEvent) GetDeletion() Deletion {
+	if x != nil {
+		return x.Deletion
+	}
+	return Deletion_DELETION_NONE
 }
 
 type ReadRequest struct {
@@ -898,6 +959,11 @@ type ReadShardRequest struct {
 	Count          uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`                                   // 0 means to the current end
 	AllowStale     bool                   `protobuf:"varint,4,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
 	MaxStalenessMs uint32                 `protobuf:"varint,5,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"` // as in ReadRequest
+	// include_deletes returns the deletes that took a position in the shard log as entries
+	// with deletion set. Without it they are skipped (their positions are not returned).
+	// Deletes take positions from the shard's format 2 on (the topology's ShardInfo.format
+	// shows it); before, and on servers that do not know this field, no delete is returned.
+	IncludeDeletes bool `protobuf:"varint,6,opt,name=include_deletes,json=includeDeletes,proto3" json:"include_deletes,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -965,6 +1031,13 @@ func (x *ReadShardRequest) GetMaxStalenessMs() uint32 {
 		return x.MaxStalenessMs
 	}
 	return 0
+}
+
+func (x *ReadShardRequest) GetIncludeDeletes() bool {
+	if x != nil {
+		return x.IncludeDeletes
+	}
+	return false
 }
 
 type ReadShardResponse struct {
@@ -1080,9 +1153,11 @@ func (x *DeleteRequest) GetTombstone() bool {
 }
 
 type DeleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	Position      uint64                 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Every event at a lower position precedes the delete. From the shard's format 2 on,
+	// the delete's own position in the shard log; before, the next event's.
+	Position      uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1725,6 +1800,7 @@ type ShardInfo struct {
 	Unavailable     bool                   `protobuf:"varint,7,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
 	Applied         uint64                 `protobuf:"varint,8,opt,name=applied,proto3" json:"applied,omitempty"`
 	LastPosition    uint64                 `protobuf:"varint,9,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	Format          uint64                 `protobuf:"varint,10,opt,name=format,proto3" json:"format,omitempty"` // the shard's state-machine format (0 from servers before it was added)
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1818,6 +1894,13 @@ func (x *ShardInfo) GetApplied() uint64 {
 func (x *ShardInfo) GetLastPosition() uint64 {
 	if x != nil {
 		return x.LastPosition
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetFormat() uint64 {
+	if x != nil {
+		return x.Format
 	}
 	return 0
 }
@@ -2344,7 +2427,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bresponse\x18\x02 \x01(\v2\x18.shoal.v1.AppendResponseR\bresponse\x12*\n" +
 	"\x05error\x18\x03 \x01(\v2\x14.shoal.v1.ItemStatusR\x05error\"E\n" +
 	"\rAppendResults\x124\n" +
-	"\aresults\x18\x01 \x03(\v2\x1a.shoal.v1.AppendItemResultR\aresults\"\x96\x02\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.shoal.v1.AppendItemResultR\aresults\"\xc6\x02\n" +
 	"\rRecordedEvent\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x0e\n" +
@@ -2356,7 +2439,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12\x14\n" +
 	"\x05shard\x18\t \x01(\rR\x05shard\x12\x1a\n" +
 	"\bposition\x18\n" +
-	" \x01(\x04R\bposition\"\xe0\x01\n" +
+	" \x01(\x04R\bposition\x12.\n" +
+	"\bdeletion\x18\v \x01(\x0e2\x12.shoal.v1.DeletionR\bdeletion\"\xe0\x01\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x19\n" +
@@ -2367,14 +2451,15 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"allowStale\x12(\n" +
 	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\"?\n" +
 	"\fReadResponse\x12/\n" +
-	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\"\xae\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\"\xd7\x01\n" +
 	"\x10ReadShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfrom_position\x18\x02 \x01(\x04R\ffromPosition\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x04R\x05count\x12\x1f\n" +
 	"\vallow_stale\x18\x04 \x01(\bR\n" +
 	"allowStale\x12(\n" +
-	"\x10max_staleness_ms\x18\x05 \x01(\rR\x0emaxStalenessMs\"i\n" +
+	"\x10max_staleness_ms\x18\x05 \x01(\rR\x0emaxStalenessMs\x12'\n" +
+	"\x0finclude_deletes\x18\x06 \x01(\bR\x0eincludeDeletes\"i\n" +
 	"\x11ReadShardResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12#\n" +
 	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\"|\n" +
@@ -2430,7 +2515,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"shards_led\x18\t \x01(\rR\tshardsLed\x12\x1a\n" +
 	"\breplicas\x18\n" +
 	" \x01(\rR\breplicas\x12\x1a\n" +
-	"\bstopping\x18\v \x01(\bR\bstopping\"\x92\x02\n" +
+	"\bstopping\x18\v \x01(\bR\bstopping\"\xaa\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
@@ -2440,7 +2525,9 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x10under_replicated\x18\x06 \x01(\bR\x0funderReplicated\x12 \n" +
 	"\vunavailable\x18\a \x01(\bR\vunavailable\x12\x18\n" +
 	"\aapplied\x18\b \x01(\x04R\aapplied\x12#\n" +
-	"\rlast_position\x18\t \x01(\x04R\flastPosition\"\xa0\x01\n" +
+	"\rlast_position\x18\t \x01(\x04R\flastPosition\x12\x16\n" +
+	"\x06format\x18\n" +
+	" \x01(\x04R\x06format\"\xa0\x01\n" +
 	"\x10TopologyResponse\x125\n" +
 	"\bsettings\x18\x01 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.shoal.v1.NodeInfoR\x05nodes\x12+\n" +
@@ -2469,7 +2556,11 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05shard\x18\x04 \x01(\rR\x05shard\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\fR\amessage\x12\x12\n" +
-	"\x04data\x18\x06 \x01(\fR\x04data2\xca\x02\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data*H\n" +
+	"\bDeletion\x12\x11\n" +
+	"\rDELETION_NONE\x10\x00\x12\x11\n" +
+	"\rDELETION_SOFT\x10\x01\x12\x16\n" +
+	"\x12DELETION_TOMBSTONE\x10\x022\xca\x02\n" +
 	"\aStreams\x12;\n" +
 	"\x06Append\x12\x17.shoal.v1.AppendRequest\x1a\x18.shoal.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
@@ -2497,92 +2588,94 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_shoal_proto_rawDescData
 }
 
-var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_shoal_v1_shoal_proto_goTypes = []any{
-	(ExpectedVersion_Kind)(0),    // 0: shoal.v1.ExpectedVersion.Kind
-	(*ExpectedVersion)(nil),      // 1: shoal.v1.ExpectedVersion
-	(*EventData)(nil),            // 2: shoal.v1.EventData
-	(*AppendRequest)(nil),        // 3: shoal.v1.AppendRequest
-	(*AppendResponse)(nil),       // 4: shoal.v1.AppendResponse
-	(*AppendItem)(nil),           // 5: shoal.v1.AppendItem
-	(*AppendBatch)(nil),          // 6: shoal.v1.AppendBatch
-	(*ItemStatus)(nil),           // 7: shoal.v1.ItemStatus
-	(*AppendItemResult)(nil),     // 8: shoal.v1.AppendItemResult
-	(*AppendResults)(nil),        // 9: shoal.v1.AppendResults
-	(*RecordedEvent)(nil),        // 10: shoal.v1.RecordedEvent
-	(*ReadRequest)(nil),          // 11: shoal.v1.ReadRequest
-	(*ReadResponse)(nil),         // 12: shoal.v1.ReadResponse
-	(*ReadShardRequest)(nil),     // 13: shoal.v1.ReadShardRequest
-	(*ReadShardResponse)(nil),    // 14: shoal.v1.ReadShardResponse
-	(*DeleteRequest)(nil),        // 15: shoal.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 16: shoal.v1.DeleteResponse
-	(*WrongExpectedVersion)(nil), // 17: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),       // 18: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),        // 19: shoal.v1.StreamDeleted
-	(*InvalidField)(nil),         // 20: shoal.v1.InvalidField
-	(*IDConflict)(nil),           // 21: shoal.v1.IDConflict
-	(*NotLeader)(nil),            // 22: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),      // 23: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),      // 24: shoal.v1.TopologyRequest
-	(*NodeInfo)(nil),             // 25: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),            // 26: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),     // 27: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),        // 28: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),       // 29: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),  // 30: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil), // 31: shoal.v1.DecommissionResponse
-	(*SettingsRequest)(nil),      // 32: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 33: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 34: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 35: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 36: google.protobuf.Any
+	(Deletion)(0),                // 0: shoal.v1.Deletion
+	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
+	(*ExpectedVersion)(nil),      // 2: shoal.v1.ExpectedVersion
+	(*EventData)(nil),            // 3: shoal.v1.EventData
+	(*AppendRequest)(nil),        // 4: shoal.v1.AppendRequest
+	(*AppendResponse)(nil),       // 5: shoal.v1.AppendResponse
+	(*AppendItem)(nil),           // 6: shoal.v1.AppendItem
+	(*AppendBatch)(nil),          // 7: shoal.v1.AppendBatch
+	(*ItemStatus)(nil),           // 8: shoal.v1.ItemStatus
+	(*AppendItemResult)(nil),     // 9: shoal.v1.AppendItemResult
+	(*AppendResults)(nil),        // 10: shoal.v1.AppendResults
+	(*RecordedEvent)(nil),        // 11: shoal.v1.RecordedEvent
+	(*ReadRequest)(nil),          // 12: shoal.v1.ReadRequest
+	(*ReadResponse)(nil),         // 13: shoal.v1.ReadResponse
+	(*ReadShardRequest)(nil),     // 14: shoal.v1.ReadShardRequest
+	(*ReadShardResponse)(nil),    // 15: shoal.v1.ReadShardResponse
+	(*DeleteRequest)(nil),        // 16: shoal.v1.DeleteRequest
+	(*DeleteResponse)(nil),       // 17: shoal.v1.DeleteResponse
+	(*WrongExpectedVersion)(nil), // 18: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),       // 19: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),        // 20: shoal.v1.StreamDeleted
+	(*InvalidField)(nil),         // 21: shoal.v1.InvalidField
+	(*IDConflict)(nil),           // 22: shoal.v1.IDConflict
+	(*NotLeader)(nil),            // 23: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),      // 24: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),      // 25: shoal.v1.TopologyRequest
+	(*NodeInfo)(nil),             // 26: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),            // 27: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),     // 28: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),        // 29: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),       // 30: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),  // 31: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil), // 32: shoal.v1.DecommissionResponse
+	(*SettingsRequest)(nil),      // 33: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 34: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 35: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 36: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 37: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
-	0,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
-	1,  // 1: shoal.v1.AppendRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	2,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
-	3,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
-	5,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	36, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
-	4,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
-	7,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
-	8,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
-	10, // 9: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
-	10, // 10: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
-	1,  // 11: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	1,  // 12: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	23, // 13: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	25, // 14: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	26, // 15: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	27, // 16: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	3,  // 17: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	11, // 18: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	13, // 19: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	15, // 20: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	6,  // 21: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	24, // 22: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	28, // 23: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	30, // 24: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	32, // 25: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	33, // 26: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	35, // 27: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	4,  // 28: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	12, // 29: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	14, // 30: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	16, // 31: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	9,  // 32: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	27, // 33: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	29, // 34: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	31, // 35: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	23, // 36: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	34, // 37: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	34, // 38: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	28, // [28:39] is the sub-list for method output_type
-	17, // [17:28] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
+	2,  // 1: shoal.v1.AppendRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
+	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
+	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
+	37, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
+	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
+	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
+	0,  // 9: shoal.v1.RecordedEvent.deletion:type_name -> shoal.v1.Deletion
+	11, // 10: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
+	11, // 11: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
+	2,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	2,  // 13: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
+	24, // 14: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	26, // 15: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	27, // 16: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	28, // 17: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	4,  // 18: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	12, // 19: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	14, // 20: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	16, // 21: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	7,  // 22: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	25, // 23: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	29, // 24: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	31, // 25: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	33, // 26: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	34, // 27: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	36, // 28: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	5,  // 29: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	13, // 30: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	15, // 31: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	17, // 32: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	10, // 33: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	28, // 34: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	30, // 35: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	32, // 36: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	24, // 37: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	35, // 38: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	35, // 39: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -2595,7 +2688,7 @@ func file_shoal_v1_shoal_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
