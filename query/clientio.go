@@ -17,13 +17,15 @@ func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
 	return t.GetSettings().GetShards(), t.GetSettings().GetClusterId(), nil
 }
 
-// ReadShard collects one page. The client's iterator does not expose the
-// server's next position, so the page resumes just past its last event
-// (positions are strictly increasing within a shard).
+// ReadShard collects one page, deletes included (the projection skips them
+// unless its Config asks for them). The client's iterator does not expose
+// the server's next position, so the page resumes just past its last entry
+// (positions are strictly increasing within a shard): a delete at the end of
+// a page is read, so the checkpoint passes it.
 func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error) {
 	var evs []client.RecordedEvent
 	next := from
-	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count)) {
+	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count), client.IncludeDeletes()) {
 		if err != nil {
 			if len(evs) > 0 {
 				break // commit what arrived; the error recurs on the next read

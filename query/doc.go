@@ -21,11 +21,15 @@
 // position order, so within a stream in version order. The checkpoint is a
 // vector of shard positions (Checkpoint), never a single global number.
 //
-// Deletes do not appear: a delete takes no position in a shard's log, and
-// the events of a deleted stream stay in the log, so a projection keeps what
-// it built from them. A model that must forget deleted streams should have
-// the deleting code append an event of its own (to the stream before the
-// delete, or to another stream) that its handler acts on.
+// Deletes reach the Handler only with Config.Deletes: then a delete of a
+// stream arrives at its position in the shard log, as a RecordedEvent whose
+// Deletion is client.SoftDeleted or client.Tombstoned. The events of a
+// deleted stream stay in the log, so without it a projection keeps what it
+// built from them. Deletes take positions from the shard's format 2 on,
+// which the cluster reaches by itself once every node runs a version that
+// knows it; a delete made before was not logged and is never seen (a model
+// that must forget such streams needs the deleting code to append an event
+// of its own, as before).
 //
 // # Caller duties
 //

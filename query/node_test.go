@@ -116,3 +116,97 @@ func TestProjectionOverNode(t *testing.T) {
 	}
 	t.Logf("%d events over %d shards applied exactly once, %d filtered", handled, len(shards), skipped)
 }
+
+// TestProjectionDeletesOverNode: once the node raised its shards to format 2, a projection
+// with Config.Deletes sees each delete at its position, one without does not, and both
+// checkpoints pass deletes at the end of a shard's log.
+func TestProjectionDeletesOverNode(t *testing.T) {
+	c := testnode.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	testnode.WaitFor(t, 20*time.Second, "every shard at format 2", func() string {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return err.Error()
+		}
+		for _, s := range st.GetTopology().GetShards() {
+			if s.GetFormat() < 2 {
+				return fmt.Sprintf("shard %d at format %d", s.GetShard(), s.GetFormat())
+			}
+		}
+		return ""
+	})
+	ev := client.Event{Type: "Placed", Data: []byte("{}")}
+	for _, s := range []string{"order-1", "order-2"} {
+		if _, err := c.Append(ctx, s, client.NoStream, ev, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Delete(ctx, "order-1", client.Exact(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, "order-1", client.Exact(1), ev); err != nil {
+		t.Fatal(err)
+	}
+	// Both streams are in shard 1 of 4: the tombstone ends its log.
+	if err := c.Delete(ctx, "order-2", client.Any, client.Tombstone()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	seen := func(deletes bool) []string {
+		var got []string
+		h := HandlerFunc(func(_ context.Context, _ *Batch, ev client.RecordedEvent) error {
+			got = append(got, fmt.Sprintf("%s@%d:%v", ev.Stream, ev.Version, ev.Deletion))
+			return nil
+		})
+		p, err := Open(Config{Name: "deletes", Client: c, Handler: h, Dir: t.TempDir(), Deletes: deletes,
+			PollMin: 2 * time.Millisecond, PollMax: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(runCtx) }()
+		for _, s := range st.GetTopology().GetShards() {
+			if s.GetLastPosition() > 0 {
+				if err := p.WaitFor(ctx, s.GetShard(), s.GetLastPosition()-1); err != nil {
+					t.Fatalf("shard %d to position %d: %v (checkpoint %v)", s.GetShard(), s.GetLastPosition(), err, p.Checkpoint())
+				}
+			}
+		}
+		stop()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+		return got
+	}
+	// Order within each stream (the two streams may share a shard or not).
+	perStream := func(got []string, stream string) []string {
+		var out []string
+		for _, g := range got {
+			if len(g) > len(stream) && g[:len(stream)+1] == stream+"@" {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	with := seen(true)
+	if got, want := fmt.Sprint(perStream(with, "order-1")), "[order-1@0:event order-1@1:event order-1@1:soft delete order-1@2:event]"; got != want {
+		t.Errorf("with deletes, order-1: %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(perStream(with, "order-2")), "[order-2@0:event order-2@1:event order-2@1:tombstone]"; got != want {
+		t.Errorf("with deletes, order-2: %s, want %s", got, want)
+	}
+	without := seen(false)
+	if got, want := fmt.Sprint(perStream(without, "order-2")), "[order-2@0:event order-2@1:event]"; got != want {
+		t.Errorf("without deletes, order-2: %s, want %s", got, want)
+	}
+	if len(without) != 5 {
+		t.Errorf("without deletes: %v, want the 5 events", without)
+	}
+}

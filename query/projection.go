@@ -54,6 +54,14 @@ type Config struct {
 	// Handle call. Empty means all.
 	StreamPrefix string
 	EventTypes   []string
+	// Deletes makes Handle see the deletes of streams too, at their
+	// positions: ev.Deletion is client.SoftDeleted or client.Tombstoned, and
+	// ev.Version is the stream's last version at the delete (the versions a
+	// soft delete hides). A model that must forget deleted streams sets it.
+	// StreamPrefix applies to deletes; EventTypes does not. Deletes are in
+	// the shard log from the shard's format 2 on: a delete made before (or
+	// on a cluster still running older versions) is never seen.
+	Deletes bool
 
 	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000
 	Concurrency int           // shards read at once; default 8
@@ -330,6 +338,9 @@ func (p *Projection) bind(shards uint32, cluster string) error {
 func (p *Projection) wanted(ev *client.RecordedEvent) bool {
 	if !strings.HasPrefix(ev.Stream, p.cfg.StreamPrefix) {
 		return false
+	}
+	if ev.Deletion != client.NotDeleted {
+		return p.cfg.Deletes
 	}
 	return len(p.cfg.EventTypes) == 0 || slices.Contains(p.cfg.EventTypes, ev.Type)
 }
