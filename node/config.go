@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -103,8 +104,16 @@ type Config struct {
 	// TLS, which authenticates peers, ServerTLS requires client certificates
 	// and PeerTLS presents one (internal/tlsfiles builds such a pair from
 	// PEM files, as the CLI does). Gossip is secured by GossipKey instead,
-	// and the HTTP port stays plaintext.
+	// and the HTTP port stays plaintext. ServerTLS must require and verify
+	// client certificates (tls.RequireAndVerifyClientCert): peers are
+	// authenticated by them.
 	ServerTLS, PeerTLS *tls.Config
+	// PeerCAs, with ServerTLS, restricts the peers' calls (the Raft service:
+	// raft messages and snapshots; and Decommission) to callers whose
+	// certificate verifies against it: the nodes' CA, when ServerTLS also
+	// accepts clients' certificates of another CA. Nil: every caller
+	// ServerTLS accepts may act as a peer.
+	PeerCAs *x509.CertPool
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
@@ -239,6 +248,13 @@ func (c Config) Validate() error {
 	if (c.ServerTLS == nil) != (c.PeerTLS == nil) {
 		return errors.New("node: config: ServerTLS and PeerTLS go together: set both or neither " +
 			"(the peers of a node that serves TLS serve TLS too)")
+	}
+	if c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return fmt.Errorf("node: config: ServerTLS.ClientAuth is %v, must be RequireAndVerifyClientCert "+
+			"(peers are authenticated by their certificates)", c.ServerTLS.ClientAuth)
+	}
+	if c.PeerCAs != nil && c.ServerTLS == nil {
+		return errors.New("node: config: PeerCAs needs ServerTLS")
 	}
 	switch len(c.GossipKey) {
 	case 0, 16, 24, 32:

@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -53,6 +56,9 @@ func (n *Node) startingErr(method string) error {
 }
 
 func (n *Node) gateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := n.peersOnly(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
 	if err := n.startingErr(info.FullMethod); err != nil {
 		return nil, err
 	}
@@ -60,10 +66,46 @@ func (n *Node) gateUnary(ctx context.Context, req any, info *grpc.UnaryServerInf
 }
 
 func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := n.peersOnly(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
 	if err := n.startingErr(info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)
+}
+
+// peerMethod reports the methods only the cluster's nodes may call: the Raft service, and
+// Decommission, an operator's act.
+func peerMethod(method string) bool {
+	return strings.HasPrefix(method, "/shoal.v1.Raft/") || method == "/shoal.v1.Cluster/Decommission"
+}
+
+// peersOnly refuses a peer method (peerMethod) to a caller whose TLS certificate does not
+// verify against Config.PeerCAs, when set.
+func (n *Node) peersOnly(ctx context.Context, method string) error {
+	if n.cfg.PeerCAs == nil || !peerMethod(method) {
+		return nil
+	}
+	var certs []*x509.Certificate
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			certs = info.State.PeerCertificates
+		}
+	}
+	if len(certs) == 0 {
+		return status.Errorf(codes.PermissionDenied, "%s is for the cluster's nodes: the caller presented no certificate", method)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: n.cfg.PeerCAs, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return status.Errorf(codes.PermissionDenied, "%s is for the cluster's nodes: the caller's certificate (%s) is not from the nodes' CA: %v",
+			method, certs[0].Subject, err)
+	}
+	return nil
 }
 
 // startingPeers asks the alive members but this node, in parallel, whether they are still

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,30 +23,36 @@ import (
 	"github.com/shoaldb/shoal/ring"
 )
 
-// TestClusterTLS runs three nodes with mutual TLS: raft traffic, snapshots
-// and forwarded requests between them, and clients with a certificate from
-// the cluster's CA, work; a plaintext client, a client without a
-// certificate and a node of another CA are refused.
+// TestClusterTLS runs three nodes with mutual TLS, the nodes' certificates
+// from one CA and the clients' from another: raft traffic and forwarded
+// requests between the nodes, and clients with a certificate from the client
+// CA, work; a plaintext client, a client without a certificate or with one of
+// an unknown CA are refused, and so is a client certificate calling the
+// peers' Raft service or Decommission.
 func TestClusterTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	dir := t.TempDir()
-	ca := testcert.NewAuthority(t, dir)
+	ca := testcert.NewAuthority(t, t.TempDir())
+	clientCA := testcert.NewAuthority(t, t.TempDir())
 	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
 		Configure: func(i int, cfg *node.Config) {
 			placementConfig(cfg)
-			var err error
-			cfg.ServerTLS, cfg.PeerTLS, err = ca.Issue(t, fmt.Sprintf("n%d", i+1), "127.0.0.1").Server()
+			f := ca.Issue(t, fmt.Sprintf("n%d", i+1), "127.0.0.1")
+			f.ClientCA = clientCA.CAFile
+			tc, err := f.Server()
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
 		}})
 	// Every shard reaches three voters: learners were added, caught up and
 	// promoted over the TLS peer connections.
 	waitPlaced(t, c, "replication 3 over TLS", nil)
 
-	appCfg, err := ca.Issue(t, "app", "app.example").Client()
+	app := clientCA.Issue(t, "app", "app.example")
+	app.CA = ca.CAFile // servers are verified against the nodes' CA
+	appCfg, err := app.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,4 +133,19 @@ func TestClusterTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused("client with another CA's certificate", grpc.WithTransportCredentials(credentials.NewTLS(intruder)))
+
+	// A client certificate is not a peer's: the Raft service and Decommission refuse it.
+	rs, err := shoalv1.NewRaftClient(conn).Send(ctx)
+	if err == nil {
+		err = rs.Send(&shoalv1.RaftBatch{From: 12345, To: c.Nodes[1].ID(), ClusterId: c.Nodes[1].Settings().ClusterID})
+		if err == nil {
+			_, err = rs.CloseAndRecv()
+		}
+	}
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "is for the cluster's nodes") {
+		t.Fatalf("raft batch with a client certificate: %v, want PERMISSION_DENIED", err)
+	}
+	if _, err := shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n3"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Decommission with a client certificate: %v, want PERMISSION_DENIED", err)
+	}
 }

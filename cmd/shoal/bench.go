@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/shoaldb/shoal/bench"
+	"github.com/shoaldb/shoal/internal/tlsfiles"
 )
 
 func (a *app) benchCmd() *cobra.Command {
@@ -47,6 +48,7 @@ func (a *app) targetFlags(f *pflag.FlagSet, t *benchTarget) {
 	f.BoolVar(&t.embedded, "embedded", false, "start a single-node server in a temporary directory for the run")
 	f.StringVar(&t.jsonFile, "json", "", "write the full report as JSON to this file")
 	f.StringVar(&t.cpuProf, "cpuprofile", "", "write the load generator's own CPU profile (go tool pprof) to this file")
+	a.clientTLSFlags(f)
 }
 
 func runFlags(f *pflag.FlagSet, r *bench.Run, concurrency int) {
@@ -58,9 +60,15 @@ func runFlags(f *pflag.FlagSet, r *bench.Run, concurrency int) {
 }
 
 // prepareRun settles the flags that interact.
-func prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error {
+func (a *app) prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error {
 	if cmd.Flags().Changed("server") && t.embedded {
 		return usagef("--server and --embedded exclude each other; pick one")
+	}
+	if t.embedded {
+		if tlsFlagsChanged(cmd.Flags()) {
+			return usagef("--embedded starts a plaintext server; leave out the --tls-* flags")
+		}
+		a.tls = tlsfiles.Files{} // $SHOAL_TLS_* are for --server
 	}
 	if cmd.Flags().Changed("duration") && cmd.Flags().Changed("count") {
 		return usagef("--duration and --count exclude each other; pick one")
@@ -87,7 +95,7 @@ func (a *app) benchAppendCmd() *cobra.Command {
   shoal bench append --server 127.0.0.1:7400 --dist zipf --batch 10 --expected exact --rate 5000 --json out.json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := prepareRun(cmd, &cfg.Run, &t); err != nil {
+			if err := a.prepareRun(cmd, &cfg.Run, &t); err != nil {
 				return err
 			}
 			cfg.EnsureDefaults()
@@ -124,7 +132,7 @@ func (a *app) benchReadCmd() *cobra.Command {
 		Example: `  shoal bench read --embedded --streams 100 --events-per-stream 1000 --duration 10s`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := prepareRun(cmd, &cfg.Run, &t); err != nil {
+			if err := a.prepareRun(cmd, &cfg.Run, &t); err != nil {
 				return err
 			}
 			cfg.EnsureDefaults()
@@ -152,9 +160,6 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 	opts, err := a.clientOptions()
 	if err != nil {
 		return err
-	}
-	if t.embedded && opts != nil {
-		return usagef("--embedded starts a plaintext server; leave out the --tls-* flags")
 	}
 	if t.embedded {
 		emb, err := bench.StartEmbedded(ctx, slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelError})))

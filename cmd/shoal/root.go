@@ -86,7 +86,6 @@ func (a *app) newRoot() *cobra.Command {
 		return usagef("%v; see 'shoal %s--help'", err, commandPath(cmd))
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	a.tlsFlags(root.PersistentFlags())
 	root.AddCommand(
 		a.serverCmd(), a.devCmd(),
 		a.appendCmd(), a.readCmd(), a.deleteCmd(),
@@ -291,17 +290,28 @@ func (a *app) serverFlag(cmd *cobra.Command, p *string) {
 		def = defaultServer
 	}
 	cmd.Flags().StringVar(p, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
+	a.clientTLSFlags(cmd.Flags())
 }
 
-// tlsFlags registers the TLS files every command shares: the server's own
-// certificate (shoal server) or the client's (every other command).
-func (a *app) tlsFlags(f *pflag.FlagSet) {
+// clientTLSFlags registers a client command's TLS files, defaulting to
+// $SHOAL_TLS_CA, $SHOAL_TLS_CERT and $SHOAL_TLS_KEY.
+func (a *app) clientTLSFlags(f *pflag.FlagSet) {
 	f.StringVar(&a.tls.CA, "tls-ca", a.getenv("SHOAL_TLS_CA"),
-		"PEM file of the CA that signs the cluster's certificates: turns on TLS (default from $SHOAL_TLS_CA)")
+		"PEM file of the CA that signs the servers' certificates: turns on TLS (default from $SHOAL_TLS_CA)")
 	f.StringVar(&a.tls.Cert, "tls-cert", a.getenv("SHOAL_TLS_CERT"),
-		"PEM certificate presented to the other side: the node's for shoal server, a client certificate otherwise (default from $SHOAL_TLS_CERT)")
+		"PEM client certificate, for servers that require one (default from $SHOAL_TLS_CERT)")
 	f.StringVar(&a.tls.Key, "tls-key", a.getenv("SHOAL_TLS_KEY"),
 		"PEM private key of --tls-cert (default from $SHOAL_TLS_KEY)")
+}
+
+// tlsFlagsChanged reports whether any TLS flag was given on the command line.
+func tlsFlagsChanged(f *pflag.FlagSet) bool {
+	for _, name := range []string{"tls-ca", "tls-client-ca", "tls-cert", "tls-key"} {
+		if f.Changed(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientOptions are the client options every command dials with.
@@ -334,19 +344,24 @@ func (a *app) dial(ctx context.Context, server string) (*client.Client, error) {
 func (a *app) tlsTrouble(err error, server string) string {
 	msg := err.Error()
 	flags := "--tls-ca, --tls-cert and --tls-key (or $SHOAL_TLS_CA, $SHOAL_TLS_CERT and $SHOAL_TLS_KEY)"
+	// A connection cut during the handshake is not a refusal of a certificate: with TLS 1.3
+	// a server refuses the client's certificate after the client's side of the handshake,
+	// so the client sees the refusal (or only the connection's end) on its first use.
+	inHandshake := strings.Contains(msg, "authentication handshake failed")
+	cut := !inHandshake && cutOff(msg)
 	switch {
 	case a.tls.IsZero() && strings.Contains(msg, "error reading server preface"):
 		return fmt.Sprintf("the server at %s closed the connection without answering; if it uses TLS, pass %s", server, flags)
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
-		return fmt.Sprintf("the server at %s does not use TLS; leave out the --tls-* flags", server)
-	case strings.Contains(msg, "certificate required"), a.tls.Cert == "" && !a.tls.IsZero() && cutOff(msg):
-		// With TLS 1.3 the server refuses a client certificate after the
-		// client's handshake is done: the client may only see the
-		// connection end.
+		return fmt.Sprintf("the server at %s does not use TLS; leave out the --tls-* flags (and $SHOAL_TLS_*)", server)
+	case strings.Contains(msg, "certificate required"), a.tls.Cert == "" && !a.tls.IsZero() && cut:
 		return fmt.Sprintf("the server at %s requires a client certificate; pass --tls-cert and --tls-key", server)
 	case strings.Contains(msg, "tls: unknown certificate authority"), strings.Contains(msg, "tls: bad certificate"),
-		a.tls.Cert != "" && cutOff(msg):
-		return fmt.Sprintf("the server at %s does not accept the client certificate (--tls-cert): check that the cluster's CA signed it", server)
+		strings.Contains(msg, "tls: expired certificate"), a.tls.Cert != "" && cut:
+		return fmt.Sprintf("the server at %s does not accept the client certificate (--tls-cert): check that a CA the cluster "+
+			"trusts signed it, that it has not expired, and that it may be used by clients (extended key usage clientAuth)", server)
+	case strings.Contains(msg, "x509: certificate signed by unknown authority") && a.tls.CA == "":
+		return fmt.Sprintf("the certificate of the server at %s is not trusted by this system's CAs; pass the cluster's CA with --tls-ca", server)
 	case strings.Contains(msg, "x509: certificate signed by unknown authority"):
 		return fmt.Sprintf("the certificate of the server at %s is not signed by the CA in --tls-ca", server)
 	case strings.Contains(msg, "x509: certificate is valid for"), strings.Contains(msg, "doesn't contain any IP SANs"):
@@ -355,6 +370,8 @@ func (a *app) tlsTrouble(err error, server string) string {
 		return fmt.Sprintf("the certificate of the server at %s was refused: %s", server, after(msg, "x509: "))
 	case strings.Contains(msg, "tls: "):
 		return fmt.Sprintf("the TLS handshake with %s failed: %s", server, after(msg, "tls: "))
+	case !a.tls.IsZero() && inHandshake:
+		return fmt.Sprintf("the TLS handshake with %s failed (is it a shoal server?): %s", server, after(msg, "authentication handshake failed: "))
 	}
 	return ""
 }

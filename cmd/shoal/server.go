@@ -62,10 +62,12 @@ SIGINT or SIGTERM stops it cleanly.`,
 				cfg.GossipKey = key
 			}
 			if !a.tls.IsZero() {
-				var err error
-				if cfg.ServerTLS, cfg.PeerTLS, err = a.tls.Server(); err != nil {
+				a.tls.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+				tc, err := a.tls.Server()
+				if err != nil {
 					return usagef("%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")))
 				}
+				cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
 			}
 			if err := cfg.Validate(); err != nil {
 				return usagef("%s", sentence(trimPrefixes(err.Error())))
@@ -96,6 +98,10 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
+	f.StringVar(&a.tls.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
+	f.StringVar(&a.tls.ClientCA, "tls-client-ca", "", "PEM file of a separate CA for clients' certificates (default: clients' certificates come from --tls-ca, and any of them may act as a peer)")
+	f.StringVar(&a.tls.Cert, "tls-cert", "", "PEM certificate of this node, for serving and for dialing its peers; it must name the --advertise host")
+	f.StringVar(&a.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
 	procsFlag(f, &procs)
 	return cmd
 }
@@ -237,9 +243,6 @@ in --data/node-I. Node I serves gRPC on 127.0.0.1:(7400+10I), gossip on
 the others join it. Ctrl-C stops every node.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !a.tls.IsZero() {
-				return usagef("shoal dev runs plaintext gRPC on loopback; leave out the --tls-* flags")
-			}
 			if nodes < 1 || nodes > maxDevNodes {
 				return usagef("--nodes must be 1 to %d (more would make the dev ports collide), got %d", maxDevNodes, nodes)
 			}

@@ -27,10 +27,11 @@ func TestTLS(t *testing.T) {
 	cfg.DisableHTTP = true
 	cfg.Name = "tls"
 	cfg.Shards, cfg.Replication = 4, 1
-	var err error
-	if cfg.ServerTLS, cfg.PeerTLS, err = srvFiles.Server(); err != nil {
+	tc, err := srvFiles.Server()
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n, err := node.Start(ctx, cfg)
@@ -43,13 +44,13 @@ func TestTLS(t *testing.T) {
 
 	// A server certificate that does not name the address dialed.
 	wrongName := ca.Issue(t, "wrong-name", "db.example")
-	srv2, peer2, err := wrongName.Server()
+	tc2, err := wrongName.Server()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg2 := cfg
 	cfg2.DataDir, cfg2.Name = t.TempDir(), "tls-2"
-	cfg2.ServerTLS, cfg2.PeerTLS = srv2, peer2
+	cfg2.ServerTLS, cfg2.PeerTLS, cfg2.PeerCAs = tc2.Server, tc2.Peer, tc2.PeerCAs
 	n2, err := node.Start(ctx, cfg2)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +77,7 @@ func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 		{"files from the environment", map[string]string{"SHOAL_TLS_CA": app.CA, "SHOAL_TLS_CERT": app.Cert, "SHOAL_TLS_KEY": app.Key},
 			[]string{"append", "s-1", "--type", "T"}, exitOK, ""},
 		{"files from flags", nil,
-			[]string{"read", "s-1", "--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key}, exitOK, ""},
+			[]string{"append", "s-2", "--type", "T", "--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key}, exitOK, ""},
 		{"cluster status", nil,
 			[]string{"cluster", "status", "--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key}, exitOK, ""},
 		{"plaintext", nil, []string{"read", "s-1"}, exitError, "if it uses TLS, pass --tls-ca, --tls-cert and --tls-key"},
@@ -90,7 +91,7 @@ func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 		{"certificate without its key", nil, []string{"read", "s-1", "--tls-cert", app.Cert}, exitUsage, "give both or neither"},
 		{"missing CA file", nil, []string{"read", "s-1", "--tls-ca", dir + "/nope.crt"}, exitUsage, "reading the CA file"},
 		{"bench embedded with TLS", nil, []string{"bench", "append", "--embedded", "--tls-ca", app.CA}, exitUsage, "leave out the --tls-* flags"},
-		{"dev with TLS", nil, []string{"dev", "--tls-ca", app.CA}, exitUsage, "leave out the --tls-* flags"},
+		{"dev has no TLS", nil, []string{"dev", "--tls-ca", app.CA}, exitUsage, "unknown flag: --tls-ca"},
 		{"server without a CA", nil, []string{"server", "--tls-cert", app.Cert, "--tls-key", app.Key}, exitUsage,
 			"a server needs --tls-ca, --tls-cert and --tls-key together"},
 	} {

@@ -1,27 +1,31 @@
 // Package tlsfiles builds the TLS configurations of shoal's servers and
-// clients from PEM files, as the CLI's --tls-ca, --tls-cert and --tls-key
-// flags name them.
+// clients from PEM files, as the CLI's --tls-ca, --tls-client-ca, --tls-cert
+// and --tls-key flags name them.
 //
 // A server uses mutual TLS: it presents its certificate and accepts only
-// callers whose certificate the CA signed, whether they are peers (raft,
-// forwarded requests) or clients. The same key pair serves as the client
-// certificate when the node dials its peers. A client verifies the server
+// callers with a certificate from a CA it trusts. The nodes' CA (CA) signs
+// the nodes' certificates, and the same key pair serves as a node's client
+// certificate when it dials its peers. Clients' certificates come from the
+// nodes' CA too, or from a separate client CA (ClientCA); then only the
+// nodes' CA makes a caller a peer (ServerConfigs.PeerCAs), so an
+// application's certificate cannot speak raft. A client verifies the server
 // against the CA (or the system's roots without one) and presents its own
 // certificate when given one.
 //
-// The key pair is read again when its files change, at the next handshake,
-// so certificates can be rotated without a restart: replace the key file,
-// then the certificate file (or both at once by renaming). A pair that does
-// not load (a half-written file, a certificate that does not match its key)
-// leaves the previous one in use and is tried again at the next handshake.
-// The CA is read once, at start.
+// The key pair is read again when its files' contents change, at the next
+// handshake, so certificates can be rotated without a restart. A pair that
+// does not load (a half-written file, a certificate that does not match its
+// key) leaves the previous one in use and is logged once; it is tried again
+// when the files change again. The CAs are read once, at start.
 package tlsfiles
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 )
@@ -29,41 +33,68 @@ import (
 // Files names the PEM files of one side of a connection. Empty fields are
 // absent files.
 type Files struct {
-	CA   string // certificates of the authority that signs servers' and clients' certificates
-	Cert string // this side's certificate chain
-	Key  string // this side's private key
+	CA       string // the nodes' CA: signs the nodes' certificates (and clients', without ClientCA)
+	ClientCA string // a server's separate CA for clients' certificates; optional
+	Cert     string // this side's certificate chain
+	Key      string // this side's private key
+	// Logger receives key pair reloads and their failures; nil discards them.
+	Logger *slog.Logger
 }
 
 // IsZero reports whether no file is named: plaintext gRPC.
-func (f Files) IsZero() bool { return f == Files{} }
+func (f Files) IsZero() bool { return f.CA == "" && f.ClientCA == "" && f.Cert == "" && f.Key == "" }
 
-// Server returns the configuration a node listens with (mutual TLS) and the
-// one it dials its peers with. It needs all three files.
-func (f Files) Server() (server, peer *tls.Config, err error) {
+// ServerConfigs are what a node needs for mutual TLS.
+type ServerConfigs struct {
+	Server *tls.Config // the listener's: requires a certificate from CA or ClientCA
+	Peer   *tls.Config // for dialing peers: verifies them against CA, presents the node's pair
+	// PeerCAs is the nodes' CA: a caller is a peer (may call the Raft service) only if its
+	// certificate verifies against it.
+	PeerCAs *x509.CertPool
+}
+
+// Server returns the configurations a node listens and dials its peers
+// with. It needs CA, Cert and Key; ClientCA is optional.
+func (f Files) Server() (ServerConfigs, error) {
 	if f.CA == "" || f.Cert == "" || f.Key == "" {
-		return nil, nil, errors.New("tls: a server needs --tls-ca, --tls-cert and --tls-key together " +
+		return ServerConfigs{}, errors.New("tls: a server needs --tls-ca, --tls-cert and --tls-key together " +
 			"(mutual TLS: the CA verifies peers and clients)")
 	}
-	pool, err := loadPool(f.CA)
+	peers, err := loadPool(f.CA, "CA")
 	if err != nil {
-		return nil, nil, err
+		return ServerConfigs{}, err
 	}
-	kp, err := newKeyPair(f.Cert, f.Key)
+	callers, err := loadPool(f.CA, "CA")
 	if err != nil {
-		return nil, nil, err
+		return ServerConfigs{}, err
 	}
-	server = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
-		ClientCAs:      pool,
-		ClientAuth:     tls.RequireAndVerifyClientCert,
+	if f.ClientCA != "" {
+		b, err := os.ReadFile(f.ClientCA)
+		if err != nil {
+			return ServerConfigs{}, fmt.Errorf("tls: reading the client CA file: %w", err)
+		}
+		if !callers.AppendCertsFromPEM(b) {
+			return ServerConfigs{}, fmt.Errorf("tls: the client CA file %s holds no PEM certificate", f.ClientCA)
+		}
 	}
-	peer = &tls.Config{
-		MinVersion:           tls.VersionTLS12,
-		RootCAs:              pool,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() },
+	kp, err := newKeyPair(f.Cert, f.Key, f.Logger)
+	if err != nil {
+		return ServerConfigs{}, err
 	}
-	return server, peer, nil
+	return ServerConfigs{
+		Server: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
+			ClientCAs:      callers,
+			ClientAuth:     tls.RequireAndVerifyClientCert,
+		},
+		Peer: &tls.Config{
+			MinVersion:           tls.VersionTLS12,
+			RootCAs:              peers,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() },
+		},
+		PeerCAs: peers,
+	}, nil
 }
 
 // Client returns the configuration a client dials with: the CA verifies
@@ -74,15 +105,18 @@ func (f Files) Client() (*tls.Config, error) {
 		return nil, errors.New("tls: --tls-cert and --tls-key go together; give both or neither")
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.ClientCA != "" {
+		return nil, errors.New("tls: --tls-client-ca is a server's; a client verifies servers against --tls-ca")
+	}
 	if f.CA != "" {
-		pool, err := loadPool(f.CA)
+		pool, err := loadPool(f.CA, "CA")
 		if err != nil {
 			return nil, err
 		}
 		cfg.RootCAs = pool
 	}
 	if f.Cert != "" {
-		kp, err := newKeyPair(f.Cert, f.Key)
+		kp, err := newKeyPair(f.Cert, f.Key, f.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -91,58 +125,81 @@ func (f Files) Client() (*tls.Config, error) {
 	return cfg, nil
 }
 
-func loadPool(name string) (*x509.CertPool, error) {
+func loadPool(name, what string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("tls: reading the CA file: %w", err)
+		return nil, fmt.Errorf("tls: reading the %s file: %w", what, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("tls: the CA file %s holds no PEM certificate", name)
+		return nil, fmt.Errorf("tls: the %s file %s holds no PEM certificate", what, name)
 	}
 	return pool, nil
 }
 
 // keyPair is a certificate and key loaded from files, reloaded when either
-// file is replaced or its size or modification time changes.
+// file's contents change. The files are small: reading them at each
+// handshake (connections are long-lived) is exact where file times are not.
 type keyPair struct {
 	certFile, keyFile string
+	log               *slog.Logger
 
-	mu                sync.Mutex
-	cur               *tls.Certificate
-	certStat, keyStat os.FileInfo // of the files cur was loaded from
+	mu              sync.Mutex
+	cur             *tls.Certificate
+	certPEM, keyPEM []byte // what cur was loaded from
+	badCert, badKey []byte // the last contents that failed to load
+	unreadable      bool   // the last read failed (logged once)
 }
 
-func newKeyPair(certFile, keyFile string) (*keyPair, error) {
-	kp := &keyPair{certFile: certFile, keyFile: keyFile}
+func newKeyPair(certFile, keyFile string, log *slog.Logger) (*keyPair, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	kp := &keyPair{certFile: certFile, keyFile: keyFile, log: log}
 	if _, err := kp.get(); err != nil {
 		return nil, err
 	}
 	return kp, nil
 }
 
-func unchanged(old, cur os.FileInfo) bool {
-	return os.SameFile(old, cur) && old.Size() == cur.Size() && old.ModTime().Equal(cur.ModTime())
-}
-
 // get returns the current pair, reloading it first if its files changed. A
-// reload that fails keeps the previous pair (and is tried again next time);
-// only the first load's error is returned.
+// reload that fails keeps the previous pair, and is logged once per change
+// of the files; only the first load's error is returned.
 func (kp *keyPair) get() (*tls.Certificate, error) {
 	kp.mu.Lock()
 	defer kp.mu.Unlock()
-	cs, cerr := os.Stat(kp.certFile)
-	ks, kerr := os.Stat(kp.keyFile)
-	if kp.cur != nil && (cerr != nil || kerr != nil || (unchanged(kp.certStat, cs) && unchanged(kp.keyStat, ks))) {
+	certPEM, cerr := os.ReadFile(kp.certFile)
+	keyPEM, kerr := os.ReadFile(kp.keyFile)
+	if err := errors.Join(cerr, kerr); err != nil {
+		if kp.cur == nil {
+			return nil, fmt.Errorf("tls: reading the key pair: %w", err)
+		}
+		if !kp.unreadable {
+			kp.unreadable = true
+			kp.log.Warn("tls: cannot read the key pair; the previous one stays in use", "err", err)
+		}
 		return kp.cur, nil
 	}
-	c, err := tls.LoadX509KeyPair(kp.certFile, kp.keyFile)
+	kp.unreadable = false
+	if kp.cur != nil && bytes.Equal(certPEM, kp.certPEM) && bytes.Equal(keyPEM, kp.keyPEM) {
+		return kp.cur, nil
+	}
+	if kp.cur != nil && bytes.Equal(certPEM, kp.badCert) && bytes.Equal(keyPEM, kp.badKey) {
+		return kp.cur, nil // failed before; wait for the files to change again
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if kp.cur != nil {
+			kp.badCert, kp.badKey = certPEM, keyPEM
+			kp.log.Warn("tls: the changed key pair does not load; the previous one stays in use",
+				"cert", kp.certFile, "key", kp.keyFile, "err", err)
 			return kp.cur, nil
 		}
 		return nil, fmt.Errorf("tls: loading the key pair %s and %s: %w", kp.certFile, kp.keyFile, err)
 	}
-	kp.cur, kp.certStat, kp.keyStat = &c, cs, ks
+	if kp.cur != nil {
+		kp.log.Info("tls: key pair reloaded", "cert", kp.certFile)
+	}
+	kp.cur, kp.certPEM, kp.keyPEM, kp.badCert, kp.badKey = &c, certPEM, keyPEM, nil, nil
 	return kp.cur, nil
 }

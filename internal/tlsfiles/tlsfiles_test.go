@@ -2,7 +2,9 @@ package tlsfiles_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -60,14 +62,15 @@ func TestMutualTLS(t *testing.T) {
 	ca := testcert.NewAuthority(t, dir)
 	n1 := ca.Issue(t, "n1", "127.0.0.1")
 	n2 := ca.Issue(t, "n2", "127.0.0.1")
-	srv, _, err := n1.Server()
+	tc1, err := n1.Server()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, peer, err := n2.Server()
+	tc2, err := n2.Server()
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, peer := tc1.Server, tc2.Peer
 
 	t.Run("peer", func(t *testing.T) {
 		if cn, err := handshake(t, srv, peer); err != nil || cn != "n1" {
@@ -106,24 +109,97 @@ func TestMutualTLS(t *testing.T) {
 	})
 	t.Run("server of another authority is refused", func(t *testing.T) {
 		other := testcert.NewAuthority(t, t.TempDir())
-		osrv, _, err := other.Issue(t, "o", "127.0.0.1").Server()
+		otc, err := other.Issue(t, "o", "127.0.0.1").Server()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := handshake(t, osrv, peer); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		if _, err := handshake(t, otc.Server, peer); err == nil || !strings.Contains(err.Error(), "unknown authority") {
 			t.Fatalf("handshake with a foreign server: %v, want an unknown authority", err)
 		}
 	})
+}
+
+// TestClientCA: with a separate client CA, the server accepts clients of either CA, and only
+// the nodes' CA makes a caller a peer.
+func TestClientCA(t *testing.T) {
+	ca := testcert.NewAuthority(t, t.TempDir())
+	clientCA := testcert.NewAuthority(t, t.TempDir())
+	n1 := ca.Issue(t, "n1", "127.0.0.1")
+	n1.ClientCA = clientCA.CAFile
+	tc, err := n1.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := clientCA.Issue(t, "app", "app.example")
+	app.CA = ca.CAFile
+	cfg, err := app.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(t, tc.Server, cfg); err != nil {
+		t.Fatalf("client of the client CA: %v", err)
+	}
+	if _, err := handshake(t, tc.Server, tc.Peer); err != nil {
+		t.Fatalf("peer: %v", err)
+	}
+	verify := func(f tlsfiles.Files) error {
+		c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = leaf.Verify(x509.VerifyOptions{Roots: tc.PeerCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		return err
+	}
+	if err := verify(n1); err != nil {
+		t.Fatalf("a node's certificate is not a peer's: %v", err)
+	}
+	if err := verify(app); err == nil {
+		t.Fatal("a client's certificate verifies as a peer's")
+	}
+}
+
+// TestReloadLogged: a rotation that does not load is logged once and keeps the old pair.
+func TestReloadLogged(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.NewAuthority(t, dir)
+	n1 := ca.Issue(t, "n1", "127.0.0.1")
+	var logs strings.Builder
+	n1.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	tc, err := n1.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.IssueTo(t, dir+"/other.crt", n1.Key, "other", "127.0.0.1") // a new key; n1.crt no longer matches it
+	for range 3 {
+		if cn, err := handshake(t, tc.Server, tc.Peer); err != nil || cn != "n1" {
+			t.Fatalf("mid-rotation: %q, %v", cn, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "does not load"); n != 1 {
+		t.Fatalf("%d reload failures logged, want 1:\n%s", n, logs.String())
+	}
+	ca.IssueTo(t, n1.Cert, n1.Key, "n1-rotated", "127.0.0.1")
+	if cn, err := handshake(t, tc.Server, tc.Peer); err != nil || cn != "n1-rotated" {
+		t.Fatalf("after rotation: %q, %v", cn, err)
+	}
+	if !strings.Contains(logs.String(), "key pair reloaded") {
+		t.Fatalf("reload not logged:\n%s", logs.String())
+	}
 }
 
 func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewAuthority(t, dir)
 	n1 := ca.Issue(t, "n1", "127.0.0.1")
-	srv, peer, err := n1.Server()
+	tc, err := n1.Server()
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, peer := tc.Server, tc.Peer
 	if cn, err := handshake(t, srv, peer); err != nil || cn != "n1" {
 		t.Fatalf("before rotation: %q, %v", cn, err)
 	}
@@ -153,13 +229,18 @@ func TestErrors(t *testing.T) {
 		err    func() error
 		substr string
 	}{
-		{"server without CA", func() error { _, _, err := tlsfiles.Files{Cert: n1.Cert, Key: n1.Key}.Server(); return err }, "--tls-ca, --tls-cert and --tls-key together"},
-		{"server without key", func() error { _, _, err := tlsfiles.Files{CA: n1.CA, Cert: n1.Cert}.Server(); return err }, "--tls-ca, --tls-cert and --tls-key together"},
+		{"server without CA", func() error { _, err := tlsfiles.Files{Cert: n1.Cert, Key: n1.Key}.Server(); return err }, "--tls-ca, --tls-cert and --tls-key together"},
+		{"server without key", func() error { _, err := tlsfiles.Files{CA: n1.CA, Cert: n1.Cert}.Server(); return err }, "--tls-ca, --tls-cert and --tls-key together"},
 		{"client cert without key", func() error { _, err := tlsfiles.Files{Cert: n1.Cert}.Client(); return err }, "give both or neither"},
 		{"CA missing", func() error { _, err := tlsfiles.Files{CA: dir + "/nope.crt"}.Client(); return err }, "reading the CA file"},
+		{"client CA on a client", func() error { _, err := tlsfiles.Files{CA: n1.CA, ClientCA: n1.CA}.Client(); return err }, "is a server's"},
+		{"client CA not PEM", func() error {
+			_, err := tlsfiles.Files{CA: n1.CA, ClientCA: junk, Cert: n1.Cert, Key: n1.Key}.Server()
+			return err
+		}, "client CA file"},
 		{"CA not PEM", func() error { _, err := tlsfiles.Files{CA: junk}.Client(); return err }, "holds no PEM certificate"},
 		{"key does not match", func() error {
-			_, _, err := tlsfiles.Files{CA: n1.CA, Cert: n1.Cert, Key: ca.Issue(t, "n2", "127.0.0.1").Key}.Server()
+			_, err := tlsfiles.Files{CA: n1.CA, Cert: n1.Cert, Key: ca.Issue(t, "n2", "127.0.0.1").Key}.Server()
 			return err
 		}, "loading the key pair"},
 	} {
