@@ -419,7 +419,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 	m := &placementMetrics{
 		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_placement_steps_total",
-			Help: "Placement steps completed by this node as leader, by kind (add_learner, promote, remove, transfer).",
+			Help: "Placement steps completed by this node as leader, by kind (add_learner, promote, remove, transfer, raise_format).",
 		}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_placement_step_failures_total",
