@@ -147,6 +147,7 @@ type shardStatus struct {
 	State        string   `json:"state"` // ok, under-replicated, unavailable
 	Applied      uint64   `json:"applied"`
 	LastPosition uint64   `json:"last_position"`
+	Format       uint64   `json:"format"` // state-machine format (0: not reported by the leader's version)
 }
 
 func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
@@ -185,7 +186,7 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 	for _, sh := range topo.GetShards() {
 		ss := shardStatus{
 			Shard: sh.GetShard(), Term: sh.GetTerm(), State: "ok",
-			Applied: sh.GetApplied(), LastPosition: sh.GetLastPosition(),
+			Applied: sh.GetApplied(), LastPosition: sh.GetLastPosition(), Format: sh.GetFormat(),
 			Voters: []string{}, Learners: []string{},
 		}
 		if sh.GetLeaderId() != 0 {
