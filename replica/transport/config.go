@@ -77,7 +77,11 @@ type Config struct {
 	// negative disables.
 	SnapshotStallTimeout time.Duration
 	// IdleTimeout closes a peer's stream and connection after this long
-	// without traffic (a removed peer). Default 2 min; negative disables.
+	// without traffic (a removed node), and removes the peer after twice as
+	// long: its goroutine, queue and metric series go, and the next message
+	// for the node starts it anew. Nodes replaced by new IDs thus cost
+	// nothing once raft stops addressing them. Default 2 min; negative
+	// disables both.
 	IdleTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger

@@ -65,8 +65,15 @@
 // back-off are dropped and reported too, so raft probes instead of
 // pipelining into a dead peer. The address is resolved again at every dial;
 // a successful send on a stream older than a second resets the back-off (a
-// refusing peer accepts the first sends before ending the stream). An idle
-// peer's connection is closed after Config.IdleTimeout.
+// refusing peer accepts the first sends before ending the stream).
+//
+// Idle peers: after Config.IdleTimeout without a message, a peer's stream is
+// ended cleanly (CloseSend, then the receiver's RaftAck once it has handled
+// every batch) and its connection closed; after another IdleTimeout the peer
+// is removed with its goroutine, queue and metric series (nodes replaced by
+// new IDs must not accumulate). The next Send to that node starts a new peer.
+// Send queues under Transport.mu and a peer leaves only under it, with its
+// queue empty and no probe running, so a queued message is never stranded.
 //
 // Down peers: when an established stream breaks (other than by a refusal),
 // a goroutine tries plain connections to the peer's address with
@@ -98,7 +105,9 @@
 // # Concurrency
 //
 // Transport methods are safe for concurrent use. Each peer's connection state
-// is owned by its goroutine; Transport.mu guards only the peer map and the
-// closed flag. Handler methods are called from peer, reporter, snapshot and
-// gRPC server goroutines, never while a transport lock is held.
+// is owned by its goroutine; Transport.mu guards the peer map and the
+// closed flag, and is held by Send while it queues. Lock
+// order: Transport.mu, then the reporter's. Handler methods are called from
+// peer, reporter, snapshot and gRPC server goroutines, never while a
+// transport lock is held.
 package transport
