@@ -99,14 +99,21 @@
 // The receiver validates chunk 0 like a batch, then decompresses the data
 // chunks through an io.Pipe into Handler.ReceiveSnapshot(msg, reader). A
 // sender that fails mid-stream cancels the RPC, so the reader sees an error,
-// never a clean end. At most Config.MaxSnapshotSends snapshots are sent at
-// once.
+// never a clean end.
+//
+// Fairness: each destination node has one sender goroutine while it has
+// snapshots to receive, which sends them one at a time, in call order; a
+// call for a shard whose snapshot is still waiting replaces it (raft wants
+// only the newest) and gets the same report. The senders share
+// Config.MaxSnapshotSends slots, taken in turn, so a receiver that is slow
+// (up to SnapshotStallTimeout per chunk, 10× for its final answer) holds at
+// most one slot, and snapshots to other nodes use the rest.
 //
 // # Concurrency
 //
 // Transport methods are safe for concurrent use. Each peer's connection state
-// is owned by its goroutine; Transport.mu guards the peer map and the
-// closed flag, and is held by Send while it queues. Lock
+// is owned by its goroutine; Transport.mu guards the peer map, the waiting
+// snapshots and the closed flag, and is held by Send while it queues. Lock
 // order: Transport.mu, then the reporter's. Handler methods are called from
 // peer, reporter, snapshot and gRPC server goroutines, never while a
 // transport lock is held.

@@ -53,13 +53,17 @@ type Transport struct {
 
 	unreach reporter
 
-	// mu is held by Send while it queues messages and by a peer leaving the
-	// map (retire). Lock order: mu, then reporter.mu. The Handler is never
-	// called with mu held.
+	// mu is held by Send while it queues messages, by a peer leaving the map
+	// (retire) and by SendSnapshot and the snapshot senders. Lock order: mu,
+	// then reporter.mu. The Handler is never called with mu held.
 	mu struct {
 		sync.Mutex
 		closed bool
 		peers  map[uint64]*peer
+		// snaps has an entry for every destination whose snapshot sender
+		// runs: the snapshots waiting behind the one being sent, in call
+		// order, at most one per shard.
+		snaps map[uint64][]snapJob
 	}
 	closeOnce sync.Once
 }
@@ -87,6 +91,7 @@ func New(cfg Config) *Transport {
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
+	t.mu.snaps = make(map[uint64][]snapJob)
 	t.unreach.init()
 	t.wg.Add(1)
 	go func() {
@@ -195,9 +200,9 @@ func (t *Transport) retire(p *peer) bool {
 }
 
 // Close stops the peer goroutines and outgoing snapshot streams, closes the
-// connections, and waits for all of it. Messages still queued are dropped
-// without reports. Incoming streams are ended by stopping the gRPC server.
-// Close is idempotent and always returns nil.
+// connections, and waits for all of it. Messages still queued and snapshots
+// still waiting are dropped without reports. Incoming streams are ended by
+// stopping the gRPC server. Close is idempotent and always returns nil.
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		t.mu.Lock()
