@@ -63,8 +63,12 @@ type Config struct {
 	MaxBatchBytes int
 	// SnapshotChunkSize is the compressed bytes per SnapshotChunk. Default 1 MiB.
 	SnapshotChunkSize int
-	// MaxSnapshotSends bounds concurrent outgoing snapshot streams; further
-	// SendSnapshot calls wait their turn. Default 2.
+	// MaxSnapshotSends bounds concurrent outgoing snapshot streams, of which
+	// at most one goes to each destination node. Further SendSnapshot calls
+	// wait their turn: per destination in call order (a call for a shard
+	// that is still waiting replaces the waiting snapshot), and destinations
+	// take free streams in turn, so a slow receiver holds at most one and
+	// snapshots to the other nodes go on. Default 2.
 	MaxSnapshotSends int
 	// BackoffInitial and BackoffMax bound the reconnect delay after a failed
 	// dial or stream (exponential, ±50% jitter, reset by a successful send
@@ -77,7 +81,11 @@ type Config struct {
 	// negative disables.
 	SnapshotStallTimeout time.Duration
 	// IdleTimeout closes a peer's stream and connection after this long
-	// without traffic (a removed peer). Default 2 min; negative disables.
+	// without traffic (a removed node), and removes the peer after twice as
+	// long: its goroutine, queue and metric series go, and the next message
+	// for the node starts it anew. Nodes replaced by new IDs thus cost
+	// nothing once raft stops addressing them. Default 2 min; negative
+	// disables both.
 	IdleTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger

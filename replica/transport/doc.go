@@ -65,8 +65,15 @@
 // back-off are dropped and reported too, so raft probes instead of
 // pipelining into a dead peer. The address is resolved again at every dial;
 // a successful send on a stream older than a second resets the back-off (a
-// refusing peer accepts the first sends before ending the stream). An idle
-// peer's connection is closed after Config.IdleTimeout.
+// refusing peer accepts the first sends before ending the stream).
+//
+// Idle peers: after Config.IdleTimeout without a message, a peer's stream is
+// ended cleanly (CloseSend, then the receiver's RaftAck once it has handled
+// every batch) and its connection closed; after another IdleTimeout the peer
+// is removed with its goroutine, queue and metric series (nodes replaced by
+// new IDs must not accumulate). The next Send to that node starts a new peer.
+// Send queues under Transport.mu and a peer leaves only under it, with its
+// queue empty and no probe running, so a queued message is never stranded.
 //
 // Down peers: when an established stream breaks (other than by a refusal),
 // a goroutine tries plain connections to the peer's address with
@@ -92,13 +99,22 @@
 // The receiver validates chunk 0 like a batch, then decompresses the data
 // chunks through an io.Pipe into Handler.ReceiveSnapshot(msg, reader). A
 // sender that fails mid-stream cancels the RPC, so the reader sees an error,
-// never a clean end. At most Config.MaxSnapshotSends snapshots are sent at
-// once.
+// never a clean end.
+//
+// Fairness: each destination node has one sender goroutine while it has
+// snapshots to receive, which sends them one at a time, in call order; a
+// call for a shard whose snapshot is still waiting replaces it (raft wants
+// only the newest) and gets the same report. The senders share
+// Config.MaxSnapshotSends slots, taken in turn, so a receiver that is slow
+// (up to SnapshotStallTimeout per chunk, 10× for its final answer) holds at
+// most one slot, and snapshots to other nodes use the rest.
 //
 // # Concurrency
 //
 // Transport methods are safe for concurrent use. Each peer's connection state
-// is owned by its goroutine; Transport.mu guards only the peer map and the
-// closed flag. Handler methods are called from peer, reporter, snapshot and
-// gRPC server goroutines, never while a transport lock is held.
+// is owned by its goroutine; Transport.mu guards the peer map, the waiting
+// snapshots and the closed flag, and is held by Send while it queues. Lock
+// order: Transport.mu, then the reporter's. Handler methods are called from
+// peer, reporter, snapshot and gRPC server goroutines, never while a
+// transport lock is held.
 package transport

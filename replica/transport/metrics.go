@@ -2,8 +2,11 @@ package transport
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics of one Transport. Peer-labelled series use the peer's node ID, so
-// cardinality is bounded by the cluster size.
+// Metrics of one Transport. Peer-labelled series use the peer's node ID.
+// Every series of a peer, sent and received, is deleted when the peer is
+// removed after two IdleTimeouts without traffic (Config.IdleTimeout), so
+// cardinality follows the peers in use, not every node ID ever addressed;
+// a peer used again starts its counters from zero.
 type Metrics struct {
 	MessagesSent     *prometheus.CounterVec // {peer} raft messages written to a stream
 	MessagesReceived *prometheus.CounterVec // {peer} raft messages handed to the Handler
@@ -52,6 +55,15 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			m.BytesReceived, m.DialErrors, m.StreamErrors, m.PeerDown, m.SnapshotsSent, m.SnapshotsRecv, m.SnapshotBytes)
 	}
 	return m
+}
+
+// deletePeer deletes every series labelled with peer l.
+func (m *Metrics) deletePeer(l string) {
+	match := prometheus.Labels{"peer": l}
+	for _, v := range []*prometheus.CounterVec{m.MessagesSent, m.MessagesReceived, m.MessagesDropped, m.BatchesSent,
+		m.BytesSent, m.BytesReceived, m.DialErrors, m.StreamErrors, m.PeerDown} {
+		v.DeletePartialMatch(match)
+	}
 }
 
 func result(ok bool) string {

@@ -34,9 +34,17 @@ var probeDelays = []time.Duration{0, 20 * time.Millisecond, 80 * time.Millisecon
 // peer is about to refuse (cluster mismatch), which must not count.
 const stableAfter = time.Second
 
+// closeGrace bounds the wait for a peer's answer when an idle stream is ended cleanly
+// (closeIdle); a peer that does not answer in time has the stream canceled.
+const closeGrace = 5 * time.Second
+
 // peer owns the outbound side towards one node: a bounded queue filled by
 // Send and one goroutine (run) that drains it into RaftBatches on a single
 // long-lived Raft.Send stream. All fields below queue are owned by run.
+//
+// Send puts messages on queue only while holding Transport.mu, and run leaves
+// (retire) only under the same lock with queue empty, so a message queued is
+// always taken by a running goroutine: it is sent, or dropped and reported.
 type peer struct {
 	t     *Transport
 	id    uint64
@@ -55,8 +63,10 @@ type peer struct {
 	opened  time.Time          // when stream was opened
 	carry   *replica.ShardMessage
 	bo      backoff.ExponentialBackOff
-	healthy bool   // last send succeeded (logging transitions only)
-	refusal string // last refusal logged at error level
+	healthy bool        // last send succeeded (logging transitions only)
+	refusal string      // last refusal logged at error level
+	idle    *time.Timer // fires after IdleTimeout without traffic; nil when disabled
+	quiet   bool        // idle fired since the last message (the connection is closed)
 
 	pending []*pb.Message // reused by pack
 	sizes   []int
@@ -95,11 +105,10 @@ func newPeer(t *Transport, id uint64) *peer {
 func (p *peer) run() {
 	defer p.closeConn()
 	var idle <-chan time.Time
-	var idleTimer *time.Timer
 	if d := p.t.cfg.IdleTimeout; d > 0 {
-		idleTimer = time.NewTimer(d)
-		defer idleTimer.Stop()
-		idle = idleTimer.C
+		p.idle = time.NewTimer(d)
+		defer p.idle.Stop()
+		idle = p.idle.C
 	}
 	stop := p.t.ctx.Done()
 	for {
@@ -118,17 +127,13 @@ func (p *peer) run() {
 				}
 				continue
 			case <-idle:
-				if p.conn != nil {
-					p.t.log.Debug("transport: closing idle peer connection", "peer", p.id)
+				if p.idleTick() {
+					return
 				}
-				p.closeConn()
-				idleTimer.Reset(p.t.cfg.IdleTimeout)
 				continue
 			}
 		}
-		if idleTimer != nil {
-			idleTimer.Reset(p.t.cfg.IdleTimeout)
-		}
+		p.touch()
 		if p.stream == nil {
 			if err := p.connect(); err != nil {
 				if p.t.ctx.Err() != nil {
@@ -171,6 +176,49 @@ func (p *peer) run() {
 			p.t.log.Info("transport: peer reachable", "peer", p.id, "addr", p.addr)
 		}
 	}
+}
+
+// touch restarts the idle clock: the peer has traffic.
+func (p *peer) touch() {
+	if p.idle != nil {
+		p.idle.Reset(p.t.cfg.IdleTimeout)
+	}
+	p.quiet = false
+}
+
+// idleTick handles one IdleTimeout without traffic. The first closes the stream and
+// connection; the second removes the peer (Transport.retire), unless a message was queued
+// meanwhile or a probe still runs (then the next tick tries again). It reports whether the
+// peer was removed, and run must return.
+func (p *peer) idleTick() bool {
+	if p.quiet && p.t.retire(p) {
+		p.t.log.Debug("transport: removed idle peer", "peer", p.id)
+		return true
+	}
+	if p.conn != nil {
+		p.t.log.Debug("transport: closing idle peer connection", "peer", p.id)
+		p.closeIdle()
+	}
+	p.quiet = true
+	p.idle.Reset(p.t.cfg.IdleTimeout)
+	return false
+}
+
+// closeIdle ends the stream cleanly, so that the batches sent on it are not lost: CloseSend,
+// then the peer's answer, which comes once it has handled every batch (closeGrace at most;
+// then the stream is canceled). Then it closes the connection.
+func (p *peer) closeIdle() {
+	if p.stream != nil && p.stream.CloseSend() == nil {
+		grace := time.NewTimer(closeGrace)
+		defer grace.Stop()
+		select {
+		case <-p.end.done:
+		case <-grace.C:
+			p.t.log.Debug("transport: idle peer did not answer the end of its stream", "peer", p.id)
+		case <-p.t.ctx.Done():
+		}
+	}
+	p.closeConn()
 }
 
 // connect resolves the peer's address, (re)creates the connection if the
@@ -448,6 +496,7 @@ func (p *peer) wait() bool {
 		case <-timer.C:
 			return true
 		case m := <-p.queue:
+			p.touch()
 			p.drop(m.Shard)
 		}
 	}

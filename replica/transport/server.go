@@ -45,8 +45,8 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 	if h == nil {
 		return toStatus(ErrNoHandler)
 	}
-	var label string // of the sending peer, resolved on the first batch
-	var received, bytes interface{ Add(float64) }
+	var from uint64
+	var label string // of from
 	for {
 		b, err := stream.Recv()
 		if err == io.EOF {
@@ -62,10 +62,8 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 		if len(b.Shards) != len(b.Messages) {
 			return toStatus(fmt.Errorf("%w: %d shards for %d messages", ErrBadRequest, len(b.Shards), len(b.Messages)))
 		}
-		if l := strconv.FormatUint(b.From, 10); l != label {
-			label = l
-			received = t.metrics.MessagesReceived.WithLabelValues(l)
-			bytes = t.metrics.BytesReceived.WithLabelValues(l)
+		if label == "" || b.From != from {
+			from, label = b.From, strconv.FormatUint(b.From, 10)
 		}
 		msgs := make([]replica.ShardMessage, len(b.Messages))
 		n := 0
@@ -80,8 +78,10 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 			msgs[i] = shardMessage(b.Shards[i], m)
 			n += len(raw)
 		}
-		received.Add(float64(len(msgs)))
-		bytes.Add(float64(n))
+		// Looked up per batch, not per stream: the series are deleted when
+		// the outbound peer of the same node is retired.
+		t.metrics.MessagesReceived.WithLabelValues(label).Add(float64(len(msgs)))
+		t.metrics.BytesReceived.WithLabelValues(label).Add(float64(n))
 		h.HandleMessages(msgs)
 	}
 }

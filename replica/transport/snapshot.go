@@ -24,37 +24,90 @@ var errReceiverDone = errors.New("transport: snapshot receiver finished")
 
 // SendSnapshot streams the snapshot of m (a MsgSnap) to m.Msg.To on a
 // dedicated connection, asynchronously: it returns at once and the outcome
-// reaches Handler.ReportSnapshot. At most Config.MaxSnapshotSends streams run
-// at a time; others wait. After Close, nothing is sent or reported.
+// reaches Handler.ReportSnapshot, once per call. One snapshot at a time goes
+// to each destination, and at most Config.MaxSnapshotSends at once in all;
+// the others wait (see Config.MaxSnapshotSends). A call for a shard whose
+// snapshot to the same destination is still waiting replaces that one: the
+// newer is sent, and its outcome is reported for both calls. After Close,
+// nothing is sent or reported.
 func (t *Transport) SendSnapshot(m replica.ShardMessage) {
+	to := m.Msg.GetTo()
 	t.mu.Lock()
-	closed := t.mu.closed
-	if !closed {
-		t.wg.Add(1)
-	}
-	t.mu.Unlock()
-	if closed {
+	defer t.mu.Unlock()
+	if t.mu.closed {
 		return
 	}
+	waiting, busy := t.mu.snaps[to]
+	if !busy {
+		t.mu.snaps[to] = nil
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.sendSnapshots(to, snapJob{m: m, calls: 1})
+		}()
+		return
+	}
+	for i := range waiting {
+		if waiting[i].m.Shard == m.Shard {
+			waiting[i].m = m
+			waiting[i].calls++
+			return
+		}
+	}
+	t.mu.snaps[to] = append(waiting, snapJob{m: m, calls: 1})
+}
+
+// snapJob is a snapshot to send: the newest MsgSnap of its shard, and the
+// number of SendSnapshot calls its outcome answers.
+type snapJob struct {
+	m     replica.ShardMessage
+	calls int
+}
+
+// sendSnapshots is the snapshot sender of destination to: it sends job,
+// then the snapshots waiting in t.mu.snaps[to], one at a time, and ends
+// (removing the entry) when none is left. Each send waits for one of the
+// MaxSnapshotSends slots; as a sender holds at most one and waits for its
+// next in line with the others (a channel's waiters are served in order),
+// destinations take the slots in turn.
+func (t *Transport) sendSnapshots(to uint64, job snapJob) {
+	for {
+		t.sendSnapshotJob(job)
+		t.mu.Lock()
+		waiting := t.mu.snaps[to]
+		if len(waiting) == 0 || t.mu.closed {
+			delete(t.mu.snaps, to)
+			t.mu.Unlock()
+			return
+		}
+		job, waiting[0] = waiting[0], snapJob{}
+		t.mu.snaps[to] = waiting[1:]
+		t.mu.Unlock()
+	}
+}
+
+// sendSnapshotJob sends one snapshot, then reports its outcome once per
+// call it answers (nothing when closing: nobody is listening).
+func (t *Transport) sendSnapshotJob(job snapJob) {
+	m := job.m
 	shard, to := m.Shard, m.Msg.GetTo()
-	go func() {
-		defer t.wg.Done()
-		err := t.sendSnapshot(m)
-		if t.ctx.Err() != nil {
-			return // closing: nobody is listening
-		}
-		ok := err == nil
-		t.metrics.SnapshotsSent.WithLabelValues(result(ok)).Inc()
-		if ok {
-			t.log.Info("transport: snapshot sent", "shard", shard, "to", to,
-				"index", m.Msg.GetSnapshot().GetMetadata().GetIndex())
-		} else {
-			t.log.Warn("transport: snapshot send failed", "shard", shard, "to", to, "err", err)
-		}
-		if h := t.handlerOrNil(); h != nil {
+	err := t.sendSnapshot(m)
+	if t.ctx.Err() != nil {
+		return
+	}
+	ok := err == nil
+	t.metrics.SnapshotsSent.WithLabelValues(result(ok)).Inc()
+	if ok {
+		t.log.Info("transport: snapshot sent", "shard", shard, "to", to,
+			"index", m.Msg.GetSnapshot().GetMetadata().GetIndex())
+	} else {
+		t.log.Warn("transport: snapshot send failed", "shard", shard, "to", to, "err", err)
+	}
+	if h := t.handlerOrNil(); h != nil {
+		for range job.calls {
 			h.ReportSnapshot(shard, to, ok)
 		}
-	}()
+	}
 }
 
 func (t *Transport) sendSnapshot(m replica.ShardMessage) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,5 +245,169 @@ func TestSnapshotStall(t *testing.T) {
 	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 9))
 	if r := waitReport(t, n1.rec); r.ok {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+// stuckReceiver makes n's ReceiveSnapshot announce each snapshot on entered, then wait for
+// release before reading it; it records the peak number received at once. The returned
+// function releases it (also at cleanup, before the nodes stop).
+func stuckReceiver(t *testing.T, n *testNode) (entered <-chan replica.ShardMessage, peak *atomic.Int32, release func()) {
+	ch := make(chan replica.ShardMessage, 16)
+	rel := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(rel) }) }
+	t.Cleanup(release)
+	var cur atomic.Int32
+	peak = new(atomic.Int32)
+	n.rec.receiveSnap = func(m replica.ShardMessage, r io.Reader) error {
+		c := cur.Add(1)
+		defer cur.Add(-1)
+		for p := peak.Load(); c > p && !peak.CompareAndSwap(p, c); p = peak.Load() {
+		}
+		ch <- m
+		<-rel
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	return ch, peak, release
+}
+
+func writeState(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+	_, err := w.Write([]byte("state"))
+	return err
+}
+
+func receiveAll(_ replica.ShardMessage, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+func waitEntered(t *testing.T, entered <-chan replica.ShardMessage) replica.ShardMessage {
+	t.Helper()
+	select {
+	case m := <-entered:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a snapshot to reach the receiver")
+		return replica.ShardMessage{}
+	}
+}
+
+// A receiver that is slow to take its snapshots holds one of the MaxSnapshotSends slots, not
+// all of them: a snapshot to another node goes through meanwhile. A node receives one
+// snapshot at a time, and every SendSnapshot is reported once.
+func TestSnapshotSlowReceiver(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 2 })
+	n2 := startNode(t, 2, "c", dir, nil)
+	n3 := startNode(t, 3, "c", dir, nil)
+	n1.rec.writeSnap = writeState
+	entered, peak, release := stuckReceiver(t, n2)
+	n3.rec.receiveSnap = receiveAll
+
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
+	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 5))
+	waitEntered(t, entered)
+	n1.tr.SendSnapshot(snapMsg(3, 1, 3, 5))
+	waitFor(t, 10*time.Second, "the snapshot to node 3 while node 2 is stuck", func() bool {
+		return len(n1.rec.snapReports()) > 0
+	})
+	if r := n1.rec.snapReports(); len(r) != 1 || r[0] != (snapReport{3, 3, true}) {
+		t.Fatalf("reports %+v, want only node 3's, ok", r)
+	}
+
+	release()
+	waitFor(t, 10*time.Second, "three reports", func() bool { return len(n1.rec.snapReports()) >= 3 })
+	time.Sleep(50 * time.Millisecond) // a fourth report would be a bug; give it a chance to show
+	want := map[snapReport]int{{3, 3, true}: 1, {1, 2, true}: 1, {2, 2, true}: 1}
+	for _, r := range n1.rec.snapReports() {
+		want[r]--
+	}
+	for r, n := range want {
+		if n != 0 {
+			t.Fatalf("report %+v: %d too few; all reports %+v", r, n, n1.rec.snapReports())
+		}
+	}
+	if p := peak.Load(); p != 1 {
+		t.Fatalf("node 2 received %d snapshots at once, want 1", p)
+	}
+}
+
+// Snapshots to one node wait in call order; a call for a shard that is still waiting replaces
+// the waiting snapshot (not the one being sent). Each call gets one report, with the outcome of
+// the snapshot sent for it.
+func TestSnapshotCoalesced(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.rec.writeSnap = writeState
+	entered, _, release := stuckReceiver(t, n2)
+
+	type snap struct {
+		shard uint32
+		index uint64
+	}
+	var got []snap
+	receive := func() {
+		m := waitEntered(t, entered)
+		got = append(got, snap{m.Shard, m.Msg.GetSnapshot().GetMetadata().GetIndex()})
+	}
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
+	receive()
+	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 5))
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 6)) // waits behind the one being sent
+	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 7)) // replaces 2@5
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 8)) // replaces 1@6
+	release()
+	receive()
+	receive()
+	if want := []snap{{1, 5}, {2, 7}, {1, 8}}; !slices.Equal(got, want) {
+		t.Fatalf("received %v, want %v", got, want)
+	}
+	waitFor(t, 10*time.Second, "five reports", func() bool { return len(n1.rec.snapReports()) >= 5 })
+	time.Sleep(50 * time.Millisecond) // a sixth report would be a bug; give it a chance to show
+	want := []snapReport{{1, 2, true}, {2, 2, true}, {2, 2, true}, {1, 2, true}, {1, 2, true}}
+	if r := n1.rec.snapReports(); !slices.Equal(r, want) {
+		t.Fatalf("reports %+v, want %+v", r, want)
+	}
+	if v := counterValue(n1.tr.Metrics().SnapshotsSent.WithLabelValues("ok")); v != 3 {
+		t.Fatalf("snapshots_sent_total{ok} = %v, want 3 streams", v)
+	}
+	select {
+	case m := <-entered:
+		t.Fatalf("a fourth snapshot arrived: shard %d", m.Shard)
+	default:
+	}
+}
+
+// Close ends a snapshot being sent and drops those waiting, without reports, and leaves no
+// sender behind (Close waits for them).
+func TestSnapshotCloseWhileWaiting(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.rec.writeSnap = writeState
+	entered, _, _ := stuckReceiver(t, n2)
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
+	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 5))
+	waitEntered(t, entered)
+	done := make(chan struct{})
+	go func() {
+		n1.tr.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs with a snapshot waiting")
+	}
+	if r := n1.rec.snapReports(); len(r) != 0 {
+		t.Fatalf("reports after Close: %+v", r)
+	}
+	n1.tr.mu.Lock()
+	senders := len(n1.tr.mu.snaps)
+	n1.tr.mu.Unlock()
+	if senders != 0 {
+		t.Fatalf("%d snapshot senders left", senders)
 	}
 }

@@ -53,10 +53,17 @@ type Transport struct {
 
 	unreach reporter
 
+	// mu is held by Send while it queues messages, by a peer leaving the map
+	// (retire) and by SendSnapshot and the snapshot senders. Lock order: mu,
+	// then reporter.mu. The Handler is never called with mu held.
 	mu struct {
 		sync.Mutex
 		closed bool
 		peers  map[uint64]*peer
+		// snaps has an entry for every destination whose snapshot sender
+		// runs: the snapshots waiting behind the one being sent, in call
+		// order, at most one per shard.
+		snaps map[uint64][]snapJob
 	}
 	closeOnce sync.Once
 }
@@ -84,6 +91,7 @@ func New(cfg Config) *Transport {
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
+	t.mu.snaps = make(map[uint64][]snapJob)
 	t.unreach.init()
 	t.wg.Add(1)
 	go func() {
@@ -119,17 +127,19 @@ func (t *Transport) Register(s grpc.ServiceRegistrar) {
 // dropped; a MsgSnap is handed to SendSnapshot. Send takes ownership of the
 // messages: the caller must not modify them afterwards.
 func (t *Transport) Send(msgs []replica.ShardMessage) {
+	var snaps []int // indexes of MsgSnaps, handed on once mu is released
+	t.mu.Lock()
 	var last *peer
 	for i := range msgs {
 		to := msgs[i].Msg.GetTo()
 		if msgs[i].Msg.GetType() == pb.MsgSnap {
-			t.SendSnapshot(msgs[i])
+			snaps = append(snaps, i)
 			continue
 		}
 		p := last
 		if p == nil || p.id != to {
 			var reason string
-			p, reason = t.peer(to)
+			p, reason = t.peerLocked(to)
 			if p == nil {
 				t.metrics.MessagesDropped.WithLabelValues(strconv.FormatUint(to, 10), reason).Inc()
 				continue
@@ -143,16 +153,19 @@ func (t *Transport) Send(msgs []replica.ShardMessage) {
 			t.unreach.add(msgs[i].Shard, to)
 		}
 	}
+	t.mu.Unlock()
+	for _, i := range snaps {
+		t.SendSnapshot(msgs[i])
+	}
 }
 
-// peer returns the peer for id, starting its goroutine on first use; nil
-// and the drop reason when the transport is closed or id is 0 or this node.
-func (t *Transport) peer(id uint64) (*peer, string) {
+// peerLocked returns the peer for id, starting its goroutine on first use
+// (or first use since it was retired); nil and the drop reason when the
+// transport is closed or id is 0 or this node. mu must be held.
+func (t *Transport) peerLocked(id uint64) (*peer, string) {
 	if id == 0 || id == t.cfg.NodeID {
 		return nil, dropInvalid
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.mu.closed {
 		return nil, dropClosed
 	}
@@ -169,10 +182,27 @@ func (t *Transport) peer(id uint64) (*peer, string) {
 	return p, ""
 }
 
+// retire removes p from the peer map and deletes its metric series, unless
+// a message is queued for it or its probe runs (or is about to run again).
+// Called by p's goroutine once idle without a connection; the goroutine ends
+// when retire returns true. Send queues only under mu, so nothing reaches
+// p's queue afterwards, and the next Send to p.id starts a new peer. The
+// series are deleted under mu too, so they are never the new peer's.
+func (t *Transport) retire(p *peer) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(p.queue) > 0 || p.probing.Load() || p.reprobe.Load() || t.mu.peers[p.id] != p {
+		return false
+	}
+	delete(t.mu.peers, p.id)
+	t.metrics.deletePeer(p.label)
+	return true
+}
+
 // Close stops the peer goroutines and outgoing snapshot streams, closes the
-// connections, and waits for all of it. Messages still queued are dropped
-// without reports. Incoming streams are ended by stopping the gRPC server.
-// Close is idempotent and always returns nil.
+// connections, and waits for all of it. Messages still queued and snapshots
+// still waiting are dropped without reports. Incoming streams are ended by
+// stopping the gRPC server. Close is idempotent and always returns nil.
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		t.mu.Lock()

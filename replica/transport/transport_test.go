@@ -370,10 +370,7 @@ func TestUnknownPeer(t *testing.T) {
 	}
 	// Self and node 0 are dropped without a peer.
 	n1.tr.Send([]replica.ShardMessage{msg(0, 1, 1, 1, nil), msg(0, 1, 0, 1, nil)})
-	n1.tr.mu.Lock()
-	peers := len(n1.tr.mu.peers)
-	n1.tr.mu.Unlock()
-	if peers != 1 {
+	if peers := peerCount(n1.tr); peers != 1 {
 		t.Fatalf("%d peers, want 1", peers)
 	}
 }
