@@ -207,10 +207,11 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption
 
 // ReadShard returns the events of one shard's log (every stream of the
 // shard) in position order, starting at position from; count 0 reads to the
-// log's current end, else at most count positions are read. It pages and
-// resumes like Read. Of opts only Linearizable, Stale, MaxStaleness and
-// IncludeDeletes apply. Without IncludeDeletes the deletes' positions are
-// skipped, so fewer than count events may come back before the end.
+// log's current end, else at most count entries (events, and deletes with
+// IncludeDeletes). It pages and resumes like Read. Of opts only
+// Linearizable, Stale, MaxStaleness and IncludeDeletes apply. Without
+// IncludeDeletes the deletes' positions are skipped: positions then have
+// gaps, and a reader that resumes after its last event reads past them.
 // Projections use it with a checkpoint of next positions per shard; see
 // Shards for the shard count.
 func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
@@ -254,18 +255,15 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				} else if evs := page.GetEvents(); len(evs) > 0 {
 					req.FromPosition = max(req.FromPosition, evs[len(evs)-1].GetPosition()+1)
 				}
+				progress = progress || req.FromPosition > prev // skipped deletes are progress too
 				for _, pe := range page.GetEvents() {
 					progress = true
-					if !yield(recordedFromProto(pe), nil) {
-						stopped = true
-						return progress, nil
+					end := false
+					if req.Count > 0 {
+						req.Count--
+						end = req.Count == 0
 					}
-				}
-				// The page took the positions up to its next one, skipped deletes included.
-				if req.Count > 0 {
-					if read := req.FromPosition - prev; read < req.Count {
-						req.Count -= read
-					} else {
+					if !yield(recordedFromProto(pe), nil) || end {
 						stopped = true
 						return progress, nil
 					}

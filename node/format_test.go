@@ -89,18 +89,55 @@ func TestDeletesInShardLog(t *testing.T) {
 	if got := fmt.Sprint(read()); got != want {
 		t.Fatalf("ReadShard without deletes:\n got %s\nwant %s", got, want)
 	}
-	// A count covers positions: the three positions from the first event hold two events and
-	// a delete.
-	n := 0
-	for _, err := range cl.ReadShard(ctx, sh, first.Position, 3) {
+	// A count is of the entries returned: three events, past the skipped delete.
+	var got []uint64
+	for e, err := range cl.ReadShard(ctx, sh, first.Position, 3) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n++
+		got = append(got, e.Position)
 	}
-	if n != 2 {
-		t.Fatalf("ReadShard of 3 positions without deletes returned %d events, want 2", n)
+	if fmt.Sprint(got) != fmt.Sprint([]uint64{p, p + 1, p + 3}) {
+		t.Fatalf("ReadShard of 3 without deletes: positions %v, want %v", got, []uint64{p, p + 1, p + 3})
 	}
+	// A reader that resumes after its last event is not stuck on a run of deletes longer than
+	// its count: three streams of the shard deleted in a row, then an event.
+	inShard := func(prefix string) string {
+		for i := 0; ; i++ {
+			if s := fmt.Sprintf("%s-%d", prefix, i); ring.ShardOf(s, placementShards) == sh {
+				return s
+			}
+		}
+	}
+	var gone []string
+	for i := range 3 {
+		s := inShard(fmt.Sprintf("gone%d", i))
+		if _, err := cl.Append(ctx, s, client.NoStream, ev("Placed")); err != nil {
+			t.Fatal(err)
+		}
+		gone = append(gone, s)
+	}
+	for _, s := range gone {
+		if err := cl.Delete(ctx, s, client.Exact(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := cl.Append(ctx, inShard("after"), client.NoStream, ev("Placed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume := after.Position - 3 // the first of the three deletes
+	var next []uint64
+	for e, err := range cl.ReadShard(ctx, sh, resume, 2) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		next = append(next, e.Position)
+	}
+	if fmt.Sprint(next) != fmt.Sprint([]uint64{after.Position}) {
+		t.Fatalf("ReadShard of 2 from a run of 3 deletes: positions %v, want [%d]", next, after.Position)
+	}
+
 	// Every replica holds the same log, deletes included.
 	for i := range c.Nodes {
 		conn := c.Dial(t, i)
@@ -109,7 +146,7 @@ func TestDeletesInShardLog(t *testing.T) {
 			if err != nil {
 				return err.Error()
 			}
-			if len(evs) == 0 || evs[len(evs)-1].GetPosition() != p+3 {
+			if len(evs) == 0 || evs[len(evs)-1].GetPosition() != after.Position {
 				return fmt.Sprintf("%d events", len(evs))
 			}
 			return ""

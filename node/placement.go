@@ -106,9 +106,11 @@ func (k stepKind) String() string {
 
 // placementStep is decidePlacement's verdict for one shard.
 type placementStep struct {
-	Kind   stepKind
-	Node   uint64 // the member added, promoted, removed, or the new leader
-	Format uint64 // the shard format raised to (stepRaiseFormat)
+	Kind stepKind
+	Node uint64 // the member added, promoted, removed, or the new leader
+	// Format: the shard format raised to (stepRaiseFormat), or the highest one the added
+	// member's node applies (stepAddLearner).
+	Format uint64
 	Reason string // for logs and tests
 	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
 	// waits for a node to join).
@@ -168,22 +170,17 @@ func (in placementInput) formatOf(id uint64) uint64 {
 	return max(in.Peers[id].ShardFormat, shard.Format1)
 }
 
-// logApplied reports that this leader has applied everything in its log, so no configuration
-// change and no format raise is pending: one decided now sees every member the shard has or
-// is getting, and the shard's format as it stands.
-func (in placementInput) logApplied() bool {
-	return in.Status.Progress[in.Self].Match <= in.Status.Applied
-}
-
-// decideFormat returns the shard format to raise the shard this node leads to, or 0. A format
-// is raised once every member of the shard (voters and learners) is alive in gossip and runs a
-// version that applies it, and nothing is pending in the log; decidePlacement adds no replica
-// on a node that could not apply the shard's format. A member whose node later starts an older
-// version stops at the raise (shard.ErrUnsupportedFormat) rather than diverge; downgrades are
-// not supported.
+// decideFormat returns the shard format to raise the shard this node leads to, or 0: once
+// every member of the shard (voters and learners) is alive in gossip and runs a version that
+// applies it. The raise is proposed guarded (raiseGuard, replica.Guard): the configuration it
+// follows in the log is checked again, atomically with the proposal, so no member it did not
+// check joins before it. decidePlacement adds no replica on a node that could not apply the
+// shard's format, and adds a node of an older version only guarded too (learnerGuard). A member
+// whose node later starts a version that does not know the format stops at it; the versions
+// from before formats do not check, so downgrades past a raise are not supported.
 func decideFormat(in placementInput) uint64 {
 	st := in.Status
-	if st.Leader != in.Self || st.Progress == nil || max(in.Format, shard.Format1) >= shard.MaxFormat || !in.logApplied() {
+	if st.Leader != in.Self || st.Progress == nil || max(in.Format, shard.Format1) >= shard.MaxFormat {
 		return 0
 	}
 	for _, id := range slices.Concat(st.Voters, st.Learners) {
@@ -225,19 +222,15 @@ func decidePlacement(in placementInput) placementStep {
 		return in.Peers[id].Alive && st.Progress[id].RecentActive
 	}
 
-	// 2. Add missing target members as learners, on nodes that apply the shard's format. A node
-	// of an older version is added only while nothing is pending in the log, which could be a
-	// format raise (decideFormat).
+	// 2. Add missing target members as learners, on nodes that apply the shard's format (a node
+	// of an older version is added guarded: see decideFormat).
 	format := max(in.Format, shard.Format1)
 	for _, id := range in.Target {
 		p := in.Peers[id]
-		if isVoter(id) || isLearner(id) || !p.Alive || p.Gone || p.RecentlyRemoved {
+		if isVoter(id) || isLearner(id) || !p.Alive || p.Gone || p.RecentlyRemoved || in.formatOf(id) < format {
 			continue
 		}
-		if f := in.formatOf(id); f < format || (f < shard.MaxFormat && !in.logApplied()) {
-			continue
-		}
-		return placementStep{Kind: stepAddLearner, Node: id, Reason: "target member without a replica"}
+		return placementStep{Kind: stepAddLearner, Node: id, Format: in.formatOf(id), Reason: "target member without a replica"}
 	}
 	// 3. Promote caught-up target learners; remove learners outside the target. A learner whose
 	// node gossip does not see alive, or sees stopping, is not promoted: as a voter about to go
@@ -750,14 +743,19 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	var err error
 	switch step.Kind {
 	case stepAddLearner:
-		err = g.AddLearner(ctx, step.Node)
+		if step.Format >= shard.MaxFormat {
+			err = g.AddLearner(ctx, step.Node)
+		} else {
+			err = g.AddLearnerGuarded(ctx, step.Node, p.learnerGuard(g.Shard(), step.Format))
+		}
 	case stepPromote:
 		err = g.PromoteLearner(ctx, step.Node)
 	case stepRemove:
 		err = g.RemoveMember(ctx, step.Node)
 	case stepRaiseFormat:
 		var res any
-		res, err = g.Propose(ctx, shard.EncodeSetFormat(&shard.SetFormatCommand{Format: step.Format}))
+		res, err = g.ProposeGuarded(ctx, shard.EncodeSetFormat(&shard.SetFormatCommand{Format: step.Format}),
+			p.raiseGuard(step.Format))
 		if e, ok := res.(error); ok && err == nil {
 			err = e
 		}
@@ -776,7 +774,7 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	if err != nil {
 		p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
 		lvl := slog.LevelInfo
-		if errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrNotLeader) ||
+		if errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrUnsettled) || errors.Is(err, replica.ErrNotLeader) ||
 			errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled) {
 			lvl = slog.LevelDebug
 		}
@@ -785,6 +783,38 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	}
 	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
 	p.log.Info("placement step", attrs...)
+}
+
+// raiseGuard allows raising a shard to format only while every other member of its
+// configuration is alive in gossip on a version that applies it (replica.Guard).
+func (p *placer) raiseGuard(format uint64) replica.Guard {
+	return func(members []uint64) error {
+		known := map[uint64]membership.Member{}
+		for _, m := range p.n.Members() {
+			known[m.NodeID] = m
+		}
+		for _, id := range members {
+			if m, ok := known[id]; id != p.n.ID() && (!ok || !m.Alive || max(m.ShardFormat, shard.Format1) < format) {
+				return fmt.Errorf("member %d is not alive on a version that applies format %d", id, format)
+			}
+		}
+		return nil
+	}
+}
+
+// learnerGuard allows adding a member whose node applies formats up to nodeFormat only while
+// the shard is at most at that format, every raise before it applied (replica.Guard).
+func (p *placer) learnerGuard(id uint32, nodeFormat uint64) replica.Guard {
+	return func([]uint64) error {
+		sm, _, ok := p.n.shardSM(id)
+		if !ok {
+			return fmt.Errorf("shard %d is not open here", id)
+		}
+		if f := sm.Format(); f > max(nodeFormat, shard.Format1) {
+			return fmt.Errorf("shard %d is at format %d, which the node cannot apply", id, f)
+		}
+		return nil
+	}
 }
 
 // dropConfirmed deletes the local replicas of shards this node was removed

@@ -397,7 +397,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		page := &shoalv1.ReadShardResponse{}
 		size := 0
-		entries := uint64(0) // log entries read: events, and deletes even when skipped
+		entries := uint64(0) // log entries read: events, and deletes even when skipped (end of log detection)
 		next, err := sm.ReadLog(from, want, func(e *shard.RecordedEvent) error {
 			if size >= pageBytes {
 				return errPageFull
@@ -427,7 +427,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		from = next
 		if req.Count != 0 {
-			remaining -= entries
+			// The count is of what the caller gets, as before deletes took positions: a
+			// reader that resumes after its last event must not stall on a run of deletes.
+			remaining -= uint64(len(page.Events))
 			if remaining == 0 {
 				return nil
 			}

@@ -21,6 +21,9 @@ var (
 	// ErrConfChangePending is returned by the membership calls while an earlier conf change of
 	// the group has not been applied yet (including the one a new leader inherits).
 	ErrConfChangePending = errors.New("replica: conf change pending")
+	// ErrUnsettled is returned by the guarded changes (Guard) while entries of an earlier
+	// leadership are unapplied or a configuration change or guarded proposal is pending.
+	ErrUnsettled = errors.New("replica: entries of an earlier leadership, a configuration change or a guarded proposal pending")
 	// ErrUnsafeConfChange is matched by *ConfChangeError, returned when a membership change
 	// would be unsafe (removing the leader, the last voter, or a quorum's worth of live voters).
 	ErrUnsafeConfChange = errors.New("replica: unsafe conf change")

@@ -77,6 +77,7 @@ type Group struct {
 	waiters         map[uint64]*waiter
 	reads           []*readReq
 	confPending     uint64 // proposal ID of the unapplied conf change proposed here
+	guarded         uint64 // proposal ID of the unapplied ProposeGuarded entry proposed here
 	confBarrier     uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
 	transfers       []*transferReq
 	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
@@ -340,22 +341,91 @@ func (g *Group) Status() Status {
 
 // AddLearner adds id as a non-voting learner; it catches up by log or snapshot.
 func (g *Group) AddLearner(ctx context.Context, id uint64) error {
-	return g.confChange(ctx, pb.ConfChangeAddLearnerNode, id)
+	return g.confChange(ctx, pb.ConfChangeAddLearnerNode, id, nil)
+}
+
+// Guard decides, on the host's loop just before a guarded change is proposed, whether it may
+// be: the leader has then applied every entry of earlier leaderships, and no configuration
+// change or guarded proposal of its own is pending (else the change fails with ErrUnsettled
+// without calling the guard). So members (the voters and learners) is the configuration the
+// change follows in the log, and the state machine has applied every guarded entry before it.
+// A non-nil error refuses the change and is returned. A guard must not block.
+type Guard func(members []uint64) error
+
+// AddLearnerGuarded is AddLearner, made only if guard allows it (see Guard): for a learner
+// that may join only while the state machine is in some state, checked atomically with the
+// proposal.
+func (g *Group) AddLearnerGuarded(ctx context.Context, id uint64, guard Guard) error {
+	return g.confChange(ctx, pb.ConfChangeAddLearnerNode, id, guard)
+}
+
+// ProposeGuarded is Propose, made only if guard allows it (see Guard): for an entry that may
+// be proposed only while the configuration is what the guard checks. Until the entry is
+// applied, or this replica's leadership ends, further guarded changes fail with ErrUnsettled.
+func (g *Group) ProposeGuarded(ctx context.Context, data []byte, guard Guard) (any, error) {
+	w := newWaiter()
+	err := g.h.call(ctx, func() error {
+		if err := g.check(); err != nil {
+			return err
+		}
+		members, err := g.settledMembers()
+		if err != nil {
+			return err
+		}
+		if err := guard(members); err != nil {
+			return err
+		}
+		g.wake()
+		pid := g.h.nextID.Add(1)
+		err = g.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(g.h.cfg.NodeID),
+			Entries: []*pb.Entry{{Data: append(g.header(pid), data...)}}})
+		g.stir()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrProposalDropped, err)
+		}
+		g.guarded = pid
+		g.waiters[pid] = w
+		g.h.metrics.Proposals.Inc()
+		return nil
+	})
+	if err != nil {
+		return nil, err // refused before it was proposed: not a proposal error
+	}
+	v, err := w.wait(ctx, g.h.done)
+	if err != nil {
+		g.h.metrics.ProposalErrors.Inc()
+	}
+	return v, err
+}
+
+// settledMembers returns the group's voters and learners if nothing a guard must see is
+// pending (see Guard), else ErrUnsettled. Loop goroutine, leader only.
+func (g *Group) settledMembers() ([]uint64, error) {
+	if g.confPending != 0 || g.guarded != 0 || g.st.applied < g.confBarrier {
+		return nil, fmt.Errorf("%w: shard %d (applied %d, barrier %d)", ErrUnsettled, g.shard, g.st.applied, g.confBarrier)
+	}
+	cfg := g.rn.Status().Config
+	members := cfg.Voters[0].Slice()
+	for id := range cfg.Learners {
+		members = append(members, id)
+	}
+	slices.Sort(members)
+	return members, nil
 }
 
 // PromoteLearner turns a caught-up learner into a voter.
 func (g *Group) PromoteLearner(ctx context.Context, id uint64) error {
-	return g.confChange(ctx, pb.ConfChangeAddNode, id)
+	return g.confChange(ctx, pb.ConfChangeAddNode, id, nil)
 }
 
 // RemoveMember removes a voter or learner. The leader cannot remove itself (transfer
 // leadership first), the last voter cannot be removed, and neither can a voter whose removal
 // would leave fewer recently active voters than a quorum of the remaining configuration.
 func (g *Group) RemoveMember(ctx context.Context, id uint64) error {
-	return g.confChange(ctx, pb.ConfChangeRemoveNode, id)
+	return g.confChange(ctx, pb.ConfChangeRemoveNode, id, nil)
 }
 
-func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64) error {
+func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64, guard Guard) error {
 	if id == 0 {
 		return &ConfChangeError{Shard: g.shard, Node: id, Reason: "node ID 0"}
 	}
@@ -368,6 +438,15 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 		g.wake()
 		if g.confPending != 0 || g.st.applied < g.confBarrier {
 			return fmt.Errorf("%w: shard %d", ErrConfChangePending, g.shard)
+		}
+		if guard != nil {
+			members, err := g.settledMembers()
+			if err != nil {
+				return err
+			}
+			if err := guard(members); err != nil {
+				return err
+			}
 		}
 		if err := g.vetConfChange(typ, id); err != nil {
 			return err
@@ -575,7 +654,7 @@ func (g *Group) failProposals(err error) {
 		r.w.finish(nil, err)
 	}
 	g.reads = nil
-	g.confPending = 0
+	g.confPending, g.guarded = 0, 0
 }
 
 // decodeConfChange parses a conf change entry.

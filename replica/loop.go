@@ -442,6 +442,10 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 				}
 			}
 		}
+		if g.guarded != 0 && len(e.Data) >= headerLen && binary.BigEndian.Uint64(e.Data) == h.cfg.NodeID &&
+			binary.BigEndian.Uint64(e.Data[8:]) == g.guarded {
+			g.guarded = 0
+		}
 		if w := g.ownWaiter(e.Data); w != nil {
 			res = append(res, resolution{w, v})
 		}

@@ -126,7 +126,9 @@
 // a version that knows it (MaxFormat), and never places a replica on a node
 // that does not. Open refuses a shard above MaxFormat (no downgrade); a
 // SetFormatCommand above MaxFormat is a failure (ErrUnsupportedFormat), not
-// a verdict, so such a replica stops instead of diverging.
+// a verdict: the replica's node stops at it (and at every restart) instead
+// of diverging, until it runs a version that knows the format. Versions
+// from before formats do not check, and would diverge.
 //
 // # Performance notes
 //

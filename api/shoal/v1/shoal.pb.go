@@ -956,7 +956,7 @@ type ReadShardRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Shard          uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	FromPosition   uint64                 `protobuf:"varint,2,opt,name=from_position,json=fromPosition,proto3" json:"from_position,omitempty"` // first position to return
-	Count          uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`                                   // 0 means to the current end
+	Count          uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`                                   // entries to return (events, and deletes with include_deletes); 0 means to the current end
 	AllowStale     bool                   `protobuf:"varint,4,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`
 	MaxStalenessMs uint32                 `protobuf:"varint,5,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"` // as in ReadRequest
 	// include_deletes returns the deletes that took a position in the shard log as entries
