@@ -1,0 +1,441 @@
+package node
+
+// The placement loop: one round per interval over the groups this node leads (see
+// placement.go for what a round decides).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// placementMetrics are the placement loop's metrics.
+type placementMetrics struct {
+	steps     *prometheus.CounterVec // by kind
+	failures  *prometheus.CounterVec // by kind
+	under     prometheus.Gauge
+	pending   prometheus.Gauge
+	kept      prometheus.Gauge
+	dropped   prometheus.Counter
+	lastRound prometheus.Gauge
+}
+
+func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
+	m := &placementMetrics{
+		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_placement_steps_total",
+			Help: "Placement steps completed by this node as leader, by kind (add_learner, promote, remove, transfer, raise_format).",
+		}, []string{"kind"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_placement_step_failures_total",
+			Help: "Placement steps that failed (retried on a later round), by kind.",
+		}, []string{"kind"}),
+		under: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_under_replicated_shards",
+			Help: "Shards led by this node with fewer voters than the replication factor (summed over nodes: the cluster's). A shard that lost its quorum has no leader and is not counted: see shoal_leaderless_shards.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_pending_shards",
+			Help: "Shards led by this node whose replicas differ from the ring's target (placement work left).",
+		}),
+		kept: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_kept_extra_shards",
+			Help: "Shards led by this node that keep a decommissioning member's replica because no other node can take it (a drain waiting for a node to join).",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_placement_replicas_dropped_total",
+			Help: "Local replicas deleted after this node was removed from their group (seen by the replica, or, for one that heard from no leader for DeadAfter, by the group's configuration).",
+		}),
+		lastRound: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_last_round_timestamp_seconds",
+			Help: "Unix time of the placement loop's last round.",
+		}),
+	}
+	for _, k := range []stepKind{stepAddLearner, stepPromote, stepRemove, stepTransfer, stepRaiseFormat} {
+		m.steps.WithLabelValues(k.String())
+		m.failures.WithLabelValues(k.String())
+	}
+	if r != nil {
+		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.kept, m.dropped, m.lastRound)
+	}
+	return m
+}
+
+// placer runs the placement loop of one node.
+type placer struct {
+	n        *Node
+	log      *slog.Logger
+	interval time.Duration
+	metrics  *placementMetrics
+	started  time.Time
+	ctx      context.Context // cancelled by stop; parent of every step's context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // the loop and in-flight steps
+	// heldLogged: the loop logged that it holds membership changes (round). Loop goroutine only.
+	heldLogged bool
+
+	mu struct {
+		sync.Mutex
+		shards map[uint32]*shardPlacement
+	}
+}
+
+// launch is a step a round decided, to be started once the round has looked at every group.
+type launch struct {
+	g      *replica.Group
+	sp     *shardPlacement
+	step   placementStep
+	target []uint64
+}
+
+// shardPlacement is the placer's memory of one shard. Guarded by placer.mu.
+type shardPlacement struct {
+	inflight     bool
+	config       string // leader, voters and learners as last seen
+	stableSince  time.Time
+	lastTransfer time.Time
+	removedAt    time.Time // since when the replica is seen removed (zero: it is not)
+	// As leader (reset when the term changes): since when each member has
+	// not been recently active, and when this node removed members.
+	term          uint64
+	inactiveSince map[uint64]time.Time
+	removed       map[uint64]time.Time
+	learnerSince  map[uint64]time.Time
+}
+
+// startPlacement starts the placement loop; stopPlacement (from Close) ends
+// it. A negative Config.PlacementInterval disables the loop.
+func (n *Node) startPlacement() {
+	interval := n.cfg.PlacementInterval
+	if interval < 0 {
+		n.log.Info("placement disabled")
+		return
+	}
+	if interval == 0 {
+		interval = DefaultPlacementInterval
+	}
+	p := &placer{n: n, log: n.log.With("component", "placement"), interval: interval,
+		metrics: newPlacementMetrics(n.regs), started: time.Now()}
+	p.mu.shards = map[uint32]*shardPlacement{}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	n.placer.Store(p)
+	p.wg.Add(1)
+	go p.loop()
+}
+
+// stopPlacement stops the loop and waits for in-flight steps. Idempotent;
+// a no-op when the loop never started.
+func (n *Node) stopPlacement() {
+	if p := n.placer.Swap(nil); p != nil {
+		p.cancel()
+		p.wg.Wait()
+	}
+}
+
+func (p *placer) loop() {
+	defer p.wg.Done()
+	t := time.NewTimer(p.jittered())
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.n.done:
+			return
+		case <-t.C:
+		}
+		p.round(time.Now())
+		t.Reset(p.jittered())
+	}
+}
+
+// jittered returns the interval ±25%.
+func (p *placer) jittered() time.Duration {
+	return time.Duration(float64(p.interval) * (0.75 + 0.5*rand.Float64()))
+}
+
+// round looks at every local group once and starts at most one step per led
+// shard.
+func (p *placer) round(now time.Time) {
+	n := p.n
+	self := n.ID()
+	repl := int(n.Settings().Replication)
+	desired := n.DesiredReplicas()
+	members := n.Members()
+	deadAfter := n.cfg.DeadAfter
+	under, pending, kept := 0, 0, 0
+
+	var toDrop []uint32
+	var orphans []orphan
+	defer func() { p.dropRemoved(toDrop, orphans) }() // after p.mu is released: it calls peers
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	present := map[uint32]bool{}
+	zones := zonesOf(members) // also which node IDs gossip knows
+	unknown := uint64(0)      // a member of a local group that gossip does not know, if any
+	var launches []launch
+	for _, g := range n.host.Groups() {
+		st := g.Status()
+		present[st.Shard] = true
+		if !st.Removed {
+			for _, id := range slices.Concat(st.Voters, st.Learners) {
+				if _, known := zones[id]; id != self && !known {
+					unknown = id
+				}
+			}
+		}
+		sp := p.mu.shards[st.Shard]
+		if sp == nil {
+			sp = &shardPlacement{}
+			p.mu.shards[st.Shard] = sp
+		}
+		if !st.Removed {
+			sp.removedAt = time.Time{}
+			if st.Leader != self && !st.LeaderContact.IsZero() && now.Sub(st.LeaderContact) >= deadAfter {
+				orphans = append(orphans, orphan{shard: st.Shard, applied: st.Applied})
+			}
+		} else {
+			if sp.removedAt.IsZero() {
+				sp.removedAt = now
+			} else if now.Sub(sp.removedAt) >= removedGrace {
+				toDrop = append(toDrop, st.Shard)
+			}
+			continue
+		}
+		if key := fmt.Sprint(st.Leader, st.Voters, st.Learners); key != sp.config {
+			sp.config, sp.stableSince = key, now
+		}
+		if st.Leader != self || st.Progress == nil {
+			continue
+		}
+		if st.Term != sp.term || sp.inactiveSince == nil {
+			sp.term, sp.inactiveSince, sp.removed = st.Term, map[uint64]time.Time{}, map[uint64]time.Time{}
+			sp.learnerSince = map[uint64]time.Time{}
+		}
+		for id := range sp.learnerSince {
+			if !slices.Contains(st.Learners, id) {
+				delete(sp.learnerSince, id)
+			}
+		}
+		for _, id := range st.Learners {
+			if _, ok := sp.learnerSince[id]; !ok {
+				sp.learnerSince[id] = now
+			}
+		}
+		for id, pr := range st.Progress {
+			if _, ok := sp.inactiveSince[id]; pr.RecentActive || id == self {
+				delete(sp.inactiveSince, id)
+			} else if !ok {
+				sp.inactiveSince[id] = now
+			}
+		}
+		for id := range sp.inactiveSince {
+			if _, ok := st.Progress[id]; !ok {
+				delete(sp.inactiveSince, id)
+			}
+		}
+		var target []uint64
+		if int(st.Shard) < len(desired) {
+			target = desired[st.Shard]
+		}
+		if underReplicated(st.Voters, repl, zones) {
+			under++
+		}
+		if len(st.Learners) > 0 || !sameMembers(st.Voters, target) {
+			pending++
+		}
+		if sp.inflight {
+			continue
+		}
+		peers := make(map[uint64]peerState, len(members))
+		for _, m := range members {
+			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
+				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
+		}
+		for _, id := range slices.Concat(st.Voters, st.Learners) {
+			ps, known := peers[id]
+			switch {
+			case id == self:
+			case !known:
+				// Unknown to gossip (forgotten, or a wiped node's old ID):
+				// treat as dead since this loop started.
+				peers[id] = peerState{Gone: now.Sub(p.started) >= deadAfter}
+			case ps.Alive:
+				if since, ok := sp.inactiveSince[id]; ok && now.Sub(since) >= deadAfter {
+					ps.Gone = true
+					peers[id] = ps
+				}
+			}
+		}
+		for _, id := range st.Learners {
+			_, inactive := sp.inactiveSince[id]
+			if ps, ok := peers[id]; ok && (inactive || now.Sub(sp.learnerSince[id]) < promoteSettle) {
+				ps.Unsettled = true
+				peers[id] = ps
+			}
+		}
+		for id, at := range sp.removed {
+			if now.Sub(at) >= readdCooldown {
+				delete(sp.removed, id)
+			} else if ps, ok := peers[id]; ok {
+				ps.RecentlyRemoved = true
+				peers[id] = ps
+			}
+		}
+		in := placementInput{
+			Self: self, Status: st, Target: target, Peers: peers, Now: now,
+			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
+			Settle: balanceSettleRounds * p.interval, Replication: repl,
+		}
+		if sm, _, ok := n.shardSM(st.Shard); ok {
+			in.Format = sm.Format()
+		}
+		step := decidePlacement(in)
+		if step.Kept {
+			kept++
+		}
+		if step.Kind == stepNone {
+			if f := decideFormat(in); f != 0 {
+				step = placementStep{Kind: stepRaiseFormat, Format: f, Reason: "every replica's node applies the format"}
+			}
+		}
+		if step.Kind != stepNone {
+			launches = append(launches, launch{g, sp, step, target})
+		}
+	}
+	// Gossip forgets nothing it heard of, but a node that starts while a member is down never
+	// hears of that member (memberlist ignores news of the death of a node it does not know),
+	// so its ring leaves the member out at once, however recently it went down: acting on it
+	// would replace the member long before DeadAfter, and reshuffle other shards too, since the
+	// ring's load caps couple them. So a loop younger than DeadAfter that finds a member of a
+	// local group unknown to gossip changes no group's members; leadership transfers go on.
+	holdMembers := unknown != 0 && now.Sub(p.started) < deadAfter
+	if !holdMembers {
+		p.heldLogged = false
+	} else if !p.heldLogged {
+		p.heldLogged = true
+		p.log.Info("placement holds membership changes: a member of a local group is unknown to gossip, "+
+			"and it may only be down", "member", unknown, "until", p.started.Add(deadAfter).Format(time.RFC3339))
+	}
+	for _, l := range launches {
+		if holdMembers && l.step.Kind != stepTransfer {
+			continue
+		}
+		l.sp.inflight = true
+		switch l.step.Kind {
+		case stepTransfer:
+			l.sp.lastTransfer = now
+		case stepRemove:
+			l.sp.removed[l.step.Node] = now // before it is done: it may be applied even if the call fails
+		}
+		p.wg.Add(1)
+		go p.run(l.g, l.sp, l.step, l.target)
+	}
+	for id := range p.mu.shards {
+		if !present[id] {
+			delete(p.mu.shards, id)
+		}
+	}
+	p.metrics.under.Set(float64(under))
+	p.metrics.pending.Set(float64(pending))
+	p.metrics.kept.Set(float64(kept))
+	p.metrics.lastRound.Set(float64(now.Unix()))
+}
+
+// run executes one step and clears the shard's in-flight mark.
+func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, target []uint64) {
+	defer p.wg.Done()
+	defer func() {
+		p.mu.Lock()
+		sp.inflight = false
+		p.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(p.ctx, placementStepTimeout)
+	defer cancel()
+	var err error
+	switch step.Kind {
+	case stepAddLearner:
+		if step.Format >= shard.MaxFormat {
+			err = g.AddLearner(ctx, step.Node)
+		} else {
+			err = g.AddLearnerGuarded(ctx, step.Node, p.learnerGuard(g.Shard(), step.Format))
+		}
+	case stepPromote:
+		err = g.PromoteLearner(ctx, step.Node)
+	case stepRemove:
+		err = g.RemoveMember(ctx, step.Node)
+	case stepRaiseFormat:
+		var res any
+		res, err = g.ProposeGuarded(ctx, shard.EncodeSetFormat(&shard.SetFormatCommand{Format: step.Format}),
+			p.raiseGuard(step.Format))
+		if e, ok := res.(error); ok && err == nil {
+			err = e
+		}
+	case stepTransfer:
+		if addr, ok := p.n.resolve(step.Node); ok && p.n.peerStarting(ctx, addr) {
+			err = fmt.Errorf("node %d is still starting", step.Node)
+			break
+		}
+		err = g.TransferLeadership(ctx, step.Node)
+	}
+	attrs := []any{"shard", g.Shard(), "step", step.Kind.String(), "member", step.Node, "reason", step.Reason,
+		"target", target}
+	if step.Kind == stepRaiseFormat {
+		attrs = []any{"shard", g.Shard(), "step", step.Kind.String(), "format", step.Format, "reason", step.Reason}
+	}
+	if err != nil {
+		p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
+		lvl := slog.LevelInfo
+		if errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrUnsettled) || errors.Is(err, replica.ErrNotLeader) ||
+			errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled) {
+			lvl = slog.LevelDebug
+		}
+		p.log.Log(context.Background(), lvl, "placement step failed; retrying later", append(attrs, "err", err)...)
+		return
+	}
+	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
+	p.log.Info("placement step", attrs...)
+}
+
+// raiseGuard allows raising a shard to format only while every other member of its
+// configuration is alive in gossip on a version that applies it (replica.Guard).
+func (p *placer) raiseGuard(format uint64) replica.Guard {
+	return func(members []uint64) error {
+		known := map[uint64]membership.Member{}
+		for _, m := range p.n.Members() {
+			known[m.NodeID] = m
+		}
+		for _, id := range members {
+			if m, ok := known[id]; id != p.n.ID() && (!ok || !m.Alive || max(m.ShardFormat, shard.Format1) < format) {
+				return fmt.Errorf("member %d is not alive on a version that applies format %d", id, format)
+			}
+		}
+		return nil
+	}
+}
+
+// learnerGuard allows adding a member whose node applies formats up to nodeFormat only while
+// the shard is at most at that format, every raise before it applied (replica.Guard).
+func (p *placer) learnerGuard(id uint32, nodeFormat uint64) replica.Guard {
+	return func([]uint64) error {
+		sm, _, ok := p.n.shardSM(id)
+		if !ok {
+			return fmt.Errorf("shard %d is not open here", id)
+		}
+		if f := sm.Format(); f > max(nodeFormat, shard.Format1) {
+			return fmt.Errorf("shard %d is at format %d, which the node cannot apply", id, f)
+		}
+		return nil
+	}
+}
