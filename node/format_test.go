@@ -3,9 +3,11 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/ring"
@@ -151,5 +153,76 @@ func TestDeletesInShardLog(t *testing.T) {
 			}
 			return ""
 		})
+	}
+}
+
+// TestReadShardCountOverDeletes: a ReadShard with a small count (without include_deletes)
+// reads across a run of deletes in full pages, not one page (a ReadLog and an empty response)
+// per delete.
+func TestReadShardCountOverDeletes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	c := testnode.Start(t, 1, testnode.Options{Shards: 1, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{c.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	testnode.WaitFor(t, 30*time.Second, "format 2", func() string {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return err.Error()
+		}
+		for _, s := range st.GetTopology().GetShards() {
+			if s.GetFormat() != shard.MaxFormat {
+				return fmt.Sprintf("shard %d at format %d", s.GetShard(), s.GetFormat())
+			}
+		}
+		return ""
+	})
+	const n = 300
+	var first uint64
+	for i := range n {
+		r, err := cl.Append(ctx, fmt.Sprintf("s-%d", i), client.NoStream, client.Event{Type: "E", Data: []byte("{}")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = r.Position
+		}
+	}
+	for i := range n {
+		if err := cl.Delete(ctx, fmt.Sprintf("s-%d", i), client.Exact(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cl.Append(ctx, "after", client.NoStream, client.Event{Type: "E", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := shoalv1.NewStreamsClient(c.Dial(t, 0)).ReadShard(ctx, &shoalv1.ReadShardRequest{
+		Shard: 0, FromPosition: first + n, Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, events := 0, 0
+	for {
+		p, err := rs.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		events += len(p.GetEvents())
+	}
+	if events != 1 {
+		t.Fatalf("%d events, want 1", events)
+	}
+	if pages > 3 {
+		t.Fatalf("%d pages (one per delete) to return one event past %d deletes", pages, n)
 	}
 }

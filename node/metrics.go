@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,10 +119,14 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		// shard (placement deletes it).
 		d, ok := g.Leaderless()
 		lost := ok && d > after && !st.Removed
-		if lost {
-			leaderless++
+		// A learner never campaigns, so it keeps its last leader after the voters lost theirs:
+		// it reports no leaderless series, or a min over the shard's replicas would hide the loss.
+		if !slices.Contains(st.Learners, n.ID()) {
+			if lost {
+				leaderless++
+			}
+			ch <- prometheus.MustNewConstMetric(descLeaderless, prometheus.GaugeValue, b(lost), l)
 		}
-		ch <- prometheus.MustNewConstMetric(descLeaderless, prometheus.GaugeValue, b(lost), l)
 		ch <- prometheus.MustNewConstMetric(descLeaderKnown, prometheus.GaugeValue, b(st.Leader != 0), l)
 		ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, b(st.Leader == n.ID()), l)
 		ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, float64(len(st.Voters)), l)

@@ -368,8 +368,10 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	case stepAddLearner:
 		if step.Format >= shard.MaxFormat {
 			err = g.AddLearner(ctx, step.Node)
+		} else if sm, _, ok := p.n.shardSM(g.Shard()); !ok {
+			err = fmt.Errorf("shard %d is not open here", g.Shard())
 		} else {
-			err = g.AddLearnerGuarded(ctx, step.Node, p.learnerGuard(g.Shard(), step.Format))
+			err = g.AddLearnerGuarded(ctx, step.Node, learnerGuard(sm, step.Format))
 		}
 	case stepPromote:
 		err = g.PromoteLearner(ctx, step.Node)
@@ -426,15 +428,12 @@ func (p *placer) raiseGuard(format uint64) replica.Guard {
 }
 
 // learnerGuard allows adding a member whose node applies formats up to nodeFormat only while
-// the shard is at most at that format, every raise before it applied (replica.Guard).
-func (p *placer) learnerGuard(id uint32, nodeFormat uint64) replica.Guard {
+// the shard is at most at that format, every raise before it applied (replica.Guard). It only
+// reads the state machine's format: a guard runs on the raft loop and must not block.
+func learnerGuard(sm *shard.Shard, nodeFormat uint64) replica.Guard {
 	return func([]uint64) error {
-		sm, _, ok := p.n.shardSM(id)
-		if !ok {
-			return fmt.Errorf("shard %d is not open here", id)
-		}
 		if f := sm.Format(); f > max(nodeFormat, shard.Format1) {
-			return fmt.Errorf("shard %d is at format %d, which the node cannot apply", id, f)
+			return fmt.Errorf("shard %d is at format %d, which the node cannot apply", sm.ID(), f)
 		}
 		return nil
 	}

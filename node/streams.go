@@ -392,14 +392,11 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	from, remaining := req.FromPosition, req.Count
 	for {
 		want := uint64(pageEvents)
-		if req.Count != 0 {
-			want = min(want, remaining)
-		}
 		page := &shoalv1.ReadShardResponse{}
 		size := 0
 		entries := uint64(0) // log entries read: events, and deletes even when skipped (end of log detection)
 		next, err := sm.ReadLog(from, want, func(e *shard.RecordedEvent) error {
-			if size >= pageBytes {
+			if size >= pageBytes || req.Count != 0 && uint64(len(page.Events)) >= remaining {
 				return errPageFull
 			}
 			entries++

@@ -1,0 +1,85 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+)
+
+// TestLeaderlessNotMaskedByLearner: operations.md pages on `min by (shard)
+// (shoal_shard_leaderless) > 0` for a shard that lost its quorum. A learner never campaigns and
+// keeps its last leader, so it reports no such series: the min over the shard's replicas is the
+// voters', and fires while a learner is catching up (placement adding a replica, replacing a
+// dead node).
+func TestLeaderlessNotMaskedByLearner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	regs := make([]*prometheus.Registry, 4)
+	c := testnode.Start(t, 4, testnode.Options{Shards: 1, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			cfg.PlacementInterval = -1
+			cfg.DisableHTTP = true
+			regs[i] = prometheus.NewRegistry()
+			cfg.Registry = regs[i]
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	g, ok := c.Nodes[0].Host().Group(0)
+	if !ok {
+		t.Fatal("node 1 has no replica of shard 0")
+	}
+	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
+		if !g.IsLeader() {
+			return "not yet"
+		}
+		return ""
+	})
+	do := func(what string, f func() error) {
+		testnode.WaitFor(t, 20*time.Second, what, func() string {
+			if err := f(); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+	}
+	for _, i := range []int{1, 2} {
+		id := c.Nodes[i].ID()
+		do("add learner", func() error { return g.AddLearner(ctx, id) })
+		do("promote", func() error { return g.PromoteLearner(ctx, id) })
+	}
+	learner := c.Nodes[3].ID()
+	do("add learner 4", func() error { return g.AddLearner(ctx, learner) })
+	testnode.WaitFor(t, 20*time.Second, "learner knows the leader", func() string {
+		lg, ok := c.Nodes[3].Host().Group(0)
+		if !ok || lg.Leader() == 0 {
+			return "not yet"
+		}
+		return ""
+	})
+	// Two of the three voters go: the shard lost its quorum.
+	c.Stop(t, 1)
+	c.Stop(t, 2)
+	value := func(reg *prometheus.Registry) float64 {
+		for _, m := range gatherSeries(t, []*prometheus.Registry{reg}, "shoal_shard_leaderless") {
+			return m.GetGauge().GetValue()
+		}
+		return -1
+	}
+	testnode.WaitFor(t, 30*time.Second, "the surviving voter reports the shard leaderless", func() string {
+		if v := value(regs[0]); v != 1 {
+			return fmt.Sprintf("voter reports %v", v)
+		}
+		return ""
+	})
+	time.Sleep(3 * time.Second) // past the learner's quiesce lapse
+	if v0, v3 := value(regs[0]), value(regs[3]); v0 != 1 || v3 != -1 {
+		t.Fatalf("quorum lost: the voter reports %v (want 1), the learner %v (want no series)", v0, v3)
+	}
+}
