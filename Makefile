@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/shoaldb/shoal/internal/buildinfo.Version=$(VERS
 PROTO     := api/shoal/v1/shoal.proto
 TESTFLAGS ?=
 
-.PHONY: all build run test test-race test-short lint verify proto bench bench-go soak clean docker
+.PHONY: all build run test test-race test-short lint verify proto bench bench-go soak upgrade-test clean docker
 
 all: build
 
@@ -32,6 +32,16 @@ SOAK_TIMEOUT ?= 60m
 soak: build
 	$(GO) test -race -count $(SOAK_COUNT) -timeout $(SOAK_TIMEOUT) \
 	  -run 'Kill9|Failover|Partition|Lagging|QuorumLoss|ReplacesDeadNode|HungLeader' ./internal/e2e/ ./node/
+
+# A rolling upgrade of three real servers from UPGRADE_FROM (a commit; default the last one
+# before shard formats) to this tree, under load, with deletes (internal/e2e TestRollingUpgrade).
+# Needs the repository's history.
+UPGRADE_FROM ?= 7bcec11
+upgrade-test:
+	rm -rf /tmp/shoal-upgrade-from && mkdir -p /tmp/shoal-upgrade-from
+	git archive $(UPGRADE_FROM) | tar -x -C /tmp/shoal-upgrade-from
+	cd /tmp/shoal-upgrade-from && $(GO) build -o /tmp/shoal-upgrade-from/shoal-old ./cmd/shoal
+	SHOAL_E2E_OLD_BIN=/tmp/shoal-upgrade-from/shoal-old $(GO) test -count 1 -v -timeout 10m -run TestRollingUpgrade ./internal/e2e/
 
 test-short:
 	$(GO) test -short ./...

@@ -83,6 +83,7 @@ type server struct {
 	gossip   string
 	join     []string
 	extra    []string
+	bin      string // the binary started; "" means binPath
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -116,7 +117,11 @@ func (s *server) start() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command(binPath, args...)
+	bin := binPath
+	if s.bin != "" {
+		bin = s.bin
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)

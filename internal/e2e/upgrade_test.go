@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// TestRollingUpgrade starts three servers of an older version (the binary named by
+// $SHOAL_E2E_OLD_BIN; `make upgrade-test` builds one from a commit that predates shard
+// formats), keeps writers running while it replaces the servers one at a time with this
+// version, deletes a stream on each mixed-version cluster, and checks that:
+//   - no shard is raised past format 1 while a node of the older version holds a replica;
+//   - every shard reaches this version's format once the last node runs it, after which a
+//     delete takes a position in its shard's log;
+//   - every acknowledged event is there exactly once, and the replicas of every shard end
+//     identical, deletes included.
+func TestRollingUpgrade(t *testing.T) {
+	old := os.Getenv("SHOAL_E2E_OLD_BIN")
+	if old == "" {
+		t.Skip("set SHOAL_E2E_OLD_BIN to an older shoal binary (make upgrade-test)")
+	}
+	seed := testSeed(t)
+	const shards = 4
+	cl := &cluster{t: t, shards: shards}
+	first := newServer(t, "n1", "z1", nil, "--shards", fmt.Sprint(shards), "--replication", "3")
+	cl.servers = append(cl.servers, first)
+	for i := 2; i <= 3; i++ {
+		cl.servers = append(cl.servers, newServer(t, fmt.Sprintf("n%d", i), fmt.Sprintf("z%d", i), []string{first.gossip}))
+	}
+	for _, s := range cl.servers {
+		s.bin = old
+		s.start()
+		s.waitReady(30 * time.Second)
+	}
+	c, err := client.Dial(context.Background(), cl.addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl.waitReplicated(c, 60*time.Second)
+
+	ld := startLoad(c, seed, fmt.Sprintf("up-%d", seed%1000), 6, 6)
+	defer ld.stop()
+	ld.l.waitAcks(t, 100, 20*time.Second, "on the older version")
+	formats := func() map[uint32]uint64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := c.Status(ctx)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		out := map[uint32]uint64{}
+		for _, s := range st.GetTopology().GetShards() {
+			out[s.GetShard()] = s.GetFormat()
+		}
+		return out
+	}
+	// A delete with nodes of both versions (format 1: it takes no position on either).
+	mixedDelete := func(tag string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		name := "mixed-" + tag
+		if _, err := c.Append(ctx, name, client.NoStream, client.Event{Type: "T", Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, name, client.Exact(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range cl.servers {
+		mixedDelete(s.name)
+		s.stop()
+		s.bin = ""
+		s.start()
+		s.waitReady(60 * time.Second)
+		cl.waitReplicated(c, 60*time.Second)
+		ld.l.waitAcks(t, 100, 30*time.Second, fmt.Sprintf("after upgrading %s", s.name))
+		if i < len(cl.servers)-1 {
+			time.Sleep(3 * time.Second) // three placement rounds, in which a raise would happen
+			for sh, f := range formats() {
+				if f > shard.Format1 {
+					t.Fatalf("shard %d raised to format %d while %d node(s) still run the older version", sh, f, len(cl.servers)-1-i)
+				}
+			}
+			t.Logf("%s upgraded: every shard still at format 1 (or reported by an older leader)", s.name)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		low := ""
+		for sh, f := range formats() {
+			if f != shard.MaxFormat {
+				low = fmt.Sprintf("shard %d at format %d", sh, f)
+			}
+		}
+		if low == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("every node upgraded, but %s after 30s%s", low, cl.tails())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("every shard at format %d", shard.MaxFormat)
+
+	// Deletes now take positions: one per shard, visible with include_deletes.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deleted := map[uint32]bool{}
+	for i := 0; len(deleted) < shards && i < 1000; i++ {
+		name := fmt.Sprintf("upgraded-%d", i)
+		res, err := c.Append(ctx, name, client.NoStream, client.Event{Type: "T", Data: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if deleted[res.Shard] {
+			continue
+		}
+		if err := c.Delete(ctx, name, client.Exact(0)); err != nil {
+			t.Fatal(err)
+		}
+		deleted[res.Shard] = true
+	}
+	if !ld.finish(t) {
+		t.Log(cl.tails())
+		return
+	}
+	verify(t, c, ld.l)
+
+	// Every shard's replicas identical, deletes included, with one delete per shard at least.
+	conns := make([]*grpc.ClientConn, len(cl.servers))
+	for i, s := range cl.servers {
+		conn, err := grpc.NewClient(s.grpcAddr, grpcopt.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conns[i] = conn
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for sh := range uint32(shards) {
+		for {
+			why := ""
+			var ref []string
+			for i, conn := range conns {
+				log, err := readLocalShardWithDeletes(ctx, conn, sh)
+				switch {
+				case err != nil:
+					why = err.Error()
+				case i == 0:
+					ref = log
+				case fmt.Sprint(log) != fmt.Sprint(ref):
+					why = fmt.Sprintf("%s holds %d entries, %s %d", cl.servers[0].name, len(ref), cl.servers[i].name, len(log))
+				}
+				if why != "" {
+					break
+				}
+			}
+			if why == "" {
+				dels := 0
+				for _, e := range ref {
+					if e[0] == 'D' {
+						dels++
+					}
+				}
+				if dels == 0 {
+					why = "no delete in the log"
+				} else {
+					t.Logf("shard %d: %d entries identical on every replica, %d deletes", sh, len(ref), dels)
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d: %s%s", sh, why, cl.tails())
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+}
+
+// readLocalShardWithDeletes reads a whole shard log, deletes included, from the replica of the
+// node at conn; each entry is rendered as a string ("D ..." for a delete).
+func readLocalShardWithDeletes(ctx context.Context, conn *grpc.ClientConn, sh uint32) ([]string, error) {
+	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: sh, AllowStale: true, IncludeDeletes: true})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for {
+		page, err := rs.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page.GetEvents() {
+			kind := "E"
+			if e.GetDeletion() != shoalv1.Deletion_DELETION_NONE {
+				kind = "D"
+			}
+			out = append(out, fmt.Sprintf("%s %d %s@%d %x %s %x", kind, e.GetPosition(), e.GetStream(), e.GetVersion(), e.GetId(), e.GetType(), e.GetData()))
+		}
+	}
+}
