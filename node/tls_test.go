@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -28,24 +29,27 @@ import (
 // requests between the nodes, and clients with a certificate from the client
 // CA, work; a plaintext client, a client without a certificate or with one of
 // an unknown CA are refused, and so is a client certificate calling the
-// peers' Raft service or Decommission.
+// peers' Raft service or Decommission. A fourth node joins after the logs
+// were compacted and catches up by snapshots, streamed over TLS.
 func TestClusterTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
 	ca := testcert.NewAuthority(t, t.TempDir())
 	clientCA := testcert.NewAuthority(t, t.TempDir())
+	configure := func(name string, cfg *node.Config) {
+		placementConfig(cfg)
+		cfg.RaftLogRetainEntries = 5 // compacted early: a node that joins later needs snapshots
+		f := ca.Issue(t, name, "127.0.0.1")
+		f.ClientCA = clientCA.CAFile
+		tc, err := f.Server()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
+	}
 	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
-		Configure: func(i int, cfg *node.Config) {
-			placementConfig(cfg)
-			f := ca.Issue(t, fmt.Sprintf("n%d", i+1), "127.0.0.1")
-			f.ClientCA = clientCA.CAFile
-			tc, err := f.Server()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
-		}})
+		Configure: func(i int, cfg *node.Config) { configure(fmt.Sprintf("n%d", i+1), cfg) }})
 	// Every shard reaches three voters: learners were added, caught up and
 	// promoted over the TLS peer connections.
 	waitPlaced(t, c, "replication 3 over TLS", nil)
@@ -102,6 +106,30 @@ func TestClusterTLS(t *testing.T) {
 		if err != nil || len(evs) != 1 {
 			t.Fatalf("read tls-%d: %d events, %v", i, len(evs), err)
 		}
+	}
+
+	// More entries than the logs keep, then a fourth node: its replicas start from snapshots.
+	for i := range 200 {
+		if _, err := cl.Append(ctx, fmt.Sprintf("tls-more-%d", i), client.NoStream, client.Event{Type: "T", Data: []byte("y")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg4 := prometheus.NewRegistry()
+	c.Add(t, func(cfg *node.Config) {
+		configure("n4", cfg)
+		cfg.Registry = reg4
+	})
+	waitPlaced(t, c, "a fourth node's share, over TLS", nil)
+	received := 0.0
+	for _, m := range gatherSeries(t, []*prometheus.Registry{reg4}, "shoal_transport_snapshots_received_total") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "result" && l.GetValue() == "ok" {
+				received += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if received == 0 {
+		t.Fatal("the fourth node received no snapshot: the test did not exercise snapshots over TLS")
 	}
 
 	refused := func(what string, opts ...grpc.DialOption) {
