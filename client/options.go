@@ -277,6 +277,7 @@ func (o *readOptions) maxStalenessMS() (uint32, error) {
 
 type deleteOptions struct {
 	tombstone bool
+	result    *DeleteResult
 }
 
 // DeleteOption configures Delete.
@@ -286,3 +287,7 @@ type DeleteOption func(*deleteOptions)
 // again. Without it a delete is soft: reads report ErrStreamNotFound and a
 // later append (with Any or NoStream) recreates the stream.
 func Tombstone() DeleteOption { return func(o *deleteOptions) { o.tombstone = true } }
+
+// DeleteResultTo stores an acknowledged delete's result in *r, e.g. for
+// query.Projection.WaitForDelete (read-your-delete in a read model).
+func DeleteResultTo(r *DeleteResult) DeleteOption { return func(o *deleteOptions) { o.result = r } }

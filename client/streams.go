@@ -96,7 +96,10 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 	req := &shoalv1.DeleteRequest{Stream: stream, Expected: expected.proto(), Tombstone: o.tombstone}
 	exact := expected.proto().GetKind() == shoalv1.ExpectedVersion_KIND_EXACT
 	return c.run(ctx, target{kind: byStream, stream: stream, idempotent: exact, once: !exact}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
-		_, err := n.streams.Delete(ctx, req)
+		resp, err := n.streams.Delete(ctx, req)
+		if err == nil && o.result != nil {
+			*o.result = DeleteResult{Shard: resp.GetShard(), Position: resp.GetPosition(), Logged: resp.GetLogged()}
+		}
 		return false, err
 	})
 }

@@ -120,6 +120,17 @@ func (d Deletion) String() string {
 	return "deletion(" + strconv.Itoa(int(d)) + ")"
 }
 
+// DeleteResult describes an acknowledged delete. Every event of the shard at a
+// lower position than Position precedes the delete. With Logged (shards at
+// format 2 and later) the delete took Position in the shard log, where
+// ReadShard with IncludeDeletes returns it; without, it took no position and
+// Position is the shard's next one.
+type DeleteResult struct {
+	Shard    uint32
+	Position uint64
+	Logged   bool
+}
+
 // AppendResult describes an acknowledged append.
 type AppendResult struct {
 	Shard        uint32

@@ -173,7 +173,7 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 	case *shoalv1.DeleteResponse:
 		return r, nil
 	case *shard.DeleteResult:
-		return &shoalv1.DeleteResponse{Shard: id, Position: r.Position}, nil
+		return &shoalv1.DeleteResponse{Shard: id, Position: r.Position, Logged: r.Logged}, nil
 	case error:
 		return nil, n.toStatus(r, req.Stream, id)
 	}

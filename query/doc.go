@@ -45,8 +45,9 @@
 //  4. To rebuild a model from scratch, delete the directory (there is no
 //     in-place reset). A database is bound to the cluster ID and shard count
 //     it was built from (ErrClusterMismatch otherwise).
-//  5. For read-your-writes, pass an append's AppendResult to WaitForAppend
-//     (or a shard and position to WaitFor) before querying.
+//  5. For read-your-writes, pass an append's AppendResult to WaitForAppend,
+//     a delete's DeleteResult (client.DeleteResultTo) to WaitForDelete, or a
+//     shard and position to WaitFor, before querying.
 //
 // # Database layout
 //

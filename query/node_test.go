@@ -149,8 +149,12 @@ func TestProjectionDeletesOverNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both streams are in shard 1 of 4: the tombstone ends its log.
-	if err := c.Delete(ctx, "order-2", client.Any, client.Tombstone()); err != nil {
+	var tomb client.DeleteResult
+	if err := c.Delete(ctx, "order-2", client.Any, client.Tombstone(), client.DeleteResultTo(&tomb)); err != nil {
 		t.Fatal(err)
+	}
+	if !tomb.Logged || tomb.Shard != 1 {
+		t.Fatalf("tombstone result %+v: want a logged delete in shard 1", tomb)
 	}
 	st, err := c.Status(ctx)
 	if err != nil {
@@ -172,6 +176,13 @@ func TestProjectionDeletesOverNode(t *testing.T) {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- p.Run(runCtx) }()
+		// The tombstone ends its shard's log: waiting for it is waiting for the whole shard.
+		if err := p.WaitForDelete(ctx, tomb); err != nil {
+			t.Fatalf("WaitForDelete(%+v): %v (checkpoint %v)", tomb, err, p.Checkpoint())
+		}
+		if cp := p.Checkpoint(); cp[tomb.Shard] != tomb.Position+1 {
+			t.Fatalf("after WaitForDelete: checkpoint %v, want shard %d at %d", cp, tomb.Shard, tomb.Position+1)
+		}
 		for _, s := range st.GetTopology().GetShards() {
 			if s.GetLastPosition() > 0 {
 				if err := p.WaitFor(ctx, s.GetShard(), s.GetLastPosition()-1); err != nil {

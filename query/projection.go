@@ -274,6 +274,20 @@ func (p *Projection) WaitForAppend(ctx context.Context, r client.AppendResult) e
 	return p.WaitFor(ctx, r.Shard, max(r.LastPosition, r.Position+(r.LastVersion-r.FirstVersion)))
 }
 
+// WaitForDelete waits until the read model reflects the delete that returned r
+// (client.DeleteResultTo): its handler saw the delete (with Config.Deletes)
+// and every event before it. A delete that took no position in the shard
+// log (a shard before format 2) waits for the events before it only.
+func (p *Projection) WaitForDelete(ctx context.Context, r client.DeleteResult) error {
+	switch {
+	case r.Logged:
+		return p.WaitFor(ctx, r.Shard, r.Position)
+	case r.Position > 0:
+		return p.WaitFor(ctx, r.Shard, r.Position-1)
+	}
+	return nil
+}
+
 func (p *Projection) loadCheckpoint() (Checkpoint, error) {
 	v, closer, err := p.db.Get([]byte{prefixInfo})
 	if err == pebble.ErrNotFound {

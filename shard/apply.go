@@ -249,7 +249,7 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 	} else if err := s.writeMeta(b); err != nil {
 		return nil, err
 	}
-	return &DeleteResult{Position: pos}, nil
+	return &DeleteResult{Position: pos, Logged: true}, nil
 }
 
 // applySetFormat raises the shard's format to c.Format (at most MaxFormat,

@@ -137,11 +137,12 @@ type AppendResult struct {
 }
 
 // DeleteResult is Apply's verdict for a successful delete. Every event at a
-// lower position than Position precedes the delete. From Format2 on,
-// Position is the delete's own position in the shard log; before, a delete
-// took no position and Position is the next event's.
+// lower position than Position precedes the delete. From Format2 on
+// (Logged), Position is the delete's own position in the shard log; before,
+// a delete took no position and Position is the next event's.
 type DeleteResult struct {
 	Position uint64
+	Logged   bool
 }
 
 // Command type bytes: the first byte of every encoded command. Append-only.

@@ -115,6 +115,9 @@ func fmtResult(res any) string {
 		}
 		return s
 	case *DeleteResult:
+		if r.Logged {
+			return fmt.Sprintf("ok pos=%d logged", r.Position)
+		}
 		return fmt.Sprintf("ok pos=%d", r.Position)
 	case *FormatResult:
 		return fmt.Sprintf("ok format=%d", r.Format)

@@ -164,6 +164,7 @@ func (m *model) delete(c *DeleteCommand) any {
 	if m.format >= Format2 {
 		m.order = append(m.order, mLoc{stream: c.Stream, version: uint64(len(st.events)) - 1, deletion: kind})
 		m.nextPos++
+		res.Logged = true
 	}
 	return res
 }

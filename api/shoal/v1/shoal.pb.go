@@ -1155,9 +1155,10 @@ func (x *DeleteRequest) GetTombstone() bool {
 type DeleteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	// Every event at a lower position precedes the delete. From the shard's format 2 on,
-	// the delete's own position in the shard log; before, the next event's.
+	// Every event at a lower position precedes the delete. With logged, the delete's own
+	// position in the shard log (from the shard's format 2 on); without, the next event's.
 	Position      uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	Logged        bool   `protobuf:"varint,3,opt,name=logged,proto3" json:"logged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1204,6 +1205,13 @@ func (x *DeleteResponse) GetPosition() uint64 {
 		return x.Position
 	}
 	return 0
+}
+
+func (x *DeleteResponse) GetLogged() bool {
+	if x != nil {
+		return x.Logged
+	}
+	return false
 }
 
 // WrongExpectedVersion: code FAILED_PRECONDITION.
@@ -2466,10 +2474,11 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rDeleteRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12\x1c\n" +
-	"\ttombstone\x18\x03 \x01(\bR\ttombstone\"B\n" +
+	"\ttombstone\x18\x03 \x01(\bR\ttombstone\"Z\n" +
 	"\x0eDeleteResponse\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"\xb1\x01\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x16\n" +
+	"\x06logged\x18\x03 \x01(\bR\x06logged\"\xb1\x01\n" +
 	"\x14WrongExpectedVersion\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12#\n" +
