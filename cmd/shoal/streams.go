@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -201,9 +202,15 @@ type recordedJSON struct {
 	DataEncoding     string          `json:"data_encoding"`
 	Metadata         json.RawMessage `json:"metadata"`
 	MetadataEncoding string          `json:"metadata_encoding"`
+	Deletion         string          `json:"deletion,omitempty"` // read-shard --deletes: "soft delete" or "tombstone"
 }
 
 func eventJSON(ev client.RecordedEvent) recordedJSON {
+	if ev.Deletion != client.NotDeleted {
+		return recordedJSON{Stream: ev.Stream, Version: ev.Version, Position: ev.Position, Shard: ev.Shard,
+			Created: ev.Created.UTC().Format(time.RFC3339Nano), Deletion: ev.Deletion.String(),
+			Data: json.RawMessage("null"), Metadata: json.RawMessage("null")}
+	}
 	r := recordedJSON{
 		Stream:      ev.Stream,
 		Version:     ev.Version,
@@ -261,6 +268,85 @@ func printable(b []byte) string {
 		return string(b)
 	}
 	return "base64:" + base64.StdEncoding.EncodeToString(b)
+}
+
+func (a *app) readShardCmd() *cobra.Command {
+	var (
+		server, from  string
+		count         uint64
+		asJSON, stale bool
+		deletes       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "read-shard SHARD",
+		Short: "Read a shard's log: every stream of the shard, in position order",
+		Long: `Read a shard's log (the events of all its streams, in position order), as a
+projection does. --deletes also prints the deletes, at their positions (shards at
+format 2, which a cluster reaches once every node runs a version that knows it).
+'shoal cluster status' gives the shard count; 'shoal append' prints an event's shard.`,
+		Example: `  shoal read-shard 14
+  shoal read-shard 14 --from 1200 --count 10 --deletes --json`,
+		Args: exactArgs("shard"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sh, err := strconv.ParseUint(args[0], 10, 32)
+			if err != nil {
+				return usagef("SHARD must be a shard number (0 up to the shard count), got %q", args[0])
+			}
+			start := uint64(0)
+			if from != "" {
+				if start, err = strconv.ParseUint(from, 10, 64); err != nil {
+					return usagef("--from must be a position (a number), got %q", from)
+				}
+			}
+			var opts []client.ReadOption
+			if deletes {
+				opts = append(opts, client.IncludeDeletes())
+			}
+			if stale {
+				opts = append(opts, client.Stale())
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			w := bufio.NewWriter(a.stdout)
+			defer w.Flush()
+			enc := json.NewEncoder(w)
+			for ev, err := range c.ReadShard(ctx, uint32(sh), start, count, opts...) {
+				if err != nil {
+					w.Flush()
+					if _, ok := leaderless(err); ok && !stale {
+						return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
+					}
+					return a.unreachable(err, server)
+				}
+				if asJSON {
+					if err := enc.Encode(eventJSON(ev)); err != nil {
+						return err
+					}
+					continue
+				}
+				line := eventLine(ev)
+				if ev.Deletion != client.NotDeleted {
+					line = fmt.Sprintf("%s@%d  %s  %s", ev.Stream, ev.Version, ev.Deletion, ev.Created.UTC().Format(time.RFC3339Nano))
+				}
+				if _, err := fmt.Fprintf(w, "%d  %s\n", ev.Position, line); err != nil {
+					return err
+				}
+			}
+			return w.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "first position (default 0)")
+	f.Uint64Var(&count, "count", 0, "read at most N entries (0 = to the current end)")
+	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
+	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
+	a.serverFlag(cmd, &server)
+	return cmd
 }
 
 func (a *app) deleteCmd() *cobra.Command {

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/ring"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// TestReadShard: `shoal read-shard` prints a shard's log in position order, the deletes too
+// with --deletes, as text and as JSON, and refuses a bad shard or position.
+func TestReadShard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raised := true
+		for _, s := range st.GetTopology().GetShards() {
+			raised = raised && s.GetFormat() == shard.MaxFormat
+		}
+		if raised {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("shards not raised to the latest format")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	env := map[string]string{"SHOAL_SERVER": n.Addr()}
+	run := func(want int, args ...string) string {
+		t.Helper()
+		code, out, errOut := runCLI(t, env, "", args...)
+		if code != want {
+			t.Fatalf("shoal %s: exit %d (stderr %q), want %d", strings.Join(args, " "), code, errOut, want)
+		}
+		return out + errOut
+	}
+	run(exitOK, "append", "rs-1", "--type", "Placed", "--data", `{"n":1}`, "--expected", "no-stream")
+	run(exitOK, "delete", "rs-1", "--expected", "0")
+	run(exitOK, "append", "rs-1", "--type", "Placed", "--data", `{"n":2}`, "--expected", "0")
+	sh := fmt.Sprint(ring.ShardOf("rs-1", 4))
+
+	lines := strings.Split(strings.TrimSpace(run(exitOK, "read-shard", sh, "--deletes")), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "0  rs-1@0  Placed") ||
+		!strings.HasPrefix(lines[1], "1  rs-1@0  soft delete") || !strings.HasPrefix(lines[2], "2  rs-1@1  Placed") {
+		t.Fatalf("read-shard --deletes:\n%s", strings.Join(lines, "\n"))
+	}
+	if out := run(exitOK, "read-shard", sh); strings.Contains(out, "delete") || strings.Count(out, "\n") != 2 {
+		t.Fatalf("read-shard without --deletes:\n%s", out)
+	}
+	if out := run(exitOK, "read-shard", sh, "--from", "1", "--count", "1", "--deletes", "--json"); !strings.Contains(out, `"deletion":"soft delete"`) ||
+		strings.Count(out, "\n") != 1 {
+		t.Fatalf("read-shard --json:\n%s", out)
+	}
+	if out := run(exitUsage, "read-shard", "x"); !strings.Contains(out, "SHARD must be a shard number") {
+		t.Fatalf("bad shard: %s", out)
+	}
+	if out := run(exitUsage, "read-shard", "99"); !strings.Contains(out, "shard") {
+		t.Fatalf("out-of-range shard: %s", out)
+	}
+	if out := run(exitUsage, "read-shard", sh, "--from", "end"); !strings.Contains(out, "--from must be a position") {
+		t.Fatalf("bad --from: %s", out)
+	}
+}
