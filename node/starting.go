@@ -94,7 +94,8 @@ func (n *Node) peersOnly(ctx context.Context, method string) error {
 		}
 	}
 	if len(certs) == 0 {
-		return status.Errorf(codes.PermissionDenied, "%s is for the cluster's nodes: the caller presented no certificate", method)
+		return status.Errorf(codes.PermissionDenied, "%s is for the cluster's nodes: the caller presented no certificate; "+
+			"call it with a certificate from the nodes' CA (--tls-ca)", method)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
@@ -102,8 +103,8 @@ func (n *Node) peersOnly(ctx context.Context, method string) error {
 	}
 	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: n.cfg.PeerCAs, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return status.Errorf(codes.PermissionDenied, "%s is for the cluster's nodes: the caller's certificate (%s) is not from the nodes' CA: %v",
-			method, certs[0].Subject, err)
+		return status.Errorf(codes.PermissionDenied, "%s is for the cluster's nodes: the caller's certificate (%s) is not from the nodes' CA (%v); "+
+			"call it with a certificate from the nodes' CA (--tls-ca), as an operator would", method, certs[0].Subject, err)
 	}
 	return nil
 }

@@ -370,6 +370,9 @@ func (a *app) tlsTrouble(err error, server string) string {
 		return fmt.Sprintf("the certificate of the server at %s was refused: %s", server, after(msg, "x509: "))
 	case strings.Contains(msg, "tls: "):
 		return fmt.Sprintf("the TLS handshake with %s failed: %s", server, after(msg, "tls: "))
+	case inHandshake && (strings.Contains(msg, "context deadline exceeded") || strings.Contains(msg, "i/o timeout")):
+		return fmt.Sprintf("the server at %s did not finish a TLS handshake in time: it may be hung or overloaded, or not a shoal server; "+
+			"try another node with --server", server)
 	case !a.tls.IsZero() && inHandshake:
 		return fmt.Sprintf("the TLS handshake with %s failed (is it a shoal server?): %s", server, after(msg, "authentication handshake failed: "))
 	}

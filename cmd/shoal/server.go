@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,6 +64,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 			}
 			if !a.tls.IsZero() {
 				a.tls.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+				a.tls.Host = dialedHost(cfg.Advertise, cfg.Listen)
 				tc, err := a.tls.Server()
 				if err != nil {
 					return usagef("%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")))
@@ -104,6 +106,23 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&a.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
 	procsFlag(f, &procs)
 	return cmd
+}
+
+// dialedHost is the host peers and clients dial a server at: --advertise's, else --listen's;
+// "" for an all-interfaces --listen without --advertise (the node warns about that itself).
+func dialedHost(advertise, listen string) string {
+	addr := listen
+	if advertise != "" {
+		addr = advertise
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() || host == "" {
+		return ""
+	}
+	return host
 }
 
 // procsFlag adds --procs, the server's GOMAXPROCS.

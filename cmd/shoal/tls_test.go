@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -62,11 +63,33 @@ func TestTLS(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "does not name that address") {
 		t.Fatalf("wrong server name: exit %d, stderr %q", code, errOut)
 	}
+
+	// A server that accepts connections and never answers (hung, or not shoal).
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	code, _, errOut = runCLI(t, map[string]string{"SHOAL_SERVER": lis.Addr().String()}, "",
+		"read", "s-1", "--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key)
+	if code != exitError || !strings.Contains(errOut, "did not finish a TLS handshake in time") {
+		t.Fatalf("silent server: exit %d, stderr %q", code, errOut)
+	}
 }
 
 func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 	app := ca.Issue(t, "app", "app.example")
 	other := testcert.NewAuthority(t, t.TempDir()).Issue(t, "other", "127.0.0.1")
+	far := ca.Issue(t, "far", "db.example")
 	for _, tc := range []struct {
 		name  string
 		env   map[string]string
@@ -94,6 +117,8 @@ func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 		{"dev has no TLS", nil, []string{"dev", "--tls-ca", app.CA}, exitUsage, "unknown flag: --tls-ca"},
 		{"server without a CA", nil, []string{"server", "--tls-cert", app.Cert, "--tls-key", app.Key}, exitUsage,
 			"a server needs --tls-ca, --tls-cert and --tls-key together"},
+		{"server certificate not naming its host", nil, []string{"server", "--data", dir + "/never", "--listen", "127.0.0.1:0",
+			"--tls-ca", far.CA, "--tls-cert", far.Cert, "--tls-key", far.Key}, exitUsage, "does not name 127.0.0.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // the failures take the CLI's dial retry (5 s) each

@@ -71,6 +71,19 @@ func (a *Authority) Issue(t testing.TB, name string, hosts ...string) tlsfiles.F
 // IssueTo is Issue writing to the given files (replacing them).
 func (a *Authority) IssueTo(t testing.TB, certFile, keyFile, name string, hosts ...string) {
 	t.Helper()
+	a.issue(t, certFile, keyFile, name, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, hosts)
+}
+
+// IssueUsages is Issue with the given extended key usages only.
+func (a *Authority) IssueUsages(t testing.TB, name string, usages []x509.ExtKeyUsage, hosts ...string) tlsfiles.Files {
+	t.Helper()
+	f := tlsfiles.Files{CA: a.CAFile, Cert: filepath.Join(a.dir, name+".crt"), Key: filepath.Join(a.dir, name+".key")}
+	a.issue(t, f.Cert, f.Key, name, usages, hosts)
+	return f
+}
+
+func (a *Authority) issue(t testing.TB, certFile, keyFile, name string, usages []x509.ExtKeyUsage, hosts []string) {
+	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
@@ -78,7 +91,7 @@ func (a *Authority) IssueTo(t testing.TB, certFile, keyFile, name string, hosts 
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

@@ -37,6 +37,9 @@ type Files struct {
 	ClientCA string // a server's separate CA for clients' certificates; optional
 	Cert     string // this side's certificate chain
 	Key      string // this side's private key
+	// Host is the host peers and clients dial a server at (its advertised address's); a
+	// server's certificate must name it. Empty: not checked.
+	Host string
 	// Logger receives key pair reloads and their failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -54,7 +57,10 @@ type ServerConfigs struct {
 }
 
 // Server returns the configurations a node listens and dials its peers
-// with. It needs CA, Cert and Key; ClientCA is optional.
+// with. It needs CA, Cert and Key; ClientCA is optional. The node's
+// certificate must chain to CA, allow both uses (serverAuth, clientAuth) and
+// name Host: Server refuses one that does not, and a reload keeps the
+// previous pair instead of taking it.
 func (f Files) Server() (ServerConfigs, error) {
 	if f.CA == "" || f.Cert == "" || f.Key == "" {
 		return ServerConfigs{}, errors.New("tls: a server needs --tls-ca, --tls-cert and --tls-key together " +
@@ -77,7 +83,7 @@ func (f Files) Server() (ServerConfigs, error) {
 			return ServerConfigs{}, fmt.Errorf("tls: the client CA file %s holds no PEM certificate", f.ClientCA)
 		}
 	}
-	kp, err := newKeyPair(f.Cert, f.Key, f.Logger)
+	kp, err := newKeyPair(f.Cert, f.Key, f.Logger, func(c *tls.Certificate) error { return nodeCertOK(c, peers, f.Host) })
 	if err != nil {
 		return ServerConfigs{}, err
 	}
@@ -116,13 +122,47 @@ func (f Files) Client() (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	if f.Cert != "" {
-		kp, err := newKeyPair(f.Cert, f.Key, f.Logger)
+		kp, err := newKeyPair(f.Cert, f.Key, f.Logger, nil)
 		if err != nil {
 			return nil, err
 		}
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
 	}
 	return cfg, nil
+}
+
+// nodeCertOK checks a node's certificate as its peers and clients will: it chains to the nodes'
+// CA for both uses (a node serves and dials with it), and names host.
+func nodeCertOK(c *tls.Certificate, cas *x509.CertPool, host string) error {
+	if len(c.Certificate) == 0 {
+		return errors.New("no certificate")
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, der := range c.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ic)
+		}
+	}
+	for _, u := range []struct {
+		usage x509.ExtKeyUsage
+		name  string
+	}{{x509.ExtKeyUsageServerAuth, "serverAuth"}, {x509.ExtKeyUsageClientAuth, "clientAuth"}} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: cas, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u.usage}}); err != nil {
+			return fmt.Errorf("the node certificate (%s) does not verify against --tls-ca for %s (a node serves and dials its peers with it): %w",
+				leaf.Subject, u.name, err)
+		}
+	}
+	if host != "" {
+		if err := leaf.VerifyHostname(host); err != nil {
+			return fmt.Errorf("the node certificate (%s) does not name %s, the host peers and clients dial (--advertise, else --listen): %w",
+				leaf.Subject, host, err)
+		}
+	}
+	return nil
 }
 
 func loadPool(name, what string) (*x509.CertPool, error) {
@@ -143,6 +183,7 @@ func loadPool(name, what string) (*x509.CertPool, error) {
 type keyPair struct {
 	certFile, keyFile string
 	log               *slog.Logger
+	check             func(*tls.Certificate) error // nil: none
 
 	mu              sync.Mutex
 	cur             *tls.Certificate
@@ -151,11 +192,11 @@ type keyPair struct {
 	unreadable      bool   // the last read failed (logged once)
 }
 
-func newKeyPair(certFile, keyFile string, log *slog.Logger) (*keyPair, error) {
+func newKeyPair(certFile, keyFile string, log *slog.Logger, check func(*tls.Certificate) error) (*keyPair, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kp := &keyPair{certFile: certFile, keyFile: keyFile, log: log}
+	kp := &keyPair{certFile: certFile, keyFile: keyFile, log: log, check: check}
 	if _, err := kp.get(); err != nil {
 		return nil, err
 	}
@@ -188,10 +229,13 @@ func (kp *keyPair) get() (*tls.Certificate, error) {
 		return kp.cur, nil // failed before; wait for the files to change again
 	}
 	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err == nil && kp.check != nil {
+		err = kp.check(&c)
+	}
 	if err != nil {
 		if kp.cur != nil {
 			kp.badCert, kp.badKey = certPEM, keyPEM
-			kp.log.Warn("tls: the changed key pair does not load; the previous one stays in use",
+			kp.log.Warn("tls: the changed key pair does not load or is not valid for this node; the previous one stays in use",
 				"cert", kp.certFile, "key", kp.keyFile, "err", err)
 			return kp.cur, nil
 		}

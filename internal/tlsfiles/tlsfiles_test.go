@@ -191,6 +191,47 @@ func TestReloadLogged(t *testing.T) {
 	}
 }
 
+// TestNodeCertificateChecked: a server refuses a node certificate its peers and clients would
+// refuse (another CA, one use only, not naming its host), at start and on a reload.
+func TestNodeCertificateChecked(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.NewAuthority(t, dir)
+	other := testcert.NewAuthority(t, t.TempDir())
+	for _, tc := range []struct {
+		name   string
+		files  tlsfiles.Files
+		substr string
+	}{
+		{"another CA", other.Issue(t, "x", "127.0.0.1"), "does not verify against --tls-ca"},
+		{"serverAuth only", ca.IssueUsages(t, "srv", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "127.0.0.1"), "for clientAuth"},
+		{"clientAuth only", ca.IssueUsages(t, "cli", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "127.0.0.1"), "for serverAuth"},
+		{"another host", ca.Issue(t, "far", "db.example"), "does not name 127.0.0.1"},
+	} {
+		f := tc.files
+		f.CA, f.Host = ca.CAFile, "127.0.0.1"
+		if _, err := f.Server(); err == nil || !strings.Contains(err.Error(), tc.substr) {
+			t.Errorf("%s: Server() = %v, want an error containing %q", tc.name, err, tc.substr)
+		}
+	}
+
+	// A reload to a certificate that does not name the host keeps the previous pair.
+	n1 := ca.Issue(t, "n1", "127.0.0.1")
+	n1.Host = "127.0.0.1"
+	var logs strings.Builder
+	n1.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	tc, err := n1.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.IssueTo(t, n1.Cert, n1.Key, "renamed", "db.example")
+	if cn, err := handshake(t, tc.Server, tc.Peer); err != nil || cn != "n1" {
+		t.Fatalf("after a reload to a certificate of another host: %q, %v; want the previous pair", cn, err)
+	}
+	if !strings.Contains(logs.String(), "is not valid for this node") {
+		t.Fatalf("refused reload not logged:\n%s", logs.String())
+	}
+}
+
 func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	ca := testcert.NewAuthority(t, dir)
