@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -208,8 +209,32 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		}
 		s.Shards = append(s.Shards, ss)
 	}
-	s.Notes = s.stalledDrains()
+	s.Notes = append(s.stalledDrains(), s.mixedFormats()...)
 	return s
+}
+
+// mixedFormats explains shards at different formats, as during a rolling upgrade: a shard's
+// leader raises it once every node holding a replica runs a version that applies the later
+// format, and until then its deletes take no position in its log. A shard led by a version
+// that does not report formats counts as format 1.
+func (s *clusterStatus) mixedFormats() []string {
+	count := map[uint64]int{}
+	for _, sh := range s.Shards {
+		if sh.State != "unavailable" {
+			count[max(sh.Format, 1)]++
+		}
+	}
+	if len(count) < 2 {
+		return nil
+	}
+	formats := slices.Sorted(maps.Keys(count))
+	var parts []string
+	for _, f := range formats {
+		parts = append(parts, fmt.Sprintf("%d at format %d", count[f], f))
+	}
+	return []string{fmt.Sprintf("shards are at different formats (%s): a shard is raised to format %d once every node "+
+		"holding it runs a version that applies it and is alive; until then deletes in it take no position in its log",
+		strings.Join(parts, ", "), formats[len(formats)-1])}
 }
 
 // stalledDrains explains why a decommissioning node that is alive keeps replicas: placement

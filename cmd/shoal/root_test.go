@@ -326,6 +326,27 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 	}
 }
 
+// Shards at different formats (a rolling upgrade) are explained under the node table.
+func TestClusterStatusMixedFormats(t *testing.T) {
+	status := func(formats ...uint64) *clusterStatus {
+		var shards []*shoalv1.ShardInfo
+		for i, f := range formats {
+			shards = append(shards, &shoalv1.ShardInfo{Shard: uint32(i), LeaderId: 1, Voters: []uint64{1}, Format: f})
+		}
+		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: uint32(len(formats)), Replication: 1},
+			Nodes:    []*shoalv1.NodeInfo{{Id: 1, Name: "n1", Alive: true}}, Shards: shards}})
+	}
+	if notes := status(2, 2, 2).Notes; len(notes) != 0 {
+		t.Errorf("one format, yet: %q", notes)
+	}
+	notes := status(0, 1, 2, 2).Notes
+	if len(notes) != 1 || !strings.Contains(notes[0], "(2 at format 1, 2 at format 2)") ||
+		!strings.Contains(notes[0], "raised to format 2 once every node holding it runs a version that applies it") {
+		t.Errorf("mixed formats: %q", notes)
+	}
+}
+
 // noLeader is the status a node answers for a shard without a leader (leader 0), or with
 // another leader.
 func noLeader(t *testing.T, shard uint32, leader uint64) error {
