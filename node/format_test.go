@@ -11,7 +11,6 @@ import (
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/ring"
-	"github.com/shoaldb/shoal/shard"
 )
 
 // TestDeletesInShardLog runs three nodes of this version: the placement loops raise every
@@ -30,18 +29,7 @@ func TestDeletesInShardLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	testnode.WaitFor(t, placementWait, "every shard at the latest format", func() string {
-		st, err := cl.Status(ctx)
-		if err != nil {
-			return err.Error()
-		}
-		for _, s := range st.GetTopology().GetShards() {
-			if s.GetFormat() != shard.MaxFormat {
-				return fmt.Sprintf("shard %d at format %d", s.GetShard(), s.GetFormat())
-			}
-		}
-		return ""
-	})
+	testnode.WaitMaxFormat(t, cl, placementWait)
 
 	const stream = "order-1"
 	sh := ring.ShardOf(stream, placementShards)
@@ -171,18 +159,7 @@ func TestReadShardCountOverDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	testnode.WaitFor(t, 30*time.Second, "format 2", func() string {
-		st, err := cl.Status(ctx)
-		if err != nil {
-			return err.Error()
-		}
-		for _, s := range st.GetTopology().GetShards() {
-			if s.GetFormat() != shard.MaxFormat {
-				return fmt.Sprintf("shard %d at format %d", s.GetShard(), s.GetFormat())
-			}
-		}
-		return ""
-	})
+	testnode.WaitMaxFormat(t, cl, 30*time.Second)
 	const n = 300
 	var first uint64
 	for i := range n {

@@ -267,16 +267,7 @@ func TestAppendPipelineDrainsOnClose(t *testing.T) {
 	go func() { closed <- n.Close() }()
 	<-n.Done()
 	close(release)
-	got := map[uint64]*shoalv1.AppendItemResult{}
-	var end error
-	for end == nil {
-		var m *shoalv1.AppendResults
-		if m, end = st.Recv(); end == nil {
-			for _, r := range m.Results {
-				got[r.Id] = r
-			}
-		}
-	}
+	got, end := recvAll(st)
 	if r := got[1]; r.GetResponse().GetLastVersion() != 7 {
 		t.Errorf("item started before the close: %v", r)
 	}
@@ -329,16 +320,7 @@ func TestAppendPipelineAnswersItemsReadWhileDraining(t *testing.T) {
 	go func() { closed <- n.Close() }()
 	<-n.Done()
 	close(release)
-	got := map[uint64]*shoalv1.AppendItemResult{}
-	var end error
-	for end == nil {
-		var m *shoalv1.AppendResults
-		if m, end = st.Recv(); end == nil {
-			for _, r := range m.Results {
-				got[r.Id] = r
-			}
-		}
-	}
+	got, end := recvAll(st)
 	if err := <-late; err != nil {
 		t.Fatalf("sending item 2 while the pipeline drains: %v", err)
 	}
@@ -359,5 +341,20 @@ func TestAppendPipelineAnswersItemsReadWhileDraining(t *testing.T) {
 	}
 	if err := <-closed; err != nil {
 		t.Errorf("Close: %v", err)
+	}
+}
+
+// recvAll reads a pipeline's answers, by item ID, until the stream ends, and returns them with
+// the stream's end.
+func recvAll(st shoalv1.Streams_AppendPipelineClient) (map[uint64]*shoalv1.AppendItemResult, error) {
+	got := map[uint64]*shoalv1.AppendItemResult{}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return got, err
+		}
+		for _, r := range m.Results {
+			got[r.Id] = r
+		}
 	}
 }

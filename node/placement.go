@@ -177,12 +177,21 @@ func decideFormat(in placementInput) uint64 {
 	if st.Leader != in.Self || st.Progress == nil || max(in.Format, shard.Format1) >= shard.MaxFormat {
 		return 0
 	}
-	for _, id := range slices.Concat(st.Voters, st.Learners) {
-		if id != in.Self && (!in.Peers[id].Alive || in.formatOf(id) < shard.MaxFormat) {
-			return 0
-		}
+	if _, lacks := lacksFormat(slices.Concat(st.Voters, st.Learners), in.Self, in.Peers, shard.MaxFormat); lacks {
+		return 0
 	}
 	return shard.MaxFormat
+}
+
+// lacksFormat returns a member of ids, other than self, that peers does not show alive on a
+// version that applies format.
+func lacksFormat(ids []uint64, self uint64, peers map[uint64]peerState, format uint64) (uint64, bool) {
+	for _, id := range ids {
+		if p := peers[id]; id != self && (!p.Alive || max(p.ShardFormat, shard.Format1) < format) {
+			return id, true
+		}
+	}
+	return 0, false
 }
 
 // decidePlacement returns the one step to take for a shard this node leads

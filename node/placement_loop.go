@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/shard"
 )
@@ -414,14 +413,12 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 // configuration is alive in gossip on a version that applies it (replica.Guard).
 func (p *placer) raiseGuard(format uint64) replica.Guard {
 	return func(members []uint64) error {
-		known := map[uint64]membership.Member{}
+		peers := map[uint64]peerState{}
 		for _, m := range p.n.Members() {
-			known[m.NodeID] = m
+			peers[m.NodeID] = peerState{Alive: m.Alive, ShardFormat: m.ShardFormat}
 		}
-		for _, id := range members {
-			if m, ok := known[id]; id != p.n.ID() && (!ok || !m.Alive || max(m.ShardFormat, shard.Format1) < format) {
-				return fmt.Errorf("member %d is not alive on a version that applies format %d", id, format)
-			}
+		if id, lacks := lacksFormat(members, p.n.ID(), peers, format); lacks {
+			return fmt.Errorf("member %d is not alive on a version that applies format %d", id, format)
 		}
 		return nil
 	}

@@ -124,18 +124,7 @@ func TestProjectionDeletesOverNode(t *testing.T) {
 	c := testnode.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	testnode.WaitFor(t, 20*time.Second, "every shard at format 2", func() string {
-		st, err := c.Status(ctx)
-		if err != nil {
-			return err.Error()
-		}
-		for _, s := range st.GetTopology().GetShards() {
-			if s.GetFormat() < 2 {
-				return fmt.Sprintf("shard %d at format %d", s.GetShard(), s.GetFormat())
-			}
-		}
-		return ""
-	})
+	testnode.WaitMaxFormat(t, c, 20*time.Second)
 	ev := client.Event{Type: "Placed", Data: []byte("{}")}
 	for _, s := range []string{"order-1", "order-2"} {
 		if _, err := c.Append(ctx, s, client.NoStream, ev, ev); err != nil {

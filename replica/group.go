@@ -363,7 +363,7 @@ func (g *Group) AddLearnerGuarded(ctx context.Context, id uint64, guard Guard) e
 // be proposed only while the configuration is what the guard checks. Until the entry is
 // applied, or this replica's leadership ends, further guarded changes fail with ErrUnsettled.
 func (g *Group) ProposeGuarded(ctx context.Context, data []byte, guard Guard) (any, error) {
-	w := newWaiter()
+	p := &proposal{g: g, id: g.h.nextID.Add(1), data: data, w: newWaiter()}
 	err := g.h.call(ctx, func() error {
 		if err := g.check(); err != nil {
 			return err
@@ -375,23 +375,16 @@ func (g *Group) ProposeGuarded(ctx context.Context, data []byte, guard Guard) (a
 		if err := guard(members); err != nil {
 			return err
 		}
-		g.wake()
-		pid := g.h.nextID.Add(1)
-		err = g.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(g.h.cfg.NodeID),
-			Entries: []*pb.Entry{{Data: append(g.header(pid), data...)}}})
-		g.stir()
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrProposalDropped, err)
+		if err := g.step([]*proposal{p}); err != nil {
+			return err
 		}
-		g.guarded = pid
-		g.waiters[pid] = w
-		g.h.metrics.Proposals.Inc()
+		g.guarded = p.id
 		return nil
 	})
 	if err != nil {
 		return nil, err // refused before it was proposed: not a proposal error
 	}
-	v, err := w.wait(ctx, g.h.done)
+	v, err := p.w.wait(ctx, g.h.done)
 	if err != nil {
 		g.h.metrics.ProposalErrors.Inc()
 	}

@@ -140,23 +140,34 @@ func (h *Host) propose(props []*proposal) {
 		byGroup[p.g] = append(byGroup[p.g], p)
 	}
 	for g, ps := range byGroup {
-		g.wake()
-		ents := make([]*pb.Entry, len(ps))
-		for i, p := range ps {
-			ents[i] = &pb.Entry{Data: append(g.header(p.id), p.data...)}
-			g.waiters[p.id] = p.w
-		}
-		err := g.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(h.cfg.NodeID), Entries: ents})
-		g.stir()
-		if err != nil {
+		if err := g.step(ps); err != nil {
 			for _, p := range ps {
-				delete(g.waiters, p.id)
-				p.w.finish(nil, fmt.Errorf("%w: %v", ErrProposalDropped, err)) // Propose counts it
+				p.w.finish(nil, err) // Propose counts it
 			}
-			continue
 		}
-		h.metrics.Proposals.Add(float64(len(ps)))
 	}
+}
+
+// step hands ps to raft as one proposal, their waiters registered to be answered when each
+// entry is applied; if raft drops it, no waiter stays and the error wraps ErrProposalDropped.
+// Loop goroutine.
+func (g *Group) step(ps []*proposal) error {
+	g.wake()
+	ents := make([]*pb.Entry, len(ps))
+	for i, p := range ps {
+		ents[i] = &pb.Entry{Data: append(g.header(p.id), p.data...)}
+		g.waiters[p.id] = p.w
+	}
+	err := g.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(g.h.cfg.NodeID), Entries: ents})
+	g.stir()
+	if err != nil {
+		for _, p := range ps {
+			delete(g.waiters, p.id)
+		}
+		return fmt.Errorf("%w: %v", ErrProposalDropped, err)
+	}
+	g.h.metrics.Proposals.Add(float64(len(ps)))
+	return nil
 }
 
 // processReady handles the Ready of every group that has one (raft's asynchronous storage
@@ -442,8 +453,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 				}
 			}
 		}
-		if g.guarded != 0 && len(e.Data) >= headerLen && binary.BigEndian.Uint64(e.Data) == h.cfg.NodeID &&
-			binary.BigEndian.Uint64(e.Data[8:]) == g.guarded {
+		if pid, ok := g.ownID(e.Data); ok && pid == g.guarded {
 			g.guarded = 0
 		}
 		if w := g.ownWaiter(e.Data); w != nil {
@@ -484,12 +494,20 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 	return res
 }
 
+// ownID returns the proposal ID in an entry header written by this node (g.header).
+func (g *Group) ownID(hdr []byte) (uint64, bool) {
+	if len(hdr) < headerLen || binary.BigEndian.Uint64(hdr) != g.h.cfg.NodeID {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(hdr[8:]), true
+}
+
 // ownWaiter returns (and forgets) the waiter of a proposal made by this node.
 func (g *Group) ownWaiter(hdr []byte) *waiter {
-	if len(hdr) < headerLen || binary.BigEndian.Uint64(hdr) != g.h.cfg.NodeID {
+	pid, ok := g.ownID(hdr)
+	if !ok {
 		return nil
 	}
-	pid := binary.BigEndian.Uint64(hdr[8:])
 	w := g.waiters[pid]
 	if w != nil {
 		delete(g.waiters, pid)

@@ -82,9 +82,7 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 		return nil, err
 	}
 	s.meta.nextPosition += n
-	if b == s.deferTo {
-		s.metaDirty = true
-	} else if err := s.writeMeta(b); err != nil {
+	if err := s.metaChanged(b); err != nil {
 		return nil, err
 	}
 	return &AppendResult{FirstVersion: first, LastVersion: m.last, Position: pos, LastPosition: pos + n - 1}, nil
@@ -244,9 +242,7 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 		return nil, err
 	}
 	s.meta.nextPosition++
-	if b == s.deferTo {
-		s.metaDirty = true
-	} else if err := s.writeMeta(b); err != nil {
+	if err := s.metaChanged(b); err != nil {
 		return nil, err
 	}
 	return &DeleteResult{Position: pos, Logged: true}, nil

@@ -283,6 +283,16 @@ func (s *Shard) FinishBatch(b *pebble.Batch) error {
 	return nil
 }
 
+// metaChanged records that an apply into b changed the shard meta: written now, or by
+// FinishBatch when b defers it.
+func (s *Shard) metaChanged(b *pebble.Batch) error {
+	if b == s.deferTo {
+		s.metaDirty = true
+		return nil
+	}
+	return s.writeMeta(b)
+}
+
 func (s *Shard) writeMeta(b *pebble.Batch) error {
 	s.keyBuf = s.keys.meta(s.keyBuf[:0])
 	s.valBuf = s.meta.encode(s.valBuf[:0])

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/ring"
-	"github.com/shoaldb/shoal/shard"
 )
 
 // TestReadShard: `shoal read-shard` prints a shard's log in position order, the deletes too
@@ -26,24 +26,7 @@ func TestReadShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := c.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raised := true
-		for _, s := range st.GetTopology().GetShards() {
-			raised = raised && s.GetFormat() == shard.MaxFormat
-		}
-		if raised {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("shards not raised to the latest format")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testnode.WaitMaxFormat(t, c, 20*time.Second)
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
 	run := func(want int, args ...string) string {
 		t.Helper()

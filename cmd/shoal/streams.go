@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 	"time"
@@ -153,28 +154,7 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 				return err
 			}
 			defer c.Close()
-			w := bufio.NewWriter(a.stdout)
-			defer w.Flush()
-			enc := json.NewEncoder(w)
-			for ev, err := range c.Read(ctx, stream, opts...) {
-				if err != nil {
-					w.Flush()
-					if _, ok := leaderless(err); ok && !stale {
-						return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
-					}
-					return a.unreachable(err, server)
-				}
-				if asJSON {
-					if err := enc.Encode(eventJSON(ev)); err != nil {
-						return err
-					}
-					continue
-				}
-				if _, err := fmt.Fprintln(w, eventLine(ev)); err != nil {
-					return err
-				}
-			}
-			return w.Flush()
+			return a.printEvents(c.Read(ctx, stream, opts...), server, stale, asJSON, eventLine)
 		},
 	}
 	f := cmd.Flags()
@@ -186,6 +166,33 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 	f.DurationVar(&maxStale, "max-staleness", 0, "like --stale, but only a replica that was current with its shard's leader within this long answers (else the leader does), e.g. 2s")
 	a.serverFlag(cmd, &server)
 	return cmd
+}
+
+// printEvents prints what a read yields, one line per entry (line renders it) or one JSON
+// object per line, and explains the error that ends it.
+func (a *app) printEvents(evs iter.Seq2[client.RecordedEvent, error], server string, stale, asJSON bool,
+	line func(client.RecordedEvent) string) error {
+	w := bufio.NewWriter(a.stdout)
+	defer w.Flush()
+	enc := json.NewEncoder(w)
+	for ev, err := range evs {
+		if err != nil {
+			w.Flush()
+			if _, ok := leaderless(err); ok && !stale {
+				return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
+			}
+			return a.unreachable(err, server)
+		}
+		if asJSON {
+			err = enc.Encode(eventJSON(ev))
+		} else {
+			_, err = fmt.Fprintln(w, line(ev))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.Flush()
 }
 
 // recordedJSON is one line of `read --json`.
@@ -239,8 +246,11 @@ func embed(b []byte) (json.RawMessage, string) {
 	return s, "base64"
 }
 
-// eventLine is one line of plain `read` output.
+// eventLine is one line of plain `read` output (a delete's, for read-shard --deletes).
 func eventLine(ev client.RecordedEvent) string {
+	if ev.Deletion != client.NotDeleted {
+		return fmt.Sprintf("%s@%d  %s  %s", ev.Stream, ev.Version, ev.Deletion, ev.Created.UTC().Format(time.RFC3339Nano))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s@%d  %s  %s  %s", ev.Stream, ev.Version, ev.Type,
 		ev.Created.UTC().Format(time.RFC3339Nano), ev.ID)
@@ -311,32 +321,8 @@ format 2, which a cluster reaches once every node runs a version that knows it).
 				return err
 			}
 			defer c.Close()
-			w := bufio.NewWriter(a.stdout)
-			defer w.Flush()
-			enc := json.NewEncoder(w)
-			for ev, err := range c.ReadShard(ctx, uint32(sh), start, count, opts...) {
-				if err != nil {
-					w.Flush()
-					if _, ok := leaderless(err); ok && !stale {
-						return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
-					}
-					return a.unreachable(err, server)
-				}
-				if asJSON {
-					if err := enc.Encode(eventJSON(ev)); err != nil {
-						return err
-					}
-					continue
-				}
-				line := eventLine(ev)
-				if ev.Deletion != client.NotDeleted {
-					line = fmt.Sprintf("%s@%d  %s  %s", ev.Stream, ev.Version, ev.Deletion, ev.Created.UTC().Format(time.RFC3339Nano))
-				}
-				if _, err := fmt.Fprintf(w, "%d  %s\n", ev.Position, line); err != nil {
-					return err
-				}
-			}
-			return w.Flush()
+			return a.printEvents(c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON,
+				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d  %s", ev.Position, eventLine(ev)) })
 		},
 	}
 	f := cmd.Flags()

@@ -124,21 +124,22 @@ type record struct {
 	position uint64
 	typ      string
 	data     []byte
+	deletion shoalv1.Deletion
 }
 
 func (r record) equal(o record) bool {
 	return r.stream == o.stream && r.version == o.version && bytes.Equal(r.id, o.id) &&
-		r.position == o.position && r.typ == o.typ && bytes.Equal(r.data, o.data)
+		r.position == o.position && r.typ == o.typ && bytes.Equal(r.data, o.data) && r.deletion == o.deletion
 }
 
 func (r record) String() string {
-	return fmt.Sprintf("pos %d %s@%d id %x type %s data %q", r.position, r.stream, r.version, r.id, r.typ, r.data)
+	return fmt.Sprintf("pos %d %s@%d id %x type %s data %q %v", r.position, r.stream, r.version, r.id, r.typ, r.data, r.deletion)
 }
 
-// readLocalShard reads a whole shard log from the node at conn with
-// allow_stale, so that the node answers from its own replica.
-func readLocalShard(ctx context.Context, conn *grpc.ClientConn, shard uint32) ([]record, error) {
-	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true})
+// readLocalShard reads a whole shard log (with deletes, the deletes too) from the node at
+// conn with allow_stale, so that the node answers from its own replica.
+func readLocalShard(ctx context.Context, conn *grpc.ClientConn, shard uint32, deletes bool) ([]record, error) {
+	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true, IncludeDeletes: deletes})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +153,7 @@ func readLocalShard(ctx context.Context, conn *grpc.ClientConn, shard uint32) ([
 			return nil, err
 		}
 		for _, e := range page.GetEvents() {
-			out = append(out, record{e.GetStream(), e.GetVersion(), e.GetId(), e.GetPosition(), e.GetType(), e.GetData()})
+			out = append(out, record{e.GetStream(), e.GetVersion(), e.GetId(), e.GetPosition(), e.GetType(), e.GetData(), e.GetDeletion()})
 		}
 	}
 }
@@ -194,7 +195,7 @@ func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.D
 			var ref []record
 			for i, conn := range conns {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				got, err := readLocalShard(ctx, conn, sh)
+				got, err := readLocalShard(ctx, conn, sh, false)
 				cancel()
 				if err != nil {
 					why = fmt.Sprintf("shard %d on %s: %v", sh, cl.servers[i].name, err)

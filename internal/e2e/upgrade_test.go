@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"testing"
 	"time"
@@ -152,16 +151,18 @@ func TestRollingUpgrade(t *testing.T) {
 	for sh := range uint32(shards) {
 		for {
 			why := ""
-			var ref []string
+			var ref []record
 			for i, conn := range conns {
-				log, err := readLocalShardWithDeletes(ctx, conn, sh)
+				log, err := readLocalShard(ctx, conn, sh, true)
 				switch {
 				case err != nil:
 					why = err.Error()
 				case i == 0:
 					ref = log
-				case fmt.Sprint(log) != fmt.Sprint(ref):
-					why = fmt.Sprintf("%s holds %d entries, %s %d", cl.servers[0].name, len(ref), cl.servers[i].name, len(log))
+				default:
+					if d := diffLogs(ref, log); d != "" {
+						why = fmt.Sprintf("%s and %s differ: %s", cl.servers[0].name, cl.servers[i].name, d)
+					}
 				}
 				if why != "" {
 					break
@@ -170,7 +171,7 @@ func TestRollingUpgrade(t *testing.T) {
 			if why == "" {
 				dels := 0
 				for _, e := range ref {
-					if e[0] == 'D' {
+					if e.deletion != shoalv1.Deletion_DELETION_NONE {
 						dels++
 					}
 				}
@@ -185,32 +186,6 @@ func TestRollingUpgrade(t *testing.T) {
 				t.Fatalf("shard %d: %s%s", sh, why, cl.tails())
 			}
 			time.Sleep(250 * time.Millisecond)
-		}
-	}
-}
-
-// readLocalShardWithDeletes reads a whole shard log, deletes included, from the replica of the
-// node at conn; each entry is rendered as a string ("D ..." for a delete).
-func readLocalShardWithDeletes(ctx context.Context, conn *grpc.ClientConn, sh uint32) ([]string, error) {
-	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: sh, AllowStale: true, IncludeDeletes: true})
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for {
-		page, err := rs.Recv()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range page.GetEvents() {
-			kind := "E"
-			if e.GetDeletion() != shoalv1.Deletion_DELETION_NONE {
-				kind = "D"
-			}
-			out = append(out, fmt.Sprintf("%s %d %s@%d %x %s %x", kind, e.GetPosition(), e.GetStream(), e.GetVersion(), e.GetId(), e.GetType(), e.GetData()))
 		}
 	}
 }

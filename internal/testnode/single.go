@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/shard"
 )
 
 // ExampleClient starts a one-node cluster (4 shards, replication 1) in a
@@ -50,4 +51,24 @@ func Client(t testing.TB) *client.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// WaitMaxFormat waits until every shard that c's cluster reports is at shard.MaxFormat: the
+// shards' leaders raise them shortly after start, once every replica's node runs this version.
+func WaitMaxFormat(t testing.TB, c *client.Client, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "every shard at the latest format", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := c.Status(ctx)
+		if err != nil {
+			return err.Error()
+		}
+		for _, s := range st.GetTopology().GetShards() {
+			if s.GetFormat() != shard.MaxFormat {
+				return fmt.Sprintf("shard %d at format %d", s.GetShard(), s.GetFormat())
+			}
+		}
+		return ""
+	})
 }

@@ -70,10 +70,7 @@ func (f Files) Server() (ServerConfigs, error) {
 	if err != nil {
 		return ServerConfigs{}, err
 	}
-	callers, err := loadPool(f.CA, "CA")
-	if err != nil {
-		return ServerConfigs{}, err
-	}
+	callers := peers.Clone()
 	if f.ClientCA != "" {
 		b, err := os.ReadFile(f.ClientCA)
 		if err != nil {
