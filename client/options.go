@@ -207,10 +207,12 @@ type readOptions struct {
 	bounded  bool          // MaxStaleness was given
 	maxStale time.Duration // its bound
 	deletes  bool          // IncludeDeletes was given
+	follow   bool          // Follow was given
+	wait     time.Duration // Wait's long poll
 }
 
-// ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness and
-// IncludeDeletes only) ReadShard.
+// ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness,
+// IncludeDeletes, Follow and Wait only) ReadShard.
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -219,7 +221,9 @@ func FromVersion(n uint64) ReadOption {
 	return func(o *readOptions) { o.from, o.fromEnd = n, false }
 }
 
-// FromEnd starts the read at the stream's last event; use with Backward.
+// FromEnd starts the read at the stream's last event; use with Backward. With
+// Follow it starts after the last event: the subscription yields only events
+// appended from then on.
 func FromEnd() ReadOption { return func(o *readOptions) { o.fromEnd = true } }
 
 // Backward reads towards version 0.
@@ -243,6 +247,54 @@ func Linearizable() ReadOption {
 // Format in the topology); deletes made before, or read from servers that
 // predate format 2, are not returned. Read and ReadPage ignore it.
 func IncludeDeletes() ReadOption { return func(o *readOptions) { o.deletes = true } }
+
+// Follow makes Read or ReadShard a subscription: after the current end it
+// does not stop but yields each new event as soon as the replica serving it
+// applied it (it is then committed on a quorum), until ctx ends or the caller
+// breaks out. The sequence is gap-free and in order, like a read: when its
+// server goes away (a crash, a hang, the replica moved, a shutdown) it
+// subscribes again on another replica after the last event it yielded, so no
+// event is yielded twice or skipped. Only when no replica of the shard serves
+// it for the retry policy's MaxElapsed does it end with ErrUnavailable, and
+// the caller can resume with FromVersion (or ReadShard's from) after its last
+// event. Not with Backward or Count; with FromEnd it yields only new events.
+// A linearizable subscription (the default) starts on the leader; Stale and
+// MaxStaleness let any replica serve it (see docs/guarantees.md,
+// "Subscriptions"). Servers of versions before subscriptions end the read at
+// the current end; the client then polls them, from 50 ms to 1 s apart.
+func Follow() ReadOption { return func(o *readOptions) { o.follow = true } }
+
+// Wait makes a ReadShard that finds nothing new wait up to d (at most
+// MaxWait) on its server for the shard's next entry before it returns: a long
+// poll. It returns as soon as entries arrive, and still returns nothing when
+// none did within d. ReadShard only; not with Follow.
+func Wait(d time.Duration) ReadOption { return func(o *readOptions) { o.wait = d } }
+
+// MaxWait is the longest Wait.
+const MaxWait = time.Minute
+
+// waitMS returns the request's wait_ms.
+func (o *readOptions) waitMS() (uint32, error) {
+	switch {
+	case o.wait == 0:
+		return 0, nil
+	case o.wait < 0 || o.wait > MaxWait:
+		return 0, &InvalidArgumentError{Field: "Wait", Limit: fmt.Sprintf("0..%v", MaxWait),
+			Reason: fmt.Sprintf("%v is out of range", o.wait)}
+	case o.follow:
+		return 0, &InvalidArgumentError{Field: "Wait", Limit: "not with Follow", Reason: "a subscription already waits"}
+	}
+	return uint32((o.wait + time.Millisecond - 1) / time.Millisecond), nil
+}
+
+// checkFollow refuses a Follow that does not go with the other options.
+func (o *readOptions) checkFollow() error {
+	if o.follow && (o.backward || o.count != 0) {
+		return &InvalidArgumentError{Field: "Follow", Limit: "forwards, without Count",
+			Reason: "a subscription reads forwards until cancelled"}
+	}
+	return nil
+}
 
 // Stale lets any replica of the shard serve the read; it may lag the leader.
 // Without MaxStaleness there is no bound: a replica cut off from its group

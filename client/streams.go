@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
@@ -129,6 +130,9 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			return
 		}
 		maxStale, err := o.maxStalenessMS()
+		if err == nil {
+			err = o.checkFollow()
+		}
 		if err != nil {
 			yield(RecordedEvent{}, err)
 			return
@@ -136,25 +140,45 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 		req := &shoalv1.ReadRequest{
 			Stream: stream, FromVersion: o.from, FromEnd: o.fromEnd,
 			Backward: o.backward, Count: o.count, AllowStale: o.stale, MaxStalenessMs: maxStale,
+			Follow: o.follow,
 		}
 		stopped := false // the caller broke out, or the read is complete
 		err = c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
+			sub := newSubscription(ctx, cancel, o.follow)
 			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) })
 			if err != nil {
 				return false, err
 			}
-			progress := false
+			progress, got := false, false // got: events since the stream was opened
 			for {
-				page, err := watched(w, rs.Recv)
+				page, err := recvPage(sub, w, rs.Recv)
 				if err == io.EOF {
-					return progress, nil
+					if !o.follow {
+						return progress, nil
+					}
+					// A server that predates subscriptions ended the read at the end: poll it.
+					if err := sub.poll(got); err != nil {
+						return progress || sub.lived(), err
+					}
+					rs, err = watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) })
+					if err != nil {
+						return progress || sub.lived(), err
+					}
+					got = false
+					continue
 				}
 				if err != nil {
-					return progress, err
+					return progress || sub.lived(), err
 				}
 				w.answer()
+				got = got || len(page.GetEvents()) > 0
+				if page.GetCaughtUp() {
+					sub.caughtUp()
+					// Resume where the server goes on (it resolved FromEnd).
+					req.FromVersion, req.FromEnd = max(req.FromVersion, page.GetNextVersion()), false
+				}
 				for _, pe := range page.GetEvents() {
 					ev := recordedFromProto(pe)
 					progress = true
@@ -168,7 +192,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 							req.FromVersion = ev.Version - 1
 						}
 					} else {
-						req.FromVersion = ev.Version + 1
+						req.FromVersion, req.FromEnd = ev.Version+1, false
 					}
 					if req.Count > 0 {
 						req.Count--
@@ -224,32 +248,63 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 	}
 	return func(yield func(RecordedEvent, error) bool) {
 		maxStale, err := o.maxStalenessMS()
+		var waitMS uint32
+		if err == nil {
+			waitMS, err = o.waitMS()
+		}
+		if err == nil && o.follow && count != 0 {
+			err = &InvalidArgumentError{Field: "count", Limit: "0 with Follow", Reason: "a subscription reads until cancelled"}
+		}
 		if err != nil {
 			yield(RecordedEvent{}, err)
 			return
 		}
 		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale,
-			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes}
+			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes, Follow: o.follow, WaitMs: waitMS}
 		stopped := false
 		err = c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
+			sub := newSubscription(ctx, cancel, o.follow)
+			open := func() (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
 				return n.streams.ReadShard(ctx, req)
-			})
+			}
+			rs, err := watched(w, open)
 			if err != nil {
 				return false, err
 			}
-			progress := false
+			progress, got := false, false // got: events since the stream was opened
+			first := true                 // the first page of a long poll may take req.WaitMs
 			for {
-				page, err := watched(w, rs.Recv)
+				var page *shoalv1.ReadShardResponse
+				if first && req.WaitMs > 0 {
+					page, err = watchedAfter(w, time.Duration(req.WaitMs)*time.Millisecond+leaderWatchAfter, rs.Recv)
+				} else {
+					page, err = recvPage(sub, w, rs.Recv)
+				}
+				first = false
 				if err == io.EOF {
-					return progress, nil
+					if !o.follow {
+						return progress, nil
+					}
+					// A server that predates subscriptions ended the read at the end: poll it.
+					if err := sub.poll(got); err != nil {
+						return progress || sub.lived(), err
+					}
+					if rs, err = watched(w, open); err != nil {
+						return progress || sub.lived(), err
+					}
+					got = false
+					continue
 				}
 				if err != nil {
-					return progress, err
+					return progress || sub.lived(), err
 				}
 				w.answer()
+				got = got || len(page.GetEvents()) > 0
+				if page.GetCaughtUp() {
+					sub.caughtUp()
+				}
 				// Resume at the page's next position (a server error can
 				// only come between pages); fall back to the last event's.
 				prev := req.FromPosition

@@ -68,7 +68,11 @@ func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32, leader 
 
 // arm starts the watch: leaderWatchAfter from now, unless disarmed first, it
 // polls the topology.
-func (w *leaderWatch) arm() {
+func (w *leaderWatch) arm() { w.armAfter(leaderWatchAfter) }
+
+// armAfter is arm for a call that may take d before its node answers (a long poll): the
+// watch polls the topology only after d.
+func (w *leaderWatch) armAfter(d time.Duration) {
 	if w == nil {
 		return
 	}
@@ -79,7 +83,7 @@ func (w *leaderWatch) arm() {
 	}
 	w.gen++
 	gen := w.gen
-	w.timer = time.AfterFunc(leaderWatchAfter, func() { w.poll(gen) })
+	w.timer = time.AfterFunc(d, func() { w.poll(gen) })
 }
 
 // disarm ends the current arming; a poll under way returns at its next look.
@@ -176,7 +180,12 @@ func (w *leaderWatch) answer() {
 
 // watched runs f, a wait for the attempt's node, with w armed.
 func watched[T any](w *leaderWatch, f func() (T, error)) (T, error) {
-	w.arm()
+	return watchedAfter(w, leaderWatchAfter, f)
+}
+
+// watchedAfter is watched for a call that may take d before its node answers.
+func watchedAfter[T any](w *leaderWatch, d time.Duration, f func() (T, error)) (T, error) {
+	w.armAfter(d)
 	defer w.disarm()
 	return f()
 }

@@ -338,11 +338,18 @@ func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[sho
 	if err != nil {
 		return n.toStatus(err, req.Stream, id)
 	}
+	if req.Follow && (req.Backward || req.Count != 0) {
+		return n.toStatus(&shard.InvalidError{Field: "follow", Limit: "forwards, with count 0",
+			Reason: "a subscription reads forwards until cancelled"}, req.Stream, id)
+	}
 	sm, err := forwardRead(n, ctx, id, st, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) {
 		return shoalv1.NewStreamsClient(conn).Read(ctx, req)
 	})
 	if sm == nil {
 		return n.toStatus(err, req.Stream, id)
+	}
+	if req.Follow {
+		return n.toStatus(n.followStream(ctx, req, id, sm, st, out), req.Stream, id)
 	}
 	page := &shoalv1.ReadResponse{}
 	size := 0
@@ -368,6 +375,67 @@ func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[sho
 
 var errPageFull = errors.New("node: page full")
 
+// followStream serves a subscription to a stream (ReadRequest.follow) from the local replica
+// sm: its events from the request's version on, then each new one as sm applies it.
+func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id uint32, sm *shard.Shard, st staleness,
+	out grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+	f, err := n.newFollower(ctx, id, sm, st)
+	if err != nil {
+		return err
+	}
+	from := req.FromVersion
+	if req.FromEnd {
+		exists, last, deleted, tombstoned, err := sm.StreamInfo(req.Stream)
+		switch {
+		case err != nil:
+			return err
+		case tombstoned:
+			return shard.ErrStreamDeleted
+		case exists || deleted:
+			from = last + 1 // after the last event; a soft-deleted stream continues there
+		}
+	}
+	caughtUp := false // the last page sent was caught up
+	var lastSent time.Time
+	for {
+		changed := sm.Changed() // before the read: a change after it closes this
+		page := &shoalv1.ReadResponse{}
+		size := 0
+		err := sm.ReadStream(req.Stream, from, false, false, pageEvents, func(e *shard.RecordedEvent) error {
+			page.Events = append(page.Events, toProtoEvent(e, id))
+			if size += eventSize(e); size >= pageBytes {
+				return errPageFull
+			}
+			return nil
+		})
+		full := errors.Is(err, errPageFull)
+		if err != nil && !full && !errors.Is(err, shard.ErrStreamNotFound) {
+			return err // a tombstone ends the subscription; an absent stream is waited for
+		}
+		if k := len(page.Events); k > 0 {
+			from = page.Events[k-1].Version + 1
+			page.CaughtUp, page.NextVersion = !full && k < pageEvents, from
+			if err := out.Send(page); err != nil {
+				return err
+			}
+			caughtUp, lastSent = page.CaughtUp, time.Now()
+			continue
+		}
+		heartbeat := !caughtUp
+		if !heartbeat {
+			if heartbeat, err = f.idle(changed, lastSent); err != nil {
+				return err
+			}
+		}
+		if heartbeat {
+			if err := out.Send(&shoalv1.ReadResponse{CaughtUp: true, NextVersion: from}); err != nil {
+				return err
+			}
+			caughtUp, lastSent = true, time.Now()
+		}
+	}
+}
+
 func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
 	ctx := out.Context()
 	s := n.settings.Load()
@@ -380,6 +448,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 			Reason: fmt.Sprintf("shard %d does not exist", req.Shard)}, "", req.Shard)
 	}
 	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
+	if err == nil {
+		err = checkShardFollow(req)
+	}
 	if err != nil {
 		return n.toStatus(err, "", req.Shard)
 	}
@@ -389,8 +460,21 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	if sm == nil {
 		return n.toStatus(err, "", req.Shard)
 	}
+	var f *follower // subscription or long poll
+	if req.Follow || req.WaitMs > 0 {
+		if f, err = n.newFollower(ctx, req.Shard, sm, st); err != nil {
+			return n.toStatus(err, "", req.Shard)
+		}
+	}
+	waitUntil := time.Now().Add(time.Duration(req.WaitMs) * time.Millisecond)
 	from, remaining := req.FromPosition, req.Count
+	sent, caughtUp := false, false // a page was sent; the last one was caught up (follow)
+	var lastSent time.Time
 	for {
+		var changed <-chan struct{}
+		if f != nil {
+			changed = sm.Changed() // before the read: a change after it closes this
+		}
 		want := uint64(pageEvents)
 		page := &shoalv1.ReadShardResponse{}
 		size := 0
@@ -412,16 +496,39 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 			return n.toStatus(err, "", req.Shard)
 		}
 		page.NextPosition = next
+		atEnd := !full && entries < want
 		if entries == 0 {
-			if from == req.FromPosition {
+			switch {
+			case req.Follow:
+				heartbeat := !caughtUp
+				if !heartbeat {
+					if heartbeat, err = f.idle(changed, lastSent); err != nil {
+						return n.toStatus(err, "", req.Shard)
+					}
+				}
+				if heartbeat {
+					page.CaughtUp, caughtUp, lastSent = true, true, time.Now()
+					if err := out.Send(page); err != nil {
+						return err
+					}
+				}
+				continue
+			case req.WaitMs > 0 && !sent && time.Until(waitUntil) > 0:
+				if _, err := f.wait(changed, time.Until(waitUntil)); err != nil {
+					return n.toStatus(err, "", req.Shard)
+				}
+				continue
+			case !sent:
 				// Tell the caller where to resume even when nothing is new.
 				return out.Send(page)
 			}
 			return nil
 		}
+		page.CaughtUp = req.Follow && atEnd
 		if err := out.Send(page); err != nil {
 			return err
 		}
+		sent, caughtUp, lastSent = true, page.CaughtUp, time.Now()
 		from = next
 		if req.Count != 0 {
 			// The count is of what the caller gets, as before deletes took positions: a
@@ -431,13 +538,29 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 				return nil
 			}
 		}
-		if !full && entries < want {
-			return nil // reached the end of the log
+		if atEnd && !req.Follow {
+			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
+}
+
+// checkShardFollow refuses a ReadShard request whose follow or wait_ms do not go with the rest.
+func checkShardFollow(req *shoalv1.ReadShardRequest) error {
+	switch {
+	case req.Follow && req.Count != 0:
+		return &shard.InvalidError{Field: "count", Limit: "0 with follow",
+			Reason: fmt.Sprintf("a subscription reads until cancelled; %d given", req.Count)}
+	case req.Follow && req.WaitMs != 0:
+		return &shard.InvalidError{Field: "wait_ms", Limit: "0 with follow",
+			Reason: "a subscription already waits for new entries"}
+	case req.WaitMs > maxWaitMS:
+		return &shard.InvalidError{Field: "wait_ms", Limit: fmt.Sprintf("at most %d", maxWaitMS),
+			Reason: fmt.Sprintf("%d given", req.WaitMs)}
+	}
+	return nil
 }
 
 // forwardRead routes a read of shard id. It returns the local state machine when this node
@@ -472,12 +595,18 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, o
 	fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
 	defer w.stop()
 	in, err := open(fctx, tgt.conn)
+	live := false // a subscription that caught up: its silence is no sign of a hung node
 	for err == nil {
 		var m *T
-		w.arm()
+		if !live {
+			w.arm()
+		}
 		m, err = in.Recv()
 		w.disarm()
 		if err == nil {
+			if cu, ok := any(m).(interface{ GetCaughtUp() bool }); ok && cu.GetCaughtUp() {
+				live = true
+			}
 			if err := out.Send(m); err != nil {
 				return relayed, err
 			}

@@ -97,6 +97,9 @@ type Shard struct {
 	applied atomic.Uint64
 	nextPos atomic.Uint64
 	format  atomic.Uint64
+	// changed is closed by the next Committed, Reload or Close, for readers that wait for
+	// the shard to change (Changed); nil while no one waits.
+	changed atomic.Pointer[chan struct{}]
 }
 
 // Open returns the shard with the given id over db, loading the applied
@@ -130,6 +133,28 @@ func (s *Shard) LastPosition() uint64 { return s.nextPos.Load() }
 // Format returns the shard's format (Format1, Format2, ...) as of the last
 // Committed.
 func (s *Shard) Format() uint64 { return s.format.Load() }
+
+// Changed returns a channel closed the next time the shard changes: after Committed (new
+// entries applied), Reload or Close. A reader that takes the channel before it reads the
+// shard cannot miss a change made after its read: wait on the channel, then read again.
+func (s *Shard) Changed() <-chan struct{} {
+	for {
+		if p := s.changed.Load(); p != nil {
+			return *p
+		}
+		ch := make(chan struct{})
+		if s.changed.CompareAndSwap(nil, &ch) {
+			return ch
+		}
+	}
+}
+
+// notify wakes the readers waiting on Changed, after the change is visible to them.
+func (s *Shard) notify() {
+	if p := s.changed.Swap(nil); p != nil {
+		close(*p)
+	}
+}
 
 // Reload drops every cache and re-reads the shard's state from the DB. Call
 // it after the keyspace was replaced (snapshot) or after a batch holding
@@ -180,6 +205,7 @@ func (s *Shard) Reload() error {
 	s.applied.Store(applied)
 	s.nextPos.Store(m.nextPosition)
 	s.format.Store(format)
+	s.notify()
 	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied, "format", format,
 		"positions", m.nextPosition, "streams", m.nextStreamID,
 		"took", time.Since(start))
@@ -335,6 +361,7 @@ func (s *Shard) Committed() {
 	s.applied.Store(s.pendApply)
 	s.nextPos.Store(s.meta.nextPosition)
 	s.format.Store(s.pendFormat)
+	s.notify()
 }
 
 // lookup returns the stream's metadata as seen through b.

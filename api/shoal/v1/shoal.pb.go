@@ -825,8 +825,14 @@ type ReadRequest struct {
 	// this many milliseconds, else the leader serves it. 0: no bound (a replica cut off from its
 	// leader still serves what it holds).
 	MaxStalenessMs uint32 `protobuf:"varint,7,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// follow keeps the read open after the stream's last event (a subscription): the server
+	// sends each new event as its replica applies it, until the caller cancels. Forwards only,
+	// with count 0; with from_end it starts after the current last event. A stream that does not
+	// exist yet, or is soft-deleted, is waited for; a tombstone ends the read (stream deleted).
+	// See ReadResponse.caught_up for the heartbeats of an idle subscription.
+	Follow        bool `protobuf:"varint,8,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
@@ -908,9 +914,23 @@ func (x *ReadRequest) GetMaxStalenessMs() uint32 {
 	return 0
 }
 
+func (x *ReadRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
 type ReadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*RecordedEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"` // one page
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*RecordedEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"` // one page
+	// caught_up (follow only): this page ends at the replica's current end. An idle
+	// subscription gets an empty caught_up page every second as a heartbeat; a caller that
+	// hears nothing for several seconds may take the server for hung and subscribe again.
+	CaughtUp bool `protobuf:"varint,2,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	// next_version (follow only): the version the subscription goes on from, where a caller
+	// that subscribes again resumes (from_end is resolved to it once).
+	NextVersion   uint64 `protobuf:"varint,3,opt,name=next_version,json=nextVersion,proto3" json:"next_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -952,6 +972,20 @@ func (x *ReadResponse) GetEvents() []*RecordedEvent {
 	return nil
 }
 
+func (x *ReadResponse) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
+}
+
+func (x *ReadResponse) GetNextVersion() uint64 {
+	if x != nil {
+		return x.NextVersion
+	}
+	return 0
+}
+
 type ReadShardRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Shard          uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -964,8 +998,13 @@ type ReadShardRequest struct {
 	// Deletes take positions from the shard's format 2 on (the topology's ShardInfo.format
 	// shows it); before, and on servers that do not know this field, no delete is returned.
 	IncludeDeletes bool `protobuf:"varint,6,opt,name=include_deletes,json=includeDeletes,proto3" json:"include_deletes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// follow keeps the read open at the log's end, as ReadRequest.follow; count must be 0.
+	Follow bool `protobuf:"varint,7,opt,name=follow,proto3" json:"follow,omitempty"`
+	// wait_ms (not with follow): when the log holds nothing at or after from_position, wait up
+	// to this many milliseconds for an entry before answering (a long poll; at most 60000).
+	WaitMs        uint32 `protobuf:"varint,8,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadShardRequest) Reset() {
@@ -1040,10 +1079,25 @@ func (x *ReadShardRequest) GetIncludeDeletes() bool {
 	return false
 }
 
+func (x *ReadShardRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *ReadShardRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
 type ReadShardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*RecordedEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	NextPosition  uint64                 `protobuf:"varint,2,opt,name=next_position,json=nextPosition,proto3" json:"next_position,omitempty"` // where to resume
+	CaughtUp      bool                   `protobuf:"varint,3,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`             // as in ReadResponse (follow only)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1090,6 +1144,13 @@ func (x *ReadShardResponse) GetNextPosition() uint64 {
 		return x.NextPosition
 	}
 	return 0
+}
+
+func (x *ReadShardResponse) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
 }
 
 type DeleteRequest struct {
@@ -2448,7 +2509,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x05shard\x18\t \x01(\rR\x05shard\x12\x1a\n" +
 	"\bposition\x18\n" +
 	" \x01(\x04R\bposition\x12.\n" +
-	"\bdeletion\x18\v \x01(\x0e2\x12.shoal.v1.DeletionR\bdeletion\"\xe0\x01\n" +
+	"\bdeletion\x18\v \x01(\x0e2\x12.shoal.v1.DeletionR\bdeletion\"\xf8\x01\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x19\n" +
@@ -2457,9 +2518,12 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x05count\x18\x05 \x01(\x04R\x05count\x12\x1f\n" +
 	"\vallow_stale\x18\x06 \x01(\bR\n" +
 	"allowStale\x12(\n" +
-	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\"?\n" +
+	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\x12\x16\n" +
+	"\x06follow\x18\b \x01(\bR\x06follow\"\x7f\n" +
 	"\fReadResponse\x12/\n" +
-	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\"\xd7\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12\x1b\n" +
+	"\tcaught_up\x18\x02 \x01(\bR\bcaughtUp\x12!\n" +
+	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\x88\x02\n" +
 	"\x10ReadShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfrom_position\x18\x02 \x01(\x04R\ffromPosition\x12\x14\n" +
@@ -2467,10 +2531,13 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vallow_stale\x18\x04 \x01(\bR\n" +
 	"allowStale\x12(\n" +
 	"\x10max_staleness_ms\x18\x05 \x01(\rR\x0emaxStalenessMs\x12'\n" +
-	"\x0finclude_deletes\x18\x06 \x01(\bR\x0eincludeDeletes\"i\n" +
+	"\x0finclude_deletes\x18\x06 \x01(\bR\x0eincludeDeletes\x12\x16\n" +
+	"\x06follow\x18\a \x01(\bR\x06follow\x12\x17\n" +
+	"\await_ms\x18\b \x01(\rR\x06waitMs\"\x86\x01\n" +
 	"\x11ReadShardResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12#\n" +
-	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\"|\n" +
+	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\x12\x1b\n" +
+	"\tcaught_up\x18\x03 \x01(\bR\bcaughtUp\"|\n" +
 	"\rDeleteRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12\x1c\n" +

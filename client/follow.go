@@ -1,0 +1,92 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// A subscription (Follow) is a read that does not end: once caught up, its
+// server sends each new event as its replica applies it, and an empty
+// caught-up page every second while there is none. Silence is then normal, so
+// the leader watch, which takes a read waiting 300 ms for its node for a sign
+// of trouble, stops once the subscription is live; a live subscription that
+// hears nothing, not even a heartbeat, for followStall takes its server for
+// hung and subscribes again elsewhere.
+const (
+	followStall = 5 * time.Second
+	// followLived: an attempt live this long counts as progress when it fails (the retry
+	// policy's budget starts again), as one that yielded events does; a server that fails
+	// every subscription just after it caught up is retried with backoff.
+	followLived = 2 * time.Second
+	// followPollMin and followPollMax bound the polling of a server that predates
+	// subscriptions (it ends a followed read at the end).
+	followPollMin = 50 * time.Millisecond
+	followPollMax = time.Second
+)
+
+// errFollowStalled ends a live subscription attempt whose server went silent.
+var errFollowStalled = errors.New("client: the subscription's server sent nothing, not even a heartbeat, for 5s")
+
+// subscription is the state of one attempt of a followed read; nil for a plain read.
+type subscription struct {
+	ctx    context.Context
+	cancel context.CancelFunc // ends the attempt
+	live   time.Time          // when it first caught up; zero before
+	pollD  time.Duration      // the next poll's wait (older servers)
+}
+
+func newSubscription(ctx context.Context, cancel context.CancelFunc, follow bool) *subscription {
+	if !follow {
+		return nil
+	}
+	return &subscription{ctx: ctx, cancel: cancel, pollD: followPollMin}
+}
+
+// caughtUp records a caught-up page.
+func (s *subscription) caughtUp() {
+	if s != nil && s.live.IsZero() {
+		s.live = time.Now()
+	}
+}
+
+// lived reports whether the attempt was live for followLived.
+func (s *subscription) lived() bool {
+	return s != nil && !s.live.IsZero() && time.Since(s.live) >= followLived
+}
+
+// poll waits before a followed read is sent again to a server that ended it: not at all
+// when the read returned events (more may be waiting), else a doubling wait.
+func (s *subscription) poll(gotEvents bool) error {
+	s.live = time.Time{}
+	if gotEvents {
+		s.pollD = followPollMin
+		return nil
+	}
+	t := time.NewTimer(s.pollD)
+	defer t.Stop()
+	s.pollD = min(2*s.pollD, followPollMax)
+	select {
+	case <-t.C:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// recvPage receives a read's next page: under the leader watch, or, for a live subscription,
+// under the stall timer.
+func recvPage[T any](s *subscription, w *leaderWatch, recv func() (T, error)) (T, error) {
+	if s == nil || s.live.IsZero() {
+		return watched(w, recv)
+	}
+	var stalled atomic.Bool
+	t := time.AfterFunc(followStall, func() { stalled.Store(true); s.cancel() })
+	m, err := recv()
+	t.Stop()
+	if err != nil && stalled.Load() {
+		return m, errFollowStalled
+	}
+	return m, err
+}

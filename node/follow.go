@@ -1,0 +1,112 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// Subscriptions (ReadRequest.follow, ReadShardRequest.follow) and long polls
+// (ReadShardRequest.wait_ms) are reads that wait on the local replica for its
+// state machine to apply more: shard.Changed wakes them, so an event reaches a
+// subscriber as soon as the replica serving it applied it, without polling.
+// A subscription starts like a read of its kind (the leader serves a
+// linearizable one); from then on it delivers what that replica applies, which
+// is committed and never taken back, so it stays correct when the replica
+// loses its leadership. It ends, and the client subscribes again elsewhere
+// after its last event, when the replica leaves this node, when it stops being
+// current (below), or when the node shuts down.
+const (
+	// followHeartbeat is how often an idle subscription sends an empty caught_up page, and
+	// checks that its replica may go on serving it.
+	followHeartbeat = time.Second
+	// followCurrentBound ends a linearizable subscription whose replica has not been
+	// current with its leader for this long (cut off from its group, or its group without a
+	// quorum): another replica may be serving what this one lacks. A bounded one uses its
+	// max_staleness_ms; an unbounded stale one is never ended for that (it serves what its
+	// replica holds, as a stale read does). More than a quiesced group's heartbeat.
+	followCurrentBound = 3 * time.Second
+	// maxWaitMS bounds ReadShardRequest.wait_ms.
+	maxWaitMS = 60_000
+)
+
+// errFollowReplicaGone and errFollowNotCurrent end a subscription (as a *NoLeaderError, which
+// clients retry after a topology refresh).
+var (
+	errFollowReplicaGone = errors.New("the replica serving the subscription left this node")
+	errFollowNotCurrent  = errors.New("the replica serving the subscription is not current with its leader")
+)
+
+// follower waits on one local replica for a subscription or a long poll.
+type follower struct {
+	n     *Node
+	ctx   context.Context
+	id    uint32
+	sm    *shard.Shard
+	g     *replica.Group
+	bound time.Duration // 0: never ended for not being current
+}
+
+// newFollower returns the follower of the local replica sm of shard id, served under st.
+func (n *Node) newFollower(ctx context.Context, id uint32, sm *shard.Shard, st staleness) (*follower, error) {
+	cur, g, ok := n.shardSM(id)
+	if !ok || cur != sm {
+		return nil, &NoLeaderError{Shard: id, Cause: errFollowReplicaGone}
+	}
+	f := &follower{n: n, ctx: ctx, id: id, sm: sm, g: g, bound: followCurrentBound}
+	if st.allowed {
+		f.bound = st.max
+	}
+	return f, nil
+}
+
+// wait waits up to d for changed (taken from sm.Changed before the caller's last read) to
+// close. It reports whether it did; it fails when the caller went away or the node is
+// shutting down.
+func (f *follower) wait(changed <-chan struct{}, d time.Duration) (bool, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-changed:
+		return true, nil
+	case <-t.C:
+		return false, nil
+	case <-f.ctx.Done():
+		return false, f.ctx.Err()
+	case <-f.n.done:
+		return false, ErrClosed
+	}
+}
+
+// check reports why the subscription must end, or nil: its replica left this node (moved by
+// placement) or, with a bound, has not been current with its leader within it.
+func (f *follower) check() error {
+	cur, _, ok := f.n.shardSM(f.id)
+	if !ok || cur != f.sm {
+		return &NoLeaderError{Shard: f.id, Cause: errFollowReplicaGone}
+	}
+	if f.bound > 0 {
+		if since, ok := f.g.SinceCurrent(); !ok || since > f.bound {
+			return &NoLeaderError{Shard: f.id, Cause: fmt.Errorf("%w (for more than %v)", errFollowNotCurrent, f.bound)}
+		}
+	}
+	return nil
+}
+
+// idle waits, for a subscription that is caught up, until the shard changes (changed closes)
+// or a heartbeat is due (lastSent + followHeartbeat), and then, for a heartbeat, checks that
+// the subscription may go on. It reports whether a heartbeat is due.
+func (f *follower) idle(changed <-chan struct{}, lastSent time.Time) (heartbeat bool, err error) {
+	d := followHeartbeat - time.Since(lastSent)
+	if d > 0 {
+		woke, err := f.wait(changed, d)
+		if err != nil || woke {
+			return false, err
+		}
+	}
+	return true, f.check()
+}

@@ -1,0 +1,244 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/ring"
+)
+
+// collect ranges over seq in a goroutine and sends what it yields on the returned channel,
+// which closes when seq ends.
+func collect(seq func(func(client.RecordedEvent, error) bool)) <-chan followed {
+	ch := make(chan followed, 1024)
+	go func() {
+		defer close(ch)
+		for ev, err := range seq {
+			ch <- followed{ev, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+type followed struct {
+	ev  client.RecordedEvent
+	err error
+}
+
+// next returns what ch yields next, failing t after timeout.
+func next(t *testing.T, ch <-chan followed, timeout time.Duration) followed {
+	t.Helper()
+	select {
+	case f, ok := <-ch:
+		if !ok {
+			t.Fatal("the subscription ended")
+		}
+		return f
+	case <-time.After(timeout):
+		t.Fatalf("nothing from the subscription in %v", timeout)
+	}
+	panic("unreachable")
+}
+
+// quiet checks that ch yields nothing for d.
+func quiet(t *testing.T, ch <-chan followed, d time.Duration) {
+	t.Helper()
+	select {
+	case f := <-ch:
+		t.Fatalf("the subscription yielded %+v, want nothing", f)
+	case <-time.After(d):
+	}
+}
+
+func appendOne(t *testing.T, c *client.Client, stream, typ string) client.AppendResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Append(ctx, stream, client.Any, client.Event{Type: typ, Data: []byte(typ)})
+	if err != nil {
+		t.Fatalf("append %s to %s: %v", typ, stream, err)
+	}
+	return res
+}
+
+// TestFollowStream subscribes to streams: one that does not exist yet, from the end of one
+// that does, across a soft delete, and up to a tombstone, which ends the subscription.
+func TestFollowStream(t *testing.T) {
+	c := testnode.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// A stream that does not exist yet is waited for.
+	sub := collect(c.Read(ctx, "later", client.Follow()))
+	quiet(t, sub, 300*time.Millisecond)
+	for i := range 3 {
+		appendOne(t, c, "later", fmt.Sprint("e", i))
+		if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Version != uint64(i) || f.ev.Type != fmt.Sprint("e", i) {
+			t.Fatalf("event %d: got %+v", i, f)
+		}
+	}
+
+	// From the end: only what is appended after the subscription started.
+	fromEnd := collect(c.Read(ctx, "later", client.Follow(), client.FromEnd()))
+	quiet(t, fromEnd, 300*time.Millisecond)
+	appendOne(t, c, "later", "e3")
+	for _, ch := range []<-chan followed{sub, fromEnd} {
+		if f := next(t, ch, 5*time.Second); f.err != nil || f.ev.Version != 3 {
+			t.Fatalf("after e3: got %+v", f)
+		}
+	}
+
+	// A soft delete hides nothing a subscriber already has; the stream goes on after it.
+	if err := c.Delete(ctx, "later", client.Exact(3)); err != nil {
+		t.Fatal(err)
+	}
+	quiet(t, sub, 200*time.Millisecond)
+	appendOne(t, c, "later", "e4")
+	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Version != 4 || f.ev.Type != "e4" {
+		t.Fatalf("after the soft delete: got %+v", f)
+	}
+	if f := next(t, fromEnd, 5*time.Second); f.err != nil || f.ev.Version != 4 {
+		t.Fatalf("after the soft delete, from the end: got %+v", f)
+	}
+
+	// A tombstone ends it.
+	if err := c.Delete(ctx, "later", client.Any, client.Tombstone()); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []<-chan followed{sub, fromEnd} {
+		if f := next(t, ch, 5*time.Second); !errors.Is(f.err, client.ErrStreamDeleted) {
+			t.Fatalf("after the tombstone: got %+v, want ErrStreamDeleted", f)
+		}
+	}
+	// A subscription to a tombstoned stream fails at once.
+	for _, err := range c.Read(ctx, "later", client.Follow()) {
+		if !errors.Is(err, client.ErrStreamDeleted) {
+			t.Fatalf("subscribing to a tombstoned stream: %v", err)
+		}
+		break
+	}
+
+	// Breaking out of the loop ends the subscription.
+	appendOne(t, c, "other", "x")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range c.Read(ctx, "other", client.Follow()) {
+			break
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("breaking out did not end the subscription")
+	}
+}
+
+// TestFollowRefusals checks the options a subscription does not take.
+func TestFollowRefusals(t *testing.T) {
+	c := testnode.Client(t)
+	ctx := context.Background()
+	for name, opts := range map[string][]client.ReadOption{
+		"backward": {client.Follow(), client.Backward()},
+		"count":    {client.Follow(), client.Count(3)},
+	} {
+		for _, err := range c.Read(ctx, "s", opts...) {
+			var inv *client.InvalidArgumentError
+			if !errors.As(err, &inv) || inv.Field != "Follow" {
+				t.Errorf("%s: %v, want an invalid Follow", name, err)
+			}
+			break
+		}
+	}
+	for name, seq := range map[string]func(func(client.RecordedEvent, error) bool){
+		"count":         c.ReadShard(ctx, 0, 0, 5, client.Follow()),
+		"wait+follow":   c.ReadShard(ctx, 0, 0, 0, client.Follow(), client.Wait(time.Second)),
+		"wait too long": c.ReadShard(ctx, 0, 0, 0, client.Wait(2*client.MaxWait)),
+	} {
+		for _, err := range seq {
+			if !errors.Is(err, client.ErrInvalidArgument) {
+				t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
+			}
+			break
+		}
+	}
+}
+
+// TestFollowShard subscribes to a shard's log, deletes included, and long-polls it.
+func TestFollowShard(t *testing.T) {
+	c := testnode.Client(t)
+	testnode.WaitMaxFormat(t, c, 10*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	first := appendOne(t, c, "a", "a0")
+	shard := first.Shard
+	sub := collect(c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.IncludeDeletes()))
+	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Stream != "a" || f.ev.Position != first.Position {
+		t.Fatalf("first: got %+v", f)
+	}
+	// Streams of the same shard, and a delete.
+	var streams []string
+	for i := 0; len(streams) < 3; i++ {
+		name := fmt.Sprint("s", i)
+		if ring.ShardOf(name, 4) == shard {
+			streams = append(streams, name)
+		}
+	}
+	want := []string{}
+	for _, s := range streams {
+		appendOne(t, c, s, "x")
+		want = append(want, s)
+	}
+	var del client.DeleteResult
+	if err := c.Delete(ctx, streams[0], client.Any, client.DeleteResultTo(&del)); err != nil {
+		t.Fatal(err)
+	}
+	pos := first.Position
+	for i, s := range want {
+		f := next(t, sub, 5*time.Second)
+		if f.err != nil || f.ev.Stream != s || f.ev.Position <= pos || f.ev.Deletion != client.NotDeleted {
+			t.Fatalf("event %d: got %+v, want one of %s after position %d", i, f, s, pos)
+		}
+		pos = f.ev.Position
+	}
+	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Deletion != client.SoftDeleted || f.ev.Position != del.Position {
+		t.Fatalf("the delete: got %+v, want a soft delete at %d", f, del.Position)
+	}
+
+	// A long poll at the end returns nothing after its wait, or the next entry as soon as
+	// it is appended.
+	end := del.Position + 1
+	start := time.Now()
+	for ev, err := range c.ReadShard(ctx, shard, end, 0, client.Wait(300*time.Millisecond)) {
+		t.Fatalf("an empty long poll yielded %+v, %v", ev, err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("an empty long poll returned after %v, before its wait", took)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		appendOne(t, c, streams[1], "late")
+	}()
+	var got []client.RecordedEvent
+	for ev, err := range c.ReadShard(ctx, shard, end, 0, client.Wait(10*time.Second)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev)
+	}
+	if len(got) != 1 || got[0].Type != "late" {
+		t.Fatalf("the long poll returned %+v, want the late event", got)
+	}
+	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Type != "late" {
+		t.Fatalf("the subscription after the long poll: got %+v", f)
+	}
+}
