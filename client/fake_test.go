@@ -52,6 +52,9 @@ type fakeNode struct {
 	// readFault, if set, is asked after each page of a Read or ReadShard
 	// whether to fail the stream there.
 	readFault func(page int) error
+	// follow, if set, serves a Read with follow (without it the node answers as a server
+	// from before subscriptions, ending the read at the stream's end).
+	follow func(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error
 }
 
 func newFakeCluster(t *testing.T, nodes int, shards uint32) *fakeCluster {
@@ -307,6 +310,12 @@ func (n *fakeNode) Delete(ctx context.Context, req *shoalv1.DeleteRequest) (*sho
 func (n *fakeNode) Read(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
 	if err := n.enter(srv.Context(), "Read", req); err != nil {
 		return err
+	}
+	n.mu.Lock()
+	follow := n.follow
+	n.mu.Unlock()
+	if req.Follow && follow != nil {
+		return follow(req, srv)
 	}
 	c := n.c
 	c.mu.Lock()

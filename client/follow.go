@@ -14,8 +14,9 @@ import (
 // of trouble, stops once the subscription is live; a live subscription that
 // hears nothing, not even a heartbeat, for followStall takes its server for
 // hung and subscribes again elsewhere.
+var followStall = 5 * time.Second // a variable for tests
+
 const (
-	followStall = 5 * time.Second
 	// followLived: an attempt live this long counts as progress when it fails (the retry
 	// policy's budget starts again), as one that yielded events does; a server that fails
 	// every subscription just after it caught up is retried with backoff.
@@ -27,7 +28,7 @@ const (
 )
 
 // errFollowStalled ends a live subscription attempt whose server went silent.
-var errFollowStalled = errors.New("client: the subscription's server sent nothing, not even a heartbeat, for 5s")
+var errFollowStalled = errors.New("client: the subscription's server sent nothing, not even a heartbeat, for too long")
 
 // subscription is the state of one attempt of a followed read; nil for a plain read.
 type subscription struct {

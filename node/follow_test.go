@@ -4,8 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
 
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
@@ -240,5 +246,119 @@ func TestFollowShard(t *testing.T) {
 	}
 	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Type != "late" {
 		t.Fatalf("the subscription after the long poll: got %+v", f)
+	}
+}
+
+// TestFollowAcrossFailover subscribes to a shard's log, linearizably and stale, while
+// writers append to it, then closes the node leading the shard. Every subscriber must yield
+// the shard's log exactly: every acknowledged event, once, in position order, nothing else.
+func TestFollowAcrossFailover(t *testing.T) {
+	seed := testSeed(t)
+	c, _ := startFailoverCluster(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr()
+	}
+	cl, err := client.Dial(ctx, addrs, client.WithRetry(client.RetryPolicy{MaxElapsed: 1500 * time.Millisecond, AttemptTimeout: time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	const shard = 1
+	var streams []string
+	for i := 0; len(streams) < 8; i++ {
+		if name := fmt.Sprintf("fl-%d-%d", seed%1000, i); ring.ShardOf(name, failoverShards) == shard {
+			streams = append(streams, name)
+		}
+	}
+	subs := map[string]<-chan followed{
+		"linearizable": collect(cl.ReadShard(ctx, shard, 0, 0, client.Follow())),
+		"stale":        collect(cl.ReadShard(ctx, shard, 0, 0, client.Follow(), client.Stale())),
+		"stream":       collect(cl.Read(ctx, streams[0], client.Follow())),
+	}
+
+	var (
+		stop    atomic.Bool
+		mu      sync.Mutex
+		acked   = map[uuid.UUID]bool{}
+		failure error
+		wg      sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for !stop.Load() {
+				ev := client.Event{ID: seededUUID(rng), Type: "Followed"}
+				if _, _, err := appendResolved(ctx, cl, streams[rng.IntN(len(streams))], client.Any, []client.Event{ev}); err != nil {
+					mu.Lock()
+					failure = err
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				acked[ev.ID] = true
+				mu.Unlock()
+			}
+		})
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	testnode.WaitFor(t, 20*time.Second, "appends before the failover", func() string {
+		if n := count(); n < 100 {
+			return fmt.Sprintf("%d acknowledged", n)
+		}
+		return ""
+	})
+	leader := c.Index(c.Shards()[shard].Leader)
+	t.Logf("closing node %d, the shard's leader, after %d appends", leader+1, count())
+	c.Stop(t, leader)
+	before := count()
+	testnode.WaitFor(t, 20*time.Second, "appends after the failover", func() string {
+		if n := count() - before; n < 100 {
+			return fmt.Sprintf("%d acknowledged", n)
+		}
+		return ""
+	})
+	stop.Store(true)
+	wg.Wait()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+
+	survivors := map[string]*grpc.ClientConn{}
+	for i := range c.Nodes {
+		if i != leader {
+			survivors[fmt.Sprint("n", i+1)] = c.Dial(t, i)
+		}
+	}
+	log := waitReplicasEqual(t, shard, len(acked), survivors)
+	for _, ev := range log {
+		if !acked[uuid.UUID(ev.Id)] {
+			t.Fatalf("the log holds an event never acknowledged: %v", ev)
+		}
+	}
+	for name, sub := range subs {
+		i := 0
+		for _, want := range log {
+			if name == "stream" && want.Stream != streams[0] {
+				continue
+			}
+			f := next(t, sub, 10*time.Second)
+			if f.err != nil {
+				t.Fatalf("%s: event %d: %v", name, i, f.err)
+			}
+			if f.ev.ID != uuid.UUID(want.Id) || f.ev.Position != want.Position {
+				t.Fatalf("%s: event %d is %s at %d, want %x at %d", name, i, f.ev.ID, f.ev.Position, want.Id, want.Position)
+			}
+			i++
+		}
+		quiet(t, sub, 100*time.Millisecond)
+		t.Logf("%s: %d events, as in the log", name, i)
 	}
 }

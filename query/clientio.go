@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"time"
 
 	"github.com/shoaldb/shoal/client"
 )
@@ -22,10 +23,14 @@ func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
 // the server's next position, so the page resumes just past its last entry
 // (positions are strictly increasing within a shard): a delete at the end of
 // a page is read, so the checkpoint passes it.
-func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error) {
+func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
 	var evs []client.RecordedEvent
 	next := from
-	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count), client.IncludeDeletes()) {
+	opts := []client.ReadOption{client.IncludeDeletes()}
+	if wait > 0 {
+		opts = append(opts, client.Wait(wait))
+	}
+	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count), opts...) {
 		if err != nil {
 			if len(evs) > 0 {
 				break // commit what arrived; the error recurs on the next read

@@ -210,3 +210,47 @@ func TestProjectionDeletesOverNode(t *testing.T) {
 		t.Errorf("without deletes: %v, want the 5 events", without)
 	}
 }
+
+// TestProjectionLongPolls checks that a caught-up projection learns of a new event from its
+// long poll, not at its next poll: with a poll of 30 s, an event appended to an idle shard
+// reaches the handler within seconds.
+func TestProjectionLongPolls(t *testing.T) {
+	c := testnode.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	cfg := Config{Name: "live", Client: c, Handler: HandlerFunc(countingHandler), Dir: t.TempDir(),
+		PollMin: 30 * time.Second, PollMax: 30 * time.Second}
+	p, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+
+	first, err := c.Append(ctx, "live-1", client.Any, client.Event{Type: "Placed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitForAppend(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		time.Sleep(100 * time.Millisecond) // every shard idle, in its long poll
+		res, err := c.Append(ctx, fmt.Sprint("live-", i), client.Any, client.Event{Type: "Placed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		err = p.WaitForAppend(wctx, res)
+		wcancel()
+		if err != nil {
+			t.Fatalf("event %d did not reach the projection within 10 s of a 30 s poll: %v", i, err)
+		}
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+}

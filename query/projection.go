@@ -65,8 +65,8 @@ type Config struct {
 
 	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000
 	Concurrency int           // shards read at once; default 8
-	PollMin     time.Duration // first idle wait once a shard is caught up; default 20ms
-	PollMax     time.Duration // idle wait cap (doubling from PollMin); default 1s
+	PollMax     time.Duration // long poll of a caught-up shard; default 1s, at most client.MaxWait
+	PollMin     time.Duration // first idle wait, doubling up to PollMax, for servers that do not long-poll; default 20ms
 	RetryMax    time.Duration // cap of the backoff after a read error; default 5s
 	// NoSync commits pages without fsync. Still exactly-once for the model
 	// (a lost commit loses model writes and checkpoint together), but a
@@ -96,6 +96,8 @@ func (c *Config) Validate() error {
 		return &ConfigError{Field: "Concurrency", Reason: "must not be negative"}
 	case c.PollMin < 0 || c.PollMax < 0 || c.RetryMax < 0:
 		return &ConfigError{Field: "PollMin/PollMax/RetryMax", Reason: "must not be negative"}
+	case c.PollMax > client.MaxWait:
+		return &ConfigError{Field: "PollMax", Reason: fmt.Sprintf("must not exceed %v (client.MaxWait)", client.MaxWait)}
 	case c.PollMax != 0 && c.PollMin > c.PollMax:
 		return &ConfigError{Field: "PollMin", Reason: "must not exceed PollMax"}
 	}

@@ -36,7 +36,7 @@ func (f *fakeSource) Shards(context.Context) (uint32, string, error) {
 	return uint32(len(f.shards)), "cluster-1", nil
 }
 
-func (f *fakeSource) ReadShard(_ context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error) {
+func (f *fakeSource) ReadShard(_ context.Context, shard uint32, from uint64, count int, _ time.Duration) ([]client.RecordedEvent, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.flaky && f.rng.IntN(5) == 0 {

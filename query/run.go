@@ -16,15 +16,21 @@ type source interface {
 	// Shards returns the cluster's shard count and ID.
 	Shards(ctx context.Context) (shards uint32, cluster string, err error)
 	// ReadShard returns up to count events of shard's log from position from
-	// on, and the position to resume at.
-	ReadShard(ctx context.Context, shard uint32, from uint64, count int) ([]client.RecordedEvent, uint64, error)
+	// on, and the position to resume at. With wait > 0, a read that finds
+	// nothing new waits up to wait for the shard's next entry (a long poll).
+	ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error)
 }
 
 // Run processes events until ctx is done or a handler fails: one goroutine
-// per shard, at most Config.Concurrency of them reading at a time, each
-// resuming from the stored checkpoint, committing one batch per page, and
-// polling with a doubling idle wait (PollMin..PollMax) once caught up. Read
-// errors are retried with backoff (up to RetryMax apart). It returns the
+// per shard, at most Config.Concurrency of them catching up at a time, each
+// resuming from the stored checkpoint and committing one batch per page.
+// Once caught up, a shard is read with a long poll of PollMax, outside the
+// Concurrency limit: its server answers as soon as the shard has a new
+// entry, so a new event reaches the handler within milliseconds, and an idle
+// shard costs one read per PollMax. A server that answers a long poll at
+// once (a version before long polls) is polled with a doubling idle wait
+// (PollMin..PollMax) instead. Read errors are retried with backoff (up to
+// RetryMax apart). It returns the
 // *HandlerError or commit error that stopped it, or context.Cause(ctx).
 // Run may be called again after it returned; not concurrently.
 func (p *Projection) Run(ctx context.Context) error {
@@ -83,24 +89,35 @@ func (p *Projection) Run(ctx context.Context) error {
 // errors (handler and commit failures).
 func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, sem chan struct{}) error {
 	idle, retry := p.cfg.PollMin, p.cfg.PollMin
+	caughtUp := false // the last read found nothing new: long-poll the next
 	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
+		var wait time.Duration
+		if caughtUp {
+			wait = p.cfg.PollMax
+		} else {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
 		}
-		evs, next, err := p.src.ReadShard(ctx, shard, from, p.cfg.PageSize)
+		start := time.Now()
+		evs, next, err := p.src.ReadShard(ctx, shard, from, p.cfg.PageSize, wait)
 		if err == nil && next > from {
 			if aerr := p.apply(ctx, shard, evs, next); aerr != nil {
-				<-sem
+				if !caughtUp {
+					<-sem
+				}
 				if ctx.Err() != nil {
 					return nil
 				}
 				return aerr
 			}
 		}
-		<-sem
-		var wait time.Duration
+		if !caughtUp {
+			<-sem
+		}
+		var pause time.Duration
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -109,14 +126,22 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 		case err != nil:
 			p.metrics.readErrors.Inc()
 			p.cfg.Logger.Warn("query: read shard failed, retrying", "projection", p.cfg.Name, "shard", shard, "from", from, "err", err, "retry_in", retry)
-			wait, retry = retry, min(2*retry, p.cfg.RetryMax)
+			pause, retry = retry, min(2*retry, p.cfg.RetryMax)
 		case next > from:
 			from, idle, retry = next, p.cfg.PollMin, p.cfg.PollMin
+			caughtUp = len(evs) < p.cfg.PageSize
 			continue
-		default:
-			wait, idle = idle, min(2*idle, p.cfg.PollMax)
+		case !caughtUp:
+			caughtUp = true
+			continue
+		case time.Since(start) < wait/2:
+			// Answered at once: the server does not long-poll.
+			pause, idle = idle, min(2*idle, p.cfg.PollMax)
 		}
-		t := time.NewTimer(wait)
+		if pause == 0 {
+			continue
+		}
+		t := time.NewTimer(pause)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

@@ -1,0 +1,109 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// followInto ranges over a followed read in a goroutine, sending its events to the returned
+// channel until ctx ends.
+func followInto(ctx context.Context, t *testing.T, seq func(func(RecordedEvent, error) bool)) <-chan RecordedEvent {
+	ch := make(chan RecordedEvent, 100)
+	go func() {
+		for ev, err := range seq {
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("subscription: %v", err)
+				return
+			}
+			ch <- ev
+		}
+	}()
+	return ch
+}
+
+func expectVersions(t *testing.T, ch <-chan RecordedEvent, from, to uint64) {
+	t.Helper()
+	for v := from; v <= to; v++ {
+		select {
+		case ev := <-ch:
+			if ev.Version != v {
+				t.Fatalf("got version %d, want %d", ev.Version, v)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("version %d did not arrive", v)
+		}
+	}
+	select {
+	case ev := <-ch:
+		t.Fatalf("unexpected version %d", ev.Version)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func appendN(t *testing.T, c *Client, stream string, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := c.Append(testCtx(t), stream, Any, Event{Type: fmt.Sprint("e", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFollowPollsOlderServers: a server from before subscriptions ends a followed read at the
+// stream's end; the client polls it and yields each event once.
+func TestFollowPollsOlderServers(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	appendN(t, c, "s", 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := followInto(ctx, t, c.Read(ctx, "s", Follow()))
+	expectVersions(t, ch, 0, 1)
+	appendN(t, c, "s", 3)
+	expectVersions(t, ch, 2, 4)
+	if n := fc.nodes[0].count("Read"); n < 3 {
+		t.Fatalf("%d reads, want the client to have polled", n)
+	}
+}
+
+// TestFollowStalledServer: a live subscription whose server goes silent (no heartbeat) is
+// taken for hung and resumed on another node after its last event.
+func TestFollowStalledServer(t *testing.T) {
+	defer func(d time.Duration) { followStall = d }(followStall)
+	followStall = 300 * time.Millisecond
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc)
+	appendN(t, c, "s", 2)
+	hung := make(chan struct{})
+	fc.nodes[0].mu.Lock()
+	fc.nodes[0].follow = func(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+		// Serve what there is, say caught up, then hang.
+		fc.mu.Lock()
+		evs := fc.streams[req.Stream][req.FromVersion:]
+		fc.mu.Unlock()
+		if err := srv.Send(&shoalv1.ReadResponse{Events: evs, CaughtUp: true, NextVersion: req.FromVersion + uint64(len(evs))}); err != nil {
+			return err
+		}
+		close(hung)
+		<-srv.Context().Done()
+		return srv.Context().Err()
+	}
+	fc.nodes[0].mu.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := followInto(ctx, t, c.Read(ctx, "s", Follow()))
+	expectVersions(t, ch, 0, 1)
+	<-hung
+	appendN(t, c, "s", 2)
+	expectVersions(t, ch, 2, 3) // from node 2, which the client moved to
+	if n := fc.nodes[1].count("Read"); n == 0 {
+		t.Fatal("the subscription did not move to the other node")
+	}
+}
