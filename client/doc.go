@@ -8,6 +8,13 @@
 //		client.Event{Type: "OrderPlaced", Data: data, ContentType: "application/json"})
 //	for ev, err := range c.Read(ctx, "order-42") { ... }
 //
+// A read with Follow is a subscription: it yields the events there are and
+// then each new one as soon as it is committed and applied, until ctx ends,
+// resuming on another replica after its last event when its server goes
+// away (docs/guarantees.md, "Subscriptions"):
+//
+//	for ev, err := range c.Read(ctx, "order-42", client.Follow()) { ... }
+//
 // # Routing
 //
 // Dial fetches the cluster topology (shard count, nodes, shard leaders) from

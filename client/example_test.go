@@ -269,3 +269,42 @@ func ExampleClient_Read_notFound() {
 	// Output:
 	// not found
 }
+
+// A subscription: Read with Follow yields the stream's events and then each new one as it is
+// committed, until the context ends or the loop breaks.
+func ExampleFollow() {
+	addr, stop := startNode()
+	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := client.Dial(ctx, []string{addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	if _, err := c.Append(ctx, "cart-7", client.NoStream, client.Event{Type: "CartOpened"}); err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		// Appended while the subscriber waits.
+		for _, typ := range []string{"ItemAdded", "CheckedOut"} {
+			if _, err := c.Append(ctx, "cart-7", client.Any, client.Event{Type: typ}); err != nil {
+				log.Fatal(err)
+			}
+		}
+	}()
+	for ev, err := range c.Read(ctx, "cart-7", client.Follow()) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(ev.Version, ev.Type)
+		if ev.Type == "CheckedOut" {
+			break // ends the subscription
+		}
+	}
+	// Output:
+	// 0 CartOpened
+	// 1 ItemAdded
+	// 2 CheckedOut
+}

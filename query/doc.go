@@ -1,8 +1,9 @@
 // Package query builds CQRS read models from shoal's event log and answers
 // queries over them.
 //
-// A Projection follows every shard's log with client.ReadShard, hands each
-// event to a Handler, and commits the handler's read-model writes together
+// A Projection follows every shard's log with client.ReadShard (a long poll,
+// client.Wait, once a shard is caught up, so new events arrive within
+// milliseconds), hands each event to a Handler, and commits the handler's read-model writes together
 // with the new checkpoint in one Pebble batch in the projection's own
 // database, one batch per page.
 //

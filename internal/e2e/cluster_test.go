@@ -250,6 +250,7 @@ func TestClusterKill9UnderLoad(t *testing.T) {
 	topo, took := cl.waitReplicated(c, 60*time.Second)
 	t.Logf("every shard has 3 voters and a leader after %v", took.Round(time.Millisecond))
 
+	subs := subscribeShards(c, shards) // every shard's log, across the kill and the restart
 	ld := startLoad(c, seed, fmt.Sprintf("e2e-cl-%d", seed%1000), 12, 8)
 	defer ld.stop()
 	ld.l.waitAcks(t, 200, 20*time.Second, "before the kill")
@@ -297,5 +298,6 @@ func TestClusterKill9UnderLoad(t *testing.T) {
 	}
 	caught := cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
 	t.Logf("replicas identical %v after the writers stopped", caught.Round(time.Millisecond))
+	subs.verify(t, c)
 	cl.waitReplicated(c, 30*time.Second)
 }
