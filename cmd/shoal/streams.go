@@ -114,19 +114,31 @@ func (a *app) readCmd() *cobra.Command {
 		asJSON       bool
 		stale        bool
 		maxStale     time.Duration
+		follow       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "read STREAM [--from start|end|N] [--count N] [--backward]",
+		Use:   "read STREAM [--from start|end|N] [--count N] [--backward] [--follow]",
 		Short: "Read a stream's events",
 		Long: `Read a stream's events, oldest first (or newest first with --backward, which
 starts at the end unless --from says otherwise). --json prints one JSON object
 per line; data and metadata are embedded as JSON when they are JSON and as
-base64 strings otherwise (see data_encoding and metadata_encoding).`,
+base64 strings otherwise (see data_encoding and metadata_encoding).
+
+--follow (-f) goes on at the end, like tail -f: it prints each new event as it
+is appended until interrupted (Ctrl-C or SIGTERM, exit code 0). It waits for a
+stream that does not exist yet; --from end prints only new events.`,
 		Example: `  shoal read orders-42
-  shoal read orders-42 --backward --count 1 --json`,
+  shoal read orders-42 --backward --count 1 --json
+  shoal read orders-42 --follow --from end --json`,
 		Args: exactArgs("stream"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stream := args[0]
+			switch {
+			case follow && backward:
+				return usagef("--follow and --backward exclude each other: a followed read goes forwards (--from says where it starts)")
+			case follow && count > 0:
+				return usagef("--follow and --count exclude each other: a followed read goes on until interrupted")
+			}
 			start, err := parseFrom(from, backward)
 			if err != nil {
 				return err
@@ -137,6 +149,9 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 			}
 			if count > 0 {
 				opts = append(opts, client.Count(count))
+			}
+			if follow {
+				opts = append(opts, client.Follow())
 			}
 			switch {
 			case cmd.Flags().Changed("max-staleness"):
@@ -154,7 +169,7 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(c.Read(ctx, stream, opts...), server, stale, asJSON, eventLine)
+			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, stale, asJSON, follow, eventLine)
 		},
 	}
 	f := cmd.Flags()
@@ -164,20 +179,26 @@ base64 strings otherwise (see data_encoding and metadata_encoding).`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while the shard has no leader)")
 	f.DurationVar(&maxStale, "max-staleness", 0, "like --stale, but only a replica that was current with its shard's leader within this long answers (else the leader does), e.g. 2s")
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events as they are appended, until interrupted (not with --backward or --count)")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
 
 // printEvents prints what a read yields, one line per entry (line renders it) or one JSON
-// object per line, and explains the error that ends it.
-func (a *app) printEvents(evs iter.Seq2[client.RecordedEvent, error], server string, stale, asJSON bool,
-	line func(client.RecordedEvent) string) error {
+// object per line, and explains the error that ends it. A followed read (follow) is flushed
+// after each entry, since the next may be long in coming, and ends without error when ctx
+// does: an interrupt is how a follower stops.
+func (a *app) printEvents(ctx context.Context, evs iter.Seq2[client.RecordedEvent, error], server string,
+	stale, asJSON, follow bool, line func(client.RecordedEvent) string) error {
 	w := bufio.NewWriter(a.stdout)
 	defer w.Flush()
 	enc := json.NewEncoder(w)
 	for ev, err := range evs {
 		if err != nil {
 			w.Flush()
+			if follow && ctx.Err() != nil {
+				return nil
+			}
 			if _, ok := leaderless(err); ok && !stale {
 				return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
 			}
@@ -187,6 +208,9 @@ func (a *app) printEvents(evs iter.Seq2[client.RecordedEvent, error], server str
 			err = enc.Encode(eventJSON(ev))
 		} else {
 			_, err = fmt.Fprintln(w, line(ev))
+		}
+		if err == nil && follow {
+			err = w.Flush()
 		}
 		if err != nil {
 			return err
@@ -286,21 +310,29 @@ func (a *app) readShardCmd() *cobra.Command {
 		count         uint64
 		asJSON, stale bool
 		deletes       bool
+		follow        bool
 	)
 	cmd := &cobra.Command{
-		Use:   "read-shard SHARD",
+		Use:   "read-shard SHARD [--from P] [--count N] [--deletes] [--follow]",
 		Short: "Read a shard's log: every stream of the shard, in position order",
 		Long: `Read a shard's log (the events of all its streams, in position order), as a
 projection does. --deletes also prints the deletes, at their positions (shards at
 format 2, which a cluster reaches once every node runs a version that knows it).
-'shoal cluster status' gives the shard count; 'shoal append' prints an event's shard.`,
+'shoal cluster status' gives the shard count; 'shoal append' prints an event's shard.
+
+--follow (-f) goes on at the end of the log, like tail -f: it prints each new
+entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 		Example: `  shoal read-shard 14
-  shoal read-shard 14 --from 1200 --count 10 --deletes --json`,
+  shoal read-shard 14 --from 1200 --count 10 --deletes --json
+  shoal read-shard 14 --follow --deletes`,
 		Args: exactArgs("shard"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sh, err := strconv.ParseUint(args[0], 10, 32)
 			if err != nil {
 				return usagef("SHARD must be a shard number (0 up to the shard count), got %q", args[0])
+			}
+			if follow && count > 0 {
+				return usagef("--follow and --count exclude each other: a followed read goes on until interrupted")
 			}
 			start := uint64(0)
 			if from != "" {
@@ -315,13 +347,16 @@ format 2, which a cluster reaches once every node runs a version that knows it).
 			if stale {
 				opts = append(opts, client.Stale())
 			}
+			if follow {
+				opts = append(opts, client.Follow())
+			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON,
+			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON, follow,
 				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d  %s", ev.Position, eventLine(ev)) })
 		},
 	}
@@ -331,6 +366,7 @@ format 2, which a cluster reaches once every node runs a version that knows it).
 	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted (not with --count)")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
