@@ -3,8 +3,12 @@ package client
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
 // A subscription (Follow) is a read that does not end: once caught up, its
@@ -82,12 +86,29 @@ func recvPage[T any](s *subscription, w *leaderWatch, recv func() (T, error)) (T
 	if s == nil || s.live.IsZero() {
 		return watched(w, recv)
 	}
-	var stalled atomic.Bool
-	t := time.AfterFunc(followStall, func() { stalled.Store(true); s.cancel() })
+	t := time.AfterFunc(followStall, s.cancel)
 	m, err := recv()
-	t.Stop()
-	if err != nil && stalled.Load() {
-		return m, errFollowStalled
+	if !t.Stop() {
+		// The timer cancelled the attempt, perhaps as a page arrived: drop it (the resume
+		// point moves only with what is yielded) rather than fail the next receive with
+		// the cancellation, which is not retried.
+		var zero T
+		return zero, errFollowStalled
 	}
 	return m, err
+}
+
+// oldServerNotFound reports whether err is a stream-not-found answer, which only a server from
+// before subscriptions gives a followed read (a later one waits for the stream).
+func oldServerNotFound(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.NotFound {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*shoalv1.StreamNotFound); ok {
+			return true
+		}
+	}
+	return false
 }

@@ -70,6 +70,11 @@ func TestFollowPollsOlderServers(t *testing.T) {
 	if n := fc.nodes[0].count("Read"); n < 3 {
 		t.Fatalf("%d reads, want the client to have polled", n)
 	}
+	// Such a server says a stream that does not exist yet is not found: poll it too.
+	later := followInto(ctx, t, c.Read(ctx, "later", Follow()))
+	time.Sleep(100 * time.Millisecond)
+	appendN(t, c, "later", 2)
+	expectVersions(t, later, 0, 1)
 }
 
 // TestFollowStalledServer: a live subscription whose server goes silent (no heartbeat) is

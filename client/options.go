@@ -212,7 +212,7 @@ type readOptions struct {
 }
 
 // ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness,
-// IncludeDeletes, Follow and Wait only) ReadShard.
+// IncludeDeletes, Follow, Wait and FromEnd only) ReadShard.
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -223,7 +223,9 @@ func FromVersion(n uint64) ReadOption {
 
 // FromEnd starts the read at the stream's last event; use with Backward. With
 // Follow it starts after the last event: the subscription yields only events
-// appended from then on.
+// appended from then on. For ReadShard it starts at the log's current end
+// (ignoring from), which is useful with Follow or Wait; servers from before
+// it read from position 0 instead.
 func FromEnd() ReadOption { return func(o *readOptions) { o.fromEnd = true } }
 
 // Backward reads towards version 0.

@@ -154,6 +154,9 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			progress, got := false, false // got: events since the stream was opened
 			for {
 				page, err := recvPage(sub, w, rs.Recv)
+				if o.follow && oldServerNotFound(err) {
+					err = io.EOF // a server from before subscriptions: poll until the stream exists
+				}
 				if err == io.EOF {
 					if !o.follow {
 						return progress, nil
@@ -260,7 +263,10 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 			return
 		}
 		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale,
-			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes, Follow: o.follow, WaitMs: waitMS}
+			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes, Follow: o.follow, WaitMs: waitMS, FromEnd: o.fromEnd}
+		if o.fromEnd {
+			req.FromPosition = 0 // the server's next_position says where the end was
+		}
 		stopped := false
 		err = c.run(ctx, target{kind: byShard, shard: shard, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
@@ -313,6 +319,7 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				} else if evs := page.GetEvents(); len(evs) > 0 {
 					req.FromPosition = max(req.FromPosition, evs[len(evs)-1].GetPosition()+1)
 				}
+				req.FromEnd = false // resolved: go on from the page's position
 				progress = progress || req.FromPosition > prev // skipped deletes are progress too
 				for _, pe := range page.GetEvents() {
 					progress = true

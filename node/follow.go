@@ -49,15 +49,23 @@ type follower struct {
 	sm    *shard.Shard
 	g     *replica.Group
 	bound time.Duration // 0: never ended for not being current
+	// checked is when check last ran: it runs at least every followHeartbeat, also while
+	// entries keep coming (a replica that lags but applies is still checked).
+	checked time.Time
 }
 
 // newFollower returns the follower of the local replica sm of shard id, served under st.
 func (n *Node) newFollower(ctx context.Context, id uint32, sm *shard.Shard, st staleness) (*follower, error) {
+	select {
+	case <-n.done:
+		return nil, ErrClosed
+	default:
+	}
 	cur, g, ok := n.shardSM(id)
 	if !ok || cur != sm {
 		return nil, &NoLeaderError{Shard: id, Cause: errFollowReplicaGone}
 	}
-	f := &follower{n: n, ctx: ctx, id: id, sm: sm, g: g, bound: followCurrentBound}
+	f := &follower{n: n, ctx: ctx, id: id, sm: sm, g: g, bound: followCurrentBound, checked: time.Now()}
 	if st.allowed {
 		f.bound = st.max
 	}
@@ -85,6 +93,7 @@ func (f *follower) wait(changed <-chan struct{}, d time.Duration) (bool, error) 
 // check reports why the subscription must end, or nil: its replica left this node (moved by
 // placement) or, with a bound, has not been current with its leader within it.
 func (f *follower) check() error {
+	f.checked = time.Now()
 	cur, _, ok := f.n.shardSM(f.id)
 	if !ok || cur != f.sm {
 		return &NoLeaderError{Shard: f.id, Cause: errFollowReplicaGone}
@@ -95,6 +104,15 @@ func (f *follower) check() error {
 		}
 	}
 	return nil
+}
+
+// checkDue runs check when it has not run for followHeartbeat; nil for a nil follower (a
+// plain read).
+func (f *follower) checkDue() error {
+	if f == nil || time.Since(f.checked) < followHeartbeat {
+		return nil
+	}
+	return f.check()
 }
 
 // idle waits, for a subscription that is caught up, until the shard changes (changed closes)

@@ -220,10 +220,21 @@ func TestFollowShard(t *testing.T) {
 		t.Fatalf("the delete: got %+v, want a soft delete at %d", f, del.Position)
 	}
 
+	// A long poll that skips deletes waits past them.
+	start := time.Now()
+	for ev, err := range c.ReadShard(ctx, shard, del.Position, 0, client.Wait(300*time.Millisecond)) {
+		t.Fatalf("a long poll over a skipped delete yielded %+v, %v", ev, err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("a long poll over a skipped delete returned after %v, before its wait", took)
+	}
+	// From the end: only what comes next.
+	fromEnd := collect(c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.FromEnd()))
+
 	// A long poll at the end returns nothing after its wait, or the next entry as soon as
 	// it is appended.
 	end := del.Position + 1
-	start := time.Now()
+	start = time.Now()
 	for ev, err := range c.ReadShard(ctx, shard, end, 0, client.Wait(300*time.Millisecond)) {
 		t.Fatalf("an empty long poll yielded %+v, %v", ev, err)
 	}
@@ -244,8 +255,10 @@ func TestFollowShard(t *testing.T) {
 	if len(got) != 1 || got[0].Type != "late" {
 		t.Fatalf("the long poll returned %+v, want the late event", got)
 	}
-	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Type != "late" {
-		t.Fatalf("the subscription after the long poll: got %+v", f)
+	for _, ch := range []<-chan followed{sub, fromEnd} {
+		if f := next(t, ch, 5*time.Second); f.err != nil || f.ev.Type != "late" {
+			t.Fatalf("the subscription after the long poll: got %+v", f)
+		}
 	}
 }
 

@@ -60,7 +60,10 @@ func (n *Node) watchForward(ctx context.Context, id uint32, tgt *forwardTarget) 
 
 // arm starts watching: forwardWatchAfter from now, unless disarmed first, the watch looks at
 // the shard's leader.
-func (w *forwardWatch) arm() {
+func (w *forwardWatch) arm() { w.armAfter(forwardWatchAfter) }
+
+// armAfter is arm for a wait that may take d before its target answers (a long poll).
+func (w *forwardWatch) armAfter(d time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.timer != nil || w.ctx.Err() != nil {
@@ -68,7 +71,7 @@ func (w *forwardWatch) arm() {
 	}
 	w.gen++
 	gen := w.gen
-	w.timer = time.AfterFunc(forwardWatchAfter, func() { w.poll(gen) })
+	w.timer = time.AfterFunc(d, func() { w.poll(gen) })
 }
 
 // disarm stops watching until the next arm.

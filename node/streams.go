@@ -342,7 +342,7 @@ func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[sho
 		return n.toStatus(&shard.InvalidError{Field: "follow", Limit: "forwards, with count 0",
 			Reason: "a subscription reads forwards until cancelled"}, req.Stream, id)
 	}
-	sm, err := forwardRead(n, ctx, id, st, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) {
+	sm, err := forwardRead(n, ctx, id, st, 0, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) {
 		return shoalv1.NewStreamsClient(conn).Read(ctx, req)
 	})
 	if sm == nil {
@@ -412,6 +412,9 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 		if err != nil && !full && !errors.Is(err, shard.ErrStreamNotFound) {
 			return err // a tombstone ends the subscription; an absent stream is waited for
 		}
+		if err := f.checkDue(); err != nil {
+			return err
+		}
 		if k := len(page.Events); k > 0 {
 			from = page.Events[k-1].Version + 1
 			page.CaughtUp, page.NextVersion = !full && k < pageEvents, from
@@ -454,7 +457,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	if err != nil {
 		return n.toStatus(err, "", req.Shard)
 	}
-	sm, err := forwardRead(n, ctx, req.Shard, st, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
+	sm, err := forwardRead(n, ctx, req.Shard, st, time.Duration(req.WaitMs)*time.Millisecond, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
 		return shoalv1.NewStreamsClient(conn).ReadShard(ctx, req)
 	})
 	if sm == nil {
@@ -468,6 +471,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	}
 	waitUntil := time.Now().Add(time.Duration(req.WaitMs) * time.Millisecond)
 	from, remaining := req.FromPosition, req.Count
+	if req.FromEnd {
+		from = sm.LastPosition()
+	}
 	sent, caughtUp := false, false // a page was sent; the last one was caught up (follow)
 	var lastSent time.Time
 	for {
@@ -497,6 +503,21 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		page.NextPosition = next
 		atEnd := !full && entries < want
+		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
+			// Nothing for the caller yet (deletes it skips do not count): wait, in steps
+			// that check the replica still serves, and say where to resume at the end.
+			from = next
+			if _, err := f.wait(changed, min(time.Until(waitUntil), followHeartbeat)); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
+			if err := f.check(); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
+			continue
+		}
+		if err := f.checkDue(); err != nil {
+			return n.toStatus(err, "", req.Shard)
+		}
 		if entries == 0 {
 			switch {
 			case req.Follow:
@@ -511,11 +532,6 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 					if err := out.Send(page); err != nil {
 						return err
 					}
-				}
-				continue
-			case req.WaitMs > 0 && !sent && time.Until(waitUntil) > 0:
-				if _, err := f.wait(changed, time.Until(waitUntil)); err != nil {
-					return n.toStatus(err, "", req.Shard)
 				}
 				continue
 			case !sent:
@@ -569,7 +585,7 @@ func checkShardFollow(req *shoalv1.ReadShardRequest) error {
 // node it forwarded to, a forward watch runs: a read abandoned because the shard's leader
 // moved before anything was relayed is routed again; one abandoned later fails as
 // unavailable, and the caller resumes it after the last event it received.
-func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, out grpc.ServerStreamingServer[T],
+func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
 ) (*shard.Shard, error) {
 	for attempt := 0; ; attempt++ {
@@ -578,7 +594,7 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, o
 			return sm, err
 		}
 		n.metrics.forwarded.WithLabelValues("read").Inc()
-		relayed, err := relay(n, ctx, id, tgt, out, open)
+		relayed, err := relay(n, ctx, id, tgt, firstWait, out, open)
 		if err != nil && !relayed && errors.Is(err, errLeaderMoved) && attempt < 2 {
 			continue // to the new leader the watch just learned
 		}
@@ -589,7 +605,7 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, o
 // relay forwards a read to tgt and copies its answer to out, under a forward watch while it
 // waits for tgt. It reports whether anything reached out. An error of the forwarded stream is
 // mapped by forwardFailed; one the watch caused is a *NoLeaderError caused by errLeaderMoved.
-func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, out grpc.ServerStreamingServer[T],
+func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
 ) (relayed bool, err error) {
 	fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
@@ -598,7 +614,10 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, o
 	live := false // a subscription that caught up: its silence is no sign of a hung node
 	for err == nil {
 		var m *T
-		if !live {
+		switch {
+		case !relayed:
+			w.armAfter(firstWait + forwardWatchAfter) // a long poll's first page may take its wait
+		case !live:
 			w.arm()
 		}
 		m, err = in.Recv()

@@ -1002,7 +1002,10 @@ type ReadShardRequest struct {
 	Follow bool `protobuf:"varint,7,opt,name=follow,proto3" json:"follow,omitempty"`
 	// wait_ms (not with follow): when the log holds nothing at or after from_position, wait up
 	// to this many milliseconds for an entry before answering (a long poll; at most 60000).
-	WaitMs        uint32 `protobuf:"varint,8,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs uint32 `protobuf:"varint,8,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// from_end starts at the log's current end instead of from_position: with follow, only
+	// entries appended from then on. Every page's next_position tells where that was.
+	FromEnd       bool `protobuf:"varint,9,opt,name=from_end,json=fromEnd,proto3" json:"from_end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1091,6 +1094,13 @@ func (x *ReadShardRequest) GetWaitMs() uint32 {
 		return x.WaitMs
 	}
 	return 0
+}
+
+func (x *ReadShardRequest) GetFromEnd() bool {
+	if x != nil {
+		return x.FromEnd
+	}
+	return false
 }
 
 type ReadShardResponse struct {
@@ -2523,7 +2533,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\fReadResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12\x1b\n" +
 	"\tcaught_up\x18\x02 \x01(\bR\bcaughtUp\x12!\n" +
-	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\x88\x02\n" +
+	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\xa3\x02\n" +
 	"\x10ReadShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfrom_position\x18\x02 \x01(\x04R\ffromPosition\x12\x14\n" +
@@ -2533,7 +2543,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x10max_staleness_ms\x18\x05 \x01(\rR\x0emaxStalenessMs\x12'\n" +
 	"\x0finclude_deletes\x18\x06 \x01(\bR\x0eincludeDeletes\x12\x16\n" +
 	"\x06follow\x18\a \x01(\bR\x06follow\x12\x17\n" +
-	"\await_ms\x18\b \x01(\rR\x06waitMs\"\x86\x01\n" +
+	"\await_ms\x18\b \x01(\rR\x06waitMs\x12\x19\n" +
+	"\bfrom_end\x18\t \x01(\bR\afromEnd\"\x86\x01\n" +
 	"\x11ReadShardResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12#\n" +
 	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\x12\x1b\n" +
