@@ -133,6 +133,8 @@ func TestFollow(t *testing.T) {
 	}
 	shard := startFollowing(t, env, "read-shard", fmt.Sprint(first.Shard), "--follow", "--deletes", "--from", fmt.Sprint(first.Position))
 	shard.lines(t, 1)
+	shardEnd := startFollowing(t, env, "read-shard", fmt.Sprint(first.Shard), "--follow", "--from", "end")
+	time.Sleep(200 * time.Millisecond) // subscribed before what follows
 	if err := c.Delete(ctx, "tail-sh", client.Exact(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -143,5 +145,9 @@ func TestFollow(t *testing.T) {
 			t.Fatalf("read-shard --follow --deletes:\n%s", strings.Join(lines, "\n"))
 		}
 	}
+	if l := shardEnd.lines(t, 1)[0]; !strings.HasPrefix(l, fmt.Sprintf("%d  tail-sh@1  Replaced", first.Position+2)) {
+		t.Fatalf("read-shard --follow --from end: %q, want only the event appended after it started", l)
+	}
 	shard.stop(t)
+	shardEnd.stop(t)
 }

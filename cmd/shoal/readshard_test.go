@@ -59,7 +59,10 @@ func TestReadShard(t *testing.T) {
 	if out := run(exitUsage, "read-shard", "99"); !strings.Contains(out, "shard") {
 		t.Fatalf("out-of-range shard: %s", out)
 	}
-	if out := run(exitUsage, "read-shard", sh, "--from", "end"); !strings.Contains(out, "--from must be a position") {
+	if out := run(exitOK, "read-shard", sh, "--from", "end"); out != "" {
+		t.Fatalf("read-shard --from end printed %q, want nothing (the end)", out)
+	}
+	if out := run(exitUsage, "read-shard", sh, "--from", "last"); !strings.Contains(out, "--from must be a position") {
 		t.Fatalf("bad --from: %s", out)
 	}
 }

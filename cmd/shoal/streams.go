@@ -324,7 +324,8 @@ format 2, which a cluster reaches once every node runs a version that knows it).
 entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 		Example: `  shoal read-shard 14
   shoal read-shard 14 --from 1200 --count 10 --deletes --json
-  shoal read-shard 14 --follow --deletes`,
+  shoal read-shard 14 --follow --deletes
+  shoal read-shard 14 --follow --from end --json`,
 		Args: exactArgs("shard"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sh, err := strconv.ParseUint(args[0], 10, 32)
@@ -335,12 +336,16 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 				return usagef("--follow and --count exclude each other: a followed read goes on until interrupted")
 			}
 			start := uint64(0)
-			if from != "" {
+			var opts []client.ReadOption
+			switch from {
+			case "", "start":
+			case "end":
+				opts = append(opts, client.FromEnd()) // with --follow: only what comes next
+			default:
 				if start, err = strconv.ParseUint(from, 10, 64); err != nil {
-					return usagef("--from must be a position (a number), got %q", from)
+					return usagef("--from must be a position (a number), start or end, got %q", from)
 				}
 			}
-			var opts []client.ReadOption
 			if deletes {
 				opts = append(opts, client.IncludeDeletes())
 			}
@@ -361,7 +366,7 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "first position (default 0)")
+	f.StringVar(&from, "from", "", "first position: N, start (0, the default) or end (with --follow: only new entries)")
 	f.Uint64Var(&count, "count", 0, "read at most N entries (0 = to the current end)")
 	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
