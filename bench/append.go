@@ -6,6 +6,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/shoaldb/shoal/internal/buildinfo"
 )
@@ -22,15 +24,89 @@ func RunAppend(ctx context.Context, cfg AppendConfig, target Target) (*Result, e
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64() | 1
 	}
+	var d *deliveries
+	if cfg.Subscribe {
+		sub, ok := target.(Subscriber)
+		if !ok {
+			return nil, invalid("subscribe: the target cannot subscribe")
+		}
+		d = subscribe(ctx, sub)
+	}
 	names := streamNames(cfg.StreamPrefix, cfg.Streams)
 	ops := make([]opFunc, cfg.Concurrency)
 	for w := range ops {
 		ops[w] = newAppender(&cfg, w, names, target).append
 	}
 	r := newEngine(cfg.Run, "append", ops).execute(ctx)
+	if d != nil {
+		d.finish(r)
+	}
 	finish(ctx, r, &cfg, cfg.Seed, target)
 	return r, nil
 }
+
+// deliveries records, for every event a subscription delivers, when the target stamped it
+// and how long it took to arrive.
+type deliveries struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // the subscription's, once done is closed
+	mu     sync.Mutex
+	seen   []delivery
+}
+
+type delivery struct {
+	stamped time.Time
+	took    time.Duration
+}
+
+func subscribe(ctx context.Context, sub Subscriber) *deliveries {
+	ctx, cancel := context.WithCancel(ctx)
+	d := &deliveries{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		d.err = sub.Subscribe(ctx, func(stamped time.Time) {
+			took := time.Since(stamped)
+			d.mu.Lock()
+			d.seen = append(d.seen, delivery{stamped, took})
+			d.mu.Unlock()
+		})
+	}()
+	return d
+}
+
+// finish lets the last events arrive (up to deliveryGrace after the last one did), stops the
+// subscription and reports the deliveries of events stamped in the measured phase.
+func (d *deliveries) finish(r *Result) {
+	last := -1
+	for deadline := time.Now().Add(deliveryGrace); time.Now().Before(deadline); time.Sleep(deliveryGrace / 10) {
+		d.mu.Lock()
+		n := len(d.seen)
+		d.mu.Unlock()
+		if n == last {
+			break
+		}
+		last = n
+	}
+	d.cancel()
+	<-d.done
+	end := r.Start.Add(r.Elapsed)
+	h := newHistogram()
+	var n int64
+	for _, s := range d.seen {
+		if !s.stamped.Before(r.Start) && !s.stamped.After(end) {
+			recordLatency(h, s.took)
+			n++
+		}
+	}
+	r.Delivery = &Delivery{Events: n, Latency: Summarize(h)}
+	if d.err != nil {
+		r.Delivery.Error = d.err.Error()
+	}
+}
+
+// deliveryGrace bounds the wait for the last deliveries after the measured phase.
+const deliveryGrace = 2 * time.Second
 
 // finish fills the report's descriptive fields.
 func finish(ctx context.Context, r *Result, cfg any, seed uint64, target Target) {

@@ -147,6 +147,9 @@ type AppendConfig struct {
 	// be >= Concurrency. Conflicts are still counted (e.g. streams left by an
 	// earlier run: the worker resynchronises from the conflict's version).
 	Expected string `json:"expected"`
+	// Subscribe also subscribes to everything appended (the target must be a Subscriber)
+	// and reports how long events took to reach the subscriber (Result.Delivery).
+	Subscribe bool `json:"subscribe,omitempty"`
 }
 
 // DefaultAppendConfig returns the defaults.

@@ -153,11 +153,22 @@ type Result struct {
 	TargetRate float64 `json:"target_rate,omitempty"` // operations per second asked for
 	Missed     int64   `json:"missed,omitempty"`      // operations due in the measured phase but never sent
 
+	// Delivery (AppendConfig.Subscribe): how long the events appended in the measured phase
+	// took from the target's receipt of their append to a subscriber.
+	Delivery *Delivery `json:"delivery,omitempty"`
+
 	Preload     *Preload `json:"preload,omitempty"`
 	Interrupted bool     `json:"interrupted"` // the context was cancelled before the end
 
 	// Histogram holds every measured latency in microseconds.
 	Histogram *hdrhistogram.Histogram `json:"-"`
+}
+
+// Delivery is what a subscription to everything appended received.
+type Delivery struct {
+	Events  int64   `json:"events"` // delivered events stamped in the measured phase
+	Latency Latency `json:"latency"`
+	Error   string  `json:"error,omitempty"` // what ended the subscription early
 }
 
 // WriteJSON writes r as one indented JSON document.
@@ -211,6 +222,14 @@ func (r *Result) WriteTable(w io.Writer) error {
 	l := r.Latency
 	p("latency ms\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s",
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+	if d := r.Delivery; d != nil {
+		l := d.Latency
+		p("delivery ms\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s\t(%s events to a subscriber, from the append's arrival)",
+			ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), thousands(d.Events))
+		if d.Error != "" {
+			p("delivery error\t%s", d.Error)
+		}
+	}
 	p("conflicts\t%s", thousands(r.Conflicts))
 	p("errors\t%s", formatErrors(r.Errors))
 	if r.Interrupted {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
@@ -20,8 +21,9 @@ type ShoalTarget struct {
 }
 
 var (
-	_ Target    = (*ShoalTarget)(nil)
-	_ Describer = (*ShoalTarget)(nil)
+	_ Target     = (*ShoalTarget)(nil)
+	_ Describer  = (*ShoalTarget)(nil)
+	_ Subscriber = (*ShoalTarget)(nil)
 )
 
 // NewShoalTarget wraps a client the caller keeps ownership of.
@@ -67,6 +69,34 @@ func (t *ShoalTarget) ReadStream(ctx context.Context, stream string) (int64, err
 		n++
 	}
 	return n, nil
+}
+
+// Subscribe implements Subscriber: one subscription to each shard's log from its end
+// (client.Follow, client.FromEnd), served by the shard's leader.
+func (t *ShoalTarget) Subscribe(ctx context.Context, fn func(stamped time.Time)) error {
+	shards, err := t.c.Shards(ctx)
+	if err != nil {
+		return shoalError(err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for shard := range shards {
+		wg.Go(func() {
+			for ev, err := range t.c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.FromEnd()) {
+				if err != nil {
+					cancel(fmt.Errorf("bench: subscription to shard %d: %w", shard, shoalError(err)))
+					return
+				}
+				fn(ev.Created)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }
 
 // Describe implements Describer from the cluster's topology.

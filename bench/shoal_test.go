@@ -53,6 +53,27 @@ func TestShoalEmbedded(t *testing.T) {
 		}
 	}
 
+	t.Run("subscribe", func(t *testing.T) {
+		// Every event appended in the measured phase reaches the subscriber: with batch 1,
+		// as many deliveries as appends (give or take the phase's edges).
+		cfg := AppendConfig{Streams: 50, EventSize: 100, StreamPrefix: "sub-", Subscribe: true}
+		cfg.Concurrency = 8
+		cfg.Warmup = 300 * time.Millisecond
+		cfg.Duration = time.Second
+		r, err := RunAppend(ctx, cfg, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := r.Delivery
+		if d == nil || d.Error != "" {
+			t.Fatalf("delivery %+v", d)
+		}
+		t.Logf("%d appends, %d delivered, delivery p50 %dus p99 %dus", r.Ops, d.Events, d.Latency.P50, d.Latency.P99)
+		if d.Events < r.Ops*9/10 || d.Events > r.Ops+int64(cfg.Concurrency) || d.Latency.P50 <= 0 {
+			t.Fatalf("%d appends, %d delivered (latency %+v)", r.Ops, d.Events, d.Latency)
+		}
+	})
+
 	t.Run("exact-conflict", func(t *testing.T) {
 		// The stream exists: the first exact append (no-stream) conflicts,
 		// the worker resynchronises from the reported version.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // Expected-version values passed to Target.Append. A value >= 0 is the exact
@@ -33,6 +34,16 @@ type Target interface {
 	// ReadStream reads the whole stream from its first event and returns
 	// how many events it read.
 	ReadStream(ctx context.Context, stream string) (n int64, err error)
+}
+
+// Subscriber is an optional interface of a Target that can follow what is appended: RunAppend
+// with AppendConfig.Subscribe measures with it how long an event takes to reach a subscriber.
+type Subscriber interface {
+	// Subscribe follows every event appended from now on until ctx ends, calling fn (from
+	// any goroutine, possibly concurrently) with the time the system stamped the event when
+	// its append arrived. It returns when ctx ends, or with the error that ended a
+	// subscription.
+	Subscribe(ctx context.Context, fn func(stamped time.Time)) error
 }
 
 // System describes a target for reports.

@@ -117,6 +117,7 @@ func (a *app) benchAppendCmd() *cobra.Command {
 	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "events per append")
 	f.StringVar(&cfg.Expected, "expected", bench.ExpectedAny, "expected version: any, or exact (workers own their streams and track versions)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: appends per second on a fixed schedule (0 = closed loop)")
+	f.BoolVar(&cfg.Subscribe, "subscribe", false, "also subscribe to every shard and report how long events take to reach the subscriber")
 	return cmd
 }
 
