@@ -319,7 +319,7 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				} else if evs := page.GetEvents(); len(evs) > 0 {
 					req.FromPosition = max(req.FromPosition, evs[len(evs)-1].GetPosition()+1)
 				}
-				req.FromEnd = false // resolved: go on from the page's position
+				req.FromEnd = false                            // resolved: go on from the page's position
 				progress = progress || req.FromPosition > prev // skipped deletes are progress too
 				for _, pe := range page.GetEvents() {
 					progress = true
