@@ -319,8 +319,10 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				} else if evs := page.GetEvents(); len(evs) > 0 {
 					req.FromPosition = max(req.FromPosition, evs[len(evs)-1].GetPosition()+1)
 				}
-				req.FromEnd = false                            // resolved: go on from the page's position
-				progress = progress || req.FromPosition > prev // skipped deletes are progress too
+				// FromEnd is resolved: go on from the page's position. Skipped deletes are
+				// progress too.
+				req.FromEnd = false
+				progress = progress || req.FromPosition > prev
 				for _, pe := range page.GetEvents() {
 					progress = true
 					end := false
