@@ -52,6 +52,7 @@ type follower struct {
 	// checked is when check last ran: it runs at least every followHeartbeat, also while
 	// entries keep coming (a replica that lags but applies is still checked).
 	checked time.Time
+	why     string // the reason a check or wait ended it (shoal_subscriptions_ended_total)
 }
 
 // newFollower returns the follower of the local replica sm of shard id, served under st.
@@ -86,6 +87,7 @@ func (f *follower) wait(changed <-chan struct{}, d time.Duration) (bool, error) 
 	case <-f.ctx.Done():
 		return false, f.ctx.Err()
 	case <-f.n.done:
+		f.why = "shutdown"
 		return false, ErrClosed
 	}
 }
@@ -96,10 +98,12 @@ func (f *follower) check() error {
 	f.checked = time.Now()
 	cur, _, ok := f.n.shardSM(f.id)
 	if !ok || cur != f.sm {
+		f.why = "replica_gone"
 		return &NoLeaderError{Shard: f.id, Cause: errFollowReplicaGone}
 	}
 	if f.bound > 0 {
 		if since, ok := f.g.SinceCurrent(); !ok || since > f.bound {
+			f.why = "not_current"
 			return &NoLeaderError{Shard: f.id, Cause: fmt.Errorf("%w (for more than %v)", errFollowNotCurrent, f.bound)}
 		}
 	}
@@ -127,4 +131,25 @@ func (f *follower) idle(changed <-chan struct{}, lastSent time.Time) (heartbeat 
 		}
 	}
 	return true, f.check()
+}
+
+// subscribed counts f, a subscription of kind, among the open ones until the returned func is
+// called with the error that ended it.
+func (f *follower) subscribed(kind string) (ended func(err error)) {
+	open := f.n.metrics.subscriptions.WithLabelValues(kind)
+	open.Inc()
+	return func(err error) {
+		open.Dec()
+		why := f.why
+		switch {
+		case why != "":
+		case f.ctx.Err() != nil || err == nil:
+			why = "caller"
+		case errors.Is(err, shard.ErrStreamDeleted):
+			why = "deleted"
+		default:
+			why = "error"
+		}
+		f.n.metrics.subsEnded.WithLabelValues(why).Inc()
+	}
 }

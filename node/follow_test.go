@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/shoaldb/shoal/client"
@@ -267,7 +268,7 @@ func TestFollowShard(t *testing.T) {
 // the shard's log exactly: every acknowledged event, once, in position order, nothing else.
 func TestFollowAcrossFailover(t *testing.T) {
 	seed := testSeed(t)
-	c, _ := startFailoverCluster(t, nil)
+	c, regs := startFailoverCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	addrs := make([]string, len(c.Nodes))
@@ -287,10 +288,17 @@ func TestFollowAcrossFailover(t *testing.T) {
 			streams = append(streams, name)
 		}
 	}
+	// The subscribers keep the default retry policy (the writers' is short, so that they
+	// resend appends caught by the failover themselves).
+	subc, err := client.Dial(ctx, addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subc.Close()
 	subs := map[string]<-chan followed{
-		"linearizable": collect(cl.ReadShard(ctx, shard, 0, 0, client.Follow())),
-		"stale":        collect(cl.ReadShard(ctx, shard, 0, 0, client.Follow(), client.Stale())),
-		"stream":       collect(cl.Read(ctx, streams[0], client.Follow())),
+		"linearizable": collect(subc.ReadShard(ctx, shard, 0, 0, client.Follow())),
+		"stale":        collect(subc.ReadShard(ctx, shard, 0, 0, client.Follow(), client.Stale())),
+		"stream":       collect(subc.Read(ctx, streams[0], client.Follow())),
 	}
 
 	var (
@@ -374,4 +382,46 @@ func TestFollowAcrossFailover(t *testing.T) {
 		quiet(t, sub, 100*time.Millisecond)
 		t.Logf("%s: %d events, as in the log", name, i)
 	}
+
+	// The survivors serve the three subscriptions now, and count them ended once cancelled.
+	sum := func(name, label string) (v float64) {
+		for i, reg := range regs {
+			if i != leader {
+				v += metricValue(t, reg, name, label)
+			}
+		}
+		return v
+	}
+	if s, st := sum("shoal_subscriptions", "shard"), sum("shoal_subscriptions", "stream"); s != 2 || st != 1 {
+		t.Fatalf("shoal_subscriptions: shard %v stream %v, want 2 and 1", s, st)
+	}
+	cancel()
+	testnode.WaitFor(t, 5*time.Second, "subscriptions ended", func() string {
+		open := sum("shoal_subscriptions", "shard") + sum("shoal_subscriptions", "stream")
+		if ended := sum("shoal_subscriptions_ended_total", "caller"); open != 0 || ended < 3 {
+			return fmt.Sprintf("%v open, %v ended by their caller", open, ended)
+		}
+		return ""
+	})
+}
+
+// metricValue returns the value of the counter or gauge of family name in reg whose one label
+// has the given value (0 when there is none yet).
+func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -19,6 +19,9 @@ type metrics struct {
 	forwarded      *prometheus.CounterVec   // by kind (write, read, decommission)
 	forwardsMoved  prometheus.Counter       // forwarded calls abandoned by their watch
 	pipelineBatch  *prometheus.HistogramVec // items per AppendPipeline message, by direction
+	subscriptions  *prometheus.GaugeVec     // open subscriptions served here, by kind (stream, shard)
+	subsEnded      *prometheus.CounterVec   // subscriptions ended, by reason
+	subsEvents     prometheus.Counter       // events sent by subscriptions
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -52,9 +55,21 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Help:    "Appends per AppendPipeline message: received (the client's batches) and sent (answers grouped by the server).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 .. 1024
 		}, []string{"direction"}),
+		subscriptions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_subscriptions",
+			Help: "Subscriptions (reads with follow) served by this node's replicas now, by kind (stream, shard); relayed ones are not counted.",
+		}, []string{"kind"}),
+		subsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_subscriptions_ended_total",
+			Help: "Subscriptions served here that ended, by reason: caller (cancelled or gone), replica_gone (moved off this node), not_current (the replica lagged its leader past the bound), shutdown, deleted (a tombstone), error.",
+		}, []string{"reason"}),
+		subsEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_subscription_events_total", Help: "Events (and deletes) sent to subscribers by this node.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch)
+		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
+			m.subscriptions, m.subsEnded, m.subsEvents)
 	}
 	return m
 }

@@ -378,11 +378,13 @@ var errPageFull = errors.New("node: page full")
 // followStream serves a subscription to a stream (ReadRequest.follow) from the local replica
 // sm: its events from the request's version on, then each new one as sm applies it.
 func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id uint32, sm *shard.Shard, st staleness,
-	out grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+	out grpc.ServerStreamingServer[shoalv1.ReadResponse]) (err error) {
 	f, err := n.newFollower(ctx, id, sm, st)
 	if err != nil {
 		return err
 	}
+	ended := f.subscribed("stream")
+	defer func() { ended(err) }()
 	from := req.FromVersion
 	if req.FromEnd {
 		exists, last, deleted, tombstoned, err := sm.StreamInfo(req.Stream)
@@ -421,6 +423,7 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 			if err := out.Send(page); err != nil {
 				return err
 			}
+			n.metrics.subsEvents.Add(float64(k))
 			caughtUp, lastSent = page.CaughtUp, time.Now()
 			continue
 		}
@@ -439,7 +442,7 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 	}
 }
 
-func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
+func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) (retErr error) {
 	ctx := out.Context()
 	s := n.settings.Load()
 	if s == nil || req.Shard >= s.Shards {
@@ -467,6 +470,10 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	if req.Follow || req.WaitMs > 0 {
 		if f, err = n.newFollower(ctx, req.Shard, sm, st); err != nil {
 			return n.toStatus(err, "", req.Shard)
+		}
+		if req.Follow {
+			ended := f.subscribed("shard")
+			defer func() { ended(retErr) }()
 		}
 	}
 	waitUntil := time.Now().Add(time.Duration(req.WaitMs) * time.Millisecond)
@@ -543,6 +550,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		page.CaughtUp = req.Follow && atEnd
 		if err := out.Send(page); err != nil {
 			return err
+		}
+		if req.Follow {
+			n.metrics.subsEvents.Add(float64(len(page.Events)))
 		}
 		sent, caughtUp, lastSent = true, page.CaughtUp, time.Now()
 		from = next
