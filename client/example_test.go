@@ -286,13 +286,16 @@ func ExampleFollow() {
 	if _, err := c.Append(ctx, "cart-7", client.NoStream, client.Event{Type: "CartOpened"}); err != nil {
 		log.Fatal(err)
 	}
+	appended := make(chan error, 1)
 	go func() {
 		// Appended while the subscriber waits.
 		for _, typ := range []string{"ItemAdded", "CheckedOut"} {
 			if _, err := c.Append(ctx, "cart-7", client.Any, client.Event{Type: typ}); err != nil {
-				log.Fatal(err)
+				appended <- err
+				return
 			}
 		}
+		appended <- nil
 	}()
 	for ev, err := range c.Read(ctx, "cart-7", client.Follow()) {
 		if err != nil {
@@ -302,6 +305,10 @@ func ExampleFollow() {
 		if ev.Type == "CheckedOut" {
 			break // ends the subscription
 		}
+	}
+	// A subscriber may see an event before its writer has the acknowledgement.
+	if err := <-appended; err != nil {
+		log.Fatal(err)
 	}
 	// Output:
 	// 0 CartOpened
