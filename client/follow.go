@@ -18,7 +18,7 @@ import (
 // of trouble, stops once the subscription is live; a live subscription that
 // hears nothing, not even a heartbeat, for followStall takes its server for
 // hung and subscribes again elsewhere.
-var followStall = 5 * time.Second // a variable for tests
+var followStall = 3 * time.Second // three heartbeats; a variable for tests
 
 const (
 	// followLived: an attempt live this long counts as progress when it fails (the retry

@@ -92,12 +92,12 @@ func (f *follower) wait(changed <-chan struct{}, d time.Duration) (bool, error) 
 	}
 }
 
-// check reports why the subscription must end, or nil: its replica left this node (moved by
-// placement) or, with a bound, has not been current with its leader within it.
+// check reports why the subscription must end, or nil: its replica was removed from its group
+// or left this node (moved by placement; a removed replica is deleted seconds later) or, with a bound, has not been current with its leader within it.
 func (f *follower) check() error {
 	f.checked = time.Now()
 	cur, _, ok := f.n.shardSM(f.id)
-	if !ok || cur != f.sm {
+	if !ok || cur != f.sm || f.g.Removed() {
 		f.why = "replica_gone"
 		return &NoLeaderError{Shard: f.id, Cause: errFollowReplicaGone}
 	}
@@ -113,7 +113,7 @@ func (f *follower) check() error {
 // checkDue runs check when it has not run for followHeartbeat; nil for a nil follower (a
 // plain read).
 func (f *follower) checkDue() error {
-	if f == nil || time.Since(f.checked) < followHeartbeat {
+	if f == nil || time.Since(f.checked) < followHeartbeat && !f.g.Removed() {
 		return nil
 	}
 	return f.check()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,9 +14,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/ring"
 )
 
@@ -424,4 +429,50 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 		}
 	}
 	return 0
+}
+
+// TestFollowEndsWhenReplicaRemoved: a subscription served by a replica that placement removes
+// from its group (here by a decommission) ends as soon as the replica applied its removal, not
+// seconds later when the node deletes it, so that its client moves on without a pause.
+func TestFollowEndsWhenReplicaRemoved(t *testing.T) {
+	c, regs := startPlacementCluster(t, 4)
+	waitPlaced(t, c, "initial placement", nil)
+	drained := c.Nodes[0]
+	var shard uint32
+	found := false
+	for id, s := range c.Shards() {
+		if slices.Contains(s.Voters, drained.ID()) {
+			shard, found = id, true
+			break
+		}
+	}
+	if !found {
+		t.Fatal("the first node holds no replica")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Served by the drained node's own replica (stale), through a plain gRPC stream.
+	rs, err := shoalv1.NewStreamsClient(c.Dial(t, 0)).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, Follow: true, AllowStale: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := rs.Recv(); err != nil || !p.CaughtUp {
+		t.Fatalf("first page %v, %v; want caught up", p, err)
+	}
+	if _, err := shoalv1.NewClusterClient(c.Dial(t, 1)).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err = rs.Recv()
+		if err != nil {
+			break
+		}
+	}
+	held := slices.ContainsFunc(drained.Groups(), func(g *replica.Group) bool { return g.Shard() == shard })
+	if status.Code(err) != codes.Unavailable || !held {
+		t.Fatalf("the subscription ended with %v; the node still held the replica: %v (want UNAVAILABLE before the replica's deletion)", err, held)
+	}
+	if n := metricValue(t, regs[0], "shoal_subscriptions_ended_total", "replica_gone"); n != 1 {
+		t.Fatalf("shoal_subscriptions_ended_total{reason=replica_gone} = %v, want 1", n)
+	}
 }

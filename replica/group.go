@@ -183,6 +183,10 @@ func (g *Group) Shard() uint32 { return g.shard }
 // IsLeader reports whether this replica led the group at the end of the last loop iteration.
 func (g *Group) IsLeader() bool { return g.isLeader.Load() }
 
+// Removed reports whether this replica has applied its removal from the group (it stays on
+// its node until placement deletes it).
+func (g *Group) Removed() bool { return g.removed.Load() }
+
 // Leader returns the known leader's ID (0 = unknown).
 func (g *Group) Leader() uint64 { return g.leader.Load() }
 
