@@ -151,3 +151,47 @@ func TestFollow(t *testing.T) {
 	shard.stop(t)
 	shardEnd.stop(t)
 }
+
+// TestFollowLosesCluster: a subscription whose cluster goes away (here its one node closes)
+// ends with exit 1 after the client's retry budget, saying so and where to resume.
+func TestFollowLosesCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.Append(ctx, "lost", client.Any, client.Event{Type: "One"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		from uint64
+	}{
+		{[]string{"read", "lost", "--follow"}, 1},
+		{[]string{"read-shard", fmt.Sprint(res.Shard), "--follow", "--from", fmt.Sprint(res.Position)}, res.Position + 1},
+	} {
+		f := startFollowing(t, map[string]string{"SHOAL_SERVER": n.Addr()}, tc.args...)
+		f.lines(t, 1)
+		defer func() {
+			select {
+			case code := <-f.done:
+				if want := fmt.Sprintf("--from %d", tc.from); code != exitError || !strings.Contains(f.errOut.String(), "lost the cluster") ||
+					!strings.Contains(f.errOut.String(), want) {
+					t.Errorf("shoal %s: exit %d, stderr %q; want %d, lost the cluster, %s", strings.Join(tc.args, " "), code, f.errOut.String(), exitError, want)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("shoal %s did not end after its cluster went away", strings.Join(tc.args, " "))
+			}
+		}()
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"strconv"
@@ -169,7 +170,7 @@ stream that does not exist yet; --from end prints only new events.`,
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, stale, asJSON, follow, eventLine)
+			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, stale, asJSON, follow, false, eventLine)
 		},
 	}
 	f := cmd.Flags()
@@ -187,23 +188,38 @@ stream that does not exist yet; --from end prints only new events.`,
 // printEvents prints what a read yields, one line per entry (line renders it) or one JSON
 // object per line, and explains the error that ends it. A followed read (follow) is flushed
 // after each entry, since the next may be long in coming, and ends without error when ctx
-// does: an interrupt is how a follower stops.
+// does: an interrupt is how a follower stops. One that loses the cluster says where to resume:
+// after the last entry's version, or its position (resumeByPosition).
 func (a *app) printEvents(ctx context.Context, evs iter.Seq2[client.RecordedEvent, error], server string,
-	stale, asJSON, follow bool, line func(client.RecordedEvent) string) error {
+	stale, asJSON, follow, resumeByPosition bool, line func(client.RecordedEvent) string) error {
 	w := bufio.NewWriter(a.stdout)
 	defer w.Flush()
 	enc := json.NewEncoder(w)
+	var last *client.RecordedEvent // the last entry printed
 	for ev, err := range evs {
 		if err != nil {
 			w.Flush()
 			if follow && ctx.Err() != nil {
 				return nil
 			}
+			if follow && last != nil && errors.Is(err, client.ErrUnavailable) {
+				// The cluster went away mid-subscription: say so (not "cannot reach"), and
+				// where to resume.
+				from := last.Version + 1
+				if resumeByPosition {
+					from = last.Position + 1
+				}
+				return &explainedError{code: exitError, msg: fmt.Sprintf(
+					"the subscription lost the cluster at %s: no replica of the shard answered for the retry budget "+
+						"(its nodes may be down, hung or cut off; 'shoal cluster status' shows which); "+
+						"to go on after the last entry printed, run the command again with --from %d", server, from)}
+			}
 			if _, ok := leaderless(err); ok && !stale {
 				return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
 			}
 			return a.unreachable(err, server)
 		}
+		last = &ev
 		if asJSON {
 			err = enc.Encode(eventJSON(ev))
 		} else {
@@ -361,7 +377,7 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON, follow,
+			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON, follow, true,
 				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d  %s", ev.Position, eventLine(ev)) })
 		},
 	}
