@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
 // Retry defaults (see RetryPolicy).
@@ -209,10 +213,14 @@ type readOptions struct {
 	deletes  bool          // IncludeDeletes was given
 	follow   bool          // Follow was given
 	wait     time.Duration // Wait's long poll
+	prefix   string        // StreamPrefix
+	types    []string      // EventTypes
+	resume   *uint64       // ResumeAt
 }
 
 // ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness,
-// IncludeDeletes, Follow, Wait and FromEnd only) ReadShard.
+// IncludeDeletes, Follow, Wait, FromEnd, StreamPrefix, EventTypes and ResumeAt only)
+// ReadShard.
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -271,6 +279,50 @@ func Follow() ReadOption { return func(o *readOptions) { o.follow = true } }
 // poll. It returns as soon as entries arrive, and still returns nothing when
 // none did within d. ReadShard only; not with Follow.
 func Wait(d time.Duration) ReadOption { return func(o *readOptions) { o.wait = d } }
+
+// StreamPrefix makes ReadShard return only the entries of streams whose names
+// start with prefix (deletes included, with IncludeDeletes). The server skips
+// the others, so they do not cross the network; the client filters too, for
+// servers from before filters. At most 512 bytes.
+func StreamPrefix(prefix string) ReadOption { return func(o *readOptions) { o.prefix = prefix } }
+
+// EventTypes makes ReadShard return only events of these types (deletes are
+// filtered by StreamPrefix only). At most 100 types of 1..256 bytes.
+func EventTypes(types ...string) ReadOption {
+	return func(o *readOptions) { o.types = slices.Clone(types) }
+}
+
+// ResumeAt makes ReadShard keep *p at the position to resume at: after the
+// last entry yielded and after the entries the read skipped (deletes without
+// IncludeDeletes, entries StreamPrefix or EventTypes filtered out, which a
+// subscription's heartbeats also report), so that a checkpoint moves on while
+// nothing matches. Read *p after the loop, or between iterations from the
+// loop's goroutine.
+func ResumeAt(p *uint64) ReadOption { return func(o *readOptions) { o.resume = p } }
+
+// checkFilters refuses filters past their limits.
+func (o *readOptions) checkFilters() error {
+	if len(o.prefix) > 512 {
+		return &InvalidArgumentError{Field: "StreamPrefix", Limit: "at most 512 bytes", Reason: fmt.Sprintf("%d bytes given", len(o.prefix))}
+	}
+	if len(o.types) > 100 {
+		return &InvalidArgumentError{Field: "EventTypes", Limit: "at most 100 types", Reason: fmt.Sprintf("%d given", len(o.types))}
+	}
+	for i, t := range o.types {
+		if len(t) == 0 || len(t) > 256 {
+			return &InvalidArgumentError{Field: "EventTypes", Limit: "1..256 bytes each", Reason: fmt.Sprintf("type %d is %d bytes", i, len(t))}
+		}
+	}
+	return nil
+}
+
+// wanted reports whether ev passes the filters.
+func (o *readOptions) wanted(ev *shoalv1.RecordedEvent) bool {
+	if !strings.HasPrefix(ev.GetStream(), o.prefix) {
+		return false
+	}
+	return ev.GetDeletion() != shoalv1.Deletion_DELETION_NONE || len(o.types) == 0 || slices.Contains(o.types, ev.GetType())
+}
 
 // MaxWait is the longest Wait.
 const MaxWait = time.Minute

@@ -255,6 +255,9 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 		if err == nil {
 			waitMS, err = o.waitMS()
 		}
+		if err == nil {
+			err = o.checkFilters()
+		}
 		if err == nil && o.follow && count != 0 {
 			err = &InvalidArgumentError{Field: "count", Limit: "0 with Follow", Reason: "a subscription reads until cancelled"}
 		}
@@ -262,8 +265,12 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 			yield(RecordedEvent{}, err)
 			return
 		}
+		if o.resume != nil {
+			*o.resume = from
+		}
 		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale,
-			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes, Follow: o.follow, WaitMs: waitMS, FromEnd: o.fromEnd}
+			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes, Follow: o.follow, WaitMs: waitMS, FromEnd: o.fromEnd,
+			StreamPrefix: o.prefix, EventTypes: o.types}
 		if o.fromEnd {
 			req.FromPosition = 0 // the server's next_position says where the end was
 		}
@@ -323,17 +330,31 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 				// progress too.
 				req.FromEnd = false
 				progress = progress || req.FromPosition > prev
-				for _, pe := range page.GetEvents() {
+				events := page.GetEvents()
+				for i, pe := range events {
 					progress = true
 					end := false
 					if req.Count > 0 {
 						req.Count--
 						end = req.Count == 0
 					}
+					if o.resume != nil {
+						// Past this entry; past the whole page after its last.
+						*o.resume = pe.GetPosition() + 1
+						if i == len(events)-1 {
+							*o.resume = max(*o.resume, req.FromPosition)
+						}
+					}
+					if !o.wanted(pe) {
+						continue // a server from before filters
+					}
 					if !yield(recordedFromProto(pe), nil) || end {
 						stopped = true
 						return progress, nil
 					}
+				}
+				if o.resume != nil && len(events) == 0 {
+					*o.resume = max(*o.resume, req.FromPosition)
 				}
 			}
 		})

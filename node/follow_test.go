@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -174,6 +175,8 @@ func TestFollowRefusals(t *testing.T) {
 		"count":         c.ReadShard(ctx, 0, 0, 5, client.Follow()),
 		"wait+follow":   c.ReadShard(ctx, 0, 0, 0, client.Follow(), client.Wait(time.Second)),
 		"wait too long": c.ReadShard(ctx, 0, 0, 0, client.Wait(2*client.MaxWait)),
+		"long prefix":   c.ReadShard(ctx, 0, 0, 0, client.StreamPrefix(strings.Repeat("p", 513))),
+		"empty type":    c.ReadShard(ctx, 0, 0, 0, client.EventTypes("A", "")),
 	} {
 		for _, err := range seq {
 			if !errors.Is(err, client.ErrInvalidArgument) {
@@ -234,8 +237,17 @@ func TestFollowShard(t *testing.T) {
 	if took := time.Since(start); took < 300*time.Millisecond {
 		t.Fatalf("a long poll over a skipped delete returned after %v, before its wait", took)
 	}
-	// From the end: only what comes next.
+	// A long poll whose filter matches nothing still moves the resume point to the end.
+	resume := uint64(0)
+	for ev, err := range c.ReadShard(ctx, shard, 0, 0, client.Wait(200*time.Millisecond), client.StreamPrefix("zzz"), client.ResumeAt(&resume)) {
+		t.Fatalf("a filter that matches nothing yielded %+v, %v", ev, err)
+	}
+	if resume != del.Position+1 {
+		t.Fatalf("resume at %d after a filtered long poll, want the log's end %d", resume, del.Position+1)
+	}
+	// From the end: only what comes next; with a type filter, only that type.
 	fromEnd := collect(c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.FromEnd()))
+	onlyLate := collect(c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.EventTypes("late")))
 
 	// A long poll at the end returns nothing after its wait, or the next entry as soon as
 	// it is appended.
@@ -261,7 +273,7 @@ func TestFollowShard(t *testing.T) {
 	if len(got) != 1 || got[0].Type != "late" {
 		t.Fatalf("the long poll returned %+v, want the late event", got)
 	}
-	for _, ch := range []<-chan followed{sub, fromEnd} {
+	for _, ch := range []<-chan followed{sub, fromEnd, onlyLate} {
 		if f := next(t, ch, 5*time.Second); f.err != nil || f.ev.Type != "late" {
 			t.Fatalf("the subscription after the long poll: got %+v", f)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -455,7 +456,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	}
 	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
 	if err == nil {
-		err = checkShardFollow(req)
+		err = checkShardRequest(req)
 	}
 	if err != nil {
 		return n.toStatus(err, "", req.Shard)
@@ -497,7 +498,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 				return errPageFull
 			}
 			entries++
-			if e.Deletion != shard.DeletionNone && !req.IncludeDeletes {
+			if !wantedEntry(req, e) {
 				return nil
 			}
 			page.Events = append(page.Events, toProtoEvent(e, req.Shard))
@@ -548,6 +549,11 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 			return nil
 		}
 		page.CaughtUp = req.Follow && atEnd
+		if req.Follow && caughtUp && len(page.Events) == 0 && time.Since(lastSent) < followHeartbeat {
+			// Only entries the caller does not want: the next heartbeat carries the position.
+			from = next
+			continue
+		}
 		if err := out.Send(page); err != nil {
 			return err
 		}
@@ -573,8 +579,44 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	}
 }
 
-// checkShardFollow refuses a ReadShard request whose follow or wait_ms do not go with the rest.
-func checkShardFollow(req *shoalv1.ReadShardRequest) error {
+// wantedEntry reports whether a ReadShard returns log entry e: deletes only with
+// include_deletes, and only entries that pass the request's filters.
+func wantedEntry(req *shoalv1.ReadShardRequest, e *shard.RecordedEvent) bool {
+	switch {
+	case e.Deletion != shard.DeletionNone && !req.IncludeDeletes:
+		return false
+	case !strings.HasPrefix(e.Stream, req.StreamPrefix):
+		return false
+	case e.Deletion == shard.DeletionNone && len(req.EventTypes) > 0:
+		return slices.Contains(req.EventTypes, e.Type)
+	}
+	return true
+}
+
+// Limits of a ReadShard request's filters.
+const (
+	maxFilterPrefix = 512
+	maxFilterTypes  = 100
+	maxFilterType   = 256
+)
+
+// checkShardRequest refuses a ReadShard request whose follow, wait_ms or filters do not go with
+// the rest or pass their limits.
+func checkShardRequest(req *shoalv1.ReadShardRequest) error {
+	if len(req.StreamPrefix) > maxFilterPrefix {
+		return &shard.InvalidError{Field: "stream_prefix", Limit: fmt.Sprintf("at most %d bytes", maxFilterPrefix),
+			Reason: fmt.Sprintf("%d bytes given", len(req.StreamPrefix))}
+	}
+	if len(req.EventTypes) > maxFilterTypes {
+		return &shard.InvalidError{Field: "event_types", Limit: fmt.Sprintf("at most %d types", maxFilterTypes),
+			Reason: fmt.Sprintf("%d given", len(req.EventTypes))}
+	}
+	for i, t := range req.EventTypes {
+		if len(t) == 0 || len(t) > maxFilterType {
+			return &shard.InvalidError{Field: "event_types", Limit: fmt.Sprintf("1..%d bytes each", maxFilterType),
+				Reason: fmt.Sprintf("type %d is %d bytes", i, len(t))}
+		}
+	}
 	switch {
 	case req.Follow && req.Count != 0:
 		return &shard.InvalidError{Field: "count", Limit: "0 with follow",

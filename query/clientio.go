@@ -2,13 +2,32 @@ package query
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
 )
 
-// clientSource reads through the public Go client.
-type clientSource struct{ c *client.Client }
+// clientSource reads through the public Go client, with the projection's filters applied by
+// the server (Config.StreamPrefix, EventTypes, Deletes).
+type clientSource struct {
+	c    *client.Client
+	opts []client.ReadOption
+}
+
+func newClientSource(cfg Config) clientSource {
+	var opts []client.ReadOption
+	if cfg.Deletes {
+		opts = append(opts, client.IncludeDeletes())
+	}
+	if cfg.StreamPrefix != "" {
+		opts = append(opts, client.StreamPrefix(cfg.StreamPrefix))
+	}
+	if len(cfg.EventTypes) > 0 {
+		opts = append(opts, client.EventTypes(cfg.EventTypes...))
+	}
+	return clientSource{c: cfg.Client, opts: opts}
+}
 
 func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
 	t, err := s.c.Topology(ctx)
@@ -18,15 +37,13 @@ func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
 	return t.GetSettings().GetShards(), t.GetSettings().GetClusterId(), nil
 }
 
-// ReadShard collects one page, deletes included (the projection skips them
-// unless its Config asks for them). The client's iterator does not expose
-// the server's next position, so the page resumes just past its last entry
-// (positions are strictly increasing within a shard): a delete at the end of
-// a page is read, so the checkpoint passes it.
+// ReadShard collects one page of the entries the projection wants. The page resumes where the
+// server said (client.ResumeAt): past what it returned and past what the filters skipped, so
+// the checkpoint moves on while nothing matches.
 func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
 	var evs []client.RecordedEvent
 	next := from
-	opts := []client.ReadOption{client.IncludeDeletes()}
+	opts := append(slices.Clip(s.opts), client.ResumeAt(&next))
 	if wait > 0 {
 		opts = append(opts, client.Wait(wait))
 	}
@@ -38,7 +55,6 @@ func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, 
 			return nil, from, err
 		}
 		evs = append(evs, ev)
-		next = max(next, ev.Position+1)
 	}
 	return evs, next, nil
 }

@@ -3,7 +3,8 @@
 //
 // A Projection follows every shard's log with client.ReadShard (a long poll,
 // client.Wait, once a shard is caught up, so new events arrive within
-// milliseconds), hands each event to a Handler, and commits the handler's read-model writes together
+// milliseconds; its StreamPrefix and EventTypes are applied by the server, so
+// the events it does not want are not sent), hands each event to a Handler, and commits the handler's read-model writes together
 // with the new checkpoint in one Pebble batch in the projection's own
 // database, one batch per page.
 //

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
@@ -252,5 +255,51 @@ func TestProjectionLongPolls(t *testing.T) {
 	stop()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+// TestProjectionFiltersOnServer: a projection's StreamPrefix and EventTypes are applied by the
+// server, so the events it does not want are not sent; its checkpoint still moves past them,
+// so waiting for an append it filters out ends.
+func TestProjectionFiltersOnServer(t *testing.T) {
+	c := testnode.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var handled []string
+	h := HandlerFunc(func(_ context.Context, _ *Batch, ev client.RecordedEvent) error {
+		handled = append(handled, ev.Stream+":"+ev.Type)
+		return nil
+	})
+	p, err := Open(Config{Name: "filtered", Client: c, Handler: h, Dir: t.TempDir(),
+		StreamPrefix: "order-", EventTypes: []string{"Placed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+
+	for i, a := range []struct{ stream, typ string }{
+		{"order-1", "Placed"}, {"audit-1", "Placed"}, {"order-1", "Paid"}, {"order-2", "Placed"}, {"audit-2", "Logged"},
+	} {
+		res, err := c.Append(ctx, a.stream, client.Any, client.Event{Type: a.typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitForAppend(ctx, res); err != nil {
+			t.Fatalf("append %d (%s %s): %v (checkpoint %v)", i, a.stream, a.typ, err, p.Checkpoint())
+		}
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	slices.Sort(handled)
+	if got := fmt.Sprint(handled); got != "[order-1:Placed order-2:Placed]" {
+		t.Fatalf("handled %s", got)
+	}
+	if n := testutil.ToFloat64(p.metrics.skipped); n != 0 {
+		t.Fatalf("%v events were sent to the projection and skipped by it, want 0 (filtered by the server)", n)
 	}
 }

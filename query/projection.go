@@ -163,7 +163,7 @@ func Open(cfg Config) (*Projection, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return open(cfg, clientSource{cfg.Client})
+	return open(cfg, newClientSource(cfg))
 }
 
 func open(cfg Config, src source) (*Projection, error) {

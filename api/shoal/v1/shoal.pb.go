@@ -1005,7 +1005,15 @@ type ReadShardRequest struct {
 	WaitMs uint32 `protobuf:"varint,8,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	// from_end starts at the log's current end instead of from_position: with follow, only
 	// entries appended from then on. Every page's next_position tells where that was.
-	FromEnd       bool `protobuf:"varint,9,opt,name=from_end,json=fromEnd,proto3" json:"from_end,omitempty"`
+	FromEnd bool `protobuf:"varint,9,opt,name=from_end,json=fromEnd,proto3" json:"from_end,omitempty"`
+	// stream_prefix and event_types filter the events returned: only those of streams whose
+	// names start with stream_prefix, and (when event_types is not empty) only those of these
+	// types. Deletes (include_deletes) are filtered by stream_prefix only. Filtered-out entries
+	// are skipped like deletes without include_deletes; next_position passes them, and a
+	// subscription's heartbeats carry it, so a caller's checkpoint moves on even when nothing
+	// matches. Limits: stream_prefix 512 bytes; at most 100 event_types of 1..256 bytes each.
+	StreamPrefix  string   `protobuf:"bytes,10,opt,name=stream_prefix,json=streamPrefix,proto3" json:"stream_prefix,omitempty"`
+	EventTypes    []string `protobuf:"bytes,11,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1101,6 +1109,20 @@ func (x *ReadShardRequest) GetFromEnd() bool {
 		return x.FromEnd
 	}
 	return false
+}
+
+func (x *ReadShardRequest) GetStreamPrefix() string {
+	if x != nil {
+		return x.StreamPrefix
+	}
+	return ""
+}
+
+func (x *ReadShardRequest) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
 }
 
 type ReadShardResponse struct {
@@ -2533,7 +2555,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\fReadResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12\x1b\n" +
 	"\tcaught_up\x18\x02 \x01(\bR\bcaughtUp\x12!\n" +
-	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\xa3\x02\n" +
+	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\xe9\x02\n" +
 	"\x10ReadShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfrom_position\x18\x02 \x01(\x04R\ffromPosition\x12\x14\n" +
@@ -2544,7 +2566,11 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x0finclude_deletes\x18\x06 \x01(\bR\x0eincludeDeletes\x12\x16\n" +
 	"\x06follow\x18\a \x01(\bR\x06follow\x12\x17\n" +
 	"\await_ms\x18\b \x01(\rR\x06waitMs\x12\x19\n" +
-	"\bfrom_end\x18\t \x01(\bR\afromEnd\"\x86\x01\n" +
+	"\bfrom_end\x18\t \x01(\bR\afromEnd\x12#\n" +
+	"\rstream_prefix\x18\n" +
+	" \x01(\tR\fstreamPrefix\x12\x1f\n" +
+	"\vevent_types\x18\v \x03(\tR\n" +
+	"eventTypes\"\x86\x01\n" +
 	"\x11ReadShardResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12#\n" +
 	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\x12\x1b\n" +
