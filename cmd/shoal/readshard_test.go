@@ -46,6 +46,14 @@ func TestReadShard(t *testing.T) {
 		!strings.HasPrefix(lines[1], "1  rs-1@0  soft delete") || !strings.HasPrefix(lines[2], "2  rs-1@1  Placed") {
 		t.Fatalf("read-shard --deletes:\n%s", strings.Join(lines, "\n"))
 	}
+	// Filters: by stream prefix (deletes too) and by event type (not deletes).
+	if out := run(exitOK, "read-shard", sh, "--deletes", "--stream-prefix", "other-"); out != "" {
+		t.Fatalf("read-shard --stream-prefix other-: %q, want nothing", out)
+	}
+	if out := run(exitOK, "read-shard", sh, "--deletes", "--stream-prefix", "rs-", "--type", "Paid,Shipped"); strings.Count(out, "\n") != 1 ||
+		!strings.HasPrefix(out, "1  rs-1@0  soft delete") {
+		t.Fatalf("read-shard --type Paid,Shipped --deletes:\n%s", out)
+	}
 	if out := run(exitOK, "read-shard", sh); strings.Contains(out, "delete") || strings.Count(out, "\n") != 2 {
 		t.Fatalf("read-shard without --deletes:\n%s", out)
 	}

@@ -327,6 +327,8 @@ func (a *app) readShardCmd() *cobra.Command {
 		asJSON, stale bool
 		deletes       bool
 		follow        bool
+		prefix        string
+		types         []string
 	)
 	cmd := &cobra.Command{
 		Use:   "read-shard SHARD [--from P] [--count N] [--deletes] [--follow]",
@@ -365,6 +367,12 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			if deletes {
 				opts = append(opts, client.IncludeDeletes())
 			}
+			if prefix != "" {
+				opts = append(opts, client.StreamPrefix(prefix))
+			}
+			if len(types) > 0 {
+				opts = append(opts, client.EventTypes(types...))
+			}
 			if stale {
 				opts = append(opts, client.Stale())
 			}
@@ -385,6 +393,8 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 	f.StringVar(&from, "from", "", "first position: N, start (0, the default) or end (with --follow: only new entries)")
 	f.Uint64Var(&count, "count", 0, "read at most N entries (0 = to the current end)")
 	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
+	f.StringVar(&prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the server)")
+	f.StringSliceVar(&types, "type", nil, "only events of this type (repeat, or comma-separate, for several; deletes are not filtered by type)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted (not with --count)")
