@@ -488,3 +488,52 @@ func TestFollowEndsWhenReplicaRemoved(t *testing.T) {
 		t.Fatalf("shoal_subscriptions_ended_total{reason=replica_gone} = %v, want 1", n)
 	}
 }
+
+// TestReadAll reads every shard's log at once, then subscribes to all of them from the end
+// with a type filter.
+func TestReadAll(t *testing.T) {
+	c := testnode.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	want := map[uuid.UUID]bool{}
+	for i := range 40 {
+		appendOne(t, c, fmt.Sprint("all-", i%10), "Placed")
+	}
+	cp := make([]uint64, 4)
+	for ev, err := range c.ReadAll(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Position != cp[ev.Shard] {
+			t.Fatalf("shard %d: position %d after %d (a gap, a repeat or disorder)", ev.Shard, ev.Position, cp[ev.Shard])
+		}
+		cp[ev.Shard] = ev.Position + 1
+		want[ev.ID] = true
+	}
+	if len(want) != 40 {
+		t.Fatalf("ReadAll yielded %d events, want 40", len(want))
+	}
+	// Resuming from the checkpoint yields nothing more.
+	for ev, err := range c.ReadAll(ctx, cp) {
+		t.Fatalf("resumed at the end: %+v, %v", ev, err)
+	}
+
+	sub := collect(c.ReadAll(ctx, nil, client.Follow(), client.FromEnd(), client.EventTypes("Shipped")))
+	quiet(t, sub, 300*time.Millisecond)
+	for i := range 8 {
+		appendOne(t, c, fmt.Sprint("all-", i), "Placed")
+		appendOne(t, c, fmt.Sprint("all-", i), "Shipped")
+	}
+	got := map[string]bool{}
+	for range 8 {
+		f := next(t, sub, 5*time.Second)
+		if f.err != nil || f.ev.Type != "Shipped" {
+			t.Fatalf("got %+v, want a Shipped event", f)
+		}
+		got[f.ev.Stream] = true
+	}
+	quiet(t, sub, 200*time.Millisecond)
+	if len(got) != 8 {
+		t.Fatalf("Shipped events of %d streams, want 8", len(got))
+	}
+}

@@ -134,6 +134,7 @@ func TestFollow(t *testing.T) {
 	shard := startFollowing(t, env, "read-shard", fmt.Sprint(first.Shard), "--follow", "--deletes", "--from", fmt.Sprint(first.Position))
 	shard.lines(t, 1)
 	shardEnd := startFollowing(t, env, "read-shard", fmt.Sprint(first.Shard), "--follow", "--from", "end")
+	allEnd := startFollowing(t, env, "read-all", "--follow", "--from", "end", "--type", "Replaced")
 	time.Sleep(200 * time.Millisecond) // subscribed before what follows
 	if err := c.Delete(ctx, "tail-sh", client.Exact(0)); err != nil {
 		t.Fatal(err)
@@ -148,8 +149,12 @@ func TestFollow(t *testing.T) {
 	if l := shardEnd.lines(t, 1)[0]; !strings.HasPrefix(l, fmt.Sprintf("%d  tail-sh@1  Replaced", first.Position+2)) {
 		t.Fatalf("read-shard --follow --from end: %q, want only the event appended after it started", l)
 	}
+	if l := allEnd.lines(t, 1)[0]; !strings.HasPrefix(l, fmt.Sprintf("%d:%d  tail-sh@1  Replaced", first.Shard, first.Position+2)) {
+		t.Fatalf("read-all --follow --from end --type Replaced: %q", l)
+	}
 	shard.stop(t)
 	shardEnd.stop(t)
+	allEnd.stop(t)
 }
 
 // TestFollowLosesCluster: a subscription whose cluster goes away (here its one node closes)

@@ -46,6 +46,14 @@ func TestReadShard(t *testing.T) {
 		!strings.HasPrefix(lines[1], "1  rs-1@0  soft delete") || !strings.HasPrefix(lines[2], "2  rs-1@1  Placed") {
 		t.Fatalf("read-shard --deletes:\n%s", strings.Join(lines, "\n"))
 	}
+	// Every shard at once, filtered to this test's stream.
+	all := strings.Split(strings.TrimSpace(run(exitOK, "read-all", "--deletes", "--stream-prefix", "rs-")), "\n")
+	if len(all) != 3 || !strings.HasPrefix(all[0], sh+":0  rs-1@0  Placed") || !strings.HasPrefix(all[2], sh+":2  rs-1@1  Placed") {
+		t.Fatalf("read-all --deletes --stream-prefix rs-:\n%s", strings.Join(all, "\n"))
+	}
+	if out := run(exitUsage, "read-all", "--from", "3"); !strings.Contains(out, "positions are per shard") {
+		t.Fatalf("read-all --from 3: %s", out)
+	}
 	// Filters: by stream prefix (deletes too) and by event type (not deletes).
 	if out := run(exitOK, "read-shard", sh, "--deletes", "--stream-prefix", "other-"); out != "" {
 		t.Fatalf("read-shard --stream-prefix other-: %q, want nothing", out)

@@ -170,7 +170,8 @@ stream that does not exist yet; --from end prints only new events.`,
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, stale, asJSON, follow, false, eventLine)
+			resume := func(ev client.RecordedEvent) string { return fmt.Sprintf("--from %d", ev.Version+1) }
+			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, stale, asJSON, follow, resume, eventLine)
 		},
 	}
 	f := cmd.Flags()
@@ -188,10 +189,10 @@ stream that does not exist yet; --from end prints only new events.`,
 // printEvents prints what a read yields, one line per entry (line renders it) or one JSON
 // object per line, and explains the error that ends it. A followed read (follow) is flushed
 // after each entry, since the next may be long in coming, and ends without error when ctx
-// does: an interrupt is how a follower stops. One that loses the cluster says where to resume:
-// after the last entry's version, or its position (resumeByPosition).
+// does: an interrupt is how a follower stops. One that loses the cluster says where to resume
+// after the last entry printed (resume renders the flag; nil when there is none).
 func (a *app) printEvents(ctx context.Context, evs iter.Seq2[client.RecordedEvent, error], server string,
-	stale, asJSON, follow, resumeByPosition bool, line func(client.RecordedEvent) string) error {
+	stale, asJSON, follow bool, resume, line func(client.RecordedEvent) string) error {
 	w := bufio.NewWriter(a.stdout)
 	defer w.Flush()
 	enc := json.NewEncoder(w)
@@ -205,14 +206,12 @@ func (a *app) printEvents(ctx context.Context, evs iter.Seq2[client.RecordedEven
 			if follow && last != nil && errors.Is(err, client.ErrUnavailable) {
 				// The cluster went away mid-subscription: say so (not "cannot reach"), and
 				// where to resume.
-				from := last.Version + 1
-				if resumeByPosition {
-					from = last.Position + 1
+				msg := fmt.Sprintf("the subscription lost the cluster at %s: no replica of the shard answered for the retry budget "+
+					"(its nodes may be down, hung or cut off; 'shoal cluster status' shows which)", server)
+				if resume != nil {
+					msg += "; to go on after the last entry printed, run the command again with " + resume(*last)
 				}
-				return &explainedError{code: exitError, msg: fmt.Sprintf(
-					"the subscription lost the cluster at %s: no replica of the shard answered for the retry budget "+
-						"(its nodes may be down, hung or cut off; 'shoal cluster status' shows which); "+
-						"to go on after the last entry printed, run the command again with --from %d", server, from)}
+				return &explainedError{code: exitError, msg: msg}
 			}
 			if _, ok := leaderless(err); ok && !stale {
 				return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
@@ -385,7 +384,8 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON, follow, true,
+			resume := func(ev client.RecordedEvent) string { return fmt.Sprintf("--from %d", ev.Position+1) }
+			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON, follow, resume,
 				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d  %s", ev.Position, eventLine(ev)) })
 		},
 	}
@@ -398,6 +398,75 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted (not with --count)")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+func (a *app) readAllCmd() *cobra.Command {
+	var (
+		server, from  string
+		asJSON, stale bool
+		deletes       bool
+		follow        bool
+		prefix        string
+		types         []string
+	)
+	cmd := &cobra.Command{
+		Use:   "read-all [--follow] [--from start|end] [--stream-prefix P] [--type T]",
+		Short: "Read every shard's log: all streams, in order within each shard",
+		Long: `Read every shard's log at once: the events of all streams, in position order
+within each shard and interleaved across shards (there is no order across shards).
+Lines start with SHARD:POSITION. --stream-prefix and --type keep only some streams
+and event types (the servers filter, so the rest do not cross the network).
+
+--follow (-f) goes on at the end of every log, like tail -f: a subscription to
+everything appended to the cluster (--from end: only new entries), until
+interrupted (Ctrl-C or SIGTERM, exit code 0).`,
+		Example: `  shoal read-all --stream-prefix order-
+  shoal read-all --follow --from end --type OrderPlaced --json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var opts []client.ReadOption
+			switch from {
+			case "", "start":
+			case "end":
+				opts = append(opts, client.FromEnd())
+			default:
+				return usagef("--from must be start or end, got %q (positions are per shard: use read-shard --from)", from)
+			}
+			if deletes {
+				opts = append(opts, client.IncludeDeletes())
+			}
+			if prefix != "" {
+				opts = append(opts, client.StreamPrefix(prefix))
+			}
+			if len(types) > 0 {
+				opts = append(opts, client.EventTypes(types...))
+			}
+			if stale {
+				opts = append(opts, client.Stale())
+			}
+			if follow {
+				opts = append(opts, client.Follow())
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return a.printEvents(ctx, c.ReadAll(ctx, nil, opts...), server, stale, asJSON, follow, nil,
+				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d:%d  %s", ev.Shard, ev.Position, eventLine(ev)) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "start (the default) or end (with --follow: only new entries)")
+	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
+	f.StringVar(&prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the servers)")
+	f.StringSliceVar(&types, "type", nil, "only events of this type (repeat, or comma-separate, for several; deletes are not filtered by type)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (with its shard and position)")
+	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
