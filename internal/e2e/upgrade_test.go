@@ -49,6 +49,9 @@ func TestRollingUpgrade(t *testing.T) {
 	defer c.Close()
 	cl.waitReplicated(c, 60*time.Second)
 
+	// Subscriptions to every shard across the upgrade: polling the older servers, which do not
+	// know subscriptions, then live on the new ones.
+	subs := subscribeShards(c, shards)
 	ld := startLoad(c, seed, fmt.Sprintf("up-%d", seed%1000), 6, 6)
 	defer ld.stop()
 	ld.l.waitAcks(t, 100, 20*time.Second, "on the older version")
@@ -136,6 +139,7 @@ func TestRollingUpgrade(t *testing.T) {
 		return
 	}
 	verify(t, c, ld.l)
+	subs.verify(t, c)
 
 	// Every shard's replicas identical, deletes included, with one delete per shard at least.
 	conns := make([]*grpc.ClientConn, len(cl.servers))
