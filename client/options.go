@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -203,19 +204,20 @@ func buildOptions(opts []Option) (options, error) {
 }
 
 type readOptions struct {
-	from     uint64
-	fromEnd  bool
-	backward bool
-	count    uint64
-	stale    bool
-	bounded  bool          // MaxStaleness was given
-	maxStale time.Duration // its bound
-	deletes  bool          // IncludeDeletes was given
-	follow   bool          // Follow was given
-	wait     time.Duration // Wait's long poll
-	prefix   string        // StreamPrefix
-	types    []string      // EventTypes
-	resume   *uint64       // ResumeAt
+	from      uint64
+	fromEnd   bool
+	backward  bool
+	count     uint64
+	stale     bool
+	bounded   bool            // MaxStaleness was given
+	maxStale  time.Duration   // its bound
+	deletes   bool            // IncludeDeletes was given
+	follow    bool            // Follow was given
+	wait      time.Duration   // Wait's long poll
+	prefix    string          // StreamPrefix
+	types     []string        // EventTypes
+	resume    *atomic.Uint64  // ResumeAt
+	resumeAll []atomic.Uint64 // ResumeAllAt
 }
 
 // ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness,
@@ -292,13 +294,27 @@ func EventTypes(types ...string) ReadOption {
 	return func(o *readOptions) { o.types = slices.Clone(types) }
 }
 
-// ResumeAt makes ReadShard keep *p at the position to resume at: after the
-// last entry yielded and after the entries the read skipped (deletes without
-// IncludeDeletes, entries StreamPrefix or EventTypes filtered out, which a
-// subscription's heartbeats also report), so that a checkpoint moves on while
-// nothing matches. Read *p after the loop, or between iterations from the
-// loop's goroutine.
-func ResumeAt(p *uint64) ReadOption { return func(o *readOptions) { o.resume = p } }
+// ResumeAt makes ReadShard keep p at the position to resume at: past every
+// entry whose loop body has returned, and past the entries the read skipped
+// (deletes without IncludeDeletes, entries StreamPrefix or EventTypes filtered
+// out), which pages and a subscription's heartbeats report; so a checkpoint
+// moves on while nothing matches. Any goroutine may read it, for example one
+// that stores a subscription's checkpoint now and then: it never passes an
+// entry not yet handled. ReadShard sets it to from at the start, except with
+// FromEnd, where it keeps its value until the first page says where the end
+// was. It only moves forwards.
+func ResumeAt(p *atomic.Uint64) ReadOption { return func(o *readOptions) { o.resume = p } }
+
+// ResumeAllAt is ResumeAt for ReadAll: ps[shard] is kept at the position to
+// resume that shard at. It must hold one position per shard.
+func ResumeAllAt(ps []atomic.Uint64) ReadOption { return func(o *readOptions) { o.resumeAll = ps } }
+
+// advance moves the ResumeAt position forwards to p.
+func (o *readOptions) advance(p uint64) {
+	if o.resume != nil && p > o.resume.Load() {
+		o.resume.Store(p)
+	}
+}
 
 // checkFilters refuses filters past their limits.
 func (o *readOptions) checkFilters() error {

@@ -239,7 +239,8 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption
 // shard) in position order, starting at position from; count 0 reads to the
 // log's current end, else at most count entries (events, and deletes with
 // IncludeDeletes). It pages and resumes like Read. Of opts only
-// Linearizable, Stale, MaxStaleness and IncludeDeletes apply. Without
+// Linearizable, Stale, MaxStaleness, IncludeDeletes, Follow, Wait, FromEnd,
+// StreamPrefix, EventTypes and ResumeAt apply. Without
 // IncludeDeletes the deletes' positions are skipped: positions then have
 // gaps, and a reader that resumes after its last event reads past them.
 // Projections use it with a checkpoint of next positions per shard; see
@@ -265,8 +266,8 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 			yield(RecordedEvent{}, err)
 			return
 		}
-		if o.resume != nil {
-			*o.resume = from
+		if o.resume != nil && !o.fromEnd {
+			o.resume.Store(from)
 		}
 		req := &shoalv1.ReadShardRequest{Shard: shard, FromPosition: from, Count: count, AllowStale: o.stale,
 			MaxStalenessMs: maxStale, IncludeDeletes: o.deletes, Follow: o.follow, WaitMs: waitMS, FromEnd: o.fromEnd,
@@ -338,23 +339,28 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 						req.Count--
 						end = req.Count == 0
 					}
-					if o.resume != nil {
-						// Past this entry; past the whole page after its last.
-						*o.resume = pe.GetPosition() + 1
-						if i == len(events)-1 {
-							*o.resume = max(*o.resume, req.FromPosition)
+					// Past this entry once it is handled; past the whole page after its last.
+					past := pe.GetPosition() + 1
+					if i == len(events)-1 {
+						past = max(past, req.FromPosition)
+					}
+					if !o.wanted(pe) { // a server from before filters
+						o.advance(past)
+						if end {
+							stopped = true
+							return progress, nil
 						}
+						continue
 					}
-					if !o.wanted(pe) {
-						continue // a server from before filters
-					}
-					if !yield(recordedFromProto(pe), nil) || end {
+					more := yield(recordedFromProto(pe), nil)
+					o.advance(past)
+					if !more || end {
 						stopped = true
 						return progress, nil
 					}
 				}
-				if o.resume != nil && len(events) == 0 {
-					*o.resume = max(*o.resume, req.FromPosition)
+				if len(events) == 0 {
+					o.advance(req.FromPosition)
 				}
 			}
 		})

@@ -238,20 +238,44 @@ func TestFollowShard(t *testing.T) {
 		t.Fatalf("a long poll over a skipped delete returned after %v, before its wait", took)
 	}
 	// A long poll whose filter matches nothing still moves the resume point to the end.
-	resume := uint64(0)
+	var resume atomic.Uint64
 	for ev, err := range c.ReadShard(ctx, shard, 0, 0, client.Wait(200*time.Millisecond), client.StreamPrefix("zzz"), client.ResumeAt(&resume)) {
 		t.Fatalf("a filter that matches nothing yielded %+v, %v", ev, err)
 	}
-	if resume != del.Position+1 {
-		t.Fatalf("resume at %d after a filtered long poll, want the log's end %d", resume, del.Position+1)
+	if r := resume.Load(); r != del.Position+1 {
+		t.Fatalf("resume at %d after a filtered long poll, want the log's end %d", r, del.Position+1)
 	}
+	// A long poll whose filter skips a run of entries longer than a page reads on to the
+	// wanted one at once (it waited on the shard between pages).
+	skipFrom := del.Position + 1
+	for i := range 300 {
+		appendOne(t, c, streams[i%len(streams)], "skipped")
+	}
+	wanted := appendOne(t, c, streams[0], "wanted")
+	start = time.Now()
+	var found []client.RecordedEvent
+	for ev, err := range c.ReadShard(ctx, shard, skipFrom, 0, client.Wait(10*time.Second), client.EventTypes("wanted")) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		found = append(found, ev)
+	}
+	if took := time.Since(start); len(found) != 1 || found[0].Position != wanted.Position || took > 800*time.Millisecond {
+		t.Fatalf("a long poll past 300 skipped entries: %d events in %v, want the wanted one at once", len(found), took)
+	}
+	end := wanted.Position + 1
+	for i := range 301 { // the unfiltered subscription gets them all
+		if f := next(t, sub, 5*time.Second); f.err != nil {
+			t.Fatalf("subscription, entry %d of the run: %v", i, f.err)
+		}
+	}
+
 	// From the end: only what comes next; with a type filter, only that type.
 	fromEnd := collect(c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.FromEnd()))
 	onlyLate := collect(c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.EventTypes("late")))
 
 	// A long poll at the end returns nothing after its wait, or the next entry as soon as
 	// it is appended.
-	end := del.Position + 1
 	start = time.Now()
 	for ev, err := range c.ReadShard(ctx, shard, end, 0, client.Wait(300*time.Millisecond)) {
 		t.Fatalf("an empty long poll yielded %+v, %v", ev, err)
@@ -518,7 +542,23 @@ func TestReadAll(t *testing.T) {
 		t.Fatalf("resumed at the end: %+v, %v", ev, err)
 	}
 
-	sub := collect(c.ReadAll(ctx, nil, client.Follow(), client.FromEnd(), client.EventTypes("Shipped")))
+	// A cancelled read says so: it did not reach the end of every log.
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
+	n, last := 0, error(nil)
+	for _, err := range c.ReadAll(cctx, nil) {
+		if n++; n == 5 {
+			ccancel()
+		}
+		last = err
+	}
+	if !errors.Is(last, context.Canceled) {
+		t.Fatalf("a ReadAll cancelled after 5 of 40 events ended with %v, want context.Canceled", last)
+	}
+
+	// A subscription from the end, filtered, keeping its resume positions.
+	resume := make([]atomic.Uint64, 4)
+	sub := collect(c.ReadAll(ctx, nil, client.Follow(), client.FromEnd(), client.EventTypes("Shipped"), client.ResumeAllAt(resume)))
 	quiet(t, sub, 300*time.Millisecond)
 	for i := range 8 {
 		appendOne(t, c, fmt.Sprint("all-", i), "Placed")
@@ -536,4 +576,17 @@ func TestReadAll(t *testing.T) {
 	if len(got) != 8 {
 		t.Fatalf("Shipped events of %d streams, want 8", len(got))
 	}
+	// The positions pass the Placed events the filter skipped (heartbeats carry them).
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnode.WaitFor(t, 5*time.Second, "resume positions at every shard's end", func() string {
+		for _, sh := range st.GetTopology().GetShards() {
+			if r := resume[sh.GetShard()].Load(); r != sh.GetLastPosition() {
+				return fmt.Sprintf("shard %d: resume at %d, end %d", sh.GetShard(), r, sh.GetLastPosition())
+			}
+		}
+		return ""
+	})
 }

@@ -511,8 +511,15 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		page.NextPosition = next
 		atEnd := !full && entries < want
+		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && !atEnd {
+			from = next // only entries the caller skips so far, and more to read: read on
+			if err := f.checkDue(); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
+			continue
+		}
 		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
-			// Nothing for the caller yet (deletes it skips do not count): wait, in steps
+			// Nothing for the caller yet (entries it skips do not count): wait, in steps
 			// that check the replica still serves, and say where to resume at the end.
 			from = next
 			if _, err := f.wait(changed, min(time.Until(waitUntil), followHeartbeat)); err != nil {

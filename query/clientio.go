@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
@@ -42,7 +43,7 @@ func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
 // the checkpoint moves on while nothing matches.
 func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
 	var evs []client.RecordedEvent
-	next := from
+	var next atomic.Uint64
 	opts := append(slices.Clip(s.opts), client.ResumeAt(&next))
 	if wait > 0 {
 		opts = append(opts, client.Wait(wait))
@@ -56,5 +57,5 @@ func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, 
 		}
 		evs = append(evs, ev)
 	}
-	return evs, next, nil
+	return evs, next.Load(), nil
 }

@@ -96,6 +96,12 @@ func (c *Config) Validate() error {
 		return &ConfigError{Field: "Concurrency", Reason: "must not be negative"}
 	case c.PollMin < 0 || c.PollMax < 0 || c.RetryMax < 0:
 		return &ConfigError{Field: "PollMin/PollMax/RetryMax", Reason: "must not be negative"}
+	case len(c.StreamPrefix) > 512:
+		return &ConfigError{Field: "StreamPrefix", Reason: fmt.Sprintf("must be at most 512 bytes (the servers' filter limit), got %d", len(c.StreamPrefix))}
+	case len(c.EventTypes) > 100:
+		return &ConfigError{Field: "EventTypes", Reason: fmt.Sprintf("must hold at most 100 types (the servers' filter limit), got %d", len(c.EventTypes))}
+	case slices.ContainsFunc(c.EventTypes, func(t string) bool { return len(t) == 0 || len(t) > 256 }):
+		return &ConfigError{Field: "EventTypes", Reason: "each type must be 1..256 bytes"}
 	case c.PollMax > client.MaxWait:
 		return &ConfigError{Field: "PollMax", Reason: fmt.Sprintf("must not exceed %v (client.MaxWait)", client.MaxWait)}
 	case c.PollMax != 0 && c.PollMin > c.PollMax:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -289,6 +290,19 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := Open(Config{Name: "x"}); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("Open: %v", err)
+	}
+	// Filters past what the servers take are refused here, not by the first read.
+	base := Config{Name: "x", Handler: HandlerFunc(countingHandler), Dir: t.TempDir(), Client: &client.Client{}}
+	for field, mod := range map[string]func(*Config){
+		"StreamPrefix": func(c *Config) { c.StreamPrefix = strings.Repeat("p", 513) },
+		"EventTypes":   func(c *Config) { c.EventTypes = []string{"A", ""} },
+	} {
+		c := base
+		mod(&c)
+		var ce *ConfigError
+		if err := c.Validate(); !errors.As(err, &ce) || ce.Field != field {
+			t.Errorf("%s: %v, want a ConfigError on it", field, err)
+		}
 	}
 }
 

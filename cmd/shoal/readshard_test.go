@@ -58,7 +58,7 @@ func TestReadShard(t *testing.T) {
 	if out := run(exitOK, "read-shard", sh, "--deletes", "--stream-prefix", "other-"); out != "" {
 		t.Fatalf("read-shard --stream-prefix other-: %q, want nothing", out)
 	}
-	if out := run(exitOK, "read-shard", sh, "--deletes", "--stream-prefix", "rs-", "--type", "Paid,Shipped"); strings.Count(out, "\n") != 1 ||
+	if out := run(exitOK, "read-shard", sh, "--deletes", "--stream-prefix", "rs-", "--type", "Paid", "--type", "Shipped"); strings.Count(out, "\n") != 1 ||
 		!strings.HasPrefix(out, "1  rs-1@0  soft delete") {
 		t.Fatalf("read-shard --type Paid,Shipped --deletes:\n%s", out)
 	}

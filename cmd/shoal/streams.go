@@ -330,7 +330,7 @@ func (a *app) readShardCmd() *cobra.Command {
 		types         []string
 	)
 	cmd := &cobra.Command{
-		Use:   "read-shard SHARD [--from P] [--count N] [--deletes] [--follow]",
+		Use:   "read-shard SHARD [--from P|start|end] [--count N] [--deletes] [--stream-prefix P] [--type T] [--follow]",
 		Short: "Read a shard's log: every stream of the shard, in position order",
 		Long: `Read a shard's log (the events of all its streams, in position order), as a
 projection does. --deletes also prints the deletes, at their positions (shards at
@@ -394,7 +394,7 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 	f.Uint64Var(&count, "count", 0, "read at most N entries (0 = to the current end)")
 	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
 	f.StringVar(&prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the server)")
-	f.StringSliceVar(&types, "type", nil, "only events of this type (repeat, or comma-separate, for several; deletes are not filtered by type)")
+	f.StringArrayVar(&types, "type", nil, "only events of this type (repeat for several; deletes are not filtered by type)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted (not with --count)")
@@ -463,7 +463,7 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 	f.StringVar(&from, "from", "", "start (the default) or end (with --follow: only new entries)")
 	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
 	f.StringVar(&prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the servers)")
-	f.StringSliceVar(&types, "type", nil, "only events of this type (repeat, or comma-separate, for several; deletes are not filtered by type)")
+	f.StringArrayVar(&types, "type", nil, "only events of this type (repeat for several; deletes are not filtered by type)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (with its shard and position)")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted")
