@@ -456,7 +456,9 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			}
 			defer c.Close()
 			return a.printEvents(ctx, c.ReadAll(ctx, nil, opts...), server, stale, asJSON, follow, nil,
-				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d:%d  %s", ev.Shard, ev.Position, eventLine(ev)) })
+				func(ev client.RecordedEvent) string {
+					return fmt.Sprintf("%d:%d  %s", ev.Shard, ev.Position, eventLine(ev))
+				})
 		},
 	}
 	f := cmd.Flags()
