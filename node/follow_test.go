@@ -283,9 +283,17 @@ func TestFollowShard(t *testing.T) {
 	if took := time.Since(start); took < 300*time.Millisecond {
 		t.Fatalf("an empty long poll returned after %v, before its wait", took)
 	}
+	lateErr := make(chan error, 1)
 	go func() {
 		time.Sleep(200 * time.Millisecond)
-		appendOne(t, c, streams[1], "late")
+		_, err := c.Append(ctx, streams[1], client.Any, client.Event{Type: "late"})
+		lateErr <- err
+	}()
+	// A subscriber may see the event before its writer has the acknowledgement: wait for it.
+	defer func() {
+		if err := <-lateErr; err != nil {
+			t.Errorf("append late: %v", err)
+		}
 	}()
 	var got []client.RecordedEvent
 	for ev, err := range c.ReadShard(ctx, shard, end, 0, client.Wait(10*time.Second)) {
