@@ -516,6 +516,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 			if err := f.checkDue(); err != nil {
 				return n.toStatus(err, "", req.Shard)
 			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			continue
 		}
 		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
@@ -559,6 +562,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		if req.Follow && caughtUp && len(page.Events) == 0 && time.Since(lastSent) < followHeartbeat {
 			// Only entries the caller does not want: the next heartbeat carries the position.
 			from = next
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			continue
 		}
 		if err := out.Send(page); err != nil {
