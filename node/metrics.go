@@ -67,6 +67,13 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_subscription_events_total", Help: "Events (and deletes) sent to subscribers by this node.",
 		}),
 	}
+	// Every series a dashboard or alert may use exists from the start, at 0.
+	for _, kind := range []string{"stream", "shard"} {
+		m.subscriptions.WithLabelValues(kind)
+	}
+	for _, why := range []string{"caller", "replica_gone", "not_current", "shutdown", "deleted", "error"} {
+		m.subsEnded.WithLabelValues(why)
+	}
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents)
