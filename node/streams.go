@@ -400,8 +400,11 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 	}
 	caughtUp := false // the last page sent was caught up
 	var lastSent time.Time
+	// Woken by commits of this stream only (and of streams sharing its slot), not by every
+	// commit of the shard: a shard with many stream subscriptions would wake them all.
+	defer sm.WatchStreams()()
 	for {
-		changed := sm.Changed() // before the read: a change after it closes this
+		changed := sm.StreamChanged(req.Stream) // before the read: a change after it closes this
 		page := &shoalv1.ReadResponse{}
 		size := 0
 		err := sm.ReadStream(req.Stream, from, false, false, pageEvents, func(e *shard.RecordedEvent) error {

@@ -1,6 +1,7 @@
 package shard_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -63,9 +64,31 @@ func TestChanged(t *testing.T) {
 	if !closed(ch) {
 		t.Fatal("not closed by Reload")
 	}
+	// Per stream: a commit wakes the readers of the streams it changed, not the others.
+	defer s.WatchStreams()()
+	other := ""
+	for i := 0; other == ""; i++ {
+		if name := fmt.Sprint("o", i); s.StreamChanged(name) != s.StreamChanged("s") {
+			other = name // in another slot
+		}
+	}
+	chS, chO := s.StreamChanged("s"), s.StreamChanged(other)
+	b = db.NewIndexedBatch()
+	s.Apply(b, 2, shard.EncodeAppend(&shard.AppendCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectAny},
+		Events: []shard.Event{{ID: uuid.New(), Type: "T"}}, Time: 2}))
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	s.Committed()
+	if !closed(chS) || closed(chO) {
+		t.Fatalf("after a commit of s: its channel closed %v, another stream's %v; want true, false", closed(chS), closed(chO))
+	}
+
 	ch = s.Changed()
+	chO = s.StreamChanged(other)
 	s.Close()
-	if !closed(ch) {
+	if !closed(ch) || !closed(chO) {
 		t.Fatal("not closed by Close")
 	}
 }

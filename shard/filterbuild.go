@@ -184,5 +184,6 @@ func (s *Shard) addName(name string) {
 // closing the DB; the shard must not be used afterwards. Idempotent.
 func (s *Shard) Close() {
 	s.stopFilterBuild()
+	s.notifyAllStreams()
 	s.notify()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,7 +101,16 @@ type Shard struct {
 	// changed is closed by the next Committed, Reload or Close, for readers that wait for
 	// the shard to change (Changed); nil while no one waits.
 	changed atomic.Pointer[chan struct{}]
+	// streamWatchers counts the readers that wait for single streams (WatchStreams); while
+	// there are any, Committed closes streamChanged[hash(stream) % streamSlots] for every
+	// stream it commits a change of, and Reload and Close close them all (StreamChanged).
+	streamWatchers atomic.Int32
+	streamChanged  [streamSlots]atomic.Pointer[chan struct{}]
 }
+
+// streamSlots is the number of per-stream wake-up channels per shard (8 KB of pointers):
+// streams whose hashes share a slot wake each other's readers, which then find nothing new.
+const streamSlots = 1024
 
 // Open returns the shard with the given id over db, loading the applied
 // index and the shard meta and starting the background scan that builds the
@@ -137,24 +147,53 @@ func (s *Shard) Format() uint64 { return s.format.Load() }
 // Changed returns a channel closed the next time the shard changes: after Committed (new
 // entries applied), Reload or Close. A reader that takes the channel before it reads the
 // shard cannot miss a change made after its read: wait on the channel, then read again.
-func (s *Shard) Changed() <-chan struct{} {
+func (s *Shard) Changed() <-chan struct{} { return changedChan(&s.changed) }
+
+// WatchStreams registers a reader that waits for single streams with StreamChanged, until
+// the returned func is called. While none is registered, Committed signals no stream.
+func (s *Shard) WatchStreams() (release func()) {
+	s.streamWatchers.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { s.streamWatchers.Add(-1) }) }
+}
+
+// StreamChanged is Changed for one stream, for a reader registered with WatchStreams: the
+// channel closes the next time a change of stream is committed (or of another stream that
+// shares its slot), or at Reload or Close. A commit of other streams does not wake it.
+func (s *Shard) StreamChanged(stream string) <-chan struct{} {
+	return changedChan(&s.streamChanged[nameHash(stream)%streamSlots])
+}
+
+// changedChan returns the channel at p, making one if there is none.
+func changedChan(p *atomic.Pointer[chan struct{}]) <-chan struct{} {
 	for {
-		if p := s.changed.Load(); p != nil {
-			return *p
+		if c := p.Load(); c != nil {
+			return *c
 		}
 		ch := make(chan struct{})
-		if s.changed.CompareAndSwap(nil, &ch) {
+		if p.CompareAndSwap(nil, &ch) {
 			return ch
 		}
 	}
 }
 
-// notify wakes the readers waiting on Changed, after the change is visible to them.
-func (s *Shard) notify() {
-	if p := s.changed.Swap(nil); p != nil {
-		close(*p)
+// closeChan closes the channel at p, if any, waking its readers.
+func closeChan(p *atomic.Pointer[chan struct{}]) {
+	if c := p.Swap(nil); c != nil {
+		close(*c)
 	}
 }
+
+// notifyAllStreams wakes every stream's readers: after a Reload or at Close, any stream may
+// have changed.
+func (s *Shard) notifyAllStreams() {
+	for i := range s.streamChanged {
+		closeChan(&s.streamChanged[i])
+	}
+}
+
+// notify wakes the readers waiting on Changed, after the change is visible to them.
+func (s *Shard) notify() { closeChan(&s.changed) }
 
 // Reload drops every cache and re-reads the shard's state from the DB. Call
 // it after the keyspace was replaced (snapshot) or after a batch holding
@@ -205,6 +244,7 @@ func (s *Shard) Reload() error {
 	s.applied.Store(applied)
 	s.nextPos.Store(m.nextPosition)
 	s.format.Store(format)
+	s.notifyAllStreams()
 	s.notify()
 	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied, "format", format,
 		"positions", m.nextPosition, "streams", m.nextStreamID,
@@ -354,8 +394,12 @@ func (s *Shard) Committed() {
 			excess--
 		}
 	}
+	watched := s.streamWatchers.Load() > 0
 	for name, m := range s.pending {
 		s.cache[name] = m
+		if watched {
+			closeChan(&s.streamChanged[nameHash(name)%streamSlots]) // committed: visible to a reader it wakes
+		}
 	}
 	clear(s.pending)
 	s.applied.Store(s.pendApply)
