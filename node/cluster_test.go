@@ -70,8 +70,8 @@ func readAllErr(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ReadR
 	}
 }
 
-// counterValue returns the value of the counter of family name in reg whose one label has
-// the given value (0 when there is none yet).
+// counterValue returns the value of the counter (or gauge) of family name in reg whose one
+// label has the given value (0 when there is none yet).
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -84,7 +84,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 		}
 		for _, m := range mf.GetMetric() {
 			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -436,7 +435,7 @@ func TestFollowAcrossFailover(t *testing.T) {
 	sum := func(name, label string) (v float64) {
 		for i, reg := range regs {
 			if i != leader {
-				v += metricValue(t, reg, name, label)
+				v += counterValue(t, reg, name, label)
 			}
 		}
 		return v
@@ -452,27 +451,6 @@ func TestFollowAcrossFailover(t *testing.T) {
 		}
 		return ""
 	})
-}
-
-// metricValue returns the value of the counter or gauge of family name in reg whose one label
-// has the given value (0 when there is none yet).
-func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	return 0
 }
 
 // TestFollowEndsWhenReplicaRemoved: a subscription served by a replica that placement removes
@@ -516,7 +494,7 @@ func TestFollowEndsWhenReplicaRemoved(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || !held {
 		t.Fatalf("the subscription ended with %v; the node still held the replica: %v (want UNAVAILABLE before the replica's deletion)", err, held)
 	}
-	if n := metricValue(t, regs[0], "shoal_subscriptions_ended_total", "replica_gone"); n != 1 {
+	if n := counterValue(t, regs[0], "shoal_subscriptions_ended_total", "replica_gone"); n != 1 {
 		t.Fatalf("shoal_subscriptions_ended_total{reason=replica_gone} = %v, want 1", n)
 	}
 }

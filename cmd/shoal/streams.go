@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/shoaldb/shoal/client"
 )
@@ -321,13 +322,10 @@ func printable(b []byte) string {
 
 func (a *app) readShardCmd() *cobra.Command {
 	var (
-		server, from  string
-		count         uint64
-		asJSON, stale bool
-		deletes       bool
-		follow        bool
-		prefix        string
-		types         []string
+		server, from string
+		count        uint64
+		asJSON       bool
+		log          logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "read-shard SHARD [--from P|start|end] [--count N] [--deletes] [--stream-prefix P] [--type T] [--follow]",
@@ -349,11 +347,11 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			if err != nil {
 				return usagef("SHARD must be a shard number (0 up to the shard count), got %q", args[0])
 			}
-			if follow && count > 0 {
+			if log.follow && count > 0 {
 				return usagef("--follow and --count exclude each other: a followed read goes on until interrupted")
 			}
 			start := uint64(0)
-			var opts []client.ReadOption
+			opts := log.options()
 			switch from {
 			case "", "start":
 			case "end":
@@ -363,21 +361,6 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 					return usagef("--from must be a position (a number), start or end, got %q", from)
 				}
 			}
-			if deletes {
-				opts = append(opts, client.IncludeDeletes())
-			}
-			if prefix != "" {
-				opts = append(opts, client.StreamPrefix(prefix))
-			}
-			if len(types) > 0 {
-				opts = append(opts, client.EventTypes(types...))
-			}
-			if stale {
-				opts = append(opts, client.Stale())
-			}
-			if follow {
-				opts = append(opts, client.Follow())
-			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx, server)
 			if err != nil {
@@ -385,31 +368,61 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			}
 			defer c.Close()
 			resume := func(ev client.RecordedEvent) string { return fmt.Sprintf("--from %d", ev.Position+1) }
-			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, stale, asJSON, follow, resume,
+			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, log.stale, asJSON, log.follow, resume,
 				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d  %s", ev.Position, eventLine(ev)) })
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "first position: N, start (0, the default) or end (with --follow: only new entries)")
 	f.Uint64Var(&count, "count", 0, "read at most N entries (0 = to the current end)")
-	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
-	f.StringVar(&prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the server)")
-	f.StringArrayVar(&types, "type", nil, "only events of this type (repeat for several; deletes are not filtered by type)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (a delete has \"deletion\")")
-	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
-	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted (not with --count)")
+	log.register(f, " (not with --count)")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
 
+// logFlags are the flags of the shard-log reads (read-shard, read-all): which entries, from
+// which replica, and whether to follow.
+type logFlags struct {
+	deletes, stale, follow bool
+	prefix                 string
+	types                  []string
+}
+
+func (l *logFlags) register(f *pflag.FlagSet, followNote string) {
+	f.BoolVar(&l.deletes, "deletes", false, "also print the deletes, at their positions")
+	f.StringVar(&l.prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the servers)")
+	f.StringArrayVar(&l.types, "type", nil, "only events of this type (repeat for several; deletes are not filtered by type)")
+	f.BoolVar(&l.stale, "stale", false, "let any replica answer, which may lag the leader")
+	f.BoolVarP(&l.follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted"+followNote)
+}
+
+// options returns the read options the flags ask for.
+func (l *logFlags) options() []client.ReadOption {
+	var opts []client.ReadOption
+	if l.deletes {
+		opts = append(opts, client.IncludeDeletes())
+	}
+	if l.prefix != "" {
+		opts = append(opts, client.StreamPrefix(l.prefix))
+	}
+	if len(l.types) > 0 {
+		opts = append(opts, client.EventTypes(l.types...))
+	}
+	if l.stale {
+		opts = append(opts, client.Stale())
+	}
+	if l.follow {
+		opts = append(opts, client.Follow())
+	}
+	return opts
+}
+
 func (a *app) readAllCmd() *cobra.Command {
 	var (
-		server, from  string
-		asJSON, stale bool
-		deletes       bool
-		follow        bool
-		prefix        string
-		types         []string
+		server, from string
+		asJSON       bool
+		log          logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "read-all [--follow] [--from start|end] [--stream-prefix P] [--type T]",
@@ -426,7 +439,7 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
   shoal read-all --follow --from end --type OrderPlaced --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var opts []client.ReadOption
+			opts := log.options()
 			switch from {
 			case "", "start":
 			case "end":
@@ -434,28 +447,13 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			default:
 				return usagef("--from must be start or end, got %q (positions are per shard: use read-shard --from)", from)
 			}
-			if deletes {
-				opts = append(opts, client.IncludeDeletes())
-			}
-			if prefix != "" {
-				opts = append(opts, client.StreamPrefix(prefix))
-			}
-			if len(types) > 0 {
-				opts = append(opts, client.EventTypes(types...))
-			}
-			if stale {
-				opts = append(opts, client.Stale())
-			}
-			if follow {
-				opts = append(opts, client.Follow())
-			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx, server)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(ctx, c.ReadAll(ctx, nil, opts...), server, stale, asJSON, follow, nil,
+			return a.printEvents(ctx, c.ReadAll(ctx, nil, opts...), server, log.stale, asJSON, log.follow, nil,
 				func(ev client.RecordedEvent) string {
 					return fmt.Sprintf("%d:%d  %s", ev.Shard, ev.Position, eventLine(ev))
 				})
@@ -463,12 +461,8 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "start (the default) or end (with --follow: only new entries)")
-	f.BoolVar(&deletes, "deletes", false, "also print the deletes, at their positions")
-	f.StringVar(&prefix, "stream-prefix", "", "only the entries of streams whose names start with this (filtered by the servers)")
-	f.StringArrayVar(&types, "type", nil, "only events of this type (repeat for several; deletes are not filtered by type)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry per line (with its shard and position)")
-	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader")
-	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries as they are applied, until interrupted")
+	log.register(f, "")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
