@@ -576,3 +576,66 @@ func TestReadAll(t *testing.T) {
 		return ""
 	})
 }
+
+// TestFollowRelayed: a subscription sent to a node that holds no replica of its shard is
+// forwarded and relayed: it catches up, stays live past the forward watch's wait, and
+// delivers what is appended later.
+func TestFollowRelayed(t *testing.T) {
+	c, regs := startPlacementCluster(t, 4)
+	waitPlaced(t, c, "initial placement", nil)
+	// A node and a shard it holds no replica of.
+	via, shard := -1, uint32(0)
+	for id, s := range c.Shards() {
+		for i, n := range c.Nodes {
+			if !slices.Contains(s.Voters, n.ID()) {
+				via, shard = i, id
+			}
+		}
+		if via >= 0 {
+			break
+		}
+	}
+	if via < 0 {
+		t.Fatal("every node holds every shard")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{c.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var stream string
+	for i := 0; stream == ""; i++ {
+		if name := fmt.Sprint("relay-", i); ring.ShardOf(name, placementShards) == shard {
+			stream = name
+		}
+	}
+	first := appendOne(t, cl, stream, "before")
+	rs, err := shoalv1.NewStreamsClient(c.Dial(t, via)).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, Follow: true, FromPosition: first.Position})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func(want string) {
+		t.Helper()
+		for {
+			p, err := rs.Recv()
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", want, err)
+			}
+			for _, ev := range p.Events {
+				if ev.Type != want {
+					t.Fatalf("got %s, want %s", ev.Type, want)
+				}
+				return
+			}
+		}
+	}
+	recv("before")
+	time.Sleep(time.Second) // past the forward watch's 300 ms: a live subscription is quiet
+	appendOne(t, cl, stream, "after")
+	recv("after")
+	if n := counterValue(t, regs[via], "shoal_forwarded_requests_total", "read"); n != 1 {
+		t.Fatalf("node %d forwarded %v reads, want the subscription", via+1, n)
+	}
+}
