@@ -220,9 +220,10 @@ type readOptions struct {
 	resumeAll []atomic.Uint64 // ResumeAllAt
 }
 
-// ReadOption configures Read, ReadPage and (Linearizable, Stale, MaxStaleness,
-// IncludeDeletes, Follow, Wait, FromEnd, StreamPrefix, EventTypes and ResumeAt only)
-// ReadShard.
+// ReadOption configures Read and ReadPage (FromVersion, FromEnd, Backward, Count,
+// Linearizable, Stale, MaxStaleness, Follow), ReadShard (Linearizable, Stale,
+// MaxStaleness, IncludeDeletes, Follow, Wait, FromEnd, StreamPrefix, EventTypes,
+// ResumeAt) and ReadAll (ReadShard's, with ResumeAllAt instead of ResumeAt).
 type ReadOption func(*readOptions)
 
 // FromVersion starts the read at version n (default 0, or the end with
@@ -278,8 +279,10 @@ func Follow() ReadOption { return func(o *readOptions) { o.follow = true } }
 
 // Wait makes a ReadShard that finds nothing new wait up to d (at most
 // MaxWait) on its server for the shard's next entry before it returns: a long
-// poll. It returns as soon as entries arrive, and still returns nothing when
-// none did within d. ReadShard only; not with Follow.
+// poll. It returns as soon as entries it would return arrive (entries its
+// filters or the lack of IncludeDeletes skip do not end the wait, but
+// ResumeAt passes them), and returns nothing when none did within d.
+// ReadShard only; not with Follow.
 func Wait(d time.Duration) ReadOption { return func(o *readOptions) { o.wait = d } }
 
 // StreamPrefix makes ReadShard return only the entries of streams whose names
@@ -302,7 +305,7 @@ func EventTypes(types ...string) ReadOption {
 // that stores a subscription's checkpoint now and then: it never passes an
 // entry not yet handled. ReadShard sets it to from at the start, except with
 // FromEnd, where it keeps its value until the first page says where the end
-// was. It only moves forwards.
+// was. After that it only moves forwards.
 func ResumeAt(p *atomic.Uint64) ReadOption { return func(o *readOptions) { o.resume = p } }
 
 // ResumeAllAt is ResumeAt for ReadAll: ps[shard] is kept at the position to
