@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
@@ -71,30 +70,17 @@ func (t *ShoalTarget) ReadStream(ctx context.Context, stream string) (int64, err
 	return n, nil
 }
 
-// Subscribe implements Subscriber: one subscription to each shard's log from its end
-// (client.Follow, client.FromEnd), served by the shard's leader.
+// Subscribe implements Subscriber: a subscription to every shard's log from its end
+// (client.ReadAll with Follow and FromEnd), served by the shards' leaders.
 func (t *ShoalTarget) Subscribe(ctx context.Context, fn func(stamped time.Time)) error {
-	shards, err := t.c.Shards(ctx)
-	if err != nil {
-		return shoalError(err)
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	for shard := range shards {
-		wg.Go(func() {
-			for ev, err := range t.c.ReadShard(ctx, shard, 0, 0, client.Follow(), client.FromEnd()) {
-				if err != nil {
-					cancel(fmt.Errorf("bench: subscription to shard %d: %w", shard, shoalError(err)))
-					return
-				}
-				fn(ev.Created)
+	for ev, err := range t.c.ReadAll(ctx, nil, client.Follow(), client.FromEnd()) {
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
-		})
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
-		return err
+			return fmt.Errorf("bench: subscription: %w", shoalError(err))
+		}
+		fn(ev.Created)
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ type subscription struct {
 	cancel context.CancelFunc // ends the attempt
 	live   time.Time          // when it first caught up; zero before
 	pollD  time.Duration      // the next poll's wait (older servers)
+	got    bool               // events arrived since the read was (re)opened
 }
 
 func newSubscription(ctx context.Context, cancel context.CancelFunc, follow bool) *subscription {
@@ -56,16 +57,35 @@ func (s *subscription) caughtUp() {
 	}
 }
 
+// received records a page of n events.
+func (s *subscription) received(n int) {
+	if s != nil && n > 0 {
+		s.got = true
+	}
+}
+
 // lived reports whether the attempt was live for followLived.
 func (s *subscription) lived() bool {
 	return s != nil && !s.live.IsZero() && time.Since(s.live) >= followLived
 }
 
-// poll waits before a followed read is sent again to a server that ended it: not at all
-// when the read returned events (more may be waiting), else a doubling wait.
-func (s *subscription) poll(gotEvents bool) error {
+// reopen opens a followed read again after its server ended it (a server that predates
+// subscriptions): at once when the read returned events (more may be waiting), else after a
+// doubling wait.
+func reopen[T any](s *subscription, w *leaderWatch, open func() (T, error)) (T, error) {
+	if err := s.poll(); err != nil {
+		var zero T
+		return zero, err
+	}
+	return watched(w, open)
+}
+
+// poll waits before reopen.
+func (s *subscription) poll() error {
 	s.live = time.Time{}
-	if gotEvents {
+	got := s.got
+	s.got = false
+	if got {
 		s.pollD = followPollMin
 		return nil
 	}

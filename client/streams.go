@@ -147,36 +147,31 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			sub := newSubscription(ctx, cancel, o.follow)
-			rs, err := watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) })
+			open := func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) }
+			rs, err := watched(w, open)
 			if err != nil {
 				return false, err
 			}
-			progress, got := false, false // got: events since the stream was opened
+			progress := false
 			for {
 				page, err := recvPage(sub, w, rs.Recv)
 				if o.follow && oldServerNotFound(err) {
 					err = io.EOF // a server from before subscriptions: poll until the stream exists
 				}
-				if err == io.EOF {
-					if !o.follow {
-						return progress, nil
-					}
-					// A server that predates subscriptions ended the read at the end: poll it.
-					if err := sub.poll(got); err != nil {
+				if err == io.EOF && o.follow {
+					if rs, err = reopen(sub, w, open); err != nil {
 						return progress || sub.lived(), err
 					}
-					rs, err = watched(w, func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) })
-					if err != nil {
-						return progress || sub.lived(), err
-					}
-					got = false
 					continue
+				}
+				if err == io.EOF {
+					return progress, nil
 				}
 				if err != nil {
 					return progress || sub.lived(), err
 				}
 				w.answer()
-				got = got || len(page.GetEvents()) > 0
+				sub.received(len(page.GetEvents()))
 				if page.GetCaughtUp() {
 					sub.caughtUp()
 					// Resume where the server goes on (it resolved FromEnd).
@@ -287,8 +282,8 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 			if err != nil {
 				return false, err
 			}
-			progress, got := false, false // got: events since the stream was opened
-			first := true                 // the first page of a long poll may take req.WaitMs
+			progress := false
+			first := true // the first page of a long poll may take req.WaitMs
 			for {
 				var page *shoalv1.ReadShardResponse
 				if first && req.WaitMs > 0 {
@@ -297,25 +292,20 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 					page, err = recvPage(sub, w, rs.Recv)
 				}
 				first = false
-				if err == io.EOF {
-					if !o.follow {
-						return progress, nil
-					}
-					// A server that predates subscriptions ended the read at the end: poll it.
-					if err := sub.poll(got); err != nil {
+				if err == io.EOF && o.follow {
+					if rs, err = reopen(sub, w, open); err != nil {
 						return progress || sub.lived(), err
 					}
-					if rs, err = watched(w, open); err != nil {
-						return progress || sub.lived(), err
-					}
-					got = false
 					continue
+				}
+				if err == io.EOF {
+					return progress, nil
 				}
 				if err != nil {
 					return progress || sub.lived(), err
 				}
 				w.answer()
-				got = got || len(page.GetEvents()) > 0
+				sub.received(len(page.GetEvents()))
 				if page.GetCaughtUp() {
 					sub.caughtUp()
 				}

@@ -31,10 +31,7 @@ func benchClusterAppend(b *testing.B, batch int) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	})
 	ctx := context.Background()
-	addrs := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		addrs[i] = n.Addr()
-	}
+	addrs := c.Addrs()
 	cl, err := client.Dial(ctx, addrs)
 	if err != nil {
 		b.Fatal(err)

@@ -235,10 +235,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	addrs := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		addrs[i] = n.Addr()
-	}
+	addrs := c.Addrs()
 	// A short client retry budget: appends caught by the failover surface as
 	// unknown outcomes, which the writers resend themselves.
 	cl, err := client.Dial(ctx, addrs, client.WithRetry(client.RetryPolicy{MaxElapsed: 1500 * time.Millisecond, AttemptTimeout: time.Second}))

@@ -53,6 +53,9 @@ type follower struct {
 	// entries keep coming (a replica that lags but applies is still checked).
 	checked time.Time
 	why     string // the reason a check or wait ended it (shoal_subscriptions_ended_total)
+	// A subscription's pages: whether the last one sent was caught up, and when it was sent.
+	caughtUp bool
+	lastSent time.Time
 }
 
 // newFollower returns the follower of the local replica sm of shard id, served under st.
@@ -93,7 +96,8 @@ func (f *follower) wait(changed <-chan struct{}, d time.Duration) (bool, error) 
 }
 
 // check reports why the subscription must end, or nil: its replica was removed from its group
-// or left this node (moved by placement; a removed replica is deleted seconds later) or, with a bound, has not been current with its leader within it.
+// or left this node (moved by placement; a removed replica is deleted seconds later) or, with
+// a bound, has not been current with its leader within it.
 func (f *follower) check() error {
 	f.checked = time.Now()
 	cur, _, ok := f.n.shardSM(f.id)
@@ -119,12 +123,24 @@ func (f *follower) checkDue() error {
 	return f.check()
 }
 
-// idle waits, for a subscription that is caught up, until the shard changes (changed closes)
-// or a heartbeat is due (lastSent + followHeartbeat), and then, for a heartbeat, checks that
-// the subscription may go on. It reports whether a heartbeat is due.
-func (f *follower) idle(changed <-chan struct{}, lastSent time.Time) (heartbeat bool, err error) {
-	d := followHeartbeat - time.Since(lastSent)
-	if d > 0 {
+// sent records a page sent to the subscriber, which ends at the replica's end (caughtUp) or not.
+func (f *follower) sent(caughtUp bool) { f.caughtUp, f.lastSent = caughtUp, time.Now() }
+
+// quiet reports whether a page with nothing for the subscriber may be left unsent: the last
+// page said it was caught up and the next heartbeat, which will carry the position, is not due.
+func (f *follower) quiet() bool {
+	return f.caughtUp && time.Since(f.lastSent) < followHeartbeat
+}
+
+// await, for a subscription that found nothing new, reports whether to send an empty
+// caught_up page now: at once when the last page sent did not say it was caught up; else it
+// waits until the shard changes (changed closes) or a heartbeat is due, and then, for a
+// heartbeat, checks that the subscription may go on.
+func (f *follower) await(changed <-chan struct{}) (heartbeat bool, err error) {
+	if !f.caughtUp {
+		return true, nil
+	}
+	if d := followHeartbeat - time.Since(f.lastSent); d > 0 {
 		woke, err := f.wait(changed, d)
 		if err != nil || woke {
 			return false, err

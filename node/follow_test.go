@@ -319,10 +319,7 @@ func TestFollowAcrossFailover(t *testing.T) {
 	c, regs := startFailoverCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	addrs := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		addrs[i] = n.Addr()
-	}
+	addrs := c.Addrs()
 	cl, err := client.Dial(ctx, addrs, client.WithRetry(client.RetryPolicy{MaxElapsed: 1500 * time.Millisecond, AttemptTimeout: time.Second}))
 	if err != nil {
 		t.Fatal(err)

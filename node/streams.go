@@ -398,8 +398,6 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 			from = last + 1 // after the last event; a soft-deleted stream continues there
 		}
 	}
-	caughtUp := false // the last page sent was caught up
-	var lastSent time.Time
 	// Woken by commits of this stream only (and of streams sharing its slot), not by every
 	// commit of the shard: a shard with many stream subscriptions would wake them all.
 	defer sm.WatchStreams()()
@@ -428,20 +426,18 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 				return err
 			}
 			n.metrics.subsEvents.Add(float64(k))
-			caughtUp, lastSent = page.CaughtUp, time.Now()
+			f.sent(page.CaughtUp)
 			continue
 		}
-		heartbeat := !caughtUp
-		if !heartbeat {
-			if heartbeat, err = f.idle(changed, lastSent); err != nil {
-				return err
-			}
+		heartbeat, err := f.await(changed)
+		if err != nil {
+			return err
 		}
 		if heartbeat {
 			if err := out.Send(&shoalv1.ReadResponse{CaughtUp: true, NextVersion: from}); err != nil {
 				return err
 			}
-			caughtUp, lastSent = true, time.Now()
+			f.sent(true)
 		}
 	}
 }
@@ -485,8 +481,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	if req.FromEnd {
 		from = sm.LastPosition()
 	}
-	sent, caughtUp := false, false // a page was sent; the last one was caught up (follow)
-	var lastSent time.Time
+	sent := false // a page was sent
 	for {
 		var changed <-chan struct{}
 		if f != nil {
@@ -514,25 +509,23 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		page.NextPosition = next
 		atEnd := !full && entries < want
-		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && !atEnd {
-			from = next // only entries the caller skips so far, and more to read: read on
-			if err := f.checkDue(); err != nil {
-				return n.toStatus(err, "", req.Shard)
+		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && (!atEnd || time.Until(waitUntil) > 0) {
+			// Nothing for the caller yet (entries it skips do not count): read on, or at the
+			// end wait, in steps that check the replica still serves; at the deadline the
+			// page says where to resume.
+			from = next
+			var werr error
+			if atEnd {
+				_, werr = f.wait(changed, min(time.Until(waitUntil), followHeartbeat))
+			}
+			if werr == nil {
+				werr = f.checkDue()
+			}
+			if werr != nil {
+				return n.toStatus(werr, "", req.Shard)
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
-			}
-			continue
-		}
-		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
-			// Nothing for the caller yet (entries it skips do not count): wait, in steps
-			// that check the replica still serves, and say where to resume at the end.
-			from = next
-			if _, err := f.wait(changed, min(time.Until(waitUntil), followHeartbeat)); err != nil {
-				return n.toStatus(err, "", req.Shard)
-			}
-			if err := f.check(); err != nil {
-				return n.toStatus(err, "", req.Shard)
 			}
 			continue
 		}
@@ -542,17 +535,16 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		if entries == 0 {
 			switch {
 			case req.Follow:
-				heartbeat := !caughtUp
-				if !heartbeat {
-					if heartbeat, err = f.idle(changed, lastSent); err != nil {
-						return n.toStatus(err, "", req.Shard)
-					}
+				heartbeat, err := f.await(changed)
+				if err != nil {
+					return n.toStatus(err, "", req.Shard)
 				}
 				if heartbeat {
-					page.CaughtUp, caughtUp, lastSent = true, true, time.Now()
+					page.CaughtUp = true
 					if err := out.Send(page); err != nil {
 						return err
 					}
+					f.sent(true)
 				}
 				continue
 			case !sent:
@@ -562,7 +554,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 			return nil
 		}
 		page.CaughtUp = req.Follow && atEnd
-		if req.Follow && caughtUp && len(page.Events) == 0 && time.Since(lastSent) < followHeartbeat {
+		if req.Follow && len(page.Events) == 0 && f.quiet() {
 			// Only entries the caller does not want: the next heartbeat carries the position.
 			from = next
 			if ctx.Err() != nil {
@@ -575,8 +567,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		if req.Follow {
 			n.metrics.subsEvents.Add(float64(len(page.Events)))
+			f.sent(page.CaughtUp)
 		}
-		sent, caughtUp, lastSent = true, page.CaughtUp, time.Now()
+		sent = true
 		from = next
 		if req.Count != 0 {
 			// The count is of what the caller gets, as before deletes took positions: a

@@ -10,10 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/node"
 )
 
 // startNode starts a one-node cluster in a temporary directory.
+// dialNode dials a client to n, closed when t ends.
+func dialNode(t *testing.T, n *node.Node) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func startNode(t *testing.T) *node.Node {
 	t.Helper()
 	cfg := node.DefaultConfig()

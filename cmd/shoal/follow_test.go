@@ -78,11 +78,7 @@ func TestFollow(t *testing.T) {
 	n := startNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialNode(t, n)
 	testnode.WaitMaxFormat(t, c, 20*time.Second) // deletes in the shard log
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
 	appendOne := func(stream, typ string) client.AppendResult {
@@ -166,11 +162,7 @@ func TestFollowLosesCluster(t *testing.T) {
 	n := startNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialNode(t, n)
 	res, err := c.Append(ctx, "lost", client.Any, client.Event{Type: "One"})
 	if err != nil {
 		t.Fatal(err)

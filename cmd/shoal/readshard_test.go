@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/ring"
 )
@@ -19,13 +17,7 @@ func TestReadShard(t *testing.T) {
 		t.Skip("starts a server")
 	}
 	n := startNode(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialNode(t, n)
 	testnode.WaitMaxFormat(t, c, 20*time.Second)
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
 	run := func(want int, args ...string) string {

@@ -192,6 +192,15 @@ func (c *Cluster) Close() {
 	}
 }
 
+// Addrs returns the nodes' gRPC addresses, in order.
+func (c *Cluster) Addrs() []string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr()
+	}
+	return addrs
+}
+
 // Dial returns a gRPC connection to node i, closed at the end of the test.
 func (c *Cluster) Dial(t testing.TB, i int) *grpc.ClientConn {
 	t.Helper()
