@@ -94,6 +94,7 @@ type pebbleCollector struct {
 	walBytesWritten, walSize, diskUsage, cacheHits     *prometheus.Desc
 	cacheMisses, levelFiles, levelBytes                *prometheus.Desc
 	walFsyncs, walFsyncSeconds                         *prometheus.Desc
+	flushedBytes, compactedBytes                       *prometheus.Desc
 }
 
 func newPebbleCollector(db *pebble.DB) *pebbleCollector {
@@ -120,13 +121,16 @@ func newPebbleCollector(db *pebble.DB) *pebbleCollector {
 		levelBytes:      d("level_bytes", "Bytes of sstables per level.", "level"),
 		walFsyncs:       d("wal_fsyncs_total", "WAL fsyncs (each makes every write queued before it durable)."),
 		walFsyncSeconds: d("wal_fsync_seconds_total", "Time spent in WAL fsyncs."),
+		flushedBytes:    d("flushed_bytes_total", "Bytes of sstables written by memtable flushes."),
+		compactedBytes:  d("compacted_bytes_total", "Bytes of sstables written by compactions (with flushed bytes and WAL bytes, the store's write amplification)."),
 	}
 }
 
 func (c *pebbleCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.memtable, c.memtables, c.l0Files, c.l0Sublevels,
 		c.readAmp, c.compactions, c.compactDebt, c.flushes, c.walBytes, c.walBytesWritten,
-		c.walSize, c.diskUsage, c.cacheHits, c.cacheMisses, c.levelFiles, c.levelBytes} {
+		c.walSize, c.diskUsage, c.cacheHits, c.cacheMisses, c.levelFiles, c.levelBytes,
+		c.walFsyncs, c.walFsyncSeconds, c.flushedBytes, c.compactedBytes} {
 		ch <- d
 	}
 }
@@ -160,8 +164,13 @@ func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
 			ctr(c.walFsyncSeconds, hm.GetHistogram().GetSampleSum()/1e9) // Pebble observes nanoseconds
 		}
 	}
+	var flushed, compacted uint64
 	for i, l := range m.Levels {
+		flushed += l.TableBytesFlushed
+		compacted += l.TableBytesCompacted
 		g(c.levelFiles, float64(l.TablesCount), fmt.Sprint(i))
 		g(c.levelBytes, float64(l.TablesSize), fmt.Sprint(i))
 	}
+	ctr(c.flushedBytes, float64(flushed))
+	ctr(c.compactedBytes, float64(compacted))
 }
