@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/shoaldb/shoal/internal/buildinfo.Version=$(VERS
 PROTO     := api/shoal/v1/shoal.proto
 TESTFLAGS ?=
 
-.PHONY: all build run test test-race test-short lint verify proto bench bench-go soak upgrade-test clean docker
+.PHONY: all build run test test-race test-short lint verify proto bench bench-go soak upgrade-test clean image docker-test
 
 all: build
 
@@ -42,6 +42,18 @@ upgrade-test:
 	git archive $(UPGRADE_FROM) | tar -x -C /tmp/shoal-upgrade-from
 	cd /tmp/shoal-upgrade-from && $(GO) build -o /tmp/shoal-upgrade-from/shoal-old ./cmd/shoal
 	SHOAL_E2E_OLD_BIN=/tmp/shoal-upgrade-from/shoal-old $(GO) test -count 1 -v -timeout 10m -run TestRollingUpgrade ./internal/e2e/
+
+# The container image (deploy/Dockerfile): the static binary FROM scratch, tagged $(IMAGE).
+IMAGE ?= shoal:dev
+image: build
+	rm -rf bin/image && mkdir -p bin/image/data && cp $(BIN) bin/image/shoal
+	docker build -q -f deploy/Dockerfile -t $(IMAGE) bin/image
+
+# Three servers in containers on a private Docker network (internal/e2e docker_test.go):
+# partitions cut with iptables in the containers' network namespaces under load, and the
+# shipped deploy/docker-compose.yml brought up and used. Needs Docker and root (nsenter).
+docker-test:
+	SHOAL_DOCKER=1 $(GO) test -count 1 -v -timeout 15m -run 'TestDocker' ./internal/e2e/
 
 test-short:
 	$(GO) test -short ./...

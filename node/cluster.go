@@ -121,26 +121,8 @@ func (n *Node) localTopology() *shoalv1.TopologyResponse {
 // view of the node that leads it (highest term) wins; shards nobody reports
 // a leader for are marked unavailable.
 func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse {
-	views := n.gatherTopologies(ctx, true)
+	best := bestShardViews(n.gatherTopologies(ctx, true))
 	settings := n.Settings()
-	best := make(map[uint32]*shoalv1.ShardInfo)
-	bestIsLeader := make(map[uint32]bool)
-	for _, v := range views {
-		var reporter uint64
-		if len(v.Nodes) > 0 {
-			reporter = v.Nodes[0].Id
-		}
-		for _, s := range v.Shards {
-			fromLeader := s.LeaderId != 0 && s.LeaderId == reporter
-			cur, ok := best[s.Shard]
-			switch {
-			case !ok,
-				fromLeader && (!bestIsLeader[s.Shard] || s.Term > cur.Term),
-				!fromLeader && !bestIsLeader[s.Shard] && s.Term > cur.Term:
-				best[s.Shard], bestIsLeader[s.Shard] = s, fromLeader
-			}
-		}
-	}
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
 	led := map[uint64]uint32{}
 	held := map[uint64]uint32{}
@@ -166,6 +148,37 @@ func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse {
 		t.Nodes = append(t.Nodes, ni)
 	}
 	return t
+}
+
+// bestShardViews picks, for every shard, the most authoritative of the nodes' local views
+// (each view's first node is its reporter): the leader's own view, of the highest term
+// among leaders' views; without one, the view of the highest term, and at equal terms one
+// that names a leader over one that does not. A follower cut off from its leader (a
+// partition between two followers and the leader, one of them answering) knows no leader
+// while another follower still hears it: the shard has a leader, and is not unavailable.
+// Raft elects at most one leader per term, so a leader named at the highest term known is
+// the only candidate.
+func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.ShardInfo {
+	best := make(map[uint32]*shoalv1.ShardInfo)
+	bestIsLeader := make(map[uint32]bool)
+	for _, v := range views {
+		var reporter uint64
+		if len(v.Nodes) > 0 {
+			reporter = v.Nodes[0].Id
+		}
+		for _, s := range v.Shards {
+			fromLeader := s.LeaderId != 0 && s.LeaderId == reporter
+			cur, ok := best[s.Shard]
+			switch {
+			case !ok,
+				fromLeader && (!bestIsLeader[s.Shard] || s.Term > cur.Term),
+				!fromLeader && !bestIsLeader[s.Shard] && s.Term > cur.Term,
+				!fromLeader && !bestIsLeader[s.Shard] && s.Term == cur.Term && cur.LeaderId == 0 && s.LeaderId != 0:
+				best[s.Shard], bestIsLeader[s.Shard] = s, fromLeader
+			}
+		}
+	}
+	return best
 }
 
 // String helps logs and tests.

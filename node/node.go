@@ -141,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.shardMetrics, err = shard.NewMetrics(n.regs); err != nil {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}
-	peerOpts := grpcopt.DialOptions()
+	peerOpts := grpcopt.PeerDialOptions()
 	if cfg.PeerTLS != nil {
 		peerOpts = append(peerOpts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.PeerTLS.Clone())))
 	}

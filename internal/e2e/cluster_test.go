@@ -86,7 +86,13 @@ func replicated(topo *shoalv1.TopologyResponse, shards, want int) (bool, string)
 // waitReplicated polls Cluster.Status through c until every shard has 3
 // voters and a leader, and returns the topology and how long it took.
 func (cl *cluster) waitReplicated(c *client.Client, timeout time.Duration) (*shoalv1.TopologyResponse, time.Duration) {
-	t := cl.t
+	cl.t.Helper()
+	return waitReplicated(cl.t, c, cl.shards, timeout, cl.tails)
+}
+
+// waitReplicated is cluster.waitReplicated for any cluster of shards shards; tails gives
+// the nodes' logs for a failure message.
+func waitReplicated(t *testing.T, c *client.Client, shards int, timeout time.Duration, tails func() string) (*shoalv1.TopologyResponse, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	var why string
@@ -96,14 +102,14 @@ func (cl *cluster) waitReplicated(c *client.Client, timeout time.Duration) (*sho
 		cancel()
 		if err != nil {
 			why = err.Error()
-		} else if ok, w := replicated(st.GetTopology(), cl.shards, 3); ok {
+		} else if ok, w := replicated(st.GetTopology(), shards, 3); ok {
 			return st.GetTopology(), time.Since(start)
 		} else {
 			why = w
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("placement did not converge to 3 voters and a leader per shard within %v: %s%s", timeout, why, cl.tails())
+	t.Fatalf("placement did not converge to 3 voters and a leader per shard within %v: %s%s", timeout, why, tails())
 	return nil, 0
 }
 
@@ -114,6 +120,21 @@ func nodeNames(topo *shoalv1.TopologyResponse) map[uint64]string {
 		m[n.GetId()] = n.GetName()
 	}
 	return m
+}
+
+// busiestLeader returns the node leading the most shards in topo (the lowest ID of a tie)
+// and how many it leads.
+func busiestLeader(topo *shoalv1.TopologyResponse) (id uint64, n int) {
+	led := map[uint64]int{}
+	for _, s := range topo.GetShards() {
+		led[s.GetLeaderId()]++
+	}
+	for l, k := range led {
+		if l != 0 && (k > n || k == n && l < id) {
+			id, n = l, k
+		}
+	}
+	return id, n
 }
 
 // record is one event of a shard log, as compared across replicas.
@@ -175,11 +196,21 @@ func diffLogs(a, b []record) string {
 // (stale reads of the local replica) until all nodes hold identical logs,
 // which also hold want events in total, or fails after timeout.
 func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.Duration {
-	t := cl.t
+	cl.t.Helper()
+	var names, addrs []string
+	for _, s := range cl.servers {
+		names, addrs = append(names, s.name), append(addrs, s.grpcAddr)
+	}
+	return waitIdentical(cl.t, names, addrs, cl.shards, want, timeout, cl.tails)
+}
+
+// waitIdentical is waitReplicasIdentical for the nodes named names at addrs; tails gives
+// their logs for a failure message.
+func waitIdentical(t *testing.T, names, addrs []string, shards, want int, timeout time.Duration, tails func() string) time.Duration {
 	t.Helper()
-	conns := make([]*grpc.ClientConn, len(cl.servers))
-	for i, s := range cl.servers {
-		conn, err := grpc.NewClient(s.grpcAddr, grpcopt.DialOptions()...)
+	conns := make([]*grpc.ClientConn, len(addrs))
+	for i, addr := range addrs {
+		conn, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,14 +222,14 @@ func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.D
 	for {
 		why = ""
 		total := 0
-		for sh := range uint32(cl.shards) {
+		for sh := range uint32(shards) {
 			var ref []record
 			for i, conn := range conns {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				got, err := readLocalShard(ctx, conn, sh, false)
 				cancel()
 				if err != nil {
-					why = fmt.Sprintf("shard %d on %s: %v", sh, cl.servers[i].name, err)
+					why = fmt.Sprintf("shard %d on %s: %v", sh, names[i], err)
 					break
 				}
 				if i == 0 {
@@ -207,7 +238,7 @@ func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.D
 					continue
 				}
 				if d := diffLogs(ref, got); d != "" {
-					why = fmt.Sprintf("shard %d: %s and %s differ: %s", sh, cl.servers[0].name, cl.servers[i].name, d)
+					why = fmt.Sprintf("shard %d: %s and %s differ: %s", sh, names[0], names[i], d)
 					break
 				}
 			}
@@ -219,11 +250,11 @@ func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.D
 			why = fmt.Sprintf("the replicas agree on %d events, %d were written", total, want)
 		}
 		if why == "" {
-			t.Logf("all %d shards identical on %d nodes (%d events)", cl.shards, len(conns), total)
+			t.Logf("all %d shards identical on %d nodes (%d events)", shards, len(conns), total)
 			return time.Since(start)
 		}
 		if time.Since(start) > timeout {
-			t.Fatalf("replicas not identical after %v: %s%s", timeout, why, cl.tails())
+			t.Fatalf("replicas not identical after %v: %s%s", timeout, why, tails())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -260,21 +291,12 @@ func TestClusterKill9UnderLoad(t *testing.T) {
 	if st, err := c.Status(context.Background()); err == nil {
 		topo = st.GetTopology()
 	}
-	led := map[uint64]int{}
-	for _, s := range topo.GetShards() {
-		led[s.GetLeaderId()]++
-	}
-	var victimID uint64
-	for id, n := range led {
-		if id != 0 && (n > led[victimID] || n == led[victimID] && id < victimID) {
-			victimID = id
-		}
-	}
+	victimID, led := busiestLeader(topo)
 	victim := cl.byName(nodeNames(topo)[victimID])
 	if victim == nil {
-		t.Fatalf("no server for the leader %d of %d shards (leaders %v)", victimID, led[victimID], led)
+		t.Fatalf("no server for the leader %d of %d shards", victimID, led)
 	}
-	t.Logf("kill -9 %s (leads %d of %d shards) after %d acknowledged appends", victim.name, led[victimID], shards, ld.l.count())
+	t.Logf("kill -9 %s (leads %d of %d shards) after %d acknowledged appends", victim.name, led, shards, ld.l.count())
 	victim.kill()
 	resumed := ld.l.waitAcks(t, 200, 30*time.Second, "after the kill")
 	t.Logf("200 appends acknowledged %v after the kill", resumed.Round(time.Millisecond))

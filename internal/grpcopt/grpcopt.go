@@ -15,6 +15,10 @@
 //     instead of the kernel's TCP timeout. The server's enforcement policy
 //     permits exactly that ping rate; a server without it would answer the
 //     pings with GOAWAY "too_many_pings".
+//     Connections between nodes (PeerDialOptions) give up on unacknowledged
+//     data sooner (PeerKeepaliveTimeout) and redial more often
+//     (PeerConnectMaxDelay), so that raft traffic and forwarded requests
+//     resume within about a second of a partition healing.
 //  3. Message sizes. An append may carry MaxAppendSize (16 MiB) of events, and
 //     a raft message carrying it adds framing; MaxMessageSize (32 MiB) covers
 //     both with room to spare, in both directions.
@@ -62,6 +66,22 @@ const (
 	ConnectMaxDelay = 3 * time.Second
 	// MinConnectTimeout is the minimum time one connection attempt may take.
 	MinConnectTimeout = time.Second
+
+	// PeerKeepaliveTimeout replaces KeepaliveTimeout on connections between
+	// nodes. gRPC also makes it the socket's TCP_USER_TIMEOUT: data the peer
+	// has not acknowledged for that long (a partition, a peer's host gone)
+	// drops the connection. Without it, a connection that sent during a
+	// partition can sit in TCP's retransmission backoff for seconds after
+	// the network heals, its raft messages and forwarded requests stuck
+	// behind the unacknowledged ones; the redial that replaces it works as
+	// soon as the network does. (gRPC does not ping more often than every
+	// 10 s, whatever KeepaliveTime says: the socket timeout is what notices
+	// a partition first.)
+	PeerKeepaliveTimeout = 2 * time.Second
+	// PeerConnectMaxDelay replaces ConnectMaxDelay on connections between
+	// nodes: a peer unreachable for a while is dialled at least every second,
+	// so its link is back within about a second of the network.
+	PeerConnectMaxDelay = time.Second
 )
 
 // DialOptions returns the client-side options: plaintext transport
@@ -96,6 +116,28 @@ func DialOptions() []grpc.DialOption {
 // DialOptions makes (also on connections without active streams), and
 // server-initiated pings on idle connections. The slice is fresh on every
 // call; callers may append to it.
+// PeerDialOptions are DialOptions for connections from one node to another
+// (the raft transport, forwarded requests, topology gathering): the same,
+// with PeerKeepaliveTimeout and PeerConnectMaxDelay.
+func PeerDialOptions() []grpc.DialOption {
+	return append(DialOptions(),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  ConnectBaseDelay,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   PeerConnectMaxDelay,
+			},
+			MinConnectTimeout: MinConnectTimeout,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                KeepaliveTime,
+			Timeout:             PeerKeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+	)
+}
+
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),

@@ -117,17 +117,18 @@ func (d *delegate) upsert(n *memberlist.Node, alive bool) {
 		return
 	}
 	now := time.Now()
+	left := !alive && n.State == memberlist.StateLeft
 	m.mu.Lock()
 	e, ok := m.mu.members[n.Name]
 	switch {
 	case !ok || e.NodeID != meta.NodeID:
-		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address()}
+		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address(), left: left}
 	default:
 		e.Addr = n.Address()
 		if e.Alive != alive {
 			e.Changed = now
 		}
-		e.Alive = alive
+		e.Alive, e.left = alive, left
 		e.Meta = meta
 	}
 	m.mu.Unlock()

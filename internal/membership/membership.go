@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -77,6 +78,10 @@ const (
 	// a new address after this long (a wiped node rescheduled elsewhere).
 	DefaultDeadReclaim   = 10 * time.Second
 	DefaultUpdateTimeout = time.Second // UpdateMeta's wait for the broadcast
+	// DefaultReconnectInterval is how often a member held dead (not one that
+	// left) is asked to sync, so that it learns of its death and refutes it
+	// (see reconnectLoop).
+	DefaultReconnectInterval = time.Second
 )
 
 // Config configures Start. Zero values mean the defaults above.
@@ -98,6 +103,9 @@ type Config struct {
 	SuspicionMult    int           // default DefaultSuspicionMult
 	GossipInterval   time.Duration // default DefaultGossipInterval
 	PushPullInterval time.Duration // default DefaultPushPullInterval
+	// ReconnectInterval: default DefaultReconnectInterval; negative: never reconnect
+	// (members held dead come back at memberlist's own pace).
+	ReconnectInterval time.Duration
 }
 
 // Validate checks c and fills the defaults (it is called by Start).
@@ -151,6 +159,9 @@ func (c *Config) Validate() error {
 	if c.PushPullInterval <= 0 {
 		c.PushPullInterval = DefaultPushPullInterval
 	}
+	if c.ReconnectInterval == 0 {
+		c.ReconnectInterval = DefaultReconnectInterval
+	}
 	return nil
 }
 
@@ -172,6 +183,7 @@ type Member struct {
 	Alive   bool
 	Changed time.Time // when it was first seen, or last went alive or dead
 	Addr    string    // gossip address (host:port); empty for the local member
+	left    bool      // not alive because it left (a clean stop), not because it died
 }
 
 // Membership is a running gossip member. Its methods are safe for concurrent use.
@@ -246,6 +258,10 @@ func Start(cfg Config) (*Membership, error) {
 		m.stopped.Add(1)
 		go m.notifyLoop(cfg.OnChange)
 	}
+	if cfg.ReconnectInterval > 0 {
+		m.stopped.Add(1)
+		go m.reconnectLoop(cfg.ReconnectInterval)
+	}
 	if len(cfg.Join) > 0 {
 		if _, err := m.Join(cfg.Join); err != nil {
 			m.Close()
@@ -300,6 +316,54 @@ func (m *Membership) notifyLoop(fn func()) {
 			fn()
 		}
 	}
+}
+
+// reconnectLoop brings members declared dead back as soon as they answer again. memberlist
+// revives a dead member only when that member refutes its death, which it does on hearing
+// of it: from gossip, which others stop sending it once it is dead, or at a push/pull sync,
+// every PushPullInterval with one random member. After a partition heals, each side would
+// hold the other dead for up to that long, while their raft traffic already flows: a node
+// asked for the cluster's topology would not ask the other side for its view, and `cluster
+// status` would show live nodes dead. So every interval this node syncs with one member it
+// holds dead (not one that left), picked at random (memberlist's Join: a push/pull over TCP
+// bounded by TCPTimeout). A member that answers hears of its death and refutes it at once;
+// one that is still gone costs a refused or timed-out connection.
+func (m *Membership) reconnectLoop(every time.Duration) {
+	defer m.stopped.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case <-t.C:
+		}
+		name, addr := m.pickDead()
+		if addr == "" {
+			continue
+		}
+		if _, err := m.ml.Join([]string{addr}); err != nil {
+			m.log.Debug("member held dead did not answer", "peer", name, "addr", addr, "err", flatten(err))
+			continue
+		}
+		m.log.Info("member held dead answered; syncing gossip with it", "peer", name, "addr", addr)
+	}
+}
+
+// pickDead returns a random member held dead that did not leave, or "".
+func (m *Membership) pickDead() (name, addr string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for nm, e := range m.mu.members {
+		if e.Alive || e.left || e.Addr == "" || nm == m.name {
+			continue
+		}
+		if n++; rand.IntN(n) == 0 { // reservoir sampling: each with probability 1/n
+			name, addr = nm, e.Addr
+		}
+	}
+	return name, addr
 }
 
 // signal schedules an OnChange call; never blocks.

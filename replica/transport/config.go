@@ -47,7 +47,7 @@ type Config struct {
 	// for concurrent use. ok=false drops the messages and reports the peer
 	// unreachable. Required.
 	Resolve func(nodeID uint64) (addr string, ok bool)
-	// DialOptions for peer connections; nil means grpcopt.DialOptions().
+	// DialOptions for peer connections; nil means grpcopt.PeerDialOptions().
 	DialOptions []grpc.DialOption
 	// ProbeDial opens the plain connection with which a peer whose stream broke is probed
 	// (see Handler.ReportPeerDown). nil means a TCP dial; set it with the dialer given to
@@ -141,7 +141,7 @@ func (c *Config) withDefaults() {
 		c.ProbeDial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	if c.DialOptions == nil {
-		c.DialOptions = grpcopt.DialOptions()
+		c.DialOptions = grpcopt.PeerDialOptions()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

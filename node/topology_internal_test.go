@@ -1,0 +1,44 @@
+package node
+
+import (
+	"testing"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// TestBestShardViews: which node's view of a shard the merged topology shows.
+func TestBestShardViews(t *testing.T) {
+	view := func(reporter uint64, shard uint32, leader, term uint64) *shoalv1.TopologyResponse {
+		return &shoalv1.TopologyResponse{
+			Nodes:  []*shoalv1.NodeInfo{{Id: reporter}},
+			Shards: []*shoalv1.ShardInfo{{Shard: shard, LeaderId: leader, Term: term, Unavailable: leader == 0}},
+		}
+	}
+	for _, tc := range []struct {
+		name         string
+		views        []*shoalv1.TopologyResponse
+		leader, term uint64
+	}{
+		{"the leader's own view wins over followers'",
+			[]*shoalv1.TopologyResponse{view(2, 0, 1, 3), view(1, 0, 1, 3), view(3, 0, 1, 3)}, 1, 3},
+		{"a leader's view of a higher term wins over an older leader's",
+			[]*shoalv1.TopologyResponse{view(1, 0, 1, 3), view(2, 0, 2, 4)}, 2, 4},
+		{"an old leader's view wins over a follower's of a higher term",
+			[]*shoalv1.TopologyResponse{view(2, 0, 0, 5), view(1, 0, 1, 4)}, 1, 4},
+		{"without the leader's view, the highest term",
+			[]*shoalv1.TopologyResponse{view(2, 0, 1, 3), view(3, 0, 0, 4)}, 0, 4},
+		// A partial partition: the answering follower (2) is cut off from the leader (3),
+		// which another follower (1) still hears, and the leader's own view is missing.
+		{"a follower that names the leader wins over one that does not, at the same term",
+			[]*shoalv1.TopologyResponse{view(2, 0, 0, 3), view(1, 0, 3, 3)}, 3, 3},
+		{"the same, in the other order",
+			[]*shoalv1.TopologyResponse{view(1, 0, 3, 3), view(2, 0, 0, 3)}, 3, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := bestShardViews(tc.views)[0]
+			if got == nil || got.LeaderId != tc.leader || got.Term != tc.term || got.Unavailable != (tc.leader == 0) {
+				t.Fatalf("merged view %v, want leader %d at term %d", got, tc.leader, tc.term)
+			}
+		})
+	}
+}
