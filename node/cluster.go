@@ -156,11 +156,28 @@ func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse {
 // that names a leader over one that does not. A follower cut off from its leader (a
 // partition between two followers and the leader, one of them answering) knows no leader
 // while another follower still hears it: the shard has a leader, and is not unavailable.
-// Raft elects at most one leader per term, so a leader named at the highest term known is
-// the only candidate.
+// A follower naming a node whose own view, at that term or later, says it does not lead is
+// not believed: the leader stepped down (CheckQuorum) and the follower has not heard yet.
 func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.ShardInfo {
+	type nodeShard struct {
+		node  uint64
+		shard uint32
+	}
+	notLeading := map[nodeShard]uint64{} // the highest term at which a node says it does not lead
+	for _, v := range views {
+		if len(v.Nodes) == 0 {
+			continue
+		}
+		reporter := v.Nodes[0].Id
+		for _, s := range v.Shards {
+			if k := (nodeShard{reporter, s.Shard}); s.LeaderId != reporter && s.Term >= notLeading[k] {
+				notLeading[k] = s.Term
+			}
+		}
+	}
 	best := make(map[uint32]*shoalv1.ShardInfo)
 	bestIsLeader := make(map[uint32]bool)
+	bestDisowned := make(map[uint32]bool)
 	for _, v := range views {
 		var reporter uint64
 		if len(v.Nodes) > 0 {
@@ -168,13 +185,20 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 		}
 		for _, s := range v.Shards {
 			fromLeader := s.LeaderId != 0 && s.LeaderId == reporter
+			disowned := false
+			if !fromLeader && s.LeaderId != 0 {
+				t, ok := notLeading[nodeShard{s.LeaderId, s.Shard}]
+				disowned = ok && t >= s.Term
+			}
 			cur, ok := best[s.Shard]
+			names := s.LeaderId != 0 && !disowned
 			switch {
 			case !ok,
 				fromLeader && (!bestIsLeader[s.Shard] || s.Term > cur.Term),
 				!fromLeader && !bestIsLeader[s.Shard] && s.Term > cur.Term,
-				!fromLeader && !bestIsLeader[s.Shard] && s.Term == cur.Term && cur.LeaderId == 0 && s.LeaderId != 0:
-				best[s.Shard], bestIsLeader[s.Shard] = s, fromLeader
+				!fromLeader && !bestIsLeader[s.Shard] && s.Term == cur.Term &&
+					(names && (cur.LeaderId == 0 || bestDisowned[s.Shard]) || s.LeaderId == 0 && bestDisowned[s.Shard]):
+				best[s.Shard], bestIsLeader[s.Shard], bestDisowned[s.Shard] = s, fromLeader, disowned
 			}
 		}
 	}

@@ -12,7 +12,8 @@ import (
 // A leader can stop answering without breaking its connections: a hung or paused process, a
 // frozen machine. Its shards elect new leaders within a few seconds, but a call this node
 // forwarded to it would wait for an answer that does not come until gRPC's keepalive drops
-// the connection (15 s) or its caller gives up, and so would a simple client pointed at this
+// the connection (10 s idle, then 2 s for the ping's answer: grpcopt.PeerDialOptions) or its
+// caller gives up, and so would a simple client pointed at this
 // node, which has no routing of its own to fall back on. So a forwarded call that has waited
 // forwardWatchAfter for its target watches the shard's leader as this node knows it (its own
 // replica's view, else the leaders gathered from the members), every forwardWatchEvery, and is

@@ -33,6 +33,14 @@ func TestBestShardViews(t *testing.T) {
 			[]*shoalv1.TopologyResponse{view(2, 0, 0, 3), view(1, 0, 3, 3)}, 3, 3},
 		{"the same, in the other order",
 			[]*shoalv1.TopologyResponse{view(1, 0, 3, 3), view(2, 0, 0, 3)}, 3, 3},
+		// The leader (3) stepped down at term 3 (CheckQuorum) and says so; a follower (1)
+		// has not heard yet.
+		{"a follower naming a leader that disowns the term is not believed",
+			[]*shoalv1.TopologyResponse{view(2, 0, 0, 3), view(1, 0, 3, 3), view(3, 0, 0, 3)}, 0, 3},
+		{"the same, the disowning view first",
+			[]*shoalv1.TopologyResponse{view(3, 0, 0, 3), view(1, 0, 3, 3)}, 0, 3},
+		{"the same, the disowning view last",
+			[]*shoalv1.TopologyResponse{view(1, 0, 3, 3), view(3, 0, 0, 3)}, 0, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := bestShardViews(tc.views)[0]

@@ -111,11 +111,6 @@ func DialOptions() []grpc.DialOption {
 	}
 }
 
-// ServerOptions returns the server-side options: MaxMessageSize in both
-// directions, a keepalive enforcement policy that admits the pings
-// DialOptions makes (also on connections without active streams), and
-// server-initiated pings on idle connections. The slice is fresh on every
-// call; callers may append to it.
 // PeerDialOptions are DialOptions for connections from one node to another
 // (the raft transport, forwarded requests, topology gathering): the same,
 // with PeerKeepaliveTimeout and PeerConnectMaxDelay.
@@ -138,6 +133,11 @@ func PeerDialOptions() []grpc.DialOption {
 	)
 }
 
+// ServerOptions returns the server-side options: MaxMessageSize in both
+// directions, a keepalive enforcement policy that admits the pings
+// DialOptions makes (also on connections without active streams), and
+// server-initiated pings on idle connections. The slice is fresh on every
+// call; callers may append to it.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),

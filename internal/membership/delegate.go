@@ -117,18 +117,17 @@ func (d *delegate) upsert(n *memberlist.Node, alive bool) {
 		return
 	}
 	now := time.Now()
-	left := !alive && n.State == memberlist.StateLeft
 	m.mu.Lock()
 	e, ok := m.mu.members[n.Name]
 	switch {
 	case !ok || e.NodeID != meta.NodeID:
-		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address(), left: left}
+		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address()}
 	default:
 		e.Addr = n.Address()
 		if e.Alive != alive {
 			e.Changed = now
 		}
-		e.Alive, e.left = alive, left
+		e.Alive = alive
 		e.Meta = meta
 	}
 	m.mu.Unlock()

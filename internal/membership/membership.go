@@ -82,6 +82,10 @@ const (
 	// left) is asked to sync, so that it learns of its death and refutes it
 	// (see reconnectLoop).
 	DefaultReconnectInterval = time.Second
+	// reconnectFor is how long after its death a member is still asked; later
+	// it comes back at memberlist's pace (push/pull), as it would without the
+	// loop, and members long gone cost nothing.
+	reconnectFor = 10 * time.Minute
 )
 
 // Config configures Start. Zero values mean the defaults above.
@@ -106,6 +110,9 @@ type Config struct {
 	// ReconnectInterval: default DefaultReconnectInterval; negative: never reconnect
 	// (members held dead come back at memberlist's own pace).
 	ReconnectInterval time.Duration
+
+	// wrapTransport, set by tests, wraps the UDP/TCP transport (to drop packets).
+	wrapTransport func(memberlist.Transport) memberlist.Transport
 }
 
 // Validate checks c and fills the defaults (it is called by Start).
@@ -183,7 +190,6 @@ type Member struct {
 	Alive   bool
 	Changed time.Time // when it was first seen, or last went alive or dead
 	Addr    string    // gossip address (host:port); empty for the local member
-	left    bool      // not alive because it left (a clean stop), not because it died
 }
 
 // Membership is a running gossip member. Its methods are safe for concurrent use.
@@ -196,6 +202,7 @@ type Membership struct {
 	stopped sync.WaitGroup
 	refused atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
 
+	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.mismatch)
 	closeOnce sync.Once
 	leaveMu   sync.Mutex // serializes Leave and Close (memberlist panics on leave after shutdown)
 	closed    bool       // guarded by leaveMu
@@ -247,6 +254,14 @@ func Start(cfg Config) (*Membership, error) {
 	mc.Logger = newStdLogger(m.log)
 	d := (*delegate)(m)
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
+	if cfg.wrapTransport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("membership: start on %s: %w", cfg.Bind, err)
+		}
+		mc.Transport = cfg.wrapTransport(nt)
+	}
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -280,6 +295,8 @@ func (m *Membership) Join(seeds []string) (int, error) {
 		return 0, ErrClosed
 	default:
 	}
+	m.joinMu.Lock()
+	defer m.joinMu.Unlock()
 	m.mu.Lock()
 	m.mu.mismatch = nil
 	m.mu.Unlock()
@@ -325,9 +342,11 @@ func (m *Membership) notifyLoop(fn func()) {
 // hold the other dead for up to that long, while their raft traffic already flows: a node
 // asked for the cluster's topology would not ask the other side for its view, and `cluster
 // status` would show live nodes dead. So every interval this node syncs with one member it
-// holds dead (not one that left), picked at random (memberlist's Join: a push/pull over TCP
-// bounded by TCPTimeout). A member that answers hears of its death and refutes it at once;
-// one that is still gone costs a refused or timed-out connection.
+// holds dead, picked at random among those that died within reconnectFor and did not leave
+// (Leave marks a member Stopping first): memberlist's Join, a push/pull over TCP bounded by
+// TCPTimeout. A member that answers hears of its death and refutes it at once; one that is
+// still gone costs a refused or timed-out connection. A sync in flight when Close is called
+// delays it by up to two TCPTimeouts.
 func (m *Membership) reconnectLoop(every time.Duration) {
 	defer m.stopped.Done()
 	t := time.NewTicker(every)
@@ -338,25 +357,31 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		name, addr := m.pickDead()
-		if addr == "" {
+		name, addr := m.pickDead(time.Now())
+		if addr == "" || !m.joinMu.TryLock() { // a Join in progress: its mismatch is its own
 			continue
 		}
-		if _, err := m.ml.Join([]string{addr}); err != nil {
+		_, err := m.ml.Join([]string{addr})
+		m.mu.Lock()
+		m.mu.mismatch = nil // a refusal here is not a caller's Join's
+		m.mu.Unlock()
+		m.joinMu.Unlock()
+		if err != nil {
 			m.log.Debug("member held dead did not answer", "peer", name, "addr", addr, "err", flatten(err))
 			continue
 		}
-		m.log.Info("member held dead answered; syncing gossip with it", "peer", name, "addr", addr)
+		m.log.Debug("synced gossip with a member held dead", "peer", name, "addr", addr)
 	}
 }
 
-// pickDead returns a random member held dead that did not leave, or "".
-func (m *Membership) pickDead() (name, addr string) {
+// pickDead returns a random member that died within reconnectFor of now and did not leave,
+// or "".
+func (m *Membership) pickDead(now time.Time) (name, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for nm, e := range m.mu.members {
-		if e.Alive || e.left || e.Addr == "" || nm == m.name {
+		if e.Alive || e.Stopping || e.Addr == "" || nm == m.name || now.Sub(e.Changed) > reconnectFor {
 			continue
 		}
 		if n++; rand.IntN(n) == 0 { // reservoir sampling: each with probability 1/n
@@ -480,6 +505,13 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	defer m.leaveMu.Unlock()
 	if m.closed {
 		return nil
+	}
+	// Stopping first (unless a hand-off set it already), so that the others, which see a
+	// member that left as dead, do not keep asking it to sync (reconnectLoop).
+	if !m.Self().Stopping {
+		if err := m.UpdateMeta(func(meta *Meta) { meta.Stopping = true }); err != nil {
+			m.log.Debug("marking the member stopping before leaving", "err", err)
+		}
 	}
 	if err := m.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("membership: leave: %w", err)

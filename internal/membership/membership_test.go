@@ -7,9 +7,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/shoaldb/shoal/internal/testaddr"
 )
@@ -289,5 +292,150 @@ func TestConfigValidate(t *testing.T) {
 	c := Config{Name: "n", Bind: "127.0.0.1:0", Meta: Meta{NodeID: 1}}
 	if err := c.Validate(); err != nil || c.Meta.Name != "n" || c.ProbeInterval != DefaultProbeInterval {
 		t.Fatalf("defaults: %v %+v", err, c)
+	}
+}
+
+// lossyNet drops the gossip (UDP and TCP) sent from one bind address to another while the
+// pair is cut: a network partition between members on loopback.
+type lossyNet struct {
+	mu  sync.Mutex
+	cut map[[2]string]bool
+}
+
+func (n *lossyNet) blocked(from, to string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cut[[2]string{from, to}]
+}
+
+// set cuts (or heals) the link between a and b, both ways.
+func (n *lossyNet) set(a, b string, cut bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cut == nil {
+		n.cut = map[[2]string]bool{}
+	}
+	n.cut[[2]string{a, b}], n.cut[[2]string{b, a}] = cut, cut
+}
+
+// lossyTransport is one member's side of a lossyNet: it implements only memberlist.Transport
+// (memberlist adapts it), so every packet and connection goes through WriteTo and DialTimeout.
+type lossyTransport struct {
+	net  *lossyNet
+	self string
+	t    memberlist.Transport
+}
+
+func (l *lossyTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	return l.t.FinalAdvertiseAddr(ip, port)
+}
+
+func (l *lossyTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if l.net.blocked(l.self, addr) {
+		return time.Now(), nil // sent, and lost on the way
+	}
+	return l.t.WriteTo(b, addr)
+}
+
+func (l *lossyTransport) PacketCh() <-chan *memberlist.Packet { return l.t.PacketCh() }
+
+func (l *lossyTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if l.net.blocked(l.self, addr) {
+		time.Sleep(timeout)
+		return nil, fmt.Errorf("dial %s: i/o timeout (cut)", addr)
+	}
+	return l.t.DialTimeout(addr, timeout)
+}
+
+func (l *lossyTransport) StreamCh() <-chan net.Conn { return l.t.StreamCh() }
+func (l *lossyTransport) Shutdown() error           { return l.t.Shutdown() }
+
+// TestReconnectAfterPartition: c is cut off from a and b until they hold it dead (and it them);
+// once the network heals, each holds the others alive again within a few reconnect
+// intervals, long before memberlist's own push/pull sync (30 s here) would tell the members
+// held dead of their deaths.
+func TestReconnectAfterPartition(t *testing.T) {
+	lossy := &lossyNet{}
+	cfg := func(name string, id uint64, join ...string) Config {
+		c := testConfig(t, name, id, "cluster-x", join...)
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
+		c.PushPullInterval = 30 * time.Second
+		c.ReconnectInterval = 200 * time.Millisecond
+		bind := c.Bind
+		c.wrapTransport = func(t memberlist.Transport) memberlist.Transport {
+			return &lossyTransport{net: lossy, self: bind, t: t}
+		}
+		return c
+	}
+	ac := cfg("a", 1)
+	a := start(t, ac)
+	bc := cfg("b", 2, ac.Bind)
+	b := start(t, bc)
+	cc := cfg("c", 3, ac.Bind)
+	c := start(t, cc)
+	alive := func(m *Membership, name string) bool {
+		mem, ok := find(m, name)
+		return ok && mem.Alive
+	}
+	eventually(t, "three members alive everywhere", func() bool {
+		return alive(a, "b") && alive(a, "c") && alive(b, "c") && alive(c, "a") && alive(c, "b")
+	})
+
+	lossy.set(cc.Bind, ac.Bind, true)
+	lossy.set(cc.Bind, bc.Bind, true)
+	eventually(t, "c held dead by a and b, and they by c", func() bool {
+		return !alive(a, "c") && !alive(b, "c") && !alive(c, "a") && !alive(c, "b")
+	})
+	lossy.set(cc.Bind, ac.Bind, false)
+	lossy.set(cc.Bind, bc.Bind, false)
+	healed := time.Now()
+	deadline := healed.Add(5 * time.Second)
+	for !(alive(a, "c") && alive(b, "c") && alive(c, "a") && alive(c, "b")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the partition healed: a holds c alive %v, b holds c alive %v, c holds a %v and b %v",
+				alive(a, "c"), alive(b, "c"), alive(c, "a"), alive(c, "b"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("every member alive everywhere %v after the partition healed", time.Since(healed).Round(10*time.Millisecond))
+}
+
+// TestReconnectSkipsLeft: a member that left (Leave) is not asked to sync, while one that
+// died is, until reconnectFor after its death.
+func TestReconnectSkipsLeft(t *testing.T) {
+	fast := func(c Config) Config {
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
+		return c
+	}
+	ac := fast(testConfig(t, "a", 1, "cluster-x"))
+	ac.ReconnectInterval = -1 // pickDead is called directly
+	a := start(t, ac)
+	b := start(t, fast(testConfig(t, "b", 2, "cluster-x", ac.Bind)))
+	c := start(t, fast(testConfig(t, "c", 3, "cluster-x", ac.Bind)))
+	eventually(t, "b and c alive at a", func() bool {
+		mb, okb := find(a, "b")
+		mc, okc := find(a, "c")
+		return okb && okc && mb.Alive && mc.Alive
+	})
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	c.Close() // dies without leaving
+	eventually(t, "b and c dead at a", func() bool {
+		mb, _ := find(a, "b")
+		mc, _ := find(a, "c")
+		return !mb.Alive && !mc.Alive
+	})
+	if mb, _ := find(a, "b"); !mb.Stopping {
+		t.Fatal("b left without being marked stopping")
+	}
+	for range 20 {
+		if name, _ := a.pickDead(time.Now()); name != "c" {
+			t.Fatalf("pickDead chose %q, want c (b left)", name)
+		}
+	}
+	if name, _ := a.pickDead(time.Now().Add(reconnectFor + time.Minute)); name != "" {
+		t.Fatalf("pickDead chose %q past reconnectFor", name)
 	}
 }

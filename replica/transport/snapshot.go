@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/grpcopt"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -135,8 +138,13 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 		return err
 	}
 	// A dedicated connection keeps megabytes of snapshot data from queueing
-	// in front of the heartbeats on the peer's raft stream.
-	conn, err := grpc.NewClient(addr, t.cfg.DialOptions...)
+	// in front of the heartbeats on the peer's raft stream. It keeps the
+	// clients' keepalive timeout rather than the peers' short one: a receiver
+	// that stops reading for a few seconds (a pause, a slow ingest) must not
+	// cost a restart of the whole snapshot.
+	opts := append(slices.Clip(t.cfg.DialOptions), grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: grpcopt.KeepaliveTime, Timeout: grpcopt.KeepaliveTimeout, PermitWithoutStream: true}))
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return err
 	}
