@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/shoaldb/shoal/internal/buildinfo.Version=$(VERS
 PROTO     := api/shoal/v1/shoal.proto
 TESTFLAGS ?=
 
-.PHONY: all build run test test-race test-short lint verify proto bench bench-go soak upgrade-test clean image docker-test
+.PHONY: all build run test test-race test-short lint verify proto bench bench-go soak upgrade-test clean image docker-test docker-chaos
 
 all: build
 
@@ -54,6 +54,12 @@ image: build
 # shipped deploy/docker-compose.yml brought up and used. Needs Docker and root (nsenter).
 docker-test:
 	SHOAL_DOCKER=1 $(GO) test -count 1 -v -timeout 15m -run 'TestDocker' ./internal/e2e/
+
+# The same containers under a seeded schedule of faults, one at a time, for CHAOS_DURATION:
+# cuts, one-way drops, SIGKILL and restart, pause (TestDockerChaos; SHOAL_E2E_SEED replays).
+CHAOS_DURATION ?= 3m
+docker-chaos:
+	SHOAL_DOCKER=1 SHOAL_DOCKER_CHAOS=$(CHAOS_DURATION) $(GO) test -count 1 -v -timeout 30m -run 'TestDockerChaos' ./internal/e2e/
 
 test-short:
 	$(GO) test -short ./...

@@ -721,3 +721,102 @@ func TestDockerCompose(t *testing.T) {
 	waitIdentical(t, []string{"n1", "n2", "n3"}, addrs, 32, 160, 60*time.Second, tails)
 	t.Logf("n3 stopped and started again: its replicas identical to the others' %v after the start", time.Since(start).Round(time.Millisecond))
 }
+
+// TestDockerChaos runs the load of TestDockerPartition for $SHOAL_DOCKER_CHAOS (a duration;
+// `make docker-chaos`) while a seeded schedule applies one fault at a time to the three
+// containers, each for 2 to 6 s with 1 to 3 s of calm after it: a node cut off from both
+// peers, two nodes cut apart, one direction of a link dropped, a node killed (SIGKILL) and
+// started again, a node paused (cgroup freezer) and resumed. After every fault the load
+// must make progress again; at the end every acknowledged append is present exactly once,
+// the replicas are identical, the subscriptions yielded every shard's log exactly, and
+// placement is back at three voters per shard.
+func TestDockerChaos(t *testing.T) {
+	skipWithoutDocker(t)
+	d, err := time.ParseDuration(os.Getenv("SHOAL_DOCKER_CHAOS"))
+	if err != nil || d <= 0 {
+		t.Skip("set SHOAL_DOCKER_CHAOS to a duration (make docker-chaos)")
+	}
+	seed := testSeed(t)
+	rng := rand.New(rand.NewPCG(seed, seed^0xc4a05))
+	const shards = 8
+	dc := startDockerCluster(t, shards)
+	c, err := client.Dial(context.Background(), dc.addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitReplicated(t, c, shards, 90*time.Second, dc.tails)
+	subs := subscribeShards(c, shards)
+	ld := startLoad(c, seed, fmt.Sprintf("e2e-chaos-%d", seed%1000), 12, 8)
+	defer ld.stop()
+	ld.l.waitAcks(t, 200, 30*time.Second, "before the faults")
+
+	pick := func() *dockerNode { return dc.nodes[rng.IntN(len(dc.nodes))] }
+	other := func(n *dockerNode) *dockerNode {
+		for {
+			if o := pick(); o != n {
+				return o
+			}
+		}
+	}
+	counts := map[string]int{}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		hold := time.Duration(2000+rng.IntN(4000)) * time.Millisecond
+		a := pick()
+		var what string
+		var restore func()
+		switch rng.IntN(5) {
+		case 0:
+			what = fmt.Sprintf("%s cut off", a.name)
+			for _, o := range dc.nodes {
+				if o != a {
+					dc.cut(a, o)
+				}
+			}
+			restore = dc.heal
+		case 1:
+			b := other(a)
+			what = fmt.Sprintf("%s and %s cut apart", a.name, b.name)
+			dc.cut(a, b)
+			restore = dc.heal
+		case 2:
+			b := other(a)
+			what = fmt.Sprintf("%s drops what %s sends", a.name, b.name)
+			dc.drop(a, b)
+			restore = dc.heal
+		case 3:
+			what = fmt.Sprintf("%s killed", a.name)
+			run(t, "docker", "kill", "-s", "KILL", a.container)
+			restore = func() {
+				run(t, "docker", "start", a.container)
+				dc.waitReady(a, 60*time.Second)
+			}
+		case 4:
+			what = fmt.Sprintf("%s paused", a.name)
+			run(t, "docker", "pause", a.container)
+			restore = func() { run(t, "docker", "unpause", a.container) }
+		}
+		counts[strings.Fields(what)[len(strings.Fields(what))-1]]++
+		before := ld.l.count()
+		time.Sleep(hold)
+		restore()
+		took := ld.l.waitAcks(t, 100, 30*time.Second, "after "+what)
+		t.Logf("%-28s for %v: %d appends acknowledged meanwhile; 100 more %v after the end",
+			what, hold.Round(100*time.Millisecond), ld.l.count()-before, took.Round(time.Millisecond))
+		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+	}
+	t.Logf("faults: %v", counts)
+	dc.waitHealed()
+	if !ld.finish(t) {
+		t.Log(dc.tails())
+		return
+	}
+	verify(t, c, ld.l)
+	if t.Failed() {
+		t.Log(dc.tails())
+		return
+	}
+	dc.waitIdentical(ld.l.acks, 60*time.Second)
+	subs.verify(t, c)
+	waitReplicated(t, c, shards, 60*time.Second, dc.tails)
+}
