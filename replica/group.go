@@ -105,6 +105,7 @@ type Group struct {
 	quiesceTicks int      // ticks since it quiesced, or (a follower) since the last quiesce heartbeat
 	quiesceAcks  []uint64 // followers that answered the last quiesce heartbeat (a quiesced leader)
 	awakeTicks   int      // ticks since it last left quiescence, counted up to ElectionTicks+1 (justWoke)
+	stayAwake    int      // ticks the group may not quiesce for (a removal refused by justWoke waits for them)
 }
 
 // stir records that the group's raft was stepped, ticked or asked something, so that the
@@ -507,6 +508,10 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 			return refuse("would leave no voter")
 		}
 		if g.justWoke() {
+			// Awake long enough for the retry to find raft's activity marks renewed: an idle
+			// group would otherwise quiesce again as justWoke ends (mayQuiesce), and every
+			// retry would wake it anew and be refused again.
+			g.stayAwake = 3 * g.h.cfg.ElectionTicks
 			return refuse("the leader has just left quiescence and does not know yet which voters are active; retry after an election timeout")
 		}
 		active := 0

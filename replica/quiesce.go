@@ -45,6 +45,9 @@ func (g *Group) onTickQuiescence() bool {
 		if g.awakeTicks <= g.h.cfg.ElectionTicks {
 			g.awakeTicks++
 		}
+		if g.stayAwake > 0 {
+			g.stayAwake--
+		}
 		if g.state == raft.StateLeader && g.mayQuiesce() {
 			g.quiesce()
 			return true
@@ -96,11 +99,11 @@ func (g *Group) lapseForVote(m *pb.Message) {
 	}
 }
 
-// mayQuiesce reports whether this leader can quiesce: idle for ElectionTicks, nothing
-// waiting, every entry committed and applied here, every follower caught up, active and
+// mayQuiesce reports whether this leader can quiesce: idle for ElectionTicks, not kept
+// awake (stayAwake), nothing waiting, every entry committed and applied here, every follower caught up, active and
 // replicated to normally, and no configuration change or leadership transfer under way.
 func (g *Group) mayQuiesce() bool {
-	if g.idleTicks < g.h.cfg.ElectionTicks || len(g.waiters) > 0 || len(g.reads) > 0 ||
+	if g.idleTicks < g.h.cfg.ElectionTicks || g.stayAwake > 0 || len(g.waiters) > 0 || len(g.reads) > 0 ||
 		len(g.transfers) > 0 || g.confPending != 0 || len(g.heldCommit) > 0 || g.removed.Load() {
 		return false
 	}

@@ -376,3 +376,42 @@ func TestLeaderDownWithoutCampaignAsksNoVotes(t *testing.T) {
 		t.Fatalf("leaderDown's ticks made a follower a pre-candidate %d times in %d rounds, want %d", hits, maxRounds, wantHits)
 	}
 }
+
+// Removing a live voter from an idle, quiesced group: the first attempt wakes the group and
+// is refused (the leader's activity marks predate its quiescence), and a retry a little
+// later, as placement makes, succeeds. Without traffic the group used to quiesce again just
+// as the refusal's election timeout ended, so that every retry woke it anew and was refused
+// again: a fourth node's extra voter was never removed from an idle shard.
+func TestRemoveVoterFromQuiescedGroup(t *testing.T) {
+	const shard = 6
+	c := newCluster(t, clusterOpts{nodes: 4})
+	c.openVoters(shard)
+	lead := c.leader(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3, 4)
+	lid := lead.Status().ID
+	victim := lid%4 + 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var ce *ConfChangeError
+	err := lead.RemoveMember(ctx, victim)
+	if !errors.As(err, &ce) {
+		t.Fatalf("first RemoveMember(%d) of a quiesced group: %v, want a refusal until the leader is awake", victim, err)
+	}
+	// Retries a few election timeouts apart (100 ms here; placement retries every second
+	// with 1 s timeouts), with the group idle in between.
+	for attempt := 1; ; attempt++ {
+		time.Sleep(250 * time.Millisecond)
+		err := lead.RemoveMember(ctx, victim)
+		if err == nil {
+			t.Logf("removed on retry %d", attempt)
+			break
+		}
+		if !errors.As(err, &ce) || attempt == 8 {
+			t.Fatalf("retry %d of RemoveMember(%d): %v (quiesced %v)", attempt, victim, err, lead.Status().Quiesced)
+		}
+	}
+	if v := lead.Status().Voters; len(v) != 3 || slices.Contains(v, victim) {
+		t.Fatalf("voters %v after removing %d", v, victim)
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,8 +158,8 @@ type dockerNode struct {
 func (n *dockerNode) grpcAddr() string { return n.ip + ":7400" }
 func (n *dockerNode) httpAddr() string { return n.ip + ":7480" }
 
-// dockerCluster is three nodes in zones z1..z3 on a network of their own: n1 creates the
-// cluster (replication 3), the others join its gossip address.
+// dockerCluster is three (or more) nodes in zones z1..zN on a network of their own: n1
+// creates the cluster (replication 3), the others join its gossip address.
 type dockerCluster struct {
 	t       *testing.T
 	network string
@@ -168,6 +170,13 @@ type dockerCluster struct {
 // startDockerCluster creates the network and starts the three containers, each with a
 // data directory of the test bind-mounted at /data, and waits until each is ready.
 func startDockerCluster(t *testing.T, shards int) *dockerCluster {
+	t.Helper()
+	return startDockerNodes(t, 3, shards)
+}
+
+// startDockerNodes is startDockerCluster with n nodes in zones z1..zn; extra goes to every
+// node's command line.
+func startDockerNodes(t *testing.T, nodes, shards int, extra ...string) *dockerCluster {
 	t.Helper()
 	tag := image(t)
 	id := fmt.Sprintf("shoal-e2e-%d-%d", os.Getpid(), rand.IntN(1_000_000))
@@ -185,7 +194,7 @@ func startDockerCluster(t *testing.T, shards int) *dockerCluster {
 		}
 	}
 	t.Cleanup(func() { exec.Command("docker", "network", "rm", id).Run() })
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= nodes; i++ {
 		n := &dockerNode{name: fmt.Sprintf("n%d", i), zone: fmt.Sprintf("z%d", i),
 			ip: fmt.Sprintf("%s.%d", prefix, 10+i), container: fmt.Sprintf("%s-n%d", id, i)}
 		dir := filepath.Join(t.TempDir(), n.name)
@@ -201,6 +210,7 @@ func startDockerCluster(t *testing.T, shards int) *dockerCluster {
 			"--listen", "0.0.0.0:7400", "--advertise", n.grpcAddr(),
 			"--gossip", "0.0.0.0:7401", "--gossip-advertise", n.ip + ":7401",
 			"--http", "0.0.0.0:7480"}
+		args = append(args, extra...)
 		if i == 1 {
 			args = append(args, "--shards", fmt.Sprint(shards), "--replication", "3")
 		} else {
@@ -328,8 +338,9 @@ func (dc *dockerCluster) keepWriting(ld *load, d time.Duration, what string) {
 // interval) and a second for the peers' connections to be dialled again.
 const healLimit = 8 * time.Second
 
-// waitHealed waits until every node holds every other alive and hears every shard's leader
-// (shoal_shard_leader_known), and returns how long that took; it fails after healLimit.
+// waitHealed waits until every node holds every other alive and hears the leader of every
+// shard it holds a replica of (shoal_shard_leader_known and shoal_replica_groups on its
+// /metrics), and returns how long that took; it fails after healLimit.
 func (dc *dockerCluster) waitHealed() time.Duration {
 	dc.t.Helper()
 	start := time.Now()
@@ -353,8 +364,10 @@ func (dc *dockerCluster) waitHealed() time.Duration {
 					}
 				}
 			}
-			if v, err := scrape(n.httpAddr(), "shoal_shard_leader_known"); err != nil || int(v) != dc.shards {
-				why += fmt.Sprintf(" hears the leaders of %v of %d shards (%v)", v, dc.shards, err)
+			known, err1 := scrape(n.httpAddr(), "shoal_shard_leader_known")
+			held, err2 := scrape(n.httpAddr(), "shoal_replica_groups")
+			if err := errors.Join(err1, err2); err != nil || known != held {
+				why += fmt.Sprintf(" hears the leaders of %v of the %v shards it holds (%v)", known, held, err)
 			}
 			if why == "" {
 				break
@@ -819,4 +832,126 @@ func TestDockerChaos(t *testing.T) {
 	dc.waitIdentical(ld.l.acks, 60*time.Second)
 	subs.verify(t, c)
 	waitReplicated(t, c, shards, 60*time.Second, dc.tails)
+}
+
+// TestDockerLongPartition: four nodes in four zones (replication 3, --dead-after 8s). Under
+// load, the node leading the most shards is cut off from the others for longer than
+// --dead-after: the others replace its replicas among themselves, and every shard is back
+// at three voters without it while it is still cut off. Once the network heals, it returns:
+// placement gives it its share of replicas again (the ring's), it drops the stale replicas
+// of shards that moved away, and nothing acknowledged is lost.
+func TestDockerLongPartition(t *testing.T) {
+	skipWithoutDocker(t)
+	seed := testSeed(t)
+	const shards = 8
+	dc := startDockerNodes(t, 4, shards, "--dead-after", "8s")
+	c, err := client.Dial(context.Background(), dc.addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	topo, took := waitReplicated(t, c, shards, 90*time.Second, dc.tails)
+	t.Logf("every shard has 3 voters and a leader after %v", took.Round(time.Millisecond))
+	subs := subscribeShards(c, shards)
+	ld := startLoad(c, seed, fmt.Sprintf("e2e-lp-%d", seed%1000), 12, 8)
+	defer ld.stop()
+	ld.l.waitAcks(t, 200, 30*time.Second, "before the partition")
+
+	if st, err := c.Status(context.Background()); err == nil {
+		topo = st.GetTopology()
+	}
+	id, led := busiestLeader(topo)
+	iso := dc.byID(topo, id)
+	held := 0
+	for _, s := range topo.GetShards() {
+		if slices.Contains(s.GetVoters(), id) {
+			held++
+		}
+	}
+	t.Logf("cutting %s (leads %d, holds %d of %d shards) off from the others", iso.name, led, held, shards)
+	for _, n := range dc.nodes {
+		if n != iso {
+			dc.cut(iso, n)
+		}
+	}
+	start := time.Now()
+	for {
+		st, err := c.Status(context.Background())
+		if err == nil {
+			ok, why := replicated(st.GetTopology(), shards, 3)
+			for _, s := range st.GetTopology().GetShards() {
+				if slices.Contains(s.GetVoters(), id) {
+					ok, why = false, fmt.Sprintf("shard %d still has %s as a voter", s.GetShard(), iso.name)
+				}
+			}
+			if ok {
+				break
+			}
+			if time.Since(start) > 60*time.Second {
+				t.Fatalf("the cut-off node's replicas not replaced 60 s after the cut: %s%s", why, dc.tails())
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("every shard back at 3 voters without %s %v after the cut (--dead-after 8s)", iso.name, time.Since(start).Round(time.Millisecond))
+	ld.l.waitAcks(t, 200, 30*time.Second, "with the node replaced")
+
+	dc.heal()
+	healed := time.Now()
+	for {
+		st, err := c.Status(context.Background())
+		if err == nil {
+			ok, why := replicated(st.GetTopology(), shards, 3)
+			n := 0
+			for _, s := range st.GetTopology().GetShards() {
+				if slices.Contains(s.GetVoters(), id) {
+					n++
+				}
+			}
+			if ok && n > 0 {
+				t.Logf("%s holds %d of %d shards again, %v after the heal", iso.name, n, shards, time.Since(healed).Round(time.Millisecond))
+				break
+			}
+			if time.Since(healed) > 90*time.Second {
+				t.Fatalf("%s holds %d shards 90 s after the heal: %s%s", iso.name, n, why, dc.tails())
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	ld.l.waitAcks(t, 200, 30*time.Second, "after the heal")
+	if !ld.finish(t) {
+		t.Log(dc.tails())
+		return
+	}
+	verify(t, c, ld.l)
+	if t.Failed() {
+		t.Log(dc.tails())
+		return
+	}
+	dc.waitIdentical(ld.l.acks, 60*time.Second)
+	subs.verify(t, c)
+	// The returning node dropped the replicas of shards it no longer holds.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		for _, s := range st.GetTopology().GetShards() {
+			if slices.Contains(s.GetVoters(), id) || slices.Contains(s.GetLearners(), id) {
+				want++
+			}
+		}
+		v, err := scrape(iso.httpAddr(), "shoal_replica_groups")
+		if err == nil && int(v) == want {
+			t.Logf("%s holds %d replicas, as the shards' configurations say", iso.name, want)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %v replicas (%v), the configurations name it in %d shards%s", iso.name, v, err, want, dc.tails())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	dc.waitHealed()
 }
