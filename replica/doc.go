@@ -81,7 +81,9 @@
 // proposal, ReadIndex, a conf change, a transfer, ReportUnreachable, ReportSnapshot,
 // ReportPeerDown (for the groups the peer led) and a snapshot install. For ElectionTicks after
 // waking, a leader refuses to remove a voter: until its next CheckQuorum, raft's follower
-// activity marks are those of the moment it quiesced (Group.wake). A quiesced leader
+// activity marks are those of the moment it quiesced (Group.wake); the refusal keeps the group
+// from quiescing for 3*ElectionTicks (stayAwake), so that a retry finds the marks renewed. A
+// quiesced leader
 // repeats its quiesce heartbeats every quiesceRefreshTicks and wakes when a follower did not
 // answer the previous ones. A quiesced follower that goes quiesceLapseTicks without one takes
 // its leader for gone (Group.lapse): it does what ReportPeerDown does, so that the first
