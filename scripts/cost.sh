@@ -11,6 +11,7 @@
 #   PROFILE=/tmp/n2.pprof scripts/cost.sh         # also a CPU profile of the second node
 #   SHARDS=1024 scripts/cost.sh                   # a cluster created with 1024 shards (default 32)
 #   WARMUP=90s scripts/cost.sh                    # a longer warm-up run (default 3s), past memtable flushes
+#   KEEP_LOGS=/tmp/logs scripts/cost.sh           # copy the servers' logs there before cleaning up
 #
 # The WAL rates include shoal_pebble_wal_fsync_seconds_total: divided by the fsyncs per second,
 # it is the mean fsync latency.
@@ -29,7 +30,7 @@ WORK=$(mktemp -d /tmp/shoal-cost.XXXXXX)
 PIDS=()
 cleanup() {
   stop_nodes
-  rm -rf "$WORK"
+  [ -n "${KEEP_LOGS:-}" ] && cp "$WORK"/*.log "$KEEP_LOGS"/ 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
 
