@@ -57,9 +57,13 @@ docker-test:
 
 # The same containers under a seeded schedule of faults, one at a time, for CHAOS_DURATION:
 # cuts, one-way drops, SIGKILL and restart, pause (TestDockerChaos; SHOAL_E2E_SEED replays).
+# CHAOS_NODES=4 (or more) adds faults longer than a 6 s --dead-after: replicas replaced while
+# a node is away, placed back when it returns.
 CHAOS_DURATION ?= 3m
+CHAOS_NODES    ?= 3
 docker-chaos:
-	SHOAL_DOCKER=1 SHOAL_DOCKER_CHAOS=$(CHAOS_DURATION) $(GO) test -count 1 -v -timeout 30m -run 'TestDockerChaos' ./internal/e2e/
+	SHOAL_DOCKER=1 SHOAL_DOCKER_CHAOS=$(CHAOS_DURATION) SHOAL_DOCKER_CHAOS_NODES=$(CHAOS_NODES) \
+	  $(GO) test -count 1 -v -timeout 30m -run 'TestDockerChaos' ./internal/e2e/
 
 test-short:
 	$(GO) test -short ./...

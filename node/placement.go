@@ -75,7 +75,22 @@ const (
 	// replica (removedGrace, a round, the leader check), which would otherwise
 	// ignore the leader.
 	readdCooldown = removedGrace + 3*time.Second
+	// returnGrace is how long a member must have been alive in gossip before raft's silence
+	// from it counts against it (unresponsiveGone): a node back from a pause or a partition
+	// is alive in gossip within a second, and its raft connections and first answers follow
+	// a moment later.
+	returnGrace = 5 * time.Second
 )
+
+// unresponsiveGone reports whether a member that gossip holds alive is gone as far as a
+// shard is concerned: its raft has not been heard from for deadAfter (inactiveSince, ok)
+// while gossip has held it alive for returnGrace (aliveSince). Without the second condition,
+// a node returning from a long pause or partition was removed from its shards as
+// unresponsive in the moment between gossip seeing it again and raft hearing from it: each
+// of its shards dropped to two voters and had to add it back by snapshot.
+func unresponsiveGone(now, inactiveSince time.Time, inactive bool, aliveSince time.Time, deadAfter time.Duration) bool {
+	return inactive && now.Sub(inactiveSince) >= deadAfter && now.Sub(aliveSince) >= returnGrace
+}
 
 // stepKind is what one placement step does; String is its metric label.
 type stepKind uint8
@@ -249,10 +264,15 @@ func decidePlacement(in placementInput) placementStep {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "learner not in target"}
 		}
 	}
-	// A target member raft has not heard from for DeadAfter although gossip
-	// says it is alive: remove it so that it is added back as a fresh replica.
+	// A target member raft has not heard from for DeadAfter although gossip says it is alive:
+	// a learner is removed, to be added back as a fresh replica. A voter only when the group
+	// has a voter to spare: most often the leader and that member are cut apart while both
+	// reach the others, and a voter removed then left the group one failure from losing its
+	// quorum, with nothing to gain until the cut heals (the member, added back as a learner,
+	// is as unreachable) and a snapshot to send after; kept, it catches up from the log.
 	for _, id := range slices.Concat(st.Learners, st.Voters) {
-		if id != in.Self && target[id] && in.Peers[id].Gone && (isLearner(id) || liveQuorumWithout(st.Voters, id, live)) {
+		if id != in.Self && target[id] && in.Peers[id].Gone &&
+			(isLearner(id) || len(st.Voters) > in.Replication && liveQuorumWithout(st.Voters, id, live)) {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "unresponsive replica"}
 		}
 	}

@@ -258,9 +258,11 @@ func (p *placer) round(now time.Time) {
 			continue
 		}
 		peers := make(map[uint64]peerState, len(members))
+		changed := make(map[uint64]time.Time, len(members)) // when gossip last saw it come or go
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
+			changed[m.NodeID] = m.Changed
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
 			ps, known := peers[id]
@@ -271,7 +273,7 @@ func (p *placer) round(now time.Time) {
 				// treat as dead since this loop started.
 				peers[id] = peerState{Gone: now.Sub(p.started) >= deadAfter}
 			case ps.Alive:
-				if since, ok := sp.inactiveSince[id]; ok && now.Sub(since) >= deadAfter {
+				if since, ok := sp.inactiveSince[id]; unresponsiveGone(now, since, ok, changed[id], deadAfter) {
 					ps.Gone = true
 					peers[id] = ps
 				}

@@ -284,9 +284,15 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepRemove, Node: 3},
 		},
 		{
-			name: "unresponsive target voter is removed when a live quorum remains",
+			name: "unresponsive target voter is kept when the group has no voter to spare",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
-				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true})},
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}), Replication: 3},
+			want: placementStep{},
+		},
+		{
+			name: "unresponsive target voter is removed when the group has a voter to spare and a live quorum remains",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}), Replication: 2},
 			want: placementStep{Kind: stepRemove, Node: 3},
 		},
 		{
@@ -440,5 +446,31 @@ func TestPlacementFormats(t *testing.T) {
 		if got.Kind == stepAddLearner && got.Format != tc.in.formatOf(got.Node) {
 			t.Errorf("%s: step format %d, node applies %d", tc.name, got.Format, tc.in.formatOf(got.Node))
 		}
+	}
+}
+
+// TestPlacementUnresponsiveGone: a member gossip holds alive counts as gone for a shard only
+// when its raft has been silent for DeadAfter and gossip has held it alive for returnGrace,
+// so that a node back from a pause is not removed before its raft answers.
+func TestPlacementUnresponsiveGone(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const deadAfter = 6 * time.Second
+	for _, tc := range []struct {
+		name          string
+		inactive      bool
+		silent, alive time.Duration // how long raft has not heard it; how long gossip has held it alive
+		want          bool
+	}{
+		{"answering", false, 0, time.Hour, false},
+		{"silent a moment", true, time.Second, time.Hour, false},
+		{"wedged: alive in gossip all along, silent in raft", true, deadAfter, time.Hour, true},
+		{"back from a pause, gossip first", true, 20 * time.Second, time.Second, false},
+		{"back for returnGrace and still silent", true, 20 * time.Second, returnGrace, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := unresponsiveGone(now, now.Add(-tc.silent), tc.inactive, now.Add(-tc.alive), deadAfter); got != tc.want {
+				t.Fatalf("unresponsiveGone = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -752,7 +752,19 @@ func TestDockerChaos(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed^0xc4a05))
 	const shards = 8
-	dc := startDockerCluster(t, shards)
+	nodes, longest := 3, 6000
+	var extra []string
+	if v := os.Getenv("SHOAL_DOCKER_CHAOS_NODES"); v != "" {
+		// More nodes than replicas: faults last up to 12 s, past a 6 s --dead-after, so that
+		// replicas are replaced while a node is away and placed back when it returns.
+		if nodes, err = strconv.Atoi(v); err != nil || nodes < 3 {
+			t.Fatalf("SHOAL_DOCKER_CHAOS_NODES=%q: want 3 or more", v)
+		}
+		if nodes > 3 {
+			longest, extra = 12000, []string{"--dead-after", "6s"}
+		}
+	}
+	dc := startDockerNodes(t, nodes, shards, extra...)
 	c, err := client.Dial(context.Background(), dc.addrs())
 	if err != nil {
 		t.Fatal(err)
@@ -774,7 +786,7 @@ func TestDockerChaos(t *testing.T) {
 	}
 	counts := map[string]int{}
 	for end := time.Now().Add(d); time.Now().Before(end); {
-		hold := time.Duration(2000+rng.IntN(4000)) * time.Millisecond
+		hold := time.Duration(2000+rng.IntN(longest-2000)) * time.Millisecond
 		a := pick()
 		var what string
 		var restore func()
@@ -832,6 +844,46 @@ func TestDockerChaos(t *testing.T) {
 	dc.waitIdentical(ld.l.acks, 60*time.Second)
 	subs.verify(t, c)
 	waitReplicated(t, c, shards, 60*time.Second, dc.tails)
+	dc.waitReplicasPlaced(c, 60*time.Second)
+}
+
+// waitReplicasPlaced waits until every node holds exactly the replicas the shards'
+// configurations name it in (shoal_replica_groups): stale replicas of shards that moved away
+// are gone.
+func (dc *dockerCluster) waitReplicasPlaced(c *client.Client, timeout time.Duration) {
+	dc.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			dc.t.Fatal(err)
+		}
+		why := ""
+		for _, n := range dc.nodes {
+			var id uint64
+			for _, m := range st.GetTopology().GetNodes() {
+				if m.GetName() == n.name {
+					id = m.GetId()
+				}
+			}
+			want := 0
+			for _, s := range st.GetTopology().GetShards() {
+				if slices.Contains(s.GetVoters(), id) || slices.Contains(s.GetLearners(), id) {
+					want++
+				}
+			}
+			if v, err := scrape(n.httpAddr(), "shoal_replica_groups"); err != nil || int(v) != want {
+				why += fmt.Sprintf(" %s holds %v replicas (%v), the configurations name it in %d;", n.name, v, err, want)
+			}
+		}
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			dc.t.Fatalf("replicas not where the configurations say %v after the faults:%s%s", timeout, why, dc.tails())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // TestDockerLongPartition: four nodes in four zones (replication 3, --dead-after 8s). Under
@@ -931,27 +983,6 @@ func TestDockerLongPartition(t *testing.T) {
 	dc.waitIdentical(ld.l.acks, 60*time.Second)
 	subs.verify(t, c)
 	// The returning node dropped the replicas of shards it no longer holds.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, err := c.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := 0
-		for _, s := range st.GetTopology().GetShards() {
-			if slices.Contains(s.GetVoters(), id) || slices.Contains(s.GetLearners(), id) {
-				want++
-			}
-		}
-		v, err := scrape(iso.httpAddr(), "shoal_replica_groups")
-		if err == nil && int(v) == want {
-			t.Logf("%s holds %d replicas, as the shards' configurations say", iso.name, want)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %v replicas (%v), the configurations name it in %d shards%s", iso.name, v, err, want, dc.tails())
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	dc.waitReplicasPlaced(c, 60*time.Second)
 	dc.waitHealed()
 }
