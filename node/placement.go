@@ -124,6 +124,9 @@ type placementStep struct {
 	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
 	// waits for a node to join).
 	Kept bool
+	// Unheard: a voter raft has not heard from for DeadAfter, which gossip holds alive, is
+	// kept because the group has no voter to spare (shoal_placement_unheard_voter_shards).
+	Unheard bool
 }
 
 // peerState is placement's view of one member, for one shard.
@@ -211,7 +214,7 @@ func lacksFormat(ids []uint64, self uint64, peers map[uint64]peerState, format u
 
 // decidePlacement returns the one step to take for a shard this node leads
 // (Kind stepNone: nothing to do now, Reason says why).
-func decidePlacement(in placementInput) placementStep {
+func decidePlacement(in placementInput) (step placementStep) {
 	st := in.Status
 	none := func(reason string) placementStep { return placementStep{Reason: reason} }
 	if st.Leader != in.Self || st.Progress == nil {
@@ -270,11 +273,20 @@ func decidePlacement(in placementInput) placementStep {
 	// reach the others, and a voter removed then left the group one failure from losing its
 	// quorum, with nothing to gain until the cut heals (the member, added back as a learner,
 	// is as unreachable) and a snapshot to send after; kept, it catches up from the log.
+	unheard := uint64(0)
 	for _, id := range slices.Concat(st.Learners, st.Voters) {
-		if id != in.Self && target[id] && in.Peers[id].Gone &&
-			(isLearner(id) || len(st.Voters) > in.Replication && liveQuorumWithout(st.Voters, id, live)) {
+		if id == in.Self || !target[id] || !in.Peers[id].Gone {
+			continue
+		}
+		if isLearner(id) || len(st.Voters) > in.Replication && liveQuorumWithout(st.Voters, id, live) {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "unresponsive replica"}
 		}
+		if in.Peers[id].Alive {
+			unheard = id
+		}
+	}
+	if unheard != 0 {
+		defer func() { step.Unheard = true }() // whatever step this round takes
 	}
 	// 4. Remove one extra voter once every target member votes.
 	allVote := true

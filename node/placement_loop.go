@@ -26,6 +26,7 @@ type placementMetrics struct {
 	under     prometheus.Gauge
 	pending   prometheus.Gauge
 	kept      prometheus.Gauge
+	unheard   prometheus.Gauge
 	dropped   prometheus.Counter
 	lastRound prometheus.Gauge
 }
@@ -52,6 +53,10 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 			Name: "shoal_placement_kept_extra_shards",
 			Help: "Shards led by this node that keep a decommissioning member's replica because no other node can take it (a drain waiting for a node to join).",
 		}),
+		unheard: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_unheard_voter_shards",
+			Help: "Shards led by this node keeping a voter that raft has not heard from for DeadAfter although gossip holds it alive (cut off from this leader, or its replica wedged): the shard survives one failure fewer until it answers.",
+		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_placement_replicas_dropped_total",
 			Help: "Local replicas deleted after this node was removed from their group (seen by the replica, or, for one that heard from no leader for DeadAfter, by the group's configuration).",
@@ -66,7 +71,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		m.failures.WithLabelValues(k.String())
 	}
 	if r != nil {
-		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.kept, m.dropped, m.lastRound)
+		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.kept, m.unheard, m.dropped, m.lastRound)
 	}
 	return m
 }
@@ -173,7 +178,7 @@ func (p *placer) round(now time.Time) {
 	desired := n.DesiredReplicas()
 	members := n.Members()
 	deadAfter := n.cfg.DeadAfter
-	under, pending, kept := 0, 0, 0
+	under, pending, kept, unheard := 0, 0, 0, 0
 
 	var toDrop []uint32
 	var orphans []orphan
@@ -306,6 +311,9 @@ func (p *placer) round(now time.Time) {
 		if step.Kept {
 			kept++
 		}
+		if step.Unheard {
+			unheard++
+		}
 		if step.Kind == stepNone {
 			if f := decideFormat(in); f != 0 {
 				step = placementStep{Kind: stepRaiseFormat, Format: f, Reason: "every replica's node applies the format"}
@@ -351,6 +359,7 @@ func (p *placer) round(now time.Time) {
 	p.metrics.under.Set(float64(under))
 	p.metrics.pending.Set(float64(pending))
 	p.metrics.kept.Set(float64(kept))
+	p.metrics.unheard.Set(float64(unheard))
 	p.metrics.lastRound.Set(float64(now.Unix()))
 }
 

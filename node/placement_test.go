@@ -287,7 +287,13 @@ func TestPlacementDecide(t *testing.T) {
 			name: "unresponsive target voter is kept when the group has no voter to spare",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
 				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}), Replication: 3},
-			want: placementStep{},
+			want: placementStep{Unheard: true},
+		},
+		{
+			name: "unresponsive target voter kept when removal would lose the live quorum, even with a voter to spare",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: -commit, 3: -commit, 4: commit}),
+				Target: []uint64{1, 2, 3, 4}, Peers: peers(2, dead, 3, peerState{Alive: true, Gone: true}, 4, dead), Replication: 3},
+			want: placementStep{Unheard: true},
 		},
 		{
 			name: "unresponsive target voter is removed when the group has a voter to spare and a live quorum remains",
@@ -299,7 +305,7 @@ func TestPlacementDecide(t *testing.T) {
 			name: "unresponsive target voter kept when removal would lose the live quorum",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: -commit, 3: -commit}),
 				Target: []uint64{1, 2, 3}, Peers: peers(2, dead, 3, peerState{Alive: true, Gone: true})},
-			want: placementStep{},
+			want: placementStep{Unheard: true},
 		},
 		{
 			name: "follower does nothing",
@@ -312,9 +318,9 @@ func TestPlacementDecide(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Self, tc.in.Now = self, now
 			got := decidePlacement(tc.in)
-			if got.Kind != tc.want.Kind || got.Node != tc.want.Node || got.Kept != tc.want.Kept {
-				t.Fatalf("got %v %d kept %v (%s), want %v %d kept %v", got.Kind, got.Node, got.Kept, got.Reason,
-					tc.want.Kind, tc.want.Node, tc.want.Kept)
+			if got.Kind != tc.want.Kind || got.Node != tc.want.Node || got.Kept != tc.want.Kept || got.Unheard != tc.want.Unheard {
+				t.Fatalf("got %v %d kept %v unheard %v (%s), want %v %d kept %v unheard %v", got.Kind, got.Node, got.Kept,
+					got.Unheard, got.Reason, tc.want.Kind, tc.want.Node, tc.want.Kept, tc.want.Unheard)
 			}
 			if got.Reason == "" {
 				t.Fatalf("step %v without a reason", got.Kind)

@@ -82,7 +82,8 @@
 // ReportPeerDown (for the groups the peer led) and a snapshot install. For ElectionTicks after
 // waking, a leader refuses to remove a voter: until its next CheckQuorum, raft's follower
 // activity marks are those of the moment it quiesced (Group.wake); the refusal keeps the group
-// from quiescing for 3*ElectionTicks (stayAwake), so that a retry finds the marks renewed. A
+// from quiescing for 5 s (at least 3*ElectionTicks: stayAwake), so that a retry finds the
+// marks renewed. A
 // quiesced leader
 // repeats its quiesce heartbeats every quiesceRefreshTicks and wakes when a follower did not
 // answer the previous ones. A quiesced follower that goes quiesceLapseTicks without one takes

@@ -471,6 +471,11 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 	return err
 }
 
+// removalRetryWindow is how long a group stays awake after a voter removal was refused
+// because it had just left quiescence (vetConfChange): a retry within it is vetted on renewed
+// activity marks.
+const removalRetryWindow = 5 * time.Second
+
 // vetConfChange refuses unsafe or pointless changes. Loop goroutine, leader only.
 func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 	rs := g.rn.Status()
@@ -510,8 +515,10 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 		if g.justWoke() {
 			// Awake long enough for the retry to find raft's activity marks renewed: an idle
 			// group would otherwise quiesce again as justWoke ends (mayQuiesce), and every
-			// retry would wake it anew and be refused again.
-			g.stayAwake = 3 * g.h.cfg.ElectionTicks
+			// retry would wake it anew and be refused again. At least three election
+			// timeouts and removalRetryWindow, so that a caller retrying every few seconds
+			// (node's placement loop: every second) lands while the group is awake.
+			g.stayAwake = max(3*g.h.cfg.ElectionTicks, int(removalRetryWindow/g.h.cfg.TickInterval))
 			return refuse("the leader has just left quiescence and does not know yet which voters are active; retry after an election timeout")
 		}
 		active := 0

@@ -274,9 +274,10 @@ func TestLostQuiesceRefreshKeepsLeader(t *testing.T) {
 // of its own lapse; the first must grant without asking for votes, and the other lead at once.
 func TestLapseForVoteDoesNotCampaign(t *testing.T) {
 	const shard = 8
-	// 50 ms ticks: the first voter lapses by itself a quarter refresh (250 ms) after the test
-	// moves its clock, time enough for the other's vote requests to arrive first.
-	c := newCluster(t, clusterOpts{nodes: 3, election: 60, tick: 50 * time.Millisecond})
+	// 100 ms ticks: the first voter lapses by itself a quarter refresh (500 ms) after the test
+	// moves its clock, time enough for the other's vote requests to arrive first, even with
+	// the race detector on a loaded machine (250 ms, with 50 ms ticks, was not always).
+	c := newCluster(t, clusterOpts{nodes: 3, election: 30, tick: 100 * time.Millisecond})
 	c.openVoters(shard)
 	c.propose(shard, "a")
 	c.quiesced(shard, 1, 2, 3)
