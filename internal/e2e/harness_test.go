@@ -189,17 +189,24 @@ func (s *server) stop() {
 // waitReady polls /readyz until it answers 200 or the timeout passes.
 func (s *server) waitReady(timeout time.Duration) {
 	s.t.Helper()
+	if last, ok := pollReady(s.httpAddr, timeout); !ok {
+		s.t.Fatalf("%s not ready after %v: %s\n%s", s.name, timeout, last, s.tail())
+	}
+}
+
+// pollReady polls http://httpAddr/readyz every 100 ms until it answers 200 (true) or timeout
+// passes (false, with the last answer or error).
+func pollReady(httpAddr string, timeout time.Duration) (last string, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var last string
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.httpAddr+"/readyz", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/readyz", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return "", true
 			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		} else {
@@ -207,7 +214,7 @@ func (s *server) waitReady(timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.t.Fatalf("%s not ready after %v: %s\n%s", s.name, timeout, last, s.tail())
+	return last, false
 }
 
 // logPath is where the server's output goes: beside its data directory, or

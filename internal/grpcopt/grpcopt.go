@@ -87,7 +87,27 @@ const (
 // DialOptions returns the client-side options: plaintext transport
 // credentials, fast reconnect, keepalive pings and MaxMessageSize in both
 // directions. The slice is fresh on every call; callers may append to it.
-func DialOptions() []grpc.DialOption {
+func DialOptions() []grpc.DialOption { return dialOptions(ConnectMaxDelay, KeepaliveTimeout) }
+
+// PeerDialOptions are DialOptions for connections from one node to another
+// (the raft transport, forwarded requests, topology gathering): the same,
+// with PeerKeepaliveTimeout and PeerConnectMaxDelay.
+func PeerDialOptions() []grpc.DialOption {
+	return dialOptions(PeerConnectMaxDelay, PeerKeepaliveTimeout)
+}
+
+// KeepaliveOption is the keepalive of DialOptions with the given timeout (gRPC
+// also makes it the socket's TCP_USER_TIMEOUT), for a connection that needs
+// another than its options give it.
+func KeepaliveOption(timeout time.Duration) grpc.DialOption {
+	return grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time:                KeepaliveTime,
+		Timeout:             timeout,
+		PermitWithoutStream: true,
+	})
+}
+
+func dialOptions(maxDelay, keepaliveTimeout time.Duration) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -95,42 +115,16 @@ func DialOptions() []grpc.DialOption {
 				BaseDelay:  ConnectBaseDelay,
 				Multiplier: 1.6,
 				Jitter:     0.2,
-				MaxDelay:   ConnectMaxDelay,
+				MaxDelay:   maxDelay,
 			},
 			MinConnectTimeout: MinConnectTimeout,
 		}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                KeepaliveTime,
-			Timeout:             KeepaliveTimeout,
-			PermitWithoutStream: true,
-		}),
+		KeepaliveOption(keepaliveTimeout),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageSize),
 			grpc.MaxCallSendMsgSize(MaxMessageSize),
 		),
 	}
-}
-
-// PeerDialOptions are DialOptions for connections from one node to another
-// (the raft transport, forwarded requests, topology gathering): the same,
-// with PeerKeepaliveTimeout and PeerConnectMaxDelay.
-func PeerDialOptions() []grpc.DialOption {
-	return append(DialOptions(),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  ConnectBaseDelay,
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   PeerConnectMaxDelay,
-			},
-			MinConnectTimeout: MinConnectTimeout,
-		}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                KeepaliveTime,
-			Timeout:             PeerKeepaliveTimeout,
-			PermitWithoutStream: true,
-		}),
-	)
 }
 
 // ServerOptions returns the server-side options: MaxMessageSize in both

@@ -11,7 +11,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -142,8 +141,7 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	// clients' keepalive timeout rather than the peers' short one: a receiver
 	// that stops reading for a few seconds (a pause, a slow ingest) must not
 	// cost a restart of the whole snapshot.
-	opts := append(slices.Clip(t.cfg.DialOptions), grpc.WithKeepaliveParams(keepalive.ClientParameters{
-		Time: grpcopt.KeepaliveTime, Timeout: grpcopt.KeepaliveTimeout, PermitWithoutStream: true}))
+	opts := append(slices.Clip(t.cfg.DialOptions), grpcopt.KeepaliveOption(grpcopt.KeepaliveTimeout))
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return err
