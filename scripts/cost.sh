@@ -59,8 +59,9 @@ if [ -n "${PROFILE:-}" ]; then
   curl -fsS -o "$PROFILE" "http://127.0.0.1:17481/debug/pprof/profile?seconds=${DURATION%s}" &
   profiler=$!
 fi
-"$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
-  --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4
+TIMEFORMAT='%U %S'
+{ time "$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
+  --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4; } 2>"$WORK/client.time"
 metrics >"$WORK/m1"
 [ -n "$profiler" ] && wait "$profiler"
 appends=$(grep -oE '"ops": *[0-9]+' "$WORK/run.json" | head -1 | grep -oE '[0-9]+') # appends, not events (--batch)
@@ -77,5 +78,8 @@ for p in "${PIDS[@]}"; do
         name, (u + s) * 1e6 / t / n, u * 1e6 / t / n, s * 1e6 / t / n, r / n, w / n, v / n }'
   i=$((i + 1))
 done
+read -r cu cs < <(tail -1 "$WORK/client.time")
+awk -v n="$appends" -v u="$cu" -v s="$cs" 'BEGIN {
+  printf "  client (shoal bench): %.0f µs CPU (%.0f user, %.0f system)\n", (u + s) * 1e6 / n, u * 1e6 / n, s * 1e6 / n }'
 echo "n1 per second:"
 join "$WORK/m0" "$WORK/m1" | awk -v d="${DURATION%s}" '{printf "  %s %.4g\n", $1, ($3 - $2) / d}'
