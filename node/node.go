@@ -679,11 +679,14 @@ func (n *Node) Members() []membership.Member {
 // placement wants over the eligible members: alive or dead for less than
 // DeadAfter, not decommissioning, and in this cluster. A placement loop
 // compares it with each led group's voters.
-func (n *Node) DesiredReplicas() [][]uint64 {
+func (n *Node) DesiredReplicas() [][]uint64 { return n.desiredWithout(nil) }
+
+// desiredWithout is DesiredReplicas over the eligible members other than those in leftOut.
+func (n *Node) desiredWithout(leftOut map[uint64]time.Time) [][]uint64 {
 	s := n.Settings()
 	var rm []ring.Member
 	for _, m := range n.Members() {
-		if m.ClusterID == "" || m.Decommissioning {
+		if _, out := leftOut[m.NodeID]; m.ClusterID == "" || m.Decommissioning || out {
 			continue
 		}
 		if !m.Alive && time.Since(m.Changed) >= n.cfg.DeadAfter {

@@ -6,8 +6,10 @@ package node
 // Every Config.PlacementInterval (jittered ±25%), for each local group this
 // node leads, the loop computes the shard's target replica set (ring over the
 // eligible members: alive or dead for less than DeadAfter, not
-// decommissioning; see Node.DesiredReplicas) and takes at most one step
-// toward it, chosen by decidePlacement in this priority order:
+// decommissioning; see Node.DesiredReplicas), with a member raft has not
+// heard from for DeadAfter while gossip holds it alive replaced by another
+// node when one can take its place (replaceUnheard), and takes at most one
+// step toward it, chosen by decidePlacement in this priority order:
 //
 //  1. a step of this shard still in flight (or a conf change pending in
 //     raft): wait;
@@ -17,8 +19,9 @@ package node
 //  3. a target learner that caught up and has kept answering for
 //     promoteSettle: promote it; a learner outside the
 //     target: remove it; a target member that raft has not heard from for
-//     DeadAfter although gossip says it is alive: remove it (if a live quorum
-//     remains), so that it comes back as a fresh replica;
+//     DeadAfter although gossip says it is alive (no node could replace it):
+//     remove it if it is a learner, or a voter the group can spare with a
+//     live quorum left, so that it comes back as a fresh replica;
 //  4. once every target member votes, an extra voter: remove it (members
 //     dead for DeadAfter or unknown first, then dead, then decommissioning,
 //     then the rest), never leaving fewer live voters than a majority of the
@@ -26,7 +29,8 @@ package node
 //     a caught-up target voter first;
 //  5. the configuration equals the target and has been stable: hand
 //     leadership to the ring's first replica (the preferred leader), at most
-//     once per shard per transferCooldown;
+//     once per shard per transferCooldown (not while a member is held out
+//     by replaceUnheard: another leader would take it back);
 //  6. nothing else to do: raise the shard's format once every member's node
 //     applies a later one (decideFormat).
 //
@@ -80,6 +84,9 @@ const (
 	// is alive in gossip within a second, and its raft connections and first answers follow
 	// a moment later.
 	returnGrace = 5 * time.Second
+	// leftOutForget: a member left out of a shard (replaceUnheard) and never heard from again
+	// is forgotten after this many DeadAfter.
+	leftOutForget = 10
 )
 
 // unresponsiveGone reports whether a member that gossip holds alive is gone as far as a
@@ -124,9 +131,9 @@ type placementStep struct {
 	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
 	// waits for a node to join).
 	Kept bool
-	// Unheard: a voter raft has not heard from for DeadAfter, which gossip holds alive, is
-	// kept because the group has no voter to spare (shoal_placement_unheard_voter_shards).
-	Unheard bool
+	// Probe: the member added is one raft did not hear from (replaceUnheard); it is added only
+	// if it answers this node first.
+	Probe bool
 }
 
 // peerState is placement's view of one member, for one shard.
@@ -172,6 +179,10 @@ type placementInput struct {
 	Replication int
 	// Format is the shard's format as this node applied it (0 reads as shard.Format1).
 	Format uint64
+	// Replaced: Target is the ring's with members raft does not hear replaced
+	// (replaceUnheard). No balancing transfer then: this leader is the one that knows which
+	// member to keep out; another would take it back, and lead a member it may not hear.
+	Replaced bool
 }
 
 // formatOf is the highest shard format member id's version applies.
@@ -214,7 +225,7 @@ func lacksFormat(ids []uint64, self uint64, peers map[uint64]peerState, format u
 
 // decidePlacement returns the one step to take for a shard this node leads
 // (Kind stepNone: nothing to do now, Reason says why).
-func decidePlacement(in placementInput) (step placementStep) {
+func decidePlacement(in placementInput) placementStep {
 	st := in.Status
 	none := func(reason string) placementStep { return placementStep{Reason: reason} }
 	if st.Leader != in.Self || st.Progress == nil {
@@ -267,13 +278,13 @@ func decidePlacement(in placementInput) (step placementStep) {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "learner not in target"}
 		}
 	}
-	// A target member raft has not heard from for DeadAfter although gossip says it is alive:
-	// a learner is removed, to be added back as a fresh replica. A voter only when the group
-	// has a voter to spare: most often the leader and that member are cut apart while both
-	// reach the others, and a voter removed then left the group one failure from losing its
-	// quorum, with nothing to gain until the cut heals (the member, added back as a learner,
-	// is as unreachable) and a snapshot to send after; kept, it catches up from the log.
-	unheard := uint64(0)
+	// A target member raft has not heard from for DeadAfter although gossip says it is alive
+	// (the loop leaves such a member out of the target when another node can take its place:
+	// replaceUnheard): a learner is removed, to be added back as a fresh replica. A voter only
+	// when the group has a voter to spare: most often the leader and that member are cut apart
+	// while both reach the others, and a voter removed then left the group one failure from
+	// losing its quorum, with nothing to gain until the cut heals (the member, added back as a
+	// learner, is as unreachable) and a snapshot to send after; kept, it catches up from the log.
 	for _, id := range slices.Concat(st.Learners, st.Voters) {
 		if id == in.Self || !target[id] || !in.Peers[id].Gone {
 			continue
@@ -281,12 +292,6 @@ func decidePlacement(in placementInput) (step placementStep) {
 		if isLearner(id) || len(st.Voters) > in.Replication && liveQuorumWithout(st.Voters, id, live) {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "unresponsive replica"}
 		}
-		if in.Peers[id].Alive {
-			unheard = id
-		}
-	}
-	if unheard != 0 {
-		defer func() { step.Unheard = true }() // whatever step this round takes
 	}
 	// 4. Remove one extra voter once every target member votes.
 	allVote := true
@@ -359,6 +364,8 @@ func decidePlacement(in placementInput) (step placementStep) {
 	switch {
 	case pref == in.Self:
 		return none("placed")
+	case in.Replaced:
+		return none("a member this leader does not hear is replaced; the leadership stays")
 	case len(st.Learners) > 0 || len(st.Voters) != len(in.Target):
 		return none("configuration not settled")
 	case !live(pref) || !caughtUp(pref) || in.Peers[pref].Decommissioning || in.Peers[pref].Stopping:
@@ -369,6 +376,63 @@ func decidePlacement(in placementInput) (step placementStep) {
 		return none("balancing transfer rate-limited")
 	}
 	return placementStep{Kind: stepTransfer, Node: pref, Reason: "preferred leader"}
+}
+
+// replaceUnheard returns the shard's target with each member in held (raft did not hear
+// from it although gossip held it alive) replaced by a usable candidate: the members of the
+// shard's replica set on the ring without them first, in order, then its current voters, nodes
+// in zones the kept members do not use first. So the group gains a replica on another node, as
+// a learner and then a voter, before the unheard member, now an extra voter, is removed
+// (decidePlacement, step 4): the shard never has fewer voters than the replication factor on
+// the way, where removing the member first left it one failure from losing its quorum. Only
+// those members move: the rest of the target keeps its order (Target[0] stays the preferred
+// leader unless it is the one left out). A held member no candidate can replace stays in the
+// target if it is a member of the group (it is kept, and counted unheard), and is dropped
+// from it if not. It returns nil when that changes nothing.
+func replaceUnheard(target []uint64, held map[uint64]time.Time, candidates []uint64, zones map[uint64]string,
+	member, usable func(uint64) bool) []uint64 {
+	out := make([]uint64, 0, len(target))
+	var gone []uint64
+	for _, id := range target {
+		if _, h := held[id]; h {
+			gone = append(gone, id)
+		} else {
+			out = append(out, id)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	used := make(map[string]bool, len(out))
+	for _, id := range out {
+		used[zones[id]] = true
+	}
+	pick := func(newZone bool) bool {
+		for _, id := range candidates {
+			if _, h := held[id]; h || slices.Contains(out, id) || !usable(id) || newZone && used[zones[id]] {
+				continue
+			}
+			out = append(out, id)
+			used[zones[id]] = true
+			return true
+		}
+		return false
+	}
+	changed := false
+	for _, id := range gone {
+		switch {
+		case pick(true) || pick(false):
+			changed = true
+		case member(id):
+			out = append(out, id)
+		default:
+			changed = true // dropped
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return out
 }
 
 // transferTarget picks the voter to hand leadership to before this node

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/shard"
 )
@@ -55,7 +57,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		}),
 		unheard: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_unheard_voter_shards",
-			Help: "Shards led by this node keeping a voter that raft has not heard from for DeadAfter although gossip holds it alive (cut off from this leader, or its replica wedged): the shard survives one failure fewer until it answers.",
+			Help: "Shards led by this node keeping a voter that raft has not heard from for DeadAfter although gossip holds it alive (cut off from this leader, or its replica wedged): the shard survives one failure fewer until that voter is removed, once a replacement on another node votes (lasting: no usable node can take the replica).",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_placement_replicas_dropped_total",
@@ -116,6 +118,11 @@ type shardPlacement struct {
 	inactiveSince map[uint64]time.Time
 	removed       map[uint64]time.Time
 	learnerSince  map[uint64]time.Time
+	// leftOut: members raft did not hear from while gossip held them alive, and when that was
+	// last seen (kept across terms: it only ages). The shard's target leaves each out for
+	// DeadAfter after (replaceUnheard); then it is added back only once it answers this node
+	// (placementStep.Probe), until it is heard again as a member.
+	leftOut map[uint64]time.Time
 }
 
 // startPlacement starts the placement loop; stopPlacement (from Close) ends
@@ -176,6 +183,7 @@ func (p *placer) round(now time.Time) {
 	self := n.ID()
 	repl := int(n.Settings().Replication)
 	desired := n.DesiredReplicas()
+	without := map[string][][]uint64{} // desiredWithout, by the members left out
 	members := n.Members()
 	deadAfter := n.cfg.DeadAfter
 	under, pending, kept, unheard := 0, 0, 0, 0
@@ -227,6 +235,9 @@ func (p *placer) round(now time.Time) {
 			sp.term, sp.inactiveSince, sp.removed = st.Term, map[uint64]time.Time{}, map[uint64]time.Time{}
 			sp.learnerSince = map[uint64]time.Time{}
 		}
+		if sp.leftOut == nil {
+			sp.leftOut = map[uint64]time.Time{}
+		}
 		for id := range sp.learnerSince {
 			if !slices.Contains(st.Learners, id) {
 				delete(sp.learnerSince, id)
@@ -249,18 +260,8 @@ func (p *placer) round(now time.Time) {
 				delete(sp.inactiveSince, id)
 			}
 		}
-		var target []uint64
-		if int(st.Shard) < len(desired) {
-			target = desired[st.Shard]
-		}
 		if underReplicated(st.Voters, repl, zones) {
 			under++
-		}
-		if len(st.Learners) > 0 || !sameMembers(st.Voters, target) {
-			pending++
-		}
-		if sp.inflight {
-			continue
 		}
 		peers := make(map[uint64]peerState, len(members))
 		changed := make(map[uint64]time.Time, len(members)) // when gossip last saw it come or go
@@ -284,6 +285,65 @@ func (p *placer) round(now time.Time) {
 				}
 			}
 		}
+		var target []uint64
+		if int(st.Shard) < len(desired) {
+			target = desired[st.Shard]
+		}
+		format := uint64(0)
+		if sm, _, ok := n.shardSM(st.Shard); ok {
+			format = sm.Format()
+		}
+		keepsUnheard, replaced := false, false
+		held := map[uint64]time.Time{} // the members of leftOut the target leaves out now
+		for _, id := range slices.Concat(st.Voters, st.Learners) {
+			_, inactive := sp.inactiveSince[id]
+			switch ps := peers[id]; {
+			case id == self:
+			case ps.Alive && ps.Gone:
+				sp.leftOut[id] = now
+				keepsUnheard = keepsUnheard || slices.Contains(st.Voters, id)
+			case !inactive:
+				delete(sp.leftOut, id) // heard again as a member
+			}
+		}
+		for id, at := range sp.leftOut {
+			switch age := now.Sub(at); {
+			case age < deadAfter:
+				held[id] = at
+			case age >= leftOutForget*deadAfter:
+				delete(sp.leftOut, id)
+			}
+		}
+		if len(held) > 0 {
+			key := fmt.Sprint(slices.Sorted(maps.Keys(held)))
+			alt, ok := without[key]
+			if !ok {
+				alt = n.desiredWithout(held)
+				without[key] = alt
+			}
+			var shardAlt []uint64
+			if int(st.Shard) < len(alt) {
+				shardAlt = alt[st.Shard]
+			}
+			member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
+			usable := func(id uint64) bool {
+				ps := peers[id]
+				return id == self || ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning &&
+					max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
+			}
+			if t := replaceUnheard(target, held, slices.Concat(shardAlt, st.Voters), zones, member, usable); t != nil {
+				target, replaced = t, true
+			}
+		}
+		if len(st.Learners) > 0 || !sameMembers(st.Voters, target) {
+			pending++
+		}
+		if keepsUnheard {
+			unheard++
+		}
+		if sp.inflight {
+			continue
+		}
 		for _, id := range st.Learners {
 			_, inactive := sp.inactiveSince[id]
 			if ps, ok := peers[id]; ok && (inactive || now.Sub(sp.learnerSince[id]) < promoteSettle) {
@@ -302,17 +362,15 @@ func (p *placer) round(now time.Time) {
 		in := placementInput{
 			Self: self, Status: st, Target: target, Peers: peers, Now: now,
 			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
-			Settle: balanceSettleRounds * p.interval, Replication: repl,
+			Settle: balanceSettleRounds * p.interval, Replication: repl, Replaced: replaced,
 		}
-		if sm, _, ok := n.shardSM(st.Shard); ok {
-			in.Format = sm.Format()
-		}
+		in.Format = format
 		step := decidePlacement(in)
+		if _, ok := sp.leftOut[step.Node]; ok && step.Kind == stepAddLearner {
+			step.Probe = true
+		}
 		if step.Kept {
 			kept++
-		}
-		if step.Unheard {
-			unheard++
 		}
 		if step.Kind == stepNone {
 			if f := decideFormat(in); f != 0 {
@@ -376,6 +434,14 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	var err error
 	switch step.Kind {
 	case stepAddLearner:
+		if step.Probe && !p.answers(ctx, step.Node) {
+			p.mu.Lock()
+			sp.leftOut[step.Node] = time.Now() // held out for another DeadAfter
+			p.mu.Unlock()
+			err = fmt.Errorf("node %d, which this leader could not hear as a member, does not answer it: left out for another %v",
+				step.Node, p.n.cfg.DeadAfter)
+			break
+		}
 		if step.Format >= shard.MaxFormat {
 			err = g.AddLearner(ctx, step.Node)
 		} else if sm, _, ok := p.n.shardSM(g.Shard()); !ok {
@@ -418,6 +484,23 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	}
 	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
 	p.log.Info("placement step", attrs...)
+}
+
+// answers reports whether node id answers a question from this node over the peer connection
+// raft uses, within peerStartingTimeout.
+func (p *placer) answers(ctx context.Context, id uint64) bool {
+	addr, ok := p.n.resolve(id)
+	if !ok {
+		return false
+	}
+	conn, err := p.n.peers.get(addr)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerStartingTimeout)
+	defer cancel()
+	_, err = shoalv1.NewClusterClient(conn).Settings(ctx, &shoalv1.SettingsRequest{})
+	return err == nil
 }
 
 // raiseGuard allows raising a shard to format only while every other member of its

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -287,13 +288,13 @@ func TestPlacementDecide(t *testing.T) {
 			name: "unresponsive target voter is kept when the group has no voter to spare",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
 				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}), Replication: 3},
-			want: placementStep{Unheard: true},
+			want: placementStep{},
 		},
 		{
 			name: "unresponsive target voter kept when removal would lose the live quorum, even with a voter to spare",
 			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: -commit, 3: -commit, 4: commit}),
 				Target: []uint64{1, 2, 3, 4}, Peers: peers(2, dead, 3, peerState{Alive: true, Gone: true}, 4, dead), Replication: 3},
-			want: placementStep{Unheard: true},
+			want: placementStep{},
 		},
 		{
 			name: "unresponsive target voter is removed when the group has a voter to spare and a live quorum remains",
@@ -305,7 +306,40 @@ func TestPlacementDecide(t *testing.T) {
 			name: "unresponsive target voter kept when removal would lose the live quorum",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: -commit, 3: -commit}),
 				Target: []uint64{1, 2, 3}, Peers: peers(2, dead, 3, peerState{Alive: true, Gone: true})},
-			want: placementStep{Unheard: true},
+			want: placementStep{},
+		},
+		// Replace before remove: the loop left the unheard voter 3 out of the target
+		// (replaceUnheard), in favour of node 4.
+		{
+			name: "unheard voter left out of the target: its replacement is added first",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}, 4, alive), Replication: 3},
+			want: placementStep{Kind: stepAddLearner, Node: 4},
+		},
+		{
+			name: "unheard voter left out of the target: its caught-up replacement is promoted",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, []uint64{4}, map[uint64]int{2: commit, 3: -commit, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}, 4, alive), Replication: 3},
+			want: placementStep{Kind: stepPromote, Node: 4},
+		},
+		{
+			name: "unheard voter left out of the target: removed once its replacement votes",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: -commit, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}, 4, alive), Replication: 3},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
+			name: "unheard voter left out of the target: kept while its replacement is not caught up",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, []uint64{4}, map[uint64]int{2: commit, 3: -commit, 4: 0}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, peerState{Alive: true, Gone: true}, 4, alive), Replication: 3},
+			want: placementStep{},
+		},
+		{
+			name: "no balancing transfer while a member this leader does not hear is replaced",
+			in: placementInput{Status: status([]uint64{1, 2, 4}, nil, map[uint64]int{2: commit, 4: commit}),
+				Target: []uint64{2, 1, 4}, Peers: peers(2, alive, 3, alive, 4, alive), Replication: 3, Replaced: true,
+				StableSince: stable, Settle: time.Second},
+			want: placementStep{},
 		},
 		{
 			name: "follower does nothing",
@@ -318,9 +352,9 @@ func TestPlacementDecide(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Self, tc.in.Now = self, now
 			got := decidePlacement(tc.in)
-			if got.Kind != tc.want.Kind || got.Node != tc.want.Node || got.Kept != tc.want.Kept || got.Unheard != tc.want.Unheard {
-				t.Fatalf("got %v %d kept %v unheard %v (%s), want %v %d kept %v unheard %v", got.Kind, got.Node, got.Kept,
-					got.Unheard, got.Reason, tc.want.Kind, tc.want.Node, tc.want.Kept, tc.want.Unheard)
+			if got.Kind != tc.want.Kind || got.Node != tc.want.Node || got.Kept != tc.want.Kept {
+				t.Fatalf("got %v %d kept %v (%s), want %v %d kept %v", got.Kind, got.Node, got.Kept,
+					got.Reason, tc.want.Kind, tc.want.Node, tc.want.Kept)
 			}
 			if got.Reason == "" {
 				t.Fatalf("step %v without a reason", got.Kind)
@@ -476,6 +510,59 @@ func TestPlacementUnresponsiveGone(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := unresponsiveGone(now, now.Add(-tc.silent), tc.inactive, now.Add(-tc.alive), deadAfter); got != tc.want {
 				t.Fatalf("unresponsiveGone = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReplaceUnheard(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	zones := map[uint64]string{1: "z1", 2: "z2", 3: "z3", 4: "z1", 5: "z3", 6: "z4", 7: "z5"}
+	tests := []struct {
+		name       string
+		target     []uint64
+		held       []uint64
+		candidates []uint64 // the ring's set without held, then the voters
+		members    []uint64 // the group's voters and learners (default: target)
+		unusable   []uint64 // candidates that cannot take a replica (dead, stopping, older format)
+		want       []uint64 // nil: keep the target
+	}{
+		{name: "no member of the target held", target: []uint64{1, 2, 3}, held: []uint64{6}, candidates: []uint64{1, 2, 3}},
+		{name: "the member is replaced, the rest keeps its order", target: []uint64{1, 2, 3}, held: []uint64{3},
+			candidates: []uint64{2, 6, 1}, want: []uint64{1, 2, 6}},
+		{name: "the preferred leader held: the next one leads", target: []uint64{3, 1, 2}, held: []uint64{3},
+			candidates: []uint64{1, 2, 6}, want: []uint64{1, 2, 6}},
+		{name: "a node in a zone the others do not use first", target: []uint64{1, 2, 3}, held: []uint64{3},
+			candidates: []uint64{4, 5, 1}, want: []uint64{1, 2, 5}},
+		{name: "a shared zone when no other is left", target: []uint64{1, 2, 3}, held: []uint64{3},
+			candidates: []uint64{4, 1, 2}, want: []uint64{1, 2, 4}},
+		{name: "two held", target: []uint64{1, 2, 3}, held: []uint64{2, 3},
+			candidates: []uint64{1, 5, 6}, want: []uint64{1, 5, 6}},
+		{name: "an unusable candidate is passed over", target: []uint64{1, 2, 3}, held: []uint64{3},
+			candidates: []uint64{6, 7, 1}, unusable: []uint64{6}, want: []uint64{1, 2, 7}},
+		{name: "no node to take the replica: the member is kept", target: []uint64{1, 2, 3}, held: []uint64{3},
+			candidates: []uint64{1, 2}},
+		{name: "each held member on its own: one replaced, one kept", target: []uint64{1, 2, 3}, held: []uint64{2, 3},
+			candidates: []uint64{1, 6}, want: []uint64{1, 6, 3}},
+		{name: "a held member no longer in the group and not replaceable is dropped", target: []uint64{1, 2, 3},
+			held: []uint64{3}, candidates: []uint64{1, 2}, members: []uint64{1, 2}, want: []uint64{1, 2}},
+		{name: "a current voter takes the place when the ring offers none", target: []uint64{1, 2, 3}, held: []uint64{3, 6},
+			candidates: []uint64{1, 2, 1, 2, 5}, members: []uint64{1, 2, 5}, want: []uint64{1, 2, 5}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			held := map[uint64]time.Time{}
+			for _, id := range tc.held {
+				held[id] = at
+			}
+			members := tc.members
+			if members == nil {
+				members = tc.target
+			}
+			member := func(id uint64) bool { return slices.Contains(members, id) }
+			usable := func(id uint64) bool { return !slices.Contains(tc.unusable, id) }
+			if got := replaceUnheard(tc.target, held, tc.candidates, zones, member, usable); !slices.Equal(got, tc.want) {
+				t.Fatalf("replaceUnheard(%v, held %v, candidates %v) = %v, want %v", tc.target, tc.held, tc.candidates, got, tc.want)
 			}
 		})
 	}
