@@ -15,7 +15,9 @@ package node
 //     raft): wait;
 //  2. a target member that is neither voter nor learner and is alive: add it
 //     as a learner (it catches up by log or snapshot) — unless this leader
-//     removed it from the shard less than readdCooldown ago;
+//     removed it from the shard less than readdCooldown ago; a member raft
+//     did not hear, or its replacement, only once it answers this node
+//     (placementStep.Probe);
 //  3. a target learner that caught up and has kept answering for
 //     promoteSettle: promote it; a learner outside the
 //     target: remove it; a target member that raft has not heard from for
@@ -84,9 +86,12 @@ const (
 	// is alive in gossip within a second, and its raft connections and first answers follow
 	// a moment later.
 	returnGrace = 5 * time.Second
-	// leftOutForget: a member left out of a shard (replaceUnheard) and never heard from again
-	// is forgotten after this many DeadAfter.
-	leftOutForget = 10
+	// maxHoldOut bounds, in DeadAfter, how long a member raft does not hear is left out of a
+	// shard's target before it is tried again (replaceUnheard).
+	maxHoldOut = 8
+	// leftOutForget: a member left out of a shard and never heard from again is forgotten
+	// this many DeadAfter after its hold.
+	leftOutForget = 8
 )
 
 // unresponsiveGone reports whether a member that gossip holds alive is gone as far as a
@@ -131,8 +136,8 @@ type placementStep struct {
 	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
 	// waits for a node to join).
 	Kept bool
-	// Probe: the member added is one raft did not hear from (replaceUnheard); it is added only
-	// if it answers this node first.
+	// Probe: the member added is one raft did not hear from, or a replacement of one
+	// (replaceUnheard); it is added only if it answers this node first.
 	Probe bool
 }
 

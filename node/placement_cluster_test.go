@@ -687,6 +687,17 @@ func TestPlacementReplacesUnheardVoter(t *testing.T) {
 		nw.register(n.Addr(), i)
 	}
 	waitPlaced(t, c, "initial placement", voters(3, 0))
+	// Leaders balanced too: a balancing transfer during the cut would hand a shard to a leader
+	// that does not know which member to keep out.
+	testnode.WaitFor(t, placementWait, "preferred leaders", func() string {
+		desired := c.Nodes[0].DesiredReplicas()
+		return everyShard(c, func(s testnode.ShardState) string {
+			if s.Leader != desired[s.Shard][0] {
+				return fmt.Sprintf("%v: preferred leader %d", s, desired[s.Shard][0])
+			}
+			return ""
+		})
+	})
 
 	lID, led := c.BusiestLeader()
 	l := c.Index(lID)
@@ -763,6 +774,7 @@ func TestPlacementReplacesUnheardVoter(t *testing.T) {
 	// While the cut lasts, the removed members stay out: at the end of their hold (DeadAfter)
 	// they do not answer their leader, and are held out again.
 	removes := metricSum(t, regs, "shoal_placement_steps_total", "remove")
+	refused := metricSum(t, regs, "shoal_placement_step_failures_total", "add_learner")
 	for end := time.Now().Add(3*placementDead + 2*time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		if msg := everyShard(c, apart); msg != "" {
 			t.Fatalf("during the cut, after the replacements: %s", msg)
@@ -770,6 +782,9 @@ func TestPlacementReplacesUnheardVoter(t *testing.T) {
 	}
 	if n := metricSum(t, regs, "shoal_placement_steps_total", "remove"); n != removes {
 		t.Errorf("%v removals while the cut lasted after the replacements, want none", n-removes)
+	}
+	if n := metricSum(t, regs, "shoal_placement_step_failures_total", "add_learner"); n == refused {
+		t.Errorf("no member was refused its return while the cut lasted: the hold never ended, or the leader did not ask")
 	}
 
 	nw.heal()

@@ -118,11 +118,18 @@ type shardPlacement struct {
 	inactiveSince map[uint64]time.Time
 	removed       map[uint64]time.Time
 	learnerSince  map[uint64]time.Time
-	// leftOut: members raft did not hear from while gossip held them alive, and when that was
-	// last seen (kept across terms: it only ages). The shard's target leaves each out for
-	// DeadAfter after (replaceUnheard); then it is added back only once it answers this node
-	// (placementStep.Probe), until it is heard again as a member.
-	leftOut map[uint64]time.Time
+	// leftOut: members raft did not hear from while gossip held them alive (kept across terms:
+	// it only ages). The shard's target leaves each out for its hold (replaceUnheard); then it
+	// is added back only once it answers this node (placementStep.Probe), until raft hears it
+	// again as a member.
+	leftOut map[uint64]*heldOut
+}
+
+// heldOut is a member of shardPlacement.leftOut.
+type heldOut struct {
+	at   time.Time     // last seen unheard as a member, or last refused to answer
+	hold time.Duration // how long after at it stays out of the target: DeadAfter, doubled
+	// each time it was added back and went unheard again, up to maxHoldOut DeadAfter
 }
 
 // startPlacement starts the placement loop; stopPlacement (from Close) ends
@@ -236,7 +243,7 @@ func (p *placer) round(now time.Time) {
 			sp.learnerSince = map[uint64]time.Time{}
 		}
 		if sp.leftOut == nil {
-			sp.leftOut = map[uint64]time.Time{}
+			sp.leftOut = map[uint64]*heldOut{}
 		}
 		for id := range sp.learnerSince {
 			if !slices.Contains(st.Learners, id) {
@@ -297,20 +304,28 @@ func (p *placer) round(now time.Time) {
 		held := map[uint64]time.Time{} // the members of leftOut the target leaves out now
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
 			_, inactive := sp.inactiveSince[id]
-			switch ps := peers[id]; {
+			switch ps, e := peers[id], sp.leftOut[id]; {
 			case id == self:
-			case ps.Alive && ps.Gone:
-				sp.leftOut[id] = now
+			case ps.Alive && ps.Gone && e == nil:
+				sp.leftOut[id] = &heldOut{at: now, hold: deadAfter}
 				keepsUnheard = keepsUnheard || slices.Contains(st.Voters, id)
-			case !inactive:
-				delete(sp.leftOut, id) // heard again as a member
+			case ps.Alive && ps.Gone:
+				if now.Sub(e.at) >= e.hold { // added back after its hold, and unheard again
+					e.hold = min(2*e.hold, maxHoldOut*deadAfter)
+				}
+				e.at = now
+				keepsUnheard = keepsUnheard || slices.Contains(st.Voters, id)
+			case !inactive && st.Progress[id].Match > 0:
+				// Heard again as a member. Not on RecentActive alone: raft sets it for a member
+				// just added, before it has answered anything.
+				delete(sp.leftOut, id)
 			}
 		}
-		for id, at := range sp.leftOut {
-			switch age := now.Sub(at); {
-			case age < deadAfter:
-				held[id] = at
-			case age >= leftOutForget*deadAfter:
+		for id, e := range sp.leftOut {
+			switch age := now.Sub(e.at); {
+			case age < e.hold:
+				held[id] = e.at
+			case age >= e.hold+leftOutForget*deadAfter:
 				delete(sp.leftOut, id)
 			}
 		}
@@ -328,7 +343,9 @@ func (p *placer) round(now time.Time) {
 			member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
 			usable := func(id uint64) bool {
 				ps := peers[id]
+				removed, recent := sp.removed[id]
 				return id == self || ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning &&
+					!(recent && now.Sub(removed) < readdCooldown) &&
 					max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
 			}
 			if t := replaceUnheard(target, held, slices.Concat(shardAlt, st.Voters), zones, member, usable); t != nil {
@@ -366,7 +383,7 @@ func (p *placer) round(now time.Time) {
 		}
 		in.Format = format
 		step := decidePlacement(in)
-		if _, ok := sp.leftOut[step.Node]; ok && step.Kind == stepAddLearner {
+		if _, ok := sp.leftOut[step.Node]; step.Kind == stepAddLearner && (ok || replaced) {
 			step.Probe = true
 		}
 		if step.Kept {
@@ -436,10 +453,14 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	case stepAddLearner:
 		if step.Probe && !p.answers(ctx, step.Node) {
 			p.mu.Lock()
-			sp.leftOut[step.Node] = time.Now() // held out for another DeadAfter
+			e := sp.leftOut[step.Node]
+			if e == nil {
+				e = &heldOut{hold: p.n.cfg.DeadAfter}
+				sp.leftOut[step.Node] = e
+			}
+			e.at = time.Now() // held out for another hold
 			p.mu.Unlock()
-			err = fmt.Errorf("node %d, which this leader could not hear as a member, does not answer it: left out for another %v",
-				step.Node, p.n.cfg.DeadAfter)
+			err = fmt.Errorf("node %d does not answer this leader: left out of the shard for another %v", step.Node, e.hold)
 			break
 		}
 		if step.Format >= shard.MaxFormat {
