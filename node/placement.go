@@ -59,6 +59,11 @@ import (
 // DefaultPlacementInterval is the placement loop's default period.
 const DefaultPlacementInterval = time.Second
 
+// afterStep is how soon after a step completes the placement loop looks again (at most the
+// interval): long enough for a conf change to apply on the leader, short enough that a shard's
+// next step does not wait a whole interval.
+const afterStep = 100 * time.Millisecond
+
 const (
 	// promoteSlack is how many entries a replica may trail the leader's commit
 	// index and still count as caught up (promotion, leadership transfer).

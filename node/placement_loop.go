@@ -90,6 +90,8 @@ type placer struct {
 	wg       sync.WaitGroup // the loop and in-flight steps
 	// heldLogged: the loop logged that it holds membership changes (round). Loop goroutine only.
 	heldLogged bool
+	// stepped: a step completed (buffered(1)); the loop runs its next round afterStep later.
+	stepped chan struct{}
 
 	mu struct {
 		sync.Mutex
@@ -146,6 +148,7 @@ func (n *Node) startPlacement() {
 	p := &placer{n: n, log: n.log.With("component", "placement"), interval: interval,
 		metrics: newPlacementMetrics(n.regs), started: time.Now()}
 	p.mu.shards = map[uint32]*shardPlacement{}
+	p.stepped = make(chan struct{}, 1)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	n.placer.Store(p)
 	p.wg.Add(1)
@@ -161,9 +164,14 @@ func (n *Node) stopPlacement() {
 	}
 }
 
+// loop runs a round every interval (jittered), and sooner, afterStep later, once a step
+// has completed: a shard's next step (the second learner after the first, the removal after a
+// promotion) then waits for the change, not for the rest of the interval. Rounds that only
+// wait for time to pass (promoteSettle, balancing) keep the interval.
 func (p *placer) loop() {
 	defer p.wg.Done()
-	t := time.NewTimer(p.jittered())
+	next := time.Now().Add(p.jittered())
+	t := time.NewTimer(time.Until(next))
 	defer t.Stop()
 	for {
 		select {
@@ -171,10 +179,17 @@ func (p *placer) loop() {
 			return
 		case <-p.n.done:
 			return
+		case <-p.stepped:
+			if soon := time.Now().Add(min(afterStep, p.interval)); soon.Before(next) {
+				next = soon
+				t.Reset(time.Until(next))
+			}
+			continue
 		case <-t.C:
 		}
 		p.round(time.Now())
-		t.Reset(p.jittered())
+		next = time.Now().Add(p.jittered())
+		t.Reset(time.Until(next))
 	}
 }
 
@@ -504,6 +519,10 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 		return
 	}
 	p.metrics.steps.WithLabelValues(step.Kind.String()).Inc()
+	select {
+	case p.stepped <- struct{}{}:
+	default: // a round is due soon already
+	}
 	p.log.Info("placement step", attrs...)
 }
 
