@@ -63,11 +63,12 @@ func pidLabel() string { return fmt.Sprintf("shoal-e2e-pid=%d", os.Getpid()) }
 
 var sweepOnce sync.Once
 
-// sweepLeftovers removes the containers and networks of earlier test binaries that ended
+// sweepLeftovers removes the containers, networks and compose volumes of earlier test binaries that ended
 // without their cleanups (a -timeout panic skips them): those labelled with a PID that no
 // longer runs.
 func sweepLeftovers() {
 	sweepOnce.Do(func() {
+		dead := func(pid int) bool { return pid != os.Getpid() && syscall.Kill(pid, 0) != nil }
 		for _, ls := range [][]string{{"container", "ls", "-a"}, {"network", "ls"}} { // containers first
 			kind := ls[0]
 			out, err := exec.Command("docker", append(ls, "--filter", "label=shoal-e2e",
@@ -80,12 +81,55 @@ func sweepLeftovers() {
 				if len(f) != 2 {
 					continue
 				}
-				if pid, err := strconv.Atoi(f[1]); err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
+				if pid, err := strconv.Atoi(f[1]); err == nil && dead(pid) {
+					exec.Command("docker", kind, "rm", "-f", f[0]).Run()
+				}
+			}
+		}
+		// TestDockerCompose's projects (composeProject), whose containers, networks and volumes
+		// docker-compose labels with the project's name.
+		const label = "com.docker.compose.project"
+		for _, ls := range [][]string{{"container", "ls", "-a"}, {"network", "ls"}, {"volume", "ls"}} {
+			kind, id := ls[0], "{{.ID}}"
+			if kind == "volume" {
+				id = "{{.Name}}"
+			}
+			out, err := exec.Command("docker", append(ls, "--filter", "label="+label,
+				"--format", id+` {{.Label "`+label+`"}}`)...).Output()
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(out)) {
+				f := strings.Fields(line)
+				if len(f) != 2 {
+					continue
+				}
+				if pid, ok := composeProjectPID(f[1]); ok && dead(pid) {
 					exec.Command("docker", kind, "rm", "-f", f[0]).Run()
 				}
 			}
 		}
 	})
+}
+
+// composeProject names a docker-compose project of this test binary: shoale2e<pid>x<n>, so
+// that sweepLeftovers can tell one that a killed binary left behind.
+func composeProject() string {
+	return fmt.Sprintf("shoale2e%dx%d", os.Getpid(), rand.IntN(1_000_000))
+}
+
+// composeProjectPID returns the PID in a composeProject name.
+func composeProjectPID(project string) (int, bool) {
+	rest, ok := strings.CutPrefix(project, "shoale2e")
+	if !ok {
+		return 0, false
+	}
+	digits, _, ok := strings.Cut(rest, "x")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(digits)
+	return pid, err == nil
 }
 
 // image builds the static binary and the image from deploy/Dockerfile once per test

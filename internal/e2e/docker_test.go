@@ -180,7 +180,7 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(strings.TrimSpace(string(out)), "deploy", "docker-compose.yml")
-	project := fmt.Sprintf("shoale2e%d", rand.IntN(1_000_000))
+	project := composeProject()
 	ports := testaddr.Ports(t, 2)
 	env := append(os.Environ(), "SHOAL_IMAGE="+tag, fmt.Sprintf("SHOAL_PORT=%d", ports[0]), fmt.Sprintf("SHOAL_HTTP_PORT=%d", ports[1]))
 	compose := func(args ...string) (string, error) {
