@@ -213,6 +213,9 @@ type Membership struct {
 		selfEnc  []byte
 		members  map[string]*Member // by name, dead ones included
 		mismatch error              // last refusal, read by Join
+		// foreign: dead members whose address answered a reconnect sync as another cluster's
+		// node (or refused this one) -> that address; not asked again there (pickDead).
+		foreign map[string]string
 	}
 }
 
@@ -363,6 +366,12 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 		}
 		_, err := m.ml.Join([]string{addr})
 		m.mu.Lock()
+		if m.mu.mismatch != nil { // the address now belongs to another cluster: ask no more
+			if m.mu.foreign == nil {
+				m.mu.foreign = map[string]string{}
+			}
+			m.mu.foreign[name] = addr
+		}
 		m.mu.mismatch = nil // a refusal here is not a caller's Join's
 		m.mu.Unlock()
 		m.joinMu.Unlock()
@@ -374,14 +383,18 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 	}
 }
 
-// pickDead returns a random member that died within reconnectFor of now and did not leave,
-// or "".
+// pickDead returns a random member that died within reconnectFor of now, did not leave, and
+// whose address did not answer as another cluster's node, or "".
 func (m *Membership) pickDead(now time.Time) (name, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for nm, e := range m.mu.members {
-		if e.Alive || e.Stopping || e.Addr == "" || nm == m.name || now.Sub(e.Changed) > reconnectFor {
+		if e.Alive {
+			delete(m.mu.foreign, nm) // back: if it dies again, its address is its own
+		}
+		if e.Alive || e.Stopping || e.Addr == "" || nm == m.name || now.Sub(e.Changed) > reconnectFor ||
+			m.mu.foreign[nm] == e.Addr {
 			continue
 		}
 		if n++; rand.IntN(n) == 0 { // reservoir sampling: each with probability 1/n

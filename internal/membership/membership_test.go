@@ -439,3 +439,33 @@ func TestReconnectSkipsLeft(t *testing.T) {
 		t.Fatalf("pickDead chose %q past reconnectFor", name)
 	}
 }
+
+// TestReconnectSkipsForeignAddress: a dead member's address taken over by a node of another
+// cluster is asked to sync once, refused, and not asked again (before, every second for
+// reconnectFor, each time logging the refusal).
+func TestReconnectSkipsForeignAddress(t *testing.T) {
+	fast := func(c Config) Config {
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
+		c.ReconnectInterval = 50 * time.Millisecond
+		return c
+	}
+	ac := fast(testConfig(t, "a", 1, "cluster-x"))
+	a := start(t, ac)
+	bc := fast(testConfig(t, "b", 2, "cluster-x", ac.Bind))
+	b := start(t, bc)
+	eventually(t, "b alive at a", func() bool { mb, ok := find(a, "b"); return ok && mb.Alive })
+	b.Close()
+	eventually(t, "b dead at a", func() bool { mb, _ := find(a, "b"); return !mb.Alive })
+	other := testConfig(t, "d", 4, "cluster-y")
+	other.Bind = bc.Bind // the dead member's address, now another cluster's
+	start(t, other)
+	eventually(t, "a refuses the node at b's address", func() bool { return a.refused.Load() > 0 })
+	first := a.refused.Load()
+	time.Sleep(20 * ac.ReconnectInterval)
+	if n := a.refused.Load(); n > first {
+		t.Fatalf("a synced with the foreign node at b's address %d more times after its refusal", n-first)
+	}
+	if name, _ := a.pickDead(time.Now()); name != "" {
+		t.Fatalf("pickDead chose %q, whose address belongs to another cluster now", name)
+	}
+}
