@@ -38,6 +38,9 @@ type Client struct {
 		closed bool
 		nodes  map[string]*node  // by gRPC address; created lazily
 		hints  map[uint32]string // shard -> leader address learnt from NotLeader
+		// suspects: shard -> the leader a watched attempt waits on in vain, for the next
+		// topology request (leaderWatch.poll, refreshTopology).
+		suspects map[uint32]string
 	}
 
 	stats struct {

@@ -89,7 +89,7 @@ func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
 
 // fetchTopology asks n for the topology and installs it.
 func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyResponse, error) {
-	t, err := askTopology(ctx, n)
+	t, err := askTopology(ctx, n, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -97,9 +97,10 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 	return t.resp, nil
 }
 
-// askTopology asks n for the topology, without installing it.
-func askTopology(ctx context.Context, n *node) (*topology, error) {
-	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{})
+// askTopology asks n for the topology, without installing it, naming the suspects
+// (leaderWatch.poll).
+func askTopology(ctx context.Context, n *node, suspects []*shoalv1.SuspectLeader) (*topology, error) {
+	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{Suspects: suspects})
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +135,7 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 		return nil // someone refreshed while we waited
 	}
 	cands := c.anyCandidates(c.topo.Load())
+	suspects := c.takeSuspects()
 	if i := slices.Index(cands, avoid); i >= 0 {
 		cands = append(slices.Delete(cands, i, i+1), avoid)
 	}
@@ -173,7 +175,7 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 			fetches.Go(func() {
 				fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 				defer cancel()
-				t, err := askTopology(fctx, n)
+				t, err := askTopology(fctx, n, suspects)
 				finish(c.breakerOutcome(ctx, err))
 				answers <- fetched{n, t, err}
 			})
@@ -204,6 +206,30 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 		return err
 	}
 	return last
+}
+
+// suspect notes that an attempt has waited in vain for leader as the shard's leader: the next
+// topology request names it, and the nodes whose replicas are idle followers of that leader
+// take it for gone sooner if it also missed their heartbeats (shoalv1.TopologyRequest).
+func (c *Client) suspect(shard uint32, leader string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.suspects == nil {
+		c.mu.suspects = map[uint32]string{}
+	}
+	c.mu.suspects[shard] = leader
+}
+
+// takeSuspects returns the suspects noted since the last call, and forgets them.
+func (c *Client) takeSuspects() []*shoalv1.SuspectLeader {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*shoalv1.SuspectLeader
+	for shard, addr := range c.mu.suspects {
+		out = append(out, &shoalv1.SuspectLeader{Shard: shard, Addr: addr})
+	}
+	clear(c.mu.suspects)
+	return out
 }
 
 // requestRefreshAvoiding asks for a refresh that asks addr last.

@@ -128,6 +128,9 @@ func (w *leaderWatch) poll(gen uint64) {
 		}
 		wait := leaderWatchEvery - time.Since(asked)
 		if wait <= 0 {
+			if !w.stale && w.leader != "" {
+				c.suspect(w.shard, w.leader)
+			}
 			c.requestRefreshAvoiding(w.n.addr)
 			asked, wait = time.Now(), leaderWatchEvery
 		}

@@ -19,10 +19,36 @@ type clusterServer struct {
 }
 
 func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (*shoalv1.TopologyResponse, error) {
+	if shards := s.n.Settings().Shards; len(req.Suspects) > int(max(shards, 1)) {
+		return nil, status.Errorf(codes.InvalidArgument, "topology request names %d suspects; the limit is one per shard (%d)",
+			len(req.Suspects), shards)
+	}
+	s.n.suspectLeaders(req.Suspects)
 	if req.LocalOnly {
 		return s.n.localTopology(), nil
 	}
-	return s.n.Topology(ctx), nil
+	return s.n.topology(ctx, req.Suspects), nil
+}
+
+// suspectLeaders passes a topology request's suspects on to the local replicas of their
+// shards (replica.Group.SuspectLeader).
+func (n *Node) suspectLeaders(suspects []*shoalv1.SuspectLeader) {
+	if len(suspects) == 0 {
+		return
+	}
+	ids := map[string]uint64{}
+	for _, m := range n.Members() {
+		if m.GRPCAddr != "" {
+			ids[m.GRPCAddr] = m.NodeID
+		}
+	}
+	for _, s := range suspects {
+		if id, ok := ids[s.GetAddr()]; ok && id != n.ID() {
+			if g, ok := n.host.Group(s.GetShard()); ok {
+				g.SuspectLeader(id)
+			}
+		}
+	}
 }
 
 func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*shoalv1.StatusResponse, error) {
@@ -120,8 +146,11 @@ func (n *Node) localTopology() *shoalv1.TopologyResponse {
 // Topology merges the local views of every alive member: for each shard the
 // view of the node that leads it (highest term) wins; shards nobody reports
 // a leader for are marked unavailable.
-func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse {
-	best := bestShardViews(n.gatherTopologies(ctx, true))
+func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse { return n.topology(ctx, nil) }
+
+// topology is Topology, passing suspects on to the peers it asks (suspectLeaders).
+func (n *Node) topology(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
+	best := bestShardViews(n.gatherTopologies(ctx, true, suspects))
 	settings := n.Settings()
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
 	led := map[uint64]uint32{}

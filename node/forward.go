@@ -160,7 +160,7 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 	if recent {
 		return
 	}
-	views := n.gatherTopologies(ctx, true)
+	views := n.gatherTopologies(ctx, true, nil)
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -275,7 +275,8 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 // every topology answer for the full timeout, while clients wait for one to
 // find the shards' new leaders. Routing sets it; placement, whose decisions
 // to delete a replica rest on every answering member's view, does not.
-func (n *Node) gatherTopologies(ctx context.Context, early bool) []*shoalv1.TopologyResponse {
+// suspects go with the questions (a client's topology request's: suspectLeaders).
+func (n *Node) gatherTopologies(ctx context.Context, early bool, suspects []*shoalv1.SuspectLeader) []*shoalv1.TopologyResponse {
 	members := n.Members()
 	res := []*shoalv1.TopologyResponse{n.localTopology()}
 	ctx, cancel := context.WithTimeout(ctx, topologyTimeout)
@@ -292,7 +293,7 @@ func (n *Node) gatherTopologies(ctx context.Context, early bool) []*shoalv1.Topo
 		}
 		asked++
 		go func() {
-			t, err := shoalv1.NewClusterClient(conn).Topology(ctx, &shoalv1.TopologyRequest{LocalOnly: true})
+			t, err := shoalv1.NewClusterClient(conn).Topology(ctx, &shoalv1.TopologyRequest{LocalOnly: true, Suspects: suspects})
 			if err != nil {
 				n.log.Debug("gathering topology", "peer", m.Name, "err", err)
 			}

@@ -112,7 +112,7 @@ func leavesOut(s *shoalv1.ShardInfo, id uint64) bool {
 // of a lower term comes from a deposed leader.
 func (n *Node) leaderViews(ctx context.Context) (best map[uint32]*shoalv1.ShardInfo, maxTerm map[uint32]uint64) {
 	best, maxTerm = map[uint32]*shoalv1.ShardInfo{}, map[uint32]uint64{}
-	for _, v := range n.gatherTopologies(ctx, false) {
+	for _, v := range n.gatherTopologies(ctx, false, nil) {
 		if len(v.Nodes) == 0 {
 			continue
 		}

@@ -85,6 +85,10 @@ type Group struct {
 	// dropPreVotes: leaderDown's last tick started a campaign that this node must not
 	// run; the pre-vote requests of its next Ready are dropped (see leaderDown).
 	dropPreVotes bool
+	// suspectCampaign: ticks until this node, the first remaining voter of a group that lapsed
+	// on a suspicion (SuspectLeader), campaigns; suspected is the leader it suspected.
+	suspectCampaign int
+	suspected       uint64
 	// leaderContact: when this replica last stepped a message only a leader sends (an append,
 	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
 	leaderContact time.Time

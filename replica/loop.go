@@ -106,6 +106,7 @@ func (h *Host) iterate(tick bool) {
 				continue
 			}
 			g.rn.Tick()
+			g.tickSuspicion()
 			g.stir()
 			g.checkTransfers()
 			held = g.flushHeld(held)

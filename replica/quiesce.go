@@ -32,6 +32,13 @@ const (
 	// quiesceVoteLapseTicks: a quiesced follower this close to its lapse lapses early for a
 	// vote request (lapseForVote); a follower that missed a single refresh is short of it.
 	quiesceVoteLapseTicks = quiesceLapseTicks - quiesceRefreshTicks/4
+	// quiesceSuspectTicks: a quiesced follower told that a client waits on its leader in vain
+	// (SuspectLeader) lapses once it has missed one refresh, with a quarter refresh of slack.
+	quiesceSuspectTicks = quiesceRefreshTicks + quiesceRefreshTicks/4
+	// suspectCampaignTicks: the first remaining voter of a group that lapsed on a suspicion
+	// campaigns this many ticks later, not at once: the other voters hear of the suspicion a
+	// moment later (the node asked passes it on to its peers), and refuse a vote until then.
+	suspectCampaignTicks = 2
 )
 
 // onTickQuiescence runs for every group on a tick, before raft's own tick. It reports
@@ -96,6 +103,44 @@ func (g *Group) lapseForVote(m *pb.Message) {
 	}
 	if g.quiesceTicks >= quiesceVoteLapseTicks {
 		g.lapse(false)
+	}
+}
+
+// SuspectLeader tells the group that a client waited in vain for node id as the group's
+// leader (a topology request's suspects). A quiesced follower of id that has missed one of its
+// quiesce heartbeats (quiesceSuspectTicks) takes it for gone at once, rather than after
+// missing two (quiesceLapseTicks): it lapses, and if it is the first remaining voter it
+// campaigns suspectCampaignTicks later. Anything else ignores the suspicion: an awake
+// follower's election timeout is short already, and a leader whose quiesce heartbeats arrive
+// is not gone, whatever a client thinks. It returns at once; the check runs on the loop.
+func (g *Group) SuspectLeader(id uint64) {
+	_ = g.h.do(func() {
+		if g.h.cfg.NoQuiesce || g.retired.Load() || !g.quiesced || g.state == raft.StateLeader ||
+			g.rn.BasicStatus().Lead != id || g.quiesceTicks < quiesceSuspectTicks {
+			return
+		}
+		g.h.log.Info("quiesced follower lapses: a client waited in vain for its leader, which missed a quiesce heartbeat",
+			"shard", g.shard, "leader", id)
+		g.lapse(false)
+		if g.firstVoterWithout(id) == g.h.cfg.NodeID {
+			g.suspectCampaign, g.suspected = suspectCampaignTicks, id
+		}
+	})
+}
+
+// tickSuspicion counts down a campaign SuspectLeader scheduled, and starts it unless the group
+// found a leader other than the suspected one meanwhile. Loop goroutine, on each tick of an
+// awake group.
+func (g *Group) tickSuspicion() {
+	if g.suspectCampaign == 0 {
+		return
+	}
+	if g.suspectCampaign--; g.suspectCampaign > 0 {
+		return
+	}
+	if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateFollower && (bs.Lead == g.suspected || bs.Lead == 0) {
+		_ = g.rn.Campaign()
+		g.stir()
 	}
 }
 

@@ -416,3 +416,69 @@ func TestRemoveVoterFromQuiescedGroup(t *testing.T) {
 		t.Fatalf("voters %v after removing %d", v, victim)
 	}
 }
+
+// A client's suspicion (SuspectLeader) makes the quiesced followers of a silent leader elect a
+// new one once they have missed a single quiesce heartbeat, instead of after two and a half
+// refreshes; a suspicion of a leader whose heartbeats arrive changes nothing. 100 ms ticks: a
+// refresh every 2 s, a lapse after 5 s, a suspicion heeded after 2.5 s.
+func TestSuspectedQuiescedLeader(t *testing.T) {
+	const shard = 8
+	c := newCluster(t, clusterOpts{nodes: 3, election: 30, tick: 100 * time.Millisecond})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	st := c.leader(shard).Status()
+	rest := c.others(st.ID)
+	lapses := func() (n float64) {
+		for _, id := range rest {
+			n += testutilCounter(c.nodes[id].host.metrics.QuiesceLapses)
+		}
+		return n
+	}
+	ticks := func(id uint64) (n int) {
+		g := c.group(id, shard)
+		done := make(chan struct{})
+		if err := c.nodes[id].host.do(func() { n = g.quiesceTicks; close(done) }); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		return n
+	}
+
+	// A live leader: its followers heard its last refresh less than a refresh ago.
+	for _, id := range rest {
+		c.group(id, shard).SuspectLeader(st.ID)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := lapses(); n != 0 {
+		t.Fatalf("%v lapses on suspicion of a leader whose quiesce heartbeats arrive", n)
+	}
+	if now := c.leader(shard).Status(); now.ID != st.ID || now.Term != st.Term {
+		t.Fatalf("leader %d term %d became leader %d term %d on a suspicion", st.ID, st.Term, now.ID, now.Term)
+	}
+
+	// A silent leader: once both followers missed a refresh, the suspicion elects another.
+	c.stopNode(st.ID)
+	eventually(t, 5*time.Second, func() error {
+		for _, id := range rest {
+			if n := ticks(id); n < quiesceSuspectTicks {
+				return fmt.Errorf("node %d heard its leader %d ticks ago", id, n)
+			}
+		}
+		return nil
+	})
+	suspected := time.Now()
+	left := quiesceLapseTicks - max(ticks(rest[0]), ticks(rest[1]))
+	for _, id := range rest {
+		c.group(id, shard).SuspectLeader(st.ID)
+	}
+	first := slices.Min(rest)
+	c.leadsWithin(first, shard, time.Duration(left)*100*time.Millisecond-500*time.Millisecond)
+	t.Logf("node %d leads %v after the suspicion (the lapse was %d ticks away)", first,
+		time.Since(suspected).Round(time.Millisecond), left)
+	if now := c.group(first, shard).Status().Term; now != st.Term+1 {
+		t.Errorf("node %d leads in term %d, want %d (one election)", first, now, st.Term+1)
+	}
+	c.propose(shard, "b")
+	c.converged(shard, []string{"a", "b"}, rest...)
+}

@@ -1722,7 +1722,15 @@ type TopologyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// local_only asks for this node's own view (the shards it holds), not
 	// the merged view of the cluster; nodes use it to merge topologies.
-	LocalOnly     bool `protobuf:"varint,1,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	LocalOnly bool `protobuf:"varint,1,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	// suspects names leaders the caller has waited on without an answer (a
+	// client's call watching the topology; the node passes them on when it
+	// gathers its peers' views). A node whose replica of the shard is an idle
+	// (quiesced) follower of that leader, and has already missed one of its
+	// leader's idle heartbeats, takes the leader for gone at once instead of
+	// after the second: the shard elects a new leader about a second sooner.
+	// A suspect that still answers its followers is not affected.
+	Suspects      []*SuspectLeader `protobuf:"bytes,2,rep,name=suspects,proto3" json:"suspects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1764,6 +1772,67 @@ func (x *TopologyRequest) GetLocalOnly() bool {
 	return false
 }
 
+func (x *TopologyRequest) GetSuspects() []*SuspectLeader {
+	if x != nil {
+		return x.Suspects
+	}
+	return nil
+}
+
+// SuspectLeader is a shard and the gRPC address of the node taken for its
+// leader.
+type SuspectLeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspectLeader) Reset() {
+	*x = SuspectLeader{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspectLeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspectLeader) ProtoMessage() {}
+
+func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspectLeader.ProtoReflect.Descriptor instead.
+func (*SuspectLeader) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SuspectLeader) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SuspectLeader) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
 type NodeInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1785,7 +1854,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1866,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1879,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -1908,7 +1977,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +1989,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2002,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -2017,7 +2086,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2098,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2111,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -2074,7 +2143,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2155,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2168,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 type StatusResponse struct {
@@ -2112,7 +2181,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2193,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2206,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -2164,7 +2233,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2245,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2258,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -2214,7 +2283,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2295,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2308,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 type SettingsRequest struct {
@@ -2250,7 +2319,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2331,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2344,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 type RaftBatch struct {
@@ -2293,7 +2362,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2374,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2387,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -2364,7 +2433,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2445,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2458,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 type SnapshotChunk struct {
@@ -2408,7 +2477,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2489,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2502,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -2611,10 +2680,14 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\rR\x06shards\x12 \n" +
-	"\vreplication\x18\x03 \x01(\rR\vreplication\"0\n" +
+	"\vreplication\x18\x03 \x01(\rR\vreplication\"e\n" +
 	"\x0fTopologyRequest\x12\x1d\n" +
 	"\n" +
-	"local_only\x18\x01 \x01(\bR\tlocalOnly\"\xad\x02\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\x123\n" +
+	"\bsuspects\x18\x02 \x03(\v2\x17.shoal.v1.SuspectLeaderR\bsuspects\"9\n" +
+	"\rSuspectLeader\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xad\x02\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2702,7 +2775,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                // 0: shoal.v1.Deletion
 	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
@@ -2730,18 +2803,19 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*NotLeader)(nil),            // 23: shoal.v1.NotLeader
 	(*ClusterSettings)(nil),      // 24: shoal.v1.ClusterSettings
 	(*TopologyRequest)(nil),      // 25: shoal.v1.TopologyRequest
-	(*NodeInfo)(nil),             // 26: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),            // 27: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),     // 28: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),        // 29: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),       // 30: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),  // 31: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil), // 32: shoal.v1.DecommissionResponse
-	(*SettingsRequest)(nil),      // 33: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 34: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 35: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 36: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 37: google.protobuf.Any
+	(*SuspectLeader)(nil),        // 26: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),             // 27: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),            // 28: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),     // 29: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),        // 30: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),       // 31: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),  // 32: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil), // 33: shoal.v1.DecommissionResponse
+	(*SettingsRequest)(nil),      // 34: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 35: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 36: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 37: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 38: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -2749,7 +2823,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	37, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	38, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -2758,37 +2832,38 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	11, // 11: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
 	2,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
 	2,  // 13: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	24, // 14: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	26, // 15: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	27, // 16: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	28, // 17: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	4,  // 18: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	12, // 19: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	14, // 20: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	16, // 21: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	7,  // 22: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	25, // 23: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	29, // 24: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	31, // 25: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	33, // 26: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	34, // 27: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	36, // 28: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	5,  // 29: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	13, // 30: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	15, // 31: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	17, // 32: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	10, // 33: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	28, // 34: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	30, // 35: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	32, // 36: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	24, // 37: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	35, // 38: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	35, // 39: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	29, // [29:40] is the sub-list for method output_type
-	18, // [18:29] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	26, // 14: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
+	24, // 15: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	27, // 16: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	28, // 17: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	29, // 18: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	4,  // 19: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	12, // 20: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	14, // 21: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	16, // 22: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	7,  // 23: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	25, // 24: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	30, // 25: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	32, // 26: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	34, // 27: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	35, // 28: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	37, // 29: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	5,  // 30: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	13, // 31: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	15, // 32: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	17, // 33: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	10, // 34: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	29, // 35: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	31, // 36: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	33, // 37: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	24, // 38: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	36, // 39: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	36, // 40: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	30, // [30:41] is the sub-list for method output_type
+	19, // [19:30] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -2802,7 +2877,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
