@@ -19,16 +19,23 @@ type clusterServer struct {
 }
 
 func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (*shoalv1.TopologyResponse, error) {
-	if shards := s.n.Settings().Shards; len(req.Suspects) > int(max(shards, 1)) {
-		return nil, status.Errorf(codes.InvalidArgument, "topology request names %d suspects; the limit is one per shard (%d)",
-			len(req.Suspects), shards)
+	suspects := req.Suspects
+	if limit := max(int(s.n.Settings().Shards), maxSuspects); len(suspects) > limit {
+		// A hint, not an order: the topology is what the caller needs; the rest are ignored.
+		s.n.log.Debug("topology request names more suspects than the limit; the rest are ignored",
+			"suspects", len(suspects), "limit", limit)
+		suspects = suspects[:limit]
 	}
-	s.n.suspectLeaders(req.Suspects)
+	s.n.suspectLeaders(suspects)
 	if req.LocalOnly {
 		return s.n.localTopology(), nil
 	}
-	return s.n.topology(ctx, req.Suspects), nil
+	return s.n.topology(ctx, suspects), nil
 }
+
+// maxSuspects is the fewest suspects a topology request may name before the rest are ignored
+// (more when the cluster has more shards: a client names at most one per shard).
+const maxSuspects = 1024
 
 // suspectLeaders passes a topology request's suspects on to the local replicas of their
 // shards (replica.Group.SuspectLeader).
@@ -38,7 +45,7 @@ func (n *Node) suspectLeaders(suspects []*shoalv1.SuspectLeader) {
 	}
 	ids := map[string]uint64{}
 	for _, m := range n.Members() {
-		if m.GRPCAddr != "" {
+		if _, taken := ids[m.GRPCAddr]; m.GRPCAddr != "" && (m.Alive || !taken) { // an alive member's address first
 			ids[m.GRPCAddr] = m.NodeID
 		}
 	}

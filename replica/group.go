@@ -86,9 +86,11 @@ type Group struct {
 	// run; the pre-vote requests of its next Ready are dropped (see leaderDown).
 	dropPreVotes bool
 	// suspectCampaign: ticks until this node, the first remaining voter of a group that lapsed
-	// on a suspicion (SuspectLeader), campaigns; suspected is the leader it suspected.
+	// on a suspicion (SuspectLeader), campaigns; suspected is the leader it suspected, in
+	// term suspectTerm. Cleared when the group quiesces again or hears from a leader.
 	suspectCampaign int
 	suspected       uint64
+	suspectTerm     uint64
 	// leaderContact: when this replica last stepped a message only a leader sends (an append,
 	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
 	leaderContact time.Time

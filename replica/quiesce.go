@@ -112,7 +112,8 @@ func (g *Group) lapseForVote(m *pb.Message) {
 // missing two (quiesceLapseTicks): it lapses, and if it is the first remaining voter it
 // campaigns suspectCampaignTicks later. Anything else ignores the suspicion: an awake
 // follower's election timeout is short already, and a leader whose quiesce heartbeats arrive
-// is not gone, whatever a client thinks. It returns at once; the check runs on the loop.
+// is not gone, whatever a client thinks, as long as they arrive on time (within a quarter
+// refresh). It returns at once; the check runs on the loop.
 func (g *Group) SuspectLeader(id uint64) {
 	_ = g.h.do(func() {
 		if g.h.cfg.NoQuiesce || g.retired.Load() || !g.quiesced || g.state == raft.StateLeader ||
@@ -121,16 +122,18 @@ func (g *Group) SuspectLeader(id uint64) {
 		}
 		g.h.log.Info("quiesced follower lapses: a client waited in vain for its leader, which missed a quiesce heartbeat",
 			"shard", g.shard, "leader", id)
+		term := g.rn.BasicStatus().HardState.GetTerm()
 		g.lapse(false)
 		if g.firstVoterWithout(id) == g.h.cfg.NodeID {
-			g.suspectCampaign, g.suspected = suspectCampaignTicks, id
+			g.suspectCampaign, g.suspected, g.suspectTerm = suspectCampaignTicks, id, term
 		}
 	})
 }
 
-// tickSuspicion counts down a campaign SuspectLeader scheduled, and starts it unless the group
-// found a leader other than the suspected one meanwhile. Loop goroutine, on each tick of an
-// awake group.
+// tickSuspicion counts down a campaign SuspectLeader scheduled, and starts it if the group is
+// still in the suspected leader's term, following it (or a pre-candidate whose own timer fired
+// during the lapse's ticks, whose pre-votes leaderDown dropped). Loop goroutine, on each tick
+// of an awake group.
 func (g *Group) tickSuspicion() {
 	if g.suspectCampaign == 0 {
 		return
@@ -138,7 +141,10 @@ func (g *Group) tickSuspicion() {
 	if g.suspectCampaign--; g.suspectCampaign > 0 {
 		return
 	}
-	if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateFollower && (bs.Lead == g.suspected || bs.Lead == 0) {
+	bs := g.rn.BasicStatus()
+	switch {
+	case bs.HardState.GetTerm() != g.suspectTerm:
+	case bs.RaftState == raft.StateFollower && bs.Lead == g.suspected, bs.RaftState == raft.StatePreCandidate:
 		_ = g.rn.Campaign()
 		g.stir()
 	}
@@ -194,6 +200,7 @@ func (g *Group) enterQuiescence() {
 		g.h.metrics.Quiesced.Inc()
 	}
 	g.quiesceTicks = 0
+	g.suspectCampaign = 0
 }
 
 // sendQuiesce sends every follower a quiesce heartbeat, as raft would send a heartbeat: the

@@ -1729,7 +1729,7 @@ type TopologyRequest struct {
 	// (quiesced) follower of that leader, and has already missed one of its
 	// leader's idle heartbeats, takes the leader for gone at once instead of
 	// after the second: the shard elects a new leader about a second sooner.
-	// A suspect that still answers its followers is not affected.
+	// A suspect whose idle heartbeats still arrive on time is not affected.
 	Suspects      []*SuspectLeader `protobuf:"bytes,2,rep,name=suspects,proto3" json:"suspects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
