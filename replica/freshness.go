@@ -74,7 +74,7 @@ func (g *Group) SinceContact() (time.Duration, bool) {
 // carries. Loop goroutine.
 func (g *Group) heardFrom(m *pb.Message, now time.Time) {
 	g.leaderContact = now
-	g.suspectCampaign = 0 // a leader is heard: a campaign on suspicion is moot
+	g.suspectCampaign, g.suspectHold = 0, 0 // a leader is heard: the suspicion is moot
 	bs := g.rn.BasicStatus()
 	if m.GetTerm() != bs.HardState.GetTerm() || m.GetFrom() != bs.Lead {
 		return

@@ -91,6 +91,10 @@ type Group struct {
 	suspectCampaign int
 	suspected       uint64
 	suspectTerm     uint64
+	// suspectHold: ticks during which this node, a voter that lapsed on a suspicion but is not
+	// the first remaining one, drops its own pre-vote requests, so that its timer does not
+	// race the first voter's campaign and split the vote.
+	suspectHold int
 	// leaderContact: when this replica last stepped a message only a leader sends (an append,
 	// a heartbeat, a snapshot, a timeout-now), or when it was opened.
 	leaderContact time.Time

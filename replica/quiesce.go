@@ -126,15 +126,25 @@ func (g *Group) SuspectLeader(id uint64) {
 		g.lapse(false)
 		if g.firstVoterWithout(id) == g.h.cfg.NodeID {
 			g.suspectCampaign, g.suspected, g.suspectTerm = suspectCampaignTicks, id, term
+		} else {
+			g.suspectHold = suspectCampaignTicks + 1
 		}
 	})
 }
 
-// tickSuspicion counts down a campaign SuspectLeader scheduled, and starts it if the group is
+// tickSuspicion keeps a voter that lapsed on a suspicion, and is not the first remaining one,
+// from asking for votes for a few ticks (suspectHold). It counts down a campaign SuspectLeader
+// scheduled, and starts it if the group is
 // still in the suspected leader's term, following it (or a pre-candidate whose own timer fired
 // during the lapse's ticks, whose pre-votes leaderDown dropped). Loop goroutine, on each tick
 // of an awake group.
 func (g *Group) tickSuspicion() {
+	if g.suspectHold > 0 {
+		g.suspectHold--
+		if g.rn.BasicStatus().RaftState == raft.StatePreCandidate {
+			g.dropPreVotes = true // its timer fired: leave the campaign to the first voter
+		}
+	}
 	if g.suspectCampaign == 0 {
 		return
 	}
@@ -200,7 +210,7 @@ func (g *Group) enterQuiescence() {
 		g.h.metrics.Quiesced.Inc()
 	}
 	g.quiesceTicks = 0
-	g.suspectCampaign = 0
+	g.suspectCampaign, g.suspectHold = 0, 0
 }
 
 // sendQuiesce sends every follower a quiesce heartbeat, as raft would send a heartbeat: the
