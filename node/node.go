@@ -682,7 +682,7 @@ func (n *Node) Members() []membership.Member {
 func (n *Node) DesiredReplicas() [][]uint64 { return n.desiredWithout(nil) }
 
 // desiredWithout is DesiredReplicas over the eligible members other than those in leftOut.
-func (n *Node) desiredWithout(leftOut map[uint64]time.Time) [][]uint64 {
+func (n *Node) desiredWithout(leftOut map[uint64]bool) [][]uint64 {
 	s := n.Settings()
 	var rm []ring.Member
 	for _, m := range n.Members() {

@@ -399,12 +399,12 @@ func decidePlacement(in placementInput) placementStep {
 // leader unless it is the one left out). A held member no candidate can replace stays in the
 // target if it is a member of the group (it is kept, and counted unheard), and is dropped
 // from it if not. It returns nil when that changes nothing.
-func replaceUnheard(target []uint64, held map[uint64]time.Time, candidates []uint64, zones map[uint64]string,
+func replaceUnheard(target []uint64, held map[uint64]bool, candidates []uint64, zones map[uint64]string,
 	member, usable func(uint64) bool) []uint64 {
 	out := make([]uint64, 0, len(target))
 	var gone []uint64
 	for _, id := range target {
-		if _, h := held[id]; h {
+		if held[id] {
 			gone = append(gone, id)
 		} else {
 			out = append(out, id)
@@ -419,7 +419,7 @@ func replaceUnheard(target []uint64, held map[uint64]time.Time, candidates []uin
 	}
 	pick := func(newZone bool) bool {
 		for _, id := range candidates {
-			if _, h := held[id]; h || slices.Contains(out, id) || !usable(id) || newZone && used[zones[id]] {
+			if held[id] || slices.Contains(out, id) || !usable(id) || newZone && used[zones[id]] {
 				continue
 			}
 			out = append(out, id)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/shard"
 )
@@ -132,6 +131,53 @@ type heldOut struct {
 	at   time.Time     // last seen unheard as a member, or last refused to answer
 	hold time.Duration // how long after at it stays out of the target: DeadAfter, doubled
 	// each time it was added back and went unheard again, up to maxHoldOut DeadAfter
+}
+
+// holdOut (re)starts member id's hold at now, creating its entry with a hold of deadAfter.
+// p.mu held.
+func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Duration) *heldOut {
+	e := sp.leftOut[id]
+	if e == nil {
+		e = &heldOut{hold: deadAfter}
+		sp.leftOut[id] = e
+	}
+	e.at = now
+	return e
+}
+
+// trackUnheard updates leftOut from this round's view of the shard, whose leader this node is:
+// members raft does not hear while gossip holds them alive (peers' Alive and Gone) are held
+// out from now, one added back after its hold twice as long; members raft hears again leave
+// it; entries long past their hold are forgotten. It returns the members the target leaves out
+// now, and whether one of them still votes. p.mu held.
+func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerState, now time.Time,
+	deadAfter time.Duration) (held map[uint64]bool, votes bool) {
+	for _, id := range slices.Concat(st.Voters, st.Learners) {
+		_, inactive := sp.inactiveSince[id]
+		switch ps := peers[id]; {
+		case id == st.ID:
+		case ps.Alive && ps.Gone:
+			if e := sp.leftOut[id]; e != nil && now.Sub(e.at) >= e.hold { // added back after its hold, and unheard again
+				e.hold = min(2*e.hold, maxHoldOut*deadAfter)
+			}
+			sp.holdOut(id, now, deadAfter)
+			votes = votes || slices.Contains(st.Voters, id)
+		case !inactive && st.Progress[id].Match > 0:
+			// Heard again as a member. Not on RecentActive alone: raft sets it for a member
+			// just added, before it has answered anything.
+			delete(sp.leftOut, id)
+		}
+	}
+	held = map[uint64]bool{}
+	for id, e := range sp.leftOut {
+		switch age := now.Sub(e.at); {
+		case age < e.hold:
+			held[id] = true
+		case age >= e.hold+leftOutForget*deadAfter:
+			delete(sp.leftOut, id)
+		}
+	}
+	return held, votes
 }
 
 // startPlacement starts the placement loop; stopPlacement (from Close) ends
@@ -307,6 +353,14 @@ func (p *placer) round(now time.Time) {
 				}
 			}
 		}
+		for id, at := range sp.removed {
+			if now.Sub(at) >= readdCooldown {
+				delete(sp.removed, id)
+			} else if ps, ok := peers[id]; ok {
+				ps.RecentlyRemoved = true
+				peers[id] = ps
+			}
+		}
 		var target []uint64
 		if int(st.Shard) < len(desired) {
 			target = desired[st.Shard]
@@ -315,35 +369,8 @@ func (p *placer) round(now time.Time) {
 		if sm, _, ok := n.shardSM(st.Shard); ok {
 			format = sm.Format()
 		}
-		keepsUnheard, replaced := false, false
-		held := map[uint64]time.Time{} // the members of leftOut the target leaves out now
-		for _, id := range slices.Concat(st.Voters, st.Learners) {
-			_, inactive := sp.inactiveSince[id]
-			switch ps, e := peers[id], sp.leftOut[id]; {
-			case id == self:
-			case ps.Alive && ps.Gone && e == nil:
-				sp.leftOut[id] = &heldOut{at: now, hold: deadAfter}
-				keepsUnheard = keepsUnheard || slices.Contains(st.Voters, id)
-			case ps.Alive && ps.Gone:
-				if now.Sub(e.at) >= e.hold { // added back after its hold, and unheard again
-					e.hold = min(2*e.hold, maxHoldOut*deadAfter)
-				}
-				e.at = now
-				keepsUnheard = keepsUnheard || slices.Contains(st.Voters, id)
-			case !inactive && st.Progress[id].Match > 0:
-				// Heard again as a member. Not on RecentActive alone: raft sets it for a member
-				// just added, before it has answered anything.
-				delete(sp.leftOut, id)
-			}
-		}
-		for id, e := range sp.leftOut {
-			switch age := now.Sub(e.at); {
-			case age < e.hold:
-				held[id] = e.at
-			case age >= e.hold+leftOutForget*deadAfter:
-				delete(sp.leftOut, id)
-			}
-		}
+		replaced := false
+		held, keepsUnheard := sp.trackUnheard(st, peers, now, deadAfter)
 		if len(held) > 0 {
 			key := fmt.Sprint(slices.Sorted(maps.Keys(held)))
 			alt, ok := without[key]
@@ -358,9 +385,7 @@ func (p *placer) round(now time.Time) {
 			member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
 			usable := func(id uint64) bool {
 				ps := peers[id]
-				removed, recent := sp.removed[id]
-				return id == self || ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning &&
-					!(recent && now.Sub(removed) < readdCooldown) &&
+				return id == self || ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved &&
 					max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
 			}
 			if t := replaceUnheard(target, held, slices.Concat(shardAlt, st.Voters), zones, member, usable); t != nil {
@@ -383,20 +408,11 @@ func (p *placer) round(now time.Time) {
 				peers[id] = ps
 			}
 		}
-		for id, at := range sp.removed {
-			if now.Sub(at) >= readdCooldown {
-				delete(sp.removed, id)
-			} else if ps, ok := peers[id]; ok {
-				ps.RecentlyRemoved = true
-				peers[id] = ps
-			}
-		}
 		in := placementInput{
 			Self: self, Status: st, Target: target, Peers: peers, Now: now,
 			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
-			Settle: balanceSettleRounds * p.interval, Replication: repl, Replaced: replaced,
+			Settle: balanceSettleRounds * p.interval, Replication: repl, Format: format, Replaced: replaced,
 		}
-		in.Format = format
 		step := decidePlacement(in)
 		if _, ok := sp.leftOut[step.Node]; step.Kind == stepAddLearner && (ok || replaced) {
 			step.Probe = true
@@ -466,16 +482,11 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	var err error
 	switch step.Kind {
 	case stepAddLearner:
-		if step.Probe && !p.answers(ctx, step.Node) {
+		if addr, ok := p.n.resolve(step.Node); step.Probe && (!ok || p.n.askPeer(ctx, addr) != nil) {
 			p.mu.Lock()
-			e := sp.leftOut[step.Node]
-			if e == nil {
-				e = &heldOut{hold: p.n.cfg.DeadAfter}
-				sp.leftOut[step.Node] = e
-			}
-			e.at = time.Now() // held out for another hold
+			hold := sp.holdOut(step.Node, time.Now(), p.n.cfg.DeadAfter).hold
 			p.mu.Unlock()
-			err = fmt.Errorf("node %d does not answer this leader: left out of the shard for another %v", step.Node, e.hold)
+			err = fmt.Errorf("node %d does not answer this leader: left out of the shard for another %v", step.Node, hold)
 			break
 		}
 		if step.Format >= shard.MaxFormat {
@@ -524,23 +535,6 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	default: // a round is due soon already
 	}
 	p.log.Info("placement step", attrs...)
-}
-
-// answers reports whether node id answers a question from this node over the peer connection
-// raft uses, within peerStartingTimeout.
-func (p *placer) answers(ctx context.Context, id uint64) bool {
-	addr, ok := p.n.resolve(id)
-	if !ok {
-		return false
-	}
-	conn, err := p.n.peers.get(addr)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, peerStartingTimeout)
-	defer cancel()
-	_, err = shoalv1.NewClusterClient(conn).Settings(ctx, &shoalv1.SettingsRequest{})
-	return err == nil
 }
 
 // raiseGuard allows raising a shard to format only while every other member of its

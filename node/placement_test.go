@@ -516,7 +516,6 @@ func TestPlacementUnresponsiveGone(t *testing.T) {
 }
 
 func TestReplaceUnheard(t *testing.T) {
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	zones := map[uint64]string{1: "z1", 2: "z2", 3: "z3", 4: "z1", 5: "z3", 6: "z4", 7: "z5"}
 	tests := []struct {
 		name       string
@@ -551,9 +550,9 @@ func TestReplaceUnheard(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			held := map[uint64]time.Time{}
+			held := map[uint64]bool{}
 			for _, id := range tc.held {
-				held[id] = at
+				held[id] = true
 			}
 			members := tc.members
 			if members == nil {

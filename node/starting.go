@@ -29,14 +29,21 @@ const peerStartingTimeout = 500 * time.Millisecond
 // restart its peers cannot yet see in gossip (they still see its previous run alive). A peer
 // that does not answer is not taken for starting: raft decides, as before.
 func (n *Node) peerStarting(ctx context.Context, addr string) bool {
+	err := n.askPeer(ctx, addr)
+	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), startingMsg)
+}
+
+// askPeer asks the node at addr for the cluster's settings over the peer connection raft
+// uses, within peerStartingTimeout: nil when it answered.
+func (n *Node) askPeer(ctx context.Context, addr string) error {
 	conn, err := n.peers.get(addr)
 	if err != nil {
-		return false
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, peerStartingTimeout)
 	defer cancel()
 	_, err = shoalv1.NewClusterClient(conn).Settings(ctx, &shoalv1.SettingsRequest{})
-	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), startingMsg)
+	return err
 }
 
 // startingErr is the answer to a client-facing call (the Streams and Cluster services) that

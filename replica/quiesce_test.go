@@ -204,12 +204,7 @@ func TestQuiescedFollowersElectWhenTheLeaderGoesSilent(t *testing.T) {
 	c.quiesced(shard, 1, 2, 3)
 	old := c.leader(shard).Status().ID
 	rest := c.others(old)
-	lapses := func() (n float64) {
-		for _, id := range rest {
-			n += testutilCounter(c.nodes[id].host.metrics.QuiesceLapses)
-		}
-		return n
-	}
+	lapses := func() float64 { return c.quiesceLapses(rest) }
 	c.stopNode(old)
 	first := slices.Min(rest)
 	c.leadsWithin(first, shard, 2*time.Second)
@@ -429,19 +424,12 @@ func TestSuspectedQuiescedLeader(t *testing.T) {
 	c.quiesced(shard, 1, 2, 3)
 	st := c.leader(shard).Status()
 	rest := c.others(st.ID)
-	lapses := func() (n float64) {
-		for _, id := range rest {
-			n += testutilCounter(c.nodes[id].host.metrics.QuiesceLapses)
-		}
-		return n
-	}
+	lapses := func() float64 { return c.quiesceLapses(rest) }
 	ticks := func(id uint64) (n int) {
 		g := c.group(id, shard)
-		done := make(chan struct{})
-		if err := c.nodes[id].host.do(func() { n = g.quiesceTicks; close(done) }); err != nil {
+		if err := c.nodes[id].host.call(context.Background(), func() error { n = g.quiesceTicks; return nil }); err != nil {
 			t.Fatal(err)
 		}
-		<-done
 		return n
 	}
 
@@ -481,4 +469,12 @@ func TestSuspectedQuiescedLeader(t *testing.T) {
 	}
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, rest...)
+}
+
+// quiesceLapses sums the quiesce lapses the nodes ids counted.
+func (c *cluster) quiesceLapses(ids []uint64) (n float64) {
+	for _, id := range ids {
+		n += testutilCounter(c.nodes[id].host.metrics.QuiesceLapses)
+	}
+	return n
 }

@@ -68,48 +68,42 @@ var sweepOnce sync.Once
 // longer runs.
 func sweepLeftovers() {
 	sweepOnce.Do(func() {
-		dead := func(pid int) bool { return pid != os.Getpid() && syscall.Kill(pid, 0) != nil }
-		for _, ls := range [][]string{{"container", "ls", "-a"}, {"network", "ls"}} { // containers first
-			kind := ls[0]
-			out, err := exec.Command("docker", append(ls, "--filter", "label=shoal-e2e",
-				"--format", `{{.ID}} {{.Label "shoal-e2e-pid"}}`)...).Output()
-			if err != nil {
-				continue
-			}
-			for line := range strings.Lines(string(out)) {
-				f := strings.Fields(line)
-				if len(f) != 2 {
-					continue
-				}
-				if pid, err := strconv.Atoi(f[1]); err == nil && dead(pid) {
-					exec.Command("docker", kind, "rm", "-f", f[0]).Run()
-				}
-			}
-		}
-		// TestDockerCompose's projects (composeProject), whose containers, networks and volumes
-		// docker-compose labels with the project's name.
-		const label = "com.docker.compose.project"
-		for _, ls := range [][]string{{"container", "ls", "-a"}, {"network", "ls"}, {"volume", "ls"}} {
-			kind, id := ls[0], "{{.ID}}"
-			if kind == "volume" {
-				id = "{{.Name}}"
-			}
-			out, err := exec.Command("docker", append(ls, "--filter", "label="+label,
-				"--format", id+` {{.Label "`+label+`"}}`)...).Output()
-			if err != nil {
-				continue
-			}
-			for line := range strings.Lines(string(out)) {
-				f := strings.Fields(line)
-				if len(f) != 2 {
-					continue
-				}
-				if pid, ok := composeProjectPID(f[1]); ok && dead(pid) {
-					exec.Command("docker", kind, "rm", "-f", f[0]).Run()
-				}
-			}
+		for _, kind := range []string{"container", "network", "volume"} { // containers first
+			sweepLabelled(kind, "shoal-e2e-pid", func(v string) (int, bool) {
+				pid, err := strconv.Atoi(v)
+				return pid, err == nil
+			})
+			// TestDockerCompose's projects (composeProject), whose containers, networks and
+			// volumes docker-compose labels with the project's name.
+			sweepLabelled(kind, "com.docker.compose.project", composeProjectPID)
 		}
 	})
+}
+
+// sweepLabelled removes the docker objects of a kind (container, network, volume) that carry
+// label, when pidOf finds in its value the PID of a test binary that no longer runs.
+func sweepLabelled(kind, label string, pidOf func(string) (int, bool)) {
+	args, id := []string{kind, "ls"}, "{{.ID}}"
+	switch kind {
+	case "container":
+		args = append(args, "-a")
+	case "volume":
+		id = "{{.Name}}"
+	}
+	out, err := exec.Command("docker", append(args, "--filter", "label="+label,
+		"--format", id+` {{.Label "`+label+`"}}`)...).Output()
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		if pid, ok := pidOf(f[1]); ok && pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
+			exec.Command("docker", kind, "rm", "-f", f[0]).Run()
+		}
+	}
 }
 
 // composeProject names a docker-compose project of this test binary: shoale2e<pid>x<n>, so
