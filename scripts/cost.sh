@@ -39,15 +39,15 @@ start_cluster "$SHARDS"
 WORKLOAD=(--streams 10000 --event-size 256 --concurrency "$CONCURRENCY" --expected exact)
 "$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "${WARMUP:-3s}" --warmup 1s --stream-prefix warm- >/dev/null
 
-counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls voluntary-switches
+counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls voluntary-switches minor-faults
   local stat
-  read -r -a stat < <(cut -d' ' -f14,15 "/proc/$1/stat")
-  echo "${stat[0]} ${stat[1]} $(awk '/^syscr/{r=$2} /^syscw/{w=$2} END{print r, w}' "/proc/$1/io")" \
-    "$(cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s}')"
+  read -r -a stat < <(cut -d' ' -f10,14,15 "/proc/$1/stat")
+  echo "${stat[1]} ${stat[2]} $(awk '/^syscr/{r=$2} /^syscw/{w=$2} END{print r, w}' "/proc/$1/io")" \
+    "$(cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s}') ${stat[0]}"
 }
 metrics() {
   curl -fsS http://127.0.0.1:17480/metrics |
-    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total|shoal_pebble_wal_fsync_seconds_total|shoal_pebble_wal_bytes_written_total|shoal_pebble_flushed_bytes_total|shoal_pebble_compacted_bytes_total)' |
+    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total|shoal_pebble_wal_fsync_seconds_total|shoal_pebble_wal_bytes_written_total|shoal_pebble_flushed_bytes_total|shoal_pebble_compacted_bytes_total|shoal_append_pipeline_batch_items_(sum|count))' |
     awk '{split($1, a, "{"); s[a[1]] += $2} END{for (k in s) print k, s[k]}' | sort
 }
 
@@ -73,9 +73,9 @@ for p in "${PIDS[@]}"; do
   read -r -a a < <(counters "$p")
   read -r -a b <<<"${before[$p]}"
   awk -v n="$appends" -v t="$tick" -v name="n$i" -v u=$((a[0] - b[0])) -v s=$((a[1] - b[1])) \
-    -v r=$((a[2] - b[2])) -v w=$((a[3] - b[3])) -v v=$((a[4] - b[4])) 'BEGIN {
-      printf "  %s: %.0f µs CPU (%.0f user, %.0f system), %.2f read and %.2f write syscalls, %.2f voluntary switches\n",
-        name, (u + s) * 1e6 / t / n, u * 1e6 / t / n, s * 1e6 / t / n, r / n, w / n, v / n }'
+    -v r=$((a[2] - b[2])) -v w=$((a[3] - b[3])) -v v=$((a[4] - b[4])) -v f=$((a[5] - b[5])) 'BEGIN {
+      printf "  %s: %.0f µs CPU (%.0f user, %.0f system), %.2f read and %.2f write syscalls, %.2f voluntary switches, %.2f page faults\n",
+        name, (u + s) * 1e6 / t / n, u * 1e6 / t / n, s * 1e6 / t / n, r / n, w / n, v / n, f / n }'
   i=$((i + 1))
 done
 read -r cu cs < <(tail -1 "$WORK/client.time")
