@@ -37,6 +37,9 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 	}
 
 	k := &s.keys
+	// From Format3 on the stream record is written only when the stream is created or its
+	// state changes; a live stream's last version is then its last event key's.
+	writeRecord := !found || m.state != stateLive || s.pendFormat < Format3
 	if !found {
 		s.addName(c.Stream)
 		m = streamMeta{id: s.meta.nextStreamID, state: stateLive}
@@ -78,8 +81,12 @@ func (s *Shard) applyAppend(b *pebble.Batch, c *AppendCommand) (any, error) {
 		return nil, err
 	}
 	m.last = first + n - 1
-	if err := s.putStream(b, c.Stream, m); err != nil {
-		return nil, err
+	if writeRecord {
+		if err := s.putStream(b, c.Stream, m); err != nil {
+			return nil, err
+		}
+	} else {
+		s.pending[c.Stream] = m
 	}
 	s.meta.nextPosition += n
 	if err := s.metaChanged(b); err != nil {
@@ -258,6 +265,14 @@ func (s *Shard) applySetFormat(b *pebble.Batch, c *SetFormatCommand) (any, error
 	s.valBuf = binary.BigEndian.AppendUint64(s.valBuf[:0], c.Format)
 	if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
 		return nil, err
+	}
+	if s.pendFormat < Format3 && c.Format >= Format3 {
+		// The applied index moves into the shard meta record: Apply writes it there after
+		// this entry (setApplied), or FinishBatch does.
+		s.keyBuf = s.keys.applied(s.keyBuf[:0])
+		if err := b.Delete(s.keyBuf, nil); err != nil {
+			return nil, err
+		}
 	}
 	s.pendFormat = c.Format
 	return &FormatResult{Format: c.Format}, nil

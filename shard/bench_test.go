@@ -11,76 +11,90 @@ import (
 )
 
 // BenchmarkApplyAppend measures Apply+Commit (NoSync; the replica's fsync is
-// elsewhere) for appends of 256-byte events spread over 10,000 streams,
-// grouped into indexed batches of about 1,000 events like the apply loop does.
-// One op = one raft entry.
+// elsewhere) for appends of 256-byte events spread over 10,000 streams, at
+// each shard format, grouped into indexed batches of entries like the apply
+// loop does: a few entries per batch for single events under load, about
+// 1,000 events per batch otherwise. One op = one raft entry.
 func BenchmarkApplyAppend(b *testing.B) {
-	for _, perEntry := range []int{1, 100} {
-		b.Run(fmt.Sprintf("events=%d", perEntry), func(b *testing.B) {
-			// Node-like settings: large memtables so flushes do not stall the loop.
-			db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{},
-				MemTableSize: 64 << 20, MemTableStopWritesThreshold: 4,
-				L0CompactionThreshold: 4, L0StopWritesThreshold: 32})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			s, err := Open(db, 1, Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			const streams = 10000
-			names := make([]string, streams)
-			for i := range names {
-				names[i] = fmt.Sprintf("order-%08d", i)
-			}
-			data := make([]byte, 256)
-			c := &AppendCommand{Events: make([]Event, perEntry)}
-			var idc uint64
-			entriesPerBatch := max(1, 1000/perEntry)
-			var batch *pebble.Batch
-			var applyTime time.Duration
-			index := uint64(0)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if batch == nil {
-					batch = db.NewIndexedBatch()
-					s.BeginBatch(batch) // as the replica's apply loop does
-				}
-				c.Stream = names[i%streams]
-				for j := range c.Events {
-					idc++
-					var id [16]byte
-					binary.BigEndian.PutUint64(id[8:], idc)
-					id[0] = 0x5a
-					c.Events[j] = Event{ID: id, Type: "OrderPlaced", Data: data}
-				}
-				index++
-				data := EncodeAppend(c)
-				t0 := time.Now()
-				if res, ok := s.Apply(batch, index, data).(*AppendResult); !ok || res.Duplicate {
-					b.Fatalf("apply: %v", res)
-				}
-				applyTime += time.Since(t0)
-				if (i+1)%entriesPerBatch == 0 || i == b.N-1 {
-					if err := s.FinishBatch(batch); err != nil {
-						b.Fatal(err)
-					}
-					if err := batch.Commit(pebble.NoSync); err != nil {
-						b.Fatal(err)
-					}
-					batch.Close()
-					batch = nil
-					s.Committed()
-				}
-			}
-			b.ReportMetric(float64(b.N*perEntry)/b.Elapsed().Seconds(), "events/s")
-			// Apply alone (decode, checks, record encoding, batch writes), without Commit.
-			b.ReportMetric(float64(b.N*perEntry)/applyTime.Seconds(), "apply-events/s")
-		})
+	for _, bc := range []struct{ perEntry, perBatch int }{{1, 4}, {1, 1000}, {100, 10}} {
+		for _, format := range []uint64{Format2, Format3} {
+			b.Run(fmt.Sprintf("events=%d/batch=%d/format=%d", bc.perEntry, bc.perBatch, format), func(b *testing.B) {
+				benchApplyAppend(b, bc.perEntry, bc.perBatch, format)
+			})
+		}
 	}
+}
+
+func benchApplyAppend(b *testing.B, perEntry, entriesPerBatch int, format uint64) {
+	// Node-like settings: large memtables so flushes do not stall the loop.
+	db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{},
+		MemTableSize: 64 << 20, MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold: 4, L0StopWritesThreshold: 32})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(db, 1, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	index := uint64(1)
+	fb := db.NewIndexedBatch()
+	if res, ok := s.Apply(fb, index, EncodeSetFormat(&SetFormatCommand{Format: format})).(*FormatResult); !ok || res.Format != format {
+		b.Fatalf("set format: %v", res)
+	}
+	if err := fb.Commit(pebble.NoSync); err != nil {
+		b.Fatal(err)
+	}
+	s.Committed()
+	const streams = 10000
+	names := make([]string, streams)
+	for i := range names {
+		names[i] = fmt.Sprintf("order-%08d", i)
+	}
+	data := make([]byte, 256)
+	c := &AppendCommand{Events: make([]Event, perEntry)}
+	var idc uint64
+	var batch *pebble.Batch
+	var applyTime time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if batch == nil {
+			batch = db.NewIndexedBatch()
+			s.BeginBatch(batch) // as the replica's apply loop does
+		}
+		c.Stream = names[i%streams]
+		for j := range c.Events {
+			idc++
+			var id [16]byte
+			binary.BigEndian.PutUint64(id[8:], idc)
+			id[0] = 0x5a
+			c.Events[j] = Event{ID: id, Type: "OrderPlaced", Data: data}
+		}
+		index++
+		data := EncodeAppend(c)
+		t0 := time.Now()
+		if res, ok := s.Apply(batch, index, data).(*AppendResult); !ok || res.Duplicate {
+			b.Fatalf("apply: %v", res)
+		}
+		applyTime += time.Since(t0)
+		if (i+1)%entriesPerBatch == 0 || i == b.N-1 {
+			if err := s.FinishBatch(batch); err != nil {
+				b.Fatal(err)
+			}
+			if err := batch.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			batch.Close()
+			batch = nil
+			s.Committed()
+		}
+	}
+	b.ReportMetric(float64(b.N*perEntry)/b.Elapsed().Seconds(), "events/s")
+	// Apply alone (decode, checks, record encoding, batch writes), without Commit.
+	b.ReportMetric(float64(b.N*perEntry)/applyTime.Seconds(), "apply-events/s")
 }
 
 func BenchmarkKeyEncode(b *testing.B) {

@@ -91,8 +91,15 @@ const (
 	// Format2: each delete takes a position in the shard log (ReadLog
 	// returns it as a RecordedEvent with Deletion set).
 	Format2 uint64 = 2
+	// Format3: fewer keys per append. The stream record is written when
+	// the stream is created and when its state changes (a delete, or an
+	// append that follows a soft delete), no longer on every append: a live
+	// stream's last version is its last event key. The applied raft index
+	// moves into the shard meta record ('Z'), written once per batch, and
+	// the 'X' key is deleted.
+	Format3 uint64 = 3
 	// MaxFormat is the highest format this version applies and reads.
-	MaxFormat = Format2
+	MaxFormat = Format3
 )
 
 // SetFormatCommand raises the shard's format to Format (no effect when the

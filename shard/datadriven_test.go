@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 //	read stream=S [from=N] [from-end] [backward] [count=N]
 //	readlog [from=N] [count=N]
 //	info stream=S | applied | begin | commit | reload | reopen | raw hex=..
+//	records: the stored stream records ('N'), applied index ('X') and shard meta ('Z')
 //
 // Values are Go-unescaped (\x01, \xff, \u00e9 ...).
 func TestDataDriven(t *testing.T) {
@@ -194,6 +196,9 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		return fmt.Sprintf("exists=%t last=%d deleted=%t tombstoned=%t\n", exists, last, deleted, tomb)
 	case "applied":
 		return fmt.Sprintf("applied=%d last-position=%d\n", ts.s.Applied(), ts.s.LastPosition())
+	case "records":
+		ts.commit(pebble.NoSync)
+		return dumpRecords(t, ts)
 	case "begin":
 		ts.begin()
 		return "ok\n"
@@ -223,4 +228,46 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 	}
 	t.Fatalf("unknown command %q", td.Cmd)
 	return ""
+}
+
+// dumpRecords prints the committed stream records, 'X' and 'Z' of ts's shard.
+func dumpRecords(t *testing.T, ts *testShard) string {
+	var sb strings.Builder
+	lo, hi := ts.s.keys.tagSpan(tagStream)
+	it, err := ts.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		var m streamMeta
+		if err := m.decode(it.Value()); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&sb, "stream %s: state=%d id=%d last=%d start=%d\n", it.Key()[prefixLen+1:], m.state, m.id, m.last, m.start)
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, closer, err := ts.db.Get(ts.s.keys.applied(nil)); err == nil {
+		fmt.Fprintf(&sb, "X: applied=%d\n", binary.BigEndian.Uint64(v))
+		closer.Close()
+	} else {
+		fmt.Fprintf(&sb, "X: %v\n", err)
+	}
+	if v, closer, err := ts.db.Get(ts.s.keys.meta(nil)); err == nil {
+		var m shardMeta
+		applied, has, err := m.decode(v)
+		closer.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&sb, "Z: next-position=%d next-stream=%d", m.nextPosition, m.nextStreamID)
+		if has {
+			fmt.Fprintf(&sb, " applied=%d", applied)
+		}
+		sb.WriteString("\n")
+	} else {
+		fmt.Fprintf(&sb, "Z: %v\n", err)
+	}
+	return sb.String()
 }

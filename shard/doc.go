@@ -22,8 +22,9 @@
 //     discard the batch, Reload, and stop (or retry from Applied()+1).
 //     ApplyFailure tells the two apart (the replica stops the node on one).
 //     Optionally, BeginBatch(b) before the first Apply and FinishBatch(b)
-//     after the last: the applied index ('X') and shard meta ('Z') are then
-//     written once per batch instead of once per entry (same final state).
+//     after the last: the applied index ('X', or 'Z' from Format3 on) and
+//     shard meta ('Z') are then written once per batch instead of once per
+//     entry (same final state).
 //  3. Commits b (NoSync is fine: the raft log is the durable record; after a
 //     crash, entries after Applied() are re-applied and get the same verdicts).
 //  4. Calls Committed(), which makes the in-memory stream metadata
@@ -64,8 +65,9 @@
 //	| 'S' | shard     | 'M' | streamID (8)          | stream name (bytes)                       |
 //	| 'S' | shard     | 'N' | stream name (bytes)   | stream record (below)                     |
 //	| 'S' | shard     | 'V' |                       | format (8); absent: Format1               |
-//	| 'S' | shard     | 'X' |                       | applied raft index (8)                    |
+//	| 'S' | shard     | 'X' |                       | applied raft index (8); up to Format2     |
 //	| 'S' | shard     | 'Z' |                       | next position (8) next streamID (8)       |
+//	|     |           |     |                       | from Format3 on: applied raft index (8)   |
 //	+-----+-----------+-----+-----------------------+-------------------------------------------+
 //
 // One 'A' entry covers one append: positions p..p+n-1 are versions
@@ -81,6 +83,13 @@
 //	| state (1) | streamID (8) | last version (8)| first visible version (8)    |
 //	+-----------+--------------+-----------------+------------------------------+
 //	state: 0 live, 1 soft-deleted, 2 tombstoned (append-only)
+//
+// Up to Format2 every append rewrites the stream record. From Format3 on it
+// is written when the stream is created and when its state changes (a
+// delete, or the append that follows a soft delete), so a live stream's
+// last version in it may be behind: its last 'E' key holds the last version
+// (Apply's stream cache keeps it in memory; a read or a cache miss seeks it).
+// A deleted stream's record is right in every format.
 //
 // # Event record ('E' value)
 //
@@ -122,7 +131,10 @@
 // versions that would write different state. A SetFormatCommand in the log
 // raises the format ('V' key; a snapshot carries it). Format1: deletes take
 // no position. Format2: each delete takes the next position and appears in
-// ReadLog. The proposer raises a shard's format only when every replica runs
+// ReadLog. Format3: an append writes three keys per event plus one ('E' and
+// 'I' per event, 'A', and 'Z' once per batch) where Format2 wrote five ('N'
+// and 'X' too); the 'X' key is deleted when the shard is raised to it. The
+// proposer raises a shard's format only when every replica runs
 // a version that knows it (MaxFormat), and never places a replica on a node
 // that does not. Open refuses a shard above MaxFormat (no downgrade); a
 // SetFormatCommand above MaxFormat is a failure (ErrUnsupportedFormat), not

@@ -199,19 +199,34 @@ func (e *logEntry) decode(b []byte) error {
 	return nil
 }
 
-// shardMeta is the value of S|shard|Z.
+// shardMeta is the value of S|shard|Z: 16 bytes up to Format2, 24 from Format3 on, where
+// the applied raft index follows (and 'X' is absent).
 type shardMeta struct{ nextPosition, nextStreamID uint64 }
 
-func (m *shardMeta) encode(dst []byte) []byte {
+const (
+	shardMetaLen        = 16
+	shardMetaAppliedLen = 24
+)
+
+// encode appends the record; withApplied (Format3 on) appends applied too.
+func (m *shardMeta) encode(dst []byte, withApplied bool, applied uint64) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, m.nextPosition)
-	return binary.BigEndian.AppendUint64(dst, m.nextStreamID)
+	dst = binary.BigEndian.AppendUint64(dst, m.nextStreamID)
+	if withApplied {
+		dst = binary.BigEndian.AppendUint64(dst, applied)
+	}
+	return dst
 }
 
-func (m *shardMeta) decode(b []byte) error {
-	if len(b) != 16 {
-		return errCorrupt("shard meta record")
+// decode decodes either length; hasApplied says whether the record held the applied index.
+func (m *shardMeta) decode(b []byte) (applied uint64, hasApplied bool, err error) {
+	if len(b) != shardMetaLen && len(b) != shardMetaAppliedLen {
+		return 0, false, errCorrupt("shard meta record")
 	}
 	m.nextPosition = binary.BigEndian.Uint64(b)
 	m.nextStreamID = binary.BigEndian.Uint64(b[8:])
-	return nil
+	if len(b) == shardMetaAppliedLen {
+		return binary.BigEndian.Uint64(b[16:]), true, nil
+	}
+	return 0, false, nil
 }

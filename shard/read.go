@@ -16,9 +16,18 @@ func (s *Shard) StreamInfo(stream string) (exists bool, last uint64, deleted, to
 	if err != nil || !found {
 		return false, 0, false, false, err
 	}
+	if m.state == stateLive {
+		// From Format3 on the record's last version may be behind: the last event key is
+		// right in every format.
+		if m.last, err = s.lastVersion(s.db, m.id); err != nil {
+			return false, 0, false, false, err
+		}
+	}
 	return m.state == stateLive, m.last, m.state != stateLive, m.state == stateTombstoned, nil
 }
 
+// readMeta reads the stream record. From Format3 on, a live stream's last version in it may
+// be behind (see lastVersion); a deleted stream's is right in every format.
 func (s *Shard) readMeta(stream string) (streamMeta, bool, error) {
 	if err := CheckStreamName(stream); err != nil {
 		return streamMeta{}, false, err
@@ -58,29 +67,31 @@ func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, c
 	if count == 0 {
 		count = math.MaxUint64
 	}
-	lo, hi := m.start, m.last // visible versions, inclusive
-	if fromEnd {
-		from = hi
+	// The visible versions are m.start up to the stream's last event (the record's last
+	// version may be behind from Format3 on: the iterator's bounds find the last event).
+	lower := s.keys.event(nil, m.id, m.start)
+	_, upper := s.keys.tagSpan(tagEvent)
+	if m.id < math.MaxUint64 {
+		upper = s.keys.eventStream(nil, m.id+1)
 	}
-	if backward {
-		hi = min(from, hi)
-	} else {
-		lo = max(from, lo)
-	}
-	if lo > hi {
-		return nil
-	}
-	lower := s.keys.event(nil, m.id, lo)
-	upper := s.keys.event(nil, m.id, hi)
-	upper = append(upper, 0) // just past version hi
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err
 	}
+	var valid bool
+	switch {
+	case fromEnd:
+		valid = it.Last()
+	case backward && from < math.MaxUint64:
+		valid = it.SeekLT(s.keys.event(nil, m.id, from+1))
+	case backward:
+		valid = it.Last()
+	default:
+		valid = it.SeekGE(s.keys.event(nil, m.id, max(from, m.start)))
+	}
 	step := it.Next
-	valid := it.First()
 	if backward {
-		step, valid = it.Prev, it.Last()
+		step = it.Prev
 	}
 	for n := uint64(0); valid && n < count; valid, n = step(), n+1 {
 		ev := &RecordedEvent{Stream: stream}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,10 +227,15 @@ func (s *Shard) Reload() error {
 	case err != nil:
 		return err
 	default:
-		err = m.decode(v)
+		metaApplied, hasApplied, err := m.decode(v)
 		closer.Close()
-		if err != nil {
+		switch {
+		case err != nil:
 			return err
+		case hasApplied != (format >= Format3):
+			return errCorrupt(fmt.Sprintf("shard meta record of %d bytes at format %d", len(v), format))
+		case hasApplied:
+			applied = metaApplied // from Format3 on, 'X' is absent
 		}
 	}
 	if err := s.startFilterBuild(int(min(m.nextPosition, 1<<40)), int(min(m.nextStreamID, 1<<40))); err != nil {
@@ -241,9 +247,9 @@ func (s *Shard) Reload() error {
 	s.meta = m
 	s.pendApply = applied
 	s.pendFormat = format
-	s.applied.Store(applied)
-	s.nextPos.Store(m.nextPosition)
 	s.format.Store(format)
+	s.nextPos.Store(m.nextPosition)
+	s.applied.Store(applied)
 	s.notifyAllStreams()
 	s.notify()
 	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied, "format", format,
@@ -320,8 +326,8 @@ func (s *Shard) SetApplied(b *pebble.Batch, index uint64) {
 }
 
 // BeginBatch tells the shard that every Apply/SetApplied into b until FinishBatch(b) belongs
-// to one batch: the applied index ('X') and shard meta ('Z') are then written once, by
-// FinishBatch, instead of after every entry (an optional optimisation of the apply loop;
+// to one batch: the applied index ('X'; inside 'Z' from Format3 on) and shard meta ('Z') are
+// then written once, by FinishBatch, instead of after every entry (an optional optimisation of the apply loop;
 // callers that never call it get the per-entry writes). Apply-goroutine only.
 func (s *Shard) BeginBatch(b *pebble.Batch) {
 	s.deferTo, s.appliedDirt, s.metaDirty = b, false, false
@@ -334,14 +340,17 @@ func (s *Shard) FinishBatch(b *pebble.Batch) error {
 		return nil
 	}
 	s.deferTo = nil
-	if s.metaDirty {
-		s.metaDirty = false
+	metaDirty, appliedDirty := s.metaDirty, s.appliedDirt
+	s.metaDirty, s.appliedDirt = false, false
+	if s.pendFormat >= Format3 {
+		metaDirty, appliedDirty = metaDirty || appliedDirty, false // one record holds both
+	}
+	if metaDirty {
 		if err := s.writeMeta(b); err != nil {
 			return fmt.Errorf("%w: %w", ErrStorage, err)
 		}
 	}
-	if s.appliedDirt {
-		s.appliedDirt = false
+	if appliedDirty {
 		if err := s.setApplied(b, s.pendApply); err != nil {
 			return fmt.Errorf("%w: %w", ErrStorage, err)
 		}
@@ -359,9 +368,11 @@ func (s *Shard) metaChanged(b *pebble.Batch) error {
 	return s.writeMeta(b)
 }
 
+// writeMeta writes the shard meta record, which from Format3 on holds the applied index
+// (pendApply) too.
 func (s *Shard) writeMeta(b *pebble.Batch) error {
 	s.keyBuf = s.keys.meta(s.keyBuf[:0])
-	s.valBuf = s.meta.encode(s.valBuf[:0])
+	s.valBuf = s.meta.encode(s.valBuf[:0], s.pendFormat >= Format3, s.pendApply)
 	return b.Set(s.keyBuf, s.valBuf, nil)
 }
 
@@ -369,6 +380,10 @@ func (s *Shard) setApplied(b *pebble.Batch, index uint64) error {
 	if b == s.deferTo {
 		s.pendApply, s.appliedDirt = index, true
 		return nil
+	}
+	if s.pendFormat >= Format3 {
+		s.pendApply = index
+		return s.writeMeta(b)
 	}
 	s.keyBuf = s.keys.applied(s.keyBuf[:0])
 	s.valBuf = binary.BigEndian.AppendUint64(s.valBuf[:0], index)
@@ -402,9 +417,10 @@ func (s *Shard) Committed() {
 		}
 	}
 	clear(s.pending)
-	s.applied.Store(s.pendApply)
-	s.nextPos.Store(s.meta.nextPosition)
+	// The format first: a reader that sees the new applied index sees its format too.
 	s.format.Store(s.pendFormat)
+	s.nextPos.Store(s.meta.nextPosition)
+	s.applied.Store(s.pendApply)
 	s.notify()
 }
 
@@ -436,9 +452,42 @@ func (s *Shard) lookup(b *pebble.Batch, name string) (streamMeta, bool, error) {
 	if err != nil {
 		return streamMeta{}, false, err
 	}
-	// Not in pending, so b holds no uncommitted change to it: committed state.
+	// Not in pending, so b holds no uncommitted change to it: the committed state, where
+	// from Format3 on a live stream's last version is its last event's.
+	if m.state == stateLive && s.pendFormat >= Format3 {
+		if m.last, err = s.lastVersion(s.db, m.id); err != nil {
+			return streamMeta{}, false, err
+		}
+	}
 	s.cache[name] = m
 	return m, true, nil
+}
+
+// lastVersion returns the version of stream id's last event as r sees it.
+func (s *Shard) lastVersion(r pebble.Reader, id uint64) (uint64, error) {
+	lo := s.keys.eventStream(nil, id)
+	_, hi := s.keys.tagSpan(tagEvent)
+	if id < math.MaxUint64 {
+		hi = s.keys.eventStream(nil, id+1)
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, err
+	}
+	if !it.Last() {
+		err := it.Close()
+		if err == nil {
+			err = errCorrupt(fmt.Sprintf("stream %d has a record but no event", id))
+		}
+		return 0, err
+	}
+	k := it.Key()
+	if len(k) != prefixLen+1+16 {
+		it.Close()
+		return 0, errCorrupt("event key")
+	}
+	last := binary.BigEndian.Uint64(k[prefixLen+1+8:])
+	return last, it.Close()
 }
 
 // streamName returns the name of stream id as seen through r.
