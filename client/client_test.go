@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -102,8 +103,12 @@ func TestAppendRetriesReuseGeneratedIDs(t *testing.T) {
 	if ids[0][0] == uuid.Nil.String() || ids[0][0] == ids[0][2] {
 		t.Errorf("generated IDs not unique: %v", ids[0])
 	}
-	if v := uuid.MustParse(ids[0][0]).Version(); v != 4 {
-		t.Errorf("generated ID version = %d, want 4", v)
+	first, last := uuid.MustParse(ids[0][0]), uuid.MustParse(ids[0][2])
+	if first.Version() != 7 || last.Version() != 7 {
+		t.Errorf("generated ID versions = %d and %d, want 7 (time-ordered)", first.Version(), last.Version())
+	}
+	if bytes.Compare(first[:], last[:]) >= 0 {
+		t.Errorf("generated IDs %s and %s are not in time order", first, last)
 	}
 	if events[0].ID != uuid.Nil {
 		t.Errorf("caller's event was modified")

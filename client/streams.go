@@ -15,7 +15,7 @@ import (
 )
 
 // Append appends events to stream, all or nothing, if the stream satisfies
-// expected. Events with a zero ID get a random UUID before the first
+// expected. Events with a zero ID get a time-ordered UUID (version 7) before the first
 // attempt; every retry resends the same IDs, so a retried append that had
 // in fact succeeded returns the original result with Duplicate set instead
 // of writing twice. The caller's events are not modified.
@@ -37,7 +37,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		}
 		id := ev.ID
 		if id == uuid.Nil {
-			id = uuid.New()
+			id = uuid.Must(uuid.NewV7())
 		}
 		req.Events[i] = &shoalv1.EventData{Id: id[:], Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, ContentType: ev.ContentType}
 	}

@@ -64,7 +64,7 @@ last event; a mismatch exits with code 3.`,
 					return usagef("--id must be a UUID such as %s, got %q", uuid.New(), id)
 				}
 			} else {
-				ev.ID = uuid.New()
+				ev.ID = uuid.Must(uuid.NewV7())
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()

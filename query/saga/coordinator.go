@@ -409,7 +409,7 @@ func (c *Coordinator) record(ctx context.Context, st *State, typ string, r recor
 	if err != nil {
 		return err
 	}
-	ev := client.Event{ID: uuid.New(), Type: typ, Data: data, Metadata: c.meta, ContentType: "application/json"}
+	ev := client.Event{ID: uuid.Must(uuid.NewV7()), Type: typ, Data: data, Metadata: c.meta, ContentType: "application/json"}
 	expected := st.Expected()
 	res, err := c.c.Append(ctx, Stream(st.ID), expected, ev)
 	if errors.Is(err, client.ErrWrongExpectedVersion) {
