@@ -35,13 +35,16 @@ soak: build
 
 # A rolling upgrade of three real servers from UPGRADE_FROM (a commit; default the last one
 # before shard formats) to this tree, under load, with deletes (internal/e2e TestRollingUpgrade).
+# UPGRADE_FROM_FORMAT is that commit's highest shard format: 1 before formats, 2 from 6d2c4c2
+# (shard format 2) to b2c2cec, e.g. make upgrade-test UPGRADE_FROM=b2c2cec UPGRADE_FROM_FORMAT=2.
 # Needs the repository's history.
 UPGRADE_FROM ?= 7bcec11
+UPGRADE_FROM_FORMAT ?= 1
 upgrade-test:
 	rm -rf /tmp/shoal-upgrade-from && mkdir -p /tmp/shoal-upgrade-from
 	git archive $(UPGRADE_FROM) | tar -x -C /tmp/shoal-upgrade-from
 	cd /tmp/shoal-upgrade-from && $(GO) build -o /tmp/shoal-upgrade-from/shoal-old ./cmd/shoal
-	SHOAL_E2E_OLD_BIN=/tmp/shoal-upgrade-from/shoal-old $(GO) test -count 1 -v -timeout 10m -run TestRollingUpgrade ./internal/e2e/
+	SHOAL_E2E_OLD_BIN=/tmp/shoal-upgrade-from/shoal-old SHOAL_E2E_OLD_FORMAT=$(UPGRADE_FROM_FORMAT) $(GO) test -count 1 -v -timeout 10m -run TestRollingUpgrade ./internal/e2e/
 
 # The container image (deploy/Dockerfile): the static binary FROM scratch, tagged $(IMAGE).
 IMAGE ?= shoal:dev

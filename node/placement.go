@@ -203,23 +203,38 @@ func (in placementInput) formatOf(id uint64) uint64 {
 	return max(in.Peers[id].ShardFormat, shard.Format1)
 }
 
-// decideFormat returns the shard format to raise the shard this node leads to, or 0: once
-// every member of the shard (voters and learners) is alive in gossip and runs a version that
-// applies it. The raise is proposed guarded (raiseGuard, replica.Guard): the configuration it
-// follows in the log is checked again, atomically with the proposal, so no member it did not
-// check joins before it. decidePlacement adds no replica on a node that could not apply the
-// shard's format, and adds a node of an older version only guarded too (learnerGuard). A member
-// whose node later starts a version that does not know the format stops at it; the versions
-// from before formats do not check, so downgrades past a raise are not supported.
+// decideFormat returns the shard format to raise the shard this node leads to, or 0: the
+// highest format that every member of the shard (voters and learners) applies, once each is
+// alive in gossip, when that is above the shard's. So a shard goes as far as its slowest
+// member's version allows (a Format1 shard with members of a version that knows Format2 and
+// one that knows Format3 goes to Format2, and to Format3 once all know it). The raise is
+// proposed guarded (raiseGuard, replica.Guard): the configuration it follows in the log is
+// checked again, atomically with the proposal, so no member it did not check joins before
+// it. decidePlacement adds no replica on a node that could not apply the shard's format, and
+// adds a node of an older version only guarded too (learnerGuard). A member whose node later
+// starts a version that does not know the format stops at it; the versions from before
+// formats do not check, so downgrades past a raise are not supported.
 func decideFormat(in placementInput) uint64 {
 	st := in.Status
-	if st.Leader != in.Self || st.Progress == nil || max(in.Format, shard.Format1) >= shard.MaxFormat {
+	cur := max(in.Format, shard.Format1)
+	if st.Leader != in.Self || st.Progress == nil || cur >= shard.MaxFormat {
 		return 0
 	}
-	if _, lacks := lacksFormat(slices.Concat(st.Voters, st.Learners), in.Self, in.Peers, shard.MaxFormat); lacks {
+	f := shard.MaxFormat
+	for _, id := range slices.Concat(st.Voters, st.Learners) {
+		if id == in.Self {
+			continue
+		}
+		p, ok := in.Peers[id]
+		if !ok || !p.Alive {
+			return 0
+		}
+		f = min(f, max(p.ShardFormat, shard.Format1))
+	}
+	if f <= cur {
 		return 0
 	}
-	return shard.MaxFormat
+	return f
 }
 
 // lacksFormat returns a member of ids, other than self, that peers does not show alive on a

@@ -438,29 +438,34 @@ func TestPlacementFormats(t *testing.T) {
 	old := peerState{Alive: true} // a version that gossips no format: Format1 only
 	down := peerState{ShardFormat: shard.MaxFormat}
 
+	mid := peerState{Alive: true, ShardFormat: shard.MaxFormat - 1} // a version one format behind
 	raise := []struct {
-		name  string
-		in    placementInput
-		raise bool
+		name string
+		in   placementInput
+		want uint64 // the format raised to, 0 none
 	}{
 		{"every member applies the format", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
-			Peers: map[uint64]peerState{2: cur, 3: cur}}, true},
-		{"a lone voter", placementInput{Status: status([]uint64{1}, nil, commit)}, true},
+			Peers: map[uint64]peerState{2: cur, 3: cur}}, shard.MaxFormat},
+		{"a lone voter", placementInput{Status: status([]uint64{1}, nil, commit)}, shard.MaxFormat},
 		{"a member of an older version", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
-			Peers: map[uint64]peerState{2: cur, 3: old}}, false},
+			Peers: map[uint64]peerState{2: cur, 3: old}}, 0},
 		{"a learner of an older version", placementInput{Status: status([]uint64{1, 2}, []uint64{3}, commit),
-			Peers: map[uint64]peerState{2: cur, 3: old}}, false},
+			Peers: map[uint64]peerState{2: cur, 3: old}}, 0},
+		{"a member one format behind: as far as it goes", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur, 3: mid}}, shard.MaxFormat - 1},
+		{"a member one format behind, the shard there already", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Peers: map[uint64]peerState{2: cur, 3: mid}, Format: shard.MaxFormat - 1}, 0},
 		{"a member down (its version is unknown)", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
-			Peers: map[uint64]peerState{2: cur, 3: down}}, false},
+			Peers: map[uint64]peerState{2: cur, 3: down}}, 0},
 		{"a member unknown to gossip", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
-			Peers: map[uint64]peerState{2: cur}}, false},
+			Peers: map[uint64]peerState{2: cur}}, 0},
 		{"already at the format", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
-			Peers: map[uint64]peerState{2: cur, 3: cur}, Format: shard.MaxFormat}, false},
+			Peers: map[uint64]peerState{2: cur, 3: cur}, Format: shard.MaxFormat}, 0},
 	}
 	for _, tc := range raise {
 		tc.in.Self = self
-		if got := decideFormat(tc.in); (got != 0) != tc.raise || (tc.raise && got != shard.MaxFormat) {
-			t.Errorf("%s: decideFormat = %d, want raise %v", tc.name, got, tc.raise)
+		if got := decideFormat(tc.in); got != tc.want {
+			t.Errorf("%s: decideFormat = %d, want %d", tc.name, got, tc.want)
 		}
 	}
 

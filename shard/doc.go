@@ -131,9 +131,9 @@
 // versions that would write different state. A SetFormatCommand in the log
 // raises the format ('V' key; a snapshot carries it). Format1: deletes take
 // no position. Format2: each delete takes the next position and appears in
-// ReadLog. Format3: an append writes three keys per event plus one ('E' and
-// 'I' per event, 'A', and 'Z' once per batch) where Format2 wrote five ('N'
-// and 'X' too); the 'X' key is deleted when the shard is raised to it. The
+// ReadLog. Format3: an append writes 'E' and 'I' per event and one 'A', and
+// the batch one 'Z', where Format2 also wrote 'N' per append and 'X' per
+// batch; the 'X' key is deleted when the shard is raised to it. The
 // proposer raises a shard's format only when every replica runs
 // a version that knows it (MaxFormat), and never places a replica on a node
 // that does not. Open refuses a shard above MaxFormat (no downgrade); a

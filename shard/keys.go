@@ -10,8 +10,8 @@ const (
 	tagName    byte = 'M' // S|shard|M|streamID         -> stream name
 	tagStream  byte = 'N' // S|shard|N|name             -> stream state
 	tagFormat  byte = 'V' // S|shard|V                  -> format version (absent: Format1)
-	tagApplied byte = 'X' // S|shard|X                  -> applied raft index
-	tagMeta    byte = 'Z' // S|shard|Z                  -> shard meta (next position, next stream ID)
+	tagApplied byte = 'X' // S|shard|X                  -> applied raft index (up to Format2)
+	tagMeta    byte = 'Z' // S|shard|Z                  -> shard meta (next position, next stream ID; applied index from Format3 on)
 )
 
 const prefixLen = 5 // 'S' + shard id (4 bytes BE)
@@ -97,7 +97,7 @@ const (
 // streamMeta is the decoded stream record (value of S|shard|N|name).
 type streamMeta struct {
 	id    uint64 // per-shard stream ID, assigned from the counter at creation
-	last  uint64 // version of the last event (a stream has at least one event)
+	last  uint64 // version of the last event (a stream has at least one event); see lookup for Format3
 	start uint64 // first visible version (after a soft delete: last+1 at the time of the delete)
 	state byte
 }

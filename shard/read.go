@@ -2,7 +2,7 @@ package shard
 
 import (
 	"encoding/binary"
-	"errors"
+	"fmt"
 	"math"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -12,39 +12,67 @@ import (
 // reports exists=false, deleted=true and its last version; a tombstoned one
 // also tombstoned=true. An absent stream reports all false and a nil error.
 func (s *Shard) StreamInfo(stream string) (exists bool, last uint64, deleted, tombstoned bool, err error) {
-	m, found, err := s.readMeta(stream)
+	it, m, found, err := s.openStream(stream)
 	if err != nil || !found {
 		return false, 0, false, false, err
 	}
-	if m.state == stateLive {
-		// From Format3 on the record's last version may be behind: the last event key is
-		// right in every format.
-		if m.last, err = s.lastVersion(s.db, m.id); err != nil {
-			return false, 0, false, false, err
-		}
+	if err := it.Close(); err != nil {
+		return false, 0, false, false, err
 	}
 	return m.state == stateLive, m.last, m.state != stateLive, m.state == stateTombstoned, nil
 }
 
-// readMeta reads the stream record. From Format3 on, a live stream's last version in it may
-// be behind (see lastVersion); a deleted stream's is right in every format.
-func (s *Shard) readMeta(stream string) (streamMeta, bool, error) {
+// openStream reads the stream record with a new iterator and returns the record and, when
+// the stream exists, that iterator bounded to the stream's visible events (from the record's
+// first visible version to the stream's last event), unpositioned: the record and the events
+// come from one view of the DB. A live stream's last version is set from its last event key,
+// which is right in every format (the record's may be behind from Format3 on). The caller
+// closes the iterator; it is nil when the stream is absent or err is set.
+func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, error) {
 	if err := CheckStreamName(stream); err != nil {
-		return streamMeta{}, false, err
+		return nil, streamMeta{}, false, err
 	}
-	v, closer, err := s.db.Get(s.keys.stream(nil, stream))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return streamMeta{}, false, nil
-	}
+	key := s.keys.stream(nil, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
 	if err != nil {
-		return streamMeta{}, false, err
+		return nil, streamMeta{}, false, err
 	}
-	defer closer.Close()
+	fail := func(err error) (*pebble.Iterator, streamMeta, bool, error) {
+		if cerr := it.Close(); err == nil {
+			err = cerr
+		}
+		return nil, streamMeta{}, false, err
+	}
+	if !it.First() {
+		return fail(nil)
+	}
 	var m streamMeta
-	if err := m.decode(v); err != nil {
-		return streamMeta{}, false, err
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return fail(err)
 	}
-	return m, true, nil
+	if err := m.decode(v); err != nil {
+		return fail(err)
+	}
+	_, upper := s.keys.tagSpan(tagEvent)
+	if m.id < math.MaxUint64 {
+		upper = s.keys.eventStream(nil, m.id+1)
+	}
+	it.SetBounds(s.keys.event(nil, m.id, m.start), upper) // the same view, other keys
+	if m.state == stateLive {
+		if !it.Last() {
+			if err := it.Error(); err != nil {
+				return fail(err)
+			}
+			return fail(errCorrupt(fmt.Sprintf("live stream %q has no visible event", stream)))
+		}
+		k := it.Key()
+		if len(k) != prefixLen+1+16 {
+			return fail(errCorrupt("event key"))
+		}
+		m.last = binary.BigEndian.Uint64(k[prefixLen+1+8:])
+	}
+	return it, m, true, nil
 }
 
 // ReadStream calls fn for up to count events of stream (0 = all), starting
@@ -52,32 +80,29 @@ func (s *Shard) readMeta(stream string) (streamMeta, bool, error) {
 // Events hidden by a soft delete are skipped. It returns ErrStreamNotFound
 // for absent and soft-deleted streams, ErrStreamDeleted for tombstoned ones,
 // and fn's error if fn stops the read. fn may retain the event. Memory is
-// bounded by one event at a time.
+// bounded by one event at a time. The record and the events are read from
+// one view of the DB.
 func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, count uint64,
 	fn func(*RecordedEvent) error) error {
-	m, found, err := s.readMeta(stream)
+	it, m, found, err := s.openStream(stream)
 	switch {
 	case err != nil:
 		return err
-	case !found || m.state == stateDeleted:
+	case !found:
 		return ErrStreamNotFound
-	case m.state == stateTombstoned:
-		return ErrStreamDeleted
+	case m.state != stateLive:
+		if err := it.Close(); err != nil {
+			return err
+		}
+		if m.state == stateTombstoned {
+			return ErrStreamDeleted
+		}
+		return ErrStreamNotFound
 	}
 	if count == 0 {
 		count = math.MaxUint64
 	}
-	// The visible versions are m.start up to the stream's last event (the record's last
-	// version may be behind from Format3 on: the iterator's bounds find the last event).
-	lower := s.keys.event(nil, m.id, m.start)
-	_, upper := s.keys.tagSpan(tagEvent)
-	if m.id < math.MaxUint64 {
-		upper = s.keys.eventStream(nil, m.id+1)
-	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return err
-	}
+	// it covers the visible versions: m.start to the last event.
 	var valid bool
 	switch {
 	case fromEnd:

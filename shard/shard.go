@@ -223,6 +223,8 @@ func (s *Shard) Reload() error {
 	var m shardMeta
 	v, closer, err := s.db.Get(s.keys.meta(nil))
 	switch {
+	case errors.Is(err, pebble.ErrNotFound) && format >= Format3:
+		return errCorrupt(fmt.Sprintf("shard %d at format %d has no meta record", s.id, format))
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
 		return err

@@ -61,7 +61,7 @@ last event; a mismatch exits with code 3.`,
 			}
 			if id != "" {
 				if ev.ID, err = uuid.Parse(id); err != nil {
-					return usagef("--id must be a UUID such as %s, got %q", uuid.New(), id)
+					return usagef("--id must be a UUID such as %s, got %q", uuid.Must(uuid.NewV7()), id)
 				}
 			} else {
 				ev.ID = uuid.Must(uuid.NewV7())

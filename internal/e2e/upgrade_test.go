@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -17,9 +18,11 @@ import (
 
 // TestRollingUpgrade starts three servers of an older version (the binary named by
 // $SHOAL_E2E_OLD_BIN; `make upgrade-test` builds one from a commit that predates shard
-// formats), keeps writers running while it replaces the servers one at a time with this
+// formats, or from UPGRADE_FROM), whose highest shard format is $SHOAL_E2E_OLD_FORMAT
+// (default 1), keeps writers running while it replaces the servers one at a time with this
 // version, deletes a stream on each mixed-version cluster, and checks that:
-//   - no shard is raised past format 1 while a node of the older version holds a replica;
+//   - the older cluster raises its shards to its own format, and no shard is raised past it
+//     while a node of the older version holds a replica;
 //   - every shard reaches this version's format once the last node runs it, after which a
 //     delete takes a position in its shard's log;
 //   - every acknowledged event is there exactly once, and the replicas of every shard end
@@ -28,6 +31,14 @@ func TestRollingUpgrade(t *testing.T) {
 	old := os.Getenv("SHOAL_E2E_OLD_BIN")
 	if old == "" {
 		t.Skip("set SHOAL_E2E_OLD_BIN to an older shoal binary (make upgrade-test)")
+	}
+	oldFormat := shard.Format1
+	if v := os.Getenv("SHOAL_E2E_OLD_FORMAT"); v != "" {
+		f, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || f < shard.Format1 || f >= shard.MaxFormat {
+			t.Fatalf("SHOAL_E2E_OLD_FORMAT=%q: want %d..%d, the older version's highest shard format", v, shard.Format1, shard.MaxFormat-1)
+		}
+		oldFormat = f
 	}
 	seed := testSeed(t)
 	const shards = 4
@@ -68,7 +79,29 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 		return out
 	}
-	// A delete with nodes of both versions (format 1: it takes no position on either).
+	waitFormat := func(want uint64, timeout time.Duration) {
+		deadline := time.Now().Add(timeout)
+		for {
+			low := ""
+			for sh, f := range formats() {
+				if f != want {
+					low = fmt.Sprintf("shard %d at format %d", sh, f)
+				}
+			}
+			if low == "" {
+				t.Logf("every shard at format %d", want)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("want every shard at format %d, but %s after %v%s", want, low, timeout, cl.tails())
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if oldFormat > shard.Format1 {
+		waitFormat(oldFormat, 30*time.Second)
+	}
+	// A delete with nodes of both versions (at the older version's format on either).
 	mixedDelete := func(tag string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -91,30 +124,14 @@ func TestRollingUpgrade(t *testing.T) {
 		if i < len(cl.servers)-1 {
 			time.Sleep(3 * time.Second) // three placement rounds, in which a raise would happen
 			for sh, f := range formats() {
-				if f > shard.Format1 {
-					t.Fatalf("shard %d raised to format %d while %d node(s) still run the older version", sh, f, len(cl.servers)-1-i)
+				if f > oldFormat {
+					t.Fatalf("shard %d raised to format %d while %d node(s) still run the older version (format %d)", sh, f, len(cl.servers)-1-i, oldFormat)
 				}
 			}
-			t.Logf("%s upgraded: every shard still at format 1 (or reported by an older leader)", s.name)
+			t.Logf("%s upgraded: every shard still at format %d or lower (a lower one reported by an older leader)", s.name, oldFormat)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		low := ""
-		for sh, f := range formats() {
-			if f != shard.MaxFormat {
-				low = fmt.Sprintf("shard %d at format %d", sh, f)
-			}
-		}
-		if low == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("every node upgraded, but %s after 30s%s", low, cl.tails())
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Logf("every shard at format %d", shard.MaxFormat)
+	waitFormat(shard.MaxFormat, 30*time.Second)
 
 	// Deletes now take positions: one per shard, visible with include_deletes.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -151,7 +168,7 @@ func TestRollingUpgrade(t *testing.T) {
 		defer conn.Close()
 		conns[i] = conn
 	}
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for sh := range uint32(shards) {
 		for {
 			why := ""

@@ -1,0 +1,63 @@
+package shard
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// TestReadStreamOneView reads a stream while it is soft-deleted and appended to again and
+// again, one event each time: at any moment it shows at most one event, so a read that
+// returns two mixed the stream record of one moment with the events of a later one.
+func TestReadStreamOneView(t *testing.T) {
+	for _, format := range []uint64{Format2, Format3} {
+		ts := newTestShard(t, nil, 1)
+		if _, ok := ts.apply(EncodeSetFormat(&SetFormatCommand{Format: format})).(*FormatResult); !ok {
+			t.Fatal("set format")
+		}
+		var (
+			stop  atomic.Bool
+			wg    sync.WaitGroup
+			reads atomic.Int64
+		)
+		for _, backward := range []bool{false, true} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					var got []uint64
+					err := ts.s.ReadStream("s", 0, backward, backward, 0, func(ev *RecordedEvent) error {
+						got = append(got, ev.Version)
+						return nil
+					})
+					switch {
+					case errors.Is(err, ErrStreamNotFound):
+					case err != nil:
+						t.Errorf("format %d: ReadStream: %v", format, err)
+						return
+					case len(got) != 1:
+						t.Errorf("format %d: ReadStream (backward %t) returned versions %v; the stream never shows more than one", format, backward, got)
+						return
+					}
+					reads.Add(1)
+				}
+			}()
+		}
+		for i := 0; i < 2000 && !t.Failed(); i++ {
+			if _, ok := ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Expected: Expected{Kind: ExpectAny},
+				Events: []Event{{ID: testID(uint64(i + 1)), Type: "T"}}, Time: 1})).(*AppendResult); !ok {
+				t.Fatalf("append %d", i)
+			}
+			if _, ok := ts.apply(EncodeDelete(&DeleteCommand{Stream: "s", Expected: Expected{Kind: ExpectAny}, Time: 1})).(*DeleteResult); !ok {
+				t.Fatalf("delete %d", i)
+			}
+		}
+		stop.Store(true)
+		wg.Wait()
+		ts.commit(pebble.NoSync)
+		t.Logf("format %d: %d reads", format, reads.Load())
+	}
+}
