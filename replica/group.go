@@ -693,3 +693,20 @@ func decodeConfChange(e *pb.Entry) (pb.ConfChangeI, []byte, error) {
 		return &cc, cc.Context, nil
 	}
 }
+
+// heartbeatPastLog reports whether m is a heartbeat whose commit index lies beyond this
+// replica's log. A leader tells a follower the commit index only up to what the follower
+// acknowledged holding, and a follower acknowledges entries only once they are written, so
+// such a heartbeat was meant for an earlier replica of this node: one deleted after its
+// removal from the group, whose successor was created, empty, by an append of a leader that
+// has not learned of the removal (a leader paused since before it, deposed meanwhile). raft
+// would take the commit index for a lost log and panic; the heartbeat is dropped instead. A
+// leader that really holds this node in its group tracks it from scratch, so it never sends
+// one.
+func (g *Group) heartbeatPastLog(m *pb.Message) bool {
+	if m.GetType() != pb.MsgHeartbeat {
+		return false
+	}
+	last, _ := g.st.LastIndex()
+	return m.GetCommit() > last
+}

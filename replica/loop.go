@@ -85,6 +85,11 @@ func (h *Host) iterate(tick bool) {
 		if g.quiesceAnswer(m.Msg) {
 			continue
 		}
+		if g.heartbeatPastLog(m.Msg) {
+			h.log.Debug("dropping a heartbeat that commits past this replica's log (meant for a replica this node deleted)",
+				"shard", m.Shard, "from", m.Msg.GetFrom(), "term", m.Msg.GetTerm(), "commit", m.Msg.GetCommit())
+			continue
+		}
 		g.lapseForVote(m.Msg)
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)

@@ -433,12 +433,24 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 			Type: typ.Enum(), From: new(uint64(2)), To: new(uint64(1)), Term: new(uint64(3)), LogTerm: new(uint64(2)), Index: new(uint64(17))}}})
 	}
 	heartbeat(8, 0)
+	// An append of a leader that has not learned of this node's removal creates a replica,
+	// and that leader's heartbeat then commits past the new replica's empty log (which raft
+	// panics on): it is dropped.
+	h.HandleMessages([]ShardMessage{{Shard: 13, Msg: &pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
+		Term: new(uint64(3)), LogTerm: new(uint64(3)), Index: new(uint64(20)), Commit: new(uint64(12))}}})
+	heartbeat(13, 12)
 	eventually(t, 5*time.Second, func() error {
-		if _, ok := h.Group(8); !ok {
-			return errors.New("no group for shard 8 yet")
+		for _, shard := range []uint32{8, 13} {
+			if _, ok := h.Group(shard); !ok {
+				return fmt.Errorf("no group for shard %d yet", shard)
+			}
 		}
 		return nil
 	})
+	heartbeat(13, 0)
+	if err := h.call(noCancel, func() error { return nil }); err != nil {
+		t.Fatalf("the host loop after the stale heartbeat: %v", err)
+	}
 	if _, ok := h.Group(7); ok {
 		t.Fatal("a heartbeat at commit 12 created a group for shard 7")
 	}
