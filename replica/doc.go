@@ -13,6 +13,8 @@
 //	'R' | shard (4B) | 'C'               conf state (raftpb.ConfState, protobuf) as of applied
 //	'R' | shard (4B) | 'T'               truncated (snapshot) index (8B) | its term (8B)
 //	'R' | shard (4B) | 'A'               raft-level applied index (8B), written with C
+//	'R' | shard (4B) | 'D'               term of a replica deleted here (8B): no message of a
+//	                                     lower term creates the replica again (DropGroup)
 //
 // L is written in synced batches, and so is H, but only when its term or vote changes: the
 // commit index alone is volatile in raft and is not stored each time it moves. C and A are

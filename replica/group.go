@@ -702,11 +702,15 @@ func decodeConfChange(e *pb.Entry) (pb.ConfChangeI, []byte, error) {
 // has not learned of the removal (a leader paused since before it, deposed meanwhile). raft
 // would take the commit index for a lost log and panic; the heartbeat is dropped instead. A
 // leader that really holds this node in its group tracks it from scratch, so it never sends
-// one.
+// one. A heartbeat of an earlier term than the replica's is left to raft, which answers it
+// (telling that leader of the later term) without reading its commit index.
 func (g *Group) heartbeatPastLog(m *pb.Message) bool {
 	if m.GetType() != pb.MsgHeartbeat {
 		return false
 	}
-	last, _ := g.st.LastIndex()
-	return m.GetCommit() > last
+	if last, _ := g.st.LastIndex(); m.GetCommit() <= last {
+		return false
+	}
+	st := g.rn.BasicStatus()
+	return m.GetTerm() >= st.HardState.GetTerm()
 }

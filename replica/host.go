@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -106,6 +108,9 @@ type Host struct {
 	// one shard's message does not ask every group of the node. stirredSpare is the other
 	// buffer, swapped in by processReady. Loop goroutine only.
 	stirred, stirredSpare []*Group
+	// deletedAt caches the 'D' keys read by groupFor and written by DropGroup: the term at
+	// which this node deleted its replica of a shard, 0 for none. Loop goroutine only.
+	deletedAt map[uint32]uint64
 
 	wake chan struct{} // cap 1: work was queued
 	stop chan struct{} // closed by Close
@@ -137,6 +142,7 @@ func NewHost(cfg Config) (*Host, error) {
 		wake:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		syncQ: make(chan syncItem, syncQueueLen), syncDone: make(chan struct{}),
 		propBuf:        make(map[*Group][]*proposal),
+		deletedAt:      make(map[uint32]uint64),
 		snapTableBytes: snapTableBytes,
 	}
 	h.raftLog = &raftLogger{l: h.log}
@@ -371,6 +377,18 @@ func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 		// an append or a snapshot, and heartbeats without a commit index, first.
 		return nil, fmt.Errorf("replica: unknown shard %d: not created for a heartbeat at commit %d", shard, m.GetCommit())
 	}
+	// Nor does a message of a term before the one at which this node deleted its replica: it
+	// comes from a leader deposed since (a leader that was paused, for one) and may still count
+	// this node as a member. An empty replica created for it would answer as that member: it
+	// could take the deposed leader's snapshot of the old configuration, vote in it, and help
+	// a stale copy of the shard to a quorum. A leader that adds this node again was elected
+	// after the removal, so at the deletion's term or later.
+	if at, err := h.deletedTerm(shard); err != nil {
+		return nil, err
+	} else if m.GetTerm() < at {
+		return nil, fmt.Errorf("replica: unknown shard %d: not created for a %s of term %d, before this node deleted its replica at term %d",
+			shard, m.GetType(), m.GetTerm(), at)
+	}
 	h.mu.Lock()
 	f := h.mu.factory
 	h.mu.Unlock()
@@ -539,13 +557,44 @@ func (h *Host) DropGroup(shard uint32) error {
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err
 		}
+		// After the range deletion, so that it survives it (see groupFor).
+		st := g.rn.BasicStatus()
+		term := max(st.HardState.GetTerm(), h.deletedAt[shard])
+		if err := b.Set(raftKey(shard, keyDeleted), binary.BigEndian.AppendUint64(nil, term), nil); err != nil {
+			return err
+		}
 		if err := b.Commit(pebble.Sync); err != nil {
 			return err
 		}
+		h.deletedAt[shard] = term
 		h.mu.Lock()
 		delete(h.mu.groups, shard)
 		h.mu.Unlock()
 		h.metrics.Groups.Dec()
 		return nil
 	})
+}
+
+// deletedTerm returns the term at which this node deleted its replica of shard, 0 if it never
+// did. Loop goroutine only.
+func (h *Host) deletedTerm(shard uint32) (uint64, error) {
+	if at, ok := h.deletedAt[shard]; ok {
+		return at, nil
+	}
+	v, closer, err := h.db.Get(raftKey(shard, keyDeleted))
+	var at uint64
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return 0, err
+	default:
+		if len(v) != 8 {
+			closer.Close()
+			return 0, fmt.Errorf("replica: corrupt deletion record of shard %d", shard)
+		}
+		at = binary.BigEndian.Uint64(v)
+		closer.Close()
+	}
+	h.deletedAt[shard] = at
+	return at, nil
 }

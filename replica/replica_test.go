@@ -417,7 +417,9 @@ func TestReportPeerDownEndsLease(t *testing.T) {
 // one would take a commit index beyond its log, which raft panics on. A heartbeat without a
 // commit index, as a leader sends to a replica it just added, still creates one. Nor do a
 // leadership transfer (MsgTimeoutNow) or a vote or pre-vote request: an empty replica would
-// grant a stale candidate its vote (a former member that missed its own removal).
+// grant a stale candidate its vote (a former member that missed its own removal). And when an
+// append did create a replica, a heartbeat that commits past its empty log is dropped rather
+// than stepped (raft would panic).
 func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	c := newCluster(t, clusterOpts{nodes: 1, factory: true})
 	h := c.nodes[1].host
@@ -439,18 +441,15 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 	h.HandleMessages([]ShardMessage{{Shard: 13, Msg: &pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
 		Term: new(uint64(3)), LogTerm: new(uint64(3)), Index: new(uint64(20)), Commit: new(uint64(12))}}})
 	heartbeat(13, 12)
+	heartbeat(14, 0) // messages are stepped in order: once 14's group exists, 13's heartbeat was seen
 	eventually(t, 5*time.Second, func() error {
-		for _, shard := range []uint32{8, 13} {
+		for _, shard := range []uint32{8, 13, 14} {
 			if _, ok := h.Group(shard); !ok {
 				return fmt.Errorf("no group for shard %d yet", shard)
 			}
 		}
 		return nil
 	})
-	heartbeat(13, 0)
-	if err := h.call(noCancel, func() error { return nil }); err != nil {
-		t.Fatalf("the host loop after the stale heartbeat: %v", err)
-	}
 	if _, ok := h.Group(7); ok {
 		t.Fatal("a heartbeat at commit 12 created a group for shard 7")
 	}
@@ -462,6 +461,49 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 			t.Fatalf("%s created a group for shard %d", what, shard)
 		}
 	}
+}
+
+// Once this node deleted its replica of a shard, no message of a term before the deletion's
+// creates the replica again, even after a restart: it comes from a leader deposed since, which
+// may still count this node as a member. A message of the deletion's term or later does.
+func TestDeletedReplicaIgnoresOlderTerms(t *testing.T) {
+	o := clusterOpts{nodes: 1, factory: true}
+	c := newCluster(t, o)
+	appendAt := func(h *Host, shard uint32, term uint64) {
+		h.HandleMessages([]ShardMessage{{Shard: shard, Msg: &pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
+			Term: new(term), LogTerm: new(term), Index: new(uint64(20))}}})
+	}
+	created := func(h *Host, shard uint32) {
+		t.Helper()
+		eventually(t, 5*time.Second, func() error {
+			if _, ok := h.Group(shard); !ok {
+				return fmt.Errorf("no group for shard %d yet", shard)
+			}
+			return nil
+		})
+	}
+	h := c.nodes[1].host
+	appendAt(h, 20, 5)
+	created(h, 20)
+	if err := h.DropGroup(20); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		appendAt(h, 20, 4)
+		barrier := uint32(30 + round) // messages are stepped in order: once its group exists, 20's was seen
+		appendAt(h, barrier, 1)
+		created(h, barrier)
+		if _, ok := h.Group(20); ok {
+			t.Fatalf("round %d: an append of term 4 created the replica deleted at term 5", round)
+		}
+		if round == 0 { // the same after a restart
+			fs := c.nodes[1].fs
+			c.stopNode(1)
+			h = c.start(1, fs, o).host
+		}
+	}
+	appendAt(h, 20, 5)
+	created(h, 20)
 }
 
 // RetireGroupIfQuiet retires only a replica that heard from no leader since the given time, and

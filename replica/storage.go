@@ -18,6 +18,7 @@ const (
 	keyConfState = 'C'
 	keyTruncated = 'T'
 	keyApplied   = 'A'
+	keyDeleted   = 'D' // the term of a replica deleted here (DropGroup); outlives the group's keys
 )
 
 // maxCachedEntries is the in-memory tail of each group's log kept after a trim; the tail
