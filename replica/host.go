@@ -386,6 +386,7 @@ func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 	if at, err := h.deletedTerm(shard); err != nil {
 		return nil, err
 	} else if m.GetTerm() < at {
+		h.metrics.staleBeforeDeletion.Inc()
 		return nil, fmt.Errorf("replica: unknown shard %d: not created for a %s of term %d, before this node deleted its replica at term %d",
 			shard, m.GetType(), m.GetTerm(), at)
 	}

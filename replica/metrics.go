@@ -26,8 +26,15 @@ type Metrics struct {
 	// QuiesceLapses counts quiesced followers that heard nothing from their leader for two
 	// quiesce refreshes and took it for gone (Group.lapse).
 	QuiesceLapses prometheus.Counter
+	// StaleMessages counts messages of a leader that still counts this node as it was before
+	// it deleted its replica, dropped by reason: "before_deletion", a message of an earlier
+	// term than the deletion's, which creates no replica (Host.groupFor), and
+	// "commit_past_log", a heartbeat whose commit index lies past the replica's log
+	// (Group.heartbeatPastLog).
+	StaleMessages *prometheus.CounterVec
 
-	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
+	commitOnlySuperseded, commitOnlySent    prometheus.Counter // CommitOnlyAppends' two series
+	staleBeforeDeletion, staleCommitPastLog prometheus.Counter // StaleMessages' two series
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -65,13 +72,18 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "quiesce_lapses_total", Help: "Quiesced followers that heard nothing from their leader for two and a half quiesce refreshes (2.5 s at the default tick) and called an election."}),
 		LeaderDown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_down_total", Help: "Groups whose election clock was advanced because their leader's node was found down (its stream broke and it refused a connection)."}),
+		StaleMessages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "stale_messages_dropped_total", Help: "Messages of a leader that counts this node as it was before it deleted its replica, dropped: before_deletion (an earlier term than the deletion's: no replica is created for it), commit_past_log (a heartbeat committing past the replica's log)."},
+			[]string{"reason"}),
 	}
 	m.commitOnlySuperseded = m.CommitOnlyAppends.WithLabelValues("superseded")
 	m.commitOnlySent = m.CommitOnlyAppends.WithLabelValues("sent")
+	m.staleBeforeDeletion = m.StaleMessages.WithLabelValues("before_deletion")
+	m.staleCommitPastLog = m.StaleMessages.WithLabelValues("commit_past_log")
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
 			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends,
-			m.LeaderDown, m.Quiesced, m.QuiesceLapses)
+			m.LeaderDown, m.Quiesced, m.QuiesceLapses, m.StaleMessages)
 	}
 	return m
 }

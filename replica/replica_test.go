@@ -450,6 +450,9 @@ func TestStaleHeartbeatCreatesNoGroup(t *testing.T) {
 		}
 		return nil
 	})
+	if v := testutilCounter(h.metrics.staleCommitPastLog); v != 1 {
+		t.Fatalf("stale_messages_dropped_total{reason=commit_past_log} = %v, want 1", v)
+	}
 	if _, ok := h.Group(7); ok {
 		t.Fatal("a heartbeat at commit 12 created a group for shard 7")
 	}
@@ -495,6 +498,9 @@ func TestDeletedReplicaIgnoresOlderTerms(t *testing.T) {
 		created(h, barrier)
 		if _, ok := h.Group(20); ok {
 			t.Fatalf("round %d: an append of term 4 created the replica deleted at term 5", round)
+		}
+		if v := testutilCounter(h.metrics.staleBeforeDeletion); v != 1 {
+			t.Fatalf("round %d: stale_messages_dropped_total{reason=before_deletion} = %v, want 1", round, v)
 		}
 		if round == 0 { // the same after a restart
 			fs := c.nodes[1].fs
