@@ -3,7 +3,6 @@ package replica
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -582,19 +581,17 @@ func (h *Host) deletedTerm(shard uint32) (uint64, error) {
 	if at, ok := h.deletedAt[shard]; ok {
 		return at, nil
 	}
-	v, closer, err := h.db.Get(raftKey(shard, keyDeleted))
-	var at uint64
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
+	v, err := readKey(h.db, raftKey(shard, keyDeleted))
+	if err != nil {
 		return 0, err
-	default:
-		if len(v) != 8 {
-			closer.Close()
-			return 0, fmt.Errorf("replica: corrupt deletion record of shard %d", shard)
-		}
+	}
+	var at uint64
+	switch len(v) {
+	case 0: // never deleted here
+	case 8:
 		at = binary.BigEndian.Uint64(v)
-		closer.Close()
+	default:
+		return 0, fmt.Errorf("replica: corrupt deletion record of shard %d", shard)
 	}
 	h.deletedAt[shard] = at
 	return at, nil

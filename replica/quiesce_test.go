@@ -272,12 +272,7 @@ func TestLapseForVoteDoesNotCampaign(t *testing.T) {
 	// 100 ms ticks: the first voter lapses by itself a quarter refresh (500 ms) after the test
 	// moves its clock, time enough for the other's vote requests to arrive first, even with
 	// the race detector on a loaded machine (250 ms, with 50 ms ticks, was not always).
-	c := newCluster(t, clusterOpts{nodes: 3, election: 30, tick: 100 * time.Millisecond})
-	c.openVoters(shard)
-	c.propose(shard, "a")
-	c.quiesced(shard, 1, 2, 3)
-	st := c.leader(shard).Status()
-	rest := c.others(st.ID)
+	c, st, rest := quiescedSlowCluster(t, shard)
 	first, other := rest[0], rest[1]
 	var asked []pb.MessageType
 	c.net.mu.Lock()
@@ -418,12 +413,7 @@ func TestRemoveVoterFromQuiescedGroup(t *testing.T) {
 // refresh every 2 s, a lapse after 5 s, a suspicion heeded after 2.5 s.
 func TestSuspectedQuiescedLeader(t *testing.T) {
 	const shard = 8
-	c := newCluster(t, clusterOpts{nodes: 3, election: 30, tick: 100 * time.Millisecond})
-	c.openVoters(shard)
-	c.propose(shard, "a")
-	c.quiesced(shard, 1, 2, 3)
-	st := c.leader(shard).Status()
-	rest := c.others(st.ID)
+	c, st, rest := quiescedSlowCluster(t, shard)
 	lapses := func() float64 { return c.quiesceLapses(rest) }
 	ticks := func(id uint64) (n int) {
 		g := c.group(id, shard)
@@ -469,6 +459,19 @@ func TestSuspectedQuiescedLeader(t *testing.T) {
 	}
 	c.propose(shard, "b")
 	c.converged(shard, []string{"a", "b"}, rest...)
+}
+
+// quiescedSlowCluster starts three nodes with 100 ms ticks and a 3 s election timeout, with
+// shard's group holding one entry and quiesced; it returns the leader's status and the other
+// two nodes.
+func quiescedSlowCluster(t *testing.T, shard uint32) (*cluster, Status, []uint64) {
+	t.Helper()
+	c := newCluster(t, clusterOpts{nodes: 3, election: 30, tick: 100 * time.Millisecond})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	c.quiesced(shard, 1, 2, 3)
+	st := c.leader(shard).Status()
+	return c, st, c.others(st.ID)
 }
 
 // quiesceLapses sums the quiesce lapses the nodes ids counted.

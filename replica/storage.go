@@ -143,8 +143,11 @@ func (s *storage) raiseCommit() {
 	}
 }
 
-func (s *storage) get(key []byte) ([]byte, error) {
-	v, closer, err := s.db.Get(key)
+func (s *storage) get(key []byte) ([]byte, error) { return readKey(s.db, key) }
+
+// readKey returns a copy of key's value in db, nil when it is absent.
+func readKey(db *pebble.DB, key []byte) ([]byte, error) {
+	v, closer, err := db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	} else if err != nil {

@@ -63,6 +63,22 @@ func (k keys) eventStream(dst []byte, streamID uint64) []byte {
 	return binary.BigEndian.AppendUint64(k.appendTag(dst, tagEvent), streamID)
 }
 
+// eventStreamEnd appends the key just past every event of streamID to dst.
+func (k keys) eventStreamEnd(dst []byte, streamID uint64) []byte {
+	if streamID == ^uint64(0) {
+		return k.appendTag(dst, tagEvent+1)
+	}
+	return k.eventStream(dst, streamID+1)
+}
+
+// eventVersion returns the version in an event key (S|shard|E|streamID|version).
+func eventVersion(key []byte) (uint64, error) {
+	if len(key) != prefixLen+1+16 {
+		return 0, errCorrupt("event key")
+	}
+	return binary.BigEndian.Uint64(key[prefixLen+1+8:]), nil
+}
+
 // log appends S|shard|A|position to dst.
 func (k keys) log(dst []byte, position uint64) []byte {
 	return binary.BigEndian.AppendUint64(k.appendTag(dst, tagLog), position)

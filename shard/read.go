@@ -54,23 +54,16 @@ func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, e
 	if err := m.decode(v); err != nil {
 		return fail(err)
 	}
-	_, upper := s.keys.tagSpan(tagEvent)
-	if m.id < math.MaxUint64 {
-		upper = s.keys.eventStream(nil, m.id+1)
-	}
-	it.SetBounds(s.keys.event(nil, m.id, m.start), upper) // the same view, other keys
+	it.SetBounds(s.keys.event(nil, m.id, m.start), s.keys.eventStreamEnd(nil, m.id)) // the same view, other keys
 	if m.state == stateLive {
-		if !it.Last() {
-			if err := it.Error(); err != nil {
-				return fail(err)
-			}
+		last, ok, err := lastEvent(it)
+		switch {
+		case err != nil:
+			return fail(err)
+		case !ok:
 			return fail(errCorrupt(fmt.Sprintf("live stream %q has no visible event", stream)))
 		}
-		k := it.Key()
-		if len(k) != prefixLen+1+16 {
-			return fail(errCorrupt("event key"))
-		}
-		m.last = binary.BigEndian.Uint64(k[prefixLen+1+8:])
+		m.last = last
 	}
 	return it, m, true, nil
 }
@@ -133,11 +126,10 @@ func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, c
 }
 
 func (s *Shard) decodeEvent(it *pebble.Iterator, ev *RecordedEvent) error {
-	k := it.Key()
-	if len(k) != prefixLen+1+16 {
-		return errCorrupt("event key")
+	var err error
+	if ev.Version, err = eventVersion(it.Key()); err != nil {
+		return err
 	}
-	ev.Version = binary.BigEndian.Uint64(k[prefixLen+1+8:])
 	v, err := it.ValueAndErr()
 	if err != nil {
 		return err

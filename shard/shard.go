@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -467,29 +466,28 @@ func (s *Shard) lookup(b *pebble.Batch, name string) (streamMeta, bool, error) {
 
 // lastVersion returns the version of stream id's last event as r sees it.
 func (s *Shard) lastVersion(r pebble.Reader, id uint64) (uint64, error) {
-	lo := s.keys.eventStream(nil, id)
-	_, hi := s.keys.tagSpan(tagEvent)
-	if id < math.MaxUint64 {
-		hi = s.keys.eventStream(nil, id+1)
-	}
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: s.keys.eventStream(nil, id), UpperBound: s.keys.eventStreamEnd(nil, id)})
 	if err != nil {
 		return 0, err
 	}
+	last, ok, err := lastEvent(it)
+	if err == nil && !ok {
+		err = errCorrupt(fmt.Sprintf("stream %d has a record but no event", id))
+	}
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return last, err
+}
+
+// lastEvent positions it, bounded to events, at its last key and returns that event's
+// version; ok is false when it holds no key.
+func lastEvent(it *pebble.Iterator) (version uint64, ok bool, err error) {
 	if !it.Last() {
-		err := it.Close()
-		if err == nil {
-			err = errCorrupt(fmt.Sprintf("stream %d has a record but no event", id))
-		}
-		return 0, err
+		return 0, false, it.Error()
 	}
-	k := it.Key()
-	if len(k) != prefixLen+1+16 {
-		it.Close()
-		return 0, errCorrupt("event key")
-	}
-	last := binary.BigEndian.Uint64(k[prefixLen+1+8:])
-	return last, it.Close()
+	version, err = eventVersion(it.Key())
+	return version, err == nil, err
 }
 
 // streamName returns the name of stream id as seen through r.
