@@ -109,11 +109,17 @@ func (nw *testNet) dialer(from int) func(ctx context.Context, addr string) (net.
 // isolate cuts every link between endpoint i and the others, both ways, and
 // closes the open conns crossing the cut.
 func (nw *testNet) isolate(i int, others []int) {
-	nw.mu.Lock()
 	for _, o := range others {
-		nw.cut[[2]int{i, o}] = true
-		nw.cut[[2]int{o, i}] = true
+		nw.cutLink(i, o)
 	}
+}
+
+// cutLink cuts the link between endpoints a and b, both ways, and closes the
+// open conns crossing it.
+func (nw *testNet) cutLink(a, b int) {
+	nw.mu.Lock()
+	nw.cut[[2]int{a, b}] = true
+	nw.cut[[2]int{b, a}] = true
 	var crossing []*testConn
 	for c := range nw.conns {
 		if nw.isCut(c.from, c.addr) {
@@ -151,44 +157,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// Two streams per shard, and what was acknowledged on each.
-	byShard := make([][]string, failoverShards)
-	acked := map[string][]uuid.UUID{}
-	for i, full := 0, 0; full < failoverShards; i++ {
-		name := fmt.Sprintf("part-%d-%d", seed%1000, i)
-		sh := ring.ShardOf(name, failoverShards)
-		if len(byShard[sh]) == 2 {
-			continue
-		}
-		if byShard[sh] = append(byShard[sh], name); len(byShard[sh]) == 2 {
-			full++
-		}
-	}
-	appendAll := func(cl *client.Client, round string, perShard int) {
-		t.Helper()
-		for sh := range byShard {
-			for k := range perShard {
-				st := byShard[sh][k%2]
-				ev := client.Event{ID: seededUUID(rng), Type: "Partition", Data: []byte(round + "-" + strconv.Itoa(k))}
-				actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-				_, resends, err := appendResolved(actx, cl, st, client.Any, []client.Event{ev})
-				acancel()
-				if err != nil {
-					t.Fatalf("%s: append to %s (shard %d, %d resends): %v", round, st, sh, resends, err)
-				}
-				acked[st] = append(acked[st], ev.ID)
-			}
-		}
-	}
-	ackedPerShard := func() []int {
-		n := make([]int, failoverShards)
-		for sh, names := range byShard {
-			for _, st := range names {
-				n[sh] += len(acked[st])
-			}
-		}
-		return n
-	}
+	w := newShardWriter(fmt.Sprintf("part-%d", seed%1000), rng)
 	dialClient := func(addrs []string) *client.Client {
 		t.Helper()
 		cl, err := client.Dial(ctx, addrs,
@@ -200,7 +169,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 		t.Cleanup(func() { cl.Close() })
 		return cl
 	}
-	appendAll(dialClient([]string{c.Nodes[0].Addr(), c.Nodes[1].Addr(), c.Nodes[2].Addr()}), "before", 4)
+	w.appendAll(t, ctx, dialClient([]string{c.Nodes[0].Addr(), c.Nodes[1].Addr(), c.Nodes[2].Addr()}), "before", 4)
 
 	// Isolate the node leading the most shards.
 	victimID, victimLed := c.BusiestLeader()
@@ -223,7 +192,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	// heartbeat (up to a tick later): wait until every replica applied everything
 	// acknowledged, so that a change seen after the cut can only be a write accepted while cut
 	// off.
-	for sh, n := range ackedPerShard() {
+	for sh, n := range w.ackedPerShard() {
 		waitReplicasEqual(t, uint32(sh), n, conns)
 	}
 	before := shardApplied(c.Nodes[victim])
@@ -252,7 +221,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 
 	// The majority keeps acknowledging appends on every shard.
 	mcl := dialClient(majorityAddrs)
-	appendAll(mcl, "partitioned", 5)
+	w.appendAll(t, ctx, mcl, "partitioned", 5)
 
 	// Stale reads on the isolated node: unbounded, its replicas still serve what they hold (a
 	// shard that lost its quorum stays readable); bounded, they refuse once they have not
@@ -329,7 +298,7 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	// writes again, and nothing acknowledged is lost.
 	nw.heal()
 	healed := time.Now()
-	for sh, names := range byShard {
+	for sh, names := range w.byShard {
 		id := seededUUID(rng)
 		req := &shoalv1.AppendRequest{Stream: names[0], Events: []*shoalv1.EventData{{Id: id[:], Type: "Partition", Data: []byte("healed")}}}
 		testnode.WaitFor(t, 15*time.Second, fmt.Sprintf("shard %d: append on the healed node", sh), func() string {
@@ -340,10 +309,10 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 			}
 			return ""
 		})
-		acked[names[0]] = append(acked[names[0]], id)
+		w.acked[names[0]] = append(w.acked[names[0]], id)
 	}
 	t.Logf("the healed node acknowledged appends on every shard %v after healing", time.Since(healed).Round(time.Millisecond))
-	for sh, n := range ackedPerShard() {
+	for sh, n := range w.ackedPerShard() {
 		log := waitReplicasEqual(t, uint32(sh), n, conns)
 		for _, ev := range log {
 			id, _ := uuid.FromBytes(ev.Id)
@@ -361,17 +330,82 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 			break
 		}
 	}
-	for _, names := range byShard {
+	w.checkAcked(t, ctx, mcl)
+}
+
+// shardWriter appends to two streams of every shard and remembers what was
+// acknowledged on each.
+type shardWriter struct {
+	rng     *rand.Rand
+	byShard [][]string             // shard -> its two streams
+	acked   map[string][]uuid.UUID // stream -> acknowledged event IDs, in order
+}
+
+func newShardWriter(prefix string, rng *rand.Rand) *shardWriter {
+	w := &shardWriter{rng: rng, byShard: make([][]string, failoverShards), acked: map[string][]uuid.UUID{}}
+	for i, full := 0, 0; full < failoverShards; i++ {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		sh := ring.ShardOf(name, failoverShards)
+		if len(w.byShard[sh]) == 2 {
+			continue
+		}
+		if w.byShard[sh] = append(w.byShard[sh], name); len(w.byShard[sh]) == 2 {
+			full++
+		}
+	}
+	return w
+}
+
+// appendAll appends perShard events to every shard, alternating between its two streams,
+// each resent until acknowledged (appendResolved) and failing the test after 10 s. It
+// returns the longest an append took.
+func (w *shardWriter) appendAll(t *testing.T, ctx context.Context, cl *client.Client, round string, perShard int) time.Duration {
+	t.Helper()
+	var slowest time.Duration
+	for sh := range w.byShard {
+		for k := range perShard {
+			st := w.byShard[sh][k%2]
+			ev := client.Event{ID: seededUUID(w.rng), Type: "Partition", Data: []byte(round + "-" + strconv.Itoa(k))}
+			actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+			start := time.Now()
+			_, resends, err := appendResolved(actx, cl, st, client.Any, []client.Event{ev})
+			slowest = max(slowest, time.Since(start))
+			acancel()
+			if err != nil {
+				t.Fatalf("%s: append to %s (shard %d, %d resends): %v", round, st, sh, resends, err)
+			}
+			w.acked[st] = append(w.acked[st], ev.ID)
+		}
+	}
+	return slowest
+}
+
+// ackedPerShard returns how many events were acknowledged on each shard.
+func (w *shardWriter) ackedPerShard() []int {
+	n := make([]int, failoverShards)
+	for sh, names := range w.byShard {
+		for _, st := range names {
+			n[sh] += len(w.acked[st])
+		}
+	}
+	return n
+}
+
+// checkAcked reads every stream through cl and fails unless it holds exactly the
+// acknowledged events, in order.
+func (w *shardWriter) checkAcked(t *testing.T, ctx context.Context, cl *client.Client) {
+	t.Helper()
+	for _, names := range w.byShard {
 		for _, st := range names {
 			var got []uuid.UUID
-			for ev, err := range mcl.Read(ctx, st) {
+			for ev, err := range cl.Read(ctx, st) {
 				if err != nil {
 					t.Fatalf("read %s: %v", st, err)
 				}
 				got = append(got, ev.ID)
 			}
-			if !slices.Equal(got, acked[st]) {
-				t.Fatalf("%s: read %d events, acknowledged %d; first difference at %d", st, len(got), len(acked[st]), firstDiff(got, acked[st]))
+			if !slices.Equal(got, w.acked[st]) {
+				t.Fatalf("%s: read %d events, acknowledged %d; first difference at %d", st, len(got), len(w.acked[st]), firstDiff(got, w.acked[st]))
 			}
 		}
 	}
