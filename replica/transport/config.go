@@ -22,7 +22,7 @@ const (
 	DefaultSnapshotChunkSize = 1 << 20 // bytes of compressed data per SnapshotChunk
 	DefaultMaxSnapshotSends  = 2       // concurrent outgoing snapshot streams
 	DefaultBackoffInitial    = 100 * time.Millisecond
-	DefaultBackoffMax        = 2 * time.Second
+	DefaultBackoffMax        = time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultSnapshotStall     = time.Minute
 
@@ -73,7 +73,8 @@ type Config struct {
 	// BackoffInitial and BackoffMax bound the reconnect delay after a failed
 	// dial or stream (exponential, ±50% jitter, reset by a successful send
 	// on a stream that has lived at least a second).
-	// Defaults 100 ms and 2 s.
+	// Defaults 100 ms and 1 s: a peer back from a partition hears from
+	// this node again within 1.5 s.
 	BackoffInitial, BackoffMax time.Duration
 	// SnapshotStallTimeout aborts an outgoing snapshot stream when no chunk
 	// could be sent for this long (including while WriteSnapshot produces
