@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -150,6 +151,9 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		count = math.MaxUint64
 	}
 	next = from
+	// The log, its events and the streams' names are read through clones of one iterator: one
+	// view of the DB, which a group dropped or replaced by a snapshot meanwhile does not change
+	// under the read (an entry pointing at an event gone from a later view).
 	lo, hi := s.keys.tagSpan(tagLog)
 	lit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -157,11 +161,17 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 	}
 	defer lit.Close()
 	elo, ehi := s.keys.tagSpan(tagEvent)
-	eit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: elo, UpperBound: ehi})
+	eit, err := lit.Clone(pebble.CloneOptions{IterOptions: &pebble.IterOptions{LowerBound: elo, UpperBound: ehi}})
 	if err != nil {
 		return next, err
 	}
 	defer eit.Close()
+	nlo, nhi := s.keys.tagSpan(tagName)
+	nit, err := lit.Clone(pebble.CloneOptions{IterOptions: &pebble.IterOptions{LowerBound: nlo, UpperBound: nhi}})
+	if err != nil {
+		return next, err
+	}
+	defer nit.Close()
 
 	// Find the log entry covering from: the last one starting at or before it.
 	var le logEntry
@@ -190,9 +200,14 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		}
 		name, ok := names[le.stream]
 		if !ok {
-			if name, err = s.streamName(s.db, le.stream); err != nil {
-				return next, err
+			nk := s.keys.name(nil, le.stream)
+			if !nit.SeekGE(nk) || !bytes.Equal(nit.Key(), nk) {
+				if err := nit.Error(); err != nil {
+					return next, err
+				}
+				return next, errCorrupt("shard log names a stream without a name record")
 			}
+			name = string(nit.Value())
 			names[le.stream] = name
 		}
 		if le.deletion != DeletionNone {

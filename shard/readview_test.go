@@ -2,6 +2,8 @@ package shard
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,5 +61,37 @@ func TestReadStreamOneView(t *testing.T) {
 		wg.Wait()
 		ts.commit(pebble.NoSync)
 		t.Logf("format %d: %d reads", format, reads.Load())
+	}
+}
+
+// TestReadLogOneView: ReadLog reads the log, the events and the streams' names from the view
+// of the DB it started with. Here the shard's keyspace is deleted (as DropGroup does) while the
+// read is under way, after its first event; the read still delivers the whole log, including
+// the events and the name of a stream it had not reached.
+func TestReadLogOneView(t *testing.T) {
+	ts := newTestShard(t, nil, 1)
+	for i, stream := range []string{"a", "a", "b", "b"} {
+		ts.apply(EncodeAppend(&AppendCommand{Stream: stream, Events: []Event{{ID: testID(uint64(i + 1)), Type: "T"}}, Time: 1}))
+	}
+	lo, hi := ts.s.keys.span()
+	var got []string
+	_, err := ts.s.ReadLog(0, 0, func(ev *RecordedEvent) error {
+		if len(got) == 0 {
+			if err := ts.db.DeleteRange(lo, hi, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got = append(got, fmt.Sprintf("%s@%d", ev.Stream, ev.Version))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ReadLog with the keyspace deleted after its first event: %v (read %v)", err, got)
+	}
+	if want := []string{"a@0", "a@1", "b@0", "b@1"}; !slices.Equal(got, want) {
+		t.Fatalf("ReadLog read %v, want %v", got, want)
+	}
+	var after int
+	if _, err := ts.s.ReadLog(0, 0, func(*RecordedEvent) error { after++; return nil }); err != nil || after != 0 {
+		t.Fatalf("a read started after the delete: %d events, %v; want none", after, err)
 	}
 }

@@ -237,6 +237,10 @@ func (s *Shard) Reload() error {
 			return errCorrupt(fmt.Sprintf("shard meta record of %d bytes at format %d", len(v), format))
 		case hasApplied:
 			applied = metaApplied // from Format3 on, 'X' is absent
+		case applied == 0:
+			// Up to Format2 the batch that writes the meta record also writes 'X': a state
+			// without it would apply its log again from the start.
+			return errCorrupt(fmt.Sprintf("shard %d at format %d has a meta record and no applied index", s.id, format))
 		}
 	}
 	if err := s.startFilterBuild(int(min(m.nextPosition, 1<<40)), int(min(m.nextStreamID, 1<<40))); err != nil {
