@@ -606,6 +606,25 @@ func TestLocalValidation(t *testing.T) {
 	check("decommission", c.Decommission(ctx, ""), "name")
 	_, err = c.ReadPage(ctx, "")
 	check("read", err, "stream")
+	// Not UTF-8: gRPC could not send it (and on the append pipeline its failure would end the
+	// stream other callers' appends share).
+	_, err = c.Append(ctx, "s\xff", Any, Event{Type: "A"})
+	check("stream not UTF-8", err, "stream")
+	_, err = c.Append(ctx, "s", Any, Event{Type: "A"}, Event{Type: "B\xc3"})
+	check("type not UTF-8", err, "events[1].type")
+	_, err = c.Append(ctx, "s", Any, Event{Type: "A", ContentType: "\xff"})
+	check("content type not UTF-8", err, "events[0].content_type")
+	check("delete not UTF-8", c.Delete(ctx, "\xfe", Any), "stream")
+	_, err = c.ReadPage(ctx, "\xfe")
+	check("read not UTF-8", err, "stream")
+	for _, err := range c.ReadShard(ctx, 0, 0, 0, StreamPrefix("\xff")) {
+		check("prefix not UTF-8", err, "StreamPrefix")
+		break
+	}
+	for _, err := range c.ReadShard(ctx, 0, 0, 0, EventTypes("A", "\xff")) {
+		check("event type filter not UTF-8", err, "EventTypes")
+		break
+	}
 	if got := fc.nodes[0].count("Append"); got != 0 {
 		t.Errorf("invalid calls reached the server %d times", got)
 	}

@@ -45,10 +45,11 @@ type fakeNode struct {
 	addr string
 	srv  *grpc.Server
 
-	mu    sync.Mutex
-	calls map[string]int
-	fault func(ctx context.Context, method string, n int) error // n: the method's 1-based call count
-	reqs  []any                                                 // every request received, in order
+	mu       sync.Mutex
+	calls    map[string]int
+	fault    func(ctx context.Context, method string, n int) error // n: the method's 1-based call count
+	itemHook func(k int) error                                     // AppendPipeline, per item read (setItemFault)
+	reqs     []any                                                 // every request received, in order
 	// readFault, if set, is asked after each page of a Read or ReadShard
 	// whether to fail the stream there.
 	readFault func(page int) error
@@ -190,6 +191,7 @@ func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) e
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	cancels := map[uint64]context.CancelFunc{}
+	ended := false
 	for {
 		b, err := stream.Recv()
 		if err != nil {
@@ -208,6 +210,12 @@ func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) e
 		}
 		mu.Unlock()
 		for _, it := range b.Items {
+			if err := n.itemFault(); err != nil {
+				mu.Lock()
+				ended = true // items in flight are applied, and not answered
+				mu.Unlock()
+				return err
+			}
 			ctx, cancel := context.WithCancel(stream.Context())
 			if it.TimeoutMs > 0 {
 				ctx, cancel = context.WithTimeout(stream.Context(), time.Duration(it.TimeoutMs)*time.Millisecond)
@@ -226,10 +234,32 @@ func (n *fakeNode) AppendPipeline(stream shoalv1.Streams_AppendPipelineServer) e
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				stream.Send(&shoalv1.AppendResults{Results: []*shoalv1.AppendItemResult{r}})
+				if !ended {
+					stream.Send(&shoalv1.AppendResults{Results: []*shoalv1.AppendItemResult{r}})
+				}
 			}()
 		}
 	}
+}
+
+// setItemFault sets the hook AppendPipeline runs for the k-th item it reads (from 1, over all
+// its streams): an error ends the stream with it.
+func (n *fakeNode) setItemFault(f func(k int) error) {
+	n.mu.Lock()
+	n.itemHook = f
+	n.mu.Unlock()
+}
+
+func (n *fakeNode) itemFault() error {
+	n.mu.Lock()
+	n.calls["AppendPipeline.item"]++
+	k := n.calls["AppendPipeline.item"]
+	f := n.itemHook
+	n.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f(k)
 }
 
 func (n *fakeNode) Append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -324,12 +325,18 @@ func (o *readOptions) checkFilters() error {
 	if len(o.prefix) > 512 {
 		return &InvalidArgumentError{Field: "StreamPrefix", Limit: "at most 512 bytes", Reason: fmt.Sprintf("%d bytes given", len(o.prefix))}
 	}
+	if !utf8.ValidString(o.prefix) {
+		return &InvalidArgumentError{Field: "StreamPrefix", Limit: "valid UTF-8", Reason: "the prefix is not valid UTF-8"}
+	}
 	if len(o.types) > 100 {
 		return &InvalidArgumentError{Field: "EventTypes", Limit: "at most 100 types", Reason: fmt.Sprintf("%d given", len(o.types))}
 	}
 	for i, t := range o.types {
 		if len(t) == 0 || len(t) > 256 {
 			return &InvalidArgumentError{Field: "EventTypes", Limit: "1..256 bytes each", Reason: fmt.Sprintf("type %d is %d bytes", i, len(t))}
+		}
+		if !utf8.ValidString(t) {
+			return &InvalidArgumentError{Field: "EventTypes", Limit: "valid UTF-8", Reason: fmt.Sprintf("type %d is not valid UTF-8", i)}
 		}
 	}
 	return nil

@@ -102,7 +102,10 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 	if dl, ok := ctx.Deadline(); ok {
 		ms := time.Until(dl).Milliseconds()
 		if ms <= 0 {
-			return nil, status.FromContextError(context.DeadlineExceeded).Err()
+			// Less than a millisecond left: nothing is sent. Return when the context ends,
+			// so that its end, not the node, answers for it (the breaker counts nothing).
+			<-ctx.Done()
+			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 		call.item.TimeoutMs = uint64(ms)
 	}
@@ -302,14 +305,23 @@ func (ps *pipeStream) receive() {
 	}
 }
 
-// fail ends the stream: every call not answered gets an error (a gRPC status,
-// Unavailable unless err carries another code), and the next append opens a
-// new stream. Appends are idempotent, so the client's retry of a call that
-// did reach the server is harmless.
+// fail ends the stream: every call not answered gets an error, and the next
+// append opens a new stream. The error is Unavailable whatever ended the
+// stream (its cause in the message), unless the server refused the stream as
+// a whole (Unauthenticated, PermissionDenied): a stream's end says nothing
+// about one append, which the server may have applied (sent) or never seen
+// (queued), and Internal, Unknown or Canceled (a proxy's reset, a message
+// gRPC failed to encode for another caller) would end it as a definite
+// failure. Appends are idempotent, so the client's retry of a call that did
+// reach the server is harmless.
 func (ps *pipeStream) fail(err error) {
 	if !errors.Is(err, errPipelineUnsupported) {
-		if _, ok := status.FromError(err); !ok {
+		switch st, ok := status.FromError(err); {
+		case !ok:
 			err = status.Error(codes.Unavailable, err.Error())
+		case st.Code() == codes.Unavailable, st.Code() == codes.Unauthenticated, st.Code() == codes.PermissionDenied:
+		default:
+			err = status.Errorf(codes.Unavailable, "append pipeline stream ended (%v): %s", st.Code(), st.Message())
 		}
 	}
 	ps.mu.Lock()

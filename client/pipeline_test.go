@@ -188,3 +188,49 @@ func TestPipelineOpenHonoursDeadline(t *testing.T) {
 		t.Fatal("append outlived its context while the stream was being opened")
 	}
 }
+
+// TestPipelineStreamEndIsNoVerdict: an append in flight when its stream ends is retried
+// whatever status ended the stream (here Internal, as a proxy's reset gives), not failed with
+// it: the server may have applied it, and here did; the retry finds it as a duplicate. The
+// append whose arrival ended the stream is retried too.
+func TestPipelineStreamEndIsNoVerdict(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	entered := make(chan struct{})
+	fc.nodes[0].setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" && k == 1 {
+			close(entered)
+			time.Sleep(100 * time.Millisecond) // applied after the stream ended
+		}
+		return nil
+	})
+	fc.nodes[0].setItemFault(func(k int) error {
+		if k == 2 {
+			return status.Error(codes.Internal, "fake: stream reset")
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	var first AppendResult
+	go func() {
+		var err error
+		first, err = c.Append(testCtx(t), "s", NoStream, Event{Type: "A"})
+		done <- err
+	}()
+	<-entered
+	if _, err := c.Append(testCtx(t), "t", NoStream, Event{Type: "B"}); err != nil {
+		t.Fatalf("the append that ended the stream: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the append in flight when the stream ended: %v", err)
+	}
+	if !first.Duplicate {
+		t.Errorf("the append in flight: %+v, want the duplicate of what the server applied", first)
+	}
+	fc.mu.Lock()
+	n := len(fc.streams["s"])
+	fc.mu.Unlock()
+	if n != 1 {
+		t.Errorf("stream s holds %d events, want 1", n)
+	}
+}

@@ -104,6 +104,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			if t.idempotent && t.kind != anyNode {
 				actx, watch = c.watchLeader(actx, n, shard, leader, t.stale)
 				watch.answered = func() { finish(nil) }
+				watch.released = func() { finish(errExcluded) }
 				if unary {
 					watch.arm()
 				}

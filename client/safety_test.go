@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -223,4 +224,49 @@ func halfOpenClient(t *testing.T, events int) *Client {
 	down.Store(false)                  // the node is healthy again
 	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
 	return c
+}
+
+// TestLongPollReleasesHalfOpenProbe: a long poll (Wait) admitted as a half-open breaker's one
+// probe gives the probe up before waiting for its first page, which may take the whole wait:
+// other calls to the node go through meanwhile.
+func TestLongPollReleasesHalfOpenProbe(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
+	var down atomic.Bool
+	down.Store(true)
+	polling := make(chan struct{})
+	var once sync.Once
+	fc.nodes[0].setFault(func(ctx context.Context, m string, _ int) error {
+		switch {
+		case m == "Append" && down.Load():
+			return unavailable()
+		case m == "ReadShard": // a long poll on an idle shard: nothing until the wait ends
+			once.Do(func() { close(polling) })
+			select {
+			case <-time.After(5 * time.Second):
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
+	cancel()
+	down.Store(false)                  // the node is healthy again
+	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
+
+	pctx, pcancel := context.WithCancel(testCtx(t))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range c.ReadShard(pctx, 0, 0, 0, Wait(5*time.Second)) {
+		}
+	}()
+	defer func() { pcancel(); <-done }()
+	<-polling
+	actx, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if _, err := c.Append(actx, "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append to a healthy node while a long poll that was the probe waits: %v", err)
+	}
 }

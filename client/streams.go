@@ -6,6 +6,7 @@ import (
 	"io"
 	"iter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
@@ -24,16 +25,21 @@ import (
 // ErrStreamDeleted, ErrInvalidArgument (*InvalidArgumentError), ErrIDConflict
 // (*IDConflictError), ErrUnavailable, ErrClosed, or the context's error.
 func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVersion, events ...Event) (AppendResult, error) {
-	if stream == "" {
-		return AppendResult{}, &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
+	if err := checkStream(stream); err != nil {
+		return AppendResult{}, err
 	}
 	if len(events) == 0 {
 		return AppendResult{}, &InvalidArgumentError{Field: "events", Limit: "1..10000 events", Reason: "an append needs at least one event"}
 	}
 	req := &shoalv1.AppendRequest{Stream: stream, Expected: expected.proto(), Events: make([]*shoalv1.EventData, len(events))}
 	for i, ev := range events {
-		if ev.Type == "" {
+		switch {
+		case ev.Type == "":
 			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].type", i), Limit: "1..256 bytes", Reason: "the event type is empty"}
+		case !utf8.ValidString(ev.Type):
+			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].type", i), Limit: "valid UTF-8", Reason: "the event type is not valid UTF-8"}
+		case !utf8.ValidString(ev.ContentType):
+			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].content_type", i), Limit: "valid UTF-8", Reason: "the content type is not valid UTF-8"}
 		}
 		id := ev.ID
 		if id == uuid.Nil {
@@ -68,6 +74,19 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 	}, nil
 }
 
+// checkStream refuses a stream name that is empty or not UTF-8 (a protobuf string, which gRPC
+// cannot send: on the append pipeline that would end the stream every caller shares). The
+// server checks the rest of its limits, and names them.
+func checkStream(stream string) error {
+	switch {
+	case stream == "":
+		return &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
+	case !utf8.ValidString(stream):
+		return &InvalidArgumentError{Field: "stream", Limit: "valid UTF-8", Reason: "the stream name is not valid UTF-8"}
+	}
+	return nil
+}
+
 // Delete deletes stream if it satisfies expected (NoStream is invalid
 // here). Without Tombstone the delete is soft.
 //
@@ -84,8 +103,8 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 // shard elects a new leader: it waits for the attempt timeout
 // (RetryPolicy.AttemptTimeout), the caller's deadline or gRPC's keepalive.
 func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVersion, opts ...DeleteOption) error {
-	if stream == "" {
-		return &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
+	if err := checkStream(stream); err != nil {
+		return err
 	}
 	if expected == NoStream {
 		return &InvalidArgumentError{Field: "expected", Limit: "any, stream exists or an exact version", Reason: "a delete cannot expect no stream"}
@@ -125,8 +144,8 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 		opt(&o)
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		if stream == "" {
-			yield(RecordedEvent{}, &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"})
+		if err := checkStream(stream); err != nil {
+			yield(RecordedEvent{}, err)
 			return
 		}
 		maxStale, err := o.maxStalenessMS()
@@ -287,6 +306,7 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 			for {
 				var page *shoalv1.ReadShardResponse
 				if first && req.WaitMs > 0 {
+					w.release()
 					page, err = watchedAfter(w, time.Duration(req.WaitMs)*time.Millisecond+leaderWatchAfter, rs.Recv)
 				} else {
 					page, err = recvPage(sub, w, rs.Recv)

@@ -50,8 +50,9 @@ type leaderWatch struct {
 	start  time.Time // when the attempt started
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	// answered records a success on the node's breaker (see answer).
-	answered func()
+	// answered records a success on the node's breaker (see answer); released, no outcome
+	// (see release).
+	answered, released func()
 
 	mu    sync.Mutex
 	timer *time.Timer // while armed
@@ -178,6 +179,15 @@ func (w *leaderWatch) moved() error {
 func (w *leaderWatch) answer() {
 	if w != nil && w.answered != nil {
 		w.answered()
+	}
+}
+
+// release gives up the attempt's say in its node's circuit breaker, recording no outcome: a
+// long poll, whose first page may take its whole wait, does not hold a half-open breaker's one
+// probe, and every other call to the node, for that long.
+func (w *leaderWatch) release() {
+	if w != nil && w.released != nil {
+		w.released()
 	}
 }
 
