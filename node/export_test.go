@@ -21,3 +21,9 @@ func (n *Node) DropConfirmed(shards []uint32, since time.Time, leaders map[uint3
 	p := &placer{n: n, log: n.log.With("component", "placement"), metrics: newPlacementMetrics(nil)}
 	p.dropConfirmed(shards, since, leaders)
 }
+
+// RefreshLeaders is refreshLeaders: learn the other nodes' leaders for the leader cache.
+func (n *Node) RefreshLeaders(ctx context.Context) { n.refreshLeaders(ctx) }
+
+// CachedLeader is the leader cache's entry for shard.
+func (n *Node) CachedLeader(shard uint32) (uint64, bool) { return n.leaders.get(shard) }

@@ -103,8 +103,8 @@ func (p *peerPool) close() {
 type leaderCache struct {
 	mu      sync.Mutex
 	leaders map[uint32]cachedLeader // guarded by mu
-	fetched time.Time               // last refresh, guarded by mu
-	refresh sync.Mutex              // one refresh at a time
+	fetched time.Time               // last complete refresh, guarded by mu
+	refresh chan struct{}           // one refresh at a time: holds a token while one runs
 }
 
 type cachedLeader struct {
@@ -112,7 +112,9 @@ type cachedLeader struct {
 	at       time.Time
 }
 
-func newLeaderCache() *leaderCache { return &leaderCache{leaders: map[uint32]cachedLeader{}} }
+func newLeaderCache() *leaderCache {
+	return &leaderCache{leaders: map[uint32]cachedLeader{}, refresh: make(chan struct{}, 1)}
+}
 
 func (c *leaderCache) get(id uint32) (uint64, bool) {
 	c.mu.Lock()
@@ -149,11 +151,18 @@ func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
 
 // refreshLeaders gathers every alive member's local topology and records,
 // per shard, the leader reported with the highest term. Refreshes are
-// rate-limited to one per 200ms.
+// rate-limited to one per 200ms. A caller whose context ends returns at once,
+// while waiting for another's refresh too; a refresh its end cut short keeps
+// what it gathered but does not count for the rate limit, so that one caller
+// out of time does not leave every other without leaders for 200ms.
 func (n *Node) refreshLeaders(ctx context.Context) {
 	c := n.leaders
-	c.refresh.Lock()
-	defer c.refresh.Unlock()
+	select {
+	case c.refresh <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-c.refresh }()
 	c.mu.Lock()
 	recent := time.Since(c.fetched) < 200*time.Millisecond
 	c.mu.Unlock()
@@ -164,7 +173,9 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.fetched = now
+	if ctx.Err() == nil {
+		c.fetched = now
+	}
 	for _, v := range views {
 		for _, s := range v.GetShards() {
 			if s.LeaderId == 0 {
