@@ -31,7 +31,7 @@ func (p *placer) dropConfirmed(shards []uint32, since time.Time, leaders map[uin
 		if retired, err := p.n.host.RetireGroupIfQuiet(id, since); err != nil || !retired {
 			continue // a leader spoke to it since: the next round looks again
 		}
-		if err := p.n.dropReplica(id); err != nil {
+		if err := p.n.dropReplica(id, s.Term); err != nil {
 			p.log.Info("deleting removed replica failed; retrying later", "shard", id, "err", err)
 			continue
 		}
@@ -90,7 +90,7 @@ func (p *placer) dropOrphans(cands []orphan, since time.Time, leaders map[uint32
 		}
 		// Retired, the replica is also marked removed: should this drop fail, the next rounds
 		// retry it through dropConfirmed.
-		if err := p.n.dropReplica(o.shard); err != nil {
+		if err := p.n.dropReplica(o.shard, s.Term); err != nil {
 			p.log.Info("deleting a replica left out of its group failed; retrying later", "shard", o.shard, "err", err)
 			continue
 		}
@@ -132,8 +132,9 @@ func (n *Node) leaderViews(ctx context.Context) (best map[uint32]*shoalv1.ShardI
 // leader's later message finds no group and the factory opens a fresh state
 // machine over the emptied keyspace. A crash in between leaves the old raft
 // state on disk, not reopened at restart; should a leader add this node back,
-// the factory reopens it and it catches up like a returning replica.
-func (n *Node) dropReplica(id uint32) error {
+// the factory reopens it and it catches up like a returning replica. term is the shard's term in
+// its leader's view (see replica.Host.DropGroup).
+func (n *Node) dropReplica(id uint32, term uint64) error {
 	n.mu.Lock()
 	sm := n.mu.shards[id]
 	groups, err := n.dir.groups()
@@ -147,7 +148,7 @@ func (n *Node) dropReplica(id uint32) error {
 	if err != nil {
 		return err
 	}
-	if err := n.host.DropGroup(id); err != nil {
+	if err := n.host.DropGroup(id, term); err != nil {
 		return err
 	}
 	if sm != nil {

@@ -540,7 +540,12 @@ func (h *Host) RetireGroupIfQuiet(shard uint32, since time.Time) (bool, error) {
 // and an answer of the old log would make it count that log as the new member's, which raft
 // panics on once the log is gone. The group answers nothing from here on, not even for appends
 // persisted before.
-func (h *Host) DropGroup(shard uint32) error {
+//
+// term is the shard's term as the caller knows it from the group's leader (0: unknown). The
+// deletion is recorded at the later of it and the replica's own term, which may be far behind:
+// a replica that never learned of its removal stopped hearing its group before it, and a
+// message of a term between the two comes from a leader deposed since as well (see groupFor).
+func (h *Host) DropGroup(shard uint32, term uint64) error {
 	return h.call(noCancel, func() error {
 		g := h.mu.groups[shard]
 		if g == nil {
@@ -559,7 +564,7 @@ func (h *Host) DropGroup(shard uint32) error {
 		}
 		// After the range deletion, so that it survives it (see groupFor).
 		st := g.rn.BasicStatus()
-		term := max(st.HardState.GetTerm(), h.deletedAt[shard])
+		term := max(term, st.HardState.GetTerm(), h.deletedAt[shard])
 		if err := b.Set(raftKey(shard, keyDeleted), binary.BigEndian.AppendUint64(nil, term), nil); err != nil {
 			return err
 		}

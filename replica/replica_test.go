@@ -144,7 +144,7 @@ func TestLearnerAddPromoteRemove(t *testing.T) {
 	}
 
 	// Drop node 3's copy and add it back as a brand-new learner.
-	if err := c.nodes[3].host.DropGroup(3); err != nil {
+	if err := c.nodes[3].host.DropGroup(3, 0); err != nil {
 		t.Fatal(err)
 	}
 	if len(c.sm(3, 3).values(t)) != 0 {
@@ -488,7 +488,7 @@ func TestDeletedReplicaIgnoresOlderTerms(t *testing.T) {
 	h := c.nodes[1].host
 	appendAt(h, 20, 5)
 	created(h, 20)
-	if err := h.DropGroup(20); err != nil {
+	if err := h.DropGroup(20, 0); err != nil {
 		t.Fatal(err)
 	}
 	for round := range 2 {
@@ -510,6 +510,22 @@ func TestDeletedReplicaIgnoresOlderTerms(t *testing.T) {
 	}
 	appendAt(h, 20, 5)
 	created(h, 20)
+
+	// A replica cut off at term 2 and removed by its group at term 6: the deletion is recorded
+	// at the term its caller learned from the leader, not at the replica's own.
+	appendAt(h, 21, 2)
+	created(h, 21)
+	if err := h.DropGroup(21, 6); err != nil {
+		t.Fatal(err)
+	}
+	appendAt(h, 21, 5)
+	appendAt(h, 40, 1)
+	created(h, 40)
+	if _, ok := h.Group(21); ok {
+		t.Fatal("an append of term 5 created the replica its group removed at term 6 (its own term 2)")
+	}
+	appendAt(h, 21, 6)
+	created(h, 21)
 }
 
 // RetireGroupIfQuiet retires only a replica that heard from no leader since the given time, and
@@ -559,7 +575,7 @@ func TestRetireGroupIfQuiet(t *testing.T) {
 	if _, err := g.Propose(context.Background(), []byte("x")); !errors.Is(err, ErrGroupRemoved) {
 		t.Fatalf("propose on a retired replica: %v", err)
 	}
-	if err := fh.DropGroup(shard); err != nil {
+	if err := fh.DropGroup(shard, 0); err != nil {
 		t.Fatal(err)
 	}
 }
