@@ -46,6 +46,24 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 	if g == nil {
 		return fmt.Errorf("replica: unknown shard %d", shard)
 	}
+	// The data may be ahead of the snapshot, never behind: the group may have been dropped and
+	// created again, empty, since raft asked for the snapshot, and a receiver would replace its
+	// state with that. The applied index is read on the loop, before the iterator opens, so the
+	// iterator's view holds at least that much.
+	var applied uint64
+	if err := h.call(noCancel, func() error {
+		if h.mu.groups[shard] != g {
+			return fmt.Errorf("replica: shard %d: its group was dropped while a snapshot of it waited to be sent", shard)
+		}
+		applied = g.sm.Applied()
+		return nil
+	}); err != nil {
+		return err
+	}
+	if index := snap.GetMetadata().GetIndex(); applied < index {
+		return fmt.Errorf("replica: shard %d: snapshot at index %d, but the state applied only %d (the group was created again since)",
+			shard, index, applied)
+	}
 	lo, hi := g.sm.Span()
 	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {

@@ -231,3 +231,25 @@ func TestIngestAndExciseDurable(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteSnapshotNotBehind: WriteSnapshot refuses to stream a state behind the snapshot's
+// index (a group dropped and created again, empty, while raft's request waited), which a
+// receiver would install in place of its own.
+func TestWriteSnapshotNotBehind(t *testing.T) {
+	const shard = 4
+	c := newCluster(t, clusterOpts{nodes: 1})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	c.propose(shard, "b")
+	h := c.nodes[1].host
+	applied := c.group(1, shard).Status().Applied
+	var buf bytes.Buffer
+	if err := h.WriteSnapshot(shard, &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(applied), Term: new(uint64(1))}}, &buf); err != nil {
+		t.Fatalf("a snapshot at the applied index %d: %v", applied, err)
+	}
+	buf.Reset()
+	err := h.WriteSnapshot(shard, &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(applied + 5), Term: new(uint64(1))}}, &buf)
+	if err == nil || !strings.Contains(err.Error(), "applied only") {
+		t.Fatalf("a snapshot at index %d of a state applied to %d: %v, want a refusal", applied+5, applied, err)
+	}
+}
