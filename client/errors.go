@@ -45,7 +45,11 @@ var (
 	// waited to commit): it may or may not have been applied. The client does
 	// not repeat it, as a repeat could delete events another writer appended
 	// meanwhile. Read the stream to find out, or delete with an exact expected
-	// version, which the client retries. The error is an *OutcomeUnknownError.
+	// version, which the client retries. A delete expecting an exact version
+	// returns it when a repeat after such an attempt was refused in a way the
+	// attempt itself could have caused (stream not found or deleted, another
+	// version), and when the server answers that the outcome is unknown. The
+	// error is an *OutcomeUnknownError.
 	ErrOutcomeUnknown = errors.New("client: the delete may or may not have been applied")
 )
 
@@ -65,6 +69,13 @@ func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcom
 
 // Unwrap returns the attempt's error.
 func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// ownRefusal reports whether err, converted, refuses a delete in a way an earlier attempt of
+// the same delete could have caused: the stream not found or deleted (that attempt deleted it),
+// or at another version (that attempt deleted, and another writer appended since).
+func ownRefusal(err error) bool {
+	return errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted) || errors.Is(err, ErrWrongExpectedVersion)
+}
 
 // mayHaveApplied reports whether an attempt that failed with err, while the
 // caller's context is live, may have been applied by the cluster: every

@@ -274,8 +274,8 @@ func (n *fakeNode) Append(ctx context.Context, req *shoalv1.AppendRequest) (*sho
 	return n.apply(req)
 }
 
-// errLoseAck, returned by a fault hook for Append, makes the node apply the
-// append and then answer Unavailable, as if the acknowledgement was lost.
+// errLoseAck, returned by a fault hook for Append or Delete, makes the node apply the
+// write and then answer Unavailable, as if the acknowledgement was lost.
 var errLoseAck = errors.New("fake: lose the acknowledgement")
 
 func (n *fakeNode) apply(req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
@@ -323,7 +323,8 @@ func (n *fakeNode) apply(req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, e
 }
 
 func (n *fakeNode) Delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
-	if err := n.enter(ctx, "Delete", req); err != nil {
+	err := n.enter(ctx, "Delete", req)
+	if err != nil && err != errLoseAck {
 		return nil, err
 	}
 	c := n.c
@@ -333,6 +334,9 @@ func (n *fakeNode) Delete(ctx context.Context, req *shoalv1.DeleteRequest) (*sho
 		return nil, statusWith(codes.NotFound, "fake: stream not found", &shoalv1.StreamNotFound{Stream: req.Stream})
 	}
 	delete(c.streams, req.Stream)
+	if err == errLoseAck {
+		return nil, unavailable()
+	}
 	return &shoalv1.DeleteResponse{}, nil
 }
 

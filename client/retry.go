@@ -68,6 +68,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		redirects int
 		last      error
 		avoid     string
+		uncertain bool // an attempt failed after it may have been applied
 	)
 	for {
 		if c.closed() {
@@ -118,6 +119,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				// another replica) now, without backoff (the call is
 				// idempotent), unless the policy's time is up.
 				finish(errExcluded)
+				uncertain = true
 				c.stats.leaderMoves.Add(1)
 				c.log.Debug("client: attempt moved from its node", "node", n.addr, "shard", shard, "why", moved)
 				last = moved
@@ -153,7 +155,11 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			c.log.Debug("client: attempt failed", "node", n.addr, "attempt", attempts, "code", status.Code(err).String(), "err", err)
 			switch v {
 			case fatal:
-				return convertError(err, t.stream)
+				ce := convertError(err, t.stream)
+				if t.ownRefusal && (status.Code(err) == codes.Unknown || uncertain && ownRefusal(ce)) {
+					return &OutcomeUnknownError{Attempts: attempts, Err: ce}
+				}
+				return ce
 			case redirect:
 				c.requestRefresh()
 				if addr := nl.GetLeaderAddr(); addr != n.addr && redirects < maxRedirects {
@@ -175,6 +181,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				}
 			}
 			last = err
+			uncertain = uncertain || mayHaveApplied(err)
 		}
 		redirects = 0
 		next := bo.NextBackOff()

@@ -305,6 +305,10 @@ type target struct {
 	// expecting any version or an existing stream): such a failure ends it with
 	// ErrOutcomeUnknown.
 	once bool
+	// ownRefusal: a refusal (stream not found or deleted, wrong expected version) after an
+	// attempt that may have been applied may be that attempt's own effect, and ends the call
+	// with ErrOutcomeUnknown, as does the server's UNKNOWN (deletes).
+	ownRefusal bool
 }
 
 // pick chooses the node for the next attempt and admits the attempt through

@@ -270,3 +270,31 @@ func TestLongPollReleasesHalfOpenProbe(t *testing.T) {
 		t.Fatalf("Append to a healthy node while a long poll that was the probe waits: %v", err)
 	}
 }
+
+// TestExactDeleteRefusedAfterLostAck: a delete expecting an exact version whose first attempt
+// was applied and its answer lost is repeated; the server refuses the repeat (the stream is
+// gone: the first attempt's own doing), and the client says the outcome is unknown rather than
+// "stream not found". A server's UNKNOWN answer is reported the same way, and a refusal with no
+// doubtful attempt before it stands.
+func TestExactDeleteRefusedAfterLostAck(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	seed(t, c, "d", 2)
+	fc.nodes[0].setFault(failFirst("Delete", 1, errLoseAck))
+	err := c.Delete(testCtx(t), "d", Exact(1))
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("repeat refused after a lost acknowledgement: %v, want ErrOutcomeUnknown wrapping ErrStreamNotFound", err)
+	}
+	if got := fc.nodes[0].count("Delete"); got != 2 {
+		t.Fatalf("Delete reached the server %d times, want 2", got)
+	}
+
+	fc.nodes[0].setFault(func(context.Context, string, int) error { return status.Error(codes.Unknown, "fake: outcome unknown") })
+	if err := c.Delete(testCtx(t), "e", Exact(0)); !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("the server's UNKNOWN: %v, want ErrOutcomeUnknown", err)
+	}
+	fc.nodes[0].setFault(nil)
+	if err := c.Delete(testCtx(t), "e", Exact(0)); !errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("a first attempt refused: %v, want ErrStreamNotFound alone", err)
+	}
+}

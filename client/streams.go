@@ -92,9 +92,10 @@ func checkStream(stream string) error {
 //
 // With an Exact expected version, a delete is retried like an append (a
 // repeat cannot apply twice: once the delete took effect, or another writer
-// appended, the version no longer matches); a retry of a delete that had in
-// fact succeeded reports what the server finds then (typically
-// ErrStreamNotFound or ErrWrongExpectedVersion). With Any or StreamExists, a
+// appended, the version no longer matches); a repeat, after an attempt that
+// may have been applied, that the server refuses as the applied attempt
+// would make it (stream not found or deleted, wrong expected version) ends
+// with ErrOutcomeUnknown rather than that refusal. With Any or StreamExists, a
 // repeat could delete what another writer appended after the first one took
 // effect, so such a delete is retried only after failures that prove it was
 // not applied (a node that is not the leader, a connection that could not be
@@ -115,7 +116,7 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 	}
 	req := &shoalv1.DeleteRequest{Stream: stream, Expected: expected.proto(), Tombstone: o.tombstone}
 	exact := expected.proto().GetKind() == shoalv1.ExpectedVersion_KIND_EXACT
-	return c.run(ctx, target{kind: byStream, stream: stream, idempotent: exact, once: !exact}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+	return c.run(ctx, target{kind: byStream, stream: stream, idempotent: exact, once: !exact, ownRefusal: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		resp, err := n.streams.Delete(ctx, req)
 		if err == nil && o.result != nil {
 			*o.result = DeleteResult{Shard: resp.GetShard(), Position: resp.GetPosition(), Logged: resp.GetLogged()}

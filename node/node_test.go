@@ -514,7 +514,7 @@ func TestNoLeaderIsUnavailable(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	// Shard 99 has no group anywhere: no leader will ever appear.
-	_, err := n.write(ctx, 99, true, nil, nil)
+	_, _, err := n.write(ctx, 99, true, nil, nil)
 	if took := time.Since(start); took < noLeaderWait || took > noLeaderWait+2*time.Second {
 		t.Fatalf("answered after %v", took)
 	}

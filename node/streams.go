@@ -124,7 +124,7 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 	if err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
-	res, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+	res, _, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		cmd.Time = time.Now().UnixNano()
 		return g.Propose(pctx, shard.EncodeAppend(cmd))
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
@@ -161,13 +161,13 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 	// A delete expecting an exact version is safe to repeat: once it took effect, or once
 	// another writer appended, the version no longer matches and a repeat deletes nothing.
 	safe := exp.Kind == shard.ExpectExact
-	res, err := n.write(ctx, id, safe, func(g *replica.Group, pctx context.Context) (any, error) {
+	res, retried, err := n.write(ctx, id, safe, func(g *replica.Group, pctx context.Context) (any, error) {
 		cmd.Time = time.Now().UnixNano()
 		return g.Propose(pctx, shard.EncodeDelete(cmd))
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
 		return shoalv1.NewStreamsClient(conn).Delete(fctx, req)
 	})
-	if err != nil {
+	if res, err = deleteVerdict(id, res, retried, err); err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
 	switch r := res.(type) {
@@ -175,8 +175,6 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 		return r, nil
 	case *shard.DeleteResult:
 		return &shoalv1.DeleteResponse{Shard: id, Position: r.Position, Logged: r.Logged}, nil
-	case error:
-		return nil, n.toStatus(r, req.Stream, id)
 	}
 	return nil, status.Errorf(codes.Internal, "delete: unexpected result %T", res)
 }
@@ -188,8 +186,20 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 // waited, no commit in time, a forward cut off after it was sent) is retried
 // only when idempotent (appends: event IDs make a retry safe; deletes
 // expecting an exact version); otherwise it fails with an
-// *OutcomeUnknownError.
+// *OutcomeUnknownError. retried reports that the answer is a retry's after
+// such an attempt: a delete's refusal may then be its own first attempt's
+// effect.
 func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
+	propose func(*replica.Group, context.Context) (any, error),
+	forward func(*grpc.ClientConn, context.Context) (any, error),
+) (_ any, retried bool, _ error) {
+	res, err := n.writeAttempts(ctx, id, idempotent, &retried, propose, forward)
+	return res, retried, err
+}
+
+// writeAttempts is write; *unknown is set when an attempt's outcome is unknown and another
+// follows.
+func (n *Node) writeAttempts(ctx context.Context, id uint32, idempotent bool, unknown *bool,
 	propose func(*replica.Group, context.Context) (any, error),
 	forward func(*grpc.ClientConn, context.Context) (any, error),
 ) (any, error) {
@@ -215,6 +225,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				// The leader it went to was replaced while it waited (hung, or cut off):
 				// route again at once, to the new leader the watch just learned.
 				last = &NoLeaderError{Shard: id, Cause: errLeaderMoved}
+				*unknown = true
 				continue
 			}
 			if !idempotent && mayHaveArrived(err) && ctx.Err() == nil {
@@ -229,6 +240,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				// the election rather than forwarding to the dead leader again at once.
 				n.leaders.invalidate(id)
 				last = forwardFailed(id, err)
+				*unknown = *unknown || mayHaveArrived(err)
 				if unreached(err) && attempt < 2 {
 					pause(ctx, deadline, forwardPause)
 				}
@@ -251,6 +263,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 		case errors.Is(err, replica.ErrProposalDropped),
 			errors.Is(err, replica.ErrNotLeader) && (idempotent || !wasLeader):
 			last = err
+			*unknown = *unknown || errors.Is(err, replica.ErrNotLeader) && wasLeader
 			continue
 		case !idempotent && wasLeader && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
 			// Proposed, then the leadership was lost or the group stopped while it waited.
@@ -700,6 +713,40 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, f
 		return relayed, &NoLeaderError{Shard: id, Cause: errLeaderMoved}
 	}
 	return relayed, forwardFailed(id, err)
+}
+
+// deleteVerdict is a delete's answer from write's: the state machine's refusal as the error,
+// and, after an attempt that may have been applied (retried), a refusal that attempt could
+// have caused as an *OutcomeUnknownError: the stream deleted already, or its version moved on.
+func deleteVerdict(id uint32, res any, retried bool, err error) (any, error) {
+	if r, ok := res.(error); ok && err == nil {
+		res, err = nil, r
+	}
+	if retried && deleteRefusal(err) {
+		err = &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt that may have been applied was repeated, and the repeat refused: %w", err)}
+	}
+	return res, err
+}
+
+// deleteRefusal reports whether err is a delete's refusal that its own earlier attempt could
+// have caused: the stream not found or deleted (the attempt deleted it), or at another version
+// (the attempt deleted, and another writer appended since). From the state machine, or a
+// forwarded call's status.
+func deleteRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, shard.ErrStreamNotFound) || errors.Is(err, shard.ErrStreamDeleted) || errors.Is(err, shard.ErrWrongExpectedVersion) {
+		return true
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.NotFound, codes.FailedPrecondition:
+		return true
+	}
+	return false
 }
 
 // mayHaveArrived reports whether a forwarded call that failed with err may have reached the

@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// TestExactDeleteRefusedAfterUnknownAttempt: a delete expecting an exact version is repeated
+// after an attempt whose outcome is unknown (here: proposed and applied, and the proposer told
+// it lost its leadership, as raft reports a leadership transfer before the commit reached the
+// old leader). When the repeat is refused because the first attempt took effect (another writer
+// appended since, so the version moved on), the answer is UNKNOWN, not the refusal: the caller
+// would otherwise believe its delete was not applied. Without the unknown attempt the refusal
+// stands.
+func TestExactDeleteRefusedAfterUnknownAttempt(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx := context.Background()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events("a", "b")}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := n.shardOf("s")
+	cmd := &shard.DeleteCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectExact, Version: 1}}
+	calls := 0
+	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		calls++
+		cmd.Time = time.Now().UnixNano()
+		r, err := g.Propose(pctx, shard.EncodeDelete(cmd))
+		if calls > 1 {
+			return r, err
+		}
+		if _, ok := r.(*shard.DeleteResult); !ok || err != nil {
+			t.Fatalf("first attempt: %v, %v", r, err)
+		}
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events("c")}); err != nil {
+			t.Fatal(err)
+		}
+		return nil, &replica.NotLeaderError{Shard: id}
+	}, nil)
+	if !retried || calls != 2 {
+		t.Fatalf("write: %d attempts, retried %t; want 2, true", calls, retried)
+	}
+	_, verr := deleteVerdict(id, res, retried, err)
+	if code := status.Code(n.toStatus(verr, "s", id)); code != codes.Unknown {
+		t.Fatalf("the repeat's refusal after an applied attempt answered %v (%v), want UNKNOWN", code, verr)
+	}
+	// The same refusal without an earlier unknown attempt is definite.
+	_, verr = deleteVerdict(id, res, false, err)
+	if code := status.Code(n.toStatus(verr, "s", id)); code != codes.FailedPrecondition {
+		t.Fatalf("a refusal of a first attempt answered %v (%v), want FAILED_PRECONDITION", code, verr)
+	}
+	// A forwarded refusal maps the same way.
+	fwd := status.Error(codes.NotFound, "stream not found")
+	if _, verr := deleteVerdict(id, nil, true, fwd); status.Code(n.toStatus(verr, "s", id)) != codes.Unknown {
+		t.Fatalf("a forwarded refusal after an unknown attempt: %v, want UNKNOWN", verr)
+	}
+}
