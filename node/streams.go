@@ -253,6 +253,13 @@ func (n *Node) writeAttempts(ctx context.Context, id uint32, idempotent bool, un
 		res, err := propose(g, pctx)
 		timedOut := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
+		// Whether raft may have taken the proposal: a not-leader answer says so itself (the
+		// flag read before the call can change while the call checks it again); for the
+		// others (the group stopped or removed) the leadership before the call tells.
+		proposed := wasLeader
+		if nle := (*replica.NotLeaderError)(nil); errors.As(err, &nle) {
+			proposed = !nle.Refused
+		}
 		switch {
 		case err == nil:
 			return res, nil
@@ -261,11 +268,11 @@ func (n *Node) writeAttempts(ctx context.Context, id uint32, idempotent bool, un
 		case timedOut:
 			return nil, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
 		case errors.Is(err, replica.ErrProposalDropped),
-			errors.Is(err, replica.ErrNotLeader) && (idempotent || !wasLeader):
+			errors.Is(err, replica.ErrNotLeader) && (idempotent || !proposed):
 			last = err
-			*unknown = *unknown || errors.Is(err, replica.ErrNotLeader) && wasLeader
+			*unknown = *unknown || errors.Is(err, replica.ErrNotLeader) && proposed
 			continue
-		case !idempotent && wasLeader && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
+		case !idempotent && proposed && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
 			// Proposed, then the leadership was lost or the group stopped while it waited.
 			return nil, &OutcomeUnknownError{Shard: id, Cause: err}
 		default:

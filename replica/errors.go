@@ -40,6 +40,10 @@ var (
 type NotLeaderError struct {
 	Shard  uint32
 	Leader uint64 // 0 = unknown
+	// Refused: the call was refused before raft saw it, as this replica did not lead; a
+	// proposal so refused was certainly not applied. Unset when leadership was lost while a
+	// proposal waited: its outcome is unknown.
+	Refused bool
 }
 
 func (e *NotLeaderError) Error() string {

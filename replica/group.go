@@ -210,7 +210,9 @@ func (g *Group) Leaderless() (time.Duration, bool) {
 	return sinceStamp(g.leaderless.Load())
 }
 
-func (g *Group) notLeader() error { return &NotLeaderError{Shard: g.shard, Leader: g.leader.Load()} }
+func (g *Group) notLeader() error {
+	return &NotLeaderError{Shard: g.shard, Leader: g.leader.Load(), Refused: true}
+}
 
 func (g *Group) header(id uint64) []byte {
 	b := make([]byte, headerLen, headerLen+64)
@@ -220,9 +222,10 @@ func (g *Group) header(id uint64) []byte {
 }
 
 // Propose replicates data and returns StateMachine.Apply's result once the entry is applied
-// locally, after a quorum of voters fsynced it. A non-leader returns *NotLeaderError at once.
-// If ctx ends first, Propose returns ctx.Err() but the entry may still commit and apply; if
-// leadership is lost while waiting, the outcome is likewise unknown (*NotLeaderError).
+// locally, after a quorum of voters fsynced it. A non-leader returns *NotLeaderError (Refused)
+// without proposing. If ctx ends first, Propose returns ctx.Err() but the entry may still commit
+// and apply; if leadership is lost while waiting, the outcome is likewise unknown
+// (*NotLeaderError, not Refused).
 func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
 	if g.removed.Load() {
 		return nil, ErrGroupRemoved

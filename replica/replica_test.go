@@ -55,7 +55,7 @@ func TestThreeHostsReplicationAndFailover(t *testing.T) {
 	}
 	_, err := follower.Propose(context.Background(), []byte("x"))
 	var nle *NotLeaderError
-	if !errors.As(err, &nle) || !errors.Is(err, ErrNotLeader) || nle.Leader != lead.Status().ID {
+	if !errors.As(err, &nle) || !errors.Is(err, ErrNotLeader) || nle.Leader != lead.Status().ID || !nle.Refused {
 		t.Fatalf("follower propose: %v", err)
 	}
 	if err := follower.ReadIndex(context.Background()); !errors.Is(err, ErrNotLeader) {
