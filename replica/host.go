@@ -124,6 +124,9 @@ type Host struct {
 		props   []*proposal
 		reqs    []func()
 		closed  bool
+		// drops counts DropGroup's deletions per shard: a snapshot received across one is
+		// not installed (ReceiveSnapshot).
+		drops map[uint32]uint64
 	}
 }
 
@@ -146,6 +149,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h.raftLog = &raftLogger{l: h.log}
 	h.mu.groups = make(map[uint32]*Group)
+	h.mu.drops = make(map[uint32]uint64)
 	h.nextID.Store(uint64(time.Now().UnixNano()))
 	go h.syncLoop()
 	go h.run()
@@ -574,6 +578,7 @@ func (h *Host) DropGroup(shard uint32, term uint64) error {
 		h.deletedAt[shard] = term
 		h.mu.Lock()
 		delete(h.mu.groups, shard)
+		h.mu.drops[shard]++
 		h.mu.Unlock()
 		h.metrics.Groups.Dec()
 		return nil

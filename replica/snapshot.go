@@ -255,6 +255,12 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return fmt.Errorf("replica: ReceiveSnapshot of a %v message", m.Msg.GetType())
 	}
 	md := m.Msg.GetSnapshot().GetMetadata()
+	// A replica deleted while its snapshot streamed in (an addition given up, the replica
+	// retired and dropped) is not created again by it: the snapshot may name this node in a
+	// configuration that has removed it since.
+	h.mu.Lock()
+	drops := h.mu.drops[m.Shard]
+	h.mu.Unlock()
 	sr := &snapReader{r: bufio.NewReaderSize(r, 64<<10), dig: xxhash.New()}
 	fixed, err := sr.full(nil, 4+4+8+8)
 	if err != nil {
@@ -339,6 +345,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	h.metrics.SnapshotsReceived.Inc()
 
 	return h.call(noCancel, func() error {
+		if h.mu.drops[m.Shard] != drops { // written under mu by this goroutine only
+			return fmt.Errorf("%w: shard %d: the replica was deleted while its snapshot was received", ErrGroupRemoved, m.Shard)
+		}
 		g, err := h.groupFor(m.Shard, m.Msg)
 		if err != nil {
 			return err

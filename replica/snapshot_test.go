@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -251,5 +252,50 @@ func TestWriteSnapshotNotBehind(t *testing.T) {
 	err := h.WriteSnapshot(shard, &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(applied + 5), Term: new(uint64(1))}}, &buf)
 	if err == nil || !strings.Contains(err.Error(), "applied only") {
 		t.Fatalf("a snapshot at index %d of a state applied to %d: %v, want a refusal", applied+5, applied, err)
+	}
+}
+
+// TestSnapshotAcrossDropNotInstalled: a snapshot that was streaming in when the replica was
+// deleted (an addition given up, the replica retired and dropped) does not create the replica
+// again once it is complete: it may name this node in a configuration that removed it since.
+func TestSnapshotAcrossDropNotInstalled(t *testing.T) {
+	const shard = 6
+	c := newCluster(t, clusterOpts{nodes: 2, factory: true}) // a leader's message creates a replica
+	c.open(1, shard, []uint64{1})
+	lead := c.leader(shard, 1)
+	c.propose(shard, "a")
+	c.propose(shard, "b")
+	c.open(2, shard, nil)
+	lo, hi := c.sm(1, shard).Span()
+	recs := spanKVs(t, c.nodes[1].db, lo, hi)
+	index, term := c.sm(1, shard).Applied(), lead.Status().Term
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
+		ConfState: &pb.ConfState{Voters: []uint64{1}, Learners: []uint64{2}}}}
+	msg := ShardMessage{Shard: shard, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+		Term: new(term), Snapshot: snap}}
+	stream := encodeSnap(shard, index, term, lo, hi, recs)
+
+	h2 := c.nodes[2].host
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- h2.ReceiveSnapshot(msg, pr) }()
+	if _, err := pw.Write(stream[:8]); err != nil { // read: the receive is under way
+		t.Fatal(err)
+	}
+	if err := h2.DropGroup(shard, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pw.Write(stream[8:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := <-done; !errors.Is(err, ErrGroupRemoved) {
+		t.Fatalf("a snapshot received across the replica's deletion: %v, want ErrGroupRemoved", err)
+	}
+	if _, ok := h2.Group(shard); ok {
+		t.Fatal("the snapshot created the deleted replica again")
+	}
+	if got := spanKVs(t, c.nodes[2].db, lo, hi); len(got) != 0 {
+		t.Fatalf("the refused snapshot left %d keys", len(got))
 	}
 }
