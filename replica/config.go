@@ -72,7 +72,9 @@ type Config struct {
 	// log is compacted (default 5000). Followers further behind catch up by snapshot.
 	LogRetainEntries uint64
 	// MaxLogBytes compacts a group's log down to its applied index once the retained log
-	// exceeds this many bytes, whatever LogRetainEntries says (default 64 MiB).
+	// exceeds this many bytes, whatever LogRetainEntries says (default 64 MiB). A leader keeps
+	// what its followers still need up to twice this: one slightly behind catches up from the
+	// log rather than by a snapshot of the whole shard.
 	MaxLogBytes uint64
 	// MaxQueuedMsgs bounds the inbound raft message queue; messages beyond it are dropped
 	// (raft retries). Default 8192.

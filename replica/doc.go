@@ -63,7 +63,8 @@
 //     rebuilt from the log), skipping entries at or below StateMachine.Applied (after a
 //     snapshot install the state may be ahead); conf changes are applied to raft and their
 //     ConfState stored in the same batch; log compaction (LogRetainEntries behind applied, or
-//     down to applied beyond MaxLogBytes) is staged in it too, so it is atomic with the state
+//     beyond MaxLogBytes down to applied, on a leader down to what its furthest follower still
+//     needs until twice MaxLogBytes) is staged in it too, so it is atomic with the state
 //     covering the dropped entries; then calls Committed on every touched state machine,
 //     resolves the proposers with Apply's results and steps the MsgStorageApplyResp;
 //  6. for a group that lost leadership or changed term, fails its remaining waiters with

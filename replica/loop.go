@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 type readyGroup struct {
@@ -533,11 +534,30 @@ func (h *Host) maybeCompact(ab *pebble.Batch, g *Group) {
 		to = st.applied - retain
 	}
 	if st.logBytes > h.cfg.MaxLogBytes {
-		to = st.applied
+		to = max(to, g.sizeTrimTo())
 	}
 	if to > st.truncIdx {
 		h.must(st.compact(ab, to))
 	}
+}
+
+// sizeTrimTo is where a log over MaxLogBytes is trimmed to: the applied index, except that a
+// leader keeps, up to twice the limit, what a follower still needs (one it has not heard from
+// lately too: back within the bound, it catches up from the log), so that a follower a moment
+// behind (a lost append, a slow fsync) gets entries rather than a snapshot of the whole shard
+// each time the limit is passed (large entries pass it often). Loop goroutine.
+func (g *Group) sizeTrimTo() uint64 {
+	st := g.st
+	to := st.applied
+	if g.state != raft.StateLeader || st.logBytes > 2*g.h.cfg.MaxLogBytes {
+		return to
+	}
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id != g.h.cfg.NodeID && pr.Match >= st.truncIdx && pr.Match < to {
+			to = pr.Match
+		}
+	})
+	return to
 }
 
 // observe tracks leadership from a Ready. Loop goroutine.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -244,5 +245,54 @@ func TestConfigValidateAndMetrics(t *testing.T) {
 	g, _ := h.Group(1)
 	if _, err := g.Propose(context.Background(), []byte("x")); !errors.Is(err, ErrStopped) && !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("propose after close: %v", err)
+	}
+}
+
+// TestSizeTrimKeepsWhatFollowersNeed: a log past MaxLogBytes is trimmed to the applied
+// index, except that a leader keeps, up to twice the limit, the entries a follower still
+// needs. A follower whose appends were lost while 1.5 MiB of entries committed (the
+// limit 1 MiB) catches up from the log, without a snapshot of the whole shard.
+func TestSizeTrimKeepsWhatFollowersNeed(t *testing.T) {
+	const shard = 5
+	c := newCluster(t, clusterOpts{nodes: 3, maxBytes: 1 << 20, retain: 1 << 20})
+	c.openVoters(shard)
+	lead := c.leader(shard)
+	slow := lead.Status().ID%3 + 1
+	c.net.mu.Lock()
+	c.net.drop = func(from uint64, m *pb.Message) bool {
+		return m.GetTo() == slow && m.GetType() == pb.MsgApp && len(m.Entries) > 0
+	}
+	c.net.mu.Unlock()
+	var want []string
+	for i := range 96 {
+		want = append(want, fmt.Sprintf("%02d-%s", i, strings.Repeat("x", 16<<10)))
+		c.propose(shard, want[i])
+	}
+	lid := c.leader(shard).Status().ID
+	c.net.mu.Lock()
+	c.net.drop = nil
+	c.net.mu.Unlock()
+	c.converged(shard, want, 1, 2, 3)
+	if n := testutilCounter(c.nodes[lid].host.metrics.SnapshotsSent); n != 0 {
+		t.Fatalf("the leader sent %v snapshots to a follower 1.5 MiB behind (MaxLogBytes 1 MiB)", n)
+	}
+
+	// Past twice the limit the log is trimmed all the same: the follower gets a snapshot.
+	c.net.mu.Lock()
+	c.net.drop = func(from uint64, m *pb.Message) bool {
+		return m.GetTo() == slow && m.GetType() == pb.MsgApp && len(m.Entries) > 0
+	}
+	c.net.mu.Unlock()
+	for i := range 160 {
+		want = append(want, fmt.Sprintf("%03d-%s", i, strings.Repeat("y", 16<<10)))
+		c.propose(shard, want[len(want)-1])
+	}
+	lid = c.leader(shard).Status().ID
+	c.net.mu.Lock()
+	c.net.drop = nil
+	c.net.mu.Unlock()
+	c.converged(shard, want, 1, 2, 3)
+	if n := testutilCounter(c.nodes[lid].host.metrics.SnapshotsSent); n == 0 {
+		t.Fatal("a follower 2.5 MiB behind (MaxLogBytes 1 MiB) caught up without a snapshot: the log was kept past twice the limit")
 	}
 }
