@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -108,8 +109,10 @@ func (p *pipeline) receive() error {
 			return err
 		}
 		if n := len(batch.Items); n > MaxPipelineBatch || (n == 0 && len(batch.Cancel) == 0) {
-			return status.Errorf(codes.InvalidArgument,
-				"append pipeline: a batch carries 1..%d items (MaxPipelineBatch) or some cancels, got %d items", MaxPipelineBatch, n)
+			return withDetails(codes.InvalidArgument,
+				fmt.Sprintf("append pipeline: a batch carries 1..%d items (MaxPipelineBatch) or some cancels, got %d items", MaxPipelineBatch, n),
+				&shoalv1.InvalidField{Field: "items", Limit: fmt.Sprintf("1..%d per batch, or none with cancels", MaxPipelineBatch),
+					Reason: fmt.Sprintf("%d items", n)})
 		}
 		p.mu.Lock()
 		for _, id := range batch.Cancel {
@@ -167,7 +170,8 @@ func (p *pipeline) itemContext(it *shoalv1.AppendItem) (context.Context, context
 // append runs one item as the unary Append would.
 func (p *pipeline) append(ctx context.Context, it *shoalv1.AppendItem) (*shoalv1.AppendResponse, error) {
 	if it.Request == nil {
-		return nil, status.Error(codes.InvalidArgument, "append pipeline: an item carries no request")
+		return nil, withDetails(codes.InvalidArgument, "append pipeline: an item carries no request",
+			&shoalv1.InvalidField{Field: "items[].request", Limit: "required", Reason: "the item carries no request"})
 	}
 	if f := p.s.pipelineAppend.Load(); f != nil {
 		return (*f)(ctx, it.Request)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +107,23 @@ func TestAppendPipelineLimits(t *testing.T) {
 		_, err := st.Recv()
 		if s, _ := status.FromError(err); s.Code() != codes.InvalidArgument || !strings.Contains(s.Message(), "MaxPipelineBatch") {
 			t.Fatalf("%d items: got %v, want InvalidArgument naming MaxPipelineBatch", items, err)
+		} else if f := invalidField(s); f == nil || f.Field != "items" || !strings.Contains(f.Limit, strconv.Itoa(MaxPipelineBatch)) {
+			t.Fatalf("%d items: details %v, want the field items and its limit", items, s.Details())
 		}
+	}
+	// An item without a request is refused, naming what it lacks; the stream goes on.
+	st := openPipeline(t, n)
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.Recv()
+	if err != nil || len(res.Results) != 1 || res.Results[0].Error == nil {
+		t.Fatalf("an item without a request: %v, %v", res, err)
+	}
+	if s := res.Results[0].Error.Err(); status.Code(s) != codes.InvalidArgument {
+		t.Fatalf("an item without a request: %v, want InvalidArgument", s)
+	} else if f := invalidField(status.Convert(s)); f == nil || f.Field != "items[].request" {
+		t.Fatalf("an item without a request: details %v, want the field items[].request", status.Convert(s).Details())
 	}
 	// Nothing of the refused batch was written.
 	if _, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "limits"}); status.Code(err) != codes.NotFound {
@@ -357,4 +374,14 @@ func recvAll(st shoalv1.Streams_AppendPipelineClient) (map[uint64]*shoalv1.Appen
 			got[r.Id] = r
 		}
 	}
+}
+
+// invalidField returns st's InvalidField detail, nil without one.
+func invalidField(st *status.Status) *shoalv1.InvalidField {
+	for _, d := range st.Details() {
+		if f, ok := d.(*shoalv1.InvalidField); ok {
+			return f
+		}
+	}
+	return nil
 }
