@@ -36,10 +36,20 @@ type StepContext struct {
 	Input  []byte   // the saga's input (Start)
 	Output []byte   // compensation only: the action's recorded output (nil for the failed step)
 	Prior  [][]byte // outputs of the steps before this one
-	// IdempotencyID is IdempotencyID(SagaID, Step, Kind): identical on every
-	// attempt and after Resume. Pass it to whatever the step changes.
+	// IdempotencyID is IdempotencyIDAt(SagaID, StartVersion, Step, Kind):
+	// identical on every attempt and after Resume. Pass it to whatever the step
+	// changes.
 	IdempotencyID uuid.UUID
-	Attempt       int // 1-based, within this coordinator's run of the step
+	// StartVersion is the saga's State.StartVersion (0 unless its ID was used
+	// before).
+	StartVersion uint64
+	Attempt      int // 1-based, within this coordinator's run of the step
+}
+
+// ActionID is the idempotency ID of the step's action: in a compensation, it
+// names what the action would have done.
+func (sc StepContext) ActionID() uuid.UUID {
+	return IdempotencyIDAt(sc.SagaID, sc.StartVersion, sc.Step, KindAction)
 }
 
 // Step is one saga step. Action must be idempotent under its
@@ -53,8 +63,8 @@ type Step struct {
 	// effect (its reply was lost, an attempt timed out, another coordinator
 	// resumed the saga and ran it). So Compensate must also succeed, doing
 	// nothing, when the action never took effect; StepContext.Output is nil
-	// for the failed step, and IdempotencyID(SagaID, Step, KindAction) names
-	// what its action would have done. nil means nothing to undo.
+	// for the failed step, and StepContext.ActionID names what its action
+	// would have done. nil means nothing to undo.
 	Compensate func(ctx context.Context, sc StepContext) error
 	// Retry overrides Config.ActionRetry for this step's action.
 	Retry *RetryPolicy
@@ -313,10 +323,19 @@ func (c *Coordinator) drive(ctx context.Context, def *Definition, st *State) (St
 			case ctx.Err() != nil:
 				return *st, context.Cause(ctx) // crash-like stop: Resume re-runs the step
 			case aerr == nil:
-				err = c.record(ctx, st, TypeStepCompleted, record{Step: mv.step, Output: out})
+				r := record{Step: mv.step, Output: out}
+				if _, ferr := c.encode(r); ferr != nil {
+					// The action took effect, but its output cannot be recorded: the step
+					// fails, and is compensated with the steps before it (a StepCompleted
+					// refused on every Resume would leave the saga running for good).
+					c.cfg.Logger.Info("saga: step output too large, compensating", "saga", st.ID, "step", mv.step, "err", ferr)
+					err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: ferr.Error(), Attempts: attempts, Compensate: true})
+				} else {
+					err = c.record(ctx, st, TypeStepCompleted, r)
+				}
 			default:
 				c.cfg.Logger.Info("saga: step failed, compensating", "saga", st.ID, "step", mv.step, "attempts", attempts, "err", aerr)
-				err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: aerr.Error(), Attempts: attempts, Compensate: true})
+				err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: errorText(aerr), Attempts: attempts, Compensate: true})
 			}
 		case moveCompensate:
 			if cerr := c.runCompensation(ctx, def, st, mv.step); cerr != nil {
@@ -345,7 +364,7 @@ func (c *Coordinator) stepContext(st *State, step int, kind Kind) StepContext {
 	return StepContext{
 		SagaID: st.ID, Step: step, Name: st.Steps[step].Name, Kind: kind,
 		Input: st.Input, Prior: st.Outputs()[:step],
-		IdempotencyID: IdempotencyID(st.ID, step, kind),
+		IdempotencyID: IdempotencyIDAt(st.ID, st.StartVersion, step, kind), StartVersion: st.StartVersion,
 	}
 }
 
@@ -402,12 +421,49 @@ func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(attempt 
 	return attempts, err
 }
 
-// record appends one saga event expecting exactly st's version, then folds
-// it into st. Losing the race yields a *ConflictError.
-func (c *Coordinator) record(ctx context.Context, st *State, typ string, r record) error {
+// maxErrorText bounds a step's error as recorded (StepFailed, SagaAborted), so that however
+// long an action's error, its failure fits an event.
+const maxErrorText = 64 << 10
+
+func errorText(err error) string {
+	if s := err.Error(); len(s) > maxErrorText {
+		return strings.ToValidUTF8(s[:maxErrorText], "") + "… (truncated)"
+	}
+	return err.Error()
+}
+
+// maxRecord is the largest saga event a coordinator writes, data and metadata: the server's
+// limit on one event (shard.MaxEventSize). A saga's input and its steps' outputs go in it
+// base64-encoded in JSON, at about 4/3 of their size.
+const maxRecord = 4 << 20
+
+// encode returns r as a saga event's data, or, when the event would be larger than one event
+// may be, an error naming the limit on the input or output r carries.
+func (c *Coordinator) encode(r record) ([]byte, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if size := len(data) + len(c.meta); size > maxRecord {
+		what, n := "output", len(r.Output)
+		if r.Input != nil {
+			what, n = "input", len(r.Input)
+		}
+		encoded := (len(r.Input)+2)/3*4 + (len(r.Output)+2)/3*4
+		room := (maxRecord - (size - encoded)) * 3 / 4
+		return nil, fmt.Errorf("%w: the %s of %d bytes does not fit a saga event (at most %d bytes of data and metadata, "+
+			"the %s base64-encoded in JSON): at most about %d bytes of %s", ErrInvalid, what, n, maxRecord, what, room, what)
+	}
+	return data, nil
+}
+
+// record appends one saga event expecting exactly st's version, then folds
+// it into st. Losing the race yields a *ConflictError; an event too large,
+// an error naming the limit (ErrInvalid; nothing is written).
+func (c *Coordinator) record(ctx context.Context, st *State, typ string, r record) error {
+	data, err := c.encode(r)
+	if err != nil {
+		return fmt.Errorf("saga: record %s for %q: %w", typ, st.ID, err)
 	}
 	ev := client.Event{ID: uuid.Must(uuid.NewV7()), Type: typ, Data: data, Metadata: c.meta, ContentType: "application/json"}
 	expected := st.Expected()

@@ -26,8 +26,10 @@
 //     coordinator that may resume a saga; changing them under a running saga
 //     fails Resume with ErrDefinitionMismatch.
 //  2. Make every action and compensation idempotent under
-//     StepContext.IdempotencyID, a UUID v5 of (saga ID, step, kind) that is
-//     the same on every attempt and after every Resume: a coordinator that
+//     StepContext.IdempotencyID, a UUID v5 of (saga ID, step, kind, and the
+//     saga's start version when its ID was used before by a saga whose stream
+//     was soft-deleted) that is the same on every attempt and after every
+//     Resume: a coordinator that
 //     crashes after an action took effect but before StepCompleted was
 //     recorded re-runs the action on Resume. Using the ID as the event ID of
 //     a shoal append makes the re-run a no-op.

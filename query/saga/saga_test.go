@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ type world struct {
 	// an error fails the attempt.
 	before func(ctx context.Context, sc StepContext) error
 	after  func(ctx context.Context, sc StepContext) error
+	// output, when set and not nil for a step, replaces its action's output.
+	output func(sc StepContext) []byte
 }
 
 func newWorld(t *testing.T, c *client.Client) *world {
@@ -61,7 +64,7 @@ func (w *world) effect(ctx context.Context, sc StepContext, typ string) ([]byte,
 
 // booked reports whether the action of sc's step took effect: the ledger holds its event.
 func (w *world) booked(ctx context.Context, sc StepContext) (bool, error) {
-	id := IdempotencyID(sc.SagaID, sc.Step, KindAction)
+	id := sc.ActionID()
 	for ev, err := range w.c.Read(ctx, "ledger-"+sc.SagaID) {
 		if errors.Is(err, client.ErrStreamNotFound) {
 			return false, nil
@@ -80,8 +83,16 @@ func (w *world) definition() *Definition {
 	d := &Definition{Name: "trip"}
 	for _, name := range []string{"flight", "hotel", "car"} {
 		d.Steps = append(d.Steps, Step{
-			Name:   name,
-			Action: func(ctx context.Context, sc StepContext) ([]byte, error) { return w.effect(ctx, sc, "Booked") },
+			Name: name,
+			Action: func(ctx context.Context, sc StepContext) ([]byte, error) {
+				out, err := w.effect(ctx, sc, "Booked")
+				if w.output != nil && err == nil {
+					if o := w.output(sc); o != nil {
+						out = o
+					}
+				}
+				return out, err
+			},
 			Compensate: func(ctx context.Context, sc StepContext) error {
 				// Undo only what the action did: a failed step's action may or may not
 				// have taken effect.
@@ -197,6 +208,64 @@ func TestSagas(t *testing.T) {
 		want := []string{"Booked:flight", "Booked:hotel", "Cancelled:hotel", "Cancelled:flight"}
 		if got := w.ledger(ctx, "lostreply"); !slices.Equal(got, want) {
 			t.Fatalf("ledger %v, want %v", got, want)
+		}
+	})
+
+	// An action that took effect but returned more output than a saga event holds fails its
+	// step, which is compensated with the ones before it (recording the output would be
+	// refused on every Resume, and the saga stay running with nothing undone).
+	t.Run("output too large to record", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		w.output = func(sc StepContext) []byte {
+			if sc.Name == "hotel" {
+				return make([]byte, 7<<19) // 3.5 MiB: 4.7 MB in base64
+			}
+			return nil
+		}
+		st, err := w.coordinator("a").Start(ctx, "trip", "bigout", nil)
+		if err != nil || st.Status != StatusAborted || st.FailedStep != 1 || !strings.Contains(st.Failure, "does not fit a saga event") {
+			t.Fatalf("Start = %s, failed step %d (%q), %v; want aborted at step 1, naming the limit", st.Status, st.FailedStep, st.Failure, err)
+		}
+		want := []string{"Booked:flight", "Booked:hotel", "Cancelled:hotel", "Cancelled:flight"}
+		if got := w.ledger(ctx, "bigout"); !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v", got, want)
+		}
+	})
+
+	// An input too large for the SagaStarted event is refused, naming the limit, and nothing
+	// is written.
+	t.Run("input too large", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		co := w.coordinator("a")
+		_, err := co.Start(ctx, "trip", "bigin", make([]byte, 7<<19))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "the input of 3670016 bytes") {
+			t.Fatalf("Start with a 3.5 MiB input: %v, want ErrInvalid naming the input and the limit", err)
+		}
+		if st, err := co.Load(ctx, "bigin"); err != nil || st.Exists {
+			t.Fatalf("after the refused Start: %+v, %v; want no saga", st, err)
+		}
+	})
+
+	// A saga ID used again after the first saga's stream was soft-deleted starts a new saga,
+	// whose steps get idempotency IDs of their own: with the first saga's, the ledger's
+	// idempotent appends would take the new bookings for repeats and do nothing.
+	t.Run("ID reused after a soft delete", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		co := w.coordinator("a")
+		first, err := co.Start(ctx, "trip", "again", nil)
+		if err != nil || first.Status != StatusCompleted || first.StartVersion != 0 {
+			t.Fatalf("first Start = %+v, %v", first, err)
+		}
+		if err := c.Delete(ctx, Stream("again"), client.Exact(first.Version)); err != nil {
+			t.Fatal(err)
+		}
+		second, err := co.Start(ctx, "trip", "again", nil)
+		if err != nil || second.Status != StatusCompleted || second.StartVersion != first.Version+1 {
+			t.Fatalf("second Start = %+v, %v; want completed, started at version %d", second, err, first.Version+1)
+		}
+		want := []string{"Booked:flight", "Booked:hotel", "Booked:car", "Booked:flight", "Booked:hotel", "Booked:car"}
+		if got := w.ledger(ctx, "again"); !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v: the second saga's bookings were taken for the first's", got, want)
 		}
 	})
 

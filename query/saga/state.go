@@ -93,6 +93,10 @@ type State struct {
 
 	Exists  bool   // the stream has events
 	Version uint64 // version of the last event folded in; valid when Exists
+	// StartVersion is the version of the SagaStarted event: 0, unless the ID was used before
+	// by a saga whose stream was soft-deleted (the stream goes on after its last version).
+	// It tells the two sagas' idempotency IDs apart (IdempotencyIDAt).
+	StartVersion uint64
 }
 
 // Expected is the expected version for the next saga event: exactly the
@@ -153,7 +157,7 @@ func (s *State) Apply(ev client.RecordedEvent) error {
 		if s.Status != StatusNew {
 			return bad("saga already started")
 		}
-		s.Definition, s.Input, s.Status = r.Saga, r.Input, StatusRunning
+		s.Definition, s.Input, s.Status, s.StartVersion = r.Saga, r.Input, StatusRunning, ev.Version
 		s.Steps = make([]StepState, len(r.Steps))
 		for i, n := range r.Steps {
 			s.Steps[i].Name = n

@@ -147,15 +147,20 @@ func TestIdempotencyID(t *testing.T) {
 	if a.Version() != 5 {
 		t.Fatalf("version %d, want 5 (SHA-1)", a.Version())
 	}
+	if IdempotencyIDAt("order-1", 0, 2, KindAction) != a {
+		t.Fatal("IdempotencyIDAt at start version 0 is not IdempotencyID")
+	}
 	seen := map[string]bool{}
 	for _, id := range []string{"order-1", "order-12", "order-", "o"} {
 		for step := range 13 {
 			for _, k := range []Kind{KindAction, KindCompensation} {
-				u := IdempotencyID(id, step, k).String()
-				if seen[u] {
-					t.Fatalf("collision at %q %d %s", id, step, k)
+				for _, started := range []uint64{0, 1, 7, 1 << 40} {
+					u := IdempotencyIDAt(id, started, step, k).String()
+					if seen[u] {
+						t.Fatalf("collision at %q %d %d %s", id, started, step, k)
+					}
+					seen[u] = true
 				}
-				seen[u] = true
 			}
 		}
 	}
