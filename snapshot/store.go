@@ -127,9 +127,9 @@ func (s *Store) Codec() string { return s.opts.Codec }
 func (s *Store) Companion(stream string) string { return CompanionStream(s.opts.Prefix, stream) }
 
 // Save appends a snapshot of stream's state after version to the companion
-// stream. The record's event ID is derived from (companion, version), so
-// saving the same version again is an idempotent no-op that keeps the first
-// record. Saves are not ordered against each other: a slow Save of an older
+// stream. The record's event ID is derived from (companion, version, codec,
+// format), so saving the same version again is an idempotent no-op that keeps
+// the first record, while a save in another codec is written. Saves are not ordered against each other: a slow Save of an older
 // version may land after a newer one and become Latest, which costs replay
 // time but never correctness.
 func (s *Store) Save(ctx context.Context, stream string, version uint64, state []byte) error {
@@ -146,7 +146,7 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 	}
 	companion := s.Companion(stream)
 	_, err := s.c.Append(ctx, companion, client.Any, client.Event{
-		ID:          recordID(companion, version),
+		ID:          recordID(companion, version, codec),
 		Type:        EventType,
 		Data:        rec,
 		ContentType: ContentType,
@@ -164,11 +164,19 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 	return nil
 }
 
-func recordID(companion string, version uint64) uuid.UUID {
-	b := make([]byte, 0, len(companion)+9)
+// recordID is the event ID of the snapshot record of a stream's state after version, in
+// codec's encoding and the record format FormatVersion: UUID v5 of companion | 0 | version
+// (8 BE) | codec | 0 | format. Saving the same again is a duplicate; a record in another
+// codec or format at a version already saved is a record of its own (else, after a codec
+// change, the first save would be dropped as the old record's repeat, and every load replay
+// the stream in full until the next event).
+func recordID(companion string, version uint64, codec string) uuid.UUID {
+	b := make([]byte, 0, len(companion)+len(codec)+11)
 	b = append(b, companion...)
 	b = append(b, 0)
 	b = binary.BigEndian.AppendUint64(b, version)
+	b = append(b, codec...)
+	b = append(b, 0, FormatVersion)
 	return uuid.NewSHA1(idSpace, b)
 }
 

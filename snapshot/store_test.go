@@ -89,6 +89,31 @@ func TestStoreSnapshots(t *testing.T) {
 	}
 	ctx := testCtx(t)
 
+	// After a codec change, the first save at a version already saved in the old codec is
+	// written, not dropped as a repeat of the old record: loads use it at once.
+	t.Run("save in another codec at a saved version", func(t *testing.T) {
+		const stream = "acct-codec"
+		appendEvents(t, c, stream, 0, 50)
+		v1, err := New(c, Options{Codec: "acct.v1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v2, err := New(c, Options{Codec: "acct.v2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v1.Save(ctx, stream, 49, []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+		if err := v2.Save(ctx, stream, 49, []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+		snap, ok, err := v2.Latest(ctx, stream)
+		if err != nil || !ok || snap.Codec != "acct.v2" || string(snap.State) != "new" {
+			t.Fatalf("Latest in the new codec = %+v, %v, %v; want the new codec's record", snap, ok, err)
+		}
+	})
+
 	t.Run("save latest load equals replay", func(t *testing.T) {
 		const stream = "acct-1"
 		appendEvents(t, c, stream, 0, 120)
