@@ -48,6 +48,7 @@ func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, 
 	if wait > 0 {
 		opts = append(opts, client.Wait(wait))
 	}
+	size := 0
 	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count), opts...) {
 		if err != nil {
 			if len(evs) > 0 {
@@ -56,6 +57,11 @@ func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, 
 			return nil, from, err
 		}
 		evs = append(evs, ev)
+		// Bounded in bytes as well as in events (PageSize of events of up to 4 MiB each
+		// would be gigabytes): ResumeAt is past ev, the next page starts after it.
+		if size += len(ev.Data) + len(ev.Metadata) + len(ev.Stream) + len(ev.Type) + len(ev.ContentType); size >= MaxPageBytes {
+			break
+		}
 	}
 	return evs, next.Load(), nil
 }

@@ -18,6 +18,10 @@ import (
 	"github.com/shoaldb/shoal/client"
 )
 
+// MaxPageBytes ends a page before PageSize events once its events hold this many bytes (data,
+// metadata and names): what a page holds in memory, and commits at once.
+const MaxPageBytes = 16 << 20
+
 // Defaults of Config fields left zero.
 const (
 	DefaultPageSize    = 500
@@ -63,7 +67,7 @@ type Config struct {
 	// on a cluster still running older versions) is never seen.
 	Deletes bool
 
-	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000
+	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000 (and MaxPageBytes)
 	Concurrency int           // shards read at once; default 8
 	PollMax     time.Duration // long poll of a caught-up shard; default 1s (or PollMin if larger), at most client.MaxWait
 	PollMin     time.Duration // first idle wait (doubling up to PollMax, for servers that do not long-poll) and first backoff after a read error; default 20ms
