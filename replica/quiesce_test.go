@@ -269,25 +269,32 @@ func TestLostQuiesceRefreshKeepsLeader(t *testing.T) {
 // of its own lapse; the first must grant without asking for votes, and the other lead at once.
 func TestLapseForVoteDoesNotCampaign(t *testing.T) {
 	const shard = 8
-	// 100 ms ticks: the first voter lapses by itself a quarter refresh (500 ms) after the test
-	// moves its clock, time enough for the other's vote requests to arrive first, even with
-	// the race detector on a loaded machine (250 ms, with 50 ms ticks, was not always).
+	// The first voter's clock is moved to a quarter refresh (500 ms with 100 ms ticks) before
+	// its lapse as the other's first vote request is sent to it: the request arrives then,
+	// whatever the machine's load (moving the clock before the campaign left the request
+	// 500 ms, which a full race-detector run did not always give it).
 	c, st, rest := quiescedSlowCluster(t, shard)
 	first, other := rest[0], rest[1]
-	var asked []pb.MessageType
+	gf := c.group(first, shard)
+	var (
+		asked []pb.MessageType
+		near  sync.Once
+	)
 	c.net.mu.Lock()
 	c.net.drop = func(from uint64, m *pb.Message) bool {
-		if t := m.GetType(); from == first && (t == pb.MsgPreVote || t == pb.MsgVote) {
+		t := m.GetType()
+		if from == first && (t == pb.MsgPreVote || t == pb.MsgVote) {
 			asked = append(asked, t)
+		}
+		if from == other && m.GetTo() == first && (t == pb.MsgPreVote || t == pb.MsgVote) {
+			// Queued on the first voter's loop before the request: its requests run
+			// before the messages of the same turn.
+			near.Do(func() { _ = c.nodes[first].host.do(func() { gf.quiesceTicks = quiesceVoteLapseTicks }) })
 		}
 		return false
 	}
 	c.net.mu.Unlock()
 	c.stopNode(st.ID)
-	gf := c.group(first, shard)
-	if err := c.nodes[first].host.do(func() { gf.quiesceTicks = quiesceVoteLapseTicks }); err != nil {
-		t.Fatal(err)
-	}
 	g := c.group(other, shard)
 	if err := c.nodes[other].host.do(func() { g.leaderDown(st.ID, false); _ = g.rn.Campaign() }); err != nil {
 		t.Fatal(err)
