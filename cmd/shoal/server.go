@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/shoaldb/shoal/internal/tlsfiles"
 	"github.com/shoaldb/shoal/node"
 )
 
@@ -29,6 +30,9 @@ func (a *app) serverCmd() *cobra.Command {
 		join    []string
 		keyFile string
 		procs   int
+		// The server's own TLS files, from its flags only: the client commands' flags,
+		// bound to a.tls, take $SHOAL_TLS_* as defaults.
+		srvTLS tlsfiles.Files
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -62,10 +66,10 @@ SIGINT or SIGTERM stops it cleanly.`,
 				}
 				cfg.GossipKey = key
 			}
-			if !a.tls.IsZero() {
-				a.tls.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
-				a.tls.Host = dialedHost(cfg.Advertise, cfg.Listen)
-				tc, err := a.tls.Server()
+			if !srvTLS.IsZero() {
+				srvTLS.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+				srvTLS.Host = dialedHost(cfg.Advertise, cfg.Listen)
+				tc, err := srvTLS.Server()
 				if err != nil {
 					return usagef("%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")))
 				}
@@ -100,10 +104,10 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
-	f.StringVar(&a.tls.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
-	f.StringVar(&a.tls.ClientCA, "tls-client-ca", "", "PEM file of a separate CA for clients' certificates (default: clients' certificates come from --tls-ca, and any of them may act as a peer)")
-	f.StringVar(&a.tls.Cert, "tls-cert", "", "PEM certificate of this node, for serving and for dialing its peers; it must name the --advertise host")
-	f.StringVar(&a.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
+	f.StringVar(&srvTLS.ClientCA, "tls-client-ca", "", "PEM file of a separate CA for clients' certificates (default: clients' certificates come from --tls-ca, and any of them may act as a peer)")
+	f.StringVar(&srvTLS.Cert, "tls-cert", "", "PEM certificate of this node, for serving and for dialing its peers; it must name the --advertise host")
+	f.StringVar(&srvTLS.Key, "tls-key", "", "PEM private key of --tls-cert")
 	procsFlag(f, &procs)
 	return cmd
 }
