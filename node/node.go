@@ -292,11 +292,26 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		mc.Join = nil
 	}
 	ml, err := membership.Start(mc)
-	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrClusterMismatch) &&
-		!errors.Is(err, membership.ErrNameTaken) {
-		n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", mc.Join, "err", err)
+	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrNameTaken) {
+		// A node of a cluster starts alone when no seed lets it in, and rejoins when a peer
+		// appears: unless every seed answered as another cluster's (a --join pointing
+		// elsewhere), a seed refusing it (an address reused by a new cluster) must not keep
+		// it down while its other seeds are.
+		join := mc.Join
 		mc.Join = nil
-		ml, err = membership.Start(mc)
+		if ml, err = membership.Start(mc); err != nil {
+			return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+		}
+		if foreign := n.foreignSeeds(ml, join); len(foreign) == len(join) {
+			ml.Close()
+			return fmt.Errorf("node: every seed of %v belongs to another cluster (this node's is %s): %w",
+				join, meta.ClusterID, membership.ErrClusterMismatch)
+		} else if len(foreign) > 0 {
+			n.log.Error("seeds belong to another cluster; starting alone and retrying the others in the background",
+				"foreign", foreign, "join", join)
+		} else {
+			n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", join, "err", err)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
@@ -311,6 +326,18 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	n.refreshMembers()
 	go n.rejoinLoop(ml, seeds)
 	return nil
+}
+
+// foreignSeeds returns the seeds that refuse ml as a member of another cluster, asking each
+// on its own (a joint attempt reports one refusal for all).
+func (n *Node) foreignSeeds(ml *membership.Membership, seeds []string) []string {
+	var foreign []string
+	for _, s := range seeds {
+		if _, err := ml.Join([]string{s}); errors.Is(err, membership.ErrClusterMismatch) {
+			foreign = append(foreign, s)
+		}
+	}
+	return foreign
 }
 
 // Join retry for a fresh node: nodes of a new cluster usually start
@@ -358,6 +385,7 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var lastLog time.Time
 	for {
 		select {
 		case <-n.done:
@@ -381,12 +409,17 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 		}
 		if _, err := ml.Join(all); err == nil {
 			n.log.Info("joined gossip", "seeds", all)
-		} else if errors.Is(err, membership.ErrClusterMismatch) {
-			n.log.Error("seeds belong to another cluster; not retrying", "err", err)
-			return
+		} else if time.Since(lastLog) >= rejoinLogEvery {
+			// Retried: a seed of another cluster (an address a new cluster took over)
+			// does not stop the others from letting this node back in once they answer.
+			n.log.Warn("rejoining gossip failed; retrying", "seeds", all, "err", err)
+			lastLog = time.Now()
 		}
 	}
 }
+
+// rejoinLogEvery rate-limits rejoinLoop's reports of failed attempts.
+const rejoinLogEvery = time.Minute
 
 // mergeSeeds returns the distinct addresses of a and b, without self.
 func mergeSeeds(a, b []string, self string) []string {

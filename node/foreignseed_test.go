@@ -1,0 +1,48 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/internal/testaddr"
+)
+
+// TestRestartWithForeignSeed: a node of a cluster restarted with a seed that now belongs to
+// another cluster (its address reused by a new cluster) and another that does not answer
+// starts alone, to rejoin when its peers return, instead of refusing to start. With every seed
+// another cluster's (a --join pointing elsewhere), it refuses, naming the cause.
+func TestRestartWithForeignSeed(t *testing.T) {
+	other := testConfig(t, t.TempDir())
+	other.Name = "other"
+	foreign := startNode(t, other) // a cluster of its own
+
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	n := startNode(t, cfg)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Join = []string{foreign.cfg.Gossip, testaddr.Gossip(t)} // the second: nobody there
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart with one foreign seed and one down: %v", err)
+	}
+	waitReady(t, n)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Join = []string{foreign.cfg.Gossip}
+	if n, err := Start(ctx, cfg); !errors.Is(err, membership.ErrClusterMismatch) {
+		if err == nil {
+			n.Close()
+		}
+		t.Fatalf("restart with every seed another cluster's: %v, want ErrClusterMismatch", err)
+	}
+}
