@@ -89,7 +89,8 @@ func (s *clusterServer) Decommission(ctx context.Context, req *shoalv1.Decommiss
 		return nil, status.Errorf(codes.NotFound, "no node named %q in the cluster", req.Node)
 	}
 	if !target.Alive || target.GRPCAddr == "" {
-		return nil, status.Errorf(codes.Unavailable, "node %q is not alive; start it to decommission it", req.Node)
+		// Not UNAVAILABLE: this node answered, and retrying here changes nothing.
+		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not alive; start it to decommission it", req.Node)
 	}
 	conn, err := n.peers.get(target.GRPCAddr)
 	if err != nil {

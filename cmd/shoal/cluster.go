@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -81,8 +82,11 @@ func (a *app) nodeCmd() *cobra.Command {
 			}
 			defer c.Close()
 			if err := c.Decommission(ctx, args[0]); err != nil {
-				if status.Code(err) == codes.NotFound {
+				switch status.Code(err) {
+				case codes.NotFound:
 					return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", args[0])
+				case codes.FailedPrecondition: // the server answered: say what it said
+					return errors.New(sentence(status.Convert(err).Message()))
 				}
 				return a.unreachable(err, server)
 			}
