@@ -419,7 +419,7 @@ func TestResultJSONAndTable(t *testing.T) {
 	if err := r.WriteTable(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"appends", "latency ms", "p99.9", "conflicts", "errors", "none"} {
+	for _, want := range []string{"appends", "latency ms", "p99.9", "conflicts", "errors", "none", "seed"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}

@@ -210,6 +210,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 			thousands(r.Preload.Events), r.Preload.ElapsedSeconds, thousands(int64(r.Preload.EventsPerSec)), r.Preload.Skipped)
 	}
 	p("elapsed\t%.2fs", r.ElapsedSeconds)
+	p("seed\t%d\t(replay the stream selection with --seed %d)", r.Seed, r.Seed)
 	op := "appends"
 	if r.Workload == "read" {
 		op = "replays"

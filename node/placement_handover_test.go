@@ -42,18 +42,11 @@ func TestLeaderChangeMidReplacement(t *testing.T) {
 	}
 	defer cl.Close()
 
-	// Shard 0: leader l, voters b and d besides, and n the fourth node. d dies; the ring
-	// without d puts the replica on n, the only node left.
-	const sh = 0
-	s0 := c.Shards()[sh]
-	l := c.Index(s0.Leader)
-	var others []int
-	for _, id := range s0.Voters {
-		if i := c.Index(id); i != l {
-			others = append(others, i)
-		}
-	}
-	b, d := others[0], others[1]
+	// A shard led by l, with voters b and d besides, and n the fourth node; d dies. The shard
+	// is one whose ring without d keeps l first (so l stays its leader: placement would
+	// otherwise hand the leadership to the new first replica, which could reach n) and puts
+	// the replica on n, the only node left.
+	sh, l, b, d := pickHandoverShard(t, c)
 	n := 0 + 1 + 2 + 3 - l - b - d
 	lID, bID, dID, nID := c.Nodes[l].ID(), c.Nodes[b].ID(), c.Nodes[d].ID(), c.Nodes[n].ID()
 	t.Logf("shard %d: leader n%d, voters n%d and n%d; n%d dies, n%d replaces it, cut off from n%d", sh, l+1, b+1, d+1, d+1, n+1, l+1)
@@ -86,6 +79,9 @@ func TestLeaderChangeMidReplacement(t *testing.T) {
 		}
 		return ""
 	})
+	if !lg.IsLeader() {
+		t.Fatalf("shard %d: n%d no longer leads once n%d is a learner (%v)", sh, l+1, n+1, lg.Status())
+	}
 	ng, ok := c.Nodes[n].Host().Group(sh)
 	if lst := lg.Status(); ok && ng.Status().Applied >= lst.Applied {
 		t.Fatalf("the learner on n%d applied %d, the leader %d: it caught up across the cut", n+1, ng.Status().Applied, lst.Applied)
@@ -128,4 +124,35 @@ func TestLeaderChangeMidReplacement(t *testing.T) {
 	if !slices.Equal(got, acked) {
 		t.Fatalf("shard %d holds %d events, %d acknowledged; first difference at %d", sh, len(got), len(acked), firstDiff(got, acked))
 	}
+}
+
+// pickHandoverShard returns a shard and the indexes of its leader l and its other voters b and
+// d such that the ring over the nodes without d keeps l as the shard's first replica.
+func pickHandoverShard(t *testing.T, c *testnode.Cluster) (sh uint32, l, b, d int) {
+	t.Helper()
+	shards := c.Shards()
+	for id := range uint32(placementShards) {
+		s, ok := shards[id]
+		if !ok {
+			continue
+		}
+		l := c.Index(s.Leader)
+		for _, dead := range s.Voters {
+			if dead == s.Leader {
+				continue
+			}
+			var rm []ring.Member
+			for _, nd := range c.Nodes {
+				if nd.ID() != dead {
+					rm = append(rm, ring.Member{ID: nd.ID(), Zone: nd.Zone()})
+				}
+			}
+			if target := ring.New(rm).Assign(placementShards, 3)[id]; target[0] == s.Leader {
+				other := s.Voters[0] + s.Voters[1] + s.Voters[2] - s.Leader - dead
+				return id, l, c.Index(other), c.Index(dead)
+			}
+		}
+	}
+	t.Fatalf("no shard keeps its leader first on the ring without one of its voters: %v", shards)
+	return 0, 0, 0, 0
 }

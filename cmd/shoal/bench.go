@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -197,6 +198,13 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 		if err := res.WriteJSONFile(t.jsonFile); err != nil {
 			return fmt.Errorf("cannot write the JSON report: %w", err)
 		}
+	}
+	// A script must be able to tell a run that measured nothing from a good one.
+	switch {
+	case res.Interrupted:
+		return errors.New("the run was interrupted before its end; the report covers what ran")
+	case res.Ops == 0:
+		return errors.New("no operation succeeded; the report's errors say why")
 	}
 	return nil
 }
