@@ -315,6 +315,8 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) err
 	tw.Flush()
 	fmt.Fprintf(a.stdout, "\ntry: shoal append hello-1 --type Greeted --data '{\"hi\":1}' && shoal read hello-1 && shoal cluster status\n")
 	<-ctx.Done()
+	// A second SIGINT or SIGTERM while the nodes close stops the process at once.
+	signal.Reset(os.Interrupt, syscall.SIGTERM)
 	fmt.Fprintln(a.stdout, "stopping")
 	return nil // the deferred loop closes the nodes
 }
