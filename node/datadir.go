@@ -92,6 +92,15 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 				ErrDataDirMismatch, dir, d.id.Name, name, d.id.Name)
 		}
 	default:
+		// A directory holding a node's state but no identity lost its identity file: a
+		// new node ID would run the old raft state as another member.
+		for _, f := range []string{clusterFile, groupsFile, pebbleDir} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+				d.unlock()
+				return nil, fmt.Errorf("%w: %s holds a node's %s but no %s: restore that file, or move the directory away to start a new node",
+					ErrDataDirMismatch, dir, f, identityFile)
+			}
+		}
 		if name == "" {
 			name = hostname
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -387,6 +388,17 @@ func TestDataDirRefusals(t *testing.T) {
 			t.Fatalf("%s mismatch: %v", tc.name, err)
 		}
 		t.Log(err)
+	}
+	// A directory with a node's state but without its identity file is refused: a new
+	// node ID would run the old raft state as another member.
+	if err := os.Rename(filepath.Join(dir, identityFile), filepath.Join(dir, "identity.saved")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "no identity.json") {
+		t.Fatalf("Start without identity.json: %v", err)
+	}
+	if err := os.Rename(filepath.Join(dir, "identity.saved"), filepath.Join(dir, identityFile)); err != nil {
+		t.Fatal(err)
 	}
 	// Zero shards/replication accept the stored cluster's.
 	c := testConfig(t, dir)
