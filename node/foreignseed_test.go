@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,5 +47,29 @@ func TestRestartWithForeignSeed(t *testing.T) {
 			n.Close()
 		}
 		t.Fatalf("restart with every seed another cluster's: %v, want ErrClusterMismatch", err)
+	}
+}
+
+// TestJoinRefusedAfterInterruptedBootstrap: a node that stopped while creating a cluster (its
+// shard groups written, not yet cluster.json) refuses to join another with --join: it would
+// reopen its own one-voter groups beside the cluster's.
+func TestJoinRefusedAfterInterruptedBootstrap(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	n := startNode(t, cfg)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, clusterFile)); err != nil { // as if it stopped before writing it
+		t.Fatal(err)
+	}
+	cfg.Join = []string{testaddr.Gossip(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if n, err := Start(ctx, cfg); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "start it without --join") {
+		if err == nil {
+			n.Close()
+		}
+		t.Fatalf("joining with an interrupted bootstrap's groups: %v, want ErrDataDirMismatch", err)
 	}
 }

@@ -217,6 +217,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		go n.httpSrv.Serve(n.httpLis)
 	}
 
+	if !haveSettings && len(cfg.Join) > 0 {
+		// Groups without the cluster file: this node stopped while creating a cluster of
+		// its own. Joining another would reopen those one-voter groups beside the
+		// cluster's, each with a history of its own.
+		if shards, err := n.dir.groups(); err != nil {
+			return nil, err
+		} else if len(shards) > 0 {
+			return nil, fmt.Errorf("%w: %s holds the shard groups of a cluster this node was creating when it stopped "+
+				"(no cluster.json): start it without --join to finish creating that cluster, or move the directory away to join %v",
+				ErrDataDirMismatch, cfg.DataDir, cfg.Join)
+		}
+	}
 	if err := n.startGossip(ctx, haveSettings); err != nil {
 		return nil, err
 	}
