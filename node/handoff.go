@@ -96,9 +96,10 @@ func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membersh
 // handOffTargets orders the voters that may take the leadership of st's shard: neither this
 // node, nor a member that gossip says is dead, stopping or decommissioning, nor one that says
 // it is still starting (starting; it would refuse the shard's clients), nor one receiving a
-// snapshot. Those raft saw active recently come first (raft clears that mark at every quorum
-// check, so a live voter may lack it for a moment), then the furthest replicated, then the
-// lowest ID.
+// snapshot, nor one gossip does not know that raft has not heard from lately (a voter down
+// since before this node started). Those raft saw active recently come first (raft clears
+// that mark at every quorum check, so a live voter may lack it for a moment), then the
+// furthest replicated, then the lowest ID.
 func handOffTargets(st replica.Status, members []membership.Member, starting map[uint64]bool) []uint64 {
 	unfit := map[uint64]bool{}
 	for _, m := range members {
@@ -106,7 +107,9 @@ func handOffTargets(st replica.Status, members []membership.Member, starting map
 	}
 	var out []uint64
 	for _, id := range st.Voters {
-		if pr := st.Progress[id]; id != st.ID && !unfit[id] && !pr.Snapshotting {
+		pr := st.Progress[id]
+		bad, known := unfit[id]
+		if id != st.ID && !bad && (known || pr.RecentActive) && !pr.Snapshotting {
 			out = append(out, id)
 		}
 	}

@@ -38,6 +38,18 @@ func TestHandOffTargets(t *testing.T) {
 	if got, want := handOffTargets(st, members, nil), []uint64{3, 2}; !slices.Equal(got, want) {
 		t.Fatalf("targets %v, want %v", got, want)
 	}
+	// A voter gossip does not know (down since before this node started) is a target only if
+	// raft heard from it lately.
+	unknown := replica.Status{ID: 1, Voters: []uint64{1, 2, 3, 4},
+		Progress: map[uint64]replica.Progress{
+			1: {Match: 100, RecentActive: true},
+			2: {Match: 90, RecentActive: true},
+			3: {Match: 100, RecentActive: true}, // unknown to gossip, heard from
+			4: {Match: 100},                     // unknown to gossip, not heard from
+		}}
+	if got, want := handOffTargets(unknown, members[:2], nil), []uint64{3, 2}; !slices.Equal(got, want) {
+		t.Fatalf("targets %v, want %v", got, want)
+	}
 	if got := handOffTargets(replica.Status{ID: 1, Voters: []uint64{1}}, nil, nil); len(got) != 0 {
 		t.Fatalf("a single voter has targets %v", got)
 	}
