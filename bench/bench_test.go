@@ -368,6 +368,12 @@ func TestRead(t *testing.T) {
 	if r.Preload.Skipped != 19 || r.Preload.Events != 150 || m.total() != 20*250 {
 		t.Fatalf("second preload: %+v stored %d", r.Preload, m.total())
 	}
+	// A stream longer than asked for (left by a run with other settings) is refused: its
+	// replays would time more events than the report says.
+	m.streams["bench-read-5"] = 300
+	if _, err := RunRead(context.Background(), cfg, m); err == nil || !strings.Contains(err.Error(), "more than the 250 per stream") {
+		t.Fatalf("a stream of 300 events for 250 asked: %v", err)
+	}
 }
 
 func TestResultJSONAndTable(t *testing.T) {

@@ -158,6 +158,12 @@ func fill(ctx context.Context, cfg *ReadConfig, target Target, stream string, ba
 			return added, ctx.Err()
 		}
 	}
+	if have > want {
+		// Left by a run with other settings: replaying it would time longer streams than
+		// the report says.
+		return added, fmt.Errorf("stream %q holds %d events, more than the %d per stream asked for (a run with other settings left it); use another stream prefix",
+			stream, have, want)
+	}
 	return added, nil
 }
 

@@ -152,6 +152,8 @@ func (a *app) benchReadCmd() *cobra.Command {
 	f.IntVar(&cfg.Streams, "streams", bench.DefaultReadStreams, "streams to preload and replay")
 	f.IntVar(&cfg.EventsPerStream, "events-per-stream", bench.DefaultEventsPerStream, "events per stream")
 	f.IntVar(&cfg.EventSize, "event-size", bench.DefaultEventSize, "bytes of data per preloaded event")
+	f.StringVar(&cfg.StreamPrefix, "stream-prefix", bench.DefaultReadStreamPrefix,
+		"stream names are this prefix and an index; streams a run left are reused, so change it with --event-size or --events-per-stream")
 	return cmd
 }
 
