@@ -247,6 +247,11 @@ func (a *appender) append(ctx context.Context) (int64, int64, error) {
 			}
 		case errors.Is(err, ErrConflict):
 			a.versions[local] = ExpectAny
+		default:
+			// Any other failure (a timeout, the cluster unavailable) may have appended:
+			// the version is unknown, and expecting the old one would cost the stream a
+			// spurious conflict.
+			a.versions[local] = ExpectAny
 		}
 	}
 	if err != nil {

@@ -343,6 +343,25 @@ func TestCancelInterrupts(t *testing.T) {
 	}
 }
 
+// TestExactAfterUnknownOutcome: in exact mode, an append whose outcome is unknown (it timed
+// out, and here it did commit) leaves its stream's version unknown: the next append expects
+// any version and learns it, instead of expecting the old one and counting a spurious conflict.
+func TestExactAfterUnknownOutcome(t *testing.T) {
+	m := newMemTarget()
+	m.loseAckAt = 5
+	cfg := AppendConfig{Streams: 1, EventSize: 8, Expected: ExpectedExact}
+	cfg.Concurrency = 1
+	quick(&cfg.Run)
+	cfg.Count = 20
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Conflicts != 0 || r.ErrorCount != 1 {
+		t.Fatalf("conflicts %d, errors %d (%v); want 0 and the one lost acknowledgement", r.Conflicts, r.ErrorCount, r.Errors)
+	}
+}
+
 func TestRead(t *testing.T) {
 	m := newMemTarget()
 	cfg := ReadConfig{Streams: 20, EventsPerStream: 250, PreloadBatch: 100, EventSize: 8}

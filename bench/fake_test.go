@@ -20,6 +20,9 @@ type memTarget struct {
 	stall   time.Duration
 	opDelay time.Duration
 	failAll error
+	// loseAckAt, if > 0, makes the loseAckAt-th append (1-based) apply and then fail, as a
+	// timed-out append that committed.
+	loseAckAt int
 }
 
 func newMemTarget() *memTarget { return &memTarget{streams: map[string]int64{}} }
@@ -46,6 +49,9 @@ func (m *memTarget) Append(ctx context.Context, stream string, expected int64, e
 	}
 	n += int64(len(events))
 	m.streams[stream] = n
+	if m.appends == m.loseAckAt {
+		return 0, context.DeadlineExceeded
+	}
 	return n - 1, nil
 }
 
