@@ -76,7 +76,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 				cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
 			}
 			if err := cfg.Validate(); err != nil {
-				return usagef("%s", sentence(trimPrefixes(err.Error())))
+				return usagef("%s", sentence(configFlags(trimPrefixes(err.Error()))))
 			}
 			n, err := serverProcs(procs)
 			if err != nil {
@@ -319,4 +319,24 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) err
 	signal.Reset(os.Interrupt, syscall.SIGTERM)
 	fmt.Fprintln(a.stdout, "stopping")
 	return nil // the deferred loop closes the nodes
+}
+
+// configFlags names the flag for the node.Config field a validation error is about ("config:
+// Replication 9 out of range 1..7" becomes "--replication 9 out of range 1..7").
+func configFlags(msg string) string {
+	rest, ok := strings.CutPrefix(msg, "config: ")
+	if !ok {
+		return msg
+	}
+	field, after, _ := strings.Cut(rest, " ")
+	flag, ok := map[string]string{
+		"Listen": "--listen", "Advertise": "--advertise", "HTTP": "--http", "Gossip": "--gossip",
+		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
+		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
+		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone",
+	}[field]
+	if !ok {
+		return rest
+	}
+	return flag + " " + after
 }

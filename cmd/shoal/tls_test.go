@@ -117,7 +117,7 @@ func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 		{"dev has no TLS", nil, []string{"dev", "--tls-ca", app.CA}, exitUsage, "unknown flag: --tls-ca"},
 		// $SHOAL_TLS_* are the client commands' defaults; a server takes its files from its flags only.
 		{"server ignores $SHOAL_TLS_*", map[string]string{"SHOAL_TLS_CA": dir + "/nope.crt"},
-			[]string{"server", "--listen", "nope"}, exitUsage, "Listen"},
+			[]string{"server", "--listen", "nope"}, exitUsage, "--listen"},
 		{"server without a CA", nil, []string{"server", "--tls-cert", app.Cert, "--tls-key", app.Key}, exitUsage,
 			"a server needs --tls-ca, --tls-cert and --tls-key together"},
 		{"server certificate not naming its host", nil, []string{"server", "--data", dir + "/never", "--listen", "127.0.0.1:0",
