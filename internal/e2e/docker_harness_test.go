@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
@@ -429,8 +430,28 @@ func (dc *dockerCluster) elections(c *client.Client, before map[uint32]uint64) i
 	return n
 }
 
+// transfers returns the leadership transfers the nodes' placement loops made, for leader
+// balance (shoal_placement_steps_total{kind="transfer"}, summed): each is a new term.
+func (dc *dockerCluster) transfers() int {
+	dc.t.Helper()
+	n := 0.0
+	for _, nd := range dc.nodes {
+		v, err := scrapeLabeled(nd.httpAddr(), "shoal_placement_steps_total", "kind", "transfer")
+		if err != nil {
+			dc.t.Fatal(err)
+		}
+		n += v
+	}
+	return int(n)
+}
+
 // scrape returns the sum of the samples of metric name on the /metrics page at addr.
 func scrape(addr, name string) (float64, error) {
+	return scrapeLabeled(addr, name, "", "")
+}
+
+// scrapeLabeled is scrape of the samples whose label is value (every sample for label "").
+func scrapeLabeled(addr, name, label, value string) (float64, error) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -448,7 +469,9 @@ func scrape(addr, name string) (float64, error) {
 	}
 	var sum float64
 	for _, m := range mf.GetMetric() {
-		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+		if label == "" || slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+		}
 	}
 	return sum, nil
 }
