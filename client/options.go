@@ -326,7 +326,7 @@ func (o *readOptions) checkFilters() error {
 		return &InvalidArgumentError{Field: "StreamPrefix", Limit: "at most 512 bytes", Reason: fmt.Sprintf("%d bytes given", len(o.prefix))}
 	}
 	if !utf8.ValidString(o.prefix) {
-		return &InvalidArgumentError{Field: "StreamPrefix", Limit: "valid UTF-8", Reason: "the prefix is not valid UTF-8"}
+		return notUTF8("StreamPrefix", "the prefix")
 	}
 	if len(o.types) > 100 {
 		return &InvalidArgumentError{Field: "EventTypes", Limit: "at most 100 types", Reason: fmt.Sprintf("%d given", len(o.types))}
@@ -336,7 +336,7 @@ func (o *readOptions) checkFilters() error {
 			return &InvalidArgumentError{Field: "EventTypes", Limit: "1..256 bytes each", Reason: fmt.Sprintf("type %d is %d bytes", i, len(t))}
 		}
 		if !utf8.ValidString(t) {
-			return &InvalidArgumentError{Field: "EventTypes", Limit: "valid UTF-8", Reason: fmt.Sprintf("type %d is not valid UTF-8", i)}
+			return notUTF8("EventTypes", fmt.Sprintf("type %d", i))
 		}
 	}
 	return nil

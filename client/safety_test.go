@@ -207,6 +207,13 @@ func TestReadReleasesHalfOpenProbe(t *testing.T) {
 // events, whose breaker for that node a failed append opened and whose open timeout has
 // passed: the node is healthy again, and the client's next call is the half-open probe.
 func halfOpenClient(t *testing.T, events int) *Client {
+	c, _ := halfOpenNode(t, events)
+	return c
+}
+
+// halfOpenNode is halfOpenClient, with the fake node (healthy, its fault hook passing every
+// call).
+func halfOpenNode(t *testing.T, events int) (*Client, *fakeNode) {
 	fc := newFakeCluster(t, 1, 4)
 	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
 	seed(t, c, "r", events)
@@ -223,24 +230,18 @@ func halfOpenClient(t *testing.T, events int) *Client {
 	cancel()
 	down.Store(false)                  // the node is healthy again
 	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
-	return c
+	return c, fc.nodes[0]
 }
 
 // TestLongPollReleasesHalfOpenProbe: a long poll (Wait) admitted as a half-open breaker's one
 // probe gives the probe up before waiting for its first page, which may take the whole wait:
 // other calls to the node go through meanwhile.
 func TestLongPollReleasesHalfOpenProbe(t *testing.T) {
-	fc := newFakeCluster(t, 1, 4)
-	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: 200 * time.Millisecond}))
-	var down atomic.Bool
-	down.Store(true)
+	c, node := halfOpenNode(t, 0)
 	polling := make(chan struct{})
 	var once sync.Once
-	fc.nodes[0].setFault(func(ctx context.Context, m string, _ int) error {
-		switch {
-		case m == "Append" && down.Load():
-			return unavailable()
-		case m == "ReadShard": // a long poll on an idle shard: nothing until the wait ends
+	node.setFault(func(ctx context.Context, m string, _ int) error {
+		if m == "ReadShard" { // a long poll on an idle shard: nothing until the wait ends
 			once.Do(func() { close(polling) })
 			select {
 			case <-time.After(5 * time.Second):
@@ -249,11 +250,6 @@ func TestLongPollReleasesHalfOpenProbe(t *testing.T) {
 		}
 		return nil
 	})
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	c.Append(sctx, "s", Any, Event{Type: "A"}) // opens the breaker
-	cancel()
-	down.Store(false)                  // the node is healthy again
-	time.Sleep(300 * time.Millisecond) // past OpenTimeout: the next call is the probe
 
 	pctx, pcancel := context.WithCancel(testCtx(t))
 	done := make(chan struct{})

@@ -37,9 +37,9 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		case ev.Type == "":
 			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].type", i), Limit: "1..256 bytes", Reason: "the event type is empty"}
 		case !utf8.ValidString(ev.Type):
-			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].type", i), Limit: "valid UTF-8", Reason: "the event type is not valid UTF-8"}
+			return AppendResult{}, notUTF8(fmt.Sprintf("events[%d].type", i), "the event type")
 		case !utf8.ValidString(ev.ContentType):
-			return AppendResult{}, &InvalidArgumentError{Field: fmt.Sprintf("events[%d].content_type", i), Limit: "valid UTF-8", Reason: "the content type is not valid UTF-8"}
+			return AppendResult{}, notUTF8(fmt.Sprintf("events[%d].content_type", i), "the content type")
 		}
 		id := ev.ID
 		if id == uuid.Nil {
@@ -82,9 +82,14 @@ func checkStream(stream string) error {
 	case stream == "":
 		return &InvalidArgumentError{Field: "stream", Limit: "1..512 bytes", Reason: "the stream name is empty"}
 	case !utf8.ValidString(stream):
-		return &InvalidArgumentError{Field: "stream", Limit: "valid UTF-8", Reason: "the stream name is not valid UTF-8"}
+		return notUTF8("stream", "the stream name")
 	}
 	return nil
+}
+
+// notUTF8 refuses field, a protobuf string, that is not UTF-8; what names it in the reason.
+func notUTF8(field, what string) error {
+	return &InvalidArgumentError{Field: field, Limit: "valid UTF-8", Reason: what + " is not valid UTF-8"}
 }
 
 // Delete deletes stream if it satisfies expected (NoStream is invalid

@@ -323,15 +323,14 @@ func (c *Coordinator) drive(ctx context.Context, def *Definition, st *State) (St
 			case ctx.Err() != nil:
 				return *st, context.Cause(ctx) // crash-like stop: Resume re-runs the step
 			case aerr == nil:
-				r := record{Step: mv.step, Output: out}
-				if _, ferr := c.encode(r); ferr != nil {
+				if data, ferr := c.encode(record{Step: mv.step, Output: out}); ferr != nil {
 					// The action took effect, but its output cannot be recorded: the step
 					// fails, and is compensated with the steps before it (a StepCompleted
 					// refused on every Resume would leave the saga running for good).
 					c.cfg.Logger.Info("saga: step output too large, compensating", "saga", st.ID, "step", mv.step, "err", ferr)
 					err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: ferr.Error(), Attempts: attempts, Compensate: true})
 				} else {
-					err = c.record(ctx, st, TypeStepCompleted, r)
+					err = c.recordEncoded(ctx, st, TypeStepCompleted, data)
 				}
 			default:
 				c.cfg.Logger.Info("saga: step failed, compensating", "saga", st.ID, "step", mv.step, "attempts", attempts, "err", aerr)
@@ -426,10 +425,11 @@ func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(attempt 
 const maxErrorText = 64 << 10
 
 func errorText(err error) string {
-	if s := err.Error(); len(s) > maxErrorText {
+	s := err.Error()
+	if len(s) > maxErrorText {
 		return strings.ToValidUTF8(s[:maxErrorText], "") + "… (truncated)"
 	}
-	return err.Error()
+	return s
 }
 
 // maxRecord is the largest saga event a coordinator writes, data and metadata: the server's
@@ -465,6 +465,11 @@ func (c *Coordinator) record(ctx context.Context, st *State, typ string, r recor
 	if err != nil {
 		return fmt.Errorf("saga: record %s for %q: %w", typ, st.ID, err)
 	}
+	return c.recordEncoded(ctx, st, typ, data)
+}
+
+// recordEncoded is record of data, a record already encoded.
+func (c *Coordinator) recordEncoded(ctx context.Context, st *State, typ string, data []byte) error {
 	ev := client.Event{ID: uuid.Must(uuid.NewV7()), Type: typ, Data: data, Metadata: c.meta, ContentType: "application/json"}
 	expected := st.Expected()
 	res, err := c.c.Append(ctx, Stream(st.ID), expected, ev)

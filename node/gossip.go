@@ -1,0 +1,225 @@
+package node
+
+// Gossip membership: starting it, joining and rejoining the cluster through seeds, and
+// remembering the peers last seen alive.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/shoaldb/shoal/internal/buildinfo"
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// startGossip starts membership with this node's metadata. A node with stored
+// settings that cannot reach any seed still starts (its peers may be down too)
+// and keeps trying to join in the background.
+func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
+	meta := membership.Meta{
+		NodeID:          n.dir.id.NodeID,
+		Name:            n.dir.id.Name,
+		Zone:            n.cfg.Zone,
+		GRPCAddr:        n.addr,
+		HTTPAddr:        n.httpAddr,
+		Version:         buildinfo.Version,
+		Decommissioning: n.dir.decommissioning(),
+		ShardFormat:     shard.MaxFormat,
+	}
+	if s := n.settings.Load(); s != nil {
+		meta.ClusterID, meta.Shards, meta.Replication = s.ClusterID, s.Shards, s.Replication
+	}
+	seeds := n.cfg.Join
+	if haveSettings {
+		// A restart also seeds from the peers it last saw alive, so a node
+		// that created the cluster (started without --join) finds it again.
+		stored, err := n.dir.peers()
+		if err != nil {
+			n.log.Warn("cannot read the stored peers", "err", err)
+		}
+		seeds = mergeSeeds(seeds, stored, n.cfg.Gossip)
+	}
+	mc := membership.Config{
+		Name:      n.dir.id.Name,
+		Bind:      n.cfg.Gossip,
+		Advertise: n.cfg.GossipAdvertise,
+		Join:      seeds,
+		SecretKey: n.cfg.GossipKey,
+		Meta:      meta,
+		Logger:    n.log,
+		OnChange:  n.refreshMembers,
+	}
+	if !haveSettings {
+		// A fresh node joins below, retrying while its seeds start too.
+		mc.Join = nil
+	}
+	ml, err := membership.Start(mc)
+	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrNameTaken) {
+		// A node of a cluster starts alone when no seed lets it in, and rejoins when a peer
+		// appears: unless every seed answered as another cluster's (a --join pointing
+		// elsewhere), a seed refusing it (an address reused by a new cluster) must not keep
+		// it down while its other seeds are.
+		join := mc.Join
+		mc.Join = nil
+		if ml, err = membership.Start(mc); err != nil {
+			return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+		}
+		if foreign := n.foreignSeeds(ml, join); len(foreign) == len(join) {
+			ml.Close()
+			return fmt.Errorf("node: every seed of %v belongs to another cluster (this node's is %s): %w",
+				join, meta.ClusterID, membership.ErrClusterMismatch)
+		} else if len(foreign) > 0 {
+			n.log.Error("seeds belong to another cluster; starting alone and retrying the others in the background",
+				"foreign", foreign, "join", join)
+		} else {
+			n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", join, "err", err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+	}
+	if !haveSettings && len(seeds) > 0 {
+		if err := n.joinSeeds(ctx, ml, seeds); err != nil {
+			ml.Close()
+			return err
+		}
+	}
+	n.ml.Store(ml)
+	n.refreshMembers()
+	go n.rejoinLoop(ml, seeds)
+	return nil
+}
+
+// foreignSeeds returns the seeds that refuse ml as a member of another cluster, asking each
+// on its own (a joint attempt reports one refusal for all).
+func (n *Node) foreignSeeds(ml *membership.Membership, seeds []string) []string {
+	var foreign []string
+	for _, s := range seeds {
+		if _, err := ml.Join([]string{s}); errors.Is(err, membership.ErrClusterMismatch) {
+			foreign = append(foreign, s)
+		}
+	}
+	return foreign
+}
+
+// Join retry for a fresh node: nodes of a new cluster usually start
+// together (Compose, systemd, Kubernetes), so a seed may not listen yet.
+const (
+	joinRetryInitial = 250 * time.Millisecond
+	joinRetryMax     = 5 * time.Second
+)
+
+// joinSeeds joins a fresh node to its seeds, retrying with exponential
+// backoff and jitter until one answers, a seed refuses for belonging to
+// another cluster (not retried), or Config.JoinTimeout or ctx ends.
+func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds []string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
+	defer cancel()
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     joinRetryInitial,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         joinRetryMax,
+	}
+	var last error
+	_, err := backoff.Retry(ctx, func() (int, error) {
+		k, err := ml.Join(seeds)
+		if errors.Is(err, membership.ErrClusterMismatch) || errors.Is(err, membership.ErrNameTaken) {
+			return k, backoff.Permanent(err)
+		}
+		last = err
+		return k, err
+	},
+		backoff.WithBackOff(b),
+		backoff.WithMaxElapsedTime(0), // ctx bounds it
+		backoff.WithNotify(func(err error, wait time.Duration) {
+			n.log.Warn("no seed answered; retrying", "join", seeds, "in", wait.Round(time.Millisecond), "err", err)
+		}))
+	if err != nil && !errors.Is(err, membership.ErrClusterMismatch) && !errors.Is(err, membership.ErrNameTaken) {
+		return fmt.Errorf("%w: no seed of %v answered within %v: %w", ErrJoinTimeout, seeds, n.cfg.JoinTimeout, last)
+	}
+	return err
+}
+
+// rejoinLoop keeps the node in the cluster: whenever it sees no live peer
+// (its seeds were down when it started, or a partition outlasted gossip's
+// memory of it), it tries to join the seeds and the peers it last saw alive.
+func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	var lastLog time.Time
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		alone := true
+		for _, m := range ml.Members() {
+			if m.Alive && m.NodeID != n.dir.id.NodeID {
+				alone = false
+				break
+			}
+		}
+		if !alone {
+			continue
+		}
+		stored, _ := n.dir.peers()
+		all := mergeSeeds(seeds, stored, n.cfg.Gossip)
+		if len(all) == 0 {
+			continue
+		}
+		if _, err := ml.Join(all); err == nil {
+			n.log.Info("joined gossip", "seeds", all)
+		} else if time.Since(lastLog) >= rejoinLogEvery {
+			// Retried: a seed of another cluster (an address a new cluster took over)
+			// does not stop the others from letting this node back in once they answer.
+			n.log.Warn("rejoining gossip failed; retrying", "seeds", all, "err", err)
+			lastLog = time.Now()
+		}
+	}
+}
+
+// rejoinLogEvery rate-limits rejoinLoop's reports of failed attempts.
+const rejoinLogEvery = time.Minute
+
+// mergeSeeds returns the distinct addresses of a and b, without self.
+func mergeSeeds(a, b []string, self string) []string {
+	var out []string
+	for _, s := range append(slices.Clone(a), b...) {
+		if s != "" && s != self && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// savePeers records the gossip addresses of the live peers, when they
+// changed, for the next restart.
+func (n *Node) savePeers(members []membership.Member) {
+	var live []string
+	for _, m := range members {
+		if m.Alive && m.Addr != "" && m.NodeID != n.dir.id.NodeID {
+			live = append(live, m.Addr)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	slices.Sort(live)
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if slices.Equal(live, n.savedPeers) {
+		return
+	}
+	if err := n.dir.savePeers(live); err != nil {
+		n.log.Warn("cannot store the peers", "err", err)
+		return
+	}
+	n.savedPeers = live
+}

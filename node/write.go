@@ -1,0 +1,239 @@
+package node
+
+// The write path: a write runs on its shard's leader, proposed here or forwarded, retried
+// while that is safe, and its outcome told apart from a refusal.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// write runs a write on shard id's leader: proposes locally when this node
+// leads, else forwards. A forward that failed to reach the leader, or a
+// proposal refused because leadership just moved, is retried a few times.
+// A write whose outcome is unknown (leadership lost while its proposal
+// waited, no commit in time, a forward cut off after it was sent) is retried
+// only when idempotent (appends: event IDs make a retry safe; deletes
+// expecting an exact version); otherwise it fails with an
+// *OutcomeUnknownError. retried reports that the answer is a retry's after
+// such an attempt: a delete's refusal may then be its own first attempt's
+// effect.
+func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
+	propose func(*replica.Group, context.Context) (any, error),
+	forward func(*grpc.ClientConn, context.Context) (any, error),
+) (_ any, retried bool, _ error) {
+	var last error
+	deadline := time.Now().Add(noLeaderWait)
+	for attempt := 0; attempt < 3; attempt++ {
+		g, tgt, err := n.route(ctx, id, staleness{}, deadline)
+		if err != nil {
+			return nil, retried, err
+		}
+		if tgt != nil {
+			n.metrics.forwarded.WithLabelValues("write").Inc()
+			fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
+			if idempotent {
+				w.arm()
+			}
+			res, err := forward(tgt.conn, fctx)
+			w.stop()
+			if err == nil {
+				return res, retried, nil
+			}
+			if w.moved() && ctx.Err() == nil {
+				// The leader it went to was replaced while it waited (hung, or cut off):
+				// route again at once, to the new leader the watch just learned.
+				last = &NoLeaderError{Shard: id, Cause: errLeaderMoved}
+				retried = true
+				continue
+			}
+			if !idempotent && mayHaveArrived(err) && ctx.Err() == nil {
+				if status.Code(err) == codes.Unknown {
+					return nil, retried, err // the leader's own answer: the outcome is unknown there too
+				}
+				return nil, retried, &OutcomeUnknownError{Shard: id, Cause: forwardFailed(id, err)}
+			}
+			if retryForward(err) && ctx.Err() == nil {
+				// The leader moved or is unreachable: learn again. An unreachable leader
+				// usually means it just died: give this node's replica a moment to hear of
+				// the election rather than forwarding to the dead leader again at once.
+				n.leaders.invalidate(id)
+				last = forwardFailed(id, err)
+				retried = retried || mayHaveArrived(err)
+				if unreached(err) && attempt < 2 {
+					pause(ctx, deadline, forwardPause)
+				}
+				continue
+			}
+			return nil, retried, err
+		}
+		pctx, cancel := proposeContext(ctx)
+		wasLeader := g.IsLeader()
+		res, err := propose(g, pctx)
+		timedOut := pctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		// Whether raft may have taken the proposal: a not-leader answer says so itself (the
+		// flag read before the call can change while the call checks it again); for the
+		// others (the group stopped or removed) the leadership before the call tells.
+		proposed := wasLeader
+		if nle := (*replica.NotLeaderError)(nil); errors.As(err, &nle) {
+			proposed = !nle.Refused
+		}
+		switch {
+		case err == nil:
+			return res, retried, nil
+		case timedOut && idempotent:
+			return nil, retried, &NoLeaderError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
+		case timedOut:
+			return nil, retried, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
+		case errors.Is(err, replica.ErrProposalDropped),
+			errors.Is(err, replica.ErrNotLeader) && (idempotent || !proposed):
+			last = err
+			retried = retried || errors.Is(err, replica.ErrNotLeader) && proposed
+			continue
+		case !idempotent && proposed && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
+			// Proposed, then the leadership was lost or the group stopped while it waited.
+			return nil, retried, &OutcomeUnknownError{Shard: id, Cause: err}
+		default:
+			return nil, retried, err
+		}
+	}
+	return nil, retried, last
+}
+
+// proposeContext bounds a proposal by the caller's deadline or
+// proposeTimeout, whichever comes first.
+func proposeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < proposeTimeout {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, proposeTimeout)
+}
+
+// deleteVerdict is a delete's answer from write's: the state machine's refusal as the error,
+// and, after an attempt that may have been applied (retried), a refusal that attempt could
+// have caused as an *OutcomeUnknownError: the stream deleted already, or its version moved on.
+func deleteVerdict(id uint32, res any, retried bool, err error) (any, error) {
+	if r, ok := res.(error); ok && err == nil {
+		res, err = nil, r
+	}
+	if retried && deleteRefusal(err) {
+		err = &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt that may have been applied was repeated, and the repeat refused: %w", err)}
+	}
+	return res, err
+}
+
+// deleteRefusal reports whether err is a delete's refusal that its own earlier attempt could
+// have caused: the stream not found or deleted (the attempt deleted it), or at another version
+// (the attempt deleted, and another writer appended since). From the state machine, or a
+// forwarded call's status.
+func deleteRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, shard.ErrStreamNotFound) || errors.Is(err, shard.ErrStreamDeleted) || errors.Is(err, shard.ErrWrongExpectedVersion) {
+		return true
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.NotFound, codes.FailedPrecondition:
+		return true
+	}
+	return false
+}
+
+// mayHaveArrived reports whether a forwarded call that failed with err may have reached the
+// node it was forwarded to, which may then have acted on it: every failure but a connection
+// that could not be made, and answers that refuse (a not-leader answer, a verdict).
+func mayHaveArrived(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return true
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		if len(st.Details()) > 0 {
+			return false // that node answered: not the leader, or no leader
+		}
+		return !refusedUnapplied(st.Message())
+	case codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal:
+		return true
+	}
+	return false
+}
+
+// refusedUnapplied reports whether an UNAVAILABLE answer's message says the call was refused
+// before anything ran: gRPC's failure to connect, a node still starting (startingErr), or one
+// shutting down (ErrClosed's answer). The client's mayHaveApplied knows the same answers.
+func refusedUnapplied(msg string) bool {
+	return strings.Contains(msg, "while dialing") || strings.Contains(msg, startingMsg) ||
+		strings.Contains(msg, shuttingDownMsg)
+}
+
+// forwardPause is how long a write waits before routing again after the leader it forwarded
+// to did not answer.
+const forwardPause = 50 * time.Millisecond
+
+// unreached reports whether a forwarded call failed without an answer of the node it was
+// forwarded to (UNAVAILABLE without details: the connection failed, or that node is closing).
+func unreached(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && len(st.Details()) == 0
+}
+
+// forwardFailed turns the error of a call this node forwarded into the answer for its
+// caller. An answer of the node forwarded to (a verdict, a not-leader naming a leader) passes
+// unchanged. A failure to reach it becomes a *NoLeaderError: a plain UNAVAILABLE would tell
+// the caller that this node failed, and a client would count it against this node's circuit
+// breaker and avoid it, although this node answered, and every node would forward the same
+// way while the shard elects a new leader.
+func forwardFailed(id uint32, err error) error {
+	if !unreached(err) {
+		return err
+	}
+	return &NoLeaderError{Shard: id, Cause: fmt.Errorf("the node it was forwarded to did not answer: %s", status.Convert(err).Message())}
+}
+
+// pause waits d, or less if ctx ends or deadline comes first.
+func pause(ctx context.Context, deadline time.Time, d time.Duration) {
+	d = min(d, time.Until(deadline))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// retryForward reports whether a forwarded call's error means "try the
+// routing again": the peer was unreachable (UNAVAILABLE without details) or
+// it named another leader. A peer that says the shard has no leader already
+// waited for one; its answer is final.
+func retryForward(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if nl, ok := d.(*shoalv1.NotLeader); ok {
+			return nl.LeaderId != 0
+		}
+	}
+	return true
+}
