@@ -581,8 +581,10 @@ func (g *Group) observe(rd raft.Ready) {
 	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.term = bs.HardState.GetTerm()
 		g.confBarrier = g.st.last
+		g.h.log.Info("leading shard", "shard", g.shard, "term", g.term)
 	}
 	if wasLeader && (!isLeader || bs.HardState.GetTerm() != prevTerm) {
+		g.h.log.Info("no longer leading shard", "shard", g.shard, "term", bs.HardState.GetTerm(), "leader", bs.Lead)
 		g.lostLeadership = true // waiters fail after this Ready's entries were applied
 		// The commit indexes held back go out now: no tick of this leadership will send them.
 		if held := g.flushHeld(nil); len(held) > 0 {

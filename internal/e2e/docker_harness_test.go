@@ -308,6 +308,24 @@ func (dc *dockerCluster) tails() string {
 	return b.String()
 }
 
+// logsSince returns every container's log lines since t that contain any of words.
+func (dc *dockerCluster) logsSince(t time.Time, words ...string) string {
+	var b strings.Builder
+	for _, n := range dc.nodes {
+		out, _ := exec.Command("docker", "logs", "--since", t.Format(time.RFC3339Nano), n.container).CombinedOutput()
+		fmt.Fprintf(&b, "\n===== %s =====", n.name)
+		for line := range strings.Lines(string(out)) {
+			for _, w := range words {
+				if strings.Contains(line, w) {
+					b.WriteString("\n" + strings.TrimRight(line, "\n"))
+					break
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
 // iptables runs iptables in n's network namespace (the host's binary; the image has none).
 func (dc *dockerCluster) iptables(n *dockerNode, args ...string) {
 	dc.t.Helper()

@@ -103,7 +103,7 @@ func TestDockerPartition(t *testing.T) {
 	waitReplicated(t, c, shards, 60*time.Second, dc.tails)
 
 	// 2. A partial partition: two nodes lose their link, both still reach the third.
-	terms, moved := dc.terms(c), dc.transfers()
+	terms, moved, cutAt := dc.terms(c), dc.transfers(), time.Now()
 	t.Logf("cutting the link between %s and %s", others[0].name, others[1].name)
 	dc.cut(others[0], others[1])
 	dc.keepWriting(ld, 4*time.Second, "during the partial partition")
@@ -128,8 +128,12 @@ func TestDockerPartition(t *testing.T) {
 		}
 	}
 	dc.keepWriting(ld, 4*time.Second, "during the partial partition")
-	t.Logf("partial partition: %d elections in 8 s, %d of them leader-balancing transfers (placement's, after the first phase's heal)",
-		dc.elections(c, terms), dc.transfers()-moved)
+	if n := dc.elections(c, terms); n > 0 {
+		t.Logf("partial partition: %d elections in 8 s, %d of them leader-balancing transfers (placement's, after the first phase's heal); the nodes' logs since the cut:%s",
+			n, dc.transfers()-moved, dc.logsSince(cutAt, "leading shard", "down", "lapse", "transfer", "dead", "suspect"))
+	} else {
+		t.Logf("partial partition: no election in 8 s")
+	}
 	dc.heal()
 	t.Logf("every node holds the others alive and hears every shard's leader %v after healing", dc.waitHealed().Round(time.Millisecond))
 	ld.l.waitAcks(t, 200, 30*time.Second, "after healing the partial partition")
