@@ -17,9 +17,9 @@ func (n *Node) LeaderViews(ctx context.Context) map[uint32]*shoalv1.ShardInfo {
 
 // DropConfirmed runs the placement loop's deletion of removed replicas (dropConfirmed) once, on
 // a node whose loop may be disabled.
-func (n *Node) DropConfirmed(shards []uint32, since time.Time, leaders map[uint32]*shoalv1.ShardInfo) {
+func (n *Node) DropConfirmed(shards []uint32, since time.Time, leaders map[uint32]*shoalv1.ShardInfo, maxTerm map[uint32]uint64) {
 	p := &placer{n: n, log: n.log.With("component", "placement"), metrics: newPlacementMetrics(nil)}
-	p.dropConfirmed(shards, since, leaders)
+	p.dropConfirmed(shards, since, leaders, maxTerm)
 }
 
 // RefreshLeaders is refreshLeaders: learn the other nodes' leaders for the leader cache.

@@ -522,7 +522,7 @@ func TestDropConfirmedSparesReaddedReplica(t *testing.T) {
 		}
 		return ""
 	})
-	x.DropConfirmed([]uint32{shard}, since, views)
+	x.DropConfirmed([]uint32{shard}, since, views, nil)
 	if why, removed, _ := xStatus(); why != "" || removed {
 		t.Fatalf("after the drop: %s removed %v; the replica added back was deleted", why, removed)
 	}
@@ -536,6 +536,18 @@ func TestDropConfirmedSparesReaddedReplica(t *testing.T) {
 		}
 		return ""
 	})
+
+	// A leader view of a lower term than another member reports comes from a deposed leader,
+	// which may not know of a later configuration holding the node: it deletes nothing.
+	views = x.LeaderViews(ctx)
+	x.DropConfirmed([]uint32{shard}, time.Now(), views, map[uint32]uint64{shard: views[shard].Term + 1})
+	if why, _, _ := xStatus(); why != "" {
+		t.Fatalf("the replica was deleted on a deposed leader's view (%s)", why)
+	}
+	x.DropConfirmed([]uint32{shard}, time.Now(), views, nil)
+	if why, _, _ := xStatus(); why != "no replica" {
+		t.Fatal("the removed replica was kept on its current leader's view")
+	}
 }
 
 // TestRestartedNodeKeepsDownMember: a node that starts while a member is down never hears of

@@ -21,11 +21,11 @@ import (
 // may already have answered with its log's progress; deleting that log would
 // leave the leader with a follower whose log it believes much longer, which
 // panics raft on the next heartbeat, and again after every restart.
-func (p *placer) dropConfirmed(shards []uint32, since time.Time, leaders map[uint32]*shoalv1.ShardInfo) {
+func (p *placer) dropConfirmed(shards []uint32, since time.Time, leaders map[uint32]*shoalv1.ShardInfo, maxTerm map[uint32]uint64) {
 	self := p.n.ID()
 	for _, id := range shards {
 		s, ok := leaders[id]
-		if !ok || !leavesOut(s, self) {
+		if !ok || !leavesOut(s, self) || s.Term < maxTerm[id] { // a deposed leader's view is not trusted
 			continue
 		}
 		if retired, err := p.n.host.RetireGroupIfQuiet(id, since); err != nil || !retired {
@@ -51,7 +51,7 @@ func (p *placer) dropRemoved(removed []uint32, orphans []orphan) {
 	defer cancel()
 	since := time.Now()
 	leaders, maxTerm := p.n.leaderViews(ctx)
-	p.dropConfirmed(removed, since, leaders)
+	p.dropConfirmed(removed, since, leaders, maxTerm)
 	p.dropOrphans(orphans, since, leaders, maxTerm)
 }
 
@@ -148,13 +148,13 @@ func (n *Node) dropReplica(id uint32, term uint64) error {
 	if err != nil {
 		return err
 	}
-	if err := n.host.DropGroup(id, term); err != nil {
-		return err
-	}
+	err = n.host.DropGroup(id, term)
 	if sm != nil {
-		sm.Close() // the group is gone, so no apply runs: end its filter scan before Pebble closes
+		// The group is gone, or retired if DropGroup failed (a retry, finding no state machine
+		// here, could not close it), so no apply runs: end its filter scan before Pebble closes.
+		sm.Close()
 	}
-	return nil
+	return err
 }
 
 // sameMembers reports whether a and b hold the same IDs (in any order).

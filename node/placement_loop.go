@@ -40,7 +40,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		}, []string{"kind"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_placement_step_failures_total",
-			Help: "Placement steps that failed (retried on a later round), by kind.",
+			Help: "Placement steps that failed (retried on a later round), by kind; refusals a healthy cluster meets in the normal course (another change pending, leadership moved, a group just out of quiescence) are not counted.",
 		}, []string{"kind"}),
 		under: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_under_replicated_shards",
@@ -520,11 +520,10 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 		attrs = []any{"shard", g.Shard(), "step", step.Kind.String(), "format", step.Format, "reason", step.Reason}
 	}
 	if err != nil {
-		p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
-		lvl := slog.LevelInfo
-		if errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrUnsettled) || errors.Is(err, replica.ErrNotLeader) ||
-			errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled) {
-			lvl = slog.LevelDebug
+		lvl := slog.LevelDebug
+		if !routineRefusal(err) {
+			p.metrics.failures.WithLabelValues(step.Kind.String()).Inc()
+			lvl = slog.LevelInfo
 		}
 		p.log.Log(context.Background(), lvl, "placement step failed; retrying later", append(attrs, "err", err)...)
 		return
@@ -535,6 +534,18 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	default: // a round is due soon already
 	}
 	p.log.Info("placement step", attrs...)
+}
+
+// routineRefusal reports whether a step's err is one that a healthy cluster meets in the
+// normal course, to be retried by a later round and not counted as a failure: another change
+// still pending or unsettled, leadership moved, the node stopping, or a change vetted too soon
+// after the group left quiescence.
+func routineRefusal(err error) bool {
+	if cce := (*replica.ConfChangeError)(nil); errors.As(err, &cce) && cce.Later {
+		return true
+	}
+	return errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrUnsettled) ||
+		errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled)
 }
 
 // raiseGuard allows raising a shard to format only while every other member of its

@@ -61,6 +61,10 @@ type ConfChangeError struct {
 	Shard  uint32
 	Node   uint64
 	Reason string
+	// Later: the change is refused only for now (the leader has just left quiescence and
+	// does not know yet which members are active); the same change may pass after an
+	// election timeout.
+	Later bool
 }
 
 func (e *ConfChangeError) Error() string {

@@ -484,7 +484,7 @@ func (g *Group) confChange(ctx context.Context, typ pb.ConfChangeType, id uint64
 	return err
 }
 
-// removalRetryWindow is how long a group stays awake after a voter removal was refused
+// removalRetryWindow is how long a group stays awake after a voter removal or a promotion was refused
 // because it had just left quiescence (vetConfChange): a retry within it is vetted on renewed
 // activity marks.
 const removalRetryWindow = 5 * time.Second
@@ -514,6 +514,15 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 		if pr := rs.Progress[id]; pr.Match+promoteMaxLag < rs.HardState.GetCommit() {
 			return refuse(fmt.Sprintf("learner is behind (match %d, commit %d)", pr.Match, rs.HardState.GetCommit()))
 		}
+		// A learner that went down while the group was quiesced still counts as active until
+		// the leader's first CheckQuorum after waking; promoted then, it would be a dead voter
+		// that the shard's quorum must count.
+		if g.justWoke() {
+			return g.refuseJustWoke(refuse)
+		}
+		if !rs.Progress[id].RecentActive {
+			return refuse("learner is not active")
+		}
 	case pb.ConfChangeRemoveNode:
 		if id == g.h.cfg.NodeID {
 			return refuse("the leader cannot remove itself; transfer leadership first")
@@ -526,13 +535,7 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 			return refuse("would leave no voter")
 		}
 		if g.justWoke() {
-			// Awake long enough for the retry to find raft's activity marks renewed: an idle
-			// group would otherwise quiesce again as justWoke ends (mayQuiesce), and every
-			// retry would wake it anew and be refused again. At least three election
-			// timeouts and removalRetryWindow, so that a caller retrying every few seconds
-			// (node's placement loop: every second) lands while the group is awake.
-			g.stayAwake = max(3*g.h.cfg.ElectionTicks, int(removalRetryWindow/g.h.cfg.TickInterval))
-			return refuse("the leader has just left quiescence and does not know yet which voters are active; retry after an election timeout")
+			return g.refuseJustWoke(refuse)
 		}
 		active := 0
 		for _, v := range voters {
@@ -545,6 +548,20 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 		}
 	}
 	return nil
+}
+
+// refuseJustWoke refuses a membership change that must know which members are active while
+// raft's activity marks may still predate the group's quiescence (wake). It keeps the group
+// awake long enough for a retry to find the marks renewed: an idle group would otherwise
+// quiesce again as justWoke ends (mayQuiesce), and every retry would wake it anew and be
+// refused again. At least three election timeouts and removalRetryWindow, so that a caller
+// retrying every few seconds (node's placement loop: every second) lands while the group is
+// awake. Loop goroutine.
+func (g *Group) refuseJustWoke(refuse func(string) error) error {
+	g.stayAwake = max(3*g.h.cfg.ElectionTicks, int(removalRetryWindow/g.h.cfg.TickInterval))
+	err := refuse("the leader has just left quiescence and does not know yet which members are active; retry after an election timeout")
+	err.(*ConfChangeError).Later = true
+	return err
 }
 
 // TransferLeadership hands leadership to voter to and waits until it leads. It returns nil once

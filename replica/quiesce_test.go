@@ -488,3 +488,56 @@ func (c *cluster) quiesceLapses(ids []uint64) (n float64) {
 	}
 	return n
 }
+
+// A learner that dies while its group is quiesced is not promoted on the activity marks the
+// leader's raft kept from the moment it quiesced: the promotion that wakes the group is
+// refused for now (ConfChangeError.Later), and once the marks are renewed, refused for the
+// learner being inactive. Promoted, the dead learner would be a voter the shard's quorum
+// counts (three of four). A live learner is promoted on a retry.
+func TestQuiescedLeaderDoesNotPromoteDeadLearner(t *testing.T) {
+	const shard = 7
+	for _, dies := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dies=%v", dies), func(t *testing.T) {
+			c := newCluster(t, clusterOpts{nodes: 4, factory: true})
+			for id := uint64(1); id <= 3; id++ {
+				c.open(id, shard, []uint64{1, 2, 3})
+			}
+			lead := c.leader(shard)
+			c.propose(shard, "a")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := lead.AddLearner(ctx, 4); err != nil {
+				t.Fatal(err)
+			}
+			c.converged(shard, []string{"a"}, 1, 2, 3, 4)
+			c.quiesced(shard, 1, 2, 3, 4)
+			if dies {
+				c.stopNode(4)
+				time.Sleep(100 * time.Millisecond) // within the leader's quiesce refresh (200 ms)
+			}
+			var ce *ConfChangeError
+			if err := lead.PromoteLearner(ctx, 4); !errors.As(err, &ce) || !ce.Later {
+				t.Fatalf("promoting the learner of a quiesced group: %v, want a refusal for now (Later)", err)
+			}
+			for attempt := 1; attempt <= 8; attempt++ {
+				time.Sleep(250 * time.Millisecond)
+				err := lead.PromoteLearner(ctx, 4)
+				if !dies && err == nil {
+					return
+				}
+				if err == nil {
+					t.Fatalf("retry %d promoted the dead learner: voters %v", attempt, lead.Status().Voters)
+				}
+				if !errors.As(err, &ce) {
+					t.Fatalf("retry %d: %v, want a ConfChangeError", attempt, err)
+				}
+			}
+			if !dies {
+				t.Fatalf("the live learner was not promoted: %v", lead.PromoteLearner(ctx, 4))
+			}
+			if err := lead.PromoteLearner(ctx, 4); !errors.As(err, &ce) || ce.Later {
+				t.Fatalf("promoting the dead learner, long awake: %v, want a lasting refusal", err)
+			}
+		})
+	}
+}
