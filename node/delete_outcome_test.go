@@ -63,3 +63,43 @@ func TestExactDeleteRefusedAfterUnknownAttempt(t *testing.T) {
 		t.Fatalf("a forwarded refusal after an unknown attempt: %v, want UNKNOWN", verr)
 	}
 }
+
+// TestExactDeleteAppliedThenNoAnswer: a delete expecting an exact version whose first attempt
+// was applied, after which every attempt failed for leadership (here each proposer is told it
+// lost its leadership, as during churn). The answer must not be the last attempt's not-leader
+// (UNAVAILABLE naming no leader, which says "refused, not applied"): the caller would repeat
+// it, and the repeat, refused as the stream is deleted already, would read as a definite
+// failure of a delete that was applied. It is UNKNOWN.
+func TestExactDeleteAppliedThenNoAnswer(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx := context.Background()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events("a", "b")}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := n.shardOf("s")
+	cmd := &shard.DeleteCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectExact, Version: 1}}
+	calls := 0
+	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		if calls++; calls == 1 {
+			cmd.Time = time.Now().UnixNano()
+			if r, err := g.Propose(pctx, shard.EncodeDelete(cmd)); err != nil {
+				t.Fatalf("first attempt: %v, %v", r, err)
+			}
+		}
+		return nil, &replica.NotLeaderError{Shard: id} // proposed, not refused: outcome unknown
+	}, nil)
+	if !retried || calls != 3 {
+		t.Fatalf("write: %d attempts, retried %t; want 3, true", calls, retried)
+	}
+	_, verr := deleteVerdict(id, res, retried, err)
+	if st := status.Convert(n.toStatus(verr, "s", id)); st.Code() != codes.Unknown {
+		t.Fatalf("an applied delete whose later attempts found no leader answered %v %v (%q), want UNKNOWN",
+			st.Code(), st.Details(), st.Message())
+	}
+	// The same failure without an attempt that may have been applied stands.
+	_, verr = deleteVerdict(id, nil, false, err)
+	if code := status.Code(n.toStatus(verr, "s", id)); code != codes.Unavailable {
+		t.Fatalf("not-leader of a first attempt answered %v (%v), want UNAVAILABLE", code, verr)
+	}
+}

@@ -27,8 +27,10 @@ import (
 // only when idempotent (appends: event IDs make a retry safe; deletes
 // expecting an exact version); otherwise it fails with an
 // *OutcomeUnknownError. retried reports that the answer is a retry's after
-// such an attempt: a delete's refusal may then be its own first attempt's
-// effect.
+// such an attempt, or that the last attempt's own outcome is unknown (an
+// idempotent proposal not committed in time): a delete's refusal may then be
+// its own first attempt's effect, and any other failure may follow an applied
+// attempt.
 func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 	propose func(*replica.Group, context.Context) (any, error),
 	forward func(*grpc.ClientConn, context.Context) (any, error),
@@ -94,7 +96,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 		case err == nil:
 			return res, retried, nil
 		case timedOut && idempotent:
-			return nil, retried, &NoLeaderError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
+			return nil, true, &NoLeaderError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
 		case timedOut:
 			return nil, retried, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
 		case errors.Is(err, replica.ErrProposalDropped),
@@ -122,14 +124,21 @@ func proposeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // deleteVerdict is a delete's answer from write's: the state machine's refusal as the error,
-// and, after an attempt that may have been applied (retried), a refusal that attempt could
-// have caused as an *OutcomeUnknownError: the stream deleted already, or its version moved on.
+// and, after an attempt that may have been applied (retried), any failure as an
+// *OutcomeUnknownError. A refusal that attempt could have caused (the stream deleted already,
+// or its version moved on) says nothing of it; nor does a failure of the attempts after it
+// (no leader, leadership moved again, the leader unreachable), which the caller, told that
+// its delete was refused, would repeat, and the repeat be refused as deleted already.
 func deleteVerdict(id uint32, res any, retried bool, err error) (any, error) {
 	if r, ok := res.(error); ok && err == nil {
 		res, err = nil, r
 	}
-	if retried && deleteRefusal(err) {
+	switch {
+	case !retried || err == nil:
+	case deleteRefusal(err):
 		err = &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt that may have been applied was repeated, and the repeat refused: %w", err)}
+	default:
+		err = &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt may have been applied, and the attempts after it failed: %w", err)}
 	}
 	return res, err
 }
