@@ -24,6 +24,7 @@ const (
 	DefaultHeartbeatTicks   = 2
 	DefaultMaxSizePerMsg    = 1 << 20 // 1 MiB
 	DefaultMaxInflightMsgs  = 256
+	DefaultMaxInflightBytes = 8 << 20 // 8 MiB
 	DefaultLogRetainEntries = 5000
 	DefaultMaxLogBytes      = 64 << 20 // 64 MiB
 	DefaultMaxQueuedMsgs    = 8192
@@ -68,6 +69,11 @@ type Config struct {
 	MaxSizePerMsg uint64
 	// MaxInflightMsgs limits unacknowledged append messages per follower (default 256).
 	MaxInflightMsgs int
+	// MaxInflightBytes limits the bytes of entries in unacknowledged append messages per
+	// follower (default 8 MiB; one message larger than it still goes, alone): a follower
+	// catching up on a shard of large entries gets them a few megabytes at a time, not 256
+	// messages of up to 16 MiB queued on its peer stream at once.
+	MaxInflightBytes uint64
 	// LogRetainEntries is how many applied entries are kept behind the applied index when the
 	// log is compacted (default 5000). Followers further behind catch up by snapshot.
 	LogRetainEntries uint64
@@ -127,6 +133,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflightMsgs == 0 {
 		c.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if c.MaxInflightBytes == 0 {
+		c.MaxInflightBytes = DefaultMaxInflightBytes
 	}
 	if c.LogRetainEntries == 0 {
 		c.LogRetainEntries = DefaultLogRetainEntries

@@ -429,7 +429,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID: h.cfg.NodeID, ElectionTick: h.cfg.ElectionTicks, HeartbeatTick: h.cfg.HeartbeatTicks,
 		Storage: st, Applied: applied, MaxSizePerMsg: h.cfg.MaxSizePerMsg,
-		MaxInflightMsgs: h.cfg.MaxInflightMsgs, CheckQuorum: true, PreVote: true,
+		MaxInflightMsgs: h.cfg.MaxInflightMsgs, MaxInflightBytes: h.cfg.MaxInflightBytes, CheckQuorum: true, PreVote: true,
 		ReadOnlyOption: raft.ReadOnlySafe, StepDownOnRemoval: true, Logger: h.raftLog,
 		AsyncStorageWrites: true,
 	})

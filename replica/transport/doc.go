@@ -55,7 +55,10 @@
 //
 // A batch holds up to Config.MaxBatchMessages messages and MaxBatchBytes
 // bytes (a single larger message goes alone; one above MaxMessageSize is
-// dropped). Messages keep the order in which Send queued them, per peer.
+// dropped). Append messages (MsgApp) keep the order in which Send queued
+// them, per peer; every other message (heartbeats, votes, answers) goes in the
+// next batch, ahead of queued appends, so that a shard's megabytes of entries
+// do not delay every shard's heartbeats into elections.
 // Refusals: cluster mismatch and wrong node → FailedPrecondition; malformed
 // batch → InvalidArgument; no handler → Unavailable.
 //

@@ -38,18 +38,26 @@ const stableAfter = time.Second
 // (closeIdle); a peer that does not answer in time has the stream canceled.
 const closeGrace = 5 * time.Second
 
-// peer owns the outbound side towards one node: a bounded queue filled by
-// Send and one goroutine (run) that drains it into RaftBatches on a single
-// long-lived Raft.Send stream. All fields below queue are owned by run.
+// peer owns the outbound side towards one node: two bounded queues filled by
+// Send and one goroutine (run) that drains them into RaftBatches on a single
+// long-lived Raft.Send stream. All fields below urgent are owned by run.
 //
-// Send puts messages on queue only while holding Transport.mu, and run leaves
-// (retire) only under the same lock with queue empty, so a message queued is
-// always taken by a running goroutine: it is sent, or dropped and reported.
+// queue holds the append messages (MsgApp), which carry a shard's entries and
+// may be megabytes each; urgent holds everything else (heartbeats, votes,
+// answers), packed ahead of queue, so that a follower catching up on one
+// shard does not hold back every shard's heartbeats for as long as its
+// entries take to send, and elect new leaders (see Send).
+//
+// Send puts messages on the queues only while holding Transport.mu, and run
+// leaves (retire) only under the same lock with both empty, so a message
+// queued is always taken by a running goroutine: it is sent, or dropped and
+// reported.
 type peer struct {
-	t     *Transport
-	id    uint64
-	label string
-	queue chan replica.ShardMessage
+	t      *Transport
+	id     uint64
+	label  string
+	queue  chan replica.ShardMessage
+	urgent chan replica.ShardMessage
 
 	// Counters resolved once (label lookups are not free on the hot path).
 	sent, batches, bytes, dialErrs, streamErrs, peersDown prometheus.Counter
@@ -81,6 +89,7 @@ func newPeer(t *Transport, id uint64) *peer {
 	p := &peer{
 		t: t, id: id, label: l,
 		queue:      make(chan replica.ShardMessage, t.cfg.QueueSize),
+		urgent:     make(chan replica.ShardMessage, t.cfg.QueueSize),
 		sent:       m.MessagesSent.WithLabelValues(l),
 		batches:    m.BatchesSent.WithLabelValues(l),
 		bytes:      m.BytesSent.WithLabelValues(l),
@@ -119,6 +128,7 @@ func (p *peer) run() {
 			select {
 			case <-stop:
 				return
+			case m = <-p.urgent:
 			case m = <-p.queue:
 			case <-p.endC():
 				p.failStream(p.end.err, nil)
@@ -262,9 +272,10 @@ func (p *peer) connect() error {
 	return nil
 }
 
-// pack builds one RaftBatch from first plus whatever else is queued, within
-// the message and byte limits. A message that does not fit is carried over
-// to the next batch. Returns nil when every candidate was oversized.
+// pack builds one RaftBatch from first plus whatever else is queued, urgent
+// first, within the message and byte limits. A message that does not fit is
+// carried over to the next batch. Returns nil when every candidate was
+// oversized.
 func (p *peer) pack(first replica.ShardMessage) *shoalv1.RaftBatch {
 	cfg := &p.t.cfg
 	b := &shoalv1.RaftBatch{From: cfg.NodeID, To: p.id, ClusterId: cfg.ClusterID()}
@@ -292,12 +303,18 @@ func (p *peer) pack(first replica.ShardMessage) *shoalv1.RaftBatch {
 	if add(first) {
 	loop:
 		for len(p.pending) < cfg.MaxBatchMessages {
+			var m replica.ShardMessage
 			select {
-			case m := <-p.queue:
-				if !add(m) {
+			case m = <-p.urgent:
+			default:
+				select {
+				case m = <-p.urgent:
+				case m = <-p.queue:
+				default:
 					break loop
 				}
-			default:
+			}
+			if !add(m) {
 				break loop
 			}
 		}
@@ -475,6 +492,8 @@ func (p *peer) drain() {
 	}
 	for {
 		select {
+		case m := <-p.urgent:
+			p.drop(m.Shard)
 		case m := <-p.queue:
 			p.drop(m.Shard)
 		default:
@@ -495,6 +514,9 @@ func (p *peer) wait() bool {
 			return false
 		case <-timer.C:
 			return true
+		case m := <-p.urgent:
+			p.touch()
+			p.drop(m.Shard)
 		case m := <-p.queue:
 			p.touch()
 			p.drop(m.Shard)

@@ -126,6 +126,11 @@ func (t *Transport) Register(s grpc.ServiceRegistrar) {
 // unreachable (asynchronously). Messages to node 0 or to this node are
 // dropped; a MsgSnap is handed to SendSnapshot. Send takes ownership of the
 // messages: the caller must not modify them afterwards.
+//
+// Append messages (MsgApp) keep their order, per peer; every other message is
+// sent ahead of the appends queued before it (raft takes messages in any
+// order, as a network may deliver them; appends kept in order spare it the
+// rejections and probes of entries arriving out of order).
 func (t *Transport) Send(msgs []replica.ShardMessage) {
 	var snaps []int // indexes of MsgSnaps, handed on once mu is released
 	t.mu.Lock()
@@ -146,8 +151,12 @@ func (t *Transport) Send(msgs []replica.ShardMessage) {
 			}
 			last = p
 		}
+		q := p.urgent
+		if msgs[i].Msg.GetType() == pb.MsgApp {
+			q = p.queue
+		}
 		select {
-		case p.queue <- msgs[i]:
+		case q <- msgs[i]:
 		default:
 			p.dropped.queueFull.Inc()
 			t.unreach.add(msgs[i].Shard, to)
@@ -191,7 +200,7 @@ func (t *Transport) peerLocked(id uint64) (*peer, string) {
 func (t *Transport) retire(p *peer) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(p.queue) > 0 || p.probing.Load() || p.reprobe.Load() || t.mu.peers[p.id] != p {
+	if len(p.queue) > 0 || len(p.urgent) > 0 || p.probing.Load() || p.reprobe.Load() || t.mu.peers[p.id] != p {
 		return false
 	}
 	delete(t.mu.peers, p.id)

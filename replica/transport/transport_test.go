@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -438,5 +439,69 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if !errors.Is(&WrongNodeError{Self: 1, To: 2}, ErrWrongNode) {
 		t.Fatal("WrongNodeError.Is")
+	}
+}
+
+// slowConn writes at bps bytes a second, as a slow or saturated link does.
+type slowConn struct {
+	net.Conn
+	bps float64
+}
+
+func (c *slowConn) Write(p []byte) (int, error) {
+	time.Sleep(time.Duration(float64(len(p)) / c.bps * float64(time.Second)))
+	return c.Conn.Write(p)
+}
+
+// A heartbeat queued behind megabytes of one shard's appends goes ahead of them: over a link
+// taking 3 s for the appends, a heartbeat of another shard that waited for all of them would
+// arrive after several election timeouts, and that shard's followers would elect a new
+// leader. The appends keep their order.
+func TestHeartbeatsOvertakeAppends(t *testing.T) {
+	dir := newDirectory()
+	b := startNode(t, 2, "c", dir, nil)
+	a := startNode(t, 1, "c", dir, func(c *Config) {
+		var d net.Dialer
+		c.DialOptions = append(grpcopt.PeerDialOptions(), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			cn, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &slowConn{Conn: cn, bps: 8 << 20}, nil
+		}))
+	})
+	payload := make([]byte, 1<<20)
+	var msgs []replica.ShardMessage
+	for i := range 24 {
+		msgs = append(msgs, msg(1, 1, 2, uint64(i+1), payload))
+	}
+	hb := &pb.Message{Type: new(pb.MsgHeartbeat), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(3))}
+	msgs = append(msgs, replica.ShardMessage{Shard: 2, Msg: hb})
+	start := time.Now()
+	a.tr.Send(msgs)
+	var hbAfter time.Duration
+	waitFor(t, 30*time.Second, "every message", func() bool {
+		got := b.rec.received()
+		for i, m := range got {
+			if m.Shard == 2 && hbAfter == 0 {
+				hbAfter = time.Since(start)
+				t.Logf("the heartbeat arrived %v after the send, after %d of the 24 appends", hbAfter.Round(time.Millisecond), i)
+			}
+		}
+		return len(got) == 25
+	})
+	total := time.Since(start)
+	t.Logf("all 25 messages in %v", total.Round(time.Millisecond))
+	if hbAfter > total/2 {
+		t.Fatalf("the heartbeat arrived %v after the send, with the appends (%v in all)", hbAfter, total)
+	}
+	var idx []uint64
+	for _, m := range b.rec.received() {
+		if m.Shard == 1 {
+			idx = append(idx, m.Msg.GetIndex())
+		}
+	}
+	if !slices.IsSorted(idx) || len(idx) != 24 {
+		t.Fatalf("appends arrived as %v, want indexes 1..24 in order", idx)
 	}
 }
