@@ -30,8 +30,19 @@ import (
 	"github.com/shoaldb/shoal/ring"
 )
 
-// errLinkCut is returned by dials across a cut link.
-var errLinkCut = errors.New("partition test: link cut")
+// linkCutError is a dial across a cut link. It is a timeout, as a dial to a node whose
+// packets are dropped times out: the transport's probe takes the node for down
+// (ReportPeerDown), as it does across a real partition.
+type linkCutError struct {
+	from int
+	addr string
+}
+
+func (e *linkCutError) Error() string {
+	return fmt.Sprintf("partition test: link cut: %d -> %s: i/o timeout", e.from, e.addr)
+}
+func (e *linkCutError) Timeout() bool   { return true }
+func (e *linkCutError) Temporary() bool { return true }
 
 // testNet routes the dials of endpoints 0..n-1 and can cut links between
 // them. Endpoints are identified by index; a dial's target is mapped to an
@@ -84,7 +95,7 @@ func (nw *testNet) dialer(from int) func(ctx context.Context, addr string) (net.
 		refused := nw.isCut(from, addr)
 		nw.mu.Unlock()
 		if refused {
-			return nil, fmt.Errorf("%w: %d -> %s", errLinkCut, from, addr)
+			return nil, &linkCutError{from: from, addr: addr}
 		}
 		var d net.Dialer
 		raw, err := d.DialContext(ctx, "tcp", addr)
@@ -100,7 +111,7 @@ func (nw *testNet) dialer(from int) func(ctx context.Context, addr string) (net.
 		nw.mu.Unlock()
 		if refused {
 			raw.Close()
-			return nil, fmt.Errorf("%w: %d -> %s", errLinkCut, from, addr)
+			return nil, &linkCutError{from: from, addr: addr}
 		}
 		return c, nil
 	}

@@ -74,11 +74,11 @@ func (g *Group) SinceContact() (time.Duration, bool) {
 // carries. Loop goroutine.
 func (g *Group) heardFrom(m *pb.Message, now time.Time) {
 	g.leaderContact = now
-	g.suspectCampaign, g.suspectHold = 0, 0 // a leader is heard: the suspicion is moot
 	bs := g.rn.BasicStatus()
 	if m.GetTerm() != bs.HardState.GetTerm() || m.GetFrom() != bs.Lead {
-		return
+		return // a deposed leader's late message says nothing of the current one
 	}
+	g.suspectCampaign, g.suspectHold = 0, 0 // the leader is heard: the suspicion is moot
 	g.contact.Store(monoStamp(now))
 	switch m.GetType() {
 	case pb.MsgApp:

@@ -183,6 +183,14 @@ func (n *network) isolate(id uint64, cut bool) {
 	}
 }
 
+// cutLink cuts (or heals) the link between a and b, both ways.
+func (n *network) cutLink(a, b uint64, cut bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut[[2]uint64{a, b}] = cut
+	n.cut[[2]uint64{b, a}] = cut
+}
+
 func (n *network) linkUp(from, to uint64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()

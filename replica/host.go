@@ -294,7 +294,9 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 func (h *Host) ReportUnreachable(shard uint32, to uint64) {
 	_ = h.do(func() {
 		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
-			g.wake()
+			if g.state == raft.StateLeader {
+				g.wake() // it probes the follower; a follower's raft ignores the report
+			}
 			g.rn.ReportUnreachable(to)
 			g.stir()
 		}

@@ -22,6 +22,9 @@ const (
 	// quiesceRefreshTicks: a quiesced leader repeats its quiesce heartbeat every 20 ticks
 	// (1 s at the default tick), and wakes up if a follower did not answer the previous one.
 	quiesceRefreshTicks = 20
+	// quiesceAckTicks: a quiesced leader whose followers did not all answer a quiesce
+	// heartbeat within this many ticks (a quarter refresh) wakes.
+	quiesceAckTicks = quiesceRefreshTicks / 4
 	// quiesceLapseTicks: a quiesced follower that heard no quiesce heartbeat for this long
 	// (two and a half refreshes) takes its leader for gone (lapse). A live leader sends one
 	// every quiesceRefreshTicks and wakes its group when one goes unanswered, so a follower
@@ -63,11 +66,19 @@ func (g *Group) onTickQuiescence() bool {
 	}
 	g.quiesceTicks++
 	switch {
-	case g.state == raft.StateLeader && g.quiesceTicks%quiesceRefreshTicks == 0:
-		if !g.allAcked() {
-			g.wake() // a follower went silent: let raft's heartbeats and CheckQuorum see to it
-			return false
+	case g.state == raft.StateLeader && g.quiesceTicks%quiesceRefreshTicks == quiesceAckTicks && !g.allAcked():
+		// A follower went silent: let raft's heartbeats and CheckQuorum see to it. raft's
+		// first CheckQuorum after waking passes on the activity marks of the moment the group
+		// quiesced (wake); the ticks run it now, so that the one that counts comes an
+		// election timeout from now, and a leader cut off from its followers, who elect
+		// another as soon as they miss its refresh, steps down an election timeout after
+		// them rather than two.
+		g.wake()
+		for range g.h.cfg.ElectionTicks {
+			g.rn.Tick()
 		}
+		return false
+	case g.state == raft.StateLeader && g.quiesceTicks%quiesceRefreshTicks == 0:
 		g.sendQuiesce()
 	case g.state != raft.StateLeader && g.quiesceTicks >= quiesceLapseTicks:
 		g.lapse(true)
@@ -294,6 +305,18 @@ func (g *Group) stepped(m *pb.Message) {
 			g.enterQuiescence()
 		}
 	case pb.MsgHeartbeatResp:
+	case pb.MsgPreVote, pb.MsgVote:
+		// A quiesced follower that still follows its leader refused the request (raft's
+		// leader lease: its election clock stood still since the last quiesce heartbeat).
+		// Woken, its clock would run past the lease before the quiesced leader's next
+		// refresh, and it would grant the next request: a follower cut off from a live
+		// leader (a partial partition) would take the leadership from it, the third
+		// replica's vote granted on nothing but silence. It wakes when the leader goes
+		// quiet (lapse, lapseForVote) or another leader's message or term reaches it.
+		if bs := g.rn.BasicStatus(); g.quiesced && bs.RaftState == raft.StateFollower && bs.Lead != 0 {
+			return
+		}
+		g.wake()
 	default:
 		g.wake()
 	}
