@@ -205,7 +205,8 @@ func (in placementInput) formatOf(id uint64) uint64 {
 
 // decideFormat returns the shard format to raise the shard this node leads to, or 0: the
 // highest format that every member of the shard (voters and learners) applies, once each is
-// alive in gossip, when that is above the shard's. So a shard goes as far as its slowest
+// alive in gossip, and every member of its target as gossip last saw it, when that is above
+// the shard's. So a shard goes as far as its slowest
 // member's version allows (a Format1 shard with members of a version that knows Format2 and
 // one that knows Format3 goes to Format2, and to Format3 once all know it). The raise is
 // proposed guarded (raiseGuard, replica.Guard): the configuration it follows in the log is
@@ -230,6 +231,13 @@ func decideFormat(in placementInput) uint64 {
 			return 0
 		}
 		f = min(f, max(p.ShardFormat, shard.Format1))
+	}
+	// Nor past a target member not yet added (down for a restart, say) whose version, as
+	// gossip last saw it, does not apply the format: it would have to be replaced.
+	for _, id := range in.Target {
+		if p, ok := in.Peers[id]; id != in.Self && ok {
+			f = min(f, max(p.ShardFormat, shard.Format1))
+		}
 	}
 	if f <= cur {
 		return 0

@@ -119,11 +119,57 @@ type shardPlacement struct {
 	inactiveSince map[uint64]time.Time
 	removed       map[uint64]time.Time
 	learnerSince  map[uint64]time.Time
+	learnerMoved  map[uint64]matchSeen // each learner's highest match, and when it got there
 	// leftOut: members raft did not hear from while gossip held them alive (kept across terms:
 	// it only ages). The shard's target leaves each out for its hold (replaceUnheard); then it
 	// is added back only once it answers this node (placementStep.Probe), until raft hears it
 	// again as a member.
 	leftOut map[uint64]*heldOut
+}
+
+// matchSeen is a learner's highest match index seen, and when it was first seen.
+type matchSeen struct {
+	match uint64
+	at    time.Time
+}
+
+// stuckSnapshotFactor: a learner taking a snapshot counts as stuck only after this many
+// DeadAfter without progress, as a large shard's snapshot takes long to stream and install.
+const stuckSnapshotFactor = 5
+
+// trackLearners notes the learners' progress (learnerMoved) and returns the target learners
+// that are stuck: not caught up, and their match index has not moved for DeadAfter
+// (stuckSnapshotFactor DeadAfter while a snapshot is under way). Such a learner answers
+// heartbeats, so it is neither inactive nor unheard, but it is never promoted (its snapshot
+// fails each time, say), and the shard would wait on it for good: the voter it was to
+// replace never removed, no other node tried. The loop holds it out like an unheard member
+// (replaceUnheard), and removes it. p.mu held.
+func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now time.Time, deadAfter time.Duration) []uint64 {
+	if sp.learnerMoved == nil {
+		sp.learnerMoved = map[uint64]matchSeen{}
+	}
+	for id := range sp.learnerMoved {
+		if !slices.Contains(st.Learners, id) {
+			delete(sp.learnerMoved, id)
+		}
+	}
+	var stuck []uint64
+	for _, id := range st.Learners {
+		pr := st.Progress[id]
+		seen, ok := sp.learnerMoved[id]
+		if !ok || pr.Match > seen.match {
+			seen = matchSeen{match: pr.Match, at: now}
+			sp.learnerMoved[id] = seen
+		}
+		bound := deadAfter
+		if pr.Snapshotting {
+			bound *= stuckSnapshotFactor
+		}
+		if slices.Contains(target, id) && pr.Match+promoteSlack < st.Commit && now.Sub(seen.at) >= bound {
+			stuck = append(stuck, id)
+		}
+	}
+	return stuck
 }
 
 // heldOut is a member of shardPlacement.leftOut.
@@ -178,6 +224,22 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 		}
 	}
 	return held, votes
+}
+
+// lacksShardFormat returns the members of target, other than self, alive in gossip on a
+// version that cannot apply the shard's format (a cluster part-way through an upgrade, whose
+// ring picked an old node). decidePlacement never adds such a node, and a shard whose target
+// holds one would wait for it for good: no learner added, so the dead or decommissioned voter
+// it was to replace never removed. The loop replaces them as it does unheard members
+// (replaceUnheard), with a node that applies the format.
+func lacksShardFormat(target []uint64, self uint64, peers map[uint64]peerState, format uint64) []uint64 {
+	var out []uint64
+	for _, id := range target {
+		if p, ok := peers[id]; id != self && ok && p.Alive && max(p.ShardFormat, shard.Format1) < max(format, shard.Format1) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // startPlacement starts the placement loop; stopPlacement (from Close) ends
@@ -301,7 +363,7 @@ func (p *placer) round(now time.Time) {
 		}
 		if st.Term != sp.term || sp.inactiveSince == nil {
 			sp.term, sp.inactiveSince, sp.removed = st.Term, map[uint64]time.Time{}, map[uint64]time.Time{}
-			sp.learnerSince = map[uint64]time.Time{}
+			sp.learnerSince, sp.learnerMoved = map[uint64]time.Time{}, map[uint64]matchSeen{}
 		}
 		if sp.leftOut == nil {
 			sp.leftOut = map[uint64]*heldOut{}
@@ -371,6 +433,17 @@ func (p *placer) round(now time.Time) {
 		}
 		replaced := false
 		held, keepsUnheard := sp.trackUnheard(st, peers, now, deadAfter)
+		for _, id := range sp.trackLearners(st, target, now, deadAfter) {
+			if sp.leftOut[id] == nil {
+				p.log.Info("placement holds out a learner that made no progress", "shard", st.Shard, "member", id,
+					"match", st.Progress[id].Match, "commit", st.Commit, "snapshotting", st.Progress[id].Snapshotting)
+			}
+			sp.holdOut(id, now, deadAfter)
+			held[id] = true
+		}
+		for _, id := range lacksShardFormat(target, self, peers, format) {
+			held[id] = true
+		}
 		if len(held) > 0 {
 			key := fmt.Sprint(slices.Sorted(maps.Keys(held)))
 			alt, ok := without[key]

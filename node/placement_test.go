@@ -461,6 +461,12 @@ func TestPlacementFormats(t *testing.T) {
 			Peers: map[uint64]peerState{2: cur}}, 0},
 		{"already at the format", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
 			Peers: map[uint64]peerState{2: cur, 3: cur}, Format: shard.MaxFormat}, 0},
+		// A target member not added yet, down for its restart, last seen on a version that
+		// applies Format1 only: raised past it, the shard would have to replace it.
+		{"a target member of an older version, down", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Target: []uint64{1, 2, 4}, Peers: map[uint64]peerState{2: cur, 3: cur, 4: {}}}, 0},
+		{"a target member one format behind", placementInput{Status: status([]uint64{1, 2, 3}, nil, commit),
+			Target: []uint64{1, 2, 4}, Peers: map[uint64]peerState{2: cur, 3: cur, 4: mid}}, shard.MaxFormat - 1},
 	}
 	for _, tc := range raise {
 		tc.in.Self = self
@@ -481,6 +487,18 @@ func TestPlacementFormats(t *testing.T) {
 			placementInput{Status: status([]uint64{1}, nil, commit), Target: []uint64{1, 2},
 				Peers: map[uint64]peerState{2: old}, Format: shard.Format1}, 2},
 	}
+	// A target member alive on a version that cannot apply the shard's format is never added,
+	// so the loop replaces it like an unheard member (lacksShardFormat): else the shard waited
+	// for it for good, the gone voter it was to replace never removed.
+	lacks := lacksShardFormat([]uint64{1, 2, 4, 5, 6}, self,
+		map[uint64]peerState{1: old, 2: cur, 4: old, 5: mid, 6: {}}, shard.MaxFormat)
+	if !slices.Equal(lacks, []uint64{4, 5}) {
+		t.Errorf("lacksShardFormat = %v, want [4 5] (alive, behind; not self, not a member down)", lacks)
+	}
+	if lacks := lacksShardFormat([]uint64{1, 2, 4}, self, map[uint64]peerState{2: cur, 4: old}, shard.Format1); len(lacks) != 0 {
+		t.Errorf("lacksShardFormat at Format1 = %v, want none", lacks)
+	}
+
 	for _, tc := range add {
 		tc.in.Self = self
 		got := decidePlacement(tc.in)
@@ -570,4 +588,38 @@ func TestReplaceUnheard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPlacementStuckLearner: a target learner that answers heartbeats but whose match index
+// does not move for DeadAfter while it trails the commit index (its snapshot fails each time,
+// say) is stuck, and held out like an unheard member; progress restarts its clock; a snapshot
+// under way gets stuckSnapshotFactor DeadAfter; a learner outside the target or caught up is
+// never stuck.
+func TestPlacementStuckLearner(t *testing.T) {
+	const deadAfter, commit = time.Minute, 1000
+	t0 := time.Unix(1e9, 0)
+	st := func(match uint64, snapshotting bool) replica.Status {
+		return replica.Status{Shard: 3, ID: 1, Leader: 1, Term: 2, Commit: commit, Voters: []uint64{1, 2, 3},
+			Learners: []uint64{4, 5}, Progress: map[uint64]replica.Progress{
+				1: {Match: commit, RecentActive: true}, 2: {Match: commit, RecentActive: true},
+				4: {Match: match, RecentActive: true, Snapshotting: snapshotting},
+				5: {Match: 10, RecentActive: true}, // behind, but not in the target
+			}}
+	}
+	target := []uint64{1, 2, 4}
+	sp := &shardPlacement{}
+	check := func(at time.Duration, match uint64, snapshotting bool, want []uint64) {
+		t.Helper()
+		if got := sp.trackLearners(st(match, snapshotting), target, t0.Add(at), deadAfter); !slices.Equal(got, want) {
+			t.Fatalf("at %v, match %d, snapshotting %v: stuck %v, want %v", at, match, snapshotting, got, want)
+		}
+	}
+	check(0, 100, false, nil)
+	check(deadAfter-time.Second, 100, false, nil)
+	check(deadAfter, 100, false, []uint64{4})
+	check(deadAfter+time.Second, 200, false, nil) // it moved: its clock restarts
+	check(2*deadAfter+time.Second, 200, true, nil)
+	check(5*deadAfter, 200, true, nil)
+	check(6*deadAfter+time.Second, 200, true, []uint64{4})
+	check(7*deadAfter, commit-promoteSlack, false, nil) // caught up enough to be promoted
 }
