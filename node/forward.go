@@ -248,7 +248,14 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 		}
 		leader := n.leaderOf(ctx, id)
 		if leader == n.ID() && local {
-			return g, nil, nil // just elected; IsLeader will agree shortly
+			if g.Leader() == n.ID() {
+				return g, nil, nil // just elected; IsLeader will agree shortly
+			}
+			// The leader cache's entry, from before this replica lost the leadership: the
+			// group elects anew. Proposed here, the write would be refused at once, and its
+			// attempts used up in as long, instead of waiting for the new leader.
+			n.leaders.invalidate(id)
+			leader = 0
 		}
 		if local && st.distrusts(g) {
 			leader = 0 // wait for one this replica hears from
