@@ -150,7 +150,8 @@ func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
 }
 
 // refreshLeaders gathers every alive member's local topology and records,
-// per shard, the leader reported with the highest term. Refreshes are
+// per shard, the leader reported with the highest term (a cached one of a
+// higher term, still live, stays). Refreshes are
 // rate-limited to one per 200ms. A caller whose context ends returns at once,
 // while waiting for another's refresh too; a refresh its end cut short keeps
 // what it gathered but does not count for the rate limit, so that one caller
@@ -181,7 +182,10 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 			if s.LeaderId == 0 {
 				continue
 			}
-			if cur, ok := c.leaders[s.Shard]; ok && cur.at.Equal(now) && cur.term > s.Term {
+			// A view of a lower term than the entry held, from this refresh or a live one
+			// before it, is a deposed leader's or a lagging member's: it does not replace it
+			// (the forward watch would move calls to the deposed leader).
+			if cur, ok := c.leaders[s.Shard]; ok && cur.term > s.Term && now.Sub(cur.at) <= leaderTTL {
 				continue
 			}
 			c.leaders[s.Shard] = cachedLeader{id: s.LeaderId, term: s.Term, at: now}
