@@ -120,6 +120,7 @@ type shardPlacement struct {
 	removed       map[uint64]time.Time
 	learnerSince  map[uint64]time.Time
 	learnerMoved  map[uint64]matchSeen // each learner's highest match, and when it got there
+	kept          bool                 // the last decision kept an extra voter (placementStep.Kept)
 	// leftOut: members raft did not hear from while gossip held them alive (kept across terms:
 	// it only ages). The shard's target leaves each out for its hold (replaceUnheard); then it
 	// is added back only once it answers this node (placementStep.Probe), until raft hears it
@@ -465,13 +466,16 @@ func (p *placer) round(now time.Time) {
 				target, replaced = t, true
 			}
 		}
-		if len(st.Learners) > 0 || !sameMembers(st.Voters, target) {
+		if len(target) > 0 && (len(st.Learners) > 0 || !sameMembers(st.Voters, target)) {
 			pending++
 		}
 		if keepsUnheard {
 			unheard++
 		}
 		if sp.inflight {
+			if sp.kept {
+				kept++ // as last decided: the step under way (a hand-over) does not change it
+			}
 			continue
 		}
 		for _, id := range st.Learners {
@@ -490,7 +494,7 @@ func (p *placer) round(now time.Time) {
 		if _, ok := sp.leftOut[step.Node]; step.Kind == stepAddLearner && (ok || replaced) {
 			step.Probe = true
 		}
-		if step.Kept {
+		if sp.kept = step.Kept; step.Kept {
 			kept++
 		}
 		if step.Kind == stepNone {
