@@ -49,9 +49,12 @@
 //  2. Only transient failures are retried: Unavailable (node down, not
 //     leader, no quorum), an attempt's DeadlineExceeded (per-attempt timeout,
 //     RetryPolicy.AttemptTimeout), ResourceExhausted (overload), Aborted, and
-//     connection errors. Verdicts are never retried: wrong expected version,
-//     invalid argument, stream not found, stream deleted, ID conflict, and
-//     any other status.
+//     connection errors; and for appends and deletes expecting an exact
+//     version, which a repeat cannot apply twice, Internal, Cancelled (the
+//     caller's context alive) and Unknown, which a stream reset after the
+//     server applied the call ends with. Verdicts are never retried: wrong
+//     expected version, invalid argument, stream not found, stream deleted,
+//     ID conflict, and any other status.
 //  3. Retries back off exponentially with full jitter (ceiling doubling from
 //     50ms to 2s by default; the wait is uniform in [0, ceiling]) until the
 //     call succeeds, the caller's context ends, or RetryPolicy.MaxElapsed

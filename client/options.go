@@ -42,7 +42,9 @@ const DefaultPageSize = 500
 type RetryPolicy struct {
 	// MaxElapsed is the total time a call may spend retrying, measured from
 	// its first attempt (and restarted whenever a read makes progress).
-	// Default 30s. Negative disables retries: one attempt only.
+	// Default 30s. Negative disables retries: one attempt only, save that a
+	// not-leader answer naming the leader is still followed there (up to three
+	// times; such an answer says nothing was applied).
 	MaxElapsed time.Duration
 	// InitialInterval is the ceiling of the first backoff; each retry
 	// doubles the ceiling up to MaxInterval, and the actual wait is drawn

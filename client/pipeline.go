@@ -100,14 +100,17 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 	}
 	call := &pipeCall{item: &shoalv1.AppendItem{Request: req}, size: size, done: make(chan pipeResult, 1)}
 	if dl, ok := ctx.Deadline(); ok {
-		ms := time.Until(dl).Milliseconds()
-		if ms <= 0 {
+		left := time.Until(dl)
+		if left < time.Millisecond {
 			// Less than a millisecond left: nothing is sent. Return when the context ends,
 			// so that its end, not the node, answers for it (the breaker counts nothing).
 			<-ctx.Done()
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
-		call.item.TimeoutMs = uint64(ms)
+		// Rounded up: the server's deadline for the item must not pass before the caller's,
+		// whose DEADLINE_EXCEEDED answer, arriving while the caller's context is still live,
+		// would count against the node's circuit breaker.
+		call.item.TimeoutMs = uint64((left + time.Millisecond - 1) / time.Millisecond)
 	}
 	if err := ps.enqueue(call); err != nil {
 		if errors.Is(err, errPipelineUnsupported) {
@@ -295,10 +298,13 @@ func (ps *pipeStream) receive() {
 				continue
 			}
 			delete(ps.pending, r.Id)
-			if r.Error != nil {
-				c.done <- pipeResult{err: r.Error.Err()}
-			} else {
+			switch err := r.Error.Err(); {
+			case r.Error != nil && err != nil:
+				c.done <- pipeResult{err: err}
+			case r.Error == nil && r.Response != nil:
 				c.done <- pipeResult{resp: r.Response}
+			default: // neither an answer nor an error (or an error saying OK): not a success
+				c.done <- pipeResult{err: status.Error(codes.Internal, "client: the pipeline answered an append with neither a response nor an error")}
 			}
 		}
 		ps.mu.Unlock()

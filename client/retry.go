@@ -152,6 +152,14 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return &OutcomeUnknownError{Attempts: attempts, Err: err}
 			}
 			v, nodeFault, nl := classify(err)
+			if v == fatal && t.idempotent && lostAnswer(err) && !(t.ownRefusal && status.Code(err) == codes.Unknown) {
+				// The call may have been applied and its answer lost (a stream reset on the
+				// way, a server's failure it could not name): repeating an idempotent call
+				// answers as the first run did, where returning this error would pass a
+				// write that may have been applied for a definite failure. (A delete's
+				// UNKNOWN is the server's own verdict that its outcome is unknown.)
+				v, nodeFault = retry, true
+			}
 			c.log.Debug("client: attempt failed", "node", n.addr, "attempt", attempts, "code", status.Code(err).String(), "err", err)
 			switch v {
 			case fatal:
@@ -205,6 +213,22 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			return ErrClosed
 		}
 	}
+}
+
+// lostAnswer reports whether err, a gRPC status, is one an attempt may end with after the
+// server applied the call: INTERNAL and CANCELLED (what gRPC makes of an HTTP/2 stream reset,
+// by the server, a proxy or the connection), UNKNOWN (a failure the server could not name).
+// The caller's own context is checked before.
+func lostAnswer(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Internal, codes.Canceled, codes.Unknown:
+		return true
+	}
+	return false
 }
 
 // finishOnce makes a breaker admission's finish idempotent: the first outcome counts.

@@ -66,6 +66,15 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				}
 				return nil, retried, &OutcomeUnknownError{Shard: id, Cause: forwardFailed(id, err)}
 			}
+			if idempotent && !retryForward(err) && mayHaveArrived(err) && ctx.Err() == nil {
+				// The call may have run there and its answer was lost (a stream reset on the
+				// way: INTERNAL, CANCELLED; a failure answered UNKNOWN): an idempotent write is
+				// repeated, its repeat answering as it would have, rather than this failure
+				// going back as if it were a verdict.
+				last = err
+				retried = true
+				continue
+			}
 			if retryForward(err) && ctx.Err() == nil {
 				// The leader moved or is unreachable: learn again. An unreachable leader
 				// usually means it just died: give this node's replica a moment to hear of
@@ -107,6 +116,11 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 		case !idempotent && proposed && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
 			// Proposed, then the leadership was lost or the group stopped while it waited.
 			return nil, retried, &OutcomeUnknownError{Shard: id, Cause: err}
+		case idempotent && proposed && (errors.Is(err, replica.ErrStopped) || errors.Is(err, replica.ErrGroupRemoved)):
+			// Proposed, then the group stopped or this replica was removed from it while it
+			// waited: it may have been applied (a delete's verdict says so; an append's
+			// repeat answers as a duplicate).
+			return nil, true, err
 		default:
 			return nil, retried, err
 		}
