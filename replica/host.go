@@ -419,13 +419,13 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 		return nil, fmt.Errorf("replica: shard %d: state machine applied %d is behind the compacted log (%d)",
 			shard, smApplied, st.truncIdx)
 	}
-	// raft restarts after the raft-level applied index stored with the conf state, so that
-	// conf changes after it are applied again. The state machine may be ahead of it (a snapshot
-	// installed just before a crash): those entries are skipped by the apply step.
-	applied := smApplied
-	if st.durableApplied != 0 {
-		applied = min(applied, st.durableApplied)
-	}
+	// raft restarts after the raft-level applied index stored with the conf state (A, with C),
+	// so that conf changes after it are applied again. The state machine may be ahead of it (a
+	// snapshot installed just before a crash): those entries are skipped by the apply step. No
+	// A means no conf state either, and raft replays the log from its start: restarted at the
+	// state machine's index instead (a snapshot ingested before its raft keys were written),
+	// it would never apply the conf changes before it, and run with an empty configuration.
+	applied := min(smApplied, st.durableApplied)
 	applied = max(min(applied, st.hs.GetCommit()), st.truncIdx)
 	st.applied = applied
 	rn, err := raft.NewRawNode(&raft.Config{

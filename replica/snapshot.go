@@ -48,28 +48,31 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 	}
 	// The data may be ahead of the snapshot, never behind: the group may have been dropped and
 	// created again, empty, since raft asked for the snapshot, and a receiver would replace its
-	// state with that. The applied index is read on the loop, before the iterator opens, so the
-	// iterator's view holds at least that much.
-	var applied uint64
+	// state with that. The applied index is read, and the iterator opened, in one step of the
+	// loop, after which a drop (DropGroup, on the loop too) cannot change the iterator's view:
+	// opened after that step, it could see the span a drop had just deleted, and stream an
+	// empty state under the snapshot's index.
+	var (
+		applied uint64
+		it      *pebble.Iterator
+	)
+	lo, hi := g.sm.Span()
 	if err := h.call(noCancel, func() error {
 		if h.mu.groups[shard] != g {
 			return fmt.Errorf("replica: shard %d: its group was dropped while a snapshot of it waited to be sent", shard)
 		}
 		applied = g.sm.Applied()
-		return nil
+		var err error
+		it, err = h.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		return err
 	}); err != nil {
 		return err
 	}
+	defer it.Close()
 	if index := snap.GetMetadata().GetIndex(); applied < index {
 		return fmt.Errorf("replica: shard %d: snapshot at index %d, but the state applied only %d (the group was created again since)",
 			shard, index, applied)
 	}
-	lo, hi := g.sm.Span()
-	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
 
 	dig := xxhash.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(w, dig), 64<<10)

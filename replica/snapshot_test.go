@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
@@ -297,5 +298,63 @@ func TestSnapshotAcrossDropNotInstalled(t *testing.T) {
 	}
 	if got := spanKVs(t, c.nodes[2].db, lo, hi); len(got) != 0 {
 		t.Fatalf("the refused snapshot left %d keys", len(got))
+	}
+}
+
+// TestWriteSnapshotRacesDropGroup: a snapshot send whose turn on the loop comes just before a
+// DropGroup of its shard streams the state as of that turn: opened after the turn, its
+// iterator saw the span the drop had deleted, and streamed no record under the snapshot's
+// index; a receiver excised its own state for it, then panicked (applied behind the
+// snapshot) and could not reopen. The loop is held while both calls queue, in that order.
+func TestWriteSnapshotRacesDropGroup(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 1})
+	c.open(1, 1, []uint64{1})
+	for i := range 5 {
+		c.propose(1, fmt.Sprint("v", i))
+	}
+	h := c.nodes[1].host
+	st := c.group(1, 1).Status()
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(st.Applied), Term: new(st.Term)}}
+
+	block, held := make(chan struct{}), make(chan struct{})
+	if err := h.do(func() { close(held); <-block }); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	released := false
+	defer func() {
+		if !released {
+			close(block)
+		}
+	}()
+	queued := func(n int) {
+		eventually(t, 5*time.Second, func() error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if len(h.mu.reqs) < n {
+				return fmt.Errorf("%d calls queued, want %d", len(h.mu.reqs), n)
+			}
+			return nil
+		})
+	}
+	var buf bytes.Buffer
+	sent := make(chan error, 1)
+	go func() { sent <- h.WriteSnapshot(1, snap, &buf) }()
+	queued(1)
+	dropped := make(chan error, 1)
+	go func() { dropped <- h.DropGroup(1, 0) }()
+	queued(2)
+	close(block)
+	released = true
+	if err := <-dropped; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("WriteSnapshot, its turn before the drop: %v", err)
+	}
+	b := buf.Bytes()
+	index, count := binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[len(b)-16:])
+	if index != st.Applied || count == 0 {
+		t.Fatalf("snapshot stream: header index %d (want %d), %d records: the state as of after the drop", index, st.Applied, count)
 	}
 }

@@ -232,7 +232,12 @@ func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 			if idx != next {
 				break
 			}
-			e, err := decodeEntry(idx, it.Value())
+			v, err := it.ValueAndErr()
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			e, err := decodeEntry(idx, v)
 			if err != nil {
 				it.Close()
 				return nil, err

@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 func memDB(t testing.TB) *pebble.DB {
@@ -294,5 +297,67 @@ func TestSizeTrimKeepsWhatFollowersNeed(t *testing.T) {
 	c.converged(shard, want, 1, 2, 3)
 	if n := testutilCounter(c.nodes[lid].host.metrics.SnapshotsSent); n == 0 {
 		t.Fatal("a follower 2.5 MiB behind (MaxLogBytes 1 MiB) caught up without a snapshot: the log was kept past twice the limit")
+	}
+}
+
+// TestRestartWithoutAppliedKey: a fresh replica (node 4) persisted its first entries (1..3,
+// the bootstrap configuration) with a hard state committing them, then ingested a snapshot at
+// 50 before applying them, and crashed before the snapshot's raft keys (T, C, A) were
+// written: its state machine is at 50, its raft keys hold no applied index and no conf
+// state. raft must restart from the log's start and apply the configuration: restarted at the
+// state machine's 50 (then at the commit index, 3), it skipped it and ran with no voters, and
+// conf changes applied later on that empty base could make the node its group's only voter.
+func TestRestartWithoutAppliedKey(t *testing.T) {
+	for _, smAt := range []uint64{0, 50} {
+		t.Run(fmt.Sprint("state machine at ", smAt), func(t *testing.T) {
+			fs := vfs.NewMem()
+			db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			const shard = 1
+			b := db.NewBatch()
+			for i, id := range []uint64{1, 2, 3} {
+				data, err := proto.Marshal(&pb.ConfChange{Type: pb.ConfChangeAddNode.Enum(), NodeId: new(id)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				v := append(binary.BigEndian.AppendUint64([]byte{byte(pb.EntryConfChange)}, 1), data...)
+				if err := b.Set(logKey(shard, uint64(i+1)), v, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hs := &pb.HardState{Term: new(uint64(2)), Vote: new(uint64(0)), Commit: new(uint64(3))}
+			if err := b.Set(raftKey(shard, keyHardState), encodeHardState(hs), nil); err != nil {
+				t.Fatal(err)
+			}
+			sm := newTestSM(t, db, shard)
+			if smAt > 0 {
+				sm.SetApplied(b, smAt)
+			}
+			if err := b.Commit(pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			if err := sm.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			h, err := NewHost(Config{NodeID: 4, DB: db, FS: fs, SnapshotDir: "snaps",
+				Transport: &nodeTransport{n: newNetwork(), from: 4}, TickInterval: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			g, err := h.OpenGroup(shard, sm, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, func() error {
+				if st := g.Status(); !slices.Equal(st.Voters, []uint64{1, 2, 3}) {
+					return fmt.Errorf("voters %v (applied %d, commit %d), want [1 2 3]", st.Voters, st.Applied, st.Commit)
+				}
+				return nil
+			})
+		})
 	}
 }
