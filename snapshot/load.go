@@ -77,8 +77,10 @@ func (l Loaded[S]) Expected() client.ExpectedVersion {
 // Load rebuilds stream's state: it starts from the latest snapshot (if one
 // is present and trusted) and applies the events after it, or replays the
 // whole stream from initial. A snapshot that is corrupt, of another codec or
-// undecodable is reported in Loaded.SnapshotErr and replaced by a full
-// replay; only read and apply errors fail Load.
+// undecodable, or at a version the stream never reached, is reported in
+// Loaded.SnapshotErr and replaced by a full replay; only read and apply
+// errors fail Load, and a stream deleted and written again under every one
+// of maxLoadAttempts loads (its versions skip).
 //
 // initial is the empty state; it is used (not copied) when there is no
 // snapshot, so it must not be shared mutable data.
@@ -86,6 +88,26 @@ func Load[S any](ctx context.Context, store *Store, stream string, initial S, ap
 	if err := codec.validate(); err != nil {
 		return Loaded[S]{}, err
 	}
+	// A read that resumed after a failover may find the stream deleted and written again
+	// since its first page (versions jump): the load starts over, a few times at most.
+	for attempt := 1; ; attempt++ {
+		l, err := loadOnce(ctx, store, stream, initial, apply, codec)
+		if !errors.Is(err, errVersionGap) || attempt == maxLoadAttempts {
+			return l, err
+		}
+		store.opts.Logger.Warn("snapshot: the stream changed under the load; loading again", "stream", stream, "err", err)
+	}
+}
+
+// maxLoadAttempts bounds how often Load starts over (errVersionGap).
+const maxLoadAttempts = 3
+
+// errVersionGap: the events read skip a version, so the stream was deleted and written again
+// while it was read.
+var errVersionGap = errors.New("snapshot: the stream's versions skip (deleted and written again while read)")
+
+// loadOnce is one try of Load.
+func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S, apply ApplyFunc[S], codec Codec[S]) (Loaded[S], error) {
 	l := Loaded[S]{State: initial}
 	snap, ok, err := store.latest(ctx, stream, codec.Name)
 	switch {
@@ -109,34 +131,49 @@ func Load[S any](ctx context.Context, store *Store, stream string, initial S, ap
 	// With a snapshot, the read starts at the snapshot's own version. That event is still
 	// visible unless the stream was soft-deleted since (a delete hides every version up to
 	// the stream's last, and versions are never reused); the read then starts at the first
-	// version written after the delete, and the snapshot folds deleted history.
+	// version written after the delete, and the snapshot folds deleted history. A stream that
+	// ends before the snapshot's version never had the state it claims (a snapshot saved at a
+	// wrong version): it is not used either.
 	from := uint64(0)
 	if l.FromSnapshot {
 		from = l.SnapshotVersion
 	}
 	checkSnapshot := l.FromSnapshot
-	for ev, err := range readFrom(ctx, store.c, stream, from) {
-		if errors.Is(err, client.ErrStreamNotFound) {
-			// Absent, or deleted after the snapshot: the snapshot is stale.
-			return Loaded[S]{State: initial, SnapshotErr: l.SnapshotErr}, nil
-		}
-		if err != nil {
-			return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
-		}
-		if checkSnapshot {
-			checkSnapshot = false
-			if ev.Version == l.SnapshotVersion {
-				continue // in the snapshot
+	for {
+		for ev, err := range readFrom(ctx, store.c, stream, from) {
+			if errors.Is(err, client.ErrStreamNotFound) {
+				// Absent, or deleted after the snapshot: the snapshot is stale.
+				return Loaded[S]{State: initial, SnapshotErr: l.SnapshotErr}, nil
 			}
-			l = Loaded[S]{State: initial, SnapshotErr: fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
-				ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion)}
-			store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
+			if err != nil {
+				return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
+			}
+			if checkSnapshot {
+				checkSnapshot = false
+				if ev.Version == l.SnapshotVersion {
+					continue // in the snapshot
+				}
+				l = Loaded[S]{State: initial, SnapshotErr: fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
+					ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion)}
+				store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
+			}
+			if l.Exists && ev.Version != l.Version+1 {
+				return Loaded[S]{}, fmt.Errorf("%w: %q read version %d after %d", errVersionGap, stream, ev.Version, l.Version)
+			}
+			if l.State, err = apply(l.State, ev); err != nil {
+				return Loaded[S]{}, fmt.Errorf("snapshot: load %q: apply version %d: %w", stream, ev.Version, err)
+			}
+			l.Exists, l.Version = true, ev.Version
+			l.Replayed++
 		}
-		if l.State, err = apply(l.State, ev); err != nil {
-			return Loaded[S]{}, fmt.Errorf("snapshot: load %q: apply version %d: %w", stream, ev.Version, err)
+		if !checkSnapshot {
+			break
 		}
-		l.Exists, l.Version = true, ev.Version
-		l.Replayed++
+		// Nothing at or after the snapshot's version: the stream ends before it.
+		l = Loaded[S]{State: initial, SnapshotErr: &CorruptError{Stream: stream, Companion: store.Companion(stream),
+			Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", l.SnapshotVersion)}}
+		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
+		from, checkSnapshot = 0, false
 	}
 	store.metrics.replayed.Add(float64(l.Replayed))
 	return l, nil

@@ -194,6 +194,24 @@ func TestStoreSnapshots(t *testing.T) {
 		}
 	})
 
+	// A snapshot saved at a version the stream never reached claims a state it never had: it
+	// is not used (it was, and every append expecting its version failed until the stream got
+	// there, then went through on the wrong state).
+	t.Run("snapshot ahead of the stream", func(t *testing.T) {
+		const stream = "acct-ahead"
+		appendEvents(t, c, stream, 0, 10)
+		if err := SaveState(ctx, store, stream, 500, account{Balance: 999999, Events: 500}, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Load(ctx, store, stream, account{}, applyAccount, accountCodec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := replay(t, c, stream); l.FromSnapshot || l.State != want || l.Version != 9 || l.Replayed != 10 || !errors.Is(l.SnapshotErr, ErrCorrupt) {
+			t.Fatalf("load with a snapshot past the stream's end: %+v (SnapshotErr %v); replay %+v", l, l.SnapshotErr, want)
+		}
+	})
+
 	t.Run("missing stream", func(t *testing.T) {
 		l, err := Load(ctx, store, "nobody", account{}, applyAccount, accountCodec)
 		if err != nil || l.Exists || l.Expected() != client.NoStream {
