@@ -157,6 +157,12 @@ type Projection struct {
 
 	applyMu sync.Mutex // serializes Handle calls and page commits across shards
 
+	// reads: Get and Scan hold it shared while they use db, Close exclusively while it
+	// closes db (readsClosed, guarded by reads, then set), so that a read after or during
+	// Close answers ErrClosed rather than using a closed database.
+	reads       sync.RWMutex
+	readsClosed bool
+
 	mu struct {
 		sync.Mutex
 		running bool
@@ -215,11 +221,29 @@ func (p *Projection) Close() error {
 	p.mu.closed = true
 	p.mu.Unlock()
 	p.metrics.unregister(p.cfg.Registerer)
+	p.reads.Lock()
+	defer p.reads.Unlock()
+	p.readsClosed = true
 	return p.db.Close()
+}
+
+// readable takes the read lock for a Get or Scan, and reports ErrClosed if the projection
+// was closed. The caller releases p.reads when it returns nil.
+func (p *Projection) readable() error {
+	p.reads.RLock()
+	if p.readsClosed {
+		p.reads.RUnlock()
+		return fmt.Errorf("query: %q: %w", p.cfg.Name, ErrClosed)
+	}
+	return nil
 }
 
 // Get returns a copy of key's value in the read model, or ErrNotFound.
 func (p *Projection) Get(key []byte) ([]byte, error) {
+	if err := p.readable(); err != nil {
+		return nil, err
+	}
+	defer p.reads.RUnlock()
 	v, ok, err := get(p.db.Get, key)
 	if err != nil {
 		return nil, err
@@ -234,6 +258,10 @@ func (p *Projection) Get(key []byte) ([]byte, error) {
 // order, over a consistent point-in-time view. key and value are valid only
 // during the call. An error from fn stops the scan and is returned.
 func (p *Projection) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	if err := p.readable(); err != nil {
+		return err
+	}
+	defer p.reads.RUnlock()
 	lo := modelKey(prefix)
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {

@@ -326,3 +326,25 @@ func TestPrefixEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestProjectionReadsAfterClose: Get and Scan on a closed projection answer ErrClosed, as
+// its calls promise, rather than use the closed database (a panic, or a use after close when
+// they ran with Close).
+func TestProjectionReadsAfterClose(t *testing.T) {
+	src := newFakeSource(2, 5)
+	want := src.add(10)
+	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, want)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Get([]byte("k")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+	if err := p.Scan(nil, func(_, _ []byte) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Scan after Close: %v, want ErrClosed", err)
+	}
+}
