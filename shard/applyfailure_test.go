@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -26,5 +27,36 @@ func TestApplyFailure(t *testing.T) {
 	res = ts.s.Apply(b, ts.index+1, appendOne("af-1", 3))
 	if err := ts.s.ApplyFailure(res); err == nil || !errors.Is(err, ErrStorage) {
 		t.Fatalf("Apply with a failing read gave %v; ApplyFailure %v, want an ErrStorage", res, err)
+	}
+}
+
+// TestApplyUnknownEncodingFails: a command type, delete flag or expected-version kind this
+// version does not know is a later version's encoding. Apply fails on it (ApplyFailure, with
+// ErrUnsupportedFormat) and records nothing, not even the applied index: recorded as a
+// refusal, it would be applied by that later version's replicas and refused here, and the
+// replicas would diverge without a word.
+func TestApplyUnknownEncodingFails(t *testing.T) {
+	ts := newTestShard(t, nil, 3)
+	app := EncodeAppend(&AppendCommand{Stream: "u", Events: []Event{{ID: testID(1), Type: "T"}}})
+	kind := slices.Clone(app)
+	kind[1+1+len("u")] = byte(ExpectExact) + 1 // the expected kind follows the type and the name
+	del := EncodeDelete(&DeleteCommand{Stream: "u"})
+	flags := slices.Clone(del)
+	flags[len(flags)-1] = 0x2
+	for name, data := range map[string][]byte{"command type": {0x7f, 0}, "expected kind": kind, "delete flags": flags} {
+		before := ts.s.Applied()
+		b := ts.db.NewIndexedBatch()
+		res := ts.s.Apply(b, before+1, data)
+		b.Close()
+		if err := ts.s.ApplyFailure(res); err == nil || !errors.Is(err, ErrUnsupportedFormat) {
+			t.Errorf("%s: Apply gave %v; ApplyFailure %v, want an ErrUnsupportedFormat", name, res, err)
+		}
+		if got := ts.s.Applied(); got != before {
+			t.Errorf("%s: applied index %d, want %d unchanged", name, got, before)
+		}
+	}
+	// The same command with the encoding known applies.
+	if res := ts.apply(app); ts.s.ApplyFailure(res) != nil {
+		t.Fatalf("the known append: %v", res)
 	}
 }

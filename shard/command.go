@@ -223,6 +223,9 @@ func DecodeCommand(data []byte) (any, error) {
 		c.Expected.Kind = ExpectedKind(d.byte())
 		c.Expected.Version = d.uvarint()
 		c.Time = int64(d.uint64())
+		if d.err == nil && c.Expected.Kind > ExpectExact {
+			return nil, unknownEncoding("expected-version kind %d", uint8(c.Expected.Kind))
+		}
 		n := d.uvarint()
 		// Every event needs at least 16+4 bytes; bound the allocation by the input.
 		if d.err == nil && n > uint64(len(d.b))/20 {
@@ -259,8 +262,11 @@ func DecodeCommand(data []byte) (any, error) {
 		if d.err != nil {
 			return nil, d.err
 		}
+		if c.Expected.Kind > ExpectExact {
+			return nil, unknownEncoding("expected-version kind %d", uint8(c.Expected.Kind))
+		}
 		if flags&^1 != 0 {
-			return nil, errCommand("unknown delete flags %#x", flags)
+			return nil, unknownEncoding("delete flags %#x", flags)
 		}
 		c.Tombstone = flags&1 != 0
 		if len(d.b) != 0 {
@@ -280,7 +286,17 @@ func DecodeCommand(data []byte) (any, error) {
 		}
 		return c, nil
 	}
-	return nil, errCommand("unknown command type %d", data[0])
+	return nil, unknownEncoding("command type %d", data[0])
+}
+
+// unknownEncoding is DecodeCommand's error for a command type, delete flag or expected-version
+// kind this version does not know: a later version's encoding (doc.go: encodings are
+// append-only). It is an *InvalidError that also wraps ErrUnsupportedFormat, so that Apply
+// fails on it (ApplyFailure) rather than record a refusal where a replica of that later
+// version applies the command, and the replicas diverge.
+func unknownEncoding(format string, args ...any) error {
+	return fmt.Errorf("%w (written by a later version; upgrade this node): %w", ErrUnsupportedFormat,
+		errCommand("unknown "+format, args...))
 }
 
 func errCommand(format string, args ...any) error {

@@ -30,7 +30,7 @@ func TestMetrics(t *testing.T) {
 	app := EncodeAppend(&AppendCommand{Stream: "a", Events: []Event{{ID: testID(1), Type: "T"}, {ID: testID(2), Type: "T"}}})
 	wrong := EncodeAppend(&AppendCommand{Stream: "a", Expected: Expected{Kind: ExpectNoStream}, Events: []Event{{ID: testID(3), Type: "T"}}})
 	b := db.NewIndexedBatch()
-	for i, data := range [][]byte{app, app, wrong, {0}} {
+	for i, data := range [][]byte{app, app, wrong, {cmdAppend}} { // the last truncated: a refusal
 		s.Apply(b, uint64(i+1), data)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {

@@ -178,10 +178,16 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 	valid := false
 	if from < math.MaxUint64 && lit.SeekLT(s.keys.log(nil, from+1)) {
 		pos := binary.BigEndian.Uint64(lit.Key()[prefixLen+1:])
-		if err := le.decode(lit.Value()); err != nil {
+		v, err := lit.ValueAndErr()
+		if err != nil {
+			return next, err
+		}
+		if err := le.decode(v); err != nil {
 			return next, err
 		}
 		valid = pos+le.span() > from
+	} else if err := lit.Error(); err != nil {
+		return next, err
 	}
 	if !valid {
 		valid = lit.SeekGE(s.keys.log(nil, from))
@@ -195,7 +201,11 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 			return next, errCorrupt("log key")
 		}
 		pos := binary.BigEndian.Uint64(k[prefixLen+1:])
-		if err := le.decode(lit.Value()); err != nil {
+		v, err := lit.ValueAndErr()
+		if err != nil {
+			return next, err
+		}
+		if err := le.decode(v); err != nil {
 			return next, err
 		}
 		name, ok := names[le.stream]
@@ -207,7 +217,11 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 				}
 				return next, errCorrupt("shard log names a stream without a name record")
 			}
-			name = string(nit.Value())
+			nv, err := nit.ValueAndErr()
+			if err != nil {
+				return next, err
+			}
+			name = string(nv)
 			names[le.stream] = name
 		}
 		if le.deletion != DeletionNone {
@@ -228,6 +242,9 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		for j := skip; j < le.count && delivered < count; j, evalid = j+1, eit.Next() {
 			want = s.keys.event(want[:0], le.stream, le.first+j)
 			if !evalid || string(eit.Key()) != string(want) {
+				if err := eit.Error(); err != nil {
+					return next, err
+				}
 				return next, errCorrupt("shard log points at a missing event")
 			}
 			ev := &RecordedEvent{Stream: name}
@@ -241,5 +258,6 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 			next = pos + j + 1
 		}
 	}
-	return next, nil
+	// The loop also ends when the iterator fails: a storage error, not the log's end.
+	return next, lit.Error()
 }

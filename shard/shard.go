@@ -287,9 +287,13 @@ func (s *Shard) getUint64(key []byte) (uint64, error) {
 func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 	cmd, err := DecodeCommand(data)
 	var res any
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrUnsupportedFormat):
+		// A later version's encoding: a failure, not a refusal, and nothing is recorded.
+		return fmt.Errorf("entry %d of shard %d: %w", index, s.id, err)
+	case err != nil:
 		res = err
-	} else {
+	default:
 		switch c := cmd.(type) {
 		case *AppendCommand:
 			res, err = s.applyAppend(b, c)
