@@ -40,7 +40,15 @@
 //     failed step is compensated too, since a failure seen by the coordinator
 //     does not prove its action had no effect (a reply lost, an attempt timed
 //     out, another coordinator resumed the saga and ran it): its compensation
-//     must succeed, doing nothing, when the action never took effect. (A
+//     must succeed, doing nothing, when the action never took effect. It
+//     must also keep the action from taking effect later: an attempt still
+//     in flight (one that timed out, or a coordinator wrongly taken for gone)
+//     may land after a compensation that found nothing to undo, and its
+//     effect would never be undone. Where the action appends to shoal under
+//     its IdempotencyID, the compensation can append a "voided" event under
+//     that same ID (StepContext.IdempotencyIDAt gives the action's), so that
+//     the late action's append is refused (an ID conflict, or a duplicate
+//     of the void) and never takes effect. (A
 //     StepFailed recorded before this rule, without its "compensate" flag,
 //     compensates the completed steps only, and so does a stream an older
 //     coordinator went on with during a rolling upgrade. An older coordinator
@@ -49,7 +57,12 @@
 //  5. After a crash, or an error from Start or Resume, call Resume with the
 //     saga ID. A conflict means another coordinator owns the saga; Resume it
 //     only when that one is known to be gone (resuming beside a live one is
-//     safe but may run its in-flight action a second time).
+//     safe but may run its in-flight action a second time, see 4).
+//  6. Delete a saga's stream only once the saga ended (completed or
+//     aborted). A running saga's coordinator goes on recording after a soft
+//     delete (an exact expected version continues a deleted stream), but the
+//     history before the delete is no longer read: the saga can then neither
+//     be resumed nor compensated, and Resume answers ErrHistoryDeleted.
 //
 // Start and Resume return the saga's State: StatusCompleted, or
 // StatusAborted after compensating (State.FailedStep, State.Failure say why).

@@ -16,6 +16,10 @@ var (
 	ErrConflict = errors.New("saga: another coordinator advanced the saga")
 	// ErrCorruptLog is returned when a saga stream does not fold (*LogError).
 	ErrCorruptLog = errors.New("saga: saga stream breaks the protocol")
+	// ErrHistoryDeleted is returned (with ErrCorruptLog, as a *LogError) when a saga
+	// stream's visible events start after its SagaStarted: the stream was soft-deleted while
+	// the saga ran, and the history it needs to resume or compensate is gone (doc.go, duty 6).
+	ErrHistoryDeleted = errors.New("saga: saga history deleted while the saga ran")
 	// ErrUnknownSaga is returned by Resume for a saga ID without a stream.
 	ErrUnknownSaga = errors.New("saga: no such saga")
 	// ErrExists is returned by Start when the saga ID is already used.
@@ -57,14 +61,18 @@ type LogError struct {
 	Version uint64
 	Type    string
 	Reason  string
+	// Deleted: the events before Version were deleted (ErrHistoryDeleted).
+	Deleted bool
 }
 
 func (e *LogError) Error() string {
 	return fmt.Sprintf("saga: %q event %d (%s): %s", e.SagaID, e.Version, e.Type, e.Reason)
 }
 
-// Is reports ErrCorruptLog.
-func (e *LogError) Is(target error) bool { return target == ErrCorruptLog }
+// Is reports ErrCorruptLog, and ErrHistoryDeleted when Deleted.
+func (e *LogError) Is(target error) bool {
+	return target == ErrCorruptLog || e.Deleted && target == ErrHistoryDeleted
+}
 
 // StepError carries a compensation that kept failing. Is(ErrCompensationFailed).
 type StepError struct {

@@ -150,6 +150,13 @@ func (s *State) Apply(ev client.RecordedEvent) error {
 		return &s.Steps[r.Step], nil
 	}
 	if ev.Type != TypeSagaStarted && s.Status == StatusNew {
+		if ev.Version > 0 {
+			// A saga's first event is its SagaStarted, at version 0 or, for an ID used
+			// again, the first version after a delete: one written later was recorded
+			// after the stream was soft-deleted under a running saga.
+			return &LogError{SagaID: s.ID, Version: ev.Version, Type: ev.Type, Deleted: true,
+				Reason: fmt.Sprintf("the saga's history before version %d was deleted while it ran; it can be neither resumed nor compensated", ev.Version)}
+		}
 		return bad("first event must be %s", TypeSagaStarted)
 	}
 	switch ev.Type {

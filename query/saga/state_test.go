@@ -137,6 +137,16 @@ func TestFoldRejectsProtocolViolations(t *testing.T) {
 	if _, err := Fold("x", log); !errors.Is(err, ErrCorruptLog) {
 		t.Fatalf("garbage: %v", err)
 	}
+	// A stream whose visible events start after its SagaStarted was soft-deleted while the
+	// saga ran: said so (ErrHistoryDeleted), as a protocol error from version 0 is not.
+	log = evs(t, TypeStepCompleted, record{Step: 1}, TypeStepStarted, record{Step: 2})
+	log[0].Version, log[1].Version = 4, 5
+	if _, err := Fold("x", log); !errors.Is(err, ErrHistoryDeleted) || !errors.Is(err, ErrCorruptLog) {
+		t.Fatalf("history deleted under a running saga: %v, want ErrHistoryDeleted", err)
+	}
+	if _, err := Fold("x", evs(t, TypeStepStarted, record{Step: 0})); errors.Is(err, ErrHistoryDeleted) {
+		t.Fatalf("no SagaStarted at version 0: %v, not a deleted history", err)
+	}
 }
 
 func TestIdempotencyID(t *testing.T) {
