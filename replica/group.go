@@ -69,6 +69,7 @@ type Group struct {
 	st             *storage
 	state          raft.StateType
 	term           uint64 // term in which this node became leader
+	seenTerm       uint64 // the highest term observed (logging of term changes)
 	lostLeadership bool   // set by observe, handled after the iteration's apply
 	// campaignPending: a group bootstrapped with this node as its only voter
 	// campaigns once its bootstrap configuration is applied (raft refuses to

@@ -578,6 +578,13 @@ func (g *Group) observe(rd raft.Ready) {
 	}
 	g.state = bs.RaftState
 	isLeader := bs.RaftState == raft.StateLeader
+	if term := bs.HardState.GetTerm(); term > g.seenTerm {
+		if g.seenTerm != 0 && !isLeader { // a new leader says so below
+			g.h.log.Info("shard term advanced", "shard", g.shard, "term", term, "from", g.seenTerm,
+				"state", bs.RaftState.String(), "leader", bs.Lead)
+		}
+		g.seenTerm = term
+	}
 	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.term = bs.HardState.GetTerm()
 		g.confBarrier = g.st.last

@@ -130,7 +130,7 @@ func TestDockerPartition(t *testing.T) {
 	dc.keepWriting(ld, 4*time.Second, "during the partial partition")
 	if n := dc.elections(c, terms); n > 0 {
 		t.Logf("partial partition: %d elections in 8 s, %d of them leader-balancing transfers (placement's, after the first phase's heal); the nodes' logs since the cut:%s",
-			n, dc.transfers()-moved, dc.logsSince(cutAt, "leading shard", "down", "lapse", "transfer", "dead", "suspect"))
+			n, dc.transfers()-moved, dc.logsSince(cutAt, "leading shard", "term advanced", "down", "lapse", "transfer", "dead", "suspect"))
 	} else {
 		t.Logf("partial partition: no election in 8 s")
 	}
