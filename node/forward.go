@@ -226,6 +226,25 @@ func (s staleness) servedBy(g *replica.Group) bool {
 	return ok && since <= s.max
 }
 
+// servesStale reports whether g, a local replica, may serve a stale read that st allows
+// (servedBy): never once removed from its group (it answered "not found" for streams written
+// since), and without a bound only if it holds state: it has been current with its group since
+// it opened, or applied something. An empty replica (a learner before its first snapshot, one
+// a delayed message created) would answer "not found" for every stream.
+func (n *Node) servesStale(st staleness, g *replica.Group) bool {
+	if !st.servedBy(g) || g.Removed() {
+		return false
+	}
+	if st.max > 0 {
+		return true // current within the bound
+	}
+	if _, ok := g.SinceCurrent(); ok {
+		return true
+	}
+	sm, _, ok := n.shardSM(g.Shard())
+	return ok && sm.Applied() > 0
+}
+
 // distrusts reports whether a bounded read that g cannot serve must not be forwarded to the
 // leader g knows either: g has not heard from it within the bound, so it may be hung (a
 // forwarded read would wait on it) or deposed.
@@ -247,7 +266,7 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 	hops := incomingHops(ctx)
 	for {
 		g, local := n.host.Group(id)
-		if local && (g.IsLeader() || st.servedBy(g)) {
+		if local && (g.IsLeader() || n.servesStale(st, g)) {
 			return g, nil, nil
 		}
 		leader := n.leaderOf(ctx, id)

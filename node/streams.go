@@ -202,7 +202,7 @@ func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.S
 		if !ok {
 			return nil, nil, &NoLeaderError{Shard: id, Cause: errors.New("local replica closed")}
 		}
-		if st.servedBy(g) && (st.max == 0 || !g.IsLeader()) {
+		if n.servesStale(st, g) && (st.max == 0 || !g.IsLeader()) {
 			return sm, nil, nil
 		}
 		// A linearizable read, or a bounded one on the leader, which might be deposed
