@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -64,9 +65,10 @@ type Node struct {
 	done     chan struct{} // closed by Close
 	streams  *streamsServer
 
-	settings atomic.Pointer[Settings] // nil until known
-	started  atomic.Bool              // Start finished
-	members  atomic.Pointer[[]membership.Member]
+	settings  atomic.Pointer[Settings] // nil until known
+	started   atomic.Bool              // Start finished
+	members   atomic.Pointer[[]membership.Member]
+	membersMu sync.Mutex // refreshMembers: a list read and stored in one step
 
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
@@ -313,10 +315,24 @@ func (n *Node) waitForCluster(ctx context.Context) (Settings, error) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
+		// Every live member that announces settings must announce the same cluster: a node
+		// of another cluster that reached this fresh one (its reconnect loop dialling a dead
+		// member's address, now this node's) would otherwise be adopted as readily as the
+		// seed, and this node join the wrong cluster for good.
+		var found *Settings
+		clusters := map[string]bool{}
 		for _, m := range n.gossip().Members() {
 			if m.Alive && m.NodeID != n.dir.id.NodeID && m.ClusterID != "" && m.Shards != 0 && m.Replication != 0 {
-				return Settings{ClusterID: m.ClusterID, Shards: m.Shards, Replication: m.Replication}, nil
+				clusters[m.ClusterID] = true
+				found = &Settings{ClusterID: m.ClusterID, Shards: m.Shards, Replication: m.Replication}
 			}
+		}
+		if len(clusters) > 1 {
+			return Settings{}, fmt.Errorf("%w: live members of several clusters (%v) reached this new node; "+
+				"start it again with --join naming only its cluster's nodes", membership.ErrClusterMismatch, slices.Sorted(maps.Keys(clusters)))
+		}
+		if found != nil {
+			return *found, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -440,6 +456,11 @@ func (n *Node) refreshMembers() {
 	if n.gossip() == nil {
 		return
 	}
+	// Read and stored under one lock: two refreshes at once (startGossip's and the OnChange
+	// callback's) could otherwise store the older list last, which nothing would replace
+	// until gossip changed again.
+	n.membersMu.Lock()
+	defer n.membersMu.Unlock()
 	m := n.gossip().Members()
 	n.members.Store(&m)
 	n.savePeers(m)

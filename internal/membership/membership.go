@@ -82,10 +82,14 @@ const (
 	// left) is asked to sync, so that it learns of its death and refutes it
 	// (see reconnectLoop).
 	DefaultReconnectInterval = time.Second
-	// reconnectFor is how long after its death a member is still asked; later
-	// it comes back at memberlist's pace (push/pull), as it would without the
-	// loop, and members long gone cost nothing.
-	reconnectFor = 10 * time.Minute
+	// reconnectFor is how long after its death a member is asked at every
+	// interval (one of those, at random); later only once per reconnectSlow.
+	// memberlist alone never brings it back: it syncs only with members it
+	// holds alive, and stops gossiping to the dead, so that a partition of
+	// more than one node a side that outlasted reconnectFor never healed.
+	// A member long gone costs a refused or timed-out connection a minute.
+	reconnectFor  = 10 * time.Minute
+	reconnectSlow = time.Minute
 )
 
 // Config configures Start. Zero values mean the defaults above.
@@ -203,6 +207,7 @@ type Membership struct {
 	refused atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
 
 	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.mismatch)
+	updateMu  sync.Mutex // serializes UpdateMeta, change and broadcast
 	closeOnce sync.Once
 	leaveMu   sync.Mutex // serializes Leave and Close (memberlist panics on leave after shutdown)
 	closed    bool       // guarded by leaveMu
@@ -216,6 +221,8 @@ type Membership struct {
 		// foreign: dead members whose address answered a reconnect sync as another cluster's
 		// node (or refused this one) -> that address; not asked again there (pickDead).
 		foreign map[string]string
+		// asked: when each member dead for longer than reconnectFor was last asked.
+		asked map[string]time.Time
 	}
 }
 
@@ -345,8 +352,8 @@ func (m *Membership) notifyLoop(fn func()) {
 // hold the other dead for up to that long, while their raft traffic already flows: a node
 // asked for the cluster's topology would not ask the other side for its view, and `cluster
 // status` would show live nodes dead. So every interval this node syncs with one member it
-// holds dead, picked at random among those that died within reconnectFor and did not leave
-// (Leave marks a member Stopping first): memberlist's Join, a push/pull over TCP bounded by
+// holds dead, picked at random among those that did not leave (Leave marks a member Stopping
+// first), those dead for more than reconnectFor only once per reconnectSlow: memberlist's Join, a push/pull over TCP bounded by
 // TCPTimeout. A member that answers hears of its death and refutes it at once; one that is
 // still gone costs a refused or timed-out connection. A sync in flight when Close is called
 // delays it by up to two TCPTimeouts.
@@ -383,8 +390,9 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 	}
 }
 
-// pickDead returns a random member that died within reconnectFor of now, did not leave, and
-// whose address did not answer as another cluster's node, or "".
+// pickDead returns a random member held dead that did not leave and whose address did not
+// answer as another cluster's node, or "": one that died within reconnectFor of now, or
+// longer ago and not asked for reconnectSlow.
 func (m *Membership) pickDead(now time.Time) (name, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -392,14 +400,23 @@ func (m *Membership) pickDead(now time.Time) (name, addr string) {
 	for nm, e := range m.mu.members {
 		if e.Alive {
 			delete(m.mu.foreign, nm) // back: if it dies again, its address is its own
+			delete(m.mu.asked, nm)
 		}
-		if e.Alive || e.Stopping || e.Addr == "" || nm == m.name || now.Sub(e.Changed) > reconnectFor ||
-			m.mu.foreign[nm] == e.Addr {
+		if e.Alive || e.Stopping || e.Addr == "" || nm == m.name || m.mu.foreign[nm] == e.Addr {
+			continue
+		}
+		if now.Sub(e.Changed) > reconnectFor && now.Sub(m.mu.asked[nm]) < reconnectSlow {
 			continue
 		}
 		if n++; rand.IntN(n) == 0 { // reservoir sampling: each with probability 1/n
 			name, addr = nm, e.Addr
 		}
+	}
+	if name != "" && now.Sub(m.mu.members[name].Changed) > reconnectFor {
+		if m.mu.asked == nil {
+			m.mu.asked = map[string]time.Time{}
+		}
+		m.mu.asked[name] = now
 	}
 	return name, addr
 }
@@ -482,6 +499,12 @@ func (m *Membership) UpdateMeta(fn func(*Meta)) error {
 		return ErrClosed
 	default:
 	}
+	// One update at a time, from the change to its broadcast: memberlist's UpdateNode reads
+	// the metadata before it takes its incarnation number, so of two updates racing, the
+	// older metadata could go out with the newer number and win everywhere, losing a flag
+	// (Stopping, Decommissioning) that Self still shows.
+	m.updateMu.Lock()
+	defer m.updateMu.Unlock()
 	m.mu.Lock()
 	next := m.mu.self
 	fn(&next)

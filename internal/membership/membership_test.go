@@ -401,7 +401,9 @@ func TestReconnectAfterPartition(t *testing.T) {
 }
 
 // TestReconnectSkipsLeft: a member that left (Leave) is not asked to sync, while one that
-// died is, until reconnectFor after its death.
+// died is: at every interval until reconnectFor after its death, then once per
+// reconnectSlow (a partition that outlasted reconnectFor used to never heal: memberlist
+// syncs only with members it holds alive).
 func TestReconnectSkipsLeft(t *testing.T) {
 	fast := func(c Config) Config {
 		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
@@ -435,8 +437,15 @@ func TestReconnectSkipsLeft(t *testing.T) {
 			t.Fatalf("pickDead chose %q, want c (b left)", name)
 		}
 	}
-	if name, _ := a.pickDead(time.Now().Add(reconnectFor + time.Minute)); name != "" {
-		t.Fatalf("pickDead chose %q past reconnectFor", name)
+	late := time.Now().Add(reconnectFor + time.Minute)
+	if name, _ := a.pickDead(late); name != "c" {
+		t.Fatalf("pickDead past reconnectFor chose %q, want c", name)
+	}
+	if name, _ := a.pickDead(late.Add(reconnectSlow / 2)); name != "" {
+		t.Fatalf("pickDead chose %q again within reconnectSlow", name)
+	}
+	if name, _ := a.pickDead(late.Add(reconnectSlow)); name != "c" {
+		t.Fatalf("pickDead after reconnectSlow chose %q, want c", name)
 	}
 }
 
