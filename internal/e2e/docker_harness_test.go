@@ -463,6 +463,22 @@ func (dc *dockerCluster) transfers() int {
 	return int(n)
 }
 
+// waitBalanced waits until the nodes' placement loops made no leader-balancing transfer for
+// 5 s (a group must be stable 3 s before one), at most timeout, and returns how long it took.
+func (dc *dockerCluster) waitBalanced(timeout time.Duration) time.Duration {
+	dc.t.Helper()
+	start := time.Now()
+	for last := dc.transfers(); time.Since(start) < timeout; {
+		time.Sleep(5 * time.Second)
+		now := dc.transfers()
+		if now == last {
+			break
+		}
+		last = now
+	}
+	return time.Since(start)
+}
+
 // scrape returns the sum of the samples of metric name on the /metrics page at addr.
 func scrape(addr, name string) (float64, error) {
 	return scrapeLabeled(addr, name, "", "")
