@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,8 +62,17 @@ type dataDir struct {
 // creates its identity. name "" adopts the stored name (or host name, on
 // creation); a different non-empty name is refused.
 func openDataDir(dir, name, hostname string) (*dataDir, error) {
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: creating data directory: %w", err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// The new directory's entry in its parent is durable before anything in it is: a
+		// power loss could otherwise take the whole directory, identity included, after the
+		// node had acknowledged writes, and it would come back as a new node.
+		if err := syncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+			return nil, fmt.Errorf("node: creating data directory: %w", err)
+		}
 	}
 	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -244,15 +254,20 @@ func (d *dataDir) writeFile(file string, b []byte) error {
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("node: renaming %s: %w", file, err)
 	}
-	dir, err := os.Open(d.path)
-	if err != nil {
-		return fmt.Errorf("node: syncing data directory: %w", err)
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
+	if err := syncDir(d.path); err != nil {
 		return fmt.Errorf("node: syncing data directory: %w", err)
 	}
 	return nil
+}
+
+// syncDir fsyncs directory path, making its entries durable.
+func syncDir(path string) error {
+	dir, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // checkSettings refuses stored or learned settings s that contradict the

@@ -351,7 +351,9 @@ func (n *Node) gatherTopologies(ctx context.Context, early bool, suspects []*sho
 		}
 		select {
 		case t := <-answers:
-			if t != nil {
+			// A member of another cluster (one that reached this node's gossip before its
+			// refusal, see membership) answers for its own shards: not merged in.
+			if cid := t.GetSettings().GetClusterId(); t != nil && (cid == "" || cid == n.clusterID()) {
 				res = append(res, t)
 			}
 		case <-grace:

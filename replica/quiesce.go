@@ -23,8 +23,9 @@ const (
 	// (1 s at the default tick), and wakes up if a follower did not answer the previous one.
 	quiesceRefreshTicks = 20
 	// quiesceAckTicks: a quiesced leader whose followers did not all answer a quiesce
-	// heartbeat within this many ticks (a quarter refresh) wakes.
-	quiesceAckTicks = quiesceRefreshTicks / 4
+	// heartbeat within this many ticks (half a refresh) wakes. Not much less: an answer
+	// late under load wakes the group for nothing.
+	quiesceAckTicks = quiesceRefreshTicks / 2
 	// quiesceLapseTicks: a quiesced follower that heard no quiesce heartbeat for this long
 	// (two and a half refreshes) takes its leader for gone (lapse). A live leader sends one
 	// every quiesceRefreshTicks and wakes its group when one goes unanswered, so a follower

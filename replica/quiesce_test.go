@@ -581,14 +581,14 @@ func TestPartialPartitionOfQuiescedGroup(t *testing.T) {
 }
 
 // A quiesced leader cut off from both followers steps down soon after they elect another
-// (told it is down: ReportPeerDown): it wakes when a quiesce heartbeat goes unanswered for a
-// quarter refresh and runs raft's first CheckQuorum at once (it passes on the activity marks
-// of the moment the group quiesced), so that the one that finds no quorum comes an election
-// timeout later. From the cut, that is at most a refresh (20 ticks) and the quarter (5) and
-// an election timeout (10): 35 ticks. Before, it woke at the refresh after the unanswered one
-// and ran both CheckQuorums an election timeout apart, 40 to 60 ticks after the cut, while the
-// new leader led (measured: 2.94 s at 50 ms ticks). The median of three rounds must be under
-// 40 ticks.
+// (told it is down: ReportPeerDown): it wakes when a quiesce heartbeat goes unanswered for half
+// a refresh and runs raft's first CheckQuorum at once (it passes on the activity marks of the
+// moment the group quiesced), so that the one that finds no quorum comes an election timeout
+// later. From the cut, that is at most a refresh (20 ticks), the half (10) and an election
+// timeout (10): 40 ticks. Before, it woke at the refresh after the unanswered one and ran both
+// CheckQuorums an election timeout apart, about 60 ticks after a cut made right after the
+// group quiesced, as here, while the new leader led (measured: 2.94 s at 50 ms ticks, 1.18 s
+// at 20 ms). The median of three rounds must be under 50 ticks.
 func TestCutOffQuiescedLeaderStepsDown(t *testing.T) {
 	const shard, tick = 8, 20 * time.Millisecond
 	var took []time.Duration
@@ -617,7 +617,7 @@ func TestCutOffQuiescedLeaderStepsDown(t *testing.T) {
 	}
 	slices.Sort(took)
 	t.Logf("the cut-off leader stepped down after %v (ticks of %v)", took, tick)
-	if took[1] >= 40*tick {
-		t.Fatalf("median step-down %v after the cut, want under 40 ticks (%v)", took[1], 40*tick)
+	if took[1] >= 50*tick {
+		t.Fatalf("median step-down %v after the cut, want under 50 ticks (%v)", took[1], 50*tick)
 	}
 }
