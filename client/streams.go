@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -168,6 +170,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			Follow: o.follow,
 		}
 		stopped := false // the caller broke out, or the read is complete
+		yielded := false // an event went to the caller, on this attempt or an earlier one
 		err = c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -190,6 +193,13 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 					continue
 				}
 				if err == io.EOF {
+					return progress, nil
+				}
+				if err != nil && o.stale && !o.follow && yielded && staleNotFound(err) {
+					// A stale read resumed on a replica that has not applied the stream's first
+					// events yet (it lags the one that served them): this read ends here, as a
+					// stale read may end before what its replica has not applied, rather than
+					// say that the stream it read from does not exist.
 					return progress, nil
 				}
 				if err != nil {
@@ -221,6 +231,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 						req.Count--
 						end = end || req.Count == 0
 					}
+					yielded = true
 					if !yield(ev, nil) || end {
 						stopped = true
 						return progress, nil
@@ -232,6 +243,20 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			yield(RecordedEvent{}, err)
 		}
 	}
+}
+
+// staleNotFound reports whether err is a server's "stream not found" answer.
+func staleNotFound(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.NotFound {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*shoalv1.StreamNotFound); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // ReadPage reads up to Count events (DefaultPageSize when Count is not
