@@ -118,9 +118,9 @@ func recvPage[T any](s *subscription, w *leaderWatch, recv func() (T, error)) (T
 	return m, err
 }
 
-// oldServerNotFound reports whether err is a stream-not-found answer, which only a server from
-// before subscriptions gives a followed read (a later one waits for the stream).
-func oldServerNotFound(err error) bool {
+// streamNotFound reports whether err is a server's stream-not-found answer. To a followed read,
+// only a server from before subscriptions gives one (a later one waits for the stream).
+func streamNotFound(err error) bool {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.NotFound {
 		return false

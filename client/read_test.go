@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
@@ -412,5 +414,51 @@ func TestMaxStaleness(t *testing.T) {
 	}
 	if n := len(fc.nodes[0].requests()); n != sent {
 		t.Fatalf("%d requests sent for invalid bounds", n-sent)
+	}
+}
+
+// TestStaleReadResumedOnLaggingReplica: a stale read that yielded events, lost its server
+// stream and resumed on a replica that has not applied the stream's first events yet ends
+// there, without an error: it used to end with "stream not found", after events of that
+// stream. A linearizable read's "not found" stands.
+func TestStaleReadResumedOnLaggingReplica(t *testing.T) {
+	for _, stale := range []bool{true, false} {
+		t.Run(fmt.Sprint("stale=", stale), func(t *testing.T) {
+			fc := newFakeCluster(t, 1, 4)
+			c := dial(t, fc, WithRetry(fastRetry()), WithStaleReads(stale))
+			if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}, Event{Type: "B"}, Event{Type: "C"}); err != nil {
+				t.Fatal(err)
+			}
+			fc.mu.Lock()
+			fc.pages = 1
+			fc.mu.Unlock()
+			n := fc.nodes[0]
+			n.setReadFault(func(page int) error {
+				if page == 1 {
+					return unavailable() // the stream breaks after the first event
+				}
+				return nil
+			})
+			n.setFault(func(_ context.Context, m string, k int) error {
+				if m == "Read" && k == 2 { // the resumed read: a replica without the stream yet
+					return statusWith(codes.NotFound, "fake: stream not found", &shoalv1.StreamNotFound{Stream: "s"})
+				}
+				return nil
+			})
+			var got int
+			var err error
+			for _, e := range c.Read(testCtx(t), "s") {
+				if err = e; err != nil {
+					break
+				}
+				got++
+			}
+			if stale && (err != nil || got != 1) {
+				t.Fatalf("stale read: %d events, then %v; want the first event, then the end", got, err)
+			}
+			if !stale && !errors.Is(err, ErrStreamNotFound) {
+				t.Fatalf("linearizable read: %d events, then %v; want ErrStreamNotFound", got, err)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -292,5 +293,43 @@ func TestExactDeleteRefusedAfterLostAck(t *testing.T) {
 	fc.nodes[0].setFault(nil)
 	if err := c.Delete(testCtx(t), "e", Exact(0)); !errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("a first attempt refused: %v, want ErrStreamNotFound alone", err)
+	}
+}
+
+// TestAppendRetriedAfterLostAnswer: an append the server applied whose answer was lost on the
+// way as INTERNAL or CANCELLED (what gRPC makes of an HTTP/2 stream reset) or UNKNOWN is
+// repeated, and answered as a duplicate, over the unary call and the pipeline: returned, the
+// error read as a definite failure of an append that was written, and a caller that let the
+// client make its event IDs would write it twice by calling again.
+func TestAppendRetriedAfterLostAnswer(t *testing.T) {
+	for _, unary := range []bool{true, false} {
+		for _, code := range []codes.Code{codes.Internal, codes.Canceled, codes.Unknown} {
+			t.Run(fmt.Sprintf("unary=%v/%v", unary, code), func(t *testing.T) {
+				fc := newFakeCluster(t, 1, 4)
+				fc.unary = unary
+				c := dial(t, fc, WithRetry(fastRetry()))
+				n := fc.nodes[0]
+				n.setFault(func(_ context.Context, m string, k int) error {
+					if m != "Append" || k != 1 {
+						return nil
+					}
+					reqs := n.requests()
+					if _, err := n.apply(reqs[len(reqs)-1].(*shoalv1.AppendRequest)); err != nil {
+						return err
+					}
+					return status.Error(code, "fake: the answer was lost")
+				})
+				res, err := c.Append(testCtx(t), "s", NoStream, Event{Type: "A"})
+				if err != nil {
+					t.Fatalf("Append: %v", err)
+				}
+				if !res.Duplicate {
+					t.Fatalf("result %+v, want the first attempt's, as a duplicate", res)
+				}
+				if evs, err := c.ReadPage(testCtx(t), "s"); err != nil || len(evs) != 1 {
+					t.Fatalf("stream holds %d events (%v), want 1", len(evs), err)
+				}
+			})
+		}
 	}
 }

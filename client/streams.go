@@ -10,8 +10,6 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -183,7 +181,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			progress := false
 			for {
 				page, err := recvPage(sub, w, rs.Recv)
-				if o.follow && oldServerNotFound(err) {
+				if o.follow && streamNotFound(err) {
 					err = io.EOF // a server from before subscriptions: poll until the stream exists
 				}
 				if err == io.EOF && o.follow {
@@ -195,7 +193,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 				if err == io.EOF {
 					return progress, nil
 				}
-				if err != nil && o.stale && !o.follow && yielded && staleNotFound(err) {
+				if err != nil && o.stale && !o.follow && yielded && streamNotFound(err) {
 					// A stale read resumed on a replica that has not applied the stream's first
 					// events yet (it lags the one that served them): this read ends here, as a
 					// stale read may end before what its replica has not applied, rather than
@@ -243,20 +241,6 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			yield(RecordedEvent{}, err)
 		}
 	}
-}
-
-// staleNotFound reports whether err is a server's "stream not found" answer.
-func staleNotFound(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.NotFound {
-		return false
-	}
-	for _, d := range st.Details() {
-		if _, ok := d.(*shoalv1.StreamNotFound); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // ReadPage reads up to Count events (DefaultPageSize when Count is not

@@ -21,14 +21,8 @@ import (
 // would otherwise believe its delete was not applied. Without the unknown attempt the refusal
 // stands.
 func TestExactDeleteRefusedAfterUnknownAttempt(t *testing.T) {
-	n := startNode(t, testConfig(t, t.TempDir()))
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	n, c, id, cmd := exactDeleteSetup(t)
 	ctx := context.Background()
-	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events("a", "b")}); err != nil {
-		t.Fatal(err)
-	}
-	id, _ := n.shardOf("s")
-	cmd := &shard.DeleteCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectExact, Version: 1}}
 	calls := 0
 	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		calls++
@@ -71,14 +65,8 @@ func TestExactDeleteRefusedAfterUnknownAttempt(t *testing.T) {
 // it, and the repeat, refused as the stream is deleted already, would read as a definite
 // failure of a delete that was applied. It is UNKNOWN.
 func TestExactDeleteAppliedThenNoAnswer(t *testing.T) {
-	n := startNode(t, testConfig(t, t.TempDir()))
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	n, _, id, cmd := exactDeleteSetup(t)
 	ctx := context.Background()
-	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events("a", "b")}); err != nil {
-		t.Fatal(err)
-	}
-	id, _ := n.shardOf("s")
-	cmd := &shard.DeleteCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectExact, Version: 1}}
 	calls := 0
 	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		if calls++; calls == 1 {
@@ -102,4 +90,17 @@ func TestExactDeleteAppliedThenNoAnswer(t *testing.T) {
 	if code := status.Code(n.toStatus(verr, "s", id)); code != codes.Unavailable {
 		t.Fatalf("not-leader of a first attempt answered %v (%v), want UNAVAILABLE", code, verr)
 	}
+}
+
+// exactDeleteSetup starts a node holding stream "s" at version 1, and returns it, a client of
+// it, the stream's shard and a delete of it expecting version 1.
+func exactDeleteSetup(t *testing.T) (*Node, shoalv1.StreamsClient, uint32, *shard.DeleteCommand) {
+	t.Helper()
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	if _, err := c.Append(context.Background(), &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events("a", "b")}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := n.shardOf("s")
+	return n, c, id, &shard.DeleteCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectExact, Version: 1}}
 }

@@ -143,8 +143,8 @@ const stuckSnapshotFactor = 5
 // (stuckSnapshotFactor DeadAfter while a snapshot is under way). Such a learner answers
 // heartbeats, so it is neither inactive nor unheard, but it is never promoted (its snapshot
 // fails each time, say), and the shard would wait on it for good: the voter it was to
-// replace never removed, no other node tried. The loop holds it out like an unheard member
-// (replaceUnheard), and removes it. p.mu held.
+// replace never removed, no other node tried. trackUnheard holds it out like an unheard member
+// (replaceUnheard), and the loop removes it. p.mu held.
 func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now time.Time, deadAfter time.Duration) []uint64 {
 	if sp.learnerMoved == nil {
 		sp.learnerMoved = map[uint64]matchSeen{}
@@ -194,10 +194,11 @@ func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Durat
 
 // trackUnheard updates leftOut from this round's view of the shard, whose leader this node is:
 // members raft does not hear while gossip holds them alive (peers' Alive and Gone) are held
-// out from now, one added back after its hold twice as long; members raft hears again leave
-// it; entries long past their hold are forgotten. It returns the members the target leaves out
-// now, and whether one of them still votes. p.mu held.
-func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerState, now time.Time,
+// out from now, one added back after its hold twice as long, and so are stuck learners
+// (trackLearners); members raft hears again leave it; entries long past their hold are
+// forgotten. It returns the members the target leaves out now, and whether one of them still
+// votes. p.mu held.
+func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerState, stuck []uint64, now time.Time,
 	deadAfter time.Duration) (held map[uint64]bool, votes bool) {
 	for _, id := range slices.Concat(st.Voters, st.Learners) {
 		_, inactive := sp.inactiveSince[id]
@@ -209,6 +210,8 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 			}
 			sp.holdOut(id, now, deadAfter)
 			votes = votes || slices.Contains(st.Voters, id)
+		case slices.Contains(stuck, id):
+			sp.holdOut(id, now, deadAfter)
 		case !inactive && st.Progress[id].Match > 0:
 			// Heard again as a member. Not on RecentActive alone: raft sets it for a member
 			// just added, before it has answered anything.
@@ -433,15 +436,14 @@ func (p *placer) round(now time.Time) {
 			format = sm.Format()
 		}
 		replaced := false
-		held, keepsUnheard := sp.trackUnheard(st, peers, now, deadAfter)
-		for _, id := range sp.trackLearners(st, target, now, deadAfter) {
+		stuck := sp.trackLearners(st, target, now, deadAfter)
+		for _, id := range stuck {
 			if sp.leftOut[id] == nil {
 				p.log.Info("placement holds out a learner that made no progress", "shard", st.Shard, "member", id,
 					"match", st.Progress[id].Match, "commit", st.Commit, "snapshotting", st.Progress[id].Snapshotting)
 			}
-			sp.holdOut(id, now, deadAfter)
-			held[id] = true
 		}
+		held, keepsUnheard := sp.trackUnheard(st, peers, stuck, now, deadAfter)
 		for _, id := range lacksShardFormat(target, self, peers, format) {
 			held[id] = true
 		}

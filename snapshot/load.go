@@ -125,8 +125,13 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 		l.State, l.FromSnapshot, l.SnapshotVersion = st, true, snap.Version
 		l.Exists, l.Version = true, snap.Version
 	}
+	// without drops the snapshot for the reason err: the load starts over from initial.
+	without := func(err error) Loaded[S] {
+		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", err)
+		return Loaded[S]{State: initial, SnapshotErr: err}
+	}
 	if l.SnapshotErr != nil {
-		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
+		l = without(l.SnapshotErr)
 	}
 	// With a snapshot, the read starts at the snapshot's own version. That event is still
 	// visible unless the stream was soft-deleted since (a delete hides every version up to
@@ -153,9 +158,8 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 				if ev.Version == l.SnapshotVersion {
 					continue // in the snapshot
 				}
-				l = Loaded[S]{State: initial, SnapshotErr: fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
-					ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion)}
-				store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
+				l = without(fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
+					ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion))
 			}
 			if l.Exists && ev.Version != l.Version+1 {
 				return Loaded[S]{}, fmt.Errorf("%w: %q read version %d after %d", errVersionGap, stream, ev.Version, l.Version)
@@ -170,9 +174,8 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 			break
 		}
 		// Nothing at or after the snapshot's version: the stream ends before it.
-		l = Loaded[S]{State: initial, SnapshotErr: &CorruptError{Stream: stream, Companion: store.Companion(stream),
-			Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", l.SnapshotVersion)}}
-		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", l.SnapshotErr)
+		l = without(&CorruptError{Stream: stream, Companion: store.Companion(stream),
+			Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", l.SnapshotVersion)})
 		from, checkSnapshot = 0, false
 	}
 	store.metrics.replayed.Add(float64(l.Replayed))
