@@ -81,8 +81,16 @@ verify: lint
 	$(MAKE) proto
 	git diff --exit-code -- api/
 
+# The generated code names the generators' versions: protoc 3.21.12 (Debian's
+# protobuf-compiler) and the two plugins pinned here, installed into bin/.
+PROTOC_GEN_GO = google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC = google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 proto:
-	protoc --proto_path=api --go_out=api --go_opt=paths=source_relative \
+	@command -v protoc >/dev/null || { echo "make proto needs protoc 3.21.12 (apt-get install protobuf-compiler)"; exit 1; }
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+	protoc --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
+	  --proto_path=api --go_out=api --go_opt=paths=source_relative \
 	  --go-grpc_out=api --go-grpc_opt=paths=source_relative $(PROTO)
 
 # Go micro-benchmarks of the hot paths; compare runs with benchstat.

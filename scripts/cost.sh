@@ -47,7 +47,7 @@ counters() { # pid -> user-ticks system-ticks read-syscalls write-syscalls volun
 }
 metrics() {
   curl -fsS http://127.0.0.1:17480/metrics |
-    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total|shoal_pebble_wal_fsync_seconds_total|shoal_pebble_wal_bytes_written_total|shoal_pebble_flushed_bytes_total|shoal_pebble_compacted_bytes_total|shoal_append_pipeline_batch_items_(sum|count))' |
+    grep -E '^(shoal_transport_batches_sent_total|shoal_transport_messages_sent_total|shoal_replica_entries_per_sync_count|shoal_replica_proposals_total|shoal_replica_apply_seconds_count|shoal_pebble_wal_fsyncs_total|shoal_pebble_wal_fsync_seconds_total|shoal_pebble_wal_bytes_written_total|shoal_pebble_flushed_bytes_total|shoal_pebble_compacted_bytes_total|shoal_replica_snapshots_sent_total|shoal_append_pipeline_batch_items_(sum|count))' |
     awk '{split($1, a, "{"); s[a[1]] += $2} END{for (k in s) print k, s[k]}' | sort
 }
 
