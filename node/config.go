@@ -87,9 +87,10 @@ type Config struct {
 	// settings from gossip. A node that already belongs to a cluster never
 	// waits: it starts alone and keeps rejoining in the background. Default 60s.
 	JoinTimeout time.Duration
-	// RaftLogRetainEntries is how many applied raft entries each shard keeps
-	// behind its applied index when its log is compacted; a follower further
-	// behind catches up by snapshot. Zero means replica.DefaultLogRetainEntries.
+	// RaftLogRetainEntries is the most applied raft entries each shard keeps
+	// behind its applied index for a follower that is behind; a follower further
+	// behind catches up by snapshot (replica.Config.LogRetainEntries). Zero means
+	// replica.DefaultLogRetainEntries.
 	RaftLogRetainEntries uint64
 	// PeerDialer dials peers (raft transport and request forwarding); nil
 	// means the default TCP dialer. Tests use it to cut links.

@@ -74,8 +74,10 @@ type Config struct {
 	// catching up on a shard of large entries gets them a few megabytes at a time, not 256
 	// messages of up to 16 MiB queued on its peer stream at once.
 	MaxInflightBytes uint64
-	// LogRetainEntries is how many applied entries are kept behind the applied index when the
-	// log is compacted (default 5000). Followers further behind catch up by snapshot.
+	// LogRetainEntries is the most applied entries a group keeps behind its applied index for a
+	// follower that is behind (default 5000), and what a follower keeps until its leader says
+	// how far to drop (logtrim.go). Followers further behind catch up by snapshot. With every
+	// follower current, the log keeps min(256, LogRetainEntries) entries.
 	LogRetainEntries uint64
 	// MaxLogBytes compacts a group's log down to its applied index once the retained log
 	// exceeds this many bytes, whatever LogRetainEntries says (default 64 MiB). A leader keeps

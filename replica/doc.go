@@ -62,10 +62,12 @@
 //     entries durable here) into ONE indexed batch with pebble.NoSync (the state can be
 //     rebuilt from the log), skipping entries at or below StateMachine.Applied (after a
 //     snapshot install the state may be ahead); conf changes are applied to raft and their
-//     ConfState stored in the same batch; log compaction (LogRetainEntries behind applied, or
-//     beyond MaxLogBytes down to applied, on a leader down to what its furthest follower still
-//     needs until twice MaxLogBytes) is staged in it too, so it is atomic with the state
-//     covering the dropped entries; then calls Committed on every touched state machine,
+//     ConfState stored in the same batch; log compaction (logtrim.go: a leader down to what
+//     every follower holds less a cushion, keeping up to LogRetainEntries for a follower behind,
+//     its followers down to the point its appends carry; beyond MaxLogBytes down to applied, on
+//     a leader down to what its furthest follower still needs until twice MaxLogBytes) is
+//     staged in it too, so it is atomic with the state covering the dropped entries; then calls
+//     Committed on every touched state machine,
 //     resolves the proposers with Apply's results and steps the MsgStorageApplyResp;
 //  6. for a group that lost leadership or changed term, fails its remaining waiters with
 //     *NotLeaderError (their entries may still commit); releases read-index waiters whose

@@ -83,6 +83,13 @@ type Group struct {
 	transfers       []*transferReq
 	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
 	heldCommit map[uint64]*pb.Message
+	// truncCtx: a leader's announced log truncation point (truncAnnounced), encoded for its
+	// appends' Context; leaderTrunc: the last one this follower stepped from its leader, in
+	// term leaderTruncTerm (logtrim.go).
+	truncCtx        []byte
+	truncAnnounced  uint64
+	leaderTrunc     uint64
+	leaderTruncTerm uint64
 	// dropPreVotes: leaderDown's last tick started a campaign that this node must not
 	// run; the pre-vote requests of its next Ready are dropped (see leaderDown).
 	dropPreVotes bool

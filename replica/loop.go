@@ -10,7 +10,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
-	"go.etcd.io/raft/v3/tracker"
 )
 
 type readyGroup struct {
@@ -98,6 +97,7 @@ func (h *Host) iterate(tick bool) {
 		}
 		if fromLeader(m.Msg.GetType()) {
 			g.heardFrom(m.Msg, now)
+			g.noteTruncation(m.Msg)
 		}
 		g.stir()
 		g.stepped(m.Msg)
@@ -207,6 +207,7 @@ func (h *Host) processReady() {
 			g.idleTicks = 0
 		}
 		for _, m := range r.rd.Messages {
+			g.tagTruncation(m)
 			switch to := m.GetTo(); {
 			case to == raft.LocalAppendThread:
 				r.appendMsg = m
@@ -523,43 +524,6 @@ func (g *Group) ownWaiter(hdr []byte) *waiter {
 	return w
 }
 
-// maybeCompact drops log entries LogRetainEntries behind applied (in chunks), or down to
-// applied when the log outgrows MaxLogBytes. It is staged in the apply batch, so it is atomic
-// with the state that covers the dropped entries.
-func (h *Host) maybeCompact(ab *pebble.Batch, g *Group) {
-	st, retain := g.st, h.cfg.LogRetainEntries
-	chunk := max(retain/8, 1)
-	var to uint64
-	if st.applied > st.truncIdx+retain+chunk {
-		to = st.applied - retain
-	}
-	if st.logBytes > h.cfg.MaxLogBytes {
-		to = max(to, g.sizeTrimTo())
-	}
-	if to > st.truncIdx {
-		h.must(st.compact(ab, to))
-	}
-}
-
-// sizeTrimTo is where a log over MaxLogBytes is trimmed to: the applied index, except that a
-// leader keeps, up to twice the limit, what a follower still needs (one it has not heard from
-// lately too: back within the bound, it catches up from the log), so that a follower a moment
-// behind (a lost append, a slow fsync) gets entries rather than a snapshot of the whole shard
-// each time the limit is passed (large entries pass it often). Loop goroutine.
-func (g *Group) sizeTrimTo() uint64 {
-	st := g.st
-	to := st.applied
-	if g.state != raft.StateLeader || st.logBytes > 2*g.h.cfg.MaxLogBytes {
-		return to
-	}
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if id != g.h.cfg.NodeID && pr.Match >= st.truncIdx && pr.Match < to {
-			to = pr.Match
-		}
-	})
-	return to
-}
-
 // observe tracks leadership from a Ready. Loop goroutine.
 func (g *Group) observe(rd raft.Ready) {
 	if rd.SoftState == nil && rd.HardState == nil {
@@ -586,6 +550,7 @@ func (g *Group) observe(rd raft.Ready) {
 		g.seenTerm = term
 	}
 	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
+		g.forgetTruncation()
 		g.term = bs.HardState.GetTerm()
 		g.confBarrier = g.st.last
 		g.h.log.Info("leading shard", "shard", g.shard, "term", g.term)

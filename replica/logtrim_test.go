@@ -1,0 +1,78 @@
+package replica
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// proposeN proposes n values named prefix-i on shard and returns want with them appended.
+func proposeN(c *cluster, shard uint32, prefix string, n int, want []string) []string {
+	for i := range n {
+		want = append(want, fmt.Sprintf("%s-%04d", prefix, i))
+		c.propose(shard, want[len(want)-1])
+	}
+	return want
+}
+
+// TestLogTrimmedBehindCurrentFollowers: with every follower current, every replica drops its
+// log down to a cushion of logCushion entries (in chunks of logTrimChunk), not
+// LogRetainEntries (5,000) behind: the leader by its followers' progress, the followers by
+// the truncation point the leader's appends carry.
+func TestLogTrimmedBehindCurrentFollowers(t *testing.T) {
+	const shard, n = 3, 700
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	want := proposeN(c, shard, "v", n, nil)
+	c.converged(shard, want, 1, 2, 3)
+	applied := uint64(n) // at least: the bootstrap configuration and the leader's empty entry come first
+	eventually(t, 10*time.Second, func() error {
+		for id := uint64(1); id <= 3; id++ {
+			if tr := truncatedIndex(t, c.nodes[id].db, shard); tr+logCushion+3*logTrimChunk < applied {
+				return fmt.Errorf("node %d: log truncated at %d after %d entries applied (cushion %d, chunk %d)",
+					id, tr, applied, logCushion, logTrimChunk)
+			}
+		}
+		return nil
+	})
+	for id := uint64(1); id <= 3; id++ {
+		if tr := truncatedIndex(t, c.nodes[id].db, shard); tr+logCushion > applied+3 {
+			t.Errorf("node %d: log truncated at %d, past the cushion of %d below %d applied", id, tr, logCushion, applied)
+		}
+	}
+}
+
+// TestLogKeptForFollowerBehind: while a follower is cut off, the leader keeps the entries it
+// lacks and tells the other follower to keep them too; when the leader then stops, the other
+// follower leads and the cut-off one, back, catches up from its log, not by snapshot. The old
+// leader, restarted, catches up from the log as well.
+func TestLogKeptForFollowerBehind(t *testing.T) {
+	const shard = 4
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	want := proposeN(c, shard, "a", 50, nil)
+	c.converged(shard, want, 1, 2, 3)
+	lead := c.leader(shard).Status().ID
+	others := c.others(lead)
+	behind, next := others[0], others[1]
+
+	c.net.isolate(behind, true)
+	want = proposeN(c, shard, "b", 700, want)
+	c.converged(shard, want, lead, next)
+	c.stopNode(lead)
+	c.net.isolate(behind, false)
+	c.converged(shard, want, behind, next)
+	if n := testutilCounter(c.nodes[next].host.metrics.SnapshotsSent); n != 0 {
+		t.Fatalf("the new leader sent %v snapshots to a follower 700 entries behind: it dropped the entries its old leader kept for it", n)
+	}
+
+	want = proposeN(c, shard, "c", 300, want)
+	c.start(lead, c.nodes[lead].fs, clusterOpts{})
+	c.open(lead, shard, nil)
+	c.converged(shard, want, 1, 2, 3)
+	for _, id := range []uint64{behind, next} {
+		if n := testutilCounter(c.nodes[id].host.metrics.SnapshotsSent); n != 0 {
+			t.Fatalf("node %d sent %v snapshots to the restarted old leader 300 entries behind", id, n)
+		}
+	}
+}
