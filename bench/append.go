@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/shoaldb/shoal/internal/buildinfo"
 )
 
@@ -28,16 +30,21 @@ func RunAppend(ctx context.Context, cfg AppendConfig, target Target) (*Result, e
 	if cfg.Subscribe {
 		sub, ok := target.(Subscriber)
 		if !ok {
-			return nil, invalid("subscribe: the target cannot subscribe")
+			return nil, invalid("subscribe", "needs a target that can subscribe (a Subscriber)")
 		}
 		d = subscribe(ctx, sub)
 	}
 	names := streamNames(cfg.StreamPrefix, cfg.Streams)
-	ops := make([]opFunc, cfg.Concurrency)
+	ops := make([]op, cfg.Concurrency)
 	for w := range ops {
-		ops[w] = newAppender(&cfg, w, names, target).append
+		a := newAppender(&cfg, w, names, target)
+		ops[w] = op{prepare: a.prepare, run: a.append}
 	}
-	r := newEngine(cfg.Run, "append", ops).execute(ctx)
+	e := newEngine(cfg.Run, "append", ops)
+	if d != nil {
+		e.started = d.measure
+	}
+	r := e.execute(ctx)
 	if d != nil {
 		d.finish(r)
 	}
@@ -45,43 +52,61 @@ func RunAppend(ctx context.Context, cfg AppendConfig, target Target) (*Result, e
 	return r, nil
 }
 
-// deliveries records, for every event a subscription delivers, when the target stamped it
-// and how long it took to arrive.
+// deliveries measures, for every event a subscription delivers that the target stamped in the
+// measured phase, how long it took from the stamp to its arrival here: a latency across two
+// clocks, the target's (the leader's stamp) and this process's, so it is exact on one machine
+// and off by the clocks' offset across machines. Memory is bounded: one histogram.
 type deliveries struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // the subscription's, once done is closed
-	mu     sync.Mutex
-	seen   []delivery
-}
-
-type delivery struct {
-	stamped time.Time
-	took    time.Duration
+	mu     struct {
+		sync.Mutex
+		from, to time.Time // the measured phase, once known; to is zero while it has no set end
+		hist     *hdrhistogram.Histogram
+		measured int64 // deliveries recorded in hist
+		all      int64 // every delivery, measured or not
+	}
 }
 
 func subscribe(ctx context.Context, sub Subscriber) *deliveries {
 	ctx, cancel := context.WithCancel(ctx)
 	d := &deliveries{cancel: cancel, done: make(chan struct{})}
+	d.mu.hist = newHistogram()
 	go func() {
 		defer close(d.done)
-		d.err = sub.Subscribe(ctx, func(stamped time.Time) {
-			took := time.Since(stamped)
-			d.mu.Lock()
-			d.seen = append(d.seen, delivery{stamped, took})
-			d.mu.Unlock()
-		})
+		d.err = sub.Subscribe(ctx, d.delivered)
 	}()
 	return d
+}
+
+// measure sets the measured phase: events stamped from from to to (zero: no set end, as in a
+// count run, which appends nothing after its phase) are recorded.
+func (d *deliveries) measure(from, to time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mu.from, d.mu.to = from, to
+}
+
+// delivered is the subscription's callback.
+func (d *deliveries) delivered(stamped time.Time) {
+	took := time.Since(stamped)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mu.all++
+	if !d.mu.from.IsZero() && !stamped.Before(d.mu.from) && (d.mu.to.IsZero() || !stamped.After(d.mu.to)) {
+		recordLatency(d.mu.hist, took)
+		d.mu.measured++
+	}
 }
 
 // finish lets the last events arrive (up to deliveryGrace after the last one did), stops the
 // subscription and reports the deliveries of events stamped in the measured phase.
 func (d *deliveries) finish(r *Result) {
-	last := -1
+	last := int64(-1)
 	for deadline := time.Now().Add(deliveryGrace); time.Now().Before(deadline); time.Sleep(deliveryGrace / 10) {
 		d.mu.Lock()
-		n := len(d.seen)
+		n := d.mu.all
 		d.mu.Unlock()
 		if n == last {
 			break
@@ -90,16 +115,9 @@ func (d *deliveries) finish(r *Result) {
 	}
 	d.cancel()
 	<-d.done
-	end := r.Start.Add(r.Elapsed)
-	h := newHistogram()
-	var n int64
-	for _, s := range d.seen {
-		if !s.stamped.Before(r.Start) && !s.stamped.After(end) {
-			recordLatency(h, s.took)
-			n++
-		}
-	}
-	r.Delivery = &Delivery{Events: n, Latency: Summarize(h)}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r.Delivery = &Delivery{Events: d.mu.measured, Latency: Summarize(d.mu.hist)}
 	if d.err != nil {
 		r.Delivery.Error = d.err.Error()
 	}
@@ -225,11 +243,16 @@ func payloads(rng *rand.Rand, batch, size int) [][]byte {
 	return events
 }
 
-func (a *appender) append(ctx context.Context) (int64, int64, error) {
-	stream, local := a.pick.pick()
+// prepare fills the next append's payloads with fresh random bytes: the generator's work,
+// outside the append's timed section (16 MiB of them take milliseconds).
+func (a *appender) prepare() {
 	for _, ev := range a.events {
 		fillRandom(a.fill, ev)
 	}
+}
+
+func (a *appender) append(ctx context.Context) (int64, int64, error) {
+	stream, local := a.pick.pick()
 	expected := ExpectAny
 	if a.exact {
 		expected = a.versions[local]

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -84,10 +85,15 @@ func TestValidate(t *testing.T) {
 		{"dist", func(c *AppendConfig) { c.Dist = "pareto" }, "dist"},
 		{"expected", func(c *AppendConfig) { c.Expected = "none" }, "expected"},
 		{"batch", func(c *AppendConfig) { c.Batch = 20000 }, "batch"},
-		{"size", func(c *AppendConfig) { c.EventSize = -1 }, "event size"},
+		{"size", func(c *AppendConfig) { c.EventSize = -1 }, "event-size"},
 		{"too big", func(c *AppendConfig) { c.Batch, c.EventSize = 10000, 4096 }, "16 MiB"},
-		{"exact streams", func(c *AppendConfig) { c.Expected, c.Streams, c.Concurrency = ExpectedExact, 4, 8 }, "as many streams"},
+		{"exact streams", func(c *AppendConfig) { c.Expected, c.Streams, c.Concurrency = ExpectedExact, 4, 8 }, "at least the concurrency"},
 		{"rate", func(c *AppendConfig) { c.Rate = -1 }, "rate"},
+		{"rate NaN", func(c *AppendConfig) { c.Rate = math.NaN() }, "rate"},
+		{"rate infinite", func(c *AppendConfig) { c.Rate = math.Inf(1) }, "rate"},
+		{"rate above one per nanosecond", func(c *AppendConfig) { c.Rate = 2 * MaxRate }, "up to 1e+09"},
+		{"rate one per nanosecond", func(c *AppendConfig) { c.Rate = MaxRate }, ""},
+		{"zipf NaN", func(c *AppendConfig) { c.ZipfS = math.NaN() }, "zipf-s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultAppendConfig()
@@ -98,6 +104,10 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("unexpected error %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalidConfig)):
 				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+			var ce *ConfigError
+			if err != nil && (!errors.As(err, &ce) || ce.Field == "" || !strings.HasPrefix(err.Error(), "bench: invalid config: "+ce.Field+" ")) {
+				t.Fatalf("error %v is not a *ConfigError naming its field", err)
 			}
 		})
 	}
@@ -465,5 +475,45 @@ func TestProgressPlain(t *testing.T) {
 	out := buf.String()
 	if n := strings.Count(out, "\n"); n < 2 || !strings.Contains(out, "ops/s") || strings.Contains(out, "\r") {
 		t.Fatalf("progress output:\n%s", out)
+	}
+}
+
+// nopTarget answers every call at once.
+type nopTarget struct{}
+
+func (nopTarget) Append(context.Context, string, int64, [][]byte) (int64, error) { return 0, nil }
+func (nopTarget) ReadStream(context.Context, string) (int64, error)              { return 0, nil }
+
+// TestLatencyExcludesPayloadFill: the random payloads of the next append are the load
+// generator's work, done outside the timed section: a target that answers at once is not
+// charged the milliseconds that 16 MiB of them take.
+func TestLatencyExcludesPayloadFill(t *testing.T) {
+	cfg := AppendConfig{Streams: 10, Batch: MaxBatch, EventSize: MaxBatchBytes / MaxBatch}
+	cfg.Concurrency = 1
+	quick(&cfg.Run)
+	cfg.Count = 20
+	r, err := RunAppend(context.Background(), cfg, nopTarget{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 20 || r.Latency.P50 > 500 {
+		t.Fatalf("%d appends to a target that does nothing, p50 %dus p99 %dus: the payload fill is timed", r.Ops, r.Latency.P50, r.Latency.P99)
+	}
+}
+
+// TestPrepareOutsideTiming: the engine calls an operation's prepare before the due time it
+// measures from, once per run and from the worker's goroutine.
+func TestPrepareOutsideTiming(t *testing.T) {
+	var prepared, ran int
+	ops := []op{{
+		prepare: func() { prepared++; time.Sleep(2 * time.Millisecond) },
+		run:     func(context.Context) (int64, int64, error) { ran++; return 1, 1, nil },
+	}}
+	run := Run{Concurrency: 1, Count: 10, Warmup: -1}
+	run.ensureDefaults(1)
+	r := newEngine(run, "test", ops).execute(context.Background())
+	if r.Ops != 10 || ran != 10 || prepared < ran || r.Latency.Max >= 1000 {
+		t.Fatalf("ops %d, ran %d, prepared %d, max latency %dus: want 10 runs, each prepared, none charged its 2ms prepare",
+			r.Ops, ran, prepared, r.Latency.Max)
 	}
 }

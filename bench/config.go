@@ -40,13 +40,35 @@ const (
 	MaxEventSize = 4 << 20
 	// MaxBatch keeps one append within shoal's per-append limit.
 	MaxBatch = 10000
+	// MaxBatchBytes keeps one append's payloads (Batch x EventSize) within shoal's
+	// per-append limit.
+	MaxBatchBytes = 16 << 20
+	// MaxRate is the highest Rate, in operations per second: one operation per nanosecond,
+	// the open loop's finest interval.
+	MaxRate = 1e9
 )
 
-// ErrInvalidConfig is matched by the errors Validate returns.
+// ErrInvalidConfig is matched by the errors Validate returns, each a *ConfigError.
 var ErrInvalidConfig = errors.New("bench: invalid config")
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+// ConfigError is the ErrInvalidConfig failure of one field.
+type ConfigError struct {
+	// Field is the field's name as the commands' flags spell it (shoal bench, peerbench):
+	// "concurrency", "event-size", "preload-batch".
+	Field string
+	// Reason completes a sentence about the field: "must be at least 1, got 0".
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s %s", ErrInvalidConfig, e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func invalid(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Progress says where and how a run reports while it goes. It is not part of
@@ -76,7 +98,8 @@ type Run struct {
 	// (each worker sends as soon as its previous operation finished). > 0 =
 	// open loop: operation k is due at start + k/Rate and its latency is
 	// measured from that intended time (coordinated omission corrected);
-	// Concurrency bounds the operations outstanding.
+	// Concurrency bounds the operations outstanding. At most MaxRate; NaN
+	// and infinities are invalid.
 	Rate float64 `json:"rate"`
 	// OpTimeout bounds one operation. Default 10s.
 	OpTimeout time.Duration `json:"op_timeout_ns"`
@@ -111,15 +134,16 @@ func (r *Run) ensureDefaults(concurrency int) {
 func (r *Run) validate() error {
 	switch {
 	case r.Concurrency < 1:
-		return invalid("concurrency must be at least 1, got %d", r.Concurrency)
+		return invalid("concurrency", "must be at least 1, got %d", r.Concurrency)
 	case r.Count < 0:
-		return invalid("count must not be negative, got %d", r.Count)
+		return invalid("count", "must not be negative, got %d", r.Count)
 	case r.Duration < 0:
-		return invalid("duration must not be negative, got %s", r.Duration)
-	case r.Rate < 0:
-		return invalid("rate must not be negative, got %g", r.Rate)
+		return invalid("duration", "must not be negative, got %s", r.Duration)
+	case !(r.Rate >= 0 && r.Rate <= MaxRate): // NaN fails both
+		return invalid("rate", "must be 0 (closed loop) or a number of operations per second up to %g (one per nanosecond), got %g",
+			float64(MaxRate), r.Rate)
 	case r.OpTimeout < 0:
-		return invalid("operation timeout must not be negative, got %s", r.OpTimeout)
+		return invalid("op-timeout", "must not be negative, got %s", r.OpTimeout)
 	}
 	return nil
 }
@@ -148,7 +172,10 @@ type AppendConfig struct {
 	// earlier run: the worker resynchronises from the conflict's version).
 	Expected string `json:"expected"`
 	// Subscribe also subscribes to everything appended (the target must be a Subscriber)
-	// and reports how long events took to reach the subscriber (Result.Delivery).
+	// and reports how long events took to reach the subscriber (Result.Delivery): from the
+	// target's stamp on its receipt of the append, on its clock, to the subscriber's receipt,
+	// on this process's clock. On one machine that is one clock; across machines the figure
+	// is off by the clocks' offset, so they must be synchronized well below it.
 	Subscribe bool `json:"subscribe,omitempty"`
 }
 
@@ -192,21 +219,23 @@ func (c *AppendConfig) Validate() error {
 	}
 	switch {
 	case c.Streams < 1:
-		return invalid("streams must be at least 1, got %d", c.Streams)
+		return invalid("streams", "must be at least 1, got %d", c.Streams)
 	case c.Dist != DistUniform && c.Dist != DistZipf:
-		return invalid("dist must be uniform or zipf, got %q", c.Dist)
-	case c.ZipfS <= 1:
-		return invalid("zipf exponent must be greater than 1, got %g", c.ZipfS)
+		return invalid("dist", "must be uniform or zipf, got %q", c.Dist)
+	case !(c.ZipfS > 1):
+		return invalid("zipf-s", "(the zipf exponent) must be greater than 1, got %g", c.ZipfS)
 	case c.EventSize < 1 || c.EventSize > MaxEventSize:
-		return invalid("event size must be 1..%d bytes, got %d", MaxEventSize, c.EventSize)
+		return invalid("event-size", "must be 1..%d bytes, got %d", MaxEventSize, c.EventSize)
 	case c.Batch < 1 || c.Batch > MaxBatch:
-		return invalid("batch must be 1..%d events, got %d", MaxBatch, c.Batch)
-	case int64(c.Batch)*int64(c.EventSize) > 16<<20:
-		return invalid("batch x event size must be at most 16 MiB, got %d bytes", int64(c.Batch)*int64(c.EventSize))
+		return invalid("batch", "must be 1..%d events, got %d", MaxBatch, c.Batch)
+	case int64(c.Batch)*int64(c.EventSize) > MaxBatchBytes:
+		return invalid("batch", "must be at most %d with events of %d bytes (16 MiB per append), got %d",
+			MaxBatchBytes/c.EventSize, c.EventSize, c.Batch)
 	case c.Expected != ExpectedAny && c.Expected != ExpectedExact:
-		return invalid("expected must be exact or any, got %q", c.Expected)
+		return invalid("expected", "must be exact or any, got %q", c.Expected)
 	case c.Expected == ExpectedExact && c.Streams < c.Concurrency:
-		return invalid("expected exact needs at least as many streams (%d) as workers (%d)", c.Streams, c.Concurrency)
+		return invalid("streams", "must be at least the concurrency (%d) with expected exact (each worker owns its streams), got %d",
+			c.Concurrency, c.Streams)
 	}
 	return nil
 }
@@ -261,15 +290,16 @@ func (c *ReadConfig) Validate() error {
 	}
 	switch {
 	case c.Streams < 1:
-		return invalid("streams must be at least 1, got %d", c.Streams)
+		return invalid("streams", "must be at least 1, got %d", c.Streams)
 	case c.EventsPerStream < 1:
-		return invalid("events per stream must be at least 1, got %d", c.EventsPerStream)
+		return invalid("events-per-stream", "must be at least 1, got %d", c.EventsPerStream)
 	case c.EventSize < 1 || c.EventSize > MaxEventSize:
-		return invalid("event size must be 1..%d bytes, got %d", MaxEventSize, c.EventSize)
+		return invalid("event-size", "must be 1..%d bytes, got %d", MaxEventSize, c.EventSize)
 	case c.PreloadBatch < 1 || c.PreloadBatch > MaxBatch:
-		return invalid("preload batch must be 1..%d events, got %d", MaxBatch, c.PreloadBatch)
-	case int64(c.PreloadBatch)*int64(c.EventSize) > 16<<20:
-		return invalid("preload batch x event size must be at most 16 MiB, got %d bytes", int64(c.PreloadBatch)*int64(c.EventSize))
+		return invalid("preload-batch", "must be 1..%d events, got %d", MaxBatch, c.PreloadBatch)
+	case int64(c.PreloadBatch)*int64(c.EventSize) > MaxBatchBytes:
+		return invalid("preload-batch", "must be at most %d with events of %d bytes (16 MiB per append), got %d",
+			MaxBatchBytes/c.EventSize, c.EventSize, c.PreloadBatch)
 	}
 	return nil
 }

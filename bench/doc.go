@@ -9,7 +9,8 @@
 //     optionally on a StartEmbedded server; or your own adapter.
 //  2. Fill an AppendConfig or ReadConfig; zero fields take the defaults
 //     (DefaultAppendConfig and DefaultReadConfig show them) and Validate
-//     reports what is wrong. Set Run.Progress to see progress.
+//     reports what is wrong (a *ConfigError naming the field as the flags
+//     do). Set Run.Progress to see progress.
 //  3. Call RunAppend or RunRead. They return an error only for an invalid
 //     config (or, for reads, a failed preload); the target's failures are
 //     counted in the Result. Cancelling ctx ends the run early with
@@ -30,6 +31,9 @@
 //  5. Do not keep the payload slices after Append returns: they are reused.
 //  6. Optionally implement Describer to name the system, its version and its
 //     durability (what an acknowledged append survives) in reports.
+//  7. Optionally implement Subscriber for AppendConfig.Subscribe: its stamps
+//     are on the system's clock and the receipts on the load generator's, so
+//     the delivery latency is exact only on one machine or synchronized clocks.
 //
 // # Measurement
 //
@@ -42,8 +46,11 @@
 // window but never sent are reported as Missed. An operation is measured
 // when it was due after the warmup. Latencies go to one HdrHistogram per
 // worker (1µs..60s, 3 significant digits), merged at the end; only
-// successful operations are recorded. Throughput divides measured successes
-// by the time from the end of warmup to the last measured completion.
+// successful operations are recorded. Preparing an operation (an append's
+// fresh random payloads) is the generator's work: it is done before the
+// operation's due time is taken, outside its latency. Throughput divides
+// measured successes by the time from the end of warmup to the last measured
+// completion.
 //
 // With Expected "exact", stream i belongs to worker i mod Concurrency, so a
 // worker always knows its streams' versions and conflicts only come from

@@ -10,14 +10,21 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// opFunc performs one operation of a worker and returns the events and
-// payload bytes it moved. Called from the worker's goroutine only.
-type opFunc func(ctx context.Context) (events, bytes int64, err error)
+// op is what one worker does, each func called from the worker's goroutine only.
+type op struct {
+	// prepare, when not nil, readies the next run (its payloads) outside the timed section:
+	// the engine calls it before it takes the run's due time. (In an open loop, a prepare
+	// that outlasts the wait for that time delays the run, and the delay is counted, as any
+	// lateness of the generator is.)
+	prepare func()
+	// run performs one operation and returns the events and payload bytes it moved.
+	run func(ctx context.Context) (events, bytes int64, err error)
+}
 
 // worker is one load generator. The atomics are read by the progress
 // reporter; hist and errs belong to the worker's goroutine until it exits.
 type worker struct {
-	op   opFunc
+	op   op
 	hist *hdrhistogram.Histogram
 	errs map[string]int64
 
@@ -48,9 +55,12 @@ type engine struct {
 	seq     atomic.Int64 // open loop: next operation index
 	claimed atomic.Int64 // count mode: measured operations claimed
 	workers []*worker
+	// started, when not nil, is told the measured phase before the workers start: its
+	// start and its end (zero in count mode).
+	started func(measureStart, stopAt time.Time)
 }
 
-func newEngine(run Run, workload string, ops []opFunc) *engine {
+func newEngine(run Run, workload string, ops []op) *engine {
 	e := &engine{run: run, workload: workload}
 	for _, op := range ops {
 		e.workers = append(e.workers, &worker{op: op, hist: newHistogram(), errs: map[string]int64{}})
@@ -67,6 +77,9 @@ func (e *engine) execute(ctx context.Context) *Result {
 	e.measureStart = e.start.Add(max(e.run.Warmup, 0))
 	if e.run.Count == 0 {
 		e.stopAt = e.measureStart.Add(e.run.Duration)
+	}
+	if e.started != nil {
+		e.started(e.measureStart, e.stopAt)
 	}
 	stopProgress := startProgress(e)
 	var wg sync.WaitGroup
@@ -131,12 +144,15 @@ func (e *engine) loop(ctx context.Context, w *worker) {
 	timer.Stop()
 	defer timer.Stop()
 	for {
+		if w.op.prepare != nil {
+			w.op.prepare()
+		}
 		due, measured, ok := e.next(ctx, timer)
 		if !ok {
 			return
 		}
 		opCtx, cancel := context.WithTimeout(ctx, e.run.OpTimeout)
-		events, bytes, err := w.op(opCtx)
+		events, bytes, err := w.op.run(opCtx)
 		cancel()
 		end := time.Now()
 		w.done.Add(1)

@@ -28,11 +28,11 @@ func RunRead(ctx context.Context, cfg ReadConfig, target Target) (*Result, error
 	if err != nil {
 		return nil, err
 	}
-	ops := make([]opFunc, cfg.Concurrency)
+	ops := make([]op, cfg.Concurrency)
 	for w := range ops {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
 		size := int64(cfg.EventSize)
-		ops[w] = func(ctx context.Context) (int64, int64, error) {
+		ops[w].run = func(ctx context.Context) (int64, int64, error) {
 			n, err := target.ReadStream(ctx, names[rng.IntN(len(names))])
 			return n, n * size, err
 		}

@@ -3,8 +3,10 @@ package bench
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"runtime"
 	"sort"
@@ -154,7 +156,9 @@ type Result struct {
 	Missed     int64   `json:"missed,omitempty"`      // operations due in the measured phase but never sent
 
 	// Delivery (AppendConfig.Subscribe): how long the events appended in the measured phase
-	// took from the target's receipt of their append to a subscriber.
+	// took from the target's receipt of their append (its stamp, on its clock) to a
+	// subscriber (on the load generator's clock): exact on one machine, off by the clocks'
+	// offset across machines.
 	Delivery *Delivery `json:"delivery,omitempty"`
 
 	Preload     *Preload `json:"preload,omitempty"`
@@ -191,6 +195,57 @@ func (r *Result) WriteJSONFile(name string) error {
 	return f.Close()
 }
 
+// ReportFile is the file a run's JSON report goes to, opened before the run so that a path
+// that cannot be written is refused before any load is sent. Not safe for concurrent use.
+type ReportFile struct {
+	f       *os.File // nil once written or closed
+	name    string
+	created bool // the file did not exist before OpenReportFile
+}
+
+// OpenReportFile opens name for a report, creating it if needed; what it holds stays until
+// Write replaces it.
+func OpenReportFile(name string) (*ReportFile, error) {
+	_, err := os.Stat(name)
+	created := errors.Is(err, fs.ErrNotExist)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE, 0o666)
+	if err != nil {
+		return nil, err
+	}
+	return &ReportFile{f: f, name: name, created: created}, nil
+}
+
+// Write replaces the file's content with r as JSON (WriteJSON) and closes the file.
+func (rf *ReportFile) Write(r *Result) error {
+	f := rf.f
+	rf.f = nil
+	err := f.Truncate(0)
+	if err == nil {
+		err = r.WriteJSON(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close closes a file that was not written, removing it when OpenReportFile created it: a
+// run that ends without a report leaves the path as it found it. After Write it does
+// nothing.
+func (rf *ReportFile) Close() error {
+	if rf.f == nil {
+		return nil
+	}
+	err := rf.f.Close()
+	rf.f = nil
+	if rf.created {
+		if rerr := os.Remove(rf.name); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
 // WriteTable writes r as a human-readable table.
 func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -225,7 +280,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
 	if d := r.Delivery; d != nil {
 		l := d.Latency
-		p("delivery ms\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s\t(%s events to a subscriber, from the append's arrival)",
+		p("delivery ms\tp50 %s\tp90 %s\tp99 %s\tp99.9 %s\tmax %s\t(%s events to a subscriber, from the append's arrival: the server's clock against this one's)",
 			ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), thousands(d.Events))
 		if d.Error != "" {
 			p("delivery error\t%s", d.Error)

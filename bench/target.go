@@ -41,7 +41,8 @@ type Target interface {
 type Subscriber interface {
 	// Subscribe follows every event appended from now on until ctx ends, calling fn (from
 	// any goroutine, possibly concurrently) with the time the system stamped the event when
-	// its append arrived. It returns when ctx ends, or with the error that ended a
+	// its append arrived, on the system's clock (RunAppend subtracts it from its own clock's
+	// time of the call). It returns when ctx ends, or with the error that ended a
 	// subscription.
 	Subscribe(ctx context.Context, fn func(stamped time.Time)) error
 }

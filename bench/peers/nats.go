@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/shoaldb/shoal/bench"
 )
@@ -136,6 +138,7 @@ func StartNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 		_, err = n.js.CreateStream(cctx, jetstream.StreamConfig{
 			Name: "EVENTS", Subjects: []string{"ev.>"}, Storage: jetstream.FileStorage,
 			Replicas: cfg.Replicas, MaxMsgsPerSubject: -1,
+			AllowAtomicPublish: true, // batches (NATS.publishBatch)
 		})
 		cancel()
 		if err == nil {
@@ -182,41 +185,44 @@ func (n *NATS) Describe(context.Context) bench.System {
 	return bench.System{Name: name, Version: server.VERSION, Durability: d}
 }
 
-// Append publishes events to the stream's subject with the expected last
-// subject sequence on the first one.
+// Append stores events in the stream's subject, all or nothing, with the expected last
+// subject sequence on the first: one event as one publish, a batch as one JetStream atomic
+// batch (publishBatch).
 func (n *NATS) Append(ctx context.Context, stream string, expected int64, events [][]byte) (int64, error) {
 	subj := "ev." + stream
 	n.mu.Lock()
 	seq := n.lastSeq[stream]
 	n.mu.Unlock()
-	for i, ev := range events {
-		var opts []jetstream.PublishOpt
-		if i == 0 {
-			switch {
-			case expected == bench.ExpectNoStream:
-				opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0))
-			case expected >= 0:
-				opts = append(opts, jetstream.WithExpectLastSequencePerSubject(seq))
-			}
+	m := nats.NewMsg(subj)
+	switch {
+	case expected == bench.ExpectNoStream:
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	case expected >= 0:
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
+	}
+	var ack *jetstream.PubAck
+	var err error
+	if len(events) == 1 {
+		m.Data = events[0]
+		ack, err = n.js.PublishMsg(ctx, m)
+	} else {
+		ack, err = n.publishBatch(ctx, m, events)
+	}
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, &bench.ConflictError{Stream: stream, Actual: bench.ActualUnknown}
 		}
-		ack, err := n.js.Publish(ctx, subj, ev, opts...)
-		if err != nil {
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-				return 0, &bench.ConflictError{Stream: stream, Actual: bench.ActualUnknown}
-			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				return 0, bench.Classified(bench.KindTimeout, err)
-			}
-			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-				return 0, bench.Classified(bench.KindUnavailable, err)
-			}
-			return 0, err
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 0, bench.Classified(bench.KindTimeout, err)
 		}
-		seq = ack.Sequence
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return 0, bench.Classified(bench.KindUnavailable, err)
+		}
+		return 0, err
 	}
 	n.mu.Lock()
-	n.lastSeq[stream] = seq
+	n.lastSeq[stream] = ack.Sequence
 	n.mu.Unlock()
 	if expected >= 0 {
 		return expected + int64(len(events)), nil
@@ -224,6 +230,40 @@ func (n *NATS) Append(ctx context.Context, stream string, expected int64, events
 	// NoStream: the stream now ends at len-1. Any: the version is not
 	// tracked, and the benchmark does not use it.
 	return int64(len(events)) - 1, nil
+}
+
+// Headers of JetStream's atomic batch publish (nats-server 2.12 and later; nats.go has no API
+// for it yet).
+const (
+	batchIDHeader     = "Nats-Batch-Id"
+	batchSeqHeader    = "Nats-Batch-Sequence"
+	batchCommitHeader = "Nats-Batch-Commit"
+)
+
+// publishBatch publishes events as one JetStream atomic batch, first's subject and headers
+// (the expected last subject sequence) on the first event: every event carries the batch's
+// ID and its place in it; all but the last are sent without waiting (the server stages
+// them), and the last commits the batch and waits for its acknowledgement. At the commit the
+// server checks the whole batch and stores all of it or, refusing it, none.
+func (n *NATS) publishBatch(ctx context.Context, first *nats.Msg, events [][]byte) (*jetstream.PubAck, error) {
+	id := nuid.Next()
+	for i, ev := range events {
+		m := first
+		if i > 0 {
+			m = nats.NewMsg(first.Subject)
+		}
+		m.Data = ev
+		m.Header.Set(batchIDHeader, id)
+		m.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
+		if i == len(events)-1 {
+			m.Header.Set(batchCommitHeader, "1")
+			return n.js.PublishMsg(ctx, m)
+		}
+		if err := n.nc.PublishMsg(m); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("peers: an empty batch")
 }
 
 // ReadStream replays the subject with an ordered consumer.

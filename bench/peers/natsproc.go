@@ -13,11 +13,17 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/shoaldb/shoal/bench"
 )
 
 // natsChildEnv names the environment variable that turns this executable into one NATS
 // server of a NATSConfig.Processes deployment; its value is the natsServerSpec as JSON.
 const natsChildEnv = "SHOAL_PEERBENCH_NATS_SERVER"
+
+// maxBatchesInflight bounds the atomic batches a NATS server holds open at once: above any
+// concurrency a benchmark runs with.
+const maxBatchesInflight = 10000
 
 // natsServerSpec is one server of a deployment.
 type natsServerSpec struct {
@@ -39,6 +45,14 @@ func (s natsServerSpec) options() *server.Options {
 		NoSigs:     true,
 		NoLog:      true,
 		SyncAlways: s.SyncAlways,
+		// Atomic batches (NATS.publishBatch): one in flight per caller, all on the one
+		// stream (the defaults allow 50 per stream), of up to bench.MaxBatch events (the
+		// default allows 1,000).
+		JetStreamLimits: server.JSLimitOpts{
+			MaxBatchInflightPerStream: maxBatchesInflight,
+			MaxBatchInflightTotal:     maxBatchesInflight,
+			MaxBatchSize:              bench.MaxBatch,
+		},
 	}
 	if s.ClusterPort != 0 {
 		opts.Cluster = server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: s.ClusterPort}

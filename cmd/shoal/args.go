@@ -41,12 +41,15 @@ type payload struct {
 	json  bool // bytes is a valid JSON document
 }
 
-// parseData reads --data: inline JSON (validated), @FILE or - (stdin).
-// Files and stdin may hold any bytes; they are flagged as JSON when valid.
+// parseData reads --data or --metadata: inline JSON (validated), @FILE or - (stdin; not
+// when stdin is nil, as only one flag can read it). Files and stdin may hold any bytes; they
+// are flagged as JSON when valid.
 func parseData(flag, arg string, stdin io.Reader) (payload, error) {
 	switch {
 	case arg == "":
 		return payload{}, nil
+	case arg == "-" && stdin == nil:
+		return payload{}, usagef("%s cannot be read from stdin (only --data can); use %s @FILE", flag, flag)
 	case arg == "-":
 		b, err := io.ReadAll(stdin)
 		if err != nil {

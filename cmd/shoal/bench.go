@@ -58,6 +58,41 @@ func runFlags(f *pflag.FlagSet, r *bench.Run, concurrency int) {
 	f.Int64Var(&r.Count, "count", 0, "measured operations to run instead of --duration")
 	f.DurationVar(&r.Warmup, "warmup", bench.DefaultWarmup, "unmeasured warmup before the measured phase (0 = none)")
 	f.Uint64Var(&r.Seed, "seed", 0, "seed of stream selection (0 = random; the report records it)")
+	f.Float64Var(&r.Rate, "rate", 0, fmt.Sprintf("open loop: operations per second on a fixed schedule, up to %g (0 = closed loop)", float64(bench.MaxRate)))
+}
+
+// positiveFlags are the workload flags whose zero in the config means "the default": set on
+// the command line, zero or less is refused rather than taken for the default.
+var positiveFlags = []string{"concurrency", "duration", "streams", "batch", "event-size", "events-per-stream"}
+
+// refuseNonPositive refuses a flag of names set to zero or less.
+func refuseNonPositive(f *pflag.FlagSet, names ...string) error {
+	for _, name := range names {
+		fl := f.Lookup(name)
+		if fl == nil || !fl.Changed {
+			continue
+		}
+		switch fl.Value.Type() {
+		case "duration":
+			if d, err := f.GetDuration(name); err == nil && d <= 0 {
+				return usagef("--%s must be positive, got %s (leave it out for the default, %s)", name, fl.Value, fl.DefValue)
+			}
+		case "int":
+			if n, err := f.GetInt(name); err == nil && n <= 0 {
+				return usagef("--%s must be at least 1, got %d (leave it out for the default, %s)", name, n, fl.DefValue)
+			}
+		}
+	}
+	return nil
+}
+
+// configError names the flag of an invalid config field, when the command has one.
+func configError(cmd *cobra.Command, err error) error {
+	var ce *bench.ConfigError
+	if errors.As(err, &ce) && cmd.Flags().Lookup(ce.Field) != nil {
+		return usagef("--%s %s", ce.Field, ce.Reason)
+	}
+	return err
 }
 
 // prepareRun settles the flags that interact.
@@ -73,6 +108,9 @@ func (a *app) prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error
 	}
 	if cmd.Flags().Changed("duration") && cmd.Flags().Changed("count") {
 		return usagef("--duration and --count exclude each other; pick one")
+	}
+	if err := refuseNonPositive(cmd.Flags(), positiveFlags...); err != nil {
+		return err
 	}
 	if r.Count > 0 {
 		r.Duration = 0
@@ -101,7 +139,7 @@ func (a *app) benchAppendCmd() *cobra.Command {
 			}
 			cfg.EnsureDefaults()
 			if err := cfg.Validate(); err != nil {
-				return err
+				return configError(cmd, err)
 			}
 			return a.runBench(cmd.Context(), &cfg.Run, t, func(ctx context.Context, target bench.Target) (*bench.Result, error) {
 				return bench.RunAppend(ctx, cfg, target)
@@ -117,8 +155,8 @@ func (a *app) benchAppendCmd() *cobra.Command {
 	f.IntVar(&cfg.EventSize, "event-size", bench.DefaultEventSize, "bytes of data per event")
 	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "events per append")
 	f.StringVar(&cfg.Expected, "expected", bench.ExpectedAny, "expected version: any, or exact (workers own their streams and track versions)")
-	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: appends per second on a fixed schedule (0 = closed loop)")
-	f.BoolVar(&cfg.Subscribe, "subscribe", false, "also subscribe to every shard and report how long events take to reach the subscriber")
+	f.BoolVar(&cfg.Subscribe, "subscribe", false, "also subscribe to every shard and report how long events take from their append's arrival "+
+		"(the leader's clock) to the subscriber (this machine's clock: with a remote --server, the clocks must be synchronized)")
 	return cmd
 }
 
@@ -139,7 +177,7 @@ func (a *app) benchReadCmd() *cobra.Command {
 			}
 			cfg.EnsureDefaults()
 			if err := cfg.Validate(); err != nil {
-				return err
+				return configError(cmd, err)
 			}
 			return a.runBench(cmd.Context(), &cfg.Run, t, func(ctx context.Context, target bench.Target) (*bench.Result, error) {
 				return bench.RunRead(ctx, cfg, target)
@@ -160,6 +198,16 @@ func (a *app) benchReadCmd() *cobra.Command {
 // runBench connects to the target (starting an embedded server if asked),
 // runs fn, prints the table and writes the JSON report.
 func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn func(context.Context, bench.Target) (*bench.Result, error)) error {
+	// --json FILE is opened before the run, so a path that cannot be written is refused
+	// before the load is sent rather than after it.
+	var report *bench.ReportFile
+	if t.jsonFile != "" {
+		var err error
+		if report, err = bench.OpenReportFile(t.jsonFile); err != nil {
+			return fmt.Errorf("cannot create the JSON report: %w", err)
+		}
+		defer report.Close()
+	}
 	server := t.server
 	opts, err := a.clientOptions()
 	if err != nil {
@@ -196,8 +244,8 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 	if err := res.WriteTable(a.stdout); err != nil {
 		return err
 	}
-	if t.jsonFile != "" {
-		if err := res.WriteJSONFile(t.jsonFile); err != nil {
+	if report != nil {
+		if err := report.Write(res); err != nil {
 			return fmt.Errorf("cannot write the JSON report: %w", err)
 		}
 	}

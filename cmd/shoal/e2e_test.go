@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -270,4 +272,42 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestAppendMetadataFromFile: --metadata takes @FILE, as the hint for metadata that is not
+// JSON says; the file may hold any bytes.
+func TestAppendMetadataFromFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNode(t)
+	env := map[string]string{"SHOAL_SERVER": n.Addr()}
+	code, _, errOut := runCLI(t, env, "", "append", "meta", "--type", "T", "--metadata", "not json")
+	if code != exitUsage || !strings.Contains(errOut, "--metadata @FILE") {
+		t.Fatalf("exit %d stderr %q: want a usage error that suggests --metadata @FILE", code, errOut)
+	}
+	dir := t.TempDir()
+	for i, content := range []string{`{"user": "ann"}`, "raw\x00bytes"} {
+		file := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, errOut := runCLI(t, env, "", "append", "meta", "--type", "T", "--metadata", "@"+file); code != exitOK {
+			t.Fatalf("append --metadata @FILE: exit %d stderr %q", code, errOut)
+		}
+	}
+	code, out, errOut := runCLI(t, env, "", "read", "meta", "--json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitOK || len(lines) != 2 {
+		t.Fatalf("read: exit %d stderr %q stdout %q", code, errOut, out)
+	}
+	if m := decode(t, lines[0]); m["metadata_encoding"] != "json" || m["metadata"].(map[string]any)["user"] != "ann" {
+		t.Fatalf("event 0: %s", lines[0])
+	}
+	if m := decode(t, lines[1]); m["metadata_encoding"] != "base64" || m["metadata"] != base64.StdEncoding.EncodeToString([]byte("raw\x00bytes")) {
+		t.Fatalf("event 1: %s", lines[1])
+	}
+	if code, _, errOut := runCLI(t, env, "", "append", "meta", "--type", "T", "--metadata", "-"); code != exitUsage || !strings.Contains(errOut, "stdin") {
+		t.Fatalf("--metadata -: exit %d stderr %q, want a usage error", code, errOut)
+	}
 }

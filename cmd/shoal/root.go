@@ -229,6 +229,30 @@ func (a *app) unreachable(err error, server string) error {
 	return err
 }
 
+// unknownOutcome says why a write (an append, a delete) that failed after the command had
+// connected to server may or may not have been applied, and reports whether it is such a
+// failure: the client's retries gave up or the deadline passed (an attempt may have reached
+// the cluster and its answer been lost), the command was interrupted while the write was under
+// way, or the client said the outcome is unknown (client.ErrOutcomeUnknown). A failure to
+// connect in the first place is a.dial's, explained by unreachable: nothing was sent.
+func unknownOutcome(err error, server string) (cause string, ok bool) {
+	if shard, ok := leaderless(err); ok {
+		return fmt.Sprintf("shard %d has no leader that answers (most of its replicas are down or cut off, or an election "+
+			"did not end in time; 'shoal cluster status' shows which nodes are down), and an earlier attempt may have reached it", shard), true
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "the command was interrupted while the request was under way", true
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		return "an attempt failed after it may have reached the cluster (the connection was cut, it timed out, " +
+			"or the shard's leader changed while it waited to commit)", true
+	case errors.Is(err, client.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("the cluster at %s did not answer in time (a node stopped answering, or the connection was cut) "+
+			"after the request may have reached it", server), true
+	}
+	return "", false
+}
+
 func wrongVersionMessage(e *client.WrongExpectedVersionError) string {
 	if !e.StreamExists {
 		return fmt.Sprintf("stream %q does not exist, but --expected was %s; use --expected no-stream or any", e.Stream, e.Expected)

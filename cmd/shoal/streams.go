@@ -32,7 +32,8 @@ func (a *app) appendCmd() *cobra.Command {
 		Short: "Append one event to a stream",
 		Long: `Append one event to a stream, creating the stream if needed.
 
---data is inline JSON (checked), @FILE (any bytes) or - (stdin).
+--data is inline JSON (checked), @FILE (any bytes) or - (stdin); --metadata is
+inline JSON or @FILE.
 --expected is any (default), no-stream, exists, or the version N of the stream's
 last event; a mismatch exits with code 3.`,
 		Example: `  shoal append orders-42 --type OrderPlaced --data '{"total":12.5}'
@@ -51,7 +52,7 @@ last event; a mismatch exits with code 3.`,
 			if err != nil {
 				return err
 			}
-			md, err := parseJSON("--metadata", metadata)
+			md, err := parseData("--metadata", metadata, nil)
 			if err != nil {
 				return err
 			}
@@ -75,7 +76,7 @@ last event; a mismatch exits with code 3.`,
 			defer c.Close()
 			res, err := c.Append(ctx, stream, exp, ev)
 			if err != nil {
-				return a.unreachable(err, server)
+				return a.appendFailed(err, server, stream, ev.ID, asJSON)
 			}
 			if asJSON {
 				return json.NewEncoder(a.stdout).Encode(map[string]any{
@@ -100,12 +101,37 @@ last event; a mismatch exits with code 3.`,
 	f := cmd.Flags()
 	f.StringVar(&typ, "type", "", "event type (required), e.g. OrderPlaced")
 	f.StringVar(&data, "data", "", "event data: inline JSON, @FILE, or - for stdin")
-	f.StringVar(&metadata, "metadata", "", "event metadata, inline JSON")
+	f.StringVar(&metadata, "metadata", "", "event metadata: inline JSON or @FILE")
 	f.StringVar(&expected, "expected", "any", "expected version: any, no-stream, exists, or N (the last event's version)")
 	f.StringVar(&id, "id", "", "event ID (a UUID; default: a new random one)")
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	a.serverFlag(cmd, &server)
 	return cmd
+}
+
+// appendFailed explains an append of the event id that failed after the command connected to
+// server. When the failure leaves the outcome unknown, the event may have been appended, so the
+// explanation (and, with asJSON, a JSON object on stdout) gives its ID: the same command with
+// --id appends it at most once, where a retry without it would append a second copy.
+func (a *app) appendFailed(err error, server, stream string, id uuid.UUID, asJSON bool) error {
+	cause, ok := unknownOutcome(err, server)
+	if !ok {
+		return err
+	}
+	msg := fmt.Sprintf("the append's outcome is unknown: %s; event %s may or may not have been appended to %q. "+
+		"To retry, run the same command with --id %s: if the event is already there, nothing is written twice "+
+		"and the answer says so", cause, id, stream, id)
+	if asJSON {
+		if err := json.NewEncoder(a.stdout).Encode(map[string]any{
+			"stream":  stream,
+			"id":      id.String(),
+			"outcome": "unknown",
+			"error":   msg,
+		}); err != nil {
+			return err
+		}
+	}
+	return &explainedError{code: exitError, msg: msg}
 }
 
 func (a *app) readCmd() *cobra.Command {
@@ -496,7 +522,7 @@ func (a *app) deleteCmd() *cobra.Command {
 			}
 			defer c.Close()
 			if err := c.Delete(ctx, stream, exp, opts...); err != nil {
-				return a.unreachable(err, server)
+				return deleteFailed(err, server, stream)
 			}
 			if tombstone {
 				_, err = fmt.Fprintf(a.stdout, "tombstoned %s: it is deleted permanently and the name can never be used again\n", stream)
@@ -511,4 +537,17 @@ func (a *app) deleteCmd() *cobra.Command {
 	f.BoolVar(&tombstone, "tombstone", false, "delete permanently; the name can never be used again")
 	a.serverFlag(cmd, &server)
 	return cmd
+}
+
+// deleteFailed explains a delete of stream that failed after the command connected to server,
+// saying so when the failure leaves its outcome unknown.
+func deleteFailed(err error, server, stream string) error {
+	cause, ok := unknownOutcome(err, server)
+	if !ok {
+		return err
+	}
+	return &explainedError{code: exitError, msg: fmt.Sprintf(
+		"the delete's outcome is unknown: %s; stream %q may or may not be deleted. "+
+			"Read it to find out ('shoal read %s --backward --count 1') and delete again if it is still there",
+		cause, stream, stream)}
 }

@@ -97,6 +97,13 @@ func run(dir, out, chart string) error {
 			r.file, r.System.Name, r.System.Version, r.System.Durability, r.Config.Concurrency, r.Config.Batch,
 			r.OpsPerSec, r.EventsPerSec, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), r.Conflicts, r.ErrorCount)
 	}
+	batched := 0
+	for _, r := range rs {
+		batched = max(batched, r.Config.Batch)
+	}
+	if batched > 1 {
+		fmt.Fprintf(&b, "\n%s\n", batchNote(batched))
+	}
 	if len(skipped) > 0 {
 		fmt.Fprintf(&b, "\nSkipped:\n\n```\n%s```\n", skipped)
 	}
@@ -109,6 +116,17 @@ func run(dir, out, chart string) error {
 }
 
 func ms(us int64) float64 { return float64(us) / 1000 }
+
+// batchNote says how each system appends a batch of n events (bench/peers: NATS.Append,
+// Postgres.Append).
+func batchNote(n int) string {
+	return fmt.Sprintf(`Batches (the rows with batch %[1]d) are one atomic append per batch in every system. shoal: one
+append request. NATS: one JetStream atomic batch publish (`+"`AllowAtomicPublish`"+`, nats-server 2.12
+and later): the first %[2]d messages are published without waiting for anything, the first carrying
+the expected last subject sequence, and the %[1]dth commits the batch and is the one acknowledged;
+the server checks and stores all %[1]d or none. PostgreSQL: one transaction of %[1]d `+"`write_message`"+`
+calls, one round trip each.`, n, n-1)
+}
 
 // drawChart plots events/s against p99 latency, one labelled point per run.
 func drawChart(rs []report, path string) error {

@@ -63,10 +63,43 @@ func run() error {
 	flag.Float64Var(&cfg.Rate, "rate", 0, "open loop: operations per second (0 = closed loop)")
 	flag.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "unmeasured warm-up; 0 for none, as shoal bench takes it")
 	flag.Parse()
+	// A zero in the config means "the default": refuse it set here, as shoal bench does.
+	var bad error
+	flag.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "concurrency", "duration", "streams", "batch", "event-size", "events-per-stream":
+			if g, ok := f.Value.(flag.Getter); ok && bad == nil {
+				switch v := g.Get().(type) {
+				case int:
+					if v <= 0 {
+						bad = fmt.Errorf("--%s must be at least 1, got %d", f.Name, v)
+					}
+				case time.Duration:
+					if v <= 0 {
+						bad = fmt.Errorf("--%s must be positive, got %s", f.Name, v)
+					}
+				}
+			}
+		}
+	})
+	if bad != nil {
+		return bad
+	}
 	if cfg.Warmup == 0 {
 		cfg.Warmup = -1 // none, as `shoal bench` takes 0 (EnsureDefaults would apply the default)
 	}
 	cfg.Streams = *streams
+
+	// The report's file is opened before the run, so a path that cannot be written is
+	// refused before the load is sent.
+	var report *bench.ReportFile
+	if *jsonOut != "" {
+		var err error
+		if report, err = bench.OpenReportFile(*jsonOut); err != nil {
+			return fmt.Errorf("cannot create the JSON report: %w", err)
+		}
+		defer report.Close()
+	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -144,8 +177,8 @@ func run() error {
 	if err := res.WriteTable(os.Stdout); err != nil {
 		return err
 	}
-	if *jsonOut != "" {
-		return res.WriteJSONFile(*jsonOut)
+	if report != nil {
+		return report.Write(res)
 	}
 	return nil
 }
