@@ -27,3 +27,11 @@ func (n *Node) RefreshLeaders(ctx context.Context) { n.refreshLeaders(ctx) }
 
 // CachedLeader is the leader cache's entry for shard.
 func (n *Node) CachedLeader(shard uint32) (uint64, bool) { return n.leaders.get(shard) }
+
+// SetCachedLeader makes the leader cache name leader for shard, as if a refresh had just
+// learned it.
+func (n *Node) SetCachedLeader(shard uint32, leader uint64) {
+	n.leaders.mu.Lock()
+	defer n.leaders.mu.Unlock()
+	n.leaders.leaders[shard] = cachedLeader{id: leader, at: time.Now()}
+}

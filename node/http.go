@@ -4,9 +4,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// metricsTimeout bounds a /metrics answer (Prometheus's default scrape timeout): a collector
+// that hangs gets the scrape a 503 rather than an answer that never comes. The node's own
+// collectors bound themselves (scrapeStatusWait); this guards against the others (Pebble's,
+// an embedder's on Config.Registry).
+const metricsTimeout = 10 * time.Second
 
 // httpHandler serves /healthz, /readyz, /metrics and /debug/pprof/.
 func (n *Node) httpHandler() http.Handler {
@@ -21,7 +28,7 @@ func (n *Node) httpHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.regs}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.regs, Timeout: metricsTimeout}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -3,9 +3,12 @@ package node
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/replica"
 )
 
 // metrics are the node's own metrics (the replica host, the transport and
@@ -27,21 +30,25 @@ type metrics struct {
 func newMetrics(r prometheus.Registerer) *metrics {
 	m := &metrics{
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_appends_total", Help: "Append requests answered, by result.",
+			Name: "shoal_appends_total",
+			Help: "Append requests (unary, or AppendPipeline items) answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
 		}, []string{"result"}),
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_deletes_total", Help: "Delete requests answered, by result.",
+			Name: "shoal_deletes_total",
+			Help: "Delete requests answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
 		}, []string{"result"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_reads_total", Help: "Read requests answered, by kind and result.",
+			Name: "shoal_reads_total",
+			Help: "Read requests answered to clients of this node, by kind and result; one this node forwarded to another node is not counted again there.",
 		}, []string{"kind", "result"}),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_append_duration_seconds",
-			Help:    "Latency of successful appends, from receipt to answer (forwarding included).",
+			Help:    "Latency of successful appends on the node the client called, from receipt to answer (forwarding included).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16), // 0.2ms .. 6.5s
 		}),
 		eventsAppended: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "shoal_events_appended_total", Help: "Events written by successful, non-duplicate appends.",
+			Name: "shoal_events_appended_total",
+			Help: "Events written by appends that this node proposed as the shard's leader (a forwarded append counts on the leader only, a duplicate not at all): summed over the nodes, the events written. An append applied after its answer was given up (its proposal not committed in time, or its group stopped) is not counted.",
 		}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_forwarded_requests_total", Help: "Requests forwarded to another node, by kind.",
@@ -81,8 +88,32 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	return m
 }
 
-// shardCollector exports the health of the local groups at scrape time.
-type shardCollector struct{ n *Node }
+// scrapeStatusWait bounds how long a scrape waits for the raft loop to answer the local
+// groups' status (voters, learners, applied index), which it asks for all at once. A loop that
+// does not answer in time (stalled on its disk) leaves some series out of that scrape (see
+// descUnanswered) rather than hang it.
+const scrapeStatusWait = time.Second
+
+// shardCollector exports the health of the local groups at scrape time. Its methods are safe
+// for concurrent use.
+type shardCollector struct {
+	n    *Node
+	host *replica.Host
+
+	mu struct {
+		sync.Mutex
+		// asking holds the groups whose status a scrape asked for and the raft loop has not
+		// answered yet. A later scrape does not ask them again: a stalled loop holds one
+		// goroutine per group, not one per group and scrape.
+		asking map[*replica.Group]bool
+	}
+}
+
+func newShardCollector(n *Node, host *replica.Host) *shardCollector {
+	c := &shardCollector{n: n, host: host}
+	c.mu.asking = map[*replica.Group]bool{}
+	return c
+}
 
 var (
 	descLeaderKnown = prometheus.NewDesc("shoal_shard_leader_known",
@@ -90,15 +121,17 @@ var (
 	descIsLeader = prometheus.NewDesc("shoal_shard_is_leader",
 		"1 when this node leads the shard.", []string{"shard"}, nil)
 	descVoters = prometheus.NewDesc("shoal_shard_voters",
-		"Voters of the shard's raft group as this node sees them.", []string{"shard"}, nil)
+		"Voters of the shard's raft group as this node sees them (left out while its raft loop does not answer: shoal_shard_status_unanswered).", []string{"shard"}, nil)
 	descUnder = prometheus.NewDesc("shoal_shard_under_replicated",
-		"1 when the shard has fewer voters than the replication factor, or (zones configured) voters in fewer zones than it.", []string{"shard"}, nil)
+		"1 when the shard has fewer voters than the replication factor, or (zones configured) voters in fewer zones than it (left out while its raft loop does not answer).", []string{"shard"}, nil)
 	descApplied = prometheus.NewDesc("shoal_shard_applied_index",
 		"Last raft index applied by this node's replica.", []string{"shard"}, nil)
 	descLeaderless = prometheus.NewDesc("shoal_shard_leaderless",
-		"1 when this node's replica of the shard has known no leader for longer than an election can take (three raft election timeouts): the shard lost its quorum, or this replica is cut off from it.", []string{"shard"}, nil)
+		"1 when this node's replica of the shard has known no leader for longer than an election can take (three raft election timeouts): the shard lost its quorum, or this replica is cut off from it (left out while its raft loop does not answer).", []string{"shard"}, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
 		"Shards of which this node's replica has known no leader for longer than an election can take (shoal_shard_leaderless summed). Such a shard is led by no node, so the placement gauges miss it; every replica of it counts it.", nil, nil)
+	descUnanswered = prometheus.NewDesc("shoal_shard_status_unanswered",
+		"Local shards whose raft status the raft loop did not answer within a second of the scrape (a loop stalled, as on a hung disk): their shoal_shard_voters, shoal_shard_under_replicated and shoal_shard_leaderless are left out of it.", nil, nil)
 )
 
 // leaderlessAfter returns how long a replica must know no leader before the metrics count its
@@ -117,13 +150,11 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descApplied
 	ch <- descLeaderless
 	ch <- descLeaderlessShards
+	ch <- descUnanswered
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	if n.host == nil {
-		return
-	}
 	repl := int(n.Settings().Replication)
 	zones := zonesOf(n.Members())
 	b := func(v bool) float64 {
@@ -132,11 +163,22 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return 0
 	}
-	after := leaderlessAfter(n.host.ElectionTimeout())
+	after := leaderlessAfter(c.host.ElectionTimeout())
+	groups := c.host.Groups()
+	statuses := c.statuses(groups)
 	leaderless := 0
-	for _, g := range n.host.Groups() {
-		st := g.Status()
-		l := fmt.Sprint(st.Shard)
+	for _, g := range groups {
+		l := fmt.Sprint(g.Shard())
+		st, ok := statuses[g]
+		if !ok {
+			// What the group's atomics tell, without its raft loop.
+			ch <- prometheus.MustNewConstMetric(descLeaderKnown, prometheus.GaugeValue, b(g.Leader() != 0), l)
+			ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, b(g.IsLeader()), l)
+			if sm, _, ok := n.shardSM(g.Shard()); ok {
+				ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(sm.Applied()), l)
+			}
+			continue
+		}
 		// A removed replica hears from no leader again, rightly: it is no longer part of the
 		// shard (placement deletes it).
 		d, ok := g.Leaderless()
@@ -156,4 +198,49 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeaderlessShards, prometheus.GaugeValue, float64(leaderless))
+	ch <- prometheus.MustNewConstMetric(descUnanswered, prometheus.GaugeValue, float64(len(groups)-len(statuses)))
+}
+
+// statuses asks the raft loop for the status of every group of groups at once (the loop
+// answers them in one round) and returns those it answered within scrapeStatusWait. A group
+// that an earlier scrape asked for and that is still unanswered is not asked again, nor
+// waited for.
+func (c *shardCollector) statuses(groups []*replica.Group) map[*replica.Group]replica.Status {
+	type answer struct {
+		g  *replica.Group
+		st replica.Status
+	}
+	answers := make(chan answer, len(groups)) // never blocks a late answer
+	asked := 0
+	c.mu.Lock()
+	for _, g := range groups {
+		if c.mu.asking[g] {
+			continue
+		}
+		c.mu.asking[g] = true
+		asked++
+		go func() {
+			st := g.Status()
+			c.mu.Lock()
+			delete(c.mu.asking, g)
+			c.mu.Unlock()
+			answers <- answer{g, st}
+		}()
+	}
+	c.mu.Unlock()
+	out := make(map[*replica.Group]replica.Status, asked)
+	if asked == 0 {
+		return out
+	}
+	t := time.NewTimer(scrapeStatusWait)
+	defer t.Stop()
+	for len(out) < asked {
+		select {
+		case a := <-answers:
+			out[a.g] = a.st
+		case <-t.C:
+			return out
+		}
+	}
+	return out
 }

@@ -136,7 +136,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.regs = &registrations{reg: n.reg}
 	n.regs.registerShared(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.regs.MustRegister(newPebbleCollector(n.db), &shardCollector{n: n}, n.disk.slow)
+	n.regs.MustRegister(newPebbleCollector(n.db), n.disk.slow)
 	n.metrics = newMetrics(n.regs)
 	if n.shardMetrics, err = shard.NewMetrics(n.regs); err != nil {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
@@ -184,6 +184,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: starting raft host: %w", err)
 	}
+	// Registered once the host it reads is set: the embedder's registry (Config.Registry)
+	// may be gathered at any time, also while Start runs.
+	n.regs.MustRegister(newShardCollector(n, n.host))
 	if err := n.regs.err(); err != nil {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"sync"
 	"time"
@@ -160,8 +161,16 @@ func (p *pipeline) receive() error {
 	}
 }
 
+// maxItemTimeoutMS is the largest AppendItem.timeout_ms that a time.Duration holds (about 292
+// years). A larger one runs without a deadline, as a unary Append does whose grpc-timeout is
+// past what a time.Duration holds (gRPC clamps it): converted, it would wrap to a deadline in
+// the past.
+const maxItemTimeoutMS = uint64(math.MaxInt64 / int64(time.Millisecond))
+
+// itemContext is the context item it runs in: the stream's, bounded by the item's timeout_ms
+// when it has one.
 func (p *pipeline) itemContext(it *shoalv1.AppendItem) (context.Context, context.CancelFunc) {
-	if it.TimeoutMs > 0 {
+	if it.TimeoutMs > 0 && it.TimeoutMs <= maxItemTimeoutMS {
 		return context.WithTimeout(p.ctx, time.Duration(it.TimeoutMs)*time.Millisecond)
 	}
 	return context.WithCancel(p.ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -128,6 +129,42 @@ func TestAppendPipelineLimits(t *testing.T) {
 	// Nothing of the refused batch was written.
 	if _, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "limits"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("read after refused batches: %v", err)
+	}
+}
+
+// TestAppendPipelineItemTimeoutPastDuration: an item's timeout_ms too large for a
+// time.Duration runs without a deadline, as a unary Append's grpc-timeout does, rather than
+// wrapping to a deadline already passed (the item answered DEADLINE_EXCEEDED, its event
+// written all the same).
+func TestAppendPipelineItemTimeoutPastDuration(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := openPipeline(t, n)
+	timeouts := []uint64{maxItemTimeoutMS, maxItemTimeoutMS + 1, math.MaxUint64}
+	b := &shoalv1.AppendBatch{}
+	for i, ms := range timeouts {
+		b.Items = append(b.Items, &shoalv1.AppendItem{Id: uint64(i), TimeoutMs: ms,
+			Request: &shoalv1.AppendRequest{Stream: fmt.Sprint("timeout-", i), Events: events("A")}})
+	}
+	if err := st.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := recvAll(st)
+	if !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	for i, ms := range timeouts {
+		if r := got[uint64(i)]; r.GetError() != nil || r.GetResponse() == nil {
+			t.Errorf("timeout_ms %d: answered %v, want written", ms, r)
+		}
+		if evs, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: fmt.Sprint("timeout-", i)}); err != nil || len(evs) != 1 {
+			t.Errorf("timeout_ms %d: stream holds %d events (%v), want 1", ms, len(evs), err)
+		}
 	}
 }
 

@@ -41,14 +41,17 @@ type streamsServer struct {
 
 type pipelineAppendFunc func(context.Context, *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error)
 
+// Append serves an append. Like Delete, Read and ReadShard, it counts in the request metrics
+// (shoal_appends_total, shoal_append_duration_seconds) on the node its client called only: a
+// call that node forwarded is not counted again where it went. Its events count where they
+// are written (Node.append).
 func (s *streamsServer) Append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
 	start := time.Now()
 	resp, err := s.n.append(ctx, req)
-	s.n.metrics.appends.WithLabelValues(resultLabel(err)).Inc()
-	if err == nil {
-		s.n.metrics.appendLatency.Observe(time.Since(start).Seconds())
-		if !resp.Duplicate {
-			s.n.metrics.eventsAppended.Add(float64(len(req.Events)))
+	if incomingHops(ctx) == 0 {
+		s.n.metrics.appends.WithLabelValues(resultLabel(err)).Inc()
+		if err == nil {
+			s.n.metrics.appendLatency.Observe(time.Since(start).Seconds())
 		}
 	}
 	return resp, err
@@ -56,19 +59,25 @@ func (s *streamsServer) Append(ctx context.Context, req *shoalv1.AppendRequest) 
 
 func (s *streamsServer) Delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
 	resp, err := s.n.delete(ctx, req)
-	s.n.metrics.deletes.WithLabelValues(resultLabel(err)).Inc()
+	if incomingHops(ctx) == 0 {
+		s.n.metrics.deletes.WithLabelValues(resultLabel(err)).Inc()
+	}
 	return resp, err
 }
 
 func (s *streamsServer) Read(req *shoalv1.ReadRequest, stream grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
 	err := s.n.read(req, stream)
-	s.n.metrics.reads.WithLabelValues("stream", resultLabel(err)).Inc()
+	if incomingHops(stream.Context()) == 0 {
+		s.n.metrics.reads.WithLabelValues("stream", resultLabel(err)).Inc()
+	}
 	return err
 }
 
 func (s *streamsServer) ReadShard(req *shoalv1.ReadShardRequest, stream grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
 	err := s.n.readShard(req, stream)
-	s.n.metrics.reads.WithLabelValues("shard", resultLabel(err)).Inc()
+	if incomingHops(stream.Context()) == 0 {
+		s.n.metrics.reads.WithLabelValues("shard", resultLabel(err)).Inc()
+	}
 	return err
 }
 
@@ -124,14 +133,22 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 	if err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
+	lost := false // a proposal of this call was taken by raft, and its answer lost (appendedHere)
 	res, _, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		cmd.Time = time.Now().UnixNano()
-		return g.Propose(pctx, shard.EncodeAppend(cmd))
+		res, err := g.Propose(pctx, shard.EncodeAppend(cmd))
+		if nle := (*replica.NotLeaderError)(nil); errors.As(err, &nle) && !nle.Refused {
+			lost = true
+		}
+		return res, err
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
 		return shoalv1.NewStreamsClient(conn).Append(fctx, req)
 	})
 	if err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
+	}
+	if k := appendedHere(res, len(cmd.Events), lost); k > 0 {
+		n.metrics.eventsAppended.Add(float64(k))
 	}
 	switch r := res.(type) {
 	case *shoalv1.AppendResponse:
@@ -143,6 +160,27 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 		return nil, n.toStatus(r, req.Stream, id)
 	}
 	return nil, status.Errorf(codes.Internal, "append: unexpected result %T", res)
+}
+
+// appendedHere returns how many of an append's k events this node counts as written
+// (shoal_events_appended_total), given res, write's answer to it. The node that wrote them
+// counts them, as the shard's leader: res is then its state machine's result, not a duplicate.
+// An append forwarded to the leader is counted there, and not again here, also when a repeat
+// of the forward answers as a duplicate of the first. lost reports that a proposal of this call
+// was taken by raft and then its answer lost to a leadership change: if it was applied, no node
+// counted it, and its repeat answers as a duplicate (here or on the new leader), counted here.
+func appendedHere(res any, k int, lost bool) int {
+	switch r := res.(type) {
+	case *shard.AppendResult:
+		if !r.Duplicate || lost {
+			return k
+		}
+	case *shoalv1.AppendResponse:
+		if r.Duplicate && lost {
+			return k
+		}
+	}
+	return 0
 }
 
 func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
@@ -417,10 +455,13 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 		page.NextPosition = next
 		atEnd := !full && entries < want
-		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && (!atEnd || time.Until(waitUntil) > 0) {
+		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
 			// Nothing for the caller yet (entries it skips do not count): read on, or at the
-			// end wait, in steps that check the replica still serves; at the deadline the
-			// page says where to resume.
+			// end wait, in steps that check the replica still serves, until the wait is up.
+			// Then the page goes, empty or not, saying where to resume: a long run of skipped
+			// entries must not keep a long poll from answering within its wait (the caller's
+			// deadline could end it before any position came back). Past that first page the
+			// read goes on as a plain one does, a page per run of entries.
 			from = next
 			var werr error
 			if atEnd {
@@ -550,33 +591,56 @@ func checkShardRequest(req *shoalv1.ReadShardRequest) error {
 
 // forwardRead routes a read of shard id. It returns the local state machine when this node
 // serves the read; otherwise it forwards the read (open starts it on a connection) and relays
-// the answer to out, and returns a nil state machine and the outcome. While it waits for the
-// node it forwarded to, a forward watch runs: a read abandoned because the shard's leader
-// moved before anything was relayed is routed again; one abandoned later fails as
-// unavailable, and the caller resumes it after the last event it received.
+// the answer to out, and returns a nil state machine and the outcome. A read is safe to repeat,
+// so one that failed before anything was relayed is routed again, up to three attempts in all,
+// as write routes an idempotent write again: when a forward watch abandoned it because the
+// shard's leader moved (to the new leader the watch learned), when the node it went to named
+// another leader or did not answer (it usually just died: after a pause for this node to hear
+// of the election), or when it was cut off on the way. One that failed later fails, as
+// unavailable when the node it went to stopped answering, and the caller resumes it after the
+// last event it received.
 func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
 ) (*shard.Shard, error) {
+	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; ; attempt++ {
 		sm, tgt, err := n.readRoute(ctx, id, st)
 		if err != nil || tgt == nil {
 			return sm, err
 		}
 		n.metrics.forwarded.WithLabelValues("read").Inc()
-		relayed, err := relay(n, ctx, id, tgt, firstWait, out, open)
-		if err != nil && !relayed && errors.Is(err, errLeaderMoved) && attempt < 2 {
-			continue // to the new leader the watch just learned
+		sent, err := relay(n, ctx, id, tgt, firstWait, out, open)
+		if err == nil {
+			return nil, nil
 		}
-		return nil, err
+		if sent || ctx.Err() != nil || attempt == 2 {
+			return nil, forwardFailed(id, err)
+		}
+		switch {
+		case errors.Is(err, errLeaderMoved):
+			// Routed again at once, to the new leader the watch just learned.
+		case retryForward(err):
+			// Not the leader, or unreachable: learn again, after a moment for this node's
+			// replica to hear of the election when the leader just died.
+			n.leaders.invalidate(id)
+			if unreached(err) {
+				pause(ctx, deadline, forwardPause)
+			}
+		case mayHaveArrived(err):
+			// Cut off on the way (a stream reset) before an answer came: repeated.
+		default:
+			return nil, forwardFailed(id, err) // the answer of the node it went to
+		}
 	}
 }
 
 // relay forwards a read to tgt and copies its answer to out, under a forward watch while it
-// waits for tgt. It reports whether anything reached out. An error of the forwarded stream is
-// mapped by forwardFailed; one the watch caused is a *NoLeaderError caused by errLeaderMoved.
+// waits for tgt. sent reports that a message reached out, or that sending to out failed:
+// either way the read cannot start over. err is the forwarded call's error as it came (or
+// out's); one the watch caused is a *NoLeaderError caused by errLeaderMoved.
 func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
-) (relayed bool, err error) {
+) (sent bool, err error) {
 	fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
 	defer w.stop()
 	in, err := open(fctx, tgt.conn)
@@ -584,7 +648,7 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, f
 	for err == nil {
 		var m *T
 		switch {
-		case !relayed:
+		case !sent:
 			w.armAfter(firstWait + forwardWatchAfter) // a long poll's first page may take its wait
 		case !live:
 			w.arm()
@@ -596,16 +660,16 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, f
 				live = true
 			}
 			if err := out.Send(m); err != nil {
-				return relayed, err
+				return true, err
 			}
-			relayed = true
+			sent = true
 		}
 	}
 	switch {
 	case errors.Is(err, io.EOF):
-		return relayed, nil
+		return sent, nil
 	case w.moved() && ctx.Err() == nil:
-		return relayed, &NoLeaderError{Shard: id, Cause: errLeaderMoved}
+		return sent, &NoLeaderError{Shard: id, Cause: errLeaderMoved}
 	}
-	return relayed, forwardFailed(id, err)
+	return sent, err
 }

@@ -89,6 +89,12 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 			}
 			return nil, retried, err
 		}
+		if err := ctx.Err(); err != nil {
+			// The caller's deadline passed (or it went away) while the write was routed or
+			// retried: proposed now, it would be written although its caller is answered a
+			// failure.
+			return nil, retried, err
+		}
 		pctx, cancel := proposeContext(ctx)
 		wasLeader := g.IsLeader()
 		res, err := propose(g, pctx)
