@@ -68,7 +68,8 @@ func (g *Group) SinceContact() (time.Duration, bool) {
 	return sinceStamp(g.contact.Load())
 }
 
-// heardFrom records m, a message only a leader sends (fromLeader), just stepped at now: in
+// heardFrom records m, a message only a leader sends (fromLeader), just stepped, which arrived
+// at now (a message that waited in the queue counts as of its arrival): in
 // leaderContact, whatever its term; and when it came from the group's leader in its term, in
 // contact and, for an append or a quiesce heartbeat, as a mark of the commit index it
 // carries. Loop goroutine.

@@ -59,6 +59,10 @@ type ApplyFailer interface {
 type ShardMessage struct {
 	Shard uint32
 	Msg   *pb.Message
+	// arrived: when HandleMessages queued it. A message that waits in the queue (a busy loop,
+	// appends held while fsyncs are in flight) says what its sender knew as of then, not as of
+	// its stepping (heardFrom).
+	arrived time.Time
 }
 
 // Transport carries raft messages between hosts. Implemented by replica/transport.
@@ -277,6 +281,7 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 		h.mu.Unlock()
 		return
 	}
+	now := time.Now()
 	for _, m := range msgs {
 		if len(h.mu.msgs) >= h.cfg.MaxQueuedMsgs {
 			break
@@ -284,6 +289,7 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 		if m.Msg == nil || m.Msg.GetType() == pb.MsgSnap {
 			continue
 		}
+		m.arrived = now
 		h.mu.msgs = append(h.mu.msgs, m)
 	}
 	h.mu.Unlock()

@@ -750,3 +750,32 @@ func TestLeaderless(t *testing.T) {
 	c.leader(shard)
 	knowLeader(1, 2, 3)
 }
+
+// A follower whose loop was busy when its leader's last messages arrived is current as of their
+// arrival, not as of when it got round to stepping them: cut off from the leader meanwhile, it
+// would otherwise take itself for current while the leader commits more without it.
+func TestSinceCurrentCountsFromArrival(t *testing.T) {
+	const shard, stall = 2, time.Second
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	l := c.leader(shard)
+	follower := c.others(l.h.cfg.NodeID)[0]
+	c.converged(shard, []string{"a"}, follower)
+
+	release := make(chan struct{})
+	if err := c.nodes[follower].host.do(func() { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	c.propose(shard, "b") // its append and commit index reach the busy follower's queue
+	time.Sleep(100 * time.Millisecond)
+	c.net.isolate(follower, true)
+	c.propose(shard, "c") // committed without the follower
+	time.Sleep(stall)
+	close(release)
+	c.converged(shard, []string{"a", "b"}, follower)
+	if since, ok := c.group(follower, shard).SinceCurrent(); !ok || since < stall {
+		t.Fatalf("a follower cut off %v ago, whose loop then stepped what had arrived before: SinceCurrent = %v, %v; want >= %v",
+			stall, since, ok, stall)
+	}
+}
