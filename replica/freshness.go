@@ -68,19 +68,24 @@ func (g *Group) SinceContact() (time.Duration, bool) {
 	return sinceStamp(g.contact.Load())
 }
 
-// heardFrom records m, a message only a leader sends (fromLeader), just stepped, which arrived
-// at now (a message that waited in the queue counts as of its arrival): in
-// leaderContact, whatever its term; and when it came from the group's leader in its term, in
-// contact and, for an append or a quiesce heartbeat, as a mark of the commit index it
-// carries. Loop goroutine.
-func (g *Group) heardFrom(m *pb.Message, now time.Time) {
-	g.leaderContact = now
+// heardFrom records m, a message only a leader sends (fromLeader), which arrived at now and was
+// just stepped at stepped: in leaderContact, whatever its term, as of its stepping (this replica
+// answered it then: RetireGroupIfQuiet); and when it came from the group's leader in its term,
+// in contact and, for an append or a quiesce heartbeat, as a mark of the commit index it
+// carries, both as of its arrival (a message that waited in the queue, the loop busy or
+// holding appends while fsyncs are in flight, says what the leader knew as of then at the
+// latest; its time on the leader's peer queue and on the wire still counts as current).
+// Loop goroutine.
+func (g *Group) heardFrom(m *pb.Message, now, stepped time.Time) {
+	g.leaderContact = stepped
 	bs := g.rn.BasicStatus()
 	if m.GetTerm() != bs.HardState.GetTerm() || m.GetFrom() != bs.Lead {
 		return // a deposed leader's late message says nothing of the current one
 	}
 	g.suspectCampaign, g.suspectHold = 0, 0 // the leader is heard: the suspicion is moot
-	g.contact.Store(monoStamp(now))
+	if stamp := monoStamp(now); stamp > g.contact.Load() {
+		g.contact.Store(stamp) // a message held in the queue may be stepped after a later one
+	}
 	switch m.GetType() {
 	case pb.MsgApp:
 	case pb.MsgHeartbeat:

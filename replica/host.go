@@ -60,8 +60,8 @@ type ShardMessage struct {
 	Shard uint32
 	Msg   *pb.Message
 	// arrived: when HandleMessages queued it. A message that waits in the queue (a busy loop,
-	// appends held while fsyncs are in flight) says what its sender knew as of then, not as of
-	// its stepping (heardFrom).
+	// appends held while fsyncs are in flight) says what its sender knew as of then at the
+	// latest, not as of its stepping (heardFrom).
 	arrived time.Time
 }
 

@@ -42,7 +42,7 @@ const (
 	// logTrimChunk: the log is dropped in steps of at least this many entries (one range
 	// deletion each; fewer if LogRetainEntries/8 is lower), and a leader announces a new
 	// truncation point when it moved this far.
-	logTrimChunk = 64
+	logTrimChunk = 128
 )
 
 func (h *Host) logCushion() uint64   { return min(h.cfg.LogRetainEntries, logCushion) }

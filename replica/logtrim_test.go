@@ -20,7 +20,7 @@ func proposeN(c *cluster, shard uint32, prefix string, n int, want []string) []s
 // LogRetainEntries (5,000) behind: the leader by its followers' progress, the followers by
 // the truncation point the leader's appends carry.
 func TestLogTrimmedBehindCurrentFollowers(t *testing.T) {
-	const shard, n = 3, 700
+	const shard, n = 3, 900
 	c := newCluster(t, clusterOpts{nodes: 3})
 	c.openVoters(shard)
 	want := proposeN(c, shard, "v", n, nil)

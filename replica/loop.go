@@ -69,6 +69,10 @@ func (h *Host) iterate(tick bool) {
 		}
 		lm.g.stir()
 	}
+	var now time.Time
+	if len(msgs) > 0 {
+		now = time.Now()
+	}
 	for _, m := range msgs {
 		g, err := h.groupFor(m.Shard, m.Msg)
 		if err != nil {
@@ -92,7 +96,7 @@ func (h *Host) iterate(tick bool) {
 			h.log.Debug("raft step", "shard", m.Shard, "err", err)
 		}
 		if fromLeader(m.Msg.GetType()) {
-			g.heardFrom(m.Msg, m.arrived)
+			g.heardFrom(m.Msg, m.arrived, now)
 			g.noteTruncation(m.Msg)
 		}
 		g.stir()

@@ -779,3 +779,45 @@ func TestSinceCurrentCountsFromArrival(t *testing.T) {
 			stall, since, ok, stall)
 	}
 }
+
+// A leader's message that arrived before since but was stepped (and answered) after it, the
+// follower's loop busy meanwhile, keeps RetireGroupIfQuiet from retiring the replica: its
+// answer may reach a leader that re-added the node and takes the old log for the new member's.
+func TestRetireCountsSteppingNotArrival(t *testing.T) {
+	const shard = 2
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	l := c.leader(shard)
+	f := c.others(l.h.cfg.NodeID)[0]
+	c.converged(shard, []string{"a"}, f)
+	release := make(chan struct{})
+	if err := c.nodes[f].host.do(func() { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	idx := c.propose(shard, "b") // its append reaches the busy follower's queue
+	time.Sleep(100 * time.Millisecond)
+	c.net.isolate(f, true)
+	time.Sleep(50 * time.Millisecond)
+	since := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	g := c.group(f, shard)
+	eventually(t, 5*time.Second, func() error {
+		var last uint64
+		if err := c.nodes[f].host.call(noCancel, func() error { last = g.st.last; return nil }); err != nil {
+			return err
+		}
+		if last < idx {
+			return fmt.Errorf("follower's last index %d, want >= %d", last, idx)
+		}
+		return nil
+	})
+	retired, err := c.nodes[f].host.RetireGroupIfQuiet(shard, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if retired {
+		t.Fatal("retired a replica that stepped (and answered) a leader's append after since")
+	}
+}

@@ -387,7 +387,8 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err := g.rn.Step(m.Msg); err != nil {
 			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
 		}
-		g.heardFrom(m.Msg, time.Now())
+		now := time.Now()
+		g.heardFrom(m.Msg, now, now)
 		g.stir()
 		return nil
 	})

@@ -421,7 +421,9 @@ func (s *storage) compact(b *pebble.Batch, index uint64) error {
 		s.logBytes -= s.logBytes / retained * removed
 	}
 	if clo := s.cacheLo(); len(s.cache) > 0 && index >= clo {
-		s.cache = append(s.cache[:0:0], s.cache[index-clo+1:]...)
+		// Resliced: the log is trimmed every few dozen entries, inside the cached tail; the
+		// array is replaced when appends outgrow it (trimCache, append).
+		s.cache = s.cache[index-clo+1:]
 	}
 	return nil
 }
