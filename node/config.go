@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
@@ -267,6 +269,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.Zone) > MaxZoneLen {
 		return fmt.Errorf("node: config: Zone is %d bytes, longer than the limit of %d", len(c.Zone), MaxZoneLen)
+	}
+	// Zones compare byte for byte: "z1 " is another zone than "z1", and a node alone in a zone
+	// gets a replica of every shard (zone diversity beats balance).
+	if i := strings.IndexFunc(c.Zone, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }); i >= 0 {
+		return fmt.Errorf("node: config: Zone %q has a space or control character at byte %d: "+
+			"a zone name is compared byte for byte, so a stray one makes a zone of its own", c.Zone, i)
 	}
 	return nil
 }

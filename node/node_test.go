@@ -421,6 +421,9 @@ func TestConfigValidate(t *testing.T) {
 		{Listen: "127.0.0.1:99999"},
 		{Gossip: "127.0.0.1:70000"},
 		{Zone: strings.Repeat("z", MaxZoneLen+1)},
+		{Zone: "z1 "}, // a zone of its own, next to z1
+		{Zone: "eu west"},
+		{Zone: "z\x01"},
 		{Name: strings.Repeat("n", MaxNameLen+1)},
 	} {
 		if err := c.Validate(); err == nil {
@@ -428,6 +431,9 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := (Config{Zone: "eu-west-1a"}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if err := (Config{MaxSyncDuration: -1}).Validate(); err != nil {

@@ -498,26 +498,37 @@ func liveQuorumWithout(voters []uint64, id uint64, live func(uint64) bool) bool 
 
 // underReplicated is the definition shared with Cluster.Topology and the
 // shoal_shard_under_replicated metric: fewer voters than the replication
-// factor, or, when the voters' nodes name their zones, voters in fewer zones
-// than the replication factor (zones maps node IDs to zones; a voter it lacks
-// counts as a zone of its own) — even when the cluster has too few nodes or
-// zones to do better. A cluster whose nodes name no zone has no zone rule.
+// factor, or, when the cluster's nodes name zones, voters in fewer zones than
+// the replication factor (zones maps node IDs to zones; a voter it lacks counts
+// as a zone of its own, and a node that names none is in the zone "", as the
+// ring places it) — even when the cluster has too few nodes or zones to do
+// better. A cluster whose nodes name no zone has no zone rule.
 func underReplicated(voters []uint64, replication int, zones map[uint64]string) bool {
 	if len(voters) < replication {
 		return true
 	}
+	if !namesZones(zones) {
+		return false // zones not configured
+	}
 	seen := make(map[string]bool, len(voters))
 	for _, id := range voters {
 		z, ok := zones[id]
-		if ok && z == "" {
-			return false // zones not configured
-		}
 		if !ok {
 			z = fmt.Sprint("?", id)
 		}
 		seen[z] = true
 	}
 	return len(seen) < replication
+}
+
+// namesZones reports whether any node of zones names a zone.
+func namesZones(zones map[uint64]string) bool {
+	for _, z := range zones {
+		if z != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // zonesOf maps the members' node IDs to their zones.

@@ -412,11 +412,18 @@ func TestPlacementUnderReplicatedAgreesWithTopology(t *testing.T) {
 		{[]uint64{1, 4}, 2, true},     // both in zone a
 		{[]uint64{1}, 1, false},       //
 		{[]uint64{1, 2, 9}, 3, false}, // a voter gossip does not know counts as a zone of its own
-		{[]uint64{5, 6, 1}, 3, false}, // nodes without zones: no zone rule
+		{[]uint64{5, 6, 1}, 3, true},  // nodes without a zone are in the zone "": two zones
+		{[]uint64{1, 2, 5}, 3, false}, // a, b and ""
+		{[]uint64{1, 4, 5}, 3, true},  // a, a and "": worse spread than a, b, a, not better
 	} {
 		if got := underReplicated(tc.voters, tc.repl, zones); got != tc.want {
 			t.Errorf("underReplicated(%v, %d) = %v, want %v", tc.voters, tc.repl, got, tc.want)
 		}
+	}
+	// A cluster whose nodes name no zone has no zone rule.
+	none := map[uint64]string{1: "", 2: "", 3: ""}
+	if underReplicated([]uint64{1, 2, 3}, 3, none) {
+		t.Error("three voters of a cluster without zones reported under-replicated")
 	}
 }
 
