@@ -101,6 +101,22 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 			return nil, fmt.Errorf("%w: %s belongs to node %q, not %q (use --node %s or another --data)",
 				ErrDataDirMismatch, dir, d.id.Name, name, d.id.Name)
 		}
+		// Pebble is opened (and created) after the identity, and the cluster and groups files
+		// are written after that: a directory holding either but no Pebble directory lost its
+		// raft state. Under its old node ID the node would rejoin its shards with empty logs,
+		// vote as if it had never acknowledged anything, and could elect a leader that lacks
+		// committed entries.
+		if _, err := os.Stat(filepath.Join(dir, pebbleDir)); errors.Is(err, os.ErrNotExist) {
+			for _, f := range []string{clusterFile, groupsFile} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					d.unlock()
+					return nil, fmt.Errorf("%w: %s holds node %q's %s but no %s directory: its raft state is lost, and the "+
+						"node must not rejoin under its old ID; move the directory away to start it as a new node "+
+						"(its replicas are replaced on other nodes, then re-created on it)",
+						ErrDataDirMismatch, dir, d.id.Name, f, pebbleDir)
+				}
+			}
+		}
 	default:
 		// A directory holding a node's state but no identity lost its identity file: a
 		// new node ID would run the old raft state as another member.

@@ -37,9 +37,9 @@ func (n *Node) httpHandler() http.Handler {
 	return mux
 }
 
-// notReady returns why the node should not receive traffic yet, or "" when
-// it is ready: it knows the cluster's settings and every local group knows
-// its leader.
+// notReady returns why the node should not receive traffic, or "" when it is
+// ready: it knows the cluster's settings, its disk is not slow, and every local
+// group knows its leader but for those that lost their quorum (below).
 func (n *Node) notReady() string {
 	select {
 	case <-n.done:
@@ -55,14 +55,28 @@ func (n *Node) notReady() string {
 	if s, slow := n.disk.slowNow(); slow {
 		return "disk slow: " + s.String()
 	}
-	var missing []uint32
-	for _, g := range n.host.Groups() {
-		if g.Leader() == 0 {
-			missing = append(missing, g.Shard())
+	// A local shard without a leader holds the node back while an election may still end
+	// (starting, a leader just lost). One leaderless for longer has lost its quorum, or this
+	// replica is cut off from it (shoal_shard_leaderless): it does not take the node's other
+	// shards out of service, unless every local shard is in that state (the node is cut off).
+	groups := n.host.Groups()
+	after := leaderlessAfter(n.host.ElectionTimeout())
+	var electing, lost []uint32
+	for _, g := range groups {
+		if g.Leader() != 0 {
+			continue
+		}
+		if d, ok := g.Leaderless(); ok && d >= after {
+			lost = append(lost, g.Shard())
+		} else {
+			electing = append(electing, g.Shard())
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Sprintf("%d local shard(s) without a known leader: %v", len(missing), missing)
+	if len(electing) > 0 {
+		return fmt.Sprintf("%d local shard(s) without a known leader: %v", len(electing), electing)
+	}
+	if len(lost) > 0 && len(lost) == len(groups) {
+		return fmt.Sprintf("no local shard has known a leader for %v (this node is cut off, or every shard it holds lost its quorum): %v", after, lost)
 	}
 	return ""
 }

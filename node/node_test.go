@@ -400,6 +400,17 @@ func TestDataDirRefusals(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "identity.saved"), filepath.Join(dir, identityFile)); err != nil {
 		t.Fatal(err)
 	}
+	// A directory whose Pebble directory is gone lost its raft state: the node must not rejoin
+	// its shards under its old ID with empty logs.
+	if err := os.Rename(filepath.Join(dir, pebbleDir), filepath.Join(dir, "pebble.saved")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "raft state is lost") {
+		t.Fatalf("Start without %s: %v", pebbleDir, err)
+	}
+	if err := os.Rename(filepath.Join(dir, "pebble.saved"), filepath.Join(dir, pebbleDir)); err != nil {
+		t.Fatal(err)
+	}
 	// Zero shards/replication accept the stored cluster's.
 	c := testConfig(t, dir)
 	c.Shards, c.Replication, c.Name = 0, 0, ""

@@ -1,0 +1,54 @@
+package node_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+)
+
+// TestReadyDespiteOneShardLost: a shard that lost its quorum does not take the nodes that serve
+// other shards out of service (/readyz): three nodes, replication 2, one stopped; the shards it
+// held with each survivor have no leader, the others do, and both survivors are ready once the
+// lost shards have been leaderless for three election timeouts.
+func TestReadyDespiteOneShardLost(t *testing.T) {
+	const shards = 6
+	c := testnode.Start(t, 3, testnode.Options{Shards: shards, Replication: 2,
+		Configure: func(i int, cfg *node.Config) { cfg.PlacementInterval = 100 * time.Millisecond }})
+	defer c.Close()
+	testnode.WaitFor(t, 30*time.Second, "two voters per shard", func() string {
+		st := c.Shards()
+		for id := uint32(0); id < shards; id++ {
+			if s, ok := st[id]; !ok || len(s.Voters) != 2 || len(s.Learners) > 0 {
+				return fmt.Sprintf("shard %d: %+v", id, s)
+			}
+		}
+		return ""
+	})
+	victim := c.Nodes[0].ID()
+	lostOn := map[int]bool{}
+	for _, s := range c.Shards() {
+		if slices.Contains(s.Voters, victim) {
+			for i := 1; i < 3; i++ {
+				if slices.Contains(s.Voters, c.Nodes[i].ID()) {
+					lostOn[i] = true
+				}
+			}
+		}
+	}
+	if len(lostOn) == 0 {
+		t.Skip("the stopped node shares no shard with the others (placement put every shard's two voters elsewhere)")
+	}
+	c.Stop(t, 0)
+	for i := 1; i < 3; i++ {
+		testnode.WaitFor(t, 15*time.Second, fmt.Sprintf("n%d ready", i+1), func() string {
+			if err := c.Nodes[i].Ready(); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+	}
+}
