@@ -148,25 +148,44 @@ func (n *Node) localTopology() *shoalv1.TopologyResponse {
 	}
 	slices.SortFunc(t.Shards, func(a, b *shoalv1.ShardInfo) int { return int(a.Shard) - int(b.Shard) })
 	t.Nodes = []*shoalv1.NodeInfo{self}
+	t.ViewsFrom = []uint64{self.Id}
 	return t
 }
 
-// Topology merges the local views of every alive member: for each shard the
-// view of the node that leads it (highest term) wins; shards nobody reports
-// a leader for are marked unavailable.
+// Topology merges the local views of every alive member that answers: for each
+// shard the view of the node that leads it (highest term) wins. A shard nobody
+// reports a leader for is unavailable, and unknown as well when it may be led where
+// this node cannot see: a member alive but not answering (the answer's unanswered)
+// holds one of its voters, or no answering node holds the shard at all.
 func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse { return n.topology(ctx, nil) }
 
 // topology is Topology, passing suspects on to the peers it asks (suspectLeaders).
 func (n *Node) topology(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
-	best := bestShardViews(n.gatherTopologies(ctx, true, suspects))
+	views := n.gatherTopologies(ctx, true, suspects)
+	best := bestShardViews(views)
 	settings := n.Settings()
+	members := n.Members()
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
+	for _, v := range views {
+		if len(v.Nodes) > 0 && !slices.Contains(t.ViewsFrom, v.Nodes[0].Id) {
+			t.ViewsFrom = append(t.ViewsFrom, v.Nodes[0].Id)
+		}
+	}
+	for _, m := range members {
+		if m.Alive && !slices.Contains(t.ViewsFrom, m.NodeID) {
+			t.Unanswered = append(t.Unanswered, m.NodeID)
+		}
+	}
+	slices.Sort(t.Unanswered)
 	led := map[uint64]uint32{}
 	held := map[uint64]uint32{}
 	for i := uint32(0); i < settings.Shards; i++ {
 		s, ok := best[i]
 		if !ok {
 			s = &shoalv1.ShardInfo{Shard: i, Unavailable: true, UnderReplicated: true}
+		}
+		if unknownShard(s, ok, t.Unanswered) {
+			s.Unknown, s.Unavailable = true, true // s is this call's own: the views are gathered afresh
 		}
 		if s.LeaderId != 0 {
 			led[s.LeaderId]++
@@ -179,12 +198,23 @@ func (n *Node) topology(ctx context.Context, suspects []*shoalv1.SuspectLeader) 
 		}
 		t.Shards = append(t.Shards, s)
 	}
-	for _, m := range n.Members() {
+	for _, m := range members {
 		ni := n.nodeInfo(m)
 		ni.ShardsLed, ni.Replicas = led[m.NodeID], held[m.NodeID]
 		t.Nodes = append(t.Nodes, ni)
 	}
 	return t
+}
+
+// unknownShard reports whether the merged view s of a shard (reported by an answering
+// node, or made up when none holds it) leaves its leader unknown: it names none, and a
+// member that did not answer holds one of its voters, or may, when no answering node
+// holds the shard.
+func unknownShard(s *shoalv1.ShardInfo, reported bool, unanswered []uint64) bool {
+	if s.LeaderId != 0 || len(unanswered) == 0 {
+		return false
+	}
+	return !reported || slices.ContainsFunc(s.Voters, func(id uint64) bool { return slices.Contains(unanswered, id) })
 }
 
 // bestShardViews picks, for every shard, the most authoritative of the nodes' local views

@@ -119,12 +119,17 @@ func (a *app) nodeCmd() *cobra.Command {
 // are strings in JSON: they are 64-bit and would lose precision as numbers
 // in JavaScript tools.
 type clusterStatus struct {
-	ClusterID   string        `json:"cluster_id"`
-	ShardCount  uint32        `json:"shard_count"`
-	Replication uint32        `json:"replication"`
-	AnsweredBy  string        `json:"answered_by"`
-	Nodes       []nodeStatus  `json:"nodes"`
-	Shards      []shardStatus `json:"shards"`
+	ClusterID   string `json:"cluster_id"`
+	ShardCount  uint32 `json:"shard_count"`
+	Replication uint32 `json:"replication"`
+	AnsweredBy  string `json:"answered_by"`
+	// ViewsFrom names the nodes whose own views the answer merges (empty from servers before
+	// it was reported), Unanswered the alive nodes whose views it lacks: Partial when any.
+	ViewsFrom  []string      `json:"views_from"`
+	Unanswered []string      `json:"unanswered"`
+	Partial    bool          `json:"partial"`
+	Nodes      []nodeStatus  `json:"nodes"`
+	Shards     []shardStatus `json:"shards"`
 	// Notes explain states an operator may wait on, such as a drain that cannot finish.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -149,7 +154,8 @@ type shardStatus struct {
 	Term         uint64   `json:"term"`
 	Voters       []string `json:"voters"`
 	Learners     []string `json:"learners"`
-	State        string   `json:"state"` // ok, under-replicated, unavailable
+	DeadVoters   []string `json:"dead_voters,omitempty"` // voters on nodes not alive
+	State        string   `json:"state"`                 // ok, degraded, under-replicated, unavailable, unknown
 	Applied      uint64   `json:"applied"`
 	LastPosition uint64   `json:"last_position"`
 	Format       uint64   `json:"format"` // state-machine format (0: not reported by the leader's version)
@@ -158,8 +164,10 @@ type shardStatus struct {
 func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 	topo := st.GetTopology()
 	names := map[uint64]string{}
+	alive := map[uint64]bool{}
 	for _, n := range topo.GetNodes() {
 		names[n.GetId()] = n.GetName()
+		alive[n.GetId()] = alive[n.GetId()] || n.GetAlive()
 	}
 	name := func(id uint64) string {
 		if n, ok := names[id]; ok && n != "" {
@@ -172,8 +180,17 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		ShardCount:  topo.GetSettings().GetShards(),
 		Replication: topo.GetSettings().GetReplication(),
 		AnsweredBy:  name(st.GetNodeId()),
+		ViewsFrom:   []string{},
+		Unanswered:  []string{},
+		Partial:     len(topo.GetUnanswered()) > 0,
 		Nodes:       []nodeStatus{},
 		Shards:      []shardStatus{},
+	}
+	for _, id := range topo.GetViewsFrom() {
+		s.ViewsFrom = append(s.ViewsFrom, name(id))
+	}
+	for _, id := range topo.GetUnanswered() {
+		s.Unanswered = append(s.Unanswered, name(id))
 	}
 	for _, n := range topo.GetNodes() {
 		state := "dead"
@@ -199,15 +216,24 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		}
 		for _, v := range sh.GetVoters() {
 			ss.Voters = append(ss.Voters, name(v))
+			if !alive[v] {
+				ss.DeadVoters = append(ss.DeadVoters, name(v))
+			}
 		}
 		for _, l := range sh.GetLearners() {
 			ss.Learners = append(ss.Learners, name(l))
 		}
 		slices.Sort(ss.Voters) // raft's configuration order says nothing; sorted, they compare at a glance
 		slices.Sort(ss.Learners)
+		slices.Sort(ss.DeadVoters)
+		// A shard with a voter down runs on the others: one failure more and it has no quorum.
 		switch {
+		case sh.GetUnknown(): // its leader may be where the answering node cannot see
+			ss.State = "unknown"
 		case sh.GetUnavailable():
 			ss.State = "unavailable"
+		case len(ss.DeadVoters) > 0:
+			ss.State = "degraded"
 		case sh.GetUnderReplicated():
 			ss.State = "under-replicated"
 		}
@@ -224,7 +250,7 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 func (s *clusterStatus) mixedFormats() []string {
 	count := map[uint64]int{}
 	for _, sh := range s.Shards {
-		if sh.State != "unavailable" {
+		if sh.State != "unavailable" && sh.State != "unknown" {
 			count[max(sh.Format, 1)]++
 		}
 	}
@@ -272,8 +298,16 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "cluster %s: %d shards, replication %d, %d nodes (answered by %s)\n",
 		orDash(s.ClusterID), s.ShardCount, s.Replication, len(s.Nodes), orDash(s.AnsweredBy))
-	fmt.Fprintf(w, "shards: %d ok, %d under-replicated, %d unavailable\n\n",
-		counts["ok"], counts["under-replicated"], counts["unavailable"])
+	if s.Partial {
+		fmt.Fprintf(w, "views of %d of %d nodes; %s did not answer: this view may be partial\n",
+			len(s.ViewsFrom), len(s.ViewsFrom)+len(s.Unanswered), strings.Join(s.Unanswered, ", "))
+	}
+	fmt.Fprintf(w, "shards: %d ok, %d degraded, %d under-replicated, %d unavailable",
+		counts["ok"], counts["degraded"], counts["under-replicated"], counts["unavailable"])
+	if counts["unknown"] > 0 {
+		fmt.Fprintf(w, ", %d unknown", counts["unknown"])
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS")
 	for _, n := range s.Nodes {
@@ -296,8 +330,14 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 	}
 	fmt.Fprintln(tw, "SHARD\tLEADER\tTERM\tVOTERS\tLEARNERS\tSTATE")
 	for _, sh := range s.Shards {
+		voters := slices.Clone(sh.Voters)
+		for i, v := range voters {
+			if slices.Contains(sh.DeadVoters, v) {
+				voters[i] += "(dead)"
+			}
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n",
-			sh.Shard, orDash(sh.Leader), sh.Term, orDash(strings.Join(sh.Voters, ",")),
+			sh.Shard, orDash(sh.Leader), sh.Term, orDash(strings.Join(voters, ",")),
 			orDash(strings.Join(sh.Learners, ",")), sh.State)
 	}
 	return tw.Flush()

@@ -1971,8 +1971,19 @@ type ShardInfo struct {
 	Applied         uint64                 `protobuf:"varint,8,opt,name=applied,proto3" json:"applied,omitempty"`
 	LastPosition    uint64                 `protobuf:"varint,9,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
 	Format          uint64                 `protobuf:"varint,10,opt,name=format,proto3" json:"format,omitempty"` // the shard's state-machine format (0 from servers before it was added)
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// unknown: the answer cannot say whether the shard has a leader. No leader is
+	// known to the nodes whose views were merged (TopologyResponse.views_from),
+	// and an alive member that did not answer (unanswered) holds, or may hold, a
+	// voter of it: no answering node holds the shard, or one of its voters is
+	// among the unanswered. The shard may well be led on the other side of a cut.
+	// A refinement of unavailable, not a replacement: an unknown shard also has
+	// unavailable set (no leader is known, leader_id is 0), as it had before this
+	// field existed, so that an older client shows it as unavailable rather than
+	// healthy; and under_replicated is set when no answering node holds it. Read
+	// unknown first. Always false in a local_only answer and from older servers.
+	Unknown       bool `protobuf:"varint,11,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShardInfo) Reset() {
@@ -2075,11 +2086,28 @@ func (x *ShardInfo) GetFormat() uint64 {
 	return 0
 }
 
+func (x *ShardInfo) GetUnknown() bool {
+	if x != nil {
+		return x.Unknown
+	}
+	return false
+}
+
 type TopologyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Settings      *ClusterSettings       `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
-	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Shards        []*ShardInfo           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Settings *ClusterSettings       `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Nodes    []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Shards   []*ShardInfo           `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	// views_from: the IDs of the nodes whose own views this answer merges, the
+	// answering node's first (in a local_only answer, only it). Empty from
+	// servers before the field was added.
+	ViewsFrom []uint64 `protobuf:"varint,4,rep,packed,name=views_from,json=viewsFrom,proto3" json:"views_from,omitempty"`
+	// unanswered: the IDs of the members alive in the answering node's gossip
+	// whose views are not merged (not reachable from it, too slow, or with no
+	// gRPC address yet). Not empty: the answer may be partial, and shards that
+	// only they could speak for are unknown (ShardInfo.unknown). Dead members
+	// are never asked and never listed here.
+	Unanswered    []uint64 `protobuf:"varint,5,rep,packed,name=unanswered,proto3" json:"unanswered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2131,6 +2159,20 @@ func (x *TopologyResponse) GetNodes() []*NodeInfo {
 func (x *TopologyResponse) GetShards() []*ShardInfo {
 	if x != nil {
 		return x.Shards
+	}
+	return nil
+}
+
+func (x *TopologyResponse) GetViewsFrom() []uint64 {
+	if x != nil {
+		return x.ViewsFrom
+	}
+	return nil
+}
+
+func (x *TopologyResponse) GetUnanswered() []uint64 {
+	if x != nil {
+		return x.Unanswered
 	}
 	return nil
 }
@@ -2701,7 +2743,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"shards_led\x18\t \x01(\rR\tshardsLed\x12\x1a\n" +
 	"\breplicas\x18\n" +
 	" \x01(\rR\breplicas\x12\x1a\n" +
-	"\bstopping\x18\v \x01(\bR\bstopping\"\xaa\x02\n" +
+	"\bstopping\x18\v \x01(\bR\bstopping\"\xc4\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
@@ -2713,11 +2755,17 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\aapplied\x18\b \x01(\x04R\aapplied\x12#\n" +
 	"\rlast_position\x18\t \x01(\x04R\flastPosition\x12\x16\n" +
 	"\x06format\x18\n" +
-	" \x01(\x04R\x06format\"\xa0\x01\n" +
+	" \x01(\x04R\x06format\x12\x18\n" +
+	"\aunknown\x18\v \x01(\bR\aunknown\"\xdf\x01\n" +
 	"\x10TopologyResponse\x125\n" +
 	"\bsettings\x18\x01 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.shoal.v1.NodeInfoR\x05nodes\x12+\n" +
-	"\x06shards\x18\x03 \x03(\v2\x13.shoal.v1.ShardInfoR\x06shards\"\x0f\n" +
+	"\x06shards\x18\x03 \x03(\v2\x13.shoal.v1.ShardInfoR\x06shards\x12\x1d\n" +
+	"\n" +
+	"views_from\x18\x04 \x03(\x04R\tviewsFrom\x12\x1e\n" +
+	"\n" +
+	"unanswered\x18\x05 \x03(\x04R\n" +
+	"unanswered\"\x0f\n" +
 	"\rStatusRequest\"a\n" +
 	"\x0eStatusResponse\x126\n" +
 	"\btopology\x18\x01 \x01(\v2\x1a.shoal.v1.TopologyResponseR\btopology\x12\x17\n" +

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// A shard with a voter on a dead node runs on the others, one failure from unavailable: it is
+// degraded, not ok, in the table (the dead voter marked) and in the JSON (which names it).
+func TestClusterStatusDeadVoterIsDegraded(t *testing.T) {
+	st := &shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 2, Replication: 3},
+		Nodes: []*shoalv1.NodeInfo{
+			{Id: 1, Name: "n1", Alive: true}, {Id: 2, Name: "n2", Alive: true}, {Id: 3, Name: "n3", Alive: false},
+			{Id: 4, Name: "n4", Alive: true},
+		},
+		// Shard 0 as its leader's view says it: three voters, so not under-replicated.
+		Shards: []*shoalv1.ShardInfo{
+			{Shard: 0, LeaderId: 1, Term: 2, Voters: []uint64{3, 1, 2}},
+			{Shard: 1, LeaderId: 2, Term: 2, Voters: []uint64{1, 2, 4}},
+		},
+	}}
+	s := newClusterStatus(st)
+	var out strings.Builder
+	if err := s.writeTables(&out); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", out.String())
+	if got := s.Shards[0]; got.State != "degraded" || !slices.Equal(got.DeadVoters, []string{"n3"}) {
+		t.Errorf("shard 0 with voter n3 dead: state %q, dead voters %q; want degraded, [n3]", got.State, got.DeadVoters)
+	}
+	if got := s.Shards[1]; got.State != "ok" || len(got.DeadVoters) != 0 {
+		t.Errorf("shard 1, every voter alive: state %q, dead voters %q; want ok", got.State, got.DeadVoters)
+	}
+	for _, want := range []string{"shards: 1 ok, 1 degraded, 0 under-replicated, 0 unavailable\n", "n1,n2,n3(dead)", "degraded"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	js, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `"dead_voters":["n3"],"state":"degraded"`) {
+		t.Errorf("JSON lacks the dead voter: %s", js)
+	}
+}
+
+// A node that heard from only some of the alive nodes says so above the tables and in the
+// JSON, and shows the shards it cannot speak for as unknown, not unavailable; an answer from a
+// server that does not report whose views it merged shows no such line.
+func TestClusterStatusPartialView(t *testing.T) {
+	nodes := []*shoalv1.NodeInfo{{Id: 1, Name: "n1", Alive: true}, {Id: 2, Name: "n2", Alive: true}, {Id: 3, Name: "n3", Alive: true}}
+	shards := func(unknown bool) []*shoalv1.ShardInfo {
+		var out []*shoalv1.ShardInfo
+		for i := range uint32(2) {
+			out = append(out, &shoalv1.ShardInfo{Shard: i, Term: 3, Voters: []uint64{1, 2, 3}, Unavailable: true, Unknown: unknown})
+		}
+		return out
+	}
+	st := &shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 2, Replication: 3},
+		Nodes:    nodes, Shards: shards(true), ViewsFrom: []uint64{1}, Unanswered: []uint64{2, 3},
+	}}
+	s := newClusterStatus(st)
+	var out strings.Builder
+	if err := s.writeTables(&out); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", out.String())
+	for _, want := range []string{
+		"views of 1 of 3 nodes; n2, n3 did not answer: this view may be partial\n",
+		"shards: 0 ok, 0 degraded, 0 under-replicated, 0 unavailable, 2 unknown\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, sh := range s.Shards {
+		if sh.State != "unknown" {
+			t.Errorf("shard %d no answering node can speak for: state %q, want unknown", sh.Shard, sh.State)
+		}
+	}
+	js, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"views_from":["n1"],"unanswered":["n2","n3"],"partial":true`, `"state":"unknown"`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("JSON lacks %s: %s", want, js)
+		}
+	}
+
+	// An older server: no views reported, shards plainly unavailable.
+	old := newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 2, Replication: 3}, Nodes: nodes, Shards: shards(false),
+	}})
+	out.Reset()
+	if err := old.writeTables(&out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "partial") || strings.Contains(out.String(), "unknown") || old.Partial {
+		t.Errorf("an older server's answer read as partial:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "2 unavailable\n") {
+		t.Errorf("an older server's leaderless shards not unavailable:\n%s", out.String())
+	}
+}
