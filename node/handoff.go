@@ -32,7 +32,7 @@ const handOffRecheck = 100 * time.Millisecond
 // proposal that may still commit is "outcome unknown" (clients retry it under its event IDs),
 // the rest are forwarded to the new leader.
 func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
-	n.stopPlacement()
+	n.stopPlacement(ctx)
 	if ml := n.gossip(); ml != nil {
 		if err := ml.UpdateMeta(func(m *membership.Meta) { m.Stopping = true }); err != nil {
 			n.log.Debug("announcing the stop in gossip", "err", err)
@@ -57,7 +57,17 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 		if len(tried) == 0 {
 			break // this node led nothing
 		}
-		wg.Wait()
+		// A raft loop stuck behind a hung disk answers no status request: ctx bounds the wait
+		// (the goroutines end once the loop answers, or with the host).
+		waited := make(chan struct{})
+		go func() {
+			wg.Wait()
+			close(waited)
+		}()
+		select {
+		case <-waited:
+		case <-ctx.Done():
+		}
 		// Give a leadership that was on its way here a moment to arrive before looking again.
 		select {
 		case <-ctx.Done():

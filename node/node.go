@@ -582,7 +582,7 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	close(n.done)
-	n.stopPlacement()
+	n.stopPlacement(context.Background())
 	var errs []error
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -269,10 +269,21 @@ func (n *Node) startPlacement() {
 
 // stopPlacement stops the loop and waits for in-flight steps. Idempotent;
 // a no-op when the loop never started.
-func (n *Node) stopPlacement() {
+//
+// It waits for the loop's round to end, or for ctx: a round stuck on a raft loop that answers
+// nothing (a hung disk) ends only once that loop does.
+func (n *Node) stopPlacement(ctx context.Context) {
 	if p := n.placer.Swap(nil); p != nil {
 		p.cancel()
-		p.wg.Wait()
+		done := make(chan struct{})
+		go func() {
+			p.wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 }
 

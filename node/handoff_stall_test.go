@@ -1,0 +1,59 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/google/uuid"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// SIGTERM's hand-off is bounded by its ctx (5 s in shoal server) even when the raft loop is
+// stuck behind a hung WAL sync (it asked the loop for each group's status without a deadline).
+func TestHandOffBoundedWithStuckRaftLoop(t *testing.T) {
+	fs := &stallFS{FS: vfs.Default}
+	cfg := testConfig(t, t.TempDir())
+	cfg.Shards = 1
+	cfg.fs = fs
+	cfg.MaxSyncDuration = -1 // --max-sync-duration -1s: never exit
+	n := startNode(t, cfg)
+	t.Cleanup(fs.resume)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+	fs.stall()
+	for i := 0; i < 32; i++ {
+		go func() {
+			id := uuid.New()
+			c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B", Data: make([]byte, 256<<10)}}})
+		}()
+	}
+	time.Sleep(time.Second) // the raft loop is now behind the WAL's sync
+	g, _ := n.host.Group(0)
+	stc := make(chan struct{})
+	go func() { g.Status(); close(stc) }()
+	select {
+	case <-stc:
+		t.Logf("raft loop still answers")
+	case <-time.After(time.Second):
+		t.Logf("raft loop answers no call")
+	}
+
+	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+	defer hcancel()
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { n.HandOffLeaders(hctx); close(done) }()
+	select {
+	case <-done:
+		t.Logf("HandOffLeaders returned after %v", time.Since(start))
+	case <-time.After(4 * time.Second):
+		t.Fatalf("HandOffLeaders with a 1 s ctx still running after 4 s: the raft loop is stuck and g.Status() ignores ctx")
+	}
+}
