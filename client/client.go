@@ -36,8 +36,8 @@ type Client struct {
 	mu struct {
 		sync.Mutex
 		closed bool
-		nodes  map[string]*node  // by gRPC address; created lazily
-		hints  map[uint32]string // shard -> leader address learnt from NotLeader
+		nodes  map[string]*node      // by gRPC address; created lazily
+		hints  map[uint32]leaderHint // shard -> leader address learnt from NotLeader
 		// suspects: shard -> the leader a watched attempt waits on in vain, for the next
 		// topology request (leaderWatch.poll, refreshTopology).
 		suspects map[uint32]string
@@ -56,6 +56,36 @@ type node struct {
 	cluster shoalv1.ClusterClient
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
 	appends *appendPipe // the node's AppendPipeline stream (pipeline.go)
+
+	faults struct {
+		sync.Mutex
+		counted time.Time // when the breaker last recorded a fault (admit)
+	}
+}
+
+// admit asks the node's breaker to let an attempt through, and returns the function that
+// records its outcome. One event (a connection drop, a restart) fails every attempt in flight
+// on the node at once; the breaker counts it once: a fault of an attempt that started before
+// the last fault the breaker recorded is excluded, as a caller's cancellation is, so that
+// only faults in a row of attempts each sent after the one before failed open the breaker.
+func (n *node) admit() (finish func(error), err error) {
+	f, err := n.breaker.Allow()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	return func(outcome error) {
+		if outcome == errNodeFault {
+			n.faults.Lock()
+			if start.Before(n.faults.counted) {
+				outcome = errExcluded
+			} else {
+				n.faults.counted = time.Now()
+			}
+			n.faults.Unlock()
+		}
+		f(outcome)
+	}, nil
 }
 
 // Stats are counters since Dial.
@@ -98,7 +128,7 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		done:      make(chan struct{}),
 	}
 	c.mu.nodes = make(map[string]*node)
-	c.mu.hints = make(map[uint32]string)
+	c.mu.hints = make(map[uint32]leaderHint)
 	if err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		_, err := c.fetchTopology(ctx, n)
 		return false, err

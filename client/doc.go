@@ -66,13 +66,17 @@
 //     attempt's error.
 //  4. Each node address has a circuit breaker. Only transport failures count
 //     (Unavailable other than not-leader, timed-out attempts, connection
-//     errors); application verdicts count as successes. After 5 consecutive
-//     failures the breaker opens and calls route to other nodes, which
-//     forward; after 2s it lets one probe call through (half-open) and
-//     closes on its success (for a read, its first page: a long read does
-//     not hold the probe). When every candidate's breaker is open, the
-//     call waits out its backoff and tries again while time remains instead
-//     of failing at once.
+//     errors); application verdicts count as successes. Failures of calls
+//     that were in flight together (one connection drop) count once: a
+//     failure of an attempt sent before the node's last counted failure is
+//     not counted. After 5 consecutive failures the breaker opens and calls
+//     route to other nodes, which forward; after 2s it lets one probe call
+//     through (half-open) and closes on its success (for a read, its first
+//     page: a long read does not hold the probe). When every candidate's
+//     breaker is open, the call waits out its backoff and tries again while
+//     time remains instead of failing at once; when there is one candidate
+//     only (a one-node cluster), the attempt goes to it anyway, paced by the
+//     same backoff.
 //  5. Errors are typed at the boundary: match them with errors.Is against
 //     ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted,
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown

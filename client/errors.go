@@ -51,6 +51,13 @@ var (
 	// version), and when the server answers that the outcome is unknown. The
 	// error is an *OutcomeUnknownError.
 	ErrOutcomeUnknown = errors.New("client: the delete may or may not have been applied")
+	// ErrTLSHandshake is returned by any call, Dial included, when the TLS
+	// handshake with a node failed on its certificates or protocol (a server
+	// certificate the client does not trust or that does not name the
+	// address dialled, a server without TLS, a client certificate the server
+	// refuses): a setup error, never retried. The error wraps the gRPC
+	// status.
+	ErrTLSHandshake = errors.New("client: TLS handshake failed")
 )
 
 // OutcomeUnknownError is the ErrOutcomeUnknown failure, with the attempt's
@@ -88,6 +95,9 @@ func mayHaveApplied(err error) bool {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		if tlsRefused(st) {
+			return false // no connection was made
+		}
 		for _, d := range st.Details() {
 			if _, ok := d.(*shoalv1.NotLeader); ok {
 				return false
@@ -225,6 +235,9 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		if tlsRefused(st) {
+			return fatal, false, nil
+		}
 		for _, d := range st.Details() {
 			if d, ok := d.(*shoalv1.NotLeader); ok {
 				if d.GetLeaderAddr() != "" {
@@ -247,6 +260,16 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 		return retry, false, nil
 	}
 	return fatal, false, nil
+}
+
+// tlsRefused reports whether st is gRPC's failure of a connection's TLS handshake on
+// certificates or protocol ("authentication handshake failed" naming a tls or x509 error),
+// which a retry meets again. A handshake cut short (EOF, a connection reset: a node
+// restarting) is not one.
+func tlsRefused(st *status.Status) bool {
+	msg := st.Message()
+	_, cause, ok := strings.Cut(msg, "authentication handshake failed")
+	return ok && (strings.Contains(cause, "tls:") || strings.Contains(cause, "x509:"))
 }
 
 // convertError maps a fatal gRPC error to the package's errors. stream names
@@ -284,6 +307,10 @@ func convertError(err error, stream string) error {
 	}
 	// No details: map what the code alone says unambiguously.
 	switch st.Code() {
+	case codes.Unavailable:
+		if tlsRefused(st) {
+			return fmt.Errorf("%w: %w", ErrTLSHandshake, err)
+		}
 	case codes.InvalidArgument:
 		return &InvalidArgumentError{Reason: st.Message()}
 	case codes.NotFound:

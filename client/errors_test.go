@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
@@ -134,5 +136,42 @@ func TestExpectedVersionString(t *testing.T) {
 	}
 	if (ExpectedVersion{}) != Any {
 		t.Error("the zero ExpectedVersion is not Any")
+	}
+}
+
+// A TLS client dialling a server whose certificate it cannot verify (here a plaintext
+// server, as with a server started without TLS) fails at once with ErrTLSHandshake, not
+// after retrying for MaxElapsed as if the node were down.
+func TestTLSHandshakeFailureNotRetried(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := Dial(ctx, []string{fc.nodes[0].addr}, WithTLS(&tls.Config{}))
+	if c != nil {
+		c.Close()
+	}
+	if took := time.Since(start); took > 2*time.Second || !errors.Is(err, ErrTLSHandshake) {
+		t.Fatalf("Dial = %v after %v, want ErrTLSHandshake at once", err, took)
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("status.Code = %v, want the gRPC status kept", status.Code(err))
+	}
+}
+
+func TestTLSRefusedIsNarrow(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want bool
+	}{
+		{`connection error: desc = "transport: authentication handshake failed: tls: first record does not look like a TLS handshake"`, true},
+		{`connection error: desc = "transport: authentication handshake failed: x509: certificate signed by unknown authority"`, true},
+		{`connection error: desc = "transport: authentication handshake failed: EOF"`, false},
+		{`connection error: desc = "transport: Error while dialing: dial tcp: connect: connection refused"`, false},
+		{`fake: node unavailable`, false},
+	} {
+		if got := tlsRefused(status.New(codes.Unavailable, tc.msg)); got != tc.want {
+			t.Errorf("tlsRefused(%q) = %v, want %v", tc.msg, got, tc.want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -160,6 +161,31 @@ func TestReadErrors(t *testing.T) {
 	}
 	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
 		t.Fatalf("errors = %v, want one context.Canceled", errs)
+	}
+}
+
+// A read has nothing to lose by its answer being lost: INTERNAL, UNKNOWN and CANCELLED,
+// which appends and exact deletes retry, are a read's verdict (doc.go, "What a caller can
+// rely on" 2), returned at once rather than retried until MaxElapsed.
+func TestReadLostAnswerCodesAreVerdicts(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	seed(t, c, "r", 3)
+	for _, code := range []codes.Code{codes.Internal, codes.Unknown, codes.Canceled} {
+		before := fc.nodes[0].count("Read")
+		fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
+			if m == "Read" {
+				return status.Error(code, "fake: corrupt event record")
+			}
+			return nil
+		})
+		_, err := c.ReadPage(testCtx(t), "r")
+		if status.Code(err) != code {
+			t.Errorf("%v: ReadPage = %v, want the status", code, err)
+		}
+		if n := fc.nodes[0].count("Read") - before; n != 1 {
+			t.Errorf("%v: %d Read calls, want 1", code, n)
+		}
 	}
 }
 

@@ -152,9 +152,9 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return &OutcomeUnknownError{Attempts: attempts, Err: err}
 			}
 			v, nodeFault, nl := classify(err)
-			if v == fatal && t.idempotent && lostAnswer(err) && !(t.ownRefusal && status.Code(err) == codes.Unknown) {
+			if v == fatal && t.lostAnswerRetry && lostAnswer(err) && !(t.ownRefusal && status.Code(err) == codes.Unknown) {
 				// The call may have been applied and its answer lost (a stream reset on the
-				// way, a server's failure it could not name): repeating an idempotent call
+				// way, a server's failure it could not name): repeating an idempotent write
 				// answers as the first run did, where returning this error would pass a
 				// write that may have been applied for a definite failure. (A delete's
 				// UNKNOWN is the server's own verdict that its outcome is unknown.)

@@ -31,16 +31,21 @@ const refreshHedgeAfter = 500 * time.Millisecond
 
 // topology is the immutable routing view built from a TopologyResponse.
 type topology struct {
-	resp    *shoalv1.TopologyResponse
-	shards  uint32
-	alive   []string   // gRPC addresses of live nodes, by node ID
-	dead    []string   // gRPC addresses of the nodes it names dead
-	leader  []string   // by shard: the leader's address, "" when unknown
-	voters  [][]string // by shard: addresses of live voters
+	resp   *shoalv1.TopologyResponse
+	shards uint32
+	alive  []string   // gRPC addresses of live nodes, by node ID
+	dead   []string   // gRPC addresses of the nodes it names dead
+	leader []string   // by shard: the leader's address, "" when unknown
+	term   []uint64   // by shard: the term of leader (ShardInfo.Term)
+	voters [][]string // by shard: addresses of live voters
+	// fetched is when the request for resp was sent: resp describes the cluster as it
+	// was at some moment after it, not necessarily after anything the client learnt
+	// while the answer was on its way.
 	fetched time.Time
 }
 
-func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
+// newTopology builds the view from resp, the answer to a request sent at fetched.
+func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, error) {
 	shards := resp.GetSettings().GetShards()
 	if shards == 0 {
 		return nil, errors.New("client: the topology names no shards")
@@ -49,8 +54,9 @@ func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
 		resp:    resp,
 		shards:  shards,
 		leader:  make([]string, shards),
+		term:    make([]uint64, shards),
 		voters:  make([][]string, shards),
-		fetched: time.Now(),
+		fetched: fetched,
 	}
 	nodes := slices.Clone(resp.GetNodes())
 	slices.SortFunc(nodes, func(a, b *shoalv1.NodeInfo) int { return cmp.Compare(a.GetId(), b.GetId()) })
@@ -78,6 +84,7 @@ func newTopology(resp *shoalv1.TopologyResponse) (*topology, error) {
 		if a, ok := addr[s.GetLeaderId()]; ok && alive[s.GetLeaderId()] {
 			t.leader[s.GetShard()] = a
 		}
+		t.term[s.GetShard()] = s.GetTerm()
 		for _, v := range s.GetVoters() {
 			if a, ok := addr[v]; ok && alive[v] {
 				t.voters[s.GetShard()] = append(t.voters[s.GetShard()], a)
@@ -100,21 +107,31 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 // askTopology asks n for the topology, without installing it, naming the suspects
 // (leaderWatch.poll).
 func askTopology(ctx context.Context, n *node, suspects []*shoalv1.SuspectLeader) (*topology, error) {
+	sent := time.Now()
 	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{Suspects: suspects})
 	if err != nil {
 		return nil, err
 	}
-	return newTopology(resp)
+	return newTopology(resp, sent)
 }
 
-// install makes t, fetched from n, the client's topology.
+// install makes t, fetched from n, the client's topology. t may have been requested
+// before what the client learnt since: a shard's leader of a higher term in the current
+// view is kept (unless t names it dead), and so is a leader hint set after t was requested.
 func (c *Client) install(t *topology, n *node) {
+	if cur := c.topo.Load(); cur != nil && cur.shards == t.shards {
+		for shard := range t.shards {
+			if t.term[shard] < cur.term[shard] && !slices.Contains(t.dead, cur.leader[shard]) {
+				t.leader[shard], t.term[shard] = cur.leader[shard], cur.term[shard]
+			}
+		}
+	}
 	c.topo.Store(t)
 	c.installed()
 	c.stats.refreshes.Add(1)
 	c.mu.Lock()
-	for shard := range c.mu.hints {
-		if shard >= t.shards || t.leader[shard] != "" {
+	for shard, h := range c.mu.hints {
+		if shard >= t.shards || t.leader[shard] != "" && t.fetched.After(h.set) {
 			delete(c.mu.hints, shard)
 		}
 	}
@@ -166,7 +183,7 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 				last = err
 				continue
 			}
-			finish, err := n.breaker.Allow()
+			finish, err := n.admit()
 			if err != nil {
 				last = errAllBreakersOpen
 				continue
@@ -301,6 +318,11 @@ type target struct {
 	// exact version). Only such calls are abandoned for a new leader while they wait
 	// (watchLeader).
 	idempotent bool
+	// lostAnswerRetry: an idempotent write, whose attempt may have been applied when it
+	// ends with INTERNAL, CANCELLED or UNKNOWN (lostAnswer), and which is repeated rather
+	// than reported as failed (doc.go, "What a caller can rely on" 2). Reads take those
+	// codes for verdicts.
+	lostAnswerRetry bool
 	// once: a call that must not run again once it may have been applied (deletes
 	// expecting any version or an existing stream): such a failure ends it with
 	// ErrOutcomeUnknown.
@@ -346,6 +368,7 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 		cands = append(slices.Delete(cands, i, i+1), avoid)
 	}
 	err = errNoNodes
+	var refused *node // the first candidate whose breaker refused the attempt
 	for _, addr := range cands {
 		nd, nerr := c.node(addr)
 		if nerr != nil {
@@ -355,14 +378,21 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 			err = nerr
 			continue
 		}
-		f, berr := nd.breaker.Allow()
+		f, berr := nd.admit()
 		if berr != nil {
-			if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
-				err = errAllBreakersOpen
+			if (errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests)) && refused == nil {
+				refused = nd
 			}
 			continue
 		}
 		return nd, f, shard, leader, nil
+	}
+	if refused != nil && len(cands) == 1 {
+		// The only candidate's breaker is open: a breaker steers calls to other nodes, and
+		// there is none (in a one-node cluster, one blip would refuse every call for
+		// OpenTimeout). The attempt goes to it, paced by the caller's backoff, and records
+		// nothing. With several candidates, all refusing, the call waits as before.
+		return refused, func(error) {}, shard, leader, nil
 	}
 	return nil, nil, shard, "", err
 }
@@ -391,7 +421,7 @@ func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []str
 		out = appendNew(out, vs...)
 	}
 	c.mu.Lock()
-	hint := c.mu.hints[shard]
+	hint := c.mu.hints[shard].addr
 	c.mu.Unlock()
 	if hint != "" {
 		out = appendNew(out, hint)
@@ -407,9 +437,15 @@ func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []str
 func (c *Client) setHint(shard uint32, addr string) {
 	c.mu.Lock()
 	if !c.mu.closed {
-		c.mu.hints[shard] = addr
+		c.mu.hints[shard] = leaderHint{addr: addr, set: time.Now()}
 	}
 	c.mu.Unlock()
+}
+
+// leaderHint is a shard's leader learnt from a not-leader answer.
+type leaderHint struct {
+	addr string
+	set  time.Time // when the answer arrived: a topology requested before may not know it
 }
 
 func appendNew(dst []string, addrs ...string) []string {

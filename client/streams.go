@@ -54,7 +54,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 			Reason: fmt.Sprintf("the append encodes to %d bytes", size)}
 	}
 	var resp *shoalv1.AppendResponse
-	err := c.run(ctx, target{kind: byStream, stream: stream, idempotent: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+	err := c.run(ctx, target{kind: byStream, stream: stream, idempotent: true, lostAnswerRetry: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		r, err := n.appends.append(ctx, req)
 		resp = r
 		return false, err
@@ -121,7 +121,7 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 	}
 	req := &shoalv1.DeleteRequest{Stream: stream, Expected: expected.proto(), Tombstone: o.tombstone}
 	exact := expected.proto().GetKind() == shoalv1.ExpectedVersion_KIND_EXACT
-	return c.run(ctx, target{kind: byStream, stream: stream, idempotent: exact, once: !exact, ownRefusal: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+	return c.run(ctx, target{kind: byStream, stream: stream, idempotent: exact, lostAnswerRetry: exact, once: !exact, ownRefusal: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		resp, err := n.streams.Delete(ctx, req)
 		if err == nil && o.result != nil {
 			*o.result = DeleteResult{Shard: resp.GetShard(), Position: resp.GetPosition(), Logged: resp.GetLogged()}

@@ -1,0 +1,69 @@
+package client
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A blip under load may open a node's breaker; in a one-node cluster, the only candidate,
+// that must not refuse every call for OpenTimeout (2s) although the node answers again a
+// few milliseconds later.
+func TestBlipDoesNotStallOneNodeCluster(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc) // default breaker: 5 failures, 2s
+	start := time.Now()
+	blip := 30 * time.Millisecond
+	fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
+		if m == "Append" && time.Since(start) < blip {
+			return unavailable()
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+				t.Errorf("append: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("a %v blip stalled 10 concurrent appends for %v; stats %+v", blip, took, c.Stats())
+	}
+}
+
+// One transport event (a connection drop) fails every call in flight on a node at once:
+// the breaker counts it once, not once per call.
+func TestBreakerCountsSimultaneousFailuresOnce(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc) // default breaker: 5 failures
+	const inFlight = 10
+	var arrived atomic.Int32
+	drop := make(chan struct{})
+	fc.nodes[0].setFault(func(_ context.Context, m string, k int) error {
+		if m != "Append" || k > inFlight {
+			return nil
+		}
+		if arrived.Add(1) == inFlight {
+			close(drop)
+		}
+		<-drop
+		return unavailable()
+	})
+	var wg sync.WaitGroup
+	for range inFlight {
+		wg.Go(func() {
+			if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+				t.Errorf("append: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if s := c.Stats(); s.BreakerTrips != 0 {
+		t.Fatalf("%d calls failed together opened the breaker: stats %+v", inFlight, s)
+	}
+}
