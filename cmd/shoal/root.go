@@ -212,7 +212,7 @@ func (a *app) unreachable(err error, server string) error {
 				"or its leader is overloaded (the cluster at %s answered); 'shoal cluster status' shows which nodes are down",
 			shard, server)}
 	}
-	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, client.ErrTLSHandshake) {
 		if msg := a.tlsTrouble(err, server); msg != "" {
 			return &explainedError{code: exitError, msg: msg}
 		}
