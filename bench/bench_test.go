@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -515,5 +516,17 @@ func TestPrepareOutsideTiming(t *testing.T) {
 	if r.Ops != 10 || ran != 10 || prepared < ran || r.Latency.Max >= 1000 {
 		t.Fatalf("ops %d, ran %d, prepared %d, max latency %dus: want 10 runs, each prepared, none charged its 2ms prepare",
 			r.Ops, ran, prepared, r.Latency.Max)
+	}
+}
+
+// A report can go to a file that is not a regular one (/dev/null, /dev/stdout, a pipe): only a
+// regular file is truncated before it is written.
+func TestReportFileNotRegular(t *testing.T) {
+	rf, err := OpenReportFile(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rf.Write(&Result{}); err != nil {
+		t.Fatalf("writing the report to %s: %v", os.DevNull, err)
 	}
 }

@@ -219,7 +219,11 @@ func OpenReportFile(name string) (*ReportFile, error) {
 func (rf *ReportFile) Write(r *Result) error {
 	f := rf.f
 	rf.f = nil
-	err := f.Truncate(0)
+	var err error
+	// Only a regular file has a length to cut (/dev/stdout, a pipe: EINVAL).
+	if st, serr := f.Stat(); serr == nil && st.Mode().IsRegular() {
+		err = f.Truncate(0)
+	}
 	if err == nil {
 		err = r.WriteJSON(f)
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,5 +66,25 @@ func TestBreakerCountsSimultaneousFailuresOnce(t *testing.T) {
 	wg.Wait()
 	if s := c.Stats(); s.BreakerTrips != 0 {
 		t.Fatalf("%d calls failed together opened the breaker: stats %+v", inFlight, s)
+	}
+}
+
+// When every candidate's breaker is open, the call's error keeps the failure that opened them,
+// not "no node address is known".
+func TestAllBreakersOpenKeepsTheCause(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: time.Minute}),
+		WithRetry(RetryPolicy{MaxElapsed: 300 * time.Millisecond, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}))
+	for _, n := range fc.nodes {
+		n.setFault(func(_ context.Context, m string, _ int) error {
+			if m == "Append" {
+				return unavailable()
+			}
+			return nil
+		})
+	}
+	_, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
+	if err == nil || strings.Contains(err.Error(), "no node address is known") || !strings.Contains(err.Error(), "Unavailable") {
+		t.Fatalf("append with every breaker open: %v; want the failure that opened them", err)
 	}
 }

@@ -69,6 +69,11 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		last      error
 		avoid     string
 		uncertain bool // an attempt failed after it may have been applied
+		// tlsRefusers: the nodes that refused this client's TLS handshake in this call. One
+		// node's certificate (a rotation half done, a readdressed node without a matching
+		// name) does not fail the call while another candidate may accept it; a second
+		// refusal by the same node ends it (ErrTLSHandshake).
+		tlsRefusers map[string]bool
 	)
 	for {
 		if c.closed() {
@@ -152,6 +157,13 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return &OutcomeUnknownError{Attempts: attempts, Err: err}
 			}
 			v, nodeFault, nl := classify(err)
+			if st, ok := status.FromError(err); ok && v == fatal && tlsRefused(st) && !tlsRefusers[n.addr] {
+				if tlsRefusers == nil {
+					tlsRefusers = map[string]bool{}
+				}
+				tlsRefusers[n.addr] = true
+				v, nodeFault = retry, true
+			}
 			if v == fatal && t.lostAnswerRetry && lostAnswer(err) && !(t.ownRefusal && status.Code(err) == codes.Unknown) {
 				// The call may have been applied and its answer lost (a stream reset on the
 				// way, a server's failure it could not name): repeating an idempotent write

@@ -387,7 +387,10 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 		}
 		return nd, f, shard, leader, nil
 	}
-	if refused != nil && len(cands) == 1 {
+	if refused != nil && len(cands) > 1 {
+		return nil, nil, shard, "", errAllBreakersOpen // retry.go keeps the failure that opened them
+	}
+	if refused != nil {
 		// The only candidate's breaker is open: a breaker steers calls to other nodes, and
 		// there is none (in a one-node cluster, one blip would refuse every call for
 		// OpenTimeout). The attempt goes to it, paced by the caller's backoff, and records

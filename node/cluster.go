@@ -59,7 +59,10 @@ func (n *Node) suspectLeaders(suspects []*shoalv1.SuspectLeader) {
 }
 
 func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*shoalv1.StatusResponse, error) {
-	return &shoalv1.StatusResponse{Topology: s.n.Topology(ctx), NodeId: s.n.ID()}, nil
+	// Every alive member's view, not only those in before topologyGrace once every shard is
+	// led (as a client's topology request): a status that names a slow node as not answering
+	// says its view may be partial, which is not what a healthy cluster should show.
+	return &shoalv1.StatusResponse{Topology: s.n.topologyOf(ctx, false, nil), NodeId: s.n.ID()}, nil
 }
 
 func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*shoalv1.ClusterSettings, error) {
@@ -161,7 +164,12 @@ func (n *Node) Topology(ctx context.Context) *shoalv1.TopologyResponse { return 
 
 // topology is Topology, passing suspects on to the peers it asks (suspectLeaders).
 func (n *Node) topology(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
-	views := n.gatherTopologies(ctx, true, suspects)
+	return n.topologyOf(ctx, true, suspects)
+}
+
+// topologyOf is topology, the views gathered with early as gatherTopologies takes it.
+func (n *Node) topologyOf(ctx context.Context, early bool, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
+	views := n.gatherTopologies(ctx, early, suspects)
 	best := bestShardViews(views)
 	settings := n.Settings()
 	members := n.Members()

@@ -271,10 +271,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: Zone is %d bytes, longer than the limit of %d", len(c.Zone), MaxZoneLen)
 	}
 	// Zones compare byte for byte: "z1 " is another zone than "z1", and a node alone in a zone
-	// gets a replica of every shard (zone diversity beats balance).
-	if i := strings.IndexFunc(c.Zone, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }); i >= 0 {
-		return fmt.Errorf("node: config: Zone %q has a space or control character at byte %d: "+
-			"a zone name is compared byte for byte, so a stray one makes a zone of its own", c.Zone, i)
+	// gets a replica of every shard (zone diversity beats balance). A space inside a name
+	// ("us east") is allowed, as earlier versions did.
+	if strings.TrimSpace(c.Zone) != c.Zone {
+		return fmt.Errorf("node: config: Zone %q begins or ends with a space: a zone name is compared byte for byte, "+
+			"so a stray one makes a zone of its own", c.Zone)
+	}
+	if i := strings.IndexFunc(c.Zone, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }); i >= 0 {
+		return fmt.Errorf("node: config: Zone %q has a control character at byte %d", c.Zone, i)
 	}
 	return nil
 }

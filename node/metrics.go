@@ -103,15 +103,16 @@ type shardCollector struct {
 	mu struct {
 		sync.Mutex
 		// asking holds the groups whose status a scrape asked for and the raft loop has not
-		// answered yet. A later scrape does not ask them again: a stalled loop holds one
-		// goroutine per group, not one per group and scrape.
-		asking map[*replica.Group]bool
+		// answered yet. A later (or concurrent) scrape waits for the same answer instead of
+		// asking again: a stalled loop holds one goroutine per group, not one per group and
+		// scrape.
+		asking map[*replica.Group]*statusAnswer
 	}
 }
 
 func newShardCollector(n *Node, host *replica.Host) *shardCollector {
 	c := &shardCollector{n: n, host: host}
-	c.mu.asking = map[*replica.Group]bool{}
+	c.mu.asking = map[*replica.Group]*statusAnswer{}
 	return c
 }
 
@@ -201,45 +202,54 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descUnanswered, prometheus.GaugeValue, float64(len(groups)-len(statuses)))
 }
 
+// statusAnswer is a group's status once done is closed, asked for at asked.
+type statusAnswer struct {
+	asked time.Time
+	done  chan struct{}
+	st    replica.Status
+}
+
 // statuses asks the raft loop for the status of every group of groups at once (the loop
-// answers them in one round) and returns those it answered within scrapeStatusWait. A group
-// that an earlier scrape asked for and that is still unanswered is not asked again, nor
-// waited for.
+// answers them in one round), sharing a question another scrape asked and is still waiting
+// for, and returns those answered within scrapeStatusWait of their asking: a concurrent
+// scrape waits for the same answers, a later one does not wait again for a loop that has not
+// answered for that long.
 func (c *shardCollector) statuses(groups []*replica.Group) map[*replica.Group]replica.Status {
-	type answer struct {
-		g  *replica.Group
-		st replica.Status
-	}
-	answers := make(chan answer, len(groups)) // never blocks a late answer
-	asked := 0
+	answers := make([]*statusAnswer, len(groups))
 	c.mu.Lock()
-	for _, g := range groups {
-		if c.mu.asking[g] {
-			continue
+	for i, g := range groups {
+		a := c.mu.asking[g]
+		if a == nil {
+			a = &statusAnswer{asked: time.Now(), done: make(chan struct{})}
+			c.mu.asking[g] = a
+			go func() {
+				a.st = g.Status()
+				c.mu.Lock()
+				delete(c.mu.asking, g)
+				c.mu.Unlock()
+				close(a.done)
+			}()
 		}
-		c.mu.asking[g] = true
-		asked++
-		go func() {
-			st := g.Status()
-			c.mu.Lock()
-			delete(c.mu.asking, g)
-			c.mu.Unlock()
-			answers <- answer{g, st}
-		}()
+		answers[i] = a
 	}
 	c.mu.Unlock()
-	out := make(map[*replica.Group]replica.Status, asked)
-	if asked == 0 {
-		return out
-	}
-	t := time.NewTimer(scrapeStatusWait)
+	out := make(map[*replica.Group]replica.Status, len(groups))
+	t := time.NewTimer(0)
 	defer t.Stop()
-	for len(out) < asked {
-		select {
-		case a := <-answers:
-			out[a.g] = a.st
-		case <-t.C:
-			return out
+	for i, a := range answers {
+		if wait := time.Until(a.asked.Add(scrapeStatusWait)); wait > 0 {
+			t.Reset(wait)
+			select {
+			case <-a.done:
+				out[groups[i]] = a.st
+			case <-t.C:
+			}
+			continue
+		}
+		select { // asked too long ago: only an answer already in
+		case <-a.done:
+			out[groups[i]] = a.st
+		default:
 		}
 	}
 	return out

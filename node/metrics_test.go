@@ -190,3 +190,46 @@ func TestEventsCountedWhereWritten(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentScrapesShareStatus: two scrapes at once (a Prometheus pair, an embedder's
+// registry and /metrics) both report every group of a healthy node; the second waits for the
+// answers the first asked for instead of leaving those groups out as unanswered.
+func TestConcurrentScrapesShareStatus(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.Shards = 32
+	cfg.PlacementInterval = -1
+	cfg.DisableHTTP = true
+	n := startNode(t, cfg)
+	shards := len(n.host.Groups())
+	for round := range 20 {
+		var wg sync.WaitGroup
+		var bad atomic.Int64
+		for range 2 {
+			wg.Go(func() {
+				mfs, err := reg.Gather()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, mf := range mfs {
+					switch mf.GetName() {
+					case "shoal_shard_status_unanswered":
+						if v := mf.GetMetric()[0].GetGauge().GetValue(); v != 0 {
+							bad.Add(1)
+						}
+					case "shoal_shard_voters":
+						if len(mf.GetMetric()) != shards {
+							bad.Add(1)
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if bad.Load() != 0 {
+			t.Fatalf("round %d: a concurrent scrape of a healthy node left groups out as unanswered", round)
+		}
+	}
+}

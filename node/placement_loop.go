@@ -271,19 +271,23 @@ func (n *Node) startPlacement() {
 // a no-op when the loop never started.
 //
 // It waits for the loop's round to end, or for ctx: a round stuck on a raft loop that answers
-// nothing (a hung disk) ends only once that loop does.
+// nothing (a hung disk) ends only once that loop does. A loop not waited for to its end stays
+// registered, so that the next call (Close's) waits for it again.
 func (n *Node) stopPlacement(ctx context.Context) {
-	if p := n.placer.Swap(nil); p != nil {
-		p.cancel()
-		done := make(chan struct{})
-		go func() {
-			p.wg.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
+	p := n.placer.Load()
+	if p == nil {
+		return
+	}
+	p.cancel()
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		n.placer.CompareAndSwap(p, nil)
+	case <-ctx.Done():
 	}
 }
 

@@ -626,8 +626,10 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 			if unreached(err) {
 				pause(ctx, deadline, forwardPause)
 			}
-		case mayHaveArrived(err):
-			// Cut off on the way (a stream reset) before an answer came: repeated.
+		case status.Code(err) != codes.Internal && status.Code(err) != codes.Unknown && mayHaveArrived(err):
+			// Cut off on the way (a stream reset) before an answer came: repeated. An
+			// INTERNAL or UNKNOWN answer is the read's verdict (a corrupt record), as the
+			// client takes it, not a reason to ask the leader again.
 		default:
 			return nil, forwardFailed(id, err) // the answer of the node it went to
 		}
