@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -25,6 +26,7 @@ type Client struct {
 	log   *slog.Logger
 
 	topo         atomic.Pointer[topology]      // nil until the first fetch
+	clusterID    atomic.Pointer[string]        // the first topology's cluster ID, sent with every call
 	topoNext     atomic.Pointer[chan struct{}] // closed when the next topology is installed
 	refreshMu    sync.Mutex                    // serialises topology fetches
 	refreshCh    chan struct{}                 // asks the background loop for a refresh; buffered(1)
@@ -197,7 +199,9 @@ func (c *Client) node(addr string) (*node, error) {
 	if n, ok := c.mu.nodes[addr]; ok {
 		return n, nil
 	}
-	dopts := append(defaultDialOptions(), c.opts.dialOptions...)
+	dopts := append(defaultDialOptions(), grpc.WithChainUnaryInterceptor(c.nameClusterUnary),
+		grpc.WithChainStreamInterceptor(c.nameClusterStream))
+	dopts = append(dopts, c.opts.dialOptions...)
 	conn, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, err
@@ -266,4 +270,24 @@ func defaultDialOptions() []grpc.DialOption {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
 	}
+}
+
+// nameCluster adds the dialled cluster's ID to ctx's outgoing metadata
+// (shoalv1.ClusterIDHeader), once the client knows it: a node of another cluster refuses the
+// call instead of serving it.
+func (c *Client) nameCluster(ctx context.Context) context.Context {
+	if id := c.dialledCluster(); id != "" {
+		return metadata.AppendToOutgoingContext(ctx, shoalv1.ClusterIDHeader, id)
+	}
+	return ctx
+}
+
+func (c *Client) nameClusterUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(c.nameCluster(ctx), method, req, reply, cc, opts...)
+}
+
+func (c *Client) nameClusterStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+	streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(c.nameCluster(ctx), desc, cc, method, opts...)
 }

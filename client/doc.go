@@ -80,7 +80,8 @@
 //  5. Errors are typed at the boundary: match them with errors.Is against
 //     ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted,
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
-//     (a delete not repeated, see Delete), ErrClosed, and read their facts
+//     (a delete not repeated, see Delete), ErrTLSHandshake, ErrWrongCluster
+//     (see 7), ErrClosed, and read their facts
 //     with errors.As (*WrongExpectedVersionError, *InvalidArgumentError,
 //     *IDConflictError, *UnavailableError, *OutcomeUnknownError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
@@ -108,6 +109,14 @@
 //     are linearizable unless Stale (or WithStaleReads) lets any replica of
 //     the shard serve them; MaxStaleness lets only a replica that was current
 //     with the shard's leader within its bound serve them (else the leader).
+//  7. A client keeps to the cluster it dialled: every call names the
+//     cluster ID of its first topology (gRPC metadata shoal-cluster-id), and a
+//     node of another cluster (the cluster re-created at the same addresses,
+//     an address that now serves another one) refuses it; the client tries
+//     another node and, refused twice by one, fails the call with
+//     ErrWrongCluster. It never installs another cluster's topology. A node
+//     of a version before this check serves such a call; the client still
+//     refuses its topology.
 //
 // # Caller duties
 //

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -58,6 +59,12 @@ var (
 	// refuses): a setup error, never retried. The error wraps the gRPC
 	// status.
 	ErrTLSHandshake = errors.New("client: TLS handshake failed")
+	// ErrWrongCluster is returned by any call when the nodes it reached belong to another
+	// cluster than the one the client dialled (its first topology's cluster ID): the cluster
+	// was re-created at the same addresses, or the addresses now serve another one. Streams
+	// there live under other shards and versions; dial again to use that cluster. The error
+	// wraps the refusal.
+	ErrWrongCluster = errors.New("client: the node belongs to another cluster than the one dialled")
 )
 
 // OutcomeUnknownError is the ErrOutcomeUnknown failure, with the attempt's
@@ -272,6 +279,36 @@ func tlsRefused(st *status.Status) bool {
 	return ok && (strings.Contains(cause, "tls:") || strings.Contains(cause, "x509:"))
 }
 
+// wrongCluster reports whether st is a refusal of a node of another cluster than the client
+// dialled (shoalv1.WrongClusterReason), the node's or the client's own (askTopology).
+func wrongCluster(st *status.Status) bool {
+	if st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == shoalv1.WrongClusterReason {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeRefusal reports whether st is a node's refusal of this client as such (a TLS handshake
+// on certificates, another cluster), which that node repeats however often it is asked, while
+// another node may accept the call.
+func nodeRefusal(st *status.Status) bool { return tlsRefused(st) || wrongCluster(st) }
+
+// errWrongCluster is the refusal of a topology that n answered for cluster got, not for want.
+func errWrongCluster(n *node, got, want string) error {
+	st := status.Newf(codes.FailedPrecondition, "the node at %s answered for cluster %s, not %s, which the client dialled",
+		n.addr, got, want)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: shoalv1.WrongClusterReason, Domain: "shoal",
+		Metadata: map[string]string{"cluster_id": got, "dialled_cluster_id": want}}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
 // convertError maps a fatal gRPC error to the package's errors. stream names
 // the stream the call was about ("" for cluster calls). Errors without a
 // mapping are returned unchanged (status.Code still works on them).
@@ -304,6 +341,9 @@ func convertError(err error, stream string) error {
 			e.ID, _ = uuid.FromBytes(d.GetId())
 			return e
 		}
+	}
+	if wrongCluster(st) {
+		return fmt.Errorf("%w: %w", ErrWrongCluster, err)
 	}
 	// No details: map what the code alone says unambiguously.
 	switch st.Code() {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,8 @@ type fakeCluster struct {
 	// unary makes the nodes answer AppendPipeline Unimplemented, as a server
 	// from before the pipeline would.
 	unary bool
+	// id is the cluster ID the topology names ("" = "fake").
+	id string
 }
 
 type fakeNode struct {
@@ -149,7 +152,7 @@ func (n *fakeNode) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (
 	c := n.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	resp := &shoalv1.TopologyResponse{Settings: &shoalv1.ClusterSettings{ClusterId: "fake", Shards: c.shards, Replication: uint32(len(c.nodes))}}
+	resp := &shoalv1.TopologyResponse{Settings: &shoalv1.ClusterSettings{ClusterId: cmp.Or(c.id, "fake"), Shards: c.shards, Replication: uint32(len(c.nodes))}}
 	var voters []uint64
 	for _, m := range c.nodes {
 		resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id, Name: fmt.Sprintf("n%d", m.id), GrpcAddr: m.addr, Alive: !c.dead[m.id]})

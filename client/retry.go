@@ -69,11 +69,12 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		last      error
 		avoid     string
 		uncertain bool // an attempt failed after it may have been applied
-		// tlsRefusers: the nodes that refused this client's TLS handshake in this call. One
-		// node's certificate (a rotation half done, a readdressed node without a matching
-		// name) does not fail the call while another candidate may accept it; a second
-		// refusal by the same node ends it (ErrTLSHandshake).
-		tlsRefusers map[string]bool
+		// refusers: the nodes that refused this client as such in this call (nodeRefusal:
+		// its TLS handshake, another cluster). One node's certificate (a rotation half done,
+		// a readdressed node without a matching name) or one address taken by another
+		// cluster does not fail the call while another candidate may accept it; a second
+		// refusal by the same node ends it (ErrTLSHandshake, ErrWrongCluster).
+		refusers map[string]bool
 	)
 	for {
 		if c.closed() {
@@ -157,11 +158,11 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return &OutcomeUnknownError{Attempts: attempts, Err: err}
 			}
 			v, nodeFault, nl := classify(err)
-			if st, ok := status.FromError(err); ok && v == fatal && tlsRefused(st) && !tlsRefusers[n.addr] {
-				if tlsRefusers == nil {
-					tlsRefusers = map[string]bool{}
+			if st, ok := status.FromError(err); ok && v == fatal && nodeRefusal(st) && !refusers[n.addr] {
+				if refusers == nil {
+					refusers = map[string]bool{}
 				}
-				tlsRefusers[n.addr] = true
+				refusers[n.addr] = true
 				v, nodeFault = retry, true
 			}
 			if v == fatal && t.lostAnswerRetry && lostAnswer(err) && !(t.ownRefusal && status.Code(err) == codes.Unknown) {

@@ -96,7 +96,7 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 
 // fetchTopology asks n for the topology and installs it.
 func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyResponse, error) {
-	t, err := askTopology(ctx, n, nil)
+	t, err := c.askTopology(ctx, n, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -106,19 +106,36 @@ func (c *Client) fetchTopology(ctx context.Context, n *node) (*shoalv1.TopologyR
 
 // askTopology asks n for the topology, without installing it, naming the suspects
 // (leaderWatch.poll).
-func askTopology(ctx context.Context, n *node, suspects []*shoalv1.SuspectLeader) (*topology, error) {
+// A node of another cluster than the client dialled answers with a refusal (wrongCluster):
+// the node itself, or, for a node of an earlier version, the client on reading the answer.
+func (c *Client) askTopology(ctx context.Context, n *node, suspects []*shoalv1.SuspectLeader) (*topology, error) {
 	sent := time.Now()
 	resp, err := n.cluster.Topology(ctx, &shoalv1.TopologyRequest{Suspects: suspects})
 	if err != nil {
 		return nil, err
 	}
+	if want, got := c.dialledCluster(), resp.GetSettings().GetClusterId(); want != "" && got != "" && got != want {
+		return nil, errWrongCluster(n, got, want)
+	}
 	return newTopology(resp, sent)
+}
+
+// dialledCluster returns the cluster ID of the first topology installed, "" before it (or
+// from a node that names none).
+func (c *Client) dialledCluster() string {
+	if id := c.clusterID.Load(); id != nil {
+		return *id
+	}
+	return ""
 }
 
 // install makes t, fetched from n, the client's topology. t may have been requested
 // before what the client learnt since: a shard's leader of a higher term in the current
 // view is kept (unless t names it dead), and so is a leader hint set after t was requested.
 func (c *Client) install(t *topology, n *node) {
+	if id := t.resp.GetSettings().GetClusterId(); id != "" {
+		c.clusterID.CompareAndSwap(nil, &id) // the cluster dialled: every call names it
+	}
 	if cur := c.topo.Load(); cur != nil && cur.shards == t.shards {
 		for shard := range t.shards {
 			if t.term[shard] < cur.term[shard] && !slices.Contains(t.dead, cur.leader[shard]) {
@@ -192,7 +209,7 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 			fetches.Go(func() {
 				fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 				defer cancel()
-				t, err := askTopology(fctx, n, suspects)
+				t, err := c.askTopology(fctx, n, suspects)
 				finish(c.breakerOutcome(ctx, err))
 				answers <- fetched{n, t, err}
 			})

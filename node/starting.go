@@ -7,9 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -66,6 +68,9 @@ func (n *Node) gateUnary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if err := n.peersOnly(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
+	if err := n.otherCluster(ctx); err != nil {
+		return nil, err
+	}
 	if err := n.startingErr(info.FullMethod); err != nil {
 		return nil, err
 	}
@@ -76,10 +81,36 @@ func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if err := n.peersOnly(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
+	if err := n.otherCluster(ss.Context()); err != nil {
+		return err
+	}
 	if err := n.startingErr(info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)
+}
+
+// otherCluster refuses a call whose shoalv1.ClusterIDHeader names another cluster than this
+// node's (FailedPrecondition, with an ErrorInfo naming both). Calls forwarded by a node carry
+// no header: the node that received the call checked it.
+func (n *Node) otherCluster(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	want := md.Get(shoalv1.ClusterIDHeader)
+	if len(want) == 0 || want[0] == "" {
+		return nil
+	}
+	s := n.settings.Load()
+	if s == nil || s.ClusterID == want[0] {
+		return nil
+	}
+	st := status.Newf(codes.FailedPrecondition, "node %s belongs to cluster %s, not %s, which the client dialled: "+
+		"the cluster at this address was re-created, or this address now serves another cluster; dial again",
+		n.dir.id.Name, s.ClusterID, want[0])
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: shoalv1.WrongClusterReason, Domain: "shoal",
+		Metadata: map[string]string{"cluster_id": s.ClusterID, "dialled_cluster_id": want[0]}}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // peerMethod reports the methods only the cluster's nodes may call: the Raft service, and

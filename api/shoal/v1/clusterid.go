@@ -1,0 +1,13 @@
+package shoalv1
+
+// ClusterIDHeader is the gRPC metadata key in which a client names the cluster it dialled (the
+// cluster ID of its first topology). A node of another cluster refuses the call with
+// FailedPrecondition and a google.rpc.ErrorInfo whose reason is WrongClusterReason: a cluster
+// re-created at the same addresses, or an address that now serves another cluster, must not
+// take a client's writes for streams it knows under other shards and versions. A call without
+// the header is served (an older client; the first topology request of a new one).
+const ClusterIDHeader = "shoal-cluster-id"
+
+// WrongClusterReason is the google.rpc.ErrorInfo reason of a call refused for naming another
+// cluster (ClusterIDHeader).
+const WrongClusterReason = "WRONG_CLUSTER"

@@ -1,0 +1,57 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// A call naming another cluster (shoalv1.ClusterIDHeader) is refused with FailedPrecondition and
+// an ErrorInfo (WRONG_CLUSTER), unary and streaming, writing nothing; one naming this cluster,
+// or none, is served.
+func TestCallNamingAnotherClusterRefused(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	conn := dial(t, n.Addr())
+	streams := shoalv1.NewStreamsClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	other := metadata.AppendToOutgoingContext(ctx, shoalv1.ClusterIDHeader, "another-cluster")
+	_, err := streams.Append(other, &shoalv1.AppendRequest{Stream: "s", Events: events("A")})
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition {
+		t.Fatalf("append naming another cluster: %v, want FailedPrecondition", err)
+	}
+	found := false
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == shoalv1.WrongClusterReason {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("refusal without a %s ErrorInfo: %v", shoalv1.WrongClusterReason, st.Details())
+	}
+	rd, err := streams.Read(other, &shoalv1.ReadRequest{Stream: "s"})
+	if err == nil {
+		_, err = rd.Recv()
+	}
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("read naming another cluster: %v, want FailedPrecondition", err)
+	}
+	own := metadata.AppendToOutgoingContext(ctx, shoalv1.ClusterIDHeader, n.Settings().ClusterID)
+	for i, c := range []context.Context{own, ctx} { // naming this cluster, naming none
+		res, err := streams.Append(c, &shoalv1.AppendRequest{Stream: "s", Events: events("A")})
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if res.GetFirstVersion() != uint64(i) {
+			t.Fatalf("append %d at version %d: the refused append wrote something", i, res.GetFirstVersion())
+		}
+	}
+}
