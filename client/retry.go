@@ -83,7 +83,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		if err := ctx.Err(); err != nil {
 			return ctxError(err, attempts, last)
 		}
-		n, finish, shard, leader, err := c.pick(ctx, t, avoid)
+		n, finish, shard, leader, err := c.pick(ctx, t, avoid, refusers)
 		if err != nil {
 			if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidArgument) {
 				return err
@@ -159,11 +159,15 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			}
 			v, nodeFault, nl := classify(err)
 			if st, ok := status.FromError(err); ok && v == fatal && nodeRefusal(st) && !refusers[n.addr] {
+				// Asked again only once every other candidate was (pick puts refusers
+				// last), at once: a refusal is no fault of time.
 				if refusers == nil {
 					refusers = map[string]bool{}
 				}
 				refusers[n.addr] = true
-				v, nodeFault = retry, true
+				c.requestRefresh()
+				last, avoid, redirects = err, n.addr, 0
+				continue
 			}
 			if v == fatal && t.lostAnswerRetry && lostAnswer(err) && !(t.ownRefusal && status.Code(err) == codes.Unknown) {
 				// The call may have been applied and its answer lost (a stream reset on the

@@ -135,6 +135,9 @@ func (c *Client) dialledCluster() string {
 func (c *Client) install(t *topology, n *node) {
 	if id := t.resp.GetSettings().GetClusterId(); id != "" {
 		c.clusterID.CompareAndSwap(nil, &id) // the cluster dialled: every call names it
+		if id != c.dialledCluster() {
+			return // checked by askTopology against an ID locked since: another cluster's
+		}
 	}
 	if cur := c.topo.Load(); cur != nil && cur.shards == t.shards {
 		for shard := range t.shards {
@@ -351,12 +354,14 @@ type target struct {
 }
 
 // pick chooses the node for the next attempt and admits the attempt through
-// its breaker. avoid is a node that just failed; it is tried last. The
+// its breaker. avoid is a node that just failed; it is tried last, after it
+// only the nodes in refusers (nodes that refused this client as such in this
+// call, run's nodeRefusal), so that every other candidate is tried first. The
 // returned shard is meaningful for byStream and byShard targets, and so is
 // leader: the node the client takes for the shard's leader (its first
 // candidate), which n is not when that node is avoided or its breaker is open
 // and the attempt goes through a node that forwards.
-func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, finish func(error), shard uint32, leader string, err error) {
+func (c *Client) pick(ctx context.Context, t target, avoid string, refusers map[string]bool) (n *node, finish func(error), shard uint32, leader string, err error) {
 	topo := c.topo.Load()
 	var cands []string
 	if t.kind == anyNode {
@@ -383,6 +388,18 @@ func (c *Client) pick(ctx context.Context, t target, avoid string) (n *node, fin
 	}
 	if i := slices.Index(cands, avoid); i >= 0 && len(cands) > 1 {
 		cands = append(slices.Delete(cands, i, i+1), avoid)
+	}
+	if len(refusers) > 0 {
+		// Stable: the others keep their order (avoid last among them).
+		slices.SortStableFunc(cands, func(a, b string) int {
+			switch ra, rb := refusers[a], refusers[b]; {
+			case ra == rb:
+				return 0
+			case rb:
+				return -1
+			}
+			return 1
+		})
 	}
 	err = errNoNodes
 	var refused *node // the first candidate whose breaker refused the attempt

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"net"
 	"testing"
@@ -62,5 +63,43 @@ func TestOneBadCertificateSeedDoesNotFailDial(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("Dial([bad-cert seed, good seed]) = %v; want the good seed used", err)
+	}
+}
+
+// Two seeds of three refusing the handshake: the third is tried before the call ends.
+func TestTwoBadCertificateSeedsThenGood(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	good, goodX := selfSignedCert(t)
+	bad, _ := selfSignedCert(t)
+	bad2, _ := selfSignedCert(t)
+	goodAddr := tlsFakeServer(t, fc.nodes[0], good)
+	badAddr := tlsFakeServer(t, fc.nodes[0], bad)
+	bad2Addr := tlsFakeServer(t, fc.nodes[0], bad2)
+	pool := x509.NewCertPool()
+	pool.AddCert(goodX)
+	c, err := Dial(testCtx(t), []string{badAddr, bad2Addr, goodAddr}, WithTLS(&tls.Config{RootCAs: pool}), WithRetry(fastRetry()))
+	if c != nil {
+		c.Close()
+	}
+	if err != nil {
+		t.Fatalf("Dial([bad, bad, good]) = %v; want the good seed used", err)
+	}
+}
+
+// Without retries (MaxElapsed < 0) a refusal still ends the call with ErrTLSHandshake, not a
+// plain UNAVAILABLE: the refusal's second asking is not a retry.
+func TestTLSRefusalWithoutRetries(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	bad, _ := selfSignedCert(t)
+	_, goodX := selfSignedCert(t)
+	badAddr := tlsFakeServer(t, fc.nodes[0], bad)
+	pool := x509.NewCertPool()
+	pool.AddCert(goodX)
+	c, err := Dial(testCtx(t), []string{badAddr}, WithTLS(&tls.Config{RootCAs: pool}), WithRetry(RetryPolicy{MaxElapsed: -1}))
+	if c != nil {
+		c.Close()
+	}
+	if !errors.Is(err, ErrTLSHandshake) {
+		t.Fatalf("Dial(bad seed, no retries) = %v; want ErrTLSHandshake", err)
 	}
 }

@@ -277,7 +277,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: Zone %q begins or ends with a space: a zone name is compared byte for byte, "+
 			"so a stray one makes a zone of its own", c.Zone)
 	}
-	if i := strings.IndexFunc(c.Zone, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }); i >= 0 {
+	if i := strings.IndexFunc(c.Zone, unicode.IsControl); i >= 0 {
 		return fmt.Errorf("node: config: Zone %q has a control character at byte %d", c.Zone, i)
 	}
 	return nil

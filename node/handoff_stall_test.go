@@ -57,3 +57,42 @@ func TestHandOffBoundedWithStuckRaftLoop(t *testing.T) {
 		t.Fatalf("HandOffLeaders with a 1 s ctx still running after 4 s: the raft loop is stuck and g.Status() ignores ctx")
 	}
 }
+
+// After a hand-off that timed out on a stuck raft loop, Close should still leave gossip and
+// stop serving gRPC promptly (it cannot finish until the disk answers).
+func TestCloseAfterTimedOutHandOffStopsServing(t *testing.T) {
+	fs := &stallFS{FS: vfs.Default}
+	cfg := testConfig(t, t.TempDir())
+	cfg.Shards = 1
+	cfg.fs = fs
+	cfg.MaxSyncDuration = -1
+	n := startNode(t, cfg)
+	t.Cleanup(fs.resume)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+	fs.stall()
+	for i := 0; i < 32; i++ {
+		go func() {
+			id := uuid.New()
+			c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B", Data: make([]byte, 256<<10)}}})
+		}()
+	}
+	time.Sleep(2 * time.Second) // a placement round (1 s interval) is now stuck in g.Status
+	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+	defer hcancel()
+	n.HandOffLeaders(hctx)
+	go n.Close()
+	time.Sleep(3 * time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+	defer scancel()
+	_, err := shoalv1.NewClusterClient(dial(t, n.Addr())).Settings(sctx, &shoalv1.SettingsRequest{})
+	alive := n.gossip() != nil && len(n.gossip().Members()) > 0
+	t.Logf("3 s into Close: Settings err=%v, gossip members=%v", err, alive)
+	if err == nil {
+		t.Errorf("3 s into Close the node still serves gRPC: Close is waiting for the stuck placement round before stopping anything")
+	}
+}

@@ -582,7 +582,12 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	close(n.done)
-	n.stopPlacement(context.Background())
+	// The placement loop's round ends at once, unless it waits on a raft loop stuck behind a
+	// hung disk: the node then leaves gossip and stops serving first, and waits for the round
+	// once the host is closed (its calls then end), before the shards and Pebble close.
+	pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	n.stopPlacement(pctx)
+	cancel()
 	var errs []error
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -630,6 +635,7 @@ func (n *Node) close() error {
 			errs = append(errs, err)
 		}
 	}
+	n.stopPlacement(context.Background())
 	n.mu.Lock()
 	for _, sm := range n.mu.shards {
 		sm.Close() // after the host: no apply runs; before Pebble: ends the ID scans
