@@ -14,26 +14,7 @@ import (
 // SIGTERM's hand-off is bounded by its ctx (5 s in shoal server) even when the raft loop is
 // stuck behind a hung WAL sync (it asked the loop for each group's status without a deadline).
 func TestHandOffBoundedWithStuckRaftLoop(t *testing.T) {
-	fs := &stallFS{FS: vfs.Default}
-	cfg := testConfig(t, t.TempDir())
-	cfg.Shards = 1
-	cfg.fs = fs
-	cfg.MaxSyncDuration = -1 // --max-sync-duration -1s: never exit
-	n := startNode(t, cfg)
-	t.Cleanup(fs.resume)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
-		t.Fatal(err)
-	}
-	fs.stall()
-	for i := 0; i < 32; i++ {
-		go func() {
-			id := uuid.New()
-			c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B", Data: make([]byte, 256<<10)}}})
-		}()
-	}
+	n := stuckLoopNode(t)
 	time.Sleep(time.Second) // the raft loop is now behind the WAL's sync
 	g, _ := n.host.Group(0)
 	stc := make(chan struct{})
@@ -61,26 +42,7 @@ func TestHandOffBoundedWithStuckRaftLoop(t *testing.T) {
 // After a hand-off that timed out on a stuck raft loop, Close should still leave gossip and
 // stop serving gRPC promptly (it cannot finish until the disk answers).
 func TestCloseAfterTimedOutHandOffStopsServing(t *testing.T) {
-	fs := &stallFS{FS: vfs.Default}
-	cfg := testConfig(t, t.TempDir())
-	cfg.Shards = 1
-	cfg.fs = fs
-	cfg.MaxSyncDuration = -1
-	n := startNode(t, cfg)
-	t.Cleanup(fs.resume)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
-		t.Fatal(err)
-	}
-	fs.stall()
-	for i := 0; i < 32; i++ {
-		go func() {
-			id := uuid.New()
-			c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B", Data: make([]byte, 256<<10)}}})
-		}()
-	}
+	n := stuckLoopNode(t)
 	time.Sleep(2 * time.Second) // a placement round (1 s interval) is now stuck in g.Status
 	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
 	defer hcancel()
@@ -95,4 +57,31 @@ func TestCloseAfterTimedOutHandOffStopsServing(t *testing.T) {
 	if err == nil {
 		t.Errorf("3 s into Close the node still serves gRPC: Close is waiting for the stuck placement round before stopping anything")
 	}
+}
+
+// stuckLoopNode starts a one-shard node whose WAL sync then hangs (until the test ends), with
+// 8 MiB of appends queued behind it, so that its raft loop stops answering.
+func stuckLoopNode(t *testing.T) *Node {
+	t.Helper()
+	fs := &stallFS{FS: vfs.Default}
+	cfg := testConfig(t, t.TempDir())
+	cfg.Shards = 1
+	cfg.fs = fs
+	cfg.MaxSyncDuration = -1 // --max-sync-duration -1s: never exit
+	n := startNode(t, cfg)
+	t.Cleanup(fs.resume)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+	fs.stall()
+	for i := 0; i < 32; i++ {
+		go func() {
+			id := uuid.New()
+			c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B", Data: make([]byte, 256<<10)}}})
+		}()
+	}
+	return n
 }

@@ -756,20 +756,7 @@ func TestLeaderless(t *testing.T) {
 // would otherwise take itself for current while the leader commits more without it.
 func TestSinceCurrentCountsFromArrival(t *testing.T) {
 	const shard, stall = 2, time.Second
-	c := newCluster(t, clusterOpts{nodes: 3})
-	c.openVoters(shard)
-	c.propose(shard, "a")
-	l := c.leader(shard)
-	follower := c.others(l.h.cfg.NodeID)[0]
-	c.converged(shard, []string{"a"}, follower)
-
-	release := make(chan struct{})
-	if err := c.nodes[follower].host.do(func() { <-release }); err != nil {
-		t.Fatal(err)
-	}
-	c.propose(shard, "b") // its append and commit index reach the busy follower's queue
-	time.Sleep(100 * time.Millisecond)
-	c.net.isolate(follower, true)
+	c, follower, _, release := busyFollowerCutOff(t, shard)
 	c.propose(shard, "c") // committed without the follower
 	time.Sleep(stall)
 	close(release)
@@ -785,19 +772,7 @@ func TestSinceCurrentCountsFromArrival(t *testing.T) {
 // answer may reach a leader that re-added the node and takes the old log for the new member's.
 func TestRetireCountsSteppingNotArrival(t *testing.T) {
 	const shard = 2
-	c := newCluster(t, clusterOpts{nodes: 3})
-	c.openVoters(shard)
-	c.propose(shard, "a")
-	l := c.leader(shard)
-	f := c.others(l.h.cfg.NodeID)[0]
-	c.converged(shard, []string{"a"}, f)
-	release := make(chan struct{})
-	if err := c.nodes[f].host.do(func() { <-release }); err != nil {
-		t.Fatal(err)
-	}
-	idx := c.propose(shard, "b") // its append reaches the busy follower's queue
-	time.Sleep(100 * time.Millisecond)
-	c.net.isolate(f, true)
+	c, f, idx, release := busyFollowerCutOff(t, shard)
 	time.Sleep(50 * time.Millisecond)
 	since := time.Now()
 	time.Sleep(50 * time.Millisecond)
@@ -820,4 +795,25 @@ func TestRetireCountsSteppingNotArrival(t *testing.T) {
 	if retired {
 		t.Fatal("retired a replica that stepped (and answered) a leader's append after since")
 	}
+}
+
+// busyFollowerCutOff opens shard on three nodes, blocks a follower's loop (until release is
+// closed), proposes "b" after "a", so that b's append (index idx) and commit index reach the
+// busy follower's queue, and then cuts the follower off.
+func busyFollowerCutOff(t *testing.T, shard uint32) (c *cluster, follower, idx uint64, release chan struct{}) {
+	t.Helper()
+	c = newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	l := c.leader(shard)
+	follower = c.others(l.h.cfg.NodeID)[0]
+	c.converged(shard, []string{"a"}, follower)
+	release = make(chan struct{})
+	if err := c.nodes[follower].host.do(func() { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	idx = c.propose(shard, "b")
+	time.Sleep(100 * time.Millisecond)
+	c.net.isolate(follower, true)
+	return c, follower, idx, release
 }
