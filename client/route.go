@@ -33,11 +33,15 @@ const refreshHedgeAfter = 500 * time.Millisecond
 type topology struct {
 	resp   *shoalv1.TopologyResponse
 	shards uint32
-	alive  []string   // gRPC addresses of live nodes, by node ID
-	dead   []string   // gRPC addresses of the nodes it names dead
-	leader []string   // by shard: the leader's address, "" when unknown
-	term   []uint64   // by shard: the term of leader (ShardInfo.Term)
-	voters [][]string // by shard: addresses of live voters
+	alive  []string // gRPC addresses of live nodes, by node ID, those stopping last
+	// serving: how many of alive, from its start, are not stopping (NodeInfo.Stopping: a
+	// node handing its leaderships off before it exits), which calls that any node may serve
+	// prefer.
+	serving int
+	dead    []string   // gRPC addresses of the nodes it names dead
+	leader  []string   // by shard: the leader's address, "" when unknown
+	term    []uint64   // by shard: the term of leader (ShardInfo.Term)
+	voters  [][]string // by shard: addresses of live voters, those stopping last
 	// fetched is when the request for resp was sent: resp describes the cluster as it
 	// was at some moment after it, not necessarily after anything the client learnt
 	// while the answer was on its way.
@@ -77,6 +81,25 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 	// An address both alive and dead (a node replaced by one with a new ID at the same
 	// address) is alive.
 	t.dead = slices.DeleteFunc(t.dead, func(a string) bool { return slices.Contains(t.alive, a) })
+	stopping := map[string]bool{}
+	for _, n := range nodes {
+		if n.GetStopping() && n.GetAlive() {
+			stopping[n.GetGrpcAddr()] = true
+		}
+	}
+	stoppingLast := func(addrs []string) {
+		slices.SortStableFunc(addrs, func(a, b string) int {
+			switch sa, sb := stopping[a], stopping[b]; {
+			case sa == sb:
+				return 0
+			case sb:
+				return -1
+			}
+			return 1
+		})
+	}
+	stoppingLast(t.alive)
+	t.serving = len(t.alive) - len(stopping)
 	for _, s := range resp.GetShards() {
 		if s.GetShard() >= shards {
 			continue
@@ -90,6 +113,9 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 				t.voters[s.GetShard()] = append(t.voters[s.GetShard()], a)
 			}
 		}
+	}
+	for _, vs := range t.voters {
+		stoppingLast(vs)
 	}
 	return t, nil
 }
@@ -438,10 +464,14 @@ func (c *Client) pick(ctx context.Context, t target, avoid string, refusers map[
 // the seeds.
 func (c *Client) anyCandidates(topo *topology) []string {
 	var out []string
-	if topo != nil && len(topo.alive) > 0 {
-		k := int(c.rr.Add(1) % uint64(len(topo.alive)))
-		out = append(out, topo.alive[k:]...)
-		out = append(out, topo.alive[:k]...)
+	if topo != nil && topo.serving > 0 {
+		serving := topo.alive[:topo.serving]
+		k := int(c.rr.Add(1) % uint64(len(serving)))
+		out = append(out, serving[k:]...)
+		out = append(out, serving[:k]...)
+	}
+	if topo != nil {
+		out = append(out, topo.alive[topo.serving:]...) // stopping: last
 	}
 	return appendNew(out, c.seeds...)
 }
@@ -454,7 +484,11 @@ func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []str
 	var out []string
 	if stale {
 		vs := slices.Clone(topo.voters[shard])
-		rand.Shuffle(len(vs), func(i, j int) { vs[i], vs[j] = vs[j], vs[i] })
+		n := len(vs)
+		for n > 0 && topo.stoppingAddr(vs[n-1]) {
+			n-- // stopping voters (last) stay last
+		}
+		rand.Shuffle(n, func(i, j int) { vs[i], vs[j] = vs[j], vs[i] })
 		out = appendNew(out, vs...)
 	}
 	c.mu.Lock()
@@ -492,4 +526,10 @@ func appendNew(dst []string, addrs ...string) []string {
 		}
 	}
 	return dst
+}
+
+// stoppingAddr reports whether addr is the address of a live node that is stopping.
+func (t *topology) stoppingAddr(addr string) bool {
+	i := slices.Index(t.alive, addr)
+	return i >= t.serving
 }
