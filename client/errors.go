@@ -300,13 +300,8 @@ func nodeRefusal(st *status.Status) bool { return tlsRefused(st) || wrongCluster
 
 // errWrongCluster is the refusal of a topology that n answered for cluster got, not for want.
 func errWrongCluster(n *node, got, want string) error {
-	st := status.Newf(codes.FailedPrecondition, "the node at %s answered for cluster %s, not %s, which the client dialled",
-		n.addr, got, want)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: shoalv1.WrongClusterReason, Domain: "shoal",
-		Metadata: map[string]string{"cluster_id": got, "dialled_cluster_id": want}}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return shoalv1.WrongClusterError(fmt.Sprintf("the node at %s answered for cluster %s, not %s, which the client dialled",
+		n.addr, got, want), got, want)
 }
 
 // convertError maps a fatal gRPC error to the package's errors. stream names

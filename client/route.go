@@ -87,18 +87,7 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 			stopping[n.GetGrpcAddr()] = true
 		}
 	}
-	stoppingLast := func(addrs []string) {
-		slices.SortStableFunc(addrs, func(a, b string) int {
-			switch sa, sb := stopping[a], stopping[b]; {
-			case sa == sb:
-				return 0
-			case sb:
-				return -1
-			}
-			return 1
-		})
-	}
-	stoppingLast(t.alive)
+	moveLast(t.alive, stopping)
 	t.serving = len(t.alive) - len(stopping)
 	for _, s := range resp.GetShards() {
 		if s.GetShard() >= shards {
@@ -115,7 +104,7 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 		}
 	}
 	for _, vs := range t.voters {
-		stoppingLast(vs)
+		moveLast(vs, stopping)
 	}
 	return t, nil
 }
@@ -415,18 +404,7 @@ func (c *Client) pick(ctx context.Context, t target, avoid string, refusers map[
 	if i := slices.Index(cands, avoid); i >= 0 && len(cands) > 1 {
 		cands = append(slices.Delete(cands, i, i+1), avoid)
 	}
-	if len(refusers) > 0 {
-		// Stable: the others keep their order (avoid last among them).
-		slices.SortStableFunc(cands, func(a, b string) int {
-			switch ra, rb := refusers[a], refusers[b]; {
-			case ra == rb:
-				return 0
-			case rb:
-				return -1
-			}
-			return 1
-		})
-	}
+	moveLast(cands, refusers) // the others keep their order, avoid last among them
 	err = errNoNodes
 	var refused *node // the first candidate whose breaker refused the attempt
 	for _, addr := range cands {
@@ -532,4 +510,20 @@ func appendNew(dst []string, addrs ...string) []string {
 func (t *topology) stoppingAddr(addr string) bool {
 	i := slices.Index(t.alive, addr)
 	return i >= t.serving
+}
+
+// moveLast moves the addresses in last to the end of addrs, keeping the order within both parts.
+func moveLast(addrs []string, last map[string]bool) {
+	if len(last) == 0 {
+		return
+	}
+	slices.SortStableFunc(addrs, func(a, b string) int {
+		switch la, lb := last[a], last[b]; {
+		case la == lb:
+			return 0
+		case lb:
+			return -1
+		}
+		return 1
+	})
 }

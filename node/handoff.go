@@ -59,15 +59,7 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 		}
 		// A raft loop stuck behind a hung disk answers no status request: ctx bounds the wait
 		// (the goroutines end once the loop answers, or with the host).
-		waited := make(chan struct{})
-		go func() {
-			wg.Wait()
-			close(waited)
-		}()
-		select {
-		case <-waited:
-		case <-ctx.Done():
-		}
+		waitOrDone(ctx, &wg)
 		// Give a leadership that was on its way here a moment to arrive before looking again.
 		select {
 		case <-ctx.Done():

@@ -279,15 +279,24 @@ func (n *Node) stopPlacement(ctx context.Context) {
 		return
 	}
 	p.cancel()
+	if waitOrDone(ctx, &p.wg) {
+		n.placer.CompareAndSwap(p, nil)
+	}
+}
+
+// waitOrDone waits for wg, or until ctx is done, and reports whether wg finished (a waiter
+// left behind ends with wg).
+func waitOrDone(ctx context.Context, wg *sync.WaitGroup) bool {
 	done := make(chan struct{})
 	go func() {
-		p.wg.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
-		n.placer.CompareAndSwap(p, nil)
+		return true
 	case <-ctx.Done():
+		return false
 	}
 }
 

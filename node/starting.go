@@ -3,11 +3,11 @@ package node
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -103,14 +103,9 @@ func (n *Node) otherCluster(ctx context.Context) error {
 	if s == nil || s.ClusterID == want[0] {
 		return nil
 	}
-	st := status.Newf(codes.FailedPrecondition, "node %s belongs to cluster %s, not %s, which the client dialled: "+
+	return shoalv1.WrongClusterError(fmt.Sprintf("node %s belongs to cluster %s, not %s, which the client dialled: "+
 		"the cluster at this address was re-created, or this address now serves another cluster; dial again",
-		n.dir.id.Name, s.ClusterID, want[0])
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: shoalv1.WrongClusterReason, Domain: "shoal",
-		Metadata: map[string]string{"cluster_id": s.ClusterID, "dialled_cluster_id": want[0]}}); err == nil {
-		st = d
-	}
-	return st.Err()
+		n.dir.id.Name, s.ClusterID, want[0]), s.ClusterID, want[0])
 }
 
 // peerMethod reports the methods only the cluster's nodes may call: the Raft service, and

@@ -88,6 +88,7 @@ func (g *Group) heardFrom(m *pb.Message, now, stepped time.Time) {
 	}
 	switch m.GetType() {
 	case pb.MsgApp:
+		g.noteTruncation(m)
 	case pb.MsgHeartbeat:
 		if !bytes.Equal(m.Context, quiesceCtx) {
 			return

@@ -112,14 +112,10 @@ func (g *Group) tagTruncation(m *pb.Message) {
 	}
 }
 
-// noteTruncation records the truncation point carried by m, an append just stepped, if it
-// comes from this follower's leader in the current term. Loop goroutine.
+// noteTruncation records the truncation point carried by m, an append just stepped from this
+// follower's leader in the current term (heardFrom checked that). Loop goroutine.
 func (g *Group) noteTruncation(m *pb.Message) {
-	if m.GetType() != pb.MsgApp || len(m.Context) != len(truncCtxTag)+8 || !bytes.HasPrefix(m.Context, truncCtxTag) {
-		return
-	}
-	bs := g.rn.BasicStatus()
-	if bs.RaftState != raft.StateFollower || bs.Lead != m.GetFrom() || bs.HardState.GetTerm() != m.GetTerm() {
+	if len(m.Context) != len(truncCtxTag)+8 || !bytes.HasPrefix(m.Context, truncCtxTag) {
 		return
 	}
 	g.leaderTrunc = binary.BigEndian.Uint64(m.Context[len(truncCtxTag):])

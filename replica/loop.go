@@ -97,7 +97,6 @@ func (h *Host) iterate(tick bool) {
 		}
 		if fromLeader(m.Msg.GetType()) {
 			g.heardFrom(m.Msg, m.arrived, now)
-			g.noteTruncation(m.Msg)
 		}
 		g.stir()
 		g.stepped(m.Msg)

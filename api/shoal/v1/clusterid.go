@@ -1,5 +1,11 @@
 package shoalv1
 
+import (
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
 // ClusterIDHeader is the gRPC metadata key in which a client names the cluster it dialled (the
 // cluster ID of its first topology). A node of another cluster refuses the call with
 // FailedPrecondition and a google.rpc.ErrorInfo whose reason is WrongClusterReason: a cluster
@@ -11,3 +17,15 @@ const ClusterIDHeader = "shoal-cluster-id"
 // WrongClusterReason is the google.rpc.ErrorInfo reason of a call refused for naming another
 // cluster (ClusterIDHeader).
 const WrongClusterReason = "WRONG_CLUSTER"
+
+// WrongClusterError is the refusal of a call that names cluster dialled (ClusterIDHeader) made
+// to a node of cluster: FailedPrecondition with msg and a google.rpc.ErrorInfo whose reason is
+// WrongClusterReason.
+func WrongClusterError(msg, cluster, dialled string) error {
+	st := status.New(codes.FailedPrecondition, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: WrongClusterReason, Domain: "shoal",
+		Metadata: map[string]string{"cluster_id": cluster, "dialled_cluster_id": dialled}}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
