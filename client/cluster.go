@@ -60,3 +60,19 @@ func (c *Client) Decommission(ctx context.Context, name string) error {
 		return false, err
 	})
 }
+
+// Recommission cancels a decommission of the node named name: the cluster may place replicas
+// and leaderships on it again. It reports whether the node was decommissioning (false: nothing
+// changed). Safe to repeat. A node of an earlier version answers codes.Unimplemented.
+func (c *Client) Recommission(ctx context.Context, name string) (bool, error) {
+	if name == "" {
+		return false, &InvalidArgumentError{Field: "name", Limit: "a node name", Reason: "the node name is empty"}
+	}
+	var was bool
+	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+		r, err := n.cluster.Recommission(ctx, &shoalv1.RecommissionRequest{Node: name})
+		was = r.GetWasDecommissioning()
+		return false, err
+	})
+	return was, err
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -70,37 +71,66 @@ func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*sh
 }
 
 func (s *clusterServer) Decommission(ctx context.Context, req *shoalv1.DecommissionRequest) (*shoalv1.DecommissionResponse, error) {
-	n := s.n
-	if req.Node == n.Name() {
-		if err := n.Decommission(); err != nil {
+	conn, err := s.named(req.Node, req.Forwarded, "decommission")
+	if err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		if err := s.n.Decommission(); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		return &shoalv1.DecommissionResponse{}, nil
 	}
-	if req.Forwarded {
+	return shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: req.Node, Forwarded: true})
+}
+
+func (s *clusterServer) Recommission(ctx context.Context, req *shoalv1.RecommissionRequest) (*shoalv1.RecommissionResponse, error) {
+	conn, err := s.named(req.Node, req.Forwarded, "recommission")
+	if err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		was, err := s.n.Recommission()
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		return &shoalv1.RecommissionResponse{WasDecommissioning: was}, nil
+	}
+	return shoalv1.NewClusterClient(conn).Recommission(ctx, &shoalv1.RecommissionRequest{Node: req.Node, Forwarded: true})
+}
+
+// named finds the node an operator's request about node name must run on: nil for this node,
+// else a connection to it (counted as a forward of kind what). A request forwarded here
+// already is not forwarded again.
+func (s *clusterServer) named(name string, forwarded bool, what string) (*grpc.ClientConn, error) {
+	n := s.n
+	if name == n.Name() {
+		return nil, nil
+	}
+	if forwarded {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"decommission of %q was forwarded to node %q (gossip address stale?)", req.Node, n.Name())
+			"%s of %q was forwarded to node %q (gossip address stale?)", what, name, n.Name())
 	}
 	var target *membership.Member
 	for _, m := range n.Members() {
-		if m.Name == req.Node {
+		if m.Name == name {
 			target = &m
 			break
 		}
 	}
 	if target == nil {
-		return nil, status.Errorf(codes.NotFound, "no node named %q in the cluster", req.Node)
+		return nil, status.Errorf(codes.NotFound, "no node named %q in the cluster", name)
 	}
 	if !target.Alive || target.GRPCAddr == "" {
 		// Not UNAVAILABLE: this node answered, and retrying here changes nothing.
-		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not alive; start it to decommission it", req.Node)
+		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not alive; start it to %s it", name, what)
 	}
 	conn, err := n.peers.get(target.GRPCAddr)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	n.metrics.forwarded.WithLabelValues("decommission").Inc()
-	return shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: req.Node, Forwarded: true})
+	n.metrics.forwarded.WithLabelValues(what).Inc()
+	return conn, nil
 }
 
 // Decommission marks this node as draining: the flag is persisted in the data
@@ -112,6 +142,20 @@ func (n *Node) Decommission() error {
 	}
 	n.log.Info("decommissioning requested")
 	return n.gossip().UpdateMeta(func(m *membership.Meta) { m.Decommissioning = true })
+}
+
+// Recommission cancels a decommission of this node: the flag leaves the data directory and
+// gossip, and placement may give the node replicas and leaderships again. It reports whether
+// the node was decommissioning; repeating it changes nothing.
+func (n *Node) Recommission() (bool, error) {
+	was, err := n.dir.clearDecommissioning()
+	if err != nil {
+		return was, err
+	}
+	if was {
+		n.log.Info("decommission cancelled")
+	}
+	return was, n.gossip().UpdateMeta(func(m *membership.Meta) { m.Decommissioning = false })
 }
 
 func (n *Node) protoSettings() *shoalv1.ClusterSettings {

@@ -197,6 +197,21 @@ func (d *dataDir) setDecommissioning() error {
 	return d.writeFile(decomFile, []byte("decommissioning requested\n"))
 }
 
+// clearDecommissioning removes the flag durably; it reports whether it was set.
+func (d *dataDir) clearDecommissioning() (bool, error) {
+	err := os.Remove(filepath.Join(d.path, decomFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("node: removing %s: %w", decomFile, err)
+	}
+	if err := syncDir(d.path); err != nil {
+		return true, fmt.Errorf("node: syncing data directory: %w", err)
+	}
+	return true, nil
+}
+
 func (d *dataDir) pebblePath() string { return filepath.Join(d.path, pebbleDir) }
 
 // resetSnapshots empties (creating it if absent) the directory where the raft

@@ -16,7 +16,7 @@
 //	                          restart); appended to when a leader adds a replica here
 //	peers.json                [gossip addr, ...]: the peers last seen alive; a restart
 //	                          joins them (with --join's seeds) and retries while alone
-//	decommissioning           present once Decommission was requested for this node
+//	decommissioning           present once Decommission was requested for this node (until Recommission)
 //	pebble/                   the node's single Pebble instance (R| raft, S| state)
 //	snapshots/                sstables of raft snapshots being received, until Pebble
 //	                          ingests them; emptied at start (a crash leaves partial files)

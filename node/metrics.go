@@ -19,7 +19,7 @@ type metrics struct {
 	reads          *prometheus.CounterVec // by kind (stream, shard) and result
 	appendLatency  prometheus.Histogram
 	eventsAppended prometheus.Counter
-	forwarded      *prometheus.CounterVec   // by kind (write, read, decommission)
+	forwarded      *prometheus.CounterVec   // by kind (write, read, decommission, recommission)
 	forwardsMoved  prometheus.Counter       // forwarded calls abandoned by their watch
 	pipelineBatch  *prometheus.HistogramVec // items per AppendPipeline message, by direction
 	subscriptions  *prometheus.GaugeVec     // open subscriptions served here, by kind (stream, shard)

@@ -533,6 +533,19 @@ func TestHTTPAndCluster(t *testing.T) {
 	if !n.gossip().Self().Decommissioning || !n.dir.decommissioning() {
 		t.Fatal("decommissioning flag not set")
 	}
+	// Recommission clears the flag on disk and in gossip; repeated, it says nothing changed.
+	for _, want := range []bool{true, false} {
+		r, err := cl.Recommission(ctx, &shoalv1.RecommissionRequest{Node: "solo"})
+		if err != nil || r.WasDecommissioning != want {
+			t.Fatalf("recommission: %v, %v; want was_decommissioning %v", r, err, want)
+		}
+		if n.gossip().Self().Decommissioning || n.dir.decommissioning() {
+			t.Fatal("decommissioning flag still set")
+		}
+	}
+	if _, err := cl.Recommission(ctx, &shoalv1.RecommissionRequest{Node: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("recommission unknown: %v", err)
+	}
 	if _, err := filepath.Glob(filepath.Join(n.cfg.DataDir, "*.tmp*")); err != nil {
 		t.Fatal(err)
 	}

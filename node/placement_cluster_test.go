@@ -323,6 +323,28 @@ func TestPlacementDecommission(t *testing.T) {
 	waitDrained(t, c, 0)
 	placementAppendRead(t, c, 0, 3, "after-drain") // forwarded by the drained node
 	placementAppendRead(t, c, 2, 1, "before-drain-2")
+
+	// Recommissioned (through another node), n1 takes its share of the ring again, its new
+	// replicas caught up by snapshot since it deleted its own.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := shoalv1.NewClusterClient(c.Dial(t, 2)).Recommission(ctx, &shoalv1.RecommissionRequest{Node: "n1"})
+	if err != nil || !r.WasDecommissioning {
+		t.Fatalf("recommission: %v, %v", r, err)
+	}
+	back := c.Nodes[0].ID()
+	waitPlaced(t, c, "replicas back on the recommissioned node", nil)
+	held := 0
+	everyShard(c, func(s testnode.ShardState) string {
+		if slices.Contains(s.Voters, back) {
+			held++
+		}
+		return ""
+	})
+	if held == 0 {
+		t.Fatalf("n1 holds no replica after its recommission (ring %v)", c.Nodes[1].DesiredReplicas())
+	}
+	placementAppendRead(t, c, 0, 3, "after-recommission")
 }
 
 // TestPlacementDecommissionWaitsForReplacement: in a cluster of as many nodes as the

@@ -109,9 +109,10 @@ func (n *Node) otherCluster(ctx context.Context) error {
 }
 
 // peerMethod reports the methods only the cluster's nodes may call: the Raft service, and
-// Decommission, an operator's act.
+// Decommission and Recommission, an operator's acts.
 func peerMethod(method string) bool {
-	return strings.HasPrefix(method, "/shoal.v1.Raft/") || method == "/shoal.v1.Cluster/Decommission"
+	return strings.HasPrefix(method, "/shoal.v1.Raft/") || method == "/shoal.v1.Cluster/Decommission" ||
+		method == "/shoal.v1.Cluster/Recommission"
 }
 
 // peersOnly refuses a peer method (peerMethod) to a caller whose TLS certificate does not

@@ -111,7 +111,41 @@ func (a *app) nodeCmd() *cobra.Command {
 		},
 	}
 	a.serverFlag(decom, &server)
-	cmd.AddCommand(decom)
+	recom := &cobra.Command{
+		Use:   "recommission NAME",
+		Short: "Cancel a node's decommission: it may hold replicas and lead shards again",
+		Args:  exactArgs("name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+			defer cancel()
+			c, err := a.dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			was, err := c.Recommission(ctx, args[0])
+			if err != nil {
+				switch status.Code(err) {
+				case codes.NotFound:
+					return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", args[0])
+				case codes.FailedPrecondition: // the server answered: say what it said
+					return errors.New(sentence(status.Convert(err).Message()))
+				case codes.Unimplemented:
+					return fmt.Errorf("a node on the way to %s runs a version without recommission: upgrade it, "+
+						"or stop %s, delete the file 'decommissioning' in its data directory and start it again", args[0], args[0])
+				}
+				return a.unreachable(err, server)
+			}
+			msg := "%s is no longer decommissioning: placement may give it replicas and leaderships again\n"
+			if !was {
+				msg = "%s was not decommissioning: nothing changed\n"
+			}
+			_, err = fmt.Fprintf(a.stdout, msg, args[0])
+			return err
+		},
+	}
+	a.serverFlag(recom, &server)
+	cmd.AddCommand(decom, recom)
 	return cmd
 }
 

@@ -195,6 +195,25 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("cluster status --json: %v", st)
 	}
 
+	// Decommission, then cancel it: status shows the flag while it is set.
+	out = expect(0, "", "node", "decommission", "e2e")
+	if !strings.Contains(out, "decommissioning e2e") {
+		t.Fatalf("node decommission: %q", out)
+	}
+	if out = expect(0, "", "cluster", "status"); !strings.Contains(out, "decommissioning") {
+		t.Fatalf("cluster status after decommission:\n%s", out)
+	}
+	if out = expect(0, "", "node", "recommission", "e2e"); !strings.Contains(out, "e2e is no longer decommissioning") {
+		t.Fatalf("node recommission: %q", out)
+	}
+	if out = expect(0, "", "node", "recommission", "e2e"); !strings.Contains(out, "e2e was not decommissioning: nothing changed") {
+		t.Fatalf("node recommission again: %q", out)
+	}
+	if out = expect(0, "", "cluster", "status"); strings.Contains(out, "decommissioning") {
+		t.Fatalf("cluster status after recommission:\n%s", out)
+	}
+	expect(exitUsage, "", "node", "recommission", "nobody")
+
 	// A short benchmark through the CLI, with its JSON report.
 	report := filepath.Join(t.TempDir(), "bench.json")
 	out = expect(0, "", "bench", "append", "--count", "40", "--warmup", "0", "--concurrency", "4",

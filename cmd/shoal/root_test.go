@@ -91,6 +91,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dev", "--nodes", "9"}, "--nodes must be 1 to 8"},
 		{[]string{"dev", "--nodes", "0"}, "--nodes must be 1 to 8"},
 		{[]string{"node", "decommission"}, "needs NAME"},
+		{[]string{"node", "recommission", "a", "b"}, "needs NAME"},
 		{[]string{"cluster", "frob"}, "unknown command"},
 		{[]string{"bench", "append", "--dist", "pareto"}, "dist must be uniform or zipf"},
 		{[]string{"bench", "append", "--embedded", "--server", "x:1"}, "exclude each other"},

@@ -2353,6 +2353,102 @@ func (*DecommissionResponse) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
+type RecommissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`            // node name
+	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"` // set by the node that forwards it to the named node
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecommissionRequest) Reset() {
+	*x = RecommissionRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecommissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecommissionRequest) ProtoMessage() {}
+
+func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
+func (*RecommissionRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RecommissionRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RecommissionRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type RecommissionResponse struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	WasDecommissioning bool                   `protobuf:"varint,1,opt,name=was_decommissioning,json=wasDecommissioning,proto3" json:"was_decommissioning,omitempty"` // false: the node was not decommissioning, nothing changed
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RecommissionResponse) Reset() {
+	*x = RecommissionResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecommissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecommissionResponse) ProtoMessage() {}
+
+func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
+func (*RecommissionResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RecommissionResponse) GetWasDecommissioning() bool {
+	if x != nil {
+		return x.WasDecommissioning
+	}
+	return false
+}
+
 type SettingsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2361,7 +2457,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2469,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2482,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 type RaftBatch struct {
@@ -2404,7 +2500,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2512,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2525,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -2475,7 +2571,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2583,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2596,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
 }
 
 type SnapshotChunk struct {
@@ -2519,7 +2615,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2627,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2640,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -2773,7 +2869,12 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x13DecommissionRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"\x16\n" +
-	"\x14DecommissionResponse\"\x11\n" +
+	"\x14DecommissionResponse\"G\n" +
+	"\x13RecommissionRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"G\n" +
+	"\x14RecommissionResponse\x12/\n" +
+	"\x13was_decommissioning\x18\x01 \x01(\bR\x12wasDecommissioning\"\x11\n" +
 	"\x0fSettingsRequest\"\x82\x01\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
@@ -2800,11 +2901,12 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
 	"\tReadShard\x12\x1a.shoal.v1.ReadShardRequest\x1a\x1b.shoal.v1.ReadShardResponse0\x01\x12;\n" +
 	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
-	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x012\x9a\x02\n" +
+	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x012\xe9\x02\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
-	"\fDecommission\x12\x1d.shoal.v1.DecommissionRequest\x1a\x1e.shoal.v1.DecommissionResponse\x12@\n" +
+	"\fDecommission\x12\x1d.shoal.v1.DecommissionRequest\x1a\x1e.shoal.v1.DecommissionResponse\x12M\n" +
+	"\fRecommission\x12\x1d.shoal.v1.RecommissionRequest\x1a\x1e.shoal.v1.RecommissionResponse\x12@\n" +
 	"\bSettings\x12\x19.shoal.v1.SettingsRequest\x1a\x19.shoal.v1.ClusterSettings2r\n" +
 	"\x04Raft\x120\n" +
 	"\x04Send\x12\x13.shoal.v1.RaftBatch\x1a\x11.shoal.v1.RaftAck(\x01\x128\n" +
@@ -2823,7 +2925,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                // 0: shoal.v1.Deletion
 	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
@@ -2859,11 +2961,13 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*StatusResponse)(nil),       // 31: shoal.v1.StatusResponse
 	(*DecommissionRequest)(nil),  // 32: shoal.v1.DecommissionRequest
 	(*DecommissionResponse)(nil), // 33: shoal.v1.DecommissionResponse
-	(*SettingsRequest)(nil),      // 34: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 35: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 36: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 37: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 38: google.protobuf.Any
+	(*RecommissionRequest)(nil),  // 34: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil), // 35: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),      // 36: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 37: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 38: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 39: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 40: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -2871,7 +2975,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	38, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	40, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -2893,22 +2997,24 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	25, // 24: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
 	30, // 25: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
 	32, // 26: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	34, // 27: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	35, // 28: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	37, // 29: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	5,  // 30: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	13, // 31: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	15, // 32: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	17, // 33: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	10, // 34: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	29, // 35: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	31, // 36: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	33, // 37: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	24, // 38: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	36, // 39: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	36, // 40: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	30, // [30:41] is the sub-list for method output_type
-	19, // [19:30] is the sub-list for method input_type
+	34, // 27: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	36, // 28: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	37, // 29: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	39, // 30: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	5,  // 31: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	13, // 32: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	15, // 33: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	17, // 34: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	10, // 35: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	29, // 36: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	31, // 37: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	33, // 38: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	35, // 39: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	24, // 40: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	38, // 41: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	38, // 42: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	31, // [31:43] is the sub-list for method output_type
+	19, // [19:31] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -2925,7 +3031,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -305,6 +305,7 @@ const (
 	Cluster_Topology_FullMethodName     = "/shoal.v1.Cluster/Topology"
 	Cluster_Status_FullMethodName       = "/shoal.v1.Cluster/Status"
 	Cluster_Decommission_FullMethodName = "/shoal.v1.Cluster/Decommission"
+	Cluster_Recommission_FullMethodName = "/shoal.v1.Cluster/Recommission"
 	Cluster_Settings_FullMethodName     = "/shoal.v1.Cluster/Settings"
 )
 
@@ -315,6 +316,9 @@ type ClusterClient interface {
 	Topology(ctx context.Context, in *TopologyRequest, opts ...grpc.CallOption) (*TopologyResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Decommission(ctx context.Context, in *DecommissionRequest, opts ...grpc.CallOption) (*DecommissionResponse, error)
+	// Recommission cancels a node's decommission: placement may give it replicas
+	// and leaderships again. Nodes of earlier versions answer UNIMPLEMENTED.
+	Recommission(ctx context.Context, in *RecommissionRequest, opts ...grpc.CallOption) (*RecommissionResponse, error)
 	// Settings returns the cluster's immutable settings; joining nodes call it.
 	Settings(ctx context.Context, in *SettingsRequest, opts ...grpc.CallOption) (*ClusterSettings, error)
 }
@@ -357,6 +361,16 @@ func (c *clusterClient) Decommission(ctx context.Context, in *DecommissionReques
 	return out, nil
 }
 
+func (c *clusterClient) Recommission(ctx context.Context, in *RecommissionRequest, opts ...grpc.CallOption) (*RecommissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecommissionResponse)
+	err := c.cc.Invoke(ctx, Cluster_Recommission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterClient) Settings(ctx context.Context, in *SettingsRequest, opts ...grpc.CallOption) (*ClusterSettings, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterSettings)
@@ -374,6 +388,9 @@ type ClusterServer interface {
 	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Decommission(context.Context, *DecommissionRequest) (*DecommissionResponse, error)
+	// Recommission cancels a node's decommission: placement may give it replicas
+	// and leaderships again. Nodes of earlier versions answer UNIMPLEMENTED.
+	Recommission(context.Context, *RecommissionRequest) (*RecommissionResponse, error)
 	// Settings returns the cluster's immutable settings; joining nodes call it.
 	Settings(context.Context, *SettingsRequest) (*ClusterSettings, error)
 	mustEmbedUnimplementedClusterServer()
@@ -394,6 +411,9 @@ func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*Stat
 }
 func (UnimplementedClusterServer) Decommission(context.Context, *DecommissionRequest) (*DecommissionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Decommission not implemented")
+}
+func (UnimplementedClusterServer) Recommission(context.Context, *RecommissionRequest) (*RecommissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Recommission not implemented")
 }
 func (UnimplementedClusterServer) Settings(context.Context, *SettingsRequest) (*ClusterSettings, error) {
 	return nil, status.Error(codes.Unimplemented, "method Settings not implemented")
@@ -473,6 +493,24 @@ func _Cluster_Decommission_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Recommission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecommissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Recommission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Recommission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Recommission(ctx, req.(*RecommissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Cluster_Settings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SettingsRequest)
 	if err := dec(in); err != nil {
@@ -509,6 +547,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Decommission",
 			Handler:    _Cluster_Decommission_Handler,
+		},
+		{
+			MethodName: "Recommission",
+			Handler:    _Cluster_Recommission_Handler,
 		},
 		{
 			MethodName: "Settings",
