@@ -125,6 +125,8 @@ var (
 		"Voters of the shard's raft group as this node sees them (left out while its raft loop does not answer: shoal_shard_status_unanswered).", []string{"shard"}, nil)
 	descUnder = prometheus.NewDesc("shoal_shard_under_replicated",
 		"1 when the shard has fewer voters than the replication factor, or (zones configured) voters in fewer zones than it (left out while its raft loop does not answer).", []string{"shard"}, nil)
+	descDeadVoters = prometheus.NewDesc("shoal_shard_dead_voters",
+		"Voters of the shard on nodes gossip holds dead (or does not know), as this node sees them: the shard runs on the others, one failure further from losing its quorum, until placement replaces them after --dead-after (left out while its raft loop does not answer).", []string{"shard"}, nil)
 	descApplied = prometheus.NewDesc("shoal_shard_applied_index",
 		"Last raft index applied by this node's replica.", []string{"shard"}, nil)
 	descLeaderless = prometheus.NewDesc("shoal_shard_leaderless",
@@ -148,6 +150,7 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descIsLeader
 	ch <- descVoters
 	ch <- descUnder
+	ch <- descDeadVoters
 	ch <- descApplied
 	ch <- descLeaderless
 	ch <- descLeaderlessShards
@@ -157,7 +160,12 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	repl := int(n.Settings().Replication)
-	zones := zonesOf(n.Members())
+	members := n.Members()
+	zones := zonesOf(members)
+	alive := make(map[uint64]bool, len(members))
+	for _, m := range members {
+		alive[m.NodeID] = m.Alive
+	}
 	b := func(v bool) float64 {
 		if v {
 			return 1
@@ -196,6 +204,13 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, b(st.Leader == n.ID()), l)
 		ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, float64(len(st.Voters)), l)
 		ch <- prometheus.MustNewConstMetric(descUnder, prometheus.GaugeValue, b(underReplicated(st.Voters, repl, zones)), l)
+		dead := 0
+		for _, v := range st.Voters {
+			if !alive[v] {
+				dead++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descDeadVoters, prometheus.GaugeValue, float64(dead), l)
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeaderlessShards, prometheus.GaugeValue, float64(leaderless))

@@ -292,17 +292,45 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 // TestPlacementReplacesDeadNode: a node closed for longer than DeadAfter is
 // replaced; every shard returns to three voters without it.
 func TestPlacementReplacesDeadNode(t *testing.T) {
-	c, _ := startPlacementCluster(t, 4)
+	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
 	victim := 2
 	dead := c.Nodes[victim].ID()
 	placementAppendRead(t, c, 0, 1, "before-death")
 	start := time.Now()
 	c.Stop(t, victim)
+	// Until the replacement, the survivors' shoal_shard_dead_voters show the shards that lost
+	// a voter (gossip holds it dead for DeadAfter first); after it, none.
+	survivors := slices.Delete(slices.Clone(regs), victim, victim+1)
+	sawDead := make(chan float64, 1)
+	stopWatch := make(chan struct{})
+	go func() {
+		most := 0.0
+		defer func() { sawDead <- most }()
+		for {
+			most = max(most, metricSum(t, survivors, "shoal_shard_dead_voters", ""))
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 	waitPlaced(t, c, "replacement of the dead node", voters(3, dead))
+	close(stopWatch)
+	if most := <-sawDead; most == 0 {
+		t.Errorf("shoal_shard_dead_voters never counted the dead node's voters")
+	}
 	if d := time.Since(start); d < placementDead {
 		t.Errorf("replaced after %v, before DeadAfter %v", d, placementDead)
 	}
+	// Followers apply the last configuration change a little after their leader.
+	testnode.WaitFor(t, 5*time.Second, "no dead voters after the replacement", func() string {
+		if got := metricSum(t, survivors, "shoal_shard_dead_voters", ""); got != 0 {
+			return fmt.Sprintf("shoal_shard_dead_voters sum to %v, want 0", got)
+		}
+		return ""
+	})
 	placementAppendRead(t, c, 3, 0, "after-death")
 	placementAppendRead(t, c, 1, 3, "before-death-2")
 }
@@ -335,12 +363,11 @@ func TestPlacementDecommission(t *testing.T) {
 	back := c.Nodes[0].ID()
 	waitPlaced(t, c, "replicas back on the recommissioned node", nil)
 	held := 0
-	everyShard(c, func(s testnode.ShardState) string {
+	for _, s := range c.Shards() {
 		if slices.Contains(s.Voters, back) {
 			held++
 		}
-		return ""
-	})
+	}
 	if held == 0 {
 		t.Fatalf("n1 holds no replica after its recommission (ring %v)", c.Nodes[1].DesiredReplicas())
 	}
