@@ -40,11 +40,7 @@ const (
 
 // incomingHops returns how many nodes forwarded the request so far.
 func incomingHops(ctx context.Context) int {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return 0
-	}
-	v := md.Get(hopKey)
+	v := metadata.ValueFromIncomingContext(ctx, hopKey) // copies no other key, unlike FromIncomingContext
 	if len(v) == 0 {
 		return 0
 	}

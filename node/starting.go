@@ -94,8 +94,7 @@ func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 // node's (FailedPrecondition, with an ErrorInfo naming both). Calls forwarded by a node carry
 // no header: the node that received the call checked it.
 func (n *Node) otherCluster(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	want := md.Get(shoalv1.ClusterIDHeader)
+	want := metadata.ValueFromIncomingContext(ctx, shoalv1.ClusterIDHeader) // copies no other key
 	if len(want) == 0 || want[0] == "" {
 		return nil
 	}
