@@ -48,51 +48,69 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		Name:      n.dir.id.Name,
 		Bind:      n.cfg.Gossip,
 		Advertise: n.cfg.GossipAdvertise,
-		Join:      seeds,
 		SecretKey: n.cfg.GossipKey,
 		Meta:      meta,
 		Logger:    n.log,
 		OnChange:  n.refreshMembers,
 	}
-	if !haveSettings {
-		// A fresh node joins below, retrying while its seeds start too.
-		mc.Join = nil
-	}
+	// Joined below, not by membership.Start: a join tries its seeds one after another, each
+	// up to membership.DefaultTCPTimeout when it does not answer, and ctx must bound that.
 	ml, err := membership.Start(mc)
-	if err != nil && haveSettings && len(mc.Join) > 0 && !errors.Is(err, membership.ErrNameTaken) {
-		// A node of a cluster starts alone when no seed lets it in, and rejoins when a peer
-		// appears: unless every seed answered as another cluster's (a --join pointing
-		// elsewhere), a seed refusing it (an address reused by a new cluster) must not keep
-		// it down while its other seeds are.
-		join := mc.Join
-		mc.Join = nil
-		if ml, err = membership.Start(mc); err != nil {
-			return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
-		}
-		if foreign := n.foreignSeeds(ml, join); len(foreign) == len(join) {
-			ml.Close()
-			return fmt.Errorf("node: every seed of %v belongs to another cluster (this node's is %s): %w",
-				join, meta.ClusterID, membership.ErrClusterMismatch)
-		} else if len(foreign) > 0 {
-			n.log.Error("seeds belong to another cluster; starting alone and retrying the others in the background",
-				"foreign", foreign, "join", join)
-		} else {
-			n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", join, "err", err)
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
 	}
-	if !haveSettings && len(seeds) > 0 {
-		if err := n.joinSeeds(ctx, ml, seeds); err != nil {
-			ml.Close()
-			return err
-		}
+	switch {
+	case haveSettings && len(seeds) > 0:
+		err = n.rejoinAtStart(ctx, ml, seeds, meta.ClusterID)
+	case !haveSettings && len(seeds) > 0:
+		// A fresh node joins, retrying while its seeds start too.
+		err = n.joinSeeds(ctx, ml, seeds)
+	}
+	if err != nil {
+		ml.Close()
+		return err
 	}
 	n.ml.Store(ml)
 	n.refreshMembers()
 	go n.rejoinLoop(ml, seeds)
 	return nil
+}
+
+// rejoinAtStart joins a restarted node's seeds (--join's and the peers it last saw alive),
+// until ctx ends. A node of a cluster starts alone when no seed lets it in, and rejoins when
+// a peer appears (rejoinLoop): unless every seed answered as another cluster's (a --join
+// pointing elsewhere), a seed refusing it (an address reused by a new cluster) must not keep
+// it down while its other seeds are. A seed holding this node's name for another node is
+// fatal, as it is for a fresh node.
+func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, seeds []string, clusterID string) error {
+	errc := make(chan error, 1)
+	go func() { // ends by itself: each seed is given at most membership.DefaultTCPTimeout
+		_, err := ml.Join(seeds)
+		switch {
+		case err == nil:
+		case errors.Is(err, membership.ErrNameTaken):
+			err = fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+		default:
+			if foreign := n.foreignSeeds(ml, seeds); len(foreign) == len(seeds) {
+				err = fmt.Errorf("node: every seed of %v belongs to another cluster (this node's is %s): %w",
+					seeds, clusterID, membership.ErrClusterMismatch)
+			} else if len(foreign) > 0 {
+				n.log.Error("seeds belong to another cluster; starting alone and retrying the others in the background",
+					"foreign", foreign, "join", seeds)
+				err = nil
+			} else {
+				n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", seeds, "err", err)
+				err = nil
+			}
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("node: joining the seeds %v: %w", seeds, context.Cause(ctx))
+	}
 }
 
 // foreignSeeds returns the seeds that refuse ml as a member of another cluster, asking each

@@ -214,3 +214,71 @@ func TestStartOnBusyRegistry(t *testing.T) {
 	cfg = testConfig(t, dir)
 	startNode(t, cfg) // the failed Start released the data directory
 }
+
+// A restart joins the peers it last saw alive. One that accepts connections but never
+// answers holds a join for membership.DefaultTCPTimeout per address, so Start's ctx must bound
+// the join (the server's ctx ends on SIGTERM): Start gives up when ctx ends, leaving the data
+// directory free for the next start.
+func TestRestartJoinEndsWithContext(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	n := startNode(t, cfg)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		held  []net.Conn
+		holes []string
+	)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				held = append(held, c) // open, never answered
+				mu.Unlock()
+			}
+		}()
+		holes = append(holes, ln.Addr().String())
+	}
+	if err := n.dir.savePeers(holes); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	n2, err := Start(ctx, cfg)
+	took := time.Since(start)
+	if err == nil {
+		n2.Close()
+		t.Fatalf("Start succeeded after %v, past its context, with peers that never answer", took)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Start: %v, want the context's deadline", err)
+	}
+	if all := time.Duration(len(holes)) * membership.DefaultTCPTimeout; took >= all {
+		t.Fatalf("Start gave up after %v: it waited for every peer (%v) instead of its context", took, all)
+	}
+	t.Logf("Start gave up after %v: %v", took, err)
+
+	if err := n.dir.savePeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, cfg) // the aborted start released the directory
+}
