@@ -50,7 +50,6 @@ func (d *delegate) check(peer *memberlist.Node) error {
 	var mismatch error
 	if local != "" && meta.ClusterID != "" && local != meta.ClusterID {
 		mismatch = &ClusterMismatchError{Local: local, Remote: meta.ClusterID, Peer: peer.Name}
-		m.mu.mismatch = mismatch
 	}
 	m.mu.Unlock()
 	if mismatch != nil {
@@ -67,10 +66,18 @@ func (d *delegate) check(peer *memberlist.Node) error {
 // its gossip for the other's.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
-		if err := d.check(p); err != nil {
-			return err
+		err := d.check(p)
+		if err == nil {
+			err = d.checkName(p)
 		}
-		if err := d.checkName(p); err != nil {
+		if err != nil {
+			// Recorded with every address of the merge: the node at the other end (a seed
+			// this node dialled, or one that dialled it) is among them.
+			addrs := make([]string, 0, len(peers))
+			for _, q := range peers {
+				addrs = append(addrs, q.Address())
+			}
+			d.m().noteRefusal(err, addrs...)
 			return err
 		}
 	}
@@ -91,7 +98,6 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 	var taken error
 	if meta.NodeID != m.mu.self.NodeID {
 		taken = &NameTakenError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
-		m.mu.mismatch = taken
 	}
 	m.mu.Unlock()
 	if taken != nil {
@@ -101,7 +107,13 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 }
 
 // NotifyAlive refuses gossip about a node of another cluster.
-func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.check(peer) }
+func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
+	err := d.check(peer)
+	if err != nil {
+		d.m().noteRefusal(err, peer.Address())
+	}
+	return err
+}
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.upsert(n, true) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.upsert(n, true) }

@@ -1,11 +1,13 @@
 package membership
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -206,7 +208,7 @@ type Membership struct {
 	stopped sync.WaitGroup
 	refused atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
 
-	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.mismatch)
+	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.refusals)
 	updateMu  sync.Mutex // serializes UpdateMeta, change and broadcast
 	closeOnce sync.Once
 	leaveMu   sync.Mutex // serializes Leave and Close (memberlist panics on leave after shutdown)
@@ -214,10 +216,13 @@ type Membership struct {
 
 	mu struct {
 		sync.Mutex
-		self     Meta
-		selfEnc  []byte
-		members  map[string]*Member // by name, dead ones included
-		mismatch error              // last refusal, read by Join
+		self    Meta
+		selfEnc []byte
+		members map[string]*Member // by name, dead ones included
+		// refusals: the latest merges and gossip this node refused (cluster mismatch, name
+		// taken), with the addresses they came from, so that Join blames a refusal on the
+		// seed it dialled and not on another node's concurrent attempt (maxRefusals kept).
+		refusals []refusal
 		// foreign: dead members whose address answered a reconnect sync as another cluster's
 		// node (or refused this one) -> that address; not asked again there (pickDead).
 		foreign map[string]string
@@ -308,17 +313,14 @@ func (m *Membership) Join(seeds []string) (int, error) {
 	m.joinMu.Lock()
 	defer m.joinMu.Unlock()
 	m.mu.Lock()
-	m.mu.mismatch = nil
+	m.mu.refusals = nil
 	m.mu.Unlock()
 	n, err := m.ml.Join(seeds)
 	if err == nil {
 		return n, nil
 	}
-	m.mu.Lock()
-	mismatch := m.mu.mismatch
-	m.mu.Unlock()
-	if mismatch != nil {
-		return n, fmt.Errorf("membership: join %v: %w", seeds, mismatch)
+	if refused := m.refusalFrom(seeds); refused != nil {
+		return n, fmt.Errorf("membership: join %v: %w", seeds, refused)
 	}
 	msg := flatten(err)
 	if strings.Contains(msg, "invalid msgType") {
@@ -371,16 +373,18 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 		if addr == "" || !m.joinMu.TryLock() { // a Join in progress: its mismatch is its own
 			continue
 		}
-		_, err := m.ml.Join([]string{addr})
 		m.mu.Lock()
-		if m.mu.mismatch != nil { // the address now belongs to another cluster: ask no more
+		m.mu.refusals = nil
+		m.mu.Unlock()
+		_, err := m.ml.Join([]string{addr})
+		if m.refusalFrom([]string{addr}) != nil { // the address now belongs to another cluster: ask no more
+			m.mu.Lock()
 			if m.mu.foreign == nil {
 				m.mu.foreign = map[string]string{}
 			}
 			m.mu.foreign[name] = addr
+			m.mu.Unlock()
 		}
-		m.mu.mismatch = nil // a refusal here is not a caller's Join's
-		m.mu.Unlock()
 		m.joinMu.Unlock()
 		if err != nil {
 			m.log.Debug("member held dead did not answer", "peer", name, "addr", addr, "err", flatten(err))
@@ -389,6 +393,71 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 		m.log.Debug("synced gossip with a member held dead", "peer", name, "addr", addr)
 	}
 }
+
+// refusal is a merge or gossip message this node refused, and the gossip addresses of the
+// nodes it described (a join's merge names the dialled seed among them).
+type refusal struct {
+	addrs []string
+	err   error
+}
+
+// maxRefusals bounds Membership.mu.refusals: refusals matter only to the join under way.
+const maxRefusals = 32
+
+// noteRefusal records a refusal (delegate.go) of a message describing the nodes at addrs.
+func (m *Membership) noteRefusal(err error, addrs ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.mu.refusals) == maxRefusals {
+		m.mu.refusals = slices.Delete(m.mu.refusals, 0, 1)
+	}
+	m.mu.refusals = append(m.mu.refusals, refusal{addrs: addrs, err: err})
+}
+
+// refusalFrom returns the latest refusal recorded since Join cleared them that came from one
+// of seeds, or nil. A seed given by host name matches the addresses it resolves to.
+func (m *Membership) refusalFrom(seeds []string) error {
+	var want []string
+	for _, s := range seeds {
+		want = append(want, resolveSeed(s)...)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range slices.Backward(m.mu.refusals) {
+		for _, a := range r.addrs {
+			if slices.Contains(want, a) {
+				return r.err
+			}
+		}
+	}
+	return nil
+}
+
+// resolveSeed returns the addresses (ip:port, as memberlist.Node.Address writes them) a seed
+// names; a seed that does not resolve names none.
+func resolveSeed(seed string) []string {
+	host, port, err := net.SplitHostPort(seed)
+	if err != nil {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []string{net.JoinHostPort(ip.Unmap().String(), port)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), seedResolveTimeout)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, net.JoinHostPort(ip.Unmap().String(), port))
+	}
+	return out
+}
+
+// seedResolveTimeout bounds resolving a seed's host name when a join was refused.
+const seedResolveTimeout = 2 * time.Second
 
 // pickDead returns a random member held dead that did not leave and whose address did not
 // answer as another cluster's node, or "": one that died within reconnectFor of now, or

@@ -478,3 +478,92 @@ func TestReconnectSkipsForeignAddress(t *testing.T) {
 		t.Fatalf("pickDead chose %q, whose address belongs to another cluster now", name)
 	}
 }
+
+// joinRepeatedly has f try to join addr every 50 ms until the test ends: a node of another
+// cluster whose --join points here, or whose reconnect loop dials an address this cluster
+// took over. Each attempt is refused.
+func joinRepeatedly(t *testing.T, f *Membership, addr string) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				f.Join([]string{addr})
+			}
+		}
+	}()
+}
+
+// A reconnect sync with a member that is merely cut off (its dial hangs) overlapping the
+// refusal of another cluster's node joining at the same time: the member's address must not
+// be taken for another cluster's, or it would not be asked again once the partition heals.
+func TestReconnectNotBlamedForAnotherNodesRefusal(t *testing.T) {
+	lossy := &lossyNet{}
+	cfg := func(name string, id uint64, join ...string) Config {
+		c := testConfig(t, name, id, "cluster-x", join...)
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+		c.PushPullInterval = 30 * time.Second
+		c.ReconnectInterval = 100 * time.Millisecond
+		bind := c.Bind
+		c.wrapTransport = func(t memberlist.Transport) memberlist.Transport {
+			return &lossyTransport{net: lossy, self: bind, t: t}
+		}
+		return c
+	}
+	ac := cfg("a", 1)
+	a := start(t, ac)
+	cc := cfg("c", 3, ac.Bind)
+	cc.ReconnectInterval = -1 // only a's reconnects matter here
+	start(t, cc)
+	eventually(t, "c alive at a", func() bool { m, ok := find(a, "c"); return ok && m.Alive })
+	lossy.set(ac.Bind, cc.Bind, true)
+	eventually(t, "c dead at a", func() bool { m, _ := find(a, "c"); return !m.Alive })
+
+	joinRepeatedly(t, start(t, testConfig(t, "f", 9, "cluster-y")), ac.Bind)
+	eventually(t, "a refuses f", func() bool { return a.refused.Load() > 0 })
+	time.Sleep(2*DefaultTCPTimeout + time.Second) // two of a's syncs with c, each hanging
+	a.mu.Lock()
+	foreign := a.mu.foreign["c"]
+	a.mu.Unlock()
+	if foreign != "" {
+		t.Fatalf("c (cluster-x, merely cut off) is marked as another cluster's address %s", foreign)
+	}
+}
+
+// A join whose seed does not answer, while another cluster's node is refused: the join fails
+// as unreachable, not as a cluster mismatch (a restarting node whose seeds were all down took
+// that for "every seed belongs to another cluster" and exited).
+func TestJoinNotBlamedForAnotherNodesRefusal(t *testing.T) {
+	ac := testConfig(t, "a", 1, "cluster-x")
+	a := start(t, ac)
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers: the join waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	joinRepeatedly(t, start(t, testConfig(t, "f", 9, "cluster-y")), ac.Bind)
+	eventually(t, "a refuses f", func() bool { return a.refused.Load() > 0 })
+	_, err = a.Join([]string{ln.Addr().String()})
+	if err == nil || errors.Is(err, ErrClusterMismatch) {
+		t.Fatalf("join of a seed that never answers: %v; want a plain failure", err)
+	}
+	t.Logf("join: %v", err)
+}
