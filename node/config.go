@@ -28,6 +28,10 @@ const (
 	DefaultDeadAfter   = 60 * time.Second
 	DefaultJoinTimeout = 60 * time.Second
 
+	// DefaultStreamCache is the default Config.StreamCache: about 170 MB of stream metadata
+	// with 40-byte stream names.
+	DefaultStreamCache = 1 << 20
+
 	// MaxShards bounds the shard count fixed at cluster creation.
 	MaxShards = 4096
 	// MaxReplication bounds the replication factor.
@@ -119,6 +123,12 @@ type Config struct {
 	PeerCAs *x509.CertPool
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
+	// StreamCache bounds the stream metadata (last version, state) the node's shards keep in
+	// memory for appends, in streams, node-wide: each shard may cache StreamCache divided by
+	// the cluster's shard count (at least minShardStreamCache), since a node may hold a
+	// replica of every shard. An append to a stream not cached reads its metadata from
+	// Pebble. Default DefaultStreamCache; negative is refused.
+	StreamCache int
 	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
 	// before the node gives up on its disk and calls OnDiskStall. A node whose
 	// disk hangs keeps its replicas and its place in gossip while serving
@@ -185,6 +195,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxSyncDuration == 0 {
 		c.MaxSyncDuration = DefaultMaxSyncDuration
 	}
+	if c.StreamCache == 0 {
+		c.StreamCache = DefaultStreamCache
+	}
 	if c.diskSlowAfter == 0 {
 		c.diskSlowAfter = diskSlowThreshold
 	}
@@ -232,6 +245,10 @@ func (c Config) Validate() error {
 		if j == "" {
 			return errors.New("node: config: Join has an empty address")
 		}
+	}
+	if c.StreamCache < 0 {
+		return fmt.Errorf("node: config: StreamCache %d is negative (streams cached node-wide; 0 for the default %d)",
+			c.StreamCache, DefaultStreamCache)
 	}
 	if c.Shards < 0 || c.Shards > MaxShards {
 		return fmt.Errorf("node: config: Shards %d out of range 1..%d", c.Shards, MaxShards)

@@ -131,6 +131,8 @@ var (
 		"Last raft index applied by this node's replica.", []string{"shard"}, nil)
 	descLeaderless = prometheus.NewDesc("shoal_shard_leaderless",
 		"1 when this node's replica of the shard has known no leader for longer than an election can take (three raft election timeouts): the shard lost its quorum, or this replica is cut off from it (left out while its raft loop does not answer).", []string{"shard"}, nil)
+	descCachedStreams = prometheus.NewDesc("shoal_stream_cache_entries",
+		"Streams whose metadata this node's shards cache for appends (bounded by --stream-cache, shared evenly by the cluster's shards).", nil, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
 		"Shards of which this node's replica has known no leader for longer than an election can take (shoal_shard_leaderless summed). Such a shard is led by no node, so the placement gauges miss it; every replica of it counts it.", nil, nil)
 	descUnanswered = prometheus.NewDesc("shoal_shard_status_unanswered",
@@ -154,6 +156,7 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descApplied
 	ch <- descLeaderless
 	ch <- descLeaderlessShards
+	ch <- descCachedStreams
 	ch <- descUnanswered
 }
 
@@ -214,6 +217,13 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeaderlessShards, prometheus.GaugeValue, float64(leaderless))
+	cached := 0
+	for _, g := range groups {
+		if sm, _, ok := n.shardSM(g.Shard()); ok {
+			cached += sm.CachedStreams()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descCachedStreams, prometheus.GaugeValue, float64(cached))
 	ch <- prometheus.MustNewConstMetric(descUnanswered, prometheus.GaugeValue, float64(len(groups)-len(statuses)))
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -232,4 +234,41 @@ func TestConcurrentScrapesShareStatus(t *testing.T) {
 			t.Fatalf("round %d: a concurrent scrape of a healthy node left groups out as unanswered", round)
 		}
 	}
+}
+
+// TestStreamCacheBoundedNodeWide: Config.StreamCache bounds the stream metadata a node's
+// shards cache, shared by the cluster's shards (a shard cached up to a million streams
+// whatever the node held: gigabytes for a node holding 32 shards of many streams).
+func TestStreamCacheBoundedNodeWide(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir()) // 4 shards
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	cfg.StreamCache = 4 * minShardStreamCache
+	n := startNode(t, cfg)
+	s := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const streams = 3000
+	for i := range streams {
+		id := uuid.New()
+		if _, err := s.Append(ctx, &shoalv1.AppendRequest{Stream: fmt.Sprintf("cache-%d", i),
+			Events: []*shoalv1.EventData{{Id: id[:], Type: "E"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := 0.0
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "shoal_stream_cache_entries" {
+			cached = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if cached == 0 || cached > float64(cfg.StreamCache) {
+		t.Fatalf("shoal_stream_cache_entries %v after appends to %d streams, want 1..%d", cached, streams, cfg.StreamCache)
+	}
+	t.Logf("%v streams cached of %d appended to", cached, streams)
 }

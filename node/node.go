@@ -382,7 +382,8 @@ func (n *Node) openShard(id uint32) (*shard.Shard, error) {
 	if sm, ok := n.mu.shards[id]; ok {
 		return sm, nil
 	}
-	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log, Metrics: n.shardMetrics})
+	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log, Metrics: n.shardMetrics,
+		MaxCachedStreams: shardStreamCache(n.cfg.StreamCache, n.clusterShards())})
 	if err != nil {
 		return nil, fmt.Errorf("node: opening shard %d: %w", id, err)
 	}
@@ -442,6 +443,26 @@ func (n *Node) shardSM(id uint32) (*shard.Shard, *replica.Group, bool) {
 	sm, ok := n.mu.shards[id]
 	n.mu.Unlock()
 	return sm, g, ok
+}
+
+// shardStreamCache is one shard's share of the node's stream cache (Config.StreamCache).
+func shardStreamCache(streams int, shards uint32) int {
+	return max(streams/int(max(shards, 1)), minShardStreamCache)
+}
+
+// minShardStreamCache is the least a shard caches, whatever Config.StreamCache.
+const minShardStreamCache = 256
+
+// clusterShards is the cluster's shard count: its settings', or, while a new cluster's groups
+// are created (before its settings are stored), the count it is created with.
+func (n *Node) clusterShards() uint32 {
+	if s := n.settings.Load(); s != nil {
+		return s.Shards
+	}
+	if n.cfg.Shards != 0 {
+		return uint32(n.cfg.Shards)
+	}
+	return DefaultShards
 }
 
 // gossip returns the membership, nil before it started.

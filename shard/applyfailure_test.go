@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -60,3 +61,21 @@ func TestApplyUnknownEncodingFails(t *testing.T) {
 		t.Fatalf("the known append: %v", res)
 	}
 }
+
+// A large event leaves the apply buffers at its size; Committed gives them back, so a shard
+// does not hold megabytes per buffer for its life after one large append.
+func TestLargeEventBuffersReleased(t *testing.T) {
+	ts := newTestShard(t, nil, 1)
+	big := bytes.Repeat([]byte("shoal "), 600_000) // 3.6 MB, compressible: the scratch buffer grows too
+	if res := ts.apply(EncodeAppend(&AppendCommand{Stream: "big", Events: []Event{{ID: testID(1), Type: "T", Data: big}}})); !isResult(res) {
+		t.Fatalf("large append: %v", res)
+	}
+	ts.apply(EncodeAppend(&AppendCommand{Stream: "small", Events: []Event{{ID: testID(2), Type: "T", Data: []byte("x")}}}))
+	for name, b := range map[string][]byte{"key": ts.s.keyBuf, "value": ts.s.valBuf, "scratch": ts.s.scratchBuf} {
+		if cap(b) > maxKeptBuffer {
+			t.Errorf("%s buffer keeps %d bytes after a small append, want at most %d", name, cap(b), maxKeptBuffer)
+		}
+	}
+}
+
+func isResult(res any) bool { _, ok := res.(*AppendResult); return ok }

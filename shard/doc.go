@@ -41,10 +41,11 @@
 //
 // Versions are dense per stream from 0; positions are dense per shard from 0,
 // one per event and, from Format2 on, one per delete (see Formats below). Apply checks, in order:
-// validation (*InvalidError), tombstone (ErrStreamDeleted), idempotency (all
-// IDs stored as a consecutive run of this stream in batch order: the original
-// result with Duplicate=true; some or misplaced: *IDConflictError), then the
-// expected version (*WrongExpectedVersionError). NoStream accepts an absent or
+// validation (*InvalidError), idempotency (all IDs stored as a consecutive run of this
+// stream in batch order: the original result with Duplicate=true, even once the stream was
+// tombstoned since), tombstone (ErrStreamDeleted, which also answers an append whose IDs
+// are only partly stored into a tombstoned stream; otherwise some or misplaced IDs are an
+// *IDConflictError), then the expected version (*WrongExpectedVersionError). NoStream accepts an absent or
 // soft-deleted stream, Exists a live one, Exact N a present stream (live or
 // soft-deleted) whose last version is N. A soft delete hides versions up to
 // the current last; a later append continues the versions and un-hides the

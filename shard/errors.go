@@ -15,7 +15,8 @@ var (
 	// streams; a delete of an absent (or already soft-deleted) stream.
 	ErrStreamNotFound = errors.New("shard: stream not found")
 	// ErrStreamDeleted: the stream is tombstoned; returned by reads, appends
-	// and deletes, forever.
+	// and deletes, forever (but for the retry of an append stored before the
+	// tombstone, a duplicate).
 	ErrStreamDeleted = errors.New("shard: stream deleted")
 	// ErrWrongExpectedVersion: Apply, when the expected-version check fails.
 	// The concrete value is a *WrongExpectedVersionError.

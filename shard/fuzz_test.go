@@ -39,6 +39,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		case *DeleteCommand:
 			_ = ValidateDelete(c)
 			re = EncodeDelete(c)
+		case *SetFormatCommand:
+			re = EncodeSetFormat(c)
 		default:
 			t.Fatalf("unexpected %T", cmd)
 		}

@@ -177,7 +177,11 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 	var le logEntry
 	valid := false
 	if from < math.MaxUint64 && lit.SeekLT(s.keys.log(nil, from+1)) {
-		pos := binary.BigEndian.Uint64(lit.Key()[prefixLen+1:])
+		k := lit.Key()
+		if len(k) != prefixLen+1+8 {
+			return next, errCorrupt("log key")
+		}
+		pos := binary.BigEndian.Uint64(k[prefixLen+1:])
 		v, err := lit.ValueAndErr()
 		if err != nil {
 			return next, err

@@ -95,9 +95,10 @@ type Shard struct {
 	metaDirty   bool // deferTo lacks the shard meta
 
 	// As of the last Committed (or Open/Reload); read by any goroutine.
-	applied atomic.Uint64
-	nextPos atomic.Uint64
-	format  atomic.Uint64
+	cachedStreams atomic.Int64 // len(cache)
+	applied       atomic.Uint64
+	nextPos       atomic.Uint64
+	format        atomic.Uint64
 	// changed is closed by the next Committed, Reload or Close, for readers that wait for
 	// the shard to change (Changed); nil while no one waits.
 	changed atomic.Pointer[chan struct{}]
@@ -255,6 +256,7 @@ func (s *Shard) Reload() error {
 	s.format.Store(format)
 	s.nextPos.Store(m.nextPosition)
 	s.applied.Store(applied)
+	s.cachedStreams.Store(0)
 	s.notifyAllStreams()
 	s.notify()
 	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied, "format", format,
@@ -430,8 +432,23 @@ func (s *Shard) Committed() {
 	s.format.Store(s.pendFormat)
 	s.nextPos.Store(s.meta.nextPosition)
 	s.applied.Store(s.pendApply)
+	s.cachedStreams.Store(int64(len(s.cache)))
+	// A large event leaves its buffers at its size: give them back rather than hold them
+	// for the life of the shard.
+	for _, b := range []*[]byte{&s.keyBuf, &s.valBuf, &s.scratchBuf} {
+		if cap(*b) > maxKeptBuffer {
+			*b = nil
+		}
+	}
 	s.notify()
 }
+
+// maxKeptBuffer is the largest apply buffer a shard keeps between batches.
+const maxKeptBuffer = 64 << 10
+
+// CachedStreams returns how many streams' metadata the shard caches (Options.MaxCachedStreams
+// bounds it), as of the last Committed.
+func (s *Shard) CachedStreams() int { return int(s.cachedStreams.Load()) }
 
 // lookup returns the stream's metadata as seen through b.
 func (s *Shard) lookup(b *pebble.Batch, name string) (streamMeta, bool, error) {
