@@ -157,18 +157,25 @@ type Projection struct {
 
 	applyMu sync.Mutex // serializes Handle calls and page commits across shards
 
-	// reads: Get and Scan hold it shared while they use db, Close exclusively while it
-	// closes db (readsClosed, guarded by reads, then set), so that a read after or during
-	// Close answers ErrClosed rather than using a closed database.
-	reads       sync.RWMutex
-	readsClosed bool
+	// reads counts the Gets and Scans using db: Close marks it closed, so that a read that
+	// starts after answers ErrClosed, and closes db only once the count is back to zero. Its
+	// lock is held only to count, never while a read uses db or a Scan calls back, so a Get
+	// or Scan inside a Scan callback never waits for Close (as it did on a lock held shared
+	// by the Scan and wanted exclusively by Close); it answers ErrClosed instead.
+	reads struct {
+		sync.Mutex
+		n      int           // reads using db
+		closed bool          // Close began: no read starts
+		idle   chan struct{} // made by Close while n > 0, closed when n drops to zero
+	}
 
+	// mu and reads are never held together.
 	mu struct {
 		sync.Mutex
 		running bool
 		closed  bool
 		cp      Checkpoint
-		changed chan struct{} // closed and replaced on every commit
+		changed chan struct{} // closed and replaced on every commit; closed by Close (wakes WaitFor)
 	}
 }
 
@@ -207,7 +214,9 @@ func open(cfg Config, src source) (*Projection, error) {
 	return p, nil
 }
 
-// Close closes the database. Run must have returned.
+// Close closes the database. Run must have returned. Close waits for the Gets and Scans
+// under way (a Scan's callback included) and wakes every WaitFor; those and any later query
+// answer ErrClosed.
 func (p *Projection) Close() error {
 	p.mu.Lock()
 	if p.mu.closed {
@@ -219,31 +228,55 @@ func (p *Projection) Close() error {
 		return fmt.Errorf("query: close %q: %w", p.cfg.Name, ErrRunning)
 	}
 	p.mu.closed = true
+	close(p.mu.changed) // no commit follows: Run has returned and will not start again
 	p.mu.Unlock()
 	p.metrics.unregister(p.cfg.Registerer)
+
 	p.reads.Lock()
-	defer p.reads.Unlock()
-	p.readsClosed = true
+	p.reads.closed = true
+	var idle chan struct{}
+	if p.reads.n > 0 {
+		idle = make(chan struct{})
+		p.reads.idle = idle
+	}
+	p.reads.Unlock()
+	if idle != nil {
+		<-idle
+	}
 	return p.db.Close()
 }
 
-// readable takes the read lock for a Get or Scan, and reports ErrClosed if the projection
-// was closed. The caller releases p.reads when it returns nil.
-func (p *Projection) readable() error {
-	p.reads.RLock()
-	if p.readsClosed {
-		p.reads.RUnlock()
-		return fmt.Errorf("query: %q: %w", p.cfg.Name, ErrClosed)
+// startRead counts a Get or Scan in, or reports ErrClosed once Close began. The caller calls
+// endRead when it no longer uses db.
+func (p *Projection) startRead() error {
+	p.reads.Lock()
+	defer p.reads.Unlock()
+	if p.reads.closed {
+		return p.errClosed()
 	}
+	p.reads.n++
 	return nil
 }
 
+// endRead counts a read out, and lets a waiting Close go on after the last.
+func (p *Projection) endRead() {
+	p.reads.Lock()
+	defer p.reads.Unlock()
+	p.reads.n--
+	if p.reads.n == 0 && p.reads.idle != nil {
+		close(p.reads.idle)
+		p.reads.idle = nil
+	}
+}
+
+func (p *Projection) errClosed() error { return fmt.Errorf("query: %q: %w", p.cfg.Name, ErrClosed) }
+
 // Get returns a copy of key's value in the read model, or ErrNotFound.
 func (p *Projection) Get(key []byte) ([]byte, error) {
-	if err := p.readable(); err != nil {
+	if err := p.startRead(); err != nil {
 		return nil, err
 	}
-	defer p.reads.RUnlock()
+	defer p.endRead()
 	v, ok, err := get(p.db.Get, key)
 	if err != nil {
 		return nil, err
@@ -256,12 +289,14 @@ func (p *Projection) Get(key []byte) ([]byte, error) {
 
 // Scan calls fn for every read-model key starting with prefix, in key
 // order, over a consistent point-in-time view. key and value are valid only
-// during the call. An error from fn stops the scan and is returned.
+// during the call. An error from fn stops the scan and is returned. fn may
+// call Get and Scan; once Close began they answer ErrClosed, and Close waits
+// for the Scan to return.
 func (p *Projection) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	if err := p.readable(); err != nil {
+	if err := p.startRead(); err != nil {
 		return err
 	}
-	defer p.reads.RUnlock()
+	defer p.endRead()
 	lo := modelKey(prefix)
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
@@ -291,13 +326,17 @@ func (p *Projection) Checkpoint() Checkpoint {
 
 // WaitFor blocks until the event at position of shard has been applied and
 // committed (e.g. an AppendResult's Shard and Position, for
-// read-your-writes), or ctx is done.
+// read-your-writes), or ctx is done, or the projection is closed (ErrClosed,
+// also when it was closed before).
 func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64) error {
 	for {
 		p.mu.Lock()
-		done, ch := p.mu.cp.Covers(shard, position), p.mu.changed
+		closed, done, ch := p.mu.closed, p.mu.cp.Covers(shard, position), p.mu.changed
 		p.mu.Unlock()
-		if done {
+		switch {
+		case closed:
+			return p.errClosed()
+		case done:
 			return nil
 		}
 		select {

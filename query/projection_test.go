@@ -348,3 +348,105 @@ func TestProjectionReadsAfterClose(t *testing.T) {
 		t.Fatalf("Scan after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestProjectionCloseWakesWaitFor: a WaitFor pending when the projection is closed, or
+// called after, returns ErrClosed rather than wait (and hold its goroutine) until its ctx
+// ends.
+func TestProjectionCloseWakesWaitFor(t *testing.T) {
+	src := newFakeSource(2, 5)
+	want := src.add(10)
+	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, want)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pending := make(chan error, 1)
+	go func() { pending <- p.WaitFor(ctx, 0, 1<<40) }() // a position no commit reaches
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Whether it was already waiting when Close ran or starts after, it must see the close.
+	if err := <-pending; !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitFor pending over Close = %v, want ErrClosed", err)
+	}
+	if err := p.WaitFor(ctx, 0, 1<<40); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitFor after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestProjectionCloseDuringScanWithNestedGet: a Scan callback that calls Get (a join) while
+// Close waits neither deadlocks nor reads a closed database. The nested Get answers ErrClosed
+// once Close began, Close waits for the Scan, and the Scan finishes on the open database.
+func TestProjectionCloseDuringScanWithNestedGet(t *testing.T) {
+	src := newFakeSource(2, 5)
+	want := src.add(10)
+	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, want)
+	var keys int
+	if err := p.Scan([]byte("s/"), func(_, _ []byte) error { keys++; return nil }); err != nil || keys < 2 {
+		t.Fatalf("scan before Close: %d keys, %v; want at least 2", keys, err)
+	}
+
+	inScan := make(chan struct{})
+	closeDone := make(chan error, 1)
+	scanDone := make(chan error, 1)
+	go func() {
+		seen := 0
+		err := p.Scan([]byte("s/"), func(k, _ []byte) error {
+			seen++
+			if seen > 1 {
+				return nil // the rest of the scan reads the database Close is waiting to close
+			}
+			close(inScan)
+			// Get until Close has begun: a nested Get must then answer ErrClosed, not wait
+			// for Close, which waits for this Scan.
+			for {
+				_, err := p.Get(k)
+				if errors.Is(err, ErrClosed) {
+					break
+				}
+				if err != nil {
+					return fmt.Errorf("nested Get: %w", err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			select {
+			case err := <-closeDone:
+				return fmt.Errorf("Close returned (%v) under a running Scan", err)
+			default:
+			}
+			return nil
+		})
+		if err == nil && seen != keys {
+			err = fmt.Errorf("scan saw %d keys, want %d", seen, keys)
+		}
+		scanDone <- err
+	}()
+	<-inScan
+	go func() { closeDone <- p.Close() }()
+	timeout := time.After(10 * time.Second)
+	select {
+	case err := <-scanDone:
+		if err != nil {
+			t.Fatalf("Scan with a nested Get over Close: %v", err)
+		}
+	case <-timeout:
+		t.Fatal("Scan with a nested Get over Close: deadlocked")
+	}
+	select {
+	case err := <-closeDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-timeout:
+		t.Fatal("Close did not return after the Scan")
+	}
+	if _, err := p.Get([]byte("s/acct-1")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+}

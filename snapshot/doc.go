@@ -40,7 +40,9 @@
 //
 // fmt (FormatVersion) and comp (CompressionZstd) are append-only enums. The
 // CRC-32C (Castagnoli) covers every byte before it. The event ID is UUID v5
-// of (companion, V), so saving the same version twice writes once.
+// of (companion, V, codec, fmt), so saving the same version twice in the same
+// codec and format writes once, and a save in another codec or format is a
+// record of its own.
 //
 // # Caller duties
 //
@@ -67,5 +69,7 @@
 // snapshot). A stream deleted and not written since reads as absent.
 //
 // Old snapshots are not pruned; a companion stream grows by one event per
-// save. Snapshot reads use the client's default (leader, linearizable) reads.
+// save. Snapshot and stream reads are linearizable (served by the leader)
+// whatever the client's default (client.WithStaleReads): a follower that has
+// not applied a delete would show a snapshot's version still there.
 package snapshot

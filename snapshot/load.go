@@ -80,35 +80,66 @@ func (l Loaded[S]) Expected() client.ExpectedVersion {
 // undecodable, or at a version the stream never reached, is reported in
 // Loaded.SnapshotErr and replaced by a full replay; only read and apply
 // errors fail Load, and a stream deleted and written again under every one
-// of maxLoadAttempts loads (its versions skip).
+// of maxLoadAttempts loads (its versions skip: ErrVersionGap).
 //
-// initial is the empty state; it is used (not copied) when there is no
-// snapshot, so it must not be shared mutable data.
+// initial is the empty state. The first replay starts from initial itself (not a copy), so
+// it must not be shared mutable data. A state an ApplyFunc folded events into, even in place
+// (a map it owns), is never used again: a load that starts over (ErrVersionGap), or that
+// finds the stream deleted while it read it, starts from codec.Decode(codec.Encode(initial))
+// with the encoding taken before the first event was applied (if the codec cannot encode
+// initial, such a load fails instead).
 func Load[S any](ctx context.Context, store *Store, stream string, initial S, apply ApplyFunc[S], codec Codec[S]) (Loaded[S], error) {
 	if err := codec.validate(); err != nil {
 		return Loaded[S]{}, err
 	}
+	return load(ctx, store, stream, initialCopies(initial, codec), apply, codec)
+}
+
+// initialFunc returns a fresh initial state on every call: one no ApplyFunc has seen.
+type initialFunc[S any] func() (S, error)
+
+// initialCopies returns the initialFunc of a Load given initial: initial itself on the first
+// call, then decodings of initial's encoding, taken now, before an ApplyFunc could change it.
+// An encoding error fails only a call that needs a copy.
+func initialCopies[S any](initial S, codec Codec[S]) initialFunc[S] {
+	enc, encErr := codec.Encode(initial)
+	used := false
+	return func() (S, error) {
+		if !used {
+			used = true
+			return initial, nil
+		}
+		var s S
+		if encErr != nil {
+			return s, fmt.Errorf("snapshot: copy the initial state: encode with %q: %w", codec.Name, encErr)
+		}
+		s, err := codec.Decode(enc)
+		if err != nil {
+			return s, fmt.Errorf("snapshot: copy the initial state: decode with %q: %w", codec.Name, err)
+		}
+		return s, nil
+	}
+}
+
+// load is Load with a fresh initial state per start (codec already validated).
+func load[S any](ctx context.Context, store *Store, stream string, initial initialFunc[S], apply ApplyFunc[S], codec Codec[S]) (Loaded[S], error) {
 	// A read that resumed after a failover may find the stream deleted and written again
 	// since its first page (versions jump): the load starts over, a few times at most.
 	for attempt := 1; ; attempt++ {
 		l, err := loadOnce(ctx, store, stream, initial, apply, codec)
-		if !errors.Is(err, errVersionGap) || attempt == maxLoadAttempts {
+		if !errors.Is(err, ErrVersionGap) || attempt == maxLoadAttempts {
 			return l, err
 		}
 		store.opts.Logger.Warn("snapshot: the stream changed under the load; loading again", "stream", stream, "err", err)
 	}
 }
 
-// maxLoadAttempts bounds how often Load starts over (errVersionGap).
+// maxLoadAttempts bounds how often Load starts over (ErrVersionGap).
 const maxLoadAttempts = 3
 
-// errVersionGap: the events read skip a version, so the stream was deleted and written again
-// while it was read.
-var errVersionGap = errors.New("snapshot: the stream's versions skip (deleted and written again while read)")
-
-// loadOnce is one try of Load.
-func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S, apply ApplyFunc[S], codec Codec[S]) (Loaded[S], error) {
-	l := Loaded[S]{State: initial}
+// loadOnce is one try of Load. Every start from scratch takes a fresh initial state.
+func loadOnce[S any](ctx context.Context, store *Store, stream string, initial initialFunc[S], apply ApplyFunc[S], codec Codec[S]) (Loaded[S], error) {
+	var l Loaded[S]
 	snap, ok, err := store.latest(ctx, stream, codec.Name)
 	switch {
 	case err != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, ErrCodecMismatch)):
@@ -125,13 +156,31 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 		l.State, l.FromSnapshot, l.SnapshotVersion = st, true, snap.Version
 		l.Exists, l.Version = true, snap.Version
 	}
-	// without drops the snapshot for the reason err: the load starts over from initial.
-	without := func(err error) Loaded[S] {
-		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", err)
-		return Loaded[S]{State: initial, SnapshotErr: err}
+	// pristine: l.State is a fresh initial state that no ApplyFunc has seen.
+	pristine := false
+	// restart starts l over from a fresh initial state, with snapErr as its SnapshotErr.
+	restart := func(snapErr error) error {
+		st, err := initial()
+		if err != nil {
+			return fmt.Errorf("snapshot: load %q: %w", stream, err)
+		}
+		l, pristine = Loaded[S]{State: st, SnapshotErr: snapErr}, true
+		return nil
 	}
-	if l.SnapshotErr != nil {
-		l = without(l.SnapshotErr)
+	// without drops the snapshot for the reason err: the load starts over.
+	without := func(err error) error {
+		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", err)
+		return restart(err)
+	}
+	var serr error
+	switch {
+	case l.SnapshotErr != nil:
+		serr = without(l.SnapshotErr)
+	case !l.FromSnapshot:
+		serr = restart(nil)
+	}
+	if serr != nil {
+		return Loaded[S]{}, serr
 	}
 	// With a snapshot, the read starts at the snapshot's own version. That event is still
 	// visible unless the stream was soft-deleted since (a delete hides every version up to
@@ -147,8 +196,14 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 	for {
 		for ev, err := range readFrom(ctx, store.c, stream, from) {
 			if errors.Is(err, client.ErrStreamNotFound) {
-				// Absent, or deleted after the snapshot: the snapshot is stale.
-				return Loaded[S]{State: initial, SnapshotErr: l.SnapshotErr}, nil
+				// Absent, or deleted after the snapshot or while read: the stream has no
+				// state, and what was folded so far is none of it.
+				if !pristine {
+					if err := restart(l.SnapshotErr); err != nil {
+						return Loaded[S]{}, err
+					}
+				}
+				return l, nil
 			}
 			if err != nil {
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
@@ -158,12 +213,15 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 				if ev.Version == l.SnapshotVersion {
 					continue // in the snapshot
 				}
-				l = without(fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
-					ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion))
+				if err := without(fmt.Errorf("%w: %q restarts at version %d, after the snapshot's version %d",
+					ErrDeletedHistory, stream, ev.Version, l.SnapshotVersion)); err != nil {
+					return Loaded[S]{}, err
+				}
 			}
 			if l.Exists && ev.Version != l.Version+1 {
-				return Loaded[S]{}, fmt.Errorf("%w: %q read version %d after %d", errVersionGap, stream, ev.Version, l.Version)
+				return Loaded[S]{}, fmt.Errorf("%w: %q read version %d after %d", ErrVersionGap, stream, ev.Version, l.Version)
 			}
+			pristine = false
 			if l.State, err = apply(l.State, ev); err != nil {
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q: apply version %d: %w", stream, ev.Version, err)
 			}
@@ -174,8 +232,10 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial S
 			break
 		}
 		// Nothing at or after the snapshot's version: the stream ends before it.
-		l = without(&CorruptError{Stream: stream, Companion: store.Companion(stream),
-			Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", l.SnapshotVersion)})
+		if err := without(&CorruptError{Stream: stream, Companion: store.Companion(stream),
+			Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", l.SnapshotVersion)}); err != nil {
+			return Loaded[S]{}, err
+		}
 		from, checkSnapshot = 0, false
 	}
 	store.metrics.replayed.Add(float64(l.Replayed))

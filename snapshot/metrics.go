@@ -28,13 +28,21 @@ func newMetrics() *metrics {
 	}
 }
 
-// register registers every metric on r; nil r registers nothing.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.saves, m.saveErrors, m.savedBytes, m.hits, m.misses, m.corrupt, m.replayed}
+}
+
+// register registers every metric on r; nil r registers nothing. On error it unregisters
+// what it registered, so r is left as it was.
 func (m *metrics) register(r prometheus.Registerer) error {
 	if r == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.saves, m.saveErrors, m.savedBytes, m.hits, m.misses, m.corrupt, m.replayed} {
+	for i, c := range m.collectors() {
 		if err := r.Register(c); err != nil {
+			for _, done := range m.collectors()[:i] {
+				r.Unregister(done)
+			}
 			return err
 		}
 	}

@@ -32,7 +32,7 @@ func (p Policy) ShouldSave(n int) bool {
 type RepositoryConfig[S any] struct {
 	Store   *Store       // required
 	Codec   Codec[S]     // required
-	Initial func() S     // the empty state, called once per load; required
+	Initial func() S     // the empty state, called for every start of a load (once, unless it starts over); required
 	Apply   ApplyFunc[S] // required
 	Policy  Policy
 }
@@ -61,7 +61,7 @@ func NewRepository[S any](cfg RepositoryConfig[S]) (*Repository[S], error) {
 // saves a snapshot at the loaded version, synchronously; a failed save is
 // logged and counted but does not fail the load.
 func (r *Repository[S]) Load(ctx context.Context, stream string) (Loaded[S], error) {
-	l, err := Load(ctx, r.cfg.Store, stream, r.cfg.Initial(), r.cfg.Apply, r.cfg.Codec)
+	l, err := load(ctx, r.cfg.Store, stream, func() (S, error) { return r.cfg.Initial(), nil }, r.cfg.Apply, r.cfg.Codec)
 	if err != nil || !l.Exists || !(r.cfg.Policy.ShouldSave(l.Replayed) || l.SnapshotErr != nil && l.Replayed > 0) {
 		return l, err
 	}

@@ -152,7 +152,11 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 		ContentType: ContentType,
 	})
 	if errors.Is(err, client.ErrIDConflict) {
-		// A record for this version exists but is no longer the tail.
+		// Not a repeated save: the record's ID already in the companion stream, at any
+		// version, is answered as a duplicate (nil). A conflict means the ID is stored in
+		// another stream of the companion's shard (a record copied there, ID and all):
+		// nothing was written. A snapshot is a cache, so the save is let go as done; the
+		// next version's save has an ID of its own.
 		err = nil
 	}
 	if err != nil {

@@ -20,13 +20,21 @@ func newMetrics() *metrics {
 	}
 }
 
-// register registers every metric on r; nil r registers nothing.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.started, m.completed, m.aborted, m.retries, m.conflicts}
+}
+
+// register registers every metric on r; nil r registers nothing. On error it unregisters
+// what it registered, so r is left as it was.
 func (m *metrics) register(r prometheus.Registerer) error {
 	if r == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.started, m.completed, m.aborted, m.retries, m.conflicts} {
+	for i, c := range m.collectors() {
 		if err := r.Register(c); err != nil {
+			for _, done := range m.collectors()[:i] {
+				r.Unregister(done)
+			}
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/shoaldb/shoal/client"
@@ -159,6 +160,27 @@ func TestIdempotencyID(t *testing.T) {
 	}
 	if IdempotencyIDAt("order-1", 0, 2, KindAction) != a {
 		t.Fatal("IdempotencyIDAt at start version 0 is not IdempotencyID")
+	}
+	// Golden values of the documented layout (also computed outside Go): IDs already handed
+	// to other systems as idempotency keys must never change, so any change here is a bug.
+	long := strings.Repeat("x", 200) // a two-byte uvarint length
+	for _, tc := range []struct {
+		id      string
+		started uint64
+		step    int
+		kind    Kind
+		want    string
+	}{
+		{"order-1", 0, 2, KindAction, "90e00bb1-7c80-5bc3-9e4d-65c7e7fa2912"},
+		{"order-1", 0, 2, KindCompensation, "51c04da7-aa66-570b-8cf0-960eaaed2153"},
+		{"order-1", 0, 0, KindAction, "64693888-b6c8-5ddc-9f36-ff95e769cbff"},
+		{"order-1", 7, 2, KindAction, "fd4af650-5444-5342-8888-d16322e7f09e"},
+		{"order-1", 1 << 40, 2, KindCompensation, "d817c515-c0f7-59dd-be3e-7493d54443ac"},
+		{long, 0, 70000, KindAction, "6386b1b0-445a-5d55-9ea7-7a7945e9621c"},
+	} {
+		if got := IdempotencyIDAt(tc.id, tc.started, tc.step, tc.kind).String(); got != tc.want {
+			t.Errorf("IdempotencyIDAt(%.10q, %d, %d, %s) = %s, want %s", tc.id, tc.started, tc.step, tc.kind, got, tc.want)
+		}
 	}
 	seen := map[string]bool{}
 	for _, id := range []string{"order-1", "order-12", "order-", "o"} {
