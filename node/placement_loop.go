@@ -180,13 +180,17 @@ type heldOut struct {
 	// each time it was added back and went unheard again, up to maxHoldOut DeadAfter
 }
 
-// holdOut (re)starts member id's hold at now, creating its entry with a hold of deadAfter.
-// p.mu held.
+// holdOut (re)starts member id's hold at now, creating its entry with a hold of deadAfter,
+// or doubling its hold (up to maxHoldOut deadAfter) when the last one had passed: it was
+// added back (or probed) after its hold, and is left out again. p.mu held.
 func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Duration) *heldOut {
 	e := sp.leftOut[id]
-	if e == nil {
+	switch {
+	case e == nil:
 		e = &heldOut{hold: deadAfter}
 		sp.leftOut[id] = e
+	case now.Sub(e.at) >= e.hold:
+		e.hold = min(2*e.hold, maxHoldOut*deadAfter)
 	}
 	e.at = now
 	return e
@@ -194,8 +198,8 @@ func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Durat
 
 // trackUnheard updates leftOut from this round's view of the shard, whose leader this node is:
 // members raft does not hear while gossip holds them alive (peers' Alive and Gone) are held
-// out from now, one added back after its hold twice as long, and so are stuck learners
-// (trackLearners); members raft hears again leave it; entries long past their hold are
+// out from now, one added back after its hold twice as long (holdOut), and so are stuck
+// learners (trackLearners); members raft hears again leave it; entries long past their hold are
 // forgotten. It returns the members the target leaves out now, and whether one of them still
 // votes. p.mu held.
 func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerState, stuck []uint64, now time.Time,
@@ -205,9 +209,6 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 		switch ps := peers[id]; {
 		case id == st.ID:
 		case ps.Alive && ps.Gone:
-			if e := sp.leftOut[id]; e != nil && now.Sub(e.at) >= e.hold { // added back after its hold, and unheard again
-				e.hold = min(2*e.hold, maxHoldOut*deadAfter)
-			}
 			sp.holdOut(id, now, deadAfter)
 			votes = votes || slices.Contains(st.Voters, id)
 		case slices.Contains(stuck, id):

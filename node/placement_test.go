@@ -630,3 +630,21 @@ func TestPlacementStuckLearner(t *testing.T) {
 	check(6*deadAfter+time.Second, 200, true, []uint64{4})
 	check(7*deadAfter, commit-promoteSlack, false, nil) // caught up enough to be promoted
 }
+
+// TestStuckLearnerHoldGrows: a stuck learner held out, added back after its hold and stuck
+// again is held out twice as long each time, up to maxHoldOut DeadAfter, as an unheard member
+// is (it was re-added and sent a snapshot at the same pace for good).
+func TestStuckLearnerHoldGrows(t *testing.T) {
+	const deadAfter = time.Minute
+	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}}
+	st := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}
+	peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true}, 4: {Alive: true}}
+	at := time.Unix(1e9, 0)
+	for i, want := range []time.Duration{deadAfter, 2 * deadAfter, 4 * deadAfter, 8 * deadAfter, 8 * deadAfter} {
+		sp.trackUnheard(st, peers, []uint64{4}, at, deadAfter) // stuck: held out from now
+		if got := sp.leftOut[4].hold; got != want {
+			t.Fatalf("stuck for the %d. time: held out for %v, want %v", i+1, got, want)
+		}
+		at = at.Add(want) // its hold passes: it is added back, and is stuck again
+	}
+}
