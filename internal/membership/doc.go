@@ -24,10 +24,12 @@
 // # Cluster isolation
 //
 // Both sides refuse a peer whose ClusterID differs when both are non-empty:
-// the MergeDelegate cancels push/pull merges (joins and anti-entropy), and
-// the AliveDelegate drops gossip about such nodes. The joiner's Start returns
-// a *ClusterMismatchError naming both IDs; the seed logs a warning. Nodes
-// with an undecodable Meta are refused too.
+// the MergeDelegate cancels a join's push/pull merge, and the AliveDelegate
+// drops gossip (periodic push/pull syncs included) about such nodes. The
+// joiner's Join returns a *ClusterMismatchError naming both IDs when a seed it
+// dialled was refused (a refusal of another node at the same moment is not
+// blamed on the seed); the seed logs a warning. Nodes with an undecodable Meta
+// are refused too.
 //
 // # Failure detection
 //

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -596,12 +597,25 @@ func (m *Membership) UpdateMeta(fn func(*Meta)) error {
 	m.mu.self, m.mu.selfEnc = next, enc
 	m.mu.Unlock()
 
-	if err := m.ml.UpdateNode(DefaultUpdateTimeout); err != nil {
-		m.log.Debug("meta update not yet broadcast", "err", err)
+	// memberlist's UpdateNode takes its incarnation number before it locks its node table: a
+	// refutation (this node was suspected) taking the next number in between makes it drop the
+	// update as older than its own state, and the refutation carried the old metadata. The
+	// local node's metadata says whether the update took.
+	for attempt := 1; ; attempt++ {
+		err := m.ml.UpdateNode(DefaultUpdateTimeout)
+		if bytes.Equal(m.ml.LocalNode().Meta, enc) || attempt == maxUpdateAttempts {
+			if err != nil {
+				m.log.Debug("meta update not yet broadcast", "err", err)
+			}
+			break
+		}
 	}
 	m.signal()
 	return nil
 }
+
+// maxUpdateAttempts bounds UpdateMeta's tries of memberlist's UpdateNode.
+const maxUpdateAttempts = 3
 
 // Leave broadcasts that this node is leaving and waits up to timeout for the
 // broadcast. Safe to call more than once, and after Close (no-op).
