@@ -93,6 +93,10 @@ const (
 	// A member long gone costs a refused or timed-out connection a minute.
 	reconnectFor  = 10 * time.Minute
 	reconnectSlow = time.Minute
+	// ForgetAfter is how long a member stays in Members once it is held dead (a node
+	// decommissioned and stopped, say): then it is forgotten, as if never seen, and no longer
+	// asked to sync. One that comes back is a member again. The reconnect loop forgets them.
+	ForgetAfter = 72 * time.Hour
 )
 
 // Config configures Start. Zero values mean the defaults above.
@@ -370,6 +374,7 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 			return
 		case <-t.C:
 		}
+		m.forgetLongDead(time.Now())
 		name, addr := m.pickDead(time.Now())
 		if addr == "" || !m.joinMu.TryLock() { // a Join in progress: its mismatch is its own
 			continue
@@ -459,6 +464,27 @@ func resolveSeed(seed string) []string {
 
 // seedResolveTimeout bounds resolving a seed's host name when a join was refused.
 const seedResolveTimeout = 2 * time.Second
+
+// forgetLongDead forgets the members held dead for ForgetAfter as of now.
+func (m *Membership) forgetLongDead(now time.Time) {
+	m.mu.Lock()
+	var gone []string
+	for name, e := range m.mu.members {
+		if !e.Alive && name != m.name && now.Sub(e.Changed) >= ForgetAfter {
+			delete(m.mu.members, name)
+			delete(m.mu.foreign, name)
+			delete(m.mu.asked, name)
+			gone = append(gone, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, name := range gone {
+		m.log.Info("forgot a member held dead for longer than the limit", "peer", name, "limit", ForgetAfter)
+	}
+	if len(gone) > 0 {
+		m.signal()
+	}
+}
 
 // pickDead returns a random member held dead that did not leave and whose address did not
 // answer as another cluster's node, or "": one that died within reconnectFor of now, or

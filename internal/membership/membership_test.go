@@ -567,3 +567,30 @@ func TestJoinNotBlamedForAnotherNodesRefusal(t *testing.T) {
 	}
 	t.Logf("join: %v", err)
 }
+
+// A member held dead for ForgetAfter (a node decommissioned and stopped) is forgotten: it
+// left cluster status and the reconnect loop's round never, while a member dead for less
+// stays listed.
+func TestLongDeadMemberForgotten(t *testing.T) {
+	ac := testConfig(t, "a", 1, "cluster-x")
+	ac.ReconnectInterval = -1 // forgetLongDead is called directly
+	a := start(t, ac)
+	bc := testConfig(t, "b", 2, "cluster-x", ac.Bind)
+	bc.ProbeInterval, bc.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+	b := start(t, bc)
+	eventually(t, "b alive at a", func() bool { mb, ok := find(a, "b"); return ok && mb.Alive })
+	b.Close()
+	eventually(t, "b dead at a", func() bool { mb, _ := find(a, "b"); return !mb.Alive })
+	mb, _ := find(a, "b")
+	a.forgetLongDead(mb.Changed.Add(ForgetAfter - time.Minute))
+	if _, ok := find(a, "b"); !ok {
+		t.Fatal("b forgotten before ForgetAfter")
+	}
+	a.forgetLongDead(mb.Changed.Add(ForgetAfter))
+	if _, ok := find(a, "b"); ok {
+		t.Fatal("b still listed after ForgetAfter dead")
+	}
+	if _, ok := find(a, "a"); !ok {
+		t.Fatal("a forgot itself")
+	}
+}
