@@ -36,8 +36,8 @@ func (c *Client) Shards(ctx context.Context) (uint32, error) {
 	return c.topo.Load().shards, nil
 }
 
-// Status returns the status as seen by one live node (the answering node's
-// ID and its topology view).
+// Status returns the status as seen by one live node, any of them (the
+// answering node's ID and its topology view); NodeStatus asks a given node.
 func (c *Client) Status(ctx context.Context) (*shoalv1.StatusResponse, error) {
 	var out *shoalv1.StatusResponse
 	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
@@ -48,9 +48,29 @@ func (c *Client) Status(ctx context.Context) (*shoalv1.StatusResponse, error) {
 	return out, err
 }
 
-// Decommission asks the cluster to move every replica off the node named
-// name and then remove it. It returns once the request is accepted; follow
-// progress with Topology. Safe to repeat.
+// NodeStatus returns the status as seen by the node at addr (its gRPC
+// address, such as a seed given to Dial), asking that node only: where Status
+// moves to another node when one fails, NodeStatus retries addr within the
+// retry policy and then returns the failure (ErrUnavailable, or the
+// context's error). During a partition each side answers with its own view.
+func (c *Client) NodeStatus(ctx context.Context, addr string) (*shoalv1.StatusResponse, error) {
+	if addr == "" {
+		return nil, &InvalidArgumentError{Field: "addr", Limit: "a node's gRPC address (host:port)", Reason: "the address is empty"}
+	}
+	var out *shoalv1.StatusResponse
+	err := c.run(ctx, target{kind: oneNode, addr: addr}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+		r, err := n.cluster.Status(ctx, &shoalv1.StatusRequest{})
+		out = r
+		return false, err
+	})
+	return out, err
+}
+
+// Decommission asks the cluster to drain the node named name: placement
+// moves its replicas and leaderships to other nodes (as far as other nodes
+// can take them), and the node stays a member until its operator stops it
+// once it holds no replica; Recommission cancels the drain. It returns once
+// the request is accepted; follow progress with Topology. Safe to repeat.
 func (c *Client) Decommission(ctx context.Context, name string) error {
 	if name == "" {
 		return &InvalidArgumentError{Field: "name", Limit: "a node name", Reason: "the node name is empty"}

@@ -40,8 +40,9 @@
 // # What a caller can rely on
 //
 //  1. Appends are idempotent across retries. Every event carries a UUID;
-//     Append fills zero IDs with random ones BEFORE the first attempt and
-//     resends the same IDs on every retry, so an append whose
+//     Append fills zero IDs (uuid.Nil: Go cannot tell it from an ID not
+//     given, so it means "make one") with time-ordered ones BEFORE the first
+//     attempt and resends the same IDs on every retry, so an append whose
 //     acknowledgement was lost is answered with the original versions
 //     (AppendResult.Duplicate) rather than written twice. To make your own
 //     retries (after Append returned an error) idempotent too, set the IDs
@@ -63,7 +64,10 @@
 //     once with an error matching context.DeadlineExceeded that also wraps
 //     the last attempt's error. When MaxElapsed passes it returns an
 //     *UnavailableError (errors.Is(err, ErrUnavailable)) wrapping the last
-//     attempt's error.
+//     attempt's error. For an append or a delete, either is wrapped in an
+//     *OutcomeUnknownError (errors.Is(err, ErrOutcomeUnknown)) when an attempt
+//     may have been applied, and returned as is when every attempt was
+//     refused before anything was proposed: then nothing was written.
 //  4. Each node address has a circuit breaker. Only transport failures count
 //     (Unavailable other than not-leader, timed-out attempts, connection
 //     errors); application verdicts count as successes. Failures of calls
@@ -80,7 +84,8 @@
 //  5. Errors are typed at the boundary: match them with errors.Is against
 //     ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted,
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
-//     (a delete not repeated, see Delete), ErrTLSHandshake, ErrWrongCluster
+//     (a write that may or may not have been applied, see 3 and Delete),
+//     ErrTLSHandshake, ErrWrongCluster
 //     (see 7), ErrClosed, and read their facts
 //     with errors.As (*WrongExpectedVersionError, *InvalidArgumentError,
 //     *IDConflictError, *UnavailableError, *OutcomeUnknownError). Context

@@ -40,18 +40,34 @@ var (
 	ErrUnavailable = errors.New("client: cluster unavailable")
 	// ErrClosed is returned by calls on a closed Client.
 	ErrClosed = errors.New("client: closed")
-	// ErrOutcomeUnknown is returned by Delete, expecting any version or an
-	// existing stream, when an attempt failed after it may have reached the
-	// cluster (a connection cut, a timeout, a leader lost while the delete
-	// waited to commit): it may or may not have been applied. The client does
-	// not repeat it, as a repeat could delete events another writer appended
-	// meanwhile. Read the stream to find out, or delete with an exact expected
-	// version, which the client retries. A delete expecting an exact version
-	// returns it when a repeat after such an attempt was refused in a way the
-	// attempt itself could have caused (stream not found or deleted, another
-	// version), and when the server answers that the outcome is unknown. The
-	// error is an *OutcomeUnknownError.
-	ErrOutcomeUnknown = errors.New("client: the delete may or may not have been applied")
+	// ErrOutcomeUnknown is returned by Append and Delete when an attempt failed
+	// after it may have been applied, and the call ended without learning
+	// whether it was: the error is an *OutcomeUnknownError wrapping the call's
+	// final failure, which still matches its own sentinel (ErrUnavailable,
+	// context.DeadlineExceeded, ...). An attempt may have been applied when it
+	// failed after its request may have reached a node that could propose it:
+	// a connection cut after sending, a timeout, an INTERNAL, CANCELLED or
+	// UNKNOWN answer (the server's own verdict that a write's outcome is
+	// unknown), a not-leader answer saying the node's proposal did not commit
+	// in time, or an attempt abandoned for a new leader while it waited. When
+	// every attempt was refused before anything was proposed (no leader known,
+	// not the leader, a node starting or shutting down, a connection that could
+	// not be made), the call returns its failure without this wrapper: nothing
+	// was written. (A server of an earlier version that proposed an append, lost
+	// the proposal to a leadership change and then found no leader answered "no
+	// leader" as if it had refused it; servers now answer UNKNOWN. An append is
+	// safe to repeat with the same event IDs either way.)
+	//
+	// Append and Delete expecting an exact version, which a repeat cannot apply
+	// twice, are retried after such failures, and return it only when their
+	// retries end. A Delete expecting any version or an existing stream is not
+	// repeated once an attempt may have reached the cluster (a repeat could
+	// delete events another writer appended meanwhile): it returns it at once.
+	// Read the stream to find out, or, for an append, send it again with the
+	// same event IDs. A delete expecting an exact version also returns it when
+	// a repeat after such an attempt was refused in a way the attempt itself
+	// could have caused (stream not found or deleted, another version).
+	ErrOutcomeUnknown = errors.New("client: the write may or may not have been applied")
 	// ErrTLSHandshake is returned by any call, Dial included, when the TLS
 	// handshake with a node failed on its certificates or protocol (a server
 	// certificate the client does not trust or that does not name the
@@ -67,21 +83,22 @@ var (
 	ErrWrongCluster = errors.New("client: the node belongs to another cluster than the one dialled")
 )
 
-// OutcomeUnknownError is the ErrOutcomeUnknown failure, with the attempt's
-// error.
+// OutcomeUnknownError is the ErrOutcomeUnknown failure: Err is the failure
+// that ended the call (the last attempt's error, or the *UnavailableError or
+// context error of a call whose retries ended), after Attempts attempts.
 type OutcomeUnknownError struct {
 	Attempts int
 	Err      error
 }
 
 func (e *OutcomeUnknownError) Error() string {
-	return fmt.Sprintf("%v (attempt %d failed: %v)", ErrOutcomeUnknown, e.Attempts, e.Err)
+	return fmt.Sprintf("%v (after %d attempt(s): %v)", ErrOutcomeUnknown, e.Attempts, e.Err)
 }
 
 // Is reports whether target is ErrOutcomeUnknown.
 func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
 
-// Unwrap returns the attempt's error.
+// Unwrap returns the failure that ended the call.
 func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
 
 // ownRefusal reports whether err, converted, refuses a delete in a way an earlier attempt of
@@ -119,6 +136,22 @@ func mayHaveApplied(err error) bool {
 		return true
 	}
 	return false
+}
+
+// proposalLost reports whether err is a not-leader answer that a server gives an idempotent
+// write (an append, a delete expecting an exact version) after proposing it itself: the
+// proposal did not commit in time, or the replica it waited on stopped or left its group. Such
+// a proposal may still commit, so the write may have been applied although the answer, like
+// a refusal, carries a NotLeader detail. (A write that is not safe to repeat is answered
+// UNKNOWN in these cases instead.)
+func proposalLost(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	msg := st.Message()
+	return strings.Contains(msg, "not committed within") || strings.Contains(msg, "replica: stopped") ||
+		strings.Contains(msg, "replica: group removed")
 }
 
 // WrongExpectedVersionError is the ErrWrongExpectedVersion verdict with its

@@ -58,7 +58,10 @@ type attempt func(ctx context.Context, n *node, w *leaderWatch) (progress bool, 
 // run executes fn until it succeeds, fails with an error that is not
 // retried, the caller's context ends, or the retry policy gives up. unary
 // calls get the per-attempt timeout. The returned error is already
-// converted to the package's errors.
+// converted to the package's errors. A write (t.write) whose retries or
+// context end after an attempt that may have been applied returns its
+// failure wrapped in an *OutcomeUnknownError (ErrOutcomeUnknown); one whose
+// every attempt was refused before anything was proposed returns it as is.
 func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) error {
 	p := c.opts.retry
 	bo := newFullJitter(p)
@@ -76,12 +79,20 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		// refusal by the same node ends it (ErrTLSHandshake, ErrWrongCluster).
 		refusers map[string]bool
 	)
+	// ended is the call's failure err, when its retries or its context end: for a write after
+	// an attempt that may have been applied, wrapped in an *OutcomeUnknownError.
+	ended := func(err error) error {
+		if uncertain && t.write() {
+			return &OutcomeUnknownError{Attempts: attempts, Err: err}
+		}
+		return err
+	}
 	for {
 		if c.closed() {
 			return ErrClosed
 		}
 		if err := ctx.Err(); err != nil {
-			return ctxError(err, attempts, last)
+			return ended(ctxError(err, attempts, last))
 		}
 		n, finish, shard, leader, err := c.pick(ctx, t, avoid, refusers)
 		if err != nil {
@@ -89,7 +100,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return err
 			}
 			if cerr := ctx.Err(); cerr != nil {
-				return ctxError(cerr, attempts, last)
+				return ended(ctxError(cerr, attempts, last))
 			}
 			// "Every breaker is open" says less than the failure that
 			// opened them; keep that one as the cause.
@@ -108,7 +119,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
 			}
 			var watch *leaderWatch
-			if t.idempotent && t.kind != anyNode {
+			if t.idempotent && (t.kind == byStream || t.kind == byShard) {
 				actx, watch = c.watchLeader(actx, n, shard, leader, t.stale)
 				watch.answered = func() { finish(nil) }
 				watch.released = func() { finish(errExcluded) }
@@ -134,7 +145,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 					start = time.Now()
 				}
 				if elapsed := time.Since(start); p.MaxElapsed < 0 || elapsed > p.MaxElapsed {
-					return &UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last}
+					return ended(&UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last})
 				}
 				avoid = n.addr
 				redirects = 0
@@ -148,7 +159,9 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return ErrClosed
 			}
 			if cerr := ctx.Err(); cerr != nil {
-				return ctxError(cerr, attempts, last)
+				// The attempt was under way when the context ended.
+				uncertain = uncertain || mayHaveApplied(err)
+				return ended(ctxError(cerr, attempts, last))
 			}
 			if progress {
 				bo.Reset()
@@ -190,7 +203,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				if addr := nl.GetLeaderAddr(); addr != n.addr && redirects < maxRedirects {
 					redirects++
 					c.stats.redirects.Add(1)
-					if t.kind != anyNode {
+					if t.kind == byStream || t.kind == byShard {
 						c.setHint(shard, addr)
 					}
 					last = err
@@ -206,25 +219,25 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				}
 			}
 			last = err
-			uncertain = uncertain || mayHaveApplied(err)
+			uncertain = uncertain || mayHaveApplied(err) || t.lostAnswerRetry && proposalLost(err)
 		}
 		redirects = 0
 		next := bo.NextBackOff()
 		elapsed := time.Since(start)
 		if p.MaxElapsed < 0 || elapsed+next > p.MaxElapsed {
-			return &UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last}
+			return ended(&UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last})
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < next {
 			// The next attempt could not start in time; say so now rather
 			// than sleeping into the deadline.
-			return ctxError(context.DeadlineExceeded, attempts, last)
+			return ended(ctxError(context.DeadlineExceeded, attempts, last))
 		}
 		timer := time.NewTimer(next)
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
-			return ctxError(ctx.Err(), attempts, last)
+			return ended(ctxError(ctx.Err(), attempts, last))
 		case <-c.done:
 			timer.Stop()
 			return ErrClosed

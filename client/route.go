@@ -341,12 +341,14 @@ const (
 	anyNode  targetKind = iota // cluster calls: any live node
 	byStream                   // the leader of the stream's shard
 	byShard                    // the leader of a given shard
+	oneNode                    // the node at a given address, and no other
 )
 
 type target struct {
 	kind   targetKind
 	stream string // byStream
 	shard  uint32 // byShard
+	addr   string // oneNode
 	stale  bool   // any replica of the shard may serve
 	// idempotent: a second run of a call that did take effect answers as the first
 	// did (appends, by event ID), or at least changes nothing (deletes expecting an
@@ -368,6 +370,10 @@ type target struct {
 	ownRefusal bool
 }
 
+// write reports whether the call writes (appends, deletes): when its retries or its context
+// end after an attempt that may have been applied, it ends with ErrOutcomeUnknown.
+func (t target) write() bool { return t.lostAnswerRetry || t.once }
+
 // pick chooses the node for the next attempt and admits the attempt through
 // its breaker. avoid is a node that just failed; it is tried last, after it
 // only the nodes in refusers (nodes that refused this client as such in this
@@ -379,9 +385,12 @@ type target struct {
 func (c *Client) pick(ctx context.Context, t target, avoid string, refusers map[string]bool) (n *node, finish func(error), shard uint32, leader string, err error) {
 	topo := c.topo.Load()
 	var cands []string
-	if t.kind == anyNode {
+	switch t.kind {
+	case anyNode:
 		cands = c.anyCandidates(topo)
-	} else {
+	case oneNode:
+		cands = []string{t.addr}
+	default:
 		if topo == nil {
 			if err := c.refreshTopology(ctx, ""); err != nil {
 				return nil, nil, 0, "", err

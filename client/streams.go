@@ -16,14 +16,18 @@ import (
 )
 
 // Append appends events to stream, all or nothing, if the stream satisfies
-// expected. Events with a zero ID get a time-ordered UUID (version 7) before the first
-// attempt; every retry resends the same IDs, so a retried append that had
-// in fact succeeded returns the original result with Duplicate set instead
-// of writing twice. The caller's events are not modified.
+// expected. Events with a zero ID (uuid.Nil, which Go cannot tell from an ID
+// not given) get a time-ordered UUID (version 7) before the first attempt;
+// every retry resends the same IDs, so a retried append that had in fact
+// succeeded returns the original result with Duplicate set instead of
+// writing twice. The caller's events are not modified.
 //
 // Errors: ErrWrongExpectedVersion (*WrongExpectedVersionError),
 // ErrStreamDeleted, ErrInvalidArgument (*InvalidArgumentError), ErrIDConflict
 // (*IDConflictError), ErrUnavailable, ErrClosed, or the context's error.
+// ErrUnavailable and the context's error come wrapped in an
+// *OutcomeUnknownError (ErrOutcomeUnknown) when an attempt may have been
+// applied: without it, nothing was written.
 func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVersion, events ...Event) (AppendResult, error) {
 	if err := checkStream(stream); err != nil {
 		return AppendResult{}, err

@@ -104,3 +104,40 @@ func exactDeleteSetup(t *testing.T) (*Node, shoalv1.StreamsClient, uint32, *shar
 	id, _ := n.shardOf("s")
 	return n, c, id, &shard.DeleteCommand{Stream: "s", Expected: shard.Expected{Kind: shard.ExpectExact, Version: 1}}
 }
+
+// TestAppendAppliedThenNoAnswer: an append whose first attempt was proposed (and applied),
+// after which every attempt failed for leadership, answers UNKNOWN, not the last attempt's
+// not-leader (UNAVAILABLE naming no leader), which the client and the CLI take for "refused,
+// nothing written". Without such an attempt the not-leader stands, and so does a verdict after
+// one (a repeat of an applied append answers as a duplicate, so a refusal is its own).
+func TestAppendAppliedThenNoAnswer(t *testing.T) {
+	n, _, id, _ := exactDeleteSetup(t)
+	ctx := context.Background()
+	cmd := &shard.AppendCommand{Stream: "s", Events: []shard.Event{{ID: [16]byte{9}, Type: "c"}}}
+	calls := 0
+	_, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		if calls++; calls == 1 {
+			cmd.Time = time.Now().UnixNano()
+			if r, err := g.Propose(pctx, shard.EncodeAppend(cmd)); err != nil {
+				t.Fatalf("first attempt: %v, %v", r, err)
+			}
+		}
+		return nil, &replica.NotLeaderError{Shard: id} // proposed, not refused: outcome unknown
+	}, nil)
+	if !retried || calls != 3 {
+		t.Fatalf("write: %d attempts, retried %t; want 3, true", calls, retried)
+	}
+	if st := status.Convert(n.toStatus(appendOutcome(id, retried, err), "s", id)); st.Code() != codes.Unknown {
+		t.Fatalf("an applied append whose later attempts found no leader answered %v (%q), want UNKNOWN", st.Code(), st.Message())
+	}
+	if code := status.Code(n.toStatus(appendOutcome(id, false, err), "s", id)); code != codes.Unavailable {
+		t.Fatalf("not-leader of a first attempt answered %v, want UNAVAILABLE", code)
+	}
+	verdict := status.Error(codes.FailedPrecondition, "wrong expected version")
+	if code := status.Code(n.toStatus(appendOutcome(id, true, verdict), "s", id)); code != codes.FailedPrecondition {
+		t.Fatalf("a forwarded verdict after an unknown attempt answered %v, want FAILED_PRECONDITION", code)
+	}
+	if code := status.Code(n.toStatus(appendOutcome(id, true, context.DeadlineExceeded), "s", id)); code == codes.Unknown {
+		t.Fatalf("the caller's deadline after an unknown attempt answered UNKNOWN")
+	}
+}

@@ -134,7 +134,7 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 		return nil, n.toStatus(err, req.Stream, id)
 	}
 	lost := false // a proposal of this call was taken by raft, and its answer lost (appendedHere)
-	res, _, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		cmd.Time = time.Now().UnixNano()
 		res, err := g.Propose(pctx, shard.EncodeAppend(cmd))
 		if nle := (*replica.NotLeaderError)(nil); errors.As(err, &nle) && !nle.Refused {
@@ -145,7 +145,7 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 		return shoalv1.NewStreamsClient(conn).Append(fctx, req)
 	})
 	if err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
+		return nil, n.toStatus(appendOutcome(id, retried, err), req.Stream, id)
 	}
 	if k := appendedHere(res, len(cmd.Events), lost); k > 0 {
 		n.metrics.eventsAppended.Add(float64(k))

@@ -163,6 +163,41 @@ func deleteVerdict(id uint32, res any, retried bool, err error) (any, error) {
 	return res, err
 }
 
+// appendOutcome is the failure err of an append as its caller must take it. After an attempt
+// that may have been applied (retried), a failure for want of a leader or an answer (no
+// leader, leadership lost, the group stopped, a forward cut off) leaves the outcome unknown:
+// answered as is, it would read as "refused, nothing written". A verdict stands (a repeat of
+// an applied append answers as a duplicate, so a refusal is the append's own), as does the
+// caller's own deadline or cancellation.
+func appendOutcome(id uint32, retried bool, err error) error {
+	if !retried || err == nil || !failedForWant(err) {
+		return err
+	}
+	return &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt may have been applied, and the attempts after it failed: %w", err)}
+}
+
+// failedForWant reports whether err is a write's failure for want of a leader or of an answer,
+// not a verdict: the shard has no leader, this replica lost or left it, or a call forwarded
+// to the leader failed or was answered so.
+func failedForWant(err error) bool {
+	var nol *NoLeaderError
+	switch {
+	case errors.As(err, &nol), errors.Is(err, replica.ErrNotLeader), errors.Is(err, replica.ErrStopped),
+		errors.Is(err, replica.ErrGroupRemoved), errors.Is(err, replica.ErrProposalDropped), errors.Is(err, replica.ErrBusy):
+		return true
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false // the caller's: it reads no answer
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Internal, codes.Aborted:
+		return true
+	}
+	return false
+}
+
 // deleteRefusal reports whether err is a delete's refusal that its own earlier attempt could
 // have caused: the stream not found or deleted (the attempt deleted it), or at another version
 // (the attempt deleted, and another writer appended since). From the state machine, or a

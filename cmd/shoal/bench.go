@@ -45,7 +45,7 @@ func (a *app) targetFlags(f *pflag.FlagSet, t *benchTarget) {
 	if def == "" {
 		def = defaultServer
 	}
-	f.StringVar(&t.server, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
+	f.StringVar(&t.server, "server", def, "gRPC address of any node, from $SHOAL_SERVER when set")
 	f.BoolVar(&t.embedded, "embedded", false, "start a single-node server in a temporary directory for the run")
 	f.StringVar(&t.jsonFile, "json", "", "write the full report as JSON to this file")
 	f.StringVar(&t.cpuProf, "cpuprofile", "", "write the load generator's own CPU profile (go tool pprof) to this file")

@@ -33,7 +33,11 @@ func (a *app) clusterCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster's nodes and shards",
-		Args:  noArgs,
+		Long: `Show the cluster's nodes and shards as the node at --server (or $SHOAL_SERVER) sees
+them, merged with the views of the other nodes it reaches; the first line names the
+node that answered. Only that node is asked: during a partition, ask a node on each
+side for its view. A node that cannot be reached fails the command (exit code 1).`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()
@@ -42,7 +46,7 @@ func (a *app) clusterCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			st, err := c.Status(ctx)
+			st, err := c.NodeStatus(ctx, server) // that node's view, not any node's
 			if err != nil {
 				return a.unreachable(err, server)
 			}
@@ -71,8 +75,13 @@ func (a *app) nodeCmd() *cobra.Command {
 	var server string
 	decom := &cobra.Command{
 		Use:   "decommission NAME",
-		Short: "Move every replica off a node, then remove it from the cluster",
-		Args:  exactArgs("name"),
+		Short: "Drain a node: move its replicas and leaderships to other nodes, for it to be stopped",
+		Long: `Drain a node before stopping it for good: placement moves its replicas and
+leaderships to other nodes (a replica moves only to a node that can take it, so a
+cluster with no more nodes than the replication factor keeps them, and says so).
+The node stays a member: watch 'shoal cluster status' until it holds 0 replicas,
+then stop it. 'shoal node recommission NAME' cancels the drain.`,
+		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 			defer cancel()
@@ -226,6 +235,8 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 	for _, id := range topo.GetUnanswered() {
 		s.Unanswered = append(s.Unanswered, name(id))
 	}
+	slices.Sort(s.ViewsFrom) // the server's order says nothing; sorted, they read at a glance
+	slices.Sort(s.Unanswered)
 	for _, n := range topo.GetNodes() {
 		state := "dead"
 		if n.GetAlive() {

@@ -115,6 +115,13 @@ func TestEndToEnd(t *testing.T) {
 	if m["version"] != 4.0 || again["version"] != 4.0 || again["duplicate"] != true {
 		t.Fatalf("idempotent append: %v then %v", m, again)
 	}
+	// The server matches IDs, not content: a duplicate with other content says the stored
+	// event stays as it was.
+	out = expect(0, "", "append", "orders-1", "--type", "Other", "--data", `{"not":"stored"}`, "--id", id)
+	if !strings.HasPrefix(out, "already there: event "+id+" is version 4 of orders-1") || strings.Contains(out, "appended Other") ||
+		!strings.Contains(out, "the stored event keeps its own type, data and metadata") {
+		t.Fatalf("duplicate with other content: %q", out)
+	}
 
 	// Read as JSON lines.
 	out = expect(0, "", "read", "orders-1", "--json")
@@ -179,6 +186,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("delete: %q", out)
 	}
 	expect(exitNotFound, "", "read", "orders-1")
+	if _, _, msg := cli("", "read", "orders-1"); !strings.Contains(msg, "does not exist or was deleted") || strings.Contains(msg, "check the name") {
+		t.Fatalf("read after a soft delete: %q, want no claim that the name is wrong", msg)
+	}
 	expect(0, "", "append", "orders-2", "--type", "X")
 	expect(0, "", "delete", "orders-2", "--tombstone")
 	expect(exitNotFound, "", "append", "orders-2", "--type", "X")

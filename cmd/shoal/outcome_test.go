@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/node"
@@ -184,40 +186,60 @@ func TestAppendLostAnswerGivesEventID(t *testing.T) {
 }
 
 // TestWriteOutcomeUnknown: failures of a write after the command connected that leave its
-// outcome unknown are explained as such (not as "cannot reach a server"), with the event ID
-// for an append and how to find out for a delete; verdicts are not.
+// outcome unknown (the client says an attempt may have been applied) are explained as such,
+// with the event ID for an append and how to find out for a delete; failures of which every
+// attempt was refused before anything was proposed (the client's plain errors) say that
+// nothing was written, a shard without a leader included; verdicts are neither.
 func TestWriteOutcomeUnknown(t *testing.T) {
 	id := uuid.MustParse("01234567-89ab-7def-8123-456789abcdef")
+	unknown := func(err error) error { return &client.OutcomeUnknownError{Attempts: 3, Err: err} }
+	refused := status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp h:1: connect: connection refused\"")
+	deadline := fmt.Errorf("client: %w after %d attempts, last error: %w", context.DeadlineExceeded, 1, refused)
+	interrupted := fmt.Errorf("client: %w after %d attempts", context.Canceled, 1)
 	for _, tc := range []struct {
 		name    string
 		err     error
 		unknown bool
+		want    string // in the message
 	}{
-		{"retries gave up", &client.UnavailableError{Attempts: 3, Err: errors.New("connection reset")}, true},
-		{"deadline", fmt.Errorf("client: %w after %d attempts, last error: %w", context.DeadlineExceeded, 1, errors.New("x")), true},
-		{"interrupted", fmt.Errorf("client: %w after %d attempts", context.Canceled, 1), true},
-		{"no leader", &client.UnavailableError{Err: noLeader(t, 3, 0)}, true},
-		{"delete outcome unknown", &client.OutcomeUnknownError{Attempts: 1, Err: errors.New("reset")}, true},
-		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(1), Actual: 2, StreamExists: true}, false},
-		{"invalid", &client.InvalidArgumentError{Field: "stream"}, false},
+		{"retries gave up, an attempt may have been applied", unknown(&client.UnavailableError{Attempts: 3, Err: errors.New("connection reset")}), true, "did not answer in time"},
+		{"retries gave up, every attempt refused", &client.UnavailableError{Attempts: 3, Err: refused}, false, "cannot reach a shoal server at h:1"},
+		{"deadline, an attempt may have been applied", unknown(deadline), true, "did not answer in time"},
+		{"deadline, every attempt refused", deadline, false, "cannot reach a shoal server at h:1"},
+		{"interrupted, an attempt under way", unknown(interrupted), true, "interrupted while the request was under way"},
+		{"interrupted between refusals", interrupted, false, "interrupted before the request reached the cluster"},
+		{"no leader, every attempt refused", &client.UnavailableError{Err: noLeader(t, 3, 0)}, false, "shard 3 has no leader that answers"},
+		{"no leader after an attempt that may have been applied", unknown(&client.UnavailableError{Err: noLeader(t, 3, 0)}), true,
+			"shard 3 has no leader that answers"},
+		{"delete outcome unknown", &client.OutcomeUnknownError{Attempts: 1, Err: errors.New("reset")}, true, "may have reached the cluster"},
+		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(1), Actual: 2, StreamExists: true}, false, "is at version 2"},
+		{"invalid", &client.InvalidArgumentError{Field: "stream"}, false, "invalid stream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			verdict := !tc.unknown && !errors.Is(tc.err, client.ErrUnavailable) && !errors.Is(tc.err, context.DeadlineExceeded) &&
+				!errors.Is(tc.err, context.Canceled)
 			var out strings.Builder
 			a := &app{stdout: &out}
-			_, msg := explain(a.appendFailed(tc.err, "h:1", "s", id, true))
-			got := strings.Contains(msg, "outcome is unknown")
-			if got != tc.unknown || strings.Contains(msg, "cannot reach") {
-				t.Fatalf("append: %q; want the unknown outcome: %v", msg, tc.unknown)
+			code, msg := explain(a.appendFailed(tc.err, "h:1", "s", id, true))
+			if got := strings.Contains(msg, "outcome is unknown"); got != tc.unknown || !strings.Contains(msg, tc.want) {
+				t.Fatalf("append: %q; want the unknown outcome: %v, and %q", msg, tc.unknown, tc.want)
 			}
 			if tc.unknown && (!strings.Contains(msg, "--id "+id.String()) || !strings.Contains(out.String(), `"id":"`+id.String()+`"`)) {
 				t.Fatalf("append: %q, JSON %q: want the event ID and the retry with --id", msg, out.String())
 			}
 			if !tc.unknown && out.Len() > 0 {
-				t.Fatalf("append: a verdict printed JSON %q", out.String())
+				t.Fatalf("append: a known outcome printed JSON %q", out.String())
 			}
-			_, msg = explain(deleteFailed(tc.err, "h:1", "s"))
-			if strings.Contains(msg, "outcome is unknown") != tc.unknown || tc.unknown && !strings.Contains(msg, "shoal read s") {
-				t.Fatalf("delete: %q; want the unknown outcome: %v, and how to find out", msg, tc.unknown)
+			if written := !strings.Contains(msg, "nothing was written"); written != (tc.unknown || verdict) {
+				t.Fatalf("append: %q; want \"nothing was written\": %v", msg, !tc.unknown && !verdict)
+			}
+			if !verdict && code != exitError {
+				t.Fatalf("append: exit %d, want %d", code, exitError)
+			}
+			_, msg = explain(a.deleteFailed(tc.err, "h:1", "s"))
+			if strings.Contains(msg, "outcome is unknown") != tc.unknown || tc.unknown && !strings.Contains(msg, "shoal read s") ||
+				!strings.Contains(msg, tc.want) {
+				t.Fatalf("delete: %q; want the unknown outcome: %v, how to find out, and %q", msg, tc.unknown, tc.want)
 			}
 		})
 	}

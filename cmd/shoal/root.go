@@ -161,8 +161,9 @@ func explain(err error) (int, string) {
 		return exitNotFound, fmt.Sprintf("%s was deleted permanently (tombstoned); use another stream name",
 			streamIn(err, client.ErrStreamDeleted))
 	case errors.Is(err, client.ErrStreamNotFound):
-		return exitNotFound, fmt.Sprintf("%s was not found; check the name (appending to a stream creates it)",
-			streamIn(err, client.ErrStreamNotFound))
+		// The server answers the same for a stream that never existed and a soft-deleted one.
+		return exitNotFound, fmt.Sprintf("%s was not found: it does not exist or was deleted (appending to it creates it, "+
+			"or continues it after a soft delete)", streamIn(err, client.ErrStreamNotFound))
 	case errors.As(err, &ie):
 		return exitUsage, invalidMessage(ie)
 	case errors.Is(err, client.ErrInvalidArgument):
@@ -231,11 +232,15 @@ func (a *app) unreachable(err error, server string) error {
 
 // unknownOutcome says why a write (an append, a delete) that failed after the command had
 // connected to server may or may not have been applied, and reports whether it is such a
-// failure: the client's retries gave up or the deadline passed (an attempt may have reached
-// the cluster and its answer been lost), the command was interrupted while the write was under
-// way, or the client said the outcome is unknown (client.ErrOutcomeUnknown). A failure to
-// connect in the first place is a.dial's, explained by unreachable: nothing was sent.
+// failure: the client said that an attempt may have been applied (client.ErrOutcomeUnknown:
+// its answer was lost, it timed out, the command was interrupted while it was under way, the
+// server said the outcome is unknown). A failure of which the client says nothing of the
+// kind was refused before anything was proposed (writeRefused); a failure to connect in the
+// first place is a.dial's, explained by unreachable: nothing was sent.
 func unknownOutcome(err error, server string) (cause string, ok bool) {
+	if !errors.Is(err, client.ErrOutcomeUnknown) {
+		return "", false
+	}
 	if shard, ok := leaderless(err); ok {
 		return fmt.Sprintf("shard %d has no leader that answers (most of its replicas are down or cut off, or an election "+
 			"did not end in time; 'shoal cluster status' shows which nodes are down), and an earlier attempt may have reached it", shard), true
@@ -243,14 +248,27 @@ func unknownOutcome(err error, server string) (cause string, ok bool) {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return "the command was interrupted while the request was under way", true
-	case errors.Is(err, client.ErrOutcomeUnknown):
-		return "an attempt failed after it may have reached the cluster (the connection was cut, it timed out, " +
-			"or the shard's leader changed while it waited to commit)", true
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("the cluster at %s did not answer in time (a node stopped answering, or the connection was cut) "+
 			"after the request may have reached it", server), true
 	}
-	return "", false
+	return "an attempt failed after it may have reached the cluster (the connection was cut, it timed out, " +
+		"or the shard's leader changed while it waited to commit)", true
+}
+
+// writeRefused explains a write's failure that is not an unknown outcome (unknownOutcome): a
+// verdict passes unchanged; a shard without a leader, a cluster that could not be reached or
+// an interrupt, which the client reports only when every attempt was refused before anything
+// was proposed, are explained as such, saying that nothing was written.
+func (a *app) writeRefused(err error, server string) error {
+	if errors.Is(err, context.Canceled) {
+		return &explainedError{code: exitError, msg: "interrupted before the request reached the cluster; nothing was written"}
+	}
+	var ee *explainedError
+	if e := a.unreachable(err, server); errors.As(e, &ee) {
+		return &explainedError{code: ee.code, msg: ee.msg + "; nothing was written"}
+	}
+	return err
 }
 
 func wrongVersionMessage(e *client.WrongExpectedVersionError) string {
@@ -313,7 +331,7 @@ func (a *app) serverFlag(cmd *cobra.Command, p *string) {
 	if def == "" {
 		def = defaultServer
 	}
-	cmd.Flags().StringVar(p, "server", def, "gRPC address of any node (default from $SHOAL_SERVER)")
+	cmd.Flags().StringVar(p, "server", def, "gRPC address of any node, from $SHOAL_SERVER when set")
 	a.clientTLSFlags(cmd.Flags())
 }
 
@@ -321,11 +339,30 @@ func (a *app) serverFlag(cmd *cobra.Command, p *string) {
 // $SHOAL_TLS_CA, $SHOAL_TLS_CERT and $SHOAL_TLS_KEY.
 func (a *app) clientTLSFlags(f *pflag.FlagSet) {
 	f.StringVar(&a.tls.CA, "tls-ca", a.getenv("SHOAL_TLS_CA"),
-		"PEM file of the CA that signs the servers' certificates: turns on TLS (default from $SHOAL_TLS_CA)")
+		"PEM file of the CA that signs the servers' certificates: turns on TLS; from $SHOAL_TLS_CA when set")
 	f.StringVar(&a.tls.Cert, "tls-cert", a.getenv("SHOAL_TLS_CERT"),
-		"PEM client certificate, for servers that require one (default from $SHOAL_TLS_CERT)")
+		"PEM client certificate, for servers that require one; from $SHOAL_TLS_CERT when set")
 	f.StringVar(&a.tls.Key, "tls-key", a.getenv("SHOAL_TLS_KEY"),
-		"PEM private key of --tls-cert (default from $SHOAL_TLS_KEY)")
+		"PEM private key of --tls-cert; from $SHOAL_TLS_KEY when set")
+}
+
+// tlsFromEnv names, for an error about the client's TLS files, the ones that came from the
+// environment ($SHOAL_TLS_CA, $SHOAL_TLS_CERT, $SHOAL_TLS_KEY), which the error names only by
+// their paths; "" when none did. (A flag given the variable's own value counts as the
+// variable: the path is the same.)
+func (a *app) tlsFromEnv() string {
+	var from []string
+	for _, f := range []struct{ val, flag, env string }{
+		{a.tls.CA, "--tls-ca", "SHOAL_TLS_CA"}, {a.tls.Cert, "--tls-cert", "SHOAL_TLS_CERT"}, {a.tls.Key, "--tls-key", "SHOAL_TLS_KEY"},
+	} {
+		if f.val != "" && f.val == a.getenv(f.env) {
+			from = append(from, fmt.Sprintf("%s is $%s (%s)", f.flag, f.env, f.val))
+		}
+	}
+	if len(from) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(from, ", ") + ": fix or unset the variable, or pass the flag"
 }
 
 // tlsFlagsChanged reports whether any TLS flag was given on the command line.
@@ -345,7 +382,7 @@ func (a *app) clientOptions() ([]client.Option, error) {
 	}
 	cfg, err := a.tls.Client()
 	if err != nil {
-		return nil, usagef("%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")))
+		return nil, usagef("%s%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")), a.tlsFromEnv())
 	}
 	return []client.Option{client.WithTLS(cfg)}, nil
 }

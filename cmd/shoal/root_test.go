@@ -32,7 +32,7 @@ func TestExitCodes(t *testing.T) {
 		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(2), Actual: 4, StreamExists: true}, exitConflict, "--expected 4"},
 		{"wrong version absent", &client.WrongExpectedVersionError{Stream: "s", Expected: client.StreamExists}, exitConflict, "does not exist"},
 		{"wrong version exists", &client.WrongExpectedVersionError{Stream: "s", Expected: client.NoStream, Actual: 0, StreamExists: true}, exitConflict, "already exists"},
-		{"not found", fmt.Errorf("%w: %q", client.ErrStreamNotFound, "s"), exitNotFound, `stream "s" was not found`},
+		{"not found", fmt.Errorf("%w: %q", client.ErrStreamNotFound, "s"), exitNotFound, `stream "s" was not found: it does not exist or was deleted`},
 		{"deleted", fmt.Errorf("%w: %q", client.ErrStreamDeleted, "s"), exitNotFound, "tombstoned"},
 		{"invalid", &client.InvalidArgumentError{Field: "stream", Limit: "at most 512 bytes", Reason: "too long"}, exitUsage, "invalid stream: too long (limit: at most 512 bytes)"},
 		{"invalid status", status.Error(codes.InvalidArgument, "bad count"), exitUsage, "bad count"},
@@ -81,6 +81,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"append", "s", "--type", "T", "--data", "@/does/not/exist"}, "cannot read --data file"},
 		{[]string{"append", "s", "--type", "T", "--expected", "soon"}, "--expected must be"},
 		{[]string{"append", "s", "--type", "T", "--id", "123"}, "--id must be a UUID"},
+		// --server: a command that took the nil UUID would fail to reach a server, not start one.
+		{[]string{"append", "s", "--type", "T", "--id", "00000000-0000-0000-0000-000000000000", "--server", "127.0.0.1:1"},
+			"--id must not be the nil UUID 00000000-0000-0000-0000-000000000000: event IDs are non-zero"},
 		{[]string{"append", "s", "--type", "T", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"read", "s", "--from", "middle"}, "--from must be"},
 		{[]string{"read", "s", "--count", "-1"}, "invalid argument"},
@@ -98,7 +101,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "read", "--duration", "1s", "--count", "5"}, "exclude each other"},
 		{[]string{"server", "--listen", "nope"}, `--listen "nope" is not host:port`},
 		{[]string{"server", "--replication", "9"}, "--replication 9 out of range 1..7"},
+		// --listen nope: a server that took the 0 for the default would stop there, not start.
+		{[]string{"server", "--shards", "0", "--listen", "nope"}, "--shards 0 out of range 1..4096"},
+		{[]string{"server", "--replication", "0", "--listen", "nope"}, "--replication 0 out of range 1..7"},
 		{[]string{"server", "--dead-after", "-1s"}, "--dead-after -1s is negative"},
+		{[]string{"server", "--stream-cache", "0"}, "--stream-cache 0 must be at least 1"},
 		{[]string{"server", "--gossip-key-file", "/does/not/exist"}, "cannot read --gossip-key-file"},
 		{[]string{"server", "--procs", "-1"}, "--procs must be 0 (twice the CPUs) or more"},
 		{[]string{"dev", "--procs", "-2"}, "--procs must be 0 (twice the CPUs) or more"},
@@ -123,6 +130,30 @@ func TestVersionAndHelp(t *testing.T) {
 	code, out, _ = runCLI(t, nil, "", "--help")
 	if code != 0 || !strings.Contains(out, "append") || !strings.Contains(out, "bench") {
 		t.Fatalf("help: %d %q", code, out)
+	}
+}
+
+// Each flag's help gives its default once: --node's, which is not a fixed value, in words;
+// a client command's --server and TLS files, taken from the environment, as the value.
+func TestServerHelpDefaults(t *testing.T) {
+	env := map[string]string{"SHOAL_SERVER": "db1:7400", "SHOAL_TLS_CA": "ca.pem"}
+	code, out, _ := runCLI(t, env, "", "server", "--help")
+	if code != exitOK {
+		t.Fatalf("server --help: exit %d", code)
+	}
+	_, status, _ := runCLI(t, env, "", "cluster", "status", "--help")
+	for _, line := range strings.Split(out+status, "\n") {
+		if n := strings.Count(line, "default"); n > 1 {
+			t.Errorf("%d defaults in %q", n, line)
+		}
+	}
+	if !strings.Contains(status, `from $SHOAL_SERVER when set (default "db1:7400")`) {
+		t.Errorf("cluster status --help, $SHOAL_SERVER set:\n%s", status)
+	}
+	for _, want := range []string{"1..4096, fixed afterwards (default 32)", "1..7 (a cluster with fewer nodes or zones runs under-replicated) (default 3)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("server --help lacks %q:\n%s", want, out)
+		}
 	}
 }
 
@@ -366,4 +397,40 @@ func noLeader(t *testing.T, shard uint32, leader uint64) error {
 		t.Fatal(err)
 	}
 	return st.Err()
+}
+
+// An error about a TLS file that came from $SHOAL_TLS_* names the variable, not only the path:
+// nothing on the command line mentions the file.
+func TestTLSFileFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"missing CA file", map[string]string{"SHOAL_TLS_CA": dir + "/nope.crt"}, nil,
+			[]string{"reading the CA file", "--tls-ca is $SHOAL_TLS_CA (" + dir + "/nope.crt)"}},
+		{"certificate without its key", map[string]string{"SHOAL_TLS_CERT": dir + "/app.crt"}, nil,
+			[]string{"give both or neither", "--tls-cert is $SHOAL_TLS_CERT"}},
+		{"flag over the variable", map[string]string{"SHOAL_TLS_CA": dir + "/env.crt"}, []string{"--tls-ca", dir + "/flag.crt"},
+			[]string{"reading the CA file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// --server: a command that took the files would fail to reach a server.
+			args := append([]string{"read", "s", "--server", "127.0.0.1:1"}, tc.args...)
+			code, _, errOut := runCLI(t, tc.env, "", args...)
+			if code != exitUsage {
+				t.Fatalf("exit %d, stderr %q; want %d", code, errOut, exitUsage)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("stderr %q lacks %q", errOut, want)
+				}
+			}
+			if tc.args != nil && strings.Contains(errOut, "$SHOAL_TLS_CA") {
+				t.Errorf("stderr %q names $SHOAL_TLS_CA, which the flag overrode", errOut)
+			}
+		})
+	}
 }

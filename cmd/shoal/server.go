@@ -45,7 +45,17 @@ SIGINT or SIGTERM stops it cleanly.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Shards and replication are checked against an existing
-			// cluster: pass them only when given.
+			// cluster: pass them only when given. node.Config takes 0 for
+			// "not given", so a 0 given here is refused as out of range.
+			if cmd.Flags().Changed("shards") && cfg.Shards == 0 {
+				return usagef("--shards 0 out of range 1..%d (leave it out for %d, or for the count of the cluster in --data)", node.MaxShards, node.DefaultShards)
+			}
+			if cmd.Flags().Changed("replication") && cfg.Replication == 0 {
+				return usagef("--replication 0 out of range 1..%d (leave it out for %d, or for the factor of the cluster in --data)", node.MaxReplication, node.DefaultReplication)
+			}
+			if cfg.StreamCache < 1 {
+				return usagef("--stream-cache %d must be at least 1 (streams cached node-wide; default %d)", cfg.StreamCache, node.DefaultStreamCache)
+			}
 			if !cmd.Flags().Changed("shards") {
 				cfg.Shards = 0
 			}
@@ -94,14 +104,15 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "gRPC address clients and peers are told to use (host:port), when it is not --listen's (all interfaces, NAT, a published container port); its host also stands in for an all-interfaces --http")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address peers are told to use (host:port), when it is not --gossip's")
 	f.StringVar(&cfg.HTTP, "http", def.HTTP, "HTTP address for /metrics, /healthz, /readyz and pprof (\"off\" disables it)")
-	f.IntVar(&cfg.Shards, "shards", def.Shards, "shard count when creating a cluster (fixed afterwards)")
-	f.StringVar(&cfg.Name, "node", def.Name, "node name, unique in the cluster (default: the name stored in --data, else the host name)")
+	f.IntVar(&cfg.Shards, "shards", def.Shards, fmt.Sprintf("shard count when creating a cluster, 1..%d, fixed afterwards", node.MaxShards))
+	f.StringVar(&cfg.Name, "node", "", "node name, unique in the cluster (default: the name stored in --data, else the host name)")
 	f.StringVar(&cfg.Zone, "zone", "", "failure domain (replicas are spread across zones)")
 	f.StringVar(&cfg.Gossip, "gossip", def.Gossip, "gossip address, TCP and UDP (host:port)")
 	f.StringSliceVar(&join, "join", nil, "gossip addresses of existing members, comma-separated")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", def.JoinTimeout, "how long a new node keeps retrying its --join seeds and waits to learn the cluster's settings")
-	f.IntVar(&cfg.Replication, "replication", def.Replication, "replicas per shard when creating a cluster")
+	f.IntVar(&cfg.Replication, "replication", def.Replication, fmt.Sprintf("replicas per shard when creating a cluster, 1..%d (a cluster with fewer nodes or zones runs under-replicated)", node.MaxReplication))
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
+	f.IntVar(&cfg.StreamCache, "stream-cache", node.DefaultStreamCache, "streams whose metadata (last version, state) the node keeps in memory for appends, shared by the cluster's shards (about 130 bytes plus the name each; each shard keeps at least 256)")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")

@@ -35,7 +35,10 @@ func (a *app) appendCmd() *cobra.Command {
 --data is inline JSON (checked), @FILE (any bytes) or - (stdin); --metadata is
 inline JSON or @FILE.
 --expected is any (default), no-stream, exists, or the version N of the stream's
-last event; a mismatch exits with code 3.`,
+last event; a mismatch exits with code 3.
+--id sets the event's ID, a non-zero UUID: run again with the same --id, the
+command appends the event at most once, and answers "already there" when it is
+(the server compares event IDs, not content: the stored event stays as it was).`,
 		Example: `  shoal append orders-42 --type OrderPlaced --data '{"total":12.5}'
   shoal append orders-42 --type OrderPaid --data @paid.json --expected 0`,
 		Args: exactArgs("stream"),
@@ -64,6 +67,9 @@ last event; a mismatch exits with code 3.`,
 				if ev.ID, err = uuid.Parse(id); err != nil {
 					return usagef("--id must be a UUID such as %s, got %q", uuid.Must(uuid.NewV7()), id)
 				}
+				if ev.ID == uuid.Nil {
+					return usagef("--id must not be the nil UUID %s: event IDs are non-zero (leave --id out for a new one)", uuid.Nil)
+				}
 			} else {
 				ev.ID = uuid.Must(uuid.NewV7())
 			}
@@ -89,12 +95,16 @@ last event; a mismatch exits with code 3.`,
 					"duplicate":     res.Duplicate,
 				})
 			}
-			note := ""
 			if res.Duplicate {
-				note = " (already there: the event ID was appended before, nothing new was written)"
+				// The server matched the event ID, not the content: what this command sent may
+				// differ from what is stored, which stays as it was.
+				_, err = fmt.Fprintf(a.stdout, "already there: event %s is version %d of %s (shard %d, position %d), appended before; "+
+					"nothing was written, and the stored event keeps its own type, data and metadata (the server compares event IDs, not content)\n",
+					ev.ID, res.LastVersion, stream, res.Shard, res.Position)
+				return err
 			}
-			_, err = fmt.Fprintf(a.stdout, "appended %s to %s at version %d (shard %d, position %d, id %s)%s\n",
-				typ, stream, res.LastVersion, res.Shard, res.Position, ev.ID, note)
+			_, err = fmt.Fprintf(a.stdout, "appended %s to %s at version %d (shard %d, position %d, id %s)\n",
+				typ, stream, res.LastVersion, res.Shard, res.Position, ev.ID)
 			return err
 		},
 	}
@@ -103,7 +113,7 @@ last event; a mismatch exits with code 3.`,
 	f.StringVar(&data, "data", "", "event data: inline JSON, @FILE, or - for stdin")
 	f.StringVar(&metadata, "metadata", "", "event metadata: inline JSON or @FILE")
 	f.StringVar(&expected, "expected", "any", "expected version: any, no-stream, exists, or N (the last event's version)")
-	f.StringVar(&id, "id", "", "event ID (a UUID; default: a new random one)")
+	f.StringVar(&id, "id", "", "event ID: a non-zero UUID, the same on every retry of this event (default: a new time-ordered one)")
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	a.serverFlag(cmd, &server)
 	return cmd
@@ -116,7 +126,7 @@ last event; a mismatch exits with code 3.`,
 func (a *app) appendFailed(err error, server, stream string, id uuid.UUID, asJSON bool) error {
 	cause, ok := unknownOutcome(err, server)
 	if !ok {
-		return err
+		return a.writeRefused(err, server)
 	}
 	msg := fmt.Sprintf("the append's outcome is unknown: %s; event %s may or may not have been appended to %q. "+
 		"To retry, run the same command with --id %s: if the event is already there, nothing is written twice "+
@@ -522,7 +532,7 @@ func (a *app) deleteCmd() *cobra.Command {
 			}
 			defer c.Close()
 			if err := c.Delete(ctx, stream, exp, opts...); err != nil {
-				return deleteFailed(err, server, stream)
+				return a.deleteFailed(err, server, stream)
 			}
 			if tombstone {
 				_, err = fmt.Fprintf(a.stdout, "tombstoned %s: it is deleted permanently and the name can never be used again\n", stream)
@@ -541,10 +551,10 @@ func (a *app) deleteCmd() *cobra.Command {
 
 // deleteFailed explains a delete of stream that failed after the command connected to server,
 // saying so when the failure leaves its outcome unknown.
-func deleteFailed(err error, server, stream string) error {
+func (a *app) deleteFailed(err error, server, stream string) error {
 	cause, ok := unknownOutcome(err, server)
 	if !ok {
-		return err
+		return a.writeRefused(err, server)
 	}
 	return &explainedError{code: exitError, msg: fmt.Sprintf(
 		"the delete's outcome is unknown: %s; stream %q may or may not be deleted. "+
