@@ -137,6 +137,8 @@ func (s *clusterServer) named(name string, forwarded bool, what string) (*grpc.C
 // directory (so it survives restarts) and gossiped. Placement then moves the
 // node's replicas elsewhere.
 func (n *Node) Decommission() error {
+	n.decomMu.Lock() // the data directory and gossip agree when a Recommission races it
+	defer n.decomMu.Unlock()
 	if err := n.dir.setDecommissioning(); err != nil {
 		return err
 	}
@@ -148,6 +150,8 @@ func (n *Node) Decommission() error {
 // gossip, and placement may give the node replicas and leaderships again. It reports whether
 // the node was decommissioning; repeating it changes nothing.
 func (n *Node) Recommission() (bool, error) {
+	n.decomMu.Lock()
+	defer n.decomMu.Unlock()
 	was, err := n.dir.clearDecommissioning()
 	if err != nil {
 		return was, err

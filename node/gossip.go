@@ -87,7 +87,7 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 	go func() { // ends by itself: each seed is given at most membership.DefaultTCPTimeout
 		_, err := ml.Join(seeds)
 		switch {
-		case err == nil:
+		case err == nil, ctx.Err() != nil: // Start gave up: nothing to tell
 		case errors.Is(err, membership.ErrNameTaken):
 			err = fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
 		default:

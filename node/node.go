@@ -72,6 +72,7 @@ type Node struct {
 
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
+	decomMu    sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
 	peersMu    sync.Mutex // guards savedPeers and peers.json
 	savedPeers []string   // the live peers' gossip addresses last stored
 	closeOnce  sync.Once

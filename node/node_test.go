@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -672,6 +673,30 @@ func TestOutcomeUnknownAnswers(t *testing.T) {
 	} {
 		if got := mayHaveArrived(tc.err); got != tc.want {
 			t.Errorf("mayHaveArrived(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestDecommissionRecommissionRace: a Decommission and a Recommission at once leave the data
+// directory and gossip agreeing (the flag file written by one, gossip last set by the other
+// gave a node that drains again at its next restart).
+func TestDecommissionRecommissionRace(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	for i := range 500 {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := n.Decommission(); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Go(func() {
+			if _, err := n.Recommission(); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+		if file, gossiped := n.dir.decommissioning(), n.gossip().Self().Decommissioning; file != gossiped {
+			t.Fatalf("round %d: the data directory says decommissioning %v, gossip %v", i, file, gossiped)
 		}
 	}
 }

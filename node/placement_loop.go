@@ -180,16 +180,19 @@ type heldOut struct {
 	// each time it was added back and went unheard again, up to maxHoldOut DeadAfter
 }
 
-// holdOut (re)starts member id's hold at now, creating its entry with a hold of deadAfter,
-// or doubling its hold (up to maxHoldOut deadAfter) when the last one had passed: it was
-// added back (or probed) after its hold, and is left out again. p.mu held.
-func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Duration) *heldOut {
+// holdOut (re)starts member id's hold at now, creating its entry with a hold of deadAfter.
+// With again, a hold that had passed doubles (up to maxHoldOut deadAfter): the member was
+// added back after it, and is left out again (unheard, or a stuck learner), which cost a
+// replica added and maybe a snapshot. A member that merely did not answer the leader's
+// question before it was added back (a probe) is asked again after the same hold: that costs
+// one question, and once the cut heals it comes back within one hold. p.mu held.
+func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Duration, again bool) *heldOut {
 	e := sp.leftOut[id]
 	switch {
 	case e == nil:
 		e = &heldOut{hold: deadAfter}
 		sp.leftOut[id] = e
-	case now.Sub(e.at) >= e.hold:
+	case again && now.Sub(e.at) >= e.hold:
 		e.hold = min(2*e.hold, maxHoldOut*deadAfter)
 	}
 	e.at = now
@@ -209,10 +212,10 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 		switch ps := peers[id]; {
 		case id == st.ID:
 		case ps.Alive && ps.Gone:
-			sp.holdOut(id, now, deadAfter)
+			sp.holdOut(id, now, deadAfter, true)
 			votes = votes || slices.Contains(st.Voters, id)
 		case slices.Contains(stuck, id):
-			sp.holdOut(id, now, deadAfter)
+			sp.holdOut(id, now, deadAfter, true)
 		case !inactive && st.Progress[id].Match > 0:
 			// Heard again as a member. Not on RecentActive alone: raft sets it for a member
 			// just added, before it has answered anything.
@@ -588,7 +591,7 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	case stepAddLearner:
 		if addr, ok := p.n.resolve(step.Node); step.Probe && (!ok || p.n.askPeer(ctx, addr) != nil) {
 			p.mu.Lock()
-			hold := sp.holdOut(step.Node, time.Now(), p.n.cfg.DeadAfter).hold
+			hold := sp.holdOut(step.Node, time.Now(), p.n.cfg.DeadAfter, false).hold
 			p.mu.Unlock()
 			err = fmt.Errorf("node %d does not answer this leader: left out of the shard for another %v", step.Node, hold)
 			break

@@ -633,7 +633,7 @@ func TestPlacementStuckLearner(t *testing.T) {
 
 // TestStuckLearnerHoldGrows: a stuck learner held out, added back after its hold and stuck
 // again is held out twice as long each time, up to maxHoldOut DeadAfter, as an unheard member
-// is (it was re-added and sent a snapshot at the same pace for good).
+// is (it was re-added and sent a snapshot at the same pace for good); a failed probe is not.
 func TestStuckLearnerHoldGrows(t *testing.T) {
 	const deadAfter = time.Minute
 	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}}
@@ -646,5 +646,13 @@ func TestStuckLearnerHoldGrows(t *testing.T) {
 			t.Fatalf("stuck for the %d. time: held out for %v, want %v", i+1, got, want)
 		}
 		at = at.Add(want) // its hold passes: it is added back, and is stuck again
+	}
+	// A member that only failed the leader's question before being added back is asked
+	// again after the same hold: once a cut heals, it returns within one hold.
+	for i := range 3 {
+		if got := sp.holdOut(6, at, deadAfter, false).hold; got != deadAfter {
+			t.Fatalf("probe failed for the %d. time: held out for %v, want %v", i+1, got, deadAfter)
+		}
+		at = at.Add(deadAfter)
 	}
 }

@@ -176,6 +176,9 @@ type Projection struct {
 		closed  bool
 		cp      Checkpoint
 		changed chan struct{} // closed and replaced on every commit; closed by Close (wakes WaitFor)
+		// closeDone is closed when the first Close has closed the database; a Close called
+		// meanwhile waits for it.
+		closeDone chan struct{}
 	}
 }
 
@@ -215,12 +218,15 @@ func open(cfg Config, src source) (*Projection, error) {
 }
 
 // Close closes the database. Run must have returned. Close waits for the Gets and Scans
-// under way (a Scan's callback included) and wakes every WaitFor; those and any later query
-// answer ErrClosed.
+// under way (a Scan's callback included, which must not call Close) and wakes every WaitFor;
+// those and any later query answer ErrClosed. A Close while another runs returns once the
+// database is closed.
 func (p *Projection) Close() error {
 	p.mu.Lock()
 	if p.mu.closed {
+		done := p.mu.closeDone
 		p.mu.Unlock()
+		<-done // the first Close's: its caller may reopen the directory once this returns
 		return nil
 	}
 	if p.mu.running {
@@ -228,7 +234,9 @@ func (p *Projection) Close() error {
 		return fmt.Errorf("query: close %q: %w", p.cfg.Name, ErrRunning)
 	}
 	p.mu.closed = true
-	close(p.mu.changed) // no commit follows: Run has returned and will not start again
+	p.mu.closeDone = make(chan struct{})
+	defer close(p.mu.closeDone) // set once, under p.mu; read by later Closes
+	close(p.mu.changed)         // no commit follows: Run has returned and will not start again
 	p.mu.Unlock()
 	p.metrics.unregister(p.cfg.Registerer)
 

@@ -450,3 +450,54 @@ func TestProjectionCloseDuringScanWithNestedGet(t *testing.T) {
 		t.Fatalf("Get after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestProjectionSecondCloseWaitsForFirst: a Close while another waits for a Scan returns only
+// once the database is closed (it returned at once, and a caller reopening the directory met
+// Pebble's lock).
+func TestProjectionSecondCloseWaitsForFirst(t *testing.T) {
+	src := newFakeSource(2, 5)
+	want := src.add(10)
+	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, want)
+	release, inScan := make(chan struct{}), make(chan struct{})
+	scanned := make(chan error, 1)
+	go func() {
+		scanned <- p.Scan([]byte("s/"), func(_, _ []byte) error {
+			select {
+			case <-inScan:
+			default:
+				close(inScan)
+				<-release
+			}
+			return nil
+		})
+	}()
+	<-inScan
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() { first <- p.Close() }()
+	for waiting := false; !waiting; time.Sleep(time.Millisecond) { // the first Close waits for the Scan
+		p.reads.Lock()
+		waiting = p.reads.idle != nil
+		p.reads.Unlock()
+	}
+	go func() { second <- p.Close() }()
+	time.Sleep(20 * time.Millisecond) // time to return early, were it to
+	select {
+	case err := <-second:
+		t.Fatalf("second Close returned %v while the first waits for a Scan, the database open", err)
+	default:
+	}
+	close(release)
+	if err := <-scanned; err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -71,13 +71,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 			err = d.checkName(p)
 		}
 		if err != nil {
-			// Recorded with every address of the merge: the node at the other end (a seed
-			// this node dialled, or one that dialled it) is among them.
-			addrs := make([]string, 0, len(peers))
-			for _, q := range peers {
-				addrs = append(addrs, q.Address())
-			}
-			d.m().noteRefusal(err, addrs...)
+			d.m().noteRefusal(err) // for the Join under way, if this merge is its own
 			return err
 		}
 	}
@@ -107,13 +101,7 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 }
 
 // NotifyAlive refuses gossip about a node of another cluster.
-func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
-	err := d.check(peer)
-	if err != nil {
-		d.m().noteRefusal(err, peer.Address())
-	}
-	return err
-}
+func (d *delegate) NotifyAlive(peer *memberlist.Node) error { return d.check(peer) }
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.upsert(n, true) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.upsert(n, true) }

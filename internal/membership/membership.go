@@ -2,13 +2,11 @@ package membership
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,9 +91,12 @@ const (
 	// A member long gone costs a refused or timed-out connection a minute.
 	reconnectFor  = 10 * time.Minute
 	reconnectSlow = time.Minute
-	// ForgetAfter is how long a member stays in Members once it is held dead (a node
-	// decommissioned and stopped, say): then it is forgotten, as if never seen, and no longer
-	// asked to sync. One that comes back is a member again. The reconnect loop forgets them.
+	// ForgetAfter is how long a member that left (its last metadata said Stopping: a node
+	// decommissioned and stopped, say) stays in Members once it is held dead: then it is
+	// forgotten, as if never seen, and no longer asked to sync. One that comes back is a
+	// member again. A member that died without leaving is kept: it may be on the other side
+	// of a partition, which only this node's reconnect syncs with it heal. The reconnect loop
+	// forgets them.
 	ForgetAfter = 72 * time.Hour
 )
 
@@ -224,9 +225,9 @@ type Membership struct {
 		self    Meta
 		selfEnc []byte
 		members map[string]*Member // by name, dead ones included
-		// refusals: the latest merges and gossip this node refused (cluster mismatch, name
-		// taken), with the addresses they came from, so that Join blames a refusal on the
-		// seed it dialled and not on another node's concurrent attempt (maxRefusals kept).
+		// refusals: the latest merges this node refused (cluster mismatch, name taken), so
+		// that Join blames on its seeds the refusals its own push/pulls met, and not another
+		// node's concurrent attempt to join this one (maxRefusals kept).
 		refusals []refusal
 		// foreign: dead members whose address answered a reconnect sync as another cluster's
 		// node (or refused this one) -> that address; not asked again there (pickDead).
@@ -324,7 +325,7 @@ func (m *Membership) Join(seeds []string) (int, error) {
 	if err == nil {
 		return n, nil
 	}
-	if refused := m.refusalFrom(seeds); refused != nil {
+	if refused := m.refusalIn(err); refused != nil {
 		return n, fmt.Errorf("membership: join %v: %w", seeds, refused)
 	}
 	msg := flatten(err)
@@ -383,7 +384,7 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 		m.mu.refusals = nil
 		m.mu.Unlock()
 		_, err := m.ml.Join([]string{addr})
-		if m.refusalFrom([]string{addr}) != nil { // the address now belongs to another cluster: ask no more
+		if m.refusalIn(err) != nil { // the address now belongs to another cluster: ask no more
 			m.mu.Lock()
 			if m.mu.foreign == nil {
 				m.mu.foreign = map[string]string{}
@@ -400,77 +401,48 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 	}
 }
 
-// refusal is a merge or gossip message this node refused, and the gossip addresses of the
-// nodes it described (a join's merge names the dialled seed among them).
-type refusal struct {
-	addrs []string
-	err   error
-}
+// refusal is a join's merge this node refused (a cluster mismatch, its name taken).
+type refusal struct{ err error }
 
 // maxRefusals bounds Membership.mu.refusals: refusals matter only to the join under way.
 const maxRefusals = 32
 
-// noteRefusal records a refusal (delegate.go) of a message describing the nodes at addrs.
-func (m *Membership) noteRefusal(err error, addrs ...string) {
+// noteRefusal records a refused merge (delegate.go).
+func (m *Membership) noteRefusal(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.mu.refusals) == maxRefusals {
 		m.mu.refusals = slices.Delete(m.mu.refusals, 0, 1)
 	}
-	m.mu.refusals = append(m.mu.refusals, refusal{addrs: addrs, err: err})
+	m.mu.refusals = append(m.mu.refusals, refusal{err: err})
 }
 
-// refusalFrom returns the latest refusal recorded since Join cleared them that came from one
-// of seeds, or nil. A seed given by host name matches the addresses it resolves to.
-func (m *Membership) refusalFrom(seeds []string) error {
-	var want []string
-	for _, s := range seeds {
-		want = append(want, resolveSeed(s)...)
+// refusalIn returns the refusal, recorded since the join began, that joinErr (memberlist's
+// failure of that join) reports, or nil. memberlist's error carries the text of the merge
+// refusals of the join's own push/pulls, and only those: a node of another cluster refused
+// while the join waited (one that dialled this node) is not in it, nor blamed on the seeds.
+func (m *Membership) refusalIn(joinErr error) error {
+	if joinErr == nil {
+		return nil
 	}
+	msg := joinErr.Error()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range slices.Backward(m.mu.refusals) {
-		for _, a := range r.addrs {
-			if slices.Contains(want, a) {
-				return r.err
-			}
+		if strings.Contains(msg, r.err.Error()) {
+			return r.err
 		}
 	}
 	return nil
 }
 
-// resolveSeed returns the addresses (ip:port, as memberlist.Node.Address writes them) a seed
-// names; a seed that does not resolve names none.
-func resolveSeed(seed string) []string {
-	host, port, err := net.SplitHostPort(seed)
-	if err != nil {
-		return nil
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []string{net.JoinHostPort(ip.Unmap().String(), port)}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), seedResolveTimeout)
-	defer cancel()
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, net.JoinHostPort(ip.Unmap().String(), port))
-	}
-	return out
-}
-
-// seedResolveTimeout bounds resolving a seed's host name when a join was refused.
-const seedResolveTimeout = 2 * time.Second
-
-// forgetLongDead forgets the members held dead for ForgetAfter as of now.
+// forgetLongDead forgets the members that left and have been held dead for ForgetAfter as
+// of now.
 func (m *Membership) forgetLongDead(now time.Time) {
 	m.mu.Lock()
 	var gone []string
 	for name, e := range m.mu.members {
-		if !e.Alive && name != m.name && now.Sub(e.Changed) >= ForgetAfter {
+		if !e.Alive && e.Stopping && name != m.name && now.Sub(e.Changed) >= ForgetAfter {
 			delete(m.mu.members, name)
 			delete(m.mu.foreign, name)
 			delete(m.mu.asked, name)

@@ -568,29 +568,65 @@ func TestJoinNotBlamedForAnotherNodesRefusal(t *testing.T) {
 	t.Logf("join: %v", err)
 }
 
-// A member held dead for ForgetAfter (a node decommissioned and stopped) is forgotten: it
-// left cluster status and the reconnect loop's round never, while a member dead for less
-// stays listed.
+// A member that left and has been held dead for ForgetAfter (a node decommissioned and
+// stopped) is forgotten: it left cluster status and the reconnect loop's round never, while
+// one dead for less stays listed, and so does one that died without leaving (it may be across
+// a partition that only reconnect syncs heal, and forgotten, would never heal).
 func TestLongDeadMemberForgotten(t *testing.T) {
 	ac := testConfig(t, "a", 1, "cluster-x")
 	ac.ReconnectInterval = -1 // forgetLongDead is called directly
+	ac.ProbeInterval, ac.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
 	a := start(t, ac)
 	bc := testConfig(t, "b", 2, "cluster-x", ac.Bind)
 	bc.ProbeInterval, bc.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
 	b := start(t, bc)
-	eventually(t, "b alive at a", func() bool { mb, ok := find(a, "b"); return ok && mb.Alive })
+	cc := testConfig(t, "c", 3, "cluster-x", ac.Bind)
+	cc.ProbeInterval, cc.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+	c := start(t, cc)
+	eventually(t, "b and c alive at a", func() bool {
+		mb, okb := find(a, "b")
+		mc, okc := find(a, "c")
+		return okb && mb.Alive && okc && mc.Alive
+	})
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
 	b.Close()
-	eventually(t, "b dead at a", func() bool { mb, _ := find(a, "b"); return !mb.Alive })
+	c.Close() // died without leaving
+	eventually(t, "b and c dead at a", func() bool {
+		mb, _ := find(a, "b")
+		mc, _ := find(a, "c")
+		return !mb.Alive && mb.Stopping && !mc.Alive
+	})
 	mb, _ := find(a, "b")
 	a.forgetLongDead(mb.Changed.Add(ForgetAfter - time.Minute))
 	if _, ok := find(a, "b"); !ok {
 		t.Fatal("b forgotten before ForgetAfter")
 	}
-	a.forgetLongDead(mb.Changed.Add(ForgetAfter))
+	a.forgetLongDead(mb.Changed.Add(10 * ForgetAfter))
 	if _, ok := find(a, "b"); ok {
-		t.Fatal("b still listed after ForgetAfter dead")
+		t.Fatal("b, which left, still listed after ForgetAfter dead")
+	}
+	if _, ok := find(a, "c"); !ok {
+		t.Fatal("c, dead without leaving, forgotten")
 	}
 	if _, ok := find(a, "a"); !ok {
 		t.Fatal("a forgot itself")
+	}
+}
+
+// A join is refused by a seed of another cluster however the seed was named: at an address
+// other than the one it advertises (NAT, a published port, all interfaces), or by host name.
+// The refusal is told by the join's own error, not by matching addresses.
+func TestForeignSeedRefusalAttributed(t *testing.T) {
+	fc := testConfig(t, "f", 9, "cluster-y")
+	_, port, _ := net.SplitHostPort(fc.Bind)
+	fc.Advertise = net.JoinHostPort("127.0.0.2", port) // not the address dialled
+	start(t, fc)
+	a := start(t, testConfig(t, "a", 1, "cluster-x"))
+	for _, seed := range []string{fc.Bind, "localhost:" + port} {
+		if _, err := a.Join([]string{seed}); !errors.Is(err, ErrClusterMismatch) {
+			t.Errorf("join of a foreign seed as %s (advertising %s): %v; want ErrClusterMismatch", seed, fc.Advertise, err)
+		}
 	}
 }
