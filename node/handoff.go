@@ -3,6 +3,7 @@ package node
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -39,27 +40,49 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 		}
 	}
 	tried := map[uint32]bool{} // shards this call tried to hand off
+	var (
+		mu       sync.Mutex
+		noTarget = map[uint32]bool{}  // shards no other voter could take
+		failed   = map[uint32]error{} // shards whose transfers failed, with the last failure
+	)
 	for round := 0; round < handOffRounds && ctx.Err() == nil; round++ {
 		members := n.Members()
 		starting := n.startingPeers(ctx, members)
 		var wg sync.WaitGroup
+		led, none := 0, 0 // shards led this round, and those no other voter could take
 		for _, g := range n.host.Groups() {
 			if !g.IsLeader() {
 				continue
 			}
 			tried[g.Shard()] = true
+			led++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				n.handOff(ctx, g, members, starting)
+				no, err := n.handOff(ctx, g, members, starting)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case no:
+					noTarget[g.Shard()] = true
+					none++
+				case err != nil:
+					failed[g.Shard()] = err
+				}
 			}()
 		}
-		if len(tried) == 0 {
-			break // this node led nothing
+		if led == 0 {
+			break // this node leads nothing
 		}
 		// A raft loop stuck behind a hung disk answers no status request: ctx bounds the wait
 		// (the goroutines end once the loop answers, or with the host).
 		waitOrDone(ctx, &wg)
+		mu.Lock()
+		alone := none == led
+		mu.Unlock()
+		if alone {
+			break // no other voter for any shard led here (one node): no leadership comes either
+		}
 		// Give a leadership that was on its way here a moment to arrive before looking again.
 		select {
 		case <-ctx.Done():
@@ -73,26 +96,45 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 			moved++
 		}
 	}
+	// One line for the shards no other voter could take, one per other shard still led here.
+	mu.Lock()
+	defer mu.Unlock()
+	var alone []uint32
+	for shard := range noTarget {
+		if g, ok := n.host.Group(shard); ok && g.IsLeader() && failed[shard] == nil {
+			alone = append(alone, shard)
+		}
+	}
+	if len(alone) > 0 {
+		slices.Sort(alone)
+		n.log.Info("shard leaderships not handed off: no other voter can take them", "shards", alone)
+	}
+	for shard, err := range failed {
+		if g, ok := n.host.Group(shard); ok && g.IsLeader() {
+			n.log.Info("shard leadership not handed off", "shard", shard, "err", err)
+		}
+	}
 	return moved, kept
 }
 
-// handOff transfers g's leadership to the first of its candidates that takes it.
-func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membership.Member, starting map[uint64]bool) {
+// handOff transfers g's leadership to the first of its candidates that takes it. It reports
+// whether there was no candidate, or else the last transfer's failure while g is still led
+// here.
+func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membership.Member, starting map[uint64]bool) (none bool, _ error) {
 	targets := handOffTargets(g.Status(), members, starting)
+	if len(targets) == 0 {
+		return true, nil
+	}
 	var err error
 	for _, to := range targets {
 		if ctx.Err() != nil || !g.IsLeader() {
-			return
+			return false, nil
 		}
 		if err = g.TransferLeadership(ctx, to); !g.IsLeader() {
-			return
+			return false, nil
 		}
 	}
-	if len(targets) == 0 {
-		n.log.Info("shard leadership not handed off: no other voter can take it", "shard", g.Shard())
-		return
-	}
-	n.log.Info("shard leadership not handed off", "shard", g.Shard(), "tried", targets, "err", err)
+	return false, fmt.Errorf("tried %v: %w", targets, err)
 }
 
 // handOffTargets orders the voters that may take the leadership of st's shard: neither this

@@ -1,8 +1,14 @@
 package node
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
@@ -52,5 +58,44 @@ func TestHandOffTargets(t *testing.T) {
 	}
 	if got := handOffTargets(replica.Status{ID: 1, Voters: []uint64{1}}, nil, nil); len(got) != 0 {
 		t.Fatalf("a single voter has targets %v", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestHandOffAloneLogsOnce: a node that is its shards' only voter (one node) hands nothing
+// off: it says so in one line naming the shards, not one line per shard and round (a node
+// of 32 shards logged 96), and looks no further.
+func TestHandOffAloneLogsOnce(t *testing.T) {
+	var logs lockedBuffer
+	cfg := testConfig(t, t.TempDir()) // 4 shards, replication 1
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	n := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if moved, kept := n.HandOffLeaders(ctx); moved != 0 || kept != 4 {
+		t.Fatalf("HandOffLeaders: moved %d, kept %d; want 0, 4", moved, kept)
+	}
+	if got := strings.Count(logs.String(), "not handed off"); got != 1 {
+		t.Fatalf("%d lines say a leadership was not handed off, want 1:\n%s", got, logs.String())
+	}
+	if !strings.Contains(logs.String(), "shards=\"[0 1 2 3]\"") {
+		t.Fatalf("the line does not name the shards:\n%s", logs.String())
 	}
 }

@@ -2,8 +2,10 @@ package replica
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -543,7 +545,13 @@ func (g *Group) observe(rd raft.Ready) {
 	isLeader := bs.RaftState == raft.StateLeader
 	if term := bs.HardState.GetTerm(); term > g.seenTerm {
 		if g.seenTerm != 0 && !isLeader { // a new leader says so below
-			g.h.log.Info("shard term advanced", "shard", g.shard, "term", term, "from", g.seenTerm,
+			// This replica's own campaign is part of an election whose outcome is logged
+			// (leading, or a follower's term advanced by the new leader): debug only.
+			lvl := slog.LevelInfo
+			if bs.RaftState == raft.StateCandidate || bs.RaftState == raft.StatePreCandidate {
+				lvl = slog.LevelDebug
+			}
+			g.h.log.Log(context.Background(), lvl, "shard term advanced", "shard", g.shard, "term", term, "from", g.seenTerm,
 				"state", bs.RaftState.String(), "leader", bs.Lead)
 		}
 		g.seenTerm = term

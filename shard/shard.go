@@ -259,7 +259,7 @@ func (s *Shard) Reload() error {
 	s.cachedStreams.Store(0)
 	s.notifyAllStreams()
 	s.notify()
-	s.opts.Logger.Info("shard loaded", "shard", s.id, "applied", applied, "format", format,
+	s.opts.Logger.Debug("shard loaded", "shard", s.id, "applied", applied, "format", format,
 		"positions", m.nextPosition, "streams", m.nextStreamID,
 		"took", time.Since(start))
 	return nil
