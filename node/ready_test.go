@@ -3,6 +3,7 @@ package node_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,4 +52,33 @@ func TestReadyDespiteOneShardLost(t *testing.T) {
 			return ""
 		})
 	}
+}
+
+// TestNotReadyWhenEveryShardLost: a node whose every shard lost its quorum (replication 3, the
+// two other nodes stopped) is taken out of service: /readyz names the state once the shards
+// have been leaderless for three election timeouts, rather than calling them elections under
+// way for good or the node ready.
+func TestNotReadyWhenEveryShardLost(t *testing.T) {
+	const shards = 4
+	c := testnode.Start(t, 3, testnode.Options{Shards: shards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) { cfg.PlacementInterval = 100 * time.Millisecond }})
+	defer c.Close()
+	testnode.WaitFor(t, 30*time.Second, "three voters per shard", func() string {
+		st := c.Shards()
+		for id := uint32(0); id < shards; id++ {
+			if s, ok := st[id]; !ok || len(s.Voters) != 3 || len(s.Learners) > 0 {
+				return fmt.Sprintf("shard %d: %+v", id, s)
+			}
+		}
+		return ""
+	})
+	c.Stop(t, 1)
+	c.Stop(t, 2)
+	testnode.WaitFor(t, 20*time.Second, "n1 out of service", func() string {
+		err := c.Nodes[0].Ready()
+		if err == nil || !strings.Contains(err.Error(), "every shard it holds lost its quorum") {
+			return fmt.Sprintf("Ready: %v", err)
+		}
+		return ""
+	})
 }
