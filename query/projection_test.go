@@ -330,7 +330,10 @@ func TestPrefixEnd(t *testing.T) {
 // TestProjectionReadsAfterClose: Get and Scan on a closed projection answer ErrClosed, as
 // its calls promise, rather than use the closed database (a panic, or a use after close when
 // they ran with Close).
-func TestProjectionReadsAfterClose(t *testing.T) {
+// caughtUpProjection opens a projection over ten events in two shards and runs it until it
+// has applied them.
+func caughtUpProjection(t *testing.T) *Projection {
+	t.Helper()
 	src := newFakeSource(2, 5)
 	want := src.add(10)
 	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
@@ -338,6 +341,11 @@ func TestProjectionReadsAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	runUntil(t, p, want)
+	return p
+}
+
+func TestProjectionReadsAfterClose(t *testing.T) {
+	p := caughtUpProjection(t)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -353,13 +361,7 @@ func TestProjectionReadsAfterClose(t *testing.T) {
 // called after, returns ErrClosed rather than wait (and hold its goroutine) until its ctx
 // ends.
 func TestProjectionCloseWakesWaitFor(t *testing.T) {
-	src := newFakeSource(2, 5)
-	want := src.add(10)
-	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runUntil(t, p, want)
+	p := caughtUpProjection(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pending := make(chan error, 1)
@@ -380,13 +382,7 @@ func TestProjectionCloseWakesWaitFor(t *testing.T) {
 // Close waits neither deadlocks nor reads a closed database. The nested Get answers ErrClosed
 // once Close began, Close waits for the Scan, and the Scan finishes on the open database.
 func TestProjectionCloseDuringScanWithNestedGet(t *testing.T) {
-	src := newFakeSource(2, 5)
-	want := src.add(10)
-	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runUntil(t, p, want)
+	p := caughtUpProjection(t)
 	var keys int
 	if err := p.Scan([]byte("s/"), func(_, _ []byte) error { keys++; return nil }); err != nil || keys < 2 {
 		t.Fatalf("scan before Close: %d keys, %v; want at least 2", keys, err)
@@ -455,13 +451,7 @@ func TestProjectionCloseDuringScanWithNestedGet(t *testing.T) {
 // once the database is closed (it returned at once, and a caller reopening the directory met
 // Pebble's lock).
 func TestProjectionSecondCloseWaitsForFirst(t *testing.T) {
-	src := newFakeSource(2, 5)
-	want := src.add(10)
-	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runUntil(t, p, want)
+	p := caughtUpProjection(t)
 	release, inScan := make(chan struct{}), make(chan struct{})
 	scanned := make(chan error, 1)
 	go func() {

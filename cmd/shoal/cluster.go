@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
 )
 
 func (a *app) clusterCmd() *cobra.Command {
@@ -83,40 +84,29 @@ The node stays a member: watch 'shoal cluster status' until it holds 0 replicas,
 then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-			defer cancel()
-			c, err := a.dial(ctx, server)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.Decommission(ctx, args[0]); err != nil {
-				switch status.Code(err) {
-				case codes.NotFound:
-					return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", args[0])
-				case codes.FailedPrecondition: // the server answered: say what it said
-					return errors.New(sentence(status.Convert(err).Message()))
+			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
+				if err := c.Decommission(ctx, args[0]); err != nil {
+					return err
 				}
-				return a.unreachable(err, server)
-			}
-			if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0]); err != nil {
-				return err
-			}
-			// Best effort: say at once when the drain cannot finish yet.
-			st, err := c.Status(ctx)
-			if err != nil {
+				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0]); err != nil {
+					return err
+				}
+				// Best effort: say at once when the drain cannot finish yet.
+				st, err := c.Status(ctx)
+				if err != nil {
+					return nil
+				}
+				cs := newClusterStatus(st)
+				for i := range cs.Nodes {
+					if cs.Nodes[i].Name == args[0] {
+						cs.Nodes[i].Decommissioning = true // the flag may not have been gossiped yet
+					}
+				}
+				for _, note := range cs.stalledDrains() {
+					fmt.Fprintf(a.stdout, "note: %s\n", note)
+				}
 				return nil
-			}
-			cs := newClusterStatus(st)
-			for i := range cs.Nodes {
-				if cs.Nodes[i].Name == args[0] {
-					cs.Nodes[i].Decommissioning = true // the flag may not have been gossiped yet
-				}
-			}
-			for _, note := range cs.stalledDrains() {
-				fmt.Fprintf(a.stdout, "note: %s\n", note)
-			}
-			return nil
+			})
 		},
 	}
 	a.serverFlag(decom, &server)
@@ -125,37 +115,51 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		Short: "Cancel a node's decommission: it may hold replicas and lead shards again",
 		Args:  exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-			defer cancel()
-			c, err := a.dial(ctx, server)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			was, err := c.Recommission(ctx, args[0])
-			if err != nil {
-				switch status.Code(err) {
-				case codes.NotFound:
-					return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", args[0])
-				case codes.FailedPrecondition: // the server answered: say what it said
-					return errors.New(sentence(status.Convert(err).Message()))
-				case codes.Unimplemented:
-					return fmt.Errorf("a node on the way to %s runs a version without recommission: upgrade it, "+
-						"or stop %s, delete the file 'decommissioning' in its data directory and start it again", args[0], args[0])
+			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
+				was, err := c.Recommission(ctx, args[0])
+				if status.Code(err) == codes.Unimplemented {
+					return &explainedError{code: exitError, msg: fmt.Sprintf("a node on the way to %s runs a version without "+
+						"recommission: upgrade it, or stop %s, delete the file 'decommissioning' in its data directory and start it again",
+						args[0], args[0])}
 				}
-				return a.unreachable(err, server)
-			}
-			msg := "%s is no longer decommissioning: placement may give it replicas and leaderships again\n"
-			if !was {
-				msg = "%s was not decommissioning: nothing changed\n"
-			}
-			_, err = fmt.Fprintf(a.stdout, msg, args[0])
-			return err
+				if err != nil {
+					return err
+				}
+				msg := "%s is no longer decommissioning: placement may give it replicas and leaderships again\n"
+				if !was {
+					msg = "%s was not decommissioning: nothing changed\n"
+				}
+				_, err = fmt.Fprintf(a.stdout, msg, args[0])
+				return err
+			})
 		},
 	}
 	a.serverFlag(recom, &server)
 	cmd.AddCommand(decom, recom)
 	return cmd
+}
+
+// nodeOp dials server and runs op, a request about the node named name, explaining the
+// failures the node commands share: no such node, the server's refusal, no server.
+func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Context, *client.Client) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+	defer cancel()
+	c, err := a.dial(ctx, server)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	err = op(ctx, c)
+	var explained *explainedError
+	switch {
+	case err == nil, errors.As(err, &explained):
+		return err
+	case status.Code(err) == codes.NotFound:
+		return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", name)
+	case status.Code(err) == codes.FailedPrecondition: // the server answered: say what it said
+		return errors.New(sentence(status.Convert(err).Message()))
+	}
+	return a.unreachable(err, server)
 }
 
 // clusterStatus is what `cluster status` prints, as tables or JSON. Node IDs

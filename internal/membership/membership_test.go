@@ -350,23 +350,30 @@ func (l *lossyTransport) DialTimeout(addr string, timeout time.Duration) (net.Co
 func (l *lossyTransport) StreamCh() <-chan net.Conn { return l.t.StreamCh() }
 func (l *lossyTransport) Shutdown() error           { return l.t.Shutdown() }
 
-// TestReconnectAfterPartition: c is cut off from a and b until they hold it dead (and it them);
-// once the network heals, each holds the others alive again within a few reconnect
-// intervals, long before memberlist's own push/pull sync (30 s here) would tell the members
-// held dead of their deaths.
-func TestReconnectAfterPartition(t *testing.T) {
-	lossy := &lossyNet{}
-	cfg := func(name string, id uint64, join ...string) Config {
+// lossyConfig returns a maker of cluster-x members whose gossip goes through lossy, that
+// declare a silent member dead within a second, sync with a live one only every 30 s and
+// with one held dead every reconnect.
+func lossyConfig(t *testing.T, lossy *lossyNet, reconnect time.Duration) func(name string, id uint64, join ...string) Config {
+	return func(name string, id uint64, join ...string) Config {
 		c := testConfig(t, name, id, "cluster-x", join...)
 		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
 		c.PushPullInterval = 30 * time.Second
-		c.ReconnectInterval = 200 * time.Millisecond
+		c.ReconnectInterval = reconnect
 		bind := c.Bind
 		c.wrapTransport = func(t memberlist.Transport) memberlist.Transport {
 			return &lossyTransport{net: lossy, self: bind, t: t}
 		}
 		return c
 	}
+}
+
+// TestReconnectAfterPartition: c is cut off from a and b until they hold it dead (and it them);
+// once the network heals, each holds the others alive again within a few reconnect
+// intervals, long before memberlist's own push/pull sync (30 s here) would tell the members
+// held dead of their deaths.
+func TestReconnectAfterPartition(t *testing.T) {
+	lossy := &lossyNet{}
+	cfg := lossyConfig(t, lossy, 200*time.Millisecond)
 	ac := cfg("a", 1)
 	a := start(t, ac)
 	bc := cfg("b", 2, ac.Bind)
@@ -504,17 +511,7 @@ func joinRepeatedly(t *testing.T, f *Membership, addr string) {
 // be taken for another cluster's, or it would not be asked again once the partition heals.
 func TestReconnectNotBlamedForAnotherNodesRefusal(t *testing.T) {
 	lossy := &lossyNet{}
-	cfg := func(name string, id uint64, join ...string) Config {
-		c := testConfig(t, name, id, "cluster-x", join...)
-		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
-		c.PushPullInterval = 30 * time.Second
-		c.ReconnectInterval = 100 * time.Millisecond
-		bind := c.Bind
-		c.wrapTransport = func(t memberlist.Transport) memberlist.Transport {
-			return &lossyTransport{net: lossy, self: bind, t: t}
-		}
-		return c
-	}
+	cfg := lossyConfig(t, lossy, 100*time.Millisecond)
 	ac := cfg("a", 1)
 	a := start(t, ac)
 	cc := cfg("c", 3, ac.Bind)
