@@ -41,7 +41,7 @@ func (c *Client) Shards(ctx context.Context) (uint32, error) {
 func (c *Client) Status(ctx context.Context) (*shoalv1.StatusResponse, error) {
 	var out *shoalv1.StatusResponse
 	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
-		r, err := n.cluster.Status(ctx, &shoalv1.StatusRequest{})
+		r, err := c.askStatus(ctx, n)
 		out = r
 		return false, err
 	})
@@ -59,11 +59,25 @@ func (c *Client) NodeStatus(ctx context.Context, addr string) (*shoalv1.StatusRe
 	}
 	var out *shoalv1.StatusResponse
 	err := c.run(ctx, target{kind: oneNode, addr: addr}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
-		r, err := n.cluster.Status(ctx, &shoalv1.StatusRequest{})
+		r, err := c.askStatus(ctx, n)
 		out = r
 		return false, err
 	})
 	return out, err
+}
+
+// askStatus asks n for its status. A node of another cluster than the client dialled refuses
+// the call; one of an earlier version, which does not, is refused here on its answer, as
+// askTopology refuses its topology.
+func (c *Client) askStatus(ctx context.Context, n *node) (*shoalv1.StatusResponse, error) {
+	r, err := n.cluster.Status(ctx, &shoalv1.StatusRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if want, got := c.dialledCluster(), r.GetTopology().GetSettings().GetClusterId(); want != "" && got != "" && got != want {
+		return nil, errWrongCluster(n, got, want)
+	}
+	return r, nil
 }
 
 // Decommission asks the cluster to drain the node named name: placement

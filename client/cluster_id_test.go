@@ -78,6 +78,13 @@ func TestClientRefusesAnotherCluster(t *testing.T) {
 			if n, _ := c.Shards(testCtx(t)); n != 4 {
 				t.Fatalf("the client took the re-created cluster's %d shards for its cluster's 4", n)
 			}
+			// Nor its status, asked of any node or of that one.
+			if _, err := c.Status(testCtx(t)); !errors.Is(err, ErrWrongCluster) {
+				t.Fatalf("status from the re-created cluster: %v, want ErrWrongCluster", err)
+			}
+			if _, err := c.NodeStatus(testCtx(t), fc.nodes[0].addr); !errors.Is(err, ErrWrongCluster) {
+				t.Fatalf("node status from the re-created cluster: %v, want ErrWrongCluster", err)
+			}
 			if older {
 				return // an older node serves what reaches it: the client can only refuse its topology
 			}

@@ -51,9 +51,9 @@ var (
 	// unknown), a not-leader answer saying the node's proposal did not commit
 	// in time, or an attempt abandoned for a new leader while it waited. When
 	// every attempt was refused before anything was proposed (no leader known,
-	// not the leader, a node starting or shutting down, a connection that could
-	// not be made), the call returns its failure without this wrapper: nothing
-	// was written. (A server of an earlier version that proposed an append, lost
+	// not the leader, a node starting or shutting down before it took the
+	// write, a connection that could not be made), the call returns its failure
+	// without this wrapper: nothing was written. (A server of an earlier version that proposed an append, lost
 	// the proposal to a leadership change and then found no leader answered "no
 	// leader" as if it had refused it; servers now answer UNKNOWN. An append is
 	// safe to repeat with the same event IDs either way.)

@@ -168,7 +168,8 @@ func (n *fakeNode) Status(ctx context.Context, req *shoalv1.StatusRequest) (*sho
 	if err := n.enter(ctx, "Status", req); err != nil {
 		return nil, err
 	}
-	return &shoalv1.StatusResponse{NodeId: n.id}, nil
+	return &shoalv1.StatusResponse{NodeId: n.id, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: n.c.id, Shards: n.c.shards}}}, nil
 }
 
 func (n *fakeNode) Decommission(ctx context.Context, req *shoalv1.DecommissionRequest) (*shoalv1.DecommissionResponse, error) {

@@ -140,4 +140,14 @@ func TestAppendAppliedThenNoAnswer(t *testing.T) {
 	if code := status.Code(n.toStatus(appendOutcome(id, true, context.DeadlineExceeded), "s", id)); code == codes.Unknown {
 		t.Fatalf("the caller's deadline after an unknown attempt answered UNKNOWN")
 	}
+	// This node shutting down while the append was retried (ErrClosed answers "node is shutting
+	// down", which the client takes for "refused, nothing ran").
+	if code := status.Code(n.toStatus(appendOutcome(id, true, ErrClosed), "s", id)); code != codes.Unknown {
+		t.Fatalf("shutting down after an unknown attempt answered %v, want UNKNOWN", code)
+	}
+	// The leader's UNKNOWN, forwarded, goes back as it came, not wrapped again.
+	fwd := status.Error(codes.Unknown, "shard 3: the write may or may not have been applied: x")
+	if got := n.toStatus(appendOutcome(id, true, fwd), "s", id); got.Error() != fwd.Error() {
+		t.Fatalf("a forwarded UNKNOWN answered %q, want %q", got, fwd)
+	}
 }

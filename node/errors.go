@@ -166,6 +166,8 @@ func resultLabel(err error) string {
 			return "unavailable"
 		case codes.Canceled, codes.DeadlineExceeded:
 			return "canceled"
+		case codes.Unknown:
+			return "outcome_unknown" // may have been applied: OutcomeUnknownError
 		}
 	}
 	return "error"

@@ -71,17 +71,17 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 				}
 			}()
 		}
-		if led == 0 {
-			break // this node leads nothing
+		if len(tried) == 0 {
+			break // this node led nothing
 		}
 		// A raft loop stuck behind a hung disk answers no status request: ctx bounds the wait
 		// (the goroutines end once the loop answers, or with the host).
 		waitOrDone(ctx, &wg)
 		mu.Lock()
-		alone := none == led
+		stuck := none == led
 		mu.Unlock()
-		if alone {
-			break // no other voter for any shard led here (one node): no leadership comes either
+		if stuck && !othersAlive(members, n.ID()) {
+			break // a node alone: no voter to take a leadership, none to bring one either
 		}
 		// Give a leadership that was on its way here a moment to arrive before looking again.
 		select {
@@ -115,6 +115,16 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 		}
 	}
 	return moved, kept
+}
+
+// othersAlive reports whether gossip holds any member but self alive.
+func othersAlive(members []membership.Member, self uint64) bool {
+	for _, m := range members {
+		if m.Alive && m.NodeID != self {
+			return true
+		}
+	}
+	return false
 }
 
 // handOff transfers g's leadership to the first of its candidates that takes it. It reports

@@ -173,17 +173,21 @@ func appendOutcome(id uint32, retried bool, err error) error {
 	if !retried || err == nil || !failedForWant(err) {
 		return err
 	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unknown {
+		return err // the leader's UNKNOWN, forwarded: it says so already
+	}
 	return &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt may have been applied, and the attempts after it failed: %w", err)}
 }
 
 // failedForWant reports whether err is a write's failure for want of a leader or of an answer,
-// not a verdict: the shard has no leader, this replica lost or left it, or a call forwarded
-// to the leader failed or was answered so.
+// not a verdict: the shard has no leader, this replica lost or left it, this node is shutting
+// down, or a call forwarded to the leader failed or was answered so.
 func failedForWant(err error) bool {
 	var nol *NoLeaderError
 	switch {
 	case errors.As(err, &nol), errors.Is(err, replica.ErrNotLeader), errors.Is(err, replica.ErrStopped),
-		errors.Is(err, replica.ErrGroupRemoved), errors.Is(err, replica.ErrProposalDropped), errors.Is(err, replica.ErrBusy):
+		errors.Is(err, replica.ErrGroupRemoved), errors.Is(err, replica.ErrProposalDropped), errors.Is(err, replica.ErrBusy),
+		errors.Is(err, ErrClosed): // this node shut down while the write was retried
 		return true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false // the caller's: it reads no answer
