@@ -282,8 +282,9 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 		return
 	}
 	now := time.Now()
-	for _, m := range msgs {
+	for i, m := range msgs {
 		if len(h.mu.msgs) >= h.cfg.MaxQueuedMsgs {
+			h.metrics.InboundDropped.Add(float64(len(msgs) - i))
 			break
 		}
 		if m.Msg == nil || m.Msg.GetType() == pb.MsgSnap {

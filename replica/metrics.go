@@ -32,6 +32,10 @@ type Metrics struct {
 	// "commit_past_log", a heartbeat whose commit index lies past the replica's log
 	// (Group.heartbeatPastLog).
 	StaleMessages *prometheus.CounterVec
+	// InboundDropped counts peers' messages dropped on arrival because the host's inbound queue
+	// held Config.MaxQueuedMsgs already (raft resends what matters; a rate that lasts means this
+	// node's raft loop cannot keep up).
+	InboundDropped prometheus.Counter
 
 	commitOnlySuperseded, commitOnlySent    prometheus.Counter // CommitOnlyAppends' two series
 	staleBeforeDeletion, staleCommitPastLog prometheus.Counter // StaleMessages' two series
@@ -75,6 +79,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		StaleMessages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "stale_messages_dropped_total", Help: "Messages of a leader that counts this node as it was before it deleted its replica, dropped: before_deletion (an earlier term than the deletion's: no replica is created for it), commit_past_log (a heartbeat committing past the replica's log)."},
 			[]string{"reason"}),
+		InboundDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "inbound_dropped_total", Help: "Peers' raft messages dropped on arrival because the inbound queue was full (the raft loop behind; raft resends)."}),
 	}
 	m.commitOnlySuperseded = m.CommitOnlyAppends.WithLabelValues("superseded")
 	m.commitOnlySent = m.CommitOnlyAppends.WithLabelValues("sent")
@@ -83,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
 			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends,
-			m.LeaderDown, m.Quiesced, m.QuiesceLapses, m.StaleMessages)
+			m.LeaderDown, m.Quiesced, m.QuiesceLapses, m.StaleMessages, m.InboundDropped)
 	}
 	return m
 }

@@ -107,6 +107,13 @@ func (c *Config) Validate() error {
 		return errors.New("transport: Config backoff must not be negative")
 	case c.BackoffMax != 0 && c.BackoffInitial > c.BackoffMax:
 		return fmt.Errorf("transport: Config.BackoffInitial %v > BackoffMax %v", c.BackoffInitial, c.BackoffMax)
+	case c.MaxBatchBytes > MaxMessageSize:
+		// Batches are packed up to it: larger ones gRPC refuses, each time, with the stream.
+		return fmt.Errorf("transport: Config.MaxBatchBytes %d exceeds the largest message, %d bytes (MaxMessageSize)",
+			c.MaxBatchBytes, MaxMessageSize)
+	case c.SnapshotChunkSize > MaxMessageSize:
+		return fmt.Errorf("transport: Config.SnapshotChunkSize %d exceeds the largest message, %d bytes (MaxMessageSize)",
+			c.SnapshotChunkSize, MaxMessageSize)
 	}
 	return nil
 }

@@ -426,6 +426,9 @@ func TestConfigValidate(t *testing.T) {
 		{Config{NodeID: 1}, "Resolve"},
 		{Config{NodeID: 1, Resolve: ok, QueueSize: -1}, "negative"},
 		{Config{NodeID: 1, Resolve: ok, BackoffInitial: time.Second, BackoffMax: time.Millisecond}, "BackoffInitial"},
+		{Config{NodeID: 1, Resolve: ok, MaxBatchBytes: 64 << 20}, "MaxBatchBytes 67108864 exceeds the largest message"},
+		{Config{NodeID: 1, Resolve: ok, SnapshotChunkSize: MaxMessageSize + 1}, "SnapshotChunkSize"},
+		{Config{NodeID: 1, Resolve: ok, MaxBatchBytes: MaxMessageSize, SnapshotChunkSize: MaxMessageSize}, ""},
 		{Config{NodeID: 1, Resolve: ok}, ""},
 	} {
 		err := tc.cfg.Validate()
