@@ -273,7 +273,8 @@ func (h *Host) SetGroupFactory(f func(shard uint32) (StateMachine, error)) {
 }
 
 // HandleMessages queues messages received from peers for their groups. It never blocks; when
-// the queue is full the excess is dropped (raft retries). MsgSnap must arrive through
+// the queue is full (MaxQueuedMsgs appends, twice that for other messages) the excess is
+// dropped (raft retries) and counted. MsgSnap must arrive through
 // ReceiveSnapshot and is dropped here.
 func (h *Host) HandleMessages(msgs []ShardMessage) {
 	h.mu.Lock()
@@ -282,18 +283,25 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 		return
 	}
 	now := time.Now()
-	for i, m := range msgs {
-		if len(h.mu.msgs) >= h.cfg.MaxQueuedMsgs {
-			h.metrics.InboundDropped.Add(float64(len(msgs) - i))
-			break
-		}
+	dropped := 0
+	for _, m := range msgs {
 		if m.Msg == nil || m.Msg.GetType() == pb.MsgSnap {
+			continue
+		}
+		// Appends take at most MaxQueuedMsgs places: the loop holds them back while fsyncs are
+		// behind (a slow disk), and they must not crowd out the heartbeats, votes and answers
+		// that keep leaderships and elections going, which have twice that.
+		if n := len(h.mu.msgs); n >= 2*h.cfg.MaxQueuedMsgs || n >= h.cfg.MaxQueuedMsgs && m.Msg.GetType() == pb.MsgApp {
+			dropped++
 			continue
 		}
 		m.arrived = now
 		h.mu.msgs = append(h.mu.msgs, m)
 	}
 	h.mu.Unlock()
+	if dropped > 0 {
+		h.metrics.InboundDropped.Add(float64(dropped))
+	}
 	h.notify()
 }
 
