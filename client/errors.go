@@ -142,8 +142,9 @@ func mayHaveApplied(err error) bool {
 // write (an append, a delete expecting an exact version) after proposing it itself: the
 // proposal did not commit in time, or the replica it waited on stopped or left its group. Such
 // a proposal may still commit, so the write may have been applied although the answer, like
-// a refusal, carries a NotLeader detail. (A write that is not safe to repeat is answered
-// UNKNOWN in these cases instead.)
+// a refusal, carries a NotLeader detail. Servers of this version answer UNKNOWN in these cases
+// once the write's attempts end (node.appendOutcome); this reads the answers of earlier ones,
+// and of a server's attempt that is repeated.
 func proposalLost(err error) bool {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.Unavailable {

@@ -207,6 +207,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// createdShards is the shard count of a cluster this node creates: Shards, or DefaultShards.
+func (c Config) createdShards() uint32 {
+	if c.Shards != 0 {
+		return uint32(c.Shards)
+	}
+	return DefaultShards
+}
+
 // Validate reports the first invalid field of c (after defaults).
 func (c Config) Validate() error {
 	c = c.withDefaults()

@@ -49,13 +49,11 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 		members := n.Members()
 		starting := n.startingPeers(ctx, members)
 		var wg sync.WaitGroup
-		led, none := 0, 0 // shards led this round, and those no other voter could take
 		for _, g := range n.host.Groups() {
 			if !g.IsLeader() {
 				continue
 			}
 			tried[g.Shard()] = true
-			led++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -65,7 +63,6 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 				switch {
 				case no:
 					noTarget[g.Shard()] = true
-					none++
 				case err != nil:
 					failed[g.Shard()] = err
 				}
@@ -77,10 +74,7 @@ func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
 		// A raft loop stuck behind a hung disk answers no status request: ctx bounds the wait
 		// (the goroutines end once the loop answers, or with the host).
 		waitOrDone(ctx, &wg)
-		mu.Lock()
-		stuck := none == led
-		mu.Unlock()
-		if stuck && !othersAlive(members, n.ID()) {
+		if !othersAlive(members, n.ID()) {
 			break // a node alone: no voter to take a leadership, none to bring one either
 		}
 		// Give a leadership that was on its way here a moment to arrive before looking again.

@@ -178,15 +178,19 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	after := leaderlessAfter(c.host.ElectionTimeout())
 	groups := c.host.Groups()
 	statuses := c.statuses(groups)
-	leaderless := 0
+	leaderless, cached := 0, 0
 	for _, g := range groups {
 		l := fmt.Sprint(g.Shard())
+		sm, _, smOK := n.shardSM(g.Shard())
+		if smOK {
+			cached += sm.CachedStreams()
+		}
 		st, ok := statuses[g]
 		if !ok {
 			// What the group's atomics tell, without its raft loop.
 			ch <- prometheus.MustNewConstMetric(descLeaderKnown, prometheus.GaugeValue, b(g.Leader() != 0), l)
 			ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, b(g.IsLeader()), l)
-			if sm, _, ok := n.shardSM(g.Shard()); ok {
+			if smOK {
 				ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(sm.Applied()), l)
 			}
 			continue
@@ -217,12 +221,6 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeaderlessShards, prometheus.GaugeValue, float64(leaderless))
-	cached := 0
-	for _, g := range groups {
-		if sm, _, ok := n.shardSM(g.Shard()); ok {
-			cached += sm.CachedStreams()
-		}
-	}
 	ch <- prometheus.MustNewConstMetric(descCachedStreams, prometheus.GaugeValue, float64(cached))
 	ch <- prometheus.MustNewConstMetric(descUnanswered, prometheus.GaugeValue, float64(len(groups)-len(statuses)))
 }

@@ -271,10 +271,7 @@ func advertised(adv string, a net.Addr) string {
 func (n *Node) establishCluster(ctx context.Context) error {
 	var s Settings
 	if len(n.cfg.Join) == 0 {
-		s = Settings{ClusterID: newClusterID(), Shards: DefaultShards, Replication: DefaultReplication}
-		if n.cfg.Shards != 0 {
-			s.Shards = uint32(n.cfg.Shards)
-		}
+		s = Settings{ClusterID: newClusterID(), Shards: n.cfg.createdShards(), Replication: DefaultReplication}
 		if n.cfg.Replication != 0 {
 			s.Replication = uint32(n.cfg.Replication)
 		}
@@ -460,10 +457,7 @@ func (n *Node) clusterShards() uint32 {
 	if s := n.settings.Load(); s != nil {
 		return s.Shards
 	}
-	if n.cfg.Shards != 0 {
-		return uint32(n.cfg.Shards)
-	}
-	return DefaultShards
+	return n.cfg.createdShards()
 }
 
 // gossip returns the membership, nil before it started.

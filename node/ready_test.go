@@ -16,19 +16,7 @@ import (
 // held with each survivor have no leader, the others do, and both survivors are ready once the
 // lost shards have been leaderless for three election timeouts.
 func TestReadyDespiteOneShardLost(t *testing.T) {
-	const shards = 6
-	c := testnode.Start(t, 3, testnode.Options{Shards: shards, Replication: 2,
-		Configure: func(i int, cfg *node.Config) { cfg.PlacementInterval = 100 * time.Millisecond }})
-	defer c.Close()
-	testnode.WaitFor(t, 30*time.Second, "two voters per shard", func() string {
-		st := c.Shards()
-		for id := uint32(0); id < shards; id++ {
-			if s, ok := st[id]; !ok || len(s.Voters) != 2 || len(s.Learners) > 0 {
-				return fmt.Sprintf("shard %d: %+v", id, s)
-			}
-		}
-		return ""
-	})
+	c := replicatedCluster(t, 6, 2)
 	victim := c.Nodes[0].ID()
 	lostOn := map[int]bool{}
 	for _, s := range c.Shards() {
@@ -59,19 +47,7 @@ func TestReadyDespiteOneShardLost(t *testing.T) {
 // have been leaderless for three election timeouts, rather than calling them elections under
 // way for good or the node ready.
 func TestNotReadyWhenEveryShardLost(t *testing.T) {
-	const shards = 4
-	c := testnode.Start(t, 3, testnode.Options{Shards: shards, Replication: 3,
-		Configure: func(i int, cfg *node.Config) { cfg.PlacementInterval = 100 * time.Millisecond }})
-	defer c.Close()
-	testnode.WaitFor(t, 30*time.Second, "three voters per shard", func() string {
-		st := c.Shards()
-		for id := uint32(0); id < shards; id++ {
-			if s, ok := st[id]; !ok || len(s.Voters) != 3 || len(s.Learners) > 0 {
-				return fmt.Sprintf("shard %d: %+v", id, s)
-			}
-		}
-		return ""
-	})
+	c := replicatedCluster(t, 4, 3)
 	c.Stop(t, 1)
 	c.Stop(t, 2)
 	testnode.WaitFor(t, 20*time.Second, "n1 out of service", func() string {
@@ -81,4 +57,23 @@ func TestNotReadyWhenEveryShardLost(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// replicatedCluster starts three nodes with shards shards and waits until placement gave each
+// shard replication voters and no learner; the cluster is closed when t ends.
+func replicatedCluster(t *testing.T, shards uint32, replication int) *testnode.Cluster {
+	t.Helper()
+	c := testnode.Start(t, 3, testnode.Options{Shards: int(shards), Replication: replication,
+		Configure: func(i int, cfg *node.Config) { cfg.PlacementInterval = 100 * time.Millisecond }})
+	t.Cleanup(c.Close)
+	testnode.WaitFor(t, 30*time.Second, fmt.Sprintf("%d voters per shard", replication), func() string {
+		st := c.Shards()
+		for id := range shards {
+			if s, ok := st[id]; !ok || len(s.Voters) != replication || len(s.Learners) > 0 {
+				return fmt.Sprintf("shard %d: %+v", id, s)
+			}
+		}
+		return ""
+	})
+	return c
 }

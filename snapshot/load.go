@@ -156,15 +156,13 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 		l.State, l.FromSnapshot, l.SnapshotVersion = st, true, snap.Version
 		l.Exists, l.Version = true, snap.Version
 	}
-	// pristine: l.State is a fresh initial state that no ApplyFunc has seen.
-	pristine := false
 	// restart starts l over from a fresh initial state, with snapErr as its SnapshotErr.
 	restart := func(snapErr error) error {
 		st, err := initial()
 		if err != nil {
 			return fmt.Errorf("snapshot: load %q: %w", stream, err)
 		}
-		l, pristine = Loaded[S]{State: st, SnapshotErr: snapErr}, true
+		l = Loaded[S]{State: st, SnapshotErr: snapErr}
 		return nil
 	}
 	// without drops the snapshot for the reason err: the load starts over.
@@ -198,7 +196,7 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 			if errors.Is(err, client.ErrStreamNotFound) {
 				// Absent, or deleted after the snapshot or while read: the stream has no
 				// state, and what was folded so far is none of it.
-				if !pristine {
+				if l.FromSnapshot || l.Replayed > 0 { // l.State is not a fresh initial state
 					if err := restart(l.SnapshotErr); err != nil {
 						return Loaded[S]{}, err
 					}
@@ -221,7 +219,6 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 			if l.Exists && ev.Version != l.Version+1 {
 				return Loaded[S]{}, fmt.Errorf("%w: %q read version %d after %d", ErrVersionGap, stream, ev.Version, l.Version)
 			}
-			pristine = false
 			if l.State, err = apply(l.State, ev); err != nil {
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q: apply version %d: %w", stream, ev.Version, err)
 			}

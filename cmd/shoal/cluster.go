@@ -40,16 +40,15 @@ node that answered. Only that node is asked: during a partition, ask a node on e
 side for its view. A node that cannot be reached fails the command (exit code 1).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-			defer cancel()
-			c, err := a.dial(ctx, server)
+			var st *shoalv1.StatusResponse
+			err := a.call(cmd, server, func(ctx context.Context, c *client.Client) (err error) {
+				if st, err = c.NodeStatus(ctx, server); err != nil { // that node's view, not any node's
+					return a.unreachable(err, server)
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			defer c.Close()
-			st, err := c.NodeStatus(ctx, server) // that node's view, not any node's
-			if err != nil {
-				return a.unreachable(err, server)
 			}
 			s := newClusterStatus(st)
 			if asJSON {
@@ -142,6 +141,24 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 // nodeOp dials server and runs op, a request about the node named name, explaining the
 // failures the node commands share: no such node, the server's refusal, no server.
 func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Context, *client.Client) error) error {
+	return a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+		err := op(ctx, c)
+		var explained *explainedError
+		switch {
+		case err == nil, errors.As(err, &explained):
+			return err
+		case status.Code(err) == codes.NotFound:
+			return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", name)
+		case status.Code(err) == codes.FailedPrecondition: // the server answered: say what it said
+			return errors.New(sentence(status.Convert(err).Message()))
+		}
+		return a.unreachable(err, server)
+	})
+}
+
+// call dials server and runs fn with the client, both within callTimeout, and closes the
+// client. A failure to dial is returned as is; fn explains its own.
+func (a *app) call(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
 	defer cancel()
 	c, err := a.dial(ctx, server)
@@ -149,17 +166,7 @@ func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Co
 		return err
 	}
 	defer c.Close()
-	err = op(ctx, c)
-	var explained *explainedError
-	switch {
-	case err == nil, errors.As(err, &explained):
-		return err
-	case status.Code(err) == codes.NotFound:
-		return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", name)
-	case status.Code(err) == codes.FailedPrecondition: // the server answered: say what it said
-		return errors.New(sentence(status.Convert(err).Message()))
-	}
-	return a.unreachable(err, server)
+	return fn(ctx, c)
 }
 
 // clusterStatus is what `cluster status` prints, as tables or JSON. Node IDs

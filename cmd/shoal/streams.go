@@ -73,16 +73,15 @@ command appends the event at most once, and answers "already there" when it is
 			} else {
 				ev.ID = uuid.Must(uuid.NewV7())
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-			defer cancel()
-			c, err := a.dial(ctx, server)
+			var res client.AppendResult
+			err = a.call(cmd, server, func(ctx context.Context, c *client.Client) (err error) {
+				if res, err = c.Append(ctx, stream, exp, ev); err != nil {
+					return a.appendFailed(err, server, stream, ev.ID, asJSON)
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			defer c.Close()
-			res, err := c.Append(ctx, stream, exp, ev)
-			if err != nil {
-				return a.appendFailed(err, server, stream, ev.ID, asJSON)
 			}
 			if asJSON {
 				return json.NewEncoder(a.stdout).Encode(map[string]any{
@@ -524,15 +523,14 @@ func (a *app) deleteCmd() *cobra.Command {
 			if tombstone {
 				opts = append(opts, client.Tombstone())
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-			defer cancel()
-			c, err := a.dial(ctx, server)
+			err = a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+				if err := c.Delete(ctx, stream, exp, opts...); err != nil {
+					return a.deleteFailed(err, server, stream)
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			defer c.Close()
-			if err := c.Delete(ctx, stream, exp, opts...); err != nil {
-				return a.deleteFailed(err, server, stream)
 			}
 			if tombstone {
 				_, err = fmt.Fprintf(a.stdout, "tombstoned %s: it is deleted permanently and the name can never be used again\n", stream)

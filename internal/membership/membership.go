@@ -228,7 +228,7 @@ type Membership struct {
 		// refusals: the latest merges this node refused (cluster mismatch, name taken), so
 		// that Join blames on its seeds the refusals its own push/pulls met, and not another
 		// node's concurrent attempt to join this one (maxRefusals kept).
-		refusals []refusal
+		refusals []error
 		// foreign: dead members whose address answered a reconnect sync as another cluster's
 		// node (or refused this one) -> that address; not asked again there (pickDead).
 		foreign map[string]string
@@ -377,7 +377,7 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 		}
 		m.forgetLongDead(time.Now())
 		name, addr := m.pickDead(time.Now())
-		if addr == "" || !m.joinMu.TryLock() { // a Join in progress: its mismatch is its own
+		if addr == "" || !m.joinMu.TryLock() { // a Join in progress: the refusals recorded are its own
 			continue
 		}
 		m.mu.Lock()
@@ -401,20 +401,17 @@ func (m *Membership) reconnectLoop(every time.Duration) {
 	}
 }
 
-// refusal is a join's merge this node refused (a cluster mismatch, its name taken).
-type refusal struct{ err error }
-
 // maxRefusals bounds Membership.mu.refusals: refusals matter only to the join under way.
 const maxRefusals = 32
 
-// noteRefusal records a refused merge (delegate.go).
+// noteRefusal records a refused join merge (delegate.go: a cluster mismatch, its name taken).
 func (m *Membership) noteRefusal(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.mu.refusals) == maxRefusals {
 		m.mu.refusals = slices.Delete(m.mu.refusals, 0, 1)
 	}
-	m.mu.refusals = append(m.mu.refusals, refusal{err: err})
+	m.mu.refusals = append(m.mu.refusals, err)
 }
 
 // refusalIn returns the refusal, recorded since the join began, that joinErr (memberlist's
@@ -429,8 +426,8 @@ func (m *Membership) refusalIn(joinErr error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range slices.Backward(m.mu.refusals) {
-		if strings.Contains(msg, r.err.Error()) {
-			return r.err
+		if strings.Contains(msg, r.Error()) {
+			return r
 		}
 	}
 	return nil

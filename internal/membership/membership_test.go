@@ -407,17 +407,17 @@ func TestReconnectAfterPartition(t *testing.T) {
 	t.Logf("every member alive everywhere %v after the partition healed", time.Since(healed).Round(10*time.Millisecond))
 }
 
-// TestReconnectSkipsLeft: a member that left (Leave) is not asked to sync, while one that
-// died is: at every interval until reconnectFor after its death, then once per
-// reconnectSlow (a partition that outlasted reconnectFor used to never heal: memberlist
-// syncs only with members it holds alive).
-func TestReconnectSkipsLeft(t *testing.T) {
+// leftAndDied starts member a, without its reconnect loop (its methods are called directly),
+// and members b and c, then has b leave and c die without leaving, and returns a once it holds
+// both dead, b marked stopping.
+func leftAndDied(t *testing.T) *Membership {
+	t.Helper()
 	fast := func(c Config) Config {
 		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
 		return c
 	}
 	ac := fast(testConfig(t, "a", 1, "cluster-x"))
-	ac.ReconnectInterval = -1 // pickDead is called directly
+	ac.ReconnectInterval = -1
 	a := start(t, ac)
 	b := start(t, fast(testConfig(t, "b", 2, "cluster-x", ac.Bind)))
 	c := start(t, fast(testConfig(t, "c", 3, "cluster-x", ac.Bind)))
@@ -439,6 +439,15 @@ func TestReconnectSkipsLeft(t *testing.T) {
 	if mb, _ := find(a, "b"); !mb.Stopping {
 		t.Fatal("b left without being marked stopping")
 	}
+	return a
+}
+
+// TestReconnectSkipsLeft: a member that left (Leave) is not asked to sync, while one that
+// died is: at every interval until reconnectFor after its death, then once per
+// reconnectSlow (a partition that outlasted reconnectFor used to never heal: memberlist
+// syncs only with members it holds alive).
+func TestReconnectSkipsLeft(t *testing.T) {
+	a := leftAndDied(t)
 	for range 20 {
 		if name, _ := a.pickDead(time.Now()); name != "c" {
 			t.Fatalf("pickDead chose %q, want c (b left)", name)
@@ -570,31 +579,7 @@ func TestJoinNotBlamedForAnotherNodesRefusal(t *testing.T) {
 // one dead for less stays listed, and so does one that died without leaving (it may be across
 // a partition that only reconnect syncs heal, and forgotten, would never heal).
 func TestLongDeadMemberForgotten(t *testing.T) {
-	ac := testConfig(t, "a", 1, "cluster-x")
-	ac.ReconnectInterval = -1 // forgetLongDead is called directly
-	ac.ProbeInterval, ac.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
-	a := start(t, ac)
-	bc := testConfig(t, "b", 2, "cluster-x", ac.Bind)
-	bc.ProbeInterval, bc.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
-	b := start(t, bc)
-	cc := testConfig(t, "c", 3, "cluster-x", ac.Bind)
-	cc.ProbeInterval, cc.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
-	c := start(t, cc)
-	eventually(t, "b and c alive at a", func() bool {
-		mb, okb := find(a, "b")
-		mc, okc := find(a, "c")
-		return okb && mb.Alive && okc && mc.Alive
-	})
-	if err := b.Leave(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	b.Close()
-	c.Close() // died without leaving
-	eventually(t, "b and c dead at a", func() bool {
-		mb, _ := find(a, "b")
-		mc, _ := find(a, "c")
-		return !mb.Alive && mb.Stopping && !mc.Alive
-	})
+	a := leftAndDied(t)
 	mb, _ := find(a, "b")
 	a.forgetLongDead(mb.Changed.Add(ForgetAfter - time.Minute))
 	if _, ok := find(a, "b"); !ok {
