@@ -32,6 +32,10 @@ var (
 	ErrProposalDropped = errors.New("replica: proposal dropped")
 	// ErrBusy is returned when the host's inbound queue is full.
 	ErrBusy = errors.New("replica: too many pending requests")
+	// ErrTransferAborted is returned by TransferLeadership when raft gave the transfer up: the
+	// target did not take the leadership within an election timeout (it was behind, slow or
+	// unreachable). This node still leads; trying again is safe.
+	ErrTransferAborted = errors.New("replica: leadership transfer aborted")
 	// ErrBadSnapshot is returned by ReceiveSnapshot for a malformed or corrupted stream.
 	ErrBadSnapshot = errors.New("replica: bad snapshot stream")
 )

@@ -625,7 +625,7 @@ func (g *Group) checkTransfers() {
 	// then has no transferee any more, and the transfer that succeeded would read as aborted.
 	if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateLeader && bs.LeadTransferee == 0 {
 		for _, t := range g.transfers {
-			t.w.finish(nil, fmt.Errorf("replica: shard %d: leadership transfer to %d aborted", g.shard, t.to))
+			t.w.finish(nil, fmt.Errorf("replica: shard %d: transfer to %d: %w", g.shard, t.to, ErrTransferAborted))
 		}
 		g.transfers = nil
 	}
