@@ -2,8 +2,11 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +118,9 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 	}
 	seeds := make([]string, 0, len(addrs))
 	for _, a := range addrs {
+		if err := checkSeed(a); err != nil {
+			return nil, err
+		}
 		if a != "" && !slices.Contains(seeds, a) {
 			seeds = append(seeds, a)
 		}
@@ -141,6 +147,30 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 	c.bg.Add(1)
 	go c.refreshLoop()
 	return c, nil
+}
+
+// checkSeed refuses a seed address that cannot name a node's gRPC endpoint: a URL of HTTP, or
+// host without a port (gRPC's resolver would dial port 443). A gRPC target with a scheme
+// (dns:///host:port, unix:///path, passthrough:///...) passes as it is.
+func checkSeed(a string) error {
+	if a == "" {
+		return nil
+	}
+	if scheme, _, ok := strings.Cut(a, "://"); ok {
+		if scheme == "http" || scheme == "https" {
+			return &InvalidArgumentError{Field: "addrs", Limit: "host:port",
+				Reason: fmt.Sprintf("%q is a URL; give a node's gRPC address as host:port, without http:// or https://", a)}
+		}
+		return nil
+	}
+	if strings.HasPrefix(a, "unix:") {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+		return &InvalidArgumentError{Field: "addrs", Limit: "host:port",
+			Reason: fmt.Sprintf("%q has no port; give a node's gRPC address as host:port", a)}
+	}
+	return nil
 }
 
 // Close stops background work and closes every connection. Calls in flight

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -559,6 +560,13 @@ func TestDial(t *testing.T) {
 	}
 	if _, err := Dial(ctx, []string{"x:1"}, WithRetry(RetryPolicy{InitialInterval: time.Second, MaxInterval: time.Millisecond})); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("bad policy: %v", err)
+	}
+	// A seed gRPC would dial at port 443, or could not dial at all, is refused before any dial.
+	for _, seed := range []string{"localhost", "127.0.0.1", "http://127.0.0.1:7400", "https://n1:7400", "n1:"} {
+		var ia *InvalidArgumentError
+		if _, err := Dial(ctx, []string{"127.0.0.1:1", seed}); !errors.As(err, &ia) || ia.Field != "addrs" || !strings.Contains(ia.Reason, "host:port") {
+			t.Errorf("seed %q: %v, want an invalid addrs naming host:port", seed, err)
+		}
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

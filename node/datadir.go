@@ -35,6 +35,22 @@ var ErrDataDirLocked = errors.New("node: data directory is in use by another pro
 // another node or cluster than the configuration says.
 var ErrDataDirMismatch = errors.New("node: data directory does not match the configuration")
 
+// ErrConfigConflict is matched, besides ErrDataDirMismatch, by the errors of Start for a
+// setting that contradicts an intact data directory (Name, Shards, Replication, or Join for a
+// directory that was creating a cluster of its own): the setting is what to change. The
+// other mismatches are of a damaged directory.
+var ErrConfigConflict = errors.New("node: configuration contradicts the data directory")
+
+// conflictf returns a mismatch error that is a configuration conflict (ErrConfigConflict).
+func conflictf(format string, args ...any) error {
+	return conflictError{fmt.Errorf("%w: "+format, append([]any{ErrDataDirMismatch}, args...)...)}
+}
+
+type conflictError struct{ error }
+
+func (e conflictError) Unwrap() error        { return e.error }
+func (e conflictError) Is(target error) bool { return target == ErrConfigConflict }
+
 // identity is the node's permanent identity, created with the data directory.
 type identity struct {
 	// NodeID is the raft ID of every replica on this node: random, non-zero,
@@ -98,8 +114,8 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 		}
 		if name != "" && name != d.id.Name {
 			d.unlock()
-			return nil, fmt.Errorf("%w: %s belongs to node %q, not %q (use --node %s or another --data)",
-				ErrDataDirMismatch, dir, d.id.Name, name, d.id.Name)
+			return nil, conflictf("%s belongs to node %q, not %q (use --node %s or another --data)",
+				dir, d.id.Name, name, d.id.Name)
 		}
 		// Pebble is opened (and created) after the identity, and the cluster and groups files
 		// are written after that: a directory holding either but no Pebble directory lost its
@@ -305,12 +321,12 @@ func syncDir(path string) error {
 // configured shards/replication (0 = accept any).
 func checkSettings(s Settings, shards, replication int, dir string) error {
 	if shards != 0 && uint32(shards) != s.Shards {
-		return fmt.Errorf("%w: --shards %d differs from cluster %s's %d shards (data directory %s); pass --shards %d or leave it unset",
-			ErrDataDirMismatch, shards, s.ClusterID, s.Shards, dir, s.Shards)
+		return conflictf("--shards %d differs from cluster %s's %d shards (data directory %s); pass --shards %d or leave it unset",
+			shards, s.ClusterID, s.Shards, dir, s.Shards)
 	}
 	if replication != 0 && uint32(replication) != s.Replication {
-		return fmt.Errorf("%w: --replication %d differs from cluster %s's replication %d (data directory %s); pass --replication %d or leave it unset",
-			ErrDataDirMismatch, replication, s.ClusterID, s.Replication, dir, s.Replication)
+		return conflictf("--replication %d differs from cluster %s's replication %d (data directory %s); pass --replication %d or leave it unset",
+			replication, s.ClusterID, s.Replication, dir, s.Replication)
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func TestJoinRefusedAfterInterruptedBootstrap(t *testing.T) {
 	cfg.Join = []string{testaddr.Gossip(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if n, err := Start(ctx, cfg); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "start it without --join") {
+	if n, err := Start(ctx, cfg); !errors.Is(err, ErrConfigConflict) || !strings.Contains(err.Error(), "start it without --join") {
 		if err == nil {
 			n.Close()
 		}

@@ -228,9 +228,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if shards, err := n.dir.groups(); err != nil {
 			return nil, err
 		} else if len(shards) > 0 {
-			return nil, fmt.Errorf("%w: %s holds the shard groups of a cluster this node was creating when it stopped "+
+			return nil, conflictf("%s holds the shard groups of a cluster this node was creating when it stopped "+
 				"(no cluster.json): start it without --join to finish creating that cluster, or move the directory away to join %v",
-				ErrDataDirMismatch, cfg.DataDir, cfg.Join)
+				cfg.DataDir, cfg.Join)
 		}
 	}
 	if err := n.startGossip(ctx, haveSettings); err != nil {

@@ -385,7 +385,7 @@ func TestDataDirRefusals(t *testing.T) {
 		c := testConfig(t, dir)
 		tc.mod(&c)
 		_, err := Start(context.Background(), c)
-		if !errors.Is(err, ErrDataDirMismatch) {
+		if !errors.Is(err, ErrDataDirMismatch) || !errors.Is(err, ErrConfigConflict) {
 			t.Fatalf("%s mismatch: %v", tc.name, err)
 		}
 		t.Log(err)
@@ -395,7 +395,8 @@ func TestDataDirRefusals(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, identityFile), filepath.Join(dir, "identity.saved")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "no identity.json") {
+	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || errors.Is(err, ErrConfigConflict) ||
+		!strings.Contains(err.Error(), "no identity.json") {
 		t.Fatalf("Start without identity.json: %v", err)
 	}
 	if err := os.Rename(filepath.Join(dir, "identity.saved"), filepath.Join(dir, identityFile)); err != nil {
@@ -406,7 +407,8 @@ func TestDataDirRefusals(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, pebbleDir), filepath.Join(dir, "pebble.saved")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "raft state is lost") {
+	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || errors.Is(err, ErrConfigConflict) ||
+		!strings.Contains(err.Error(), "raft state is lost") {
 		t.Fatalf("Start without %s: %v", pebbleDir, err)
 	}
 	if err := os.Rename(filepath.Join(dir, "pebble.saved"), filepath.Join(dir, pebbleDir)); err != nil {

@@ -339,9 +339,9 @@ func (s *clusterStatus) stalledDrains() []string {
 	var notes []string
 	for _, n := range s.Nodes {
 		if n.State == "alive" && n.Decommissioning && n.Replicas > 0 {
-			notes = append(notes, fmt.Sprintf("%s is decommissioning but still holds %d replicas, which no other node "+
-				"can take yet: %d other nodes are alive for replication %d; start a node to finish the drain",
-				n.Name, n.Replicas, others, s.Replication))
+			notes = append(notes, fmt.Sprintf("%s is decommissioning but still holds %s, which no other node "+
+				"can take yet: %s alive for replication %d; start a node to finish the drain",
+				n.Name, count(int(n.Replicas), "replica"), count(others, "other node"), s.Replication))
 		}
 	}
 	return notes
@@ -352,8 +352,8 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 	for _, sh := range s.Shards {
 		counts[sh.State]++
 	}
-	fmt.Fprintf(w, "cluster %s: %d shards, replication %d, %d nodes (answered by %s)\n",
-		orDash(s.ClusterID), s.ShardCount, s.Replication, len(s.Nodes), orDash(s.AnsweredBy))
+	fmt.Fprintf(w, "cluster %s: %s, replication %d, %s (answered by %s)\n",
+		orDash(s.ClusterID), count(int(s.ShardCount), "shard"), s.Replication, count(len(s.Nodes), "node"), orDash(s.AnsweredBy))
 	if s.Partial {
 		fmt.Fprintf(w, "views of %d of %d nodes; %s did not answer: this view may be partial\n",
 			len(s.ViewsFrom), len(s.ViewsFrom)+len(s.Unanswered), strings.Join(s.Unanswered, ", "))
@@ -404,4 +404,12 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// count says n things: "1 node", "3 nodes".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/tlsfiles"
+	"github.com/shoaldb/shoal/node"
 )
 
 // Exit codes.
@@ -83,6 +85,15 @@ func (a *app) newRoot() *cobra.Command {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		// A negative number among the arguments reads as a cluster of short flags.
+		if _, tok, ok := strings.Cut(err.Error(), "unknown shorthand flag: "); ok {
+			if _, n, ok := strings.Cut(tok, " in "); ok {
+				if _, perr := strconv.Atoi(n); perr == nil {
+					return usagef("%s is not valid here: shard numbers, counts and versions are 0 or more; see 'shoal %s--help'",
+						n, commandPath(cmd))
+				}
+			}
+		}
 		return usagef("%v; see 'shoal %s--help'", err, commandPath(cmd))
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
@@ -151,6 +162,9 @@ func explain(err error) (int, string) {
 		return ee.code, ee.msg
 	case errors.As(err, &ue):
 		return exitUsage, ue.msg
+	case errors.Is(err, node.ErrConfigConflict):
+		// A flag that contradicts the node or cluster stored in --data: an invalid argument.
+		return exitUsage, sentence(trimPrefixes(err.Error()))
 	case errors.Is(err, bench.ErrInvalidConfig):
 		return exitUsage, strings.TrimPrefix(err.Error(), "bench: invalid config: ")
 	case errors.As(err, &we):
@@ -394,6 +408,9 @@ func (a *app) dial(ctx context.Context, server string) (*client.Client, error) {
 		return nil, err
 	}
 	c, err := client.Dial(ctx, []string{server}, append(opts, client.WithRetry(client.RetryPolicy{MaxElapsed: dialRetry}))...)
+	if ie := (*client.InvalidArgumentError)(nil); errors.As(err, &ie) && ie.Field == "addrs" {
+		return nil, usagef("--server: %s", ie.Reason)
+	}
 	if err != nil {
 		return nil, a.unreachable(err, server)
 	}
@@ -411,8 +428,13 @@ func (a *app) tlsTrouble(err error, server string) string {
 	inHandshake := strings.Contains(msg, "authentication handshake failed")
 	cut := !inHandshake && cutOff(msg)
 	switch {
-	case a.tls.IsZero() && strings.Contains(msg, "error reading server preface"):
-		return fmt.Sprintf("the server at %s closed the connection without answering; if it uses TLS, pass %s", server, flags)
+	// A listener that closes the connection unanswered (a gossip port, a TLS server) cuts the
+	// client off while it reads the server's preface, or while it writes its own.
+	case a.tls.IsZero() && (strings.Contains(msg, "error reading server preface") || strings.Contains(msg, "write: broken pipe") ||
+		strings.Contains(msg, "write: connection reset by peer")):
+		return fmt.Sprintf("the server at %s closed the connection without answering gRPC: check that it is a shoal node's "+
+			"gRPC address (its --listen, 127.0.0.1:7400 by default; its HTTP and gossip ports do not answer gRPC); "+
+			"if it uses TLS, pass %s", server, flags)
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return fmt.Sprintf("the server at %s does not use TLS; leave out the --tls-* flags (and $SHOAL_TLS_*)", server)
 	case strings.Contains(msg, "certificate required"), a.tls.Cert == "" && !a.tls.IsZero() && cut:

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +20,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/node"
 )
 
 func TestExitCodes(t *testing.T) {
@@ -29,6 +32,10 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"usage", usagef("--count must be a number"), exitUsage, "--count"},
 		{"bench config", fmt.Errorf("%w: dist must be uniform or zipf", bench.ErrInvalidConfig), exitUsage, "dist must be"},
+		{"flag against the stored cluster", fmt.Errorf("node: open: %w", configConflict("--shards 16 differs from cluster c's 32 shards")),
+			exitUsage, "--shards 16 differs from cluster c's 32 shards"},
+		{"damaged data directory", fmt.Errorf("%w: d holds a node's pebble but no identity.json", node.ErrDataDirMismatch),
+			exitError, "no identity.json"},
 		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(2), Actual: 4, StreamExists: true}, exitConflict, "--expected 4"},
 		{"wrong version absent", &client.WrongExpectedVersionError{Stream: "s", Expected: client.StreamExists}, exitConflict, "does not exist"},
 		{"wrong version exists", &client.WrongExpectedVersionError{Stream: "s", Expected: client.NoStream, Actual: 0, StreamExists: true}, exitConflict, "already exists"},
@@ -91,8 +98,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"read", "s", "-f", "--count", "3"}, "--follow and --count exclude each other"},
 		{[]string{"read-shard", "0", "--follow", "--count", "3"}, "--follow and --count exclude each other"},
 		{[]string{"delete", "s", "--expected", "no-stream"}, "does not apply to delete"},
-		{[]string{"dev", "--nodes", "9"}, "--nodes must be 1 to 8"},
-		{[]string{"dev", "--nodes", "0"}, "--nodes must be 1 to 8"},
+		{[]string{"dev", "--nodes", "9"}, "--nodes must be at most 8"},
+		{[]string{"dev", "--nodes", "0"}, "--nodes must be at least 1, got 0"},
+		{[]string{"read-shard", "-1"}, "-1 is not valid here: shard numbers, counts and versions are 0 or more"},
+		{[]string{"read", "s", "--server", "localhost"}, `--server: "localhost" has no port; give a node's gRPC address as host:port`},
+		{[]string{"append", "s", "--type", "T", "--server", "http://127.0.0.1:7400"}, `--server: "http://127.0.0.1:7400" is a URL`},
 		{[]string{"node", "decommission"}, "needs NAME"},
 		{[]string{"node", "recommission", "a", "b"}, "needs NAME"},
 		{[]string{"cluster", "frob"}, "unknown command"},
@@ -103,6 +113,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--replication", "9"}, "--replication 9 out of range 1..7"},
 		// --listen nope: a server that took the 0 for the default would stop there, not start.
 		{[]string{"server", "--shards", "0", "--listen", "nope"}, "--shards 0 out of range 1..4096"},
+		{[]string{"server", "--shards", "5000", "--listen", "nope"}, "--shards 5000 out of range 1..4096 (leave it out for 32"},
 		{[]string{"server", "--replication", "0", "--listen", "nope"}, "--replication 0 out of range 1..7"},
 		{[]string{"server", "--dead-after", "-1s"}, "--dead-after -1s is negative"},
 		{[]string{"server", "--stream-cache", "0"}, "--stream-cache 0 must be at least 1"},
@@ -350,7 +361,7 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "note: n3 is decommissioning but still holds 4 replicas, which no other node can take yet: " +
-		"2 other nodes are alive for replication 3; start a node to finish the drain"
+		"2 other nodes alive for replication 3; start a node to finish the drain"
 	if len(s.Notes) != 1 || !strings.Contains(out.String(), want) {
 		t.Errorf("notes %q; table:\n%s", s.Notes, out.String())
 	}
@@ -433,4 +444,48 @@ func TestTLSFileFromEnvironment(t *testing.T) {
 			}
 		})
 	}
+}
+
+// configConflict is an error of node.Start for a flag that contradicts the data directory.
+type configConflict string
+
+func (e configConflict) Error() string        { return string(e) }
+func (e configConflict) Is(target error) bool { return target == node.ErrConfigConflict }
+
+// TestServerFlagAtWrongPort: --server pointed at a node's HTTP port (HTTP/1, as the tour's
+// 7480) or at a port that closes every connection unanswered (its gossip port) says to check
+// that the address is a node's gRPC address, not only that TLS may be missing.
+func TestServerFlagAtWrongPort(t *testing.T) {
+	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	go srv.Serve(httpLis)
+	defer srv.Close()
+	closing, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closing.Close()
+	go func() {
+		for {
+			c, err := closing.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Run("group", func(t *testing.T) {
+		for name, addr := range map[string]string{"http": httpLis.Addr().String(), "closing": closing.Addr().String()} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				code, _, errOut := runCLI(t, nil, "", "read", "s", "--server", addr)
+				if code != exitError || !strings.Contains(errOut, "check that it is a shoal node's gRPC address") {
+					t.Errorf("--server %s: exit %d, %q", addr, code, errOut)
+				}
+			})
+		}
+	})
 }

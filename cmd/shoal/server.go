@@ -47,11 +47,13 @@ SIGINT or SIGTERM stops it cleanly.`,
 			// Shards and replication are checked against an existing
 			// cluster: pass them only when given. node.Config takes 0 for
 			// "not given", so a 0 given here is refused as out of range.
-			if cmd.Flags().Changed("shards") && cfg.Shards == 0 {
-				return usagef("--shards 0 out of range 1..%d (leave it out for %d, or for the count of the cluster in --data)", node.MaxShards, node.DefaultShards)
+			if cmd.Flags().Changed("shards") && (cfg.Shards < 1 || cfg.Shards > node.MaxShards) {
+				return usagef("--shards %d out of range 1..%d (leave it out for %d, or for the count of the cluster in --data)",
+					cfg.Shards, node.MaxShards, node.DefaultShards)
 			}
-			if cmd.Flags().Changed("replication") && cfg.Replication == 0 {
-				return usagef("--replication 0 out of range 1..%d (leave it out for %d, or for the factor of the cluster in --data)", node.MaxReplication, node.DefaultReplication)
+			if cmd.Flags().Changed("replication") && (cfg.Replication < 1 || cfg.Replication > node.MaxReplication) {
+				return usagef("--replication %d out of range 1..%d (leave it out for %d, or for the factor of the cluster in --data)",
+					cfg.Replication, node.MaxReplication, node.DefaultReplication)
 			}
 			if cfg.StreamCache < 1 {
 				return usagef("--stream-cache %d must be at least 1 (streams cached node-wide; default %d)", cfg.StreamCache, node.DefaultStreamCache)
@@ -277,8 +279,11 @@ in --data/node-I. Node I serves gRPC on 127.0.0.1:(7400+10I), gossip on
 the others join it. Ctrl-C stops every node.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if nodes < 1 || nodes > maxDevNodes {
-				return usagef("--nodes must be 1 to %d (more would make the dev ports collide), got %d", maxDevNodes, nodes)
+			if nodes < 1 {
+				return usagef("--nodes must be at least 1, got %d", nodes)
+			}
+			if nodes > maxDevNodes {
+				return usagef("--nodes must be at most %d (more would make the dev ports collide), got %d", maxDevNodes, nodes)
 			}
 			if _, err := serverProcs(procs); err != nil {
 				return err

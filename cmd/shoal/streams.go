@@ -510,7 +510,8 @@ func (a *app) deleteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete STREAM [--expected any|exists|N] [--tombstone]",
 		Short: "Delete a stream",
-		Long: `Delete a stream. A soft delete hides its events; appending again recreates it.
+		Long: `Delete a stream. A soft delete hides its events; a later append continues the
+stream after its last version, and reads show the events appended since.
 --tombstone deletes it permanently: the name can never be used again.`,
 		Args: exactArgs("stream"),
 		RunE: func(cmd *cobra.Command, args []string) error {
