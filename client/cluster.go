@@ -95,18 +95,41 @@ func (c *Client) Decommission(ctx context.Context, name string) error {
 	})
 }
 
+// RecommissionOutcome is what Recommission found.
+type RecommissionOutcome uint8
+
+const (
+	// Recommissioned: the node was decommissioning and no longer is.
+	Recommissioned RecommissionOutcome = iota + 1
+	// NotDecommissioning: the node was not decommissioning; nothing changed.
+	NotDecommissioning
+	// MaybeRecommissioned: the node is not decommissioning now. An attempt whose answer was
+	// lost may have cancelled its drain before the attempt that answered found nothing to
+	// cancel, so whether it was decommissioning is unknown.
+	MaybeRecommissioned
+)
+
 // Recommission cancels a decommission of the node named name: the cluster may place replicas
-// and leaderships on it again. It reports whether the node was decommissioning (false: nothing
-// changed). Safe to repeat. A node of an earlier version answers codes.Unimplemented.
-func (c *Client) Recommission(ctx context.Context, name string) (bool, error) {
+// and leaderships on it again. It reports what it found. Safe to repeat. A node of an earlier
+// version answers codes.Unimplemented.
+func (c *Client) Recommission(ctx context.Context, name string) (RecommissionOutcome, error) {
 	if name == "" {
-		return false, &InvalidArgumentError{Field: "name", Limit: "a node name", Reason: "the node name is empty"}
+		return 0, &InvalidArgumentError{Field: "name", Limit: "a node name", Reason: "the node name is empty"}
 	}
-	var was bool
+	var was, lost bool
 	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		r, err := n.cluster.Recommission(ctx, &shoalv1.RecommissionRequest{Node: name})
 		was = r.GetWasDecommissioning()
+		lost = lost || err != nil && mayHaveApplied(err)
 		return false, err
 	})
-	return was, err
+	switch {
+	case err != nil:
+		return 0, err
+	case was:
+		return Recommissioned, nil
+	case lost:
+		return MaybeRecommissioned, nil
+	}
+	return NotDecommissioning, nil
 }

@@ -38,7 +38,8 @@ var (
 	// MaxElapsed passed) without reaching a node able to serve the call. The
 	// error is an *UnavailableError wrapping the last attempt's error.
 	ErrUnavailable = errors.New("client: cluster unavailable")
-	// ErrClosed is returned by calls on a closed Client.
+	// ErrClosed is returned by calls on a closed Client. A write that Close ended after an
+	// attempt that may have been applied wraps it in an *OutcomeUnknownError.
 	ErrClosed = errors.New("client: closed")
 	// ErrOutcomeUnknown is returned by Append and Delete when an attempt failed
 	// after it may have been applied, and the call ended without learning
@@ -106,6 +107,13 @@ func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
 // or at another version (that attempt deleted, and another writer appended since).
 func ownRefusal(err error) bool {
 	return errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted) || errors.Is(err, ErrWrongExpectedVersion)
+}
+
+// streamVerdict reports whether err is the stream's verdict on a write: what a repeat of an
+// append that was applied would not answer (it finds its event IDs and answers as a
+// duplicate), so that an append's verdict settles its earlier attempts.
+func streamVerdict(err error) bool {
+	return ownRefusal(err) || errors.Is(err, ErrIDConflict)
 }
 
 // mayHaveApplied reports whether an attempt that failed with err, while the

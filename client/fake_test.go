@@ -38,6 +38,8 @@ type fakeCluster struct {
 	unary bool
 	// id is the cluster ID the topology names ("" = "fake").
 	id string
+	// decommissioning is the one node's drain Recommission cancels.
+	decommissioning bool
 }
 
 type fakeNode struct {
@@ -177,6 +179,19 @@ func (n *fakeNode) Decommission(ctx context.Context, req *shoalv1.DecommissionRe
 		return nil, err
 	}
 	return &shoalv1.DecommissionResponse{}, nil
+}
+
+// Recommission cancels the drain whatever the fault: a fault is an answer lost on the way.
+func (n *fakeNode) Recommission(ctx context.Context, req *shoalv1.RecommissionRequest) (*shoalv1.RecommissionResponse, error) {
+	err := n.enter(ctx, "Recommission", req)
+	n.c.mu.Lock()
+	was := n.c.decommissioning
+	n.c.decommissioning = false
+	n.c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.RecommissionResponse{WasDecommissioning: was}, nil
 }
 
 // AppendPipeline answers each item with what Append answers (faults

@@ -117,3 +117,145 @@ func TestWriteOutcomeWhenContextEnds(t *testing.T) {
 		}
 	}
 }
+
+// stored returns how many events the fake cluster holds in stream.
+func (fc *fakeCluster) stored(stream string) int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return len(fc.streams[stream])
+}
+
+// An append whose attempt was applied and answered with a lost acknowledgement, when the client
+// is closed while the call waits to try again, or while an attempt is in flight, fails with
+// ErrOutcomeUnknown (and ErrClosed): a bare ErrClosed said nothing was written.
+func TestCloseAfterAppliedAttemptIsUnknown(t *testing.T) {
+	t.Run("waiting to retry", func(t *testing.T) {
+		fc := newFakeCluster(t, 1, 1)
+		fc.mu.Lock()
+		fc.unary = true
+		fc.mu.Unlock()
+		c := dial(t, fc, WithRetry(RetryPolicy{MaxElapsed: time.Hour, InitialInterval: 2 * time.Second, MaxInterval: 2 * time.Second}))
+		fc.nodes[0].setFault(func(_ context.Context, m string, _ int) error {
+			if m == "Append" {
+				return errLoseAck
+			}
+			return nil
+		})
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Append(context.Background(), "s", Any, Event{Type: "A"})
+			errc <- err
+		}()
+		for fc.stored("s") == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // into the backoff
+		c.Close()
+		if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrClosed) {
+			t.Fatalf("append applied, then the client closed: %v, want ErrOutcomeUnknown and ErrClosed", err)
+		}
+	})
+	t.Run("in flight", func(t *testing.T) {
+		fc := newFakeCluster(t, 1, 1)
+		c := dial(t, fc)
+		applied := make(chan struct{})
+		fc.nodes[0].setFault(func(ctx context.Context, m string, _ int) error {
+			if m == "Append" {
+				close(applied)
+				<-ctx.Done()
+				return errLoseAck
+			}
+			return nil
+		})
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Append(context.Background(), "s", Any, Event{Type: "A"})
+			errc <- err
+		}()
+		<-applied
+		c.Close()
+		if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("append under way when the client closed: %v, want ErrOutcomeUnknown", err)
+		}
+	})
+}
+
+// An append whose first attempt was applied (its answer lost) and whose retries are then
+// refused by every node as another cluster's (a cluster created again at the same addresses)
+// fails with ErrOutcomeUnknown: the refusal says nothing of the first attempt.
+func TestRefusalAfterUncertainAppendIsUnknown(t *testing.T) {
+	fc := newFakeCluster(t, 2, 1)
+	fc.mu.Lock()
+	fc.unary = true
+	fc.mu.Unlock()
+	c := dial(t, fc)
+	wc := shoalv1.WrongClusterError("fake: another cluster", "other", "fake")
+	for i, nd := range fc.nodes {
+		nd.setFault(func(_ context.Context, m string, k int) error {
+			switch {
+			case m != "Append":
+				return nil
+			case i == 0 && k == 1:
+				return errLoseAck
+			}
+			return wc
+		})
+	}
+	_, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
+	if fc.stored("s") != 1 || !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrWrongCluster) {
+		t.Fatalf("append applied, then refused as another cluster's: %v (%d stored), want ErrOutcomeUnknown and ErrWrongCluster", err, fc.stored("s"))
+	}
+}
+
+// A delete expecting any version is not repeated after an older server's answer that its
+// proposal did not commit in time (a NotLeader detail, as a refusal has): it may have been
+// applied, and a repeat would answer not-found for the caller's own delete.
+func TestDeleteAnyNotRepeatedAfterProposalLost(t *testing.T) {
+	fc := newFakeCluster(t, 1, 1)
+	c := dial(t, fc)
+	if _, err := c.Append(testCtx(t), "s", NoStream, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	lost := statusWith(codes.Unavailable, "shard 0 has no leader (quorum lost?): proposal not committed within 10s", &shoalv1.NotLeader{Shard: 0})
+	fc.nodes[0].setFault(func(_ context.Context, m string, k int) error {
+		if m == "Delete" && k == 1 {
+			fc.mu.Lock()
+			delete(fc.streams, "s") // applied, then answered as an older server did
+			fc.mu.Unlock()
+			return lost
+		}
+		return nil
+	})
+	err := c.Delete(testCtx(t), "s", Any)
+	if n := fc.nodes[0].count("Delete"); !errors.Is(err, ErrOutcomeUnknown) || n != 1 {
+		t.Fatalf("delete after a lost proposal: %v after %d calls, want ErrOutcomeUnknown after 1", err, n)
+	}
+}
+
+// Recommission retried after an attempt whose answer was lost (it cancelled the drain) does
+// not report that nothing changed.
+func TestRecommissionRetriedAfterLostAnswer(t *testing.T) {
+	fc := newFakeCluster(t, 1, 1)
+	c := dial(t, fc)
+	fc.mu.Lock()
+	fc.decommissioning = true
+	fc.mu.Unlock()
+	if got, err := c.Recommission(testCtx(t), "n1"); err != nil || got != Recommissioned {
+		t.Fatalf("Recommission = %v, %v; want Recommissioned", got, err)
+	}
+	if got, err := c.Recommission(testCtx(t), "n1"); err != nil || got != NotDecommissioning {
+		t.Fatalf("Recommission again = %v, %v; want NotDecommissioning", got, err)
+	}
+	fc.mu.Lock()
+	fc.decommissioning = true
+	fc.mu.Unlock()
+	fc.nodes[0].setFault(func(_ context.Context, m string, k int) error {
+		if m == "Recommission" && k == 3 { // this call's first attempt
+			return unavailable()
+		}
+		return nil
+	})
+	if got, err := c.Recommission(testCtx(t), "n1"); err != nil || got != MaybeRecommissioned {
+		t.Fatalf("Recommission whose first answer was lost = %v, %v; want MaybeRecommissioned", got, err)
+	}
+}

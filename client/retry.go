@@ -89,14 +89,17 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 	}
 	for {
 		if c.closed() {
-			return ErrClosed
+			return ended(ErrClosed)
 		}
 		if err := ctx.Err(); err != nil {
 			return ended(ctxError(err, attempts, last))
 		}
 		n, finish, shard, leader, err := c.pick(ctx, t, avoid, refusers)
 		if err != nil {
-			if errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidArgument) {
+			if errors.Is(err, ErrClosed) {
+				return ended(err)
+			}
+			if errors.Is(err, ErrInvalidArgument) {
 				return err
 			}
 			if cerr := ctx.Err(); cerr != nil {
@@ -156,7 +159,9 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return nil
 			}
 			if c.closed() {
-				return ErrClosed
+				// The attempt was under way when Close cut its connection.
+				uncertain = uncertain || mayHaveApplied(err)
+				return ended(ErrClosed)
 			}
 			if cerr := ctx.Err(); cerr != nil {
 				// The attempt was under way when the context ended.
@@ -167,7 +172,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				bo.Reset()
 				start = time.Now()
 			}
-			if t.once && mayHaveApplied(err) {
+			if t.once && (mayHaveApplied(err) || proposalLost(err)) {
 				return &OutcomeUnknownError{Attempts: attempts, Err: err}
 			}
 			v, nodeFault, nl := classify(err)
@@ -194,7 +199,13 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			switch v {
 			case fatal:
 				ce := convertError(err, t.stream)
-				if t.ownRefusal && (status.Code(err) == codes.Unknown || uncertain && ownRefusal(ce)) {
+				switch {
+				case t.ownRefusal && (status.Code(err) == codes.Unknown || uncertain && ownRefusal(ce)):
+					return &OutcomeUnknownError{Attempts: attempts, Err: ce}
+				case uncertain && t.write() && !streamVerdict(ce):
+					// A refusal of this client (another cluster at the address, a TLS
+					// handshake) or any other failure that is not the stream's verdict on
+					// this same request says nothing of the earlier attempt.
 					return &OutcomeUnknownError{Attempts: attempts, Err: ce}
 				}
 				return ce
@@ -240,7 +251,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			return ended(ctxError(ctx.Err(), attempts, last))
 		case <-c.done:
 			timer.Stop()
-			return ErrClosed
+			return ended(ErrClosed)
 		}
 	}
 }

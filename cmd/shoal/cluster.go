@@ -115,7 +115,7 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		Args:  exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
-				was, err := c.Recommission(ctx, args[0])
+				found, err := c.Recommission(ctx, args[0])
 				if status.Code(err) == codes.Unimplemented {
 					return &explainedError{code: exitError, msg: fmt.Sprintf("a node on the way to %s runs a version without "+
 						"recommission: upgrade it, or stop %s, delete the file 'decommissioning' in its data directory and start it again",
@@ -125,8 +125,12 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 					return err
 				}
 				msg := "%s is no longer decommissioning: placement may give it replicas and leaderships again\n"
-				if !was {
+				switch found {
+				case client.NotDecommissioning:
 					msg = "%s was not decommissioning: nothing changed\n"
+				case client.MaybeRecommissioned:
+					msg = "%s is not decommissioning (an attempt whose answer was lost may have cancelled its drain): " +
+						"placement may give it replicas and leaderships\n"
 				}
 				_, err = fmt.Fprintf(a.stdout, msg, args[0])
 				return err
