@@ -28,6 +28,11 @@ const (
 	DefaultLogRetainEntries = 5000
 	DefaultMaxLogBytes      = 64 << 20 // 64 MiB
 	DefaultMaxQueuedMsgs    = 8192
+	// DefaultMaxQueuedProposals and DefaultMaxQueuedProposalBytes bound the proposals
+	// waiting for the loop (a held group commit waits for an fsync): far above what a
+	// node's callers keep in flight, which the loop drains every iteration.
+	DefaultMaxQueuedProposals     = 1 << 16
+	DefaultMaxQueuedProposalBytes = 256 << 20 // 256 MiB
 )
 
 // minFormatMajorVersion is the oldest DB format that supports DB.IngestAndExcise.
@@ -87,6 +92,12 @@ type Config struct {
 	// MaxQueuedMsgs bounds the inbound raft message queue; messages beyond it are dropped
 	// (raft retries). Default 8192.
 	MaxQueuedMsgs int
+	// MaxQueuedProposals and MaxQueuedProposalBytes bound the proposals queued for the loop,
+	// by count and by their data's bytes; Propose beyond either returns ErrBusy, proposing
+	// nothing (defaults 65,536 and 256 MiB). A single proposal larger than the byte bound is
+	// taken when the queue is empty.
+	MaxQueuedProposals     int
+	MaxQueuedProposalBytes int
 	// NoQuiesce keeps every group ticking and heartbeating while idle (see doc.go,
 	// "Quiescence").
 	NoQuiesce bool
@@ -148,6 +159,12 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedMsgs == 0 {
 		c.MaxQueuedMsgs = DefaultMaxQueuedMsgs
 	}
+	if c.MaxQueuedProposals == 0 {
+		c.MaxQueuedProposals = DefaultMaxQueuedProposals
+	}
+	if c.MaxQueuedProposalBytes == 0 {
+		c.MaxQueuedProposalBytes = DefaultMaxQueuedProposalBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -160,6 +177,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("replica: Config.ElectionTicks %d must be > HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks)
 	case c.MaxInflightMsgs < 0 || c.MaxQueuedMsgs < 0:
 		return errors.New("replica: Config.MaxInflightMsgs and MaxQueuedMsgs must be > 0")
+	case c.MaxQueuedProposals < 0 || c.MaxQueuedProposalBytes < 0:
+		return errors.New("replica: Config.MaxQueuedProposals and MaxQueuedProposalBytes must be > 0")
 	}
 	return nil
 }

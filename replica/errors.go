@@ -30,7 +30,8 @@ var (
 	// ErrProposalDropped is returned by Propose when raft dropped the proposal (for example
 	// during a leadership transfer); retrying is safe.
 	ErrProposalDropped = errors.New("replica: proposal dropped")
-	// ErrBusy is returned when the host's inbound queue is full.
+	// ErrBusy is returned by Propose when the host's queue of proposals is full
+	// (Config.MaxQueuedProposals, MaxQueuedProposalBytes): nothing was proposed.
 	ErrBusy = errors.New("replica: too many pending requests")
 	// ErrTransferAborted is returned by TransferLeadership when raft gave the transfer up: the
 	// target did not take the leadership within an election timeout (it was behind, slow or

@@ -180,6 +180,7 @@ func (w *waiter) wait(ctx context.Context, done <-chan struct{}) (any, error) {
 
 type proposal struct {
 	g    *Group
+	ctx  context.Context // the caller's: a proposal it gave up on is not stepped
 	id   uint64
 	data []byte
 	w    *waiter
@@ -242,14 +243,21 @@ func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
 		g.h.metrics.ProposalErrors.Inc()
 		return nil, g.notLeader()
 	}
-	p := &proposal{g: g, id: g.h.nextID.Add(1), data: data, w: newWaiter()}
+	p := &proposal{g: g, ctx: ctx, id: g.h.nextID.Add(1), data: data, w: newWaiter()}
 	h := g.h
 	h.mu.Lock()
 	if h.mu.closed {
 		h.mu.Unlock()
 		return nil, ErrStopped
 	}
+	if n, b := len(h.mu.props), h.mu.propBytes; n >= h.cfg.MaxQueuedProposals || n > 0 && b+len(data) > h.cfg.MaxQueuedProposalBytes {
+		h.mu.Unlock()
+		g.h.metrics.ProposalErrors.Inc()
+		return nil, fmt.Errorf("%w: %d proposals of %d bytes wait for the loop (limits %d proposals, %d bytes)",
+			ErrBusy, n, b, h.cfg.MaxQueuedProposals, h.cfg.MaxQueuedProposalBytes)
+	}
 	h.mu.props = append(h.mu.props, p)
+	h.mu.propBytes += len(data)
 	h.mu.Unlock()
 	h.notify()
 	v, err := p.w.wait(ctx, h.done)
@@ -331,7 +339,10 @@ func (g *Group) check() error {
 	if g.removed.Load() {
 		return ErrGroupRemoved
 	}
-	if g.state != raft.StateLeader {
+	// raft's own state too: a message stepped earlier in this iteration (a later term's)
+	// may have ended the leadership before observe records it; a conf change proposed then
+	// would be forwarded to the new leader unvetted.
+	if g.state != raft.StateLeader || g.rn.BasicStatus().RaftState != raft.StateLeader {
 		return g.notLeader()
 	}
 	return nil
@@ -519,7 +530,14 @@ func (g *Group) vetConfChange(typ pb.ConfChangeType, id uint64) error {
 		if !isLearner {
 			return refuse("not a learner; add it as a learner first")
 		}
-		if pr := rs.Progress[id]; pr.Match+promoteMaxLag < rs.HardState.GetCommit() {
+		pr := rs.Progress[id]
+		// raft marks a member active when it is added, before it ever answered: a learner
+		// on a node that is down, promoted at once, would be a voter the quorum must count.
+		// Replicate state says it acknowledged an append of this leader.
+		if pr.State != tracker.StateReplicate || pr.Match == 0 {
+			return refuse(fmt.Sprintf("learner has not caught up with this leader yet (%s, match %d)", pr.State, pr.Match))
+		}
+		if pr.Match+promoteMaxLag < rs.HardState.GetCommit() {
 			return refuse(fmt.Sprintf("learner is behind (match %d, commit %d)", pr.Match, rs.HardState.GetCommit()))
 		}
 		// A learner that went down while the group was quiesced still counts as active until

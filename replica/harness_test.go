@@ -284,6 +284,7 @@ type clusterOpts struct {
 	election  int           // Config.ElectionTicks (0 = default)
 	tick      time.Duration // Config.TickInterval (0 = the harness's 10 ms)
 	noQuiesce bool          // Config.NoQuiesce
+	maxProps  int           // Config.MaxQueuedProposals
 }
 
 type cluster struct {
@@ -323,7 +324,7 @@ func (c *cluster) start(id uint64, fs vfs.FS, o clusterOpts) *testNode {
 	h, err := NewHost(Config{NodeID: id, DB: db, FS: fs, SnapshotDir: dir + "-snapshots",
 		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: cmp.Or(o.tick, 10*time.Millisecond),
 		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes, ElectionTicks: o.election,
-		NoQuiesce: o.noQuiesce})
+		NoQuiesce: o.noQuiesce, MaxQueuedProposals: o.maxProps})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -126,8 +127,10 @@ type Host struct {
 		msgs    []ShardMessage
 		local   []groupMsg // storage responses for this node's own groups, never dropped
 		props   []*proposal
-		reqs    []func()
-		closed  bool
+		// propBytes is the data of props, bounded by Config.MaxQueuedProposalBytes.
+		propBytes int
+		reqs      []func()
+		closed    bool
 		// drops counts DropGroup's deletions per shard: a snapshot received across one is
 		// not installed (ReceiveSnapshot).
 		drops map[uint32]uint64
@@ -154,7 +157,10 @@ func NewHost(cfg Config) (*Host, error) {
 	h.raftLog = &raftLogger{l: h.log}
 	h.mu.groups = make(map[uint32]*Group)
 	h.mu.drops = make(map[uint32]uint64)
-	h.nextID.Store(uint64(time.Now().UnixNano()))
+	// Proposal IDs start at random: IDs of this run must not be those of entries this node
+	// proposed before a restart (ownWaiter would answer a new proposal with an old entry's
+	// result), which a start count from the wall clock allowed after the clock stepped back.
+	h.nextID.Store(rand.Uint64() >> 1)
 	go h.syncLoop()
 	go h.run()
 	return h, nil
@@ -510,6 +516,7 @@ func (h *Host) shutdown() {
 	h.mu.Lock()
 	props, reqs := h.mu.props, h.mu.reqs
 	h.mu.props, h.mu.reqs, h.mu.msgs, h.mu.local = nil, nil, nil, nil
+	h.mu.propBytes = 0
 	groups := h.mu.groups
 	h.mu.Unlock()
 	for _, p := range props {

@@ -42,7 +42,9 @@ func (h *Host) iterate(tick bool) {
 	h.mu.Lock()
 	msgs, local, props, reqs := h.mu.msgs, h.mu.local, h.mu.props, h.mu.reqs
 	h.mu.msgs, h.mu.local, h.mu.props, h.mu.reqs = nil, nil, nil, nil
-	if hold {
+	if !hold {
+		h.mu.propBytes = 0
+	} else {
 		h.mu.props = props
 		props = nil
 		var kept []ShardMessage
@@ -144,6 +146,12 @@ func (h *Host) propose(props []*proposal) {
 	for _, p := range props {
 		if err := p.g.check(); err != nil {
 			p.w.finish(nil, err) // Propose counts the error
+			continue
+		}
+		if err := p.ctx.Err(); err != nil {
+			// Its caller gave up (it waited behind held group commits): proposing it now
+			// would only add load, and an outcome nobody reads.
+			p.w.finish(nil, err)
 			continue
 		}
 		byGroup[p.g] = append(byGroup[p.g], p)
