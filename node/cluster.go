@@ -29,7 +29,9 @@ func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyReque
 	}
 	s.n.suspectLeaders(suspects)
 	if req.LocalOnly {
-		return s.n.localTopology(), nil
+		lctx, cancel := context.WithTimeout(ctx, topologyTimeout)
+		defer cancel()
+		return s.n.localTopology(lctx), nil
 	}
 	return s.n.topology(ctx, suspects), nil
 }
@@ -176,13 +178,15 @@ func (n *Node) nodeInfo(m membership.Member) *shoalv1.NodeInfo {
 
 // localTopology is this node's own view: the groups it holds, and itself as
 // the only node.
-func (n *Node) localTopology() *shoalv1.TopologyResponse {
+func (n *Node) localTopology(ctx context.Context) *shoalv1.TopologyResponse {
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
 	self := n.nodeInfo(n.gossip().Self())
 	repl := int(n.Settings().Replication)
 	zones := zonesOf(n.Members())
 	for _, g := range n.host.Groups() {
-		st := g.Status()
+		// Bounded: a raft loop stuck behind a stalled disk must not hold every topology
+		// answer, and the leader cache's refresh, until the stall kills the process.
+		st := g.StatusContext(ctx)
 		si := &shoalv1.ShardInfo{
 			Shard: st.Shard, LeaderId: st.Leader, Term: st.Term,
 			Voters: slices.Clone(st.Voters), Learners: slices.Clone(st.Learners),

@@ -312,6 +312,27 @@ func TestFollowShard(t *testing.T) {
 	}
 }
 
+// TestLongPollAnswersBeforeDeadline: a long poll on a quiet shard whose wait outlasts its
+// caller's deadline answers, with an empty page and the position to resume from, before the
+// deadline: it waited the whole wait, and the caller got DEADLINE_EXCEEDED and no position.
+func TestLongPollAnswersBeforeDeadline(t *testing.T) {
+	c := testnode.Start(t, 1, testnode.Options{Shards: 1, Replication: 1})
+	sc := shoalv1.NewStreamsClient(c.Dial(t, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	rs, err := sc.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 0, WaitMs: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := rs.Recv()
+	if err != nil || len(p.GetEvents()) != 0 {
+		t.Fatalf("long poll of 10 s under a 2 s deadline: %v after %v (%d events); want an empty page before the deadline",
+			err, time.Since(start).Round(time.Millisecond), len(p.GetEvents()))
+	}
+	t.Logf("answered after %v, next position %d", time.Since(start).Round(time.Millisecond), p.NextPosition)
+}
+
 // TestLongPollAnswersWithinWait: a long poll whose filter matches nothing in a backlog that
 // takes longer to read than its wait answers once the wait is up, with a page whose
 // next_position passes what it skipped so far, and then reads on as a plain read does. Before,

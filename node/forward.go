@@ -315,7 +315,6 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 // suspects go with the questions (a client's topology request's: suspectLeaders).
 func (n *Node) gatherTopologies(ctx context.Context, early bool, suspects []*shoalv1.SuspectLeader) []*shoalv1.TopologyResponse {
 	members := n.Members()
-	res := []*shoalv1.TopologyResponse{n.localTopology()}
 	ctx, cancel := context.WithTimeout(ctx, topologyTimeout)
 	defer cancel()
 	answers := make(chan *shoalv1.TopologyResponse, len(members))
@@ -337,6 +336,11 @@ func (n *Node) gatherTopologies(ctx context.Context, early bool, suspects []*sho
 			answers <- t // nil on error; buffered: never blocks
 		}()
 	}
+	// Asked while the peers answer, within half the time: a local raft loop stuck behind a
+	// stalled disk then leaves the peers' views time to arrive.
+	lctx, lcancel := context.WithTimeout(ctx, topologyTimeout/2)
+	res := []*shoalv1.TopologyResponse{n.localTopology(lctx)}
+	lcancel()
 	shards := n.Settings().Shards
 	var grace <-chan time.Time
 	for ; asked > 0; asked-- {

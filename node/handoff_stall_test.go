@@ -59,6 +59,25 @@ func TestCloseAfterTimedOutHandOffStopsServing(t *testing.T) {
 	}
 }
 
+// Topology answers, from what the node knows without its raft loop, when the loop is stuck
+// behind a hung WAL sync: every Topology call (peers' LocalOnly ones included) and the leader
+// cache's refresh waited for it until the stall ended the process.
+func TestTopologyAnswersWithStuckRaftLoop(t *testing.T) {
+	n := stuckLoopNode(t)
+	time.Sleep(1500 * time.Millisecond) // the raft loop is now behind the WAL's sync
+	cc := shoalv1.NewClusterClient(dial(t, n.Addr()))
+	for _, local := range []bool{true, false} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		top, err := cc.Topology(ctx, &shoalv1.TopologyRequest{LocalOnly: local})
+		cancel()
+		if err != nil || len(top.GetShards()) != 1 || time.Since(start) > 3*time.Second {
+			t.Fatalf("Topology (local only %v) with a stuck raft loop: %v after %v, %d shards; want an answer within topologyTimeout",
+				local, err, time.Since(start).Round(time.Millisecond), len(top.GetShards()))
+		}
+	}
+}
+
 // stuckLoopNode starts a one-shard node whose WAL sync then hangs (until the test ends), with
 // 8 MiB of appends queued behind it, so that its raft loop stops answering.
 func stuckLoopNode(t *testing.T) *Node {

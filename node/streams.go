@@ -423,6 +423,11 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		}
 	}
 	waitUntil := time.Now().Add(time.Duration(req.WaitMs) * time.Millisecond)
+	if dl, ok := ctx.Deadline(); ok {
+		// Answered before the caller's deadline, however long the wait it asked: an empty page
+		// past the deadline never arrives, and the caller learns no position to resume from.
+		waitUntil = minTime(waitUntil, dl.Add(-min(longPollMargin, time.Until(dl)/10)))
+	}
 	from, remaining := req.FromPosition, req.Count
 	if req.FromEnd {
 		from = sm.LastPosition()
@@ -674,4 +679,15 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, f
 		return sent, &NoLeaderError{Shard: id, Cause: errLeaderMoved}
 	}
 	return sent, err
+}
+
+// longPollMargin is how long before its caller's deadline a long poll answers, at most (a
+// tenth of the time left when that is less).
+const longPollMargin = 100 * time.Millisecond
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -114,8 +114,18 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 			return nil, true, &NoLeaderError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
 		case timedOut:
 			return nil, retried, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("proposal not committed within %v", proposeTimeout)}
-		case errors.Is(err, replica.ErrProposalDropped),
-			errors.Is(err, replica.ErrNotLeader) && (idempotent || !proposed):
+		case errors.Is(err, replica.ErrProposalDropped):
+			// raft drops proposals while it transfers the leadership (a hand-off, a balancing
+			// move): nothing was proposed. Wait for the transfer to end, within the routing
+			// deadline and without spending an attempt, then route again: to the new leader,
+			// or here again should the transfer have been given up.
+			last = err
+			if time.Now().Before(deadline) {
+				attempt--
+				pause(ctx, deadline, dropPause)
+			}
+			continue
+		case errors.Is(err, replica.ErrNotLeader) && (idempotent || !proposed):
 			last = err
 			retried = retried || errors.Is(err, replica.ErrNotLeader) && proposed
 			continue
@@ -254,6 +264,10 @@ func refusedUnapplied(msg string) bool {
 // forwardPause is how long a write waits before routing again after the leader it forwarded
 // to did not answer.
 const forwardPause = 50 * time.Millisecond
+
+// dropPause is how long a write refused for a leadership transfer under way waits before it is
+// routed again; a transfer takes a few milliseconds to an election timeout.
+const dropPause = 10 * time.Millisecond
 
 // unreached reports whether a forwarded call failed without an answer of the node it was
 // forwarded to (UNAVAILABLE without details: the connection failed, or that node is closing).

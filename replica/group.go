@@ -349,9 +349,14 @@ func (g *Group) check() error {
 }
 
 // Status returns the group's raft state.
-func (g *Group) Status() Status {
+func (g *Group) Status() Status { return g.StatusContext(context.Background()) }
+
+// StatusContext is Status, waiting for the loop no longer than ctx allows: then (and on a
+// closed host) it returns what is known without the loop, the shard, this node's ID, the last
+// leader seen and whether the replica was removed.
+func (g *Group) StatusContext(ctx context.Context) Status {
 	var s Status
-	err := g.h.call(context.Background(), func() error {
+	err := g.h.call(ctx, func() error {
 		rs := g.rn.Status()
 		s = Status{Shard: g.shard, ID: rs.ID, Leader: rs.Lead, Term: rs.HardState.GetTerm(),
 			Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load(),
