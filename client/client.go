@@ -156,19 +156,26 @@ func checkSeed(a string) error {
 	if a == "" {
 		return nil
 	}
-	if scheme, _, ok := strings.Cut(a, "://"); ok {
-		if scheme == "http" || scheme == "https" {
+	if scheme, rest, ok := strings.Cut(a, "://"); ok {
+		switch strings.ToLower(scheme) {
+		case "http", "https":
 			return &InvalidArgumentError{Field: "addrs", Limit: "host:port",
 				Reason: fmt.Sprintf("%q is a URL; give a node's gRPC address as host:port, without http:// or https://", a)}
+		case "dns":
+			a = rest[strings.LastIndex(rest, "/")+1:] // dns://[authority]/host:port
+		default:
+			return nil
 		}
-		return nil
 	}
 	if strings.HasPrefix(a, "unix:") {
 		return nil
 	}
 	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-		return &InvalidArgumentError{Field: "addrs", Limit: "host:port",
-			Reason: fmt.Sprintf("%q has no port; give a node's gRPC address as host:port", a)}
+		reason := fmt.Sprintf("%q has no port; give a node's gRPC address as host:port", a)
+		if strings.Count(a, ":") > 1 && !strings.HasPrefix(a, "[") {
+			reason = fmt.Sprintf("%q is not host:port: an IPv6 address goes in brackets, as [::1]:7400", a)
+		}
+		return &InvalidArgumentError{Field: "addrs", Limit: "host:port", Reason: reason}
 	}
 	return nil
 }

@@ -562,10 +562,16 @@ func TestDial(t *testing.T) {
 		t.Fatalf("bad policy: %v", err)
 	}
 	// A seed gRPC would dial at port 443, or could not dial at all, is refused before any dial.
-	for _, seed := range []string{"localhost", "127.0.0.1", "http://127.0.0.1:7400", "https://n1:7400", "n1:"} {
+	for _, seed := range []string{"localhost", "127.0.0.1", "http://127.0.0.1:7400", "HTTPS://n1:7400", "n1:", "dns:///n1", "::1:7400"} {
 		var ia *InvalidArgumentError
 		if _, err := Dial(ctx, []string{"127.0.0.1:1", seed}); !errors.As(err, &ia) || ia.Field != "addrs" || !strings.Contains(ia.Reason, "host:port") {
 			t.Errorf("seed %q: %v, want an invalid addrs naming host:port", seed, err)
+		}
+	}
+	for _, seed := range []string{"127.0.0.1:7400", "[::1]:7400", "[fe80::1%eth0]:7400", "n1:7400", "dns:///n1:7400",
+		"dns://8.8.8.8/n1:7400", "unix:///tmp/shoal.sock", "passthrough:///n1:7400"} {
+		if err := checkSeed(seed); err != nil {
+			t.Errorf("seed %q refused: %v", seed, err)
 		}
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,9 +30,19 @@ func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyReque
 	}
 	s.n.suspectLeaders(suspects)
 	if req.LocalOnly {
-		lctx, cancel := context.WithTimeout(ctx, topologyTimeout)
+		// Within half the caller's time (a peer gathering views allows topologyTimeout): an
+		// answer at its deadline would be dropped.
+		d := topologyTimeout / 2
+		if dl, ok := ctx.Deadline(); ok {
+			d = min(d, time.Until(dl)/2)
+		}
+		lctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		return s.n.localTopology(lctx), nil
+		t, err := s.n.localTopology(lctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "node %s: its raft loop did not answer within %v (a stalled disk?): %v", s.n.Name(), d, err)
+		}
+		return t, nil
 	}
 	return s.n.topology(ctx, suspects), nil
 }
@@ -178,15 +189,19 @@ func (n *Node) nodeInfo(m membership.Member) *shoalv1.NodeInfo {
 
 // localTopology is this node's own view: the groups it holds, and itself as
 // the only node.
-func (n *Node) localTopology(ctx context.Context) *shoalv1.TopologyResponse {
+func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, error) {
+	// Bounded by ctx: a raft loop stuck behind a stalled disk must not hold every topology
+	// answer, and the leader cache's refresh, until the stall ends the process. Such a node
+	// gives no view rather than one made up without its loop.
+	sts, err := n.host.Statuses(ctx)
+	if err != nil {
+		return nil, err
+	}
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
 	self := n.nodeInfo(n.gossip().Self())
 	repl := int(n.Settings().Replication)
 	zones := zonesOf(n.Members())
-	for _, g := range n.host.Groups() {
-		// Bounded: a raft loop stuck behind a stalled disk must not hold every topology
-		// answer, and the leader cache's refresh, until the stall kills the process.
-		st := g.StatusContext(ctx)
+	for _, st := range sts {
 		si := &shoalv1.ShardInfo{
 			Shard: st.Shard, LeaderId: st.Leader, Term: st.Term,
 			Voters: slices.Clone(st.Voters), Learners: slices.Clone(st.Learners),
@@ -204,7 +219,7 @@ func (n *Node) localTopology(ctx context.Context) *shoalv1.TopologyResponse {
 	slices.SortFunc(t.Shards, func(a, b *shoalv1.ShardInfo) int { return int(a.Shard) - int(b.Shard) })
 	t.Nodes = []*shoalv1.NodeInfo{self}
 	t.ViewsFrom = []uint64{self.Id}
-	return t
+	return t, nil
 }
 
 // Topology merges the local views of every alive member that answers: for each

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -144,6 +145,18 @@ func TestAppendAppliedThenNoAnswer(t *testing.T) {
 	// down", which the client takes for "refused, nothing ran").
 	if code := status.Code(n.toStatus(appendOutcome(id, true, ErrClosed), "s", id)); code != codes.Unknown {
 		t.Fatalf("shutting down after an unknown attempt answered %v, want UNKNOWN", code)
+	}
+	// A full proposal queue is overload (RESOURCE_EXHAUSTED: the client backs off without asking
+	// for the topology again), refused before anything was proposed; after an attempt that may
+	// have been applied, here or forwarded from the leader, the outcome is unknown.
+	busy := fmt.Errorf("%w: limits", replica.ErrBusy)
+	if code := status.Code(n.toStatus(appendOutcome(id, false, busy), "s", id)); code != codes.ResourceExhausted {
+		t.Fatalf("a full proposal queue answered %v, want RESOURCE_EXHAUSTED", code)
+	}
+	for _, err := range []error{busy, n.toStatus(busy, "s", id)} {
+		if code := status.Code(n.toStatus(appendOutcome(id, true, err), "s", id)); code != codes.Unknown {
+			t.Fatalf("a full proposal queue (%v) after an unknown attempt answered %v, want UNKNOWN", err, code)
+		}
 	}
 	// The leader's UNKNOWN, forwarded, goes back as it came, not wrapped again.
 	fwd := status.Error(codes.Unknown, "shard 3: the write may or may not have been applied: x")

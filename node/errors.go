@@ -133,8 +133,11 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 			msg += fmt.Sprintf("; leader is node %d at %s", nle.Leader, addr)
 		}
 		return withDetails(codes.Unavailable, msg, &shoalv1.NotLeader{Shard: nle.Shard, LeaderId: nle.Leader, LeaderAddr: addr})
+	case errors.Is(err, replica.ErrBusy):
+		// Overload: retried after a backoff, without a topology refresh (the leader is right).
+		return status.Error(codes.ResourceExhausted, fmt.Sprintf("shard %d: %v", id, err))
 	case errors.Is(err, replica.ErrStopped), errors.Is(err, replica.ErrGroupRemoved),
-		errors.Is(err, replica.ErrProposalDropped), errors.Is(err, replica.ErrBusy):
+		errors.Is(err, replica.ErrProposalDropped):
 		return withDetails(codes.Unavailable, fmt.Sprintf("shard %d: %v", id, err), &shoalv1.NotLeader{Shard: id})
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())

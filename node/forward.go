@@ -339,7 +339,12 @@ func (n *Node) gatherTopologies(ctx context.Context, early bool, suspects []*sho
 	// Asked while the peers answer, within half the time: a local raft loop stuck behind a
 	// stalled disk then leaves the peers' views time to arrive.
 	lctx, lcancel := context.WithTimeout(ctx, topologyTimeout/2)
-	res := []*shoalv1.TopologyResponse{n.localTopology(lctx)}
+	var res []*shoalv1.TopologyResponse
+	if t, err := n.localTopology(lctx); err == nil {
+		res = append(res, t)
+	} else {
+		n.log.Debug("this node's raft loop did not answer for its topology view", "err", err)
+	}
 	lcancel()
 	shards := n.Settings().Shards
 	var grace <-chan time.Time

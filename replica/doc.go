@@ -143,7 +143,9 @@
 //     meant for a replica this host deleted; raft would take an empty new one for a lost log,
 //     or start an election it cannot win).
 //  3. Propose on the leader (others return *NotLeaderError naming the leader); treat
-//     ctx.Err() and *NotLeaderError after proposing as "outcome unknown".
+//     ctx.Err() and *NotLeaderError after proposing as "outcome unknown". ErrBusy (the
+//     proposal queue is full) and ErrProposalDropped (a leadership transfer under way) propose
+//     nothing: try again after a pause.
 //  4. Call ReadIndex before a linearizable read of the state machine.
 //  5. Change membership one step at a time: AddLearner, wait for it to catch up,
 //     PromoteLearner, RemoveMember (transfer leadership away before removing the leader).

@@ -342,41 +342,41 @@ func (g *Group) check() error {
 	// raft's own state too: a message stepped earlier in this iteration (a later term's)
 	// may have ended the leadership before observe records it; a conf change proposed then
 	// would be forwarded to the new leader unvetted.
-	if g.state != raft.StateLeader || g.rn.BasicStatus().RaftState != raft.StateLeader {
+	if g.state != raft.StateLeader {
 		return g.notLeader()
+	}
+	if bs := g.rn.BasicStatus(); bs.RaftState != raft.StateLeader {
+		return &NotLeaderError{Shard: g.shard, Leader: bs.Lead, Refused: true}
 	}
 	return nil
 }
 
 // Status returns the group's raft state.
-func (g *Group) Status() Status { return g.StatusContext(context.Background()) }
-
-// StatusContext is Status, waiting for the loop no longer than ctx allows: then (and on a
-// closed host) it returns what is known without the loop, the shard, this node's ID, the last
-// leader seen and whether the replica was removed.
-func (g *Group) StatusContext(ctx context.Context) Status {
+func (g *Group) Status() Status {
 	var s Status
-	err := g.h.call(ctx, func() error {
-		rs := g.rn.Status()
-		s = Status{Shard: g.shard, ID: rs.ID, Leader: rs.Lead, Term: rs.HardState.GetTerm(),
-			Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load(),
-			LeaderContact: g.leaderContact, Quiesced: g.quiesced}
-		s.Voters = rs.Config.Voters[0].Slice()
-		for id := range rs.Config.Learners {
-			s.Learners = append(s.Learners, id)
-		}
-		slices.Sort(s.Learners)
-		if len(rs.Progress) > 0 {
-			s.Progress = make(map[uint64]Progress, len(rs.Progress))
-			for id, pr := range rs.Progress {
-				s.Progress[id] = Progress{Match: pr.Match, Next: pr.Next, RecentActive: pr.RecentActive,
-					Learner: pr.IsLearner, Snapshotting: pr.State == tracker.StateSnapshot}
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := g.h.call(context.Background(), func() error { s = g.status(); return nil }); err != nil {
 		return Status{Shard: g.shard, ID: g.h.cfg.NodeID, Leader: g.leader.Load(), Removed: g.removed.Load()}
+	}
+	return s
+}
+
+// status is Status. Loop goroutine.
+func (g *Group) status() Status {
+	rs := g.rn.Status()
+	s := Status{Shard: g.shard, ID: rs.ID, Leader: rs.Lead, Term: rs.HardState.GetTerm(),
+		Commit: rs.HardState.GetCommit(), Applied: g.st.applied, Removed: g.removed.Load(),
+		LeaderContact: g.leaderContact, Quiesced: g.quiesced}
+	s.Voters = rs.Config.Voters[0].Slice()
+	for id := range rs.Config.Learners {
+		s.Learners = append(s.Learners, id)
+	}
+	slices.Sort(s.Learners)
+	if len(rs.Progress) > 0 {
+		s.Progress = make(map[uint64]Progress, len(rs.Progress))
+		for id, pr := range rs.Progress {
+			s.Progress[id] = Progress{Match: pr.Match, Next: pr.Next, RecentActive: pr.RecentActive,
+				Learner: pr.IsLearner, Snapshotting: pr.State == tracker.StateSnapshot}
+		}
 	}
 	return s
 }
@@ -405,7 +405,7 @@ func (g *Group) AddLearnerGuarded(ctx context.Context, id uint64, guard Guard) e
 // be proposed only while the configuration is what the guard checks. Until the entry is
 // applied, or this replica's leadership ends, further guarded changes fail with ErrUnsettled.
 func (g *Group) ProposeGuarded(ctx context.Context, data []byte, guard Guard) (any, error) {
-	p := &proposal{g: g, id: g.h.nextID.Add(1), data: data, w: newWaiter()}
+	p := &proposal{g: g, ctx: ctx, id: g.h.nextID.Add(1), data: data, w: newWaiter()}
 	err := g.h.call(ctx, func() error {
 		if err := g.check(); err != nil {
 			return err

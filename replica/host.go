@@ -269,6 +269,25 @@ func (h *Host) Groups() []*Group {
 	return gs
 }
 
+// Statuses returns the Status of every group, by shard, in one call on the loop, waiting for it
+// no longer than ctx allows (a loop stuck behind a stalled disk answers nothing).
+func (h *Host) Statuses(ctx context.Context) ([]Status, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // nothing queued for a loop that may be stuck
+	}
+	var out []Status
+	err := h.call(ctx, func() error {
+		for _, g := range h.Groups() {
+			out = append(out, g.status())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SetGroupFactory lets HandleMessages and ReceiveSnapshot create groups for unknown shards as
 // joining (non-bootstrapped) replicas. f runs on the loop goroutine and must not call back
 // into the Host.
