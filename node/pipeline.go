@@ -109,6 +109,7 @@ func (p *pipeline) receive() error {
 		if err != nil {
 			return err
 		}
+		arrived := time.Now() // items' timeouts count from here, not from when a slot frees
 		if n := len(batch.Items); n > MaxPipelineBatch || (n == 0 && len(batch.Cancel) == 0) {
 			return withDetails(codes.InvalidArgument,
 				fmt.Sprintf("append pipeline: a batch carries 1..%d items (MaxPipelineBatch) or some cancels, got %d items", MaxPipelineBatch, n),
@@ -144,7 +145,7 @@ func (p *pipeline) receive() error {
 				p.mu.Unlock()
 				continue
 			}
-			ictx, cancel := p.itemContext(it)
+			ictx, cancel := p.itemContext(it, arrived)
 			p.cancels[it.Id] = cancel
 			p.items.Add(1)
 			p.mu.Unlock()
@@ -168,10 +169,12 @@ func (p *pipeline) receive() error {
 const maxItemTimeoutMS = uint64(math.MaxInt64 / int64(time.Millisecond))
 
 // itemContext is the context item it runs in: the stream's, bounded by the item's timeout_ms
-// when it has one.
-func (p *pipeline) itemContext(it *shoalv1.AppendItem) (context.Context, context.CancelFunc) {
+// from the arrival of its batch when it has one. An item that waited for a slot past that
+// deadline (every slot held by appends to a shard without quorum, say) is then not proposed:
+// its caller has given up on it.
+func (p *pipeline) itemContext(it *shoalv1.AppendItem, arrived time.Time) (context.Context, context.CancelFunc) {
 	if it.TimeoutMs > 0 && it.TimeoutMs <= maxItemTimeoutMS {
-		return context.WithTimeout(p.ctx, time.Duration(it.TimeoutMs)*time.Millisecond)
+		return context.WithDeadline(p.ctx, arrived.Add(time.Duration(it.TimeoutMs)*time.Millisecond))
 	}
 	return context.WithCancel(p.ctx)
 }

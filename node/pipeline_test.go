@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -421,4 +422,62 @@ func invalidField(st *status.Status) *shoalv1.InvalidField {
 		}
 	}
 	return nil
+}
+
+// TestAppendPipelineItemTimeoutCountsFromArrival: an item's timeout_ms counts from the arrival
+// of its batch, not from when it gets one of the stream's slots. An item that waited behind
+// MaxPipelineInFlight appends (to a shard without quorum, say) past its deadline answers
+// DEADLINE_EXCEEDED without being run: it was run, and could be proposed, after its caller
+// had given up on it.
+func TestAppendPipelineItemTimeoutCountsFromArrival(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	var late atomic.Int32 // runs of the item that waited
+	release := make(chan struct{})
+	f := pipelineAppendFunc(func(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
+		if req.Stream == "late" {
+			late.Add(1)
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			return &shoalv1.AppendResponse{}, nil
+		}
+		<-release
+		return &shoalv1.AppendResponse{}, nil
+	})
+	n.streams.pipelineAppend.Store(&f)
+	st := openPipeline(t, n)
+	req := &shoalv1.AppendRequest{Stream: "held", Events: events("A")}
+	id := uint64(0)
+	for range MaxPipelineInFlight / MaxPipelineBatch {
+		items := make([]*shoalv1.AppendItem, MaxPipelineBatch)
+		for i := range items {
+			id++
+			items[i] = &shoalv1.AppendItem{Id: id, Request: req}
+		}
+		if err := st.Send(&shoalv1.AppendBatch{Items: items}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lateID := id + 1
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: lateID, TimeoutMs: 100,
+		Request: &shoalv1.AppendRequest{Stream: "late", Events: events("A")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // past the late item's deadline, every slot still held
+	close(release)
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range m.Results {
+			if r.Id != lateID {
+				continue
+			}
+			if code := codes.Code(r.GetError().GetCode()); code != codes.DeadlineExceeded || late.Load() != 1 {
+				t.Fatalf("the item that waited past its deadline answered %v (%v)", code, r)
+			}
+			return
+		}
+	}
 }
