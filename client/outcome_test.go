@@ -118,6 +118,16 @@ func TestWriteOutcomeWhenContextEnds(t *testing.T) {
 	}
 }
 
+// appendAsync appends one event to stream "s" in its own goroutine; the channel gets its error.
+func appendAsync(c *Client) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Append(context.Background(), "s", Any, Event{Type: "A"})
+		errc <- err
+	}()
+	return errc
+}
+
 // stored returns how many events the fake cluster holds in stream.
 func (fc *fakeCluster) stored(stream string) int {
 	fc.mu.Lock()
@@ -141,11 +151,7 @@ func TestCloseAfterAppliedAttemptIsUnknown(t *testing.T) {
 			}
 			return nil
 		})
-		errc := make(chan error, 1)
-		go func() {
-			_, err := c.Append(context.Background(), "s", Any, Event{Type: "A"})
-			errc <- err
-		}()
+		errc := appendAsync(c)
 		for fc.stored("s") == 0 {
 			time.Sleep(time.Millisecond)
 		}
@@ -167,11 +173,7 @@ func TestCloseAfterAppliedAttemptIsUnknown(t *testing.T) {
 			}
 			return nil
 		})
-		errc := make(chan error, 1)
-		go func() {
-			_, err := c.Append(context.Background(), "s", Any, Event{Type: "A"})
-			errc <- err
-		}()
+		errc := appendAsync(c)
 		<-applied
 		c.Close()
 		if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {

@@ -123,14 +123,17 @@ func TestProposalQueueBounded(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 5*time.Second, func() error {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if n := len(h.mu.props); n != 4 {
-			return fmt.Errorf("%d proposals queued", n)
+	queued := func(want int) func() error {
+		return func() error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if n := len(h.mu.props); n != want {
+				return fmt.Errorf("%d proposals queued, want %d", n, want)
+			}
+			return nil
 		}
-		return nil
-	})
+	}
+	eventually(t, 5*time.Second, queued(4))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := lead.Propose(ctx, []byte("refused")); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "limits 4 proposals") {
@@ -139,14 +142,7 @@ func TestProposalQueueBounded(t *testing.T) {
 	wg.Wait()
 	h.syncsInFlight.Add(-maxSyncsInFlight)
 	h.notify()
-	eventually(t, 5*time.Second, func() error {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if n := len(h.mu.props); n != 0 {
-			return fmt.Errorf("%d proposals queued", n)
-		}
-		return nil
-	})
+	eventually(t, 5*time.Second, queued(0))
 	c.propose(3, "after")
 	c.converged(3, []string{"before", "after"}, 1)
 }
