@@ -72,9 +72,10 @@ func (g *Group) SinceContact() (time.Duration, bool) {
 // just stepped at stepped: in leaderContact, whatever its term, as of its stepping (this replica
 // answered it then: RetireGroupIfQuiet); and when it came from the group's leader in its term,
 // in contact and, for an append or a quiesce heartbeat, as a mark of the commit index it
-// carries, both as of its arrival (a message that waited in the queue, the loop busy or
-// holding appends while fsyncs are in flight, says what the leader knew as of then at the
-// latest; its time on the leader's peer queue and on the wire still counts as current).
+// carries, both as of its arrival less the time it waited on the leader before it was sent
+// (ShardMessage.Waited): a message that waited in a queue, the leader's to this peer or this
+// loop's (busy, or holding appends while fsyncs are in flight), says what the leader knew as of
+// then at the latest. Only its time on the wire counts as current.
 // Loop goroutine.
 func (g *Group) heardFrom(m *pb.Message, now, stepped time.Time) {
 	g.leaderContact = stepped

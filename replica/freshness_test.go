@@ -1,9 +1,13 @@
 package replica
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // A follower whose loop was busy when its leader's last messages arrived is current as of their
@@ -71,4 +75,99 @@ func busyFollowerCutOff(t *testing.T, shard uint32) (c *cluster, follower, idx u
 	time.Sleep(100 * time.Millisecond)
 	c.net.isolate(follower, true)
 	return c, follower, idx, release
+}
+
+// delayTransport delays, in order, every MsgApp to node slow by d, as a peer queue behind bulk
+// data does, and hands each on saying how long it waited (ShardMessage.Waited), as the gRPC
+// transport's batches do.
+type delayTransport struct {
+	inner Transport
+	slow  uint64
+	d     time.Duration
+	q     chan delayedMsg // never closed: the leader's loop may send until the cluster closes
+	stop  chan struct{}
+}
+
+type delayedMsg struct {
+	at time.Time
+	m  ShardMessage
+}
+
+func (t *delayTransport) Send(msgs []ShardMessage) {
+	var now []ShardMessage
+	for _, m := range msgs {
+		if m.Msg.GetTo() == t.slow && m.Msg.GetType() == pb.MsgApp {
+			select {
+			case t.q <- delayedMsg{time.Now(), ShardMessage{Shard: m.Shard, Msg: cloneMsg(m.Msg)}}:
+			default: // lost, as on a full peer queue
+			}
+			continue
+		}
+		now = append(now, m)
+	}
+	t.inner.Send(now)
+}
+
+func (t *delayTransport) SendSnapshot(m ShardMessage) { t.inner.SendSnapshot(m) }
+
+func (t *delayTransport) run() {
+	for {
+		select {
+		case <-t.stop:
+			return
+		case x := <-t.q:
+			time.Sleep(time.Until(x.at.Add(t.d)))
+			x.m.Waited = time.Since(x.at)
+			t.inner.Send([]ShardMessage{x.m})
+		}
+	}
+}
+
+// A follower whose leader's appends wait on the leader's side before they are sent (behind
+// other data to it) is current as of their sending, not their arrival: SinceCurrent never
+// claims more than what the follower holds. Dated at arrival, it lacked writes acknowledged
+// 0.8 s before the moment it claimed to be current as of.
+func TestSinceCurrentCountsWaitOnSender(t *testing.T) {
+	const shard, d = 5, 800 * time.Millisecond
+	c := newCluster(t, clusterOpts{nodes: 3, noQuiesce: true})
+	c.openVoters(shard)
+	l := c.leader(shard)
+	slow := c.others(l.h.cfg.NodeID)[0]
+	dt := &delayTransport{inner: l.h.cfg.Transport, slow: slow, d: d, q: make(chan delayedMsg, 1<<16), stop: make(chan struct{})}
+	go dt.run()
+	defer close(dt.stop)
+	if err := l.h.call(noCancel, func() error { l.h.cfg.Transport = dt; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	type ack struct {
+		v  string
+		at time.Time
+	}
+	var acks []ack
+	worst := time.Duration(0)
+	for i, stop := 0, time.Now().Add(3*time.Second); time.Now().Before(stop); i++ {
+		v := fmt.Sprintf("w%d", i)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := l.Propose(ctx, []byte(v))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, ack{v, time.Now()})
+		time.Sleep(10 * time.Millisecond)
+		since, ok := c.group(slow, shard).SinceCurrent()
+		if !ok {
+			continue
+		}
+		have := c.sm(slow, shard).values(t)
+		for _, a := range acks { // the oldest acknowledged write the follower lacks
+			if !slices.Contains(have, a.v) {
+				worst = max(worst, time.Since(a.at)-since)
+				break
+			}
+		}
+	}
+	if worst > 100*time.Millisecond {
+		t.Fatalf("the follower took itself for current while it lacked writes acknowledged up to %v before", worst)
+	}
 }

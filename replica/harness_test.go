@@ -228,7 +228,7 @@ func (t *nodeTransport) Send(msgs []ShardMessage) {
 			continue
 		}
 		select {
-		case q <- ShardMessage{Shard: m.Shard, Msg: cloneMsg(m.Msg)}:
+		case q <- ShardMessage{Shard: m.Shard, Msg: cloneMsg(m.Msg), Waited: m.Waited}:
 			t.n.sent.Add(1)
 		default:
 		}

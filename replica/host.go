@@ -60,9 +60,13 @@ type ApplyFailer interface {
 type ShardMessage struct {
 	Shard uint32
 	Msg   *pb.Message
-	// arrived: when HandleMessages queued it. A message that waits in the queue (a busy loop,
-	// appends held while fsyncs are in flight) says what its sender knew as of then at the
-	// latest, not as of its stepping (heardFrom).
+	// Waited is how long the message waited on its sender before it was sent (its
+	// transport's queue to this peer, behind other messages), as the receiving transport
+	// learned it; 0 when unknown.
+	Waited time.Duration
+	// arrived: when HandleMessages queued it, less Waited. A message that waits in the queue
+	// (a busy loop, appends held while fsyncs are in flight), or waited on its sender, says
+	// what its sender knew as of then at the latest, not as of its stepping (heardFrom).
 	arrived time.Time
 }
 
@@ -297,6 +301,9 @@ func (h *Host) SetGroupFactory(f func(shard uint32) (StateMachine, error)) {
 	h.mu.Unlock()
 }
 
+// maxWaited bounds a message's ShardMessage.Waited as HandleMessages takes it.
+const maxWaited = time.Minute
+
 // HandleMessages queues messages received from peers for their groups. It never blocks; when
 // the queue is full (MaxQueuedMsgs appends, twice that for other messages) the excess is
 // dropped (raft retries) and counted. MsgSnap must arrive through
@@ -320,7 +327,7 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 			dropped++
 			continue
 		}
-		m.arrived = now
+		m.arrived = now.Add(-min(max(m.Waited, 0), maxWaited))
 		h.mu.msgs = append(h.mu.msgs, m)
 	}
 	h.mu.Unlock()

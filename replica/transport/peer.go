@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -52,12 +53,19 @@ const closeGrace = 5 * time.Second
 // leaves (retire) only under the same lock with both empty, so a message
 // queued is always taken by a running goroutine: it is sent, or dropped and
 // reported.
+// outMsg is a message queued for a peer, with the time it was queued: the batch that carries it
+// says how long it waited (RaftBatch.waited_us).
+type outMsg struct {
+	replica.ShardMessage
+	queued time.Time
+}
+
 type peer struct {
 	t      *Transport
 	id     uint64
 	label  string
-	queue  chan replica.ShardMessage
-	urgent chan replica.ShardMessage
+	queue  chan outMsg
+	urgent chan outMsg
 
 	// Counters resolved once (label lookups are not free on the hot path).
 	sent, batches, bytes, dialErrs, streamErrs, peersDown prometheus.Counter
@@ -69,7 +77,7 @@ type peer struct {
 	cancel  context.CancelFunc // of stream
 	end     *streamEnd         // of stream
 	opened  time.Time          // when stream was opened
-	carry   *replica.ShardMessage
+	carry   *outMsg
 	bo      backoff.ExponentialBackOff
 	healthy bool        // last send succeeded (logging transitions only)
 	refusal string      // last refusal logged at error level
@@ -88,8 +96,8 @@ func newPeer(t *Transport, id uint64) *peer {
 	m := t.metrics
 	p := &peer{
 		t: t, id: id, label: l,
-		queue:      make(chan replica.ShardMessage, t.cfg.QueueSize),
-		urgent:     make(chan replica.ShardMessage, t.cfg.QueueSize),
+		queue:      make(chan outMsg, t.cfg.QueueSize),
+		urgent:     make(chan outMsg, t.cfg.QueueSize),
 		sent:       m.MessagesSent.WithLabelValues(l),
 		batches:    m.BatchesSent.WithLabelValues(l),
 		bytes:      m.BytesSent.WithLabelValues(l),
@@ -121,7 +129,7 @@ func (p *peer) run() {
 	}
 	stop := p.t.ctx.Done()
 	for {
-		var m replica.ShardMessage
+		var m outMsg
 		if p.carry != nil {
 			m, p.carry = *p.carry, nil
 		} else {
@@ -276,12 +284,13 @@ func (p *peer) connect() error {
 // first, within the message and byte limits. A message that does not fit is
 // carried over to the next batch. Returns nil when every candidate was
 // oversized.
-func (p *peer) pack(first replica.ShardMessage) *shoalv1.RaftBatch {
+func (p *peer) pack(first outMsg) *shoalv1.RaftBatch {
 	cfg := &p.t.cfg
 	b := &shoalv1.RaftBatch{From: cfg.NodeID, To: p.id, ClusterId: cfg.ClusterID()}
 	p.pending, p.sizes = p.pending[:0], p.sizes[:0]
 	total := 0
-	add := func(m replica.ShardMessage) bool {
+	now := time.Now()
+	add := func(m outMsg) bool {
 		sz := proto.Size(m.Msg)
 		if sz > MaxMessageSize {
 			p.dropped.tooLarge.Inc()
@@ -298,12 +307,13 @@ func (p *peer) pack(first replica.ShardMessage) *shoalv1.RaftBatch {
 		p.pending = append(p.pending, m.Msg)
 		p.sizes = append(p.sizes, sz)
 		b.Shards = append(b.Shards, m.Shard)
+		b.WaitedUs = append(b.WaitedUs, uint32(min(now.Sub(m.queued).Microseconds(), math.MaxUint32)))
 		return true
 	}
 	if add(first) {
 	loop:
 		for len(p.pending) < cfg.MaxBatchMessages {
-			var m replica.ShardMessage
+			var m outMsg
 			select {
 			case m = <-p.urgent:
 			default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc/codes"
@@ -76,6 +77,9 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 				return toStatus(&WrongNodeError{Self: t.cfg.NodeID, To: m.GetTo()})
 			}
 			msgs[i] = shardMessage(b.Shards[i], m)
+			if len(b.WaitedUs) == len(b.Messages) {
+				msgs[i].Waited = time.Duration(b.WaitedUs[i]) * time.Microsecond
+			}
 			n += len(raw)
 		}
 		// Looked up per batch, not per stream: the series are deleted when

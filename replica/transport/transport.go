@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
@@ -133,6 +134,7 @@ func (t *Transport) Register(s grpc.ServiceRegistrar) {
 // rejections and probes of entries arriving out of order).
 func (t *Transport) Send(msgs []replica.ShardMessage) {
 	var snaps []int // indexes of MsgSnaps, handed on once mu is released
+	now := time.Now()
 	t.mu.Lock()
 	var last *peer
 	for i := range msgs {
@@ -156,7 +158,7 @@ func (t *Transport) Send(msgs []replica.ShardMessage) {
 			q = p.queue
 		}
 		select {
-		case q <- msgs[i]:
+		case q <- outMsg{msgs[i], now}:
 		default:
 			p.dropped.queueFull.Inc()
 			t.unreach.add(msgs[i].Shard, to)

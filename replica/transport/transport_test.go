@@ -508,3 +508,38 @@ func TestHeartbeatsOvertakeAppends(t *testing.T) {
 		t.Fatalf("appends arrived as %v, want indexes 1..24 in order", idx)
 	}
 }
+
+// TestWaitedOnSender: a message that waited on its sender's queue to the peer (here appends
+// behind megabytes of others on a slow link) arrives saying how long (ShardMessage.Waited), so
+// that its receiver dates what it says as of its sending, not its arrival: a follower counted
+// itself current as of appends that had waited seconds behind others, and served bounded-stale
+// reads older than their bound.
+func TestWaitedOnSender(t *testing.T) {
+	dir := newDirectory()
+	b := startNode(t, 2, "c", dir, nil)
+	a := startNode(t, 1, "c", dir, func(c *Config) {
+		var d net.Dialer
+		c.DialOptions = append(grpcopt.PeerDialOptions(), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			cn, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &slowConn{Conn: cn, bps: 8 << 20}, nil
+		}))
+	})
+	payload := make([]byte, 1<<20)
+	var msgs []replica.ShardMessage
+	for i := range 12 {
+		msgs = append(msgs, msg(1, 1, 2, uint64(i+1), payload))
+	}
+	start := time.Now()
+	a.tr.Send(msgs)
+	waitFor(t, 30*time.Second, "every message", func() bool { return len(b.rec.received()) == 12 })
+	got := b.rec.received()
+	first, last := got[0].Waited, got[len(got)-1].Waited
+	t.Logf("the first append waited %v on its sender, the last %v; all arrived in %v", first, last, time.Since(start).Round(time.Millisecond))
+	if last < 500*time.Millisecond || last > time.Since(start) || first > last {
+		t.Fatalf("appends waited %v (first) and %v (last) on their sender by their batches' account; want the last at least 0.5 s (12 MiB at 8 MiB/s), no more than the %v since the send",
+			first, last, time.Since(start))
+	}
+}

@@ -2492,8 +2492,12 @@ type RaftBatch struct {
 	ClusterId string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// Each is a marshalled raftpb.Message; the shard is in the message's
 	// context-free header below, index for index.
-	Shards        []uint32 `protobuf:"varint,4,rep,packed,name=shards,proto3" json:"shards,omitempty"`
-	Messages      [][]byte `protobuf:"bytes,5,rep,name=messages,proto3" json:"messages,omitempty"`
+	Shards   []uint32 `protobuf:"varint,4,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	Messages [][]byte `protobuf:"bytes,5,rep,name=messages,proto3" json:"messages,omitempty"`
+	// How long each message waited on its sender (queued behind others to that peer) before the
+	// batch was sent, in microseconds, index for index; absent from senders of earlier versions.
+	// A receiver counts the message as of that much before its arrival (a follower's freshness).
+	WaitedUs      []uint32 `protobuf:"varint,6,rep,packed,name=waited_us,json=waitedUs,proto3" json:"waited_us,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2559,6 +2563,13 @@ func (x *RaftBatch) GetShards() []uint32 {
 func (x *RaftBatch) GetMessages() [][]byte {
 	if x != nil {
 		return x.Messages
+	}
+	return nil
+}
+
+func (x *RaftBatch) GetWaitedUs() []uint32 {
+	if x != nil {
+		return x.WaitedUs
 	}
 	return nil
 }
@@ -2875,14 +2886,15 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"G\n" +
 	"\x14RecommissionResponse\x12/\n" +
 	"\x13was_decommissioning\x18\x01 \x01(\bR\x12wasDecommissioning\"\x11\n" +
-	"\x0fSettingsRequest\"\x82\x01\n" +
+	"\x0fSettingsRequest\"\x9f\x01\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06shards\x18\x04 \x03(\rR\x06shards\x12\x1a\n" +
-	"\bmessages\x18\x05 \x03(\fR\bmessages\"\t\n" +
+	"\bmessages\x18\x05 \x03(\fR\bmessages\x12\x1b\n" +
+	"\twaited_us\x18\x06 \x03(\rR\bwaitedUs\"\t\n" +
 	"\aRaftAck\"\x96\x01\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
