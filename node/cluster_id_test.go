@@ -55,3 +55,24 @@ func TestCallNamingAnotherClusterRefused(t *testing.T) {
 		}
 	}
 }
+
+// A call this node forwards names its cluster, as a client's does: a node of another cluster
+// (at an address a stale leader view points to) refuses it, where it served it before, and
+// nothing is written there; a node of this cluster serves it.
+func TestForwardedCallNamesTheCluster(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	other := startNode(t, testConfig(t, t.TempDir())) // a cluster of its own
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fctx := n.forwardContext(ctx)
+	req := &shoalv1.AppendRequest{Stream: "s", Events: events("A")}
+	if _, err := shoalv1.NewStreamsClient(dial(t, other.Addr())).Append(fctx, req); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a call forwarded to a node of another cluster: %v, want FailedPrecondition", err)
+	}
+	if res, err := shoalv1.NewStreamsClient(dial(t, other.Addr())).Append(ctx, req); err != nil || res.GetFirstVersion() != 0 {
+		t.Fatalf("the refused forward wrote something there: %v, version %d", err, res.GetFirstVersion())
+	}
+	if _, err := shoalv1.NewStreamsClient(dial(t, n.Addr())).Append(fctx, req); err != nil {
+		t.Fatalf("a forwarded call to a node of its cluster: %v", err)
+	}
+}

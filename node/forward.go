@@ -51,9 +51,15 @@ func incomingHops(ctx context.Context) int {
 	return h
 }
 
-// forwardContext returns the outgoing context of a forwarded request.
-func forwardContext(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, hopKey, strconv.Itoa(incomingHops(ctx)+1))
+// forwardContext returns the outgoing context of a forwarded request. It names this node's
+// cluster, as a client's call does: a node whose view of the leaders is stale, pointing at an
+// address now taken by a node of another cluster, is refused there (otherCluster), not served.
+func (n *Node) forwardContext(ctx context.Context) context.Context {
+	kv := []string{hopKey, strconv.Itoa(incomingHops(ctx) + 1)}
+	if id := n.clusterID(); id != "" {
+		kv = append(kv, shoalv1.ClusterIDHeader, id)
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
 // peerPool keeps one client connection per peer address.

@@ -91,8 +91,8 @@ func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 }
 
 // otherCluster refuses a call whose shoalv1.ClusterIDHeader names another cluster than this
-// node's (FailedPrecondition, with an ErrorInfo naming both). Calls forwarded by a node carry
-// no header: the node that received the call checked it.
+// node's (FailedPrecondition, with an ErrorInfo naming both). Calls forwarded by a node name its
+// cluster too (forwardContext); those of earlier versions carry no header.
 func (n *Node) otherCluster(ctx context.Context) error {
 	want := metadata.ValueFromIncomingContext(ctx, shoalv1.ClusterIDHeader) // copies no other key
 	if len(want) == 0 || want[0] == "" {

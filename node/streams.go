@@ -648,7 +648,7 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
 ) (sent bool, err error) {
-	fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
+	fctx, w := n.watchForward(n.forwardContext(ctx), id, tgt)
 	defer w.stop()
 	in, err := open(fctx, tgt.conn)
 	live := false // a subscription that caught up: its silence is no sign of a hung node

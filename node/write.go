@@ -44,7 +44,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 		}
 		if tgt != nil {
 			n.metrics.forwarded.WithLabelValues("write").Inc()
-			fctx, w := n.watchForward(forwardContext(ctx), id, tgt)
+			fctx, w := n.watchForward(n.forwardContext(ctx), id, tgt)
 			if idempotent {
 				w.arm()
 			}
