@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 )
 
 func TestSummarize(t *testing.T) {
@@ -465,7 +467,7 @@ func TestResultJSONAndTable(t *testing.T) {
 func TestProgressPlain(t *testing.T) {
 	m := newMemTarget()
 	m.opDelay = time.Millisecond
-	var buf syncBuffer
+	var buf lockedbuf.Buffer
 	cfg := AppendConfig{Streams: 10, EventSize: 8}
 	cfg.Concurrency = 1
 	cfg.Seed, cfg.Warmup, cfg.Duration = 1, -1, 350*time.Millisecond

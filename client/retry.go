@@ -199,13 +199,12 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 			switch v {
 			case fatal:
 				ce := convertError(err, t.stream)
-				switch {
-				case t.ownRefusal && (status.Code(err) == codes.Unknown || uncertain && ownRefusal(ce)):
-					return &OutcomeUnknownError{Attempts: attempts, Err: ce}
-				case uncertain && t.write() && !streamVerdict(ce):
-					// A refusal of this client (another cluster at the address, a TLS
-					// handshake) or any other failure that is not the stream's verdict on
-					// this same request says nothing of the earlier attempt.
+				// After an attempt that may have been applied, only an append's verdict on the
+				// stream settles it; a delete's may be that attempt's own effect, and a refusal
+				// of this client (another cluster at the address, a TLS handshake) or any
+				// other failure says nothing of it. A delete's UNKNOWN is the server's own.
+				settles := streamVerdict(ce) && !t.ownRefusal
+				if t.ownRefusal && status.Code(err) == codes.Unknown || uncertain && t.write() && !settles {
 					return &OutcomeUnknownError{Attempts: attempts, Err: ce}
 				}
 				return ce

@@ -30,17 +30,9 @@ func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyReque
 	}
 	s.n.suspectLeaders(suspects)
 	if req.LocalOnly {
-		// Within half the caller's time (a peer gathering views allows topologyTimeout): an
-		// answer at its deadline would be dropped.
-		d := topologyTimeout / 2
-		if dl, ok := ctx.Deadline(); ok {
-			d = min(d, time.Until(dl)/2)
-		}
-		lctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		t, err := s.n.localTopology(lctx)
+		t, err := s.n.localTopology(ctx)
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "node %s: its raft loop did not answer within %v (a stalled disk?): %v", s.n.Name(), d, err)
+			return nil, status.Errorf(codes.Unavailable, "node %s: its raft loop did not answer in time (a stalled disk?): %v", s.n.Name(), err)
 		}
 		return t, nil
 	}
@@ -190,9 +182,16 @@ func (n *Node) nodeInfo(m membership.Member) *shoalv1.NodeInfo {
 // localTopology is this node's own view: the groups it holds, and itself as
 // the only node.
 func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, error) {
-	// Bounded by ctx: a raft loop stuck behind a stalled disk must not hold every topology
-	// answer, and the leader cache's refresh, until the stall ends the process. Such a node
-	// gives no view rather than one made up without its loop.
+	// Bounded, within half the time ctx leaves (a peer gathering views allows topologyTimeout,
+	// and an answer at its deadline would be dropped): a raft loop stuck behind a stalled disk
+	// must not hold every topology answer, and the leader cache's refresh, until the stall
+	// ends the process. Such a node gives no view rather than one made up without its loop.
+	d := topologyTimeout / 2
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)/2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
 	sts, err := n.host.Statuses(ctx)
 	if err != nil {
 		return nil, err

@@ -342,16 +342,14 @@ func (n *Node) gatherTopologies(ctx context.Context, early bool, suspects []*sho
 			answers <- t // nil on error; buffered: never blocks
 		}()
 	}
-	// Asked while the peers answer, within half the time: a local raft loop stuck behind a
-	// stalled disk then leaves the peers' views time to arrive.
-	lctx, lcancel := context.WithTimeout(ctx, topologyTimeout/2)
+	// Asked while the peers answer: a local raft loop stuck behind a stalled disk then leaves
+	// the peers' views time to arrive.
 	var res []*shoalv1.TopologyResponse
-	if t, err := n.localTopology(lctx); err == nil {
+	if t, err := n.localTopology(ctx); err == nil {
 		res = append(res, t)
 	} else {
 		n.log.Debug("this node's raft loop did not answer for its topology view", "err", err)
 	}
-	lcancel()
 	shards := n.Settings().Shards
 	var grace <-chan time.Time
 	for ; asked > 0; asked-- {

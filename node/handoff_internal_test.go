@@ -1,15 +1,14 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 )
@@ -61,29 +60,11 @@ func TestHandOffTargets(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestHandOffAloneLogsOnce: a node that is its shards' only voter (one node) hands nothing
 // off: it says so in one line naming the shards, not one line per shard and round (a node
 // of 32 shards logged 96), and looks no further.
 func TestHandOffAloneLogsOnce(t *testing.T) {
-	var logs lockedBuffer
+	var logs lockedbuf.Buffer
 	cfg := testConfig(t, t.TempDir()) // 4 shards, replication 1
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	n := startNode(t, cfg)

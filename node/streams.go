@@ -426,7 +426,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 	if dl, ok := ctx.Deadline(); ok {
 		// Answered before the caller's deadline, however long the wait it asked: an empty page
 		// past the deadline never arrives, and the caller learns no position to resume from.
-		waitUntil = minTime(waitUntil, dl.Add(-min(longPollMargin, time.Until(dl)/10)))
+		if latest := dl.Add(-min(longPollMargin, time.Until(dl)/10)); latest.Before(waitUntil) {
+			waitUntil = latest
+		}
 	}
 	from, remaining := req.FromPosition, req.Count
 	if req.FromEnd {
@@ -684,10 +686,3 @@ func relay[T any](n *Node, ctx context.Context, id uint32, tgt *forwardTarget, f
 // longPollMargin is how long before its caller's deadline a long poll answers, at most (a
 // tenth of the time left when that is less).
 const longPollMargin = 100 * time.Millisecond
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/node"
 )
 
@@ -254,7 +254,7 @@ func TestServerGracefulStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
 	}
-	var out, errOut lockedBuffer
+	var out, errOut lockedbuf.Buffer
 	a := newApp(strings.NewReader(""), &out, &errOut, func(string) string { return "" })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -283,24 +283,6 @@ func TestServerGracefulStop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("server did not stop")
 	}
-}
-
-// lockedBuffer is a strings.Builder safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestAppendMetadataFromFile: --metadata takes @FILE, as the hint for metadata that is not

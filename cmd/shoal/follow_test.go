@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/ring"
 )
@@ -15,7 +16,7 @@ import (
 // following is a `shoal ... --follow` running in the background.
 type following struct {
 	args        []string
-	out, errOut lockedBuffer
+	out, errOut lockedbuf.Buffer
 	cancel      context.CancelFunc // what SIGINT does to the command
 	done        chan int           // its exit code
 }

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
+	"regexp"
 	"strings"
 	"time"
 
@@ -86,13 +86,9 @@ func (a *app) newRoot() *cobra.Command {
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		// A negative number among the arguments reads as a cluster of short flags.
-		if _, tok, ok := strings.Cut(err.Error(), "unknown shorthand flag: "); ok {
-			if _, n, ok := strings.Cut(tok, " in "); ok {
-				if _, perr := strconv.Atoi(n); perr == nil {
-					return usagef("%s is not valid here: shard numbers, counts and versions are 0 or more; see 'shoal %s--help'",
-						n, commandPath(cmd))
-				}
-			}
+		if m := negativeArg.FindStringSubmatch(err.Error()); m != nil {
+			return usagef("%s is not valid here: shard numbers, counts and versions are 0 or more; see 'shoal %s--help'",
+				m[1], commandPath(cmd))
 		}
 		return usagef("%v; see 'shoal %s--help'", err, commandPath(cmd))
 	})
@@ -105,6 +101,9 @@ func (a *app) newRoot() *cobra.Command {
 	)
 	return root
 }
+
+// negativeArg matches pflag's error for a negative number among a command's arguments.
+var negativeArg = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d+)$`)
 
 // commandPath is the command's path without the root's name.
 func commandPath(cmd *cobra.Command) string {

@@ -456,14 +456,12 @@ func (c *slowConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// A heartbeat queued behind megabytes of one shard's appends goes ahead of them: over a link
-// taking 3 s for the appends, a heartbeat of another shard that waited for all of them would
-// arrive after several election timeouts, and that shard's followers would elect a new
-// leader. The appends keep their order.
-func TestHeartbeatsOvertakeAppends(t *testing.T) {
+// slowLink starts node 1 (a) and node 2 (b), a sending to b over a link of 8 MiB/s.
+func slowLink(t *testing.T) (a, b *testNode) {
+	t.Helper()
 	dir := newDirectory()
-	b := startNode(t, 2, "c", dir, nil)
-	a := startNode(t, 1, "c", dir, func(c *Config) {
+	b = startNode(t, 2, "c", dir, nil)
+	a = startNode(t, 1, "c", dir, func(c *Config) {
 		var d net.Dialer
 		c.DialOptions = append(grpcopt.PeerDialOptions(), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			cn, err := d.DialContext(ctx, "tcp", addr)
@@ -473,6 +471,15 @@ func TestHeartbeatsOvertakeAppends(t *testing.T) {
 			return &slowConn{Conn: cn, bps: 8 << 20}, nil
 		}))
 	})
+	return a, b
+}
+
+// A heartbeat queued behind megabytes of one shard's appends goes ahead of them: over a link
+// taking 3 s for the appends, a heartbeat of another shard that waited for all of them would
+// arrive after several election timeouts, and that shard's followers would elect a new
+// leader. The appends keep their order.
+func TestHeartbeatsOvertakeAppends(t *testing.T) {
+	a, b := slowLink(t)
 	payload := make([]byte, 1<<20)
 	var msgs []replica.ShardMessage
 	for i := range 24 {
@@ -515,18 +522,7 @@ func TestHeartbeatsOvertakeAppends(t *testing.T) {
 // itself current as of appends that had waited seconds behind others, and served bounded-stale
 // reads older than their bound.
 func TestWaitedOnSender(t *testing.T) {
-	dir := newDirectory()
-	b := startNode(t, 2, "c", dir, nil)
-	a := startNode(t, 1, "c", dir, func(c *Config) {
-		var d net.Dialer
-		c.DialOptions = append(grpcopt.PeerDialOptions(), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			cn, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return &slowConn{Conn: cn, bps: 8 << 20}, nil
-		}))
-	})
+	a, b := slowLink(t)
 	payload := make([]byte, 1<<20)
 	var msgs []replica.ShardMessage
 	for i := range 12 {
