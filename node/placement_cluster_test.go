@@ -86,6 +86,27 @@ func waitPlaced(t *testing.T, c *testnode.Cluster, what string, check func(s tes
 	})
 }
 
+// waitInRing waits until the first running node's ring places a replica on nd, a node just
+// added: until then that node's placement is the one before the join, and waitPlaced would be
+// content with it.
+func waitInRing(t *testing.T, c *testnode.Cluster, nd *node.Node) {
+	t.Helper()
+	testnode.WaitFor(t, placementWait, "the new node in the ring", func() string {
+		for i, n := range c.Nodes {
+			if !c.Running(i) {
+				continue
+			}
+			for _, set := range n.DesiredReplicas() {
+				if slices.Contains(set, nd.ID()) {
+					return ""
+				}
+			}
+			return "no shard wants the new node yet"
+		}
+		return "no running node"
+	})
+}
+
 // everyShard returns the first complaint of check about a shard's state, or that a shard
 // has no running leader; "" when every shard has one and check is content with all.
 func everyShard(c *testnode.Cluster, check func(s testnode.ShardState) string) string {
@@ -266,14 +287,7 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	placementAppendRead(t, c, 0, 1, "before-join")
 	n4 := c.Add(t, placementConfig)
-	testnode.WaitFor(t, placementWait, "the new node in the ring", func() string {
-		for _, set := range c.Nodes[0].DesiredReplicas() {
-			if slices.Contains(set, n4.ID()) {
-				return ""
-			}
-		}
-		return "no shard wants the new node yet"
-	})
+	waitInRing(t, c, n4)
 	waitPlaced(t, c, "spread to the new node", voters(3, 0))
 	held := 0
 	for _, s := range c.Shards() {

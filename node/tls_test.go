@@ -115,10 +115,11 @@ func TestClusterTLS(t *testing.T) {
 		}
 	}
 	reg4 := prometheus.NewRegistry()
-	c.Add(t, func(cfg *node.Config) {
+	n4 := c.Add(t, func(cfg *node.Config) {
 		configure("n4", cfg)
 		cfg.Registry = reg4
 	})
+	waitInRing(t, c, n4)
 	waitPlaced(t, c, "a fourth node's share, over TLS", nil)
 	received := 0.0
 	for _, m := range gatherSeries(t, []*prometheus.Registry{reg4}, "shoal_transport_snapshots_received_total") {
