@@ -184,6 +184,35 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// gossipIP is the IP memberlist is given for host, which it takes only as an IP: bound to
+// anything else (an empty host, a name) it listens on every interface and advertises "::",
+// an address that sends a peer on another host to itself. An empty host stands for empty (an
+// error when that is "" too); a name is resolved, an IPv4 address preferred (localhost is
+// 127.0.0.1, as a seed's address usually is).
+func gossipIP(host, empty string) (string, error) {
+	switch {
+	case host == "" && empty == "":
+		return "", errors.New("no host")
+	case host == "":
+		return empty, nil
+	case net.ParseIP(host) != nil:
+		return host, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", fmt.Errorf("resolving %q: %w", host, err)
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("%q resolves to no address", host)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	return ips[0].String(), nil
+}
+
 func splitHostPort(hp string) (string, int, error) {
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
@@ -259,10 +288,24 @@ func Start(cfg Config) (*Membership, error) {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
 	host, port, _ := splitHostPort(cfg.Bind)
-	mc.BindAddr, mc.BindPort = host, port
+	bindIP, err := gossipIP(host, "0.0.0.0")
+	if err == nil && bindIP != "0.0.0.0" && net.ParseIP(bindIP).IsUnspecified() && cfg.Advertise == "" {
+		// memberlist finds a private address to advertise for 0.0.0.0 only.
+		err = fmt.Errorf("bound to all interfaces as %s, the node needs an address to advertise (Advertise; --gossip-advertise)", bindIP)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: Bind %q: %v", ErrInvalidConfig, cfg.Bind, err)
+	}
+	mc.BindAddr, mc.BindPort = bindIP, port
 	mc.AdvertisePort = port
 	if cfg.Advertise != "" {
-		mc.AdvertiseAddr, mc.AdvertisePort, _ = splitHostPort(cfg.Advertise)
+		host, mc.AdvertisePort, _ = splitHostPort(cfg.Advertise)
+		if mc.AdvertiseAddr, err = gossipIP(host, ""); err == nil && net.ParseIP(mc.AdvertiseAddr).IsUnspecified() {
+			err = fmt.Errorf("%s is no address a peer can reach", mc.AdvertiseAddr)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: Advertise %q: %v", ErrInvalidConfig, cfg.Advertise, err)
+		}
 	}
 	mc.SecretKey = cfg.SecretKey
 	mc.ProbeInterval = cfg.ProbeInterval

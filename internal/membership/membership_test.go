@@ -612,3 +612,44 @@ func TestForeignSeedRefusalAttributed(t *testing.T) {
 		}
 	}
 }
+
+// TestBindWithoutIPAdvertisesReachable: a member bound to all interfaces written as ":port",
+// or to a host name, tells its peers an address they can dial, not the unspecified "::" (a
+// peer on another host dialling [::]:port reaches itself). An advertised name is resolved;
+// an unspecified advertised address, or "::" without one, is refused.
+func TestBindWithoutIPAdvertisesReachable(t *testing.T) {
+	for _, tc := range []struct{ bind, advertise string }{{"", ""}, {"localhost", ""}, {"127.0.0.1", "localhost"}} {
+		_, port, _ := net.SplitHostPort(testaddr.Gossip(t))
+		ca := testConfig(t, "a", 1, "c")
+		ca.Bind = net.JoinHostPort(tc.bind, port)
+		if tc.advertise != "" {
+			ca.Advertise = net.JoinHostPort(tc.advertise, port)
+		}
+		a := start(t, ca)
+		b := start(t, testConfig(t, "b", 2, "c", net.JoinHostPort("127.0.0.1", port)))
+		eventually(t, "b sees a", func() bool { _, ok := find(b, "a"); return ok })
+		mem, _ := find(b, "a")
+		h, _, _ := net.SplitHostPort(mem.Addr)
+		if ip := net.ParseIP(h); ip == nil || ip.IsUnspecified() {
+			t.Errorf("bind %q, advertise %q: peers are told to reach a at %s", ca.Bind, ca.Advertise, mem.Addr)
+		}
+		a.Close()
+		b.Close()
+	}
+	for _, tc := range []struct{ bind, advertise, want string }{
+		{"[::]:0", "", "needs an address to advertise"},
+		{"127.0.0.1:0", "0.0.0.0:7401", "no address a peer can reach"},
+		{"127.0.0.1:0", ":7401", "no host"},
+		{"no-such-host.invalid:0", "", "resolving"},
+	} {
+		cfg := testConfig(t, "c", 3, "c")
+		cfg.Bind, cfg.Advertise = tc.bind, tc.advertise
+		m, err := Start(cfg)
+		if err == nil {
+			m.Close()
+		}
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("bind %q, advertise %q: %v, want ErrInvalidConfig saying %q", tc.bind, tc.advertise, err, tc.want)
+		}
+	}
+}
