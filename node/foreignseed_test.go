@@ -73,3 +73,26 @@ func TestJoinRefusedAfterInterruptedBootstrap(t *testing.T) {
 		t.Fatalf("joining with an interrupted bootstrap's groups: %v, want ErrDataDirMismatch", err)
 	}
 }
+
+// TestJoinWithAnotherGossipKey: a new node whose gossip key is not its seeds' is refused at
+// once, naming the key, rather than retried as unreachable for JoinTimeout.
+func TestJoinWithAnotherGossipKey(t *testing.T) {
+	seed := testConfig(t, t.TempDir())
+	seed.Name = "seed"
+	seed.GossipKey = []byte("0123456789abcdef")
+	s := startNode(t, seed)
+
+	cfg := testConfig(t, t.TempDir())
+	cfg.GossipKey = []byte("fedcba9876543210")
+	cfg.Join = []string{s.cfg.Gossip}
+	cfg.JoinTimeout = 10 * time.Second // retried as unreachable, it would end in ErrJoinTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err == nil {
+		n.Close()
+	}
+	if !errors.Is(err, membership.ErrGossipKey) || !strings.Contains(err.Error(), "--gossip-key-file") {
+		t.Fatalf("join with another gossip key: %v, want ErrGossipKey naming --gossip-key-file", err)
+	}
+}

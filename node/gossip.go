@@ -98,6 +98,10 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 				n.log.Error("seeds belong to another cluster; starting alone and retrying the others in the background",
 					"foreign", foreign, "join", seeds)
 				err = nil
+			} else if errors.Is(err, membership.ErrGossipKey) {
+				n.log.Error("the seeds use another gossip encryption key (--gossip-key-file); starting alone and retrying in the background",
+					"join", seeds, "err", err)
+				err = nil
 			} else {
 				n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", seeds, "err", err)
 				err = nil
@@ -147,7 +151,7 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 	var last error
 	_, err := backoff.Retry(ctx, func() (int, error) {
 		k, err := ml.Join(seeds)
-		if errors.Is(err, membership.ErrClusterMismatch) || errors.Is(err, membership.ErrNameTaken) {
+		if permanentJoinError(err) {
 			return k, backoff.Permanent(err)
 		}
 		last = err
@@ -158,10 +162,17 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 		backoff.WithNotify(func(err error, wait time.Duration) {
 			n.log.Warn("no seed answered; retrying", "join", seeds, "in", wait.Round(time.Millisecond), "err", err)
 		}))
-	if err != nil && !errors.Is(err, membership.ErrClusterMismatch) && !errors.Is(err, membership.ErrNameTaken) {
+	if err != nil && !permanentJoinError(err) {
 		return fmt.Errorf("%w: no seed of %v answered within %v: %w", ErrJoinTimeout, seeds, n.cfg.JoinTimeout, last)
 	}
 	return err
+}
+
+// permanentJoinError tells whether err, from Join, is an answer that trying again does not
+// change: the seeds are another cluster's, hold this node's name, or use another gossip key.
+func permanentJoinError(err error) bool {
+	return errors.Is(err, membership.ErrClusterMismatch) || errors.Is(err, membership.ErrNameTaken) ||
+		errors.Is(err, membership.ErrGossipKey)
 }
 
 // rejoinLoop keeps the node in the cluster: whenever it sees no live peer

@@ -33,6 +33,9 @@ var (
 	// ErrNameTaken is wrapped by Join when a live member of the cluster joined
 	// already has this node's name (with another node ID).
 	ErrNameTaken = errors.New("membership: node name taken")
+	// ErrGossipKey is wrapped by Join when every seed answered with gossip encrypted under
+	// another key than this node's, or encrypted where this node's is not, or the reverse.
+	ErrGossipKey = errors.New("membership: the seeds use another gossip encryption key")
 )
 
 // NameTakenError names the live member that holds this node's name. Is(ErrNameTaken).
@@ -372,11 +375,34 @@ func (m *Membership) Join(seeds []string) (int, error) {
 		return n, fmt.Errorf("membership: join %v: %w", seeds, refused)
 	}
 	msg := flatten(err)
+	if keyMismatch(err) {
+		return n, fmt.Errorf("membership: join %v: %w (the nodes of a cluster share one --gossip-key-file, or all go without): %s",
+			seeds, ErrGossipKey, msg)
+	}
 	if strings.Contains(msg, "invalid msgType") {
 		// Something answered, but not memberlist: most likely a node's gRPC address.
 		msg += " (is that a gossip address? --join takes the seeds' --gossip addresses, not their gRPC --listen ones)"
 	}
 	return n, fmt.Errorf("membership: join %v: %s", seeds, msg)
+}
+
+// keyMismatch tells whether err, from memberlist's Join, is a failure to join each seed for
+// want of a shared encryption key (memberlist says so only in its messages).
+func keyMismatch(err error) bool {
+	errs := []error{err}
+	var multi interface{ WrappedErrors() []error }
+	if errors.As(err, &multi) {
+		errs = multi.WrappedErrors()
+	}
+	for _, e := range errs {
+		msg := e.Error()
+		if !strings.Contains(msg, "no installed keys could decrypt") &&
+			!strings.Contains(msg, "remote state is encrypted and encryption is not configured") &&
+			!strings.Contains(msg, "encryption is configured but remote state is not encrypted") {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 // flatten turns memberlist's multi-line multierror text into one line.

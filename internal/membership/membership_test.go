@@ -235,13 +235,34 @@ func TestEncryption(t *testing.T) {
 	if m, err := Start(wrong); err == nil {
 		m.Close()
 		t.Fatal("joined with a wrong key")
-	} else {
-		t.Logf("wrong key: %v", err)
+	} else if !errors.Is(err, ErrGossipKey) {
+		t.Fatalf("wrong key: %v, want ErrGossipKey", err)
 	}
 	plain := testConfig(t, "p", 4, "c", ca.Bind)
 	if m, err := Start(plain); err == nil {
 		m.Close()
 		t.Fatal("joined without a key")
+	} else if !errors.Is(err, ErrGossipKey) {
+		t.Fatalf("no key: %v, want ErrGossipKey", err)
+	}
+	// A key where the seed has none; and a seed with the wrong key beside one that does not
+	// answer: that one might yet be the cluster's, so the answer is no ErrGossipKey.
+	unkeyed := testConfig(t, "u", 6, "c")
+	start(t, unkeyed)
+	keyed := testConfig(t, "e", 7, "c", unkeyed.Bind)
+	keyed.SecretKey = key
+	if m, err := Start(keyed); err == nil || !errors.Is(err, ErrGossipKey) {
+		if m != nil {
+			m.Close()
+		}
+		t.Fatalf("a key towards a seed without: %v, want ErrGossipKey", err)
+	}
+	mixed := testConfig(t, "x", 8, "c", ca.Bind, testaddr.Gossip(t))
+	if m, err := Start(mixed); err == nil || errors.Is(err, ErrGossipKey) {
+		if m != nil {
+			m.Close()
+		}
+		t.Fatalf("a seed with another key and one not answering: %v, want an error other than ErrGossipKey", err)
 	}
 	if _, ok := find(a, "w"); ok {
 		t.Fatal("a lists the wrong-key node")
