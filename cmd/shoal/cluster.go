@@ -300,7 +300,42 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		s.Shards = append(s.Shards, ss)
 	}
 	s.Notes = append(s.stalledDrains(), s.mixedFormats()...)
+	s.Notes = append(s.Notes, s.zonesAlike()...)
 	return s
+}
+
+// zonesAlike points at zone names that differ only in case, "z1" and "Z1": placement compares
+// zones byte for byte and takes them for two zones (a node alone in one gets a replica of
+// every shard), which is seldom what was meant.
+func (s *clusterStatus) zonesAlike() []string {
+	spellings := map[string][]string{}
+	for _, n := range s.Nodes {
+		k := strings.ToLower(n.Zone)
+		if !slices.Contains(spellings[k], n.Zone) {
+			spellings[k] = append(spellings[k], n.Zone)
+		}
+	}
+	var notes []string
+	for _, k := range slices.Sorted(maps.Keys(spellings)) {
+		if zs := spellings[k]; len(zs) > 1 {
+			slices.Sort(zs)
+			notes = append(notes, fmt.Sprintf("zones %s differ only in case: placement takes them for %d zones "+
+				"(a zone name is compared byte for byte); give their nodes one spelling of --zone", quoteList(zs), len(zs)))
+		}
+	}
+	return notes
+}
+
+// quoteList is "a", "b" and "c".
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " and " + q[len(q)-1]
 }
 
 // mixedFormats explains shards at different formats, as during a rolling upgrade: a shard's

@@ -395,6 +395,34 @@ func TestClusterStatusMixedFormats(t *testing.T) {
 	}
 }
 
+// Zone names that differ only in case are pointed out: placement takes them for two zones.
+func TestClusterStatusZonesAlike(t *testing.T) {
+	status := func(zones ...string) *clusterStatus {
+		var nodes []*shoalv1.NodeInfo
+		for i, z := range zones {
+			nodes = append(nodes, &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: z, Alive: true})
+		}
+		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes}})
+	}
+	if notes := status("z1", "z2", "z3", "z1").Notes; len(notes) != 0 {
+		t.Errorf("distinct zones, yet: %q", notes)
+	}
+	notes := status("z1", "Z1", "z2", "eu-A", "EU-a", "eu-a").Notes
+	want := []string{
+		`zones "EU-a", "eu-A" and "eu-a" differ only in case: placement takes them for 3 zones`,
+		`zones "Z1" and "z1" differ only in case: placement takes them for 2 zones`,
+	}
+	if len(notes) != len(want) {
+		t.Fatalf("notes %q, want %d", notes, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(notes[i], w) || !strings.Contains(notes[i], "one spelling of --zone") {
+			t.Errorf("note %d: %q, want it to begin %q", i, notes[i], w)
+		}
+	}
+}
+
 // noLeader is the status a node answers for a shard without a leader (leader 0), or with
 // another leader.
 func noLeader(t *testing.T, shard uint32, leader uint64) error {
