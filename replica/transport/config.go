@@ -16,11 +16,12 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultQueueSize         = 4096    // messages per peer
-	DefaultMaxBatchMessages  = 512     // messages per RaftBatch
-	DefaultMaxBatchBytes     = 2 << 20 // bytes of marshalled messages per RaftBatch
-	DefaultSnapshotChunkSize = 1 << 20 // bytes of compressed data per SnapshotChunk
-	DefaultMaxSnapshotSends  = 2       // concurrent outgoing snapshot streams
+	DefaultQueueSize         = 4096     // messages per peer and queue
+	DefaultQueueBytes        = 64 << 20 // bytes of entries per peer in the append queue
+	DefaultMaxBatchMessages  = 512      // messages per RaftBatch
+	DefaultMaxBatchBytes     = 2 << 20  // bytes of marshalled messages per RaftBatch
+	DefaultSnapshotChunkSize = 1 << 20  // bytes of compressed data per SnapshotChunk
+	DefaultMaxSnapshotSends  = 2        // concurrent outgoing snapshot streams
 	DefaultBackoffInitial    = 100 * time.Millisecond
 	DefaultBackoffMax        = time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
@@ -53,8 +54,15 @@ type Config struct {
 	// (see Handler.ReportPeerDown). nil means a TCP dial; set it with the dialer given to
 	// DialOptions, if any.
 	ProbeDial func(ctx context.Context, addr string) (net.Conn, error)
-	// QueueSize bounds each peer's outbound queue, in messages. Default 4096.
+	// QueueSize bounds each of a peer's two outbound queues, in messages: one for appends,
+	// one for everything else (heartbeats, votes, answers), so that appends filling theirs
+	// hold back no heartbeat. Default 4096.
 	QueueSize int
+	// QueueBytes bounds the bytes of entries in a peer's append queue (an append larger than
+	// that goes when the queue is empty). Default 64 MiB. Raft bounds the entries in flight per
+	// shard and follower (replica.Config.MaxInflightBytes); this bounds them per peer, whatever
+	// the shard count, while the peer's stream is slower than raft.
+	QueueBytes int64
 	// MaxBatchMessages bounds the messages packed into one RaftBatch.
 	// Default 512.
 	MaxBatchMessages int
@@ -101,7 +109,7 @@ func (c *Config) Validate() error {
 		return errors.New("transport: Config.NodeID is required")
 	case c.Resolve == nil:
 		return errors.New("transport: Config.Resolve is required")
-	case c.QueueSize < 0, c.MaxBatchMessages < 0, c.MaxBatchBytes < 0, c.SnapshotChunkSize < 0, c.MaxSnapshotSends < 0:
+	case c.QueueSize < 0, c.QueueBytes < 0, c.MaxBatchMessages < 0, c.MaxBatchBytes < 0, c.SnapshotChunkSize < 0, c.MaxSnapshotSends < 0:
 		return errors.New("transport: Config sizes must not be negative")
 	case c.BackoffInitial < 0, c.BackoffMax < 0:
 		return errors.New("transport: Config backoff must not be negative")
@@ -125,6 +133,9 @@ func (c *Config) withDefaults() {
 		}
 	}
 	def(&c.QueueSize, DefaultQueueSize)
+	if c.QueueBytes == 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
 	def(&c.MaxBatchMessages, DefaultMaxBatchMessages)
 	def(&c.MaxBatchBytes, DefaultMaxBatchBytes)
 	def(&c.SnapshotChunkSize, DefaultSnapshotChunkSize)

@@ -51,6 +51,7 @@
 //	│ 3      │ string       │ cluster_id: must match unless either is ""   │
 //	│ 4      │ repeated u32 │ shards[i]: shard of messages[i]              │
 //	│ 5      │ repeated b   │ messages[i]: proto-marshalled raftpb.Message │
+//	│ 6      │ repeated u32 │ waited_us[i]: µs messages[i] waited in queue │
 //	└────────┴──────────────┴──────────────────────────────────────────────┘
 //
 // A batch holds up to Config.MaxBatchMessages messages and MaxBatchBytes
@@ -59,6 +60,10 @@
 // them, per peer; every other message (heartbeats, votes, answers) goes in the
 // next batch, ahead of queued appends, so that a shard's megabytes of entries
 // do not delay every shard's heartbeats into elections.
+// The two queues hold Config.QueueSize messages each, and the appends' one at
+// most Config.QueueBytes of entries (one larger append goes alone); a message
+// that finds its queue full is dropped, counted and reported unreachable, and
+// raft sends it again once the peer answers.
 // Refusals: cluster mismatch and wrong node → FailedPrecondition; malformed
 // batch → InvalidArgument; no handler → Unavailable.
 //

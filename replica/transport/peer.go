@@ -58,7 +58,20 @@ const closeGrace = 5 * time.Second
 type outMsg struct {
 	replica.ShardMessage
 	queued time.Time
+	bytes  int64 // of the entries of an append (queue), counted in peer.queuedBytes
 }
+
+// entryBytes is what an append's entries count against Config.QueueBytes.
+func entryBytes(m *pb.Message) int64 {
+	var n int64
+	for i := range m.Entries {
+		n += int64(len(m.Entries[i].Data)) + entryOverhead
+	}
+	return n
+}
+
+// entryOverhead stands for an entry's index, term and type, and their framing.
+const entryOverhead = 24
 
 type peer struct {
 	t      *Transport
@@ -66,6 +79,9 @@ type peer struct {
 	label  string
 	queue  chan outMsg
 	urgent chan outMsg
+	// queuedBytes: the entry bytes of the appends in queue (Config.QueueBytes bounds it).
+	// Added by Send before queueing, taken off by whoever takes an append from queue (took).
+	queuedBytes atomic.Int64
 
 	// Counters resolved once (label lookups are not free on the hot path).
 	sent, batches, bytes, dialErrs, streamErrs, peersDown prometheus.Counter
@@ -138,6 +154,7 @@ func (p *peer) run() {
 				return
 			case m = <-p.urgent:
 			case m = <-p.queue:
+				p.took(m)
 			case <-p.endC():
 				p.failStream(p.end.err, nil)
 				if !p.wait() {
@@ -320,6 +337,7 @@ func (p *peer) pack(first outMsg) *shoalv1.RaftBatch {
 				select {
 				case m = <-p.urgent:
 				case m = <-p.queue:
+					p.took(m)
 				default:
 					break loop
 				}
@@ -488,6 +506,9 @@ func (p *peer) logFailure(msg string, err error) {
 	p.t.log.Debug(msg, "peer", p.id, "addr", p.addr, "err", err)
 }
 
+// took takes m, an append taken from queue, off the queued bytes.
+func (p *peer) took(m outMsg) { p.queuedBytes.Add(-m.bytes) }
+
 // drop counts one undeliverable message and reports its shard unreachable.
 func (p *peer) drop(shard uint32) {
 	p.dropped.unreachable.Inc()
@@ -505,6 +526,7 @@ func (p *peer) drain() {
 		case m := <-p.urgent:
 			p.drop(m.Shard)
 		case m := <-p.queue:
+			p.took(m)
 			p.drop(m.Shard)
 		default:
 			return
@@ -528,6 +550,7 @@ func (p *peer) wait() bool {
 			p.touch()
 			p.drop(m.Shard)
 		case m := <-p.queue:
+			p.took(m)
 			p.touch()
 			p.drop(m.Shard)
 		}

@@ -306,6 +306,51 @@ func TestPeerDownAfterResetDial(t *testing.T) {
 }
 
 // A full queue drops (counted, reported); what was queued is delivered.
+// TestQueueBytesBound: a peer's append queue holds at most QueueBytes of entries, whatever
+// its room in messages; an append that does not fit is dropped and reported like one that
+// finds the queue full, and one larger than the bound goes when the queue is empty. Heartbeats
+// are not held back by it.
+func TestQueueBytesBound(t *testing.T) {
+	dir := newDirectory()
+	n2 := startNode(t, 2, "c", dir, nil)
+	release := make(chan struct{})
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.QueueBytes = 10 << 10
+		c.Resolve = func(id uint64) (string, bool) {
+			<-release // the peer goroutine is stuck dialing
+			return dir.resolve(id)
+		}
+	})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+
+	// 1 KiB appends: the goroutine holds the first, the queue nine more (9 KiB and overhead
+	// fit in 10 KiB, a tenth does not).
+	var msgs []replica.ShardMessage
+	for i := range 30 {
+		msgs = append(msgs, msg(0, 1, 2, uint64(i+1), make([]byte, 1<<10)))
+	}
+	n1.tr.Send(msgs)
+	hb := msg(0, 1, 2, 100, nil)
+	hb.Msg.Type = new(pb.MsgHeartbeat)
+	n1.tr.Send([]replica.ShardMessage{hb})
+	dropped := int(counterValue(n1.tr.Metrics().MessagesDropped.WithLabelValues("2", dropQueueFull)))
+	if dropped < 20 || dropped > 21 {
+		t.Fatalf("dropped %d of 30 1-KiB appends with QueueBytes 10 KiB, want 20 or 21", dropped)
+	}
+	waitFor(t, 5*time.Second, "an unreachable report", func() bool { return n1.rec.unreachableCount(0, 2) >= 1 })
+	unblock()
+	waitFor(t, 10*time.Second, "queued messages", func() bool { return n2.rec.count() == 30-dropped+1 })
+
+	// The queue is empty: one append larger than the bound goes.
+	n1.tr.Send([]replica.ShardMessage{msg(1, 1, 2, 200, make([]byte, 64<<10))})
+	waitFor(t, 10*time.Second, "the large append", func() bool { return n2.rec.count() == 30-dropped+2 })
+	if got := int(counterValue(n1.tr.Metrics().MessagesDropped.WithLabelValues("2", dropQueueFull))); got != dropped {
+		t.Fatalf("the large append into an empty queue was dropped (%d drops, were %d)", got, dropped)
+	}
+}
+
 func TestQueueFull(t *testing.T) {
 	dir := newDirectory()
 	n2 := startNode(t, 2, "c", dir, nil)
