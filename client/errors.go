@@ -26,6 +26,10 @@ var (
 	ErrStreamNotFound = errors.New("client: stream not found")
 	// ErrStreamDeleted is returned by any operation on a tombstoned stream.
 	ErrStreamDeleted = errors.New("client: stream deleted")
+	// ErrStreamChanged ends a Read that resumed after a failure and found the stream deleted
+	// since the events it yielded (and perhaps written again): what follows is not the
+	// history read so far. The error is a *StreamChangedError. Read the stream again.
+	ErrStreamChanged = errors.New("client: stream deleted during the read")
 	// ErrInvalidArgument is returned for a request the server (or the
 	// client, before sending) refuses as malformed. The error is an
 	// *InvalidArgumentError naming the field and the limit. Never retried.
@@ -408,3 +412,18 @@ func firstNonEmpty(a, b string) string {
 	}
 	return b
 }
+
+// StreamChangedError is ErrStreamChanged: Version, yielded by the read, was gone when the read
+// resumed.
+type StreamChangedError struct {
+	Stream  string
+	Version uint64
+}
+
+func (e *StreamChangedError) Error() string {
+	return fmt.Sprintf("client: stream %q was deleted during the read: version %d, already read, is gone (read it again)",
+		e.Stream, e.Version)
+}
+
+// Is reports whether target is ErrStreamChanged.
+func (e *StreamChangedError) Is(target error) bool { return target == ErrStreamChanged }

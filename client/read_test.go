@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -25,6 +28,86 @@ func seed(t *testing.T, c *Client, stream string, n int) {
 		if _, err := c.Append(testCtx(t), stream, Any, evs...); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestReadResumeFindsStreamChanged: a read that resumes after a failure, and finds the last
+// event it yielded gone or another (the stream deleted and written again meanwhile, its
+// versions going on), ends with ErrStreamChanged instead of yielding the new history after
+// the old one; a stale read whose replica lacks that event ends quietly, as stale reads may;
+// a backward stale read goes on with the events before it.
+func TestReadResumeFindsStreamChanged(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	n := fc.nodes[0]
+	ctx := testCtx(t)
+	failOnce := func(change func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent) {
+		calls := 0
+		n.setReadFault(func(page int) error {
+			if page == 1 {
+				calls++
+			}
+			if calls == 1 && page == 2 {
+				fc.mu.Lock()
+				fc.streams["s"] = change(fc.streams["s"])
+				fc.mu.Unlock()
+				return unavailable()
+			}
+			return nil
+		})
+	}
+	read := func(opts ...ReadOption) (int, error) {
+		got := 0
+		for _, err := range c.Read(ctx, "s", opts...) {
+			if err != nil {
+				return got, err
+			}
+			got++
+		}
+		return got, nil
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent
+		opts   []ReadOption
+		want   error // nil: the read ends without error
+		events int
+	}{
+		{"another event at the last version read", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent {
+			evs = slices.Clone(evs)
+			other := proto.Clone(evs[19]).(*shoalv1.RecordedEvent)
+			id := uuid.New()
+			other.Id = id[:]
+			evs[19] = other
+			return evs
+		}, nil, ErrStreamChanged, 20},
+		{"the last version read gone", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:15] },
+			nil, ErrStreamChanged, 20},
+		{"stale, the replica lacks the last version read", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:15] },
+			[]ReadOption{Stale()}, nil, 20},
+		{"stale backward, the replica lacks the last version read", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:20] },
+			[]ReadOption{Stale(), FromEnd(), Backward()}, nil, 40},
+		{"backward, the last version read gone", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:20] },
+			[]ReadOption{FromEnd(), Backward()}, ErrStreamChanged, 20},
+		{"unchanged", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs },
+			nil, nil, 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fc.mu.Lock()
+			delete(fc.streams, "s")
+			fc.mu.Unlock()
+			seed(t, c, "s", 40)
+			failOnce(tc.change)
+			got, err := read(tc.opts...)
+			n.setReadFault(nil)
+			if !errors.Is(err, tc.want) || tc.want == nil && err != nil || got != tc.events {
+				t.Fatalf("%d events, %v; want %d events, %v", got, err, tc.events, tc.want)
+			}
+			var sc *StreamChangedError
+			if tc.want != nil && (!errors.As(err, &sc) || sc.Stream != "s" || sc.Version != 19 && sc.Version != 20) {
+				t.Fatalf("error %#v, want a *StreamChangedError for the last version read of s", err)
+			}
+		})
 	}
 }
 
@@ -93,15 +176,15 @@ func TestReadPagesAndResumes(t *testing.T) {
 	n.setReadFault(fail(3))
 	wantRange(t, collect(t, c.Read(ctx, "s")), 0, 95, false)
 	reqs := readRequests(n)
-	if len(reqs) != 2 || reqs[1].FromVersion != 30 {
-		t.Fatalf("read requests = %v, want a resume from version 30", reqs)
+	if len(reqs) != 2 || reqs[1].FromVersion != 29 {
+		t.Fatalf("read requests = %v, want a resume from version 29 (the last read, asked again)", reqs)
 	}
 
 	// Backward from the end, 25 events, breaking after 2 pages.
 	n.setReadFault(fail(2))
 	wantRange(t, collect(t, c.Read(ctx, "s", FromEnd(), Backward(), Count(25))), 94, 25, true)
 	reqs = readRequests(n)[2:]
-	if len(reqs) != 2 || reqs[1].FromEnd || !reqs[1].Backward || reqs[1].FromVersion != 74 || reqs[1].Count != 5 {
+	if len(reqs) != 2 || reqs[1].FromEnd || !reqs[1].Backward || reqs[1].FromVersion != 75 || reqs[1].Count != 6 {
 		t.Fatalf("backward resume request = %v", reqs[1])
 	}
 	n.setReadFault(nil)
@@ -309,8 +392,8 @@ func TestReadMovedFromHungLeader(t *testing.T) {
 		fc.setLeader(2)
 	}()
 	wantRange(t, collect(t, c.Read(testCtx(t), "s")), 0, 25, false)
-	if r := readRequests(n2); len(r) != 1 || r[0].FromVersion != 10 {
-		t.Fatalf("node 2 read requests = %v, want one resuming from version 10", r)
+	if r := readRequests(n2); len(r) != 1 || r[0].FromVersion != 9 {
+		t.Fatalf("node 2 read requests = %v, want one resuming from version 9 (the last read, asked again)", r)
 	}
 	if s := c.Stats(); s.LeaderMoves != 1 {
 		t.Fatalf("stats = %+v, want one leader move", s)

@@ -146,8 +146,15 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 //		...
 //	}
 //
-// Errors: ErrStreamNotFound, ErrStreamDeleted, ErrInvalidArgument,
-// ErrUnavailable, ErrClosed, or the context's error.
+// Each server stream reads one view of the stream. A read that resumes asks
+// for the last event it yielded again, and ends with ErrStreamChanged when
+// that event is gone: the stream was deleted in between (and perhaps written
+// again, its versions going on from the deleted ones), and what follows is
+// another history than the one yielded so far. (A stale read whose replica
+// lacks that event ends there instead, as stale reads may.)
+//
+// Errors: ErrStreamNotFound, ErrStreamDeleted, ErrStreamChanged,
+// ErrInvalidArgument, ErrUnavailable, ErrClosed, or the context's error.
 func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
 	o := readOptions{stale: c.opts.staleReads}
 	for _, opt := range opts {
@@ -171,13 +178,28 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			Backward: o.backward, Count: o.count, AllowStale: o.stale, MaxStalenessMs: maxStale,
 			Follow: o.follow,
 		}
-		stopped := false // the caller broke out, or the read is complete
-		yielded := false // an event went to the caller, on this attempt or an earlier one
+		stopped := false       // the caller broke out, or the read is complete
+		yielded := false       // an event went to the caller, on this attempt or an earlier one
+		var last RecordedEvent // the last event yielded
+		var changed error      // the stream was deleted since last (StreamChangedError)
 		err = c.run(ctx, target{kind: byStream, stream: stream, stale: o.stale, idempotent: true}, false, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			sub := newSubscription(ctx, cancel, o.follow)
-			open := func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, req) }
+			// A read resumed after it yielded events asks for the last one again: the stream
+			// was deleted since (and maybe written again, its versions going on from where the
+			// read stopped) when that event is gone. Each attempt reads one view of the stream;
+			// two attempts must read the same history, or the caller would get two.
+			overlap := yielded && !o.follow
+			attempt := req
+			if overlap {
+				attempt = proto.Clone(req).(*shoalv1.ReadRequest)
+				attempt.FromVersion, attempt.FromEnd = last.Version, false
+				if attempt.Count > 0 {
+					attempt.Count++
+				}
+			}
+			open := func() (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) { return n.streams.Read(ctx, attempt) }
 			rs, err := watched(w, open)
 			if err != nil {
 				return false, err
@@ -194,6 +216,10 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 					}
 					continue
 				}
+				if err == io.EOF && overlap && !o.stale {
+					changed = &StreamChangedError{Stream: stream, Version: last.Version}
+					return progress, nil
+				}
 				if err == io.EOF {
 					return progress, nil
 				}
@@ -201,7 +227,8 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 					// A stale read resumed on a replica that has not applied the stream's first
 					// events yet (it lags the one that served them): this read ends here, as a
 					// stale read may end before what its replica has not applied, rather than
-					// say that the stream it read from does not exist.
+					// say that the stream it read from does not exist. (So does one whose
+					// replica lacks the last event read, below.)
 					return progress, nil
 				}
 				if err != nil {
@@ -217,6 +244,19 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 				for _, pe := range page.GetEvents() {
 					ev := recordedFromProto(pe)
 					progress = true
+					if overlap {
+						overlap = false
+						switch {
+						case ev.Version == last.Version && ev.ID == last.ID:
+							continue // read already
+						case o.stale && req.Backward && ev.Version < last.Version:
+							// A stale replica that has not applied the last event read, but
+							// those before it: the read goes on with them.
+						default:
+							changed = &StreamChangedError{Stream: stream, Version: last.Version}
+							return progress, nil // the call's end, not the attempt's failure
+						}
+					}
 					// Move the resume point past ev before yielding it.
 					end := false
 					if req.Backward {
@@ -233,7 +273,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 						req.Count--
 						end = end || req.Count == 0
 					}
-					yielded = true
+					yielded, last = true, ev
 					if !yield(ev, nil) || end {
 						stopped = true
 						return progress, nil
@@ -241,6 +281,9 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 				}
 			}
 		})
+		if err == nil {
+			err = changed
+		}
 		if err != nil && !stopped {
 			yield(RecordedEvent{}, err)
 		}

@@ -66,7 +66,10 @@
 // own version V, not V+1: event V is still visible unless the stream was deleted since, and
 // then the read starts at the first version after the delete, which Load replays from the
 // initial state (Loaded.SnapshotErr is ErrDeletedHistory; Repository saves a fresh
-// snapshot). A stream deleted and not written since reads as absent.
+// snapshot). A stream deleted and not written since reads as absent. A read that resumes
+// after a failover asks for the last event it read again (client.Read), and a stream deleted
+// in between ends it with client.ErrStreamChanged: Load then starts over, up to three times
+// (ErrVersionGap).
 //
 // Old snapshots are not pruned; a companion stream grows by one event per
 // save. Snapshot and stream reads are linearizable (served by the leader)

@@ -23,10 +23,10 @@ var (
 	// written since the delete from the initial state instead.
 	ErrDeletedHistory = errors.New("snapshot: snapshot covers events deleted since")
 
-	// ErrVersionGap is returned by Load and Repository.Load when the events read skipped a
-	// version on each of their attempts: the stream was deleted and written again while it
-	// was read (a read that resumed after a failover found its new life). Nothing was
-	// loaded; the load may be tried again.
+	// ErrVersionGap is returned by Load and Repository.Load when the stream was deleted (and
+	// written again) while it was read, on each of their attempts: the events read skipped a
+	// version, or a read that resumed after a failover found the last event it had read gone
+	// (client.ErrStreamChanged, wrapped). Nothing was loaded; the load may be tried again.
 	ErrVersionGap = errors.New("snapshot: the stream's versions skip (deleted and written again while read)")
 
 	// ErrTooLarge is returned by Store.Save when the compressed record does

@@ -203,6 +203,11 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 				}
 				return l, nil
 			}
+			if errors.Is(err, client.ErrStreamChanged) {
+				// A read resumed after a failure found the stream deleted since the events
+				// folded: they are no longer its history.
+				return Loaded[S]{}, fmt.Errorf("%w: %w", ErrVersionGap, err)
+			}
 			if err != nil {
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
 			}

@@ -135,11 +135,11 @@ func TestLoadStartsOverFromFreshInitialState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// setup writes 300 events, more than one read page, and returns a churn of stream with
-	// its next forward read from version 0 failing after its first page.
-	setup := func(t *testing.T, stream string, rewrite, times int) *churn {
+	// setup writes n events and returns a churn of stream with its next forward read from
+	// version 0 failing after its first page.
+	setup := func(t *testing.T, stream string, n, rewrite, times int) *churn {
 		t.Helper()
-		evs := make([]client.Event, 300)
+		evs := make([]client.Event, n)
 		for i := range evs {
 			evs[i] = client.Event{Type: "Counted", Data: []byte("old-" + strconv.Itoa(i%3))}
 		}
@@ -161,21 +161,27 @@ func TestLoadStartsOverFromFreshInitialState(t *testing.T) {
 		return repo.Load(ctx, ch.stream)
 	}
 
+	// 300 events are more than one read page: the resumed read skips versions. 10 fit in the
+	// first page, which the read yields whole before it fails: the resumed read goes on at
+	// the next version, where the stream's new life starts.
 	for _, tc := range []struct {
 		name    string
 		stream  string
 		load    func(*churn) (Loaded[tally], error)
+		events  int            // written before the delete
 		rewrite int            // events written after the delete; 0 leaves the stream deleted
 		want    map[string]int // the loaded state; nil: no stream
 		saves   bool           // the load saves a snapshot
 	}{
-		{"Load, rewritten", "tally-load-rewritten", viaLoad, 1, map[string]int{"new": 1}, false},
-		{"Repository, rewritten", "tally-repo-rewritten", viaRepository, 1, map[string]int{"new": 1}, true},
-		{"Load, deleted", "tally-load-deleted", viaLoad, 0, nil, false},
-		{"Repository, deleted", "tally-repo-deleted", viaRepository, 0, nil, false},
+		{"Load, rewritten", "tally-load-rewritten", viaLoad, 300, 1, map[string]int{"new": 1}, false},
+		{"Repository, rewritten", "tally-repo-rewritten", viaRepository, 300, 1, map[string]int{"new": 1}, true},
+		{"Load, deleted", "tally-load-deleted", viaLoad, 300, 0, nil, false},
+		{"Repository, deleted", "tally-repo-deleted", viaRepository, 300, 0, nil, false},
+		{"Load, rewritten after one page", "tally-load-page", viaLoad, 10, 1, map[string]int{"new": 1}, false},
+		{"Repository, rewritten after one page", "tally-repo-page", viaRepository, 10, 1, map[string]int{"new": 1}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch := setup(t, tc.stream, tc.rewrite, 1)
+			ch := setup(t, tc.stream, tc.events, tc.rewrite, 1)
 			l, err := tc.load(ch)
 			if err != nil {
 				t.Fatal(err)
@@ -201,7 +207,7 @@ func TestLoadStartsOverFromFreshInitialState(t *testing.T) {
 
 	// A stream written again under every attempt fails the load with ErrVersionGap.
 	t.Run("rewritten under every attempt", func(t *testing.T) {
-		ch := setup(t, "tally-every", 300, maxLoadAttempts)
+		ch := setup(t, "tally-every", 300, 300, maxLoadAttempts)
 		l, err := viaLoad(ch)
 		if !errors.Is(err, ErrVersionGap) || ch.times != 0 {
 			t.Fatalf("Load = %v, %v after %d of %d rewrites; want ErrVersionGap after all",
