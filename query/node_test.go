@@ -303,3 +303,33 @@ func TestProjectionFiltersOnServer(t *testing.T) {
 		t.Fatalf("%v events were sent to the projection and skipped by it, want 0 (filtered by the server)", n)
 	}
 }
+
+// TestRunEndsWhenClientClosed: once the projection's client is closed every read fails with
+// client.ErrClosed for good, and Run returns it instead of retrying until its context ends.
+func TestRunEndsWhenClientClosed(t *testing.T) {
+	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Name: "closed", Client: c, Handler: HandlerFunc(countingHandler), Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	res, err := c.Append(ctx, "x-1", client.Any, client.Event{Type: "T"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitForAppend(ctx, res); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-done; !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Run = %v after its client was closed, want client.ErrClosed", err)
+	}
+}

@@ -106,6 +106,8 @@ func (c *Config) Validate() error {
 		return &ConfigError{Field: "EventTypes", Reason: fmt.Sprintf("must hold at most 100 types (the servers' filter limit), got %d", len(c.EventTypes))}
 	case slices.ContainsFunc(c.EventTypes, func(t string) bool { return len(t) == 0 || len(t) > 256 }):
 		return &ConfigError{Field: "EventTypes", Reason: "each type must be 1..256 bytes"}
+	case c.PollMin > client.MaxWait:
+		return &ConfigError{Field: "PollMin", Reason: fmt.Sprintf("must not exceed %v (client.MaxWait)", client.MaxWait)}
 	case c.PollMax > client.MaxWait:
 		return &ConfigError{Field: "PollMax", Reason: fmt.Sprintf("must not exceed %v (client.MaxWait)", client.MaxWait)}
 	case c.PollMax != 0 && c.PollMin > c.PollMax:

@@ -296,6 +296,9 @@ func TestConfigValidate(t *testing.T) {
 	for field, mod := range map[string]func(*Config){
 		"StreamPrefix": func(c *Config) { c.StreamPrefix = strings.Repeat("p", 513) },
 		"EventTypes":   func(c *Config) { c.EventTypes = []string{"A", ""} },
+		// PollMax defaults to PollMin: a long poll past client.MaxWait that the first one
+		// refused, after a catch-up of hours perhaps, naming the client's Wait.
+		"PollMin": func(c *Config) { c.PollMin = 2 * time.Minute },
 	} {
 		c := base
 		mod(&c)

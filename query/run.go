@@ -30,7 +30,9 @@ type source interface {
 // shard costs one read per PollMax. A server that answers a long poll at
 // once (a version before long polls) is polled with a doubling idle wait
 // (PollMin..PollMax) instead. Read errors are retried with backoff (up to
-// RetryMax apart). It returns the
+// RetryMax apart), except those no retry mends: a request the servers refuse
+// (client.ErrInvalidArgument), a closed client (client.ErrClosed) and nodes of
+// another cluster (client.ErrWrongCluster), which Run returns. It returns the
 // *HandlerError or commit error that stopped it, or context.Cause(ctx).
 // Run may be called again after it returned; not concurrently.
 func (p *Projection) Run(ctx context.Context) error {
@@ -121,7 +123,9 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, client.ErrInvalidArgument):
+		case errors.Is(err, client.ErrInvalidArgument), errors.Is(err, client.ErrClosed), errors.Is(err, client.ErrWrongCluster):
+			// Failures no retry mends (a closed client, another cluster's nodes): Run returns
+			// them rather than retry until its context ends.
 			return fmt.Errorf("query: projection %q: read shard %d: %w", p.cfg.Name, shard, err)
 		case err != nil:
 			p.metrics.readErrors.Inc()

@@ -62,7 +62,7 @@ func NewRepository[S any](cfg RepositoryConfig[S]) (*Repository[S], error) {
 // logged and counted but does not fail the load.
 func (r *Repository[S]) Load(ctx context.Context, stream string) (Loaded[S], error) {
 	l, err := load(ctx, r.cfg.Store, stream, func() (S, error) { return r.cfg.Initial(), nil }, r.cfg.Apply, r.cfg.Codec)
-	if err != nil || !l.Exists || !(r.cfg.Policy.ShouldSave(l.Replayed) || l.SnapshotErr != nil && l.Replayed > 0) {
+	if err != nil || !l.Exists || r.cfg.Policy.Disabled || !(r.cfg.Policy.ShouldSave(l.Replayed) || l.SnapshotErr != nil && l.Replayed > 0) {
 		return l, err
 	}
 	if serr := SaveState(ctx, r.cfg.Store, stream, l.Version, l.State, r.cfg.Codec); serr != nil {

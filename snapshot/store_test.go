@@ -307,6 +307,28 @@ func TestStoreSnapshots(t *testing.T) {
 			t.Fatalf("stale append: %v", err)
 		}
 	})
+
+	// Policy.Disabled saves nothing, not even in place of a snapshot the load could not use
+	// (another codec's, as during a rolling codec change, when saving is turned off).
+	t.Run("repository disabled", func(t *testing.T) {
+		const stream = "acct-disabled"
+		appendEvents(t, c, stream, 0, 10)
+		if err := SaveState(ctx, store, stream, 9, account{}, JSONCodec[account]("account/json/v0")); err != nil {
+			t.Fatal(err)
+		}
+		repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+			Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Disabled: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, err := repo.Load(ctx, stream); err != nil || l.FromSnapshot || l.Replayed != 10 {
+			t.Fatalf("load: %+v %v", l, err)
+		}
+		recs, err := c.ReadPage(ctx, store.Companion(stream), client.Count(100))
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("the companion stream holds %d records after a load with Policy.Disabled (%v), want 1: a save", len(recs), err)
+		}
+	})
 }
 
 func TestNewValidates(t *testing.T) {
