@@ -81,16 +81,30 @@ func (d *Definition) validate() error {
 	if d == nil || d.Name == "" {
 		return invalid("definition needs a name")
 	}
-	if len(d.Steps) == 0 {
-		return invalid("definition %q has no steps", d.Name)
+	if len(d.Name) > MaxNameLen {
+		return invalid("definition name is %d bytes, longer than the limit of %d (MaxNameLen)", len(d.Name), MaxNameLen)
+	}
+	if len(d.Steps) == 0 || len(d.Steps) > MaxSteps {
+		return invalid("definition %q has %d steps; it needs 1 to %d (MaxSteps)", d.Name, len(d.Steps), MaxSteps)
 	}
 	for i, s := range d.Steps {
 		if s.Name == "" || s.Action == nil {
 			return invalid("definition %q step %d needs a Name and an Action", d.Name, i)
 		}
+		if len(s.Name) > MaxNameLen {
+			return invalid("definition %q step %d: its name is %d bytes, longer than the limit of %d (MaxNameLen)",
+				d.Name, i, len(s.Name), MaxNameLen)
+		}
 	}
 	return nil
 }
+
+// Limits of a Definition: the saga's first event records its definition's name and step
+// names, which must leave room in an event for the saga's input.
+const (
+	MaxNameLen = 256  // bytes of a definition's name and of each step's
+	MaxSteps   = 1000 // steps of a definition
+)
 
 // Permanent wraps err so that the step is not retried: the action fails at
 // once (and compensation starts).
@@ -102,7 +116,7 @@ type RetryPolicy struct {
 	Initial     time.Duration // first wait; default 50ms
 	Max         time.Duration // wait cap; default 2s
 	MaxAttempts int           // attempts in all, including the first; 0 = default, -1 = unlimited
-	MaxElapsed  time.Duration // give up after this long; 0 = default
+	MaxElapsed  time.Duration // give up after this long, an attempt under way included (its context ends); 0 = default
 }
 
 // Default retry policies.
@@ -260,7 +274,7 @@ func (c *Coordinator) Start(ctx context.Context, definition, id string, input []
 // Resume continues saga id from its stream, after a crash or an error of
 // Start or Resume. Completed steps are not run again; a step that was
 // started but not recorded as finished is run again with the same
-// idempotency ID. Resuming a finished saga returns its state.
+// idempotency ID. Resuming a finished saga returns its state, whatever its definition now.
 func (c *Coordinator) Resume(ctx context.Context, id string) (State, error) {
 	st, err := c.Load(ctx, id)
 	if err != nil {
@@ -268,6 +282,9 @@ func (c *Coordinator) Resume(ctx context.Context, id string) (State, error) {
 	}
 	if !st.Exists {
 		return st, fmt.Errorf("%w: %q", ErrUnknownSaga, id)
+	}
+	if st.Status.Terminal() {
+		return st, nil // nothing to drive: its definition may have changed since
 	}
 	def := c.defs[st.Definition]
 	if def == nil {
@@ -375,9 +392,9 @@ func (c *Coordinator) runAction(ctx context.Context, def *Definition, st *State,
 	}
 	sc := c.stepContext(st, step, KindAction)
 	var out []byte
-	attempts, err := c.retry(ctx, p, func(attempt int) error {
+	attempts, err := c.retry(ctx, p, func(actx context.Context, attempt int) error {
 		sc.Attempt = attempt
-		o, err := s.Action(ctx, sc)
+		o, err := s.Action(actx, sc)
 		out = o
 		return err
 	})
@@ -391,9 +408,9 @@ func (c *Coordinator) runCompensation(ctx context.Context, def *Definition, st *
 	}
 	sc := c.stepContext(st, step, KindCompensation)
 	sc.Output = st.Steps[step].Output
-	attempts, err := c.retry(ctx, c.cfg.CompensationRetry, func(attempt int) error {
+	attempts, err := c.retry(ctx, c.cfg.CompensationRetry, func(actx context.Context, attempt int) error {
 		sc.Attempt = attempt
-		return s.Compensate(ctx, sc)
+		return s.Compensate(actx, sc)
 	})
 	if err != nil {
 		return &StepError{SagaID: st.ID, Step: step, Name: s.Name, Kind: KindCompensation, Attempts: attempts, Err: err}
@@ -402,8 +419,11 @@ func (c *Coordinator) runCompensation(ctx context.Context, def *Definition, st *
 }
 
 // retry runs op under p with exponential backoff; it returns the number of
-// attempts made and the last error.
-func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(attempt int) error) (int, error) {
+// attempts made and the last error. MaxElapsed bounds the attempts too, not only the
+// waits between them: op's context ends then (a remote call that never answers).
+func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(ctx context.Context, attempt int) error) (int, error) {
+	actx, cancel := context.WithTimeout(ctx, p.MaxElapsed)
+	defer cancel()
 	b := &backoff.ExponentialBackOff{InitialInterval: p.Initial, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: p.Max}
 	tries := uint(0)
 	if p.MaxAttempts > 0 {
@@ -415,7 +435,7 @@ func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(attempt 
 		if attempts > 1 {
 			c.metrics.retries.Inc()
 		}
-		return struct{}{}, op(attempts)
+		return struct{}{}, op(actx, attempts)
 	}, backoff.WithBackOff(b), backoff.WithMaxTries(tries), backoff.WithMaxElapsedTime(p.MaxElapsed))
 	return attempts, err
 }

@@ -46,7 +46,7 @@
 //     may land after a compensation that found nothing to undo, and its
 //     effect would never be undone. Where the action appends to shoal under
 //     its IdempotencyID, the compensation can append a "voided" event under
-//     that same ID (StepContext.IdempotencyIDAt gives the action's), so that
+//     that same ID (StepContext.ActionID gives the action's), so that
 //     the late action's append is refused (an ID conflict, or a duplicate
 //     of the void) and never takes effect. (A
 //     StepFailed recorded before this rule, without its "compensate" flag,

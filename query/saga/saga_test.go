@@ -421,7 +421,22 @@ func TestSagas(t *testing.T) {
 		if _, err := co.Start(ctx, "trip", "", nil); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("empty id: %v", err)
 		}
-		if _, err := co.Start(ctx, "trip", "changed", nil); err != nil {
+		// A saga left running (its coordinator stopped during step 1) refuses another
+		// definition under the same name; a finished one answers its state whatever the
+		// definition now (a sweeper resuming every saga after a deploy that adds a step).
+		stopCtx, stop := context.WithCancel(ctx)
+		w.after = func(_ context.Context, sc StepContext) error {
+			if sc.Kind == KindAction && sc.Step == 1 {
+				stop()
+				return context.Canceled
+			}
+			return nil
+		}
+		if st, err := co.Start(stopCtx, "trip", "changed", nil); !errors.Is(err, context.Canceled) || st.Status != StatusRunning {
+			t.Fatalf("stopped Start = %s, %v", st.Status, err)
+		}
+		w.after = nil
+		if _, err := co.Start(ctx, "trip", "finished", nil); err != nil {
 			t.Fatal(err)
 		}
 		d := w.definition()
@@ -432,6 +447,29 @@ func TestSagas(t *testing.T) {
 		}
 		if _, err := other.Resume(ctx, "changed"); !errors.Is(err, ErrDefinitionMismatch) {
 			t.Fatalf("changed definition: %v", err)
+		}
+		if st, err := other.Resume(ctx, "finished"); err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Resume of a completed saga after its definition changed = %s, %v; want its state", st.Status, err)
+		}
+	})
+
+	// MaxElapsed bounds an attempt under way too: an action that never answers fails after
+	// it, and the saga aborts, rather than hold Start until its caller gives up.
+	t.Run("hung action given up after MaxElapsed", func(t *testing.T) {
+		hang := &Definition{Name: "hang", Steps: []Step{{Name: "remote",
+			Action: func(ctx context.Context, sc StepContext) ([]byte, error) {
+				<-ctx.Done() // a remote call that never answers
+				return nil, ctx.Err()
+			}}}}
+		co, err := NewCoordinator(Config{Client: c, Definitions: []*Definition{hang},
+			ActionRetry: RetryPolicy{Initial: time.Millisecond, MaxAttempts: 3, MaxElapsed: 200 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(testCtx(t), 30*time.Second)
+		defer cancel()
+		if st, err := co.Start(ctx, "hang", "h1", nil); err != nil || st.Status != StatusAborted {
+			t.Fatalf("Start = %s, %v; want the step given up after MaxElapsed (200ms) and the saga aborted", st.Status, err)
 		}
 	})
 }

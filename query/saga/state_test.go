@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -220,9 +221,17 @@ func TestConfigValidate(t *testing.T) {
 		{"step without action", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: "s"}}}}}},
 		{"negative retry", Config{Client: &client.Client{}, ActionRetry: RetryPolicy{Initial: -1}}},
 		{"duplicate", Config{Client: &client.Client{}, Definitions: []*Definition{okDef, okDef}}},
+		// The first event records the names: past the limits, they would crowd out the input
+		// and be blamed on it.
+		{"long definition name", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: strings.Repeat("d", MaxNameLen+1), Steps: okDef.Steps}}}},
+		{"long step name", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: strings.Repeat("s", MaxNameLen+1), Action: okDef.Steps[0].Action}}}}}},
+		{"too many steps", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: slices.Repeat(okDef.Steps, MaxSteps+1)}}}},
 	} {
 		if err := tc.cfg.Validate(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", tc.name, err)
+		} else if strings.HasPrefix(tc.name, "long") && !strings.Contains(err.Error(), "MaxNameLen") ||
+			tc.name == "too many steps" && !strings.Contains(err.Error(), "MaxSteps") {
+			t.Errorf("%s: %v, want the limit named", tc.name, err)
 		}
 	}
 	if err := (&Config{Client: &client.Client{}, Definitions: []*Definition{okDef}}).Validate(); err != nil {
