@@ -17,7 +17,9 @@ import (
 // applied, with the time it stepped them (marks); once its applied index reaches one, it was
 // current as of that time. So a follower that is catching up (after a restart, a partition,
 // by snapshot, or applying slowly) is not current however often it hears from its leader,
-// and a caught-up one is current as of the leader's last append or quiesce heartbeat. Bounded
+// and a caught-up one is current as of the leader's last append or quiesce heartbeat, once
+// the leader has committed an entry of its term (until then a new leader's commit index may lag
+// what its predecessor committed and acknowledged). Bounded
 // stale reads rest on it (SinceCurrent). A leader cut off from the rest of its group still
 // takes itself for the leader for up to an election timeout (CheckQuorum), and its followers
 // for their leader.
@@ -37,10 +39,11 @@ func sinceStamp(stamp int64) (time.Duration, bool) {
 	return time.Since(monoEpoch) - time.Duration(stamp-1), true
 }
 
-// freshMark is a commit index a leader's message carried and when it was stepped.
+// freshMark is a commit index a leader's message carried, the leader's term, and when it was
+// stepped.
 type freshMark struct {
-	commit uint64
-	at     time.Time
+	commit, term uint64
+	at           time.Time
 }
 
 // maxFreshMarks bounds Group.marks; the oldest go first, which only makes a replica current
@@ -49,23 +52,40 @@ const maxFreshMarks = 64
 
 // SinceCurrent returns how long ago this replica was last current: when it had applied
 // everything its group's leader had committed as of a message it stepped from it; false if it
-// has not been since it was opened. The leader's own replica is current (0, true). A
-// follower's data then misses at most what was acknowledged since, plus (when the leader was
+// has not been since it was opened. The leader's own replica is current (0, true) while its
+// loop runs; a loop that has not run for longer than leaderLoopLag (stuck on a disk, say) may
+// have missed its deposition meanwhile, and the leader is current as of its last iteration.
+// A follower's data then misses at most what was acknowledged since, plus (when the leader was
 // cut off from the rest of its group without knowing it yet) up to an election timeout.
 func (g *Group) SinceCurrent() (time.Duration, bool) {
 	if g.isLeader.Load() {
-		return 0, true
+		return g.h.sinceIterated()
 	}
 	return sinceStamp(g.current.Load())
 }
 
 // SinceContact returns how long ago this replica last stepped a message from its group's
-// leader (in the leader's term), and false if it has not since it was opened.
+// leader (in the leader's term), and false if it has not since it was opened; the leader's
+// own replica as SinceCurrent.
 func (g *Group) SinceContact() (time.Duration, bool) {
 	if g.isLeader.Load() {
-		return 0, true
+		return g.h.sinceIterated()
 	}
 	return sinceStamp(g.contact.Load())
+}
+
+// leaderLoopLag is how long a leader's loop may go without an iteration and its replica still
+// count as current (0): the loop iterates at least once a tick.
+func (h *Host) leaderLoopLag() time.Duration { return 2 * h.cfg.TickInterval }
+
+// sinceIterated is a leader's SinceCurrent: 0 while its loop runs, else the time since the
+// loop last started an iteration.
+func (h *Host) sinceIterated() (time.Duration, bool) {
+	since, ok := sinceStamp(h.iterated.Load())
+	if !ok || since <= h.leaderLoopLag() {
+		return 0, true // !ok: the loop has not run yet; isLeader is set only by it
+	}
+	return since, true
 }
 
 // heardFrom records m, a message only a leader sends (fromLeader), which arrived at now and was
@@ -117,17 +137,24 @@ func (g *Group) heardFrom(m *pb.Message, now, stepped time.Time) {
 		if len(g.marks) == maxFreshMarks {
 			g.marks = append(g.marks[:0], g.marks[1:]...)
 		}
-		g.marks = append(g.marks, freshMark{commit: commit, at: at})
+		g.marks = append(g.marks, freshMark{commit: commit, term: m.GetTerm(), at: at})
 	}
 	g.caughtUp()
 }
 
 // caughtUp records as current the time of the latest mark the applied index reached, and
-// drops the marks reached. Loop goroutine: after stepping a leader's message and after
-// applying.
+// drops the marks reached. A mark counts only if its commit index holds an entry of its
+// leader's term: a new leader learns what its predecessor committed (and acknowledged) only
+// once it commits an entry of its own term, and before that the commit index it sends may lag
+// it. Loop goroutine: after stepping a leader's message and after applying.
 func (g *Group) caughtUp() {
-	i := 0
+	i, reached := 0, -1
 	for i < len(g.marks) && g.marks[i].commit <= g.st.applied {
+		if mk := g.marks[i]; mk.term == g.ownTermCommit {
+			reached = i
+		} else if t, err := g.st.Term(mk.commit); err == nil && t == mk.term {
+			g.ownTermCommit, reached = mk.term, i // and the later marks of that term
+		}
 		i++
 	}
 	if i == 0 {
@@ -135,8 +162,10 @@ func (g *Group) caughtUp() {
 	}
 	// A later mark may carry an earlier time (an append with only a commit index counts as of
 	// a tick before it arrived): current never goes back.
-	if at := monoStamp(g.marks[i-1].at); at > g.current.Load() {
-		g.current.Store(at)
+	if reached >= 0 {
+		if at := monoStamp(g.marks[reached].at); at > g.current.Load() {
+			g.current.Store(at)
+		}
 	}
 	g.marks = append(g.marks[:0], g.marks[i:]...)
 }

@@ -171,3 +171,98 @@ func TestSinceCurrentCountsWaitOnSender(t *testing.T) {
 		t.Fatalf("the follower took itself for current while it lacked writes acknowledged up to %v before", worst)
 	}
 }
+
+// TestNewLeaderCommitLagNotCurrent: a new leader's commit index can lag what its predecessor
+// committed and acknowledged (it learns the true commit point only once it commits an entry of
+// its own term). A follower that took the new leader's first appends for "current as of now"
+// claimed to be current while it lacked a write acknowledged long before.
+func TestNewLeaderCommitLagNotCurrent(t *testing.T) {
+	const shard = 3
+	c := newCluster(t, clusterOpts{nodes: 3, noQuiesce: true})
+	c.openVoters(shard)
+	idxA := c.propose(shard, "a")
+	l := c.leader(shard)
+	old := l.h.cfg.NodeID
+	fs := c.others(old)
+	c.converged(shard, []string{"a"}, fs...)
+
+	c.net.mu.Lock()
+	c.net.drop = func(from uint64, m *pb.Message) bool {
+		// The old leader never tells anyone that x committed; the followers' acks to a new
+		// leader are lost, so it commits nothing of its own term.
+		if from == old && m.GetCommit() > idxA {
+			return true
+		}
+		if from != old && m.GetTo() != old && m.GetType() == pb.MsgAppResp {
+			return true
+		}
+		return false
+	}
+	c.net.mu.Unlock()
+
+	// x is committed by old with both followers' acks, applied on old and acknowledged.
+	// (Propose on the old leader directly: c.propose would look for a leader again.)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.Propose(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	acked := time.Now()
+	c.net.isolate(old, true)
+
+	n := c.leader(shard, fs...)
+	f := fs[0]
+	if f == n.h.cfg.NodeID {
+		f = fs[1]
+	}
+	time.Sleep(300 * time.Millisecond)
+	g := c.group(f, shard)
+	if g.IsLeader() || !n.IsLeader() {
+		t.Fatalf("leadership moved again (follower leads: %v)", g.IsLeader())
+	}
+	ago := time.Since(acked) // before SinceCurrent: since grows meanwhile
+	since, ok := g.SinceCurrent()
+	hasX := slices.Contains(c.sm(f, shard).values(t), "x")
+	if ok && !hasX && since < ago {
+		t.Fatalf("follower %d lacks x, acknowledged %v ago, yet SinceCurrent = %v (current after x was acknowledged)",
+			f, ago.Round(time.Millisecond), since.Round(time.Millisecond))
+	}
+}
+
+// TestHungLeaderNotCurrent: a leader whose loop hangs (a stalled disk, a long apply) is deposed
+// by the others, who go on committing; it cannot learn so until its loop runs again.
+// SinceCurrent, which bounds subscriptions (node.follower.check), must not keep saying it is
+// current: its subscribers would hear heartbeats and nothing else while the hang lasts.
+func TestHungLeaderNotCurrent(t *testing.T) {
+	const shard, hang = 4, 2 * time.Second
+	c := newCluster(t, clusterOpts{nodes: 3})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	l := c.leader(shard)
+	old := l.h.cfg.NodeID
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if err := l.h.do(func() { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	hungAt := time.Now()
+	time.Sleep(time.Second)
+	nl := c.leader(shard, c.others(old)...) // the others elect a new leader
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := nl.Propose(ctx, []byte("b")); err != nil { // and commit without the old one
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(hungAt.Add(hang)))
+	since, ok := l.SinceCurrent()
+	if ok && since < hang/2 {
+		t.Fatalf("leader whose loop hung %v ago, deposed since (b committed without it): SinceCurrent = %v, %v",
+			time.Since(hungAt).Round(time.Millisecond), since, ok)
+	}
+}

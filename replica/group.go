@@ -71,6 +71,7 @@ type Group struct {
 	term           uint64 // term in which this node became leader
 	seenTerm       uint64 // the highest term observed (logging of term changes)
 	lostLeadership bool   // set by observe, handled after the iteration's apply
+	ownTermCommit  uint64 // a term whose leader's commit index held an entry of it (caughtUp)
 	// campaignPending: a group bootstrapped with this node as its only voter
 	// campaigns once its bootstrap configuration is applied (raft refuses to
 	// campaign while configuration changes are pending).

@@ -107,6 +107,9 @@ type Host struct {
 	syncDone chan struct{} // closed when syncLoop exited
 	// syncsInFlight counts persisted batches whose fsync syncLoop has not seen complete.
 	syncsInFlight atomic.Int32
+	// iterated: monotonic stamp (monoStamp) of the start of the loop's latest iteration. A
+	// leader's claim to be current is as old as that (Group.SinceCurrent).
+	iterated atomic.Int64
 
 	// Scratch of the loop goroutine, reused from one iteration to the next.
 	readyBuf []readyGroup

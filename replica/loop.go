@@ -36,6 +36,7 @@ type groupMsg struct {
 
 // iterate is one turn of the event loop (see doc.go for the numbered duties).
 func (h *Host) iterate(tick bool) {
+	h.iterated.Store(monoStamp(time.Now()))
 	// Group commit: while maxSyncsInFlight persisted batches await their fsync, new proposals
 	// and log appends from leaders stay queued, to be written together once one completes.
 	hold := h.syncsInFlight.Load() >= maxSyncsInFlight
