@@ -72,3 +72,37 @@ func result(ok bool) string {
 	}
 	return "failed"
 }
+
+var (
+	descQueuedMessages = prometheus.NewDesc("shoal_transport_queued_messages",
+		"Raft messages waiting in a peer's outbound queues (at most Config.QueueSize in each of two).", []string{"peer"}, nil)
+	descQueuedBytes = prometheus.NewDesc("shoal_transport_queued_bytes",
+		"Bytes of entries of the appends waiting in a peer's outbound queue (bounded by Config.QueueBytes).", []string{"peer"}, nil)
+)
+
+// queueCollector reports each peer's queues as they are at scrape time: a peer whose stream is
+// slower than raft shows a queue that grows, before it fills and messages are dropped.
+type queueCollector struct{ t *Transport }
+
+func (c queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descQueuedMessages
+	ch <- descQueuedBytes
+}
+
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
+	type queued struct {
+		peer            string
+		messages, bytes float64
+	}
+	// Read under mu, sent without it: Send, which the raft loop calls, takes mu.
+	c.t.mu.Lock()
+	qs := make([]queued, 0, len(c.t.mu.peers))
+	for _, p := range c.t.mu.peers {
+		qs = append(qs, queued{p.label, float64(len(p.queue) + len(p.urgent)), float64(p.queuedBytes.Load())})
+	}
+	c.t.mu.Unlock()
+	for _, q := range qs {
+		ch <- prometheus.MustNewConstMetric(descQueuedMessages, prometheus.GaugeValue, q.messages, q.peer)
+		ch <- prometheus.MustNewConstMetric(descQueuedBytes, prometheus.GaugeValue, q.bytes, q.peer)
+	}
+}

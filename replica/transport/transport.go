@@ -90,6 +90,9 @@ func New(cfg Config) *Transport {
 		metrics: newMetrics(cfg.Registerer),
 		snaps:   make(chan struct{}, cfg.MaxSnapshotSends),
 	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(queueCollector{t})
+	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
 	t.mu.snaps = make(map[uint64][]snapJob)

@@ -314,7 +314,9 @@ func TestQueueBytesBound(t *testing.T) {
 	dir := newDirectory()
 	n2 := startNode(t, 2, "c", dir, nil)
 	release := make(chan struct{})
+	reg := prometheus.NewRegistry()
 	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.Registerer = reg
 		c.QueueBytes = 10 << 10
 		c.Resolve = func(id uint64) (string, bool) {
 			<-release // the peer goroutine is stuck dialing
@@ -339,6 +341,25 @@ func TestQueueBytesBound(t *testing.T) {
 	if dropped < 20 || dropped > 21 {
 		t.Fatalf("dropped %d of 30 1-KiB appends with QueueBytes 10 KiB, want 20 or 21", dropped)
 	}
+	// The queues as a scrape sees them: the appends queued (the goroutine holds one more, or
+	// not yet) and the heartbeat; their entry bytes within the bound.
+	queued := func(name string) float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetLabel()[0].GetValue() == "2" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatalf("no %s series for peer 2", name)
+		return 0
+	}
+	if m, b := queued("shoal_transport_queued_messages"), queued("shoal_transport_queued_bytes"); m < 9 || m > 11 || b < 8<<10 || b > 10<<10 {
+		t.Fatalf("queued %v messages, %v bytes; want 9..11 (the appends and the heartbeat), 8..10 KiB", m, b)
+	}
 	waitFor(t, 5*time.Second, "an unreachable report", func() bool { return n1.rec.unreachableCount(0, 2) >= 1 })
 	unblock()
 	waitFor(t, 10*time.Second, "queued messages", func() bool { return n2.rec.count() == 30-dropped+1 })
@@ -348,6 +369,9 @@ func TestQueueBytesBound(t *testing.T) {
 	waitFor(t, 10*time.Second, "the large append", func() bool { return n2.rec.count() == 30-dropped+2 })
 	if got := int(counterValue(n1.tr.Metrics().MessagesDropped.WithLabelValues("2", dropQueueFull))); got != dropped {
 		t.Fatalf("the large append into an empty queue was dropped (%d drops, were %d)", got, dropped)
+	}
+	if m, b := queued("shoal_transport_queued_messages"), queued("shoal_transport_queued_bytes"); m != 0 || b != 0 {
+		t.Fatalf("queued %v messages, %v bytes once all were sent; want 0", m, b)
 	}
 }
 
