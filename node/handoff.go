@@ -26,13 +26,14 @@ const handOffRecheck = 100 * time.Millisecond
 //
 // A planned stop calls it before Close (shoal server does on SIGTERM and SIGINT): each shard
 // the node led then changes leader in about one round trip, while the node still answers,
-// instead of waiting for its followers to find it gone. It first stops the node's placement
-// loop and tells the other nodes in gossip that it is stopping (membership.Meta.Stopping), so
-// that no placement loop moves a leadership back to it. Both last until the node stops: call
+// instead of waiting for its followers to find it gone. It first takes the node out of
+// /readyz, stops the node's placement loop and tells the other nodes in gossip that it is
+// stopping (membership.Meta.Stopping), so that no placement loop moves a leadership back to it. Both last until the node stops: call
 // Close next. Requests already running on this node end as requests to a deposed leader do: a
 // proposal that may still commit is "outcome unknown" (clients retry it under its event IDs),
 // the rest are forwarded to the new leader.
 func (n *Node) HandOffLeaders(ctx context.Context) (moved, kept int) {
+	n.stopping.Store(true) // /readyz: send no more clients here
 	n.stopPlacement(ctx)
 	if ml := n.gossip(); ml != nil {
 		if err := ml.UpdateMeta(func(m *membership.Meta) { m.Stopping = true }); err != nil {

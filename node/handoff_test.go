@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,8 @@ import (
 
 // A node stopping on purpose hands its leaderships to other voters first: afterwards it leads
 // no shard, the other nodes move none back to it, and once it is closed every shard it led
-// takes appends.
+// takes appends. From the hand-off on, /readyz sends no more clients to it (a load balancer
+// kept routing them there until Close).
 func TestHandOffLeaders(t *testing.T) {
 	const shards = 6
 	c, _ := startReplicatedCluster(t, shards, nil)
@@ -32,6 +34,9 @@ func TestHandOffLeaders(t *testing.T) {
 	t.Logf("n%d handed off %d of its %d leaderships (shards %v), kept %d", victim+1, moved, len(victimLed), victimLed, kept)
 	if moved != len(victimLed) || kept != 0 {
 		t.Fatalf("moved %d, kept %d; want %d and 0", moved, kept, len(victimLed))
+	}
+	if err := c.Nodes[victim].Ready(); err == nil || !strings.Contains(err.Error(), "stopping") {
+		t.Fatalf("n%d handed off its leaderships to stop: Ready() = %v, want not ready, stopping", victim+1, err)
 	}
 	// Every shard has a leader among the others, and keeps it: the other placement loops (every
 	// 100 ms here) see the node stopping and do not balance leadership back to it.

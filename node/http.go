@@ -38,13 +38,16 @@ func (n *Node) httpHandler() http.Handler {
 }
 
 // notReady returns why the node should not receive traffic, or "" when it is
-// ready: it knows the cluster's settings, its disk is not slow, and every local
+// ready: it is not stopping, it knows the cluster's settings, its disk is not slow, and every local
 // group knows its leader but for those that lost their quorum (below).
 func (n *Node) notReady() string {
 	select {
 	case <-n.done:
 		return "shutting down"
 	default:
+	}
+	if n.stopping.Load() {
+		return "stopping (handing off its leaderships)"
 	}
 	if n.settings.Load() == nil {
 		return "cluster settings unknown (still joining)"

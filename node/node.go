@@ -67,6 +67,7 @@ type Node struct {
 
 	settings  atomic.Pointer[Settings] // nil until known
 	started   atomic.Bool              // Start finished
+	stopping  atomic.Bool              // HandOffLeaders began a planned stop
 	members   atomic.Pointer[[]membership.Member]
 	membersMu sync.Mutex // refreshMembers: a list read and stored in one step
 
