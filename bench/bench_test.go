@@ -339,6 +339,38 @@ func TestOpenLoopMissed(t *testing.T) {
 	}
 }
 
+// TestOutageShowsInLatency: a target that stops answering a quarter into the measured phase,
+// until the end. In an open loop the operations due in the outage are never sent or time out;
+// counted only as missed and as errors, they left the percentiles those of the healthy quarter
+// (p99 3.4 ms). Their waits (at least until the end, or until the timeout) are latencies too.
+// In a closed loop the timeouts alone show it.
+func TestOutageShowsInLatency(t *testing.T) {
+	for _, rate := range []float64{500, 0} {
+		m := newMemTarget()
+		cfg := AppendConfig{Streams: 10, EventSize: 8}
+		cfg.Concurrency = 4
+		cfg.Seed = 1
+		cfg.Warmup = -1
+		cfg.Duration = 1200 * time.Millisecond
+		cfg.OpTimeout = 800 * time.Millisecond
+		cfg.Rate = rate
+		m.down = time.Now().Add(300 * time.Millisecond)
+		r, err := RunAppend(context.Background(), cfg, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rate %g: ops %d errors %v missed %d latency p50 %dus p99 %dus max %dus",
+			rate, r.Ops, r.Errors, r.Missed, r.Latency.P50, r.Latency.P99, r.Latency.Max)
+		switch {
+		case rate > 0 && (r.Latency.P50 < 100_000 || r.Latency.P99 < 400_000):
+			t.Fatalf("open loop: p50 %dus p99 %dus with the target down for 900 of the 1200 ms measured: the outage is hidden",
+				r.Latency.P50, r.Latency.P99)
+		case rate == 0 && r.Latency.Max < 700_000:
+			t.Fatalf("closed loop: max %dus with every worker timing out after 800 ms", r.Latency.Max)
+		}
+	}
+}
+
 func TestCancelInterrupts(t *testing.T) {
 	m := newMemTarget()
 	m.opDelay = time.Millisecond

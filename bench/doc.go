@@ -43,10 +43,13 @@
 // claim due times in order, and latency runs from the due time, not the send
 // time, so a stalled target shows in the percentiles instead of silently
 // slowing the load (coordinated omission). Operations due in the measured
-// window but never sent are reported as Missed. An operation is measured
-// when it was due after the warmup. Latencies go to one HdrHistogram per
-// worker (1µs..60s, 3 significant digits), merged at the end; only
-// successful operations are recorded. Preparing an operation (an append's
+// window but never sent are reported as Missed, and recorded with the time
+// from their due time to the end of the run, a lower bound of their wait: a
+// stall that lasts to the end shows too. An operation is measured when it
+// was due after the warmup. Latencies go to one HdrHistogram per worker
+// (1µs..60s, 3 significant digits), merged at the end: those of successes
+// and of failures (an operation that timed out waited that long), not of
+// conflicts, which are counted apart. Preparing an operation (an append's
 // fresh random payloads) is the generator's work: it is done before the
 // operation's due time is taken, outside its latency. Throughput divides
 // measured successes by the time from the end of warmup to the last measured

@@ -52,9 +52,13 @@ type engine struct {
 	stopAt       time.Time // zero in count mode
 	interval     float64   // open loop: nanoseconds between due times
 
-	seq     atomic.Int64 // open loop: next operation index
-	claimed atomic.Int64 // count mode: measured operations claimed
-	workers []*worker
+	seq atomic.Int64 // open loop: next operation index
+	// missedHist: the lower bounds of the latencies of operations workers took but did not
+	// send before the end of a timed open-loop run (missed); nil until one.
+	missedMu   sync.Mutex
+	missedHist *hdrhistogram.Histogram
+	claimed    atomic.Int64 // count mode: measured operations claimed
+	workers    []*worker
 	// started, when not nil, is told the measured phase before the workers start: its
 	// start and its end (zero in count mode).
 	started func(measureStart, stopAt time.Time)
@@ -104,7 +108,7 @@ func (e *engine) next(ctx context.Context, timer *time.Timer) (due time.Time, me
 	now := time.Now()
 	if e.interval > 0 {
 		k := e.seq.Add(1) - 1
-		due = e.start.Add(time.Duration(float64(k) * e.interval))
+		due = e.dueAt(k)
 		if due.Before(e.measureStart) && !now.Before(e.measureStart) {
 			// A warmup operation not started by the end of the warmup: the target is behind
 			// the rate. The warmup's backlog is dropped; run now, unmeasured, it would take
@@ -113,9 +117,12 @@ func (e *engine) next(ctx context.Context, timer *time.Timer) (due time.Time, me
 			for cur := e.seq.Load(); cur < first && !e.seq.CompareAndSwap(cur, first); cur = e.seq.Load() {
 			}
 			k = e.seq.Add(1) - 1
-			due = e.start.Add(time.Duration(float64(k) * e.interval))
+			due = e.dueAt(k)
 		}
 		if !e.stopAt.IsZero() && (!due.Before(e.stopAt) || !now.Before(e.stopAt)) {
+			if due.Before(e.stopAt) && !due.Before(e.measureStart) {
+				e.missed(k) // claimed, due in the measured phase, never sent
+			}
 			return time.Time{}, false, false
 		}
 		if wait := due.Sub(now); wait > 0 {
@@ -178,6 +185,9 @@ func (e *engine) loop(ctx context.Context, w *worker) {
 		case Classify(err) == KindConflict:
 			w.conflicts.Add(1)
 		default:
+			// A failure's wait counts too: a target that stalls until operations time
+			// out shows it in the latency's tail, not only in the error count.
+			recordLatency(w.hist, end.Sub(due))
 			w.errs[Classify(err)]++
 			w.failed.Add(1)
 		}
@@ -232,15 +242,43 @@ func (e *engine) result(ctx context.Context) *Result {
 		r.EventsPerSec = float64(events) / sec
 		r.MBPerSec = float64(bytes) / 1e6 / sec
 	}
-	r.Latency = Summarize(r.Histogram)
 	if e.interval > 0 {
 		r.TargetRate = e.run.Rate
 		if !e.stopAt.IsZero() && !r.Interrupted {
 			due := e.dueBefore(e.stopAt) - e.dueBefore(e.measureStart)
 			r.Missed = max(0, due-attempted)
+			// The operations no worker took, due in the measured phase: each waited at
+			// least until the end (the ones a worker took and then gave up are in missedHist).
+			for k := max(e.seq.Load(), e.dueBefore(e.measureStart)); k < e.dueBefore(e.stopAt); k++ {
+				recordLatency(r.Histogram, e.stopAt.Sub(e.dueAt(k)))
+			}
+			e.missedMu.Lock()
+			if e.missedHist != nil {
+				r.Histogram.Merge(e.missedHist)
+			}
+			e.missedMu.Unlock()
 		}
 	}
+	r.Latency = Summarize(r.Histogram)
 	return r
+}
+
+// dueAt is when operation k of the open-loop schedule is due.
+func (e *engine) dueAt(k int64) time.Time {
+	return e.start.Add(time.Duration(float64(k) * e.interval))
+}
+
+// missed records operation k, due in the measured phase, which a worker took and did not send
+// before the run's end: it waited at least until then. The schedule correction (the latency
+// of an open loop counts from the due time) would otherwise miss every operation a stall held
+// past the end, and a stall that lasts to the end would not show at all.
+func (e *engine) missed(k int64) {
+	e.missedMu.Lock()
+	defer e.missedMu.Unlock()
+	if e.missedHist == nil {
+		e.missedHist = newHistogram()
+	}
+	recordLatency(e.missedHist, e.stopAt.Sub(e.dueAt(k)))
 }
 
 // dueBefore returns how many operations of the open-loop schedule are due

@@ -23,11 +23,18 @@ type memTarget struct {
 	// loseAckAt, if > 0, makes the loseAckAt-th append (1-based) apply and then fail, as a
 	// timed-out append that committed.
 	loseAckAt int
+	// down, when set, is when the target stops answering: every append from then on waits
+	// for its context to end (a cluster that lost its quorum).
+	down time.Time
 }
 
 func newMemTarget() *memTarget { return &memTarget{streams: map[string]int64{}} }
 
 func (m *memTarget) Append(ctx context.Context, stream string, expected int64, events [][]byte) (int64, error) {
+	if !m.down.IsZero() && !time.Now().Before(m.down) {
+		<-ctx.Done()
+		return 0, Classified(KindTimeout, ctx.Err())
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failAll != nil {

@@ -164,7 +164,8 @@ type Result struct {
 	Preload     *Preload `json:"preload,omitempty"`
 	Interrupted bool     `json:"interrupted"` // the context was cancelled before the end
 
-	// Histogram holds every measured latency in microseconds.
+	// Histogram holds every measured latency in microseconds: successes, failures and (open
+	// loop) the lower bounds of missed operations (doc.go, Measurement).
 	Histogram *hdrhistogram.Histogram `json:"-"`
 }
 

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoaldb/shoal/bench"
 )
 
 // TestBenchJSONFileCheckedFirst: a --json FILE that cannot be created is refused before the
@@ -113,5 +115,34 @@ func TestBenchHelpDescribesRate(t *testing.T) {
 		if _, out, _ := runCLI(t, nil, "", "bench", w, "--help"); !strings.Contains(out, "--rate") {
 			t.Errorf("bench %s --help lacks --rate:\n%s", w, out)
 		}
+	}
+}
+
+// A run whose operations mostly failed or went unsent measured an outage: it exits 1, however
+// good the figures of its successes (kill two of three nodes mid-run: 0.4% of the operations
+// failed in a closed loop, 62% in an open one, and both exited 0). --max-errors sets the share.
+func TestBenchFailsOnErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  bench.Result
+		max  float64
+		want string // "" for no failure
+	}{
+		{"clean", bench.Result{Ops: 1000}, defaultMaxErrors, ""},
+		{"conflicts are answers", bench.Result{Ops: 500, Conflicts: 500}, defaultMaxErrors, ""},
+		{"1% failed", bench.Result{Ops: 990, ErrorCount: 10}, defaultMaxErrors, ""},
+		{"timeouts", bench.Result{Ops: 980, ErrorCount: 20}, defaultMaxErrors, "20 of 1000 measured operations failed or were never sent (2.00%, over --max-errors 1%)"},
+		{"missed", bench.Result{Ops: 150, ErrorCount: 8, Missed: 442}, defaultMaxErrors, "450 of 600"},
+		{"allowed", bench.Result{Ops: 150, ErrorCount: 8, Missed: 442}, 80, ""},
+		{"nothing", bench.Result{ErrorCount: 3}, 100, "no operation succeeded"},
+	} {
+		err := runFailure(&tc.res, tc.max)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	code, _, errOut := runCLI(t, nil, "", "bench", "append", "--embedded", "--count", "10", "--max-errors", "101")
+	if code != exitUsage || !strings.Contains(errOut, "--max-errors is a percentage, 0 to 100") {
+		t.Fatalf("--max-errors 101: exit %d, stderr %q", code, errOut)
 	}
 }
