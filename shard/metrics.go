@@ -26,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"shard", "result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "events_appended_total",
-			Help: "Events written by appends.",
+			Help: "Events written by appends, by this replica: every replica of a shard counts each event it applies (summed over the nodes, replication times the events; shoal_events_appended_total counts each once).",
 		}, []string{"shard"}),
 		idLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "event_id_lookups_total",
