@@ -27,8 +27,9 @@ var (
 	// ErrStreamDeleted is returned by any operation on a tombstoned stream.
 	ErrStreamDeleted = errors.New("client: stream deleted")
 	// ErrStreamChanged ends a Read that resumed after a failure and found the stream deleted
-	// since the events it yielded (and perhaps written again): what follows is not the
-	// history read so far. The error is a *StreamChangedError. Read the stream again.
+	// and written again since the events it yielded: what follows is not the history read so
+	// far. (Deleted and not written again, it ends with ErrStreamNotFound.) The error is a
+	// *StreamChangedError. Read the stream again.
 	ErrStreamChanged = errors.New("client: stream deleted during the read")
 	// ErrInvalidArgument is returned for a request the server (or the
 	// client, before sending) refuses as malformed. The error is an

@@ -49,7 +49,11 @@ func TestReadResumeFindsStreamChanged(t *testing.T) {
 			}
 			if calls == 1 && page == 2 {
 				fc.mu.Lock()
-				fc.streams["s"] = change(fc.streams["s"])
+				if evs := change(fc.streams["s"]); evs != nil {
+					fc.streams["s"] = evs
+				} else {
+					delete(fc.streams, "s")
+				}
 				fc.mu.Unlock()
 				return unavailable()
 			}
@@ -89,6 +93,8 @@ func TestReadResumeFindsStreamChanged(t *testing.T) {
 			[]ReadOption{Stale(), FromEnd(), Backward()}, nil, 40},
 		{"backward, the last version read gone", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:20] },
 			[]ReadOption{FromEnd(), Backward()}, ErrStreamChanged, 20},
+		{"deleted, not written again", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return nil },
+			nil, ErrStreamNotFound, 20},
 		{"unchanged", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs },
 			nil, nil, 40},
 	} {
@@ -97,6 +103,7 @@ func TestReadResumeFindsStreamChanged(t *testing.T) {
 			delete(fc.streams, "s")
 			fc.mu.Unlock()
 			seed(t, c, "s", 40)
+
 			failOnce(tc.change)
 			got, err := read(tc.opts...)
 			n.setReadFault(nil)
@@ -104,10 +111,45 @@ func TestReadResumeFindsStreamChanged(t *testing.T) {
 				t.Fatalf("%d events, %v; want %d events, %v", got, err, tc.events, tc.want)
 			}
 			var sc *StreamChangedError
-			if tc.want != nil && (!errors.As(err, &sc) || sc.Stream != "s" || sc.Version != 19 && sc.Version != 20) {
+			if tc.want == ErrStreamChanged && (!errors.As(err, &sc) || sc.Stream != "s" || sc.Version != 19 && sc.Version != 20) {
 				t.Fatalf("error %#v, want a *StreamChangedError for the last version read of s", err)
 			}
 		})
+	}
+}
+
+// TestReadResumeOverlapIsNoProgress: an attempt that only read the last event again made no
+// progress: it does not reset the retries' backoff and time limit. Every server stream here
+// breaks after its first page, and a page holds one event (large events fill a page): the
+// read ends with ErrUnavailable once the policy's time is up, instead of trying again at once
+// until its context ends (3,535 attempts in 5 s).
+func TestReadResumeOverlapIsNoProgress(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithRetry(RetryPolicy{MaxElapsed: time.Second, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}))
+	n := fc.nodes[0]
+	seed(t, c, "s", 5)
+	fc.mu.Lock()
+	fc.pages = 1
+	fc.mu.Unlock()
+	n.setReadFault(func(page int) error {
+		if page == 1 {
+			return unavailable()
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(testCtx(t), time.Minute)
+	defer cancel()
+	got, rerr := 0, error(nil)
+	for _, err := range c.Read(ctx, "s") {
+		if err != nil {
+			rerr = err
+			break
+		}
+		got++
+	}
+	if calls := n.count("Read"); got != 1 || !errors.Is(rerr, ErrUnavailable) || calls > 300 {
+		t.Fatalf("read %d events, then %v, in %d Read calls; want 1, then ErrUnavailable after the policy's second, in far fewer calls",
+			got, rerr, calls)
 	}
 }
 

@@ -137,9 +137,9 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 // Read returns the events of stream, forwards from version 0 unless opts
 // say otherwise. The sequence pulls pages from one server stream as the
 // caller ranges over it (memory is bounded by a page); after a transient
-// error it resumes from the event after the last one yielded, so no event is
-// yielded twice or skipped. An error ends the sequence: it is yielded once,
-// with a zero event. Breaking out of the loop cancels the read.
+// error it resumes after the last event yielded, so no event is yielded twice
+// or skipped. An error ends the sequence: it is yielded once, with a zero
+// event. Breaking out of the loop cancels the read.
 //
 //	for ev, err := range c.Read(ctx, "order-42") {
 //		if err != nil { return err }
@@ -147,11 +147,12 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 //	}
 //
 // Each server stream reads one view of the stream. A read that resumes asks
-// for the last event it yielded again, and ends with ErrStreamChanged when
-// that event is gone: the stream was deleted in between (and perhaps written
-// again, its versions going on from the deleted ones), and what follows is
-// another history than the one yielded so far. (A stale read whose replica
-// lacks that event ends there instead, as stale reads may.)
+// for the last event it yielded again, to tell whether the stream was deleted
+// in between: deleted and not written since, the read ends with
+// ErrStreamNotFound (ErrStreamDeleted once tombstoned); written again, its
+// versions going on from the deleted ones, with ErrStreamChanged, as what
+// follows is another history than the one yielded so far. (A stale read
+// whose replica lacks that event ends there instead, as stale reads may.)
 //
 // Errors: ErrStreamNotFound, ErrStreamDeleted, ErrStreamChanged,
 // ErrInvalidArgument, ErrUnavailable, ErrClosed, or the context's error.
@@ -243,7 +244,6 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 				}
 				for _, pe := range page.GetEvents() {
 					ev := recordedFromProto(pe)
-					progress = true
 					if overlap {
 						overlap = false
 						switch {
@@ -257,6 +257,9 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 							return progress, nil // the call's end, not the attempt's failure
 						}
 					}
+					// Progress (which resets the retries' backoff and time limit) is an event
+					// not yielded before: an attempt that only read the last one again made none.
+					progress = true
 					// Move the resume point past ev before yielding it.
 					end := false
 					if req.Backward {

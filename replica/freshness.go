@@ -127,7 +127,7 @@ func (g *Group) heardFrom(m *pb.Message, now, stepped time.Time) {
 		}
 	}
 	switch last := len(g.marks) - 1; {
-	case last >= 0 && g.marks[last].commit == commit:
+	case last >= 0 && g.marks[last].commit == commit && g.marks[last].term == m.GetTerm():
 		if at.After(g.marks[last].at) {
 			g.marks[last].at = at // current as of the later message once it is applied
 		}

@@ -153,11 +153,14 @@ type Config struct {
 	Client      *client.Client // required, not owned
 	Definitions []*Definition  // the sagas this coordinator can start and resume
 	// ActionRetry applies to every action without its own Step.Retry;
-	// default DefaultActionRetry.
+	// default DefaultActionRetry (30 s in all).
 	ActionRetry RetryPolicy
 	// CompensationRetry applies to compensations; default
-	// DefaultCompensationRetry. When it gives up, the saga stays
-	// compensating and Resume tries again.
+	// DefaultCompensationRetry (a minute in all). When it gives up, the saga
+	// stays compensating and Resume tries again. MaxElapsed bounds each run
+	// of an action or compensation too (its context ends then): one that
+	// takes longer on its own needs a policy with a longer MaxElapsed, or it
+	// never completes.
 	CompensationRetry RetryPolicy
 	// Name identifies this coordinator in event metadata; default random.
 	Name       string

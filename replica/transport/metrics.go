@@ -96,6 +96,10 @@ func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// Read under mu, sent without it: Send, which the raft loop calls, takes mu.
 	c.t.mu.Lock()
+	if c.t.mu.closed {
+		c.t.mu.Unlock()
+		return // what was queued was dropped
+	}
 	qs := make([]queued, 0, len(c.t.mu.peers))
 	for _, p := range c.t.mu.peers {
 		qs = append(qs, queued{p.label, float64(len(p.queue) + len(p.urgent)), float64(p.queuedBytes.Load())})
