@@ -122,15 +122,12 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 		// raft state. Under its old node ID the node would rejoin its shards with empty logs,
 		// vote as if it had never acknowledged anything, and could elect a leader that lacks
 		// committed entries.
+		// (A Pebble directory without a store, an empty mount point say, is found when Start
+		// opens it: raftStateFile.)
 		if _, err := os.Stat(filepath.Join(dir, pebbleDir)); errors.Is(err, os.ErrNotExist) {
-			for _, f := range []string{clusterFile, groupsFile} {
-				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-					d.unlock()
-					return nil, fmt.Errorf("%w: %s holds node %q's %s but no %s directory: its raft state is lost, and the "+
-						"node must not rejoin under its old ID; move the directory away to start it as a new node "+
-						"(its replicas are replaced on other nodes, then re-created on it)",
-						ErrDataDirMismatch, dir, d.id.Name, f, pebbleDir)
-				}
+			if f, ok := d.raftStateFile(); ok {
+				d.unlock()
+				return nil, d.lostRaftState(f, "no "+pebbleDir+" directory")
 			}
 		}
 	default:
@@ -229,6 +226,27 @@ func (d *dataDir) clearDecommissioning() (bool, error) {
 }
 
 func (d *dataDir) pebblePath() string { return filepath.Join(d.path, pebbleDir) }
+
+// raftStateFile returns the file that says this node has raft state (the cluster or groups
+// file, written after Pebble was created), if any: Pebble must then hold its store.
+func (d *dataDir) raftStateFile() (string, bool) {
+	for _, f := range []string{clusterFile, groupsFile} {
+		if _, err := os.Stat(filepath.Join(d.path, f)); err == nil {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// lostRaftState is the refusal of a node whose raft state is lost (what: how it was found):
+// under its old node ID it would rejoin its shards with empty logs, vote as if it had never
+// acknowledged anything, and could elect a leader that lacks committed entries.
+func (d *dataDir) lostRaftState(f, what string) error {
+	return fmt.Errorf("%w: %s holds node %q's %s but %s: its raft state is lost, and the "+
+		"node must not rejoin under its old ID; move the directory away to start it as a new node "+
+		"(its replicas are replaced on other nodes, then re-created on it)",
+		ErrDataDirMismatch, d.path, d.id.Name, f, what)
+}
 
 // resetSnapshots empties (creating it if absent) the directory where the raft
 // host writes the snapshots it receives before ingesting them, and returns its

@@ -125,7 +125,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
 	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files and snapshots being received
-	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs); err != nil {
+	stateFile, mustExist := dir.raftStateFile()
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist); err != nil {
+		if errors.Is(err, pebble.ErrDBDoesNotExist) {
+			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
+		}
 		return nil, err
 	}
 	snapDir, err := dir.resetSnapshots()

@@ -411,6 +411,18 @@ func TestDataDirRefusals(t *testing.T) {
 		!strings.Contains(err.Error(), "raft state is lost") {
 		t.Fatalf("Start without %s: %v", pebbleDir, err)
 	}
+	// So did one whose Pebble directory is there but empty (a volume that did not mount, a
+	// wiped one): Pebble would have created an empty store in it.
+	if err := os.Mkdir(filepath.Join(dir, pebbleDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(context.Background(), testConfig(t, dir)); !errors.Is(err, ErrDataDirMismatch) || errors.Is(err, ErrConfigConflict) ||
+		!strings.Contains(err.Error(), "raft state is lost") || !strings.Contains(err.Error(), "an empty pebble directory") {
+		t.Fatalf("Start with an empty %s: %v", pebbleDir, err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, pebbleDir)); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(filepath.Join(dir, "pebble.saved"), filepath.Join(dir, pebbleDir)); err != nil {
 		t.Fatal(err)
 	}

@@ -30,9 +30,11 @@ import (
 // It also returns the options (with Pebble's defaults filled in), from which the replica
 // host takes the sstable options of received snapshots. fs is the file system (the node's
 // comes from diskWatch.wrap; nil: the operating system's, with Pebble's own health checks).
-func openPebble(dir string, log *slog.Logger, fs vfs.FS) (*pebble.DB, *pebble.Options, error) {
+// mustExist: the node has raft state, which a new, empty store would silently lose.
+func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool) (*pebble.DB, *pebble.Options, error) {
 	opts := &pebble.Options{
 		FS:                          fs,
+		ErrorIfNotExists:            mustExist, // pebble.ErrDBDoesNotExist rather than an empty store
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
