@@ -144,6 +144,8 @@ type Config struct {
 	fs vfs.FS
 	// diskSlowAfter, if set, replaces diskSlowThreshold (tests).
 	diskSlowAfter time.Duration
+	// memTableSize, if set, replaces Pebble's memtable size (tests: a write stall sooner).
+	memTableSize uint64
 	// Registry receives every metric of the node (node, replica, transport,
 	// Pebble, Go runtime, process) and is served on /metrics. Nil: a fresh
 	// registry owned by the node. Close (and a failed Start) takes the node's

@@ -52,6 +52,13 @@ type diskWatch struct {
 	stalled atomic.Bool
 	last    atomic.Pointer[slowReport] // the latest slow report
 	checks  io.Closer                  // the health checks wrap started, nil before
+
+	// Pebble's flushes and write stalls (openPebble's event listener), in Unix nanoseconds:
+	// flushFailing, when the flushes began to fail (0: the last one succeeded); writeStall,
+	// when the current write stall began (0: none).
+	flushFailing, writeStall atomic.Int64
+	stopFlushes              chan struct{} // closes watchFlushes' goroutine; nil before
+	flushesDone              chan struct{}
 }
 
 // slowReport is a slow disk operation and when it was reported.
@@ -104,11 +111,74 @@ func (w *diskWatch) wrap(fs vfs.FS, slowAfter time.Duration) vfs.FS {
 	return checked
 }
 
-// close stops the health checks, after Pebble closed.
+// close stops the health checks and the flush watch, after Pebble closed.
 func (w *diskWatch) close() {
 	if w.checks != nil {
 		w.checks.Close()
 	}
+	if w.stopFlushes != nil {
+		close(w.stopFlushes)
+		<-w.flushesDone
+	}
+}
+
+// A flush that fails (no space for its sstable, an I/O error) is retried by Pebble at once,
+// and while flushes fail the memtables fill: then every write stalls, the raft loop with it,
+// while no disk operation is in flight for the health checks to see. The node would keep its
+// replicas and its place in gossip serving nothing, for good. Flushes failing for
+// MaxSyncDuration are therefore a stall too.
+
+// flushEnded records the outcome of one of Pebble's flushes.
+func (w *diskWatch) flushEnded(err error) {
+	if err == nil {
+		w.flushFailing.Store(0)
+		return
+	}
+	w.flushFailing.CompareAndSwap(0, time.Now().UnixNano())
+}
+
+// writeStallBegan and writeStallEnded record Pebble's write stalls (memtables or L0 full).
+func (w *diskWatch) writeStallBegan() { w.writeStall.CompareAndSwap(0, time.Now().UnixNano()) }
+func (w *diskWatch) writeStallEnded() { w.writeStall.Store(0) }
+
+// writesStalled returns how long Pebble has stalled writes, if it does.
+func (w *diskWatch) writesStalled() (time.Duration, bool) {
+	if at := w.writeStall.Load(); at != 0 {
+		return time.Since(time.Unix(0, at)), true
+	}
+	return 0, false
+}
+
+// flushCheckEvery is how often watchFlushes looks at the flushes.
+const flushCheckEvery = 250 * time.Millisecond
+
+// watchFlushes hands OnDiskStall the flushes of the store in dir once they have failed for
+// MaxSyncDuration. Call it once Pebble is open; close stops it.
+func (w *diskWatch) watchFlushes(dir string) {
+	if w.max < 0 {
+		return
+	}
+	w.stopFlushes, w.flushesDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(w.flushesDone)
+		t := time.NewTicker(flushCheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stopFlushes:
+				return
+			case <-t.C:
+			}
+			at := w.flushFailing.Load()
+			if at == 0 {
+				continue
+			}
+			if d := time.Since(time.Unix(0, at)); d >= w.max && w.stalled.CompareAndSwap(false, true) {
+				go w.onStall(DiskStall{Path: dir, Op: "flush (every attempt failing)", Duration: d})
+				return
+			}
+		}
+	}()
 }
 
 // diskSlow is Pebble's report of a slow disk operation. It runs on the goroutine that

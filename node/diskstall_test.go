@@ -2,8 +2,12 @@ package node
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,4 +139,86 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// sstFailFS fails the creation of sstables once armed, as a disk without space for a flush's
+// table does, while the WAL, whose files Pebble reuses, goes on.
+type sstFailFS struct {
+	vfs.FS
+	armed atomic.Bool
+	fails atomic.Int64
+}
+
+func (fs *sstFailFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	if fs.armed.Load() && strings.HasSuffix(name, ".sst") {
+		fs.fails.Add(1)
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
+	}
+	return fs.FS.Create(name, c)
+}
+
+// countBackgroundErrors counts the log records of Pebble's background errors.
+type countBackgroundErrors struct{ n *atomic.Int64 }
+
+func (h countBackgroundErrors) Enabled(context.Context, slog.Level) bool { return true }
+func (h countBackgroundErrors) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "background error") {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countBackgroundErrors) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countBackgroundErrors) WithGroup(string) slog.Handler      { return h }
+
+// TestFlushFailureIsDiskStall: a node whose store cannot flush (no space for an sstable) fills
+// its memtables, then stalls every write, the raft loop's included, while no disk operation
+// is in flight for the health checks to see: it kept its replicas and its place in gossip,
+// serving nothing, for good, and logged each of Pebble's immediate retries (28,000 lines a
+// second). Flushes failing for MaxSyncDuration are a disk stall (OnDiskStall, exit 74 by
+// default); the retries are logged once per backgroundErrorLogEvery; /readyz says so.
+func TestFlushFailureIsDiskStall(t *testing.T) {
+	fs := &sstFailFS{FS: vfs.Default}
+	var logged atomic.Int64
+	stalls := make(chan DiskStall, 1)
+	cfg := testConfig(t, t.TempDir())
+	cfg.Shards = 1
+	cfg.fs = fs
+	cfg.memTableSize = 1 << 20
+	cfg.MaxSyncDuration = MinMaxSyncDuration
+	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
+	cfg.Logger = slog.New(countBackgroundErrors{&logged})
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fs.armed.Store(true)
+	go func() {
+		data := make([]byte, 256<<10)
+		for ctx.Err() == nil {
+			id := uuid.New()
+			if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s",
+				Events: []*shoalv1.EventData{{Id: id[:], Type: "big", Data: data}}}); err != nil {
+				return
+			}
+		}
+	}()
+	var s DiskStall
+	select {
+	case s = <-stalls:
+	case <-time.After(30 * time.Second):
+	}
+	ready := n.notReady()
+	fs.armed.Store(false) // the disk has space again: the flushes go through, and Close does not hang
+	cancel()
+	if s.Op == "" {
+		t.Fatalf("no disk stall reported (%d sstable creations refused, %d background errors logged); ready: %q",
+			fs.fails.Load(), logged.Load(), ready)
+	}
+	if !strings.Contains(s.Op, "flush") || s.Duration < cfg.MaxSyncDuration {
+		t.Fatalf("stall %v, want the flushes, failing for MaxSyncDuration", s)
+	}
+	if fails, n := fs.fails.Load(), logged.Load(); fails < 10 || n > 3 {
+		t.Fatalf("%d sstable creations refused, %d background errors logged: want them logged at most once per %v",
+			fails, n, backgroundErrorLogEvery)
+	}
 }

@@ -58,6 +58,10 @@ func (n *Node) notReady() string {
 	if s, slow := n.disk.slowNow(); slow {
 		return "disk slow: " + s.String()
 	}
+	if d, stalled := n.disk.writesStalled(); stalled && d >= slowReportFresh {
+		return fmt.Sprintf("writes stalled for %v: the store's memtables or level 0 are full (flushes or compactions behind, or failing)",
+			d.Round(time.Second))
+	}
 	// A local shard without a leader holds the node back while an election may still end
 	// (starting, a leader just lost). One leaderless for longer has lost its quorum, or this
 	// replica is cut off from it (shoal_shard_leaderless): it does not take the node's other

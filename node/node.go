@@ -126,12 +126,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
 	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files and snapshots being received
 	stateFile, mustExist := dir.raftStateFile()
-	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist); err != nil {
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist, n.disk, cfg.memTableSize); err != nil {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
 			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
 		}
 		return nil, err
 	}
+	n.disk.watchFlushes(dir.pebblePath())
 	snapDir, err := dir.resetSnapshots()
 	if err != nil {
 		return nil, err

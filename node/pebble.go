@@ -1,10 +1,13 @@
 package node
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -30,12 +33,14 @@ import (
 // It also returns the options (with Pebble's defaults filled in), from which the replica
 // host takes the sstable options of received snapshots. fs is the file system (the node's
 // comes from diskWatch.wrap; nil: the operating system's, with Pebble's own health checks).
-// mustExist: the node has raft state, which a new, empty store would silently lose.
-func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool) (*pebble.DB, *pebble.Options, error) {
+// mustExist: the node has raft state, which a new, empty store would silently lose. w, if not
+// nil, is told of flushes and write stalls; memTableSize 0 is the default (tests shrink it).
+func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool, w *diskWatch, memTableSize uint64) (*pebble.DB, *pebble.Options, error) {
+	bgErrors := &logLimiter{every: backgroundErrorLogEvery}
 	opts := &pebble.Options{
 		FS:                          fs,
 		ErrorIfNotExists:            mustExist, // pebble.ErrDBDoesNotExist rather than an empty store
-		MemTableSize:                64 << 20,
+		MemTableSize:                cmp.Or(memTableSize, 64<<20),
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0CompactionFileThreshold:   500,
@@ -56,9 +61,18 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool) (*pebbl
 					log.Info("pebble: compaction cancelled; it will be retried", "component", "pebble")
 					return
 				}
-				log.Error("pebble: background error", "component", "pebble", "err", err)
+				// A failing flush or compaction is retried at once, again and again: its
+				// error is logged once per backgroundErrorLogEvery, with the count.
+				if n, ok := bgErrors.allow(); ok {
+					log.Error("pebble: background error", "component", "pebble", "err", err, "errors_since_last_logged", n)
+				}
 			},
 		},
+	}
+	if w != nil {
+		opts.EventListener.FlushEnd = func(info pebble.FlushInfo) { w.flushEnded(info.Err) }
+		opts.EventListener.WriteStallBegin = func(pebble.WriteStallBeginInfo) { w.writeStallBegan() }
+		opts.EventListener.WriteStallEnd = w.writeStallEnded
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -70,6 +84,29 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool) (*pebbl
 		return nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
 	}
 	return db, opts, nil
+}
+
+// backgroundErrorLogEvery bounds how often a repeated background error is logged.
+const backgroundErrorLogEvery = 5 * time.Second
+
+// logLimiter lets one event through per period and counts the others.
+type logLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	held  int // events since the last one let through
+}
+
+// allow reports whether to log this event, and how many were held back since the last.
+func (l *logLimiter) allow() (held int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
+		held, l.held, l.last = l.held, 0, now
+		return held, true
+	}
+	l.held++
+	return 0, false
 }
 
 // pebbleLogger sends Pebble's logs to slog.
