@@ -178,13 +178,8 @@ func TestSinceCurrentCountsWaitOnSender(t *testing.T) {
 // claimed to be current while it lacked a write acknowledged long before.
 func TestNewLeaderCommitLagNotCurrent(t *testing.T) {
 	const shard = 3
-	c := newCluster(t, clusterOpts{nodes: 3, noQuiesce: true})
-	c.openVoters(shard)
-	idxA := c.propose(shard, "a")
-	l := c.leader(shard)
+	c, idxA, l, fs := oneWriteApplied(t, shard)
 	old := l.h.cfg.NodeID
-	fs := c.others(old)
-	c.converged(shard, []string{"a"}, fs...)
 
 	c.net.mu.Lock()
 	c.net.drop = func(from uint64, m *pb.Message) bool {
@@ -278,13 +273,8 @@ func TestHungLeaderNotCurrent(t *testing.T) {
 // that leader had committed nothing of its term (TestNewLeaderCommitLagNotCurrent's case).
 func TestMergedMarkKeepsItsTerm(t *testing.T) {
 	const shard = 3
-	c := newCluster(t, clusterOpts{nodes: 3, noQuiesce: true})
-	c.openVoters(shard)
-	idxA := c.propose(shard, "a")
-	l := c.leader(shard)
+	c, idxA, l, fs := oneWriteApplied(t, shard)
 	old := l.h.cfg.NodeID
-	fs := c.others(old)
-	c.converged(shard, []string{"a"}, fs...)
 	c.net.isolate(old, true)
 	n := c.leader(shard, fs...)
 	f := fs[0]
@@ -325,4 +315,18 @@ func TestMergedMarkKeepsItsTerm(t *testing.T) {
 	if ok && since < 5*time.Second {
 		t.Fatalf("current %v ago, as of the new leader's (term %d) append whose commit index %d holds an entry of term %d", since, t2, idxA, t1)
 	}
+}
+
+// oneWriteApplied starts three nodes (without quiescence) with a group for shard, writes "a"
+// and waits until both followers applied it; it returns the cluster, a's index, the leader's
+// replica and the followers' node IDs.
+func oneWriteApplied(t *testing.T, shard uint32) (*cluster, uint64, *Group, []uint64) {
+	t.Helper()
+	c := newCluster(t, clusterOpts{nodes: 3, noQuiesce: true})
+	c.openVoters(shard)
+	idxA := c.propose(shard, "a")
+	l := c.leader(shard)
+	fs := c.others(l.h.cfg.NodeID)
+	c.converged(shard, []string{"a"}, fs...)
+	return c, idxA, l, fs
 }
