@@ -90,12 +90,13 @@ func New(cfg Config) *Transport {
 		metrics: newMetrics(cfg.Registerer),
 		snaps:   make(chan struct{}, cfg.MaxSnapshotSends),
 	}
-	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(queueCollector{t})
-	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
 	t.mu.snaps = make(map[uint64][]snapJob)
+	if cfg.Registerer != nil {
+		// After mu's fields are set: a scrape may run at once.
+		cfg.Registerer.MustRegister(queueCollector{t})
+	}
 	t.unreach.init()
 	t.wg.Add(1)
 	go func() {
