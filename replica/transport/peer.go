@@ -506,7 +506,28 @@ func (p *peer) logFailure(msg string, err error) {
 	p.t.log.Debug(msg, "peer", p.id, "addr", p.addr, "err", err)
 }
 
-// took takes m, an append taken from queue, off the queued bytes.
+// offer queues m, an append in queue and anything else in urgent, and reports whether there
+// was room: past QueueBytes an append waits for raft to send it again, unless the queue holds
+// none (the one append goes, however large). Transport.mu held (Send).
+func (p *peer) offer(m outMsg) bool {
+	q := p.urgent
+	if m.Msg.GetType() == pb.MsgApp {
+		q, m.bytes = p.queue, entryBytes(m.Msg)
+		if queued := p.queuedBytes.Add(m.bytes); queued > p.t.cfg.QueueBytes && queued > m.bytes {
+			p.took(m)
+			return false
+		}
+	}
+	select {
+	case q <- m:
+		return true
+	default:
+		p.took(m)
+		return false
+	}
+}
+
+// took takes m, an append taken from queue (or refused it), off the queued bytes.
 func (p *peer) took(m outMsg) { p.queuedBytes.Add(-m.bytes) }
 
 // drop counts one undeliverable message and reports its shard unreachable.

@@ -157,22 +157,7 @@ func (t *Transport) Send(msgs []replica.ShardMessage) {
 			}
 			last = p
 		}
-		q, m := p.urgent, outMsg{msgs[i], now, 0}
-		if msgs[i].Msg.GetType() == pb.MsgApp {
-			q, m.bytes = p.queue, entryBytes(msgs[i].Msg)
-			// Past QueueBytes an append waits for raft to send it again, unless the queue
-			// holds none (the one append goes, however large).
-			if queued := p.queuedBytes.Add(m.bytes); queued > t.cfg.QueueBytes && queued > m.bytes {
-				p.queuedBytes.Add(-m.bytes)
-				p.dropped.queueFull.Inc()
-				t.unreach.add(msgs[i].Shard, to)
-				continue
-			}
-		}
-		select {
-		case q <- m:
-		default:
-			p.queuedBytes.Add(-m.bytes)
+		if !p.offer(outMsg{ShardMessage: msgs[i], queued: now}) {
 			p.dropped.queueFull.Inc()
 			t.unreach.add(msgs[i].Shard, to)
 		}
