@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -33,6 +35,9 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	}
 	if s := n.settings.Load(); s != nil {
 		meta.ClusterID, meta.Shards, meta.Replication = s.ClusterID, s.Shards, s.Replication
+	}
+	if err := metaFits(meta); err != nil {
+		return err
 	}
 	seeds := n.cfg.Join
 	if haveSettings {
@@ -73,6 +78,21 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	n.ml.Store(ml)
 	n.refreshMembers()
 	go n.rejoinLoop(ml, seeds)
+	return nil
+}
+
+// metaFits refuses metadata that would exceed membership.MaxMetaSize once it holds the
+// cluster's settings, which a new node adds only after it wrote them (cluster.json).
+func metaFits(m membership.Meta) error {
+	if m.ClusterID == "" {
+		m.ClusterID = strings.Repeat("0", len(newClusterID()))
+		m.Shards, m.Replication = math.MaxUint32, math.MaxUint32
+	}
+	_, err := membership.EncodeMeta(m)
+	if err != nil {
+		return fmt.Errorf("node: this node's gossip metadata is too long for the cluster's settings to join it: "+
+			"shorten its name (--node), zone (--zone) or advertised addresses (--advertise, --http): %w", err)
+	}
 	return nil
 }
 

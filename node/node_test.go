@@ -20,11 +20,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/buildinfo"
 	"github.com/shoaldb/shoal/internal/grpcopt"
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/ring"
+	"github.com/shoaldb/shoal/shard"
 )
 
 // testConfig is a single-node config on free loopback ports in dir.
@@ -711,6 +713,42 @@ func TestDecommissionRecommissionRace(t *testing.T) {
 		wg.Wait()
 		if file, gossiped := n.dir.decommissioning(), n.gossip().Self().Decommissioning; file != gossiped {
 			t.Fatalf("round %d: the data directory says decommissioning %v, gossip %v", i, file, gossiped)
+		}
+	}
+}
+
+// TestLongMetadataRefusedFirst: a node whose gossip metadata fits alone but not with the
+// cluster's settings (long advertised names) is refused before it creates a cluster: it
+// failed once cluster.json and groups.json were written.
+func TestLongMetadataRefusedFirst(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	base := membership.Meta{NodeID: 1 << 63, Name: cfg.Name, Zone: cfg.Zone, HTTPAddr: "127.0.0.1:65535",
+		Version: buildinfo.Version, ShardFormat: shard.MaxFormat}
+	// An advertised host that leaves the metadata 25 bytes short of the limit without the
+	// cluster's ID (36 bytes) and settings.
+	host := "a"
+	for {
+		m := base
+		m.GRPCAddr = host + ".example:7400"
+		b, err := membership.EncodeMeta(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) >= membership.MaxMetaSize-25 {
+			break
+		}
+		host += "a"
+	}
+	cfg.Advertise = host + ".example:7400"
+	_, err := Start(context.Background(), cfg)
+	if !errors.Is(err, membership.ErrMetaTooLong) || !strings.Contains(err.Error(), "--advertise") {
+		t.Fatalf("Start with a %d-byte advertised address: %v", len(cfg.Advertise), err)
+	}
+	t.Log(err)
+	for _, f := range []string{clusterFile, groupsFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after the refusal: %v", f, err)
 		}
 	}
 }
