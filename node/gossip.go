@@ -101,14 +101,28 @@ func metaFits(m membership.Meta) error {
 // a peer appears (rejoinLoop): unless every seed answered as another cluster's (a --join
 // pointing elsewhere), a seed refusing it (an address reused by a new cluster) must not keep
 // it down while its other seeds are. A seed holding this node's name for another node is
-// fatal, as it is for a fresh node.
+// fatal, as it is for a fresh node. So is this node's name and ID alive at another address
+// for Config.JoinTimeout (a second process with this node's raft identity: a copy of its data
+// directory); this node's previous process, there, is declared dead within seconds.
 func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, seeds []string, clusterID string) error {
 	errc := make(chan error, 1)
 	go func() { // ends by itself: each seed is given at most membership.DefaultTCPTimeout
 		_, err := ml.Join(seeds)
+		for until := time.Now().Add(n.cfg.JoinTimeout); errors.Is(err, membership.ErrIdentityInUse) && time.Now().Before(until); {
+			n.log.Warn("this node is alive at another address; waiting for the cluster to declare that process dead",
+				"until", until.Format(time.RFC3339), "err", err)
+			select {
+			case <-time.After(identityRetry):
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			_, err = ml.Join(seeds)
+		}
 		switch {
 		case err == nil, ctx.Err() != nil: // Start gave up: nothing to tell
-		case errors.Is(err, membership.ErrNameTaken):
+		case errors.Is(err, membership.ErrNameTaken), errors.Is(err, membership.ErrIdentityInUse):
 			err = fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
 		default:
 			if foreign := n.foreignSeeds(ml, seeds); len(foreign) == len(seeds) {
@@ -148,6 +162,10 @@ func (n *Node) foreignSeeds(ml *membership.Membership, seeds []string) []string 
 	}
 	return foreign
 }
+
+// identityRetry is how often a restarted node asks again whether its identity is still alive
+// at another address.
+const identityRetry = time.Second
 
 // Join retry for a fresh node: nodes of a new cluster usually start
 // together (Compose, systemd, Kubernetes), so a seed may not listen yet.
@@ -225,6 +243,9 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 		}
 		if _, err := ml.Join(all); err == nil {
 			n.log.Info("joined gossip", "seeds", all)
+		} else if errors.Is(err, membership.ErrIdentityInUse) && time.Since(lastLog) >= rejoinLogEvery {
+			n.log.Error("this node's name and ID are alive at another address; not rejoining", "seeds", all, "err", err)
+			lastLog = time.Now()
 		} else if time.Since(lastLog) >= rejoinLogEvery {
 			// Retried: a seed of another cluster (an address a new cluster took over)
 			// does not stop the others from letting this node back in once they answer.

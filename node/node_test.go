@@ -752,3 +752,31 @@ func TestLongMetadataRefusedFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestCopiedDataDirRefused: a copy of a node's data directory started beside it (same name and
+// raft ID, another address) is refused once Config.JoinTimeout has passed without the
+// original being declared dead, before it opens any shard: two processes with one raft
+// identity can vote twice in a term.
+func TestCopiedDataDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	startNode(t, cfg).Close()
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, cfg)
+
+	cc := testConfig(t, copyDir)
+	cc.Join, cc.JoinTimeout = []string{cfg.Gossip}, 2*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cc)
+	if err == nil {
+		n.Close()
+	}
+	if !errors.Is(err, membership.ErrIdentityInUse) {
+		t.Fatalf("Start of a copy of a running node's data directory: %v", err)
+	}
+	t.Log(err)
+}

@@ -60,10 +60,12 @@ func (d *delegate) check(peer *memberlist.Node) error {
 }
 
 // NotifyMerge refuses a join's push/pull merge (memberlist asks only when
-// joining) that would bring in any node of another cluster, or a live member
-// with this node's name and another node ID: memberlist keeps one member per
-// name, so the cluster would never see this node, and other nodes would take
-// its gossip for the other's.
+// joining, on both sides) that would bring in any node of another cluster, or a
+// live member with this node's name and another node ID: memberlist keeps one
+// member per name, so the cluster would never see this node, and other nodes
+// would take its gossip for the other's. A live member with this node's name
+// and ID at another address is another process with this node's raft identity
+// (or this node's previous process, not yet found dead): refused too.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		err := d.check(p)
@@ -78,7 +80,8 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	return nil
 }
 
-// checkName refuses a live peer named as this node with another node ID.
+// checkName refuses a live peer named as this node with another node ID, or
+// with this node's ID at another address.
 func (d *delegate) checkName(peer *memberlist.Node) error {
 	m := d.m()
 	if peer.Name != m.name || peer.State != memberlist.StateAlive && peer.State != memberlist.StateSuspect {
@@ -92,6 +95,8 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 	var taken error
 	if meta.NodeID != m.mu.self.NodeID {
 		taken = &NameTakenError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
+	} else if self := m.addr.Load(); self != nil && peer.Address() != *self {
+		taken = &IdentityInUseError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
 	}
 	m.mu.Unlock()
 	if taken != nil {

@@ -33,6 +33,10 @@ var (
 	// ErrNameTaken is wrapped by Join when a live member of the cluster joined
 	// already has this node's name (with another node ID).
 	ErrNameTaken = errors.New("membership: node name taken")
+	// ErrIdentityInUse is wrapped by Join when a live member of the cluster has this node's
+	// name and node ID at another gossip address: another process runs this node (a copy of
+	// its data directory), or this node's previous process has not been declared dead yet.
+	ErrIdentityInUse = errors.New("membership: node identity in use")
 	// ErrGossipKey is wrapped by Join when every seed answered with gossip encrypted under
 	// another key than this node's, or encrypted where this node's is not, or the reverse.
 	ErrGossipKey = errors.New("membership: the seeds use another gossip encryption key")
@@ -53,6 +57,24 @@ func (e *NameTakenError) Error() string {
 
 // Is reports whether target is ErrNameTaken.
 func (e *NameTakenError) Is(target error) bool { return target == ErrNameTaken }
+
+// IdentityInUseError names the address where a live member has this node's name and node
+// ID. Is(ErrIdentityInUse).
+type IdentityInUseError struct {
+	Name   string
+	Addr   string // its gossip address
+	NodeID uint64
+}
+
+func (e *IdentityInUseError) Error() string {
+	return fmt.Sprintf("membership: node %q (node ID %d) is alive at %s: either another process runs this node "+
+		"from a copy of its data directory (two processes with one raft identity can lose acknowledged writes: "+
+		"stop one, and give a copy a fresh data directory), or this node's previous process there has not been declared dead yet",
+		e.Name, e.NodeID, e.Addr)
+}
+
+// Is reports whether target is ErrIdentityInUse.
+func (e *IdentityInUseError) Is(target error) bool { return target == ErrIdentityInUse }
 
 // ClusterMismatchError names both cluster IDs. Is(ErrClusterMismatch).
 type ClusterMismatchError struct {
@@ -241,6 +263,7 @@ type Membership struct {
 	ml      *memberlist.Memberlist
 	log     *slog.Logger
 	name    string
+	addr    atomic.Pointer[string] // this node's gossip address as peers see it, once memberlist started
 	changed chan struct{} // capacity 1: a pending OnChange call
 	done    chan struct{} // closed by Close
 	stopped sync.WaitGroup
@@ -335,6 +358,8 @@ func Start(cfg Config) (*Membership, error) {
 		return nil, fmt.Errorf("membership: start on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	addr := ml.LocalNode().Address()
+	m.addr.Store(&addr)
 
 	if cfg.OnChange != nil {
 		m.stopped.Add(1)

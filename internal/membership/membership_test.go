@@ -674,3 +674,38 @@ func TestBindWithoutIPAdvertisesReachable(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityInUseRefused: a member with this node's name and node ID alive at another
+// address (a copy of its data directory started beside it) is refused at join, naming that
+// address, on a seed that is that member or not; once the other process is found dead, the
+// join goes through (a restart at a new address).
+func TestIdentityInUseRefused(t *testing.T) {
+	fast := func(c Config) Config {
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
+		return c
+	}
+	ac := fast(testConfig(t, "a", 7, "c1"))
+	a := start(t, ac)
+	bc := fast(testConfig(t, "b", 8, "c1", ac.Bind))
+	b := start(t, bc)
+	copyOfA := start(t, fast(testConfig(t, "a", 7, "c1")))
+	for _, seed := range []string{bc.Bind, ac.Bind} {
+		_, err := copyOfA.Join([]string{seed})
+		var inUse *IdentityInUseError
+		if !errors.As(err, &inUse) || inUse.Addr != ac.Bind || inUse.NodeID != 7 {
+			t.Fatalf("join through %s of a second process of a: %v", seed, err)
+		}
+		t.Log(err)
+	}
+	if m, ok := find(b, "a"); !ok || m.Addr != ac.Bind || !m.Alive {
+		t.Fatalf("b's view of a after the refused joins: %+v", m)
+	}
+	a.Close() // dies without leaving
+	eventually(t, "a dead at b", func() bool {
+		m, _ := find(b, "a")
+		return !m.Alive
+	})
+	if _, err := copyOfA.Join([]string{bc.Bind}); err != nil {
+		t.Fatalf("join once the first process of a is dead: %v", err)
+	}
+}
