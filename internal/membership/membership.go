@@ -264,8 +264,8 @@ type Membership struct {
 	log     *slog.Logger
 	name    string
 	addr    atomic.Pointer[string] // this node's gossip address as peers see it, once memberlist started
-	changed chan struct{} // capacity 1: a pending OnChange call
-	done    chan struct{} // closed by Close
+	changed chan struct{}          // capacity 1: a pending OnChange call
+	done    chan struct{}          // closed by Close
 	stopped sync.WaitGroup
 	refused atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
 
