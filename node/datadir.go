@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/uuid"
 )
 
@@ -72,6 +74,9 @@ type dataDir struct {
 	path string
 	lock *os.File
 	id   identity
+	// files, once set, is the file system writeFile writes through: the disk watch's, so that
+	// a hung write of groups.json (on the raft loop) or peers.json is a disk stall too.
+	files vfs.FS
 }
 
 // openDataDir creates dir if absent, takes its exclusive lock, and loads or
@@ -299,27 +304,37 @@ func (d *dataDir) writeJSON(file string, v any) error {
 // writeFile replaces file atomically: write a temp file, fsync it, rename it
 // over file, fsync the directory.
 func (d *dataDir) writeFile(file string, b []byte) error {
+	files := d.files
+	if files == nil {
+		files = vfs.Default
+	}
 	final := filepath.Join(d.path, file)
-	tmp, err := os.CreateTemp(d.path, file+".tmp*")
+	tmp := fmt.Sprintf("%s.tmp%d", final, mrand.Uint64())
+	f, err := files.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("node: writing %s: %w", file, err)
 	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	defer files.Remove(tmp) // fails after a successful rename
+	if _, err := f.Write(b); err != nil {
+		f.Close()
 		return fmt.Errorf("node: writing %s: %w", file, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+	if err := f.Sync(); err != nil {
+		f.Close()
 		return fmt.Errorf("node: syncing %s: %w", file, err)
 	}
-	if err := tmp.Close(); err != nil {
+	if err := f.Close(); err != nil {
 		return fmt.Errorf("node: writing %s: %w", file, err)
 	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
+	if err := files.Rename(tmp, final); err != nil {
 		return fmt.Errorf("node: renaming %s: %w", file, err)
 	}
-	if err := syncDir(d.path); err != nil {
+	dir, err := files.OpenDir(d.path)
+	if err == nil {
+		err = dir.Sync()
+		dir.Close()
+	}
+	if err != nil {
 		return fmt.Errorf("node: syncing data directory: %w", err)
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 // as on a disk that stopped answering.
 type stallFS struct {
 	vfs.FS
+	only    string // if set, only the files whose path contains it stall
 	mu      sync.Mutex
 	release chan struct{} // non-nil while stalled; closed to end the stall
 }
@@ -41,7 +42,10 @@ func (fs *stallFS) resume() {
 	}
 }
 
-func (fs *stallFS) wait() {
+func (fs *stallFS) wait(name string) {
+	if !strings.Contains(name, fs.only) {
+		return
+	}
 	fs.mu.Lock()
 	r := fs.release
 	fs.mu.Unlock()
@@ -52,23 +56,24 @@ func (fs *stallFS) wait() {
 
 func (fs *stallFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
 	f, err := fs.FS.Create(name, c)
-	return stallFile{f, fs}, err
+	return stallFile{f, fs, name}, err
 }
 
 func (fs *stallFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
 	f, err := fs.FS.ReuseForWrite(oldname, newname, c)
-	return stallFile{f, fs}, err
+	return stallFile{f, fs, newname}, err
 }
 
 type stallFile struct {
 	vfs.File
-	fs *stallFS
+	fs   *stallFS
+	name string
 }
 
-func (f stallFile) Sync() error     { f.fs.wait(); return f.File.Sync() }
-func (f stallFile) SyncData() error { f.fs.wait(); return f.File.SyncData() }
+func (f stallFile) Sync() error     { f.fs.wait(f.name); return f.File.Sync() }
+func (f stallFile) SyncData() error { f.fs.wait(f.name); return f.File.SyncData() }
 func (f stallFile) SyncTo(n int64) (bool, error) {
-	f.fs.wait()
+	f.fs.wait(f.name)
 	return f.File.SyncTo(n)
 }
 
@@ -220,5 +225,33 @@ func TestFlushFailureIsDiskStall(t *testing.T) {
 	if fails, n := fs.fails.Load(), logged.Load(); fails < 10 || n > 3 {
 		t.Fatalf("%d sstable creations refused, %d background errors logged: want them logged at most once per %v",
 			fails, n, backgroundErrorLogEvery)
+	}
+}
+
+// TestDataDirFileStallIsDiskStall: a hung write of one of the data directory's own files
+// (groups.json, written on the raft loop; peers.json) is a disk stall like a hung WAL sync:
+// with the raft loop blocked on it, no Pebble operation was in flight for the health
+// checks to time, and the node hung unnoticed.
+func TestDataDirFileStallIsDiskStall(t *testing.T) {
+	fs := &stallFS{FS: vfs.Default, only: groupsFile}
+	stalls := make(chan DiskStall, 4)
+	cfg := testConfig(t, t.TempDir())
+	cfg.fs = fs
+	cfg.diskSlowAfter = 50 * time.Millisecond
+	cfg.MaxSyncDuration = MinMaxSyncDuration
+	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
+	n := startNode(t, cfg)
+	t.Cleanup(fs.resume) // before the node closes
+
+	fs.stall() // groups.json's syncs only
+	go n.dir.saveGroups([]uint32{0, 1, 2, 3})
+	select {
+	case s := <-stalls:
+		if !strings.Contains(s.Path, groupsFile) {
+			t.Fatalf("stall %v, want one of %s", s, groupsFile)
+		}
+		t.Log(s)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no disk stall reported while a write of %s hung", groupsFile)
 	}
 }

@@ -124,7 +124,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
-	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files and snapshots being received
+	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files, snapshots being received, the directory's files
+	dir.files = fs
 	stateFile, mustExist := dir.raftStateFile()
 	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist, n.disk, cfg.memTableSize); err != nil {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
