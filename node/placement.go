@@ -318,11 +318,17 @@ func decidePlacement(in placementInput) placementStep {
 	// while both reach the others, and a voter removed then left the group one failure from
 	// losing its quorum, with nothing to gain until the cut heals (the member, added back as a
 	// learner, is as unreachable) and a snapshot to send after; kept, it catches up from the log.
+	// A leader outside the target (decommissioning, or its replica moving) is no voter to spare:
+	// it hands over first (step 4), and the next leader, which may well hear the member, removes it.
+	staying := len(st.Voters)
+	if !target[in.Self] {
+		staying--
+	}
 	for _, id := range slices.Concat(st.Learners, st.Voters) {
 		if id == in.Self || !target[id] || !in.Peers[id].Gone {
 			continue
 		}
-		if isLearner(id) || len(st.Voters) > in.Replication && liveQuorumWithout(st.Voters, id, live) {
+		if isLearner(id) || staying > in.Replication && liveQuorumWithout(st.Voters, id, live) {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "unresponsive replica"}
 		}
 	}
@@ -409,6 +415,20 @@ func decidePlacement(in placementInput) placementStep {
 		return none("balancing transfer rate-limited")
 	}
 	return placementStep{Kind: stepTransfer, Node: pref, Reason: "preferred leader"}
+}
+
+// usableReplacement tells whether node id may take an unheard member's place in a shard's
+// target (replaceUnheard): a live node that is not leaving (stopping, decommissioning), nor
+// just removed from the shard, and applies the cluster's shard format. The leader (self)
+// qualifies whatever gossip last said of it unless it is leaving: a decommissioning leader put
+// back into the target removed a voter the rest of the group heard instead of handing over.
+func usableReplacement(id, self uint64, peers map[uint64]peerState, format uint64) bool {
+	ps := peers[id]
+	if id == self {
+		return !ps.Stopping && !ps.Decommissioning
+	}
+	return ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved &&
+		max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
 }
 
 // replaceUnheard returns the shard's target with each member in held (raft did not hear

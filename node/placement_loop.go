@@ -487,11 +487,7 @@ func (p *placer) round(now time.Time) {
 				shardAlt = alt[st.Shard]
 			}
 			member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
-			usable := func(id uint64) bool {
-				ps := peers[id]
-				return id == self || ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved &&
-					max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
-			}
+			usable := func(id uint64) bool { return usableReplacement(id, self, peers, format) }
 			if t := replaceUnheard(target, held, slices.Concat(shardAlt, st.Voters), zones, member, usable); t != nil {
 				target, replaced = t, true
 			}

@@ -656,3 +656,38 @@ func TestStuckLearnerHoldGrows(t *testing.T) {
 		at = at.Add(deadAfter)
 	}
 }
+
+// TestDecommissioningLeaderNotItsOwnReplacement: a decommissioning leader (1) of a shard with
+// voters 1, 2, 3, whose raft does not hear 3 (gossip holds 3 alive), while the ring over the
+// eligible nodes targets 2, 3, 4. 3 has no usable replacement but the leader itself, which is
+// leaving: 3 stays, so that once 4 votes the leader hands over (it is the extra voter) rather
+// than removing 3, a voter the rest of the group hears, and keeping its own replica.
+func TestDecommissioningLeaderNotItsOwnReplacement(t *testing.T) {
+	const self, commit = 1, 1000
+	peers := map[uint64]peerState{
+		self: {Alive: true, Decommissioning: true},
+		2:    {Alive: true},
+		3:    {Alive: true, Gone: true}, // not heard by this leader's raft for DeadAfter
+		4:    {Alive: true},
+	}
+	usable := func(id uint64) bool { return usableReplacement(id, self, peers, 0) }
+	if !usableReplacement(self, self, map[uint64]peerState{self: {}}, 0) {
+		t.Fatal("a leader that is not leaving, whatever gossip last said of it, is not a usable replacement")
+	}
+	voters := []uint64{1, 2, 3}
+	member := func(id uint64) bool { return slices.Contains(voters, id) }
+	target := []uint64{2, 3, 4}
+	if t2 := replaceUnheard(target, map[uint64]bool{3: true}, []uint64{2, 4, 1, 2, 3}, nil, member, usable); t2 != nil {
+		t.Fatalf("target with 3 unheard: %v, want %v kept (no usable replacement)", t2, target)
+	}
+	status := replica.Status{Shard: 3, ID: self, Leader: self, Term: 2, Commit: commit, Applied: commit,
+		Voters: []uint64{1, 2, 3, 4}, Progress: map[uint64]replica.Progress{
+			self: {Match: commit, RecentActive: true}, 2: {Match: commit, RecentActive: true},
+			3: {Match: commit}, 4: {Match: commit, RecentActive: true}}}
+	step := decidePlacement(placementInput{Self: self, Status: status, Target: target, Peers: peers,
+		Now: time.Now(), Replication: 3})
+	if step.Kind == stepRemove && step.Node == 3 {
+		t.Fatalf("with 4 a voter the decommissioning leader removes 3: %+v", step)
+	}
+	t.Logf("step: %v %d (%s)", step.Kind, step.Node, step.Reason)
+}
