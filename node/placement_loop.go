@@ -144,8 +144,12 @@ const stuckSnapshotFactor = 5
 // heartbeats, so it is neither inactive nor unheard, but it is never promoted (its snapshot
 // fails each time, say), and the shard would wait on it for good: the voter it was to
 // replace never removed, no other node tried. trackUnheard holds it out like an unheard member
-// (replaceUnheard), and the loop removes it. p.mu held.
-func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now time.Time, deadAfter time.Duration) []uint64 {
+// (replaceUnheard), and the loop removes it. A learner whose snapshot waits its turn in the
+// transport (snapshotWaiting: one at a time to each node, a few at once in all) is not
+// stuck: its clock restarts, so that the snapshots of a node replacing one with many large
+// shards, sent one after another, are not given up in the queue. p.mu held.
+func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now time.Time, deadAfter time.Duration,
+	snapshotWaiting func(id uint64) bool) []uint64 {
 	if sp.learnerMoved == nil {
 		sp.learnerMoved = map[uint64]matchSeen{}
 	}
@@ -158,7 +162,7 @@ func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now 
 	for _, id := range st.Learners {
 		pr := st.Progress[id]
 		seen, ok := sp.learnerMoved[id]
-		if !ok || pr.Match > seen.match {
+		if !ok || pr.Match > seen.match || pr.Snapshotting && snapshotWaiting(id) {
 			seen = matchSeen{match: pr.Match, at: now}
 			sp.learnerMoved[id] = seen
 		}
@@ -464,7 +468,7 @@ func (p *placer) round(now time.Time) {
 			format = sm.Format()
 		}
 		replaced := false
-		stuck := sp.trackLearners(st, target, now, deadAfter)
+		stuck := sp.trackLearners(st, target, now, deadAfter, func(id uint64) bool { return n.tr.SnapshotWaiting(st.Shard, id) })
 		for _, id := range stuck {
 			if sp.leftOut[id] == nil {
 				p.log.Info("placement holds out a learner that made no progress", "shard", st.Shard, "member", id,

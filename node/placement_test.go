@@ -615,10 +615,12 @@ func TestPlacementStuckLearner(t *testing.T) {
 	}
 	target := []uint64{1, 2, 4}
 	sp := &shardPlacement{}
+	waiting := false // learner 4's snapshot waits its turn in the transport
 	check := func(at time.Duration, match uint64, snapshotting bool, want []uint64) {
 		t.Helper()
-		if got := sp.trackLearners(st(match, snapshotting), target, t0.Add(at), deadAfter); !slices.Equal(got, want) {
-			t.Fatalf("at %v, match %d, snapshotting %v: stuck %v, want %v", at, match, snapshotting, got, want)
+		got := sp.trackLearners(st(match, snapshotting), target, t0.Add(at), deadAfter, func(id uint64) bool { return id == 4 && waiting })
+		if !slices.Equal(got, want) {
+			t.Fatalf("at %v, match %d, snapshotting %v, waiting %v: stuck %v, want %v", at, match, snapshotting, waiting, got, want)
 		}
 	}
 	check(0, 100, false, nil)
@@ -629,6 +631,17 @@ func TestPlacementStuckLearner(t *testing.T) {
 	check(5*deadAfter, 200, true, nil)
 	check(6*deadAfter+time.Second, 200, true, []uint64{4})
 	check(7*deadAfter, commit-promoteSlack, false, nil) // caught up enough to be promoted
+
+	// A snapshot that waits its turn (behind others to the same node) for longer than
+	// stuckSnapshotFactor DeadAfter: its clock runs from when it stops waiting.
+	sp = &shardPlacement{}
+	waiting = true
+	check(0, 100, true, nil)
+	check(10*deadAfter, 100, true, nil)
+	waiting = false
+	check(10*deadAfter+time.Second, 100, true, nil)
+	check(15*deadAfter-time.Second, 100, true, nil)
+	check(15*deadAfter, 100, true, []uint64{4})
 }
 
 // TestStuckLearnerHoldGrows: a stuck learner held out, added back after its hold and stuck

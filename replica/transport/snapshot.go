@@ -59,6 +59,18 @@ func (t *Transport) SendSnapshot(m replica.ShardMessage) {
 	t.mu.snaps[to] = append(waiting, snapJob{m: m, calls: 1})
 }
 
+// SnapshotWaiting reports whether a snapshot of shard for node to waits its turn: behind
+// another snapshot to that node, or for one of the MaxSnapshotSends slots. It has not begun
+// to stream, so however long it waits says nothing about the node taking it.
+func (t *Transport) SnapshotWaiting(shard uint32, to uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.mu.slotWait[to]; ok && s == shard {
+		return true
+	}
+	return slices.ContainsFunc(t.mu.snaps[to], func(j snapJob) bool { return j.m.Shard == shard })
+}
+
 // snapJob is a snapshot to send: the newest MsgSnap of its shard, and the
 // number of SendSnapshot calls its outcome answers.
 type snapJob struct {
@@ -113,9 +125,20 @@ func (t *Transport) sendSnapshotJob(job snapJob) {
 }
 
 func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
+	to := m.Msg.GetTo()
+	t.mu.Lock()
+	t.mu.slotWait[to] = m.Shard
+	t.mu.Unlock()
+	slot := false
 	select {
 	case t.snaps <- struct{}{}:
+		slot = true
 	case <-t.ctx.Done():
+	}
+	t.mu.Lock()
+	delete(t.mu.slotWait, to)
+	t.mu.Unlock()
+	if !slot {
 		return ErrClosed
 	}
 	defer func() { <-t.snaps }()
@@ -127,7 +150,6 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	if m.Msg.GetType() != pb.MsgSnap || m.Msg.GetSnapshot() == nil {
 		return fmt.Errorf("%w: SendSnapshot of a %v message", ErrBadRequest, m.Msg.GetType())
 	}
-	to := m.Msg.GetTo()
 	addr, ok := t.cfg.Resolve(to)
 	if !ok || addr == "" {
 		return ErrUnknownPeer

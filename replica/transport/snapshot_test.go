@@ -423,3 +423,37 @@ func TestSnapshotCloseWhileWaiting(t *testing.T) {
 		t.Fatalf("%d snapshot senders left", senders)
 	}
 }
+
+// SnapshotWaiting tells a snapshot that waits its turn, behind another to the same node or for
+// a send slot, from one being sent, and from none.
+func TestSnapshotWaiting(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 1 })
+	n2 := startNode(t, 2, "c", dir, nil)
+	n3 := startNode(t, 3, "c", dir, nil)
+	n1.rec.writeSnap = writeState
+	entered2, _, release2 := stuckReceiver(t, n2)
+	entered3, _, _ := stuckReceiver(t, n3)
+	check := func(shard uint32, to uint64, want bool) {
+		t.Helper()
+		if got := n1.tr.SnapshotWaiting(shard, to); got != want {
+			t.Fatalf("SnapshotWaiting(shard %d, to %d) = %v, want %v", shard, to, got, want)
+		}
+	}
+	check(1, 2, false)
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
+	waitEntered(t, entered2)
+	check(1, 2, false) // being sent
+	n1.tr.SendSnapshot(snapMsg(2, 1, 2, 5))
+	check(2, 2, true) // behind shard 1's, to the same node
+	n1.tr.SendSnapshot(snapMsg(7, 1, 3, 5))
+	waitFor(t, 10*time.Second, "shard 7's sender waiting for the slot", func() bool { return n1.tr.SnapshotWaiting(7, 3) })
+	check(7, 2, false)
+	release2()
+	m := waitEntered(t, entered3) // shard 1's done, shard 7's took the slot: shard 2's waits for it
+	if m.Shard != 7 {
+		t.Fatalf("n3 received shard %d's snapshot, want 7's", m.Shard)
+	}
+	check(7, 3, false)
+	check(2, 2, true)
+}

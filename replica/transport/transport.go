@@ -65,6 +65,9 @@ type Transport struct {
 		// runs: the snapshots waiting behind the one being sent, in call
 		// order, at most one per shard.
 		snaps map[uint64][]snapJob
+		// slotWait: the shard whose snapshot each destination's sender holds while it waits
+		// for one of the MaxSnapshotSends slots.
+		slotWait map[uint64]uint32
 	}
 	closeOnce sync.Once
 }
@@ -93,6 +96,7 @@ func New(cfg Config) *Transport {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
 	t.mu.snaps = make(map[uint64][]snapJob)
+	t.mu.slotWait = make(map[uint64]uint32)
 	if cfg.Registerer != nil {
 		// After mu's fields are set: a scrape may run at once.
 		cfg.Registerer.MustRegister(queueCollector{t})
