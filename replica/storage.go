@@ -51,7 +51,9 @@ func decodeEntry(index uint64, v []byte) (*pb.Entry, error) {
 	}, nil
 }
 
-func entrySize(e *pb.Entry) uint64 { return uint64(len(e.Data)) + 32 }
+// entrySize is what an entry counts toward the log's size: its stored value (a type byte, the
+// term, the data) and a key's worth more, as openStorage counts the entries it finds.
+func entrySize(e *pb.Entry) uint64 { return 9 + uint64(len(e.Data)) + 32 }
 
 // storage is a raft.Storage over one group's R|shard keyspace. It is used only by the host's
 // loop goroutine (and by openStorage before the group is published), so it has no lock.
@@ -294,6 +296,7 @@ func (s *storage) append(b *pebble.Batch, ents []*pb.Entry) error {
 		if err := b.DeleteRange(logKey(s.shard, first), logKey(s.shard, s.last+1), nil); err != nil {
 			return err
 		}
+		s.logBytes -= min(s.logBytes, s.bytesFrom(first))
 	}
 	// Set copies key and value into the batch: encode into reused buffers.
 	for _, e := range ents {
@@ -317,6 +320,22 @@ func (s *storage) append(b *pebble.Batch, ents []*pb.Entry) error {
 	s.cache = append(s.cache, ents...)
 	s.last = ents[len(ents)-1].GetIndex()
 	return nil
+}
+
+// bytesFrom returns the bytes of the log's entries from index first on (first <= s.last):
+// exact from the cached tail, else a proportional share of logBytes, as compact takes.
+func (s *storage) bytesFrom(first uint64) uint64 {
+	if clo := s.cacheLo(); len(s.cache) > 0 && first >= clo {
+		var n uint64
+		for _, e := range s.cache[first-clo:] {
+			n += entrySize(e)
+		}
+		return n
+	}
+	if retained := s.last - s.truncIdx; retained > 0 {
+		return s.logBytes / retained * (s.last - first + 1)
+	}
+	return 0
 }
 
 // trimCache keeps the cached tail bounded; call after the batch holding the entries committed.

@@ -361,3 +361,53 @@ func TestRestartWithoutAppliedKey(t *testing.T) {
 		})
 	}
 }
+
+// TestLogBytesAfterOverwrite: a suffix raft overwrites (a new leader's log replacing an
+// uncommitted tail) gives its bytes back to the log's size, which drives the size trim: the
+// count grew by every overwritten entry, so a replica passed MaxLogBytes early, and a leader
+// at twice that trimmed to its applied index whatever its followers still needed. Exact from
+// the cached tail, a proportional share below it, and as a reopen counts in both cases.
+func TestLogBytesAfterOverwrite(t *testing.T) {
+	db := memDB(t)
+	st, err := openStorage(db, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sized := func(term, lo, hi uint64) []*pb.Entry {
+		out := ents(term, lo, hi)
+		for _, e := range out {
+			e.Data = make([]byte, 1<<10)
+		}
+		return out
+	}
+	write := func(es []*pb.Entry) {
+		t.Helper()
+		b := db.NewBatch()
+		if err := st.append(b, es); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		re, err := openStorage(db, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.logBytes != re.logBytes {
+			t.Fatalf("%s: log bytes %d, a reopen counts %d", when, st.logBytes, re.logBytes)
+		}
+	}
+	write(sized(1, 1, 11))
+	write(sized(2, 4, 11)) // overwrites 4..10
+	check("overwritten from the cached tail")
+	write(sized(3, 1, 6)) // overwrites all, shorter
+	check("overwritten whole")
+	if st, err = openStorage(db, 1); err != nil { // an empty cache
+		t.Fatal(err)
+	}
+	write(sized(4, 3, 9))
+	check("overwritten below the cached tail")
+}
