@@ -105,11 +105,13 @@ type network struct {
 	// lossy links drop every MsgApp that carries entries (a lost append).
 	lossy map[[2]uint64]bool
 	// drop, when set, is asked about every message sent; true drops it.
-	drop  func(from uint64, m *pb.Message) bool
-	queue map[uint64]chan ShardMessage
-	wg    sync.WaitGroup
-	stop  chan struct{}
-	sent  atomic.Int64 // messages queued for delivery (Send), all links
+	drop func(from uint64, m *pb.Message) bool
+	// snapGate, when set, holds every snapshot stream until it is closed (a slow transfer).
+	snapGate chan struct{}
+	queue    map[uint64]chan ShardMessage
+	wg       sync.WaitGroup
+	stop     chan struct{}
+	sent     atomic.Int64 // messages queued for delivery (Send), all links
 }
 
 func newNetwork() *network {
@@ -245,6 +247,12 @@ func (t *nodeTransport) SendSnapshot(m ShardMessage) {
 	t.n.wg.Add(1)
 	go func() {
 		defer t.n.wg.Done()
+		t.n.mu.Lock()
+		gate := t.n.snapGate
+		t.n.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
 		t.n.mu.Lock()
 		src, dst := t.n.hosts[t.from], t.n.hosts[to]
 		t.n.mu.Unlock()

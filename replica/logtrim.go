@@ -16,7 +16,7 @@ import (
 //   - a leader drops what every follower has (their lowest match index) less a cushion of
 //     logCushion entries, but keeps up to LogRetainEntries behind its applied index for a
 //     follower that is further behind (down, cut off, slow): past that, the follower catches
-//     up by snapshot;
+//     up by snapshot, and the entries after a snapshot being sent are kept until it is in;
 //   - a follower drops what its leader says: the leader's truncation point rides on its
 //     appends, in their Context (truncCtx), which raft ignores for an append, and so does a
 //     node of an earlier version. Without word from the current leader (a new term, an older
@@ -72,12 +72,19 @@ func (g *Group) truncationPoint() uint64 {
 	switch g.state {
 	case raft.StateLeader:
 		to := st.applied - min(st.applied, g.h.logCushion())
+		snap := st.applied // the lowest index of a snapshot being sent
 		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			if id != g.h.cfg.NodeID {
 				to = min(to, pr.Match)
+				if pr.State == tracker.StateSnapshot && pr.PendingSnapshot > 0 {
+					snap = min(snap, pr.PendingSnapshot)
+				}
 			}
 		})
-		to = max(to, floor)
+		// The entries after a snapshot being sent are kept past LogRetainEntries (MaxLogBytes
+		// still bounds them): dropped while it streams and installs, the follower would need
+		// another snapshot when it has this one, and so on for as long as the load lasts.
+		to = min(max(to, floor), snap)
 		g.announceTruncation(to)
 		return to
 	case raft.StateFollower:

@@ -76,3 +76,41 @@ func TestLogKeptForFollowerBehind(t *testing.T) {
 		}
 	}
 }
+
+// TestLogKeptForSnapshotInFlight: entries after a snapshot being sent to a follower are kept
+// past LogRetainEntries until the follower has it: a snapshot that took longer to stream and
+// install than LogRetainEntries appends took found the entries after it dropped, and the
+// follower needed another snapshot, and another, for as long as the load lasted.
+func TestLogKeptForSnapshotInFlight(t *testing.T) {
+	const shard = 2
+	c := newCluster(t, clusterOpts{nodes: 3, retain: 50})
+	c.openVoters(shard)
+	want := proposeN(c, shard, "a", 20, nil)
+	c.converged(shard, want, 1, 2, 3)
+	lead := c.leader(shard).Status().ID
+	behind := c.others(lead)[0]
+
+	c.net.isolate(behind, true)
+	want = proposeN(c, shard, "b", 200, want) // past what the leader keeps for it
+	gate := make(chan struct{})
+	c.net.mu.Lock()
+	c.net.snapGate = gate
+	c.net.mu.Unlock()
+	c.net.isolate(behind, false)
+	sent := c.nodes[lead].host.metrics.SnapshotsSent
+	eventually(t, 10*time.Second, func() error {
+		if testutilCounter(sent) == 0 && c.leader(shard).Status().Progress[behind].Snapshotting {
+			return nil
+		}
+		return fmt.Errorf("no snapshot under way to %d", behind)
+	})
+	want = proposeN(c, shard, "c", 200, want) // four times LogRetainEntries while it streams
+	c.net.mu.Lock()
+	c.net.snapGate = nil
+	c.net.mu.Unlock()
+	close(gate)
+	c.converged(shard, want, 1, 2, 3)
+	if n := testutilCounter(sent); n != 1 {
+		t.Fatalf("%v snapshots sent to the follower, want 1: the entries after the first were dropped while it streamed", n)
+	}
+}
