@@ -104,9 +104,12 @@
 //     resumes on another replica. An abandoned
 //     attempt does not count against the node's breaker, and counts against
 //     RetryPolicy.MaxElapsed like any retry; Stats.LeaderMoves counts them. An
-//     answer that arrives as the attempt is abandoned stands. Deletes, which a
-//     second run would not answer as the first, are not watched: set
-//     RetryPolicy.AttemptTimeout to bound them.
+//     answer that arrives as the attempt is abandoned stands. A delete
+//     expecting an exact version is watched too: it cannot apply twice, and
+//     when the first run was applied on the old leader the second is refused,
+//     so the call fails with ErrOutcomeUnknown. Other deletes (Any,
+//     StreamExists), which a second run would not answer as the first, are
+//     not watched: set RetryPolicy.AttemptTimeout to bound them.
 //  7. Read and ReadShard yield events lazily, one server page at a time,
 //     and resume after a transient error from just past the last event
 //     yielded: no event is yielded twice or skipped. A read that makes

@@ -126,6 +126,9 @@ func streamVerdict(err error) bool {
 // failure but a connection that could not be made and answers that refuse
 // the call without applying it (not the leader, a verdict, a full queue).
 func mayHaveApplied(err error) bool {
+	if ns := (*notSentError)(nil); errors.As(err, &ns) {
+		return false
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return true // a connection error, or an attempt's timeout

@@ -261,3 +261,25 @@ func TestRecommissionRetriedAfterLostAnswer(t *testing.T) {
 		t.Fatalf("Recommission whose first answer was lost = %v, %v; want MaybeRecommissioned", got, err)
 	}
 }
+
+// TestNothingSentIsNotUnknown: an append that ends before any of it reached a server (here
+// with under a millisecond left, which sends nothing) fails with its context's error, not
+// ErrOutcomeUnknown: guarantees.md promises that only an attempt that may have been applied
+// makes a write's outcome unknown.
+func TestNothingSentIsNotUnknown(t *testing.T) {
+	fc := newFakeCluster(t, 1, 1)
+	c := dial(t, fc)
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil { // opens the pipeline
+		t.Fatal(err)
+	}
+	before := fc.nodes[0].count("AppendPipeline.item")
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Microsecond)
+	defer cancel()
+	_, err := c.Append(ctx, "s", Any, Event{Type: "B"})
+	if sent := fc.nodes[0].count("AppendPipeline.item") - before; sent != 0 {
+		t.Fatalf("%d items sent with under a millisecond left", sent)
+	}
+	if errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("append that sent nothing: %v, want context.DeadlineExceeded and not ErrOutcomeUnknown", err)
+	}
+}

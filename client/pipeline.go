@@ -96,7 +96,7 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 		return p.streams.Append(ctx, req)
 	}
 	if err != nil {
-		return nil, err
+		return nil, notSent(err)
 	}
 	call := &pipeCall{item: &shoalv1.AppendItem{Request: req}, size: size, done: make(chan pipeResult, 1)}
 	if dl, ok := ctx.Deadline(); ok {
@@ -105,7 +105,7 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 			// Less than a millisecond left: nothing is sent. Return when the context ends,
 			// so that its end, not the node, answers for it (the breaker counts nothing).
 			<-ctx.Done()
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, notSent(status.FromContextError(ctx.Err()).Err())
 		}
 		// Rounded up: the server's deadline for the item must not pass before the caller's,
 		// whose DEADLINE_EXCEEDED answer, arriving while the caller's context is still live,
@@ -116,7 +116,7 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 		if errors.Is(err, errPipelineUnsupported) {
 			return p.streams.Append(ctx, req)
 		}
-		return nil, err
+		return nil, notSent(err)
 	}
 	select {
 	case r := <-call.done:
@@ -125,10 +125,25 @@ func (p *appendPipe) append(ctx context.Context, req *shoalv1.AppendRequest) (*s
 		}
 		return r.resp, r.err
 	case <-ctx.Done():
-		ps.forget(call.item.Id)
-		return nil, status.FromContextError(ctx.Err()).Err()
+		err := status.FromContextError(ctx.Err()).Err()
+		if ps.forget(call.item.Id) {
+			return nil, notSent(err)
+		}
+		return nil, err
 	}
 }
+
+// notSentError is an append's failure before any of it reached a server: its context ended
+// while the pipeline's stream opened or before the sender took it, or it had under a
+// millisecond left. No attempt that ends so may have been applied (mayHaveApplied). Its gRPC
+// status is err's.
+type notSentError struct{ err error }
+
+func notSent(err error) error { return &notSentError{err} }
+
+func (e *notSentError) Error() string              { return e.err.Error() }
+func (e *notSentError) Unwrap() error              { return e.err }
+func (e *notSentError) GRPCStatus() *status.Status { return status.Convert(e.err) }
 
 // stream returns the open stream, opening one if there is none, or the
 // context's error if it ends first.
@@ -213,13 +228,14 @@ func (ps *pipeStream) wake() {
 
 // forget drops a call whose caller stopped waiting: not sent yet, it is not
 // sent; sent, the server is asked to cancel it, as a unary call would be. An
-// answer that comes anyway is discarded.
-func (ps *pipeStream) forget(id uint64) {
+// answer that comes anyway is discarded. It reports whether the call was
+// dropped before it was sent.
+func (ps *pipeStream) forget(id uint64) (unsent bool) {
 	ps.mu.Lock()
 	c, ok := ps.pending[id]
 	if !ok {
 		ps.mu.Unlock()
-		return
+		return false
 	}
 	delete(ps.pending, id)
 	if c.sent {
@@ -227,6 +243,7 @@ func (ps *pipeStream) forget(id uint64) {
 	}
 	ps.mu.Unlock()
 	ps.wake()
+	return !c.sent
 }
 
 // send sends the queued calls, as few messages as the limits allow, until
@@ -343,7 +360,11 @@ func (ps *pipeStream) fail(err error) {
 	ps.mu.Unlock()
 	ps.cancel()
 	for _, c := range pending {
-		c.done <- pipeResult{err: err}
+		if c.sent {
+			c.done <- pipeResult{err: err}
+		} else {
+			c.done <- pipeResult{err: notSent(err)}
+		}
 	}
 	ps.pipe.mu.Lock()
 	if ps.pipe.mu.cur == ps {

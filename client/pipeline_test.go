@@ -184,6 +184,9 @@ func TestPipelineOpenHonoursDeadline(t *testing.T) {
 		if status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("append to a silent node: %v, want DeadlineExceeded", err)
 		}
+		if mayHaveApplied(err) {
+			t.Fatalf("append that ended while its stream opened: %v may have been applied", err)
+		}
 	case <-time.After(30 * time.Second): // the connection attempt alone may take a minute
 		t.Fatal("append outlived its context while the stream was being opened")
 	}
