@@ -75,9 +75,14 @@ func (c *Client) ReadAll(ctx context.Context, from []uint64, opts ...ReadOption)
 			if int(shard) < len(from) {
 				start = from[shard]
 			}
+			// unhandled: this shard's read stops at an entry that the caller's loop body was
+			// never given (the read ended first), or did not return for: the shard's resume
+			// position stays before it.
+			unhandled := false
 			shardOpts := opts
 			if o.resumeAll != nil {
-				shardOpts = append(slices.Clip(opts), ResumeAt(&o.resumeAll[shard]))
+				shardOpts = append(slices.Clip(opts), ResumeAt(&o.resumeAll[shard]),
+					func(o *readOptions) { o.unhandled = func() bool { return unhandled } })
 			}
 			wg.Go(func() {
 				done := make(chan struct{}, 1)
@@ -85,12 +90,20 @@ func (c *Client) ReadAll(ctx context.Context, from []uint64, opts ...ReadOption)
 					select {
 					case items <- item{ev, err, done}:
 					case <-ctx.Done():
+						unhandled = true
 						return
 					}
 					select {
 					case <-done:
 					case <-ctx.Done():
-						return
+						// Taken by the drain after the loop ended, or handed to a body
+						// still running: not handled, unless it returned meanwhile.
+						select {
+						case <-done:
+						default:
+							unhandled = true
+							return
+						}
 					}
 				}
 			})

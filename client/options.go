@@ -221,6 +221,10 @@ type readOptions struct {
 	types     []string        // EventTypes
 	resume    *atomic.Uint64  // ResumeAt
 	resumeAll []atomic.Uint64 // ResumeAllAt
+	// unhandled, when set (ReadAll's shard reads), tells after a loop body that returned
+	// false whether the entry was never handed to the caller's loop body: ResumeAt then stays
+	// before it.
+	unhandled func() bool
 }
 
 // ReadOption configures Read and ReadPage (FromVersion, FromEnd, Backward, Count,
@@ -301,7 +305,9 @@ func EventTypes(types ...string) ReadOption {
 }
 
 // ResumeAt makes ReadShard keep p at the position to resume at: past every
-// entry whose loop body has returned, and past the entries the read skipped
+// entry whose loop body has returned (a body that breaks out because it could
+// not handle its entry must not store the checkpoint after it, or must store
+// that entry's position), and past the entries the read skipped
 // (deletes without IncludeDeletes, entries StreamPrefix or EventTypes filtered
 // out), which pages and a subscription's heartbeats report; so a checkpoint
 // moves on while nothing matches. Any goroutine may read it, for example one

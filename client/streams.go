@@ -428,7 +428,9 @@ func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64
 						continue
 					}
 					more := yield(recordedFromProto(pe), nil)
-					o.advance(past)
+					if more || o.unhandled == nil || !o.unhandled() {
+						o.advance(past)
+					}
 					if !more || end {
 						stopped = true
 						return progress, nil

@@ -713,3 +713,55 @@ func TestFollowRelayed(t *testing.T) {
 		t.Fatalf("node %d forwarded %v reads, want the subscription", via+1, n)
 	}
 }
+
+// TestReadAllResumeOnlyPastHandled: ResumeAllAt passes only entries the loop body got, when
+// the body breaks out and when the subscription's context is cancelled: each shard's read
+// counted an entry as handled when it stopped while handing it over, or when the loop's end
+// swallowed it, and a consumer restarting from that checkpoint lost it.
+func TestReadAllResumeOnlyPastHandled(t *testing.T) {
+	c := testnode.Client(t)
+	for i := range 200 {
+		appendOne(t, c, fmt.Sprint("ra-", i%20), "E")
+	}
+	shards, err := c.Shards(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stop := range []string{"break", "cancel"} {
+		bad := 0
+		for round := range 50 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			resume := make([]atomic.Uint64, shards)
+			yielded := make([]uint64, shards) // past the last entry the loop body got, per shard
+			opts := []client.ReadOption{client.ResumeAllAt(resume)}
+			if stop == "cancel" {
+				opts = append(opts, client.Follow())
+			}
+			n := 0
+			for ev, err := range c.ReadAll(ctx, nil, opts...) {
+				if err != nil {
+					break // the context's, once cancelled
+				}
+				yielded[ev.Shard] = ev.Position + 1
+				if n++; n == 3 {
+					if stop == "break" {
+						break
+					}
+					cancel() // and range on to the end
+				}
+			}
+			cancel()
+			for s := range resume {
+				if r := resume[s].Load(); r > yielded[s] {
+					if bad++; bad <= 3 {
+						t.Errorf("%s, round %d: shard %d resumes at %d, past entries [%d, %d) the loop body never got",
+							stop, round, s, r, yielded[s], r)
+					}
+				}
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d of %d shard checkpoints passed entries never handled", stop, bad, 50*shards)
+		}
+	}
+}
