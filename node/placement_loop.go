@@ -128,10 +128,12 @@ type shardPlacement struct {
 	leftOut map[uint64]*heldOut
 }
 
-// matchSeen is a learner's highest match index seen, and when it was first seen.
+// matchSeen is a learner's highest match index seen, and since when its stuck clock runs:
+// when that index was first seen, moved on by the time its snapshot spent waiting its turn.
 type matchSeen struct {
 	match uint64
 	at    time.Time
+	last  time.Time // the round that last looked
 }
 
 // stuckSnapshotFactor: a learner taking a snapshot counts as stuck only after this many
@@ -144,10 +146,11 @@ const stuckSnapshotFactor = 5
 // heartbeats, so it is neither inactive nor unheard, but it is never promoted (its snapshot
 // fails each time, say), and the shard would wait on it for good: the voter it was to
 // replace never removed, no other node tried. trackUnheard holds it out like an unheard member
-// (replaceUnheard), and the loop removes it. A learner whose snapshot waits its turn in the
-// transport (snapshotWaiting: one at a time to each node, a few at once in all) is not
-// stuck: its clock restarts, so that the snapshots of a node replacing one with many large
-// shards, sent one after another, are not given up in the queue. p.mu held.
+// (replaceUnheard), and the loop removes it. The clock stops while the learner's snapshot
+// waits its turn in the transport (snapshotWaiting: one at a time to each node, a few at once
+// in all), so that the snapshots of a node replacing one with many large shards, sent one
+// after another, are not given up in the queue; it does not restart, so that learners whose
+// snapshots fail each time, taking turns, are still found stuck. p.mu held.
 func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now time.Time, deadAfter time.Duration,
 	snapshotWaiting func(id uint64) bool) []uint64 {
 	if sp.learnerMoved == nil {
@@ -162,10 +165,14 @@ func (sp *shardPlacement) trackLearners(st replica.Status, target []uint64, now 
 	for _, id := range st.Learners {
 		pr := st.Progress[id]
 		seen, ok := sp.learnerMoved[id]
-		if !ok || pr.Match > seen.match || pr.Snapshotting && snapshotWaiting(id) {
+		switch {
+		case !ok || pr.Match > seen.match:
 			seen = matchSeen{match: pr.Match, at: now}
-			sp.learnerMoved[id] = seen
+		case pr.Snapshotting && snapshotWaiting(id):
+			seen.at = seen.at.Add(now.Sub(seen.last)) // stopped since the last look
 		}
+		seen.last = now
+		sp.learnerMoved[id] = seen
 		bound := deadAfter
 		if pr.Snapshotting {
 			bound *= stuckSnapshotFactor

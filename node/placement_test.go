@@ -642,6 +642,19 @@ func TestPlacementStuckLearner(t *testing.T) {
 	check(10*deadAfter+time.Second, 100, true, nil)
 	check(15*deadAfter-time.Second, 100, true, nil)
 	check(15*deadAfter, 100, true, []uint64{4})
+
+	// Snapshots that fail each time, taking turns with another learner's on the same node:
+	// waiting half the time, streaming (and failing) the other half. The clock stops while
+	// it waits, and does not restart: stuck after stuckSnapshotFactor DeadAfter of streams.
+	sp = &shardPlacement{}
+	for i := range 10 {
+		waiting = i%2 == 0
+		var want []uint64
+		if i == 9 {
+			want = []uint64{4}
+		}
+		check(time.Duration(i)*deadAfter, 100, true, want)
+	}
 }
 
 // TestStuckLearnerHoldGrows: a stuck learner held out, added back after its hold and stuck

@@ -64,8 +64,9 @@ func (d *delegate) check(peer *memberlist.Node) error {
 // live member with this node's name and another node ID: memberlist keeps one
 // member per name, so the cluster would never see this node, and other nodes
 // would take its gossip for the other's. A live member with this node's name
-// and ID at another address is another process with this node's raft identity
-// (or this node's previous process, not yet found dead): refused too.
+// and ID at another address, one this process does not listen on, is another
+// process with this node's raft identity (or this node's previous process, not
+// yet found dead): refused too.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		err := d.check(p)
@@ -95,7 +96,7 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 	var taken error
 	if meta.NodeID != m.mu.self.NodeID {
 		taken = &NameTakenError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
-	} else if self := m.addr.Load(); self != nil && peer.Address() != *self {
+	} else if self := m.addr.Load(); self != nil && peer.Address() != *self && !m.listensOn(peer.Address()) {
 		taken = &IdentityInUseError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
 	}
 	m.mu.Unlock()

@@ -58,6 +58,34 @@ func (e *NameTakenError) Error() string {
 // Is reports whether target is ErrNameTaken.
 func (e *NameTakenError) Is(target error) bool { return target == ErrNameTaken }
 
+// listensOn reports whether gossip address addr reaches this process: memberlist listens on
+// it (its port, and its IP or every interface holding that IP). A node that restarts with
+// another advertised address while it listens on all interfaces still answers the probes of
+// its old one, so its old entry never dies: that entry is this process, not another one.
+func (m *Membership) listensOn(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	if err != nil || ip == nil || port != strconv.Itoa(m.bindPort) {
+		return false
+	}
+	if !m.bindIP.IsUnspecified() {
+		return ip.Equal(m.bindIP)
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // IdentityInUseError names the address where a live member has this node's name and node
 // ID. Is(ErrIdentityInUse).
 type IdentityInUseError struct {
@@ -264,6 +292,9 @@ type Membership struct {
 	log     *slog.Logger
 	name    string
 	addr    atomic.Pointer[string] // this node's gossip address as peers see it, once memberlist started
+	// bindIP and bindPort are where memberlist listens, once it started (listensOn).
+	bindIP   net.IP
+	bindPort int
 	changed chan struct{}          // capacity 1: a pending OnChange call
 	done    chan struct{}          // closed by Close
 	stopped sync.WaitGroup
@@ -358,8 +389,9 @@ func Start(cfg Config) (*Membership, error) {
 		return nil, fmt.Errorf("membership: start on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	m.bindIP, m.bindPort = net.ParseIP(mc.BindAddr), mc.BindPort
 	addr := ml.LocalNode().Address()
-	m.addr.Store(&addr)
+	m.addr.Store(&addr) // after bindIP and bindPort, which listensOn reads once it is set
 
 	if cfg.OnChange != nil {
 		m.stopped.Add(1)

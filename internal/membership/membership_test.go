@@ -709,3 +709,29 @@ func TestIdentityInUseRefused(t *testing.T) {
 		t.Fatalf("join once the first process of a is dead: %v", err)
 	}
 }
+
+// TestRestartAtAnotherAdvertisedAddressJoins: a node that listens on every interface restarts
+// advertising another of the host's addresses. Its old entry stays alive at the seeds (their
+// probes of the old address reach the new process, which answers for its name), and it is that
+// process: not refused as a second process with its identity.
+func TestRestartAtAnotherAdvertisedAddressJoins(t *testing.T) {
+	fast := func(c Config) Config {
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+		return c
+	}
+	ac := fast(testConfig(t, "a", 7, "c1"))
+	a := start(t, ac)
+	bc := fast(testConfig(t, "b", 8, "c1", ac.Bind))
+	_, port, _ := net.SplitHostPort(bc.Bind)
+	bc.Bind, bc.Advertise = "0.0.0.0:"+port, "127.0.0.1:"+port
+	b1 := start(t, bc)
+	eventually(t, "b alive at a", func() bool { m, ok := find(a, "b"); return ok && m.Alive })
+	b1.Close() // dies without leaving
+
+	bc.Join, bc.Advertise = nil, "127.0.0.2:"+port
+	b2 := start(t, bc)
+	if _, err := b2.Join([]string{ac.Bind}); err != nil {
+		m, _ := find(a, "b")
+		t.Fatalf("restarted b, a holding it alive at %s (alive %v): %v", m.Addr, m.Alive, err)
+	}
+}
