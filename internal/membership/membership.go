@@ -288,17 +288,17 @@ type Member struct {
 
 // Membership is a running gossip member. Its methods are safe for concurrent use.
 type Membership struct {
-	ml      *memberlist.Memberlist
-	log     *slog.Logger
-	name    string
-	addr    atomic.Pointer[string] // this node's gossip address as peers see it, once memberlist started
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+	name string
+	addr atomic.Pointer[string] // this node's gossip address as peers see it, once memberlist started
 	// bindIP and bindPort are where memberlist listens, once it started (listensOn).
 	bindIP   net.IP
 	bindPort int
-	changed chan struct{}          // capacity 1: a pending OnChange call
-	done    chan struct{}          // closed by Close
-	stopped sync.WaitGroup
-	refused atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
+	changed  chan struct{} // capacity 1: a pending OnChange call
+	done     chan struct{} // closed by Close
+	stopped  sync.WaitGroup
+	refused  atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
 
 	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.refusals)
 	updateMu  sync.Mutex // serializes UpdateMeta, change and broadcast
