@@ -182,6 +182,14 @@ func (d *dataDir) settings() (s Settings, ok bool, err error) {
 
 func (d *dataDir) saveSettings(s Settings) error { return d.writeJSON(clusterFile, s) }
 
+// HasCluster reports whether data directory dir holds the settings of a cluster its node
+// created or joined. A directory without them (new, or left by a start that failed before
+// the cluster was formed) takes Config.Shards and Config.Replication at its next start.
+func HasCluster(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, clusterFile))
+	return err == nil
+}
+
 // groups returns the shards this node holds replicas of, sorted.
 func (d *dataDir) groups() ([]uint32, error) {
 	var g []uint32

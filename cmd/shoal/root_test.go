@@ -20,6 +20,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/node"
 )
 
@@ -516,4 +517,42 @@ func TestServerFlagAtWrongPort(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestDevFreshAfterFailedStart: a `shoal dev` whose node 0 failed to start (its port taken)
+// after writing its identity still creates the cluster at its next start, with the dev
+// cluster's replication: it took the leftover directory for an existing cluster, and node 0
+// created one with the default replication of three whatever --nodes.
+func TestDevFreshAfterFailedStart(t *testing.T) {
+	dir := t.TempDir()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := devNode(dir, 0, 1, devFresh(dir))
+	cfg.Listen, cfg.Gossip, cfg.HTTP = taken.Addr().String(), testaddr.Gossip(t), "127.0.0.1:0"
+	if n, err := node.Start(context.Background(), cfg); err == nil {
+		n.Close()
+		t.Fatal("node 0 started on a taken port")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node-0")); err != nil {
+		t.Fatalf("the failed start left nothing behind (%v): the test shows nothing", err)
+	}
+	if !devFresh(dir) {
+		t.Fatal("a dev directory whose node 0 never created the cluster is taken for an existing cluster")
+	}
+	cfg = devNode(dir, 0, 1, devFresh(dir))
+	if cfg.Replication != 1 {
+		t.Fatalf("node 0 of a one-node dev cluster creates it with replication %d", cfg.Replication)
+	}
+	cfg.Listen, cfg.Gossip, cfg.HTTP = "127.0.0.1:0", testaddr.Gossip(t), "127.0.0.1:0"
+	n, err := node.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if devFresh(dir) {
+		t.Fatal("a dev directory holding a cluster is taken for a new one")
+	}
 }

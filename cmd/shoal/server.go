@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -264,6 +263,10 @@ func devNode(dir string, i, nodes int, fresh bool) node.Config {
 	return cfg
 }
 
+// devFresh reports whether the dev cluster in dir is yet to be created: its node 0 holds no
+// cluster (a start that failed before creating it, a port taken say, left files behind).
+func devFresh(dir string) bool { return !node.HasCluster(filepath.Join(dir, "node-0")) }
+
 func (a *app) devCmd() *cobra.Command {
 	var (
 		nodes int
@@ -288,9 +291,7 @@ the others join it. Ctrl-C stops every node.`,
 			if _, err := serverProcs(procs); err != nil {
 				return err
 			}
-			_, statErr := os.Stat(filepath.Join(dir, "node-0"))
-			fresh := errors.Is(statErr, os.ErrNotExist)
-			return a.runDev(cmd.Context(), dir, nodes, fresh)
+			return a.runDev(cmd.Context(), dir, nodes, devFresh(dir))
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes, 1 to 8")
