@@ -297,6 +297,9 @@ func (c Config) Validate() error {
 	if len(c.Zone) > MaxZoneLen {
 		return fmt.Errorf("node: config: Zone is %d bytes, longer than the limit of %d", len(c.Zone), MaxZoneLen)
 	}
+	if err := c.metaFits(); err != nil {
+		return err
+	}
 	// Zones compare byte for byte: "z1 " is another zone than "z1", and a node alone in a zone
 	// gets a replica of every shard (zone diversity beats balance). A space inside a name
 	// ("us east") is allowed, as earlier versions did.

@@ -244,7 +244,9 @@ func TestDataDirFileStallIsDiskStall(t *testing.T) {
 	t.Cleanup(fs.resume) // before the node closes
 
 	fs.stall() // groups.json's syncs only
-	go n.dir.saveGroups([]uint32{0, 1, 2, 3})
+	saved := make(chan error, 1)
+	go func() { saved <- n.dir.saveGroups([]uint32{0, 1, 2, 3}) }()
+	defer func() { fs.resume(); <-saved }() // done writing before the directory is removed
 	select {
 	case s := <-stalls:
 		if !strings.Contains(s.Path, groupsFile) {

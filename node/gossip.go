@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -81,15 +83,60 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	return nil
 }
 
-// metaFits refuses metadata that would exceed membership.MaxMetaSize once it holds the
-// cluster's settings, which a new node adds only after it wrote them (cluster.json).
-func metaFits(m membership.Meta) error {
+// metaFits refuses, before anything is written, a configuration whose gossip metadata would
+// not fit memberlist's limit with the cluster's settings: its addresses as the node will
+// advertise them, at their longest where they are known only once it listens (an
+// all-interfaces address, a port 0). Start checks the real metadata again (metaFits).
+func (c Config) metaFits() error {
+	longest := func(addr string) string {
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+			return "[" + strings.Repeat("f", 39) + "]:65535"
+		}
+		return "255.255.255.255:65535"
+	}
+	m := membership.Meta{NodeID: math.MaxUint64, Name: c.Name, Zone: c.Zone, GRPCAddr: c.Advertise,
+		Version: buildinfo.Version, ShardFormat: shard.MaxFormat, Decommissioning: true}
+	if m.Name == "" {
+		m.Name, _ = os.Hostname()
+	}
+	if m.GRPCAddr == "" {
+		m.GRPCAddr = longest(c.Listen)
+	}
+	if !c.DisableHTTP {
+		m.HTTPAddr = longest(c.HTTP)
+		// An all-interfaces HTTP address is advertised with --advertise's host (Start).
+		host, _, _ := net.SplitHostPort(c.HTTP)
+		if ah, _, err := net.SplitHostPort(c.Advertise); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
+			m.HTTPAddr = net.JoinHostPort(ah, "65535")
+		}
+	}
+	if err := withSettingsFits(m); err != nil {
+		field, value := "Name", m.Name
+		if c.Advertise != "" {
+			field, value = "Advertise", c.Advertise
+		}
+		return fmt.Errorf("node: config: %s %q, with the node's other names and addresses and the cluster's settings, "+
+			"makes gossip metadata too long (shorten the node name, zone or advertised address): %w", field, value, err)
+	}
+	return nil
+}
+
+// withSettingsFits returns the *membership.MetaTooLongError of m once the cluster's ID and
+// settings join it, if any.
+func withSettingsFits(m membership.Meta) error {
 	if m.ClusterID == "" {
 		m.ClusterID = strings.Repeat("0", len(newClusterID()))
 		m.Shards, m.Replication = math.MaxUint32, math.MaxUint32
 	}
 	_, err := membership.EncodeMeta(m)
-	if err != nil {
+	return err
+}
+
+// metaFits refuses metadata that would exceed membership.MaxMetaSize once it holds the
+// cluster's settings, which a new node adds only after it wrote them (cluster.json).
+func metaFits(m membership.Meta) error {
+	if err := withSettingsFits(m); err != nil {
 		return fmt.Errorf("node: this node's gossip metadata is too long for the cluster's settings to join it: "+
 			"shorten its name (--node), zone (--zone) or advertised addresses (--advertise, --http): %w", err)
 	}

@@ -718,8 +718,9 @@ func TestDecommissionRecommissionRace(t *testing.T) {
 }
 
 // TestLongMetadataRefusedFirst: a node whose gossip metadata fits alone but not with the
-// cluster's settings (long advertised names) is refused before it creates a cluster: it
-// failed once cluster.json and groups.json were written.
+// cluster's settings (long advertised names) is refused by Validate, before anything is
+// written: it failed once cluster.json and groups.json were written, and then, with its
+// identity stored under the long name, refused the shorter one.
 func TestLongMetadataRefusedFirst(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
@@ -742,14 +743,17 @@ func TestLongMetadataRefusedFirst(t *testing.T) {
 	}
 	cfg.Advertise = host + ".example:7400"
 	_, err := Start(context.Background(), cfg)
-	if !errors.Is(err, membership.ErrMetaTooLong) || !strings.Contains(err.Error(), "--advertise") {
+	if !errors.Is(err, membership.ErrMetaTooLong) || !strings.Contains(err.Error(), "config: Advertise") {
 		t.Fatalf("Start with a %d-byte advertised address: %v", len(cfg.Advertise), err)
 	}
 	t.Log(err)
-	for _, f := range []string{clusterFile, groupsFile} {
+	for _, f := range []string{identityFile, clusterFile, groupsFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s after the refusal: %v", f, err)
 		}
+	}
+	if !errors.Is(cfg.Validate(), membership.ErrMetaTooLong) {
+		t.Fatalf("Validate passed the config Start refused")
 	}
 }
 
