@@ -233,8 +233,20 @@ func (c Config) Validate() error {
 	if err := addr("Listen", c.Listen); err != nil {
 		return err
 	}
+	// An advertised address is dialed by others: an all-interfaces host (0.0.0.0, ::, none)
+	// would send them to their own machine.
+	advertised := func(field, v string) error {
+		if err := addr(field, v); err != nil {
+			return err
+		}
+		if host, _, _ := net.SplitHostPort(v); host == "" || net.ParseIP(host).IsUnspecified() {
+			return fmt.Errorf("node: config: %s %q is an all-interfaces address, which peers and clients cannot dial: "+
+				"give this node's host name or IP address", field, v)
+		}
+		return nil
+	}
 	if c.Advertise != "" {
-		if err := addr("Advertise", c.Advertise); err != nil {
+		if err := advertised("Advertise", c.Advertise); err != nil {
 			return err
 		}
 	}
@@ -247,7 +259,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if c.GossipAdvertise != "" {
-		if err := addr("GossipAdvertise", c.GossipAdvertise); err != nil {
+		if err := advertised("GossipAdvertise", c.GossipAdvertise); err != nil {
 			return err
 		}
 	}

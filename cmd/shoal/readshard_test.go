@@ -67,8 +67,17 @@ func TestReadShard(t *testing.T) {
 	if out := run(exitUsage, "read-shard", "99"); !strings.Contains(out, "shard") {
 		t.Fatalf("out-of-range shard: %s", out)
 	}
-	if out := run(exitOK, "read-shard", sh, "--from", "end"); out != "" {
-		t.Fatalf("read-shard --from end printed %q, want nothing (the end)", out)
+	// --from is spelled as read's: any case, surrounding spaces ignored.
+	for _, end := range []string{"end", "End", " END"} {
+		if out := run(exitOK, "read-shard", sh, "--from", end); out != "" {
+			t.Fatalf("read-shard --from %q printed %q, want nothing (the end)", end, out)
+		}
+		if out := run(exitOK, "read-all", "--from", end); out != "" {
+			t.Fatalf("read-all --from %q printed %q, want nothing (the end)", end, out)
+		}
+	}
+	if out := run(exitOK, "read-shard", sh, "--from", " 0 ", "--count", "1"); out == "" {
+		t.Fatal("read-shard --from ' 0 ' printed nothing")
 	}
 	if out := run(exitUsage, "read-shard", sh, "--from", "last"); !strings.Contains(out, "--from must be a position") {
 		t.Fatalf("bad --from: %s", out)

@@ -54,6 +54,18 @@ SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("--replication %d out of range 1..%d (leave it out for %d, or for the factor of the cluster in --data)",
 					cfg.Replication, node.MaxReplication, node.DefaultReplication)
 			}
+			// node.Config also takes a zero duration for "the default": a 0 given here
+			// is refused rather than silently read as 60s or 20s.
+			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration"} {
+				fl := cmd.Flags().Lookup(name)
+				if d, _ := cmd.Flags().GetDuration(name); fl.Changed && d == 0 {
+					want := "a positive duration"
+					if name == "max-sync-duration" {
+						want = fmt.Sprintf("at least %v, or a negative duration to never exit", node.MinMaxSyncDuration)
+					}
+					return usagef("--%s 0s: give %s (leave it out for the default, %s)", name, want, fl.DefValue)
+				}
+			}
 			if cfg.StreamCache < 1 {
 				return usagef("--stream-cache %d must be at least 1 (streams cached node-wide; default %d)", cfg.StreamCache, node.DefaultStreamCache)
 			}

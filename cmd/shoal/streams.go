@@ -387,12 +387,12 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			}
 			start := uint64(0)
 			opts := log.options()
-			switch from {
+			switch strings.ToLower(strings.TrimSpace(from)) { // as read's --from
 			case "", "start":
 			case "end":
 				opts = append(opts, client.FromEnd()) // with --follow: only what comes next
 			default:
-				if start, err = strconv.ParseUint(from, 10, 64); err != nil {
+				if start, err = strconv.ParseUint(strings.TrimSpace(from), 10, 64); err != nil {
 					return usagef("--from must be a position (a number), start or end, got %q", from)
 				}
 			}
@@ -475,7 +475,7 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := log.options()
-			switch from {
+			switch strings.ToLower(strings.TrimSpace(from)) { // as read's --from
 			case "", "start":
 			case "end":
 				opts = append(opts, client.FromEnd())
