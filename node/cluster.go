@@ -277,6 +277,25 @@ func (n *Node) topologyOf(ctx context.Context, early bool, suspects []*shoalv1.S
 		ni.ShardsLed, ni.Replicas = led[m.NodeID], held[m.NodeID]
 		t.Nodes = append(t.Nodes, ni)
 	}
+	// A replica's node that gossip has not brought back since this node started is listed
+	// as dead, with the name and zone this node last learned of it (members.json), so that
+	// status says which machine is missing rather than a bare ID. Without its addresses:
+	// clients would take it for a dead node's and abandon calls there, and a node that has
+	// just started may not have heard yet of a member that is alive.
+	var unlisted []uint64
+	for id := range held {
+		if !slices.ContainsFunc(members, func(m membership.Member) bool { return m.NodeID == id }) {
+			unlisted = append(unlisted, id)
+		}
+	}
+	slices.Sort(unlisted)
+	for _, id := range unlisted {
+		ni := &shoalv1.NodeInfo{Id: id, ShardsLed: led[id], Replicas: held[id]}
+		if k, ok := n.knownMember(id); ok {
+			ni.Name, ni.Zone = k.Name, k.Zone
+		}
+		t.Nodes = append(t.Nodes, ni)
+	}
 	return t
 }
 

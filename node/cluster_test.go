@@ -528,3 +528,64 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStatusNamesUnheardReplica: nodes restarted while a member is down never hear of it in
+// gossip, yet it holds replicas of their shards. Their topology lists it, dead, under the name
+// and zone it last had (members.json), not as a bare ID in the shards' voters only.
+func TestStatusNamesUnheardReplica(t *testing.T) {
+	c := testnode.Start(t, 3, testnode.Options{Shards: 2})
+	down := c.Nodes[2].ID()
+	testnode.WaitFor(t, 20*time.Second, "every shard on three voters", func() string {
+		for id, s := range c.Shards() {
+			if len(s.Voters) != 3 {
+				return fmt.Sprintf("shard %d: voters %v", id, s.Voters)
+			}
+		}
+		return ""
+	})
+	c.Stop(t, 2)
+	c.Stop(t, 0)
+	c.Stop(t, 1)
+	back := make([]*node.Node, 2)
+	errs := make(chan error, 2)
+	for i := range back {
+		go func() {
+			cfg := c.Configs[i]
+			cfg.Registry = prometheus.NewRegistry()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			nd, err := node.Start(ctx, cfg)
+			back[i] = nd
+			errs <- err
+		}()
+	}
+	for range back {
+		if err := <-errs; err != nil {
+			t.Fatalf("restarting: %v", err)
+		}
+	}
+	for _, nd := range back {
+		t.Cleanup(func() { nd.Close() })
+	}
+	for _, m := range back[0].Members() {
+		if m.NodeID == down {
+			t.Fatalf("the restarted node knows the down member from gossip (%+v): the test shows nothing", m)
+		}
+	}
+	var info *shoalv1.NodeInfo
+	testnode.WaitFor(t, 20*time.Second, "the down member in the topology", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		topo := back[0].Topology(ctx)
+		for _, ni := range topo.GetNodes() {
+			if ni.GetId() == down {
+				info = ni
+				return ""
+			}
+		}
+		return fmt.Sprintf("nodes %v", topo.GetNodes())
+	})
+	if info.GetName() != "n3" || info.GetZone() != "z3" || info.GetAlive() || info.GetReplicas() != 2 || info.GetGrpcAddr() != "" {
+		t.Fatalf("the down member is listed as %v; want n3 in z3, dead, holding 2 replicas, without addresses", info)
+	}
+}

@@ -24,6 +24,7 @@ const (
 	clusterFile  = "cluster.json"
 	groupsFile   = "groups.json"
 	peersFile    = "peers.json"
+	membersFile  = "members.json"
 	decomFile    = "decommissioning"
 	pebbleDir    = "pebble"
 	snapshotsDir = "snapshots"
@@ -213,6 +214,23 @@ func (d *dataDir) peers() ([]string, error) {
 }
 
 func (d *dataDir) savePeers(p []string) error { return d.writeJSON(peersFile, p) }
+
+// knownMember is what this node last learned of another member: enough to name in
+// status a member that holds replicas but has not been heard since this node started.
+type knownMember struct {
+	ID   uint64 `json:"id"`
+	Name string `json:"name"`
+	Zone string `json:"zone,omitempty"`
+}
+
+// knownMembers returns the members stored by saveKnownMembers.
+func (d *dataDir) knownMembers() ([]knownMember, error) {
+	var k []knownMember
+	_, err := d.readJSON(membersFile, &k)
+	return k, err
+}
+
+func (d *dataDir) saveKnownMembers(k []knownMember) error { return d.writeJSON(membersFile, k) }
 
 func (d *dataDir) decommissioning() bool {
 	_, err := os.Stat(filepath.Join(d.path, decomFile))

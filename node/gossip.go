@@ -4,6 +4,7 @@ package node
 // remembering the peers last seen alive.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -339,4 +340,49 @@ func (n *Node) savePeers(members []membership.Member) {
 		return
 	}
 	n.savedPeers = live
+}
+
+// maxKnownMembers bounds members.json: the members seen that are no longer in the member
+// list, newest first, beyond which the oldest are forgotten (a cluster whose nodes are
+// replaced by new ones, with new IDs, for years).
+const maxKnownMembers = 1024
+
+// rememberMembers records, when it changed, what this node knows of the other members,
+// current ones first, for status to name the members that hold replicas but that gossip has
+// not brought back since a restart (knownMember).
+func (n *Node) rememberMembers(members []membership.Member) {
+	var k []knownMember
+	for _, m := range members {
+		if m.NodeID != 0 && m.NodeID != n.dir.id.NodeID {
+			k = append(k, knownMember{ID: m.NodeID, Name: m.Name, Zone: m.Zone})
+		}
+	}
+	slices.SortFunc(k, func(a, b knownMember) int { return cmp.Compare(a.ID, b.ID) })
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	current := len(k)
+	for _, o := range n.known {
+		if !slices.ContainsFunc(k[:current], func(m knownMember) bool { return m.ID == o.ID }) && len(k) < maxKnownMembers {
+			k = append(k, o)
+		}
+	}
+	if slices.Equal(k, n.known) {
+		return
+	}
+	if err := n.dir.saveKnownMembers(k); err != nil {
+		n.log.Warn("cannot store the members", "err", err)
+		return
+	}
+	n.known = k
+}
+
+// knownMember returns what this node last learned of member id, if anything.
+func (n *Node) knownMember(id uint64) (knownMember, bool) {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	i := slices.IndexFunc(n.known, func(m knownMember) bool { return m.ID == id })
+	if i < 0 {
+		return knownMember{}, false
+	}
+	return n.known[i], true
 }

@@ -73,9 +73,10 @@ type Node struct {
 
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
-	decomMu    sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
-	peersMu    sync.Mutex // guards savedPeers and peers.json
-	savedPeers []string   // the live peers' gossip addresses last stored
+	decomMu    sync.Mutex    // serializes Decommission and Recommission (flag file, then gossip)
+	peersMu    sync.Mutex    // guards savedPeers, peers.json, known and members.json
+	savedPeers []string      // the live peers' gossip addresses last stored
+	known      []knownMember // other members seen, newest first (members.json); guarded by peersMu
 	closeOnce  sync.Once
 	closeErr   error
 
@@ -111,6 +112,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 
+	// Only names for status: a members.json that cannot be read is started over.
+	if known, kerr := dir.knownMembers(); kerr != nil {
+		n.log.Warn("cannot read the members last seen; starting over", "err", kerr)
+	} else {
+		n.known = known
+	}
 	stored, haveSettings, err := dir.settings()
 	if err != nil {
 		return nil, err
@@ -490,6 +497,7 @@ func (n *Node) refreshMembers() {
 	m := n.gossip().Members()
 	n.members.Store(&m)
 	n.savePeers(m)
+	n.rememberMembers(m)
 }
 
 func (n *Node) memberList() []membership.Member {

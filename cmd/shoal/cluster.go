@@ -414,7 +414,7 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 			state += ",stopping"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
-			n.Name, n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas)
+			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas)
 	}
 	fmt.Fprintln(tw)
 	for _, note := range s.Notes {
