@@ -191,6 +191,15 @@ func HasCluster(dir string) bool {
 	return err == nil
 }
 
+// HoldsReplicas reports whether the node of data directory dir held replicas of shards when
+// it stopped (or may have: its list of them cannot be read). A node decommissioned and
+// drained holds none.
+func HoldsReplicas(dir string) bool {
+	d := &dataDir{path: dir}
+	g, err := d.groups()
+	return err != nil || len(g) > 0
+}
+
 // groups returns the shards this node holds replicas of, sorted.
 func (d *dataDir) groups() ([]uint32, error) {
 	var g []uint32

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -560,5 +561,46 @@ func TestDevFreshAfterFailedStart(t *testing.T) {
 	n.Close()
 	if devFresh(dir) {
 		t.Fatal("a dev directory holding a cluster is taken for a new one")
+	}
+}
+
+// TestDevRefusesFewerNodes: a dev cluster of two nodes restarted with --nodes 1 would leave
+// node-1, holding replicas, down and the shards without quorum: it is refused, naming the
+// node and the --nodes that runs it.
+func TestDevRefusesFewerNodes(t *testing.T) {
+	dir := t.TempDir()
+	var started []*node.Node
+	seed := testaddr.Gossip(t)
+	for i := range 2 {
+		cfg := devNode(dir, i, 2, devFresh(dir))
+		cfg.Listen, cfg.Gossip, cfg.HTTP = "127.0.0.1:0", testaddr.Gossip(t), "127.0.0.1:0"
+		if i == 0 {
+			cfg.Gossip = seed
+		} else {
+			cfg.Join = []string{seed}
+		}
+		n, err := node.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started = append(started, n)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(started[1].Groups()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node-1 was given no replica in 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, n := range started {
+		n.Close()
+	}
+	if left, need := devLeftOut(dir, 2); len(left) > 0 {
+		t.Fatalf("--nodes 2 leaves out %v (need %d)", left, need)
+	}
+	code, out, errOut := runCLI(t, nil, "", "dev", "--data", dir, "--nodes", "1")
+	want := fmt.Sprintf("--data %s: node-1 of its dev cluster, beyond --nodes 1, still holds replicas", dir)
+	if code != exitUsage || !strings.Contains(errOut, want) || !strings.Contains(errOut, "run with --nodes 2") || out != "" {
+		t.Fatalf("dev --nodes 1 over two nodes: exit %d, stderr %q, stdout %q; want %d and %q", code, errOut, out, exitUsage, want)
 	}
 }

@@ -279,6 +279,19 @@ func devNode(dir string, i, nodes int, fresh bool) node.Config {
 // cluster (a start that failed before creating it, a port taken say, left files behind).
 func devFresh(dir string) bool { return !node.HasCluster(filepath.Join(dir, "node-0")) }
 
+// devLeftOut returns the dev nodes beyond the first nodes whose directories in dir hold
+// replicas, which a smaller --nodes than the cluster's would leave down, and the --nodes
+// that runs them all.
+func devLeftOut(dir string, nodes int) (left []string, need int) {
+	for i := nodes; i < maxDevNodes; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("node-%d", i))
+		if node.HasCluster(d) && node.HoldsReplicas(d) {
+			left, need = append(left, fmt.Sprintf("node-%d", i)), i+1
+		}
+	}
+	return left, need
+}
+
 func (a *app) devCmd() *cobra.Command {
 	var (
 		nodes int
@@ -303,7 +316,13 @@ the others join it. Ctrl-C stops every node.`,
 			if _, err := serverProcs(procs); err != nil {
 				return err
 			}
-			return a.runDev(cmd.Context(), dir, nodes, devFresh(dir))
+			fresh := devFresh(dir)
+			if left, need := devLeftOut(dir, nodes); !fresh && len(left) > 0 {
+				return usagef("--data %s: %s of its dev cluster, beyond --nodes %d, still holds replicas: left down, their shards "+
+					"run short of voters or without quorum; run with --nodes %d, or decommission them first (shoal node decommission)",
+					dir, strings.Join(left, ", "), nodes, need)
+			}
+			return a.runDev(cmd.Context(), dir, nodes, fresh)
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes, 1 to 8")
