@@ -267,6 +267,13 @@ func (c Config) Validate() error {
 		if j == "" {
 			return errors.New("node: config: Join has an empty address")
 		}
+		// A seed without a port is dialed at this node's gossip port (memberlist's rule);
+		// one with a port must have a valid one, or the join would fail only once tried.
+		if _, _, err := net.SplitHostPort(j); err == nil {
+			if err := addr("Join", j); err != nil {
+				return err
+			}
+		}
 	}
 	if c.StreamCache < 0 {
 		return fmt.Errorf("node: config: StreamCache %d is negative (streams cached node-wide; 0 for the default %d)",

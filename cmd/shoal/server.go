@@ -121,7 +121,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&cfg.Name, "node", "", "node name, unique in the cluster (default: the name stored in --data, else the host name)")
 	f.StringVar(&cfg.Zone, "zone", "", "failure domain (replicas are spread across zones)")
 	f.StringVar(&cfg.Gossip, "gossip", def.Gossip, "gossip address, TCP and UDP (host:port)")
-	f.StringSliceVar(&join, "join", nil, "gossip addresses of existing members, comma-separated")
+	f.StringSliceVar(&join, "join", nil, "gossip addresses of existing members, comma-separated (host:port; a host alone means this node's --gossip port)")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", def.JoinTimeout, "how long a new node keeps retrying its --join seeds and waits to learn the cluster's settings")
 	f.IntVar(&cfg.Replication, "replication", def.Replication, fmt.Sprintf("replicas per shard when creating a cluster, 1..%d (a cluster with fewer nodes or zones runs under-replicated)", node.MaxReplication))
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
@@ -378,7 +378,7 @@ func configFlags(msg string) string {
 	}
 	field, after, _ := strings.Cut(rest, " ")
 	flag, ok := map[string]string{
-		"Listen": "--listen", "Advertise": "--advertise", "HTTP": "--http", "Gossip": "--gossip",
+		"Listen": "--listen", "Advertise": "--advertise", "Join": "--join", "HTTP": "--http", "Gossip": "--gossip",
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone",
