@@ -32,6 +32,11 @@ const (
 	// with 40-byte stream names.
 	DefaultStreamCache = 1 << 20
 
+	// DefaultMaxSubscriptions is the default Config.MaxSubscriptions. An idle subscription
+	// costs its server a goroutine and about 30 KiB (stack, stream state), and a heartbeat a
+	// second: 10,000 hold about 300 MB and a fifth of a core.
+	DefaultMaxSubscriptions = 10_000
+
 	// MaxShards bounds the shard count fixed at cluster creation.
 	MaxShards = 4096
 	// MaxReplication bounds the replication factor.
@@ -129,6 +134,14 @@ type Config struct {
 	// replica of every shard. An append to a stream not cached reads its metadata from
 	// Pebble. Default DefaultStreamCache; negative is refused.
 	StreamCache int
+	// MaxSubscriptions bounds the subscriptions (ReadRequest.follow, ReadShardRequest.follow)
+	// the node holds at once: those its replicas serve, and those it relays to a shard's
+	// leader for its clients (one relayed to it by another node counts here too). One
+	// beyond it is refused with RESOURCE_EXHAUSTED naming the limit, before it costs
+	// anything; clients retry it after a backoff. Without a bound, one client could open
+	// subscriptions until the node runs out of memory. Default DefaultMaxSubscriptions;
+	// negative is refused.
+	MaxSubscriptions int
 	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
 	// before the node gives up on its disk and calls OnDiskStall. A node whose
 	// disk hangs keeps its replicas and its place in gossip while serving
@@ -199,6 +212,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamCache == 0 {
 		c.StreamCache = DefaultStreamCache
+	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = DefaultMaxSubscriptions
 	}
 	if c.diskSlowAfter == 0 {
 		c.diskSlowAfter = diskSlowThreshold
@@ -278,6 +294,10 @@ func (c Config) Validate() error {
 	if c.StreamCache < 0 {
 		return fmt.Errorf("node: config: StreamCache %d is negative (streams cached node-wide; 0 for the default %d)",
 			c.StreamCache, DefaultStreamCache)
+	}
+	if c.MaxSubscriptions < 0 {
+		return fmt.Errorf("node: config: MaxSubscriptions %d is negative (subscriptions held at once; 0 for the default %d)",
+			c.MaxSubscriptions, DefaultMaxSubscriptions)
 	}
 	if c.Shards < 0 || c.Shards > MaxShards {
 		return fmt.Errorf("node: config: Shards %d out of range 1..%d", c.Shards, MaxShards)

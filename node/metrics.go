@@ -25,6 +25,8 @@ type metrics struct {
 	subscriptions  *prometheus.GaugeVec     // open subscriptions served here, by kind (stream, shard)
 	subsEnded      *prometheus.CounterVec   // subscriptions ended, by reason
 	subsEvents     prometheus.Counter       // events sent by subscriptions
+	subsHeld       prometheus.Gauge         // subscriptions held against Config.MaxSubscriptions
+	subsRefused    *prometheus.CounterVec   // subscriptions refused at Config.MaxSubscriptions, by kind
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -73,17 +75,26 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		subsEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_subscription_events_total", Help: "Events (and deletes) sent to subscribers by this node.",
 		}),
+		subsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_subscriptions_held",
+			Help: "Subscriptions this node holds now, served here or relayed to a shard's leader: what --max-subscriptions bounds.",
+		}),
+		subsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_subscriptions_refused_total",
+			Help: "Subscriptions refused (RESOURCE_EXHAUSTED) because this node held --max-subscriptions already, by kind (stream, shard).",
+		}, []string{"kind"}),
 	}
 	// Every series a dashboard or alert may use exists from the start, at 0.
 	for _, kind := range []string{"stream", "shard"} {
 		m.subscriptions.WithLabelValues(kind)
+		m.subsRefused.WithLabelValues(kind)
 	}
 	for _, why := range []string{"caller", "replica_gone", "not_current", "shutdown", "deleted", "error"} {
 		m.subsEnded.WithLabelValues(why)
 	}
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
-			m.subscriptions, m.subsEnded, m.subsEvents)
+			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused)
 	}
 	return m
 }

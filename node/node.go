@@ -64,6 +64,7 @@ type Node struct {
 	httpAddr string
 	done     chan struct{} // closed by Close
 	streams  *streamsServer
+	subsHeld atomic.Int64 // subscriptions served or relayed now (holdSubscription)
 
 	settings  atomic.Pointer[Settings] // nil until known
 	started   atomic.Bool              // Start finished

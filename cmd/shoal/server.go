@@ -69,6 +69,10 @@ SIGINT or SIGTERM stops it cleanly.`,
 			if cfg.StreamCache < 1 {
 				return usagef("--stream-cache %d must be at least 1 (streams cached node-wide; default %d)", cfg.StreamCache, node.DefaultStreamCache)
 			}
+			if cfg.MaxSubscriptions < 1 {
+				return usagef("--max-subscriptions %d must be at least 1 (subscriptions the node holds at once; default %d)",
+					cfg.MaxSubscriptions, node.DefaultMaxSubscriptions)
+			}
 			if !cmd.Flags().Changed("shards") {
 				cfg.Shards = 0
 			}
@@ -126,6 +130,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.IntVar(&cfg.Replication, "replication", def.Replication, fmt.Sprintf("replicas per shard when creating a cluster, 1..%d (a cluster with fewer nodes or zones runs under-replicated)", node.MaxReplication))
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
 	f.IntVar(&cfg.StreamCache, "stream-cache", node.DefaultStreamCache, "streams whose metadata (last version, state) the node keeps in memory for appends, shared by the cluster's shards (about 130 bytes plus the name each; each shard keeps at least 256)")
+	f.IntVar(&cfg.MaxSubscriptions, "max-subscriptions", node.DefaultMaxSubscriptions, "subscriptions (reads with --follow) the node holds at once, served or relayed to a shard's leader (about 30 KiB and a heartbeat a second each); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
@@ -381,7 +386,7 @@ func configFlags(msg string) string {
 		"Listen": "--listen", "Advertise": "--advertise", "Join": "--join", "HTTP": "--http", "Gossip": "--gossip",
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
-		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone",
+		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
 	}[field]
 	if !ok {
 		return rest
