@@ -71,7 +71,18 @@ type TooLargeError struct {
 }
 
 func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("snapshot: %s for stream %q is %d bytes, limit %d", e.What, e.Stream, e.Size, e.Limit)
+	return fmt.Sprintf("snapshot: %s for stream %q is %d bytes, limit %d (%s)", e.What, e.Stream, e.Size, e.Limit, e.limitName())
+}
+
+// limitName names the limit that refused the save: the state's is Options.MaxStateSize, which
+// the caller may raise; the record's is MaxRecordSize, one event's data, which no option raises
+// (a state that compresses to more cannot be snapshotted). A bare number left the caller to
+// guess which, and raising MaxStateSize does nothing for a record too large.
+func (e *TooLargeError) limitName() string {
+	if e.What == "record" {
+		return "MaxRecordSize: the compressed record must fit in one event"
+	}
+	return "Options.MaxStateSize"
 }
 
 // Is reports ErrTooLarge.

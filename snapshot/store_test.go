@@ -2,8 +2,10 @@ package snapshot
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -383,4 +385,40 @@ func BenchmarkLoad10k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSaveTooLargeNamesLimit: a refused Save names the limit it broke, Options.MaxStateSize (which
+// the caller can raise) or MaxRecordSize (one event's data, which no option raises), and not
+// only a number, and writes nothing.
+func TestSaveTooLargeNamesLimit(t *testing.T) {
+	c := testnode.Client(t)
+	ctx := testCtx(t)
+	small, err := New(c, Options{MaxStateSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	large, err := New(c, Options{MaxStateSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	incompressible := make([]byte, 5<<20)
+	for i, r := 0, rand.New(rand.NewChaCha8([32]byte{1})); i < len(incompressible); i += 8 {
+		binary.LittleEndian.PutUint64(incompressible[i:], r.Uint64())
+	}
+	for _, tc := range []struct {
+		store *Store
+		state []byte
+		want  string
+	}{
+		{small, make([]byte, 2<<20), "MaxStateSize"},
+		{large, incompressible, "MaxRecordSize"},
+	} {
+		err := tc.store.Save(ctx, "too-large", 0, tc.state)
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Save of %d bytes = %v, want ErrTooLarge naming %s", len(tc.state), err, tc.want)
+		}
+	}
+	if _, ok, err := large.Latest(ctx, "too-large"); ok || err != nil {
+		t.Fatalf("Latest after refused saves: ok %v, err %v; want nothing written", ok, err)
+	}
 }
