@@ -102,7 +102,7 @@ func (d *Definition) validate() error {
 // Limits of a Definition: the saga's first event records its definition's name and step
 // names, which must leave room in an event for the saga's input.
 const (
-	MaxNameLen = 256  // bytes of a definition's name and of each step's
+	MaxNameLen = 256  // bytes of a definition's name, of each step's and of Config.Name
 	MaxSteps   = 1000 // steps of a definition
 )
 
@@ -162,7 +162,8 @@ type Config struct {
 	// takes longer on its own needs a policy with a longer MaxElapsed, or it
 	// never completes.
 	CompensationRetry RetryPolicy
-	// Name identifies this coordinator in event metadata; default random.
+	// Name identifies this coordinator in event metadata, at most MaxNameLen bytes;
+	// default random.
 	Name       string
 	Logger     *slog.Logger          // nil discards
 	Registerer prometheus.Registerer // nil does not register; one Coordinator per Registerer
@@ -180,11 +181,16 @@ type Coordinator struct {
 	metrics *metrics
 }
 
-// Validate reports the first problem of cfg: a nil client, an invalid or
-// duplicate definition, a negative retry setting.
+// Validate reports the first problem of cfg: a nil client, a name longer than MaxNameLen,
+// an invalid or duplicate definition, a negative retry setting.
 func (cfg *Config) Validate() error {
 	if cfg.Client == nil {
 		return invalid("Config.Client must not be nil")
+	}
+	// The name is in every saga event's metadata: past the limit it would crowd out the
+	// events' data and be blamed on the input or output.
+	if len(cfg.Name) > MaxNameLen {
+		return invalid("Config.Name is %d bytes, longer than the limit of %d (MaxNameLen)", len(cfg.Name), MaxNameLen)
 	}
 	seen := make(map[string]bool, len(cfg.Definitions))
 	for _, d := range cfg.Definitions {

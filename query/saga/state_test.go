@@ -223,6 +223,7 @@ func TestConfigValidate(t *testing.T) {
 		{"duplicate", Config{Client: &client.Client{}, Definitions: []*Definition{okDef, okDef}}},
 		// The first event records the names: past the limits, they would crowd out the input
 		// and be blamed on it.
+		{"long coordinator name", Config{Client: &client.Client{}, Name: strings.Repeat("c", MaxNameLen+1)}},
 		{"long definition name", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: strings.Repeat("d", MaxNameLen+1), Steps: okDef.Steps}}}},
 		{"long step name", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: strings.Repeat("s", MaxNameLen+1), Action: okDef.Steps[0].Action}}}}}},
 		{"too many steps", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: slices.Repeat(okDef.Steps, MaxSteps+1)}}}},
