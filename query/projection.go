@@ -70,7 +70,7 @@ type Config struct {
 	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000 (and MaxPageBytes)
 	Concurrency int           // shards read at once; default 8
 	PollMax     time.Duration // long poll of a caught-up shard; default 1s (or PollMin if larger), at most client.MaxWait
-	PollMin     time.Duration // first idle wait (doubling up to PollMax, for servers that do not long-poll) and first backoff after a read error; default 20ms
+	PollMin     time.Duration // first idle wait (doubling up to PollMax, for servers that do not long-poll) and first backoff after a read error; default 20ms (or PollMax if smaller)
 	RetryMax    time.Duration // cap of the backoff after a read error; default 5s
 	// NoSync commits pages without fsync. Still exactly-once for the model
 	// (a lost commit loses model writes and checkpoint together), but a
@@ -125,6 +125,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PollMin == 0 {
 		c.PollMin = DefaultPollMin
+		if c.PollMax != 0 {
+			c.PollMin = min(c.PollMin, c.PollMax) // a PollMax below the default's PollMin
+		}
 	}
 	if c.PollMax == 0 {
 		c.PollMax = max(DefaultPollMax, c.PollMin)

@@ -97,6 +97,21 @@ func testConfig(fs vfs.FS, h Handler) Config {
 	return cfg
 }
 
+// TestConfigDefaultsKeepPollOrder: a PollMax below the default PollMin, PollMin left zero,
+// takes PollMin down with it rather than leaving a first wait longer than the longest.
+func TestConfigDefaultsKeepPollOrder(t *testing.T) {
+	cfg := Config{PollMax: 5 * time.Millisecond}
+	cfg.setDefaults()
+	if cfg.PollMin != 5*time.Millisecond || cfg.PollMax != 5*time.Millisecond {
+		t.Fatalf("PollMax 5ms, PollMin unset: PollMin %v, PollMax %v; want both 5ms", cfg.PollMin, cfg.PollMax)
+	}
+	cfg = Config{PollMin: 2 * time.Second}
+	cfg.setDefaults()
+	if cfg.PollMin != 2*time.Second || cfg.PollMax != 2*time.Second {
+		t.Fatalf("PollMin 2s, PollMax unset: PollMin %v, PollMax %v; want both 2s", cfg.PollMin, cfg.PollMax)
+	}
+}
+
 // runUntil runs p in the background until every position in want is
 // covered, then stops it.
 func runUntil(t *testing.T, p *Projection, want map[uint32]uint64) {
