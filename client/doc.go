@@ -31,7 +31,9 @@
 // together as one message, and the node answers each as it completes, in
 // groups. Each append keeps its own deadline, verdict, retries and breaker
 // accounting, exactly as with one call each. An append larger than 1 MiB, and
-// every append to a server without AppendPipeline, is a unary Append call. A
+// every append to a server without AppendPipeline, is a unary Append call; so
+// is every append to a node for a minute after one of its pipeline's messages
+// went over a gRPC size limit (a MaxCallSendMsgSize in WithDialOptions). A
 // caller that stops waiting has its append cancelled on the server, as a
 // unary call is. A node shutting down answers the appends it started and ends
 // the stream; a broken stream fails its appends as Unavailable (retried; they

@@ -307,9 +307,7 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 	case codes.DeadlineExceeded:
 		return retry, true, nil
 	case codes.ResourceExhausted:
-		// gRPC reports an over-size message with this code too; that is
-		// permanent.
-		if strings.Contains(st.Message(), "larger than max") {
+		if overSize(st) {
 			return fatal, false, nil
 		}
 		return retry, false, nil
@@ -317,6 +315,12 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 		return retry, false, nil
 	}
 	return fatal, false, nil
+}
+
+// overSize reports whether st is gRPC's refusal of a message over its size limit, the
+// sender's or the receiver's (ResourceExhausted, as overload is too): that is permanent.
+func overSize(st *status.Status) bool {
+	return st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max")
 }
 
 // tlsRefused reports whether st is gRPC's failure of a connection's TLS handshake on

@@ -33,7 +33,8 @@ const (
 )
 
 // errPipelineUnsupported says the server has no AppendPipeline (an older
-// version): the caller uses the unary Append.
+// version), or that the pipeline's messages are over a gRPC size limit: the
+// caller uses the unary Append.
 var errPipelineUnsupported = errors.New("client: the server does not support AppendPipeline")
 
 // appendPipe is a node's pipeline: its current stream, opened on first use
@@ -298,8 +299,13 @@ func (ps *pipeStream) receive() {
 	for {
 		msg, err := ps.stream.Recv()
 		if err != nil {
-			if status.Code(err) == codes.Unimplemented {
-				// An older server. Ask again later: it may be upgraded meanwhile.
+			// An older server; or a message over gRPC's size limit (the client's
+			// MaxCallSendMsgSize, given in WithDialOptions, below pipelineMaxBytes, or the
+			// server's receive limit), which the same appends, retried, would make again,
+			// until their retries end. Unary, each append goes alone: within the limit it
+			// passes, over it it fails at once (classify). Ask again later: the server may
+			// be upgraded meanwhile, the load lighter.
+			if st := status.Convert(err); st.Code() == codes.Unimplemented || overSize(st) {
 				ps.pipe.mu.Lock()
 				ps.pipe.mu.unsupportedUntil = time.Now().Add(pipelineRetryUnsupported)
 				ps.pipe.mu.Unlock()

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -235,5 +236,47 @@ func TestPipelineStreamEndIsNoVerdict(t *testing.T) {
 	fc.mu.Unlock()
 	if n != 1 {
 		t.Errorf("stream s holds %d events, want 1", n)
+	}
+}
+
+// TestPipelineUnderSmallSendLimit: with a send limit (MaxCallSendMsgSize) below the pipeline's
+// message size, appends that fit the limit one by one succeed, though together, or with the
+// pipeline's framing, they do not; an append over the limit fails at once, as a unary call
+// does, rather than being retried as the same message until the retry budget ends. Neither
+// counts against the healthy node's breaker.
+func TestPipelineUnderSmallSendLimit(t *testing.T) {
+	const limit = 64 << 10
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithDialOptions(grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(limit))))
+	ctx := testCtx(t)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 8 { // 8 × 40 KiB: one message would be over the limit
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Append(ctx, "s", Any, Event{Type: "A", Data: bytes.Repeat([]byte{byte(i)}, 40<<10)}); err != nil {
+				t.Errorf("append %d of 40 KiB: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// Within the limit as a request, over it with the pipeline's framing.
+	if _, err := c.Append(ctx, "s", Any, Event{Type: "A", Data: make([]byte, limit-40)}); err != nil {
+		t.Errorf("append just within the limit: %v", err)
+	}
+	_, err := c.Append(ctx, "s", Any, Event{Type: "A", Data: make([]byte, limit+1)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("append over the limit: %v, want ResourceExhausted", err)
+	}
+	st := c.Stats()
+	t.Logf("took %v, stats %+v, events %d", time.Since(start), st, fc.stored("s"))
+	if st.BreakerTrips != 0 {
+		t.Errorf("breaker trips: %d, want 0 (the node is healthy)", st.BreakerTrips)
+	}
+	// Each append may fail once in the pipeline before its node goes unary; without that,
+	// the same messages were retried hundreds of times.
+	if st.Retries > 20 {
+		t.Errorf("%d retries for 10 appends: appends were retried as the same message instead of fitting the limit", st.Retries)
 	}
 }
