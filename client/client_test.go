@@ -261,7 +261,7 @@ func TestHintedNodeHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	n1.setFault(hangOn("Append"))
-	c.setHint(ring.ShardOf("s", 4), n1.addr) // a not-leader answer named node 1
+	c.setHint(ring.ShardOf("s", 4), n1.addr, "") // a not-leader answer named node 1
 	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
 		t.Fatalf("Append: %v", err)
 	}
@@ -419,6 +419,41 @@ func TestNotLeaderRedirect(t *testing.T) {
 	}
 	if a := n1.count("Append"); a != 1 {
 		t.Fatalf("node1 saw %d appends after the redirect, want none more", a-1)
+	}
+}
+
+// TestLaggingTopologyKeepsRedirect: a topology from a node that has not heard of the election
+// yet (it names the old leader, at the old term), fetched after a not-leader answer named the
+// new leader, does not send the calls back to the old leader, which refused them.
+func TestLaggingTopologyKeepsRedirect(t *testing.T) {
+	fc := newFakeCluster(t, 5, 4)
+	fc.term = 1
+	c := dial(t, fc)
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	fc.mu.Lock()
+	fc.leader, fc.term = 2, 2
+	fc.mu.Unlock()
+	for _, n := range append([]*fakeNode{n1}, fc.nodes[2:]...) { // node 2 knows it won; the others lag
+		n.mu.Lock()
+		n.lag = &[2]uint64{1, 1}
+		n.mu.Unlock()
+	}
+	n1.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			return notLeader(n2)
+		}
+		return nil
+	})
+	c.rr.Store(1) // refreshes ask nodes 3, 4, 5 and 1 first, in turn, then node 2
+	ctx := testCtx(t)
+	for range 10 {
+		if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * minRefreshGap) // the refresh the redirect asked for lands
+	}
+	if a := n1.count("Append"); a != 1 {
+		t.Errorf("node 1, the old leader, got %d appends, want 1: lagging topologies undid the redirect (%+v)", a, c.Stats())
 	}
 }
 

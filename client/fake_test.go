@@ -29,6 +29,7 @@ type fakeCluster struct {
 
 	mu      sync.Mutex
 	leader  uint64          // node ID leading every shard; 0 = unknown
+	term    uint64          // the leader's term (ShardInfo.Term)
 	dead    map[uint64]bool // nodes the topology names dead
 	streams map[string][]*shoalv1.RecordedEvent
 	pos     map[uint32]uint64 // next position by shard
@@ -61,6 +62,9 @@ type fakeNode struct {
 	// follow, if set, serves a Read with follow (without it the node answers as a server
 	// from before subscriptions, ending the read at the stream's end).
 	follow func(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error
+	// lag, if set, is the leader and term this node's Topology names for every shard instead
+	// of the cluster's: a node that has not heard of the latest election yet.
+	lag *[2]uint64
 }
 
 func newFakeCluster(t *testing.T, nodes int, shards uint32) *fakeCluster {
@@ -160,8 +164,14 @@ func (n *fakeNode) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (
 		resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id, Name: fmt.Sprintf("n%d", m.id), GrpcAddr: m.addr, Alive: !c.dead[m.id]})
 		voters = append(voters, m.id)
 	}
+	leader, term := c.leader, c.term
+	n.mu.Lock()
+	if n.lag != nil {
+		leader, term = n.lag[0], n.lag[1]
+	}
+	n.mu.Unlock()
 	for s := range c.shards {
-		resp.Shards = append(resp.Shards, &shoalv1.ShardInfo{Shard: s, LeaderId: c.leader, Voters: voters})
+		resp.Shards = append(resp.Shards, &shoalv1.ShardInfo{Shard: s, LeaderId: leader, Term: term, Voters: voters})
 	}
 	return resp, nil
 }

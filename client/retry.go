@@ -214,7 +214,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 					redirects++
 					c.stats.redirects.Add(1)
 					if t.kind == byStream || t.kind == byShard {
-						c.setHint(shard, addr)
+						c.setHint(shard, addr, n.addr)
 					}
 					last = err
 					avoid = ""

@@ -146,7 +146,8 @@ func (c *Client) dialledCluster() string {
 
 // install makes t, fetched from n, the client's topology. t may have been requested
 // before what the client learnt since: a shard's leader of a higher term in the current
-// view is kept (unless t names it dead), and so is a leader hint set after t was requested.
+// view is kept (unless t names it dead), and so is a leader hint set after t was requested,
+// or against t's leader at t's term (leaderHint.outdates).
 func (c *Client) install(t *topology, n *node) {
 	if id := t.resp.GetSettings().GetClusterId(); id != "" {
 		c.clusterID.CompareAndSwap(nil, &id) // the cluster dialled: every call names it
@@ -166,7 +167,7 @@ func (c *Client) install(t *topology, n *node) {
 	c.stats.refreshes.Add(1)
 	c.mu.Lock()
 	for shard, h := range c.mu.hints {
-		if shard >= t.shards || t.leader[shard] != "" && t.fetched.After(h.set) {
+		if shard >= t.shards || h.outdates(t, shard) {
 			delete(c.mu.hints, shard)
 		}
 	}
@@ -492,10 +493,15 @@ func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []str
 	return appendNew(out, c.seeds...)
 }
 
-func (c *Client) setHint(shard uint32, addr string) {
+// setHint notes addr as the shard's leader, named by from's not-leader answer.
+func (c *Client) setHint(shard uint32, addr, from string) {
+	var term uint64
+	if t := c.topo.Load(); t != nil && shard < t.shards {
+		term = t.term[shard]
+	}
 	c.mu.Lock()
 	if !c.mu.closed {
-		c.mu.hints[shard] = leaderHint{addr: addr, set: time.Now()}
+		c.mu.hints[shard] = leaderHint{addr: addr, set: time.Now(), from: from, term: term}
 	}
 	c.mu.Unlock()
 }
@@ -504,6 +510,19 @@ func (c *Client) setHint(shard uint32, addr string) {
 type leaderHint struct {
 	addr string
 	set  time.Time // when the answer arrived: a topology requested before may not know it
+	// from is the node that answered, and term the shard's term in the client's topology
+	// then. A topology that names from as the leader at term or before, even requested after
+	// the answer, comes from a node that has not heard of the election yet (a leader that
+	// stepped down leads again only in a later term): it does not undo the hint.
+	from string
+	term uint64
+}
+
+// outdates reports whether t, requested after the hint was set, knows the shard's leader
+// better than the hint does.
+func (h leaderHint) outdates(t *topology, shard uint32) bool {
+	l := t.leader[shard]
+	return l != "" && t.fetched.After(h.set) && !(l == h.from && t.term[shard] <= h.term)
 }
 
 func appendNew(dst []string, addrs ...string) []string {

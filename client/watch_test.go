@@ -100,7 +100,7 @@ func TestInstallKeepsNewerLeaders(t *testing.T) {
 	}
 	c.install(view([2]uint64{2, 2}, [2]uint64{5, 5}, time.Now()), n1)
 	requested := time.Now()
-	c.setHint(1, fc.nodes[0].addr) // a not-leader answer after the next view was requested
+	c.setHint(1, fc.nodes[0].addr, "") // a not-leader answer after the next view was requested
 	c.install(view([2]uint64{1, 2}, [2]uint64{4, 5}, requested), n1)
 	got := c.topo.Load()
 	if got.leader[0] != fc.nodes[1].addr {
