@@ -101,8 +101,8 @@ type Stats struct {
 	BreakerTrips      uint64 // times a node's breaker opened
 	TopologyRefreshes uint64 // successful topology fetches
 	// LeaderMoves counts attempts abandoned because the topology named a new
-	// leader for their shard while they waited, or, for a stale read, named
-	// the node it went to dead (a hung node; see watchLeader).
+	// leader for their shard while they waited (but for a stale read), or
+	// named the node they went to dead (a hung node; see watchLeader).
 	LeaderMoves uint64
 }
 

@@ -100,10 +100,12 @@
 //     the call goes to the new leader at once (a read resumes after its last
 //     event): a node that hangs without breaking its connections (a stuck
 //     process, a paused machine) does not hold calls until gRPC's keepalive or
-//     their deadline. A stale read, which any replica may serve, moves
-//     instead when a topology names its node dead (gossip declares a node
-//     that stopped answering dead in about two and a half seconds), and
-//     resumes on another replica. An abandoned
+//     their deadline. An attempt also moves when a topology names its node
+//     dead (gossip declares a node that stopped answering dead in about two
+//     and a half seconds), as one that went through a node that forwards
+//     (the leader's breaker open) must when that node hangs; a stale read,
+//     which any replica may serve, moves only then, and resumes on another
+//     replica. An abandoned
 //     attempt does not count against the node's breaker, and counts against
 //     RetryPolicy.MaxElapsed like any retry; Stats.LeaderMoves counts them. An
 //     answer that arrives as the attempt is abandoned stands. A delete

@@ -139,6 +139,44 @@ func TestForwardedAppendNotAbandoned(t *testing.T) {
 	}
 }
 
+// TestHungForwarderAbandoned: an append that went through a forwarding node (the leader's
+// breaker open) which then hangs moves to another node once the topology names the hung node
+// dead, though the shard's leader stays the same.
+func TestHungForwarderAbandoned(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: time.Minute}))
+	n1, n2, n3 := fc.nodes[0], fc.nodes[1], fc.nodes[2]
+	n1.setFault(func(_ context.Context, m string, _ int) error {
+		if m == "Append" {
+			return unavailable() // the client cannot reach the leader itself
+		}
+		return nil
+	})
+	hung := make(chan struct{})
+	n2.setFault(func(ctx context.Context, m string, _ int) error {
+		if m == "Append" { // the forwarder accepts the append and never answers
+			close(hung)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	go func() {
+		<-hung
+		time.Sleep(2 * leaderWatchAfter)
+		fc.setDead(2) // gossip's verdict on the hung node
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("Append through a forwarder that hangs: %v after %v (leader moves %d)", err, time.Since(start), c.Stats().LeaderMoves)
+	}
+	if n3.count("Append") != 1 || c.Stats().LeaderMoves != 1 {
+		t.Errorf("node 3 served %d appends, stats %+v; want 1 after one move", n3.count("Append"), c.Stats())
+	}
+}
+
 // mayHaveApplied tells the failures after which a delete may have been applied from those
 // that prove it was not; the failure to connect is gRPC's own, from a real dial to a closed
 // port.

@@ -19,10 +19,12 @@ import (
 // when a topology fetched after the attempt started names a leader for its
 // shard other than the node it went to. (An older topology proves nothing: the
 // attempt may have gone to its node on a newer hint.) The call then
-// retries on the new leader at once. A stale read, which any replica may
-// serve, waits instead for a topology that names its node dead (gossip
-// declares a node that stopped answering dead within about two and a half
-// seconds) and retries on another replica. Only idempotent calls are watched:
+// retries on the new leader at once. It also gives up when such a topology
+// names its node dead (gossip declares a node that stopped answering dead
+// within about two and a half seconds): a node that forwards for a leader the
+// client cannot reach may hang too, while the leader stays, and a stale read,
+// which any replica may serve, waits for that only; the call retries on
+// another node. Only idempotent calls are watched:
 // appends carry their event IDs, so a retry of an append that did commit is
 // answered as a duplicate, and a read resumes after the last event it yielded.
 const (
@@ -37,8 +39,8 @@ var (
 )
 
 // leaderWatch watches one attempt while it waits for its node: armed, it
-// cancels the attempt's context when the shard's leader moves (when its node
-// is declared dead, for a stale read). A unary attempt
+// cancels the attempt's context when the shard's leader moves (but for a
+// stale read) or its node is declared dead. A unary attempt
 // is armed from start to end; a streaming read only while it waits for the
 // server (watched). A nil *leaderWatch watches nothing.
 type leaderWatch struct {
@@ -60,7 +62,7 @@ type leaderWatch struct {
 }
 
 // watchLeader returns the attempt's context, which the watch cancels when the
-// shard's leader moves (or, stale, its node is declared dead) while it is
+// shard's leader moves (but stale) or its node is declared dead while it is
 // armed, and the watch, unarmed, to stop when the attempt returns.
 func (c *Client) watchLeader(ctx context.Context, n *node, shard uint32, leader string, stale bool) (context.Context, *leaderWatch) {
 	actx, cancel := context.WithCancelCause(ctx)
@@ -150,7 +152,7 @@ func (w *leaderWatch) poll(gen uint64) {
 
 // moved reports why the attempt should move, if a topology fetched since it
 // started says so: it names a leader for the shard other than the attempt's
-// node (errLeaderMoved), or, for a stale read, it names the node dead
+// node (errLeaderMoved, but for a stale read), or it names the node dead
 // (errNodeDead). Nil: stay. An attempt sent on purpose to a node other than
 // the one the client took for the leader (whose breaker was open, or which
 // had just failed) goes through a node that forwards it: it moves only when
@@ -160,10 +162,12 @@ func (w *leaderWatch) moved() error {
 	if t == nil || !t.fetched.After(w.start) || w.shard >= t.shards {
 		return nil
 	}
+	if slices.Contains(t.dead, w.n.addr) {
+		// Whatever the leader: a node that forwards for it (the attempt went there with the
+		// leader's breaker open) may hang as well, and would hold the call to its deadline.
+		return errNodeDead
+	}
 	if w.stale {
-		if slices.Contains(t.dead, w.n.addr) {
-			return errNodeDead
-		}
 		return nil
 	}
 	if l := t.leader[w.shard]; l != "" && l != w.n.addr && (w.leader == w.n.addr || l != w.leader) {
