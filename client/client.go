@@ -66,6 +66,52 @@ type node struct {
 		sync.Mutex
 		counted time.Time // when the breaker last recorded a fault (admit)
 	}
+	// uses counts the attempts and topology fetches under way on the node (hold); gone says
+	// that the client dropped it from its table (forget): the last use to end closes it.
+	uses struct {
+		sync.Mutex
+		n    int
+		gone bool
+	}
+}
+
+// hold notes a use of n, which let ends; false if n was dropped from the client's table
+// meanwhile (its connection closed or about to be): the caller looks up the address again.
+func (n *node) hold() bool {
+	n.uses.Lock()
+	defer n.uses.Unlock()
+	if n.uses.gone {
+		return false
+	}
+	n.uses.n++
+	return true
+}
+
+// let ends a use of n; the last use of a node dropped from the table closes it.
+func (n *node) let() {
+	n.uses.Lock()
+	n.uses.n--
+	last := n.uses.gone && n.uses.n == 0
+	n.uses.Unlock()
+	if last {
+		n.close()
+	}
+}
+
+// retire marks n dropped from the client's table, and closes it unless a use holds it.
+func (n *node) retire() {
+	n.uses.Lock()
+	n.uses.gone = true
+	idle := n.uses.n == 0
+	n.uses.Unlock()
+	if idle {
+		n.close()
+	}
+}
+
+func (n *node) close() error {
+	n.appends.close(ErrClosed)
+	return n.conn.Close()
 }
 
 // admit asks the node's breaker to let an attempt through, and returns the function that
@@ -196,8 +242,7 @@ func (c *Client) Close() error {
 	c.bg.Wait()
 	var first error
 	for _, n := range nodes {
-		n.appends.close(ErrClosed)
-		if err := n.conn.Close(); err != nil && first == nil {
+		if err := n.close(); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -253,6 +298,35 @@ func (c *Client) node(addr string) (*node, error) {
 	n.appends = &appendPipe{streams: n.streams}
 	c.mu.nodes[addr] = n
 	return n, nil
+}
+
+// forget drops from the node table the addresses that t does not name (nodes that left the
+// cluster: a long-lived client of a cluster whose nodes come and go at new addresses would
+// keep a connection and a breaker for each), except the seeds and the shards' hinted leaders.
+// A node dropped closes once no attempt holds it; asked for again, it is dialled again.
+func (c *Client) forget(t *topology) {
+	keep := map[string]bool{}
+	for _, n := range t.resp.GetNodes() {
+		keep[n.GetGrpcAddr()] = true
+	}
+	for _, s := range c.seeds {
+		keep[s] = true
+	}
+	c.mu.Lock()
+	for _, h := range c.mu.hints {
+		keep[h.addr] = true
+	}
+	var gone []*node
+	for addr, n := range c.mu.nodes {
+		if !keep[addr] {
+			delete(c.mu.nodes, addr)
+			gone = append(gone, n)
+		}
+	}
+	c.mu.Unlock()
+	for _, n := range gone {
+		n.retire()
+	}
 }
 
 func (c *Client) breakerSettings(addr string) gobreaker.Settings {

@@ -818,3 +818,46 @@ func TestRefreshPassesHungNode(t *testing.T) {
 		t.Fatalf("the hung node's fetch ended with %v, want it cancelled once another answered", err)
 	}
 }
+
+// TestDepartedNodesForgotten: a node that left the cluster (no topology names it) is dropped
+// from the client's node table, its connection closed, once no call holds it; a seed stays.
+func TestDepartedNodesForgotten(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	n3 := fc.nodes[2]
+	if _, err := c.NodeStatus(ctx, n3.addr); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Dial(ctx, []string{fc.nodes[0].addr}, WithRetry(fastRetry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := c2.NodeStatus(ctx, n3.addr); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	fc.nodes = fc.nodes[:2] // node 3 left the cluster
+	fc.mu.Unlock()
+	for _, c := range []*Client{c, c2} {
+		if _, err := c.Topology(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	has := func(c *Client, addr string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.mu.nodes[addr]
+		return ok
+	}
+	if !has(c, n3.addr) {
+		t.Errorf("node 3, a seed, was dropped from the node table")
+	}
+	if has(c2, n3.addr) {
+		t.Errorf("node 3 left the cluster and is still in the node table of a client it is no seed of")
+	}
+	if _, err := c2.NodeStatus(ctx, n3.addr); err != nil { // asked by address, it is dialled again
+		t.Errorf("NodeStatus of the departed node: %v", err)
+	}
+}

@@ -283,6 +283,7 @@ func finishOnce(f func(error)) func(error) {
 // are released and the breaker's admission is given back (finish) before the panic goes on:
 // otherwise a half-open breaker would keep its one probe slot, and refuse the node, for good.
 func (c *Client) try(ctx context.Context, n *node, w *leaderWatch, fn attempt, cancel context.CancelFunc, finish func(error)) (progress bool, err, moved error) {
+	defer n.let() // held by pick
 	returned := false
 	defer func() {
 		if !returned {

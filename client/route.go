@@ -172,6 +172,7 @@ func (c *Client) install(t *topology, n *node) {
 		}
 	}
 	c.mu.Unlock()
+	c.forget(t)
 	c.log.Debug("client: topology refreshed", "from", n.addr, "shards", t.shards, "alive", len(t.alive))
 }
 
@@ -224,8 +225,13 @@ func (c *Client) refreshTopology(ctx context.Context, avoid string) error {
 				last = errAllBreakersOpen
 				continue
 			}
+			if !n.hold() {
+				finish(errExcluded) // dropped from the table since c.node: the next pass dials it again
+				continue
+			}
 			asking++
 			fetches.Go(func() {
+				defer n.let()
 				fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 				defer cancel()
 				t, err := c.askTopology(fctx, n, suspects)
@@ -375,8 +381,8 @@ type target struct {
 // end after an attempt that may have been applied, it ends with ErrOutcomeUnknown.
 func (t target) write() bool { return t.lostAnswerRetry || t.once }
 
-// pick chooses the node for the next attempt and admits the attempt through
-// its breaker. avoid is a node that just failed; it is tried last, after it
+// pick chooses the node for the next attempt, admits the attempt through
+// its breaker and holds the node for it (node.hold; try lets it go). avoid is a node that just failed; it is tried last, after it
 // only the nodes in refusers (nodes that refused this client as such in this
 // call, run's nodeRefusal), so that every other candidate is tried first. The
 // returned shard is meaningful for byStream and byShard targets, and so is
@@ -433,12 +439,16 @@ func (c *Client) pick(ctx context.Context, t target, avoid string, refusers map[
 			}
 			continue
 		}
+		if !nd.hold() {
+			f(errExcluded) // dropped from the table since c.node: the next attempt dials it again
+			continue
+		}
 		return nd, f, shard, leader, nil
 	}
 	if refused != nil && len(cands) > 1 {
 		return nil, nil, shard, "", errAllBreakersOpen // retry.go keeps the failure that opened them
 	}
-	if refused != nil {
+	if refused != nil && refused.hold() {
 		// The only candidate's breaker is open: a breaker steers calls to other nodes, and
 		// there is none (in a one-node cluster, one blip would refuse every call for
 		// OpenTimeout). The attempt goes to it, paced by the caller's backoff, and records
