@@ -250,16 +250,26 @@ func (d *dataDir) setDecommissioning() error {
 	return d.writeFile(decomFile, []byte("decommissioning requested\n"))
 }
 
-// clearDecommissioning removes the flag durably; it reports whether it was set.
+// clearDecommissioning removes the flag durably; it reports whether it was set. Through
+// d.files, as writeFile: a remove or directory sync that hangs is a disk stall.
 func (d *dataDir) clearDecommissioning() (bool, error) {
-	err := os.Remove(filepath.Join(d.path, decomFile))
+	files := d.files
+	if files == nil {
+		files = vfs.Default
+	}
+	err := files.Remove(filepath.Join(d.path, decomFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("node: removing %s: %w", decomFile, err)
 	}
-	if err := syncDir(d.path); err != nil {
+	dir, err := files.OpenDir(d.path)
+	if err == nil {
+		err = dir.Sync()
+		dir.Close()
+	}
+	if err != nil {
 		return true, fmt.Errorf("node: syncing data directory: %w", err)
 	}
 	return true, nil

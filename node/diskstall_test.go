@@ -64,6 +64,11 @@ func (fs *stallFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategor
 	return stallFile{f, fs, newname}, err
 }
 
+func (fs *stallFS) Remove(name string) error {
+	fs.wait(name)
+	return fs.FS.Remove(name)
+}
+
 type stallFile struct {
 	vfs.File
 	fs   *stallFS
@@ -255,5 +260,36 @@ func TestDataDirFileStallIsDiskStall(t *testing.T) {
 		t.Log(s)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no disk stall reported while a write of %s hung", groupsFile)
+	}
+}
+
+// TestDecommissionFlagRemoveStallIsDiskStall: recommissioning removes the decommissioning flag
+// through the disk watch too: a remove that hangs is reported as a disk stall, as a hung write
+// of the data directory's other files is.
+func TestDecommissionFlagRemoveStallIsDiskStall(t *testing.T) {
+	fs := &stallFS{FS: vfs.Default, only: decomFile}
+	stalls := make(chan DiskStall, 4)
+	cfg := testConfig(t, t.TempDir())
+	cfg.fs = fs
+	cfg.diskSlowAfter = 50 * time.Millisecond
+	cfg.MaxSyncDuration = MinMaxSyncDuration
+	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
+	n := startNode(t, cfg)
+	t.Cleanup(fs.resume) // before the node closes
+	if err := n.dir.setDecommissioning(); err != nil {
+		t.Fatal(err)
+	}
+	fs.stall()
+	cleared := make(chan error, 1)
+	go func() { _, err := n.dir.clearDecommissioning(); cleared <- err }()
+	defer func() { fs.resume(); <-cleared }()
+	select {
+	case s := <-stalls:
+		if !strings.Contains(s.Path, decomFile) {
+			t.Fatalf("stall %v, want one of %s", s, decomFile)
+		}
+		t.Log(s)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no disk stall reported while the removal of %s hung", decomFile)
 	}
 }
