@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -46,6 +47,9 @@ type Client struct {
 		// suspects: shard -> the leader a watched attempt waits on in vain, for the next
 		// topology request (leaderWatch.poll, refreshTopology).
 		suspects map[uint32]string
+		// retired: nodes dropped from nodes (forget) that a use still held then; Close closes
+		// them too, for calls in flight on them to end with ErrClosed.
+		retired []*node
 	}
 
 	stats struct {
@@ -73,6 +77,9 @@ type node struct {
 		n    int
 		gone bool
 	}
+	closeOnce sync.Once
+	closeErr  error
+	shut      atomic.Bool // closed
 }
 
 // hold notes a use of n, which let ends; false if n was dropped from the client's table
@@ -109,9 +116,15 @@ func (n *node) retire() {
 	}
 }
 
+// close closes n's pipeline and connection; it is idempotent (Close and the last let of a
+// retired node may both come to it).
 func (n *node) close() error {
-	n.appends.close(ErrClosed)
-	return n.conn.Close()
+	n.closeOnce.Do(func() {
+		n.shut.Store(true)
+		n.appends.close(ErrClosed)
+		n.closeErr = n.conn.Close()
+	})
+	return n.closeErr
 }
 
 // admit asks the node's breaker to let an attempt through, and returns the function that
@@ -235,8 +248,9 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.mu.closed = true
-	nodes := c.mu.nodes
-	c.mu.nodes = nil
+	nodes := slices.Collect(maps.Values(c.mu.nodes))
+	nodes = append(nodes, c.mu.retired...)
+	c.mu.nodes, c.mu.retired = nil, nil
 	c.mu.Unlock()
 	close(c.done)
 	c.bg.Wait()
@@ -323,6 +337,8 @@ func (c *Client) forget(t *topology) {
 			gone = append(gone, n)
 		}
 	}
+	c.mu.retired = slices.DeleteFunc(c.mu.retired, func(n *node) bool { return n.shut.Load() })
+	c.mu.retired = append(c.mu.retired, gone...)
 	c.mu.Unlock()
 	for _, n := range gone {
 		n.retire()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -859,5 +860,74 @@ func TestDepartedNodesForgotten(t *testing.T) {
 	}
 	if _, err := c2.NodeStatus(ctx, n3.addr); err != nil { // asked by address, it is dialled again
 		t.Errorf("NodeStatus of the departed node: %v", err)
+	}
+}
+
+// TestCloseEndsCallOnForgottenNode: a node dropped from the node table while a call holds it
+// (a subscription served by a node that left the topology) is still closed by Close: calls in
+// flight fail with ErrClosed, and no connection outlives the client.
+func TestCloseEndsCallOnForgottenNode(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	fc.setLeader(3)
+	n3 := fc.nodes[2]
+	served := make(chan struct{}, 1)
+	n3.mu.Lock()
+	n3.follow = func(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+		select {
+		case served <- struct{}{}:
+		default:
+		}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if err := srv.Send(&shoalv1.ReadResponse{CaughtUp: true, NextVersion: req.FromVersion}); err != nil {
+				return err
+			}
+			select {
+			case <-srv.Context().Done():
+				return srv.Context().Err()
+			case <-tick.C:
+			}
+		}
+	}
+	n3.mu.Unlock()
+	ctx := testCtx(t)
+	c, err := Dial(ctx, []string{fc.nodes[0].addr}, WithRetry(fastRetry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() {
+		var last error
+		for _, err := range c.Read(rctx, "s", Follow()) {
+			if err != nil {
+				last = err
+			}
+		}
+		ended <- last
+	}()
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscription did not reach node 3")
+	}
+	fc.mu.Lock()
+	fc.nodes = fc.nodes[:2] // node 3 left the topology, its subscription still served
+	fc.leader = 1
+	fc.mu.Unlock()
+	if _, err := c.Topology(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("the subscription ended with %v, want ErrClosed", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close left a subscription on a node dropped from the node table running, its connection open")
 	}
 }
