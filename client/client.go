@@ -323,6 +323,9 @@ func (c *Client) forget(t *topology) {
 	for _, n := range t.resp.GetNodes() {
 		keep[n.GetGrpcAddr()] = true
 	}
+	for _, l := range t.leader { // a leader install kept from the client's view, which t may not name
+		keep[l] = true
+	}
 	for _, s := range c.seeds {
 		keep[s] = true
 	}

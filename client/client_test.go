@@ -931,3 +931,52 @@ func TestCloseEndsCallOnForgottenNode(t *testing.T) {
 		t.Fatal("Close left a subscription on a node dropped from the node table running, its connection open")
 	}
 }
+
+// TestLaggingTopologyKeepsLeaderConnection: a topology from a node that has not heard of the
+// shard's leader (a member that joined since: listed without addresses) at a term before the
+// client's keeps the client's leader (install); the node table keeps that leader's node too,
+// rather than closing its connection and dialling it again, a new breaker with it, for the
+// next call, at each such refresh.
+func TestLaggingTopologyKeepsLeaderConnection(t *testing.T) {
+	fc := newFakeCluster(t, 3, 1)
+	fc.mu.Lock()
+	fc.leader, fc.term = 3, 2
+	fc.mu.Unlock()
+	ctx := testCtx(t)
+	c, err := Dial(ctx, []string{fc.nodes[0].addr}, WithRetry(fastRetry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Append(ctx, "s", Any, Event{Type: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	n3 := fc.nodes[2].addr
+	c.mu.Lock()
+	before := c.mu.nodes[n3]
+	c.mu.Unlock()
+	if before == nil {
+		t.Fatal("the leader is not in the node table after an append")
+	}
+	n1 := fc.nodes[0]
+	n1.mu.Lock()
+	n1.lag = &[2]uint64{1, 1}
+	n1.unheard = map[uint64]bool{3: true}
+	n1.mu.Unlock()
+	nd, err := c.node(n1.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.fetchTopology(ctx, nd); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.topo.Load().leader[0]; l != n3 {
+		t.Fatalf("the lagging topology's leader is %q, want the client's, node 3 (%s), kept", l, n3)
+	}
+	c.mu.Lock()
+	after := c.mu.nodes[n3]
+	c.mu.Unlock()
+	if after != before {
+		t.Fatalf("the leader the installed topology routes to was dropped from the node table (its connection closed, to be dialled again)")
+	}
+}

@@ -65,6 +65,9 @@ type fakeNode struct {
 	// lag, if set, is the leader and term this node's Topology names for every shard instead
 	// of the cluster's: a node that has not heard of the latest election yet.
 	lag *[2]uint64
+	// unheard, if set, names the nodes this node's Topology lists without addresses, dead: a
+	// node gossip has not brought it news of (a member that joined since), yet a voter.
+	unheard map[uint64]bool
 }
 
 func newFakeCluster(t *testing.T, nodes int, shards uint32) *fakeCluster {
@@ -160,8 +163,15 @@ func (n *fakeNode) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (
 	defer c.mu.Unlock()
 	resp := &shoalv1.TopologyResponse{Settings: &shoalv1.ClusterSettings{ClusterId: cmp.Or(c.id, "fake"), Shards: c.shards, Replication: uint32(len(c.nodes))}}
 	var voters []uint64
+	n.mu.Lock()
+	unheard := n.unheard
+	n.mu.Unlock()
 	for _, m := range c.nodes {
-		resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id, Name: fmt.Sprintf("n%d", m.id), GrpcAddr: m.addr, Alive: !c.dead[m.id]})
+		if unheard[m.id] {
+			resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id})
+		} else {
+			resp.Nodes = append(resp.Nodes, &shoalv1.NodeInfo{Id: m.id, Name: fmt.Sprintf("n%d", m.id), GrpcAddr: m.addr, Alive: !c.dead[m.id]})
+		}
 		voters = append(voters, m.id)
 	}
 	leader, term := c.leader, c.term
