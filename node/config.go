@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -285,9 +286,10 @@ func (c Config) Validate() error {
 		}
 		// A seed without a port is dialed at this node's gossip port (memberlist's rule);
 		// one with a port must have a valid one, or the join would fail only once tried.
-		if _, _, err := net.SplitHostPort(j); err == nil {
-			if err := addr("Join", j); err != nil {
-				return err
+		// memberlist parses the port as a decimal number: no service name, not empty.
+		if _, port, err := net.SplitHostPort(j); err == nil {
+			if p, perr := strconv.ParseUint(port, 10, 16); perr != nil || p == 0 {
+				return fmt.Errorf("node: config: Join %q: the port must be 1..65535", j)
 			}
 		}
 	}

@@ -784,3 +784,19 @@ func TestCopiedDataDirRefused(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestJoinSeedPortRefused: a --join seed whose port memberlist cannot parse (empty, a service
+// name) is refused by Validate, as one out of range is: memberlist takes only a decimal port,
+// and the join would fail, or be retried for good, only once tried.
+func TestJoinSeedPortRefused(t *testing.T) {
+	for _, seed := range []string{"127.0.0.1:", "127.0.0.1:http", "[::1]:"} {
+		if err := (Config{Join: []string{seed}}).Validate(); err == nil {
+			t.Errorf("Join %q: Validate passed it; memberlist refuses its port at join", seed)
+		}
+	}
+	for _, seed := range []string{"127.0.0.1", "127.0.0.1:7946", "seed.example", "n1/127.0.0.1:7946"} {
+		if err := (Config{Join: []string{seed}}).Validate(); err != nil {
+			t.Errorf("Join %q: %v", seed, err)
+		}
+	}
+}
