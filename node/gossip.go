@@ -349,7 +349,8 @@ const maxKnownMembers = 1024
 
 // rememberMembers records, when it changed, what this node knows of the other members,
 // current ones first, for status to name the members that hold replicas but that gossip has
-// not brought back since a restart (knownMember).
+// not brought back since a restart (knownMember). Its callers are serialized (refreshMembers,
+// under membersMu); readers (knownMember) take the list without waiting for its file's write.
 func (n *Node) rememberMembers(members []membership.Member) {
 	var k []knownMember
 	for _, m := range members {
@@ -358,31 +359,35 @@ func (n *Node) rememberMembers(members []membership.Member) {
 		}
 	}
 	slices.SortFunc(k, func(a, b knownMember) int { return cmp.Compare(a.ID, b.ID) })
-	n.peersMu.Lock()
-	defer n.peersMu.Unlock()
+	var known []knownMember
+	if p := n.known.Load(); p != nil {
+		known = *p
+	}
 	current := len(k)
-	for _, o := range n.known {
+	for _, o := range known {
 		if !slices.ContainsFunc(k[:current], func(m knownMember) bool { return m.ID == o.ID }) && len(k) < maxKnownMembers {
 			k = append(k, o)
 		}
 	}
-	if slices.Equal(k, n.known) {
+	if slices.Equal(k, known) {
 		return
 	}
 	if err := n.dir.saveKnownMembers(k); err != nil {
 		n.log.Warn("cannot store the members", "err", err)
 		return
 	}
-	n.known = k
+	n.known.Store(&k)
 }
 
 // knownMember returns what this node last learned of member id, if anything.
 func (n *Node) knownMember(id uint64) (knownMember, bool) {
-	n.peersMu.Lock()
-	defer n.peersMu.Unlock()
-	i := slices.IndexFunc(n.known, func(m knownMember) bool { return m.ID == id })
+	p := n.known.Load()
+	if p == nil {
+		return knownMember{}, false
+	}
+	i := slices.IndexFunc(*p, func(m knownMember) bool { return m.ID == id })
 	if i < 0 {
 		return knownMember{}, false
 	}
-	return n.known[i], true
+	return (*p)[i], true
 }

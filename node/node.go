@@ -70,14 +70,14 @@ type Node struct {
 	started   atomic.Bool              // Start finished
 	stopping  atomic.Bool              // HandOffLeaders began a planned stop
 	members   atomic.Pointer[[]membership.Member]
-	membersMu sync.Mutex // refreshMembers: a list read and stored in one step
+	known     atomic.Pointer[[]knownMember] // other members seen, current first (members.json; rememberMembers)
+	membersMu sync.Mutex                    // refreshMembers: a list read and stored in one step
 
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
-	decomMu    sync.Mutex    // serializes Decommission and Recommission (flag file, then gossip)
-	peersMu    sync.Mutex    // guards savedPeers, peers.json, known and members.json
-	savedPeers []string      // the live peers' gossip addresses last stored
-	known      []knownMember // other members seen, newest first (members.json); guarded by peersMu
+	decomMu    sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
+	peersMu    sync.Mutex // guards savedPeers and peers.json
+	savedPeers []string   // the live peers' gossip addresses last stored
 	closeOnce  sync.Once
 	closeErr   error
 
@@ -117,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if known, kerr := dir.knownMembers(); kerr != nil {
 		n.log.Warn("cannot read the members last seen; starting over", "err", kerr)
 	} else {
-		n.known = known
+		n.known.Store(&known)
 	}
 	stored, haveSettings, err := dir.settings()
 	if err != nil {
