@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,12 +43,14 @@ func TestReadResumeFindsStreamChanged(t *testing.T) {
 	n := fc.nodes[0]
 	ctx := testCtx(t)
 	failOnce := func(change func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent) {
-		calls := 0
+		// Atomic: each read's handler runs on a goroutine of its own, ordered after the one
+		// before only through the socket, which the race detector does not see.
+		var calls atomic.Int32
 		n.setReadFault(func(page int) error {
 			if page == 1 {
-				calls++
+				calls.Add(1)
 			}
-			if calls == 1 && page == 2 {
+			if calls.Load() == 1 && page == 2 {
 				fc.mu.Lock()
 				if evs := change(fc.streams["s"]); evs != nil {
 					fc.streams["s"] = evs
@@ -357,12 +360,12 @@ func TestReadShardPagesAndResumes(t *testing.T) {
 		seed(t, c, s, 12)
 	}
 	n := fc.nodes[0]
-	calls := 0
+	var calls atomic.Int32 // each read's handler on a goroutine of its own (above)
 	n.setReadFault(func(page int) error {
 		if page == 1 {
-			calls++
+			calls.Add(1)
 		}
-		if calls == 1 && page == 2 {
+		if calls.Load() == 1 && page == 2 {
 			return unavailable()
 		}
 		return nil
