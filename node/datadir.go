@@ -253,24 +253,15 @@ func (d *dataDir) setDecommissioning() error {
 // clearDecommissioning removes the flag durably; it reports whether it was set. Through
 // d.files, as writeFile: a remove or directory sync that hangs is a disk stall.
 func (d *dataDir) clearDecommissioning() (bool, error) {
-	files := d.files
-	if files == nil {
-		files = vfs.Default
-	}
-	err := files.Remove(filepath.Join(d.path, decomFile))
+	err := d.fs().Remove(filepath.Join(d.path, decomFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("node: removing %s: %w", decomFile, err)
 	}
-	dir, err := files.OpenDir(d.path)
-	if err == nil {
-		err = dir.Sync()
-		dir.Close()
-	}
-	if err != nil {
-		return true, fmt.Errorf("node: syncing data directory: %w", err)
+	if err := d.syncDir(); err != nil {
+		return true, err
 	}
 	return true, nil
 }
@@ -349,10 +340,7 @@ func (d *dataDir) writeJSON(file string, v any) error {
 // writeFile replaces file atomically: write a temp file, fsync it, rename it
 // over file, fsync the directory.
 func (d *dataDir) writeFile(file string, b []byte) error {
-	files := d.files
-	if files == nil {
-		files = vfs.Default
-	}
+	files := d.fs()
 	final := filepath.Join(d.path, file)
 	tmp := fmt.Sprintf("%s.tmp%d", final, mrand.Uint64())
 	f, err := files.Create(tmp, vfs.WriteCategoryUnspecified)
@@ -374,7 +362,20 @@ func (d *dataDir) writeFile(file string, b []byte) error {
 	if err := files.Rename(tmp, final); err != nil {
 		return fmt.Errorf("node: renaming %s: %w", file, err)
 	}
-	dir, err := files.OpenDir(d.path)
+	return d.syncDir()
+}
+
+// fs is the file system the directory's own files are written through: d.files once set.
+func (d *dataDir) fs() vfs.FS {
+	if d.files == nil {
+		return vfs.Default
+	}
+	return d.files
+}
+
+// syncDir fsyncs the directory through d.fs, making its entries durable.
+func (d *dataDir) syncDir() error {
+	dir, err := d.fs().OpenDir(d.path)
 	if err == nil {
 		err = dir.Sync()
 		dir.Close()

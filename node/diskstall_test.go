@@ -238,36 +238,25 @@ func TestFlushFailureIsDiskStall(t *testing.T) {
 // with the raft loop blocked on it, no Pebble operation was in flight for the health
 // checks to time, and the node hung unnoticed.
 func TestDataDirFileStallIsDiskStall(t *testing.T) {
-	fs := &stallFS{FS: vfs.Default, only: groupsFile}
-	stalls := make(chan DiskStall, 4)
-	cfg := testConfig(t, t.TempDir())
-	cfg.fs = fs
-	cfg.diskSlowAfter = 50 * time.Millisecond
-	cfg.MaxSyncDuration = MinMaxSyncDuration
-	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
-	n := startNode(t, cfg)
-	t.Cleanup(fs.resume) // before the node closes
-
-	fs.stall() // groups.json's syncs only
-	saved := make(chan error, 1)
-	go func() { saved <- n.dir.saveGroups([]uint32{0, 1, 2, 3}) }()
-	defer func() { fs.resume(); <-saved }() // done writing before the directory is removed
-	select {
-	case s := <-stalls:
-		if !strings.Contains(s.Path, groupsFile) {
-			t.Fatalf("stall %v, want one of %s", s, groupsFile)
-		}
-		t.Log(s)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no disk stall reported while a write of %s hung", groupsFile)
-	}
+	expectDataDirStall(t, groupsFile, "a write", nil, func(n *Node) error {
+		return n.dir.saveGroups([]uint32{0, 1, 2, 3})
+	})
 }
 
 // TestDecommissionFlagRemoveStallIsDiskStall: recommissioning removes the decommissioning flag
 // through the disk watch too: a remove that hangs is reported as a disk stall, as a hung write
 // of the data directory's other files is.
 func TestDecommissionFlagRemoveStallIsDiskStall(t *testing.T) {
-	fs := &stallFS{FS: vfs.Default, only: decomFile}
+	expectDataDirStall(t, decomFile, "the removal", func(n *Node) error { return n.dir.setDecommissioning() },
+		func(n *Node) error { _, err := n.dir.clearDecommissioning(); return err })
+}
+
+// expectDataDirStall starts a node whose operations on the data directory's file hang once
+// prepared (if prepare is set), runs op, and fails t unless the node reports a disk stall
+// naming file; what says what op does to it.
+func expectDataDirStall(t *testing.T, file, what string, prepare, op func(n *Node) error) {
+	t.Helper()
+	fs := &stallFS{FS: vfs.Default, only: file}
 	stalls := make(chan DiskStall, 4)
 	cfg := testConfig(t, t.TempDir())
 	cfg.fs = fs
@@ -276,20 +265,23 @@ func TestDecommissionFlagRemoveStallIsDiskStall(t *testing.T) {
 	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
 	n := startNode(t, cfg)
 	t.Cleanup(fs.resume) // before the node closes
-	if err := n.dir.setDecommissioning(); err != nil {
-		t.Fatal(err)
+	if prepare != nil {
+		if err := prepare(n); err != nil {
+			t.Fatal(err)
+		}
 	}
-	fs.stall()
-	cleared := make(chan error, 1)
-	go func() { _, err := n.dir.clearDecommissioning(); cleared <- err }()
-	defer func() { fs.resume(); <-cleared }()
+
+	fs.stall() // file's operations only
+	done := make(chan error, 1)
+	go func() { done <- op(n) }()
+	defer func() { fs.resume(); <-done }() // done with the file before the directory is removed
 	select {
 	case s := <-stalls:
-		if !strings.Contains(s.Path, decomFile) {
-			t.Fatalf("stall %v, want one of %s", s, decomFile)
+		if !strings.Contains(s.Path, file) {
+			t.Fatalf("stall %v, want one of %s", s, file)
 		}
 		t.Log(s)
 	case <-time.After(10 * time.Second):
-		t.Fatalf("no disk stall reported while the removal of %s hung", decomFile)
+		t.Fatalf("no disk stall reported while %s of %s hung", what, file)
 	}
 }
