@@ -12,6 +12,7 @@
 #   SHARDS=1024 scripts/cost.sh                   # a cluster created with 1024 shards (default 32)
 #   WARMUP=90s scripts/cost.sh                    # a longer warm-up run (default 3s), past memtable flushes
 #   KEEP_LOGS=/tmp/logs scripts/cost.sh           # copy the servers' logs there before cleaning up
+#   STRACE=/tmp/n2.strace scripts/cost.sh         # also count the second node's system calls (strace -c; slows it)
 #
 # The WAL rates include shoal_pebble_wal_fsync_seconds_total: divided by the fsyncs per second,
 # it is the mean fsync latency.
@@ -59,11 +60,17 @@ if [ -n "${PROFILE:-}" ]; then
   curl -fsS -o "$PROFILE" "http://127.0.0.1:17481/debug/pprof/profile?seconds=${DURATION%s}" &
   profiler=$!
 fi
+tracer=
+if [ -n "${STRACE:-}" ]; then
+  timeout -s INT "${DURATION%s}" strace -c -f -o "$STRACE" -p "${PIDS[1]}" 2>/dev/null &
+  tracer=$!
+fi
 TIMEFORMAT='%U %S'
 { time "$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
   --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4; } 2>"$WORK/client.time"
 metrics >"$WORK/m1"
 [ -n "$profiler" ] && wait "$profiler"
+[ -n "$tracer" ] && wait "$tracer"
 appends=$(grep -oE '"ops": *[0-9]+' "$WORK/run.json" | head -1 | grep -oE '[0-9]+') # appends, not events (--batch)
 tick=$(getconf CLK_TCK)
 echo
