@@ -80,12 +80,18 @@ type dataDir struct {
 	files vfs.FS
 }
 
+// dataDirMode is the mode of a data directory shoal creates, and of its snapshots directory.
+const dataDirMode = 0o700
+
 // openDataDir creates dir if absent, takes its exclusive lock, and loads or
 // creates its identity. name "" adopts the stored name (or host name, on
 // creation); a different non-empty name is refused.
 func openDataDir(dir, name, hostname string) (*dataDir, error) {
 	_, statErr := os.Stat(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// A new directory is the owner's alone, as PostgreSQL's is: it holds every event of the
+	// node's replicas, and Pebble creates its files readable by all (0666 less the umask). An
+	// existing directory keeps the mode its operator gave it.
+	if err := mkdirMode(dir, dataDirMode); err != nil {
 		return nil, fmt.Errorf("node: creating data directory: %w", err)
 	}
 	if errors.Is(statErr, fs.ErrNotExist) {
@@ -96,7 +102,7 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 			return nil, fmt.Errorf("node: creating data directory: %w", err)
 		}
 	}
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("node: opening lock file: %w", err)
 	}
@@ -298,10 +304,22 @@ func (d *dataDir) resetSnapshots() (string, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("node: emptying %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dataDirMode); err != nil {
 		return "", fmt.Errorf("node: creating %s: %w", dir, err)
 	}
 	return dir, nil
+}
+
+// mkdirMode creates dir with mode if absent, and its missing parents as mkdir -p does (0755
+// less the umask): mode is for dir alone.
+func mkdirMode(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, mode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 func (d *dataDir) unlock() error {
