@@ -150,6 +150,10 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// resultLabels are the values resultLabel returns (the metrics export each from the start).
+var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
+	"canceled", "outcome_unknown", "error"}
+
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
 	if err == nil {

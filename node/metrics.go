@@ -92,6 +92,15 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	for _, why := range []string{"caller", "replica_gone", "not_current", "shutdown", "deleted", "error"} {
 		m.subsEnded.WithLabelValues(why)
 	}
+	// Every result from the start, at zero, so that a rate or an alert on a result the node
+	// has not met yet (a failure, say) has a series to work on.
+	for _, result := range resultLabels {
+		m.appends.WithLabelValues(result)
+		m.deletes.WithLabelValues(result)
+		for _, kind := range []string{"stream", "shard"} {
+			m.reads.WithLabelValues(kind, result)
+		}
+	}
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused)
