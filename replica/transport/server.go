@@ -76,6 +76,11 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 			if m.GetTo() != t.cfg.NodeID {
 				return toStatus(&WrongNodeError{Self: t.cfg.NodeID, To: m.GetTo()})
 			}
+			// The batch's sender passed the header checks; a message of it naming another
+			// sender would be stepped as that member's (a vote, an acknowledgement).
+			if m.GetFrom() != b.From {
+				return toStatus(fmt.Errorf("%w: message %d is from node %d, in a batch of node %d", ErrBadRequest, i, m.GetFrom(), b.From))
+			}
 			msgs[i] = shardMessage(b.Shards[i], m)
 			if len(b.WaitedUs) == len(b.Messages) {
 				msgs[i].Waited = time.Duration(b.WaitedUs[i]) * time.Microsecond

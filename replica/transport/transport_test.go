@@ -134,7 +134,8 @@ func rawSend(t *testing.T, addr string, b *shoalv1.RaftBatch) error {
 }
 
 // The receiver refuses batches from another cluster or for another node with
-// FailedPrecondition and a message naming the facts; a transport configured
+// FailedPrecondition and a message naming the facts, and malformed ones (a message whose
+// sender is not the batch's, which raft would take for another member's) with InvalidArgument; a transport configured
 // for another cluster delivers nothing and reports the peer unreachable.
 func TestRefusals(t *testing.T) {
 	dir := newDirectory()
@@ -156,6 +157,7 @@ func TestRefusals(t *testing.T) {
 		{"from", func(b *shoalv1.RaftBatch) { b.From = 0 }, codes.InvalidArgument, "sender node ID is 0"},
 		{"shards", func(b *shoalv1.RaftBatch) { b.Shards = nil }, codes.InvalidArgument, "0 shards for 1 messages"},
 		{"garbage", func(b *shoalv1.RaftBatch) { b.Messages[0] = []byte{0xff, 0xff} }, codes.InvalidArgument, "message 0"},
+		{"message from another node", func(b *shoalv1.RaftBatch) { b.From = 3 }, codes.InvalidArgument, "message 0 is from node 1, in a batch of node 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := good()
