@@ -51,9 +51,11 @@
 // and of failures (an operation that timed out waited that long), not of
 // conflicts, which are counted apart. Preparing an operation (an append's
 // fresh random payloads) is the generator's work: it is done before the
-// operation's due time is taken, outside its latency. Throughput divides
-// measured successes by the time from the end of warmup to the last measured
-// completion.
+// operation's due time is taken, outside its latency. In a timed run,
+// throughput divides the successes that ended inside the measured phase by its
+// length, so that neither the drain after it nor the warmup's last operations
+// bias it; in a count run, the measured successes by the time from the end of
+// warmup to the last measured completion.
 //
 // With Expected "exact", stream i belongs to worker i mod Concurrency, so a
 // worker always knows its streams' versions and conflicts only come from

@@ -20,7 +20,7 @@
 //
 // Optimistic concurrency: NATS checks Nats-Expected-Last-Subject-Sequence
 // (one subject per stream); PostgreSQL's write_message checks the stream's
-// last position under an advisory lock, as message-db does. NATS has no
-// atomic multi-message append: a batch is published message by message with
-// the expectation on the first one, which favours NATS.
+// last position under an advisory lock, as message-db does. A batch is one
+// atomic append in both: one JetStream atomic batch publish, the expectation
+// on its first message (NATS.publishBatch), and one PostgreSQL transaction.
 package peers
