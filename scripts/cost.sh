@@ -12,7 +12,8 @@
 #   SHARDS=1024 scripts/cost.sh                   # a cluster created with 1024 shards (default 32)
 #   WARMUP=90s scripts/cost.sh                    # a longer warm-up run (default 3s), past memtable flushes
 #   KEEP_LOGS=/tmp/logs scripts/cost.sh           # copy the servers' logs there before cleaning up
-#   STRACE=/tmp/n2.strace scripts/cost.sh         # also count the second node's system calls (strace -c; slows it)
+#   STRACE=/tmp/n2.strace scripts/cost.sh         # also count the second node's system calls (strace -c; slows it,
+#                                                 # and its own CPU lands in the client's figure)
 #
 # The WAL rates include shoal_pebble_wal_fsync_seconds_total: divided by the fsyncs per second,
 # it is the mean fsync latency.
