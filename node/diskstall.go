@@ -32,9 +32,13 @@ type DiskStall struct {
 	Path     string        // the file
 	Op       string        // the operation, e.g. "sync" or "write"
 	Duration time.Duration // how long it has lasted so far
+	Err      error         // the operation's last error, when it fails rather than hangs (a flush)
 }
 
 func (s DiskStall) String() string {
+	if s.Err != nil {
+		return fmt.Sprintf("%s of %s has not succeeded for %v: %v", s.Op, s.Path, s.Duration.Round(time.Millisecond), s.Err)
+	}
 	return fmt.Sprintf("%s of %s has not returned for %v", s.Op, s.Path, s.Duration.Round(time.Millisecond))
 }
 
@@ -57,6 +61,7 @@ type diskWatch struct {
 	// flushFailing, when the flushes began to fail (0: the last one succeeded); writeStall,
 	// when the current write stall began (0: none).
 	flushFailing, writeStall atomic.Int64
+	flushErr                 atomic.Pointer[error] // the last failed flush's error
 	stopFlushes              chan struct{} // closes watchFlushes' goroutine; nil before
 	flushesDone              chan struct{}
 }
@@ -134,6 +139,7 @@ func (w *diskWatch) flushEnded(err error) {
 		w.flushFailing.Store(0)
 		return
 	}
+	w.flushErr.Store(&err)
 	w.flushFailing.CompareAndSwap(0, time.Now().UnixNano())
 }
 
@@ -153,7 +159,7 @@ func (w *diskWatch) writesStalled() (time.Duration, bool) {
 const flushCheckEvery = 250 * time.Millisecond
 
 // watchFlushes hands OnDiskStall the flushes of the store in dir once they have failed for
-// MaxSyncDuration. Call it once Pebble is open; close stops it.
+// MaxSyncDuration, the open's included. Call it once, before Pebble opens; close stops it.
 func (w *diskWatch) watchFlushes(dir string) {
 	if w.max < 0 {
 		return
@@ -174,7 +180,11 @@ func (w *diskWatch) watchFlushes(dir string) {
 				continue
 			}
 			if d := time.Since(time.Unix(0, at)); d >= w.max && w.stalled.CompareAndSwap(false, true) {
-				go w.onStall(DiskStall{Path: dir, Op: "flush (every attempt failing)", Duration: d})
+				var last error
+				if p := w.flushErr.Load(); p != nil {
+					last = *p
+				}
+				go w.onStall(DiskStall{Path: dir, Op: "flush (every attempt failing)", Duration: d, Err: last})
 				return
 			}
 		}

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -231,6 +233,67 @@ func TestFlushFailureIsDiskStall(t *testing.T) {
 		t.Fatalf("%d sstable creations refused, %d background errors logged: want them logged at most once per %v",
 			fails, n, backgroundErrorLogEvery)
 	}
+}
+
+// TestFlushFailureAtOpenIsDiskStall: opening the store flushes what its WAL replays, and
+// Pebble retries a failing flush at once, for good: a node restarted on a full disk spun a
+// core inside the open, never listened, ignored SIGTERM, and said only "background error"
+// every few seconds. The flushes are watched from before the open, so that such a start is a
+// disk stall after MaxSyncDuration, naming the flush's error.
+func TestFlushFailureAtOpenIsDiskStall(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.Shards = 1
+	cfg.DisableHTTP = true
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 20 {
+		id := uuid.New()
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: fmt.Sprint("s", i),
+			Events: []*shoalv1.EventData{{Id: id[:], Type: "t", Data: make([]byte, 4096)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	fs := &sstFailFS{FS: vfs.Default}
+	fs.armed.Store(true) // no space for the replayed WAL's sstable
+	stalls := make(chan DiskStall, 1)
+	cfg = testConfig(t, dir)
+	cfg.Shards = 1
+	cfg.DisableHTTP = true
+	cfg.fs = fs
+	cfg.MaxSyncDuration = MinMaxSyncDuration
+	cfg.OnDiskStall = func(s DiskStall) { stalls <- s }
+	started := make(chan error, 1)
+	go func() {
+		n, err := Start(ctx, cfg)
+		if err == nil {
+			n.Close()
+		}
+		started <- err
+	}()
+	var s DiskStall
+	select {
+	case s = <-stalls:
+	case <-time.After(20 * time.Second):
+	}
+	fs.armed.Store(false) // space again: the open goes on and the node closes
+	if err := <-started; err != nil {
+		t.Fatalf("Start once the disk has space: %v", err)
+	}
+	if s.Op == "" {
+		t.Fatalf("no disk stall reported in 20 s of an open whose flushes fail (%d sstable creations refused)", fs.fails.Load())
+	}
+	if !strings.Contains(s.Op, "flush") || s.Duration < cfg.MaxSyncDuration || !errors.Is(s.Err, syscall.ENOSPC) ||
+		!strings.Contains(s.String(), "no space left on device") {
+		t.Fatalf("stall %q (err %v), want the flushes failing for MaxSyncDuration, naming ENOSPC", s, s.Err)
+	}
+	t.Log(s)
 }
 
 // TestDataDirFileStallIsDiskStall: a hung write of one of the data directory's own files

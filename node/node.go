@@ -135,13 +135,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files, snapshots being received, the directory's files
 	dir.files = fs
 	stateFile, mustExist := dir.raftStateFile()
+	// Watched from before the open: opening flushes what the WAL replays, and Pebble retries a
+	// failing flush at once, for good (a full disk left the open spinning on a core, deaf to
+	// SIGTERM).
+	n.disk.watchFlushes(dir.pebblePath())
 	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist, n.disk, cfg.memTableSize); err != nil {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
 			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
 		}
 		return nil, err
 	}
-	n.disk.watchFlushes(dir.pebblePath())
 	snapDir, err := dir.resetSnapshots()
 	if err != nil {
 		return nil, err
