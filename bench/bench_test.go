@@ -53,6 +53,21 @@ func TestRecordLatencyClamps(t *testing.T) {
 	}
 }
 
+// TestClampedLatencyShown: a latency past the histograms' 60 s is recorded as their top, and
+// the table shows it as at least 60 s, not as a measured 60,030 ms.
+func TestClampedLatencyShown(t *testing.T) {
+	h := newHistogram()
+	recordLatency(h, time.Millisecond)
+	recordLatency(h, 3*time.Minute)
+	l := Summarize(h)
+	if got := ms(l.Max); got != ">=60000" {
+		t.Fatalf("max of a 3 min latency shown as %q, want >=60000", got)
+	}
+	if got := ms(l.Min); got != "1.000" {
+		t.Fatalf("1 ms shown as %q", got)
+	}
+}
+
 func TestMergedPercentiles(t *testing.T) {
 	// Two workers: one fast (1ms x 990), one slow (100ms x 10). The merged
 	// p99 is the boundary and p99.9 must be slow.

@@ -306,7 +306,15 @@ func orUnknown(s string) string {
 	return s
 }
 
-func ms(us int64) string { return fmt.Sprintf("%.3f", float64(us)/1000) }
+// ms formats a latency of the histograms in milliseconds. One at the histograms' top stands
+// for every latency from 60 s up (recordLatency clamps them) and says so, rather than passing
+// for a measured 60 s.
+func ms(us int64) string {
+	if us >= histMaxUS {
+		return fmt.Sprintf(">=%.0f", float64(histMaxUS)/1000)
+	}
+	return fmt.Sprintf("%.3f", float64(us)/1000)
+}
 
 func formatErrors(m map[string]int64) string {
 	if len(m) == 0 {
