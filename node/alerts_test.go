@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -131,10 +132,7 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 					t.Errorf("%s: %s is not a metric the nodes export", name, metric)
 					continue
 				}
-				var mine []string
-				for l := range have {
-					mine = append(mine, l)
-				}
+				mine := slices.Collect(maps.Keys(have))
 				if i == 0 {
 					common = mine
 				} else {
@@ -153,7 +151,7 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 					}
 					for _, v := range wanted {
 						if !values[v] && regexp.QuoteMeta(v) == v {
-							t.Errorf("%s: %s{%s} has no value %q (exported: %v)", name, metric, label, v, keys(values))
+							t.Errorf("%s: %s{%s} has no value %q (exported: %v)", name, metric, label, v, slices.Sorted(maps.Keys(values)))
 						}
 					}
 				}
@@ -174,13 +172,4 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 		t.Fatal("alerts.yml holds no rules")
 	}
 	t.Logf("%d rules checked against %d exported series names", count, len(labels))
-}
-
-func keys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

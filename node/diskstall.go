@@ -62,7 +62,7 @@ type diskWatch struct {
 	// when the current write stall began (0: none).
 	flushFailing, writeStall atomic.Int64
 	flushErr                 atomic.Pointer[error] // the last failed flush's error
-	stopFlushes              chan struct{} // closes watchFlushes' goroutine; nil before
+	stopFlushes              chan struct{}         // closes watchFlushes' goroutine; nil before
 	flushesDone              chan struct{}
 }
 

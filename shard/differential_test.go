@@ -60,23 +60,9 @@ func installSnapshot(t *testing.T, from, to *testShard) {
 // checked against the model as it goes. SHOAL_TEST_SEED replays a run; SHOAL_TEST_ROUNDS runs
 // more rounds than the default 3 (each 1,500 commands).
 func TestDifferentialReplicas(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("SHOAL_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("SHOAL_TEST_SEED: %v", err)
-		}
-		seed = v
-	}
+	seed := envUint(t, "SHOAL_TEST_SEED", uint64(time.Now().UnixNano()))
 	t.Logf("seed %d (replay with SHOAL_TEST_SEED=%d)", seed, seed)
-	rounds := uint64(3)
-	if s := os.Getenv("SHOAL_TEST_ROUNDS"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("SHOAL_TEST_ROUNDS: %v", err)
-		}
-		rounds = v
-	}
+	rounds := envUint(t, "SHOAL_TEST_ROUNDS", 3)
 	if testing.Short() {
 		rounds = 1
 	}
@@ -119,15 +105,7 @@ func TestDifferentialReplicas(t *testing.T) {
 					}
 					ts.batch.Close()
 					ts.batch = nil
-					if rng.IntN(2) == 0 {
-						g := make(chan struct{})
-						gates = append(gates, g)
-						ts.s.filterBuildGate = g
-					}
-					if err := ts.s.Reload(); err != nil {
-						t.Fatal(err)
-					}
-					ts.s.filterBuildGate = nil
+					reload(t, ts, &gates, rng.IntN(2) == 0)
 					ts.index = ts.s.Applied()
 				}
 				ts.eager = rng.IntN(2) == 0
@@ -149,13 +127,7 @@ func TestDifferentialReplicas(t *testing.T) {
 			case 0:
 				installSnapshot(t, a, b)
 			case 1:
-				g := make(chan struct{})
-				gates = append(gates, g)
-				b.s.filterBuildGate = g
-				if err := b.s.Reload(); err != nil {
-					t.Fatal(err)
-				}
-				b.s.filterBuildGate = nil
+				reload(t, b, &gates, true)
 			}
 			if rng.IntN(20) == 0 {
 				if da, db := dumpSpan(t, a), dumpSpan(t, b); da != db {
@@ -174,6 +146,33 @@ func TestDifferentialReplicas(t *testing.T) {
 		m.check(t, a.s)
 		m.check(t, b.s)
 	}
+}
+
+// envUint returns the environment variable name as a number, or def when it is unset.
+func envUint(t *testing.T, name string, def uint64) uint64 {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return v
+}
+
+// reload reloads ts's shard from disk; with hold, its background filter scan stays open until
+// the gate it appends to gates is closed.
+func reload(t *testing.T, ts *testShard, gates *[]chan struct{}, hold bool) {
+	if hold {
+		g := make(chan struct{})
+		*gates = append(*gates, g)
+		ts.s.filterBuildGate = g
+	}
+	if err := ts.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	ts.s.filterBuildGate = nil
 }
 
 // checkReads reads random ranges of m's live streams and of the shard's log from s and

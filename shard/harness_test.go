@@ -203,16 +203,8 @@ func TestDeferredBatchMatchesEager(t *testing.T) {
 			}
 			ts.commit(pebble.NoSync)
 		}
-		lo, hi := ts.s.Span()
-		it, err := ts.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer it.Close()
 		var sb strings.Builder
-		for ok := it.First(); ok; ok = it.Next() {
-			fmt.Fprintf(&sb, "%x=%x\n", it.Key(), it.Value())
-		}
+		sb.WriteString(dumpSpan(t, ts))
 		if err := ts.s.Reload(); err != nil {
 			t.Fatal(err)
 		}
