@@ -289,7 +289,7 @@ func (g *Group) quiesceAnswer(m *pb.Message) bool {
 }
 
 // stepped does the quiescence bookkeeping for a peer's message m, just stepped into raft.
-// A quiesce heartbeat from the leader quiesces a follower (or keeps it quiesced). Heartbeat
+// A quiesce heartbeat from the leader in its term quiesces a follower (or keeps it quiesced). Heartbeat
 // answers leave a group as it is (the ones to a leader's last plain heartbeats may arrive
 // after it quiesced); any other message wakes it.
 func (g *Group) stepped(m *pb.Message) {
@@ -302,7 +302,10 @@ func (g *Group) stepped(m *pb.Message) {
 			g.wake()
 			return
 		}
-		if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateFollower && bs.Lead == m.GetFrom() {
+		// The leader's, in its term: a node that leads again in a later term may have a
+		// quiesce heartbeat of the earlier one late on the wire, which raft ignores.
+		if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateFollower && bs.Lead == m.GetFrom() &&
+			bs.HardState.GetTerm() == m.GetTerm() {
 			g.enterQuiescence()
 		}
 	case pb.MsgHeartbeatResp:

@@ -628,3 +628,44 @@ func TestCutOffQuiescedLeaderStepsDown(t *testing.T) {
 		t.Fatalf("median step-down %v after the cut, want under 50 ticks (%v)", took[1], 50*tick)
 	}
 }
+
+// A quiesce heartbeat of an earlier term, from a node that leads again in a later one (a
+// message late on the wire, across a leadership that went away and came back), leaves an
+// awake follower awake: it is the node's, not the current leadership's, and the follower,
+// quiesced on it, would stop its election clock under a leader that does not hold it quiesced.
+func TestStaleQuiesceHeartbeatLeavesFollowerAwake(t *testing.T) {
+	const shard = 9
+	c := newCluster(t, clusterOpts{nodes: 3, election: 30, tick: 100 * time.Millisecond})
+	c.openVoters(shard)
+	c.propose(shard, "a")
+	lead := c.leader(shard).Status()
+	away := c.others(lead.ID)[0]
+	follower := c.others(lead.ID)[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.group(lead.ID, shard).TransferLeadership(ctx, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.group(away, shard).TransferLeadership(ctx, lead.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.propose(shard, "b") // the group stays awake for an election timeout (3 s) from here
+	g := c.group(follower, shard)
+	if st := g.Status(); st.Quiesced || st.Leader != lead.ID || st.Term <= lead.Term {
+		t.Fatalf("node %d: quiesced %v, leader %d in term %d; want awake under %d past term %d",
+			follower, st.Quiesced, st.Leader, st.Term, lead.ID, lead.Term)
+	}
+	c.nodes[follower].host.HandleMessages([]ShardMessage{{Shard: shard, Msg: &pb.Message{
+		Type: pb.MsgHeartbeat.Enum(), From: new(lead.ID), To: new(follower), Term: new(lead.Term),
+		Context: quiesceCtx,
+	}}})
+	// Two calls: the first may run in the iteration that steps the message, before it.
+	for range 2 {
+		if err := c.nodes[follower].host.call(ctx, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := g.Status(); st.Quiesced {
+		t.Errorf("node %d quiesced on node %d's quiesce heartbeat of term %d, in term %d", follower, lead.ID, lead.Term, st.Term)
+	}
+}
