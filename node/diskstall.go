@@ -23,8 +23,23 @@ const (
 // disk health checks, which report it again every few seconds while it lasts).
 const diskSlowThreshold = 5 * time.Second
 
-// ExitDiskStall is the exit status of a process ended by the default OnDiskStall (EX_IOERR).
+// ExitDiskStall is the exit status of a process ended by the default OnDiskStall (EX_IOERR),
+// and of one ended by a storage failure (storageFailure).
 const ExitDiskStall = 74
+
+// storageFailure ends the process on a storage failure of the raft host: a write, commit or
+// sync of the data directory failed (a full disk under load, an I/O error), so the failed
+// batch is not committed and the host cannot go on (replica.Config.OnStorageFailure). The
+// cluster sees a crash; a restart replays the raft log from what is durable. One log line and
+// status 74, as for a disk stall, rather than a panic's status 2 and stack trace: the error
+// is the disk's, not the code's.
+func storageFailure(log *slog.Logger) func(error) {
+	return func(err error) {
+		log.Error("storage failure: ending the process; a restart recovers from what is durable",
+			"err", err, "exit_status", ExitDiskStall)
+		os.Exit(ExitDiskStall)
+	}
+}
 
 // DiskStall describes a write or sync of the data directory that has not returned within
 // Config.MaxSyncDuration.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -347,4 +348,88 @@ func expectDataDirStall(t *testing.T, file, what string, prepare, op func(n *Nod
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no disk stall reported while %s of %s hung", what, file)
 	}
+}
+
+// walFailFS is the operating system's file system whose WAL writes fail with ENOSPC once
+// armed, as on a disk that filled up under load.
+type walFailFS struct {
+	vfs.FS
+	armed atomic.Bool
+}
+
+func (fs *walFailFS) wrap(f vfs.File, name string, err error) (vfs.File, error) {
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return walFailFile{File: f, fs: fs, name: name}, nil
+}
+
+func (fs *walFailFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	return fs.wrap(f, name, err)
+}
+
+func (fs *walFailFS) ReuseForWrite(old, name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(old, name, c)
+	return fs.wrap(f, name, err)
+}
+
+type walFailFile struct {
+	vfs.File
+	fs   *walFailFS
+	name string
+}
+
+func (f walFailFile) Write(p []byte) (int, error) {
+	if f.fs.armed.Load() {
+		return 0, &os.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
+	}
+	return f.File.Write(p)
+}
+
+const storageFailureDirEnv = "SHOAL_TEST_STORAGE_FAILURE_DIR"
+
+// A WAL write that fails under load (the disk full) ends the server with one log line naming
+// the error and status 74, as a disk stall does, rather than a panic's status 2 and stack
+// trace. The node runs in a child process of the test binary.
+func TestStorageFailureEndsProcess(t *testing.T) {
+	if dir := os.Getenv(storageFailureDirEnv); dir != "" {
+		appendUntilStorageFailure(t, dir)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), storageFailureDirEnv+"="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != ExitDiskStall {
+		t.Fatalf("the child ended with %v, want exit status %d:\n%s", err, ExitDiskStall, out)
+	}
+	if s := string(out); !strings.Contains(s, "storage failure") || !strings.Contains(s, "no space left on device") ||
+		strings.Contains(s, "panic") || strings.Contains(s, "goroutine ") {
+		t.Fatalf("the child's output does not name the storage failure alone:\n%s", out)
+	}
+	t.Logf("%s", out)
+}
+
+// appendUntilStorageFailure runs a node on dir whose WAL writes fail after a first append,
+// and appends until the process ends.
+func appendUntilStorageFailure(t *testing.T, dir string) {
+	fs := &walFailFS{FS: vfs.Default}
+	cfg := testConfig(t, dir)
+	cfg.Shards = 1
+	cfg.DisableHTTP = true
+	cfg.fs = fs
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+	fs.armed.Store(true)
+	for ctx.Err() == nil {
+		_, _ = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("B")})
+	}
+	t.Fatal("the node still runs 20 s after its WAL writes began to fail")
 }

@@ -199,6 +199,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
 		Registerer:       n.regs,
 		LogRetainEntries: cfg.RaftLogRetainEntries,
+		OnStorageFailure: storageFailure(n.log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: starting raft host: %w", err)

@@ -106,6 +106,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer registers the host's metrics (nil = not registered).
 	Registerer prometheus.Registerer
+	// OnStorageFailure is called, on the goroutine that met it (the raft loop or the one
+	// waiting for its fsyncs), when the host cannot go on with its storage: a write, commit
+	// or sync of the DB failed (a full disk, an I/O error), or what it read back cannot be
+	// right. Nothing of the failed batch is committed, and the loop cannot continue without
+	// it: the function must end the process, which a restart recovers from, replaying the
+	// log from what is durable. nil: panic with the error (if the function returns, the
+	// host panics all the same).
+	OnStorageFailure func(error)
 }
 
 // Validate fills the defaults into zero fields and checks the rest.

@@ -439,11 +439,18 @@ func (h *Host) apply(rds []readyGroup) {
 	}
 }
 
+// must stops the host on a storage failure err (Config.OnStorageFailure). The loop's goroutine
+// or its sync goroutine.
 func (h *Host) must(err error) {
-	if err != nil {
-		h.log.Error("replica: storage failure", "err", err)
-		panic(fmt.Sprintf("replica: storage failure: %v", err))
+	if err == nil {
+		return
 	}
+	err = fmt.Errorf("replica: storage failure: %w", err)
+	if h.cfg.OnStorageFailure != nil {
+		h.cfg.OnStorageFailure(err)
+	}
+	h.log.Error("replica: storage failure", "err", err)
+	panic(err.Error())
 }
 
 // applyEntry applies one committed entry into ab and returns res with the proposer's waiter
