@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -65,6 +66,17 @@ func TestClampedLatencyShown(t *testing.T) {
 	}
 	if got := ms(l.Min); got != "1.000" {
 		t.Fatalf("1 ms shown as %q", got)
+	}
+	// The JSON says so too: the top as the value, and the top named.
+	if l.Max != histMaxUS || l.Ceiling != histMaxUS || !l.AtCeiling(l.Max) || l.AtCeiling(l.Min) {
+		t.Fatalf("summary %+v: want max_us = ceiling_us = %d, the max at the ceiling and the min not", l, histMaxUS)
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), fmt.Sprintf(`"max_us":%d,"ceiling_us":%[1]d`, histMaxUS)) {
+		t.Fatalf("JSON %s: want max_us and ceiling_us both %d", b, histMaxUS)
 	}
 }
 

@@ -51,22 +51,33 @@ type Latency struct {
 	P99   int64   `json:"p99_us"`
 	P999  int64   `json:"p99_9_us"`
 	Max   int64   `json:"max_us"`
+	// Ceiling is the histograms' top: every latency from it up was recorded as it, so a
+	// percentile equal to it means at least that much (AtCeiling). 0 in results that predate it.
+	Ceiling int64 `json:"ceiling_us,omitempty"`
 }
+
+// AtCeiling reports whether us, one of l's values, stands for a latency of Ceiling or more
+// rather than a measured one.
+func (l Latency) AtCeiling(us int64) bool { return l.Ceiling > 0 && us >= l.Ceiling }
 
 // Summarize returns the percentiles of h (all zero when h is empty).
 func Summarize(h *hdrhistogram.Histogram) Latency {
 	if h == nil || h.TotalCount() == 0 {
 		return Latency{}
 	}
+	// A value of the clamped top reads back as the highest of its bucket, a little above
+	// histMaxUS: it is reported as histMaxUS, which Ceiling says is a lower bound.
+	top := func(us int64) int64 { return min(us, histMaxUS) }
 	return Latency{
-		Count: h.TotalCount(),
-		Min:   h.Min(),
-		Mean:  h.Mean(),
-		P50:   h.ValueAtQuantile(50),
-		P90:   h.ValueAtQuantile(90),
-		P99:   h.ValueAtQuantile(99),
-		P999:  h.ValueAtQuantile(99.9),
-		Max:   h.Max(),
+		Count:   h.TotalCount(),
+		Min:     top(h.Min()),
+		Mean:    min(h.Mean(), histMaxUS),
+		P50:     top(h.ValueAtQuantile(50)),
+		P90:     top(h.ValueAtQuantile(90)),
+		P99:     top(h.ValueAtQuantile(99)),
+		P999:    top(h.ValueAtQuantile(99.9)),
+		Max:     top(h.Max()),
+		Ceiling: histMaxUS,
 	}
 }
 

@@ -96,9 +96,10 @@ func run(dir, out, chart string) error {
 	fmt.Fprintf(&b, "| run | system | durability at ack | callers | batch | appends/s | events/s | p50 ms | p99 ms | p99.9 ms | conflicts | errors |\n")
 	fmt.Fprintf(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s %s | %s | %d | %d | %.0f | %.0f | %.2f | %.2f | %.2f | %d | %d |\n",
+		l := r.Latency
+		fmt.Fprintf(&b, "| %s | %s %s | %s | %d | %d | %.0f | %.0f | %s | %s | %s | %d | %d |\n",
 			r.file, r.System.Name, r.System.Version, r.System.Durability, r.Config.Concurrency, r.Config.Batch,
-			r.OpsPerSec, r.EventsPerSec, ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), r.Conflicts, r.ErrorCount)
+			r.OpsPerSec, r.EventsPerSec, msCell(l, l.P50), msCell(l, l.P99), msCell(l, l.P999), r.Conflicts, r.ErrorCount)
 	}
 	batched := 0
 	for _, r := range rs {
@@ -119,6 +120,15 @@ func run(dir, out, chart string) error {
 }
 
 func ms(us int64) float64 { return float64(us) / 1000 }
+
+// msCell formats us, one of l's values, for the table: at the histograms' top it stands for
+// every latency from there up, and says so.
+func msCell(l bench.Latency, us int64) string {
+	if l.AtCeiling(us) {
+		return fmt.Sprintf(">=%.0f", ms(l.Ceiling))
+	}
+	return fmt.Sprintf("%.2f", ms(us))
+}
 
 // batchNote says how each system appends a batch of n events (bench/peers: NATS.Append,
 // Postgres.Append).
