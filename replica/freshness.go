@@ -21,8 +21,13 @@ import (
 // the leader has committed an entry of its term (until then a new leader's commit index may lag
 // what its predecessor committed and acknowledged). Bounded
 // stale reads rest on it (SinceCurrent). A leader cut off from the rest of its group still
-// takes itself for the leader for up to an election timeout (CheckQuorum), and its followers
-// for their leader.
+// takes itself for the leader until CheckQuorum makes it step down, and its followers for
+// their leader: up to two election timeouts in an awake group. A quiesced leader learns of a
+// cut only when its next quiesce heartbeat goes unanswered, and steps down up to a refresh and
+// a half and an election timeout after the cut, or two election timeouts after a write woke
+// it (2 s and 2.5 s at the defaults). It claims meanwhile to be current only as of the last
+// quiesce heartbeat a quorum answered (leadSure), but its followers in the same minority are
+// current as of its messages until it steps down.
 
 // monoEpoch anchors monoStamp: stamps are offsets on the monotonic clock, unaffected by the
 // wall clock being set.
@@ -55,11 +60,16 @@ const maxFreshMarks = 64
 // has not been since it was opened. The leader's own replica is current (0, true) while its
 // loop runs; a loop that has not run for longer than leaderLoopLag (stuck on a disk, say) may
 // have missed its deposition meanwhile, and the leader is current as of its last iteration.
+// A quiesced leader is current as of when it sent the last quiesce heartbeat a quorum of its
+// voters answered, and stays so once woken until a quorum answers it (leadSure): it runs no
+// CheckQuorum while quiesced, and the first it runs once woken passes on the activity marks
+// of the moment it quiesced.
 // A follower's data then misses at most what was acknowledged since, plus (when the leader was
-// cut off from the rest of its group without knowing it yet) up to an election timeout.
+// cut off from the rest of its group without knowing it yet) what a new leader acknowledged
+// before the old one stepped down (see above).
 func (g *Group) SinceCurrent() (time.Duration, bool) {
 	if g.isLeader.Load() {
-		return g.h.sinceIterated()
+		return g.sinceSure()
 	}
 	return sinceStamp(g.current.Load())
 }
@@ -69,9 +79,19 @@ func (g *Group) SinceCurrent() (time.Duration, bool) {
 // own replica as SinceCurrent.
 func (g *Group) SinceContact() (time.Duration, bool) {
 	if g.isLeader.Load() {
-		return g.h.sinceIterated()
+		return g.sinceSure()
 	}
 	return sinceStamp(g.contact.Load())
+}
+
+// sinceSure is a leader's SinceCurrent: the time since its loop last iterated (sinceIterated)
+// or, if longer, since it last knew itself the leader (leadSure).
+func (g *Group) sinceSure() (time.Duration, bool) {
+	since, ok := g.h.sinceIterated()
+	if sure, set := sinceStamp(g.leadSure.Load()); set {
+		since = max(since, sure)
+	}
+	return since, ok
 }
 
 // leaderLoopLag is how long a leader's loop may go without an iteration and its replica still

@@ -63,6 +63,11 @@ type Group struct {
 	// had applied (freshness.go); 0: none since the replica was opened.
 	contact atomic.Int64
 	current atomic.Int64
+	// leadSure: for a leader whose group quiesced in its term, a monotonic stamp (monoStamp)
+	// of when it last knew itself the leader (noteAnswer), kept from its quiescing until
+	// a quorum of its voters has answered it after it woke; 0 otherwise, raft's CheckQuorum
+	// vouching for an awake leader (freshness.go).
+	leadSure atomic.Int64
 
 	// Loop goroutine only.
 	rn             *raft.RawNode
@@ -122,9 +127,11 @@ type Group struct {
 	quiesced     bool     // raft is not ticked
 	idleTicks    int      // ticks since the group was woken or last appended or applied an entry
 	quiesceTicks int      // ticks since it quiesced, or (a follower) since the last quiesce heartbeat
-	quiesceAcks  []uint64 // followers that answered the last quiesce heartbeat (a quiesced leader)
+	quiesceAcks  []uint64 // followers that answered the last quiesce heartbeat (a quiesced leader), or since it woke
 	awakeTicks   int      // ticks since it last left quiescence, counted up to ElectionTicks+1 (justWoke)
 	stayAwake    int      // ticks the group may not quiesce for (a removal refused by justWoke waits for them)
+	// quiesceSent: when a quiesced leader last sent its quiesce heartbeat.
+	quiesceSent time.Time
 }
 
 // stir records that the group's raft was stepped, ticked or asked something, so that the

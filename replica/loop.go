@@ -573,6 +573,7 @@ func (g *Group) observe(rd raft.Ready) {
 		g.seenTerm = term
 	}
 	if isLeader && (!wasLeader || bs.HardState.GetTerm() != prevTerm) {
+		g.leadSure.Store(0) // elected by a quorum just now; CheckQuorum vouches from here
 		g.forgetTruncation()
 		g.term = bs.HardState.GetTerm()
 		g.confBarrier = g.st.last
@@ -581,6 +582,7 @@ func (g *Group) observe(rd raft.Ready) {
 	if wasLeader && (!isLeader || bs.HardState.GetTerm() != prevTerm) {
 		g.h.log.Info("no longer leading shard", "shard", g.shard, "term", bs.HardState.GetTerm(), "leader", bs.Lead)
 		g.lostLeadership = true // waiters fail after this Ready's entries were applied
+		g.leadSure.Store(0)
 		// The commit indexes held back go out now: no tick of this leadership will send them.
 		if held := g.flushHeld(nil); len(held) > 0 {
 			g.h.cfg.Transport.Send(held)

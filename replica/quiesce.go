@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -208,10 +209,16 @@ func (g *Group) eachFollower(f func(id uint64, pr tracker.Progress)) {
 	})
 }
 
-// quiesce stops ticking this leader's group and tells its followers to do the same.
+// quiesce stops ticking this leader's group and tells its followers to do the same. Until
+// then raft's CheckQuorum vouched for the leadership; from now on its quiesce heartbeats do
+// (leadSure), unless it is the group's only voter. A leader that quiesces again before a
+// quorum answered it after it woke keeps its earlier leadSure.
 func (g *Group) quiesce() {
 	g.enterQuiescence()
 	g.sendQuiesce()
+	if g.leadSure.Load() == 0 && !g.quorumAnswered() {
+		g.leadSure.Store(monoStamp(g.quiesceSent))
+	}
 }
 
 // enterQuiescence marks the group quiesced (it stops ticking) and restarts the count of its
@@ -228,7 +235,7 @@ func (g *Group) enterQuiescence() {
 // sendQuiesce sends every follower a quiesce heartbeat, as raft would send a heartbeat: the
 // leader's term, and the commit index up to what the follower is known to hold.
 func (g *Group) sendQuiesce() {
-	g.quiesceAcks = g.quiesceAcks[:0]
+	g.quiesceAcks, g.quiesceSent = g.quiesceAcks[:0], time.Now()
 	bs := g.rn.BasicStatus()
 	self, term, commit := g.h.cfg.NodeID, bs.HardState.GetTerm(), bs.HardState.GetCommit()
 	var out []ShardMessage
@@ -269,6 +276,7 @@ func (g *Group) wake() {
 		g.quiesced = false
 		g.h.metrics.Quiesced.Dec()
 		g.awakeTicks = 0
+		g.quiesceAcks = g.quiesceAcks[:0] // a leader counts the answers since (noteAnswer)
 	}
 }
 
@@ -282,19 +290,65 @@ func (g *Group) quiesceAnswer(m *pb.Message) bool {
 	if m.GetType() != pb.MsgHeartbeatResp || !bytes.Equal(m.Context, quiesceCtx) {
 		return false
 	}
-	if g.quiesced && !containsID(g.quiesceAcks, m.GetFrom()) {
-		g.quiesceAcks = append(g.quiesceAcks, m.GetFrom())
+	if g.quiesced && m.GetTerm() == g.rn.BasicStatus().HardState.GetTerm() {
+		g.noteAnswer(m.GetFrom())
 	}
 	return true
 }
 
+// noteAnswer records that follower id answered this leader in its term: its last quiesce
+// heartbeat while quiesced, anything once woken. A leader whose quiesce heartbeat a quorum of
+// its voters (itself included) answered was still the leader when it sent it: another one
+// needs the votes of a quorum, one of whom answered it, in its term, after that; leadSure
+// moves to then. A woken leader that a quorum answered since it woke is from then on deposed
+// by raft's CheckQuorum within two election timeouts of a cut, as if it had never quiesced
+// (the stale activity marks of its quiescence serve at most its first CheckQuorum after
+// waking): leadSure ends. Loop goroutine.
+func (g *Group) noteAnswer(id uint64) {
+	if !containsID(g.quiesceAcks, id) {
+		g.quiesceAcks = append(g.quiesceAcks, id)
+	}
+	sure := g.leadSure.Load()
+	switch {
+	case sure == 0 || !g.quorumAnswered():
+	case !g.quiesced:
+		g.leadSure.Store(0)
+	case monoStamp(g.quiesceSent) > sure:
+		g.leadSure.Store(monoStamp(g.quiesceSent))
+	}
+}
+
+// quorumAnswered reports whether this node and the followers in quiesceAcks make a quorum of
+// the group's voters (of both halves of a joint configuration). Loop goroutine.
+func (g *Group) quorumAnswered() bool {
+	cs := g.st.cs
+	if cs == nil {
+		return false
+	}
+	majority := func(voters []uint64) bool {
+		n := 0
+		for _, v := range voters {
+			if v == g.h.cfg.NodeID || containsID(g.quiesceAcks, v) {
+				n++
+			}
+		}
+		return 2*n > len(voters)
+	}
+	return majority(cs.Voters) && (len(cs.VotersOutgoing) == 0 || majority(cs.VotersOutgoing))
+}
+
 // stepped does the quiescence bookkeeping for a peer's message m, just stepped into raft.
-// A quiesce heartbeat from the leader in its term quiesces a follower (or keeps it quiesced). Heartbeat
-// answers leave a group as it is (the ones to a leader's last plain heartbeats may arrive
-// after it quiesced); any other message wakes it.
+// A quiesce heartbeat from the leader in its term quiesces a follower (or keeps it
+// quiesced). Heartbeat answers leave a group as it is (the ones to a leader's last plain
+// heartbeats may arrive after it quiesced); any other message wakes it. A follower's answer
+// to a woken leader that a quorum has not answered yet is noted (noteAnswer).
 func (g *Group) stepped(m *pb.Message) {
 	if g.h.cfg.NoQuiesce {
 		return
+	}
+	if t := m.GetType(); (t == pb.MsgAppResp || t == pb.MsgHeartbeatResp) && !g.quiesced && g.leadSure.Load() != 0 &&
+		m.GetTerm() == g.rn.BasicStatus().HardState.GetTerm() {
+		g.noteAnswer(m.GetFrom()) // a woken leader that a quorum has not answered yet
 	}
 	switch m.GetType() {
 	case pb.MsgHeartbeat:
