@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -507,5 +508,57 @@ func TestProjectionSecondCloseWaitsForFirst(t *testing.T) {
 	}
 	if err := <-second; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// downAtStart is a fakeSource whose cluster answers no topology request until up is closed.
+type downAtStart struct {
+	*fakeSource
+	up    chan struct{}
+	tries atomic.Int32
+}
+
+func (d *downAtStart) Shards(ctx context.Context) (uint32, string, error) {
+	d.tries.Add(1)
+	select {
+	case <-d.up:
+		return d.fakeSource.Shards(ctx)
+	default:
+		return 0, "", fmt.Errorf("fake: %w", client.ErrUnavailable)
+	}
+}
+
+// TestRunWaitsForClusterAtStart: a cluster unavailable when Run starts (a projection started
+// beside its cluster, or during an outage longer than the client's retry budget) is retried
+// with backoff like a failed read, not returned: Run ends only with its context or a handler.
+func TestRunWaitsForClusterAtStart(t *testing.T) {
+	src := &downAtStart{fakeSource: newFakeSource(2, 3), up: make(chan struct{})}
+	want := src.add(10)
+	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	for src.tries.Load() < 3 {
+		select {
+		case err := <-done:
+			t.Fatalf("Run = %v while the cluster was unavailable, want it to keep trying", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	close(src.up)
+	for s, pos := range want {
+		if err := p.WaitFor(ctx, s, pos); err != nil {
+			t.Fatalf("shard %d position %d: %v", s, pos, err)
+		}
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 }

@@ -29,10 +29,11 @@ type source interface {
 // entry, so a new event reaches the handler within milliseconds, and an idle
 // shard costs one read per PollMax. A server that answers a long poll at
 // once (a version before long polls) is polled with a doubling idle wait
-// (PollMin..PollMax) instead. Read errors are retried with backoff (up to
-// RetryMax apart), except those no retry mends: a request the servers refuse
-// (client.ErrInvalidArgument), a closed client (client.ErrClosed) and nodes of
-// another cluster (client.ErrWrongCluster), which Run returns. It returns the
+// (PollMin..PollMax) instead. Read errors, and a topology request that fails
+// as Run starts, are retried with backoff (up to RetryMax apart), except
+// those no retry mends: a request the servers refuse
+// (client.ErrInvalidArgument), a closed client (client.ErrClosed) and nodes
+// of another cluster (client.ErrWrongCluster), which Run returns. It returns the
 // *HandlerError or commit error that stopped it, or context.Cause(ctx).
 // Run may be called again after it returned; not concurrently.
 func (p *Projection) Run(ctx context.Context) error {
@@ -53,9 +54,9 @@ func (p *Projection) Run(ctx context.Context) error {
 		p.mu.Unlock()
 	}()
 
-	shards, cluster, err := p.src.Shards(ctx)
+	shards, cluster, err := p.topology(ctx)
 	if err != nil {
-		return fmt.Errorf("query: projection %q: topology: %w", p.cfg.Name, err)
+		return err
 	}
 	if err := p.bind(shards, cluster); err != nil {
 		return err
@@ -85,6 +86,40 @@ func (p *Projection) Run(ctx context.Context) error {
 		return fatal
 	}
 	return context.Cause(ctx)
+}
+
+// topology learns the shard count and cluster ID, retrying failures with the backoff of a
+// failed read: a cluster unavailable when Run starts (started beside it, or down for longer
+// than the client's retry budget) is waited for like one that fails a read later, rather
+// than ending a Run that promises to end only with its context or a handler.
+func (p *Projection) topology(ctx context.Context) (uint32, string, error) {
+	retry := p.cfg.PollMin
+	for {
+		shards, cluster, err := p.src.Shards(ctx)
+		switch {
+		case err == nil:
+			return shards, cluster, nil
+		case ctx.Err() != nil:
+			return 0, "", context.Cause(ctx)
+		case unmendable(err):
+			return 0, "", fmt.Errorf("query: projection %q: topology: %w", p.cfg.Name, err)
+		}
+		p.cfg.Logger.Warn("query: topology failed, retrying", "projection", p.cfg.Name, "err", err, "retry_in", retry)
+		t := time.NewTimer(retry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return 0, "", context.Cause(ctx)
+		}
+		retry = min(2*retry, p.cfg.RetryMax)
+	}
+}
+
+// unmendable reports the read failures no retry mends: a request the servers refuse, a
+// closed client, nodes of another cluster. Run returns them.
+func unmendable(err error) bool {
+	return errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrClosed) || errors.Is(err, client.ErrWrongCluster)
 }
 
 // runShard follows one shard until ctx is done; it returns only fatal
@@ -123,7 +158,7 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, client.ErrInvalidArgument), errors.Is(err, client.ErrClosed), errors.Is(err, client.ErrWrongCluster):
+		case unmendable(err):
 			// Failures no retry mends (a closed client, another cluster's nodes): Run returns
 			// them rather than retry until its context ends.
 			return fmt.Errorf("query: projection %q: read shard %d: %w", p.cfg.Name, shard, err)
