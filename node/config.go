@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -107,6 +108,9 @@ type Config struct {
 	// PeerDialer dials peers (raft transport and request forwarding); nil
 	// means the default TCP dialer. Tests use it to cut links.
 	PeerDialer func(ctx context.Context, addr string) (net.Conn, error)
+	// GossipTransport, if set, wraps the gossip transport (UDP and TCP); nil means
+	// memberlist's own. Tests use it to cut gossip links and not raft's.
+	GossipTransport func(memberlist.Transport) memberlist.Transport
 	// GossipKey, if set, encrypts gossip (16, 24 or 32 bytes, AES).
 	GossipKey []byte
 	// ServerTLS, if set, secures the gRPC listener (clients and peers), and

@@ -53,13 +53,14 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		seeds = mergeSeeds(seeds, stored, n.cfg.Gossip)
 	}
 	mc := membership.Config{
-		Name:      n.dir.id.Name,
-		Bind:      n.cfg.Gossip,
-		Advertise: n.cfg.GossipAdvertise,
-		SecretKey: n.cfg.GossipKey,
-		Meta:      meta,
-		Logger:    n.log,
-		OnChange:  n.refreshMembers,
+		Name:          n.dir.id.Name,
+		Bind:          n.cfg.Gossip,
+		Advertise:     n.cfg.GossipAdvertise,
+		SecretKey:     n.cfg.GossipKey,
+		Meta:          meta,
+		Logger:        n.log,
+		OnChange:      n.refreshMembers,
+		WrapTransport: n.cfg.GossipTransport,
 	}
 	// Joined below, not by membership.Start: a join tries its seeds one after another, each
 	// up to membership.DefaultTCPTimeout when it does not answer, and ctx must bound that.

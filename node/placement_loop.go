@@ -445,12 +445,22 @@ func (p *placer) round(now time.Time) {
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
 			ps, known := peers[id]
+			// A member raft hears answers its leader, whatever gossip says of it: its gossip
+			// alone is cut off (a blocked port, a gossip-only partition). It is no member to
+			// replace: removed with no other node to take its replica, it would only lower
+			// how many failures the shard survives (with one, it moves as any extra does).
+			// Heard: not on RecentActive alone, which raft sets for a member just added.
+			_, inactive := sp.inactiveSince[id]
+			heard := !inactive && st.Progress[id].Match > 0
 			switch {
 			case id == self:
 			case !known:
 				// Unknown to gossip (forgotten, or a wiped node's old ID):
 				// treat as dead since this loop started.
-				peers[id] = peerState{Gone: now.Sub(p.started) >= deadAfter}
+				peers[id] = peerState{Gone: !heard && now.Sub(p.started) >= deadAfter}
+			case ps.Gone && heard:
+				ps.Gone = false
+				peers[id] = ps
 			case ps.Alive:
 				if since, ok := sp.inactiveSince[id]; unresponsiveGone(now, since, ok, changed[id], deadAfter) {
 					ps.Gone = true

@@ -176,8 +176,9 @@ type Config struct {
 	// (members held dead come back at memberlist's own pace).
 	ReconnectInterval time.Duration
 
-	// wrapTransport, set by tests, wraps the UDP/TCP transport (to drop packets).
-	wrapTransport func(memberlist.Transport) memberlist.Transport
+	// WrapTransport, if set, wraps the UDP/TCP transport: fault injection (tests drop
+	// packets and refuse connections with it). nil: memberlist's own transport.
+	WrapTransport func(memberlist.Transport) memberlist.Transport
 }
 
 // Validate checks c and fills the defaults (it is called by Start).
@@ -375,13 +376,13 @@ func Start(cfg Config) (*Membership, error) {
 	mc.Logger = newStdLogger(m.log)
 	d := (*delegate)(m)
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
-	if cfg.wrapTransport != nil {
+	if cfg.WrapTransport != nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 			BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("membership: start on %s: %w", cfg.Bind, err)
 		}
-		mc.Transport = cfg.wrapTransport(nt)
+		mc.Transport = cfg.WrapTransport(nt)
 	}
 
 	ml, err := memberlist.Create(mc)

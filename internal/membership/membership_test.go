@@ -381,7 +381,7 @@ func lossyConfig(t *testing.T, lossy *lossyNet, reconnect time.Duration) func(na
 		c.PushPullInterval = 30 * time.Second
 		c.ReconnectInterval = reconnect
 		bind := c.Bind
-		c.wrapTransport = func(t memberlist.Transport) memberlist.Transport {
+		c.WrapTransport = func(t memberlist.Transport) memberlist.Transport {
 			return &lossyTransport{net: lossy, self: bind, t: t}
 		}
 		return c
