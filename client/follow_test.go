@@ -3,10 +3,13 @@ package client
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -110,5 +113,54 @@ func TestFollowStalledServer(t *testing.T) {
 	expectVersions(t, ch, 2, 3) // from node 2, which the client moved to
 	if n := fc.nodes[1].count("Read"); n == 0 {
 		t.Fatal("the subscription did not move to the other node")
+	}
+}
+
+// TestFollowFromEndResumesAtTheEnd: a subscription from the end whose first server said where
+// the end was, and failed before any event, resumes there, whatever FromVersion said before
+// FromEnd: it resumed at that version instead, and skipped the events before it.
+func TestFollowFromEndResumesAtTheEnd(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	appendN(t, c, "s", 3)
+	var calls atomic.Int32
+	resumed := make(chan *shoalv1.ReadRequest, 1)
+	fc.nodes[0].mu.Lock()
+	fc.nodes[0].follow = func(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+		if calls.Add(1) == 1 {
+			// The end resolved (versions 0..2 exist), an event appended, then the server fails.
+			if err := srv.Send(&shoalv1.ReadResponse{CaughtUp: true, NextVersion: 3}); err != nil {
+				return err
+			}
+			fc.mu.Lock()
+			ev := proto.Clone(fc.streams[req.Stream][2]).(*shoalv1.RecordedEvent)
+			id := uuid.New()
+			ev.Id, ev.Version = id[:], 3
+			fc.streams[req.Stream] = append(fc.streams[req.Stream], ev)
+			fc.mu.Unlock()
+			return unavailable()
+		}
+		select {
+		case resumed <- proto.Clone(req).(*shoalv1.ReadRequest):
+		default:
+		}
+		fc.mu.Lock()
+		evs := fc.streams[req.Stream]
+		evs = evs[min(req.FromVersion, uint64(len(evs))):]
+		fc.mu.Unlock()
+		if err := srv.Send(&shoalv1.ReadResponse{Events: evs, CaughtUp: true, NextVersion: req.FromVersion + uint64(len(evs))}); err != nil {
+			return err
+		}
+		<-srv.Context().Done()
+		return srv.Context().Err()
+	}
+	fc.nodes[0].mu.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := followInto(ctx, t, c.Read(ctx, "s", FromVersion(100), FromEnd(), Follow()))
+	expectVersions(t, ch, 3, 3)
+	if req := <-resumed; req.FromVersion != 3 || req.FromEnd {
+		t.Fatalf("resumed from version %d (from end %v), want 3, where the first server said the end was", req.FromVersion, req.FromEnd)
 	}
 }

@@ -36,7 +36,8 @@ func seed(t *testing.T, c *Client, stream string, n int) {
 // event it yielded gone or another (the stream deleted and written again meanwhile, its
 // versions going on), ends with ErrStreamChanged instead of yielding the new history after
 // the old one; a stale read whose replica lacks that event ends quietly, as stale reads may;
-// a backward stale read goes on with the events before it.
+// a backward stale read goes on with the events before it, when its replica holds the one
+// just before, and else ends there too, rather than skip the events between.
 func TestReadResumeFindsStreamChanged(t *testing.T) {
 	fc := newFakeCluster(t, 1, 4)
 	c := dial(t, fc)
@@ -94,6 +95,10 @@ func TestReadResumeFindsStreamChanged(t *testing.T) {
 			[]ReadOption{Stale()}, nil, 20},
 		{"stale backward, the replica lacks the last version read", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:20] },
 			[]ReadOption{Stale(), FromEnd(), Backward()}, nil, 40},
+		// A replica further behind lacks the events just before the last one read as well:
+		// going on with its latest would skip them. The read ends there, as a stale read may.
+		{"stale backward, the replica lags further", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:15] },
+			[]ReadOption{Stale(), FromEnd(), Backward()}, nil, 20},
 		{"backward, the last version read gone", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return evs[:20] },
 			[]ReadOption{FromEnd(), Backward()}, ErrStreamChanged, 20},
 		{"deleted, not written again", func(evs []*shoalv1.RecordedEvent) []*shoalv1.RecordedEvent { return nil },

@@ -179,6 +179,11 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			Backward: o.backward, Count: o.count, AllowStale: o.stale, MaxStalenessMs: maxStale,
 			Follow: o.follow,
 		}
+		if o.fromEnd {
+			// The server resolves the end; a subscription resumes where its next_version said
+			// that was (below, max with this), not at a FromVersion given before FromEnd.
+			req.FromVersion = 0
+		}
 		stopped := false       // the caller broke out, or the read is complete
 		yielded := false       // an event went to the caller, on this attempt or an earlier one
 		var last RecordedEvent // the last event yielded
@@ -249,9 +254,14 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 						switch {
 						case ev.Version == last.Version && ev.ID == last.ID:
 							continue // read already
-						case o.stale && req.Backward && ev.Version < last.Version:
+						case o.stale && req.Backward && ev.Version+1 == last.Version:
 							// A stale replica that has not applied the last event read, but
-							// those before it: the read goes on with them.
+							// the one before it: the read goes on with it.
+						case o.stale && req.Backward && ev.Version < last.Version:
+							// A stale replica further behind: going on with its latest event
+							// would skip those between. The read ends here, as a stale read
+							// may end before what its replica has not applied.
+							return progress, nil
 						default:
 							changed = &StreamChangedError{Stream: stream, Version: last.Version}
 							return progress, nil // the call's end, not the attempt's failure

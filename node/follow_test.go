@@ -765,3 +765,35 @@ func TestReadAllResumeOnlyPastHandled(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowFromEndOfAbsentStream: a subscription from the end of a stream that does not exist
+// yet starts at its first event, whatever from_version says (from_end overrides it): the
+// server waited for from_version instead, and so did the client's Read given FromVersion
+// before FromEnd, which sent that version along.
+func TestFollowFromEndOfAbsentStream(t *testing.T) {
+	cl := testnode.Start(t, 1, testnode.Options{Shards: 4, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{cl.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	rs, err := shoalv1.NewStreamsClient(cl.Dial(t, 0)).Read(ctx, &shoalv1.ReadRequest{Stream: "absent", FromVersion: 5, FromEnd: true, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := rs.Recv(); err != nil || !p.CaughtUp || p.NextVersion != 0 {
+		t.Fatalf("first page %v, %v; want caught up at version 0", p, err)
+	}
+	sub := collect(c.Read(ctx, "absent", client.FromVersion(5), client.FromEnd(), client.Follow()))
+	quiet(t, sub, 300*time.Millisecond)
+	appendOne(t, c, "absent", "e0")
+	if f := next(t, sub, 5*time.Second); f.err != nil || f.ev.Version != 0 {
+		t.Fatalf("got %+v, want the stream's first event", f)
+	}
+	if p, err := rs.Recv(); err != nil || len(p.Events) != 1 || p.Events[0].Version != 0 {
+		t.Fatalf("raw subscription: %v, %v; want the stream's first event", p, err)
+	}
+}

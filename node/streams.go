@@ -389,6 +389,8 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 			return shard.ErrStreamDeleted
 		case exists || deleted:
 			from = last + 1 // after the last event; a soft-deleted stream continues there
+		default:
+			from = 0 // a stream not created yet: its first event, whatever from_version says
 		}
 	}
 	// Woken by commits of this stream only (and of streams sharing its slot), not by every
