@@ -215,8 +215,8 @@ type shardStatus struct {
 	DeadVoters   []string `json:"dead_voters,omitempty"` // voters on nodes not alive
 	State        string   `json:"state"`                 // ok, degraded, under-replicated, unavailable, unknown
 	Applied      uint64   `json:"applied"`
-	LastPosition uint64   `json:"last_position"`
-	Format       uint64   `json:"format"` // state-machine format (0: not reported by the leader's version)
+	LastPosition uint64   `json:"last_position"` // the next position the shard's log assigns (0: empty), as ShardInfo has it
+	Format       uint64   `json:"format"`        // state-machine format (0: not reported by the leader's version)
 }
 
 func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {

@@ -32,6 +32,12 @@ func dialNode(t *testing.T, n *node.Node) *client.Client {
 
 func startNode(t *testing.T) *node.Node {
 	t.Helper()
+	return startNodeWith(t, nil)
+}
+
+// startNodeWith is startNode with configure applied to the node's configuration.
+func startNodeWith(t *testing.T, configure func(*node.Config)) *node.Node {
+	t.Helper()
 	cfg := node.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -41,6 +47,9 @@ func startNode(t *testing.T) *node.Node {
 	cfg.Zone = "z1"
 	cfg.Shards = 4
 	cfg.Replication = 1
+	if configure != nil {
+		configure(&cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n, err := node.Start(ctx, cfg)

@@ -10,6 +10,7 @@ import (
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/ring"
 )
 
@@ -192,4 +193,30 @@ func TestFollowLosesCluster(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFollowRefusedAtLimit: a subscription that the node refuses at its --max-subscriptions
+// ends, once the client's retries give up, with exit 1 and the node's refusal naming the
+// limit, not with "cannot reach a shoal server": the server answered.
+func TestFollowRefusedAtLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNodeWith(t, func(cfg *node.Config) { cfg.MaxSubscriptions = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := dialNode(t, n).Append(ctx, "held", client.Any, client.Event{Type: "One"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"SHOAL_SERVER": n.Addr()}
+	held := startFollowing(t, env, "read", "held", "--follow")
+	held.lines(t, 1) // printed from the subscription: the node holds it
+	for _, args := range [][]string{{"read", "held", "--follow"}, {"read-all", "--follow"}} {
+		code, _, stderr := runCLI(t, env, "", args...)
+		if code != exitError || !strings.Contains(stderr, "--max-subscriptions 1") || strings.Contains(stderr, "cannot reach") {
+			t.Errorf("shoal %s past the limit: exit %d, stderr %q; want %d and the refusal naming --max-subscriptions 1",
+				strings.Join(args, " "), code, stderr, exitError)
+		}
+	}
+	held.stop(t)
 }

@@ -13,7 +13,8 @@ import (
 // --server X` is answered by X, whichever node X is, and fails when X is down rather than
 // asking another node. Once two of them are stopped the shard has no quorum: an append or a
 // delete through the third, whose every attempt is refused before anything is proposed, says
-// that the shard has no leader and that nothing was written, not that its outcome is unknown.
+// that the shard has no leader and that nothing was written, not that its outcome is unknown;
+// a read says how to read the replica anyway.
 func TestClusterStatusAndLostQuorum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three servers")
@@ -69,6 +70,23 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 		if !strings.Contains(out, "shard 0 has no leader that answers") || !strings.Contains(out, "nothing was written") ||
 			strings.Contains(out, "outcome is unknown") {
 			t.Fatalf("shoal %s, the shard without quorum: %s\nwant: no leader, nothing was written", strings.Join(args, " "), out)
+		}
+	}
+	// A read the leader must serve says that --stale would read the replica; one bounded with
+	// --max-staleness also names the bound that the replica, cut off from any leader, missed.
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"read", "q-1", "--server", server}, []string{"shard 0 has no leader that answers", "; --stale reads what a replica has"}},
+		{[]string{"read", "q-1", "--max-staleness", "1s", "--server", server},
+			[]string{"shard 0 has no leader that answers", "within --max-staleness 1s; --stale reads what a replica has"}},
+	} {
+		out := cli(exitError, tc.args...)
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Fatalf("shoal %s, the shard without quorum: %s\nwant it to say %q", strings.Join(tc.args, " "), out, w)
+			}
 		}
 	}
 	if out := cli(exitOK, "cluster", "status", "--server", server); !strings.Contains(out, "answered by n1") ||

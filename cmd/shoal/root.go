@@ -217,14 +217,34 @@ func leaderless(err error) (uint32, bool) {
 	return 0, false
 }
 
-// unreachable explains an error of a call to server that found no server, or a shard without a
-// leader.
+// refusedAtLimit returns the server's message when the last attempt of a call was refused at a
+// limit (RESOURCE_EXHAUSTED: a subscription past a node's --max-subscriptions, a shard's leader
+// with too many pending requests), which the client retries until its budget runs out: the
+// server answered, and its message names the limit.
+func refusedAtLimit(err error) (string, bool) {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &se) {
+		return "", false
+	}
+	st := se.GRPCStatus()
+	if st.Code() != codes.ResourceExhausted {
+		return "", false
+	}
+	return st.Message(), true
+}
+
+// unreachable explains an error of a call to server that found no server, a shard without a
+// leader, or a refusal at a limit.
 func (a *app) unreachable(err error, server string) error {
 	if shard, ok := leaderless(err); ok {
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
 			"shard %d has no leader that answers: most of its replicas are down or cut off, an election did not end in time, "+
 				"or its leader is overloaded (the cluster at %s answered); 'shoal cluster status' shows which nodes are down",
 			shard, server)}
+	}
+	if msg, ok := refusedAtLimit(err); ok {
+		return &explainedError{code: exitError, msg: fmt.Sprintf(
+			"the cluster at %s answered, but refused the request at a limit until the retries gave up: %s", server, sentence(msg))}
 	}
 	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, client.ErrTLSHandshake) {
 		if msg := a.tlsTrouble(err, server); msg != "" {

@@ -57,6 +57,9 @@ func TestExitCodes(t *testing.T) {
 			"the shoal server at h:1 is starting"},
 		{"no leader", (&app{}).unreachable(&client.UnavailableError{Err: noLeader(t, 3, 0)}, "h:1"), exitError, "shard 3 has no leader that answers: most of its replicas are down"},
 		{"not the leader", (&app{}).unreachable(&client.UnavailableError{Err: noLeader(t, 3, 7)}, "h:1"), exitError, "cannot reach a shoal server at h:1"},
+		{"refused at a limit", (&app{}).unreachable(&client.UnavailableError{Err: status.Error(codes.ResourceExhausted,
+			"subscription refused: node n1 holds 10 subscriptions, its limit (--max-subscriptions 10); end some")}, "h:1"), exitError,
+			"the cluster at h:1 answered, but refused the request at a limit until the retries gave up: subscription refused: node n1 holds 10 subscriptions, its limit (--max-subscriptions 10)"},
 		{"other", errors.New("client: boom\nmore"), exitError, "boom; more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -207,7 +207,11 @@ stream that does not exist yet; --from end prints only new events.`,
 			}
 			defer c.Close()
 			resume := func(ev client.RecordedEvent) string { return fmt.Sprintf("--from %d", ev.Version+1) }
-			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, stale, asJSON, follow, resume, eventLine)
+			hint := staleHint(stale)
+			if maxStale > 0 { // the replicas may hold the stream, but none was current within the bound
+				hint = fmt.Sprintf("no replica that answered had heard from a leader within --max-staleness %v; --stale reads what a replica has", maxStale)
+			}
+			return a.printEvents(ctx, c.Read(ctx, stream, opts...), server, hint, asJSON, follow, resume, eventLine)
 		},
 	}
 	f := cmd.Flags()
@@ -222,13 +226,23 @@ stream that does not exist yet; --from end prints only new events.`,
 	return cmd
 }
 
+// staleHint is what a read that met a shard without a leader adds to its error: how to read
+// what a replica holds, "" for a read that let any replica answer (--stale) already.
+func staleHint(stale bool) string {
+	if stale {
+		return ""
+	}
+	return "--stale reads what a replica has"
+}
+
 // printEvents prints what a read yields, one line per entry (line renders it) or one JSON
 // object per line, and explains the error that ends it. A followed read (follow) is flushed
 // after each entry, since the next may be long in coming, and ends without error when ctx
 // does: an interrupt is how a follower stops. One that loses the cluster says where to resume
-// after the last entry printed (resume renders the flag; nil when there is none).
+// after the last entry printed (resume renders the flag; nil when there is none); one that
+// met a shard without a leader adds staleHint, when there is one, to its error.
 func (a *app) printEvents(ctx context.Context, evs iter.Seq2[client.RecordedEvent, error], server string,
-	stale, asJSON, follow bool, resume, line func(client.RecordedEvent) string) error {
+	staleHint string, asJSON, follow bool, resume, line func(client.RecordedEvent) string) error {
 	w := bufio.NewWriter(a.stdout)
 	defer w.Flush()
 	enc := json.NewEncoder(w)
@@ -249,8 +263,8 @@ func (a *app) printEvents(ctx context.Context, evs iter.Seq2[client.RecordedEven
 				}
 				return &explainedError{code: exitError, msg: msg}
 			}
-			if _, ok := leaderless(err); ok && !stale {
-				return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; --stale reads what a replica has"}
+			if _, ok := leaderless(err); ok && staleHint != "" {
+				return &explainedError{code: exitError, msg: a.unreachable(err, server).Error() + "; " + staleHint}
 			}
 			return a.unreachable(err, server)
 		}
@@ -403,7 +417,7 @@ entry as it is applied until interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 			}
 			defer c.Close()
 			resume := func(ev client.RecordedEvent) string { return fmt.Sprintf("--from %d", ev.Position+1) }
-			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, log.stale, asJSON, log.follow, resume,
+			return a.printEvents(ctx, c.ReadShard(ctx, uint32(sh), start, count, opts...), server, staleHint(log.stale), asJSON, log.follow, resume,
 				func(ev client.RecordedEvent) string { return fmt.Sprintf("%d  %s", ev.Position, eventLine(ev)) })
 		},
 	}
@@ -488,7 +502,7 @@ interrupted (Ctrl-C or SIGTERM, exit code 0).`,
 				return err
 			}
 			defer c.Close()
-			return a.printEvents(ctx, c.ReadAll(ctx, nil, opts...), server, log.stale, asJSON, log.follow, nil,
+			return a.printEvents(ctx, c.ReadAll(ctx, nil, opts...), server, staleHint(log.stale), asJSON, log.follow, nil,
 				func(ev client.RecordedEvent) string {
 					return fmt.Sprintf("%d:%d  %s", ev.Shard, ev.Position, eventLine(ev))
 				})
