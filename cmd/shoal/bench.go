@@ -122,7 +122,10 @@ func (a *app) prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error
 	if r.Count > 0 {
 		r.Duration = 0
 	}
-	if r.Warmup == 0 {
+	switch {
+	case r.Warmup < 0:
+		return usagef("--warmup must not be negative, got %s (0 for none)", r.Warmup)
+	case r.Warmup == 0:
 		r.Warmup = -1 // none, not the default
 	}
 	r.Progress = bench.Progress{W: nil}

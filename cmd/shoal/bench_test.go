@@ -96,6 +96,7 @@ func TestBenchConfigErrorsNameFlags(t *testing.T) {
 		{[]string{"append", "--rate", "2e9"}, "up to 1e+09"},
 		{[]string{"read", "--rate", "-1"}, "--rate must be"},
 		{[]string{"read", "--count", "-1"}, "--count must not be negative"},
+		{[]string{"append", "--warmup", "-1s"}, "--warmup must not be negative, got -1s (0 for none)"},
 	} {
 		code, _, errOut := runCLI(t, nil, "", append([]string{"bench", tc.args[0], "--embedded", "--warmup", "0"}, tc.args[1:]...)...)
 		if code != exitUsage || !strings.Contains(errOut, tc.msg) {
