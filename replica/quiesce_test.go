@@ -651,10 +651,15 @@ func TestStaleQuiesceHeartbeatLeavesFollowerAwake(t *testing.T) {
 	}
 	c.propose(shard, "b") // the group stays awake for an election timeout (3 s) from here
 	g := c.group(follower, shard)
-	if st := g.Status(); st.Quiesced || st.Leader != lead.ID || st.Term <= lead.Term {
-		t.Fatalf("node %d: quiesced %v, leader %d in term %d; want awake under %d past term %d",
-			follower, st.Quiesced, st.Leader, st.Term, lead.ID, lead.Term)
-	}
+	// The follower hears of the new term's leader with its first append, which the proposal's
+	// commit (by the other two) need not wait for.
+	eventually(t, time.Second, func() error {
+		if st := g.Status(); st.Quiesced || st.Leader != lead.ID || st.Term <= lead.Term {
+			return fmt.Errorf("node %d: quiesced %v, leader %d in term %d; want awake under %d past term %d",
+				follower, st.Quiesced, st.Leader, st.Term, lead.ID, lead.Term)
+		}
+		return nil
+	})
 	c.nodes[follower].host.HandleMessages([]ShardMessage{{Shard: shard, Msg: &pb.Message{
 		Type: pb.MsgHeartbeat.Enum(), From: new(lead.ID), To: new(follower), Term: new(lead.Term),
 		Context: quiesceCtx,
