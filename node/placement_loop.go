@@ -450,7 +450,7 @@ func (p *placer) round(now time.Time) {
 			// replace: removed with no other node to take its replica, it would only lower
 			// how many failures the shard survives (with one, it moves as any extra does).
 			// Heard: not on RecentActive alone, which raft sets for a member just added.
-			_, inactive := sp.inactiveSince[id]
+			since, inactive := sp.inactiveSince[id]
 			heard := !inactive && st.Progress[id].Match > 0
 			switch {
 			case id == self:
@@ -462,7 +462,7 @@ func (p *placer) round(now time.Time) {
 				ps.Gone = false
 				peers[id] = ps
 			case ps.Alive:
-				if since, ok := sp.inactiveSince[id]; unresponsiveGone(now, since, ok, changed[id], deadAfter) {
+				if unresponsiveGone(now, since, inactive, changed[id], deadAfter) {
 					ps.Gone = true
 					peers[id] = ps
 				}

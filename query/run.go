@@ -105,11 +105,7 @@ func (p *Projection) topology(ctx context.Context) (uint32, string, error) {
 			return 0, "", fmt.Errorf("query: projection %q: topology: %w", p.cfg.Name, err)
 		}
 		p.cfg.Logger.Warn("query: topology failed, retrying", "projection", p.cfg.Name, "err", err, "retry_in", retry)
-		t := time.NewTimer(retry)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, retry) {
 			return 0, "", context.Cause(ctx)
 		}
 		retry = min(2*retry, p.cfg.RetryMax)
@@ -177,15 +173,20 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 			// Answered at once: the server does not long-poll.
 			pause, idle = idle, min(2*idle, p.cfg.PollMax)
 		}
-		if pause == 0 {
-			continue
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if pause > 0 && !sleep(ctx, pause) {
 			return nil
 		}
+	}
+}
+
+// sleep waits d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

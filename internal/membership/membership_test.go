@@ -7,14 +7,12 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/shoaldb/shoal/internal/testaddr"
+	"github.com/shoaldb/shoal/internal/testgossip"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -316,74 +314,16 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// lossyNet drops the gossip (UDP and TCP) sent from one bind address to another while the
-// pair is cut: a network partition between members on loopback.
-type lossyNet struct {
-	mu  sync.Mutex
-	cut map[[2]string]bool
-}
-
-func (n *lossyNet) blocked(from, to string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cut[[2]string{from, to}]
-}
-
-// set cuts (or heals) the link between a and b, both ways.
-func (n *lossyNet) set(a, b string, cut bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cut == nil {
-		n.cut = map[[2]string]bool{}
-	}
-	n.cut[[2]string{a, b}], n.cut[[2]string{b, a}] = cut, cut
-}
-
-// lossyTransport is one member's side of a lossyNet: it implements only memberlist.Transport
-// (memberlist adapts it), so every packet and connection goes through WriteTo and DialTimeout.
-type lossyTransport struct {
-	net  *lossyNet
-	self string
-	t    memberlist.Transport
-}
-
-func (l *lossyTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
-	return l.t.FinalAdvertiseAddr(ip, port)
-}
-
-func (l *lossyTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if l.net.blocked(l.self, addr) {
-		return time.Now(), nil // sent, and lost on the way
-	}
-	return l.t.WriteTo(b, addr)
-}
-
-func (l *lossyTransport) PacketCh() <-chan *memberlist.Packet { return l.t.PacketCh() }
-
-func (l *lossyTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	if l.net.blocked(l.self, addr) {
-		time.Sleep(timeout)
-		return nil, fmt.Errorf("dial %s: i/o timeout (cut)", addr)
-	}
-	return l.t.DialTimeout(addr, timeout)
-}
-
-func (l *lossyTransport) StreamCh() <-chan net.Conn { return l.t.StreamCh() }
-func (l *lossyTransport) Shutdown() error           { return l.t.Shutdown() }
-
 // lossyConfig returns a maker of cluster-x members whose gossip goes through lossy, that
 // declare a silent member dead within a second, sync with a live one only every 30 s and
 // with one held dead every reconnect.
-func lossyConfig(t *testing.T, lossy *lossyNet, reconnect time.Duration) func(name string, id uint64, join ...string) Config {
+func lossyConfig(t *testing.T, lossy *testgossip.Net, reconnect time.Duration) func(name string, id uint64, join ...string) Config {
 	return func(name string, id uint64, join ...string) Config {
 		c := testConfig(t, name, id, "cluster-x", join...)
 		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
 		c.PushPullInterval = 30 * time.Second
 		c.ReconnectInterval = reconnect
-		bind := c.Bind
-		c.WrapTransport = func(t memberlist.Transport) memberlist.Transport {
-			return &lossyTransport{net: lossy, self: bind, t: t}
-		}
+		c.WrapTransport = lossy.Wrap(c.Bind)
 		return c
 	}
 }
@@ -393,7 +333,7 @@ func lossyConfig(t *testing.T, lossy *lossyNet, reconnect time.Duration) func(na
 // intervals, long before memberlist's own push/pull sync (30 s here) would tell the members
 // held dead of their deaths.
 func TestReconnectAfterPartition(t *testing.T) {
-	lossy := &lossyNet{}
+	lossy := &testgossip.Net{}
 	cfg := lossyConfig(t, lossy, 200*time.Millisecond)
 	ac := cfg("a", 1)
 	a := start(t, ac)
@@ -409,13 +349,13 @@ func TestReconnectAfterPartition(t *testing.T) {
 		return alive(a, "b") && alive(a, "c") && alive(b, "c") && alive(c, "a") && alive(c, "b")
 	})
 
-	lossy.set(cc.Bind, ac.Bind, true)
-	lossy.set(cc.Bind, bc.Bind, true)
+	lossy.Cut(cc.Bind, ac.Bind, true)
+	lossy.Cut(cc.Bind, bc.Bind, true)
 	eventually(t, "c held dead by a and b, and they by c", func() bool {
 		return !alive(a, "c") && !alive(b, "c") && !alive(c, "a") && !alive(c, "b")
 	})
-	lossy.set(cc.Bind, ac.Bind, false)
-	lossy.set(cc.Bind, bc.Bind, false)
+	lossy.Cut(cc.Bind, ac.Bind, false)
+	lossy.Cut(cc.Bind, bc.Bind, false)
 	healed := time.Now()
 	deadline := healed.Add(5 * time.Second)
 	for !(alive(a, "c") && alive(b, "c") && alive(c, "a") && alive(c, "b")) {
@@ -540,7 +480,7 @@ func joinRepeatedly(t *testing.T, f *Membership, addr string) {
 // refusal of another cluster's node joining at the same time: the member's address must not
 // be taken for another cluster's, or it would not be asked again once the partition heals.
 func TestReconnectNotBlamedForAnotherNodesRefusal(t *testing.T) {
-	lossy := &lossyNet{}
+	lossy := &testgossip.Net{}
 	cfg := lossyConfig(t, lossy, 100*time.Millisecond)
 	ac := cfg("a", 1)
 	a := start(t, ac)
@@ -548,7 +488,7 @@ func TestReconnectNotBlamedForAnotherNodesRefusal(t *testing.T) {
 	cc.ReconnectInterval = -1 // only a's reconnects matter here
 	start(t, cc)
 	eventually(t, "c alive at a", func() bool { m, ok := find(a, "c"); return ok && m.Alive })
-	lossy.set(ac.Bind, cc.Bind, true)
+	lossy.Cut(ac.Bind, cc.Bind, true)
 	eventually(t, "c dead at a", func() bool { m, _ := find(a, "c"); return !m.Alive })
 
 	joinRepeatedly(t, start(t, testConfig(t, "f", 9, "cluster-y")), ac.Bind)
