@@ -275,9 +275,8 @@ func readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err erro
 }
 
 // readRoute returns the local state machine to read from, or the node to
-// forward the read to.
-func (n *Node) readRoute(ctx context.Context, id uint32, st staleness) (*shard.Shard, *forwardTarget, error) {
-	deadline := time.Now().Add(noLeaderWait)
+// forward the read to, waiting for a leader until deadline.
+func (n *Node) readRoute(ctx context.Context, id uint32, st staleness, deadline time.Time) (*shard.Shard, *forwardTarget, error) {
 	for attempt := 0; ; attempt++ {
 		g, tgt, err := n.route(ctx, id, st, deadline)
 		if err != nil || tgt != nil {
@@ -660,7 +659,9 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 ) (*shard.Shard, error) {
 	deadline := time.Now().Add(noLeaderWait)
 	for attempt := 0; ; attempt++ {
-		sm, tgt, err := n.readRoute(ctx, id, st)
+		// One deadline for all attempts: a leaderless shard is answered within
+		// noLeaderWait, not within one wait per attempt.
+		sm, tgt, err := n.readRoute(ctx, id, st, deadline)
 		if err != nil || tgt == nil {
 			return sm, err
 		}
