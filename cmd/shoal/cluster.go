@@ -306,10 +306,15 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 
 // zonesAlike points at zone names that differ only in case, "z1" and "Z1": placement compares
 // zones byte for byte and takes them for two zones (a node alone in one gets a replica of
-// every shard), which is seldom what was meant.
+// every shard), which is seldom what was meant. Only live nodes that are not being drained
+// count: a decommissioning node's zone no longer matters to placement, nor a dead one's once it
+// is replaced (after --dead-after), and a note about a node long gone would never go away.
 func (s *clusterStatus) zonesAlike() []string {
 	spellings := map[string][]string{}
 	for _, n := range s.Nodes {
+		if n.State != "alive" || n.Decommissioning {
+			continue
+		}
 		k := strings.ToLower(n.Zone)
 		if !slices.Contains(spellings[k], n.Zone) {
 			spellings[k] = append(spellings[k], n.Zone)

@@ -414,13 +414,22 @@ func TestClusterStatusZonesAlike(t *testing.T) {
 	status := func(zones ...string) *clusterStatus {
 		var nodes []*shoalv1.NodeInfo
 		for i, z := range zones {
-			nodes = append(nodes, &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: z, Alive: true})
+			n := &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: z, Alive: true}
+			// "zone:dead" and "zone:decom" are a node placement no longer places replicas on.
+			if zone, how, ok := strings.Cut(z, ":"); ok {
+				n.Zone, n.Alive, n.Decommissioning = zone, how != "dead", how == "decom"
+			}
+			nodes = append(nodes, n)
 		}
 		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes}})
 	}
 	if notes := status("z1", "z2", "z3", "z1").Notes; len(notes) != 0 {
 		t.Errorf("distinct zones, yet: %q", notes)
+	}
+	// A node that was replaced, or is being drained, with another spelling: no note.
+	if notes := status("z1", "z2", "z3", "Z1:dead", "Z2:decom").Notes; len(notes) != 0 {
+		t.Errorf("a dead and a decommissioning node's spellings noted: %q", notes)
 	}
 	notes := status("z1", "Z1", "z2", "eu-A", "EU-a", "eu-a").Notes
 	want := []string{
