@@ -16,7 +16,8 @@ import (
 // false positives.
 //
 // The filters are rebuilt in the background when the shard opens or reloads
-// (filterbuild.go), the first stage sized for twice the entries found. A
+// (filterbuild.go), the first stage sized for twice the entries found (up to
+// bloomMaxFirst). A
 // stage holds 10 bits per entry of its capacity, rounded up to a power of two,
 // and stages double in capacity, so memory is 1.25–5 bytes per stored entry
 // and the false-positive rate stays bounded. Not safe for concurrent use: only
@@ -29,6 +30,11 @@ const (
 	bloomBitsPerID   = 10
 	bloomHashes      = 7
 	bloomMinCapacity = 1 << 16
+	// bloomMaxFirst bounds the first stage's capacity (64 MiB of bits), whatever the
+	// count it is sized for: the count comes from the shard's meta record, and one that
+	// is corrupt, or a shard of billions of events, must not ask for terabytes at once.
+	// Further stages are added as entries come, as for any filter that fills up.
+	bloomMaxFirst = 1 << 25
 )
 
 type bloomStage struct {
@@ -46,9 +52,9 @@ func newBloomStage(capacity int) *bloomStage {
 	return &bloomStage{bits: make([]uint64, nbits/64), mask: nbits - 1, capacity: capacity}
 }
 
-// newHashFilter returns a filter sized for n entries.
+// newHashFilter returns a filter sized for n entries, twice them up to bloomMaxFirst.
 func newHashFilter(n int) *hashFilter {
-	return &hashFilter{stages: []*bloomStage{newBloomStage(2 * n)}}
+	return &hashFilter{stages: []*bloomStage{newBloomStage(min(2*max(n, 0), bloomMaxFirst))}}
 }
 
 // idHash and nameHash are what the filters hold of an event ID and a stream name.

@@ -37,3 +37,17 @@ func TestIDFilter(t *testing.T) {
 	}
 	t.Logf("stages %d, %d bytes, false positives %d/%d", len(f.stages), f.bytes(), fp, probes)
 }
+
+// A filter sized for a count no shard holds (a corrupt meta record's) starts at its largest
+// first stage rather than asking for terabytes, and still grows past it.
+func TestFilterFirstStageBounded(t *testing.T) {
+	f := newHashFilter(1 << 40)
+	if got, limit := f.bytes(), 64<<20; got > limit {
+		t.Fatalf("filter for 2^40 entries: %d bytes at once, want at most %d", got, limit)
+	}
+	f.stages[0].count = f.stages[0].capacity // full: the next entry opens a stage of its own
+	f.add(nameHash("s"))
+	if len(f.stages) != 2 || !f.mayContain(nameHash("s")) {
+		t.Fatalf("%d stages after filling the first, want 2 holding the new entry", len(f.stages))
+	}
+}

@@ -244,7 +244,7 @@ func (s *Shard) Reload() error {
 			return errCorrupt(fmt.Sprintf("shard %d at format %d has a meta record and no applied index", s.id, format))
 		}
 	}
-	if err := s.startFilterBuild(int(min(m.nextPosition, 1<<40)), int(min(m.nextStreamID, 1<<40))); err != nil {
+	if err := s.startFilterBuild(int(min(m.nextPosition, bloomMaxFirst)), int(min(m.nextStreamID, bloomMaxFirst))); err != nil {
 		return err
 	}
 	s.deferTo, s.appliedDirt, s.metaDirty = nil, false, false
