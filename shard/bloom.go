@@ -16,9 +16,9 @@ import (
 // false positives.
 //
 // The filters are rebuilt in the background when the shard opens or reloads
-// (filterbuild.go), the first stage sized for twice the entries found (up to
-// bloomMaxFirst). A
-// stage holds 10 bits per entry of its capacity, rounded up to a power of two,
+// (filterbuild.go), the first stage sized for twice the entries the shard's
+// meta record counts (up to bloomMaxFirst). A stage holds 10 bits per entry of
+// its capacity, rounded up to a power of two,
 // and stages double in capacity, so memory is 1.25–5 bytes per stored entry
 // and the false-positive rate stays bounded. Not safe for concurrent use: only
 // the apply goroutine touches it.
