@@ -652,8 +652,8 @@ func checkShardRequest(req *shoalv1.ReadShardRequest) error {
 // shard's leader moved (to the new leader the watch learned), when the node it went to named
 // another leader or did not answer (it usually just died: after a pause for this node to hear
 // of the election), or when it was cut off on the way. One that failed later fails, as
-// unavailable when the node it went to stopped answering, and the caller resumes it after the
-// last event it received.
+// unavailable when the node it went to stopped answering or its stream was cut on the way
+// (streamReset), and the caller resumes it after the last event it received.
 func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
 ) (*shard.Shard, error) {
@@ -671,6 +671,11 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 			return nil, nil
 		}
 		if sent || ctx.Err() != nil || attempt == 2 {
+			if ctx.Err() == nil && streamReset(err) {
+				// No answer of the leader: the caller resumes after the last event it got.
+				err = &NoLeaderError{Shard: id, Cause: fmt.Errorf("the read forwarded to node %d was cut off: %s",
+					tgt.leader, status.Convert(err).Message())}
+			}
 			return nil, forwardFailed(id, err)
 		}
 		switch {
@@ -691,6 +696,16 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 			return nil, forwardFailed(id, err) // the answer of the node it went to
 		}
 	}
+}
+
+// streamReset reports whether err, a forwarded read's error, is gRPC's status for its stream
+// cut on the way (reset by the node it went to, a proxy or the connection): CANCELLED, which
+// that node never answers a caller still there, or any code with the reset's message (INTERNAL
+// for INTERNAL_ERROR). Unlike an INTERNAL or UNKNOWN answer of that node (a corrupt record,
+// the read's verdict), it says nothing of the read.
+func streamReset(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && (st.Code() == codes.Canceled || strings.HasPrefix(st.Message(), "stream terminated by RST_STREAM"))
 }
 
 // relay forwards a read to tgt and copies its answer to out, under a forward watch while it
