@@ -33,8 +33,9 @@ const (
 )
 
 // errPipelineUnsupported says the server has no AppendPipeline (an older
-// version), or that the pipeline's messages are over a gRPC size limit: the
-// caller uses the unary Append.
+// version), that the pipeline's messages are over a gRPC size limit, or that the
+// server refused the stream at its limit of streams: the caller uses the unary
+// Append.
 var errPipelineUnsupported = errors.New("client: the server does not support AppendPipeline")
 
 // appendPipe is a node's pipeline: its current stream, opened on first use
@@ -45,7 +46,7 @@ type appendPipe struct {
 		sync.Mutex
 		cur              *pipeStream
 		opening          *pipeOpen // the open in progress, or nil
-		unsupportedUntil time.Time // the server answered Unimplemented: unary until then
+		unsupportedUntil time.Time // the server answered Unimplemented (or refused the stream): unary until then
 	}
 }
 
@@ -303,9 +304,11 @@ func (ps *pipeStream) receive() {
 			// MaxCallSendMsgSize, given in WithDialOptions, below pipelineMaxBytes, or the
 			// server's receive limit), which the same appends, retried, would make again,
 			// until their retries end. Unary, each append goes alone: within the limit it
-			// passes, over it it fails at once (classify). Ask again later: the server may
-			// be upgraded meanwhile, the load lighter.
-			if st := status.Convert(err); st.Code() == codes.Unimplemented || overSize(st) {
+			// passes, over it it fails at once (classify). Or the server holds as many
+			// pipelines as its --max-append-pipelines allows, and refused this one before
+			// reading any of it: it still takes unary appends. Ask again later: the server
+			// may be upgraded meanwhile, the load lighter.
+			if st := status.Convert(err); st.Code() == codes.Unimplemented || st.Code() == codes.ResourceExhausted {
 				ps.pipe.mu.Lock()
 				ps.pipe.mu.unsupportedUntil = time.Now().Add(pipelineRetryUnsupported)
 				ps.pipe.mu.Unlock()

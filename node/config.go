@@ -38,6 +38,16 @@ const (
 	// costs its server a goroutine and about 30 KiB (stack, stream state), and a heartbeat a
 	// second: 10,000 hold about 300 MB and a fifth of a core.
 	DefaultMaxSubscriptions = 10_000
+	// DefaultMaxLongPolls is the default Config.MaxLongPolls. A waiting long poll costs its
+	// server about what an idle subscription does, 30 KiB (2,000 took a node from 35 MB to
+	// 99 MB resident), for up to a minute: a caught-up projection (package query) holds one
+	// per shard.
+	DefaultMaxLongPolls = 10_000
+	// DefaultMaxAppendPipelines is the default Config.MaxAppendPipelines. A Go client holds
+	// one stream per node it appends to, for as long as it runs; an idle one costs its
+	// server three goroutines and their buffers, about 17 KiB (2,000 took a node from 35 MB
+	// to 69 MB resident), and one in use up to MaxPipelineInFlight appends.
+	DefaultMaxAppendPipelines = 1_000
 
 	// MaxShards bounds the shard count fixed at cluster creation.
 	MaxShards = 4096
@@ -147,6 +157,18 @@ type Config struct {
 	// subscriptions until the node runs out of memory. Default DefaultMaxSubscriptions;
 	// negative is refused.
 	MaxSubscriptions int
+	// MaxLongPolls bounds the long polls (ReadShardRequest.wait_ms without follow) the node
+	// holds at once, served by its replicas or relayed to a shard's leader, as
+	// MaxSubscriptions bounds subscriptions (the two are counted apart: a node full of
+	// subscriptions still answers projections' long polls). One beyond it is refused with
+	// RESOURCE_EXHAUSTED naming the limit, before it costs anything; clients retry it after a
+	// backoff. Default DefaultMaxLongPolls; negative is refused.
+	MaxLongPolls int
+	// MaxAppendPipelines bounds the AppendPipeline streams the node holds open at once. One
+	// beyond it is refused with RESOURCE_EXHAUSTED naming the limit before it reads an item,
+	// so nothing it carried is written; the Go client then appends to the node with unary
+	// calls for a while. Default DefaultMaxAppendPipelines; negative is refused.
+	MaxAppendPipelines int
 	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
 	// before the node gives up on its disk and calls OnDiskStall. A node whose
 	// disk hangs keeps its replicas and its place in gossip while serving
@@ -220,6 +242,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSubscriptions == 0 {
 		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if c.MaxLongPolls == 0 {
+		c.MaxLongPolls = DefaultMaxLongPolls
+	}
+	if c.MaxAppendPipelines == 0 {
+		c.MaxAppendPipelines = DefaultMaxAppendPipelines
 	}
 	if c.diskSlowAfter == 0 {
 		c.diskSlowAfter = diskSlowThreshold
@@ -304,6 +332,14 @@ func (c Config) Validate() error {
 	if c.MaxSubscriptions < 0 {
 		return fmt.Errorf("node: config: MaxSubscriptions %d is negative (subscriptions held at once; 0 for the default %d)",
 			c.MaxSubscriptions, DefaultMaxSubscriptions)
+	}
+	if c.MaxLongPolls < 0 {
+		return fmt.Errorf("node: config: MaxLongPolls %d is negative (long polls held at once; 0 for the default %d)",
+			c.MaxLongPolls, DefaultMaxLongPolls)
+	}
+	if c.MaxAppendPipelines < 0 {
+		return fmt.Errorf("node: config: MaxAppendPipelines %d is negative (append pipelines held at once; 0 for the default %d)",
+			c.MaxAppendPipelines, DefaultMaxAppendPipelines)
 	}
 	if c.Shards < 0 || c.Shards > MaxShards {
 		return fmt.Errorf("node: config: Shards %d out of range 1..%d", c.Shards, MaxShards)

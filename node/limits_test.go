@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,17 +16,26 @@ import (
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
 )
 
 // subscriptionGoroutines counts the goroutines serving a subscription (or any read) on the
 // nodes of this process.
 func subscriptionGoroutines() int {
+	return goroutinesIn("node.(*Node).followStream", "node.(*Node).readShard")
+}
+
+// goroutinesIn counts the goroutines of this process with any of funcs on their stacks.
+func goroutinesIn(funcs ...string) int {
 	buf := make([]byte, 16<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	k := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "node.(*Node).followStream") || strings.Contains(g, "node.(*Node).readShard") {
-			k++
+		for _, f := range funcs {
+			if strings.Contains(g, f) {
+				k++
+				break
+			}
 		}
 	}
 	return k
@@ -177,4 +188,256 @@ func labelledCounter(t *testing.T, reg *prometheus.Registry, name, label string)
 	}
 	t.Fatalf("no series %s{%s}", name, label)
 	return 0
+}
+
+// checkRefusal fails t unless err is node solo's refusal of a call at the limit that flag sets
+// to limit: RESOURCE_EXHAUSTED, whose message names the node, the flag and the limit, with a
+// QuotaFailure naming them too.
+func checkRefusal(t *testing.T, err error, flag string, limit int) {
+	t.Helper()
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("call past --%s %d: %v, want RESOURCE_EXHAUSTED", flag, limit, err)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, fmt.Sprintf("(--%s %d)", flag, limit)) || !strings.Contains(msg, "node solo") {
+		t.Fatalf("refusal %q does not name the limit, its value and the node", msg)
+	}
+	qf := detail[*errdetails.QuotaFailure](t, err, codes.ResourceExhausted)
+	if v := qf.GetViolations(); len(v) != 1 || !strings.HasPrefix(v[0].GetDescription(), fmt.Sprintf("%s %d:", flag, limit)) {
+		t.Fatalf("QuotaFailure %v does not name the limit", qf)
+	}
+}
+
+// waitGauge waits up to 10 s for the unlabelled gauge name on reg to read want.
+func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := gaugeValue(t, reg, name)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %v, want %v", name, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLongPollLimit: a node holds at most Config.MaxLongPolls long polls (shard reads with
+// wait_ms) at once. Past the limit each one is refused at once with RESOURCE_EXHAUSTED naming
+// --max-long-polls and its value, leaving no goroutine serving it, counted in
+// shoal_long_polls_refused_total; subscriptions and reads that do not wait go on; a long poll
+// that ends, cancelled or answered, gives its place back. Without the limit every long poll
+// waits, each holding a goroutine for up to a minute, and a client that keeps opening them
+// holds as many as it likes.
+func TestLongPollLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	const limit = 3
+	cfg.MaxLongPolls = limit
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	base := goroutinesIn("node.(*Node).readShard")
+
+	// poll long-polls shard i from its end (nothing comes: it waits up to wait ms).
+	poll := func(ctx context.Context, i int, wait uint32) shoalv1.Streams_ReadShardClient {
+		lp, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: uint32(i % 4), FromEnd: true, WaitMs: wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lp
+	}
+	var cancels []context.CancelFunc
+	for i := range limit {
+		pctx, pcancel := context.WithCancel(ctx)
+		defer pcancel()
+		poll(pctx, i, 50_000)
+		cancels = append(cancels, pcancel)
+	}
+	waitGauge(t, reg, "shoal_long_polls_held", limit)
+
+	const extra = 20
+	for i := range extra {
+		_, err := poll(ctx, limit+i, 50_000).Recv()
+		if i == 0 {
+			checkRefusal(t, err, "max-long-polls", limit)
+		} else if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("long poll %d with %d held (limit %d): %v, want RESOURCE_EXHAUSTED", limit+i+1, limit, limit, err)
+		}
+	}
+	if got := goroutinesIn("node.(*Node).readShard") - base; got != limit {
+		t.Fatalf("%d goroutines serve long polls after %d were opened, want the %d within the limit", got, limit+extra, limit)
+	}
+	if held := gaugeValue(t, reg, "shoal_long_polls_held"); held != limit {
+		t.Fatalf("shoal_long_polls_held %v, want %d", held, limit)
+	}
+	if refused := counterValue(t, reg, "shoal_long_polls_refused_total"); refused != extra {
+		t.Fatalf("shoal_long_polls_refused_total %v, want %d", refused, extra)
+	}
+
+	// Subscriptions and reads that do not wait take no long poll's place.
+	sctx, scancel := context.WithCancel(ctx)
+	sub, err := c.ReadShard(sctx, &shoalv1.ReadShardRequest{Shard: 1, Follow: true})
+	if err == nil {
+		_, err = sub.Recv()
+	}
+	scancel()
+	if err != nil {
+		t.Fatalf("subscription at the long-poll limit: %v", err)
+	}
+	plain, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 1})
+	if err == nil {
+		_, err = plain.Recv()
+	}
+	if err != nil {
+		t.Fatalf("shard read without wait at the long-poll limit: %v", err)
+	}
+
+	// A long poll that ends gives its place back, as does one its wait answered.
+	cancels[0]()
+	waitGauge(t, reg, "shoal_long_polls_held", limit-1)
+	if _, err := poll(ctx, 0, 10).Recv(); err != nil {
+		t.Fatalf("long poll after one ended: %v", err)
+	}
+	waitGauge(t, reg, "shoal_long_polls_held", limit-1)
+	if refused := counterValue(t, reg, "shoal_long_polls_refused_total"); refused != extra {
+		t.Fatalf("shoal_long_polls_refused_total %v after places freed, want %d", refused, extra)
+	}
+}
+
+// TestAppendPipelineLimit: a node holds at most Config.MaxAppendPipelines AppendPipeline
+// streams at once. Past the limit each one is refused with RESOURCE_EXHAUSTED naming
+// --max-append-pipelines and its value before it reads anything: the appends it carried are
+// not written, no goroutine is left serving it, and shoal_append_pipelines_refused_total counts
+// it; unary appends go on; a stream that ends gives its place back. Without the limit every
+// stream opens, each holding three goroutines and its buffers for as long as its client keeps
+// it, and the appends of all of them run.
+func TestAppendPipelineLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	const limit = 2
+	cfg.MaxAppendPipelines = limit
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	base := goroutinesIn("node.(*pipeline).receive")
+
+	// appendOn sends one append of an event to stream on st and returns the first answer.
+	appendOn := func(st shoalv1.Streams_AppendPipelineClient, stream string) (*shoalv1.AppendResults, error) {
+		err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1,
+			Request: &shoalv1.AppendRequest{Stream: stream, Events: events("A")}}}})
+		if err != nil && !errors.Is(err, io.EOF) { // io.EOF: the stream ended, Recv says how
+			return nil, err
+		}
+		return st.Recv()
+	}
+	var open []shoalv1.Streams_AppendPipelineClient
+	for i := range limit {
+		st := openPipeline(t, n)
+		if m, err := appendOn(st, fmt.Sprint("held-", i)); err != nil || len(m.GetResults()) != 1 || m.Results[0].Error != nil {
+			t.Fatalf("pipeline %d of %d: %v, %v", i+1, limit, m, err)
+		}
+		open = append(open, st)
+	}
+
+	const extra = 10
+	for i := range extra {
+		_, err := appendOn(openPipeline(t, n), fmt.Sprint("refused-", i))
+		if i == 0 {
+			checkRefusal(t, err, "max-append-pipelines", limit)
+		} else if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("pipeline %d with %d held (limit %d): %v, want RESOURCE_EXHAUSTED", limit+i+1, limit, limit, err)
+		}
+	}
+	for i := range extra {
+		if _, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: fmt.Sprint("refused-", i)}); status.Code(err) != codes.NotFound {
+			t.Fatalf("the append a refused pipeline carried: read %v, want NOT_FOUND (nothing written)", err)
+		}
+	}
+	if got := goroutinesIn("node.(*pipeline).receive") - base; got != limit {
+		t.Fatalf("%d pipelines served after %d were opened, want the %d within the limit", got, limit+extra, limit)
+	}
+	if held := gaugeValue(t, reg, "shoal_append_pipelines_held"); held != limit {
+		t.Fatalf("shoal_append_pipelines_held %v, want %d", held, limit)
+	}
+	if refused := counterValue(t, reg, "shoal_append_pipelines_refused_total"); refused != extra {
+		t.Fatalf("shoal_append_pipelines_refused_total %v, want %d", refused, extra)
+	}
+
+	// Unary appends take no place.
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "unary", Events: events("A")}); err != nil {
+		t.Fatalf("unary append at the pipeline limit: %v", err)
+	}
+
+	// A stream that ends gives its place back.
+	if err := open[0].CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open[0].Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("closed pipeline: %v, want its end", err)
+	}
+	waitGauge(t, reg, "shoal_append_pipelines_held", limit-1)
+	if m, err := appendOn(openPipeline(t, n), "after"); err != nil || len(m.GetResults()) != 1 || m.Results[0].Error != nil {
+		t.Fatalf("pipeline after one ended: %v, %v", m, err)
+	}
+}
+
+// TestClientAppendsAtPipelineLimit: a Go client whose pipeline stream a node refuses at its
+// --max-append-pipelines appends to it with unary calls instead, at once and without a retry,
+// and does not ask for a stream again with each append: its appends succeed, each written
+// once. Before, the refusal failed the append that opened the stream as a stream reset; its
+// retries met the refusal again until they gave up.
+func TestClientAppendsAtPipelineLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	cfg.MaxAppendPipelines = 1
+	n := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Another client's stream holds the node's one place.
+	st := openPipeline(t, n)
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1,
+		Request: &shoalv1.AppendRequest{Stream: "other", Events: events("A")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st.Recv(); err != nil || m.Results[0].Error != nil {
+		t.Fatalf("the pipeline within the limit: %v, %v", m, err)
+	}
+
+	cl, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const appends = 5
+	for i := range appends {
+		exp := client.Exact(uint64(i) - 1)
+		if i == 0 {
+			exp = client.NoStream
+		}
+		r, err := cl.Append(ctx, "c", exp, client.Event{Type: "T"})
+		if err != nil || r.FirstVersion != uint64(i) {
+			t.Fatalf("append %d past the node's pipeline limit: %+v, %v", i, r, err)
+		}
+	}
+	if s := cl.Stats(); s.Retries != 0 {
+		t.Errorf("retries: %d, want 0 (the refused stream is not a failure)", s.Retries)
+	}
+	if refused := counterValue(t, reg, "shoal_append_pipelines_refused_total"); refused != 1 {
+		t.Errorf("shoal_append_pipelines_refused_total %v, want 1 (the client asked once)", refused)
+	}
+	got, err := readAll(ctx, shoalv1.NewStreamsClient(dial(t, n.Addr())), &shoalv1.ReadRequest{Stream: "c"})
+	if err != nil || len(got) != appends {
+		t.Fatalf("stream c: %d events, %v; want %d", len(got), err, appends)
+	}
 }

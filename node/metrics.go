@@ -27,6 +27,10 @@ type metrics struct {
 	subsEvents     prometheus.Counter       // events sent by subscriptions
 	subsHeld       prometheus.Gauge         // subscriptions held against Config.MaxSubscriptions
 	subsRefused    *prometheus.CounterVec   // subscriptions refused at Config.MaxSubscriptions, by kind
+	// Long polls and AppendPipeline streams held against, and refused at, Config.MaxLongPolls
+	// and Config.MaxAppendPipelines.
+	longPollsHeld, pipelinesHeld       prometheus.Gauge
+	longPollsRefused, pipelinesRefused prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -83,6 +87,22 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_subscriptions_refused_total",
 			Help: "Subscriptions refused (RESOURCE_EXHAUSTED) because this node held --max-subscriptions already, by kind (stream, shard).",
 		}, []string{"kind"}),
+		longPollsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_long_polls_held",
+			Help: "Long polls (shard reads with wait_ms) this node holds now, served here or relayed to a shard's leader: what --max-long-polls bounds.",
+		}),
+		longPollsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_long_polls_refused_total",
+			Help: "Long polls refused (RESOURCE_EXHAUSTED) because this node held --max-long-polls already.",
+		}),
+		pipelinesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_append_pipelines_held",
+			Help: "AppendPipeline streams open on this node now: what --max-append-pipelines bounds.",
+		}),
+		pipelinesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_append_pipelines_refused_total",
+			Help: "AppendPipeline streams refused (RESOURCE_EXHAUSTED) because this node held --max-append-pipelines already.",
+		}),
 	}
 	// Every series a dashboard or alert may use exists from the start, at 0.
 	for _, kind := range []string{"stream", "shard"} {
@@ -103,7 +123,8 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
-			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused)
+			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
+			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused)
 	}
 	return m
 }

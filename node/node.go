@@ -64,7 +64,7 @@ type Node struct {
 	httpAddr string
 	done     chan struct{} // closed by Close
 	streams  *streamsServer
-	subsHeld atomic.Int64 // subscriptions served or relayed now (holdSubscription)
+	limits   *limits // the calls held against Config.MaxSubscriptions and the like
 
 	settings  atomic.Pointer[Settings] // nil until known
 	started   atomic.Bool              // Start finished
@@ -157,6 +157,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.regs.registerShared(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.regs.MustRegister(newPebbleCollector(n.db), n.disk.slow)
 	n.metrics = newMetrics(n.regs)
+	n.limits = newLimits(&cfg, n.metrics)
 	if n.shardMetrics, err = shard.NewMetrics(n.regs); err != nil {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}

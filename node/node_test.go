@@ -453,6 +453,9 @@ func TestConfigValidate(t *testing.T) {
 		{Zone: " z1"},
 		{Zone: "z\x01"},
 		{Name: strings.Repeat("n", MaxNameLen+1)},
+		{MaxSubscriptions: -1},
+		{MaxLongPolls: -1},
+		{MaxAppendPipelines: -1},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: want an error", c)

@@ -45,8 +45,15 @@ var errPipelineDrained = status.Error(codes.Unavailable, shuttingDownMsg+": appe
 // (pipeline.ended). An item still in flight from the client then is failed by
 // the stream's end status, errPipelineDrained too: nothing ran it. (The
 // stream cannot stay open for it: only the client can end the reading side,
-// and the client keeps it open while it has appends to send.)
+// and the client keeps it open while it has appends to send.) A stream beyond
+// Config.MaxAppendPipelines is refused with RESOURCE_EXHAUSTED naming the limit
+// before any item is read: nothing it carried runs.
 func (s *streamsServer) AppendPipeline(stream grpc.BidiStreamingServer[shoalv1.AppendBatch, shoalv1.AppendResults]) error {
+	release, err := s.n.limits.pipelines.hold(s.n.dir.id.Name, s.n.metrics.pipelinesRefused)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	p := &pipeline{
@@ -63,7 +70,6 @@ func (s *streamsServer) AppendPipeline(stream grpc.BidiStreamingServer[shoalv1.A
 	recvd := make(chan error, 1)
 	go func() { recvd <- p.receive() }()
 
-	var err error
 	select {
 	case err = <-recvd:
 		if errors.Is(err, io.EOF) {

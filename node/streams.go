@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -79,7 +78,7 @@ func (s *streamsServer) Read(req *shoalv1.ReadRequest, stream grpc.ServerStreami
 }
 
 func (s *streamsServer) ReadShard(req *shoalv1.ReadShardRequest, stream grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
-	release, err := s.n.holdSubscription(req.Follow, "shard")
+	release, err := s.n.holdShardRead(req)
 	if err == nil {
 		err = s.n.readShard(req, stream)
 		release()
@@ -88,44 +87,6 @@ func (s *streamsServer) ReadShard(req *shoalv1.ReadShardRequest, stream grpc.Ser
 		s.n.metrics.reads.WithLabelValues("shard", resultLabel(err)).Inc()
 	}
 	return err
-}
-
-// holdSubscription takes, for a read with follow (a subscription of kind stream or shard), one
-// of the Config.MaxSubscriptions places of the node until the returned func is called: served
-// here or relayed to the shard's leader, a subscription holds a goroutine and its stream's
-// state on this node for as long as its client keeps it. Past the limit it refuses the read
-// with RESOURCE_EXHAUSTED naming the limit (which clients retry after a backoff), before the
-// read costs anything. A read without follow takes no place.
-func (n *Node) holdSubscription(follow bool, kind string) (release func(), err error) {
-	if !follow {
-		return func() {}, nil
-	}
-	limit := int64(n.cfg.MaxSubscriptions)
-	if n.subsHeld.Add(1) > limit {
-		n.subsHeld.Add(-1)
-		n.metrics.subsRefused.WithLabelValues(kind).Inc()
-		return nil, subscriptionLimitError(n.dir.id.Name, limit)
-	}
-	n.metrics.subsHeld.Inc()
-	return func() {
-		n.subsHeld.Add(-1)
-		n.metrics.subsHeld.Dec()
-	}, nil
-}
-
-// subscriptionLimitError is the answer to a subscription refused by node name, which holds
-// limit subscriptions already: RESOURCE_EXHAUSTED, with a QuotaFailure naming the limit.
-func subscriptionLimitError(name string, limit int64) error {
-	st := status.New(codes.ResourceExhausted, fmt.Sprintf("subscription refused: node %s holds %d subscriptions, "+
-		"its limit (--max-subscriptions %d); end some, subscribe through another node, or raise the limit",
-		name, limit, limit))
-	if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-		Subject:     "node " + name,
-		Description: fmt.Sprintf("max-subscriptions %d: subscriptions (reads with follow) held at once", limit),
-	}}}); err == nil {
-		st = ds
-	}
-	return st.Err()
 }
 
 // shardOf validates the stream name and returns its shard.

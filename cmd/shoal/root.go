@@ -218,9 +218,9 @@ func leaderless(err error) (uint32, bool) {
 }
 
 // refusedAtLimit returns the server's message when the last attempt of a call was refused at a
-// limit (RESOURCE_EXHAUSTED: a subscription past a node's --max-subscriptions, a shard's leader
-// with too many pending requests), which the client retries until its budget runs out: the
-// server answered, and its message names the limit.
+// limit (RESOURCE_EXHAUSTED: a subscription past a node's --max-subscriptions, a long poll past
+// its --max-long-polls, a shard's leader with too many pending requests), which the client
+// retries until its budget runs out: the server answered, and its message names the limit.
 func refusedAtLimit(err error) (string, bool) {
 	var se interface{ GRPCStatus() *status.Status }
 	if !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &se) {

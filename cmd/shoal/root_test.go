@@ -131,6 +131,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--gossip-advertise", "[::]:7401"}, `--gossip-advertise "[::]:7401" is an all-interfaces address`},
 		{[]string{"server", "--stream-cache", "0"}, "--stream-cache 0 must be at least 1"},
 		{[]string{"server", "--max-subscriptions", "0"}, "--max-subscriptions 0 must be at least 1"},
+		{[]string{"server", "--max-long-polls", "0"}, "--max-long-polls 0 must be at least 1"},
+		{[]string{"server", "--max-append-pipelines", "0"}, "--max-append-pipelines 0 must be at least 1"},
 		{[]string{"server", "--gossip-key-file", "/does/not/exist"}, "cannot read --gossip-key-file"},
 		{[]string{"server", "--procs", "-1"}, "--procs must be 0 (twice the CPUs) or more"},
 		{[]string{"dev", "--procs", "-2"}, "--procs must be 0 (twice the CPUs) or more"},

@@ -73,6 +73,14 @@ SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("--max-subscriptions %d must be at least 1 (subscriptions the node holds at once; default %d)",
 					cfg.MaxSubscriptions, node.DefaultMaxSubscriptions)
 			}
+			if cfg.MaxLongPolls < 1 {
+				return usagef("--max-long-polls %d must be at least 1 (long polls the node holds at once; default %d)",
+					cfg.MaxLongPolls, node.DefaultMaxLongPolls)
+			}
+			if cfg.MaxAppendPipelines < 1 {
+				return usagef("--max-append-pipelines %d must be at least 1 (append pipelines the node holds at once; default %d)",
+					cfg.MaxAppendPipelines, node.DefaultMaxAppendPipelines)
+			}
 			if !cmd.Flags().Changed("shards") {
 				cfg.Shards = 0
 			}
@@ -131,6 +139,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
 	f.IntVar(&cfg.StreamCache, "stream-cache", node.DefaultStreamCache, "streams whose metadata (last version, state) the node keeps in memory for appends, shared by the cluster's shards (about 130 bytes plus the name each; each shard keeps at least 256)")
 	f.IntVar(&cfg.MaxSubscriptions, "max-subscriptions", node.DefaultMaxSubscriptions, "subscriptions (reads with --follow) the node holds at once, served or relayed to a shard's leader (about 30 KiB and a heartbeat a second each); more are refused with RESOURCE_EXHAUSTED, which clients retry")
+	f.IntVar(&cfg.MaxLongPolls, "max-long-polls", node.DefaultMaxLongPolls, "long polls (shard reads that wait for new events, as projections make) the node holds at once, served or relayed, apart from --max-subscriptions (about 30 KiB each, for up to a minute); more are refused with RESOURCE_EXHAUSTED, which clients retry")
+	f.IntVar(&cfg.MaxAppendPipelines, "max-append-pipelines", node.DefaultMaxAppendPipelines, "append pipeline streams (a Go client keeps one per node) the node holds at once (about 17 KiB each when idle); more are refused with RESOURCE_EXHAUSTED before anything they carry is written, and the Go client appends with unary calls instead")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
@@ -387,6 +397,7 @@ func configFlags(msg string) string {
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
+		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines",
 	}[field]
 	if !ok {
 		return rest
