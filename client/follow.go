@@ -109,10 +109,14 @@ func recvPage[T any](s *subscription, w *leaderWatch, recv func() (T, error)) (T
 	t := time.AfterFunc(followStall, s.cancel)
 	m, err := recv()
 	if !t.Stop() {
+		var zero T
+		if err != nil && status.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) {
+			// The server's own answer, come as the timer fired: it stands.
+			return zero, err
+		}
 		// The timer cancelled the attempt, perhaps as a page arrived: drop it (the resume
 		// point moves only with what is yielded) rather than fail the next receive with
 		// the cancellation, which is not retried.
-		var zero T
 		return zero, errFollowStalled
 	}
 	return m, err

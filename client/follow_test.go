@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -162,5 +164,35 @@ func TestFollowFromEndResumesAtTheEnd(t *testing.T) {
 	expectVersions(t, ch, 3, 3)
 	if req := <-resumed; req.FromVersion != 3 || req.FromEnd {
 		t.Fatalf("resumed from version %d (from end %v), want 3, where the first server said the end was", req.FromVersion, req.FromEnd)
+	}
+}
+
+// TestFollowStallKeepsServerAnswer: a server's answer that comes as the stall timer fires (here:
+// once the timer cancelled the attempt) is the read's answer, not the stall's retry.
+func TestFollowStallKeepsServerAnswer(t *testing.T) {
+	defer func(d time.Duration) { followStall = d }(followStall)
+	followStall = 50 * time.Millisecond
+	answer := status.Error(codes.FailedPrecondition, "stream deleted")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"server answer", answer, answer},
+		{"cancelled", status.Error(codes.Canceled, "context canceled"), errFollowStalled},
+		{"page", nil, errFollowStalled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s := &subscription{ctx: ctx, cancel: cancel, live: time.Now()}
+			_, err := recvPage(s, nil, func() (*shoalv1.ReadResponse, error) {
+				<-ctx.Done() // the timer fired
+				return &shoalv1.ReadResponse{}, tc.err
+			})
+			if err != tc.want {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
