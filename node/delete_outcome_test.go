@@ -164,3 +164,50 @@ func TestAppendAppliedThenNoAnswer(t *testing.T) {
 		t.Fatalf("a forwarded UNKNOWN answered %q, want %q", got, fwd)
 	}
 }
+
+// TestDeleteProposedByReplicaJustElected: a delete not safe to repeat, proposed on a replica
+// that did not count as the leader when write read its leadership but did when Propose checked
+// it again (elected in between; route takes a replica that names itself the leader before it
+// counts as one), is taken by raft. If its group then stops or this replica is removed while
+// the proposal waits (ErrStopped, ErrGroupRemoved, not refused), the delete may be applied: the
+// answer is UNKNOWN, where the leadership read before the call made it the plain error, the
+// UNAVAILABLE naming no leader that the client takes for "not applied" and repeats. A proposal
+// the replica refused (the removed replica's own answer) stays a plain error. The replica here
+// is retired, which leaves it naming itself the leader without counting as one.
+func TestDeleteProposedByReplicaJustElected(t *testing.T) {
+	n, _, id, _ := exactDeleteSetup(t)
+	g, _ := n.host.Group(id)
+	if ok, err := n.host.RetireGroupIfQuiet(id, time.Now()); !ok || err != nil {
+		t.Fatalf("RetireGroupIfQuiet: %t, %v", ok, err)
+	}
+	if g.IsLeader() || g.Leader() != n.ID() {
+		t.Fatalf("retired replica: leads %t, names %d the leader; want false, %d", g.IsLeader(), g.Leader(), n.ID())
+	}
+	cmd := &shard.DeleteCommand{Stream: "s"} // expecting any version: not safe to repeat
+	for _, tc := range []struct {
+		name string
+		err  error // the proposal's error, nil: Propose's own
+		want codes.Code
+	}{
+		{"taken, then stopped", replica.ErrStopped, codes.Unknown},
+		{"taken, then removed", replica.ErrGroupRemoved, codes.Unknown},
+		{"refused", nil, codes.Unavailable},
+	} {
+		calls := 0
+		res, retried, err := n.write(context.Background(), id, false, func(g *replica.Group, pctx context.Context) (any, error) {
+			calls++
+			if tc.err != nil {
+				return nil, tc.err // as a waiter of a proposal raft took is answered
+			}
+			cmd.Time = time.Now().UnixNano()
+			return g.Propose(pctx, shard.EncodeDelete(cmd))
+		}, nil)
+		if calls != 1 {
+			t.Fatalf("%s: %d attempts, want 1", tc.name, calls)
+		}
+		_, verr := deleteVerdict(id, res, retried, err)
+		if code := status.Code(n.toStatus(verr, "s", id)); code != tc.want {
+			t.Errorf("%s: answered %v (%v), want %v", tc.name, code, verr, tc.want)
+		}
+	}
+}

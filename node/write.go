@@ -96,17 +96,14 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 			return nil, retried, err
 		}
 		pctx, cancel := proposeContext(ctx)
-		wasLeader := g.IsLeader()
 		res, err := propose(g, pctx)
 		timedOut := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		// Whether raft may have taken the proposal: a not-leader answer says so itself (the
-		// flag read before the call can change while the call checks it again); for the
-		// others (the group stopped or removed) the leadership before the call tells.
-		proposed := wasLeader
-		if nle := (*replica.NotLeaderError)(nil); errors.As(err, &nle) {
-			proposed = !nle.Refused
-		}
+		// Whether raft may have taken the proposal: the replica says so itself, marking a
+		// refusal before raft saw it. The leadership read before the call does not tell: this
+		// replica may have been elected while the call checked it again, and a proposal raft
+		// took may then fail with the group stopped or removed, its outcome unknown.
+		proposed := !errors.Is(err, replica.ErrRefused)
 		switch {
 		case err == nil:
 			return res, retried, nil
@@ -129,7 +126,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 			last = err
 			retried = retried || errors.Is(err, replica.ErrNotLeader) && proposed
 			continue
-		case !idempotent && proposed && !errors.Is(err, replica.ErrBusy) && ctx.Err() == nil:
+		case !idempotent && proposed && ctx.Err() == nil:
 			// Proposed, then the leadership was lost or the group stopped while it waited.
 			return nil, retried, &OutcomeUnknownError{Shard: id, Cause: err}
 		case idempotent && proposed && (errors.Is(err, replica.ErrStopped) || errors.Is(err, replica.ErrGroupRemoved)):

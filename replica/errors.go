@@ -39,15 +39,37 @@ var (
 	ErrTransferAborted = errors.New("replica: leadership transfer aborted")
 	// ErrBadSnapshot is returned by ReceiveSnapshot for a malformed or corrupted stream.
 	ErrBadSnapshot = errors.New("replica: bad snapshot stream")
+	// ErrRefused is matched by the errors of a Propose that refused the proposal before raft
+	// saw it, which was then certainly not applied: this replica did not lead (*NotLeaderError,
+	// Refused), the group was removed (ErrGroupRemoved) or the host closed (ErrStopped) before
+	// the loop took the proposal, the queue was full (ErrBusy), raft dropped it
+	// (ErrProposalDropped), or ctx ended while it was queued. Propose's other errors leave the
+	// outcome unknown: the leadership lost, the host closed or the replica removed while the
+	// proposal waited in raft, or ctx ended while it waited.
+	ErrRefused = errors.New("replica: proposal refused")
 )
+
+// refusedError is a refusal of a proposal before raft saw it: it matches ErrRefused and err.
+type refusedError struct{ err error }
+
+// refused marks err, a Propose error, as a refusal before raft saw the proposal (ErrRefused).
+func refused(err error) error { return &refusedError{err: err} }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+
+// Unwrap returns the reason for the refusal.
+func (e *refusedError) Unwrap() error { return e.err }
+
+// Is reports whether target is ErrRefused.
+func (e *refusedError) Is(target error) bool { return target == ErrRefused }
 
 // NotLeaderError says which replica leads the group as far as this node knows.
 type NotLeaderError struct {
 	Shard  uint32
 	Leader uint64 // 0 = unknown
 	// Refused: the call was refused before raft saw it, as this replica did not lead; a
-	// proposal so refused was certainly not applied. Unset when leadership was lost while a
-	// proposal waited: its outcome is unknown.
+	// proposal so refused was certainly not applied, and the error matches ErrRefused. Unset
+	// when leadership was lost while a proposal waited: its outcome is unknown.
 	Refused bool
 }
 
@@ -58,8 +80,10 @@ func (e *NotLeaderError) Error() string {
 	return fmt.Sprintf("replica: not leader of shard %d (leader is %d)", e.Shard, e.Leader)
 }
 
-// Is reports whether target is ErrNotLeader.
-func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+// Is reports whether target is ErrNotLeader, or ErrRefused for a refusal (Refused).
+func (e *NotLeaderError) Is(target error) bool {
+	return target == ErrNotLeader || target == ErrRefused && e.Refused
+}
 
 // ConfChangeError explains why a membership change was refused.
 type ConfChangeError struct {

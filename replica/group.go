@@ -240,12 +240,15 @@ func (g *Group) header(id uint64) []byte {
 
 // Propose replicates data and returns StateMachine.Apply's result once the entry is applied
 // locally, after a quorum of voters fsynced it. A non-leader returns *NotLeaderError (Refused)
-// without proposing. If ctx ends first, Propose returns ctx.Err() but the entry may still commit
-// and apply; if leadership is lost while waiting, the outcome is likewise unknown
-// (*NotLeaderError, not Refused).
+// without proposing; every error of a proposal refused before raft saw it matches ErrRefused.
+// If ctx ends first, Propose returns ctx.Err() but the entry may still commit and apply; if
+// leadership is lost, the host closed or the replica removed while waiting, the outcome is
+// likewise unknown (*NotLeaderError not Refused, ErrStopped, ErrGroupRemoved, not ErrRefused).
+// The leadership the caller read before the call (IsLeader) does not tell: it may have been
+// gained since.
 func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
 	if g.removed.Load() {
-		return nil, ErrGroupRemoved
+		return nil, refused(ErrGroupRemoved)
 	}
 	if !g.isLeader.Load() {
 		g.h.metrics.ProposalErrors.Inc()
@@ -256,13 +259,13 @@ func (g *Group) Propose(ctx context.Context, data []byte) (any, error) {
 	h.mu.Lock()
 	if h.mu.closed {
 		h.mu.Unlock()
-		return nil, ErrStopped
+		return nil, refused(ErrStopped)
 	}
 	if n, b := len(h.mu.props), h.mu.propBytes; n >= h.cfg.MaxQueuedProposals || n > 0 && b+len(data) > h.cfg.MaxQueuedProposalBytes {
 		h.mu.Unlock()
 		g.h.metrics.ProposalErrors.Inc()
-		return nil, fmt.Errorf("%w: %d proposals of %d bytes wait for the loop (limits %d proposals, %d bytes)",
-			ErrBusy, n, b, h.cfg.MaxQueuedProposals, h.cfg.MaxQueuedProposalBytes)
+		return nil, refused(fmt.Errorf("%w: %d proposals of %d bytes wait for the loop (limits %d proposals, %d bytes)",
+			ErrBusy, n, b, h.cfg.MaxQueuedProposals, h.cfg.MaxQueuedProposalBytes))
 	}
 	h.mu.props = append(h.mu.props, p)
 	h.mu.propBytes += len(data)

@@ -540,7 +540,8 @@ func (h *Host) run() {
 	}
 }
 
-// shutdown fails everything still pending with ErrStopped. Loop goroutine.
+// shutdown fails everything still pending with ErrStopped, the proposals the loop had not
+// taken yet as refused (ErrRefused). Loop goroutine.
 func (h *Host) shutdown() {
 	h.mu.Lock()
 	props, reqs := h.mu.props, h.mu.reqs
@@ -549,7 +550,7 @@ func (h *Host) shutdown() {
 	groups := h.mu.groups
 	h.mu.Unlock()
 	for _, p := range props {
-		p.w.finish(nil, ErrStopped)
+		p.w.finish(nil, refused(ErrStopped))
 	}
 	_ = reqs // callers of do() see h.done and return ErrStopped
 	for _, g := range groups {

@@ -146,13 +146,13 @@ func (h *Host) propose(props []*proposal) {
 	defer clear(byGroup)
 	for _, p := range props {
 		if err := p.g.check(); err != nil {
-			p.w.finish(nil, err) // Propose counts the error
+			p.w.finish(nil, refused(err)) // Propose counts the error
 			continue
 		}
 		if err := p.ctx.Err(); err != nil {
 			// Its caller gave up (it waited behind held group commits): proposing it now
 			// would only add load, and an outcome nobody reads.
-			p.w.finish(nil, err)
+			p.w.finish(nil, refused(err))
 			continue
 		}
 		byGroup[p.g] = append(byGroup[p.g], p)
@@ -160,7 +160,7 @@ func (h *Host) propose(props []*proposal) {
 	for g, ps := range byGroup {
 		if err := g.step(ps); err != nil {
 			for _, p := range ps {
-				p.w.finish(nil, err) // Propose counts it
+				p.w.finish(nil, refused(err)) // Propose counts it
 			}
 		}
 	}

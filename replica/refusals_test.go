@@ -100,3 +100,70 @@ func TestCheckSeesLeadershipEndedThisIteration(t *testing.T) {
 		t.Fatalf("check after a later term's heartbeat in the same iteration: %v, want not-leader", err)
 	}
 }
+
+// Propose's error says whether raft took the proposal, which the caller cannot tell from the
+// leadership it read before the call (this replica may have been elected while Propose checked
+// it again). One raft took, then failed as the host closed or this replica was removed from its
+// group while it waited, may still be applied: ErrStopped or ErrGroupRemoved, not ErrRefused.
+// One refused before raft saw it (still queued when the host closed, or proposed on a closed
+// host or removed replica) was not: the same errors, matching ErrRefused.
+func TestProposeTellsRefusalFromTaken(t *testing.T) {
+	const shard = 1
+	for _, tc := range []struct {
+		name    string
+		queued  bool // held in the host's queue (group commit behind fsyncs) rather than taken by raft
+		end     func(t *testing.T, c *cluster)
+		want    error
+		refused bool
+	}{
+		{name: "taken, then stopped", end: func(_ *testing.T, c *cluster) { c.stopNode(1) }, want: ErrStopped},
+		{name: "taken, then removed", end: func(t *testing.T, c *cluster) { retire(t, c, 1, shard) }, want: ErrGroupRemoved},
+		{name: "queued, then stopped", queued: true, end: func(_ *testing.T, c *cluster) { c.stopNode(1) }, want: ErrStopped, refused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := slowElectionCluster(t, shard) // node 1 leads, and keeps leading without a quorum
+			lead := c.group(1, shard)
+			h := lead.h
+			waiting := func() error {
+				h.mu.Lock()
+				queued := len(h.mu.props)
+				h.mu.Unlock()
+				taken := 0
+				if err := h.call(context.Background(), func() error { taken = len(lead.waiters); return nil }); err != nil {
+					return err
+				}
+				if tc.queued && queued != 1 || !tc.queued && taken != 1 {
+					return fmt.Errorf("%d proposals queued, %d taken by raft", queued, taken)
+				}
+				return nil
+			}
+			if tc.queued {
+				h.syncsInFlight.Add(maxSyncsInFlight) // as if that many fsyncs were under way: proposals stay queued
+			} else {
+				c.net.isolate(1, true) // no follower hears of the proposal: it waits in raft
+			}
+			errc := make(chan error, 1)
+			go func() {
+				_, err := lead.Propose(context.Background(), []byte("b"))
+				errc <- err
+			}()
+			eventually(t, 5*time.Second, waiting)
+			tc.end(t, c)
+			if err := <-errc; !errors.Is(err, tc.want) || errors.Is(err, ErrRefused) != tc.refused {
+				t.Fatalf("Propose: %v (refused %t), want %v, refused %t", err, errors.Is(err, ErrRefused), tc.want, tc.refused)
+			}
+			if _, err := lead.Propose(context.Background(), []byte("c")); !errors.Is(err, tc.want) || !errors.Is(err, ErrRefused) {
+				t.Fatalf("Propose afterwards: %v (refused %t), want %v, refused", err, errors.Is(err, ErrRefused), tc.want)
+			}
+		})
+	}
+}
+
+// retire takes node id's replica of shard out of its group (RetireGroupIfQuiet), as placement
+// does with one removed while it did not hear of it.
+func retire(t *testing.T, c *cluster, id uint64, shard uint32) {
+	t.Helper()
+	if ok, err := c.nodes[id].host.RetireGroupIfQuiet(shard, time.Now()); !ok || err != nil {
+		t.Fatalf("RetireGroupIfQuiet: %t, %v", ok, err)
+	}
+}
