@@ -82,6 +82,22 @@ func (s *testSM) Reload() error {
 	return nil
 }
 
+// indexOf returns the index of the first entry past after holding data.
+func (s *testSM) indexOf(t testing.TB, data string, after uint64) (uint64, bool) {
+	t.Helper()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: s.key('E', after+1), UpperBound: s.key('F')})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if string(it.Value()) == data {
+			return binary.BigEndian.Uint64(it.Key()[len(it.Key())-8:]), true
+		}
+	}
+	return 0, false
+}
+
 // values returns every applied data in index order.
 func (s *testSM) values(t testing.TB) []string {
 	t.Helper()
@@ -475,20 +491,61 @@ func eventually(t testing.TB, d time.Duration, f func() error) {
 func (c *cluster) propose(shard uint32, data string) uint64 {
 	c.t.Helper()
 	for try := 0; try < 50; try++ {
-		g := c.leader(shard)
+		id, g := c.leaderID(shard)
+		after := c.sm(id, shard).Applied() // the proposal's index is past it
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		v, err := g.Propose(ctx, []byte(data))
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			return v.(uint64)
-		}
-		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrProposalDropped) {
+		case errors.Is(err, ErrRefused):
+			// Certainly not applied: proposed again below.
+		case errors.Is(err, ErrNotLeader):
+			// The leadership was lost while the proposal waited in raft: it may yet be
+			// applied, by the next leader. Proposed again, it could be applied twice.
+			if idx, ok := c.settled(shard, data, after); ok {
+				return idx
+			}
+		default:
 			c.t.Fatalf("propose %q: %v", data, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.t.Fatalf("propose %q: no stable leader", data)
 	return 0
+}
+
+// leaderID returns the group of shard that leads now and its node.
+func (c *cluster) leaderID(shard uint32) (uint64, *Group) {
+	c.t.Helper()
+	for {
+		g := c.leader(shard)
+		for id := range c.nodes {
+			if c.group(id, shard) == g {
+				return id, g
+			}
+		}
+	}
+}
+
+// settled resolves a proposal of data whose outcome was unknown (proposed after index after):
+// once the current leader confirms a read index it applied every entry its term committed, and
+// one it did not commit is never applied. It reports the index of data, if applied.
+func (c *cluster) settled(shard uint32, data string, after uint64) (uint64, bool) {
+	c.t.Helper()
+	for try := 0; try < 50; try++ {
+		id, g := c.leaderID(shard)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := g.ReadIndex(ctx)
+		cancel()
+		if err == nil {
+			return c.sm(id, shard).indexOf(c.t, data, after)
+		}
+		time.Sleep(20 * time.Millisecond) // not the leader by now: ask the next
+	}
+	c.t.Fatalf("propose %q: no leader confirmed a read index to settle its outcome", data)
+	return 0, false
 }
 
 // converged waits until every listed node's state machine holds want.
