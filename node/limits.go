@@ -57,8 +57,12 @@ func (l *heldLimit) hold(name string, refused prometheus.Counter) (release func(
 // refusal is the answer to a call refused by node name at the limit: RESOURCE_EXHAUSTED, with
 // a QuotaFailure naming the limit.
 func (l *heldLimit) refusal(name string) error {
+	held := l.many
+	if l.limit == 1 {
+		held = l.one
+	}
 	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%s refused: node %s holds %d %s, its limit (--%s %d); %s",
-		l.one, name, l.limit, l.many, l.flag, l.limit, l.advice))
+		l.one, name, l.limit, held, l.flag, l.limit, l.advice))
 	if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
 		Subject:     "node " + name,
 		Description: fmt.Sprintf("%s %d: %s", l.flag, l.limit, l.what),
