@@ -27,8 +27,9 @@ package node
 //  4. once every target member votes, an extra voter: remove it (members
 //     dead for DeadAfter or unknown first, then dead, then decommissioning,
 //     then the rest), never leaving fewer live voters than a majority of the
-//     new configuration; when the extra is this node, transfer leadership to
-//     a caught-up target voter first;
+//     new configuration, nor, unless it is gone, fewer voters alive in gossip
+//     than the replication factor (it is kept: placementStep.Kept); when the
+//     extra is this node, transfer leadership to a caught-up target voter first;
 //  5. the configuration equals the target and has been stable: hand
 //     leadership to the ring's first replica (the preferred leader), at most
 //     once per shard per transferCooldown (not while a member is held out
@@ -139,7 +140,7 @@ type placementStep struct {
 	Format uint64
 	Reason string // for logs and tests
 	// Kept: an extra voter keeps its replica for want of a node to take it (a drain that
-	// waits for a node to join).
+	// waits for a node to join, or for a target member that is down to come back).
 	Kept bool
 	// Probe: the member added is one raft did not hear from, or a replacement of one
 	// (replaceUnheard); it is added only if it answers this node first.
@@ -366,14 +367,27 @@ func decidePlacement(in placementInput) placementStep {
 		})
 		// An extra that is not gone (a decommissioning node: the ring leaves out no other live
 		// or recently dead member) keeps its replica while removing it would leave fewer
-		// voters than the replication factor: with no other node to take the replica,
-		// removing it would only lower how many failures the shard survives. It gives up the
-		// leadership, though. Down, it gets the same --dead-after as any member before its
-		// removal, so that a restart does not cost it every replica.
-		short := len(st.Voters)-1 < in.Replication
-		kept := false
+		// voters up (alive in gossip) than the replication factor: with no other node to take
+		// the replica, removing it would only lower how many failures the shard survives. A
+		// target voter that is down counts as no such node: it may never come back, and once
+		// gone it is removed, when the extra, a decommissioning node that the ring adds to no
+		// shard, could no longer take its place (a drain while another node was down left
+		// shards two voters). The extra gives up the leadership, though. Down, it gets the
+		// same --dead-after as any member before its removal, so that a restart does not
+		// cost it every replica.
+		upWithout := func(id uint64) int {
+			n := 0
+			for _, v := range st.Voters {
+				if v != id && (v == in.Self || in.Peers[v].Alive) {
+					n++
+				}
+			}
+			return n
+		}
+		kept, keptUp := false, 0
 		for _, id := range extras {
-			keep := short && !in.Peers[id].Gone
+			up := upWithout(id)
+			keep := up < in.Replication && !in.Peers[id].Gone
 			if id == in.Self {
 				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
 					reason := "this node is an extra voter; hand over before removal"
@@ -385,7 +399,9 @@ func decidePlacement(in placementInput) placementStep {
 				return none("this node is an extra voter but no caught-up target voter can take over")
 			}
 			if keep {
-				kept = true
+				if !kept {
+					kept, keptUp = true, up
+				}
 				continue
 			}
 			if liveQuorumWithout(st.Voters, id, live) {
@@ -393,8 +409,8 @@ func decidePlacement(in placementInput) placementStep {
 			}
 		}
 		if kept {
-			return placementStep{Kept: true, Reason: fmt.Sprintf("an extra voter is kept: removing it would leave %d voters, replication %d",
-				len(st.Voters)-1, in.Replication)}
+			return placementStep{Kept: true, Reason: fmt.Sprintf("an extra voter is kept: removing it would leave %d voters up, replication %d",
+				keptUp, in.Replication)}
 		}
 		return none("no extra voter can be removed without losing a live quorum")
 	}

@@ -52,7 +52,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		}),
 		kept: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_kept_extra_shards",
-			Help: "Shards led by this node that keep a decommissioning member's replica because no other node can take it (a drain waiting for a node to join).",
+			Help: "Shards led by this node that keep a decommissioning member's replica because no other node can take it (a drain waiting for a node to join, or for a member that is down to come back).",
 		}),
 		unheard: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_unheard_voter_shards",

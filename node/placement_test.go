@@ -160,6 +160,24 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepTransfer, Node: 3, Kept: true},
 		},
 		{
+			name: "a decommissioning voter is kept while a target voter is down: that one may never take its place",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: -5}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, decom, 4, dead), Replication: 3},
+			want: placementStep{Kept: true},
+		},
+		{
+			name: "a voter the ring moved off is kept while a target voter is down",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: -5, 3: commit, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, dead, 3, alive, 4, alive), Replication: 3},
+			want: placementStep{Kept: true},
+		},
+		{
+			name: "a down voter the ring moved off is removed once its replacement votes",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: -5, 4: commit}),
+				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, dead, 4, alive), Replication: 3},
+			want: placementStep{Kind: stepRemove, Node: 3},
+		},
+		{
 			name: "a decommissioning voter down for less than DeadAfter is kept without a replacement",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: -commit}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, peerState{Decommissioning: true}), Replication: 3},
