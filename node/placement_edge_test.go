@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -43,6 +44,152 @@ func everyLed(nodes []*node.Node, check func(s testnode.ShardState) string) stri
 		}
 	}
 	return ""
+}
+
+// TestPlacementWipedNodeRejoins: a node restarted under its name with a wiped data directory
+// comes back with a new raft ID while its old one still votes in its shards; every shard ends
+// with the new ID in the old one's place.
+func TestPlacementWipedNodeRejoins(t *testing.T) {
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
+	old := c.Nodes[2].ID()
+	c.Stop(t, 2)
+	cfg := c.Configs[2]
+	if err := os.RemoveAll(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Registry = prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	back, err := node.Start(ctx, cfg)
+	cancel()
+	if err != nil {
+		t.Fatalf("restarting the wiped node: %v", err)
+	}
+	t.Cleanup(func() { back.Close() })
+	if back.ID() == old {
+		t.Fatal("the wiped node kept its raft ID")
+	}
+	nodes := []*node.Node{c.Nodes[0], c.Nodes[1], back}
+	testnode.WaitFor(t, placementWait, "the new ID in the old one's place", func() string {
+		return everyLed(nodes, func(s testnode.ShardState) string {
+			want := []uint64{c.Nodes[0].ID(), c.Nodes[1].ID(), back.ID()}
+			if len(s.Learners) > 0 || !sameIDs(s.Voters, want) {
+				return fmt.Sprintf("want voters %v (old ID %d)", want, old)
+			}
+			return ""
+		})
+	})
+}
+
+// TestPlacementDecommissionTwoOfFour: two of four nodes decommissioned at once with
+// replication 3: every shard keeps three voters, the two staying nodes and one of the two
+// leaving ones (no other node can take its replica), led by a staying node, and stays so.
+func TestPlacementDecommissionTwoOfFour(t *testing.T) {
+	c, regs := startPlacementCluster(t, 4)
+	waitPlaced(t, c, "initial placement", voters(3, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
+	for _, name := range []string{"n3", "n4"} {
+		if _, err := cc.Decommission(ctx, &shoalv1.DecommissionRequest{Node: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stay := []uint64{c.Nodes[0].ID(), c.Nodes[1].ID()}
+	leave := []uint64{c.Nodes[2].ID(), c.Nodes[3].ID()}
+	check := func(s testnode.ShardState) string {
+		n := 0
+		for _, id := range leave {
+			if slices.Contains(s.Voters, id) {
+				n++
+			}
+		}
+		switch {
+		case len(s.Learners) > 0:
+			return "learners"
+		case len(s.Voters) != 3 || !slices.Contains(s.Voters, stay[0]) || !slices.Contains(s.Voters, stay[1]) || n != 1:
+			return fmt.Sprintf("want both staying nodes %v and one of %v", stay, leave)
+		case slices.Contains(leave, s.Leader):
+			return "led by a leaving node"
+		}
+		return ""
+	}
+	testnode.WaitFor(t, placementWait, "drain as far as it goes", func() string { return everyShard(c, check) })
+	steps := func() float64 {
+		return metricSum(t, regs, "shoal_placement_steps_total", "add_learner") + metricSum(t, regs, "shoal_placement_steps_total", "remove")
+	}
+	before := steps()
+	for range 30 {
+		time.Sleep(placementInterval)
+		if msg := everyShard(c, check); msg != "" {
+			t.Fatalf("after the drain: %s", msg)
+		}
+	}
+	if after := steps(); after != before {
+		t.Fatalf("membership steps went on after the drain: %v, then %v", before, after)
+	}
+	testnode.WaitFor(t, 5*time.Second, "kept-extra gauge", func() string {
+		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != placementShards {
+			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
+		}
+		return ""
+	})
+	placementAppendRead(t, c, 3, 0, "two-drained")
+}
+
+// TestPlacementReplacedNodeReturns: in a three-node cluster, a node down for longer than
+// DeadAfter is removed from every shard (no node can take its place); back with its data, it is
+// added again to every shard, its stale replicas caught up, and holds nothing else.
+func TestPlacementReplacedNodeReturns(t *testing.T) {
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
+	id := c.Nodes[2].ID()
+	c.Stop(t, 2)
+	waitPlaced(t, c, "removal of the dead node", voters(2, id))
+	cfg := c.Configs[2]
+	cfg.Registry = prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	back, err := node.Start(ctx, cfg)
+	cancel()
+	if err != nil {
+		t.Fatalf("restarting the node: %v", err)
+	}
+	t.Cleanup(func() { back.Close() })
+	nodes := []*node.Node{c.Nodes[0], c.Nodes[1], back}
+	testnode.WaitFor(t, placementWait, "the node back in every shard", func() string {
+		if msg := everyLed(nodes, func(s testnode.ShardState) string {
+			if len(s.Learners) > 0 || len(s.Voters) != 3 || !slices.Contains(s.Voters, id) {
+				return "want three voters with the returning node"
+			}
+			return ""
+		}); msg != "" {
+			return msg
+		}
+		gs := back.Groups()
+		if len(gs) != placementShards {
+			return fmt.Sprintf("returning node holds %d groups", len(gs))
+		}
+		for _, g := range gs {
+			if st := g.Status(); st.Removed {
+				return fmt.Sprintf("shard %d removed on the returning node", st.Shard)
+			}
+		}
+		return ""
+	})
+}
+
+// TestPlacementZonesMetLater: three nodes in two zones hold every shard with three voters; a
+// node in a third zone joins and every shard moves a replica to it, to three zones.
+func TestPlacementZonesMetLater(t *testing.T) {
+	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			placementConfig(cfg)
+			cfg.Zone = []string{"z1", "z2", "z2"}[i]
+		}})
+	waitPlaced(t, c, "three voters per shard", voters(3, 0))
+	n4 := c.Add(t, func(cfg *node.Config) { placementConfig(cfg); cfg.Zone = "z3" })
+	waitInRing(t, c, n4)
+	waitPlaced(t, c, "three zones", threeVotersInZones(c))
 }
 
 // TestPlacementDecommissionWhileDead: in a four-node cluster with replication 3, a node (n4) is
