@@ -30,7 +30,8 @@ package node
 //     new configuration, nor, unless it is gone, fewer voters alive in gossip
 //     than the replication factor (it is kept: placementStep.Kept); when the
 //     extra is this node, transfer leadership to a caught-up target voter first;
-//  5. the configuration equals the target and has been stable: hand
+//  5. the configuration equals the target, or its other voters are all kept
+//     (step 4), and has been stable: hand
 //     leadership to the ring's first replica (the preferred leader), at most
 //     once per shard per transferCooldown (not while a member is held out
 //     by replaceUnheard: another leader would take it back);
@@ -385,6 +386,7 @@ func decidePlacement(in placementInput) placementStep {
 			return n
 		}
 		kept, keptUp := false, 0
+		stuck := false // an extra neither kept nor removable
 		for _, id := range extras {
 			up := upWithout(id)
 			keep := up < in.Replication && !in.Peers[id].Gone
@@ -407,6 +409,16 @@ func decidePlacement(in placementInput) placementStep {
 			if liveQuorumWithout(st.Voters, id, live) {
 				return placementStep{Kind: stepRemove, Node: id, Reason: "extra voter"}
 			}
+			stuck = true
+		}
+		if kept && !stuck {
+			// Every extra is kept, for as long as the drain waits (a node to join, one down to
+			// come back): the target votes, and its leaderships are balanced as a placed
+			// shard's, where they stayed wherever an election or a restart had put them.
+			if step := balanceLeader(in, live, caughtUp); step.Kind == stepTransfer {
+				step.Kept = true
+				return step
+			}
 		}
 		if kept {
 			return placementStep{Kept: true, Reason: fmt.Sprintf("an extra voter is kept: removing it would leave %d voters up, replication %d",
@@ -414,15 +426,22 @@ func decidePlacement(in placementInput) placementStep {
 		}
 		return none("no extra voter can be removed without losing a live quorum")
 	}
-	// 5. Leader balance: hand leadership to the preferred leader.
+	if len(st.Learners) > 0 || len(st.Voters) != len(in.Target) {
+		return none("configuration not settled")
+	}
+	return balanceLeader(in, live, caughtUp)
+}
+
+// balanceLeader is decidePlacement's step 5, for a shard whose target members all vote and
+// whose other voters, if any, are kept: hand leadership to the preferred leader.
+func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placementStep {
+	none := func(reason string) placementStep { return placementStep{Reason: reason} }
 	pref := in.Target[0]
 	switch {
 	case pref == in.Self:
 		return none("placed")
 	case in.Replaced:
 		return none("a member this leader does not hear is replaced; the leadership stays")
-	case len(st.Learners) > 0 || len(st.Voters) != len(in.Target):
-		return none("configuration not settled")
 	case !live(pref) || !caughtUp(pref) || in.Peers[pref].Decommissioning || in.Peers[pref].Stopping:
 		return none("preferred leader not ready")
 	case in.Now.Sub(in.StableSince) < in.Settle:

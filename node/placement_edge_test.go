@@ -265,3 +265,57 @@ func TestPlacementDecommissionWhileDead(t *testing.T) {
 		return ""
 	})
 }
+
+// TestPlacementBalancesWhileDrainWaits: in a three-node cluster with replication 3, a
+// decommissioned node keeps its replicas for want of a replacement. Its leaderships go to the
+// ring's preferred replicas, and stay balanced: once a node restarts (its leaderships go to the
+// other), each shard's leadership returns to the ring's first replica.
+func TestPlacementBalancesWhileDrainWaits(t *testing.T) {
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := shoalv1.NewClusterClient(c.Dial(t, 0)).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	drained := c.Nodes[2].ID()
+	testnode.WaitFor(t, placementWait, "leaderships off the decommissioning node", func() string {
+		return everyShard(c, func(s testnode.ShardState) string {
+			if s.Leader == drained || len(s.Voters) != 3 {
+				return "led by the decommissioning node, or not three voters"
+			}
+			return ""
+		})
+	})
+	c.Stop(t, 0)
+	testnode.WaitFor(t, placementWait, "every shard led by n2", func() string {
+		return everyShard(c, func(s testnode.ShardState) string {
+			if s.Leader != c.Nodes[1].ID() {
+				return "not led by n2"
+			}
+			return ""
+		})
+	})
+	cfg := c.Configs[0]
+	cfg.Registry = prometheus.NewRegistry()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	back, err := node.Start(ctx2, cfg)
+	cancel2()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	nodes := []*node.Node{back, c.Nodes[1], c.Nodes[2]}
+	testnode.WaitFor(t, placementWait, "leaderships on the ring's first replicas", func() string {
+		desired := c.Nodes[1].DesiredReplicas()
+		return everyLed(nodes, func(s testnode.ShardState) string {
+			if len(s.Voters) != 3 || !slices.Contains(s.Voters, drained) {
+				return "not three voters with the decommissioning node"
+			}
+			if want := desired[s.Shard][0]; s.Leader != want {
+				return fmt.Sprintf("preferred leader %d (ring %v)", want, desired[s.Shard])
+			}
+			return ""
+		})
+	})
+}

@@ -234,6 +234,18 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepTransfer, Node: 2},
 		},
 		{
+			name: "leader balance while a decommissioning voter is kept",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1}, Peers: peers(2, alive, 3, decom), Replication: 3, StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{Kind: stepTransfer, Node: 2, Kept: true},
+		},
+		{
+			name: "no leader balance to a kept decommissioning voter",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{1, 2}, Peers: peers(2, alive, 3, decom), Replication: 3, StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{Kept: true},
+		},
+		{
 			name: "no leader balance to a stopping node",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
 				Target: []uint64{2, 1, 3}, Peers: map[uint64]peerState{2: {Alive: true, Stopping: true}, 3: alive},
