@@ -238,6 +238,9 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 	var last error
 	_, err := backoff.Retry(ctx, func() (int, error) {
 		k, err := ml.Join(seeds)
+		if err == nil && n.alone(ml) {
+			err = n.selfJoined(ml, seeds)
+		}
 		if permanentJoinError(err) {
 			return k, backoff.Permanent(err)
 		}
@@ -256,10 +259,46 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 }
 
 // permanentJoinError tells whether err, from Join, is an answer that trying again does not
-// change: the seeds are another cluster's, hold this node's name, or use another gossip key.
+// change: the seeds are another cluster's, hold this node's name, use another gossip key, or
+// are all this node itself.
 func permanentJoinError(err error) bool {
 	return errors.Is(err, membership.ErrClusterMismatch) || errors.Is(err, membership.ErrNameTaken) ||
-		errors.Is(err, membership.ErrGossipKey)
+		errors.Is(err, membership.ErrGossipKey) || errors.Is(err, ErrJoinSelf)
+}
+
+// alone reports whether ml knows no member but this node.
+func (n *Node) alone(ml *membership.Membership) bool {
+	for _, m := range ml.Members() {
+		if m.NodeID != n.dir.id.NodeID {
+			return false
+		}
+	}
+	return true
+}
+
+// selfJoined is called when a join of seeds answered and left this node alone: every seed
+// that answered is this node's own gossip address (memberlist joins it as any other, under
+// whatever spelling). It asks each seed on its own: when all are this node, the join can never
+// find the cluster (ErrJoinSelf); otherwise the others did not answer yet (an error, retried),
+// or one did just now (nil).
+func (n *Node) selfJoined(ml *membership.Membership, seeds []string) error {
+	self := 0
+	for _, s := range seeds {
+		if _, err := ml.Join([]string{s}); err == nil {
+			if !n.alone(ml) {
+				return nil
+			}
+			self++
+		}
+	}
+	if !n.alone(ml) {
+		return nil
+	}
+	if self == len(seeds) {
+		return fmt.Errorf("%w: every seed of %v is this node's own gossip address (%s): start a cluster's first node "+
+			"without --join, and give the others its gossip address", ErrJoinSelf, seeds, n.cfg.Gossip)
+	}
+	return fmt.Errorf("membership: join %v: only this node itself answered (its own gossip address is among the seeds); the others did not", seeds)
 }
 
 // rejoinLoop keeps the node in the cluster: whenever it sees no live peer

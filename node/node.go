@@ -34,6 +34,9 @@ var (
 	// ErrJoinTimeout: a joining node reached no seed, or did not learn the
 	// cluster's settings from any live member, within Config.JoinTimeout.
 	ErrJoinTimeout = errors.New("node: timed out joining the cluster")
+	// ErrJoinSelf: a new node's seeds (Config.Join) answered, and every one was this node
+	// itself: no seed can tell it the cluster's settings.
+	ErrJoinSelf = errors.New("node: --join names only this node")
 	// ErrClosed is returned by hooks called after Close.
 	ErrClosed = errors.New("node: closed")
 )
