@@ -320,6 +320,9 @@ func (n *Node) establishCluster(ctx context.Context) error {
 		if err := checkSettings(s, n.cfg.Shards, n.cfg.Replication, n.cfg.DataDir); err != nil {
 			return err
 		}
+		if err := n.confirmName(); err != nil {
+			return err
+		}
 		n.log.Info("joined cluster", "cluster", s.ClusterID, "shards", s.Shards, "replication", s.Replication)
 	}
 	if err := n.dir.saveSettings(s); err != nil {
@@ -366,6 +369,32 @@ func (n *Node) waitForCluster(ctx context.Context) (Settings, error) {
 		}
 	}
 }
+
+// confirmName syncs gossip once more with the live members that told this new node the
+// cluster's settings, before it adopts them, and fails if one now holds this node's name for
+// another node (membership.ErrNameTaken). A join checks the name against the state a seed sends,
+// which the seed reads before it merges the joiner's: two new nodes under one name joining
+// through a seed at the same moment could each get a state without the other and both pass,
+// while the seed kept one of them and ignored the other (memberlist keeps one member per name),
+// which ran on unseen by the cluster; or two joining through two seeds, each seed keeping
+// its own. By now the seeds have merged both, and this node's syncs show the one they kept.
+func (n *Node) confirmName() error {
+	var addrs []string
+	for _, m := range n.gossip().Members() {
+		if m.Alive && m.NodeID != n.dir.id.NodeID && m.Addr != "" && m.ClusterID != "" && len(addrs) < confirmPeers {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	for _, a := range addrs { // one at a time: a join that reaches one member reports no other's refusal
+		if _, err := n.gossip().Join([]string{a}); errors.Is(err, membership.ErrNameTaken) {
+			return fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+		}
+	}
+	return nil
+}
+
+// confirmPeers bounds the members confirmName syncs with.
+const confirmPeers = 3
 
 // reopenGroups opens the groups recorded in the data directory that are not
 // open yet (all of them on a restart).
