@@ -85,7 +85,8 @@ const dataDirMode = 0o700
 
 // openDataDir creates dir if absent, takes its exclusive lock, and loads or
 // creates its identity. name "" adopts the stored name (or host name, on
-// creation); a different non-empty name is refused.
+// creation); a different non-empty name is refused once the directory's node is in a
+// cluster (inCluster), and replaces the stored one before.
 func openDataDir(dir, name, hostname string) (*dataDir, error) {
 	_, statErr := os.Stat(dir)
 	// A new directory is the owner's alone, as PostgreSQL's is: it holds every event of the
@@ -125,9 +126,20 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 			return nil, fmt.Errorf("node: %s has node ID 0", filepath.Join(dir, identityFile))
 		}
 		if name != "" && name != d.id.Name {
-			d.unlock()
-			return nil, conflictf("%s belongs to node %q, not %q (use --node %s or another --data)",
-				dir, d.id.Name, name, d.id.Name)
+			// The name is fixed once the node is in a cluster (created or joined one, or holds
+			// replicas): its members know it by that name. Before, it may change: a start
+			// refused because a live member has the name must be able to follow the refusal's
+			// advice to take another.
+			if d.inCluster() {
+				d.unlock()
+				return nil, conflictf("%s belongs to node %q, not %q (use --node %s or another --data)",
+					dir, d.id.Name, name, d.id.Name)
+			}
+			d.id.Name = name
+			if err := d.writeJSON(identityFile, d.id); err != nil {
+				d.unlock()
+				return nil, err
+			}
 		}
 		// Pebble is opened (and created) after the identity, and the cluster and groups files
 		// are written after that: a directory holding either but no Pebble directory lost its
@@ -162,6 +174,17 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 		}
 	}
 	return d, nil
+}
+
+// inCluster reports whether the directory's node created or joined a cluster, or was
+// creating one (its cluster or groups file), as far as the files say.
+func (d *dataDir) inCluster() bool {
+	for _, f := range []string{clusterFile, groupsFile} {
+		if _, err := os.Stat(filepath.Join(d.path, f)); !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
 }
 
 func randomNodeID() uint64 {

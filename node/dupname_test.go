@@ -116,3 +116,28 @@ func seedMember(n *Node, name string) membership.Member {
 	}
 	return membership.Member{}
 }
+
+// TestRenamedAfterNameTaken: a new node refused for a name a live member has starts under
+// another name from the same data directory, as the refusal advises, where the directory,
+// holding the refused name, refused every other (its node was in no cluster yet).
+func TestRenamedAfterNameTaken(t *testing.T) {
+	first := startNode(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir()) // also named "solo"
+	cfg.Join = []string{first.cfg.Gossip}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := Start(ctx, cfg); !errors.Is(err, membership.ErrNameTaken) {
+		t.Fatalf("joining under a taken name: %v", err)
+	}
+	cfg.Name = "solo-2"
+	second := startNode(t, cfg)
+	if second.Name() != "solo-2" || len(second.Members()) != 2 {
+		t.Fatalf("renamed node: name %q, %d members", second.Name(), len(second.Members()))
+	}
+	second.Close()
+	// Once it belongs to the cluster, its name is fixed.
+	cfg.Name = "solo-3"
+	if _, err := Start(ctx, cfg); !errors.Is(err, ErrConfigConflict) {
+		t.Fatalf("renaming a member of a cluster: %v", err)
+	}
+}

@@ -655,8 +655,8 @@ func TestDuplicateNameRefused(t *testing.T) {
 		t.Fatalf("joining under a taken name: %v after %v", err, time.Since(start).Round(time.Millisecond))
 	}
 	t.Log(err)
-	// Under another name (and data directory: the refused one keeps the name it was given)
-	// a node joins.
+	// Under another name a node joins (from the refused one's data directory too:
+	// TestRenamedAfterNameTaken).
 	cfg.Name, cfg.DataDir, cfg.Gossip = "solo-2", t.TempDir(), testaddr.Gossip(t)
 	second := startNode(t, cfg)
 	if got := len(second.Members()); got != 2 {
