@@ -116,6 +116,22 @@ func startReplicatedCluster(t testing.TB, shards int, configure func(i int, cfg 
 	return c, regs
 }
 
+// shardLeader returns the index of the node that leads shard, waiting for an election if one
+// is under way (a balanced cluster under load may hold one at any time).
+func shardLeader(t testing.TB, c *testnode.Cluster, shard uint32) int {
+	t.Helper()
+	leader := -1
+	testnode.WaitFor(t, 15*time.Second, fmt.Sprintf("a leader of shard %d", shard), func() string {
+		s, ok := c.Shards()[shard]
+		if !ok {
+			return "none"
+		}
+		leader = c.Index(s.Leader)
+		return ""
+	})
+	return leader
+}
+
 // seededUUID draws a version-4 UUID from rng.
 func seededUUID(rng *rand.Rand) uuid.UUID {
 	var u uuid.UUID

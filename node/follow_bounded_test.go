@@ -27,7 +27,7 @@ func TestFollowBoundedStalenessVerdict(t *testing.T) {
 		nw.register(n.Addr(), i)
 	}
 	const shard = 1
-	leader := c.Index(c.Shards()[shard].Leader)
+	leader := shardLeader(t, c, shard)
 	nw.cutLink(clientEP, leader) // the subscription goes to a follower
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -458,7 +458,7 @@ func TestFollowAcrossFailover(t *testing.T) {
 		}
 		return ""
 	})
-	leader := c.Index(c.Shards()[shard].Leader)
+	leader := shardLeader(t, c, shard)
 	t.Logf("closing node %d, the shard's leader, after %d appends", leader+1, count())
 	c.Stop(t, leader)
 	before := count()

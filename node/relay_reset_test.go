@@ -173,7 +173,7 @@ func TestFollowRelayedSurvivesStreamReset(t *testing.T) {
 		nw.register(n.Addr(), i)
 	}
 	const shard = 1
-	leader := c.Index(c.Shards()[shard].Leader)
+	leader := shardLeader(t, c, shard)
 	// The client cannot reach the leader: its subscription goes through a follower, which
 	// relays it.
 	nw.cutLink(clientEP, leader)
