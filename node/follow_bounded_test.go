@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/ring"
@@ -22,25 +20,10 @@ import (
 func TestFollowBoundedStalenessVerdict(t *testing.T) {
 	nw := newTestNet()
 	c, regs := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.PeerDialer = nw.dialer(i) })
-	const clientEP = 3
-	for i, n := range c.Nodes {
-		nw.register(n.Addr(), i)
-	}
 	const shard = 1
-	leader := shardLeader(t, c, shard)
-	nw.cutLink(clientEP, leader) // the subscription goes to a follower
+	leader, sc, cl := subscriberCutFromLeader(t, c, nw, shard) // the subscription goes to a follower
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sc, err := client.Dial(ctx, c.Addrs(), client.WithDialOptions(grpc.WithContextDialer(nw.dialer(clientEP))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	cl, err := client.Dial(ctx, c.Addrs()) // the writer's
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	var stream string
 	for i := 0; stream == ""; i++ {
 		if name := fmt.Sprint("bounded-", i); ring.ShardOf(name, failoverShards) == shard {

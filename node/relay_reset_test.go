@@ -160,6 +160,31 @@ func (rn *resetNet) reset(t *testing.T, addr string, code uint32) {
 	})
 }
 
+// subscriberCutFromLeader registers c's nodes on nw and dials two clients: a subscriber
+// (endpoint 3 of nw) cut off from the node that leads shard, whose reads of the shard go
+// through a follower, and a writer that reaches every node. It returns the leader's index.
+func subscriberCutFromLeader(t *testing.T, c *testnode.Cluster, nw *testNet, shard uint32) (leader int, sub, writer *client.Client) {
+	t.Helper()
+	const clientEP = 3
+	for i, n := range c.Nodes {
+		nw.register(n.Addr(), i)
+	}
+	leader = shardLeader(t, c, shard)
+	nw.cutLink(clientEP, leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var err error
+	if sub, err = client.Dial(ctx, c.Addrs(), client.WithDialOptions(grpc.WithContextDialer(nw.dialer(clientEP)))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	if writer, err = client.Dial(ctx, c.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writer.Close() })
+	return leader, sub, writer
+}
+
 // TestFollowRelayedSurvivesStreamReset: a subscription relayed by a follower to its shard's
 // leader, whose stream from the leader is reset on the way (by a proxy or a connection
 // failing: gRPC answers CANCELLED or INTERNAL, not UNAVAILABLE), goes on after its last event
@@ -168,27 +193,12 @@ func (rn *resetNet) reset(t *testing.T, addr string, code uint32) {
 func TestFollowRelayedSurvivesStreamReset(t *testing.T) {
 	nw, rn := newTestNet(), &resetNet{}
 	c, _ := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.PeerDialer = rn.dialer(nw.dialer(i)) })
-	const clientEP = 3
-	for i, n := range c.Nodes {
-		nw.register(n.Addr(), i)
-	}
 	const shard = 1
-	leader := shardLeader(t, c, shard)
-	// The client cannot reach the leader: its subscription goes through a follower, which
+	// The subscriber cannot reach the leader: its subscription goes through a follower, which
 	// relays it.
-	nw.cutLink(clientEP, leader)
+	leader, sc, cl := subscriberCutFromLeader(t, c, nw, shard)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sc, err := client.Dial(ctx, c.Addrs(), client.WithDialOptions(grpc.WithContextDialer(nw.dialer(clientEP))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	cl, err := client.Dial(ctx, c.Addrs()) // the writer's
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	for _, tc := range []struct {
 		name string
 		code uint32
