@@ -492,15 +492,7 @@ func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	cfg.Registry = reg
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	back, err := node.Start(ctx, cfg)
-	cancel()
-	if err != nil {
-		t.Fatalf("restarting the removed node: %v", err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back, reg := startAgain(t, cfg, "restarting the removed node")
 	if n := len(back.Groups()); n != held {
 		t.Fatalf("the restarted node reopened %d replicas, want the %d it held", n, held)
 	}
@@ -637,15 +629,7 @@ func TestRestartedNodeKeepsDownMember(t *testing.T) {
 	}
 	c.Stop(t, down)
 	c.Stop(t, restarted)
-	cfg := c.Configs[restarted]
-	cfg.Registry = prometheus.NewRegistry()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	back, err := node.Start(ctx, cfg)
-	cancel()
-	if err != nil {
-		t.Fatalf("restarting n%d: %v", restarted+1, err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back, _ := startAgain(t, c.Configs[restarted], fmt.Sprintf("restarting n%d", restarted+1))
 	running := []*node.Node{back}
 	for i, nd := range c.Nodes {
 		if i != down && i != restarted {
@@ -737,4 +721,21 @@ func waitUnderReplicated(t *testing.T, c *testnode.Cluster, regs []*prometheus.R
 		}
 		return ""
 	})
+}
+
+// startAgain starts a node from cfg, a stopped cluster member's configuration (perhaps
+// changed), with a registry of its own, which it returns; the node is closed when the test
+// ends. what names the start in the failure.
+func startAgain(t *testing.T, cfg node.Config, what string) (*node.Node, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, reg
 }

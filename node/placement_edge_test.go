@@ -58,14 +58,7 @@ func TestPlacementWipedNodeRejoins(t *testing.T) {
 	if err := os.RemoveAll(cfg.DataDir); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Registry = prometheus.NewRegistry()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	back, err := node.Start(ctx, cfg)
-	cancel()
-	if err != nil {
-		t.Fatalf("restarting the wiped node: %v", err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back, _ := startAgain(t, cfg, "restarting the wiped node")
 	if back.ID() == old {
 		t.Fatal("the wiped node kept its raft ID")
 	}
@@ -146,15 +139,7 @@ func TestPlacementReplacedNodeReturns(t *testing.T) {
 	id := c.Nodes[2].ID()
 	c.Stop(t, 2)
 	waitPlaced(t, c, "removal of the dead node", voters(2, id))
-	cfg := c.Configs[2]
-	cfg.Registry = prometheus.NewRegistry()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	back, err := node.Start(ctx, cfg)
-	cancel()
-	if err != nil {
-		t.Fatalf("restarting the node: %v", err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back, _ := startAgain(t, c.Configs[2], "restarting the node")
 	nodes := []*node.Node{c.Nodes[0], c.Nodes[1], back}
 	testnode.WaitFor(t, placementWait, "the node back in every shard", func() string {
 		if msg := everyLed(nodes, func(s testnode.ShardState) string {
@@ -240,15 +225,7 @@ func TestPlacementDecommissionWhileDead(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	cfg := c.Configs[down]
-	cfg.Registry = prometheus.NewRegistry()
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
-	back, err := node.Start(ctx2, cfg)
-	cancel2()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back, _ := startAgain(t, c.Configs[down], "restarting the down node")
 	nodes := []*node.Node{c.Nodes[0], c.Nodes[1], c.Nodes[2], back}
 	testnode.WaitFor(t, placementWait, "drain done once the down node is back", func() string {
 		if msg := everyLed(nodes, func(s testnode.ShardState) string {
@@ -296,15 +273,7 @@ func TestPlacementBalancesWhileDrainWaits(t *testing.T) {
 			return ""
 		})
 	})
-	cfg := c.Configs[0]
-	cfg.Registry = prometheus.NewRegistry()
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
-	back, err := node.Start(ctx2, cfg)
-	cancel2()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back, _ := startAgain(t, c.Configs[0], "restarting n1")
 	nodes := []*node.Node{back, c.Nodes[1], c.Nodes[2]}
 	testnode.WaitFor(t, placementWait, "leaderships on the ring's first replicas", func() string {
 		desired := c.Nodes[1].DesiredReplicas()

@@ -1,0 +1,47 @@
+package node
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{
+		{Listen: "nope"},
+		{Shards: -1},
+		{Shards: MaxShards + 1},
+		{Replication: 99},
+		{GossipKey: []byte("short")},
+		{DeadAfter: -time.Second},
+		{MaxSyncDuration: MinMaxSyncDuration - time.Millisecond},
+		{Listen: "127.0.0.1:99999"},
+		{Gossip: "127.0.0.1:70000"},
+		{Zone: strings.Repeat("z", MaxZoneLen+1)},
+		{Zone: "z1 "}, // a zone of its own, next to z1
+		{Zone: " z1"},
+		{Zone: "z\x01"},
+		{Name: strings.Repeat("n", MaxNameLen+1)},
+		{MaxSubscriptions: -1},
+		{MaxLongPolls: -1},
+		{MaxAppendPipelines: -1},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v: want an error", c)
+		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := (Config{Zone: "us east"}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := (Config{MaxSyncDuration: -1}).Validate(); err != nil {
+		t.Fatalf("a negative MaxSyncDuration (never): %v", err)
+	}
+	d := DefaultConfig()
+	if d.Listen != DefaultListen || d.HTTP != DefaultHTTP || d.Gossip != DefaultGossip || d.DataDir != DefaultDataDir ||
+		d.Shards != 32 || d.Replication != 3 || d.DeadAfter != 60*time.Second || d.MaxSyncDuration != 20*time.Second {
+		t.Fatalf("defaults: %+v", d)
+	}
+}
