@@ -34,7 +34,9 @@ package node
 //     (step 4), and has been stable: hand
 //     leadership to the ring's first replica (the preferred leader), at most
 //     once per shard per transferCooldown (not while a member is held out
-//     by replaceUnheard: another leader would take it back);
+//     by replaceUnheard: another leader would take it back), and not soon
+//     after the preferred leader lost the leadership without handing it
+//     over (handBackRounds: later after each loss in a row);
 //  6. nothing else to do: raise the shard's format once every member's node
 //     applies a later one (decideFormat).
 //
@@ -99,7 +101,24 @@ const (
 	// leftOutForget: a member left out of a shard and never heard from again is forgotten
 	// this many DeadAfter after its hold.
 	leftOutForget = 8
+	// handBackRounds: a preferred leader that lost a shard's leadership without handing it
+	// over (it crashed, paused, or its links were cut, and another replica was elected) is
+	// not handed the leadership back for this many placement intervals after the loss (10 s
+	// at the default interval), twice as many after a second loss in a row, and so on, up to
+	// handBackMaxDoublings doublings (320 s); a loss of a leadership held for
+	// handBackForgetRounds intervals (15 min) or more starts again at the first wait. Without it, a node whose links
+	// flap was handed its leaderships back a few seconds after every heal, and each next cut
+	// cost those shards an election, where a cut follower costs nothing.
+	handBackRounds       = 10
+	handBackMaxDoublings = 5
+	handBackForgetRounds = 900
 )
+
+// handBackWait is how long after its losses-th loss in a row a preferred leader waits to be
+// handed a shard's leadership back, for placement interval interval (see handBackRounds).
+func handBackWait(losses int, interval time.Duration) time.Duration {
+	return handBackRounds * interval << min(max(losses-1, 0), handBackMaxDoublings)
+}
 
 // unresponsiveGone reports whether a member that gossip holds alive is gone as far as a
 // shard is concerned: its raft has not been heard from for deadAfter (inactiveSince, ok)
@@ -195,6 +214,11 @@ type placementInput struct {
 	// (replaceUnheard). No balancing transfer then: this leader is the one that knows which
 	// member to keep out; another would take it back, and lead a member it may not hear.
 	Replaced bool
+	// PreferredLost is when Target[0] last lost the shard's leadership without handing it
+	// over, as this node saw it (zero: not lately); it is not handed the leadership back
+	// before PreferredLost plus HandBack (handBackWait).
+	PreferredLost time.Time
+	HandBack      time.Duration
 }
 
 // formatOf is the highest shard format member id's version applies.
@@ -448,6 +472,8 @@ func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placemen
 		return none("group not stable long enough to balance")
 	case !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown:
 		return none("balancing transfer rate-limited")
+	case !in.PreferredLost.IsZero() && in.Now.Sub(in.PreferredLost) < in.HandBack:
+		return none("the preferred leader lost the leadership lately; it is handed it back later")
 	}
 	return placementStep{Kind: stepTransfer, Node: pref, Reason: "preferred leader"}
 }

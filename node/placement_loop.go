@@ -113,6 +113,12 @@ type shardPlacement struct {
 	stableSince  time.Time
 	lastTransfer time.Time
 	removedAt    time.Time // since when the replica is seen removed (zero: it is not)
+	// The shard's leader as last seen (since leaderSince), and the leaders seen to lose the
+	// leadership without handing it over (handBackWait). Kept across terms, on every replica:
+	// the node that hands a leadership back is seldom the one that saw it lost.
+	leader      uint64
+	leaderSince time.Time
+	lost        map[uint64]lostLeadership
 	// As leader (reset when the term changes): since when each member has
 	// not been recently active, and when this node removed members.
 	term          uint64
@@ -126,6 +132,54 @@ type shardPlacement struct {
 	// is added back only once it answers this node (placementStep.Probe), until raft hears it
 	// again as a member.
 	leftOut map[uint64]*heldOut
+}
+
+// lostLeadership: a leader lost a shard's leadership at at, its losses-th loss in a row.
+type lostLeadership struct {
+	at     time.Time
+	losses int
+}
+
+// observeLeader notes the shard's leader as a round sees it (0: none known), for placement
+// interval interval: a change from a leader that is not leaving (leaving: stopping or
+// decommissioning) is that leader's loss (noteLost). Losses older than handBackForgetRounds
+// intervals are forgotten.
+func (sp *shardPlacement) observeLeader(leader uint64, leaving map[uint64]bool, now time.Time, interval time.Duration) {
+	if leader != 0 && leader != sp.leader {
+		if sp.leader != 0 && !leaving[sp.leader] {
+			sp.noteLost(sp.leader, now.Sub(sp.leaderSince) < handBackForgetRounds*interval, now)
+		}
+		sp.leader, sp.leaderSince = leader, now
+	}
+	for id, l := range sp.lost {
+		if now.Sub(l.at) >= handBackForgetRounds*interval {
+			delete(sp.lost, id) // past any wait: handBackForgetRounds > handBackRounds<<handBackMaxDoublings
+		}
+	}
+}
+
+// noteLost records that leader id lost the shard's leadership other than by handing it over
+// as it leaves (stopping, decommissioning): a crash, a pause, a cut, or a transfer away from
+// it (a balancing transfer hands a leadership from a leader that is not the preferred one, so
+// counting it too changes no wait). The loss of a leadership held briefly (less than
+// handBackForgetRounds intervals) is another in a row, unless the last is forgotten.
+func (sp *shardPlacement) noteLost(id uint64, brief bool, now time.Time) {
+	if sp.lost == nil {
+		sp.lost = map[uint64]lostLeadership{}
+	}
+	l, ok := sp.lost[id]
+	if !ok || !brief {
+		l.losses = 0
+	}
+	sp.lost[id] = lostLeadership{at: now, losses: l.losses + 1}
+}
+
+// target0 is a shard target's preferred leader, or 0 for an empty target.
+func target0(target []uint64) uint64 {
+	if len(target) == 0 {
+		return 0
+	}
+	return target[0]
 }
 
 // matchSeen is a learner's highest match index seen, and since when its stuck clock runs:
@@ -368,6 +422,10 @@ func (p *placer) round(now time.Time) {
 	defer p.mu.Unlock()
 	present := map[uint32]bool{}
 	zones := zonesOf(members) // also which node IDs gossip knows
+	leaving := make(map[uint64]bool, len(members))
+	for _, m := range members {
+		leaving[m.NodeID] = m.Stopping || m.Decommissioning
+	}
 	unknown := uint64(0)      // a member of a local group that gossip does not know, if any
 	var launches []launch
 	for _, g := range n.host.Groups() {
@@ -401,6 +459,7 @@ func (p *placer) round(now time.Time) {
 		if key := fmt.Sprint(st.Leader, st.Voters, st.Learners); key != sp.config {
 			sp.config, sp.stableSince = key, now
 		}
+		sp.observeLeader(st.Leader, leaving, now, p.interval)
 		if st.Leader != self || st.Progress == nil {
 			continue
 		}
@@ -536,6 +595,9 @@ func (p *placer) round(now time.Time) {
 			Self: self, Status: st, Target: target, Peers: peers, Now: now,
 			StableSince: sp.stableSince, LastTransfer: sp.lastTransfer,
 			Settle: balanceSettleRounds * p.interval, Replication: repl, Format: format, Replaced: replaced,
+		}
+		if l, ok := sp.lost[target0(target)]; ok {
+			in.PreferredLost, in.HandBack = l.at, handBackWait(l.losses, p.interval)
 		}
 		step := decidePlacement(in)
 		if _, ok := sp.leftOut[step.Node]; step.Kind == stepAddLearner && (ok || replaced) {

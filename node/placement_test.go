@@ -273,6 +273,20 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepTransfer, Node: 2},
 		},
 		{
+			name: "no leader balance to a preferred leader that lost the leadership lately",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second,
+				PreferredLost: now.Add(-5 * time.Second), HandBack: 10 * time.Second},
+			want: placementStep{},
+		},
+		{
+			name: "leader balance once the preferred leader's hand-back wait is over",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: stable, Settle: 3 * time.Second,
+				PreferredLost: now.Add(-10 * time.Second), HandBack: 10 * time.Second},
+			want: placementStep{Kind: stepTransfer, Node: 2},
+		},
+		{
 			name: "leader balance waits for a stable group",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
 				Target: []uint64{2, 1, 3}, Peers: peers(2, alive, 3, alive), StableSince: now.Add(-time.Second), Settle: 3 * time.Second},
@@ -746,4 +760,61 @@ func TestDecommissioningLeaderNotItsOwnReplacement(t *testing.T) {
 		t.Fatalf("with 4 a voter the decommissioning leader removes 3: %+v", step)
 	}
 	t.Logf("step: %v %d (%s)", step.Kind, step.Node, step.Reason)
+}
+
+// TestHandBackWaitGrows: as a replica sees its shard's leader change, a preferred leader that
+// keeps losing briefly held leaderships waits twice as long each time to be handed one back,
+// up to handBackMaxDoublings doublings; one that held its leadership long starts again at the
+// first wait; a leader that hands over as it leaves (stopping, decommissioning) lost nothing;
+// a loss is forgotten after handBackForgetRounds intervals.
+func TestHandBackWaitGrows(t *testing.T) {
+	const interval = time.Second
+	now := time.Unix(1_000_000, 0)
+	var sp shardPlacement
+	see := func(leader uint64, leaving map[uint64]bool) {
+		sp.observeLeader(leader, leaving, now, interval)
+		now = now.Add(interval)
+	}
+	wait := func(id uint64) time.Duration {
+		l, ok := sp.lost[id]
+		if !ok {
+			return 0
+		}
+		return handBackWait(l.losses, interval)
+	}
+	see(2, nil)
+	see(2, nil)
+	if w := wait(2); w != 0 {
+		t.Fatalf("a leader that lost nothing waits %v", w)
+	}
+	var waits []time.Duration
+	for range handBackMaxDoublings + 3 {
+		see(0, nil) // an election under way
+		see(3, nil) // 2 lost it
+		waits = append(waits, wait(2))
+		see(2, nil) // handed back; 3's loss is a transfer away from it, counted and harmless
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
+		160 * time.Second, 320 * time.Second, 320 * time.Second, 320 * time.Second}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits after losses in a row %v, want %v", waits, want)
+	}
+	if got, want := sp.lost[2].at, now.Add(-2*interval); !got.Equal(want) {
+		t.Errorf("last loss seen at %v, want %v", got, want)
+	}
+
+	now = now.Add(handBackForgetRounds * interval) // 2 held the leadership long
+	see(3, nil)
+	if w := wait(2); w != 10*time.Second {
+		t.Errorf("wait after losing a leadership held long %v, want 10s", w)
+	}
+	see(2, map[uint64]bool{3: true}) // 3 hands over as it stops
+	if l := sp.lost[3]; !l.at.Before(now.Add(-2 * interval)) {
+		t.Errorf("a hand-over by a leaving leader counted as a loss: %+v", l)
+	}
+	now = now.Add(handBackForgetRounds * interval)
+	see(2, nil)
+	if len(sp.lost) != 0 {
+		t.Errorf("losses %v not forgotten after %d intervals", sp.lost, handBackForgetRounds)
+	}
 }
