@@ -47,6 +47,7 @@ var (
 // tell. The rules must also be well formed: unique names, a severity of page or ticket, a
 // summary and a description, and a valid for.
 func TestAlertRulesNameExportedMetrics(t *testing.T) {
+	t.Parallel()
 	raw, err := os.ReadFile("../deploy/prometheus/alerts.yml")
 	if err != nil {
 		t.Fatal(err)

@@ -97,6 +97,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 // follower forwards too, and that the shard answers UNAVAILABLE once it lost
 // its quorum while the other shards keep serving.
 func TestThreeNodes(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: noPlacement})
 	first := c.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -197,6 +198,7 @@ func TestThreeNodes(t *testing.T) {
 // stale reads, then stops both followers: the shard answers UNAVAILABLE
 // within seconds while the other shards keep serving.
 func TestReplicatedShardQuorumLoss(t *testing.T) {
+	t.Parallel()
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry(), prometheus.NewRegistry()}
 	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: func(i int, cfg *node.Config) {
 		noPlacement(i, cfg)
@@ -313,6 +315,7 @@ func TestReplicatedShardQuorumLoss(t *testing.T) {
 // which leaders report, miss it; each of its replicas counts it in shoal_leaderless_shards
 // (and shoal_shard_leaderless) instead, and stops once a leader is back.
 func TestLeaderlessShards(t *testing.T) {
+	t.Parallel()
 	const shards = 2
 	c, regs := startReplicatedCluster(t, shards, nil)
 	// leaderless returns node i's shoal_leaderless_shards and its shards whose
@@ -370,6 +373,7 @@ func TestLeaderlessShards(t *testing.T) {
 }
 
 func TestJoinTimeout(t *testing.T) {
+	t.Parallel()
 	// The seed is a gossip member that never joined a cluster (no cluster ID).
 	seedAddr := testnode.FreeGossipAddr(t)
 	seed, err := membership.Start(membership.Config{Name: "seed", Bind: seedAddr,
@@ -401,6 +405,7 @@ func TestJoinTimeout(t *testing.T) {
 // started, they are answered UNAVAILABLE, saying so, where a topology request used to crash
 // the process (a restarted node that a client asked for the topology at once).
 func TestCallsWhileStarting(t *testing.T) {
+	t.Parallel()
 	grpcAddr := testnode.FreeGossipAddr(t) // a free TCP port
 	cfg := node.Config{
 		DataDir: t.TempDir(), Listen: grpcAddr, DisableHTTP: true, Gossip: testnode.FreeGossipAddr(t),
@@ -457,6 +462,7 @@ func TestCallsWhileStarting(t *testing.T) {
 // joins its cluster. A seed that never answers ends in ErrJoinTimeout naming
 // the seed.
 func TestJoinRetriesSeeds(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	seedAddr := testnode.FreeGossipAddr(t)
 	joiner := node.Config{
@@ -533,6 +539,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // gossip, yet it holds replicas of their shards. Their topology lists it, dead, under the name
 // and zone it last had (members.json), not as a bare ID in the shards' voters only.
 func TestStatusNamesUnheardReplica(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 3, testnode.Options{Shards: 2})
 	down := c.Nodes[2].ID()
 	testnode.WaitFor(t, 20*time.Second, "every shard on three voters", func() string {

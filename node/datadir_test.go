@@ -180,6 +180,7 @@ func TestDataDirRefusals(t *testing.T) {
 // original being declared dead, before it opens any shard: two processes with one raft
 // identity can vote twice in a term.
 func TestCopiedDataDirRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
 	startNode(t, cfg).Close()

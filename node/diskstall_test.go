@@ -89,6 +89,7 @@ func (f stallFile) SyncTo(n int64) (bool, error) {
 // OnDiskStall (whose default ends the process) once, naming the hung operation, and counts
 // the slow-disk reports on the way.
 func TestDiskStall(t *testing.T) {
+	t.Parallel()
 	fs := &stallFS{FS: vfs.Default}
 	stalls := make(chan DiskStall, 4)
 	reg := prometheus.NewRegistry()
@@ -190,6 +191,7 @@ func (h countBackgroundErrors) WithGroup(string) slog.Handler      { return h }
 // second). Flushes failing for MaxSyncDuration are a disk stall (OnDiskStall, exit 74 by
 // default); the retries are logged once per backgroundErrorLogEvery; /readyz says so.
 func TestFlushFailureIsDiskStall(t *testing.T) {
+	t.Parallel()
 	fs := &sstFailFS{FS: vfs.Default}
 	var logged atomic.Int64
 	stalls := make(chan DiskStall, 1)
@@ -242,6 +244,7 @@ func TestFlushFailureIsDiskStall(t *testing.T) {
 // every few seconds. The flushes are watched from before the open, so that such a start is a
 // disk stall after MaxSyncDuration, naming the flush's error.
 func TestFlushFailureAtOpenIsDiskStall(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
 	cfg.Shards = 1
@@ -302,6 +305,7 @@ func TestFlushFailureAtOpenIsDiskStall(t *testing.T) {
 // with the raft loop blocked on it, no Pebble operation was in flight for the health
 // checks to time, and the node hung unnoticed.
 func TestDataDirFileStallIsDiskStall(t *testing.T) {
+	t.Parallel()
 	expectDataDirStall(t, groupsFile, "a write", nil, func(n *Node) error {
 		return n.dir.saveGroups([]uint32{0, 1, 2, 3})
 	})
@@ -311,6 +315,7 @@ func TestDataDirFileStallIsDiskStall(t *testing.T) {
 // through the disk watch too: a remove that hangs is reported as a disk stall, as a hung write
 // of the data directory's other files is.
 func TestDecommissionFlagRemoveStallIsDiskStall(t *testing.T) {
+	t.Parallel()
 	expectDataDirStall(t, decomFile, "the removal", func(n *Node) error { return n.dir.setDecommissioning() },
 		func(n *Node) error { _, err := n.dir.clearDecommissioning(); return err })
 }

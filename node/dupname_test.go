@@ -57,6 +57,7 @@ func (c *heldConn) Write(b []byte) (int, error) {
 // one member per name, so the seed took one and ignored the other, which ran on, unseen by the
 // cluster (no replica would ever be placed on it) and taking the other's gossip for its own.
 func TestSameNameJoinedAtOnceRefused(t *testing.T) {
+	t.Parallel()
 	hold := &holdStream{streams: make(chan net.Conn), arrived: make(chan struct{}), release: make(chan struct{})}
 	seedCfg := testConfig(t, t.TempDir())
 	seedCfg.Name = "seed"
@@ -121,6 +122,7 @@ func seedMember(n *Node, name string) membership.Member {
 // another name from the same data directory, as the refusal advises, where the directory,
 // holding the refused name, refused every other (its node was in no cluster yet).
 func TestRenamedAfterNameTaken(t *testing.T) {
+	t.Parallel()
 	first := startNode(t, testConfig(t, t.TempDir()))
 	cfg := testConfig(t, t.TempDir()) // also named "solo"
 	cfg.Join = []string{first.cfg.Gossip}

@@ -246,6 +246,7 @@ type ownedStream struct {
 // acknowledged event is there exactly once at dense versions and that the
 // two surviving replicas of every shard are identical.
 func TestFailoverUnderLoad(t *testing.T) {
+	t.Parallel()
 	seed := testSeed(t)
 	c, _ := startFailoverCluster(t, nil)
 
@@ -467,6 +468,7 @@ func firstDiff(a, b []uuid.UUID) int {
 // restarts the follower on its data directory, and checks it catches up by
 // an installed snapshot to a copy identical to the leader's.
 func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
+	t.Parallel()
 	seed := testSeed(t)
 	c, regs := startFailoverCluster(t, func(_ int, cfg *node.Config) { cfg.RaftLogRetainEntries = failoverRetain })
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -596,6 +598,7 @@ func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
 // plain UNAVAILABLE, which clients read as the follower itself failing (and count against its
 // circuit breaker, as they did against every node at once after a leader's kill -9).
 func TestForwardToDeadLeader(t *testing.T) {
+	t.Parallel()
 	c, _ := startFailoverCluster(t, nil)
 	leader, led := c.BusiestLeader()
 	li := c.Index(leader)

@@ -18,6 +18,7 @@ import (
 // client's stall timer, which cancels a live attempt that heard nothing for three heartbeats,
 // does not take the answer's place with a retry or its own error).
 func TestFollowBoundedStalenessVerdict(t *testing.T) {
+	t.Parallel()
 	nw := newTestNet()
 	c, regs := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.PeerDialer = nw.dialer(i) })
 	const shard = 1

@@ -189,6 +189,7 @@ func TestFollowRefusals(t *testing.T) {
 
 // TestFollowShard subscribes to a shard's log, deletes included, and long-polls it.
 func TestFollowShard(t *testing.T) {
+	t.Parallel()
 	c := testnode.Client(t)
 	testnode.WaitMaxFormat(t, c, 10*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -316,6 +317,7 @@ func TestFollowShard(t *testing.T) {
 // caller's deadline answers, with an empty page and the position to resume from, before the
 // deadline: it waited the whole wait, and the caller got DEADLINE_EXCEEDED and no position.
 func TestLongPollAnswersBeforeDeadline(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 1, testnode.Options{Shards: 1, Replication: 1})
 	sc := shoalv1.NewStreamsClient(c.Dial(t, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -392,6 +394,7 @@ func TestLongPollAnswersWithinWait(t *testing.T) {
 // writers append to it, then closes the node leading the shard. Every subscriber must yield
 // the shard's log exactly: every acknowledged event, once, in position order, nothing else.
 func TestFollowAcrossFailover(t *testing.T) {
+	t.Parallel()
 	seed := testSeed(t)
 	c, regs := startFailoverCluster(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -531,6 +534,7 @@ func TestFollowAcrossFailover(t *testing.T) {
 // from its group (here by a decommission) ends as soon as the replica applied its removal, not
 // seconds later when the node deletes it, so that its client moves on without a pause.
 func TestFollowEndsWhenReplicaRemoved(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", nil)
 	drained := c.Nodes[0]
@@ -655,6 +659,7 @@ func TestReadAll(t *testing.T) {
 // forwarded and relayed: it catches up, stays live past the forward watch's wait, and
 // delivers what is appended later.
 func TestFollowRelayed(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", nil)
 	// A node and a shard it holds no replica of.

@@ -17,6 +17,7 @@ import (
 // shard to the latest format, after which a delete takes a position in its shard's log on
 // every replica, and ReadShard returns it with IncludeDeletes (and skips it without).
 func TestDeletesInShardLog(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
@@ -148,6 +149,7 @@ func TestDeletesInShardLog(t *testing.T) {
 // reads across a run of deletes in full pages, not one page (a ReadLog and an empty response)
 // per delete.
 func TestReadShardCountOverDeletes(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts a node")
 	}

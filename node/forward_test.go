@@ -16,6 +16,7 @@ import (
 // that does not answer (it just died), is routed again, as a forwarded write is, rather than
 // failing: a read is safe to repeat.
 func TestForwardedReadRoutedAgain(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 1, Configure: noPlacement})
 	leader := c.Nodes[0] // without placement, the first node holds every shard alone
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -17,6 +17,7 @@ import (
 // SIGTERM's hand-off is bounded by its ctx (5 s in shoal server) even when the raft loop is
 // stuck behind a hung WAL sync (it asked the loop for each group's status without a deadline).
 func TestHandOffBoundedWithStuckRaftLoop(t *testing.T) {
+	t.Parallel()
 	n := stuckLoopNode(t)
 	time.Sleep(time.Second) // the raft loop is now behind the WAL's sync
 	g, _ := n.host.Group(0)
@@ -45,6 +46,7 @@ func TestHandOffBoundedWithStuckRaftLoop(t *testing.T) {
 // After a hand-off that timed out on a stuck raft loop, Close should still leave gossip and
 // stop serving gRPC promptly (it cannot finish until the disk answers).
 func TestCloseAfterTimedOutHandOffStopsServing(t *testing.T) {
+	t.Parallel()
 	n := stuckLoopNode(t)
 	time.Sleep(2 * time.Second) // a placement round (1 s interval) is now stuck in g.Status
 	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
@@ -69,6 +71,7 @@ func TestCloseAfterTimedOutHandOffStopsServing(t *testing.T) {
 // (the asking peer counts it as not answering), and the merged topology lists the node as not
 // answering.
 func TestTopologyAnswersWithStuckRaftLoop(t *testing.T) {
+	t.Parallel()
 	n := stuckLoopNode(t)
 	time.Sleep(1500 * time.Millisecond) // the raft loop is now behind the WAL's sync
 	cc := shoalv1.NewClusterClient(dial(t, n.Addr()))

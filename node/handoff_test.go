@@ -22,6 +22,7 @@ import (
 // takes appends. From the hand-off on, /readyz sends no more clients to it (a load balancer
 // kept routing them there until Close).
 func TestHandOffLeaders(t *testing.T) {
+	t.Parallel()
 	const shards = 6
 	c, _ := startReplicatedCluster(t, shards, nil)
 	defer c.Close()
@@ -101,6 +102,7 @@ func TestHandOffLeaders(t *testing.T) {
 // immediate attempts, which the follower passed on as final (16 of 623 writes through a
 // follower and 4 of 680 sent to the leader failed in one hand-off before).
 func TestWritesDuringHandOffSucceed(t *testing.T) {
+	t.Parallel()
 	const shards = 4
 	c, _ := startReplicatedCluster(t, shards, nil)
 	victimID, led := c.BusiestLeader()

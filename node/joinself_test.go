@@ -12,6 +12,7 @@ import (
 // itself, waited Config.JoinTimeout for a cluster ID and blamed the seed's node. One whose
 // seeds also name a node not up yet joins it once it is.
 func TestJoinOnlySelfRefused(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := testConfig(t, t.TempDir())

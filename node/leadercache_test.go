@@ -14,6 +14,7 @@ import (
 // per 200 ms): the next request's refresh learns the leaders, instead of every request of the
 // next 200 ms finding none.
 func TestLeaderRefreshAfterCallerOutOfTime(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 3, testnode.Options{Shards: 4, Replication: 3, Configure: noPlacement})
 	leader := c.Nodes[0].ID() // without placement, the first node holds every shard alone
 	testnode.WaitFor(t, 10*time.Second, "shard 0 led by the first node", func() string {

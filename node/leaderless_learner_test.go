@@ -18,6 +18,7 @@ import (
 // voters', and fires while a learner is catching up (placement adding a replica, replacing a
 // dead node).
 func TestLeaderlessNotMaskedByLearner(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}

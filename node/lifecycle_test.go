@@ -44,6 +44,7 @@ func (w *wedgedRaft) Snapshot(s shoalv1.Raft_SnapshotServer) error {
 // transport, whose closing aborts the stream, closes before the host, which waits for the
 // snapshot's writer. (In the other order Close waited for the stall timeout, a minute.)
 func TestCloseDuringOutgoingSnapshot(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, t.TempDir())
 	cfg.Shards = 1
 	cfg.DisableHTTP = true
@@ -111,6 +112,7 @@ func TestCloseDuringOutgoingSnapshot(t *testing.T) {
 // peerStarting tells a node that is still starting (it answers client calls "is starting")
 // from one that has started, so that placement and hand-off do not give it a leadership yet.
 func TestPeerStarting(t *testing.T) {
+	t.Parallel()
 	ready, err := Start(context.Background(), testConfig(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 // shoal_events_appended_total, on the leader that wrote them: summed over the nodes, the
 // events written. A duplicate writes, and counts, nothing.
 func TestForwardedRequestsCountedOnce(t *testing.T) {
+	t.Parallel()
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
 	c := testnode.Start(t, 2, testnode.Options{Shards: 4, Replication: 1, Configure: func(i int, cfg *node.Config) {
 		cfg.PlacementInterval = -1

@@ -73,6 +73,7 @@ func (s *stuckSM) Committed()            {}
 // unanswered; the scrapes after it neither wait again nor pile up goroutines; once the loop
 // answers again, every series is back.
 func TestScrapeWithStuckRaftLoop(t *testing.T) {
+	// Not parallel: it counts the process's goroutines.
 	reg := prometheus.NewRegistry()
 	cfg := testConfig(t, t.TempDir())
 	cfg.Registry = reg
@@ -240,6 +241,7 @@ func TestConcurrentScrapesShareStatus(t *testing.T) {
 // shards cache, shared by the cluster's shards (a shard cached up to a million streams
 // whatever the node held: gigabytes for a node holding 32 shards of many streams).
 func TestStreamCacheBoundedNodeWide(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	cfg := testConfig(t, t.TempDir()) // 4 shards
 	cfg.Registry = reg

@@ -419,6 +419,7 @@ func TestHTTPAndCluster(t *testing.T) {
 }
 
 func TestNoLeaderIsUnavailable(t *testing.T) {
+	t.Parallel()
 	n := startNode(t, testConfig(t, t.TempDir()))
 	ctx := context.Background()
 	start := time.Now()
@@ -490,6 +491,7 @@ func TestDuplicateAcrossAppendsPositions(t *testing.T) {
 // refused at once when it joins, with an error naming that member; gossip keeps one member per
 // name, so it would otherwise start unseen by the cluster.
 func TestDuplicateNameRefused(t *testing.T) {
+	t.Parallel()
 	first := startNode(t, testConfig(t, t.TempDir()))
 	cfg := testConfig(t, t.TempDir()) // also named "solo"
 	cfg.Join = []string{first.cfg.Gossip}

@@ -29,6 +29,7 @@ import (
 // After healing, the lagging replicas catch up to identical logs and every acknowledged event
 // is there exactly once, in order.
 func TestPartialPartitionKeepsLeaders(t *testing.T) {
+	t.Parallel()
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	nw := newTestNet()

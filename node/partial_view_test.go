@@ -21,6 +21,7 @@ import (
 // (unavailable stays set, for older clients). A majority node's answer names the cut-off
 // node as unanswered and every shard's leader. Once healed, the victim's answer is whole.
 func TestStatusFromCutOffNodeSaysItIsPartial(t *testing.T) {
+	t.Parallel()
 	nw := newTestNet()
 	c, _ := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.PeerDialer = nw.dialer(i) })
 	for i, n := range c.Nodes {

@@ -157,6 +157,7 @@ func (nw *testNet) heal() {
 // UNAVAILABLE without writing anything; after healing, it catches up to
 // replicas identical to the majority's and no acknowledged append is lost.
 func TestMinorityPartitionStopsWrites(t *testing.T) {
+	t.Parallel()
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	nw := newTestNet()

@@ -255,6 +255,7 @@ func histogramSum(t testing.TB, regs []*prometheus.Registry, name string) (sum f
 // voters, one per zone, as two more nodes join; leaders move to the ring's
 // preferred replica.
 func TestPlacementUpReplicates(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	testnode.WaitFor(t, placementWait, "leader balance", func() string {
@@ -283,6 +284,7 @@ func TestPlacementUpReplicates(t *testing.T) {
 // TestPlacementSpreadsToNewNode: a fourth node joins and receives its share
 // while every shard keeps three voters.
 func TestPlacementSpreadsToNewNode(t *testing.T) {
+	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	placementAppendRead(t, c, 0, 1, "before-join")
@@ -306,6 +308,7 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 // TestPlacementReplacesDeadNode: a node closed for longer than DeadAfter is
 // replaced; every shard returns to three voters without it.
 func TestPlacementReplacesDeadNode(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
 	victim := 2
@@ -353,6 +356,7 @@ func TestPlacementReplacesDeadNode(t *testing.T) {
 // shard) to zero replicas while every shard keeps three voters; its local
 // replicas are deleted.
 func TestPlacementDecommission(t *testing.T) {
+	t.Parallel()
 	c, _ := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", nil)
 	placementAppendRead(t, c, 0, 2, "before-drain")
@@ -393,6 +397,7 @@ func TestPlacementDecommission(t *testing.T) {
 // since removing them would leave every shard one failure from unavailable; once a fourth node
 // joins, the drain completes.
 func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	placementAppendRead(t, c, 0, 1, "before-decommission")
@@ -462,6 +467,7 @@ func waitDrained(t *testing.T, c *testnode.Cluster, i int) {
 // TestPlacementUnderReplicated: two nodes with replication 3 run every shard
 // with two voters, and say so in the topology and the metrics.
 func TestPlacementUnderReplicated(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 2)
 	waitPlaced(t, c, "placement over two nodes", func(s testnode.ShardState) string {
 		if len(s.Voters) != 2 {
@@ -479,6 +485,7 @@ func TestPlacementUnderReplicated(t *testing.T) {
 // replicas once they have heard from no leader for DeadAfter and the leaders' configurations
 // leave it out.
 func TestPlacementDropsOrphanedReplicas(t *testing.T) {
+	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
 	placementAppendRead(t, c, 0, 1, "before-orphans")
@@ -516,6 +523,7 @@ func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 // node (again after every restart). The deletion must spare a replica that heard from a
 // leader since the views were gathered.
 func TestDropConfirmedSparesReaddedReplica(t *testing.T) {
+	t.Parallel()
 	const shard = 0
 	c := testnode.Start(t, 2, testnode.Options{Shards: 1, Configure: func(_ int, cfg *node.Config) {
 		cfg.PlacementInterval = -1 // every step by hand
@@ -610,6 +618,7 @@ func TestDropConfirmedSparesReaddedReplica(t *testing.T) {
 // the member, down for much less than DeadAfter, keeps every seat it had while the restarted
 // node's placement loop is younger than DeadAfter.
 func TestRestartedNodeKeepsDownMember(t *testing.T) {
+	t.Parallel()
 	const n, down, restarted = 5, 4, 3
 	c := testnode.Start(t, n, testnode.Options{Shards: placementShards, Replication: 3,
 		Configure: func(_ int, cfg *node.Config) {
@@ -677,6 +686,7 @@ func TestRestartedNodeKeepsDownMember(t *testing.T) {
 // shard, but two share a zone: the cluster keeps working and says it is under-replicated, in
 // the topology and the metrics.
 func TestPlacementFewerZones(t *testing.T) {
+	t.Parallel()
 	regs := make([]*prometheus.Registry, 3)
 	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
 		Configure: func(i int, cfg *node.Config) {

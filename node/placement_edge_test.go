@@ -50,6 +50,7 @@ func everyLed(nodes []*node.Node, check func(s testnode.ShardState) string) stri
 // comes back with a new raft ID while its old one still votes in its shards; every shard ends
 // with the new ID in the old one's place.
 func TestPlacementWipedNodeRejoins(t *testing.T) {
+	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
 	old := c.Nodes[2].ID()
@@ -78,6 +79,7 @@ func TestPlacementWipedNodeRejoins(t *testing.T) {
 // replication 3: every shard keeps three voters, the two staying nodes and one of the two
 // leaving ones (no other node can take its replica), led by a staying node, and stays so.
 func TestPlacementDecommissionTwoOfFour(t *testing.T) {
+	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -114,8 +116,13 @@ func TestPlacementDecommissionTwoOfFour(t *testing.T) {
 	before := steps()
 	for range 30 {
 		time.Sleep(placementInterval)
-		if msg := everyShard(c, check); msg != "" {
-			t.Fatalf("after the drain: %s", msg)
+		// A shard between two leaders for a moment (a balancing transfer, or an election on a
+		// loaded machine) is left out of a look: it may not be led by a leaving node nor
+		// change its members, which the led shards and the step count show.
+		for id, s := range c.Shards() {
+			if msg := check(s); msg != "" {
+				t.Fatalf("after the drain: shard %d: %s", id, msg)
+			}
 		}
 	}
 	if after := steps(); after != before {
@@ -134,6 +141,7 @@ func TestPlacementDecommissionTwoOfFour(t *testing.T) {
 // DeadAfter is removed from every shard (no node can take its place); back with its data, it is
 // added again to every shard, its stale replicas caught up, and holds nothing else.
 func TestPlacementReplacedNodeReturns(t *testing.T) {
+	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
 	id := c.Nodes[2].ID()
@@ -166,6 +174,7 @@ func TestPlacementReplacedNodeReturns(t *testing.T) {
 // TestPlacementZonesMetLater: three nodes in two zones hold every shard with three voters; a
 // node in a third zone joins and every shard moves a replica to it, to three zones.
 func TestPlacementZonesMetLater(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
 		Configure: func(i int, cfg *node.Config) {
 			placementConfig(cfg)
@@ -183,6 +192,7 @@ func TestPlacementZonesMetLater(t *testing.T) {
 // before the decommission: three voters, where removing n3 in favour of the down n4 left it two
 // once n4 was removed. Back, n4 takes n3's replicas and the drain completes.
 func TestPlacementDecommissionWhileDead(t *testing.T) {
+	t.Parallel()
 	const deadAfter = 10 * time.Second
 	regs := make([]*prometheus.Registry, 4)
 	c := testnode.Start(t, 4, testnode.Options{Shards: placementShards, Replication: 3,
@@ -248,6 +258,7 @@ func TestPlacementDecommissionWhileDead(t *testing.T) {
 // ring's preferred replicas, and stay balanced: once a node restarts (its leaderships go to the
 // other), each shard's leadership returns to the ring's first replica.
 func TestPlacementBalancesWhileDrainWaits(t *testing.T) {
+	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "up-replication", threeVotersInZones(c))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

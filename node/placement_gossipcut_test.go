@@ -17,6 +17,7 @@ import (
 // take them its removal would leave every shard it votes in two voters, one failure from
 // unavailable, for nothing. Appends go on through every node.
 func TestPlacementKeepsVoterGossipLost(t *testing.T) {
+	t.Parallel()
 	var cut testgossip.Net
 	gossip := make([]string, 3)
 	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,

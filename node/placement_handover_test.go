@@ -25,6 +25,7 @@ import (
 // catches up from it, becomes a voter, the dead member is removed, and nothing acknowledged is
 // lost. Four nodes, replication 3, DeadAfter 3 s.
 func TestLeaderChangeMidReplacement(t *testing.T) {
+	t.Parallel()
 	nw := newTestNet()
 	c := testnode.Start(t, 4, testnode.Options{Shards: placementShards, Replication: 3,
 		Configure: func(i int, cfg *node.Config) {

@@ -22,6 +22,7 @@ import (
 // does not answer its leader). Appends through the other nodes go on, and after the cut heals
 // every shard returns to the ring's placement.
 func TestPlacementReplacesUnheardVoter(t *testing.T) {
+	t.Parallel()
 	nw := newTestNet()
 	regs := make([]*prometheus.Registry, 4)
 	c := testnode.Start(t, 4, testnode.Options{Shards: placementShards, Replication: 3,

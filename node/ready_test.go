@@ -16,6 +16,7 @@ import (
 // held with each survivor have no leader, the others do, and both survivors are ready once the
 // lost shards have been leaderless for three election timeouts.
 func TestReadyDespiteOneShardLost(t *testing.T) {
+	t.Parallel()
 	c := replicatedCluster(t, 6, 2)
 	victim := c.Nodes[0].ID()
 	lostOn := map[int]bool{}
@@ -47,6 +48,7 @@ func TestReadyDespiteOneShardLost(t *testing.T) {
 // have been leaderless for three election timeouts, rather than calling them elections under
 // way for good or the node ready.
 func TestNotReadyWhenEveryShardLost(t *testing.T) {
+	t.Parallel()
 	c := replicatedCluster(t, 4, 3)
 	c.Stop(t, 1)
 	c.Stop(t, 2)

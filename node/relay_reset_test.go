@@ -191,6 +191,7 @@ func subscriberCutFromLeader(t *testing.T, c *testnode.Cluster, nw *testNet, sha
 // on the client's resubscription: the follower answered the reset's status as it came, which
 // the client takes for the read's verdict, and the subscription ended with it.
 func TestFollowRelayedSurvivesStreamReset(t *testing.T) {
+	t.Parallel()
 	nw, rn := newTestNet(), &resetNet{}
 	c, _ := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.PeerDialer = rn.dialer(nw.dialer(i)) })
 	const shard = 1

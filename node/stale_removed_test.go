@@ -19,6 +19,7 @@ import (
 // stream written after its removal, on a node alive and connected. The read goes to the
 // leader, and finds the stream.
 func TestRemovedReplicaServesNoStaleRead(t *testing.T) {
+	t.Parallel()
 	c := testnode.Start(t, 2, testnode.Options{Shards: 1, Replication: 2,
 		Configure: func(_ int, cfg *node.Config) { cfg.PlacementInterval = -1 }})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -32,6 +32,7 @@ import (
 // peers' Raft service or Decommission. A fourth node joins after the logs
 // were compacted and catches up by snapshots, streamed over TLS.
 func TestClusterTLS(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
