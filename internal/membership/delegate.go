@@ -82,7 +82,12 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 }
 
 // checkName refuses a live peer named as this node with another node ID, or
-// with this node's ID at another address.
+// with this node's ID at another address. A peer at an address this process
+// listens on is this node's previous process, whatever its node ID: the port
+// is this process's now, so that process is gone, and its entry stays alive
+// only because this process answers the probes of its name there. With
+// another ID it ran on a data directory since wiped; the seeds take the new
+// ID for the name once this node refutes the old entry.
 func (d *delegate) checkName(peer *memberlist.Node) error {
 	m := d.m()
 	if peer.Name != m.name || peer.State != memberlist.StateAlive && peer.State != memberlist.StateSuspect {
@@ -94,9 +99,13 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 	}
 	m.mu.Lock()
 	var taken error
-	if meta.NodeID != m.mu.self.NodeID {
+	self := m.addr.Load()
+	previous := self != nil && peer.Address() == *self || m.listensOn(peer.Address())
+	switch {
+	case previous:
+	case meta.NodeID != m.mu.self.NodeID:
 		taken = &NameTakenError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
-	} else if self := m.addr.Load(); self != nil && peer.Address() != *self && !m.listensOn(peer.Address()) {
+	case self != nil:
 		taken = &IdentityInUseError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
 	}
 	m.mu.Unlock()

@@ -675,3 +675,29 @@ func TestRestartAtAnotherAdvertisedAddressJoins(t *testing.T) {
 		t.Fatalf("restarted b, a holding it alive at %s (alive %v): %v", m.Addr, m.Alive, err)
 	}
 }
+
+// TestWipedRestartAtSameAddressJoins: a node restarted at once at its gossip address with a
+// wiped data directory (a new node ID under its name) finds its previous process still alive
+// at the seeds: their probes of that address reach the new process, which answers for its
+// name. That member is not another node holding the name (the new process holds its port);
+// the join goes through and the seeds take the new ID for the name.
+func TestWipedRestartAtSameAddressJoins(t *testing.T) {
+	fast := func(c Config) Config {
+		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+		return c
+	}
+	ac := fast(testConfig(t, "a", 7, "c1"))
+	a := start(t, ac)
+	bc := fast(testConfig(t, "b", 8, "c1", ac.Bind))
+	b1 := start(t, bc)
+	eventually(t, "b alive at a", func() bool { m, ok := find(a, "b"); return ok && m.Alive })
+	b1.Close() // dies without leaving
+
+	bc.Join, bc.Meta.NodeID = nil, 9
+	b2 := start(t, bc)
+	if _, err := b2.Join([]string{ac.Bind}); err != nil {
+		m, _ := find(a, "b")
+		t.Fatalf("b restarted with a new ID at its address, a holding its old ID %d alive (%v) at %s: %v", m.NodeID, m.Alive, m.Addr, err)
+	}
+	eventually(t, "a to take b's new ID", func() bool { m, ok := find(a, "b"); return ok && m.Alive && m.NodeID == 9 })
+}
