@@ -426,7 +426,7 @@ func (p *placer) round(now time.Time) {
 	for _, m := range members {
 		leaving[m.NodeID] = m.Stopping || m.Decommissioning
 	}
-	unknown := uint64(0)      // a member of a local group that gossip does not know, if any
+	unknown := uint64(0) // a member of a local group that gossip does not know, if any
 	var launches []launch
 	for _, g := range n.host.Groups() {
 		st := g.Status()
