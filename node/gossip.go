@@ -259,11 +259,12 @@ func (n *Node) joinSeeds(ctx context.Context, ml *membership.Membership, seeds [
 }
 
 // permanentJoinError tells whether err, from Join, is an answer that trying again does not
-// change: the seeds are another cluster's, hold this node's name, use another gossip key, or
-// are all this node itself.
+// change: the seeds are another cluster's, hold this node's name, use another gossip key, are
+// all this node itself, or all answered with something other than gossip (a gRPC or HTTP
+// address given for a gossip one).
 func permanentJoinError(err error) bool {
 	return errors.Is(err, membership.ErrClusterMismatch) || errors.Is(err, membership.ErrNameTaken) ||
-		errors.Is(err, membership.ErrGossipKey) || errors.Is(err, ErrJoinSelf)
+		errors.Is(err, membership.ErrGossipKey) || errors.Is(err, ErrJoinSelf) || errors.Is(err, membership.ErrNotGossip)
 }
 
 // alone reports whether ml knows no member but this node.

@@ -2,9 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoaldb/shoal/internal/membership"
 )
 
 // TestJoinOnlySelfRefused: a new node whose --join names only its own gossip address (as
@@ -47,4 +52,24 @@ func TestJoinOnlySelfRefused(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("Start with --join naming itself and a seed that starts later: %v", err)
 	}
+}
+
+// TestJoinNotGossipRefused: a new node whose --join names only addresses where something
+// other than gossip answers (a node's HTTP or gRPC port) is refused at once with the hint,
+// where it retried for the whole Config.JoinTimeout and then blamed the seeds for not
+// answering.
+func TestJoinNotGossipRefused(t *testing.T) {
+	t.Parallel()
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Join, cfg.JoinTimeout = []string{web.Listener.Addr().String()}, 30*time.Second
+	n, err := Start(context.Background(), cfg)
+	if err == nil {
+		n.Close()
+	}
+	if !errors.Is(err, membership.ErrNotGossip) || errors.Is(err, ErrJoinTimeout) || !strings.Contains(err.Error(), "--http") {
+		t.Fatalf("Start with --join at an HTTP port: %v, want membership.ErrNotGossip", err)
+	}
+	t.Log(err)
 }

@@ -37,6 +37,9 @@ var (
 	// name and node ID at another gossip address: another process runs this node (a copy of
 	// its data directory), or this node's previous process has not been declared dead yet.
 	ErrIdentityInUse = errors.New("membership: node identity in use")
+	// ErrNotGossip is wrapped by Join when every seed answered, and none with gossip: the
+	// addresses are most likely the nodes' gRPC or HTTP ones.
+	ErrNotGossip = errors.New("membership: the seeds do not answer with gossip")
 	// ErrGossipKey is wrapped by Join when every seed answered with gossip encrypted under
 	// another key than this node's, or encrypted where this node's is not, or the reverse.
 	ErrGossipKey = errors.New("membership: the seeds use another gossip encryption key")
@@ -433,30 +436,45 @@ func (m *Membership) Join(seeds []string) (int, error) {
 		return n, fmt.Errorf("membership: join %v: %w", seeds, refused)
 	}
 	msg := flatten(err)
-	if keyMismatch(err) {
+	if everySeed(err, keyMismatch) {
 		return n, fmt.Errorf("membership: join %v: %w (the nodes of a cluster share one --gossip-key-file, or all go without): %s",
 			seeds, ErrGossipKey, msg)
 	}
-	if strings.Contains(msg, "invalid msgType") {
-		// Something answered, but not memberlist: most likely a node's gRPC address.
-		msg += " (is that a gossip address? --join takes the seeds' --gossip addresses, not their gRPC --listen ones)"
+	const hint = " (is that a gossip address? --join takes the seeds' --gossip addresses, not their gRPC --listen or --http ones)"
+	if everySeed(err, notGossip) {
+		// Something answered each time, but not memberlist: most likely a node's gRPC or
+		// HTTP address. Trying again changes nothing.
+		return n, fmt.Errorf("membership: join %v: %w%s: %s", seeds, ErrNotGossip, hint, msg)
+	}
+	if notGossip(msg) {
+		msg += hint
 	}
 	return n, fmt.Errorf("membership: join %v: %s", seeds, msg)
 }
 
-// keyMismatch tells whether err, from memberlist's Join, is a failure to join each seed for
-// want of a shared encryption key (memberlist says so only in its messages).
-func keyMismatch(err error) bool {
+// notGossip tells whether a seed's join failure msg says something other than memberlist
+// answered: an HTTP/2 server's first frame, or an HTTP/1 server's "HTTP/1.1 400" ('H' is 72),
+// read as a message type.
+func notGossip(msg string) bool { return strings.Contains(msg, "invalid msgType") }
+
+// keyMismatch tells whether a seed's join failure msg is for want of a shared encryption key
+// (memberlist says so only in its messages).
+func keyMismatch(msg string) bool {
+	return strings.Contains(msg, "no installed keys could decrypt") ||
+		strings.Contains(msg, "remote state is encrypted and encryption is not configured") ||
+		strings.Contains(msg, "encryption is configured but remote state is not encrypted")
+}
+
+// everySeed tells whether err, from memberlist's Join, failed each seed it tried for a
+// reason that is tells from the seed's error message.
+func everySeed(err error, is func(msg string) bool) bool {
 	errs := []error{err}
 	var multi interface{ WrappedErrors() []error }
 	if errors.As(err, &multi) {
 		errs = multi.WrappedErrors()
 	}
 	for _, e := range errs {
-		msg := e.Error()
-		if !strings.Contains(msg, "no installed keys could decrypt") &&
-			!strings.Contains(msg, "remote state is encrypted and encryption is not configured") &&
-			!strings.Contains(msg, "encryption is configured but remote state is not encrypted") {
+		if !is(e.Error()) {
 			return false
 		}
 	}

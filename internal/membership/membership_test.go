@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -211,10 +213,19 @@ func TestJoinNotGossip(t *testing.T) {
 			c.Close()
 		}
 	}()
-	_, err = Start(testConfig(t, "b", 2, "", ln.Addr().String()))
-	if err == nil || !strings.Contains(err.Error(), "--join takes the seeds' --gossip addresses") {
-		t.Fatalf("join to a non-gossip port: %v", err)
+	web := httptest.NewServer(http.NotFoundHandler()) // an HTTP/1 server: "HTTP/1.1 400 Bad Request"
+	defer web.Close()
+	for _, seeds := range [][]string{{ln.Addr().String()}, {web.Listener.Addr().String()}, {ln.Addr().String(), web.Listener.Addr().String()}} {
+		_, err = Start(testConfig(t, "b", 2, "", seeds...))
+		if !errors.Is(err, ErrNotGossip) || !strings.Contains(err.Error(), "--join takes the seeds' --gossip addresses") {
+			t.Fatalf("join to non-gossip ports %v: %v", seeds, err)
+		}
 	}
+	// One seed answering with something else, one gossiping: joined.
+	ac := testConfig(t, "a", 1, "")
+	start(t, ac)
+	b := start(t, testConfig(t, "b", 2, "", ln.Addr().String(), ac.Bind))
+	eventually(t, "a at b", func() bool { m, ok := find(b, "a"); return ok && m.Alive })
 }
 
 func TestEncryption(t *testing.T) {
