@@ -13,8 +13,8 @@ package node
 //
 //  1. a step of this shard still in flight (or a conf change pending in
 //     raft): wait;
-//  2. a target member that is neither voter nor learner and is alive: add it
-//     as a learner (it catches up by log or snapshot) — unless this leader
+//  2. a target member that is neither voter nor learner and is alive and not
+//     stopping: add it as a learner (it catches up by log or snapshot) — unless this leader
 //     removed it from the shard less than readdCooldown ago; a member raft
 //     did not hear, or its replacement, only once it answers this node
 //     (placementStep.Probe);
@@ -314,11 +314,13 @@ func decidePlacement(in placementInput) placementStep {
 	}
 
 	// 2. Add missing target members as learners, on nodes that apply the shard's format (a node
-	// of an older version is added guarded: see decideFormat).
+	// of an older version is added guarded: see decideFormat), and are not stopping: a learner
+	// there would take a snapshot only to go, and would not be promoted (step 3) before its
+	// node came back, which adds it then.
 	format := max(in.Format, shard.Format1)
 	for _, id := range in.Target {
 		p := in.Peers[id]
-		if isVoter(id) || isLearner(id) || !p.Alive || p.Gone || p.RecentlyRemoved || in.formatOf(id) < format {
+		if isVoter(id) || isLearner(id) || !p.Alive || p.Stopping || p.Gone || p.RecentlyRemoved || in.formatOf(id) < format {
 			continue
 		}
 		return placementStep{Kind: stepAddLearner, Node: id, Format: in.formatOf(id), Reason: "target member without a replica"}

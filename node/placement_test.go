@@ -64,6 +64,12 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepAddLearner, Node: 3},
 		},
 		{
+			name: "a target member whose node is stopping is not added",
+			in: placementInput{Status: status([]uint64{1}, nil, nil), Target: []uint64{1, 2, 3},
+				Peers: peers(2, peerState{Alive: true, Stopping: true}, 3, alive)},
+			want: placementStep{Kind: stepAddLearner, Node: 3},
+		},
+		{
 			name: "caught-up learner is promoted",
 			in: placementInput{Status: status([]uint64{1}, []uint64{2}, map[uint64]int{2: commit - 10}),
 				Target: []uint64{1, 2}, Peers: peers(2, alive)},
