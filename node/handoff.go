@@ -143,16 +143,19 @@ func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membersh
 }
 
 // handOffTargets orders the voters that may take the leadership of st's shard: neither this
-// node, nor a member that gossip says is dead, stopping or decommissioning, nor one that says
-// it is still starting (starting; it would refuse the shard's clients), nor one receiving a
-// snapshot, nor one gossip does not know that raft has not heard from lately (a voter down
-// since before this node started). Those raft saw active recently come first (raft clears
-// that mark at every quorum check, so a live voter may lack it for a moment), then the
-// furthest replicated, then the lowest ID.
+// node, nor a member that gossip says is dead or stopping, nor one that says it is still
+// starting (starting; it would refuse the shard's clients), nor one receiving a snapshot, nor
+// one gossip does not know that raft has not heard from lately (a voter down since before
+// this node started). Those raft saw active recently come first (raft clears that mark at
+// every quorum check, so a live voter may lack it for a moment), then the furthest
+// replicated, then the lowest ID. A decommissioning voter comes after all others: it still
+// serves, and its placement loop hands the leadership on, where leaving the shard to an
+// election would stop its writes for an election timeout.
 func handOffTargets(st replica.Status, members []membership.Member, starting map[uint64]bool) []uint64 {
-	unfit := map[uint64]bool{}
+	unfit, decom := map[uint64]bool{}, map[uint64]bool{}
 	for _, m := range members {
-		unfit[m.NodeID] = !m.Alive || m.Stopping || m.Decommissioning || starting[m.NodeID]
+		unfit[m.NodeID] = !m.Alive || m.Stopping || starting[m.NodeID]
+		decom[m.NodeID] = m.Decommissioning
 	}
 	var out []uint64
 	for _, id := range st.Voters {
@@ -163,6 +166,12 @@ func handOffTargets(st replica.Status, members []membership.Member, starting map
 		}
 	}
 	slices.SortFunc(out, func(a, b uint64) int {
+		if decom[a] != decom[b] {
+			if decom[b] {
+				return -1
+			}
+			return 1
+		}
 		pa, pb := st.Progress[a], st.Progress[b]
 		if pa.RecentActive != pb.RecentActive {
 			if pa.RecentActive {

@@ -40,8 +40,8 @@ func TestHandOffTargets(t *testing.T) {
 	}
 	members[3] = member(4, false, false, false) // 4 dead in gossip
 	members[6] = member(7, true, false, true)   // 7 decommissioning
-	if got, want := handOffTargets(st, members, nil), []uint64{3, 2}; !slices.Equal(got, want) {
-		t.Fatalf("targets %v, want %v", got, want)
+	if got, want := handOffTargets(st, members, nil), []uint64{3, 2, 7}; !slices.Equal(got, want) {
+		t.Fatalf("targets %v, want %v (a decommissioning voter last)", got, want)
 	}
 	// A voter gossip does not know (down since before this node started) is a target only if
 	// raft heard from it lately.
