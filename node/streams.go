@@ -649,10 +649,8 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 			if unreached(err) {
 				pause(ctx, deadline, forwardPause)
 			}
-		case status.Code(err) != codes.Internal && status.Code(err) != codes.Unknown && mayHaveArrived(err):
-			// Cut off on the way (a stream reset) before an answer came: repeated. An
-			// INTERNAL or UNKNOWN answer is the read's verdict (a corrupt record), as the
-			// client takes it, not a reason to ask the leader again.
+		case cutBeforeAnswer(err):
+			// Cut off on the way (a stream reset) before an answer came: repeated.
 		default:
 			return nil, forwardFailed(id, err) // the answer of the node it went to
 		}
@@ -667,6 +665,16 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 func streamReset(err error) bool {
 	st, ok := status.FromError(err)
 	return ok && (st.Code() == codes.Canceled || strings.HasPrefix(st.Message(), "stream terminated by RST_STREAM"))
+}
+
+// cutBeforeAnswer tells whether a forwarded read that relayed nothing yet failed on the way,
+// not by an answer of the node it went to: a stream reset (streamReset, whatever its code:
+// INTERNAL for a reset with INTERNAL_ERROR), or a failure that mayHaveArrived says left the
+// request unanswered. An INTERNAL or UNKNOWN answer is the read's verdict (a corrupt record),
+// as the client takes it, not a reason to ask the leader again.
+func cutBeforeAnswer(err error) bool {
+	code := status.Code(err)
+	return streamReset(err) || code != codes.Internal && code != codes.Unknown && mayHaveArrived(err)
 }
 
 // relay forwards a read to tgt and copies its answer to out, under a forward watch while it

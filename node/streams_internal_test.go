@@ -28,3 +28,26 @@ func TestStreamReset(t *testing.T) {
 		}
 	}
 }
+
+// TestCutBeforeAnswer: a forwarded read cut off on the way before anything was relayed is
+// routed again, whatever code gRPC gave the reset (INTERNAL for INTERNAL_ERROR: it was taken for
+// the leader's verdict and passed to the client, which ended the read with it); the answers of
+// the node it went to, a corrupt record's INTERNAL among them, are not.
+func TestCutBeforeAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{status.Error(codes.Internal, "stream terminated by RST_STREAM with error code: INTERNAL_ERROR"), true},
+		{status.Error(codes.Canceled, "stream terminated by RST_STREAM with error code: CANCEL"), true},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+		{status.Error(codes.Internal, "shard: corrupt event record at position 7"), false},
+		{status.Error(codes.Unknown, "handler panicked"), false},
+		{status.Error(codes.NotFound, `stream "s" is deleted (tombstoned)`), false},
+		{status.Error(codes.InvalidArgument, "count: at most 1000"), false},
+	} {
+		if got := cutBeforeAnswer(tc.err); got != tc.want {
+			t.Errorf("cutBeforeAnswer(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
