@@ -14,8 +14,9 @@ package node
 //  1. a step of this shard still in flight (or a conf change pending in
 //     raft): wait;
 //  2. a target member that is neither voter nor learner and is alive and not
-//     stopping: add it as a learner (it catches up by log or snapshot) — unless this leader
-//     removed it from the shard less than readdCooldown ago; a member raft
+//     stopping: add it as a learner (it catches up by log or snapshot) —
+//     unless this leader removed it from the shard less than readdCooldown
+//     ago; a member raft
 //     did not hear, or its replacement, only once it answers this node
 //     (placementStep.Probe);
 //  3. a target learner that caught up and has kept answering for
@@ -106,9 +107,10 @@ const (
 	// not handed the leadership back for this many placement intervals after the loss (10 s
 	// at the default interval), twice as many after a second loss in a row, and so on, up to
 	// handBackMaxDoublings doublings (320 s); a loss of a leadership held for
-	// handBackForgetRounds intervals (15 min) or more starts again at the first wait. Without it, a node whose links
-	// flap was handed its leaderships back a few seconds after every heal, and each next cut
-	// cost those shards an election, where a cut follower costs nothing.
+	// handBackForgetRounds intervals (15 min) or more starts again at the first wait. Without
+	// it, a node whose links flap was handed its leaderships back a few seconds after every
+	// heal, and each next cut cost those shards an election, where a cut follower costs
+	// nothing.
 	handBackRounds       = 10
 	handBackMaxDoublings = 5
 	handBackForgetRounds = 900
