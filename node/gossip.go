@@ -185,6 +185,10 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 				n.log.Error("the seeds use another gossip encryption key (--gossip-key-file); starting alone and retrying in the background",
 					"join", seeds, "err", err)
 				err = nil
+			} else if errors.Is(err, membership.ErrNotGossip) {
+				n.log.Error("the seeds answer with something other than gossip (--join takes --gossip addresses); starting alone and retrying in the background",
+					"join", seeds, "err", err)
+				err = nil
 			} else {
 				n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", seeds, "err", err)
 				err = nil
