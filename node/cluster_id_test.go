@@ -76,3 +76,35 @@ func TestForwardedCallNamesTheCluster(t *testing.T) {
 		t.Fatalf("a forwarded call to a node of its cluster: %v", err)
 	}
 }
+
+// TestForwardRefusedByAnotherClusterAfterUnknownAttempt: an append this node forwards, after an
+// attempt that may have been applied (a proposal lost to a leadership change, a forward whose
+// answer was lost), to an address a stale leader view points to and a node of another cluster
+// now serves, is refused there (WRONG_CLUSTER). That refusal is no verdict on the append: its
+// repeat on the shard's leader would answer as a duplicate, never so. Relayed as is, it tells
+// the client that nothing was written (it ends with ErrWrongCluster, not ErrOutcomeUnknown);
+// the answer is UNKNOWN. Without such an attempt the refusal stands: nothing ran.
+func TestForwardRefusedByAnotherClusterAfterUnknownAttempt(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	other := startNode(t, testConfig(t, t.TempDir())) // a cluster of its own
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := &shoalv1.AppendRequest{Stream: "s", Events: events("A")}
+	_, refusal := shoalv1.NewStreamsClient(dial(t, other.Addr())).Append(n.forwardContext(ctx), req)
+	if status.Code(refusal) != codes.FailedPrecondition {
+		t.Fatalf("a call forwarded to a node of another cluster: %v, want FailedPrecondition", refusal)
+	}
+	id, _ := n.shardOf("s")
+	if st := status.Convert(n.toStatus(appendOutcome(id, true, refusal), "s", id)); st.Code() != codes.Unknown {
+		t.Fatalf("another cluster's refusal of a forward after an unknown attempt answered %v (%q), want UNKNOWN",
+			st.Code(), st.Message())
+	}
+	if code := status.Code(n.toStatus(appendOutcome(id, false, refusal), "s", id)); code != codes.FailedPrecondition {
+		t.Fatalf("another cluster's refusal of a first attempt answered %v, want FAILED_PRECONDITION", code)
+	}
+	// A verdict of the stream after an unknown attempt still stands.
+	wev := withDetails(codes.FailedPrecondition, "wrong expected version", &shoalv1.WrongExpectedVersion{Stream: "s"})
+	if code := status.Code(n.toStatus(appendOutcome(id, true, wev), "s", id)); code != codes.FailedPrecondition {
+		t.Fatalf("a forwarded verdict after an unknown attempt answered %v, want FAILED_PRECONDITION", code)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -172,10 +173,10 @@ func deleteVerdict(id uint32, res any, retried bool, err error) (any, error) {
 
 // appendOutcome is the failure err of an append as its caller must take it. After an attempt
 // that may have been applied (retried), a failure for want of a leader or an answer (no
-// leader, leadership lost, the group stopped, a forward cut off) leaves the outcome unknown:
-// answered as is, it would read as "refused, nothing written". A verdict stands (a repeat of
-// an applied append answers as a duplicate, so a refusal is the append's own), as does the
-// caller's own deadline or cancellation.
+// leader, leadership lost, the group stopped, a forward cut off or refused by a node of
+// another cluster) leaves the outcome unknown: answered as is, it would read as "refused,
+// nothing written". A verdict stands (a repeat of an applied append answers as a duplicate,
+// so a refusal is the append's own), as does the caller's own deadline or cancellation.
 func appendOutcome(id uint32, retried bool, err error) error {
 	if !retried || err == nil || !failedForWant(err) {
 		return err
@@ -188,7 +189,8 @@ func appendOutcome(id uint32, retried bool, err error) error {
 
 // failedForWant reports whether err is a write's failure for want of a leader or of an answer,
 // not a verdict: the shard has no leader, this replica lost or left it, this node is shutting
-// down, or a call forwarded to the leader failed or was answered so.
+// down, or a call forwarded to the leader failed or was answered so, or was refused by a node
+// of another cluster at the address this node took for the leader's (otherClusterRefusal).
 func failedForWant(err error) bool {
 	var nol *NoLeaderError
 	switch {
@@ -202,9 +204,24 @@ func failedForWant(err error) bool {
 	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
 		return false
 	}
-	switch status.Code(err) {
+	switch st := status.Convert(err); st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Internal, codes.Aborted, codes.ResourceExhausted:
 		return true
+	case codes.FailedPrecondition:
+		return otherClusterRefusal(st)
+	}
+	return false
+}
+
+// otherClusterRefusal reports whether st is a node's refusal of a call naming another cluster
+// (otherCluster: FailedPrecondition with a WRONG_CLUSTER ErrorInfo), as a call this node forwards
+// to a stale leader address now served by another cluster meets. Unlike a wrong expected
+// version, it is no verdict on the write.
+func otherClusterRefusal(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == shoalv1.WrongClusterReason {
+			return true
+		}
 	}
 	return false
 }
