@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/shoaldb/shoal/client"
 )
 
 const (
@@ -43,6 +45,32 @@ func CompanionStream(prefix, stream string) string {
 	}
 	sum := sha256.Sum256([]byte(stream))
 	return prefix + hashedSep + hex.EncodeToString(sum[:])
+}
+
+// checkStream refuses a source stream name that no stream can have (shard.CheckStreamName's
+// rules: 1..512 bytes of valid UTF-8 without control characters, not starting with '$'), as
+// the server refuses it: CompanionStream maps some such names to legal companion names (the
+// empty name and "$…" to the direct form, a name past the limit to the hashed form), where a
+// save would write a record for an aggregate no Load can read, and one Latest takes for
+// corrupt when the name is too long for a record's header.
+func checkStream(stream string) error {
+	const limit = "1..512 bytes of valid UTF-8 without control characters, not starting with '$'"
+	bad := func(format string, args ...any) error {
+		return &client.InvalidArgumentError{Field: "stream", Limit: limit, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case stream == "":
+		return bad("the stream name is empty")
+	case len(stream) > maxStreamNameLen:
+		return bad("the stream name is %d bytes", len(stream))
+	case stream[0] == '$':
+		return bad("the stream name starts with '$' (reserved for system streams)")
+	case !utf8.ValidString(stream):
+		return bad("the stream name is not valid UTF-8")
+	case strings.IndexFunc(stream, unicode.IsControl) >= 0:
+		return bad("the stream name holds a control character")
+	}
+	return nil
 }
 
 // checkPrefix validates Options.Prefix against the stream-name rules.

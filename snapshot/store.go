@@ -129,7 +129,8 @@ func (s *Store) Companion(stream string) string { return CompanionStream(s.opts.
 // Save appends a snapshot of stream's state after version to the companion
 // stream. The record's event ID is derived from (companion, version, codec,
 // format), so saving the same version again is an idempotent no-op that keeps
-// the first record, while a save in another codec is written. Saves are not ordered against each other: a slow Save of an older
+// the first record, while a save in another codec is written. A stream name no
+// stream can have is refused (client.ErrInvalidArgument), writing nothing. Saves are not ordered against each other: a slow Save of an older
 // version may land after a newer one and become Latest, which costs replay
 // time but never correctness.
 func (s *Store) Save(ctx context.Context, stream string, version uint64, state []byte) error {
@@ -137,6 +138,9 @@ func (s *Store) Save(ctx context.Context, stream string, version uint64, state [
 }
 
 func (s *Store) save(ctx context.Context, stream string, version uint64, codec string, state []byte) error {
+	if err := checkStream(stream); err != nil {
+		return fmt.Errorf("snapshot: save %q@%d: %w", stream, version, err)
+	}
 	if len(state) > s.opts.MaxStateSize {
 		return &TooLargeError{Stream: stream, Size: len(state), Limit: s.opts.MaxStateSize, What: "state"}
 	}

@@ -422,3 +422,34 @@ func TestSaveTooLargeNamesLimit(t *testing.T) {
 		t.Fatalf("Latest after refused saves: ok %v, err %v; want nothing written", ok, err)
 	}
 }
+
+// TestSaveRefusesInvalidStreamName: a Save for a name no stream can have (empty, a system
+// stream's, past 512 bytes, or with a control character past the direct form's length) is
+// refused as the server refuses such a name, and writes nothing: its companion name is
+// legal, so the record was written, for an aggregate no Load can read (and, past 512 bytes,
+// one Latest took for corrupt).
+func TestSaveRefusesInvalidStreamName(t *testing.T) {
+	c := testnode.Client(t)
+	ctx := testCtx(t)
+	store, err := New(c, Options{Prefix: "invalid-names"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []string{
+		"",
+		"$system",
+		strings.Repeat("n", maxStreamNameLen+1),
+		"bad\x01" + strings.Repeat("n", maxStreamNameLen-10),
+	} {
+		err := store.Save(ctx, stream, 0, []byte("state"))
+		if !errors.Is(err, client.ErrInvalidArgument) {
+			t.Errorf("Save for a %d-byte stream name %.12q: %v, want client.ErrInvalidArgument", len(stream), stream, err)
+		}
+		for _, err := range c.Read(ctx, store.Companion(stream)) {
+			if !errors.Is(err, client.ErrStreamNotFound) {
+				t.Errorf("companion %.24q of a %d-byte stream name: %v; want nothing written", store.Companion(stream), len(stream), err)
+			}
+			break
+		}
+	}
+}
