@@ -59,9 +59,14 @@ func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, 
 		evs = append(evs, ev)
 		// Bounded in bytes as well as in events (PageSize of events of up to 4 MiB each
 		// would be gigabytes): ResumeAt is past ev, the next page starts after it.
-		if size += len(ev.Data) + len(ev.Metadata) + len(ev.Stream) + len(ev.Type) + len(ev.ContentType); size >= MaxPageBytes {
+		if size += eventBytes(&ev); size >= MaxPageBytes {
 			break
 		}
 	}
 	return evs, next.Load(), nil
+}
+
+// eventBytes is what ev counts towards MaxPageBytes: its data, metadata and names.
+func eventBytes(ev *client.RecordedEvent) int {
+	return len(ev.Data) + len(ev.Metadata) + len(ev.Stream) + len(ev.Type) + len(ev.ContentType)
 }

@@ -562,3 +562,57 @@ func TestRunWaitsForClusterAtStart(t *testing.T) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 }
+
+// bytePages serves fakeSource's logs in pages that end once their events hold MaxPageBytes,
+// before count events, as clientSource's do, and records every long poll (a read of a shard
+// taken for caught up, outside the Concurrency limit) of a shard with events left to read.
+type bytePages struct {
+	*fakeSource
+	polledBehind []string
+}
+
+func (b *bytePages) ReadShard(_ context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	log := b.shards[shard]
+	if wait > 0 && from < uint64(len(log)) {
+		b.polledBehind = append(b.polledBehind, fmt.Sprintf("shard %d at %d of %d", shard, from, len(log)))
+	}
+	var evs []client.RecordedEvent
+	for size := 0; from+uint64(len(evs)) < uint64(len(log)) && len(evs) < count && size < MaxPageBytes; {
+		ev := log[from+uint64(len(evs))]
+		evs = append(evs, ev)
+		size += len(ev.Data) + len(ev.Metadata) + len(ev.Stream) + len(ev.Type) + len(ev.ContentType)
+	}
+	return evs, from + uint64(len(evs)), nil
+}
+
+// TestProjectionPageCutByBytesNotCaughtUp: a page that ends at MaxPageBytes, before PageSize
+// events, does not mean its shard is caught up: the shard's next page is read like those of
+// the other shards catching up, under the Concurrency limit, not as a long poll outside it
+// (which let every shard of large events read its 16 MiB pages at once, whatever Concurrency).
+func TestProjectionPageCutByBytesNotCaughtUp(t *testing.T) {
+	src := &bytePages{fakeSource: newFakeSource(3, 5)}
+	big := make([]byte, 4<<20) // 4 events a page, fewer than testConfig's PageSize of 7
+	want := map[uint32]uint64{}
+	for s := range src.shards {
+		for pos := range uint64(10) {
+			src.shards[s] = append(src.shards[s], client.RecordedEvent{Stream: "acct-1", Shard: uint32(s), Position: pos,
+				ID: uuid.New(), Type: "Deposited", Data: big})
+		}
+		want[uint32(s)] = 9
+	}
+	cfg := testConfig(vfs.NewMem(), HandlerFunc(countingHandler))
+	cfg.Concurrency = 1
+	p, err := open(cfg, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runUntil(t, p, want)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if len(src.polledBehind) > 0 {
+		t.Fatalf("shards read as caught up (long polls outside Concurrency) with events left: %v", src.polledBehind)
+	}
+}

@@ -164,7 +164,7 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 			pause, retry = retry, min(2*retry, p.cfg.RetryMax)
 		case next > from:
 			from, idle, retry = next, p.cfg.PollMin, p.cfg.PollMin
-			caughtUp = len(evs) < p.cfg.PageSize
+			caughtUp = !p.pageFull(evs)
 			continue
 		case !caughtUp:
 			caughtUp = true
@@ -177,6 +177,20 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 			return nil
 		}
 	}
+}
+
+// pageFull reports whether a page ended at one of its bounds, PageSize events or
+// MaxPageBytes (clientSource), rather than at the log's end: its shard is still catching up,
+// and its next read waits for its turn under Concurrency instead of long-polling outside it.
+func (p *Projection) pageFull(evs []client.RecordedEvent) bool {
+	if len(evs) >= p.cfg.PageSize {
+		return true
+	}
+	size := 0
+	for i := range evs {
+		size += eventBytes(&evs[i])
+	}
+	return size >= MaxPageBytes
 }
 
 // sleep waits d, and reports false if ctx ended first.
