@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -102,10 +103,14 @@ func (c *Config) Validate() error {
 		return &ConfigError{Field: "PollMin/PollMax/RetryMax", Reason: "must not be negative"}
 	case len(c.StreamPrefix) > 512:
 		return &ConfigError{Field: "StreamPrefix", Reason: fmt.Sprintf("must be at most 512 bytes (the servers' filter limit), got %d", len(c.StreamPrefix))}
+	case !utf8.ValidString(c.StreamPrefix):
+		return &ConfigError{Field: "StreamPrefix", Reason: "must be valid UTF-8 (every read refuses it otherwise)"}
 	case len(c.EventTypes) > 100:
 		return &ConfigError{Field: "EventTypes", Reason: fmt.Sprintf("must hold at most 100 types (the servers' filter limit), got %d", len(c.EventTypes))}
 	case slices.ContainsFunc(c.EventTypes, func(t string) bool { return len(t) == 0 || len(t) > 256 }):
 		return &ConfigError{Field: "EventTypes", Reason: "each type must be 1..256 bytes"}
+	case slices.ContainsFunc(c.EventTypes, func(t string) bool { return !utf8.ValidString(t) }):
+		return &ConfigError{Field: "EventTypes", Reason: "each type must be valid UTF-8 (every read refuses it otherwise)"}
 	case c.PollMin > client.MaxWait:
 		return &ConfigError{Field: "PollMin", Reason: fmt.Sprintf("must not exceed %v (client.MaxWait)", client.MaxWait)}
 	case c.PollMax > client.MaxWait:

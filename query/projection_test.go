@@ -325,6 +325,28 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// TestConfigValidateRefusesNonUTF8Filters: a StreamPrefix or event type that is not valid
+// UTF-8, which every read refuses (client.ErrInvalidArgument, which Run returns), is refused
+// by Validate like the filters' other limits, so Open fails instead of a Run that binds the
+// database to the cluster and then ends at its first read.
+func TestConfigValidateRefusesNonUTF8Filters(t *testing.T) {
+	base := Config{Name: "x", Handler: HandlerFunc(countingHandler), Dir: t.TempDir(), Client: &client.Client{}}
+	for _, tc := range []struct {
+		field string
+		mod   func(*Config)
+	}{
+		{"StreamPrefix", func(c *Config) { c.StreamPrefix = "order-\xff" }},
+		{"EventTypes", func(c *Config) { c.EventTypes = []string{"Placed", "Paid\xc3"} }},
+	} {
+		c := base
+		tc.mod(&c)
+		var ce *ConfigError
+		if err := c.Validate(); !errors.As(err, &ce) || ce.Field != tc.field {
+			t.Errorf("%s not valid UTF-8: %v, want a ConfigError on it", tc.field, err)
+		}
+	}
+}
+
 func TestCheckpointCovers(t *testing.T) {
 	cp := Checkpoint{0, 5}
 	for _, tc := range []struct {
