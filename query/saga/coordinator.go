@@ -71,7 +71,8 @@ type Step struct {
 }
 
 // Definition is a named, ordered list of steps. Its name and step names are
-// recorded when a saga starts and checked on Resume.
+// recorded when a saga starts and checked on Resume; each is valid UTF-8 of at
+// most MaxNameLen bytes.
 type Definition struct {
 	Name  string
 	Steps []Step
@@ -84,6 +85,11 @@ func (d *Definition) validate() error {
 	if len(d.Name) > MaxNameLen {
 		return invalid("definition name is %d bytes, longer than the limit of %d (MaxNameLen)", len(d.Name), MaxNameLen)
 	}
+	// The names are recorded in JSON, which would replace invalid bytes with U+FFFD: Resume
+	// would then find neither the definition nor its steps again.
+	if !utf8.ValidString(d.Name) {
+		return invalid("definition name %q is not valid UTF-8", d.Name)
+	}
 	if len(d.Steps) == 0 || len(d.Steps) > MaxSteps {
 		return invalid("definition %q has %d steps; it needs 1 to %d (MaxSteps)", d.Name, len(d.Steps), MaxSteps)
 	}
@@ -94,6 +100,9 @@ func (d *Definition) validate() error {
 		if len(s.Name) > MaxNameLen {
 			return invalid("definition %q step %d: its name is %d bytes, longer than the limit of %d (MaxNameLen)",
 				d.Name, i, len(s.Name), MaxNameLen)
+		}
+		if !utf8.ValidString(s.Name) {
+			return invalid("definition %q step %d: its name %q is not valid UTF-8", d.Name, i, s.Name)
 		}
 	}
 	return nil

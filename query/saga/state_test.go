@@ -227,6 +227,11 @@ func TestConfigValidate(t *testing.T) {
 		{"long definition name", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: strings.Repeat("d", MaxNameLen+1), Steps: okDef.Steps}}}},
 		{"long step name", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: strings.Repeat("s", MaxNameLen+1), Action: okDef.Steps[0].Action}}}}}},
 		{"too many steps", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: slices.Repeat(okDef.Steps, MaxSteps+1)}}}},
+		// Names not valid UTF-8 are recorded (JSON) with U+FFFD in place of their bad bytes, so
+		// Resume never found the definition again (ErrUnknownDefinition) nor matched its steps
+		// (ErrDefinitionMismatch): a saga that crashed could not be resumed or compensated.
+		{"definition name not UTF-8", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "trip\xff", Steps: okDef.Steps}}}},
+		{"step name not UTF-8", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: "s\xfe", Action: okDef.Steps[0].Action}}}}}},
 	} {
 		if err := tc.cfg.Validate(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", tc.name, err)
