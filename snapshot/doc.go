@@ -55,7 +55,12 @@
 //     ErrCodecMismatch means "replay from the start" (Load and Repository do
 //     this themselves and report it in Loaded.SnapshotErr).
 //  4. Append new events with Loaded.Expected() (exact expected version) so
-//     decisions made on a loaded state are never based on a stale one.
+//     decisions made on a loaded state are never based on a stale one: an
+//     append by another writer since the load fails it. A soft delete since
+//     the load does not (an exact expected version matches a soft-deleted
+//     stream's last version, and the append goes on after it), so a state
+//     whose decisions must not outlive a delete checks for one first, or
+//     uses hard deletes.
 //  5. Keep companion-stream names out of your own naming (see above).
 //
 // # Deleted streams
