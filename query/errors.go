@@ -21,6 +21,8 @@ var (
 	ErrClusterMismatch = errors.New("query: projection database belongs to another cluster")
 	// ErrClosed is returned by calls on a closed Projection.
 	ErrClosed = errors.New("query: projection closed")
+	// ErrNoShard is returned by WaitFor for a shard the projection's cluster does not have.
+	ErrNoShard = errors.New("query: no such shard")
 )
 
 // ConfigError names a bad Config field. Is(ErrInvalidConfig).

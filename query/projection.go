@@ -345,17 +345,22 @@ func (p *Projection) Checkpoint() Checkpoint {
 // WaitFor blocks until the event at position of shard has been applied and
 // committed (e.g. an AppendResult's Shard and Position, for
 // read-your-writes), or ctx is done, or the projection is closed (ErrClosed,
-// also when it was closed before).
+// also when it was closed before). A shard the cluster does not have, once a
+// Run learned the shard count, is refused (ErrNoShard) rather than waited for
+// until ctx ends.
 func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64) error {
 	for {
 		p.mu.Lock()
 		closed, done, ch := p.mu.closed, p.mu.cp.Covers(shard, position), p.mu.changed
+		shards := len(p.mu.cp)
 		p.mu.Unlock()
 		switch {
 		case closed:
 			return p.errClosed()
 		case done:
 			return nil
+		case shards > 0 && int64(shard) >= int64(shards):
+			return fmt.Errorf("%w: projection %q: shard %d, the cluster's shards are 0..%d", ErrNoShard, p.cfg.Name, shard, shards-1)
 		}
 		select {
 		case <-ch:

@@ -638,3 +638,17 @@ func TestProjectionPageCutByBytesNotCaughtUp(t *testing.T) {
 		t.Fatalf("shards read as caught up (long polls outside Concurrency) with events left: %v", src.polledBehind)
 	}
 }
+
+// TestWaitForNoSuchShard: WaitFor for a shard the cluster does not have returns ErrNoShard
+// once the shard count is known, where it waited until its ctx ended.
+func TestWaitForNoSuchShard(t *testing.T) {
+	p := caughtUpProjection(t) // 2 shards
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitFor(ctx, 2, 0); !errors.Is(err, ErrNoShard) {
+		t.Fatalf("WaitFor(shard 2) of a 2-shard cluster = %v, want ErrNoShard", err)
+	}
+	if err := p.WaitFor(ctx, 1, 0); err != nil {
+		t.Fatalf("WaitFor(shard 1, position 0) = %v", err)
+	}
+}
