@@ -24,6 +24,13 @@ func testLogger(t *testing.T) *slog.Logger {
 	return nil
 }
 
+// fastProbes has cfg's node probe its peers often, so that a member that died without
+// leaving is declared dead within about a second.
+func fastProbes(cfg Config) Config {
+	cfg.ProbeInterval, cfg.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
+	return cfg
+}
+
 func testConfig(t *testing.T, name string, id uint64, cluster string, join ...string) Config {
 	return Config{
 		Name:   name,
@@ -384,15 +391,11 @@ func TestReconnectAfterPartition(t *testing.T) {
 // both dead, b marked stopping.
 func leftAndDied(t *testing.T) *Membership {
 	t.Helper()
-	fast := func(c Config) Config {
-		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
-		return c
-	}
-	ac := fast(testConfig(t, "a", 1, "cluster-x"))
+	ac := fastProbes(testConfig(t, "a", 1, "cluster-x"))
 	ac.ReconnectInterval = -1
 	a := start(t, ac)
-	b := start(t, fast(testConfig(t, "b", 2, "cluster-x", ac.Bind)))
-	c := start(t, fast(testConfig(t, "c", 3, "cluster-x", ac.Bind)))
+	b := start(t, fastProbes(testConfig(t, "b", 2, "cluster-x", ac.Bind)))
+	c := start(t, fastProbes(testConfig(t, "c", 3, "cluster-x", ac.Bind)))
 	eventually(t, "b and c alive at a", func() bool {
 		mb, okb := find(a, "b")
 		mc, okc := find(a, "c")
@@ -442,7 +445,7 @@ func TestReconnectSkipsLeft(t *testing.T) {
 // reconnectFor, each time logging the refusal).
 func TestReconnectSkipsForeignAddress(t *testing.T) {
 	fast := func(c Config) Config {
-		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
+		c = fastProbes(c)
 		c.ReconnectInterval = 50 * time.Millisecond
 		return c
 	}
@@ -631,15 +634,11 @@ func TestBindWithoutIPAdvertisesReachable(t *testing.T) {
 // address, on a seed that is that member or not; once the other process is found dead, the
 // join goes through (a restart at a new address).
 func TestIdentityInUseRefused(t *testing.T) {
-	fast := func(c Config) Config {
-		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond // dead sooner
-		return c
-	}
-	ac := fast(testConfig(t, "a", 7, "c1"))
+	ac := fastProbes(testConfig(t, "a", 7, "c1"))
 	a := start(t, ac)
-	bc := fast(testConfig(t, "b", 8, "c1", ac.Bind))
+	bc := fastProbes(testConfig(t, "b", 8, "c1", ac.Bind))
 	b := start(t, bc)
-	copyOfA := start(t, fast(testConfig(t, "a", 7, "c1")))
+	copyOfA := start(t, fastProbes(testConfig(t, "a", 7, "c1")))
 	for _, seed := range []string{bc.Bind, ac.Bind} {
 		_, err := copyOfA.Join([]string{seed})
 		var inUse *IdentityInUseError
@@ -666,13 +665,9 @@ func TestIdentityInUseRefused(t *testing.T) {
 // probes of the old address reach the new process, which answers for its name), and it is that
 // process: not refused as a second process with its identity.
 func TestRestartAtAnotherAdvertisedAddressJoins(t *testing.T) {
-	fast := func(c Config) Config {
-		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
-		return c
-	}
-	ac := fast(testConfig(t, "a", 7, "c1"))
+	ac := fastProbes(testConfig(t, "a", 7, "c1"))
 	a := start(t, ac)
-	bc := fast(testConfig(t, "b", 8, "c1", ac.Bind))
+	bc := fastProbes(testConfig(t, "b", 8, "c1", ac.Bind))
 	_, port, _ := net.SplitHostPort(bc.Bind)
 	bc.Bind, bc.Advertise = "0.0.0.0:"+port, "127.0.0.1:"+port
 	b1 := start(t, bc)
@@ -693,13 +688,9 @@ func TestRestartAtAnotherAdvertisedAddressJoins(t *testing.T) {
 // name. That member is not another node holding the name (the new process holds its port);
 // the join goes through and the seeds take the new ID for the name.
 func TestWipedRestartAtSameAddressJoins(t *testing.T) {
-	fast := func(c Config) Config {
-		c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 50*time.Millisecond
-		return c
-	}
-	ac := fast(testConfig(t, "a", 7, "c1"))
+	ac := fastProbes(testConfig(t, "a", 7, "c1"))
 	a := start(t, ac)
-	bc := fast(testConfig(t, "b", 8, "c1", ac.Bind))
+	bc := fastProbes(testConfig(t, "b", 8, "c1", ac.Bind))
 	b1 := start(t, bc)
 	eventually(t, "b alive at a", func() bool { m, ok := find(a, "b"); return ok && m.Alive })
 	b1.Close() // dies without leaving
