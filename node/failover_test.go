@@ -32,6 +32,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/ring"
@@ -470,7 +471,13 @@ func firstDiff(a, b []uuid.UUID) int {
 func TestLaggingReplicaCatchesUpBySnapshot(t *testing.T) {
 	t.Parallel()
 	seed := testSeed(t)
-	c, regs := startFailoverCluster(t, func(_ int, cfg *node.Config) { cfg.RaftLogRetainEntries = failoverRetain })
+	c, regs := startFailoverCluster(t, func(_ int, cfg *node.Config) {
+		cfg.RaftLogRetainEntries = failoverRetain
+		// The lagging node restarts on its gRPC address: one the kernel handed out for ":0"
+		// is ephemeral, and may be another socket's (an outgoing connection of a test running
+		// alongside) by then, failing the restart with "address already in use" (testaddr).
+		cfg.Listen = testaddr.Gossip(t)
+	})
 	rng := rand.New(rand.NewPCG(seed, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
