@@ -142,11 +142,16 @@ type lostLeadership struct {
 
 // observeLeader notes the shard's leader as a round sees it (0: none known), for placement
 // interval interval: a change from a leader that is not leaving (leaving: stopping or
-// decommissioning) is that leader's loss (noteLost). Losses older than handBackForgetRounds
-// intervals are forgotten.
-func (sp *shardPlacement) observeLeader(leader uint64, leaving map[uint64]bool, now time.Time, interval time.Duration) {
+// decommissioning) to one that is not the preferred leader (the ring's first replica) is that
+// leader's loss (noteLost). A change to the preferred leader is no loss: it is a hand-back (or
+// the preferred leader's election). Counted, the hand-backs of a replica that led while a
+// flapping preferred leader was cut off made a run of its losses, and once it was the
+// preferred leader itself (the flapping node decommissioned, or gone), it waited as long as
+// that node to be handed the leadership. Losses older than handBackForgetRounds intervals are
+// forgotten.
+func (sp *shardPlacement) observeLeader(leader, preferred uint64, leaving map[uint64]bool, now time.Time, interval time.Duration) {
 	if leader != 0 && leader != sp.leader {
-		if sp.leader != 0 && !leaving[sp.leader] {
+		if sp.leader != 0 && !leaving[sp.leader] && leader != preferred {
 			sp.noteLost(sp.leader, now.Sub(sp.leaderSince) < handBackForgetRounds*interval, now)
 		}
 		sp.leader, sp.leaderSince = leader, now
@@ -159,9 +164,8 @@ func (sp *shardPlacement) observeLeader(leader uint64, leaving map[uint64]bool, 
 }
 
 // noteLost records that leader id lost the shard's leadership other than by handing it over
-// as it leaves (stopping, decommissioning): a crash, a pause, a cut, or a transfer away from
-// it (a balancing transfer hands a leadership from a leader that is not the preferred one, so
-// counting it too changes no wait). The loss of a leadership held briefly (less than
+// as it leaves (stopping, decommissioning) or back to the preferred leader: a crash, a pause,
+// a cut, or a transfer away from it. The loss of a leadership held briefly (less than
 // handBackForgetRounds intervals) is another in a row, unless the last is forgotten.
 func (sp *shardPlacement) noteLost(id uint64, brief bool, now time.Time) {
 	if sp.lost == nil {
@@ -459,7 +463,11 @@ func (p *placer) round(now time.Time) {
 		if key := fmt.Sprint(st.Leader, st.Voters, st.Learners); key != sp.config {
 			sp.config, sp.stableSince = key, now
 		}
-		sp.observeLeader(st.Leader, leaving, now, p.interval)
+		var preferred uint64
+		if int(st.Shard) < len(desired) {
+			preferred = target0(desired[st.Shard])
+		}
+		sp.observeLeader(st.Leader, preferred, leaving, now, p.interval)
 		if st.Leader != self || st.Progress == nil {
 			continue
 		}
