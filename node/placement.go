@@ -555,14 +555,22 @@ func replaceUnheard(target []uint64, held map[uint64]bool, candidates []uint64, 
 
 // transferTarget picks the voter to hand leadership to before this node
 // removes itself: the ring's preferred leader if ready, else the first ready
-// target voter; 0 if none.
+// target voter; 0 if none. A preferred leader within its hand-back wait
+// (PreferredLost, HandBack) only when no other target voter is ready: handed it
+// by an extra voter elected in its place, a node whose links flap got its
+// leaderships back after every heal, as balanceLeader does not hand them.
 func transferTarget(in placementInput, isVoter, live, caughtUp func(uint64) bool) uint64 {
-	for _, id := range in.Target {
+	waiting := !in.PreferredLost.IsZero() && in.Now.Sub(in.PreferredLost) < in.HandBack
+	var pref uint64
+	for i, id := range in.Target {
 		if id != in.Self && isVoter(id) && live(id) && caughtUp(id) && !in.Peers[id].Stopping {
-			return id
+			if i > 0 || !waiting {
+				return id
+			}
+			pref = id
 		}
 	}
-	return 0
+	return pref
 }
 
 // liveQuorumWithout reports whether, after removing id, the live voters are

@@ -166,6 +166,20 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepTransfer, Node: 3, Kept: true},
 		},
 		{
+			name: "self decommissioning: the leadership goes to another target voter while the preferred leader's hand-back wait runs",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
+				Target: []uint64{3, 2}, Peers: map[uint64]peerState{self: decom, 2: alive, 3: alive}, Replication: 3,
+				PreferredLost: now.Add(-5 * time.Second), HandBack: 10 * time.Second},
+			want: placementStep{Kind: stepTransfer, Node: 2, Kept: true},
+		},
+		{
+			name: "self decommissioning: to the preferred leader in its hand-back wait when no other target voter can take it",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit - 2*promoteSlack, 3: commit}),
+				Target: []uint64{3, 2}, Peers: map[uint64]peerState{self: decom, 2: alive, 3: alive}, Replication: 3,
+				PreferredLost: now.Add(-5 * time.Second), HandBack: 10 * time.Second},
+			want: placementStep{Kind: stepTransfer, Node: 3, Kept: true},
+		},
+		{
 			name: "a decommissioning voter is kept while a target voter is down: that one may never take its place",
 			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: -5}),
 				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, decom, 4, dead), Replication: 3},
