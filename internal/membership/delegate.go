@@ -87,7 +87,10 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 // is this process's now, so that process is gone, and its entry stays alive
 // only because this process answers the probes of its name there. With
 // another ID it ran on a data directory since wiped; the seeds take the new
-// ID for the name once this node refutes the old entry.
+// ID for the name once this node refutes the old entry. An address this node
+// only advertises (--gossip-advertise) is no such proof: a node started from a
+// copy of another's configuration advertises that node's address, where that
+// node listens, and would refute its entry for as long as both ran.
 func (d *delegate) checkName(peer *memberlist.Node) error {
 	m := d.m()
 	if peer.Name != m.name || peer.State != memberlist.StateAlive && peer.State != memberlist.StateSuspect {
@@ -100,12 +103,11 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 	m.mu.Lock()
 	var taken error
 	self := m.addr.Load()
-	previous := self != nil && peer.Address() == *self || m.listensOn(peer.Address())
 	switch {
-	case previous:
+	case m.listensOn(peer.Address()):
 	case meta.NodeID != m.mu.self.NodeID:
 		taken = &NameTakenError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
-	case self != nil:
+	case self != nil && peer.Address() != *self:
 		taken = &IdentityInUseError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
 	}
 	m.mu.Unlock()

@@ -703,3 +703,30 @@ func TestWipedRestartAtSameAddressJoins(t *testing.T) {
 	}
 	eventually(t, "a to take b's new ID", func() bool { m, ok := find(a, "b"); return ok && m.Alive && m.NodeID == 9 })
 }
+
+// TestNameTakenAtCopiedAdvertiseAddressRefused: a node started elsewhere from a copy of a
+// live node's configuration, name and --gossip-advertise included (another node ID, another
+// address it listens on), is refused with ErrNameTaken, as with any other advertised address.
+// The live member at its advertised address is not its previous process: it does not listen
+// there, and the other node does. Taken for its previous process, it joined, and the two
+// refuted each other's entry for the name for as long as both ran.
+func TestNameTakenAtCopiedAdvertiseAddressRefused(t *testing.T) {
+	ac := testConfig(t, "a", 7, "c1")
+	a := start(t, ac)
+	bc := testConfig(t, "b", 8, "c1", ac.Bind)
+	start(t, bc)
+	eventually(t, "b alive at a", func() bool { m, ok := find(a, "b"); return ok && m.Alive })
+
+	copyOfA := testConfig(t, "a", 9, "c1")
+	copyOfA.Advertise = ac.Bind
+	m := start(t, copyOfA)
+	_, err := m.Join([]string{bc.Bind})
+	var taken *NameTakenError
+	if !errors.As(err, &taken) || taken.Addr != ac.Bind || taken.NodeID != 7 {
+		t.Fatalf("join through b of a node named a that listens on %s and advertises a's address %s: %v",
+			copyOfA.Bind, ac.Bind, err)
+	}
+	if mem, ok := find(a, "a"); !ok || mem.NodeID != 7 {
+		t.Fatalf("a's view of its name after the refused join: %+v", mem)
+	}
+}
