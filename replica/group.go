@@ -96,6 +96,9 @@ type Group struct {
 	truncAnnounced  uint64
 	leaderTrunc     uint64
 	leaderTruncTerm uint64
+	// snapIn: per follower, the index of the snapshot this leader sent it that the transport
+	// reported in and the follower has not answered yet (noteSnapshotIn, logtrim.go).
+	snapIn map[uint64]uint64
 	// dropPreVotes: leaderDown's last tick started a campaign that this node must not
 	// run; the pre-vote requests of its next Ready are dropped (see leaderDown).
 	dropPreVotes bool

@@ -401,6 +401,9 @@ func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
 	_ = h.do(func() {
 		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
 			g.wake()
+			if ok {
+				g.noteSnapshotIn(to)
+			}
 			g.rn.ReportSnapshot(to, st)
 			g.stir()
 		}

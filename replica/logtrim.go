@@ -16,7 +16,8 @@ import (
 //   - a leader drops what every follower has (their lowest match index) less a cushion of
 //     logCushion entries, but keeps up to LogRetainEntries behind its applied index for a
 //     follower that is further behind (down, cut off, slow): past that, the follower catches
-//     up by snapshot, and the entries after a snapshot being sent are kept until it is in;
+//     up by snapshot, and the entries after a snapshot being sent are kept until it is in and
+//     the follower has answered it (noteSnapshotIn);
 //   - a follower drops what its leader says: the leader's truncation point rides on its
 //     appends, in their Context (truncCtx), which raft ignores for an append, and so does a
 //     node of an earlier version. Without word from the current leader (a new term, an older
@@ -79,6 +80,15 @@ func (g *Group) truncationPoint() uint64 {
 				if pr.State == tracker.StateSnapshot && pr.PendingSnapshot > 0 {
 					snap = min(snap, pr.PendingSnapshot)
 				}
+				if in, ok := g.snapIn[id]; ok {
+					// Reported in, not answered yet: raft probes the follower from just after
+					// the snapshot, its match index still the old one.
+					if pr.State == tracker.StateProbe && pr.Next == in+1 {
+						snap = min(snap, in)
+					} else {
+						delete(g.snapIn, id) // answered, refused, or another snapshot
+					}
+				}
 			}
 		})
 		// The entries after a snapshot being sent are kept past LogRetainEntries (MaxLogBytes
@@ -107,9 +117,30 @@ func (g *Group) announceTruncation(to uint64) {
 	g.truncCtx, g.truncAnnounced = ctx, to
 }
 
-// forgetTruncation drops the truncation point a leader announced: a new leadership announces
-// its own (observe). Loop goroutine.
-func (g *Group) forgetTruncation() { g.truncCtx, g.truncAnnounced = nil, 0 }
+// forgetTruncation drops the truncation point a leader announced, and the snapshots it saw
+// reported in: a new leadership announces its own and tracks its own (observe). Loop
+// goroutine.
+func (g *Group) forgetTruncation() { g.truncCtx, g.truncAnnounced, g.snapIn = nil, 0, nil }
+
+// noteSnapshotIn records, before raft hears that the snapshot it is sending to follower to is
+// in, the snapshot's index: raft then probes the follower from just after it, with the
+// follower's match index still the old one until its answer comes, which waits for the
+// follower's fsync of the snapshot's raft state and so usually comes after the report. Until
+// then truncationPoint keeps the entries after the snapshot, as while it was being sent.
+// Loop goroutine.
+func (g *Group) noteSnapshotIn(to uint64) {
+	if g.state != raft.StateLeader {
+		return
+	}
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == to && pr.State == tracker.StateSnapshot && pr.PendingSnapshot > 0 {
+			if g.snapIn == nil {
+				g.snapIn = make(map[uint64]uint64, 1)
+			}
+			g.snapIn[to] = pr.PendingSnapshot
+		}
+	})
+}
 
 // tagTruncation puts the announced truncation point on m, an append of this leader. Loop
 // goroutine.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // proposeN proposes n values named prefix-i on shard and returns want with them appended.
@@ -112,5 +114,59 @@ func TestLogKeptForSnapshotInFlight(t *testing.T) {
 	c.converged(shard, want, 1, 2, 3)
 	if n := testutilCounter(sent); n != 1 {
 		t.Fatalf("%v snapshots sent to the follower, want 1: the entries after the first were dropped while it streamed", n)
+	}
+}
+
+// TestLogKeptForSnapshotReported: entries after a snapshot are kept too between the sender's
+// report that the snapshot is in and the follower's answer to it. The report comes first (the
+// answer waits for the follower's fsync of the snapshot's raft state), and raft then probes the
+// follower from the snapshot's index with its match index still the old one: an apply of the
+// leader in between trimmed the log past LogRetainEntries behind, so the answer found the
+// entries after the snapshot gone and the follower needed a second snapshot, and under load a
+// third. The follower's answers are held here until the leader has applied a few hundred more
+// entries.
+func TestLogKeptForSnapshotReported(t *testing.T) {
+	const shard = 2
+	c := newCluster(t, clusterOpts{nodes: 3, retain: 50})
+	c.openVoters(shard)
+	want := proposeN(c, shard, "a", 20, nil)
+	c.converged(shard, want, 1, 2, 3)
+	lead := c.leader(shard).Status().ID
+	behind := c.others(lead)[0]
+
+	c.net.isolate(behind, true)
+	want = proposeN(c, shard, "b", 200, want) // past what the leader keeps for it
+	gate := make(chan struct{})
+	c.net.mu.Lock()
+	c.net.snapGate = gate
+	c.net.mu.Unlock()
+	c.net.isolate(behind, false)
+	sent := c.nodes[lead].host.metrics.SnapshotsSent
+	eventually(t, 10*time.Second, func() error {
+		if c.leader(shard).Status().Progress[behind].Snapshotting {
+			return nil
+		}
+		return fmt.Errorf("no snapshot under way to %d", behind)
+	})
+	want = proposeN(c, shard, "c", 200, want) // four times LogRetainEntries while it streams
+	// The follower's answers are late: the leader hears of the install from the report only.
+	c.net.mu.Lock()
+	c.net.snapGate = nil
+	c.net.drop = func(from uint64, _ *pb.Message) bool { return from == behind }
+	c.net.mu.Unlock()
+	close(gate)
+	eventually(t, 10*time.Second, func() error {
+		if testutilCounter(sent) == 1 && !c.leader(shard).Status().Progress[behind].Snapshotting {
+			return nil
+		}
+		return fmt.Errorf("the snapshot to %d is not reported yet", behind)
+	})
+	want = proposeN(c, shard, "d", 200, want)
+	c.net.mu.Lock()
+	c.net.drop = nil
+	c.net.mu.Unlock()
+	c.converged(shard, want, 1, 2, 3)
+	if n := testutilCounter(sent); n != 1 {
+		t.Fatalf("%v snapshots sent to the follower, want 1: the entries after the first were dropped between its report and the follower's answer", n)
 	}
 }
