@@ -186,20 +186,31 @@ func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, strea
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	rs, err := shoalv1.NewStreamsClient(c.Dial(t, from)).Read(ctx, &shoalv1.ReadRequest{Stream: stream})
-	if err != nil {
-		t.Fatal(err)
+	readAll := func() ([]*shoalv1.RecordedEvent, error) {
+		rs, err := shoalv1.NewStreamsClient(c.Dial(t, from)).Read(ctx, &shoalv1.ReadRequest{Stream: stream})
+		var got []*shoalv1.RecordedEvent
+		for err == nil {
+			var r *shoalv1.ReadResponse
+			if r, err = rs.Recv(); err == nil {
+				got = append(got, r.Events...)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return got, err
 	}
 	var got []*shoalv1.RecordedEvent
 	for {
-		r, err := rs.Recv()
-		if errors.Is(err, io.EOF) {
+		// A read may meet an election (a loaded machine): asked again, as the append is.
+		var err error
+		if got, err = readAll(); err == nil {
 			break
 		}
-		if err != nil {
+		if st, _ := status.FromError(err); st.Code() != codes.Unavailable || ctx.Err() != nil {
 			t.Fatalf("read %s via node %d: %v", stream, from+1, err)
 		}
-		got = append(got, r.Events...)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if len(got) != 2 || got[0].Type != "E0" || got[1].Type != "E1" || got[1].Version != 1 {
 		t.Fatalf("read %s back: %v", stream, got)
@@ -270,7 +281,7 @@ func TestPlacementUpReplicates(t *testing.T) {
 	if got := metricSum(t, regs, "shoal_placement_steps_total", "promote"); got < 2*placementShards {
 		t.Errorf("promote steps: %v, want >= %d", got, 2*placementShards)
 	}
-	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
+	testnode.WaitFor(t, placementWait, "under-replicated gauge", func() string {
 		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != 0 {
 			return fmt.Sprintf("gauge %v", got)
 		}
@@ -342,7 +353,7 @@ func TestPlacementReplacesDeadNode(t *testing.T) {
 		t.Errorf("replaced after %v, before DeadAfter %v", d, placementDead)
 	}
 	// Followers apply the last configuration change a little after their leader.
-	testnode.WaitFor(t, 5*time.Second, "no dead voters after the replacement", func() string {
+	testnode.WaitFor(t, placementWait, "no dead voters after the replacement", func() string {
 		if got := metricSum(t, survivors, "shoal_shard_dead_voters", ""); got != 0 {
 			return fmt.Sprintf("shoal_shard_dead_voters sum to %v, want 0", got)
 		}
@@ -427,7 +438,7 @@ func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 		}
 	}
 	placementAppendRead(t, c, 2, 0, "while-decommissioning") // forwarded by the decommissioning node
-	testnode.WaitFor(t, 5*time.Second, "kept-extra gauge", func() string {
+	testnode.WaitFor(t, placementWait, "kept-extra gauge", func() string {
 		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != placementShards {
 			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
 		}
@@ -437,7 +448,7 @@ func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 	c.Add(t, placementConfig)
 	waitDrained(t, c, 2)
 	placementAppendRead(t, c, 3, 1, "after-drain")
-	testnode.WaitFor(t, 5*time.Second, "kept-extra gauge back to 0", func() string {
+	testnode.WaitFor(t, placementWait, "kept-extra gauge back to 0", func() string {
 		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != 0 {
 			return fmt.Sprintf("gauge %v", got)
 		}
@@ -725,7 +736,7 @@ func waitUnderReplicated(t *testing.T, c *testnode.Cluster, regs []*prometheus.R
 		}
 		return ""
 	})
-	testnode.WaitFor(t, 5*time.Second, "under-replicated gauge", func() string {
+	testnode.WaitFor(t, placementWait, "under-replicated gauge", func() string {
 		if got := metricSum(t, regs, "shoal_placement_under_replicated_shards", ""); got != placementShards {
 			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
 		}

@@ -128,7 +128,7 @@ func TestPlacementDecommissionTwoOfFour(t *testing.T) {
 	if after := steps(); after != before {
 		t.Fatalf("membership steps went on after the drain: %v, then %v", before, after)
 	}
-	testnode.WaitFor(t, 5*time.Second, "kept-extra gauge", func() string {
+	testnode.WaitFor(t, placementWait, "kept-extra gauge", func() string {
 		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != placementShards {
 			return fmt.Sprintf("gauge %v, want %d", got, placementShards)
 		}

@@ -144,7 +144,7 @@ func TestPlacementReplacesUnheardVoter(t *testing.T) {
 	}
 	placementAppendRead(t, c, l, x, "unheard-after")
 	placementAppendRead(t, c, x, l, "unheard-after-2")
-	testnode.WaitFor(t, 5*time.Second, "no unheard voter left", func() string {
+	testnode.WaitFor(t, placementWait, "no unheard voter left", func() string {
 		if n := metricSum(t, regs, "shoal_placement_unheard_voter_shards", ""); n != 0 {
 			return fmt.Sprintf("shoal_placement_unheard_voter_shards = %v", n)
 		}
