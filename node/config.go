@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/memberlist"
@@ -371,6 +372,13 @@ func (c Config) Validate() error {
 	case 0, 16, 24, 32:
 	default:
 		return fmt.Errorf("node: config: GossipKey must be 16, 24 or 32 bytes, got %d", len(c.GossipKey))
+	}
+	// Gossip metadata carries the name, the zone and the advertised address, and peers (the
+	// node itself included, as it starts) refuse metadata that is not UTF-8.
+	for _, f := range []struct{ field, v string }{{"Name", c.Name}, {"Zone", c.Zone}, {"Advertise", c.Advertise}} {
+		if !utf8.ValidString(f.v) {
+			return fmt.Errorf("node: config: %s %q is not valid UTF-8 (it travels in gossip metadata, which must be)", f.field, f.v)
+		}
 	}
 	if len(c.Name) > MaxNameLen {
 		return fmt.Errorf("node: config: Name is %d bytes, longer than the limit of %d", len(c.Name), MaxNameLen)

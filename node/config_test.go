@@ -22,6 +22,9 @@ func TestConfigValidate(t *testing.T) {
 		{Zone: " z1"},
 		{Zone: "z\x01"},
 		{Name: strings.Repeat("n", MaxNameLen+1)},
+		{Name: "n\xff"}, // gossip metadata that no member decodes, the node itself included
+		{Zone: "z\xff"},
+		{Advertise: "h\xff:7400"},
 		{MaxSubscriptions: -1},
 		{MaxLongPolls: -1},
 		{MaxAppendPipelines: -1},
