@@ -140,6 +140,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--gossip-key-file", "/does/not/exist"}, "cannot read --gossip-key-file"},
 		{[]string{"server", "--procs", "-1"}, "--procs must be 0 (twice the CPUs) or more"},
 		{[]string{"dev", "--procs", "-2"}, "--procs must be 0 (twice the CPUs) or more"},
+		// GOMAXPROCS 100000 ended the process with "fatal error: thread exhaustion".
+		{[]string{"server", "--procs", "100000"}, "--procs must be at most 4096, got 100000"},
+		{[]string{"dev", "--procs", "4097"}, "--procs must be at most 4096, got 4097"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errOut := runCLI(t, nil, "", tc.args...)

@@ -170,7 +170,7 @@ func dialedHost(advertise, listen string) string {
 
 // procsFlag adds --procs, the server's GOMAXPROCS.
 func procsFlag(f *pflag.FlagSet, procs *int) {
-	f.IntVar(procs, "procs", 0, "Go scheduler threads (GOMAXPROCS); 0 = $GOMAXPROCS if set, else twice the CPUs available")
+	f.IntVar(procs, "procs", 0, fmt.Sprintf("Go scheduler threads (GOMAXPROCS), at most %d; 0 = $GOMAXPROCS if set, else twice the CPUs available", maxProcs))
 }
 
 // serverProcs sets GOMAXPROCS for a server process and returns it (a usage error for a
@@ -185,6 +185,9 @@ func serverProcs(procs int) (int, error) {
 	switch {
 	case procs < 0:
 		return 0, usagef("--procs must be 0 (twice the CPUs) or more, got %d", procs)
+	case procs > maxProcs:
+		return 0, usagef("--procs must be at most %d, got %d (each may run an OS thread, and the Go runtime ends a process "+
+			"that reaches 10,000 threads)", maxProcs, procs)
 	case procs > 0:
 		runtime.GOMAXPROCS(procs)
 	case os.Getenv("GOMAXPROCS") == "":
@@ -192,6 +195,11 @@ func serverProcs(procs int) (int, error) {
 	}
 	return runtime.GOMAXPROCS(0), nil
 }
+
+// maxProcs bounds --procs. The Go runtime sets no bound of its own: GOMAXPROCS(100000) ended the
+// process at once with "fatal error: thread exhaustion" (its limit is 10,000 OS threads, and
+// threads blocked in fsyncs come on top of those running Go code).
+const maxProcs = 4096
 
 // handOffTimeout bounds the leadership hand-off of a stopping server (Node.HandOffLeaders):
 // transfers that have not ended by then are left to the followers' election.
