@@ -441,3 +441,67 @@ func TestClientAppendsAtPipelineLimit(t *testing.T) {
 		t.Fatalf("stream c: %d events, %v; want %d", len(got), err, appends)
 	}
 }
+
+// TestInvalidReadAtLimit: a read that is invalid is refused as such (INVALID_ARGUMENT, naming
+// the field) also when the node holds as many subscriptions and long polls as it may. It was
+// checked only once it held a place: at the limit it was refused with RESOURCE_EXHAUSTED,
+// which clients retry, and its caller never learnt that the request itself was wrong.
+func TestInvalidReadAtLimit(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.DisableHTTP = true
+	cfg.MaxSubscriptions, cfg.MaxLongPolls = 1, 1
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Take the only subscription and the only long poll.
+	sub, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 0, Follow: true})
+	if err == nil {
+		_, err = sub.Recv()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 1, FromEnd: true, WaitMs: 50_000}); err != nil {
+		t.Fatal(err)
+	}
+	waitGauge(t, n.reg, "shoal_long_polls_held", 1)
+
+	for _, tc := range []struct {
+		name  string
+		field string
+		open  func() (func() error, error)
+	}{
+		{"stream subscription backward", "follow", func() (func() error, error) {
+			rs, err := c.Read(ctx, &shoalv1.ReadRequest{Stream: "s", Follow: true, Backward: true})
+			return func() error { _, err := rs.Recv(); return err }, err
+		}},
+		{"stream subscription of an empty name", "stream", func() (func() error, error) {
+			rs, err := c.Read(ctx, &shoalv1.ReadRequest{Follow: true})
+			return func() error { _, err := rs.Recv(); return err }, err
+		}},
+		{"shard subscription with a count", "count", func() (func() error, error) {
+			rs, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 0, Follow: true, Count: 5})
+			return func() error { _, err := rs.Recv(); return err }, err
+		}},
+		{"shard subscription of a shard out of range", "shard", func() (func() error, error) {
+			rs, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 1 << 20, Follow: true})
+			return func() error { _, err := rs.Recv(); return err }, err
+		}},
+		{"long poll past the longest wait", "wait_ms", func() (func() error, error) {
+			rs, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 0, WaitMs: maxWaitMS + 1})
+			return func() error { _, err := rs.Recv(); return err }, err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recv, err := tc.open()
+			if err == nil {
+				err = recv()
+			}
+			if f := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); f.GetField() != tc.field {
+				t.Errorf("at the limits: field %q, want %q (%v)", f.GetField(), tc.field, err)
+			}
+		})
+	}
+}

@@ -65,11 +65,17 @@ func (s *streamsServer) Delete(ctx context.Context, req *shoalv1.DeleteRequest) 
 	return resp, err
 }
 
+// Read and ReadShard check the request before it takes a place of a limit (holdSubscription,
+// holdShardRead): at the limit an invalid one was refused as RESOURCE_EXHAUSTED, which clients
+// retry, and its caller learnt what was wrong with it only once a place was free, if ever.
 func (s *streamsServer) Read(req *shoalv1.ReadRequest, stream grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
-	release, err := s.n.holdSubscription(req.Follow, "stream")
+	id, st, err := s.n.checkRead(req)
 	if err == nil {
-		err = s.n.read(req, stream)
-		release()
+		var release func()
+		if release, err = s.n.holdSubscription(req.Follow, "stream"); err == nil {
+			err = s.n.read(req, id, st, stream)
+			release()
+		}
 	}
 	if incomingHops(stream.Context()) == 0 {
 		s.n.metrics.reads.WithLabelValues("stream", resultLabel(err)).Inc()
@@ -78,10 +84,13 @@ func (s *streamsServer) Read(req *shoalv1.ReadRequest, stream grpc.ServerStreami
 }
 
 func (s *streamsServer) ReadShard(req *shoalv1.ReadShardRequest, stream grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) error {
-	release, err := s.n.holdShardRead(req)
+	st, err := s.n.checkReadShard(req)
 	if err == nil {
-		err = s.n.readShard(req, stream)
-		release()
+		var release func()
+		if release, err = s.n.holdShardRead(req); err == nil {
+			err = s.n.readShard(req, st, stream)
+			release()
+		}
 	}
 	if incomingHops(stream.Context()) == 0 {
 		s.n.metrics.reads.WithLabelValues("shard", resultLabel(err)).Inc()
@@ -282,20 +291,27 @@ func eventSize(e *shard.RecordedEvent) int {
 	return len(e.Data) + len(e.Metadata) + len(e.Type) + len(e.Stream) + len(e.ContentType) + 64
 }
 
-func (n *Node) read(req *shoalv1.ReadRequest, out grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
-	ctx := out.Context()
+// checkRead checks a Read request and returns the shard of its stream and its staleness, or its
+// refusal as a gRPC status.
+func (n *Node) checkRead(req *shoalv1.ReadRequest) (uint32, staleness, error) {
 	id, err := n.shardOf(req.Stream)
 	if err != nil {
-		return n.toStatus(err, req.Stream, id)
+		return id, staleness{}, n.toStatus(err, req.Stream, id)
 	}
 	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
 	if err != nil {
-		return n.toStatus(err, req.Stream, id)
+		return id, st, n.toStatus(err, req.Stream, id)
 	}
 	if req.Follow && (req.Backward || req.Count != 0) {
-		return n.toStatus(&shard.InvalidError{Field: "follow", Limit: "forwards, with count 0",
+		return id, st, n.toStatus(&shard.InvalidError{Field: "follow", Limit: "forwards, with count 0",
 			Reason: "a subscription reads forwards until cancelled"}, req.Stream, id)
 	}
+	return id, st, nil
+}
+
+// read serves a Read request that checkRead passed: id is its shard, st its staleness.
+func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
+	ctx := out.Context()
 	sm, err := forwardRead(n, ctx, id, st, 0, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) {
 		return shoalv1.NewStreamsClient(conn).Read(ctx, req)
 	})
@@ -397,15 +413,16 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 	}
 }
 
-func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) (retErr error) {
-	ctx := out.Context()
+// checkReadShard checks a ReadShard request and returns its staleness, or its refusal as a
+// gRPC status.
+func (n *Node) checkReadShard(req *shoalv1.ReadShardRequest) (staleness, error) {
 	s := n.settings.Load()
 	if s == nil || req.Shard >= s.Shards {
 		shards := uint32(0)
 		if s != nil {
 			shards = s.Shards
 		}
-		return n.toStatus(&shard.InvalidError{Field: "shard", Limit: fmt.Sprintf("less than %d", shards),
+		return staleness{}, n.toStatus(&shard.InvalidError{Field: "shard", Limit: fmt.Sprintf("less than %d", shards),
 			Reason: fmt.Sprintf("shard %d does not exist", req.Shard)}, "", req.Shard)
 	}
 	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
@@ -413,8 +430,14 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, out grpc.ServerStreaming
 		err = checkShardRequest(req)
 	}
 	if err != nil {
-		return n.toStatus(err, "", req.Shard)
+		return st, n.toStatus(err, "", req.Shard)
 	}
+	return st, nil
+}
+
+// readShard serves a ReadShard request that checkReadShard passed, of staleness st.
+func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) (retErr error) {
+	ctx := out.Context()
 	sm, err := forwardRead(n, ctx, req.Shard, st, time.Duration(req.WaitMs)*time.Millisecond, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
 		return shoalv1.NewStreamsClient(conn).ReadShard(ctx, req)
 	})
