@@ -289,9 +289,15 @@ func (c Config) Validate() error {
 		if err := addr(field, v); err != nil {
 			return err
 		}
-		if host, _, _ := net.SplitHostPort(v); host == "" || net.ParseIP(host).IsUnspecified() {
+		host, port, _ := net.SplitHostPort(v)
+		if host == "" || net.ParseIP(host).IsUnspecified() {
 			return fmt.Errorf("node: config: %s %q is an all-interfaces address, which peers and clients cannot dial: "+
 				"give this node's host name or IP address", field, v)
+		}
+		// Port 0 picks a free port to listen on; as an address to dial it reaches nothing.
+		if p, err := net.LookupPort("tcp", port); err != nil || p == 0 {
+			return fmt.Errorf("node: config: %s %q: the port must be 1..65535 (port 0, which picks a free port to listen on, "+
+				"is no port peers and clients can dial)", field, v)
 		}
 		return nil
 	}

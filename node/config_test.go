@@ -25,6 +25,8 @@ func TestConfigValidate(t *testing.T) {
 		{Name: "n\xff"}, // gossip metadata that no member decodes, the node itself included
 		{Zone: "z\xff"},
 		{Advertise: "h\xff:7400"},
+		{Advertise: "10.0.0.1:0"}, // told to peers and clients, who cannot dial it
+		{GossipAdvertise: "10.0.0.1:0"},
 		{MaxSubscriptions: -1},
 		{MaxLongPolls: -1},
 		{MaxAppendPipelines: -1},

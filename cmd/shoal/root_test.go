@@ -128,6 +128,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--join", "127.0.0.1:99999"}, `--join "127.0.0.1:99999": the port must be 1..65535`},
 		{[]string{"server", "--advertise", "0.0.0.0:7400"}, `--advertise "0.0.0.0:7400" is an all-interfaces address`},
 		{[]string{"server", "--advertise", ":7400"}, `--advertise ":7400" is an all-interfaces address`},
+		{[]string{"server", "--advertise", "127.0.0.1:0"}, `--advertise "127.0.0.1:0": the port must be 1..65535`},
+		{[]string{"server", "--gossip-advertise", "127.0.0.1:0"}, `--gossip-advertise "127.0.0.1:0": the port must be 1..65535`},
 		// Gossip metadata that is not UTF-8 crashed the server as it started (no member, itself
 		// included, decodes it), after it had written its identity to --data.
 		{[]string{"server", "--zone", "z\xff"}, `--zone "z\xff" is not valid UTF-8`},
