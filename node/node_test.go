@@ -297,6 +297,32 @@ func TestStatusDetails(t *testing.T) {
 			t.Fatalf("detail: %v", d)
 		}
 	})
+	// A version is a condition only with KIND_EXACT: one given with another kind (proto3's
+	// default kind is ANY, so a caller that forgets the kind sends exactly that) was ignored,
+	// and the append or delete ran with no check at all.
+	t.Run("version without exact", func(t *testing.T) {
+		before, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range []shoalv1.ExpectedVersion_Kind{shoalv1.ExpectedVersion_KIND_ANY,
+			shoalv1.ExpectedVersion_KIND_NO_STREAM, shoalv1.ExpectedVersion_KIND_EXISTS} {
+			exp := &shoalv1.ExpectedVersion{Kind: kind, Version: 7}
+			_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: exp, Events: events("T")})
+			if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "expected.version" || d.Limit == "" {
+				t.Fatalf("append, %v with version 7: %v", kind, d)
+			}
+			if kind != shoalv1.ExpectedVersion_KIND_NO_STREAM {
+				_, err = c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "s", Expected: exp})
+				if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "expected.version" {
+					t.Fatalf("delete, %v with version 7: %v", kind, d)
+				}
+			}
+		}
+		if after, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: "s"}); err != nil || len(after) != len(before) {
+			t.Fatalf("stream s after the refusals: %d events, %v; want the %d before", len(after), err, len(before))
+		}
+	})
 	t.Run("invalid delete", func(t *testing.T) {
 		_, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "s", Expected: noStream()})
 		detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument)

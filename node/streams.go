@@ -115,8 +115,15 @@ func fromProtoExpected(e *shoalv1.ExpectedVersion) (shard.Expected, error) {
 		return shard.Expected{Kind: shard.ExpectAny}, nil
 	}
 	switch e.Kind {
-	case shoalv1.ExpectedVersion_KIND_ANY, shoalv1.ExpectedVersion_KIND_NO_STREAM,
-		shoalv1.ExpectedVersion_KIND_EXISTS, shoalv1.ExpectedVersion_KIND_EXACT:
+	case shoalv1.ExpectedVersion_KIND_ANY, shoalv1.ExpectedVersion_KIND_NO_STREAM, shoalv1.ExpectedVersion_KIND_EXISTS:
+		// proto3's default kind is ANY: a caller that gives a version and forgets the kind
+		// would write with no check at all.
+		if e.Version != 0 {
+			return shard.Expected{}, &shard.InvalidError{Field: "expected.version", Limit: "0 unless kind is EXACT",
+				Reason: fmt.Sprintf("version %d given with kind %v, which checks no version", e.Version, e.Kind)}
+		}
+		return shard.Expected{Kind: shard.ExpectedKind(e.Kind)}, nil
+	case shoalv1.ExpectedVersion_KIND_EXACT:
 		return shard.Expected{Kind: shard.ExpectedKind(e.Kind), Version: e.Version}, nil
 	}
 	return shard.Expected{}, &shard.InvalidError{Field: "expected.kind", Limit: "one of ANY, NO_STREAM, EXISTS, EXACT",
