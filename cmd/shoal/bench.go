@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/internal/tlsfiles"
+	"github.com/shoaldb/shoal/shard"
 )
 
 func (a *app) benchCmd() *cobra.Command {
@@ -99,6 +101,18 @@ func configError(cmd *cobra.Command, err error) error {
 	return err
 }
 
+// checkStreamPrefix refuses a --stream-prefix that makes invalid stream names (prefix and an
+// index below streams), which the servers would refuse every append of: a benchmark ran its whole
+// duration and then reported only a count of invalid errors.
+func checkStreamPrefix(prefix string, streams int) error {
+	name := prefix + strconv.Itoa(max(streams-1, 0)) // the longest
+	var ie *shard.InvalidError
+	if err := shard.CheckStreamName(name); errors.As(err, &ie) {
+		return usagef("--stream-prefix %q makes invalid stream names such as %q: %s (limit: %s)", prefix, name, ie.Reason, ie.Limit)
+	}
+	return nil
+}
+
 // prepareRun settles the flags that interact.
 func (a *app) prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error {
 	if cmd.Flags().Changed("server") && t.embedded {
@@ -151,6 +165,9 @@ func (a *app) benchAppendCmd() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return configError(cmd, err)
 			}
+			if err := checkStreamPrefix(cfg.StreamPrefix, cfg.Streams); err != nil {
+				return err
+			}
 			return a.runBench(cmd.Context(), &cfg.Run, t, func(ctx context.Context, target bench.Target) (*bench.Result, error) {
 				return bench.RunAppend(ctx, cfg, target)
 			})
@@ -188,6 +205,9 @@ func (a *app) benchReadCmd() *cobra.Command {
 			cfg.EnsureDefaults()
 			if err := cfg.Validate(); err != nil {
 				return configError(cmd, err)
+			}
+			if err := checkStreamPrefix(cfg.StreamPrefix, cfg.Streams); err != nil {
+				return err
 			}
 			return a.runBench(cmd.Context(), &cfg.Run, t, func(ctx context.Context, target bench.Target) (*bench.Result, error) {
 				return bench.RunRead(ctx, cfg, target)

@@ -114,6 +114,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "append", "--dist", "pareto"}, "dist must be uniform or zipf"},
 		{[]string{"bench", "append", "--embedded", "--server", "x:1"}, "exclude each other"},
 		{[]string{"bench", "read", "--duration", "1s", "--count", "5"}, "exclude each other"},
+		// Every append of such a benchmark was refused: it ran its whole duration, then reported
+		// "invalid=68905" and no operation succeeded. --server 127.0.0.1:1: nothing to reach.
+		{[]string{"bench", "append", "--stream-prefix", "$sys-", "--duration", "1s", "--warmup", "0", "--server", "127.0.0.1:1"},
+			`--stream-prefix "$sys-" makes invalid stream names such as "$sys-9999": starts with '$'`},
+		{[]string{"bench", "read", "--stream-prefix", strings.Repeat("p", 512), "--streams", "10", "--server", "127.0.0.1:1"},
+			"too long (513 bytes) (limit: 1..512 bytes"},
 		{[]string{"server", "--listen", "nope"}, `--listen "nope" is not host:port`},
 		{[]string{"server", "--replication", "9"}, "--replication 9 out of range 1..7"},
 		// --listen nope: a server that took the 0 for the default would stop there, not start.
