@@ -405,6 +405,15 @@ func (c Config) Validate() error {
 	if i := strings.IndexFunc(c.Zone, unicode.IsControl); i >= 0 {
 		return fmt.Errorf("node: config: Zone %q has a control character at byte %d", c.Zone, i)
 	}
+	// Names compare byte for byte too: 'shoal node decommission n1' finds no node "n1 ", and a
+	// tab or a newline breaks the tables of 'shoal cluster status' and the log lines.
+	if strings.TrimSpace(c.Name) != c.Name {
+		return fmt.Errorf("node: config: Name %q begins or ends with a space: a node name is compared byte for byte "+
+			"('shoal node decommission' finds the node by it)", c.Name)
+	}
+	if i := strings.IndexFunc(c.Name, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("node: config: Name %q has a control character at byte %d", c.Name, i)
+	}
 	return nil
 }
 

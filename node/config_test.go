@@ -23,6 +23,8 @@ func TestConfigValidate(t *testing.T) {
 		{Zone: "z\x01"},
 		{Name: strings.Repeat("n", MaxNameLen+1)},
 		{Name: "n\xff"}, // gossip metadata that no member decodes, the node itself included
+		{Name: "n1 "},   // 'shoal node decommission n1' finds no such node
+		{Name: "n\t1"},
 		{Zone: "z\xff"},
 		{Advertise: "h\xff:7400"},
 		{Advertise: "10.0.0.1:0"}, // told to peers and clients, who cannot dial it
@@ -38,7 +40,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := (Config{Zone: "us east"}).Validate(); err != nil {
+	if err := (Config{Zone: "us east", Name: "node 1"}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if err := (Config{MaxSyncDuration: -1}).Validate(); err != nil {

@@ -140,6 +140,8 @@ func TestUsageErrors(t *testing.T) {
 		// included, decodes it), after it had written its identity to --data.
 		{[]string{"server", "--zone", "z\xff"}, `--zone "z\xff" is not valid UTF-8`},
 		{[]string{"server", "--node", "n\xff"}, `--node "n\xff" is not valid UTF-8`},
+		{[]string{"server", "--node", "n1 "}, `--node "n1 " begins or ends with a space`},
+		{[]string{"server", "--node", "n\n1"}, `--node "n\n1" has a control character at byte 1`},
 		{[]string{"server", "--gossip-advertise", "[::]:7401"}, `--gossip-advertise "[::]:7401" is an all-interfaces address`},
 		{[]string{"server", "--stream-cache", "0"}, "--stream-cache 0 must be at least 1"},
 		{[]string{"server", "--max-subscriptions", "0"}, "--max-subscriptions 0 must be at least 1"},
