@@ -69,7 +69,7 @@ type Config struct {
 	Deletes bool
 
 	PageSize    int           // events per ReadShard page and commit; default 500, at most 10000 (and MaxPageBytes)
-	Concurrency int           // shards read at once; default 8
+	Concurrency int           // shards read at once; default 8 (a read not answered within PollMax waits outside it)
 	PollMax     time.Duration // long poll of a caught-up shard; default 1s (or PollMin if larger), at most client.MaxWait
 	PollMin     time.Duration // first idle wait (doubling up to PollMax, for servers that do not long-poll) and first backoff after a read error; default 20ms (or PollMax if smaller)
 	RetryMax    time.Duration // cap of the backoff after a read error; default 5s

@@ -652,3 +652,60 @@ func TestWaitForNoSuchShard(t *testing.T) {
 		t.Fatalf("WaitFor(shard 1, position 0) = %v", err)
 	}
 }
+
+// stuckSource is a fakeSource whose reads of the shards in stuck wait until their context ends
+// or for hold, then fail unavailable: the client's retries of a read of a shard that lost its
+// quorum, which last its whole retry budget (RetryPolicy.MaxElapsed, 30 s by default).
+type stuckSource struct {
+	*fakeSource
+	stuck map[uint32]bool
+	hold  time.Duration
+}
+
+func (s *stuckSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
+	if !s.stuck[shard] {
+		return s.fakeSource.ReadShard(ctx, shard, from, count, wait)
+	}
+	t := time.NewTimer(s.hold)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, from, fmt.Errorf("fake: shard %d has no leader: %w", shard, client.ErrUnavailable)
+}
+
+// TestProjectionCatchesUpBesideStuckShards: shards whose reads wait without an answer (lost
+// quorum: the client retries each read for its whole budget) do not keep the other shards from
+// catching up. Two of four shards stuck, Concurrency 2: their catch-up reads held both places
+// for as long as each read lasted, and the healthy shards read nothing meanwhile.
+func TestProjectionCatchesUpBesideStuckShards(t *testing.T) {
+	src := &stuckSource{fakeSource: newFakeSource(4, 5), stuck: map[uint32]bool{0: true, 1: true}, hold: 20 * time.Second}
+	want := src.add(2000)
+	cfg := testConfig(vfs.NewMem(), HandlerFunc(countingHandler))
+	cfg.Concurrency = 2
+	cfg.PollMax = 50 * time.Millisecond
+	p, err := open(cfg, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	start := time.Now()
+	for _, s := range []uint32{2, 3} {
+		if err := p.WaitFor(wctx, s, want[s]); err != nil {
+			cancel()
+			t.Fatalf("healthy shard %d not caught up to %d after %v beside two stuck shards: %v (checkpoint %v, run: %v)",
+				s, want[s], time.Since(start).Round(time.Millisecond), err, p.Checkpoint(), <-done)
+		}
+	}
+	t.Logf("healthy shards caught up in %v", time.Since(start).Round(time.Millisecond))
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}

@@ -23,7 +23,9 @@ type source interface {
 
 // Run processes events until ctx is done or a handler fails: one goroutine
 // per shard, at most Config.Concurrency of them catching up at a time, each
-// resuming from the stored checkpoint and committing one batch per page.
+// resuming from the stored checkpoint and committing one batch per page. A
+// catch-up read that has not answered within PollMax (its shard has no
+// leader, say) gives its place up while it waits.
 // Once caught up, a shard is read with a long poll of PollMax, outside the
 // Concurrency limit: its server answers as soon as the shard has a new
 // entry, so a new event reaches the handler within milliseconds, and an idle
@@ -125,6 +127,7 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 	caughtUp := false // the last read found nothing new: long-poll the next
 	for {
 		var wait time.Duration
+		answered, release := func() {}, func() {}
 		if caughtUp {
 			wait = p.cfg.PollMax
 		} else {
@@ -133,23 +136,21 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 			case <-ctx.Done():
 				return nil
 			}
+			answered, release = p.holdPlace(sem)
 		}
 		start := time.Now()
 		evs, next, err := p.src.ReadShard(ctx, shard, from, p.cfg.PageSize, wait)
+		answered()
 		if err == nil && next > from {
 			if aerr := p.apply(ctx, shard, evs, next); aerr != nil {
-				if !caughtUp {
-					<-sem
-				}
+				release()
 				if ctx.Err() != nil {
 					return nil
 				}
 				return aerr
 			}
 		}
-		if !caughtUp {
-			<-sem
-		}
+		release()
 		var pause time.Duration
 		switch {
 		case ctx.Err() != nil:
@@ -177,6 +178,17 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 			return nil
 		}
 	}
+}
+
+// holdPlace holds the place a catch-up read took in sem. A read that has not answered within
+// PollMax gives it back by itself: it is waiting, not reading (a shard without a leader, whose
+// read the client retries for its whole budget), as a long poll waits outside the Concurrency
+// limit; holding its place all along, it kept the other shards from catching up meanwhile.
+// answered, called once the read returned, keeps the place (if still held) until release.
+func (p *Projection) holdPlace(sem chan struct{}) (answered, release func()) {
+	free := sync.OnceFunc(func() { <-sem })
+	t := time.AfterFunc(p.cfg.PollMax, free)
+	return func() { t.Stop() }, free
 }
 
 // pageFull reports whether a page ended at one of its bounds, PageSize events or
