@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -79,34 +80,45 @@ func TestLogKeptForFollowerBehind(t *testing.T) {
 	}
 }
 
-// TestLogKeptForSnapshotInFlight: entries after a snapshot being sent to a follower are kept
-// past LogRetainEntries until the follower has it: a snapshot that took longer to stream and
-// install than LogRetainEntries appends took found the entries after it dropped, and the
-// follower needed another snapshot, and another, for as long as the load lasted.
-func TestLogKeptForSnapshotInFlight(t *testing.T) {
-	const shard = 2
-	c := newCluster(t, clusterOpts{nodes: 3, retain: 50})
+// snapshotUnderWay starts a three-node cluster (LogRetainEntries 50) whose follower behind fell
+// further behind than the leader keeps, and returns once the leader streams it a snapshot,
+// held at gate (close it to let the snapshot go), with 200 more entries proposed meanwhile:
+// four times LogRetainEntries. want is what every replica must hold; sent counts the leader's
+// snapshots.
+func snapshotUnderWay(t *testing.T, shard uint32) (c *cluster, behind uint64, want []string, gate chan struct{}, sent prometheus.Counter) {
+	t.Helper()
+	c = newCluster(t, clusterOpts{nodes: 3, retain: 50})
 	c.openVoters(shard)
-	want := proposeN(c, shard, "a", 20, nil)
+	want = proposeN(c, shard, "a", 20, nil)
 	c.converged(shard, want, 1, 2, 3)
 	lead := c.leader(shard).Status().ID
-	behind := c.others(lead)[0]
+	behind = c.others(lead)[0]
 
 	c.net.isolate(behind, true)
 	want = proposeN(c, shard, "b", 200, want) // past what the leader keeps for it
-	gate := make(chan struct{})
+	gate = make(chan struct{})
 	c.net.mu.Lock()
 	c.net.snapGate = gate
 	c.net.mu.Unlock()
 	c.net.isolate(behind, false)
-	sent := c.nodes[lead].host.metrics.SnapshotsSent
+	sent = c.nodes[lead].host.metrics.SnapshotsSent
 	eventually(t, 10*time.Second, func() error {
 		if testutilCounter(sent) == 0 && c.leader(shard).Status().Progress[behind].Snapshotting {
 			return nil
 		}
 		return fmt.Errorf("no snapshot under way to %d", behind)
 	})
-	want = proposeN(c, shard, "c", 200, want) // four times LogRetainEntries while it streams
+	want = proposeN(c, shard, "c", 200, want) // while it streams
+	return c, behind, want, gate, sent
+}
+
+// TestLogKeptForSnapshotInFlight: entries after a snapshot being sent to a follower are kept
+// past LogRetainEntries until the follower has it: a snapshot that took longer to stream and
+// install than LogRetainEntries appends took found the entries after it dropped, and the
+// follower needed another snapshot, and another, for as long as the load lasted.
+func TestLogKeptForSnapshotInFlight(t *testing.T) {
+	const shard = 2
+	c, _, want, gate, sent := snapshotUnderWay(t, shard)
 	c.net.mu.Lock()
 	c.net.snapGate = nil
 	c.net.mu.Unlock()
@@ -127,28 +139,7 @@ func TestLogKeptForSnapshotInFlight(t *testing.T) {
 // entries.
 func TestLogKeptForSnapshotReported(t *testing.T) {
 	const shard = 2
-	c := newCluster(t, clusterOpts{nodes: 3, retain: 50})
-	c.openVoters(shard)
-	want := proposeN(c, shard, "a", 20, nil)
-	c.converged(shard, want, 1, 2, 3)
-	lead := c.leader(shard).Status().ID
-	behind := c.others(lead)[0]
-
-	c.net.isolate(behind, true)
-	want = proposeN(c, shard, "b", 200, want) // past what the leader keeps for it
-	gate := make(chan struct{})
-	c.net.mu.Lock()
-	c.net.snapGate = gate
-	c.net.mu.Unlock()
-	c.net.isolate(behind, false)
-	sent := c.nodes[lead].host.metrics.SnapshotsSent
-	eventually(t, 10*time.Second, func() error {
-		if c.leader(shard).Status().Progress[behind].Snapshotting {
-			return nil
-		}
-		return fmt.Errorf("no snapshot under way to %d", behind)
-	})
-	want = proposeN(c, shard, "c", 200, want) // four times LogRetainEntries while it streams
+	c, behind, want, gate, sent := snapshotUnderWay(t, shard)
 	// The follower's answers are late: the leader hears of the install from the report only.
 	c.net.mu.Lock()
 	c.net.snapGate = nil
