@@ -397,22 +397,26 @@ func (c Config) Validate() error {
 	}
 	// Zones compare byte for byte: "z1 " is another zone than "z1", and a node alone in a zone
 	// gets a replica of every shard (zone diversity beats balance). A space inside a name
-	// ("us east") is allowed, as earlier versions did.
-	if strings.TrimSpace(c.Zone) != c.Zone {
-		return fmt.Errorf("node: config: Zone %q begins or ends with a space: a zone name is compared byte for byte, "+
-			"so a stray one makes a zone of its own", c.Zone)
+	// ("us east") is allowed, as earlier versions did. Names compare byte for byte too: 'shoal
+	// node decommission n1' finds no node "n1 ", and a tab or a newline breaks the tables of
+	// 'shoal cluster status' and the log lines.
+	if err := checkLabel("Zone", c.Zone, "a zone name is compared byte for byte, so a stray one makes a zone of its own"); err != nil {
+		return err
 	}
-	if i := strings.IndexFunc(c.Zone, unicode.IsControl); i >= 0 {
-		return fmt.Errorf("node: config: Zone %q has a control character at byte %d", c.Zone, i)
+	if err := checkLabel("Name", c.Name, "a node name is compared byte for byte ('shoal node decommission' finds the node by it)"); err != nil {
+		return err
 	}
-	// Names compare byte for byte too: 'shoal node decommission n1' finds no node "n1 ", and a
-	// tab or a newline breaks the tables of 'shoal cluster status' and the log lines.
-	if strings.TrimSpace(c.Name) != c.Name {
-		return fmt.Errorf("node: config: Name %q begins or ends with a space: a node name is compared byte for byte "+
-			"('shoal node decommission' finds the node by it)", c.Name)
+	return nil
+}
+
+// checkLabel refuses a name (field Name or Zone) that begins or ends with a space, saying why
+// that matters, or that holds a control character.
+func checkLabel(field, v, why string) error {
+	if strings.TrimSpace(v) != v {
+		return fmt.Errorf("node: config: %s %q begins or ends with a space: %s", field, v, why)
 	}
-	if i := strings.IndexFunc(c.Name, unicode.IsControl); i >= 0 {
-		return fmt.Errorf("node: config: Name %q has a control character at byte %d", c.Name, i)
+	if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("node: config: %s %q has a control character at byte %d", field, v, i)
 	}
 	return nil
 }
