@@ -209,6 +209,11 @@ func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, er
 		if sm, _, ok := n.shardSM(st.Shard); ok {
 			si.LastPosition, si.Format = sm.LastPosition(), sm.Format()
 		}
+		if g, ok := n.host.Group(st.Shard); ok && st.Leader == 0 {
+			if d, ok := g.Leaderless(); ok {
+				si.LeaderlessMs = uint64(d.Milliseconds())
+			}
+		}
 		self.Replicas++
 		if st.Leader == n.ID() {
 			self.ShardsLed++

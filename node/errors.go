@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,6 +34,26 @@ func (e *NoLeaderError) Error() string {
 
 // Is reports target == ErrNoLeader.
 func (e *NoLeaderError) Is(target error) bool { return target == ErrNoLeader }
+
+// leaderlessError is a NoLeaderError's cause when the shard's local replica has known no
+// leader for longer than an election takes (leaderlessAfter), and no other member names one:
+// the request is answered at once rather than held for an election that is not under way.
+// Remote: this node holds no replica (or a removed one), and the replicas that answered its
+// topology request said so.
+type leaderlessError struct {
+	For    time.Duration
+	Remote bool
+}
+
+func (e *leaderlessError) Error() string {
+	who := "this node's replica has"
+	if e.Remote {
+		who = "the shard's replicas that answered have"
+	}
+	return fmt.Sprintf("%s known no leader for %v, longer than an election takes: "+
+		"the shard lost its quorum (too few of its voters are up and in touch), or its replicas are cut off from them",
+		who, e.For.Round(10*time.Millisecond))
+}
 
 // shuttingDownMsg is the answer to a call refused because the node is closing (ErrClosed).
 const shuttingDownMsg = "node is shutting down"

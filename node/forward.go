@@ -31,6 +31,8 @@ const (
 	proposeTimeout = 10 * time.Second
 	// leaderTTL is how long a leader learned from another node is trusted.
 	leaderTTL = 2 * time.Second
+	// refreshEvery is the least time between two refreshes of the leader cache.
+	refreshEvery = 200 * time.Millisecond
 	// topologyTimeout bounds each peer's answer when gathering topologies,
 	// and topologyGrace how long the slowest wait once the answers at hand
 	// name every shard's leader.
@@ -105,6 +107,9 @@ func (p *peerPool) close() {
 type leaderCache struct {
 	mu      sync.Mutex
 	leaders map[uint32]cachedLeader // guarded by mu
+	// leaderless: for the shards the last complete refresh found no leader of, the
+	// longest any replica's view had known none, and when (guarded by mu).
+	leaderless map[uint32]cachedLeaderless
 	fetched time.Time               // last complete refresh, guarded by mu
 	refresh chan struct{}           // one refresh at a time: holds a token while one runs
 }
@@ -114,8 +119,28 @@ type cachedLeader struct {
 	at       time.Time
 }
 
+type cachedLeaderless struct {
+	d  time.Duration
+	at time.Time
+}
+
 func newLeaderCache() *leaderCache {
-	return &leaderCache{leaders: map[uint32]cachedLeader{}, refresh: make(chan struct{}, 1)}
+	return &leaderCache{leaders: map[uint32]cachedLeader{}, leaderless: map[uint32]cachedLeaderless{},
+		refresh: make(chan struct{}, 1)}
+}
+
+// leaderlessFor returns how long, by the last complete refresh, the replicas of shard id
+// have known no leader (the longest of their views, plus the time since the refresh), and
+// false when that refresh found a leader, none of its views had the shard, or it is older
+// than leaderTTL.
+func (c *leaderCache) leaderlessFor(id uint32) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.leaderless[id]
+	if !ok || time.Since(l.at) > leaderTTL {
+		return 0, false
+	}
+	return l.d + time.Since(l.at), true
 }
 
 func (c *leaderCache) get(id uint32) (uint64, bool) {
@@ -126,6 +151,13 @@ func (c *leaderCache) get(id uint32) (uint64, bool) {
 		return 0, false
 	}
 	return l.id, true
+}
+
+// recent reports whether a complete refresh ended under refreshEvery ago.
+func (c *leaderCache) recent() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Since(c.fetched) < refreshEvery
 }
 
 func (c *leaderCache) invalidate(id uint32) {
@@ -154,36 +186,44 @@ func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
 // refreshLeaders gathers every alive member's local topology and records,
 // per shard, the leader reported with the highest term (a cached one of a
 // higher term, still live, stays). Refreshes are
-// rate-limited to one per 200ms. A caller whose context ends returns at once,
+// rate-limited to one per refreshEvery. A caller whose context ends returns at once,
 // while waiting for another's refresh too; a refresh its end cut short keeps
 // what it gathered but does not count for the rate limit, so that one caller
-// out of time does not leave every other without leaders for 200ms.
+// out of time does not leave every other without leaders for refreshEvery.
 func (n *Node) refreshLeaders(ctx context.Context) {
 	c := n.leaders
+	if c.recent() {
+		return // not queued behind a refresh under way: the one just done stands
+	}
 	select {
 	case c.refresh <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
 	defer func() { <-c.refresh }()
-	c.mu.Lock()
-	recent := time.Since(c.fetched) < 200*time.Millisecond
-	c.mu.Unlock()
-	if recent {
+	if c.recent() {
 		return
 	}
 	views := n.gatherTopologies(ctx, true, nil)
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ctx.Err() == nil {
+	complete := ctx.Err() == nil
+	if complete {
 		c.fetched = now
+		clear(c.leaderless)
 	}
+	led := map[uint32]bool{}
 	for _, v := range views {
 		for _, s := range v.GetShards() {
 			if s.LeaderId == 0 {
+				if d := time.Duration(s.LeaderlessMs) * time.Millisecond; complete && !led[s.Shard] && d > c.leaderless[s.Shard].d {
+					c.leaderless[s.Shard] = cachedLeaderless{d: d, at: now}
+				}
 				continue
 			}
+			led[s.Shard] = true
+			delete(c.leaderless, s.Shard)
 			// A view of a lower term than the entry held, from this refresh or a live one
 			// before it, is a deposed leader's or a lagging member's: it does not replace it
 			// (the forward watch would move calls to the deposed leader).
@@ -295,6 +335,21 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 					return nil, nil, err
 				}
 				return nil, &forwardTarget{conn: conn, leader: leader}, nil
+			}
+		}
+		if leader == 0 {
+			// No member names a leader, and the shard's replicas have known none for longer
+			// than an election takes: the shard lost its quorum (or they are cut off from the
+			// others). Answered now: held until the deadline, every request for it would take
+			// a place of the caller's (a pipeline's in-flight items, a long-poll slot) that
+			// requests for healthy shards wait for, and would still find no leader.
+			after := leaderlessAfter(n.host.ElectionTimeout())
+			if local && !g.Removed() {
+				if d, ok := g.Leaderless(); ok && d >= after {
+					return nil, nil, &NoLeaderError{Shard: id, Cause: &leaderlessError{For: d}}
+				}
+			} else if d, ok := n.leaders.leaderlessFor(id); ok && d >= after {
+				return nil, nil, &NoLeaderError{Shard: id, Cause: &leaderlessError{For: d, Remote: true}}
 			}
 		}
 		if time.Now().After(deadline) {

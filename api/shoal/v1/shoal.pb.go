@@ -1981,7 +1981,14 @@ type ShardInfo struct {
 	// field existed, so that an older client shows it as unavailable rather than
 	// healthy; and under_replicated is set when no answering node holds it. Read
 	// unknown first. Always false in a local_only answer and from older servers.
-	Unknown       bool `protobuf:"varint,11,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	Unknown bool `protobuf:"varint,11,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	// leaderless_ms: how long the replica of the view has known no leader of the
+	// shard (0 while it knows one). In a local_only answer, the answering node's
+	// own replica's; in a merged answer, the view chosen for the shard. Past
+	// three election timeouts the shard lost its quorum, or that replica is cut
+	// off from it; nodes then answer requests for it at once rather than wait
+	// for an election. 0 from servers before the field was added.
+	LeaderlessMs  uint64 `protobuf:"varint,12,opt,name=leaderless_ms,json=leaderlessMs,proto3" json:"leaderless_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2091,6 +2098,13 @@ func (x *ShardInfo) GetUnknown() bool {
 		return x.Unknown
 	}
 	return false
+}
+
+func (x *ShardInfo) GetLeaderlessMs() uint64 {
+	if x != nil {
+		return x.LeaderlessMs
+	}
+	return 0
 }
 
 type TopologyResponse struct {
@@ -2850,7 +2864,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"shards_led\x18\t \x01(\rR\tshardsLed\x12\x1a\n" +
 	"\breplicas\x18\n" +
 	" \x01(\rR\breplicas\x12\x1a\n" +
-	"\bstopping\x18\v \x01(\bR\bstopping\"\xc4\x02\n" +
+	"\bstopping\x18\v \x01(\bR\bstopping\"\xe9\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
@@ -2863,7 +2877,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rlast_position\x18\t \x01(\x04R\flastPosition\x12\x16\n" +
 	"\x06format\x18\n" +
 	" \x01(\x04R\x06format\x12\x18\n" +
-	"\aunknown\x18\v \x01(\bR\aunknown\"\xdf\x01\n" +
+	"\aunknown\x18\v \x01(\bR\aunknown\x12#\n" +
+	"\rleaderless_ms\x18\f \x01(\x04R\fleaderlessMs\"\xdf\x01\n" +
 	"\x10TopologyResponse\x125\n" +
 	"\bsettings\x18\x01 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.shoal.v1.NodeInfoR\x05nodes\x12+\n" +
