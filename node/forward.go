@@ -110,8 +110,8 @@ type leaderCache struct {
 	// leaderless: for the shards the last complete refresh found no leader of, the
 	// longest any replica's view had known none, and when (guarded by mu).
 	leaderless map[uint32]cachedLeaderless
-	fetched time.Time               // last complete refresh, guarded by mu
-	refresh chan struct{}           // one refresh at a time: holds a token while one runs
+	fetched    time.Time     // last complete refresh, guarded by mu
+	refresh    chan struct{} // one refresh at a time: holds a token while one runs
 }
 
 type cachedLeader struct {
