@@ -18,7 +18,12 @@ type Codec[S any] struct {
 	Decode func([]byte) (S, error)
 }
 
-// JSONCodec returns a Codec using encoding/json under name.
+// JSONCodec returns a Codec using encoding/json under name. encoding/json
+// round-trips what it encodes only for exported fields, and for strings only
+// when they are valid UTF-8: it writes U+FFFD for invalid bytes, so a state
+// loaded from such a snapshot would differ from one replayed from the events.
+// Keep binary data in []byte fields (base64 in JSON), or write a Codec of
+// your own.
 func JSONCodec[S any](name string) Codec[S] {
 	return Codec[S]{
 		Name:   name,
