@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -217,6 +218,9 @@ type shardStatus struct {
 	Applied      uint64   `json:"applied"`
 	LastPosition uint64   `json:"last_position"` // the next position the shard's log assigns (0: empty), as ShardInfo has it
 	Format       uint64   `json:"format"`        // state-machine format (0: not reported by the leader's version)
+	// LeaderlessMS: how long the replica whose view was shown has known no leader (0 while
+	// one is known, and from servers before the field).
+	LeaderlessMS uint64 `json:"leaderless_ms,omitempty"`
 }
 
 func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
@@ -273,6 +277,8 @@ func newClusterStatus(st *shoalv1.StatusResponse) *clusterStatus {
 		}
 		if sh.GetLeaderId() != 0 {
 			ss.Leader = name(sh.GetLeaderId())
+		} else {
+			ss.LeaderlessMS = sh.GetLeaderlessMs()
 		}
 		for _, v := range sh.GetVoters() {
 			ss.Voters = append(ss.Voters, name(v))
@@ -436,9 +442,13 @@ func (s *clusterStatus) writeTables(w io.Writer) error {
 				voters[i] += "(dead)"
 			}
 		}
+		state := sh.State
+		if sh.Leader == "" && sh.LeaderlessMS > 0 {
+			state += fmt.Sprintf(" (no leader for %v)", (time.Duration(sh.LeaderlessMS) * time.Millisecond).Round(100*time.Millisecond))
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n",
 			sh.Shard, orDash(sh.Leader), sh.Term, orDash(strings.Join(voters, ",")),
-			orDash(strings.Join(sh.Learners, ",")), sh.State)
+			orDash(strings.Join(sh.Learners, ",")), state)
 	}
 	return tw.Flush()
 }

@@ -89,8 +89,9 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 			}
 		}
 	}
+	// The shard's line says how long the replica has known no leader.
 	if out := cli(exitOK, "cluster", "status", "--server", server); !strings.Contains(out, "answered by n1") ||
-		!strings.Contains(out, "1 unavailable") {
+		!strings.Contains(out, "1 unavailable") || !strings.Contains(out, "unavailable (no leader for ") {
 		t.Fatalf("cluster status --server %s after the quorum loss:\n%s", server, out)
 	}
 }
