@@ -233,14 +233,21 @@ func refusedAtLimit(err error) (string, bool) {
 	return st.Message(), true
 }
 
+// knownNoLeaderFor matches a server's answer for a shard whose replicas have known no leader
+// for longer than an election takes (node's leaderlessError), and captures for how long.
+var knownNoLeaderFor = regexp.MustCompile(`known no leader for ([0-9.]+[a-zµ]+)`)
+
 // unreachable explains an error of a call to server that found no server, a shard without a
 // leader, or a refusal at a limit.
 func (a *app) unreachable(err error, server string) error {
 	if shard, ok := leaderless(err); ok {
+		why := "most of its replicas are down or cut off, an election did not end in time, or its leader is overloaded"
+		if m := knownNoLeaderFor.FindStringSubmatch(status.Convert(err).Message()); m != nil {
+			why = fmt.Sprintf("it lost its quorum, its replicas having known no leader for %s: most of them are down or cut off", m[1])
+		}
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
-			"shard %d has no leader that answers: most of its replicas are down or cut off, an election did not end in time, "+
-				"or its leader is overloaded (the cluster at %s answered); 'shoal cluster status' shows which nodes are down",
-			shard, server)}
+			"shard %d has no leader that answers: %s (the cluster at %s answered); 'shoal cluster status' shows which nodes are down",
+			shard, why, server)}
 	}
 	if msg, ok := refusedAtLimit(err); ok {
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
