@@ -151,6 +151,17 @@ func (p *pipeline) receive() error {
 				p.mu.Unlock()
 				continue
 			}
+			if _, dup := p.cancels[it.Id]; dup {
+				// Two answers of one ID could not be told apart, nor the two items cancelled
+				// one by one: a broken client. The stream ends, as for a batch too large; the
+				// items in flight are answered first, this one and the rest of its batch not
+				// run.
+				p.mu.Unlock()
+				return withDetails(codes.InvalidArgument,
+					fmt.Sprintf("append pipeline: item ID %d is already in flight on this stream; IDs must be unique among the items in flight", it.Id),
+					&shoalv1.InvalidField{Field: "items[].id", Limit: "unique among the stream's items in flight",
+						Reason: fmt.Sprintf("item %d is in flight", it.Id)})
+			}
 			ictx, cancel := p.itemContext(it, arrived)
 			p.cancels[it.Id] = cancel
 			p.items.Add(1)

@@ -306,6 +306,38 @@ func TestAppendPipelineCancel(t *testing.T) {
 	}
 }
 
+// TestAppendPipelineDuplicateID checks that an item whose ID is already in flight on the
+// stream ends the stream with INVALID_ARGUMENT naming the field, without running it or the
+// rest of its batch, while the item in flight is answered first.
+func TestAppendPipelineDuplicateID(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	started, release := blockPipeline(n)
+	st := openPipeline(t, n)
+	req := &shoalv1.AppendRequest{Stream: "dup", Events: events("A")}
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 2, Request: req}, {Id: 1, Request: req}, {Id: 3, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started // item 2 runs: it came before the duplicate
+	close(release)
+	got, end := recvAll(st)
+	if len(got) != 2 || got[1].GetResponse().GetLastVersion() != 7 || got[2].GetResponse().GetLastVersion() != 7 {
+		t.Errorf("answers %v, want items 1 and 2 applied and nothing else", got)
+	}
+	s := status.Convert(end)
+	if f := invalidField(s); s.Code() != codes.InvalidArgument || f.GetField() != "items[].id" || !strings.Contains(s.Message(), "ID 1 is already in flight") {
+		t.Errorf("stream ended with %v (field %v), want INVALID_ARGUMENT naming items[].id", end, f)
+	}
+	select {
+	case s := <-started:
+		t.Errorf("an item after the duplicate ran (stream %q)", s)
+	default:
+	}
+}
+
 // TestAppendPipelineDrainsOnClose checks that a node shutting down answers
 // the items it started, refuses new ones as Unavailable and ends the stream
 // as Unavailable, so that the client retries elsewhere at once.
