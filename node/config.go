@@ -267,6 +267,31 @@ func (c Config) createdShards() uint32 {
 	return DefaultShards
 }
 
+// distinctListeners reports two of the addresses this node listens on (Listen, HTTP, Gossip;
+// gossip takes its port over TCP too) that would take one TCP port: the second listener would
+// fail at start with a bare "address already in use". Port 0 picks a free port each time.
+func (c Config) distinctListeners() error {
+	type listener struct{ field, addr string }
+	ls := []listener{{"Listen", c.Listen}, {"Gossip", c.Gossip}}
+	if !c.DisableHTTP {
+		ls = append(ls, listener{"HTTP", c.HTTP})
+	}
+	anyHost := func(h string) bool { return h == "" || net.ParseIP(h).IsUnspecified() }
+	for i, a := range ls {
+		ah, ap, _ := net.SplitHostPort(a.addr)
+		for _, b := range ls[i+1:] {
+			bh, bp, _ := net.SplitHostPort(b.addr)
+			pa, _ := net.LookupPort("tcp", ap)
+			pb, _ := net.LookupPort("tcp", bp)
+			if pa == 0 || pa != pb || ah != bh && !anyHost(ah) && !anyHost(bh) {
+				continue
+			}
+			return fmt.Errorf("node: config: %s %q and %s %q take the same TCP port: each needs a port of its own", a.field, a.addr, b.field, b.addr)
+		}
+	}
+	return nil
+}
+
 // Validate reports the first invalid field of c (after defaults).
 func (c Config) Validate() error {
 	c = c.withDefaults()
@@ -318,6 +343,9 @@ func (c Config) Validate() error {
 		if err := advertised("GossipAdvertise", c.GossipAdvertise); err != nil {
 			return err
 		}
+	}
+	if err := c.distinctListeners(); err != nil {
+		return err
 	}
 	for _, j := range c.Join {
 		if j == "" {

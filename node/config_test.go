@@ -32,6 +32,9 @@ func TestConfigValidate(t *testing.T) {
 		{MaxSubscriptions: -1},
 		{MaxLongPolls: -1},
 		{MaxAppendPipelines: -1},
+		{Listen: "127.0.0.1:7400", HTTP: "127.0.0.1:7400"}, // the second listener would fail: address in use
+		{Listen: ":7401"}, // all interfaces, the default gossip port among them
+		{HTTP: "127.0.0.1:7401", Gossip: "0.0.0.0:7401"},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: want an error", c)
@@ -42,6 +45,15 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (Config{Zone: "us east", Name: "node 1"}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range []Config{
+		{Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", Gossip: "127.0.0.1:0"}, // a free port each
+		{Listen: "127.0.0.1:7400", HTTP: "127.0.0.2:7400", Gossip: "127.0.0.3:7400"},
+		{HTTP: "127.0.0.1:7400", DisableHTTP: true},
+	} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
 	}
 	if err := (Config{MaxSyncDuration: -1}).Validate(); err != nil {
 		t.Fatalf("a negative MaxSyncDuration (never): %v", err)

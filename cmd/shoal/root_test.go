@@ -135,6 +135,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--advertise", "0.0.0.0:7400"}, `--advertise "0.0.0.0:7400" is an all-interfaces address`},
 		{[]string{"server", "--advertise", ":7400"}, `--advertise ":7400" is an all-interfaces address`},
 		{[]string{"server", "--advertise", "127.0.0.1:0"}, `--advertise "127.0.0.1:0": the port must be 1..65535`},
+		{[]string{"server", "--listen", "127.0.0.1:7400", "--http", "127.0.0.1:7400"}, `--listen "127.0.0.1:7400" and --http "127.0.0.1:7400" take the same TCP port`},
 		{[]string{"server", "--gossip-advertise", "127.0.0.1:0"}, `--gossip-advertise "127.0.0.1:0": the port must be 1..65535`},
 		// Gossip metadata that is not UTF-8 crashed the server as it started (no member, itself
 		// included, decodes it), after it had written its identity to --data.

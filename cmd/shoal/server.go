@@ -400,15 +400,20 @@ func configFlags(msg string) string {
 		return msg
 	}
 	field, after, _ := strings.Cut(rest, " ")
-	flag, ok := map[string]string{
+	flags := map[string]string{
 		"Listen": "--listen", "Advertise": "--advertise", "Join": "--join", "HTTP": "--http", "Gossip": "--gossip",
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
 		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines",
-	}[field]
+	}
+	flag, ok := flags[field]
 	if !ok {
 		return rest
+	}
+	// A second field, as in two addresses that take one port ("Listen "a" and HTTP "b" ...").
+	for _, f := range []string{"Listen", "HTTP", "Gossip"} {
+		after = strings.Replace(after, " and "+f+` "`, " and "+flags[f]+` "`, 1)
 	}
 	return flag + " " + after
 }
