@@ -108,7 +108,8 @@ type leaderCache struct {
 	mu      sync.Mutex
 	leaders map[uint32]cachedLeader // guarded by mu
 	// leaderless: for the shards the last complete refresh found no leader of, the
-	// longest any replica's view had known none, and when (guarded by mu).
+	// shortest time any replica's view had known none (0: a view that did not say), and
+	// when (guarded by mu).
 	leaderless map[uint32]cachedLeaderless
 	fetched    time.Time     // last complete refresh, guarded by mu
 	refresh    chan struct{} // one refresh at a time: holds a token while one runs
@@ -130,14 +131,14 @@ func newLeaderCache() *leaderCache {
 }
 
 // leaderlessFor returns how long, by the last complete refresh, the replicas of shard id
-// have known no leader (the longest of their views, plus the time since the refresh), and
-// false when that refresh found a leader, none of its views had the shard, or it is older
-// than leaderTTL.
+// have known no leader (the shortest of their views, plus the time since the refresh), and
+// false when that refresh found a leader, none of its views had the shard, one of them did not
+// say how long (an older server), or it is older than leaderTTL.
 func (c *leaderCache) leaderlessFor(id uint32) (time.Duration, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, ok := c.leaderless[id]
-	if !ok || time.Since(l.at) > leaderTTL {
+	if !ok || l.d == 0 || time.Since(l.at) > leaderTTL {
 		return 0, false
 	}
 	return l.d + time.Since(l.at), true
@@ -205,10 +206,17 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 		return
 	}
 	views := n.gatherTopologies(ctx, true, nil)
-	now := time.Now()
+	c.record(views, ctx.Err() == nil, time.Now())
+}
+
+// record takes in the views a refresh gathered (complete: its caller's context did not end it).
+// A shard counts as leaderless for as long as its most recently leaderless replica says: one
+// replica's long silence (cut off from its peers, removed without knowing it, a learner
+// before its snapshot) says nothing of the others, which may be electing a leader right now.
+// A view without leaderless_ms (an older server's) leaves the time unknown.
+func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	complete := ctx.Err() == nil
 	if complete {
 		c.fetched = now
 		clear(c.leaderless)
@@ -217,7 +225,8 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 	for _, v := range views {
 		for _, s := range v.GetShards() {
 			if s.LeaderId == 0 {
-				if d := time.Duration(s.LeaderlessMs) * time.Millisecond; complete && !led[s.Shard] && d > c.leaderless[s.Shard].d {
+				d := time.Duration(s.LeaderlessMs) * time.Millisecond
+				if cur, ok := c.leaderless[s.Shard]; complete && !led[s.Shard] && (!ok || d < cur.d) {
 					c.leaderless[s.Shard] = cachedLeaderless{d: d, at: now}
 				}
 				continue

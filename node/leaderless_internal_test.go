@@ -1,0 +1,50 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// TestLeaderlessTakesShortestView: a node without a replica answers a shard at once only when
+// every replica's view that its refresh gathered has known no leader for longer than an
+// election takes. One replica that has known none for a minute (cut off from its peers, or
+// removed from the group without knowing it, which operations.md says lasts --dead-after
+// after its node restarts) while the others lost their leader a moment ago is an election
+// under way, not a lost quorum: the request waits for its outcome, as it did before the fast
+// answer. Nor does a view that does not say how long (an older server's) count as long.
+func TestLeaderlessTakesShortestView(t *testing.T) {
+	view := func(reporter uint64, shards ...*shoalv1.ShardInfo) *shoalv1.TopologyResponse {
+		return &shoalv1.TopologyResponse{Nodes: []*shoalv1.NodeInfo{{Id: reporter}}, Shards: shards}
+	}
+	leaderless := func(shard uint32, ms uint64) *shoalv1.ShardInfo {
+		return &shoalv1.ShardInfo{Shard: shard, Unavailable: true, LeaderlessMs: ms}
+	}
+	after := leaderlessAfter(500 * time.Millisecond)
+	for _, tc := range []struct {
+		name  string
+		views []*shoalv1.TopologyResponse
+		fast  bool
+	}{
+		{"every replica leaderless for long: lost",
+			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 60_000)), view(2, leaderless(0, 5_000))}, true},
+		{"one replica leaderless for a minute, the other for 100 ms: electing",
+			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 60_000)), view(2, leaderless(0, 100))}, false},
+		{"the same, the views the other way round",
+			[]*shoalv1.TopologyResponse{view(2, leaderless(0, 100)), view(1, leaderless(0, 60_000))}, false},
+		{"an older server's view does not say how long",
+			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 60_000)), view(3, leaderless(0, 0))}, false},
+		{"a view naming a leader",
+			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 60_000)), view(2, &shoalv1.ShardInfo{Shard: 0, LeaderId: 2, Term: 3})}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newLeaderCache()
+			c.record(tc.views, true, time.Now())
+			d, ok := c.leaderlessFor(0)
+			if fast := ok && d >= after; fast != tc.fast {
+				t.Fatalf("leaderlessFor: %v, %t: answered at once %t, want %t", d, ok, fast, tc.fast)
+			}
+		})
+	}
+}
