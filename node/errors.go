@@ -36,7 +36,8 @@ func (e *NoLeaderError) Error() string {
 func (e *NoLeaderError) Is(target error) bool { return target == ErrNoLeader }
 
 // leaderlessError is a NoLeaderError's cause when the shard's local replica has known no
-// leader for longer than an election takes (leaderlessAfter), and no other member names one:
+// leader for longer than an election takes (leaderlessAfter), and no other member names one
+// nor, by the leader cache's last refresh, has known none for less (leaderCache.electing):
 // the request is answered at once rather than held for an election that is not under way.
 // Remote: this node holds no replica (or a removed one), and the replicas that answered its
 // topology request said so.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -109,7 +110,7 @@ type leaderCache struct {
 	leaders map[uint32]cachedLeader // guarded by mu
 	// leaderless: for the shards the last complete refresh found no leader of, the
 	// shortest time any replica's view had known none (0: a view that did not say), and
-	// when (guarded by mu).
+	// when; for those a refresh (complete or not) found led, that it did (guarded by mu).
 	leaderless map[uint32]cachedLeaderless
 	fetched    time.Time     // last complete refresh, guarded by mu
 	refresh    chan struct{} // one refresh at a time: holds a token while one runs
@@ -121,8 +122,9 @@ type cachedLeader struct {
 }
 
 type cachedLeaderless struct {
-	d  time.Duration
-	at time.Time
+	d   time.Duration
+	led []uint64 // the leaders views named
+	at  time.Time
 }
 
 func newLeaderCache() *leaderCache {
@@ -138,10 +140,30 @@ func (c *leaderCache) leaderlessFor(id uint32) (time.Duration, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, ok := c.leaderless[id]
-	if !ok || l.d == 0 || time.Since(l.at) > leaderTTL {
+	if !ok || len(l.led) > 0 || l.d == 0 || time.Since(l.at) > leaderTTL {
 		return 0, false
 	}
 	return l.d + time.Since(l.at), true
+}
+
+// electing reports whether the last refresh, within leaderTTL, saw shard id led or electing:
+// a view naming a leader other than self (whose own replica, knowing none, says otherwise), or
+// one of a replica that has known none for less than after (or did not say how long). A local
+// replica's own silence then says nothing of the shard: it may have
+// been removed from its group without knowing it, or be cut off from the others, and the cache
+// lacks the leader only for want of a refresh (invalidated after a forward failed, with the
+// next refresh up to refreshEvery away), or the refresh caught the others electing one.
+func (c *leaderCache) electing(id uint32, after time.Duration, self uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.leaderless[id]
+	if !ok || time.Since(l.at) > leaderTTL {
+		return false
+	}
+	if len(l.led) > 0 {
+		return slices.ContainsFunc(l.led, func(id uint64) bool { return id != self })
+	}
+	return l.d == 0 || l.d+time.Since(l.at) < after
 }
 
 func (c *leaderCache) get(id uint32) (uint64, bool) {
@@ -232,7 +254,9 @@ func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, n
 				continue
 			}
 			led[s.Shard] = true
-			delete(c.leaderless, s.Shard)
+			if cur := c.leaderless[s.Shard]; !slices.Contains(cur.led, s.LeaderId) {
+				c.leaderless[s.Shard] = cachedLeaderless{led: append(cur.led, s.LeaderId), at: now}
+			}
 			// A view of a lower term than the entry held, from this refresh or a live one
 			// before it, is a deposed leader's or a lagging member's: it does not replace it
 			// (the forward watch would move calls to the deposed leader).
@@ -351,10 +375,12 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 			// than an election takes: the shard lost its quorum (or they are cut off from the
 			// others). Answered now: held until the deadline, every request for it would take
 			// a place of the caller's (a pipeline's in-flight items, a long-poll slot) that
-			// requests for healthy shards wait for, and would still find no leader.
+			// requests for healthy shards wait for, and would still find no leader. A local
+			// replica's silence counts only if the leader cache's last refresh did not see the
+			// shard led or electing (leaderCache.electing).
 			after := leaderlessAfter(n.host.ElectionTimeout())
 			if local && !g.Removed() {
-				if d, ok := g.Leaderless(); ok && d >= after {
+				if d, ok := g.Leaderless(); ok && d >= after && !n.leaders.electing(id, after, n.ID()) {
 					return nil, nil, &NoLeaderError{Shard: id, Cause: &leaderlessError{For: d}}
 				}
 			} else if d, ok := n.leaders.leaderlessFor(id); ok && d >= after {

@@ -48,3 +48,21 @@ func TestLeaderlessTakesShortestView(t *testing.T) {
 		})
 	}
 }
+
+// TestElectingNotForStaleSelf: a view that names this node the leader of a shard its own
+// replica knows no leader of (a learner's, which keeps its last leader) does not hold back the
+// answer of this node's replica; one naming another node does.
+func TestElectingNotForStaleSelf(t *testing.T) {
+	after := leaderlessAfter(500 * time.Millisecond)
+	c := newLeaderCache()
+	c.record([]*shoalv1.TopologyResponse{
+		{Nodes: []*shoalv1.NodeInfo{{Id: 1}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderlessMs: 5_000, Voters: []uint64{1, 2}, Learners: []uint64{3}}}},
+		{Nodes: []*shoalv1.NodeInfo{{Id: 3}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Term: 2, Voters: []uint64{1, 2}, Learners: []uint64{3}}}},
+	}, true, time.Now())
+	if c.electing(0, after, 1) {
+		t.Error("node 1, named leader by a learner's stale view, takes its shard for electing")
+	}
+	if !c.electing(0, after, 2) {
+		t.Error("node 2 does not take a shard another view says node 1 leads for led")
+	}
+}
