@@ -1986,8 +1986,11 @@ type ShardInfo struct {
 	// shard (0 while it knows one). In a local_only answer, the answering node's
 	// own replica's; in a merged answer, the view chosen for the shard. Past
 	// three election timeouts the shard lost its quorum, or that replica is cut
-	// off from it; nodes then answer requests for it at once rather than wait
-	// for an election. 0 from servers before the field was added.
+	// off from the others (or was removed from the group without knowing it): one
+	// replica's view does not tell which. A node answers requests for the shard at
+	// once, rather than wait for an election, when none of the views it gathers
+	// names a leader and each says so, the shortest included. 0 from servers
+	// before the field was added: not known.
 	LeaderlessMs  uint64 `protobuf:"varint,12,opt,name=leaderless_ms,json=leaderlessMs,proto3" json:"leaderless_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
