@@ -190,10 +190,11 @@ func (c *leaderCache) invalidate(id uint32) {
 }
 
 // leaderOf returns shard id's leader as this node knows it: its own group's
-// view if it holds a replica, else the cached or freshly gathered cluster
-// view. 0 means unknown.
+// view if it holds a replica (not one removed from the group, which names the
+// leader it last knew), else the cached or freshly gathered cluster view. 0
+// means unknown.
 func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
-	if g, ok := n.host.Group(id); ok {
+	if g, ok := n.host.Group(id); ok && !g.Removed() {
 		if l := g.Leader(); l != 0 {
 			return l
 		}
@@ -235,7 +236,10 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 // A shard counts as leaderless for as long as its most recently leaderless replica says: one
 // replica's long silence (cut off from its peers, removed without knowing it, a learner
 // before its snapshot) says nothing of the others, which may be electing a leader right now.
-// A view without leaderless_ms (an older server's) leaves the time unknown.
+// A view without leaderless_ms (an older server's) leaves the time unknown. The view of a
+// replica its own configuration does not count (removed from its group) is left out: it names
+// the leader it last knew, which may be long gone, and it stays while the shard has lost its
+// quorum (its deletion waits for a leader to confirm the removal).
 func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -245,7 +249,14 @@ func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, n
 	}
 	led := map[uint32]bool{}
 	for _, v := range views {
+		var reporter uint64
+		if len(v.GetNodes()) > 0 {
+			reporter = v.GetNodes()[0].GetId()
+		}
 		for _, s := range v.GetShards() {
+			if reporter != 0 && !slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter) {
+				continue
+			}
 			if s.LeaderId == 0 {
 				d := time.Duration(s.LeaderlessMs) * time.Millisecond
 				if cur, ok := c.leaderless[s.Shard]; complete && !led[s.Shard] && (!ok || d < cur.d) {

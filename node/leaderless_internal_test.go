@@ -15,7 +15,13 @@ import (
 // under way, not a lost quorum: the request waits for its outcome, as it did before the fast
 // answer. Nor does a view that does not say how long (an older server's) count as long.
 func TestLeaderlessTakesShortestView(t *testing.T) {
+	// A view of reporter's replicas, each a voter of its group unless told otherwise.
 	view := func(reporter uint64, shards ...*shoalv1.ShardInfo) *shoalv1.TopologyResponse {
+		for _, s := range shards {
+			if s.Voters == nil {
+				s.Voters = []uint64{reporter, 9}
+			}
+		}
 		return &shoalv1.TopologyResponse{Nodes: []*shoalv1.NodeInfo{{Id: reporter}}, Shards: shards}
 	}
 	leaderless := func(shard uint32, ms uint64) *shoalv1.ShardInfo {
@@ -37,6 +43,14 @@ func TestLeaderlessTakesShortestView(t *testing.T) {
 			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 60_000)), view(3, leaderless(0, 0))}, false},
 		{"a view naming a leader",
 			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 60_000)), view(2, &shoalv1.ShardInfo{Shard: 0, LeaderId: 2, Term: 3})}, false},
+		// A replica removed from its group (its configuration does not have it) names the
+		// leader it last knew, gone with the quorum: left out.
+		{"a removed replica's view naming its last leader",
+			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 5_000)),
+				view(3, &shoalv1.ShardInfo{Shard: 0, LeaderId: 9, Term: 2, Voters: []uint64{9}, Learners: []uint64{1}})}, true},
+		{"a removed replica's view, leaderless for a second",
+			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 5_000)),
+				view(3, &shoalv1.ShardInfo{Shard: 0, Unavailable: true, LeaderlessMs: 1_000, Voters: []uint64{1, 9}})}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newLeaderCache()
@@ -44,6 +58,9 @@ func TestLeaderlessTakesShortestView(t *testing.T) {
 			d, ok := c.leaderlessFor(0)
 			if fast := ok && d >= after; fast != tc.fast {
 				t.Fatalf("leaderlessFor: %v, %t: answered at once %t, want %t", d, ok, fast, tc.fast)
+			}
+			if l, ok := c.get(0); tc.fast && ok {
+				t.Fatalf("cached leader %d of a shard that lost its quorum", l)
 			}
 		})
 	}
