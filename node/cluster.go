@@ -343,6 +343,7 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 	best := make(map[uint32]*shoalv1.ShardInfo)
 	bestIsLeader := make(map[uint32]bool)
 	bestDisowned := make(map[uint32]bool)
+	bestRemoved := make(map[uint32]bool)
 	for _, v := range views {
 		var reporter uint64
 		if len(v.Nodes) > 0 {
@@ -355,7 +356,19 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 				t, ok := notLeading[nodeShard{s.LeaderId, s.Shard}]
 				disowned = ok && t >= s.Term
 			}
+			// A replica removed from its group (its own configuration leaves it out) names
+			// the leader it last knew, at the term it last knew, which a shard that lost its
+			// quorum keeps (PreVote): its view is shown only when no member's is at hand.
+			removed := reporter != 0 && len(s.Voters)+len(s.Learners) > 0 &&
+				!slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter)
 			cur, ok := best[s.Shard]
+			if ok && removed != bestRemoved[s.Shard] {
+				if !removed {
+					best[s.Shard], bestIsLeader[s.Shard], bestDisowned[s.Shard], bestRemoved[s.Shard] = s, fromLeader, disowned, false
+				}
+				continue
+			}
+			bestRemoved[s.Shard] = removed
 			names := s.LeaderId != 0 && !disowned
 			switch {
 			case !ok,

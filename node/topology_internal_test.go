@@ -41,6 +41,17 @@ func TestBestShardViews(t *testing.T) {
 			[]*shoalv1.TopologyResponse{view(3, 0, 0, 3), view(1, 0, 3, 3)}, 0, 3},
 		{"the same, the disowning view last",
 			[]*shoalv1.TopologyResponse{view(1, 0, 3, 3), view(3, 0, 0, 3)}, 0, 3},
+		// A shard that lost its quorum (its leader 1 stopped; PreVote keeps the term): the
+		// surviving voter 2 knows no leader; node 3's replica, removed from the group while it
+		// was led, still names the leader it knew.
+		{"a removed replica's view loses to a member's at the same term",
+			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 2), 1, 2), inConfig(view(2, 0, 0, 2), 1, 2)}, 0, 2},
+		{"the same, the member's view first",
+			[]*shoalv1.TopologyResponse{inConfig(view(2, 0, 0, 2), 1, 2), inConfig(view(3, 0, 1, 2), 1, 2)}, 0, 2},
+		{"a removed replica's view loses to a member's of a lower term",
+			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 5), 1, 2), inConfig(view(2, 0, 0, 2), 1, 2)}, 0, 2},
+		{"a removed replica's view is shown when no member's is at hand",
+			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 2), 1, 2)}, 1, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := bestShardViews(tc.views)[0]
@@ -49,4 +60,12 @@ func TestBestShardViews(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inConfig sets the voters of every shard of view v.
+func inConfig(v *shoalv1.TopologyResponse, voters ...uint64) *shoalv1.TopologyResponse {
+	for _, s := range v.Shards {
+		s.Voters = voters
+	}
+	return v
 }
