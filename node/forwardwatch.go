@@ -112,11 +112,12 @@ func (w *forwardWatch) poll(gen uint64) {
 	w.timer = time.AfterFunc(forwardWatchEvery, func() { w.poll(gen) })
 }
 
-// currentLeader returns shard id's leader as this node knows it now: its own replica's view,
-// else the leaders gathered from the members (at most one gathering per 200 ms for the whole
+// currentLeader returns shard id's leader as this node knows it now: its own replica's view
+// (not one removed from the group, which names the leader it last knew: as leaderOf), else
+// the leaders gathered from the members (at most one gathering per refreshEvery for the whole
 // node). 0 means unknown.
 func (n *Node) currentLeader(ctx context.Context, id uint32) uint64 {
-	if g, ok := n.host.Group(id); ok {
+	if g, ok := n.host.Group(id); ok && !g.Removed() {
 		return g.Leader()
 	}
 	n.refreshLeaders(ctx)
