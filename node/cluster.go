@@ -86,7 +86,8 @@ func (s *clusterServer) Decommission(ctx context.Context, req *shoalv1.Decommiss
 		}
 		return &shoalv1.DecommissionResponse{}, nil
 	}
-	return shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: req.Node, Forwarded: true})
+	res, err := shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: req.Node, Forwarded: true})
+	return res, forwardedOpErr(err, req.Node, "decommission", conn.Target())
 }
 
 func (s *clusterServer) Recommission(ctx context.Context, req *shoalv1.RecommissionRequest) (*shoalv1.RecommissionResponse, error) {
@@ -101,7 +102,23 @@ func (s *clusterServer) Recommission(ctx context.Context, req *shoalv1.Recommiss
 		}
 		return &shoalv1.RecommissionResponse{WasDecommissioning: was}, nil
 	}
-	return shoalv1.NewClusterClient(conn).Recommission(ctx, &shoalv1.RecommissionRequest{Node: req.Node, Forwarded: true})
+	res, err := shoalv1.NewClusterClient(conn).Recommission(ctx, &shoalv1.RecommissionRequest{Node: req.Node, Forwarded: true})
+	return res, forwardedOpErr(err, req.Node, "recommission", conn.Target())
+}
+
+// forwardedOpErr is the answer to an operator's request about node name that this node
+// forwarded to it at addr and that failed with err: the named node's own answer as it is, but
+// a failure to reach it (UNAVAILABLE, DEADLINE_EXCEEDED) says that the named node did not
+// answer, where the caller would take it for this node's silence.
+func forwardedOpErr(err error, name, what, addr string) error {
+	switch st := status.Convert(err); {
+	case err == nil:
+		return nil
+	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded:
+		return status.Errorf(st.Code(), "node %q, alive in gossip, did not answer at %s (it runs its own %s): %s",
+			name, addr, what, st.Message())
+	}
+	return err
 }
 
 // named finds the node an operator's request about node name must run on: nil for this node,

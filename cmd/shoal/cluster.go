@@ -156,9 +156,27 @@ func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Co
 			return usagef("there is no node named %q in the cluster; 'shoal cluster status' lists the names", name)
 		case status.Code(err) == codes.FailedPrecondition: // the server answered: say what it said
 			return errors.New(sentence(status.Convert(err).Message()))
+		case strings.Contains(lastMessage(err), "alive in gossip, did not answer at"):
+			// The server answered, but the named node, which runs the operation, did not.
+			return fmt.Errorf("the cluster at %s answered, but %s; try again once it answers", server, lastMessage(err))
+		case errors.Is(err, client.ErrUnavailable) && strings.Contains(lastMessage(err), "while dialing"):
+			// The dial reached server (the call runs once it did), and the client's last
+			// attempt went to another node it learnt of, maybe the named node itself.
+			return fmt.Errorf("the cluster at %s answered, but the request about %q did not go through: %s; "+
+				"'shoal cluster status' shows which node listens where; try again once %s answers", server, name, lastMessage(err), name)
 		}
 		return a.unreachable(err, server)
 	})
+}
+
+// lastMessage returns the message of the status err carries (the last attempt's, under the
+// client's retry error), or err's text when it carries none.
+func lastMessage(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Message()
+	}
+	return err.Error()
 }
 
 // call dials server and runs fn with the client, both within callTimeout, and closes the
