@@ -234,8 +234,9 @@ func refusedAtLimit(err error) (string, bool) {
 }
 
 // knownNoLeaderFor matches a server's answer for a shard whose replicas have known no leader
-// for longer than an election takes (node's leaderlessError), and captures for how long.
-var knownNoLeaderFor = regexp.MustCompile(`known no leader for ([0-9.]+[a-zµ]+)`)
+// for longer than an election takes (node's leaderlessError), and captures for how long: the
+// whole duration as time.Duration prints it, every unit of it ("1m5.2s", "2h0m0s", not "1m").
+var knownNoLeaderFor = regexp.MustCompile(`known no leader for ((?:[0-9.]+(?:ms|µs|us|ns|h|m|s))+)`)
 
 // unreachable explains an error of a call to server that found no server, a shard without a
 // leader, or a refusal at a limit.

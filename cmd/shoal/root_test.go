@@ -639,3 +639,26 @@ func TestDevRefusesFewerNodes(t *testing.T) {
 		t.Fatalf("dev --nodes 1 over two nodes: exit %d, stderr %q, stdout %q; want %d and %q", code, errOut, out, exitUsage, want)
 	}
 }
+
+// TestNoLeaderForLong: the CLI's explanation of a shard without quorum carries the whole of
+// how long the server says its replicas have known no leader, in both of the server's forms
+// (node's leaderlessError, its duration rounded to 10 ms), however long: a shard down for
+// over a minute was said to have been leaderless for "1m".
+func TestNoLeaderForLong(t *testing.T) {
+	for _, d := range []time.Duration{4600 * time.Millisecond, 850 * time.Millisecond,
+		65200 * time.Millisecond, 2*time.Hour + 3*time.Minute + 10*time.Millisecond, 2 * time.Hour} {
+		for _, who := range []string{"this node's replica has", "the shard's replicas that answered have"} {
+			msg := fmt.Sprintf("shard 3 has no leader (quorum lost?): %s known no leader for %v, longer than an election takes: "+
+				"the shard lost its quorum (too few of its voters are up and in touch), or its replicas are cut off from them",
+				who, d.Round(10*time.Millisecond))
+			st, err := status.New(codes.Unavailable, msg).WithDetails(&shoalv1.NotLeader{Shard: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, got := explain((&app{}).unreachable(&client.UnavailableError{Err: st.Err()}, "h:1"))
+			if want := fmt.Sprintf(" known no leader for %v: ", d.Round(10*time.Millisecond)); !strings.Contains(got, want) {
+				t.Errorf("%s for %v: %q, want it to contain %q", who, d, got, want)
+			}
+		}
+	}
+}
