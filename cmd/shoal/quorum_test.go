@@ -69,7 +69,7 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 		out := cli(exitError, args...)
 		// The CLI retries for 5 s: by its last attempt the replica has known no leader for
 		// longer than an election takes, and the server says so.
-		if !strings.Contains(out, "shard 0 has no leader that answers: it lost its quorum, its replicas having known no leader for ") ||
+		if !strings.Contains(out, "shard 0 has no leader that answers: the replicas the server reached have known no leader for ") ||
 			!strings.Contains(out, "nothing was written") || strings.Contains(out, "outcome is unknown") {
 			t.Fatalf("shoal %s, the shard without quorum: %s\nwant: no leader, quorum lost, nothing was written", strings.Join(args, " "), out)
 		}

@@ -244,7 +244,11 @@ func (a *app) unreachable(err error, server string) error {
 	if shard, ok := leaderless(err); ok {
 		why := "most of its replicas are down or cut off, an election did not end in time, or its leader is overloaded"
 		if m := knownNoLeaderFor.FindStringSubmatch(status.Convert(err).Message()); m != nil {
-			why = fmt.Sprintf("it lost its quorum, its replicas having known no leader for %s: most of them are down or cut off", m[1])
+			// What the server checked: the replicas it reached (its own, or those that answered
+			// its topology request) know no leader. So does a node cut off from the shard's
+			// other replicas, which may well be led on the other side of the cut.
+			why = fmt.Sprintf("the replicas the server reached have known no leader for %s: the shard lost its quorum "+
+				"(most of its voters are down or cut off), or those replicas are cut off from the others", m[1])
 		}
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
 			"shard %d has no leader that answers: %s (the cluster at %s answered); 'shoal cluster status' shows which nodes are down",

@@ -662,3 +662,21 @@ func TestNoLeaderForLong(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLeaderNotOverclaimed: the server answers a shard at once when the replicas it reached
+// (its own replica, or those that answered its topology request) have known no leader for
+// longer than an election takes, and says that the shard lost its quorum or those replicas are
+// cut off from the others: a node cut off from the shard's other replicas gives the same
+// answer while they lead it on the other side of the cut. The CLI says no more than that.
+func TestNoLeaderNotOverclaimed(t *testing.T) {
+	msg := "shard 3 has no leader (quorum lost?): this node's replica has known no leader for 4.6s, longer than an election takes: " +
+		"the shard lost its quorum (too few of its voters are up and in touch), or its replicas are cut off from them"
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&shoalv1.NotLeader{Shard: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got := explain((&app{}).unreachable(&client.UnavailableError{Err: st.Err()}, "h:1"))
+	if strings.Contains(got, "it lost its quorum,") || !strings.Contains(got, "or those replicas are cut off from the others") {
+		t.Fatalf("%q: says the shard lost its quorum, which the server did not tell apart from its replicas cut off from the others", got)
+	}
+}
