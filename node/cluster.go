@@ -357,6 +357,7 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 			}
 		}
 	}
+	voterLost := votersWithoutLeader(views)
 	best := make(map[uint32]*shoalv1.ShardInfo)
 	bestIsLeader := make(map[uint32]bool)
 	bestDisowned := make(map[uint32]bool)
@@ -376,8 +377,11 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 			// A replica removed from its group (its own configuration leaves it out) names
 			// the leader it last knew, at the term it last knew, which a shard that lost its
 			// quorum keeps (PreVote): its view is shown only when no member's is at hand.
+			// So does a learner, which never campaigns, whose leader went with the quorum: its
+			// view counts last too when a voter's, at its term or later, knows no leader.
 			removed := reporter != 0 && len(s.Voters)+len(s.Learners) > 0 &&
-				!slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter)
+				!slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter) ||
+				staleLearnerView(s, reporter, voterLost)
 			cur, ok := best[s.Shard]
 			if ok && removed != bestRemoved[s.Shard] {
 				if !removed {
@@ -398,6 +402,39 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 		}
 	}
 	return best
+}
+
+// votersWithoutLeader returns, per shard, the highest term at which a voter's view (its
+// reporter a voter in its own configuration) knows no leader.
+func votersWithoutLeader(views []*shoalv1.TopologyResponse) map[uint32]uint64 {
+	lost := map[uint32]uint64{}
+	for _, v := range views {
+		if len(v.GetNodes()) == 0 {
+			continue
+		}
+		reporter := v.GetNodes()[0].GetId()
+		for _, s := range v.GetShards() {
+			if t, ok := lost[s.Shard]; s.LeaderId == 0 && slices.Contains(s.Voters, reporter) && (!ok || s.Term > t) {
+				lost[s.Shard] = s.Term
+			}
+		}
+	}
+	return lost
+}
+
+// staleLearnerView reports whether s, reporter's view, is a learner's naming a leader that a
+// voter's view (voterLost: votersWithoutLeader) knows no longer, at the learner's term or
+// later. A learner never campaigns: it keeps its last leader until another reaches it, after
+// the voters lost theirs with the quorum (a follower forgets a leader it does not hear from
+// within an election timeout, a quiesced one when it lapses). So does a replica whose
+// configuration does not have it as a voter in any way: one not yet initialised (a learner
+// before its first snapshot: its configuration is empty), or removed.
+func staleLearnerView(s *shoalv1.ShardInfo, reporter uint64, voterLost map[uint32]uint64) bool {
+	if reporter == 0 || s.LeaderId == 0 || slices.Contains(s.Voters, reporter) {
+		return false
+	}
+	t, ok := voterLost[s.Shard]
+	return ok && t >= s.Term
 }
 
 // String helps logs and tests.

@@ -239,7 +239,9 @@ func (n *Node) refreshLeaders(ctx context.Context) {
 // A view without leaderless_ms (an older server's) leaves the time unknown. The view of a
 // replica its own configuration does not count (removed from its group) is left out: it names
 // the leader it last knew, which may be long gone, and it stays while the shard has lost its
-// quorum (its deletion waits for a leader to confirm the removal).
+// quorum (its deletion waits for a leader to confirm the removal). So is a learner's naming a
+// leader that a voter's view, at the learner's term or later, knows no longer: a learner never
+// campaigns, and keeps the leader it last knew after the voters lost theirs.
 func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -248,6 +250,7 @@ func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, n
 		clear(c.leaderless)
 	}
 	led := map[uint32]bool{}
+	voterLost := votersWithoutLeader(views)
 	for _, v := range views {
 		var reporter uint64
 		if len(v.GetNodes()) > 0 {
@@ -255,6 +258,11 @@ func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, n
 		}
 		for _, s := range v.GetShards() {
 			if reporter != 0 && !slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter) {
+				continue
+			}
+			// A learner's view naming the leader it last knew, which a voter's knows no longer:
+			// left out as well (staleLearnerView).
+			if staleLearnerView(s, reporter, voterLost) {
 				continue
 			}
 			if s.LeaderId == 0 {

@@ -51,6 +51,17 @@ func TestLeaderlessTakesShortestView(t *testing.T) {
 		{"a removed replica's view, leaderless for a second",
 			[]*shoalv1.TopologyResponse{view(1, leaderless(0, 5_000)),
 				view(3, &shoalv1.ShardInfo{Shard: 0, Unavailable: true, LeaderlessMs: 1_000, Voters: []uint64{1, 9}})}, true},
+		// A learner never campaigns: it names the leader it last knew (9), gone with the
+		// quorum, while the surviving voter 1 knows none at the same term.
+		{"a learner's view naming its last leader",
+			[]*shoalv1.TopologyResponse{view(1, &shoalv1.ShardInfo{Shard: 0, Term: 2, Unavailable: true, LeaderlessMs: 5_000, Learners: []uint64{3}}),
+				view(3, &shoalv1.ShardInfo{Shard: 0, LeaderId: 9, Term: 2, Voters: []uint64{1, 9}, Learners: []uint64{3}})}, true},
+		{"the same, the learner's view first",
+			[]*shoalv1.TopologyResponse{view(3, &shoalv1.ShardInfo{Shard: 0, LeaderId: 9, Term: 2, Voters: []uint64{1, 9}, Learners: []uint64{3}}),
+				view(1, &shoalv1.ShardInfo{Shard: 0, Term: 2, Unavailable: true, LeaderlessMs: 5_000, Learners: []uint64{3}})}, true},
+		{"a learner's view naming the leader of a later term",
+			[]*shoalv1.TopologyResponse{view(1, &shoalv1.ShardInfo{Shard: 0, Term: 2, Unavailable: true, LeaderlessMs: 5_000, Learners: []uint64{3}}),
+				view(3, &shoalv1.ShardInfo{Shard: 0, LeaderId: 9, Term: 3, Voters: []uint64{1, 9}, Learners: []uint64{3}})}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newLeaderCache()
@@ -81,5 +92,23 @@ func TestElectingNotForStaleSelf(t *testing.T) {
 	}
 	if !c.electing(0, after, 2) {
 		t.Error("node 2 does not take a shard another view says node 1 leads for led")
+	}
+}
+
+// TestElectingNotForStaleLearner: a learner's view naming the leader it last knew, gone with
+// the quorum (a voter's view knows none at that term), does not hold back the answer of the
+// surviving voter's node for the whole routing wait.
+func TestElectingNotForStaleLearner(t *testing.T) {
+	after := leaderlessAfter(500 * time.Millisecond)
+	c := newLeaderCache()
+	c.record([]*shoalv1.TopologyResponse{
+		{Nodes: []*shoalv1.NodeInfo{{Id: 2}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, Term: 4, LeaderlessMs: 5_000, Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}}},
+		{Nodes: []*shoalv1.NodeInfo{{Id: 4}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Term: 4, Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}}},
+	}, true, time.Now())
+	if c.electing(0, after, 2) {
+		t.Error("node 2 takes its shard for electing on a learner's view naming the leader gone with the quorum")
+	}
+	if l, ok := c.get(0); ok {
+		t.Errorf("cached leader %d, named by a learner's stale view", l)
 	}
 }

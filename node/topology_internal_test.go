@@ -52,6 +52,24 @@ func TestBestShardViews(t *testing.T) {
 			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 5), 1, 2), inConfig(view(2, 0, 0, 2), 1, 2)}, 0, 2},
 		{"a removed replica's view is shown when no member's is at hand",
 			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 2), 1, 2)}, 1, 2},
+		// The same shard with a learner (4, placement adding a replica) when the quorum went:
+		// a learner never campaigns, and names the leader it last knew (1) for as long as no
+		// other reaches it, while the surviving voter 2 knows none, at the same term.
+		{"a learner's view naming its last leader loses to a voter's that knows none",
+			[]*shoalv1.TopologyResponse{withLearners(inConfig(view(4, 0, 1, 2), 1, 2, 3), 4), withLearners(inConfig(view(2, 0, 0, 2), 1, 2, 3), 4)}, 0, 2},
+		{"the same, the voter's view first",
+			[]*shoalv1.TopologyResponse{withLearners(inConfig(view(2, 0, 0, 2), 1, 2, 3), 4), withLearners(inConfig(view(4, 0, 1, 2), 1, 2, 3), 4)}, 0, 2},
+		{"a learner's view naming the leader a voter's names too",
+			[]*shoalv1.TopologyResponse{withLearners(inConfig(view(4, 0, 1, 2), 1, 2, 3), 4), withLearners(inConfig(view(2, 0, 1, 2), 1, 2, 3), 4)}, 1, 2},
+		{"a learner's view of a later term than a voter's that knows none",
+			[]*shoalv1.TopologyResponse{withLearners(inConfig(view(2, 0, 0, 2), 1, 2, 3), 4), withLearners(inConfig(view(4, 0, 3, 3), 1, 2, 3), 4)}, 3, 3},
+		// The learner 4 had not had its first snapshot yet: its configuration is empty.
+		{"an empty replica's view naming its last leader loses to a voter's that knows none",
+			[]*shoalv1.TopologyResponse{view(4, 0, 1, 2), withLearners(inConfig(view(2, 0, 0, 2), 1, 2, 3), 4)}, 0, 2},
+		{"the same, the voter's view first",
+			[]*shoalv1.TopologyResponse{withLearners(inConfig(view(2, 0, 0, 2), 1, 2, 3), 4), view(4, 0, 1, 2)}, 0, 2},
+		{"a learner's view when no voter's is at hand",
+			[]*shoalv1.TopologyResponse{withLearners(inConfig(view(4, 0, 1, 2), 1, 2, 3), 4)}, 1, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := bestShardViews(tc.views)[0]
@@ -66,6 +84,14 @@ func TestBestShardViews(t *testing.T) {
 func inConfig(v *shoalv1.TopologyResponse, voters ...uint64) *shoalv1.TopologyResponse {
 	for _, s := range v.Shards {
 		s.Voters = voters
+	}
+	return v
+}
+
+// withLearners sets the learners of every shard of view v.
+func withLearners(v *shoalv1.TopologyResponse, learners ...uint64) *shoalv1.TopologyResponse {
+	for _, s := range v.Shards {
+		s.Learners = learners
 	}
 	return v
 }

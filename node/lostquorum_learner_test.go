@@ -1,0 +1,103 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+)
+
+// TestLostShardWithLearnerAnsweredAtOnce: a shard that lost its quorum while a learner was
+// catching up (placement adding a replica, replacing a dead node). The learner never
+// campaigns, so it names the leader it last knew, gone with the quorum, at the term the
+// surviving voter keeps (PreVote). The merged topology named that dead leader, so that clients
+// were sent to it, and the survivor's requests for the shard were held for the whole routing
+// wait (its leader cache took the learner's leader for a live one): they are answered at once.
+func TestLostShardWithLearnerAnsweredAtOnce(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	nw := newTestNet()
+	c := testnode.Start(t, 4, testnode.Options{Shards: 1, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			cfg.PlacementInterval = -1
+			cfg.DisableHTTP = true
+			cfg.PeerDialer = nw.dialer(i)
+		}})
+	for i, n := range c.Nodes {
+		nw.register(n.Addr(), i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	g, ok := c.Nodes[0].Host().Group(0)
+	if !ok {
+		t.Fatal("node 1 has no replica of shard 0")
+	}
+	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
+		if !g.IsLeader() {
+			return "not yet"
+		}
+		return ""
+	})
+	do := func(what string, f func() error) {
+		testnode.WaitFor(t, 20*time.Second, what, func() string {
+			if err := f(); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+	}
+	for _, i := range []int{1, 2} {
+		id := c.Nodes[i].ID()
+		do("add learner", func() error { return g.AddLearner(ctx, id) })
+		do("promote", func() error { return g.PromoteLearner(ctx, id) })
+	}
+	do("add learner 4", func() error { return g.AddLearner(ctx, c.Nodes[3].ID()) })
+	// Node 2 leads, and goes with node 3: node 1's voter survives, with node 4's learner.
+	dead := c.Nodes[1].ID()
+	do("transfer the leadership to node 2", func() error { return g.TransferLeadership(ctx, dead) })
+	testnode.WaitFor(t, 20*time.Second, "every replica knows node 2 leads", func() string {
+		for i := range 4 {
+			if rg, ok := c.Nodes[i].Host().Group(0); !ok || rg.Leader() != dead {
+				return fmt.Sprintf("node %d's replica: %v", i+1, ok && rg.Leader() == dead)
+			}
+		}
+		return ""
+	})
+	// Node 3 first, a follower. Then node 2, cut off from the others first: stopping, a
+	// leader hands its leadership over, which would leave node 1 the leader (and the
+	// learner naming it, the node's own replica knowing better).
+	c.Stop(t, 2)
+	nw.isolate(1, []int{0, 3})
+	c.Stop(t, 1)
+	after := 3 * c.Nodes[0].Host().ElectionTimeout()
+	testnode.WaitFor(t, 30*time.Second, "node 1's voter leaderless", func() string {
+		if d, ok := g.Leaderless(); !ok || d < after {
+			return fmt.Sprintf("leader %d, leaderless %v", g.Leader(), d)
+		}
+		return ""
+	})
+	if lg, _ := c.Nodes[3].Host().Group(0); lg.Leader() != dead {
+		t.Fatalf("the learner names %d, not the leader it last knew (%d): the scenario is gone", lg.Leader(), dead)
+	}
+	s := c.Nodes[0].Topology(ctx).Shards[0]
+	if s.LeaderId != 0 || !s.Unavailable {
+		t.Errorf("topology of the shard without quorum: leader %d, unavailable %t; want no leader", s.LeaderId, s.Unavailable)
+	}
+	start := time.Now()
+	_, err := shoalv1.NewStreamsClient(c.Dial(t, 0)).Append(ctx, &shoalv1.AppendRequest{Stream: "s",
+		Events: []*shoalv1.EventData{{Id: []byte("0123456789abcdef"), Type: "T"}}})
+	took := time.Since(start)
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "has known no leader for") || took > 2*time.Second {
+		t.Errorf("append to the shard without quorum, through the surviving voter's node: %v after %v; want UNAVAILABLE at once, saying its replica has known no leader", err, took)
+	}
+}
