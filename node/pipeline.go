@@ -139,28 +139,30 @@ func (p *pipeline) receive() error {
 				return p.ctx.Err()
 			}
 			p.mu.Lock()
-			switch {
-			case p.ended:
+			if p.ended {
 				// No answer can leave any more: leave this item and the rest of the batch to
 				// the stream's end status, errPipelineDrained.
 				p.mu.Unlock()
 				return errPipelineDrained
-			case p.draining:
-				// Queued under mu, so that the sender's last look at out (finished) sees it.
-				p.out <- itemResult(it.Id, nil, errPipelineDrained)
-				p.mu.Unlock()
-				continue
 			}
 			if _, dup := p.cancels[it.Id]; dup {
 				// Two answers of one ID could not be told apart, nor the two items cancelled
 				// one by one: a broken client. The stream ends, as for a batch too large; the
 				// items in flight are answered first, this one and the rest of its batch not
-				// run.
+				// run. While the pipeline drains too: answered errPipelineDrained, the item
+				// would give its ID a refusal as well as the answer of the item in flight, which
+				// may have been applied. (The stream then ends with errPipelineDrained.)
 				p.mu.Unlock()
 				return withDetails(codes.InvalidArgument,
 					fmt.Sprintf("append pipeline: item ID %d is already in flight on this stream; IDs must be unique among the items in flight", it.Id),
 					&shoalv1.InvalidField{Field: "items[].id", Limit: "unique among the stream's items in flight",
 						Reason: fmt.Sprintf("item %d is in flight", it.Id)})
+			}
+			if p.draining {
+				// Queued under mu, so that the sender's last look at out (finished) sees it.
+				p.out <- itemResult(it.Id, nil, errPipelineDrained)
+				p.mu.Unlock()
+				continue
 			}
 			ictx, cancel := p.itemContext(it, arrived)
 			p.cancels[it.Id] = cancel

@@ -338,6 +338,67 @@ func TestAppendPipelineDuplicateID(t *testing.T) {
 	}
 }
 
+// TestAppendPipelineDuplicateIDWhileDraining: an item whose ID is in flight, read while the
+// node shuts down, is not answered as refused (errPipelineDrained) under that ID, which the
+// item in flight answers too, possibly applied: the two answers could not be told apart.
+func TestAppendPipelineDuplicateIDWhileDraining(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	started, release := blockPipeline(n)
+	st := openPipeline(t, n)
+	req := &shoalv1.AppendRequest{Stream: "dup-drain", Events: events("A")}
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	<-n.Done()
+	// Item 2, answered as refused, says the pipeline drains.
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 2, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	var answers []*shoalv1.AppendItemResult
+	for len(answers) == 0 {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatalf("before item 2's answer: %v", err)
+		}
+		answers = append(answers, m.Results...)
+	}
+	if answers[0].Id != 2 || status.Code(answers[0].GetError().Err()) != codes.Unavailable {
+		t.Fatalf("item 2, read while draining: %v", answers[0])
+	}
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the receiver reads it, while item 1 is in flight
+	close(release)
+	var end error
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			end = err
+			break
+		}
+		answers = append(answers, m.Results...)
+	}
+	var ones []*shoalv1.AppendItemResult
+	for _, r := range answers {
+		if r.Id == 1 {
+			ones = append(ones, r)
+		}
+	}
+	if len(ones) != 1 || ones[0].GetResponse().GetLastVersion() != 7 {
+		t.Errorf("ID 1 answered %v, want once, applied", ones)
+	}
+	if status.Code(end) != codes.Unavailable {
+		t.Errorf("stream ended with %v, want Unavailable", end)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
 // TestAppendPipelineDrainsOnClose checks that a node shutting down answers
 // the items it started, refuses new ones as Unavailable and ends the stream
 // as Unavailable, so that the client retries elsewhere at once.
