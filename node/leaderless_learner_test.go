@@ -32,31 +32,10 @@ func TestLeaderlessNotMaskedByLearner(t *testing.T) {
 		}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	g, ok := c.Nodes[0].Host().Group(0)
-	if !ok {
-		t.Fatal("node 1 has no replica of shard 0")
-	}
-	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
-		if !g.IsLeader() {
-			return "not yet"
-		}
-		return ""
-	})
-	do := func(what string, f func() error) {
-		testnode.WaitFor(t, 20*time.Second, what, func() string {
-			if err := f(); err != nil {
-				return err.Error()
-			}
-			return ""
-		})
-	}
-	for _, i := range []int{1, 2} {
-		id := c.Nodes[i].ID()
-		do("add learner", func() error { return g.AddLearner(ctx, id) })
-		do("promote", func() error { return g.PromoteLearner(ctx, id) })
-	}
+	g := firstLeads(t, c)
+	addVoters(t, ctx, c, g, 1, 2)
 	learner := c.Nodes[3].ID()
-	do("add learner 4", func() error { return g.AddLearner(ctx, learner) })
+	retry(t, "add learner 4", func() error { return g.AddLearner(ctx, learner) })
 	testnode.WaitFor(t, 20*time.Second, "learner knows the leader", func() string {
 		lg, ok := c.Nodes[3].Host().Group(0)
 		if !ok || lg.Leader() == 0 {

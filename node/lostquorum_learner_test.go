@@ -38,33 +38,12 @@ func TestLostShardWithLearnerAnsweredAtOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	g, ok := c.Nodes[0].Host().Group(0)
-	if !ok {
-		t.Fatal("node 1 has no replica of shard 0")
-	}
-	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
-		if !g.IsLeader() {
-			return "not yet"
-		}
-		return ""
-	})
-	do := func(what string, f func() error) {
-		testnode.WaitFor(t, 20*time.Second, what, func() string {
-			if err := f(); err != nil {
-				return err.Error()
-			}
-			return ""
-		})
-	}
-	for _, i := range []int{1, 2} {
-		id := c.Nodes[i].ID()
-		do("add learner", func() error { return g.AddLearner(ctx, id) })
-		do("promote", func() error { return g.PromoteLearner(ctx, id) })
-	}
-	do("add learner 4", func() error { return g.AddLearner(ctx, c.Nodes[3].ID()) })
+	g := firstLeads(t, c)
+	addVoters(t, ctx, c, g, 1, 2)
+	retry(t, "add learner 4", func() error { return g.AddLearner(ctx, c.Nodes[3].ID()) })
 	// Node 2 leads, and goes with node 3: node 1's voter survives, with node 4's learner.
 	dead := c.Nodes[1].ID()
-	do("transfer the leadership to node 2", func() error { return g.TransferLeadership(ctx, dead) })
+	retry(t, "transfer the leadership to node 2", func() error { return g.TransferLeadership(ctx, dead) })
 	testnode.WaitFor(t, 20*time.Second, "every replica knows node 2 leads", func() string {
 		for i := range 4 {
 			if rg, ok := c.Nodes[i].Host().Group(0); !ok || rg.Leader() != dead {

@@ -35,29 +35,8 @@ func TestLostShardAnsweredAtOnceDespiteRemovedReplica(t *testing.T) {
 		}})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	g, ok := c.Nodes[0].Host().Group(0)
-	if !ok {
-		t.Fatal("node 1 has no replica of shard 0")
-	}
-	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
-		if !g.IsLeader() {
-			return "not yet"
-		}
-		return ""
-	})
-	do := func(what string, f func() error) {
-		testnode.WaitFor(t, 20*time.Second, what, func() string {
-			if err := f(); err != nil {
-				return err.Error()
-			}
-			return ""
-		})
-	}
-	for _, i := range []int{1, 2} {
-		id := c.Nodes[i].ID()
-		do(fmt.Sprintf("add learner n%d", i+1), func() error { return g.AddLearner(ctx, id) })
-		do(fmt.Sprintf("promote n%d", i+1), func() error { return g.PromoteLearner(ctx, id) })
-	}
+	g := firstLeads(t, c)
+	addVoters(t, ctx, c, g, 1, 2)
 	testnode.WaitFor(t, 20*time.Second, "n3 a voter following n1", func() string {
 		g3, ok := c.Nodes[2].Host().Group(0)
 		if !ok || g3.Leader() != c.Nodes[0].ID() || !slices.Contains(g3.Status().Voters, c.Nodes[2].ID()) {
@@ -65,7 +44,7 @@ func TestLostShardAnsweredAtOnceDespiteRemovedReplica(t *testing.T) {
 		}
 		return ""
 	})
-	do("remove n3", func() error { return g.RemoveMember(ctx, c.Nodes[2].ID()) })
+	retry(t, "remove n3", func() error { return g.RemoveMember(ctx, c.Nodes[2].ID()) })
 	g3, _ := c.Nodes[2].Host().Group(0)
 	testnode.WaitFor(t, 20*time.Second, "n3's replica removed", func() string {
 		if !g3.Removed() {

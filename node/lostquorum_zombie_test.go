@@ -37,29 +37,8 @@ func TestZombieReplicaNodeForwards(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	g, ok := c.Nodes[0].Host().Group(0)
-	if !ok {
-		t.Fatal("node 1 has no replica of shard 0")
-	}
-	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
-		if !g.IsLeader() {
-			return "not yet"
-		}
-		return ""
-	})
-	do := func(what string, f func() error) {
-		testnode.WaitFor(t, 20*time.Second, what, func() string {
-			if err := f(); err != nil {
-				return err.Error()
-			}
-			return ""
-		})
-	}
-	for _, i := range []int{1, 2, 3} {
-		id := c.Nodes[i].ID()
-		do(fmt.Sprintf("add learner n%d", i+1), func() error { return g.AddLearner(ctx, id) })
-		do(fmt.Sprintf("promote n%d", i+1), func() error { return g.PromoteLearner(ctx, id) })
-	}
+	g := firstLeads(t, c)
+	addVoters(t, ctx, c, g, 1, 2, 3)
 	z := c.Nodes[3]
 	var zg interface {
 		Leader() uint64
@@ -77,7 +56,7 @@ func TestZombieReplicaNodeForwards(t *testing.T) {
 
 	// n4 is cut off, removed, and let back in: a zombie.
 	nw.isolate(3, []int{0, 1, 2})
-	do("remove n4", func() error { return g.RemoveMember(ctx, z.ID()) })
+	retry(t, "remove n4", func() error { return g.RemoveMember(ctx, z.ID()) })
 	after := 3 * z.Host().ElectionTimeout()
 	testnode.WaitFor(t, 20*time.Second, "n4 leaderless", func() string {
 		if d, ok := zg.Leaderless(); !ok || d < after {
