@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -333,24 +332,10 @@ func tlsRefused(st *status.Status) bool {
 	return ok && (strings.Contains(cause, "tls:") || strings.Contains(cause, "x509:"))
 }
 
-// wrongCluster reports whether st is a refusal of a node of another cluster than the client
-// dialled (shoalv1.WrongClusterReason), the node's or the client's own (askTopology).
-func wrongCluster(st *status.Status) bool {
-	if st.Code() != codes.FailedPrecondition {
-		return false
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == shoalv1.WrongClusterReason {
-			return true
-		}
-	}
-	return false
-}
-
 // nodeRefusal reports whether st is a node's refusal of this client as such (a TLS handshake
 // on certificates, another cluster), which that node repeats however often it is asked, while
 // another node may accept the call.
-func nodeRefusal(st *status.Status) bool { return tlsRefused(st) || wrongCluster(st) }
+func nodeRefusal(st *status.Status) bool { return tlsRefused(st) || shoalv1.IsWrongCluster(st) }
 
 // errWrongCluster is the refusal of a topology that n answered for cluster got, not for want.
 func errWrongCluster(n *node, got, want string) error {
@@ -391,7 +376,7 @@ func convertError(err error, stream string) error {
 			return e
 		}
 	}
-	if wrongCluster(st) {
+	if shoalv1.IsWrongCluster(st) {
 		return fmt.Errorf("%w: %w", ErrWrongCluster, err)
 	}
 	// No details: map what the code alone says unambiguously.

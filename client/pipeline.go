@@ -352,7 +352,7 @@ func (ps *pipeStream) fail(err error) {
 		case !ok:
 			err = status.Error(codes.Unavailable, err.Error())
 		case st.Code() == codes.Unavailable, st.Code() == codes.Unauthenticated, st.Code() == codes.PermissionDenied:
-		case wrongCluster(st): // the node's refusal of the stream, which it repeats: not a reset
+		case shoalv1.IsWrongCluster(st): // the node's refusal of the stream, which it repeats: not a reset
 		default:
 			err = status.Errorf(codes.Unavailable, "append pipeline stream ended (%v): %s", st.Code(), st.Message())
 		}

@@ -111,12 +111,9 @@ func (s *clusterServer) Recommission(ctx context.Context, req *shoalv1.Recommiss
 // a failure to reach it (UNAVAILABLE, DEADLINE_EXCEEDED) says that the named node did not
 // answer, where the caller would take it for this node's silence.
 func forwardedOpErr(err error, name, what, addr string) error {
-	switch st := status.Convert(err); {
-	case err == nil:
-		return nil
-	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded:
-		return status.Errorf(st.Code(), "node %q, alive in gossip, did not answer at %s (it runs its own %s): %s",
-			name, addr, what, st.Message())
+	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+		return status.Errorf(c, "node %q, alive in gossip, did not answer at %s (it runs its own %s): %s",
+			name, addr, what, status.Convert(err).Message())
 	}
 	return err
 }
@@ -227,9 +224,8 @@ func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, er
 			si.LastPosition, si.Format = sm.LastPosition(), sm.Format()
 		}
 		if g, ok := n.host.Group(st.Shard); ok && st.Leader == 0 {
-			if d, ok := g.Leaderless(); ok {
-				si.LeaderlessMs = uint64(d.Milliseconds())
-			}
+			d, _ := g.Leaderless() // 0 while it knows a leader
+			si.LeaderlessMs = uint64(d.Milliseconds())
 		}
 		self.Replicas++
 		if st.Leader == n.ID() {
@@ -347,10 +343,10 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 	}
 	notLeading := map[nodeShard]uint64{} // the highest term at which a node says it does not lead
 	for _, v := range views {
-		if len(v.Nodes) == 0 {
+		reporter := reporterOf(v)
+		if reporter == 0 {
 			continue
 		}
-		reporter := v.Nodes[0].Id
 		for _, s := range v.Shards {
 			if k := (nodeShard{reporter, s.Shard}); s.LeaderId != reporter && s.Term >= notLeading[k] {
 				notLeading[k] = s.Term
@@ -363,10 +359,7 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 	bestDisowned := make(map[uint32]bool)
 	bestRemoved := make(map[uint32]bool)
 	for _, v := range views {
-		var reporter uint64
-		if len(v.Nodes) > 0 {
-			reporter = v.Nodes[0].Id
-		}
+		reporter := reporterOf(v)
 		for _, s := range v.Shards {
 			fromLeader := s.LeaderId != 0 && s.LeaderId == reporter
 			disowned := false
@@ -379,8 +372,7 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 			// quorum keeps (PreVote): its view is shown only when no member's is at hand.
 			// So does a learner, which never campaigns, whose leader went with the quorum: its
 			// view counts last too when a voter's, at its term or later, knows no leader.
-			removed := reporter != 0 && len(s.Voters)+len(s.Learners) > 0 &&
-				!slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter) ||
+			removed := len(s.Voters)+len(s.Learners) > 0 && outOfConfig(s, reporter) ||
 				staleLearnerView(s, reporter, voterLost)
 			cur, ok := best[s.Shard]
 			if ok && removed != bestRemoved[s.Shard] {
@@ -404,15 +396,31 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 	return best
 }
 
+// reporterOf returns the ID of the node whose local view v is (its first node), 0 when v names
+// none.
+func reporterOf(v *shoalv1.TopologyResponse) uint64 {
+	if len(v.GetNodes()) == 0 {
+		return 0
+	}
+	return v.GetNodes()[0].GetId()
+}
+
+// outOfConfig reports whether s, reporter's view of a shard, is of a replica that its own
+// configuration leaves out: one removed from its group, which names the leader it last knew,
+// or one not yet initialised (its configuration empty).
+func outOfConfig(s *shoalv1.ShardInfo, reporter uint64) bool {
+	return reporter != 0 && !slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter)
+}
+
 // votersWithoutLeader returns, per shard, the highest term at which a voter's view (its
 // reporter a voter in its own configuration) knows no leader.
 func votersWithoutLeader(views []*shoalv1.TopologyResponse) map[uint32]uint64 {
 	lost := map[uint32]uint64{}
 	for _, v := range views {
-		if len(v.GetNodes()) == 0 {
+		reporter := reporterOf(v)
+		if reporter == 0 {
 			continue
 		}
-		reporter := v.GetNodes()[0].GetId()
 		for _, s := range v.GetShards() {
 			if t, ok := lost[s.Shard]; s.LeaderId == 0 && slices.Contains(s.Voters, reporter) && (!ok || s.Term > t) {
 				lost[s.Shard] = s.Term

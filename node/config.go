@@ -271,19 +271,24 @@ func (c Config) createdShards() uint32 {
 // gossip takes its port over TCP too) that would take one TCP port: the second listener would
 // fail at start with a bare "address already in use". Port 0 picks a free port each time.
 func (c Config) distinctListeners() error {
-	type listener struct{ field, addr string }
-	ls := []listener{{"Listen", c.Listen}, {"Gossip", c.Gossip}}
-	if !c.DisableHTTP {
-		ls = append(ls, listener{"HTTP", c.HTTP})
+	type listener struct {
+		field, addr, host string
+		port              int
+	}
+	var ls []listener
+	for _, l := range []listener{{field: "Listen", addr: c.Listen}, {field: "Gossip", addr: c.Gossip}, {field: "HTTP", addr: c.HTTP}} {
+		if l.field == "HTTP" && c.DisableHTTP {
+			continue
+		}
+		host, port, _ := net.SplitHostPort(l.addr) // checked by Validate before
+		l.host = host
+		l.port, _ = net.LookupPort("tcp", port)
+		ls = append(ls, l)
 	}
 	anyHost := func(h string) bool { return h == "" || net.ParseIP(h).IsUnspecified() }
 	for i, a := range ls {
-		ah, ap, _ := net.SplitHostPort(a.addr)
 		for _, b := range ls[i+1:] {
-			bh, bp, _ := net.SplitHostPort(b.addr)
-			pa, _ := net.LookupPort("tcp", ap)
-			pb, _ := net.LookupPort("tcp", bp)
-			if pa == 0 || pa != pb || ah != bh && !anyHost(ah) && !anyHost(bh) {
+			if a.port == 0 || a.port != b.port || a.host != b.host && !anyHost(a.host) && !anyHost(b.host) {
 				continue
 			}
 			return fmt.Errorf("node: config: %s %q and %s %q take the same TCP port: each needs a port of its own", a.field, a.addr, b.field, b.addr)

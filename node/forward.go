@@ -252,17 +252,12 @@ func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, n
 	led := map[uint32]bool{}
 	voterLost := votersWithoutLeader(views)
 	for _, v := range views {
-		var reporter uint64
-		if len(v.GetNodes()) > 0 {
-			reporter = v.GetNodes()[0].GetId()
-		}
+		reporter := reporterOf(v)
 		for _, s := range v.GetShards() {
-			if reporter != 0 && !slices.Contains(s.Voters, reporter) && !slices.Contains(s.Learners, reporter) {
-				continue
-			}
-			// A learner's view naming the leader it last knew, which a voter's knows no longer:
-			// left out as well (staleLearnerView).
-			if staleLearnerView(s, reporter, voterLost) {
+			// Left out: the view of a replica its own configuration leaves out (outOfConfig),
+			// and a learner's naming the leader it last knew, which a voter's knows no longer
+			// (staleLearnerView).
+			if outOfConfig(s, reporter) || staleLearnerView(s, reporter, voterLost) {
 				continue
 			}
 			if s.LeaderId == 0 {

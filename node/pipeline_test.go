@@ -257,6 +257,27 @@ func openPipeline(t *testing.T, n *Node) shoalv1.Streams_AppendPipelineClient {
 	return st
 }
 
+// sendItems sends st one batch of items, of IDs ids, each carrying req.
+func sendItems(t *testing.T, st shoalv1.Streams_AppendPipelineClient, req *shoalv1.AppendRequest, ids ...uint64) {
+	t.Helper()
+	b := &shoalv1.AppendBatch{}
+	for _, id := range ids {
+		b.Items = append(b.Items, &shoalv1.AppendItem{Id: id, Request: req})
+	}
+	if err := st.Send(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// closing starts closing n and returns once n is closing; Close's error arrives on the
+// channel.
+func closing(n *Node) <-chan error {
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	<-n.Done()
+	return closed
+}
+
 // blockPipeline makes n's AppendPipeline items wait for their context or for
 // release, and reports each item's start on started.
 func blockPipeline(n *Node) (started chan string, release chan struct{}) {
@@ -281,9 +302,7 @@ func TestAppendPipelineCancel(t *testing.T) {
 	started, release := blockPipeline(n)
 	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "c", Events: events("A")}
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}, {Id: 2, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 1, 2)
 	<-started
 	<-started
 	if err := st.Send(&shoalv1.AppendBatch{Cancel: []uint64{1, 99}}); err != nil {
@@ -314,13 +333,9 @@ func TestAppendPipelineDuplicateID(t *testing.T) {
 	started, release := blockPipeline(n)
 	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "dup", Events: events("A")}
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 1)
 	<-started
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 2, Request: req}, {Id: 1, Request: req}, {Id: 3, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 2, 1, 3)
 	<-started // item 2 runs: it came before the duplicate
 	close(release)
 	got, end := recvAll(st)
@@ -346,17 +361,11 @@ func TestAppendPipelineDuplicateIDWhileDraining(t *testing.T) {
 	started, release := blockPipeline(n)
 	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "dup-drain", Events: events("A")}
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 1)
 	<-started
-	closed := make(chan error, 1)
-	go func() { closed <- n.Close() }()
-	<-n.Done()
+	closed := closing(n)
 	// Item 2, answered as refused, says the pipeline drains.
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 2, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 2)
 	var answers []*shoalv1.AppendItemResult
 	for len(answers) == 0 {
 		m, err := st.Recv()
@@ -368,9 +377,7 @@ func TestAppendPipelineDuplicateIDWhileDraining(t *testing.T) {
 	if answers[0].Id != 2 || status.Code(answers[0].GetError().Err()) != codes.Unavailable {
 		t.Fatalf("item 2, read while draining: %v", answers[0])
 	}
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 1)
 	time.Sleep(300 * time.Millisecond) // the receiver reads it, while item 1 is in flight
 	close(release)
 	var end error
@@ -407,13 +414,9 @@ func TestAppendPipelineDrainsOnClose(t *testing.T) {
 	started, release := blockPipeline(n)
 	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "d", Events: events("A")}
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 1)
 	<-started
-	closed := make(chan error, 1)
-	go func() { closed <- n.Close() }()
-	<-n.Done()
+	closed := closing(n)
 	close(release)
 	got, end := recvAll(st)
 	if r := got[1]; r.GetResponse().GetLastVersion() != 7 {
@@ -437,9 +440,7 @@ func TestAppendPipelineAnswersItemsReadWhileDraining(t *testing.T) {
 	started, release := blockPipeline(n)
 	st := openPipeline(t, n)
 	req := &shoalv1.AppendRequest{Stream: "late", Events: events("A")}
-	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: req}}}); err != nil {
-		t.Fatal(err)
-	}
+	sendItems(t, st, req, 1)
 	<-started
 	// When the finishing sender first finds nothing to send (item 1's answer
 	// has left), item 2 arrives, and the receiver reads it before the
@@ -464,9 +465,7 @@ func TestAppendPipelineAnswersItemsReadWhileDraining(t *testing.T) {
 		})
 	}
 	n.streams.pipelineFinishing.Store(&hook)
-	closed := make(chan error, 1)
-	go func() { closed <- n.Close() }()
-	<-n.Done()
+	closed := closing(n)
 	close(release)
 	got, end := recvAll(st)
 	if err := <-late; err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -190,7 +189,7 @@ func appendOutcome(id uint32, retried bool, err error) error {
 // failedForWant reports whether err is a write's failure for want of a leader or of an answer,
 // not a verdict: the shard has no leader, this replica lost or left it, this node is shutting
 // down, or a call forwarded to the leader failed or was answered so, or was refused by a node
-// of another cluster at the address this node took for the leader's (otherClusterRefusal).
+// of another cluster at the address this node took for the leader's (shoalv1.IsWrongCluster).
 func failedForWant(err error) bool {
 	var nol *NoLeaderError
 	switch {
@@ -208,20 +207,9 @@ func failedForWant(err error) bool {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Internal, codes.Aborted, codes.ResourceExhausted:
 		return true
 	case codes.FailedPrecondition:
-		return otherClusterRefusal(st)
-	}
-	return false
-}
-
-// otherClusterRefusal reports whether st is a node's refusal of a call naming another cluster
-// (otherCluster: FailedPrecondition with a WRONG_CLUSTER ErrorInfo), as a call this node forwards
-// to a stale leader address now served by another cluster meets. Unlike a wrong expected
-// version, it is no verdict on the write.
-func otherClusterRefusal(st *status.Status) bool {
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == shoalv1.WrongClusterReason {
-			return true
-		}
+		// A node of another cluster at the address this node took for the leader's refused
+		// the forwarded call: no verdict on the write.
+		return shoalv1.IsWrongCluster(st)
 	}
 	return false
 }

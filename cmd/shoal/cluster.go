@@ -172,11 +172,20 @@ func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Co
 // lastMessage returns the message of the status err carries (the last attempt's, under the
 // client's retry error), or err's text when it carries none.
 func lastMessage(err error) string {
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		return se.GRPCStatus().Message()
+	if st, ok := lastStatus(err); ok {
+		return st.Message()
 	}
 	return err.Error()
+}
+
+// lastStatus returns the status err wraps: under the client's retry error, the last
+// attempt's, with its own message (status.Convert would give the whole error's text).
+func lastStatus(err error) (*status.Status, bool) {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return nil, false
+	}
+	return se.GRPCStatus(), true
 }
 
 // call dials server and runs fn with the client, both within callTimeout, and closes the

@@ -222,12 +222,11 @@ func leaderless(err error) (uint32, bool) {
 // its --max-long-polls, a shard's leader with too many pending requests), which the client
 // retries until its budget runs out: the server answered, and its message names the limit.
 func refusedAtLimit(err error) (string, bool) {
-	var se interface{ GRPCStatus() *status.Status }
-	if !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &se) {
+	if !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 		return "", false
 	}
-	st := se.GRPCStatus()
-	if st.Code() != codes.ResourceExhausted {
+	st, ok := lastStatus(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
 		return "", false
 	}
 	return st.Message(), true

@@ -29,3 +29,18 @@ func WrongClusterError(msg, cluster, dialled string) error {
 	}
 	return st.Err()
 }
+
+// IsWrongCluster reports whether st is such a refusal (WrongClusterError): FailedPrecondition
+// with an ErrorInfo of reason WrongClusterReason. Unlike a wrong expected version, also
+// FailedPrecondition, it is no verdict on the call.
+func IsWrongCluster(st *status.Status) bool {
+	if st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == WrongClusterReason {
+			return true
+		}
+	}
+	return false
+}
