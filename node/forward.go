@@ -189,12 +189,11 @@ func (c *leaderCache) invalidate(id uint32) {
 	c.mu.Unlock()
 }
 
-// leaderOf returns shard id's leader as this node knows it: its own group's
-// view if it holds a replica (not one removed from the group, which names the
-// leader it last knew), else the cached or freshly gathered cluster view. 0
-// means unknown.
+// leaderOf returns shard id's leader as this node knows it: its own replica's
+// view if it holds one that stands for the shard's (ownLeaderView), else the
+// cached or freshly gathered cluster view. 0 means unknown.
 func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
-	if g, ok := n.host.Group(id); ok && !g.Removed() {
+	if g, ok := n.ownLeaderView(id); ok {
 		if l := g.Leader(); l != 0 {
 			return l
 		}
@@ -205,6 +204,19 @@ func (n *Node) leaderOf(ctx context.Context, id uint32) uint64 {
 	n.refreshLeaders(ctx)
 	l, _ := n.leaders.get(id)
 	return l
+}
+
+// ownLeaderView returns this node's replica of shard id when the leader it names stands for the
+// shard's: it is not removed from its group (it would name the leader it last knew), and it
+// votes or leads. A learner never campaigns, nor does a replica awaiting its first snapshot, so
+// it names the leader it last heard from, gone with the group's quorum as well; the members'
+// views say better (the leader cache, where a learner's view counts last).
+func (n *Node) ownLeaderView(id uint32) (*replica.Group, bool) {
+	g, ok := n.host.Group(id)
+	if !ok || g.Removed() || !g.Voter() && !g.IsLeader() {
+		return nil, false
+	}
+	return g, true
 }
 
 // refreshLeaders gathers every alive member's local topology and records,
@@ -393,8 +405,8 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 			// replica's silence counts only if the leader cache's last refresh did not see the
 			// shard led or electing (leaderCache.electing).
 			after := leaderlessAfter(n.host.ElectionTimeout())
-			if local && !g.Removed() {
-				if d, ok := g.Leaderless(); ok && d >= after && !n.leaders.electing(id, after, n.ID()) {
+			if own, ok := n.ownLeaderView(id); ok {
+				if d, ok := own.Leaderless(); ok && d >= after && !n.leaders.electing(id, after, n.ID()) {
 					return nil, nil, &NoLeaderError{Shard: id, Cause: &leaderlessError{For: d}}
 				}
 			} else if d, ok := n.leaders.leaderlessFor(id); ok && d >= after {

@@ -113,11 +113,11 @@ func (w *forwardWatch) poll(gen uint64) {
 }
 
 // currentLeader returns shard id's leader as this node knows it now: its own replica's view
-// (not one removed from the group, which names the leader it last knew: as leaderOf), else
+// (not a removed one's or a learner's, which name the leader they last knew: ownLeaderView), else
 // the leaders gathered from the members (at most one gathering per refreshEvery for the whole
 // node). 0 means unknown.
 func (n *Node) currentLeader(ctx context.Context, id uint32) uint64 {
-	if g, ok := n.host.Group(id); ok && !g.Removed() {
+	if g, ok := n.ownLeaderView(id); ok {
 		return g.Leader()
 	}
 	n.refreshLeaders(ctx)

@@ -55,6 +55,9 @@ type Group struct {
 	leader   atomic.Uint64 // known leader, 0 = unknown
 	isLeader atomic.Bool
 	removed  atomic.Bool
+	// voter: this replica is a voter of its group's configuration as last applied (or
+	// bootstrapped); a learner, a replica awaiting its first snapshot and a removed one are not.
+	voter atomic.Bool
 	// leaderless: monotonic stamp (monoStamp) of when this replica last lost sight of a leader
 	// (it was opened, or raft forgot the leader); 0 while it knows one.
 	leaderless atomic.Int64
@@ -217,6 +220,12 @@ func (g *Group) IsLeader() bool { return g.isLeader.Load() }
 // Removed reports whether this replica has applied its removal from the group (it stays on
 // its node until placement deletes it).
 func (g *Group) Removed() bool { return g.removed.Load() }
+
+// Voter reports whether this replica votes in its group, by the configuration it last applied.
+// A replica that does not (a learner, one awaiting its first snapshot) never campaigns, so it
+// keeps naming the leader it last heard from after that leader is gone with the group's
+// quorum: its Leader says nothing of whether the shard is led.
+func (g *Group) Voter() bool { return g.voter.Load() }
 
 // Leader returns the known leader's ID (0 = unknown).
 func (g *Group) Leader() uint64 { return g.leader.Load() }

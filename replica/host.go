@@ -504,9 +504,10 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 			return nil, fmt.Errorf("replica: shard %d: bootstrap: %w", shard, err)
 		}
 		g.campaignPending = len(bootstrap) == 1 && bootstrap[0] == h.cfg.NodeID
+		g.voter.Store(containsID(bootstrap, h.cfg.NodeID))
 	} else if cs := st.cs; len(cs.Voters)+len(cs.Learners) > 0 {
-		if !containsID(cs.Voters, h.cfg.NodeID) && !containsID(cs.Learners, h.cfg.NodeID) &&
-			!containsID(cs.VotersOutgoing, h.cfg.NodeID) && !containsID(cs.LearnersNext, h.cfg.NodeID) {
+		g.voter.Store(confVotes(cs, h.cfg.NodeID))
+		if !confHas(cs, h.cfg.NodeID) {
 			g.removed.Store(true)
 		} else if len(cs.Voters) == 1 && cs.Voters[0] == h.cfg.NodeID && len(cs.VotersOutgoing) == 0 {
 			_ = rn.Campaign()

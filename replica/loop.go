@@ -298,7 +298,9 @@ func (h *Host) persist(rds []readyGroup) {
 		st := r.g.st
 		if !raft.IsEmptySnap(r.rd.Snapshot) {
 			h.must(st.applySnapshot(b, r.rd.Snapshot))
-			r.g.removed.Store(!confHas(pb.EnsureConfState(r.rd.Snapshot.GetMetadata().GetConfState()), h.cfg.NodeID))
+			cs := pb.EnsureConfState(r.rd.Snapshot.GetMetadata().GetConfState())
+			r.g.removed.Store(!confHas(cs, h.cfg.NodeID))
+			r.g.voter.Store(confVotes(cs, h.cfg.NodeID))
 			sync = true
 		}
 		h.must(st.append(b, r.rd.Entries))
@@ -509,6 +511,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		if w := g.ownWaiter(cctx); w != nil {
 			res = append(res, resolution{w, nil})
 		}
+		g.voter.Store(confVotes(cs, h.cfg.NodeID))
 		if isMember := confHas(cs, h.cfg.NodeID); wasMember && !isMember {
 			h.log.Info("removed from group", "shard", g.shard, "index", idx)
 			g.removed.Store(true)
@@ -651,6 +654,11 @@ func (g *Group) checkTransfers() {
 
 // confHas reports whether id is a voter or learner of cs, in either half of a
 // joint configuration.
+// confVotes reports whether id votes in cs (in either half of a joint configuration).
+func confVotes(cs *pb.ConfState, id uint64) bool {
+	return containsID(cs.Voters, id) || containsID(cs.VotersOutgoing, id)
+}
+
 func confHas(cs *pb.ConfState, id uint64) bool {
 	return containsID(cs.Voters, id) || containsID(cs.Learners, id) ||
 		containsID(cs.VotersOutgoing, id) || containsID(cs.LearnersNext, id)

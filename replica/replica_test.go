@@ -103,7 +103,19 @@ func TestLearnerAddPromoteRemove(t *testing.T) {
 			t.Fatalf("add learner %d: %v", id, err)
 		}
 		c.converged(3, want, id) // log was compacted: catches up by snapshot
+		if g := c.group(id, 3); g.Voter() {
+			t.Fatalf("learner %d reports itself a voter", id)
+		}
 		eventually(t, 10*time.Second, func() error { return lead.PromoteLearner(ctx, id) })
+		eventually(t, 10*time.Second, func() error {
+			if !c.group(id, 3).Voter() {
+				return fmt.Errorf("promoted %d does not report itself a voter", id)
+			}
+			return nil
+		})
+	}
+	if !lead.Voter() {
+		t.Fatal("the bootstrapped leader does not report itself a voter")
 	}
 	for _, id := range []uint64{2, 3} {
 		if n := testutilCounter(c.nodes[id].host.metrics.SnapshotsReceived); n == 0 {
@@ -154,6 +166,26 @@ func TestLearnerAddPromoteRemove(t *testing.T) {
 		t.Fatalf("re-add 3: %v", err)
 	}
 	c.converged(3, want, 1, 2, 3)
+	if c.group(3, 3).Voter() {
+		t.Fatal("node 3, added back as a learner, reports itself a voter")
+	}
+	// Restarted, a replica takes its part from the configuration it stored.
+	for _, id := range []uint64{2, 3} {
+		fs := c.nodes[id].fs
+		c.stopNode(id)
+		c.start(id, fs, clusterOpts{retain: 10})
+		c.open(id, 3, nil)
+	}
+	eventually(t, 10*time.Second, func() error {
+		for id, voter := range map[uint64]bool{2: true, 3: false} {
+			g := c.group(id, 3)
+			if g == nil || g.Voter() != voter || g.Leader() == 0 {
+				return fmt.Errorf("node %d after its restart: replica open %t, leader known %t; want voter %t",
+					id, g != nil, g != nil && g.Leader() != 0, voter)
+			}
+		}
+		return nil
+	})
 }
 
 func TestCheckQuorumPartitionedLeader(t *testing.T) {
