@@ -15,6 +15,8 @@ func TestConfigValidate(t *testing.T) {
 		{GossipKey: []byte("short")},
 		{DeadAfter: -time.Second},
 		{MaxSyncDuration: MinMaxSyncDuration - time.Millisecond},
+		{WALCommitDelay: -time.Millisecond},
+		{WALCommitDelay: MaxWALCommitDelay + time.Millisecond},
 		{Listen: "127.0.0.1:99999"},
 		{Gossip: "127.0.0.1:70000"},
 		{Zone: strings.Repeat("z", MaxZoneLen+1)},

@@ -142,7 +142,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// failing flush at once, for good (a full disk left the open spinning on a core, deaf to
 	// SIGTERM).
 	n.disk.watchFlushes(dir.pebblePath())
-	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist, n.disk, cfg.memTableSize); err != nil {
+	var delay *replica.CommitDelay
+	if cfg.WALCommitDelay > 0 {
+		delay = replica.NewCommitDelay(cfg.WALCommitDelay, replica.CommitSiblings)
+	}
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist, n.disk, cfg.memTableSize, delay); err != nil {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
 			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
 		}
@@ -203,6 +207,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
 		Registerer:       n.regs,
 		LogRetainEntries: cfg.RaftLogRetainEntries,
+		CommitDelay:      delay,
 		OnStorageFailure: storageFailure(n.log),
 	})
 	if err != nil {

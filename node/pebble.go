@@ -14,6 +14,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/shoaldb/shoal/replica"
 )
 
 // openPebble opens the node's single Pebble instance, tuned for the write
@@ -35,7 +37,7 @@ import (
 // comes from diskWatch.wrap; nil: the operating system's, with Pebble's own health checks).
 // mustExist: the node has raft state, which a new, empty store would silently lose. w, if not
 // nil, is told of flushes and write stalls; memTableSize 0 is the default (tests shrink it).
-func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool, w *diskWatch, memTableSize uint64) (*pebble.DB, *pebble.Options, error) {
+func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool, w *diskWatch, memTableSize uint64, delay *replica.CommitDelay) (*pebble.DB, *pebble.Options, error) {
 	bgErrors := &logLimiter{every: backgroundErrorLogEvery}
 	opts := &pebble.Options{
 		FS:                          fs,
@@ -68,6 +70,9 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool, w *disk
 				}
 			},
 		},
+	}
+	if delay != nil {
+		opts.WALMinSyncInterval = delay.Func
 	}
 	if w != nil {
 		opts.EventListener.FlushEnd = func(info pebble.FlushInfo) { w.flushEnded(info.Err) }

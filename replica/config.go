@@ -101,6 +101,9 @@ type Config struct {
 	// NoQuiesce keeps every group ticking and heartbeating while idle (see doc.go,
 	// "Quiescence").
 	NoQuiesce bool
+	// CommitDelay, if not nil, is told of every write the host syncs, for the DB's
+	// WALMinSyncInterval (CommitDelay.Func) to hold back the next sync under load.
+	CommitDelay *CommitDelay
 	// Logger receives the host's and raft's logs (nil = discard). The host
 	// adds the attribute node_id.
 	Logger *slog.Logger

@@ -309,6 +309,7 @@ type clusterOpts struct {
 	tick      time.Duration // Config.TickInterval (0 = the harness's 10 ms)
 	noQuiesce bool          // Config.NoQuiesce
 	maxProps  int           // Config.MaxQueuedProposals
+	delay     time.Duration // Config.CommitDelay's, with the DB's WALMinSyncInterval
 }
 
 type cluster struct {
@@ -341,14 +342,20 @@ func (c *cluster) start(id uint64, fs vfs.FS, o clusterOpts) *testNode {
 	if o.dir != "" {
 		dir = o.dir
 	}
-	db, err := pebble.Open(dir, &pebble.Options{FS: fs, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest})
+	popts := &pebble.Options{FS: fs, Logger: quietLogger{}, FormatMajorVersion: pebble.FormatNewest}
+	var delay *CommitDelay
+	if o.delay > 0 {
+		delay = NewCommitDelay(o.delay, CommitSiblings)
+		popts.WALMinSyncInterval = delay.Func
+	}
+	db, err := pebble.Open(dir, popts)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	h, err := NewHost(Config{NodeID: id, DB: db, FS: fs, SnapshotDir: dir + "-snapshots",
 		Transport: &nodeTransport{n: c.net, from: id}, TickInterval: cmp.Or(o.tick, 10*time.Millisecond),
 		LogRetainEntries: o.retain, MaxLogBytes: o.maxBytes, ElectionTicks: o.election,
-		NoQuiesce: o.noQuiesce, MaxQueuedProposals: o.maxProps})
+		NoQuiesce: o.noQuiesce, MaxQueuedProposals: o.maxProps, CommitDelay: delay})
 	if err != nil {
 		c.t.Fatal(err)
 	}

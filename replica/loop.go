@@ -322,6 +322,7 @@ func (h *Host) persist(rds []readyGroup) {
 	case b.Empty():
 		h.must(b.Close())
 	case sync:
+		h.cfg.CommitDelay.synced(nents)
 		h.must(h.db.ApplyNoSyncWait(b, pebble.Sync))
 		it.b = b
 		h.syncsInFlight.Add(1)

@@ -130,6 +130,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--dead-after", "0"}, "--dead-after 0s: give a positive duration (leave it out for the default, 1m0s)"},
 		{[]string{"server", "--join-timeout", "0s"}, "--join-timeout 0s: give a positive duration (leave it out for the default, 1m0s)"},
 		{[]string{"server", "--max-sync-duration", "0"}, "--max-sync-duration 0s: give at least 1s, or a negative duration to never exit (leave it out for the default, 20s)"},
+		{[]string{"server", "--wal-commit-delay", "1s"}, "--wal-commit-delay 1s out of range 0..100ms"},
+		{[]string{"server", "--wal-commit-delay", "-1ms"}, "--wal-commit-delay -1ms out of range 0..100ms"},
 		{[]string{"server", "--join", "127.0.0.1:7401,127.0.0.1:gossip"}, `--join "127.0.0.1:gossip": the port must be 1..65535`},
 		{[]string{"server", "--join", "127.0.0.1:99999"}, `--join "127.0.0.1:99999": the port must be 1..65535`},
 		{[]string{"server", "--advertise", "0.0.0.0:7400"}, `--advertise "0.0.0.0:7400" is an all-interfaces address`},

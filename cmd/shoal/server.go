@@ -142,6 +142,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.IntVar(&cfg.MaxLongPolls, "max-long-polls", node.DefaultMaxLongPolls, "long polls (shard reads that wait for new events, as projections make) the node holds at once, served or relayed, apart from --max-subscriptions (about 30 KiB each, for up to a minute); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.IntVar(&cfg.MaxAppendPipelines, "max-append-pipelines", node.DefaultMaxAppendPipelines, "append pipeline streams (a Go client keeps one per node) the node holds at once (about 17 KiB each when idle); more are refused with RESOURCE_EXHAUSTED before anything they carry is written, and the Go client appends with unary calls instead")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
+	f.DurationVar(&cfg.WALCommitDelay, "wal-commit-delay", 0, fmt.Sprintf("while the node is busy, hold each WAL sync back until this long after the last, so that one fdatasync covers more writes (as PostgreSQL's commit_delay): less CPU per write where CPUs are short, more latency; at most %v, 0 = none", node.MaxWALCommitDelay))
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
 	f.StringVar(&srvTLS.ClientCA, "tls-client-ca", "", "PEM file of a separate CA for clients' certificates (default: clients' certificates come from --tls-ca, and any of them may act as a peer)")
@@ -405,7 +406,7 @@ func configFlags(msg string) string {
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
-		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines",
+		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines", "WALCommitDelay": "--wal-commit-delay",
 	}
 	flag, ok := flags[field]
 	if !ok {
