@@ -4,7 +4,9 @@
 # version), each started on loopback in a throwaway directory. Writes
 # docs/benchmarks.md, docs/benchmarks.png and the JSON reports in
 # docs/benchmarks-results/. Bounded: about 12 runs of DURATION + WARMUP.
-# BENCH_KEEP=1 keeps the servers' data directories and logs.
+# BENCH_KEEP=1 keeps the servers' data directories and logs. R3_ARGS (words) are added to
+# the flags of the three-node cluster's servers, e.g. R3_ARGS="--wal-commit-delay 2ms"; the
+# commands in docs/benchmarks-results/commands.txt, and the report, show them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,9 +40,11 @@ SHOAL=bin/shoal
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-start_shoal() { # name zone grpc gossip http [join]
+start_shoal() { # name zone grpc gossip http [join [extra-words]]
   local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
   [ -n "${6:-}" ] && args+=(--join "$6")
+  # shellcheck disable=SC2206 # words, as documented
+  [ -n "${7:-}" ] && args+=($7)
   record "bin/shoal ${args[*]}"
   bin/shoal "${args[@]}" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
@@ -75,10 +79,10 @@ fi
 # A new cluster in empty data directories, as NATS R3 gets: not the one-node run's data, which
 # the two new nodes would first receive as snapshots and compact during the measurement.
 echo "== shoal, three nodes, replication 3"
-start_shoal n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
+start_shoal n1 z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480 "" "${R3_ARGS:-}"
 wait_ready 127.0.0.1:17480
-start_shoal n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401
-start_shoal n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401
+start_shoal n2 z2 127.0.0.1:17410 127.0.0.1:17411 127.0.0.1:17481 127.0.0.1:17401 "${R3_ARGS:-}"
+start_shoal n3 z3 127.0.0.1:17420 127.0.0.1:17421 127.0.0.1:17482 127.0.0.1:17401 "${R3_ARGS:-}"
 wait_ready 127.0.0.1:17481
 wait_ready 127.0.0.1:17482
 wait_placed 127.0.0.1:17400

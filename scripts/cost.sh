@@ -12,6 +12,7 @@
 #   SHARDS=1024 scripts/cost.sh                   # a cluster created with 1024 shards (default 32)
 #   WARMUP=90s scripts/cost.sh                    # a longer warm-up run (default 3s), past memtable flushes
 #   KEEP_LOGS=/tmp/logs scripts/cost.sh           # copy the servers' logs there before cleaning up
+#   SERVER_ARGS="--wal-commit-delay 2ms" scripts/cost.sh   # flags added to every server's
 #   STRACE=/tmp/n2.strace scripts/cost.sh         # also count the second node's system calls (strace -c; slows it,
 #                                                 # and its own CPU lands in the client's figure)
 #

@@ -42,10 +42,12 @@ wait_placed() {
 # directory for the data and logs) and PIDS=(); stop_nodes in its EXIT trap stops the servers.
 
 # start_node NAME ZONE GRPC GOSSIP HTTP SHARDS [JOIN]: a server in $WORK/NAME, its log in
-# $WORK/NAME.log; its PID goes to PIDS.
+# $WORK/NAME.log, with SERVER_ARGS (words) added to its flags; its PID goes to PIDS.
 start_node() {
   local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5" --shards "$6")
   [ -n "${7:-}" ] && args+=(--join "$7")
+  # shellcheck disable=SC2206 # words, as documented
+  [ -n "${SERVER_ARGS:-}" ] && args+=($SERVER_ARGS)
   "$SHOAL" "${args[@]}" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
 }
