@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/membership"
@@ -369,7 +370,8 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 			}
 			// A replica removed from its group (its own configuration leaves it out) names
 			// the leader it last knew, at the term it last knew, which a shard that lost its
-			// quorum keeps (PreVote): its view is shown only when no member's is at hand.
+			// quorum keeps (PreVote): its view is shown only when no member's is at hand, and
+			// then without that leader (below).
 			// So does a learner, which never campaigns, whose leader went with the quorum: its
 			// view counts last too when a voter's, at its term or later, knows no leader.
 			removed := len(s.Voters)+len(s.Learners) > 0 && outOfConfig(s, reporter) ||
@@ -391,6 +393,16 @@ func bestShardViews(views []*shoalv1.TopologyResponse) map[uint32]*shoalv1.Shard
 					(names && (cur.LeaderId == 0 || bestDisowned[s.Shard]) || s.LeaderId == 0 && bestDisowned[s.Shard]):
 				best[s.Shard], bestIsLeader[s.Shard], bestDisowned[s.Shard] = s, fromLeader, disowned
 			}
+		}
+	}
+	// Only a removed replica's view at hand: its leader may be gone (with the quorum, or
+	// with every member's node), and no member's view says otherwise. The shard's leader is
+	// unknown, not the one it names, to which clients would be sent.
+	for id, removed := range bestRemoved {
+		if s := best[id]; removed && s.LeaderId != 0 {
+			s = proto.CloneOf(s)
+			s.LeaderId, s.Unavailable, s.Unknown = 0, true, true
+			best[id] = s
 		}
 	}
 	return best

@@ -50,8 +50,10 @@ func TestBestShardViews(t *testing.T) {
 			[]*shoalv1.TopologyResponse{inConfig(view(2, 0, 0, 2), 1, 2), inConfig(view(3, 0, 1, 2), 1, 2)}, 0, 2},
 		{"a removed replica's view loses to a member's of a lower term",
 			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 5), 1, 2), inConfig(view(2, 0, 0, 2), 1, 2)}, 0, 2},
-		{"a removed replica's view is shown when no member's is at hand",
-			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 2), 1, 2)}, 1, 2},
+		// Then its leader is unknown: it may be gone with the quorum, or with the members'
+		// nodes, none of which answered.
+		{"a removed replica's view is shown without its leader when no member's is at hand",
+			[]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 2), 1, 2)}, 0, 2},
 		// The same shard with a learner (4, placement adding a replica) when the quorum went:
 		// a learner never campaigns, and names the leader it last knew (1) for as long as no
 		// other reaches it, while the surviving voter 2 knows none, at the same term.
@@ -76,7 +78,15 @@ func TestBestShardViews(t *testing.T) {
 			if got == nil || got.LeaderId != tc.leader || got.Term != tc.term || got.Unavailable != (tc.leader == 0) {
 				t.Fatalf("merged view %v, want leader %d at term %d", got, tc.leader, tc.term)
 			}
+			for _, v := range tc.views {
+				if s := v.Shards[0]; s.Unknown || s.Unavailable != (s.LeaderId == 0) {
+					t.Fatalf("the merge changed a node's view: %v", s)
+				}
+			}
 		})
+	}
+	if got := bestShardViews([]*shoalv1.TopologyResponse{inConfig(view(3, 0, 1, 2), 1, 2)})[0]; !got.Unknown {
+		t.Errorf("a removed replica's view alone: merged %v, want the shard unknown (its members unanswered)", got)
 	}
 }
 
