@@ -221,7 +221,8 @@ func (g *Group) IsLeader() bool { return g.isLeader.Load() }
 // its node until placement deletes it).
 func (g *Group) Removed() bool { return g.removed.Load() }
 
-// Voter reports whether this replica votes in its group, by the configuration it last applied.
+// Voter reports whether this replica votes in its group, by the configuration it last applied;
+// false once it is removed or retired (Removed).
 // A replica that does not (a learner, one awaiting its first snapshot) never campaigns, so it
 // keeps naming the leader it last heard from after that leader is gone with the group's
 // quorum: its Leader says nothing of whether the shard is led.
@@ -716,9 +717,11 @@ func (g *Group) flushHeld(out []ShardMessage) []ShardMessage {
 }
 
 // markRemoved marks the replica removed from its group: every waiter fails with
-// ErrGroupRemoved and it no longer counts as a leader. Loop goroutine.
+// ErrGroupRemoved and it no longer counts as a leader or a voter (a retired one's last
+// applied configuration may still name it a voter). Loop goroutine.
 func (g *Group) markRemoved() {
 	g.removed.Store(true)
+	g.voter.Store(false)
 	g.wake() // out of the quiesced count
 	g.failAll(ErrGroupRemoved)
 	if g.isLeader.Swap(false) {

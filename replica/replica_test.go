@@ -617,6 +617,9 @@ func TestRetireGroupIfQuiet(t *testing.T) {
 	if st := g.Status(); !st.Removed || st.Applied > match {
 		t.Fatalf("retired replica: removed %v, applied %d (was at %d)", st.Removed, st.Applied, match)
 	}
+	if g.Voter() {
+		t.Fatal("a retired replica reports itself a voter")
+	}
 	if m := lead.Status().Progress[f].Match; m != match {
 		t.Fatalf("the leader's progress for the retired replica moved from %d to %d", match, m)
 	}
