@@ -184,7 +184,7 @@ type Config struct {
 	// entries or more), so that one fdatasync covers the writes of more callers, as
 	// PostgreSQL's commit_delay does: less CPU per write where CPUs are short (several nodes
 	// on one machine), more latency per write, and nothing acknowledged before its sync.
-	// Default 0 (none); at most MaxWALCommitDelay. See docs/operations.md, "Tuning".
+	// Default 0 (none); at most MaxWALCommitDelay. See docs/operations.md, "Starting a single node".
 	WALCommitDelay time.Duration
 	// OnDiskStall is called once, on its own goroutine, when a disk operation
 	// has lasted MaxSyncDuration. Nil: log the stall and end the process with

@@ -653,13 +653,13 @@ func (g *Group) checkTransfers() {
 	}
 }
 
-// confHas reports whether id is a voter or learner of cs, in either half of a
-// joint configuration.
 // confVotes reports whether id votes in cs (in either half of a joint configuration).
 func confVotes(cs *pb.ConfState, id uint64) bool {
 	return containsID(cs.Voters, id) || containsID(cs.VotersOutgoing, id)
 }
 
+// confHas reports whether id is a voter or learner of cs, in either half of a
+// joint configuration.
 func confHas(cs *pb.ConfState, id uint64) bool {
 	return containsID(cs.Voters, id) || containsID(cs.Learners, id) ||
 		containsID(cs.VotersOutgoing, id) || containsID(cs.LearnersNext, id)
