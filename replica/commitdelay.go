@@ -12,10 +12,12 @@ const CommitSiblings = 4
 // CommitDelay holds back the store's WAL syncs under load, as PostgreSQL's commit_delay with
 // commit_siblings does: after a sync, the next waits for the delay, so that the writes of
 // several loop iterations share one fdatasync. Nothing is acknowledged before it is synced;
-// what the delay trades is latency (up to the delay, plus the sync's, per write) for the CPU
-// each fdatasync costs (100–170 µs of system time on a small VM), which counts where several
-// replicas share a machine's cores. It applies only while the host's last synced write
-// carried at least its siblings raft entries, so that a lone caller keeps its latency.
+// what the delay trades is latency (about the delay more per write; up to twice it for a write
+// the loop holds back behind maxSyncsInFlight batches waiting out the delay, as its own sync
+// then waits it out again) for the CPU each fdatasync costs (100–170 µs of system time on a
+// small VM), which counts where several replicas share a machine's cores. It applies only
+// while the host's last synced write carried at least its siblings raft entries, so that a
+// lone caller keeps its latency (but for its first write after a busy spell).
 //
 // Give Func to the DB (pebble.Options.WALMinSyncInterval) and the CommitDelay to the host
 // (Config.CommitDelay). A nil *CommitDelay, or one of delay 0, never delays.
