@@ -512,7 +512,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 		if w := g.ownWaiter(cctx); w != nil {
 			res = append(res, resolution{w, nil})
 		}
-		g.voter.Store(confVotes(cs, h.cfg.NodeID))
+		g.voter.Store(confVotes(cs, h.cfg.NodeID) && !g.retired.Load())
 		if isMember := confHas(cs, h.cfg.NodeID); wasMember && !isMember {
 			h.log.Info("removed from group", "shard", g.shard, "index", idx)
 			g.removed.Store(true)
