@@ -33,6 +33,10 @@ const (
 	// node's callers keep in flight, which the loop drains every iteration.
 	DefaultMaxQueuedProposals     = 1 << 16
 	DefaultMaxQueuedProposalBytes = 256 << 20 // 256 MiB
+	// DefaultMaxSnapshotBytes bounds the scratch files of the snapshots a host receives at
+	// once; DefaultSnapshotMinFreeBytes is the free space a receive leaves on their disk.
+	DefaultMaxSnapshotBytes     = 256 << 30 // 256 GiB
+	DefaultSnapshotMinFreeBytes = 1 << 30   // 1 GiB
 )
 
 // minFormatMajorVersion is the oldest DB format that supports DB.IngestAndExcise.
@@ -62,6 +66,18 @@ type Config struct {
 	// tables carry the filters, block sizes and compression of the tables compactions write.
 	// The zero value means Pebble's defaults at the DB's table format (no filters).
 	SnapshotTables sstable.WriterOptions
+	// MaxSnapshotBytes bounds what the snapshots being received at once write to SnapshotDir,
+	// counted as their records' keys and values (default 256 GiB). A sender could otherwise
+	// fill the disk with a stream that never ends, or that names a shard larger than the node
+	// can hold. A receive that would pass it is refused (ErrSnapshotTooLarge) and its files
+	// removed; raft sends a snapshot again later.
+	MaxSnapshotBytes uint64
+	// SnapshotMinFreeBytes is the free space a receive leaves on SnapshotDir's file system
+	// (default 1 GiB): before it starts each of its scratch tables it checks that the file
+	// system has this much free beyond the table, and is refused (ErrSnapshotTooLarge)
+	// otherwise. The DB's writes share the disk; a full one stops the node. A file system that
+	// cannot tell its free space (an in-memory one) is not checked.
+	SnapshotMinFreeBytes uint64
 	// Transport carries messages to peers. Required.
 	Transport Transport
 	// TickInterval is the raft logical clock period (default 50ms, > 0).
@@ -142,6 +158,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotTables.TableFormat == 0 {
 		c.SnapshotTables = defaultSnapWriterOptions(c.DB)
+	}
+	if c.MaxSnapshotBytes == 0 {
+		c.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
+	if c.SnapshotMinFreeBytes == 0 {
+		c.SnapshotMinFreeBytes = DefaultSnapshotMinFreeBytes
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = DefaultTickInterval

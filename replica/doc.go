@@ -113,10 +113,16 @@
 //
 // ReceiveSnapshot never holds the snapshot in memory:
 //
+//  0. it refuses (ErrStaleSnapshot) a snapshot sent at a term before the replica's before
+//     reading any of it, and again on the loop before installing it: raft would drop the
+//     message, and a deposed leader's snapshot would have replaced the state first;
 //  1. it reads the stream through a 64 KiB buffer, refusing (ErrBadSnapshot) an item over
 //     64 MiB, a key outside [lo, hi) or not above the previous key, and writes the records
 //     into sstables of about 64 MiB each (Pebble's sstable.Writer, the DB's table format) in
-//     Config.SnapshotDir on Config.FS; each table is synced when finished;
+//     Config.SnapshotDir on Config.FS; each table is synced when finished. It refuses
+//     (ErrSnapshotTooLarge) a stream whose records would take the snapshots being received
+//     at once past Config.MaxSnapshotBytes, and a table that would leave less than
+//     Config.SnapshotMinFreeBytes free on the file system;
 //  2. it checks the trailer's count and the checksum; nothing of a refused stream is applied;
 //  3. on the loop goroutine, if the snapshot is ahead of the group's applied and commit
 //     indexes, DB.IngestAndExcise replaces the span with the tables in one atomic step: an

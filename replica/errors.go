@@ -39,6 +39,14 @@ var (
 	ErrTransferAborted = errors.New("replica: leadership transfer aborted")
 	// ErrBadSnapshot is returned by ReceiveSnapshot for a malformed or corrupted stream.
 	ErrBadSnapshot = errors.New("replica: bad snapshot stream")
+	// ErrSnapshotTooLarge is returned by ReceiveSnapshot for a snapshot that would take more
+	// room than the host gives snapshots: Config.MaxSnapshotBytes, or the disk's free space
+	// above Config.SnapshotMinFreeBytes. Its files are removed.
+	ErrSnapshotTooLarge = errors.New("replica: snapshot too large")
+	// ErrStaleSnapshot is returned by ReceiveSnapshot for a snapshot sent at a term before
+	// the local replica's: raft would drop its message, so it is refused before its data is
+	// read, and in any case before it is installed.
+	ErrStaleSnapshot = errors.New("replica: snapshot of an earlier term")
 	// ErrRefused is matched by the errors of a Propose that refused the proposal before raft
 	// saw it, which was then certainly not applied: this replica did not lead (*NotLeaderError,
 	// Refused), the group was removed (ErrGroupRemoved) or the host closed (ErrStopped) before

@@ -186,6 +186,7 @@ type snapTables struct {
 	prefix string // paths are prefix-<n>.sst
 	opts   sstable.WriterOptions
 	target uint64
+	room   func() error    // checks before each table that the disk has room for it
 	w      *sstable.Writer // the table being written, nil between tables
 	paths  []string        // every table created, the last one possibly unfinished
 }
@@ -204,6 +205,11 @@ func (t *snapTables) set(k, v []byte) error {
 		}
 	}
 	if t.w == nil {
+		if t.room != nil {
+			if err := t.room(); err != nil {
+				return err
+			}
+		}
 		path := fmt.Sprintf("%s-%d.sst", t.prefix, len(t.paths))
 		f, err := t.fs.Create(path, vfs.WriteCategoryUnspecified)
 		if err != nil {
@@ -258,6 +264,13 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return fmt.Errorf("replica: ReceiveSnapshot of a %v message", m.Msg.GetType())
 	}
 	md := m.Msg.GetSnapshot().GetMetadata()
+	// A snapshot sent at an earlier term than the replica's is one raft would drop once
+	// stepped (a deposed leader's, sent before it learned of its successor): refused before
+	// its data is read. The loop checks again before installing it, as the term may have
+	// moved on while it streamed.
+	if err := h.call(noCancel, func() error { return h.staleSnapshot(m) }); err != nil {
+		return err
+	}
 	// A replica deleted while its snapshot streamed in (an addition given up, the replica
 	// retired and dropped) is not created again by it: the snapshot may name this node in a
 	// configuration that has removed it since.
@@ -295,7 +308,12 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		opts:   h.cfg.SnapshotTables,
 		target: h.snapTableBytes,
 	}
+	tables.room = func() error { return h.snapshotRoom(m.Shard, tables.target) }
 	defer tables.remove(h.log)
+	// held is what this receive counts against Config.MaxSnapshotBytes, given back when it
+	// ends: its tables are then ingested (the DB holds their data) or removed.
+	var held uint64
+	defer func() { h.snapBytes.Add(-held) }()
 	var count uint64
 	var k, v, prev []byte
 	for {
@@ -320,6 +338,12 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		}
 		if count > 0 && bytes.Compare(k, prev) <= 0 {
 			return fmt.Errorf("%w: key %q not above the previous key %q", ErrBadSnapshot, k, prev)
+		}
+		n := uint64(len(k) + len(v))
+		held += n
+		if total := h.snapBytes.Add(n); total > h.cfg.MaxSnapshotBytes {
+			return fmt.Errorf("%w: shard %d: refused after %d bytes of records: the snapshots being received would hold %d bytes, past Config.MaxSnapshotBytes (%d)",
+				ErrSnapshotTooLarge, m.Shard, held, total, h.cfg.MaxSnapshotBytes)
 		}
 		if err := tables.set(k, v); err != nil {
 			return err
@@ -350,6 +374,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	return h.call(noCancel, func() error {
 		if h.mu.drops[m.Shard] != drops { // written under mu by this goroutine only
 			return fmt.Errorf("%w: shard %d: the replica was deleted while its snapshot was received", ErrGroupRemoved, m.Shard)
+		}
+		if err := h.staleSnapshot(m); err != nil {
+			return err
 		}
 		g, err := h.groupFor(m.Shard, m.Msg)
 		if err != nil {
@@ -392,6 +419,35 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		g.stir()
 		return nil
 	})
+}
+
+// staleSnapshot refuses m, a MsgSnap, if its term is before the local replica's (none: no
+// refusal). Loop goroutine only.
+func (h *Host) staleSnapshot(m ShardMessage) error {
+	g := h.mu.groups[m.Shard]
+	if g == nil {
+		return nil
+	}
+	if term := g.rn.BasicStatus().HardState.GetTerm(); m.Msg.GetTerm() < term {
+		return fmt.Errorf("%w: shard %d: snapshot at index %d sent at term %d, the replica is at term %d",
+			ErrStaleSnapshot, m.Shard, m.Msg.GetSnapshot().GetMetadata().GetIndex(), m.Msg.GetTerm(), term)
+	}
+	return nil
+}
+
+// snapshotRoom refuses a receive's next scratch table of about size bytes if it would leave
+// less than Config.SnapshotMinFreeBytes free on SnapshotDir's file system. A file system
+// that cannot tell is not checked.
+func (h *Host) snapshotRoom(shard uint32, size uint64) error {
+	du, err := h.cfg.FS.GetDiskUsage(h.cfg.SnapshotDir)
+	if err != nil {
+		return nil
+	}
+	if du.AvailBytes < h.cfg.SnapshotMinFreeBytes+size {
+		return fmt.Errorf("%w: shard %d: %s has %d bytes free, and a snapshot's next file of up to %d bytes would leave less than Config.SnapshotMinFreeBytes (%d)",
+			ErrSnapshotTooLarge, shard, h.cfg.SnapshotDir, du.AvailBytes, size, h.cfg.SnapshotMinFreeBytes)
+	}
+	return nil
 }
 
 var noCancel = context.Background()
