@@ -138,6 +138,13 @@
 // Memory is therefore bounded by the read buffer, the largest key and value, and one sstable
 // writer's blocks and buffered index (about 1% of a 64 MiB table), whatever the shard's size.
 //
+// The transport reports how each send ended with its MsgSnap (ReportSnapshot). raft's own
+// report names only the follower, so the host steps it only while raft still waits for that
+// snapshot: the group leads in the message's term and its progress of the follower is in
+// StateSnapshot at the snapshot's index. The report of a send that outlasted a change of
+// leadership, or that raft replaced with a newer snapshot, is dropped (logged at debug) and
+// wakes no quiesced group.
+//
 // # Caller duties
 //
 //  1. Open the DB at pebble.FormatVirtualSSTables or newer; empty Config.SnapshotDir (a

@@ -276,14 +276,14 @@ func (t *nodeTransport) SendSnapshot(m ShardMessage) {
 			return
 		}
 		if dst == nil || !t.n.linkUp(t.from, to) {
-			src.ReportSnapshot(m.Shard, to, false)
+			src.ReportSnapshot(m, false)
 			return
 		}
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(src.WriteSnapshot(m.Shard, m2.Msg.GetSnapshot(), pw)) }()
 		err := dst.ReceiveSnapshot(m2, pr)
 		pr.CloseWithError(io.ErrClosedPipe)
-		src.ReportSnapshot(m.Shard, to, err == nil)
+		src.ReportSnapshot(m, err == nil)
 	}()
 }
 

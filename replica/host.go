@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // StateMachine is one shard's deterministic state over its own keyspace (Span). The host calls
@@ -75,7 +76,8 @@ type Transport interface {
 	// Send never blocks; it drops messages when a peer's queue is full (raft retries).
 	Send(msgs []ShardMessage)
 	// SendSnapshot is asynchronous: it obtains the data via Host.WriteSnapshot on this node,
-	// hands it to Host.ReceiveSnapshot on the peer and reports via Host.ReportSnapshot.
+	// hands it to Host.ReceiveSnapshot on the peer and reports m's outcome via
+	// Host.ReportSnapshot.
 	SendSnapshot(m ShardMessage)
 }
 
@@ -393,22 +395,58 @@ func (h *Host) ReportPeerDown(id uint64) {
 	})
 }
 
-// ReportSnapshot tells the shard's raft how sending a snapshot to a peer ended.
-func (h *Host) ReportSnapshot(shard uint32, to uint64, ok bool) {
+// ReportSnapshot tells the shard's raft how sending m, a MsgSnap of this node, ended, if raft
+// still waits for that snapshot (awaitsSnapshot); a stale report is dropped. A send can take
+// long, and meanwhile the group may have lost and regained its leadership, or sent the peer a
+// newer snapshot: raft's MsgSnapStatus names only the peer, so the old send's report would end
+// the snapshot raft waits for now. A success would have raft probe the peer from past a
+// snapshot it never got (and noteSnapshotIn keep the entries after the wrong index), a failure
+// abandon a send still under way.
+func (h *Host) ReportSnapshot(m ShardMessage, ok bool) {
 	st := raft.SnapshotFinish
 	if !ok {
 		st = raft.SnapshotFailure
 	}
+	to := m.Msg.GetTo()
 	_ = h.do(func() {
-		if g := h.mu.groups[shard]; g != nil && !g.removed.Load() {
-			g.wake()
-			if ok {
-				g.noteSnapshotIn(to)
-			}
-			g.rn.ReportSnapshot(to, st)
-			g.stir()
+		g := h.mu.groups[m.Shard]
+		if g == nil || g.removed.Load() {
+			return
+		}
+		if !g.awaitsSnapshot(m.Msg) {
+			h.log.Debug("stale snapshot report dropped", "shard", m.Shard, "to", to, "ok", ok,
+				"term", m.Msg.GetTerm(), "index", m.Msg.GetSnapshot().GetMetadata().GetIndex())
+			return
+		}
+		g.wake()
+		if ok {
+			g.noteSnapshotIn(to)
+		}
+		g.rn.ReportSnapshot(to, st)
+		g.stir()
+	})
+}
+
+// awaitsSnapshot reports whether raft waits for the outcome of sending m, a MsgSnap: the group
+// still leads in m's term, and its progress of m's recipient is in StateSnapshot at m's
+// snapshot index. A leader sends a follower a snapshot only once it stopped waiting for the
+// previous one, and a snapshot at the same index of the same term is the same snapshot. Loop
+// goroutine.
+func (g *Group) awaitsSnapshot(m *pb.Message) bool {
+	if m.GetType() != pb.MsgSnap {
+		return false
+	}
+	if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.HardState.GetTerm() != m.GetTerm() {
+		return false
+	}
+	to, index := m.GetTo(), m.GetSnapshot().GetMetadata().GetIndex()
+	awaited := false
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == to {
+			awaited = pr.State == tracker.StateSnapshot && pr.PendingSnapshot == index
 		}
 	})
+	return awaited
 }
 
 // groupFor returns the shard's group, creating a joining replica with the factory if needed

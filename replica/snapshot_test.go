@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 type kv struct{ k, v []byte }
@@ -356,5 +358,77 @@ func TestWriteSnapshotRacesDropGroup(t *testing.T) {
 	index, count := binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[len(b)-16:])
 	if index != st.Applied || count == 0 {
 		t.Fatalf("snapshot stream: header index %d (want %d), %d records: the state as of after the drop", index, st.Applied, count)
+	}
+}
+
+// TestStaleSnapshotReportDropped: the outcome of a snapshot send is stepped into raft only
+// while raft waits for that snapshot. raft's report names only the follower, and a send can
+// outlast what it was for: the report of a snapshot at an older index (raft moved on to a
+// newer one) or of an earlier term (the node lost and regained its leadership since) ended
+// the snapshot under way, so raft probed the follower from past a snapshot it never got, and
+// noteSnapshotIn recorded the wrong index. The report that matches is stepped as before.
+func TestStaleSnapshotReportDropped(t *testing.T) {
+	const shard = 2
+	c, behind, _, gate, _ := snapshotUnderWay(t, shard)
+	t.Cleanup(func() { close(gate) }) // before the cluster's cleanup: the held send must end
+	lead := c.leader(shard)
+	h := lead.h
+	// No answer of the follower moves raft's progress of it but the reports.
+	c.net.cutLink(h.cfg.NodeID, behind, true)
+
+	// awaited reads, on the loop, the leader's term, its progress of behind and the snapshot
+	// index noteSnapshotIn recorded for behind (0: none).
+	type awaited struct {
+		term, pending, in uint64
+		state             tracker.StateType
+	}
+	read := func() awaited {
+		t.Helper()
+		var a awaited
+		err := h.call(context.Background(), func() error {
+			a.term = lead.rn.BasicStatus().HardState.GetTerm()
+			pr := lead.rn.Status().Progress[behind]
+			a.state, a.pending, a.in = pr.State, pr.PendingSnapshot, lead.snapIn[behind]
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	report := func(term, index uint64, ok bool) {
+		t.Helper()
+		h.ReportSnapshot(ShardMessage{Shard: shard, Msg: &pb.Message{
+			Type: pb.MsgSnap.Enum(), From: new(h.cfg.NodeID), To: new(behind), Term: new(term),
+			Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term)}},
+		}}, ok)
+	}
+
+	before := read()
+	if before.state != tracker.StateSnapshot || before.pending == 0 {
+		t.Fatalf("progress of %d: %v at pending snapshot %d, want a snapshot under way", behind, before.state, before.pending)
+	}
+	for _, tc := range []struct {
+		name        string
+		term, index uint64
+		ok          bool
+	}{
+		{"earlier term", before.term - 1, before.pending, true},
+		{"earlier term, failed", before.term - 1, before.pending, false},
+		{"older index", before.term, before.pending - 1, true},
+		{"older index, failed", before.term, before.pending - 1, false},
+	} {
+		report(tc.term, tc.index, tc.ok)
+		// The report's turn on the loop came before read's (the loop runs calls in order).
+		if got := read(); got != before {
+			t.Fatalf("%s (term %d, index %d, ok %v): progress of %d %v at pending snapshot %d, snapIn %d; want %v at %d, snapIn %d",
+				tc.name, tc.term, tc.index, tc.ok, behind, got.state, got.pending, got.in, before.state, before.pending, before.in)
+		}
+	}
+
+	report(before.term, before.pending, true)
+	if got := read(); got.term != before.term || got.state == tracker.StateSnapshot || got.in != before.pending {
+		t.Fatalf("matching report: progress of %d %v (term %d), snapIn %d; want it out of StateSnapshot, snapIn %d",
+			behind, got.state, got.term, got.in, before.pending)
 	}
 }

@@ -30,7 +30,8 @@
 //     blocks; the messages must not be modified afterwards.
 //  4. Expect Handler.ReportUnreachable(shard, peer) for messages that were
 //     dropped (full queue, unknown address, failed dial or stream),
-//     Handler.ReportSnapshot(shard, peer, ok) once per SendSnapshot and
+//     Handler.ReportSnapshot(msg, ok) for each MsgSnap sent (not for one that
+//     a newer snapshot of its shard replaced while it waited, below) and
 //     Handler.ReportPeerDown(peer) when a broken stream is followed by a
 //     refused connection (below); all are called from transport goroutines,
 //     never from inside Send.
@@ -112,7 +113,8 @@
 // Fairness: each destination node has one sender goroutine while it has
 // snapshots to receive, which sends them one at a time, in call order; a
 // call for a shard whose snapshot is still waiting replaces it (raft wants
-// only the newest) and gets the same report. The senders share
+// only the newest, and no longer waits for the one replaced, which is not
+// reported). The senders share
 // Config.MaxSnapshotSends slots, taken in turn, so a receiver that is slow
 // (up to SnapshotStallTimeout per chunk, 10× for its final answer) holds at
 // most one slot, and snapshots to other nodes use the rest.

@@ -31,9 +31,12 @@ type recorder struct {
 	onBatch     func(msgs []replica.ShardMessage)
 }
 
+// snapReport is a ReportSnapshot call: the shard, destination and snapshot index of the
+// message reported.
 type snapReport struct {
 	shard uint32
 	to    uint64
+	index uint64
 	ok    bool
 }
 
@@ -76,9 +79,9 @@ func (r *recorder) peersDown() []uint64 {
 	return append([]uint64(nil), r.down...)
 }
 
-func (r *recorder) ReportSnapshot(shard uint32, to uint64, ok bool) {
+func (r *recorder) ReportSnapshot(m replica.ShardMessage, ok bool) {
 	r.mu.Lock()
-	r.snaps = append(r.snaps, snapReport{shard, to, ok})
+	r.snaps = append(r.snaps, snapReport{m.Shard, m.Msg.GetTo(), m.Msg.GetSnapshot().GetMetadata().GetIndex(), ok})
 	r.mu.Unlock()
 }
 

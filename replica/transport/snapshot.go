@@ -26,11 +26,11 @@ var errReceiverDone = errors.New("transport: snapshot receiver finished")
 
 // SendSnapshot streams the snapshot of m (a MsgSnap) to m.Msg.To on a
 // dedicated connection, asynchronously: it returns at once and the outcome
-// reaches Handler.ReportSnapshot, once per call. One snapshot at a time goes
-// to each destination, and at most Config.MaxSnapshotSends at once in all;
-// the others wait (see Config.MaxSnapshotSends). A call for a shard whose
-// snapshot to the same destination is still waiting replaces that one: the
-// newer is sent, and its outcome is reported for both calls. After Close,
+// reaches Handler.ReportSnapshot with m. One snapshot at a time goes to each
+// destination, and at most Config.MaxSnapshotSends at once in all; the others
+// wait (see Config.MaxSnapshotSends). A call for a shard whose snapshot to
+// the same destination is still waiting replaces that one: the newer is sent
+// and reported, the one it replaced is neither (see snapJob). After Close,
 // nothing is sent or reported.
 func (t *Transport) SendSnapshot(m replica.ShardMessage) {
 	to := m.Msg.GetTo()
@@ -45,18 +45,17 @@ func (t *Transport) SendSnapshot(m replica.ShardMessage) {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			t.sendSnapshots(to, snapJob{m: m, calls: 1})
+			t.sendSnapshots(to, snapJob{m: m})
 		}()
 		return
 	}
 	for i := range waiting {
 		if waiting[i].m.Shard == m.Shard {
 			waiting[i].m = m
-			waiting[i].calls++
 			return
 		}
 	}
-	t.mu.snaps[to] = append(waiting, snapJob{m: m, calls: 1})
+	t.mu.snaps[to] = append(waiting, snapJob{m: m})
 }
 
 // SnapshotWaiting reports whether a snapshot of shard for node to waits its turn: behind
@@ -71,11 +70,15 @@ func (t *Transport) SnapshotWaiting(shard uint32, to uint64) bool {
 	return slices.ContainsFunc(t.mu.snaps[to], func(j snapJob) bool { return j.m.Shard == shard })
 }
 
-// snapJob is a snapshot to send: the newest MsgSnap of its shard, and the
-// number of SendSnapshot calls its outcome answers.
+// snapJob is a snapshot to send: the newest MsgSnap of its shard for the
+// destination. The messages it replaced while waiting were never sent and are
+// not reported: their sender's raft no longer waits for them (a leader sends a
+// follower a new snapshot only once it stopped waiting for the previous one),
+// so their reports would be stale. Nor is m reported once for each of them: a
+// second report of m could end a later send of the same snapshot, one raft
+// began in between.
 type snapJob struct {
-	m     replica.ShardMessage
-	calls int
+	m replica.ShardMessage
 }
 
 // sendSnapshots is the snapshot sender of destination to: it sends job,
@@ -100,8 +103,8 @@ func (t *Transport) sendSnapshots(to uint64, job snapJob) {
 	}
 }
 
-// sendSnapshotJob sends one snapshot, then reports its outcome once per
-// call it answers (nothing when closing: nobody is listening).
+// sendSnapshotJob sends one snapshot, then reports its outcome (nothing when
+// closing: nobody is listening).
 func (t *Transport) sendSnapshotJob(job snapJob) {
 	m := job.m
 	shard, to := m.Shard, m.Msg.GetTo()
@@ -118,9 +121,7 @@ func (t *Transport) sendSnapshotJob(job snapJob) {
 		t.log.Warn("transport: snapshot send failed", "shard", shard, "to", to, "err", err)
 	}
 	if h := t.handlerOrNil(); h != nil {
-		for range job.calls {
-			h.ReportSnapshot(shard, to, ok)
-		}
+		h.ReportSnapshot(m, ok)
 	}
 }
 

@@ -32,8 +32,11 @@ type Handler interface {
 	ReceiveSnapshot(m replica.ShardMessage, r io.Reader) error
 	// ReportUnreachable reports that a message of shard to node to was lost.
 	ReportUnreachable(shard uint32, to uint64)
-	// ReportSnapshot reports the outcome of a SendSnapshot.
-	ReportSnapshot(shard uint32, to uint64, ok bool)
+	// ReportSnapshot reports the outcome of sending m, the MsgSnap of a
+	// SendSnapshot. The report names the snapshot, not just the shard and
+	// the peer: a send can take long, and the sender's raft may have moved
+	// on to another snapshot for that peer by the time it ends.
+	ReportSnapshot(m replica.ShardMessage, ok bool)
 	// ReportPeerDown reports that the stream to node to broke and its address then refused
 	// a connection: the node is most likely down (a crashed or killed process).
 	ReportPeerDown(to uint64)
