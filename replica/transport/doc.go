@@ -105,10 +105,11 @@
 //	end       client CloseSend; server answers RaftAck or the error of
 //	          Handler.ReceiveSnapshot
 //
-// The receiver validates chunk 0 like a batch, then decompresses the data
-// chunks through an io.Pipe into Handler.ReceiveSnapshot(msg, reader). A
-// sender that fails mid-stream cancels the RPC, so the reader sees an error,
-// never a clean end.
+// The receiver validates chunk 0 like a batch (the message must be a MsgSnap
+// from the chunk's sender to this node), then decompresses the data chunks
+// through an io.Pipe into Handler.ReceiveSnapshot(msg, reader). A sender that
+// fails mid-stream cancels the RPC, so the reader sees an error, never a clean
+// end.
 //
 // Fairness: each destination node has one sender goroutine while it has
 // snapshots to receive, which sends them one at a time, in call order; a

@@ -315,6 +315,11 @@ func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 	if m.GetTo() != t.cfg.NodeID {
 		return toStatus(&WrongNodeError{Self: t.cfg.NodeID, To: m.GetTo()})
 	}
+	// The stream's sender passed checkHeader; a MsgSnap naming another sender would be
+	// stepped as that member's (as in Send's batches).
+	if m.GetFrom() != first.From {
+		return toStatus(fmt.Errorf("%w: snapshot message is from node %d, on a stream of node %d", ErrBadRequest, m.GetFrom(), first.From))
+	}
 
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)

@@ -13,8 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -456,4 +461,75 @@ func TestSnapshotWaiting(t *testing.T) {
 	}
 	check(7, 3, false)
 	check(2, 2, true)
+}
+
+// rawSnapshot opens a Raft.Snapshot stream to addr, sends chunks and returns the status.
+func rawSnapshot(t *testing.T, addr string, chunks ...*shoalv1.SnapshotChunk) error {
+	t.Helper()
+	c, ctx := rawClient(t, addr)
+	stream, err := c.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chunks {
+		if err := stream.Send(c); err != nil {
+			if !errors.Is(err, io.EOF) { // EOF: the receiver ended the stream; its status follows
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// A snapshot stream whose message names another sender than the stream's is refused with
+// InvalidArgument naming both, before any data is read: the receiver would step the MsgSnap
+// as that node's. The handler never sees it.
+func TestSnapshotFromAnotherNode(t *testing.T) {
+	dir := newDirectory()
+	n2 := startNode(t, 2, "c", dir, nil)
+	var received atomic.Int32
+	n2.rec.receiveSnap = func(m replica.ShardMessage, r io.Reader) error {
+		received.Add(1)
+		return receiveAll(m, r)
+	}
+	var data bytes.Buffer
+	zw, err := zstd.NewWriter(&data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write([]byte("state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		from     uint64 // the message's sender; the stream's is node 1
+		code     codes.Code
+		text     string
+		received int32 // ReceiveSnapshot calls
+	}{
+		{"from the stream's sender", 1, codes.OK, "", 1},
+		{"from another node", 3, codes.InvalidArgument, "snapshot message is from node 3, on a stream of node 1", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			received.Store(0)
+			header, err := proto.Marshal(snapMsg(4, tc.from, 2, 10).Msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = rawSnapshot(t, n2.addr,
+				&shoalv1.SnapshotChunk{From: 1, To: 2, ClusterId: "c", Shard: 4, Message: header},
+				&shoalv1.SnapshotChunk{Data: data.Bytes()})
+			if s := status.Convert(err); s.Code() != tc.code || !strings.Contains(s.Message(), tc.text) {
+				t.Fatalf("got %v %q, want %v containing %q", s.Code(), s.Message(), tc.code, tc.text)
+			}
+			if n := received.Load(); n != tc.received {
+				t.Fatalf("ReceiveSnapshot called %d times, want %d", n, tc.received)
+			}
+		})
+	}
 }

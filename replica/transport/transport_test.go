@@ -112,17 +112,27 @@ func TestSendOrderedBatched(t *testing.T) {
 	}
 }
 
-// rawSend opens a Raft.Send stream to addr, sends b and returns the status.
-func rawSend(t *testing.T, addr string, b *shoalv1.RaftBatch) error {
+// rawClient dials addr for one raw stream of a test, which ends within 5 seconds; the
+// connection is closed at the test's end.
+func rawClient(t *testing.T, addr string) (shoalv1.RaftClient, context.Context) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	stream, err := shoalv1.NewRaftClient(conn).Send(ctx)
+	t.Cleanup(func() {
+		cancel()
+		conn.Close()
+	})
+	return shoalv1.NewRaftClient(conn), ctx
+}
+
+// rawSend opens a Raft.Send stream to addr, sends b and returns the status.
+func rawSend(t *testing.T, addr string, b *shoalv1.RaftBatch) error {
+	t.Helper()
+	c, ctx := rawClient(t, addr)
+	stream, err := c.Send(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
