@@ -186,6 +186,14 @@ type Config struct {
 	// on one machine), more latency per write, and nothing acknowledged before its sync.
 	// Default 0 (none); at most MaxWALCommitDelay. See docs/operations.md, "Starting a single node".
 	WALCommitDelay time.Duration
+	// MaxSnapshotBytes bounds the records of the raft snapshots this node receives at once,
+	// written to DataDir/snapshots until Pebble ingests them (default
+	// replica.DefaultMaxSnapshotBytes, 256 GiB). SnapshotMinFreeBytes is the free space a
+	// receive leaves on that disk (default replica.DefaultSnapshotMinFreeBytes, 1 GiB). A
+	// receive past either stops and removes its files; the leader sends the snapshot again
+	// later. See replica.Config.
+	MaxSnapshotBytes     uint64
+	SnapshotMinFreeBytes uint64
 	// OnDiskStall is called once, on its own goroutine, when a disk operation
 	// has lasted MaxSyncDuration. Nil: log the stall and end the process with
 	// status ExitDiskStall, so that the cluster treats the node as crashed.

@@ -202,13 +202,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		FS:          fs,
 		SnapshotDir: snapDir,
 		// Snapshots are ingested into the last level when their span is clear.
-		SnapshotTables:   popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
-		Transport:        n.tr,
-		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
-		Registerer:       n.regs,
-		LogRetainEntries: cfg.RaftLogRetainEntries,
-		CommitDelay:      delay,
-		OnStorageFailure: storageFailure(n.log),
+		SnapshotTables:       popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
+		Transport:            n.tr,
+		Logger:               cfg.Logger.With("node", dir.id.Name), // the host adds node_id
+		Registerer:           n.regs,
+		LogRetainEntries:     cfg.RaftLogRetainEntries,
+		CommitDelay:          delay,
+		MaxSnapshotBytes:     cfg.MaxSnapshotBytes,
+		SnapshotMinFreeBytes: cfg.SnapshotMinFreeBytes,
+		OnStorageFailure:     storageFailure(n.log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: starting raft host: %w", err)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/shoaldb/shoal/client"
 )
 
@@ -128,3 +130,31 @@ func (f readFrom) String() string {
 	}
 	return fmt.Sprint(f.version)
 }
+
+// sizeFlag is a flag of a byte count: a number with an optional unit, as 512MiB, 10GB or
+// 1048576, of at least min bytes.
+type sizeFlag struct {
+	v   *uint64
+	min uint64
+}
+
+func (f *sizeFlag) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return humanize.IBytes(*f.v)
+}
+
+func (f *sizeFlag) Set(s string) error {
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return fmt.Errorf("want a size such as 512MiB, 10GB or 1048576, got %q", s)
+	}
+	if n < f.min {
+		return fmt.Errorf("%s is below the minimum of %s", humanize.IBytes(n), humanize.IBytes(f.min))
+	}
+	*f.v = n
+	return nil
+}
+
+func (f *sizeFlag) Type() string { return "size" }

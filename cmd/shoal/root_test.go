@@ -132,6 +132,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--max-sync-duration", "0"}, "--max-sync-duration 0s: give at least 1s, or a negative duration to never exit (leave it out for the default, 20s)"},
 		{[]string{"server", "--wal-commit-delay", "1s"}, "--wal-commit-delay 1s out of range 0..100ms"},
 		{[]string{"server", "--wal-commit-delay", "-1ms"}, "--wal-commit-delay -1ms out of range 0..100ms"},
+		{[]string{"server", "--snapshot-min-free", "10"}, `invalid argument "10" for "--snapshot-min-free" flag: 10 B is below the minimum of 1.0 MiB`},
+		{[]string{"server", "--max-snapshot-size", "lots"}, `invalid argument "lots" for "--max-snapshot-size" flag: want a size such as 512MiB, 10GB or 1048576, got "lots"`},
 		{[]string{"server", "--join", "127.0.0.1:7401,127.0.0.1:gossip"}, `--join "127.0.0.1:gossip": the port must be 1..65535`},
 		{[]string{"server", "--join", "127.0.0.1:99999"}, `--join "127.0.0.1:99999": the port must be 1..65535`},
 		{[]string{"server", "--advertise", "0.0.0.0:7400"}, `--advertise "0.0.0.0:7400" is an all-interfaces address`},

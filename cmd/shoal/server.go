@@ -20,6 +20,7 @@ import (
 
 	"github.com/shoaldb/shoal/internal/tlsfiles"
 	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/replica"
 )
 
 func (a *app) serverCmd() *cobra.Command {
@@ -143,6 +144,9 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.IntVar(&cfg.MaxAppendPipelines, "max-append-pipelines", node.DefaultMaxAppendPipelines, "append pipeline streams (a Go client keeps one per node) the node holds at once (about 17 KiB each when idle); more are refused with RESOURCE_EXHAUSTED before anything they carry is written, and the Go client appends with unary calls instead")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
 	f.DurationVar(&cfg.WALCommitDelay, "wal-commit-delay", 0, fmt.Sprintf("while the node is busy, hold each WAL sync back until this long after the last, so that one fdatasync covers more writes (as PostgreSQL's commit_delay): less CPU per write where CPUs are short, more latency; at most %v, 0 = none", node.MaxWALCommitDelay))
+	cfg.MaxSnapshotBytes, cfg.SnapshotMinFreeBytes = replica.DefaultMaxSnapshotBytes, replica.DefaultSnapshotMinFreeBytes
+	f.Var(&sizeFlag{v: &cfg.MaxSnapshotBytes, min: 1 << 20}, "max-snapshot-size", "the most the raft snapshots being received at once may write to --data's snapshots directory before Pebble takes them in (e.g. 64GiB, at least 1MiB); a receive past it stops, and the leader sends the snapshot again later")
+	f.Var(&sizeFlag{v: &cfg.SnapshotMinFreeBytes, min: 1 << 20}, "snapshot-min-free", "the free space a snapshot being received leaves on --data's disk (e.g. 10GiB, at least 1MiB): past it the receive stops and removes its files, and the leader sends the snapshot again later")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
 	f.StringVar(&srvTLS.ClientCA, "tls-client-ca", "", "PEM file of a separate CA for clients' certificates (default: clients' certificates come from --tls-ca, and any of them may act as a peer)")
