@@ -26,6 +26,10 @@ const (
 	DefaultBackoffMax        = time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultSnapshotStall     = time.Minute
+	// DefaultSnapshotBackoffInitial and DefaultSnapshotBackoffMax bound the wait before a
+	// snapshot to a destination whose last one failed.
+	DefaultSnapshotBackoffInitial = 500 * time.Millisecond
+	DefaultSnapshotBackoffMax     = 30 * time.Second
 
 	// MaxMessageSize is the largest single marshalled raft message the
 	// transport sends; a larger one is dropped (and reported unreachable)
@@ -84,6 +88,14 @@ type Config struct {
 	// Defaults 100 ms and 1 s: a peer back from a partition hears from
 	// this node again within 1.5 s.
 	BackoffInitial, BackoffMax time.Duration
+	// SnapshotBackoffInitial and SnapshotBackoffMax bound the wait before a snapshot goes
+	// to a destination whose last snapshot failed (exponential, ±50% jitter, reset by a
+	// success). raft asks again a heartbeat after a failure: a node that keeps refusing (its
+	// disk short of space, a snapshot past its bound, its replica deleted) or failing would
+	// otherwise be sent the shard ten times a second, each time on a new connection and a
+	// new read of the shard. The wait holds no send slot, and is not waiting its turn
+	// (SnapshotWaiting): the destination did fail to take a snapshot. Defaults 500 ms and 30 s.
+	SnapshotBackoffInitial, SnapshotBackoffMax time.Duration
 	// SnapshotStallTimeout aborts an outgoing snapshot stream when no chunk
 	// could be sent for this long (including while WriteSnapshot produces
 	// data); the receiver's final answer may take 10× as long. Default 1 min;
@@ -111,10 +123,12 @@ func (c *Config) Validate() error {
 		return errors.New("transport: Config.Resolve is required")
 	case c.QueueSize < 0, c.QueueBytes < 0, c.MaxBatchMessages < 0, c.MaxBatchBytes < 0, c.SnapshotChunkSize < 0, c.MaxSnapshotSends < 0:
 		return errors.New("transport: Config sizes must not be negative")
-	case c.BackoffInitial < 0, c.BackoffMax < 0:
+	case c.BackoffInitial < 0, c.BackoffMax < 0, c.SnapshotBackoffInitial < 0, c.SnapshotBackoffMax < 0:
 		return errors.New("transport: Config backoff must not be negative")
 	case c.BackoffMax != 0 && c.BackoffInitial > c.BackoffMax:
 		return fmt.Errorf("transport: Config.BackoffInitial %v > BackoffMax %v", c.BackoffInitial, c.BackoffMax)
+	case c.SnapshotBackoffMax != 0 && c.SnapshotBackoffInitial > c.SnapshotBackoffMax:
+		return fmt.Errorf("transport: Config.SnapshotBackoffInitial %v > SnapshotBackoffMax %v", c.SnapshotBackoffInitial, c.SnapshotBackoffMax)
 	case c.MaxBatchBytes > MaxMessageSize:
 		// Batches are packed up to it: larger ones gRPC refuses, each time, with the stream.
 		return fmt.Errorf("transport: Config.MaxBatchBytes %d exceeds the largest message, %d bytes (MaxMessageSize)",
@@ -145,6 +159,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.BackoffMax == 0 {
 		c.BackoffMax = max(DefaultBackoffMax, c.BackoffInitial)
+	}
+	if c.SnapshotBackoffInitial == 0 {
+		c.SnapshotBackoffInitial = DefaultSnapshotBackoffInitial
+	}
+	if c.SnapshotBackoffMax == 0 {
+		c.SnapshotBackoffMax = max(DefaultSnapshotBackoffMax, c.SnapshotBackoffInitial)
 	}
 	if c.SnapshotStallTimeout == 0 {
 		c.SnapshotStallTimeout = DefaultSnapshotStall

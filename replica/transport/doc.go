@@ -118,7 +118,11 @@
 // reported). The senders share
 // Config.MaxSnapshotSends slots, taken in turn, so a receiver that is slow
 // (up to SnapshotStallTimeout per chunk, 10× for its final answer) holds at
-// most one slot, and snapshots to other nodes use the rest.
+// most one slot, and snapshots to other nodes use the rest. After a failed
+// snapshot, the next to the same node waits out a backoff (SnapshotBackoffInitial
+// doubling to SnapshotBackoffMax, ±50% jitter, ended by a success) without a
+// slot: raft asks again a heartbeat after a failure, and a node that keeps
+// refusing would be sent the shard ten times a second.
 //
 // # Concurrency
 //

@@ -176,6 +176,9 @@ func startNode(t testing.TB, id uint64, cluster string, dir *directory, mod func
 		Resolve:        dir.resolve,
 		BackoffInitial: 10 * time.Millisecond,
 		BackoffMax:     100 * time.Millisecond,
+		// Tests that fail a snapshot and send another do not wait out the default.
+		SnapshotBackoffInitial: 10 * time.Millisecond,
+		SnapshotBackoffMax:     100 * time.Millisecond,
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/klauspost/compress/zstd"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
@@ -103,22 +104,88 @@ func (t *Transport) sendSnapshots(to uint64, job snapJob) {
 	}
 }
 
-// sendSnapshotJob sends one snapshot, then reports its outcome (nothing when
-// closing: nobody is listening).
+// snapRetry is the backoff of a destination whose last snapshot failed.
+type snapRetry struct {
+	bo backoff.ExponentialBackOff
+	at time.Time // when the next snapshot may go
+}
+
+// retryWait waits until a snapshot may go to node to (at once, unless its last one failed).
+// False when closing.
+func (t *Transport) retryWait(to uint64) bool {
+	t.mu.Lock()
+	var d time.Duration
+	if r := t.mu.snapRetry[to]; r != nil {
+		d = time.Until(r.at)
+	}
+	t.mu.Unlock()
+	if d <= 0 {
+		return t.ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+// snapshotOutcome records how a snapshot to node to ended for retryWait, and returns the wait
+// before the next one (0 after a success).
+func (t *Transport) snapshotOutcome(to uint64, ok bool) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ok {
+		delete(t.mu.snapRetry, to)
+		return 0
+	}
+	r := t.mu.snapRetry[to]
+	if r == nil {
+		r = &snapRetry{bo: backoff.ExponentialBackOff{
+			InitialInterval:     t.cfg.SnapshotBackoffInitial,
+			RandomizationFactor: 0.5,
+			Multiplier:          2,
+			MaxInterval:         t.cfg.SnapshotBackoffMax,
+		}}
+		r.bo.Reset()
+		t.mu.snapRetry[to] = r
+	}
+	d := r.bo.NextBackOff()
+	now := time.Now()
+	r.at = now.Add(d)
+	// A destination that raft stopped sending to (a node removed or replaced) keeps its
+	// entry until another's failure finds it long expired.
+	for id, o := range t.mu.snapRetry {
+		if _, busy := t.mu.snaps[id]; !busy && now.Sub(o.at) > 2*t.cfg.SnapshotBackoffMax {
+			delete(t.mu.snapRetry, id)
+		}
+	}
+	return d
+}
+
+// sendSnapshotJob sends one snapshot once its destination's backoff allows, then reports its
+// outcome (nothing when closing: nobody is listening).
 func (t *Transport) sendSnapshotJob(job snapJob) {
 	m := job.m
 	shard, to := m.Shard, m.Msg.GetTo()
+	if !t.retryWait(to) {
+		return
+	}
 	err := t.sendSnapshot(m)
 	if t.ctx.Err() != nil {
 		return
 	}
 	ok := err == nil
 	t.metrics.SnapshotsSent.WithLabelValues(result(ok)).Inc()
+	wait := t.snapshotOutcome(to, ok)
 	if ok {
 		t.log.Info("transport: snapshot sent", "shard", shard, "to", to,
 			"index", m.Msg.GetSnapshot().GetMetadata().GetIndex())
 	} else {
-		t.log.Warn("transport: snapshot send failed", "shard", shard, "to", to, "err", err)
+		t.log.Warn("transport: snapshot send failed", "shard", shard, "to", to, "err", err,
+			"next_after", wait.Round(time.Millisecond))
 	}
 	if h := t.handlerOrNil(); h != nil {
 		h.ReportSnapshot(m, ok)

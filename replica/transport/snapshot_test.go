@@ -533,3 +533,87 @@ func TestSnapshotFromAnotherNode(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotBackoff: after a failed snapshot, the next one to the same destination waits
+// out an exponential backoff (raft asks again a heartbeat after a failure, and a node that
+// keeps refusing was sent the shard ten times a second), while another destination is not
+// held back; a success ends the backoff.
+func TestSnapshotBackoff(t *testing.T) {
+	const initial, maxWait = 300 * time.Millisecond, 600 * time.Millisecond
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.SnapshotBackoffInitial, c.SnapshotBackoffMax = initial, maxWait
+	})
+	n2 := startNode(t, 2, "c", dir, nil)
+	n3 := startNode(t, 3, "c", dir, nil)
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		_, err := w.Write(bytes.Repeat([]byte("s"), 64<<10))
+		return err
+	}
+	var refuse atomic.Bool
+	refuse.Store(true)
+	arrived := make(chan time.Time, 16)
+	receive := func(_ replica.ShardMessage, r io.Reader) error {
+		arrived <- time.Now()
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
+		}
+		if refuse.Load() {
+			return errors.New("no room for the snapshot")
+		}
+		return nil
+	}
+	n2.rec.receiveSnap, n3.rec.receiveSnap = receive, receive
+
+	// send sends a snapshot and returns when it arrived and when its outcome was reported.
+	send := func(to, index uint64) (at, reported time.Time, ok bool) {
+		t.Helper()
+		before := len(n1.rec.snapReports())
+		n1.tr.SendSnapshot(snapMsg(3, 1, to, index))
+		waitFor(t, 20*time.Second, "snapshot report", func() bool { return len(n1.rec.snapReports()) > before })
+		reported = time.Now()
+		r := n1.rec.snapReports()[before]
+		select {
+		case at = <-arrived:
+		default:
+			t.Fatalf("snapshot %d reported (%+v) without reaching its receiver", index, r)
+		}
+		return at, reported, r.ok
+	}
+
+	_, last, ok := send(2, 10)
+	if ok {
+		t.Fatal("the refused snapshot was reported sent")
+	}
+	// Each retry waits at least half its interval (±50% jitter): 300 ms, then 600 ms.
+	for i, least := range []time.Duration{initial / 2, maxWait / 2} {
+		at, reported, ok := send(2, uint64(11+i))
+		if ok {
+			t.Fatalf("retry %d reported sent", i+1)
+		}
+		if gap := at.Sub(last); gap < least {
+			t.Fatalf("retry %d reached node 2 %v after the failure before it, want at least %v", i+1, gap, least)
+		}
+		last = reported
+	}
+	// Another destination is not held back by node 2's backoff: its snapshot arrives before
+	// node 2's next may go (at least 300 ms after node 2's last failure).
+	n1.tr.mu.Lock()
+	next := n1.tr.mu.snapRetry[2].at
+	n1.tr.mu.Unlock()
+	if at, _, ok := send(3, 20); ok || !at.Before(next) {
+		t.Fatalf("node 3's snapshot arrived %v after node 2's backoff ended (reported ok %v)", at.Sub(next), ok)
+	}
+
+	// A success ends the backoff: nothing is kept for node 2.
+	refuse.Store(false)
+	if _, _, ok := send(2, 30); !ok {
+		t.Fatal("the accepted snapshot was reported failed")
+	}
+	n1.tr.mu.Lock()
+	_, backingOff := n1.tr.mu.snapRetry[2]
+	n1.tr.mu.Unlock()
+	if backingOff {
+		t.Fatal("node 2 still backed off after a snapshot it took")
+	}
+}

@@ -71,6 +71,8 @@ type Transport struct {
 		// slotWait: the shard whose snapshot each destination's sender holds while it waits
 		// for one of the MaxSnapshotSends slots.
 		slotWait map[uint64]uint32
+		// snapRetry: the destinations whose last snapshot failed, and when the next may go.
+		snapRetry map[uint64]*snapRetry
 	}
 	closeOnce sync.Once
 }
@@ -100,6 +102,7 @@ func New(cfg Config) *Transport {
 	t.mu.peers = make(map[uint64]*peer)
 	t.mu.snaps = make(map[uint64][]snapJob)
 	t.mu.slotWait = make(map[uint64]uint32)
+	t.mu.snapRetry = make(map[uint64]*snapRetry)
 	if cfg.Registerer != nil {
 		// After mu's fields are set: a scrape may run at once.
 		cfg.Registerer.MustRegister(queueCollector{t})
