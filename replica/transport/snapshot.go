@@ -168,11 +168,21 @@ func (t *Transport) snapshotOutcome(to uint64, ok bool) time.Duration {
 // sendSnapshotJob sends one snapshot once its destination's backoff allows, then reports its
 // outcome (nothing when closing: nobody is listening).
 func (t *Transport) sendSnapshotJob(job snapJob) {
-	m := job.m
-	shard, to := m.Shard, m.Msg.GetTo()
+	to := job.m.Msg.GetTo()
 	if !t.retryWait(to) {
 		return
 	}
+	// A newer snapshot of the shard that came while this one waited out the backoff replaces
+	// it, as it would have in the queue: raft waits only for the newer (a leadership since
+	// lost and regained), and the older would be refused as stale, lengthening the backoff.
+	t.mu.Lock()
+	if i := slices.IndexFunc(t.mu.snaps[to], func(j snapJob) bool { return j.m.Shard == job.m.Shard }); i >= 0 {
+		job = t.mu.snaps[to][i]
+		t.mu.snaps[to] = slices.Delete(t.mu.snaps[to], i, i+1)
+	}
+	t.mu.Unlock()
+	m := job.m
+	shard := m.Shard
 	err := t.sendSnapshot(m)
 	if t.ctx.Err() != nil {
 		return

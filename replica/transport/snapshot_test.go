@@ -617,3 +617,49 @@ func TestSnapshotBackoff(t *testing.T) {
 		t.Fatal("node 2 still backed off after a snapshot it took")
 	}
 }
+
+// TestSnapshotBackoffReplaced: a snapshot of a shard that arrives while an older one of the
+// same shard waits out its destination's backoff replaces it, as in the queue: only the newer
+// is sent and reported.
+func TestSnapshotBackoffReplaced(t *testing.T) {
+	const initial = 400 * time.Millisecond
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.SnapshotBackoffInitial, c.SnapshotBackoffMax = initial, initial
+	})
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		_, err := w.Write([]byte("s"))
+		return err
+	}
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var mu sync.Mutex
+	var got []uint64
+	n2.rec.receiveSnap = func(m replica.ShardMessage, r io.Reader) error {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
+		}
+		mu.Lock()
+		got = append(got, m.Msg.GetSnapshot().GetMetadata().GetIndex())
+		mu.Unlock()
+		if refuse.Load() {
+			return errors.New("no room for the snapshot")
+		}
+		return nil
+	}
+	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 10))
+	waitFor(t, 20*time.Second, "first report", func() bool { return len(n1.rec.snapReports()) == 1 })
+	refuse.Store(false)
+	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 11)) // waits out the backoff
+	time.Sleep(initial / 8)
+	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 12)) // the same shard, newer
+	waitFor(t, 20*time.Second, "second report", func() bool { return len(n1.rec.snapReports()) >= 2 })
+	time.Sleep(initial) // any further send would be done by now
+	reports := n1.rec.snapReports()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) != 2 || reports[1].index != 12 || !reports[1].ok || !slices.Equal(got, []uint64{10, 12}) {
+		t.Fatalf("reports %+v, received %v; want the snapshot at 12 to replace the one at 11", reports, got)
+	}
+}
