@@ -109,6 +109,9 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrBadRequest):
 		code = codes.InvalidArgument
+	case errors.Is(err, replica.ErrStaleSnapshot):
+		// The sender's leadership ended: no fault of this node (sendSnapshotJob).
+		code = codes.Aborted
 	case errors.Is(err, ErrNoHandler), errors.Is(err, ErrClosed):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):

@@ -12,6 +12,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -189,7 +191,13 @@ func (t *Transport) sendSnapshotJob(job snapJob) {
 	}
 	ok := err == nil
 	t.metrics.SnapshotsSent.WithLabelValues(result(ok)).Inc()
-	wait := t.snapshotOutcome(to, ok)
+	// A snapshot refused as stale (its leadership ended) says nothing about the destination
+	// taking snapshots: it neither starts nor lengthens nor ends the backoff, which would
+	// otherwise hold back this node's snapshots of the shards it still leads.
+	var wait time.Duration
+	if ok || status.Code(err) != codes.Aborted {
+		wait = t.snapshotOutcome(to, ok)
+	}
 	if ok {
 		t.log.Info("transport: snapshot sent", "shard", shard, "to", to,
 			"index", m.Msg.GetSnapshot().GetMetadata().GetIndex())

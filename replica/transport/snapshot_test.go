@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"slices"
@@ -661,5 +662,37 @@ func TestSnapshotBackoffReplaced(t *testing.T) {
 	defer mu.Unlock()
 	if len(reports) != 2 || reports[1].index != 12 || !reports[1].ok || !slices.Equal(got, []uint64{10, 12}) {
 		t.Fatalf("reports %+v, received %v; want the snapshot at 12 to replace the one at 11", reports, got)
+	}
+}
+
+// TestSnapshotStaleNoBackoff: a snapshot the receiver refuses as stale (the sender's
+// leadership ended) does not back off the next snapshots to that node.
+func TestSnapshotStaleNoBackoff(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.SnapshotBackoffInitial, c.SnapshotBackoffMax = 10*time.Second, 10*time.Second
+	})
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		_, err := w.Write([]byte("s"))
+		return err
+	}
+	n2.rec.receiveSnap = func(m replica.ShardMessage, r io.Reader) error {
+		if m.Shard == 3 {
+			return fmt.Errorf("%w: shard 3", replica.ErrStaleSnapshot)
+		}
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 10))
+	waitFor(t, 20*time.Second, "stale report", func() bool { return len(n1.rec.snapReports()) == 1 })
+	if r := n1.rec.snapReports()[0]; r.ok {
+		t.Fatalf("the stale snapshot was reported sent: %+v", r)
+	}
+	start := time.Now()
+	n1.tr.SendSnapshot(snapMsg(4, 1, 2, 10))
+	waitFor(t, 20*time.Second, "second report", func() bool { return len(n1.rec.snapReports()) == 2 })
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("shard 4's snapshot waited %v behind shard 3's stale refusal", d)
 	}
 }
