@@ -143,6 +143,14 @@ func (t *Transport) snapshotOutcome(to uint64, ok bool) time.Duration {
 		delete(t.mu.snapRetry, to)
 		return 0
 	}
+	now := time.Now()
+	// An entry long expired goes: a destination raft stopped sending to (a node removed or
+	// replaced), or one whose last failure was long ago, which then starts over.
+	for id, o := range t.mu.snapRetry {
+		if now.Sub(o.at) > 2*t.cfg.SnapshotBackoffMax {
+			delete(t.mu.snapRetry, id)
+		}
+	}
 	r := t.mu.snapRetry[to]
 	if r == nil {
 		r = &snapRetry{bo: backoff.ExponentialBackOff{
@@ -154,16 +162,9 @@ func (t *Transport) snapshotOutcome(to uint64, ok bool) time.Duration {
 		r.bo.Reset()
 		t.mu.snapRetry[to] = r
 	}
-	d := r.bo.NextBackOff()
-	now := time.Now()
+	// The library caps the interval before its jitter; the wait is capped after.
+	d := min(r.bo.NextBackOff(), t.cfg.SnapshotBackoffMax)
 	r.at = now.Add(d)
-	// A destination that raft stopped sending to (a node removed or replaced) keeps its
-	// entry until another's failure finds it long expired.
-	for id, o := range t.mu.snapRetry {
-		if _, busy := t.mu.snaps[id]; !busy && now.Sub(o.at) > 2*t.cfg.SnapshotBackoffMax {
-			delete(t.mu.snapRetry, id)
-		}
-	}
 	return d
 }
 
