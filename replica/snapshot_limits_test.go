@@ -52,18 +52,23 @@ func newSnapCase(t *testing.T, c *cluster, values int) snapCase {
 	return sc
 }
 
+// snapCluster is two nodes whose received snapshots go to tables of 2 KiB, node 2 on fs2.
+func snapCluster(t *testing.T, fs2 vfs.FS) *cluster {
+	return newCluster(t, clusterOpts{nodes: 2, snapSST: 2 << 10, fsFor: func(id uint64) vfs.FS {
+		if id == 2 {
+			return fs2
+		}
+		return vfs.NewMem()
+	}})
+}
+
 // TestReceiveSnapshotBound: a snapshot whose records would take the snapshots being received
 // past Config.MaxSnapshotBytes is refused, naming the limit, and leaves neither files nor
 // state; the bound is shared by the receives under way, each giving its share back when it
 // ends.
 func TestReceiveSnapshotBound(t *testing.T) {
 	fs2 := vfs.NewMem()
-	c := newCluster(t, clusterOpts{nodes: 2, snapSST: 2 << 10, fsFor: func(id uint64) vfs.FS {
-		if id == 2 {
-			return fs2
-		}
-		return vfs.NewMem()
-	}})
+	c := snapCluster(t, fs2)
 	sc := newSnapCase(t, c, 30)
 	h2 := c.nodes[2].host
 	dir := h2.cfg.SnapshotDir
@@ -124,12 +129,7 @@ func TestReceiveSnapshotBound(t *testing.T) {
 // than Config.SnapshotMinFreeBytes free on the snapshot directory's file system.
 func TestReceiveSnapshotDiskFree(t *testing.T) {
 	fs2 := vfs.NewMem()
-	c := newCluster(t, clusterOpts{nodes: 2, snapSST: 2 << 10, fsFor: func(id uint64) vfs.FS {
-		if id == 2 {
-			return fs2
-		}
-		return vfs.NewMem()
-	}})
+	c := snapCluster(t, fs2)
 	sc := newSnapCase(t, c, 30)
 	h2 := c.nodes[2].host
 	const minFree = 1 << 30

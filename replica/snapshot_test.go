@@ -75,12 +75,7 @@ func scratchFiles(t *testing.T, fs vfs.FS, dir string) []string {
 
 func TestReceiveSnapshotOrderScratchAndDurability(t *testing.T) {
 	fs2 := vfs.NewCrashableMem()
-	c := newCluster(t, clusterOpts{nodes: 2, snapSST: 2 << 10, fsFor: func(id uint64) vfs.FS {
-		if id == 2 {
-			return fs2
-		}
-		return vfs.NewMem()
-	}})
+	c := snapCluster(t, fs2)
 	c.open(1, 6, []uint64{1})
 	lead := c.leader(6, 1)
 	var want []string
