@@ -55,7 +55,10 @@
 //     connection errors; and for appends and deletes expecting an exact
 //     version, which a repeat cannot apply twice, Internal, Cancelled (the
 //     caller's context alive) and Unknown, which a stream reset after the
-//     server applied the call ends with. Verdicts are never retried: wrong
+//     server applied the call ends with; and for reads and cluster calls, an
+//     HTTP/2 stream reset on the way (gRPC's "stream terminated by
+//     RST_STREAM", CANCELLED or INTERNAL), no answer of the server's: a read
+//     resumes after its last event. Verdicts are never retried: wrong
 //     expected version, invalid argument, stream not found, stream deleted,
 //     ID conflict, and any other status.
 //  3. Retries back off exponentially with full jitter (ceiling doubling from

@@ -621,3 +621,45 @@ func TestStaleReadResumedOnLaggingReplica(t *testing.T) {
 		})
 	}
 }
+
+// TestReadResumesAfterStreamReset: a read whose HTTP/2 stream is reset on the way (by a proxy,
+// or the connection: gRPC's "stream terminated by RST_STREAM", CANCELLED for CANCEL, INTERNAL
+// for INTERNAL_ERROR) while its caller waits resumes after its last event, as after any
+// transient failure; the node's relay of a forwarded read does the same (node.streamReset).
+// It ended the read with the bare status, a subscription too, although nothing the server
+// answered was in it. The same codes with another message stay verdicts
+// (TestReadLostAnswerCodesAreVerdicts).
+func TestReadResumesAfterStreamReset(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	n := fc.nodes[0]
+	seed(t, c, "s", 35)
+	ctx := testCtx(t)
+	for _, reset := range []error{
+		status.Error(codes.Canceled, "stream terminated by RST_STREAM with error code: CANCEL"),
+		status.Error(codes.Internal, "stream terminated by RST_STREAM with error code: INTERNAL_ERROR"),
+	} {
+		var calls atomic.Int32
+		n.setReadFault(func(page int) error {
+			if page == 1 && calls.Add(1) == 1 {
+				return reset
+			}
+			return nil
+		})
+		before := n.count("Read")
+		got := 0
+		for ev, err := range c.Read(ctx, "s") {
+			if err != nil {
+				t.Fatalf("%v: read ended after %d events: %v", status.Code(reset), got, err)
+			}
+			if ev.Version != uint64(got) {
+				t.Fatalf("%v: event %d has version %d", status.Code(reset), got, ev.Version)
+			}
+			got++
+		}
+		if got != 35 || n.count("Read")-before != 2 {
+			t.Fatalf("%v: %d events in %d reads, want 35 in 2", status.Code(reset), got, n.count("Read")-before)
+		}
+	}
+	n.setReadFault(nil)
+}

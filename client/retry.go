@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,6 +196,11 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				// UNKNOWN is the server's own verdict that its outcome is unknown.)
 				v, nodeFault = retry, true
 			}
+			if v == fatal && !t.write() && streamReset(err) {
+				// A call that changes nothing (a read resumes after its last event) whose stream
+				// was cut on the way: no answer of the node's, so no verdict.
+				v = retry
+			}
 			c.log.Debug("client: attempt failed", "node", n.addr, "attempt", attempts, "code", status.Code(err).String(), "err", err)
 			switch v {
 			case fatal:
@@ -269,6 +275,15 @@ func lostAnswer(err error) bool {
 		return true
 	}
 	return false
+}
+
+// streamReset reports whether err is gRPC's status for an HTTP/2 stream reset on the way (by
+// the server's transport, a proxy or the connection): "stream terminated by RST_STREAM", of
+// code CANCELLED for CANCEL and INTERNAL for INTERNAL_ERROR. Unlike a server's INTERNAL or
+// UNKNOWN answer (a corrupt record), it says nothing of the call.
+func streamReset(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && strings.HasPrefix(st.Message(), "stream terminated by RST_STREAM")
 }
 
 // finishOnce makes a breaker admission's finish idempotent: the first outcome counts.

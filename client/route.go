@@ -365,7 +365,7 @@ type target struct {
 	// lostAnswerRetry: an idempotent write, whose attempt may have been applied when it
 	// ends with INTERNAL, CANCELLED or UNKNOWN (lostAnswer), and which is repeated rather
 	// than reported as failed (doc.go, "What a caller can rely on" 2). Reads take those
-	// codes for verdicts.
+	// codes for verdicts, but for a stream reset on the way (streamReset), which they retry.
 	lostAnswerRetry bool
 	// once: a call that must not run again once it may have been applied (deletes
 	// expecting any version or an existing stream): such a failure ends it with
