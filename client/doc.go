@@ -99,7 +99,8 @@
 //     its answer, or a read waiting as long for its next page, watches the
 //     topology (refreshing it every 300ms, from another node first). When a
 //     topology fetched since the attempt started names a leader for the shard
-//     other than the attempt's node, the attempt is abandoned and
+//     other than the attempt's node (and knows of the election a not-leader
+//     answer that sent the attempt there told of), the attempt is abandoned and
 //     the call goes to the new leader at once (a read resumes after its last
 //     event): a node that hangs without breaking its connections (a stuck
 //     process, a paused machine) does not hold calls until gRPC's keepalive or

@@ -271,6 +271,51 @@ func TestLaggingTopologyKeepsRedirect(t *testing.T) {
 	}
 }
 
+// TestLaggingTopologyKeepsSlowHintedLeader: an append sent to the leader a not-leader answer
+// named, which takes longer than leaderWatchAfter to answer, is not abandoned for a topology
+// from a node that has not heard of the election yet (it names the old leader, which refused
+// the append, at the old term): such a topology does not undo the hint either
+// (TestLaggingTopologyKeepsRedirect). It was: the attempt moved to the old leader, which
+// redirected it back, again and again while the refreshes came from lagging nodes, each
+// attempt on the new leader abandoned (and maybe applied).
+func TestLaggingTopologyKeepsSlowHintedLeader(t *testing.T) {
+	fc := newFakeCluster(t, 5, 4)
+	fc.term = 1
+	c := dial(t, fc)
+	n1, n2 := fc.nodes[0], fc.nodes[1]
+	fc.mu.Lock()
+	fc.leader, fc.term = 2, 2
+	fc.mu.Unlock()
+	for _, n := range append([]*fakeNode{n1}, fc.nodes[2:]...) { // node 2 knows it won; the others lag
+		n.mu.Lock()
+		n.lag = &[2]uint64{1, 1}
+		n.mu.Unlock()
+	}
+	n1.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" {
+			return notLeader(n2)
+		}
+		return nil
+	})
+	n2.setFault(func(ctx context.Context, m string, k int) error {
+		if m == "Append" { // slow, for longer than the watch waits
+			select {
+			case <-time.After(4 * leaderWatchAfter):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	c.rr.Store(1) // refreshes ask nodes 3, 4, 5 and 1 first, in turn, then node 2
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b, s := n1.count("Append"), n2.count("Append"), c.Stats(); a != 1 || b != 1 || s.LeaderMoves != 0 {
+		t.Errorf("Append calls: node 1 %d, node 2 %d, want 1, 1; stats %+v, want no leader move", a, b, s)
+	}
+}
+
 func TestNotLeaderWithoutAddressBacksOff(t *testing.T) {
 	fc := newFakeCluster(t, 1, 4)
 	c := dial(t, fc)

@@ -170,10 +170,22 @@ func (w *leaderWatch) moved() error {
 	if w.stale {
 		return nil
 	}
-	if l := t.leader[w.shard]; l != "" && l != w.n.addr && (w.leader == w.n.addr || l != w.leader) {
+	if l := t.leader[w.shard]; l != "" && l != w.n.addr && (w.leader == w.n.addr || l != w.leader) && !w.c.hinted(w.shard, w.n.addr, t) {
 		return errLeaderMoved
 	}
 	return nil
+}
+
+// hinted reports whether the client's leader hint for shard names addr, and t does not know
+// the shard's leader better (leaderHint.outdates): t was requested before the not-leader
+// answer that set the hint, or names the node that gave it at the term the client knew then or
+// before, as a node that has not heard of the election yet does. Such a topology does not move
+// an attempt off the leader the answer named, as it does not undo the hint.
+func (c *Client) hinted(shard uint32, addr string, t *topology) bool {
+	c.mu.Lock()
+	h, ok := c.mu.hints[shard]
+	c.mu.Unlock()
+	return ok && h.addr == addr && !h.outdates(t, shard)
 }
 
 // answer tells that the attempt's node answered (a read's page arrived): its breaker records
