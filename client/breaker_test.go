@@ -7,6 +7,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
 // A blip under load may open a node's breaker; in a one-node cluster, the only candidate,
@@ -86,5 +90,30 @@ func TestAllBreakersOpenKeepsTheCause(t *testing.T) {
 	_, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
 	if err == nil || strings.Contains(err.Error(), "no node address is known") || !strings.Contains(err.Error(), "Unavailable") {
 		t.Fatalf("append with every breaker open: %v; want the failure that opened them", err)
+	}
+}
+
+// A node that answers that the node a call was forwarded to did not answer (a decommission of
+// a node alive in gossip but unreachable) answered: its breaker does not count it. Counted, a
+// decommission retried through every node opened all their breakers, and the client's other
+// calls, on healthy nodes, waited.
+func TestForwardTargetUnreachableNotCounted(t *testing.T) {
+	fc := newFakeCluster(t, 3, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 2, OpenTimeout: time.Minute}),
+		WithRetry(RetryPolicy{MaxElapsed: 300 * time.Millisecond, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}))
+	for _, n := range fc.nodes {
+		n.setFault(func(_ context.Context, m string, _ int) error {
+			if m == "Decommission" {
+				return shoalv1.NodeUnreachableError(codes.Unavailable, `fake: node "n9", alive in gossip, did not answer`, "n9")
+			}
+			return nil
+		})
+	}
+	err := c.Decommission(testCtx(t), "n9")
+	if err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("decommission of an unreachable node: %v; want the forwarding node's answer", err)
+	}
+	if s := c.Stats(); s.BreakerTrips != 0 {
+		t.Fatalf("answers about another node opened breakers: stats %+v", s)
 	}
 }

@@ -75,7 +75,10 @@
 //     refused before anything was proposed: then nothing was written.
 //  4. Each node address has a circuit breaker. Only transport failures count
 //     (Unavailable other than not-leader, timed-out attempts, connection
-//     errors); application verdicts count as successes. Failures of calls
+//     errors); application verdicts count as successes, and so does a node's
+//     answer that another node it forwarded the call to did not answer (an
+//     operator's request about that node; the ErrorInfo reason
+//     NODE_UNREACHABLE), which is retried. Failures of calls
 //     that were in flight together (one connection drop) count once: a
 //     failure of an attempt sent before the node's last counted failure is
 //     not counted. After 5 consecutive failures the breaker opens and calls

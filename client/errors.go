@@ -302,9 +302,12 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 				return retry, false, d // election in progress
 			}
 		}
+		if shoalv1.IsNodeUnreachable(st) {
+			return retry, false, nil // the node answered: another it forwarded to did not
+		}
 		return retry, true, nil
 	case codes.DeadlineExceeded:
-		return retry, true, nil
+		return retry, !shoalv1.IsNodeUnreachable(st), nil
 	case codes.ResourceExhausted:
 		if overSize(st) {
 			return fatal, false, nil

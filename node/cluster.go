@@ -110,11 +110,13 @@ func (s *clusterServer) Recommission(ctx context.Context, req *shoalv1.Recommiss
 // forwardedOpErr is the answer to an operator's request about node name that this node
 // forwarded to it at addr and that failed with err: the named node's own answer as it is, but
 // a failure to reach it (UNAVAILABLE, DEADLINE_EXCEEDED) says that the named node did not
-// answer, where the caller would take it for this node's silence.
+// answer, where the caller would take it for this node's silence, and carries
+// shoalv1.NodeUnreachableReason: a client's circuit breaker for this node, which did answer,
+// must not count it (the client retries through every node, and each would open).
 func forwardedOpErr(err error, name, what, addr string) error {
 	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
-		return status.Errorf(c, "node %q, alive in gossip, did not answer at %s (it runs its own %s): %s",
-			name, addr, what, status.Convert(err).Message())
+		return shoalv1.NodeUnreachableError(c, fmt.Sprintf("node %q, alive in gossip, did not answer at %s (it runs its own %s): %s",
+			name, addr, what, status.Convert(err).Message()), name)
 	}
 	return err
 }
