@@ -122,7 +122,8 @@
 //     Config.SnapshotDir on Config.FS; each table is synced when finished. It refuses
 //     (ErrSnapshotTooLarge) a stream whose records would take the snapshots being received
 //     at once past Config.MaxSnapshotBytes, and a table that would leave less than
-//     Config.SnapshotMinFreeBytes free on the file system;
+//     Config.SnapshotMinFreeBytes free on the file system, counting the tables other
+//     receives are writing;
 //  2. it checks the trailer's count and the checksum; nothing of a refused stream is applied;
 //  3. on the loop goroutine, if the snapshot is ahead of the group's applied and commit
 //     indexes, DB.IngestAndExcise replaces the span with the tables in one atomic step: an

@@ -105,6 +105,7 @@ type Host struct {
 	snaps          sync.WaitGroup // WriteSnapshot calls in flight; Close waits for them
 	snapTableBytes uint64         // sstable size of received snapshots (snapTableBytes)
 	snapBytes      atomic.Uint64  // bytes the snapshots being received hold (Config.MaxSnapshotBytes)
+	snapTablesOpen atomic.Int64   // scratch tables being written by receives (snapshotRoom)
 
 	syncQ    chan syncItem // persisted batches awaiting their fsync, in order (syncLoop)
 	syncDone chan struct{} // closed when syncLoop exited

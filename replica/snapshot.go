@@ -186,9 +186,12 @@ type snapTables struct {
 	prefix string // paths are prefix-<n>.sst
 	opts   sstable.WriterOptions
 	target uint64
-	room   func() error    // checks before each table that the disk has room for it
-	w      *sstable.Writer // the table being written, nil between tables
-	paths  []string        // every table created, the last one possibly unfinished
+	// room, if set, reserves room on the disk for the next table, refusing it if there is
+	// none; release gives the table's reservation back once it is closed.
+	room    func() (release func(), err error)
+	release func()
+	w       *sstable.Writer // the table being written, nil between tables
+	paths   []string        // every table created, the last one possibly unfinished
 }
 
 // defaultSnapWriterOptions, Config.SnapshotTables' default, are db's table format with Pebble's defaults otherwise: the
@@ -206,13 +209,16 @@ func (t *snapTables) set(k, v []byte) error {
 	}
 	if t.w == nil {
 		if t.room != nil {
-			if err := t.room(); err != nil {
+			release, err := t.room()
+			if err != nil {
 				return err
 			}
+			t.release = release
 		}
 		path := fmt.Sprintf("%s-%d.sst", t.prefix, len(t.paths))
 		f, err := t.fs.Create(path, vfs.WriteCategoryUnspecified)
 		if err != nil {
+			t.releaseRoom()
 			return fmt.Errorf("replica: creating snapshot file: %w", err)
 		}
 		t.paths = append(t.paths, path)
@@ -228,10 +234,19 @@ func (t *snapTables) finish() error {
 	}
 	err := t.w.Close()
 	t.w = nil
+	t.releaseRoom()
 	if err != nil {
 		return fmt.Errorf("replica: writing snapshot file: %w", err)
 	}
 	return nil
+}
+
+// releaseRoom gives back the current table's reservation (room), if any.
+func (t *snapTables) releaseRoom() {
+	if t.release != nil {
+		t.release()
+		t.release = nil
+	}
 }
 
 // remove closes and deletes every table; ingested ones are already gone (the DB removes a
@@ -241,6 +256,7 @@ func (t *snapTables) remove(log *slog.Logger) {
 		_ = t.w.Close()
 		t.w = nil
 	}
+	t.releaseRoom()
 	for _, p := range t.paths {
 		if err := t.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("removing snapshot file", "path", p, "err", err)
@@ -308,7 +324,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		opts:   h.cfg.SnapshotTables,
 		target: h.snapTableBytes,
 	}
-	tables.room = func() error { return h.snapshotRoom(m.Shard, tables.target) }
+	tables.room = func() (func(), error) { return h.snapshotRoom(m.Shard, tables.target) }
 	defer tables.remove(h.log)
 	// held is what this receive counts against Config.MaxSnapshotBytes, given back when it
 	// ends: its tables are then ingested (the DB holds their data) or removed.
@@ -435,19 +451,24 @@ func (h *Host) staleSnapshot(m ShardMessage) error {
 	return nil
 }
 
-// snapshotRoom refuses a receive's next scratch table of about size bytes if it would leave
-// less than Config.SnapshotMinFreeBytes free on SnapshotDir's file system. A file system
-// that cannot tell is not checked.
-func (h *Host) snapshotRoom(shard uint32, size uint64) error {
+// snapshotRoom reserves room for a receive's next scratch table of about size bytes, and
+// refuses it if the table, with the others being written (each counted at size: receives
+// under way check the same free space), would leave less than Config.SnapshotMinFreeBytes
+// free on SnapshotDir's file system. A file system that cannot tell is not checked. The
+// returned func gives the reservation back.
+func (h *Host) snapshotRoom(shard uint32, size uint64) (func(), error) {
+	n := h.snapTablesOpen.Add(1)
+	release := func() { h.snapTablesOpen.Add(-1) }
 	du, err := h.cfg.FS.GetDiskUsage(h.cfg.SnapshotDir)
 	if err != nil {
-		return nil
+		return release, nil
 	}
-	if du.AvailBytes < h.cfg.SnapshotMinFreeBytes+size {
-		return fmt.Errorf("%w: shard %d: %s has %d bytes free, and a snapshot's next file of up to %d bytes would leave less than Config.SnapshotMinFreeBytes (%d)",
-			ErrSnapshotTooLarge, shard, h.cfg.SnapshotDir, du.AvailBytes, size, h.cfg.SnapshotMinFreeBytes)
+	if need := h.cfg.SnapshotMinFreeBytes + uint64(n)*size; du.AvailBytes < need {
+		release()
+		return nil, fmt.Errorf("%w: shard %d: %s has %d bytes free, and a snapshot's next file of up to %d bytes, with the %d others being written, would leave less than Config.SnapshotMinFreeBytes (%d)",
+			ErrSnapshotTooLarge, shard, h.cfg.SnapshotDir, du.AvailBytes, size, n-1, h.cfg.SnapshotMinFreeBytes)
 	}
-	return nil
+	return release, nil
 }
 
 var noCancel = context.Background()

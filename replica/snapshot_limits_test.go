@@ -126,7 +126,8 @@ func TestReceiveSnapshotBound(t *testing.T) {
 }
 
 // TestReceiveSnapshotDiskFree: a receive does not start a scratch table that would leave less
-// than Config.SnapshotMinFreeBytes free on the snapshot directory's file system.
+// than Config.SnapshotMinFreeBytes free on the snapshot directory's file system, counting the
+// tables other receives are writing.
 func TestReceiveSnapshotDiskFree(t *testing.T) {
 	fs2 := vfs.NewMem()
 	c := snapCluster(t, fs2)
@@ -161,6 +162,41 @@ func TestReceiveSnapshotDiskFree(t *testing.T) {
 	}
 	if got := c.sm(2, 6).values(t); fmt.Sprint(got) != fmt.Sprint(sc.want) {
 		t.Fatalf("installed %d values, want %d", len(got), len(sc.want))
+	}
+
+	// Receives under way check the same free space: each counts the tables the others are
+	// writing. With one receive's table open, room for a single table refuses a second.
+	more := newSnapCase(t, c, 30)
+	pr, pw := io.Pipe()
+	first := make(chan error, 1)
+	go func() { first <- h2.ReceiveSnapshot(more.msg, pr) }()
+	if _, err := pw.Write(more.stream[:1200]); err != nil { // a record or two: a table open
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); h2.snapTablesOpen.Load() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tables open, want the first receive's", h2.snapTablesOpen.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: minFree + tables + tables/2, TotalBytes: 4 * minFree, UsedBytes: 3 * minFree})
+	err := h2.ReceiveSnapshot(more.msg, bytes.NewReader(more.stream))
+	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "with the 1 others being written") {
+		t.Fatalf("a second receive with room for one table, beside one writing a table: %v, want ErrSnapshotTooLarge", err)
+	}
+	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 2 * minFree, TotalBytes: 4 * minFree, UsedBytes: 2 * minFree})
+	if _, err := pw.Write(more.stream[1200:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := <-first; err != nil {
+		t.Fatalf("the first receive: %v", err)
+	}
+	if n := h2.snapTablesOpen.Load(); n != 0 {
+		t.Fatalf("%d tables still counted open after both receives ended", n)
+	}
+	if got := c.sm(2, 6).values(t); fmt.Sprint(got) != fmt.Sprint(more.want) {
+		t.Fatalf("installed %d values, want %d", len(got), len(more.want))
 	}
 }
 
