@@ -113,7 +113,10 @@
 //
 // ReceiveSnapshot never holds the snapshot in memory:
 //
-//  0. it refuses (ErrStaleSnapshot) a snapshot sent at a term before the replica's before
+//  0. the transport asks SnapshotFits first: a snapshot whose sender's size hint (SnapshotSize,
+//     Pebble's estimate of its tables) would leave less than Config.SnapshotMinFreeBytes
+//     free is refused (ErrSnapshotTooLarge) before its data flows. ReceiveSnapshot refuses
+//     (ErrStaleSnapshot) a snapshot sent at a term before the replica's before
 //     reading any of it, and again on the loop before installing it: raft would drop the
 //     message, and a deposed leader's snapshot would have replaced the state first;
 //  1. it reads the stream through a 64 KiB buffer, refusing (ErrBadSnapshot) an item over

@@ -437,6 +437,47 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	})
 }
 
+// SnapshotSize estimates the bytes shard's state takes in the DB's tables (Pebble's
+// estimate, which counts overwritten and deleted data not yet compacted away, and not the
+// memtables); 0 for an unknown shard or on error. It is sent as a snapshot's size hint.
+func (h *Host) SnapshotSize(shard uint32) uint64 {
+	h.mu.Lock()
+	g := h.mu.groups[shard]
+	h.mu.Unlock()
+	if g == nil {
+		return 0
+	}
+	lo, hi := g.sm.Span()
+	n, err := h.db.EstimateDiskUsage(lo, hi)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// SnapshotFits refuses (ErrSnapshotTooLarge) a snapshot m whose sender estimates its state at
+// size bytes on disk (SnapshotSize; 0: unknown, never refused) if this node's snapshot
+// directory has less free space than that beside Config.SnapshotMinFreeBytes and the tables
+// other receives are writing: the receive would stop at the floor anyway, after writing up
+// to it, again at each of the sender's retries. The estimate may count data the snapshot
+// does not carry (overwritten or deleted, not yet compacted away), so a snapshot refused here
+// could have fitted, on a disk left within about that much of the floor.
+func (h *Host) SnapshotFits(m ShardMessage, size uint64) error {
+	if size == 0 {
+		return nil
+	}
+	du, err := h.cfg.FS.GetDiskUsage(h.cfg.SnapshotDir)
+	if err != nil {
+		return nil
+	}
+	open := uint64(max(h.snapTablesOpen.Load(), 0))
+	if need := h.cfg.SnapshotMinFreeBytes + size + open*h.snapTableBytes; du.AvailBytes < need {
+		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk; %s has %d bytes free, which would leave less than Config.SnapshotMinFreeBytes (%d) beside the %d snapshot files being written",
+			ErrSnapshotTooLarge, m.Shard, size, h.cfg.SnapshotDir, du.AvailBytes, h.cfg.SnapshotMinFreeBytes, open)
+	}
+	return nil
+}
+
 // staleSnapshot refuses m, a MsgSnap, if its term is before the local replica's (none: no
 // refusal). Loop goroutine only.
 func (h *Host) staleSnapshot(m ShardMessage) error {

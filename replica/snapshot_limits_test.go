@@ -243,3 +243,36 @@ func TestReceiveSnapshotStaleTerm(t *testing.T) {
 		t.Fatalf("replica 2 holds %d values after the refusal, want the first snapshot's %d", len(got), len(sc.want))
 	}
 }
+
+// TestSnapshotFits: a snapshot whose sender's size hint leaves less than
+// Config.SnapshotMinFreeBytes free is refused before its data flows; no hint is never
+// refused. SnapshotSize estimates a shard's state from the DB's tables.
+func TestSnapshotFits(t *testing.T) {
+	fs2 := vfs.NewMem()
+	c := snapCluster(t, fs2)
+	sc := newSnapCase(t, c, 30)
+	h1, h2 := c.nodes[1].host, c.nodes[2].host
+	if err := c.nodes[1].db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	size := h1.SnapshotSize(6)
+	if size == 0 {
+		t.Fatal("SnapshotSize of a shard with flushed data is 0")
+	}
+	if n := h1.SnapshotSize(99); n != 0 {
+		t.Fatalf("SnapshotSize of an unknown shard: %d", n)
+	}
+	const minFree = 1 << 30
+	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: minFree + size - 1, TotalBytes: 4 * minFree, UsedBytes: 3 * minFree})
+	if err := h2.SnapshotFits(sc.msg, 0); err != nil {
+		t.Fatalf("no size hint: %v", err)
+	}
+	err := h2.SnapshotFits(sc.msg, size)
+	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "Config.SnapshotMinFreeBytes") {
+		t.Fatalf("a hint of %d bytes with %d free: %v, want ErrSnapshotTooLarge naming Config.SnapshotMinFreeBytes", size, minFree+size-1, err)
+	}
+	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: minFree + size, TotalBytes: 4 * minFree, UsedBytes: 3 * minFree})
+	if err := h2.SnapshotFits(sc.msg, size); err != nil {
+		t.Fatalf("a hint of %d bytes with room for it: %v", size, err)
+	}
+}

@@ -98,15 +98,18 @@
 //
 // # Raft.Snapshot: one stream per snapshot
 //
-//	chunk 0   from, to, cluster_id, shard, message = marshalled MsgSnap
-//	          (data empty)
+//	chunk 0   from, to, cluster_id, shard, message = marshalled MsgSnap,
+//	          size_hint = Handler.SnapshotSize (data empty)
 //	chunk 1.. data = next ≤ SnapshotChunkSize bytes of one zstd stream
 //	          holding whatever Handler.WriteSnapshot wrote
 //	end       client CloseSend; server answers RaftAck or the error of
 //	          Handler.ReceiveSnapshot
 //
 // The receiver validates chunk 0 like a batch (the message must be a MsgSnap
-// from the chunk's sender to this node), then decompresses the data chunks
+// from the chunk's sender to this node), asks Handler.SnapshotFits whether it
+// has room for size_hint bytes (a refusal ends the stream before its data
+// flows; a sender of an earlier version sends no hint, which is never
+// refused), then decompresses the data chunks
 // through an io.Pipe into Handler.ReceiveSnapshot(msg, reader). A sender that
 // fails mid-stream cancels the RPC, so the reader sees an error, never a clean
 // end.

@@ -28,6 +28,8 @@ type recorder struct {
 	// Optional behaviour.
 	writeSnap   func(shard uint32, snap *pb.Snapshot, w io.Writer) error
 	receiveSnap func(m replica.ShardMessage, r io.Reader) error
+	snapSize    uint64                                          // SnapshotSize's answer
+	snapFits    func(m replica.ShardMessage, size uint64) error // nil: every snapshot fits
 	onBatch     func(msgs []replica.ShardMessage)
 }
 
@@ -55,6 +57,22 @@ func (r *recorder) HandleMessages(msgs []replica.ShardMessage) {
 
 func (r *recorder) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error {
 	return r.writeSnap(shard, snap, w)
+}
+
+func (r *recorder) SnapshotSize(uint32) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snapSize
+}
+
+func (r *recorder) SnapshotFits(m replica.ShardMessage, size uint64) error {
+	r.mu.Lock()
+	f := r.snapFits
+	r.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f(m, size)
 }
 
 func (r *recorder) ReceiveSnapshot(m replica.ShardMessage, rd io.Reader) error {

@@ -276,6 +276,7 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	// The header goes alone so the receiver can refuse before data flows.
 	if err := stream.Send(&shoalv1.SnapshotChunk{
 		From: t.cfg.NodeID, To: to, ClusterId: t.cfg.ClusterID(), Shard: m.Shard, Message: header,
+		SizeHint: h.SnapshotSize(m.Shard),
 	}); err != nil {
 		return closeAndRecv(stream, err)
 	}
@@ -405,6 +406,10 @@ func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 	// stepped as that member's (as in Send's batches).
 	if m.GetFrom() != first.From {
 		return toStatus(fmt.Errorf("%w: snapshot message is from node %d, on a stream of node %d", ErrBadRequest, m.GetFrom(), first.From))
+	}
+
+	if err := h.SnapshotFits(shardMessage(first.Shard, m), first.GetSizeHint()); err != nil {
+		return toStatus(fmt.Errorf("transport: receive snapshot of shard %d: %w", first.Shard, err))
 	}
 
 	pr, pw := io.Pipe()

@@ -696,3 +696,38 @@ func TestSnapshotStaleNoBackoff(t *testing.T) {
 		t.Fatalf("shard 4's snapshot waited %v behind shard 3's stale refusal", d)
 	}
 }
+
+// TestSnapshotSizeHint: the sender's SnapshotSize goes with the header, and a receiver whose
+// SnapshotFits refuses it answers before the data flows: ReceiveSnapshot never runs, and the
+// send is reported failed.
+func TestSnapshotSizeHint(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, nil)
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.rec.snapSize = 12345
+	n1.rec.writeSnap = func(_ uint32, _ *pb.Snapshot, w io.Writer) error {
+		_, err := w.Write(bytes.Repeat([]byte("s"), 64<<10))
+		return err
+	}
+	var hint atomic.Uint64
+	n2.rec.snapFits = func(_ replica.ShardMessage, size uint64) error {
+		hint.Store(size)
+		return errors.New("no room for 12345 bytes")
+	}
+	var received atomic.Int32
+	n2.rec.receiveSnap = func(_ replica.ShardMessage, r io.Reader) error {
+		received.Add(1)
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 10))
+	if r := waitReport(t, n1.rec); r.ok {
+		t.Fatalf("a snapshot the receiver has no room for reported sent: %+v", r)
+	}
+	if got := hint.Load(); got != 12345 {
+		t.Fatalf("the receiver saw size hint %d, want 12345", got)
+	}
+	if n := received.Load(); n != 0 {
+		t.Fatalf("ReceiveSnapshot ran %d times for a refused snapshot", n)
+	}
+}

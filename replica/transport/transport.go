@@ -27,6 +27,13 @@ type Handler interface {
 	// WriteSnapshot writes the state of shard at snap to w (compressed and
 	// chunked by the transport). An error aborts the stream.
 	WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
+	// SnapshotSize estimates the bytes shard's state takes on disk (0 when
+	// unknown); it goes ahead of the snapshot's data as its size hint.
+	SnapshotSize(shard uint32) uint64
+	// SnapshotFits refuses an incoming snapshot m of about size bytes (the
+	// sender's hint, 0 when unknown) that this node has no room for, before
+	// its data flows; the error is returned to the sender.
+	SnapshotFits(m replica.ShardMessage, size uint64) error
 	// ReceiveSnapshot installs an incoming snapshot whose data is read from
 	// r, then steps m (a MsgSnap). Its error is returned to the sender.
 	ReceiveSnapshot(m replica.ShardMessage, r io.Reader) error

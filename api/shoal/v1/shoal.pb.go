@@ -2636,7 +2636,11 @@ type SnapshotChunk struct {
 	Shard     uint32 `protobuf:"varint,4,opt,name=shard,proto3" json:"shard,omitempty"`
 	Message   []byte `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"` // marshalled raftpb.Message of type MsgSnap
 	// Every chunk: a piece of the snapshot stream.
-	Data          []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	// First chunk only: about how many bytes the shard's state takes on the sender's disk
+	// (Pebble's estimate of its tables; 0 when unknown). A receiver without room for it
+	// refuses the snapshot before its data flows.
+	SizeHint      uint64 `protobuf:"varint,7,opt,name=size_hint,json=sizeHint,proto3" json:"size_hint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2711,6 +2715,13 @@ func (x *SnapshotChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *SnapshotChunk) GetSizeHint() uint64 {
+	if x != nil {
+		return x.SizeHint
+	}
+	return 0
 }
 
 var File_shoal_v1_shoal_proto protoreflect.FileDescriptor
@@ -2913,7 +2924,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x06shards\x18\x04 \x03(\rR\x06shards\x12\x1a\n" +
 	"\bmessages\x18\x05 \x03(\fR\bmessages\x12\x1b\n" +
 	"\twaited_us\x18\x06 \x03(\rR\bwaitedUs\"\t\n" +
-	"\aRaftAck\"\x96\x01\n" +
+	"\aRaftAck\"\xb3\x01\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x1d\n" +
@@ -2921,7 +2932,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05shard\x18\x04 \x01(\rR\x05shard\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\fR\amessage\x12\x12\n" +
-	"\x04data\x18\x06 \x01(\fR\x04data*H\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data\x12\x1b\n" +
+	"\tsize_hint\x18\a \x01(\x04R\bsizeHint*H\n" +
 	"\bDeletion\x12\x11\n" +
 	"\rDELETION_NONE\x10\x00\x12\x11\n" +
 	"\rDELETION_SOFT\x10\x01\x12\x16\n" +
