@@ -73,20 +73,32 @@ func TestBreakerCountsSimultaneousFailuresOnce(t *testing.T) {
 	}
 }
 
-// When every candidate's breaker is open, the call's error keeps the failure that opened them,
-// not "no node address is known".
-func TestAllBreakersOpenKeepsTheCause(t *testing.T) {
-	fc := newFakeCluster(t, 2, 4)
-	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 1, OpenTimeout: time.Minute}),
+// dialBrief dials fc with breakers that open after failures and stay open, and 300 ms of
+// quick retries per call.
+func dialBrief(t *testing.T, fc *fakeCluster, failures uint32) *Client {
+	t.Helper()
+	return dial(t, fc, WithBreaker(BreakerSettings{Failures: failures, OpenTimeout: time.Minute}),
 		WithRetry(RetryPolicy{MaxElapsed: 300 * time.Millisecond, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}))
+}
+
+// failEverywhere makes every node of fc answer method with err.
+func failEverywhere(fc *fakeCluster, method string, err error) {
 	for _, n := range fc.nodes {
 		n.setFault(func(_ context.Context, m string, _ int) error {
-			if m == "Append" {
-				return unavailable()
+			if m == method {
+				return err
 			}
 			return nil
 		})
 	}
+}
+
+// When every candidate's breaker is open, the call's error keeps the failure that opened them,
+// not "no node address is known".
+func TestAllBreakersOpenKeepsTheCause(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dialBrief(t, fc, 1)
+	failEverywhere(fc, "Append", unavailable())
 	_, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"})
 	if err == nil || strings.Contains(err.Error(), "no node address is known") || !strings.Contains(err.Error(), "Unavailable") {
 		t.Fatalf("append with every breaker open: %v; want the failure that opened them", err)
@@ -99,16 +111,9 @@ func TestAllBreakersOpenKeepsTheCause(t *testing.T) {
 // calls, on healthy nodes, waited.
 func TestForwardTargetUnreachableNotCounted(t *testing.T) {
 	fc := newFakeCluster(t, 3, 4)
-	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 2, OpenTimeout: time.Minute}),
-		WithRetry(RetryPolicy{MaxElapsed: 300 * time.Millisecond, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}))
-	for _, n := range fc.nodes {
-		n.setFault(func(_ context.Context, m string, _ int) error {
-			if m == "Decommission" {
-				return shoalv1.NodeUnreachableError(codes.Unavailable, `fake: node "n9", alive in gossip, did not answer`, "n9")
-			}
-			return nil
-		})
-	}
+	c := dialBrief(t, fc, 2)
+	failEverywhere(fc, "Decommission",
+		shoalv1.NodeUnreachableError(codes.Unavailable, `fake: node "n9", alive in gossip, did not answer`, "n9"))
 	err := c.Decommission(testCtx(t), "n9")
 	if err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("decommission of an unreachable node: %v; want the forwarding node's answer", err)

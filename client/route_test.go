@@ -236,10 +236,11 @@ func TestNotLeaderRedirect(t *testing.T) {
 	}
 }
 
-// TestLaggingTopologyKeepsRedirect: a topology from a node that has not heard of the election
-// yet (it names the old leader, at the old term), fetched after a not-leader answer named the
-// new leader, does not send the calls back to the old leader, which refused them.
-func TestLaggingTopologyKeepsRedirect(t *testing.T) {
+// laggingElection is five nodes of which node 2 just won an election at term 2 over node 1,
+// which answers appends with a not-leader naming node 2; every other node, node 1 included,
+// still names node 1 at term 1. The client dialled before the election.
+func laggingElection(t *testing.T) (*fakeCluster, *Client) {
+	t.Helper()
 	fc := newFakeCluster(t, 5, 4)
 	fc.term = 1
 	c := dial(t, fc)
@@ -258,6 +259,15 @@ func TestLaggingTopologyKeepsRedirect(t *testing.T) {
 		}
 		return nil
 	})
+	return fc, c
+}
+
+// TestLaggingTopologyKeepsRedirect: a topology from a node that has not heard of the election
+// yet (it names the old leader, at the old term), fetched after a not-leader answer named the
+// new leader, does not send the calls back to the old leader, which refused them.
+func TestLaggingTopologyKeepsRedirect(t *testing.T) {
+	fc, c := laggingElection(t)
+	n1 := fc.nodes[0]
 	c.rr.Store(1) // refreshes ask nodes 3, 4, 5 and 1 first, in turn, then node 2
 	ctx := testCtx(t)
 	for range 10 {
@@ -279,24 +289,8 @@ func TestLaggingTopologyKeepsRedirect(t *testing.T) {
 // redirected it back, again and again while the refreshes came from lagging nodes, each
 // attempt on the new leader abandoned (and maybe applied).
 func TestLaggingTopologyKeepsSlowHintedLeader(t *testing.T) {
-	fc := newFakeCluster(t, 5, 4)
-	fc.term = 1
-	c := dial(t, fc)
+	fc, c := laggingElection(t)
 	n1, n2 := fc.nodes[0], fc.nodes[1]
-	fc.mu.Lock()
-	fc.leader, fc.term = 2, 2
-	fc.mu.Unlock()
-	for _, n := range append([]*fakeNode{n1}, fc.nodes[2:]...) { // node 2 knows it won; the others lag
-		n.mu.Lock()
-		n.lag = &[2]uint64{1, 1}
-		n.mu.Unlock()
-	}
-	n1.setFault(func(ctx context.Context, m string, k int) error {
-		if m == "Append" {
-			return notLeader(n2)
-		}
-		return nil
-	})
 	n2.setFault(func(ctx context.Context, m string, k int) error {
 		if m == "Append" { // slow, for longer than the watch waits
 			select {
