@@ -75,8 +75,9 @@ type Config struct {
 	// SnapshotMinFreeBytes is the free space a receive leaves on SnapshotDir's file system
 	// (default 1 GiB): before it starts each of its scratch tables it checks that the file
 	// system has this much free beyond the table and the tables other receives are writing,
-	// and is refused (ErrSnapshotTooLarge) otherwise. The DB's writes share the disk; a full one stops the node. A file system that
-	// cannot tell its free space (an in-memory one) is not checked.
+	// and is refused (ErrSnapshotTooLarge) otherwise. The DB's writes share the disk; a full
+	// one stops the node. A file system that cannot tell its free space (an in-memory one) is
+	// not checked.
 	SnapshotMinFreeBytes uint64
 	// Transport carries messages to peers. Required.
 	Transport Transport

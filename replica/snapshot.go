@@ -441,10 +441,8 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 // estimate, which counts overwritten and deleted data not yet compacted away, and not the
 // memtables); 0 for an unknown shard or on error. It is sent as a snapshot's size hint.
 func (h *Host) SnapshotSize(shard uint32) uint64 {
-	h.mu.Lock()
-	g := h.mu.groups[shard]
-	h.mu.Unlock()
-	if g == nil {
+	g, ok := h.Group(shard)
+	if !ok {
 		return 0
 	}
 	lo, hi := g.sm.Span()
@@ -466,16 +464,23 @@ func (h *Host) SnapshotFits(m ShardMessage, size uint64) error {
 	if size == 0 {
 		return nil
 	}
-	du, err := h.cfg.FS.GetDiskUsage(h.cfg.SnapshotDir)
-	if err != nil {
-		return nil
-	}
 	open := uint64(max(h.snapTablesOpen.Load(), 0))
-	if need := h.cfg.SnapshotMinFreeBytes + size + open*h.snapTableBytes; du.AvailBytes < need {
+	if avail, short := h.snapshotDiskShort(size + open*h.snapTableBytes); short {
 		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk; %s has %d bytes free, which would leave less than Config.SnapshotMinFreeBytes (%d) beside the %d snapshot files being written",
-			ErrSnapshotTooLarge, m.Shard, size, h.cfg.SnapshotDir, du.AvailBytes, h.cfg.SnapshotMinFreeBytes, open)
+			ErrSnapshotTooLarge, m.Shard, size, h.cfg.SnapshotDir, avail, h.cfg.SnapshotMinFreeBytes, open)
 	}
 	return nil
+}
+
+// snapshotDiskShort reports whether SnapshotDir's file system has less than
+// Config.SnapshotMinFreeBytes free beyond need bytes, and what it has free. A file system that
+// cannot tell (an in-memory one) is never short.
+func (h *Host) snapshotDiskShort(need uint64) (avail uint64, short bool) {
+	du, err := h.cfg.FS.GetDiskUsage(h.cfg.SnapshotDir)
+	if err != nil {
+		return 0, false
+	}
+	return du.AvailBytes, du.AvailBytes < h.cfg.SnapshotMinFreeBytes+need
 }
 
 // staleSnapshot refuses m, a MsgSnap, if its term is before the local replica's (none: no
@@ -495,19 +500,15 @@ func (h *Host) staleSnapshot(m ShardMessage) error {
 // snapshotRoom reserves room for a receive's next scratch table of about size bytes, and
 // refuses it if the table, with the others being written (each counted at size: receives
 // under way check the same free space), would leave less than Config.SnapshotMinFreeBytes
-// free on SnapshotDir's file system. A file system that cannot tell is not checked. The
-// returned func gives the reservation back.
+// free on SnapshotDir's file system (snapshotDiskShort). The returned func gives the
+// reservation back.
 func (h *Host) snapshotRoom(shard uint32, size uint64) (func(), error) {
 	n := h.snapTablesOpen.Add(1)
 	release := func() { h.snapTablesOpen.Add(-1) }
-	du, err := h.cfg.FS.GetDiskUsage(h.cfg.SnapshotDir)
-	if err != nil {
-		return release, nil
-	}
-	if need := h.cfg.SnapshotMinFreeBytes + uint64(n)*size; du.AvailBytes < need {
+	if avail, short := h.snapshotDiskShort(uint64(n) * size); short {
 		release()
 		return nil, fmt.Errorf("%w: shard %d: %s has %d bytes free, and a snapshot's next file of up to %d bytes, with the %d others being written, would leave less than Config.SnapshotMinFreeBytes (%d)",
-			ErrSnapshotTooLarge, shard, h.cfg.SnapshotDir, du.AvailBytes, size, n-1, h.cfg.SnapshotMinFreeBytes)
+			ErrSnapshotTooLarge, shard, h.cfg.SnapshotDir, avail, size, n-1, h.cfg.SnapshotMinFreeBytes)
 	}
 	return release, nil
 }

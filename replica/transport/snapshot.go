@@ -33,8 +33,12 @@ var errReceiverDone = errors.New("transport: snapshot receiver finished")
 // destination, and at most Config.MaxSnapshotSends at once in all; the others
 // wait (see Config.MaxSnapshotSends). A call for a shard whose snapshot to
 // the same destination is still waiting replaces that one: the newer is sent
-// and reported, the one it replaced is neither (see snapJob). After Close,
-// nothing is sent or reported.
+// and reported, the one it replaced is neither. It was never sent, and its
+// sender's raft no longer waits for it (a leader sends a follower a new
+// snapshot only once it stopped waiting for the previous one), so its report
+// would be stale; nor is the newer reported for it, as a second report could
+// end a later send of the same snapshot, one raft began in between. After
+// Close, nothing is sent or reported.
 func (t *Transport) SendSnapshot(m replica.ShardMessage) {
 	to := m.Msg.GetTo()
 	t.mu.Lock()
@@ -48,17 +52,15 @@ func (t *Transport) SendSnapshot(m replica.ShardMessage) {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			t.sendSnapshots(to, snapJob{m: m})
+			t.sendSnapshots(to, m)
 		}()
 		return
 	}
-	for i := range waiting {
-		if waiting[i].m.Shard == m.Shard {
-			waiting[i].m = m
-			return
-		}
+	if i := waitingIndex(waiting, m.Shard); i >= 0 {
+		waiting[i] = m
+		return
 	}
-	t.mu.snaps[to] = append(waiting, snapJob{m: m})
+	t.mu.snaps[to] = append(waiting, m)
 }
 
 // SnapshotWaiting reports whether a snapshot of shard for node to waits its turn: behind
@@ -70,29 +72,23 @@ func (t *Transport) SnapshotWaiting(shard uint32, to uint64) bool {
 	if s, ok := t.mu.slotWait[to]; ok && s == shard {
 		return true
 	}
-	return slices.ContainsFunc(t.mu.snaps[to], func(j snapJob) bool { return j.m.Shard == shard })
+	return waitingIndex(t.mu.snaps[to], shard) >= 0
 }
 
-// snapJob is a snapshot to send: the newest MsgSnap of its shard for the
-// destination. The messages it replaced while waiting were never sent and are
-// not reported: their sender's raft no longer waits for them (a leader sends a
-// follower a new snapshot only once it stopped waiting for the previous one),
-// so their reports would be stale. Nor is m reported once for each of them: a
-// second report of m could end a later send of the same snapshot, one raft
-// began in between.
-type snapJob struct {
-	m replica.ShardMessage
+// waitingIndex is the index of shard's snapshot among waiting (one at most), or -1.
+func waitingIndex(waiting []replica.ShardMessage, shard uint32) int {
+	return slices.IndexFunc(waiting, func(w replica.ShardMessage) bool { return w.Shard == shard })
 }
 
-// sendSnapshots is the snapshot sender of destination to: it sends job,
+// sendSnapshots is the snapshot sender of destination to: it sends m,
 // then the snapshots waiting in t.mu.snaps[to], one at a time, and ends
 // (removing the entry) when none is left. Each send waits for one of the
 // MaxSnapshotSends slots; as a sender holds at most one and waits for its
 // next in line with the others (a channel's waiters are served in order),
 // destinations take the slots in turn.
-func (t *Transport) sendSnapshots(to uint64, job snapJob) {
+func (t *Transport) sendSnapshots(to uint64, m replica.ShardMessage) {
 	for {
-		t.sendSnapshotJob(job)
+		t.sendSnapshotJob(m)
 		t.mu.Lock()
 		waiting := t.mu.snaps[to]
 		if len(waiting) == 0 || t.mu.closed {
@@ -100,7 +96,7 @@ func (t *Transport) sendSnapshots(to uint64, job snapJob) {
 			t.mu.Unlock()
 			return
 		}
-		job, waiting[0] = waiting[0], snapJob{}
+		m, waiting[0] = waiting[0], replica.ShardMessage{}
 		t.mu.snaps[to] = waiting[1:]
 		t.mu.Unlock()
 	}
@@ -170,8 +166,8 @@ func (t *Transport) snapshotOutcome(to uint64, ok bool) time.Duration {
 
 // sendSnapshotJob sends one snapshot once its destination's backoff allows, then reports its
 // outcome (nothing when closing: nobody is listening).
-func (t *Transport) sendSnapshotJob(job snapJob) {
-	to := job.m.Msg.GetTo()
+func (t *Transport) sendSnapshotJob(m replica.ShardMessage) {
+	to := m.Msg.GetTo()
 	if !t.retryWait(to) {
 		return
 	}
@@ -179,12 +175,11 @@ func (t *Transport) sendSnapshotJob(job snapJob) {
 	// it, as it would have in the queue: raft waits only for the newer (a leadership since
 	// lost and regained), and the older would be refused as stale, lengthening the backoff.
 	t.mu.Lock()
-	if i := slices.IndexFunc(t.mu.snaps[to], func(j snapJob) bool { return j.m.Shard == job.m.Shard }); i >= 0 {
-		job = t.mu.snaps[to][i]
+	if i := waitingIndex(t.mu.snaps[to], m.Shard); i >= 0 {
+		m = t.mu.snaps[to][i]
 		t.mu.snaps[to] = slices.Delete(t.mu.snaps[to], i, i+1)
 	}
 	t.mu.Unlock()
-	m := job.m
 	shard := m.Shard
 	err := t.sendSnapshot(m)
 	if t.ctx.Err() != nil {

@@ -74,7 +74,7 @@ type Transport struct {
 		// snaps has an entry for every destination whose snapshot sender
 		// runs: the snapshots waiting behind the one being sent, in call
 		// order, at most one per shard.
-		snaps map[uint64][]snapJob
+		snaps map[uint64][]replica.ShardMessage
 		// slotWait: the shard whose snapshot each destination's sender holds while it waits
 		// for one of the MaxSnapshotSends slots.
 		slotWait map[uint64]uint32
@@ -107,7 +107,7 @@ func New(cfg Config) *Transport {
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
-	t.mu.snaps = make(map[uint64][]snapJob)
+	t.mu.snaps = make(map[uint64][]replica.ShardMessage)
 	t.mu.slotWait = make(map[uint64]uint32)
 	t.mu.snapRetry = make(map[uint64]*snapRetry)
 	if cfg.Registerer != nil {

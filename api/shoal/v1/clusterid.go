@@ -22,25 +22,33 @@ const WrongClusterReason = "WRONG_CLUSTER"
 // to a node of cluster: FailedPrecondition with msg and a google.rpc.ErrorInfo whose reason is
 // WrongClusterReason.
 func WrongClusterError(msg, cluster, dialled string) error {
-	st := status.New(codes.FailedPrecondition, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: WrongClusterReason, Domain: "shoal",
-		Metadata: map[string]string{"cluster_id": cluster, "dialled_cluster_id": dialled}}); err == nil {
+	return errorWithInfo(codes.FailedPrecondition, msg, WrongClusterReason,
+		map[string]string{"cluster_id": cluster, "dialled_cluster_id": dialled})
+}
+
+// errorWithInfo is a status error of code and msg carrying a google.rpc.ErrorInfo of reason
+// in the shoal domain, with metadata.
+func errorWithInfo(code codes.Code, msg, reason string, metadata map[string]string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "shoal", Metadata: metadata}); err == nil {
 		st = d
 	}
 	return st.Err()
+}
+
+// hasReason reports whether st carries a google.rpc.ErrorInfo of reason.
+func hasReason(st *status.Status, reason string) bool {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == reason {
+			return true
+		}
+	}
+	return false
 }
 
 // IsWrongCluster reports whether st is such a refusal (WrongClusterError): FailedPrecondition
 // with an ErrorInfo of reason WrongClusterReason. Unlike a wrong expected version, also
 // FailedPrecondition, it is no verdict on the call.
 func IsWrongCluster(st *status.Status) bool {
-	if st.Code() != codes.FailedPrecondition {
-		return false
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == WrongClusterReason {
-			return true
-		}
-	}
-	return false
+	return st.Code() == codes.FailedPrecondition && hasReason(st, WrongClusterReason)
 }

@@ -1,7 +1,6 @@
 package shoalv1
 
 import (
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -15,20 +14,8 @@ const NodeUnreachableReason = "NODE_UNREACHABLE"
 // NodeUnreachableError is such an answer: code (UNAVAILABLE or DEADLINE_EXCEEDED) with msg and
 // a google.rpc.ErrorInfo of reason NodeUnreachableReason naming the node.
 func NodeUnreachableError(code codes.Code, msg, node string) error {
-	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: NodeUnreachableReason, Domain: "shoal",
-		Metadata: map[string]string{"node": node}}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return errorWithInfo(code, msg, NodeUnreachableReason, map[string]string{"node": node})
 }
 
 // IsNodeUnreachable reports whether st is such an answer (NodeUnreachableError).
-func IsNodeUnreachable(st *status.Status) bool {
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == NodeUnreachableReason {
-			return true
-		}
-	}
-	return false
-}
+func IsNodeUnreachable(st *status.Status) bool { return hasReason(st, NodeUnreachableReason) }
