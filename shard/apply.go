@@ -3,6 +3,7 @@ package shard
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -253,6 +254,53 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 		return nil, err
 	}
 	return &DeleteResult{Position: pos, Logged: true}, nil
+}
+
+// applyTruncate removes the events of c.Stream before c.Before (capped: see TruncateCommand)
+// with one range deletion, and moves the stream's start there. Every event below the start
+// may be gone from then on; ReadLog relies on that to tell a truncated event from a lost one.
+func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) {
+	if s.pendFormat < Format4 {
+		return needsFormat("truncating a stream", Format4, s.id, s.pendFormat), nil
+	}
+	if err := ValidateTruncate(c); err != nil {
+		return err, nil
+	}
+	m, found, err := s.lookup(b, c.Stream)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return ErrStreamNotFound, nil
+	}
+	if v := checkExpected(c.Stream, c.Expected, m, found); v != nil {
+		return v, nil
+	}
+	limit := m.last + 1 // a deleted stream may lose every event
+	if m.state == stateLive {
+		limit = m.last // a live stream's last version is its last event key (Format3)
+	}
+	before := min(c.Before, limit)
+	// Events below the start that a soft delete hid (all of a soft-deleted stream's) may still
+	// be on disk: the range removes them too, and the start moves only when before passes it.
+	if before > 0 {
+		if err := b.DeleteRange(s.keys.event(nil, m.id, 0), s.keys.event(nil, m.id, before), nil); err != nil {
+			return nil, err
+		}
+	}
+	if before > m.start {
+		m.start = before
+		if err := s.putStream(b, c.Stream, m); err != nil {
+			return nil, err
+		}
+	}
+	return &TruncateResult{Start: m.start}, nil
+}
+
+// needsFormat is the ErrNeedsFormat verdict for what, which needs format need of shard id, at have.
+func needsFormat(what string, need uint64, id uint32, have uint64) error {
+	return fmt.Errorf("%w: %s needs shard format %d, shard %d is at format %d "+
+		"(the shard's leader raises it once every replica runs a version that has it)", ErrNeedsFormat, what, need, id, have)
 }
 
 // applySetFormat raises the shard's format to c.Format (at most MaxFormat,

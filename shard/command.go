@@ -98,8 +98,12 @@ const (
 	// moves into the shard meta record ('Z'), written once per batch, and
 	// the 'X' key is deleted.
 	Format3 uint64 = 3
+	// Format4: streams can be truncated (TruncateCommand). Nothing else
+	// changes; the format keeps the command from a replica that cannot
+	// decode it.
+	Format4 uint64 = 4
 	// MaxFormat is the highest format this version applies and reads.
-	MaxFormat = Format3
+	MaxFormat = Format4
 )
 
 // SetFormatCommand raises the shard's format to Format (no effect when the
@@ -132,6 +136,29 @@ type DeleteCommand struct {
 	Time      int64
 }
 
+// TruncateCommand removes a stream's events before version Before, for
+// good: from stream reads, from the shard log (ReadLog skips them) and from
+// disk (a range deletion, reclaimed as Pebble compacts). A live stream keeps
+// its last event, so Before is capped at the last version and the stream's
+// versions go on; a soft-deleted or tombstoned stream can lose every event
+// (Before capped at last+1), which reclaims the space its hidden history
+// holds. The events' IDs stay known: a retry of a truncated append is still
+// answered as a duplicate. Needs the shard at Format4 (ErrNeedsFormat).
+type TruncateCommand struct {
+	Stream   string
+	Before   uint64
+	Expected Expected
+}
+
+// TruncateResult is Apply's verdict for a truncate: Start is the stream's
+// first version after it (every event before it may be gone; last+1 for a
+// soft-deleted stream). A truncate at or below the current start changes no
+// read and returns the current start; it removes from disk the events a
+// soft delete hid below it.
+type TruncateResult struct {
+	Start uint64
+}
+
 // AppendResult is Apply's verdict for a successful append. Events got
 // versions FirstVersion..LastVersion and positions Position..LastPosition
 // (Position+n-1). Duplicate reports an idempotent retry: nothing was written
@@ -157,6 +184,7 @@ const (
 	cmdAppend    byte = 1
 	cmdDelete    byte = 2
 	cmdSetFormat byte = 3
+	cmdTruncate  byte = 4
 )
 
 // EncodeAppend encodes c for a raft entry (see the command table in doc.go).
@@ -202,13 +230,23 @@ func EncodeDelete(c *DeleteCommand) []byte {
 	return append(b, flags)
 }
 
+// EncodeTruncate encodes c for a raft entry. It does not validate c.
+func EncodeTruncate(c *TruncateCommand) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(c.Stream)+binary.MaxVarintLen64+1+binary.MaxVarintLen64)
+	b = append(b, cmdTruncate)
+	b = appendString(b, c.Stream)
+	b = binary.AppendUvarint(b, c.Before)
+	b = append(b, byte(c.Expected.Kind))
+	return binary.AppendUvarint(b, c.Expected.Version)
+}
+
 // EncodeSetFormat encodes c for a raft entry.
 func EncodeSetFormat(c *SetFormatCommand) []byte {
 	return binary.AppendUvarint([]byte{cmdSetFormat}, c.Format)
 }
 
 // DecodeCommand decodes an encoded command into *AppendCommand,
-// *DeleteCommand or *SetFormatCommand. Event Data and Metadata alias data. It never panics; bad
+// *DeleteCommand, *TruncateCommand or *SetFormatCommand. Event Data and Metadata alias data. It never panics; bad
 // input yields an *InvalidError for field "command". It does not validate
 // the command's contents (use ValidateAppend / ValidateDelete).
 func DecodeCommand(data []byte) (any, error) {
@@ -273,6 +311,22 @@ func DecodeCommand(data []byte) (any, error) {
 			return nil, errCommand("%d trailing bytes", len(d.b))
 		}
 		return c, nil
+	case cmdTruncate:
+		c := &TruncateCommand{}
+		c.Stream = d.string()
+		c.Before = d.uvarint()
+		c.Expected.Kind = ExpectedKind(d.byte())
+		c.Expected.Version = d.uvarint()
+		if d.err != nil {
+			return nil, d.err
+		}
+		if c.Expected.Kind > ExpectExact {
+			return nil, unknownEncoding("expected-version kind %d", uint8(c.Expected.Kind))
+		}
+		if len(d.b) != 0 {
+			return nil, errCommand("%d trailing bytes", len(d.b))
+		}
+		return c, nil
 	case cmdSetFormat:
 		c := &SetFormatCommand{Format: d.uvarint()}
 		if d.err != nil {
@@ -300,7 +354,7 @@ func unknownEncoding(format string, args ...any) error {
 }
 
 func errCommand(format string, args ...any) error {
-	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete/EncodeSetFormat", format, args...)
+	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete/EncodeTruncate/EncodeSetFormat", format, args...)
 }
 
 func appendString(b []byte, s string) []byte {

@@ -35,7 +35,7 @@ func TestCrash(t *testing.T) {
 	wrng := rand.New(rand.NewPCG(seed, 2))
 	go func() {
 		defer close(done)
-		gen := newModel()
+		gen := newModel(3)
 		for !stop.Load() && ts.index < 3000 {
 			ts.begin()
 			for n := 1 + wrng.IntN(8); n > 0; n-- {
@@ -93,7 +93,7 @@ func TestCrash(t *testing.T) {
 		if applied < minIndex || !isBoundary || int(applied) > len(cmds) {
 			t.Fatalf("clone %d: Applied %d, acknowledged %d, batch boundary %v", clone, applied, minIndex, isBoundary)
 		}
-		m := newModel()
+		m := newModel(3)
 		for _, data := range cmds {
 			cmd, _ := DecodeCommand(data)
 			m.apply(cmd)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,8 @@ import (
 //	append stream=S expected=any|nostream|exists|<N>|kind<K> [time=T] [gen=N idbase=B] [stream-repeat=N]
 //	id=<n> type=<t> [data=..] [meta=..] [ctype=..] [datasize=N] [metasize=N] [type-repeat=N] [ctype-repeat=N]
 //	delete stream=S expected=... [tombstone]
+//	truncate stream=S before=N|max expected=...
+//	stored stream=S: the versions of S's event keys on disk (hidden ones too)
 //	read stream=S [from=N] [from-end] [backward] [count=N]
 //	readlog [from=N] [count=N]
 //	info stream=S | applied | begin | commit | reload | reopen | raw hex=..
@@ -153,6 +156,16 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 			Time:      int64(a.uint(t, "time", 1000)),
 		}
 		return fmtResult(ts.apply(EncodeDelete(c))) + "\n"
+	case "truncate":
+		before := uint64(math.MaxUint64)
+		if a["before"] != "max" {
+			before = a.uint(t, "before", 0)
+		}
+		c := &TruncateCommand{Stream: a.str(t, "stream"), Before: before, Expected: parseExpected(t, a["expected"])}
+		return fmtResult(ts.apply(EncodeTruncate(c))) + "\n"
+	case "stored":
+		ts.commit(pebble.NoSync)
+		return storedVersions(t, ts, a.str(t, "stream"))
 	case "set-format":
 		return fmtResult(ts.apply(EncodeSetFormat(&SetFormatCommand{Format: a.uint(t, "format", 0)}))) + "\n"
 	case "format":
@@ -228,6 +241,39 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 	}
 	t.Fatalf("unknown command %q", td.Cmd)
 	return ""
+}
+
+// storedVersions prints the versions of stream's event keys in ts's DB, hidden or not.
+func storedVersions(t *testing.T, ts *testShard, stream string) string {
+	v, closer, err := ts.db.Get(ts.s.keys.stream(nil, stream))
+	if err != nil {
+		return fmt.Sprintf("error: %v\n", err)
+	}
+	var m streamMeta
+	err = m.decode(v)
+	closer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := ts.db.NewIter(&pebble.IterOptions{LowerBound: ts.s.keys.eventStream(nil, m.id), UpperBound: ts.s.keys.eventStreamEnd(nil, m.id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []string
+	for valid := it.First(); valid; valid = it.Next() {
+		ver, err := eventVersion(it.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, strconv.FormatUint(ver, 10))
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) == 0 {
+		return "<none>\n"
+	}
+	return strings.Join(vs, " ") + "\n"
 }
 
 // dumpRecords prints the committed stream records, 'X' and 'Z' of ts's shard.

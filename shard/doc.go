@@ -121,6 +121,7 @@
 //	                          | uvarint len, data | uvarint len, metadata )
 //	delete: 0x02 | uvarint len, stream | kind (1) | uvarint version | time (8) | flags (1: bit 0 tombstone)
 //	format: 0x03 | uvarint format
+//	truncate: 0x04 | uvarint len, stream | uvarint before | kind (1) | uvarint version
 //
 // The leading type byte and ExpectedKind values are append-only. Varints must
 // be minimal and nothing may trail, so a command has exactly one encoding.
@@ -134,7 +135,10 @@
 // no position. Format2: each delete takes the next position and appears in
 // ReadLog. Format3: an append writes 'E' and 'I' per event and one 'A', and
 // the batch one 'Z', where Format2 also wrote 'N' per append and 'X' per
-// batch; the 'X' key is deleted when the shard is raised to it. The
+// batch; the 'X' key is deleted when the shard is raised to it. Format4:
+// TruncateCommand, which deletes a range of a stream's 'E' keys and moves its
+// start; every event below a stream's start may be gone from then on, and
+// ReadLog skips the log's events that are. The
 // proposer raises a shard's format only when every replica runs
 // a version that knows it (MaxFormat), and never places a replica on a node
 // that does not. Open refuses a shard above MaxFormat (no downgrade); a

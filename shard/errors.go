@@ -28,6 +28,9 @@ var (
 	// ErrInvalid: validation (ValidateAppend, ValidateDelete, CheckStreamName,
 	// Apply) and DecodeCommand. The concrete value is an *InvalidError.
 	ErrInvalid = errors.New("shard: invalid argument")
+	// ErrNeedsFormat: Apply, for a command the shard's format does not have yet (a
+	// TruncateCommand below Format4). The error names both formats.
+	ErrNeedsFormat = errors.New("shard: the shard's format is too old for this command")
 )
 
 // WrongExpectedVersionError is returned by Apply when the expected-version

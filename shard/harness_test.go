@@ -121,6 +121,8 @@ func fmtResult(res any) string {
 		return fmt.Sprintf("ok pos=%d", r.Position)
 	case *FormatResult:
 		return fmt.Sprintf("ok format=%d", r.Format)
+	case *TruncateResult:
+		return fmt.Sprintf("ok start=%d", r.Start)
 	case error:
 		return "error: " + r.Error()
 	}
@@ -184,7 +186,7 @@ func TestDeferredBatchMatchesEager(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
-	gen := newModel()
+	gen := newModel(3)
 	var cmds [][]byte
 	for range 400 {
 		data := randCommand(rng, gen, nil)

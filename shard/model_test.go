@@ -1,7 +1,9 @@
 package shard
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -16,11 +18,13 @@ type model struct {
 	nextPos uint64
 	order   []mLoc // position -> event or delete
 	format  uint64
+	id      uint32 // the shard's
 }
 
 type mStream struct {
 	events []mEvent // index = version
 	start  uint64
+	gone   uint64 // events before it were truncated
 	state  byte
 }
 
@@ -38,8 +42,8 @@ type mLoc struct {
 	deletion Deletion
 }
 
-func newModel() *model {
-	return &model{streams: map[string]*mStream{}, ids: map[[16]byte]mLoc{}, format: Format1}
+func newModel(id uint32) *model {
+	return &model{id: id, streams: map[string]*mStream{}, ids: map[[16]byte]mLoc{}, format: Format1}
 }
 
 func (m *model) apply(cmd any) any {
@@ -48,6 +52,8 @@ func (m *model) apply(cmd any) any {
 		return m.append(c)
 	case *DeleteCommand:
 		return m.delete(c)
+	case *TruncateCommand:
+		return m.truncate(c)
 	case *SetFormatCommand:
 		m.format = max(m.format, c.Format)
 		return &FormatResult{Format: m.format}
@@ -169,6 +175,30 @@ func (m *model) delete(c *DeleteCommand) any {
 	return res
 }
 
+func (m *model) truncate(c *TruncateCommand) any {
+	if m.format < Format4 {
+		return needsFormat("truncating a stream", Format4, m.id, m.format)
+	}
+	if err := ValidateTruncate(c); err != nil {
+		return err
+	}
+	st := m.streams[c.Stream]
+	if st == nil {
+		return ErrStreamNotFound
+	}
+	if !m.expectOK(st, c.Expected) {
+		return m.wev(c.Stream, st, c.Expected)
+	}
+	limit := uint64(len(st.events))
+	if st.state == stateLive {
+		limit-- // the last event stays
+	}
+	before := min(c.Before, limit)
+	st.gone = max(st.gone, before)
+	st.start = max(st.start, before)
+	return &TruncateResult{Start: st.start}
+}
+
 // check compares every stream and the shard log with the model.
 func (m *model) check(t *testing.T, s *Shard) {
 	t.Helper()
@@ -209,25 +239,38 @@ func (m *model) check(t *testing.T, s *Shard) {
 			t.Fatalf("ReadStream(%s):\n got %v\nwant %v", name, got, want)
 		}
 	}
-	// The whole log, in pages of 3.
+	// The whole log, in pages of 3, without the truncated events.
+	var kept []uint64 // positions
+	for p, l := range m.order {
+		if l.deletion != DeletionNone || l.version >= m.streams[l.stream].gone {
+			kept = append(kept, uint64(p))
+		}
+	}
 	var pos uint64
+	i := 0
 	for {
 		n := 0
 		next, err := s.ReadLog(pos, 3, func(ev *RecordedEvent) error {
-			want := m.order[ev.Position]
-			if ev.Position != pos+uint64(n) || ev.Stream != want.stream || ev.Version != want.version || ev.Deletion != want.deletion {
-				t.Fatalf("ReadLog at %d: got %s@%d pos %d, want %v", pos+uint64(n), ev.Stream, ev.Version, ev.Position, want)
+			if i >= len(kept) {
+				t.Fatalf("ReadLog from %d: %s@%d pos %d past the model's last kept entry", pos, ev.Stream, ev.Version, ev.Position)
 			}
-			n++
+			want := m.order[kept[i]]
+			if ev.Position != kept[i] || ev.Stream != want.stream || ev.Version != want.version || ev.Deletion != want.deletion {
+				t.Fatalf("ReadLog from %d: got %s@%d pos %d, want %v at %d", pos, ev.Stream, ev.Version, ev.Position, want, kept[i])
+			}
+			i, n = i+1, n+1
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
-		}
 		pos = next
+		if n == 0 {
+			break // the last read passed the truncated entries at the end too
+		}
+	}
+	if i != len(kept) {
+		t.Fatalf("ReadLog delivered %d entries, want %d", i, len(kept))
 	}
 	if pos != m.nextPos {
 		t.Fatalf("ReadLog ended at %d, want %d", pos, m.nextPos)
@@ -251,6 +294,16 @@ func randCommand(rng *rand.Rand, m *model, history [][]byte) []byte {
 		} else {
 			exp.Version = uint64(rng.IntN(5))
 		}
+	}
+	if rng.IntN(15) == 0 {
+		if exp.Kind == ExpectNoStream && rng.IntN(4) > 0 {
+			exp.Kind = ExpectAny
+		}
+		before := uint64(math.MaxUint64)
+		if st := m.streams[name]; st != nil && rng.IntN(4) > 0 {
+			before = st.start + uint64(rng.IntN(4))
+		}
+		return EncodeTruncate(&TruncateCommand{Stream: name, Before: before, Expected: exp})
 	}
 	if rng.IntN(12) == 0 {
 		if exp.Kind == ExpectNoStream && rng.IntN(4) > 0 {
@@ -288,7 +341,11 @@ func TestModel(t *testing.T) {
 
 func runModel(t *testing.T, rng *rand.Rand, ops int) {
 	ts := newTestShard(t, nil, uint32(rng.IntN(4)))
-	m := newModel()
+	m := newModel(ts.s.ID())
+	if rng.IntN(2) == 0 { // truncations from the start
+		ts.apply(EncodeSetFormat(&SetFormatCommand{Format: MaxFormat}))
+		m.format = MaxFormat
+	}
 	var history [][]byte
 	stats := map[string]int{}
 	defer func() { t.Logf("verdicts: %v", stats) }()
@@ -347,6 +404,8 @@ func verdictKind(res any) string {
 		return "append"
 	case *DeleteResult:
 		return "delete"
+	case *TruncateResult:
+		return "truncate"
 	case *FormatResult:
 		return fmt.Sprintf("format %d", r.Format)
 	case *WrongExpectedVersionError:
@@ -356,6 +415,9 @@ func verdictKind(res any) string {
 	case *InvalidError:
 		return "invalid"
 	case error:
+		if errors.Is(r, ErrNeedsFormat) {
+			return "needs-format"
+		}
 		return r.Error()
 	}
 	return "?"

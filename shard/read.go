@@ -140,9 +140,10 @@ func (s *Shard) decodeEvent(it *pebble.Iterator, ev *RecordedEvent) error {
 
 // ReadLog calls fn for up to count entries (0 = all) of the shard log in
 // position order, starting at position from. It returns the position after
-// the last entry fn accepted (from if none), and fn's error if fn stopped
-// the read. The log includes events of streams deleted later (it is the
-// shard's history; check StreamInfo to filter). From Format2 on it also
+// the last entry fn accepted (from if none) or, past it, after the truncated
+// events the read skipped, and fn's error if fn stopped the read. The log
+// includes events of streams deleted later (it is the shard's history; check
+// StreamInfo to filter), but not the events a TruncateCommand removed. From Format2 on it also
 // holds the deletes, each at its own position, as RecordedEvents with
 // Deletion set (see RecordedEvent); they count toward count. Memory is
 // bounded by one event at a time plus the names of the streams seen.
@@ -172,6 +173,8 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		return next, err
 	}
 	defer nit.Close()
+	starts := &streamStarts{s: s, lit: lit}
+	defer starts.close()
 
 	// Find the log entry covering from: the last one starting at or before it.
 	var le logEntry
@@ -243,13 +246,22 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		}
 		want = s.keys.event(want[:0], le.stream, le.first+skip)
 		evalid := eit.SeekGE(want)
-		for j := skip; j < le.count && delivered < count; j, evalid = j+1, eit.Next() {
+		for j := skip; j < le.count && delivered < count; j++ {
 			want = s.keys.event(want[:0], le.stream, le.first+j)
 			if !evalid || string(eit.Key()) != string(want) {
 				if err := eit.Error(); err != nil {
 					return next, err
 				}
-				return next, errCorrupt("shard log points at a missing event")
+				// Missing: truncated (below the stream's start) or lost.
+				start, err := starts.of(le.stream, name)
+				if err != nil {
+					return next, err
+				}
+				if le.first+j >= start {
+					return next, errCorrupt("shard log points at a missing event")
+				}
+				next = pos + j + 1 // skipped for good: a resumed read need not look again
+				continue
 			}
 			ev := &RecordedEvent{Stream: name}
 			if err := s.decodeEvent(eit, ev); err != nil {
@@ -260,8 +272,60 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 			}
 			delivered++
 			next = pos + j + 1
+			evalid = eit.Next()
 		}
 	}
 	// The loop also ends when the iterator fails: a storage error, not the log's end.
 	return next, lit.Error()
+}
+
+// streamStarts looks up, through a clone of a read's log iterator (one view of the DB), the
+// start (first version kept) of the streams whose events the shard log names but the view
+// lacks: below its start, an event was truncated; at or after it, it was lost.
+type streamStarts struct {
+	s     *Shard
+	lit   *pebble.Iterator
+	it    *pebble.Iterator // cloned at the first lookup
+	start map[uint64]uint64
+}
+
+func (ss *streamStarts) of(id uint64, name string) (uint64, error) {
+	if v, ok := ss.start[id]; ok {
+		return v, nil
+	}
+	if ss.it == nil {
+		lo, hi := ss.s.keys.tagSpan(tagStream)
+		it, err := ss.lit.Clone(pebble.CloneOptions{IterOptions: &pebble.IterOptions{LowerBound: lo, UpperBound: hi}})
+		if err != nil {
+			return 0, err
+		}
+		ss.it, ss.start = it, make(map[uint64]uint64)
+	}
+	key := ss.s.keys.stream(nil, name)
+	if !ss.it.SeekGE(key) || !bytes.Equal(ss.it.Key(), key) {
+		if err := ss.it.Error(); err != nil {
+			return 0, err
+		}
+		return 0, errCorrupt("shard log names a stream without a stream record")
+	}
+	v, err := ss.it.ValueAndErr()
+	if err != nil {
+		return 0, err
+	}
+	var m streamMeta
+	if err := m.decode(v); err != nil {
+		return 0, err
+	}
+	if m.id != id {
+		return 0, errCorrupt("stream record and name record disagree on the stream ID")
+	}
+	ss.start[id] = m.start
+	return m.start, nil
+}
+
+func (ss *streamStarts) close() error {
+	if ss.it == nil {
+		return nil
+	}
+	return ss.it.Close()
 }

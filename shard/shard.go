@@ -282,8 +282,9 @@ func (s *Shard) getUint64(key []byte) (uint64, error) {
 
 // Apply applies one committed raft entry (data at index) into b, an indexed
 // batch, and records index as applied in b. It returns *AppendResult,
-// *DeleteResult, *FormatResult or a verdict error (ErrStreamNotFound, ErrStreamDeleted,
-// *WrongExpectedVersionError, *IDConflictError, *InvalidError). A refused
+// *DeleteResult, *TruncateResult, *FormatResult or a verdict error (ErrStreamNotFound,
+// ErrStreamDeleted, *WrongExpectedVersionError, *IDConflictError, *InvalidError,
+// ErrNeedsFormat). A refused
 // command writes nothing but the applied index. An error wrapping ErrStorage
 // or ErrUnsupportedFormat is not a verdict: see ErrStorage.
 func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
@@ -301,6 +302,8 @@ func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 			res, err = s.applyAppend(b, c)
 		case *DeleteCommand:
 			res, err = s.applyDelete(b, c)
+		case *TruncateCommand:
+			res, err = s.applyTruncate(b, c)
 		case *SetFormatCommand:
 			if c.Format > MaxFormat {
 				return fmt.Errorf("%w: entry %d raises shard %d to format %d, this version knows up to %d "+

@@ -124,14 +124,26 @@ func ValidateAppend(c *AppendCommand) error {
 // ValidateDelete checks c and returns an *InvalidError. ExpectNoStream is
 // invalid for a delete.
 func ValidateDelete(c *DeleteCommand) error {
-	if err := CheckStreamName(c.Stream); err != nil {
+	return checkStreamExpected(c.Stream, c.Expected, "delete")
+}
+
+// ValidateTruncate checks c as ValidateDelete checks a delete: a valid stream
+// name and an expected version other than no-stream. Every Before is valid
+// (Apply caps it).
+func ValidateTruncate(c *TruncateCommand) error {
+	return checkStreamExpected(c.Stream, c.Expected, "truncate")
+}
+
+// checkStreamExpected checks the stream and expected version of a command on an existing stream.
+func checkStreamExpected(stream string, exp Expected, what string) error {
+	if err := CheckStreamName(stream); err != nil {
 		return err
 	}
-	if err := checkExpectedKind(c.Expected); err != nil {
+	if err := checkExpectedKind(exp); err != nil {
 		return err
 	}
-	if c.Expected.Kind == ExpectNoStream {
-		return invalid("expected.kind", "any, exists or exact for a delete", "no-stream")
+	if exp.Kind == ExpectNoStream {
+		return invalid("expected.kind", "any, exists or exact for a "+what, "no-stream")
 	}
 	return nil
 }
