@@ -38,6 +38,11 @@ var (
 	// batch's event IDs are already stored, or stored elsewhere. The error
 	// is an *IDConflictError. Never retried.
 	ErrIDConflict = errors.New("client: event ID conflict")
+	// ErrShardFormat is returned by Truncate when the stream's shard is not yet at the
+	// format that has it: a replica of the shard runs a version without it. It passes once
+	// every node is upgraded (the shard's leader then raises the format by itself). Never
+	// retried.
+	ErrShardFormat = errors.New("client: the shard's format does not have this operation yet")
 	// ErrUnavailable is returned when retries gave up (the retry policy's
 	// MaxElapsed passed) without reaching a node able to serve the call. The
 	// error is an *UnavailableError wrapping the last attempt's error.
@@ -381,6 +386,9 @@ func convertError(err error, stream string) error {
 	}
 	if shoalv1.IsWrongCluster(st) {
 		return fmt.Errorf("%w: %w", ErrWrongCluster, err)
+	}
+	if shoalv1.IsShardFormat(st) {
+		return fmt.Errorf("%w: %s", ErrShardFormat, st.Message())
 	}
 	// No details: map what the code alone says unambiguously.
 	switch st.Code() {

@@ -134,6 +134,46 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 	})
 }
 
+// Truncate removes stream's events before version before, for good, if the
+// stream satisfies expected (NoStream is invalid here), and returns the
+// stream's first version after it. The events are gone from Read, from the
+// shard's log (ReadShard, ReadAll, subscriptions and projections that have
+// not read them yet skip them) and, as the server compacts, from its disk.
+// Their event IDs stay known: a retry of a truncated append still answers as
+// a duplicate.
+//
+// A live stream keeps its last event, so that its versions go on: before is
+// capped at the last version, and the returned start says where the stream
+// now begins. A soft-deleted or tombstoned stream can lose every event
+// (math.MaxUint64 removes all), which reclaims the space its hidden history
+// holds. A truncate is idempotent and retried like an append: it changes
+// neither the stream's version nor its state, so a repeat after an applied
+// attempt removes nothing more.
+//
+// A shard whose replicas do not all run a version with truncation (shard
+// format 4) refuses it with ErrShardFormat until they do.
+//
+// Errors: ErrStreamNotFound, ErrWrongExpectedVersion, ErrShardFormat,
+// ErrInvalidArgument, ErrUnavailable, ErrOutcomeUnknown, ErrClosed, or the
+// context's error.
+func (c *Client) Truncate(ctx context.Context, stream string, before uint64, expected ExpectedVersion) (start uint64, err error) {
+	if err := checkStream(stream); err != nil {
+		return 0, err
+	}
+	if expected == NoStream {
+		return 0, &InvalidArgumentError{Field: "expected", Limit: "any, stream exists or an exact version", Reason: "a truncate cannot expect no stream"}
+	}
+	req := &shoalv1.TruncateRequest{Stream: stream, Before: before, Expected: expected.proto()}
+	err = c.run(ctx, target{kind: byStream, stream: stream, idempotent: true, lostAnswerRetry: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+		resp, err := n.streams.Truncate(ctx, req)
+		if err == nil {
+			start = resp.GetStart()
+		}
+		return false, err
+	})
+	return start, err
+}
+
 // Read returns the events of stream, forwards from version 0 unless opts
 // say otherwise. The sequence pulls pages from one server stream as the
 // caller ranges over it (memory is bounded by a page); after a transient

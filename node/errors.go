@@ -135,6 +135,8 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 		})
 	case errors.Is(err, shard.ErrIDConflict):
 		return withDetails(codes.AlreadyExists, err.Error(), &shoalv1.IDConflict{Stream: stream})
+	case errors.Is(err, shard.ErrNeedsFormat):
+		return shoalv1.ShardFormatError(err.Error(), id)
 	case errors.Is(err, shard.ErrStreamDeleted):
 		return withDetails(codes.NotFound, fmt.Sprintf("stream %q is deleted (tombstoned)", stream),
 			&shoalv1.StreamDeleted{Stream: stream})
@@ -174,7 +176,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
-	"canceled", "outcome_unknown", "error"}
+	"canceled", "outcome_unknown", "shard_format", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -184,6 +186,9 @@ func resultLabel(err error) string {
 	if st, ok := status.FromError(err); ok {
 		switch st.Code() {
 		case codes.FailedPrecondition:
+			if shoalv1.IsShardFormat(st) {
+				return "shard_format"
+			}
 			return "wrong_expected_version"
 		case codes.NotFound:
 			return "not_found"

@@ -16,6 +16,7 @@ import (
 type metrics struct {
 	appends        *prometheus.CounterVec // by result
 	deletes        *prometheus.CounterVec // by result
+	truncates      *prometheus.CounterVec // by result
 	reads          *prometheus.CounterVec // by kind (stream, shard) and result
 	appendLatency  prometheus.Histogram
 	eventsAppended prometheus.Counter
@@ -42,6 +43,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_deletes_total",
 			Help: "Delete requests answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
+		}, []string{"result"}),
+		truncates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_truncates_total",
+			Help: "Truncate requests answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
 		}, []string{"result"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_reads_total",
@@ -117,12 +122,13 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	for _, result := range resultLabels {
 		m.appends.WithLabelValues(result)
 		m.deletes.WithLabelValues(result)
+		m.truncates.WithLabelValues(result)
 		for _, kind := range []string{"stream", "shard"} {
 			m.reads.WithLabelValues(kind, result)
 		}
 	}
 	if r != nil {
-		r.MustRegister(m.appends, m.deletes, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
+		r.MustRegister(m.appends, m.deletes, m.truncates, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
 			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused)
 	}

@@ -65,6 +65,14 @@ func (s *streamsServer) Delete(ctx context.Context, req *shoalv1.DeleteRequest) 
 	return resp, err
 }
 
+func (s *streamsServer) Truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*shoalv1.TruncateResponse, error) {
+	resp, err := s.n.truncate(ctx, req)
+	if incomingHops(ctx) == 0 {
+		s.n.metrics.truncates.WithLabelValues(resultLabel(err)).Inc()
+	}
+	return resp, err
+}
+
 // Read and ReadShard check the request before it takes a place of a limit (holdSubscription,
 // holdShardRead): at the limit an invalid one was refused as RESOURCE_EXHAUSTED, which clients
 // retry, and its caller learnt what was wrong with it only once a place was free, if ever.
@@ -239,6 +247,51 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 		return &shoalv1.DeleteResponse{Shard: id, Position: r.Position, Logged: r.Logged}, nil
 	}
 	return nil, status.Errorf(codes.Internal, "delete: unexpected result %T", res)
+}
+
+func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*shoalv1.TruncateResponse, error) {
+	id, err := n.shardOf(req.Stream)
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	exp, err := fromProtoExpected(req.Expected)
+	if err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	cmd := &shard.TruncateCommand{Stream: req.Stream, Before: req.Before, Expected: exp}
+	if err := shard.ValidateTruncate(cmd); err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	// A truncate is safe to repeat: once applied, a repeat removes nothing more, and it changes
+	// neither the stream's version nor its state, so a repeat's expected version still holds.
+	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		// A replica of a version without the command would stop at it: proposed only once the
+		// shard is at the format that has it, which is raised only when every replica's node
+		// runs such a version.
+		if sm, _, ok := n.shardSM(id); !ok || sm.Format() < shard.Format4 {
+			have := uint64(0)
+			if ok {
+				have = sm.Format()
+			}
+			return shard.NeedsFormat("truncating a stream", shard.Format4, id, have), nil
+		}
+		return g.Propose(pctx, shard.EncodeTruncate(cmd))
+	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
+		return shoalv1.NewStreamsClient(conn).Truncate(fctx, req)
+	})
+	if r, ok := res.(error); ok && err == nil {
+		res, err = nil, r
+	}
+	if err = appendOutcome(id, retried, err); err != nil {
+		return nil, n.toStatus(err, req.Stream, id)
+	}
+	switch r := res.(type) {
+	case *shoalv1.TruncateResponse:
+		return r, nil
+	case *shard.TruncateResult:
+		return &shoalv1.TruncateResponse{Shard: id, Start: r.Start}, nil
+	}
+	return nil, status.Errorf(codes.Internal, "truncate: unexpected result %T", res)
 }
 
 // readBarrier makes a linearizable read possible on local group g: the

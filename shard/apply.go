@@ -261,7 +261,7 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 // may be gone from then on; ReadLog relies on that to tell a truncated event from a lost one.
 func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) {
 	if s.pendFormat < Format4 {
-		return needsFormat("truncating a stream", Format4, s.id, s.pendFormat), nil
+		return NeedsFormat("truncating a stream", Format4, s.id, s.pendFormat), nil
 	}
 	if err := ValidateTruncate(c); err != nil {
 		return err, nil
@@ -297,8 +297,8 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	return &TruncateResult{Start: m.start}, nil
 }
 
-// needsFormat is the ErrNeedsFormat verdict for what, which needs format need of shard id, at have.
-func needsFormat(what string, need uint64, id uint32, have uint64) error {
+// NeedsFormat is the ErrNeedsFormat verdict for what, which needs format need of shard id, at have.
+func NeedsFormat(what string, need uint64, id uint32, have uint64) error {
 	return fmt.Errorf("%w: %s needs shard format %d, shard %d is at format %d "+
 		"(the shard's leader raises it once every replica runs a version that has it)", ErrNeedsFormat, what, need, id, have)
 }

@@ -177,7 +177,7 @@ func (m *model) delete(c *DeleteCommand) any {
 
 func (m *model) truncate(c *TruncateCommand) any {
 	if m.format < Format4 {
-		return needsFormat("truncating a stream", Format4, m.id, m.format)
+		return NeedsFormat("truncating a stream", Format4, m.id, m.format)
 	}
 	if err := ValidateTruncate(c); err != nil {
 		return err

@@ -1307,6 +1307,121 @@ func (x *DeleteResponse) GetLogged() bool {
 	return false
 }
 
+type TruncateRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Events at versions below before are removed. A live stream keeps its
+	// last event (before is capped at its last version); a deleted one can
+	// lose all (capped at last+1).
+	Before        uint64           `protobuf:"varint,2,opt,name=before,proto3" json:"before,omitempty"`
+	Expected      *ExpectedVersion `protobuf:"bytes,3,opt,name=expected,proto3" json:"expected,omitempty"` // KIND_NO_STREAM is invalid here
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TruncateRequest) Reset() {
+	*x = TruncateRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TruncateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TruncateRequest) ProtoMessage() {}
+
+func (x *TruncateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TruncateRequest.ProtoReflect.Descriptor instead.
+func (*TruncateRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TruncateRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *TruncateRequest) GetBefore() uint64 {
+	if x != nil {
+		return x.Before
+	}
+	return 0
+}
+
+func (x *TruncateRequest) GetExpected() *ExpectedVersion {
+	if x != nil {
+		return x.Expected
+	}
+	return nil
+}
+
+type TruncateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Start         uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"` // the stream's first version now: every event before it is gone
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TruncateResponse) Reset() {
+	*x = TruncateResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TruncateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TruncateResponse) ProtoMessage() {}
+
+func (x *TruncateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TruncateResponse.ProtoReflect.Descriptor instead.
+func (*TruncateResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TruncateResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *TruncateResponse) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
 // WrongExpectedVersion: code FAILED_PRECONDITION.
 type WrongExpectedVersion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1320,7 +1435,7 @@ type WrongExpectedVersion struct {
 
 func (x *WrongExpectedVersion) Reset() {
 	*x = WrongExpectedVersion{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1447,7 @@ func (x *WrongExpectedVersion) String() string {
 func (*WrongExpectedVersion) ProtoMessage() {}
 
 func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[16]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1460,7 @@ func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrongExpectedVersion.ProtoReflect.Descriptor instead.
 func (*WrongExpectedVersion) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WrongExpectedVersion) GetStream() string {
@@ -1386,7 +1501,7 @@ type StreamNotFound struct {
 
 func (x *StreamNotFound) Reset() {
 	*x = StreamNotFound{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1513,7 @@ func (x *StreamNotFound) String() string {
 func (*StreamNotFound) ProtoMessage() {}
 
 func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[17]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1526,7 @@ func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamNotFound.ProtoReflect.Descriptor instead.
 func (*StreamNotFound) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StreamNotFound) GetStream() string {
@@ -1431,7 +1546,7 @@ type StreamDeleted struct {
 
 func (x *StreamDeleted) Reset() {
 	*x = StreamDeleted{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1558,7 @@ func (x *StreamDeleted) String() string {
 func (*StreamDeleted) ProtoMessage() {}
 
 func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1571,7 @@ func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDeleted.ProtoReflect.Descriptor instead.
 func (*StreamDeleted) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StreamDeleted) GetStream() string {
@@ -1478,7 +1593,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1605,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1618,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InvalidField) GetField() string {
@@ -1541,7 +1656,7 @@ type IDConflict struct {
 
 func (x *IDConflict) Reset() {
 	*x = IDConflict{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1668,7 @@ func (x *IDConflict) String() string {
 func (*IDConflict) ProtoMessage() {}
 
 func (x *IDConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1681,7 @@ func (x *IDConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDConflict.ProtoReflect.Descriptor instead.
 func (*IDConflict) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IDConflict) GetStream() string {
@@ -1609,7 +1724,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1736,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1749,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NotLeader) GetShard() uint32 {
@@ -1669,7 +1784,7 @@ type ClusterSettings struct {
 
 func (x *ClusterSettings) Reset() {
 	*x = ClusterSettings{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1796,7 @@ func (x *ClusterSettings) String() string {
 func (*ClusterSettings) ProtoMessage() {}
 
 func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1809,7 @@ func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
 func (*ClusterSettings) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterSettings) GetClusterId() string {
@@ -1737,7 +1852,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1864,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1877,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TopologyRequest) GetLocalOnly() bool {
@@ -1791,7 +1906,7 @@ type SuspectLeader struct {
 
 func (x *SuspectLeader) Reset() {
 	*x = SuspectLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1918,7 @@ func (x *SuspectLeader) String() string {
 func (*SuspectLeader) ProtoMessage() {}
 
 func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1931,7 @@ func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspectLeader.ProtoReflect.Descriptor instead.
 func (*SuspectLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SuspectLeader) GetShard() uint32 {
@@ -1854,7 +1969,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1981,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1994,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -1998,7 +2113,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2125,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2138,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -2131,7 +2246,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2258,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2271,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -2202,7 +2317,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2329,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2342,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 type StatusResponse struct {
@@ -2240,7 +2355,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2367,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2380,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -2292,7 +2407,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2419,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2432,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -2342,7 +2457,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2469,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2482,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 type RecommissionRequest struct {
@@ -2380,7 +2495,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2507,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2520,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RecommissionRequest) GetNode() string {
@@ -2431,7 +2546,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +2558,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +2571,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecommissionResponse) GetWasDecommissioning() bool {
@@ -2474,7 +2589,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2601,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2614,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
 }
 
 type RaftBatch struct {
@@ -2521,7 +2636,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2648,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2661,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -2599,7 +2714,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2726,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2739,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
 }
 
 type SnapshotChunk struct {
@@ -2647,7 +2762,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2774,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2787,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -2828,7 +2943,14 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x0eDeleteResponse\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x16\n" +
-	"\x06logged\x18\x03 \x01(\bR\x06logged\"\xb1\x01\n" +
+	"\x06logged\x18\x03 \x01(\bR\x06logged\"x\n" +
+	"\x0fTruncateRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x16\n" +
+	"\x06before\x18\x02 \x01(\x04R\x06before\x125\n" +
+	"\bexpected\x18\x03 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\">\n" +
+	"\x10TruncateResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\"\xb1\x01\n" +
 	"\x14WrongExpectedVersion\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12#\n" +
@@ -2937,13 +3059,14 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bDeletion\x12\x11\n" +
 	"\rDELETION_NONE\x10\x00\x12\x11\n" +
 	"\rDELETION_SOFT\x10\x01\x12\x16\n" +
-	"\x12DELETION_TOMBSTONE\x10\x022\xca\x02\n" +
+	"\x12DELETION_TOMBSTONE\x10\x022\x8d\x03\n" +
 	"\aStreams\x12;\n" +
 	"\x06Append\x12\x17.shoal.v1.AppendRequest\x1a\x18.shoal.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
 	"\tReadShard\x12\x1a.shoal.v1.ReadShardRequest\x1a\x1b.shoal.v1.ReadShardResponse0\x01\x12;\n" +
 	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
-	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x012\xe9\x02\n" +
+	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x01\x12A\n" +
+	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse2\xe9\x02\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
@@ -2967,7 +3090,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                // 0: shoal.v1.Deletion
 	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
@@ -2987,29 +3110,31 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*ReadShardResponse)(nil),    // 15: shoal.v1.ReadShardResponse
 	(*DeleteRequest)(nil),        // 16: shoal.v1.DeleteRequest
 	(*DeleteResponse)(nil),       // 17: shoal.v1.DeleteResponse
-	(*WrongExpectedVersion)(nil), // 18: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),       // 19: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),        // 20: shoal.v1.StreamDeleted
-	(*InvalidField)(nil),         // 21: shoal.v1.InvalidField
-	(*IDConflict)(nil),           // 22: shoal.v1.IDConflict
-	(*NotLeader)(nil),            // 23: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),      // 24: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),      // 25: shoal.v1.TopologyRequest
-	(*SuspectLeader)(nil),        // 26: shoal.v1.SuspectLeader
-	(*NodeInfo)(nil),             // 27: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),            // 28: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),     // 29: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),        // 30: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),       // 31: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),  // 32: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil), // 33: shoal.v1.DecommissionResponse
-	(*RecommissionRequest)(nil),  // 34: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil), // 35: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),      // 36: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 37: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 38: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 39: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 40: google.protobuf.Any
+	(*TruncateRequest)(nil),      // 18: shoal.v1.TruncateRequest
+	(*TruncateResponse)(nil),     // 19: shoal.v1.TruncateResponse
+	(*WrongExpectedVersion)(nil), // 20: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),       // 21: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),        // 22: shoal.v1.StreamDeleted
+	(*InvalidField)(nil),         // 23: shoal.v1.InvalidField
+	(*IDConflict)(nil),           // 24: shoal.v1.IDConflict
+	(*NotLeader)(nil),            // 25: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),      // 26: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),      // 27: shoal.v1.TopologyRequest
+	(*SuspectLeader)(nil),        // 28: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),             // 29: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),            // 30: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),     // 31: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),        // 32: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),       // 33: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),  // 34: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil), // 35: shoal.v1.DecommissionResponse
+	(*RecommissionRequest)(nil),  // 36: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil), // 37: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),      // 38: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 39: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 40: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 41: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 42: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -3017,7 +3142,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	40, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	42, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -3025,41 +3150,44 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	11, // 10: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
 	11, // 11: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
 	2,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	2,  // 13: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	26, // 14: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
-	24, // 15: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	27, // 16: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	28, // 17: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	29, // 18: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	4,  // 19: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	12, // 20: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	14, // 21: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	16, // 22: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	7,  // 23: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	25, // 24: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	30, // 25: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	32, // 26: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	34, // 27: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	36, // 28: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	37, // 29: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	39, // 30: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	5,  // 31: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	13, // 32: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	15, // 33: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	17, // 34: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	10, // 35: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	29, // 36: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	31, // 37: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	33, // 38: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	35, // 39: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	24, // 40: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	38, // 41: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	38, // 42: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	31, // [31:43] is the sub-list for method output_type
-	19, // [19:31] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 13: shoal.v1.TruncateRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	2,  // 14: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
+	28, // 15: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
+	26, // 16: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	29, // 17: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	30, // 18: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	31, // 19: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	4,  // 20: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	12, // 21: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	14, // 22: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	16, // 23: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	7,  // 24: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	18, // 25: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
+	27, // 26: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	32, // 27: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	34, // 28: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	36, // 29: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	38, // 30: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	39, // 31: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	41, // 32: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	5,  // 33: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	13, // 34: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	15, // 35: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	17, // 36: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	10, // 37: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	19, // 38: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	31, // 39: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	33, // 40: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	35, // 41: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	37, // 42: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	26, // 43: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	40, // 44: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	40, // 45: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -3073,7 +3201,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

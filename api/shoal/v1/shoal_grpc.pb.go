@@ -28,6 +28,7 @@ const (
 	Streams_ReadShard_FullMethodName      = "/shoal.v1.Streams/ReadShard"
 	Streams_Delete_FullMethodName         = "/shoal.v1.Streams/Delete"
 	Streams_AppendPipeline_FullMethodName = "/shoal.v1.Streams/AppendPipeline"
+	Streams_Truncate_FullMethodName       = "/shoal.v1.Streams/Truncate"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -51,6 +52,11 @@ type StreamsClient interface {
 	// item ID as it completes, in any order, grouping the answers that are
 	// ready together. Each item has exactly Append's semantics and errors.
 	AppendPipeline(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendBatch, AppendResults], error)
+	// Truncate removes a stream's events before a version, for good (stream
+	// reads, shard reads and disk). Idempotent. Needs the shard at format 4:
+	// else FAILED_PRECONDITION with a google.rpc.ErrorInfo of reason
+	// SHARD_FORMAT.
+	Truncate(ctx context.Context, in *TruncateRequest, opts ...grpc.CallOption) (*TruncateResponse, error)
 }
 
 type streamsClient struct {
@@ -132,6 +138,16 @@ func (c *streamsClient) AppendPipeline(ctx context.Context, opts ...grpc.CallOpt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Streams_AppendPipelineClient = grpc.BidiStreamingClient[AppendBatch, AppendResults]
 
+func (c *streamsClient) Truncate(ctx context.Context, in *TruncateRequest, opts ...grpc.CallOption) (*TruncateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TruncateResponse)
+	err := c.cc.Invoke(ctx, Streams_Truncate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -153,6 +169,11 @@ type StreamsServer interface {
 	// item ID as it completes, in any order, grouping the answers that are
 	// ready together. Each item has exactly Append's semantics and errors.
 	AppendPipeline(grpc.BidiStreamingServer[AppendBatch, AppendResults]) error
+	// Truncate removes a stream's events before a version, for good (stream
+	// reads, shard reads and disk). Idempotent. Needs the shard at format 4:
+	// else FAILED_PRECONDITION with a google.rpc.ErrorInfo of reason
+	// SHARD_FORMAT.
+	Truncate(context.Context, *TruncateRequest) (*TruncateResponse, error)
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -177,6 +198,9 @@ func (UnimplementedStreamsServer) Delete(context.Context, *DeleteRequest) (*Dele
 }
 func (UnimplementedStreamsServer) AppendPipeline(grpc.BidiStreamingServer[AppendBatch, AppendResults]) error {
 	return status.Error(codes.Unimplemented, "method AppendPipeline not implemented")
+}
+func (UnimplementedStreamsServer) Truncate(context.Context, *TruncateRequest) (*TruncateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Truncate not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -264,6 +288,24 @@ func _Streams_AppendPipeline_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Streams_AppendPipelineServer = grpc.BidiStreamingServer[AppendBatch, AppendResults]
 
+func _Streams_Truncate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TruncateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).Truncate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_Truncate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).Truncate(ctx, req.(*TruncateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -278,6 +320,10 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Delete",
 			Handler:    _Streams_Delete_Handler,
+		},
+		{
+			MethodName: "Truncate",
+			Handler:    _Streams_Truncate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,6 +1,8 @@
 package shoalv1
 
 import (
+	"strconv"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -19,3 +21,17 @@ func NodeUnreachableError(code codes.Code, msg, node string) error {
 
 // IsNodeUnreachable reports whether st is such an answer (NodeUnreachableError).
 func IsNodeUnreachable(st *status.Status) bool { return hasReason(st, NodeUnreachableReason) }
+
+// ShardFormatReason is the google.rpc.ErrorInfo reason of a refusal (FAILED_PRECONDITION) of
+// a command that the stream's shard is not at the format for yet: a replica of it runs a
+// version without the command. It passes once every replica is upgraded and the shard's
+// leader raises the format.
+const ShardFormatReason = "SHARD_FORMAT"
+
+// ShardFormatError is such a refusal, with msg and the shard.
+func ShardFormatError(msg string, shard uint32) error {
+	return errorWithInfo(codes.FailedPrecondition, msg, ShardFormatReason, map[string]string{"shard": strconv.FormatUint(uint64(shard), 10)})
+}
+
+// IsShardFormat reports whether st is such a refusal (ShardFormatError).
+func IsShardFormat(st *status.Status) bool { return hasReason(st, ShardFormatReason) }
