@@ -1,0 +1,161 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/ring"
+)
+
+// TestTruncate runs three nodes of this version, every shard replicated three ways at the
+// latest format: a truncation through a node that does not lead the shard removes the
+// stream's first events on every replica, from stream reads and from the shard log, keeps the
+// versions going, keeps the IDs (a retried append is a duplicate), and refuses what it must.
+func TestTruncate(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "replication 3", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{c.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	testnode.WaitMaxFormat(t, cl, placementWait)
+
+	const stream = "order-7"
+	sh := ring.ShardOf(stream, placementShards)
+	evs := make([]client.Event, 6)
+	for i := range evs {
+		evs[i] = client.Event{ID: uuid.Must(uuid.NewV7()), Type: "Step", Data: []byte(fmt.Sprintf(`{"n":%d}`, i))}
+	}
+	first, err := cl.Append(ctx, stream, client.NoStream, evs[:4]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Append(ctx, stream, client.Exact(3), evs[4:]...); err != nil {
+		t.Fatal(err)
+	}
+
+	// Refusals write nothing.
+	if _, err := cl.Truncate(ctx, stream, 3, client.Exact(4)); !errors.Is(err, client.ErrWrongExpectedVersion) {
+		t.Fatalf("truncate expecting version 4 of a stream at 5: %v, want ErrWrongExpectedVersion", err)
+	}
+	if _, err := cl.Truncate(ctx, "absent-stream", 3, client.Any); !errors.Is(err, client.ErrStreamNotFound) {
+		t.Fatalf("truncate of an absent stream: %v, want ErrStreamNotFound", err)
+	}
+	if _, err := cl.Truncate(ctx, stream, 3, client.NoStream); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("truncate expecting no stream: %v, want ErrInvalidArgument", err)
+	}
+
+	start, err := cl.Truncate(ctx, stream, 3, client.Exact(5))
+	if err != nil || start != 3 {
+		t.Fatalf("truncate before 3: start %d, %v; want 3", start, err)
+	}
+	versions := func(opts ...client.ReadOption) []uint64 {
+		var out []uint64
+		for e, err := range cl.Read(ctx, stream, opts...) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e.Version)
+		}
+		return out
+	}
+	if got := fmt.Sprint(versions()); got != "[3 4 5]" {
+		t.Fatalf("read after truncating before 3: versions %s, want [3 4 5]", got)
+	}
+	// The IDs stay known: the first append again is a duplicate, not a new write.
+	again, err := cl.Append(ctx, stream, client.NoStream, evs[:4]...)
+	if err != nil || !again.Duplicate || again.FirstVersion != 0 || again.Position != first.Position {
+		t.Fatalf("first append repeated after the truncation: %+v, %v; want a duplicate at version 0", again, err)
+	}
+
+	// Every replica, read on its own (stale), lost the same events from its shard log.
+	for i := range c.Nodes {
+		conn := c.Dial(t, i)
+		testnode.WaitFor(t, 15*time.Second, fmt.Sprintf("node %d's replica", i+1), func() string {
+			log, err := readShardStale(ctx, conn, sh)
+			if err != nil {
+				return err.Error()
+			}
+			var got []uint64
+			for _, e := range log {
+				if e.GetStream() == stream {
+					got = append(got, e.GetVersion())
+				}
+			}
+			if fmt.Sprint(got) != "[3 4 5]" {
+				return fmt.Sprintf("versions %v in the shard log", got)
+			}
+			return ""
+		})
+	}
+
+	// A live stream keeps its last event; the versions go on after it.
+	if start, err = cl.Truncate(ctx, stream, math.MaxUint64, client.StreamExists); err != nil || start != 5 {
+		t.Fatalf("truncate of everything: start %d, %v; want 5 (the last event stays)", start, err)
+	}
+	if start, err = cl.Truncate(ctx, stream, math.MaxUint64, client.StreamExists); err != nil || start != 5 {
+		t.Fatalf("the same truncate again: start %d, %v; want 5", start, err)
+	}
+	next, err := cl.Append(ctx, stream, client.Exact(5), client.Event{Type: "Step", Data: []byte("{}")})
+	if err != nil || next.FirstVersion != 6 {
+		t.Fatalf("append after truncating: %+v, %v; want version 6", next, err)
+	}
+	if got := fmt.Sprint(versions()); got != "[5 6]" {
+		t.Fatalf("read at the end: versions %s, want [5 6]", got)
+	}
+}
+
+// TestTruncateBeforeFormat4: a shard not yet raised to format 4 (here: no placement round has
+// run to raise it) refuses a truncation with FAILED_PRECONDITION and the SHARD_FORMAT reason,
+// which the client returns as ErrShardFormat, without proposing it: a replica of a version
+// without the command would stop at it. The stream keeps every event.
+func TestTruncateBeforeFormat4(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	c := testnode.Start(t, 1, testnode.Options{Shards: 1, Replication: 1, Configure: func(_ int, cfg *node.Config) {
+		cfg.PlacementInterval = time.Hour // the shard stays at the format it was created at
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{c.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Append(ctx, "s", client.NoStream, client.Event{Type: "A"}, client.Event{Type: "B"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Truncate(ctx, "s", 1, client.Any)
+	if !errors.Is(err, client.ErrShardFormat) {
+		t.Fatalf("truncate of a shard below format 4: %v, want ErrShardFormat", err)
+	}
+	t.Log(err)
+	n := 0
+	for _, err := range cl.Read(ctx, "s") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d events after the refused truncate, want 2", n)
+	}
+}
