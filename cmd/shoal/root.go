@@ -95,7 +95,7 @@ func (a *app) newRoot() *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(
 		a.serverCmd(), a.devCmd(),
-		a.appendCmd(), a.readCmd(), a.readShardCmd(), a.readAllCmd(), a.deleteCmd(),
+		a.appendCmd(), a.readCmd(), a.readShardCmd(), a.readAllCmd(), a.deleteCmd(), a.truncateCmd(),
 		a.clusterCmd(), a.nodeCmd(),
 		a.benchCmd(), a.versionCmd(),
 	)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -560,6 +561,84 @@ stream after its last version, and reads show the events appended since.
 	f.BoolVar(&tombstone, "tombstone", false, "delete permanently; the name can never be used again")
 	a.serverFlag(cmd, &server)
 	return cmd
+}
+
+func (a *app) truncateCmd() *cobra.Command {
+	var expected, server, before string
+	cmd := &cobra.Command{
+		Use:   "truncate STREAM --before N|all [--expected any|exists|N]",
+		Short: "Remove a stream's events before a version, for good",
+		Long: `Remove a stream's events before version N, for good: from reads of the stream,
+from reads of its shard (read-shard, read-all, subscriptions and projections
+that have not read them yet) and, as the server compacts, from its disk. The
+events' IDs stay known, so a retried append of them is still a duplicate.
+
+A live stream keeps its last event, so that its versions go on: N is capped at
+the last version, and the command prints where the stream now starts. A
+deleted stream can lose every event (--before all), which frees the space its
+hidden history holds. Running it again removes nothing more.
+
+Every node must run a version that has truncation (shard format 4); until the
+shard's leader has raised the format, the command is refused.`,
+		Args: exactArgs("stream"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stream := args[0]
+			var n uint64
+			switch b := strings.TrimSpace(before); b {
+			case "":
+				return usagef("--before is required: the first version to keep, or all")
+			case "all":
+				n = math.MaxUint64
+			default:
+				v, err := strconv.ParseUint(b, 10, 64)
+				if err != nil {
+					return usagef("--before must be a version number (0 or more) or all, got %q", before)
+				}
+				n = v
+			}
+			if expected == "no-stream" {
+				return usagef("--expected no-stream does not apply to truncate; use any, exists or a version number")
+			}
+			exp, err := parseExpected(expected, false)
+			if err != nil {
+				return err
+			}
+			var start uint64
+			err = a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+				if start, err = c.Truncate(ctx, stream, n, exp); err != nil {
+					return a.truncateFailed(err, server, stream)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "truncated %s: it now starts at version %d (the events before it are gone)\n", stream, start)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&before, "before", "", "the first version to keep (events before it are removed), or all")
+	f.StringVar(&expected, "expected", "any", "expected version: any, exists, or N (the last event's version)")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// truncateFailed explains a truncate of stream that failed after the command connected to
+// server: a shard not yet at the format, or an outcome left unknown (a truncate is
+// idempotent: running it again is safe).
+func (a *app) truncateFailed(err error, server, stream string) error {
+	if errors.Is(err, client.ErrShardFormat) {
+		return &explainedError{code: exitError, msg: fmt.Sprintf(
+			"stream %q was not truncated: its shard is not at format 4 yet. Every node of the shard must run a version "+
+				"with truncation; once they do, its leader raises the format within seconds ('shoal cluster status' shows "+
+				"each node's version)", stream)}
+	}
+	if cause, ok := unknownOutcome(err, server); ok {
+		return &explainedError{code: exitError, msg: fmt.Sprintf(
+			"the truncate's outcome is unknown: %s; run it again (a truncate is safe to repeat)", cause)}
+	}
+	return a.writeRefused(err, server)
 }
 
 // deleteFailed explains a delete of stream that failed after the command connected to server,

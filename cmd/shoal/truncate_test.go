@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/internal/testnode"
+)
+
+// TestTruncateCLI: shoal truncate removes a stream's first events, says where the stream now
+// starts, keeps the last event of a live stream, and refuses what it must with the usage exit.
+func TestTruncateCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNode(t)
+	testnode.WaitMaxFormat(t, dialNode(t, n), 20*time.Second)
+	env := map[string]string{"SHOAL_SERVER": n.Addr()}
+	run := func(want int, args ...string) string {
+		t.Helper()
+		code, out, errOut := runCLI(t, env, "", args...)
+		if code != want {
+			t.Fatalf("shoal %s: exit %d (stdout %q, stderr %q), want %d", strings.Join(args, " "), code, out, errOut, want)
+		}
+		return out + errOut
+	}
+	for range 4 {
+		run(exitOK, "append", "tr-1", "--type", "Step")
+	}
+	run(exitUsage, "truncate", "tr-1")
+	run(exitUsage, "truncate", "tr-1", "--before", "soon")
+	if out := run(exitUsage, "truncate", "tr-1", "--before", "2", "--expected", "no-stream"); !strings.Contains(out, "does not apply to truncate") {
+		t.Fatalf("truncate --expected no-stream: %q", out)
+	}
+	run(exitConflict, "truncate", "tr-1", "--before", "2", "--expected", "2")
+	if out := run(exitOK, "truncate", "tr-1", "--before", "2", "--expected", "3"); !strings.Contains(out, "truncated tr-1: it now starts at version 2") {
+		t.Fatalf("truncate --before 2: %q", out)
+	}
+	if out := run(exitOK, "read", "tr-1"); strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "tr-1@2") {
+		t.Fatalf("read after truncating before 2: %q", out)
+	}
+	if out := run(exitOK, "truncate", "tr-1", "--before", "all"); !strings.Contains(out, "now starts at version 3") {
+		t.Fatalf("truncate --before all of a live stream: %q, want the last event kept", out)
+	}
+	run(exitNotFound, "truncate", "nobody-here", "--before", "1")
+}
