@@ -553,7 +553,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 			return n.toStatus(err, "", req.Shard)
 		}
 		page.NextPosition = next
-		atEnd := !full && entries < want
+		// A read that skipped a long run of truncated events returns early: the log goes on.
+		more := !full && next < sm.LastPosition()
+		atEnd := !full && entries < want && !more
 		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
 			// Nothing for the caller yet (entries it skips do not count): read on, or at the
 			// end wait, in steps that check the replica still serves, until the wait is up.
@@ -580,7 +582,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 		if err := f.checkDue(); err != nil {
 			return n.toStatus(err, "", req.Shard)
 		}
-		if entries == 0 {
+		if entries == 0 && !more {
 			switch {
 			case req.Follow:
 				heartbeat, err := f.await(changed)

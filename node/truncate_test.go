@@ -159,3 +159,67 @@ func TestTruncateBeforeFormat4(t *testing.T) {
 		t.Fatalf("%d events after the refused truncate, want 2", n)
 	}
 }
+
+// TestReadShardAcrossLongTruncation: a shard read over more truncated events than one
+// shard read skips at a time (4096) goes on past them, plain or following, rather than end
+// there as if at the end of the log, or wait there for new events.
+func TestReadShardAcrossLongTruncation(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	c := testnode.Start(t, 1, testnode.Options{Shards: 1, Replication: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{c.Nodes[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	testnode.WaitMaxFormat(t, cl, 30*time.Second)
+	batch := make([]client.Event, 100)
+	for i := range 50 {
+		for j := range batch {
+			batch[j] = client.Event{Type: "Step"}
+		}
+		exp := client.NoStream
+		if i > 0 {
+			exp = client.Exact(uint64(i*100) - 1)
+		}
+		if _, err := cl.Append(ctx, "long", exp, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if start, err := cl.Truncate(ctx, "long", math.MaxUint64, client.Exact(4999)); err != nil || start != 4999 {
+		t.Fatalf("truncate: start %d, %v", start, err)
+	}
+	after, err := cl.Append(ctx, "after", client.NoStream, client.Event{Type: "Step"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("[long@4999 after@0 pos=%d]", after.Position)
+	read := func(opts ...client.ReadOption) string {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var got []string
+		for e, err := range cl.ReadShard(rctx, 0, 0, 0, opts...) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := fmt.Sprintf("%s@%d", e.Stream, e.Version)
+			if e.Stream == "after" {
+				s += fmt.Sprintf(" pos=%d", e.Position)
+			}
+			if got = append(got, s); len(got) == 2 {
+				break
+			}
+		}
+		return fmt.Sprint(got)
+	}
+	if got := read(); got != want {
+		t.Fatalf("ReadShard from 0: %s, want %s", got, want)
+	}
+	if got := read(client.Follow()); got != want {
+		t.Fatalf("ReadShard from 0, following: %s, want %s", got, want)
+	}
+}

@@ -138,12 +138,18 @@ func (s *Shard) decodeEvent(it *pebble.Iterator, ev *RecordedEvent) error {
 	return decodeRecord(v, ev)
 }
 
+// maxLogSkip bounds the truncated events one ReadLog skips: past it the read returns early,
+// so that a read over a long truncated run answers in bounded time (a variable for tests).
+var maxLogSkip = 4096
+
 // ReadLog calls fn for up to count entries (0 = all) of the shard log in
 // position order, starting at position from. It returns the position after
 // the last entry fn accepted (from if none) or, past it, after the truncated
 // events the read skipped, and fn's error if fn stopped the read. The log
 // includes events of streams deleted later (it is the shard's history; check
-// StreamInfo to filter), but not the events a TruncateCommand removed. From Format2 on it also
+// StreamInfo to filter), but not the events a TruncateCommand removed. A read
+// that skips more than 4096 of those returns early, with fewer than count
+// entries: next below LastPosition says the log goes on. From Format2 on it also
 // holds the deletes, each at its own position, as RecordedEvents with
 // Deletion set (see RecordedEvent); they count toward count. Memory is
 // bounded by one event at a time plus the names of the streams seen.
@@ -201,6 +207,7 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 	}
 	names := make(map[uint64]string)
 	var delivered uint64
+	skipped := 0 // truncated events
 	var want []byte
 	for ; valid && delivered < count; valid = lit.Next() {
 		k := lit.Key()
@@ -261,6 +268,9 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 					return next, errCorrupt("shard log points at a missing event")
 				}
 				next = pos + j + 1 // skipped for good: a resumed read need not look again
+				if skipped++; skipped >= maxLogSkip {
+					return next, nil
+				}
 				continue
 			}
 			ev := &RecordedEvent{Stream: name}
