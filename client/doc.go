@@ -94,7 +94,7 @@
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
 //     (a write that may or may not have been applied, see 3 and Delete),
 //     ErrTLSHandshake, ErrWrongCluster
-//     (see 7), ErrClosed, and read their facts
+//     (see 7), ErrShardFormat (Truncate), ErrClosed, and read their facts
 //     with errors.As (*WrongExpectedVersionError, *InvalidArgumentError,
 //     *IDConflictError, *UnavailableError, *OutcomeUnknownError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.

@@ -23,12 +23,13 @@ var (
 	// ErrStreamNotFound is returned by reads of a stream that does not exist
 	// or was soft-deleted, and by Delete of a stream that does not exist.
 	ErrStreamNotFound = errors.New("client: stream not found")
-	// ErrStreamDeleted is returned by any operation on a tombstoned stream.
+	// ErrStreamDeleted is returned by any operation on a tombstoned stream but Truncate, which
+	// frees its events' space.
 	ErrStreamDeleted = errors.New("client: stream deleted")
 	// ErrStreamChanged ends a Read that resumed after a failure and found the stream deleted
-	// and written again since the events it yielded: what follows is not the history read so
-	// far. (Deleted and not written again, it ends with ErrStreamNotFound.) The error is a
-	// *StreamChangedError. Read the stream again.
+	// and written again since the events it yielded, or truncated past them: what follows is
+	// not the history read so far. (Deleted and not written again, it ends with
+	// ErrStreamNotFound.) The error is a *StreamChangedError. Read the stream again.
 	ErrStreamChanged = errors.New("client: stream deleted during the read")
 	// ErrInvalidArgument is returned for a request the server (or the
 	// client, before sending) refuses as malformed. The error is an
