@@ -379,6 +379,30 @@ func (n *fakeNode) Delete(ctx context.Context, req *shoalv1.DeleteRequest) (*sho
 	return &shoalv1.DeleteResponse{}, nil
 }
 
+// Truncate removes the stream's events before req.Before, keeping the last (the fake keeps a
+// stream's events from version 0, so a truncated event is one with an empty type).
+func (n *fakeNode) Truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*shoalv1.TruncateResponse, error) {
+	err := n.enter(ctx, "Truncate", req)
+	if err != nil && err != errLoseAck {
+		return nil, err
+	}
+	c := n.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	evs, ok := c.streams[req.Stream]
+	if !ok {
+		return nil, statusWith(codes.NotFound, "fake: stream not found", &shoalv1.StreamNotFound{Stream: req.Stream})
+	}
+	start := min(req.Before, uint64(len(evs))-1)
+	for _, e := range evs[:start] {
+		e.Type = ""
+	}
+	if err == errLoseAck {
+		return nil, status.Error(codes.Internal, "fake: the answer was lost")
+	}
+	return &shoalv1.TruncateResponse{Start: start}, nil
+}
+
 // Read serves the stream in pages of c.pages events.
 func (n *fakeNode) Read(req *shoalv1.ReadRequest, srv grpc.ServerStreamingServer[shoalv1.ReadResponse]) error {
 	if err := n.enter(srv.Context(), "Read", req); err != nil {

@@ -371,3 +371,41 @@ func TestAppendRetriedAfterLostAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A truncate whose answer is lost after it took effect is repeated, as it is idempotent: the
+// repeat removes nothing more and answers the same start, which the caller gets.
+func TestTruncateRetriedAfterLostAnswer(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	if _, err := c.Append(ctx, "s", NoStream, Event{Type: "A"}, Event{Type: "B"}, Event{Type: "C"}); err != nil {
+		t.Fatal(err)
+	}
+	fc.nodes[0].setFault(failFirst("Truncate", 1, errLoseAck))
+	start, err := c.Truncate(ctx, "s", 2, Exact(2))
+	if err != nil || start != 2 {
+		t.Fatalf("Truncate = %d, %v; want start 2", start, err)
+	}
+	if n := fc.nodes[0].count("Truncate"); n != 2 {
+		t.Fatalf("the truncate was sent %d times, want 2 (once more after the lost answer)", n)
+	}
+}
+
+// A shard not yet at the format that has truncation refuses it for good until an upgrade:
+// ErrShardFormat, not retried, and it does not count against the node.
+func TestTruncateShardFormatNotRetried(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	if _, err := c.Append(ctx, "s", NoStream, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	fc.nodes[0].setFault(failFirst("Truncate", 100, shoalv1.ShardFormatError("shard 0 is at format 3", 0)))
+	_, err := c.Truncate(ctx, "s", 1, Any)
+	if !errors.Is(err, ErrShardFormat) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("Truncate = %v, want ErrShardFormat", err)
+	}
+	if n := fc.nodes[0].count("Truncate"); n != 1 {
+		t.Fatalf("the truncate was sent %d times, want 1", n)
+	}
+}
