@@ -409,3 +409,16 @@ func TestTruncateShardFormatNotRetried(t *testing.T) {
 		t.Fatalf("the truncate was sent %d times, want 1", n)
 	}
 }
+
+// A node of a version without truncation answers UNIMPLEMENTED (gRPC's unknown method): the
+// caller gets ErrShardFormat, which says to upgrade, after one attempt.
+func TestTruncateUnimplementedIsShardFormat(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	fc.nodes[0].setFault(failFirst("Truncate", 100, status.Error(codes.Unimplemented, "unknown method Truncate for service shoal.v1.Streams")))
+	_, err := c.Truncate(ctx, "s", 1, Any)
+	if !errors.Is(err, ErrShardFormat) || fc.nodes[0].count("Truncate") != 1 {
+		t.Fatalf("Truncate = %v after %d attempts, want ErrShardFormat after 1", err, fc.nodes[0].count("Truncate"))
+	}
+}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -171,6 +173,11 @@ func (c *Client) Truncate(ctx context.Context, stream string, before uint64, exp
 		}
 		return false, err
 	})
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented {
+		// A node of a version without truncation, called or forwarded to (a verdict, not
+		// retried): its shards are below format 4 too.
+		err = fmt.Errorf("%w: a node runs a version without truncation (%s)", ErrShardFormat, st.Message())
+	}
 	return start, err
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -114,6 +115,18 @@ func TestRollingUpgrade(t *testing.T) {
 		if err := c.Delete(ctx, name, client.Exact(0)); err != nil {
 			t.Fatal(err)
 		}
+		if oldFormat >= shard.Format4 {
+			return
+		}
+		// A truncation is refused while a shard may have a replica on the older version, which
+		// would stop at the command (or does not know the call at all).
+		name = "mixed-trunc-" + tag
+		if _, err := c.Append(ctx, name, client.NoStream, client.Event{Type: "T"}, client.Event{Type: "T"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Truncate(ctx, name, 1, client.Any); !errors.Is(err, client.ErrShardFormat) {
+			t.Fatalf("truncate with nodes of both versions: %v, want ErrShardFormat", err)
+		}
 	}
 	for i, s := range cl.servers {
 		mixedDelete(s.name)
@@ -152,6 +165,22 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 		deleted[res.Shard] = true
+	}
+	// And truncations work: one per shard, whose replicas are compared below.
+	truncated := map[uint32]bool{}
+	for i := 0; len(truncated) < shards && i < 1000; i++ {
+		name := fmt.Sprintf("upgraded-trunc-%d", i)
+		res, err := c.Append(ctx, name, client.NoStream, client.Event{Type: "T"}, client.Event{Type: "T"}, client.Event{Type: "T"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if truncated[res.Shard] {
+			continue
+		}
+		if start, err := c.Truncate(ctx, name, 2, client.Exact(2)); err != nil || start != 2 {
+			t.Fatalf("truncate after the upgrade: start %d, %v; want 2", start, err)
+		}
+		truncated[res.Shard] = true
 	}
 	if !ld.finish(t) {
 		t.Log(cl.tails())
