@@ -76,8 +76,20 @@
 // in between ends it with client.ErrStreamChanged: Load then starts over, up to three times
 // (ErrVersionGap).
 //
-// Old snapshots are not pruned; a companion stream grows by one event per
-// save. Snapshot and stream reads are linearizable (served by the leader)
+// Snapshot and stream reads are linearizable (served by the leader)
 // whatever the client's default (client.WithStaleReads): a follower that has
 // not applied a delete would show a snapshot's version still there.
+//
+// # Pruning
+//
+// A save prunes its companion stream to the newest Options.Keep snapshots
+// (default DefaultKeep, 1: Latest reads only the companion's last event),
+// truncating it (client.Truncate) before its record's version + 1 - Keep;
+// a negative Keep turns pruning off, and the companion then grows by one
+// event per save. A truncation keeps a stream's last event, so a newer
+// snapshot saved concurrently is never removed. Truncation needs the
+// companion's shard at format 4: until then, and whenever a truncation
+// fails, the save still succeeds, the failure is counted
+// (shoal_snapshot_prune_errors_total) and logged, and the next save's
+// truncation removes every older snapshot, the ones left behind too.
 package snapshot

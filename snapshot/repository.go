@@ -58,8 +58,9 @@ func NewRepository[S any](cfg RepositoryConfig[S]) (*Repository[S], error) {
 }
 
 // Load loads stream's state (see Load). When the policy says so it then
-// saves a snapshot at the loaded version, synchronously; a failed save is
-// logged and counted but does not fail the load.
+// saves a snapshot at the loaded version, synchronously, pruning the older
+// ones as the Store's Options.Keep says; a failed save is logged and counted
+// but does not fail the load (a failed prune does not fail the save).
 func (r *Repository[S]) Load(ctx context.Context, stream string) (Loaded[S], error) {
 	l, err := load(ctx, r.cfg.Store, stream, func() (S, error) { return r.cfg.Initial(), nil }, r.cfg.Apply, r.cfg.Codec)
 	if err != nil || !l.Exists || r.cfg.Policy.Disabled || !(r.cfg.Policy.ShouldSave(l.Replayed) || l.SnapshotErr != nil && l.Replayed > 0) {

@@ -29,6 +29,9 @@ const (
 	// MaxRecordSize is the largest record Save writes: one event's data,
 	// bytes (shard.MaxEventSize).
 	MaxRecordSize = 4 << 20
+	// DefaultKeep is Options.Keep when zero: a save leaves only the newest
+	// snapshot, the only one Latest (and so Load and Repository) reads.
+	DefaultKeep = 1
 )
 
 // idSpace is the UUID v5 namespace of snapshot event IDs.
@@ -48,6 +51,20 @@ type Options struct {
 	// MaxStateSize bounds the uncompressed state on Save and Latest, bytes;
 	// default DefaultMaxStateSize.
 	MaxStateSize int
+	// Keep is how many of the newest snapshots a save leaves in the
+	// companion stream: after writing its record at companion version V,
+	// Save truncates the companion before V+1-Keep (client.Truncate,
+	// expected version Any), removing the older records for good. Default
+	// DefaultKeep (1): Latest reads only the companion's last event, so an
+	// older snapshot is never loaded, whatever its version. A concurrent
+	// save's newer record is never lost, as a truncation keeps a stream's
+	// last event. Negative keeps every snapshot (no pruning).
+	//
+	// A truncation that fails (client.ErrShardFormat while the companion's
+	// shard is below format 4, unavailability, the context) does not fail
+	// the save: it is counted (shoal_snapshot_prune_errors_total) and
+	// logged, and the next save's truncation removes what it left.
+	Keep int
 	// Logger receives warnings (e.g. Repository save failures); nil discards.
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil does not register. The
@@ -78,6 +95,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxStateSize == 0 {
 		o.MaxStateSize = DefaultMaxStateSize
+	}
+	if o.Keep == 0 {
+		o.Keep = DefaultKeep
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -133,6 +153,10 @@ func (s *Store) Companion(stream string) string { return CompanionStream(s.opts.
 // stream can have is refused (client.ErrInvalidArgument), writing nothing. Saves are not ordered against each other: a slow Save of an older
 // version may land after a newer one and become Latest, which costs replay
 // time but never correctness.
+//
+// After the record is stored, Save prunes the companion stream down to the
+// newest Options.Keep records; a failed prune is counted and logged, not
+// returned (see Options.Keep).
 func (s *Store) Save(ctx context.Context, stream string, version uint64, state []byte) error {
 	return s.save(ctx, stream, version, s.opts.Codec, state)
 }
@@ -149,18 +173,20 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 		return &TooLargeError{Stream: stream, Size: len(rec), Limit: MaxRecordSize, What: "record"}
 	}
 	companion := s.Companion(stream)
-	_, err := s.c.Append(ctx, companion, client.Any, client.Event{
+	res, err := s.c.Append(ctx, companion, client.Any, client.Event{
 		ID:          recordID(companion, version, codec),
 		Type:        EventType,
 		Data:        rec,
 		ContentType: ContentType,
 	})
-	if errors.Is(err, client.ErrIDConflict) {
+	conflict := errors.Is(err, client.ErrIDConflict)
+	if conflict {
 		// Not a repeated save: the record's ID already in the companion stream, at any
 		// version, is answered as a duplicate (nil). A conflict means the ID is stored in
 		// another stream of the companion's shard (a record copied there, ID and all):
 		// nothing was written. A snapshot is a cache, so the save is let go as done; the
-		// next version's save has an ID of its own.
+		// next version's save has an ID of its own. Nothing is pruned either: the
+		// companion did not grow, and res has no version of it.
 		err = nil
 	}
 	if err != nil {
@@ -169,7 +195,37 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 	}
 	s.metrics.saves.Inc()
 	s.metrics.savedBytes.Add(float64(len(rec)))
+	// A duplicate (the same version saved again) is pruned too, at its first record's
+	// version: usually a no-op, but the client reports a duplicate when a retried append's
+	// first attempt wrote the record, and the prune after a failed one is retried.
+	if !conflict {
+		s.prune(ctx, stream, companion, res.LastVersion)
+	}
 	return nil
+}
+
+// prune truncates companion, whose record of stream's snapshot is at version at, down
+// to the newest Options.Keep records. Truncation keeps a live stream's last event, so a
+// newer record saved concurrently stays whatever the order. A failure is counted and
+// logged, not returned: the snapshot is stored, and the next save's truncation covers
+// every older record, this one's too.
+func (s *Store) prune(ctx context.Context, stream, companion string, at uint64) {
+	keep := s.opts.Keep
+	if keep < 0 || at+1 <= uint64(keep) {
+		return // pruning off, or nothing below version 0 to remove
+	}
+	before := at + 1 - uint64(keep)
+	if _, err := s.c.Truncate(ctx, companion, before, client.Any); err != nil {
+		s.metrics.pruneErrors.Inc()
+		lvl := slog.LevelWarn
+		if errors.Is(err, client.ErrShardFormat) {
+			lvl = slog.LevelInfo // until the cluster is upgraded: every save says so
+		}
+		s.opts.Logger.Log(ctx, lvl, "snapshot: pruning old snapshots failed; the save stands, the next one retries",
+			"stream", stream, "companion", companion, "before", before, "err", err)
+		return
+	}
+	s.metrics.prunes.Inc()
 }
 
 // recordID is the event ID of the snapshot record of a stream's state after version, in
