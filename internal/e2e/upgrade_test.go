@@ -166,28 +166,32 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 		deleted[res.Shard] = true
 	}
-	// And truncations work: one per shard, whose replicas are compared below.
-	truncated := map[uint32]bool{}
-	for i := 0; len(truncated) < shards && i < 1000; i++ {
-		name := fmt.Sprintf("upgraded-trunc-%d", i)
-		res, err := c.Append(ctx, name, client.NoStream, client.Event{Type: "T"}, client.Event{Type: "T"}, client.Event{Type: "T"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if truncated[res.Shard] {
-			continue
-		}
-		if start, err := c.Truncate(ctx, name, 2, client.Exact(2)); err != nil || start != 2 {
-			t.Fatalf("truncate after the upgrade: start %d, %v; want 2", start, err)
-		}
-		truncated[res.Shard] = true
-	}
 	if !ld.finish(t) {
 		t.Log(cl.tails())
 		return
 	}
 	verify(t, c, ld.l)
 	subs.verify(t, c)
+
+	// And truncations work: one per shard, whose replicas are compared below (after the
+	// subscriptions' check, which compares what they got with the log as it is now).
+	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer tcancel()
+	truncated := map[uint32]bool{}
+	for i := 0; len(truncated) < shards && i < 1000; i++ {
+		name := fmt.Sprintf("upgraded-trunc-%d", i)
+		res, err := c.Append(tctx, name, client.NoStream, client.Event{Type: "T"}, client.Event{Type: "T"}, client.Event{Type: "T"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if truncated[res.Shard] {
+			continue
+		}
+		if start, err := c.Truncate(tctx, name, 2, client.Exact(2)); err != nil || start != 2 {
+			t.Fatalf("truncate after the upgrade: start %d, %v; want 2", start, err)
+		}
+		truncated[res.Shard] = true
+	}
 
 	// Every shard's replicas identical, deletes included, with one delete per shard at least.
 	conns := make([]*grpc.ClientConn, len(cl.servers))
