@@ -33,6 +33,11 @@
 // that must forget such streams needs the deleting code to append an event
 // of its own, as before).
 //
+// A truncation (client.Truncate) takes no position and reaches no Handler: the
+// events it removed are gone from the log, so a projection that had not read
+// them yet never sees them (a model rebuilt from scratch lacks them too), while
+// one that had keeps what it built from them.
+//
 // # Caller duties
 //
 //  1. Give each projection its own Dir; Open it, Run it (it blocks until ctx
