@@ -92,4 +92,9 @@
 // fails, the save still succeeds, the failure is counted
 // (shoal_snapshot_prune_errors_total) and logged, and the next save's
 // truncation removes every older snapshot, the ones left behind too.
+//
+// The aggregate's own stream can be truncated too, up to its newest
+// snapshot's version and no further: Repository.TruncateHistory. A stream
+// truncated past its newest snapshot cannot be told from one deleted and
+// written again, and a Load would fold what is left into the initial state.
 package snapshot

@@ -1,0 +1,78 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/internal/testnode"
+)
+
+// TestTruncateHistory: Repository.TruncateHistory removes an aggregate's events before its
+// newest snapshot's version, after which a load from that snapshot still gives the state a
+// full replay gave before; without a snapshot to load from (none, or one of another codec) it
+// removes nothing.
+func TestTruncateHistory(t *testing.T) {
+	c := testnode.Client(t)
+	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	ctx := testCtx(t)
+	store, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Every: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := func(stream string) string {
+		var out []uint64
+		for ev, err := range c.Read(ctx, stream) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, ev.Version)
+		}
+		if len(out) == 0 {
+			return "none"
+		}
+		return fmt.Sprintf("%d..%d", out[0], out[len(out)-1])
+	}
+
+	const stream = "history-acct"
+	appendEvents(t, c, stream, 0, 25)
+	if l, err := repo.Load(ctx, stream); err != nil || l.Version != 24 {
+		t.Fatalf("load: %+v, %v", l, err) // replayed 25: saves a snapshot at 24
+	}
+	appendEvents(t, c, stream, 25, 5)
+	want := replay(t, c, stream)
+	start, truncated, err := repo.TruncateHistory(ctx, stream)
+	if err != nil || !truncated || start != 24 {
+		t.Fatalf("TruncateHistory: start %d, truncated %v, %v; want 24", start, truncated, err)
+	}
+	if got := versions(stream); got != "24..29" {
+		t.Fatalf("stream after TruncateHistory: versions %s, want 24..29", got)
+	}
+	l, err := repo.Load(ctx, stream)
+	if err != nil || !l.FromSnapshot || l.SnapshotVersion != 24 || l.Replayed != 5 || l.State != want {
+		t.Fatalf("load after TruncateHistory: %+v (SnapshotErr %v), %v; want the state %+v from the snapshot at 24", l, l.SnapshotErr, err, want)
+	}
+
+	// No snapshot: nothing to load from, so nothing removed.
+	const bare = "history-bare"
+	appendEvents(t, c, bare, 0, 5)
+	if start, truncated, err := repo.TruncateHistory(ctx, bare); err != nil || truncated || start != 0 {
+		t.Fatalf("TruncateHistory without a snapshot: start %d, truncated %v, %v; want nothing", start, truncated, err)
+	}
+	// The newest snapshot in another codec: a load replays from version 0, so nothing goes.
+	if err := SaveState(ctx, store, bare, 4, replay(t, c, bare), JSONCodec[account]("account/json/v2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, truncated, err := repo.TruncateHistory(ctx, bare); !errors.Is(err, ErrCodecMismatch) || truncated {
+		t.Fatalf("TruncateHistory over another codec's snapshot: truncated %v, %v; want ErrCodecMismatch", truncated, err)
+	}
+	if got := versions(bare); got != "0..4" {
+		t.Fatalf("stream after the refused TruncateHistory: versions %s, want 0..4", got)
+	}
+}
