@@ -140,7 +140,7 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 // stream satisfies expected (NoStream is invalid here), and returns the
 // stream's first version after it. The events are gone from Read, from the
 // shard's log (ReadShard, ReadAll, subscriptions and projections that have
-// not read them yet skip them) and, as the server compacts, from its disk.
+// not read them yet skip them) and, within seconds, from the servers' disks.
 // Their event IDs stay known: a retry of a truncated append still answers as
 // a duplicate.
 //

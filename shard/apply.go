@@ -284,9 +284,11 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	// Events below the start that a soft delete hid (all of a soft-deleted stream's) may still
 	// be on disk: the range removes them too, and the start moves only when before passes it.
 	if before > 0 {
-		if err := b.DeleteRange(s.keys.event(nil, m.id, 0), s.keys.event(nil, m.id, before), nil); err != nil {
+		sp := span{lo: s.keys.event(nil, m.id, 0), hi: s.keys.event(nil, m.id, before)}
+		if err := b.DeleteRange(sp.lo, sp.hi, nil); err != nil {
 			return nil, err
 		}
+		s.pendCompact = append(s.pendCompact, sp)
 	}
 	if before > m.start {
 		m.start = before

@@ -180,10 +180,11 @@ func (s *Shard) addName(name string) {
 	}
 }
 
-// Close stops the shard's background work (the filter scan). Call it before
-// closing the DB; the shard must not be used afterwards. Idempotent.
+// Close stops the shard's background work (the filter scan, the compaction of truncated
+// events). Call it before closing the DB; the shard must not be used afterwards. Idempotent.
 func (s *Shard) Close() {
 	s.stopFilterBuild()
+	s.compact.stop()
 	s.notifyAllStreams()
 	s.notify()
 }

@@ -88,6 +88,10 @@ type Shard struct {
 	keyBuf          []byte
 	valBuf          []byte
 	scratchBuf      []byte
+	// pendCompact are the spans that truncations applied since the last Committed removed;
+	// Committed hands them to compact, which reclaims their space in the background.
+	pendCompact []span
+	compact     *compactor
 	// deferTo is the batch given to BeginBatch: Apply and SetApplied into it leave the applied
 	// index and the shard meta to FinishBatch (written once per batch, not once per entry).
 	deferTo     *pebble.Batch
@@ -122,6 +126,7 @@ func Open(db *pebble.DB, id uint32, opts Options) (*Shard, error) {
 	}
 	opts.ensureDefaults()
 	s := &Shard{db: db, id: id, keys: newKeys(id), opts: opts, m: opts.Metrics.forShard(id)}
+	s.compact = newCompactor(db, opts.Logger, id)
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -205,6 +210,7 @@ func (s *Shard) Reload() error {
 	// that a failed Reload leaves the shard checking Pebble, not trusting them.
 	s.stopFilterBuild()
 	s.ids, s.names = nil, nil
+	s.pendCompact = nil // truncations not committed
 	applied, err := s.getUint64(s.keys.applied(nil))
 	if err != nil {
 		return err
@@ -431,6 +437,10 @@ func (s *Shard) Committed() {
 		}
 	}
 	clear(s.pending)
+	if len(s.pendCompact) > 0 {
+		s.compact.add(s.pendCompact)
+		s.pendCompact = nil
+	}
 	// The format first: a reader that sees the new applied index sees its format too.
 	s.format.Store(s.pendFormat)
 	s.nextPos.Store(s.meta.nextPosition)

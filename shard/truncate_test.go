@@ -2,7 +2,10 @@ package shard
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // TestReadLogSkipBudget: a ReadLog over a long run of truncated events returns early once it
@@ -42,4 +45,52 @@ func TestReadLogSkipBudget(t *testing.T) {
 	if fmt.Sprint(got) != "[a@49 pos=49 b@0 pos=50]" || reads != 7 {
 		t.Fatalf("read on from next: %v in %d reads, want [a@49 pos=49 b@0 pos=50] in 7", got, reads)
 	}
+}
+
+// TestTruncateReclaimsSpace: the events a truncation removes leave the disk soon after it
+// commits, on a shard that writes nothing more: the shard compacts their span in the
+// background, where Pebble alone would keep them until its levels called for a compaction.
+func TestTruncateReclaimsSpace(t *testing.T) {
+	ts := newTestShard(t, nil, 1)
+	ts.apply(EncodeSetFormat(&SetFormatCommand{Format: Format4}))
+	rng := rand.New(rand.NewPCG(1, 2)) // incompressible data, the same every run
+	for i := range 20 {
+		c := &AppendCommand{Stream: "big"}
+		for j := range 100 {
+			data := make([]byte, 1024)
+			for k := range data {
+				data[k] = byte(rng.Uint32())
+			}
+			c.Events = append(c.Events, Event{ID: testID(uint64(i*100 + j + 1)), Type: "T", Data: data})
+		}
+		if _, ok := ts.apply(EncodeAppend(c)).(*AppendResult); !ok {
+			t.Fatal("append refused")
+		}
+	}
+	if err := ts.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := ts.s.keys.eventStream(nil, 0), ts.s.keys.eventStreamEnd(nil, 0)
+	usage := func() uint64 {
+		n, err := ts.db.EstimateDiskUsage(lo, hi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := usage()
+	if before < 1<<20 {
+		t.Fatalf("setup: the stream's events take %d bytes on disk, want at least 1 MiB", before)
+	}
+	if r, ok := ts.apply(EncodeTruncate(&TruncateCommand{Stream: "big", Before: math.MaxUint64})).(*TruncateResult); !ok || r.Start != 1999 {
+		t.Fatalf("truncate: %s", fmtResult(r))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for usage() > before/20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the truncated events still take %d of %d bytes on disk after 10 s", usage(), before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the stream's events took %d bytes on disk, %d after the truncation", before, usage())
 }

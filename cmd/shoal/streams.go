@@ -570,7 +570,7 @@ func (a *app) truncateCmd() *cobra.Command {
 		Short: "Remove a stream's events before a version, for good",
 		Long: `Remove a stream's events before version N, for good: from reads of the stream,
 from reads of its shard (read-shard, read-all, subscriptions and projections
-that have not read them yet) and, as the server compacts, from its disk. The
+that have not read them yet) and, within seconds, from the servers' disks. The
 events' IDs stay known, so a retried append of them is still a duplicate.
 
 A live stream keeps its last event, so that its versions go on: N is capped at

@@ -1,0 +1,83 @@
+package shard
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// compactor compacts, one after another and in the background, the key spans of the events
+// that truncations removed, so that their space comes back soon: a range deletion frees
+// nothing until a compaction drops the keys it covers, and Pebble compacts for its own
+// reasons (a level's size), which an idle or read-mostly shard may not meet for a long time.
+type compactor struct {
+	db     *pebble.DB
+	log    *slog.Logger
+	shard  uint32
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	queue   []span
+	running bool
+}
+
+// span is a key range [lo, hi).
+type span struct{ lo, hi []byte }
+
+func newCompactor(db *pebble.DB, log *slog.Logger, shard uint32) *compactor {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &compactor{db: db, log: log, shard: shard, ctx: ctx, cancel: cancel}
+}
+
+// add queues spans for compaction, starting the worker if it is not running.
+func (c *compactor) add(spans []span) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queue = append(c.queue, spans...)
+	if c.running || c.ctx.Err() != nil {
+		return
+	}
+	c.running = true
+	c.wg.Add(1)
+	go c.run()
+}
+
+func (c *compactor) run() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 || c.ctx.Err() != nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		sp := c.queue[0]
+		c.queue = c.queue[1:]
+		c.mu.Unlock()
+		start := time.Now()
+		// The memtable holding the range deletion is flushed first if it overlaps the span.
+		if err := c.db.Compact(c.ctx, sp.lo, sp.hi, false); err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Warn("shard: compacting a truncated stream's events failed; Pebble reclaims them in its own time",
+					"shard", c.shard, "err", err)
+			}
+			continue
+		}
+		c.log.Debug("shard: compacted a truncated stream's events", "shard", c.shard, "took", time.Since(start))
+	}
+}
+
+// stop cancels the compaction under way and the queued ones, and waits for the worker.
+// Before the DB closes: Pebble's Compact panics on a closed DB. Idempotent.
+func (c *compactor) stop() {
+	c.mu.Lock()
+	c.cancel()
+	c.queue = nil
+	c.mu.Unlock()
+	c.wg.Wait()
+}
