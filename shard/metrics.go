@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "commands_applied_total",
-			Help: "Commands applied, by verdict (append, duplicate, delete, wrong_expected_version, id_conflict, not_found, deleted, invalid, format).",
+			Help: "Commands applied, by verdict (append, duplicate, delete, truncate, wrong_expected_version, id_conflict, not_found, deleted, invalid, format, needs_format).",
 		}, []string{"shard", "result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "events_appended_total",
@@ -57,7 +58,7 @@ type shardMetrics struct {
 	cacheNew            prometheus.Counter
 }
 
-var verdicts = []string{"append", "duplicate", "delete", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format"}
+var verdicts = []string{"append", "duplicate", "delete", "truncate", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format", "needs_format"}
 
 func (m *Metrics) forShard(id uint32) *shardMetrics {
 	if m == nil {
@@ -95,6 +96,8 @@ func (sm *shardMetrics) observe(res any) {
 		}
 	case *DeleteResult:
 		v = "delete"
+	case *TruncateResult:
+		v = "truncate"
 	case *FormatResult:
 		v = "format"
 	case *WrongExpectedVersionError:
@@ -110,7 +113,10 @@ func (sm *shardMetrics) observe(res any) {
 		case ErrStreamDeleted:
 			v = "deleted"
 		default:
-			return
+			if !errors.Is(r, ErrNeedsFormat) {
+				return
+			}
+			v = "needs_format" // a command the shard's format does not have yet (a truncate below Format4)
 		}
 	}
 	if c := sm.applied[v]; c != nil {

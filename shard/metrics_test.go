@@ -57,3 +57,44 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsTruncate: a truncation applied, and one refused below format 4, are counted by
+// verdict like every other command (shoal_shard_commands_applied_total).
+func TestMetricsTruncate(t *testing.T) {
+	m, err := NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pebble.Open("db", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(db, 4, Options{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	app := EncodeAppend(&AppendCommand{Stream: "a", Events: []Event{{ID: testID(1), Type: "T"}, {ID: testID(2), Type: "T"}}})
+	trunc := EncodeTruncate(&TruncateCommand{Stream: "a", Before: 1})
+	b := db.NewIndexedBatch()
+	for i, data := range [][]byte{app, trunc, EncodeSetFormat(&SetFormatCommand{Format: Format4}), trunc} {
+		s.Apply(b, uint64(i+1), data)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	s.Committed()
+	for _, c := range []struct {
+		result string
+		want   float64
+	}{{"truncate", 1}, {"needs_format", 1}, {"append", 1}, {"format", 1}} {
+		var pb dto.Metric
+		if err := m.applied.WithLabelValues("4", c.result).Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		if got := pb.GetCounter().GetValue(); got != c.want {
+			t.Errorf("commands_applied_total{result=%q}: got %v, want %v", c.result, got, c.want)
+		}
+	}
+}
