@@ -393,7 +393,13 @@ func (n *fakeNode) Truncate(ctx context.Context, req *shoalv1.TruncateRequest) (
 	if !ok {
 		return nil, statusWith(codes.NotFound, "fake: stream not found", &shoalv1.StreamNotFound{Stream: req.Stream})
 	}
-	start := min(req.Before, uint64(len(evs))-1)
+	last := uint64(len(evs)) - 1
+	if exp := req.GetExpected(); exp.GetKind() == shoalv1.ExpectedVersion_KIND_EXACT && exp.GetVersion() != last {
+		return nil, statusWith(codes.FailedPrecondition, "fake: wrong expected version", &shoalv1.WrongExpectedVersion{
+			Stream: req.Stream, Expected: req.Expected, StreamExists: true, ActualVersion: last,
+		})
+	}
+	start := min(req.Before, last)
 	for _, e := range evs[:start] {
 		e.Type = ""
 	}

@@ -209,7 +209,8 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				// stream settles it; a delete's may be that attempt's own effect, and a refusal
 				// of this client (another cluster at the address, a TLS handshake) or any
 				// other failure says nothing of it. A delete's UNKNOWN is the server's own.
-				settles := streamVerdict(ce) && !t.ownRefusal
+				settles := streamVerdict(ce) && !t.ownRefusal &&
+					!(t.repeatRefusable && (errors.Is(ce, ErrWrongExpectedVersion) || errors.Is(ce, ErrShardFormat)))
 				if t.ownRefusal && status.Code(err) == codes.Unknown || uncertain && t.write() && !settles {
 					return &OutcomeUnknownError{Attempts: attempts, Err: ce}
 				}

@@ -375,6 +375,11 @@ type target struct {
 	// attempt that may have been applied may be that attempt's own effect, and ends the call
 	// with ErrOutcomeUnknown, as does the server's UNKNOWN (deletes).
 	ownRefusal bool
+	// repeatRefusable: a write whose repeat answers as its applied attempt did only while
+	// no other write changed the stream (truncates): a refusal of its expected version or
+	// its shard's format after an attempt that may have been applied says nothing of that
+	// attempt, and ends the call with ErrOutcomeUnknown. Its lost answers are still repeated.
+	repeatRefusable bool
 }
 
 // write reports whether the call writes (appends, deletes): when its retries or its context

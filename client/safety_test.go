@@ -422,3 +422,36 @@ func TestTruncateUnimplementedIsShardFormat(t *testing.T) {
 		t.Fatalf("Truncate = %v after %d attempts, want ErrShardFormat after 1", err, fc.nodes[0].count("Truncate"))
 	}
 }
+
+// A truncate whose answer is lost after it took effect is repeated; when another writer
+// appended in between, the repeat, expecting the version the first attempt saw, is refused.
+// That refusal says nothing of the first attempt, which removed the events: the caller gets
+// ErrOutcomeUnknown, not ErrWrongExpectedVersion ("refused, nothing removed").
+func TestTruncateRepeatRefusedAfterLostAnswer(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	if _, err := c.Append(ctx, "s", NoStream, Event{Type: "A"}, Event{Type: "B"}, Event{Type: "C"}); err != nil {
+		t.Fatal(err)
+	}
+	n := fc.nodes[0]
+	n.setFault(func(_ context.Context, method string, k int) error {
+		switch {
+		case method == "Truncate" && k == 1:
+			return errLoseAck
+		case method == "Truncate" && k == 2:
+			// Another writer appends between the applied attempt and its repeat.
+			if _, err := n.apply(&shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: []byte("concurrent-write"), Type: "D"}}}); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	})
+	_, err := c.Truncate(ctx, "s", 2, Exact(2))
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("Truncate = %v, want ErrOutcomeUnknown (the first attempt was applied)", err)
+	}
+	if n := n.count("Truncate"); n != 2 {
+		t.Fatalf("the truncate was sent %d times, want 2", n)
+	}
+}

@@ -150,7 +150,9 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 // (math.MaxUint64 removes all), which reclaims the space its hidden history
 // holds. A truncate is idempotent and retried like an append: it changes
 // neither the stream's version nor its state, so a repeat after an applied
-// attempt removes nothing more.
+// attempt answers as it did, unless another writer changed the stream in
+// between: a repeat then refused (ErrWrongExpectedVersion) ends with
+// ErrOutcomeUnknown, as the first attempt may have removed the events.
 //
 // A shard whose replicas do not all run a version with truncation (shard
 // format 4) refuses it with ErrShardFormat until they do.
@@ -166,7 +168,7 @@ func (c *Client) Truncate(ctx context.Context, stream string, before uint64, exp
 		return 0, &InvalidArgumentError{Field: "expected", Limit: "any, stream exists or an exact version", Reason: "a truncate cannot expect no stream"}
 	}
 	req := &shoalv1.TruncateRequest{Stream: stream, Before: before, Expected: expected.proto()}
-	err = c.run(ctx, target{kind: byStream, stream: stream, idempotent: true, lostAnswerRetry: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+	err = c.run(ctx, target{kind: byStream, stream: stream, idempotent: true, lostAnswerRetry: true, repeatRefusable: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
 		resp, err := n.streams.Truncate(ctx, req)
 		if err == nil {
 			start = resp.GetStart()

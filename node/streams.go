@@ -262,8 +262,9 @@ func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*sho
 	if err := shard.ValidateTruncate(cmd); err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
-	// A truncate is safe to repeat: once applied, a repeat removes nothing more, and it changes
-	// neither the stream's version nor its state, so a repeat's expected version still holds.
+	// A truncate is safe to repeat: it changes neither the stream's version nor its state, so
+	// a repeat of an applied one answers as it did, unless another writer changed the stream
+	// since; a refusal then leaves the first attempt's outcome unknown (truncateVerdict).
 	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		// A replica of a version without the command would stop at it: proposed only once the
 		// shard is at the format that has it, which is raised only when every replica's node
@@ -279,10 +280,7 @@ func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*sho
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
 		return shoalv1.NewStreamsClient(conn).Truncate(fctx, req)
 	})
-	if r, ok := res.(error); ok && err == nil {
-		res, err = nil, r
-	}
-	if err = appendOutcome(id, retried, err); err != nil {
+	if res, err = truncateVerdict(id, res, retried, err); err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
 	switch r := res.(type) {

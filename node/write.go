@@ -170,6 +170,39 @@ func deleteVerdict(id uint32, res any, retried bool, err error) (any, error) {
 	return res, err
 }
 
+// truncateVerdict is a truncate's answer from write's: the state machine's refusal as the
+// error, and, after an attempt that may have been applied (retried), a failure for want of a
+// leader or an answer as an *OutcomeUnknownError (appendOutcome). A repeat of an applied
+// truncate answers as it did only while nothing changed: refused after it (another writer
+// appended or deleted since, so its expected version no longer holds; a new leader not yet
+// at the format it was applied at), it says nothing of that attempt, and the outcome is
+// unknown too.
+func truncateVerdict(id uint32, res any, retried bool, err error) (any, error) {
+	if r, ok := res.(error); ok && err == nil {
+		res, err = nil, r
+	}
+	if retried && truncateRefusal(err) {
+		return nil, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("an attempt that may have been applied was repeated, and the repeat refused: %w", err)}
+	}
+	if err = appendOutcome(id, retried, err); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// truncateRefusal reports whether err refuses a truncate for the stream's version or the
+// shard's format (FAILED_PRECONDITION), from the state machine, the proposer, or a forwarded
+// call's status.
+func truncateRefusal(err error) bool {
+	if errors.Is(err, shard.ErrWrongExpectedVersion) || errors.Is(err, shard.ErrNeedsFormat) {
+		return true
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
+		return false
+	}
+	return status.Code(err) == codes.FailedPrecondition
+}
+
 // appendOutcome is the failure err of an append as its caller must take it. After an attempt
 // that may have been applied (retried), a failure for want of a leader or an answer (no
 // leader, leadership lost, the group stopped, a forward cut off or refused by a node of
