@@ -596,7 +596,7 @@ shard's leader has raised the format, the command is refused.`,
 				}
 				n = v
 			}
-			if expected == "no-stream" {
+			if strings.EqualFold(strings.TrimSpace(expected), "no-stream") { // as parseExpected reads it
 				return usagef("--expected no-stream does not apply to truncate; use any, exists or a version number")
 			}
 			exp, err := parseExpected(expected, false)

@@ -33,6 +33,10 @@ func TestTruncateCLI(t *testing.T) {
 	if out := run(exitUsage, "truncate", "tr-1", "--before", "2", "--expected", "no-stream"); !strings.Contains(out, "does not apply to truncate") {
 		t.Fatalf("truncate --expected no-stream: %q", out)
 	}
+	// However it is spelt (as parseExpected reads it), the refusal names truncate.
+	if out := run(exitUsage, "truncate", "tr-1", "--before", "2", "--expected", " No-Stream"); !strings.Contains(out, "does not apply to truncate") {
+		t.Fatalf("truncate --expected ' No-Stream': %q", out)
+	}
 	run(exitConflict, "truncate", "tr-1", "--before", "2", "--expected", "2")
 	if out := run(exitOK, "truncate", "tr-1", "--before", "2", "--expected", "3"); !strings.Contains(out, "truncated tr-1: it now starts at version 2") {
 		t.Fatalf("truncate --before 2: %q", out)
