@@ -533,7 +533,8 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 		want := uint64(pageEvents)
 		page := &shoalv1.ReadShardResponse{}
 		size := 0
-		entries := uint64(0) // log entries read: events, and deletes even when skipped (end of log detection)
+		entries := uint64(0)     // log entries read: events, and deletes even when skipped (end of log detection)
+		end := sm.LastPosition() // before the read, which sees at least the entries before it
 		next, err := sm.ReadLog(from, want, func(e *shard.RecordedEvent) error {
 			if size >= pageBytes || req.Count != 0 && uint64(len(page.Events)) >= remaining {
 				return errPageFull
@@ -551,8 +552,12 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 			return n.toStatus(err, "", req.Shard)
 		}
 		page.NextPosition = next
-		// A read that skipped a long run of truncated events returns early: the log goes on.
-		more := !full && next < sm.LastPosition()
+		// A read that skipped a long run of truncated events returns early: the log goes on. It
+		// moved past from, and stopped short of the entries it was sure to see (end): not one
+		// that found no more (at the end, or over a replica dropped under it, whose keys are gone
+		// while the state machine still reports its last position), nor one that read up to
+		// entries applied since it began.
+		more := !full && next > from && next < end
 		atEnd := !full && entries < want && !more
 		if req.WaitMs > 0 && !sent && len(page.Events) == 0 && time.Until(waitUntil) > 0 {
 			// Nothing for the caller yet (entries it skips do not count): read on, or at the

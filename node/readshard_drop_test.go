@@ -1,0 +1,61 @@
+package node
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// shardPages is a ReadShard server stream that hands each page to send.
+type shardPages struct {
+	grpc.ServerStream
+	ctx  context.Context
+	send func(*shoalv1.ReadShardResponse) error
+}
+
+func (s *shardPages) Context() context.Context                { return s.ctx }
+func (s *shardPages) Send(p *shoalv1.ReadShardResponse) error { return s.send(p) }
+
+// TestReadShardEndsWhenReplicaDropped: a plain shard read whose replica is dropped from under
+// it after its first page (placement moved the shard away: its keys are deleted, and the state
+// machine the read holds still reports its last position) ends, as a read that finds no more
+// entries does. It must not take the position it cannot read past for a long truncated run
+// that goes on, and send empty pages at the same position until the caller gives up.
+func TestReadShardEndsWhenReplicaDropped(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx := context.Background()
+	for range 3 {
+		evs := events(make([]string, 200)...)
+		for _, e := range evs {
+			e.Type = "T"
+		}
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: evs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, _ := n.shardOf("s")
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var pages, empty atomic.Int32
+	out := &shardPages{ctx: rctx, send: func(p *shoalv1.ReadShardResponse) error {
+		if pages.Add(1) == 1 {
+			if err := n.dropReplica(id, 0); err != nil {
+				t.Errorf("drop: %v", err)
+			}
+		}
+		if len(p.Events) == 0 && empty.Add(1) >= 100 {
+			cancel() // the read would go on for good
+		}
+		return nil
+	}}
+	err := n.readShard(&shoalv1.ReadShardRequest{Shard: id}, staleness{}, out)
+	if rctx.Err() != nil || empty.Load() > 1 {
+		t.Fatalf("read over a dropped replica: %d pages, %d empty (%v), want it to end", pages.Load(), empty.Load(), err)
+	}
+}
