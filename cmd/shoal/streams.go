@@ -576,7 +576,8 @@ events' IDs stay known, so a retried append of them is still a duplicate.
 A live stream keeps its last event, so that its versions go on: N is capped at
 the last version, and the command prints where the stream now starts. A
 deleted stream can lose every event (--before all), which frees the space its
-hidden history holds. Running it again removes nothing more.
+hidden history holds. Running it again removes nothing more, unless the stream
+was appended to since and N passes its old last version.
 
 Every node must run a version that has truncation (shard format 4); until the
 shard's leader has raised the format, the command is refused.`,
