@@ -148,7 +148,7 @@ var maxLogSkip = 4096
 // events the read skipped, and fn's error if fn stopped the read. The log
 // includes events of streams deleted later (it is the shard's history; check
 // StreamInfo to filter), but not the events a TruncateCommand removed. A read
-// that skips more than 4096 of those returns early, with fewer than count
+// that skips 4096 of those returns early, with fewer than count
 // entries: next below LastPosition says the log goes on. From Format2 on it also
 // holds the deletes, each at its own position, as RecordedEvents with
 // Deletion set (see RecordedEvent); they count toward count. Memory is
