@@ -215,14 +215,24 @@ func appendedHere(res any, k int, lost bool) int {
 	return 0
 }
 
-func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
-	id, err := n.shardOf(req.Stream)
+// streamWrite returns the shard of a write to stream and its expected version e, or the
+// write's answer (a status) when either is invalid.
+func (n *Node) streamWrite(stream string, e *shoalv1.ExpectedVersion) (uint32, shard.Expected, error) {
+	id, err := n.shardOf(stream)
 	if err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
+		return id, shard.Expected{}, n.toStatus(err, stream, id)
 	}
-	exp, err := fromProtoExpected(req.Expected)
+	exp, err := fromProtoExpected(e)
 	if err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
+		return id, shard.Expected{}, n.toStatus(err, stream, id)
+	}
+	return id, exp, nil
+}
+
+func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1.DeleteResponse, error) {
+	id, exp, err := n.streamWrite(req.Stream, req.Expected)
+	if err != nil {
+		return nil, err
 	}
 	cmd := &shard.DeleteCommand{Stream: req.Stream, Expected: exp, Tombstone: req.Tombstone}
 	if err := shard.ValidateDelete(cmd); err != nil {
@@ -250,13 +260,9 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 }
 
 func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*shoalv1.TruncateResponse, error) {
-	id, err := n.shardOf(req.Stream)
+	id, exp, err := n.streamWrite(req.Stream, req.Expected)
 	if err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
-	}
-	exp, err := fromProtoExpected(req.Expected)
-	if err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
+		return nil, err
 	}
 	cmd := &shard.TruncateCommand{Stream: req.Stream, Before: req.Before, Expected: exp}
 	if err := shard.ValidateTruncate(cmd); err != nil {
