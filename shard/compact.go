@@ -9,6 +9,14 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
+// compactMinBytes is the least a truncated span must hold in tables for the compactor to
+// compact it: a compaction of the span first flushes the memtable holding its range deletion,
+// which for the small truncations that are common (a snapshot store pruning its older
+// records at every save) would cut a small table per truncation and feed L0 for little
+// reclaimed. Smaller spans are left to Pebble's own compactions (and events still in a
+// memtable are dropped by its flush, which applies the range deletion).
+const compactMinBytes = 1 << 20
+
 // compactor compacts, one after another and in the background, the key spans of the events
 // that truncations removed, so that their space comes back soon: a range deletion frees
 // nothing until a compaction drops the keys it covers, and Pebble compacts for its own
@@ -60,6 +68,9 @@ func (c *compactor) run() {
 		c.queue = c.queue[1:]
 		c.mu.Unlock()
 		start := time.Now()
+		if n, err := c.db.EstimateDiskUsage(sp.lo, sp.hi); err != nil || n < compactMinBytes {
+			continue // little in tables (or not known): not worth a flush
+		}
 		// The memtable holding the range deletion is flushed first if it overlaps the span.
 		if err := c.db.Compact(c.ctx, sp.lo, sp.hi, false); err != nil {
 			if c.ctx.Err() == nil {

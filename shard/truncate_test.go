@@ -94,3 +94,45 @@ func TestTruncateReclaimsSpace(t *testing.T) {
 	}
 	t.Logf("the stream's events took %d bytes on disk, %d after the truncation", before, usage())
 }
+
+// idle waits until c has nothing queued or under way.
+func (c *compactor) idle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		done := !c.running && len(c.queue) == 0
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the compactor is still busy after 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSmallTruncateNoFlush: a truncation of little data in tables (a snapshot store prunes its
+// older record at every save) is left to Pebble's own compactions: compacting its span would
+// flush the memtable every time, cutting a small table per truncation.
+func TestSmallTruncateNoFlush(t *testing.T) {
+	ts := newTestShard(t, nil, 1)
+	ts.apply(EncodeSetFormat(&SetFormatCommand{Format: Format4}))
+	for i := range 5 {
+		ts.apply(EncodeAppend(&AppendCommand{Stream: "small", Events: []Event{{ID: testID(uint64(i + 1)), Type: "T", Data: make([]byte, 4096)}}}))
+	}
+	if err := ts.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	flushes := ts.db.Metrics().Flush.Count
+	for before := uint64(1); before <= 4; before++ {
+		if r, ok := ts.apply(EncodeTruncate(&TruncateCommand{Stream: "small", Before: before})).(*TruncateResult); !ok || r.Start != before {
+			t.Fatalf("truncate before %d: %s", before, fmtResult(r))
+		}
+		ts.s.compact.idle(t)
+	}
+	if n := ts.db.Metrics().Flush.Count; n != flushes {
+		t.Fatalf("%d flushes for four small truncations, want none", n-flushes)
+	}
+}
