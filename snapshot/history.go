@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/shoaldb/shoal/client"
@@ -11,8 +12,10 @@ import (
 // snapshot in r's codec: the events a Load no longer replays. It returns the
 // stream's first version after it, and truncated false, removing nothing,
 // when there is no snapshot to load from: none saved, or the newest one
-// corrupt or of another codec (a Load then replays the stream from version 0,
-// so every event is still needed; the error is returned in those two cases).
+// corrupt (its codec cannot decode it, or the stream never reached its
+// version: a *CorruptError) or of another codec (a Load then replays the
+// stream from version 0, so every event is still needed; the error is
+// returned in those cases).
 //
 // The snapshot's own version stays: a Load reads from it to tell that the
 // stream was not deleted since. A stream must never be truncated past its
@@ -23,13 +26,43 @@ import (
 // client.Truncate's errors apply (client.ErrShardFormat on a cluster not yet
 // upgraded).
 func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (start uint64, truncated bool, err error) {
-	snap, ok, err := r.cfg.Store.latest(ctx, stream, r.cfg.Codec.Name)
+	store := r.cfg.Store
+	snap, ok, err := store.latest(ctx, stream, r.cfg.Codec.Name)
 	if err != nil || !ok {
 		return 0, false, err
 	}
-	start, err = r.cfg.Store.c.Truncate(ctx, stream, snap.Version, client.Any)
+	// A Load does not start from a snapshot its codec cannot decode, or from one at a version
+	// the stream never reached, either: it replays such a stream from version 0, which after
+	// a truncation would fold only the events left into the initial state.
+	if _, err := r.cfg.Codec.Decode(snap.State); err != nil {
+		return 0, false, &CorruptError{Stream: stream, Companion: store.Companion(stream),
+			Reason: fmt.Sprintf("codec %q cannot decode version %d: %v", r.cfg.Codec.Name, snap.Version, err)}
+	}
+	if err := reached(ctx, store, stream, snap.Version); err != nil {
+		return 0, false, err
+	}
+	start, err = store.c.Truncate(ctx, stream, snap.Version, client.Any)
 	if err != nil {
 		return 0, false, fmt.Errorf("snapshot: truncate %q before its snapshot's version %d: %w", stream, snap.Version, err)
 	}
 	return start, true, nil
+}
+
+// reached returns a *CorruptError when live stream ends before version (a snapshot saved at a
+// version it never reached), as Load finds it. A stream that holds an event at or after version
+// (its own, or a later one's when it was deleted and written again since), or that is deleted
+// or absent, passes: a truncation before version then removes nothing a load replays (or the
+// truncate answers for the stream).
+func reached(ctx context.Context, store *Store, stream string, version uint64) error {
+	for _, err := range store.c.Read(ctx, stream, client.FromVersion(version), client.Count(1), client.Linearizable()) {
+		if errors.Is(err, client.ErrStreamNotFound) || errors.Is(err, client.ErrStreamDeleted) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("snapshot: truncate %q: read from its snapshot's version %d: %w", stream, version, err)
+		}
+		return nil
+	}
+	return &CorruptError{Stream: stream, Companion: store.Companion(stream),
+		Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", version)}
 }

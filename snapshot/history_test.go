@@ -76,3 +76,56 @@ func TestTruncateHistory(t *testing.T) {
 		t.Fatalf("stream after the refused TruncateHistory: versions %s, want 0..4", got)
 	}
 }
+
+// TestTruncateHistoryUnusableSnapshot: a snapshot a Load does not start from (one at a version
+// the stream never reached, one its codec cannot decode) makes TruncateHistory remove nothing,
+// as a load replays such a stream from version 0: truncated, it would fold only the events
+// left into the initial state.
+func TestTruncateHistoryUnusableSnapshot(t *testing.T) {
+	c := testnode.Client(t)
+	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	ctx := testCtx(t)
+	store, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		stream string
+		save   func(stream string) error
+	}{
+		{"history-ahead", func(stream string) error { // saved at a version the stream never reached
+			return SaveState(ctx, store, stream, 9, account{Balance: 1}, accountCodec)
+		}},
+		{"history-undecodable", func(stream string) error { // its codec's name, not its encoding
+			return store.save(ctx, stream, 4, accountCodec.Name, []byte("not json"))
+		}},
+	} {
+		appendEvents(t, c, tc.stream, 0, 5)
+		want := replay(t, c, tc.stream)
+		if err := tc.save(tc.stream); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := repo.Load(ctx, tc.stream); err != nil || l.FromSnapshot || l.SnapshotErr == nil || l.State != want {
+			t.Fatalf("%s: load before: %+v, %v; want a full replay", tc.stream, l, err)
+		}
+		if _, truncated, err := repo.TruncateHistory(ctx, tc.stream); truncated || !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: TruncateHistory over a snapshot no load starts from: truncated %v, %v; want ErrCorrupt", tc.stream, truncated, err)
+		}
+		var n int
+		for _, err := range c.Read(ctx, tc.stream) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		l, err := repo.Load(ctx, tc.stream)
+		if err != nil || n != 5 || l.State != want {
+			t.Errorf("%s: after TruncateHistory: %d events, load %+v, %v; want 5 events and the state %+v", tc.stream, n, l, err, want)
+		}
+	}
+}
