@@ -42,7 +42,10 @@
 // CRC-32C (Castagnoli) covers every byte before it. The event ID is UUID v5
 // of (companion, V, codec, fmt), so saving the same version twice in the same
 // codec and format writes once, and a save in another codec or format is a
-// record of its own.
+// record of its own. A companion's records go up in version: a save below the
+// newest record's version writes nothing, and a save appends right after the
+// record it read (an expected version), so a slow save of an older version
+// never becomes the newest after a newer one.
 //
 // # Caller duties
 //

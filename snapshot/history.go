@@ -22,7 +22,8 @@ import (
 // newest snapshot by other means: a Load could not tell that from a delete
 // and a new life, and would fold the events left into the initial state
 // (docs/guarantees.md, "Truncation"). A concurrent save of a newer snapshot
-// is harmless: the truncation removes only what the older one covers.
+// is harmless: the truncation removes only what the older one covers; one of
+// an older snapshot writes nothing (Store.Save).
 // client.Truncate's errors apply (client.ErrShardFormat on a cluster not yet
 // upgraded).
 func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (start uint64, truncated bool, err error) {

@@ -129,3 +129,39 @@ func TestTruncateHistoryUnusableSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderSaveAfterTruncateHistory: a save of an older version that lands after
+// TruncateHistory (a slow Repository.Load's save, overtaken by a newer one's) writes nothing:
+// as the companion's newest record it would shadow the snapshot the truncation kept, and a
+// Load from it, finding its version removed, would replay the events left from the initial
+// state.
+func TestOlderSaveAfterTruncateHistory(t *testing.T) {
+	c := testnode.Client(t)
+	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	ctx := testCtx(t)
+	store, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stream = "history-older-save"
+	appendEvents(t, c, stream, 0, 50)
+	want, at24 := replay(t, c, stream), replayTo(t, c, stream, 24)
+	if err := SaveState(ctx, store, stream, 40, replayTo(t, c, stream, 40), accountCodec); err != nil {
+		t.Fatal(err)
+	}
+	if start, truncated, err := repo.TruncateHistory(ctx, stream); err != nil || !truncated || start != 40 {
+		t.Fatalf("TruncateHistory: start %d, truncated %v, %v; want 40", start, truncated, err)
+	}
+	if err := SaveState(ctx, store, stream, 24, at24, accountCodec); err != nil {
+		t.Fatal(err)
+	}
+	l, err := repo.Load(ctx, stream)
+	if err != nil || !l.FromSnapshot || l.SnapshotVersion != 40 || l.State != want {
+		t.Fatalf("load after an older save: %+v (SnapshotErr %v), %v; want the state %+v from the snapshot at 40", l, l.SnapshotErr, err, want)
+	}
+}

@@ -150,9 +150,13 @@ func (s *Store) Companion(stream string) string { return CompanionStream(s.opts.
 // stream. The record's event ID is derived from (companion, version, codec,
 // format), so saving the same version again is an idempotent no-op that keeps
 // the first record, while a save in another codec is written. A stream name no
-// stream can have is refused (client.ErrInvalidArgument), writing nothing. Saves are not ordered against each other: a slow Save of an older
-// version may land after a newer one and become Latest, which costs replay
-// time but never correctness.
+// stream can have is refused (client.ErrInvalidArgument), writing nothing.
+// The companion's records go up in version: a save of a version below its
+// newest record's (in any codec) writes nothing and returns nil, and a save
+// appends right after the newest record it read (an expected version), so a
+// slow Save of an older version never lands after a newer one. Else it would
+// become Latest, and after Repository.TruncateHistory, which removes the
+// events before the newer one's version, a Load could not start from it.
 //
 // After the record is stored, Save prunes the companion stream down to the
 // newest Options.Keep records; a failed prune is counted and logged, not
@@ -173,12 +177,33 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 		return &TooLargeError{Stream: stream, Size: len(rec), Limit: MaxRecordSize, What: "record"}
 	}
 	companion := s.Companion(stream)
-	res, err := s.c.Append(ctx, companion, client.Any, client.Event{
+	ev := client.Event{
 		ID:          recordID(companion, version, codec),
 		Type:        EventType,
 		Data:        rec,
 		ContentType: ContentType,
-	})
+	}
+	// The record goes right after the companion's newest one, and only when that one is not
+	// of a later version: the companion's records go up in version, whatever the order the
+	// saves run in. A newer record's history may be truncated already (TruncateHistory), and
+	// an older snapshot landing after it would become the newest, one a Load cannot start
+	// from: it would replay the events left from the initial state.
+	var res client.AppendResult
+	var err error
+	for attempt := 1; ; attempt++ {
+		exp, newer, rerr := s.after(ctx, stream, companion, version)
+		if rerr != nil {
+			err = rerr
+			break
+		}
+		if newer {
+			return nil // a snapshot of a later version is stored: this one is of no use
+		}
+		res, err = s.c.Append(ctx, companion, exp, ev)
+		if !errors.Is(err, client.ErrWrongExpectedVersion) || attempt == maxSaveAttempts {
+			break // a save racing others every time gives up: a snapshot is a cache
+		}
+	}
 	conflict := errors.Is(err, client.ErrIDConflict)
 	if conflict {
 		// Not a repeated save: the record's ID already in the companion stream, at any
@@ -202,6 +227,27 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 		s.prune(ctx, stream, companion, res.LastVersion)
 	}
 	return nil
+}
+
+// maxSaveAttempts bounds how often a save appends again after another save's record landed
+// between its read of the companion and its append.
+const maxSaveAttempts = 5
+
+// after reads companion's newest record and returns the expected version that appends right
+// after it (no stream when there is none), and newer when it is stream's snapshot of a version
+// after version. A record whose header cannot be read says nothing of its version.
+func (s *Store) after(ctx context.Context, stream, companion string, version uint64) (exp client.ExpectedVersion, newer bool, err error) {
+	last, found, err := readLast(ctx, s.c, companion)
+	if err != nil {
+		return exp, false, err
+	}
+	if !found {
+		return client.NoStream, false, nil // none, or deleted (soft: an append starts it again)
+	}
+	if h, _, why := decodeHeader(last.Data); why == "" && last.Type == EventType && h.Stream == stream && h.Version > version {
+		return exp, true, nil
+	}
+	return client.Exact(last.Version), false, nil
 }
 
 // prune truncates companion, whose record of stream's snapshot is at version at, down
