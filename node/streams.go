@@ -259,51 +259,6 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 	return nil, status.Errorf(codes.Internal, "delete: unexpected result %T", res)
 }
 
-func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*shoalv1.TruncateResponse, error) {
-	id, exp, err := n.streamWrite(req.Stream, req.Expected)
-	if err != nil {
-		return nil, err
-	}
-	cmd := &shard.TruncateCommand{Stream: req.Stream, Before: req.Before, Expected: exp}
-	if err := shard.ValidateTruncate(cmd); err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
-	}
-	// A truncate is safe to repeat: it changes neither the stream's version nor its state, so
-	// a repeat of an applied one answers as it did, unless another writer changed the stream
-	// since; a refusal then leaves the first attempt's outcome unknown (truncateVerdict).
-	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
-		// A replica of a version without the command would stop at it: proposed only once the
-		// shard is at the format that has it, which is raised only when every replica's node
-		// runs such a version.
-		sm, _, ok := n.shardSM(id)
-		if ok && sm.Format() < shard.Format4 {
-			// A leader just elected may not have applied a raise its log holds: catch up with
-			// what is committed before refusing (a rare path, only below the format).
-			_, _ = readBarrier(pctx, g)
-		}
-		if !ok || sm.Format() < shard.Format4 {
-			have := uint64(0)
-			if ok {
-				have = sm.Format()
-			}
-			return shard.NeedsFormat("truncating a stream", shard.Format4, id, have), nil
-		}
-		return g.Propose(pctx, shard.EncodeTruncate(cmd))
-	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
-		return shoalv1.NewStreamsClient(conn).Truncate(fctx, req)
-	})
-	if res, err = truncateVerdict(id, res, retried, err); err != nil {
-		return nil, n.toStatus(err, req.Stream, id)
-	}
-	switch r := res.(type) {
-	case *shoalv1.TruncateResponse:
-		return r, nil
-	case *shard.TruncateResult:
-		return &shoalv1.TruncateResponse{Shard: id, Start: r.Start}, nil
-	}
-	return nil, status.Errorf(codes.Internal, "truncate: unexpected result %T", res)
-}
-
 // readBarrier makes a linearizable read possible on local group g: the
 // leader confirms its leadership (ReadIndex) and waits until it applied up to
 // the read index.
