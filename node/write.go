@@ -190,17 +190,19 @@ func truncateVerdict(id uint32, res any, retried bool, err error) (any, error) {
 	return res, nil
 }
 
+// isStatus reports whether err is a gRPC status itself (a forwarded call's answer), not an
+// error that wraps one.
+func isStatus(err error) bool {
+	_, ok := err.(interface{ GRPCStatus() *status.Status })
+	return ok
+}
+
 // truncateRefusal reports whether err refuses a truncate for the stream's version or the
 // shard's format (FAILED_PRECONDITION), from the state machine, the proposer, or a forwarded
 // call's status.
 func truncateRefusal(err error) bool {
-	if errors.Is(err, shard.ErrWrongExpectedVersion) || errors.Is(err, shard.ErrNeedsFormat) {
-		return true
-	}
-	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
-		return false
-	}
-	return status.Code(err) == codes.FailedPrecondition
+	return errors.Is(err, shard.ErrWrongExpectedVersion) || errors.Is(err, shard.ErrNeedsFormat) ||
+		isStatus(err) && status.Code(err) == codes.FailedPrecondition
 }
 
 // appendOutcome is the failure err of an append as its caller must take it. After an attempt
@@ -233,7 +235,7 @@ func failedForWant(err error) bool {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false // the caller's: it reads no answer
 	}
-	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
+	if !isStatus(err) {
 		return false
 	}
 	switch st := status.Convert(err); st.Code() {
@@ -258,7 +260,7 @@ func deleteRefusal(err error) bool {
 	if errors.Is(err, shard.ErrStreamNotFound) || errors.Is(err, shard.ErrStreamDeleted) || errors.Is(err, shard.ErrWrongExpectedVersion) {
 		return true
 	}
-	if _, ok := err.(interface{ GRPCStatus() *status.Status }); !ok {
+	if !isStatus(err) {
 		return false
 	}
 	switch status.Code(err) {

@@ -184,7 +184,9 @@ func (s *Shard) addName(name string) {
 // events). Call it before closing the DB; the shard must not be used afterwards. Idempotent.
 func (s *Shard) Close() {
 	s.stopFilterBuild()
-	s.compact.stop()
+	if s.compact != nil {
+		s.compact.stop()
+	}
 	s.notifyAllStreams()
 	s.notify()
 }

@@ -44,15 +44,8 @@ func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, e
 		}
 		return nil, streamMeta{}, false, err
 	}
-	if !it.First() {
-		return fail(nil)
-	}
-	var m streamMeta
-	v, err := it.ValueAndErr()
-	if err != nil {
-		return fail(err)
-	}
-	if err := m.decode(v); err != nil {
+	m, found, err := streamRecord(it, key)
+	if err != nil || !found {
 		return fail(err)
 	}
 	it.SetBounds(s.keys.event(nil, m.id, m.start), s.keys.eventStreamEnd(nil, m.id)) // the same view, other keys
@@ -179,7 +172,7 @@ func (s *Shard) ReadLog(from, count uint64, fn func(*RecordedEvent) error) (next
 		return next, err
 	}
 	defer nit.Close()
-	starts := &streamStarts{s: s, lit: lit}
+	starts := streamStarts{s: s, lit: lit}
 	defer starts.close()
 
 	// Find the log entry covering from: the last one starting at or before it.
@@ -311,26 +304,30 @@ func (ss *streamStarts) of(id uint64, name string) (uint64, error) {
 		}
 		ss.it, ss.start = it, make(map[uint64]uint64)
 	}
-	key := ss.s.keys.stream(nil, name)
-	if !ss.it.SeekGE(key) || !bytes.Equal(ss.it.Key(), key) {
-		if err := ss.it.Error(); err != nil {
-			return 0, err
-		}
+	m, found, err := streamRecord(ss.it, ss.s.keys.stream(nil, name))
+	switch {
+	case err != nil:
+		return 0, err
+	case !found:
 		return 0, errCorrupt("shard log names a stream without a stream record")
-	}
-	v, err := ss.it.ValueAndErr()
-	if err != nil {
-		return 0, err
-	}
-	var m streamMeta
-	if err := m.decode(v); err != nil {
-		return 0, err
-	}
-	if m.id != id {
+	case m.id != id:
 		return 0, errCorrupt("stream record and name record disagree on the stream ID")
 	}
 	ss.start[id] = m.start
 	return m.start, nil
+}
+
+// streamRecord positions it at key, a stream record's, and decodes the record; found is false
+// when it holds no such key.
+func streamRecord(it *pebble.Iterator, key []byte) (m streamMeta, found bool, err error) {
+	if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
+		return m, false, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err == nil {
+		err = m.decode(v)
+	}
+	return m, err == nil, err
 }
 
 func (ss *streamStarts) close() error {

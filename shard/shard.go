@@ -91,7 +91,7 @@ type Shard struct {
 	// pendCompact are the spans that truncations applied since the last Committed removed;
 	// Committed hands them to compact, which reclaims their space in the background.
 	pendCompact []span
-	compact     *compactor
+	compact     *compactor // nil until the first truncation commits
 	// deferTo is the batch given to BeginBatch: Apply and SetApplied into it leave the applied
 	// index and the shard meta to FinishBatch (written once per batch, not once per entry).
 	deferTo     *pebble.Batch
@@ -126,7 +126,6 @@ func Open(db *pebble.DB, id uint32, opts Options) (*Shard, error) {
 	}
 	opts.ensureDefaults()
 	s := &Shard{db: db, id: id, keys: newKeys(id), opts: opts, m: opts.Metrics.forShard(id)}
-	s.compact = newCompactor(db, opts.Logger, id)
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -438,6 +437,9 @@ func (s *Shard) Committed() {
 	}
 	clear(s.pending)
 	if len(s.pendCompact) > 0 {
+		if s.compact == nil { // at the shard's first truncation
+			s.compact = newCompactor(s.db, s.opts.Logger, s.id)
+		}
 		s.compact.add(s.pendCompact)
 		s.pendCompact = nil
 	}

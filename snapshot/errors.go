@@ -47,6 +47,18 @@ type CorruptError struct {
 	codec     bool
 }
 
+// undecodable is the *CorruptError of stream's snapshot at version that codec cannot decode.
+func (s *Store) undecodable(stream, codec string, version uint64, err error) *CorruptError {
+	return &CorruptError{Stream: stream, Companion: s.Companion(stream),
+		Reason: fmt.Sprintf("codec %q cannot decode version %d: %v", codec, version, err)}
+}
+
+// endsBefore is the *CorruptError of stream's snapshot at a version the stream never reached.
+func (s *Store) endsBefore(stream string, version uint64) *CorruptError {
+	return &CorruptError{Stream: stream, Companion: s.Companion(stream),
+		Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", version)}
+}
+
 func (e *CorruptError) Error() string {
 	if e.codec {
 		return fmt.Sprintf("snapshot: codec mismatch for stream %q (record %s@%d): %s", e.Stream, e.Companion, e.Version, e.Reason)

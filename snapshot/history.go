@@ -36,8 +36,7 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (sta
 	// the stream never reached, either: it replays such a stream from version 0, which after
 	// a truncation would fold only the events left into the initial state.
 	if _, err := r.cfg.Codec.Decode(snap.State); err != nil {
-		return 0, false, &CorruptError{Stream: stream, Companion: store.Companion(stream),
-			Reason: fmt.Sprintf("codec %q cannot decode version %d: %v", r.cfg.Codec.Name, snap.Version, err)}
+		return 0, false, store.undecodable(stream, r.cfg.Codec.Name, snap.Version, err)
 	}
 	if err := reached(ctx, store, stream, snap.Version); err != nil {
 		return 0, false, err
@@ -55,7 +54,7 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (sta
 // or absent, passes: a truncation before version then removes nothing a load replays (or the
 // truncate answers for the stream).
 func reached(ctx context.Context, store *Store, stream string, version uint64) error {
-	for _, err := range store.c.Read(ctx, stream, client.FromVersion(version), client.Count(1), client.Linearizable()) {
+	for _, err := range readFrom(ctx, store.c, stream, version) { // the first answer says it
 		if errors.Is(err, client.ErrStreamNotFound) || errors.Is(err, client.ErrStreamDeleted) {
 			return nil
 		}
@@ -64,6 +63,5 @@ func reached(ctx context.Context, store *Store, stream string, version uint64) e
 		}
 		return nil
 	}
-	return &CorruptError{Stream: stream, Companion: store.Companion(stream),
-		Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", version)}
+	return store.endsBefore(stream, version)
 }

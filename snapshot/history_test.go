@@ -6,26 +6,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 )
+
+// historyRepo returns a client of a one-node server whose shards are at the latest format, a
+// Store over it, and an account Repository with policy.
+func historyRepo(t *testing.T, policy Policy) (*client.Client, *Store, *Repository[account]) {
+	t.Helper()
+	c := testnode.Client(t)
+	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	store, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+		Initial: func() account { return account{} }, Apply: applyAccount, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, store, repo
+}
 
 // TestTruncateHistory: Repository.TruncateHistory removes an aggregate's events before its
 // newest snapshot's version, after which a load from that snapshot still gives the state a
 // full replay gave before; without a snapshot to load from (none, or one of another codec) it
 // removes nothing.
 func TestTruncateHistory(t *testing.T) {
-	c := testnode.Client(t)
-	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	c, store, repo := historyRepo(t, Policy{Every: 10})
 	ctx := testCtx(t)
-	store, err := New(c, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
-		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Every: 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	versions := func(stream string) string {
 		var out []uint64
 		for ev, err := range c.Read(ctx, stream) {
@@ -82,18 +91,8 @@ func TestTruncateHistory(t *testing.T) {
 // as a load replays such a stream from version 0: truncated, it would fold only the events
 // left into the initial state.
 func TestTruncateHistoryUnusableSnapshot(t *testing.T) {
-	c := testnode.Client(t)
-	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	c, store, repo := historyRepo(t, Policy{Disabled: true})
 	ctx := testCtx(t)
-	store, err := New(c, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
-		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Disabled: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		stream string
 		save   func(stream string) error
@@ -136,18 +135,8 @@ func TestTruncateHistoryUnusableSnapshot(t *testing.T) {
 // Load from it, finding its version removed, would replay the events left from the initial
 // state.
 func TestOlderSaveAfterTruncateHistory(t *testing.T) {
-	c := testnode.Client(t)
-	testnode.WaitMaxFormat(t, c, 30*time.Second)
+	c, store, repo := historyRepo(t, Policy{Disabled: true})
 	ctx := testCtx(t)
-	store, err := New(c, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
-		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Disabled: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const stream = "history-older-save"
 	appendEvents(t, c, stream, 0, 50)
 	want, at24 := replay(t, c, stream), replayTo(t, c, stream, 24)

@@ -154,8 +154,7 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 	case ok:
 		st, derr := codec.Decode(snap.State)
 		if derr != nil {
-			l.SnapshotErr = &CorruptError{Stream: stream, Companion: store.Companion(stream),
-				Reason: fmt.Sprintf("codec %q cannot decode version %d: %v", codec.Name, snap.Version, derr)}
+			l.SnapshotErr = store.undecodable(stream, codec.Name, snap.Version, derr)
 			break
 		}
 		l.State, l.FromSnapshot, l.SnapshotVersion = st, true, snap.Version
@@ -239,8 +238,7 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 			break
 		}
 		// Nothing at or after the snapshot's version: the stream ends before it.
-		if err := without(&CorruptError{Stream: stream, Companion: store.Companion(stream),
-			Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", l.SnapshotVersion)}); err != nil {
+		if err := without(store.endsBefore(stream, l.SnapshotVersion)); err != nil {
 			return Loaded[S]{}, err
 		}
 		from, checkSnapshot = 0, false

@@ -13,15 +13,16 @@ import (
 	"github.com/shoaldb/shoal/client"
 )
 
-// parseExpected parses --expected: any, no-stream (when allowed), exists or
-// a version number.
-func parseExpected(s string, allowNoStream bool) (client.ExpectedVersion, error) {
+// parseExpected parses --expected: any, no-stream, exists or a version number. noStreamRefusedBy
+// names the command for which no-stream does not apply ("" when it does).
+func parseExpected(s, noStreamRefusedBy string) (client.ExpectedVersion, error) {
+	allowNoStream := noStreamRefusedBy == ""
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "any":
 		return client.Any, nil
 	case "no-stream":
 		if !allowNoStream {
-			return client.Any, usagef("--expected no-stream does not apply to delete; use any, exists or a version number")
+			return client.Any, usagef("--expected no-stream does not apply to %s; use any, exists or a version number", noStreamRefusedBy)
 		}
 		return client.NoStream, nil
 	case "exists":

@@ -225,7 +225,11 @@ func TestParseExpected(t *testing.T) {
 		{"1.5", true, client.Any, true},
 		{"latest", true, client.Any, true},
 	} {
-		got, err := parseExpected(tc.in, tc.noStream)
+		refusedBy := "delete"
+		if tc.noStream {
+			refusedBy = ""
+		}
+		got, err := parseExpected(tc.in, refusedBy)
 		var ue *usageError
 		if tc.err != (err != nil) || (err != nil && !errors.As(err, &ue)) || (!tc.err && got != tc.want) {
 			t.Errorf("parseExpected(%q, %v) = %v, %v", tc.in, tc.noStream, got, err)

@@ -48,7 +48,7 @@ command appends the event at most once, and answers "already there" when it is
 			if strings.TrimSpace(typ) == "" {
 				return usagef("append needs --type, the event's type, e.g. --type OrderPlaced")
 			}
-			exp, err := parseExpected(expected, true)
+			exp, err := parseExpected(expected, "")
 			if err != nil {
 				return err
 			}
@@ -531,7 +531,7 @@ stream after its last version, and reads show the events appended since.
 		Args: exactArgs("stream"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stream := args[0]
-			exp, err := parseExpected(expected, false)
+			exp, err := parseExpected(expected, "delete")
 			if err != nil {
 				return err
 			}
@@ -597,10 +597,7 @@ shard's leader has raised the format, the command is refused.`,
 				}
 				n = v
 			}
-			if strings.EqualFold(strings.TrimSpace(expected), "no-stream") { // as parseExpected reads it
-				return usagef("--expected no-stream does not apply to truncate; use any, exists or a version number")
-			}
-			exp, err := parseExpected(expected, false)
+			exp, err := parseExpected(expected, "truncate")
 			if err != nil {
 				return err
 			}
