@@ -234,7 +234,7 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 		m.state, kind = stateTombstoned, DeletionTombstone
 	} else {
 		m.state = stateDeleted
-		m.start = m.last + 1
+		m.start, m.truncated = m.last+1, false
 	}
 	if err := s.putStream(b, c.Stream, m); err != nil {
 		return nil, err
@@ -291,7 +291,7 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 		s.pendCompact = append(s.pendCompact, sp)
 	}
 	if before > m.start {
-		m.start = before
+		m.start, m.truncated = before, s.pendFormat >= Format5
 		if err := s.putStream(b, c.Stream, m); err != nil {
 			return nil, err
 		}

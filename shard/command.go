@@ -102,8 +102,14 @@ const (
 	// changes; the format keeps the command from a replica that cannot
 	// decode it.
 	Format4 uint64 = 4
+	// Format5: a truncation marks the stream record when it moves the
+	// stream's start (a soft delete clears the mark), so that a read can
+	// tell versions a truncation removed from versions a delete hid
+	// (ReadStreamWhole). The record's state byte carries the mark, which a
+	// replica of an older version would take for corruption.
+	Format5 uint64 = 5
 	// MaxFormat is the highest format this version applies and reads.
-	MaxFormat = Format4
+	MaxFormat = Format5
 )
 
 // SetFormatCommand raises the shard's format to Format (no effect when the

@@ -21,7 +21,7 @@ import (
 //	delete stream=S expected=... [tombstone]
 //	truncate stream=S before=N|max expected=...
 //	stored stream=S: the versions of S's event keys on disk (hidden ones too)
-//	read stream=S [from=N] [from-end] [backward] [count=N]
+//	read stream=S [from=N] [from-end] [backward] [count=N] [whole]   (whole: ReadStreamWhole, forwards)
 //	readlog [from=N] [count=N]
 //	info stream=S | applied | begin | commit | reload | reopen | raw hex=..
 //	records: the stored stream records ('N'), applied index ('X') and shard meta ('Z')
@@ -178,11 +178,17 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		return fmtResult(ts.apply(data)) + "\n"
 	case "read":
 		var sb strings.Builder
-		err := ts.s.ReadStream(a.str(t, "stream"), a.uint(t, "from", 0), a.has("from-end"),
-			a.has("backward"), a.uint(t, "count", 0), func(ev *RecordedEvent) error {
-				fmt.Fprintln(&sb, fmtEvent(ev, false))
-				return nil
-			})
+		print := func(ev *RecordedEvent) error {
+			fmt.Fprintln(&sb, fmtEvent(ev, false))
+			return nil
+		}
+		var err error
+		if a.has("whole") {
+			err = ts.s.ReadStreamWhole(a.str(t, "stream"), a.uint(t, "from", 0), a.uint(t, "count", 0), print)
+		} else {
+			err = ts.s.ReadStream(a.str(t, "stream"), a.uint(t, "from", 0), a.has("from-end"),
+				a.has("backward"), a.uint(t, "count", 0), print)
+		}
 		if err != nil {
 			fmt.Fprintf(&sb, "error: %v\n", err)
 		}

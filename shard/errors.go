@@ -31,7 +31,25 @@ var (
 	// ErrNeedsFormat: Apply, for a command the shard's format does not have yet (a
 	// TruncateCommand below Format4). The error names both formats.
 	ErrNeedsFormat = errors.New("shard: the shard's format is too old for this command")
+	// ErrHistoryTruncated: ReadStreamWhole, when a truncation removed events of the stream
+	// at or after the version asked for. The error is a *HistoryTruncatedError.
+	ErrHistoryTruncated = errors.New("shard: stream history truncated")
 )
+
+// HistoryTruncatedError is ErrHistoryTruncated: versions From to Start-1 of Stream were
+// removed by a truncation, so its history from From on is not all there.
+type HistoryTruncatedError struct {
+	Stream      string
+	From, Start uint64
+}
+
+func (e *HistoryTruncatedError) Error() string {
+	return fmt.Sprintf("shard: stream %q was truncated before version %d: versions from %d on are not all there",
+		e.Stream, e.Start, e.From)
+}
+
+// Is reports whether target is ErrHistoryTruncated.
+func (e *HistoryTruncatedError) Is(target error) bool { return target == ErrHistoryTruncated }
 
 // WrongExpectedVersionError is returned by Apply when the expected-version
 // check fails. Exists reports whether the stream exists (present and not

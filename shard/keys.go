@@ -110,28 +110,39 @@ const (
 	stateTombstoned byte = 2 // permanently deleted
 )
 
+// truncatedMark is the bit of the stream record's state byte that says its start was set by a
+// truncation (Format5 on): the versions below it are removed, not hidden by a delete.
+const truncatedMark byte = 0x80
+
 // streamMeta is the decoded stream record (value of S|shard|N|name).
 type streamMeta struct {
 	id    uint64 // per-shard stream ID, assigned from the counter at creation
 	last  uint64 // version of the last event (a stream has at least one event); see lookup for Format3
 	start uint64 // first visible version (after a soft delete: last+1 at the time of the delete)
 	state byte
+	// truncated: start is where a truncation moved it, after any delete's (Format5 on; a
+	// soft delete clears it). A truncation at Format4 left no mark.
+	truncated bool
 }
 
 const streamMetaLen = 1 + 8 + 8 + 8
 
 func (m *streamMeta) encode(dst []byte) []byte {
-	dst = append(dst, m.state)
+	st := m.state
+	if m.truncated {
+		st |= truncatedMark
+	}
+	dst = append(dst, st)
 	dst = binary.BigEndian.AppendUint64(dst, m.id)
 	dst = binary.BigEndian.AppendUint64(dst, m.last)
 	return binary.BigEndian.AppendUint64(dst, m.start)
 }
 
 func (m *streamMeta) decode(b []byte) error {
-	if len(b) != streamMetaLen || b[0] > stateTombstoned {
+	if len(b) != streamMetaLen || b[0]&^truncatedMark > stateTombstoned {
 		return errCorrupt("stream record")
 	}
-	m.state = b[0]
+	m.state, m.truncated = b[0]&^truncatedMark, b[0]&truncatedMark != 0
 	m.id = binary.BigEndian.Uint64(b[1:])
 	m.last = binary.BigEndian.Uint64(b[9:])
 	m.start = binary.BigEndian.Uint64(b[17:])

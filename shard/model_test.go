@@ -26,6 +26,7 @@ type mStream struct {
 	start  uint64
 	gone   uint64 // events before it were truncated
 	state  byte
+	marked bool // start is a truncation's (Format5 on), after any soft delete's
 }
 
 type mEvent struct {
@@ -164,7 +165,7 @@ func (m *model) delete(c *DeleteCommand) any {
 		st.state, kind = stateTombstoned, DeletionTombstone
 	} else {
 		st.state = stateDeleted
-		st.start = uint64(len(st.events))
+		st.start, st.marked = uint64(len(st.events)), false
 	}
 	res := &DeleteResult{Position: m.nextPos}
 	if m.format >= Format2 {
@@ -195,7 +196,9 @@ func (m *model) truncate(c *TruncateCommand) any {
 	}
 	before := min(c.Before, limit)
 	st.gone = max(st.gone, before)
-	st.start = max(st.start, before)
+	if before > st.start {
+		st.start, st.marked = before, m.format >= Format5
+	}
 	return &TruncateResult{Start: st.start}
 }
 
@@ -237,6 +240,31 @@ func (m *model) check(t *testing.T, s *Shard) {
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("ReadStream(%s):\n got %v\nwant %v", name, got, want)
+		}
+		// A whole read from each version below the start and at it: refused from below a
+		// marked start, else the same events as ReadStream's from there.
+		for from := range st.start + 1 {
+			first, n := uint64(0), 0
+			err := s.ReadStreamWhole(name, from, 0, func(ev *RecordedEvent) error {
+				if n == 0 {
+					first = ev.Version
+				}
+				n++
+				return nil
+			})
+			var hte *HistoryTruncatedError
+			switch {
+			case st.state == stateLive && st.marked && from < st.start:
+				if !errors.As(err, &hte) || hte.From != from || hte.Start != st.start || n != 0 {
+					t.Fatalf("ReadStreamWhole(%s, %d): %v after %d events; model: truncated before %d", name, from, err, n, st.start)
+				}
+			case st.state == stateLive:
+				if err != nil || n != len(want) || first != st.start {
+					t.Fatalf("ReadStreamWhole(%s, %d): %v, %d events from %d; model %d from %d", name, from, err, n, first, len(want), st.start)
+				}
+			case err == nil:
+				t.Fatalf("ReadStreamWhole(%s, %d) of a deleted stream: no error", name, from)
+			}
 		}
 	}
 	// The whole log, in pages of 3, without the truncated events.

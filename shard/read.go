@@ -71,6 +71,21 @@ func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, e
 // one view of the DB.
 func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, count uint64,
 	fn func(*RecordedEvent) error) error {
+	return s.readStream(stream, from, fromEnd, backward, count, false, fn)
+}
+
+// ReadStreamWhole is ReadStream forwards from version from, for a caller that needs the
+// stream's history from there complete (an aggregate's state folded from a snapshot at from,
+// or from the start): it refuses with a *HistoryTruncatedError, calling fn for no event, when
+// a truncation removed events of the stream's current history at or after from. Versions a
+// soft delete hid are not its history: a read from below them starts after them, as
+// ReadStream does. Truncations applied before Format5 left no mark and are not told.
+func (s *Shard) ReadStreamWhole(stream string, from, count uint64, fn func(*RecordedEvent) error) error {
+	return s.readStream(stream, from, false, false, count, true, fn)
+}
+
+func (s *Shard) readStream(stream string, from uint64, fromEnd, backward bool, count uint64, whole bool,
+	fn func(*RecordedEvent) error) error {
 	it, m, found, err := s.openStream(stream)
 	switch {
 	case err != nil:
@@ -85,6 +100,11 @@ func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, c
 			return ErrStreamDeleted
 		}
 		return ErrStreamNotFound
+	case whole && m.truncated && from < m.start:
+		if err := it.Close(); err != nil {
+			return err
+		}
+		return &HistoryTruncatedError{Stream: stream, From: from, Start: m.start}
 	}
 	if count == 0 {
 		count = math.MaxUint64
