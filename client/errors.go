@@ -31,6 +31,10 @@ var (
 	// not the history read so far. (Deleted and not written again, it ends with
 	// ErrStreamNotFound.) The error is a *StreamChangedError. Read the stream again.
 	ErrStreamChanged = errors.New("client: stream deleted during the read")
+	// ErrHistoryTruncated is returned by a Read with WholeHistory when a truncation removed
+	// events of the stream at or after the version it starts from. The error is a
+	// *HistoryTruncatedError. Never retried.
+	ErrHistoryTruncated = errors.New("client: stream history truncated")
 	// ErrInvalidArgument is returned for a request the server (or the
 	// client, before sending) refuses as malformed. The error is an
 	// *InvalidArgumentError naming the field and the limit. Never retried.
@@ -373,6 +377,8 @@ func convertError(err error, stream string) error {
 			return fmt.Errorf("%w: %q", ErrStreamNotFound, firstNonEmpty(d.GetStream(), stream))
 		case *shoalv1.StreamDeleted:
 			return fmt.Errorf("%w: %q", ErrStreamDeleted, firstNonEmpty(d.GetStream(), stream))
+		case *shoalv1.HistoryTruncated:
+			return &HistoryTruncatedError{Stream: firstNonEmpty(d.GetStream(), stream), From: d.GetFromVersion(), Start: d.GetStart()}
 		case *shoalv1.InvalidField:
 			return &InvalidArgumentError{Field: d.GetField(), Limit: d.GetLimit(), Reason: d.GetReason()}
 		case *shoalv1.IDConflict:
@@ -417,6 +423,21 @@ func firstNonEmpty(a, b string) string {
 	}
 	return b
 }
+
+// HistoryTruncatedError is ErrHistoryTruncated: versions From to Start-1 of Stream were
+// removed by a truncation; its first event is at Start.
+type HistoryTruncatedError struct {
+	Stream      string
+	From, Start uint64
+}
+
+func (e *HistoryTruncatedError) Error() string {
+	return fmt.Sprintf("client: stream %q was truncated before version %d: its history from version %d is not all there",
+		e.Stream, e.Start, e.From)
+}
+
+// Is reports whether target is ErrHistoryTruncated.
+func (e *HistoryTruncatedError) Is(target error) bool { return target == ErrHistoryTruncated }
 
 // StreamChangedError is ErrStreamChanged: Version, yielded by the read, was gone when the read
 // resumed.

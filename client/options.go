@@ -216,6 +216,7 @@ type readOptions struct {
 	maxStale  time.Duration   // its bound
 	deletes   bool            // IncludeDeletes was given
 	follow    bool            // Follow was given
+	whole     bool            // WholeHistory was given
 	wait      time.Duration   // Wait's long poll
 	prefix    string          // StreamPrefix
 	types     []string        // EventTypes
@@ -228,7 +229,7 @@ type readOptions struct {
 }
 
 // ReadOption configures Read and ReadPage (FromVersion, FromEnd, Backward, Count,
-// Linearizable, Stale, MaxStaleness, Follow), ReadShard (Linearizable, Stale,
+// Linearizable, Stale, MaxStaleness, Follow, WholeHistory), ReadShard (Linearizable, Stale,
 // MaxStaleness, IncludeDeletes, Follow, Wait, FromEnd, StreamPrefix, EventTypes,
 // ResumeAt) and ReadAll (ReadShard's, with ResumeAllAt instead of ResumeAt).
 type ReadOption func(*readOptions)
@@ -283,6 +284,19 @@ func IncludeDeletes() ReadOption { return func(o *readOptions) { o.deletes = tru
 // "Subscriptions"). Servers of versions before subscriptions end the read at
 // the current end; the client then polls them, from 50 ms to 1 s apart.
 func Follow() ReadOption { return func(o *readOptions) { o.follow = true } }
+
+// WholeHistory makes Read (and ReadPage) fail with ErrHistoryTruncated when a
+// truncation removed events of the stream's current history at or after the
+// version it starts from, rather than start at the first event left: for a
+// caller that folds the history into a state (snapshot.Load uses it), which a
+// missing event would make wrong. Versions a soft delete hid are not the
+// current history: a read from below them starts after them, as without the
+// option. A subscription (Follow) fails too when a truncation passes the
+// version it goes on from while it lags. Forwards only, not with FromEnd.
+// Truncations made before the shard reached format 5, and reads served by
+// versions without the option, are not told (the read starts at the first
+// event left, as without it).
+func WholeHistory() ReadOption { return func(o *readOptions) { o.whole = true } }
 
 // Wait makes a ReadShard that finds nothing new wait up to d (at most
 // MaxWait) on its server for the shard's next entry before it returns: a long
@@ -375,11 +389,15 @@ func (o *readOptions) waitMS() (uint32, error) {
 	return uint32((o.wait + time.Millisecond - 1) / time.Millisecond), nil
 }
 
-// checkFollow refuses a Follow that does not go with the other options.
+// checkFollow refuses a Follow, or a WholeHistory, that does not go with the other options.
 func (o *readOptions) checkFollow() error {
 	if o.follow && (o.backward || o.count != 0) {
 		return &InvalidArgumentError{Field: "Follow", Limit: "forwards, without Count",
 			Reason: "a subscription reads forwards until cancelled"}
+	}
+	if o.whole && (o.backward || o.fromEnd) {
+		return &InvalidArgumentError{Field: "WholeHistory", Limit: "forwards, without FromEnd",
+			Reason: "it asks for the history from a version on"}
 	}
 	return nil
 }

@@ -204,7 +204,8 @@ func (c *Client) Truncate(ctx context.Context, stream string, before uint64, exp
 // whose replica lacks that event ends there instead, as stale reads may.)
 //
 // Errors: ErrStreamNotFound, ErrStreamDeleted, ErrStreamChanged,
-// ErrInvalidArgument, ErrUnavailable, ErrClosed, or the context's error.
+// ErrHistoryTruncated (WholeHistory), ErrInvalidArgument, ErrUnavailable,
+// ErrClosed, or the context's error.
 func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
 	o := readOptions{stale: c.opts.staleReads}
 	for _, opt := range opts {
@@ -226,7 +227,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 		req := &shoalv1.ReadRequest{
 			Stream: stream, FromVersion: o.from, FromEnd: o.fromEnd,
 			Backward: o.backward, Count: o.count, AllowStale: o.stale, MaxStalenessMs: maxStale,
-			Follow: o.follow,
+			Follow: o.follow, WholeHistory: o.whole,
 		}
 		if o.fromEnd {
 			// The server resolves the end; a subscription resumes where its next_version said
@@ -250,6 +251,9 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 			if overlap {
 				attempt = proto.Clone(req).(*shoalv1.ReadRequest)
 				attempt.FromVersion, attempt.FromEnd = last.Version, false
+				// The history from last on is what the overlap checks: a truncation past last
+				// (or a delete) ends the read with ErrStreamChanged, one before it passes.
+				attempt.WholeHistory = false
 				if attempt.Count > 0 {
 					attempt.Count++
 				}

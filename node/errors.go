@@ -114,6 +114,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 		idc *shard.IDConflictError
 		nle *replica.NotLeaderError
 		nol *NoLeaderError
+		hte *shard.HistoryTruncatedError
 	)
 	switch {
 	case errors.As(err, &wev):
@@ -137,6 +138,10 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 		return withDetails(codes.AlreadyExists, err.Error(), &shoalv1.IDConflict{Stream: stream})
 	case errors.Is(err, shard.ErrNeedsFormat):
 		return shoalv1.ShardFormatError(err.Error(), id)
+	case errors.As(err, &hte):
+		return withDetails(codes.FailedPrecondition, hte.Error(), &shoalv1.HistoryTruncated{
+			Stream: hte.Stream, FromVersion: hte.From, Start: hte.Start,
+		})
 	case errors.Is(err, shard.ErrStreamDeleted):
 		return withDetails(codes.NotFound, fmt.Sprintf("stream %q is deleted (tombstoned)", stream),
 			&shoalv1.StreamDeleted{Stream: stream})
@@ -176,7 +181,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
-	"canceled", "outcome_unknown", "shard_format", "error"}
+	"canceled", "outcome_unknown", "shard_format", "history_truncated", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -188,6 +193,11 @@ func resultLabel(err error) string {
 		case codes.FailedPrecondition:
 			if shoalv1.IsShardFormat(st) {
 				return "shard_format"
+			}
+			for _, d := range st.Details() {
+				if _, ok := d.(*shoalv1.HistoryTruncated); ok {
+					return "history_truncated"
+				}
 			}
 			return "wrong_expected_version"
 		case codes.NotFound:

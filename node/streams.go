@@ -331,6 +331,10 @@ func (n *Node) checkRead(req *shoalv1.ReadRequest) (uint32, staleness, error) {
 		return id, st, n.toStatus(&shard.InvalidError{Field: "follow", Limit: "forwards, with count 0",
 			Reason: "a subscription reads forwards until cancelled"}, req.Stream, id)
 	}
+	if req.WholeHistory && (req.Backward || req.FromEnd) {
+		return id, st, n.toStatus(&shard.InvalidError{Field: "whole_history", Limit: "forwards, from a version",
+			Reason: "it asks for the history from from_version on"}, req.Stream, id)
+	}
 	return id, st, nil
 }
 
@@ -348,7 +352,7 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 	}
 	page := &shoalv1.ReadResponse{}
 	size := 0
-	err = sm.ReadStream(req.Stream, req.FromVersion, req.FromEnd, req.Backward, req.Count, func(e *shard.RecordedEvent) error {
+	send := func(e *shard.RecordedEvent) error {
 		page.Events = append(page.Events, toProtoEvent(e, id))
 		size += eventSize(e)
 		if len(page.Events) >= pageEvents || size >= pageBytes {
@@ -358,7 +362,12 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 			page, size = &shoalv1.ReadResponse{}, 0
 		}
 		return nil
-	})
+	}
+	if req.WholeHistory {
+		err = sm.ReadStreamWhole(req.Stream, req.FromVersion, req.Count, send)
+	} else {
+		err = sm.ReadStream(req.Stream, req.FromVersion, req.FromEnd, req.Backward, req.Count, send)
+	}
 	if err != nil {
 		return n.toStatus(err, req.Stream, id)
 	}
@@ -401,16 +410,22 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 		changed := sm.StreamChanged(req.Stream) // before the read: a change after it closes this
 		page := &shoalv1.ReadResponse{}
 		size := 0
-		err := sm.ReadStream(req.Stream, from, false, false, pageEvents, func(e *shard.RecordedEvent) error {
+		add := func(e *shard.RecordedEvent) error {
 			page.Events = append(page.Events, toProtoEvent(e, id))
 			if size += eventSize(e); size >= pageBytes {
 				return errPageFull
 			}
 			return nil
-		})
+		}
+		var err error
+		if req.WholeHistory { // every read: a truncation may pass from while the subscriber lags
+			err = sm.ReadStreamWhole(req.Stream, from, pageEvents, add)
+		} else {
+			err = sm.ReadStream(req.Stream, from, false, false, pageEvents, add)
+		}
 		full := errors.Is(err, errPageFull)
 		if err != nil && !full && !errors.Is(err, shard.ErrStreamNotFound) {
-			return err // a tombstone ends the subscription; an absent stream is waited for
+			return err // a tombstone ends the subscription, as a truncated history does; an absent stream is waited for
 		}
 		if err := f.checkDue(); err != nil {
 			return err

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
@@ -77,6 +80,34 @@ func TestTruncate(t *testing.T) {
 	}
 	if got := fmt.Sprint(versions()); got != "[3 4 5]" {
 		t.Fatalf("read after truncating before 3: versions %s, want [3 4 5]", got)
+	}
+	// A read that needs the history whole is refused below the truncation, with the facts,
+	// subscriptions too; from the start on it reads the same.
+	for _, opts := range [][]client.ReadOption{{client.WholeHistory()}, {client.WholeHistory(), client.FromVersion(2), client.Follow()}} {
+		var hte *client.HistoryTruncatedError
+		for _, err := range cl.Read(ctx, stream, opts...) {
+			if !errors.As(err, &hte) || hte.Stream != stream || hte.Start != 3 {
+				t.Fatalf("read of the whole history from below the truncation: %v, want ErrHistoryTruncated at 3", err)
+			}
+		}
+		if hte == nil {
+			t.Fatal("read of the whole history from below the truncation: no error")
+		}
+	}
+	if got := fmt.Sprint(versions(client.WholeHistory(), client.FromVersion(3))); got != "[3 4 5]" {
+		t.Fatalf("read of the whole history from the truncation: versions %s, want [3 4 5]", got)
+	}
+	for _, err := range cl.Read(ctx, stream, client.WholeHistory(), client.FromEnd(), client.Backward()) {
+		if !errors.Is(err, client.ErrInvalidArgument) {
+			t.Fatalf("whole history read backwards: %v, want ErrInvalidArgument", err)
+		}
+	}
+	raw, err := shoalv1.NewStreamsClient(c.Dial(t, 0)).Read(ctx, &shoalv1.ReadRequest{Stream: stream, Backward: true, WholeHistory: true})
+	if err == nil {
+		_, err = raw.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("whole_history read backwards, sent as such: %v, want INVALID_ARGUMENT", err)
 	}
 	// The IDs stay known: the first append again is a duplicate, not a new write.
 	again, err := cl.Append(ctx, stream, client.NoStream, evs[:4]...)

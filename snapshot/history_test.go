@@ -154,3 +154,46 @@ func TestOlderSaveAfterTruncateHistory(t *testing.T) {
 		t.Fatalf("load after an older save: %+v (SnapshotErr %v), %v; want the state %+v from the snapshot at 40", l, l.SnapshotErr, err, want)
 	}
 }
+
+// TestLoadTruncatedPastSnapshot: a stream truncated past its newest snapshot's version (by
+// client.Truncate, not TruncateHistory) fails Load with client.ErrHistoryTruncated, as does one
+// truncated without a snapshot to load from, rather than loading the state of the events left
+// folded into the initial state; a soft delete and the history written after it still load.
+func TestLoadTruncatedPastSnapshot(t *testing.T) {
+	c, _, repo := historyRepo(t, Policy{Every: 10})
+	ctx := testCtx(t)
+
+	const stream = "history-past"
+	appendEvents(t, c, stream, 0, 25)
+	if l, err := repo.Load(ctx, stream); err != nil || l.Version != 24 {
+		t.Fatalf("load: %+v, %v", l, err) // replayed 25: saves a snapshot at 24
+	}
+	appendEvents(t, c, stream, 25, 5)
+	if _, err := c.Truncate(ctx, stream, 27, client.Any); err != nil {
+		t.Fatal(err)
+	}
+	l, err := repo.Load(ctx, stream)
+	var hte *client.HistoryTruncatedError
+	if !errors.As(err, &hte) || hte.From != 24 || hte.Start != 27 {
+		t.Fatalf("load of a stream truncated past its snapshot: %+v, %v; want ErrHistoryTruncated from 24, start 27", l, err)
+	}
+
+	const bare = "history-past-bare" // no snapshot: a load replays from version 0
+	appendEvents(t, c, bare, 0, 5)
+	if _, err := c.Truncate(ctx, bare, 2, client.Any); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := repo.Load(ctx, bare); !errors.Is(err, client.ErrHistoryTruncated) {
+		t.Fatalf("load of a truncated stream without a snapshot: %+v, %v; want ErrHistoryTruncated", l, err)
+	}
+
+	// Deleted and written again: the new history is whole, and loads from its first version.
+	if err := c.Delete(ctx, bare, client.Any); err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, c, bare, 5, 3)
+	l, err = repo.Load(ctx, bare)
+	if err != nil || l.Version != 7 || l.Replayed != 3 || l.FromSnapshot {
+		t.Fatalf("load after a delete and three appends: %+v, %v; want versions 5..7 replayed", l, err)
+	}
+}

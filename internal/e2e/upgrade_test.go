@@ -190,6 +190,14 @@ func TestRollingUpgrade(t *testing.T) {
 		if start, err := c.Truncate(tctx, name, 2, client.Exact(2)); err != nil || start != 2 {
 			t.Fatalf("truncate after the upgrade: start %d, %v; want 2", start, err)
 		}
+		// At this version's format the truncation is marked: a read that needs the history
+		// whole from before it is refused.
+		for _, err := range c.Read(tctx, name, client.WholeHistory()) {
+			if !errors.Is(err, client.ErrHistoryTruncated) {
+				t.Fatalf("whole history read of %s after the upgrade's truncation: %v, want ErrHistoryTruncated", name, err)
+			}
+			break
+		}
 		truncated[res.Shard] = true
 	}
 

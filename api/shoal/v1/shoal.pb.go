@@ -830,7 +830,15 @@ type ReadRequest struct {
 	// with count 0; with from_end it starts after the current last event. A stream that does not
 	// exist yet, or is soft-deleted, is waited for; a tombstone ends the read (stream deleted).
 	// See ReadResponse.caught_up for the heartbeats of an idle subscription.
-	Follow        bool `protobuf:"varint,8,opt,name=follow,proto3" json:"follow,omitempty"`
+	Follow bool `protobuf:"varint,8,opt,name=follow,proto3" json:"follow,omitempty"`
+	// whole_history (forwards, without from_end): the caller needs the stream's history from
+	// from_version on complete (it folds it into a state). When a truncation removed events of
+	// the stream's current history at or after from_version, the read fails with code
+	// FAILED_PRECONDITION and a HistoryTruncated detail, reading nothing, instead of starting at
+	// the first event left. Versions a soft delete hid are not the current history. Truncations
+	// made before the shard reached format 5 left no mark and are not told; servers that do not
+	// know this field ignore it.
+	WholeHistory  bool `protobuf:"varint,9,opt,name=whole_history,json=wholeHistory,proto3" json:"whole_history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +925,13 @@ func (x *ReadRequest) GetMaxStalenessMs() uint32 {
 func (x *ReadRequest) GetFollow() bool {
 	if x != nil {
 		return x.Follow
+	}
+	return false
+}
+
+func (x *ReadRequest) GetWholeHistory() bool {
+	if x != nil {
+		return x.WholeHistory
 	}
 	return false
 }
@@ -1581,6 +1596,68 @@ func (x *StreamDeleted) GetStream() string {
 	return ""
 }
 
+// HistoryTruncated: code FAILED_PRECONDITION (a whole_history read). Versions from_version to
+// start-1 of the stream were removed by a truncation.
+type HistoryTruncated struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	FromVersion   uint64                 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	Start         uint64                 `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryTruncated) Reset() {
+	*x = HistoryTruncated{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryTruncated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryTruncated) ProtoMessage() {}
+
+func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryTruncated.ProtoReflect.Descriptor instead.
+func (*HistoryTruncated) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HistoryTruncated) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *HistoryTruncated) GetFromVersion() uint64 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
+func (x *HistoryTruncated) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
 // InvalidField: code INVALID_ARGUMENT.
 type InvalidField struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1593,7 +1670,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1682,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1695,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InvalidField) GetField() string {
@@ -1656,7 +1733,7 @@ type IDConflict struct {
 
 func (x *IDConflict) Reset() {
 	*x = IDConflict{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1745,7 @@ func (x *IDConflict) String() string {
 func (*IDConflict) ProtoMessage() {}
 
 func (x *IDConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1758,7 @@ func (x *IDConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDConflict.ProtoReflect.Descriptor instead.
 func (*IDConflict) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IDConflict) GetStream() string {
@@ -1724,7 +1801,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1813,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1826,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NotLeader) GetShard() uint32 {
@@ -1784,7 +1861,7 @@ type ClusterSettings struct {
 
 func (x *ClusterSettings) Reset() {
 	*x = ClusterSettings{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1873,7 @@ func (x *ClusterSettings) String() string {
 func (*ClusterSettings) ProtoMessage() {}
 
 func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1886,7 @@ func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
 func (*ClusterSettings) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterSettings) GetClusterId() string {
@@ -1852,7 +1929,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1941,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1954,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TopologyRequest) GetLocalOnly() bool {
@@ -1906,7 +1983,7 @@ type SuspectLeader struct {
 
 func (x *SuspectLeader) Reset() {
 	*x = SuspectLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +1995,7 @@ func (x *SuspectLeader) String() string {
 func (*SuspectLeader) ProtoMessage() {}
 
 func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2008,7 @@ func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspectLeader.ProtoReflect.Descriptor instead.
 func (*SuspectLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SuspectLeader) GetShard() uint32 {
@@ -1969,7 +2046,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2058,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2071,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -2113,7 +2190,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2202,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2215,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -2246,7 +2323,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2335,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2348,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -2317,7 +2394,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2406,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2419,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 type StatusResponse struct {
@@ -2355,7 +2432,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2444,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2457,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -2407,7 +2484,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2496,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2509,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -2457,7 +2534,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2546,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2559,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 type RecommissionRequest struct {
@@ -2495,7 +2572,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2584,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2597,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecommissionRequest) GetNode() string {
@@ -2546,7 +2623,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2635,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2648,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecommissionResponse) GetWasDecommissioning() bool {
@@ -2589,7 +2666,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2678,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2691,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 type RaftBatch struct {
@@ -2636,7 +2713,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2725,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2738,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -2714,7 +2791,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2803,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2816,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
 type SnapshotChunk struct {
@@ -2762,7 +2839,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2851,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2864,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -2902,7 +2979,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x05shard\x18\t \x01(\rR\x05shard\x12\x1a\n" +
 	"\bposition\x18\n" +
 	" \x01(\x04R\bposition\x12.\n" +
-	"\bdeletion\x18\v \x01(\x0e2\x12.shoal.v1.DeletionR\bdeletion\"\xf8\x01\n" +
+	"\bdeletion\x18\v \x01(\x0e2\x12.shoal.v1.DeletionR\bdeletion\"\x9d\x02\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x19\n" +
@@ -2912,7 +2989,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vallow_stale\x18\x06 \x01(\bR\n" +
 	"allowStale\x12(\n" +
 	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\x12\x16\n" +
-	"\x06follow\x18\b \x01(\bR\x06follow\"\x7f\n" +
+	"\x06follow\x18\b \x01(\bR\x06follow\x12#\n" +
+	"\rwhole_history\x18\t \x01(\bR\fwholeHistory\"\x7f\n" +
 	"\fReadResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12\x1b\n" +
 	"\tcaught_up\x18\x02 \x01(\bR\bcaughtUp\x12!\n" +
@@ -2959,7 +3037,11 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x0eStreamNotFound\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\"'\n" +
 	"\rStreamDeleted\x12\x16\n" +
-	"\x06stream\x18\x01 \x01(\tR\x06stream\"R\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\"c\n" +
+	"\x10HistoryTruncated\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x04R\x05start\"R\n" +
 	"\fInvalidField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\tR\x05limit\x12\x16\n" +
@@ -3090,7 +3172,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                // 0: shoal.v1.Deletion
 	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
@@ -3115,26 +3197,27 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*WrongExpectedVersion)(nil), // 20: shoal.v1.WrongExpectedVersion
 	(*StreamNotFound)(nil),       // 21: shoal.v1.StreamNotFound
 	(*StreamDeleted)(nil),        // 22: shoal.v1.StreamDeleted
-	(*InvalidField)(nil),         // 23: shoal.v1.InvalidField
-	(*IDConflict)(nil),           // 24: shoal.v1.IDConflict
-	(*NotLeader)(nil),            // 25: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),      // 26: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),      // 27: shoal.v1.TopologyRequest
-	(*SuspectLeader)(nil),        // 28: shoal.v1.SuspectLeader
-	(*NodeInfo)(nil),             // 29: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),            // 30: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),     // 31: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),        // 32: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),       // 33: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),  // 34: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil), // 35: shoal.v1.DecommissionResponse
-	(*RecommissionRequest)(nil),  // 36: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil), // 37: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),      // 38: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 39: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 40: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 41: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 42: google.protobuf.Any
+	(*HistoryTruncated)(nil),     // 23: shoal.v1.HistoryTruncated
+	(*InvalidField)(nil),         // 24: shoal.v1.InvalidField
+	(*IDConflict)(nil),           // 25: shoal.v1.IDConflict
+	(*NotLeader)(nil),            // 26: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),      // 27: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),      // 28: shoal.v1.TopologyRequest
+	(*SuspectLeader)(nil),        // 29: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),             // 30: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),            // 31: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),     // 32: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),        // 33: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),       // 34: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),  // 35: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil), // 36: shoal.v1.DecommissionResponse
+	(*RecommissionRequest)(nil),  // 37: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil), // 38: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),      // 39: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 40: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 41: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 42: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 43: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -3142,7 +3225,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	42, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	43, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -3152,37 +3235,37 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	2,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
 	2,  // 13: shoal.v1.TruncateRequest.expected:type_name -> shoal.v1.ExpectedVersion
 	2,  // 14: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	28, // 15: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
-	26, // 16: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	29, // 17: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	30, // 18: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	31, // 19: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	29, // 15: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
+	27, // 16: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	30, // 17: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	31, // 18: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	32, // 19: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
 	4,  // 20: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
 	12, // 21: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
 	14, // 22: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
 	16, // 23: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
 	7,  // 24: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
 	18, // 25: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
-	27, // 26: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	32, // 27: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	34, // 28: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	36, // 29: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	38, // 30: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	39, // 31: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	41, // 32: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	28, // 26: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	33, // 27: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	35, // 28: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	37, // 29: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	39, // 30: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	40, // 31: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	42, // 32: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
 	5,  // 33: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
 	13, // 34: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
 	15, // 35: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
 	17, // 36: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
 	10, // 37: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
 	19, // 38: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	31, // 39: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	33, // 40: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	35, // 41: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	37, // 42: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	26, // 43: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	40, // 44: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	40, // 45: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	32, // 39: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	34, // 40: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	36, // 41: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	38, // 42: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	27, // 43: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	41, // 44: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	41, // 45: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
 	33, // [33:46] is the sub-list for method output_type
 	20, // [20:33] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
@@ -3201,7 +3284,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
