@@ -94,9 +94,10 @@
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
 //     (a write that may or may not have been applied, see 3 and Delete),
 //     ErrTLSHandshake, ErrWrongCluster
-//     (see 7), ErrShardFormat (Truncate), ErrClosed, and read their facts
-//     with errors.As (*WrongExpectedVersionError, *InvalidArgumentError,
-//     *IDConflictError, *UnavailableError, *OutcomeUnknownError). Context
+//     (see 7), ErrShardFormat (Truncate), ErrHistoryTruncated (a Read with
+//     WholeHistory), ErrClosed, and read their facts with errors.As
+//     (*WrongExpectedVersionError, *InvalidArgumentError, *IDConflictError,
+//     *HistoryTruncatedError, *UnavailableError, *OutcomeUnknownError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
 //  6. An append to a shard's leader that is still waiting after 300ms for
 //     its answer, or a read waiting as long for its next page, watches the

@@ -97,7 +97,10 @@
 // truncation removes every older snapshot, the ones left behind too.
 //
 // The aggregate's own stream can be truncated too, up to its newest
-// snapshot's version and no further: Repository.TruncateHistory. A stream
-// truncated past its newest snapshot cannot be told from one deleted and
-// written again, and a Load would fold what is left into the initial state.
+// snapshot's version and no further: Repository.TruncateHistory. Load reads
+// with client.WholeHistory, so a stream truncated past its newest snapshot
+// (or truncated without one) fails the load with client.ErrHistoryTruncated.
+// A truncation made before its shard reached format 5 left no mark: such a
+// stream cannot be told from one deleted and written again, and a Load folds
+// what is left into the initial state.
 package snapshot
