@@ -320,7 +320,9 @@ func (c *Coordinator) Resume(ctx context.Context, id string) (State, error) {
 }
 
 // Load folds saga id's stream without driving it. A missing saga returns a
-// State with Exists false and Status StatusNew.
+// State with Exists false and Status StatusNew; one whose first events a
+// truncation removed (client.Truncate) fails with client.ErrHistoryTruncated
+// (from its shard's format 5 on; before, the fold finds the gap instead).
 func (c *Coordinator) Load(ctx context.Context, id string) (State, error) {
 	if err := checkID(id); err != nil {
 		return State{}, err
@@ -328,7 +330,8 @@ func (c *Coordinator) Load(ctx context.Context, id string) (State, error) {
 	st := State{ID: id, FailedStep: -1}
 	// Linearizable whatever the client's default: a lagging replica's copy of the saga
 	// would make Resume act on a past state (run the action of a saga already aborted).
-	for ev, err := range c.c.Read(ctx, Stream(id), client.Linearizable()) {
+	// WholeHistory: a saga whose first events a truncation removed is refused as such.
+	for ev, err := range c.c.Read(ctx, Stream(id), client.Linearizable(), client.WholeHistory()) {
 		if errors.Is(err, client.ErrStreamNotFound) {
 			return State{ID: id, FailedStep: -1}, nil
 		}

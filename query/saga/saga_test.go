@@ -269,6 +269,26 @@ func TestSagas(t *testing.T) {
 		}
 	})
 
+	// A saga's stream truncated (its first events removed) cannot be folded: Load and Resume
+	// say so rather than fold the events left.
+	t.Run("truncated stream", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		testnode.WaitMaxFormat(t, c, 30*time.Second)
+		co := w.coordinator("a")
+		if _, err := co.Start(ctx, "trip", "cut", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Truncate(ctx, Stream("cut"), 2, client.Any); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := co.Load(ctx, "cut"); !errors.Is(err, client.ErrHistoryTruncated) {
+			t.Fatalf("Load of a truncated saga = %+v, %v; want ErrHistoryTruncated", st, err)
+		}
+		if st, err := co.Resume(ctx, "cut"); !errors.Is(err, client.ErrHistoryTruncated) {
+			t.Fatalf("Resume of a truncated saga = %+v, %v; want ErrHistoryTruncated", st, err)
+		}
+	})
+
 	t.Run("transient failure is retried", func(t *testing.T) {
 		ctx, w := testCtx(t), newWorld(t, c)
 		w.before = func(_ context.Context, sc StepContext) error {
