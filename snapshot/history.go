@@ -18,10 +18,15 @@ import (
 // returned in those cases).
 //
 // The snapshot's own version stays: a Load reads from it to tell that the
-// stream was not deleted since. A stream must never be truncated past its
-// newest snapshot by other means: a Load could not tell that from a delete
-// and a new life, and would fold the events left into the initial state
-// (docs/guarantees.md, "Truncation"). A concurrent save of a newer snapshot
+// stream was not deleted since. From then on that snapshot (or a newer one)
+// is the only start a Load has: after a change of codec, or with the snapshot
+// lost, Load fails with client.ErrHistoryTruncated (to change the codec of a
+// truncated aggregate, load it with the old codec and save its state in the
+// new one with SaveState first). A stream must never be
+// truncated past its newest snapshot by other means: Load then fails the
+// same way (from the shard's format 5 on; before, it could not tell that from
+// a delete and a new life, and folded the events left into the initial state;
+// docs/guarantees.md, "Truncation"). A concurrent save of a newer snapshot
 // is harmless: the truncation removes only what the older one covers; one of
 // an older snapshot writes nothing (Store.Save).
 // client.Truncate's errors apply (client.ErrShardFormat on a cluster not yet

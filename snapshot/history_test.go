@@ -196,4 +196,23 @@ func TestLoadTruncatedPastSnapshot(t *testing.T) {
 	if err != nil || l.Version != 7 || l.Replayed != 3 || l.FromSnapshot {
 		t.Fatalf("load after a delete and three appends: %+v, %v; want versions 5..7 replayed", l, err)
 	}
+
+	// After TruncateHistory the snapshot is the only start: a repository of another codec
+	// has none, and is refused too.
+	const kept = "history-past-kept"
+	appendEvents(t, c, kept, 0, 12)
+	if _, err := repo.Load(ctx, kept); err != nil { // saves a snapshot at 11
+		t.Fatal(err)
+	}
+	if _, truncated, err := repo.TruncateHistory(ctx, kept); err != nil || !truncated {
+		t.Fatalf("TruncateHistory: %v, %v", truncated, err)
+	}
+	v2, err := NewRepository(RepositoryConfig[account]{Store: repo.cfg.Store, Codec: JSONCodec[account]("account/json/v2"),
+		Initial: func() account { return account{} }, Apply: applyAccount})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := v2.Load(ctx, kept); !errors.Is(err, client.ErrHistoryTruncated) {
+		t.Fatalf("load in another codec after TruncateHistory: %+v, %v; want ErrHistoryTruncated", l, err)
+	}
 }
