@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -93,6 +94,37 @@ func (c *Client) Decommission(ctx context.Context, name string) error {
 		_, err := n.cluster.Decommission(ctx, &shoalv1.DecommissionRequest{Node: name})
 		return false, err
 	})
+}
+
+// BackupInfo describes a backup a node wrote (Backup).
+type BackupInfo struct {
+	Node    string    // the node whose data directory it copies
+	Path    string    // its directory, on that node's machine
+	Bytes   uint64    // the size of its files
+	Created time.Time // when the node's store was checkpointed
+}
+
+// Backup asks the node named nodeName to write a consistent copy of its data directory into a
+// new directory, name, under its --backup-dir, while it serves (name "": the node's name
+// and the UTC time). The copy is what a crash of the node at that moment would leave; see
+// docs/operations.md, "Backups", for how and when to restore one. A name already taken is
+// refused with codes.AlreadyExists. An attempt that may have run but whose answer was lost
+// is not repeated: the call then ends with ErrOutcomeUnknown (look in the backup directory).
+// A node of an earlier version answers codes.Unimplemented.
+func (c *Client) Backup(ctx context.Context, nodeName, name string) (BackupInfo, error) {
+	if nodeName == "" {
+		return BackupInfo{}, &InvalidArgumentError{Field: "node", Limit: "a node name", Reason: "the node name is empty"}
+	}
+	var info BackupInfo
+	err := c.run(ctx, target{kind: anyNode, once: true}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+		r, err := n.cluster.Backup(ctx, &shoalv1.BackupRequest{Node: nodeName, Name: name})
+		if err != nil {
+			return false, err
+		}
+		info = BackupInfo{Node: r.GetNode(), Path: r.GetPath(), Bytes: r.GetBytes(), Created: time.Unix(0, r.GetCreatedUnixNano())}
+		return false, nil
+	})
+	return info, err
 }
 
 // RecommissionOutcome is what Recommission found.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -194,6 +195,10 @@ type Config struct {
 	// later. See replica.Config.
 	MaxSnapshotBytes     uint64
 	SnapshotMinFreeBytes uint64
+	// BackupDir is where Backup writes this node's backups, one directory each (default
+	// DataDir/backups: on the data's disk, where the store's tables are hard-linked rather
+	// than copied; copy a backup elsewhere to keep it from that disk's loss).
+	BackupDir string
 	// OnDiskStall is called once, on its own goroutine, when a disk operation
 	// has lasted MaxSyncDuration. Nil: log the stall and end the process with
 	// status ExitDiskStall, so that the cluster treats the node as crashed.
@@ -236,6 +241,9 @@ func DefaultConfig() Config {
 func (c Config) withDefaults() Config {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
+	}
+	if c.BackupDir == "" {
+		c.BackupDir = filepath.Join(c.DataDir, "backups")
 	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -78,6 +79,9 @@ type dataDir struct {
 	// files, once set, is the file system writeFile writes through: the disk watch's, so that
 	// a hung write of groups.json (on the raft loop) or peers.json is a disk stall too.
 	files vfs.FS
+	// groupsMu is held by every write of groups.json, and by a backup while it copies the
+	// store and the file (holdGroups): the groups it lists are those the copy holds.
+	groupsMu sync.Mutex
 }
 
 // dataDirMode is the mode of a data directory shoal creates, and of its snapshots directory.
@@ -240,7 +244,16 @@ func (d *dataDir) groups() ([]uint32, error) {
 func (d *dataDir) saveGroups(g []uint32) error {
 	g = slices.Clone(g)
 	slices.Sort(g)
+	d.groupsMu.Lock()
+	defer d.groupsMu.Unlock()
 	return d.writeJSON(groupsFile, slices.Compact(g))
+}
+
+// holdGroups runs fn while no write of groups.json runs.
+func (d *dataDir) holdGroups(fn func() error) error {
+	d.groupsMu.Lock()
+	defer d.groupsMu.Unlock()
+	return fn()
 }
 
 // peers returns the gossip addresses of the peers last seen alive, the

@@ -17,6 +17,7 @@ type metrics struct {
 	appends        *prometheus.CounterVec // by result
 	deletes        *prometheus.CounterVec // by result
 	truncates      *prometheus.CounterVec // by result
+	backups        *prometheus.CounterVec // by result (ok, refused, error)
 	reads          *prometheus.CounterVec // by kind (stream, shard) and result
 	appendLatency  prometheus.Histogram
 	eventsAppended prometheus.Counter
@@ -47,6 +48,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		truncates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_truncates_total",
 			Help: "Truncate requests answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
+		}, []string{"result"}),
+		backups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_backups_total",
+			Help: "Backups of this node's data directory (Backup), by result: ok, refused (a bad or taken name), error.",
 		}, []string{"result"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_reads_total",
@@ -119,6 +124,9 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	}
 	// Every result from the start, at zero, so that a rate or an alert on a result the node
 	// has not met yet (a failure, say) has a series to work on.
+	for _, result := range []string{"ok", "refused", "error"} {
+		m.backups.WithLabelValues(result)
+	}
 	for _, result := range resultLabels {
 		m.appends.WithLabelValues(result)
 		m.deletes.WithLabelValues(result)
@@ -128,7 +136,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}
 	}
 	if r != nil {
-		r.MustRegister(m.appends, m.deletes, m.truncates, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
+		r.MustRegister(m.appends, m.deletes, m.truncates, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
 			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused)
 	}

@@ -79,6 +79,10 @@ type Node struct {
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
 	decomMu    sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
+	// backupMu serializes backups (Backup), and Close takes it to set backupClosed before
+	// Pebble closes, so that no checkpoint runs on a closed store.
+	backupMu     sync.Mutex
+	backupClosed bool
 	peersMu    sync.Mutex // guards savedPeers and peers.json
 	savedPeers []string   // the live peers' gossip addresses last stored
 	closeOnce  sync.Once
@@ -721,6 +725,9 @@ func (n *Node) close() error {
 		// Before Pebble closes: a scrape of an embedder's registry must not reach a closed DB.
 		n.regs.unregisterAll()
 	}
+	n.backupMu.Lock()
+	n.backupClosed = true
+	n.backupMu.Unlock()
 	if n.db != nil {
 		if err := n.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))

@@ -2562,6 +2562,137 @@ func (*DecommissionResponse) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
+type BackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // node name; empty: the node that answers
+	// name is the backup's directory under the node's --backup-dir: 1 to 128 of A-Z a-z 0-9
+	// . _ -, starting with a letter or digit. Empty: the node's name and the UTC time,
+	// e.g. n1-20261204T093000Z. An existing name is refused (ALREADY_EXISTS).
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Forwarded     bool   `protobuf:"varint,3,opt,name=forwarded,proto3" json:"forwarded,omitempty"` // set by the node that forwards it to the named node
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BackupRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *BackupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackupRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type BackupResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Node            string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`                                                 // the node whose data it holds
+	Path            string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`                                                 // its directory, on that node's machine
+	Bytes           uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`                                              // its files' size (tables hard-linked to the store's included)
+	CreatedUnixNano int64                  `protobuf:"varint,4,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"` // when the store's checkpoint was taken
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *BackupResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *BackupResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackupResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
 type RecommissionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`            // node name
@@ -2572,7 +2703,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2715,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2728,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RecommissionRequest) GetNode() string {
@@ -2623,7 +2754,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2766,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2779,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RecommissionResponse) GetWasDecommissioning() bool {
@@ -2666,7 +2797,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2809,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2822,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
 type RaftBatch struct {
@@ -2713,7 +2844,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2856,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2869,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -2791,7 +2922,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2934,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2947,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
 }
 
 type SnapshotChunk struct {
@@ -2839,7 +2970,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +2982,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +2995,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -3113,7 +3244,16 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x13DecommissionRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"\x16\n" +
-	"\x14DecommissionResponse\"G\n" +
+	"\x14DecommissionResponse\"U\n" +
+	"\rBackupRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tforwarded\x18\x03 \x01(\bR\tforwarded\"z\n" +
+	"\x0eBackupResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12*\n" +
+	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\"G\n" +
 	"\x13RecommissionRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"G\n" +
@@ -3148,13 +3288,14 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\tReadShard\x12\x1a.shoal.v1.ReadShardRequest\x1a\x1b.shoal.v1.ReadShardResponse0\x01\x12;\n" +
 	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
 	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x01\x12A\n" +
-	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse2\xe9\x02\n" +
+	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse2\xa6\x03\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
 	"\fDecommission\x12\x1d.shoal.v1.DecommissionRequest\x1a\x1e.shoal.v1.DecommissionResponse\x12M\n" +
 	"\fRecommission\x12\x1d.shoal.v1.RecommissionRequest\x1a\x1e.shoal.v1.RecommissionResponse\x12@\n" +
-	"\bSettings\x12\x19.shoal.v1.SettingsRequest\x1a\x19.shoal.v1.ClusterSettings2r\n" +
+	"\bSettings\x12\x19.shoal.v1.SettingsRequest\x1a\x19.shoal.v1.ClusterSettings\x12;\n" +
+	"\x06Backup\x12\x17.shoal.v1.BackupRequest\x1a\x18.shoal.v1.BackupResponse2r\n" +
 	"\x04Raft\x120\n" +
 	"\x04Send\x12\x13.shoal.v1.RaftBatch\x1a\x11.shoal.v1.RaftAck(\x01\x128\n" +
 	"\bSnapshot\x12\x17.shoal.v1.SnapshotChunk\x1a\x11.shoal.v1.RaftAck(\x01B/Z-github.com/shoaldb/shoal/api/shoal/v1;shoalv1b\x06proto3"
@@ -3172,7 +3313,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                // 0: shoal.v1.Deletion
 	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
@@ -3211,13 +3352,15 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*StatusResponse)(nil),       // 34: shoal.v1.StatusResponse
 	(*DecommissionRequest)(nil),  // 35: shoal.v1.DecommissionRequest
 	(*DecommissionResponse)(nil), // 36: shoal.v1.DecommissionResponse
-	(*RecommissionRequest)(nil),  // 37: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil), // 38: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),      // 39: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 40: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 41: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 42: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 43: google.protobuf.Any
+	(*BackupRequest)(nil),        // 37: shoal.v1.BackupRequest
+	(*BackupResponse)(nil),       // 38: shoal.v1.BackupResponse
+	(*RecommissionRequest)(nil),  // 39: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil), // 40: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),      // 41: shoal.v1.SettingsRequest
+	(*RaftBatch)(nil),            // 42: shoal.v1.RaftBatch
+	(*RaftAck)(nil),              // 43: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),        // 44: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),            // 45: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -3225,7 +3368,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	43, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	45, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -3249,25 +3392,27 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	28, // 26: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
 	33, // 27: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
 	35, // 28: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	37, // 29: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	39, // 30: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	40, // 31: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	42, // 32: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	5,  // 33: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	13, // 34: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	15, // 35: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	17, // 36: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	10, // 37: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	19, // 38: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	32, // 39: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	34, // 40: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	36, // 41: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	38, // 42: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	27, // 43: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	41, // 44: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	41, // 45: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	33, // [33:46] is the sub-list for method output_type
-	20, // [20:33] is the sub-list for method input_type
+	39, // 29: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	41, // 30: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	37, // 31: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
+	42, // 32: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	44, // 33: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	5,  // 34: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	13, // 35: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	15, // 36: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	17, // 37: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	10, // 38: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	19, // 39: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	32, // 40: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	34, // 41: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	36, // 42: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	40, // 43: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	27, // 44: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	38, // 45: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
+	43, // 46: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	43, // 47: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	34, // [34:48] is the sub-list for method output_type
+	20, // [20:34] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -3284,7 +3429,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

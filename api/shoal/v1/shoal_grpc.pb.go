@@ -353,6 +353,7 @@ const (
 	Cluster_Decommission_FullMethodName = "/shoal.v1.Cluster/Decommission"
 	Cluster_Recommission_FullMethodName = "/shoal.v1.Cluster/Recommission"
 	Cluster_Settings_FullMethodName     = "/shoal.v1.Cluster/Settings"
+	Cluster_Backup_FullMethodName       = "/shoal.v1.Cluster/Backup"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -367,6 +368,11 @@ type ClusterClient interface {
 	Recommission(ctx context.Context, in *RecommissionRequest, opts ...grpc.CallOption) (*RecommissionResponse, error)
 	// Settings returns the cluster's immutable settings; joining nodes call it.
 	Settings(ctx context.Context, in *SettingsRequest, opts ...grpc.CallOption) (*ClusterSettings, error)
+	// Backup writes a consistent copy of a node's data directory (a Pebble checkpoint of its
+	// store and its identity, cluster and groups files) into a new directory under that node's
+	// --backup-dir, while it serves. Any node forwards it to the named one. Nodes of earlier
+	// versions answer UNIMPLEMENTED.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error)
 }
 
 type clusterClient struct {
@@ -427,6 +433,16 @@ func (c *clusterClient) Settings(ctx context.Context, in *SettingsRequest, opts 
 	return out, nil
 }
 
+func (c *clusterClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BackupResponse)
+	err := c.cc.Invoke(ctx, Cluster_Backup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -439,6 +455,11 @@ type ClusterServer interface {
 	Recommission(context.Context, *RecommissionRequest) (*RecommissionResponse, error)
 	// Settings returns the cluster's immutable settings; joining nodes call it.
 	Settings(context.Context, *SettingsRequest) (*ClusterSettings, error)
+	// Backup writes a consistent copy of a node's data directory (a Pebble checkpoint of its
+	// store and its identity, cluster and groups files) into a new directory under that node's
+	// --backup-dir, while it serves. Any node forwards it to the named one. Nodes of earlier
+	// versions answer UNIMPLEMENTED.
+	Backup(context.Context, *BackupRequest) (*BackupResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -463,6 +484,9 @@ func (UnimplementedClusterServer) Recommission(context.Context, *RecommissionReq
 }
 func (UnimplementedClusterServer) Settings(context.Context, *SettingsRequest) (*ClusterSettings, error) {
 	return nil, status.Error(codes.Unimplemented, "method Settings not implemented")
+}
+func (UnimplementedClusterServer) Backup(context.Context, *BackupRequest) (*BackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -575,6 +599,24 @@ func _Cluster_Settings_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Backup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Backup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Backup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Backup(ctx, req.(*BackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -601,6 +643,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Settings",
 			Handler:    _Cluster_Settings_Handler,
+		},
+		{
+			MethodName: "Backup",
+			Handler:    _Cluster_Backup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

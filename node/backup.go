@@ -1,0 +1,228 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/buildinfo"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// backupManifest is the backup.json a backup directory holds: what it is a copy of.
+type backupManifest struct {
+	NodeID    uint64    `json:"node_id"`
+	Node      string    `json:"node"`
+	ClusterID string    `json:"cluster_id"`
+	Created   time.Time `json:"created"`
+	Version   string    `json:"version"`      // of the node that wrote it
+	MaxFormat uint64    `json:"shard_format"` // the highest shard format that version applies
+}
+
+const backupManifestFile = "backup.json"
+
+// backupNameRE is what a backup's directory name may be (BackupRequest.name).
+var backupNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ErrBackupExists is returned by Backup for a name already taken under Config.BackupDir.
+var ErrBackupExists = errors.New("node: a backup of that name exists")
+
+// BackupResult is what Backup wrote.
+type BackupResult struct {
+	Path    string
+	Bytes   uint64
+	Created time.Time
+}
+
+// Backup writes a consistent copy of this node's data directory into BackupDir/name (name
+// "" is the node's name and the UTC time): a Pebble checkpoint of the store (its tables
+// hard-linked where the file system allows, so a backup next to the data costs little space
+// until compactions replace them), taken while no write of groups.json runs, so that the
+// groups listed are those whose raft state the checkpoint holds; the identity, cluster and
+// groups files (and the decommissioning flag, and the peers and members last seen); and
+// backup.json. The copy is what a crash at
+// that moment would have left, so starting a node on it recovers as from such a crash. It is
+// assembled in a hidden directory and renamed into place, so BackupDir/name is complete or
+// absent. The node serves meanwhile. See docs/operations.md, "Backups", for when restoring
+// one is safe.
+func (n *Node) Backup(name string) (BackupResult, error) {
+	created := time.Now().UTC()
+	if name == "" {
+		name = n.Name() + "-" + created.Format("20060102T150405Z")
+	}
+	if !backupNameRE.MatchString(name) {
+		return BackupResult{}, &shard.InvalidError{Field: "name", Limit: "1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+			Reason: fmt.Sprintf("%q is not a backup name", name)}
+	}
+	n.backupMu.Lock() // one backup at a time; Close waits for it before Pebble closes
+	defer n.backupMu.Unlock()
+	if n.backupClosed {
+		return BackupResult{}, ErrClosed
+	}
+	fs := n.dir.fs()
+	dir := n.cfg.BackupDir
+	final := filepath.Join(dir, name)
+	if _, err := fs.Stat(final); err == nil {
+		return BackupResult{}, fmt.Errorf("%w: %s", ErrBackupExists, final)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return BackupResult{}, err
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return BackupResult{}, fmt.Errorf("node: backup: %w", err)
+	}
+	tmp := filepath.Join(dir, "."+name+".partial")
+	if err := fs.RemoveAll(tmp); err != nil { // a crashed backup's
+		return BackupResult{}, fmt.Errorf("node: backup: %w", err)
+	}
+	if err := n.writeBackup(fs, tmp, created); err != nil {
+		_ = fs.RemoveAll(tmp)
+		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
+	}
+	if err := fs.Rename(tmp, final); err != nil {
+		_ = fs.RemoveAll(tmp)
+		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
+	}
+	if err := syncDirFS(fs, dir); err != nil {
+		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
+	}
+	size, err := dirSize(fs, final)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
+	}
+	n.log.Info("backup written", "path", final, "bytes", size)
+	return BackupResult{Path: final, Bytes: size, Created: created}, nil
+}
+
+// writeBackup writes the backup's content into tmp, a new directory.
+func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
+	if err := fs.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	files := []string{identityFile, clusterFile, groupsFile, decomFile, peersFile, membersFile}
+	err := n.dir.holdGroups(func() error {
+		// WithFlushedWAL: the checkpoint holds every write acknowledged before it started.
+		if err := n.db.Checkpoint(filepath.Join(tmp, pebbleDir), pebble.WithFlushedWAL()); err != nil {
+			return err
+		}
+		for _, f := range files {
+			if err := copyFile(fs, filepath.Join(n.dir.path, f), filepath.Join(tmp, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s := n.Settings()
+	m := backupManifest{NodeID: n.ID(), Node: n.Name(), ClusterID: s.ClusterID, Created: created,
+		Version: buildinfo.Version, MaxFormat: shard.MaxFormat}
+	backup := &dataDir{path: tmp, files: fs}
+	if err := backup.writeJSON(backupManifestFile, m); err != nil {
+		return err
+	}
+	return syncDirFS(fs, tmp)
+}
+
+// copyFile copies src to dst (a new file) and syncs it.
+func copyFile(fs vfs.FS, src, dst string) error {
+	in, err := fs.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := fs.Create(dst, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// syncDirFS fsyncs directory dir through fs.
+func syncDirFS(fs vfs.FS, dir string) error { return (&dataDir{path: dir, files: fs}).syncDir() }
+
+// dirSize is the size of the files under dir.
+func dirSize(fs vfs.FS, dir string) (uint64, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, name := range names {
+		p := filepath.Join(dir, name)
+		st, err := fs.Stat(p)
+		if err != nil {
+			return 0, err
+		}
+		if st.IsDir() {
+			sub, err := dirSize(fs, p)
+			if err != nil {
+				return 0, err
+			}
+			total += sub
+			continue
+		}
+		total += uint64(st.Size())
+	}
+	return total, nil
+}
+
+func (s *clusterServer) Backup(ctx context.Context, req *shoalv1.BackupRequest) (*shoalv1.BackupResponse, error) {
+	name := req.Node
+	if name == "" {
+		name = s.n.Name()
+	}
+	conn, err := s.named(name, req.Forwarded, "backup")
+	if err != nil {
+		return nil, err
+	}
+	if conn != nil {
+		res, err := shoalv1.NewClusterClient(conn).Backup(ctx, &shoalv1.BackupRequest{Node: name, Name: req.Name, Forwarded: true})
+		return res, forwardedOpErr(err, name, "backup", conn.Target())
+	}
+	res, err := s.n.Backup(req.Name)
+	s.n.metrics.backups.WithLabelValues(backupResult(err)).Inc()
+	var inv *shard.InvalidError
+	switch {
+	case err == nil:
+		return &shoalv1.BackupResponse{Node: s.n.Name(), Path: res.Path, Bytes: res.Bytes, CreatedUnixNano: res.Created.UnixNano()}, nil
+	case errors.As(err, &inv):
+		return nil, s.n.toStatus(err, "", 0)
+	case errors.Is(err, ErrBackupExists):
+		return nil, status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, ErrClosed):
+		return nil, status.Error(codes.Unavailable, shuttingDownMsg)
+	}
+	return nil, status.Error(codes.Internal, err.Error())
+}
+
+// backupResult is the result label of shoal_backups_total.
+func backupResult(err error) string {
+	var inv *shard.InvalidError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &inv), errors.Is(err, ErrBackupExists):
+		return "refused"
+	}
+	return "error"
+}

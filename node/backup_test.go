@@ -1,0 +1,145 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/testaddr"
+)
+
+// TestBackupRestore: a backup taken while appends run holds every event acknowledged before
+// it was asked for; a node started on a copy of it (the same node, the old one stopped)
+// serves them at their versions and takes appends after them. Bad and taken names are
+// refused and write nothing.
+func TestBackupRestore(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	n := startNode(t, cfg)
+	conn := dial(t, n.Addr())
+	sc, cc := shoalv1.NewStreamsClient(conn), shoalv1.NewClusterClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Writers append to their own streams until told to stop, recording each acknowledged
+	// version; the backup is asked for while they run.
+	const writers = 4
+	acked := make([]uint64, writers) // versions acknowledged: 0..acked-1
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for v := uint64(0); ; v++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				exp := exact(v - 1)
+				if v == 0 {
+					exp = noStream()
+				}
+				if _, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: fmt.Sprintf("acct-%d", w), Expected: exp, Events: events("Tick")}); err != nil {
+					t.Errorf("append %d to acct-%d: %v", v, w, err)
+					return
+				}
+				mu.Lock()
+				acked[w] = v + 1
+				mu.Unlock()
+			}
+		}()
+	}
+	var before []uint64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		before = append(before[:0], acked...)
+		mu.Unlock()
+		if slices.Min(before) >= 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appends acknowledged before the backup: %v, want 20 per stream", before)
+		}
+	}
+	res, err := cc.Backup(ctx, &shoalv1.BackupRequest{Node: "solo", Name: "b1"})
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(cfg.DataDir, "backups", "b1")
+	if res.Path != want || res.Node != "solo" || res.Bytes == 0 {
+		t.Fatalf("Backup: %+v, want path %s", res, want)
+	}
+	var m backupManifest
+	if b, err := os.ReadFile(filepath.Join(want, backupManifestFile)); err != nil || json.Unmarshal(b, &m) != nil || m.NodeID != n.ID() {
+		t.Fatalf("backup.json: %+v, %v; want node ID %d", m, err, n.ID())
+	}
+
+	// Refusals write nothing.
+	for _, tc := range []struct {
+		name string
+		code codes.Code
+	}{{"b1", codes.AlreadyExists}, {"../escape", codes.InvalidArgument}, {".hidden", codes.InvalidArgument}} {
+		if _, err := cc.Backup(ctx, &shoalv1.BackupRequest{Name: tc.name}); status.Code(err) != tc.code {
+			t.Fatalf("backup named %q: %v, want %v", tc.name, err, tc.code)
+		}
+	}
+	if _, err := cc.Backup(ctx, &shoalv1.BackupRequest{Node: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("backup of an unknown node: %v, want NOT_FOUND", err)
+	}
+	if entries, err := os.ReadDir(filepath.Join(cfg.DataDir, "backups")); err != nil || len(entries) != 1 {
+		t.Fatalf("backups directory after the refusals: %v, %v; want b1 alone", entries, err)
+	}
+	if got := testutil.ToFloat64(n.metrics.backups.WithLabelValues("refused")); got != 3 {
+		t.Fatalf("shoal_backups_total{result=refused} %v, want 3", got)
+	}
+
+	// Restore: stop the node, start it on a copy of the backup.
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if err := os.CopyFS(restored, os.DirFS(want)); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := cfg
+	rcfg.DataDir, rcfg.BackupDir, rcfg.Gossip = restored, "", testaddr.Gossip(t)
+	r := startNode(t, rcfg)
+	if r.ID() != n.ID() {
+		t.Fatalf("restored node ID %d, want %d", r.ID(), n.ID())
+	}
+	rsc := shoalv1.NewStreamsClient(dial(t, r.Addr()))
+	for w := range writers {
+		stream := fmt.Sprintf("acct-%d", w)
+		evs, err := readAll(ctx, rsc, &shoalv1.ReadRequest{Stream: stream})
+		if err != nil {
+			t.Fatalf("read %s from the restored node: %v", stream, err)
+		}
+		if uint64(len(evs)) < before[w] {
+			t.Fatalf("%s restored with %d events; %d were acknowledged before the backup", stream, len(evs), before[w])
+		}
+		for i, e := range evs {
+			if e.Version != uint64(i) {
+				t.Fatalf("%s restored: event %d at version %d", stream, i, e.Version)
+			}
+		}
+		last := uint64(len(evs)) - 1
+		if _, err := rsc.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Expected: exact(last), Events: events("After")}); err != nil {
+			t.Fatalf("append to %s on the restored node after version %d: %v", stream, last, err)
+		}
+	}
+}
