@@ -78,15 +78,15 @@ type Node struct {
 
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
-	decomMu    sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
+	decomMu sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
 	// backupMu serializes backups (Backup), and Close takes it to set backupClosed before
 	// Pebble closes, so that no checkpoint runs on a closed store.
 	backupMu     sync.Mutex
 	backupClosed bool
-	peersMu    sync.Mutex // guards savedPeers and peers.json
-	savedPeers []string   // the live peers' gossip addresses last stored
-	closeOnce  sync.Once
-	closeErr   error
+	peersMu      sync.Mutex // guards savedPeers and peers.json
+	savedPeers   []string   // the live peers' gossip addresses last stored
+	closeOnce    sync.Once
+	closeErr     error
 
 	mu struct {
 		sync.Mutex
