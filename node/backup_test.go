@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,7 +120,21 @@ func TestBackupRestore(t *testing.T) {
 	}
 	rcfg := cfg
 	rcfg.DataDir, rcfg.BackupDir, rcfg.Gossip = restored, "", testaddr.Gossip(t)
+	// Not without saying so: the start is refused, naming the backup, and changes nothing.
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	_, err = Start(sctx, rcfg)
+	scancel()
+	if !errors.Is(err, ErrConfigConflict) || !strings.Contains(err.Error(), "--restore") {
+		t.Fatalf("start on a backup without Restore: %v, want a conflict that names --restore", err)
+	}
+	if _, err := os.Stat(filepath.Join(restored, backupManifestFile)); err != nil {
+		t.Fatalf("the refused start touched backup.json: %v", err)
+	}
+	rcfg.Restore = true
 	r := startNode(t, rcfg)
+	if _, err := os.Stat(filepath.Join(restored, backupManifestFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("backup.json after the restore: %v, want it removed", err)
+	}
 	if r.ID() != n.ID() {
 		t.Fatalf("restored node ID %d, want %d", r.ID(), n.ID())
 	}

@@ -199,6 +199,10 @@ type Config struct {
 	// DataDir/backups: on the data's disk, where the store's tables are hard-linked rather
 	// than copied; copy a backup elsewhere to keep it from that disk's loss).
 	BackupDir string
+	// Restore confirms a start on a restored backup (a data directory holding backup.json,
+	// which the start then removes); without it such a start is refused. Ignored for other
+	// directories.
+	Restore bool
 	// OnDiskStall is called once, on its own goroutine, when a disk operation
 	// has lasted MaxSyncDuration. Nil: log the stall and end the process with
 	// status ExitDiskStall, so that the cluster treats the node as crashed.

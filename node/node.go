@@ -136,6 +136,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		n.settings.Store(&stored)
 	}
+	if err := dir.checkRestore(cfg.Restore, n.log); err != nil {
+		return nil, err
+	}
 
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
