@@ -17,14 +17,7 @@ func TestBackupCLI(t *testing.T) {
 	dir := t.TempDir()
 	n := startNodeWith(t, func(c *node.Config) { c.BackupDir = dir })
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
-	run := func(want int, args ...string) string {
-		t.Helper()
-		code, out, errOut := runCLI(t, env, "", args...)
-		if code != want {
-			t.Fatalf("shoal %s: exit %d (stdout %q, stderr %q), want %d", strings.Join(args, " "), code, out, errOut, want)
-		}
-		return out + errOut
-	}
+	run := cliRunner(t, env)
 	run(exitOK, "append", "bk-1", "--type", "Step")
 	want := filepath.Join(dir, "nightly")
 	if out := run(exitOK, "node", "backup", "e2e", "--name", "nightly"); !strings.Contains(out, "backup of e2e written to "+want) {

@@ -20,14 +20,7 @@ func TestReadShard(t *testing.T) {
 	c := dialNode(t, n)
 	testnode.WaitMaxFormat(t, c, 20*time.Second)
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
-	run := func(want int, args ...string) string {
-		t.Helper()
-		code, out, errOut := runCLI(t, env, "", args...)
-		if code != want {
-			t.Fatalf("shoal %s: exit %d (stderr %q), want %d", strings.Join(args, " "), code, errOut, want)
-		}
-		return out + errOut
-	}
+	run := cliRunner(t, env)
 	run(exitOK, "append", "rs-1", "--type", "Placed", "--data", `{"n":1}`, "--expected", "no-stream")
 	run(exitOK, "delete", "rs-1", "--expected", "0")
 	run(exitOK, "append", "rs-1", "--type", "Placed", "--data", `{"n":2}`, "--expected", "0")

@@ -72,6 +72,19 @@ func TestExitCodes(t *testing.T) {
 }
 
 // runCLI runs the command tree in-process.
+// cliRunner returns a function that runs the CLI with env and no stdin, fails t unless it
+// exits with want, and returns its stdout and stderr together.
+func cliRunner(t *testing.T, env map[string]string) func(want int, args ...string) string {
+	return func(want int, args ...string) string {
+		t.Helper()
+		code, out, errOut := runCLI(t, env, "", args...)
+		if code != want {
+			t.Fatalf("shoal %s: exit %d (stdout %q, stderr %q), want %d", strings.Join(args, " "), code, out, errOut, want)
+		}
+		return out + errOut
+	}
+}
+
 func runCLI(t *testing.T, env map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer

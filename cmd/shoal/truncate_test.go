@@ -17,14 +17,7 @@ func TestTruncateCLI(t *testing.T) {
 	n := startNode(t)
 	testnode.WaitMaxFormat(t, dialNode(t, n), 20*time.Second)
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
-	run := func(want int, args ...string) string {
-		t.Helper()
-		code, out, errOut := runCLI(t, env, "", args...)
-		if code != want {
-			t.Fatalf("shoal %s: exit %d (stdout %q, stderr %q), want %d", strings.Join(args, " "), code, out, errOut, want)
-		}
-		return out + errOut
-	}
+	run := cliRunner(t, env)
 	for range 4 {
 		run(exitOK, "append", "tr-1", "--type", "Step")
 	}
