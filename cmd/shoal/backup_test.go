@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
 )
 
@@ -33,5 +34,30 @@ func TestBackupCLI(t *testing.T) {
 	run(exitUsage, "node", "backup", "nobody")
 	if out := run(exitOK, "node", "backup", "e2e"); !strings.Contains(out, filepath.Join(dir, "e2e-")) {
 		t.Fatalf("node backup without --name: %q", out)
+	}
+}
+
+// TestClusterBackupCLI: shoal cluster backup backs every node up under one name, each into its
+// own --backup-dir (through the one --server given), and reports a node whose backup is
+// refused while the others go on.
+func TestClusterBackupCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	c := testnode.Start(t, 3, testnode.Options{Shards: 2, Replication: 3, Configure: func(i int, cfg *node.Config) {
+		cfg.BackupDir = dirs[i]
+	}})
+	run := cliRunner(t, map[string]string{"SHOAL_SERVER": c.Nodes[0].Addr()})
+	run(exitOK, "node", "backup", "n2", "--name", "taken")
+	out := run(exitOK, "cluster", "backup", "--name", "nightly")
+	for i, name := range []string{"n1", "n2", "n3"} {
+		if !strings.Contains(out, "backup of "+name+" written to "+filepath.Join(dirs[i], "nightly")) {
+			t.Fatalf("cluster backup: %q, want %s's backup in %s", out, name, dirs[i])
+		}
+	}
+	out = run(exitError, "cluster", "backup", "--name", "taken")
+	if strings.Count(out, " written to ") != 2 || !strings.Contains(out, `no backup "taken" of n2 (of 3 nodes)`) {
+		t.Fatalf("cluster backup with n2's name taken: %q, want n1's and n3's written, n2 reported", out)
 	}
 }

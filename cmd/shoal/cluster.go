@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -63,7 +62,7 @@ side for its view. A node that cannot be reached fails the command (exit code 1)
 	}
 	a.serverFlag(status, &server)
 	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
-	cmd.AddCommand(status)
+	cmd.AddCommand(status, a.clusterBackupCmd())
 	return cmd
 }
 
@@ -140,44 +139,7 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		},
 	}
 	a.serverFlag(recom, &server)
-	var backupName string
-	backup := &cobra.Command{
-		Use:   "backup NAME [--name BACKUP]",
-		Short: "Write a consistent copy of a node's data directory, while it serves",
-		Long: `Write a consistent copy of a node's data directory into a new directory under
-its --backup-dir (default DATA/backups), on that node's machine, while it serves:
-a checkpoint of its Pebble store (tables hard-linked where the file system allows)
-and its identity, cluster and groups files. The copy is what a crash of the node at
-that moment would leave. Copy it off the machine to keep it. --name names the
-directory (default: the node's name and the UTC time); a taken name is refused.
-
-Restoring one (a server started with --data on a copy of it) is safe for a
-one-node cluster, or when every node of the cluster is restored; see
-docs/operations.md, "Backups".`,
-		Example: `  shoal node backup n1
-  shoal node backup n1 --name before-upgrade --server 127.0.0.1:7400`,
-		Args: exactArgs("name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
-				info, err := c.Backup(ctx, args[0], backupName)
-				switch {
-				case status.Code(err) == codes.Unimplemented:
-					return &explainedError{code: exitError, msg: fmt.Sprintf("a node on the way to %s runs a version without "+
-						"backups: upgrade it, or stop %s and copy its data directory", args[0], args[0])}
-				case status.Code(err) == codes.AlreadyExists:
-					return usagef("%s; choose another --name", sentence(status.Convert(err).Message()))
-				case err != nil:
-					return err
-				}
-				_, err = fmt.Fprintf(a.stdout, "backup of %s written to %s on its machine (%s, taken %s)\n",
-					info.Node, info.Path, humanize.IBytes(info.Bytes), info.Created.UTC().Format(time.RFC3339))
-				return err
-			})
-		},
-	}
-	backup.Flags().StringVar(&backupName, "name", "", "the backup's directory name under the node's --backup-dir (default NODE-UTCTIME)")
-	a.serverFlag(backup, &server)
-	cmd.AddCommand(decom, recom, backup)
+	cmd.AddCommand(decom, recom, a.nodeBackupCmd())
 	return cmd
 }
 

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+const restoreHelp = `Restoring one (a server started with --data on a copy of it, and --restore) is
+safe for a one-node cluster, or when every node of the cluster is restored from
+backups taken while no writes ran; see docs/operations.md, "Backups".`
+
+// nodeBackupCmd is shoal node backup: one node's backup.
+func (a *app) nodeBackupCmd() *cobra.Command {
+	var server, name string
+	cmd := &cobra.Command{
+		Use:   "backup NAME [--name BACKUP]",
+		Short: "Write a consistent copy of a node's data directory, while it serves",
+		Long: `Write a consistent copy of a node's data directory into a new directory under
+its --backup-dir (default DATA/backups), on that node's machine, while it serves:
+a checkpoint of its Pebble store (tables hard-linked where the file system allows)
+and its identity, cluster and groups files. The copy is what a crash of the node at
+that moment would leave. Copy it off the machine to keep it. --name names the
+directory (default: the node's name and the UTC time); a taken name is refused.
+
+` + restoreHelp,
+		Example: `  shoal node backup n1
+  shoal node backup n1 --name before-upgrade --server 127.0.0.1:7400`,
+		Args: exactArgs("name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
+				info, err := c.Backup(ctx, args[0], name)
+				if err != nil {
+					return backupErr(err, args[0])
+				}
+				return a.printBackup(info)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the backup's directory name under the node's --backup-dir (default NODE-UTCTIME)")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// clusterBackupCmd is shoal cluster backup: every node's backup, under one name.
+func (a *app) clusterBackupCmd() *cobra.Command {
+	var server, name string
+	cmd := &cobra.Command{
+		Use:   "backup [--name BACKUP]",
+		Short: "Back up every node of the cluster, one after another, under one name",
+		Long: `Run 'shoal node backup' on every node of the cluster, one after another, under one
+--name (default cluster- and the UTC time), each into its own --backup-dir. A node
+that is down, or whose backup fails, is reported and the others go on; the command
+then exits with 1.
+
+` + restoreHelp,
+		Example: `  shoal cluster backup --name before-upgrade`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				name = "cluster-" + time.Now().UTC().Format("20060102T150405Z")
+			}
+			return a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				var failed []string
+				for _, n := range st.GetTopology().GetNodes() {
+					if !n.GetAlive() {
+						fmt.Fprintf(a.stdout, "%s is down: no backup\n", n.GetName())
+						failed = append(failed, n.GetName())
+						continue
+					}
+					info, err := c.Backup(ctx, n.GetName(), name)
+					if err != nil {
+						fmt.Fprintf(a.stdout, "%s: %v\n", n.GetName(), backupErr(err, n.GetName()))
+						failed = append(failed, n.GetName())
+						continue
+					}
+					if err := a.printBackup(info); err != nil {
+						return err
+					}
+				}
+				if len(failed) > 0 {
+					return fmt.Errorf("no backup %q of %s (of %d nodes)", name, strings.Join(failed, ", "), len(st.GetTopology().GetNodes()))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the backups' directory name under each node's --backup-dir (default cluster-UTCTIME)")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// backupErr explains a backup's failure on node name.
+func backupErr(err error, name string) error {
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		return &explainedError{code: exitError, msg: fmt.Sprintf("a node on the way to %s runs a version without "+
+			"backups: upgrade it, or stop %s and copy its data directory", name, name)}
+	case status.Code(err) == codes.AlreadyExists:
+		return usagef("%s; choose another --name", sentence(status.Convert(err).Message()))
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		return fmt.Errorf("%w; the backup may have been written: look in %s's --backup-dir", err, name)
+	}
+	return err
+}
+
+func (a *app) printBackup(info client.BackupInfo) error {
+	_, err := fmt.Fprintf(a.stdout, "backup of %s written to %s on its machine (%s, taken %s)\n",
+		info.Node, info.Path, humanize.IBytes(info.Bytes), info.Created.UTC().Format(time.RFC3339))
+	return err
+}
