@@ -203,6 +203,12 @@ type Config struct {
 	// which the start then removes); without it such a start is refused. Ignored for other
 	// directories.
 	Restore bool
+	// NewCluster starts this node as the only member of a new cluster (a new cluster ID),
+	// every shard led here with the state this node applied: the recovery of a cluster whose
+	// other members are lost, or from one node's backup (with Restore). Every shard must have
+	// a replica in DataDir; the old cluster's other nodes must never start again with their
+	// data. Not with Join: join new nodes to this one afterwards. Set it for one start only.
+	NewCluster bool
 	// OnDiskStall is called once, on its own goroutine, when a disk operation
 	// has lasted MaxSyncDuration. Nil: log the stall and end the process with
 	// status ExitDiskStall, so that the cluster treats the node as crashed.

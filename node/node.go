@@ -175,6 +175,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.shardMetrics, err = shard.NewMetrics(n.regs); err != nil {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}
+	if cfg.NewCluster {
+		if err := n.becomeNewCluster(); err != nil {
+			return nil, err
+		}
+	}
 	peerOpts := grpcopt.PeerDialOptions()
 	if cfg.PeerTLS != nil {
 		peerOpts = append(peerOpts, grpc.WithTransportCredentials(credentials.NewTLS(cfg.PeerTLS.Clone())))

@@ -446,3 +446,35 @@ func (s *storage) compact(b *pebble.Batch, index uint64) error {
 	}
 	return nil
 }
+
+// ResetToSoleVoter rewrites shard's raft state in db for a node that starts again as the only
+// member of a new cluster (node's Config.NewCluster): the log ends at applied, the state
+// machine's applied index (entries after it are dropped, a configuration change among them
+// too), the configuration is self alone, and the hard state starts a new term with no vote.
+// The replica then elects itself and leads the shard with the state it applied. The group must
+// not be open. Synced; running it again (after a crash) only starts one more term.
+func ResetToSoleVoter(db *pebble.DB, shard uint32, self, applied uint64) error {
+	s, err := openStorage(db, shard)
+	if err != nil {
+		return err
+	}
+	if applied < s.truncIdx || applied > s.last {
+		return fmt.Errorf("replica: shard %d: applied index %d outside the log (%d..%d)", shard, applied, s.truncIdx, s.last)
+	}
+	term, err := s.Term(applied)
+	if err != nil {
+		return fmt.Errorf("replica: shard %d: term of applied index %d: %w", shard, applied, err)
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(applied), Term: new(term),
+		ConfState: &pb.ConfState{Voters: []uint64{self}}}}
+	if err := s.applySnapshot(b, snap); err != nil {
+		return err
+	}
+	hs := &pb.HardState{Term: new(max(s.hs.GetTerm(), term) + 1), Vote: new(uint64(0)), Commit: new(applied)}
+	if err := b.Set(raftKey(shard, keyHardState), encodeHardState(hs), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}

@@ -1,0 +1,81 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/shoaldb/shoal/replica"
+)
+
+// becomeNewCluster makes this node the only member of a new cluster (Config.NewCluster): every
+// shard's raft state is reset to this node alone, at what its state machine applied
+// (replica.ResetToSoleVoter), and the cluster gets a new ID, so that a node of the old one is
+// refused rather than mixed in; the peers and members last seen, and a decommission, are
+// forgotten. It refuses, changing nothing, a directory that holds no cluster or lacks a shard.
+// Run before the groups open; a crash midway is finished by starting with NewCluster again.
+func (n *Node) becomeNewCluster() error {
+	s := n.settings.Load()
+	if s == nil {
+		return conflictf("--new-cluster needs the data directory of a cluster's member, and %s holds none (no %s)", n.cfg.DataDir, clusterFile)
+	}
+	if len(n.cfg.Join) > 0 {
+		return conflictf("--new-cluster starts a cluster of this node alone: it does not go with --join %v (join the others to it afterwards)", n.cfg.Join)
+	}
+	groups, err := n.dir.groups()
+	if err != nil {
+		return err
+	}
+	var missing []uint32
+	for id := range s.Shards {
+		if !slices.Contains(groups, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return conflictf("%s holds no replica of shard(s) %v of cluster %s's %d: a new cluster from it would lack them "+
+			"(start it from a member that holds every shard)", n.cfg.DataDir, missing, s.ClusterID, s.Shards)
+	}
+	applied := make(map[uint32]uint64, len(groups))
+	for _, id := range groups {
+		if id >= s.Shards {
+			continue
+		}
+		sm, err := n.openShard(id)
+		if err != nil {
+			return err
+		}
+		if applied[id] = sm.Applied(); applied[id] == 0 {
+			return conflictf("the replica of shard %d in %s holds nothing applied (a learner that never caught up): "+
+				"a new cluster from it would lose the shard", id, n.cfg.DataDir)
+		}
+	}
+	for _, id := range groups {
+		if id >= s.Shards {
+			continue
+		}
+		if err := replica.ResetToSoleVoter(n.db, id, n.dir.id.NodeID, applied[id]); err != nil {
+			return fmt.Errorf("node: new cluster: %w", err)
+		}
+	}
+	ns := *s
+	ns.ClusterID = newClusterID()
+	if err := n.dir.saveSettings(ns); err != nil {
+		return err
+	}
+	n.settings.Store(&ns)
+	for _, f := range []string{peersFile, membersFile, decomFile} {
+		if err := n.dir.fs().Remove(filepath.Join(n.dir.path, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("node: new cluster: %w", err)
+		}
+	}
+	if err := n.dir.syncDir(); err != nil {
+		return err
+	}
+	n.known.Store(&[]knownMember{})
+	n.log.Warn("this node is now the only member of a new cluster, with the shards as it applied them; "+
+		"the old cluster's nodes must not start again with their data", "cluster", ns.ClusterID, "was", s.ClusterID, "shards", s.Shards)
+	return nil
+}

@@ -1,0 +1,183 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/testaddr"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+)
+
+// TestNewClusterFromBackup: a three-node cluster, replication 3, is lost but for one node's
+// backup, taken once that node had applied every write. A node started on a copy of it with
+// Restore and NewCluster is the only member of a new cluster (a new ID) that serves every
+// event at its version and takes appends after them; a new node joining it receives replicas;
+// an old node started again with its data is refused by the new cluster (another cluster ID).
+// Directories without every shard, and NewCluster with Join, are refused.
+func TestNewClusterFromBackup(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "replication 3", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const streams, perStream = 16, 5
+	for s := range streams {
+		for v := range uint64(perStream) {
+			exp := client.Exact(v - 1)
+			if v == 0 {
+				exp = client.NoStream
+			}
+			if _, err := cl.Append(ctx, fmt.Sprintf("dr-%d", s), exp, client.Event{Type: "Step"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// n1 applied everything: its own replicas, read stale, hold every event.
+	n1 := shoalv1.NewStreamsClient(c.Dial(t, 0))
+	testnode.WaitFor(t, 15*time.Second, "n1 caught up", func() string {
+		for s := range streams {
+			evs, err := readStaleStream(ctx, n1, fmt.Sprintf("dr-%d", s))
+			if err != nil || len(evs) != perStream {
+				return fmt.Sprintf("dr-%d: %d events, %v", s, len(evs), err)
+			}
+		}
+		return ""
+	})
+	info, err := cl.Backup(ctx, "n1", "dr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := c.Nodes[0].Settings().ClusterID
+	oldN2 := c.Configs[1]
+	c.Close()
+
+	restored := t.TempDir()
+	if err := os.CopyFS(restored, os.DirFS(info.Path)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.Configs[0]
+	cfg.DataDir, cfg.Gossip, cfg.Restore, cfg.NewCluster = restored, testaddr.Gossip(t), true, true
+	start := func(cfg node.Config) (*node.Node, error) {
+		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		defer scancel()
+		return node.Start(sctx, cfg)
+	}
+	joining := cfg
+	joining.Join = []string{oldN2.Gossip}
+	if _, err := start(joining); !errors.Is(err, node.ErrConfigConflict) {
+		t.Fatalf("NewCluster with Join: %v, want a conflict", err)
+	}
+	n, err := start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if id := n.Settings().ClusterID; id == old || id == "" {
+		t.Fatalf("cluster ID after NewCluster: %q, want a new one (was %q)", id, old)
+	}
+	nc, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for s := range streams {
+		stream := fmt.Sprintf("dr-%d", s)
+		var got []uint64
+		for ev, err := range nc.Read(ctx, stream) {
+			if err != nil {
+				t.Fatalf("read %s from the new cluster: %v", stream, err)
+			}
+			got = append(got, ev.Version)
+		}
+		if fmt.Sprint(got) != "[0 1 2 3 4]" {
+			t.Fatalf("%s in the new cluster: versions %v, want 0..4", stream, got)
+		}
+		if _, err := nc.Append(ctx, stream, client.Exact(perStream-1), client.Event{Type: "After"}); err != nil {
+			t.Fatalf("append to %s in the new cluster: %v", stream, err)
+		}
+	}
+
+	// A new node joins and receives replicas (replication 3 wants them on every node).
+	fresh := node.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", DisableHTTP: true, Gossip: testaddr.Gossip(t),
+		Name: "n9", Zone: "z9", Join: []string{cfg.Gossip}, JoinTimeout: 20 * time.Second,
+		DeadAfter: cfg.DeadAfter, PlacementInterval: cfg.PlacementInterval}
+	n9, err := start(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n9.Close()
+	conn9, err := grpc.NewClient(n9.Addr(), grpcopt.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn9.Close()
+	n9c := shoalv1.NewStreamsClient(conn9)
+	testnode.WaitFor(t, 30*time.Second, "n9 holds the streams", func() string {
+		for s := range streams {
+			evs, err := readStaleStream(ctx, n9c, fmt.Sprintf("dr-%d", s))
+			if err != nil || len(evs) != perStream+1 {
+				return fmt.Sprintf("dr-%d on n9: %d events, %v", s, len(evs), err)
+			}
+		}
+		return ""
+	})
+
+	// An old node started again with its data is not taken in: another cluster.
+	oldN2.Join = []string{cfg.Gossip}
+	n2, err := start(oldN2)
+	if err == nil {
+		defer n2.Close()
+		time.Sleep(2 * time.Second)
+		for _, m := range n.Members() {
+			if m.Name == "n2" && m.Alive {
+				t.Fatal("the new cluster took in an old node")
+			}
+		}
+	}
+	t.Logf("the old n2 started again: %v", err)
+
+	// A directory without every shard: refused, nothing changed.
+	part := c.Configs[2]
+	part.DataDir, part.Gossip, part.Join, part.NewCluster = t.TempDir(), testaddr.Gossip(t), nil, true
+	if _, err := start(part); !errors.Is(err, node.ErrConfigConflict) {
+		t.Fatalf("NewCluster on an empty directory: %v, want a conflict", err)
+	}
+}
+
+// readStaleStream reads stream from the replica of the node conn reaches.
+func readStaleStream(ctx context.Context, c shoalv1.StreamsClient, stream string) ([]*shoalv1.RecordedEvent, error) {
+	rs, err := c.Read(ctx, &shoalv1.ReadRequest{Stream: stream, AllowStale: true})
+	if err != nil {
+		return nil, err
+	}
+	var out []*shoalv1.RecordedEvent
+	for {
+		page, err := rs.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, err
+		}
+		out = append(out, page.GetEvents()...)
+	}
+}
