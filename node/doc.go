@@ -32,6 +32,9 @@
 //  1. Validate the Config; open (create) and lock the data directory; load or
 //     create the identity; refuse a stored identity or cluster that contradicts
 //     Config.Name, Config.Shards or Config.Replication.
+//     A directory holding backup.json (a restored backup) needs Config.Restore.
+//     With Config.NewCluster, once Pebble is open: every shard's raft state is reset to
+//     this node alone at what it applied, and the cluster gets a new ID (newcluster.go).
 //  2. Open Pebble, the transport and the raft host; serve gRPC (Streams,
 //     Cluster, Raft) so peers can reach this node while it joins.
 //  3. Start gossip. No cluster.json and no Join: create the cluster (every
