@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	mrand "math/rand/v2"
 	"os"
@@ -20,15 +21,16 @@ import (
 
 // Files of a data directory (see doc.go for the layout).
 const (
-	lockFile     = "LOCK"
-	identityFile = "identity.json"
-	clusterFile  = "cluster.json"
-	groupsFile   = "groups.json"
-	peersFile    = "peers.json"
-	membersFile  = "members.json"
-	decomFile    = "decommissioning"
-	pebbleDir    = "pebble"
-	snapshotsDir = "snapshots"
+	lockFile       = "LOCK"
+	identityFile   = "identity.json"
+	clusterFile    = "cluster.json"
+	groupsFile     = "groups.json"
+	peersFile      = "peers.json"
+	membersFile    = "members.json"
+	decomFile      = "decommissioning"
+	newClusterFile = "new-cluster" // the ID of the cluster --new-cluster made of this directory
+	pebbleDir      = "pebble"
+	snapshotsDir   = "snapshots"
 )
 
 // ErrDataDirLocked is returned by Start when another process (or another Node
@@ -282,6 +284,20 @@ func (d *dataDir) knownMembers() ([]knownMember, error) {
 }
 
 func (d *dataDir) saveKnownMembers(k []knownMember) error { return d.writeJSON(membersFile, k) }
+
+// readFileString returns file's content, "" when it is absent.
+func (d *dataDir) readFileString(file string) (string, error) {
+	f, err := d.fs().Open(filepath.Join(d.path, file))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	return string(b), err
+}
 
 func (d *dataDir) decommissioning() bool {
 	_, err := os.Stat(filepath.Join(d.path, decomFile))

@@ -20,6 +20,7 @@
 //	pebble/                   the node's single Pebble instance (R| raft, S| state)
 //	snapshots/                sstables of raft snapshots being received, until Pebble
 //	                          ingests them; emptied at start (a crash leaves partial files)
+//	new-cluster               the ID of the cluster NewCluster made of this directory
 //	backups/                  Backup's copies, one directory each (Config.BackupDir's default)
 //	backup.json               in a backup only: whose copy it is; a start on it needs
 //	                          Config.Restore, and removes it

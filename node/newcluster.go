@@ -15,11 +15,21 @@ import (
 // (replica.ResetToSoleVoter), and the cluster gets a new ID, so that a node of the old one is
 // refused rather than mixed in; the peers and members last seen, and a decommission, are
 // forgotten. It refuses, changing nothing, a directory that holds no cluster or lacks a shard.
-// Run before the groups open; a crash midway is finished by starting with NewCluster again.
+// Run before the groups open; a crash midway is finished by starting with NewCluster again. The
+// new cluster's ID goes into the file new-cluster last: a start with NewCluster on a directory
+// whose cluster it already made is refused (the flag left in a unit file would otherwise make
+// a new cluster at every restart, leaving the nodes that joined).
 func (n *Node) becomeNewCluster() error {
 	s := n.settings.Load()
 	if s == nil {
 		return conflictf("--new-cluster needs the data directory of a cluster's member, and %s holds none (no %s)", n.cfg.DataDir, clusterFile)
+	}
+	if made, err := n.dir.readFileString(newClusterFile); err != nil {
+		return err
+	} else if made == s.ClusterID {
+		return conflictf("this node already started cluster %s from its data with --new-cluster: start it without the flag "+
+			"(a second new cluster would leave the nodes that joined this one; to make one anyway, remove %s from %s)",
+			s.ClusterID, newClusterFile, n.cfg.DataDir)
 	}
 	if len(n.cfg.Join) > 0 {
 		return conflictf("--new-cluster starts a cluster of this node alone: it does not go with --join %v (join the others to it afterwards)", n.cfg.Join)
@@ -66,6 +76,9 @@ func (n *Node) becomeNewCluster() error {
 		return err
 	}
 	n.settings.Store(&ns)
+	if err := n.dir.writeFile(newClusterFile, []byte(ns.ClusterID)); err != nil {
+		return err
+	}
 	for _, f := range []string{peersFile, membersFile, decomFile} {
 		if err := n.dir.fs().Remove(filepath.Join(n.dir.path, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("node: new cluster: %w", err)

@@ -155,6 +155,25 @@ func TestNewClusterFromBackup(t *testing.T) {
 	}
 	t.Logf("the old n2 started again: %v", err)
 
+	// The flag left on: the next start is refused, and without it the node restarts in its
+	// new cluster.
+	id := n.Settings().ClusterID
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := start(cfg); !errors.Is(err, node.ErrConfigConflict) {
+		t.Fatalf("NewCluster again on the cluster it made: %v, want a conflict", err)
+	}
+	cfg.NewCluster, cfg.Restore = false, false
+	again, err := start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got := again.Settings().ClusterID; got != id {
+		t.Fatalf("restarted without NewCluster: cluster %s, want %s", got, id)
+	}
+
 	// A directory without every shard: refused, nothing changed.
 	part := c.Configs[2]
 	part.DataDir, part.Gossip, part.Join, part.NewCluster = t.TempDir(), testaddr.Gossip(t), nil, true
