@@ -14,7 +14,8 @@ import (
 // shard's raft state is reset to this node alone, at what its state machine applied
 // (replica.ResetToSoleVoter), and the cluster gets a new ID, so that a node of the old one is
 // refused rather than mixed in; the peers and members last seen, and a decommission, are
-// forgotten. It refuses, changing nothing, a directory that holds no cluster or lacks a shard.
+// forgotten. It refuses, changing nothing, a directory that holds no cluster, lacks a shard, or
+// holds a replica that applied nothing or was removed from its group.
 // Run before the groups open; a crash midway is finished by starting with NewCluster again. The
 // new cluster's ID goes into the file new-cluster last: a start with NewCluster on a directory
 // whose cluster it already made is refused (the flag left in a unit file would otherwise make
@@ -60,6 +61,14 @@ func (n *Node) becomeNewCluster() error {
 		if applied[id] = sm.Applied(); applied[id] == 0 {
 			return conflictf("the replica of shard %d in %s holds nothing applied (a learner that never caught up): "+
 				"a new cluster from it would lose the shard", id, n.cfg.DataDir)
+		}
+		voter, learner, err := replica.StoredMembership(n.db, id, n.dir.id.NodeID)
+		if err != nil {
+			return err
+		}
+		if !voter && !learner {
+			return conflictf("the replica of shard %d in %s was removed from the shard's group (its data ends where it left): "+
+				"a new cluster from it would lose what the shard took since", id, n.cfg.DataDir)
 		}
 	}
 	for _, id := range groups {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
@@ -477,4 +478,19 @@ func ResetToSoleVoter(db *pebble.DB, shard uint32, self, applied uint64) error {
 		return err
 	}
 	return b.Commit(pebble.Sync)
+}
+
+// StoredMembership reports whether node id is a voter or a learner of shard's configuration as
+// stored in db (the one its replica there last applied), for a group that is not open.
+func StoredMembership(db *pebble.DB, shard uint32, id uint64) (voter, learner bool, err error) {
+	v, err := readKey(db, raftKey(shard, keyConfState))
+	if err != nil || v == nil {
+		return false, false, err
+	}
+	var cs pb.ConfState
+	if err := proto.Unmarshal(v, &cs); err != nil {
+		return false, false, fmt.Errorf("replica: corrupt conf state of shard %d: %w", shard, err)
+	}
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id),
+		slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetLearnersNext(), id), nil
 }

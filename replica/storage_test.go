@@ -411,3 +411,55 @@ func TestLogBytesAfterOverwrite(t *testing.T) {
 	write(sized(4, 3, 9))
 	check("overwritten below the cached tail")
 }
+
+// TestResetToSoleVoter: the reset ends the log at the applied index (the entries after it
+// gone, a conf change among them), makes the configuration the node alone, starts a new term
+// without a vote, and StoredMembership reads the result; an applied index outside the log is
+// refused.
+func TestResetToSoleVoter(t *testing.T) {
+	db := memDB(t)
+	st, err := openStorage(db, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.NewBatch()
+	if err := st.append(b, ents(3, 1, 11)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.setConfState(b, &pb.ConfState{Voters: []uint64{7, 8, 9}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.setHardState(b, &pb.HardState{Term: new(uint64(4)), Vote: new(uint64(8)), Commit: new(uint64(8))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if voter, _, err := StoredMembership(db, 2, 9); err != nil || !voter {
+		t.Fatalf("StoredMembership before: voter %v, %v; want a voter", voter, err)
+	}
+	if err := ResetToSoleVoter(db, 2, 7, 11); err == nil {
+		t.Fatal("reset at an index past the log: no error")
+	}
+	if err := ResetToSoleVoter(db, 2, 7, 6); err != nil {
+		t.Fatal(err)
+	}
+	st, err = openStorage(db, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, cs, _ := st.InitialState()
+	first, _ := st.FirstIndex()
+	last, _ := st.LastIndex()
+	term, _ := st.Term(6)
+	if hs.GetTerm() != 5 || hs.GetVote() != 0 || hs.GetCommit() != 6 || fmt.Sprint(cs.GetVoters()) != "[7]" ||
+		first != 7 || last != 6 || term != 3 {
+		t.Fatalf("after the reset: hard state %v, conf %v, log %d..%d, term(6) %d; want term 5 no vote commit 6, [7], empty from 7, 3",
+			hs, cs, first, last, term)
+	}
+	for id, want := range map[uint64]bool{7: true, 8: false, 9: false} {
+		if voter, learner, err := StoredMembership(db, 2, id); err != nil || voter != want || learner {
+			t.Fatalf("StoredMembership(%d) after the reset: %v %v %v, want voter %v", id, voter, learner, err, want)
+		}
+	}
+}
