@@ -38,27 +38,33 @@ var backupNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // checkRestore refuses to start on a backup (a directory holding backup.json) unless restore
 // (Config.Restore) confirms it: starting there restores the node's past state, which is safe
-// only in the cases docs/operations.md ("Backups") names. Confirmed, backup.json is removed,
-// so that later starts are ordinary.
-func (d *dataDir) checkRestore(restore bool, log *slog.Logger) error {
+// only in the cases docs/operations.md ("Backups") names. It returns the backup's manifest
+// when the start restores one; finishRestore then removes backup.json, once the start changed
+// what it was to change (NewCluster), so that later starts are ordinary.
+func (d *dataDir) checkRestore(restore bool) (*backupManifest, error) {
 	var m backupManifest
 	ok, err := d.readJSON(backupManifestFile, &m)
 	if err != nil || !ok {
-		return err
+		return nil, err
 	}
 	if !restore {
-		return conflictf("%s is a backup of node %q (ID %d, cluster %s) taken %s: starting on it restores that node's state "+
-			"of then, which is safe only for a one-node cluster or a cluster whose every node is restored from backups taken "+
-			"while no writes ran (docs/operations.md, \"Backups\"); to go ahead, start with --restore",
+		return nil, conflictf("%s is a backup of node %q (ID %d, cluster %s) taken %s: starting on it restores that node's state "+
+			"of then, which is safe only for a one-node cluster, a cluster whose every node is restored from backups taken "+
+			"while no writes ran, or as a new cluster (--new-cluster) (docs/operations.md, \"Backups\"); to go ahead, start with --restore",
 			d.path, m.Node, m.NodeID, m.ClusterID, m.Created.Format(time.RFC3339))
 	}
+	return &m, nil
+}
+
+// finishRestore removes the backup.json of restored backup m.
+func (d *dataDir) finishRestore(m *backupManifest, log *slog.Logger) error {
 	if err := d.fs().Remove(filepath.Join(d.path, backupManifestFile)); err != nil {
 		return fmt.Errorf("node: removing %s after the restore: %w", backupManifestFile, err)
 	}
 	if err := d.syncDir(); err != nil {
 		return err
 	}
-	log.Warn("starting on a restored backup", "node", m.Node, "taken", m.Created)
+	log.Warn("started on a restored backup", "node", m.Node, "taken", m.Created)
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,6 +181,21 @@ func TestNewClusterFromBackup(t *testing.T) {
 	part.DataDir, part.Gossip, part.Join, part.NewCluster = t.TempDir(), testaddr.Gossip(t), nil, true
 	if _, err := start(part); !errors.Is(err, node.ErrConfigConflict) {
 		t.Fatalf("NewCluster on an empty directory: %v, want a conflict", err)
+	}
+	// A backup refused as a new cluster (here: made to lack shards) stays a backup.
+	lacking := t.TempDir()
+	if err := os.CopyFS(lacking, os.DirFS(info.Path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lacking, "groups.json"), []byte("[0]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	part.DataDir, part.Restore, part.Name = lacking, true, "n1"
+	if _, err := start(part); !errors.Is(err, node.ErrConfigConflict) || !strings.Contains(err.Error(), "holds no replica of shard(s)") {
+		t.Fatalf("NewCluster on a backup that lacks shards: %v, want a conflict naming them", err)
+	}
+	if _, err := os.Stat(filepath.Join(lacking, "backup.json")); err != nil {
+		t.Fatalf("backup.json after the refused start: %v, want it kept", err)
 	}
 }
 

@@ -136,7 +136,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		n.settings.Store(&stored)
 	}
-	if err := dir.checkRestore(cfg.Restore, n.log); err != nil {
+	restoring, err := dir.checkRestore(cfg.Restore)
+	if err != nil {
 		return nil, err
 	}
 
@@ -177,6 +178,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if cfg.NewCluster {
 		if err := n.becomeNewCluster(); err != nil {
+			return nil, err
+		}
+	}
+	if restoring != nil {
+		if err := dir.finishRestore(restoring, n.log); err != nil {
 			return nil, err
 		}
 	}
