@@ -153,9 +153,10 @@ func (a *app) readCmd() *cobra.Command {
 		stale        bool
 		maxStale     time.Duration
 		follow       bool
+		whole        bool
 	)
 	cmd := &cobra.Command{
-		Use:   "read STREAM [--from start|end|N] [--count N] [--backward] [--follow]",
+		Use:   "read STREAM [--from start|end|N] [--count N] [--backward] [--follow] [--whole-history]",
 		Short: "Read a stream's events",
 		Long: `Read a stream's events, oldest first (or newest first with --backward, which
 starts at the end unless --from says otherwise). --json prints one JSON object
@@ -191,6 +192,12 @@ stream that does not exist yet; --from end prints only new events.`,
 			if follow {
 				opts = append(opts, client.Follow())
 			}
+			if whole {
+				if backward || start.end {
+					return usagef("--whole-history reads forwards from a version: not with --backward or --from end")
+				}
+				opts = append(opts, client.WholeHistory())
+			}
 			switch {
 			case cmd.Flags().Changed("max-staleness"):
 				if maxStale <= 0 || maxStale > client.MaxStalenessLimit {
@@ -222,6 +229,7 @@ stream that does not exist yet; --from end prints only new events.`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
 	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while the shard has no leader)")
 	f.DurationVar(&maxStale, "max-staleness", 0, "like --stale, but only a replica that was current with its shard's leader within this long answers (else the leader does), e.g. 2s")
+	f.BoolVar(&whole, "whole-history", false, "fail, printing nothing, when a truncation removed events at or after the first version asked for (rather than start at the first event left)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events as they are appended, until interrupted (not with --backward or --count)")
 	a.serverFlag(cmd, &server)
 	return cmd

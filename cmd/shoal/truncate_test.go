@@ -37,6 +37,13 @@ func TestTruncateCLI(t *testing.T) {
 	if out := run(exitOK, "read", "tr-1"); strings.Count(out, "\n") != 2 || !strings.HasPrefix(out, "tr-1@2") {
 		t.Fatalf("read after truncating before 2: %q", out)
 	}
+	if out := run(exitError, "read", "tr-1", "--whole-history"); !strings.Contains(out, "truncated before version 2") {
+		t.Fatalf("read --whole-history from 0 after truncating before 2: %q", out)
+	}
+	if out := run(exitOK, "read", "tr-1", "--whole-history", "--from", "2"); strings.Count(out, "\n") != 2 {
+		t.Fatalf("read --whole-history from 2: %q", out)
+	}
+	run(exitUsage, "read", "tr-1", "--whole-history", "--backward")
 	if out := run(exitOK, "truncate", "tr-1", "--before", "all"); !strings.Contains(out, "now starts at version 3") {
 		t.Fatalf("truncate --before all of a live stream: %q, want the last event kept", out)
 	}
