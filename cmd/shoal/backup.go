@@ -16,8 +16,9 @@ import (
 )
 
 const restoreHelp = `Restoring one (a server started with --data on a copy of it, and --restore) is
-safe for a one-node cluster, or when every node of the cluster is restored from
-backups taken while no writes ran; see docs/operations.md, "Backups".`
+safe for a one-node cluster, for a whole cluster whose nodes were all backed up
+while no writes ran, or as a new cluster from one node's backup (--restore
+--new-cluster, then join new nodes to it); see docs/operations.md, "Backups".`
 
 // nodeBackupCmd is shoal node backup: one node's backup.
 func (a *app) nodeBackupCmd() *cobra.Command {
