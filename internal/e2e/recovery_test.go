@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// TestClusterRecoveryFromBackup runs writers against a three-process cluster (replication 3),
+// stops them once every replica holds what was acknowledged, backs every node up with
+// `shoal cluster backup`, and SIGKILLs all three. A server started on n1's backup with
+// --restore --new-cluster, and two new servers joining it, make a cluster again: every shard
+// back to three identical replicas, every acknowledged event present once at its version.
+func TestClusterRecoveryFromBackup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	seed := testSeed(t)
+	const shards = 8
+	cl := startCluster(t, 3, shards)
+	c, err := client.Dial(context.Background(), cl.addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl.waitReplicated(c, 60*time.Second)
+	ld := startLoad(c, seed, fmt.Sprintf("e2e-dr-%d", seed%1000), 8, 8)
+	defer ld.stop()
+	ld.l.waitAcks(t, 300, 20*time.Second, "before the backup")
+	if !ld.finish(t) {
+		t.Log(cl.tails())
+		return
+	}
+	cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+
+	out, err := exec.Command(binPath, "cluster", "backup", "--name", "dr", "--server", cl.servers[0].grpcAddr).CombinedOutput()
+	if err != nil || strings.Count(string(out), " written to ") != 3 {
+		t.Fatalf("shoal cluster backup: %v\n%s", err, out)
+	}
+	for _, s := range cl.servers {
+		s.kill()
+	}
+
+	r1 := newServer(t, "n1", "z1", nil, "--restore", "--new-cluster")
+	r1.dataDir = filepath.Join(cl.servers[0].dataDir, "backups", "dr")
+	r1.start()
+	r1.waitReady(30 * time.Second)
+	rc := &cluster{t: t, shards: shards, servers: []*server{r1}}
+	for i := 2; i <= 3; i++ {
+		s := newServer(t, fmt.Sprintf("n%d", i+2), fmt.Sprintf("z%d", i), []string{r1.gossip})
+		s.start()
+		s.waitReady(30 * time.Second)
+		rc.servers = append(rc.servers, s)
+	}
+	c2, err := client.Dial(context.Background(), rc.addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_, took := rc.waitReplicated(c2, 60*time.Second)
+	t.Logf("the recovered cluster has 3 voters per shard %v after its new nodes started", took.Round(time.Millisecond))
+	verify(t, c2, ld.l)
+	if t.Failed() {
+		t.Log(rc.tails())
+		return
+	}
+	rc.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+}
