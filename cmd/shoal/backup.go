@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,8 +61,9 @@ func (a *app) clusterBackupCmd() *cobra.Command {
 		Short: "Back up every node of the cluster, one after another, under one name",
 		Long: `Run 'shoal node backup' on every node of the cluster, one after another, under one
 --name (default cluster- and the UTC time), each into its own --backup-dir. A node
-that is down, or whose backup fails, is reported and the others go on; the command
-then exits with 1.
+that is down and holds replicas, or whose backup fails, is reported and the others
+go on; the command then exits with 1. A node down that holds none (one that was
+drained and stopped) has nothing to back up.
 
 ` + restoreHelp,
 		Example: `  shoal cluster backup --name before-upgrade`,
@@ -75,9 +77,20 @@ then exits with 1.
 				if err != nil {
 					return err
 				}
+				topo := st.GetTopology()
+				holds := map[uint64]bool{} // nodes that hold a replica of some shard
+				for _, sh := range topo.GetShards() {
+					for _, id := range slices.Concat(sh.GetVoters(), sh.GetLearners()) {
+						holds[id] = true
+					}
+				}
 				var failed []string
-				for _, n := range st.GetTopology().GetNodes() {
-					if !n.GetAlive() {
+				for _, n := range topo.GetNodes() {
+					switch {
+					case !n.GetAlive() && !holds[n.GetId()]:
+						fmt.Fprintf(a.stdout, "%s is down and holds no replica: nothing to back up\n", n.GetName())
+						continue
+					case !n.GetAlive():
 						fmt.Fprintf(a.stdout, "%s is down: no backup\n", n.GetName())
 						failed = append(failed, n.GetName())
 						continue

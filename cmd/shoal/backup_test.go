@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
@@ -60,4 +62,17 @@ func TestClusterBackupCLI(t *testing.T) {
 	if strings.Count(out, " written to ") != 2 || !strings.Contains(out, `no backup "taken" of n2 (of 3 nodes)`) {
 		t.Fatalf("cluster backup with n2's name taken: %q, want n1's and n3's written, n2 reported", out)
 	}
+
+	// n3 stopped (gracefully: placement takes it out of the shards' configurations, as the
+	// status shows) holds no replica, so it has nothing to back up and the command succeeds.
+	c.Stop(t, 2)
+	env := map[string]string{"SHOAL_SERVER": c.Nodes[0].Addr()}
+	testnode.WaitFor(t, 20*time.Second, "n3 down, out of every shard", func() string {
+		code, out, errOut := runCLI(t, env, "", "cluster", "backup", "--name", fmt.Sprintf("down-%d", time.Now().UnixNano()))
+		if code != exitOK || !strings.Contains(out, "n3 is down and holds no replica: nothing to back up") ||
+			strings.Count(out, " written to ") != 2 {
+			return fmt.Sprintf("exit %d: %s%s", code, out, errOut)
+		}
+		return ""
+	})
 }
