@@ -50,6 +50,15 @@ func TestClusterBackupCLI(t *testing.T) {
 	c := testnode.Start(t, 3, testnode.Options{Shards: 2, Replication: 3, Configure: func(i int, cfg *node.Config) {
 		cfg.BackupDir = dirs[i]
 	}})
+	testnode.WaitFor(t, 30*time.Second, "every shard on three voters", func() string {
+		shards := c.Shards()
+		for sh := range uint32(2) {
+			if s, ok := shards[sh]; !ok || len(s.Voters) != 3 {
+				return fmt.Sprintf("shard %d: %v", sh, s)
+			}
+		}
+		return ""
+	})
 	run := cliRunner(t, map[string]string{"SHOAL_SERVER": c.Nodes[0].Addr()})
 	run(exitOK, "node", "backup", "n2", "--name", "taken")
 	out := run(exitOK, "cluster", "backup", "--name", "nightly")
@@ -63,14 +72,12 @@ func TestClusterBackupCLI(t *testing.T) {
 		t.Fatalf("cluster backup with n2's name taken: %q, want n1's and n3's written, n2 reported", out)
 	}
 
-	// n3 stopped (gracefully: placement takes it out of the shards' configurations, as the
-	// status shows) holds no replica, so it has nothing to back up and the command succeeds.
+	// n3 stopped: it holds replicas, so the command reports it and fails, the others backed up.
 	c.Stop(t, 2)
 	env := map[string]string{"SHOAL_SERVER": c.Nodes[0].Addr()}
-	testnode.WaitFor(t, 20*time.Second, "n3 down, out of every shard", func() string {
+	testnode.WaitFor(t, 20*time.Second, "n3 reported down", func() string {
 		code, out, errOut := runCLI(t, env, "", "cluster", "backup", "--name", fmt.Sprintf("down-%d", time.Now().UnixNano()))
-		if code != exitOK || !strings.Contains(out, "n3 is down and holds no replica: nothing to back up") ||
-			strings.Count(out, " written to ") != 2 {
+		if code != exitError || !strings.Contains(out, "n3 is down: no backup") || strings.Count(out, " written to ") != 2 {
 			return fmt.Sprintf("exit %d: %s%s", code, out, errOut)
 		}
 		return ""
