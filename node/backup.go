@@ -126,7 +126,7 @@ func (n *Node) Backup(name string) (BackupResult, error) {
 		_ = fs.RemoveAll(tmp)
 		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
 	}
-	if err := syncDirFS(fs, dir); err != nil {
+	if err := (&dataDir{path: dir, files: fs}).syncDir(); err != nil {
 		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
 	}
 	size, err := dirSize(fs, final)
@@ -161,11 +161,8 @@ func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
 	s := n.Settings()
 	m := backupManifest{NodeID: n.ID(), Node: n.Name(), ClusterID: s.ClusterID, Created: created,
 		Version: buildinfo.Version, MaxFormat: shard.MaxFormat}
-	backup := &dataDir{path: tmp, files: fs}
-	if err := backup.writeJSON(backupManifestFile, m); err != nil {
-		return err
-	}
-	return syncDirFS(fs, tmp)
+	// Written last, and synced with tmp's entries (writeJSON syncs the directory).
+	return (&dataDir{path: tmp, files: fs}).writeJSON(backupManifestFile, m)
 }
 
 // copyFile copies src to dst (a new file) and syncs it.
@@ -189,9 +186,6 @@ func copyFile(fs vfs.FS, src, dst string) error {
 	}
 	return out.Close()
 }
-
-// syncDirFS fsyncs directory dir through fs.
-func syncDirFS(fs vfs.FS, dir string) error { return (&dataDir{path: dir, files: fs}).syncDir() }
 
 // dirSize is the size of the files under dir.
 func dirSize(fs vfs.FS, dir string) (uint64, error) {
@@ -234,18 +228,13 @@ func (s *clusterServer) Backup(ctx context.Context, req *shoalv1.BackupRequest) 
 	}
 	res, err := s.n.Backup(req.Name)
 	s.n.metrics.backups.WithLabelValues(backupResult(err)).Inc()
-	var inv *shard.InvalidError
 	switch {
 	case err == nil:
 		return &shoalv1.BackupResponse{Node: s.n.Name(), Path: res.Path, Bytes: res.Bytes, CreatedUnixNano: res.Created.UnixNano()}, nil
-	case errors.As(err, &inv):
-		return nil, s.n.toStatus(err, "", 0)
 	case errors.Is(err, ErrBackupExists):
 		return nil, status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, ErrClosed):
-		return nil, status.Error(codes.Unavailable, shuttingDownMsg)
 	}
-	return nil, status.Error(codes.Internal, err.Error())
+	return nil, s.n.toStatus(err, "", 0) // a bad name, a closing node, or an internal error
 }
 
 // backupResult is the result label of shoal_backups_total.

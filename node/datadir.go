@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	mrand "math/rand/v2"
 	"os"
@@ -284,20 +283,6 @@ func (d *dataDir) knownMembers() ([]knownMember, error) {
 }
 
 func (d *dataDir) saveKnownMembers(k []knownMember) error { return d.writeJSON(membersFile, k) }
-
-// readFileString returns file's content, "" when it is absent.
-func (d *dataDir) readFileString(file string) (string, error) {
-	f, err := d.fs().Open(filepath.Join(d.path, file))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	return string(b), err
-}
 
 func (d *dataDir) decommissioning() bool {
 	_, err := os.Stat(filepath.Join(d.path, decomFile))

@@ -25,7 +25,8 @@ func (n *Node) becomeNewCluster() error {
 	if s == nil {
 		return conflictf("--new-cluster needs the data directory of a cluster's member, and %s holds none (no %s)", n.cfg.DataDir, clusterFile)
 	}
-	if made, err := n.dir.readFileString(newClusterFile); err != nil {
+	var made string
+	if _, err := n.dir.readJSON(newClusterFile, &made); err != nil {
 		return err
 	} else if made == s.ClusterID {
 		return conflictf("this node already started cluster %s from its data with --new-cluster: start it without the flag "+
@@ -49,10 +50,10 @@ func (n *Node) becomeNewCluster() error {
 		return conflictf("%s holds no replica of shard(s) %v of cluster %s's %d: a new cluster from it would lack them "+
 			"(start it from a member that holds every shard)", n.cfg.DataDir, missing, s.ClusterID, s.Shards)
 	}
-	applied := make(map[uint32]uint64, len(groups))
+	applied := make(map[uint32]uint64, len(groups)) // by shard, of every shard the cluster has
 	for _, id := range groups {
 		if id >= s.Shards {
-			continue
+			continue // a stray entry: no shard of the cluster
 		}
 		sm, err := n.openShard(id)
 		if err != nil {
@@ -71,11 +72,8 @@ func (n *Node) becomeNewCluster() error {
 				"a new cluster from it would lose what the shard took since", id, n.cfg.DataDir)
 		}
 	}
-	for _, id := range groups {
-		if id >= s.Shards {
-			continue
-		}
-		if err := replica.ResetToSoleVoter(n.db, id, n.dir.id.NodeID, applied[id]); err != nil {
+	for id, a := range applied {
+		if err := replica.ResetToSoleVoter(n.db, id, n.dir.id.NodeID, a); err != nil {
 			return fmt.Errorf("node: new cluster: %w", err)
 		}
 	}
@@ -85,7 +83,7 @@ func (n *Node) becomeNewCluster() error {
 		return err
 	}
 	n.settings.Store(&ns)
-	if err := n.dir.writeFile(newClusterFile, []byte(ns.ClusterID)); err != nil {
+	if err := n.dir.writeJSON(newClusterFile, ns.ClusterID); err != nil {
 		return err
 	}
 	for _, f := range []string{peersFile, membersFile, decomFile} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,9 +56,9 @@ func TestNewClusterFromBackup(t *testing.T) {
 	n1 := shoalv1.NewStreamsClient(c.Dial(t, 0))
 	testnode.WaitFor(t, 15*time.Second, "n1 caught up", func() string {
 		for s := range streams {
-			evs, err := readStaleStream(ctx, n1, fmt.Sprintf("dr-%d", s))
-			if err != nil || len(evs) != perStream {
-				return fmt.Sprintf("dr-%d: %d events, %v", s, len(evs), err)
+			got, err := readAllErr(ctx, n1, &shoalv1.ReadRequest{Stream: fmt.Sprintf("dr-%d", s), AllowStale: true})
+			if err != nil || got != perStream {
+				return fmt.Sprintf("dr-%d: %d events, %v", s, got, err)
 			}
 		}
 		return ""
@@ -135,9 +134,9 @@ func TestNewClusterFromBackup(t *testing.T) {
 	n9c := shoalv1.NewStreamsClient(conn9)
 	testnode.WaitFor(t, 30*time.Second, "n9 holds the streams", func() string {
 		for s := range streams {
-			evs, err := readStaleStream(ctx, n9c, fmt.Sprintf("dr-%d", s))
-			if err != nil || len(evs) != perStream+1 {
-				return fmt.Sprintf("dr-%d on n9: %d events, %v", s, len(evs), err)
+			got, err := readAllErr(ctx, n9c, &shoalv1.ReadRequest{Stream: fmt.Sprintf("dr-%d", s), AllowStale: true})
+			if err != nil || got != perStream+1 {
+				return fmt.Sprintf("dr-%d on n9: %d events, %v", s, got, err)
 			}
 		}
 		return ""
@@ -196,24 +195,5 @@ func TestNewClusterFromBackup(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(lacking, "backup.json")); err != nil {
 		t.Fatalf("backup.json after the refused start: %v, want it kept", err)
-	}
-}
-
-// readStaleStream reads stream from the replica of the node conn reaches.
-func readStaleStream(ctx context.Context, c shoalv1.StreamsClient, stream string) ([]*shoalv1.RecordedEvent, error) {
-	rs, err := c.Read(ctx, &shoalv1.ReadRequest{Stream: stream, AllowStale: true})
-	if err != nil {
-		return nil, err
-	}
-	var out []*shoalv1.RecordedEvent
-	for {
-		page, err := rs.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return out, err
-		}
-		out = append(out, page.GetEvents()...)
 	}
 }

@@ -86,7 +86,11 @@ type storage struct {
 }
 
 func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
-	s := &storage{db: db, shard: shard, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	s := &storage{db: db, shard: shard, hs: &pb.HardState{}}
+	var err error
+	if s.cs, err = loadConfState(db, shard); err != nil {
+		return nil, err
+	}
 	if v, err := s.get(raftKey(shard, keyHardState)); err != nil {
 		return nil, err
 	} else if v != nil {
@@ -95,13 +99,6 @@ func openStorage(db *pebble.DB, shard uint32) (*storage, error) {
 		}
 		s.hs = &pb.HardState{Term: new(binary.BigEndian.Uint64(v)), Vote: new(binary.BigEndian.Uint64(v[8:])),
 			Commit: new(binary.BigEndian.Uint64(v[16:]))}
-	}
-	if v, err := s.get(raftKey(shard, keyConfState)); err != nil {
-		return nil, err
-	} else if v != nil {
-		if err := proto.Unmarshal(v, s.cs); err != nil {
-			return nil, fmt.Errorf("replica: corrupt conf state of shard %d: %w", shard, err)
-		}
 	}
 	if v, err := s.get(raftKey(shard, keyTruncated)); err != nil {
 		return nil, err
@@ -147,6 +144,20 @@ func (s *storage) raiseCommit() {
 }
 
 func (s *storage) get(key []byte) ([]byte, error) { return readKey(s.db, key) }
+
+// loadConfState reads shard's stored configuration (C): the one its replica last applied, empty
+// when none is stored.
+func loadConfState(db *pebble.DB, shard uint32) (*pb.ConfState, error) {
+	cs := &pb.ConfState{}
+	v, err := readKey(db, raftKey(shard, keyConfState))
+	if err != nil || v == nil {
+		return cs, err
+	}
+	if err := proto.Unmarshal(v, cs); err != nil {
+		return nil, fmt.Errorf("replica: corrupt conf state of shard %d: %w", shard, err)
+	}
+	return cs, nil
+}
 
 // readKey returns a copy of key's value in db, nil when it is absent.
 func readKey(db *pebble.DB, key []byte) ([]byte, error) {
@@ -474,7 +485,7 @@ func ResetToSoleVoter(db *pebble.DB, shard uint32, self, applied uint64) error {
 		return err
 	}
 	hs := &pb.HardState{Term: new(max(s.hs.GetTerm(), term) + 1), Vote: new(uint64(0)), Commit: new(applied)}
-	if err := b.Set(raftKey(shard, keyHardState), encodeHardState(hs), nil); err != nil {
+	if err := s.setHardState(b, hs); err != nil { // a new term: stored
 		return err
 	}
 	return b.Commit(pebble.Sync)
@@ -483,13 +494,9 @@ func ResetToSoleVoter(db *pebble.DB, shard uint32, self, applied uint64) error {
 // StoredMembership reports whether node id is a voter or a learner of shard's configuration as
 // stored in db (the one its replica there last applied), for a group that is not open.
 func StoredMembership(db *pebble.DB, shard uint32, id uint64) (voter, learner bool, err error) {
-	v, err := readKey(db, raftKey(shard, keyConfState))
-	if err != nil || v == nil {
+	cs, err := loadConfState(db, shard)
+	if err != nil {
 		return false, false, err
-	}
-	var cs pb.ConfState
-	if err := proto.Unmarshal(v, &cs); err != nil {
-		return false, false, fmt.Errorf("replica: corrupt conf state of shard %d: %w", shard, err)
 	}
 	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id),
 		slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetLearnersNext(), id), nil

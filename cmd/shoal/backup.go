@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -78,16 +77,10 @@ drained and stopped) has nothing to back up.
 					return err
 				}
 				topo := st.GetTopology()
-				holds := map[uint64]bool{} // nodes that hold a replica of some shard
-				for _, sh := range topo.GetShards() {
-					for _, id := range slices.Concat(sh.GetVoters(), sh.GetLearners()) {
-						holds[id] = true
-					}
-				}
 				var failed []string
 				for _, n := range topo.GetNodes() {
 					switch {
-					case !n.GetAlive() && !holds[n.GetId()]:
+					case !n.GetAlive() && n.GetReplicas() == 0: // replicas: the shards' configurations name it
 						fmt.Fprintf(a.stdout, "%s is down and holds no replica: nothing to back up\n", n.GetName())
 						continue
 					case !n.GetAlive():
