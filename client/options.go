@@ -389,8 +389,8 @@ func (o *readOptions) waitMS() (uint32, error) {
 	return uint32((o.wait + time.Millisecond - 1) / time.Millisecond), nil
 }
 
-// checkFollow refuses a Follow, or a WholeHistory, that does not go with the other options.
-func (o *readOptions) checkFollow() error {
+// checkStreamRead refuses a Follow or a WholeHistory that does not go with Read's other options.
+func (o *readOptions) checkStreamRead() error {
 	if o.follow && (o.backward || o.count != 0) {
 		return &InvalidArgumentError{Field: "Follow", Limit: "forwards, without Count",
 			Reason: "a subscription reads forwards until cancelled"}

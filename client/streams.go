@@ -218,7 +218,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 		}
 		maxStale, err := o.maxStalenessMS()
 		if err == nil {
-			err = o.checkFollow()
+			err = o.checkStreamRead()
 		}
 		if err != nil {
 			yield(RecordedEvent{}, err)
