@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/clusterstatus"
 )
 
 // A shard with a voter on a dead node runs on the others, one failure from unavailable: it is
@@ -24,9 +25,9 @@ func TestClusterStatusDeadVoterIsDegraded(t *testing.T) {
 			{Shard: 1, LeaderId: 2, Term: 2, Voters: []uint64{1, 2, 4}},
 		},
 	}}
-	s := newClusterStatus(st)
+	s := clusterstatus.New(st)
 	var out strings.Builder
-	if err := s.writeTables(&out); err != nil {
+	if err := writeTables(&out, s); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", out.String())
@@ -66,9 +67,9 @@ func TestClusterStatusPartialView(t *testing.T) {
 		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 2, Replication: 3},
 		Nodes:    nodes, Shards: shards(true), ViewsFrom: []uint64{1}, Unanswered: []uint64{2, 3},
 	}}
-	s := newClusterStatus(st)
+	s := clusterstatus.New(st)
 	var out strings.Builder
-	if err := s.writeTables(&out); err != nil {
+	if err := writeTables(&out, s); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", out.String())
@@ -96,11 +97,11 @@ func TestClusterStatusPartialView(t *testing.T) {
 	}
 
 	// An older server: no views reported, shards plainly unavailable.
-	old := newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+	old := clusterstatus.New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 2, Replication: 3}, Nodes: nodes, Shards: shards(false),
 	}})
 	out.Reset()
-	if err := old.writeTables(&out); err != nil {
+	if err := writeTables(&out, old); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(out.String(), "partial") || strings.Contains(out.String(), "unknown") || old.Partial {

@@ -21,6 +21,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/bench"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/clusterstatus"
 	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/node"
 )
@@ -380,9 +381,9 @@ func TestClusterStatusNodeStates(t *testing.T) {
 		},
 		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}},
 	}}
-	s := newClusterStatus(st)
+	s := clusterstatus.New(st)
 	var out strings.Builder
-	if err := s.writeTables(&out); err != nil {
+	if err := writeTables(&out, s); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"alive,stopping", "dead,decommissioning"} {
@@ -401,8 +402,8 @@ func TestClusterStatusNodeStates(t *testing.T) {
 // A decommissioning node that no other node can relieve is explained under the node table;
 // one that can be relieved, or is down, is not.
 func TestClusterStatusStalledDrain(t *testing.T) {
-	status := func(nodes ...*shoalv1.NodeInfo) *clusterStatus {
-		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+	status := func(nodes ...*shoalv1.NodeInfo) *clusterstatus.Status {
+		return clusterstatus.New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 4, Replication: 3}, Nodes: nodes}})
 	}
 	n1 := &shoalv1.NodeInfo{Id: 1, Name: "n1", Alive: true, Replicas: 4}
@@ -412,7 +413,7 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 
 	s := status(n1, n2, n3)
 	var out strings.Builder
-	if err := s.writeTables(&out); err != nil {
+	if err := writeTables(&out, s); err != nil {
 		t.Fatal(err)
 	}
 	want := "note: n3 is decommissioning but still holds 4 replicas, which no other node can take yet: " +
@@ -431,12 +432,12 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 
 // Shards at different formats (a rolling upgrade) are explained under the node table.
 func TestClusterStatusMixedFormats(t *testing.T) {
-	status := func(formats ...uint64) *clusterStatus {
+	status := func(formats ...uint64) *clusterstatus.Status {
 		var shards []*shoalv1.ShardInfo
 		for i, f := range formats {
 			shards = append(shards, &shoalv1.ShardInfo{Shard: uint32(i), LeaderId: 1, Voters: []uint64{1}, Format: f})
 		}
-		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		return clusterstatus.New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: uint32(len(formats)), Replication: 1},
 			Nodes:    []*shoalv1.NodeInfo{{Id: 1, Name: "n1", Alive: true}}, Shards: shards}})
 	}
@@ -452,7 +453,7 @@ func TestClusterStatusMixedFormats(t *testing.T) {
 
 // Zone names that differ only in case are pointed out: placement takes them for two zones.
 func TestClusterStatusZonesAlike(t *testing.T) {
-	status := func(zones ...string) *clusterStatus {
+	status := func(zones ...string) *clusterstatus.Status {
 		var nodes []*shoalv1.NodeInfo
 		for i, z := range zones {
 			n := &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: z, Alive: true}
@@ -462,7 +463,7 @@ func TestClusterStatusZonesAlike(t *testing.T) {
 			}
 			nodes = append(nodes, n)
 		}
-		return newClusterStatus(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		return clusterstatus.New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes}})
 	}
 	if notes := status("z1", "z2", "z3", "z1").Notes; len(notes) != 0 {

@@ -1,0 +1,258 @@
+// Package clusterstatus turns a node's answer to a status request into what an operator reads:
+// nodes and shards by name, each shard's state, and notes on states that wait on the operator.
+// `shoal cluster status` prints it as tables or JSON, and the node's web console as pages.
+package clusterstatus
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// Status is a cluster's state as one node sees it, what `cluster status` prints. Node IDs
+// are strings in JSON: they are 64-bit and would lose precision as numbers
+// in JavaScript tools.
+type Status struct {
+	ClusterID   string `json:"cluster_id"`
+	ShardCount  uint32 `json:"shard_count"`
+	Replication uint32 `json:"replication"`
+	AnsweredBy  string `json:"answered_by"`
+	// ViewsFrom names the nodes whose own views the answer merges (empty from servers before
+	// it was reported), Unanswered the alive nodes whose views it lacks: Partial when any.
+	ViewsFrom  []string `json:"views_from"`
+	Unanswered []string `json:"unanswered"`
+	Partial    bool     `json:"partial"`
+	Nodes      []Node   `json:"nodes"`
+	Shards     []Shard  `json:"shards"`
+	// Notes explain states an operator may wait on, such as a drain that cannot finish.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Node is one member: alive or dead, with what it leads and holds.
+type Node struct {
+	Name            string `json:"name"`
+	ID              string `json:"id"`
+	Zone            string `json:"zone"`
+	GRPC            string `json:"grpc"`
+	HTTP            string `json:"http"`
+	State           string `json:"state"` // alive, dead
+	Decommissioning bool   `json:"decommissioning"`
+	Stopping        bool   `json:"stopping"` // handing off its leaderships before it exits
+	Version         string `json:"version"`
+	Leads           uint32 `json:"leads"`
+	Replicas        uint32 `json:"replicas"`
+}
+
+// Shard is one shard: its leader and replicas by name, and its state.
+type Shard struct {
+	Shard        uint32   `json:"shard"`
+	Leader       string   `json:"leader"` // node name, "" when none
+	Term         uint64   `json:"term"`
+	Voters       []string `json:"voters"`
+	Learners     []string `json:"learners"`
+	DeadVoters   []string `json:"dead_voters,omitempty"` // voters on nodes not alive
+	State        string   `json:"state"`                 // ok, degraded, under-replicated, unavailable, unknown
+	Applied      uint64   `json:"applied"`
+	LastPosition uint64   `json:"last_position"` // the next position the shard's log assigns (0: empty), as ShardInfo has it
+	Format       uint64   `json:"format"`        // state-machine format (0: not reported by the leader's version)
+	// LeaderlessMS: how long the replica whose view was shown has known no leader (0 while
+	// one is known, and from servers before the field).
+	LeaderlessMS uint64 `json:"leaderless_ms,omitempty"`
+}
+
+// New names st's nodes (a node the answer does not list keeps its ID), sorts nodes and
+// replicas by name, derives each shard's state and writes the notes.
+func New(st *shoalv1.StatusResponse) *Status {
+	topo := st.GetTopology()
+	names := map[uint64]string{}
+	alive := map[uint64]bool{}
+	for _, n := range topo.GetNodes() {
+		names[n.GetId()] = n.GetName()
+		alive[n.GetId()] = alive[n.GetId()] || n.GetAlive()
+	}
+	name := func(id uint64) string {
+		if n, ok := names[id]; ok && n != "" {
+			return n
+		}
+		return strconv.FormatUint(id, 10)
+	}
+	s := &Status{
+		ClusterID:   topo.GetSettings().GetClusterId(),
+		ShardCount:  topo.GetSettings().GetShards(),
+		Replication: topo.GetSettings().GetReplication(),
+		AnsweredBy:  name(st.GetNodeId()),
+		ViewsFrom:   []string{},
+		Unanswered:  []string{},
+		Partial:     len(topo.GetUnanswered()) > 0,
+		Nodes:       []Node{},
+		Shards:      []Shard{},
+	}
+	for _, id := range topo.GetViewsFrom() {
+		s.ViewsFrom = append(s.ViewsFrom, name(id))
+	}
+	for _, id := range topo.GetUnanswered() {
+		s.Unanswered = append(s.Unanswered, name(id))
+	}
+	slices.Sort(s.ViewsFrom) // the server's order says nothing; sorted, they read at a glance
+	slices.Sort(s.Unanswered)
+	for _, n := range topo.GetNodes() {
+		state := "dead"
+		if n.GetAlive() {
+			state = "alive"
+		}
+		s.Nodes = append(s.Nodes, Node{
+			Name: n.GetName(), ID: strconv.FormatUint(n.GetId(), 10), Zone: n.GetZone(),
+			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
+			Decommissioning: n.GetDecommissioning(), Stopping: n.GetStopping(), Version: n.GetVersion(),
+			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(),
+		})
+	}
+	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	for _, sh := range topo.GetShards() {
+		ss := Shard{
+			Shard: sh.GetShard(), Term: sh.GetTerm(), State: "ok",
+			Applied: sh.GetApplied(), LastPosition: sh.GetLastPosition(), Format: sh.GetFormat(),
+			Voters: []string{}, Learners: []string{},
+		}
+		if sh.GetLeaderId() != 0 {
+			ss.Leader = name(sh.GetLeaderId())
+		} else {
+			ss.LeaderlessMS = sh.GetLeaderlessMs()
+		}
+		for _, v := range sh.GetVoters() {
+			ss.Voters = append(ss.Voters, name(v))
+			if !alive[v] {
+				ss.DeadVoters = append(ss.DeadVoters, name(v))
+			}
+		}
+		for _, l := range sh.GetLearners() {
+			ss.Learners = append(ss.Learners, name(l))
+		}
+		slices.Sort(ss.Voters) // raft's configuration order says nothing; sorted, they compare at a glance
+		slices.Sort(ss.Learners)
+		slices.Sort(ss.DeadVoters)
+		// A shard with a voter down runs on the others: one failure more and it has no quorum.
+		switch {
+		case sh.GetUnknown(): // its leader may be where the answering node cannot see
+			ss.State = "unknown"
+		case sh.GetUnavailable():
+			ss.State = "unavailable"
+		case len(ss.DeadVoters) > 0:
+			ss.State = "degraded"
+		case sh.GetUnderReplicated():
+			ss.State = "under-replicated"
+		}
+		s.Shards = append(s.Shards, ss)
+	}
+	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
+	s.Notes = append(s.Notes, s.zonesAlike()...)
+	return s
+}
+
+// zonesAlike points at zone names that differ only in case, "z1" and "Z1": placement compares
+// zones byte for byte and takes them for two zones (a node alone in one gets a replica of
+// every shard), which is seldom what was meant. Only live nodes that are not being drained
+// count: a decommissioning node's zone no longer matters to placement, nor a dead one's once it
+// is replaced (after --dead-after), and a note about a node long gone would never go away.
+func (s *Status) zonesAlike() []string {
+	spellings := map[string][]string{}
+	for _, n := range s.Nodes {
+		if n.State != "alive" || n.Decommissioning {
+			continue
+		}
+		k := strings.ToLower(n.Zone)
+		if !slices.Contains(spellings[k], n.Zone) {
+			spellings[k] = append(spellings[k], n.Zone)
+		}
+	}
+	var notes []string
+	for _, k := range slices.Sorted(maps.Keys(spellings)) {
+		if zs := spellings[k]; len(zs) > 1 {
+			slices.Sort(zs)
+			notes = append(notes, fmt.Sprintf("zones %s differ only in case: placement takes them for %d zones "+
+				"(a zone name is compared byte for byte); give their nodes one spelling of --zone", quoteList(zs), len(zs)))
+		}
+	}
+	return notes
+}
+
+// quoteList is "a", "b" and "c".
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " and " + q[len(q)-1]
+}
+
+// mixedFormats explains shards at different formats, as during a rolling upgrade: a shard's
+// leader raises it once every node holding a replica runs a version that applies the later
+// format, and until then its deletes take no position in its log. A shard led by a version
+// that does not report formats counts as format 1.
+func (s *Status) mixedFormats() []string {
+	count := map[uint64]int{}
+	for _, sh := range s.Shards {
+		if sh.State != "unavailable" && sh.State != "unknown" {
+			count[max(sh.Format, 1)]++
+		}
+	}
+	if len(count) < 2 {
+		return nil
+	}
+	formats := slices.Sorted(maps.Keys(count))
+	var parts []string
+	for _, f := range formats {
+		parts = append(parts, fmt.Sprintf("%d at format %d", count[f], f))
+	}
+	return []string{fmt.Sprintf("shards are at different formats (%s): a shard is raised to format %d once every node "+
+		"holding it runs a version that applies it and is alive; until then deletes in it take no position in its log",
+		strings.Join(parts, ", "), formats[len(formats)-1])}
+}
+
+// StalledDrains explains why a decommissioning node that is alive keeps replicas: placement
+// moves a replica only to a node that can take it, and with fewer other nodes alive than the
+// replication factor there is none, so the node gives up its leaderships and waits.
+func (s *Status) StalledDrains() []string {
+	others := 0
+	for _, n := range s.Nodes {
+		if n.State == "alive" && !n.Decommissioning {
+			others++
+		}
+	}
+	if others >= int(s.Replication) {
+		return nil
+	}
+	var notes []string
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.Decommissioning && n.Replicas > 0 {
+			notes = append(notes, fmt.Sprintf("%s is decommissioning but still holds %s, which no other node "+
+				"can take yet: %s alive for replication %d; start a node to finish the drain",
+				n.Name, Count(int(n.Replicas), "replica"), Count(others, "other node"), s.Replication))
+		}
+	}
+	return notes
+}
+
+// StateCounts counts the shards in each state.
+func (s *Status) StateCounts() map[string]int {
+	counts := map[string]int{}
+	for _, sh := range s.Shards {
+		counts[sh.State]++
+	}
+	return counts
+}
+
+// Count says n things: "1 node", "3 nodes".
+func Count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
