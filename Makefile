@@ -16,7 +16,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/shoal
 
 run: build
-	./$(BIN) server --data ./data
+	./$(BIN) server --data ./data --console-data
 
 # The suite CI runs: vet, then every test with the race detector. The multi-node tests that
 # call t.Parallel spend most of their time waiting (elections, gossip, placement rounds: the

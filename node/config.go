@@ -82,6 +82,11 @@ type Config struct {
 	// Default 127.0.0.1:7480. Set DisableHTTP to run without it.
 	HTTP        string
 	DisableHTTP bool
+	// ConsoleData lets the console on the HTTP port (/console/) show events: streams, a
+	// shard's log, an event's data. Off, it shows the cluster's state only, as /metrics does:
+	// the HTTP port authenticates no one, and is often reachable from more machines than the
+	// gRPC port. Refused with ServerTLS, whose clients must present certificates.
+	ConsoleData bool
 	// Gossip is the memberlist bind address (TCP and UDP). Default
 	// 127.0.0.1:7401.
 	Gossip string
@@ -441,6 +446,10 @@ func (c Config) Validate() error {
 	if c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert {
 		return fmt.Errorf("node: config: ServerTLS.ClientAuth is %v, must be RequireAndVerifyClientCert "+
 			"(peers are authenticated by their certificates)", c.ServerTLS.ClientAuth)
+	}
+	if c.ConsoleData && c.ServerTLS != nil {
+		return errors.New("node: config: ConsoleData with ServerTLS: the console would show events on the HTTP port, " +
+			"which authenticates no one, to callers the gRPC port refuses without a certificate")
 	}
 	if c.PeerCAs != nil && c.ServerTLS == nil {
 		return errors.New("node: config: PeerCAs needs ServerTLS")

@@ -15,7 +15,7 @@ import (
 // an embedder's on Config.Registry).
 const metricsTimeout = 10 * time.Second
 
-// httpHandler serves /healthz, /readyz, /metrics and /debug/pprof/.
+// httpHandler serves /healthz, /readyz, /metrics, /debug/pprof/ and the console (console.go).
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -34,6 +34,7 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	n.consoleRoutes(mux)
 	return mux
 }
 

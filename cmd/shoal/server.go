@@ -102,6 +102,10 @@ SIGINT or SIGTERM stops it cleanly.`,
 				}
 				cfg.GossipKey = key
 			}
+			if !srvTLS.IsZero() && cfg.ConsoleData {
+				return usagef("--console-data cannot go with TLS: the console would show events on the HTTP port, " +
+					"which authenticates no one, to callers the gRPC port refuses without a certificate")
+			}
 			if !srvTLS.IsZero() {
 				srvTLS.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
 				srvTLS.Host = dialedHost(cfg.Advertise, cfg.Listen)
@@ -132,7 +136,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&cfg.Listen, "listen", def.Listen, "gRPC address for clients and peers (host:port)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "gRPC address clients and peers are told to use (host:port), when it is not --listen's (all interfaces, NAT, a published container port); its host also stands in for an all-interfaces --http")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address peers are told to use (host:port), when it is not --gossip's")
-	f.StringVar(&cfg.HTTP, "http", def.HTTP, "HTTP address for /metrics, /healthz, /readyz and pprof (\"off\" disables it)")
+	f.StringVar(&cfg.HTTP, "http", def.HTTP, "HTTP address for the console (/console/), /metrics, /healthz, /readyz and pprof (\"off\" disables it)")
+	f.BoolVar(&cfg.ConsoleData, "console-data", false, "let the console show events (streams, shard logs, event data), not only the cluster's state; the HTTP port authenticates no one, so not with --tls-*")
 	f.IntVar(&cfg.Shards, "shards", def.Shards, fmt.Sprintf("shard count when creating a cluster, 1..%d, fixed afterwards", node.MaxShards))
 	f.StringVar(&cfg.Name, "node", "", "node name, unique in the cluster (default: the name stored in --data, else the host name)")
 	f.StringVar(&cfg.Zone, "zone", "", "failure domain (replicas are spread across zones)")
@@ -295,6 +300,7 @@ func devNode(dir string, i, nodes int, fresh bool) node.Config {
 	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", 7400+10*i)
 	cfg.Gossip = fmt.Sprintf("127.0.0.1:%d", 7401+10*i)
 	cfg.HTTP = fmt.Sprintf("127.0.0.1:%d", 7480+i)
+	cfg.ConsoleData = true
 	cfg.Shards, cfg.Replication = 0, 0
 	if i == 0 {
 		if fresh {
@@ -392,7 +398,8 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) err
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name(), cfg.Zone, n.Addr(), cfg.Gossip, n.HTTPAddr())
 	}
 	tw.Flush()
-	fmt.Fprintf(a.stdout, "\ntry: shoal append hello-1 --type Greeted --data '{\"hi\":1}' && shoal read hello-1 && shoal cluster status\n")
+	fmt.Fprintf(a.stdout, "\nconsole: http://%s/console/ (each node's HTTP address serves one)\n", started[0].HTTPAddr())
+	fmt.Fprintf(a.stdout, "try: shoal append hello-1 --type Greeted --data '{\"hi\":1}' && shoal read hello-1 && shoal cluster status\n")
 	<-ctx.Done()
 	// A second SIGINT or SIGTERM while the nodes close stops the process at once.
 	signal.Reset(os.Interrupt, syscall.SIGTERM)
@@ -414,6 +421,7 @@ func configFlags(msg string) string {
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
 		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines", "WALCommitDelay": "--wal-commit-delay",
+		"ConsoleData": "--console-data",
 	}
 	flag, ok := flags[field]
 	if !ok {

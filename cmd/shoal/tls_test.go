@@ -120,6 +120,8 @@ func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 			[]string{"server", "--listen", "nope"}, exitUsage, "--listen"},
 		{"server without a CA", nil, []string{"server", "--tls-cert", app.Cert, "--tls-key", app.Key}, exitUsage,
 			"a server needs --tls-ca, --tls-cert and --tls-key together"},
+		{"server with --console-data", nil, []string{"server", "--data", dir + "/never", "--console-data",
+			"--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key}, exitUsage, "--console-data cannot go with TLS"},
 		{"server certificate not naming its host", nil, []string{"server", "--data", dir + "/never", "--listen", "127.0.0.1:0",
 			"--tls-ca", far.CA, "--tls-cert", far.Cert, "--tls-key", far.Key}, exitUsage, "does not name 127.0.0.1"},
 	} {

@@ -1,0 +1,653 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/buildinfo"
+	"github.com/shoaldb/shoal/internal/clusterstatus"
+)
+
+// The console: read-only HTML pages on the HTTP port, for an operator with a browser.
+//
+//	/console/                       the cluster as this node sees it (what `shoal cluster status` prints)
+//	/console/stream?name=S          a stream's events: from, backward, end (the latest), limit, stale
+//	/console/event?stream=S&version=V   one event in full
+//	/console/shard?shard=N          a shard's log: from, deletes, limit, stale
+//
+// The overview shows what /metrics already shows. The other pages show events, and are
+// served only with Config.ConsoleData: the HTTP port authenticates no one, and is often open
+// to more machines (a Prometheus server) than the gRPC port. They read through this node's
+// gRPC port, as a client would, so they are routed, forwarded and checked as a client's reads.
+
+// consoleTimeout bounds the calls behind one page.
+const consoleTimeout = 10 * time.Second
+
+// Limits of the console's pages.
+const (
+	consoleDefaultLimit = 100      // events or log entries on a page when the request names none
+	consoleMaxLimit     = 1000     // at most, on one page
+	consoleMaxRefresh   = 3600     // seconds between the overview's refreshes, at most
+	consolePreviewRunes = 96       // of an event's data, in a list
+	consoleMaxShown     = 64 << 10 // bytes of an event's data or metadata shown on its page
+)
+
+//go:embed console/*.html
+var consoleFiles embed.FS
+
+var consoleFuncs = template.FuncMap{
+	"count": clusterstatus.Count,
+	"join":  func(ss []string) string { return strings.Join(ss, ", ") },
+	"int":   func(n uint32) int { return int(n) },
+}
+
+// consolePages holds each page's template, parsed with the layout.
+var consolePages = func() map[string]*template.Template {
+	pages := map[string]*template.Template{}
+	for _, p := range []string{"overview", "stream", "event", "shard", "error"} {
+		pages[p] = template.Must(template.New(p).Funcs(consoleFuncs).ParseFS(consoleFiles, "console/layout.html", "console/"+p+".html"))
+	}
+	return pages
+}()
+
+// consolePage is what the layout shows around a page's body.
+type consolePage struct {
+	Title   string
+	Node    string
+	NodeID  uint64
+	Version string
+	Ready   string // "" when the node is ready, else why not (as /readyz)
+	Refresh int    // seconds; 0: no refresh
+	DataOff string // "" when the data pages are served, else why not
+	Body    any
+}
+
+// consoleRoutes adds the console's pages to mux; "/" leads to it.
+func (n *Node) consoleRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/", http.StatusFound)
+	})
+	mux.HandleFunc("GET /console/{$}", n.consoleOverview)
+	mux.HandleFunc("GET /console/stream", n.consoleStream)
+	mux.HandleFunc("GET /console/event", n.consoleEvent)
+	mux.HandleFunc("GET /console/shard", n.consoleShard)
+}
+
+// render writes page with body, answering code; a template that fails answers 500 instead of
+// half a page.
+func (n *Node) render(w http.ResponseWriter, code int, page, title string, refresh int, body any) {
+	p := consolePage{Title: title, Node: n.Name(), NodeID: n.ID(), Version: buildinfo.Version,
+		Ready: n.notReady(), Refresh: refresh, DataOff: n.consoleDataOff(), Body: body}
+	var buf bytes.Buffer
+	if err := consolePages[page].ExecuteTemplate(&buf, "layout", p); err != nil {
+		n.log.Error("console: cannot render a page", "page", page, "err", err)
+		http.Error(w, "console: cannot render the page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	// No script, no frame, no resource from elsewhere: event data is shown as text only.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (n *Node) consoleError(w http.ResponseWriter, code int, title, msg string) {
+	n.render(w, code, "error", title, 0, msg)
+}
+
+// consoleDataOff says why the pages that show events are not served, "" when they are.
+func (n *Node) consoleDataOff() string {
+	if !n.cfg.ConsoleData {
+		return "this node does not show events on its HTTP port: start it with --console-data " +
+			"(Config.ConsoleData) to allow it; the HTTP port authenticates no one"
+	}
+	return ""
+}
+
+// consoleOverview shows the cluster as this node sees it, merged with the views of the
+// members it reaches.
+func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
+	refresh, err := uintParam(r.URL.Query(), "refresh", 0, consoleMaxRefresh)
+	if err != nil {
+		n.consoleError(w, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	if n.settings.Load() == nil {
+		n.consoleError(w, http.StatusServiceUnavailable, "cluster unknown",
+			"this node does not know its cluster's settings yet: it is still joining")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
+	defer cancel()
+	st := clusterstatus.New(&shoalv1.StatusResponse{Topology: n.topologyOf(ctx, false, nil), NodeId: n.ID()})
+	dead := map[string]bool{}
+	for _, m := range st.Nodes {
+		dead[m.Name] = m.State != "alive"
+	}
+	body := consoleOverviewBody{Status: st, Counts: st.StateCounts()}
+	for _, sh := range st.Shards {
+		cs := consoleShardRow{Info: sh, Link: shardLink(sh.Shard, sh.LastPosition-min(sh.LastPosition, consoleDefaultLimit), false, false, consoleDefaultLimit)}
+		for _, v := range sh.Voters {
+			cs.Members = append(cs.Members, consoleVoter{Name: v, Dead: dead[v]})
+		}
+		switch sh.State {
+		case "ok":
+			cs.Class = "ok"
+		case "degraded", "under-replicated":
+			cs.Class = "warn"
+		default:
+			cs.Class = "bad"
+		}
+		if sh.Leader == "" && sh.LeaderlessMS > 0 {
+			cs.Leaderless = (time.Duration(sh.LeaderlessMS) * time.Millisecond).Round(100 * time.Millisecond).String()
+		}
+		body.Shards = append(body.Shards, cs)
+	}
+	n.render(w, http.StatusOK, "overview", "cluster", int(refresh), body)
+}
+
+type consoleOverviewBody struct {
+	Status *clusterstatus.Status
+	Counts map[string]int
+	Shards []consoleShardRow
+}
+
+type consoleShardRow struct {
+	Info       clusterstatus.Shard
+	Members    []consoleVoter // the voters, each marked when its node is not alive
+	Link       string         // the shard's latest log entries
+	Class      string         // the state's colour: ok, warn, bad
+	Leaderless string         // how long no leader has been known, "" when one is
+}
+
+type consoleVoter struct {
+	Name string
+	Dead bool
+}
+
+// consoleStream shows a page of a stream's events.
+func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
+	if !n.consoleDataServed(w) {
+		return
+	}
+	q := r.URL.Query()
+	name := q.Get("name")
+	from, err := uintParam(q, "from", 0, math.MaxUint64)
+	var limit uint64
+	if err == nil {
+		limit, err = limitParam(q)
+	}
+	if err == nil && name == "" {
+		err = errors.New("name: a stream name is required")
+	}
+	if err != nil {
+		n.consoleError(w, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	b := consoleStreamBody{Name: name, From: from, Backward: q.Get("backward") == "1", Stale: q.Get("stale") == "1", Limit: limit}
+	fromEnd := q.Get("end") == "1"
+	if fromEnd {
+		b.Backward = true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
+	defer cancel()
+	evs, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: from, FromEnd: fromEnd,
+		Backward: b.Backward, Count: limit, AllowStale: b.Stale})
+	if err != nil {
+		n.consoleCallError(w, "stream "+name, err)
+		return
+	}
+	if fromEnd && len(evs) > 0 {
+		b.From = evs[0].Version
+	}
+	for _, e := range evs {
+		b.Events = append(b.Events, consoleRow(e, b.Stale))
+	}
+	if len(evs) > 0 {
+		b.Shard = evs[0].Shard
+	}
+	b.First = streamLink(name, 0, false, false, b.Stale, limit)
+	b.Latest = streamLink(name, 0, false, true, b.Stale, limit)
+	if uint64(len(evs)) == limit {
+		last := evs[len(evs)-1].Version
+		switch {
+		case !b.Backward:
+			b.Next = streamLink(name, last+1, false, false, b.Stale, limit)
+		case last > 0:
+			b.Next = streamLink(name, last-1, true, false, b.Stale, limit)
+		}
+	}
+	n.render(w, http.StatusOK, "stream", "stream "+name, 0, b)
+}
+
+type consoleStreamBody struct {
+	Name                string
+	From                uint64
+	Backward, Stale     bool
+	Limit               uint64
+	Shard               uint32
+	Events              []consoleEventRow
+	First, Latest, Next string // links; Next "" on the last page
+}
+
+// consoleEventRow is an event (or, in a shard's log, a delete) as a row of a list.
+type consoleEventRow struct {
+	Stream     string
+	Version    uint64
+	Position   uint64
+	Type       string
+	ID         string
+	Time       string
+	Size       int
+	Preview    string
+	Deletion   string // what a delete did; "" for an event
+	Link       string // the event's page
+	StreamLink string
+}
+
+func consoleRow(e *shoalv1.RecordedEvent, stale bool) consoleEventRow {
+	row := consoleEventRow{Stream: e.Stream, Version: e.Version, Position: e.Position, Type: e.Type,
+		ID: eventID(e.Id), Time: eventTime(e.CreatedUnixNano), Size: len(e.Data) + len(e.Metadata), Preview: preview(e.Data),
+		Link: eventLink(e.Stream, e.Version, stale), StreamLink: streamLink(e.Stream, 0, false, false, stale, consoleDefaultLimit)}
+	switch e.Deletion {
+	case shoalv1.Deletion_DELETION_SOFT:
+		row.Deletion = fmt.Sprintf("soft delete: versions up to %d hidden", e.Version)
+	case shoalv1.Deletion_DELETION_TOMBSTONE:
+		row.Deletion = "tombstone: the stream is deleted for good"
+	}
+	return row
+}
+
+// consoleEvent shows one event in full.
+func (n *Node) consoleEvent(w http.ResponseWriter, r *http.Request) {
+	if !n.consoleDataServed(w) {
+		return
+	}
+	q := r.URL.Query()
+	name := q.Get("stream")
+	version, err := uintParam(q, "version", 0, math.MaxUint64)
+	if err == nil && name == "" {
+		err = errors.New("stream: a stream name is required")
+	}
+	if err == nil && q.Get("version") == "" {
+		err = errors.New("version: an event's version is required")
+	}
+	if err != nil {
+		n.consoleError(w, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	stale := q.Get("stale") == "1"
+	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
+	defer cancel()
+	evs, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: version, Count: 1, AllowStale: stale})
+	if err != nil {
+		n.consoleCallError(w, "stream "+name, err)
+		return
+	}
+	if len(evs) == 0 || evs[0].Version != version {
+		msg := fmt.Sprintf("stream %q has no event at version %d", name, version)
+		if len(evs) > 0 {
+			msg += fmt.Sprintf(" (deleted or truncated); its next is version %d", evs[0].Version)
+		}
+		n.consoleError(w, http.StatusNotFound, "no such event", msg)
+		return
+	}
+	e := evs[0]
+	b := consoleEventBody{consoleEventRow: consoleRow(e, stale), Shard: e.Shard, ContentType: e.ContentType,
+		Data: showData(e.Data), Metadata: showData(e.Metadata),
+		ShardLink:   shardLink(e.Shard, e.Position, false, stale, consoleDefaultLimit),
+		NextVersion: e.Version + 1, NextLink: eventLink(name, e.Version+1, stale)}
+	b.StreamLink = streamLink(name, e.Version, false, false, stale, consoleDefaultLimit)
+	if e.Version > 0 {
+		b.PrevVersion, b.PrevLink = e.Version-1, eventLink(name, e.Version-1, stale)
+	}
+	n.render(w, http.StatusOK, "event", fmt.Sprintf("%s@%d", name, version), 0, b)
+}
+
+type consoleEventBody struct {
+	consoleEventRow
+	Shard              uint32
+	ContentType        string
+	Data, Metadata     consoleData
+	ShardLink          string
+	PrevVersion        uint64
+	NextVersion        uint64
+	PrevLink, NextLink string
+}
+
+// consoleShard shows a page of a shard's log.
+func (n *Node) consoleShard(w http.ResponseWriter, r *http.Request) {
+	if !n.consoleDataServed(w) {
+		return
+	}
+	q := r.URL.Query()
+	id, err := uintParam(q, "shard", 0, math.MaxUint32)
+	var from, limit uint64
+	if err == nil {
+		from, err = uintParam(q, "from", 0, math.MaxUint64)
+	}
+	if err == nil {
+		limit, err = limitParam(q)
+	}
+	if err == nil && q.Get("shard") == "" {
+		err = errors.New("shard: a shard number is required")
+	}
+	if err != nil {
+		n.consoleError(w, http.StatusBadRequest, "bad request", err.Error())
+		return
+	}
+	b := consoleShardBody{Shard: uint32(id), From: from, Deletes: q.Get("deletes") == "1", Stale: q.Get("stale") == "1", Limit: limit}
+	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
+	defer cancel()
+	if q.Get("end") == "1" { // the latest entries: the log's end, then a page before it
+		end, err := n.consoleShardEnd(ctx, b.Shard, b.Stale)
+		if err != nil {
+			n.consoleCallError(w, fmt.Sprintf("shard %d", id), err)
+			return
+		}
+		b.From = end - min(end, limit)
+	}
+	evs, next, err := n.consoleReadShard(ctx, &shoalv1.ReadShardRequest{Shard: b.Shard, FromPosition: b.From, Count: limit,
+		IncludeDeletes: b.Deletes, AllowStale: b.Stale})
+	if err != nil {
+		n.consoleCallError(w, fmt.Sprintf("shard %d", id), err)
+		return
+	}
+	for _, e := range evs {
+		b.Events = append(b.Events, consoleRow(e, b.Stale))
+	}
+	b.First = shardLink(b.Shard, 0, b.Deletes, b.Stale, limit)
+	b.Latest = shardLink(b.Shard, 0, b.Deletes, b.Stale, limit) + "&end=1"
+	if uint64(len(evs)) == limit {
+		b.Next = shardLink(b.Shard, next, b.Deletes, b.Stale, limit)
+	}
+	n.render(w, http.StatusOK, "shard", fmt.Sprintf("shard %d", id), 0, b)
+}
+
+type consoleShardBody struct {
+	Shard               uint32
+	From                uint64
+	Deletes, Stale      bool
+	Limit               uint64
+	Events              []consoleEventRow
+	First, Latest, Next string
+}
+
+// consoleDataServed answers 403 and returns false when the pages that show events are off.
+func (n *Node) consoleDataServed(w http.ResponseWriter) bool {
+	if off := n.consoleDataOff(); off != "" {
+		n.consoleError(w, http.StatusForbidden, "events not shown", off)
+		return false
+	}
+	return true
+}
+
+// consoleStreams returns a Streams client on this node's own gRPC port: the console reads as
+// a client does.
+func (n *Node) consoleStreams() (shoalv1.StreamsClient, error) {
+	conn, err := n.peers.get(n.addr)
+	if err != nil {
+		return nil, err
+	}
+	return shoalv1.NewStreamsClient(conn), nil
+}
+
+// consoleRead reads a stream's events as req asks (req.Count of them at most).
+func (n *Node) consoleRead(ctx context.Context, req *shoalv1.ReadRequest) ([]*shoalv1.RecordedEvent, error) {
+	c, err := n.consoleStreams()
+	if err != nil {
+		return nil, err
+	}
+	rs, err := c.Read(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var evs []*shoalv1.RecordedEvent
+	err = recvEach(rs, func(resp *shoalv1.ReadResponse) { evs = append(evs, resp.Events...) })
+	return evs, err
+}
+
+// consoleReadShard reads a shard's log as req asks, and returns where the next page starts.
+func (n *Node) consoleReadShard(ctx context.Context, req *shoalv1.ReadShardRequest) ([]*shoalv1.RecordedEvent, uint64, error) {
+	c, err := n.consoleStreams()
+	if err != nil {
+		return nil, 0, err
+	}
+	rs, err := c.ReadShard(ctx, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var evs []*shoalv1.RecordedEvent
+	next := req.FromPosition
+	err = recvEach(rs, func(resp *shoalv1.ReadShardResponse) {
+		evs = append(evs, resp.Events...)
+		next = max(next, resp.NextPosition)
+	})
+	return evs, next, err
+}
+
+// consoleShardEnd returns the position a shard's log assigns next: a read from its end
+// returns no entry, only where it stands.
+func (n *Node) consoleShardEnd(ctx context.Context, id uint32, stale bool) (uint64, error) {
+	_, next, err := n.consoleReadShard(ctx, &shoalv1.ReadShardRequest{Shard: id, FromEnd: true, Count: 1, AllowStale: stale})
+	return next, err
+}
+
+// recvEach receives rs's messages until it ends.
+func recvEach[T any](rs grpc.ServerStreamingClient[T], fn func(*T)) error {
+	for {
+		m, err := rs.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fn(m)
+	}
+}
+
+// consoleCallError shows a failed read: the status the node's gRPC port answered, as the
+// nearest HTTP status.
+func (n *Node) consoleCallError(w http.ResponseWriter, what string, err error) {
+	st := status.Convert(err)
+	code := http.StatusBadGateway
+	switch st.Code() {
+	case codes.InvalidArgument, codes.OutOfRange:
+		code = http.StatusBadRequest
+	case codes.NotFound:
+		code = http.StatusNotFound
+	case codes.FailedPrecondition:
+		code = http.StatusConflict
+	case codes.ResourceExhausted:
+		code = http.StatusTooManyRequests
+	case codes.Unavailable:
+		code = http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		code = http.StatusGatewayTimeout
+	}
+	n.consoleError(w, code, what+": "+strings.ToLower(st.Code().String()), st.Message())
+}
+
+// uintParam parses q's name as a whole number up to limit, def when absent; the error names
+// the parameter and its range.
+func uintParam(q url.Values, name string, def, limit uint64) (uint64, error) {
+	s := q.Get(name)
+	if s == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v > limit {
+		return 0, fmt.Errorf("%s: a whole number from 0 to %d, not %q", name, limit, s)
+	}
+	return v, nil
+}
+
+// limitParam parses q's limit: 1 to consoleMaxLimit entries on a page.
+func limitParam(q url.Values) (uint64, error) {
+	v, err := uintParam(q, "limit", consoleDefaultLimit, consoleMaxLimit)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("limit: a whole number from 1 to %d, not %q", consoleMaxLimit, q.Get("limit"))
+	}
+	return v, nil
+}
+
+func streamLink(name string, from uint64, backward, end, stale bool, limit uint64) string {
+	v := url.Values{"name": {name}}
+	if from > 0 {
+		v.Set("from", strconv.FormatUint(from, 10))
+	}
+	flag(v, "backward", backward)
+	flag(v, "end", end)
+	flag(v, "stale", stale)
+	if limit != consoleDefaultLimit {
+		v.Set("limit", strconv.FormatUint(limit, 10))
+	}
+	return "/console/stream?" + v.Encode()
+}
+
+func eventLink(stream string, version uint64, stale bool) string {
+	v := url.Values{"stream": {stream}, "version": {strconv.FormatUint(version, 10)}}
+	flag(v, "stale", stale)
+	return "/console/event?" + v.Encode()
+}
+
+func shardLink(id uint32, from uint64, deletes, stale bool, limit uint64) string {
+	v := url.Values{"shard": {strconv.FormatUint(uint64(id), 10)}}
+	if from > 0 {
+		v.Set("from", strconv.FormatUint(from, 10))
+	}
+	flag(v, "deletes", deletes)
+	flag(v, "stale", stale)
+	if limit != consoleDefaultLimit {
+		v.Set("limit", strconv.FormatUint(limit, 10))
+	}
+	return "/console/shard?" + v.Encode()
+}
+
+func flag(v url.Values, name string, on bool) {
+	if on {
+		v.Set(name, "1")
+	}
+}
+
+// eventID is a 16-byte ID as a UUID, other lengths in hex.
+func eventID(id []byte) string {
+	if u, err := uuid.FromBytes(id); err == nil {
+		return u.String()
+	}
+	return hex.EncodeToString(id)
+}
+
+func eventTime(unixNano int64) string {
+	if unixNano == 0 {
+		return "-"
+	}
+	return time.Unix(0, unixNano).UTC().Format("2006-01-02 15:04:05.000")
+}
+
+// consoleData is an event's data or metadata as its page shows it.
+type consoleData struct {
+	Kind      string // "JSON", "text", "binary (hex)" or "empty"
+	Text      string
+	Size      int // bytes in all
+	Shown     int // bytes shown
+	Truncated bool
+}
+
+// showData renders b: JSON indented, other UTF-8 text as it is, anything else as a hex dump;
+// the first consoleMaxShown bytes of it.
+func showData(b []byte) consoleData {
+	d := consoleData{Size: len(b), Kind: "empty"}
+	if len(b) == 0 {
+		return d
+	}
+	shown := b
+	if len(b) > consoleMaxShown {
+		shown, d.Truncated = b[:consoleMaxShown], true
+		if t, ok := textPrefix(shown); ok {
+			shown = t
+		}
+	}
+	d.Shown = len(shown)
+	var ind bytes.Buffer
+	switch {
+	case !d.Truncated && json.Valid(b) && json.Indent(&ind, b, "", "  ") == nil:
+		d.Kind, d.Text = "JSON", ind.String()
+	case isText(shown):
+		d.Kind, d.Text = "text", string(shown)
+	default:
+		d.Kind, d.Text = "binary (hex)", hex.Dump(shown)
+	}
+	return d
+}
+
+// textPrefix cuts b back to whole UTF-8 characters, when the cut split one.
+func textPrefix(b []byte) ([]byte, bool) {
+	for i := 0; i < utf8.UTFMax && i < len(b); i++ {
+		if utf8.Valid(b[:len(b)-i]) {
+			return b[:len(b)-i], true
+		}
+	}
+	return b, false
+}
+
+// isText: valid UTF-8 without control characters other than tabs and line breaks.
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if unicode.IsControl(r) && r != '\n' && r != '\r' && r != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// preview is the start of b on one line: text with its spaces folded, or the first bytes in hex.
+func preview(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	head := b[:min(len(b), 4*consolePreviewRunes)]
+	if t, ok := textPrefix(head); ok && isText(t) {
+		s := strings.Join(strings.Fields(string(t)), " ")
+		if utf8.RuneCountInString(s) > consolePreviewRunes {
+			s = string([]rune(s)[:consolePreviewRunes])
+		} else if len(head) == len(b) {
+			return s
+		}
+		return s + "…"
+	}
+	s := hex.EncodeToString(b[:min(len(b), 16)])
+	if len(b) > 16 {
+		s += "…"
+	}
+	return "binary: " + s
+}

@@ -1,0 +1,215 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// consoleGet fetches path from n's HTTP port without following redirects.
+func consoleGet(t *testing.T, n *Node, path string) (*http.Response, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	resp, err := c.Get("http://" + n.HTTPAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// pageMain is a page's content, without the layout around it.
+func pageMain(page string) string {
+	if _, after, ok := strings.Cut(page, "<main>"); ok {
+		page, _, _ = strings.Cut(after, "</main>")
+	}
+	return page
+}
+
+// TestConsole reads a node's console: the overview, a stream's pages forward, backward and
+// from its end, an event's page for JSON, text, binary and oversized data, a shard's log with
+// its deletes, and the refusals of bad requests; data that is HTML is shown as text.
+func TestConsole(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ConsoleData = true
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitFormat(ctx, t, n) // deletes take positions in the shard's log
+	big := strings.Repeat("é", consoleMaxShown) // 2 bytes each: past the limit, cut inside none
+	data := []*shoalv1.EventData{
+		{Type: "Opened", Data: []byte(`{"owner":"ann","limit":100}`), ContentType: "application/json"},
+		{Type: "Noted", Data: []byte(`<script>alert(1)</script> & "x"`), Metadata: []byte(`{"by":"ops"}`)},
+		{Type: "Raw", Data: []byte{0, 1, 2, 0xff, 'b', 'i', 'n'}},
+		{Type: "Big", Data: []byte(big)},
+	}
+	for i, d := range data {
+		d.Id = events("x")[0].Id
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "acct-1", Events: []*shoalv1.EventData{d}}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "gone", Events: events("A")}); err != nil {
+		t.Fatal(err)
+	}
+	del, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if !del.Logged {
+		t.Fatalf("delete %v not logged", del)
+	}
+	resp, _ := consoleGet(t, n, "/")
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/console/" {
+		t.Fatalf("/: %d to %q, want 302 to /console/", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	page := func(path string, code int, wants ...string) string {
+		t.Helper()
+		resp, body := consoleGet(t, n, path)
+		if resp.StatusCode != code {
+			t.Fatalf("%s: %d, want %d:\n%s", path, resp.StatusCode, code, pageMain(body))
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q", path, csp)
+		}
+		for _, w := range wants {
+			if !strings.Contains(body, w) {
+				t.Errorf("%s lacks %q:\n%s", path, w, pageMain(body))
+			}
+		}
+		if strings.Contains(body, "<script>") {
+			t.Errorf("%s holds an unescaped <script>", path)
+		}
+		return body
+	}
+
+	page("/console/", 200, n.Settings().ClusterID, "4 shards, replication 1, 1 node", "4 ok", ">solo<", "read stream")
+	page("/console/?refresh=5", 200, `<meta http-equiv="refresh" content="5">`)
+	page("/console/stream?name=acct-1", 200, "4 events", `{&#34;owner&#34;:&#34;ann&#34;,&#34;limit&#34;:100}`,
+		"&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;x&#34;", "binary: 000102ff62696e", "Big", "éééé…")
+	body := page("/console/stream?name=acct-1&limit=2", 200, "2 events", "next 2", "from=2&amp;limit=2&amp;name=acct-1")
+	if strings.Contains(body, ">Raw<") {
+		t.Errorf("a page of 2 shows a third event:\n%s", body)
+	}
+	body = page("/console/stream?name=acct-1&end=1&limit=2", 200, "2 events", ">Big<", ">Raw<", "older 2",
+		"backward=1&amp;from=1&amp;limit=2&amp;name=acct-1")
+	if strings.Index(body, ">Big<") > strings.Index(body, ">Raw<") {
+		t.Error("the latest events are not shown newest first")
+	}
+	page("/console/stream?name=acct-1&from=1&backward=1", 200, "2 events", ">Opened<", ">Noted<")
+
+	page("/console/event?stream=acct-1&version=0", 200, "data: JSON, 27 bytes", "  &#34;owner&#34;: &#34;ann&#34;,",
+		"application/json", "metadata: empty")
+	page("/console/event?stream=acct-1&version=1", 200, "data: text", "&lt;script&gt;", "metadata: JSON, 12 bytes")
+	page("/console/event?stream=acct-1&version=2", 200, "data: binary (hex), 7 bytes", "00 01 02 ff 62 69 6e")
+	page("/console/event?stream=acct-1&version=3", 200, "data: text, 131072 bytes (the first 65536 shown)")
+
+	page("/console/shard?shard="+strconv.Itoa(int(del.Shard))+"&deletes=1", 200, "soft delete: versions up to 0 hidden", ">gone<")
+	page("/console/shard?shard="+strconv.Itoa(int(del.Shard)), 200, ">gone<")
+	if body := page("/console/shard?shard="+strconv.Itoa(int(del.Shard)), 200); strings.Contains(body, "soft delete") {
+		t.Error("a shard's page shows deletes without deletes=1")
+	}
+	page("/console/shard?shard="+strconv.Itoa(int(del.Shard))+"&end=1&limit=1&deletes=1", 200, "soft delete")
+
+	for _, bad := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/console/stream?name=", 400, "name: a stream name is required"},
+		{"/console/stream?name=a&limit=0", 400, "limit: a whole number from 1 to 1000, not &#34;0&#34;"},
+		{"/console/stream?name=a&limit=1001", 400, "limit: a whole number from 1 to 1000"},
+		{"/console/stream?name=a&from=-1", 400, "from: a whole number"},
+		{"/console/stream?name=$bad", 400, "stream"},
+		{"/console/stream?name=nope", 404, "stream &#34;nope&#34; not found"},
+		{"/console/stream?name=gone", 404, "not found"},
+		{"/console/event?stream=acct-1", 400, "version: an event&#39;s version is required"},
+		{"/console/event?stream=acct-1&version=4", 404, "stream &#34;acct-1&#34; has no event at version 4"},
+		{"/console/shard?shard=4", 400, "shard 4 does not exist"},
+		{"/console/shard?shard=x", 400, "shard: a whole number from 0 to 4294967295"},
+		{"/console/shard", 400, "shard: a shard number is required"},
+		{"/console/?refresh=3601", 400, "refresh: a whole number from 0 to 3600"},
+	} {
+		page(bad.path, bad.code, bad.want)
+	}
+}
+
+// waitFormat waits for n's shards to reach shard.MaxFormat, which a new cluster's leaders
+// raise them to once they started.
+func waitFormat(ctx context.Context, t *testing.T, n *Node) {
+	t.Helper()
+	for {
+		low := 0
+		for _, s := range n.Topology(ctx).Shards {
+			if s.Format != shard.MaxFormat {
+				low++
+			}
+		}
+		if low == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d shards below format %d", low, shard.MaxFormat)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConsoleDataOff: without ConsoleData the console shows the cluster, and refuses every
+// page that would show events, saying how to allow them.
+func TestConsoleDataOff(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	resp, body := consoleGet(t, n, "/console/")
+	if resp.StatusCode != 200 || !strings.Contains(body, "4 ok") || strings.Contains(body, "read stream") {
+		t.Fatalf("overview: %d (want 200, shards shown, no stream form):\n%s", resp.StatusCode, body)
+	}
+	for _, p := range []string{"/console/stream?name=a", "/console/event?stream=a&version=0", "/console/shard?shard=0"} {
+		resp, body := consoleGet(t, n, p)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "--console-data") {
+			t.Errorf("%s: %d, want 403 naming --console-data:\n%s", p, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestConsoleDataRefusedWithTLS(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ConsoleData = true
+	cfg.ServerTLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}
+	cfg.PeerTLS = &tls.Config{}
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "ConsoleData with ServerTLS") {
+		t.Fatalf("Validate: %v, want ConsoleData with ServerTLS refused", err)
+	}
+}
+
+func TestPreview(t *testing.T) {
+	long := strings.Repeat("ab ", 100)
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"{\"a\":\n  1}", `{"a": 1}`},
+		{long, strings.Repeat("ab ", 32)[:consolePreviewRunes] + "…"},
+		{"\x00\x01", "binary: 0001"},
+		{strings.Repeat("\x00", 20), "binary: " + strings.Repeat("00", 16) + "…"},
+		{"\xff text", "binary: ff2074657874"},
+	} {
+		if got := preview([]byte(tc.in)); got != tc.want {
+			t.Errorf("preview(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
