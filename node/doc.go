@@ -1,7 +1,8 @@
 // Package node is one shoal server process: it wires the data directory,
 // Pebble, the raft host (replica) and its gRPC transport, gossip
 // (internal/membership), the Streams and Cluster gRPC services and the HTTP
-// endpoints, and routes requests to shard leaders.
+// endpoints (health, metrics, pprof and the web console, console.go), and
+// routes requests to shard leaders.
 //
 // # Data directory
 //
