@@ -11,6 +11,7 @@ import (
 	"html/template"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -408,9 +409,15 @@ func (n *Node) consoleDataServed(w http.ResponseWriter) bool {
 }
 
 // consoleStreams returns a Streams client on this node's own gRPC port: the console reads as
-// a client does.
+// a client does. It dials the port where it listens (127.0.0.1 for all interfaces), not the
+// advertised address, which may only be reachable from elsewhere (NAT, a container's
+// published port).
 func (n *Node) consoleStreams() (shoalv1.StreamsClient, error) {
-	conn, err := n.peers.get(n.addr)
+	addr := n.grpcLis.Addr().String()
+	if ta, ok := n.grpcLis.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port)) // "tcp" on [::] takes IPv4 too
+	}
+	conn, err := n.peers.get(addr)
 	if err != nil {
 		return nil, err
 	}

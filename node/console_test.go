@@ -50,7 +50,7 @@ func TestConsole(t *testing.T) {
 	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	waitFormat(ctx, t, n) // deletes take positions in the shard's log
+	waitFormat(ctx, t, n)                       // deletes take positions in the shard's log
 	big := strings.Repeat("é", consoleMaxShown) // 2 bytes each: past the limit, cut inside none
 	data := []*shoalv1.EventData{
 		{Type: "Opened", Data: []byte(`{"owner":"ann","limit":100}`), ContentType: "application/json"},
@@ -211,5 +211,18 @@ func TestPreview(t *testing.T) {
 		if got := preview([]byte(tc.in)); got != tc.want {
 			t.Errorf("preview(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestConsoleDialsItsListener: the console reads through the port the node listens on, not
+// the advertised address, which may be reachable only from elsewhere (here: from nowhere).
+func TestConsoleDialsItsListener(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ConsoleData = true
+	cfg.Advertise = "127.0.0.1:1" // nothing listens there
+	n := startNode(t, cfg)
+	resp, body := consoleGet(t, n, "/console/stream?name=nope")
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "stream &#34;nope&#34; not found") {
+		t.Fatalf("%d, want 404 (the stream does not exist):\n%s", resp.StatusCode, pageMain(body))
 	}
 }
