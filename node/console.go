@@ -52,6 +52,9 @@ const (
 	consoleMaxRefresh   = 3600     // seconds between the overview's refreshes, at most
 	consolePreviewRunes = 96       // of an event's data, in a list
 	consoleMaxShown     = 64 << 10 // bytes of an event's data or metadata shown on its page
+	// consolePageBytes bounds the events' bytes a list page holds: past it, the page ends
+	// early (events are up to shard.MaxEventSize each) and links to the next.
+	consolePageBytes = 8 << 20
 )
 
 //go:embed console/*.html
@@ -217,7 +220,7 @@ func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	evs, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: from, FromEnd: fromEnd,
+	evs, cut, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: from, FromEnd: fromEnd,
 		Backward: b.Backward, Count: limit, AllowStale: b.Stale})
 	if err != nil {
 		n.consoleCallError(w, "stream "+name, err)
@@ -234,7 +237,7 @@ func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	b.First = streamLink(name, 0, false, false, b.Stale, limit)
 	b.Latest = streamLink(name, 0, false, true, b.Stale, limit)
-	if uint64(len(evs)) == limit {
+	if uint64(len(evs)) == limit || cut {
 		last := evs[len(evs)-1].Version
 		switch {
 		case !b.Backward:
@@ -305,7 +308,7 @@ func (n *Node) consoleEvent(w http.ResponseWriter, r *http.Request) {
 	stale := q.Get("stale") == "1"
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	evs, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: version, Count: 1, AllowStale: stale})
+	evs, _, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: version, Count: 1, AllowStale: stale})
 	if err != nil {
 		n.consoleCallError(w, "stream "+name, err)
 		return
@@ -373,7 +376,7 @@ func (n *Node) consoleShard(w http.ResponseWriter, r *http.Request) {
 		}
 		b.From = end - min(end, limit)
 	}
-	evs, next, err := n.consoleReadShard(ctx, &shoalv1.ReadShardRequest{Shard: b.Shard, FromPosition: b.From, Count: limit,
+	evs, next, cut, err := n.consoleReadShard(ctx, &shoalv1.ReadShardRequest{Shard: b.Shard, FromPosition: b.From, Count: limit,
 		IncludeDeletes: b.Deletes, AllowStale: b.Stale})
 	if err != nil {
 		n.consoleCallError(w, fmt.Sprintf("shard %d", id), err)
@@ -384,7 +387,7 @@ func (n *Node) consoleShard(w http.ResponseWriter, r *http.Request) {
 	}
 	b.First = shardLink(b.Shard, 0, b.Deletes, b.Stale, limit)
 	b.Latest = shardLink(b.Shard, 0, b.Deletes, b.Stale, limit) + "&end=1"
-	if uint64(len(evs)) == limit {
+	if uint64(len(evs)) == limit || cut {
 		b.Next = shardLink(b.Shard, next, b.Deletes, b.Stale, limit)
 	}
 	n.render(w, http.StatusOK, "shard", fmt.Sprintf("shard %d", id), 0, b)
@@ -424,58 +427,73 @@ func (n *Node) consoleStreams() (shoalv1.StreamsClient, error) {
 	return shoalv1.NewStreamsClient(conn), nil
 }
 
-// consoleRead reads a stream's events as req asks (req.Count of them at most).
-func (n *Node) consoleRead(ctx context.Context, req *shoalv1.ReadRequest) ([]*shoalv1.RecordedEvent, error) {
+// consoleRead reads a stream's events as req asks (req.Count of them at most); cut when it
+// stopped at consolePageBytes, before req.Count.
+func (n *Node) consoleRead(ctx context.Context, req *shoalv1.ReadRequest) (evs []*shoalv1.RecordedEvent, cut bool, err error) {
 	c, err := n.consoleStreams()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	ctx, cancel := context.WithCancel(ctx) // ends the read when the page is full
+	defer cancel()
 	rs, err := c.Read(ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var evs []*shoalv1.RecordedEvent
-	err = recvEach(rs, func(resp *shoalv1.ReadResponse) { evs = append(evs, resp.Events...) })
-	return evs, err
+	cut, err = recvPages(rs, func(resp *shoalv1.ReadResponse) []*shoalv1.RecordedEvent {
+		evs = append(evs, resp.Events...)
+		return resp.Events
+	})
+	return evs, cut, err
 }
 
-// consoleReadShard reads a shard's log as req asks, and returns where the next page starts.
-func (n *Node) consoleReadShard(ctx context.Context, req *shoalv1.ReadShardRequest) ([]*shoalv1.RecordedEvent, uint64, error) {
+// consoleReadShard reads a shard's log as req asks, and returns where the next page starts;
+// cut as consoleRead's.
+func (n *Node) consoleReadShard(ctx context.Context, req *shoalv1.ReadShardRequest) (evs []*shoalv1.RecordedEvent, next uint64, cut bool, err error) {
 	c, err := n.consoleStreams()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	rs, err := c.ReadShard(ctx, req)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
-	var evs []*shoalv1.RecordedEvent
-	next := req.FromPosition
-	err = recvEach(rs, func(resp *shoalv1.ReadShardResponse) {
+	next = req.FromPosition
+	cut, err = recvPages(rs, func(resp *shoalv1.ReadShardResponse) []*shoalv1.RecordedEvent {
 		evs = append(evs, resp.Events...)
-		next = max(next, resp.NextPosition)
+		next = max(next, resp.NextPosition) // a page's end: pages arrive whole
+		return resp.Events
 	})
-	return evs, next, err
+	return evs, next, cut, err
 }
 
 // consoleShardEnd returns the position a shard's log assigns next: a read from its end
 // returns no entry, only where it stands.
 func (n *Node) consoleShardEnd(ctx context.Context, id uint32, stale bool) (uint64, error) {
-	_, next, err := n.consoleReadShard(ctx, &shoalv1.ReadShardRequest{Shard: id, FromEnd: true, Count: 1, AllowStale: stale})
+	_, next, _, err := n.consoleReadShard(ctx, &shoalv1.ReadShardRequest{Shard: id, FromEnd: true, Count: 1, AllowStale: stale})
 	return next, err
 }
 
-// recvEach receives rs's messages until it ends.
-func recvEach[T any](rs grpc.ServerStreamingClient[T], fn func(*T)) error {
+// recvPages receives rs's pages, passing each to page, until rs ends or the events page
+// returned reach consolePageBytes in all (cut).
+func recvPages[T any](rs grpc.ServerStreamingClient[T], page func(*T) []*shoalv1.RecordedEvent) (cut bool, err error) {
+	size := 0
 	for {
 		m, err := rs.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
-		fn(m)
+		for _, e := range page(m) {
+			size += len(e.Data) + len(e.Metadata)
+		}
+		if size >= consolePageBytes {
+			return true, nil
+		}
 	}
 }
 

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/ring"
 	"github.com/shoaldb/shoal/shard"
 )
 
@@ -224,5 +227,34 @@ func TestConsoleDialsItsListener(t *testing.T) {
 	resp, body := consoleGet(t, n, "/console/stream?name=nope")
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "stream &#34;nope&#34; not found") {
 		t.Fatalf("%d, want 404 (the stream does not exist):\n%s", resp.StatusCode, pageMain(body))
+	}
+}
+
+// TestConsolePageBytes: a page of large events ends at consolePageBytes, before its limit,
+// and links to the rest.
+func TestConsolePageBytes(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ConsoleData = true
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const each = shard.MaxEventSize
+	for range consolePageBytes/each + 1 {
+		e := events("Big")
+		e[0].Data, e[0].ContentType = bytes.Repeat([]byte{'x'}, each), ""
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "big", Events: e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := consolePageBytes / each
+	resp, body := consoleGet(t, n, "/console/stream?name=big")
+	if resp.StatusCode != 200 || !strings.Contains(body, fmt.Sprintf("%d events", want)) ||
+		!strings.Contains(body, fmt.Sprintf("from=%d&amp;name=big", want)) {
+		t.Fatalf("%d, want %d events and a link to the next page:\n%s", resp.StatusCode, want, pageMain(body))
+	}
+	resp, body = consoleGet(t, n, fmt.Sprintf("/console/shard?shard=%d", ring.ShardOf("big", 4)))
+	if resp.StatusCode != 200 || strings.Count(body, ">big<") != want || !strings.Contains(body, "next 100") {
+		t.Fatalf("shard: %d, want %d events and a link to the next page:\n%s", resp.StatusCode, want, pageMain(body))
 	}
 }
