@@ -430,64 +430,6 @@ func TestClusterStatusStalledDrain(t *testing.T) {
 	}
 }
 
-// Shards at different formats (a rolling upgrade) are explained under the node table.
-func TestClusterStatusMixedFormats(t *testing.T) {
-	status := func(formats ...uint64) *clusterstatus.Status {
-		var shards []*shoalv1.ShardInfo
-		for i, f := range formats {
-			shards = append(shards, &shoalv1.ShardInfo{Shard: uint32(i), LeaderId: 1, Voters: []uint64{1}, Format: f})
-		}
-		return clusterstatus.New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
-			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: uint32(len(formats)), Replication: 1},
-			Nodes:    []*shoalv1.NodeInfo{{Id: 1, Name: "n1", Alive: true}}, Shards: shards}})
-	}
-	if notes := status(2, 2, 2).Notes; len(notes) != 0 {
-		t.Errorf("one format, yet: %q", notes)
-	}
-	notes := status(0, 1, 2, 2).Notes
-	if len(notes) != 1 || !strings.Contains(notes[0], "(2 at format 1, 2 at format 2)") ||
-		!strings.Contains(notes[0], "raised to format 2 once every node holding it runs a version that applies it") {
-		t.Errorf("mixed formats: %q", notes)
-	}
-}
-
-// Zone names that differ only in case are pointed out: placement takes them for two zones.
-func TestClusterStatusZonesAlike(t *testing.T) {
-	status := func(zones ...string) *clusterstatus.Status {
-		var nodes []*shoalv1.NodeInfo
-		for i, z := range zones {
-			n := &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: z, Alive: true}
-			// "zone:dead" and "zone:decom" are a node placement no longer places replicas on.
-			if zone, how, ok := strings.Cut(z, ":"); ok {
-				n.Zone, n.Alive, n.Decommissioning = zone, how != "dead", how == "decom"
-			}
-			nodes = append(nodes, n)
-		}
-		return clusterstatus.New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
-			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes}})
-	}
-	if notes := status("z1", "z2", "z3", "z1").Notes; len(notes) != 0 {
-		t.Errorf("distinct zones, yet: %q", notes)
-	}
-	// A node that was replaced, or is being drained, with another spelling: no note.
-	if notes := status("z1", "z2", "z3", "Z1:dead", "Z2:decom").Notes; len(notes) != 0 {
-		t.Errorf("a dead and a decommissioning node's spellings noted: %q", notes)
-	}
-	notes := status("z1", "Z1", "z2", "eu-A", "EU-a", "eu-a").Notes
-	want := []string{
-		`zones "EU-a", "eu-A" and "eu-a" differ only in case: placement takes them for 3 zones`,
-		`zones "Z1" and "z1" differ only in case: placement takes them for 2 zones`,
-	}
-	if len(notes) != len(want) {
-		t.Fatalf("notes %q, want %d", notes, len(want))
-	}
-	for i, w := range want {
-		if !strings.HasPrefix(notes[i], w) || !strings.Contains(notes[i], "one spelling of --zone") {
-			t.Errorf("note %d: %q, want it to begin %q", i, notes[i], w)
-		}
-	}
-}
-
 // noLeader is the status a node answers for a shard without a leader (leader 0), or with
 // another leader.
 func noLeader(t *testing.T, shard uint32, leader uint64) error {
