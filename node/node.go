@@ -154,7 +154,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.WALCommitDelay > 0 {
 		delay = replica.NewCommitDelay(cfg.WALCommitDelay, replica.CommitSiblings)
 	}
-	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mustExist, n.disk, cfg.memTableSize, delay); err != nil {
+	mode := pebbleCreate
+	if mustExist {
+		mode = pebbleMustExist
+	}
+	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mode, n.disk, cfg.memTableSize, delay); err != nil {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
 			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
 		}

@@ -18,6 +18,19 @@ import (
 	"github.com/shoaldb/shoal/replica"
 )
 
+// pebbleMode is how openPebble opens a store.
+type pebbleMode int
+
+const (
+	pebbleCreate pebbleMode = iota // created when absent
+	// pebbleMustExist: pebble.ErrDBDoesNotExist when absent, for a node with raft state, which
+	// a new, empty store would silently lose.
+	pebbleMustExist
+	// pebbleReadOnly: opened as it is, changing nothing (the WAL is replayed into memory, not
+	// flushed; nothing is compacted), for an offline look (Inspect). It must exist.
+	pebbleReadOnly
+)
+
 // openPebble opens the node's single Pebble instance, tuned for the write
 // path: the replica syncs one WAL batch per Ready (group commit), so large
 // memtables and a relaxed L0 keep flushes and compactions out of the way.
@@ -35,13 +48,14 @@ import (
 // It also returns the options (with Pebble's defaults filled in), from which the replica
 // host takes the sstable options of received snapshots. fs is the file system (the node's
 // comes from diskWatch.wrap; nil: the operating system's, with Pebble's own health checks).
-// mustExist: the node has raft state, which a new, empty store would silently lose. w, if not
+// mode says whether the store may be created, must exist or is only read. w, if not
 // nil, is told of flushes and write stalls; memTableSize 0 is the default (tests shrink it).
-func openPebble(dir string, log *slog.Logger, fs vfs.FS, mustExist bool, w *diskWatch, memTableSize uint64, delay *replica.CommitDelay) (*pebble.DB, *pebble.Options, error) {
+func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *diskWatch, memTableSize uint64, delay *replica.CommitDelay) (*pebble.DB, *pebble.Options, error) {
 	bgErrors := &logLimiter{every: backgroundErrorLogEvery}
 	opts := &pebble.Options{
 		FS:                          fs,
-		ErrorIfNotExists:            mustExist, // pebble.ErrDBDoesNotExist rather than an empty store
+		ErrorIfNotExists:            mode != pebbleCreate, // pebble.ErrDBDoesNotExist rather than an empty store
+		ReadOnly:                    mode == pebbleReadOnly,
 		MemTableSize:                cmp.Or(memTableSize, 64<<20),
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,

@@ -11,7 +11,7 @@ import (
 // node's last level, so that ingested tables carry its bloom filters and
 // block size.
 func TestSnapshotTableOptions(t *testing.T) {
-	db, opts, err := openPebble(t.TempDir(), slog.New(slog.DiscardHandler), nil, false, nil, 0, nil)
+	db, opts, err := openPebble(t.TempDir(), slog.New(slog.DiscardHandler), nil, pebbleCreate, nil, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

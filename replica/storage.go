@@ -501,3 +501,41 @@ func StoredMembership(db *pebble.DB, shard uint32, id uint64) (voter, learner bo
 	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id),
 		slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetLearnersNext(), id), nil
 }
+
+// StoredState is a replica's raft state as stored in its node's store (Inspect).
+type StoredState struct {
+	Term, Vote, Commit uint64 // the hard state, its commit raised to what the log proves committed
+	// FirstIndex and LastIndex bound the log held (FirstIndex > LastIndex: none, all compacted).
+	FirstIndex, LastIndex uint64
+	// Voters and Learners: the configuration the replica last applied (a joint configuration's
+	// outgoing voters and pending learners included).
+	Voters, Learners []uint64
+}
+
+// Inspect reads shard's raft state from db without changing it, for a group that is not open
+// (an offline look at a stopped node's store).
+func Inspect(db *pebble.DB, shard uint32) (StoredState, error) {
+	s, err := openStorage(db, shard)
+	if err != nil {
+		return StoredState{}, err
+	}
+	st := StoredState{Term: s.hs.GetTerm(), Vote: s.hs.GetVote(), Commit: s.hs.GetCommit(),
+		FirstIndex: s.truncIdx + 1, LastIndex: s.last}
+	for _, ids := range [][]uint64{s.cs.GetVoters(), s.cs.GetVotersOutgoing()} {
+		for _, id := range ids {
+			if !slices.Contains(st.Voters, id) {
+				st.Voters = append(st.Voters, id)
+			}
+		}
+	}
+	for _, ids := range [][]uint64{s.cs.GetLearners(), s.cs.GetLearnersNext()} {
+		for _, id := range ids {
+			if !slices.Contains(st.Learners, id) {
+				st.Learners = append(st.Learners, id)
+			}
+		}
+	}
+	slices.Sort(st.Voters)
+	slices.Sort(st.Learners)
+	return st, nil
+}

@@ -463,3 +463,43 @@ func TestResetToSoleVoter(t *testing.T) {
 		}
 	}
 }
+
+// TestInspect reads a stored replica's raft state: its hard state, log bounds and
+// configuration, a joint one's members included, and changes nothing.
+func TestInspect(t *testing.T) {
+	db := memDB(t)
+	if st, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", st) != "{Term:0 Vote:0 Commit:0 FirstIndex:1 LastIndex:0 Voters:[] Learners:[]}" {
+		t.Fatalf("Inspect of a shard never stored: %+v, %v", st, err)
+	}
+	st, err := openStorage(db, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.NewBatch()
+	if err := st.append(b, ents(3, 1, 11)); err != nil {
+		t.Fatal(err)
+	}
+	cs := &pb.ConfState{Voters: []uint64{9, 7, 8}, VotersOutgoing: []uint64{7, 8, 6}, Learners: []uint64{5}, LearnersNext: []uint64{6}}
+	if err := st.setConfState(b, cs); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.setHardState(b, &pb.HardState{Term: new(uint64(4)), Vote: new(uint64(8)), Commit: new(uint64(8))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	want := "{Term:4 Vote:8 Commit:8 FirstIndex:1 LastIndex:10 Voters:[6 7 8 9] Learners:[5 6]}"
+	for range 2 { // twice: the first changed nothing
+		if got, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", got) != want {
+			t.Fatalf("Inspect: %+v, %v; want %s", got, err, want)
+		}
+	}
+	if err := ResetToSoleVoter(db, 3, 7, 6); err != nil {
+		t.Fatal(err)
+	}
+	want = "{Term:5 Vote:0 Commit:6 FirstIndex:7 LastIndex:6 Voters:[7] Learners:[]}"
+	if got, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", got) != want {
+		t.Fatalf("Inspect after a reset: %+v, %v; want %s", got, err, want)
+	}
+}

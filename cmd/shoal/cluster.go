@@ -138,7 +138,7 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		},
 	}
 	a.serverFlag(recom, &server)
-	cmd.AddCommand(decom, recom, a.nodeBackupCmd())
+	cmd.AddCommand(decom, recom, a.nodeBackupCmd(), a.nodeInspectCmd())
 	return cmd
 }
 

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/ring"
+)
+
+// TestInspectCLI inspects two backups of one node taken an append apart: each shows its
+// replicas, and the comparison finds the first behind in the appended stream's shard only. The
+// running node's own directory is refused, as are no directory and one that holds no node.
+func TestInspectCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	backups := t.TempDir()
+	var data string
+	n := startNodeWith(t, func(c *node.Config) { c.BackupDir, data = backups, c.DataDir })
+	run := cliRunner(t, map[string]string{"SHOAL_SERVER": n.Addr()})
+	run(exitOK, "append", "insp-1", "--type", "A")
+	run(exitOK, "node", "backup", "e2e", "--name", "before")
+	run(exitOK, "append", "insp-1", "--type", "B")
+	run(exitOK, "node", "backup", "e2e", "--name", "after")
+	before, after := filepath.Join(backups, "before"), filepath.Join(backups, "after")
+	behind := ring.ShardOf("insp-1", 4)
+
+	out := run(exitOK, "node", "inspect", before, after)
+	for _, want := range []string{
+		before + ": node e2e (", ", cluster " + n.Settings().ClusterID + ": 4 shards, replication 1",
+		"note: a backup (backup.json): a server starts on it only with --restore",
+		"SHARD  ROLE   TERM  COMMIT  APPLIED",
+		"furthest applied, shard by shard (a voter's replica only):",
+		"  " + before + ": furthest in 3 of 4; behind in [" + strconv.FormatUint(uint64(behind), 10) + "]",
+		"  " + after + ": furthest in 4 of 4",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+	if got := len(regexp.MustCompile(`(?m)^\d+ +voter +\d+`).FindAllString(out, -1)); got != 8 {
+		t.Errorf("%d voter rows, want 4 per directory:\n%s", got, out)
+	}
+
+	var doc struct {
+		Dirs []struct {
+			Name     string `json:"name"`
+			NodeID   string `json:"node_id"`
+			Replicas []struct {
+				Shard        uint32 `json:"shard"`
+				Role         string `json:"role"`
+				LastPosition uint64 `json:"last_position"`
+			} `json:"replicas"`
+		} `json:"dirs"`
+		Comparison []struct {
+			Dir    string   `json:"dir"`
+			Behind []uint32 `json:"behind"`
+		} `json:"comparison"`
+	}
+	if err := json.Unmarshal([]byte(run(exitOK, "node", "inspect", before, after, "--json")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Dirs) != 2 || doc.Dirs[1].Name != "e2e" || len(doc.Dirs[1].Replicas) != 4 || len(doc.Comparison) != 2 ||
+		len(doc.Comparison[0].Behind) != 1 || doc.Comparison[0].Behind[0] != behind {
+		t.Fatalf("--json: %+v", doc)
+	}
+	for _, r := range doc.Dirs[1].Replicas {
+		if r.Shard == behind && (r.Role != "voter" || r.LastPosition != 2) {
+			t.Errorf("--json, shard %d after both appends: %+v", behind, r)
+		}
+	}
+
+	if out := run(exitError, "node", "inspect", data); !strings.Contains(out, "a node runs on it") {
+		t.Errorf("inspect of the running node's directory: %q", out)
+	}
+	if out := run(exitError, "node", "inspect", t.TempDir()); !strings.Contains(out, "holds no node") {
+		t.Errorf("inspect of an empty directory: %q", out)
+	}
+	run(exitUsage, "node", "inspect")
+}
