@@ -35,6 +35,18 @@ func consoleGet(t *testing.T, n *Node, path string) (*http.Response, string) {
 	return resp, string(b)
 }
 
+// startConsoleNode starts a single node whose console shows events; configure, if not nil,
+// adjusts its config first.
+func startConsoleNode(t *testing.T, configure func(*Config)) *Node {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir())
+	cfg.ConsoleData = true
+	if configure != nil {
+		configure(&cfg)
+	}
+	return startNode(t, cfg)
+}
+
 // pageMain is a page's content, without the layout around it.
 func pageMain(page string) string {
 	if _, after, ok := strings.Cut(page, "<main>"); ok {
@@ -47,9 +59,7 @@ func pageMain(page string) string {
 // from its end, an event's page for JSON, text, binary and oversized data, a shard's log with
 // its deletes, and the refusals of bad requests; data that is HTML is shown as text.
 func TestConsole(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.ConsoleData = true
-	n := startNode(t, cfg)
+	n := startConsoleNode(t, nil)
 	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -220,10 +230,7 @@ func TestPreview(t *testing.T) {
 // TestConsoleDialsItsListener: the console reads through the port the node listens on, not
 // the advertised address, which may be reachable only from elsewhere (here: from nowhere).
 func TestConsoleDialsItsListener(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.ConsoleData = true
-	cfg.Advertise = "127.0.0.1:1" // nothing listens there
-	n := startNode(t, cfg)
+	n := startConsoleNode(t, func(cfg *Config) { cfg.Advertise = "127.0.0.1:1" }) // nothing listens there
 	resp, body := consoleGet(t, n, "/console/stream?name=nope")
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "stream &#34;nope&#34; not found") {
 		t.Fatalf("%d, want 404 (the stream does not exist):\n%s", resp.StatusCode, pageMain(body))
@@ -233,9 +240,7 @@ func TestConsoleDialsItsListener(t *testing.T) {
 // TestConsolePageBytes: a page of large events ends at consolePageBytes, before its limit,
 // and links to the rest.
 func TestConsolePageBytes(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.ConsoleData = true
-	n := startNode(t, cfg)
+	n := startConsoleNode(t, nil)
 	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
