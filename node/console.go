@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -149,15 +150,11 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
 	st := clusterstatus.New(&shoalv1.StatusResponse{Topology: n.topologyOf(ctx, false, nil), NodeId: n.ID()})
-	dead := map[string]bool{}
-	for _, m := range st.Nodes {
-		dead[m.Name] = m.State != "alive"
-	}
 	body := consoleOverviewBody{Status: st, Counts: st.StateCounts()}
 	for _, sh := range st.Shards {
 		cs := consoleShardRow{Info: sh, Link: shardLink(sh.Shard, sh.LastPosition-min(sh.LastPosition, consoleDefaultLimit), false, false, consoleDefaultLimit)}
 		for _, v := range sh.Voters {
-			cs.Members = append(cs.Members, consoleVoter{Name: v, Dead: dead[v]})
+			cs.Members = append(cs.Members, consoleVoter{Name: v, Dead: slices.Contains(sh.DeadVoters, v)})
 		}
 		switch sh.State {
 		case "ok":
