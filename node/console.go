@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,10 +37,20 @@ import (
 //	/console/event?stream=S&version=V   one event in full
 //	/console/shard?shard=N          a shard's log: from, deletes, limit, stale
 //
-// The overview shows what /metrics already shows. The other pages show events, and are
-// served only with Config.ConsoleData: the HTTP port authenticates no one, and is often open
-// to more machines (a Prometheus server) than the gRPC port. They read through this node's
-// gRPC port, as a client would, so they are routed, forwarded and checked as a client's reads.
+// The HTTP port authenticates no one, so:
+//   - With ServerTLS the console is off: the gRPC port answers even the overview (Status) only
+//     to callers with a certificate.
+//   - The overview shows what `shoal cluster status` shows, which a plaintext gRPC port
+//     answers anyone. The other pages show events, and are served only with
+//     Config.ConsoleData: the HTTP port is often open to more machines (a Prometheus server)
+//     than the gRPC port.
+//   - Every page answers only requests addressed to an IP address, localhost or one of the
+//     node's own hosts (consoleHostAllowed), so that a web page cannot read a console on
+//     127.0.0.1 by rebinding its own DNS name there.
+//   - At most consoleMaxPages pages that show events are built at once.
+//
+// The pages read through this node's gRPC port, as a client would, so they are routed,
+// forwarded and checked as a client's reads.
 
 // consoleTimeout bounds the calls behind one page.
 const consoleTimeout = 10 * time.Second
@@ -50,11 +59,15 @@ const consoleTimeout = 10 * time.Second
 const (
 	consoleDefaultLimit = 100      // events or log entries on a page when the request names none
 	consoleMaxLimit     = 1000     // at most, on one page
-	consoleMaxRefresh   = 3600     // seconds between the overview's refreshes, at most
+	consoleMinRefresh   = 5        // seconds between the overview's refreshes, at least
+	consoleMaxRefresh   = 3600     // and at most
+	consoleMaxPages     = 4        // pages that show events built at once; more are refused (429)
+	consoleMaxJSONDepth = 32       // data nested deeper is shown as text, not indented
 	consolePreviewRunes = 96       // of an event's data, in a list
 	consoleMaxShown     = 64 << 10 // bytes of an event's data or metadata shown on its page
 	// consolePageBytes bounds the events' bytes a list page holds: past it, the page ends
-	// early (events are up to shard.MaxEventSize each) and links to the next.
+	// early, with the server's page that crossed it (1 MiB, or one event of up to
+	// shard.MaxEventSize), and links to the next.
 	consolePageBytes = 8 << 20
 )
 
@@ -90,18 +103,73 @@ type consolePage struct {
 
 // consoleRoutes adds the console's pages to mux; "/" leads to it.
 func (n *Node) consoleRoutes(mux *http.ServeMux) {
+	slots := make(chan struct{}, consoleMaxPages)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/", http.StatusFound)
 	})
-	mux.HandleFunc("GET /console/{$}", n.consoleOverview)
-	mux.HandleFunc("GET /console/stream", n.consoleStream)
-	mux.HandleFunc("GET /console/event", n.consoleEvent)
-	mux.HandleFunc("GET /console/shard", n.consoleShard)
+	mux.HandleFunc("GET /console/{$}", n.consoleGuard(nil, n.consoleOverview))
+	mux.HandleFunc("GET /console/stream", n.consoleGuard(slots, n.consoleStream))
+	mux.HandleFunc("GET /console/event", n.consoleGuard(slots, n.consoleEvent))
+	mux.HandleFunc("GET /console/shard", n.consoleGuard(slots, n.consoleShard))
 }
 
-// render writes page with body, answering code; a template that fails answers 500 instead of
-// half a page.
-func (n *Node) render(w http.ResponseWriter, code int, page, title string, refresh int, body any) {
+// consoleGuard serves page unless the console is off (ServerTLS) or the request is addressed
+// to a host the node does not answer as. A page that shows events (slots not nil) is served
+// only with Config.ConsoleData, and while it holds one of slots.
+func (n *Node) consoleGuard(slots chan struct{}, page http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if n.cfg.ServerTLS != nil {
+			n.consoleError(w, http.StatusForbidden, "console off", "this node serves TLS on its gRPC port, "+
+				"which answers only callers with a certificate; its HTTP port authenticates no one, so it serves no console: "+
+				"use `shoal cluster status` and `shoal read` with a certificate")
+			return
+		}
+		if !n.consoleHostAllowed(r.Host) {
+			n.consoleError(w, http.StatusMisdirectedRequest, "host not served", fmt.Sprintf("this console answers requests "+
+				"addressed to an IP address, localhost or this node's own host names (--advertise, --listen, --http), not %q: "+
+				"a guard against a web page that rebinds its name to this address", r.Host))
+			return
+		}
+		if slots != nil {
+			if off := n.consoleDataOff(); off != "" {
+				n.consoleError(w, http.StatusForbidden, "events not shown", off)
+				return
+			}
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			default:
+				n.consoleError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf(
+					"%d pages that show events are being built (the limit): try again in a moment", consoleMaxPages))
+				return
+			}
+		}
+		page(w, r)
+	}
+}
+
+// consoleHostAllowed reports whether a request's Host (host or host:port) names this node: an
+// IP address, localhost, or the host of one of its addresses.
+func (n *Node) consoleHostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	for _, a := range []string{n.addr, n.httpAddr, n.cfg.Advertise, n.cfg.Listen, n.cfg.HTTP} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && strings.EqualFold(h, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// consoleRender writes page with body, answering code; a template that fails answers 500
+// instead of half a page.
+func (n *Node) consoleRender(w http.ResponseWriter, code int, page, title string, refresh int, body any) {
 	p := consolePage{Title: title, Node: n.Name(), NodeID: n.ID(), Version: buildinfo.Version,
 		Ready: n.notReady(), Refresh: refresh, DataOff: n.consoleDataOff(), Body: body}
 	var buf bytes.Buffer
@@ -121,8 +189,9 @@ func (n *Node) render(w http.ResponseWriter, code int, page, title string, refre
 	_, _ = w.Write(buf.Bytes())
 }
 
+// consoleError answers code with a page that says msg.
 func (n *Node) consoleError(w http.ResponseWriter, code int, title, msg string) {
-	n.render(w, code, "error", title, 0, msg)
+	n.consoleRender(w, code, "error", title, 0, msg)
 }
 
 // consoleDataOff says why the pages that show events are not served, "" when they are.
@@ -138,6 +207,9 @@ func (n *Node) consoleDataOff() string {
 // members it reaches.
 func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 	refresh, err := uintParam(r.URL.Query(), "refresh", 0, consoleMaxRefresh)
+	if err == nil && refresh > 0 && refresh < consoleMinRefresh {
+		err = fmt.Errorf("refresh: 0 (none) or %d to %d seconds, not %d", consoleMinRefresh, consoleMaxRefresh, refresh)
+	}
 	if err != nil {
 		n.consoleError(w, http.StatusBadRequest, "bad request", err.Error())
 		return
@@ -152,10 +224,7 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 	st := clusterstatus.New(&shoalv1.StatusResponse{Topology: n.topologyOf(ctx, false, nil), NodeId: n.ID()})
 	body := consoleOverviewBody{Status: st, Counts: st.StateCounts()}
 	for _, sh := range st.Shards {
-		cs := consoleShardRow{Info: sh, Link: shardLink(sh.Shard, sh.LastPosition-min(sh.LastPosition, consoleDefaultLimit), false, false, consoleDefaultLimit)}
-		for _, v := range sh.Voters {
-			cs.Members = append(cs.Members, consoleVoter{Name: v, Dead: slices.Contains(sh.DeadVoters, v)})
-		}
+		cs := consoleShardRow{Info: sh, Link: shardLink(sh.Shard, 0, true, false, false, consoleDefaultLimit)}
 		switch sh.State {
 		case "ok":
 			cs.Class = "ok"
@@ -169,7 +238,7 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 		}
 		body.Shards = append(body.Shards, cs)
 	}
-	n.render(w, http.StatusOK, "overview", "cluster", int(refresh), body)
+	n.consoleRender(w, http.StatusOK, "overview", "cluster", int(refresh), body)
 }
 
 type consoleOverviewBody struct {
@@ -180,22 +249,13 @@ type consoleOverviewBody struct {
 
 type consoleShardRow struct {
 	Info       clusterstatus.Shard
-	Members    []consoleVoter // the voters, each marked when its node is not alive
-	Link       string         // the shard's latest log entries
-	Class      string         // the state's colour: ok, warn, bad
-	Leaderless string         // how long no leader has been known, "" when one is
-}
-
-type consoleVoter struct {
-	Name string
-	Dead bool
+	Link       string // the shard's latest log entries
+	Class      string // the state's colour: ok, warn, bad
+	Leaderless string // how long no leader has been known, "" when one is
 }
 
 // consoleStream shows a page of a stream's events.
 func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
-	if !n.consoleDataServed(w) {
-		return
-	}
 	q := r.URL.Query()
 	name := q.Get("name")
 	from, err := uintParam(q, "from", 0, math.MaxUint64)
@@ -243,7 +303,7 @@ func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
 			b.Next = streamLink(name, last-1, true, false, b.Stale, limit)
 		}
 	}
-	n.render(w, http.StatusOK, "stream", "stream "+name, 0, b)
+	n.consoleRender(w, http.StatusOK, "stream", "stream "+name, 0, b)
 }
 
 type consoleStreamBody struct {
@@ -286,9 +346,6 @@ func consoleRow(e *shoalv1.RecordedEvent, stale bool) consoleEventRow {
 
 // consoleEvent shows one event in full.
 func (n *Node) consoleEvent(w http.ResponseWriter, r *http.Request) {
-	if !n.consoleDataServed(w) {
-		return
-	}
 	q := r.URL.Query()
 	name := q.Get("stream")
 	version, err := uintParam(q, "version", 0, math.MaxUint64)
@@ -305,7 +362,8 @@ func (n *Node) consoleEvent(w http.ResponseWriter, r *http.Request) {
 	stale := q.Get("stale") == "1"
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	evs, _, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: version, Count: 1, AllowStale: stale})
+	// The event and the next one, for the page's link to it.
+	evs, _, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: version, Count: 2, AllowStale: stale})
 	if err != nil {
 		n.consoleCallError(w, "stream "+name, err)
 		return
@@ -321,13 +379,22 @@ func (n *Node) consoleEvent(w http.ResponseWriter, r *http.Request) {
 	e := evs[0]
 	b := consoleEventBody{consoleEventRow: consoleRow(e, stale), Shard: e.Shard, ContentType: e.ContentType,
 		Data: showData(e.Data), Metadata: showData(e.Metadata),
-		ShardLink:   shardLink(e.Shard, e.Position, false, stale, consoleDefaultLimit),
-		NextVersion: e.Version + 1, NextLink: eventLink(name, e.Version+1, stale)}
+		ShardLink: shardLink(e.Shard, e.Position, false, false, stale, consoleDefaultLimit)}
 	b.StreamLink = streamLink(name, e.Version, false, false, stale, consoleDefaultLimit)
-	if e.Version > 0 {
-		b.PrevVersion, b.PrevLink = e.Version-1, eventLink(name, e.Version-1, stale)
+	if len(evs) > 1 {
+		b.NextVersion, b.NextLink = evs[1].Version, eventLink(name, evs[1].Version, stale)
 	}
-	n.render(w, http.StatusOK, "event", fmt.Sprintf("%s@%d", name, version), 0, b)
+	if version > 0 { // the one before, if a delete or a truncation left it
+		prev, _, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: version, Backward: true, Count: 2, AllowStale: stale})
+		if err != nil {
+			n.consoleCallError(w, "stream "+name, err)
+			return
+		}
+		if len(prev) > 1 {
+			b.PrevVersion, b.PrevLink = prev[1].Version, eventLink(name, prev[1].Version, stale)
+		}
+	}
+	n.consoleRender(w, http.StatusOK, "event", fmt.Sprintf("%s@%d", name, version), 0, b)
 }
 
 type consoleEventBody struct {
@@ -338,14 +405,11 @@ type consoleEventBody struct {
 	ShardLink          string
 	PrevVersion        uint64
 	NextVersion        uint64
-	PrevLink, NextLink string
+	PrevLink, NextLink string // "" when there is no event before, or after
 }
 
 // consoleShard shows a page of a shard's log.
 func (n *Node) consoleShard(w http.ResponseWriter, r *http.Request) {
-	if !n.consoleDataServed(w) {
-		return
-	}
 	q := r.URL.Query()
 	id, err := uintParam(q, "shard", 0, math.MaxUint32)
 	var from, limit uint64
@@ -382,12 +446,12 @@ func (n *Node) consoleShard(w http.ResponseWriter, r *http.Request) {
 	for _, e := range evs {
 		b.Events = append(b.Events, consoleRow(e, b.Stale))
 	}
-	b.First = shardLink(b.Shard, 0, b.Deletes, b.Stale, limit)
-	b.Latest = shardLink(b.Shard, 0, b.Deletes, b.Stale, limit) + "&end=1"
+	b.First = shardLink(b.Shard, 0, false, b.Deletes, b.Stale, limit)
+	b.Latest = shardLink(b.Shard, 0, true, b.Deletes, b.Stale, limit)
 	if uint64(len(evs)) == limit || cut {
-		b.Next = shardLink(b.Shard, next, b.Deletes, b.Stale, limit)
+		b.Next = shardLink(b.Shard, next, false, b.Deletes, b.Stale, limit)
 	}
-	n.render(w, http.StatusOK, "shard", fmt.Sprintf("shard %d", id), 0, b)
+	n.consoleRender(w, http.StatusOK, "shard", fmt.Sprintf("shard %d", id), 0, b)
 }
 
 type consoleShardBody struct {
@@ -399,23 +463,18 @@ type consoleShardBody struct {
 	First, Latest, Next string
 }
 
-// consoleDataServed answers 403 and returns false when the pages that show events are off.
-func (n *Node) consoleDataServed(w http.ResponseWriter) bool {
-	if off := n.consoleDataOff(); off != "" {
-		n.consoleError(w, http.StatusForbidden, "events not shown", off)
-		return false
-	}
-	return true
-}
-
 // consoleStreams returns a Streams client on this node's own gRPC port: the console reads as
-// a client does. It dials the port where it listens (127.0.0.1 for all interfaces), not the
+// a client does. It dials the port where it listens (the loopback address for all interfaces), not the
 // advertised address, which may only be reachable from elsewhere (NAT, a container's
 // published port).
 func (n *Node) consoleStreams() (shoalv1.StreamsClient, error) {
 	addr := n.grpcLis.Addr().String()
 	if ta, ok := n.grpcLis.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
-		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port)) // "tcp" on [::] takes IPv4 too
+		loop := "127.0.0.1"
+		if ta.IP.To4() == nil {
+			loop = "::1" // [::] listens on IPv6, and on IPv4 too unless the host turned that off
+		}
+		addr = net.JoinHostPort(loop, strconv.Itoa(ta.Port))
 	}
 	conn, err := n.peers.get(addr)
 	if err != nil {
@@ -499,6 +558,9 @@ func recvPages[T any](rs grpc.ServerStreamingClient[T], page func(*T) []*shoalv1
 func (n *Node) consoleCallError(w http.ResponseWriter, what string, err error) {
 	st := status.Convert(err)
 	code := http.StatusBadGateway
+	if errors.Is(err, ErrClosed) { // the node is closing
+		code = http.StatusServiceUnavailable
+	}
 	switch st.Code() {
 	case codes.InvalidArgument, codes.OutOfRange:
 		code = http.StatusBadRequest
@@ -513,7 +575,7 @@ func (n *Node) consoleCallError(w http.ResponseWriter, what string, err error) {
 	case codes.DeadlineExceeded:
 		code = http.StatusGatewayTimeout
 	}
-	n.consoleError(w, code, what+": "+strings.ToLower(st.Code().String()), st.Message())
+	n.consoleError(w, code, what+": "+strings.ToLower(http.StatusText(code)), st.Message())
 }
 
 // uintParam parses q's name as a whole number up to limit, def when absent; the error names
@@ -544,9 +606,9 @@ func streamLink(name string, from uint64, backward, end, stale bool, limit uint6
 	if from > 0 {
 		v.Set("from", strconv.FormatUint(from, 10))
 	}
-	flag(v, "backward", backward)
-	flag(v, "end", end)
-	flag(v, "stale", stale)
+	setFlag(v, "backward", backward)
+	setFlag(v, "end", end)
+	setFlag(v, "stale", stale)
 	if limit != consoleDefaultLimit {
 		v.Set("limit", strconv.FormatUint(limit, 10))
 	}
@@ -555,24 +617,25 @@ func streamLink(name string, from uint64, backward, end, stale bool, limit uint6
 
 func eventLink(stream string, version uint64, stale bool) string {
 	v := url.Values{"stream": {stream}, "version": {strconv.FormatUint(version, 10)}}
-	flag(v, "stale", stale)
+	setFlag(v, "stale", stale)
 	return "/console/event?" + v.Encode()
 }
 
-func shardLink(id uint32, from uint64, deletes, stale bool, limit uint64) string {
+func shardLink(id uint32, from uint64, end, deletes, stale bool, limit uint64) string {
 	v := url.Values{"shard": {strconv.FormatUint(uint64(id), 10)}}
 	if from > 0 {
 		v.Set("from", strconv.FormatUint(from, 10))
 	}
-	flag(v, "deletes", deletes)
-	flag(v, "stale", stale)
+	setFlag(v, "end", end)
+	setFlag(v, "deletes", deletes)
+	setFlag(v, "stale", stale)
 	if limit != consoleDefaultLimit {
 		v.Set("limit", strconv.FormatUint(limit, 10))
 	}
 	return "/console/shard?" + v.Encode()
 }
 
-func flag(v url.Values, name string, on bool) {
+func setFlag(v url.Values, name string, on bool) {
 	if on {
 		v.Set(name, "1")
 	}
@@ -602,8 +665,9 @@ type consoleData struct {
 	Truncated bool
 }
 
-// showData renders b: JSON indented, other UTF-8 text as it is, anything else as a hex dump;
-// the first consoleMaxShown bytes of it.
+// showData renders b: JSON indented (unless nested deeper than consoleMaxJSONDepth, whose
+// indentation would outgrow the data many times over), other UTF-8 text as it is, anything
+// else as a hex dump; the first consoleMaxShown bytes of it.
 func showData(b []byte) consoleData {
 	d := consoleData{Size: len(b), Kind: "empty"}
 	if len(b) == 0 {
@@ -619,10 +683,10 @@ func showData(b []byte) consoleData {
 	d.Shown = len(shown)
 	var ind bytes.Buffer
 	switch {
-	case !d.Truncated && json.Valid(b) && json.Indent(&ind, b, "", "  ") == nil:
-		d.Kind, d.Text = "JSON", ind.String()
+	case !d.Truncated && jsonDepth(b) <= consoleMaxJSONDepth && json.Indent(&ind, b, "", "  ") == nil:
+		d.Kind, d.Text = "JSON", visible(ind.String())
 	case isText(shown):
-		d.Kind, d.Text = "text", string(shown)
+		d.Kind, d.Text = "text", visible(string(shown))
 	default:
 		d.Kind, d.Text = "binary (hex)", hex.Dump(shown)
 	}
@@ -638,6 +702,46 @@ func textPrefix(b []byte) ([]byte, bool) {
 	}
 	return b, false
 }
+
+// jsonDepth is how deep b's arrays and objects nest, if b is JSON.
+func jsonDepth(b []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped, inString = c == '\\', c != '"'
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// visible writes the characters that reorder text (Unicode's bidirectional controls, such as
+// U+202E) as escapes: shown as they are, they would make text after them read otherwise.
+func visible(s string) string {
+	if !strings.ContainsFunc(s, isBidiControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isBidiControl(r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isBidiControl(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }
 
 // isText: valid UTF-8 without control characters other than tabs and line breaks.
 func isText(b []byte) bool {
@@ -659,7 +763,7 @@ func preview(b []byte) string {
 	}
 	head := b[:min(len(b), 4*consolePreviewRunes)]
 	if t, ok := textPrefix(head); ok && isText(t) {
-		s := strings.Join(strings.Fields(string(t)), " ")
+		s := visible(strings.Join(strings.Fields(string(t)), " "))
 		if utf8.RuneCountInString(s) > consolePreviewRunes {
 			s = string([]rune(s)[:consolePreviewRunes])
 		} else if len(head) == len(b) {

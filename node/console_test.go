@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -131,7 +132,12 @@ func TestConsole(t *testing.T) {
 		"application/json", "metadata: empty")
 	page("/console/event?stream=acct-1&version=1", 200, "data: text", "&lt;script&gt;", "metadata: JSON, 12 bytes")
 	page("/console/event?stream=acct-1&version=2", 200, "data: binary (hex), 7 bytes", "00 01 02 ff 62 69 6e")
-	page("/console/event?stream=acct-1&version=3", 200, "data: text, 131072 bytes (the first 65536 shown)")
+	page("/console/event?stream=acct-1&version=3", 200, "data: text, 131072 bytes (the first 65536 shown)",
+		`href="/console/event?stream=acct-1&amp;version=2">version 2<`, "the stream's last event")
+	if body := page("/console/event?stream=acct-1&version=0", 200, `version=1">version 1<`); strings.Contains(body, "version=-") ||
+		strings.Count(body, "/console/event?") != 1 {
+		t.Errorf("the first event's page links to anything but the next event:\n%s", pageMain(body))
+	}
 
 	page("/console/shard?shard="+strconv.Itoa(int(del.Shard))+"&deletes=1", 200, "soft delete: versions up to 0 hidden", ">gone<")
 	page("/console/shard?shard="+strconv.Itoa(int(del.Shard)), 200, ">gone<")
@@ -149,8 +155,8 @@ func TestConsole(t *testing.T) {
 		{"/console/stream?name=a&limit=0", 400, "limit: a whole number from 1 to 1000, not &#34;0&#34;"},
 		{"/console/stream?name=a&limit=1001", 400, "limit: a whole number from 1 to 1000"},
 		{"/console/stream?name=a&from=-1", 400, "from: a whole number"},
-		{"/console/stream?name=$bad", 400, "stream"},
-		{"/console/stream?name=nope", 404, "stream &#34;nope&#34; not found"},
+		{"/console/stream?name=$bad", 400, "not starting with &#39;$&#39;"},
+		{"/console/stream?name=nope", 404, "stream nope: not found"},
 		{"/console/stream?name=gone", 404, "not found"},
 		{"/console/event?stream=acct-1", 400, "version: an event&#39;s version is required"},
 		{"/console/event?stream=acct-1&version=4", 404, "stream &#34;acct-1&#34; has no event at version 4"},
@@ -158,6 +164,7 @@ func TestConsole(t *testing.T) {
 		{"/console/shard?shard=x", 400, "shard: a whole number from 0 to 4294967295"},
 		{"/console/shard", 400, "shard: a shard number is required"},
 		{"/console/?refresh=3601", 400, "refresh: a whole number from 0 to 3600"},
+		{"/console/?refresh=1", 400, "refresh: 0 (none) or 5 to 3600 seconds, not 1"},
 	} {
 		page(bad.path, bad.code, bad.want)
 	}
@@ -261,5 +268,70 @@ func TestConsolePageBytes(t *testing.T) {
 	resp, body = consoleGet(t, n, fmt.Sprintf("/console/shard?shard=%d", ring.ShardOf("big", 4)))
 	if resp.StatusCode != 200 || strings.Count(body, ">big<") != want || !strings.Contains(body, "next 100") {
 		t.Fatalf("shard: %d, want %d events and a link to the next page:\n%s", resp.StatusCode, want, pageMain(body))
+	}
+}
+
+// TestConsoleGuards: a request addressed to a host name that is not the node's is refused (a
+// web page that rebinds its name to the node's address reads nothing), and data nested too deep
+// to indent, or holding characters that reorder text, is shown as text with those escaped.
+func TestConsoleGuards(t *testing.T) {
+	n := startConsoleNode(t, nil)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deep := strings.Repeat("[", consoleMaxJSONDepth+1) + strings.Repeat("]", consoleMaxJSONDepth+1)
+	for _, data := range []string{deep, "abc\u202edef", `{"s":"[[[[\"]]"}`} {
+		e := events("T")
+		e[0].Data = []byte(data)
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "g", Events: e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, port, _ := net.SplitHostPort(n.HTTPAddr())
+	for _, tc := range []struct {
+		host string
+		code int
+	}{
+		{"attacker.example:" + port, http.StatusMisdirectedRequest},
+		{"attacker.example", http.StatusMisdirectedRequest},
+		{"localhost:" + port, 200},
+		{"LOCALHOST", 200},
+		{"127.0.0.1:" + port, 200},
+		{"[::1]:" + port, 200},
+	} {
+		for _, p := range []string{"/console/", "/console/stream?name=g"} {
+			req, err := http.NewRequest("GET", "http://"+n.HTTPAddr()+p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tc.host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.code {
+				t.Errorf("Host %q, %s: %d, want %d", tc.host, p, resp.StatusCode, tc.code)
+			}
+		}
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/console/event?stream=g&version=0", "data: text, " + strconv.Itoa(len(deep)) + " bytes"},
+		{"/console/event?stream=g&version=1", `abc\u202edef`},
+		{"/console/stream?name=g", `abc\u202edef`},
+		{"/console/event?stream=g&version=2", "data: JSON"},
+	} {
+		resp, body := consoleGet(t, n, tc.path)
+		if resp.StatusCode != 200 || !strings.Contains(body, tc.want) || strings.Contains(body, "\u202e") {
+			t.Errorf("%s: %d, want %q and no U+202E:\n%s", tc.path, resp.StatusCode, tc.want, pageMain(body))
+		}
+	}
+}
+
+func TestJSONDepth(t *testing.T) {
+	for in, want := range map[string]int{`1`: 0, `[]`: 1, `{"a":[{}]}`: 3, `["[[[", "\"[["]`: 1, `[[1],[2,[3]]]`: 3} {
+		if got := jsonDepth([]byte(in)); got != want {
+			t.Errorf("jsonDepth(%s) = %d, want %d", in, got, want)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +179,30 @@ func TestClusterTLS(t *testing.T) {
 	}
 	if _, err := shoalv1.NewClusterClient(conn).Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n3"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("Decommission with a client certificate: %v, want PERMISSION_DENIED", err)
+	}
+}
+
+// TestConsoleOffWithTLS: a node that serves TLS serves no console (its HTTP port would answer
+// what its gRPC port refuses without a certificate), and says why; /metrics stays.
+func TestConsoleOffWithTLS(t *testing.T) {
+	ca := testcert.NewAuthority(t, t.TempDir())
+	c := testnode.Start(t, 1, testnode.Options{Shards: 2, Replication: 1, Configure: func(i int, cfg *node.Config) {
+		tc, err := ca.Issue(t, "n1", "127.0.0.1").Server()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ServerTLS, cfg.PeerTLS, cfg.PeerCAs = tc.Server, tc.Peer, tc.PeerCAs
+	}})
+	base := "http://" + c.Nodes[0].HTTPAddr()
+	for path, want := range map[string]int{"/console/": 403, "/console/stream?name=a": 403, "/metrics": 200} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || want == 403 && !strings.Contains(string(body), "serves no console") {
+			t.Errorf("%s: %d, want %d:\n%s", path, resp.StatusCode, want, body)
+		}
 	}
 }

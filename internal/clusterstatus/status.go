@@ -62,6 +62,15 @@ type Shard struct {
 	// LeaderlessMS: how long the replica whose view was shown has known no leader (0 while
 	// one is known, and from servers before the field).
 	LeaderlessMS uint64 `json:"leaderless_ms,omitempty"`
+	// Members are the voters, sorted by name, each marked when its node is not alive (by ID:
+	// two nodes may share a name, a wiped node that came back as a new member).
+	Members []Member `json:"-"`
+}
+
+// Member is a shard's voter.
+type Member struct {
+	Name string
+	Dead bool
 }
 
 // New names st's nodes (a node the answer does not list keeps its ID), sorts nodes and
@@ -125,6 +134,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 		}
 		for _, v := range sh.GetVoters() {
 			ss.Voters = append(ss.Voters, name(v))
+			ss.Members = append(ss.Members, Member{Name: name(v), Dead: !alive[v]})
 			if !alive[v] {
 				ss.DeadVoters = append(ss.DeadVoters, name(v))
 			}
@@ -135,6 +145,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 		slices.Sort(ss.Voters) // raft's configuration order says nothing; sorted, they compare at a glance
 		slices.Sort(ss.Learners)
 		slices.Sort(ss.DeadVoters)
+		slices.SortStableFunc(ss.Members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 		// A shard with a voter down runs on the others: one failure more and it has no quorum.
 		switch {
 		case sh.GetUnknown(): // its leader may be where the answering node cannot see
