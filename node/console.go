@@ -331,6 +331,7 @@ type consoleEventRow struct {
 	StreamLink string
 }
 
+// consoleRow is e as a row of a list; its links keep stale (reads that accept a follower).
 func consoleRow(e *shoalv1.RecordedEvent, stale bool) consoleEventRow {
 	row := consoleEventRow{Stream: e.Stream, Version: e.Version, Position: e.Position, Type: e.Type,
 		ID: eventID(e.Id), Time: eventTime(e.CreatedUnixNano), Size: len(e.Data) + len(e.Metadata), Preview: preview(e.Data),
@@ -601,6 +602,7 @@ func limitParam(q url.Values) (uint64, error) {
 	return v, nil
 }
 
+// streamLink is the URL of a page of stream name's events, as consoleStream reads them.
 func streamLink(name string, from uint64, backward, end, stale bool, limit uint64) string {
 	v := url.Values{"name": {name}}
 	if from > 0 {
@@ -615,12 +617,14 @@ func streamLink(name string, from uint64, backward, end, stale bool, limit uint6
 	return "/console/stream?" + v.Encode()
 }
 
+// eventLink is the URL of an event's page.
 func eventLink(stream string, version uint64, stale bool) string {
 	v := url.Values{"stream": {stream}, "version": {strconv.FormatUint(version, 10)}}
 	setFlag(v, "stale", stale)
 	return "/console/event?" + v.Encode()
 }
 
+// shardLink is the URL of a page of shard id's log, as consoleShard reads it.
 func shardLink(id uint32, from uint64, end, deletes, stale bool, limit uint64) string {
 	v := url.Values{"shard": {strconv.FormatUint(uint64(id), 10)}}
 	if from > 0 {
@@ -635,6 +639,7 @@ func shardLink(id uint32, from uint64, end, deletes, stale bool, limit uint64) s
 	return "/console/shard?" + v.Encode()
 }
 
+// setFlag sets v's name to 1 when on: a box ticked.
 func setFlag(v url.Values, name string, on bool) {
 	if on {
 		v.Set(name, "1")
@@ -649,6 +654,7 @@ func eventID(id []byte) string {
 	return hex.EncodeToString(id)
 }
 
+// eventTime is a commit time in UTC to the millisecond, "-" when none.
 func eventTime(unixNano int64) string {
 	if unixNano == 0 {
 		return "-"
