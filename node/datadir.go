@@ -33,7 +33,7 @@ const (
 )
 
 // ErrDataDirLocked is returned by Start when another process (or another Node
-// in this process) holds the data directory.
+// in this process) holds the data directory, and by Inspect when a node does.
 var ErrDataDirLocked = errors.New("node: data directory is in use by another process")
 
 // ErrDataDirMismatch is returned by Start when the data directory belongs to

@@ -3,12 +3,17 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/shard"
@@ -88,9 +93,12 @@ func Inspect(dir string) (*Inspection, error) {
 	if len(groups) == 0 {
 		return in, nil
 	}
-	db, _, err := openPebble(d.pebblePath(), slog.New(slog.DiscardHandler), nil, pebbleReadOnly, nil, 0, nil)
+	db, _, err := openPebble(d.pebblePath(), slog.New(slog.DiscardHandler), unlockedFS{vfs.Default}, pebbleReadOnly, nil, 0, nil)
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
+		return nil, fmt.Errorf("node: inspect: %s holds replicas (%s) but no store in %s: its raft state is lost", dir, groupsFile, pebbleDir)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("node: inspect: %w", err)
+		return nil, err
 	}
 	defer db.Close()
 	for _, id := range groups {
@@ -104,7 +112,7 @@ func Inspect(dir string) (*Inspection, error) {
 		}
 		rs.Applied, rs.LastPosition, rs.Format = sm.Applied(), sm.LastPosition(), sm.Format()
 		// The stored commit index trails (the hard state is stored when its term or vote
-		// changes), but an applied entry was committed.
+		// changes), but an applied entry was committed: a lower bound still.
 		rs.Commit = max(rs.Commit, rs.Applied)
 		sm.Close()
 		in.Replicas = append(in.Replicas, rs)
@@ -112,9 +120,17 @@ func Inspect(dir string) (*Inspection, error) {
 	return in, nil
 }
 
-// lockToRead takes dir's lock, as a starting node does, for a reader that must not run beside
-// the node; the returned func releases it. A directory without a lock file has never run a
-// node, and nothing is created for it.
+// unlockedFS is the operating system's file system without Pebble's own lock: a read-only
+// open would otherwise create pebble/LOCK (in a backup, which has none), and fail on
+// read-only media, the snapshots of lost nodes among them. lockToRead keeps nodes out.
+type unlockedFS struct{ vfs.FS }
+
+func (unlockedFS) Lock(string) (io.Closer, error) { return io.NopCloser(nil), nil }
+
+// lockToRead takes a shared hold of dir's lock, which a starting node takes exclusively, for a
+// reader that must not run beside the node (readers may run beside each other); the returned
+// func releases it. A directory without a lock file has never run a node, and nothing is
+// created for it.
 func lockToRead(dir string) (unlock func(), err error) {
 	f, err := os.Open(filepath.Join(dir, lockFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -123,7 +139,7 @@ func lockToRead(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: opening lock file: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w: %s (a node runs on it: ask it with `shoal cluster status`, or stop it first)", ErrDataDirLocked, dir)
@@ -131,4 +147,94 @@ func lockToRead(dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("node: locking data directory %s: %w", dir, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// Survivor is how one directory's replicas compare with those of the other directories of its
+// cluster (CompareApplied), for choosing the one to start with --new-cluster, which keeps what
+// its node applied.
+type Survivor struct {
+	Dir      string   `json:"dir"`
+	Furthest []uint32 `json:"furthest"` // shards where its replica applied the most of all (ties included)
+	Behind   []Gap    `json:"behind"`   // shards where another directory's replica applied more
+	// Refused says why --new-cluster would refuse the directory, "" when it would not.
+	Refused string `json:"refused,omitempty"`
+}
+
+// Gap is a shard where a replica applied fewer entries than another directory's.
+type Gap struct {
+	Shard   uint32 `json:"shard"`
+	Entries uint64 `json:"entries"` // applied entries fewer
+}
+
+// CompareApplied compares inspections of one cluster's nodes shard by shard. A replica counts
+// when --new-cluster would keep it (becomeNewCluster refuses the others): one of its shard's
+// voters or learners that applied something. Applied entries are committed, so the replicas of
+// a shard applied prefixes of one log, and the one that applied most holds the others'.
+func CompareApplied(ins []*Inspection) []Survivor {
+	best := map[uint32]uint64{}
+	for _, in := range ins {
+		for _, r := range in.Replicas {
+			if kept(in, r) {
+				best[r.Shard] = max(best[r.Shard], r.Applied)
+			}
+		}
+	}
+	out := make([]Survivor, len(ins))
+	for i, in := range ins {
+		out[i] = Survivor{Dir: in.Dir, Furthest: []uint32{}, Behind: []Gap{}, Refused: in.newClusterRefusal()}
+		for _, r := range in.Replicas {
+			switch {
+			case !kept(in, r):
+			case r.Applied == best[r.Shard]:
+				out[i].Furthest = append(out[i].Furthest, r.Shard)
+			default:
+				out[i].Behind = append(out[i].Behind, Gap{Shard: r.Shard, Entries: best[r.Shard] - r.Applied})
+			}
+		}
+	}
+	return out
+}
+
+// kept reports whether --new-cluster would keep in's replica r: one of its shard's, in its
+// group, that applied something.
+func kept(in *Inspection, r ReplicaState) bool {
+	return r.Shard < in.Shards && r.Applied > 0 && (slices.Contains(r.Voters, in.NodeID) || slices.Contains(r.Learners, in.NodeID))
+}
+
+// newClusterRefusal says why --new-cluster would refuse in's directory (becomeNewCluster), ""
+// when it would not.
+func (in *Inspection) newClusterRefusal() string {
+	if in.ClusterID == "" {
+		return "it holds no cluster"
+	}
+	if in.NewCluster == in.ClusterID {
+		return "it already made its cluster with --new-cluster"
+	}
+	held := map[uint32]ReplicaState{}
+	for _, r := range in.Replicas {
+		held[r.Shard] = r
+	}
+	var missing, empty, removed []uint32
+	for id := range in.Shards {
+		r, ok := held[id]
+		switch {
+		case !ok:
+			missing = append(missing, id)
+		case r.Applied == 0:
+			empty = append(empty, id)
+		case !kept(in, r):
+			removed = append(removed, id)
+		}
+	}
+	var why []string
+	if len(missing) > 0 {
+		why = append(why, fmt.Sprintf("no replica of shard(s) %v", missing))
+	}
+	if len(empty) > 0 {
+		why = append(why, fmt.Sprintf("nothing applied in shard(s) %v", empty))
+	}
+	if len(removed) > 0 {
+		why = append(why, fmt.Sprintf("removed from the group of shard(s) %v", removed))
+	}
+	return strings.Join(why, "; ")
 }

@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
+	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/ring"
 	"github.com/shoaldb/shoal/shard"
 )
@@ -44,6 +46,7 @@ func TestInspect(t *testing.T) {
 		}
 		positions[ring.ShardOf(stream, placementShards)] += 2
 	}
+	testnode.WaitMaxFormat(t, cl, 20*time.Second) // the replicas' format, checked below, is raised after the start
 	if _, err := node.Inspect(c.Configs[0].DataDir); !errors.Is(err, node.ErrDataDirLocked) {
 		t.Fatalf("Inspect of a running node's directory: %v, want ErrDataDirLocked", err)
 	}
@@ -84,7 +87,7 @@ func TestInspect(t *testing.T) {
 			t.Fatalf("%s: %+v", dir, in)
 		}
 		for _, r := range in.Replicas {
-			if !slices.Contains(r.Voters, n.ID()) || len(r.Voters) != 3 || r.Applied < applied[r.Shard] || r.Commit < r.Applied ||
+			if !slices.Contains(r.Voters, n.ID()) || len(r.Voters) != 3 || r.Applied < applied[r.Shard] ||
 				r.LastIndex < r.Applied || r.Format != shard.MaxFormat || r.LastPosition != positions[r.Shard] {
 				t.Errorf("%s shard %d: %+v, want a voter of 3 that applied at least %d, at format %d, next position %d",
 					n.Name(), r.Shard, r, applied[r.Shard], shard.MaxFormat, positions[r.Shard])
@@ -99,13 +102,12 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-// storeFiles lists dir's files with their sizes and modification times, but for lock files
-// (Pebble's is opened, and so touched, by any open).
+// storeFiles lists dir's files with their sizes and modification times.
 func storeFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() == "LOCK" {
+		if err != nil || d.IsDir() {
 			return err
 		}
 		fi, err := os.Stat(path)
@@ -119,4 +121,37 @@ func storeFiles(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestCompareApplied: directories compare by what --new-cluster would keep of each shard: a
+// voter's or a learner's replica that applied something; a directory --new-cluster refuses
+// says why.
+func TestCompareApplied(t *testing.T) {
+	rep := func(shard uint32, applied uint64, voters, learners []uint64) node.ReplicaState {
+		return node.ReplicaState{Shard: shard, Applied: applied, StoredState: replica.StoredState{Voters: voters, Learners: learners}}
+	}
+	in := func(dir string, id uint64, reps ...node.ReplicaState) *node.Inspection {
+		return &node.Inspection{Dir: dir, NodeID: id, ClusterID: "c", Shards: 3, Replicas: reps}
+	}
+	all := []uint64{1, 2, 3}
+	ins := []*node.Inspection{
+		in("a", 1, rep(0, 10, all, nil), rep(1, 7, all, nil), rep(2, 5, all, nil)),
+		in("b", 2, rep(0, 10, all, nil), rep(1, 9, []uint64{1, 3}, []uint64{2}), rep(2, 4, all, nil)), // a learner of 1: it counts
+		in("c", 3, rep(0, 12, []uint64{1, 2}, nil), rep(1, 0, nil, nil)),                              // removed from 0, empty in 1, no 2
+	}
+	want := []string{
+		"{Dir:a Furthest:[0 2] Behind:[{Shard:1 Entries:2}] Refused:}",
+		"{Dir:b Furthest:[0 1] Behind:[{Shard:2 Entries:1}] Refused:}",
+		"{Dir:c Furthest:[] Behind:[] Refused:no replica of shard(s) [2]; nothing applied in shard(s) [1]; removed from the group of shard(s) [0]}",
+	}
+	for i, sv := range node.CompareApplied(ins) {
+		if got := fmt.Sprintf("%+v", sv); got != want[i] {
+			t.Errorf("%s: %s, want %s", ins[i].Dir, got, want[i])
+		}
+	}
+	made := in("d", 1, rep(0, 1, all, nil), rep(1, 1, all, nil), rep(2, 1, all, nil))
+	made.NewCluster = "c"
+	if sv := node.CompareApplied([]*node.Inspection{made})[0]; !strings.Contains(sv.Refused, "already made its cluster") {
+		t.Errorf("a directory that made its cluster: %+v", sv)
+	}
 }

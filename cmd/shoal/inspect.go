@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -24,14 +23,17 @@ func (a *app) nodeInspectCmd() *cobra.Command {
 		Short: "Show what stopped nodes' data directories hold: each replica's raft state and how far it applied",
 		Long: `Read the data directories of nodes that are not running (or backups of them),
 changing nothing, and show each one's node, cluster, and replicas: a replica's role
-in its shard's stored configuration (voter, learner, or removed), its raft term and
+in its shard's stored configuration (voter, learner, removed, or empty), its raft term and
 commit index, the index its state machine applied, the log it holds, its shard's
 next log position and format, and the shard's voters.
 
-Given several directories of one cluster, it also says which of them applied the
-most of each shard: after losing a cluster, start the one that is furthest in every
-shard with --new-cluster (docs/operations.md, "Backups"). A directory a running node
-holds is refused: ask the node with 'shoal cluster status' instead.`,
+It then says, for each cluster, which directory applied the most of each shard, as
+--new-cluster would keep it (a voter's or learner's replica that applied something),
+and why --new-cluster would refuse a directory: after losing a cluster, start the one
+that is furthest in every shard with --new-cluster (docs/operations.md, "Backups").
+A directory a running node holds is refused: ask the node with 'shoal cluster status'
+instead. A directory that cannot be read is reported and the others still shown; the
+command then exits with 1.`,
 		Example: `  shoal node inspect ./data
   shoal node inspect /srv/n1/data /srv/n2/data /srv/n3/data
   shoal node inspect ./data --json`,
@@ -42,23 +44,33 @@ holds is refused: ask the node with 'shoal cluster status' instead.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// A directory that cannot be read is reported, and the others still compared: in a
+			// disaster, one damaged survivor must not hide the rest.
 			var ins []*node.Inspection
+			var failed []string
 			for _, dir := range args {
 				in, err := node.Inspect(dir)
-				if errors.Is(err, node.ErrDataDirLocked) {
-					return &explainedError{code: exitError, msg: strings.TrimPrefix(err.Error(), "node: ")}
-				}
 				if err != nil {
-					return fmt.Errorf("%s: %w", dir, err)
+					failed = append(failed, fmt.Sprintf("%s: %s", dir, strings.TrimPrefix(err.Error(), "node: ")))
+					continue
 				}
 				ins = append(ins, in)
 			}
+			var err error
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(inspectionsJSON(ins))
+				err = enc.Encode(inspectionsJSON(ins, failed))
+			} else {
+				err = writeInspections(a.stdout, ins)
 			}
-			return writeInspections(a.stdout, ins)
+			if err != nil {
+				return err
+			}
+			if len(failed) > 0 {
+				return &explainedError{code: exitError, msg: "cannot inspect " + strings.Join(failed, "; ")}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the directories' states as JSON")
@@ -99,22 +111,57 @@ func writeInspections(w io.Writer, ins []*node.Inspection) error {
 			return err
 		}
 	}
-	if len(ins) < 2 {
-		return nil
-	}
-	fmt.Fprintln(w)
-	for _, in := range ins[1:] {
-		if in.ClusterID != ins[0].ClusterID {
-			_, err := fmt.Fprintf(w, "the directories belong to different clusters (%s and %s): their replicas are not compared\n",
-				orDash(ins[0].ClusterID), orDash(in.ClusterID))
-			return err
+	for _, group := range byCluster(ins) {
+		fmt.Fprintf(w, "\nfor --new-cluster, cluster %s (furthest: its replica applied the most of these directories'):\n", group[0].ClusterID)
+		whole := ""
+		for _, sv := range node.CompareApplied(group) {
+			fmt.Fprintf(w, "  %s: %s\n", sv.Dir, survivorSummary(sv, group[0].Shards))
+			if sv.Refused == "" && len(sv.Behind) == 0 && whole == "" {
+				whole = sv.Dir
+			}
+		}
+		switch {
+		case whole != "":
+			fmt.Fprintf(w, "  %s is furthest in every shard: start it with --new-cluster\n", whole)
+		default:
+			fmt.Fprintln(w, "  none that --new-cluster accepts is furthest in every shard: the one started loses, in the shards it is behind in, the entries the others applied beyond it")
 		}
 	}
-	fmt.Fprintln(w, "furthest applied, shard by shard (a voter's replica only):")
-	for _, c := range compareApplied(ins) {
-		fmt.Fprintf(w, "  %s: %s\n", c.Dir, c.summary(ins[0].Shards))
-	}
 	return nil
+}
+
+// byCluster groups the directories that hold a cluster by its ID, in the order given.
+func byCluster(ins []*node.Inspection) [][]*node.Inspection {
+	var groups [][]*node.Inspection
+	at := map[string]int{}
+	for _, in := range ins {
+		if in.ClusterID == "" {
+			continue
+		}
+		i, ok := at[in.ClusterID]
+		if !ok {
+			i, at[in.ClusterID] = len(groups), len(groups)
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], in)
+	}
+	return groups
+}
+
+// survivorSummary says in a line how a directory compares, and whether --new-cluster takes it.
+func survivorSummary(sv node.Survivor, shards uint32) string {
+	if sv.Refused != "" {
+		return "--new-cluster refuses it: " + sv.Refused
+	}
+	s := fmt.Sprintf("furthest in %d of %d", len(sv.Furthest), shards)
+	if len(sv.Behind) > 0 {
+		var gaps []string
+		for _, g := range sv.Behind {
+			gaps = append(gaps, fmt.Sprintf("%d (by %s)", g.Shard, clusterstatus.Count(int(g.Entries), "entry")))
+		}
+		s += "; behind in " + strings.Join(gaps, ", ")
+	}
+	return s
 }
 
 // inspectionNotes says what an operator should know of a directory before starting it.
@@ -132,13 +179,16 @@ func inspectionNotes(in *node.Inspection) []string {
 	return notes
 }
 
-// role is the node's place in r's stored configuration.
+// role is the node's place in r's stored configuration: voter, learner, removed, or empty for
+// a replica that holds nothing yet (a learner waiting for its first snapshot).
 func role(self uint64, r node.ReplicaState) string {
 	switch {
 	case slices.Contains(r.Voters, self):
 		return "voter"
 	case slices.Contains(r.Learners, self):
 		return "learner"
+	case r.Applied == 0 && len(r.Voters) == 0 && len(r.Learners) == 0:
+		return "empty"
 	}
 	return "removed"
 }
@@ -156,61 +206,9 @@ func names(in *node.Inspection, ids []uint64) string {
 	return strings.Join(out, ",")
 }
 
-// appliedComparison is how one directory's replicas compare with the others'.
-type appliedComparison struct {
-	Dir     string   `json:"dir"`
-	Highest []uint32 `json:"highest"` // shards where its voter applied the most of all directories
-	Behind  []uint32 `json:"behind"`  // shards where another directory applied more
-	Missing []uint32 `json:"missing"` // shards it holds no voter of
-}
-
-func (c appliedComparison) summary(shards uint32) string {
-	s := fmt.Sprintf("furthest in %d of %d", len(c.Highest), shards)
-	if len(c.Behind) > 0 {
-		s += fmt.Sprintf("; behind in %v", c.Behind)
-	}
-	if len(c.Missing) > 0 {
-		s += fmt.Sprintf("; no voter of %v", c.Missing)
-	}
-	return s
-}
-
-// compareApplied compares the directories' voters shard by shard. A learner or a removed
-// replica does not count: --new-cluster refuses a removed one, and a learner may lack
-// entries it never received.
-func compareApplied(ins []*node.Inspection) []appliedComparison {
-	applied := make([]map[uint32]uint64, len(ins))
-	best := map[uint32]uint64{}
-	for i, in := range ins {
-		applied[i] = map[uint32]uint64{}
-		for _, r := range in.Replicas {
-			if role(in.NodeID, r) == "voter" && r.Shard < in.Shards {
-				applied[i][r.Shard] = r.Applied
-				best[r.Shard] = max(best[r.Shard], r.Applied)
-			}
-		}
-	}
-	out := make([]appliedComparison, len(ins))
-	for i, in := range ins {
-		out[i].Dir = in.Dir
-		for id := range ins[0].Shards {
-			a, ok := applied[i][id]
-			switch {
-			case !ok:
-				out[i].Missing = append(out[i].Missing, id)
-			case a == best[id]:
-				out[i].Highest = append(out[i].Highest, id)
-			default:
-				out[i].Behind = append(out[i].Behind, id)
-			}
-		}
-	}
-	return out
-}
-
-// inspectionsJSON is --json's document: the directories, and their comparison when there are
-// several of one cluster.
-func inspectionsJSON(ins []*node.Inspection) any {
+// inspectionsJSON is --json's document: the directories, their comparison for --new-cluster
+// by cluster, and the directories that could not be read.
+func inspectionsJSON(ins []*node.Inspection, failed []string) any {
 	type replicaJSON struct {
 		Shard        uint32   `json:"shard"`
 		Role         string   `json:"role"`
@@ -226,14 +224,20 @@ func inspectionsJSON(ins []*node.Inspection) any {
 		Learners     []string `json:"learners"`
 	}
 	type dirJSON struct {
-		Dir         string        `json:"dir"`
-		NodeID      string        `json:"node_id"` // a string: 64-bit IDs lose precision as JSON numbers
-		Name        string        `json:"name"`
-		ClusterID   string        `json:"cluster_id"`
-		Shards      uint32        `json:"shards"`
-		Replication uint32        `json:"replication"`
-		Notes       []string      `json:"notes"`
-		Replicas    []replicaJSON `json:"replicas"`
+		Dir             string        `json:"dir"`
+		NodeID          string        `json:"node_id"` // a string: 64-bit IDs lose precision as JSON numbers
+		Name            string        `json:"name"`
+		ClusterID       string        `json:"cluster_id"`
+		Shards          uint32        `json:"shards"`
+		Replication     uint32        `json:"replication"`
+		Backup          bool          `json:"backup"`      // backup.json: a start needs --restore
+		NewCluster      string        `json:"new_cluster"` // the cluster --new-cluster made of it, if any
+		Decommissioning bool          `json:"decommissioning"`
+		Replicas        []replicaJSON `json:"replicas"`
+	}
+	type clusterJSON struct {
+		ClusterID string          `json:"cluster_id"`
+		Survivors []node.Survivor `json:"survivors"`
 	}
 	ids := func(in []uint64) []string {
 		out := []string{}
@@ -243,12 +247,14 @@ func inspectionsJSON(ins []*node.Inspection) any {
 		return out
 	}
 	doc := struct {
-		Dirs       []dirJSON           `json:"dirs"`
-		Comparison []appliedComparison `json:"comparison,omitempty"`
-	}{Dirs: []dirJSON{}}
+		Dirs     []dirJSON     `json:"dirs"`
+		Clusters []clusterJSON `json:"clusters"` // for --new-cluster: how each directory compares
+		Failed   []string      `json:"failed"`   // directories that could not be read, and why
+	}{Dirs: []dirJSON{}, Clusters: []clusterJSON{}, Failed: append([]string{}, failed...)}
 	for _, in := range ins {
 		d := dirJSON{Dir: in.Dir, NodeID: strconv.FormatUint(in.NodeID, 10), Name: in.Name, ClusterID: in.ClusterID,
-			Shards: in.Shards, Replication: in.Replication, Notes: append([]string{}, inspectionNotes(in)...), Replicas: []replicaJSON{}}
+			Shards: in.Shards, Replication: in.Replication, Backup: in.Backup, NewCluster: in.NewCluster,
+			Decommissioning: in.Decommissioning, Replicas: []replicaJSON{}}
 		for _, r := range in.Replicas {
 			d.Replicas = append(d.Replicas, replicaJSON{Shard: r.Shard, Role: role(in.NodeID, r), Term: r.Term,
 				Vote: strconv.FormatUint(r.Vote, 10), Commit: r.Commit, Applied: r.Applied, FirstIndex: r.FirstIndex,
@@ -256,12 +262,8 @@ func inspectionsJSON(ins []*node.Inspection) any {
 		}
 		doc.Dirs = append(doc.Dirs, d)
 	}
-	sameCluster := len(ins) > 1
-	for _, in := range ins[1:] {
-		sameCluster = sameCluster && in.ClusterID == ins[0].ClusterID
-	}
-	if sameCluster {
-		doc.Comparison = compareApplied(ins)
+	for _, group := range byCluster(ins) {
+		doc.Clusters = append(doc.Clusters, clusterJSON{ClusterID: group[0].ClusterID, Survivors: node.CompareApplied(group)})
 	}
 	return doc
 }

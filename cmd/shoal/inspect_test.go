@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,7 +24,10 @@ func TestInspectCLI(t *testing.T) {
 	}
 	backups := t.TempDir()
 	var data string
-	n := startNodeWith(t, func(c *node.Config) { c.BackupDir, data = backups, c.DataDir })
+	n := startNodeWith(t, func(c *node.Config) {
+		c.BackupDir, data = backups, c.DataDir
+		c.PlacementInterval = -1 // no format raise between the backups: they differ by one append only
+	})
 	run := cliRunner(t, map[string]string{"SHOAL_SERVER": n.Addr()})
 	run(exitOK, "append", "insp-1", "--type", "A")
 	run(exitOK, "node", "backup", "e2e", "--name", "before")
@@ -35,13 +41,17 @@ func TestInspectCLI(t *testing.T) {
 		before + ": node e2e (", ", cluster " + n.Settings().ClusterID + ": 4 shards, replication 1",
 		"note: a backup (backup.json): a server starts on it only with --restore",
 		"SHARD  ROLE   TERM  COMMIT  APPLIED",
-		"furthest applied, shard by shard (a voter's replica only):",
-		"  " + before + ": furthest in 3 of 4; behind in [" + strconv.FormatUint(uint64(behind), 10) + "]",
-		"  " + after + ": furthest in 4 of 4",
+		"for --new-cluster, cluster " + n.Settings().ClusterID,
+		"  " + before + ": furthest in 3 of 4; behind in " + strconv.FormatUint(uint64(behind), 10) + " (by 1 entry)\n",
+		"  " + after + ": furthest in 4 of 4\n",
+		"  " + after + " is furthest in every shard: start it with --new-cluster",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect lacks %q:\n%s", want, out)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(before, "pebble", "LOCK")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("inspect left a lock file in the backup (%v): it must change nothing", err)
 	}
 	if got := len(regexp.MustCompile(`(?m)^\d+ +voter +\d+`).FindAllString(out, -1)); got != 8 {
 		t.Errorf("%d voter rows, want 4 per directory:\n%s", got, out)
@@ -57,16 +67,20 @@ func TestInspectCLI(t *testing.T) {
 				LastPosition uint64 `json:"last_position"`
 			} `json:"replicas"`
 		} `json:"dirs"`
-		Comparison []struct {
-			Dir    string   `json:"dir"`
-			Behind []uint32 `json:"behind"`
-		} `json:"comparison"`
+		Clusters []struct {
+			Survivors []struct {
+				Dir    string `json:"dir"`
+				Behind []struct {
+					Shard uint32 `json:"shard"`
+				} `json:"behind"`
+			} `json:"survivors"`
+		} `json:"clusters"`
 	}
 	if err := json.Unmarshal([]byte(run(exitOK, "node", "inspect", before, after, "--json")), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if len(doc.Dirs) != 2 || doc.Dirs[1].Name != "e2e" || len(doc.Dirs[1].Replicas) != 4 || len(doc.Comparison) != 2 ||
-		len(doc.Comparison[0].Behind) != 1 || doc.Comparison[0].Behind[0] != behind {
+	if len(doc.Dirs) != 2 || doc.Dirs[1].Name != "e2e" || len(doc.Dirs[1].Replicas) != 4 || len(doc.Clusters) != 1 ||
+		len(doc.Clusters[0].Survivors) != 2 || len(doc.Clusters[0].Survivors[0].Behind) != 1 || doc.Clusters[0].Survivors[0].Behind[0].Shard != behind {
 		t.Fatalf("--json: %+v", doc)
 	}
 	for _, r := range doc.Dirs[1].Replicas {
@@ -78,8 +92,10 @@ func TestInspectCLI(t *testing.T) {
 	if out := run(exitError, "node", "inspect", data); !strings.Contains(out, "a node runs on it") {
 		t.Errorf("inspect of the running node's directory: %q", out)
 	}
-	if out := run(exitError, "node", "inspect", t.TempDir()); !strings.Contains(out, "holds no node") {
-		t.Errorf("inspect of an empty directory: %q", out)
+	// A directory that cannot be read fails the command, and the others are still shown.
+	if out := run(exitError, "node", "inspect", t.TempDir(), before); !strings.Contains(out, "holds no node") ||
+		!strings.Contains(out, before+": node e2e (") {
+		t.Errorf("inspect of an empty directory and a backup: %q", out)
 	}
 	run(exitUsage, "node", "inspect")
 }
