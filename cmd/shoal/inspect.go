@@ -112,7 +112,7 @@ func writeInspections(w io.Writer, ins []*node.Inspection) error {
 		}
 	}
 	for _, group := range byCluster(ins) {
-		fmt.Fprintf(w, "\nfor --new-cluster, cluster %s (furthest: its replica applied the most of these directories'):\n", group[0].ClusterID)
+		fmt.Fprintf(w, "\nfor --new-cluster (cluster %s), the shards in which each directory applied the most:\n", group[0].ClusterID)
 		whole := ""
 		for _, sv := range node.CompareApplied(group) {
 			fmt.Fprintf(w, "  %s: %s\n", sv.Dir, survivorSummary(sv, group[0].Shards))

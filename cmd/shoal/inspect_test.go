@@ -41,7 +41,7 @@ func TestInspectCLI(t *testing.T) {
 		before + ": node e2e (", ", cluster " + n.Settings().ClusterID + ": 4 shards, replication 1",
 		"note: a backup (backup.json): a server starts on it only with --restore",
 		"SHARD  ROLE   TERM  COMMIT  APPLIED",
-		"for --new-cluster, cluster " + n.Settings().ClusterID,
+		"for --new-cluster (cluster " + n.Settings().ClusterID + "), the shards in which each directory applied the most:",
 		"  " + before + ": furthest in 3 of 4; behind in " + strconv.FormatUint(uint64(behind), 10) + " (by 1 entry)\n",
 		"  " + after + ": furthest in 4 of 4\n",
 		"  " + after + " is furthest in every shard: start it with --new-cluster",
