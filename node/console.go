@@ -600,15 +600,10 @@ func limitParam(q url.Values) (uint64, error) {
 // streamLink is the URL of a page of stream name's events, as consoleStream reads them.
 func streamLink(name string, from uint64, backward, end, stale bool, limit uint64) string {
 	v := url.Values{"name": {name}}
-	if from > 0 {
-		v.Set("from", strconv.FormatUint(from, 10))
-	}
+	setPage(v, from, limit)
 	setFlag(v, "backward", backward)
 	setFlag(v, "end", end)
 	setFlag(v, "stale", stale)
-	if limit != consoleDefaultLimit {
-		v.Set("limit", strconv.FormatUint(limit, 10))
-	}
 	return "/console/stream?" + v.Encode()
 }
 
@@ -622,16 +617,21 @@ func eventLink(stream string, version uint64, stale bool) string {
 // shardLink is the URL of a page of shard id's log, as consoleShard reads it.
 func shardLink(id uint32, from uint64, end, deletes, stale bool, limit uint64) string {
 	v := url.Values{"shard": {strconv.FormatUint(uint64(id), 10)}}
-	if from > 0 {
-		v.Set("from", strconv.FormatUint(from, 10))
-	}
+	setPage(v, from, limit)
 	setFlag(v, "end", end)
 	setFlag(v, "deletes", deletes)
 	setFlag(v, "stale", stale)
+	return "/console/shard?" + v.Encode()
+}
+
+// setPage sets a page's first position or version and its size, when not the defaults.
+func setPage(v url.Values, from, limit uint64) {
+	if from > 0 {
+		v.Set("from", strconv.FormatUint(from, 10))
+	}
 	if limit != consoleDefaultLimit {
 		v.Set("limit", strconv.FormatUint(limit, 10))
 	}
-	return "/console/shard?" + v.Encode()
 }
 
 // setFlag sets v's name to 1 when on: a box ticked.
