@@ -106,15 +106,14 @@ func Inspect(dir string) (*Inspection, error) {
 		if rs.StoredState, err = replica.Inspect(db, id); err != nil {
 			return nil, fmt.Errorf("node: inspect: shard %d: %w", id, err)
 		}
-		sm, err := shard.Open(db, id, shard.Options{})
+		st, err := shard.Stored(db, id)
 		if err != nil {
 			return nil, fmt.Errorf("node: inspect: shard %d: %w", id, err)
 		}
-		rs.Applied, rs.LastPosition, rs.Format = sm.Applied(), sm.LastPosition(), sm.Format()
+		rs.Applied, rs.LastPosition, rs.Format = st.Applied, st.LastPosition, st.Format
 		// The stored commit index trails (the hard state is stored when its term or vote
 		// changes), but an applied entry was committed: a lower bound still.
 		rs.Commit = max(rs.Commit, rs.Applied)
-		sm.Close()
 		in.Replicas = append(in.Replicas, rs)
 	}
 	return in, nil

@@ -8,10 +8,10 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// TestReloadRefusesInconsistentState: Reload loads what Apply writes at every format, and
-// refuses, as corrupt, the states Apply never writes: a meta record without the applied index
-// it is written with (up to Format2: the 'X' key), none at Format3 (where it holds the applied
-// index), or one of the other format's length.
+// TestReloadRefusesInconsistentState: Reload, and Stored, load what Apply writes at every
+// format, and refuse, as corrupt, the states Apply never writes: a meta record without the
+// applied index it is written with (up to Format2: the 'X' key), none at Format3 (where it
+// holds the applied index), or one of the other format's length.
 func TestReloadRefusesInconsistentState(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -44,11 +44,19 @@ func TestReloadRefusesInconsistentState(t *testing.T) {
 			if got := ts.s.Format(); got != tc.format {
 				t.Fatalf("format %d, want %d", got, tc.format)
 			}
-			applied := ts.s.Applied()
+			applied, next := ts.s.Applied(), ts.s.LastPosition()
 			if tc.damage != nil {
 				tc.damage(ts)
 			}
-			err := ts.s.Reload()
+			// Stored reads the same state, and reaches the same verdict, without opening it.
+			st, err := Stored(ts.db, 7)
+			switch {
+			case tc.want == "" && (err != nil || st != StoredState{Applied: applied, Format: tc.format, LastPosition: next}):
+				t.Fatalf("Stored: %+v, %v; want applied %d, format %d, next position %d", st, err, applied, tc.format, next)
+			case tc.want != "" && (!errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Stored: %v, want ErrCorrupt with %q", err, tc.want)
+			}
+			err = ts.s.Reload()
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("Reload: %v", err)

@@ -210,44 +210,9 @@ func (s *Shard) Reload() error {
 	s.stopFilterBuild()
 	s.ids, s.names = nil, nil
 	s.pendCompact = nil // truncations not committed
-	applied, err := s.getUint64(s.keys.applied(nil))
+	applied, format, m, err := loadState(s.db, &s.keys, s.id)
 	if err != nil {
 		return err
-	}
-	format, err := s.getUint64(s.keys.format(nil))
-	if err != nil {
-		return err
-	}
-	if format == 0 {
-		format = Format1
-	}
-	if format > MaxFormat {
-		return fmt.Errorf("%w: shard %d is at format %d, this version knows up to %d "+
-			"(it was written by a later version; run that version or a later one)", ErrUnsupportedFormat, s.id, format, MaxFormat)
-	}
-	var m shardMeta
-	v, closer, err := s.db.Get(s.keys.meta(nil))
-	switch {
-	case errors.Is(err, pebble.ErrNotFound) && format >= Format3:
-		return errCorrupt(fmt.Sprintf("shard %d at format %d has no meta record", s.id, format))
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
-		return err
-	default:
-		metaApplied, hasApplied, err := m.decode(v)
-		closer.Close()
-		switch {
-		case err != nil:
-			return err
-		case hasApplied != (format >= Format3):
-			return errCorrupt(fmt.Sprintf("shard meta record of %d bytes at format %d", len(v), format))
-		case hasApplied:
-			applied = metaApplied // from Format3 on, 'X' is absent
-		case applied == 0:
-			// Up to Format2 the batch that writes the meta record also writes 'X': a state
-			// without it would apply its log again from the start.
-			return errCorrupt(fmt.Sprintf("shard %d at format %d has a meta record and no applied index", s.id, format))
-		}
 	}
 	if err := s.startFilterBuild(int(min(m.nextPosition, bloomMaxFirst)), int(min(m.nextStreamID, bloomMaxFirst))); err != nil {
 		return err
@@ -270,8 +235,65 @@ func (s *Shard) Reload() error {
 	return nil
 }
 
-func (s *Shard) getUint64(key []byte) (uint64, error) {
-	v, closer, err := s.db.Get(key)
+// loadState reads shard id's applied index, format and meta record from db, checking that they
+// go together.
+func loadState(db *pebble.DB, k *keys, id uint32) (applied, format uint64, m shardMeta, err error) {
+	if applied, err = getUint64(db, k.applied(nil)); err != nil {
+		return 0, 0, m, err
+	}
+	if format, err = getUint64(db, k.format(nil)); err != nil {
+		return 0, 0, m, err
+	}
+	if format == 0 {
+		format = Format1
+	}
+	if format > MaxFormat {
+		return 0, 0, m, fmt.Errorf("%w: shard %d is at format %d, this version knows up to %d "+
+			"(it was written by a later version; run that version or a later one)", ErrUnsupportedFormat, id, format, MaxFormat)
+	}
+	v, closer, err := db.Get(k.meta(nil))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound) && format >= Format3:
+		return 0, 0, m, errCorrupt(fmt.Sprintf("shard %d at format %d has no meta record", id, format))
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return 0, 0, m, err
+	default:
+		metaApplied, hasApplied, err := m.decode(v)
+		closer.Close()
+		switch {
+		case err != nil:
+			return 0, 0, m, err
+		case hasApplied != (format >= Format3):
+			return 0, 0, m, errCorrupt(fmt.Sprintf("shard meta record of %d bytes at format %d", len(v), format))
+		case hasApplied:
+			applied = metaApplied // from Format3 on, 'X' is absent
+		case applied == 0:
+			// Up to Format2 the batch that writes the meta record also writes 'X': a state
+			// without it would apply its log again from the start.
+			return 0, 0, m, errCorrupt(fmt.Sprintf("shard %d at format %d has a meta record and no applied index", id, format))
+		}
+	}
+	return applied, format, m, nil
+}
+
+// StoredState is what a shard's state machine stored of itself (Stored).
+type StoredState struct {
+	Applied      uint64 // the raft index it applied
+	Format       uint64
+	LastPosition uint64 // the next position its log assigns
+}
+
+// Stored reads shard id's state from db without opening it (no filters are built), for an
+// offline look at a node's store.
+func Stored(db *pebble.DB, id uint32) (StoredState, error) {
+	k := newKeys(id)
+	applied, format, m, err := loadState(db, &k, id)
+	return StoredState{Applied: applied, Format: format, LastPosition: m.nextPosition}, err
+}
+
+func getUint64(db *pebble.DB, key []byte) (uint64, error) {
+	v, closer, err := db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
 	}
