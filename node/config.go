@@ -83,9 +83,10 @@ type Config struct {
 	HTTP        string
 	DisableHTTP bool
 	// ConsoleData lets the console on the HTTP port (/console/) show events: streams, a
-	// shard's log, an event's data. Off, it shows the cluster's state only, as /metrics does:
-	// the HTTP port authenticates no one, and is often reachable from more machines than the
-	// gRPC port. Refused with ServerTLS, whose clients must present certificates.
+	// shard's log, an event's data. Off, it shows the cluster's state only, as `shoal cluster
+	// status` does: the HTTP port authenticates no one, and is often reachable from more
+	// machines than the gRPC port. Refused with ServerTLS (which turns the console off), whose
+	// clients must present certificates, and with DisableHTTP.
 	ConsoleData bool
 	// Gossip is the memberlist bind address (TCP and UDP). Default
 	// 127.0.0.1:7401.
@@ -446,6 +447,9 @@ func (c Config) Validate() error {
 	if c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert {
 		return fmt.Errorf("node: config: ServerTLS.ClientAuth is %v, must be RequireAndVerifyClientCert "+
 			"(peers are authenticated by their certificates)", c.ServerTLS.ClientAuth)
+	}
+	if c.ConsoleData && c.DisableHTTP {
+		return errors.New("node: config: ConsoleData needs the HTTP port, which is disabled (DisableHTTP; --http off)")
 	}
 	if c.ConsoleData && c.ServerTLS != nil {
 		return errors.New("node: config: ConsoleData with ServerTLS: the console would show events on the HTTP port, " +

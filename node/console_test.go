@@ -207,7 +207,8 @@ func TestConsoleDataOff(t *testing.T) {
 	}
 }
 
-func TestConsoleDataRefusedWithTLS(t *testing.T) {
+// TestConsoleDataRefused: ConsoleData goes neither with TLS nor without the HTTP port.
+func TestConsoleDataRefused(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.ConsoleData = true
 	cfg.ServerTLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}
@@ -215,6 +216,11 @@ func TestConsoleDataRefusedWithTLS(t *testing.T) {
 	err := cfg.Validate()
 	if err == nil || !strings.Contains(err.Error(), "ConsoleData with ServerTLS") {
 		t.Fatalf("Validate: %v, want ConsoleData with ServerTLS refused", err)
+	}
+	cfg = testConfig(t, t.TempDir())
+	cfg.ConsoleData, cfg.HTTP, cfg.DisableHTTP = true, "", true
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ConsoleData needs the HTTP port") {
+		t.Fatalf("Validate: %v, want ConsoleData without HTTP refused", err)
 	}
 }
 
