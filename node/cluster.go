@@ -66,10 +66,15 @@ func (n *Node) suspectLeaders(suspects []*shoalv1.SuspectLeader) {
 }
 
 func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*shoalv1.StatusResponse, error) {
-	// Every alive member's view, not only those in before topologyGrace once every shard is
-	// led (as a client's topology request): a status that names a slow node as not answering
-	// says its view may be partial, which is not what a healthy cluster should show.
-	return &shoalv1.StatusResponse{Topology: s.n.topologyOf(ctx, false, nil), NodeId: s.n.ID()}, nil
+	return s.n.status(ctx), nil
+}
+
+// status is the cluster as this node sees it (the Status RPC, the console's overview): every
+// alive member's view, not only those in before topologyGrace once every shard is led (as a
+// client's topology request), since a status that names a slow node as not answering says its
+// view may be partial, which is not what a healthy cluster should show.
+func (n *Node) status(ctx context.Context) *shoalv1.StatusResponse {
+	return &shoalv1.StatusResponse{Topology: n.topologyOf(ctx, false, nil), NodeId: n.ID()}
 }
 
 func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*shoalv1.ClusterSettings, error) {

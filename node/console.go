@@ -216,8 +216,8 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	st := clusterstatus.New(&shoalv1.StatusResponse{Topology: n.topologyOf(ctx, false, nil), NodeId: n.ID()})
-	body := consoleOverviewBody{Status: st, Counts: st.StateCounts()}
+	st := clusterstatus.New(n.status(ctx))
+	body := consoleOverviewBody{Status: st}
 	for _, sh := range st.Shards {
 		cs := consoleShardRow{Info: sh, Link: shardLink(sh.Shard, 0, true, false, false, consoleDefaultLimit)}
 		switch sh.State {
@@ -238,7 +238,6 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 
 type consoleOverviewBody struct {
 	Status *clusterstatus.Status
-	Counts map[string]int
 	Shards []consoleShardRow
 }
 
@@ -482,17 +481,10 @@ func (n *Node) consoleStreams() (shoalv1.StreamsClient, error) {
 // consoleRead reads a stream's events as req asks (req.Count of them at most); cut when it
 // stopped at consolePageBytes, before req.Count.
 func (n *Node) consoleRead(ctx context.Context, req *shoalv1.ReadRequest) (evs []*shoalv1.RecordedEvent, cut bool, err error) {
-	c, err := n.consoleStreams()
-	if err != nil {
-		return nil, false, err
+	open := func(ctx context.Context, c shoalv1.StreamsClient) (grpc.ServerStreamingClient[shoalv1.ReadResponse], error) {
+		return c.Read(ctx, req)
 	}
-	ctx, cancel := context.WithCancel(ctx) // ends the read when the page is full
-	defer cancel()
-	rs, err := c.Read(ctx, req)
-	if err != nil {
-		return nil, false, err
-	}
-	cut, err = recvPages(rs, func(resp *shoalv1.ReadResponse) []*shoalv1.RecordedEvent {
+	cut, err = consoleRecv(n, ctx, open, func(resp *shoalv1.ReadResponse) []*shoalv1.RecordedEvent {
 		evs = append(evs, resp.Events...)
 		return resp.Events
 	})
@@ -502,18 +494,11 @@ func (n *Node) consoleRead(ctx context.Context, req *shoalv1.ReadRequest) (evs [
 // consoleReadShard reads a shard's log as req asks, and returns where the next page starts;
 // cut as consoleRead's.
 func (n *Node) consoleReadShard(ctx context.Context, req *shoalv1.ReadShardRequest) (evs []*shoalv1.RecordedEvent, next uint64, cut bool, err error) {
-	c, err := n.consoleStreams()
-	if err != nil {
-		return nil, 0, false, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	rs, err := c.ReadShard(ctx, req)
-	if err != nil {
-		return nil, 0, false, err
+	open := func(ctx context.Context, c shoalv1.StreamsClient) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
+		return c.ReadShard(ctx, req)
 	}
 	next = req.FromPosition
-	cut, err = recvPages(rs, func(resp *shoalv1.ReadShardResponse) []*shoalv1.RecordedEvent {
+	cut, err = consoleRecv(n, ctx, open, func(resp *shoalv1.ReadShardResponse) []*shoalv1.RecordedEvent {
 		evs = append(evs, resp.Events...)
 		next = max(next, resp.NextPosition) // a page's end: pages arrive whole
 		return resp.Events
@@ -528,9 +513,22 @@ func (n *Node) consoleShardEnd(ctx context.Context, id uint32, stale bool) (uint
 	return next, err
 }
 
-// recvPages receives rs's pages, passing each to page, until rs ends or the events page
-// returned reach consolePageBytes in all (cut).
-func recvPages[T any](rs grpc.ServerStreamingClient[T], page func(*T) []*shoalv1.RecordedEvent) (cut bool, err error) {
+// consoleRecv opens a read on this node's gRPC port (consoleStreams) and receives its pages,
+// passing each to page, until the read ends or the events page returned reach
+// consolePageBytes in all (cut: the read is ended there).
+func consoleRecv[T any](n *Node, ctx context.Context, open func(context.Context, shoalv1.StreamsClient) (grpc.ServerStreamingClient[T], error),
+	page func(*T) []*shoalv1.RecordedEvent,
+) (cut bool, err error) {
+	c, err := n.consoleStreams()
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancel(ctx) // ends the read when the page is full
+	defer cancel()
+	rs, err := open(ctx, c)
+	if err != nil {
+		return false, err
+	}
 	size := 0
 	for {
 		m, err := rs.Recv()

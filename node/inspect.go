@@ -102,21 +102,76 @@ func Inspect(dir string) (*Inspection, error) {
 	}
 	defer db.Close()
 	for _, id := range groups {
-		rs := ReplicaState{Shard: id}
-		if rs.StoredState, err = replica.Inspect(db, id); err != nil {
-			return nil, fmt.Errorf("node: inspect: shard %d: %w", id, err)
-		}
-		st, err := shard.Stored(db, id)
+		rs, err := readReplica(db, id)
 		if err != nil {
-			return nil, fmt.Errorf("node: inspect: shard %d: %w", id, err)
+			return nil, fmt.Errorf("node: inspect: %w", err)
 		}
-		rs.Applied, rs.LastPosition, rs.Format = st.Applied, st.LastPosition, st.Format
-		// The stored commit index trails (the hard state is stored when its term or vote
-		// changes), but an applied entry was committed: a lower bound still.
-		rs.Commit = max(rs.Commit, rs.Applied)
 		in.Replicas = append(in.Replicas, rs)
 	}
 	return in, nil
+}
+
+// readReplica reads the state of db's replica of shard id, raft's and the state machine's,
+// without opening either.
+func readReplica(db *pebble.DB, id uint32) (ReplicaState, error) {
+	rs := ReplicaState{Shard: id}
+	var err error
+	if rs.StoredState, err = replica.Inspect(db, id); err != nil {
+		return rs, fmt.Errorf("shard %d: %w", id, err)
+	}
+	st, err := shard.Stored(db, id)
+	if err != nil {
+		return rs, fmt.Errorf("shard %d: %w", id, err)
+	}
+	rs.Applied, rs.LastPosition, rs.Format = st.Applied, st.LastPosition, st.Format
+	// The stored commit index trails (the hard state is stored when its term or vote
+	// changes), but an applied entry was committed: a lower bound still.
+	rs.Commit = max(rs.Commit, rs.Applied)
+	return rs, nil
+}
+
+// Role is node self's place in r's stored configuration: "voter", "learner", "removed", or
+// "empty" for a replica that holds nothing yet (a learner waiting for its first snapshot).
+func (r ReplicaState) Role(self uint64) string {
+	switch {
+	case slices.Contains(r.Voters, self):
+		return "voter"
+	case slices.Contains(r.Learners, self):
+		return "learner"
+	case r.Applied == 0 && len(r.Voters) == 0 && len(r.Learners) == 0:
+		return "empty"
+	}
+	return "removed"
+}
+
+// keptBy reports whether --new-cluster on node self keeps r: a replica in its shard's group (a
+// voter or a learner) that applied something.
+func (r ReplicaState) keptBy(self uint64) bool {
+	role := r.Role(self)
+	return r.Applied > 0 && (role == "voter" || role == "learner")
+}
+
+// newClusterProblems sorts the shards of a cluster of the given count as --new-cluster on node
+// self takes its replicas of them: the shards it holds no replica of, those whose replica
+// applied nothing, and those whose replica is not in the shard's group (removed). Replicas of
+// shards past the count are strays, not looked at.
+func newClusterProblems(self uint64, shards uint32, replicas []ReplicaState) (missing, empty, removed []uint32) {
+	held := map[uint32]ReplicaState{}
+	for _, r := range replicas {
+		held[r.Shard] = r
+	}
+	for id := range shards {
+		r, ok := held[id]
+		switch {
+		case !ok:
+			missing = append(missing, id)
+		case r.Applied == 0:
+			empty = append(empty, id)
+		case !r.keptBy(self):
+			removed = append(removed, id)
+		}
+	}
+	return missing, empty, removed
 }
 
 // unlockedFS is the operating system's file system without Pebble's own lock: a read-only
@@ -194,11 +249,9 @@ func CompareApplied(ins []*Inspection) []Survivor {
 	return out
 }
 
-// kept reports whether --new-cluster would keep in's replica r: one of its shard's, in its
-// group, that applied something.
-func kept(in *Inspection, r ReplicaState) bool {
-	return r.Shard < in.Shards && r.Applied > 0 && (slices.Contains(r.Voters, in.NodeID) || slices.Contains(r.Learners, in.NodeID))
-}
+// kept reports whether --new-cluster would keep in's replica r: one of the cluster's shards'
+// (keptBy).
+func kept(in *Inspection, r ReplicaState) bool { return r.Shard < in.Shards && r.keptBy(in.NodeID) }
 
 // newClusterRefusal says why --new-cluster would refuse in's directory (becomeNewCluster), ""
 // when it would not.
@@ -209,22 +262,7 @@ func (in *Inspection) newClusterRefusal() string {
 	if in.NewCluster == in.ClusterID {
 		return "it already made its cluster with --new-cluster"
 	}
-	held := map[uint32]ReplicaState{}
-	for _, r := range in.Replicas {
-		held[r.Shard] = r
-	}
-	var missing, empty, removed []uint32
-	for id := range in.Shards {
-		r, ok := held[id]
-		switch {
-		case !ok:
-			missing = append(missing, id)
-		case r.Applied == 0:
-			empty = append(empty, id)
-		case !kept(in, r):
-			removed = append(removed, id)
-		}
-	}
+	missing, empty, removed := newClusterProblems(in.NodeID, in.Shards, in.Replicas)
 	var why []string
 	if len(missing) > 0 {
 		why = append(why, fmt.Sprintf("no replica of shard(s) %v", missing))

@@ -28,8 +28,7 @@ func TestInspect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
-		Configure: func(i int, cfg *node.Config) { placementConfig(cfg) }})
+	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "replication 3", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -50,30 +50,29 @@ func (n *Node) becomeNewCluster() error {
 		return conflictf("%s holds no replica of shard(s) %v of cluster %s's %d: a new cluster from it would lack them "+
 			"(start it from a member that holds every shard)", n.cfg.DataDir, missing, s.ClusterID, s.Shards)
 	}
-	applied := make(map[uint32]uint64, len(groups)) // by shard, of every shard the cluster has
+	var replicas []ReplicaState // of every shard the cluster has
 	for _, id := range groups {
 		if id >= s.Shards {
 			continue // a stray entry: no shard of the cluster
 		}
-		sm, err := n.openShard(id)
+		rs, err := readReplica(n.db, id)
 		if err != nil {
-			return err
+			return fmt.Errorf("node: new cluster: %w", err)
 		}
-		if applied[id] = sm.Applied(); applied[id] == 0 {
-			return conflictf("the replica of shard %d in %s holds nothing applied (a learner that never caught up): "+
-				"a new cluster from it would lose the shard", id, n.cfg.DataDir)
-		}
-		voter, learner, err := replica.StoredMembership(n.db, id, n.dir.id.NodeID)
-		if err != nil {
-			return err
-		}
-		if !voter && !learner {
-			return conflictf("the replica of shard %d in %s was removed from the shard's group (its data ends where it left): "+
-				"a new cluster from it would lose what the shard took since", id, n.cfg.DataDir)
-		}
+		replicas = append(replicas, rs)
 	}
-	for id, a := range applied {
-		if err := replica.ResetToSoleVoter(n.db, id, n.dir.id.NodeID, a); err != nil {
+	_, empty, removed := newClusterProblems(n.dir.id.NodeID, s.Shards, replicas) // none missing: checked above
+	// The first shard refused, whatever its reason.
+	if len(empty) > 0 && (len(removed) == 0 || empty[0] < removed[0]) {
+		return conflictf("the replica of shard %d in %s holds nothing applied (a learner that never caught up): "+
+			"a new cluster from it would lose the shard", empty[0], n.cfg.DataDir)
+	}
+	if len(removed) > 0 {
+		return conflictf("the replica of shard %d in %s was removed from the shard's group (its data ends where it left): "+
+			"a new cluster from it would lose what the shard took since", removed[0], n.cfg.DataDir)
+	}
+	for _, r := range replicas {
+		if err := replica.ResetToSoleVoter(n.db, r.Shard, n.dir.id.NodeID, r.Applied); err != nil {
 			return fmt.Errorf("node: new cluster: %w", err)
 		}
 	}

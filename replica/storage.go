@@ -491,17 +491,6 @@ func ResetToSoleVoter(db *pebble.DB, shard uint32, self, applied uint64) error {
 	return b.Commit(pebble.Sync)
 }
 
-// StoredMembership reports whether node id is a voter or a learner of shard's configuration as
-// stored in db (the one its replica there last applied), for a group that is not open.
-func StoredMembership(db *pebble.DB, shard uint32, id uint64) (voter, learner bool, err error) {
-	cs, err := loadConfState(db, shard)
-	if err != nil {
-		return false, false, err
-	}
-	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id),
-		slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetLearnersNext(), id), nil
-}
-
 // StoredState is a replica's raft state as stored in its node's store (Inspect).
 type StoredState struct {
 	Term, Vote, Commit uint64 // the hard state, its commit raised to what the log proves committed

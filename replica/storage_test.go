@@ -412,13 +412,11 @@ func TestLogBytesAfterOverwrite(t *testing.T) {
 	check("overwritten below the cached tail")
 }
 
-// TestResetToSoleVoter: the reset ends the log at the applied index (the entries after it
-// gone, a conf change among them), makes the configuration the node alone, starts a new term
-// without a vote, and StoredMembership reads the result; an applied index outside the log is
-// refused.
-func TestResetToSoleVoter(t *testing.T) {
-	db := memDB(t)
-	st, err := openStorage(db, 2)
+// storeRaftState stores shard's raft state as a replica would: entries 1..10 of term 3, the
+// configuration cs, and a hard state of term 4, a vote for 8, commit 8.
+func storeRaftState(t *testing.T, db *pebble.DB, shard uint32, cs *pb.ConfState) {
+	t.Helper()
+	st, err := openStorage(db, shard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +424,7 @@ func TestResetToSoleVoter(t *testing.T) {
 	if err := st.append(b, ents(3, 1, 11)); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.setConfState(b, &pb.ConfState{Voters: []uint64{7, 8, 9}}); err != nil {
+	if err := st.setConfState(b, cs); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.setHardState(b, &pb.HardState{Term: new(uint64(4)), Vote: new(uint64(8)), Commit: new(uint64(8))}); err != nil {
@@ -435,7 +433,22 @@ func TestResetToSoleVoter(t *testing.T) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	if voter, _, err := StoredMembership(db, 2, 9); err != nil || !voter {
+}
+
+// storedMembership is whether id is a voter or a learner of shard's stored configuration.
+func storedMembership(db *pebble.DB, shard uint32, id uint64) (voter, learner bool, err error) {
+	st, err := Inspect(db, shard)
+	return slices.Contains(st.Voters, id), slices.Contains(st.Learners, id), err
+}
+
+// TestResetToSoleVoter: the reset ends the log at the applied index (the entries after it
+// gone, a conf change among them), makes the configuration the node alone, starts a new term
+// without a vote, and Inspect reads the result; an applied index outside the log is
+// refused.
+func TestResetToSoleVoter(t *testing.T) {
+	db := memDB(t)
+	storeRaftState(t, db, 2, &pb.ConfState{Voters: []uint64{7, 8, 9}})
+	if voter, _, err := storedMembership(db, 2, 9); err != nil || !voter {
 		t.Fatalf("StoredMembership before: voter %v, %v; want a voter", voter, err)
 	}
 	if err := ResetToSoleVoter(db, 2, 7, 11); err == nil {
@@ -444,7 +457,7 @@ func TestResetToSoleVoter(t *testing.T) {
 	if err := ResetToSoleVoter(db, 2, 7, 6); err != nil {
 		t.Fatal(err)
 	}
-	st, err = openStorage(db, 2)
+	st, err := openStorage(db, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,8 +471,8 @@ func TestResetToSoleVoter(t *testing.T) {
 			hs, cs, first, last, term)
 	}
 	for id, want := range map[uint64]bool{7: true, 8: false, 9: false} {
-		if voter, learner, err := StoredMembership(db, 2, id); err != nil || voter != want || learner {
-			t.Fatalf("StoredMembership(%d) after the reset: %v %v %v, want voter %v", id, voter, learner, err, want)
+		if voter, learner, err := storedMembership(db, 2, id); err != nil || voter != want || learner {
+			t.Fatalf("storedMembership(%d) after the reset: %v %v %v, want voter %v", id, voter, learner, err, want)
 		}
 	}
 }
@@ -471,24 +484,8 @@ func TestInspect(t *testing.T) {
 	if st, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", st) != "{Term:0 Vote:0 Commit:0 FirstIndex:1 LastIndex:0 Voters:[] Learners:[]}" {
 		t.Fatalf("Inspect of a shard never stored: %+v, %v", st, err)
 	}
-	st, err := openStorage(db, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := db.NewBatch()
-	if err := st.append(b, ents(3, 1, 11)); err != nil {
-		t.Fatal(err)
-	}
-	cs := &pb.ConfState{Voters: []uint64{9, 7, 8}, VotersOutgoing: []uint64{7, 8, 6}, Learners: []uint64{5}, LearnersNext: []uint64{6}}
-	if err := st.setConfState(b, cs); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.setHardState(b, &pb.HardState{Term: new(uint64(4)), Vote: new(uint64(8)), Commit: new(uint64(8))}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	storeRaftState(t, db, 3, &pb.ConfState{Voters: []uint64{9, 7, 8}, VotersOutgoing: []uint64{7, 8, 6},
+		Learners: []uint64{5}, LearnersNext: []uint64{6}})
 	want := "{Term:4 Vote:8 Commit:8 FirstIndex:1 LastIndex:10 Voters:[6 7 8 9] Learners:[5 6]}"
 	for range 2 { // twice: the first changed nothing
 		if got, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", got) != want {

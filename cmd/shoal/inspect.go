@@ -104,7 +104,7 @@ func writeInspections(w io.Writer, ins []*node.Inspection) error {
 			if r.FirstIndex > r.LastIndex {
 				log = "none"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n", r.Shard, role(in.NodeID, r), r.Term, r.Commit, r.Applied,
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n", r.Shard, r.Role(in.NodeID), r.Term, r.Commit, r.Applied,
 				log, r.LastPosition, r.Format, orDash(names(in, r.Voters)), orDash(names(in, r.Learners)))
 		}
 		if err := tw.Flush(); err != nil {
@@ -179,20 +179,6 @@ func inspectionNotes(in *node.Inspection) []string {
 	return notes
 }
 
-// role is the node's place in r's stored configuration: voter, learner, removed, or empty for
-// a replica that holds nothing yet (a learner waiting for its first snapshot).
-func role(self uint64, r node.ReplicaState) string {
-	switch {
-	case slices.Contains(r.Voters, self):
-		return "voter"
-	case slices.Contains(r.Learners, self):
-		return "learner"
-	case r.Applied == 0 && len(r.Voters) == 0 && len(r.Learners) == 0:
-		return "empty"
-	}
-	return "removed"
-}
-
 // names lists ids by the names the directory knows, IDs otherwise.
 func names(in *node.Inspection, ids []uint64) string {
 	out := make([]string, len(ids))
@@ -256,7 +242,7 @@ func inspectionsJSON(ins []*node.Inspection, failed []string) any {
 			Shards: in.Shards, Replication: in.Replication, Backup: in.Backup, NewCluster: in.NewCluster,
 			Decommissioning: in.Decommissioning, Replicas: []replicaJSON{}}
 		for _, r := range in.Replicas {
-			d.Replicas = append(d.Replicas, replicaJSON{Shard: r.Shard, Role: role(in.NodeID, r), Term: r.Term,
+			d.Replicas = append(d.Replicas, replicaJSON{Shard: r.Shard, Role: r.Role(in.NodeID), Term: r.Term,
 				Vote: strconv.FormatUint(r.Vote, 10), Commit: r.Commit, Applied: r.Applied, FirstIndex: r.FirstIndex,
 				LastIndex: r.LastIndex, LastPosition: r.LastPosition, Format: r.Format, Voters: ids(r.Voters), Learners: ids(r.Learners)})
 		}

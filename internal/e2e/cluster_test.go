@@ -49,6 +49,17 @@ func (cl *cluster) addrs() []string {
 }
 
 // byName returns the server named name, or nil.
+// dial returns a client of the cluster's servers, closed when the test ends.
+func (cl *cluster) dial(opts ...client.Option) *client.Client {
+	cl.t.Helper()
+	c, err := client.Dial(context.Background(), cl.addrs(), opts...)
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func (cl *cluster) byName(name string) *server {
 	for _, s := range cl.servers {
 		if s.name == name {
@@ -273,11 +284,7 @@ func TestClusterKill9UnderLoad(t *testing.T) {
 	const shards = 8
 	cl := startCluster(t, 3, shards)
 
-	c, err := client.Dial(context.Background(), cl.addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cl.dial()
 	topo, took := cl.waitReplicated(c, 60*time.Second)
 	t.Logf("every shard has 3 voters and a leader after %v", took.Round(time.Millisecond))
 

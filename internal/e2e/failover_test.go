@@ -71,11 +71,7 @@ func measureFailover(t *testing.T, f failure) {
 	// A tight retry policy, so that the client's backoff adds little to what
 	// is measured (its waits are at most 100 ms).
 	retry := client.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
-	c, err := client.Dial(context.Background(), cl.addrs(), client.WithRetry(retry))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cl.dial(client.WithRetry(retry))
 	t.Logf("client retry policy %+v", retry)
 
 	var times []time.Duration

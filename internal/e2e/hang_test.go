@@ -94,11 +94,7 @@ func TestClusterHungLeader(t *testing.T) {
 	seed := testSeed(t)
 	const shards = 8
 	cl := startCluster(t, 3, shards)
-	c, err := client.Dial(context.Background(), cl.addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cl.dial()
 	cl.waitReplicated(c, 60*time.Second)
 
 	// The victim: the node leading the most shards, and the shards it leads.

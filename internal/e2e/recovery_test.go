@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/shoaldb/shoal/client"
 )
 
 // TestClusterRecoveryFromBackup runs writers against a three-process cluster (replication 3),
@@ -24,11 +21,7 @@ func TestClusterRecoveryFromBackup(t *testing.T) {
 	seed := testSeed(t)
 	const shards = 8
 	cl := startCluster(t, 3, shards)
-	c, err := client.Dial(context.Background(), cl.addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cl.dial()
 	cl.waitReplicated(c, 60*time.Second)
 	ld := startLoad(c, seed, fmt.Sprintf("e2e-dr-%d", seed%1000), 8, 8)
 	defer ld.stop()
@@ -58,11 +51,7 @@ func TestClusterRecoveryFromBackup(t *testing.T) {
 		s.waitReady(30 * time.Second)
 		rc.servers = append(rc.servers, s)
 	}
-	c2, err := client.Dial(context.Background(), rc.addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := rc.dial()
 	_, took := rc.waitReplicated(c2, 60*time.Second)
 	t.Logf("the recovered cluster has 3 voters per shard %v after its new nodes started", took.Round(time.Millisecond))
 	verify(t, c2, ld.l)

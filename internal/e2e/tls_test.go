@@ -43,11 +43,7 @@ func TestClusterTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.Dial(context.Background(), cl.addrs(), client.WithTLS(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cl.dial(client.WithTLS(cfg))
 	_, took := cl.waitReplicated(c, 60*time.Second)
 	t.Logf("every shard has 3 voters and a leader after %v", took.Round(time.Millisecond))
 

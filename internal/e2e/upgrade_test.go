@@ -56,11 +56,7 @@ func TestRollingUpgrade(t *testing.T) {
 		s.start()
 		s.waitReady(30 * time.Second)
 	}
-	c, err := client.Dial(context.Background(), cl.addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cl.dial()
 	cl.waitReplicated(c, 60*time.Second)
 
 	// Subscriptions to every shard across the upgrade: polling the older servers, which do not
