@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -95,6 +96,42 @@ func (c *Client) Decommission(ctx context.Context, name string) error {
 		return false, err
 	})
 }
+
+// ReplicationChange is what SetReplication did.
+type ReplicationChange struct {
+	Replication uint32 // the cluster's replication factor now
+	Epoch       uint64 // the number of changes made to the factor since the cluster was created
+	// Changed is false when the cluster already had the factor (as the node that answered
+	// knew it): nothing changed.
+	Changed bool
+}
+
+// SetReplication changes the cluster's replication factor to replication (1..7). The node that
+// answers records it and gossips it; each shard's leader then adds replicas (as learners that
+// catch up, then voters) or removes extra voters, one step at a time and never below a quorum,
+// as far as there are nodes and zones to hold them (follow with Topology or Status). Safe to
+// repeat: setting the factor the cluster has changes nothing. Refused with
+// codes.FailedPrecondition while a live node runs a version that cannot follow the change;
+// a node of an earlier version answers codes.Unimplemented.
+func (c *Client) SetReplication(ctx context.Context, replication int) (ReplicationChange, error) {
+	if replication < 1 || replication > maxReplication {
+		return ReplicationChange{}, &InvalidArgumentError{Field: "replication", Limit: fmt.Sprintf("1..%d", maxReplication),
+			Reason: fmt.Sprintf("replication factor %d out of range", replication)}
+	}
+	var out ReplicationChange
+	err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+		r, err := n.cluster.SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: uint32(replication)})
+		if err != nil {
+			return false, err
+		}
+		out = ReplicationChange{Replication: r.GetSettings().GetReplication(), Epoch: r.GetEpoch(), Changed: r.GetChanged()}
+		return false, nil
+	})
+	return out, err
+}
+
+// maxReplication is the largest replication factor a cluster takes (node.MaxReplication).
+const maxReplication = 7
 
 // BackupInfo describes a backup a node wrote (Backup).
 type BackupInfo struct {

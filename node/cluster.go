@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -79,6 +80,20 @@ func (n *Node) status(ctx context.Context) *shoalv1.StatusResponse {
 
 func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*shoalv1.ClusterSettings, error) {
 	return s.n.protoSettings(), nil
+}
+
+func (s *clusterServer) SetReplication(_ context.Context, req *shoalv1.SetReplicationRequest) (*shoalv1.SetReplicationResponse, error) {
+	settings, changed, err := s.n.SetReplication(int(req.GetReplication()))
+	var re *ReplicationError
+	switch {
+	case errors.As(err, &re) && re.Member == "":
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrConfigConflict):
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case err != nil:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &shoalv1.SetReplicationResponse{Settings: protoSettings(settings), Changed: changed, Epoch: settings.ReplicationEpoch}, nil
 }
 
 func (s *clusterServer) Decommission(ctx context.Context, req *shoalv1.DecommissionRequest) (*shoalv1.DecommissionResponse, error) {
@@ -189,8 +204,9 @@ func (n *Node) Recommission() (bool, error) {
 	return was, n.gossip().UpdateMeta(func(m *membership.Meta) { m.Decommissioning = false })
 }
 
-func (n *Node) protoSettings() *shoalv1.ClusterSettings {
-	s := n.Settings()
+func (n *Node) protoSettings() *shoalv1.ClusterSettings { return protoSettings(n.Settings()) }
+
+func protoSettings(s Settings) *shoalv1.ClusterSettings {
 	return &shoalv1.ClusterSettings{ClusterId: s.ClusterID, Shards: s.Shards, Replication: s.Replication}
 }
 

@@ -64,11 +64,14 @@ type identity struct {
 	Name   string `json:"name"`
 }
 
-// Settings are a cluster's immutable settings, fixed at creation.
+// Settings are a cluster's settings. The ID and the shard count are fixed at creation; the
+// replication factor changes with Node.SetReplication, and ReplicationEpoch counts its changes
+// (replication.go).
 type Settings struct {
-	ClusterID   string `json:"cluster_id"`
-	Shards      uint32 `json:"shards"`
-	Replication uint32 `json:"replication"`
+	ClusterID        string `json:"cluster_id"`
+	Shards           uint32 `json:"shards"`
+	Replication      uint32 `json:"replication"`
+	ReplicationEpoch uint64 `json:"replication_epoch,omitempty"`
 }
 
 // dataDir is an open, locked data directory. Not safe for concurrent use
@@ -451,15 +454,19 @@ func syncDir(path string) error {
 	return dir.Sync()
 }
 
-// checkSettings refuses stored or learned settings s that contradict the
-// configured shards/replication (0 = accept any).
+// checkSettings refuses stored or learned settings s that contradict the configured
+// shards/replication (0 = accept any). A replication factor changed since the cluster's
+// creation (s.ReplicationEpoch > 0) is not checked: the flag is the factor a cluster is created
+// with, and the node follows the cluster's (replicationFlagNote).
 func checkSettings(s Settings, shards, replication int, dir string) error {
 	if shards != 0 && uint32(shards) != s.Shards {
 		return conflictf("--shards %d differs from cluster %s's %d shards (data directory %s); pass --shards %d or leave it unset",
 			shards, s.ClusterID, s.Shards, dir, s.Shards)
 	}
-	if replication != 0 && uint32(replication) != s.Replication {
-		return conflictf("--replication %d differs from cluster %s's replication %d (data directory %s); pass --replication %d or leave it unset",
+	if replication != 0 && uint32(replication) != s.Replication && s.ReplicationEpoch == 0 {
+		return conflictf("--replication %d differs from cluster %s's replication %d (data directory %s); pass --replication %d or leave it unset "+
+			"(unset, a node follows its cluster's factor, and one that was down while the factor changed learns it once it joins; "+
+			"to change the factor of a running cluster, use shoal cluster set-replication)",
 			replication, s.ClusterID, s.Replication, dir, s.Replication)
 	}
 	return nil

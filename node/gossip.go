@@ -35,9 +35,11 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		Version:         buildinfo.Version,
 		Decommissioning: n.dir.decommissioning(),
 		ShardFormat:     shard.MaxFormat,
+		// Read only as a peer's: DecodeMeta sets it for every member of this version.
+		FollowsReplication: true,
 	}
 	if s := n.settings.Load(); s != nil {
-		meta.ClusterID, meta.Shards, meta.Replication = s.ClusterID, s.Shards, s.Replication
+		meta.ClusterID, meta.Shards, meta.Replication, meta.ReplicationEpoch = s.ClusterID, s.Shards, s.Replication, s.ReplicationEpoch
 	}
 	if err := metaFits(meta); err != nil {
 		return err

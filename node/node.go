@@ -79,6 +79,7 @@ type Node struct {
 	placer atomic.Pointer[placer] // the placement loop, nil when not running
 
 	decomMu sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
+	replMu  sync.Mutex // serializes changes of the replication factor (cluster.json, then settings and gossip)
 	// backupMu serializes backups (Backup), and Close takes it to set backupClosed before
 	// Pebble closes, so that no checkpoint runs on a closed store.
 	backupMu     sync.Mutex
@@ -133,6 +134,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if haveSettings {
 		if err := checkSettings(stored, cfg.Shards, cfg.Replication, cfg.DataDir); err != nil {
 			return nil, err
+		}
+		if note := replicationFlagNote(stored, cfg.Replication); note != "" {
+			n.log.Info(note)
 		}
 		n.settings.Store(&stored)
 	}
@@ -349,6 +353,9 @@ func (n *Node) establishCluster(ctx context.Context) error {
 		if err := checkSettings(s, n.cfg.Shards, n.cfg.Replication, n.cfg.DataDir); err != nil {
 			return err
 		}
+		if note := replicationFlagNote(s, n.cfg.Replication); note != "" {
+			n.log.Info(note)
+		}
 		if err := n.confirmName(); err != nil {
 			return err
 		}
@@ -359,7 +366,7 @@ func (n *Node) establishCluster(ctx context.Context) error {
 	}
 	n.settings.Store(&s)
 	return n.gossip().UpdateMeta(func(m *membership.Meta) {
-		m.ClusterID, m.Shards, m.Replication = s.ClusterID, s.Shards, s.Replication
+		m.ClusterID, m.Shards, m.Replication, m.ReplicationEpoch = s.ClusterID, s.Shards, s.Replication, s.ReplicationEpoch
 	})
 }
 
@@ -380,7 +387,10 @@ func (n *Node) waitForCluster(ctx context.Context) (Settings, error) {
 		for _, m := range n.gossip().Members() {
 			if m.Alive && m.NodeID != n.dir.id.NodeID && m.ClusterID != "" && m.Shards != 0 && m.Replication != 0 {
 				clusters[m.ClusterID] = true
-				found = &Settings{ClusterID: m.ClusterID, Shards: m.Shards, Replication: m.Replication}
+				s := Settings{ClusterID: m.ClusterID, Shards: m.Shards, Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}
+				if found == nil || newerReplication(s, *found) { // the latest factor among them
+					found = &s
+				}
 			}
 		}
 		if len(clusters) > 1 {

@@ -412,10 +412,11 @@ func (p *placer) jittered() time.Duration {
 func (p *placer) round(now time.Time) {
 	n := p.n
 	self := n.ID()
+	members := n.Members()
+	n.followReplication(members)
 	repl := int(n.Settings().Replication)
 	desired := n.DesiredReplicas()
 	without := map[string][][]uint64{} // desiredWithout, by the members left out
-	members := n.Members()
 	deadAfter := n.cfg.DeadAfter
 	under, pending, kept, unheard := 0, 0, 0, 0
 

@@ -108,10 +108,10 @@ func (n *Node) otherCluster(ctx context.Context) error {
 }
 
 // peerMethod reports the methods only the cluster's nodes may call: the Raft service, and
-// Decommission and Recommission, an operator's acts.
+// Decommission, Recommission and SetReplication, an operator's acts.
 func peerMethod(method string) bool {
 	return strings.HasPrefix(method, "/shoal.v1.Raft/") || method == "/shoal.v1.Cluster/Decommission" ||
-		method == "/shoal.v1.Cluster/Recommission"
+		method == "/shoal.v1.Cluster/Recommission" || method == "/shoal.v1.Cluster/SetReplication"
 }
 
 // peersOnly refuses a peer method (peerMethod) to a caller whose TLS certificate does not

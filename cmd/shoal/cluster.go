@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +19,7 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/clusterstatus"
+	"github.com/shoaldb/shoal/node"
 )
 
 func (a *app) clusterCmd() *cobra.Command {
@@ -61,8 +63,81 @@ side for its view. A node that cannot be reached fails the command (exit code 1)
 	}
 	a.serverFlag(status, &server)
 	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
-	cmd.AddCommand(status, a.clusterBackupCmd())
+	cmd.AddCommand(status, a.clusterBackupCmd(), a.setReplicationCmd())
 	return cmd
+}
+
+func (a *app) setReplicationCmd() *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "set-replication N",
+		Short: "Change the cluster's replication factor (1..7)",
+		Long: `Change how many replicas every shard has. The node at --server records the new
+factor and gossips it; each shard's leader then adds replicas (a learner that catches
+up, then a voter) or removes extra voters, one step at a time and never below a
+quorum, as far as the cluster has nodes and zones to hold them. Setting the factor the
+cluster has changes nothing. Follow the moves with 'shoal cluster status'. Every node
+must run a version that follows a change (the command says which one does not).`,
+		Args: exactArgs("N"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := strconv.Atoi(args[0])
+			if err != nil || r < 1 || r > node.MaxReplication {
+				return usagef("replication factor %q out of range 1..%d", args[0], node.MaxReplication)
+			}
+			return a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+				ch, err := c.SetReplication(ctx, r)
+				switch {
+				case status.Code(err) == codes.Unimplemented:
+					return &explainedError{code: exitError, msg: "the node that answered runs a version that cannot change " +
+						"the replication factor: upgrade every node first"}
+				case status.Code(err) == codes.FailedPrecondition: // the server answered: say what it said
+					return errors.New(sentence(status.Convert(err).Message()))
+				case err != nil:
+					return a.unreachable(err, server)
+				case !ch.Changed:
+					_, err = fmt.Fprintf(a.stdout, "the replication factor is %d already: nothing changed\n", ch.Replication)
+					return err
+				}
+				if _, err := fmt.Fprintf(a.stdout, "replication factor set to %d (change %d): each shard's leader now moves its "+
+					"replicas toward it, one step at a time; follow with 'shoal cluster status'\n", ch.Replication, ch.Epoch); err != nil {
+					return err
+				}
+				// Best effort: say at once when the cluster cannot hold that many replicas yet.
+				st, err := c.Status(ctx)
+				if err != nil {
+					return nil
+				}
+				if note := replicaRoom(clusterstatus.New(st), int(ch.Replication)); note != "" {
+					fmt.Fprintf(a.stdout, "note: %s\n", note)
+				}
+				return nil
+			})
+		},
+	}
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// replicaRoom says, when s's cluster has fewer nodes able to hold replicas (alive, not
+// decommissioning), or fewer zones among them, than replication, that its shards stay
+// under-replicated ("" otherwise).
+func replicaRoom(s *clusterstatus.Status, replication int) string {
+	nodes, zones := 0, map[string]bool{}
+	for _, n := range s.Nodes {
+		if n.State == "alive" && !n.Decommissioning {
+			nodes++
+			zones[n.Zone] = true
+		}
+	}
+	switch {
+	case nodes < replication:
+		return fmt.Sprintf("the cluster has %s to hold replicas: its shards stay under-replicated (%d of %d) until more join",
+			clusterstatus.Count(nodes, "node"), nodes, replication)
+	case len(zones) < replication && !zones[""]:
+		return fmt.Sprintf("the cluster's nodes are in %s: shards get %d replicas, but count as under-replicated "+
+			"(fewer zones than replicas) until nodes of more zones join", clusterstatus.Count(len(zones), "zone"), replication)
+	}
+	return ""
 }
 
 func (a *app) nodeCmd() *cobra.Command {

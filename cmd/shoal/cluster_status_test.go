@@ -2,12 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/clusterstatus"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
 )
 
 // A shard with a voter on a dead node runs on the others, one failure from unavailable: it is
@@ -110,4 +114,41 @@ func TestClusterStatusPartialView(t *testing.T) {
 	if !strings.Contains(out.String(), "2 unavailable\n") {
 		t.Errorf("an older server's leaderless shards not unavailable:\n%s", out.String())
 	}
+}
+
+// TestSetReplicationCLI: `cluster set-replication` raises a two-node cluster's factor from 1 to
+// 2, says that nothing changed when repeated, and notes that a factor of 3 leaves the shards
+// under-replicated on two nodes.
+func TestSetReplicationCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two servers")
+	}
+	c := testnode.Start(t, 2, testnode.Options{Shards: 2, Replication: 1, Configure: func(i int, cfg *node.Config) {
+		cfg.Zone = fmt.Sprintf("z%d", i+1)
+	}})
+	server := c.Nodes[0].Addr()
+	for _, tc := range []struct {
+		r    string
+		want []string
+	}{
+		{"2", []string{"replication factor set to 2 (change 1)"}},
+		{"2", []string{"the replication factor is 2 already: nothing changed"}},
+		{"3", []string{"replication factor set to 3 (change 2)",
+			"note: the cluster has 2 nodes to hold replicas: its shards stay under-replicated (2 of 3) until more join"}},
+	} {
+		code, out, errOut := runCLI(t, nil, "", "cluster", "set-replication", tc.r, "--server", server)
+		for _, w := range tc.want {
+			if code != exitOK || !strings.Contains(out, w) {
+				t.Fatalf("set-replication %s: exit %d\n%s%s\nwant %q", tc.r, code, out, errOut, w)
+			}
+		}
+	}
+	testnode.WaitFor(t, 20*time.Second, "both nodes at replication 3", func() string {
+		for _, n := range c.Nodes {
+			if r := n.Settings().Replication; r != 3 {
+				return fmt.Sprintf("%s at %d", n.Name(), r)
+			}
+		}
+		return ""
+	})
 }

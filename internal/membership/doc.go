@@ -61,6 +61,8 @@
 //	|         | reserved (0, and ignored when read)                        |
 //	| Format  | uvarint: highest shard format the node applies; absent     |
 //	|         | (read as 0) from nodes that predate it                     |
+//	| Epoch   | uvarint: ReplicationEpoch; absent from nodes that predate  |
+//	|         | it (FollowsReplication false)                              |
 //	| ...     | fields of later versions; ignored by this decoder          |
 //	+---------+------------------------------------------------------------+
 //

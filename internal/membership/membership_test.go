@@ -37,7 +37,7 @@ func testConfig(t *testing.T, name string, id uint64, cluster string, join ...st
 		Bind:   testaddr.Gossip(t),
 		Join:   join,
 		Logger: testLogger(t),
-		Meta:   Meta{NodeID: id, Name: name, Zone: "z-" + name, GRPCAddr: "127.0.0.1:1" + fmt.Sprint(id), ClusterID: cluster, Shards: 32, Replication: 3},
+		Meta:   Meta{NodeID: id, Name: name, Zone: "z-" + name, GRPCAddr: "127.0.0.1:1" + fmt.Sprint(id), ClusterID: cluster, Shards: 32, Replication: 3, FollowsReplication: true},
 	}
 }
 

@@ -33,6 +33,13 @@ type Meta struct {
 	// ShardFormat is the highest shard format the node's version applies (shard.MaxFormat);
 	// 0 from versions before it was gossiped, which apply format 1 only.
 	ShardFormat uint64
+	// ReplicationEpoch counts the changes made to Replication since the cluster was created
+	// (shoal cluster set-replication): a node adopts a member's factor of a higher epoch, or
+	// of the same epoch and larger, so that every node settles on one.
+	ReplicationEpoch uint64
+	// FollowsReplication is set by DecodeMeta when the member's version gossips
+	// ReplicationEpoch, and so follows changes of the factor; EncodeMeta always writes it.
+	FollowsReplication bool
 }
 
 // MetaTooLongError is returned by EncodeMeta, Start and UpdateMeta when the
@@ -75,6 +82,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	}
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, m.ShardFormat)
+	b = binary.AppendUvarint(b, m.ReplicationEpoch)
 	if len(b) > MaxMetaSize {
 		return nil, &MetaTooLongError{Size: len(b), Limit: MaxMetaSize}
 	}
@@ -112,6 +120,10 @@ func DecodeMeta(b []byte) (Meta, error) {
 	m.Stopping = flags&flagStopping != 0
 	if d.err == nil && len(d.b) > 0 {
 		m.ShardFormat = d.uvarint("shard format")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.ReplicationEpoch = d.uvarint("replication epoch")
+		m.FollowsReplication = true
 	}
 	if d.err != nil {
 		return Meta{}, d.err

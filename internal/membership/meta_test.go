@@ -8,11 +8,13 @@ import (
 
 func fullMeta() Meta {
 	return Meta{NodeID: 1<<63 + 12345, Name: "node-a", Zone: "eu-1a", GRPCAddr: "10.0.0.1:7400",
-		HTTPAddr: "10.0.0.1:7480", ClusterID: "c0ffee", Version: "v0.1.0", Shards: 32, Replication: 3, Decommissioning: true, ShardFormat: 2}
+		HTTPAddr: "10.0.0.1:7480", ClusterID: "c0ffee", Version: "v0.1.0", Shards: 32, Replication: 3, Decommissioning: true, ShardFormat: 2,
+		ReplicationEpoch: 4, FollowsReplication: true}
 }
 
 func TestMetaRoundTrip(t *testing.T) {
-	for _, m := range []Meta{{}, {NodeID: 1}, fullMeta(), {NodeID: 2, Stopping: true}} {
+	for _, m := range []Meta{{FollowsReplication: true}, {NodeID: 1, FollowsReplication: true}, fullMeta(),
+		{NodeID: 2, Stopping: true, FollowsReplication: true}} {
 		b, err := EncodeMeta(m)
 		if err != nil {
 			t.Fatal(err)
@@ -42,9 +44,9 @@ func TestMetaUnknownFlagsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)-2] = 0x80 // a flag of some later version (the last byte is ShardFormat)
+	b[len(b)-3] = 0x80 // a flag of some later version (the last bytes are ShardFormat and ReplicationEpoch)
 	got, err := DecodeMeta(b)
-	if err != nil || got != (Meta{NodeID: 3, Name: "n3"}) {
+	if err != nil || got != (Meta{NodeID: 3, Name: "n3", FollowsReplication: true}) {
 		t.Fatalf("decoding with an unknown flag: %+v, %v", got, err)
 	}
 }
@@ -57,10 +59,25 @@ func TestMetaWithoutShardFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecodeMeta(b[:len(b)-1])
-	m.ShardFormat = 0
+	got, err := DecodeMeta(b[:len(b)-2])
+	m.ShardFormat, m.ReplicationEpoch, m.FollowsReplication = 0, 0, false
 	if err != nil || got != m {
 		t.Fatalf("meta without the shard format: %+v, %v; want %+v", got, err, m)
+	}
+}
+
+// A node of a version before ReplicationEpoch sends meta that ends after the shard format: it
+// does not follow changes of the replication factor.
+func TestMetaWithoutReplicationEpoch(t *testing.T) {
+	m := fullMeta()
+	b, err := EncodeMeta(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeMeta(b[:len(b)-1])
+	m.ReplicationEpoch, m.FollowsReplication = 0, false
+	if err != nil || got != m {
+		t.Fatalf("meta without the replication epoch: %+v, %v; want %+v", got, err, m)
 	}
 }
 
@@ -82,7 +99,7 @@ func TestDecodeMetaCorrupt(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":     nil,
 		"version 0": {0, 1},
-		"truncated": good[:len(good)-2],
+		"truncated": good[:len(good)-8], // inside the version string
 		"bad len":   {1, 1, 200, 'a'},
 		"bad utf8":  {1, 1, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0},
 		"shards64":  append([]byte{1, 1, 0, 0, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0),

@@ -2825,6 +2825,110 @@ func (*SettingsRequest) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
+type SetReplicationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replication   uint32                 `protobuf:"varint,1,opt,name=replication,proto3" json:"replication,omitempty"` // the new factor, 1..7
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicationRequest) Reset() {
+	*x = SetReplicationRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicationRequest) ProtoMessage() {}
+
+func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicationRequest.ProtoReflect.Descriptor instead.
+func (*SetReplicationRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SetReplicationRequest) GetReplication() uint32 {
+	if x != nil {
+		return x.Replication
+	}
+	return 0
+}
+
+type SetReplicationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *ClusterSettings       `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"` // the cluster's settings with the new factor
+	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`  // false: the cluster already had this factor, nothing changed
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`      // the factor's epoch: the number of changes made to it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicationResponse) Reset() {
+	*x = SetReplicationResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicationResponse) ProtoMessage() {}
+
+func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicationResponse.ProtoReflect.Descriptor instead.
+func (*SetReplicationResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SetReplicationResponse) GetSettings() *ClusterSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetReplicationResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *SetReplicationResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type RaftBatch struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	From      uint64                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`
@@ -2844,7 +2948,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +2960,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +2973,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -2922,7 +3026,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3038,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3051,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
 }
 
 type SnapshotChunk struct {
@@ -2970,7 +3074,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3086,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3099,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -3259,7 +3363,13 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"G\n" +
 	"\x14RecommissionResponse\x12/\n" +
 	"\x13was_decommissioning\x18\x01 \x01(\bR\x12wasDecommissioning\"\x11\n" +
-	"\x0fSettingsRequest\"\x9f\x01\n" +
+	"\x0fSettingsRequest\"9\n" +
+	"\x15SetReplicationRequest\x12 \n" +
+	"\vreplication\x18\x01 \x01(\rR\vreplication\"\x7f\n" +
+	"\x16SetReplicationResponse\x125\n" +
+	"\bsettings\x18\x01 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x9f\x01\n" +
 	"\tRaftBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x1d\n" +
@@ -3288,14 +3398,15 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\tReadShard\x12\x1a.shoal.v1.ReadShardRequest\x1a\x1b.shoal.v1.ReadShardResponse0\x01\x12;\n" +
 	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
 	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x01\x12A\n" +
-	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse2\xa6\x03\n" +
+	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse2\xfb\x03\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
 	"\fDecommission\x12\x1d.shoal.v1.DecommissionRequest\x1a\x1e.shoal.v1.DecommissionResponse\x12M\n" +
 	"\fRecommission\x12\x1d.shoal.v1.RecommissionRequest\x1a\x1e.shoal.v1.RecommissionResponse\x12@\n" +
 	"\bSettings\x12\x19.shoal.v1.SettingsRequest\x1a\x19.shoal.v1.ClusterSettings\x12;\n" +
-	"\x06Backup\x12\x17.shoal.v1.BackupRequest\x1a\x18.shoal.v1.BackupResponse2r\n" +
+	"\x06Backup\x12\x17.shoal.v1.BackupRequest\x1a\x18.shoal.v1.BackupResponse\x12S\n" +
+	"\x0eSetReplication\x12\x1f.shoal.v1.SetReplicationRequest\x1a .shoal.v1.SetReplicationResponse2r\n" +
 	"\x04Raft\x120\n" +
 	"\x04Send\x12\x13.shoal.v1.RaftBatch\x1a\x11.shoal.v1.RaftAck(\x01\x128\n" +
 	"\bSnapshot\x12\x17.shoal.v1.SnapshotChunk\x1a\x11.shoal.v1.RaftAck(\x01B/Z-github.com/shoaldb/shoal/api/shoal/v1;shoalv1b\x06proto3"
@@ -3313,54 +3424,56 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_shoal_v1_shoal_proto_goTypes = []any{
-	(Deletion)(0),                // 0: shoal.v1.Deletion
-	(ExpectedVersion_Kind)(0),    // 1: shoal.v1.ExpectedVersion.Kind
-	(*ExpectedVersion)(nil),      // 2: shoal.v1.ExpectedVersion
-	(*EventData)(nil),            // 3: shoal.v1.EventData
-	(*AppendRequest)(nil),        // 4: shoal.v1.AppendRequest
-	(*AppendResponse)(nil),       // 5: shoal.v1.AppendResponse
-	(*AppendItem)(nil),           // 6: shoal.v1.AppendItem
-	(*AppendBatch)(nil),          // 7: shoal.v1.AppendBatch
-	(*ItemStatus)(nil),           // 8: shoal.v1.ItemStatus
-	(*AppendItemResult)(nil),     // 9: shoal.v1.AppendItemResult
-	(*AppendResults)(nil),        // 10: shoal.v1.AppendResults
-	(*RecordedEvent)(nil),        // 11: shoal.v1.RecordedEvent
-	(*ReadRequest)(nil),          // 12: shoal.v1.ReadRequest
-	(*ReadResponse)(nil),         // 13: shoal.v1.ReadResponse
-	(*ReadShardRequest)(nil),     // 14: shoal.v1.ReadShardRequest
-	(*ReadShardResponse)(nil),    // 15: shoal.v1.ReadShardResponse
-	(*DeleteRequest)(nil),        // 16: shoal.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 17: shoal.v1.DeleteResponse
-	(*TruncateRequest)(nil),      // 18: shoal.v1.TruncateRequest
-	(*TruncateResponse)(nil),     // 19: shoal.v1.TruncateResponse
-	(*WrongExpectedVersion)(nil), // 20: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),       // 21: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),        // 22: shoal.v1.StreamDeleted
-	(*HistoryTruncated)(nil),     // 23: shoal.v1.HistoryTruncated
-	(*InvalidField)(nil),         // 24: shoal.v1.InvalidField
-	(*IDConflict)(nil),           // 25: shoal.v1.IDConflict
-	(*NotLeader)(nil),            // 26: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),      // 27: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),      // 28: shoal.v1.TopologyRequest
-	(*SuspectLeader)(nil),        // 29: shoal.v1.SuspectLeader
-	(*NodeInfo)(nil),             // 30: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),            // 31: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),     // 32: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),        // 33: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),       // 34: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),  // 35: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil), // 36: shoal.v1.DecommissionResponse
-	(*BackupRequest)(nil),        // 37: shoal.v1.BackupRequest
-	(*BackupResponse)(nil),       // 38: shoal.v1.BackupResponse
-	(*RecommissionRequest)(nil),  // 39: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil), // 40: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),      // 41: shoal.v1.SettingsRequest
-	(*RaftBatch)(nil),            // 42: shoal.v1.RaftBatch
-	(*RaftAck)(nil),              // 43: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),        // 44: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),            // 45: google.protobuf.Any
+	(Deletion)(0),                  // 0: shoal.v1.Deletion
+	(ExpectedVersion_Kind)(0),      // 1: shoal.v1.ExpectedVersion.Kind
+	(*ExpectedVersion)(nil),        // 2: shoal.v1.ExpectedVersion
+	(*EventData)(nil),              // 3: shoal.v1.EventData
+	(*AppendRequest)(nil),          // 4: shoal.v1.AppendRequest
+	(*AppendResponse)(nil),         // 5: shoal.v1.AppendResponse
+	(*AppendItem)(nil),             // 6: shoal.v1.AppendItem
+	(*AppendBatch)(nil),            // 7: shoal.v1.AppendBatch
+	(*ItemStatus)(nil),             // 8: shoal.v1.ItemStatus
+	(*AppendItemResult)(nil),       // 9: shoal.v1.AppendItemResult
+	(*AppendResults)(nil),          // 10: shoal.v1.AppendResults
+	(*RecordedEvent)(nil),          // 11: shoal.v1.RecordedEvent
+	(*ReadRequest)(nil),            // 12: shoal.v1.ReadRequest
+	(*ReadResponse)(nil),           // 13: shoal.v1.ReadResponse
+	(*ReadShardRequest)(nil),       // 14: shoal.v1.ReadShardRequest
+	(*ReadShardResponse)(nil),      // 15: shoal.v1.ReadShardResponse
+	(*DeleteRequest)(nil),          // 16: shoal.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 17: shoal.v1.DeleteResponse
+	(*TruncateRequest)(nil),        // 18: shoal.v1.TruncateRequest
+	(*TruncateResponse)(nil),       // 19: shoal.v1.TruncateResponse
+	(*WrongExpectedVersion)(nil),   // 20: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),         // 21: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),          // 22: shoal.v1.StreamDeleted
+	(*HistoryTruncated)(nil),       // 23: shoal.v1.HistoryTruncated
+	(*InvalidField)(nil),           // 24: shoal.v1.InvalidField
+	(*IDConflict)(nil),             // 25: shoal.v1.IDConflict
+	(*NotLeader)(nil),              // 26: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),        // 27: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),        // 28: shoal.v1.TopologyRequest
+	(*SuspectLeader)(nil),          // 29: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),               // 30: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),              // 31: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),       // 32: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),          // 33: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),         // 34: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),    // 35: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),   // 36: shoal.v1.DecommissionResponse
+	(*BackupRequest)(nil),          // 37: shoal.v1.BackupRequest
+	(*BackupResponse)(nil),         // 38: shoal.v1.BackupResponse
+	(*RecommissionRequest)(nil),    // 39: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),   // 40: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),        // 41: shoal.v1.SettingsRequest
+	(*SetReplicationRequest)(nil),  // 42: shoal.v1.SetReplicationRequest
+	(*SetReplicationResponse)(nil), // 43: shoal.v1.SetReplicationResponse
+	(*RaftBatch)(nil),              // 44: shoal.v1.RaftBatch
+	(*RaftAck)(nil),                // 45: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),          // 46: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),              // 47: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -3368,7 +3481,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	45, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	47, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -3383,39 +3496,42 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	30, // 17: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
 	31, // 18: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
 	32, // 19: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	4,  // 20: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	12, // 21: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	14, // 22: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	16, // 23: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	7,  // 24: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	18, // 25: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
-	28, // 26: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	33, // 27: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	35, // 28: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	39, // 29: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	41, // 30: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	37, // 31: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
-	42, // 32: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	44, // 33: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	5,  // 34: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	13, // 35: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	15, // 36: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	17, // 37: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	10, // 38: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	19, // 39: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	32, // 40: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	34, // 41: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	36, // 42: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	40, // 43: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	27, // 44: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	38, // 45: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
-	43, // 46: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	43, // 47: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	34, // [34:48] is the sub-list for method output_type
-	20, // [20:34] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	27, // 20: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
+	4,  // 21: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	12, // 22: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	14, // 23: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	16, // 24: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	7,  // 25: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	18, // 26: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
+	28, // 27: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	33, // 28: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	35, // 29: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	39, // 30: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	41, // 31: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	37, // 32: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
+	42, // 33: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
+	44, // 34: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	46, // 35: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	5,  // 36: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	13, // 37: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	15, // 38: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	17, // 39: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	10, // 40: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	19, // 41: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	32, // 42: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	34, // 43: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	36, // 44: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	40, // 45: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	27, // 46: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	38, // 47: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
+	43, // 48: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
+	45, // 49: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	45, // 50: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	36, // [36:51] is the sub-list for method output_type
+	21, // [21:36] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -3429,7 +3545,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -348,12 +348,13 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Cluster_Topology_FullMethodName     = "/shoal.v1.Cluster/Topology"
-	Cluster_Status_FullMethodName       = "/shoal.v1.Cluster/Status"
-	Cluster_Decommission_FullMethodName = "/shoal.v1.Cluster/Decommission"
-	Cluster_Recommission_FullMethodName = "/shoal.v1.Cluster/Recommission"
-	Cluster_Settings_FullMethodName     = "/shoal.v1.Cluster/Settings"
-	Cluster_Backup_FullMethodName       = "/shoal.v1.Cluster/Backup"
+	Cluster_Topology_FullMethodName       = "/shoal.v1.Cluster/Topology"
+	Cluster_Status_FullMethodName         = "/shoal.v1.Cluster/Status"
+	Cluster_Decommission_FullMethodName   = "/shoal.v1.Cluster/Decommission"
+	Cluster_Recommission_FullMethodName   = "/shoal.v1.Cluster/Recommission"
+	Cluster_Settings_FullMethodName       = "/shoal.v1.Cluster/Settings"
+	Cluster_Backup_FullMethodName         = "/shoal.v1.Cluster/Backup"
+	Cluster_SetReplication_FullMethodName = "/shoal.v1.Cluster/SetReplication"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -366,13 +367,21 @@ type ClusterClient interface {
 	// Recommission cancels a node's decommission: placement may give it replicas
 	// and leaderships again. Nodes of earlier versions answer UNIMPLEMENTED.
 	Recommission(ctx context.Context, in *RecommissionRequest, opts ...grpc.CallOption) (*RecommissionResponse, error)
-	// Settings returns the cluster's immutable settings; joining nodes call it.
+	// Settings returns the cluster's settings; joining nodes call it. The ID and the shard
+	// count are fixed; the replication factor changes with SetReplication.
 	Settings(ctx context.Context, in *SettingsRequest, opts ...grpc.CallOption) (*ClusterSettings, error)
 	// Backup writes a consistent copy of a node's data directory (a Pebble checkpoint of its
 	// store and its identity, cluster and groups files) into a new directory under that node's
 	// --backup-dir, while it serves. Any node forwards it to the named one. Nodes of earlier
 	// versions answer UNIMPLEMENTED.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error)
+	// SetReplication changes the cluster's replication factor. The node that takes it records
+	// the factor under a new epoch and gossips it; every node adopts the highest epoch's, and
+	// each shard's leader then adds or removes replicas toward it, one safe step at a time.
+	// Setting the factor the cluster already has changes nothing. Refused (FAILED_PRECONDITION)
+	// while a live member runs a version that cannot follow a change; nodes of earlier versions
+	// answer UNIMPLEMENTED.
+	SetReplication(ctx context.Context, in *SetReplicationRequest, opts ...grpc.CallOption) (*SetReplicationResponse, error)
 }
 
 type clusterClient struct {
@@ -443,6 +452,16 @@ func (c *clusterClient) Backup(ctx context.Context, in *BackupRequest, opts ...g
 	return out, nil
 }
 
+func (c *clusterClient) SetReplication(ctx context.Context, in *SetReplicationRequest, opts ...grpc.CallOption) (*SetReplicationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetReplicationResponse)
+	err := c.cc.Invoke(ctx, Cluster_SetReplication_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -453,13 +472,21 @@ type ClusterServer interface {
 	// Recommission cancels a node's decommission: placement may give it replicas
 	// and leaderships again. Nodes of earlier versions answer UNIMPLEMENTED.
 	Recommission(context.Context, *RecommissionRequest) (*RecommissionResponse, error)
-	// Settings returns the cluster's immutable settings; joining nodes call it.
+	// Settings returns the cluster's settings; joining nodes call it. The ID and the shard
+	// count are fixed; the replication factor changes with SetReplication.
 	Settings(context.Context, *SettingsRequest) (*ClusterSettings, error)
 	// Backup writes a consistent copy of a node's data directory (a Pebble checkpoint of its
 	// store and its identity, cluster and groups files) into a new directory under that node's
 	// --backup-dir, while it serves. Any node forwards it to the named one. Nodes of earlier
 	// versions answer UNIMPLEMENTED.
 	Backup(context.Context, *BackupRequest) (*BackupResponse, error)
+	// SetReplication changes the cluster's replication factor. The node that takes it records
+	// the factor under a new epoch and gossips it; every node adopts the highest epoch's, and
+	// each shard's leader then adds or removes replicas toward it, one safe step at a time.
+	// Setting the factor the cluster already has changes nothing. Refused (FAILED_PRECONDITION)
+	// while a live member runs a version that cannot follow a change; nodes of earlier versions
+	// answer UNIMPLEMENTED.
+	SetReplication(context.Context, *SetReplicationRequest) (*SetReplicationResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -487,6 +514,9 @@ func (UnimplementedClusterServer) Settings(context.Context, *SettingsRequest) (*
 }
 func (UnimplementedClusterServer) Backup(context.Context, *BackupRequest) (*BackupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedClusterServer) SetReplication(context.Context, *SetReplicationRequest) (*SetReplicationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetReplication not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -617,6 +647,24 @@ func _Cluster_Backup_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SetReplication_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetReplicationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).SetReplication(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_SetReplication_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).SetReplication(ctx, req.(*SetReplicationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -647,6 +695,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Backup",
 			Handler:    _Cluster_Backup_Handler,
+		},
+		{
+			MethodName: "SetReplication",
+			Handler:    _Cluster_SetReplication_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,155 @@
+package node
+
+import (
+	"fmt"
+
+	"github.com/shoaldb/shoal/internal/membership"
+)
+
+// Changing the replication factor (shoal cluster set-replication).
+//
+// The factor is a setting of the whole cluster, kept by every node in cluster.json and gossiped
+// with an epoch: the number of changes made to it. The node that takes a change records the
+// factor under an epoch above every one it knows and gossips it; every node adopts the factor of
+// the highest epoch it sees (equal epochs, from changes made at once on two nodes: the larger
+// factor), so all of them settle on one. The placement loop reads the factor each round: each
+// shard's leader then adds replicas (learner, caught up, voter) or removes extra voters, one
+// safe step at a time, as it does when nodes join or leave. Until a node hears of a change it
+// places its shards by the factor it has, which the next rounds correct.
+
+// newerReplication reports whether a's factor supersedes b's.
+func newerReplication(a, b Settings) bool {
+	if a.ReplicationEpoch != b.ReplicationEpoch {
+		return a.ReplicationEpoch > b.ReplicationEpoch
+	}
+	return a.Replication > b.Replication
+}
+
+// ReplicationError refuses a change of the replication factor. Is(ErrConfigConflict) when a
+// live member cannot follow the change.
+type ReplicationError struct {
+	Replication int
+	// Member names the live member whose version does not follow changes of the factor ("" when
+	// the factor is out of range).
+	Member, Version string
+}
+
+func (e *ReplicationError) Error() string {
+	if e.Member == "" {
+		return fmt.Sprintf("node: replication factor %d out of range 1..%d", e.Replication, MaxReplication)
+	}
+	return fmt.Sprintf("node: cannot change the replication factor to %d: member %q runs version %q, which does not follow "+
+		"a change of it; upgrade every node first", e.Replication, e.Member, e.Version)
+}
+
+// Is reports whether target is ErrConfigConflict, for a member that cannot follow.
+func (e *ReplicationError) Is(target error) bool {
+	return e.Member != "" && target == ErrConfigConflict
+}
+
+// SetReplication changes the cluster's replication factor to r (1..MaxReplication): it records
+// it in this node's data directory under a new epoch and gossips it, and the other nodes adopt
+// it within a gossip round or two. It returns the settings, and whether they changed: setting
+// the factor the cluster already has (as this node knows it) changes nothing, so a retry is
+// safe. Refused (*ReplicationError) while a live member runs a version that cannot follow a
+// change, since it would go on placing its shards by the old factor.
+func (n *Node) SetReplication(r int) (Settings, bool, error) {
+	n.replMu.Lock()
+	defer n.replMu.Unlock()
+	cur := n.settings.Load()
+	if cur == nil {
+		return Settings{}, false, conflictf("this node does not know its cluster's settings yet: it is still joining")
+	}
+	s, changed, err := replicationChange(*cur, n.ID(), n.Members(), r)
+	if err != nil {
+		return Settings{}, false, err
+	}
+	why := ""
+	if changed {
+		why = "requested here"
+	}
+	return s, changed, n.adoptReplication(s, why)
+}
+
+// replicationChange returns the settings that set the replication factor of cur, node self's,
+// to r, given the cluster's members: r under an epoch above every one known, or, when the
+// latest factor known (cur's or a member's) is r already, those settings, unchanged (changed
+// false).
+func replicationChange(cur Settings, self uint64, members []membership.Member, r int) (s Settings, changed bool, err error) {
+	if r < 1 || r > MaxReplication {
+		return Settings{}, false, &ReplicationError{Replication: r}
+	}
+	s = cur
+	for _, m := range members {
+		if m.NodeID == self || m.ClusterID != cur.ClusterID || m.Replication == 0 {
+			continue
+		}
+		if m.Alive && !m.FollowsReplication {
+			return Settings{}, false, &ReplicationError{Replication: r, Member: m.Name, Version: m.Version}
+		}
+		if ms := (Settings{Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}); newerReplication(ms, s) {
+			s.Replication, s.ReplicationEpoch = ms.Replication, ms.ReplicationEpoch
+		}
+	}
+	if s.Replication == uint32(r) {
+		return s, false, nil
+	}
+	s.Replication, s.ReplicationEpoch = uint32(r), s.ReplicationEpoch+1
+	return s, true, nil
+}
+
+// followReplication adopts the replication factor of the highest epoch among members, if it
+// supersedes this node's. The placement loop calls it every round.
+func (n *Node) followReplication(members []membership.Member) {
+	n.replMu.Lock()
+	defer n.replMu.Unlock()
+	cur := n.settings.Load()
+	if cur == nil {
+		return
+	}
+	best, from := *cur, ""
+	for _, m := range members {
+		ms := Settings{Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}
+		if m.NodeID != n.ID() && m.ClusterID == cur.ClusterID && m.Replication != 0 && newerReplication(ms, best) {
+			best.Replication, best.ReplicationEpoch, from = ms.Replication, ms.ReplicationEpoch, m.Name
+		}
+	}
+	if from == "" {
+		return
+	}
+	if err := n.adoptReplication(best, "gossiped by "+from); err != nil {
+		n.log.Error("cannot record the cluster's new replication factor; retrying next round", "err", err)
+	}
+}
+
+// adoptReplication makes s, of this node's cluster, the node's settings (when they differ):
+// first in the data directory, so that a restart keeps them, then in memory and gossip.
+// why says where the change comes from, for the log ("" logs nothing). Called with replMu.
+func (n *Node) adoptReplication(s Settings, why string) error {
+	cur := n.settings.Load()
+	if *cur == s {
+		return nil
+	}
+	if err := n.dir.saveSettings(s); err != nil {
+		return err
+	}
+	n.settings.Store(&s)
+	if why != "" {
+		n.log.Info("replication factor changed", "replication", s.Replication, "was", cur.Replication,
+			"epoch", s.ReplicationEpoch, "by", why)
+	}
+	return n.gossip().UpdateMeta(func(m *membership.Meta) {
+		m.Replication, m.ReplicationEpoch = s.Replication, s.ReplicationEpoch
+	})
+}
+
+// replicationFlagNote says, when a node's --replication differs from a cluster's factor that
+// was changed since its creation, that the flag is not applied ("" otherwise). checkSettings
+// refuses such a difference only while the factor is the one the cluster was created with.
+func replicationFlagNote(s Settings, replication int) string {
+	if replication == 0 || uint32(replication) == s.Replication || s.ReplicationEpoch == 0 {
+		return ""
+	}
+	return fmt.Sprintf("--replication %d applies when a cluster is created; cluster %s's factor is %d since it was changed "+
+		"(shoal cluster set-replication), and this node follows it", replication, s.ClusterID, s.Replication)
+}

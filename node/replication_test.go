@@ -1,0 +1,107 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
+)
+
+// TestSetReplication: four nodes in four zones, replication 3. Raising the factor to 4 through
+// one node gives every shard four voters; lowering it to 2 removes the extra ones; each node
+// records the factor. A node restarted with the --replication the cluster was created with
+// keeps the changed factor, and a node that was down while the factor changed follows it once
+// it is back. Out-of-range factors are refused and change nothing.
+func TestSetReplication(t *testing.T) {
+	t.Parallel()
+	c, _ := startPlacementCluster(t, 4)
+	waitPlaced(t, c, "initial placement", voters(3, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	set := func(via, r int) *shoalv1.SetReplicationResponse {
+		t.Helper()
+		res, err := shoalv1.NewClusterClient(c.Dial(t, via)).SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: uint32(r)})
+		if err != nil {
+			t.Fatalf("set the replication factor to %d through node %d: %v", r, via, err)
+		}
+		return res
+	}
+	following := func(r uint32, nodes ...*node.Node) {
+		t.Helper()
+		testnode.WaitFor(t, placementWait, fmt.Sprintf("every node at replication %d", r), func() string {
+			for _, n := range nodes {
+				if got := n.Settings().Replication; got != r {
+					return fmt.Sprintf("node %s at replication %d", n.Name(), got)
+				}
+			}
+			return ""
+		})
+	}
+
+	for _, r := range []uint32{0, node.MaxReplication + 1} {
+		_, err := shoalv1.NewClusterClient(c.Dial(t, 0)).SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: r})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("replication %d: %v, want INVALID_ARGUMENT", r, err)
+		}
+	}
+	if got := c.Nodes[0].Settings(); got.Replication != 3 || got.ReplicationEpoch != 0 {
+		t.Fatalf("after refused changes the settings are %+v", got)
+	}
+
+	if res := set(1, 4); !res.Changed || res.Epoch != 1 || res.GetSettings().GetReplication() != 4 {
+		t.Fatalf("raise to 4: %v", res)
+	}
+	following(4, c.Nodes...)
+	waitPlaced(t, c, "four voters per shard", voters(4, 0))
+	placementAppendRead(t, c, 2, 0, "after-raise")
+	if res := set(3, 4); res.Changed || res.Epoch != 1 {
+		t.Fatalf("raise to 4 again: %v, want nothing changed", res)
+	}
+
+	if res := set(2, 2); !res.Changed || res.Epoch != 2 {
+		t.Fatalf("lower to 2: %v", res)
+	}
+	following(2, c.Nodes...)
+	waitPlaced(t, c, "two voters per shard", voters(2, 0))
+	placementAppendRead(t, c, 0, 3, "after-lower")
+	for i, cfg := range c.Configs {
+		var s node.Settings
+		b, err := os.ReadFile(filepath.Join(cfg.DataDir, "cluster.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &s)
+		}
+		if err != nil || s.Replication != 2 || s.ReplicationEpoch != 2 {
+			t.Fatalf("node %d's cluster.json: %+v, %v", i, s, err)
+		}
+	}
+
+	// Down while the factor changes: node 3 comes back at 2 and follows the cluster to 3.
+	// Node 2, restarted with the factor the cluster was created with (a unit file's flag),
+	// keeps the cluster's.
+	c.Stop(t, 2)
+	cfg := c.Configs[2]
+	cfg.Replication = 3
+	back2, _ := startAgain(t, cfg, "restarting node 2 with --replication 3")
+	if got := back2.Settings().Replication; got != 2 {
+		t.Fatalf("node 2 restarted with --replication 3 took replication %d, want the cluster's 2", got)
+	}
+	c.Stop(t, 3)
+	if res := set(0, 3); !res.Changed || res.Epoch != 3 {
+		t.Fatalf("raise to 3 with node 3 down: %v", res)
+	}
+	back3, _ := startAgain(t, c.Configs[3], "restarting node 3")
+	following(3, c.Nodes[0], c.Nodes[1], back2, back3)
+	if got := back3.Settings().ReplicationEpoch; got != 3 {
+		t.Fatalf("node 3 follows replication epoch %d, want 3", got)
+	}
+}
