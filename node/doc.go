@@ -11,8 +11,9 @@
 //	LOCK                      flock(LOCK_EX|LOCK_NB) held while the node runs
 //	identity.json             {"node_id": random non-zero uint64, "name": "..."}
 //	                          created once; a wiped directory gets a new node ID
-//	cluster.json              {"cluster_id": uuid, "shards": N, "replication": R}
-//	                          written when the cluster is created or joined; immutable
+//	cluster.json              {"cluster_id": uuid, "shards": N, "replication": R, "replication_epoch": E}
+//	                          written when the cluster is created or joined, and when the
+//	                          replication factor changes (replication.go); ID and shards never change
 //	groups.json               [shard, ...]: the raft groups this node holds (reopened on
 //	                          restart); appended to when a leader adds a replica here
 //	peers.json                [gossip addr, ...]: the peers last seen alive; a restart
