@@ -190,6 +190,8 @@ var (
 		"Streams whose metadata this node's shards cache for appends (bounded by --stream-cache, shared evenly by the cluster's shards).", nil, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
 		"Shards of which this node's replica has known no leader for longer than an election can take (shoal_shard_leaderless summed). Such a shard is led by no node, so the placement gauges miss it; every replica of it counts it.", nil, nil)
+	descReplication = prometheus.NewDesc("shoal_replication_factor",
+		"The cluster's replication factor as this node knows it (shoal cluster set-replication changes it; nodes that show different factors have not all heard of a change yet).", nil, nil)
 	descUnanswered = prometheus.NewDesc("shoal_shard_status_unanswered",
 		"Local shards whose raft status the raft loop did not answer within a second of the scrape (a loop stalled, as on a hung disk): their shoal_shard_voters, shoal_shard_under_replicated and shoal_shard_leaderless are left out of it.", nil, nil)
 )
@@ -212,12 +214,16 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLeaderless
 	ch <- descLeaderlessShards
 	ch <- descCachedStreams
+	ch <- descReplication
 	ch <- descUnanswered
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	repl := int(n.Settings().Replication)
+	if repl > 0 {
+		ch <- prometheus.MustNewConstMetric(descReplication, prometheus.GaugeValue, float64(repl))
+	}
 	members := n.Members()
 	zones := zonesOf(members)
 	alive := make(map[uint64]bool, len(members))

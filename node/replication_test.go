@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -24,7 +26,7 @@ import (
 // it is back. Out-of-range factors are refused and change nothing.
 func TestSetReplication(t *testing.T) {
 	t.Parallel()
-	c, _ := startPlacementCluster(t, 4)
+	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -62,6 +64,16 @@ func TestSetReplication(t *testing.T) {
 		t.Fatalf("raise to 4: %v", res)
 	}
 	following(4, c.Nodes...)
+	for n, reg := range regs {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == "shoal_replication_factor" })
+		if i < 0 || mfs[i].GetMetric()[0].GetGauge().GetValue() != 4 {
+			t.Fatalf("node %d: no shoal_replication_factor of 4 in %v", n, mfs)
+		}
+	}
 	waitPlaced(t, c, "four voters per shard", voters(4, 0))
 	placementAppendRead(t, c, 2, 0, "after-raise")
 	if res := set(3, 4); res.Changed || res.Epoch != 1 {
