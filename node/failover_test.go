@@ -407,24 +407,9 @@ func TestFailoverUnderLoad(t *testing.T) {
 
 	// Every acknowledged event exactly once, at dense versions (linearizable
 	// reads through the client), and nothing else.
+	checkAcknowledged(ctx, t, cl, streams)
 	perShard := map[uint32]map[uuid.UUID]string{}
 	for _, s := range streams {
-		var got []uuid.UUID
-		for ev, err := range cl.Read(ctx, s.name) {
-			if errors.Is(err, client.ErrStreamNotFound) && len(s.ids) == 0 {
-				break
-			}
-			if err != nil {
-				t.Fatalf("read %s: %v", s.name, err)
-			}
-			if ev.Version != uint64(len(got)) {
-				t.Fatalf("%s: version %d at index %d (not dense)", s.name, ev.Version, len(got))
-			}
-			got = append(got, ev.ID)
-		}
-		if !slices.Equal(got, s.ids) {
-			t.Fatalf("%s: read %d events, acknowledged %d; first difference at %d", s.name, len(got), len(s.ids), firstDiff(got, s.ids))
-		}
 		sh := ring.ShardOf(s.name, failoverShards)
 		if perShard[sh] == nil {
 			perShard[sh] = map[uuid.UUID]string{}
@@ -453,6 +438,33 @@ func TestFailoverUnderLoad(t *testing.T) {
 			seen[id] = true
 		}
 	}
+}
+
+// checkAcknowledged reads every stream through cl (linearizable) and checks that it holds
+// exactly the events acknowledged to it, in order, at dense versions; it returns their count.
+func checkAcknowledged(ctx context.Context, t *testing.T, cl *client.Client, streams []*ownedStream) int {
+	t.Helper()
+	total := 0
+	for _, s := range streams {
+		var got []uuid.UUID
+		for ev, err := range cl.Read(ctx, s.name) {
+			if errors.Is(err, client.ErrStreamNotFound) && len(s.ids) == 0 {
+				break
+			}
+			if err != nil {
+				t.Fatalf("read %s: %v", s.name, err)
+			}
+			if ev.Version != uint64(len(got)) {
+				t.Fatalf("%s: version %d at index %d (not dense)", s.name, ev.Version, len(got))
+			}
+			got = append(got, ev.ID)
+		}
+		if !slices.Equal(got, s.ids) {
+			t.Fatalf("%s: read %d events, acknowledged %d; first difference at %d", s.name, len(got), len(s.ids), firstDiff(got, s.ids))
+		}
+		total += len(s.ids)
+	}
+	return total
 }
 
 func firstDiff(a, b []uuid.UUID) int {

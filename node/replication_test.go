@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,13 +18,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
 )
 
 // TestSetReplication: four nodes in four zones, replication 3. Raising the factor to 4 through
 // one node gives every shard four voters; lowering it to 2 removes the extra ones; each node
-// records the factor. A node restarted with the --replication the cluster was created with
+// records the factor. Writers append with exact expected versions throughout both changes, and
+// every append they had acknowledged is there once, at dense versions. A node restarted with the --replication the cluster was created with
 // keeps the changed factor, and a node that was down while the factor changed follows it once
 // it is back. Out-of-range factors are refused and change nothing.
 func TestSetReplication(t *testing.T) {
@@ -60,6 +65,7 @@ func TestSetReplication(t *testing.T) {
 		t.Fatalf("after refused changes the settings are %+v", got)
 	}
 
+	w := startVersionedWriters(ctx, t, c.Addrs(), testSeed(t))
 	if res := set(1, 4); !res.Changed || res.Epoch != 1 || res.GetSettings().GetReplication() != 4 {
 		t.Fatalf("raise to 4: %v", res)
 	}
@@ -86,6 +92,7 @@ func TestSetReplication(t *testing.T) {
 	following(2, c.Nodes...)
 	waitPlaced(t, c, "two voters per shard", voters(2, 0))
 	placementAppendRead(t, c, 0, 3, "after-lower")
+	w.stopAndCheck(ctx, t)
 	for i, cfg := range c.Configs {
 		var s node.Settings
 		b, err := os.ReadFile(filepath.Join(cfg.DataDir, "cluster.json"))
@@ -116,4 +123,74 @@ func TestSetReplication(t *testing.T) {
 	if got := back3.Settings().ReplicationEpoch; got != 3 {
 		t.Fatalf("node 3 follows replication epoch %d, want 3", got)
 	}
+}
+
+// versionedWriters append single events with exact expected versions to streams of their own
+// until stopped, resending unknown outcomes (appendResolved), and keep what was acknowledged.
+type versionedWriters struct {
+	cl      *client.Client
+	stop    atomic.Bool
+	wg      sync.WaitGroup
+	streams []*ownedStream
+	mu      sync.Mutex
+	failure error
+}
+
+func startVersionedWriters(ctx context.Context, t *testing.T, addrs []string, seed uint64) *versionedWriters {
+	t.Helper()
+	cl, err := client.Dial(ctx, addrs, client.WithRetry(client.RetryPolicy{MaxElapsed: 1500 * time.Millisecond, AttemptTimeout: time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	const writers, perWriter = 4, 3
+	w := &versionedWriters{cl: cl}
+	for i := range writers {
+		owned := make([]*ownedStream, perWriter)
+		for j := range owned {
+			owned[j] = &ownedStream{name: fmt.Sprintf("vw-%d-%d-%d", seed%1000, i, j)}
+		}
+		w.streams = append(w.streams, owned...)
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			for !w.stop.Load() {
+				st := owned[rng.IntN(len(owned))]
+				exp := client.NoStream
+				if len(st.ids) > 0 {
+					exp = client.Exact(uint64(len(st.ids) - 1))
+				}
+				ev := client.Event{ID: seededUUID(rng), Type: "Written"}
+				res, _, err := appendResolved(ctx, cl, st.name, exp, []client.Event{ev})
+				if err == nil && res.FirstVersion != uint64(len(st.ids)) {
+					err = fmt.Errorf("acknowledged at version %d, want %d", res.FirstVersion, len(st.ids))
+				}
+				if err != nil {
+					w.mu.Lock()
+					w.failure = fmt.Errorf("writer %d: append to %s expecting %v: %w", i, st.name, exp, err)
+					w.mu.Unlock()
+					return
+				}
+				st.ids = append(st.ids, ev.ID)
+			}
+		}()
+	}
+	return w
+}
+
+// stopAndCheck stops the writers and checks that every stream holds exactly the events
+// acknowledged to them, in order, at dense versions.
+func (w *versionedWriters) stopAndCheck(ctx context.Context, t *testing.T) {
+	t.Helper()
+	w.stop.Store(true)
+	w.wg.Wait()
+	if w.failure != nil {
+		t.Fatal(w.failure)
+	}
+	total := checkAcknowledged(ctx, t, w.cl, w.streams)
+	if total == 0 {
+		t.Fatal("the writers had no append acknowledged")
+	}
+	t.Logf("%d appends acknowledged, all present once", total)
 }
