@@ -129,6 +129,7 @@
 //     are linearizable unless Stale (or WithStaleReads) lets any replica of
 //     the shard serve them; MaxStaleness lets only a replica that was current
 //     with the shard's leader within its bound serve them (else the leader).
+//     With WithZone, such reads go to a replica in the client's zone first.
 //  7. A client keeps to the cluster it dialled: every call names the
 //     cluster ID of its first topology (gRPC metadata shoal-cluster-id), and a
 //     node of another cluster (the cluster re-created at the same addresses,

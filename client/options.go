@@ -136,6 +136,7 @@ type options struct {
 	dialOptions     []grpc.DialOption
 	logger          *slog.Logger
 	staleReads      bool
+	zone            string
 	topologyRefresh time.Duration
 }
 
@@ -175,6 +176,14 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // replica of the shard, as if each read had the Stale option. Default false:
 // reads go to the shard's leader and are linearizable.
 func WithStaleReads(stale bool) Option { return func(o *options) { o.staleReads = stale } }
+
+// WithZone names the zone the client runs in, as the servers name theirs (--zone). Reads that
+// any replica may serve (Stale, MaxStaleness, WithStaleReads) then go first to a voter of the
+// shard in that zone, one chosen at random when there are several, and to the shard's other
+// voters after it: a read stays in its zone while the zone holds a replica. Other calls are not
+// affected: linearizable reads and writes go to the shard's leader wherever it is. Default "":
+// every voter alike.
+func WithZone(zone string) Option { return func(o *options) { o.zone = zone } }
 
 // WithTopologyRefresh sets how often the cached topology is refreshed in the
 // background. Default 10s. The client also refreshes after not-leader and

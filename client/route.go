@@ -38,10 +38,11 @@ type topology struct {
 	// node handing its leaderships off before it exits), which calls that any node may serve
 	// prefer.
 	serving int
-	dead    []string   // gRPC addresses of the nodes it names dead
-	leader  []string   // by shard: the leader's address, "" when unknown
-	term    []uint64   // by shard: the term of leader (ShardInfo.Term)
-	voters  [][]string // by shard: addresses of live voters, those stopping last
+	dead    []string          // gRPC addresses of the nodes it names dead
+	leader  []string          // by shard: the leader's address, "" when unknown
+	term    []uint64          // by shard: the term of leader (ShardInfo.Term)
+	voters  [][]string        // by shard: addresses of live voters, those stopping last
+	zone    map[string]string // gRPC address -> zone of the node there
 	// fetched is when the request for resp was sent: resp describes the cluster as it
 	// was at some moment after it, not necessarily after anything the client learnt
 	// while the answer was on its way.
@@ -60,6 +61,7 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 		leader:  make([]string, shards),
 		term:    make([]uint64, shards),
 		voters:  make([][]string, shards),
+		zone:    map[string]string{},
 		fetched: fetched,
 	}
 	nodes := slices.Clone(resp.GetNodes())
@@ -72,6 +74,9 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 		}
 		addr[n.GetId()] = n.GetGrpcAddr()
 		alive[n.GetId()] = n.GetAlive()
+		if n.GetAlive() || t.zone[n.GetGrpcAddr()] == "" {
+			t.zone[n.GetGrpcAddr()] = n.GetZone()
+		}
 		if n.GetAlive() {
 			t.alive = append(t.alive, n.GetGrpcAddr())
 		} else {
@@ -482,7 +487,8 @@ func (c *Client) anyCandidates(topo *topology) []string {
 // shardCandidates lists, in order of preference: the leader learnt from a
 // not-leader answer, the topology's leader, the shard's other voters, every
 // other live node (servers forward), then the seeds. Stale reads put the
-// shard's voters first, shuffled, to spread load.
+// shard's voters first, shuffled, to spread load; those in the client's zone (WithZone) before
+// the others.
 func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []string {
 	var out []string
 	if stale {
@@ -492,6 +498,11 @@ func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []str
 			n-- // stopping voters (last) stay last
 		}
 		rand.Shuffle(n, func(i, j int) { vs[i], vs[j] = vs[j], vs[i] })
+		if z := c.opts.zone; z != "" {
+			slices.SortStableFunc(vs[:n], func(a, b string) int {
+				return cmp.Compare(b2i(topo.zone[a] != z), b2i(topo.zone[b] != z))
+			})
+		}
 		out = appendNew(out, vs...)
 	}
 	c.mu.Lock()
@@ -569,4 +580,12 @@ func moveLast(addrs []string, last map[string]bool) {
 		}
 		return 1
 	})
+}
+
+// b2i is 1 for true, 0 for false.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

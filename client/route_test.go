@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -515,5 +516,50 @@ func TestLaggingTopologyKeepsLeaderConnection(t *testing.T) {
 	c.mu.Unlock()
 	if after != before {
 		t.Fatalf("the leader the installed topology routes to was dropped from the node table (its connection closed, to be dialled again)")
+	}
+}
+
+// TestStaleReadsPreferTheClientsZone: with WithZone, a stale read's candidates start with the
+// shard's voters in the client's zone (each of them first about as often as the other), then its
+// other voters, a stopping voter last; without it, or for a linearizable read, nothing changes.
+func TestStaleReadsPreferTheClientsZone(t *testing.T) {
+	resp := &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{Shards: 1},
+		Nodes: []*shoalv1.NodeInfo{
+			{Id: 1, Zone: "a", GrpcAddr: "n1:1", Alive: true},
+			{Id: 2, Zone: "b", GrpcAddr: "n2:1", Alive: true},
+			{Id: 3, Zone: "a", GrpcAddr: "n3:1", Alive: true},
+			{Id: 4, Zone: "c", GrpcAddr: "n4:1", Alive: true},
+			{Id: 5, Zone: "a", GrpcAddr: "n5:1", Alive: true, Stopping: true},
+		},
+		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 2, Voters: []uint64{1, 2, 3, 4, 5}}},
+	}
+	topo, err := newTopology(resp, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inZone := &Client{opts: options{zone: "a"}}
+	first := map[string]int{}
+	for range 200 {
+		got := inZone.shardCandidates(topo, 0, true)
+		if !slices.Contains([]string{"n1:1", "n3:1"}, got[0]) || !slices.Contains([]string{"n1:1", "n3:1"}, got[1]) ||
+			!slices.Contains([]string{"n2:1", "n4:1"}, got[2]) || !slices.Contains([]string{"n2:1", "n4:1"}, got[3]) || got[4] != "n5:1" {
+			t.Fatalf("stale candidates in zone a: %v", got)
+		}
+		first[got[0]]++
+	}
+	if first["n1:1"] < 50 || first["n3:1"] < 50 {
+		t.Fatalf("first candidates over 200 reads: %v, want both voters of zone a about as often", first)
+	}
+	if got := inZone.shardCandidates(topo, 0, false); got[0] != "n2:1" {
+		t.Fatalf("linearizable candidates in zone a: %v, want the leader first", got)
+	}
+	elsewhere := &Client{opts: options{zone: "d"}} // no voter there: every voter alike
+	seen := map[string]bool{}
+	for range 200 {
+		seen[elsewhere.shardCandidates(topo, 0, true)[0]] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("first stale candidates in zone d: %v, want each voter not stopping", seen)
 	}
 }

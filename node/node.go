@@ -361,6 +361,8 @@ func (n *Node) establishCluster(ctx context.Context) error {
 		}
 		n.log.Info("joined cluster", "cluster", s.ClusterID, "shards", s.Shards, "replication", s.Replication)
 	}
+	n.replMu.Lock() // followReplication, on gossip's changes, reads and writes them too
+	defer n.replMu.Unlock()
 	if err := n.dir.saveSettings(s); err != nil {
 		return err
 	}
@@ -570,11 +572,12 @@ func (n *Node) refreshMembers() {
 	// callback's) could otherwise store the older list last, which nothing would replace
 	// until gossip changed again.
 	n.membersMu.Lock()
-	defer n.membersMu.Unlock()
 	m := n.gossip().Members()
 	n.members.Store(&m)
 	n.savePeers(m)
 	n.rememberMembers(m)
+	n.membersMu.Unlock()
+	n.followReplication() // a change of the factor arrives as a member's metadata
 }
 
 func (n *Node) memberList() []membership.Member {

@@ -412,8 +412,8 @@ func (p *placer) jittered() time.Duration {
 func (p *placer) round(now time.Time) {
 	n := p.n
 	self := n.ID()
+	n.followReplication()
 	members := n.Members()
-	n.followReplication(members)
 	repl := int(n.Settings().Replication)
 	desired := n.DesiredReplicas()
 	without := map[string][][]uint64{} // desiredWithout, by the members left out

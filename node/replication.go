@@ -26,23 +26,29 @@ func newerReplication(a, b Settings) bool {
 }
 
 // ReplicationError refuses a change of the replication factor. Is(ErrConfigConflict) when a
-// live member cannot follow the change.
+// live member cannot follow the change, or cannot be reached to learn the latest factor it holds.
 type ReplicationError struct {
 	Replication int
-	// Member names the live member whose version does not follow changes of the factor ("" when
-	// the factor is out of range).
+	// Member names the live member that does not follow changes of the factor, or that this
+	// node could not reach (Unreachable); "" when the factor is out of range.
 	Member, Version string
+	Unreachable     error
 }
 
 func (e *ReplicationError) Error() string {
-	if e.Member == "" {
+	switch {
+	case e.Member == "":
 		return fmt.Sprintf("node: replication factor %d out of range 1..%d", e.Replication, MaxReplication)
+	case e.Unreachable != nil:
+		return fmt.Sprintf("node: cannot change the replication factor to %d: member %q, alive in gossip, did not answer "+
+			"this node's gossip sync, which learns the latest factor every member holds (%v); try again once it answers, "+
+			"or once gossip holds it dead", e.Replication, e.Member, e.Unreachable)
 	}
 	return fmt.Sprintf("node: cannot change the replication factor to %d: member %q runs version %q, which does not follow "+
 		"a change of it; upgrade every node first", e.Replication, e.Member, e.Version)
 }
 
-// Is reports whether target is ErrConfigConflict, for a member that cannot follow.
+// Is reports whether target is ErrConfigConflict, for a member that cannot follow or answer.
 func (e *ReplicationError) Is(target error) bool {
 	return e.Member != "" && target == ErrConfigConflict
 }
@@ -50,15 +56,32 @@ func (e *ReplicationError) Is(target error) bool {
 // SetReplication changes the cluster's replication factor to r (1..MaxReplication): it records
 // it in this node's data directory under a new epoch and gossips it, and the other nodes adopt
 // it within a gossip round or two. It returns the settings, and whether they changed: setting
-// the factor the cluster already has (as this node knows it) changes nothing, so a retry is
-// safe. Refused (*ReplicationError) while a live member runs a version that cannot follow a
-// change, since it would go on placing its shards by the old factor.
+// the factor the cluster already has changes nothing, so a retry is safe.
+//
+// It first syncs gossip state with every other live member (a push/pull exchange, as a join
+// does), so that it decides against the latest factor each of them holds: a change made through
+// one node and acknowledged is seen by a later change through any other, which then supersedes
+// it. Refused (*ReplicationError) when a live member does not answer that sync, and while a live
+// member runs a version that cannot follow a change (it would go on placing its shards by the
+// old factor). Two changes made at the same moment through two nodes can both get the same
+// epoch; the nodes then settle on the larger factor (newerReplication).
 func (n *Node) SetReplication(r int) (Settings, bool, error) {
+	if r < 1 || r > MaxReplication {
+		return Settings{}, false, &ReplicationError{Replication: r}
+	}
 	n.replMu.Lock()
 	defer n.replMu.Unlock()
 	cur := n.settings.Load()
 	if cur == nil {
 		return Settings{}, false, conflictf("this node does not know its cluster's settings yet: it is still joining")
+	}
+	for _, m := range n.Members() {
+		if !m.Alive || m.NodeID == n.ID() || m.Addr == "" || m.ClusterID != cur.ClusterID {
+			continue
+		}
+		if _, err := n.gossip().Join([]string{m.Addr}); err != nil {
+			return Settings{}, false, &ReplicationError{Replication: r, Member: m.Name, Unreachable: err}
+		}
 	}
 	s, changed, err := replicationChange(*cur, n.ID(), n.Members(), r)
 	if err != nil {
@@ -98,45 +121,50 @@ func replicationChange(cur Settings, self uint64, members []membership.Member, r
 	return s, true, nil
 }
 
-// followReplication adopts the replication factor of the highest epoch among members, if it
-// supersedes this node's. The placement loop calls it every round.
-func (n *Node) followReplication(members []membership.Member) {
+// followReplication adopts the replication factor of the highest epoch among the members, if
+// it supersedes this node's, and gossips this node's factor again if its gossiped one lags (an
+// earlier gossip update failed). It runs on every change gossip reports and every placement
+// round.
+func (n *Node) followReplication() {
 	n.replMu.Lock()
 	defer n.replMu.Unlock()
 	cur := n.settings.Load()
-	if cur == nil {
+	if cur == nil || n.gossip() == nil {
 		return
 	}
 	best, from := *cur, ""
-	for _, m := range members {
+	for _, m := range n.Members() {
 		ms := Settings{Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}
 		if m.NodeID != n.ID() && m.ClusterID == cur.ClusterID && m.Replication != 0 && newerReplication(ms, best) {
 			best.Replication, best.ReplicationEpoch, from = ms.Replication, ms.ReplicationEpoch, m.Name
 		}
 	}
-	if from == "" {
-		return
+	why := ""
+	if from != "" {
+		why = "gossiped by " + from
 	}
-	if err := n.adoptReplication(best, "gossiped by "+from); err != nil {
-		n.log.Error("cannot record the cluster's new replication factor; retrying next round", "err", err)
+	if err := n.adoptReplication(best, why); err != nil {
+		n.log.Error("cannot record or gossip the cluster's replication factor; trying again at the next change or placement round", "err", err)
 	}
 }
 
 // adoptReplication makes s, of this node's cluster, the node's settings (when they differ):
-// first in the data directory, so that a restart keeps them, then in memory and gossip.
-// why says where the change comes from, for the log ("" logs nothing). Called with replMu.
+// first in the data directory, so that a restart keeps them, then in memory; and gossips them
+// when its gossiped factor differs. why says where a change comes from, for the log ("" logs
+// nothing). Called with replMu.
 func (n *Node) adoptReplication(s Settings, why string) error {
-	cur := n.settings.Load()
-	if *cur == s {
+	if cur := n.settings.Load(); *cur != s {
+		if err := n.dir.saveSettings(s); err != nil {
+			return err
+		}
+		n.settings.Store(&s)
+		if why != "" {
+			n.log.Info("replication factor changed", "replication", s.Replication, "was", cur.Replication,
+				"epoch", s.ReplicationEpoch, "by", why)
+		}
+	}
+	if self := n.gossip().Self(); self.Replication == s.Replication && self.ReplicationEpoch == s.ReplicationEpoch {
 		return nil
-	}
-	if err := n.dir.saveSettings(s); err != nil {
-		return err
-	}
-	n.settings.Store(&s)
-	if why != "" {
-		n.log.Info("replication factor changed", "replication", s.Replication, "was", cur.Replication,
-			"epoch", s.ReplicationEpoch, "by", why)
 	}
 	return n.gossip().UpdateMeta(func(m *membership.Meta) {
 		m.Replication, m.ReplicationEpoch = s.Replication, s.ReplicationEpoch

@@ -23,7 +23,8 @@ import (
 	"github.com/shoaldb/shoal/node"
 )
 
-// TestSetReplication: four nodes in four zones, replication 3. Raising the factor to 4 through
+// TestSetReplication: four nodes in four zones, replication 3. Two changes in a row through two
+// nodes end at the second. Raising the factor to 4 through
 // one node gives every shard four voters; lowering it to 2 removes the extra ones; each node
 // records the factor. Writers append with exact expected versions throughout both changes, and
 // every append they had acknowledged is there once, at dense versions. A node restarted with the --replication the cluster was created with
@@ -65,8 +66,20 @@ func TestSetReplication(t *testing.T) {
 		t.Fatalf("after refused changes the settings are %+v", got)
 	}
 
+	// A change through one node, then at once another through a node that has not heard of the
+	// first by gossip yet: the second syncs with every member before it decides, so it goes
+	// after the first (it does not find the factor "3 already"), and the cluster ends at it.
+	if res := set(0, 5); !res.Changed || res.Epoch != 1 {
+		t.Fatalf("raise to 5: %v", res)
+	}
+	if res := set(1, 3); !res.Changed || res.Epoch != 2 {
+		t.Fatalf("back to 3 through another node at once: %v, want a change of epoch 2", res)
+	}
+	following(3, c.Nodes...)
+	waitPlaced(t, c, "back to three voters per shard", voters(3, 0))
+
 	w := startVersionedWriters(ctx, t, c.Addrs(), testSeed(t))
-	if res := set(1, 4); !res.Changed || res.Epoch != 1 || res.GetSettings().GetReplication() != 4 {
+	if res := set(1, 4); !res.Changed || res.Epoch != 3 || res.GetSettings().GetReplication() != 4 {
 		t.Fatalf("raise to 4: %v", res)
 	}
 	following(4, c.Nodes...)
@@ -82,11 +95,11 @@ func TestSetReplication(t *testing.T) {
 	}
 	waitPlaced(t, c, "four voters per shard", voters(4, 0))
 	placementAppendRead(t, c, 2, 0, "after-raise")
-	if res := set(3, 4); res.Changed || res.Epoch != 1 {
+	if res := set(3, 4); res.Changed || res.Epoch != 3 {
 		t.Fatalf("raise to 4 again: %v, want nothing changed", res)
 	}
 
-	if res := set(2, 2); !res.Changed || res.Epoch != 2 {
+	if res := set(2, 2); !res.Changed || res.Epoch != 4 {
 		t.Fatalf("lower to 2: %v", res)
 	}
 	following(2, c.Nodes...)
@@ -99,7 +112,7 @@ func TestSetReplication(t *testing.T) {
 		if err == nil {
 			err = json.Unmarshal(b, &s)
 		}
-		if err != nil || s.Replication != 2 || s.ReplicationEpoch != 2 {
+		if err != nil || s.Replication != 2 || s.ReplicationEpoch != 4 {
 			t.Fatalf("node %d's cluster.json: %+v, %v", i, s, err)
 		}
 	}
@@ -115,13 +128,13 @@ func TestSetReplication(t *testing.T) {
 		t.Fatalf("node 2 restarted with --replication 3 took replication %d, want the cluster's 2", got)
 	}
 	c.Stop(t, 3)
-	if res := set(0, 3); !res.Changed || res.Epoch != 3 {
+	if res := set(0, 3); !res.Changed || res.Epoch != 5 {
 		t.Fatalf("raise to 3 with node 3 down: %v", res)
 	}
 	back3, _ := startAgain(t, c.Configs[3], "restarting node 3")
 	following(3, c.Nodes[0], c.Nodes[1], back2, back3)
-	if got := back3.Settings().ReplicationEpoch; got != 3 {
-		t.Fatalf("node 3 follows replication epoch %d, want 3", got)
+	if got := back3.Settings().ReplicationEpoch; got != 5 {
+		t.Fatalf("node 3 follows replication epoch %d, want 5", got)
 	}
 }
 

@@ -118,13 +118,16 @@ func TestClusterStatusPartialView(t *testing.T) {
 
 // TestSetReplicationCLI: `cluster set-replication` raises a two-node cluster's factor from 1 to
 // 2, says that nothing changed when repeated, and notes that a factor of 3 leaves the shards
-// under-replicated on two nodes.
+// under-replicated on two nodes. Both nodes follow, the one without a placement loop too.
 func TestSetReplicationCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two servers")
 	}
 	c := testnode.Start(t, 2, testnode.Options{Shards: 2, Replication: 1, Configure: func(i int, cfg *node.Config) {
 		cfg.Zone = fmt.Sprintf("z%d", i+1)
+		if i == 1 {
+			cfg.PlacementInterval = -1 // it follows a change as gossip brings it, not in placement rounds
+		}
 	}})
 	server := c.Nodes[0].Addr()
 	for _, tc := range []struct {
