@@ -67,7 +67,8 @@ docker-test:
 	SHOAL_DOCKER=1 $(GO) test -count 1 -v -timeout 15m -run 'TestDocker' ./internal/e2e/
 
 # The same containers under a seeded schedule of faults, one at a time, for CHAOS_DURATION:
-# cuts, one-way drops, SIGKILL and restart, pause (TestDockerChaos; SHOAL_E2E_SEED replays).
+# cuts, one-way drops, SIGKILL and restart, pause, a change of the replication factor and back
+# (TestDockerChaos; SHOAL_E2E_SEED replays).
 # CHAOS_NODES=4 (or more) adds faults longer than a 6 s --dead-after: replicas replaced while
 # a node is away, placed back when it returns.
 CHAOS_DURATION ?= 3m

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/clusterstatus"
 	"github.com/shoaldb/shoal/internal/testnode"
@@ -154,4 +155,57 @@ func TestSetReplicationCLI(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestStaleReadsInZoneCLI: with $SHOAL_ZONE, `read --stale` is served by the replica in that zone
+// (every read, with three replicas in three zones), whichever node --server names.
+func TestStaleReadsInZoneCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers")
+	}
+	regs := make([]*prometheus.Registry, 3)
+	c := testnode.Start(t, 3, testnode.Options{Shards: 1, Replication: 3, Configure: func(i int, cfg *node.Config) {
+		cfg.Zone = fmt.Sprintf("z%d", i+1)
+		regs[i] = prometheus.NewRegistry()
+		cfg.Registry = regs[i]
+	}})
+	c.WaitFormed(t, 20*time.Second)
+	server := c.Nodes[0].Addr()
+	if code, out, errOut := runCLI(t, nil, "", "append", "zoned", "--type", "T", "--server", server); code != exitOK {
+		t.Fatalf("append: exit %d\n%s%s", code, out, errOut)
+	}
+	reads := func(i int) float64 {
+		mfs, err := regs[i].Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() == "shoal_reads_total" {
+				for _, m := range mf.GetMetric() {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return sum
+	}
+	// Every replica holds the event before the reads start: a stale read of a lagging one
+	// would find no stream.
+	testnode.WaitFor(t, 20*time.Second, "three voters", func() string {
+		if s, ok := c.Shards()[0]; !ok || len(s.Voters) != 3 || len(s.Learners) > 0 {
+			return fmt.Sprintf("shard 0: %+v", s)
+		}
+		return ""
+	})
+	before := []float64{reads(0), reads(1), reads(2)}
+	const n = 5
+	for range n {
+		code, out, errOut := runCLI(t, map[string]string{"SHOAL_ZONE": "z2"}, "", "read", "zoned", "--stale", "--server", server)
+		if code != exitOK || !strings.Contains(out, "T") {
+			t.Fatalf("read --stale in zone z2: exit %d\n%s%s", code, out, errOut)
+		}
+	}
+	if got := reads(1) - before[1]; got != n || reads(0) != before[0] || reads(2) != before[2] {
+		t.Fatalf("reads served: z1 %v, z2 %v, z3 %v; want all %d by z2", reads(0)-before[0], got, reads(2)-before[2], n)
+	}
 }

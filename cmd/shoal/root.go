@@ -419,16 +419,21 @@ func tlsFlagsChanged(f *pflag.FlagSet) bool {
 	return false
 }
 
-// clientOptions are the client options every command dials with.
+// clientOptions are the client options every command dials with: TLS, and $SHOAL_ZONE, the
+// zone whose replicas serve --stale reads first (client.WithZone).
 func (a *app) clientOptions() ([]client.Option, error) {
+	var opts []client.Option
+	if z := a.getenv("SHOAL_ZONE"); z != "" {
+		opts = append(opts, client.WithZone(z))
+	}
 	if a.tls.IsZero() {
-		return nil, nil
+		return opts, nil
 	}
 	cfg, err := a.tls.Client()
 	if err != nil {
 		return nil, usagef("%s%s", sentence(strings.TrimPrefix(err.Error(), "tls: ")), a.tlsFromEnv())
 	}
-	return []client.Option{client.WithTLS(cfg)}, nil
+	return append(opts, client.WithTLS(cfg)), nil
 }
 
 // dial connects to server for one command.

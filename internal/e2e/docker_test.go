@@ -296,7 +296,8 @@ func TestDockerCompose(t *testing.T) {
 // `make docker-chaos`) while a seeded schedule applies one fault at a time to the three
 // containers, each for 2 to 6 s with 1 to 3 s of calm after it: a node cut off from both
 // peers, two nodes cut apart, one direction of a link dropped, a node killed (SIGKILL) and
-// started again, a node paused (cgroup freezer) and resumed. After every fault the load
+// started again, a node paused (cgroup freezer) and resumed, the replication factor changed
+// (to 2, or with more nodes up to one replica per node) and set back. After every fault the load
 // must make progress again; at the end every acknowledged append is present exactly once,
 // the replicas are identical, the subscriptions yielded every shard's log exactly, and
 // placement is back at three voters per shard.
@@ -338,7 +339,7 @@ func TestDockerChaos(t *testing.T) {
 		a := pick()
 		var what string
 		var restore func()
-		switch rng.IntN(5) {
+		switch rng.IntN(6) {
 		case 0:
 			what = fmt.Sprintf("%s cut off", a.name)
 			for _, o := range dc.nodes {
@@ -368,8 +369,22 @@ func TestDockerChaos(t *testing.T) {
 			what = fmt.Sprintf("%s paused", a.name)
 			run(t, "docker", "pause", a.container)
 			restore = func() { run(t, "docker", "unpause", a.container) }
+		case 5:
+			// Each shard's leader moves replicas to the factor and back, under load: one
+			// replica fewer, or, with more nodes than replicas, up to one per node.
+			r := 2
+			if nodes > 3 && rng.IntN(2) == 0 {
+				r = 4 + rng.IntN(min(nodes, 5)-3)
+			}
+			what = fmt.Sprintf("replication set to %d", r)
+			setReplication(t, c, r)
+			restore = func() { setReplication(t, c, 3) }
 		}
-		counts[strings.Fields(what)[len(strings.Fields(what))-1]]++
+		kind := strings.Fields(what)[len(strings.Fields(what))-1]
+		if strings.HasPrefix(what, "replication") {
+			kind = "replication"
+		}
+		counts[kind]++
 		before := ld.l.count()
 		time.Sleep(hold)
 		restore()
@@ -383,6 +398,25 @@ func TestDockerChaos(t *testing.T) {
 	if dc.verifyLoad(c, ld, subs) {
 		waitReplicated(t, c, shards, 60*time.Second, dc.tails)
 		dc.waitReplicasPlaced(c, 60*time.Second)
+	}
+}
+
+// setReplication sets the cluster's replication factor to r, trying again for up to 30 s while
+// the request is refused (a member that does not answer the gossip sync yet, just after a fault).
+func setReplication(t *testing.T, c *client.Client, r int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.SetReplication(ctx, r)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("set the replication factor to %d: %v", r, err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
