@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
@@ -140,9 +143,23 @@ func TestRollingUpgrade(t *testing.T) {
 				}
 			}
 			t.Logf("%s upgraded: every shard still at format %d or lower (a lower one reported by an older leader)", s.name, oldFormat)
+			// A change of the replication factor waits for every node: a node of the new version
+			// refuses it, naming an older one, and one of an older version does not know it.
+			rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := c.SetReplication(rctx, 2)
+			rcancel()
+			if code := status.Code(err); code != codes.Unimplemented &&
+				!(code == codes.FailedPrecondition && strings.Contains(err.Error(), "which does not follow a change")) {
+				t.Fatalf("set-replication with nodes of both versions: %v, want a refusal", err)
+			}
 		}
 	}
 	waitFormat(shard.MaxFormat, 30*time.Second)
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if ch, err := c.SetReplication(rctx, 3); err != nil || ch.Changed || ch.Replication != 3 {
+		t.Fatalf("set-replication 3 once every node is upgraded: %+v, %v; want accepted, nothing to change", ch, err)
+	}
+	rcancel()
 
 	// Deletes now take positions: one per shard, visible with include_deletes.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
