@@ -143,14 +143,18 @@ func TestRollingUpgrade(t *testing.T) {
 				}
 			}
 			t.Logf("%s upgraded: every shard still at format %d or lower (a lower one reported by an older leader)", s.name, oldFormat)
-			// A change of the replication factor waits for every node: a node of the new version
-			// refuses it, naming an older one, and one of an older version does not know it.
+			// A change of the replication factor waits for every node: the node just upgraded
+			// refuses it, naming one of an older version (which would not know the call).
+			conn, err := grpc.NewClient(s.grpcAddr, grpcopt.DialOptions()...)
+			if err != nil {
+				t.Fatal(err)
+			}
 			rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := c.SetReplication(rctx, 2)
+			_, err = shoalv1.NewClusterClient(conn).SetReplication(rctx, &shoalv1.SetReplicationRequest{Replication: 2})
 			rcancel()
-			if code := status.Code(err); code != codes.Unimplemented &&
-				!(code == codes.FailedPrecondition && strings.Contains(err.Error(), "which does not follow a change")) {
-				t.Fatalf("set-replication with nodes of both versions: %v, want a refusal", err)
+			conn.Close()
+			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "which does not follow a change") {
+				t.Fatalf("set-replication through upgraded %s with nodes of both versions: %v, want a refusal naming an older one", s.name, err)
 			}
 		}
 	}
