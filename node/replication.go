@@ -9,13 +9,15 @@ import (
 // Changing the replication factor (shoal cluster set-replication).
 //
 // The factor is a setting of the whole cluster, kept by every node in cluster.json and gossiped
-// with an epoch: the number of changes made to it. The node that takes a change records the
-// factor under an epoch above every one it knows and gossips it; every node adopts the factor of
-// the highest epoch it sees (equal epochs, from changes made at once on two nodes: the larger
-// factor), so all of them settle on one. The placement loop reads the factor each round: each
-// shard's leader then adds replicas (learner, caught up, voter) or removes extra voters, one
-// safe step at a time, as it does when nodes join or leave. Until a node hears of a change it
-// places its shards by the factor it has, which the next rounds correct.
+// with an epoch: the number of changes made to it. The node that takes a change first syncs
+// gossip with every other live member, then records the factor under an epoch above every one
+// it knows and gossips it; every node adopts the factor of the highest epoch it sees (equal
+// epochs, from changes made at once on two nodes: the larger factor), on each change gossip
+// reports and each placement round, so all of them settle on one. The placement loop reads the
+// factor each round: each shard's leader then adds replicas (learner, caught up, voter) or
+// removes extra voters, one safe step at a time, as it does when nodes join or leave. Until a
+// node hears of a change it places its shards by the factor it has, which the next rounds
+// correct.
 
 // newerReplication reports whether a's factor supersedes b's.
 func newerReplication(a, b Settings) bool {
