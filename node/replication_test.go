@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/testgossip"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
 )
@@ -206,4 +208,45 @@ func (w *versionedWriters) stopAndCheck(ctx context.Context, t *testing.T) {
 		t.Fatal("the writers had no append acknowledged")
 	}
 	t.Logf("%d appends acknowledged, all present once", total)
+}
+
+// TestSetReplicationNeedsEveryLiveMember: a node whose gossip link to a live member is cut
+// (the member stays alive to it through the third node's indirect probes) refuses a change of
+// the replication factor, naming that member, and changes nothing; once the link heals it
+// takes the change.
+func TestSetReplicationNeedsEveryLiveMember(t *testing.T) {
+	t.Parallel()
+	var cut testgossip.Net
+	gossip := make([]string, 3)
+	c := testnode.Start(t, 3, testnode.Options{Shards: 2, Replication: 3, Configure: func(i int, cfg *node.Config) {
+		placementConfig(cfg)
+		gossip[i] = cfg.Gossip
+		cfg.GossipTransport = cut.Wrap(cfg.Gossip)
+	}})
+	c.WaitFormed(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
+
+	cut.Cut(gossip[0], gossip[2], true)
+	_, err := cc.SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: 2})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `member "n3", alive in gossip, did not answer`) {
+		t.Fatalf("set-replication with n3's gossip cut off from n1: %v, want a refusal naming n3", err)
+	}
+	for _, n := range c.Nodes {
+		if s := n.Settings(); s.Replication != 3 || s.ReplicationEpoch != 0 {
+			t.Fatalf("node %s after a refused change: %+v", n.Name(), s)
+		}
+	}
+	cut.Cut(gossip[0], gossip[2], false)
+	testnode.WaitFor(t, 20*time.Second, "the change taken once the link heals", func() string {
+		res, err := cc.SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: 2})
+		if err != nil {
+			return err.Error()
+		}
+		if !res.Changed || res.Epoch != 1 {
+			return fmt.Sprintf("%v", res)
+		}
+		return ""
+	})
 }
