@@ -74,7 +74,7 @@ func newTopology(resp *shoalv1.TopologyResponse, fetched time.Time) (*topology, 
 		}
 		addr[n.GetId()] = n.GetGrpcAddr()
 		alive[n.GetId()] = n.GetAlive()
-		if n.GetAlive() || t.zone[n.GetGrpcAddr()] == "" {
+		if n.GetAlive() { // only live voters are candidates
 			t.zone[n.GetGrpcAddr()] = n.GetZone()
 		}
 		if n.GetAlive() {

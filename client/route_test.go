@@ -562,4 +562,14 @@ func TestStaleReadsPreferTheClientsZone(t *testing.T) {
 	if len(seen) != 4 {
 		t.Fatalf("first stale candidates in zone d: %v, want each voter not stopping", seen)
 	}
+
+	// A live node without a zone at the address of a dead one in zone a (a node replaced at its
+	// address) is not in zone a.
+	shared, err := newTopology(&shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{Shards: 1},
+		Nodes:    []*shoalv1.NodeInfo{{Id: 1, GrpcAddr: "x:1", Alive: true}, {Id: 2, Zone: "a", GrpcAddr: "x:1"}},
+	}, time.Now())
+	if err != nil || shared.zone["x:1"] != "" {
+		t.Fatalf("zone of a live node without one, sharing a dead node's address: %q, %v", shared.zone["x:1"], err)
+	}
 }

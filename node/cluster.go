@@ -90,6 +90,8 @@ func (s *clusterServer) SetReplication(_ context.Context, req *shoalv1.SetReplic
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrConfigConflict):
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrClosed):
+		return nil, status.Error(codes.Unavailable, shuttingDownMsg)
 	case err != nil:
 		return nil, status.Error(codes.Internal, err.Error())
 	}

@@ -80,6 +80,8 @@ type Node struct {
 
 	decomMu sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
 	replMu  sync.Mutex // serializes changes of the replication factor (cluster.json, then settings and gossip)
+	// setReplMu serializes SetReplication, whose gossip syncs run before it takes replMu.
+	setReplMu sync.Mutex
 	// backupMu serializes backups (Backup), and Close takes it to set backupClosed before
 	// Pebble closes, so that no checkpoint runs on a closed store.
 	backupMu     sync.Mutex

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/shoaldb/shoal/internal/membership"
@@ -71,8 +72,10 @@ func (n *Node) SetReplication(r int) (Settings, bool, error) {
 	if r < 1 || r > MaxReplication {
 		return Settings{}, false, &ReplicationError{Replication: r}
 	}
-	n.replMu.Lock()
-	defer n.replMu.Unlock()
+	// One change at a time; the syncs run outside replMu, which gossip's change callback and the
+	// placement rounds take (a hung member holds a sync for seconds).
+	n.setReplMu.Lock()
+	defer n.setReplMu.Unlock()
 	cur := n.settings.Load()
 	if cur == nil {
 		return Settings{}, false, conflictf("this node does not know its cluster's settings yet: it is still joining")
@@ -81,10 +84,20 @@ func (n *Node) SetReplication(r int) (Settings, bool, error) {
 		if !m.Alive || m.NodeID == n.ID() || m.Addr == "" || m.ClusterID != cur.ClusterID {
 			continue
 		}
-		if _, err := n.gossip().Join([]string{m.Addr}); err != nil {
+		if _, err := n.gossip().Join([]string{m.Addr}); errors.Is(err, membership.ErrClosed) {
+			return Settings{}, false, ErrClosed
+		} else if err != nil {
 			return Settings{}, false, &ReplicationError{Replication: r, Member: m.Name, Unreachable: err}
 		}
 	}
+	n.replMu.Lock()
+	defer n.replMu.Unlock()
+	select {
+	case <-n.done: // gossip may be closed: the change would reach cluster.json and no peer
+		return Settings{}, false, ErrClosed
+	default:
+	}
+	cur = n.settings.Load()
 	s, changed, err := replicationChange(*cur, n.ID(), n.Members(), r)
 	if err != nil {
 		return Settings{}, false, err

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -213,7 +214,7 @@ func (w *versionedWriters) stopAndCheck(ctx context.Context, t *testing.T) {
 // TestSetReplicationNeedsEveryLiveMember: a node whose gossip link to a live member is cut
 // (the member stays alive to it through the third node's indirect probes) refuses a change of
 // the replication factor, naming that member, and changes nothing; once the link heals it
-// takes the change.
+// takes the change. A closed node takes none.
 func TestSetReplicationNeedsEveryLiveMember(t *testing.T) {
 	t.Parallel()
 	var cut testgossip.Net
@@ -249,4 +250,12 @@ func TestSetReplicationNeedsEveryLiveMember(t *testing.T) {
 		}
 		return ""
 	})
+	// A node that is closing takes no change: it could record it and tell no peer.
+	c.Stop(t, 0)
+	if _, _, err := c.Nodes[0].SetReplication(3); !errors.Is(err, node.ErrClosed) {
+		t.Fatalf("set-replication on a closed node: %v, want ErrClosed", err)
+	}
+	if s := c.Nodes[0].Settings(); s.Replication != 2 {
+		t.Fatalf("a closed node's settings changed: %+v", s)
+	}
 }

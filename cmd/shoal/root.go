@@ -420,7 +420,7 @@ func tlsFlagsChanged(f *pflag.FlagSet) bool {
 }
 
 // clientOptions are the client options every command dials with: TLS, and $SHOAL_ZONE, the
-// zone whose replicas serve --stale reads first (client.WithZone).
+// zone whose replicas serve --stale and --max-staleness reads first (client.WithZone).
 func (a *app) clientOptions() ([]client.Option, error) {
 	var opts []client.Option
 	if z := a.getenv("SHOAL_ZONE"); z != "" {
