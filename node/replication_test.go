@@ -27,12 +27,12 @@ import (
 )
 
 // TestSetReplication: four nodes in four zones, replication 3. Two changes in a row through two
-// nodes end at the second. Raising the factor to 4 through
-// one node gives every shard four voters; lowering it to 2 removes the extra ones; each node
-// records the factor. Writers append with exact expected versions throughout both changes, and
-// every append they had acknowledged is there once, at dense versions. A node restarted with the --replication the cluster was created with
-// keeps the changed factor, and a node that was down while the factor changed follows it once
-// it is back. Out-of-range factors are refused and change nothing.
+// nodes end at the second. Raising the factor to 4 through one node gives every shard four
+// voters; lowering it to 2 removes the extra ones; each node records the factor. Writers append
+// with exact expected versions throughout both changes, and every append they had acknowledged
+// is there once, at dense versions. A node restarted with the --replication the cluster was
+// created with keeps the changed factor, and a node that was down while the factor changed
+// follows it once it is back. Out-of-range factors are refused and change nothing.
 func TestSetReplication(t *testing.T) {
 	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
