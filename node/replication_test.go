@@ -214,7 +214,8 @@ func (w *versionedWriters) stopAndCheck(ctx context.Context, t *testing.T) {
 // TestSetReplicationNeedsEveryLiveMember: a node whose gossip link to a live member is cut
 // (the member stays alive to it through the third node's indirect probes) refuses a change of
 // the replication factor, naming that member, and changes nothing; once the link heals it
-// takes the change. A closed node takes none.
+// takes the change. Two changes at once through two nodes end with every node at one of them.
+// A closed node takes none.
 func TestSetReplicationNeedsEveryLiveMember(t *testing.T) {
 	t.Parallel()
 	var cut testgossip.Net
@@ -250,12 +251,33 @@ func TestSetReplicationNeedsEveryLiveMember(t *testing.T) {
 		}
 		return ""
 	})
+	// Two changes at once through two nodes: whichever order they take, or the same epoch,
+	// every node settles on one of them.
+	var wg sync.WaitGroup
+	for via, r := range map[int]uint32{1: 1, 2: 3} {
+		wg.Go(func() {
+			if _, err := shoalv1.NewClusterClient(c.Dial(t, via)).SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: r}); err != nil {
+				t.Errorf("set-replication %d through node %d: %v", r, via, err)
+			}
+		})
+	}
+	wg.Wait()
+	testnode.WaitFor(t, 20*time.Second, "every node at one factor", func() string {
+		first := c.Nodes[0].Settings()
+		for _, n := range c.Nodes[1:] {
+			if s := n.Settings(); s != first || s.Replication != 1 && s.Replication != 3 {
+				return fmt.Sprintf("%s at %+v, %s at %+v", c.Nodes[0].Name(), first, n.Name(), s)
+			}
+		}
+		return ""
+	})
 	// A node that is closing takes no change: it could record it and tell no peer.
+	before := c.Nodes[0].Settings()
 	c.Stop(t, 0)
 	if _, _, err := c.Nodes[0].SetReplication(3); !errors.Is(err, node.ErrClosed) {
 		t.Fatalf("set-replication on a closed node: %v, want ErrClosed", err)
 	}
-	if s := c.Nodes[0].Settings(); s.Replication != 2 {
-		t.Fatalf("a closed node's settings changed: %+v", s)
+	if s := c.Nodes[0].Settings(); s != before {
+		t.Fatalf("a closed node's settings changed: %+v, were %+v", s, before)
 	}
 }
