@@ -155,6 +155,20 @@ func TestSetReplicationCLI(t *testing.T) {
 		}
 		return ""
 	})
+	// The status names each node's factor as gossip carries it: 3 everywhere, once gossiped.
+	testnode.WaitFor(t, 20*time.Second, "cluster status naming factor 3 on both nodes", func() string {
+		code, out, errOut := runCLI(t, nil, "", "cluster", "status", "--json", "--server", server)
+		var st clusterstatus.Status
+		if code != exitOK || json.Unmarshal([]byte(out), &st) != nil {
+			return fmt.Sprintf("exit %d\n%s%s", code, out, errOut)
+		}
+		for _, n := range st.Nodes {
+			if n.Replication != 3 {
+				return fmt.Sprintf("%s at %d; notes %q", n.Name, n.Replication, st.Notes)
+			}
+		}
+		return ""
+	})
 }
 
 // TestStaleReadsInZoneCLI: with $SHOAL_ZONE, `read --stale` is served by the replica in that zone

@@ -45,6 +45,8 @@ type Node struct {
 	Version         string `json:"version"`
 	Leads           uint32 `json:"leads"`
 	Replicas        uint32 `json:"replicas"`
+	// Replication is the factor the node gossips and places its shards by (0: unknown).
+	Replication uint32 `json:"replication,omitempty"`
 }
 
 // Shard is one shard: its leader and replicas by name, and its state.
@@ -117,7 +119,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 			Name: n.GetName(), ID: strconv.FormatUint(n.GetId(), 10), Zone: n.GetZone(),
 			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
 			Decommissioning: n.GetDecommissioning(), Stopping: n.GetStopping(), Version: n.GetVersion(),
-			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(),
+			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(), Replication: n.GetReplication(),
 		})
 	}
 	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
@@ -161,7 +163,30 @@ func New(st *shoalv1.StatusResponse) *Status {
 	}
 	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
+	s.Notes = append(s.Notes, s.replicationSpread()...)
 	return s
+}
+
+// replicationSpread points at live nodes that place shards by different replication factors:
+// a change (shoal cluster set-replication) still spreading by gossip, which takes a moment, or
+// a node that cannot follow it (or missed it) when the note stays.
+func (s *Status) replicationSpread() []string {
+	by := map[uint32][]string{}
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.Replication != 0 {
+			by[n.Replication] = append(by[n.Replication], n.Name)
+		}
+	}
+	if len(by) < 2 {
+		return nil
+	}
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(by)) {
+		parts = append(parts, fmt.Sprintf("%s %d", strings.Join(by[r], ", "), r))
+	}
+	return []string{fmt.Sprintf("nodes place shards by different replication factors (%s): a change of it is still "+
+		"spreading; if this stays, a node does not follow changes (its version) and the factor should be set again once it does",
+		strings.Join(parts, "; "))}
 }
 
 // zonesAlike points at zone names that differ only in case, "z1" and "Z1": placement compares

@@ -65,3 +65,27 @@ func TestClusterStatusZonesAlike(t *testing.T) {
 		}
 	}
 }
+
+// Live nodes that place shards by different replication factors (a change spreading) are
+// pointed out; dead nodes and nodes that do not say are left out.
+func TestClusterStatusReplicationSpread(t *testing.T) {
+	status := func(nodes ...*shoalv1.NodeInfo) *Status {
+		return New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 0, Replication: 3}, Nodes: nodes}})
+	}
+	node := func(id uint64, r uint32, alive bool) *shoalv1.NodeInfo {
+		return &shoalv1.NodeInfo{Id: id, Name: fmt.Sprintf("n%d", id), Alive: alive, Replication: r}
+	}
+	for _, same := range [][]*shoalv1.NodeInfo{
+		{node(1, 3, true), node(2, 3, true), node(3, 3, true)},
+		{node(1, 3, true), node(2, 5, false), node(3, 0, true)},
+	} {
+		if notes := status(same...).Notes; len(notes) != 0 {
+			t.Errorf("one factor among live nodes, yet: %q", notes)
+		}
+	}
+	notes := status(node(1, 3, true), node(2, 5, true), node(3, 3, true)).Notes
+	if len(notes) != 1 || !strings.Contains(notes[0], "different replication factors (n1, n3 3; n2 5)") {
+		t.Errorf("two factors: %q", notes)
+	}
+}

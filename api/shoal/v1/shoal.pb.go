@@ -2039,7 +2039,10 @@ type NodeInfo struct {
 	Replicas        uint32                 `protobuf:"varint,10,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	// The node is stopping on purpose (SIGTERM or SIGINT): it is handing its
 	// leaderships to other voters and takes no new ones.
-	Stopping      bool `protobuf:"varint,11,opt,name=stopping,proto3" json:"stopping,omitempty"`
+	Stopping bool `protobuf:"varint,11,opt,name=stopping,proto3" json:"stopping,omitempty"`
+	// The replication factor the node gossips, which it places the shards it leads by
+	// (0 when unknown). Nodes differ only while a change of it spreads.
+	Replication   uint32 `protobuf:"varint,12,opt,name=replication,proto3" json:"replication,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2149,6 +2152,13 @@ func (x *NodeInfo) GetStopping() bool {
 		return x.Stopping
 	}
 	return false
+}
+
+func (x *NodeInfo) GetReplication() uint32 {
+	if x != nil {
+		return x.Replication
+	}
+	return 0
 }
 
 type ShardInfo struct {
@@ -3303,7 +3313,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bsuspects\x18\x02 \x03(\v2\x17.shoal.v1.SuspectLeaderR\bsuspects\"9\n" +
 	"\rSuspectLeader\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xad\x02\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xcf\x02\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3317,7 +3327,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"shards_led\x18\t \x01(\rR\tshardsLed\x12\x1a\n" +
 	"\breplicas\x18\n" +
 	" \x01(\rR\breplicas\x12\x1a\n" +
-	"\bstopping\x18\v \x01(\bR\bstopping\"\xe9\x02\n" +
+	"\bstopping\x18\v \x01(\bR\bstopping\x12 \n" +
+	"\vreplication\x18\f \x01(\rR\vreplication\"\xe9\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
