@@ -281,3 +281,23 @@ func TestSetReplicationNeedsEveryLiveMember(t *testing.T) {
 		t.Fatalf("a closed node's settings changed: %+v, were %+v", s, before)
 	}
 }
+
+// TestSetReplicationThenDecommission: three nodes with replication 3 cannot drain one (no other
+// node can take its replicas); lowering the factor to 2 first lets the drain finish: the node
+// holds no voter of any shard, and every shard has two voters on the other two.
+func TestSetReplicationThenDecommission(t *testing.T) {
+	t.Parallel()
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "initial placement", voters(3, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
+	if _, err := cc.SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaced(t, c, "n3 drained, two voters per shard", voters(2, c.Nodes[2].ID()))
+	placementAppendRead(t, c, 0, 1, "after-drain")
+}
