@@ -111,8 +111,10 @@ type ReplicationChange struct {
 // catch up, then voters) or removes extra voters, one step at a time and never below a quorum,
 // as far as there are nodes and zones to hold them (follow with Topology or Status). Safe to
 // repeat: setting the factor the cluster has changes nothing. Refused with
-// codes.FailedPrecondition while a live node runs a version that cannot follow the change;
-// a node of an earlier version answers codes.Unimplemented.
+// codes.FailedPrecondition while a live node runs a version that cannot follow the change, or
+// does not answer the answering node's gossip sync (which orders changes); a node of an earlier
+// version answers codes.Unimplemented. A factor outside 1..7 is refused here
+// (*InvalidArgumentError), sending nothing.
 func (c *Client) SetReplication(ctx context.Context, replication int) (ReplicationChange, error) {
 	if replication < 1 || replication > maxReplication {
 		return ReplicationChange{}, &InvalidArgumentError{Field: "replication", Limit: fmt.Sprintf("1..%d", maxReplication),

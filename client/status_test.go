@@ -46,3 +46,14 @@ func TestNodeStatusAsksOneNode(t *testing.T) {
 		t.Fatalf("NodeStatus without an address = %v, want ErrInvalidArgument", err)
 	}
 }
+
+// SetReplication refuses a factor outside 1..7 before it sends anything, naming the range.
+func TestSetReplicationRange(t *testing.T) {
+	for _, r := range []int{0, -1, 8} {
+		_, err := (&Client{}).SetReplication(context.Background(), r)
+		var ie *InvalidArgumentError
+		if !errors.As(err, &ie) || ie.Field != "replication" || ie.Limit != "1..7" {
+			t.Fatalf("SetReplication(%d): %v, want an invalid argument naming 1..7", r, err)
+		}
+	}
+}
