@@ -499,9 +499,13 @@ func (c *Client) shardCandidates(topo *topology, shard uint32, stale bool) []str
 		}
 		rand.Shuffle(n, func(i, j int) { vs[i], vs[j] = vs[j], vs[i] })
 		if z := c.opts.zone; z != "" {
-			slices.SortStableFunc(vs[:n], func(a, b string) int {
-				return cmp.Compare(b2i(topo.zone[a] != z), b2i(topo.zone[b] != z))
-			})
+			away := map[string]bool{}
+			for _, a := range vs[:n] {
+				if topo.zone[a] != z {
+					away[a] = true
+				}
+			}
+			moveLast(vs[:n], away)
 		}
 		out = appendNew(out, vs...)
 	}
@@ -580,12 +584,4 @@ func moveLast(addrs []string, last map[string]bool) {
 		}
 		return 1
 	})
-}
-
-// b2i is 1 for true, 0 for false.
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

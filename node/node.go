@@ -134,11 +134,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if haveSettings {
-		if err := checkSettings(stored, cfg.Shards, cfg.Replication, cfg.DataDir); err != nil {
+		if err := n.acceptSettings(stored); err != nil {
 			return nil, err
-		}
-		if note := replicationFlagNote(stored, cfg.Replication); note != "" {
-			n.log.Info(note)
 		}
 		n.settings.Store(&stored)
 	}
@@ -352,11 +349,8 @@ func (n *Node) establishCluster(ctx context.Context) error {
 		if s, err = n.waitForCluster(ctx); err != nil {
 			return err
 		}
-		if err := checkSettings(s, n.cfg.Shards, n.cfg.Replication, n.cfg.DataDir); err != nil {
+		if err := n.acceptSettings(s); err != nil {
 			return err
-		}
-		if note := replicationFlagNote(s, n.cfg.Replication); note != "" {
-			n.log.Info(note)
 		}
 		if err := n.confirmName(); err != nil {
 			return err

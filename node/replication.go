@@ -186,6 +186,18 @@ func (n *Node) adoptReplication(s Settings, why string) error {
 	})
 }
 
+// acceptSettings refuses stored or learned settings s that contradict the node's configuration
+// (checkSettings), and logs when its --replication is not applied (replicationFlagNote).
+func (n *Node) acceptSettings(s Settings) error {
+	if err := checkSettings(s, n.cfg.Shards, n.cfg.Replication, n.cfg.DataDir); err != nil {
+		return err
+	}
+	if note := replicationFlagNote(s, n.cfg.Replication); note != "" {
+		n.log.Info(note)
+	}
+	return nil
+}
+
 // replicationFlagNote says, when a node's --replication differs from a cluster's factor that
 // was changed since its creation, that the flag is not applied ("" otherwise). checkSettings
 // refuses such a difference only while the factor is the one the cluster was created with.

@@ -107,7 +107,7 @@ must run a version that follows a change (the command says which one does not).`
 				if err != nil {
 					return nil
 				}
-				if note := replicaRoom(clusterstatus.New(st), int(ch.Replication)); note != "" {
+				if note := clusterstatus.New(st).ReplicaRoom(int(ch.Replication)); note != "" {
 					fmt.Fprintf(a.stdout, "note: %s\n", note)
 				}
 				return nil
@@ -116,28 +116,6 @@ must run a version that follows a change (the command says which one does not).`
 	}
 	a.serverFlag(cmd, &server)
 	return cmd
-}
-
-// replicaRoom says, when s's cluster has fewer nodes able to hold replicas (alive, not
-// decommissioning), or fewer zones among them, than replication, that its shards stay
-// under-replicated ("" otherwise).
-func replicaRoom(s *clusterstatus.Status, replication int) string {
-	nodes, zones := 0, map[string]bool{}
-	for _, n := range s.Nodes {
-		if n.State == "alive" && !n.Decommissioning {
-			nodes++
-			zones[n.Zone] = true
-		}
-	}
-	switch {
-	case nodes < replication:
-		return fmt.Sprintf("the cluster has %s to hold replicas: its shards stay under-replicated (%d of %d) until more join",
-			clusterstatus.Count(nodes, "node"), nodes, replication)
-	case len(zones) < replication && !zones[""]:
-		return fmt.Sprintf("the cluster's nodes are in %s: shards get %d replicas, but count as under-replicated "+
-			"(fewer zones than replicas) until nodes of more zones join", clusterstatus.Count(len(zones), "zone"), replication)
-	}
-	return ""
 }
 
 func (a *app) nodeCmd() *cobra.Command {

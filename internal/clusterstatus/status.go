@@ -256,12 +256,7 @@ func (s *Status) mixedFormats() []string {
 // moves a replica only to a node that can take it, and with fewer other nodes alive than the
 // replication factor there is none, so the node gives up its leaderships and waits.
 func (s *Status) StalledDrains() []string {
-	others := 0
-	for _, n := range s.Nodes {
-		if n.State == "alive" && !n.Decommissioning {
-			others++
-		}
-	}
+	others, _ := s.holders()
 	if others >= int(s.Replication) {
 		return nil
 	}
@@ -274,6 +269,35 @@ func (s *Status) StalledDrains() []string {
 		}
 	}
 	return notes
+}
+
+// holders counts the nodes that can hold replicas, alive and not decommissioning, and the zones
+// they are in.
+func (s *Status) holders() (nodes int, zones map[string]bool) {
+	zones = map[string]bool{}
+	for _, n := range s.Nodes {
+		if n.State == "alive" && !n.Decommissioning {
+			nodes++
+			zones[n.Zone] = true
+		}
+	}
+	return nodes, zones
+}
+
+// ReplicaRoom says, when the cluster has fewer nodes able to hold replicas (alive, not
+// decommissioning), or fewer zones among them, than replication, that its shards stay
+// under-replicated ("" otherwise).
+func (s *Status) ReplicaRoom(replication int) string {
+	nodes, zones := s.holders()
+	switch {
+	case nodes < replication:
+		return fmt.Sprintf("the cluster has %s to hold replicas: its shards stay under-replicated (%d of %d) until more join",
+			Count(nodes, "node"), nodes, replication)
+	case len(zones) < replication && !zones[""]:
+		return fmt.Sprintf("the cluster's nodes are in %s: shards get %d replicas, but count as under-replicated "+
+			"(fewer zones than replicas) until nodes of more zones join", Count(len(zones), "zone"), replication)
+	}
+	return ""
 }
 
 // StateCounts counts the shards in each state.
