@@ -213,6 +213,27 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 			return fmt.Sprintf("error: %v\n", err)
 		}
 		return fmt.Sprintf("exists=%t last=%d deleted=%t tombstoned=%t\n", exists, last, deleted, tomb)
+	case "list":
+		var sb strings.Builder
+		err := ts.s.ListStreams(a.str(t, "prefix"), a.str(t, "after"), a.has("deleted"), a.uint(t, "count", 0),
+			func(m *StreamSummary) error {
+				fmt.Fprintf(&sb, "%s %s first=%d last=%d", m.Name, m.State, m.First, m.Last)
+				if m.Truncated {
+					sb.WriteString(" truncated")
+				}
+				if m.State == StreamLive {
+					fmt.Fprintf(&sb, " pos=%d time=%d", m.LastPosition, m.LastCreated)
+				}
+				sb.WriteString("\n")
+				return nil
+			})
+		if err != nil {
+			fmt.Fprintf(&sb, "error: %v\n", err)
+		}
+		if sb.Len() == 0 {
+			return "<empty>\n"
+		}
+		return sb.String()
 	case "applied":
 		return fmt.Sprintf("applied=%d last-position=%d\n", ts.s.Applied(), ts.s.LastPosition())
 	case "records":

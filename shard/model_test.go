@@ -3,8 +3,10 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -202,12 +204,39 @@ func (m *model) truncate(c *TruncateCommand) any {
 	return &TruncateResult{Start: st.start}
 }
 
+// checkList compares ListStreams, of every stream, with the model.
+func (m *model) checkList(t *testing.T, s *Shard) {
+	t.Helper()
+	var want, got []string
+	for _, name := range slices.Sorted(maps.Keys(m.streams)) {
+		st := m.streams[name]
+		last := uint64(len(st.events)) - 1
+		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t", name, StreamState(st.state), st.start, last, st.marked)
+		if st.state == stateLive {
+			line += fmt.Sprintf(" pos=%d time=%d", st.events[last].pos, st.events[last].created)
+		}
+		want = append(want, line)
+	}
+	err := s.ListStreams("", "", true, 0, func(sum *StreamSummary) error {
+		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t", sum.Name, sum.State, sum.First, sum.Last, sum.Truncated)
+		if sum.State == StreamLive {
+			line += fmt.Sprintf(" pos=%d time=%d", sum.LastPosition, sum.LastCreated)
+		}
+		got = append(got, line)
+		return nil
+	})
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("ListStreams: %v\n got %q\nwant %q", err, got, want)
+	}
+}
+
 // check compares every stream and the shard log with the model.
 func (m *model) check(t *testing.T, s *Shard) {
 	t.Helper()
 	if s.LastPosition() != m.nextPos {
 		t.Fatalf("LastPosition %d, model %d", s.LastPosition(), m.nextPos)
 	}
+	m.checkList(t, s)
 	for name, st := range m.streams {
 		exists, last, deleted, tomb, err := s.StreamInfo(name)
 		if err != nil || exists != (st.state == stateLive) || deleted != (st.state != stateLive) ||

@@ -81,24 +81,33 @@ func appendRecord(dst []byte, e *Event, created int64, position uint64, scratch 
 	return dst, scratch
 }
 
-// decodeRecord decodes rec into ev (Created, Position, ID, Type, ContentType,
-// Data, Metadata; not Stream or Version, which come from the key). ev does
-// not alias rec. Truncated or corrupt input yields an error wrapping
-// ErrCorrupt; it never panics.
-func decodeRecord(rec []byte, ev *RecordedEvent) error {
+// decodeRecordHeader decodes the header of event record rec into ev: Created, Position and
+// ID, without the payload.
+func decodeRecordHeader(rec []byte, ev *RecordedEvent) error {
 	if len(rec) < recordHeaderLen {
 		return errCorrupt("event record: truncated header")
 	}
 	if rec[0] != recordFormat {
 		return errCorrupt(fmt.Sprintf("event record: unknown format %d", rec[0]))
 	}
-	flags := rec[1]
-	if flags&^knownFlags != 0 {
+	if flags := rec[1]; flags&^knownFlags != 0 {
 		return errCorrupt(fmt.Sprintf("event record: unknown flags %#x", flags))
 	}
 	ev.Created = int64(binary.BigEndian.Uint64(rec[2:]))
 	ev.Position = binary.BigEndian.Uint64(rec[10:])
 	copy(ev.ID[:], rec[18:34])
+	return nil
+}
+
+// decodeRecord decodes rec into ev (Created, Position, ID, Type, ContentType,
+// Data, Metadata; not Stream or Version, which come from the key). ev does
+// not alias rec. Truncated or corrupt input yields an error wrapping
+// ErrCorrupt; it never panics.
+func decodeRecord(rec []byte, ev *RecordedEvent) error {
+	if err := decodeRecordHeader(rec, ev); err != nil {
+		return err
+	}
+	flags := rec[1]
 	d := decoder{b: rec[recordHeaderLen:]}
 	ev.Type = d.string()
 	ev.ContentType = d.string()

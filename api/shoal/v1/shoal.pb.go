@@ -76,6 +76,56 @@ func (Deletion) EnumDescriptor() ([]byte, []int) {
 	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{0}
 }
 
+// StreamState is a stream's state: live, or deleted in one of two ways.
+type StreamState int32
+
+const (
+	StreamState_STREAM_STATE_LIVE       StreamState = 0 // readable; it has at least one event
+	StreamState_STREAM_STATE_DELETED    StreamState = 1 // soft-deleted: reads say not found until the next append
+	StreamState_STREAM_STATE_TOMBSTONED StreamState = 2 // deleted for good
+)
+
+// Enum value maps for StreamState.
+var (
+	StreamState_name = map[int32]string{
+		0: "STREAM_STATE_LIVE",
+		1: "STREAM_STATE_DELETED",
+		2: "STREAM_STATE_TOMBSTONED",
+	}
+	StreamState_value = map[string]int32{
+		"STREAM_STATE_LIVE":       0,
+		"STREAM_STATE_DELETED":    1,
+		"STREAM_STATE_TOMBSTONED": 2,
+	}
+)
+
+func (x StreamState) Enum() *StreamState {
+	p := new(StreamState)
+	*p = x
+	return p
+}
+
+func (x StreamState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StreamState) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoal_v1_shoal_proto_enumTypes[1].Descriptor()
+}
+
+func (StreamState) Type() protoreflect.EnumType {
+	return &file_shoal_v1_shoal_proto_enumTypes[1]
+}
+
+func (x StreamState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StreamState.Descriptor instead.
+func (StreamState) EnumDescriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{1}
+}
+
 type ExpectedVersion_Kind int32
 
 const (
@@ -112,11 +162,11 @@ func (x ExpectedVersion_Kind) String() string {
 }
 
 func (ExpectedVersion_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_shoal_v1_shoal_proto_enumTypes[1].Descriptor()
+	return file_shoal_v1_shoal_proto_enumTypes[2].Descriptor()
 }
 
 func (ExpectedVersion_Kind) Type() protoreflect.EnumType {
-	return &file_shoal_v1_shoal_proto_enumTypes[1]
+	return &file_shoal_v1_shoal_proto_enumTypes[2]
 }
 
 func (x ExpectedVersion_Kind) Number() protoreflect.EnumNumber {
@@ -1437,6 +1487,250 @@ func (x *TruncateResponse) GetStart() uint64 {
 	return 0
 }
 
+type ListStreamsRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Shard          uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Prefix         string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`                                          // only streams whose names start with it; at most 512 bytes
+	After          string                 `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`                                            // only names after it (bytewise): where an earlier listing stopped
+	Count          uint64                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`                                           // at most this many streams; 0 means all
+	IncludeDeleted bool                   `protobuf:"varint,5,opt,name=include_deleted,json=includeDeleted,proto3" json:"include_deleted,omitempty"`   // also soft-deleted and tombstoned streams
+	AllowStale     bool                   `protobuf:"varint,6,opt,name=allow_stale,json=allowStale,proto3" json:"allow_stale,omitempty"`               // as in ReadRequest
+	MaxStalenessMs uint32                 `protobuf:"varint,7,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"` // as in ReadRequest
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListStreamsRequest) Reset() {
+	*x = ListStreamsRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStreamsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStreamsRequest) ProtoMessage() {}
+
+func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
+func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListStreamsRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ListStreamsRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListStreamsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListStreamsRequest) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ListStreamsRequest) GetIncludeDeleted() bool {
+	if x != nil {
+		return x.IncludeDeleted
+	}
+	return false
+}
+
+func (x *ListStreamsRequest) GetAllowStale() bool {
+	if x != nil {
+		return x.AllowStale
+	}
+	return false
+}
+
+func (x *ListStreamsRequest) GetMaxStalenessMs() uint32 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
+}
+
+// StreamSummary is what a listing tells of a stream.
+type StreamSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Shard uint32                 `protobuf:"varint,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	State StreamState            `protobuf:"varint,3,opt,name=state,proto3,enum=shoal.v1.StreamState" json:"state,omitempty"`
+	// last_version is the version of the stream's last event, which an append with an exact
+	// expected version names; for a deleted stream, the last version at the delete.
+	LastVersion uint64 `protobuf:"varint,4,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`
+	// first_version is the first version a read returns: after a soft delete, the first
+	// version after it; after a truncation, where it began. last_version + 1 while deleted.
+	FirstVersion uint64 `protobuf:"varint,5,opt,name=first_version,json=firstVersion,proto3" json:"first_version,omitempty"`
+	// truncated: a truncation moved first_version (truncations made before the shard reached
+	// format 5 left no mark and do not set it).
+	Truncated bool `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Live streams only: the shard position and commit time of the last event.
+	LastPosition        uint64 `protobuf:"varint,7,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	LastCreatedUnixNano int64  `protobuf:"varint,8,opt,name=last_created_unix_nano,json=lastCreatedUnixNano,proto3" json:"last_created_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *StreamSummary) Reset() {
+	*x = StreamSummary{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSummary) ProtoMessage() {}
+
+func (x *StreamSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSummary.ProtoReflect.Descriptor instead.
+func (*StreamSummary) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StreamSummary) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StreamSummary) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *StreamSummary) GetState() StreamState {
+	if x != nil {
+		return x.State
+	}
+	return StreamState_STREAM_STATE_LIVE
+}
+
+func (x *StreamSummary) GetLastVersion() uint64 {
+	if x != nil {
+		return x.LastVersion
+	}
+	return 0
+}
+
+func (x *StreamSummary) GetFirstVersion() uint64 {
+	if x != nil {
+		return x.FirstVersion
+	}
+	return 0
+}
+
+func (x *StreamSummary) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *StreamSummary) GetLastPosition() uint64 {
+	if x != nil {
+		return x.LastPosition
+	}
+	return 0
+}
+
+func (x *StreamSummary) GetLastCreatedUnixNano() int64 {
+	if x != nil {
+		return x.LastCreatedUnixNano
+	}
+	return 0
+}
+
+type ListStreamsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Streams       []*StreamSummary       `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"` // one page
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStreamsResponse) Reset() {
+	*x = ListStreamsResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStreamsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStreamsResponse) ProtoMessage() {}
+
+func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
+func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListStreamsResponse) GetStreams() []*StreamSummary {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
 // WrongExpectedVersion: code FAILED_PRECONDITION.
 type WrongExpectedVersion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1450,7 +1744,7 @@ type WrongExpectedVersion struct {
 
 func (x *WrongExpectedVersion) Reset() {
 	*x = WrongExpectedVersion{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1756,7 @@ func (x *WrongExpectedVersion) String() string {
 func (*WrongExpectedVersion) ProtoMessage() {}
 
 func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1769,7 @@ func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrongExpectedVersion.ProtoReflect.Descriptor instead.
 func (*WrongExpectedVersion) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WrongExpectedVersion) GetStream() string {
@@ -1516,7 +1810,7 @@ type StreamNotFound struct {
 
 func (x *StreamNotFound) Reset() {
 	*x = StreamNotFound{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1822,7 @@ func (x *StreamNotFound) String() string {
 func (*StreamNotFound) ProtoMessage() {}
 
 func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1835,7 @@ func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamNotFound.ProtoReflect.Descriptor instead.
 func (*StreamNotFound) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StreamNotFound) GetStream() string {
@@ -1561,7 +1855,7 @@ type StreamDeleted struct {
 
 func (x *StreamDeleted) Reset() {
 	*x = StreamDeleted{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1867,7 @@ func (x *StreamDeleted) String() string {
 func (*StreamDeleted) ProtoMessage() {}
 
 func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1880,7 @@ func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDeleted.ProtoReflect.Descriptor instead.
 func (*StreamDeleted) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StreamDeleted) GetStream() string {
@@ -1609,7 +1903,7 @@ type HistoryTruncated struct {
 
 func (x *HistoryTruncated) Reset() {
 	*x = HistoryTruncated{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1915,7 @@ func (x *HistoryTruncated) String() string {
 func (*HistoryTruncated) ProtoMessage() {}
 
 func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1928,7 @@ func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryTruncated.ProtoReflect.Descriptor instead.
 func (*HistoryTruncated) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryTruncated) GetStream() string {
@@ -1670,7 +1964,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1976,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1989,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InvalidField) GetField() string {
@@ -1733,7 +2027,7 @@ type IDConflict struct {
 
 func (x *IDConflict) Reset() {
 	*x = IDConflict{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2039,7 @@ func (x *IDConflict) String() string {
 func (*IDConflict) ProtoMessage() {}
 
 func (x *IDConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2052,7 @@ func (x *IDConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDConflict.ProtoReflect.Descriptor instead.
 func (*IDConflict) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *IDConflict) GetStream() string {
@@ -1801,7 +2095,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2107,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2120,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NotLeader) GetShard() uint32 {
@@ -1861,7 +2155,7 @@ type ClusterSettings struct {
 
 func (x *ClusterSettings) Reset() {
 	*x = ClusterSettings{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2167,7 @@ func (x *ClusterSettings) String() string {
 func (*ClusterSettings) ProtoMessage() {}
 
 func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2180,7 @@ func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
 func (*ClusterSettings) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterSettings) GetClusterId() string {
@@ -1929,7 +2223,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2235,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2248,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TopologyRequest) GetLocalOnly() bool {
@@ -1983,7 +2277,7 @@ type SuspectLeader struct {
 
 func (x *SuspectLeader) Reset() {
 	*x = SuspectLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2289,7 @@ func (x *SuspectLeader) String() string {
 func (*SuspectLeader) ProtoMessage() {}
 
 func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2302,7 @@ func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspectLeader.ProtoReflect.Descriptor instead.
 func (*SuspectLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SuspectLeader) GetShard() uint32 {
@@ -2049,7 +2343,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2355,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2368,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -2200,7 +2494,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2506,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2519,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -2333,7 +2627,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2639,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2652,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -2404,7 +2698,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2710,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2723,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 type StatusResponse struct {
@@ -2442,7 +2736,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2748,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2761,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -2494,7 +2788,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2800,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2813,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -2544,7 +2838,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2850,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2863,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 type BackupRequest struct {
@@ -2586,7 +2880,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2892,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2905,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BackupRequest) GetNode() string {
@@ -2647,7 +2941,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2953,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2966,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BackupResponse) GetNode() string {
@@ -2713,7 +3007,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +3019,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +3032,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RecommissionRequest) GetNode() string {
@@ -2764,7 +3058,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +3070,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +3083,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RecommissionResponse) GetWasDecommissioning() bool {
@@ -2807,7 +3101,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +3113,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +3126,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
 }
 
 type SetReplicationRequest struct {
@@ -2844,7 +3138,7 @@ type SetReplicationRequest struct {
 
 func (x *SetReplicationRequest) Reset() {
 	*x = SetReplicationRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3150,7 @@ func (x *SetReplicationRequest) String() string {
 func (*SetReplicationRequest) ProtoMessage() {}
 
 func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3163,7 @@ func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetReplicationRequest) GetReplication() uint32 {
@@ -2890,7 +3184,7 @@ type SetReplicationResponse struct {
 
 func (x *SetReplicationResponse) Reset() {
 	*x = SetReplicationResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3196,7 @@ func (x *SetReplicationResponse) String() string {
 func (*SetReplicationResponse) ProtoMessage() {}
 
 func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +3209,7 @@ func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SetReplicationResponse) GetSettings() *ClusterSettings {
@@ -2958,7 +3252,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3264,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3277,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -3036,7 +3330,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +3342,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +3355,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{46}
 }
 
 type SnapshotChunk struct {
@@ -3084,7 +3378,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3390,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3403,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -3273,7 +3567,27 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bexpected\x18\x03 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\">\n" +
 	"\x10TruncateResponse\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
-	"\x05start\x18\x02 \x01(\x04R\x05start\"\xb1\x01\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\"\xe2\x01\n" +
+	"\x12ListStreamsRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\x12'\n" +
+	"\x0finclude_deleted\x18\x05 \x01(\bR\x0eincludeDeleted\x12\x1f\n" +
+	"\vallow_stale\x18\x06 \x01(\bR\n" +
+	"allowStale\x12(\n" +
+	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\"\xa6\x02\n" +
+	"\rStreamSummary\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\rR\x05shard\x12+\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x15.shoal.v1.StreamStateR\x05state\x12!\n" +
+	"\flast_version\x18\x04 \x01(\x04R\vlastVersion\x12#\n" +
+	"\rfirst_version\x18\x05 \x01(\x04R\ffirstVersion\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x01(\bR\ttruncated\x12#\n" +
+	"\rlast_position\x18\a \x01(\x04R\flastPosition\x123\n" +
+	"\x16last_created_unix_nano\x18\b \x01(\x03R\x13lastCreatedUnixNano\"H\n" +
+	"\x13ListStreamsResponse\x121\n" +
+	"\astreams\x18\x01 \x03(\v2\x17.shoal.v1.StreamSummaryR\astreams\"\xb1\x01\n" +
 	"\x14WrongExpectedVersion\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12#\n" +
@@ -3402,14 +3716,19 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bDeletion\x12\x11\n" +
 	"\rDELETION_NONE\x10\x00\x12\x11\n" +
 	"\rDELETION_SOFT\x10\x01\x12\x16\n" +
-	"\x12DELETION_TOMBSTONE\x10\x022\x8d\x03\n" +
+	"\x12DELETION_TOMBSTONE\x10\x02*[\n" +
+	"\vStreamState\x12\x15\n" +
+	"\x11STREAM_STATE_LIVE\x10\x00\x12\x18\n" +
+	"\x14STREAM_STATE_DELETED\x10\x01\x12\x1b\n" +
+	"\x17STREAM_STATE_TOMBSTONED\x10\x022\xdb\x03\n" +
 	"\aStreams\x12;\n" +
 	"\x06Append\x12\x17.shoal.v1.AppendRequest\x1a\x18.shoal.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
 	"\tReadShard\x12\x1a.shoal.v1.ReadShardRequest\x1a\x1b.shoal.v1.ReadShardResponse0\x01\x12;\n" +
 	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
 	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x01\x12A\n" +
-	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse2\xfb\x03\n" +
+	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse\x12L\n" +
+	"\vListStreams\x12\x1c.shoal.v1.ListStreamsRequest\x1a\x1d.shoal.v1.ListStreamsResponse0\x012\xfb\x03\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
@@ -3434,115 +3753,123 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_shoal_proto_rawDescData
 }
 
-var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                  // 0: shoal.v1.Deletion
-	(ExpectedVersion_Kind)(0),      // 1: shoal.v1.ExpectedVersion.Kind
-	(*ExpectedVersion)(nil),        // 2: shoal.v1.ExpectedVersion
-	(*EventData)(nil),              // 3: shoal.v1.EventData
-	(*AppendRequest)(nil),          // 4: shoal.v1.AppendRequest
-	(*AppendResponse)(nil),         // 5: shoal.v1.AppendResponse
-	(*AppendItem)(nil),             // 6: shoal.v1.AppendItem
-	(*AppendBatch)(nil),            // 7: shoal.v1.AppendBatch
-	(*ItemStatus)(nil),             // 8: shoal.v1.ItemStatus
-	(*AppendItemResult)(nil),       // 9: shoal.v1.AppendItemResult
-	(*AppendResults)(nil),          // 10: shoal.v1.AppendResults
-	(*RecordedEvent)(nil),          // 11: shoal.v1.RecordedEvent
-	(*ReadRequest)(nil),            // 12: shoal.v1.ReadRequest
-	(*ReadResponse)(nil),           // 13: shoal.v1.ReadResponse
-	(*ReadShardRequest)(nil),       // 14: shoal.v1.ReadShardRequest
-	(*ReadShardResponse)(nil),      // 15: shoal.v1.ReadShardResponse
-	(*DeleteRequest)(nil),          // 16: shoal.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 17: shoal.v1.DeleteResponse
-	(*TruncateRequest)(nil),        // 18: shoal.v1.TruncateRequest
-	(*TruncateResponse)(nil),       // 19: shoal.v1.TruncateResponse
-	(*WrongExpectedVersion)(nil),   // 20: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),         // 21: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),          // 22: shoal.v1.StreamDeleted
-	(*HistoryTruncated)(nil),       // 23: shoal.v1.HistoryTruncated
-	(*InvalidField)(nil),           // 24: shoal.v1.InvalidField
-	(*IDConflict)(nil),             // 25: shoal.v1.IDConflict
-	(*NotLeader)(nil),              // 26: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),        // 27: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),        // 28: shoal.v1.TopologyRequest
-	(*SuspectLeader)(nil),          // 29: shoal.v1.SuspectLeader
-	(*NodeInfo)(nil),               // 30: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),              // 31: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),       // 32: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),          // 33: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),         // 34: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),    // 35: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),   // 36: shoal.v1.DecommissionResponse
-	(*BackupRequest)(nil),          // 37: shoal.v1.BackupRequest
-	(*BackupResponse)(nil),         // 38: shoal.v1.BackupResponse
-	(*RecommissionRequest)(nil),    // 39: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil),   // 40: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),        // 41: shoal.v1.SettingsRequest
-	(*SetReplicationRequest)(nil),  // 42: shoal.v1.SetReplicationRequest
-	(*SetReplicationResponse)(nil), // 43: shoal.v1.SetReplicationResponse
-	(*RaftBatch)(nil),              // 44: shoal.v1.RaftBatch
-	(*RaftAck)(nil),                // 45: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),          // 46: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),              // 47: google.protobuf.Any
+	(StreamState)(0),               // 1: shoal.v1.StreamState
+	(ExpectedVersion_Kind)(0),      // 2: shoal.v1.ExpectedVersion.Kind
+	(*ExpectedVersion)(nil),        // 3: shoal.v1.ExpectedVersion
+	(*EventData)(nil),              // 4: shoal.v1.EventData
+	(*AppendRequest)(nil),          // 5: shoal.v1.AppendRequest
+	(*AppendResponse)(nil),         // 6: shoal.v1.AppendResponse
+	(*AppendItem)(nil),             // 7: shoal.v1.AppendItem
+	(*AppendBatch)(nil),            // 8: shoal.v1.AppendBatch
+	(*ItemStatus)(nil),             // 9: shoal.v1.ItemStatus
+	(*AppendItemResult)(nil),       // 10: shoal.v1.AppendItemResult
+	(*AppendResults)(nil),          // 11: shoal.v1.AppendResults
+	(*RecordedEvent)(nil),          // 12: shoal.v1.RecordedEvent
+	(*ReadRequest)(nil),            // 13: shoal.v1.ReadRequest
+	(*ReadResponse)(nil),           // 14: shoal.v1.ReadResponse
+	(*ReadShardRequest)(nil),       // 15: shoal.v1.ReadShardRequest
+	(*ReadShardResponse)(nil),      // 16: shoal.v1.ReadShardResponse
+	(*DeleteRequest)(nil),          // 17: shoal.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 18: shoal.v1.DeleteResponse
+	(*TruncateRequest)(nil),        // 19: shoal.v1.TruncateRequest
+	(*TruncateResponse)(nil),       // 20: shoal.v1.TruncateResponse
+	(*ListStreamsRequest)(nil),     // 21: shoal.v1.ListStreamsRequest
+	(*StreamSummary)(nil),          // 22: shoal.v1.StreamSummary
+	(*ListStreamsResponse)(nil),    // 23: shoal.v1.ListStreamsResponse
+	(*WrongExpectedVersion)(nil),   // 24: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),         // 25: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),          // 26: shoal.v1.StreamDeleted
+	(*HistoryTruncated)(nil),       // 27: shoal.v1.HistoryTruncated
+	(*InvalidField)(nil),           // 28: shoal.v1.InvalidField
+	(*IDConflict)(nil),             // 29: shoal.v1.IDConflict
+	(*NotLeader)(nil),              // 30: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),        // 31: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),        // 32: shoal.v1.TopologyRequest
+	(*SuspectLeader)(nil),          // 33: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),               // 34: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),              // 35: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),       // 36: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),          // 37: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),         // 38: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),    // 39: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),   // 40: shoal.v1.DecommissionResponse
+	(*BackupRequest)(nil),          // 41: shoal.v1.BackupRequest
+	(*BackupResponse)(nil),         // 42: shoal.v1.BackupResponse
+	(*RecommissionRequest)(nil),    // 43: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),   // 44: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),        // 45: shoal.v1.SettingsRequest
+	(*SetReplicationRequest)(nil),  // 46: shoal.v1.SetReplicationRequest
+	(*SetReplicationResponse)(nil), // 47: shoal.v1.SetReplicationResponse
+	(*RaftBatch)(nil),              // 48: shoal.v1.RaftBatch
+	(*RaftAck)(nil),                // 49: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),          // 50: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),              // 51: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
-	1,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
-	2,  // 1: shoal.v1.AppendRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	3,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
-	4,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
-	6,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	47, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
-	5,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
-	8,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
-	9,  // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
+	2,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
+	3,  // 1: shoal.v1.AppendRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	4,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
+	5,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
+	7,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
+	51, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	6,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
+	9,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
+	10, // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
 	0,  // 9: shoal.v1.RecordedEvent.deletion:type_name -> shoal.v1.Deletion
-	11, // 10: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
-	11, // 11: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
-	2,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	2,  // 13: shoal.v1.TruncateRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	2,  // 14: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	29, // 15: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
-	27, // 16: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	30, // 17: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	31, // 18: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	32, // 19: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	27, // 20: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
-	4,  // 21: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	12, // 22: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	14, // 23: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	16, // 24: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	7,  // 25: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	18, // 26: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
-	28, // 27: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	33, // 28: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	35, // 29: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	39, // 30: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	41, // 31: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	37, // 32: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
-	42, // 33: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
-	44, // 34: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	46, // 35: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	5,  // 36: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	13, // 37: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	15, // 38: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	17, // 39: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	10, // 40: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	19, // 41: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	32, // 42: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	34, // 43: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	36, // 44: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	40, // 45: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	27, // 46: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	38, // 47: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
-	43, // 48: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
-	45, // 49: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	45, // 50: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	36, // [36:51] is the sub-list for method output_type
-	21, // [21:36] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	12, // 10: shoal.v1.ReadResponse.events:type_name -> shoal.v1.RecordedEvent
+	12, // 11: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
+	3,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	3,  // 13: shoal.v1.TruncateRequest.expected:type_name -> shoal.v1.ExpectedVersion
+	1,  // 14: shoal.v1.StreamSummary.state:type_name -> shoal.v1.StreamState
+	22, // 15: shoal.v1.ListStreamsResponse.streams:type_name -> shoal.v1.StreamSummary
+	3,  // 16: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
+	33, // 17: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
+	31, // 18: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	34, // 19: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	35, // 20: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	36, // 21: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	31, // 22: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
+	5,  // 23: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	13, // 24: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	15, // 25: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	17, // 26: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	8,  // 27: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	19, // 28: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
+	21, // 29: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
+	32, // 30: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	37, // 31: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	39, // 32: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	43, // 33: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	45, // 34: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	41, // 35: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
+	46, // 36: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
+	48, // 37: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	50, // 38: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	6,  // 39: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	14, // 40: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	16, // 41: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	18, // 42: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	11, // 43: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	20, // 44: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	23, // 45: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
+	36, // 46: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	38, // 47: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	40, // 48: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	44, // 49: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	31, // 50: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	42, // 51: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
+	47, // 52: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
+	49, // 53: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	49, // 54: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	39, // [39:55] is the sub-list for method output_type
+	23, // [23:39] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -3555,8 +3882,8 @@ func file_shoal_v1_shoal_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   45,
+			NumEnums:      3,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -29,6 +29,7 @@ const (
 	Streams_Delete_FullMethodName         = "/shoal.v1.Streams/Delete"
 	Streams_AppendPipeline_FullMethodName = "/shoal.v1.Streams/AppendPipeline"
 	Streams_Truncate_FullMethodName       = "/shoal.v1.Streams/Truncate"
+	Streams_ListStreams_FullMethodName    = "/shoal.v1.Streams/ListStreams"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -57,6 +58,10 @@ type StreamsClient interface {
 	// else FAILED_PRECONDITION with a google.rpc.ErrorInfo of reason
 	// SHARD_FORMAT.
 	Truncate(ctx context.Context, in *TruncateRequest, opts ...grpc.CallOption) (*TruncateResponse, error)
+	// ListStreams streams the states of one shard's streams in name order
+	// (bytewise), in pages: to list the cluster's streams, list every shard's
+	// and merge them by name, as the Go client does.
+	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListStreamsResponse], error)
 }
 
 type streamsClient struct {
@@ -148,6 +153,25 @@ func (c *streamsClient) Truncate(ctx context.Context, in *TruncateRequest, opts 
 	return out, nil
 }
 
+func (c *streamsClient) ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListStreamsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Streams_ServiceDesc.Streams[3], Streams_ListStreams_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListStreamsRequest, ListStreamsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Streams_ListStreamsClient = grpc.ServerStreamingClient[ListStreamsResponse]
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -174,6 +198,10 @@ type StreamsServer interface {
 	// else FAILED_PRECONDITION with a google.rpc.ErrorInfo of reason
 	// SHARD_FORMAT.
 	Truncate(context.Context, *TruncateRequest) (*TruncateResponse, error)
+	// ListStreams streams the states of one shard's streams in name order
+	// (bytewise), in pages: to list the cluster's streams, list every shard's
+	// and merge them by name, as the Go client does.
+	ListStreams(*ListStreamsRequest, grpc.ServerStreamingServer[ListStreamsResponse]) error
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -201,6 +229,9 @@ func (UnimplementedStreamsServer) AppendPipeline(grpc.BidiStreamingServer[Append
 }
 func (UnimplementedStreamsServer) Truncate(context.Context, *TruncateRequest) (*TruncateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Truncate not implemented")
+}
+func (UnimplementedStreamsServer) ListStreams(*ListStreamsRequest, grpc.ServerStreamingServer[ListStreamsResponse]) error {
+	return status.Error(codes.Unimplemented, "method ListStreams not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -306,6 +337,17 @@ func _Streams_Truncate_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_ListStreams_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListStreamsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StreamsServer).ListStreams(m, &grpc.GenericServerStream[ListStreamsRequest, ListStreamsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Streams_ListStreamsServer = grpc.ServerStreamingServer[ListStreamsResponse]
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -342,6 +384,11 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Streams_AppendPipeline_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "ListStreams",
+			Handler:       _Streams_ListStreams_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "shoal/v1/shoal.proto",

@@ -1,0 +1,154 @@
+package shard
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// StreamState is a stream's state in a StreamSummary.
+type StreamState uint8
+
+// Stream states. A soft-deleted stream that is appended to again is live.
+const (
+	StreamLive       StreamState = StreamState(stateLive)
+	StreamDeleted    StreamState = StreamState(stateDeleted)    // soft-deleted: hidden until the next append
+	StreamTombstoned StreamState = StreamState(stateTombstoned) // deleted for good
+)
+
+func (s StreamState) String() string {
+	switch s {
+	case StreamLive:
+		return "live"
+	case StreamDeleted:
+		return "deleted"
+	case StreamTombstoned:
+		return "tombstoned"
+	}
+	return fmt.Sprintf("StreamState(%d)", uint8(s))
+}
+
+// StreamSummary is a stream's state as ListStreams reports it.
+type StreamSummary struct {
+	Name  string
+	State StreamState
+	// Last is the version of the last event; for a deleted stream, the last version at the
+	// delete.
+	Last uint64
+	// First is the first version a read returns: after a soft delete, the first version after
+	// it; after a truncation, where it began. Last+1 while the stream is deleted.
+	First uint64
+	// Truncated: a truncation moved First (from Format5 on; see TruncateCommand).
+	Truncated bool
+	// LastPosition and LastCreated are the shard position and commit time of the last event,
+	// for a live stream; 0 for a deleted one.
+	LastPosition uint64
+	LastCreated  int64
+}
+
+// MaxListPrefix bounds the prefix and the after name of ListStreams: a stream name's limit.
+const MaxListPrefix = MaxStreamNameLen
+
+// ListStreams calls fn for up to count streams (0 = all) whose names start with prefix and
+// come after after (bytewise; "" = from the first), in name order, from one view of the DB.
+// Deleted streams (soft-deleted and tombstoned) are skipped unless includeDeleted. It returns
+// fn's error if fn stops the listing. Each live stream costs a seek to its last event.
+func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
+	if len(prefix) > MaxListPrefix {
+		return invalid("prefix", fmt.Sprintf("at most %d bytes", MaxListPrefix), "%d bytes given", len(prefix))
+	}
+	if len(after) > MaxListPrefix {
+		return invalid("after", fmt.Sprintf("at most %d bytes (a stream name)", MaxListPrefix), "%d bytes given", len(after))
+	}
+	lo := s.keys.stream(nil, prefix)
+	hi := prefixEnd(lo)
+	if after >= prefix {
+		lo = append(s.keys.stream(nil, after), 0) // the first name after it
+	}
+	if bytes.Compare(lo, hi) >= 0 {
+		return nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	// events reads each live stream's last event from the same view as the records.
+	events, err := it.Clone(pebble.CloneOptions{})
+	if err != nil {
+		it.Close()
+		return err
+	}
+	err = s.listStreams(it, events, includeDeleted, count, fn)
+	if cerr := events.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
+	if count == 0 {
+		count = math.MaxUint64
+	}
+	nameAt := prefixLen + 1
+	var ev RecordedEvent
+	for valid, n := it.First(), uint64(0); valid && n < count; valid = it.Next() {
+		var m streamMeta
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = m.decode(v)
+		}
+		if err != nil {
+			return err
+		}
+		if m.state != stateLive && !includeDeleted {
+			continue
+		}
+		sum := &StreamSummary{Name: string(it.Key()[nameAt:]), State: StreamState(m.state), Last: m.last, First: m.start,
+			Truncated: m.truncated}
+		if m.state == stateLive {
+			// A live stream's last version is its last event key's (the record's may be
+			// behind from Format3 on).
+			events.SetBounds(s.keys.event(nil, m.id, m.start), s.keys.eventStreamEnd(nil, m.id))
+			if !events.Last() {
+				if err := events.Error(); err != nil {
+					return err
+				}
+				return errCorrupt(fmt.Sprintf("live stream %q has no visible event", sum.Name))
+			}
+			if sum.Last, err = eventVersion(events.Key()); err != nil {
+				return err
+			}
+			rec, err := events.ValueAndErr()
+			if err != nil {
+				return err
+			}
+			if err := decodeRecordHeader(rec, &ev); err != nil {
+				return err
+			}
+			sum.LastPosition, sum.LastCreated = ev.Position, ev.Created
+		}
+		if err := fn(sum); err != nil {
+			return err
+		}
+		n++
+	}
+	return it.Error()
+}
+
+// prefixEnd returns the first key after every key that starts with p (p holds a byte below
+// 0xff, as every shard key's tag is).
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	panic("shard: prefixEnd of a key of 0xff bytes")
+}
