@@ -456,16 +456,7 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 // checkReadShard checks a ReadShard request and returns its staleness, or its refusal as a
 // gRPC status.
 func (n *Node) checkReadShard(req *shoalv1.ReadShardRequest) (staleness, error) {
-	s := n.settings.Load()
-	if s == nil || req.Shard >= s.Shards {
-		shards := uint32(0)
-		if s != nil {
-			shards = s.Shards
-		}
-		return staleness{}, n.toStatus(&shard.InvalidError{Field: "shard", Limit: fmt.Sprintf("less than %d", shards),
-			Reason: fmt.Sprintf("shard %d does not exist", req.Shard)}, "", req.Shard)
-	}
-	st, err := readStaleness(req.AllowStale, req.MaxStalenessMs)
+	st, err := n.checkShardRead(req.Shard, req.AllowStale, req.MaxStalenessMs)
 	if err == nil {
 		err = checkShardRequest(req)
 	}
@@ -473,6 +464,21 @@ func (n *Node) checkReadShard(req *shoalv1.ReadShardRequest) (staleness, error) 
 		return st, n.toStatus(err, "", req.Shard)
 	}
 	return st, nil
+}
+
+// checkShardRead checks the shard and staleness of a read of one shard (ReadShard,
+// ListStreams), and returns the staleness.
+func (n *Node) checkShardRead(id uint32, allowStale bool, maxStalenessMS uint32) (staleness, error) {
+	s := n.settings.Load()
+	if s == nil || id >= s.Shards {
+		shards := uint32(0)
+		if s != nil {
+			shards = s.Shards
+		}
+		return staleness{}, &shard.InvalidError{Field: "shard", Limit: fmt.Sprintf("less than %d", shards),
+			Reason: fmt.Sprintf("shard %d does not exist", id)}
+	}
+	return readStaleness(allowStale, maxStalenessMS)
 }
 
 // readShard serves a ReadShard request that checkReadShard passed, of staleness st.

@@ -51,16 +51,24 @@ type StreamSummary struct {
 // MaxListPrefix bounds the prefix and the after name of ListStreams: a stream name's limit.
 const MaxListPrefix = MaxStreamNameLen
 
-// ListStreams calls fn for up to count streams (0 = all) whose names start with prefix and
-// come after after (bytewise; "" = from the first), in name order, from one view of the DB.
-// Deleted streams (soft-deleted and tombstoned) are skipped unless includeDeleted. It returns
-// fn's error if fn stops the listing. Each live stream costs a seek to its last event.
-func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
+// CheckListBounds refuses a prefix or an after name of ListStreams longer than MaxListPrefix.
+func CheckListBounds(prefix, after string) error {
 	if len(prefix) > MaxListPrefix {
 		return invalid("prefix", fmt.Sprintf("at most %d bytes", MaxListPrefix), "%d bytes given", len(prefix))
 	}
 	if len(after) > MaxListPrefix {
 		return invalid("after", fmt.Sprintf("at most %d bytes (a stream name)", MaxListPrefix), "%d bytes given", len(after))
+	}
+	return nil
+}
+
+// ListStreams calls fn for up to count streams (0 = all) whose names start with prefix and
+// come after after (bytewise; "" = from the first), in name order, from one view of the DB.
+// Deleted streams (soft-deleted and tombstoned) are skipped unless includeDeleted. It returns
+// fn's error if fn stops the listing. Each live stream costs a seek to its last event.
+func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
+	if err := CheckListBounds(prefix, after); err != nil {
+		return err
 	}
 	lo := s.keys.stream(nil, prefix)
 	hi := prefixEnd(lo)

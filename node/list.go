@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// ListStreams serves a listing of one shard's streams, routed as ReadShard is: to the shard's
+// leader, or to any replica of a stale read.
+func (s *streamsServer) ListStreams(req *shoalv1.ListStreamsRequest, stream grpc.ServerStreamingServer[shoalv1.ListStreamsResponse]) error {
+	st, err := s.n.checkShardRead(req.Shard, req.AllowStale, req.MaxStalenessMs)
+	if err == nil {
+		err = shard.CheckListBounds(req.Prefix, req.After)
+	}
+	if err != nil {
+		err = s.n.toStatus(err, "", req.Shard)
+	} else {
+		err = s.n.listStreams(req, st, stream)
+	}
+	if incomingHops(stream.Context()) == 0 {
+		s.n.metrics.reads.WithLabelValues("list", resultLabel(err)).Inc()
+	}
+	return err
+}
+
+// listStreams serves a ListStreams request that passed its checks, of staleness st, in pages of
+// at most pageEvents streams.
+func (n *Node) listStreams(req *shoalv1.ListStreamsRequest, st staleness, out grpc.ServerStreamingServer[shoalv1.ListStreamsResponse]) error {
+	ctx := out.Context()
+	sm, err := forwardRead(n, ctx, req.Shard, st, 0, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ListStreamsResponse], error) {
+		return shoalv1.NewStreamsClient(conn).ListStreams(ctx, req)
+	})
+	if sm == nil {
+		return n.toStatus(err, "", req.Shard)
+	}
+	page := &shoalv1.ListStreamsResponse{}
+	err = sm.ListStreams(req.Prefix, req.After, req.IncludeDeleted, req.Count, func(m *shard.StreamSummary) error {
+		page.Streams = append(page.Streams, toProtoSummary(m, req.Shard))
+		if len(page.Streams) < pageEvents {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := out.Send(page)
+		page = &shoalv1.ListStreamsResponse{}
+		return err
+	})
+	if err != nil {
+		return n.toStatus(err, "", req.Shard)
+	}
+	if len(page.Streams) > 0 {
+		return out.Send(page)
+	}
+	return nil
+}
+
+func toProtoSummary(m *shard.StreamSummary, id uint32) *shoalv1.StreamSummary {
+	return &shoalv1.StreamSummary{Name: m.Name, Shard: id, State: shoalv1.StreamState(m.State), LastVersion: m.Last,
+		FirstVersion: m.First, Truncated: m.Truncated, LastPosition: m.LastPosition, LastCreatedUnixNano: m.LastCreated}
+}
