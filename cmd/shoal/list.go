@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+// listRows is how many streams list-streams aligns at a time: its columns are as wide as the
+// widest cell of each block, so that a long listing prints as it goes.
+const listRows = 500
+
+func (a *app) listStreamsCmd() *cobra.Command {
+	var (
+		prefix, after, server string
+		count                 uint64
+		deleted, stale        bool
+		asJSON                bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list-streams [--prefix P] [--after NAME] [--count N] [--deleted]",
+		Short: "List the streams, in name order",
+		Long: `List the cluster's streams in name order (bytewise), with each one's state,
+first and last versions, event count, shard and the time of its last event.
+Every shard is listed and the listings are merged.
+
+--prefix lists the streams whose names start with it (a category, as in
+order-). --after starts after a name: to go on with a listing that stopped,
+pass the last name it printed. --deleted also lists soft-deleted and
+tombstoned streams. --json prints one JSON object per stream per line.`,
+		Example: `  shoal list-streams --prefix order-
+  shoal list-streams --after order-1041 --count 100 --json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var opts []client.ReadOption
+			if prefix != "" {
+				opts = append(opts, client.StreamPrefix(prefix))
+			}
+			if count > 0 {
+				opts = append(opts, client.Count(count))
+			}
+			if deleted {
+				opts = append(opts, client.IncludeDeletes())
+			}
+			if stale {
+				opts = append(opts, client.Stale())
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			w := bufio.NewWriter(a.stdout)
+			defer w.Flush()
+			var tw *tabwriter.Writer
+			rows := 0
+			var last string
+			for s, err := range c.ListStreams(ctx, after, opts...) {
+				if err != nil {
+					if tw != nil {
+						tw.Flush()
+					}
+					w.Flush()
+					return a.listFailed(err, server, stale, last)
+				}
+				last = s.Name
+				if asJSON {
+					if err := json.NewEncoder(w).Encode(streamInfoJSON(s)); err != nil {
+						return err
+					}
+					continue
+				}
+				if tw == nil {
+					tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "STREAM\tSTATE\tVERSIONS\tEVENTS\tSHARD\tLAST EVENT")
+				}
+				writeStreamRow(tw, s)
+				if rows++; rows%listRows == 0 {
+					if err := tw.Flush(); err != nil {
+						return err
+					}
+				}
+			}
+			if tw != nil {
+				return tw.Flush()
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&prefix, "prefix", "", "only streams whose names start with this")
+	f.StringVar(&after, "after", "", "start after this name (the last one a listing printed)")
+	f.Uint64Var(&count, "count", 0, "list at most N streams (0 = all)")
+	f.BoolVar(&deleted, "deleted", false, "also list soft-deleted and tombstoned streams")
+	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while a shard has no leader)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per stream per line")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+func (a *app) streamInfoCmd() *cobra.Command {
+	var (
+		server        string
+		stale, asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "stream-info STREAM",
+		Short: "Show a stream's state: versions, event count, last event",
+		Long: `Show a stream's state: live, soft-deleted or tombstoned; its first and last
+versions (the last is what --expected N names); how many events a read returns;
+whether a truncation removed its first events; its shard, and the position and
+time of its last event.`,
+		Example: `  shoal stream-info orders-42
+  shoal stream-info orders-42 --json`,
+		Args: exactArgs("stream"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stream := args[0]
+			var opts []client.ReadOption
+			if stale {
+				opts = append(opts, client.Stale())
+			}
+			var info client.StreamInfo
+			err := a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+				var err error
+				info, err = c.StreamInfo(ctx, stream, opts...)
+				return err
+			})
+			switch {
+			case errors.Is(err, client.ErrStreamNotFound):
+				return &explainedError{code: exitNotFound, msg: fmt.Sprintf("%s does not exist: no event was ever appended to it", stream)}
+			case err != nil:
+				return a.listFailed(err, server, stale, "")
+			case asJSON:
+				return json.NewEncoder(a.stdout).Encode(streamInfoJSON(info))
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "stream\t%s\n", info.Name)
+			fmt.Fprintf(tw, "state\t%s\n", info.State)
+			fmt.Fprintf(tw, "versions\t%s\n", versionRange(info))
+			fmt.Fprintf(tw, "events\t%d\n", info.Events())
+			if info.Truncated {
+				fmt.Fprintf(tw, "truncated\tversions before %d were removed\n", info.FirstVersion)
+			}
+			fmt.Fprintf(tw, "shard\t%d\n", info.Shard)
+			if info.State == client.StreamLive {
+				fmt.Fprintf(tw, "last event\tat position %d, %s\n", info.LastPosition, info.LastCreated.UTC().Format(time.RFC3339Nano))
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&stale, "stale", false, "let any replica answer, which may lag the leader (also while the shard has no leader)")
+	f.BoolVar(&asJSON, "json", false, "print the state as one JSON object")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// listFailed explains the error that ended a listing or a stream-info: after is the last name
+// a listing printed, where to go on ("" when none was).
+func (a *app) listFailed(err error, server string, stale bool, after string) error {
+	if _, ok := leaderless(err); ok {
+		msg := a.unreachable(err, server).Error()
+		if hint := staleHint(stale); hint != "" {
+			msg += "; " + hint
+		}
+		if after != "" {
+			msg += fmt.Sprintf("; to go on after the last stream printed, run the command again with --after %q", after)
+		}
+		return &explainedError{code: exitError, msg: msg}
+	}
+	return a.unreachable(err, server)
+}
+
+// versionRange renders a stream's versions: "0..41", or "none (deleted at version 41)".
+func versionRange(s client.StreamInfo) string {
+	if s.State != client.StreamLive {
+		return fmt.Sprintf("none (%s at version %d)", s.State, s.LastVersion)
+	}
+	return fmt.Sprintf("%d..%d", s.FirstVersion, s.LastVersion)
+}
+
+func writeStreamRow(w io.Writer, s client.StreamInfo) {
+	lastEvent := "-"
+	if s.State == client.StreamLive {
+		lastEvent = s.LastCreated.UTC().Format(time.RFC3339Nano)
+	}
+	state := s.State.String()
+	if s.Truncated {
+		state += ", truncated"
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", printable([]byte(s.Name)), state, versionRange(s), s.Events(), s.Shard, lastEvent)
+}
+
+// streamJSON is one line of `list-streams --json`, and the answer of `stream-info --json`.
+type streamJSON struct {
+	Stream       string  `json:"stream"`
+	State        string  `json:"state"`
+	FirstVersion uint64  `json:"first_version"`
+	LastVersion  uint64  `json:"last_version"`
+	Events       uint64  `json:"events"`
+	Truncated    bool    `json:"truncated"`
+	Shard        uint32  `json:"shard"`
+	LastPosition *uint64 `json:"last_position,omitempty"` // live streams only
+	LastCreated  string  `json:"last_created,omitempty"`  // live streams only
+}
+
+func streamInfoJSON(s client.StreamInfo) streamJSON {
+	line := streamJSON{Stream: s.Name, State: s.State.String(), FirstVersion: s.FirstVersion, LastVersion: s.LastVersion,
+		Events: s.Events(), Truncated: s.Truncated, Shard: s.Shard}
+	if s.State == client.StreamLive {
+		line.LastPosition, line.LastCreated = &s.LastPosition, s.LastCreated.UTC().Format(time.RFC3339Nano)
+	}
+	return line
+}
