@@ -15,6 +15,11 @@
 //
 //	for ev, err := range c.Read(ctx, "order-42", client.Follow()) { ... }
 //
+// ListStreams lists the streams in name order, every shard's merged, and
+// StreamInfo tells one stream's state (versions, deleted or not, last event):
+//
+//	for s, err := range c.ListStreams(ctx, "", client.StreamPrefix("order-")) { ... }
+//
 // # Routing
 //
 // Dial fetches the cluster topology (shard count, nodes, shard leaders) from
@@ -130,7 +135,9 @@
 //     the shard serve them; MaxStaleness lets only a replica that was current
 //     with the shard's leader within its bound serve them (else the leader).
 //     With WithZone, such reads go to a replica in the client's zone first.
-//  7. A client keeps to the cluster it dialled: every call names the
+//     ListStreams and StreamInfo read each shard's stream names the same
+//     way, a page at a time.
+//  8. A client keeps to the cluster it dialled: every call names the
 //     cluster ID of its first topology (gRPC metadata shoal-cluster-id), and a
 //     node of another cluster (the cluster re-created at the same addresses,
 //     an address that now serves another one) refuses it; the client tries

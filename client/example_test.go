@@ -315,3 +315,41 @@ func ExampleFollow() {
 	// 1 ItemAdded
 	// 2 CheckedOut
 }
+
+func ExampleClient_ListStreams() {
+	addr, stop := startNode()
+	defer stop()
+	ctx := context.Background()
+	c, err := client.Dial(ctx, []string{addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	for _, stream := range []string{"order-2", "order-10", "cart-7", "order-1"} {
+		if _, err := c.Append(ctx, stream, client.Any, client.Event{Type: "Opened"}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := c.Delete(ctx, "order-10", client.Any); err != nil {
+		log.Fatal(err)
+	}
+	// Name order is bytewise, over every shard: order-10 comes before order-2.
+	for s, err := range c.ListStreams(ctx, "", client.StreamPrefix("order-"), client.IncludeDeletes()) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s: %s, %d events\n", s.Name, s.State, s.Events())
+	}
+	// The version an exact expected version names.
+	info, err := c.StreamInfo(ctx, "cart-7")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("cart-7 is at version", info.LastVersion)
+	// Output:
+	// order-1: live, 1 events
+	// order-10: deleted, 0 events
+	// order-2: live, 1 events
+	// cart-7 is at version 0
+}

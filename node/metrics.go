@@ -18,7 +18,7 @@ type metrics struct {
 	deletes        *prometheus.CounterVec // by result
 	truncates      *prometheus.CounterVec // by result
 	backups        *prometheus.CounterVec // by result (ok, refused, error)
-	reads          *prometheus.CounterVec // by kind (stream, shard) and result
+	reads          *prometheus.CounterVec // by kind (stream, shard, list) and result
 	appendLatency  prometheus.Histogram
 	eventsAppended prometheus.Counter
 	forwarded      *prometheus.CounterVec   // by kind (write, read, decommission, recommission)
@@ -55,7 +55,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_reads_total",
-			Help: "Read requests answered to clients of this node, by kind and result; one this node forwarded to another node is not counted again there.",
+			Help: "Read requests answered to clients of this node, by kind (stream, shard, list: a page of a stream listing) and result; one this node forwarded to another node is not counted again there.",
 		}, []string{"kind", "result"}),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_append_duration_seconds",
