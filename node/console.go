@@ -78,7 +78,7 @@ var consoleFuncs = template.FuncMap{
 // consolePages holds each page's template, parsed with the layout.
 var consolePages = func() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	for _, p := range []string{"overview", "stream", "event", "shard", "error"} {
+	for _, p := range []string{"overview", "stream", "streams", "event", "shard", "error"} {
 		pages[p] = template.Must(template.New(p).Funcs(consoleFuncs).ParseFS(consoleFiles, "console/layout.html", "console/"+p+".html"))
 	}
 	return pages
@@ -106,6 +106,7 @@ func (n *Node) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /console/stream", n.consoleGuard(slots, n.consoleStream))
 	mux.HandleFunc("GET /console/event", n.consoleGuard(slots, n.consoleEvent))
 	mux.HandleFunc("GET /console/shard", n.consoleGuard(slots, n.consoleShard))
+	mux.HandleFunc("GET /console/streams", n.consoleGuard(slots, n.consoleStreamList))
 }
 
 // consoleGuard serves page unless the console is off (ServerTLS) or the request is addressed

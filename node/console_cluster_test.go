@@ -21,7 +21,8 @@ import (
 // TestConsoleCluster reads the console of a three-node cluster: a node that holds no replica
 // of a stream's shard shows the stream (its read is forwarded, as a client's), every node's
 // overview names the three, and once a node stops the overview shows it dead and the shards
-// it held a voter of degraded.
+// it held a voter of degraded. Once a second node stops, the stream listing leaves out the
+// streams of the shards that lost their quorum, and says so.
 func TestConsoleCluster(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -117,4 +118,32 @@ func TestConsoleCluster(t *testing.T) {
 		}
 		return ""
 	})
+
+	// n3 stops too: the shards whose voters were n3 and n4 lose their quorum. The stream
+	// listing leaves their streams out and says so; a stale listing has them all.
+	var lost []string
+	for _, sh := range c.Nodes[0].Topology(ctx).Shards {
+		if slices.Contains(sh.Voters, stopped.ID()) && slices.Contains(sh.Voters, c.Nodes[2].ID()) {
+			lost = append(lost, fmt.Sprintf("shard %d: ", sh.Shard))
+		}
+	}
+	c.Stop(t, 2)
+	// A leader whose followers just stopped may still serve reads until it steps down.
+	testnode.WaitFor(t, 30*time.Second, fmt.Sprintf("the listing without shards %q", lost), func() string {
+		code, body := get(c.Nodes[0], "/console/streams")
+		for _, l := range lost {
+			if !strings.Contains(body, l) {
+				return "no note on " + l
+			}
+		}
+		if code != 200 || strings.Count(body, "its streams are missing from this page") != len(lost) ||
+			strings.Contains(body, ">"+stream+"<") != !slices.Contains(lost, fmt.Sprintf("shard %d: ", id)) {
+			return fmt.Sprintf("%d\n%s", code, body)
+		}
+		return ""
+	})
+	if code, body := get(c.Nodes[0], "/console/streams?stale=1"); code != 200 || !strings.Contains(body, ">"+stream+"<") ||
+		strings.Contains(body, "missing") {
+		t.Fatalf("stale streams with shards %q down: %d\n%s", lost, code, body)
+	}
 }

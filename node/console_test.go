@@ -199,10 +199,65 @@ func TestConsoleDataOff(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, "4 ok") || strings.Contains(body, "read stream") {
 		t.Fatalf("overview: %d (want 200, shards shown, no stream form):\n%s", resp.StatusCode, body)
 	}
-	for _, p := range []string{"/console/stream?name=a", "/console/event?stream=a&version=0", "/console/shard?shard=0"} {
+	for _, p := range []string{"/console/stream?name=a", "/console/event?stream=a&version=0", "/console/shard?shard=0", "/console/streams"} {
 		resp, body := consoleGet(t, n, p)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "--console-data") {
 			t.Errorf("%s: %d, want 403 naming --console-data:\n%s", p, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestConsoleStreams lists a node's streams on the console: in name order over every shard,
+// by prefix, in pages that link to the next, with the deleted ones when asked; names that are
+// HTML are shown as text; bad requests are refused naming the parameter.
+func TestConsoleStreams(t *testing.T) {
+	n := startConsoleNode(t, nil)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := []string{"order-3", "order-1", "order-2", "cart-<b>1</b>", "order-10"}
+	for _, name := range names {
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: name, Events: events("Opened", "Paid")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "order-2"}); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(page string) []string {
+		var out []string
+		for _, row := range strings.Split(pageMain(page), "<tr>")[2:] {
+			name, _, _ := strings.Cut(row[strings.Index(row, `">`)+2:], "</a>")
+			out = append(out, name)
+		}
+		return out
+	}
+	resp, body := consoleGet(t, n, "/console/streams")
+	if got := rows(body); resp.StatusCode != 200 || fmt.Sprint(got) != "[cart-&lt;b&gt;1&lt;/b&gt; order-1 order-10 order-3]" ||
+		!strings.Contains(body, "0..1") {
+		t.Fatalf("streams: %d %q:\n%s", resp.StatusCode, got, pageMain(body))
+	}
+	resp, body = consoleGet(t, n, "/console/streams?prefix=order-&limit=2&deleted=1")
+	if got := rows(body); resp.StatusCode != 200 || fmt.Sprint(got) != "[order-1 order-10]" ||
+		!strings.Contains(body, `href="/console/streams?after=order-10&amp;deleted=1&amp;limit=2&amp;prefix=order-"`) {
+		t.Fatalf("2 streams starting with order-: %d %q:\n%s", resp.StatusCode, got, pageMain(body))
+	}
+	resp, body = consoleGet(t, n, "/console/streams?after=order-10&deleted=1&limit=2&prefix=order-")
+	if got := rows(body); resp.StatusCode != 200 || fmt.Sprint(got) != "[order-2 order-3]" || !strings.Contains(body, "deleted") ||
+		!strings.Contains(body, "none (at version 1)") || strings.Contains(body, "next 2") {
+		t.Fatalf("the next 2: %d %q:\n%s", resp.StatusCode, got, pageMain(body))
+	}
+	if _, body := consoleGet(t, n, "/console/streams?prefix=zzz"); !strings.Contains(body, "No live stream starting with zzz.") {
+		t.Fatalf("no stream: %s", pageMain(body))
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/console/streams?limit=0", "limit: a whole number from 1 to 1000"},
+		{"/console/streams?prefix=" + strings.Repeat("p", 513), "prefix: 513 bytes given (limit: at most 512 bytes)"},
+		{"/console/streams?after=" + strings.Repeat("p", 513), "after: 513 bytes given"},
+	} {
+		resp, body := consoleGet(t, n, tc.path)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d, want 400 saying %q:\n%s", tc.path[:min(len(tc.path), 40)], resp.StatusCode, tc.want, pageMain(body))
 		}
 	}
 }

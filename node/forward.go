@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -114,6 +115,15 @@ type leaderCache struct {
 	leaderless map[uint32]cachedLeaderless
 	fetched    time.Time     // last complete refresh, guarded by mu
 	refresh    chan struct{} // one refresh at a time: holds a token while one runs
+	// voters: each shard's voters as the view of the highest term in the refreshes says,
+	// where a stale read of a shard without a leader may go (guarded by mu).
+	voters map[uint32]cachedVoters
+}
+
+type cachedVoters struct {
+	ids  []uint64
+	term uint64
+	at   time.Time
 }
 
 type cachedLeader struct {
@@ -129,7 +139,18 @@ type cachedLeaderless struct {
 
 func newLeaderCache() *leaderCache {
 	return &leaderCache{leaders: map[uint32]cachedLeader{}, leaderless: map[uint32]cachedLeaderless{},
-		refresh: make(chan struct{}, 1)}
+		refresh: make(chan struct{}, 1), voters: map[uint32]cachedVoters{}}
+}
+
+// votersOf returns shard id's voters as the refreshes within leaderTTL saw them.
+func (c *leaderCache) votersOf(id uint32) []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.voters[id]
+	if !ok || time.Since(v.at) > leaderTTL {
+		return nil
+	}
+	return v.ids
 }
 
 // leaderlessFor returns how long, by the last complete refresh, the replicas of shard id
@@ -272,6 +293,9 @@ func (c *leaderCache) record(views []*shoalv1.TopologyResponse, complete bool, n
 			if outOfConfig(s, reporter) || staleLearnerView(s, reporter, voterLost) {
 				continue
 			}
+			if cur, ok := c.voters[s.Shard]; len(s.Voters) > 0 && (!ok || s.Term >= cur.term || now.Sub(cur.at) > leaderTTL) {
+				c.voters[s.Shard] = cachedVoters{ids: slices.Clone(s.Voters), term: s.Term, at: now}
+			}
 			if s.LeaderId == 0 {
 				d := time.Duration(s.LeaderlessMs) * time.Millisecond
 				if cur, ok := c.leaderless[s.Shard]; complete && !led[s.Shard] && (!ok || d < cur.d) {
@@ -384,6 +408,13 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 		if local && st.distrusts(g) {
 			leader = 0 // wait for one this replica hears from
 		}
+		if leader == 0 && st.allowed && st.max == 0 && hops < maxHops {
+			// A read any replica may serve, of a shard without a leader (it lost its quorum,
+			// or elects one), that no replica here serves: another node's replica does.
+			if tgt := n.staleTarget(ctx, id); tgt != nil {
+				return nil, tgt, nil
+			}
+		}
 		if leader != 0 && leader != n.ID() {
 			if hops >= maxHops {
 				return nil, nil, &replica.NotLeaderError{Shard: id, Leader: leader}
@@ -424,6 +455,37 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+}
+
+// staleTarget returns a live node other than this one that holds a voter of shard id, chosen
+// at random, for a read that any replica may serve; nil when the refreshes know none. The
+// leader is unknown: the forward watch moves the read to one that appears.
+func (n *Node) staleTarget(ctx context.Context, id uint32) *forwardTarget {
+	voters := n.leaders.votersOf(id)
+	if voters == nil {
+		n.refreshLeaders(ctx)
+		voters = n.leaders.votersOf(id)
+	}
+	alive := map[uint64]string{}
+	for _, m := range n.memberList() {
+		if m.Alive && m.GRPCAddr != "" {
+			alive[m.NodeID] = m.GRPCAddr
+		}
+	}
+	var cands []string
+	for _, v := range voters {
+		if addr, ok := alive[v]; ok && v != n.ID() {
+			cands = append(cands, addr)
+		}
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	conn, err := n.peers.get(cands[rand.IntN(len(cands))])
+	if err != nil {
+		return nil
+	}
+	return &forwardTarget{conn: conn}
 }
 
 // gatherTopologies asks every alive member (this node included, answered

@@ -1,0 +1,146 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/shard"
+)
+
+// consoleStreamList shows a page of the cluster's streams in name order: every shard's
+// listing, merged. A shard that does not answer leaves its streams out, and the page says so.
+func (n *Node) consoleStreamList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	b := consoleStreamsBody{Prefix: q.Get("prefix"), After: q.Get("after"), Deleted: q.Get("deleted") == "1", Stale: q.Get("stale") == "1"}
+	limit, err := limitParam(q)
+	if err == nil {
+		err = shard.CheckListBounds(b.Prefix, b.After)
+	}
+	if err != nil {
+		n.consoleError(w, http.StatusBadRequest, "bad request", strings.TrimPrefix(err.Error(), "shard: invalid argument: "))
+		return
+	}
+	b.Limit = limit
+	s := n.settings.Load()
+	if s == nil {
+		n.consoleError(w, http.StatusServiceUnavailable, "cluster unknown",
+			"this node does not know its cluster's settings yet: it is still joining")
+		return
+	}
+	c, err := n.consoleStreams()
+	if err != nil {
+		n.consoleCallError(w, "streams", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
+	defer cancel()
+	// Each shard's first limit names after After: the page's limit names are among them.
+	pages := make([][]*shoalv1.StreamSummary, s.Shards)
+	errs := make([]error, s.Shards)
+	var wg sync.WaitGroup
+	for id := range s.Shards {
+		wg.Go(func() {
+			pages[id], errs[id] = consoleListShard(ctx, c, &shoalv1.ListStreamsRequest{Shard: id, Prefix: b.Prefix, After: b.After,
+				Count: limit, IncludeDeleted: b.Deleted, AllowStale: b.Stale})
+		})
+	}
+	wg.Wait()
+	var all []*shoalv1.StreamSummary
+	for id, err := range errs {
+		if err != nil {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				return // the browser went away
+			}
+			b.Missing = append(b.Missing, fmt.Sprintf("shard %d: %s", id, status.Convert(err).Message()))
+			continue
+		}
+		all = append(all, pages[id]...)
+	}
+	slices.SortFunc(all, func(x, y *shoalv1.StreamSummary) int { return strings.Compare(x.Name, y.Name) })
+	if uint64(len(all)) > limit {
+		all = all[:limit]
+		b.Next = streamListLink(b.Prefix, all[len(all)-1].Name, b.Deleted, b.Stale, limit)
+	}
+	for _, m := range all {
+		row := consoleStreamRow{Name: m.Name, Link: streamLink(m.Name, 0, false, false, b.Stale, consoleDefaultLimit),
+			State: stateName(m.State), Shard: m.Shard, ShardLink: shardLink(m.Shard, m.LastPosition, false, false, b.Stale, consoleDefaultLimit),
+			Versions: fmt.Sprintf("none (at version %d)", m.LastVersion), Truncated: m.Truncated}
+		if m.State == shoalv1.StreamState_STREAM_STATE_LIVE {
+			row.Versions = fmt.Sprintf("%d..%d", m.FirstVersion, m.LastVersion)
+			row.Events = m.LastVersion - m.FirstVersion + 1
+			row.Time = time.Unix(0, m.LastCreatedUnixNano).UTC().Format("2006-01-02 15:04:05.000")
+		}
+		b.Streams = append(b.Streams, row)
+	}
+	b.First = streamListLink(b.Prefix, "", b.Deleted, b.Stale, limit)
+	n.consoleRender(w, http.StatusOK, "streams", "streams", 0, b)
+}
+
+type consoleStreamsBody struct {
+	Prefix, After  string
+	Deleted, Stale bool
+	Limit          uint64
+	Streams        []consoleStreamRow
+	Missing        []string // the shards that did not answer, and why
+	First, Next    string   // links; Next "" on the last page
+}
+
+type consoleStreamRow struct {
+	Name, Link string
+	State      string
+	Versions   string
+	Events     uint64
+	Truncated  bool
+	Shard      uint32
+	ShardLink  string // the shard's log from the stream's last event
+	Time       string // the last event's, "" for a deleted stream
+}
+
+func stateName(s shoalv1.StreamState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STREAM_STATE_"))
+}
+
+// consoleListShard reads a shard's listing on this node's gRPC port.
+func consoleListShard(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ListStreamsRequest) ([]*shoalv1.StreamSummary, error) {
+	rs, err := c.ListStreams(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*shoalv1.StreamSummary
+	for {
+		page, err := rs.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Streams...)
+	}
+}
+
+// streamListLink is the URL of a page of the stream listing.
+func streamListLink(prefix, after string, deleted, stale bool, limit uint64) string {
+	v := url.Values{}
+	if prefix != "" {
+		v.Set("prefix", prefix)
+	}
+	if after != "" {
+		v.Set("after", after)
+	}
+	setPage(v, 0, limit)
+	setFlag(v, "deleted", deleted)
+	setFlag(v, "stale", stale)
+	return "/console/streams?" + v.Encode()
+}
