@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -110,5 +111,29 @@ func TestElectingNotForStaleLearner(t *testing.T) {
 	}
 	if l, ok := c.get(0); ok {
 		t.Errorf("cached leader %d, named by a learner's stale view", l)
+	}
+}
+
+// TestStaleTargetVoters: the leader cache keeps each shard's voters from the view of the
+// highest term, where a stale read of a shard without a leader goes; a view of a lower term
+// (a lagging member's) does not replace them, and they expire with the views.
+func TestStaleTargetVoters(t *testing.T) {
+	c := newLeaderCache()
+	now := time.Now()
+	c.record([]*shoalv1.TopologyResponse{
+		{Nodes: []*shoalv1.NodeInfo{{Id: 2}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, Term: 5, LeaderlessMs: 5_000, Voters: []uint64{2, 3, 4}}}},
+		{Nodes: []*shoalv1.NodeInfo{{Id: 1}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, Term: 3, LeaderlessMs: 9_000, Voters: []uint64{1, 2, 3}}}},
+	}, true, now)
+	if got := c.votersOf(0); !slices.Equal(got, []uint64{2, 3, 4}) {
+		t.Fatalf("voters of shard 0: %v, want the term-5 view's [2 3 4]", got)
+	}
+	if got := c.votersOf(1); got != nil {
+		t.Fatalf("voters of shard 1, which no view has: %v", got)
+	}
+	c.record([]*shoalv1.TopologyResponse{
+		{Nodes: []*shoalv1.NodeInfo{{Id: 1}}, Shards: []*shoalv1.ShardInfo{{Shard: 0, Term: 3, Voters: []uint64{1, 2, 3}}}},
+	}, true, now.Add(leaderTTL+time.Second))
+	if got := c.votersOf(0); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("voters of shard 0 once the term-5 view expired: %v, want [1 2 3]", got)
 	}
 }
