@@ -201,6 +201,7 @@ func verify(t *testing.T, c *client.Client, l *ledger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	total := 0
+	last := map[string]uint64{} // each stream's last version, as read
 	for stream, ids := range l.acked {
 		var got []uuid.UUID
 		var want uint64
@@ -225,7 +226,28 @@ func verify(t *testing.T, c *client.Client, l *ledger) {
 		if t.Failed() {
 			return
 		}
+		if want > 0 {
+			last[stream] = want - 1
+		}
 		total += len(ids)
+	}
+	// The stream listing agrees with the reads: every stream there, live, at its last version.
+	listed := 0
+	for s, err := range c.ListStreams(ctx, "") {
+		if err != nil {
+			t.Fatalf("listing the streams: %v", err)
+		}
+		v, ok := last[s.Name]
+		if !ok {
+			continue
+		}
+		if s.State != client.StreamLive || s.LastVersion != v || s.FirstVersion != 0 {
+			t.Errorf("stream %s listed as %s, versions %d..%d; read at versions 0..%d", s.Name, s.State, s.FirstVersion, s.LastVersion, v)
+		}
+		listed++
+	}
+	if listed != len(last) {
+		t.Errorf("%d of the %d streams read were listed", listed, len(last))
 	}
 	t.Logf("verified %d acknowledged events in %d streams", total, len(l.acked))
 }
