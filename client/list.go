@@ -44,7 +44,8 @@ type StreamInfo struct {
 	// ExactVersion names; for a deleted stream, the last version at the delete.
 	LastVersion uint64
 	// FirstVersion is the first version a read returns: after a soft delete, the first
-	// version after it; after a truncation, where it began. LastVersion+1 while deleted.
+	// version after it; after a truncation, where it began. LastVersion+1 while deleted
+	// (soft-deleted or tombstoned).
 	FirstVersion uint64
 	// Truncated: a truncation moved FirstVersion (truncations made before the shard reached
 	// format 5 left no mark and do not set it).
@@ -52,6 +53,10 @@ type StreamInfo struct {
 	// Live streams only: the shard position and commit time of the last event.
 	LastPosition uint64
 	LastCreated  time.Time
+	// HiddenEvents counts the events the stream still holds that no read returns: those a
+	// soft delete or a tombstone hid, before FirstVersion. They take space until a
+	// truncation before FirstVersion removes them (Retain with Retention.Deleted does).
+	HiddenEvents uint64
 }
 
 // Events is the number of events a read of the stream returns: 0 while it is deleted.
@@ -64,7 +69,8 @@ func (s StreamInfo) Events() uint64 {
 
 func streamInfoFromProto(p *shoalv1.StreamSummary) StreamInfo {
 	s := StreamInfo{Name: p.GetName(), Shard: p.GetShard(), State: StreamState(p.GetState()), LastVersion: p.GetLastVersion(),
-		FirstVersion: p.GetFirstVersion(), Truncated: p.GetTruncated(), LastPosition: p.GetLastPosition()}
+		FirstVersion: p.GetFirstVersion(), Truncated: p.GetTruncated(), LastPosition: p.GetLastPosition(),
+		HiddenEvents: p.GetHiddenEvents()}
 	if ns := p.GetLastCreatedUnixNano(); ns != 0 {
 		s.LastCreated = time.Unix(0, ns)
 	}

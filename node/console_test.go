@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -250,10 +251,26 @@ func TestConsoleStreams(t *testing.T) {
 	if _, body := consoleGet(t, n, "/console/streams?prefix=zzz"); !strings.Contains(body, "No live stream starting with zzz.") {
 		t.Fatalf("no stream: %s", pageMain(body))
 	}
+	// Three streams of one shard, two to a page: the first page links to the third.
+	var one []string
+	for i := 0; len(one) < 3; i++ {
+		if name := fmt.Sprintf("q-%d", i); ring.ShardOf(name, 4) == 0 {
+			if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: name, Events: events("Opened")}); err != nil {
+				t.Fatal(err)
+			}
+			one = append(one, name)
+		}
+	}
+	slices.Sort(one)
+	_, body = consoleGet(t, n, "/console/streams?prefix=q-&limit=2")
+	if got := rows(body); fmt.Sprint(got) != fmt.Sprint(one[:2]) || !strings.Contains(body, "after="+one[1]) {
+		t.Fatalf("two of three streams of shard 0: %q, want %q and a link to the next:\n%s", got, one[:2], pageMain(body))
+	}
 	for _, tc := range []struct{ path, want string }{
 		{"/console/streams?limit=0", "limit: a whole number from 1 to 1000"},
 		{"/console/streams?prefix=" + strings.Repeat("p", 513), "prefix: 513 bytes given (limit: at most 512 bytes)"},
 		{"/console/streams?after=" + strings.Repeat("p", 513), "after: 513 bytes given"},
+		{"/console/streams?prefix=%FF", "prefix: not UTF-8 (limit: valid UTF-8)"},
 	} {
 		resp, body := consoleGet(t, n, tc.path)
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.want) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -45,21 +46,22 @@ func (n *Node) consoleStreamList(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	// Each shard's first limit names after After: the page's limit names are among them.
+	// Each shard's first limit+1 names after After: the page's limit names are among them, and
+	// a shard that has more than the page shows returns one more.
 	pages := make([][]*shoalv1.StreamSummary, s.Shards)
 	errs := make([]error, s.Shards)
 	var wg sync.WaitGroup
 	for id := range s.Shards {
 		wg.Go(func() {
 			pages[id], errs[id] = consoleListShard(ctx, c, &shoalv1.ListStreamsRequest{Shard: id, Prefix: b.Prefix, After: b.After,
-				Count: limit, IncludeDeleted: b.Deleted, AllowStale: b.Stale})
+				Count: limit + 1, IncludeDeleted: b.Deleted, AllowStale: b.Stale})
 		})
 	}
 	wg.Wait()
 	var all []*shoalv1.StreamSummary
 	for id, err := range errs {
 		if err != nil {
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			if status.Code(err) == codes.Canceled && r.Context().Err() != nil {
 				return // the browser went away
 			}
 			b.Missing = append(b.Missing, fmt.Sprintf("shard %d: %s", id, status.Convert(err).Message()))

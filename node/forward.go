@@ -424,7 +424,7 @@ func (n *Node) route(ctx context.Context, id uint32, st staleness, deadline time
 				if err != nil {
 					return nil, nil, err
 				}
-				return nil, &forwardTarget{conn: conn, leader: leader}, nil
+				return nil, &forwardTarget{conn: conn, leader: leader, node: leader}, nil
 			}
 		}
 		if leader == 0 {
@@ -466,26 +466,31 @@ func (n *Node) staleTarget(ctx context.Context, id uint32) *forwardTarget {
 		n.refreshLeaders(ctx)
 		voters = n.leaders.votersOf(id)
 	}
-	alive := map[uint64]string{}
+	alive := map[uint64]bool{}
 	for _, m := range n.memberList() {
 		if m.Alive && m.GRPCAddr != "" {
-			alive[m.NodeID] = m.GRPCAddr
+			alive[m.NodeID] = true
 		}
 	}
-	var cands []string
+	var cands []uint64
 	for _, v := range voters {
-		if addr, ok := alive[v]; ok && v != n.ID() {
-			cands = append(cands, addr)
+		if alive[v] && v != n.ID() {
+			cands = append(cands, v)
 		}
 	}
 	if len(cands) == 0 {
 		return nil
 	}
-	conn, err := n.peers.get(cands[rand.IntN(len(cands))])
+	to := cands[rand.IntN(len(cands))]
+	addr, ok := n.resolve(to)
+	if !ok {
+		return nil
+	}
+	conn, err := n.peers.get(addr)
 	if err != nil {
 		return nil
 	}
-	return &forwardTarget{conn: conn}
+	return &forwardTarget{conn: conn, node: to}
 }
 
 // gatherTopologies asks every alive member (this node included, answered

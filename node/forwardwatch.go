@@ -31,10 +31,12 @@ const (
 var errLeaderMoved = errors.New("the shard's leader changed while a forwarded call waited for the old one")
 
 // forwardTarget is where route sends a request this node cannot serve: the shard's leader as
-// this node knows it, and a connection to it.
+// this node knows it, or, for a stale read of a shard without one, a node holding a replica
+// (leader 0), and a connection to it.
 type forwardTarget struct {
 	conn   *grpc.ClientConn
 	leader uint64
+	node   uint64 // the node the connection goes to
 }
 
 // forwardWatch watches one forwarded call while it waits for its target. Armed, it cancels the

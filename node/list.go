@@ -28,7 +28,8 @@ func (s *streamsServer) ListStreams(req *shoalv1.ListStreamsRequest, stream grpc
 }
 
 // listStreams serves a ListStreams request that passed its checks, of staleness st, in pages of
-// at most pageEvents streams.
+// at most pageEvents streams, each read from a view of its own: a caller slow to take a page
+// holds no view of the DB meanwhile.
 func (n *Node) listStreams(req *shoalv1.ListStreamsRequest, st staleness, out grpc.ServerStreamingServer[shoalv1.ListStreamsResponse]) error {
 	ctx := out.Context()
 	sm, err := forwardRead(n, ctx, req.Shard, st, 0, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ListStreamsResponse], error) {
@@ -37,29 +38,40 @@ func (n *Node) listStreams(req *shoalv1.ListStreamsRequest, st staleness, out gr
 	if sm == nil {
 		return n.toStatus(err, "", req.Shard)
 	}
-	page := &shoalv1.ListStreamsResponse{}
-	err = sm.ListStreams(req.Prefix, req.After, req.IncludeDeleted, req.Count, func(m *shard.StreamSummary) error {
-		page.Streams = append(page.Streams, toProtoSummary(m, req.Shard))
-		if len(page.Streams) < pageEvents {
+	after, left := req.After, req.Count
+	for {
+		want := uint64(pageEvents)
+		if req.Count > 0 {
+			want = min(want, left)
+		}
+		page := &shoalv1.ListStreamsResponse{}
+		err := sm.ListStreams(req.Prefix, after, req.IncludeDeleted, want, func(m *shard.StreamSummary) error {
+			page.Streams = append(page.Streams, toProtoSummary(m, req.Shard))
+			return nil
+		})
+		if err != nil {
+			return n.toStatus(err, "", req.Shard)
+		}
+		if len(page.Streams) == 0 {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
+		if err := out.Send(page); err != nil {
 			return err
 		}
-		err := out.Send(page)
-		page = &shoalv1.ListStreamsResponse{}
-		return err
-	})
-	if err != nil {
-		return n.toStatus(err, "", req.Shard)
+		if req.Count > 0 {
+			if left -= uint64(len(page.Streams)); left == 0 {
+				return nil
+			}
+		}
+		if uint64(len(page.Streams)) < want {
+			return nil
+		}
+		after = page.Streams[len(page.Streams)-1].Name
 	}
-	if len(page.Streams) > 0 {
-		return out.Send(page)
-	}
-	return nil
 }
 
 func toProtoSummary(m *shard.StreamSummary, id uint32) *shoalv1.StreamSummary {
 	return &shoalv1.StreamSummary{Name: m.Name, Shard: id, State: shoalv1.StreamState(m.State), LastVersion: m.Last,
-		FirstVersion: m.First, Truncated: m.Truncated, LastPosition: m.LastPosition, LastCreatedUnixNano: m.LastCreated}
+		FirstVersion: m.First, Truncated: m.Truncated, LastPosition: m.LastPosition, LastCreatedUnixNano: m.LastCreated,
+		HiddenEvents: m.Hidden}
 }

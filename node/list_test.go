@@ -142,9 +142,11 @@ func TestListStreams(t *testing.T) {
 		t.Fatalf("live carts: %q, want none (deleted)", got)
 	}
 	_, carts := list("", client.StreamPrefix("cart-"), client.IncludeDeletes())
-	if len(carts) != 2 || carts[0].Name != "cart-a" || carts[0].State != client.StreamDeleted || carts[0].FirstVersion != 3 ||
-		carts[0].LastVersion != 2 || carts[1].Name != "cart-b" || carts[1].State != client.StreamTombstoned || carts[1].Events() != 0 {
-		t.Fatalf("carts with deletes: %+v", carts)
+	for i, name := range []string{"cart-a", "cart-b"} {
+		if len(carts) != 2 || carts[i].Name != name || carts[i].State != []client.StreamState{client.StreamDeleted, client.StreamTombstoned}[i] ||
+			carts[i].FirstVersion != 3 || carts[i].LastVersion != 2 || carts[i].Events() != 0 || carts[i].HiddenEvents != 3 {
+			t.Fatalf("carts with deletes: %+v", carts)
+		}
 	}
 
 	info, err := cl.StreamInfo(ctx, "order-1")
@@ -177,8 +179,8 @@ func TestListStreams(t *testing.T) {
 	}
 	for i := range c.Nodes {
 		streams := shoalv1.NewStreamsClient(c.Dial(t, i))
-		shardList := func(stale bool) (names []string, pages int, err error) {
-			rs, err := streams.ListStreams(ctx, &shoalv1.ListStreamsRequest{Shard: sh, AllowStale: stale})
+		shardList := func(stale bool, count uint64) (names []string, pages int, err error) {
+			rs, err := streams.ListStreams(ctx, &shoalv1.ListStreamsRequest{Shard: sh, AllowStale: stale, Count: count})
 			if err != nil {
 				return nil, 0, err
 			}
@@ -196,12 +198,15 @@ func TestListStreams(t *testing.T) {
 				}
 			}
 		}
-		got, pages, err := shardList(false)
+		got, pages, err := shardList(false, 0)
 		if err != nil || !slices.Equal(got, want) || pages != (len(want)+255)/256 {
 			t.Fatalf("node %d: shard %d's listing: %d names in %d pages, %v; want %d", i+1, sh, len(got), pages, err, len(want))
 		}
+		if got, pages, err := shardList(false, 260); err != nil || !slices.Equal(got, want[:260]) || pages != 2 {
+			t.Fatalf("node %d: 260 of shard %d's streams: %d names in %d pages, %v", i+1, sh, len(got), pages, err)
+		}
 		testnode.WaitFor(t, placementWait, fmt.Sprintf("node %d's stale listing of shard %d", i+1, sh), func() string {
-			got, _, err := shardList(true)
+			got, _, err := shardList(true, 0)
 			if err != nil || !slices.Equal(got, want) {
 				return fmt.Sprintf("%d names, %v", len(got), err)
 			}
@@ -230,6 +235,9 @@ func TestListStreams(t *testing.T) {
 		if ie == nil {
 			t.Fatalf("listing with a bad %s: no error", tc.field)
 		}
+	}
+	if err := cl.Retain(ctx, "acct-", client.Retention{}, nil); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("Retain with a policy that removes nothing: %v, want ErrInvalidArgument", err)
 	}
 	if _, err := cl.StreamInfo(ctx, long); !errors.Is(err, client.ErrInvalidArgument) {
 		t.Fatalf("StreamInfo of a 513-byte name: %v, want ErrInvalidArgument", err)

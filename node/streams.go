@@ -711,7 +711,7 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 			if ctx.Err() == nil && streamReset(err) {
 				// No answer of the leader: the caller resumes after the last event it got.
 				err = &NoLeaderError{Shard: id, Cause: fmt.Errorf("the read forwarded to node %d was cut off: %s",
-					tgt.leader, status.Convert(err).Message())}
+					tgt.node, status.Convert(err).Message())}
 			}
 			return nil, forwardFailed(id, err)
 		}

@@ -221,6 +221,9 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 				if m.Truncated {
 					sb.WriteString(" truncated")
 				}
+				if m.Hidden > 0 {
+					fmt.Fprintf(&sb, " hidden=%d", m.Hidden)
+				}
 				if m.State == StreamLive {
 					fmt.Fprintf(&sb, " pos=%d time=%d", m.LastPosition, m.LastCreated)
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -38,7 +39,8 @@ type StreamSummary struct {
 	// delete.
 	Last uint64
 	// First is the first version a read returns: after a soft delete, the first version after
-	// it; after a truncation, where it began. Last+1 while the stream is deleted.
+	// it; after a truncation, where it began. Last+1 while the stream is deleted (soft-deleted or
+	// tombstoned).
 	First uint64
 	// Truncated: a truncation moved First (from Format5 on; see TruncateCommand).
 	Truncated bool
@@ -46,12 +48,16 @@ type StreamSummary struct {
 	// for a live stream; 0 for a deleted one.
 	LastPosition uint64
 	LastCreated  int64
+	// Hidden counts the events the stream still holds that no read returns: those a soft
+	// delete or a tombstone hid, before First. A truncation before First removes them.
+	Hidden uint64
 }
 
 // MaxListPrefix bounds the prefix and the after name of ListStreams: a stream name's limit.
 const MaxListPrefix = MaxStreamNameLen
 
-// CheckListBounds refuses a prefix or an after name of ListStreams longer than MaxListPrefix.
+// CheckListBounds refuses a prefix or an after name of ListStreams longer than MaxListPrefix, or
+// not valid UTF-8 (as no stream name is).
 func CheckListBounds(prefix, after string) error {
 	if len(prefix) > MaxListPrefix {
 		return invalid("prefix", fmt.Sprintf("at most %d bytes", MaxListPrefix), "%d bytes given", len(prefix))
@@ -59,13 +65,20 @@ func CheckListBounds(prefix, after string) error {
 	if len(after) > MaxListPrefix {
 		return invalid("after", fmt.Sprintf("at most %d bytes (a stream name)", MaxListPrefix), "%d bytes given", len(after))
 	}
+	if !utf8.ValidString(prefix) {
+		return invalid("prefix", "valid UTF-8", "not UTF-8")
+	}
+	if !utf8.ValidString(after) {
+		return invalid("after", "valid UTF-8", "not UTF-8")
+	}
 	return nil
 }
 
 // ListStreams calls fn for up to count streams (0 = all) whose names start with prefix and
 // come after after (bytewise; "" = from the first), in name order, from one view of the DB.
 // Deleted streams (soft-deleted and tombstoned) are skipped unless includeDeleted. It returns
-// fn's error if fn stops the listing. Each live stream costs a seek to its last event.
+// fn's error if fn stops the listing. Each stream costs a seek to its first stored event, and a
+// live one another to its last.
 func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
 	if err := CheckListBounds(prefix, after); err != nil {
 		return err
@@ -118,6 +131,21 @@ func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, co
 		}
 		sum := &StreamSummary{Name: string(it.Key()[nameAt:]), State: StreamState(m.state), Last: m.last, First: m.start,
 			Truncated: m.truncated}
+		if m.state != stateLive {
+			sum.First = m.last + 1 // a tombstone leaves the record's start where it was
+		}
+		// The events below First still stored (truncations remove a stream's first events, so
+		// those left are the versions from the first stored one on).
+		events.SetBounds(s.keys.event(nil, m.id, 0), s.keys.event(nil, m.id, sum.First))
+		if events.First() {
+			v, err := eventVersion(events.Key())
+			if err != nil {
+				return err
+			}
+			sum.Hidden = sum.First - v
+		} else if err := events.Error(); err != nil {
+			return err
+		}
 		if m.state == stateLive {
 			// A live stream's last version is its last event key's (the record's may be
 			// behind from Format3 on).

@@ -211,14 +211,20 @@ func (m *model) checkList(t *testing.T, s *Shard) {
 	for _, name := range slices.Sorted(maps.Keys(m.streams)) {
 		st := m.streams[name]
 		last := uint64(len(st.events)) - 1
-		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t", name, StreamState(st.state), st.start, last, st.marked)
+		first := st.start
+		if st.state != stateLive {
+			first = last + 1
+		}
+		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t hidden=%d", name, StreamState(st.state), first, last, st.marked,
+			first-min(st.gone, first))
 		if st.state == stateLive {
 			line += fmt.Sprintf(" pos=%d time=%d", st.events[last].pos, st.events[last].created)
 		}
 		want = append(want, line)
 	}
 	err := s.ListStreams("", "", true, 0, func(sum *StreamSummary) error {
-		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t", sum.Name, sum.State, sum.First, sum.Last, sum.Truncated)
+		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t hidden=%d", sum.Name, sum.State, sum.First, sum.Last, sum.Truncated,
+			sum.Hidden)
 		if sum.State == StreamLive {
 			line += fmt.Sprintf(" pos=%d time=%d", sum.LastPosition, sum.LastCreated)
 		}

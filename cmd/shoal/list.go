@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -151,6 +152,10 @@ time of its last event.`,
 			if info.Truncated {
 				fmt.Fprintf(tw, "truncated\tversions before %d were removed\n", info.FirstVersion)
 			}
+			if info.HiddenEvents > 0 {
+				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until 'shoal retain --deleted' removes them\n",
+					info.HiddenEvents)
+			}
 			fmt.Fprintf(tw, "shard\t%d\n", info.Shard)
 			if info.State == client.StreamLive {
 				fmt.Fprintf(tw, "last event\tat position %d, %s\n", info.LastPosition, info.LastCreated.UTC().Format(time.RFC3339Nano))
@@ -174,11 +179,16 @@ func (a *app) listFailed(err error, server string, stale bool, after string) err
 			msg += "; " + hint
 		}
 		if after != "" {
-			msg += fmt.Sprintf("; to go on after the last stream printed, run the command again with --after %q", after)
+			msg += "; to go on after the last stream printed, run the command again with --after " + shellQuote(after)
 		}
 		return &explainedError{code: exitError, msg: msg}
 	}
 	return a.unreachable(err, server)
+}
+
+// shellQuote quotes s for a POSIX shell: in single quotes, each of its own as '\''.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // versionRange renders a stream's versions: "0..41", or "none (deleted at version 41)".
@@ -198,6 +208,9 @@ func writeStreamRow(w io.Writer, s client.StreamInfo) {
 	if s.Truncated {
 		state += ", truncated"
 	}
+	if s.HiddenEvents > 0 {
+		state += fmt.Sprintf(", %d hidden", s.HiddenEvents)
+	}
 	fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", printable([]byte(s.Name)), state, versionRange(s), s.Events(), s.Shard, lastEvent)
 }
 
@@ -209,6 +222,7 @@ type streamJSON struct {
 	LastVersion  uint64  `json:"last_version"`
 	Events       uint64  `json:"events"`
 	Truncated    bool    `json:"truncated"`
+	HiddenEvents uint64  `json:"hidden_events"`
 	Shard        uint32  `json:"shard"`
 	LastPosition *uint64 `json:"last_position,omitempty"` // live streams only
 	LastCreated  string  `json:"last_created,omitempty"`  // live streams only
@@ -216,9 +230,98 @@ type streamJSON struct {
 
 func streamInfoJSON(s client.StreamInfo) streamJSON {
 	line := streamJSON{Stream: s.Name, State: s.State.String(), FirstVersion: s.FirstVersion, LastVersion: s.LastVersion,
-		Events: s.Events(), Truncated: s.Truncated, Shard: s.Shard}
+		Events: s.Events(), Truncated: s.Truncated, HiddenEvents: s.HiddenEvents, Shard: s.Shard}
 	if s.State == client.StreamLive {
 		line.LastPosition, line.LastCreated = &s.LastPosition, s.LastCreated.UTC().Format(time.RFC3339Nano)
 	}
 	return line
+}
+
+func (a *app) retainCmd() *cobra.Command {
+	var (
+		prefix, server string
+		keepLast       uint64
+		maxAge         time.Duration
+		deleted, dry   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "retain --prefix P [--keep-last N] [--max-age D] [--deleted] [--dry-run]",
+		Short: "Apply a retention policy once: truncate the streams of a prefix",
+		Long: `Apply a retention policy once to every stream whose name starts with --prefix,
+removing events for good as truncate does: all but the last --keep-last events,
+the events older than --max-age (from the first on, up to the first one that is
+not that old), and with --deleted the events that deletes hid: every event of
+the deleted streams, and the events of live streams from before a soft delete
+(reads no longer return them, but the disks still hold them). A live stream
+keeps its last event whatever the policy says.
+
+It prints each stream it truncates and a summary; --dry-run prints what it
+would remove and removes nothing. Run it from cron or a Kubernetes CronJob to
+keep a policy applied. It is safe with writers running, and safe to run again:
+a stream already truncated has nothing more to remove.`,
+		Example: `  shoal retain --prefix session- --max-age 720h
+  shoal retain --prefix metrics- --keep-last 1000 --deleted --dry-run`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case prefix == "":
+				return usagef("--prefix is required: the policy applies to the streams whose names start with it")
+			case keepLast == 0 && maxAge == 0 && !deleted:
+				return usagef("give --keep-last, --max-age or --deleted: the policy removes nothing")
+			case maxAge < 0:
+				return usagef("--max-age must be positive, got %v", maxAge)
+			}
+			ctx := cmd.Context()
+			c, err := a.dial(ctx, server)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			verb := "removed"
+			if dry {
+				verb = "would remove"
+			}
+			var streams, events uint64
+			summary := func() string {
+				return fmt.Sprintf("%s %d events from %d streams", verb, events, streams)
+			}
+			err = c.Retain(ctx, prefix, client.Retention{KeepLast: keepLast, MaxAge: maxAge, Deleted: deleted, DryRun: dry},
+				func(r client.Retained) error {
+					streams++
+					events += r.Events()
+					var what []string
+					if r.Before > r.From {
+						what = append(what, fmt.Sprintf("versions %d..%d", r.From, r.Before-1))
+					}
+					if r.Hidden > 0 {
+						what = append(what, fmt.Sprintf("%d events a delete hid", r.Hidden))
+					}
+					_, err := fmt.Fprintf(a.stdout, "%s (%s): %s %s\n", printable([]byte(r.Stream)), r.State, verb, strings.Join(what, " and "))
+					return err
+				})
+			if err != nil {
+				w := summary() + ", then stopped"
+				switch {
+				case errors.Is(err, client.ErrShardFormat):
+					return &explainedError{code: exitError, msg: fmt.Sprintf("%s: %s: the stream's shard is not at format 4 yet "+
+						"(every node of the shard must run a version with truncation)", w, trimPrefixes(err.Error()))}
+				case errors.Is(err, client.ErrOutcomeUnknown):
+					return &explainedError{code: exitError, msg: fmt.Sprintf("%s: %s: its outcome is unknown; run the command "+
+						"again (it is safe to repeat)", w, trimPrefixes(err.Error()))}
+				}
+				code, msg := explain(a.unreachable(err, server))
+				return &explainedError{code: code, msg: w + ": " + msg}
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s (streams starting with %q)\n", summary(), prefix)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&prefix, "prefix", "", "the streams the policy applies to: those whose names start with this (required)")
+	f.Uint64Var(&keepLast, "keep-last", 0, "keep at most the last N events of each stream")
+	f.DurationVar(&maxAge, "max-age", 0, "remove the events committed longer ago than this, e.g. 720h")
+	f.BoolVar(&deleted, "deleted", false, "remove the events deletes hid: all of the deleted streams', and live streams' from before a soft delete")
+	f.BoolVar(&dry, "dry-run", false, "print what the policy would remove, and remove nothing")
+	a.serverFlag(cmd, &server)
+	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +84,79 @@ func TestListStreamsCLI(t *testing.T) {
 	run(exitUsage, "list-streams", "extra")
 	run(exitUsage, "stream-info")
 	run(exitUsage, "stream-info", long)
+}
+
+// TestRetainCLI: retain applies a retention policy once to a prefix's streams: --keep-last,
+// --max-age, --deleted (the events deletes hid, of deleted and live streams), --dry-run; run
+// again it removes nothing; other prefixes are untouched; bad flags are usage errors.
+func TestRetainCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNode(t)
+	testnode.WaitMaxFormat(t, dialNode(t, n), 20*time.Second)
+	run := cliRunner(t, map[string]string{"SHOAL_SERVER": n.Addr()})
+	appendN := func(stream string, k int) {
+		for range k {
+			run(exitOK, "append", stream, "--type", "Tick")
+		}
+	}
+	appendN("s-count", 5)
+	appendN("s-gone", 2)
+	run(exitOK, "delete", "s-gone")
+	appendN("s-again", 2)
+	run(exitOK, "delete", "s-again")
+	appendN("s-again", 1) // versions 0..1 hidden, 2 live
+	appendN("other-1", 5)
+
+	out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted", "--dry-run")
+	for _, want := range []string{
+		"s-again (live): would remove 2 events a delete hid",
+		"s-count (live): would remove versions 0..2",
+		"s-gone (deleted): would remove 2 events a delete hid",
+		"would remove 7 events from 3 streams",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("retain --dry-run: no %q in\n%s", want, out)
+		}
+	}
+	if out := run(exitOK, "stream-info", "s-count"); !strings.Contains(out, "versions    0..4") {
+		t.Fatalf("a dry run removed events:\n%s", out)
+	}
+	if out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted"); !strings.Contains(out, "removed 7 events from 3 streams") {
+		t.Fatalf("retain:\n%s", out)
+	}
+	if out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted"); !strings.Contains(out, "removed 0 events from 0 streams") {
+		t.Fatalf("retain again:\n%s", out)
+	}
+	out = run(exitOK, "list-streams", "--deleted")
+	var rows []string // each row's first four columns, one space apart
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		rows = append(rows, strings.Join(strings.Fields(line)[:4], " "))
+	}
+	for _, want := range []string{"s-again live 2..2 1", "s-count live, truncated 3..4", "other-1 live 0..4 5", "s-gone deleted none (deleted"} {
+		if !slices.Contains(rows, want) {
+			t.Fatalf("after retain: no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hidden") {
+		t.Fatalf("hidden events left after retain --deleted:\n%s", out)
+	}
+
+	// --max-age: the events older than it, from the first on; a live stream keeps its last.
+	appendN("t-age", 3)
+	time.Sleep(1500 * time.Millisecond)
+	appendN("t-age", 2)
+	if out := run(exitOK, "retain", "--prefix", "t-", "--max-age", "1s"); !strings.Contains(out, "t-age (live): removed versions 0..2") {
+		t.Fatalf("retain --max-age 1s:\n%s", out)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if out := run(exitOK, "retain", "--prefix", "t-", "--max-age", "1s"); !strings.Contains(out, "t-age (live): removed versions 3..3") {
+		t.Fatalf("retain --max-age 1s of a stream all older:\n%s", out)
+	}
+
+	run(exitUsage, "retain", "--keep-last", "2")
+	run(exitUsage, "retain", "--prefix", "s-")
+	run(exitUsage, "retain", "--prefix", "s-", "--max-age", "-1s")
+	run(exitUsage, "retain", "--prefix", "s-", "--keep-last", "x")
 }

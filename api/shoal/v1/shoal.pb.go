@@ -1589,7 +1589,8 @@ type StreamSummary struct {
 	// expected version names; for a deleted stream, the last version at the delete.
 	LastVersion uint64 `protobuf:"varint,4,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`
 	// first_version is the first version a read returns: after a soft delete, the first
-	// version after it; after a truncation, where it began. last_version + 1 while deleted.
+	// version after it; after a truncation, where it began. last_version + 1 while deleted
+	// (soft-deleted or tombstoned).
 	FirstVersion uint64 `protobuf:"varint,5,opt,name=first_version,json=firstVersion,proto3" json:"first_version,omitempty"`
 	// truncated: a truncation moved first_version (truncations made before the shard reached
 	// format 5 left no mark and do not set it).
@@ -1597,8 +1598,12 @@ type StreamSummary struct {
 	// Live streams only: the shard position and commit time of the last event.
 	LastPosition        uint64 `protobuf:"varint,7,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
 	LastCreatedUnixNano int64  `protobuf:"varint,8,opt,name=last_created_unix_nano,json=lastCreatedUnixNano,proto3" json:"last_created_unix_nano,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// hidden_events counts the events the stream still holds that no read returns: those a
+	// soft delete or a tombstone hid, before first_version. A truncation before first_version
+	// removes them (for a deleted stream, before last_version + 1).
+	HiddenEvents  uint64 `protobuf:"varint,9,opt,name=hidden_events,json=hiddenEvents,proto3" json:"hidden_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamSummary) Reset() {
@@ -1683,6 +1688,13 @@ func (x *StreamSummary) GetLastPosition() uint64 {
 func (x *StreamSummary) GetLastCreatedUnixNano() int64 {
 	if x != nil {
 		return x.LastCreatedUnixNano
+	}
+	return 0
+}
+
+func (x *StreamSummary) GetHiddenEvents() uint64 {
+	if x != nil {
+		return x.HiddenEvents
 	}
 	return 0
 }
@@ -3576,7 +3588,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x0finclude_deleted\x18\x05 \x01(\bR\x0eincludeDeleted\x12\x1f\n" +
 	"\vallow_stale\x18\x06 \x01(\bR\n" +
 	"allowStale\x12(\n" +
-	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\"\xa6\x02\n" +
+	"\x10max_staleness_ms\x18\a \x01(\rR\x0emaxStalenessMs\"\xcb\x02\n" +
 	"\rStreamSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12+\n" +
@@ -3585,7 +3597,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rfirst_version\x18\x05 \x01(\x04R\ffirstVersion\x12\x1c\n" +
 	"\ttruncated\x18\x06 \x01(\bR\ttruncated\x12#\n" +
 	"\rlast_position\x18\a \x01(\x04R\flastPosition\x123\n" +
-	"\x16last_created_unix_nano\x18\b \x01(\x03R\x13lastCreatedUnixNano\"H\n" +
+	"\x16last_created_unix_nano\x18\b \x01(\x03R\x13lastCreatedUnixNano\x12#\n" +
+	"\rhidden_events\x18\t \x01(\x04R\fhiddenEvents\"H\n" +
 	"\x13ListStreamsResponse\x121\n" +
 	"\astreams\x18\x01 \x03(\v2\x17.shoal.v1.StreamSummaryR\astreams\"\xb1\x01\n" +
 	"\x14WrongExpectedVersion\x12\x16\n" +
