@@ -186,7 +186,8 @@ func (a *app) listFailed(err error, server string, stale bool, after string) err
 	return a.unreachable(err, server)
 }
 
-// shellQuote quotes s for a POSIX shell: in single quotes, each of its own as '\”.
+// shellQuote quotes s for a POSIX shell: in single quotes, each single quote of s ending the
+// quoted part, escaped, and starting the next.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
