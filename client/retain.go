@@ -41,13 +41,16 @@ func (r Retained) Events() uint64 { return r.Before - r.From + r.Hidden }
 
 // Retain applies retention policy r once to every stream whose name starts with prefix ("":
 // every stream), in name order, and calls fn for each stream it removed events from (fn may be
-// nil). A stream with nothing to remove costs a listing entry, and, under MaxAge, a read of
-// its first event. It stops at the first error, of a truncation (which names the stream) or
-// of fn. Run it again to go on: a stream truncated already has nothing more to remove.
+// nil). A stream with nothing to remove costs a listing entry, and, under MaxAge, a page of its
+// first events. It stops at the first error, of a truncation (which names the stream) or of fn.
+// Running it again is safe, and goes on where a failed run stopped.
 //
 // Retain is safe with writers running: the versions it removes were decided from the stream
-// as listed, and appends only add later ones; a stream deleted since keeps whatever was
-// hidden. Every shard must be at format 4 (ErrShardFormat, as for Truncate).
+// as listed, and appends only add later ones (a stream deleted since loses the versions
+// chosen, which the delete hid anyway). MaxAge compares this client's clock with the commit
+// times the shards' leaders stamped. Every shard must be at format 4 (ErrShardFormat, as for
+// Truncate); Deleted needs servers that count hidden events (StreamInfo.HiddenEvents), which
+// older versions report as none.
 func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func(Retained) error) error {
 	if r.KeepLast == 0 && r.MaxAge <= 0 && !r.Deleted {
 		return &InvalidArgumentError{Field: "Retention", Limit: "KeepLast, MaxAge or Deleted",
@@ -112,8 +115,9 @@ func (c *Client) retainBefore(ctx context.Context, s StreamInfo, r Retention, cu
 		}
 		// The first event that is not that old, from before on.
 		for ev, err := range c.Read(ctx, s.Name, FromVersion(before)) {
-			if errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted) {
-				return s.FirstVersion, nil // deleted since it was listed: left to the next run
+			if errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted) || errors.Is(err, ErrStreamChanged) {
+				// Deleted or truncated since it was listed: left to the next run.
+				return s.FirstVersion, nil
 			}
 			if err != nil {
 				return 0, fmt.Errorf("reading %q: %w", s.Name, err)

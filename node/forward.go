@@ -466,15 +466,15 @@ func (n *Node) staleTarget(ctx context.Context, id uint32) *forwardTarget {
 		n.refreshLeaders(ctx)
 		voters = n.leaders.votersOf(id)
 	}
-	alive := map[uint64]bool{}
+	alive := map[uint64]string{}
 	for _, m := range n.memberList() {
 		if m.Alive && m.GRPCAddr != "" {
-			alive[m.NodeID] = true
+			alive[m.NodeID] = m.GRPCAddr
 		}
 	}
 	var cands []uint64
 	for _, v := range voters {
-		if alive[v] && v != n.ID() {
+		if _, ok := alive[v]; ok && v != n.ID() {
 			cands = append(cands, v)
 		}
 	}
@@ -482,11 +482,7 @@ func (n *Node) staleTarget(ctx context.Context, id uint32) *forwardTarget {
 		return nil
 	}
 	to := cands[rand.IntN(len(cands))]
-	addr, ok := n.resolve(to)
-	if !ok {
-		return nil
-	}
-	conn, err := n.peers.get(addr)
+	conn, err := n.peers.get(alive[to])
 	if err != nil {
 		return nil
 	}

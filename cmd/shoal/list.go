@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -153,8 +154,12 @@ time of its last event.`,
 				fmt.Fprintf(tw, "truncated\tversions before %d were removed\n", info.FirstVersion)
 			}
 			if info.HiddenEvents > 0 {
-				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until 'shoal retain --deleted' removes them\n",
-					info.HiddenEvents)
+				before := strconv.FormatUint(info.FirstVersion, 10)
+				if info.State != client.StreamLive {
+					before = "all"
+				}
+				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until 'shoal truncate %s --before %s' removes them\n",
+					info.HiddenEvents, shellQuote(info.Name), before)
 			}
 			fmt.Fprintf(tw, "shard\t%d\n", info.Shard)
 			if info.State == client.StreamLive {
@@ -258,8 +263,9 @@ keeps its last event whatever the policy says.
 
 It prints each stream it truncates and a summary; --dry-run prints what it
 would remove and removes nothing. Run it from cron or a Kubernetes CronJob to
-keep a policy applied. It is safe with writers running, and safe to run again:
-a stream already truncated has nothing more to remove.`,
+keep a policy applied. It is safe with writers running, and safe to run again.
+--max-age compares this machine's clock with the commit times the servers
+stamped.`,
 		Example: `  shoal retain --prefix session- --max-age 720h
   shoal retain --prefix metrics- --keep-last 1000 --deleted --dry-run`,
 		Args: noArgs,

@@ -109,6 +109,13 @@ func TestRetainCLI(t *testing.T) {
 	appendN("s-again", 1) // versions 0..1 hidden, 2 live
 	appendN("other-1", 5)
 
+	if out := run(exitOK, "stream-info", "s-again"); !strings.Contains(out, "hidden events  2, which a delete hid") ||
+		!strings.Contains(out, "shoal truncate 's-again' --before 2") {
+		t.Fatalf("stream-info of a stream with hidden events:\n%s", out)
+	}
+	if out := run(exitOK, "stream-info", "s-gone"); !strings.Contains(out, "shoal truncate 's-gone' --before all") {
+		t.Fatalf("stream-info of a deleted stream with hidden events:\n%s", out)
+	}
 	out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted", "--dry-run")
 	for _, want := range []string{
 		"s-again (live): would remove 2 events a delete hid",
