@@ -581,6 +581,10 @@ func (g *Group) observe(rd raft.Ready) {
 		g.forgetTruncation()
 		g.term = bs.HardState.GetTerm()
 		g.confBarrier = g.st.last
+		g.readFloor = g.st.last
+		if testHookLeading != nil {
+			testHookLeading(g)
+		}
 		g.h.log.Info("leading shard", "shard", g.shard, "term", g.term)
 	}
 	if wasLeader && (!isLeader || bs.HardState.GetTerm() != prevTerm) {
@@ -615,12 +619,27 @@ func (g *Group) observe(rd raft.Ready) {
 	})
 }
 
+// testHookLeading, set by tests, runs in the loop goroutine as this node begins to lead a group.
+var testHookLeading func(*Group)
+
 // settleReads records arrived read states and releases reads whose index is applied.
+//
+// A leader's read index is at least the log's last index when it began leading: every entry of
+// an earlier term is applied before its reads are answered. raft waits for that itself, for an
+// entry of the leader's term to commit, except for a sole voter, whose read index it answers at
+// once with its commit index. After a restart that index is only what the stored state proves
+// committed (the applied index, which a crash may leave behind entries committed, applied and
+// acknowledged before it): a read right after the election would miss them until the new
+// term's first entry commits.
 func (g *Group) settleReads(states []raft.ReadState) {
 	for _, rs := range states {
+		idx := max(rs.Index, 1)
+		if g.state == raft.StateLeader {
+			idx = max(idx, g.readFloor)
+		}
 		for _, r := range g.reads {
 			if r.index == 0 && bytes.Equal(r.rctx, rs.RequestCtx) {
-				r.index = max(rs.Index, 1)
+				r.index = idx
 			}
 		}
 	}
