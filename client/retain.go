@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -40,10 +41,12 @@ type Retained struct {
 func (r Retained) Events() uint64 { return r.Before - r.From + r.Hidden }
 
 // Retain applies retention policy r once to every stream whose name starts with prefix ("":
-// every stream), in name order, and calls fn for each stream it removed events from (fn may be
-// nil). A stream with nothing to remove costs a listing entry, and, under MaxAge, a page of its
-// first events. It stops at the first error, of a truncation (which names the stream) or of fn.
-// Running it again is safe, and goes on where a failed run stopped.
+// every stream), up to 16 streams at a time, and calls fn for each stream it removed events
+// from (fn may be nil), one call at a time, in no particular order. A stream with nothing to
+// remove costs a listing entry, and, under MaxAge, a page of its first events. It stops at the
+// first error, of a truncation (which names the stream) or of fn, and returns it once the
+// streams under way are done. Running it again is safe, and goes on where a failed run
+// stopped.
 //
 // Retain is safe with writers running: the versions it removes were decided from the stream
 // as listed, and appends only add later ones (a stream deleted since loses the versions
@@ -64,38 +67,86 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 	if r.Deleted {
 		opts = append(opts, IncludeDeletes()) // deleted streams too
 	}
-	for s, err := range c.ListStreams(ctx, "", opts...) {
-		if err != nil {
-			return err
-		}
-		before, err := c.retainBefore(ctx, s, r, cutoff)
-		if err != nil {
-			return err
-		}
-		from := s.FirstVersion
-		switch {
-		case s.State != StreamLive: // before is past every version: the hidden events go
-			if s.HiddenEvents == 0 {
-				continue
-			}
-		case before > from: // and so do the hidden ones
-		case r.Deleted && s.HiddenEvents > 0:
-			before = from // the hidden events only
-		default:
-			continue
-		}
-		if !r.DryRun {
-			if _, err := c.Truncate(ctx, s.Name, before, Any); err != nil {
-				return fmt.Errorf("truncating %q before version %d: %w", s.Name, before, err)
-			}
-		}
-		if fn != nil {
-			if err := fn(Retained{Stream: s.Name, State: s.State, From: from, Before: before, Hidden: s.HiddenEvents}); err != nil {
-				return err
-			}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex // fn's calls, and failed
+		failed   error      // the first error, which ends the run
+		wg       sync.WaitGroup
+		inFlight = make(chan struct{}, retainParallel)
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failed == nil {
+			failed = err
+			cancel()
 		}
 	}
-	return nil
+	for s, err := range c.ListStreams(ctx, "", opts...) {
+		if err != nil {
+			fail(err)
+			break
+		}
+		inFlight <- struct{}{}
+		if ctx.Err() != nil {
+			<-inFlight
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-inFlight }()
+			ret, ok, err := c.retainStream(ctx, s, r, cutoff)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if ok && fn != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				if failed == nil {
+					if err := fn(ret); err != nil {
+						failed = err
+						cancel()
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	return failed
+}
+
+// retainParallel is how many streams Retain truncates at once: each truncation is a raft
+// round trip, and one at a time a run over many streams would take a round trip per stream.
+const retainParallel = 16
+
+// retainStream applies policy r to stream s, as listed: it returns what it removed, and false
+// when there was nothing to remove.
+func (c *Client) retainStream(ctx context.Context, s StreamInfo, r Retention, cutoff time.Time) (Retained, bool, error) {
+	before, err := c.retainBefore(ctx, s, r, cutoff)
+	if err != nil {
+		return Retained{}, false, err
+	}
+	from := s.FirstVersion
+	switch {
+	case s.State != StreamLive: // before is past every version: the hidden events go
+		if s.HiddenEvents == 0 {
+			return Retained{}, false, nil
+		}
+	case before > from: // and so do the hidden ones
+	case r.Deleted && s.HiddenEvents > 0:
+		before = from // the hidden events only
+	default:
+		return Retained{}, false, nil
+	}
+	if !r.DryRun {
+		if _, err := c.Truncate(ctx, s.Name, before, Any); err != nil {
+			return Retained{}, false, fmt.Errorf("truncating %q before version %d: %w", s.Name, before, err)
+		}
+	}
+	return Retained{Stream: s.Name, State: s.State, From: from, Before: before, Hidden: s.HiddenEvents}, true, nil
 }
 
 // retainBefore returns the first version of stream s that policy r keeps: events before it go.
