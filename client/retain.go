@@ -42,7 +42,8 @@ func (r Retained) Events() uint64 { return r.Before - r.From + r.Hidden }
 
 // Retain applies retention policy r once to every stream whose name starts with prefix ("":
 // every stream), up to 16 streams at a time, and calls fn for each stream it removed events
-// from (fn may be nil), one call at a time, in no particular order. A stream with nothing to
+// from (fn may be nil), one call at a time, in no particular order, from goroutines of its own
+// (a panic in fn is not recovered). A stream with nothing to
 // remove costs a listing entry, and, under MaxAge, a page of its first events. It stops at the
 // first error, of a truncation (which names the stream) or of fn, and returns it once the
 // streams under way are done. Running it again is safe, and goes on where a failed run
@@ -70,8 +71,9 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		mu       sync.Mutex // fn's calls, and failed
+		mu       sync.Mutex // fn's calls, failed and fnFailed
 		failed   error      // the first error, which ends the run
+		fnFailed bool       // fn failed: it is called no more
 		wg       sync.WaitGroup
 		inFlight = make(chan struct{}, retainParallel)
 	)
@@ -89,8 +91,9 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 			break
 		}
 		inFlight <- struct{}{}
-		if ctx.Err() != nil {
+		if err := ctx.Err(); err != nil { // the caller's, or a failure's
 			<-inFlight
+			fail(err)
 			break
 		}
 		wg.Go(func() {
@@ -101,12 +104,16 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 				return
 			}
 			if ok && fn != nil {
+				// Told even after another stream failed: it was truncated.
 				mu.Lock()
 				defer mu.Unlock()
-				if failed == nil {
+				if !fnFailed {
 					if err := fn(ret); err != nil {
-						failed = err
-						cancel()
+						fnFailed = true
+						if failed == nil {
+							failed = err
+							cancel()
+						}
 					}
 				}
 			}

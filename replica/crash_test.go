@@ -291,8 +291,8 @@ func TestCrashSingleNodeReadIndexSeesAcknowledged(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	reads := make(chan *waiter, 1)
-	t.Cleanup(func() { testHookLeading = nil }) // after the cluster's cleanup stops its loops
-	testHookLeading = func(g *Group) {
+	t.Cleanup(func() { testHookLeading.Store(nil) }) // after the cluster's cleanup stops its loops
+	hook := func(g *Group) {
 		w := newWaiter()
 		r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
 		g.reads = append(g.reads, r)
@@ -303,6 +303,7 @@ func TestCrashSingleNodeReadIndexSeesAcknowledged(t *testing.T) {
 		default:
 		}
 	}
+	testHookLeading.Store(&hook)
 	fss := newCrashFS(1)
 	o := clusterOpts{nodes: 1, retain: 50, fsFor: fss.fsFor}
 	c := newCluster(t, o)

@@ -77,9 +77,7 @@ type Group struct {
 	st             *storage
 	state          raft.StateType
 	term           uint64 // term in which this node became leader
-	// readFloor: the log's last index when this node began leading in term; a read index
-	// below it is raised to it (settleReads).
-	readFloor uint64
+	readFloor      uint64 // the log's last index when this node began leading in term (settleReads)
 	seenTerm       uint64 // the highest term observed (logging of term changes)
 	lostLeadership bool   // set by observe, handled after the iteration's apply
 	ownTermCommit  uint64 // a term whose leader's commit index held an entry of it (caughtUp)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -582,8 +583,8 @@ func (g *Group) observe(rd raft.Ready) {
 		g.term = bs.HardState.GetTerm()
 		g.confBarrier = g.st.last
 		g.readFloor = g.st.last
-		if testHookLeading != nil {
-			testHookLeading(g)
+		if hook := testHookLeading.Load(); hook != nil {
+			(*hook)(g)
 		}
 		g.h.log.Info("leading shard", "shard", g.shard, "term", g.term)
 	}
@@ -620,7 +621,7 @@ func (g *Group) observe(rd raft.Ready) {
 }
 
 // testHookLeading, set by tests, runs in the loop goroutine as this node begins to lead a group.
-var testHookLeading func(*Group)
+var testHookLeading atomic.Pointer[func(*Group)]
 
 // settleReads records arrived read states and releases reads whose index is applied.
 //
@@ -630,7 +631,9 @@ var testHookLeading func(*Group)
 // once with its commit index. After a restart that index is only what the stored state proves
 // committed (the applied index, which a crash may leave behind entries committed, applied and
 // acknowledged before it): a read right after the election would miss them until the new
-// term's first entry commits.
+// term's first entry commits. Only the leader's own reads pass here, which are all of shoal's
+// (Group.ReadIndex runs on the leader); a read index a follower asked the leader for would
+// come without the floor.
 func (g *Group) settleReads(states []raft.ReadState) {
 	for _, rs := range states {
 		idx := max(rs.Index, 1)
