@@ -95,7 +95,8 @@ func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uin
 	if err != nil {
 		return err
 	}
-	// events reads each live stream's last event from the same view as the records.
+	// events reads each stream's first stored event and a live one's last from the same view as
+	// the records.
 	events, err := it.Clone(pebble.CloneOptions{})
 	if err != nil {
 		it.Close()
