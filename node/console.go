@@ -70,9 +70,10 @@ const (
 var consoleFiles embed.FS
 
 var consoleFuncs = template.FuncMap{
-	"count": clusterstatus.Count,
-	"join":  func(ss []string) string { return strings.Join(ss, ", ") },
-	"int":   func(n uint32) int { return int(n) },
+	"count":  clusterstatus.Count,
+	"join":   func(ss []string) string { return strings.Join(ss, ", ") },
+	"int":    func(n uint32) int { return int(n) },
+	"uint64": func(n uint64) int { return int(n) },
 }
 
 // consolePages holds each page's template, parsed with the layout.
@@ -274,9 +275,15 @@ func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	evs, cut, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: from, FromEnd: fromEnd,
 		Backward: b.Backward, Count: limit, AllowStale: b.Stale})
-	if err != nil {
+	b.Info = n.consoleStreamInfo(ctx, name, b.Stale)
+	if err != nil && (status.Code(err) != codes.NotFound || b.Info == nil) {
 		n.consoleCallError(w, "stream "+name, err)
 		return
+	}
+	// A deleted stream's page shows its state, and no event, answering 404 as its read did.
+	code := http.StatusOK
+	if err != nil {
+		code, b.Gone = http.StatusNotFound, true
 	}
 	if fromEnd && len(evs) > 0 {
 		b.From = evs[0].Version
@@ -298,11 +305,13 @@ func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
 			b.Next = streamLink(name, last-1, true, false, b.Stale, limit)
 		}
 	}
-	n.consoleRender(w, http.StatusOK, "stream", "stream "+name, 0, b)
+	n.consoleRender(w, code, "stream", "stream "+name, 0, b)
 }
 
 type consoleStreamBody struct {
 	Name                string
+	Info                *consoleStreamRow // the stream's state; nil when its listing failed
+	Gone                bool              // deleted: its read answered not found
 	From                uint64
 	Backward, Stale     bool
 	Limit               uint64

@@ -251,6 +251,20 @@ func TestConsoleStreams(t *testing.T) {
 	if _, body := consoleGet(t, n, "/console/streams?prefix=zzz"); !strings.Contains(body, "No live stream starting with zzz.") {
 		t.Fatalf("no stream: %s", pageMain(body))
 	}
+	// A stream's page says its state; a deleted stream's page says so, with the events its
+	// delete hid, where a read says not found; a stream never written is not found.
+	if resp, body := consoleGet(t, n, "/console/stream?name=order-1"); resp.StatusCode != 200 ||
+		!strings.Contains(body, "<p>live, versions 0..1, 2 events;") {
+		t.Fatalf("a live stream's page: %d\n%s", resp.StatusCode, pageMain(body))
+	}
+	if resp, body := consoleGet(t, n, "/console/stream?name=order-2"); resp.StatusCode != http.StatusNotFound ||
+		!strings.Contains(body, `<span class="warn">deleted</span>, versions none (at version 1), 0 events`) ||
+		!strings.Contains(body, "2 events a delete hid, still on disk") || !strings.Contains(body, "Reads of this stream answer not found: it is deleted.") {
+		t.Fatalf("a deleted stream's page: %d\n%s", resp.StatusCode, pageMain(body))
+	}
+	if resp, body := consoleGet(t, n, "/console/stream?name=order-"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the page of a stream never written: %d, want 404\n%s", resp.StatusCode, pageMain(body))
+	}
 	// Three streams of one shard, two to a page: the first page links to the third.
 	var one []string
 	for i := 0; len(one) < 3; i++ {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/ring"
 	"github.com/shoaldb/shoal/shard"
 )
 
@@ -75,15 +76,7 @@ func (n *Node) consoleStreamList(w http.ResponseWriter, r *http.Request) {
 		b.Next = streamListLink(b.Prefix, all[len(all)-1].Name, b.Deleted, b.Stale, limit)
 	}
 	for _, m := range all {
-		row := consoleStreamRow{Name: m.Name, Link: streamLink(m.Name, 0, false, false, b.Stale, consoleDefaultLimit),
-			State: stateName(m.State), Shard: m.Shard, ShardLink: shardLink(m.Shard, m.LastPosition, false, false, b.Stale, consoleDefaultLimit),
-			Versions: fmt.Sprintf("none (at version %d)", m.LastVersion), Truncated: m.Truncated}
-		if m.State == shoalv1.StreamState_STREAM_STATE_LIVE {
-			row.Versions = fmt.Sprintf("%d..%d", m.FirstVersion, m.LastVersion)
-			row.Events = m.LastVersion - m.FirstVersion + 1
-			row.Time = time.Unix(0, m.LastCreatedUnixNano).UTC().Format("2006-01-02 15:04:05.000")
-		}
-		b.Streams = append(b.Streams, row)
+		b.Streams = append(b.Streams, streamRow(m, b.Stale))
 	}
 	b.First = streamListLink(b.Prefix, "", b.Deleted, b.Stale, limit)
 	n.consoleRender(w, http.StatusOK, "streams", "streams", 0, b)
@@ -104,9 +97,41 @@ type consoleStreamRow struct {
 	Versions   string
 	Events     uint64
 	Truncated  bool
+	Hidden     uint64 // events a delete hid, still stored
 	Shard      uint32
 	ShardLink  string // the shard's log from the stream's last event
 	Time       string // the last event's, "" for a deleted stream
+}
+
+// streamRow is m as a row of the listing; its links keep stale.
+func streamRow(m *shoalv1.StreamSummary, stale bool) consoleStreamRow {
+	row := consoleStreamRow{Name: m.Name, Link: streamLink(m.Name, 0, false, false, stale, consoleDefaultLimit),
+		State: stateName(m.State), Shard: m.Shard, ShardLink: shardLink(m.Shard, m.LastPosition, false, false, stale, consoleDefaultLimit),
+		Versions: fmt.Sprintf("none (at version %d)", m.LastVersion), Truncated: m.Truncated, Hidden: m.HiddenEvents}
+	if m.State == shoalv1.StreamState_STREAM_STATE_LIVE {
+		row.Versions = fmt.Sprintf("%d..%d", m.FirstVersion, m.LastVersion)
+		row.Events = m.LastVersion - m.FirstVersion + 1
+		row.Time = time.Unix(0, m.LastCreatedUnixNano).UTC().Format("2006-01-02 15:04:05.000")
+	}
+	return row
+}
+
+// consoleStreamInfo returns stream name's state as its shard lists it (the first name of the
+// shard with name as prefix is the stream's own when it exists), nil when it does not exist or
+// the listing failed.
+func (n *Node) consoleStreamInfo(ctx context.Context, name string, stale bool) *consoleStreamRow {
+	s := n.settings.Load()
+	c, err := n.consoleStreams()
+	if s == nil || err != nil {
+		return nil
+	}
+	page, err := consoleListShard(ctx, c, &shoalv1.ListStreamsRequest{Shard: ring.ShardOf(name, s.Shards), Prefix: name, Count: 1,
+		IncludeDeleted: true, AllowStale: stale})
+	if err != nil || len(page) == 0 || page[0].Name != name {
+		return nil
+	}
+	row := streamRow(page[0], stale)
+	return &row
 }
 
 func stateName(s shoalv1.StreamState) string {
