@@ -125,14 +125,14 @@ func (c *Client) ListStreams(ctx context.Context, after string, opts ...ReadOpti
 		// per shard, unless it goes on past them.
 		var wg sync.WaitGroup
 		for _, cur := range cursors {
-			wg.Go(func() { cur.err = cur.fill(ctx, c, o.stale) })
+			wg.Go(func() { cur.err = cur.fill(ctx, c) })
 		}
 		wg.Wait()
 		for listed := uint64(0); o.count == 0 || listed < o.count; listed++ {
 			var next *listCursor
 			for _, cur := range cursors {
 				if cur.err == nil && len(cur.buf) == 0 && !cur.done {
-					cur.err = cur.fill(ctx, c, o.stale)
+					cur.err = cur.fill(ctx, c)
 				}
 				if cur.err != nil {
 					yield(StreamInfo{}, cur.err)
@@ -164,8 +164,8 @@ type listCursor struct {
 }
 
 // fill reads the shard's next page into buf.
-func (cur *listCursor) fill(ctx context.Context, c *Client, stale bool) error {
-	page, err := c.listShard(ctx, cur.req, stale)
+func (cur *listCursor) fill(ctx context.Context, c *Client) error {
+	page, err := c.listShard(ctx, cur.req)
 	if err != nil {
 		return err
 	}
@@ -179,10 +179,11 @@ func (cur *listCursor) fill(ctx context.Context, c *Client, stale bool) error {
 	return nil
 }
 
-// listShard reads one page of a shard's listing, retried as any read is.
-func (c *Client) listShard(ctx context.Context, req *shoalv1.ListStreamsRequest, stale bool) ([]StreamInfo, error) {
+// listShard reads one page of a shard's listing, retried as any read is (by any replica when
+// req allows a stale one).
+func (c *Client) listShard(ctx context.Context, req *shoalv1.ListStreamsRequest) ([]StreamInfo, error) {
 	var page []StreamInfo
-	err := c.run(ctx, target{kind: byShard, shard: req.Shard, stale: stale, idempotent: true}, true, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
+	err := c.run(ctx, target{kind: byShard, shard: req.Shard, stale: req.AllowStale, idempotent: true}, true, func(ctx context.Context, n *node, w *leaderWatch) (bool, error) {
 		page = page[:0]
 		rs, err := n.streams.ListStreams(ctx, req)
 		if err != nil {
@@ -232,7 +233,7 @@ func (c *Client) StreamInfo(ctx context.Context, stream string, opts ...ReadOpti
 	// The first name with the stream's name as prefix is the stream's own, when it exists.
 	req := &shoalv1.ListStreamsRequest{Shard: ring.ShardOf(stream, shards), Prefix: stream, Count: 1, IncludeDeleted: true,
 		AllowStale: o.stale, MaxStalenessMs: maxStale}
-	page, err := c.listShard(ctx, req, o.stale)
+	page, err := c.listShard(ctx, req)
 	if err != nil {
 		return StreamInfo{}, err
 	}

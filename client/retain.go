@@ -103,19 +103,18 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 				fail(err)
 				return
 			}
-			if ok && fn != nil {
-				// Told even after another stream failed: it was truncated.
-				mu.Lock()
-				defer mu.Unlock()
-				if !fnFailed {
-					if err := fn(ret); err != nil {
-						fnFailed = true
-						if failed == nil {
-							failed = err
-							cancel()
-						}
-					}
-				}
+			if !ok || fn == nil {
+				return
+			}
+			// Told even after another stream failed: it was truncated.
+			mu.Lock()
+			if !fnFailed {
+				err = fn(ret)
+				fnFailed = err != nil
+			}
+			mu.Unlock()
+			if err != nil {
+				fail(err)
 			}
 		})
 	}

@@ -186,6 +186,17 @@ func (n *Node) consoleRender(w http.ResponseWriter, code int, page, title string
 	_, _ = w.Write(buf.Bytes())
 }
 
+// consoleSettings returns the cluster's settings, or answers 503 and returns nil while this
+// node does not know them.
+func (n *Node) consoleSettings(w http.ResponseWriter) *Settings {
+	s := n.settings.Load()
+	if s == nil {
+		n.consoleError(w, http.StatusServiceUnavailable, "cluster unknown",
+			"this node does not know its cluster's settings yet: it is still joining")
+	}
+	return s
+}
+
 // consoleError answers code with a page that says msg.
 func (n *Node) consoleError(w http.ResponseWriter, code int, title, msg string) {
 	n.consoleRender(w, code, "error", title, 0, msg)
@@ -211,9 +222,7 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 		n.consoleError(w, http.StatusBadRequest, "bad request", err.Error())
 		return
 	}
-	if n.settings.Load() == nil {
-		n.consoleError(w, http.StatusServiceUnavailable, "cluster unknown",
-			"this node does not know its cluster's settings yet: it is still joining")
+	if n.consoleSettings(w) == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
@@ -275,8 +284,10 @@ func (n *Node) consoleStream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	evs, cut, err := n.consoleRead(ctx, &shoalv1.ReadRequest{Stream: name, FromVersion: from, FromEnd: fromEnd,
 		Backward: b.Backward, Count: limit, AllowStale: b.Stale})
-	b.Info = n.consoleStreamInfo(ctx, name, b.Stale)
-	if err != nil && (status.Code(err) != codes.NotFound || b.Info == nil) {
+	if err == nil || status.Code(err) == codes.NotFound {
+		b.Info = n.consoleStreamInfo(ctx, name, b.Stale)
+	}
+	if err != nil && b.Info == nil {
 		n.consoleCallError(w, "stream "+name, err)
 		return
 	}

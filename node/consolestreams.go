@@ -34,10 +34,8 @@ func (n *Node) consoleStreamList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.Limit = limit
-	s := n.settings.Load()
+	s := n.consoleSettings(w)
 	if s == nil {
-		n.consoleError(w, http.StatusServiceUnavailable, "cluster unknown",
-			"this node does not know its cluster's settings yet: it is still joining")
 		return
 	}
 	c, err := n.consoleStreams()

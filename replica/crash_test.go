@@ -294,10 +294,7 @@ func TestCrashSingleNodeReadIndexSeesAcknowledged(t *testing.T) {
 	t.Cleanup(func() { testHookLeading.Store(nil) }) // after the cluster's cleanup stops its loops
 	hook := func(g *Group) {
 		w := newWaiter()
-		r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
-		g.reads = append(g.reads, r)
-		g.rn.ReadIndex(r.rctx)
-		g.stir()
+		g.startRead(w)
 		select {
 		case reads <- w:
 		default:

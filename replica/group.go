@@ -301,11 +301,7 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 		if err := g.check(); err != nil {
 			return err
 		}
-		r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
-		g.reads = append(g.reads, r)
-		g.wake()
-		g.rn.ReadIndex(r.rctx)
-		g.stir()
+		g.startRead(w)
 		return nil
 	})
 	if err != nil {
@@ -313,6 +309,16 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 	}
 	_, err = w.wait(ctx, g.h.done)
 	return err
+}
+
+// startRead asks raft for a read index; settleReads finishes w once it is applied. Loop
+// goroutine.
+func (g *Group) startRead(w *waiter) {
+	r := &readReq{rctx: g.header(g.h.nextID.Add(1)), w: w}
+	g.reads = append(g.reads, r)
+	g.wake()
+	g.rn.ReadIndex(r.rctx)
+	g.stir()
 }
 
 // leaderDown tells this follower that its leader, id, is gone: it wakes the group, advances

@@ -148,19 +148,11 @@ func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, co
 			return err
 		}
 		if m.state == stateLive {
-			// A live stream's last version is its last event key's (the record's may be
-			// behind from Format3 on).
-			events.SetBounds(s.keys.event(nil, m.id, m.start), s.keys.eventStreamEnd(nil, m.id))
-			if !events.Last() {
-				if err := events.Error(); err != nil {
-					return err
-				}
-				return errCorrupt(fmt.Sprintf("live stream %q has no visible event", sum.Name))
-			}
-			if sum.Last, err = eventVersion(events.Key()); err != nil {
+			if err := s.visibleEvents(events, &m, sum.Name); err != nil {
 				return err
 			}
-			rec, err := events.ValueAndErr()
+			sum.Last = m.last
+			rec, err := events.ValueAndErr() // the last event's
 			if err != nil {
 				return err
 			}

@@ -25,10 +25,10 @@ func (s *Shard) StreamInfo(stream string) (exists bool, last uint64, deleted, to
 
 // openStream reads the stream record with a new iterator and returns the record and, when
 // the stream exists, that iterator bounded to the stream's visible events (from the record's
-// first visible version to the stream's last event), unpositioned: the record and the events
-// come from one view of the DB. A live stream's last version is set from its last event key,
-// which is right in every format (the record's may be behind from Format3 on). The caller
-// closes the iterator; it is nil when the stream is absent or err is set.
+// first visible version to the stream's last event), for the caller to position: the record
+// and the events come from one view of the DB. A live stream's last version is set from its
+// last event key (visibleEvents). The caller closes the iterator; it is nil when the stream is
+// absent or err is set.
 func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, error) {
 	if err := CheckStreamName(stream); err != nil {
 		return nil, streamMeta{}, false, err
@@ -48,18 +48,30 @@ func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, e
 	if err != nil || !found {
 		return fail(err)
 	}
-	it.SetBounds(s.keys.event(nil, m.id, m.start), s.keys.eventStreamEnd(nil, m.id)) // the same view, other keys
-	if m.state == stateLive {
-		last, ok, err := lastEvent(it)
-		switch {
-		case err != nil:
-			return fail(err)
-		case !ok:
-			return fail(errCorrupt(fmt.Sprintf("live stream %q has no visible event", stream)))
-		}
-		m.last = last
+	if err := s.visibleEvents(it, &m, stream); err != nil { // the same view, other keys
+		return fail(err)
 	}
 	return it, m, true, nil
+}
+
+// visibleEvents bounds it to the visible events of stream, whose record is m (from its first
+// visible version to its last event). For a live stream it sets m.last from the last event
+// key, which is right in every format (the record's may be behind from Format3 on), and leaves
+// it positioned there.
+func (s *Shard) visibleEvents(it *pebble.Iterator, m *streamMeta, stream string) error {
+	it.SetBounds(s.keys.event(nil, m.id, m.start), s.keys.eventStreamEnd(nil, m.id))
+	if m.state != stateLive {
+		return nil
+	}
+	last, ok, err := lastEvent(it)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return errCorrupt(fmt.Sprintf("live stream %q has no visible event", stream))
+	}
+	m.last = last
+	return nil
 }
 
 // ReadStream calls fn for up to count events of stream (0 = all), starting
