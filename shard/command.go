@@ -108,8 +108,12 @@ const (
 	// (ReadStreamWhole). The record's state byte carries the mark, which a
 	// replica of an older version would take for corruption.
 	Format5 uint64 = 5
+	// Format6: retention policies (SetRetentionCommand), kept in 'P' keys.
+	// Nothing else changes; the format keeps the command from a replica that
+	// cannot decode it.
+	Format6 uint64 = 6
 	// MaxFormat is the highest format this version applies and reads.
-	MaxFormat = Format5
+	MaxFormat = Format6
 )
 
 // SetFormatCommand raises the shard's format to Format (no effect when the
@@ -188,10 +192,11 @@ type DeleteResult struct {
 
 // Command type bytes: the first byte of every encoded command. Append-only.
 const (
-	cmdAppend    byte = 1
-	cmdDelete    byte = 2
-	cmdSetFormat byte = 3
-	cmdTruncate  byte = 4
+	cmdAppend       byte = 1
+	cmdDelete       byte = 2
+	cmdSetFormat    byte = 3
+	cmdTruncate     byte = 4
+	cmdSetRetention byte = 5
 )
 
 // EncodeAppend encodes c for a raft entry (see the command table in doc.go).
@@ -253,7 +258,7 @@ func EncodeSetFormat(c *SetFormatCommand) []byte {
 }
 
 // DecodeCommand decodes an encoded command into *AppendCommand,
-// *DeleteCommand, *TruncateCommand or *SetFormatCommand. Event Data and Metadata alias data. It never panics; bad
+// *DeleteCommand, *TruncateCommand, *SetFormatCommand or *SetRetentionCommand. Event Data and Metadata alias data. It never panics; bad
 // input yields an *InvalidError for field "command". It does not validate
 // the command's contents (use ValidateAppend / ValidateDelete).
 func DecodeCommand(data []byte) (any, error) {
@@ -334,6 +339,8 @@ func DecodeCommand(data []byte) (any, error) {
 			return nil, errCommand("%d trailing bytes", len(d.b))
 		}
 		return c, nil
+	case cmdSetRetention:
+		return decodeSetRetention(&d)
 	case cmdSetFormat:
 		c := &SetFormatCommand{Format: d.uvarint()}
 		if d.err != nil {
@@ -361,7 +368,7 @@ func unknownEncoding(format string, args ...any) error {
 }
 
 func errCommand(format string, args ...any) error {
-	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete/EncodeTruncate/EncodeSetFormat", format, args...)
+	return invalid("command", "a command encoded by EncodeAppend/EncodeDelete/EncodeTruncate/EncodeSetFormat/EncodeSetRetention", format, args...)
 }
 
 func appendString(b []byte, s string) []byte {

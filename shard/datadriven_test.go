@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/datadriven"
 	"github.com/cockroachdb/pebble/v2"
@@ -25,6 +26,8 @@ import (
 //	readlog [from=N] [count=N]
 //	info stream=S | applied | begin | commit | reload | reopen | raw hex=..
 //	records: the stored stream records ('N'), applied index ('X') and shard meta ('Z')
+//	set-retention prefix=P [keep-last=N] [max-age=NS] [deleted] [remove] [time=T]
+//	retention: the stored policies; retention-cuts prefix=P now=T [after=S] [count=N]
 //
 // Values are Go-unescaped (\x01, \xff, \u00e9 ...).
 func TestDataDriven(t *testing.T) {
@@ -163,6 +166,46 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		}
 		c := &TruncateCommand{Stream: a.str(t, "stream"), Before: before, Expected: parseExpected(t, a["expected"])}
 		return fmtResult(ts.apply(EncodeTruncate(c))) + "\n"
+	case "set-retention":
+		c := &SetRetentionCommand{Remove: a.has("remove"), Policy: RetentionPolicy{
+			Prefix: a.str(t, "prefix"), KeepLast: a.uint(t, "keep-last", 0), Deleted: a.has("deleted"),
+			MaxAge: time.Duration(a.uint(t, "max-age", 0)), Set: int64(a.uint(t, "time", 1000))}}
+		return fmtResult(ts.apply(EncodeSetRetention(c))) + "\n"
+	case "retention":
+		ps, err := ts.s.RetentionPolicies()
+		if err != nil {
+			return fmt.Sprintf("error: %v\n", err)
+		}
+		var sb strings.Builder
+		for _, p := range ps {
+			fmt.Fprintf(&sb, "%v set=%d\n", p, p.Set)
+		}
+		if sb.Len() == 0 {
+			return "<none>\n"
+		}
+		return sb.String()
+	case "retention-cuts":
+		ts.commit(pebble.NoSync)
+		ps, err := ts.s.RetentionPolicies()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p RetentionPolicy
+		for _, q := range ps {
+			if q.Prefix == a.str(t, "prefix") {
+				p = q
+			}
+		}
+		cuts, last, err := ts.s.RetentionCuts(p, ps, int64(a.uint(t, "now", 0)), a.str(t, "after"), a.uint(t, "count", 0))
+		if err != nil {
+			return fmt.Sprintf("error: %v\n", err)
+		}
+		var sb strings.Builder
+		for _, c := range cuts {
+			fmt.Fprintf(&sb, "%s from=%d before=%d hidden=%d events=%d\n", c.Stream, c.From, c.Before, c.Hidden, c.Events())
+		}
+		fmt.Fprintf(&sb, "last=%q\n", last)
+		return sb.String()
 	case "stored":
 		ts.commit(pebble.NoSync)
 		return storedVersions(t, ts, a.str(t, "stream"))

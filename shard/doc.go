@@ -65,6 +65,9 @@
 //	| 'S' | shard     | 'I' | event UUID (16)       | streamID(8) version(8) position(8)        |
 //	| 'S' | shard     | 'M' | streamID (8)          | stream name (bytes)                       |
 //	| 'S' | shard     | 'N' | stream name (bytes)   | stream record (below)                     |
+//	| 'S' | shard     | 'P' | stream prefix (bytes) | retention policy: flags(1: bit 0 deleted) |
+//	|     |           |     |                       | keep-last(uvarint) max-age ns(uvarint)    |
+//	|     |           |     |                       | set time(8); from Format6 on              |
 //	| 'S' | shard     | 'V' |                       | format (8); absent: Format1               |
 //	| 'S' | shard     | 'X' |                       | applied raft index (8); up to Format2     |
 //	| 'S' | shard     | 'Z' |                       | next position (8) next streamID (8)       |
@@ -122,6 +125,8 @@
 //	delete: 0x02 | uvarint len, stream | kind (1) | uvarint version | time (8) | flags (1: bit 0 tombstone)
 //	format: 0x03 | uvarint format
 //	truncate: 0x04 | uvarint len, stream | uvarint before | kind (1) | uvarint version
+//	retention: 0x05 | uvarint len, prefix | flags (1: bit 0 deleted, bit 1 remove)
+//	           | uvarint keep-last | uvarint max-age ns | set time (8)
 //
 // The leading type byte and ExpectedKind values are append-only. Varints must
 // be minimal and nothing may trail, so a command has exactly one encoding.
@@ -138,7 +143,8 @@
 // batch; the 'X' key is deleted when the shard is raised to it. Format4:
 // TruncateCommand, which deletes a range of a stream's 'E' keys and moves its
 // start; every event below a stream's start may be gone from then on, and
-// ReadLog skips the log's events that are. The
+// ReadLog skips the log's events that are. Format5: a truncation marks the
+// stream record. Format6: SetRetentionCommand and the 'P' keys. The
 // proposer raises a shard's format only when every replica runs
 // a version that knows it (MaxFormat), and never places a replica on a node
 // that does not. Open refuses a shard above MaxFormat (no downgrade); a

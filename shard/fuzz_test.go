@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func fuzzCommands() [][]byte {
@@ -13,6 +14,11 @@ func fuzzCommands() [][]byte {
 		EncodeAppend(&AppendCommand{Stream: "stream-2", Events: []Event{{ID: testID(1), Type: "A"}, {ID: testID(2), Type: "B"}}}),
 		EncodeDelete(&DeleteCommand{Stream: "a", Expected: Expected{Kind: ExpectExists}, Tombstone: true, Time: 1}),
 		EncodeDelete(&DeleteCommand{Stream: "b"}),
+		EncodeTruncate(&TruncateCommand{Stream: "c", Before: 9, Expected: Expected{Kind: ExpectExact, Version: 12}}),
+		EncodeSetFormat(&SetFormatCommand{Format: Format6}),
+		EncodeSetRetention(&SetRetentionCommand{Policy: RetentionPolicy{Prefix: "order-", KeepLast: 10,
+			MaxAge: time.Hour, Deleted: true, Set: 77}}),
+		EncodeSetRetention(&SetRetentionCommand{Policy: RetentionPolicy{Prefix: "x"}, Remove: true}),
 		{}, {1}, {2}, {9, 9, 9},
 	}
 }
@@ -39,8 +45,14 @@ func FuzzDecodeCommand(f *testing.F) {
 		case *DeleteCommand:
 			_ = ValidateDelete(c)
 			re = EncodeDelete(c)
+		case *TruncateCommand:
+			_ = ValidateTruncate(c)
+			re = EncodeTruncate(c)
 		case *SetFormatCommand:
 			re = EncodeSetFormat(c)
+		case *SetRetentionCommand:
+			_ = ValidateRetention(c)
+			re = EncodeSetRetention(c)
 		default:
 			t.Fatalf("unexpected %T", cmd)
 		}

@@ -123,6 +123,8 @@ func fmtResult(res any) string {
 		return fmt.Sprintf("ok format=%d", r.Format)
 	case *TruncateResult:
 		return fmt.Sprintf("ok start=%d", r.Start)
+	case *RetentionResult:
+		return fmt.Sprintf("ok policies=%d", r.Policies)
 	case error:
 		return "error: " + r.Error()
 	}

@@ -9,6 +9,7 @@ const (
 	tagID      byte = 'I' // S|shard|I|uuid             -> (streamID, version, position)
 	tagName    byte = 'M' // S|shard|M|streamID         -> stream name
 	tagStream  byte = 'N' // S|shard|N|name             -> stream state
+	tagPolicy  byte = 'P' // S|shard|P|prefix           -> retention policy (Format6 on)
 	tagFormat  byte = 'V' // S|shard|V                  -> format version (absent: Format1)
 	tagApplied byte = 'X' // S|shard|X                  -> applied raft index (up to Format2)
 	tagMeta    byte = 'Z' // S|shard|Z                  -> shard meta (next position, next stream ID; applied index from Format3 on)
@@ -97,6 +98,11 @@ func (k keys) name(dst []byte, streamID uint64) []byte {
 // stream appends S|shard|N|name to dst.
 func (k keys) stream(dst []byte, name string) []byte {
 	return append(k.appendTag(dst, tagStream), name...)
+}
+
+// policy appends S|shard|P|prefix to dst.
+func (k keys) policy(dst []byte, prefix string) []byte {
+	return append(k.appendTag(dst, tagPolicy), prefix...)
 }
 
 func (k keys) applied(dst []byte) []byte { return k.appendTag(dst, tagApplied) }

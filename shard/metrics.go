@@ -58,7 +58,7 @@ type shardMetrics struct {
 	cacheNew            prometheus.Counter
 }
 
-var verdicts = []string{"append", "duplicate", "delete", "truncate", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format", "needs_format"}
+var verdicts = []string{"append", "duplicate", "delete", "truncate", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format", "retention", "needs_format"}
 
 func (m *Metrics) forShard(id uint32) *shardMetrics {
 	if m == nil {
@@ -100,6 +100,8 @@ func (sm *shardMetrics) observe(res any) {
 		v = "truncate"
 	case *FormatResult:
 		v = "format"
+	case *RetentionResult:
+		v = "retention"
 	case *WrongExpectedVersionError:
 		v = "wrong_expected_version"
 	case *IDConflictError:

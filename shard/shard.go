@@ -309,7 +309,7 @@ func getUint64(db *pebble.DB, key []byte) (uint64, error) {
 
 // Apply applies one committed raft entry (data at index) into b, an indexed
 // batch, and records index as applied in b. It returns *AppendResult,
-// *DeleteResult, *TruncateResult, *FormatResult or a verdict error (ErrStreamNotFound,
+// *DeleteResult, *TruncateResult, *FormatResult, *RetentionResult or a verdict error (ErrStreamNotFound,
 // ErrStreamDeleted, *WrongExpectedVersionError, *IDConflictError, *InvalidError,
 // ErrNeedsFormat). A refused
 // command writes nothing but the applied index. An error wrapping ErrStorage
@@ -331,6 +331,8 @@ func (s *Shard) Apply(b *pebble.Batch, index uint64, data []byte) any {
 			res, err = s.applyDelete(b, c)
 		case *TruncateCommand:
 			res, err = s.applyTruncate(b, c)
+		case *SetRetentionCommand:
+			res, err = s.applySetRetention(b, c)
 		case *SetFormatCommand:
 			if c.Format > MaxFormat {
 				return fmt.Errorf("%w: entry %d raises shard %d to format %d, this version knows up to %d "+

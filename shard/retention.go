@@ -1,0 +1,352 @@
+package shard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// RetentionPolicy is a retention policy the shard keeps for the streams whose names start with
+// Prefix: which of their events its leader truncates, for good, as it finds them (node runs the
+// policies; the shard stores them and works out the truncations, RetentionCuts). A stream is
+// governed by the policy of the longest prefix its name starts with. A live stream keeps its
+// last event whatever the policy says, so that its versions go on.
+type RetentionPolicy struct {
+	Prefix string // "": every stream
+	// KeepLast keeps a live stream's last KeepLast events (0: no limit by count).
+	KeepLast uint64
+	// MaxAge keeps the events committed within MaxAge (0: no limit by age): older ones go from
+	// the first on, up to the first one that is not that old.
+	MaxAge time.Duration
+	// Deleted removes the events deletes hid: every event of a deleted stream, and a live
+	// stream's from before a soft delete.
+	Deleted bool
+	// Set is when the policy was set (unix nanos, the proposer's clock).
+	Set int64
+}
+
+// removesNothing reports whether p would remove no event.
+func (p *RetentionPolicy) removesNothing() bool {
+	return p.KeepLast == 0 && p.MaxAge == 0 && !p.Deleted
+}
+
+func (p RetentionPolicy) String() string {
+	var parts []string
+	if p.KeepLast > 0 {
+		parts = append(parts, fmt.Sprintf("keep-last %d", p.KeepLast))
+	}
+	if p.MaxAge > 0 {
+		parts = append(parts, "max-age "+p.MaxAge.String())
+	}
+	if p.Deleted {
+		parts = append(parts, "deleted")
+	}
+	return fmt.Sprintf("%q: %s", p.Prefix, strings.Join(parts, ", "))
+}
+
+// SetRetentionCommand sets the retention policy of Policy.Prefix, replacing any it had, or with
+// Remove removes it (Policy's other fields then zero). Setting the same policy again, or
+// removing one the shard does not have, changes nothing. Needs the shard at Format6.
+type SetRetentionCommand struct {
+	Policy RetentionPolicy
+	Remove bool
+}
+
+// RetentionResult is Apply's verdict for a SetRetentionCommand: the number of policies the
+// shard holds after it.
+type RetentionResult struct {
+	Policies int
+}
+
+// MaxRetentionPolicies bounds the retention policies of a shard, so that evaluating them stays
+// cheap; a cluster sets the same ones in every shard.
+const MaxRetentionPolicies = 64
+
+const limitRetentionPrefix = "0..512 bytes of UTF-8, no control characters, not starting with '$' (a stream name's start)"
+
+// ValidateRetention returns an *InvalidError naming the field and its limit if c is not a valid
+// policy change.
+func ValidateRetention(c *SetRetentionCommand) error {
+	p := &c.Policy
+	switch {
+	case len(p.Prefix) > MaxListPrefix:
+		return invalid("prefix", limitRetentionPrefix, "too long (%d bytes)", len(p.Prefix))
+	case strings.HasPrefix(p.Prefix, "$"):
+		return invalid("prefix", limitRetentionPrefix, "starts with '$', as no stream name does")
+	}
+	if err := checkText("prefix", limitRetentionPrefix, p.Prefix); err != nil {
+		return err
+	}
+	if p.MaxAge < 0 {
+		return invalid("max_age", "0 (no limit by age) or more", "%v given", p.MaxAge)
+	}
+	if c.Remove {
+		if !p.removesNothing() {
+			return invalid("policy", "none when removing a policy", "keep-last, max-age or deleted given with remove")
+		}
+		return nil
+	}
+	if p.removesNothing() {
+		return invalid("policy", "keep-last, max-age or deleted", "the policy removes nothing")
+	}
+	return nil
+}
+
+const (
+	retentionDeleted byte = 1 // RetentionPolicy.Deleted
+	retentionRemove  byte = 2 // SetRetentionCommand.Remove (commands only)
+)
+
+// EncodeSetRetention encodes c for a raft entry. It does not validate c.
+func EncodeSetRetention(c *SetRetentionCommand) []byte {
+	p := &c.Policy
+	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(p.Prefix)+8)
+	b = append(b, cmdSetRetention)
+	b = appendString(b, p.Prefix)
+	var flags byte
+	if p.Deleted {
+		flags |= retentionDeleted
+	}
+	if c.Remove {
+		flags |= retentionRemove
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, p.KeepLast)
+	b = binary.AppendUvarint(b, uint64(max(p.MaxAge, 0)))
+	return binary.BigEndian.AppendUint64(b, uint64(p.Set))
+}
+
+// decodeSetRetention decodes what follows the command byte.
+func decodeSetRetention(d *decoder) (*SetRetentionCommand, error) {
+	c := &SetRetentionCommand{}
+	c.Policy.Prefix = d.string()
+	flags := d.byte()
+	c.Policy.KeepLast = d.uvarint()
+	age := d.uvarint()
+	c.Policy.Set = int64(d.uint64())
+	if d.err != nil {
+		return nil, d.err
+	}
+	if flags&^(retentionDeleted|retentionRemove) != 0 {
+		return nil, unknownEncoding("retention flags %#x", flags)
+	}
+	if age > math.MaxInt64 {
+		return nil, errCommand("max age %d ns", age)
+	}
+	if len(d.b) != 0 {
+		return nil, errCommand("%d trailing bytes", len(d.b))
+	}
+	c.Policy.MaxAge = time.Duration(age)
+	c.Policy.Deleted = flags&retentionDeleted != 0
+	c.Remove = flags&retentionRemove != 0
+	return c, nil
+}
+
+// encodePolicy encodes p as the value of its 'P' key: flags(1) keep-last(uvarint)
+// max-age-ns(uvarint) set(8).
+func encodePolicy(dst []byte, p *RetentionPolicy) []byte {
+	var flags byte
+	if p.Deleted {
+		flags |= retentionDeleted
+	}
+	dst = append(dst, flags)
+	dst = binary.AppendUvarint(dst, p.KeepLast)
+	dst = binary.AppendUvarint(dst, uint64(max(p.MaxAge, 0)))
+	return binary.BigEndian.AppendUint64(dst, uint64(p.Set))
+}
+
+func decodePolicy(prefix string, v []byte) (RetentionPolicy, error) {
+	d := decoder{b: v}
+	flags := d.byte()
+	p := RetentionPolicy{Prefix: prefix, KeepLast: d.uvarint()}
+	age := d.uvarint()
+	p.Set = int64(d.uint64())
+	if d.err != nil || len(d.b) != 0 || flags&^retentionDeleted != 0 || age > math.MaxInt64 {
+		return RetentionPolicy{}, errCorrupt("retention policy")
+	}
+	p.MaxAge, p.Deleted = time.Duration(age), flags&retentionDeleted != 0
+	return p, nil
+}
+
+// applySetRetention sets or removes a retention policy in b.
+func (s *Shard) applySetRetention(b *pebble.Batch, c *SetRetentionCommand) (any, error) {
+	if s.pendFormat < Format6 {
+		return NeedsFormat("a retention policy", Format6, s.id, s.pendFormat), nil
+	}
+	if err := ValidateRetention(c); err != nil {
+		return err, nil
+	}
+	n, has, err := s.countPolicies(b, c.Policy.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	s.keyBuf = s.keys.policy(s.keyBuf[:0], c.Policy.Prefix)
+	switch {
+	case c.Remove && has:
+		if err := b.Delete(s.keyBuf, nil); err != nil {
+			return nil, err
+		}
+		n--
+	case c.Remove:
+	case !has && n >= MaxRetentionPolicies:
+		return invalid("prefix", fmt.Sprintf("at most %d retention policies", MaxRetentionPolicies),
+			"shard %d holds %d; remove one first", s.id, n), nil
+	default:
+		s.valBuf = encodePolicy(s.valBuf[:0], &c.Policy)
+		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
+			return nil, err
+		}
+		if !has {
+			n++
+		}
+	}
+	return &RetentionResult{Policies: n}, nil
+}
+
+// countPolicies counts the policies in r (the batch being applied), and reports whether prefix
+// has one.
+func (s *Shard) countPolicies(r pebble.Reader, prefix string) (n int, has bool, err error) {
+	lo, hi := s.keys.tagSpan(tagPolicy)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, false, err
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		n++
+		has = has || string(it.Key()[prefixLen+1:]) == prefix
+	}
+	return n, has, errors.Join(it.Error(), it.Close())
+}
+
+// RetentionPolicies returns the shard's committed retention policies in prefix order.
+func (s *Shard) RetentionPolicies() ([]RetentionPolicy, error) {
+	lo, hi := s.keys.tagSpan(tagPolicy)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var out []RetentionPolicy
+	for valid := it.First(); valid; valid = it.Next() {
+		p, err := decodePolicy(string(it.Key()[prefixLen+1:]), it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, errors.Join(it.Error(), it.Close())
+}
+
+// Governing returns the policy among policies with the longest prefix that name starts with.
+func Governing(policies []RetentionPolicy, name string) (RetentionPolicy, bool) {
+	best, found := RetentionPolicy{}, false
+	for _, p := range policies {
+		if strings.HasPrefix(name, p.Prefix) && (!found || len(p.Prefix) > len(best.Prefix)) {
+			best, found = p, true
+		}
+	}
+	return best, found
+}
+
+// RetentionCut is a truncation a retention policy asks of a stream: TruncateCommand.Before,
+// which removes readable versions From to Before-1 (none when they are equal) and the Hidden
+// events a delete hid.
+type RetentionCut struct {
+	Stream       string
+	From, Before uint64
+	Hidden       uint64
+}
+
+// Events is the number of events the cut removes.
+func (c RetentionCut) Events() uint64 { return c.Before - c.From + c.Hidden }
+
+// RetentionCuts works out, as of now (unix nanos), the truncations policy p asks of up to count
+// streams (0: all) whose names start with p.Prefix and come after after, in name order, and
+// returns them with the last name it looked at ("" once it reached the end). Streams that a
+// policy of a longer prefix among all governs are that policy's, and skipped. The cuts come
+// from committed state: truncating them with expected version Any is safe with writers
+// running, as appends only add later versions and a delete hides what was chosen anyway.
+func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int64, after string, count uint64) ([]RetentionCut, string, error) {
+	if err := CheckListBounds(p.Prefix, after); err != nil {
+		return nil, "", err
+	}
+	var (
+		streams []StreamSummary
+		last    string
+		listed  uint64
+	)
+	err := s.ListStreams(p.Prefix, after, p.Deleted, count, func(m *StreamSummary) error {
+		last, listed = m.Name, listed+1
+		if g, _ := Governing(all, m.Name); g.Prefix == p.Prefix {
+			streams = append(streams, *m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if count == 0 || listed < count {
+		last = "" // the end
+	}
+	var cuts []RetentionCut
+	for i := range streams {
+		m := &streams[i]
+		before, err := s.retentionBefore(&p, m, now)
+		if err != nil {
+			return nil, "", err
+		}
+		c := RetentionCut{Stream: m.Name, From: m.First, Before: before, Hidden: m.Hidden}
+		switch {
+		case m.State != StreamLive: // every hidden event goes
+			c.From = before
+		case before > m.First: // and with them the hidden ones
+		case p.Deleted && m.Hidden > 0:
+			c.Before = m.First // the hidden events only
+		default:
+			continue
+		}
+		if c.Events() > 0 {
+			cuts = append(cuts, c)
+		}
+	}
+	return cuts, last, nil
+}
+
+// retentionBefore returns the first version of stream m that policy p keeps.
+func (s *Shard) retentionBefore(p *RetentionPolicy, m *StreamSummary, now int64) (uint64, error) {
+	if m.State != StreamLive {
+		return m.Last + 1, nil // every hidden event, and no version appended since
+	}
+	before := m.First
+	if p.KeepLast > 0 && m.Last+1-m.First > p.KeepLast {
+		before = m.Last + 1 - p.KeepLast
+	}
+	if p.MaxAge > 0 {
+		cutoff := now - int64(p.MaxAge)
+		if m.LastCreated < cutoff {
+			return m.Last, nil // all but the last, which a live stream keeps
+		}
+		err := s.ReadStream(m.Name, before, false, false, 0, func(ev *RecordedEvent) error {
+			if ev.Created >= cutoff {
+				return errStopScan
+			}
+			before = ev.Version + 1
+			return nil
+		})
+		switch {
+		case errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted):
+			return m.First, nil // deleted since it was listed: left to the next pass
+		case err != nil && err != errStopScan:
+			return 0, err
+		}
+	}
+	return min(before, m.Last), nil
+}
+
+// errStopScan ends a scan early; it never leaves the package.
+var errStopScan = errors.New("shard: scan stopped")
