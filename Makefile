@@ -41,10 +41,10 @@ soak: build
 # A rolling upgrade of three real servers from UPGRADE_FROM (a commit; default the last one
 # before shard formats) to this tree, under load, with deletes (internal/e2e TestRollingUpgrade).
 # UPGRADE_FROM_FORMAT is that commit's highest shard format: 1 before formats, 2 from 6d2c4c2
-# (shard format 2) to b2c2cec, 3 from then to ecca8c1, 4 from then to 52d00ff (truncation), 5 since
-# (truncation marks), e.g.
+# (shard format 2) to b2c2cec, 3 from then to ecca8c1, 4 from then to 52d00ff (truncation), 5 from
+# then to 4c71bda (truncation marks), 6 since (retention policies), e.g.
 # make upgrade-test UPGRADE_FROM=b2c2cec UPGRADE_FROM_FORMAT=2
-# or make upgrade-test UPGRADE_FROM=52d00ff UPGRADE_FROM_FORMAT=4.
+# or make upgrade-test UPGRADE_FROM=4c71bda UPGRADE_FROM_FORMAT=5.
 # Needs the repository's history.
 UPGRADE_FROM ?= 7bcec11
 UPGRADE_FROM_FORMAT ?= 1

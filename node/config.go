@@ -114,6 +114,10 @@ type Config struct {
 	// PlacementInterval is the period of the placement loop (jittered ±25%).
 	// Default DefaultPlacementInterval (1s); negative disables placement.
 	PlacementInterval time.Duration
+	// RetentionInterval is how often each shard's leader applies the shard's retention
+	// policies (jittered ±25%). Default DefaultRetentionInterval (1m); negative disables
+	// applying them (they are still kept and can be set).
+	RetentionInterval time.Duration
 	// JoinTimeout bounds each of a new node's two waits at start-up: for
 	// one of its seeds to answer (retried with backoff, as seeds of a new
 	// cluster often start at the same time) and then to learn the cluster's

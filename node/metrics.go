@@ -17,6 +17,7 @@ type metrics struct {
 	appends        *prometheus.CounterVec // by result
 	deletes        *prometheus.CounterVec // by result
 	truncates      *prometheus.CounterVec // by result
+	retentionSets  *prometheus.CounterVec // SetRetention, by result
 	backups        *prometheus.CounterVec // by result (ok, refused, error)
 	reads          *prometheus.CounterVec // by kind (stream, shard, list) and result
 	appendLatency  prometheus.Histogram
@@ -48,6 +49,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		truncates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_truncates_total",
 			Help: "Truncate requests answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
+		}, []string{"result"}),
+		retentionSets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_retention_sets_total",
+			Help: "SetRetention requests (one shard's policy set or removed) answered to clients of this node, by result; one this node forwarded to the shard's leader is not counted again there.",
 		}, []string{"result"}),
 		backups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_backups_total",
@@ -136,7 +141,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}
 	}
 	if r != nil {
-		r.MustRegister(m.appends, m.deletes, m.truncates, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
+		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
 			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused)
 	}

@@ -76,7 +76,8 @@ type Node struct {
 	known     atomic.Pointer[[]knownMember] // other members seen, current first (members.json; rememberMembers)
 	membersMu sync.Mutex                    // refreshMembers: a list read and stored in one step
 
-	placer atomic.Pointer[placer] // the placement loop, nil when not running
+	placer   atomic.Pointer[placer]   // the placement loop, nil when not running
+	retainer atomic.Pointer[retainer] // the retention loop, nil when not running
 
 	decomMu sync.Mutex // serializes Decommission and Recommission (flag file, then gossip)
 	replMu  sync.Mutex // serializes changes of the replication factor (cluster.json, then settings and gossip)
@@ -302,6 +303,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.started.Store(true)
 	n.startPlacement()
+	n.startRetention()
 	s := n.settings.Load()
 	n.log.Info("node started", "grpc", n.addr, "http", n.httpAddr, "cluster", s.ClusterID,
 		"shards", s.Shards, "replication", s.Replication, "groups", len(n.host.Groups()))
@@ -694,6 +696,7 @@ func (n *Node) close() error {
 	// once the host is closed (its calls then end), before the shards and Pebble close.
 	pctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	n.stopPlacement(pctx)
+	n.stopRetention(pctx)
 	cancel()
 	var errs []error
 	if n.httpSrv != nil {
@@ -743,6 +746,7 @@ func (n *Node) close() error {
 		}
 	}
 	n.stopPlacement(context.Background())
+	n.stopRetention(context.Background())
 	n.mu.Lock()
 	for _, sm := range n.mu.shards {
 		sm.Close() // after the host: no apply runs; before Pebble: ends the ID scans

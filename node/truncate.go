@@ -29,17 +29,8 @@ func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*sho
 		// A replica of a version without the command would stop at it: proposed only once the
 		// shard is at the format that has it, which is raised only when every replica's node
 		// runs such a version.
-		var have uint64 // 0: no local replica
-		if sm, _, ok := n.shardSM(id); ok {
-			if have = sm.Format(); have < shard.Format4 {
-				// A leader just elected may not have applied a raise its log holds: catch up
-				// with what is committed before refusing (a rare path, only below the format).
-				_, _ = readBarrier(pctx, g)
-				have = sm.Format()
-			}
-		}
-		if have < shard.Format4 {
-			return shard.NeedsFormat("truncating a stream", shard.Format4, id, have), nil
+		if err := n.needFormat(pctx, g, id, shard.Format4, "truncating a stream"); err != nil {
+			return err, nil
 		}
 		return g.Propose(pctx, shard.EncodeTruncate(cmd))
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
 )
 
 // TestListStreamsCLI: list-streams prints the streams in name order as a table or JSON lines,
@@ -166,4 +167,59 @@ func TestRetainCLI(t *testing.T) {
 	run(exitUsage, "retain", "--prefix", "s-")
 	run(exitUsage, "retain", "--prefix", "s-", "--max-age", "-1s")
 	run(exitUsage, "retain", "--prefix", "s-", "--keep-last", "x")
+}
+
+// TestRetentionCLI: retention set, list and remove; the policy is applied by the server
+// (every 100 ms here); usage errors name the flag.
+func TestRetentionCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNodeWith(t, func(cfg *node.Config) { cfg.RetentionInterval = 100 * time.Millisecond })
+	testnode.WaitMaxFormat(t, dialNode(t, n), 20*time.Second)
+	run := cliRunner(t, map[string]string{"SHOAL_SERVER": n.Addr()})
+
+	if out := run(exitOK, "retention", "list"); !strings.Contains(out, "no retention policies") {
+		t.Fatalf("retention list of none:\n%s", out)
+	}
+	for _, args := range [][]string{
+		{"retention", "set", "--keep-last", "2"},
+		{"retention", "set", "--prefix", "s-"},
+		{"retention", "set", "--prefix", "s-", "--max-age", "10us"},
+		{"retention", "remove"},
+	} {
+		run(exitUsage, args...)
+	}
+	if out := run(exitUsage, "retention", "set", "--prefix", "$x", "--keep-last", "1"); !strings.Contains(out, "'$'") {
+		t.Fatalf("a '$' prefix:\n%s", out)
+	}
+	for range 5 {
+		run(exitOK, "append", "s-count", "--type", "Tick")
+	}
+	if out := run(exitOK, "retention", "set", "--prefix", "s-", "--keep-last", "2"); !strings.Contains(out, `retention policy set for "s-": keep the last 2`) {
+		t.Fatalf("retention set:\n%s", out)
+	}
+	run(exitOK, "retention", "set", "--prefix", "", "--deleted")
+	out := run(exitOK, "retention", "list")
+	for _, want := range []string{"every stream ('')", "remove what deletes hid", `"s-"`, "keep the last 2"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("retention list: no %q in\n%s", want, out)
+		}
+	}
+	if out := run(exitOK, "retention", "list", "--json"); !strings.Contains(out, `{"prefix":"s-","keep_last":2,"set":"`) ||
+		!strings.Contains(out, `"shards":4,"of_shards":4}`) {
+		t.Fatalf("retention list --json:\n%s", out)
+	}
+	testnode.WaitFor(t, 20*time.Second, "s-count truncated by its policy", func() string {
+		if out := run(exitOK, "stream-info", "s-count"); !strings.Contains(out, "versions    3..4") {
+			return out
+		}
+		return ""
+	})
+	if out := run(exitOK, "retention", "remove", "--prefix", "s-"); !strings.Contains(out, `retention policy removed for "s-"`) {
+		t.Fatalf("retention remove:\n%s", out)
+	}
+	if out := run(exitOK, "retention", "list"); strings.Contains(out, `"s-"`) {
+		t.Fatalf("retention list after a removal:\n%s", out)
+	}
 }

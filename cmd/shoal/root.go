@@ -96,7 +96,7 @@ func (a *app) newRoot() *cobra.Command {
 	root.AddCommand(
 		a.serverCmd(), a.devCmd(),
 		a.appendCmd(), a.readCmd(), a.readShardCmd(), a.readAllCmd(), a.deleteCmd(), a.truncateCmd(),
-		a.listStreamsCmd(), a.streamInfoCmd(), a.retainCmd(),
+		a.listStreamsCmd(), a.streamInfoCmd(), a.retainCmd(), a.retentionCmd(),
 		a.clusterCmd(), a.nodeCmd(),
 		a.benchCmd(), a.versionCmd(),
 	)

@@ -57,12 +57,15 @@ SIGINT or SIGTERM stops it cleanly.`,
 			}
 			// node.Config also takes a zero duration for "the default": a 0 given here
 			// is refused rather than silently read as 60s or 20s.
-			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration"} {
+			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration", "retention-interval"} {
 				fl := cmd.Flags().Lookup(name)
 				if d, _ := cmd.Flags().GetDuration(name); fl.Changed && d == 0 {
 					want := "a positive duration"
-					if name == "max-sync-duration" {
+					switch name {
+					case "max-sync-duration":
 						want = fmt.Sprintf("at least %v, or a negative duration to never exit", node.MinMaxSyncDuration)
+					case "retention-interval":
+						want = "a positive duration, or a negative one to never apply the retention policies"
 					}
 					return usagef("--%s 0s: give %s (leave it out for the default, %s)", name, want, fl.DefValue)
 				}
@@ -146,6 +149,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", def.JoinTimeout, "how long a new node keeps retrying its --join seeds and waits to learn the cluster's settings")
 	f.IntVar(&cfg.Replication, "replication", def.Replication, fmt.Sprintf("replicas per shard when creating a cluster, 1..%d (a cluster with fewer nodes or zones runs under-replicated)", node.MaxReplication))
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
+	f.DurationVar(&cfg.RetentionInterval, "retention-interval", node.DefaultRetentionInterval, "how often the leaders of this node's shards apply the cluster's retention policies ('shoal retention'); negative: never (the policies are kept)")
 	f.IntVar(&cfg.StreamCache, "stream-cache", node.DefaultStreamCache, "streams whose metadata (last version, state) the node keeps in memory for appends, shared by the cluster's shards (about 130 bytes plus the name each; each shard keeps at least 256)")
 	f.IntVar(&cfg.MaxSubscriptions, "max-subscriptions", node.DefaultMaxSubscriptions, "subscriptions (reads with --follow) the node holds at once, served or relayed to a shard's leader (about 30 KiB and a heartbeat a second each); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.IntVar(&cfg.MaxLongPolls, "max-long-polls", node.DefaultMaxLongPolls, "long polls (shard reads that wait for new events, as projections make) the node holds at once, served or relayed, apart from --max-subscriptions (about 30 KiB each, for up to a minute); more are refused with RESOURCE_EXHAUSTED, which clients retry")

@@ -114,6 +114,13 @@ func TestRollingUpgrade(t *testing.T) {
 		if err := c.Delete(ctx, name, client.Exact(0)); err != nil {
 			t.Fatal(err)
 		}
+		if oldFormat < shard.Format6 {
+			// Nor can a retention policy be set: every shard has a replica on each node.
+			err := c.SetRetention(ctx, client.RetentionPolicy{Prefix: "mixed-", KeepLast: 1})
+			if !errors.Is(err, client.ErrShardFormat) {
+				t.Fatalf("retention policy with nodes of both versions: %v, want ErrShardFormat", err)
+			}
+		}
 		if oldFormat >= shard.Format4 {
 			return
 		}
@@ -216,6 +223,14 @@ func TestRollingUpgrade(t *testing.T) {
 			break
 		}
 		truncated[res.Shard] = true
+	}
+
+	// And a retention policy can be set, in every shard.
+	if err := c.SetRetention(tctx, client.RetentionPolicy{Prefix: "upgraded-ret-", KeepLast: 1}); err != nil {
+		t.Fatalf("retention policy after the upgrade: %v", err)
+	}
+	if ps, err := c.RetentionPolicies(tctx); err != nil || len(ps) != 1 || ps[0].Shards != uint32(shards) {
+		t.Fatalf("retention policies after the upgrade: %+v, %v; want one in all %d shards", ps, err, shards)
 	}
 
 	// Every shard's replicas identical, deletes included, with one delete per shard at least.

@@ -1487,6 +1487,300 @@ func (x *TruncateResponse) GetStart() uint64 {
 	return 0
 }
 
+// RetentionPolicy is what a shard's leader removes, for good, of the streams whose names
+// start with prefix (the longest prefix governs a stream). A live stream keeps its last event.
+type RetentionPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`                                 // "" for every stream; at most 512 bytes, not starting with '$'
+	KeepLast      uint64                 `protobuf:"varint,2,opt,name=keep_last,json=keepLast,proto3" json:"keep_last,omitempty"`            // keep a live stream's last keep_last events (0: no limit by count)
+	MaxAgeMs      uint64                 `protobuf:"varint,3,opt,name=max_age_ms,json=maxAgeMs,proto3" json:"max_age_ms,omitempty"`          // keep events committed within max_age_ms (0: no limit by age)
+	Deleted       bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"`                              // remove the events deletes hid
+	SetUnixNano   int64                  `protobuf:"varint,5,opt,name=set_unix_nano,json=setUnixNano,proto3" json:"set_unix_nano,omitempty"` // when it was set (the leader's clock); ignored in SetRetention
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionPolicy) Reset() {
+	*x = RetentionPolicy{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionPolicy) ProtoMessage() {}
+
+func (x *RetentionPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionPolicy.ProtoReflect.Descriptor instead.
+func (*RetentionPolicy) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RetentionPolicy) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *RetentionPolicy) GetKeepLast() uint64 {
+	if x != nil {
+		return x.KeepLast
+	}
+	return 0
+}
+
+func (x *RetentionPolicy) GetMaxAgeMs() uint64 {
+	if x != nil {
+		return x.MaxAgeMs
+	}
+	return 0
+}
+
+func (x *RetentionPolicy) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *RetentionPolicy) GetSetUnixNano() int64 {
+	if x != nil {
+		return x.SetUnixNano
+	}
+	return 0
+}
+
+type SetRetentionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Policy        *RetentionPolicy       `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	Remove        bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"` // remove the prefix's policy (policy then holds only the prefix)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionRequest) Reset() {
+	*x = SetRetentionRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionRequest) ProtoMessage() {}
+
+func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetRetentionRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SetRetentionRequest) GetPolicy() *RetentionPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *SetRetentionRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type SetRetentionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Policies      uint32                 `protobuf:"varint,2,opt,name=policies,proto3" json:"policies,omitempty"` // the shard's policies after the change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionResponse) Reset() {
+	*x = SetRetentionResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionResponse) ProtoMessage() {}
+
+func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetRetentionResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SetRetentionResponse) GetPolicies() uint32 {
+	if x != nil {
+		return x.Policies
+	}
+	return 0
+}
+
+type RetentionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionRequest) Reset() {
+	*x = RetentionRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionRequest) ProtoMessage() {}
+
+func (x *RetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionRequest.ProtoReflect.Descriptor instead.
+func (*RetentionRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RetentionRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+type RetentionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Policies      []*RetentionPolicy     `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"` // in prefix order
+	Format        uint64                 `protobuf:"varint,3,opt,name=format,proto3" json:"format,omitempty"`    // the shard's format: policies need 6
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionResponse) Reset() {
+	*x = RetentionResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionResponse) ProtoMessage() {}
+
+func (x *RetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionResponse.ProtoReflect.Descriptor instead.
+func (*RetentionResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RetentionResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RetentionResponse) GetPolicies() []*RetentionPolicy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *RetentionResponse) GetFormat() uint64 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
 type ListStreamsRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Shard          uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -1502,7 +1796,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1808,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[18]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1821,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListStreamsRequest) GetShard() uint32 {
@@ -1608,7 +1902,7 @@ type StreamSummary struct {
 
 func (x *StreamSummary) Reset() {
 	*x = StreamSummary{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1914,7 @@ func (x *StreamSummary) String() string {
 func (*StreamSummary) ProtoMessage() {}
 
 func (x *StreamSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[19]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1927,7 @@ func (x *StreamSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSummary.ProtoReflect.Descriptor instead.
 func (*StreamSummary) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StreamSummary) GetName() string {
@@ -1708,7 +2002,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2014,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[20]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2027,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamSummary {
@@ -1756,7 +2050,7 @@ type WrongExpectedVersion struct {
 
 func (x *WrongExpectedVersion) Reset() {
 	*x = WrongExpectedVersion{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +2062,7 @@ func (x *WrongExpectedVersion) String() string {
 func (*WrongExpectedVersion) ProtoMessage() {}
 
 func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[21]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +2075,7 @@ func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrongExpectedVersion.ProtoReflect.Descriptor instead.
 func (*WrongExpectedVersion) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WrongExpectedVersion) GetStream() string {
@@ -1822,7 +2116,7 @@ type StreamNotFound struct {
 
 func (x *StreamNotFound) Reset() {
 	*x = StreamNotFound{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2128,7 @@ func (x *StreamNotFound) String() string {
 func (*StreamNotFound) ProtoMessage() {}
 
 func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[22]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2141,7 @@ func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamNotFound.ProtoReflect.Descriptor instead.
 func (*StreamNotFound) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StreamNotFound) GetStream() string {
@@ -1867,7 +2161,7 @@ type StreamDeleted struct {
 
 func (x *StreamDeleted) Reset() {
 	*x = StreamDeleted{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2173,7 @@ func (x *StreamDeleted) String() string {
 func (*StreamDeleted) ProtoMessage() {}
 
 func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2186,7 @@ func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDeleted.ProtoReflect.Descriptor instead.
 func (*StreamDeleted) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StreamDeleted) GetStream() string {
@@ -1915,7 +2209,7 @@ type HistoryTruncated struct {
 
 func (x *HistoryTruncated) Reset() {
 	*x = HistoryTruncated{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2221,7 @@ func (x *HistoryTruncated) String() string {
 func (*HistoryTruncated) ProtoMessage() {}
 
 func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2234,7 @@ func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryTruncated.ProtoReflect.Descriptor instead.
 func (*HistoryTruncated) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HistoryTruncated) GetStream() string {
@@ -1976,7 +2270,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2282,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2295,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *InvalidField) GetField() string {
@@ -2039,7 +2333,7 @@ type IDConflict struct {
 
 func (x *IDConflict) Reset() {
 	*x = IDConflict{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2345,7 @@ func (x *IDConflict) String() string {
 func (*IDConflict) ProtoMessage() {}
 
 func (x *IDConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2358,7 @@ func (x *IDConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDConflict.ProtoReflect.Descriptor instead.
 func (*IDConflict) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *IDConflict) GetStream() string {
@@ -2107,7 +2401,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2413,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2426,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NotLeader) GetShard() uint32 {
@@ -2167,7 +2461,7 @@ type ClusterSettings struct {
 
 func (x *ClusterSettings) Reset() {
 	*x = ClusterSettings{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2473,7 @@ func (x *ClusterSettings) String() string {
 func (*ClusterSettings) ProtoMessage() {}
 
 func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2486,7 @@ func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
 func (*ClusterSettings) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClusterSettings) GetClusterId() string {
@@ -2235,7 +2529,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2541,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2554,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TopologyRequest) GetLocalOnly() bool {
@@ -2289,7 +2583,7 @@ type SuspectLeader struct {
 
 func (x *SuspectLeader) Reset() {
 	*x = SuspectLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2595,7 @@ func (x *SuspectLeader) String() string {
 func (*SuspectLeader) ProtoMessage() {}
 
 func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2608,7 @@ func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspectLeader.ProtoReflect.Descriptor instead.
 func (*SuspectLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SuspectLeader) GetShard() uint32 {
@@ -2355,7 +2649,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2661,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2674,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -2506,7 +2800,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2812,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2825,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -2639,7 +2933,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2945,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2958,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -2710,7 +3004,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2722,7 +3016,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2735,7 +3029,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
 type StatusResponse struct {
@@ -2748,7 +3042,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3054,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3067,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -2800,7 +3094,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3106,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3119,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -2850,7 +3144,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +3156,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +3169,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
 }
 
 type BackupRequest struct {
@@ -2892,7 +3186,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3198,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3211,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BackupRequest) GetNode() string {
@@ -2953,7 +3247,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3259,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3272,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BackupResponse) GetNode() string {
@@ -3019,7 +3313,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3325,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3338,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RecommissionRequest) GetNode() string {
@@ -3070,7 +3364,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3376,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3389,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RecommissionResponse) GetWasDecommissioning() bool {
@@ -3113,7 +3407,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3419,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3432,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{47}
 }
 
 type SetReplicationRequest struct {
@@ -3150,7 +3444,7 @@ type SetReplicationRequest struct {
 
 func (x *SetReplicationRequest) Reset() {
 	*x = SetReplicationRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3456,7 @@ func (x *SetReplicationRequest) String() string {
 func (*SetReplicationRequest) ProtoMessage() {}
 
 func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3469,7 @@ func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SetReplicationRequest) GetReplication() uint32 {
@@ -3196,7 +3490,7 @@ type SetReplicationResponse struct {
 
 func (x *SetReplicationResponse) Reset() {
 	*x = SetReplicationResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3502,7 @@ func (x *SetReplicationResponse) String() string {
 func (*SetReplicationResponse) ProtoMessage() {}
 
 func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +3515,7 @@ func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SetReplicationResponse) GetSettings() *ClusterSettings {
@@ -3264,7 +3558,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3570,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3583,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{45}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -3342,7 +3636,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3354,7 +3648,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3367,7 +3661,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{46}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{51}
 }
 
 type SnapshotChunk struct {
@@ -3390,7 +3684,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3402,7 +3696,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3415,7 +3709,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{47}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -3579,7 +3873,27 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bexpected\x18\x03 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\">\n" +
 	"\x10TruncateResponse\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
-	"\x05start\x18\x02 \x01(\x04R\x05start\"\xe2\x01\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\"\xa2\x01\n" +
+	"\x0fRetentionPolicy\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
+	"\tkeep_last\x18\x02 \x01(\x04R\bkeepLast\x12\x1c\n" +
+	"\n" +
+	"max_age_ms\x18\x03 \x01(\x04R\bmaxAgeMs\x12\x18\n" +
+	"\adeleted\x18\x04 \x01(\bR\adeleted\x12\"\n" +
+	"\rset_unix_nano\x18\x05 \x01(\x03R\vsetUnixNano\"v\n" +
+	"\x13SetRetentionRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x121\n" +
+	"\x06policy\x18\x02 \x01(\v2\x19.shoal.v1.RetentionPolicyR\x06policy\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\"H\n" +
+	"\x14SetRetentionResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1a\n" +
+	"\bpolicies\x18\x02 \x01(\rR\bpolicies\"(\n" +
+	"\x10RetentionRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\"x\n" +
+	"\x11RetentionResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x125\n" +
+	"\bpolicies\x18\x02 \x03(\v2\x19.shoal.v1.RetentionPolicyR\bpolicies\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\x04R\x06format\"\xe2\x01\n" +
 	"\x12ListStreamsRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
@@ -3733,7 +4047,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vStreamState\x12\x15\n" +
 	"\x11STREAM_STATE_LIVE\x10\x00\x12\x18\n" +
 	"\x14STREAM_STATE_DELETED\x10\x01\x12\x1b\n" +
-	"\x17STREAM_STATE_TOMBSTONED\x10\x022\xdb\x03\n" +
+	"\x17STREAM_STATE_TOMBSTONED\x10\x022\xf0\x04\n" +
 	"\aStreams\x12;\n" +
 	"\x06Append\x12\x17.shoal.v1.AppendRequest\x1a\x18.shoal.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
@@ -3741,7 +4055,9 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x06Delete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12D\n" +
 	"\x0eAppendPipeline\x12\x15.shoal.v1.AppendBatch\x1a\x17.shoal.v1.AppendResults(\x010\x01\x12A\n" +
 	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse\x12L\n" +
-	"\vListStreams\x12\x1c.shoal.v1.ListStreamsRequest\x1a\x1d.shoal.v1.ListStreamsResponse0\x012\xfb\x03\n" +
+	"\vListStreams\x12\x1c.shoal.v1.ListStreamsRequest\x1a\x1d.shoal.v1.ListStreamsResponse0\x01\x12M\n" +
+	"\fSetRetention\x12\x1d.shoal.v1.SetRetentionRequest\x1a\x1e.shoal.v1.SetRetentionResponse\x12D\n" +
+	"\tRetention\x12\x1a.shoal.v1.RetentionRequest\x1a\x1b.shoal.v1.RetentionResponse2\xfb\x03\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
@@ -3767,7 +4083,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                  // 0: shoal.v1.Deletion
 	(StreamState)(0),               // 1: shoal.v1.StreamState
@@ -3790,37 +4106,42 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*DeleteResponse)(nil),         // 18: shoal.v1.DeleteResponse
 	(*TruncateRequest)(nil),        // 19: shoal.v1.TruncateRequest
 	(*TruncateResponse)(nil),       // 20: shoal.v1.TruncateResponse
-	(*ListStreamsRequest)(nil),     // 21: shoal.v1.ListStreamsRequest
-	(*StreamSummary)(nil),          // 22: shoal.v1.StreamSummary
-	(*ListStreamsResponse)(nil),    // 23: shoal.v1.ListStreamsResponse
-	(*WrongExpectedVersion)(nil),   // 24: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),         // 25: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),          // 26: shoal.v1.StreamDeleted
-	(*HistoryTruncated)(nil),       // 27: shoal.v1.HistoryTruncated
-	(*InvalidField)(nil),           // 28: shoal.v1.InvalidField
-	(*IDConflict)(nil),             // 29: shoal.v1.IDConflict
-	(*NotLeader)(nil),              // 30: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),        // 31: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),        // 32: shoal.v1.TopologyRequest
-	(*SuspectLeader)(nil),          // 33: shoal.v1.SuspectLeader
-	(*NodeInfo)(nil),               // 34: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),              // 35: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),       // 36: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),          // 37: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),         // 38: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),    // 39: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),   // 40: shoal.v1.DecommissionResponse
-	(*BackupRequest)(nil),          // 41: shoal.v1.BackupRequest
-	(*BackupResponse)(nil),         // 42: shoal.v1.BackupResponse
-	(*RecommissionRequest)(nil),    // 43: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil),   // 44: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),        // 45: shoal.v1.SettingsRequest
-	(*SetReplicationRequest)(nil),  // 46: shoal.v1.SetReplicationRequest
-	(*SetReplicationResponse)(nil), // 47: shoal.v1.SetReplicationResponse
-	(*RaftBatch)(nil),              // 48: shoal.v1.RaftBatch
-	(*RaftAck)(nil),                // 49: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),          // 50: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),              // 51: google.protobuf.Any
+	(*RetentionPolicy)(nil),        // 21: shoal.v1.RetentionPolicy
+	(*SetRetentionRequest)(nil),    // 22: shoal.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),   // 23: shoal.v1.SetRetentionResponse
+	(*RetentionRequest)(nil),       // 24: shoal.v1.RetentionRequest
+	(*RetentionResponse)(nil),      // 25: shoal.v1.RetentionResponse
+	(*ListStreamsRequest)(nil),     // 26: shoal.v1.ListStreamsRequest
+	(*StreamSummary)(nil),          // 27: shoal.v1.StreamSummary
+	(*ListStreamsResponse)(nil),    // 28: shoal.v1.ListStreamsResponse
+	(*WrongExpectedVersion)(nil),   // 29: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),         // 30: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),          // 31: shoal.v1.StreamDeleted
+	(*HistoryTruncated)(nil),       // 32: shoal.v1.HistoryTruncated
+	(*InvalidField)(nil),           // 33: shoal.v1.InvalidField
+	(*IDConflict)(nil),             // 34: shoal.v1.IDConflict
+	(*NotLeader)(nil),              // 35: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),        // 36: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),        // 37: shoal.v1.TopologyRequest
+	(*SuspectLeader)(nil),          // 38: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),               // 39: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),              // 40: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),       // 41: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),          // 42: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),         // 43: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),    // 44: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),   // 45: shoal.v1.DecommissionResponse
+	(*BackupRequest)(nil),          // 46: shoal.v1.BackupRequest
+	(*BackupResponse)(nil),         // 47: shoal.v1.BackupResponse
+	(*RecommissionRequest)(nil),    // 48: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),   // 49: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),        // 50: shoal.v1.SettingsRequest
+	(*SetReplicationRequest)(nil),  // 51: shoal.v1.SetReplicationRequest
+	(*SetReplicationResponse)(nil), // 52: shoal.v1.SetReplicationResponse
+	(*RaftBatch)(nil),              // 53: shoal.v1.RaftBatch
+	(*RaftAck)(nil),                // 54: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),          // 55: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),              // 56: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	2,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -3828,7 +4149,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	4,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	5,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	7,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	51, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	56, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	6,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	9,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	10, // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -3837,52 +4158,58 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	12, // 11: shoal.v1.ReadShardResponse.events:type_name -> shoal.v1.RecordedEvent
 	3,  // 12: shoal.v1.DeleteRequest.expected:type_name -> shoal.v1.ExpectedVersion
 	3,  // 13: shoal.v1.TruncateRequest.expected:type_name -> shoal.v1.ExpectedVersion
-	1,  // 14: shoal.v1.StreamSummary.state:type_name -> shoal.v1.StreamState
-	22, // 15: shoal.v1.ListStreamsResponse.streams:type_name -> shoal.v1.StreamSummary
-	3,  // 16: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	33, // 17: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
-	31, // 18: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	34, // 19: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	35, // 20: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	36, // 21: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	31, // 22: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
-	5,  // 23: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	13, // 24: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	15, // 25: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	17, // 26: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	8,  // 27: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	19, // 28: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
-	21, // 29: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
-	32, // 30: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	37, // 31: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	39, // 32: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	43, // 33: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	45, // 34: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	41, // 35: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
-	46, // 36: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
-	48, // 37: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	50, // 38: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	6,  // 39: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	14, // 40: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	16, // 41: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	18, // 42: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	11, // 43: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	20, // 44: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	23, // 45: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
-	36, // 46: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	38, // 47: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	40, // 48: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	44, // 49: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	31, // 50: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	42, // 51: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
-	47, // 52: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
-	49, // 53: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	49, // 54: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	39, // [39:55] is the sub-list for method output_type
-	23, // [23:39] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	21, // 14: shoal.v1.SetRetentionRequest.policy:type_name -> shoal.v1.RetentionPolicy
+	21, // 15: shoal.v1.RetentionResponse.policies:type_name -> shoal.v1.RetentionPolicy
+	1,  // 16: shoal.v1.StreamSummary.state:type_name -> shoal.v1.StreamState
+	27, // 17: shoal.v1.ListStreamsResponse.streams:type_name -> shoal.v1.StreamSummary
+	3,  // 18: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
+	38, // 19: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
+	36, // 20: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	39, // 21: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	40, // 22: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	41, // 23: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	36, // 24: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
+	5,  // 25: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	13, // 26: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	15, // 27: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	17, // 28: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	8,  // 29: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	19, // 30: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
+	26, // 31: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
+	22, // 32: shoal.v1.Streams.SetRetention:input_type -> shoal.v1.SetRetentionRequest
+	24, // 33: shoal.v1.Streams.Retention:input_type -> shoal.v1.RetentionRequest
+	37, // 34: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	42, // 35: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	44, // 36: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	48, // 37: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	50, // 38: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	46, // 39: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
+	51, // 40: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
+	53, // 41: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	55, // 42: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	6,  // 43: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	14, // 44: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	16, // 45: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	18, // 46: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	11, // 47: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	20, // 48: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	28, // 49: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
+	23, // 50: shoal.v1.Streams.SetRetention:output_type -> shoal.v1.SetRetentionResponse
+	25, // 51: shoal.v1.Streams.Retention:output_type -> shoal.v1.RetentionResponse
+	41, // 52: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	43, // 53: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	45, // 54: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	49, // 55: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	36, // 56: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	47, // 57: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
+	52, // 58: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
+	54, // 59: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	54, // 60: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	43, // [43:61] is the sub-list for method output_type
+	25, // [25:43] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -3896,7 +4223,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -30,6 +30,8 @@ const (
 	Streams_AppendPipeline_FullMethodName = "/shoal.v1.Streams/AppendPipeline"
 	Streams_Truncate_FullMethodName       = "/shoal.v1.Streams/Truncate"
 	Streams_ListStreams_FullMethodName    = "/shoal.v1.Streams/ListStreams"
+	Streams_SetRetention_FullMethodName   = "/shoal.v1.Streams/SetRetention"
+	Streams_Retention_FullMethodName      = "/shoal.v1.Streams/Retention"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -62,6 +64,15 @@ type StreamsClient interface {
 	// (bytewise), in pages: to list the cluster's streams, list every shard's
 	// and merge them by name, as the Go client does.
 	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListStreamsResponse], error)
+	// SetRetention sets (or removes) one shard's retention policy for the
+	// streams whose names start with a prefix; the shard's leader then
+	// truncates those streams as the policy says, every retention interval.
+	// A cluster's policy is set in every shard, as the Go client does.
+	// Idempotent. Needs the shard at format 6: else FAILED_PRECONDITION with
+	// a google.rpc.ErrorInfo of reason SHARD_FORMAT.
+	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
+	// Retention returns one shard's retention policies, read on its leader.
+	Retention(ctx context.Context, in *RetentionRequest, opts ...grpc.CallOption) (*RetentionResponse, error)
 }
 
 type streamsClient struct {
@@ -172,6 +183,26 @@ func (c *streamsClient) ListStreams(ctx context.Context, in *ListStreamsRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Streams_ListStreamsClient = grpc.ServerStreamingClient[ListStreamsResponse]
 
+func (c *streamsClient) SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRetentionResponse)
+	err := c.cc.Invoke(ctx, Streams_SetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamsClient) Retention(ctx context.Context, in *RetentionRequest, opts ...grpc.CallOption) (*RetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetentionResponse)
+	err := c.cc.Invoke(ctx, Streams_Retention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -202,6 +233,15 @@ type StreamsServer interface {
 	// (bytewise), in pages: to list the cluster's streams, list every shard's
 	// and merge them by name, as the Go client does.
 	ListStreams(*ListStreamsRequest, grpc.ServerStreamingServer[ListStreamsResponse]) error
+	// SetRetention sets (or removes) one shard's retention policy for the
+	// streams whose names start with a prefix; the shard's leader then
+	// truncates those streams as the policy says, every retention interval.
+	// A cluster's policy is set in every shard, as the Go client does.
+	// Idempotent. Needs the shard at format 6: else FAILED_PRECONDITION with
+	// a google.rpc.ErrorInfo of reason SHARD_FORMAT.
+	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
+	// Retention returns one shard's retention policies, read on its leader.
+	Retention(context.Context, *RetentionRequest) (*RetentionResponse, error)
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -232,6 +272,12 @@ func (UnimplementedStreamsServer) Truncate(context.Context, *TruncateRequest) (*
 }
 func (UnimplementedStreamsServer) ListStreams(*ListStreamsRequest, grpc.ServerStreamingServer[ListStreamsResponse]) error {
 	return status.Error(codes.Unimplemented, "method ListStreams not implemented")
+}
+func (UnimplementedStreamsServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
+}
+func (UnimplementedStreamsServer) Retention(context.Context, *RetentionRequest) (*RetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Retention not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -348,6 +394,42 @@ func _Streams_ListStreams_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Streams_ListStreamsServer = grpc.ServerStreamingServer[ListStreamsResponse]
 
+func _Streams_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).SetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_SetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).SetRetention(ctx, req.(*SetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Streams_Retention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).Retention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_Retention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).Retention(ctx, req.(*RetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -366,6 +448,14 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Truncate",
 			Handler:    _Streams_Truncate_Handler,
+		},
+		{
+			MethodName: "SetRetention",
+			Handler:    _Streams_SetRetention_Handler,
+		},
+		{
+			MethodName: "Retention",
+			Handler:    _Streams_Retention_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoaldb/shoal/client"
+)
+
+func (a *app) retentionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "retention",
+		Short: "Keep retention policies in the cluster, applied by the shards' leaders",
+		Long: `A retention policy kept in the cluster removes events for good, as truncate
+does, from the streams whose names start with its prefix: all but the last
+--keep-last events, the events older than --max-age (from the first on, up to
+the first one that is not that old), and with --deleted the events that
+deletes hid. Every shard keeps the cluster's policies, and its leader applies
+them once a retention interval (the servers' --retention-interval, a minute by
+default), so nothing needs to run from cron. The policy of the longest prefix
+a stream's name starts with governs it. A live stream keeps its last event.
+
+To apply a policy once instead, without keeping it, use 'shoal retain'.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(a.retentionSetCmd(), a.retentionRemoveCmd(), a.retentionListCmd())
+	return cmd
+}
+
+func (a *app) retentionSetCmd() *cobra.Command {
+	var (
+		prefix, server string
+		keepLast       uint64
+		maxAge         time.Duration
+		deleted        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "set --prefix P [--keep-last N] [--max-age D] [--deleted]",
+		Short: "Set the retention policy of a prefix (replacing the one it had)",
+		Long: `Set the retention policy of the streams whose names start with --prefix
+(--prefix '' for every stream), in every shard, replacing the policy the prefix
+had. The shards' leaders apply it from their next retention round on. It is
+safe to run again: a run that failed part-way says in how many shards it set
+the policy, and another run completes it. --max-age compares the leaders'
+clocks with the commit times they stamped; it counts whole milliseconds.`,
+		Example: `  shoal retention set --prefix session- --max-age 720h
+  shoal retention set --prefix metrics- --keep-last 1000 --deleted
+  shoal retention set --prefix '' --deleted`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case !cmd.Flags().Changed("prefix"):
+				return usagef("--prefix is required: the policy applies to the streams whose names start with it ('' for every stream)")
+			case keepLast == 0 && maxAge == 0 && !deleted:
+				return usagef("give --keep-last, --max-age or --deleted: the policy removes nothing")
+			case maxAge < 0 || maxAge > 0 && maxAge < time.Millisecond:
+				return usagef("--max-age must be at least 1ms, got %v", maxAge)
+			}
+			p := client.RetentionPolicy{Prefix: prefix, KeepLast: keepLast, MaxAge: maxAge, Deleted: deleted}
+			return a.retentionChange(cmd, server, func(ctx context.Context, c *client.Client) error {
+				return c.SetRetention(ctx, p)
+			}, fmt.Sprintf("retention policy set for %s: %s", prefixName(prefix), policyText(p)))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&prefix, "prefix", "", "the streams the policy applies to: those whose names start with this ('' for every stream; required)")
+	f.Uint64Var(&keepLast, "keep-last", 0, "keep at most the last N events of each stream")
+	f.DurationVar(&maxAge, "max-age", 0, "remove the events committed longer ago than this, e.g. 720h")
+	f.BoolVar(&deleted, "deleted", false, "remove the events deletes hid: all of the deleted streams', and live streams' from before a soft delete")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+func (a *app) retentionRemoveCmd() *cobra.Command {
+	var prefix, server string
+	cmd := &cobra.Command{
+		Use:   "remove --prefix P",
+		Short: "Remove the retention policy of a prefix",
+		Long: `Remove the retention policy of --prefix from every shard. Its streams fall
+under the policy of the next longer prefix they start with, if any. Removing a
+policy that is not there is no error; it is safe to run again.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("prefix") {
+				return usagef("--prefix is required: the prefix whose policy to remove ('' for the policy of every stream)")
+			}
+			return a.retentionChange(cmd, server, func(ctx context.Context, c *client.Client) error {
+				return c.RemoveRetention(ctx, prefix)
+			}, fmt.Sprintf("retention policy removed for %s", prefixName(prefix)))
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", "", "the prefix whose policy to remove (required)")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+// retentionChange runs fn, a SetRetention or RemoveRetention, and prints done when it succeeds.
+func (a *app) retentionChange(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error, done string) error {
+	err := a.call(cmd, server, fn)
+	if err != nil {
+		if errors.Is(err, client.ErrShardFormat) {
+			return &explainedError{code: exitError, msg: trimPrefixes(err.Error()) +
+				": retention policies need every node to run a version that has them (shard format 6)"}
+		}
+		return a.unreachable(err, server)
+	}
+	_, err = fmt.Fprintln(a.stdout, done)
+	return err
+}
+
+func (a *app) retentionListCmd() *cobra.Command {
+	var (
+		server string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List the cluster's retention policies",
+		Long: `List the retention policies the cluster keeps, read from every shard's leader.
+A policy held by fewer than every shard, or in different forms by different
+shards, is marked: a 'retention set' or 'retention remove' failed part-way, and
+running it again completes it.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var (
+				ps     []client.RetentionPolicy
+				shards uint32
+			)
+			err := a.call(cmd, server, func(ctx context.Context, c *client.Client) (err error) {
+				if shards, err = c.Shards(ctx); err == nil {
+					ps, err = c.RetentionPolicies(ctx)
+				}
+				return err
+			})
+			if err != nil {
+				if errors.Is(err, client.ErrShardFormat) {
+					return &explainedError{code: exitError, msg: trimPrefixes(err.Error())}
+				}
+				return a.unreachable(err, server)
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				for _, p := range ps {
+					if err := enc.Encode(policyJSON{Prefix: p.Prefix, KeepLast: p.KeepLast, MaxAgeMS: p.MaxAge.Milliseconds(),
+						Deleted: p.Deleted, Set: p.Set.UTC().Format(time.RFC3339Nano), Shards: p.Shards, Of: shards}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if len(ps) == 0 {
+				_, err := fmt.Fprintln(a.stdout, "no retention policies")
+				return err
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PREFIX\tPOLICY\tSET\tSHARDS")
+			for _, p := range ps {
+				held := fmt.Sprintf("%d", p.Shards)
+				if p.Shards < shards {
+					held = fmt.Sprintf("%d of %d (incomplete: set or remove it again)", p.Shards, shards)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", prefixName(p.Prefix), policyText(p), p.Set.UTC().Format(time.RFC3339), held)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per policy")
+	a.serverFlag(cmd, &server)
+	return cmd
+}
+
+type policyJSON struct {
+	Prefix   string `json:"prefix"`
+	KeepLast uint64 `json:"keep_last,omitempty"`
+	MaxAgeMS int64  `json:"max_age_ms,omitempty"`
+	Deleted  bool   `json:"deleted,omitempty"`
+	Set      string `json:"set"`
+	Shards   uint32 `json:"shards"`    // how many shards hold it in this form
+	Of       uint32 `json:"of_shards"` // the cluster's shards
+}
+
+// prefixName shows a prefix quoted, and the empty one as every stream.
+func prefixName(prefix string) string {
+	if prefix == "" {
+		return "every stream ('')"
+	}
+	return fmt.Sprintf("%q", prefix)
+}
+
+func policyText(p client.RetentionPolicy) string {
+	var parts []string
+	if p.KeepLast > 0 {
+		parts = append(parts, fmt.Sprintf("keep the last %d", p.KeepLast))
+	}
+	if p.MaxAge > 0 {
+		parts = append(parts, "remove older than "+p.MaxAge.String())
+	}
+	if p.Deleted {
+		parts = append(parts, "remove what deletes hid")
+	}
+	return strings.Join(parts, ", ")
+}
