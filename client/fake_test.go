@@ -41,6 +41,11 @@ type fakeCluster struct {
 	id string
 	// decommissioning is the one node's drain Recommission cancels.
 	decommissioning bool
+	// The shards' retention policies and formats (retention_test.go; a shard absent from
+	// formats is at format 6), and a refusal of SetRetention by shard (nil: none).
+	policies       map[uint32][]*shoalv1.RetentionPolicy
+	formats        map[uint32]uint64
+	retentionFault func(shard uint32) error
 }
 
 type fakeNode struct {

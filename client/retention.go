@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -90,11 +91,16 @@ func checkRetention(prefix string) error {
 	return nil
 }
 
-// setRetention sends req to every shard, up to retentionParallel at once.
+// setRetention sends req to every shard, up to retentionParallel at once, once every shard is at
+// format 6: formats are raised shard by shard, and a change made only in the shards already
+// raised would apply there and not elsewhere.
 func (c *Client) setRetention(ctx context.Context, verb string, req *shoalv1.SetRetentionRequest) error {
 	shards, err := c.Shards(ctx)
 	if err != nil {
 		return err
+	}
+	if _, err := c.shardRetention(ctx, shards); err != nil {
+		return fmt.Errorf("retention policy %s in no shard: %w", verb, err)
 	}
 	errs := c.eachShard(ctx, shards, func(ctx context.Context, shard uint32) error {
 		r := &shoalv1.SetRetentionRequest{Shard: shard, Policy: req.Policy, Remove: req.Remove}
@@ -104,46 +110,93 @@ func (c *Client) setRetention(ctx context.Context, verb string, req *shoalv1.Set
 				return false, err
 			}))
 	})
-	return shardsFailed(errs, shards, "retention policy "+verb+" in")
+	failed, first := 0, -1
+	for i, err := range errs {
+		if err != nil {
+			failed++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	switch {
+	case failed == 0:
+		return nil
+	case failed == int(shards):
+		return errs[first] // nothing changed
+	}
+	return &RetentionIncompleteError{Verb: verb, Done: shards - uint32(failed), Shards: shards, Shard: uint32(first), Err: errs[first]}
 }
+
+// RetentionIncompleteError is the error of a SetRetention or RemoveRetention that changed some
+// shards only: Done of Shards, and Shard failed with Err (which it wraps). Running the call
+// again completes the change.
+type RetentionIncompleteError struct {
+	Verb         string // "set" or "removed"
+	Done, Shards uint32
+	Shard        uint32
+	Err          error
+}
+
+func (e *RetentionIncompleteError) Error() string {
+	return fmt.Sprintf("retention policy %s in %d of %d shards (it is safe to run again); shard %d: %v",
+		e.Verb, e.Done, e.Shards, e.Shard, e.Err)
+}
+
+func (e *RetentionIncompleteError) Unwrap() error { return e.Err }
 
 // RetentionPolicies returns the cluster's retention policies in prefix order, read from every
 // shard's leader and merged: a policy held by fewer than every shard (Shards), or held in
 // different forms by different shards, tells of a SetRetention or RemoveRetention that failed
-// part-way, which running it again completes.
+// part-way, which running it again completes. It fails when a shard does not answer.
 func (c *Client) RetentionPolicies(ctx context.Context) ([]RetentionPolicy, error) {
 	shards, err := c.Shards(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		mu  sync.Mutex
-		all []RetentionPolicy
-	)
+	resps, err := c.shardRetention(ctx, shards)
+	if err != nil {
+		return nil, err
+	}
+	var all []RetentionPolicy
+	for _, resp := range resps {
+		for _, p := range resp.GetPolicies() {
+			rp := RetentionPolicy{Prefix: p.Prefix, KeepLast: p.KeepLast,
+				MaxAge: time.Duration(p.MaxAgeMs) * time.Millisecond, Deleted: p.Deleted}
+			if p.SetUnixNano != 0 {
+				rp.Set = time.Unix(0, p.SetUnixNano)
+			}
+			all = append(all, rp)
+		}
+	}
+	return mergePolicies(all), nil
+}
+
+// shardRetention reads every shard's policies from its leader. It fails when a shard does not
+// answer, or is below format 6 (ErrShardFormat).
+func (c *Client) shardRetention(ctx context.Context, shards uint32) ([]*shoalv1.RetentionResponse, error) {
+	resps := make([]*shoalv1.RetentionResponse, shards)
 	errs := c.eachShard(ctx, shards, func(ctx context.Context, shard uint32) error {
-		var resp *shoalv1.RetentionResponse
 		err := retentionUnimplemented(c.run(ctx, target{kind: byShard, shard: shard, idempotent: true}, true,
 			func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
-				var err error
-				resp, err = n.streams.Retention(ctx, &shoalv1.RetentionRequest{Shard: shard})
+				resp, err := n.streams.Retention(ctx, &shoalv1.RetentionRequest{Shard: shard})
+				resps[shard] = resp
 				return false, err
 			}))
-		if err != nil {
-			return err
+		if err == nil && resps[shard].GetFormat() < retentionFormat {
+			err = fmt.Errorf("%w: shard %d is at format %d, retention policies need %d (every node of the shard must run "+
+				"a version that has them; the shard's leader then raises it)", ErrShardFormat, shard, resps[shard].GetFormat(), retentionFormat)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range resp.GetPolicies() {
-			all = append(all, RetentionPolicy{Prefix: p.Prefix, KeepLast: p.KeepLast,
-				MaxAge: time.Duration(p.MaxAgeMs) * time.Millisecond, Deleted: p.Deleted, Set: time.Unix(0, p.SetUnixNano)})
-		}
-		return nil
+		return err
 	})
 	if err := shardsFailed(errs, shards, "retention policies read from"); err != nil {
 		return nil, err
 	}
-	return mergePolicies(all), nil
+	return resps, nil
 }
+
+// retentionFormat is the shard format that has retention policies.
+const retentionFormat = 6
 
 // mergePolicies merges the shards' policies: one entry per form of each prefix's policy, with
 // the number of shards holding it and the latest time it was set.
@@ -169,7 +222,12 @@ func mergePolicies(all []RetentionPolicy) []RetentionPolicy {
 			m.Set = p.Set
 		}
 	}
-	slices.SortStableFunc(out, func(a, b RetentionPolicy) int { return strings.Compare(a.Prefix, b.Prefix) })
+	slices.SortStableFunc(out, func(a, b RetentionPolicy) int {
+		if c := strings.Compare(a.Prefix, b.Prefix); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.Shards, a.Shards) // a prefix's most held form first
+	})
 	return out
 }
 

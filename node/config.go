@@ -115,8 +115,9 @@ type Config struct {
 	// Default DefaultPlacementInterval (1s); negative disables placement.
 	PlacementInterval time.Duration
 	// RetentionInterval is how often each shard's leader applies the shard's retention
-	// policies (jittered ±25%). Default DefaultRetentionInterval (1m); negative disables
-	// applying them (they are still kept and can be set).
+	// policies (jittered ±25%), at least MinRetentionInterval. Default
+	// DefaultRetentionInterval (1m); negative disables applying them (they are still kept and
+	// can be set).
 	RetentionInterval time.Duration
 	// JoinTimeout bounds each of a new node's two waits at start-up: for
 	// one of its seeds to answer (retried with backoff, as seeds of a new
@@ -431,6 +432,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replication < 0 || c.Replication > MaxReplication {
 		return fmt.Errorf("node: config: Replication %d out of range 1..%d", c.Replication, MaxReplication)
+	}
+	if c.RetentionInterval > 0 && c.RetentionInterval < MinRetentionInterval {
+		return fmt.Errorf("node: config: RetentionInterval %v is below %v (negative disables the retention loop)", c.RetentionInterval, MinRetentionInterval)
 	}
 	if c.DeadAfter < 0 {
 		return fmt.Errorf("node: config: DeadAfter %v is negative", c.DeadAfter)

@@ -60,7 +60,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_reads_total",
-			Help: "Read requests answered to clients of this node, by kind (stream, shard, list: a page of a stream listing) and result; one this node forwarded to another node is not counted again there.",
+			Help: "Read requests answered to clients of this node, by kind (stream, shard, list: a page of a stream listing, retention: a shard's retention policies) and result; one this node forwarded to another node is not counted again there.",
 		}, []string{"kind", "result"}),
 		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_append_duration_seconds",
@@ -136,6 +136,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		m.appends.WithLabelValues(result)
 		m.deletes.WithLabelValues(result)
 		m.truncates.WithLabelValues(result)
+		m.retentionSets.WithLabelValues(result)
 		for _, kind := range []string{"stream", "shard"} {
 			m.reads.WithLabelValues(kind, result)
 		}

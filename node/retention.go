@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 // DefaultRetentionInterval is how often each shard's leader applies the shard's retention
 // policies (Config.RetentionInterval).
 const DefaultRetentionInterval = time.Minute
+
+// MinRetentionInterval is the shortest Config.RetentionInterval: each round lists every stream
+// the policies cover.
+const MinRetentionInterval = 100 * time.Millisecond
 
 const (
 	// retentionPage is how many streams a pass works out at a time, from one view of the DB.
@@ -84,12 +89,23 @@ func (n *Node) setRetention(ctx context.Context, req *shoalv1.SetRetentionReques
 // Retention reads one shard's retention policies on its leader, after a read index, so that a
 // policy just set is there.
 func (s *streamsServer) Retention(ctx context.Context, req *shoalv1.RetentionRequest) (*shoalv1.RetentionResponse, error) {
-	n := s.n
+	resp, err := s.n.retention(ctx, req)
+	if incomingHops(ctx) == 0 {
+		s.n.metrics.reads.WithLabelValues("retention", resultLabel(err)).Inc()
+	}
+	return resp, err
+}
+
+// retention reads the policies through the write path, which routes to the leader and forwards
+// unary calls; the read index makes the read linearizable.
+func (n *Node) retention(ctx context.Context, req *shoalv1.RetentionRequest) (*shoalv1.RetentionResponse, error) {
 	if _, err := n.checkShardRead(req.Shard, false, 0); err != nil {
 		return nil, n.toStatus(err, "", req.Shard)
 	}
 	res, _, err := n.write(ctx, req.Shard, true, func(g *replica.Group, pctx context.Context) (any, error) {
-		if _, err := readBarrier(pctx, g); err != nil {
+		if timedOut, err := readBarrier(pctx, g); timedOut {
+			return nil, &NoLeaderError{Shard: req.Shard, Cause: fmt.Errorf("read index not confirmed within %v", noLeaderWait)}
+		} else if err != nil {
 			return nil, err
 		}
 		sm, _, ok := n.shardSM(req.Shard)
@@ -167,7 +183,7 @@ func newRetentionMetrics(r prometheus.Registerer) *retentionMetrics {
 	m := &retentionMetrics{
 		truncations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_retention_truncations_total",
-			Help: "Truncations this node's shards proposed as leaders to apply their retention policies, by result (ok, error: retried on a later round).",
+			Help: "Truncations this node's shards proposed as leaders to apply their retention policies, by result: ok; refused by the shard (the policy changed since, say); error, a truncation, a policy read or a scan that failed (the shard's round stopped there; the next goes on). Failures for want of a leader, which end the round as quietly, are not counted.",
 		}, []string{"result"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_retention_events_removed_total",
@@ -178,6 +194,9 @@ func newRetentionMetrics(r prometheus.Registerer) *retentionMetrics {
 			Help:    "How long a round of the retention loop took over the shards this node leads that have policies.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1ms .. 262s
 		}),
+	}
+	for _, result := range []string{"ok", "refused", "error"} {
+		m.truncations.WithLabelValues(result)
 	}
 	r.MustRegister(m.truncations, m.events, m.rounds)
 	return m
@@ -233,13 +252,16 @@ func (r *retainer) jittered() time.Duration {
 	return time.Duration(float64(r.interval) * (0.75 + 0.5*rand.Float64()))
 }
 
-// round applies the policies of every shard this node leads, a few shards at a time.
+// round applies the policies of every shard this node leads, a few shards at a time, and logs
+// what it removed in one line.
 func (r *retainer) round() {
 	start := time.Now()
 	var (
-		wg     sync.WaitGroup
-		sem    = make(chan struct{}, retentionShardsAtOnce)
-		worked bool
+		wg              sync.WaitGroup
+		sem             = make(chan struct{}, retentionShardsAtOnce)
+		mu              sync.Mutex // streams, events
+		streams, events uint64
+		worked          bool
 	)
 	for _, g := range r.n.host.Groups() {
 		if r.ctx.Err() != nil {
@@ -252,62 +274,91 @@ func (r *retainer) round() {
 		if !ok || sm.Format() < shard.Format6 {
 			continue
 		}
-		ps, err := sm.RetentionPolicies()
-		if err != nil {
-			r.log.Warn("reading the shard's retention policies", "shard", g.Shard(), "err", err)
-			continue
-		}
-		if len(ps) == 0 {
+		if ps, err := sm.RetentionPolicies(); err != nil || len(ps) == 0 {
+			if err != nil {
+				r.m.truncations.WithLabelValues("error").Inc()
+				r.log.Warn("reading the shard's retention policies", "shard", g.Shard(), "err", err)
+			}
 			continue
 		}
 		worked = true
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			r.applyShard(g, sm, ps)
+			s, e := r.applyShard(g, sm)
+			mu.Lock()
+			streams, events = streams+s, events+e
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	if worked {
 		r.m.rounds.Observe(time.Since(start).Seconds())
 	}
+	if streams > 0 {
+		r.log.Info("retention: truncated streams", "streams", streams, "events", events, "took", time.Since(start).Round(time.Millisecond))
+	}
 }
 
-// applyShard truncates the streams of shard sm, which g leads, as its policies ps say, as of
-// now. It stops at the first truncation that fails (the next round goes on from the start), or
-// once g no longer leads.
-func (r *retainer) applyShard(g *replica.Group, sm *shard.Shard, ps []shard.RetentionPolicy) {
+// applyShard truncates the streams of shard sm, which g leads, as its policies say, and returns
+// how many streams and events it removed. It first catches up with what the shard committed (a
+// leader just elected may not have applied a policy's removal), and ends once g no longer
+// leads, the loop stops, the policies change (the next round applies the new ones), or a
+// truncation fails for want of a leader or an answer (the next round goes on). Each truncation
+// names its policy, so that one proposed just before a change of the policy removes nothing
+// (shard.ErrPolicyChanged).
+func (r *retainer) applyShard(g *replica.Group, sm *shard.Shard) (streams, events uint64) {
+	stop := func() bool { return r.ctx.Err() != nil || !g.IsLeader() }
+	ctx, cancel := context.WithTimeout(r.ctx, retentionTruncateTimeout)
+	_, err := readBarrier(ctx, g)
+	cancel()
+	if err != nil {
+		r.log.Debug("retention: the shard's read index", "shard", g.Shard(), "err", err)
+		return 0, 0
+	}
+	ps, err := sm.RetentionPolicies()
+	if err != nil {
+		r.m.truncations.WithLabelValues("error").Inc()
+		r.log.Warn("reading the shard's retention policies", "shard", g.Shard(), "err", err)
+		return 0, 0
+	}
 	now := time.Now().UnixNano()
-	var streams, events uint64
-	defer func() {
-		if streams > 0 {
-			r.log.Info("retention: truncated streams", "shard", g.Shard(), "streams", streams, "events", events)
-		}
-	}()
 	for _, p := range ps {
 		for after := ""; ; {
-			cuts, last, err := sm.RetentionCuts(p, ps, now, after, retentionPage)
+			if stop() || !r.samePolicies(sm, ps) {
+				return streams, events
+			}
+			cuts, last, err := sm.RetentionCuts(p, ps, now, after, retentionPage, stop)
 			if err != nil {
-				r.log.Warn("working out the retention policy's truncations", "shard", g.Shard(), "policy", p.String(), "err", err)
-				return
+				if !errors.Is(err, shard.ErrScanStopped) {
+					r.m.truncations.WithLabelValues("error").Inc()
+					r.log.Warn("working out a retention policy's truncations", "shard", g.Shard(), "policy", p.String(), "err", err)
+				}
+				return streams, events
 			}
 			for _, c := range cuts {
-				if r.ctx.Err() != nil || !g.IsLeader() {
-					return
+				if stop() || !r.samePolicies(sm, ps) {
+					return streams, events
 				}
-				if err := r.truncate(g, c); err != nil {
-					r.m.truncations.WithLabelValues("error").Inc()
-					lvl := slog.LevelWarn
-					if errors.Is(err, replica.ErrNotLeader) || r.ctx.Err() != nil {
-						lvl = slog.LevelDebug
+				verdict, err := r.truncate(g, c)
+				switch {
+				case err != nil:
+					if !routineRefusal(err) && !errors.Is(err, replica.ErrProposalDropped) && !errors.Is(err, replica.ErrGroupRemoved) {
+						r.m.truncations.WithLabelValues("error").Inc()
+						r.log.Warn("retention: a truncation failed; the next round goes on", "shard", g.Shard(),
+							"stream", c.Stream, "before", c.Before, "policy", p.String(), "err", err)
 					}
-					r.log.Log(r.ctx, lvl, "retention: truncating a stream failed; the next round goes on",
-						"shard", g.Shard(), "stream", c.Stream, "before", c.Before, "policy", p.String(), "err", err)
-					return
+					return streams, events
+				case verdict != nil:
+					// Refused (the policy changed since, say): this stream only.
+					r.m.truncations.WithLabelValues("refused").Inc()
+					r.log.Debug("retention: a truncation was refused", "shard", g.Shard(), "stream", c.Stream,
+						"policy", p.String(), "verdict", verdict)
+				default:
+					r.m.truncations.WithLabelValues("ok").Inc()
+					r.m.events.Add(float64(c.Events()))
+					streams, events = streams+1, events+c.Events()
 				}
-				r.m.truncations.WithLabelValues("ok").Inc()
-				r.m.events.Add(float64(c.Events()))
-				streams, events = streams+1, events+c.Events()
 			}
 			if last == "" {
 				break
@@ -315,19 +366,28 @@ func (r *retainer) applyShard(g *replica.Group, sm *shard.Shard, ps []shard.Rete
 			after = last
 		}
 	}
+	return streams, events
 }
 
-// truncate proposes cut c with expected version Any: the cut was worked out from committed
-// state, and appends since only add later versions.
-func (r *retainer) truncate(g *replica.Group, c shard.RetentionCut) error {
+// samePolicies reports whether shard sm's policies are still ps.
+func (r *retainer) samePolicies(sm *shard.Shard, ps []shard.RetentionPolicy) bool {
+	cur, err := sm.RetentionPolicies()
+	return err == nil && slices.Equal(cur, ps)
+}
+
+// truncate proposes cut c with expected version Any, naming its policy: the cut was worked out
+// from committed state, and appends since only add later versions. It returns the shard's
+// verdict when it refused the truncation, or an error when it was not applied.
+func (r *retainer) truncate(g *replica.Group, c shard.RetentionCut) (verdict, err error) {
 	ctx, cancel := context.WithTimeout(r.ctx, retentionTruncateTimeout)
 	defer cancel()
-	res, err := g.Propose(ctx, shard.EncodeTruncate(&shard.TruncateCommand{Stream: c.Stream, Before: c.Before}))
+	policy := c.Policy
+	res, err := g.Propose(ctx, shard.EncodeTruncate(&shard.TruncateCommand{Stream: c.Stream, Before: c.Before, Policy: &policy}))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if e, ok := res.(error); ok {
-		return fmt.Errorf("refused: %w", e)
+		return e, nil
 	}
-	return nil
+	return nil, nil
 }

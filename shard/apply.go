@@ -263,6 +263,9 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	if s.pendFormat < Format4 {
 		return NeedsFormat("truncating a stream", Format4, s.id, s.pendFormat), nil
 	}
+	if c.Policy != nil && s.pendFormat < Format6 {
+		return NeedsFormat("a retention policy's truncation", Format6, s.id, s.pendFormat), nil
+	}
 	if err := ValidateTruncate(c); err != nil {
 		return err, nil
 	}
@@ -275,6 +278,11 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	}
 	if v := checkExpected(c.Stream, c.Expected, m, found); v != nil {
 		return v, nil
+	}
+	if c.Policy != nil {
+		if v, err := s.checkGoverning(b, c.Stream, c.Policy); v != nil || err != nil {
+			return v, err
+		}
 	}
 	limit := m.last + 1 // a deleted stream may lose every event
 	if m.state == stateLive {

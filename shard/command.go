@@ -159,6 +159,16 @@ type TruncateCommand struct {
 	Stream   string
 	Before   uint64
 	Expected Expected
+	// Policy, when set, makes it a retention policy's truncation (from Format6 on): applied
+	// only while the policy governing Stream is still that one, else refused with
+	// ErrPolicyChanged, so that a policy removed or relaxed meanwhile removes nothing more.
+	Policy *RetentionRef
+}
+
+// RetentionRef names a retention policy as it was set: its prefix and RetentionPolicy.Set.
+type RetentionRef struct {
+	Prefix string
+	Set    int64
 }
 
 // TruncateResult is Apply's verdict for a truncate: Start is the stream's
@@ -192,11 +202,12 @@ type DeleteResult struct {
 
 // Command type bytes: the first byte of every encoded command. Append-only.
 const (
-	cmdAppend       byte = 1
-	cmdDelete       byte = 2
-	cmdSetFormat    byte = 3
-	cmdTruncate     byte = 4
-	cmdSetRetention byte = 5
+	cmdAppend         byte = 1
+	cmdDelete         byte = 2
+	cmdSetFormat      byte = 3
+	cmdTruncate       byte = 4
+	cmdSetRetention   byte = 5
+	cmdPolicyTruncate byte = 6 // a TruncateCommand with a Policy
 )
 
 // EncodeAppend encodes c for a raft entry (see the command table in doc.go).
@@ -244,12 +255,22 @@ func EncodeDelete(c *DeleteCommand) []byte {
 
 // EncodeTruncate encodes c for a raft entry. It does not validate c.
 func EncodeTruncate(c *TruncateCommand) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(c.Stream)+binary.MaxVarintLen64+1+binary.MaxVarintLen64)
-	b = append(b, cmdTruncate)
+	n := 1 + binary.MaxVarintLen64 + len(c.Stream) + binary.MaxVarintLen64 + 1 + binary.MaxVarintLen64
+	typ := cmdTruncate
+	if c.Policy != nil {
+		typ, n = cmdPolicyTruncate, n+binary.MaxVarintLen64+len(c.Policy.Prefix)+8
+	}
+	b := make([]byte, 0, n)
+	b = append(b, typ)
 	b = appendString(b, c.Stream)
 	b = binary.AppendUvarint(b, c.Before)
 	b = append(b, byte(c.Expected.Kind))
-	return binary.AppendUvarint(b, c.Expected.Version)
+	b = binary.AppendUvarint(b, c.Expected.Version)
+	if c.Policy != nil {
+		b = appendString(b, c.Policy.Prefix)
+		b = binary.BigEndian.AppendUint64(b, uint64(c.Policy.Set))
+	}
+	return b
 }
 
 // EncodeSetFormat encodes c for a raft entry.
@@ -323,12 +344,15 @@ func DecodeCommand(data []byte) (any, error) {
 			return nil, errCommand("%d trailing bytes", len(d.b))
 		}
 		return c, nil
-	case cmdTruncate:
+	case cmdTruncate, cmdPolicyTruncate:
 		c := &TruncateCommand{}
 		c.Stream = d.string()
 		c.Before = d.uvarint()
 		c.Expected.Kind = ExpectedKind(d.byte())
 		c.Expected.Version = d.uvarint()
+		if data[0] == cmdPolicyTruncate {
+			c.Policy = &RetentionRef{Prefix: d.string(), Set: int64(d.uint64())}
+		}
 		if d.err != nil {
 			return nil, d.err
 		}

@@ -20,7 +20,7 @@ import (
 //	append stream=S expected=any|nostream|exists|<N>|kind<K> [time=T] [gen=N idbase=B] [stream-repeat=N]
 //	id=<n> type=<t> [data=..] [meta=..] [ctype=..] [datasize=N] [metasize=N] [type-repeat=N] [ctype-repeat=N]
 //	delete stream=S expected=... [tombstone]
-//	truncate stream=S before=N|max expected=...
+//	truncate stream=S before=N|max expected=... [policy=P set=T] (a retention policy's)
 //	stored stream=S: the versions of S's event keys on disk (hidden ones too)
 //	read stream=S [from=N] [from-end] [backward] [count=N] [whole]   (whole: ReadStreamWhole, forwards)
 //	readlog [from=N] [count=N]
@@ -165,6 +165,9 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 			before = a.uint(t, "before", 0)
 		}
 		c := &TruncateCommand{Stream: a.str(t, "stream"), Before: before, Expected: parseExpected(t, a["expected"])}
+		if a.has("policy") {
+			c.Policy = &RetentionRef{Prefix: a["policy"], Set: int64(a.uint(t, "set", 0))}
+		}
 		return fmtResult(ts.apply(EncodeTruncate(c))) + "\n"
 	case "set-retention":
 		c := &SetRetentionCommand{Remove: a.has("remove"), Policy: RetentionPolicy{
@@ -196,7 +199,7 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 				p = q
 			}
 		}
-		cuts, last, err := ts.s.RetentionCuts(p, ps, int64(a.uint(t, "now", 0)), a.str(t, "after"), a.uint(t, "count", 0))
+		cuts, last, err := ts.s.RetentionCuts(p, ps, int64(a.uint(t, "now", 0)), a.str(t, "after"), a.uint(t, "count", 0), nil)
 		if err != nil {
 			return fmt.Sprintf("error: %v\n", err)
 		}

@@ -7,8 +7,9 @@
 //
 // The proposer (node):
 //
-//  1. Validates with ValidateAppend / ValidateDelete, stamps Time (unix
-//     nanos), encodes with EncodeAppend / EncodeDelete and proposes the bytes.
+//  1. Validates with ValidateAppend / ValidateDelete / ValidateTruncate /
+//     ValidateRetention, stamps Time (unix nanos; RetentionPolicy.Set),
+//     encodes with the matching Encode function and proposes the bytes.
 //     Event IDs must be set (zero is invalid): the client makes them.
 //
 // The replica's apply loop (one goroutine per shard; Apply, SetApplied,
@@ -125,6 +126,7 @@
 //	delete: 0x02 | uvarint len, stream | kind (1) | uvarint version | time (8) | flags (1: bit 0 tombstone)
 //	format: 0x03 | uvarint format
 //	truncate: 0x04 | uvarint len, stream | uvarint before | kind (1) | uvarint version
+//	policy truncate: 0x06 | as truncate | uvarint len, policy prefix | policy set time (8)
 //	retention: 0x05 | uvarint len, prefix | flags (1: bit 0 deleted, bit 1 remove)
 //	           | uvarint keep-last | uvarint max-age ns | set time (8)
 //

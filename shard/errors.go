@@ -31,6 +31,10 @@ var (
 	// ErrNeedsFormat: Apply, for a command the shard's format does not have yet (a
 	// TruncateCommand below Format4). The error names both formats.
 	ErrNeedsFormat = errors.New("shard: the shard's format is too old for this command")
+	// ErrPolicyChanged: Apply, for a retention policy's truncation (TruncateCommand.Policy)
+	// of a stream no longer governed by that policy as it was set: it was removed, set again,
+	// or a policy of a longer prefix governs the stream now. Nothing is removed.
+	ErrPolicyChanged = errors.New("shard: the retention policy changed")
 	// ErrHistoryTruncated: ReadStreamWhole, when a truncation removed events of the stream
 	// at or after the version asked for. The error is a *HistoryTruncatedError.
 	ErrHistoryTruncated = errors.New("shard: stream history truncated")

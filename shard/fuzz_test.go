@@ -15,6 +15,7 @@ func fuzzCommands() [][]byte {
 		EncodeDelete(&DeleteCommand{Stream: "a", Expected: Expected{Kind: ExpectExists}, Tombstone: true, Time: 1}),
 		EncodeDelete(&DeleteCommand{Stream: "b"}),
 		EncodeTruncate(&TruncateCommand{Stream: "c", Before: 9, Expected: Expected{Kind: ExpectExact, Version: 12}}),
+		EncodeTruncate(&TruncateCommand{Stream: "d", Before: 3, Policy: &RetentionRef{Prefix: "d", Set: 5}}),
 		EncodeSetFormat(&SetFormatCommand{Format: Format6}),
 		EncodeSetRetention(&SetRetentionCommand{Policy: RetentionPolicy{Prefix: "order-", KeepLast: 10,
 			MaxAge: time.Hour, Deleted: true, Set: 77}}),

@@ -58,7 +58,7 @@ type shardMetrics struct {
 	cacheNew            prometheus.Counter
 }
 
-var verdicts = []string{"append", "duplicate", "delete", "truncate", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format", "retention", "needs_format"}
+var verdicts = []string{"append", "duplicate", "delete", "truncate", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format", "retention", "needs_format", "policy_changed"}
 
 func (m *Metrics) forShard(id uint32) *shardMetrics {
 	if m == nil {
@@ -115,10 +115,14 @@ func (sm *shardMetrics) observe(res any) {
 		case ErrStreamDeleted:
 			v = "deleted"
 		default:
-			if !errors.Is(r, ErrNeedsFormat) {
+			switch {
+			case errors.Is(r, ErrNeedsFormat):
+				v = "needs_format" // a command the shard's format does not have yet (a truncate below Format4)
+			case errors.Is(r, ErrPolicyChanged):
+				v = "policy_changed" // a retention policy's truncation after the policy changed
+			default:
 				return
 			}
-			v = "needs_format" // a command the shard's format does not have yet (a truncate below Format4)
 		}
 	}
 	if c := sm.applied[v]; c != nil {

@@ -46,12 +46,16 @@ func (p RetentionPolicy) String() string {
 	if p.Deleted {
 		parts = append(parts, "deleted")
 	}
+	if len(parts) == 0 {
+		parts = append(parts, "removes nothing")
+	}
 	return fmt.Sprintf("%q: %s", p.Prefix, strings.Join(parts, ", "))
 }
 
-// SetRetentionCommand sets the retention policy of Policy.Prefix, replacing any it had, or with
-// Remove removes it (Policy's other fields then zero). Setting the same policy again, or
-// removing one the shard does not have, changes nothing. Needs the shard at Format6.
+// SetRetentionCommand sets the retention policy of Policy.Prefix, replacing any it had (setting
+// the same policy again only moves its Set time, which ends the truncations under way for the
+// old one: ErrPolicyChanged), or with Remove removes it (Policy's other fields then zero;
+// removing one the shard does not have changes nothing). Needs the shard at Format6.
 type SetRetentionCommand struct {
 	Policy RetentionPolicy
 	Remove bool
@@ -67,7 +71,7 @@ type RetentionResult struct {
 // cheap; a cluster sets the same ones in every shard.
 const MaxRetentionPolicies = 64
 
-const limitRetentionPrefix = "0..512 bytes of UTF-8, no control characters, not starting with '$' (a stream name's start)"
+var limitRetentionPrefix = fmt.Sprintf("0..%d bytes of UTF-8, no control characters, not starting with '$' (a stream name's start)", MaxListPrefix)
 
 // ValidateRetention returns an *InvalidError naming the field and its limit if c is not a valid
 // policy change.
@@ -102,7 +106,8 @@ const (
 	retentionRemove  byte = 2 // SetRetentionCommand.Remove (commands only)
 )
 
-// EncodeSetRetention encodes c for a raft entry. It does not validate c.
+// EncodeSetRetention encodes c for a raft entry. It does not validate c (ValidateRetention
+// first: a negative MaxAge is encoded as 0).
 func EncodeSetRetention(c *SetRetentionCommand) []byte {
 	p := &c.Policy
 	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(p.Prefix)+8)
@@ -194,7 +199,7 @@ func (s *Shard) applySetRetention(b *pebble.Batch, c *SetRetentionCommand) (any,
 		n--
 	case c.Remove:
 	case !has && n >= MaxRetentionPolicies:
-		return invalid("prefix", fmt.Sprintf("at most %d retention policies", MaxRetentionPolicies),
+		return invalid("policies", fmt.Sprintf("at most %d retention policies", MaxRetentionPolicies),
 			"shard %d holds %d; remove one first", s.id, n), nil
 	default:
 		s.valBuf = encodePolicy(s.valBuf[:0], &c.Policy)
@@ -260,6 +265,8 @@ type RetentionCut struct {
 	Stream       string
 	From, Before uint64
 	Hidden       uint64
+	// Policy is the policy that asks for the cut, for TruncateCommand.Policy.
+	Policy RetentionRef
 }
 
 // Events is the number of events the cut removes.
@@ -271,7 +278,12 @@ func (c RetentionCut) Events() uint64 { return c.Before - c.From + c.Hidden }
 // policy of a longer prefix among all governs are that policy's, and skipped. The cuts come
 // from committed state: truncating them with expected version Any is safe with writers
 // running, as appends only add later versions and a delete hides what was chosen anyway.
-func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int64, after string, count uint64) ([]RetentionCut, string, error) {
+// stop (nil: never) is asked between streams and events read: once it says true, the scan
+// ends with ErrScanStopped.
+func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int64, after string, count uint64, stop func() bool) ([]RetentionCut, string, error) {
+	if stop == nil {
+		stop = func() bool { return false }
+	}
 	if err := CheckListBounds(p.Prefix, after); err != nil {
 		return nil, "", err
 	}
@@ -281,9 +293,12 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 		listed  uint64
 	)
 	err := s.ListStreams(p.Prefix, after, p.Deleted, count, func(m *StreamSummary) error {
+		if stop() {
+			return ErrScanStopped
+		}
 		last, listed = m.Name, listed+1
-		if g, _ := Governing(all, m.Name); g.Prefix == p.Prefix {
-			streams = append(streams, *m)
+		if g, ok := Governing(all, m.Name); !ok || len(g.Prefix) <= len(p.Prefix) {
+			streams = append(streams, *m) // not a longer prefix's
 		}
 		return nil
 	})
@@ -296,11 +311,12 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 	var cuts []RetentionCut
 	for i := range streams {
 		m := &streams[i]
-		before, err := s.retentionBefore(&p, m, now)
+		before, err := s.retentionBefore(&p, m, now, stop)
 		if err != nil {
 			return nil, "", err
 		}
-		c := RetentionCut{Stream: m.Name, From: m.First, Before: before, Hidden: m.Hidden}
+		c := RetentionCut{Stream: m.Name, From: m.First, Before: before, Hidden: m.Hidden,
+			Policy: RetentionRef{Prefix: p.Prefix, Set: p.Set}}
 		switch {
 		case m.State != StreamLive: // every hidden event goes
 			c.From = before
@@ -318,7 +334,7 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 }
 
 // retentionBefore returns the first version of stream m that policy p keeps.
-func (s *Shard) retentionBefore(p *RetentionPolicy, m *StreamSummary, now int64) (uint64, error) {
+func (s *Shard) retentionBefore(p *RetentionPolicy, m *StreamSummary, now int64, stop func() bool) (uint64, error) {
 	if m.State != StreamLive {
 		return m.Last + 1, nil // every hidden event, and no version appended since
 	}
@@ -326,27 +342,96 @@ func (s *Shard) retentionBefore(p *RetentionPolicy, m *StreamSummary, now int64)
 	if p.KeepLast > 0 && m.Last+1-m.First > p.KeepLast {
 		before = m.Last + 1 - p.KeepLast
 	}
-	if p.MaxAge > 0 {
-		cutoff := now - int64(p.MaxAge)
-		if m.LastCreated < cutoff {
-			return m.Last, nil // all but the last, which a live stream keeps
-		}
-		err := s.ReadStream(m.Name, before, false, false, 0, func(ev *RecordedEvent) error {
-			if ev.Created >= cutoff {
-				return errStopScan
-			}
-			before = ev.Version + 1
-			return nil
-		})
-		switch {
-		case errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted):
-			return m.First, nil // deleted since it was listed: left to the next pass
-		case err != nil && err != errStopScan:
+	if p.MaxAge > 0 && before < m.Last && now >= math.MinInt64+int64(p.MaxAge) {
+		// The first event that is not that old, from before on, by the commit times in the
+		// events' headers. No shortcut by the last event's time: times go back when a leader
+		// with a slower clock takes over, and a young event among old ones stops the cut.
+		var err error
+		if before, err = s.oldEvents(m.Name, before, m.Last, now-int64(p.MaxAge), stop); err != nil {
 			return 0, err
 		}
 	}
 	return min(before, m.Last), nil
 }
 
-// errStopScan ends a scan early; it never leaves the package.
-var errStopScan = errors.New("shard: scan stopped")
+// retentionScanMax bounds the events of one stream that a RetentionCuts call reads to find
+// the first one a MaxAge keeps: a cut at the bound removes only events found old, and the next
+// call goes on from there.
+const retentionScanMax = 100_000
+
+// oldEvents returns the version after the events of stream from version from (below last)
+// whose commit times are before cutoff, reading at most retentionScanMax event headers.
+func (s *Shard) oldEvents(stream string, from, last uint64, cutoff int64, stop func() bool) (uint64, error) {
+	it, m, found, err := s.openStream(stream)
+	if err != nil || !found {
+		return from, err // deleted since it was listed: left to the next pass
+	}
+	defer it.Close()
+	if m.state != stateLive {
+		return from, nil
+	}
+	var ev RecordedEvent
+	n := 0
+	for valid := it.SeekGE(s.keys.event(nil, m.id, from)); valid && n < retentionScanMax; valid = it.Next() {
+		if stop() {
+			return 0, ErrScanStopped
+		}
+		v, err := eventVersion(it.Key())
+		if err != nil {
+			return 0, err
+		}
+		if v >= last {
+			break // a live stream keeps its last event
+		}
+		rec, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		if err := decodeRecordHeader(rec, &ev); err != nil {
+			return 0, err
+		}
+		if ev.Created >= cutoff {
+			break
+		}
+		from, n = v+1, n+1
+	}
+	return from, it.Error()
+}
+
+// ErrScanStopped is RetentionCuts' error when its stop function ended it.
+var ErrScanStopped = errors.New("shard: retention scan stopped")
+
+// checkGoverning returns an ErrPolicyChanged verdict unless the policy governing stream in r
+// (the batch being applied) is ref as it was set.
+func (s *Shard) checkGoverning(r pebble.Reader, stream string, ref *RetentionRef) (verdict, err error) {
+	lo, hi := s.keys.tagSpan(tagPolicy)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var gov *RetentionPolicy
+	for valid := it.First(); valid; valid = it.Next() {
+		prefix := string(it.Key()[prefixLen+1:])
+		if !strings.HasPrefix(stream, prefix) || gov != nil && len(prefix) <= len(gov.Prefix) {
+			continue
+		}
+		p, err := decodePolicy(prefix, it.Value())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		gov = &p
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, err
+	}
+	switch {
+	case gov == nil:
+		return fmt.Errorf("%w: no policy governs stream %q now (the policy of %q set at %d was removed)",
+			ErrPolicyChanged, stream, ref.Prefix, ref.Set), nil
+	case gov.Prefix != ref.Prefix || gov.Set != ref.Set:
+		return fmt.Errorf("%w: stream %q is governed by the policy of %q set at %d, not of %q set at %d",
+			ErrPolicyChanged, stream, gov.Prefix, gov.Set, ref.Prefix, ref.Set), nil
+	}
+	return nil, nil
+}

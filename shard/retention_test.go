@@ -26,7 +26,7 @@ func TestRetentionPolicyLimit(t *testing.T) {
 	}
 	res := set("one-more-", false)
 	var inv *InvalidError
-	if err, _ := res.(error); !errors.As(err, &inv) || inv.Field != "prefix" || inv.Limit != "at most 64 retention policies" {
+	if err, _ := res.(error); !errors.As(err, &inv) || inv.Field != "policies" || inv.Limit != "at most 64 retention policies" {
 		t.Fatalf("policy %d: %v, want a refusal naming the limit", MaxRetentionPolicies+1, res)
 	}
 	ts.commit(nil)

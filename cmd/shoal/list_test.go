@@ -206,7 +206,7 @@ func TestRetentionCLI(t *testing.T) {
 			t.Fatalf("retention list: no %q in\n%s", want, out)
 		}
 	}
-	if out := run(exitOK, "retention", "list", "--json"); !strings.Contains(out, `{"prefix":"s-","keep_last":2,"set":"`) ||
+	if out := run(exitOK, "retention", "list", "--json"); !strings.Contains(out, `{"prefix":"s-","keep_last":2,"max_age_ms":0,"deleted":false,"set":"`) ||
 		!strings.Contains(out, `"shards":4,"of_shards":4}`) {
 		t.Fatalf("retention list --json:\n%s", out)
 	}

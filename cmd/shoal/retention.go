@@ -106,6 +106,11 @@ policy that is not there is no error; it is safe to run again.`,
 func (a *app) retentionChange(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error, done string) error {
 	err := a.call(cmd, server, fn)
 	if err != nil {
+		if inc := (*client.RetentionIncompleteError)(nil); errors.As(err, &inc) {
+			code, msg := explain(a.unreachable(inc.Err, server))
+			return &explainedError{code: code, msg: fmt.Sprintf("retention policy %s in %d of %d shards, then shard %d failed: %s; "+
+				"run the command again to complete it (it is safe to repeat)", inc.Verb, inc.Done, inc.Shards, inc.Shard, msg)}
+		}
 		if errors.Is(err, client.ErrShardFormat) {
 			return &explainedError{code: exitError, msg: trimPrefixes(err.Error()) +
 				": retention policies need every node to run a version that has them (shard format 6)"}
@@ -179,9 +184,9 @@ running it again completes it.`,
 
 type policyJSON struct {
 	Prefix   string `json:"prefix"`
-	KeepLast uint64 `json:"keep_last,omitempty"`
-	MaxAgeMS int64  `json:"max_age_ms,omitempty"`
-	Deleted  bool   `json:"deleted,omitempty"`
+	KeepLast uint64 `json:"keep_last"`
+	MaxAgeMS int64  `json:"max_age_ms"`
+	Deleted  bool   `json:"deleted"`
 	Set      string `json:"set"`
 	Shards   uint32 `json:"shards"`    // how many shards hold it in this form
 	Of       uint32 `json:"of_shards"` // the cluster's shards
