@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -292,11 +293,9 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	// Events below the start that a soft delete hid (all of a soft-deleted stream's) may still
 	// be on disk: the range removes them too, and the start moves only when before passes it.
 	if before > 0 {
-		sp := span{lo: s.keys.event(nil, m.id, 0), hi: s.keys.event(nil, m.id, before)}
-		if err := b.DeleteRange(sp.lo, sp.hi, nil); err != nil {
+		if err := s.removeEvents(b, span{lo: s.keys.event(nil, m.id, 0), hi: s.keys.event(nil, m.id, before)}); err != nil {
 			return nil, err
 		}
-		s.pendCompact = append(s.pendCompact, sp)
 	}
 	if before > m.start {
 		m.start, m.truncated = before, s.pendFormat >= Format5
@@ -305,6 +304,41 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 		}
 	}
 	return &TruncateResult{Start: m.start}, nil
+}
+
+// truncatePointDeletes is the most events a truncation removes one key at a time; past it, it
+// writes one range deletion. Every range deletion in a memtable is fragmented again by each
+// iterator opened after it was added, until the memtable is flushed: thousands of small
+// truncations (a retention round) made each read cost time in proportion to them, most of a
+// leader's CPU. A key's deletion costs iterators nothing of the kind.
+const truncatePointDeletes = 256
+
+// removeEvents deletes the event keys in sp from b: each one when there are at most
+// truncatePointDeletes, else with one range deletion, whose span the shard compacts once it
+// commits. Both leave the same keys readable, so replicas of versions that chose differently
+// hold the same state.
+func (s *Shard) removeEvents(b *pebble.Batch, sp span) error {
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sp.lo, UpperBound: sp.hi})
+	if err != nil {
+		return err
+	}
+	var keys [][]byte
+	for valid := it.First(); valid && len(keys) <= truncatePointDeletes; valid = it.Next() {
+		keys = append(keys, slices.Clone(it.Key()))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	if len(keys) > truncatePointDeletes {
+		s.pendCompact = append(s.pendCompact, sp)
+		return b.DeleteRange(sp.lo, sp.hi, nil)
+	}
+	for _, k := range keys {
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // NeedsFormat is the ErrNeedsFormat verdict for what, which needs format need of shard id, at have.

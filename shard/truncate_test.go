@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // TestReadLogSkipBudget: a ReadLog over a long run of truncated events returns early once it
@@ -136,5 +138,58 @@ func TestSmallTruncateNoFlush(t *testing.T) {
 	}
 	if n := ts.db.Metrics().Flush.Count; n != flushes {
 		t.Fatalf("%d flushes for four small truncations, want none", n-flushes)
+	}
+}
+
+// TestTruncateSmallWritesNoRangeDeletion: a truncation of at most truncatePointDeletes events
+// deletes their keys one by one, and a larger one writes a single range deletion. Range
+// deletions in a memtable cost every iterator opened after them; a retention round of small
+// truncations wrote thousands.
+func TestTruncateSmallWritesNoRangeDeletion(t *testing.T) {
+	for _, tc := range []struct {
+		events         int
+		points, ranges int
+	}{
+		{events: 10, points: 9},
+		{events: truncatePointDeletes + 1, points: truncatePointDeletes},
+		{events: truncatePointDeletes + 2, ranges: 1},
+	} {
+		ts := newTestShard(t, nil, 1)
+		ts.apply(EncodeSetFormat(&SetFormatCommand{Format: MaxFormat}))
+		evs := make([]Event, tc.events)
+		for i := range evs {
+			evs[i] = Event{ID: testID(uint64(i + 1)), Type: "T"}
+		}
+		if res := ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Events: evs})); fmtResult(res)[:2] != "ok" {
+			t.Fatal(fmtResult(res))
+		}
+		ts.begin()
+		if res := ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: math.MaxUint64})); fmtResult(res) != fmt.Sprintf("ok start=%d", tc.events-1) {
+			t.Fatal(fmtResult(res))
+		}
+		var points, ranges int
+		for r := ts.batch.Reader(); ; {
+			kind, _, _, ok, err := r.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			switch kind {
+			case pebble.InternalKeyKindDelete:
+				points++
+			case pebble.InternalKeyKindRangeDelete:
+				ranges++
+			}
+		}
+		ts.commit(nil)
+		if points != tc.points || ranges != tc.ranges {
+			t.Errorf("truncating %d of %d events: %d key deletions and %d range deletions, want %d and %d",
+				tc.events-1, tc.events, points, ranges, tc.points, tc.ranges)
+		}
+		if got := storedVersions(t, ts, "s"); got != fmt.Sprintf("%d\n", tc.events-1) {
+			t.Errorf("stored after truncating %d of %d: %s", tc.events-1, tc.events, got)
+		}
 	}
 }
