@@ -258,7 +258,7 @@ func (s *Shard) applyDelete(b *pebble.Batch, c *DeleteCommand) (any, error) {
 }
 
 // applyTruncate removes the events of c.Stream before c.Before (capped: see TruncateCommand)
-// with one range deletion, and moves the stream's start there. Every event below the start
+// (removeEvents), and moves the stream's start there. Every event below the start
 // may be gone from then on; ReadLog relies on that to tell a truncated event from a lost one.
 func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) {
 	if s.pendFormat < Format4 {

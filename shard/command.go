@@ -148,8 +148,8 @@ type DeleteCommand struct {
 
 // TruncateCommand removes a stream's events before version Before, for
 // good: from stream reads, from the shard log (ReadLog skips them) and from
-// disk (a range deletion, whose span the shard compacts in the background once
-// it commits). A live stream keeps
+// disk (key by key up to 256 events, else a range deletion, whose span the
+// shard compacts in the background once it commits). A live stream keeps
 // its last event, so Before is capped at the last version and the stream's
 // versions go on; a soft-deleted or tombstoned stream can lose every event
 // (Before capped at last+1), which reclaims the space its hidden history

@@ -143,7 +143,7 @@
 // ReadLog. Format3: an append writes 'E' and 'I' per event and one 'A', and
 // the batch one 'Z', where Format2 also wrote 'N' per append and 'X' per
 // batch; the 'X' key is deleted when the shard is raised to it. Format4:
-// TruncateCommand, which deletes a range of a stream's 'E' keys and moves its
+// TruncateCommand, which deletes a stream's first 'E' keys and moves its
 // start; every event below a stream's start may be gone from then on, and
 // ReadLog skips the log's events that are. Format5: a truncation marks the
 // stream record. Format6: SetRetentionCommand and the 'P' keys. The
