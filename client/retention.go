@@ -3,6 +3,7 @@ package client
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -110,27 +111,32 @@ func (c *Client) setRetention(ctx context.Context, verb string, req *shoalv1.Set
 				return false, err
 			}))
 	})
-	failed, first := 0, -1
+	failed, first, refused := 0, -1, 0
 	for i, err := range errs {
 		if err != nil {
 			failed++
 			if first < 0 {
 				first = i
 			}
+			if errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrShardFormat) {
+				refused++
+			}
 		}
 	}
 	switch {
 	case failed == 0:
 		return nil
-	case failed == int(shards):
-		return errs[first] // nothing changed
+	case refused == int(shards):
+		return errs[first] // refused everywhere: nothing changed
 	}
 	return &RetentionIncompleteError{Verb: verb, Done: shards - uint32(failed), Shards: shards, Shard: uint32(first), Err: errs[first]}
 }
 
 // RetentionIncompleteError is the error of a SetRetention or RemoveRetention that changed some
-// shards only: Done of Shards, and Shard failed with Err (which it wraps). Running the call
-// again completes the change.
+// shards only, or may have: Done of Shards answered that they made it, and Shard failed with Err
+// (which it wraps; others may have failed too). A shard that did not answer may have made the
+// change. Running the call again completes it, unless Err is a refusal (ErrInvalidArgument: a
+// shard holding 64 policies refuses a 65th), which RemoveRetention undoes.
 type RetentionIncompleteError struct {
 	Verb         string // "set" or "removed"
 	Done, Shards uint32
@@ -263,8 +269,7 @@ func shardsFailed(errs []error, shards uint32, what string) error {
 	if failed == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s %d of %d shards (it is safe to run again); shard %d: %w",
-		what, int(shards)-failed, shards, first, errs[first])
+	return fmt.Errorf("%s %d of %d shards; shard %d: %w", what, int(shards)-failed, shards, first, errs[first])
 }
 
 // retentionUnimplemented turns UNIMPLEMENTED, from a node of a version without retention

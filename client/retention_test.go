@@ -110,6 +110,15 @@ func TestRetentionPartial(t *testing.T) {
 	if err := c.RemoveRetention(ctx, "order-"); errors.As(err, &inc) || !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("RemoveRetention refused everywhere: %v, want the refusal", err)
 	}
+	// Unanswered in every shard: it may have been made anywhere.
+	fc.mu.Lock()
+	fc.retentionFault = func(uint32) error { return unavailable() }
+	fc.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := c.RemoveRetention(sctx, "order-"); !errors.As(err, &inc) || inc.Done != 0 {
+		t.Fatalf("RemoveRetention unanswered everywhere: %v, want a RetentionIncompleteError of 0 shards", err)
+	}
 }
 
 // TestRetentionNeedsFormat: while a shard is below format 6, a policy change is refused with

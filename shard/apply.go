@@ -292,8 +292,8 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	before := min(c.Before, limit)
 	// Events below the start that a soft delete hid (all of a soft-deleted stream's) may still
 	// be on disk: the range removes them too, and the start moves only when before passes it.
-	if before > 0 {
-		if err := s.removeEvents(b, span{lo: s.keys.event(nil, m.id, 0), hi: s.keys.event(nil, m.id, before)}); err != nil {
+	if from := storedFrom(&m); before > from {
+		if err := s.removeEvents(b, span{lo: s.keys.event(nil, m.id, from), hi: s.keys.event(nil, m.id, before)}); err != nil {
 			return nil, err
 		}
 	}
@@ -313,23 +313,43 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 // leader's CPU. A key's deletion costs iterators nothing of the kind.
 const truncatePointDeletes = 256
 
+// truncatePointBytes bounds the bytes of events a truncation deletes key by key: a range
+// deletion's span is compacted at once (compact.go), a deleted key's space comes back only as
+// Pebble's own compactions reach it.
+const truncatePointBytes = 4 << 20
+
+// storedFrom returns the lowest version of stream m that may still be stored: its start when a
+// truncation marked it (Format5: every event below was removed, and a soft delete clears the
+// mark), else 0.
+func storedFrom(m *streamMeta) uint64 {
+	if m.truncated {
+		return m.start
+	}
+	return 0
+}
+
 // removeEvents deletes the event keys in sp from b: each one when there are at most
-// truncatePointDeletes, else with one range deletion, whose span the shard compacts once it
-// commits. Both leave the same keys readable, so replicas of versions that chose differently
+// truncatePointDeletes holding at most truncatePointBytes, else with one range deletion, whose
+// span the shard compacts once it commits. Both leave the same keys readable, so replicas of versions that chose differently
 // hold the same state.
 func (s *Shard) removeEvents(b *pebble.Batch, sp span) error {
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sp.lo, UpperBound: sp.hi})
 	if err != nil {
 		return err
 	}
-	var keys [][]byte
-	for valid := it.First(); valid && len(keys) <= truncatePointDeletes; valid = it.Next() {
+	var (
+		keys  [][]byte
+		bytes int
+	)
+	for valid := it.First(); valid && len(keys) <= truncatePointDeletes && bytes <= truncatePointBytes; valid = it.Next() {
 		keys = append(keys, slices.Clone(it.Key()))
+		lv := it.LazyValue()
+		bytes += lv.Len()
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return err
 	}
-	if len(keys) > truncatePointDeletes {
+	if len(keys) > truncatePointDeletes || bytes > truncatePointBytes {
 		s.pendCompact = append(s.pendCompact, sp)
 		return b.DeleteRange(sp.lo, sp.hi, nil)
 	}

@@ -136,8 +136,9 @@ func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, co
 			sum.First = m.last + 1 // a tombstone leaves the record's start where it was
 		}
 		// The events below First still stored (truncations remove a stream's first events, so
-		// those left are the versions from the first stored one on).
-		events.SetBounds(s.keys.event(nil, m.id, 0), s.keys.event(nil, m.id, sum.First))
+		// those left are the versions from the first stored one on). Below a start a truncation
+		// marked none is: the probe then does not step over what it removed.
+		events.SetBounds(s.keys.event(nil, m.id, storedFrom(&m)), s.keys.event(nil, m.id, max(sum.First, storedFrom(&m))))
 		if events.First() {
 			v, err := eventVersion(events.Key())
 			if err != nil {

@@ -202,7 +202,22 @@ func (s *Shard) applySetRetention(b *pebble.Batch, c *SetRetentionCommand) (any,
 		return invalid("policies", fmt.Sprintf("at most %d retention policies", MaxRetentionPolicies),
 			"shard %d holds %d; remove one first", s.id, n), nil
 	default:
-		s.valBuf = encodePolicy(s.valBuf[:0], &c.Policy)
+		p := c.Policy
+		if has {
+			// Set names the policy to its truncations (RetentionRef): a new one must differ from
+			// the one it replaces even when the proposer's clock went back.
+			old, closer, err := b.Get(s.keyBuf)
+			if err != nil {
+				return nil, err
+			}
+			prev, err := decodePolicy(p.Prefix, old)
+			closer.Close()
+			if err != nil {
+				return nil, err
+			}
+			p.Set = max(p.Set, prev.Set+1)
+		}
+		s.valBuf = encodePolicy(s.valBuf[:0], &p)
 		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
 			return nil, err
 		}

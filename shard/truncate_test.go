@@ -146,19 +146,25 @@ func TestSmallTruncateNoFlush(t *testing.T) {
 // deletions in a memtable cost every iterator opened after them; a retention round of small
 // truncations wrote thousands.
 func TestTruncateSmallWritesNoRangeDeletion(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
 	for _, tc := range []struct {
 		events         int
+		size           int // random bytes of data per event
 		points, ranges int
 	}{
 		{events: 10, points: 9},
 		{events: truncatePointDeletes + 1, points: truncatePointDeletes},
 		{events: truncatePointDeletes + 2, ranges: 1},
+		{events: 3, size: 3 << 20, ranges: 1}, // past truncatePointBytes
 	} {
 		ts := newTestShard(t, nil, 1)
 		ts.apply(EncodeSetFormat(&SetFormatCommand{Format: MaxFormat}))
 		evs := make([]Event, tc.events)
 		for i := range evs {
-			evs[i] = Event{ID: testID(uint64(i + 1)), Type: "T"}
+			evs[i] = Event{ID: testID(uint64(i + 1)), Type: "T", Data: make([]byte, tc.size)}
+			for j := range evs[i].Data {
+				evs[i].Data[j] = byte(rnd.Uint32())
+			}
 		}
 		if res := ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Events: evs})); fmtResult(res)[:2] != "ok" {
 			t.Fatal(fmtResult(res))

@@ -108,8 +108,12 @@ func (a *app) retentionChange(cmd *cobra.Command, server string, fn func(context
 	if err != nil {
 		if inc := (*client.RetentionIncompleteError)(nil); errors.As(err, &inc) {
 			code, msg := explain(a.unreachable(inc.Err, server))
-			return &explainedError{code: code, msg: fmt.Sprintf("retention policy %s in %d of %d shards, then shard %d failed: %s; "+
-				"run the command again to complete it (it is safe to repeat)", inc.Verb, inc.Done, inc.Shards, inc.Shard, msg)}
+			hint := "run the command again to complete it (it is safe to repeat)"
+			if errors.Is(inc.Err, client.ErrInvalidArgument) {
+				hint = "running it again will not complete it: 'shoal retention remove' undoes it, or make room in that shard first"
+			}
+			return &explainedError{code: code, msg: fmt.Sprintf("retention policy %s in %d of %d shards, then shard %d failed: %s; %s",
+				inc.Verb, inc.Done, inc.Shards, inc.Shard, msg, hint)}
 		}
 		if errors.Is(err, client.ErrShardFormat) {
 			return &explainedError{code: exitError, msg: trimPrefixes(err.Error()) +
