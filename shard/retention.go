@@ -113,17 +113,12 @@ func EncodeSetRetention(c *SetRetentionCommand) []byte {
 	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(p.Prefix)+8)
 	b = append(b, cmdSetRetention)
 	b = appendString(b, p.Prefix)
-	var flags byte
-	if p.Deleted {
-		flags |= retentionDeleted
-	}
+	flags := len(b)
+	b = encodePolicy(b, p) // the command carries the policy record, with the remove flag
 	if c.Remove {
-		flags |= retentionRemove
+		b[flags] |= retentionRemove
 	}
-	b = append(b, flags)
-	b = binary.AppendUvarint(b, p.KeepLast)
-	b = binary.AppendUvarint(b, uint64(max(p.MaxAge, 0)))
-	return binary.BigEndian.AppendUint64(b, uint64(p.Set))
+	return b
 }
 
 // decodeSetRetention decodes what follows the command byte.
