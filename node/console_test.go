@@ -291,6 +291,34 @@ func TestConsoleStreams(t *testing.T) {
 			t.Errorf("%s: %d, want 400 saying %q:\n%s", tc.path[:min(len(tc.path), 40)], resp.StatusCode, tc.want, pageMain(body))
 		}
 	}
+
+	// The retention policies, and one held by some shards only.
+	if _, body := consoleGet(t, n, "/console/streams"); strings.Contains(body, "retention policies") {
+		t.Fatalf("retention policies shown before any was set:\n%s", pageMain(body))
+	}
+	waitFormat(ctx, t, n)
+	shards := uint32(len(n.Topology(ctx).Shards))
+	for id := range shards {
+		policies := []*shoalv1.RetentionPolicy{{Prefix: "order-", KeepLast: 1000, MaxAgeMs: 3600_000}}
+		if id > 0 {
+			policies = append(policies, &shoalv1.RetentionPolicy{Prefix: "", Deleted: true})
+		}
+		for _, p := range policies {
+			if _, err := c.SetRetention(ctx, &shoalv1.SetRetentionRequest{Shard: id, Policy: p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_, body = consoleGet(t, n, "/console/streams")
+	for _, want := range []string{
+		"retention policies (applied by the shards' leaders):",
+		"<br>&#34;order-&#34;: keep the last 1000, remove older than 1h0m0s",
+		fmt.Sprintf("<br>every stream: remove what deletes hid (held by %d of %d shards: set or remove it again)", shards-1, shards),
+	} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("streams page with retention policies: no %q in\n%s", want, pageMain(body))
+		}
+	}
 }
 
 // TestConsoleDataRefused: ConsoleData goes neither with TLS nor without the HTTP port.

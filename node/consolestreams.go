@@ -49,14 +49,17 @@ func (n *Node) consoleStreamList(w http.ResponseWriter, r *http.Request) {
 	// a shard that has more than the page shows returns one more.
 	pages := make([][]*shoalv1.StreamSummary, s.Shards)
 	errs := make([]error, s.Shards)
+	policies := make([]*shoalv1.RetentionResponse, s.Shards) // nil where the read failed
 	var wg sync.WaitGroup
 	for id := range s.Shards {
 		wg.Go(func() {
 			pages[id], errs[id] = consoleListShard(ctx, c, &shoalv1.ListStreamsRequest{Shard: id, Prefix: b.Prefix, After: b.After,
 				Count: limit + 1, IncludeDeleted: b.Deleted, AllowStale: b.Stale})
 		})
+		wg.Go(func() { policies[id], _ = c.Retention(ctx, &shoalv1.RetentionRequest{Shard: id}) })
 	}
 	wg.Wait()
+	b.Retention = consolePolicies(policies)
 	var all []*shoalv1.StreamSummary
 	for id, err := range errs {
 		if err != nil {
@@ -87,6 +90,55 @@ type consoleStreamsBody struct {
 	Streams        []consoleStreamRow
 	Missing        []string // the shards that did not answer, and why
 	First, Next    string   // links; Next "" on the last page
+	Retention      []string // the cluster's retention policies, one line each
+}
+
+// consolePolicies describes the retention policies the shards hold, one line per form of each
+// prefix's policy, saying when only some of the shards that answered hold it and when some did
+// not answer (a nil response).
+func consolePolicies(resps []*shoalv1.RetentionResponse) []string {
+	held := map[string]int{}
+	answered := 0
+	for _, r := range resps {
+		if r == nil {
+			continue
+		}
+		answered++
+		for _, p := range r.Policies {
+			held[policyLine(p)]++
+		}
+	}
+	var out []string
+	for line, k := range held {
+		if k < answered {
+			line += fmt.Sprintf(" (held by %d of %d shards: set or remove it again)", k, answered)
+		}
+		out = append(out, line)
+	}
+	slices.Sort(out)
+	if len(out) > 0 && answered < len(resps) {
+		out = append(out, fmt.Sprintf("(%d of %d shards did not answer)", len(resps)-answered, len(resps)))
+	}
+	return out
+}
+
+// policyLine describes p as shoal retention list does.
+func policyLine(p *shoalv1.RetentionPolicy) string {
+	var parts []string
+	if p.KeepLast > 0 {
+		parts = append(parts, fmt.Sprintf("keep the last %d", p.KeepLast))
+	}
+	if p.MaxAgeMs > 0 {
+		parts = append(parts, "remove older than "+(time.Duration(p.MaxAgeMs)*time.Millisecond).String())
+	}
+	if p.Deleted {
+		parts = append(parts, "remove what deletes hid")
+	}
+	prefix := fmt.Sprintf("%q", p.Prefix)
+	if p.Prefix == "" {
+		prefix = "every stream"
+	}
+	return prefix + ": " + strings.Join(parts, ", ")
 }
 
 type consoleStreamRow struct {
