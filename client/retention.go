@@ -111,18 +111,7 @@ func (c *Client) setRetention(ctx context.Context, verb string, req *shoalv1.Set
 				return false, err
 			}))
 	})
-	failed, first, refused := 0, -1, 0
-	for i, err := range errs {
-		if err != nil {
-			failed++
-			if first < 0 {
-				first = i
-			}
-			if errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrShardFormat) {
-				refused++
-			}
-		}
-	}
+	failed, first, refused := failures(errs)
 	switch {
 	case failed == 0:
 		return nil
@@ -254,18 +243,29 @@ func (c *Client) eachShard(ctx context.Context, shards uint32, fn func(context.C
 	return errs
 }
 
+// failures counts the shards that failed and those that refused (a verdict: ErrInvalidArgument
+// or ErrShardFormat, so nothing changed there), and returns the first that failed (-1: none).
+func failures(errs []error) (failed, first, refused int) {
+	first = -1
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		failed++
+		if first < 0 {
+			first = i
+		}
+		if errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrShardFormat) {
+			refused++
+		}
+	}
+	return failed, first, refused
+}
+
 // shardsFailed returns nil when no shard failed, else the first shard's error, saying in how
 // many shards what was done.
 func shardsFailed(errs []error, shards uint32, what string) error {
-	failed, first := 0, -1
-	for i, err := range errs {
-		if err != nil {
-			failed++
-			if first < 0 {
-				first = i
-			}
-		}
-	}
+	failed, first, _ := failures(errs)
 	if failed == 0 {
 		return nil
 	}

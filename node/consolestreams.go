@@ -124,21 +124,11 @@ func consolePolicies(resps []*shoalv1.RetentionResponse) []string {
 
 // policyLine describes p as shoal retention list does.
 func policyLine(p *shoalv1.RetentionPolicy) string {
-	var parts []string
-	if p.KeepLast > 0 {
-		parts = append(parts, fmt.Sprintf("keep the last %d", p.KeepLast))
-	}
-	if p.MaxAgeMs > 0 {
-		parts = append(parts, "remove older than "+(time.Duration(p.MaxAgeMs)*time.Millisecond).String())
-	}
-	if p.Deleted {
-		parts = append(parts, "remove what deletes hid")
-	}
 	prefix := fmt.Sprintf("%q", p.Prefix)
 	if p.Prefix == "" {
 		prefix = "every stream"
 	}
-	return prefix + ": " + strings.Join(parts, ", ")
+	return prefix + ": " + p.Describe()
 }
 
 type consoleStreamRow struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -181,10 +182,14 @@ func (s *Shard) applySetRetention(b *pebble.Batch, c *SetRetentionCommand) (any,
 	if err := ValidateRetention(c); err != nil {
 		return err, nil
 	}
-	n, has, err := s.countPolicies(b, c.Policy.Prefix)
+	ps, err := s.policiesIn(b)
 	if err != nil {
 		return nil, err
 	}
+	n := len(ps)
+	i, has := slices.BinarySearchFunc(ps, c.Policy.Prefix, func(p RetentionPolicy, prefix string) int {
+		return strings.Compare(p.Prefix, prefix)
+	})
 	s.keyBuf = s.keys.policy(s.keyBuf[:0], c.Policy.Prefix)
 	switch {
 	case c.Remove && has:
@@ -201,16 +206,7 @@ func (s *Shard) applySetRetention(b *pebble.Batch, c *SetRetentionCommand) (any,
 		if has {
 			// Set names the policy to its truncations (RetentionRef): a new one must differ from
 			// the one it replaces even when the proposer's clock went back.
-			old, closer, err := b.Get(s.keyBuf)
-			if err != nil {
-				return nil, err
-			}
-			prev, err := decodePolicy(p.Prefix, old)
-			closer.Close()
-			if err != nil {
-				return nil, err
-			}
-			p.Set = max(p.Set, prev.Set+1)
+			p.Set = max(p.Set, ps[i].Set+1)
 		}
 		s.valBuf = encodePolicy(s.valBuf[:0], &p)
 		if err := b.Set(s.keyBuf, s.valBuf, nil); err != nil {
@@ -223,25 +219,14 @@ func (s *Shard) applySetRetention(b *pebble.Batch, c *SetRetentionCommand) (any,
 	return &RetentionResult{Policies: n}, nil
 }
 
-// countPolicies counts the policies in r (the batch being applied), and reports whether prefix
-// has one.
-func (s *Shard) countPolicies(r pebble.Reader, prefix string) (n int, has bool, err error) {
+// RetentionPolicies returns the shard's committed retention policies in prefix order.
+func (s *Shard) RetentionPolicies() ([]RetentionPolicy, error) { return s.policiesIn(s.db) }
+
+// policiesIn returns the retention policies in r (the DB, or the batch being applied) in
+// prefix order.
+func (s *Shard) policiesIn(r pebble.Reader) ([]RetentionPolicy, error) {
 	lo, hi := s.keys.tagSpan(tagPolicy)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return 0, false, err
-	}
-	for valid := it.First(); valid; valid = it.Next() {
-		n++
-		has = has || string(it.Key()[prefixLen+1:]) == prefix
-	}
-	return n, has, errors.Join(it.Error(), it.Close())
-}
-
-// RetentionPolicies returns the shard's committed retention policies in prefix order.
-func (s *Shard) RetentionPolicies() ([]RetentionPolicy, error) {
-	lo, hi := s.keys.tagSpan(tagPolicy)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, err
 	}
@@ -414,29 +399,13 @@ var ErrScanStopped = errors.New("shard: retention scan stopped")
 // checkGoverning returns an ErrPolicyChanged verdict unless the policy governing stream in r
 // (the batch being applied) is ref as it was set.
 func (s *Shard) checkGoverning(r pebble.Reader, stream string, ref *RetentionRef) (verdict, err error) {
-	lo, hi := s.keys.tagSpan(tagPolicy)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	ps, err := s.policiesIn(r)
 	if err != nil {
 		return nil, err
 	}
-	var gov *RetentionPolicy
-	for valid := it.First(); valid; valid = it.Next() {
-		prefix := string(it.Key()[prefixLen+1:])
-		if !strings.HasPrefix(stream, prefix) || gov != nil && len(prefix) <= len(gov.Prefix) {
-			continue
-		}
-		p, err := decodePolicy(prefix, it.Value())
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
-		gov = &p
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return nil, err
-	}
+	gov, found := Governing(ps, stream)
 	switch {
-	case gov == nil:
+	case !found:
 		return fmt.Errorf("%w: no policy governs stream %q now (the policy of %q set at %d was removed)",
 			ErrPolicyChanged, stream, ref.Prefix, ref.Set), nil
 	case gov.Prefix != ref.Prefix || gov.Set != ref.Set:

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 )
 
@@ -204,16 +204,7 @@ func prefixName(prefix string) string {
 	return fmt.Sprintf("%q", prefix)
 }
 
+// policyText says what p removes.
 func policyText(p client.RetentionPolicy) string {
-	var parts []string
-	if p.KeepLast > 0 {
-		parts = append(parts, fmt.Sprintf("keep the last %d", p.KeepLast))
-	}
-	if p.MaxAge > 0 {
-		parts = append(parts, "remove older than "+p.MaxAge.String())
-	}
-	if p.Deleted {
-		parts = append(parts, "remove what deletes hid")
-	}
-	return strings.Join(parts, ", ")
+	return (&shoalv1.RetentionPolicy{KeepLast: p.KeepLast, MaxAgeMs: uint64(p.MaxAge / time.Millisecond), Deleted: p.Deleted}).Describe()
 }
