@@ -110,9 +110,11 @@ func TestRetentionPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The longer prefix first: a round between the two would otherwise apply order-'s policy
+	// to order-vip-1, correctly, before order-vip-'s existed.
 	for _, p := range []client.RetentionPolicy{
-		{Prefix: "order-", KeepLast: 2},
 		{Prefix: "order-vip-", MaxAge: time.Hour},
+		{Prefix: "order-", KeepLast: 2},
 		{Prefix: "", Deleted: true},
 	} {
 		if err := cl.SetRetention(ctx, p); err != nil {
