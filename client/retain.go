@@ -2,10 +2,14 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
 // Retention is a retention policy that Retain applies to streams: which of their events it
@@ -41,32 +45,38 @@ type Retained struct {
 func (r Retained) Events() uint64 { return r.Before - r.From + r.Hidden }
 
 // Retain applies retention policy r once to every stream whose name starts with prefix ("":
-// every stream), up to 16 streams at a time, and calls fn for each stream it removed events
-// from (fn may be nil), one call at a time, in no particular order, from goroutines of its own
-// (a panic in fn is not recovered). A stream with nothing to
-// remove costs a listing entry, and, under MaxAge, a page of its first events. It stops at the
-// first error, of a truncation (which names the stream) or of fn, and returns it once the
-// streams under way are done. Running it again is safe, and goes on where a failed run
-// stopped.
+// every stream), and calls fn for each stream it removed events from (fn may be nil), one call
+// at a time, in no particular order, from goroutines of its own (a panic in fn is not
+// recovered). Each shard's leader works out what the policy removes, a page of streams at a
+// time (RetentionCuts: a stream with nothing to remove costs it a listing entry, and, under
+// MaxAge, the headers of its events up to the first young one); Retain truncates those streams,
+// up to 16 at a time. It stops at the first error, of a truncation (which names the stream) or
+// of fn, and returns it once the streams under way are done. Running it again is safe, and goes
+// on where a failed run stopped.
 //
-// Retain is safe with writers running: the versions it removes were decided from the stream
-// as listed, and appends only add later ones (a stream deleted since loses the versions
-// chosen, which the delete hid anyway). MaxAge compares this client's clock with the commit
-// times the shards' leaders stamped. Every shard must be at format 4 (ErrShardFormat, as for
-// Truncate); Deleted needs servers that count hidden events (StreamInfo.HiddenEvents), which
-// older versions report as none.
+// Retain is safe with writers running: the versions it removes were decided from committed
+// state, and appends only add later ones (a stream deleted since loses the versions chosen,
+// which the delete hid anyway). MaxAge compares the clock of each shard's leader with the
+// commit times the leaders stamped, event by event, and reads at most 100,000 of a stream's
+// events a run: a run removes at most that many by age from one stream, and the next goes on.
+// Every node must run a version that has RetentionCuts, and every shard must be at format 4
+// (ErrShardFormat, as for Truncate); Deleted needs servers that count hidden events.
 func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func(Retained) error) error {
-	if r.KeepLast == 0 && r.MaxAge <= 0 && !r.Deleted {
+	switch {
+	case r.MaxAge < 0 || r.MaxAge > 0 && r.MaxAge < time.Millisecond:
+		return &InvalidArgumentError{Field: "Retention.MaxAge", Limit: "0 (no limit by age), or 1ms or more",
+			Reason: fmt.Sprintf("%v given", r.MaxAge)}
+	case r.KeepLast == 0 && r.MaxAge == 0 && !r.Deleted:
 		return &InvalidArgumentError{Field: "Retention", Limit: "KeepLast, MaxAge or Deleted",
 			Reason: "the policy removes nothing"}
 	}
-	if r.MaxAge < 0 {
-		return &InvalidArgumentError{Field: "Retention.MaxAge", Limit: "0 or more", Reason: fmt.Sprintf("%v given", r.MaxAge)}
+	if err := checkRetention(prefix); err != nil {
+		return err
 	}
-	cutoff := time.Now().Add(-r.MaxAge)
-	opts := []ReadOption{StreamPrefix(prefix)}
-	if r.Deleted {
-		opts = append(opts, IncludeDeletes()) // deleted streams too
+	policy := RetentionPolicy{Prefix: prefix, KeepLast: r.KeepLast, MaxAge: r.MaxAge, Deleted: r.Deleted}.proto()
+	shards, err := c.Shards(ctx)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -74,8 +84,6 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 		mu       sync.Mutex // fn's calls, failed and fnFailed
 		failed   error      // the first error, which ends the run
 		fnFailed bool       // fn failed: it is called no more
-		wg       sync.WaitGroup
-		inFlight = make(chan struct{}, retainParallel)
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -85,105 +93,65 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 			cancel()
 		}
 	}
-	for s, err := range c.ListStreams(ctx, "", opts...) {
-		if err != nil {
-			fail(err)
-			break
-		}
-		inFlight <- struct{}{}
-		if err := ctx.Err(); err != nil { // the caller's, or a failure's
-			<-inFlight
-			fail(err)
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-inFlight }()
-			ret, ok, err := c.retainStream(ctx, s, r, cutoff)
-			if err != nil {
+	// Up to retentionParallel shards at once, each truncating its streams one at a time (a
+	// truncation is a raft round trip).
+	c.eachShard(ctx, shards, func(ctx context.Context, shard uint32) error {
+		for after := ""; ; {
+			if err := ctx.Err(); err != nil { // the caller's, or a failure's
 				fail(err)
-				return
+				return err
 			}
-			if !ok || fn == nil {
-				return
-			}
-			// Told even after another stream failed: it was truncated.
-			mu.Lock()
-			if !fnFailed {
-				err = fn(ret)
-				fnFailed = err != nil
-			}
-			mu.Unlock()
+			resp, err := c.retentionCuts(ctx, &shoalv1.RetentionCutsRequest{Shard: shard, Policy: policy, After: after})
 			if err != nil {
-				fail(err)
+				fail(fmt.Errorf("shard %d: %w", shard, err))
+				return err
 			}
-		})
-	}
-	wg.Wait()
+			for _, cut := range resp.GetCuts() {
+				ret := Retained{Stream: cut.GetStream(), State: StreamState(cut.GetState()), From: cut.GetFrom(),
+					Before: cut.GetBefore(), Hidden: cut.GetHidden()}
+				if !r.DryRun {
+					if _, err := c.Truncate(ctx, ret.Stream, ret.Before, Any); err != nil {
+						err = fmt.Errorf("truncating %q before version %d: %w", ret.Stream, ret.Before, err)
+						fail(err)
+						return err
+					}
+				}
+				if fn == nil {
+					continue
+				}
+				// Told even after another stream failed: it was truncated.
+				mu.Lock()
+				if !fnFailed {
+					err = fn(ret)
+					fnFailed = err != nil
+				}
+				mu.Unlock()
+				if err != nil {
+					fail(err)
+					return err
+				}
+			}
+			if after = resp.GetLast(); after == "" {
+				return nil
+			}
+		}
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	return failed
 }
 
-// retainParallel is how many streams Retain truncates at once: each truncation is a raft
-// round trip, and one at a time a run over many streams would take a round trip per stream.
-const retainParallel = 16
-
-// retainStream applies policy r to stream s, as listed: it returns what it removed, and false
-// when there was nothing to remove.
-func (c *Client) retainStream(ctx context.Context, s StreamInfo, r Retention, cutoff time.Time) (Retained, bool, error) {
-	before, err := c.retainBefore(ctx, s, r, cutoff)
-	if err != nil {
-		return Retained{}, false, err
+// retentionCuts asks the shard's leader for a page of cuts.
+func (c *Client) retentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequest) (*shoalv1.RetentionCutsResponse, error) {
+	var resp *shoalv1.RetentionCutsResponse
+	err := c.run(ctx, target{kind: byShard, shard: req.Shard, idempotent: true}, true,
+		func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+			var err error
+			resp, err = n.streams.RetentionCuts(ctx, req)
+			return false, err
+		})
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented {
+		return nil, fmt.Errorf("a node runs a version without RetentionCuts, which Retain needs (upgrade every node first): %s", st.Message())
 	}
-	from := s.FirstVersion
-	switch {
-	case s.State != StreamLive: // before is past every version: the hidden events go
-		if s.HiddenEvents == 0 {
-			return Retained{}, false, nil
-		}
-	case before > from: // and so do the hidden ones
-	case r.Deleted && s.HiddenEvents > 0:
-		before = from // the hidden events only
-	default:
-		return Retained{}, false, nil
-	}
-	if !r.DryRun {
-		if _, err := c.Truncate(ctx, s.Name, before, Any); err != nil {
-			return Retained{}, false, fmt.Errorf("truncating %q before version %d: %w", s.Name, before, err)
-		}
-	}
-	return Retained{Stream: s.Name, State: s.State, From: from, Before: before, Hidden: s.HiddenEvents}, true, nil
-}
-
-// retainBefore returns the first version of stream s that policy r keeps: events before it go.
-func (c *Client) retainBefore(ctx context.Context, s StreamInfo, r Retention, cutoff time.Time) (uint64, error) {
-	if s.State != StreamLive {
-		// Every hidden event, and no later one: a stream appended to again since it was
-		// listed has versions after LastVersion.
-		return s.LastVersion + 1, nil
-	}
-	before := s.FirstVersion
-	if r.KeepLast > 0 && s.LastVersion+1-s.FirstVersion > r.KeepLast {
-		before = s.LastVersion + 1 - r.KeepLast
-	}
-	if r.MaxAge > 0 {
-		if s.LastCreated.Before(cutoff) {
-			return s.LastVersion, nil // all but the last, which a live stream keeps
-		}
-		// The first event that is not that old, from before on.
-		for ev, err := range c.Read(ctx, s.Name, FromVersion(before)) {
-			if errors.Is(err, ErrStreamNotFound) || errors.Is(err, ErrStreamDeleted) || errors.Is(err, ErrStreamChanged) {
-				// Deleted or truncated since it was listed: left to the next run.
-				return s.FirstVersion, nil
-			}
-			if err != nil {
-				return 0, fmt.Errorf("reading %q: %w", s.Name, err)
-			}
-			if !ev.Created.Before(cutoff) {
-				break
-			}
-			before = ev.Version + 1
-		}
-	}
-	return min(before, s.LastVersion), nil
+	return resp, err
 }

@@ -278,6 +278,30 @@ func TestListStreams(t *testing.T) {
 		}
 	}
 
+	keep := &shoalv1.RetentionPolicy{KeepLast: 1}
+	for _, tc := range []struct {
+		req   *shoalv1.RetentionCutsRequest
+		field string
+	}{
+		{&shoalv1.RetentionCutsRequest{Shard: placementShards, Policy: keep}, "shard"},
+		{&shoalv1.RetentionCutsRequest{}, "policy"},
+		{&shoalv1.RetentionCutsRequest{Policy: &shoalv1.RetentionPolicy{Prefix: long, KeepLast: 1}}, "prefix"},
+		{&shoalv1.RetentionCutsRequest{Policy: keep, After: long}, "after"},
+		{&shoalv1.RetentionCutsRequest{Policy: keep, Count: 1025}, "count"},
+	} {
+		_, err := streams.RetentionCuts(ctx, tc.req)
+		st := status.Convert(err)
+		var f *shoalv1.InvalidField
+		for _, d := range st.Details() {
+			if d, ok := d.(*shoalv1.InvalidField); ok {
+				f = d
+			}
+		}
+		if st.Code() != codes.InvalidArgument || f == nil || f.GetField() != tc.field || f.GetLimit() == "" {
+			t.Fatalf("RetentionCuts(%v): %v, want INVALID_ARGUMENT naming %s and its limit", tc.req, err, tc.field)
+		}
+	}
+
 	// Two nodes down: no shard has a quorum. The node left serves a stale listing of what it
 	// holds, and refuses a linearizable one as unavailable.
 	c.Stop(t, 1)

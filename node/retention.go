@@ -103,14 +103,9 @@ func (n *Node) retention(ctx context.Context, req *shoalv1.RetentionRequest) (*s
 		return nil, n.toStatus(err, "", req.Shard)
 	}
 	res, _, err := n.write(ctx, req.Shard, true, func(g *replica.Group, pctx context.Context) (any, error) {
-		if timedOut, err := readBarrier(pctx, g); timedOut {
-			return nil, &NoLeaderError{Shard: req.Shard, Cause: fmt.Errorf("read index not confirmed within %v", noLeaderWait)}
-		} else if err != nil {
+		sm, err := n.leaderRead(pctx, g, req.Shard)
+		if err != nil {
 			return nil, err
-		}
-		sm, _, ok := n.shardSM(req.Shard)
-		if !ok {
-			return nil, &NoLeaderError{Shard: req.Shard, Cause: errors.New("its replica here closed")}
 		}
 		ps, err := sm.RetentionPolicies()
 		if err != nil {
@@ -131,6 +126,91 @@ func (n *Node) retention(ctx context.Context, req *shoalv1.RetentionRequest) (*s
 		return r, nil
 	}
 	return nil, status.Errorf(codes.Internal, "retention: unexpected result %T", res)
+}
+
+// MaxRetentionCutsCount bounds RetentionCutsRequest.count: how many streams one page looks at
+// (each may read up to 100,000 event headers under a max-age).
+const MaxRetentionCutsCount = 1024
+
+// RetentionCuts works out, on the shard's leader after a read index, the truncations the
+// policy in the request asks of a page of the shard's streams; it changes nothing.
+func (s *streamsServer) RetentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequest) (*shoalv1.RetentionCutsResponse, error) {
+	resp, err := s.n.retentionCuts(ctx, req)
+	if incomingHops(ctx) == 0 {
+		s.n.metrics.reads.WithLabelValues("retention", resultLabel(err)).Inc()
+	}
+	return resp, err
+}
+
+func (n *Node) retentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequest) (*shoalv1.RetentionCutsResponse, error) {
+	if _, err := n.checkShardRead(req.Shard, false, 0); err != nil {
+		return nil, n.toStatus(err, "", req.Shard)
+	}
+	count := req.Count
+	switch {
+	case count == 0:
+		count = retentionPage
+	case count > MaxRetentionCutsCount:
+		return nil, n.toStatus(&shard.InvalidError{Field: "count", Limit: fmt.Sprintf("at most %d", MaxRetentionCutsCount),
+			Reason: fmt.Sprintf("%d given", count)}, "", req.Shard)
+	}
+	cmd := &shard.SetRetentionCommand{}
+	if req.Policy != nil {
+		cmd.Policy = fromProtoPolicy(req.Policy)
+	}
+	if err := shard.ValidateRetention(cmd); err != nil {
+		return nil, n.toStatus(err, "", req.Shard)
+	}
+	if err := shard.CheckListBounds(cmd.Policy.Prefix, req.After); err != nil {
+		return nil, n.toStatus(err, "", req.Shard)
+	}
+	res, _, err := n.write(ctx, req.Shard, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		sm, err := n.leaderRead(pctx, g, req.Shard)
+		if err != nil {
+			return nil, err
+		}
+		p := cmd.Policy
+		stop := func() bool { return pctx.Err() != nil || !g.IsLeader() }
+		cuts, last, err := sm.RetentionCuts(p, []shard.RetentionPolicy{p}, time.Now().UnixNano(), req.After, uint64(count), stop)
+		if errors.Is(err, shard.ErrScanStopped) {
+			if err = pctx.Err(); err == nil {
+				err = &NoLeaderError{Shard: req.Shard, Cause: errors.New("this node stopped leading the shard")}
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		resp := &shoalv1.RetentionCutsResponse{Shard: req.Shard, Last: last, Cuts: make([]*shoalv1.RetentionCut, len(cuts))}
+		for i, c := range cuts {
+			resp.Cuts[i] = &shoalv1.RetentionCut{Stream: c.Stream, State: shoalv1.StreamState(c.State), From: c.From,
+				Before: c.Before, Hidden: c.Hidden}
+		}
+		return resp, nil
+	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
+		return shoalv1.NewStreamsClient(conn).RetentionCuts(fctx, req)
+	})
+	if err != nil {
+		return nil, n.toStatus(err, "", req.Shard)
+	}
+	if r, ok := res.(*shoalv1.RetentionCutsResponse); ok {
+		return r, nil
+	}
+	return nil, status.Errorf(codes.Internal, "retention cuts: unexpected result %T", res)
+}
+
+// leaderRead catches shard id's replica here, whose group g this node leads, up with what the
+// shard committed (a read index), and returns it.
+func (n *Node) leaderRead(ctx context.Context, g *replica.Group, id uint32) (*shard.Shard, error) {
+	if timedOut, err := readBarrier(ctx, g); timedOut {
+		return nil, &NoLeaderError{Shard: id, Cause: fmt.Errorf("read index not confirmed within %v", noLeaderWait)}
+	} else if err != nil {
+		return nil, err
+	}
+	sm, _, ok := n.shardSM(id)
+	if !ok {
+		return nil, &NoLeaderError{Shard: id, Cause: errors.New("its replica here closed")}
+	}
+	return sm, nil
 }
 
 // needFormat returns shard.NeedsFormat's verdict for what when the local replica of shard id,

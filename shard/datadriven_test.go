@@ -205,7 +205,7 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		}
 		var sb strings.Builder
 		for _, c := range cuts {
-			fmt.Fprintf(&sb, "%s from=%d before=%d hidden=%d events=%d\n", c.Stream, c.From, c.Before, c.Hidden, c.Events())
+			fmt.Fprintf(&sb, "%s %v from=%d before=%d hidden=%d events=%d\n", c.Stream, c.State, c.From, c.Before, c.Hidden, c.Events())
 		}
 		fmt.Fprintf(&sb, "last=%q\n", last)
 		return sb.String()

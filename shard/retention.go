@@ -258,6 +258,7 @@ func Governing(policies []RetentionPolicy, name string) (RetentionPolicy, bool) 
 // events a delete hid.
 type RetentionCut struct {
 	Stream       string
+	State        StreamState // as listed
 	From, Before uint64
 	Hidden       uint64
 	// Policy is the policy that asks for the cut, for TruncateCommand.Policy.
@@ -310,7 +311,7 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 		if err != nil {
 			return nil, "", err
 		}
-		c := RetentionCut{Stream: m.Name, From: m.First, Before: before, Hidden: m.Hidden,
+		c := RetentionCut{Stream: m.Name, State: m.State, From: m.First, Before: before, Hidden: m.Hidden,
 			Policy: RetentionRef{Prefix: p.Prefix, Set: p.Set}}
 		switch {
 		case m.State != StreamLive: // every hidden event goes

@@ -256,7 +256,7 @@ func (a *app) retainCmd() *cobra.Command {
 		Long: `Apply a retention policy once to every stream whose name starts with --prefix,
 removing events for good as truncate does: all but the last --keep-last events,
 the events older than --max-age (from the first on, up to the first one that is
-not that old), and with --deleted the events that deletes hid: every event of
+not that old; at most 100,000 a stream a run), and with --deleted the events that deletes hid: every event of
 the deleted streams, and the events of live streams from before a soft delete
 (reads no longer return them, but the disks still hold them). A live stream
 keeps its last event whatever the policy says.
@@ -264,8 +264,9 @@ keeps its last event whatever the policy says.
 It prints each stream it truncates and a summary; --dry-run prints what it
 would remove and removes nothing. Run it from cron or a Kubernetes CronJob to
 keep a policy applied. It is safe with writers running, and safe to run again.
---max-age compares this machine's clock with the commit times the servers
-stamped.`,
+Each shard's leader works out what goes; --max-age compares its clock with the
+commit times the leaders stamped. To keep a policy applied by the cluster
+itself, use 'shoal retention set'.`,
 		Example: `  shoal retain --prefix session- --max-age 720h
   shoal retain --prefix metrics- --keep-last 1000 --deleted --dry-run`,
 		Args: noArgs,
@@ -275,8 +276,8 @@ stamped.`,
 				return usagef("--prefix is required: the policy applies to the streams whose names start with it")
 			case keepLast == 0 && maxAge == 0 && !deleted:
 				return usagef("give --keep-last, --max-age or --deleted: the policy removes nothing")
-			case maxAge < 0:
-				return usagef("--max-age must be positive, got %v", maxAge)
+			case maxAge < 0 || maxAge > 0 && maxAge < time.Millisecond:
+				return usagef("--max-age must be at least 1ms, got %v", maxAge)
 			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx, server)

@@ -1781,6 +1781,213 @@ func (x *RetentionResponse) GetFormat() uint64 {
 	return 0
 }
 
+type RetentionCutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Policy        *RetentionPolicy       `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"` // set_unix_nano is ignored
+	After         string                 `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`   // only streams whose names come after it: the previous page's last
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`  // how many streams to look at, at most 1024; 0 means 256
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionCutsRequest) Reset() {
+	*x = RetentionCutsRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionCutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionCutsRequest) ProtoMessage() {}
+
+func (x *RetentionCutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionCutsRequest.ProtoReflect.Descriptor instead.
+func (*RetentionCutsRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RetentionCutsRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RetentionCutsRequest) GetPolicy() *RetentionPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *RetentionCutsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *RetentionCutsRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// RetentionCut is one stream's truncation: its readable versions from to
+// before-1 go (none when they are equal), and the hidden events deletes hid.
+// Truncate with before and expected version any applies it.
+type RetentionCut struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	State         StreamState            `protobuf:"varint,2,opt,name=state,proto3,enum=shoal.v1.StreamState" json:"state,omitempty"`
+	From          uint64                 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	Before        uint64                 `protobuf:"varint,4,opt,name=before,proto3" json:"before,omitempty"`
+	Hidden        uint64                 `protobuf:"varint,5,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionCut) Reset() {
+	*x = RetentionCut{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionCut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionCut) ProtoMessage() {}
+
+func (x *RetentionCut) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionCut.ProtoReflect.Descriptor instead.
+func (*RetentionCut) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RetentionCut) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *RetentionCut) GetState() StreamState {
+	if x != nil {
+		return x.State
+	}
+	return StreamState_STREAM_STATE_LIVE
+}
+
+func (x *RetentionCut) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *RetentionCut) GetBefore() uint64 {
+	if x != nil {
+		return x.Before
+	}
+	return 0
+}
+
+func (x *RetentionCut) GetHidden() uint64 {
+	if x != nil {
+		return x.Hidden
+	}
+	return 0
+}
+
+type RetentionCutsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Cuts          []*RetentionCut        `protobuf:"bytes,2,rep,name=cuts,proto3" json:"cuts,omitempty"`
+	Last          string                 `protobuf:"bytes,3,opt,name=last,proto3" json:"last,omitempty"` // the last stream looked at, for the next page's after; "" once every stream was
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionCutsResponse) Reset() {
+	*x = RetentionCutsResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionCutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionCutsResponse) ProtoMessage() {}
+
+func (x *RetentionCutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionCutsResponse.ProtoReflect.Descriptor instead.
+func (*RetentionCutsResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RetentionCutsResponse) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RetentionCutsResponse) GetCuts() []*RetentionCut {
+	if x != nil {
+		return x.Cuts
+	}
+	return nil
+}
+
+func (x *RetentionCutsResponse) GetLast() string {
+	if x != nil {
+		return x.Last
+	}
+	return ""
+}
+
 type ListStreamsRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Shard          uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
@@ -1796,7 +2003,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +2015,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[23]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +2028,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListStreamsRequest) GetShard() uint32 {
@@ -1902,7 +2109,7 @@ type StreamSummary struct {
 
 func (x *StreamSummary) Reset() {
 	*x = StreamSummary{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2121,7 @@ func (x *StreamSummary) String() string {
 func (*StreamSummary) ProtoMessage() {}
 
 func (x *StreamSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[24]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2134,7 @@ func (x *StreamSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSummary.ProtoReflect.Descriptor instead.
 func (*StreamSummary) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StreamSummary) GetName() string {
@@ -2002,7 +2209,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2221,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[25]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2234,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamSummary {
@@ -2050,7 +2257,7 @@ type WrongExpectedVersion struct {
 
 func (x *WrongExpectedVersion) Reset() {
 	*x = WrongExpectedVersion{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2269,7 @@ func (x *WrongExpectedVersion) String() string {
 func (*WrongExpectedVersion) ProtoMessage() {}
 
 func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[26]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2282,7 @@ func (x *WrongExpectedVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrongExpectedVersion.ProtoReflect.Descriptor instead.
 func (*WrongExpectedVersion) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WrongExpectedVersion) GetStream() string {
@@ -2116,7 +2323,7 @@ type StreamNotFound struct {
 
 func (x *StreamNotFound) Reset() {
 	*x = StreamNotFound{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2335,7 @@ func (x *StreamNotFound) String() string {
 func (*StreamNotFound) ProtoMessage() {}
 
 func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[27]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2348,7 @@ func (x *StreamNotFound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamNotFound.ProtoReflect.Descriptor instead.
 func (*StreamNotFound) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamNotFound) GetStream() string {
@@ -2161,7 +2368,7 @@ type StreamDeleted struct {
 
 func (x *StreamDeleted) Reset() {
 	*x = StreamDeleted{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2173,7 +2380,7 @@ func (x *StreamDeleted) String() string {
 func (*StreamDeleted) ProtoMessage() {}
 
 func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[28]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2186,7 +2393,7 @@ func (x *StreamDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamDeleted.ProtoReflect.Descriptor instead.
 func (*StreamDeleted) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StreamDeleted) GetStream() string {
@@ -2209,7 +2416,7 @@ type HistoryTruncated struct {
 
 func (x *HistoryTruncated) Reset() {
 	*x = HistoryTruncated{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2428,7 @@ func (x *HistoryTruncated) String() string {
 func (*HistoryTruncated) ProtoMessage() {}
 
 func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[29]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2441,7 @@ func (x *HistoryTruncated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryTruncated.ProtoReflect.Descriptor instead.
 func (*HistoryTruncated) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HistoryTruncated) GetStream() string {
@@ -2270,7 +2477,7 @@ type InvalidField struct {
 
 func (x *InvalidField) Reset() {
 	*x = InvalidField{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2489,7 @@ func (x *InvalidField) String() string {
 func (*InvalidField) ProtoMessage() {}
 
 func (x *InvalidField) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[30]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2502,7 @@ func (x *InvalidField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidField.ProtoReflect.Descriptor instead.
 func (*InvalidField) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InvalidField) GetField() string {
@@ -2333,7 +2540,7 @@ type IDConflict struct {
 
 func (x *IDConflict) Reset() {
 	*x = IDConflict{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2552,7 @@ func (x *IDConflict) String() string {
 func (*IDConflict) ProtoMessage() {}
 
 func (x *IDConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[31]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2565,7 @@ func (x *IDConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDConflict.ProtoReflect.Descriptor instead.
 func (*IDConflict) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *IDConflict) GetStream() string {
@@ -2401,7 +2608,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2620,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[32]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2633,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NotLeader) GetShard() uint32 {
@@ -2461,7 +2668,7 @@ type ClusterSettings struct {
 
 func (x *ClusterSettings) Reset() {
 	*x = ClusterSettings{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2680,7 @@ func (x *ClusterSettings) String() string {
 func (*ClusterSettings) ProtoMessage() {}
 
 func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[33]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2693,7 @@ func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
 func (*ClusterSettings) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ClusterSettings) GetClusterId() string {
@@ -2529,7 +2736,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2748,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[34]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2761,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TopologyRequest) GetLocalOnly() bool {
@@ -2583,7 +2790,7 @@ type SuspectLeader struct {
 
 func (x *SuspectLeader) Reset() {
 	*x = SuspectLeader{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2802,7 @@ func (x *SuspectLeader) String() string {
 func (*SuspectLeader) ProtoMessage() {}
 
 func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[35]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2815,7 @@ func (x *SuspectLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspectLeader.ProtoReflect.Descriptor instead.
 func (*SuspectLeader) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SuspectLeader) GetShard() uint32 {
@@ -2649,7 +2856,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +2868,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[36]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +2881,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -2800,7 +3007,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2812,7 +3019,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[37]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2825,7 +3032,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ShardInfo) GetShard() uint32 {
@@ -2933,7 +3140,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2945,7 +3152,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[38]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2958,7 +3165,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TopologyResponse) GetSettings() *ClusterSettings {
@@ -3004,7 +3211,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3223,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[39]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3236,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
 }
 
 type StatusResponse struct {
@@ -3042,7 +3249,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3261,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[40]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3274,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StatusResponse) GetTopology() *TopologyResponse {
@@ -3094,7 +3301,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3313,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[41]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3326,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DecommissionRequest) GetNode() string {
@@ -3144,7 +3351,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3156,7 +3363,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[42]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3169,7 +3376,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{42}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{45}
 }
 
 type BackupRequest struct {
@@ -3186,7 +3393,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3405,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[43]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3418,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{43}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *BackupRequest) GetNode() string {
@@ -3247,7 +3454,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3466,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[44]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3479,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{44}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *BackupResponse) GetNode() string {
@@ -3313,7 +3520,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3325,7 +3532,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[45]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3338,7 +3545,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{45}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RecommissionRequest) GetNode() string {
@@ -3364,7 +3571,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3583,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[46]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3596,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{46}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RecommissionResponse) GetWasDecommissioning() bool {
@@ -3407,7 +3614,7 @@ type SettingsRequest struct {
 
 func (x *SettingsRequest) Reset() {
 	*x = SettingsRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3626,7 @@ func (x *SettingsRequest) String() string {
 func (*SettingsRequest) ProtoMessage() {}
 
 func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[47]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3639,7 @@ func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
 func (*SettingsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{47}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{50}
 }
 
 type SetReplicationRequest struct {
@@ -3444,7 +3651,7 @@ type SetReplicationRequest struct {
 
 func (x *SetReplicationRequest) Reset() {
 	*x = SetReplicationRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[48]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3663,7 @@ func (x *SetReplicationRequest) String() string {
 func (*SetReplicationRequest) ProtoMessage() {}
 
 func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[48]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3676,7 @@ func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{48}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetReplicationRequest) GetReplication() uint32 {
@@ -3490,7 +3697,7 @@ type SetReplicationResponse struct {
 
 func (x *SetReplicationResponse) Reset() {
 	*x = SetReplicationResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[49]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3502,7 +3709,7 @@ func (x *SetReplicationResponse) String() string {
 func (*SetReplicationResponse) ProtoMessage() {}
 
 func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[49]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3515,7 +3722,7 @@ func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{49}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetReplicationResponse) GetSettings() *ClusterSettings {
@@ -3558,7 +3765,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[50]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3570,7 +3777,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[50]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3583,7 +3790,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{50}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -3636,7 +3843,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3648,7 +3855,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3661,7 +3868,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{51}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{54}
 }
 
 type SnapshotChunk struct {
@@ -3684,7 +3891,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3696,7 +3903,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3709,7 +3916,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{52}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -3893,7 +4100,22 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x11RetentionResponse\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x125\n" +
 	"\bpolicies\x18\x02 \x03(\v2\x19.shoal.v1.RetentionPolicyR\bpolicies\x12\x16\n" +
-	"\x06format\x18\x03 \x01(\x04R\x06format\"\xe2\x01\n" +
+	"\x06format\x18\x03 \x01(\x04R\x06format\"\x8b\x01\n" +
+	"\x14RetentionCutsRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x121\n" +
+	"\x06policy\x18\x02 \x01(\v2\x19.shoal.v1.RetentionPolicyR\x06policy\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\x97\x01\n" +
+	"\fRetentionCut\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12+\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.shoal.v1.StreamStateR\x05state\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x04R\x04from\x12\x16\n" +
+	"\x06before\x18\x04 \x01(\x04R\x06before\x12\x16\n" +
+	"\x06hidden\x18\x05 \x01(\x04R\x06hidden\"m\n" +
+	"\x15RetentionCutsResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12*\n" +
+	"\x04cuts\x18\x02 \x03(\v2\x16.shoal.v1.RetentionCutR\x04cuts\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\tR\x04last\"\xe2\x01\n" +
 	"\x12ListStreamsRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
@@ -4047,7 +4269,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vStreamState\x12\x15\n" +
 	"\x11STREAM_STATE_LIVE\x10\x00\x12\x18\n" +
 	"\x14STREAM_STATE_DELETED\x10\x01\x12\x1b\n" +
-	"\x17STREAM_STATE_TOMBSTONED\x10\x022\xf0\x04\n" +
+	"\x17STREAM_STATE_TOMBSTONED\x10\x022\xc2\x05\n" +
 	"\aStreams\x12;\n" +
 	"\x06Append\x12\x17.shoal.v1.AppendRequest\x1a\x18.shoal.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x15.shoal.v1.ReadRequest\x1a\x16.shoal.v1.ReadResponse0\x01\x12F\n" +
@@ -4057,7 +4279,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bTruncate\x12\x19.shoal.v1.TruncateRequest\x1a\x1a.shoal.v1.TruncateResponse\x12L\n" +
 	"\vListStreams\x12\x1c.shoal.v1.ListStreamsRequest\x1a\x1d.shoal.v1.ListStreamsResponse0\x01\x12M\n" +
 	"\fSetRetention\x12\x1d.shoal.v1.SetRetentionRequest\x1a\x1e.shoal.v1.SetRetentionResponse\x12D\n" +
-	"\tRetention\x12\x1a.shoal.v1.RetentionRequest\x1a\x1b.shoal.v1.RetentionResponse2\xfb\x03\n" +
+	"\tRetention\x12\x1a.shoal.v1.RetentionRequest\x1a\x1b.shoal.v1.RetentionResponse\x12P\n" +
+	"\rRetentionCuts\x12\x1e.shoal.v1.RetentionCutsRequest\x1a\x1f.shoal.v1.RetentionCutsResponse2\xfb\x03\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
@@ -4083,7 +4306,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                  // 0: shoal.v1.Deletion
 	(StreamState)(0),               // 1: shoal.v1.StreamState
@@ -4111,37 +4334,40 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*SetRetentionResponse)(nil),   // 23: shoal.v1.SetRetentionResponse
 	(*RetentionRequest)(nil),       // 24: shoal.v1.RetentionRequest
 	(*RetentionResponse)(nil),      // 25: shoal.v1.RetentionResponse
-	(*ListStreamsRequest)(nil),     // 26: shoal.v1.ListStreamsRequest
-	(*StreamSummary)(nil),          // 27: shoal.v1.StreamSummary
-	(*ListStreamsResponse)(nil),    // 28: shoal.v1.ListStreamsResponse
-	(*WrongExpectedVersion)(nil),   // 29: shoal.v1.WrongExpectedVersion
-	(*StreamNotFound)(nil),         // 30: shoal.v1.StreamNotFound
-	(*StreamDeleted)(nil),          // 31: shoal.v1.StreamDeleted
-	(*HistoryTruncated)(nil),       // 32: shoal.v1.HistoryTruncated
-	(*InvalidField)(nil),           // 33: shoal.v1.InvalidField
-	(*IDConflict)(nil),             // 34: shoal.v1.IDConflict
-	(*NotLeader)(nil),              // 35: shoal.v1.NotLeader
-	(*ClusterSettings)(nil),        // 36: shoal.v1.ClusterSettings
-	(*TopologyRequest)(nil),        // 37: shoal.v1.TopologyRequest
-	(*SuspectLeader)(nil),          // 38: shoal.v1.SuspectLeader
-	(*NodeInfo)(nil),               // 39: shoal.v1.NodeInfo
-	(*ShardInfo)(nil),              // 40: shoal.v1.ShardInfo
-	(*TopologyResponse)(nil),       // 41: shoal.v1.TopologyResponse
-	(*StatusRequest)(nil),          // 42: shoal.v1.StatusRequest
-	(*StatusResponse)(nil),         // 43: shoal.v1.StatusResponse
-	(*DecommissionRequest)(nil),    // 44: shoal.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),   // 45: shoal.v1.DecommissionResponse
-	(*BackupRequest)(nil),          // 46: shoal.v1.BackupRequest
-	(*BackupResponse)(nil),         // 47: shoal.v1.BackupResponse
-	(*RecommissionRequest)(nil),    // 48: shoal.v1.RecommissionRequest
-	(*RecommissionResponse)(nil),   // 49: shoal.v1.RecommissionResponse
-	(*SettingsRequest)(nil),        // 50: shoal.v1.SettingsRequest
-	(*SetReplicationRequest)(nil),  // 51: shoal.v1.SetReplicationRequest
-	(*SetReplicationResponse)(nil), // 52: shoal.v1.SetReplicationResponse
-	(*RaftBatch)(nil),              // 53: shoal.v1.RaftBatch
-	(*RaftAck)(nil),                // 54: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),          // 55: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),              // 56: google.protobuf.Any
+	(*RetentionCutsRequest)(nil),   // 26: shoal.v1.RetentionCutsRequest
+	(*RetentionCut)(nil),           // 27: shoal.v1.RetentionCut
+	(*RetentionCutsResponse)(nil),  // 28: shoal.v1.RetentionCutsResponse
+	(*ListStreamsRequest)(nil),     // 29: shoal.v1.ListStreamsRequest
+	(*StreamSummary)(nil),          // 30: shoal.v1.StreamSummary
+	(*ListStreamsResponse)(nil),    // 31: shoal.v1.ListStreamsResponse
+	(*WrongExpectedVersion)(nil),   // 32: shoal.v1.WrongExpectedVersion
+	(*StreamNotFound)(nil),         // 33: shoal.v1.StreamNotFound
+	(*StreamDeleted)(nil),          // 34: shoal.v1.StreamDeleted
+	(*HistoryTruncated)(nil),       // 35: shoal.v1.HistoryTruncated
+	(*InvalidField)(nil),           // 36: shoal.v1.InvalidField
+	(*IDConflict)(nil),             // 37: shoal.v1.IDConflict
+	(*NotLeader)(nil),              // 38: shoal.v1.NotLeader
+	(*ClusterSettings)(nil),        // 39: shoal.v1.ClusterSettings
+	(*TopologyRequest)(nil),        // 40: shoal.v1.TopologyRequest
+	(*SuspectLeader)(nil),          // 41: shoal.v1.SuspectLeader
+	(*NodeInfo)(nil),               // 42: shoal.v1.NodeInfo
+	(*ShardInfo)(nil),              // 43: shoal.v1.ShardInfo
+	(*TopologyResponse)(nil),       // 44: shoal.v1.TopologyResponse
+	(*StatusRequest)(nil),          // 45: shoal.v1.StatusRequest
+	(*StatusResponse)(nil),         // 46: shoal.v1.StatusResponse
+	(*DecommissionRequest)(nil),    // 47: shoal.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),   // 48: shoal.v1.DecommissionResponse
+	(*BackupRequest)(nil),          // 49: shoal.v1.BackupRequest
+	(*BackupResponse)(nil),         // 50: shoal.v1.BackupResponse
+	(*RecommissionRequest)(nil),    // 51: shoal.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),   // 52: shoal.v1.RecommissionResponse
+	(*SettingsRequest)(nil),        // 53: shoal.v1.SettingsRequest
+	(*SetReplicationRequest)(nil),  // 54: shoal.v1.SetReplicationRequest
+	(*SetReplicationResponse)(nil), // 55: shoal.v1.SetReplicationResponse
+	(*RaftBatch)(nil),              // 56: shoal.v1.RaftBatch
+	(*RaftAck)(nil),                // 57: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),          // 58: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),              // 59: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	2,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -4149,7 +4375,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	4,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	5,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	7,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	56, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	59, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	6,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	9,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	10, // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -4160,56 +4386,61 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	3,  // 13: shoal.v1.TruncateRequest.expected:type_name -> shoal.v1.ExpectedVersion
 	21, // 14: shoal.v1.SetRetentionRequest.policy:type_name -> shoal.v1.RetentionPolicy
 	21, // 15: shoal.v1.RetentionResponse.policies:type_name -> shoal.v1.RetentionPolicy
-	1,  // 16: shoal.v1.StreamSummary.state:type_name -> shoal.v1.StreamState
-	27, // 17: shoal.v1.ListStreamsResponse.streams:type_name -> shoal.v1.StreamSummary
-	3,  // 18: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
-	38, // 19: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
-	36, // 20: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
-	39, // 21: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
-	40, // 22: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
-	41, // 23: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	36, // 24: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
-	5,  // 25: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	13, // 26: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	15, // 27: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	17, // 28: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	8,  // 29: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	19, // 30: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
-	26, // 31: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
-	22, // 32: shoal.v1.Streams.SetRetention:input_type -> shoal.v1.SetRetentionRequest
-	24, // 33: shoal.v1.Streams.Retention:input_type -> shoal.v1.RetentionRequest
-	37, // 34: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	42, // 35: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	44, // 36: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	48, // 37: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	50, // 38: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	46, // 39: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
-	51, // 40: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
-	53, // 41: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	55, // 42: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	6,  // 43: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	14, // 44: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	16, // 45: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	18, // 46: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	11, // 47: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	20, // 48: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	28, // 49: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
-	23, // 50: shoal.v1.Streams.SetRetention:output_type -> shoal.v1.SetRetentionResponse
-	25, // 51: shoal.v1.Streams.Retention:output_type -> shoal.v1.RetentionResponse
-	41, // 52: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	43, // 53: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	45, // 54: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	49, // 55: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	36, // 56: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	47, // 57: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
-	52, // 58: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
-	54, // 59: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	54, // 60: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	43, // [43:61] is the sub-list for method output_type
-	25, // [25:43] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	21, // 16: shoal.v1.RetentionCutsRequest.policy:type_name -> shoal.v1.RetentionPolicy
+	1,  // 17: shoal.v1.RetentionCut.state:type_name -> shoal.v1.StreamState
+	27, // 18: shoal.v1.RetentionCutsResponse.cuts:type_name -> shoal.v1.RetentionCut
+	1,  // 19: shoal.v1.StreamSummary.state:type_name -> shoal.v1.StreamState
+	30, // 20: shoal.v1.ListStreamsResponse.streams:type_name -> shoal.v1.StreamSummary
+	3,  // 21: shoal.v1.WrongExpectedVersion.expected:type_name -> shoal.v1.ExpectedVersion
+	41, // 22: shoal.v1.TopologyRequest.suspects:type_name -> shoal.v1.SuspectLeader
+	39, // 23: shoal.v1.TopologyResponse.settings:type_name -> shoal.v1.ClusterSettings
+	42, // 24: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
+	43, // 25: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
+	44, // 26: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
+	39, // 27: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
+	5,  // 28: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	13, // 29: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	15, // 30: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	17, // 31: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	8,  // 32: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	19, // 33: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
+	29, // 34: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
+	22, // 35: shoal.v1.Streams.SetRetention:input_type -> shoal.v1.SetRetentionRequest
+	24, // 36: shoal.v1.Streams.Retention:input_type -> shoal.v1.RetentionRequest
+	26, // 37: shoal.v1.Streams.RetentionCuts:input_type -> shoal.v1.RetentionCutsRequest
+	40, // 38: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	45, // 39: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	47, // 40: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	51, // 41: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	53, // 42: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	49, // 43: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
+	54, // 44: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
+	56, // 45: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	58, // 46: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	6,  // 47: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	14, // 48: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	16, // 49: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	18, // 50: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	11, // 51: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	20, // 52: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	31, // 53: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
+	23, // 54: shoal.v1.Streams.SetRetention:output_type -> shoal.v1.SetRetentionResponse
+	25, // 55: shoal.v1.Streams.Retention:output_type -> shoal.v1.RetentionResponse
+	28, // 56: shoal.v1.Streams.RetentionCuts:output_type -> shoal.v1.RetentionCutsResponse
+	44, // 57: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	46, // 58: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	48, // 59: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	52, // 60: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	39, // 61: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	50, // 62: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
+	55, // 63: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
+	57, // 64: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	57, // 65: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	47, // [47:66] is the sub-list for method output_type
+	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -4223,7 +4454,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   53,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -32,6 +32,7 @@ const (
 	Streams_ListStreams_FullMethodName    = "/shoal.v1.Streams/ListStreams"
 	Streams_SetRetention_FullMethodName   = "/shoal.v1.Streams/SetRetention"
 	Streams_Retention_FullMethodName      = "/shoal.v1.Streams/Retention"
+	Streams_RetentionCuts_FullMethodName  = "/shoal.v1.Streams/RetentionCuts"
 )
 
 // StreamsClient is the client API for Streams service.
@@ -73,6 +74,11 @@ type StreamsClient interface {
 	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
 	// Retention returns one shard's retention policies, read on its leader.
 	Retention(ctx context.Context, in *RetentionRequest, opts ...grpc.CallOption) (*RetentionResponse, error)
+	// RetentionCuts works out on one shard's leader, a page of streams at a
+	// time, the truncations that a retention policy given in the request (not
+	// kept by the cluster) asks of the shard's streams, and changes nothing:
+	// the Go client's Retain truncates them.
+	RetentionCuts(ctx context.Context, in *RetentionCutsRequest, opts ...grpc.CallOption) (*RetentionCutsResponse, error)
 }
 
 type streamsClient struct {
@@ -203,6 +209,16 @@ func (c *streamsClient) Retention(ctx context.Context, in *RetentionRequest, opt
 	return out, nil
 }
 
+func (c *streamsClient) RetentionCuts(ctx context.Context, in *RetentionCutsRequest, opts ...grpc.CallOption) (*RetentionCutsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetentionCutsResponse)
+	err := c.cc.Invoke(ctx, Streams_RetentionCuts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamsServer is the server API for Streams service.
 // All implementations must embed UnimplementedStreamsServer
 // for forward compatibility.
@@ -242,6 +258,11 @@ type StreamsServer interface {
 	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
 	// Retention returns one shard's retention policies, read on its leader.
 	Retention(context.Context, *RetentionRequest) (*RetentionResponse, error)
+	// RetentionCuts works out on one shard's leader, a page of streams at a
+	// time, the truncations that a retention policy given in the request (not
+	// kept by the cluster) asks of the shard's streams, and changes nothing:
+	// the Go client's Retain truncates them.
+	RetentionCuts(context.Context, *RetentionCutsRequest) (*RetentionCutsResponse, error)
 	mustEmbedUnimplementedStreamsServer()
 }
 
@@ -278,6 +299,9 @@ func (UnimplementedStreamsServer) SetRetention(context.Context, *SetRetentionReq
 }
 func (UnimplementedStreamsServer) Retention(context.Context, *RetentionRequest) (*RetentionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Retention not implemented")
+}
+func (UnimplementedStreamsServer) RetentionCuts(context.Context, *RetentionCutsRequest) (*RetentionCutsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetentionCuts not implemented")
 }
 func (UnimplementedStreamsServer) mustEmbedUnimplementedStreamsServer() {}
 func (UnimplementedStreamsServer) testEmbeddedByValue()                 {}
@@ -430,6 +454,24 @@ func _Streams_Retention_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Streams_RetentionCuts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetentionCutsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamsServer).RetentionCuts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Streams_RetentionCuts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamsServer).RetentionCuts(ctx, req.(*RetentionCutsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Streams_ServiceDesc is the grpc.ServiceDesc for Streams service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -456,6 +498,10 @@ var Streams_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Retention",
 			Handler:    _Streams_Retention_Handler,
+		},
+		{
+			MethodName: "RetentionCuts",
+			Handler:    _Streams_RetentionCuts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
