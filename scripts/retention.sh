@@ -8,6 +8,7 @@
 #
 #   make build && scripts/retention.sh                    # 100,000 streams, 300,000 events
 #   STREAMS=40000 COUNT=120000 scripts/retention.sh
+#   ONCE=1 scripts/retention.sh    # instead, time `shoal retain --prefix bench- --keep-last 1`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,11 @@ metric() { # name -> the sum over the three servers
 ticks() { for p in "${PIDS[@]}"; do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{s+=$1+$2} END{print s}'; }
 c0=$(ticks)
 t0=$(date +%s.%N)
+if [ -n "${ONCE:-}" ]; then
+  "$SHOAL" retain --server 127.0.0.1:17400 --prefix bench- --keep-last 1 | tail -1
+  echo "retain took $(echo "$(date +%s.%N) - $t0" | bc) s; server CPU $(( ($(ticks) - c0) / $(getconf CLK_TCK) )) s"
+  exit 0
+fi
 "$SHOAL" retention set --server 127.0.0.1:17400 --prefix bench- --keep-last 1
 prev=-1
 for _ in $(seq 1 300); do
