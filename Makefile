@@ -42,9 +42,10 @@ soak: build
 # before shard formats) to this tree, under load, with deletes (internal/e2e TestRollingUpgrade).
 # UPGRADE_FROM_FORMAT is that commit's highest shard format: 1 before formats, 2 from 6d2c4c2
 # (shard format 2) to b2c2cec, 3 from then to ecca8c1, 4 from then to 52d00ff (truncation), 5 from
-# then to 4c71bda (truncation marks), 6 since (retention policies), e.g.
+# then to 4c71bda (truncation marks), 6 from then to ee81b40 (retention policies), 7 since (event
+# IDs forgotten with their events), e.g.
 # make upgrade-test UPGRADE_FROM=b2c2cec UPGRADE_FROM_FORMAT=2
-# or make upgrade-test UPGRADE_FROM=4c71bda UPGRADE_FROM_FORMAT=5.
+# or make upgrade-test UPGRADE_FROM=ee81b40 UPGRADE_FROM_FORMAT=6.
 # Needs the repository's history.
 UPGRADE_FROM ?= 7bcec11
 UPGRADE_FROM_FORMAT ?= 1

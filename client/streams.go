@@ -141,8 +141,8 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 // stream's first version after it. The events are gone from Read, from the
 // shard's log (ReadShard, ReadAll, subscriptions and projections that have
 // not read them yet skip them) and, within seconds, from the servers' disks.
-// Their event IDs stay known: a retry of a truncated append still answers as
-// a duplicate.
+// Their event IDs are forgotten with them (shard format 7): a retry of a
+// truncated append is a new append, refused only by its expected version.
 //
 // A live stream keeps its last event, so that its versions go on: before is
 // capped at the last version, and the returned start says where the stream

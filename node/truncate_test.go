@@ -45,8 +45,7 @@ func TestTruncate(t *testing.T) {
 	for i := range evs {
 		evs[i] = client.Event{ID: uuid.Must(uuid.NewV7()), Type: "Step", Data: []byte(fmt.Sprintf(`{"n":%d}`, i))}
 	}
-	first, err := cl.Append(ctx, stream, client.NoStream, evs[:4]...)
-	if err != nil {
+	if _, err := cl.Append(ctx, stream, client.NoStream, evs[:4]...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cl.Append(ctx, stream, client.Exact(3), evs[4:]...); err != nil {
@@ -109,10 +108,15 @@ func TestTruncate(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("whole_history read backwards, sent as such: %v, want INVALID_ARGUMENT", err)
 	}
-	// The IDs stay known: the first append again is a duplicate, not a new write.
-	again, err := cl.Append(ctx, stream, client.NoStream, evs[:4]...)
-	if err != nil || !again.Duplicate || again.FirstVersion != 0 || again.Position != first.Position {
-		t.Fatalf("first append repeated after the truncation: %+v, %v; want a duplicate at version 0", again, err)
+	// The truncated events' IDs are forgotten (shard format 7): the first append again, with
+	// expected version no-stream, is refused as a wrong expected version, not a duplicate; its
+	// last event, still stored, keeps its ID known (an ID conflict with expected version any).
+	_, err = cl.Append(ctx, stream, client.NoStream, evs[:3]...)
+	if !errors.Is(err, client.ErrWrongExpectedVersion) {
+		t.Fatalf("first append's truncated events repeated after the truncation: %v, want ErrWrongExpectedVersion", err)
+	}
+	if _, err := cl.Append(ctx, stream, client.Any, evs[:4]...); !errors.Is(err, client.ErrIDConflict) {
+		t.Fatalf("first append repeated after the truncation, one of its events stored: %v, want ErrIDConflict", err)
 	}
 
 	// Every replica, read on its own (stale), lost the same events from its shard log.

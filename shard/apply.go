@@ -146,6 +146,16 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 		if err != nil {
 			return nil, err
 		}
+		if s.pendFormat >= Format7 {
+			// Known only while its event is stored: a truncation that removed more events
+			// than it forgot IDs of left this entry behind.
+			if stored, err := s.eventStored(b, e.stream, e.version); err != nil {
+				return nil, err
+			} else if !stored {
+				run = false
+				continue
+			}
+		}
 		s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idFound })
 		if hits == 0 {
 			firstHit, firstIdx = e, i
@@ -293,6 +303,11 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	// Events below the start that a soft delete hid (all of a soft-deleted stream's) may still
 	// be on disk: the range removes them too, and the start moves only when before passes it.
 	if from := storedFrom(&m); before > from {
+		if s.pendFormat >= Format7 {
+			if err := s.forgetIDs(b, m.id, from, before); err != nil {
+				return nil, err
+			}
+		}
 		if err := s.removeEvents(b, span{lo: s.keys.event(nil, m.id, from), hi: s.keys.event(nil, m.id, before)}); err != nil {
 			return nil, err
 		}
@@ -326,6 +341,58 @@ func storedFrom(m *streamMeta) uint64 {
 		return m.start
 	}
 	return 0
+}
+
+// forgetIDsMax bounds the events whose ID index entries one truncation deletes (Format7),
+// reading each one's record header: the apply of a truncation of millions of events would
+// otherwise read them all. The entries of the others stay, as garbage: an append's idempotency
+// check skips an entry whose event is gone.
+const forgetIDsMax = 65536
+
+// forgetIDs deletes from b the ID index entries of stream id's stored events from version from
+// to before-1 (up to forgetIDsMax of them). An event's entry points at it for as long as it is
+// stored: an append finds its ID taken until then (checkIDs).
+func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: s.keys.event(nil, id, from), UpperBound: s.keys.event(nil, id, before)})
+	if err != nil {
+		return err
+	}
+	var (
+		ev  RecordedEvent
+		ids [][16]byte
+	)
+	for valid := it.First(); valid && len(ids) < forgetIDsMax; valid = it.Next() {
+		rec, err := it.ValueAndErr()
+		if err != nil {
+			return errors.Join(err, it.Close())
+		}
+		if err := decodeRecordHeader(rec, &ev); err != nil {
+			return errors.Join(err, it.Close())
+		}
+		ids = append(ids, ev.ID)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	for i := range ids {
+		s.keyBuf = s.keys.id(s.keyBuf[:0], &ids[i])
+		if err := b.Delete(s.keyBuf, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eventStored reports whether the event at version of stream id is stored in r.
+func (s *Shard) eventStored(r pebble.Reader, id, version uint64) (bool, error) {
+	_, closer, err := r.Get(s.keys.event(nil, id, version))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
 }
 
 // removeEvents deletes the event keys in sp from b: each one when there are at most

@@ -189,3 +189,43 @@ func BenchmarkValidateAppend(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplyTruncate measures the apply and commit (NoSync) of one truncation of a stream's
+// first events, 256-byte each, flushed to tables as a stream's older events are: at Format6,
+// and at Format7, which also reads the removed events' IDs and deletes their index entries.
+// One op = one truncation; the stream is written again, untimed, before each.
+func BenchmarkApplyTruncate(b *testing.B) {
+	for _, events := range []int{100, 10000, 100000} {
+		for _, format := range []uint64{Format6, Format7} {
+			b.Run(fmt.Sprintf("events=%d/format=%d", events, format), func(b *testing.B) {
+				ts := newTestShard(b, nil, 1)
+				ts.apply(EncodeSetFormat(&SetFormatCommand{Format: format}))
+				data := make([]byte, 256)
+				var idc uint64
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					stream := fmt.Sprintf("s-%d", i)
+					for left := events + 1; left > 0; left -= 1000 {
+						evs := make([]Event, min(left, 1000))
+						for j := range evs {
+							idc++
+							evs[j] = Event{ID: testID(idc), Type: "T", Data: data}
+						}
+						if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: stream, Events: evs}))); res[:2] != "ok" {
+							b.Fatal(res)
+						}
+					}
+					if err := ts.db.Flush(); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					ts.begin()
+					if res := fmtResult(ts.apply(EncodeTruncate(&TruncateCommand{Stream: stream, Before: uint64(events)}))); res[:2] != "ok" {
+						b.Fatal(res)
+					}
+					ts.commit(pebble.NoSync)
+				}
+			})
+		}
+	}
+}

@@ -112,8 +112,17 @@ const (
 	// Nothing else changes; the format keeps the command from a replica that
 	// cannot decode it.
 	Format6 uint64 = 6
+	// Format7: a stream's event IDs are known only while its events are
+	// stored. A truncation deletes the ID index entries of the events it
+	// removes (of the first forgetIDsMax of them; the others' entries stay
+	// as garbage), and an append's idempotency check counts an entry only
+	// when its event is still stored, so a retry of an append whose events
+	// were truncated is a new append, and the index no longer grows without
+	// bound under retention. A replica of an older version would answer such
+	// a retry as a duplicate.
+	Format7 uint64 = 7
 	// MaxFormat is the highest format this version applies and reads.
-	MaxFormat = Format6
+	MaxFormat = Format7
 )
 
 // SetFormatCommand raises the shard's format to Format (no effect when the
@@ -153,8 +162,9 @@ type DeleteCommand struct {
 // its last event, so Before is capped at the last version and the stream's
 // versions go on; a soft-deleted or tombstoned stream can lose every event
 // (Before capped at last+1), which reclaims the space its hidden history
-// holds. The events' IDs stay known: a retry of a truncated append is still
-// answered as a duplicate. Needs the shard at Format4 (ErrNeedsFormat).
+// holds. From Format7 on the removed events' IDs are forgotten: a retry of a
+// truncated append is a new append (below it, still a duplicate). Needs the
+// shard at Format4 (ErrNeedsFormat).
 type TruncateCommand struct {
 	Stream   string
 	Before   uint64

@@ -288,6 +288,9 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 	case "records":
 		ts.commit(pebble.NoSync)
 		return dumpRecords(t, ts)
+	case "ids":
+		ts.commit(pebble.NoSync)
+		return dumpIDs(t, ts)
 	case "begin":
 		ts.begin()
 		return "ok\n"
@@ -350,6 +353,28 @@ func storedVersions(t *testing.T, ts *testShard, stream string) string {
 		return "<none>\n"
 	}
 	return strings.Join(vs, " ") + "\n"
+}
+
+// dumpIDs prints the committed ID index: each entry's ID (as testID numbers them), stream ID
+// and version.
+func dumpIDs(t *testing.T, ts *testShard) string {
+	var sb strings.Builder
+	lo, hi := ts.s.keys.tagSpan(tagID)
+	it, err := ts.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		var e idEntry
+		if err := e.decode(it.Value()); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&sb, "id=%d stream=%d version=%d\n", binary.BigEndian.Uint64(it.Key()[len(it.Key())-8:]), e.stream, e.version)
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
 }
 
 // dumpRecords prints the committed stream records, 'X' and 'Z' of ts's shard.

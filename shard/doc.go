@@ -146,7 +146,10 @@
 // TruncateCommand, which deletes a stream's first 'E' keys and moves its
 // start; every event below a stream's start may be gone from then on, and
 // ReadLog skips the log's events that are. Format5: a truncation marks the
-// stream record. Format6: SetRetentionCommand and the 'P' keys. The
+// stream record. Format6: SetRetentionCommand and the 'P' keys. Format7: a
+// truncation deletes the 'I' keys of the events it removes (of its first
+// forgetIDsMax), and checkIDs counts an 'I' entry only while its 'E' key is
+// stored. The
 // proposer raises a shard's format only when every replica runs
 // a version that knows it (MaxFormat), and never places a replica on a node
 // that does not. Open refuses a shard above MaxFormat (no downgrade); a

@@ -97,7 +97,8 @@ func (m *model) append(c *AppendCommand) any {
 	var locs []mLoc
 	firstHit := -1
 	for i, e := range c.Events {
-		if l, ok := m.ids[e.ID]; ok {
+		if l, ok := m.ids[e.ID]; ok && (m.format < Format7 || l.version >= m.streams[l.stream].gone) {
+			// From Format7 on an ID is known only while its event is stored.
 			if firstHit < 0 {
 				firstHit = i
 			}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -215,7 +217,8 @@ func TestRollingUpgrade(t *testing.T) {
 	truncated := map[uint32]bool{}
 	for i := 0; len(truncated) < shards && i < 1000; i++ {
 		name := fmt.Sprintf("upgraded-trunc-%d", i)
-		res, err := c.Append(tctx, name, client.NoStream, client.Event{Type: "T"}, client.Event{Type: "T"}, client.Event{Type: "T"})
+		first := client.Event{ID: uuid.New(), Type: "T"}
+		res, err := c.Append(tctx, name, client.NoStream, first, client.Event{Type: "T"}, client.Event{Type: "T"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,6 +235,11 @@ func TestRollingUpgrade(t *testing.T) {
 				t.Fatalf("whole history read of %s after the upgrade's truncation: %v, want ErrHistoryTruncated", name, err)
 			}
 			break
+		}
+		// And the truncated events' IDs are forgotten (format 7): the first event appended again
+		// is a new event, not a duplicate.
+		if again, err := c.Append(tctx, name, client.Any, first); err != nil || again.Duplicate || again.FirstVersion != 3 {
+			t.Fatalf("a truncated event's ID appended again after the upgrade: %+v, %v; want a new event at version 3", again, err)
 		}
 		truncated[res.Shard] = true
 	}
