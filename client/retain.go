@@ -18,9 +18,10 @@ import (
 type Retention struct {
 	// KeepLast removes all but a live stream's last KeepLast events (0: no limit by count).
 	KeepLast uint64
-	// MaxAge removes a live stream's events committed more than MaxAge before Retain started
-	// (0: no limit by age). Events are removed from the first on, up to the first one that is
-	// not that old: a truncation removes a stream's first events only.
+	// MaxAge removes a live stream's events committed more than MaxAge ago, by the clock of
+	// the stream's shard's leader, in whole milliseconds (0: no limit by age; else at least
+	// 1ms). Events are removed from the first on, up to the first one that is not that old: a
+	// truncation removes a stream's first events only.
 	MaxAge time.Duration
 	// Deleted removes the events that deletes hid (StreamInfo.HiddenEvents): every event of
 	// the deleted streams (soft-deleted or tombstoned), and those of live streams from before
@@ -50,7 +51,8 @@ func (r Retained) Events() uint64 { return r.Before - r.From + r.Hidden }
 // recovered). Each shard's leader works out what the policy removes, a page of streams at a
 // time (RetentionCuts: a stream with nothing to remove costs it a listing entry, and, under
 // MaxAge, the headers of its events up to the first young one); Retain truncates those streams,
-// up to 16 at a time. It stops at the first error, of a truncation (which names the stream) or
+// one at a time in each of up to 16 shards at once. An error of a node of a version without
+// RetentionCuts ends the run, after the shards of upgraded leaders may have been truncated. It stops at the first error, of a truncation (which names the stream) or
 // of fn, and returns it once the streams under way are done. Running it again is safe, and goes
 // on where a failed run stopped.
 //

@@ -132,12 +132,17 @@ func (n *Node) retention(ctx context.Context, req *shoalv1.RetentionRequest) (*s
 // (each may read up to 100,000 event headers under a max-age).
 const MaxRetentionCutsCount = 1024
 
+// retentionCutsBudget bounds the time a RetentionCuts call spends working out cuts, well within
+// a proposal's time (the call runs on the write path): past it, the call answers with the
+// streams worked out so far, and the next page goes on from the last of them.
+const retentionCutsBudget = 2 * time.Second
+
 // RetentionCuts works out, on the shard's leader after a read index, the truncations the
 // policy in the request asks of a page of the shard's streams; it changes nothing.
 func (s *streamsServer) RetentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequest) (*shoalv1.RetentionCutsResponse, error) {
 	resp, err := s.n.retentionCuts(ctx, req)
 	if incomingHops(ctx) == 0 {
-		s.n.metrics.reads.WithLabelValues("retention", resultLabel(err)).Inc()
+		s.n.metrics.reads.WithLabelValues("retention_cuts", resultLabel(err)).Inc()
 	}
 	return resp, err
 }
@@ -171,7 +176,9 @@ func (n *Node) retentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequ
 		}
 		p := cmd.Policy
 		stop := func() bool { return pctx.Err() != nil || !g.IsLeader() }
-		cuts, last, err := sm.RetentionCuts(p, []shard.RetentionPolicy{p}, time.Now().UnixNano(), req.After, uint64(count), stop)
+		start := time.Now()
+		enough := func() bool { return time.Since(start) > retentionCutsBudget }
+		cuts, last, err := sm.RetentionCuts(p, []shard.RetentionPolicy{p}, start.UnixNano(), req.After, uint64(count), stop, enough)
 		if errors.Is(err, shard.ErrScanStopped) {
 			if err = pctx.Err(); err == nil {
 				err = &NoLeaderError{Shard: req.Shard, Cause: errors.New("this node stopped leading the shard")}
@@ -408,7 +415,7 @@ func (r *retainer) applyShard(g *replica.Group, sm *shard.Shard) (streams, event
 			if stop() || !r.samePolicies(sm, ps) {
 				return streams, events
 			}
-			cuts, last, err := sm.RetentionCuts(p, ps, now, after, retentionPage, stop)
+			cuts, last, err := sm.RetentionCuts(p, ps, now, after, retentionPage, stop, nil)
 			if err != nil {
 				if !errors.Is(err, shard.ErrScanStopped) {
 					r.m.truncations.WithLabelValues("error").Inc()

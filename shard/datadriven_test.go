@@ -199,7 +199,11 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 				p = q
 			}
 		}
-		cuts, last, err := ts.s.RetentionCuts(p, ps, int64(a.uint(t, "now", 0)), a.str(t, "after"), a.uint(t, "count", 0), nil)
+		var enough func() bool // budget=N: enough after N streams worked out
+		if n := a.uint(t, "budget", 0); n > 0 {
+			enough = func() bool { n--; return n == 0 }
+		}
+		cuts, last, err := ts.s.RetentionCuts(p, ps, int64(a.uint(t, "now", 0)), a.str(t, "after"), a.uint(t, "count", 0), nil, enough)
 		if err != nil {
 			return fmt.Sprintf("error: %v\n", err)
 		}

@@ -275,8 +275,10 @@ func (c RetentionCut) Events() uint64 { return c.Before - c.From + c.Hidden }
 // from committed state: truncating them with expected version Any is safe with writers
 // running, as appends only add later versions and a delete hides what was chosen anyway.
 // stop (nil: never) is asked between streams and events read: once it says true, the scan
-// ends with ErrScanStopped.
-func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int64, after string, count uint64, stop func() bool) ([]RetentionCut, string, error) {
+// ends with ErrScanStopped. enough (nil: never) is asked after each stream's cut is worked out:
+// once it says true, the call returns the cuts so far, with the name of the last stream worked
+// out (a caller's bound on one call's work, under a max-age that reads many events).
+func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int64, after string, count uint64, stop, enough func() bool) ([]RetentionCut, string, error) {
 	if stop == nil {
 		stop = func() bool { return false }
 	}
@@ -320,10 +322,13 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 		case p.Deleted && m.Hidden > 0:
 			c.Before = m.First // the hidden events only
 		default:
-			continue
+			c = RetentionCut{}
 		}
 		if c.Events() > 0 {
 			cuts = append(cuts, c)
+		}
+		if enough != nil && i < len(streams)-1 && enough() {
+			return cuts, m.Name, nil
 		}
 	}
 	return cuts, last, nil
