@@ -142,7 +142,9 @@ func (c *Client) Delete(ctx context.Context, stream string, expected ExpectedVer
 // shard's log (ReadShard, ReadAll, subscriptions and projections that have
 // not read them yet skip them) and, within seconds, from the servers' disks.
 // Their event IDs are forgotten with them (shard format 7): a retry of a
-// truncated append is a new append, refused only by its expected version.
+// truncated append is answered as a new append would be (written again, or
+// refused by its expected version, an ID conflict with its events still
+// stored, or a tombstone): truncate only events older than writers' retries.
 //
 // A live stream keeps its last event, so that its versions go on: before is
 // capped at the last version, and the returned start says where the stream

@@ -343,14 +343,17 @@ func storedFrom(m *streamMeta) uint64 {
 	return 0
 }
 
-// forgetIDsMax bounds the events whose ID index entries one truncation deletes (Format7),
-// reading each one's record header: the apply of a truncation of millions of events would
-// otherwise read them all. The entries of the others stay, as garbage: an append's idempotency
-// check skips an entry whose event is gone.
-const forgetIDsMax = 65536
+// forgetIDsMax and forgetIDsBytes bound the events whose ID index entries one truncation deletes
+// (Format7), reading each one's record: the apply of a truncation of millions of events (on the
+// node's apply loop, which all its shards share) would otherwise read them all. The entries of
+// the others stay, as garbage: an append's idempotency check skips an entry whose event is gone.
+const (
+	forgetIDsMax   = 65536
+	forgetIDsBytes = 64 << 20
+)
 
 // forgetIDs deletes from b the ID index entries of stream id's stored events from version from
-// to before-1 (up to forgetIDsMax of them). An event's entry points at it for as long as it is
+// to before-1 (the first forgetIDsMax of them, within forgetIDsBytes). An event's entry points at it for as long as it is
 // stored: an append finds its ID taken until then (checkIDs).
 func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: s.keys.event(nil, id, from), UpperBound: s.keys.event(nil, id, before)})
@@ -358,10 +361,13 @@ func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
 		return err
 	}
 	var (
-		ev  RecordedEvent
-		ids [][16]byte
+		ev    RecordedEvent
+		ids   [][16]byte
+		bytes int
 	)
-	for valid := it.First(); valid && len(ids) < forgetIDsMax; valid = it.Next() {
+	for valid := it.First(); valid && len(ids) < forgetIDsMax && bytes < forgetIDsBytes; valid = it.Next() {
+		lv := it.LazyValue()
+		bytes += lv.Len()
 		rec, err := it.ValueAndErr()
 		if err != nil {
 			return errors.Join(err, it.Close())

@@ -19,8 +19,10 @@ import (
 // (filterbuild.go), the first stage sized for twice the entries the shard's
 // meta record counts (up to bloomMaxFirst). A stage holds 10 bits per entry of
 // its capacity, rounded up to a power of two,
-// and stages double in capacity, so memory is 1.25–5 bytes per stored entry
-// and the false-positive rate stays bounded. Not safe for concurrent use: only
+// and stages double in capacity, so memory is 1.25–5 bytes per entry counted
+// (the meta record counts every event ever appended, and IDs forgotten by
+// truncations (Format7) stay in the filter until it is rebuilt) and the
+// false-positive rate stays bounded. Not safe for concurrent use: only
 // the apply goroutine touches it.
 type hashFilter struct {
 	stages []*bloomStage

@@ -164,7 +164,7 @@
 // Committed, then a committed map bounded by Options.MaxCachedStreams) so an
 // append to a known stream does no stream read. Fresh event IDs and new
 // stream names are screened by in-memory scalable bloom filters (1.25–5
-// bytes per stored event or stream, ~1% false positives per stage), so the
+// bytes per event appended or stream, ~1% false positives per stage), so the
 // idempotency check reads Pebble only for retries and false positives, and
 // the first append to a stream reads nothing to learn that it is new. Open
 // and Reload start a background scan of the 'I' and 'N' keys that rebuilds

@@ -579,8 +579,8 @@ func (a *app) truncateCmd() *cobra.Command {
 		Long: `Remove a stream's events before version N, for good: from reads of the stream,
 from reads of its shard (read-shard, read-all, subscriptions and projections
 that have not read them yet) and, within seconds, from the servers' disks. The
-events' IDs are forgotten with them: a retried append of them is a new append
-(refused if its expected version no longer holds).
+events' IDs are forgotten with them: a retried append of them is answered as
+a new append would be, so truncate only events older than your writers' retries.
 
 A live stream keeps its last event, so that its versions go on: N is capped at
 the last version, and the command prints where the stream now starts. A
