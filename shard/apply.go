@@ -152,6 +152,7 @@ func (s *Shard) checkIDs(b *pebble.Batch, c *AppendCommand, m streamMeta, found 
 			if stored, err := s.eventStored(b, e.stream, e.version); err != nil {
 				return nil, err
 			} else if !stored {
+				s.m.inc(func(sm *shardMetrics) prometheus.Counter { return sm.idGone })
 				run = false
 				continue
 			}
@@ -385,6 +386,9 @@ func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
 		if err := b.Delete(s.keyBuf, nil); err != nil {
 			return err
 		}
+	}
+	if s.m != nil && len(ids) > 0 {
+		s.m.idsForgotten.Add(float64(len(ids)))
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ type Metrics struct {
 	applied     *prometheus.CounterVec // shard, result
 	events      *prometheus.CounterVec // shard
 	idLookups   *prometheus.CounterVec // shard, outcome
+	forgotten   *prometheus.CounterVec // shard
 	streamCache *prometheus.CounterVec // shard, outcome
 }
 
@@ -31,15 +32,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"shard"}),
 		idLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "event_id_lookups_total",
-			Help: "Event-ID idempotency checks that needed a Pebble read, by outcome: found, false_positive (the filter said maybe), unfiltered (absent; looked up while the filter was being built).",
+			Help: "Event-ID idempotency checks that needed a Pebble read, by outcome: found, false_positive (the filter said maybe), unfiltered (absent; looked up while the filter was being built), gone (an entry a large truncation left, whose event is no longer stored: counted as absent).",
 		}, []string{"shard", "outcome"}),
+		forgotten: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "shard", Name: "event_ids_forgotten_total",
+			Help: "Event-ID index entries that truncations deleted with their events (shard format 7), by this replica.",
+		}, []string{"shard"}),
 		streamCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "stream_cache_lookups_total",
 			Help: "Stream-metadata lookups during apply, by outcome: hit (cached), miss (read from Pebble), new (proved new by the stream filter, no read).",
 		}, []string{"shard", "outcome"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.applied, m.events, m.idLookups, m.streamCache} {
+		for _, c := range []prometheus.Collector{m.applied, m.events, m.idLookups, m.forgotten, m.streamCache} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -50,12 +55,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // shardMetrics are one shard's curried counters (nil-safe via noop values).
 type shardMetrics struct {
-	applied             map[string]prometheus.Counter
-	events              prometheus.Counter
-	idFound, idFalsePos prometheus.Counter
-	idUnfiltered        prometheus.Counter
-	cacheHit, cacheMiss prometheus.Counter
-	cacheNew            prometheus.Counter
+	applied              map[string]prometheus.Counter
+	events               prometheus.Counter
+	idFound, idFalsePos  prometheus.Counter
+	idUnfiltered, idGone prometheus.Counter
+	idsForgotten         prometheus.Counter
+	cacheHit, cacheMiss  prometheus.Counter
+	cacheNew             prometheus.Counter
 }
 
 var verdicts = []string{"append", "duplicate", "delete", "truncate", "wrong_expected_version", "id_conflict", "not_found", "deleted", "invalid", "format", "retention", "needs_format", "policy_changed"}
@@ -71,6 +77,8 @@ func (m *Metrics) forShard(id uint32) *shardMetrics {
 		idFound:      m.idLookups.WithLabelValues(l, "found"),
 		idFalsePos:   m.idLookups.WithLabelValues(l, "false_positive"),
 		idUnfiltered: m.idLookups.WithLabelValues(l, "unfiltered"),
+		idGone:       m.idLookups.WithLabelValues(l, "gone"),
+		idsForgotten: m.forgotten.WithLabelValues(l),
 		cacheHit:     m.streamCache.WithLabelValues(l, "hit"),
 		cacheMiss:    m.streamCache.WithLabelValues(l, "miss"),
 		cacheNew:     m.streamCache.WithLabelValues(l, "new"),

@@ -77,8 +77,14 @@ func TestMetricsTruncate(t *testing.T) {
 	defer s.Close()
 	app := EncodeAppend(&AppendCommand{Stream: "a", Events: []Event{{ID: testID(1), Type: "T"}, {ID: testID(2), Type: "T"}}})
 	trunc := EncodeTruncate(&TruncateCommand{Stream: "a", Before: 1})
+	// At Format7 a truncation forgets the removed event's ID (2), and a lookup of an ID whose
+	// event an earlier format's truncation removed (1) finds it gone.
+	app3 := EncodeAppend(&AppendCommand{Stream: "a", Events: []Event{{ID: testID(3), Type: "T"}}})
+	trunc2 := EncodeTruncate(&TruncateCommand{Stream: "a", Before: 2})
+	reuse := EncodeAppend(&AppendCommand{Stream: "b", Events: []Event{{ID: testID(1), Type: "T"}}})
 	b := db.NewIndexedBatch()
-	for i, data := range [][]byte{app, trunc, EncodeSetFormat(&SetFormatCommand{Format: Format4}), trunc} {
+	for i, data := range [][]byte{app, trunc, EncodeSetFormat(&SetFormatCommand{Format: Format4}), trunc,
+		app3, EncodeSetFormat(&SetFormatCommand{Format: Format7}), trunc2, reuse} {
 		s.Apply(b, uint64(i+1), data)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
@@ -88,13 +94,25 @@ func TestMetricsTruncate(t *testing.T) {
 	for _, c := range []struct {
 		result string
 		want   float64
-	}{{"truncate", 1}, {"needs_format", 1}, {"append", 1}, {"format", 1}} {
+	}{{"truncate", 2}, {"needs_format", 1}, {"append", 3}, {"format", 2}} {
 		var pb dto.Metric
 		if err := m.applied.WithLabelValues("4", c.result).Write(&pb); err != nil {
 			t.Fatal(err)
 		}
 		if got := pb.GetCounter().GetValue(); got != c.want {
 			t.Errorf("commands_applied_total{result=%q}: got %v, want %v", c.result, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		c    prometheus.Counter
+	}{{"event_ids_forgotten_total", m.forgotten.WithLabelValues("4")}, {"event_id_lookups_total{outcome=gone}", m.idLookups.WithLabelValues("4", "gone")}} {
+		var pb dto.Metric
+		if err := c.c.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		if got := pb.GetCounter().GetValue(); got != 1 {
+			t.Errorf("%s: got %v, want 1", c.name, got)
 		}
 	}
 }
