@@ -119,6 +119,12 @@ type Config struct {
 	// DefaultRetentionInterval (1m); negative disables applying them (they are still kept and
 	// can be set).
 	RetentionInterval time.Duration
+	// RetentionMinAge keeps every event committed less than RetentionMinAge ago from
+	// retention, the cluster's policies and 'shoal retain' alike, whatever the policy says:
+	// from shard format 7 on a truncation forgets the IDs of the events it removes, and a
+	// writer's retry of an append whose events are gone is answered as a new append. Default
+	// DefaultRetentionMinAge (1m: past the client's 30 s retry budget); negative: none.
+	RetentionMinAge time.Duration
 	// JoinTimeout bounds each of a new node's two waits at start-up: for
 	// one of its seeds to answer (retried with backoff, as seeds of a new
 	// cluster often start at the same time) and then to learn the cluster's

@@ -24,6 +24,22 @@ import (
 // policies (Config.RetentionInterval).
 const DefaultRetentionInterval = time.Minute
 
+// DefaultRetentionMinAge is Config.RetentionMinAge's default: past the client's default retry
+// budget (30 s), so that its retries of an append find the append's events.
+const DefaultRetentionMinAge = time.Minute
+
+// retentionMinAge is the minimum age of the events retention removes (Config.RetentionMinAge).
+func (n *Node) retentionMinAge() time.Duration {
+	switch age := n.cfg.RetentionMinAge; {
+	case age < 0:
+		return DefaultRetentionMinAge
+	case age == 0:
+		return DefaultRetentionMinAge
+	default:
+		return age
+	}
+}
+
 // MinRetentionInterval is the shortest Config.RetentionInterval: each round lists every stream
 // the policies cover.
 const MinRetentionInterval = 100 * time.Millisecond
@@ -178,7 +194,8 @@ func (n *Node) retentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequ
 		stop := func() bool { return pctx.Err() != nil || !g.IsLeader() }
 		start := time.Now()
 		enough := func() bool { return time.Since(start) > retentionCutsBudget }
-		cuts, last, err := sm.RetentionCuts(p, []shard.RetentionPolicy{p}, start.UnixNano(), req.After, uint64(count), stop, enough)
+		cuts, last, err := sm.RetentionCuts(p, []shard.RetentionPolicy{p}, shard.CutOptions{Now: start.UnixNano(),
+			MinAge: n.retentionMinAge(), After: req.After, Count: uint64(count), Stop: stop, Enough: enough})
 		if errors.Is(err, shard.ErrScanStopped) {
 			if err = pctx.Err(); err == nil {
 				err = &NoLeaderError{Shard: req.Shard, Cause: errors.New("this node stopped leading the shard")}
@@ -415,7 +432,8 @@ func (r *retainer) applyShard(g *replica.Group, sm *shard.Shard) (streams, event
 			if stop() || !r.samePolicies(sm, ps) {
 				return streams, events
 			}
-			cuts, last, err := sm.RetentionCuts(p, ps, now, after, retentionPage, stop, nil)
+			cuts, last, err := sm.RetentionCuts(p, ps, shard.CutOptions{Now: now, MinAge: r.n.retentionMinAge(), After: after,
+				Count: retentionPage, Stop: stop})
 			if err != nil {
 				if !errors.Is(err, shard.ErrScanStopped) {
 					r.m.truncations.WithLabelValues("error").Inc()

@@ -33,6 +33,7 @@ func TestRetentionPolicies(t *testing.T) {
 	c := testnode.Start(t, 3, testnode.Options{Shards: shards, Replication: 3, Configure: func(i int, cfg *node.Config) {
 		placementConfig(cfg)
 		cfg.RetentionInterval = 100 * time.Millisecond
+		cfg.RetentionMinAge = -1 // events just appended may go
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -108,6 +109,16 @@ func TestRetentionPolicies(t *testing.T) {
 	appendN("cart-1", 3)
 	if err := cl.Delete(ctx, "cart-1", client.Any); err != nil {
 		t.Fatal(err)
+	}
+	// A one-off Retain's fn error ends the run: no call after it.
+	enough := errors.New("enough")
+	calls := 0
+	err = cl.Retain(ctx, "", client.Retention{KeepLast: 1, Deleted: true, DryRun: true}, func(r client.Retained) error {
+		calls++
+		return enough
+	})
+	if !errors.Is(err, enough) || calls != 1 {
+		t.Fatalf("Retain whose fn fails: %v after %d calls, want its error after 1", err, calls)
 	}
 
 	// The longer prefix first: a round between the two would otherwise apply order-'s policy

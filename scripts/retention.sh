@@ -18,7 +18,8 @@ SHOAL=${BIN:-bin/shoal}
 WORK=$(mktemp -d /tmp/shoal-retention.XXXXXX)
 PIDS=()
 trap 'stop_nodes; rm -rf "$WORK"' EXIT
-SERVER_ARGS="--retention-interval 10s" start_cluster 32
+# --retention-min-age -1s: the events just appended may go at once.
+SERVER_ARGS="--retention-interval 10s --retention-min-age -1s" start_cluster 32
 
 "$SHOAL" bench append --server 127.0.0.1:17400 --streams "${STREAMS:-100000}" --count "${COUNT:-300000}" \
   --warmup 0s --concurrency 64 --event-size 256 >/dev/null

@@ -203,7 +203,8 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		if n := a.uint(t, "budget", 0); n > 0 {
 			enough = func() bool { n--; return n == 0 }
 		}
-		cuts, last, err := ts.s.RetentionCuts(p, ps, int64(a.uint(t, "now", 0)), a.str(t, "after"), a.uint(t, "count", 0), nil, enough)
+		cuts, last, err := ts.s.RetentionCuts(p, ps, CutOptions{Now: int64(a.uint(t, "now", 0)), After: a.str(t, "after"),
+			Count: a.uint(t, "count", 0), MinAge: time.Duration(a.uint(t, "min-age", 0)), Enough: enough})
 		if err != nil {
 			return fmt.Sprintf("error: %v\n", err)
 		}

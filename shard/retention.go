@@ -268,21 +268,39 @@ type RetentionCut struct {
 // Events is the number of events the cut removes.
 func (c RetentionCut) Events() uint64 { return c.Before - c.From + c.Hidden }
 
-// RetentionCuts works out, as of now (unix nanos), the truncations policy p asks of up to count
-// streams (0: all) whose names start with p.Prefix and come after after, in name order, and
-// returns them with the last name it looked at ("" once it reached the end). Streams that a
-// policy of a longer prefix among all governs are that policy's, and skipped. The cuts come
-// from committed state: truncating them with expected version Any is safe with writers
-// running, as appends only add later versions and a delete hides what was chosen anyway.
-// stop (nil: never) is asked between streams and events read: once it says true, the scan
-// ends with ErrScanStopped. enough (nil: never) is asked after each stream's cut is worked out:
-// once it says true, the call returns the cuts so far, with the name of the last stream worked
-// out (a caller's bound on one call's work, under a max-age that reads many events).
-func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int64, after string, count uint64, stop, enough func() bool) ([]RetentionCut, string, error) {
+// CutOptions are the bounds of one RetentionCuts call.
+type CutOptions struct {
+	// Now is the time the policy is applied at (unix nanos).
+	Now int64
+	// MinAge keeps every event committed less than MinAge before Now, whatever the policy says
+	// (0: none): a cut stops before the first such event, and a deleted stream with one is left
+	// for a later call. Retries of an append whose events are gone are answered as a new
+	// append (Format7), so retention leaves the events of appends still being retried.
+	MinAge time.Duration
+	// After and Count: the streams after After, at most Count of them (0: all).
+	After string
+	Count uint64
+	// Stop (nil: never) is asked between streams and events read: once it says true, the scan
+	// ends with ErrScanStopped.
+	Stop func() bool
+	// Enough (nil: never) is asked after each stream's cut is worked out: once it says true,
+	// the call returns the cuts so far, with the name of the last stream worked out (a
+	// caller's bound on one call's work, under a max-age that reads many events).
+	Enough func() bool
+}
+
+// RetentionCuts works out the truncations policy p asks of the streams whose names start with
+// p.Prefix and come after o.After, up to o.Count of them, in name order, and returns them with
+// the last name it looked at ("" once it reached the end). Streams that a policy of a longer
+// prefix among all governs are that policy's, and skipped. The cuts come from committed state:
+// truncating them with expected version Any is safe with writers running, as appends only add
+// later versions and a delete hides what was chosen anyway.
+func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, o CutOptions) ([]RetentionCut, string, error) {
+	stop := o.Stop
 	if stop == nil {
 		stop = func() bool { return false }
 	}
-	if err := CheckListBounds(p.Prefix, after); err != nil {
+	if err := CheckListBounds(p.Prefix, o.After); err != nil {
 		return nil, "", err
 	}
 	var (
@@ -290,7 +308,7 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 		last    string
 		listed  uint64
 	)
-	err := s.ListStreams(p.Prefix, after, p.Deleted, count, func(m *StreamSummary) error {
+	err := s.ListStreams(p.Prefix, o.After, p.Deleted, o.Count, func(m *StreamSummary) error {
 		if stop() {
 			return ErrScanStopped
 		}
@@ -303,35 +321,90 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, now int6
 	if err != nil {
 		return nil, "", err
 	}
-	if count == 0 || listed < count {
+	if o.Count == 0 || listed < o.Count {
 		last = "" // the end
 	}
 	var cuts []RetentionCut
 	for i := range streams {
 		m := &streams[i]
-		before, err := s.retentionBefore(&p, m, now, stop)
+		c, err := s.retentionCut(&p, m, &o, stop)
 		if err != nil {
 			return nil, "", err
-		}
-		c := RetentionCut{Stream: m.Name, State: m.State, From: m.First, Before: before, Hidden: m.Hidden,
-			Policy: RetentionRef{Prefix: p.Prefix, Set: p.Set}}
-		switch {
-		case m.State != StreamLive: // every hidden event goes
-			c.From = before
-		case before > m.First: // and with them the hidden ones
-		case p.Deleted && m.Hidden > 0:
-			c.Before = m.First // the hidden events only
-		default:
-			c = RetentionCut{}
 		}
 		if c.Events() > 0 {
 			cuts = append(cuts, c)
 		}
-		if enough != nil && i < len(streams)-1 && enough() {
+		if o.Enough != nil && i < len(streams)-1 && o.Enough() {
 			return cuts, m.Name, nil
 		}
 	}
 	return cuts, last, nil
+}
+
+// retentionCut works out the cut policy p asks of stream m (none: no events).
+func (s *Shard) retentionCut(p *RetentionPolicy, m *StreamSummary, o *CutOptions, stop func() bool) (RetentionCut, error) {
+	before, err := s.retentionBefore(p, m, o.Now, stop)
+	if err != nil {
+		return RetentionCut{}, err
+	}
+	c := RetentionCut{Stream: m.Name, State: m.State, From: m.First, Before: before, Hidden: m.Hidden,
+		Policy: RetentionRef{Prefix: p.Prefix, Set: p.Set}}
+	switch {
+	case m.State != StreamLive: // every hidden event goes
+		c.From = before
+	case before > m.First: // and with them the hidden ones
+	case p.Deleted && m.Hidden > 0:
+		c.Before = m.First // the hidden events only
+	default:
+		return RetentionCut{}, nil
+	}
+	if c.Events() == 0 || o.MinAge <= 0 || o.Now < math.MinInt64+int64(o.MinAge) {
+		return c, nil
+	}
+	// The youngest event the cut removes is its last: when it is younger than MinAge, a live
+	// stream's cut stops before its first young event, and any other cut waits.
+	cutoff := o.Now - int64(o.MinAge)
+	young, err := s.eventYoung(m.Name, c.Before-1, cutoff)
+	if err != nil || !young {
+		return c, err
+	}
+	if m.State != StreamLive || c.Before <= m.First {
+		return RetentionCut{}, nil
+	}
+	if c.Before, err = s.oldEvents(m.Name, m.First, c.Before, cutoff, stop); err != nil {
+		return RetentionCut{}, err
+	}
+	if c.Before <= m.First {
+		return RetentionCut{}, nil
+	}
+	return c, nil
+}
+
+// eventYoung reports whether the event at version of stream, readable or hidden by a delete,
+// was committed at or after cutoff (false when it is not stored).
+func (s *Shard) eventYoung(stream string, version uint64, cutoff int64) (bool, error) {
+	key := s.keys.stream(nil, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
+	if err != nil {
+		return false, err
+	}
+	m, found, err := streamRecord(it, key)
+	if err = errors.Join(err, it.Close()); err != nil || !found {
+		return false, err
+	}
+	rec, closer, err := s.db.Get(s.keys.event(nil, m.id, version))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closer.Close()
+	var ev RecordedEvent
+	if err := decodeRecordHeader(rec, &ev); err != nil {
+		return false, err
+	}
+	return ev.Created >= cutoff, nil
 }
 
 // retentionBefore returns the first version of stream m that policy p keeps.

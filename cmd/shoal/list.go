@@ -265,7 +265,9 @@ It prints each stream it truncates and a summary; --dry-run prints what it
 would remove and removes nothing. Run it from cron or a Kubernetes CronJob to
 keep a policy applied. It is safe with writers running, and safe to run again.
 Each shard's leader works out what goes; --max-age compares its clock with the
-commit times the leaders stamped. To keep a policy applied by the cluster
+commit times the leaders stamped. Events committed less than the servers'
+--retention-min-age ago (a minute by default) stay, so that writers' retries
+of an append still find its events. To keep a policy applied by the cluster
 itself, use 'shoal retention set'.`,
 		Example: `  shoal retain --prefix session- --max-age 720h
   shoal retain --prefix metrics- --keep-last 1000 --deleted --dry-run`,

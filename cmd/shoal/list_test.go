@@ -94,7 +94,7 @@ func TestRetainCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
 	}
-	n := startNode(t)
+	n := startNodeWith(t, func(cfg *node.Config) { cfg.RetentionMinAge = -1 }) // events just appended may go
 	testnode.WaitMaxFormat(t, dialNode(t, n), 20*time.Second)
 	run := cliRunner(t, map[string]string{"SHOAL_SERVER": n.Addr()})
 	appendN := func(stream string, k int) {
@@ -175,7 +175,7 @@ func TestRetentionCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
 	}
-	n := startNodeWith(t, func(cfg *node.Config) { cfg.RetentionInterval = 100 * time.Millisecond })
+	n := startNodeWith(t, func(cfg *node.Config) { cfg.RetentionInterval, cfg.RetentionMinAge = 100*time.Millisecond, -1 })
 	testnode.WaitMaxFormat(t, dialNode(t, n), 20*time.Second)
 	run := cliRunner(t, map[string]string{"SHOAL_SERVER": n.Addr()})
 

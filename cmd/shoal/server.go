@@ -150,6 +150,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.IntVar(&cfg.Replication, "replication", def.Replication, fmt.Sprintf("replicas per shard when creating a cluster, 1..%d (a cluster with fewer nodes or zones runs under-replicated)", node.MaxReplication))
 	f.DurationVar(&cfg.DeadAfter, "dead-after", def.DeadAfter, "how long a member may be dead before its replicas are replaced")
 	f.DurationVar(&cfg.RetentionInterval, "retention-interval", node.DefaultRetentionInterval, "how often the leaders of this node's shards apply the cluster's retention policies ('shoal retention'); negative: never (the policies are kept)")
+	f.DurationVar(&cfg.RetentionMinAge, "retention-min-age", node.DefaultRetentionMinAge, "retention (policies and 'shoal retain') never removes an event committed less than this long ago, so that writers' retries of an append find its events; negative: no minimum")
 	f.IntVar(&cfg.StreamCache, "stream-cache", node.DefaultStreamCache, "streams whose metadata (last version, state) the node keeps in memory for appends, shared by the cluster's shards (about 130 bytes plus the name each; each shard keeps at least 256)")
 	f.IntVar(&cfg.MaxSubscriptions, "max-subscriptions", node.DefaultMaxSubscriptions, "subscriptions (reads with --follow) the node holds at once, served or relayed to a shard's leader (about 30 KiB and a heartbeat a second each); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.IntVar(&cfg.MaxLongPolls, "max-long-polls", node.DefaultMaxLongPolls, "long polls (shard reads that wait for new events, as projections make) the node holds at once, served or relayed, apart from --max-subscriptions (about 30 KiB each, for up to a minute); more are refused with RESOURCE_EXHAUSTED, which clients retry")
@@ -422,7 +423,7 @@ func configFlags(msg string) string {
 	flags := map[string]string{
 		"Listen": "--listen", "Advertise": "--advertise", "Join": "--join", "HTTP": "--http", "Gossip": "--gossip",
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
-		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration", "RetentionInterval": "--retention-interval",
+		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration", "RetentionInterval": "--retention-interval", "RetentionMinAge": "--retention-min-age",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
 		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines", "WALCommitDelay": "--wal-commit-delay",
 		"ConsoleData": "--console-data",
