@@ -32,7 +32,7 @@ const DefaultRetentionMinAge = time.Minute
 func (n *Node) retentionMinAge() time.Duration {
 	switch age := n.cfg.RetentionMinAge; {
 	case age < 0:
-		return DefaultRetentionMinAge
+		return 0
 	case age == 0:
 		return DefaultRetentionMinAge
 	default:
