@@ -48,3 +48,5 @@ for p in 17480 17481 17482; do
   curl -fsS "http://127.0.0.1:$p/metrics" | grep -E '^shoal_retention_(round_duration_seconds_(sum|count)|truncations_total)' | tr '\n' ' '
   echo
 done
+for p in 17480 17481 17482; do curl -fsS "http://127.0.0.1:$p/metrics"; done |
+  awk '$1 ~ /^shoal_shard_event_ids_forgotten_total/ {s+=$2} END{print "event IDs forgotten, all replicas: " s+0}'
