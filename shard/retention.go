@@ -374,9 +374,17 @@ func (s *Shard) retentionCut(p *RetentionPolicy, m *StreamSummary, o *CutOptions
 	if c.Before, err = s.oldEvents(m.Name, m.First, c.Before, cutoff, stop); err != nil {
 		return RetentionCut{}, err
 	}
-	if c.Before <= m.First {
+	if c.Before > m.First {
+		return c, nil
+	}
+	// No readable event is old enough; the hidden ones below them may be.
+	if !p.Deleted || m.Hidden == 0 || m.First == 0 {
 		return RetentionCut{}, nil
 	}
+	if young, err := s.eventYoung(m.Name, m.First-1, cutoff); err != nil || young {
+		return RetentionCut{}, err
+	}
+	c.Before = m.First
 	return c, nil
 }
 

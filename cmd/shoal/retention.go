@@ -25,7 +25,9 @@ the first one that is not that old), and with --deleted the events that
 deletes hid. Every shard keeps the cluster's policies, and its leader applies
 them once a retention interval (the servers' --retention-interval, a minute by
 default), so nothing needs to run from cron. The policy of the longest prefix
-a stream's name starts with governs it. A live stream keeps its last event.
+a stream's name starts with governs it. A live stream keeps its last event, and
+no event younger than the servers' --retention-min-age (a minute by default)
+goes, so that writers' retries of an append still find its events.
 
 To apply a policy once instead, without keeping it, use 'shoal retain'.`,
 		Args: noArgs,

@@ -146,6 +146,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--dead-after", "-1s"}, "--dead-after -1s is negative"},
 		{[]string{"server", "--dead-after", "0"}, "--dead-after 0s: give a positive duration (leave it out for the default, 1m0s)"},
 		{[]string{"server", "--join-timeout", "0s"}, "--join-timeout 0s: give a positive duration (leave it out for the default, 1m0s)"},
+		{[]string{"server", "--retention-min-age", "0"}, "--retention-min-age 0s: give a positive duration, or a negative one for no minimum age (leave it out for the default, 1m0s)"},
 		{[]string{"server", "--max-sync-duration", "0"}, "--max-sync-duration 0s: give at least 1s, or a negative duration to never exit (leave it out for the default, 20s)"},
 		{[]string{"server", "--wal-commit-delay", "1s"}, "--wal-commit-delay 1s out of range 0..100ms"},
 		{[]string{"server", "--wal-commit-delay", "-1ms"}, "--wal-commit-delay -1ms out of range 0..100ms"},

@@ -57,7 +57,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 			}
 			// node.Config also takes a zero duration for "the default": a 0 given here
 			// is refused rather than silently read as 60s or 20s.
-			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration", "retention-interval"} {
+			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration", "retention-interval", "retention-min-age"} {
 				fl := cmd.Flags().Lookup(name)
 				if d, _ := cmd.Flags().GetDuration(name); fl.Changed && d == 0 {
 					want := "a positive duration"
@@ -66,6 +66,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 						want = fmt.Sprintf("at least %v, or a negative duration to never exit", node.MinMaxSyncDuration)
 					case "retention-interval":
 						want = "a positive duration, or a negative one to never apply the retention policies"
+					case "retention-min-age":
+						want = "a positive duration, or a negative one for no minimum age"
 					}
 					return usagef("--%s 0s: give %s (leave it out for the default, %s)", name, want, fl.DefValue)
 				}
