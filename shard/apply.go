@@ -390,6 +390,7 @@ func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
 	if s.m != nil && len(ids) > 0 {
 		s.m.idsForgotten.Add(float64(len(ids)))
 	}
+	s.forgotten += len(ids)
 	return nil
 }
 

@@ -21,8 +21,9 @@ import (
 // its capacity, rounded up to a power of two,
 // and stages double in capacity, so memory is 1.25–5 bytes per entry counted
 // (the meta record counts every event ever appended, and IDs forgotten by
-// truncations (Format7) stay in the filter until it is rebuilt) and the
-// false-positive rate stays bounded. Not safe for concurrent use: only
+// truncations (Format7) stay in the filter until it is rebuilt: Committed
+// rebuilds it once they are a million and half of it, filterRebuildMin) and
+// the false-positive rate stays bounded. Not safe for concurrent use: only
 // the apply goroutine touches it.
 type hashFilter struct {
 	stages []*bloomStage

@@ -52,6 +52,7 @@ func (s *Shard) startFilterBuild(events, streams int) error {
 	b := &filterBuild{quit: make(chan struct{}), done: make(chan struct{}), start: time.Now(), gate: s.filterBuildGate}
 	s.build = b
 	s.idsAdded, s.namesAdded = s.idsAdded[:0], s.namesAdded[:0]
+	s.forgotten = 0
 	go b.run(idIt, nameIt, events, streams)
 	return nil
 }
@@ -125,6 +126,31 @@ func (s *Shard) stopFilterBuild() {
 	close(s.build.quit)
 	<-s.build.done
 	s.build = nil
+}
+
+// filterRebuildMin is how many event IDs truncations must have forgotten (Format7) since the
+// filters were built before Committed rebuilds them, and only once they are at least half of
+// the IDs the filter holds: a filter never drops an entry, so without rebuilds a node that
+// runs for months under retention would hold a filter of every ID it ever stored. A rebuild
+// scans the IDs left, at least as many as were forgotten, in the background (appends check
+// Pebble meanwhile).
+var filterRebuildMin = 1 << 20
+
+// maybeRebuildFilters starts a rebuild of the filters when truncations have forgotten enough
+// of their IDs. Called by Committed: the scan's view then holds every batch applied.
+// Apply-goroutine only.
+func (s *Shard) maybeRebuildFilters() {
+	if s.ids == nil || s.build != nil || s.forgotten < filterRebuildMin || s.forgotten < s.ids.count()/2 {
+		return
+	}
+	left := max(s.ids.count()-s.forgotten, 0)
+	s.opts.Logger.Info("shard: rebuilding the event-ID filter after truncations forgot IDs", "shard", s.id,
+		"forgotten", s.forgotten, "ids", s.ids.count())
+	s.ids, s.names = nil, nil
+	if err := s.startFilterBuild(left, int(min(s.meta.nextStreamID, bloomMaxFirst))); err != nil {
+		// Appends check Pebble until the next Reload: correct, only slower.
+		s.opts.Logger.Error("shard: rebuilding the filters failed to start; appends check Pebble", "shard", s.id, "err", err)
+	}
 }
 
 // filters returns the event-ID and stream-name filters, or nils while the

@@ -189,3 +189,48 @@ func TestStreamFilter(t *testing.T) {
 		t.Fatalf("stale expected version: %s", fmtResult(res))
 	}
 }
+
+// TestFilterRebuildAfterForgetting: once truncations have forgotten enough event IDs (Format7),
+// Committed rebuilds the ID filter from the IDs left, so a long-running shard under retention
+// does not keep a filter of every ID it ever stored; verdicts are the same throughout.
+func TestFilterRebuildAfterForgetting(t *testing.T) {
+	defer func(n int) { filterRebuildMin = n }(filterRebuildMin)
+	filterRebuildMin = 100
+	ts := newTestShard(t, nil, 1)
+	ts.apply(EncodeSetFormat(&SetFormatCommand{Format: Format7}))
+	ts.s.waitFilters(t)
+	evs := make([]Event, 300)
+	for i := range evs {
+		evs[i] = Event{ID: testID(uint64(i + 1)), Type: "T"}
+	}
+	for i := 0; i < len(evs); i += 100 {
+		if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Events: evs[i : i+100]}))); res[:2] != "ok" {
+			t.Fatal(res)
+		}
+	}
+	if f, _ := ts.s.waitFilters(t); f.count() != 300 {
+		t.Fatalf("filter of %d IDs, want 300", f.count())
+	}
+	// 99 forgotten: below the minimum, no rebuild.
+	ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: 99}))
+	if ts.s.build != nil {
+		t.Fatal("a rebuild after 99 forgotten IDs, want none below 100")
+	}
+	// 250 forgotten, more than half of the filter's 300: rebuilt from the 50 left.
+	ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: 250}))
+	if ts.s.build == nil {
+		t.Fatal("no rebuild after 250 of 300 IDs were forgotten")
+	}
+	if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Expected: Expected{Kind: ExpectAny}, Events: evs[250:]}))); res != "ok first=250 last=299 pos=250 duplicate" {
+		t.Fatalf("retry of stored events during the rebuild: %s", res)
+	}
+	if f, _ := ts.s.waitFilters(t); f.count() != 50 {
+		t.Fatalf("rebuilt filter of %d IDs, want the 50 left", f.count())
+	}
+	if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "t", Events: evs[:1]}))); res != "ok first=0 last=0 pos=300" {
+		t.Fatalf("a forgotten ID appended again after the rebuild: %s", res)
+	}
+	if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Expected: Expected{Kind: ExpectAny}, Events: evs[299:]}))); res != "ok first=299 last=299 pos=299 duplicate" {
+		t.Fatalf("retry of a stored event after the rebuild: %s", res)
+	}
+}

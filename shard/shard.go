@@ -83,6 +83,7 @@ type Shard struct {
 	build      *filterBuild          // background scan rebuilding ids and names, or nil (filterbuild.go)
 	idsAdded   []uint64              // hashes of the IDs stored while build runs, for its filter
 	namesAdded []uint64              // hashes of the streams created while build runs
+	forgotten  int                   // IDs truncations forgot since the filters were built (Format7)
 	// filterBuildGate, when set by a test before Reload, holds the next scan until closed.
 	filterBuildGate chan struct{}
 	keyBuf          []byte
@@ -472,6 +473,7 @@ func (s *Shard) Committed() {
 	s.nextPos.Store(s.meta.nextPosition)
 	s.applied.Store(s.pendApply)
 	s.cachedStreams.Store(int64(len(s.cache)))
+	s.maybeRebuildFilters()
 	// A large event leaves its buffers at its size: give them back rather than hold them
 	// for the life of the shard.
 	for _, b := range []*[]byte{&s.keyBuf, &s.valBuf, &s.scratchBuf} {
