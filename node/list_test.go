@@ -254,6 +254,19 @@ func TestListStreams(t *testing.T) {
 		t.Fatalf("StreamInfo of a 513-byte name: %v, want ErrInvalidArgument", err)
 	}
 	streams := shoalv1.NewStreamsClient(c.Dial(t, 0))
+	wantInvalid := func(call string, err error, field string) {
+		t.Helper()
+		st := status.Convert(err)
+		var f *shoalv1.InvalidField
+		for _, d := range st.Details() {
+			if d, ok := d.(*shoalv1.InvalidField); ok {
+				f = d
+			}
+		}
+		if st.Code() != codes.InvalidArgument || f == nil || f.GetField() != field || f.GetLimit() == "" {
+			t.Fatalf("%s: %v, want INVALID_ARGUMENT naming %s and its limit", call, err, field)
+		}
+	}
 	for _, tc := range []struct {
 		req   *shoalv1.ListStreamsRequest
 		field string
@@ -267,16 +280,7 @@ func TestListStreams(t *testing.T) {
 		if err == nil {
 			_, err = rs.Recv()
 		}
-		st := status.Convert(err)
-		var f *shoalv1.InvalidField
-		for _, d := range st.Details() {
-			if d, ok := d.(*shoalv1.InvalidField); ok {
-				f = d
-			}
-		}
-		if st.Code() != codes.InvalidArgument || f == nil || f.GetField() != tc.field || f.GetLimit() == "" {
-			t.Fatalf("ListStreams(%v): %v, want INVALID_ARGUMENT naming %s and its limit", tc.req, err, tc.field)
-		}
+		wantInvalid(fmt.Sprintf("ListStreams(%v)", tc.req), err, tc.field)
 	}
 
 	keep := &shoalv1.RetentionPolicy{KeepLast: 1}
@@ -291,16 +295,7 @@ func TestListStreams(t *testing.T) {
 		{&shoalv1.RetentionCutsRequest{Policy: keep, Count: 1025}, "count"},
 	} {
 		_, err := streams.RetentionCuts(ctx, tc.req)
-		st := status.Convert(err)
-		var f *shoalv1.InvalidField
-		for _, d := range st.Details() {
-			if d, ok := d.(*shoalv1.InvalidField); ok {
-				f = d
-			}
-		}
-		if st.Code() != codes.InvalidArgument || f == nil || f.GetField() != tc.field || f.GetLimit() == "" {
-			t.Fatalf("RetentionCuts(%v): %v, want INVALID_ARGUMENT naming %s and its limit", tc.req, err, tc.field)
-		}
+		wantInvalid(fmt.Sprintf("RetentionCuts(%v)", tc.req), err, tc.field)
 	}
 
 	// Two nodes down: no shard has a quorum. The node left serves a stale listing of what it

@@ -354,8 +354,9 @@ const (
 )
 
 // forgetIDs deletes from b the ID index entries of stream id's stored events from version from
-// to before-1 (the first forgetIDsMax of them, within forgetIDsBytes). An event's entry points at it for as long as it is
-// stored: an append finds its ID taken until then (checkIDs).
+// to before-1 (the first forgetIDsMax of them, within forgetIDsBytes). An event's entry points
+// at it for as long as it is stored: an append finds its ID taken until then (checkIDs), and a
+// new event with the ID, possible only once this one is gone, writes its own entry.
 func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: s.keys.event(nil, id, from), UpperBound: s.keys.event(nil, id, before)})
 	if err != nil {
