@@ -125,8 +125,14 @@ func ownRefusal(err error) bool {
 
 // streamVerdict reports whether err is the stream's verdict on a write: what a repeat of an
 // append that was applied would not answer (it finds its event IDs and answers as a
-// duplicate), so that an append's verdict settles its earlier attempts.
+// duplicate), so that an append's verdict settles its earlier attempts. An ID conflict with an
+// event of the append's own stream does not: at shard format 7 a truncation forgets the IDs of
+// the events it removes, and that is what the repeat meets once it removed some of them.
 func streamVerdict(err error) bool {
+	var ice *IDConflictError
+	if errors.As(err, &ice) && ice.ExistingStream == ice.Stream {
+		return false
+	}
 	return ownRefusal(err) || errors.Is(err, ErrIDConflict)
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/google/uuid"
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
@@ -281,5 +282,39 @@ func TestNothingSentIsNotUnknown(t *testing.T) {
 	}
 	if errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("append that sent nothing: %v, want context.DeadlineExceeded and not ErrOutcomeUnknown", err)
+	}
+}
+
+// An append whose first attempt was applied (its answer lost) and whose retry is then an ID
+// conflict with an event of its own stream fails with ErrOutcomeUnknown: at shard format 7 that
+// is what the retry meets once a truncation removed some of the applied events. A conflict
+// with another stream's event still settles the call.
+func TestSameStreamIDConflictAfterUncertainAppendIsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		existing string
+		unknown  bool
+	}{{"s", true}, {"t", false}} {
+		fc := newFakeCluster(t, 1, 1)
+		fc.mu.Lock()
+		fc.unary = true
+		fc.mu.Unlock()
+		c := dial(t, fc)
+		ev := Event{ID: uuid.Must(uuid.NewV7()), Type: "A"}
+		conflict := statusWith(codes.AlreadyExists, "fake: event ID conflict",
+			&shoalv1.IDConflict{Stream: "s", Id: ev.ID[:], ExistingStream: tc.existing, ExistingVersion: 0})
+		fc.nodes[0].setFault(func(_ context.Context, m string, k int) error {
+			switch {
+			case m != "Append":
+				return nil
+			case k == 1:
+				return errLoseAck
+			}
+			return conflict
+		})
+		_, err := c.Append(testCtx(t), "s", Any, ev)
+		if !errors.Is(err, ErrIDConflict) || errors.Is(err, ErrOutcomeUnknown) != tc.unknown {
+			t.Errorf("append applied, then an ID conflict with stream %q: %v, want ErrIDConflict, ErrOutcomeUnknown %t",
+				tc.existing, err, tc.unknown)
+		}
 	}
 }
