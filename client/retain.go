@@ -51,10 +51,12 @@ func (r Retained) Events() uint64 { return r.Before - r.From + r.Hidden }
 // recovered). Each shard's leader works out what the policy removes, a page of streams at a
 // time (RetentionCuts: a stream with nothing to remove costs it a listing entry, and, under
 // MaxAge, the headers of its events up to the first young one); Retain truncates those streams,
-// one at a time in each of up to 16 shards at once. An error of a node of a version without
-// RetentionCuts ends the run, after the shards of upgraded leaders may have been truncated. It stops at the first error, of a truncation (which names the stream) or
-// of fn, and returns it once the streams under way are done. Running it again is safe, and goes
-// on where a failed run stopped.
+// one at a time in each of up to 16 shards at once. It stops at the first error, of a
+// truncation (which names the stream) or of fn, and returns it once the streams under way are
+// done. Running it again is safe, and goes on where a failed run stopped. An error of a node of
+// a version without RetentionCuts ends the run too, after the shards of upgraded leaders may
+// have been truncated. Events younger than the servers' --retention-min-age (a minute by
+// default) stay, so that writers' retries of an append still find its events.
 //
 // Retain is safe with writers running: the versions it removes were decided from committed
 // state, and appends only add later ones (a stream deleted since loses the versions chosen,
