@@ -480,14 +480,15 @@ func (r *retainer) samePolicies(sm *shard.Shard, ps []shard.RetentionPolicy) boo
 	return err == nil && slices.Equal(cur, ps)
 }
 
-// truncate proposes cut c with expected version Any, naming its policy: the cut was worked out
-// from committed state, and appends since only add later versions. It returns the shard's
-// verdict when it refused the truncation, or an error when it was not applied.
+// truncate proposes cut c with expected version Any, naming its policy (in steps, as
+// proposeTruncate does): the cut was worked out from committed state, and appends since only
+// add later versions. It returns the shard's verdict when it refused the truncation, or an
+// error when it was not applied.
 func (r *retainer) truncate(g *replica.Group, c shard.RetentionCut) (verdict, err error) {
 	ctx, cancel := context.WithTimeout(r.ctx, retentionTruncateTimeout)
 	defer cancel()
 	policy := c.Policy
-	res, err := g.Propose(ctx, shard.EncodeTruncate(&shard.TruncateCommand{Stream: c.Stream, Before: c.Before, Policy: &policy}))
+	res, err := r.n.proposeTruncate(ctx, g, g.Shard(), &shard.TruncateCommand{Stream: c.Stream, Before: c.Before, Policy: &policy})
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*sho
 		if err := n.needFormat(pctx, g, id, shard.Format4, "truncating a stream"); err != nil {
 			return err, nil
 		}
-		return g.Propose(pctx, shard.EncodeTruncate(cmd))
+		return n.proposeTruncate(pctx, g, id, cmd)
 	}, func(conn *grpc.ClientConn, fctx context.Context) (any, error) {
 		return shoalv1.NewStreamsClient(conn).Truncate(fctx, req)
 	})
@@ -46,4 +46,34 @@ func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*sho
 		return &shoalv1.TruncateResponse{Shard: id, Start: r.Start}, nil
 	}
 	return nil, status.Errorf(codes.Internal, "truncate: unexpected result %T", res)
+}
+
+// proposeTruncate proposes truncation cmd on g, which leads shard id. When the shard forgets the
+// IDs of the events a truncation removes (Format7) and one truncation would remove more events
+// than it forgets the IDs of, it proposes it in steps (shard.TruncateSteps, from this replica's
+// committed state), each a truncation of its own: the first with cmd's expected version, so that
+// a refusal writes nothing, the others with expected version Any (appends since only add later
+// versions), the last at cmd.Before. It returns the last step's result, or a step's refusal.
+func (n *Node) proposeTruncate(ctx context.Context, g *replica.Group, id uint32, cmd *shard.TruncateCommand) (any, error) {
+	var steps []uint64
+	if sm, _, ok := n.shardSM(id); ok && sm.Format() >= shard.Format7 {
+		var err error
+		if steps, err = sm.TruncateSteps(cmd.Stream, cmd.Before); err != nil {
+			return nil, err
+		}
+	}
+	step := *cmd
+	for _, before := range steps {
+		step.Before = before
+		res, err := g.Propose(ctx, shard.EncodeTruncate(&step))
+		if err != nil {
+			return nil, err
+		}
+		if _, refused := res.(error); refused {
+			return res, nil
+		}
+		step.Expected = shard.Expected{Kind: shard.ExpectAny}
+	}
+	step.Before = cmd.Before
+	return g.Propose(ctx, shard.EncodeTruncate(&step))
 }

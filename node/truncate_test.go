@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -256,5 +257,43 @@ func TestReadShardAcrossLongTruncation(t *testing.T) {
 	}
 	if got := read(client.Follow()); got != want {
 		t.Fatalf("ReadShard from 0, following: %s, want %s", got, want)
+	}
+}
+
+// TestTruncateForgetsEveryID: a truncation of more events than one raft entry's truncation
+// forgets the IDs of is proposed in steps, so that every removed event's ID entry goes (shard
+// format 7): 69,999 forgotten of 70,000 events, where one entry forgets 65,536.
+func TestTruncateForgetsEveryID(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	reg := prometheus.NewRegistry()
+	c := testnode.Start(t, 1, testnode.Options{Shards: 1, Replication: 1, Configure: func(_ int, cfg *node.Config) {
+		cfg.Registry = reg
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	testnode.WaitMaxFormat(t, cl, 30*time.Second)
+	const events = 70000
+	evs := make([]client.Event, 1000)
+	for sent := 0; sent < events; sent += len(evs) {
+		for i := range evs {
+			evs[i] = client.Event{ID: uuid.Must(uuid.NewV7()), Type: "Tick"}
+		}
+		if _, err := cl.Append(ctx, "ticks", client.Any, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if start, err := cl.Truncate(ctx, "ticks", math.MaxUint64, client.Exact(events-1)); err != nil || start != events-1 {
+		t.Fatalf("truncate all but the last of %d events: start %d, %v", events, start, err)
+	}
+	if got := metricSum(t, []*prometheus.Registry{reg}, "shoal_shard_event_ids_forgotten_total", ""); got != events-1 {
+		t.Fatalf("%v event IDs forgotten, want %d", got, events-1)
 	}
 }

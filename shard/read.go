@@ -3,6 +3,7 @@ package shard
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -367,4 +368,49 @@ func (ss *streamStarts) close() error {
 		return nil
 	}
 	return ss.it.Close()
+}
+
+// TruncateSteps returns where to split a truncation of stream before version before into steps
+// that each remove at most as many events as one truncation forgets the IDs of (Format7): the
+// Before of every step but the last, in order (none when one truncation removes them all), as
+// the committed state has it. Truncating at each in turn, then at before, removes the same
+// events as one truncation at before, and forgets every ID among them.
+func (s *Shard) TruncateSteps(stream string, before uint64) ([]uint64, error) {
+	if err := CheckStreamName(stream); err != nil {
+		return nil, err
+	}
+	key := s.keys.stream(nil, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
+	if err != nil {
+		return nil, err
+	}
+	m, found, err := streamRecord(it, key)
+	if err = errors.Join(err, it.Close()); err != nil || !found {
+		return nil, err
+	}
+	from := storedFrom(&m)
+	if before <= from {
+		return nil, nil
+	}
+	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: s.keys.event(nil, m.id, from), UpperBound: s.keys.event(nil, m.id, before)})
+	if err != nil {
+		return nil, err
+	}
+	var (
+		steps    []uint64
+		n, bytes int
+	)
+	// As forgetIDs counts: a step ends after the event that reaches either bound.
+	for valid := it.First(); valid; valid = it.Next() {
+		if n == forgetIDsMax || bytes >= forgetIDsBytes {
+			v, err := eventVersion(it.Key())
+			if err != nil {
+				return nil, errors.Join(err, it.Close())
+			}
+			steps, n, bytes = append(steps, v), 0, 0
+		}
+		lv := it.LazyValue()
+		n, bytes = n+1, bytes+lv.Len()
+	}
+	return steps, errors.Join(it.Error(), it.Close())
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,5 +215,66 @@ func TestTruncateSmallWritesNoRangeDeletion(t *testing.T) {
 		if got := storedVersions(t, ts, "s"); got != fmt.Sprintf("%d\n", tc.events-1) {
 			t.Errorf("stored after truncating %d of %d: %s", tc.events-1, tc.events, got)
 		}
+	}
+}
+
+// TestTruncateSteps: a truncation split where TruncateSteps says forgets every removed event's
+// ID at Format7, where one truncation of them all leaves the entries past forgetIDsMax; steps
+// start at a marked start and respect forgetIDsBytes.
+func TestTruncateSteps(t *testing.T) {
+	defer func(n, b int) { forgetIDsMax, forgetIDsBytes = n, b }(forgetIDsMax, forgetIDsBytes)
+	forgetIDsMax = 100
+	ids := func(ts *testShard) int { return strings.Count(dumpIDs(t, ts), "\n") }
+	for _, split := range []bool{false, true} {
+		ts := newTestShard(t, nil, 1)
+		ts.apply(EncodeSetFormat(&SetFormatCommand{Format: Format7}))
+		evs := make([]Event, 1000)
+		for i := range evs {
+			evs[i] = Event{ID: testID(uint64(i + 1)), Type: "T"}
+		}
+		if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Events: evs}))); res[:2] != "ok" {
+			t.Fatal(res)
+		}
+		if res := fmtResult(ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: 50}))); res != "ok start=50" {
+			t.Fatal(res)
+		}
+		steps, err := ts.s.TruncateSteps("s", 999)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(steps); got != "[150 250 350 450 550 650 750 850 950]" {
+			t.Fatalf("steps from the marked start 50 to 999: %s", got)
+		}
+		if split {
+			for _, b := range steps {
+				ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: b}))
+			}
+		}
+		if res := fmtResult(ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: 999}))); res != "ok start=999" {
+			t.Fatal(res)
+		}
+		want := 1 // the last event's
+		if !split {
+			want = 1 + 949 - 100 // the entries past the first 100 of one truncation of 949
+		}
+		if got := ids(ts); got != want {
+			t.Errorf("split %t: %d ID entries left, want %d", split, got, want)
+		}
+		if steps, err := ts.s.TruncateSteps("s", 999); err != nil || steps != nil {
+			t.Errorf("steps after the truncation: %v, %v; want none", steps, err)
+		}
+	}
+	// The byte bound: 10 events of 1 KiB with forgetIDsBytes 3 KiB, three to a step.
+	forgetIDsBytes = 3 << 10
+	ts := newTestShard(t, nil, 1)
+	evs := make([]Event, 10)
+	for i := range evs {
+		evs[i] = Event{ID: testID(uint64(i + 1)), Type: "T", Data: make([]byte, 1<<10)}
+	}
+	if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Events: evs}))); res[:2] != "ok" {
+		t.Fatal(res)
+	}
+	if steps, err := ts.s.TruncateSteps("s", 10); err != nil || fmt.Sprint(steps) != "[3 6 9]" {
+		t.Fatalf("steps of 1 KiB events within 3 KiB: %v, %v; want [3 6 9]", steps, err)
 	}
 }
