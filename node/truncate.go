@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -50,30 +51,50 @@ func (n *Node) truncate(ctx context.Context, req *shoalv1.TruncateRequest) (*sho
 
 // proposeTruncate proposes truncation cmd on g, which leads shard id. When the shard forgets the
 // IDs of the events a truncation removes (Format7) and one truncation would remove more events
-// than it forgets the IDs of, it proposes it in steps (shard.TruncateSteps, from this replica's
-// committed state), each a truncation of its own: the first with cmd's expected version, so that
-// a refusal writes nothing, the others with expected version Any (appends since only add later
-// versions), the last at cmd.Before. It returns the last step's result, or a step's refusal.
+// than it forgets the IDs of, it proposes it in steps (shard.TruncateStep, worked out one at a
+// time from this replica's committed state), each a truncation of its own with cmd's expected
+// version (a truncation changes neither the stream's version nor its state, so it holds from
+// step to step unless another writer changed the stream), the last at cmd.Before. It returns the
+// last step's result, or the first step's refusal (nothing written). Once a step was applied, a
+// later step's refusal or failure is an *OutcomeUnknownError: part of the truncation was
+// applied, and a repeat goes on from there.
 func (n *Node) proposeTruncate(ctx context.Context, g *replica.Group, id uint32, cmd *shard.TruncateCommand) (any, error) {
-	var steps []uint64
-	if sm, _, ok := n.shardSM(id); ok && sm.Format() >= shard.Format7 {
-		var err error
-		if steps, err = sm.TruncateSteps(cmd.Stream, cmd.Before); err != nil {
-			return nil, err
-		}
+	sm, _, ok := n.shardSM(id)
+	if !ok || sm.Format() < shard.Format7 {
+		return g.Propose(ctx, shard.EncodeTruncate(cmd))
 	}
 	step := *cmd
-	for _, before := range steps {
-		step.Before = before
-		res, err := g.Propose(ctx, shard.EncodeTruncate(&step))
+	var done uint64 // the end of the last step applied; 0: none
+	partly := func(what string, err error) error {
+		return &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("the truncation of %q was applied in steps up to version %d, then %s: %v",
+			cmd.Stream, done, what, err)}
+	}
+	for {
+		end, more, err := sm.TruncateStep(cmd.Stream, done, cmd.Before)
+		if err != nil && done > 0 {
+			return nil, partly("reading the next step failed", err)
+		}
 		if err != nil {
 			return nil, err
 		}
-		if _, refused := res.(error); refused {
+		step.Before = cmd.Before
+		if more {
+			step.Before = end
+		}
+		res, err := g.Propose(ctx, shard.EncodeTruncate(&step))
+		switch {
+		case err != nil && done > 0:
+			return nil, partly("a step failed", err)
+		case err != nil:
+			return nil, err
+		}
+		verdict, refused := res.(error)
+		switch {
+		case refused && done > 0:
+			return nil, partly("a step was refused", verdict)
+		case refused || !more:
 			return res, nil
 		}
-		step.Expected = shard.Expected{Kind: shard.ExpectAny}
+		done = end
 	}
-	step.Before = cmd.Before
-	return g.Propose(ctx, shard.EncodeTruncate(&step))
 }

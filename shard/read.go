@@ -370,47 +370,35 @@ func (ss *streamStarts) close() error {
 	return ss.it.Close()
 }
 
-// TruncateSteps returns where to split a truncation of stream before version before into steps
-// that each remove at most as many events as one truncation forgets the IDs of (Format7): the
-// Before of every step but the last, in order (none when one truncation removes them all), as
-// the committed state has it. Truncating at each in turn, then at before, removes the same
-// events as one truncation at before, and forgets every ID among them.
-func (s *Shard) TruncateSteps(stream string, before uint64) ([]uint64, error) {
-	if err := CheckStreamName(stream); err != nil {
-		return nil, err
+// TruncateStep returns where the next step of a truncation of stream before version before
+// ends, so that each step removes at most as many events as one truncation forgets the IDs of
+// (Format7), as the committed state has it: the version after the first forgetIDsMax events
+// (within forgetIDsBytes) stored from version from on (0, or the previous step's end), and
+// true; false when a truncation at before removes no more than that from there. Truncating at
+// each step's end in turn, then at before, removes the same events as one truncation at before,
+// and forgets every ID among them. It reads at most one step's events.
+func (s *Shard) TruncateStep(stream string, from, before uint64) (uint64, bool, error) {
+	it, m, found, err := s.openStream(stream) // a live stream's last version from its events
+	if err != nil || !found {
+		return 0, false, err
 	}
-	key := s.keys.stream(nil, stream)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
-	if err != nil {
-		return nil, err
+	from = max(from, storedFrom(&m))
+	if m.state == stateLive {
+		before = min(before, m.last) // a truncation keeps a live stream's last event
 	}
-	m, found, err := streamRecord(it, key)
-	if err = errors.Join(err, it.Close()); err != nil || !found {
-		return nil, err
-	}
-	from := storedFrom(&m)
 	if before <= from {
-		return nil, nil
+		return 0, false, it.Close()
 	}
-	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: s.keys.event(nil, m.id, from), UpperBound: s.keys.event(nil, m.id, before)})
-	if err != nil {
-		return nil, err
-	}
-	var (
-		steps    []uint64
-		n, bytes int
-	)
+	it.SetBounds(s.keys.event(nil, m.id, from), s.keys.event(nil, m.id, before)) // the same view
 	// As forgetIDs counts: a step ends after the event that reaches either bound.
+	n, bytes := 0, 0
 	for valid := it.First(); valid; valid = it.Next() {
 		if n == forgetIDsMax || bytes >= forgetIDsBytes {
 			v, err := eventVersion(it.Key())
-			if err != nil {
-				return nil, errors.Join(err, it.Close())
-			}
-			steps, n, bytes = append(steps, v), 0, 0
+			return v, err == nil, errors.Join(err, it.Close())
 		}
 		lv := it.LazyValue()
 		n, bytes = n+1, bytes+lv.Len()
 	}
-	return steps, errors.Join(it.Error(), it.Close())
+	return 0, false, errors.Join(it.Error(), it.Close())
 }
