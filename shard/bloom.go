@@ -16,8 +16,9 @@ import (
 // false positives.
 //
 // The filters are rebuilt in the background when the shard opens or reloads
-// (filterbuild.go), the first stage sized for twice the entries the shard's
-// meta record counts (up to bloomMaxFirst). A stage holds 10 bits per entry of
+// (filterbuild.go), the ID filter's first stage sized for twice the entries
+// idsEstimate expects (the events ever appended, or fewer when the ID index
+// on disk is smaller; up to bloomMaxFirst). A stage holds 10 bits per entry of
 // its capacity, rounded up to a power of two,
 // and stages double in capacity, so memory is 1.25–5 bytes per entry counted
 // (the meta record counts every event ever appended, and IDs forgotten by

@@ -128,6 +128,28 @@ func (s *Shard) stopFilterBuild() {
 	s.build = nil
 }
 
+// idsEstimate returns how many event IDs to size the ID filter's first stage for: the events
+// the shard ever appended (appended), or fewer when its ID index takes less room on disk than
+// that many entries would (from Format7 on truncations forget IDs), plus what the memtables
+// may hold. A filter sized below its entries adds stages, only raising its false positives.
+func (s *Shard) idsEstimate(appended uint64) int {
+	n := min(appended, bloomMaxFirst)
+	lo, hi := s.keys.tagSpan(tagID)
+	if size, err := s.db.EstimateDiskUsage(lo, hi); err == nil {
+		n = min(n, size/idEntryDiskMin+idsUnflushed)
+	}
+	return int(n)
+}
+
+// idEntryDiskMin is fewer bytes than an ID index entry takes in a table (a 22-byte key whose
+// last 10 bytes, of a UUID version 7, or 16 of another, are random; a 24-byte value, which
+// compresses), so that idsEstimate errs high.
+const idEntryDiskMin = 12
+
+// idsUnflushed is what idsEstimate allows for the entries in memtables, which take no room in
+// tables yet. A variable for tests.
+var idsUnflushed uint64 = 1 << 18
+
 // filterRebuildMin is how many event IDs truncations must have forgotten (Format7) since the
 // filters were built before Committed rebuilds them, and only once they are at least half of
 // the IDs the filter holds: a filter never drops an entry, so without rebuilds a node that

@@ -1,7 +1,10 @@
 package shard
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -232,5 +235,46 @@ func TestFilterRebuildAfterForgetting(t *testing.T) {
 	}
 	if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Expected: Expected{Kind: ExpectAny}, Events: evs[299:]}))); res != "ok first=299 last=299 pos=299 duplicate" {
 		t.Fatalf("retry of a stored event after the rebuild: %s", res)
+	}
+}
+
+// TestFilterSizedFromIDIndex: a shard reopened after truncations forgot most of its event IDs
+// sizes its ID filter from the index left on disk, not from every event it ever appended.
+func TestFilterSizedFromIDIndex(t *testing.T) {
+	defer func(n uint64) { idsUnflushed = n }(idsUnflushed)
+	idsUnflushed = 0
+	ts := newTestShard(t, nil, 1)
+	ts.apply(EncodeSetFormat(&SetFormatCommand{Format: Format7}))
+	rnd := rand.New(rand.NewPCG(1, 2)) // random IDs, which do not compress
+	for i := 0; i < 20; i++ {
+		evs := make([]Event, 1000)
+		for j := range evs {
+			evs[j] = Event{Type: "T"}
+			binary.BigEndian.PutUint64(evs[j].ID[:8], rnd.Uint64())
+			binary.BigEndian.PutUint64(evs[j].ID[8:], rnd.Uint64())
+		}
+		if res := fmtResult(ts.apply(EncodeAppend(&AppendCommand{Stream: "s", Events: evs}))); res[:2] != "ok" {
+			t.Fatal(res)
+		}
+	}
+	if err := ts.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.s.idsEstimate(20000); got != 20000 {
+		t.Fatalf("estimate with every ID stored: %d, want the 20,000 appended", got)
+	}
+	ts.apply(EncodeTruncate(&TruncateCommand{Stream: "s", Before: 19900}))
+	lo, hi := ts.s.Span()
+	if err := ts.db.Compact(context.Background(), lo, hi, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.s.idsEstimate(20000); got < 100 || got > 2000 {
+		t.Fatalf("estimate with 100 IDs left: %d, want 100..2,000", got)
+	}
+	if err := ts.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := ts.s.waitFilters(t); f.count() != 100 || f.bytes() > 1<<17 {
+		t.Fatalf("filter rebuilt on reload: %d IDs in %d bytes, want 100 in at most 128 KiB", f.count(), f.bytes())
 	}
 }

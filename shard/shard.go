@@ -215,7 +215,7 @@ func (s *Shard) Reload() error {
 	if err != nil {
 		return err
 	}
-	if err := s.startFilterBuild(int(min(m.nextPosition, bloomMaxFirst)), int(min(m.nextStreamID, bloomMaxFirst))); err != nil {
+	if err := s.startFilterBuild(s.idsEstimate(m.nextPosition), int(min(m.nextStreamID, bloomMaxFirst))); err != nil {
 		return err
 	}
 	s.deferTo, s.appliedDirt, s.metaDirty = nil, false, false
