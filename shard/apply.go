@@ -348,7 +348,7 @@ func storedFrom(m *streamMeta) uint64 {
 // (Format7), reading each one's record: the apply of a truncation of millions of events (on the
 // node's apply loop, which all its shards share) would otherwise read them all. The entries of
 // the others stay, as garbage: an append's idempotency check skips an entry whose event is gone.
-// A proposer splits a larger truncation into steps within them (TruncateSteps), so that none is
+// A proposer splits a larger truncation into steps within them (TruncateStep), so that none is
 // left. Variables for tests.
 var (
 	forgetIDsMax   = 65536

@@ -116,7 +116,7 @@ const (
 	// stored. A truncation deletes the ID index entries of the events it
 	// removes (of the first forgetIDsMax within forgetIDsBytes, the others'
 	// entries staying as garbage: proposers split larger truncations with
-	// TruncateSteps), and an append's idempotency check counts an entry only
+	// TruncateStep), and an append's idempotency check counts an entry only
 	// when its event is still stored, so a retry of an append whose events
 	// were truncated is a new append, and the index no longer grows without
 	// bound under retention. A replica of an older version would answer such

@@ -218,7 +218,7 @@ func TestTruncateSmallWritesNoRangeDeletion(t *testing.T) {
 	}
 }
 
-// TestTruncateSteps: a truncation split where TruncateSteps says forgets every removed event's
+// TestTruncateSteps: a truncation split where TruncateStep says forgets every removed event's
 // ID at Format7, where one truncation of them all leaves the entries past forgetIDsMax; steps
 // start at a marked start and respect forgetIDsBytes.
 func TestTruncateSteps(t *testing.T) {
