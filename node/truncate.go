@@ -65,33 +65,32 @@ func (n *Node) proposeTruncate(ctx context.Context, g *replica.Group, id uint32,
 	}
 	step := *cmd
 	var done uint64 // the end of the last step applied; 0: none
-	partly := func(what string, err error) error {
-		return &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("the truncation of %q was applied in steps up to version %d, then %s: %v",
+	// fail ends the truncation with err, as such before any step was applied, else as an
+	// unknown outcome: part of it was applied.
+	fail := func(what string, err error) (any, error) {
+		if done == 0 {
+			return nil, err
+		}
+		return nil, &OutcomeUnknownError{Shard: id, Cause: fmt.Errorf("the truncation of %q was applied in steps up to version %d, then %s: %v",
 			cmd.Stream, done, what, err)}
 	}
 	for {
 		end, more, err := sm.TruncateStep(cmd.Stream, done, cmd.Before)
-		if err != nil && done > 0 {
-			return nil, partly("reading the next step failed", err)
-		}
 		if err != nil {
-			return nil, err
+			return fail("reading the next step failed", err)
 		}
 		step.Before = cmd.Before
 		if more {
 			step.Before = end
 		}
 		res, err := g.Propose(ctx, shard.EncodeTruncate(&step))
-		switch {
-		case err != nil && done > 0:
-			return nil, partly("a step failed", err)
-		case err != nil:
-			return nil, err
+		if err != nil {
+			return fail("a step failed", err)
 		}
 		verdict, refused := res.(error)
 		switch {
 		case refused && done > 0:
-			return nil, partly("a step was refused", verdict)
+			return fail("a step was refused", verdict)
 		case refused || !more:
 			return res, nil
 		}

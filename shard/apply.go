@@ -304,12 +304,8 @@ func (s *Shard) applyTruncate(b *pebble.Batch, c *TruncateCommand) (any, error) 
 	// Events below the start that a soft delete hid (all of a soft-deleted stream's) may still
 	// be on disk: the range removes them too, and the start moves only when before passes it.
 	if from := storedFrom(&m); before > from {
-		if s.pendFormat >= Format7 {
-			if err := s.forgetIDs(b, m.id, from, before); err != nil {
-				return nil, err
-			}
-		}
-		if err := s.removeEvents(b, span{lo: s.keys.event(nil, m.id, from), hi: s.keys.event(nil, m.id, before)}); err != nil {
+		sp := span{lo: s.keys.event(nil, m.id, from), hi: s.keys.event(nil, m.id, before)}
+		if err := s.removeEvents(b, sp, s.pendFormat >= Format7); err != nil {
 			return nil, err
 		}
 	}
@@ -349,53 +345,15 @@ func storedFrom(m *streamMeta) uint64 {
 // node's apply loop, which all its shards share) would otherwise read them all. The entries of
 // the others stay, as garbage: an append's idempotency check skips an entry whose event is gone.
 // A proposer splits a larger truncation into steps within them (TruncateStep), so that none is
-// left. Variables for tests.
+// left. Variables for tests; forgetFull applies them.
 var (
 	forgetIDsMax   = 65536
 	forgetIDsBytes = 64 << 20
 )
 
-// forgetIDs deletes from b the ID index entries of stream id's stored events from version from
-// to before-1 (the first forgetIDsMax of them, within forgetIDsBytes). An event's entry points
-// at it for as long as it is stored: an append finds its ID taken until then (checkIDs), and a
-// new event with the ID, possible only once this one is gone, writes its own entry.
-func (s *Shard) forgetIDs(b *pebble.Batch, id, from, before uint64) error {
-	it, err := b.NewIter(&pebble.IterOptions{LowerBound: s.keys.event(nil, id, from), UpperBound: s.keys.event(nil, id, before)})
-	if err != nil {
-		return err
-	}
-	var (
-		ev    RecordedEvent
-		ids   [][16]byte
-		bytes int
-	)
-	for valid := it.First(); valid && len(ids) < forgetIDsMax && bytes < forgetIDsBytes; valid = it.Next() {
-		lv := it.LazyValue()
-		bytes += lv.Len()
-		rec, err := it.ValueAndErr()
-		if err != nil {
-			return errors.Join(err, it.Close())
-		}
-		if err := decodeRecordHeader(rec, &ev); err != nil {
-			return errors.Join(err, it.Close())
-		}
-		ids = append(ids, ev.ID)
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return err
-	}
-	for i := range ids {
-		s.keyBuf = s.keys.id(s.keyBuf[:0], &ids[i])
-		if err := b.Delete(s.keyBuf, nil); err != nil {
-			return err
-		}
-	}
-	if s.m != nil && len(ids) > 0 {
-		s.m.idsForgotten.Add(float64(len(ids)))
-	}
-	s.forgotten += len(ids)
-	return nil
-}
+// forgetFull reports whether a truncation that read n events of bytes bytes has forgotten the
+// IDs of as many as it may: removeEvents and TruncateStep count alike.
+func forgetFull(n, bytes int) bool { return n >= forgetIDsMax || bytes >= forgetIDsBytes }
 
 // eventStored reports whether the event at version of stream id is stored in r.
 func (s *Shard) eventStored(r pebble.Reader, id, version uint64) (bool, error) {
@@ -411,25 +369,60 @@ func (s *Shard) eventStored(r pebble.Reader, id, version uint64) (bool, error) {
 
 // removeEvents deletes the event keys in sp from b: each one when there are at most
 // truncatePointDeletes holding at most truncatePointBytes, else with one range deletion, whose
-// span the shard compacts once it commits. Both leave the same keys readable, so replicas of versions that chose differently
-// hold the same state.
-func (s *Shard) removeEvents(b *pebble.Batch, sp span) error {
+// span the shard compacts once it commits. Both leave the same keys readable, so replicas of
+// versions that chose differently hold the same state. With forget (Format7) it also deletes
+// the ID index entries of the events, reading their records, of the first forgetIDsMax within
+// forgetIDsBytes, in the same pass. An event's entry points at it for as long as it is stored:
+// an append finds its ID taken until then (checkIDs), and a new event with the ID, possible
+// only once this one is gone, writes its own entry.
+func (s *Shard) removeEvents(b *pebble.Batch, sp span, forget bool) error {
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: sp.lo, UpperBound: sp.hi})
 	if err != nil {
 		return err
 	}
 	var (
-		keys  [][]byte
-		bytes int
+		keys    [][]byte // for key deletions
+		bytes   int
+		ids     [][16]byte
+		idBytes int
+		ev      RecordedEvent
+		points  = true // within the bounds of key deletions so far
+		fail    = func(err error) error { return errors.Join(err, it.Close()) }
 	)
-	for valid := it.First(); valid && len(keys) <= truncatePointDeletes && bytes <= truncatePointBytes; valid = it.Next() {
-		keys = append(keys, slices.Clone(it.Key()))
+	for valid := it.First(); valid; valid = it.Next() {
+		points = points && len(keys) <= truncatePointDeletes && bytes <= truncatePointBytes
+		forgetting := forget && !forgetFull(len(ids), idBytes)
+		if !points && !forgetting {
+			break
+		}
 		lv := it.LazyValue()
-		bytes += lv.Len()
+		if points {
+			keys, bytes = append(keys, slices.Clone(it.Key())), bytes+lv.Len()
+		}
+		if forgetting {
+			rec, err := it.ValueAndErr()
+			if err != nil {
+				return fail(err)
+			}
+			if err := decodeRecordHeader(rec, &ev); err != nil {
+				return fail(err)
+			}
+			ids, idBytes = append(ids, ev.ID), idBytes+lv.Len()
+		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return err
 	}
+	for i := range ids {
+		s.keyBuf = s.keys.id(s.keyBuf[:0], &ids[i])
+		if err := b.Delete(s.keyBuf, nil); err != nil {
+			return err
+		}
+	}
+	if s.m != nil && len(ids) > 0 {
+		s.m.idsForgotten.Add(float64(len(ids)))
+	}
+	s.forgotten += len(ids)
 	if len(keys) > truncatePointDeletes || bytes > truncatePointBytes {
 		s.pendCompact = append(s.pendCompact, sp)
 		return b.DeleteRange(sp.lo, sp.hi, nil)

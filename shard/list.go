@@ -51,6 +51,8 @@ type StreamSummary struct {
 	// Hidden counts the events the stream still holds that no read returns: those a soft
 	// delete or a tombstone hid, before First. A truncation before First removes them.
 	Hidden uint64
+
+	id uint64 // the stream's ID, for the shard's own reads of its events (RetentionCuts)
 }
 
 // MaxListPrefix bounds the prefix and the after name of ListStreams: a stream name's limit.
@@ -131,7 +133,7 @@ func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, co
 			continue
 		}
 		sum := &StreamSummary{Name: string(it.Key()[nameAt:]), State: StreamState(m.state), Last: m.last, First: m.start,
-			Truncated: m.truncated}
+			Truncated: m.truncated, id: m.id}
 		if m.state != stateLive {
 			sum.First = m.last + 1 // a tombstone leaves the record's start where it was
 		}

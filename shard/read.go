@@ -390,10 +390,10 @@ func (s *Shard) TruncateStep(stream string, from, before uint64) (uint64, bool, 
 		return 0, false, it.Close()
 	}
 	it.SetBounds(s.keys.event(nil, m.id, from), s.keys.event(nil, m.id, before)) // the same view
-	// As forgetIDs counts: a step ends after the event that reaches either bound.
+	// As removeEvents counts: a step ends after the event that reaches either bound.
 	n, bytes := 0, 0
 	for valid := it.First(); valid; valid = it.Next() {
-		if n == forgetIDsMax || bytes >= forgetIDsBytes {
+		if forgetFull(n, bytes) {
 			v, err := eventVersion(it.Key())
 			return v, err == nil, errors.Join(err, it.Close())
 		}

@@ -364,7 +364,7 @@ func (s *Shard) retentionCut(p *RetentionPolicy, m *StreamSummary, o *CutOptions
 	// The youngest event the cut removes is its last: when it is younger than MinAge, a live
 	// stream's cut stops before its first young event, and any other cut waits.
 	cutoff := o.Now - int64(o.MinAge)
-	young, err := s.eventYoung(m.Name, c.Before-1, cutoff)
+	young, err := s.eventYoung(m.id, c.Before-1, cutoff)
 	if err != nil || !young {
 		return c, err
 	}
@@ -381,26 +381,17 @@ func (s *Shard) retentionCut(p *RetentionPolicy, m *StreamSummary, o *CutOptions
 	if !p.Deleted || m.Hidden == 0 || m.First == 0 {
 		return RetentionCut{}, nil
 	}
-	if young, err := s.eventYoung(m.Name, m.First-1, cutoff); err != nil || young {
+	if young, err := s.eventYoung(m.id, m.First-1, cutoff); err != nil || young {
 		return RetentionCut{}, err
 	}
 	c.Before = m.First
 	return c, nil
 }
 
-// eventYoung reports whether the event at version of stream, readable or hidden by a delete,
-// was committed at or after cutoff (false when it is not stored).
-func (s *Shard) eventYoung(stream string, version uint64, cutoff int64) (bool, error) {
-	key := s.keys.stream(nil, stream)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
-	if err != nil {
-		return false, err
-	}
-	m, found, err := streamRecord(it, key)
-	if err = errors.Join(err, it.Close()); err != nil || !found {
-		return false, err
-	}
-	rec, closer, err := s.db.Get(s.keys.event(nil, m.id, version))
+// eventYoung reports whether the event at version of stream id, readable or hidden by a
+// delete, was committed at or after cutoff (false when it is not stored).
+func (s *Shard) eventYoung(id, version uint64, cutoff int64) (bool, error) {
+	rec, closer, err := s.db.Get(s.keys.event(nil, id, version))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
 	}
