@@ -46,6 +46,8 @@ type fakeCluster struct {
 	policies       map[uint32][]*shoalv1.RetentionPolicy
 	formats        map[uint32]uint64
 	retentionFault func(shard uint32) error
+	// retentionReadFault, if set, fails a Retention read of a shard (nil: none).
+	retentionReadFault func(shard uint32) error
 }
 
 type fakeNode struct {

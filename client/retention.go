@@ -143,15 +143,30 @@ func (e *RetentionIncompleteError) Unwrap() error { return e.Err }
 // RetentionPolicies returns the cluster's retention policies in prefix order, read from every
 // shard's leader and merged: a policy held by fewer than every shard (Shards), or held in
 // different forms by different shards, tells of a SetRetention or RemoveRetention that failed
-// part-way, which running it again completes. It fails when a shard does not answer.
+// part-way, which running it again completes.
+//
+// A shard that does not answer (no leader, its nodes down) does not hide the others' policies:
+// they come back with a *RetentionUnreadError naming the shards that did not answer, whose
+// policies are not among them. It fails without policies when no shard answers, or when a
+// shard is below format 6 (ErrShardFormat).
 func (c *Client) RetentionPolicies(ctx context.Context) ([]RetentionPolicy, error) {
 	shards, err := c.Shards(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resps, err := c.shardRetention(ctx, shards)
-	if err != nil {
-		return nil, err
+	resps, errs := c.readRetention(ctx, shards)
+	var unread []uint32
+	for shard, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrShardFormat):
+			return nil, err
+		default:
+			unread = append(unread, uint32(shard))
+		}
+	}
+	if len(unread) == int(shards) {
+		return nil, shardsFailed(errs, shards, "retention policies read from")
 	}
 	var all []RetentionPolicy
 	for _, resp := range resps {
@@ -164,12 +179,66 @@ func (c *Client) RetentionPolicies(ctx context.Context) ([]RetentionPolicy, erro
 			all = append(all, rp)
 		}
 	}
+	if len(unread) > 0 {
+		return mergePolicies(all), &RetentionUnreadError{Unread: unread, Shards: shards, Err: errs[unread[0]]}
+	}
 	return mergePolicies(all), nil
+}
+
+// RetentionUnreadError is RetentionPolicies' error when some shards did not answer: the
+// policies it returns are those of the other shards. Err is the first unread shard's failure,
+// which it wraps.
+type RetentionUnreadError struct {
+	Unread []uint32 // the shards that did not answer, in order
+	Shards uint32   // the cluster's shards
+	Err    error
+}
+
+func (e *RetentionUnreadError) Error() string {
+	return fmt.Sprintf("retention policies read from %d of %d shards; %s did not answer (their policies are not shown): %v",
+		e.Shards-uint32(len(e.Unread)), e.Shards, shardList(e.Unread), e.Err)
+}
+
+func (e *RetentionUnreadError) Unwrap() error { return e.Err }
+
+// shardList names shards for a message: "shard 3", "shards 3, 7 and 9", or the first few and
+// how many more.
+func shardList(shards []uint32) string {
+	const most = 8
+	if len(shards) == 1 {
+		return fmt.Sprintf("shard %d", shards[0])
+	}
+	var b strings.Builder
+	b.WriteString("shards ")
+	for i, s := range shards[:min(len(shards), most)] {
+		switch {
+		case i == 0:
+		case i == len(shards)-1:
+			b.WriteString(" and ")
+		default:
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, s)
+	}
+	if len(shards) > most {
+		fmt.Fprintf(&b, " and %d more", len(shards)-most)
+	}
+	return b.String()
 }
 
 // shardRetention reads every shard's policies from its leader. It fails when a shard does not
 // answer, or is below format 6 (ErrShardFormat).
 func (c *Client) shardRetention(ctx context.Context, shards uint32) ([]*shoalv1.RetentionResponse, error) {
+	resps, errs := c.readRetention(ctx, shards)
+	if err := shardsFailed(errs, shards, "retention policies read from"); err != nil {
+		return nil, err
+	}
+	return resps, nil
+}
+
+// readRetention reads every shard's policies from its leader, up to retentionParallel at once,
+// and returns them and the errors by shard: a shard below format 6 fails with ErrShardFormat.
+func (c *Client) readRetention(ctx context.Context, shards uint32) ([]*shoalv1.RetentionResponse, []error) {
 	resps := make([]*shoalv1.RetentionResponse, shards)
 	errs := c.eachShard(ctx, shards, func(ctx context.Context, shard uint32) error {
 		err := retentionUnimplemented(c.run(ctx, target{kind: byShard, shard: shard, idempotent: true}, true,
@@ -182,12 +251,12 @@ func (c *Client) shardRetention(ctx context.Context, shards uint32) ([]*shoalv1.
 			err = fmt.Errorf("%w: shard %d is at format %d, retention policies need %d (every node of the shard must run "+
 				"a version that has them; the shard's leader then raises it)", ErrShardFormat, shard, resps[shard].GetFormat(), retentionFormat)
 		}
+		if err != nil {
+			resps[shard] = nil
+		}
 		return err
 	})
-	if err := shardsFailed(errs, shards, "retention policies read from"); err != nil {
-		return nil, err
-	}
-	return resps, nil
+	return resps, errs
 }
 
 // retentionFormat is the shard format that has retention policies.

@@ -48,6 +48,11 @@ func (n *fakeNode) Retention(ctx context.Context, req *shoalv1.RetentionRequest)
 	c := n.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.retentionReadFault != nil {
+		if err := c.retentionReadFault(req.Shard); err != nil {
+			return nil, err
+		}
+	}
 	f, ok := c.formats[req.Shard]
 	if !ok {
 		f = retentionFormat
@@ -118,6 +123,80 @@ func TestRetentionPartial(t *testing.T) {
 	defer cancel()
 	if err := c.RemoveRetention(sctx, "order-"); !errors.As(err, &inc) || inc.Done != 0 {
 		t.Fatalf("RemoveRetention unanswered everywhere: %v, want a RetentionIncompleteError of 0 shards", err)
+	}
+}
+
+// TestRetentionPoliciesUnread: shards that do not answer hide none of the others' policies,
+// which come back with a RetentionUnreadError naming those shards; with no shard answering, or
+// one below format 6, it fails without policies.
+func TestRetentionPoliciesUnread(t *testing.T) {
+	const shards = 4
+	fc := newFakeCluster(t, 1, shards)
+	c := dial(t, fc)
+	ctx := context.Background()
+	if err := c.SetRetention(ctx, RetentionPolicy{Prefix: "order-", KeepLast: 3}); err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	fc.retentionReadFault = func(shard uint32) error {
+		if shard%2 == 1 {
+			return unavailable()
+		}
+		return nil
+	}
+	fc.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	ps, err := c.RetentionPolicies(sctx)
+	var unread *RetentionUnreadError
+	if !errors.As(err, &unread) || !slices.Equal(unread.Unread, []uint32{1, 3}) || unread.Shards != shards {
+		t.Fatalf("policies with shards 1 and 3 unanswered: %v, want a RetentionUnreadError of shards 1 and 3", err)
+	}
+	if want := "retention policies read from 2 of 4 shards; shards 1 and 3 did not answer (their policies are not shown)"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to say %q", err, want)
+	}
+	if len(ps) != 1 || ps[0].Prefix != "order-" || ps[0].Shards != 2 {
+		t.Fatalf("policies of the shards that answered: %+v, want order- in 2", ps)
+	}
+
+	fc.mu.Lock()
+	fc.retentionReadFault = func(uint32) error { return unavailable() }
+	fc.mu.Unlock()
+	sctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if ps, err := c.RetentionPolicies(sctx); ps != nil || err == nil || errors.As(err, &unread) {
+		t.Fatalf("policies with no shard answering: %+v, %v; want an error and none", ps, err)
+	}
+
+	fc.mu.Lock()
+	fc.retentionReadFault = func(shard uint32) error {
+		if shard == 3 {
+			return unavailable()
+		}
+		return nil
+	}
+	fc.formats = map[uint32]uint64{1: 5}
+	fc.mu.Unlock()
+	sctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if ps, err := c.RetentionPolicies(sctx); ps != nil || !errors.Is(err, ErrShardFormat) {
+		t.Fatalf("policies with shard 1 below format 6: %+v, %v; want ErrShardFormat", ps, err)
+	}
+}
+
+func TestShardList(t *testing.T) {
+	for _, tc := range []struct {
+		shards []uint32
+		want   string
+	}{
+		{[]uint32{3}, "shard 3"},
+		{[]uint32{3, 7}, "shards 3 and 7"},
+		{[]uint32{3, 7, 9}, "shards 3, 7 and 9"},
+		{[]uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, "shards 0, 1, 2, 3, 4, 5, 6, 7 and 2 more"},
+	} {
+		if got := shardList(tc.shards); got != tc.want {
+			t.Errorf("shardList(%v) = %q, want %q", tc.shards, got, tc.want)
+		}
 	}
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
 )
@@ -207,7 +209,7 @@ func TestRetentionCLI(t *testing.T) {
 		}
 	}
 	if out := run(exitOK, "retention", "list", "--json"); !strings.Contains(out, `{"prefix":"s-","keep_last":2,"max_age_ms":0,"deleted":false,"set":"`) ||
-		!strings.Contains(out, `"shards":4,"of_shards":4}`) {
+		!strings.Contains(out, `"shards":4,"of_shards":4,"read_shards":4}`) {
 		t.Fatalf("retention list --json:\n%s", out)
 	}
 	testnode.WaitFor(t, 20*time.Second, "s-count truncated by its policy", func() string {
@@ -221,5 +223,42 @@ func TestRetentionCLI(t *testing.T) {
 	}
 	if out := run(exitOK, "retention", "list"); strings.Contains(out, `"s-"`) {
 		t.Fatalf("retention list after a removal:\n%s", out)
+	}
+}
+
+// TestWritePoliciesUnread: with shards unread, `retention list` shows a policy held by every
+// shard read as such, one held by fewer as incomplete, and JSON says how many shards were read.
+func TestWritePoliciesUnread(t *testing.T) {
+	ps := []client.RetentionPolicy{
+		{Prefix: "a-", KeepLast: 1, Shards: 30, Set: time.Unix(1, 0)},
+		{Prefix: "b-", Deleted: true, Shards: 29, Set: time.Unix(1, 0)},
+	}
+	unread := &client.RetentionUnreadError{Unread: []uint32{4, 9}, Shards: 32, Err: errors.New("no leader")}
+	var out strings.Builder
+	if err := writePolicies(&out, ps, 32, unread, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"30 of 32 (2 unread)", "29 of 32 (incomplete: set or remove it again)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := writePolicies(&out, ps, 32, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "30 of 32 (incomplete") {
+		t.Errorf("every shard read, a policy in 30 of 32 is incomplete:\n%s", out.String())
+	}
+	out.Reset()
+	if err := writePolicies(&out, ps[:1], 32, unread, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"shards":30,"of_shards":32,"read_shards":30}`) {
+		t.Errorf("--json:\n%s", out.String())
+	}
+	out.Reset()
+	if err := writePolicies(&out, nil, 32, unread, false); err != nil || !strings.Contains(out.String(), "no retention policies in the 30 of 32 shards read") {
+		t.Errorf("none read: %q, %v", out.String(), err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -138,7 +139,9 @@ func (a *app) retentionListCmd() *cobra.Command {
 		Long: `List the retention policies the cluster keeps, read from every shard's leader.
 A policy held by fewer than every shard, or in different forms by different
 shards, is marked: a 'retention set' or 'retention remove' failed part-way, and
-running it again completes it.`,
+running it again completes it. Shards that do not answer (no leader) hide none
+of the others' policies: those are listed, and the command then fails naming
+the shards left out.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var (
@@ -151,41 +154,68 @@ running it again completes it.`,
 				}
 				return err
 			})
-			if err != nil {
-				if errors.Is(err, client.ErrShardFormat) {
-					return &explainedError{code: exitError, msg: trimPrefixes(err.Error())}
-				}
+			// Shards that did not answer hide none of the others' policies: those are listed,
+			// and the command then fails naming the shards left out.
+			var unread *client.RetentionUnreadError
+			switch {
+			case errors.As(err, &unread):
+			case errors.Is(err, client.ErrShardFormat):
+				return &explainedError{code: exitError, msg: trimPrefixes(err.Error())}
+			case err != nil:
 				return a.unreachable(err, server)
 			}
-			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				for _, p := range ps {
-					if err := enc.Encode(policyJSON{Prefix: p.Prefix, KeepLast: p.KeepLast, MaxAgeMS: p.MaxAge.Milliseconds(),
-						Deleted: p.Deleted, Set: p.Set.UTC().Format(time.RFC3339Nano), Shards: p.Shards, Of: shards}); err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			if len(ps) == 0 {
-				_, err := fmt.Fprintln(a.stdout, "no retention policies")
+			if err := writePolicies(a.stdout, ps, shards, unread, asJSON); err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PREFIX\tPOLICY\tSET\tSHARDS")
-			for _, p := range ps {
-				held := fmt.Sprintf("%d", p.Shards)
-				if p.Shards < shards {
-					held = fmt.Sprintf("%d of %d (incomplete: set or remove it again)", p.Shards, shards)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", prefixName(p.Prefix), policyText(p), p.Set.UTC().Format(time.RFC3339), held)
+			if unread != nil {
+				return &explainedError{code: exitError, msg: trimPrefixes(unread.Error())}
 			}
-			return tw.Flush()
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per policy")
 	a.serverFlag(cmd, &server)
 	return cmd
+}
+
+// writePolicies prints the policies `retention list` read, of shards shards, as a table or as
+// JSON; unread, when not nil, names the shards whose policies are missing.
+func writePolicies(w io.Writer, ps []client.RetentionPolicy, shards uint32, unread *client.RetentionUnreadError, asJSON bool) error {
+	read := shards
+	if unread != nil {
+		read -= uint32(len(unread.Unread))
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, p := range ps {
+			if err := enc.Encode(policyJSON{Prefix: p.Prefix, KeepLast: p.KeepLast, MaxAgeMS: p.MaxAge.Milliseconds(),
+				Deleted: p.Deleted, Set: p.Set.UTC().Format(time.RFC3339Nano), Shards: p.Shards, Of: shards, Read: read}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(ps) == 0 {
+		msg := "no retention policies"
+		if unread != nil {
+			msg = fmt.Sprintf("no retention policies in the %d of %d shards read", read, shards)
+		}
+		_, err := fmt.Fprintln(w, msg)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PREFIX\tPOLICY\tSET\tSHARDS")
+	for _, p := range ps {
+		held := fmt.Sprintf("%d", p.Shards)
+		switch {
+		case p.Shards < read:
+			held = fmt.Sprintf("%d of %d (incomplete: set or remove it again)", p.Shards, shards)
+		case read < shards:
+			held = fmt.Sprintf("%d of %d (%d unread)", p.Shards, shards, shards-read)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", prefixName(p.Prefix), policyText(p), p.Set.UTC().Format(time.RFC3339), held)
+	}
+	return tw.Flush()
 }
 
 type policyJSON struct {
@@ -194,8 +224,9 @@ type policyJSON struct {
 	MaxAgeMS int64  `json:"max_age_ms"`
 	Deleted  bool   `json:"deleted"`
 	Set      string `json:"set"`
-	Shards   uint32 `json:"shards"`    // how many shards hold it in this form
-	Of       uint32 `json:"of_shards"` // the cluster's shards
+	Shards   uint32 `json:"shards"`      // how many shards hold it in this form
+	Of       uint32 `json:"of_shards"`   // the cluster's shards
+	Read     uint32 `json:"read_shards"` // the shards that answered (of_shards unless some did not)
 }
 
 // prefixName shows a prefix quoted, and the empty one as every stream.
