@@ -48,15 +48,16 @@ type CorruptError struct {
 }
 
 // undecodable is the *CorruptError of stream's snapshot at version that codec cannot decode.
-func (s *Store) undecodable(stream, codec string, version uint64, err error) *CorruptError {
-	return &CorruptError{Stream: stream, Companion: s.Companion(stream),
-		Reason: fmt.Sprintf("codec %q cannot decode version %d: %v", codec, version, err)}
+func (s *Store) undecodable(stream, codec string, snap Snapshot, err error) *CorruptError {
+	return &CorruptError{Stream: stream, Companion: s.Companion(stream), Version: snap.record,
+		Reason: fmt.Sprintf("codec %q cannot decode version %d: %v", codec, snap.Version, err)}
 }
 
-// endsBefore is the *CorruptError of stream's snapshot at a version the stream never reached.
-func (s *Store) endsBefore(stream string, version uint64) *CorruptError {
-	return &CorruptError{Stream: stream, Companion: s.Companion(stream),
-		Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", version)}
+// endsBefore is the *CorruptError of stream's snapshot snap, at a version the stream never
+// reached.
+func (s *Store) endsBefore(stream string, snap Snapshot) *CorruptError {
+	return &CorruptError{Stream: stream, Companion: s.Companion(stream), Version: snap.record,
+		Reason: fmt.Sprintf("snapshot at version %d, but the stream ends before it", snap.Version)}
 }
 
 func (e *CorruptError) Error() string {

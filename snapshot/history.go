@@ -41,9 +41,9 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (sta
 	// the stream never reached, either: it replays such a stream from version 0, which after
 	// a truncation would fold only the events left into the initial state.
 	if _, err := r.cfg.Codec.Decode(snap.State); err != nil {
-		return 0, false, store.undecodable(stream, r.cfg.Codec.Name, snap.Version, err)
+		return 0, false, store.undecodable(stream, r.cfg.Codec.Name, snap, err)
 	}
-	if err := reached(ctx, store, stream, snap.Version); err != nil {
+	if err := reached(ctx, store, stream, snap); err != nil {
 		return 0, false, err
 	}
 	start, err = store.c.Truncate(ctx, stream, snap.Version, client.Any)
@@ -53,12 +53,13 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (sta
 	return start, true, nil
 }
 
-// reached returns a *CorruptError when live stream ends before version (a snapshot saved at a
-// version it never reached), as Load finds it. A stream that holds an event at or after version
-// (its own, or a later one's when it was deleted and written again since), or that is deleted
-// or absent, passes: a truncation before version then removes nothing a load replays (or the
-// truncate answers for the stream).
-func reached(ctx context.Context, store *Store, stream string, version uint64) error {
+// reached returns a *CorruptError when live stream ends before snap's version (a snapshot saved
+// at a version it never reached), as Load finds it. A stream that holds an event at or after
+// that version (its own, or a later one's when it was deleted and written again since), or that
+// is deleted or absent, passes: a truncation before the version then removes nothing a load
+// replays (or the truncate answers for the stream).
+func reached(ctx context.Context, store *Store, stream string, snap Snapshot) error {
+	version := snap.Version
 	for _, err := range readFrom(ctx, store.c, stream, version) { // the first answer says it
 		if errors.Is(err, client.ErrStreamNotFound) || errors.Is(err, client.ErrStreamDeleted) {
 			return nil
@@ -68,5 +69,5 @@ func reached(ctx context.Context, store *Store, stream string, version uint64) e
 		}
 		return nil
 	}
-	return store.endsBefore(stream, version)
+	return store.endsBefore(stream, snap)
 }

@@ -101,7 +101,7 @@ func TestTruncateHistoryUnusableSnapshot(t *testing.T) {
 			return SaveState(ctx, store, stream, 9, account{Balance: 1}, accountCodec)
 		}},
 		{"history-undecodable", func(stream string) error { // its codec's name, not its encoding
-			return store.save(ctx, stream, 4, accountCodec.Name, []byte("not json"))
+			return store.save(ctx, stream, 4, accountCodec.Name, []byte("not json"), 0)
 		}},
 	} {
 		appendEvents(t, c, tc.stream, 0, 5)
@@ -216,3 +216,43 @@ func TestLoadTruncatedPastSnapshot(t *testing.T) {
 		t.Fatalf("load in another codec after TruncateHistory: %+v, %v; want ErrHistoryTruncated", l, err)
 	}
 }
+
+// TestLoadRacingTruncateHistory: a load that read the newest snapshot just before another
+// process saved a newer one and truncated the history before it (TruncateHistory) finds the
+// events after its snapshot gone, and loads again from the newer snapshot rather than failing
+// with client.ErrHistoryTruncated. The race is set up in the codec's Decode, which the load
+// calls between its read of the snapshot and its read of the stream.
+func TestLoadRacingTruncateHistory(t *testing.T) {
+	c, store, _ := historyRepo(t, Policy{})
+	ctx := testCtx(t)
+	const stream = "history-race"
+	appendEvents(t, c, stream, 0, 30)
+	if err := SaveState(ctx, store, stream, 9, replayTo(t, c, stream, 9), accountCodec); err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+		Initial: func() account { return account{} }, Apply: applyAccount, Policy: Policy{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := replay(t, c, stream)
+	raced := false
+	racing := accountCodec
+	racing.Decode = func(b []byte) (account, error) {
+		if !raced {
+			raced = true
+			if err := SaveState(ctx, store, stream, 29, want, accountCodec); err != nil {
+				t.Error(err)
+			}
+			if start, truncated, err := other.TruncateHistory(ctx, stream); err != nil || !truncated || start != 29 {
+				t.Errorf("TruncateHistory: %d, %v, %v", start, truncated, err)
+			}
+		}
+		return accountCodec.Decode(b)
+	}
+	l, err := Load(ctx, store, stream, account{}, applyAccount, racing)
+	if err != nil || !raced || !l.FromSnapshot || l.SnapshotVersion != 29 || l.Version != 29 || l.State != want {
+		t.Fatalf("load racing TruncateHistory: %+v, %v (raced %v); want the state from the snapshot at 29", l, err, raced)
+	}
+}
+

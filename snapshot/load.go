@@ -68,6 +68,11 @@ type Loaded[S any] struct {
 	// codec mismatch, undecodable, or taken before a soft delete of the
 	// stream: ErrDeletedHistory); Load then replayed the whole stream.
 	SnapshotErr error
+
+	// ahead is 1 + the companion stream's version of the record of a snapshot at a version the
+	// stream never reached, which Load did not use (0: none): a Repository's save after the
+	// load supersedes it (Store.save).
+	ahead uint64
 }
 
 // Expected returns the expected version for appending after this state:
@@ -130,16 +135,31 @@ func initialCopies[S any](initial S, codec Codec[S]) initialFunc[S] {
 func load[S any](ctx context.Context, store *Store, stream string, initial initialFunc[S], apply ApplyFunc[S], codec Codec[S]) (Loaded[S], error) {
 	// A read that resumed after a failover may find the stream deleted and written again
 	// since its first page (versions jump): the load starts over, a few times at most.
+	// So does one that found the events after its snapshot truncated: another process saved a
+	// newer snapshot and truncated the history before it (TruncateHistory) between this load's
+	// read of the newest snapshot and its read of the stream.
 	for attempt := 1; ; attempt++ {
 		l, err := loadOnce(ctx, store, stream, initial, apply, codec)
-		if !errors.Is(err, ErrVersionGap) || attempt == maxLoadAttempts {
+		if attempt == maxLoadAttempts || !errors.Is(err, ErrVersionGap) && !newerSnapshot(ctx, store, stream, codec.Name, err) {
 			return l, err
 		}
 		store.opts.Logger.Warn("snapshot: the stream changed under the load; loading again", "stream", stream, "err", err)
 	}
 }
 
-// maxLoadAttempts bounds how often Load starts over (ErrVersionGap).
+// newerSnapshot reports whether err says that stream's history was truncated past the version
+// a load read from, and stream's newest snapshot now starts at or after the stream's start.
+func newerSnapshot(ctx context.Context, store *Store, stream, codec string, err error) bool {
+	var hte *client.HistoryTruncatedError
+	if !errors.As(err, &hte) {
+		return false
+	}
+	snap, ok, lerr := store.latest(ctx, stream, codec)
+	return lerr == nil && ok && snap.Version >= hte.Start
+}
+
+// maxLoadAttempts bounds how often Load starts over (ErrVersionGap, or a newer snapshot after
+// a truncation).
 const maxLoadAttempts = 3
 
 // loadOnce is one try of Load. Every start from scratch takes a fresh initial state.
@@ -154,7 +174,7 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 	case ok:
 		st, derr := codec.Decode(snap.State)
 		if derr != nil {
-			l.SnapshotErr = store.undecodable(stream, codec.Name, snap.Version, derr)
+			l.SnapshotErr = store.undecodable(stream, codec.Name, snap, derr)
 			break
 		}
 		l.State, l.FromSnapshot, l.SnapshotVersion = st, true, snap.Version
@@ -238,9 +258,10 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 			break
 		}
 		// Nothing at or after the snapshot's version: the stream ends before it.
-		if err := without(store.endsBefore(stream, l.SnapshotVersion)); err != nil {
+		if err := without(store.endsBefore(stream, snap)); err != nil {
 			return Loaded[S]{}, err
 		}
+		l.ahead = snap.record + 1
 		from, checkSnapshot = 0, false
 	}
 	store.metrics.replayed.Add(float64(l.Replayed))
@@ -250,6 +271,12 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 // SaveState encodes state with codec and saves it as stream's snapshot at
 // version.
 func SaveState[S any](ctx context.Context, store *Store, stream string, version uint64, state S, codec Codec[S]) error {
+	return saveState(ctx, store, stream, version, state, codec, 0)
+}
+
+// saveState is SaveState superseding the snapshot whose record is at companion version
+// ahead-1, should it still be the newest (0: none; Store.save).
+func saveState[S any](ctx context.Context, store *Store, stream string, version uint64, state S, codec Codec[S], ahead uint64) error {
 	if err := codec.validate(); err != nil {
 		return err
 	}
@@ -257,5 +284,5 @@ func SaveState[S any](ctx context.Context, store *Store, stream string, version 
 	if err != nil {
 		return fmt.Errorf("snapshot: encode %q@%d with %q: %w", stream, version, codec.Name, err)
 	}
-	return store.save(ctx, stream, version, codec.Name, b)
+	return store.save(ctx, stream, version, codec.Name, b, ahead)
 }

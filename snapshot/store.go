@@ -111,6 +111,8 @@ type Snapshot struct {
 	Version uint64
 	Codec   string
 	State   []byte
+
+	record uint64 // the version of its record in the companion stream
 }
 
 // Store saves and loads snapshots in companion streams. Safe for concurrent
@@ -162,10 +164,14 @@ func (s *Store) Companion(stream string) string { return CompanionStream(s.opts.
 // newest Options.Keep records; a failed prune is counted and logged, not
 // returned (see Options.Keep).
 func (s *Store) Save(ctx context.Context, stream string, version uint64, state []byte) error {
-	return s.save(ctx, stream, version, s.opts.Codec, state)
+	return s.save(ctx, stream, version, s.opts.Codec, state, 0)
 }
 
-func (s *Store) save(ctx context.Context, stream string, version uint64, codec string, state []byte) error {
+// save is Save in codec. A newer record is superseded when it is at companion version
+// ahead-1: one a Load found at a version the stream never reached (Loaded.ahead), which,
+// left the newest, would make every Load replay the stream in full until the stream reached
+// its version, and then be taken for the stream's state there.
+func (s *Store) save(ctx context.Context, stream string, version uint64, codec string, state []byte, ahead uint64) error {
 	if err := checkStream(stream); err != nil {
 		return fmt.Errorf("snapshot: save %q@%d: %w", stream, version, err)
 	}
@@ -191,7 +197,7 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 	var res client.AppendResult
 	var err error
 	for attempt := 1; ; attempt++ {
-		exp, newer, rerr := s.after(ctx, stream, companion, version)
+		exp, newer, rerr := s.after(ctx, stream, companion, version, ahead)
 		if rerr != nil {
 			err = rerr
 			break
@@ -235,8 +241,9 @@ const maxSaveAttempts = 5
 
 // after reads companion's newest record and returns the expected version that appends right
 // after it (no stream when there is none), and newer when it is stream's snapshot of a version
-// after version. A record whose header cannot be read says nothing of its version.
-func (s *Store) after(ctx context.Context, stream, companion string, version uint64) (exp client.ExpectedVersion, newer bool, err error) {
+// after version, unless it is the record at companion version ahead-1 (see save). A record
+// whose header cannot be read says nothing of its version.
+func (s *Store) after(ctx context.Context, stream, companion string, version, ahead uint64) (exp client.ExpectedVersion, newer bool, err error) {
 	last, found, err := readLast(ctx, s.c, companion)
 	if err != nil {
 		return exp, false, err
@@ -244,7 +251,8 @@ func (s *Store) after(ctx context.Context, stream, companion string, version uin
 	if !found {
 		return client.NoStream, false, nil // none, or deleted (soft: an append starts it again)
 	}
-	if h, _, why := decodeHeader(last.Data); why == "" && last.Type == EventType && h.Stream == stream && h.Version > version {
+	if h, _, why := decodeHeader(last.Data); why == "" && last.Type == EventType && h.Stream == stream && h.Version > version &&
+		last.Version+1 != ahead {
 		return exp, true, nil
 	}
 	return client.Exact(last.Version), false, nil
@@ -339,5 +347,5 @@ func (s *Store) decode(stream, codec string, ev client.RecordedEvent) (Snapshot,
 	if why != "" {
 		return bad(false, "%s", why)
 	}
-	return Snapshot{Stream: stream, Version: h.Version, Codec: h.Codec, State: state}, nil
+	return Snapshot{Stream: stream, Version: h.Version, Codec: h.Codec, State: state, record: ev.Version}, nil
 }

@@ -214,6 +214,37 @@ func TestStoreSnapshots(t *testing.T) {
 		}
 	})
 
+	// A Repository's save after such a load supersedes that snapshot: later loads start from
+	// the new one, and the one ahead is not taken for the stream's state once the stream gets
+	// to its version (before, it stayed the newest: every load replayed the stream in full,
+	// and then loaded the wrong state).
+	t.Run("snapshot ahead superseded", func(t *testing.T) {
+		const stream = "acct-ahead-repo"
+		appendEvents(t, c, stream, 0, 10)
+		if err := SaveState(ctx, store, stream, 5, replayTo(t, c, stream, 5), accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		if err := SaveState(ctx, store, stream, 50, account{Balance: 999999, Events: 50}, accountCodec); err != nil {
+			t.Fatal(err)
+		}
+		repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+			Initial: func() account { return account{} }, Apply: applyAccount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, err := repo.Load(ctx, stream); err != nil || l.FromSnapshot || l.Version != 9 || !errors.Is(l.SnapshotErr, ErrCorrupt) ||
+			!strings.Contains(l.SnapshotErr.Error(), "@1): snapshot at version 50, but the stream ends before it") {
+			t.Fatalf("first load: %+v, %v; want a replay of 10 events, the snapshot at 50 (record 1) rejected", l, err)
+		}
+		if l, err := repo.Load(ctx, stream); err != nil || !l.FromSnapshot || l.SnapshotVersion != 9 || l.Replayed != 0 {
+			t.Fatalf("second load: %+v, %v; want the snapshot at 9 saved by the first", l, err)
+		}
+		appendEvents(t, c, stream, 10, 50)
+		if l, err := repo.Load(ctx, stream); err != nil || l.State != replay(t, c, stream) || l.SnapshotVersion != 9 || l.Replayed != 50 {
+			t.Fatalf("load once the stream passed version 50: %+v, %v; want the snapshot at 9 and 50 events", l, err)
+		}
+	})
+
 	t.Run("missing stream", func(t *testing.T) {
 		l, err := Load(ctx, store, "nobody", account{}, applyAccount, accountCodec)
 		if err != nil || l.Exists || l.Expected() != client.NoStream {
