@@ -255,4 +255,3 @@ func TestLoadRacingTruncateHistory(t *testing.T) {
 		t.Fatalf("load racing TruncateHistory: %+v, %v (raced %v); want the state from the snapshot at 29", l, err, raced)
 	}
 }
-
