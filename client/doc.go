@@ -100,9 +100,11 @@
 //     (a write that may or may not have been applied, see 3 and Delete),
 //     ErrTLSHandshake, ErrWrongCluster
 //     (see 7), ErrShardFormat (Truncate), ErrHistoryTruncated (a Read with
-//     WholeHistory), ErrClosed, and read their facts with errors.As
+//     WholeHistory), ErrPositionAhead (a ReadShard past the shard's end),
+//     ErrClosed, and read their facts with errors.As
 //     (*WrongExpectedVersionError, *InvalidArgumentError, *IDConflictError,
-//     *HistoryTruncatedError, *UnavailableError, *OutcomeUnknownError). Context
+//     *HistoryTruncatedError, *PositionAheadError, *UnavailableError,
+//     *OutcomeUnknownError). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
 //  6. An append to a shard's leader that is still waiting after 300ms for
 //     its answer, or a read waiting as long for its next page, watches the

@@ -35,6 +35,12 @@ var (
 	// events of the stream at or after the version it starts from. The error is a
 	// *HistoryTruncatedError. Never retried.
 	ErrHistoryTruncated = errors.New("client: stream history truncated")
+	// ErrPositionAhead is returned by a linearizable ReadShard from a position past the
+	// shard's end, which a position the cluster handed out never is: it comes from a history
+	// the shard no longer has (kept across a restore from an older backup) or from another
+	// cluster, and a reader that waited there would skip what is written up to it. The error
+	// is a *PositionAheadError. Never retried.
+	ErrPositionAhead = errors.New("client: position past the shard's end")
 	// ErrInvalidArgument is returned for a request the server (or the
 	// client, before sending) refuses as malformed. The error is an
 	// *InvalidArgumentError naming the field and the limit. Never retried.
@@ -403,6 +409,9 @@ func convertError(err error, stream string) error {
 	if shoalv1.IsShardFormat(st) {
 		return fmt.Errorf("%w: %s", ErrShardFormat, st.Message())
 	}
+	if shard, from, end, ok := shoalv1.PositionAhead(st); ok {
+		return &PositionAheadError{Shard: shard, From: from, End: end}
+	}
 	// No details: map what the code alone says unambiguously.
 	switch st.Code() {
 	case codes.Unavailable:
@@ -429,6 +438,21 @@ func firstNonEmpty(a, b string) string {
 	}
 	return b
 }
+
+// PositionAheadError is ErrPositionAhead: a read of Shard from From, past End, the position
+// the shard's next entry takes.
+type PositionAheadError struct {
+	Shard     uint32
+	From, End uint64
+}
+
+func (e *PositionAheadError) Error() string {
+	return fmt.Sprintf("client: shard %d: position %d is past the shard's end, %d: the shard no longer has the history "+
+		"it came from (kept across a restore from an older backup?) or it is another cluster's", e.Shard, e.From, e.End)
+}
+
+// Is reports whether target is ErrPositionAhead.
+func (e *PositionAheadError) Is(target error) bool { return target == ErrPositionAhead }
 
 // HistoryTruncatedError is ErrHistoryTruncated: versions From to Start-1 of Stream were
 // removed by a truncation; its first event is at Start.

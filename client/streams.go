@@ -388,7 +388,9 @@ func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption
 // IncludeDeletes the deletes' positions are skipped: positions then have
 // gaps, and a reader that resumes after its last event reads past them.
 // Projections use it with a checkpoint of next positions per shard; see
-// Shards for the shard count.
+// Shards for the shard count. A linearizable read from past the shard's end
+// (the position its next entry takes) fails with ErrPositionAhead: no
+// position the cluster handed out is past it.
 func (c *Client) ReadShard(ctx context.Context, shard uint32, from, count uint64, opts ...ReadOption) iter.Seq2[RecordedEvent, error] {
 	o := readOptions{stale: c.opts.staleReads}
 	for _, opt := range opts {

@@ -110,6 +110,12 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("shoal_backups_total{result=refused} %v, want 3", got)
 	}
 
+	// An append after the backup: its shard's end on this node is past the restored one's.
+	after, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: "after-backup", Events: events("Late")})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// Restore: stop the node, start it on a copy of the backup.
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
@@ -139,6 +145,20 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("restored node ID %d, want %d", r.ID(), n.ID())
 	}
 	rsc := shoalv1.NewStreamsClient(dial(t, r.Addr()))
+	// A reader's position from before the restore, past the restored shard's end, is refused
+	// (a projection would otherwise wait there, skipping what is written up to it); a stale
+	// read, which a lagging replica may serve, is not.
+	ahead := &shoalv1.ReadShardRequest{Shard: after.Shard, FromPosition: after.Position + 1}
+	if _, err := readShardAll(ctx, rsc, ahead); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("read of shard %d from %d after the restore: %v, want FAILED_PRECONDITION", after.Shard, after.Position+1, err)
+	} else if shard, from, end, ok := shoalv1.PositionAhead(status.Convert(err)); !ok || shard != after.Shard || from != after.Position+1 || end > after.Position {
+		t.Fatalf("refusal %v: shard %d, from %d, end %d (%v); want shard %d, from %d, end at most %d",
+			err, shard, from, end, ok, after.Shard, after.Position+1, after.Position)
+	}
+	ahead.AllowStale = true
+	if evs, err := readShardAll(ctx, rsc, ahead); err != nil || len(evs) != 0 {
+		t.Fatalf("stale read of shard %d from %d after the restore: %d events, %v", after.Shard, after.Position+1, len(evs), err)
+	}
 	for w := range writers {
 		stream := fmt.Sprintf("acct-%d", w)
 		evs, err := readAll(ctx, rsc, &shoalv1.ReadRequest{Stream: stream})

@@ -113,6 +113,25 @@ func readAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ReadRequ
 	}
 }
 
+// readShardAll reads a ReadShard to its end.
+func readShardAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ReadShardRequest) ([]*shoalv1.RecordedEvent, error) {
+	s, err := c.ReadShard(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*shoalv1.RecordedEvent
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r.Events...)
+	}
+}
+
 // detail asserts err is a status with code and returns its single detail.
 func detail[T proto.Message](t *testing.T, err error, code codes.Code) T {
 	t.Helper()

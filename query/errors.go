@@ -19,6 +19,12 @@ var (
 	// another cluster or another shard count than the one the client reaches
 	// (*ClusterMismatchError); its checkpoint would be meaningless.
 	ErrClusterMismatch = errors.New("query: projection database belongs to another cluster")
+	// ErrCheckpointAhead is returned by Run when a shard's checkpoint is past the shard's end
+	// (client.ErrPositionAhead, which it wraps too): the cluster no longer has the history
+	// the model was built from, as after a restore from a backup older than the model. The
+	// model holds events the cluster lost, and would skip the ones written up to the
+	// checkpoint: rebuild it from an empty Dir.
+	ErrCheckpointAhead = errors.New("query: checkpoint past the shard's end")
 	// ErrClosed is returned by calls on a closed Projection.
 	ErrClosed = errors.New("query: projection closed")
 	// ErrNoShard is returned by WaitFor for a shard the projection's cluster does not have.

@@ -45,7 +45,10 @@ func (f *fakeSource) ReadShard(_ context.Context, shard uint32, from uint64, cou
 		return nil, from, fmt.Errorf("fake: %w", client.ErrUnavailable)
 	}
 	log := f.shards[shard]
-	if from >= uint64(len(log)) {
+	if from > uint64(len(log)) { // as the servers refuse a linearizable read past the end
+		return nil, from, &client.PositionAheadError{Shard: shard, From: from, End: uint64(len(log))}
+	}
+	if from == uint64(len(log)) {
 		return nil, from, nil
 	}
 	end := min(uint64(len(log)), from+uint64(count))
@@ -296,6 +299,33 @@ func TestProjectionClusterMismatch(t *testing.T) {
 	var me *ClusterMismatchError
 	if err := p.Run(context.Background()); !errors.As(err, &me) || me.StoredShards != 2 || me.Shards != 4 {
 		t.Fatalf("Run = %v, want ClusterMismatchError", err)
+	}
+}
+
+// TestProjectionCheckpointAhead: a model whose checkpoint is past its shard's end (a cluster
+// restored from a backup older than the model, same ID and shards) is not run: Run returns
+// ErrCheckpointAhead, rather than wait at the checkpoint and skip what the cluster writes up to
+// it.
+func TestProjectionCheckpointAhead(t *testing.T) {
+	fs := vfs.NewMem()
+	src := newFakeSource(2, 1)
+	p, err := open(testConfig(fs, HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, p, src.add(20))
+	p.Close()
+	restored := newFakeSource(2, 1)
+	restored.add(5)
+	p, err = open(testConfig(fs, HandlerFunc(countingHandler)), restored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Run(ctx); !errors.Is(err, ErrCheckpointAhead) || !errors.Is(err, client.ErrPositionAhead) {
+		t.Fatalf("Run over a cluster shorter than the checkpoint: %v, want ErrCheckpointAhead", err)
 	}
 }
 

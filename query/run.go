@@ -34,8 +34,9 @@ type source interface {
 // (PollMin..PollMax) instead. Read errors, and a topology request that fails
 // as Run starts, are retried with backoff (up to RetryMax apart), except
 // those no retry mends: a request the servers refuse
-// (client.ErrInvalidArgument), a closed client (client.ErrClosed) and nodes
-// of another cluster (client.ErrWrongCluster), which Run returns. It returns the
+// (client.ErrInvalidArgument), a closed client (client.ErrClosed), nodes
+// of another cluster (client.ErrWrongCluster) and a checkpoint past its
+// shard's end (ErrCheckpointAhead), which Run returns. It returns the
 // *HandlerError or commit error that stopped it, or context.Cause(ctx).
 // Run may be called again after it returned; not concurrently.
 func (p *Projection) Run(ctx context.Context) error {
@@ -115,9 +116,10 @@ func (p *Projection) topology(ctx context.Context) (uint32, string, error) {
 }
 
 // unmendable reports the read failures no retry mends: a request the servers refuse, a
-// closed client, nodes of another cluster. Run returns them.
+// closed client, nodes of another cluster, a checkpoint past the shard's end. Run returns them.
 func unmendable(err error) bool {
-	return errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrClosed) || errors.Is(err, client.ErrWrongCluster)
+	return errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrClosed) || errors.Is(err, client.ErrWrongCluster) ||
+		errors.Is(err, client.ErrPositionAhead)
 }
 
 // runShard follows one shard until ctx is done; it returns only fatal
@@ -155,6 +157,9 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, client.ErrPositionAhead):
+			return fmt.Errorf("%w: projection %q: shard %d: the cluster no longer has the history the model was built from "+
+				"(restored from an older backup?); rebuild the model from an empty directory: %w", ErrCheckpointAhead, p.cfg.Name, shard, err)
 		case unmendable(err):
 			// Failures no retry mends (a closed client, another cluster's nodes): Run returns
 			// them rather than retry until its context ends.
