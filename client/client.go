@@ -33,6 +33,7 @@ type Client struct {
 	clusterID    atomic.Pointer[string]        // the first topology's cluster ID, sent with every call
 	topoNext     atomic.Pointer[chan struct{}] // closed when the next topology is installed
 	refreshMu    sync.Mutex                    // serialises topology fetches
+	installMu    sync.Mutex                    // serialises installs (Client.install)
 	refreshCh    chan struct{}                 // asks the background loop for a refresh; buffered(1)
 	refreshAvoid atomic.Pointer[string]        // the next background refresh asks this node last
 	done         chan struct{}                 // closed by Close

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -242,6 +243,10 @@ func (ps *pipeStream) forget(id uint64) (unsent bool) {
 	delete(ps.pending, id)
 	if c.sent {
 		ps.cancels = append(ps.cancels, id)
+	} else {
+		// Out of the queue now, its request with it, rather than at the sender's next round,
+		// which a stream held up by flow control may not reach for long.
+		ps.queue = slices.DeleteFunc(ps.queue, func(q *pipeCall) bool { return q == c })
 	}
 	ps.mu.Unlock()
 	ps.wake()
@@ -276,19 +281,29 @@ func (ps *pipeStream) send() {
 		cancels := ps.cancels
 		ps.cancels = nil
 		ps.mu.Unlock()
+		var batch []*pipeCall
 		for len(queue) > 0 || len(cancels) > 0 {
 			msg := &shoalv1.AppendBatch{Cancel: cancels}
 			cancels = nil
 			size := 0
+			batch = batch[:0]
 			for len(queue) > 0 && len(msg.Items) < pipelineMaxItems && size < pipelineMaxBytes {
 				msg.Items = append(msg.Items, queue[0].item)
 				size += queue[0].size
+				batch = append(batch, queue[0])
 				queue[0] = nil
 				queue = queue[1:]
 			}
 			if err := ps.stream.Send(msg); err != nil {
 				// Send's error says only that the stream ended; receive gets the
-				// cause from Recv and fails the calls with it.
+				// cause from Recv and fails the calls with it. This message did not
+				// reach the server whole (gRPC refused it, over the send limit, or the
+				// stream had ended): its calls were not sent, nor were those after it.
+				ps.mu.Lock()
+				for _, c := range slices.Concat(batch, queue) {
+					c.sent = false
+				}
+				ps.mu.Unlock()
 				return
 			}
 		}
@@ -312,6 +327,14 @@ func (ps *pipeStream) receive() {
 				ps.pipe.mu.Lock()
 				ps.pipe.mu.unsupportedUntil = time.Now().Add(pipelineRetryUnsupported)
 				ps.pipe.mu.Unlock()
+				if st.Code() == codes.ResourceExhausted {
+					// The server may have run the appends sent in earlier messages (a later one
+					// went over a size limit): those are answered as by a stream's end, which
+					// the caller retries as an attempt that may have been applied (unary now);
+					// the calls not sent go unary at once.
+					ps.failWith(err, errPipelineUnsupported)
+					return
+				}
 				err = errPipelineUnsupported
 			}
 			ps.fail(err)
@@ -346,7 +369,10 @@ func (ps *pipeStream) receive() {
 // gRPC failed to encode for another caller) would end it as a definite
 // failure. Appends are idempotent, so the client's retry of a call that did
 // reach the server is harmless.
-func (ps *pipeStream) fail(err error) {
+func (ps *pipeStream) fail(err error) { ps.failWith(err, nil) }
+
+// failWith is fail, the calls not sent getting unsentErr instead when it is not nil.
+func (ps *pipeStream) failWith(err, unsentErr error) {
 	if !errors.Is(err, errPipelineUnsupported) {
 		switch st, ok := status.FromError(err); {
 		case !ok:
@@ -369,9 +395,12 @@ func (ps *pipeStream) fail(err error) {
 	ps.mu.Unlock()
 	ps.cancel()
 	for _, c := range pending {
-		if c.sent {
+		switch {
+		case c.sent:
 			c.done <- pipeResult{err: err}
-		} else {
+		case unsentErr != nil:
+			c.done <- pipeResult{err: unsentErr}
+		default:
 			c.done <- pipeResult{err: notSent(err)}
 		}
 	}

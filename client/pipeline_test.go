@@ -280,3 +280,52 @@ func TestPipelineUnderSmallSendLimit(t *testing.T) {
 		t.Errorf("%d retries for 10 appends: appends were retried as the same message instead of fitting the limit", st.Retries)
 	}
 }
+
+// TestPipelineSizeRefusalKeepsSentAppendsUncertain: a pipeline stream that ends over a size
+// limit (RESOURCE_EXHAUSTED) after an earlier message's append reached the server leaves that
+// append's outcome unknown, even when the unary attempts after it are all refused: the
+// server may have run it. Before, every pending call went unary as if nothing was sent, and
+// the refusals ended it as if nothing was written.
+func TestPipelineSizeRefusalKeepsSentAppendsUncertain(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	n := fc.nodes[0]
+	release := make(chan struct{})
+	n.setFault(func(ctx context.Context, method string, k int) error {
+		switch {
+		case method == "Append" && k == 1: // the pipelined attempt: applied, answered never
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return errLoseAck
+		case method == "Append":
+			return statusWith(codes.Unavailable, "fake: not leader", &shoalv1.NotLeader{Shard: 0}) // no leader known
+		}
+		return nil
+	})
+	n.setItemFault(func(k int) error {
+		if k == 2 {
+			return status.Error(codes.ResourceExhausted, "grpc: received message larger than max (5000000 vs. 4194304)")
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		_, err := c.Append(actx, "s", Any, Event{Type: "A"})
+		done <- err
+	}()
+	for n.count("Append") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	bctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	c.Append(bctx, "t", Any, Event{Type: "B"}) // its message ends the stream
+	close(release)
+	if err := <-done; !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("append sent before the stream's size refusal, then refused: %v, want ErrOutcomeUnknown", err)
+	}
+}

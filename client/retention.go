@@ -344,7 +344,7 @@ func shardsFailed(errs []error, shards uint32, what string) error {
 // retentionUnimplemented turns UNIMPLEMENTED, from a node of a version without retention
 // policies, into ErrShardFormat: that node's shards are below format 6 too.
 func retentionUnimplemented(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && !errors.Is(err, ErrOutcomeUnknown) {
 		return fmt.Errorf("%w: a node runs a version without retention policies (%s)", ErrShardFormat, st.Message())
 	}
 	return err

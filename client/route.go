@@ -152,7 +152,9 @@ func (c *Client) dialledCluster() string {
 // install makes t, fetched from n, the client's topology. t may have been requested
 // before what the client learnt since: a shard's leader of a higher term in the current
 // view is kept (unless t names it dead), and so is a leader hint set after t was requested,
-// or against t's leader at t's term (leaderHint.outdates).
+// or against t's leader at t's term (leaderHint.outdates). A view requested before the
+// current one is not installed at all: Topology's fetch runs beside the refreshes, and its
+// answer, arriving last, would otherwise take the members' liveness back to an older view.
 func (c *Client) install(t *topology, n *node) {
 	if id := t.resp.GetSettings().GetClusterId(); id != "" {
 		c.clusterID.CompareAndSwap(nil, &id) // the cluster dialled: every call names it
@@ -160,7 +162,13 @@ func (c *Client) install(t *topology, n *node) {
 			return // checked by askTopology against an ID locked since: another cluster's
 		}
 	}
-	if cur := c.topo.Load(); cur != nil && cur.shards == t.shards {
+	c.installMu.Lock()
+	defer c.installMu.Unlock()
+	cur := c.topo.Load()
+	if cur != nil && t.fetched.Before(cur.fetched) {
+		return
+	}
+	if cur != nil && cur.shards == t.shards {
 		for shard := range t.shards {
 			if t.term[shard] < cur.term[shard] && !slices.Contains(t.dead, cur.leader[shard]) {
 				t.leader[shard], t.term[shard] = cur.leader[shard], cur.term[shard]

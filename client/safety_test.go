@@ -423,6 +423,31 @@ func TestTruncateUnimplementedIsShardFormat(t *testing.T) {
 	}
 }
 
+// A truncate whose answer is lost after it took effect, repeated through a node of a version
+// without truncation (UNIMPLEMENTED, during a rolling upgrade), ends with ErrOutcomeUnknown, not
+// ErrShardFormat ("not supported, nothing removed"): the first attempt removed the events.
+func TestTruncateUnimplementedAfterLostAnswerIsUnknown(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	ctx := testCtx(t)
+	if _, err := c.Append(ctx, "s", NoStream, Event{Type: "A"}, Event{Type: "B"}, Event{Type: "C"}); err != nil {
+		t.Fatal(err)
+	}
+	fc.nodes[0].setFault(func(_ context.Context, method string, k int) error {
+		switch {
+		case method == "Truncate" && k == 1:
+			return errLoseAck
+		case method == "Truncate":
+			return status.Error(codes.Unimplemented, "unknown method Truncate for service shoal.v1.Streams")
+		}
+		return nil
+	})
+	_, err := c.Truncate(ctx, "s", 2, Exact(2))
+	if !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrShardFormat) {
+		t.Fatalf("Truncate = %v, want ErrOutcomeUnknown (the first attempt was applied)", err)
+	}
+}
+
 // A truncate whose answer is lost after it took effect is repeated; when another writer
 // appended in between, the repeat, expecting the version the first attempt saw, is refused.
 // That refusal says nothing of the first attempt, which removed the events: the caller gets

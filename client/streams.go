@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -177,9 +178,10 @@ func (c *Client) Truncate(ctx context.Context, stream string, before uint64, exp
 		}
 		return false, err
 	})
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && !errors.Is(err, ErrOutcomeUnknown) {
 		// A node of a version without truncation, called or forwarded to (a verdict, not
-		// retried): its shards are below format 4 too.
+		// retried): its shards are below format 4 too. After an attempt that may have been
+		// applied (on an upgraded leader), the outcome stays unknown.
 		err = fmt.Errorf("%w: a node runs a version without truncation (%s)", ErrShardFormat, st.Message())
 	}
 	return start, err

@@ -113,4 +113,11 @@ func TestInstallKeepsNewerLeaders(t *testing.T) {
 	if got := c.topo.Load(); got.leader[0] != fc.nodes[0].addr {
 		t.Errorf("shard 0 leader = %q after a view of a higher term, want %q", got.leader[0], fc.nodes[0].addr)
 	}
+	// A view requested before the current one (Topology's fetch answered after a refresh
+	// requested later) is not installed: it would take the members' liveness back.
+	cur := c.topo.Load()
+	c.install(view([2]uint64{1, 2}, [2]uint64{7, 7}, requested), n1)
+	if got := c.topo.Load(); got != cur {
+		t.Errorf("a view requested before the current one was installed: terms %v, want %v", got.term, cur.term)
+	}
 }
