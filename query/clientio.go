@@ -41,7 +41,7 @@ func (s clientSource) Shards(ctx context.Context) (uint32, string, error) {
 // ReadShard collects one page of the entries the projection wants. The page resumes where the
 // server said (client.ResumeAt): past what it returned and past what the filters skipped, so
 // the checkpoint moves on while nothing matches.
-func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
+func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration, arrived func()) ([]client.RecordedEvent, uint64, error) {
 	var evs []client.RecordedEvent
 	var next atomic.Uint64
 	opts := append(slices.Clip(s.opts), client.ResumeAt(&next))
@@ -51,10 +51,13 @@ func (s clientSource) ReadShard(ctx context.Context, shard uint32, from uint64, 
 	size := 0
 	for ev, err := range s.c.ReadShard(ctx, shard, from, uint64(count), opts...) {
 		if err != nil {
-			if len(evs) > 0 {
+			if len(evs) > 0 && ctx.Err() == nil {
 				break // commit what arrived; the error recurs on the next read
 			}
-			return nil, from, err
+			return nil, from, err // nothing, or the run ended: no page to hand on
+		}
+		if len(evs) == 0 {
+			arrived()
 		}
 		evs = append(evs, ev)
 		// Bounded in bytes as well as in events (PageSize of events of up to 4 MiB each

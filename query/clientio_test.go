@@ -31,7 +31,7 @@ func TestPageBoundedInBytes(t *testing.T) {
 		if pages == n {
 			t.Fatalf("%d pages read %d events (versions %v), want %d", pages, len(got), got, n)
 		}
-		evs, next, err := src.ReadShard(ctx, shard, from, DefaultPageSize, 0)
+		evs, next, err := src.ReadShard(ctx, shard, from, DefaultPageSize, 0, func() {})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -347,7 +347,10 @@ func (p *Projection) Checkpoint() Checkpoint {
 // read-your-writes), or ctx is done, or the projection is closed (ErrClosed,
 // also when it was closed before). A shard the cluster does not have, once a
 // Run learned the shard count, is refused (ErrNoShard) rather than waited for
-// until ctx ends.
+// until ctx ends. An entry the projection's filters skip (another StreamPrefix,
+// an event type not in EventTypes, a delete without Deletes) ends a caught-up
+// shard's long poll only with a later entry it wants, or at the poll's end:
+// waiting for one takes up to PollMax.
 func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64) error {
 	for {
 		p.mu.Lock()
@@ -473,6 +476,13 @@ func (p *Projection) apply(ctx context.Context, shard uint32, evs []client.Recor
 		ev := &evs[i]
 		if !p.wanted(ev) {
 			continue
+		}
+		// A page whose run ended (Run's context, or another shard's handler failed) is not
+		// committed: the handler does not run on the rest of it, whose side effects outside
+		// the batch would run again after the restart. With many shards waiting for applyMu,
+		// handling each one's page in full delayed Run's return by as many pages.
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if err := p.cfg.Handler.Handle(ctx, &Batch{b: b}, *ev); err != nil {
 			return &HandlerError{Projection: p.cfg.Name, Shard: shard, Position: ev.Position,

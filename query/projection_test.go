@@ -38,7 +38,7 @@ func (f *fakeSource) Shards(context.Context) (uint32, string, error) {
 	return uint32(len(f.shards)), "cluster-1", nil
 }
 
-func (f *fakeSource) ReadShard(_ context.Context, shard uint32, from uint64, count int, _ time.Duration) ([]client.RecordedEvent, uint64, error) {
+func (f *fakeSource) ReadShard(_ context.Context, shard uint32, from uint64, count int, _ time.Duration, _ func()) ([]client.RecordedEvent, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.flaky && f.rng.IntN(5) == 0 {
@@ -326,6 +326,31 @@ func TestProjectionCheckpointAhead(t *testing.T) {
 	defer cancel()
 	if err := p.Run(ctx); !errors.Is(err, ErrCheckpointAhead) || !errors.Is(err, client.ErrPositionAhead) {
 		t.Fatalf("Run over a cluster shorter than the checkpoint: %v, want ErrCheckpointAhead", err)
+	}
+}
+
+// TestHandlerStopsWithRun: once Run's context ends, the handler is not called on the rest of
+// a page, which is not committed: its side effects would only run again after a restart.
+func TestHandlerStopsWithRun(t *testing.T) {
+	src := newFakeSource(1, 3)
+	src.add(7) // one page (PageSize 7)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls := 0
+	p, err := open(testConfig(vfs.NewMem(), HandlerFunc(func(context.Context, *Batch, client.RecordedEvent) error {
+		calls++
+		cancel() // Run ends while the page is handled
+		return nil
+	})), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	if calls != 1 || p.Checkpoint()[0] != 0 {
+		t.Fatalf("handler called %d times, checkpoint %d after Run ended on the first event; want 1 and 0", calls, p.Checkpoint()[0])
 	}
 }
 
@@ -623,7 +648,7 @@ type bytePages struct {
 	polledBehind []string
 }
 
-func (b *bytePages) ReadShard(_ context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
+func (b *bytePages) ReadShard(_ context.Context, shard uint32, from uint64, count int, wait time.Duration, _ func()) ([]client.RecordedEvent, uint64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	log := b.shards[shard]
@@ -692,9 +717,9 @@ type stuckSource struct {
 	hold  time.Duration
 }
 
-func (s *stuckSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error) {
+func (s *stuckSource) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration, arrived func()) ([]client.RecordedEvent, uint64, error) {
 	if !s.stuck[shard] {
-		return s.fakeSource.ReadShard(ctx, shard, from, count, wait)
+		return s.fakeSource.ReadShard(ctx, shard, from, count, wait, arrived)
 	}
 	t := time.NewTimer(s.hold)
 	defer t.Stop()
@@ -737,5 +762,50 @@ func TestProjectionCatchesUpBesideStuckShards(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
+
+// slowPages is a fakeSource whose catch-up reads get their first event at once and the rest of
+// the page only after slow: a page of large events over a slow link. It records the most
+// catch-up reads it served at once.
+type slowPages struct {
+	*fakeSource
+	slow          time.Duration
+	reading, most atomic.Int32
+}
+
+func (s *slowPages) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration, arrived func()) ([]client.RecordedEvent, uint64, error) {
+	if wait > 0 {
+		return s.fakeSource.ReadShard(ctx, shard, from, count, wait, arrived)
+	}
+	n := s.reading.Add(1)
+	defer s.reading.Add(-1)
+	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+	}
+	arrived()
+	select {
+	case <-time.After(s.slow):
+	case <-ctx.Done():
+	}
+	return s.fakeSource.ReadShard(ctx, shard, from, count, wait, arrived)
+}
+
+// TestSlowPagesKeepTheirPlace: a catch-up read that is receiving its page, however slowly,
+// keeps its place under Concurrency: only one whose first event has not come within PollMax
+// gives it up. Before, a page that took longer than PollMax to arrive gave its place up, and
+// every shard went on to hold a page in memory at once.
+func TestSlowPagesKeepTheirPlace(t *testing.T) {
+	src := &slowPages{fakeSource: newFakeSource(4, 9), slow: 30 * time.Millisecond}
+	want := src.add(200)
+	cfg := testConfig(vfs.NewMem(), HandlerFunc(countingHandler))
+	cfg.Concurrency = 1
+	p, err := open(cfg, src) // PollMax 5 ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runUntil(t, p, want)
+	if most := src.most.Load(); most != 1 {
+		t.Fatalf("%d catch-up reads at once under Concurrency 1", most)
 	}
 }

@@ -18,7 +18,9 @@ type source interface {
 	// ReadShard returns up to count events of shard's log from position from
 	// on, and the position to resume at. With wait > 0, a read that finds
 	// nothing new waits up to wait for the shard's next entry (a long poll).
-	ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration) ([]client.RecordedEvent, uint64, error)
+	// It calls arrived (idempotent) when the first event comes in, if it does
+	// before it returns.
+	ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration, arrived func()) ([]client.RecordedEvent, uint64, error)
 }
 
 // Run processes events until ctx is done or a handler fails: one goroutine
@@ -141,7 +143,7 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 			answered, release = p.holdPlace(sem)
 		}
 		start := time.Now()
-		evs, next, err := p.src.ReadShard(ctx, shard, from, p.cfg.PageSize, wait)
+		evs, next, err := p.src.ReadShard(ctx, shard, from, p.cfg.PageSize, wait, answered)
 		answered()
 		if err == nil && next > from {
 			if aerr := p.apply(ctx, shard, evs, next); aerr != nil {
@@ -189,7 +191,9 @@ func (p *Projection) runShard(ctx context.Context, shard uint32, from uint64, se
 // PollMax gives it back by itself: it is waiting, not reading (a shard without a leader, whose
 // read the client retries for its whole budget), as a long poll waits outside the Concurrency
 // limit; holding its place all along, it kept the other shards from catching up meanwhile.
-// answered, called once the read returned, keeps the place (if still held) until release.
+// answered, called once the read's first event arrived or it returned, keeps the place (if
+// still held) until release: a read that is receiving a page, however slowly, is reading, and
+// giving its place up then let every shard hold a page in memory at once.
 func (p *Projection) holdPlace(sem chan struct{}) (answered, release func()) {
 	free := sync.OnceFunc(func() { <-sem })
 	t := time.AfterFunc(p.cfg.PollMax, free)
