@@ -69,10 +69,9 @@ type Loaded[S any] struct {
 	// stream: ErrDeletedHistory); Load then replayed the whole stream.
 	SnapshotErr error
 
-	// ahead is 1 + the companion stream's version of the record of a snapshot at a version the
-	// stream never reached, which Load did not use (0: none): a Repository's save after the
-	// load supersedes it (Store.save).
-	ahead uint64
+	// rejected is 1 + the companion stream's version of the newest snapshot's record when Load
+	// did not use it (0: none): a Repository's save after the load supersedes it (Store.save).
+	rejected uint64
 }
 
 // Expected returns the expected version for appending after this state:
@@ -189,10 +188,21 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 		l = Loaded[S]{State: st, SnapshotErr: snapErr}
 		return nil
 	}
+	// record is the companion version of the newest snapshot's record.
+	var record uint64
+	if ce := (*CorruptError)(nil); errors.As(err, &ce) {
+		record = ce.Version
+	} else if ok {
+		record = snap.record
+	}
 	// without drops the snapshot for the reason err: the load starts over.
 	without := func(err error) error {
 		store.opts.Logger.Warn("snapshot: replaying without snapshot", "stream", stream, "err", err)
-		return restart(err)
+		if err := restart(err); err != nil {
+			return err
+		}
+		l.rejected = record + 1
+		return nil
 	}
 	var serr error
 	switch {
@@ -261,7 +271,6 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 		if err := without(store.endsBefore(stream, snap)); err != nil {
 			return Loaded[S]{}, err
 		}
-		l.ahead = snap.record + 1
 		from, checkSnapshot = 0, false
 	}
 	store.metrics.replayed.Add(float64(l.Replayed))
@@ -275,8 +284,8 @@ func SaveState[S any](ctx context.Context, store *Store, stream string, version 
 }
 
 // saveState is SaveState superseding the snapshot whose record is at companion version
-// ahead-1, should it still be the newest (0: none; Store.save).
-func saveState[S any](ctx context.Context, store *Store, stream string, version uint64, state S, codec Codec[S], ahead uint64) error {
+// rejected-1, which a load did not use (0: none; Store.save).
+func saveState[S any](ctx context.Context, store *Store, stream string, version uint64, state S, codec Codec[S], rejected uint64) error {
 	if err := codec.validate(); err != nil {
 		return err
 	}
@@ -284,5 +293,5 @@ func saveState[S any](ctx context.Context, store *Store, stream string, version 
 	if err != nil {
 		return fmt.Errorf("snapshot: encode %q@%d with %q: %w", stream, version, codec.Name, err)
 	}
-	return store.save(ctx, stream, version, codec.Name, b, ahead)
+	return store.save(ctx, stream, version, codec.Name, b, rejected)
 }

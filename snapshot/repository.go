@@ -66,7 +66,7 @@ func (r *Repository[S]) Load(ctx context.Context, stream string) (Loaded[S], err
 	if err != nil || !l.Exists || r.cfg.Policy.Disabled || !(r.cfg.Policy.ShouldSave(l.Replayed) || l.SnapshotErr != nil && l.Replayed > 0) {
 		return l, err
 	}
-	if serr := saveState(ctx, r.cfg.Store, stream, l.Version, l.State, r.cfg.Codec, l.ahead); serr != nil {
+	if serr := saveState(ctx, r.cfg.Store, stream, l.Version, l.State, r.cfg.Codec, l.rejected); serr != nil {
 		r.cfg.Store.opts.Logger.Warn("snapshot: save after load failed", "stream", stream, "version", l.Version, "err", serr)
 	}
 	return l, nil

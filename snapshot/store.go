@@ -167,11 +167,14 @@ func (s *Store) Save(ctx context.Context, stream string, version uint64, state [
 	return s.save(ctx, stream, version, s.opts.Codec, state, 0)
 }
 
-// save is Save in codec. A newer record is superseded when it is at companion version
-// ahead-1: one a Load found at a version the stream never reached (Loaded.ahead), which,
-// left the newest, would make every Load replay the stream in full until the stream reached
-// its version, and then be taken for the stream's state there.
-func (s *Store) save(ctx context.Context, stream string, version uint64, codec string, state []byte, ahead uint64) error {
+// save is Save in codec, superseding the record at companion version rejected-1 (0: none),
+// one a Load did not use (Loaded.rejected): the new record has an ID of its own, even at the
+// same version and codec (a record corrupted, or one its codec's name cannot decode, would
+// otherwise take the save for its repeat, and every Load replay the stream in full), and is
+// written after it even when it is newer (one at a version the stream never reached, which
+// would otherwise make every Load replay the stream in full until the stream got there, and
+// then be taken for the stream's state).
+func (s *Store) save(ctx context.Context, stream string, version uint64, codec string, state []byte, rejected uint64) error {
 	if err := checkStream(stream); err != nil {
 		return fmt.Errorf("snapshot: save %q@%d: %w", stream, version, err)
 	}
@@ -184,7 +187,7 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 	}
 	companion := s.Companion(stream)
 	ev := client.Event{
-		ID:          recordID(companion, version, codec),
+		ID:          recordID(companion, version, codec, rejected),
 		Type:        EventType,
 		Data:        rec,
 		ContentType: ContentType,
@@ -197,7 +200,7 @@ func (s *Store) save(ctx context.Context, stream string, version uint64, codec s
 	var res client.AppendResult
 	var err error
 	for attempt := 1; ; attempt++ {
-		exp, newer, rerr := s.after(ctx, stream, companion, version, ahead)
+		exp, newer, rerr := s.after(ctx, stream, companion, version, rejected)
 		if rerr != nil {
 			err = rerr
 			break
@@ -241,9 +244,9 @@ const maxSaveAttempts = 5
 
 // after reads companion's newest record and returns the expected version that appends right
 // after it (no stream when there is none), and newer when it is stream's snapshot of a version
-// after version, unless it is the record at companion version ahead-1 (see save). A record
+// after version, unless it is the record at companion version rejected-1 (see save). A record
 // whose header cannot be read says nothing of its version.
-func (s *Store) after(ctx context.Context, stream, companion string, version, ahead uint64) (exp client.ExpectedVersion, newer bool, err error) {
+func (s *Store) after(ctx context.Context, stream, companion string, version, rejected uint64) (exp client.ExpectedVersion, newer bool, err error) {
 	last, found, err := readLast(ctx, s.c, companion)
 	if err != nil {
 		return exp, false, err
@@ -252,7 +255,7 @@ func (s *Store) after(ctx context.Context, stream, companion string, version, ah
 		return client.NoStream, false, nil // none, or deleted (soft: an append starts it again)
 	}
 	if h, _, why := decodeHeader(last.Data); why == "" && last.Type == EventType && h.Stream == stream && h.Version > version &&
-		last.Version+1 != ahead {
+		last.Version+1 != rejected {
 		return exp, true, nil
 	}
 	return client.Exact(last.Version), false, nil
@@ -287,14 +290,19 @@ func (s *Store) prune(ctx context.Context, stream, companion string, at uint64) 
 // (8 BE) | codec | 0 | format. Saving the same again is a duplicate; a record in another
 // codec or format at a version already saved is a record of its own (else, after a codec
 // change, the first save would be dropped as the old record's repeat, and every load replay
-// the stream in full until the next event).
-func recordID(companion string, version uint64, codec string) uuid.UUID {
-	b := make([]byte, 0, len(companion)+len(codec)+11)
+// the stream in full until the next event). A record superseding the one at companion version
+// rejected-1 (see save) adds | 0 | rejected (8 BE).
+func recordID(companion string, version uint64, codec string, rejected uint64) uuid.UUID {
+	b := make([]byte, 0, len(companion)+len(codec)+20)
 	b = append(b, companion...)
 	b = append(b, 0)
 	b = binary.BigEndian.AppendUint64(b, version)
 	b = append(b, codec...)
 	b = append(b, 0, FormatVersion)
+	if rejected != 0 {
+		b = append(b, 0)
+		b = binary.BigEndian.AppendUint64(b, rejected)
+	}
 	return uuid.NewSHA1(idSpace, b)
 }
 

@@ -245,6 +245,37 @@ func TestStoreSnapshots(t *testing.T) {
 		}
 	})
 
+	// So is one its codec cannot decode at the stream's own last version (an encoding changed
+	// without a new codec name), or a corrupt one there: the new record has an ID of its own
+	// (with the same, the save was taken for the old record's repeat and wrote nothing, and
+	// every load of an idle aggregate replayed it in full).
+	t.Run("undecodable superseded at its version", func(t *testing.T) {
+		repo, err := NewRepository(RepositoryConfig[account]{Store: store, Codec: accountCodec,
+			Initial: func() account { return account{} }, Apply: applyAccount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, bad := range [][]byte{[]byte("not json"), nil} {
+			stream := fmt.Sprintf("acct-undecodable-%d", i)
+			appendEvents(t, c, stream, 0, 5)
+			if bad != nil {
+				err = store.save(ctx, stream, 4, accountCodec.Name, bad, 0)
+			} else { // corrupt: a record of the right type whose header does not parse
+				_, err = c.Append(ctx, store.Companion(stream), client.NoStream, client.Event{
+					ID: recordID(store.Companion(stream), 4, accountCodec.Name, 0), Type: EventType, Data: []byte("garbage"), ContentType: ContentType})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l, err := repo.Load(ctx, stream); err != nil || l.FromSnapshot || l.Version != 4 || l.SnapshotErr == nil {
+				t.Fatalf("%s: first load: %+v, %v; want a replay, the snapshot at 4 rejected", stream, l, err)
+			}
+			if l, err := repo.Load(ctx, stream); err != nil || !l.FromSnapshot || l.SnapshotVersion != 4 || l.Replayed != 0 || l.State != replay(t, c, stream) {
+				t.Fatalf("%s: second load: %+v, %v; want the snapshot at 4 saved by the first", stream, l, err)
+			}
+		}
+	})
+
 	t.Run("missing stream", func(t *testing.T) {
 		l, err := Load(ctx, store, "nobody", account{}, applyAccount, accountCodec)
 		if err != nil || l.Exists || l.Expected() != client.NoStream {
