@@ -327,11 +327,12 @@ func (ps *pipeStream) receive() {
 				ps.pipe.mu.Lock()
 				ps.pipe.mu.unsupportedUntil = time.Now().Add(pipelineRetryUnsupported)
 				ps.pipe.mu.Unlock()
-				if st.Code() == codes.ResourceExhausted {
+				if overSize(st) {
 					// The server may have run the appends sent in earlier messages (a later one
 					// went over a size limit): those are answered as by a stream's end, which
 					// the caller retries as an attempt that may have been applied (unary now);
-					// the calls not sent go unary at once.
+					// the calls not sent go unary at once. (A server at its limit of streams
+					// refuses one before reading any of it: every call goes unary.)
 					ps.failWith(err, errPipelineUnsupported)
 					return
 				}
