@@ -67,10 +67,17 @@ func (n *Node) notReady() string {
 	// (starting, a leader just lost). One leaderless for longer has lost its quorum, or this
 	// replica is cut off from it (shoal_shard_leaderless): it does not take the node's other
 	// shards out of service, unless every local shard is in that state (the node is cut off).
+	// Learners do not count: one never campaigns, and goes on naming the leader it last knew
+	// when its shard lost its quorum or this node is cut off.
 	groups := n.host.Groups()
 	after := leaderlessAfter(n.host.ElectionTimeout())
 	var electing, lost []uint32
+	voters := 0
 	for _, g := range groups {
+		if !g.Voter() {
+			continue
+		}
+		voters++
 		if g.Leader() != 0 {
 			continue
 		}
@@ -83,7 +90,7 @@ func (n *Node) notReady() string {
 	if len(electing) > 0 {
 		return fmt.Sprintf("%d local shard(s) without a known leader: %v", len(electing), electing)
 	}
-	if len(lost) > 0 && len(lost) == len(groups) {
+	if len(lost) > 0 && len(lost) == voters {
 		return fmt.Sprintf("no local shard has known a leader for %v (this node is cut off, or every shard it holds lost its quorum): %v", after, lost)
 	}
 	return ""

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -78,4 +79,67 @@ func replicatedCluster(t *testing.T, shards uint32, replication int) *testnode.C
 		return ""
 	})
 	return c
+}
+
+// TestNotReadyWhenCutOffWithALearner: a node cut off from its cluster is taken out of service
+// although it also holds a learner, which never campaigns and goes on naming the leader it last
+// knew: only its voters' leaders tell. Node 4 holds a voter of shard 1 (voters n1..n4) and a
+// learner of shard 0 (voters n1..n3, led by n2); nodes 2 and 3 go.
+func TestNotReadyWhenCutOffWithALearner(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	nw := newTestNet()
+	c := testnode.Start(t, 4, testnode.Options{Shards: 2, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			cfg.PlacementInterval = -1
+			cfg.DisableHTTP = true
+			cfg.PeerDialer = nw.dialer(i)
+		}})
+	for i, n := range c.Nodes {
+		nw.register(n.Addr(), i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	g0 := firstLeads(t, c)
+	g1, ok := c.Nodes[0].Host().Group(1)
+	if !ok {
+		t.Fatal("node 1 has no replica of shard 1")
+	}
+	testnode.WaitFor(t, 10*time.Second, "node 1 leads shard 1", func() string {
+		if !g1.IsLeader() {
+			return "not yet"
+		}
+		return ""
+	})
+	addVoters(t, ctx, c, g1, 1, 2, 3)
+	addVoters(t, ctx, c, g0, 1, 2)
+	n2 := c.Nodes[1].ID()
+	retry(t, "add learner n4 to shard 0", func() error { return g0.AddLearner(ctx, c.Nodes[3].ID()) })
+	retry(t, "transfer shard 0's leadership to node 2", func() error { return g0.TransferLeadership(ctx, n2) })
+	testnode.WaitFor(t, 20*time.Second, "node 4's learner knows node 2 leads", func() string {
+		if lg, ok := c.Nodes[3].Host().Group(0); !ok || lg.Leader() != n2 || lg.Voter() {
+			return fmt.Sprintf("node 4's replica of shard 0: %v", ok)
+		}
+		return ""
+	})
+	if err := c.Nodes[3].Ready(); err != nil {
+		t.Fatalf("node 4 before: %v", err)
+	}
+	// Node 3 first; node 2, shard 0's leader, cut off before it stops, so that it hands its
+	// leadership to no one.
+	c.Stop(t, 2)
+	nw.isolate(1, []int{0, 3})
+	c.Stop(t, 1)
+	testnode.WaitFor(t, 30*time.Second, "node 4 out of service", func() string {
+		err := c.Nodes[3].Ready()
+		if err == nil || !strings.Contains(err.Error(), "every shard it holds lost its quorum") {
+			return fmt.Sprintf("Ready: %v", err)
+		}
+		return ""
+	})
+	if lg, _ := c.Nodes[3].Host().Group(0); lg.Leader() != n2 {
+		t.Fatalf("the learner names %d, not the leader it last knew (%d): the scenario is gone", lg.Leader(), n2)
+	}
 }
