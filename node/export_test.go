@@ -35,3 +35,10 @@ func (n *Node) SetCachedLeader(shard uint32, leader uint64) {
 	defer n.leaders.mu.Unlock()
 	n.leaders.leaders[shard] = cachedLeader{id: leader, at: time.Now()}
 }
+
+// SetIslandRejoinEvery sets how often rejoinLoop asks addresses no live member has, until the
+// returned func restores it.
+func SetIslandRejoinEvery(d time.Duration) (restore func()) {
+	old := islandRejoinEvery.Swap(int64(d))
+	return func() { islandRejoinEvery.Store(old) }
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -311,10 +312,17 @@ func (n *Node) selfJoined(ml *membership.Membership, seeds []string) error {
 // rejoinLoop keeps the node in the cluster: whenever it sees no live peer
 // (its seeds were down when it started, or a partition outlasted gossip's
 // memory of it), it tries to join the seeds and the peers it last saw alive.
+// While it sees some, it also asks, every islandRejoinEvery, a few of those
+// addresses that no live member has: nodes that restarted while a link between
+// them was down join the peers they reach, and gossip, which never heard of
+// the others, would never ask them (memberlist reconnects only to members it
+// holds dead): the cluster stayed split into islands, each taking the other's
+// replicas for gone.
 func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	var lastLog time.Time
+	var lastLog, lastIsland time.Time
+	next := 0 // where the next island round starts among the addresses to ask
 	for {
 		select {
 		case <-n.done:
@@ -322,13 +330,33 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 		case <-t.C:
 		}
 		alone := true
+		var live []string
 		for _, m := range ml.Members() {
 			if m.Alive && m.NodeID != n.dir.id.NodeID {
 				alone = false
-				break
+				live = append(live, m.Addr)
 			}
 		}
 		if !alone {
+			if time.Since(lastIsland) < time.Duration(islandRejoinEvery.Load()) {
+				continue
+			}
+			lastIsland = time.Now()
+			stored, _ := n.dir.peers()
+			others := slices.DeleteFunc(mergeSeeds(seeds, stored, n.cfg.Gossip), func(a string) bool { return slices.Contains(live, a) })
+			if len(others) == 0 {
+				continue
+			}
+			ask := make([]string, 0, islandProbes)
+			for i := range min(islandProbes, len(others)) {
+				ask = append(ask, others[(next+i)%len(others)])
+			}
+			next += len(ask)
+			if joined, err := ml.Join(ask); joined > 0 {
+				n.log.Info("gossip: reached peers no live member named", "addrs", ask, "reached", joined)
+			} else {
+				n.log.Debug("gossip: peers no live member named did not answer", "addrs", ask, "err", err)
+			}
 			continue
 		}
 		stored, _ := n.dir.peers()
@@ -353,6 +381,15 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 // rejoinLogEvery rate-limits rejoinLoop's reports of failed attempts.
 const rejoinLogEvery = time.Minute
 
+// islandProbes is how many addresses no live member has an island round of rejoinLoop asks.
+const islandProbes = 4
+
+// islandRejoinEvery is how often rejoinLoop asks addresses no live member has, in nanoseconds
+// (a variable: tests shorten it).
+var islandRejoinEvery atomic.Int64
+
+func init() { islandRejoinEvery.Store(int64(30 * time.Second)) }
+
 // mergeSeeds returns the distinct addresses of a and b, without self.
 func mergeSeeds(a, b []string, self string) []string {
 	var out []string
@@ -365,7 +402,10 @@ func mergeSeeds(a, b []string, self string) []string {
 }
 
 // savePeers records the gossip addresses of the live peers, when they
-// changed, for the next restart.
+// changed, for the next restart, followed by those stored before that no live
+// member has (up to maxStoredPeers in all): a node that restarted while the
+// link to some of its peers was down keeps their addresses, which it asks
+// again (rejoinLoop), rather than forget them for the peers it reached.
 func (n *Node) savePeers(members []membership.Member) {
 	var live []string
 	for _, m := range members {
@@ -379,15 +419,30 @@ func (n *Node) savePeers(members []membership.Member) {
 	slices.Sort(live)
 	n.peersMu.Lock()
 	defer n.peersMu.Unlock()
-	if slices.Equal(live, n.savedPeers) {
+	if n.savedPeers == nil {
+		n.savedPeers, _ = n.dir.peers()
+	}
+	keep := live
+	for _, a := range n.savedPeers {
+		if len(keep) >= maxStoredPeers {
+			break
+		}
+		if !slices.Contains(keep, a) && a != n.cfg.Gossip {
+			keep = append(keep, a)
+		}
+	}
+	if slices.Equal(keep, n.savedPeers) {
 		return
 	}
-	if err := n.dir.savePeers(live); err != nil {
+	if err := n.dir.savePeers(keep); err != nil {
 		n.log.Warn("cannot store the peers", "err", err)
 		return
 	}
-	n.savedPeers = live
+	n.savedPeers = keep
 }
+
+// maxStoredPeers bounds peers.json.
+const maxStoredPeers = 64
 
 // maxKnownMembers bounds members.json: the members seen that are no longer in the member
 // list, newest first, beyond which the oldest are forgotten (a cluster whose nodes are
