@@ -517,9 +517,12 @@ func (p *placer) round(now time.Time) {
 			// alone is cut off (a blocked port, a gossip-only partition). It is no member to
 			// replace: removed with no other node to take its replica, it would only lower
 			// how many failures the shard survives (with one, it moves as any extra does).
-			// Heard: not on RecentActive alone, which raft sets for a member just added.
+			// Heard: not on RecentActive alone, which raft sets for a member just added; and
+			// not unheard on one sample of it, which raft clears for every member at each
+			// CheckQuorum, and sets again at its next answer: a round that ran in between
+			// took a member raft hears for one it does not, and removed it.
 			since, inactive := sp.inactiveSince[id]
-			heard := !inactive && st.Progress[id].Match > 0
+			heard := (!inactive || now.Sub(since) < deadAfter) && st.Progress[id].Match > 0
 			switch {
 			case id == self:
 			case !known:
