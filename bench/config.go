@@ -279,7 +279,8 @@ func (c *ReadConfig) EnsureDefaults() {
 		c.EventSize = DefaultEventSize
 	}
 	if c.PreloadBatch == 0 {
-		c.PreloadBatch = DefaultPreloadBatch
+		// At most what one append of EventSize events may carry (MaxBatchBytes).
+		c.PreloadBatch = max(1, min(DefaultPreloadBatch, int(MaxBatchBytes/int64(c.EventSize))))
 	}
 }
 

@@ -137,7 +137,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		m.deletes.WithLabelValues(result)
 		m.truncates.WithLabelValues(result)
 		m.retentionSets.WithLabelValues(result)
-		for _, kind := range []string{"stream", "shard"} {
+		for _, kind := range []string{"stream", "shard", "list", "retention", "retention_cuts"} {
 			m.reads.WithLabelValues(kind, result)
 		}
 	}

@@ -38,7 +38,7 @@ directory (default: the node's name and the UTC time); a taken name is refused.
   shoal node backup n1 --name before-upgrade --server 127.0.0.1:7400`,
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
+			return a.nodeOpWith(a.callLong, cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
 				info, err := c.Backup(ctx, args[0], name)
 				if err != nil {
 					return backupErr(err, args[0])
@@ -71,27 +71,33 @@ drained and stopped) has nothing to back up.
 			if name == "" {
 				name = "cluster-" + time.Now().UTC().Format("20060102T150405Z")
 			}
-			return a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
-				st, err := c.Status(ctx)
+			return a.callLong(cmd, server, func(ctx context.Context, c *client.Client) error {
+				sctx, cancel := context.WithTimeout(ctx, callTimeout)
+				st, err := c.Status(sctx)
+				cancel()
 				if err != nil {
 					return err
 				}
 				topo := st.GetTopology()
 				var failed []string
 				for _, n := range topo.GetNodes() {
+					who := n.GetName()
+					if who == "" { // a member known by its ID only (gossip has not brought it back)
+						who = fmt.Sprintf("node %d", n.GetId())
+					}
 					switch {
 					case !n.GetAlive() && n.GetReplicas() == 0: // replicas: the shards' configurations name it
-						fmt.Fprintf(a.stdout, "%s is down and holds no replica: nothing to back up\n", n.GetName())
+						fmt.Fprintf(a.stdout, "%s is down and holds no replica: nothing to back up\n", who)
 						continue
 					case !n.GetAlive():
-						fmt.Fprintf(a.stdout, "%s is down: no backup\n", n.GetName())
-						failed = append(failed, n.GetName())
+						fmt.Fprintf(a.stdout, "%s is down: no backup\n", who)
+						failed = append(failed, who)
 						continue
 					}
 					info, err := c.Backup(ctx, n.GetName(), name)
 					if err != nil {
-						fmt.Fprintf(a.stdout, "%s: %v\n", n.GetName(), backupErr(err, n.GetName()))
-						failed = append(failed, n.GetName())
+						fmt.Fprintf(a.stdout, "%s: %v\n", who, backupErr(err, who))
+						failed = append(failed, who)
 						continue
 					}
 					if err := a.printBackup(info); err != nil {
@@ -119,7 +125,7 @@ func backupErr(err error, name string) error {
 	case status.Code(err) == codes.AlreadyExists:
 		return usagef("%s; choose another --name", sentence(status.Convert(err).Message()))
 	case errors.Is(err, client.ErrOutcomeUnknown):
-		return fmt.Errorf("%w; the backup may have been written: look in %s's --backup-dir", err, name)
+		return &explainedError{code: exitError, msg: fmt.Sprintf("%v; the backup may have been written: look in %s's --backup-dir", err, name)}
 	}
 	return err
 }

@@ -127,7 +127,7 @@ func (a *app) prepareRun(cmd *cobra.Command, r *bench.Run, t *benchTarget) error
 	if cmd.Flags().Changed("duration") && cmd.Flags().Changed("count") {
 		return usagef("--duration and --count exclude each other; pick one")
 	}
-	if t.maxErrors < 0 || t.maxErrors > 100 {
+	if !(t.maxErrors >= 0 && t.maxErrors <= 100) { // NaN too, which no comparison would fail
 		return usagef("--max-errors is a percentage, 0 to 100, got %g", t.maxErrors)
 	}
 	if err := refuseNonPositive(cmd.Flags(), positiveFlags...); err != nil {

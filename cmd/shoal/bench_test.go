@@ -142,8 +142,22 @@ func TestBenchFailsOnErrors(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
-	code, _, errOut := runCLI(t, nil, "", "bench", "append", "--embedded", "--count", "10", "--max-errors", "101")
-	if code != exitUsage || !strings.Contains(errOut, "--max-errors is a percentage, 0 to 100") {
-		t.Fatalf("--max-errors 101: exit %d, stderr %q", code, errOut)
+	for _, bad := range []string{"101", "NaN"} { // NaN passed every comparison, and turned the check off
+		code, _, errOut := runCLI(t, nil, "", "bench", "append", "--embedded", "--count", "10", "--max-errors", bad)
+		if code != exitUsage || !strings.Contains(errOut, "--max-errors is a percentage, 0 to 100") {
+			t.Fatalf("--max-errors %s: exit %d, stderr %q", bad, code, errOut)
+		}
+	}
+}
+
+// TestReadConfigDefaultPreloadBatch: the default preload batch fits one append of large
+// events (it named a flag bench read does not have, refusing every --event-size over 33,554).
+func TestReadConfigDefaultPreloadBatch(t *testing.T) {
+	for _, size := range []int{256, 65536, bench.MaxEventSize} {
+		cfg := bench.ReadConfig{EventSize: size}
+		cfg.EnsureDefaults()
+		if err := cfg.Validate(); err != nil || int64(cfg.PreloadBatch)*int64(size) > bench.MaxBatchBytes {
+			t.Errorf("event size %d: preload batch %d, %v", size, cfg.PreloadBatch, err)
+		}
 	}
 }

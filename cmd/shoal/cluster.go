@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -198,7 +197,14 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 // nodeOp dials server and runs op, a request about the node named name, explaining the
 // failures the node commands share: no such node, the server's refusal, no server.
 func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Context, *client.Client) error) error {
-	return a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
+	return a.nodeOpWith(a.call, cmd, server, name, op)
+}
+
+// nodeOpWith is nodeOp through call (app.call, or app.callLong for an operation that may run
+// longer than callTimeout).
+func (a *app) nodeOpWith(call func(*cobra.Command, string, func(context.Context, *client.Client) error) error,
+	cmd *cobra.Command, server, name string, op func(context.Context, *client.Client) error) error {
+	return call(cmd, server, func(ctx context.Context, c *client.Client) error {
 		err := op(ctx, c)
 		var explained *explainedError
 		switch {
@@ -253,6 +259,21 @@ func (a *app) call(cmd *cobra.Command, server string, fn func(context.Context, *
 	return fn(ctx, c)
 }
 
+// callLong is call for an operation whose work may take longer than callTimeout (a backup
+// copying a large store to another file system): the dial is bounded by callTimeout, fn only
+// by the command's context (an interrupt), as the server goes on with the work whatever the
+// client does.
+func (a *app) callLong(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error) error {
+	dctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+	c, err := a.dial(dctx, server)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(cmd.Context(), c)
+}
+
 // writeTables prints s as `cluster status` does without --json.
 func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	counts := s.StateCounts()
@@ -290,11 +311,14 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	}
 	fmt.Fprintln(tw, "SHARD\tLEADER\tTERM\tVOTERS\tLEARNERS\tSTATE")
 	for _, sh := range s.Shards {
-		voters := slices.Clone(sh.Voters)
-		for i, v := range voters {
-			if slices.Contains(sh.DeadVoters, v) {
-				voters[i] += "(dead)"
+		// Marked by ID (Members), not by name: two voters may share a name (a wiped node
+		// that came back as a new member beside its old ID), one of them alive.
+		voters := make([]string, 0, len(sh.Members))
+		for _, m := range sh.Members {
+			if m.Dead {
+				m.Name += "(dead)"
 			}
+			voters = append(voters, m.Name)
 		}
 		state := sh.State
 		if sh.Leader == "" && sh.LeaderlessMS > 0 {

@@ -51,6 +51,26 @@ func TestClusterStatusDeadVoterIsDegraded(t *testing.T) {
 	}
 }
 
+// A wiped node that came back under its name is a new member beside its old ID: the table
+// marks the old one dead, not both.
+func TestClusterStatusSameNameVoters(t *testing.T) {
+	st := &shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3},
+		Nodes: []*shoalv1.NodeInfo{
+			{Id: 1, Name: "n1", Alive: true}, {Id: 2, Name: "n2", Alive: true}, {Id: 3, Name: "n3", Alive: false},
+			{Id: 5, Name: "n3", Alive: true},
+		},
+		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Term: 2, Voters: []uint64{1, 2, 3, 5}}},
+	}}
+	var out strings.Builder
+	if err := writeTables(&out, clusterstatus.New(st)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "n1,n2,n3(dead),n3 ") && !strings.Contains(out.String(), "n1,n2,n3,n3(dead) ") {
+		t.Errorf("voters n3 (dead) and n3 (alive): want one marked dead\n%s", out.String())
+	}
+}
+
 // A node that heard from only some of the alive nodes says so above the tables and in the
 // JSON, and shows the shards it cannot speak for as unknown, not unavailable; an answer from a
 // server that does not report whose views it merged shows no such line.

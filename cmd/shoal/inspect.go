@@ -157,7 +157,7 @@ func survivorSummary(sv node.Survivor, shards uint32) string {
 	if len(sv.Behind) > 0 {
 		var gaps []string
 		for _, g := range sv.Behind {
-			gaps = append(gaps, fmt.Sprintf("%d (by %s)", g.Shard, clusterstatus.Count(int(g.Entries), "entry")))
+			gaps = append(gaps, fmt.Sprintf("%d (by %s)", g.Shard, entriesText(g.Entries)))
 		}
 		s += "; behind in " + strings.Join(gaps, ", ")
 	}
@@ -252,4 +252,12 @@ func inspectionsJSON(ins []*node.Inspection, failed []string) any {
 		doc.Clusters = append(doc.Clusters, clusterJSON{ClusterID: group[0].ClusterID, Survivors: node.CompareApplied(group)})
 	}
 	return doc
+}
+
+// entriesText says n raft entries: "1 entry", "120 entries".
+func entriesText(n uint64) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return fmt.Sprintf("%d entries", n)
 }
