@@ -100,20 +100,22 @@ type consolePage struct {
 // consoleRoutes adds the console's pages to mux; "/" leads to it.
 func (n *Node) consoleRoutes(mux *http.ServeMux) {
 	slots := make(chan struct{}, consoleMaxPages)
+	// The overview asks every live node for its status: as many at once as the data pages.
+	overviews := make(chan struct{}, consoleMaxPages)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/", http.StatusFound)
 	})
-	mux.HandleFunc("GET /console/{$}", n.consoleGuard(nil, n.consoleOverview))
-	mux.HandleFunc("GET /console/stream", n.consoleGuard(slots, n.consoleStream))
-	mux.HandleFunc("GET /console/event", n.consoleGuard(slots, n.consoleEvent))
-	mux.HandleFunc("GET /console/shard", n.consoleGuard(slots, n.consoleShard))
-	mux.HandleFunc("GET /console/streams", n.consoleGuard(slots, n.consoleStreamList))
+	mux.HandleFunc("GET /console/{$}", n.consoleGuard(overviews, false, n.consoleOverview))
+	mux.HandleFunc("GET /console/stream", n.consoleGuard(slots, true, n.consoleStream))
+	mux.HandleFunc("GET /console/event", n.consoleGuard(slots, true, n.consoleEvent))
+	mux.HandleFunc("GET /console/shard", n.consoleGuard(slots, true, n.consoleShard))
+	mux.HandleFunc("GET /console/streams", n.consoleGuard(slots, true, n.consoleStreamList))
 }
 
 // consoleGuard serves page unless the console is off (ServerTLS) or the request is addressed
-// to a host the node does not answer as. A page that shows events (slots not nil) is served
-// only with Config.ConsoleData, and while it holds one of slots.
-func (n *Node) consoleGuard(slots chan struct{}, page http.HandlerFunc) http.HandlerFunc {
+// to a host the node does not answer as, while it holds one of slots. A page that shows
+// events (data) is served only with Config.ConsoleData.
+func (n *Node) consoleGuard(slots chan struct{}, data bool, page http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if n.cfg.ServerTLS != nil {
 			n.consoleError(w, http.StatusForbidden, "console off", "this node serves TLS on its gRPC port, "+
@@ -127,19 +129,21 @@ func (n *Node) consoleGuard(slots chan struct{}, page http.HandlerFunc) http.Han
 				"a guard against a web page that rebinds its name to this address", r.Host))
 			return
 		}
-		if slots != nil {
-			if off := n.consoleDataOff(); off != "" {
-				n.consoleError(w, http.StatusForbidden, "events not shown", off)
-				return
+		if off := n.consoleDataOff(); data && off != "" {
+			n.consoleError(w, http.StatusForbidden, "events not shown", off)
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		default:
+			what := "overview pages"
+			if data {
+				what = "pages that show events"
 			}
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-			default:
-				n.consoleError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf(
-					"%d pages that show events are being built (the limit): try again in a moment", consoleMaxPages))
-				return
-			}
+			n.consoleError(w, http.StatusTooManyRequests, "busy", fmt.Sprintf(
+				"%d %s are being built (the limit): try again in a moment", cap(slots), what))
+			return
 		}
 		page(w, r)
 	}

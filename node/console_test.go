@@ -280,6 +280,28 @@ func TestConsoleStreams(t *testing.T) {
 	if got := rows(body); fmt.Sprint(got) != fmt.Sprint(one[:2]) || !strings.Contains(body, "after="+one[1]) {
 		t.Fatalf("two of three streams of shard 0: %q, want %q and a link to the next:\n%s", got, one[:2], pageMain(body))
 	}
+	// Pages longer than the chunk a shard is asked for at a time (64): every shard's names are
+	// read chunk after chunk, merged in order, page after page.
+	var many []string
+	for i := range 300 {
+		name := fmt.Sprintf("r-%03d", i)
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: name, Events: events("Opened")}); err != nil {
+			t.Fatal(err)
+		}
+		many = append(many, name)
+	}
+	for page, after := 0, ""; page < 3; page++ {
+		path := "/console/streams?prefix=r-&limit=100"
+		if after != "" {
+			path += "&after=" + after
+		}
+		_, body := consoleGet(t, n, path)
+		want := many[100*page : 100*page+100]
+		if got := rows(body); fmt.Sprint(got) != fmt.Sprint(want) || (page < 2) != strings.Contains(body, "after="+want[99]) {
+			t.Fatalf("page %d of 300 streams: %d rows, %q..., want %q..%q and a link on when more follow", page, len(got), got[:min(3, len(got))], want[0], want[99])
+		}
+		after = want[99]
+	}
 	for _, tc := range []struct{ path, want string }{
 		{"/console/streams?limit=0", "limit: a whole number from 1 to 1000"},
 		{"/console/streams?prefix=" + strings.Repeat("p", 513), "prefix: 513 bytes given (limit: at most 512 bytes)"},
@@ -392,7 +414,8 @@ func TestConsolePageBytes(t *testing.T) {
 }
 
 // TestConsoleGuards: a request addressed to a host name that is not the node's is refused (a
-// web page that rebinds its name to the node's address reads nothing), and data nested too deep
+// web page that rebinds its name to the node's address reads nothing, the profiler's pages
+// included), and data nested too deep
 // to indent, or holding characters that reorder text, is shown as text with those escaped.
 func TestConsoleGuards(t *testing.T) {
 	n := startConsoleNode(t, nil)
@@ -419,7 +442,7 @@ func TestConsoleGuards(t *testing.T) {
 		{"127.0.0.1:" + port, 200},
 		{"[::1]:" + port, 200},
 	} {
-		for _, p := range []string{"/console/", "/console/stream?name=g"} {
+		for _, p := range []string{"/console/", "/console/stream?name=g", "/debug/pprof/cmdline"} {
 			req, err := http.NewRequest("GET", "http://"+n.HTTPAddr()+p, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -45,33 +45,52 @@ func (n *Node) consoleStreamList(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	// Each shard's first limit+1 names after After: the page's limit names are among them, and
-	// a shard that has more than the page shows returns one more.
-	pages := make([][]*shoalv1.StreamSummary, s.Shards)
-	errs := make([]error, s.Shards)
 	policies := make([]*shoalv1.RetentionResponse, s.Shards) // nil where the read failed
+	curs := make([]*consoleListCursor, s.Shards)
+	chunk := min(limit+1, consoleListChunk)
+	// Every shard's first chunk, and its policies, consoleListAtOnce calls at a time.
+	sem := make(chan struct{}, consoleListAtOnce)
 	var wg sync.WaitGroup
 	for id := range s.Shards {
+		curs[id] = &consoleListCursor{req: &shoalv1.ListStreamsRequest{Shard: id, Prefix: b.Prefix, After: b.After,
+			Count: chunk, IncludeDeleted: b.Deleted, AllowStale: b.Stale}}
+		sem <- struct{}{}
 		wg.Go(func() {
-			pages[id], errs[id] = consoleListShard(ctx, c, &shoalv1.ListStreamsRequest{Shard: id, Prefix: b.Prefix, After: b.After,
-				Count: limit + 1, IncludeDeleted: b.Deleted, AllowStale: b.Stale})
+			defer func() { <-sem }()
+			curs[id].fill(ctx, c)
+			policies[id], _ = c.Retention(ctx, &shoalv1.RetentionRequest{Shard: id})
 		})
-		wg.Go(func() { policies[id], _ = c.Retention(ctx, &shoalv1.RetentionRequest{Shard: id}) })
 	}
 	wg.Wait()
 	b.Retention = consolePolicies(policies)
+	// The shards' names merged in order: the page's limit names, and one more when there are
+	// more than the page shows. A shard's next chunk is read once the names before it were
+	// taken: at most a chunk of each shard, and the page, are held at once.
 	var all []*shoalv1.StreamSummary
-	for id, err := range errs {
-		if err != nil {
+	for uint64(len(all)) <= limit {
+		var next *consoleListCursor
+		for _, cur := range curs {
+			if cur.err == nil && len(cur.buf) == 0 && !cur.done {
+				cur.fill(ctx, c)
+			}
+			if cur.err == nil && len(cur.buf) > 0 && (next == nil || cur.buf[0].Name < next.buf[0].Name) {
+				next = cur
+			}
+		}
+		if next == nil {
+			break
+		}
+		all = append(all, next.buf[0])
+		next.buf = next.buf[1:]
+	}
+	for id, cur := range curs {
+		if err := cur.err; err != nil {
 			if status.Code(err) == codes.Canceled && r.Context().Err() != nil {
 				return // the browser went away
 			}
 			b.Missing = append(b.Missing, fmt.Sprintf("shard %d: %s", id, status.Convert(err).Message()))
-			continue
 		}
-		all = append(all, pages[id]...)
 	}
-	slices.SortFunc(all, func(x, y *shoalv1.StreamSummary) int { return strings.Compare(x.Name, y.Name) })
 	if uint64(len(all)) > limit {
 		all = all[:limit]
 		b.Next = streamListLink(b.Prefix, all[len(all)-1].Name, b.Deleted, b.Stale, limit)
@@ -176,6 +195,35 @@ func (n *Node) consoleStreamInfo(ctx context.Context, name string, stale bool) *
 
 func stateName(s shoalv1.StreamState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "STREAM_STATE_"))
+}
+
+const (
+	// consoleListChunk is how many names the stream listing asks a shard for at a time.
+	consoleListChunk = 64
+	// consoleListAtOnce is how many shards the stream listing asks at once.
+	consoleListAtOnce = 32
+)
+
+// consoleListCursor is one shard's place in the stream listing: the names read and not yet
+// taken, after which the next chunk starts.
+type consoleListCursor struct {
+	req  *shoalv1.ListStreamsRequest
+	buf  []*shoalv1.StreamSummary
+	done bool  // the shard has no more names
+	err  error // the shard did not answer: its names from there on are left out
+}
+
+// fill reads the cursor's next chunk.
+func (cur *consoleListCursor) fill(ctx context.Context, c shoalv1.StreamsClient) {
+	page, err := consoleListShard(ctx, c, cur.req)
+	if err != nil {
+		cur.err = err
+		return
+	}
+	cur.buf, cur.done = page, uint64(len(page)) < cur.req.Count
+	if len(page) > 0 {
+		cur.req.After = page[len(page)-1].Name
+	}
 }
 
 // consoleListShard reads a shard's listing on this node's gRPC port.

@@ -29,13 +29,27 @@ func (n *Node) httpHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.regs, Timeout: metricsTimeout}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/", n.hostGuard(pprof.Index))
+	mux.HandleFunc("/debug/pprof/cmdline", n.hostGuard(pprof.Cmdline))
+	mux.HandleFunc("/debug/pprof/profile", n.hostGuard(pprof.Profile))
+	mux.HandleFunc("/debug/pprof/symbol", n.hostGuard(pprof.Symbol))
+	mux.HandleFunc("/debug/pprof/trace", n.hostGuard(pprof.Trace))
 	n.consoleRoutes(mux)
 	return mux
+}
+
+// hostGuard serves h only to requests addressed to this node (consoleHostAllowed): a web page
+// that rebinds its name to the node's address must not read its command line and goroutines,
+// or start profiles.
+func (n *Node) hostGuard(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !n.consoleHostAllowed(r.Host) {
+			http.Error(w, fmt.Sprintf("this node answers requests addressed to an IP address, localhost or its own host names, not %q", r.Host),
+				http.StatusMisdirectedRequest)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // notReady returns why the node should not receive traffic, or "" when it is
