@@ -168,12 +168,15 @@ func (t *Transport) snapshotOutcome(to uint64, ok bool) time.Duration {
 // outcome (nothing when closing: nobody is listening).
 func (t *Transport) sendSnapshotJob(m replica.ShardMessage) {
 	to := m.Msg.GetTo()
-	if !t.retryWait(to) {
+	if !t.retryWait(to) || !t.takeSlot(to, m.Shard) {
 		return
 	}
-	// A newer snapshot of the shard that came while this one waited out the backoff replaces
-	// it, as it would have in the queue: raft waits only for the newer (a leadership since
-	// lost and regained), and the older would be refused as stale, lengthening the backoff.
+	defer func() { <-t.snaps }()
+	// A newer snapshot of the shard that came while this one waited out the backoff or for
+	// its slot replaces it, as it would have in the queue: raft waits only for the newer (a
+	// leadership since lost and regained, raft out of its snapshot state and back), and the
+	// older, streamed in full first, would delay it by a whole transfer, or be refused as
+	// stale, lengthening the backoff.
 	t.mu.Lock()
 	if i := waitingIndex(t.mu.snaps[to], m.Shard); i >= 0 {
 		m = t.mu.snaps[to][i]
@@ -190,8 +193,11 @@ func (t *Transport) sendSnapshotJob(m replica.ShardMessage) {
 	// A snapshot refused as stale (its leadership ended) says nothing about the destination
 	// taking snapshots: it neither starts nor lengthens nor ends the backoff, which would
 	// otherwise hold back this node's snapshots of the shards it still leads.
+	// Nor does a failure on this side (the group dropped here, its state behind the
+	// snapshot's index, no handler): the destination had no part in it.
 	var wait time.Duration
-	if ok || status.Code(err) != codes.Aborted {
+	var local *localError
+	if ok || status.Code(err) != codes.Aborted && !errors.As(err, &local) {
 		wait = t.snapshotOutcome(to, ok)
 	}
 	if ok {
@@ -206,10 +212,11 @@ func (t *Transport) sendSnapshotJob(m replica.ShardMessage) {
 	}
 }
 
-func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
-	to := m.Msg.GetTo()
+// takeSlot waits for one of the MaxSnapshotSends slots for a snapshot of shard to node to; false
+// when closing. The caller gives the slot back.
+func (t *Transport) takeSlot(to uint64, shard uint32) bool {
 	t.mu.Lock()
-	t.mu.slotWait[to] = m.Shard
+	t.mu.slotWait[to] = shard
 	t.mu.Unlock()
 	slot := false
 	select {
@@ -220,17 +227,22 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	t.mu.Lock()
 	delete(t.mu.slotWait, to)
 	t.mu.Unlock()
-	if !slot {
-		return ErrClosed
-	}
-	defer func() { <-t.snaps }()
+	return slot
+}
 
+// snapshotMinRate is the slowest a snapshot send may go on average, in bytes of the shard's
+// estimated size a second (sendSnapshot).
+const snapshotMinRate = 1 << 20
+
+// sendSnapshot streams m, holding a slot (takeSlot).
+func (t *Transport) sendSnapshot(m replica.ShardMessage) (retErr error) {
+	to := m.Msg.GetTo()
 	h := t.handlerOrNil()
 	if h == nil {
-		return ErrNoHandler
+		return &localError{ErrNoHandler}
 	}
 	if m.Msg.GetType() != pb.MsgSnap || m.Msg.GetSnapshot() == nil {
-		return fmt.Errorf("%w: SendSnapshot of a %v message", ErrBadRequest, m.Msg.GetType())
+		return &localError{fmt.Errorf("%w: SendSnapshot of a %v message", ErrBadRequest, m.Msg.GetType())}
 	}
 	addr, ok := t.cfg.Resolve(to)
 	if !ok || addr == "" {
@@ -238,7 +250,7 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	}
 	header, err := proto.Marshal(m.Msg)
 	if err != nil {
-		return err
+		return &localError{err}
 	}
 	// A dedicated connection keeps megabytes of snapshot data from queueing
 	// in front of the heartbeats on the peer's raft stream. It keeps the
@@ -253,10 +265,28 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(t.ctx)
 	defer cancel()
+	sizeHint := h.SnapshotSize(m.Shard)
+	var limit time.Duration // the whole send's, when stalls are bounded
+	if d := t.cfg.SnapshotStallTimeout; d > 0 {
+		// A receiver that takes a chunk just often enough never stalls, and the send would
+		// hold its slot, and its read of the shard (which keeps every table of the store it
+		// began with on disk), for as long as it crawls: the whole send is bounded too, at
+		// snapshotMinRate for the shard's estimated size, plus the final answer's 10×d.
+		limit = 10*d + time.Duration(float64(sizeHint)/snapshotMinRate*float64(time.Second))
+		var cancelLimit context.CancelFunc
+		ctx, cancelLimit = context.WithTimeout(ctx, limit)
+		defer cancelLimit()
+	}
 	stream, err := shoalv1.NewRaftClient(conn).Snapshot(ctx)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && retErr != nil {
+			retErr = fmt.Errorf("transport: snapshot of shard %d to node %d not sent within %v (%d bytes estimated, at the slowest "+
+				"rate allowed, %d bytes/s, and ten stall timeouts): %w", m.Shard, to, limit, sizeHint, int(snapshotMinRate), retErr)
+		}
+	}()
 	cw := &chunkWriter{stream: stream, size: t.cfg.SnapshotChunkSize}
 	finalWait := func() {}
 	if d := t.cfg.SnapshotStallTimeout; d > 0 {
@@ -271,7 +301,7 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 	// The header goes alone so the receiver can refuse before data flows.
 	if err := stream.Send(&shoalv1.SnapshotChunk{
 		From: t.cfg.NodeID, To: to, ClusterId: t.cfg.ClusterID(), Shard: m.Shard, Message: header,
-		SizeHint: h.SnapshotSize(m.Shard),
+		SizeHint: sizeHint,
 	}); err != nil {
 		return closeAndRecv(stream, err)
 	}
@@ -293,12 +323,19 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) error {
 		}
 		cancel() // the receiver must see an abort, not a clean end
 		_ = zw.Close()
-		return fmt.Errorf("transport: write snapshot: %w", err)
+		return &localError{fmt.Errorf("transport: write snapshot: %w", err)}
 	}
 	finalWait()
 	_, err = stream.CloseAndRecv()
 	return err
 }
+
+// localError is a snapshot send's failure on the sending side (reading the snapshot, no
+// handler, a malformed request), which says nothing of the destination.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
 
 // closeAndRecv turns a failed Send (a bare io.EOF when the server ended the
 // stream) into the server's status.

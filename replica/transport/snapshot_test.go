@@ -464,6 +464,39 @@ func TestSnapshotWaiting(t *testing.T) {
 	check(2, 2, true)
 }
 
+// TestSnapshotReplacedWaitingForSlot: a newer snapshot of a shard whose older one waits for a
+// send slot replaces it once the slot is taken: only the newer is streamed and reported (the
+// older, streamed in full first, delayed the one raft waits for by a whole transfer).
+func TestSnapshotReplacedWaitingForSlot(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 1 })
+	n2 := startNode(t, 2, "c", dir, nil)
+	n3 := startNode(t, 3, "c", dir, nil)
+	n1.rec.writeSnap = writeState
+	entered2, _, release2 := stuckReceiver(t, n2)
+	entered3, _, release3 := stuckReceiver(t, n3)
+	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
+	waitEntered(t, entered2) // holds the only slot
+	n1.tr.SendSnapshot(snapMsg(7, 1, 3, 5))
+	waitFor(t, 10*time.Second, "shard 7's sender waiting for the slot", func() bool { return n1.tr.SnapshotWaiting(7, 3) })
+	n1.tr.SendSnapshot(snapMsg(7, 1, 3, 9)) // newer, while the older waits for the slot
+	release2()
+	if m := waitEntered(t, entered3); m.Shard != 7 || m.Msg.GetSnapshot().GetMetadata().GetIndex() != 9 {
+		t.Fatalf("n3 received shard %d's snapshot at %d, want shard 7's at 9", m.Shard, m.Msg.GetSnapshot().GetMetadata().GetIndex())
+	}
+	release3()
+	waitFor(t, 10*time.Second, "two reports", func() bool { return len(n1.rec.snapReports()) >= 2 })
+	time.Sleep(50 * time.Millisecond) // a third report would be a bug; give it a chance to show
+	if r, want := n1.rec.snapReports(), []snapReport{{1, 2, 5, true}, {7, 3, 9, true}}; !slices.Equal(r, want) {
+		t.Fatalf("reports %+v, want %+v", r, want)
+	}
+	select {
+	case m := <-entered3:
+		t.Fatalf("another snapshot arrived at n3: shard %d at %d", m.Shard, m.Msg.GetSnapshot().GetMetadata().GetIndex())
+	default:
+	}
+}
+
 // rawSnapshot opens a Raft.Snapshot stream to addr, sends chunks and returns the status.
 func rawSnapshot(t *testing.T, addr string, chunks ...*shoalv1.SnapshotChunk) error {
 	t.Helper()
@@ -694,6 +727,39 @@ func TestSnapshotStaleNoBackoff(t *testing.T) {
 	waitFor(t, 20*time.Second, "second report", func() bool { return len(n1.rec.snapReports()) == 2 })
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("shard 4's snapshot waited %v behind shard 3's stale refusal", d)
+	}
+}
+
+// TestSnapshotLocalFailureNoBackoff: a snapshot that fails on the sending side (its group
+// dropped here while it waited) is reported failed, and does not back off the next snapshots
+// to the node, which had no part in it.
+func TestSnapshotLocalFailureNoBackoff(t *testing.T) {
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.SnapshotBackoffInitial, c.SnapshotBackoffMax = 10*time.Second, 10*time.Second
+	})
+	n2 := startNode(t, 2, "c", dir, nil)
+	n2.rec.receiveSnap = func(_ replica.ShardMessage, r io.Reader) error {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	n1.rec.writeSnap = func(shard uint32, _ *pb.Snapshot, w io.Writer) error {
+		if shard == 3 {
+			return errors.New("replica: shard 3: group dropped")
+		}
+		_, err := w.Write([]byte("s"))
+		return err
+	}
+	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 10))
+	waitFor(t, 20*time.Second, "the failure's report", func() bool { return len(n1.rec.snapReports()) == 1 })
+	if r := n1.rec.snapReports()[0]; r.ok {
+		t.Fatalf("the failed snapshot was reported sent: %+v", r)
+	}
+	start := time.Now()
+	n1.tr.SendSnapshot(snapMsg(4, 1, 2, 10))
+	waitFor(t, 20*time.Second, "second report", func() bool { return len(n1.rec.snapReports()) == 2 })
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("shard 4's snapshot waited %v behind shard 3's failure on the sending side", d)
 	}
 }
 
