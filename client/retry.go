@@ -225,6 +225,10 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 					}
 					last = err
 					avoid = ""
+					// A not-leader answer naming the leader is given before anything is
+					// proposed today; one that a server gave after proposing (proposalLost)
+					// would still leave the call uncertain.
+					uncertain = uncertain || mayHaveApplied(err) || t.lostAnswerRetry && proposalLost(err)
 					continue // no backoff: the leader is known
 				}
 			case retry:
