@@ -241,7 +241,8 @@ func (ps *pipeStream) forget(id uint64) (unsent bool) {
 		return false
 	}
 	delete(ps.pending, id)
-	if c.sent {
+	sent := c.sent
+	if sent {
 		ps.cancels = append(ps.cancels, id)
 	} else {
 		// Out of the queue now, its request with it, rather than at the sender's next round,
@@ -250,7 +251,7 @@ func (ps *pipeStream) forget(id uint64) (unsent bool) {
 	}
 	ps.mu.Unlock()
 	ps.wake()
-	return !c.sent
+	return !sent
 }
 
 // send sends the queued calls, as few messages as the limits allow, until
@@ -299,9 +300,13 @@ func (ps *pipeStream) send() {
 				// cause from Recv and fails the calls with it. This message did not
 				// reach the server whole (gRPC refused it, over the send limit, or the
 				// stream had ended): its calls were not sent, nor were those after it.
+				// (Only calls still pending: fail, which took the others, reads their
+				// flags after it let go of the lock.)
 				ps.mu.Lock()
 				for _, c := range slices.Concat(batch, queue) {
-					c.sent = false
+					if ps.pending[c.item.Id] == c {
+						c.sent = false
+					}
 				}
 				ps.mu.Unlock()
 				return

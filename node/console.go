@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -150,7 +151,7 @@ func (n *Node) consoleGuard(slots chan struct{}, data bool, page http.HandlerFun
 }
 
 // consoleHostAllowed reports whether a request's Host (host or host:port) names this node: an
-// IP address, localhost, or the host of one of its addresses.
+// IP address, localhost, the machine's host name, or the host of one of its addresses.
 func (n *Node) consoleHostAllowed(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
@@ -159,6 +160,9 @@ func (n *Node) consoleHostAllowed(hostport string) bool {
 	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
 	if net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
 		return true
+	}
+	if h, err := os.Hostname(); err == nil && strings.EqualFold(h, host) {
+		return true // the machine's own name, which a node listening on :PORT answers as too
 	}
 	for _, a := range []string{n.addr, n.httpAddr, n.cfg.Advertise, n.cfg.Listen, n.cfg.HTTP} {
 		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && strings.EqualFold(h, host) {

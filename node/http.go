@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/shoaldb/shoal/replica"
 )
 
 // metricsTimeout bounds a /metrics answer (Prometheus's default scrape timeout): a collector
@@ -81,14 +83,16 @@ func (n *Node) notReady() string {
 	// (starting, a leader just lost). One leaderless for longer has lost its quorum, or this
 	// replica is cut off from it (shoal_shard_leaderless): it does not take the node's other
 	// shards out of service, unless every local shard is in that state (the node is cut off).
-	// Learners do not count: one never campaigns, and goes on naming the leader it last knew
-	// when its shard lost its quorum or this node is cut off.
+	// Learners do not count while the node holds voters: one never campaigns, and goes on
+	// naming the leader it last knew when its shard lost its quorum or this node is cut off.
+	// (A node that holds learners only, one that just joined, goes by them.)
 	groups := n.host.Groups()
+	anyVoter := slices.ContainsFunc(groups, (*replica.Group).Voter)
 	after := leaderlessAfter(n.host.ElectionTimeout())
 	var electing, lost []uint32
 	voters := 0
 	for _, g := range groups {
-		if !g.Voter() {
+		if anyVoter && !g.Voter() {
 			continue
 		}
 		voters++

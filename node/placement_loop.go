@@ -506,6 +506,7 @@ func (p *placer) round(now time.Time) {
 		}
 		peers := make(map[uint64]peerState, len(members))
 		changed := make(map[uint64]time.Time, len(members)) // when gossip last saw it come or go
+		heardGrace := 2 * p.n.host.ElectionTimeout()
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
@@ -519,10 +520,11 @@ func (p *placer) round(now time.Time) {
 			// how many failures the shard survives (with one, it moves as any extra does).
 			// Heard: not on RecentActive alone, which raft sets for a member just added; and
 			// not unheard on one sample of it, which raft clears for every member at each
-			// CheckQuorum, and sets again at its next answer: a round that ran in between
-			// took a member raft hears for one it does not, and removed it.
+			// CheckQuorum (an election timeout), and sets again at its next answer (a
+			// heartbeat later): a round that ran in between took a member raft hears for one
+			// it does not, and removed it.
 			since, inactive := sp.inactiveSince[id]
-			heard := (!inactive || now.Sub(since) < deadAfter) && st.Progress[id].Match > 0
+			heard := (!inactive || now.Sub(since) < heardGrace) && st.Progress[id].Match > 0
 			switch {
 			case id == self:
 			case !known:

@@ -765,9 +765,9 @@ func TestProjectionCatchesUpBesideStuckShards(t *testing.T) {
 	}
 }
 
-// slowPages is a fakeSource whose catch-up reads get their first event at once and the rest of
-// the page only after slow: a page of large events over a slow link. It records the most
-// catch-up reads it served at once.
+// slowPages is a fakeSource whose first catch-up read of each shard gets its first event at once
+// and the rest of the page only after slow: a page of large events over a slow link. It records
+// the most catch-up reads it served at once.
 type slowPages struct {
 	*fakeSource
 	slow          time.Duration
@@ -775,7 +775,7 @@ type slowPages struct {
 }
 
 func (s *slowPages) ReadShard(ctx context.Context, shard uint32, from uint64, count int, wait time.Duration, arrived func()) ([]client.RecordedEvent, uint64, error) {
-	if wait > 0 {
+	if wait > 0 || from > 0 {
 		return s.fakeSource.ReadShard(ctx, shard, from, count, wait, arrived)
 	}
 	n := s.reading.Add(1)
@@ -795,11 +795,14 @@ func (s *slowPages) ReadShard(ctx context.Context, shard uint32, from uint64, co
 // gives it up. Before, a page that took longer than PollMax to arrive gave its place up, and
 // every shard went on to hold a page in memory at once.
 func TestSlowPagesKeepTheirPlace(t *testing.T) {
-	src := &slowPages{fakeSource: newFakeSource(4, 9), slow: 30 * time.Millisecond}
+	// Pages take five PollMaxes, with room to spare for a scheduler that is slow to run the
+	// reader between its taking the place and its first event.
+	src := &slowPages{fakeSource: newFakeSource(4, 9), slow: time.Second}
 	want := src.add(200)
 	cfg := testConfig(vfs.NewMem(), HandlerFunc(countingHandler))
 	cfg.Concurrency = 1
-	p, err := open(cfg, src) // PollMax 5 ms
+	cfg.PollMax = 200 * time.Millisecond
+	p, err := open(cfg, src)
 	if err != nil {
 		t.Fatal(err)
 	}

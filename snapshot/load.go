@@ -188,10 +188,14 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 		l = Loaded[S]{State: st, SnapshotErr: snapErr}
 		return nil
 	}
-	// record is the companion version of the newest snapshot's record.
+	// record is the companion version of the newest snapshot's record, which the save after
+	// a load that did not use it supersedes (Loaded.rejected); none for one of another codec,
+	// which another process may be using (a deploy that changes the codec, part-way): its
+	// record has an ID of its own, and a save older than it stays unwritten (Store.save).
 	var record uint64
+	supersede := true
 	if ce := (*CorruptError)(nil); errors.As(err, &ce) {
-		record = ce.Version
+		record, supersede = ce.Version, !errors.Is(err, ErrCodecMismatch)
 	} else if ok {
 		record = snap.record
 	}
@@ -201,7 +205,9 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 		if err := restart(err); err != nil {
 			return err
 		}
-		l.rejected = record + 1
+		if supersede {
+			l.rejected = record + 1
+		}
 		return nil
 	}
 	var serr error

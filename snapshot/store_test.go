@@ -335,6 +335,11 @@ func TestStoreSnapshots(t *testing.T) {
 			if err != nil || l.FromSnapshot || !errors.Is(l.SnapshotErr, tc.want) || l.State != good || l.Replayed != 50 {
 				t.Fatalf("%s: Load fell back wrongly: %+v %v", tc.name, l, err)
 			}
+			// Another codec's record is another process's (a deploy changing the codec,
+			// part-way): the save after the load does not supersede it; a corrupt one it does.
+			if codec := tc.want == ErrCodecMismatch; codec != (l.rejected == 0) {
+				t.Fatalf("%s: the save after the load supersedes record %d, want it to only when the record is not another codec's", tc.name, int64(l.rejected)-1)
+			}
 		}
 	})
 

@@ -22,7 +22,10 @@ while no writes ran, or as a new cluster from one node's backup (--restore
 
 // nodeBackupCmd is shoal node backup: one node's backup.
 func (a *app) nodeBackupCmd() *cobra.Command {
-	var server, name string
+	var (
+		server, name string
+		timeout      time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "backup NAME [--name BACKUP]",
 		Short: "Write a consistent copy of a node's data directory, while it serves",
@@ -38,7 +41,10 @@ directory (default: the node's name and the UTC time); a taken name is refused.
   shoal node backup n1 --name before-upgrade --server 127.0.0.1:7400`,
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.nodeOpWith(a.callLong, cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
+			if timeout <= 0 {
+				return usagef("--timeout must be positive, got %v", timeout)
+			}
+			return a.nodeOpWith(a.callWithin(timeout), cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
 				info, err := c.Backup(ctx, args[0], name)
 				if err != nil {
 					return backupErr(err, args[0])
@@ -48,13 +54,21 @@ directory (default: the node's name and the UTC time); a taken name is refused.
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the backup's directory name under the node's --backup-dir (default NODE-UTCTIME)")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultBackupTimeout, "give up waiting for the backup's answer after this long (the node may still finish it)")
 	a.serverFlag(cmd, &server)
 	return cmd
 }
 
+// defaultBackupTimeout is the backup commands' --timeout: long enough for a store copied table by
+// table to another file system, short of a hung node holding a scheduled job for good.
+const defaultBackupTimeout = time.Hour
+
 // clusterBackupCmd is shoal cluster backup: every node's backup, under one name.
 func (a *app) clusterBackupCmd() *cobra.Command {
-	var server, name string
+	var (
+		server, name string
+		timeout      time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "backup [--name BACKUP]",
 		Short: "Back up every node of the cluster, one after another, under one name",
@@ -68,10 +82,13 @@ drained and stopped) has nothing to back up.
 		Example: `  shoal cluster backup --name before-upgrade`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return usagef("--timeout must be positive, got %v", timeout)
+			}
 			if name == "" {
 				name = "cluster-" + time.Now().UTC().Format("20060102T150405Z")
 			}
-			return a.callLong(cmd, server, func(ctx context.Context, c *client.Client) error {
+			return a.callWithin(timeout)(cmd, server, func(ctx context.Context, c *client.Client) error {
 				sctx, cancel := context.WithTimeout(ctx, callTimeout)
 				st, err := c.Status(sctx)
 				cancel()
@@ -112,6 +129,7 @@ drained and stopped) has nothing to back up.
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the backups' directory name under each node's --backup-dir (default cluster-UTCTIME)")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultBackupTimeout, "give up waiting for the nodes' backups after this long in all (a node may still finish its own)")
 	a.serverFlag(cmd, &server)
 	return cmd
 }

@@ -259,19 +259,22 @@ func (a *app) call(cmd *cobra.Command, server string, fn func(context.Context, *
 	return fn(ctx, c)
 }
 
-// callLong is call for an operation whose work may take longer than callTimeout (a backup
-// copying a large store to another file system): the dial is bounded by callTimeout, fn only
-// by the command's context (an interrupt), as the server goes on with the work whatever the
-// client does.
-func (a *app) callLong(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error) error {
-	dctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-	c, err := a.dial(dctx, server)
-	cancel()
-	if err != nil {
-		return err
+// callWithin returns call for an operation whose work may take longer than callTimeout (a
+// backup copying a large store to another file system): the dial is bounded by callTimeout,
+// fn by timeout.
+func (a *app) callWithin(timeout time.Duration) func(*cobra.Command, string, func(context.Context, *client.Client) error) error {
+	return func(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error) error {
+		dctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+		c, err := a.dial(dctx, server)
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		return fn(ctx, c)
 	}
-	defer c.Close()
-	return fn(cmd.Context(), c)
 }
 
 // writeTables prints s as `cluster status` does without --json.

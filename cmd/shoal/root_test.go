@@ -100,6 +100,8 @@ func TestUsageErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"frob"}, "unknown command"},
+		{[]string{"node", "backup", "n1", "--timeout", "0s"}, "--timeout must be positive, got 0s"},
+		{[]string{"cluster", "backup", "--timeout", "-1m"}, "--timeout must be positive, got -1m0s"},
 		{[]string{"append"}, "needs STREAM"},
 		{[]string{"append", "s"}, "--type"},
 		{[]string{"append", "s", "--type", "T", "--data", "{bad"}, "--data is not valid JSON"},

@@ -193,11 +193,10 @@ func (t *Transport) sendSnapshotJob(m replica.ShardMessage) {
 	// A snapshot refused as stale (its leadership ended) says nothing about the destination
 	// taking snapshots: it neither starts nor lengthens nor ends the backoff, which would
 	// otherwise hold back this node's snapshots of the shards it still leads.
-	// Nor does a failure on this side (the group dropped here, its state behind the
-	// snapshot's index, no handler): the destination had no part in it.
+	// (A failure on this side backs off too, though the destination had no part in it:
+	// raft would ask again at every heartbeat, each time a connection and a header.)
 	var wait time.Duration
-	var local *localError
-	if ok || status.Code(err) != codes.Aborted && !errors.As(err, &local) {
+	if ok || status.Code(err) != codes.Aborted {
 		wait = t.snapshotOutcome(to, ok)
 	}
 	if ok {
@@ -231,18 +230,18 @@ func (t *Transport) takeSlot(to uint64, shard uint32) bool {
 }
 
 // snapshotMinRate is the slowest a snapshot send may go on average, in bytes of the shard's
-// estimated size a second (sendSnapshot).
-const snapshotMinRate = 1 << 20
+// estimated size a second (sendSnapshot): 2 Mbit/s.
+const snapshotMinRate = 256 << 10
 
 // sendSnapshot streams m, holding a slot (takeSlot).
 func (t *Transport) sendSnapshot(m replica.ShardMessage) (retErr error) {
 	to := m.Msg.GetTo()
 	h := t.handlerOrNil()
 	if h == nil {
-		return &localError{ErrNoHandler}
+		return ErrNoHandler
 	}
 	if m.Msg.GetType() != pb.MsgSnap || m.Msg.GetSnapshot() == nil {
-		return &localError{fmt.Errorf("%w: SendSnapshot of a %v message", ErrBadRequest, m.Msg.GetType())}
+		return fmt.Errorf("%w: SendSnapshot of a %v message", ErrBadRequest, m.Msg.GetType())
 	}
 	addr, ok := t.cfg.Resolve(to)
 	if !ok || addr == "" {
@@ -250,7 +249,7 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) (retErr error) {
 	}
 	header, err := proto.Marshal(m.Msg)
 	if err != nil {
-		return &localError{err}
+		return err
 	}
 	// A dedicated connection keeps megabytes of snapshot data from queueing
 	// in front of the heartbeats on the peer's raft stream. It keeps the
@@ -323,19 +322,12 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) (retErr error) {
 		}
 		cancel() // the receiver must see an abort, not a clean end
 		_ = zw.Close()
-		return &localError{fmt.Errorf("transport: write snapshot: %w", err)}
+		return fmt.Errorf("transport: write snapshot: %w", err)
 	}
 	finalWait()
 	_, err = stream.CloseAndRecv()
 	return err
 }
-
-// localError is a snapshot send's failure on the sending side (reading the snapshot, no
-// handler, a malformed request), which says nothing of the destination.
-type localError struct{ err error }
-
-func (e *localError) Error() string { return e.err.Error() }
-func (e *localError) Unwrap() error { return e.err }
 
 // closeAndRecv turns a failed Send (a bare io.EOF when the server ended the
 // stream) into the server's status.

@@ -730,39 +730,6 @@ func TestSnapshotStaleNoBackoff(t *testing.T) {
 	}
 }
 
-// TestSnapshotLocalFailureNoBackoff: a snapshot that fails on the sending side (its group
-// dropped here while it waited) is reported failed, and does not back off the next snapshots
-// to the node, which had no part in it.
-func TestSnapshotLocalFailureNoBackoff(t *testing.T) {
-	dir := newDirectory()
-	n1 := startNode(t, 1, "c", dir, func(c *Config) {
-		c.SnapshotBackoffInitial, c.SnapshotBackoffMax = 10*time.Second, 10*time.Second
-	})
-	n2 := startNode(t, 2, "c", dir, nil)
-	n2.rec.receiveSnap = func(_ replica.ShardMessage, r io.Reader) error {
-		_, err := io.Copy(io.Discard, r)
-		return err
-	}
-	n1.rec.writeSnap = func(shard uint32, _ *pb.Snapshot, w io.Writer) error {
-		if shard == 3 {
-			return errors.New("replica: shard 3: group dropped")
-		}
-		_, err := w.Write([]byte("s"))
-		return err
-	}
-	n1.tr.SendSnapshot(snapMsg(3, 1, 2, 10))
-	waitFor(t, 20*time.Second, "the failure's report", func() bool { return len(n1.rec.snapReports()) == 1 })
-	if r := n1.rec.snapReports()[0]; r.ok {
-		t.Fatalf("the failed snapshot was reported sent: %+v", r)
-	}
-	start := time.Now()
-	n1.tr.SendSnapshot(snapMsg(4, 1, 2, 10))
-	waitFor(t, 20*time.Second, "second report", func() bool { return len(n1.rec.snapReports()) == 2 })
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("shard 4's snapshot waited %v behind shard 3's failure on the sending side", d)
-	}
-}
-
 // TestSnapshotSizeHint: the sender's SnapshotSize goes with the header, and a receiver whose
 // SnapshotFits refuses it answers before the data flows: ReceiveSnapshot never runs, and the
 // send is reported failed.
