@@ -276,6 +276,7 @@ type knownMember struct {
 	ID   uint64 `json:"id"`
 	Name string `json:"name"`
 	Zone string `json:"zone,omitempty"`
+	Addr string `json:"addr,omitempty"` // gossip address, as last seen
 }
 
 // knownMembers returns the members stored by saveKnownMembers.

@@ -36,8 +36,8 @@ func (n *Node) SetCachedLeader(shard uint32, leader uint64) {
 	n.leaders.leaders[shard] = cachedLeader{id: leader, at: time.Now()}
 }
 
-// SetIslandRejoinEvery sets how often rejoinLoop asks addresses no live member has, until the
-// returned func restores it.
+// SetIslandRejoinEvery sets how often islandLoop asks, for the nodes started after it, until
+// the returned func restores it.
 func SetIslandRejoinEvery(d time.Duration) (restore func()) {
 	old := islandRejoinEvery.Swap(int64(d))
 	return func() { islandRejoinEvery.Store(old) }

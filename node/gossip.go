@@ -85,6 +85,7 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	n.ml.Store(ml)
 	n.refreshMembers()
 	go n.rejoinLoop(ml, seeds)
+	go n.islandLoop(ml, seeds)
 	return nil
 }
 
@@ -312,17 +313,10 @@ func (n *Node) selfJoined(ml *membership.Membership, seeds []string) error {
 // rejoinLoop keeps the node in the cluster: whenever it sees no live peer
 // (its seeds were down when it started, or a partition outlasted gossip's
 // memory of it), it tries to join the seeds and the peers it last saw alive.
-// While it sees some, it also asks, every islandRejoinEvery, a few of those
-// addresses that no live member has: nodes that restarted while a link between
-// them was down join the peers they reach, and gossip, which never heard of
-// the others, would never ask them (memberlist reconnects only to members it
-// holds dead): the cluster stayed split into islands, each taking the other's
-// replicas for gone.
 func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	var lastLog, lastIsland time.Time
-	next := 0 // where the next island round starts among the addresses to ask
+	var lastLog time.Time
 	for {
 		select {
 		case <-n.done:
@@ -330,33 +324,13 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 		case <-t.C:
 		}
 		alone := true
-		var live []string
 		for _, m := range ml.Members() {
 			if m.Alive && m.NodeID != n.dir.id.NodeID {
 				alone = false
-				live = append(live, m.Addr)
+				break
 			}
 		}
 		if !alone {
-			if time.Since(lastIsland) < time.Duration(islandRejoinEvery.Load()) {
-				continue
-			}
-			lastIsland = time.Now()
-			stored, _ := n.dir.peers()
-			others := slices.DeleteFunc(mergeSeeds(seeds, stored, n.cfg.Gossip), func(a string) bool { return slices.Contains(live, a) })
-			if len(others) == 0 {
-				continue
-			}
-			ask := make([]string, 0, islandProbes)
-			for i := range min(islandProbes, len(others)) {
-				ask = append(ask, others[(next+i)%len(others)])
-			}
-			next += len(ask)
-			if joined, err := ml.Join(ask); joined > 0 {
-				n.log.Info("gossip: reached peers no live member named", "addrs", ask, "reached", joined)
-			} else {
-				n.log.Debug("gossip: peers no live member named did not answer", "addrs", ask, "err", err)
-			}
 			continue
 		}
 		stored, _ := n.dir.peers()
@@ -378,14 +352,78 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 	}
 }
 
+// islandLoop asks, every islandRejoinEvery while the node sees live peers, a few of the
+// members its shards' configurations name that gossip does not hold alive (at the gossip
+// address it last knew them by, members.json), and its seeds that no live member has: nodes
+// that restarted while a link between them was down join the peers they reach, and gossip,
+// which never heard of the others, would never ask them (memberlist reconnects only to members
+// it holds dead): the cluster stayed split into islands, each taking the other's replicas for
+// gone. (rejoinLoop covers a node that sees no live peer.)
+func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
+	next := 0 // where the next round starts among the addresses to ask
+	for {
+		t := time.NewTimer(time.Duration(islandRejoinEvery.Load()))
+		select {
+		case <-n.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		var live []string
+		for _, m := range ml.Members() {
+			if m.Alive && m.NodeID != n.dir.id.NodeID {
+				live = append(live, m.Addr)
+			}
+		}
+		if len(live) == 0 {
+			continue
+		}
+		others := slices.DeleteFunc(mergeSeeds(seeds, n.missingMembers(ml), n.cfg.Gossip), func(a string) bool { return slices.Contains(live, a) })
+		if len(others) == 0 {
+			continue
+		}
+		ask := make([]string, 0, islandProbes)
+		for i := range min(islandProbes, len(others)) {
+			ask = append(ask, others[(next+i)%len(others)])
+		}
+		next += len(ask)
+		if joined, err := ml.Join(ask); joined > 0 {
+			n.log.Info("gossip: reached members gossip did not hold alive", "addrs", ask, "reached", joined)
+		} else {
+			n.log.Debug("gossip: members gossip does not hold alive did not answer", "addrs", ask, "err", err)
+		}
+	}
+}
+
+// missingMembers returns the gossip addresses, as last known, of the members that this node's
+// replicas' configurations name and that gossip does not hold alive.
+func (n *Node) missingMembers(ml *membership.Membership) []string {
+	alive := map[uint64]bool{}
+	for _, m := range ml.Members() {
+		alive[m.NodeID] = m.Alive
+	}
+	var out []string
+	for _, g := range n.host.Groups() {
+		st := g.Status()
+		for _, id := range slices.Concat(st.Voters, st.Learners) {
+			if id == n.dir.id.NodeID || alive[id] {
+				continue
+			}
+			if k, ok := n.knownMember(id); ok && k.Addr != "" && !slices.Contains(out, k.Addr) {
+				out = append(out, k.Addr)
+			}
+		}
+	}
+	return out
+}
+
 // rejoinLogEvery rate-limits rejoinLoop's reports of failed attempts.
 const rejoinLogEvery = time.Minute
 
-// islandProbes is how many addresses no live member has an island round of rejoinLoop asks.
+// islandProbes is how many addresses a round of islandLoop asks.
 const islandProbes = 4
 
-// islandRejoinEvery is how often rejoinLoop asks addresses no live member has, in nanoseconds
-// (a variable: tests shorten it).
+// islandRejoinEvery is how often islandLoop asks, in nanoseconds (a variable: tests shorten it).
 var islandRejoinEvery atomic.Int64
 
 func init() { islandRejoinEvery.Store(int64(30 * time.Second)) }
@@ -402,10 +440,7 @@ func mergeSeeds(a, b []string, self string) []string {
 }
 
 // savePeers records the gossip addresses of the live peers, when they
-// changed, for the next restart, followed by those stored before that no live
-// member has (up to maxStoredPeers in all): a node that restarted while the
-// link to some of its peers was down keeps their addresses, which it asks
-// again (rejoinLoop), rather than forget them for the peers it reached.
+// changed, for the next restart.
 func (n *Node) savePeers(members []membership.Member) {
 	var live []string
 	for _, m := range members {
@@ -419,30 +454,15 @@ func (n *Node) savePeers(members []membership.Member) {
 	slices.Sort(live)
 	n.peersMu.Lock()
 	defer n.peersMu.Unlock()
-	if n.savedPeers == nil {
-		n.savedPeers, _ = n.dir.peers()
-	}
-	keep := live
-	for _, a := range n.savedPeers {
-		if len(keep) >= maxStoredPeers {
-			break
-		}
-		if !slices.Contains(keep, a) && a != n.cfg.Gossip {
-			keep = append(keep, a)
-		}
-	}
-	if slices.Equal(keep, n.savedPeers) {
+	if slices.Equal(live, n.savedPeers) {
 		return
 	}
-	if err := n.dir.savePeers(keep); err != nil {
+	if err := n.dir.savePeers(live); err != nil {
 		n.log.Warn("cannot store the peers", "err", err)
 		return
 	}
-	n.savedPeers = keep
+	n.savedPeers = live
 }
-
-// maxStoredPeers bounds peers.json.
-const maxStoredPeers = 64
 
 // maxKnownMembers bounds members.json: the members seen that are no longer in the member
 // list, newest first, beyond which the oldest are forgotten (a cluster whose nodes are
@@ -457,7 +477,7 @@ func (n *Node) rememberMembers(members []membership.Member) {
 	var k []knownMember
 	for _, m := range members {
 		if m.NodeID != 0 && m.NodeID != n.dir.id.NodeID {
-			k = append(k, knownMember{ID: m.NodeID, Name: m.Name, Zone: m.Zone})
+			k = append(k, knownMember{ID: m.NodeID, Name: m.Name, Zone: m.Zone, Addr: m.Addr})
 		}
 	}
 	slices.SortFunc(k, func(a, b knownMember) int { return cmp.Compare(a.ID, b.ID) })
