@@ -513,8 +513,8 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 		from = sm.LastPosition()
 	}
 	if end := sm.LastPosition(); !st.allowed && from > end {
-		// Served by the leader after a read index, or under its lease: every position handed
-		// out is at or below the end. (A replica's stale read may lag a position a reader saw.)
+		// Served by the leader after a read index: every position handed out is at or below
+		// the end. (A replica's stale read may lag a position a reader saw.)
 		return shoalv1.PositionAheadError(fmt.Sprintf("shard %d: position %d is past the shard's end, %d: the shard no longer has "+
 			"the history it came from (a position kept across a restore from an older backup?) or it is another cluster's; "+
 			"read from %d or before", req.Shard, from, end, end), req.Shard, from, end)
