@@ -28,16 +28,7 @@ func TestLostShardWithLearnerAnsweredAtOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	nw := newTestNet()
-	c := testnode.Start(t, 4, testnode.Options{Shards: 1, Replication: 3,
-		Configure: func(i int, cfg *node.Config) {
-			cfg.PlacementInterval = -1
-			cfg.DisableHTTP = true
-			cfg.PeerDialer = nw.dialer(i)
-		}})
-	for i, n := range c.Nodes {
-		nw.register(n.Addr(), i)
-	}
+	c, nw := manualCluster(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g := firstLeads(t, c)
@@ -86,4 +77,21 @@ func TestLostShardWithLearnerAnsweredAtOnce(t *testing.T) {
 			t.Errorf("append to the shard without quorum, through %s: %v after %v; want UNAVAILABLE at once, saying the replicas have known no leader", via.what, err, took)
 		}
 	}
+}
+
+// manualCluster starts four nodes with shards shards, every replica on node 1 (no placement:
+// the test moves them), and peer traffic through a net the test can cut.
+func manualCluster(t *testing.T, shards int) (*testnode.Cluster, *testNet) {
+	t.Helper()
+	nw := newTestNet()
+	c := testnode.Start(t, 4, testnode.Options{Shards: shards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			cfg.PlacementInterval = -1
+			cfg.DisableHTTP = true
+			cfg.PeerDialer = nw.dialer(i)
+		}})
+	for i, n := range c.Nodes {
+		nw.register(n.Addr(), i)
+	}
+	return c, nw
 }

@@ -100,17 +100,7 @@ func readAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.ReadRequ
 	if err != nil {
 		return nil, err
 	}
-	var out []*shoalv1.RecordedEvent
-	for {
-		r, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		out = append(out, r.Events...)
-	}
+	return recvEvents(s)
 }
 
 // readShardAll reads a ReadShard to its end.
@@ -119,6 +109,11 @@ func readShardAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.Rea
 	if err != nil {
 		return nil, err
 	}
+	return recvEvents(s)
+}
+
+// recvEvents receives the events of a read's pages until it ends.
+func recvEvents[R interface{ GetEvents() []*shoalv1.RecordedEvent }](s interface{ Recv() (R, error) }) ([]*shoalv1.RecordedEvent, error) {
 	var out []*shoalv1.RecordedEvent
 	for {
 		r, err := s.Recv()
@@ -128,7 +123,7 @@ func readShardAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.Rea
 		if err != nil {
 			return out, err
 		}
-		out = append(out, r.Events...)
+		out = append(out, r.GetEvents()...)
 	}
 }
 

@@ -90,16 +90,7 @@ func TestNotReadyWhenCutOffWithALearner(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	nw := newTestNet()
-	c := testnode.Start(t, 4, testnode.Options{Shards: 2, Replication: 3,
-		Configure: func(i int, cfg *node.Config) {
-			cfg.PlacementInterval = -1
-			cfg.DisableHTTP = true
-			cfg.PeerDialer = nw.dialer(i)
-		}})
-	for i, n := range c.Nodes {
-		nw.register(n.Addr(), i)
-	}
+	c, nw := manualCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g0 := firstLeads(t, c)
