@@ -113,7 +113,9 @@ func readShardAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.Rea
 }
 
 // recvEvents receives the events of a read's pages until it ends.
-func recvEvents[R interface{ GetEvents() []*shoalv1.RecordedEvent }](s interface{ Recv() (R, error) }) ([]*shoalv1.RecordedEvent, error) {
+func recvEvents[R interface {
+	GetEvents() []*shoalv1.RecordedEvent
+}](s interface{ Recv() (R, error) }) ([]*shoalv1.RecordedEvent, error) {
 	var out []*shoalv1.RecordedEvent
 	for {
 		r, err := s.Recv()
