@@ -112,10 +112,13 @@ func readShardAll(ctx context.Context, c shoalv1.StreamsClient, req *shoalv1.Rea
 	return recvEvents(s)
 }
 
-// recvEvents receives the events of a read's pages until it ends.
-func recvEvents[R interface {
+// eventPage is a page of a Read or a ReadShard.
+type eventPage interface {
 	GetEvents() []*shoalv1.RecordedEvent
-}](s interface{ Recv() (R, error) }) ([]*shoalv1.RecordedEvent, error) {
+}
+
+// recvEvents receives the events of a read's pages until it ends.
+func recvEvents[R eventPage](s interface{ Recv() (R, error) }) ([]*shoalv1.RecordedEvent, error) {
 	var out []*shoalv1.RecordedEvent
 	for {
 		r, err := s.Recv()
