@@ -271,8 +271,8 @@ func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Durat
 // trackUnheard updates leftOut from this round's view of the shard, whose leader this node is:
 // members raft does not hear while gossip holds them alive (peers' Alive and Gone) are held
 // out from now, one added back after its hold twice as long (holdOut), and so are stuck
-// learners (trackLearners); members raft hears again leave it; entries long past their hold are
-// forgotten. It returns the members the target leaves out now, and whether one of them still
+// learners (trackLearners); members raft hears again are held no longer; entries long past
+// their hold are forgotten. It returns the members the target leaves out now, and whether one of them still
 // votes. p.mu held.
 func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerState, stuck []uint64, now time.Time,
 	deadAfter time.Duration) (held map[uint64]bool, votes bool) {
@@ -287,8 +287,13 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 			sp.holdOut(id, now, deadAfter, true)
 		case !inactive && st.Progress[id].Match > 0:
 			// Heard again as a member. Not on RecentActive alone: raft sets it for a member
-			// just added, before it has answered anything.
-			delete(sp.leftOut, id)
+			// just added, before it has answered anything. Its hold ends now, and the entry
+			// stays until it is forgotten with age: a member cut off again soon after (a link
+			// that fails now and then) is held out twice as long, rather than start over at
+			// DeadAfter and cost a replica added, a snapshot and its removal every time.
+			if e := sp.leftOut[id]; e != nil && now.Sub(e.at) < e.hold {
+				e.at = now.Add(-e.hold)
+			}
 		}
 	}
 	held = map[uint64]bool{}

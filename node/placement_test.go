@@ -747,6 +747,37 @@ func TestStuckLearnerHoldGrows(t *testing.T) {
 	}
 }
 
+// TestUnheardHoldGrowsAcrossHeals: a member raft stops hearing while gossip holds it alive is
+// held out; heard again, its hold ends at once, and cut off again soon after (a link that fails
+// now and then) it is held out twice as long, where it started over at DeadAfter and cost a
+// replica added, a snapshot and a removal each time. Long heard, it is forgotten.
+func TestUnheardHoldGrowsAcrossHeals(t *testing.T) {
+	const deadAfter = time.Minute
+	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}, inactiveSince: map[uint64]time.Time{}}
+	st := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
+		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
+	cut := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true, Gone: true}}
+	healed := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true}}
+	at := time.Unix(1e9, 0)
+	for i, want := range []time.Duration{deadAfter, 2 * deadAfter, 4 * deadAfter} {
+		sp.inactiveSince[3] = at
+		if held, _ := sp.trackUnheard(st, cut, nil, at, deadAfter); !held[3] || sp.leftOut[3].hold != want {
+			t.Fatalf("cut for the %d. time: held %v for %v, want held for %v", i+1, held[3], sp.leftOut[3].hold, want)
+		}
+		at = at.Add(10 * time.Second)
+		delete(sp.inactiveSince, 3) // heard again
+		if held, _ := sp.trackUnheard(st, healed, nil, at, deadAfter); held[3] {
+			t.Fatalf("heard again after the %d. cut: still held", i+1)
+		}
+		at = at.Add(time.Minute)
+	}
+	at = at.Add(20 * leftOutForget * deadAfter)
+	sp.trackUnheard(st, healed, nil, at, deadAfter)
+	if _, ok := sp.leftOut[3]; ok {
+		t.Fatalf("a member heard for long is still remembered: %+v", sp.leftOut[3])
+	}
+}
+
 // TestDecommissioningLeaderNotItsOwnReplacement: a decommissioning leader (1) of a shard with
 // voters 1, 2, 3, whose raft does not hear 3 (gossip holds 3 alive), while the ring over the
 // eligible nodes targets 2, 3, 4. 3 has no usable replacement but the leader itself, which is
