@@ -85,7 +85,7 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	n.ml.Store(ml)
 	n.refreshMembers()
 	go n.rejoinLoop(ml, seeds)
-	go n.islandLoop(ml, seeds)
+	go n.islandLoop(ml, n.cfg.Join) // the operator's seeds only: peers.json may name a machine of another cluster since
 	return nil
 }
 
@@ -360,7 +360,16 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 // it holds dead): the cluster stayed split into islands, each taking the other's replicas for
 // gone. (rejoinLoop covers a node that sees no live peer.)
 func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
-	next := 0 // where the next round starts among the addresses to ask
+	next := 0                    // where the next round starts among the addresses to ask
+	foreign := map[string]bool{} // addresses that answered as another cluster's: not asked again
+	liveCount := func() (live []string) {
+		for _, m := range ml.Members() {
+			if m.Alive && m.NodeID != n.dir.id.NodeID {
+				live = append(live, m.Addr)
+			}
+		}
+		return live
+	}
 	for {
 		t := time.NewTimer(time.Duration(islandRejoinEvery.Load()))
 		select {
@@ -369,44 +378,47 @@ func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
 			return
 		case <-t.C:
 		}
-		var live []string
-		for _, m := range ml.Members() {
-			if m.Alive && m.NodeID != n.dir.id.NodeID {
-				live = append(live, m.Addr)
+		live := liveCount()
+		if len(live) == 0 {
+			continue // rejoinLoop's
+		}
+		others := slices.DeleteFunc(mergeSeeds(seeds, n.missingMembers(ml), n.cfg.Gossip), func(a string) bool {
+			return slices.Contains(live, a) || foreign[a]
+		})
+		for i := range min(islandProbes, len(others)) {
+			a := others[(next+i)%len(others)]
+			if _, err := ml.Join([]string{a}); errors.Is(err, membership.ErrClusterMismatch) {
+				foreign[a] = true
 			}
 		}
-		if len(live) == 0 {
-			continue
-		}
-		others := slices.DeleteFunc(mergeSeeds(seeds, n.missingMembers(ml), n.cfg.Gossip), func(a string) bool { return slices.Contains(live, a) })
-		if len(others) == 0 {
-			continue
-		}
-		ask := make([]string, 0, islandProbes)
-		for i := range min(islandProbes, len(others)) {
-			ask = append(ask, others[(next+i)%len(others)])
-		}
-		next += len(ask)
-		if joined, err := ml.Join(ask); joined > 0 {
-			n.log.Info("gossip: reached members gossip did not hold alive", "addrs", ask, "reached", joined)
-		} else {
-			n.log.Debug("gossip: members gossip does not hold alive did not answer", "addrs", ask, "err", err)
+		next += min(islandProbes, len(others))
+		if now := liveCount(); len(now) > len(live) {
+			n.log.Info("gossip: reached members gossip did not hold alive", "live_before", len(live), "live", len(now))
 		}
 	}
 }
 
 // missingMembers returns the gossip addresses, as last known, of the members that this node's
-// replicas' configurations name and that gossip does not hold alive.
+// replicas' configurations name and that gossip neither holds alive nor saw leave (Stopping:
+// decommissioned or stopped, which the reconnect loop does not ask either).
 func (n *Node) missingMembers(ml *membership.Membership) []string {
-	alive := map[uint64]bool{}
+	skip := map[uint64]bool{}
 	for _, m := range ml.Members() {
-		alive[m.NodeID] = m.Alive
+		skip[m.NodeID] = m.Alive || m.Stopping
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // a loop stuck on a disk answers nothing
+	defer cancel()
+	statuses, err := n.host.Statuses(ctx)
+	if err != nil {
+		return nil
 	}
 	var out []string
-	for _, g := range n.host.Groups() {
-		st := g.Status()
+	for _, st := range statuses {
+		if st.Removed {
+			continue // its configuration is stale
+		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
-			if id == n.dir.id.NodeID || alive[id] {
+			if id == n.dir.id.NodeID || skip[id] {
 				continue
 			}
 			if k, ok := n.knownMember(id); ok && k.Addr != "" && !slices.Contains(out, k.Addr) {

@@ -92,8 +92,8 @@ func (n *Node) notReady() string {
 	var electing, lost []uint32
 	voters := 0
 	for _, g := range groups {
-		if anyVoter && !g.Voter() {
-			continue
+		if g.Removed() || anyVoter && !g.Voter() {
+			continue // a removed replica's configuration, and leader, are stale
 		}
 		voters++
 		if g.Leader() != 0 {

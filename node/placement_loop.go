@@ -511,7 +511,9 @@ func (p *placer) round(now time.Time) {
 		}
 		peers := make(map[uint64]peerState, len(members))
 		changed := make(map[uint64]time.Time, len(members)) // when gossip last saw it come or go
-		heardGrace := 2 * p.n.host.ElectionTimeout()
+		// Two CheckQuorums, and two rounds: a member answering raft is sampled active again
+		// within that, whatever the rounds' jitter.
+		heardGrace := 2*p.n.host.ElectionTimeout() + 2*p.interval
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
@@ -527,7 +529,7 @@ func (p *placer) round(now time.Time) {
 			// not unheard on one sample of it, which raft clears for every member at each
 			// CheckQuorum (an election timeout), and sets again at its next answer (a
 			// heartbeat later): a round that ran in between took a member raft hears for one
-			// it does not, and removed it.
+			// it does not, and removed it (heardGrace).
 			since, inactive := sp.inactiveSince[id]
 			heard := (!inactive || now.Sub(since) < heardGrace) && st.Progress[id].Match > 0
 			switch {
