@@ -175,3 +175,23 @@ func TestTLSRefusedIsNarrow(t *testing.T) {
 		}
 	}
 }
+
+// TestPositionAheadMapped: a server's refusal of a shard read past the shard's end
+// (POSITION_AHEAD) comes back as a *PositionAheadError naming shard, position and end, after one
+// attempt: no retry mends it.
+func TestPositionAheadMapped(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	fc.nodes[0].setFault(failFirst("ReadShard", 100, shoalv1.PositionAheadError("shard 2: position 90 is past the shard's end, 40", 2, 90, 40)))
+	var got error
+	for _, err := range c.ReadShard(testCtx(t), 2, 90, 0) {
+		got = err
+	}
+	var pa *PositionAheadError
+	if !errors.As(got, &pa) || !errors.Is(got, ErrPositionAhead) || pa.Shard != 2 || pa.From != 90 || pa.End != 40 {
+		t.Fatalf("ReadShard past the end: %v, want a PositionAheadError of shard 2, from 90, end 40", got)
+	}
+	if n := fc.nodes[0].count("ReadShard"); n != 1 {
+		t.Fatalf("the read was sent %d times, want 1", n)
+	}
+}
