@@ -323,14 +323,7 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 			return
 		case <-t.C:
 		}
-		alone := true
-		for _, m := range ml.Members() {
-			if m.Alive && m.NodeID != n.dir.id.NodeID {
-				alone = false
-				break
-			}
-		}
-		if !alone {
+		if len(n.livePeers(ml.Members())) > 0 {
 			continue
 		}
 		stored, _ := n.dir.peers()
@@ -362,14 +355,6 @@ func (n *Node) rejoinLoop(ml *membership.Membership, seeds []string) {
 func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
 	next := 0                    // where the next round starts among the addresses to ask
 	foreign := map[string]bool{} // addresses that answered as another cluster's: not asked again
-	liveCount := func() (live []string) {
-		for _, m := range ml.Members() {
-			if m.Alive && m.NodeID != n.dir.id.NodeID {
-				live = append(live, m.Addr)
-			}
-		}
-		return live
-	}
 	for {
 		t := time.NewTimer(time.Duration(islandRejoinEvery.Load()))
 		select {
@@ -378,11 +363,12 @@ func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
 			return
 		case <-t.C:
 		}
-		live := liveCount()
+		members := ml.Members()
+		live := n.livePeers(members)
 		if len(live) == 0 {
 			continue // rejoinLoop's
 		}
-		others := slices.DeleteFunc(mergeSeeds(seeds, n.missingMembers(ml), n.cfg.Gossip), func(a string) bool {
+		others := slices.DeleteFunc(mergeSeeds(seeds, n.missingMembers(members), n.cfg.Gossip), func(a string) bool {
 			return slices.Contains(live, a) || foreign[a]
 		})
 		for i := range min(islandProbes, len(others)) {
@@ -392,7 +378,7 @@ func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
 			}
 		}
 		next += min(islandProbes, len(others))
-		if now := liveCount(); len(now) > len(live) {
+		if now := n.livePeers(ml.Members()); len(now) > len(live) {
 			n.log.Info("gossip: reached members gossip did not hold alive", "live_before", len(live), "live", len(now))
 		}
 	}
@@ -401,9 +387,9 @@ func (n *Node) islandLoop(ml *membership.Membership, seeds []string) {
 // missingMembers returns the gossip addresses, as last known, of the members that this node's
 // replicas' configurations name and that gossip neither holds alive nor saw leave (Stopping:
 // decommissioned or stopped, which the reconnect loop does not ask either).
-func (n *Node) missingMembers(ml *membership.Membership) []string {
+func (n *Node) missingMembers(members []membership.Member) []string {
 	skip := map[uint64]bool{}
-	for _, m := range ml.Members() {
+	for _, m := range members {
 		skip[m.NodeID] = m.Alive || m.Stopping
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // a loop stuck on a disk answers nothing
@@ -451,15 +437,22 @@ func mergeSeeds(a, b []string, self string) []string {
 	return out
 }
 
-// savePeers records the gossip addresses of the live peers, when they
-// changed, for the next restart.
-func (n *Node) savePeers(members []membership.Member) {
+// livePeers returns the gossip addresses of the members, other than this node, that gossip
+// holds alive.
+func (n *Node) livePeers(members []membership.Member) []string {
 	var live []string
 	for _, m := range members {
 		if m.Alive && m.Addr != "" && m.NodeID != n.dir.id.NodeID {
 			live = append(live, m.Addr)
 		}
 	}
+	return live
+}
+
+// savePeers records the gossip addresses of the live peers, when they
+// changed, for the next restart.
+func (n *Node) savePeers(members []membership.Member) {
+	live := n.livePeers(members)
 	if len(live) == 0 {
 		return
 	}

@@ -30,7 +30,8 @@ func TestGossipIslandsMerge(t *testing.T) {
 			gossip[i] = cfg.Gossip
 			cfg.GossipTransport = cut.Wrap(cfg.Gossip)
 		}})
-	allAlive := func(nodes []*node.Node) func() string {
+	// holding returns the condition that every node of nodes holds want members alive.
+	holding := func(nodes []*node.Node, want int) func() string {
 		return func() string {
 			for _, n := range nodes {
 				alive := 0
@@ -39,14 +40,14 @@ func TestGossipIslandsMerge(t *testing.T) {
 						alive++
 					}
 				}
-				if alive != 4 {
+				if alive != want {
 					return fmt.Sprintf("%s holds %d members alive", n.Name(), alive)
 				}
 			}
 			return ""
 		}
 	}
-	testnode.WaitFor(t, 20*time.Second, "every node holds four alive", allAlive(c.Nodes))
+	testnode.WaitFor(t, 20*time.Second, "every node holds four alive", holding(c.Nodes, 4))
 	// Long enough for every node to store the others as its peers.
 	time.Sleep(time.Second)
 	for i := range c.Nodes {
@@ -82,24 +83,11 @@ func TestGossipIslandsMerge(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	testnode.WaitFor(t, 20*time.Second, "two islands of two", func() string {
-		for _, n := range back {
-			alive := 0
-			for _, m := range n.Members() {
-				if m.Alive {
-					alive++
-				}
-			}
-			if alive != 2 {
-				return fmt.Sprintf("%s holds %d members alive", n.Name(), alive)
-			}
-		}
-		return ""
-	})
+	testnode.WaitFor(t, 20*time.Second, "two islands of two", holding(back, 2))
 	for _, a := range gossip[:2] {
 		for _, b := range gossip[2:] {
 			cut.Cut(a, b, false)
 		}
 	}
-	testnode.WaitFor(t, 20*time.Second, "one cluster again", allAlive(back))
+	testnode.WaitFor(t, 20*time.Second, "one cluster again", holding(back, 4))
 }

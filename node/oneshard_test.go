@@ -12,13 +12,16 @@ import (
 
 // firstLeads returns node 1's replica of shard 0 once it leads: the shard of a one-shard cluster
 // whose nodes run no placement, so that the test builds its configuration itself.
-func firstLeads(t *testing.T, c *testnode.Cluster) *replica.Group {
+func firstLeads(t *testing.T, c *testnode.Cluster) *replica.Group { return firstLeadsShard(t, c, 0) }
+
+// firstLeadsShard is firstLeads for shard.
+func firstLeadsShard(t *testing.T, c *testnode.Cluster, shard uint32) *replica.Group {
 	t.Helper()
-	g, ok := c.Nodes[0].Host().Group(0)
+	g, ok := c.Nodes[0].Host().Group(shard)
 	if !ok {
-		t.Fatal("node 1 has no replica of shard 0")
+		t.Fatalf("node 1 has no replica of shard %d", shard)
 	}
-	testnode.WaitFor(t, 10*time.Second, "node 1 leads", func() string {
+	testnode.WaitFor(t, 10*time.Second, fmt.Sprintf("node 1 leads shard %d", shard), func() string {
 		if !g.IsLeader() {
 			return "not yet"
 		}

@@ -423,6 +423,9 @@ func (p *placer) round(now time.Time) {
 	desired := n.DesiredReplicas()
 	without := map[string][][]uint64{} // desiredWithout, by the members left out
 	deadAfter := n.cfg.DeadAfter
+	// Two CheckQuorums, and two rounds: a member answering raft is sampled active again within
+	// that, whatever the rounds' jitter (heard, below).
+	heardGrace := 2*n.host.ElectionTimeout() + 2*p.interval
 	under, pending, kept, unheard := 0, 0, 0, 0
 
 	var toDrop []uint32
@@ -511,9 +514,6 @@ func (p *placer) round(now time.Time) {
 		}
 		peers := make(map[uint64]peerState, len(members))
 		changed := make(map[uint64]time.Time, len(members)) // when gossip last saw it come or go
-		// Two CheckQuorums, and two rounds: a member answering raft is sampled active again
-		// within that, whatever the rounds' jitter.
-		heardGrace := 2*p.n.host.ElectionTimeout() + 2*p.interval
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}

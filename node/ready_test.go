@@ -93,17 +93,7 @@ func TestNotReadyWhenCutOffWithALearner(t *testing.T) {
 	c, nw := manualCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	g0 := firstLeads(t, c)
-	g1, ok := c.Nodes[0].Host().Group(1)
-	if !ok {
-		t.Fatal("node 1 has no replica of shard 1")
-	}
-	testnode.WaitFor(t, 10*time.Second, "node 1 leads shard 1", func() string {
-		if !g1.IsLeader() {
-			return "not yet"
-		}
-		return ""
-	})
+	g0, g1 := firstLeads(t, c), firstLeadsShard(t, c, 1)
 	addVoters(t, ctx, c, g1, 1, 2, 3)
 	addVoters(t, ctx, c, g0, 1, 2)
 	n2 := c.Nodes[1].ID()
