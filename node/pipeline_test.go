@@ -337,6 +337,9 @@ func TestAppendPipelineDuplicateID(t *testing.T) {
 	<-started
 	sendItems(t, st, req, 2, 1, 3)
 	<-started // item 2 runs: it came before the duplicate
+	// Item 2 may start before the receiver reads the duplicate: released at once, item 1 could
+	// end first, and ID 1 would no longer be in flight when it is read (CI met that once).
+	time.Sleep(300 * time.Millisecond)
 	close(release)
 	got, end := recvAll(st)
 	if len(got) != 2 || got[1].GetResponse().GetLastVersion() != 7 || got[2].GetResponse().GetLastVersion() != 7 {
