@@ -28,6 +28,8 @@ const (
 	DefaultLogRetainEntries = 5000
 	DefaultMaxLogBytes      = 64 << 20 // 64 MiB
 	DefaultMaxQueuedMsgs    = 8192
+	// DefaultMaxQueuedMsgBytes bounds the entries of the append messages queued from peers.
+	DefaultMaxQueuedMsgBytes = 256 << 20 // 256 MiB
 	// DefaultMaxQueuedProposals and DefaultMaxQueuedProposalBytes bound the proposals
 	// waiting for the loop (a held group commit waits for an fsync): far above what a
 	// node's callers keep in flight, which the loop drains every iteration.
@@ -109,6 +111,11 @@ type Config struct {
 	// MaxQueuedMsgs bounds the inbound raft message queue; messages beyond it are dropped
 	// (raft retries). Default 8192.
 	MaxQueuedMsgs int
+	// MaxQueuedMsgBytes bounds the entries' bytes of the append messages in that queue: an
+	// append beyond it is dropped (raft retries), unless the queue holds no other (default
+	// 256 MiB). Every leader keeps MaxInflightBytes in flight to each follower, so a node
+	// following many shards' leaders could otherwise queue that much for each.
+	MaxQueuedMsgBytes int
 	// MaxQueuedProposals and MaxQueuedProposalBytes bound the proposals queued for the loop,
 	// by count and by their data's bytes; Propose beyond either returns ErrBusy, proposing
 	// nothing (defaults 65,536 and 256 MiB). A single proposal larger than the byte bound is
@@ -193,6 +200,9 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedMsgs == 0 {
 		c.MaxQueuedMsgs = DefaultMaxQueuedMsgs
 	}
+	if c.MaxQueuedMsgBytes == 0 {
+		c.MaxQueuedMsgBytes = DefaultMaxQueuedMsgBytes
+	}
 	if c.MaxQueuedProposals == 0 {
 		c.MaxQueuedProposals = DefaultMaxQueuedProposals
 	}
@@ -209,8 +219,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("replica: Config.HeartbeatTicks %d must be > 0", c.HeartbeatTicks)
 	case c.ElectionTicks <= c.HeartbeatTicks:
 		return fmt.Errorf("replica: Config.ElectionTicks %d must be > HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks)
-	case c.MaxInflightMsgs < 0 || c.MaxQueuedMsgs < 0:
-		return errors.New("replica: Config.MaxInflightMsgs and MaxQueuedMsgs must be > 0")
+	case c.MaxInflightMsgs < 0 || c.MaxQueuedMsgs < 0 || c.MaxQueuedMsgBytes < 0:
+		return errors.New("replica: Config.MaxInflightMsgs, MaxQueuedMsgs and MaxQueuedMsgBytes must be > 0")
 	case c.MaxQueuedProposals < 0 || c.MaxQueuedProposalBytes < 0:
 		return errors.New("replica: Config.MaxQueuedProposals and MaxQueuedProposalBytes must be > 0")
 	}

@@ -136,8 +136,11 @@ type Host struct {
 		groups  map[uint32]*Group // written only by the loop goroutine (under mu)
 		factory func(shard uint32) (StateMachine, error)
 		msgs    []ShardMessage
-		local   []groupMsg // storage responses for this node's own groups, never dropped
-		props   []*proposal
+		// msgBytes is the entries' bytes of the appends in msgs, bounded by
+		// Config.MaxQueuedMsgBytes.
+		msgBytes int
+		local    []groupMsg // storage responses for this node's own groups, never dropped
+		props    []*proposal
 		// propBytes is the data of props, bounded by Config.MaxQueuedProposalBytes.
 		propBytes int
 		reqs      []func()
@@ -313,7 +316,8 @@ const maxWaited = time.Minute
 
 // HandleMessages queues messages received from peers for their groups. It never blocks; when
 // the queue is full (MaxQueuedMsgs appends, twice that for other messages) the excess is
-// dropped (raft retries) and counted. MsgSnap must arrive through
+// dropped (raft retries) and counted, as are appends beyond MaxQueuedMsgBytes of entries.
+// MsgSnap must arrive through
 // ReceiveSnapshot and is dropped here.
 func (h *Host) HandleMessages(msgs []ShardMessage) {
 	h.mu.Lock()
@@ -330,18 +334,33 @@ func (h *Host) HandleMessages(msgs []ShardMessage) {
 		// Appends take at most MaxQueuedMsgs places: the loop holds them back while fsyncs are
 		// behind (a slow disk), and they must not crowd out the heartbeats, votes and answers
 		// that keep leaderships and elections going, which have twice that.
-		if n := len(h.mu.msgs); n >= 2*h.cfg.MaxQueuedMsgs || n >= h.cfg.MaxQueuedMsgs && m.Msg.GetType() == pb.MsgApp {
+		// They also take at most MaxQueuedMsgBytes of entries, or one append of any size.
+		n, app, size := len(h.mu.msgs), m.Msg.GetType() == pb.MsgApp, 0
+		if app {
+			size = entriesSize(m.Msg)
+		}
+		if n >= 2*h.cfg.MaxQueuedMsgs || app && (n >= h.cfg.MaxQueuedMsgs || size > 0 && h.mu.msgBytes > 0 && h.mu.msgBytes+size > h.cfg.MaxQueuedMsgBytes) {
 			dropped++
 			continue
 		}
 		m.arrived = now.Add(-min(max(m.Waited, 0), maxWaited))
 		h.mu.msgs = append(h.mu.msgs, m)
+		h.mu.msgBytes += size
 	}
 	h.mu.Unlock()
 	if dropped > 0 {
 		h.metrics.InboundDropped.Add(float64(dropped))
 	}
 	h.notify()
+}
+
+// entriesSize returns the bytes of m's entries.
+func entriesSize(m *pb.Message) int {
+	n := 0
+	for _, e := range m.GetEntries() {
+		n += len(e.GetData())
+	}
+	return n
 }
 
 // ReportUnreachable tells the shard's raft that a peer could not be reached.
@@ -590,7 +609,7 @@ func (h *Host) shutdown() {
 	h.mu.Lock()
 	props, reqs := h.mu.props, h.mu.reqs
 	h.mu.props, h.mu.reqs, h.mu.msgs, h.mu.local = nil, nil, nil, nil
-	h.mu.propBytes = 0
+	h.mu.propBytes, h.mu.msgBytes = 0, 0
 	groups := h.mu.groups
 	h.mu.Unlock()
 	for _, p := range props {

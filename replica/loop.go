@@ -45,14 +45,14 @@ func (h *Host) iterate(tick bool) {
 	msgs, local, props, reqs := h.mu.msgs, h.mu.local, h.mu.props, h.mu.reqs
 	h.mu.msgs, h.mu.local, h.mu.props, h.mu.reqs = nil, nil, nil, nil
 	if !hold {
-		h.mu.propBytes = 0
+		h.mu.propBytes, h.mu.msgBytes = 0, 0
 	} else {
 		h.mu.props = props
 		props = nil
 		var kept []ShardMessage
 		for _, m := range msgs {
 			if m.Msg.GetType() == pb.MsgApp {
-				h.mu.msgs = append(h.mu.msgs, m)
+				h.mu.msgs = append(h.mu.msgs, m) // their bytes stay counted in msgBytes
 			} else {
 				kept = append(kept, m)
 			}
