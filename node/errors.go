@@ -181,7 +181,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
-	"canceled", "outcome_unknown", "shard_format", "history_truncated", "error"}
+	"canceled", "outcome_unknown", "shard_format", "history_truncated", "position_ahead", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -193,6 +193,9 @@ func resultLabel(err error) string {
 		case codes.FailedPrecondition:
 			if shoalv1.IsShardFormat(st) {
 				return "shard_format"
+			}
+			if _, _, _, ok := shoalv1.PositionAhead(st); ok {
+				return "position_ahead"
 			}
 			for _, d := range st.Details() {
 				if _, ok := d.(*shoalv1.HistoryTruncated); ok {

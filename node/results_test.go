@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
 // TestResultLabelsListed: every value resultLabel gives is in resultLabels, which the metrics
@@ -20,6 +22,22 @@ func TestResultLabelsListed(t *testing.T) {
 	for _, err := range errs {
 		if l := resultLabel(err); !slices.Contains(resultLabels, l) {
 			t.Errorf("resultLabel(%v) = %q, not in resultLabels %v", err, l, resultLabels)
+		}
+	}
+}
+
+// TestResultLabelRefusals: the refusals FAILED_PRECONDITION carries are told apart, not all
+// counted as wrong expected versions (a projection's checkpoint past a shard's end was).
+func TestResultLabelRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{status.Error(codes.FailedPrecondition, "wrong expected version"), "wrong_expected_version"},
+		{shoalv1.PositionAheadError("from past the end", 3, 10, 7), "position_ahead"},
+	} {
+		if got := resultLabel(tc.err); got != tc.want {
+			t.Errorf("resultLabel(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
 }

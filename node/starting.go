@@ -108,10 +108,15 @@ func (n *Node) otherCluster(ctx context.Context) error {
 }
 
 // peerMethod reports the methods only the cluster's nodes may call: the Raft service, and
-// Decommission, Recommission and SetReplication, an operator's acts.
+// Decommission, Recommission, SetReplication and Backup, an operator's acts (a backup writes a
+// copy of the node's data directory to its disk).
 func peerMethod(method string) bool {
-	return strings.HasPrefix(method, "/shoal.v1.Raft/") || method == "/shoal.v1.Cluster/Decommission" ||
-		method == "/shoal.v1.Cluster/Recommission" || method == "/shoal.v1.Cluster/SetReplication"
+	switch method {
+	case "/shoal.v1.Cluster/Decommission", "/shoal.v1.Cluster/Recommission", "/shoal.v1.Cluster/SetReplication",
+		"/shoal.v1.Cluster/Backup":
+		return true
+	}
+	return strings.HasPrefix(method, "/shoal.v1.Raft/")
 }
 
 // peersOnly refuses a peer method (peerMethod) to a caller whose TLS certificate does not

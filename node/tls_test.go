@@ -167,7 +167,7 @@ func TestClusterTLS(t *testing.T) {
 	}
 	refused("client with another CA's certificate", grpc.WithTransportCredentials(credentials.NewTLS(intruder)))
 
-	// A client certificate is not a peer's: the Raft service, Decommission and SetReplication refuse it.
+	// A client certificate is not a peer's: the Raft service, Decommission, SetReplication and Backup refuse it.
 	rs, err := shoalv1.NewRaftClient(conn).Send(ctx)
 	if err == nil {
 		err = rs.Send(&shoalv1.RaftBatch{From: 12345, To: c.Nodes[1].ID(), ClusterId: c.Nodes[1].Settings().ClusterID})
@@ -185,6 +185,9 @@ func TestClusterTLS(t *testing.T) {
 	}
 	if _, err := shoalv1.NewClusterClient(conn).SetReplication(ctx, &shoalv1.SetReplicationRequest{Replication: 1}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("SetReplication with a client certificate: %v, want PERMISSION_DENIED", err)
+	}
+	if _, err := shoalv1.NewClusterClient(conn).Backup(ctx, &shoalv1.BackupRequest{Node: "n2", Name: "b1"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Backup with a client certificate: %v, want PERMISSION_DENIED", err)
 	}
 	if r := c.Nodes[1].Settings().Replication; r != 3 {
 		t.Fatalf("replication %d after a refused change, want 3", r)
