@@ -591,3 +591,39 @@ func TestReportFileNotRegular(t *testing.T) {
 		t.Fatalf("writing the report to %s: %v", os.DevNull, err)
 	}
 }
+
+// TestRecordUntakenMatchesOneByOne: the untaken operations of an open loop, recorded those
+// due within one microsecond together, give the histogram one call per operation gave (which
+// took minutes at --rate 1e9), past its range included.
+func TestRecordUntakenMatchesOneByOne(t *testing.T) {
+	start := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		interval float64 // ns
+		run      time.Duration
+		lo       int64
+	}{
+		{interval: 1e3, run: 50 * time.Millisecond},
+		{interval: 333.3, run: 20 * time.Millisecond, lo: 7},
+		{interval: 2500, run: 30 * time.Millisecond},
+		{interval: 1e7, run: 90 * time.Second}, // waits past the histogram's 60 s
+	} {
+		e := &engine{start: start, stopAt: start.Add(tc.run), interval: tc.interval}
+		hi := e.dueBefore(e.stopAt)
+		want, got := newHistogram(), newHistogram()
+		for k := tc.lo; k < hi; k++ {
+			recordLatency(want, e.stopAt.Sub(e.dueAt(k)))
+		}
+		e.recordUntaken(got, tc.lo, hi)
+		if !got.Equals(want) {
+			t.Errorf("interval %v ns over %v: %d values, p50 %d, max %d µs; one by one %d, p50 %d, max %d µs", tc.interval, tc.run,
+				got.TotalCount(), got.ValueAtQuantile(50), got.Max(), want.TotalCount(), want.ValueAtQuantile(50), want.Max())
+		}
+	}
+	// One operation due every nanosecond for 2 s: two billion, recorded at once.
+	e := &engine{start: start, stopAt: start.Add(2 * time.Second), interval: 1}
+	h := newHistogram()
+	e.recordUntaken(h, 0, e.dueBefore(e.stopAt))
+	if h.TotalCount() != 2e9 || h.Max() < 1_999_000 {
+		t.Errorf("2e9 operations due over 2 s: %d recorded, max %d µs", h.TotalCount(), h.Max())
+	}
+}

@@ -25,20 +25,41 @@ const (
 	histSigFigs = 3
 )
 
+// DefaultMaxErrors is the default of Failure's maxErrors (the tools' --max-errors): a run in
+// which more than 1% of the operations failed measured an outage, not the target's speed.
+const DefaultMaxErrors = 1.0
+
+// Failure says why r, a finished run's report, is no good measure of its target, or nil: a
+// script must be able to tell a run that measured nothing, or mostly failures (an outage),
+// from a good one. maxErrors is the percentage of the measured operations that may fail or,
+// in an open loop, go unsent (--max-errors).
+func (r *Result) Failure(maxErrors float64) error {
+	failed, total := r.ErrorCount+r.Missed, r.Ops+r.Conflicts+r.ErrorCount+r.Missed
+	switch {
+	case r.Interrupted:
+		return errors.New("the run was interrupted before its end; the report covers what ran")
+	case r.Ops == 0:
+		return errors.New("no operation succeeded; the report's errors say why")
+	case total > 0 && float64(failed)*100 > maxErrors*float64(total):
+		return fmt.Errorf("%d of %d measured operations failed or were never sent (%.2f%%, over --max-errors %g%%): "+
+			"the target did not keep up or was unavailable; the report's errors and latency say how",
+			failed, total, float64(failed)*100/float64(total), maxErrors)
+	}
+	return nil
+}
+
 func newHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(histMinUS, histMaxUS, histSigFigs)
 }
 
 // recordLatency records d in h, clamped to the histogram's range.
 func recordLatency(h *hdrhistogram.Histogram, d time.Duration) {
-	us := d.Microseconds()
-	if us < histMinUS {
-		us = histMinUS
-	}
-	if us > histMaxUS {
-		us = histMaxUS
-	}
-	_ = h.RecordValue(us) // cannot fail: clamped to the range
+	_ = h.RecordValue(clampUS(d)) // cannot fail: clamped to the range
+}
+
+// clampUS returns d in whole microseconds, within the histograms' range.
+func clampUS(d time.Duration) int64 {
+	return min(max(d.Microseconds(), histMinUS), histMaxUS)
 }
 
 // Latency summarises a histogram, in microseconds.

@@ -9,15 +9,26 @@
 # commands in docs/benchmarks-results/commands.txt, and the report, show them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SHOAL=bin/shoal
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 DURATION=${BENCH_DURATION:-20s}
 WARMUP=${BENCH_WARMUP:-3s}
+whole_seconds BENCH_DURATION "$DURATION" >/dev/null
+WARMUP_S=$(whole_seconds BENCH_WARMUP "$WARMUP")
 RESULTS=docs/benchmarks-results
 WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  # A PostgreSQL that peerbench started and could not stop (killed meanwhile): its postmaster
+  # detached from peerbench. SIGINT is its fast shutdown. (NATS servers die with peerbench.)
+  local pid
+  for f in "$WORK"/pg*/pgdata/postmaster.pid; do
+    [ -f "$f" ] && pid=$(head -1 "$f") && [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   if [ -n "${BENCH_KEEP:-}" ]; then
     echo "kept the servers' data and logs in $WORK"
@@ -35,10 +46,6 @@ rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 WORKLOAD="--streams 10000 --event-size 256 --concurrency 64 --expected exact --duration $DURATION --warmup $WARMUP"
 
 record() { echo "$*" >> "$RESULTS/commands.txt"; }
-
-SHOAL=bin/shoal
-# shellcheck source=scripts/lib.sh
-. scripts/lib.sh
 
 start_shoal() { # name zone grpc gossip http [join [extra-words]]
   local args=(server --data "$WORK/$1" --node "$1" --zone "$2" --listen "$3" --gossip "$4" --http "$5")
@@ -67,7 +74,7 @@ echo "== shoal, one node"
 start_shoal single z1 127.0.0.1:17400 127.0.0.1:17401 127.0.0.1:17480
 wait_ready 127.0.0.1:17480
 # A CPU profile of the server during the measured part of the first run.
-( sleep "${WARMUP%s}"; curl -fsS -o "$WORK/cpu.pprof" "http://127.0.0.1:17480/debug/pprof/profile?seconds=10" ) &
+( sleep "$WARMUP_S"; curl -fsS -o "$WORK/cpu.pprof" "http://127.0.0.1:17480/debug/pprof/profile?seconds=10" ) &
 run_shoal_bench 01-shoal 127.0.0.1:17400
 wait $! 2>/dev/null || true
 run_shoal_bench 02-shoal-batch100 127.0.0.1:17400 --batch 100
@@ -96,7 +103,8 @@ peer() { # out args...
   local out=$1; shift
   # The row's own flags come last, so that they override the common workload's.
   record "bin/peerbench $WORKLOAD $* --json $RESULTS/$out.json"
-  bin/peerbench $WORKLOAD "$@" --json "$RESULTS/$out.json" | tee "$WORK/$out.txt"
+  # tee -i: ^C reaches peerbench, which stops its servers, and tee shows it doing so.
+  bin/peerbench $WORKLOAD "$@" --json "$RESULTS/$out.json" | tee -i "$WORK/$out.txt"
   if grep -q '^skipped' "$WORK/$out.txt"; then
     echo "$out: $(grep '^skipped' "$WORK/$out.txt")" >> "$RESULTS/skipped.txt"
   fi

@@ -27,6 +27,8 @@ SHOAL=${BIN:-bin/shoal}
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 DURATION=${DURATION:-10s}
+SECONDS_RUN=$(whole_seconds DURATION "$DURATION")
+whole_seconds WARMUP "${WARMUP:-3s}" >/dev/null
 CONCURRENCY=${CONCURRENCY:-64}
 SHARDS=${SHARDS:-32}
 WORK=$(mktemp -d /tmp/shoal-cost.XXXXXX)
@@ -59,20 +61,21 @@ for p in "${PIDS[@]}"; do before[$p]=$(counters "$p"); done
 metrics >"$WORK/m0"
 profiler=
 if [ -n "${PROFILE:-}" ]; then
-  curl -fsS -o "$PROFILE" "http://127.0.0.1:17481/debug/pprof/profile?seconds=${DURATION%s}" &
+  curl -fsS -o "$PROFILE" "http://127.0.0.1:17481/debug/pprof/profile?seconds=$SECONDS_RUN" &
   profiler=$!
 fi
 tracer=
 if [ -n "${STRACE:-}" ]; then
-  timeout -s INT "${DURATION%s}" strace -c -f -o "$STRACE" -p "${PIDS[1]}" 2>/dev/null &
+  timeout -s INT "$SECONDS_RUN" strace -c -f -o "$STRACE" -p "${PIDS[1]}" 2>/dev/null &
   tracer=$!
 fi
 TIMEFORMAT='%U %S'
 { time "$SHOAL" bench append --server 127.0.0.1:17400 "${WORKLOAD[@]}" --duration "$DURATION" --warmup 0s \
   --stream-prefix run- --json "$WORK/run.json" "$@" | tail -4; } 2>"$WORK/client.time"
 metrics >"$WORK/m1"
-[ -n "$profiler" ] && wait "$profiler"
-[ -n "$tracer" ] && wait "$tracer"
+if [ -n "$profiler" ] && ! wait "$profiler"; then echo "the CPU profile failed (curl)" >&2; fi
+# timeout ends strace when the run ends, and so exits 124.
+if [ -n "$tracer" ]; then wait "$tracer" || true; fi
 appends=$(grep -oE '"ops": *[0-9]+' "$WORK/run.json" | head -1 | grep -oE '[0-9]+') # appends, not events (--batch)
 tick=$(getconf CLK_TCK)
 echo
@@ -91,4 +94,4 @@ read -r cu cs < <(tail -1 "$WORK/client.time")
 awk -v n="$appends" -v u="$cu" -v s="$cs" 'BEGIN {
   printf "  client (shoal bench): %.0f µs CPU (%.0f user, %.0f system)\n", (u + s) * 1e6 / n, u * 1e6 / n, s * 1e6 / n }'
 echo "n1 per second:"
-join "$WORK/m0" "$WORK/m1" | awk -v d="${DURATION%s}" '{printf "  %s %.4g\n", $1, ($3 - $2) / d}'
+join "$WORK/m0" "$WORK/m1" | awk -v d="$SECONDS_RUN" '{printf "  %s %.4g\n", $1, ($3 - $2) / d}'

@@ -1,6 +1,18 @@
 # shellcheck shell=bash
 # Helpers that scripts/bench.sh and scripts/cost.sh source. $SHOAL is the shoal binary.
 
+# whole_seconds NAME VALUE: VALUE ("20s", "2m") in whole seconds, or an error naming NAME: the
+# scripts sleep, profile and divide by these, which a "500ms" would make 500 minutes.
+whole_seconds() {
+  case "$2" in
+    *[!0-9]*s | *[!0-9]*m | s | m | "") ;;
+    *s) echo "${2%s}"; return 0 ;;
+    *m) echo $(( ${2%m} * 60 )); return 0 ;;
+  esac
+  echo "$1=$2: give whole seconds or minutes (e.g. 20s, 2m)" >&2
+  return 1
+}
+
 # wait_ready HTTP-ADDR: until the server's /readyz answers 200 (at most 60 s).
 wait_ready() {
   for _ in $(seq 1 300); do
@@ -66,9 +78,19 @@ start_cluster() {
 }
 
 # stop_nodes: SIGTERM to every server in PIDS, then waits until each has exited (so that the
-# next run can bind the same ports).
+# next run can bind the same ports); one still running after 30 s is killed.
 stop_nodes() {
-  local p
+  local p i
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  for p in "${PIDS[@]:-}"; do
+    i=0
+    while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do
+      if [ $((i += 1)) -gt 300 ]; then
+        echo "server $p still running 30 s after SIGTERM: killed" >&2
+        kill -9 "$p" 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+    done
+  done
 }

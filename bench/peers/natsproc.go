@@ -107,8 +107,9 @@ func startNATSChild(spec natsServerSpec) (*exec.Cmd, error) {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), natsChildEnv+"="+string(raw))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Not killed with this process's process group on ^C: Close stops it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Not killed with this process's process group on ^C: Close stops it, or, where the
+	// system has it, the signal a child gets when its parent dies (killed before its Close).
+	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("peers: starting NATS server process %s: %w", spec.Name, err)
 	}

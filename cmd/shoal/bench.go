@@ -54,7 +54,7 @@ func (a *app) targetFlags(f *pflag.FlagSet, t *benchTarget) {
 	f.BoolVar(&t.embedded, "embedded", false, "start a single-node server in a temporary directory for the run")
 	f.StringVar(&t.jsonFile, "json", "", "write the full report as JSON to this file")
 	f.StringVar(&t.cpuProf, "cpuprofile", "", "write the load generator's own CPU profile (go tool pprof) to this file")
-	f.Float64Var(&t.maxErrors, "max-errors", defaultMaxErrors, "exit 1 when more than this percentage of the measured operations failed or, with --rate, were never sent")
+	f.Float64Var(&t.maxErrors, "max-errors", bench.DefaultMaxErrors, "exit 1 when more than this percentage of the measured operations failed or, with --rate, were never sent")
 	a.clientTLSFlags(f)
 }
 
@@ -279,30 +279,8 @@ func (a *app) runBench(ctx context.Context, run *bench.Run, t benchTarget, fn fu
 			return fmt.Errorf("cannot write the JSON report: %w", err)
 		}
 	}
-	return runFailure(res, t.maxErrors)
+	return res.Failure(t.maxErrors)
 }
-
-// runFailure says why res, a finished run's report, is no good measure of its target, or nil:
-// a script must be able to tell a run that measured nothing, or mostly failures (an outage),
-// from a good one.
-func runFailure(res *bench.Result, maxErrors float64) error {
-	failed, total := res.ErrorCount+res.Missed, res.Ops+res.Conflicts+res.ErrorCount+res.Missed
-	switch {
-	case res.Interrupted:
-		return errors.New("the run was interrupted before its end; the report covers what ran")
-	case res.Ops == 0:
-		return errors.New("no operation succeeded; the report's errors say why")
-	case total > 0 && float64(failed)*100 > maxErrors*float64(total):
-		return fmt.Errorf("%d of %d measured operations failed or were never sent (%.2f%%, over --max-errors %g%%): "+
-			"the target did not keep up or was unavailable; the report's errors and latency say how",
-			failed, total, float64(failed)*100/float64(total), maxErrors)
-	}
-	return nil
-}
-
-// defaultMaxErrors is --max-errors: a run in which more than 1% of the operations failed
-// measured an outage, not the target's speed.
-const defaultMaxErrors = 1.0
 
 // startCPUProfile profiles this process into file until the returned func is called.
 func startCPUProfile(file string) (stop func(), err error) {

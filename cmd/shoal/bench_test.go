@@ -129,15 +129,15 @@ func TestBenchFailsOnErrors(t *testing.T) {
 		max  float64
 		want string // "" for no failure
 	}{
-		{"clean", bench.Result{Ops: 1000}, defaultMaxErrors, ""},
-		{"conflicts are answers", bench.Result{Ops: 500, Conflicts: 500}, defaultMaxErrors, ""},
-		{"1% failed", bench.Result{Ops: 990, ErrorCount: 10}, defaultMaxErrors, ""},
-		{"timeouts", bench.Result{Ops: 980, ErrorCount: 20}, defaultMaxErrors, "20 of 1000 measured operations failed or were never sent (2.00%, over --max-errors 1%)"},
-		{"missed", bench.Result{Ops: 150, ErrorCount: 8, Missed: 442}, defaultMaxErrors, "450 of 600"},
+		{"clean", bench.Result{Ops: 1000}, bench.DefaultMaxErrors, ""},
+		{"conflicts are answers", bench.Result{Ops: 500, Conflicts: 500}, bench.DefaultMaxErrors, ""},
+		{"1% failed", bench.Result{Ops: 990, ErrorCount: 10}, bench.DefaultMaxErrors, ""},
+		{"timeouts", bench.Result{Ops: 980, ErrorCount: 20}, bench.DefaultMaxErrors, "20 of 1000 measured operations failed or were never sent (2.00%, over --max-errors 1%)"},
+		{"missed", bench.Result{Ops: 150, ErrorCount: 8, Missed: 442}, bench.DefaultMaxErrors, "450 of 600"},
 		{"allowed", bench.Result{Ops: 150, ErrorCount: 8, Missed: 442}, 80, ""},
 		{"nothing", bench.Result{ErrorCount: 3}, 100, "no operation succeeded"},
 	} {
-		err := runFailure(&tc.res, tc.max)
+		err := tc.res.Failure(tc.max)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}

@@ -70,6 +70,10 @@ func run(dir, out, chart string) error {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 		r.file = strings.TrimSuffix(filepath.Base(f), ".json")
+		if r.Interrupted {
+			// Its rates cover part of a run: no row of the table.
+			return fmt.Errorf("%s: the run was interrupted before its end; run the benchmark again", f)
+		}
 		rs = append(rs, r)
 	}
 	if len(rs) == 0 {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/shoaldb/shoal/bench"
@@ -18,5 +21,17 @@ func TestClampedLatencyCell(t *testing.T) {
 	}
 	if got := msCell(bench.Latency{P99: 60_000_000}, 60_000_000); got != "60000.00" {
 		t.Errorf("a result without a ceiling shown as %q, want the value", got)
+	}
+}
+
+// An interrupted run's report is refused, not published as a row with rates over part of it.
+func TestInterruptedReportRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "06-nats.json"), []byte(`{"ops": 10, "interrupted": true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(dir, filepath.Join(dir, "out.md"), filepath.Join(dir, "out.png"))
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("run over an interrupted report: %v, want it refused", err)
 	}
 }

@@ -62,6 +62,7 @@ func run() error {
 	flag.Int64Var(&cfg.Count, "count", 0, "measured operations (instead of --duration)")
 	flag.Float64Var(&cfg.Rate, "rate", 0, "open loop: operations per second (0 = closed loop)")
 	flag.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "unmeasured warm-up; 0 for none, as shoal bench takes it")
+	maxErrors := flag.Float64("max-errors", bench.DefaultMaxErrors, "exit 1 when more than this percentage of the measured operations failed or, with --rate, were never sent (as shoal bench)")
 	flag.Parse()
 	// A zero in the config means "the default": refuse it set here, as shoal bench does.
 	var bad error
@@ -85,6 +86,9 @@ func run() error {
 	if bad != nil {
 		return bad
 	}
+	if !(*maxErrors >= 0 && *maxErrors <= 100) { // NaN too, which no comparison would fail
+		return fmt.Errorf("--max-errors is a percentage, 0 to 100, got %g", *maxErrors)
+	}
 	if cfg.Warmup == 0 {
 		cfg.Warmup = -1 // none, as `shoal bench` takes 0 (EnsureDefaults would apply the default)
 	}
@@ -103,6 +107,9 @@ func run() error {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	// A reader of the table that went away (^C reaches `peerbench | tee` as a whole) must not
+	// kill this process before its deferred Close stops the servers it started.
+	signal.Ignore(syscall.SIGPIPE)
 
 	root := *dir
 	if root == "" {
@@ -174,11 +181,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The report first: a table that cannot be written (its reader gone) still leaves it.
+	if report != nil {
+		if err := report.Write(res); err != nil {
+			return fmt.Errorf("cannot write the JSON report: %w", err)
+		}
+	}
 	if err := res.WriteTable(os.Stdout); err != nil {
 		return err
 	}
-	if report != nil {
-		return report.Write(res)
-	}
-	return nil
+	return res.Failure(*maxErrors)
 }
