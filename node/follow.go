@@ -35,9 +35,10 @@ const (
 )
 
 // errFollowReplicaGone and errFollowNotCurrent end a subscription (as a *NoLeaderError, which
-// clients retry after a topology refresh).
+// clients retry after a topology refresh); errFollowReplicaGone also a plain shard read or
+// listing whose replica left this node under it.
 var (
-	errFollowReplicaGone = errors.New("the replica serving the subscription left this node")
+	errFollowReplicaGone = errors.New("the replica serving the read left this node")
 	errFollowNotCurrent  = errors.New("the replica serving the subscription is not current with its leader")
 )
 
@@ -65,15 +66,27 @@ func (n *Node) newFollower(ctx context.Context, id uint32, sm *shard.Shard, st s
 		return nil, ErrClosed
 	default:
 	}
-	cur, g, ok := n.shardSM(id)
-	if !ok || cur != sm {
-		return nil, &NoLeaderError{Shard: id, Cause: errFollowReplicaGone}
+	g, err := n.stillServes(id, sm)
+	if err != nil {
+		return nil, err
 	}
 	f := &follower{n: n, ctx: ctx, id: id, sm: sm, g: g, bound: followCurrentBound, checked: time.Now()}
 	if st.allowed {
 		f.bound = st.max
 	}
 	return f, nil
+}
+
+// stillServes returns the group of shard id when sm is still its replica on this node, or a
+// *NoLeaderError: the replica was removed from its group or left this node. A read that finds
+// no more entries over a replica dropped under it (its keys deleted) has not reached the
+// shard's end, and must say so rather than end as if it had.
+func (n *Node) stillServes(id uint32, sm *shard.Shard) (*replica.Group, error) {
+	cur, g, ok := n.shardSM(id)
+	if !ok || cur != sm || g.Removed() {
+		return nil, &NoLeaderError{Shard: id, Cause: errFollowReplicaGone}
+	}
+	return g, nil
 }
 
 // wait waits up to d for changed (taken from sm.Changed before the caller's last read) to
@@ -100,8 +113,7 @@ func (f *follower) wait(changed <-chan struct{}, d time.Duration) (bool, error) 
 // a bound, has not been current with its leader within it.
 func (f *follower) check() error {
 	f.checked = time.Now()
-	cur, _, ok := f.n.shardSM(f.id)
-	if !ok || cur != f.sm || f.g.Removed() {
+	if _, err := f.n.stillServes(f.id, f.sm); err != nil || f.g.Removed() {
 		f.why = "replica_gone"
 		return &NoLeaderError{Shard: f.id, Cause: errFollowReplicaGone}
 	}

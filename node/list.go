@@ -53,6 +53,10 @@ func (n *Node) listStreams(req *shoalv1.ListStreamsRequest, st staleness, out gr
 			return n.toStatus(err, "", req.Shard)
 		}
 		if len(page.Streams) == 0 {
+			// No more, or the replica was dropped under the listing (its keys deleted).
+			if _, err := n.stillServes(req.Shard, sm); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
 			return nil
 		}
 		if err := out.Send(page); err != nil {
@@ -64,6 +68,9 @@ func (n *Node) listStreams(req *shoalv1.ListStreamsRequest, st staleness, out gr
 			}
 		}
 		if uint64(len(page.Streams)) < want {
+			if _, err := n.stillServes(req.Shard, sm); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
 			return nil
 		}
 		after = page.Streams[len(page.Streams)-1].Name

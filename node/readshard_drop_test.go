@@ -2,11 +2,15 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -23,9 +27,10 @@ func (s *shardPages) Send(p *shoalv1.ReadShardResponse) error { return s.send(p)
 
 // TestReadShardEndsWhenReplicaDropped: a plain shard read whose replica is dropped from under
 // it after its first page (placement moved the shard away: its keys are deleted, and the state
-// machine the read holds still reports its last position) ends, as a read that finds no more
-// entries does. It must not take the position it cannot read past for a long truncated run
-// that goes on, and send empty pages at the same position until the caller gives up.
+// machine the read holds still reports its last position) ends, with UNAVAILABLE: it did not
+// reach the shard's end (it ended OK, and its reader took the shard for read to its end). It
+// must not take the position it cannot read past for a long truncated run that goes on, and
+// send empty pages at the same position until the caller gives up.
 func TestReadShardEndsWhenReplicaDropped(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
 	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
@@ -57,5 +62,50 @@ func TestReadShardEndsWhenReplicaDropped(t *testing.T) {
 	err := n.readShard(&shoalv1.ReadShardRequest{Shard: id}, staleness{}, out)
 	if rctx.Err() != nil || empty.Load() > 1 {
 		t.Fatalf("read over a dropped replica: %d pages, %d empty (%v), want it to end", pages.Load(), empty.Load(), err)
+	}
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "left this node") {
+		t.Fatalf("read over a dropped replica ended with %v, want UNAVAILABLE: the replica left this node", err)
+	}
+}
+
+// listPages is a ListStreams server stream that hands each page to send.
+type listPages struct {
+	grpc.ServerStream
+	ctx  context.Context
+	send func(*shoalv1.ListStreamsResponse) error
+}
+
+func (s *listPages) Context() context.Context                  { return s.ctx }
+func (s *listPages) Send(p *shoalv1.ListStreamsResponse) error { return s.send(p) }
+
+// TestListStreamsEndsWhenReplicaDropped: a listing whose replica is dropped from under it after
+// its first page ends with UNAVAILABLE, not OK as if the shard had no more streams.
+func TestListStreamsEndsWhenReplicaDropped(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx := context.Background()
+	id, _ := n.shardOf("s")
+	for i, made := 0, 0; made < pageEvents+10; i++ {
+		name := fmt.Sprintf("s-%d", i)
+		if s, _ := n.shardOf(name); s != id {
+			continue
+		}
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: name, Expected: anyVersion(), Events: events("e")}); err != nil {
+			t.Fatal(err)
+		}
+		made++
+	}
+	var pages atomic.Int32
+	out := &listPages{ctx: ctx, send: func(p *shoalv1.ListStreamsResponse) error {
+		if pages.Add(1) == 1 {
+			if err := n.dropReplica(id, 0); err != nil {
+				t.Errorf("drop: %v", err)
+			}
+		}
+		return nil
+	}}
+	err := n.listStreams(&shoalv1.ListStreamsRequest{Shard: id}, staleness{}, out)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "left this node") {
+		t.Fatalf("listing over a dropped replica ended with %v after %d pages, want UNAVAILABLE: the replica left this node", err, pages.Load())
 	}
 }

@@ -580,8 +580,7 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 			return n.toStatus(err, "", req.Shard)
 		}
 		if entries == 0 && !more {
-			switch {
-			case req.Follow:
+			if req.Follow {
 				heartbeat, err := f.await(changed)
 				if err != nil {
 					return n.toStatus(err, "", req.Shard)
@@ -594,7 +593,11 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 					f.sent(true)
 				}
 				continue
-			case !sent:
+			}
+			if _, err := n.stillServes(req.Shard, sm); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
+			if !sent {
 				// Tell the caller where to resume even when nothing is new.
 				return out.Send(page)
 			}
@@ -627,6 +630,9 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 			}
 		}
 		if atEnd && !req.Follow {
+			if _, err := n.stillServes(req.Shard, sm); err != nil {
+				return n.toStatus(err, "", req.Shard)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
