@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -41,4 +42,16 @@ func (n *Node) SetCachedLeader(shard uint32, leader uint64) {
 func SetIslandRejoinEvery(d time.Duration) (restore func()) {
 	old := islandRejoinEvery.Swap(int64(d))
 	return func() { islandRejoinEvery.Store(old) }
+}
+
+// PointMemberAt makes this node's view of member id's gRPC address addr until gossip next
+// changes the member list: a stale address, as one another node took since.
+func (n *Node) PointMemberAt(id uint64, addr string) {
+	list := slices.Clone(n.memberList())
+	for i := range list {
+		if list[i].NodeID == id {
+			list[i].GRPCAddr = addr
+		}
+	}
+	n.members.Store(&list)
 }

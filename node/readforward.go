@@ -41,6 +41,10 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 		if err == nil {
 			return nil, nil
 		}
+		wc := otherClusterAnswered(id, tgt, err)
+		if wc != nil {
+			err = wc
+		}
 		if sent || ctx.Err() != nil || attempt == 2 {
 			if ctx.Err() == nil && streamReset(err) {
 				// No answer of the leader: the caller resumes after the last event it got.
@@ -52,6 +56,10 @@ func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, f
 		switch {
 		case errors.Is(err, errLeaderMoved):
 			// Routed again at once, to the new leader the watch just learned.
+		case wc != nil:
+			// A stale address (nothing ran there): learn the leader again.
+			n.leaders.invalidate(id)
+			pause(ctx, deadline, forwardPause)
 		case retryForward(err):
 			// Not the leader, or unreachable: learn again, after a moment for this node's
 			// replica to hear of the election when the leader just died.

@@ -60,6 +60,14 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				retried = true
 				continue
 			}
+			if wc := otherClusterAnswered(id, tgt, err); wc != nil && ctx.Err() == nil {
+				// A stale address: nothing ran there. Learn the leader again, as for one
+				// unreachable.
+				n.leaders.invalidate(id)
+				last = wc
+				pause(ctx, deadline, forwardPause)
+				continue
+			}
 			if !idempotent && mayHaveArrived(err) && ctx.Err() == nil {
 				if status.Code(err) == codes.Unknown {
 					return nil, retried, err // the leader's own answer: the outcome is unknown there too
@@ -324,6 +332,20 @@ func forwardFailed(id uint32, err error) error {
 		return err
 	}
 	return &NoLeaderError{Shard: id, Cause: fmt.Errorf("the node it was forwarded to did not answer: %s", status.Convert(err).Message())}
+}
+
+// otherClusterAnswered returns a *NoLeaderError when err, the error of a call this node
+// forwarded to tgt, is another cluster's refusal (WRONG_CLUSTER): the address this node holds
+// for that node now serves a node of another cluster (its view is stale), and nothing ran
+// there. Relayed as it came, it would tell the caller, who dialled this cluster, that it
+// dialled another, which a client takes for good. nil for any other err.
+func otherClusterAnswered(id uint32, tgt *forwardTarget, err error) error {
+	st, ok := status.FromError(err)
+	if !ok || !shoalv1.IsWrongCluster(st) {
+		return nil
+	}
+	return &NoLeaderError{Shard: id, Cause: fmt.Errorf("the address this node holds for node %d, the shard's leader, "+
+		"is served by a node of another cluster (a stale address)", tgt.node)}
 }
 
 // pause waits d, or less if ctx ends or deadline comes first.
