@@ -50,6 +50,8 @@ const (
 	// server three goroutines and their buffers, about 17 KiB (2,000 took a node from 35 MB
 	// to 69 MB resident), and one in use up to MaxPipelineInFlight appends.
 	DefaultMaxAppendPipelines = 1_000
+	// DefaultMaxAppendBytes is the default Config.MaxAppendBytes.
+	DefaultMaxAppendBytes = 1 << 30 // 1 GiB
 
 	// MaxShards bounds the shard count fixed at cluster creation.
 	MaxShards = 4096
@@ -190,6 +192,14 @@ type Config struct {
 	// so nothing it carried is written; the Go client then appends to the node with unary
 	// calls for a while. Default DefaultMaxAppendPipelines; negative is refused.
 	MaxAppendPipelines int
+	// MaxAppendBytes bounds the bytes of the appends (their requests' encoded size) the node
+	// holds at once, unary or from append streams, while they wait for their shard's leader,
+	// their proposal's commit or a forward's answer: the other limits count calls, and an
+	// append stream alone may hold 4,096 appends of up to 16 MiB each. One beyond it is
+	// refused with RESOURCE_EXHAUSTED naming the limit, before it is routed, so it writes
+	// nothing; clients retry it after a backoff. One larger than the limit is taken when the
+	// node holds no other. Default DefaultMaxAppendBytes.
+	MaxAppendBytes uint64
 	// MaxSyncDuration is how long a write or sync of Pebble's files may hang
 	// before the node gives up on its disk and calls OnDiskStall. A node whose
 	// disk hangs keeps its replicas and its place in gossip while serving
@@ -301,6 +311,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxAppendPipelines == 0 {
 		c.MaxAppendPipelines = DefaultMaxAppendPipelines
+	}
+	if c.MaxAppendBytes == 0 {
+		c.MaxAppendBytes = DefaultMaxAppendBytes
 	}
 	if c.diskSlowAfter == 0 {
 		c.diskSlowAfter = diskSlowThreshold

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,7 @@ import (
 //	subscriptions (read with follow)      MaxSubscriptions     --max-subscriptions     shoal_subscriptions_held
 //	long polls (ReadShard with wait_ms)   MaxLongPolls         --max-long-polls        shoal_long_polls_held
 //	AppendPipeline streams                MaxAppendPipelines   --max-append-pipelines  shoal_append_pipelines_held
+//	bytes of appends in flight            MaxAppendBytes       --max-append-bytes      shoal_append_bytes_held
 //
 // A call past its kind's limit is refused before it costs anything, with RESOURCE_EXHAUSTED
 // naming the node, the flag and the limit (and a QuotaFailure saying the same), which clients
@@ -72,9 +74,42 @@ func (l *heldLimit) refusal(name string) error {
 	return st.Err()
 }
 
-// limits are a node's heldLimits.
+// limits are a node's heldLimits, and its bound on the bytes of appends in flight.
 type limits struct {
 	subscriptions, longPolls, pipelines heldLimit
+	appendBytes                         byteLimit
+}
+
+// byteLimit bounds the bytes of the calls of one kind a node holds at once. Its methods are
+// safe for concurrent use.
+type byteLimit struct {
+	held  atomic.Int64
+	limit int64
+	gauge prometheus.Gauge
+}
+
+// take holds n bytes until the returned func is called. Past the limit it refuses, counting
+// the refusal in refused, unless nothing is held: one call larger than the limit runs alone.
+func (l *byteLimit) take(name string, n int64, refused prometheus.Counter) (release func(), err error) {
+	if held := l.held.Add(n); held > l.limit && held != n {
+		l.held.Add(-n)
+		refused.Inc()
+		st := status.New(codes.ResourceExhausted, fmt.Sprintf("append refused: node %s holds appends of %d bytes or more, "+
+			"its limit (--max-append-bytes %d), waiting for their shards' leaders or commits; retry after a backoff, "+
+			"append through another node, or raise the limit", name, held-n, l.limit))
+		if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+			Subject:     "node " + name,
+			Description: fmt.Sprintf("max-append-bytes %d: bytes of appends held at once", l.limit),
+		}}}); err == nil {
+			st = ds
+		}
+		return nil, st.Err()
+	}
+	l.gauge.Add(float64(n))
+	return func() {
+		l.held.Add(-n)
+		l.gauge.Sub(float64(n))
+	}, nil
 }
 
 // newLimits returns the limits of cfg, exported on m.
@@ -89,6 +124,7 @@ func newLimits(cfg *Config, m *metrics) *limits {
 		pipelines: heldLimit{limit: int64(cfg.MaxAppendPipelines), flag: "max-append-pipelines",
 			one: "append pipeline", many: "append pipelines", what: "AppendPipeline streams held at once",
 			advice: "append with unary calls, close some, or raise the limit", gauge: m.pipelinesHeld},
+		appendBytes: byteLimit{limit: int64(min(cfg.MaxAppendBytes, math.MaxInt64)), gauge: m.appendBytesHeld},
 	}
 }
 

@@ -505,3 +505,57 @@ func TestInvalidReadAtLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendBytesLimit: the appends a node holds at once are bounded by their bytes
+// (--max-append-bytes), not only by calls: past it an append, unary or on an append stream, is
+// refused with RESOURCE_EXHAUSTED naming the limit, before it is routed, and writes nothing.
+// One larger than the limit runs when the node holds no other, and what the appends held is
+// given back when they are answered.
+func TestAppendBytesLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	const limit = 1 << 20
+	cfg.MaxAppendBytes = limit
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Appends in flight elsewhere hold all but 10 bytes of the limit.
+	release, err := n.limits.appendBytes.take(n.Name(), limit-10, n.metrics.appendBytesRefused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "refused", Events: events("A")})
+	checkRefusal(t, err, "max-append-bytes", limit)
+	st := openPipeline(t, n)
+	if err := st.Send(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1,
+		Request: &shoalv1.AppendRequest{Stream: "refused-streamed", Events: events("A")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.Recv()
+	if err != nil || len(m.GetResults()) != 1 || codes.Code(m.Results[0].GetError().GetCode()) != codes.ResourceExhausted {
+		t.Fatalf("streamed append past --max-append-bytes: %v, %v; want RESOURCE_EXHAUSTED", m, err)
+	}
+	for _, s := range []string{"refused", "refused-streamed"} {
+		if _, err := readAll(ctx, c, &shoalv1.ReadRequest{Stream: s}); status.Code(err) != codes.NotFound {
+			t.Fatalf("a refused append to %s: read %v, want NOT_FOUND (nothing written)", s, err)
+		}
+	}
+	if refused := counterValue(t, reg, "shoal_append_bytes_refused_total"); refused != 2 {
+		t.Fatalf("shoal_append_bytes_refused_total %v, want 2", refused)
+	}
+	release()
+
+	// Alone, an append larger than the limit runs; its bytes are given back once answered.
+	big := events("A")
+	big[0].Data = make([]byte, 2*limit)
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "big", Events: big}); err != nil {
+		t.Fatalf("an append larger than --max-append-bytes with none held: %v", err)
+	}
+	if held := gaugeValue(t, reg, "shoal_append_bytes_held"); held != 0 {
+		t.Fatalf("shoal_append_bytes_held %v after every append was answered, want 0", held)
+	}
+}

@@ -34,6 +34,8 @@ type metrics struct {
 	// and Config.MaxAppendPipelines.
 	longPollsHeld, pipelinesHeld       prometheus.Gauge
 	longPollsRefused, pipelinesRefused prometheus.Counter
+	appendBytesHeld                    prometheus.Gauge
+	appendBytesRefused                 prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -114,6 +116,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_append_pipelines_held",
 			Help: "AppendPipeline streams open on this node now: what --max-append-pipelines bounds.",
 		}),
+		appendBytesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_append_bytes_held",
+			Help: "Bytes of the appends this node holds now (their requests' size), waiting for a leader, a commit or a forward's answer: what --max-append-bytes bounds.",
+		}),
+		appendBytesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_append_bytes_refused_total",
+			Help: "Appends refused (RESOURCE_EXHAUSTED) because this node held --max-append-bytes of appends already.",
+		}),
 		pipelinesRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_append_pipelines_refused_total",
 			Help: "AppendPipeline streams refused (RESOURCE_EXHAUSTED) because this node held --max-append-pipelines already.",
@@ -144,7 +154,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
-			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused)
+			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused)
 	}
 	return m
 }

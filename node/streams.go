@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
@@ -164,6 +165,11 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 	if err != nil {
 		return nil, n.toStatus(err, req.Stream, id)
 	}
+	release, err := n.limits.appendBytes.take(n.dir.id.Name, int64(proto.Size(req)), n.metrics.appendBytesRefused)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	lost := false // a proposal of this call was taken by raft, and its answer lost (appendedHere)
 	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
 		cmd.Time = time.Now().UnixNano()
