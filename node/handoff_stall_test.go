@@ -115,5 +115,18 @@ func stuckLoopNode(t *testing.T) *Node {
 			c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: []*shoalv1.EventData{{Id: id[:], Type: "B", Data: make([]byte, 256<<10)}}})
 		}()
 	}
-	return n
+	// Until the loop is behind the WAL's sync: a fixed wait was too short on a loaded machine
+	// (CI, the race detector), and the loop still answered.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		sctx, scancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := n.host.Statuses(sctx)
+		scancel()
+		if err != nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the raft loop still answers 10 s after the disk stalled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -48,7 +48,7 @@ func TestCloseDuringOutgoingSnapshot(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Shards = 1
 	cfg.DisableHTTP = true
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // 36 MB synced, on a loaded machine too
 	defer cancel()
 	n, err := Start(ctx, cfg)
 	if err != nil {

@@ -45,35 +45,39 @@ func (n *Node) listStreams(req *shoalv1.ListStreamsRequest, st staleness, out gr
 			want = min(want, left)
 		}
 		page := &shoalv1.ListStreamsResponse{}
-		err := sm.ListStreams(req.Prefix, after, req.IncludeDeleted, want, func(m *shard.StreamSummary) error {
+		resume, err := sm.ListStreams(req.Prefix, after, req.IncludeDeleted, want, func(m *shard.StreamSummary) error {
 			page.Streams = append(page.Streams, toProtoSummary(m, req.Shard))
 			return nil
 		})
 		if err != nil {
 			return n.toStatus(err, "", req.Shard)
 		}
-		if len(page.Streams) == 0 {
+		if len(page.Streams) > 0 {
+			if err := out.Send(page); err != nil {
+				return err
+			}
+			if req.Count > 0 {
+				if left -= uint64(len(page.Streams)); left == 0 {
+					return nil
+				}
+			}
+			after = page.Streams[len(page.Streams)-1].Name
+		}
+		switch {
+		case resume != "":
+			// The page stopped early over a run of deleted streams: on after them, from a view
+			// of its own.
+			after = resume
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		case uint64(len(page.Streams)) < want:
 			// No more, or the replica was dropped under the listing (its keys deleted).
 			if _, err := n.stillServes(req.Shard, sm); err != nil {
 				return n.toStatus(err, "", req.Shard)
 			}
 			return nil
 		}
-		if err := out.Send(page); err != nil {
-			return err
-		}
-		if req.Count > 0 {
-			if left -= uint64(len(page.Streams)); left == 0 {
-				return nil
-			}
-		}
-		if uint64(len(page.Streams)) < want {
-			if _, err := n.stillServes(req.Shard, sm); err != nil {
-				return n.toStatus(err, "", req.Shard)
-			}
-			return nil
-		}
-		after = page.Streams[len(page.Streams)-1].Name
 	}
 }
 

@@ -266,7 +266,7 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 		return fmt.Sprintf("exists=%t last=%d deleted=%t tombstoned=%t\n", exists, last, deleted, tomb)
 	case "list":
 		var sb strings.Builder
-		err := ts.s.ListStreams(a.str(t, "prefix"), a.str(t, "after"), a.has("deleted"), a.uint(t, "count", 0),
+		resume, err := ts.s.ListStreams(a.str(t, "prefix"), a.str(t, "after"), a.has("deleted"), a.uint(t, "count", 0),
 			func(m *StreamSummary) error {
 				fmt.Fprintf(&sb, "%s %s first=%d last=%d", m.Name, m.State, m.First, m.Last)
 				if m.Truncated {
@@ -283,6 +283,9 @@ func runCmd(t *testing.T, ts *testShard, td *datadriven.TestData) string {
 			})
 		if err != nil {
 			fmt.Fprintf(&sb, "error: %v\n", err)
+		}
+		if resume != "" {
+			fmt.Fprintf(&sb, "resume after %s\n", resume)
 		}
 		if sb.Len() == 0 {
 			return "<empty>\n"

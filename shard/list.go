@@ -76,14 +76,21 @@ func CheckListBounds(prefix, after string) error {
 	return nil
 }
 
+// maxListSkip bounds the deleted streams one ListStreams without includeDeleted skips: past it
+// the listing returns early, saying where it stopped (a prefix of millions of deleted streams
+// held one view of the DB, and the caller, for as long as it took to read them all).
+var maxListSkip = 4096
+
 // ListStreams calls fn for up to count streams (0 = all) whose names start with prefix and
 // come after after (bytewise; "" = from the first), in name order, from one view of the DB.
-// Deleted streams (soft-deleted and tombstoned) are skipped unless includeDeleted. It returns
-// fn's error if fn stops the listing. Each stream costs a seek to its first stored event, and a
-// live one another to its last.
-func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
+// Deleted streams (soft-deleted and tombstoned) are skipped unless includeDeleted; after
+// maxListSkip of them it stops early and returns the last name it looked at as resume, for
+// the caller to list on after it ("" when it did not stop so). It returns fn's error if fn
+// stops the listing. Each stream costs a seek to its first stored event, and a live one
+// another to its last.
+func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uint64, fn func(*StreamSummary) error) (resume string, err error) {
 	if err := CheckListBounds(prefix, after); err != nil {
-		return err
+		return "", err
 	}
 	lo := s.keys.stream(nil, prefix)
 	hi := prefixEnd(lo)
@@ -91,35 +98,36 @@ func (s *Shard) ListStreams(prefix, after string, includeDeleted bool, count uin
 		lo = append(s.keys.stream(nil, after), 0) // the first name after it
 	}
 	if bytes.Compare(lo, hi) >= 0 {
-		return nil
+		return "", nil
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return err
+		return "", err
 	}
 	// events reads each stream's first stored event and a live one's last from the same view as
 	// the records.
 	events, err := it.Clone(pebble.CloneOptions{})
 	if err != nil {
 		it.Close()
-		return err
+		return "", err
 	}
-	err = s.listStreams(it, events, includeDeleted, count, fn)
+	resume, err = s.listStreams(it, events, includeDeleted, count, fn)
 	if cerr := events.Close(); err == nil {
 		err = cerr
 	}
 	if cerr := it.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return resume, err
 }
 
-func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, count uint64, fn func(*StreamSummary) error) error {
+func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, count uint64, fn func(*StreamSummary) error) (resume string, _ error) {
 	if count == 0 {
 		count = math.MaxUint64
 	}
 	nameAt := prefixLen + 1
 	var ev RecordedEvent
+	skipped := 0
 	for valid, n := it.First(), uint64(0); valid && n < count; valid = it.Next() {
 		var m streamMeta
 		v, err := it.ValueAndErr()
@@ -127,9 +135,12 @@ func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, co
 			err = m.decode(v)
 		}
 		if err != nil {
-			return err
+			return "", err
 		}
 		if m.state != stateLive && !includeDeleted {
+			if skipped++; skipped >= maxListSkip {
+				return string(it.Key()[nameAt:]), nil
+			}
 			continue
 		}
 		sum := &StreamSummary{Name: string(it.Key()[nameAt:]), State: StreamState(m.state), Last: m.last, First: m.start,
@@ -144,32 +155,32 @@ func (s *Shard) listStreams(it, events *pebble.Iterator, includeDeleted bool, co
 		if events.First() {
 			v, err := eventVersion(events.Key())
 			if err != nil {
-				return err
+				return "", err
 			}
 			sum.Hidden = sum.First - v
 		} else if err := events.Error(); err != nil {
-			return err
+			return "", err
 		}
 		if m.state == stateLive {
 			if err := s.visibleEvents(events, &m, sum.Name); err != nil {
-				return err
+				return "", err
 			}
 			sum.Last = m.last
 			rec, err := events.ValueAndErr() // the last event's
 			if err != nil {
-				return err
+				return "", err
 			}
 			if err := decodeRecordHeader(rec, &ev); err != nil {
-				return err
+				return "", err
 			}
 			sum.LastPosition, sum.LastCreated = ev.Position, ev.Created
 		}
 		if err := fn(sum); err != nil {
-			return err
+			return "", err
 		}
 		n++
 	}
-	return it.Error()
+	return "", it.Error()
 }
 
 // prefixEnd returns the first key after every key that starts with p (p holds a byte below

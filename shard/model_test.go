@@ -223,7 +223,7 @@ func (m *model) checkList(t *testing.T, s *Shard) {
 		}
 		want = append(want, line)
 	}
-	err := s.ListStreams("", "", true, 0, func(sum *StreamSummary) error {
+	_, err := s.ListStreams("", "", true, 0, func(sum *StreamSummary) error {
 		line := fmt.Sprintf("%s %s first=%d last=%d truncated=%t hidden=%d", sum.Name, sum.State, sum.First, sum.Last, sum.Truncated,
 			sum.Hidden)
 		if sum.State == StreamLive {

@@ -308,7 +308,7 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, o CutOpt
 		last    string
 		listed  uint64
 	)
-	err := s.ListStreams(p.Prefix, o.After, p.Deleted, o.Count, func(m *StreamSummary) error {
+	resume, err := s.ListStreams(p.Prefix, o.After, p.Deleted, o.Count, func(m *StreamSummary) error {
 		if stop() {
 			return ErrScanStopped
 		}
@@ -321,7 +321,10 @@ func (s *Shard) RetentionCuts(p RetentionPolicy, all []RetentionPolicy, o CutOpt
 	if err != nil {
 		return nil, "", err
 	}
-	if o.Count == 0 || listed < o.Count {
+	switch {
+	case resume != "":
+		last = resume // stopped early over deleted streams: on after them
+	case o.Count == 0 || listed < o.Count:
 		last = "" // the end
 	}
 	var cuts []RetentionCut

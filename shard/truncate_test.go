@@ -294,3 +294,51 @@ func TestTruncateSteps(t *testing.T) {
 		t.Fatalf("steps of 1 KiB events within 3 KiB: %v; want [3 6]", ends)
 	}
 }
+
+// TestListStreamsSkipBudget: a listing without deleted streams returns early once it skipped
+// maxListSkip of them, naming the last it looked at, so that a prefix of many deleted streams
+// holds no view of the DB for long; listing on after it gives the rest, and RetentionCuts,
+// which lists so too, goes on from there rather than taking the early stop for the end.
+func TestListStreamsSkipBudget(t *testing.T) {
+	defer func(v int) { maxListSkip = v }(maxListSkip)
+	maxListSkip = 4
+	ts := newTestShard(t, nil, 1)
+	ts.apply(EncodeSetFormat(&SetFormatCommand{Format: Format7}))
+	for i := range 12 {
+		name := fmt.Sprintf("s%02d", i)
+		ts.apply(EncodeAppend(&AppendCommand{Stream: name, Events: []Event{{ID: testID(uint64(i + 1)), Type: "T"}}}))
+		if i != 0 && i != 11 { // s01 to s10 deleted
+			if _, ok := ts.apply(EncodeDelete(&DeleteCommand{Stream: name})).(*DeleteResult); !ok {
+				t.Fatalf("delete %s refused", name)
+			}
+		}
+	}
+	var (
+		got     []string
+		resumes []string
+		after   string
+	)
+	for calls := 0; ; calls++ {
+		if calls == 10 {
+			t.Fatalf("listing did not end: %v, resumed after %v", got, resumes)
+		}
+		resume, err := ts.s.ListStreams("s", after, false, 0, func(m *StreamSummary) error {
+			got, after = append(got, m.Name), m.Name
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resume == "" {
+			break
+		}
+		resumes, after = append(resumes, resume), resume
+	}
+	if fmt.Sprint(got) != "[s00 s11]" || fmt.Sprint(resumes) != "[s04 s08]" {
+		t.Fatalf("listed %v, resumed after %v; want [s00 s11], resumed after [s04 s08]", got, resumes)
+	}
+	p := RetentionPolicy{Prefix: "s", KeepLast: 1}
+	if _, last, err := ts.s.RetentionCuts(p, []RetentionPolicy{p}, CutOptions{Now: time.Now().UnixNano()}); err != nil || last != "s04" {
+		t.Fatalf("RetentionCuts over deleted streams: last %q, %v; want s04 (on after it)", last, err)
+	}
+}
