@@ -9,7 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -92,17 +96,14 @@ type BackupResult struct {
 func (n *Node) Backup(name string) (BackupResult, error) {
 	created := time.Now().UTC()
 	if name == "" {
-		name = n.Name() + "-" + created.Format("20060102T150405Z")
+		name = defaultBackupName(n.Name(), created)
 	}
 	if !backupNameRE.MatchString(name) {
 		return BackupResult{}, &shard.InvalidError{Field: "name", Limit: "1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
 			Reason: fmt.Sprintf("%q is not a backup name", name)}
 	}
-	n.backupMu.Lock() // one backup at a time; Close waits for it before Pebble closes
-	defer n.backupMu.Unlock()
-	if n.backupClosed {
-		return BackupResult{}, ErrClosed
-	}
+	n.backupOne.Lock() // one backup at a time
+	defer n.backupOne.Unlock()
 	fs := n.dir.fs()
 	dir := n.cfg.BackupDir
 	final := filepath.Join(dir, name)
@@ -111,16 +112,36 @@ func (n *Node) Backup(name string) (BackupResult, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return BackupResult{}, err
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	// The backups are the data's: the owner's alone, as the data directory is.
+	if err := fs.MkdirAll(dir, dataDirMode); err != nil {
 		return BackupResult{}, fmt.Errorf("node: backup: %w", err)
 	}
-	tmp := filepath.Join(dir, "."+name+".partial")
-	if err := fs.RemoveAll(tmp); err != nil { // a crashed backup's
-		return BackupResult{}, fmt.Errorf("node: backup: %w", err)
+	// This node's own: another's backup of the same name into a shared directory is not
+	// removed or mixed in.
+	tmp := filepath.Join(dir, backupPartial(name, n.ID()))
+	stage := filepath.Join(n.dir.path, backupStageDir)
+	for _, d := range []string{tmp, stage} { // a crashed backup's
+		if err := fs.RemoveAll(d); err != nil {
+			return BackupResult{}, fmt.Errorf("node: backup: %w", err)
+		}
 	}
-	if err := n.writeBackup(fs, tmp, created); err != nil {
-		_ = fs.RemoveAll(tmp)
+	if err := n.stageBackup(fs, stage, created); err != nil {
+		_ = fs.RemoveAll(stage)
 		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
+	}
+	// Onto BackupDir: a rename on the data's file system; elsewhere a copy, after the
+	// checkpoint, so that nothing of the node waits for it, and which Close stops.
+	if err := fs.Rename(stage, tmp); err != nil {
+		if !errors.Is(err, syscall.EXDEV) {
+			_ = fs.RemoveAll(stage)
+			return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
+		}
+		err := n.copyTree(fs, stage, tmp)
+		_ = fs.RemoveAll(stage)
+		if err != nil {
+			_ = fs.RemoveAll(tmp)
+			return BackupResult{}, fmt.Errorf("node: backup %s: copying it from the data's file system: %w", final, err)
+		}
 	}
 	if err := fs.Rename(tmp, final); err != nil {
 		_ = fs.RemoveAll(tmp)
@@ -137,9 +158,108 @@ func (n *Node) Backup(name string) (BackupResult, error) {
 	return BackupResult{Path: final, Bytes: size, Created: created}, nil
 }
 
+// backupStageDir is where Backup assembles a backup inside the data directory, its tables
+// hard links of the store's, before it goes to Config.BackupDir.
+const backupStageDir = ".backup.partial"
+
+// backupPartial is the name under Config.BackupDir of node id's backup name while it is
+// written.
+func backupPartial(name string, id uint64) string {
+	return fmt.Sprintf(".%s.partial-%d", name, id)
+}
+
+// sweepBackups removes what backups this node was writing when it stopped left: the staging
+// directory in the data directory and its partial ones under backupDir, whose hard links
+// would keep tables' space taken for good.
+func (d *dataDir) sweepBackups(backupDir string, id uint64) error {
+	fs := d.fs()
+	if err := fs.RemoveAll(filepath.Join(d.path, backupStageDir)); err != nil {
+		return fmt.Errorf("node: removing a stopped backup: %w", err)
+	}
+	names, err := fs.List(backupDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("node: listing %s: %w", backupDir, err)
+	}
+	suffix := fmt.Sprintf(".partial-%d", id)
+	for _, name := range names {
+		if strings.HasPrefix(name, ".") && strings.HasSuffix(name, suffix) {
+			if err := fs.RemoveAll(filepath.Join(backupDir, name)); err != nil {
+				return fmt.Errorf("node: removing a stopped backup: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// defaultBackupName is the name of a backup taken at created without one given: the node's
+// name and the time, the name's characters that a backup name may not hold as "-".
+func defaultBackupName(node string, created time.Time) string {
+	var b strings.Builder
+	for _, r := range node {
+		if r < utf8.RuneSelf && (r == '.' || r == '_' || r == '-' || unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	prefix := b.String()
+	if prefix == "" || prefix[0] == '.' || prefix[0] == '_' || prefix[0] == '-' {
+		prefix = "node" + prefix
+	}
+	return fmt.Sprintf("%.110s-%s", prefix, created.Format("20060102T150405Z"))
+}
+
+// stageBackup writes the backup's content into stage, a new directory in the data directory,
+// while Close waits: the Pebble checkpoint (hard links), taken while no write of groups.json
+// runs, the node's files, and backup.json.
+func (n *Node) stageBackup(fs vfs.FS, stage string, created time.Time) error {
+	n.backupMu.Lock() // Close waits for it before Pebble closes
+	defer n.backupMu.Unlock()
+	if n.backupClosed {
+		return ErrClosed
+	}
+	return n.writeBackup(fs, stage, created)
+}
+
+// copyTree copies directory src to dst, a new directory, file by file, each synced, and the
+// directories too. It stops with ErrClosed once the node closes.
+func (n *Node) copyTree(fs vfs.FS, src, dst string) error {
+	if err := fs.MkdirAll(dst, dataDirMode); err != nil {
+		return err
+	}
+	names, err := fs.List(src)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		select {
+		case <-n.done:
+			return ErrClosed
+		default:
+		}
+		from, to := filepath.Join(src, name), filepath.Join(dst, name)
+		st, err := fs.Stat(from)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			err = n.copyTree(fs, from, to)
+		} else {
+			err = copyFile(fs, from, to)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return (&dataDir{path: dst, files: fs}).syncDir()
+}
+
 // writeBackup writes the backup's content into tmp, a new directory.
 func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
-	if err := fs.MkdirAll(tmp, 0o755); err != nil {
+	if err := fs.MkdirAll(tmp, dataDirMode); err != nil {
 		return err
 	}
 	files := []string{identityFile, clusterFile, groupsFile, decomFile, peersFile, membersFile}

@@ -10,9 +10,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -176,6 +179,101 @@ func TestBackupRestore(t *testing.T) {
 		last := uint64(len(evs)) - 1
 		if _, err := rsc.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Expected: exact(last), Events: events("After")}); err != nil {
 			t.Fatalf("append to %s on the restored node after version %d: %v", stream, last, err)
+		}
+	}
+}
+
+// exdevFS is the operating system's file system, on which a backup's staging directory cannot
+// be renamed (a --backup-dir on another file system than the data's).
+type exdevFS struct {
+	vfs.FS
+	refused *atomic.Int32 // renames refused
+}
+
+func (fs exdevFS) Rename(oldname, newname string) error {
+	if filepath.Base(oldname) == backupStageDir {
+		fs.refused.Add(1)
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: syscall.EXDEV}
+	}
+	return fs.FS.Rename(oldname, newname)
+}
+
+// TestBackupToAnotherFileSystem: a backup whose directory is on another file system than the
+// data's is staged in the data directory (the checkpoint hard-links, under the lock every
+// group change takes) and then copied, outside it; the copy restores. Backups are the owner's
+// alone, as the data directory is. What a node's unfinished backups left is removed when it
+// starts again, and another node's is not.
+func TestBackupToAnotherFileSystem(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	var refused atomic.Int32
+	cfg.fs = exdevFS{vfs.Default, &refused}
+	cfg.BackupDir = filepath.Join(t.TempDir(), "elsewhere")
+	n := startNode(t, cfg)
+	sc := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: anyVersion(), Events: events(fmt.Sprint("e", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := n.Backup("copied")
+	if err != nil || refused.Load() != 1 {
+		t.Fatalf("backup to another file system: %v, after %d renames refused; want it copied after one", err, refused.Load())
+	}
+	if st, err := os.Stat(res.Path); err != nil || st.Mode().Perm() != dataDirMode {
+		t.Fatalf("backup directory %s: %v, %v; want mode %v", res.Path, st.Mode(), err, os.FileMode(dataDirMode))
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, backupStageDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the staging directory after the backup: %v, want it gone", err)
+	}
+
+	// Unfinished backups, this node's and another's, when it starts again.
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	own, other := filepath.Join(cfg.BackupDir, backupPartial("b", n.ID())), filepath.Join(cfg.BackupDir, backupPartial("b", n.ID()+1))
+	for _, d := range []string{own, other, filepath.Join(cfg.DataDir, backupStageDir)} {
+		if err := os.MkdirAll(filepath.Join(d, "pebble"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rcfg := cfg
+	rcfg.Gossip = testaddr.Gossip(t)
+	r := startNode(t, rcfg)
+	for _, d := range []string{own, filepath.Join(cfg.DataDir, backupStageDir)} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after a restart: %v, want it removed", d, err)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another node's unfinished backup after a restart: %v, want it kept", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The copy restores.
+	restored := filepath.Join(t.TempDir(), "restored")
+	if err := os.CopyFS(restored, os.DirFS(res.Path)); err != nil {
+		t.Fatal(err)
+	}
+	bcfg := cfg
+	bcfg.DataDir, bcfg.BackupDir, bcfg.Gossip, bcfg.Restore, bcfg.fs = restored, "", testaddr.Gossip(t), true, nil
+	b := startNode(t, bcfg)
+	evs, err := readAll(ctx, shoalv1.NewStreamsClient(dial(t, b.Addr())), &shoalv1.ReadRequest{Stream: "s"})
+	if err != nil || len(evs) != 20 {
+		t.Fatalf("read from the restored copy: %d events, %v; want 20", len(evs), err)
+	}
+}
+
+// TestDefaultBackupName: a backup asked for without a name gets one a backup name may be,
+// whatever the node's name holds.
+func TestDefaultBackupName(t *testing.T) {
+	at := time.Date(2026, 12, 5, 4, 0, 0, 0, time.UTC)
+	for _, node := range []string{"n1", "db 1", "nœud", "_x", strings.Repeat("a", 128)} {
+		if name := defaultBackupName(node, at); !backupNameRE.MatchString(name) || !strings.HasSuffix(name, "-20261205T040000Z") {
+			t.Errorf("default backup name of node %q: %q, not a backup name", node, name)
 		}
 	}
 }

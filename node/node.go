@@ -83,10 +83,12 @@ type Node struct {
 	replMu  sync.Mutex // serializes changes of the replication factor (cluster.json, then settings and gossip)
 	// setReplMu serializes SetReplication, whose gossip syncs run before it takes replMu.
 	setReplMu sync.Mutex
-	// backupMu serializes backups (Backup), and Close takes it to set backupClosed before
-	// Pebble closes, so that no checkpoint runs on a closed store.
+	// backupMu is held by a backup's checkpoint (stageBackup), and Close takes it to set
+	// backupClosed before Pebble closes, so that no checkpoint runs on a closed store.
+	// backupOne serializes backups (Backup), for the whole of each.
 	backupMu     sync.Mutex
 	backupClosed bool
+	backupOne    sync.Mutex
 	peersMu      sync.Mutex // guards savedPeers and peers.json
 	savedPeers   []string   // the live peers' gossip addresses last stored
 	closeOnce    sync.Once
@@ -171,6 +173,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	snapDir, err := dir.resetSnapshots()
 	if err != nil {
 		return nil, err
+	}
+	if err := dir.sweepBackups(cfg.BackupDir, dir.id.NodeID); err != nil {
+		n.log.Warn("backups this node left unfinished were not removed", "err", err)
 	}
 	n.reg = cfg.Registry
 	if n.reg == nil {
