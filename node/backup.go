@@ -53,8 +53,9 @@ func (d *dataDir) checkRestore(restore bool) (*backupManifest, error) {
 	}
 	if !restore {
 		return nil, conflictf("%s is a backup of node %q (ID %d, cluster %s) taken %s: starting on it restores that node's state "+
-			"of then, which is safe only for a one-node cluster, a cluster whose every node is restored from backups taken "+
-			"while no writes ran, or as a new cluster (--new-cluster) (docs/operations.md, \"Backups\"); to go ahead, start with --restore",
+			"of then, which is safe only for a one-node cluster, a cluster whose every node is restored from backups holding the "+
+			"same raft logs (taken while it was idle), or as a new cluster (--new-cluster) (docs/operations.md, \"Backups\"); "+
+			"to go ahead, start with --restore",
 			d.path, m.Node, m.NodeID, m.ClusterID, m.Created.Format(time.RFC3339))
 	}
 	return &m, nil

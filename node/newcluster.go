@@ -82,15 +82,19 @@ func (n *Node) becomeNewCluster() error {
 		return err
 	}
 	n.settings.Store(&ns)
-	if err := n.dir.writeJSON(newClusterFile, ns.ClusterID); err != nil {
-		return err
-	}
+	// The old cluster's peers, members and a decommission go before the marker: a crash in
+	// between leaves no marker, and a start with the flag finishes the work (one after the
+	// marker, refused the flag, would keep them: seeds of the old cluster, and a node
+	// draining itself).
 	for _, f := range []string{peersFile, membersFile, decomFile} {
 		if err := n.dir.fs().Remove(filepath.Join(n.dir.path, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("node: new cluster: %w", err)
 		}
 	}
 	if err := n.dir.syncDir(); err != nil {
+		return err
+	}
+	if err := n.dir.writeJSON(newClusterFile, ns.ClusterID); err != nil {
 		return err
 	}
 	n.known.Store(&[]knownMember{})

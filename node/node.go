@@ -146,6 +146,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Restore && restoring == nil {
+		// The flag left in a unit file would let a backup copied here later start unasked.
+		n.log.Warn("--restore given, but the data directory holds no backup (no "+backupManifestFile+"): started as usual; "+
+			"give the flag for the start on a backup only", "data", cfg.DataDir)
+	}
 
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
