@@ -72,7 +72,7 @@ type diskWatch struct {
 	last    atomic.Pointer[slowReport] // the latest slow report
 	checks  io.Closer                  // the health checks wrap started, nil before
 
-	// Pebble's flushes and write stalls (openPebble's event listener), in Unix nanoseconds:
+	// Pebble's flushes and write stalls (openPebble's event listener), as monotonic stamps (monoNow):
 	// flushFailing, when the flushes began to fail (0: the last one succeeded); writeStall,
 	// when the current write stall began (0: none).
 	flushFailing, writeStall atomic.Int64
@@ -155,17 +155,17 @@ func (w *diskWatch) flushEnded(err error) {
 		return
 	}
 	w.flushErr.Store(&err)
-	w.flushFailing.CompareAndSwap(0, time.Now().UnixNano())
+	w.flushFailing.CompareAndSwap(0, monoNow())
 }
 
 // writeStallBegan and writeStallEnded record Pebble's write stalls (memtables or L0 full).
-func (w *diskWatch) writeStallBegan() { w.writeStall.CompareAndSwap(0, time.Now().UnixNano()) }
+func (w *diskWatch) writeStallBegan() { w.writeStall.CompareAndSwap(0, monoNow()) }
 func (w *diskWatch) writeStallEnded() { w.writeStall.Store(0) }
 
 // writesStalled returns how long Pebble has stalled writes, if it does.
 func (w *diskWatch) writesStalled() (time.Duration, bool) {
 	if at := w.writeStall.Load(); at != 0 {
-		return time.Since(time.Unix(0, at)), true
+		return monoSince(at), true
 	}
 	return 0, false
 }
@@ -194,7 +194,7 @@ func (w *diskWatch) watchFlushes(dir string) {
 			if at == 0 {
 				continue
 			}
-			if d := time.Since(time.Unix(0, at)); d >= w.max && w.stalled.CompareAndSwap(false, true) {
+			if d := monoSince(at); d >= w.max && w.stalled.CompareAndSwap(false, true) {
 				var last error
 				if p := w.flushErr.Load(); p != nil {
 					last = *p
@@ -218,3 +218,14 @@ func (w *diskWatch) diskSlow(info vfs.DiskSlowInfo) {
 		go w.onStall(stall)
 	}
 }
+
+// monoStart is the origin of monoNow's stamps: the process's monotonic clock, which a step of
+// the wall clock does not move (a stall timed by wall-clock stamps could be declared early, or
+// late, across one).
+var monoStart = time.Now()
+
+// monoNow is a monotonic stamp of now, never 0 (0 is "none" where stamps are kept).
+func monoNow() int64 { return int64(time.Since(monoStart)) + 1 }
+
+// monoSince is the time since stamp at (monoNow).
+func monoSince(at int64) time.Duration { return time.Since(monoStart) - time.Duration(at-1) }
