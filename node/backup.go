@@ -103,8 +103,14 @@ func (n *Node) Backup(name string) (BackupResult, error) {
 		return BackupResult{}, &shard.InvalidError{Field: "name", Limit: "1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
 			Reason: fmt.Sprintf("%q is not a backup name", name)}
 	}
-	n.backupOne.Lock() // one backup at a time
+	n.backupOne.Lock() // one backup at a time; Close waits for it
 	defer n.backupOne.Unlock()
+	n.backupMu.Lock()
+	closed := n.backupClosed
+	n.backupMu.Unlock()
+	if closed {
+		return BackupResult{}, ErrClosed
+	}
 	fs := n.dir.fs()
 	dir := n.cfg.BackupDir
 	final := filepath.Join(dir, name)
@@ -186,7 +192,8 @@ func (d *dataDir) sweepBackups(backupDir string, id uint64) error {
 	}
 	suffix := fmt.Sprintf(".partial-%d", id)
 	for _, name := range names {
-		if strings.HasPrefix(name, ".") && strings.HasSuffix(name, suffix) {
+		// Also the versions before node IDs in the names: ".NAME.partial".
+		if strings.HasPrefix(name, ".") && (strings.HasSuffix(name, suffix) || strings.HasSuffix(name, ".partial")) {
 			if err := fs.RemoveAll(filepath.Join(backupDir, name)); err != nil {
 				return fmt.Errorf("node: removing a stopped backup: %w", err)
 			}
@@ -249,7 +256,7 @@ func (n *Node) copyTree(fs vfs.FS, src, dst string) error {
 		if st.IsDir() {
 			err = n.copyTree(fs, from, to)
 		} else {
-			err = copyFile(fs, from, to)
+			err = copyFileStopping(fs, from, to, n.done)
 		}
 		if err != nil {
 			return err
@@ -287,7 +294,14 @@ func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
 }
 
 // copyFile copies src to dst (a new file) and syncs it.
-func copyFile(fs vfs.FS, src, dst string) error {
+func copyFile(fs vfs.FS, src, dst string) error { return copyFileStopping(fs, src, dst, nil) }
+
+// copyChunk is how much copyFileStopping copies between looks at its stop channel.
+const copyChunk = 4 << 20
+
+// copyFileStopping is copyFile, which stops with ErrClosed, between chunks, once stop is closed
+// (nil: never).
+func copyFileStopping(fs vfs.FS, src, dst string, stop <-chan struct{}) error {
 	in, err := fs.Open(src)
 	if err != nil {
 		return err
@@ -297,9 +311,24 @@ func copyFile(fs vfs.FS, src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
+	for {
+		select {
+		case <-stop:
+			out.Close()
+			return ErrClosed
+		default:
+		}
+		n, err := io.CopyN(out, in, copyChunk)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			out.Close()
+			return err
+		}
+		if n < copyChunk {
+			break
+		}
 	}
 	if err := out.Sync(); err != nil {
 		out.Close()

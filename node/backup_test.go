@@ -221,8 +221,10 @@ func TestBackupToAnotherFileSystem(t *testing.T) {
 	if err != nil || refused.Load() != 1 {
 		t.Fatalf("backup to another file system: %v, after %d renames refused; want it copied after one", err, refused.Load())
 	}
-	if st, err := os.Stat(res.Path); err != nil || st.Mode().Perm() != dataDirMode {
-		t.Fatalf("backup directory %s: %v, %v; want mode %v", res.Path, st.Mode(), err, os.FileMode(dataDirMode))
+	if st, err := os.Stat(res.Path); err != nil {
+		t.Fatal(err)
+	} else if st.Mode().Perm() != dataDirMode {
+		t.Fatalf("backup directory %s: mode %v, want %v", res.Path, st.Mode().Perm(), os.FileMode(dataDirMode))
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, backupStageDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the staging directory after the backup: %v, want it gone", err)
@@ -275,5 +277,26 @@ func TestDefaultBackupName(t *testing.T) {
 		if name := defaultBackupName(node, at); !backupNameRE.MatchString(name) || !strings.HasSuffix(name, "-20261205T040000Z") {
 			t.Errorf("default backup name of node %q: %q, not a backup name", node, name)
 		}
+	}
+}
+
+// TestCopyFileStops: a backup's copy to another file system stops between chunks once the node
+// closes (it copied each table in full first, after Close had unlocked the data directory).
+func TestCopyFileStops(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "table")
+	if err := os.WriteFile(src, make([]byte, 3*copyChunk+5), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	if err := copyFileStopping(vfs.Default, src, filepath.Join(dir, "copy"), stop); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "copy")); err != nil || st.Size() != 3*copyChunk+5 {
+		t.Fatalf("copy: %v, %v; want %d bytes", st, err, 3*copyChunk+5)
+	}
+	close(stop)
+	if err := copyFileStopping(vfs.Default, src, filepath.Join(dir, "stopped"), stop); !errors.Is(err, ErrClosed) {
+		t.Fatalf("copy after the stop: %v, want ErrClosed", err)
 	}
 }

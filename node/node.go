@@ -766,9 +766,13 @@ func (n *Node) close() error {
 		// Before Pebble closes: a scrape of an embedder's registry must not reach a closed DB.
 		n.regs.unregisterAll()
 	}
+	// A running backup first: its copy stops at the next chunk (done is closed), and nothing of
+	// it may touch the data directory once it is unlocked.
+	n.backupOne.Lock()
 	n.backupMu.Lock()
 	n.backupClosed = true
 	n.backupMu.Unlock()
+	n.backupOne.Unlock()
 	if n.db != nil {
 		if err := n.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: closing pebble: %w", err))

@@ -60,12 +60,17 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 				retried = true
 				continue
 			}
-			if wc := otherClusterAnswered(id, tgt, err); wc != nil && ctx.Err() == nil {
+			if wc := otherClusterAnswered(id, tgt, err); wc != nil {
 				// A stale address: nothing ran there. Learn the leader again, as for one
 				// unreachable.
 				n.leaders.invalidate(id)
 				last = wc
-				pause(ctx, deadline, forwardPause)
+				if ctx.Err() != nil {
+					return nil, retried, wc
+				}
+				if attempt < 2 {
+					pause(ctx, deadline, forwardPause)
+				}
 				continue
 			}
 			if !idempotent && mayHaveArrived(err) && ctx.Err() == nil {

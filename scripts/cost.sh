@@ -28,6 +28,7 @@ SHOAL=${BIN:-bin/shoal}
 . scripts/lib.sh
 DURATION=${DURATION:-10s}
 SECONDS_RUN=$(whole_seconds DURATION "$DURATION")
+if [ "$SECONDS_RUN" -eq 0 ]; then echo "DURATION=$DURATION: give at least 1s" >&2; exit 2; fi
 whole_seconds WARMUP "${WARMUP:-3s}" >/dev/null
 CONCURRENCY=${CONCURRENCY:-64}
 SHARDS=${SHARDS:-32}

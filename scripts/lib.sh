@@ -6,8 +6,8 @@
 whole_seconds() {
   case "$2" in
     *[!0-9]*s | *[!0-9]*m | s | m | "") ;;
-    *s) echo "${2%s}"; return 0 ;;
-    *m) echo $(( ${2%m} * 60 )); return 0 ;;
+    *s) echo $((10#${2%s})); return 0 ;;
+    *m) echo $((10#${2%m} * 60)); return 0 ;;
   esac
   echo "$1=$2: give whole seconds or minutes (e.g. 20s, 2m)" >&2
   return 1
