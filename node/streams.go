@@ -355,31 +355,56 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 	if req.Follow {
 		return n.toStatus(n.followStream(ctx, req, id, sm, st, out), req.Stream, id)
 	}
-	page := &shoalv1.ReadResponse{}
-	size := 0
-	send := func(e *shard.RecordedEvent) error {
-		page.Events = append(page.Events, toProtoEvent(e, id))
-		size += eventSize(e)
-		if len(page.Events) >= pageEvents || size >= pageBytes {
+	// The pages come from one view of the shard (a Pebble snapshot), each read with an iterator
+	// of its own and sent once that is closed: a caller slow to take a page holds no iterator,
+	// which would keep the memtables and tables of its time in memory and on disk for as long
+	// as the caller kept the stream open, and the read still sees one state of the stream.
+	view := sm.NewView()
+	defer view.Close()
+	from, fromEnd, remaining := req.FromVersion, req.FromEnd, req.Count
+	for {
+		page := &shoalv1.ReadResponse{}
+		size := 0
+		var last uint64
+		err := sm.ReadStreamIn(view, req.Stream, from, fromEnd, req.Backward, remaining, req.WholeHistory, func(e *shard.RecordedEvent) error {
+			page.Events = append(page.Events, toProtoEvent(e, id))
+			size += eventSize(e)
+			last = e.Version
+			if len(page.Events) >= pageEvents || size >= pageBytes {
+				return errPageFull
+			}
+			return nil
+		})
+		full := errors.Is(err, errPageFull)
+		if err != nil && !full {
+			return n.toStatus(err, req.Stream, id)
+		}
+		if len(page.Events) > 0 {
 			if err := out.Send(page); err != nil {
 				return err
 			}
-			page, size = &shoalv1.ReadResponse{}, 0
 		}
-		return nil
+		if !full {
+			return nil
+		}
+		if req.Count != 0 {
+			if remaining -= uint64(len(page.Events)); remaining == 0 {
+				return nil
+			}
+		}
+		switch {
+		case !req.Backward:
+			from = last + 1
+		case last == 0:
+			return nil
+		default:
+			from = last - 1
+		}
+		fromEnd = false
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	if req.WholeHistory {
-		err = sm.ReadStreamWhole(req.Stream, req.FromVersion, req.Count, send)
-	} else {
-		err = sm.ReadStream(req.Stream, req.FromVersion, req.FromEnd, req.Backward, req.Count, send)
-	}
-	if err != nil {
-		return n.toStatus(err, req.Stream, id)
-	}
-	if len(page.Events) > 0 {
-		return out.Send(page)
-	}
-	return nil
 }
 
 var errPageFull = errors.New("node: page full")

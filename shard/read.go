@@ -31,11 +31,16 @@ func (s *Shard) StreamInfo(stream string) (exists bool, last uint64, deleted, to
 // last event key (visibleEvents). The caller closes the iterator; it is nil when the stream is
 // absent or err is set.
 func (s *Shard) openStream(stream string) (*pebble.Iterator, streamMeta, bool, error) {
+	return s.openStreamIn(s.db, stream)
+}
+
+// openStreamIn is openStream over r, the DB or a snapshot of it.
+func (s *Shard) openStreamIn(r pebble.Reader, stream string) (*pebble.Iterator, streamMeta, bool, error) {
 	if err := CheckStreamName(stream); err != nil {
 		return nil, streamMeta{}, false, err
 	}
 	key := s.keys.stream(nil, stream)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: append(key[:len(key):len(key)], 0)})
 	if err != nil {
 		return nil, streamMeta{}, false, err
 	}
@@ -84,7 +89,25 @@ func (s *Shard) visibleEvents(it *pebble.Iterator, m *streamMeta, stream string)
 // one view of the DB.
 func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, count uint64,
 	fn func(*RecordedEvent) error) error {
-	return s.readStream(stream, from, fromEnd, backward, count, false, fn)
+	return s.readStream(s.db, stream, from, fromEnd, backward, count, false, fn)
+}
+
+// A View is a read-only view of the shard's DB as of its creation (a Pebble snapshot), for a
+// read in several parts that must see one state: between the parts it holds no iterator, so
+// neither the memtables nor the tables of its time stay in memory or on disk for it (only the
+// keys it still sees are kept from compactions). Close it when done.
+type View struct{ snap *pebble.Snapshot }
+
+// NewView returns a view of the shard's DB as of now.
+func (s *Shard) NewView() *View { return &View{snap: s.db.NewSnapshot()} }
+
+// Close releases v.
+func (v *View) Close() error { return v.snap.Close() }
+
+// ReadStreamIn is ReadStream, ReadStreamWhole when whole, over view v.
+func (s *Shard) ReadStreamIn(v *View, stream string, from uint64, fromEnd, backward bool, count uint64, whole bool,
+	fn func(*RecordedEvent) error) error {
+	return s.readStream(v.snap, stream, from, fromEnd, backward, count, whole, fn)
 }
 
 // ReadStreamWhole is ReadStream forwards from version from, for a caller that needs the
@@ -94,12 +117,12 @@ func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, c
 // soft delete hid are not its history: a read from below them starts after them, as
 // ReadStream does. Truncations applied before Format5 left no mark and are not told.
 func (s *Shard) ReadStreamWhole(stream string, from, count uint64, fn func(*RecordedEvent) error) error {
-	return s.readStream(stream, from, false, false, count, true, fn)
+	return s.readStream(s.db, stream, from, false, false, count, true, fn)
 }
 
-func (s *Shard) readStream(stream string, from uint64, fromEnd, backward bool, count uint64, whole bool,
+func (s *Shard) readStream(r pebble.Reader, stream string, from uint64, fromEnd, backward bool, count uint64, whole bool,
 	fn func(*RecordedEvent) error) error {
-	it, m, found, err := s.openStream(stream)
+	it, m, found, err := s.openStreamIn(r, stream)
 	switch {
 	case err != nil:
 		return err
