@@ -5,20 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
-
-// readPages is a Read server stream that hands each page to send.
-type readPages struct {
-	grpc.ServerStream
-	ctx  context.Context
-	send func(*shoalv1.ReadResponse) error
-}
-
-func (s *readPages) Context() context.Context           { return s.ctx }
-func (s *readPages) Send(p *shoalv1.ReadResponse) error { return s.send(p) }
 
 // TestReadHoldsNoIteratorWhileSending: a stream read of several pages holds no Pebble iterator
 // while its caller has not taken a page (it held one for the whole read: a caller that kept the
@@ -44,7 +32,7 @@ func TestReadHoldsNoIteratorWhileSending(t *testing.T) {
 	}
 	id, _ := n.shardOf("s")
 	var got []uint64
-	out := &readPages{ctx: ctx, send: func(p *shoalv1.ReadResponse) error {
+	out := &pagesOut[shoalv1.ReadResponse]{ctx: ctx, send: func(p *shoalv1.ReadResponse) error {
 		if len(got) == 0 {
 			// The caller has not taken the first page yet: more is appended, and the read
 			// holds no table iterator meanwhile.

@@ -15,15 +15,15 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
-// shardPages is a ReadShard server stream that hands each page to send.
-type shardPages struct {
+// pagesOut is a server stream of T (a read's, a listing's) that hands each message to send.
+type pagesOut[T any] struct {
 	grpc.ServerStream
 	ctx  context.Context
-	send func(*shoalv1.ReadShardResponse) error
+	send func(*T) error
 }
 
-func (s *shardPages) Context() context.Context                { return s.ctx }
-func (s *shardPages) Send(p *shoalv1.ReadShardResponse) error { return s.send(p) }
+func (s *pagesOut[T]) Context() context.Context { return s.ctx }
+func (s *pagesOut[T]) Send(p *T) error          { return s.send(p) }
 
 // TestReadShardEndsWhenReplicaDropped: a plain shard read whose replica is dropped from under
 // it after its first page (placement moved the shard away: its keys are deleted, and the state
@@ -48,7 +48,7 @@ func TestReadShardEndsWhenReplicaDropped(t *testing.T) {
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	var pages, empty atomic.Int32
-	out := &shardPages{ctx: rctx, send: func(p *shoalv1.ReadShardResponse) error {
+	out := &pagesOut[shoalv1.ReadShardResponse]{ctx: rctx, send: func(p *shoalv1.ReadShardResponse) error {
 		if pages.Add(1) == 1 {
 			if err := n.dropReplica(id, 0); err != nil {
 				t.Errorf("drop: %v", err)
@@ -68,16 +68,6 @@ func TestReadShardEndsWhenReplicaDropped(t *testing.T) {
 	}
 }
 
-// listPages is a ListStreams server stream that hands each page to send.
-type listPages struct {
-	grpc.ServerStream
-	ctx  context.Context
-	send func(*shoalv1.ListStreamsResponse) error
-}
-
-func (s *listPages) Context() context.Context                  { return s.ctx }
-func (s *listPages) Send(p *shoalv1.ListStreamsResponse) error { return s.send(p) }
-
 // TestListStreamsEndsWhenReplicaDropped: a listing whose replica is dropped from under it after
 // its first page ends with UNAVAILABLE, not OK as if the shard had no more streams.
 func TestListStreamsEndsWhenReplicaDropped(t *testing.T) {
@@ -96,7 +86,7 @@ func TestListStreamsEndsWhenReplicaDropped(t *testing.T) {
 		made++
 	}
 	var pages atomic.Int32
-	out := &listPages{ctx: ctx, send: func(p *shoalv1.ListStreamsResponse) error {
+	out := &pagesOut[shoalv1.ListStreamsResponse]{ctx: ctx, send: func(p *shoalv1.ListStreamsResponse) error {
 		if pages.Add(1) == 1 {
 			if err := n.dropReplica(id, 0); err != nil {
 				t.Errorf("drop: %v", err)
