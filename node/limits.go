@@ -94,9 +94,9 @@ func (l *byteLimit) take(name string, n int64, refused prometheus.Counter) (rele
 	if held := l.held.Add(n); held > l.limit && held != n {
 		l.held.Add(-n)
 		refused.Inc()
-		st := status.New(codes.ResourceExhausted, fmt.Sprintf("append refused: node %s holds appends of %d bytes or more, "+
-			"its limit (--max-append-bytes %d), waiting for their shards' leaders or commits; retry after a backoff, "+
-			"append through another node, or raise the limit", name, held-n, l.limit))
+		st := status.New(codes.ResourceExhausted, fmt.Sprintf("append refused: node %s holds %d bytes of appends waiting for "+
+			"their shards' leaders or commits, and this one's %d would pass its limit (--max-append-bytes %d); retry after a "+
+			"backoff, append through another node, or raise the limit", name, held-n, n, l.limit))
 		if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
 			Subject:     "node " + name,
 			Description: fmt.Sprintf("max-append-bytes %d: bytes of appends held at once", l.limit),
