@@ -94,7 +94,7 @@ func (l *byteLimit) take(name string, n int64, refused prometheus.Counter) (rele
 	if held := l.held.Add(n); held > l.limit && held != n {
 		l.held.Add(-n)
 		refused.Inc()
-		st := status.New(codes.ResourceExhausted, fmt.Sprintf("append refused: node %s holds %d bytes of appends waiting for "+
+		st := status.New(codes.ResourceExhausted, fmt.Sprintf("append refused: node %s holds about %d bytes of appends waiting for "+
 			"their shards' leaders or commits, and this one's %d would pass its limit (--max-append-bytes %d); retry after a "+
 			"backoff, append through another node, or raise the limit", name, held-n, n, l.limit))
 		if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{

@@ -355,10 +355,10 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 	if req.Follow {
 		return n.toStatus(n.followStream(ctx, req, id, sm, st, out), req.Stream, id)
 	}
-	// The pages come from one view of the shard (a Pebble snapshot), each read with an iterator
-	// of its own and sent once that is closed: a caller slow to take a page holds no iterator,
-	// which would keep the memtables and tables of its time in memory and on disk for as long
-	// as the caller kept the stream open, and the read still sees one state of the stream.
+	// The pages come from one view of the shard (shard.View), each read with an iterator of its
+	// own and sent once that is closed: a caller slow to take a page holds no iterator, which
+	// would keep the memtables of its time in memory for as long as the caller kept the stream
+	// open, and the read still sees one state of the stream.
 	view := sm.NewView()
 	defer view.Close()
 	from, fromEnd, remaining := req.FromVersion, req.FromEnd, req.Count
@@ -402,7 +402,7 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 		}
 		fromEnd = false
 		if err := ctx.Err(); err != nil {
-			return err
+			return n.toStatus(err, req.Stream, id)
 		}
 	}
 }

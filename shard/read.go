@@ -92,14 +92,21 @@ func (s *Shard) ReadStream(stream string, from uint64, fromEnd, backward bool, c
 	return s.readStream(s.db, stream, from, fromEnd, backward, count, false, fn)
 }
 
-// A View is a read-only view of the shard's DB as of its creation (a Pebble snapshot), for a
-// read in several parts that must see one state: between the parts it holds no iterator, so
-// neither the memtables nor the tables of its time stay in memory or on disk for it (only the
-// keys it still sees are kept from compactions). Close it when done.
-type View struct{ snap *pebble.Snapshot }
+// A View is a read-only view of the shard's keys as of its creation, for a read in several
+// parts that must see one state: between the parts it holds no iterator. It is a Pebble
+// eventually-file-only snapshot of the shard's span: it keeps the memtables of its time only
+// until they are flushed, and then the tables of its time that hold the shard's keys (as an
+// iterator would, without the memory). A plain snapshot would not do: an excise (a raft
+// snapshot installed over the shard) shows through it. Close it when done.
+type View struct {
+	snap *pebble.EventuallyFileOnlySnapshot
+}
 
-// NewView returns a view of the shard's DB as of now.
-func (s *Shard) NewView() *View { return &View{snap: s.db.NewSnapshot()} }
+// NewView returns a view of the shard's keys as of now.
+func (s *Shard) NewView() *View {
+	lo, hi := s.keys.span()
+	return &View{snap: s.db.NewEventuallyFileOnlySnapshot([]pebble.KeyRange{{Start: lo, End: hi}})}
+}
 
 // Close releases v.
 func (v *View) Close() error { return v.snap.Close() }
