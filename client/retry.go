@@ -202,6 +202,9 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				v = retry
 			}
 			c.log.Debug("client: attempt failed", "node", n.addr, "attempt", attempts, "code", status.Code(err).String(), "err", err)
+			// Whether this attempt may have been applied, for the cases below that count it in
+			// uncertain (the fatal case reads uncertain as the earlier attempts left it).
+			mayApply := mayHaveApplied(err) || t.lostAnswerRetry && proposalLost(err)
 			switch v {
 			case fatal:
 				ce := convertError(err, t.stream)
@@ -228,7 +231,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 					// A not-leader answer naming the leader is given before anything is
 					// proposed today; one that a server gave after proposing (proposalLost)
 					// would still leave the call uncertain.
-					uncertain = uncertain || mayHaveApplied(err) || t.lostAnswerRetry && proposalLost(err)
+					uncertain = uncertain || mayApply
 					continue // no backoff: the leader is known
 				}
 			case retry:
@@ -240,7 +243,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				}
 			}
 			last = err
-			uncertain = uncertain || mayHaveApplied(err) || t.lostAnswerRetry && proposalLost(err)
+			uncertain = uncertain || mayApply
 		}
 		redirects = 0
 		next := bo.NextBackOff()

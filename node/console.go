@@ -161,15 +161,15 @@ func (n *Node) consoleHostAllowed(hostport string) bool {
 	if net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
 		return true
 	}
-	if h, err := os.Hostname(); err == nil && strings.EqualFold(h, host) {
-		return true // the machine's own name, which a node listening on :PORT answers as too
-	}
 	for _, a := range []string{n.addr, n.httpAddr, n.cfg.Advertise, n.cfg.Listen, n.cfg.HTTP} {
 		if h, _, err := net.SplitHostPort(a); err == nil && h != "" && strings.EqualFold(h, host) {
 			return true
 		}
 	}
-	return false
+	// The machine's own name, which a node listening on :PORT answers as too: read last, once
+	// the node's addresses did not match.
+	h, err := os.Hostname()
+	return err == nil && strings.EqualFold(h, host)
 }
 
 // consoleRender writes page with body, answering code; a template that fails answers 500

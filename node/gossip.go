@@ -407,7 +407,8 @@ func (n *Node) missingMembers(members []membership.Member) []string {
 			if id == n.dir.id.NodeID || skip[id] {
 				continue
 			}
-			if k, ok := n.knownMember(id); ok && k.Addr != "" && !slices.Contains(out, k.Addr) {
+			skip[id] = true // looked up once, whatever the shards naming it (mergeSeeds drops repeats)
+			if k, ok := n.knownMember(id); ok && k.Addr != "" {
 				out = append(out, k.Addr)
 			}
 		}

@@ -63,11 +63,16 @@ func (l *heldLimit) refusal(name string) error {
 	if l.limit == 1 {
 		held = l.one
 	}
-	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%s refused: node %s holds %d %s, its limit (--%s %d); %s",
-		l.one, name, l.limit, held, l.flag, l.limit, l.advice))
+	return quotaRefusal(name, fmt.Sprintf("%s refused: node %s holds %d %s, its limit (--%s %d); %s",
+		l.one, name, l.limit, held, l.flag, l.limit, l.advice), fmt.Sprintf("%s %d: %s", l.flag, l.limit, l.what))
+}
+
+// quotaRefusal is RESOURCE_EXHAUSTED with msg and a QuotaFailure of node name that says what
+// (the flag, its value and what it bounds).
+func quotaRefusal(name, msg, what string) error {
+	st := status.New(codes.ResourceExhausted, msg)
 	if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-		Subject:     "node " + name,
-		Description: fmt.Sprintf("%s %d: %s", l.flag, l.limit, l.what),
+		Subject: "node " + name, Description: what,
 	}}}); err == nil {
 		st = ds
 	}
@@ -94,16 +99,10 @@ func (l *byteLimit) take(name string, n int64, refused prometheus.Counter) (rele
 	if held := l.held.Add(n); held > l.limit && held != n {
 		l.held.Add(-n)
 		refused.Inc()
-		st := status.New(codes.ResourceExhausted, fmt.Sprintf("append refused: node %s holds about %d bytes of appends waiting for "+
+		return nil, quotaRefusal(name, fmt.Sprintf("append refused: node %s holds about %d bytes of appends waiting for "+
 			"their shards' leaders or commits, and this one's %d would pass its limit (--max-append-bytes %d); retry after a "+
-			"backoff, append through another node, or raise the limit", name, held-n, n, l.limit))
-		if ds, err := st.WithDetails(&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-			Subject:     "node " + name,
-			Description: fmt.Sprintf("max-append-bytes %d: bytes of appends held at once", l.limit),
-		}}}); err == nil {
-			st = ds
-		}
-		return nil, st.Err()
+			"backoff, append through another node, or raise the limit", name, held-n, n, l.limit),
+			fmt.Sprintf("max-append-bytes %d: bytes of appends held at once", l.limit))
 	}
 	l.gauge.Add(float64(n))
 	return func() {

@@ -200,7 +200,7 @@ func (a *app) nodeOp(cmd *cobra.Command, server, name string, op func(context.Co
 	return a.nodeOpWith(a.call, cmd, server, name, op)
 }
 
-// nodeOpWith is nodeOp through call (app.call, or app.callLong for an operation that may run
+// nodeOpWith is nodeOp through call (app.call, or app.callWithin for an operation that may run
 // longer than callTimeout).
 func (a *app) nodeOpWith(call func(*cobra.Command, string, func(context.Context, *client.Client) error) error,
 	cmd *cobra.Command, server, name string, op func(context.Context, *client.Client) error) error {

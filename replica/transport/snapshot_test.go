@@ -430,16 +430,23 @@ func TestSnapshotCloseWhileWaiting(t *testing.T) {
 	}
 }
 
-// SnapshotWaiting tells a snapshot that waits its turn, behind another to the same node or for
-// a send slot, from one being sent, and from none.
-func TestSnapshotWaiting(t *testing.T) {
+// oneSlotSender starts node 1, which sends one snapshot at a time (the state it writes), and
+// nodes 2 and 3, whose receivers hold each snapshot until released.
+func oneSlotSender(t *testing.T) (n1 *testNode, entered2, entered3 <-chan replica.ShardMessage, release2, release3 func()) {
 	dir := newDirectory()
-	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 1 })
+	n1 = startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 1 })
 	n2 := startNode(t, 2, "c", dir, nil)
 	n3 := startNode(t, 3, "c", dir, nil)
 	n1.rec.writeSnap = writeState
-	entered2, _, release2 := stuckReceiver(t, n2)
-	entered3, _, _ := stuckReceiver(t, n3)
+	entered2, _, release2 = stuckReceiver(t, n2)
+	entered3, _, release3 = stuckReceiver(t, n3)
+	return n1, entered2, entered3, release2, release3
+}
+
+// SnapshotWaiting tells a snapshot that waits its turn, behind another to the same node or for
+// a send slot, from one being sent, and from none.
+func TestSnapshotWaiting(t *testing.T) {
+	n1, entered2, entered3, release2, _ := oneSlotSender(t)
 	check := func(shard uint32, to uint64, want bool) {
 		t.Helper()
 		if got := n1.tr.SnapshotWaiting(shard, to); got != want {
@@ -468,13 +475,7 @@ func TestSnapshotWaiting(t *testing.T) {
 // send slot replaces it once the slot is taken: only the newer is streamed and reported (the
 // older, streamed in full first, delayed the one raft waits for by a whole transfer).
 func TestSnapshotReplacedWaitingForSlot(t *testing.T) {
-	dir := newDirectory()
-	n1 := startNode(t, 1, "c", dir, func(c *Config) { c.MaxSnapshotSends = 1 })
-	n2 := startNode(t, 2, "c", dir, nil)
-	n3 := startNode(t, 3, "c", dir, nil)
-	n1.rec.writeSnap = writeState
-	entered2, _, release2 := stuckReceiver(t, n2)
-	entered3, _, release3 := stuckReceiver(t, n3)
+	n1, entered2, entered3, release2, release3 := oneSlotSender(t)
 	n1.tr.SendSnapshot(snapMsg(1, 1, 2, 5))
 	waitEntered(t, entered2) // holds the only slot
 	n1.tr.SendSnapshot(snapMsg(7, 1, 3, 5))
