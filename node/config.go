@@ -244,6 +244,8 @@ type Config struct {
 	fs vfs.FS
 	// diskSlowAfter, if set, replaces diskSlowThreshold (tests).
 	diskSlowAfter time.Duration
+	// readViewHold, if set, replaces readViewHold (tests).
+	readViewHold time.Duration
 	// memTableSize, if set, replaces Pebble's memtable size (tests: a write stall sooner).
 	memTableSize uint64
 	// Registry receives every metric of the node (node, replica, transport,
@@ -314,6 +316,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxAppendBytes == 0 {
 		c.MaxAppendBytes = DefaultMaxAppendBytes
+	}
+	if c.readViewHold == 0 {
+		c.readViewHold = readViewHold
 	}
 	if c.diskSlowAfter == 0 {
 		c.diskSlowAfter = diskSlowThreshold

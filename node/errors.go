@@ -181,7 +181,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
-	"canceled", "outcome_unknown", "shard_format", "history_truncated", "position_ahead", "error"}
+	"canceled", "outcome_unknown", "shard_format", "history_truncated", "position_ahead", "aborted", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -211,6 +211,8 @@ func resultLabel(err error) string {
 			return "id_conflict"
 		case codes.Unavailable:
 			return "unavailable"
+		case codes.Aborted:
+			return "aborted" // a stream read whose caller stalled (readViewHold)
 		case codes.Canceled, codes.DeadlineExceeded:
 			return "canceled"
 		case codes.Unknown:

@@ -1,11 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestReadHoldsNoIteratorWhileSending: a stream read of several pages holds no Pebble iterator
@@ -98,5 +103,107 @@ func TestReadHoldsNoIteratorWhileSending(t *testing.T) {
 				t.Fatalf("read %v: event %d at version %d, want %d", tc.req, i, e.Version, want)
 			}
 		}
+	}
+}
+
+// A stream read whose caller does not take a page for readViewHold releases its view, and ends
+// ABORTED once the page is taken; one whose last page was slow ends as it would have.
+func TestReadViewReleasedWhileCallerStalls(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.readViewHold = 100 * time.Millisecond
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	types := make([]string, pageEvents+10)
+	for i := range types {
+		types[i] = "T"
+	}
+	if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events(types...)}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := n.shardOf("s")
+	before := n.db.Metrics().Snapshots.Count
+	waitReleased := func() {
+		for deadline := time.Now().Add(5 * time.Second); n.db.Metrics().Snapshots.Count > before; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d snapshots open while the caller stalls, want %d", n.db.Metrics().Snapshots.Count, before)
+			}
+		}
+	}
+
+	pages := 0
+	stalled := &pagesOut[shoalv1.ReadResponse]{ctx: ctx, send: func(*shoalv1.ReadResponse) error {
+		if pages++; pages == 1 {
+			if got := n.db.Metrics().Snapshots.Count; got != before+1 {
+				t.Errorf("%d snapshots open while the read sends its first page, want %d", got, before+1)
+			}
+			waitReleased()
+		}
+		return nil
+	}}
+	err := n.read(&shoalv1.ReadRequest{Stream: "s"}, id, staleness{}, stalled)
+	if status.Code(err) != codes.Aborted || pages != 1 {
+		t.Fatalf("read whose caller stalled on its first page: %d pages, %v; want 1 page and ABORTED", pages, err)
+	}
+
+	// The stall on the last page: nothing more to read, so the read ends well.
+	pages = 0
+	last := &pagesOut[shoalv1.ReadResponse]{ctx: ctx, send: func(*shoalv1.ReadResponse) error {
+		if pages++; pages == 2 {
+			waitReleased()
+		}
+		return nil
+	}}
+	if err := n.read(&shoalv1.ReadRequest{Stream: "s"}, id, staleness{}, last); err != nil || pages != 2 {
+		t.Fatalf("read whose caller stalled on its last page: %d pages, %v; want 2 and no error", pages, err)
+	}
+	waitReleased()
+}
+
+// The Go client reads on after a stall that released the server's view: every event once, in
+// order.
+func TestClientReadsOnAfterViewReleased(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.readViewHold = 100 * time.Millisecond
+	n := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// More than the connection's flow-control windows hold (gRPC grows them up to 16 MiB), so
+	// that the server's Send waits for the caller.
+	const total, size = 1600, 24 << 10
+	data := bytes.Repeat([]byte("x"), size)
+	for i := 0; i < total; i += 100 {
+		evs := make([]client.Event, 100)
+		for j := range evs {
+			evs[j] = client.Event{Type: "T", Data: data}
+		}
+		if _, err := cl.Append(ctx, "s", client.Any, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := uint64(0)
+	for ev, err := range cl.Read(ctx, "s") {
+		if err != nil {
+			t.Fatalf("after %d events: %v", want, err)
+		}
+		if ev.Version != want {
+			t.Fatalf("event at version %d, want %d", ev.Version, want)
+		}
+		if want == 0 {
+			time.Sleep(time.Second) // the server's view is released meanwhile
+		}
+		want++
+	}
+	if want != total {
+		t.Fatalf("read %d events, want %d", want, total)
+	}
+	if got := testutil.ToFloat64(n.metrics.reads.WithLabelValues("stream", "aborted")); got < 1 {
+		t.Fatalf("no read ended aborted (the view was never released): the test stalled nothing")
 	}
 }

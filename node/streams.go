@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,12 @@ const (
 	pageEvents = 256
 	pageBytes  = 1 << 20
 )
+
+// readViewHold is how long a stream read keeps its view of the shard while its caller has not
+// taken a page: past it the view is released and the read ends ABORTED once the page is taken
+// (the Go client reads on from where it was). One slow or stuck reader would otherwise keep the
+// memtables and tables of its time on the node for as long as it kept the stream open.
+const readViewHold = time.Minute
 
 // streamsServer implements shoalv1.StreamsServer.
 type streamsServer struct {
@@ -359,14 +366,14 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 	// own and sent once that is closed: a caller slow to take a page holds no iterator, which
 	// would keep the memtables of its time in memory for as long as the caller kept the stream
 	// open, and the read still sees one state of the stream.
-	view := sm.NewView()
-	defer view.Close()
+	view := &heldView{view: sm.NewView()}
+	defer view.release()
 	from, fromEnd, remaining := req.FromVersion, req.FromEnd, req.Count
 	for {
 		page := &shoalv1.ReadResponse{}
 		size := 0
 		var last uint64
-		err := sm.ReadStreamIn(view, req.Stream, from, fromEnd, req.Backward, remaining, req.WholeHistory, func(e *shard.RecordedEvent) error {
+		err := sm.ReadStreamIn(view.view, req.Stream, from, fromEnd, req.Backward, remaining, req.WholeHistory, func(e *shard.RecordedEvent) error {
 			page.Events = append(page.Events, toProtoEvent(e, id))
 			size += eventSize(e)
 			last = e.Version
@@ -379,13 +386,22 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 		if err != nil && !full {
 			return n.toStatus(err, req.Stream, id)
 		}
+		released := false
 		if len(page.Events) > 0 {
-			if err := out.Send(page); err != nil {
+			hold := time.AfterFunc(n.cfg.readViewHold, view.release)
+			err := out.Send(page)
+			released = !hold.Stop()
+			if err != nil {
 				return err
 			}
 		}
 		if !full {
 			return nil
+		}
+		if released {
+			view.release() // the timer's call may still be under way
+			return status.Errorf(codes.Aborted, "the read's view of stream %q was released: its caller took more than %v "+
+				"to take a page; read on from the version after the last event received", req.Stream, n.cfg.readViewHold)
 		}
 		if req.Count != 0 {
 			if remaining -= uint64(len(page.Events)); remaining == 0 {
@@ -408,6 +424,24 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 }
 
 var errPageFull = errors.New("node: page full")
+
+// heldView is a stream read's view of its shard, which a timer releases when the read's caller
+// takes longer than Config.readViewHold over a page: a view keeps the memtables of its time, and
+// then the tables holding the shard's keys, from being freed, for as long as it is open.
+type heldView struct {
+	mu   sync.Mutex
+	view *shard.View // nil once released
+}
+
+// release closes the view once; it is safe from any goroutine.
+func (h *heldView) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.view != nil {
+		h.view.Close()
+		h.view = nil
+	}
+}
 
 // followStream serves a subscription to a stream (ReadRequest.follow) from the local replica
 // sm: its events from the request's version on, then each new one as sm applies it.
