@@ -197,14 +197,20 @@ func proposalLost(err error) bool {
 type WrongExpectedVersionError struct {
 	Stream       string
 	Expected     ExpectedVersion
-	Actual       uint64 // the stream's last version; meaningful when StreamExists
+	Actual       uint64 // the stream's last version; meaningful when StreamExists or StreamDeleted
 	StreamExists bool
+	// StreamDeleted: the stream is soft-deleted (StreamExists is false). An append expecting
+	// Exact(Actual) continues it, as one expecting NoStream or Any does.
+	StreamDeleted bool
 }
 
 func (e *WrongExpectedVersionError) Error() string {
 	actual := "does not exist"
-	if e.StreamExists {
+	switch {
+	case e.StreamExists:
 		actual = fmt.Sprintf("is at version %d", e.Actual)
+	case e.StreamDeleted:
+		actual = fmt.Sprintf("is soft-deleted at version %d", e.Actual)
 	}
 	return fmt.Sprintf("client: wrong expected version for stream %q: expected %s, but the stream %s", e.Stream, e.Expected, actual)
 }
@@ -384,6 +390,8 @@ func convertError(err error, stream string) error {
 				Expected:     expectedFromProto(d.GetExpected()),
 				Actual:       d.GetActualVersion(),
 				StreamExists: d.GetStreamExists(),
+				// From servers before the field, a soft-deleted stream reads as absent.
+				StreamDeleted: d.GetStreamDeleted(),
 			}
 		case *shoalv1.StreamNotFound:
 			return fmt.Errorf("%w: %q", ErrStreamNotFound, firstNonEmpty(d.GetStream(), stream))

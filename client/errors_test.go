@@ -33,6 +33,17 @@ func TestErrorMapping(t *testing.T) {
 				t.Fatalf("%+v", e)
 			}
 		}},
+		{"wrong expected version of a soft-deleted stream", statusWith(codes.FailedPrecondition, "wev", &shoalv1.WrongExpectedVersion{
+			Stream: "s", Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_EXISTS}, StreamDeleted: true, ActualVersion: 5,
+		}), ErrWrongExpectedVersion, func(t *testing.T, err error) {
+			var e *WrongExpectedVersionError
+			if !errors.As(err, &e) || e.Actual != 5 || e.StreamExists || !e.StreamDeleted {
+				t.Fatalf("%+v", e)
+			}
+			if want := "is soft-deleted at version 5"; !strings.Contains(err.Error(), want) {
+				t.Fatalf("%q does not say %q", err, want)
+			}
+		}},
 		{"stream not found", statusWith(codes.NotFound, "nf", &shoalv1.StreamNotFound{Stream: "s"}), ErrStreamNotFound, nil},
 		{"not found without details", status.Error(codes.NotFound, "nf"), ErrStreamNotFound, nil},
 		{"stream deleted", statusWith(codes.NotFound, "gone", &shoalv1.StreamDeleted{Stream: "s"}), ErrStreamDeleted, func(t *testing.T, err error) {

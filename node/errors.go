@@ -120,7 +120,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	case errors.As(err, &wev):
 		return withDetails(codes.FailedPrecondition, wev.Error(), &shoalv1.WrongExpectedVersion{
 			Stream: wev.Stream, Expected: toProtoExpected(wev.Expected),
-			StreamExists: wev.Exists, ActualVersion: wev.Actual,
+			StreamExists: wev.Exists, ActualVersion: wev.Actual, StreamDeleted: wev.Deleted,
 		})
 	case errors.Is(err, shard.ErrWrongExpectedVersion):
 		return withDetails(codes.FailedPrecondition, err.Error(), &shoalv1.WrongExpectedVersion{Stream: stream})

@@ -289,6 +289,24 @@ func TestStatusDetails(t *testing.T) {
 		_, err = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Expected: noStream(), Events: events("C")})
 		detail[*shoalv1.WrongExpectedVersion](t, err, codes.FailedPrecondition)
 	})
+	t.Run("wrong expected version of a soft-deleted stream", func(t *testing.T) {
+		// The detail names the version that continues the stream (EXACT of its last one).
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "gone", Events: events("A", "B", "C")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "gone", Expected: anyVersion()}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "gone", Expected: exact(0), Events: events("D")})
+		d := detail[*shoalv1.WrongExpectedVersion](t, err, codes.FailedPrecondition)
+		if d.StreamExists || !d.StreamDeleted || d.ActualVersion != 2 {
+			t.Fatalf("detail: %v, want a soft-deleted stream at version 2", d)
+		}
+		r, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "gone", Expected: exact(d.ActualVersion), Events: events("D")})
+		if err != nil || r.FirstVersion != 3 {
+			t.Fatalf("append expecting the version the detail named: %v, %v; want version 3", r, err)
+		}
+	})
 	t.Run("invalid stream name", func(t *testing.T) {
 		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "$system", Events: events("C")})
 		if d := detail[*shoalv1.InvalidField](t, err, codes.InvalidArgument); d.Field != "stream" {

@@ -317,6 +317,10 @@ func (a *app) writeRefused(err error, server string) error {
 }
 
 func wrongVersionMessage(e *client.WrongExpectedVersionError) string {
+	if e.StreamDeleted {
+		return fmt.Sprintf("stream %q is soft-deleted (its last version was %d), but --expected was %s; "+
+			"continue it with --expected %d, no-stream or any", e.Stream, e.Actual, e.Expected, e.Actual)
+	}
 	if !e.StreamExists {
 		return fmt.Sprintf("stream %q does not exist, but --expected was %s; use --expected no-stream or any", e.Stream, e.Expected)
 	}

@@ -41,6 +41,7 @@ func TestExitCodes(t *testing.T) {
 			exitError, "no identity.json"},
 		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(2), Actual: 4, StreamExists: true}, exitConflict, "--expected 4"},
 		{"wrong version absent", &client.WrongExpectedVersionError{Stream: "s", Expected: client.StreamExists}, exitConflict, "does not exist"},
+		{"wrong version deleted", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(1), Actual: 4, StreamDeleted: true}, exitConflict, "continue it with --expected 4"},
 		{"wrong version exists", &client.WrongExpectedVersionError{Stream: "s", Expected: client.NoStream, Actual: 0, StreamExists: true}, exitConflict, "already exists"},
 		{"not found", fmt.Errorf("%w: %q", client.ErrStreamNotFound, "s"), exitNotFound, `stream "s" was not found: it does not exist or was deleted`},
 		{"deleted", fmt.Errorf("%w: %q", client.ErrStreamDeleted, "s"), exitNotFound, "tombstoned"},

@@ -2246,11 +2246,15 @@ func (x *ListStreamsResponse) GetStreams() []*StreamSummary {
 
 // WrongExpectedVersion: code FAILED_PRECONDITION.
 type WrongExpectedVersion struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
-	Expected      *ExpectedVersion       `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
-	StreamExists  bool                   `protobuf:"varint,3,opt,name=stream_exists,json=streamExists,proto3" json:"stream_exists,omitempty"`
-	ActualVersion uint64                 `protobuf:"varint,4,opt,name=actual_version,json=actualVersion,proto3" json:"actual_version,omitempty"` // meaningful when stream_exists
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Stream       string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Expected     *ExpectedVersion       `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	StreamExists bool                   `protobuf:"varint,3,opt,name=stream_exists,json=streamExists,proto3" json:"stream_exists,omitempty"`
+	// The stream's last version: meaningful when stream_exists or stream_deleted.
+	ActualVersion uint64 `protobuf:"varint,4,opt,name=actual_version,json=actualVersion,proto3" json:"actual_version,omitempty"`
+	// The stream is soft-deleted (stream_exists is false): an append with expected EXACT
+	// actual_version continues it, as one with NO_STREAM or ANY does.
+	StreamDeleted bool `protobuf:"varint,5,opt,name=stream_deleted,json=streamDeleted,proto3" json:"stream_deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2311,6 +2315,13 @@ func (x *WrongExpectedVersion) GetActualVersion() uint64 {
 		return x.ActualVersion
 	}
 	return 0
+}
+
+func (x *WrongExpectedVersion) GetStreamDeleted() bool {
+	if x != nil {
+		return x.StreamDeleted
+	}
+	return false
 }
 
 // StreamNotFound: code NOT_FOUND.
@@ -4136,12 +4147,13 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x16last_created_unix_nano\x18\b \x01(\x03R\x13lastCreatedUnixNano\x12#\n" +
 	"\rhidden_events\x18\t \x01(\x04R\fhiddenEvents\"H\n" +
 	"\x13ListStreamsResponse\x121\n" +
-	"\astreams\x18\x01 \x03(\v2\x17.shoal.v1.StreamSummaryR\astreams\"\xb1\x01\n" +
+	"\astreams\x18\x01 \x03(\v2\x17.shoal.v1.StreamSummaryR\astreams\"\xd8\x01\n" +
 	"\x14WrongExpectedVersion\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x125\n" +
 	"\bexpected\x18\x02 \x01(\v2\x19.shoal.v1.ExpectedVersionR\bexpected\x12#\n" +
 	"\rstream_exists\x18\x03 \x01(\bR\fstreamExists\x12%\n" +
-	"\x0eactual_version\x18\x04 \x01(\x04R\ractualVersion\"(\n" +
+	"\x0eactual_version\x18\x04 \x01(\x04R\ractualVersion\x12%\n" +
+	"\x0estream_deleted\x18\x05 \x01(\bR\rstreamDeleted\"(\n" +
 	"\x0eStreamNotFound\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\"'\n" +
 	"\rStreamDeleted\x12\x16\n" +
