@@ -16,7 +16,7 @@ type Metrics struct {
 	BytesReceived    *prometheus.CounterVec // {peer} marshalled raft message bytes received
 	DialErrors       *prometheus.CounterVec // {peer} failed resolves, dials and stream opens
 	StreamErrors     *prometheus.CounterVec // {peer} established streams that broke
-	PeerDown         *prometheus.CounterVec // {peer} broken streams after which the peer refused a connection
+	PeerDown         *prometheus.CounterVec // {peer} broken streams after which the peer refused a connection (or every attempt timed out)
 	SnapshotsSent    *prometheus.CounterVec // {result}: ok, failed
 	SnapshotsRecv    *prometheus.CounterVec // {result}: ok, failed
 	SnapshotBytes    *prometheus.CounterVec // {dir}: sent, received (compressed bytes)
@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		BytesReceived:    cv("bytes_received_total", "Marshalled raft message bytes received from a peer.", "peer"),
 		DialErrors:       cv("dial_errors_total", "Failed address resolutions, dials and stream opens.", "peer"),
 		StreamErrors:     cv("stream_errors_total", "Established peer streams that failed.", "peer"),
-		PeerDown:         cv("peer_down_total", "Broken peer streams after which the peer's address refused a connection (reported to raft as a node down).", "peer"),
+		PeerDown:         cv("peer_down_total", "Broken peer streams after which the peer's address refused a connection, or let every attempt to connect time out (reported to raft as a node down).", "peer"),
 		SnapshotsSent:    cv("snapshots_sent_total", "Outgoing snapshot streams by result.", "result"),
 		SnapshotsRecv:    cv("snapshots_received_total", "Incoming snapshot streams by result.", "result"),
 		SnapshotBytes:    cv("snapshot_bytes_total", "Compressed snapshot bytes by direction.", "dir"),

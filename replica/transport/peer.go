@@ -103,8 +103,9 @@ type peer struct {
 	pending []*pb.Message // reused by pack
 	sizes   []int
 
-	probing atomic.Bool // a probe (probeDown) is running
-	reprobe atomic.Bool // the stream broke (again): the probe (re)runs
+	probing   atomic.Bool            // a probe (probeDown) is running
+	reprobe   atomic.Bool            // the stream broke (again): the probe (re)runs
+	probeAddr atomic.Pointer[string] // the address the probe asks: the peer's at its last break
 }
 
 func newPeer(t *Transport, id uint64) *peer {
@@ -428,13 +429,14 @@ func (p *peer) probeDown() {
 	if addr == "" || p.t.ctx.Err() != nil {
 		return
 	}
+	p.probeAddr.Store(&addr)
 	p.reprobe.Store(true)
-	p.startProbe(addr)
+	p.startProbe()
 }
 
 // startProbe runs the probe goroutine unless one runs already (which then goes round again).
 // Called by the peer's goroutine and by a probe goroutine that is ending (so p.t.wg is held).
-func (p *peer) startProbe(addr string) {
+func (p *peer) startProbe() {
 	if !p.probing.CompareAndSwap(false, true) {
 		return
 	}
@@ -442,7 +444,8 @@ func (p *peer) startProbe(addr string) {
 	go func() {
 		defer p.t.wg.Done()
 		for p.reprobe.Swap(false) {
-			if p.probe(addr) {
+			// The address of the latest break: a peer that moved is asked where it went.
+			if p.probe(*p.probeAddr.Load()) {
 				p.peersDown.Inc()
 				if h := p.t.handlerOrNil(); h != nil {
 					h.ReportPeerDown(p.id)
@@ -453,13 +456,17 @@ func (p *peer) startProbe(addr string) {
 		}
 		p.probing.Store(false)
 		if p.reprobe.Load() && p.t.ctx.Err() == nil {
-			p.startProbe(addr) // a break raced with the end of this probe
+			p.startProbe() // a break raced with the end of this probe
 		}
 	}()
 }
 
-// probe reports whether addr refused (or timed out) one of the attempts of probeDelays.
+// probe reports whether addr refused one of the attempts of probeDelays, or let every one of
+// them time out. One timeout is not enough: a lost connection request (SYN) is sent again only
+// after a second, probeTimeout, and the blip of packet loss that broke the stream often drops
+// the first attempt's too; a live leader reported down on it would be deposed in every group.
 func (p *peer) probe(addr string) bool {
+	timeouts := 0
 	for _, d := range probeDelays {
 		select {
 		case <-p.t.ctx.Done():
@@ -478,8 +485,16 @@ func (p *peer) probe(addr string) bool {
 		case errors.Is(err, syscall.ECONNRESET):
 			p.t.log.Debug("transport: probing a peer: connection reset", "peer", p.id, "addr", addr, "err", err)
 			continue
-		case isRefusedOrTimeout(err):
+		case errors.Is(err, syscall.ECONNREFUSED):
 			p.t.log.Info("transport: peer is down (its stream broke and it refuses connections)",
+				"peer", p.id, "addr", addr, "err", err)
+			return true
+		case isTimeout(err):
+			if timeouts++; timeouts < len(probeDelays) {
+				p.t.log.Debug("transport: probing a peer: attempt timed out", "peer", p.id, "addr", addr, "err", err)
+				continue
+			}
+			p.t.log.Info("transport: peer is down (its stream broke and no attempt to connect was answered)",
 				"peer", p.id, "addr", addr, "err", err)
 			return true
 		default:
@@ -490,11 +505,10 @@ func (p *peer) probe(addr string) bool {
 	return false
 }
 
-// isRefusedOrTimeout reports whether a dial error says that nothing answers at the address.
-func isRefusedOrTimeout(err error) bool {
+// isTimeout reports whether a dial error is a timeout: no answer at the address, yet.
+func isTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &ne) && ne.Timeout()
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func (p *peer) logFailure(msg string, err error) {

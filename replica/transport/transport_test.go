@@ -620,3 +620,41 @@ func TestWaitedOnSender(t *testing.T) {
 			first, last, time.Since(start))
 	}
 }
+
+// A probe attempt that times out is not a peer down on its own (a lost connection request is
+// sent again only after a second, and the packet loss that broke the stream often drops the
+// first attempt's too); a peer whose every attempt times out is.
+func TestPeerDownNeedsEveryAttemptTimedOut(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		timeouts int32 // attempts that time out before the dials go through
+		down     bool
+	}{
+		{"first attempt times out", 1, false},
+		{"all but the last time out", int32(len(probeDelays) - 1), false},
+		{"every attempt times out", int32(len(probeDelays)), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := newDirectory()
+			var dials atomic.Int32
+			n1 := startNode(t, 1, "c", dir, func(c *Config) {
+				var d net.Dialer
+				c.ProbeDial = func(ctx context.Context, addr string) (net.Conn, error) {
+					if dials.Add(1) <= tc.timeouts {
+						return nil, &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}
+					}
+					return d.DialContext(ctx, "tcp", addr)
+				}
+			})
+			n2 := startNode(t, 2, "c", dir, nil)
+			n1.tr.Send([]replica.ShardMessage{msg(1, 1, 2, 1, nil)})
+			waitFor(t, 10*time.Second, "delivery", func() bool { return n2.rec.count() == 1 })
+			n2.brk.breakAll() // the stream breaks; n2 still listens
+			waitFor(t, 10*time.Second, "the probe's attempts", func() bool { return dials.Load() >= min(tc.timeouts+1, int32(len(probeDelays))) })
+			time.Sleep(500 * time.Millisecond) // the probe's remaining attempts (300 ms in all)
+			if got := len(n1.rec.peersDown()) > 0; got != tc.down {
+				t.Fatalf("%d dials, %d timed out: reported down %v, want %v", dials.Load(), tc.timeouts, got, tc.down)
+			}
+		})
+	}
+}
