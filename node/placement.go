@@ -336,8 +336,13 @@ func decidePlacement(in placementInput) placementStep {
 			return placementStep{Kind: stepPromote, Node: id, Reason: "learner caught up"}
 		}
 	}
+	// A target voter this leader does not hear (its term may be younger than the other's
+	// replacement under way: the learner it added is outside this leader's target until it
+	// too has not heard the voter for DeadAfter) keeps such learners, to be promoted then
+	// rather than removed now and sent a snapshot again.
+	unheardVoter := slices.ContainsFunc(st.Voters, func(v uint64) bool { return target[v] && !live(v) })
 	for _, id := range st.Learners {
-		if !target[id] {
+		if !target[id] && !unheardVoter {
 			return placementStep{Kind: stepRemove, Node: id, Reason: "learner not in target"}
 		}
 	}
@@ -396,9 +401,10 @@ func decidePlacement(in placementInput) placementStep {
 		})
 		// An extra that is not gone (a decommissioning node: the ring leaves out no other live
 		// or recently dead member) keeps its replica while removing it would leave fewer
-		// voters up (alive in gossip) than the replication factor: with no other node to take
-		// the replica, removing it would only lower how many failures the shard survives. A
-		// target voter that is down counts as no such node: it may never come back, and once
+		// voters up (alive in gossip, heard by this leader) than the replication factor: with
+		// no other node to take the replica, removing it would only lower how many failures
+		// the shard survives. A target voter that is down (or unheard: the extra may be its
+		// replacement, begun under an earlier leader) counts as no such node: it may never come back, and once
 		// gone it is removed, when the extra, a decommissioning node that the ring adds to no
 		// shard, could no longer take its place (a drain while another node was down left
 		// shards two voters). The extra gives up the leadership, though. Down, it gets the
@@ -407,7 +413,7 @@ func decidePlacement(in placementInput) placementStep {
 		upWithout := func(id uint64) int {
 			n := 0
 			for _, v := range st.Voters {
-				if v != id && (v == in.Self || in.Peers[v].Alive) {
+				if v != id && live(v) {
 					n++
 				}
 			}

@@ -29,6 +29,9 @@ func (p *placer) dropConfirmed(shards []uint32, since time.Time, leaders map[uin
 			continue
 		}
 		if retired, err := p.n.host.RetireGroupIfQuiet(id, since); err != nil || !retired {
+			if err != nil {
+				p.log.Debug("retiring removed replica failed; retrying later", "shard", id, "err", err)
+			}
 			continue // a leader spoke to it since: the next round looks again
 		}
 		if err := p.n.dropReplica(id, s.Term); err != nil {
@@ -85,6 +88,9 @@ func (p *placer) dropOrphans(cands []orphan, since time.Time, leaders map[uint32
 			continue
 		}
 		retired, err := p.n.host.RetireGroupIfQuiet(o.shard, since)
+		if err != nil {
+			p.log.Debug("retiring removed replica failed; retrying later", "shard", o.shard, "err", err)
+		}
 		if err != nil || !retired {
 			continue
 		}

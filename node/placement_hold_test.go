@@ -204,3 +204,50 @@ func TestUnheardHoldGrowsAcrossHeals(t *testing.T) {
 		t.Fatalf("a member heard for long is still remembered: %+v", sp.leftOut[3])
 	}
 }
+
+// TestUnheardHeldUntilHeard: a member held out as unheard stays held while raft does not hear
+// it, whatever gossip says of it meanwhile: its node dead but not yet gone, or this leader's
+// term begun again (every match back to 0). Its hold ran out after DeadAfter, and the
+// replacement under way was undone while the ring still placed the member. Heard, it is
+// held no longer.
+func TestUnheardHeldUntilHeard(t *testing.T) {
+	const deadAfter = time.Minute
+	at := time.Unix(1e9, 0)
+	heardSt := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
+		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
+	newTerm := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
+		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 0}}}
+	cut := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true, Gone: true}}
+	for _, tc := range []struct {
+		name  string
+		st    replica.Status
+		peers map[uint64]peerState
+		idle  bool // 3 not recently active (inactiveSince holds it)
+	}{
+		{"its node died", heardSt, map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {}}, true},
+		{"a new term", newTerm, map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := &shardPlacement{leftOut: map[uint64]*heldOut{}, inactiveSince: map[uint64]time.Time{3: at}}
+			now := at
+			if held, _ := sp.trackUnheard(heardSt, cut, nil, now, deadAfter); !held[3] {
+				t.Fatal("an unheard member gossip holds alive is not held out")
+			}
+			if !tc.idle {
+				delete(sp.inactiveSince, 3)
+			}
+			for range 30 { // three DeadAfter, a round every 6 s
+				now = now.Add(6 * time.Second)
+				if held, _ := sp.trackUnheard(tc.st, tc.peers, nil, now, deadAfter); !held[3] {
+					t.Fatalf("%v after the hold began, 3 still unheard: no longer held", now.Sub(at))
+				}
+			}
+			delete(sp.inactiveSince, 3)
+			now = now.Add(6 * time.Second)
+			healed := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true}}
+			if held, _ := sp.trackUnheard(heardSt, healed, nil, now, deadAfter); held[3] {
+				t.Fatal("heard again: still held")
+			}
+		})
+	}
+}

@@ -271,7 +271,8 @@ func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Durat
 // trackUnheard updates leftOut from this round's view of the shard, whose leader this node is:
 // members raft does not hear while gossip holds them alive (peers' Alive and Gone) are held
 // out from now, one added back after its hold twice as long (holdOut), and so are stuck
-// learners (trackLearners); members raft hears again are held no longer; entries long past
+// learners (trackLearners); a member held out stays held while raft does not hear it, whatever
+// gossip says of it meanwhile; members raft hears again are held no longer; entries long past
 // their hold are forgotten. It returns the members the target leaves out now, and whether one of them still
 // votes. p.mu held.
 func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerState, stuck []uint64, now time.Time,
@@ -285,6 +286,14 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 			votes = votes || slices.Contains(st.Voters, id)
 		case slices.Contains(stuck, id):
 			sp.holdOut(id, now, deadAfter, true)
+		case inactive || st.Progress[id].Match == 0:
+			// Still not heard, though gossip no longer says so (its node died since, and is not
+			// gone yet; or this leader's new term started its clock again): a member held out
+			// stays held until raft hears it, or the replacement under way would be undone
+			// when the hold ran out, and started again later with a new snapshot.
+			if e := sp.leftOut[id]; e != nil && now.Sub(e.at) < e.hold {
+				e.at = now
+			}
 		case !inactive && st.Progress[id].Match > 0:
 			// Heard again as a member. Not on RecentActive alone: raft sets it for a member
 			// just added, before it has answered anything. Its hold ends now, and the entry
@@ -689,12 +698,19 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 	var err error
 	switch step.Kind {
 	case stepAddLearner:
-		if addr, ok := p.n.resolve(step.Node); step.Probe && (!ok || p.n.askPeer(ctx, addr) != nil) {
-			p.mu.Lock()
-			hold := sp.holdOut(step.Node, time.Now(), p.n.cfg.DeadAfter, false).hold
-			p.mu.Unlock()
-			err = fmt.Errorf("node %d does not answer this leader: left out of the shard for another %v", step.Node, hold)
-			break
+		if step.Probe {
+			addr, ok := p.n.resolve(step.Node)
+			perr := errors.New("no address known for it")
+			if ok {
+				perr = p.n.askPeer(ctx, addr)
+			}
+			if perr != nil {
+				p.mu.Lock()
+				hold := sp.holdOut(step.Node, time.Now(), p.n.cfg.DeadAfter, false).hold
+				p.mu.Unlock()
+				err = fmt.Errorf("node %d does not answer this leader (%w): left out of the shard for another %v", step.Node, perr, hold)
+				break
+			}
 		}
 		if step.Format >= shard.MaxFormat {
 			err = g.AddLearner(ctx, step.Node)

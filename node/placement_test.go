@@ -112,6 +112,23 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{Kind: stepRemove, Node: 4},
 		},
 		{
+			// A leader whose term began after another's replacement of voter 3 was under way
+			// (learner 4) does not hear 3 either: 4 stays, to be promoted once this leader
+			// too has not heard 3 for DeadAfter, rather than removed and sent a snapshot again.
+			name: "learner outside the target is kept while a target voter is unheard",
+			in: placementInput{Status: status([]uint64{1, 2, 3}, []uint64{4}, map[uint64]int{2: commit, 3: -5, 4: commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, alive, 4, alive)},
+			want: placementStep{},
+		},
+		{
+			// The same with the replacement already voting: removing it would leave two voters
+			// this leader hears, replication 3.
+			name: "extra voter kept while a target voter is unheard",
+			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: -5, 4: commit}),
+				Target: []uint64{1, 2, 3}, Peers: peers(2, alive, 3, alive, 4, alive), Replication: 3},
+			want: placementStep{Kept: true},
+		},
+		{
 			name: "extra voter removed once every target member votes",
 			in: placementInput{Status: status([]uint64{1, 2, 3, 4}, nil, map[uint64]int{2: commit, 3: commit, 4: commit}),
 				Target: []uint64{1, 2, 4}, Peers: peers(2, alive, 3, alive, 4, alive)},
