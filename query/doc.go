@@ -51,10 +51,25 @@
 //     committed, and the next Run retries the same event.
 //  4. To rebuild a model from scratch, delete the directory (there is no
 //     in-place reset). A database is bound to the cluster ID and shard count
-//     it was built from (ErrClusterMismatch otherwise).
+//     it was built from (ErrClusterMismatch otherwise). A model rebuilt from
+//     scratch lacks what truncations and retention removed from the log
+//     since it was first built: keep snapshots of it (below) instead.
 //  5. For read-your-writes, pass an append's AppendResult to WaitForAppend,
 //     a delete's DeleteResult (client.DeleteResultTo) to WaitForDelete, or a
 //     shard and position to WaitFor, before querying.
+//
+// # Snapshots
+//
+// WriteSnapshot writes a projection's whole database (read model,
+// checkpoint, the cluster it is bound to) as of one moment to an io.Writer,
+// zstd-compressed and checksummed, while Run goes on; Restore makes a new
+// projection directory of it, which Open and Run take up from that
+// checkpoint. Use them to move a read model to another machine, to keep it
+// against the loss of its disk, or to start more instances of it, without
+// reading every shard's log from the start again (which no longer holds the
+// events that truncations and retention removed). Restore checks the whole
+// snapshot before the directory is usable; a damaged or truncated one
+// returns ErrBadSnapshot and leaves nothing behind.
 //
 // # Database layout
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -394,7 +395,17 @@ func (p *Projection) WaitForDelete(ctx context.Context, r client.DeleteResult) e
 }
 
 func (p *Projection) loadCheckpoint() (Checkpoint, error) {
-	v, closer, err := p.db.Get([]byte{prefixInfo})
+	cp, err := readCheckpoint(p.db.Get)
+	if err != nil {
+		return nil, fmt.Errorf("query: projection %q: %w", p.cfg.Name, err)
+	}
+	return cp, nil
+}
+
+// readCheckpoint reads the checkpoint of a projection's database through get (a DB's or a
+// snapshot's): nil before the database was bound to a cluster.
+func readCheckpoint(get func([]byte) ([]byte, io.Closer, error)) (Checkpoint, error) {
+	v, closer, err := get([]byte{prefixInfo})
 	if err == pebble.ErrNotFound {
 		return nil, nil
 	}
@@ -404,11 +415,11 @@ func (p *Projection) loadCheckpoint() (Checkpoint, error) {
 	shards, n := binary.Uvarint(v)
 	closer.Close()
 	if n <= 0 || shards > 1<<20 {
-		return nil, fmt.Errorf("query: projection %q: corrupt info record", p.cfg.Name)
+		return nil, errors.New("corrupt info record")
 	}
 	cp := make(Checkpoint, shards)
 	for s := range cp {
-		v, closer, err := p.db.Get(checkpointKey(uint32(s)))
+		v, closer, err := get(checkpointKey(uint32(s)))
 		if err == pebble.ErrNotFound {
 			continue
 		}
@@ -417,7 +428,7 @@ func (p *Projection) loadCheckpoint() (Checkpoint, error) {
 		}
 		if len(v) != 8 {
 			closer.Close()
-			return nil, fmt.Errorf("query: projection %q: corrupt checkpoint of shard %d", p.cfg.Name, s)
+			return nil, fmt.Errorf("corrupt checkpoint of shard %d", s)
 		}
 		cp[s] = binary.BigEndian.Uint64(v)
 		closer.Close()
