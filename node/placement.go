@@ -174,8 +174,13 @@ type peerState struct {
 	Alive bool // alive in gossip
 	// Gone: dead in gossip for at least DeadAfter (or unknown to gossip that
 	// long), or alive in gossip but not heard from by this shard's raft for
-	// DeadAfter (a partitioned or wedged replica).
-	Gone            bool
+	// DeadAfter (a partitioned or wedged replica), or dead in gossip and not heard from
+	// for DeadAfter (a node that crash-loops).
+	Gone bool
+	// Unheard: gone as not heard from by this shard's raft for DeadAfter, while gossip has
+	// not held it dead for as long (the ring still places it): the leader holds it out of
+	// the shard's target (trackUnheard) and puts another node in its place.
+	Unheard         bool
 	Decommissioning bool
 	Stopping        bool // handing off its leaderships before a planned stop
 	// RecentlyRemoved: this leader removed the member from the shard less than

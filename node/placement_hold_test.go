@@ -183,7 +183,7 @@ func TestUnheardHoldGrowsAcrossHeals(t *testing.T) {
 	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}, inactiveSince: map[uint64]time.Time{}}
 	st := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
 		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
-	cut := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true, Gone: true}}
+	cut := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true, Gone: true, Unheard: true}}
 	healed := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true}}
 	at := time.Unix(1e9, 0)
 	for i, want := range []time.Duration{deadAfter, 2 * deadAfter, 4 * deadAfter} {
@@ -217,7 +217,7 @@ func TestUnheardHeldUntilHeard(t *testing.T) {
 		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
 	newTerm := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
 		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 0}}}
-	cut := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true, Gone: true}}
+	cut := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true, Gone: true, Unheard: true}}
 	for _, tc := range []struct {
 		name  string
 		st    replica.Status
@@ -249,5 +249,43 @@ func TestUnheardHeldUntilHeard(t *testing.T) {
 				t.Fatal("heard again: still held")
 			}
 		})
+	}
+}
+
+// TestCrashLoopingMemberHeldOut: a member whose node crash-loops (alive in gossip for 3 s at a
+// time, under returnGrace; dead for 20 s at a time, under DeadAfter) and which raft never
+// hears is gone by neither gossip measure alone. Once raft has not heard it for DeadAfter it
+// is judged gone and held out, and it stays held out through its next alive spells, so that
+// the shard gets a replacement; heard again, it is held no longer.
+func TestCrashLoopingMemberHeldOut(t *testing.T) {
+	const deadAfter = time.Minute
+	t0 := time.Unix(1e9, 0)
+	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}, inactiveSince: map[uint64]time.Time{3: t0}}
+	st := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
+		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
+	var changed time.Time // when gossip last saw 3 come or go
+	alive := false
+	for sec := 0; sec <= 180; sec++ {
+		now := t0.Add(time.Duration(sec) * time.Second)
+		if nowAlive := sec%23 < 3; nowAlive != alive {
+			alive, changed = nowAlive, now
+		}
+		ps := peerState{Alive: alive, Gone: !alive && now.Sub(changed) >= deadAfter}
+		ps = judgeMember(ps, false, true, t0, changed, now, deadAfter)
+		peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: ps}
+		held, _ := sp.trackUnheard(st, peers, nil, now, deadAfter)
+		if sec >= 60+23 && !held[3] {
+			t.Fatalf("%ds into the loop (raft has not heard it since 0s; alive in gossip %v, since %v): not held out",
+				sec, alive, now.Sub(changed))
+		}
+	}
+	delete(sp.inactiveSince, 3) // heard again
+	now := t0.Add(181 * time.Second)
+	ps := judgeMember(peerState{Alive: true}, true, false, time.Time{}, now.Add(-time.Second), now, deadAfter)
+	if ps.Gone || ps.Unheard {
+		t.Fatalf("heard again: judged %+v", ps)
+	}
+	if held, _ := sp.trackUnheard(st, map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: ps}, nil, now, deadAfter); held[3] {
+		t.Fatal("heard again: still held out")
 	}
 }

@@ -281,7 +281,7 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 		_, inactive := sp.inactiveSince[id]
 		switch ps := peers[id]; {
 		case id == st.ID:
-		case ps.Alive && ps.Gone:
+		case ps.Unheard:
 			sp.holdOut(id, now, deadAfter, true)
 			votes = votes || slices.Contains(st.Voters, id)
 		case slices.Contains(stuck, id):
@@ -539,23 +539,18 @@ func (p *placer) round(now time.Time) {
 			// CheckQuorum (an election timeout), and sets again at its next answer (a
 			// heartbeat later): a round that ran in between took a member raft hears for one
 			// it does not, and removed it (heardGrace).
+			if id == self {
+				continue
+			}
 			since, inactive := sp.inactiveSince[id]
 			heard := (!inactive || now.Sub(since) < heardGrace) && st.Progress[id].Match > 0
-			switch {
-			case id == self:
-			case !known:
+			if !known {
 				// Unknown to gossip (forgotten, or a wiped node's old ID):
 				// treat as dead since this loop started.
 				peers[id] = peerState{Gone: !heard && now.Sub(p.started) >= deadAfter}
-			case ps.Gone && heard:
-				ps.Gone = false
-				peers[id] = ps
-			case ps.Alive:
-				if unresponsiveGone(now, since, inactive, changed[id], deadAfter) {
-					ps.Gone = true
-					peers[id] = ps
-				}
+				continue
 			}
+			peers[id] = judgeMember(ps, heard, inactive, since, changed[id], now, deadAfter)
 		}
 		for id, at := range sp.removed {
 			if now.Sub(at) >= readdCooldown {
@@ -796,4 +791,25 @@ func learnerGuard(sm *shard.Shard, nodeFormat uint64) replica.Guard {
 		}
 		return nil
 	}
+}
+
+// judgeMember returns ps, a member of a shard as gossip sees it, with Gone and Unheard as the
+// shard's leader judges them from its raft too: heard (answering it), or not recently active
+// (inactive) since since; changed is when gossip last saw the member come or go.
+func judgeMember(ps peerState, heard, inactive bool, since, changed, now time.Time, deadAfter time.Duration) peerState {
+	switch {
+	case ps.Gone && heard:
+		ps.Gone = false
+	case ps.Alive:
+		if unresponsiveGone(now, since, inactive, changed, deadAfter) {
+			ps.Gone, ps.Unheard = true, true
+		}
+	case !ps.Gone && inactive && now.Sub(since) >= deadAfter:
+		// Dead in gossip for less than DeadAfter, and not heard by raft for DeadAfter: a node
+		// that crash-loops, its spells alive shorter than returnGrace and its spells dead
+		// shorter than DeadAfter, was gone by neither measure, and its shards stayed a voter
+		// short for as long as it looped.
+		ps.Gone, ps.Unheard = true, true
+	}
+	return ps
 }
