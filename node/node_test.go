@@ -306,6 +306,15 @@ func TestStatusDetails(t *testing.T) {
 		if err != nil || r.FirstVersion != 3 {
 			t.Fatalf("append expecting the version the detail named: %v, %v; want version 3", r, err)
 		}
+		// A tombstoned stream is no soft-deleted one: nothing continues it.
+		waitFormat(ctx, t, n) // truncation needs format 4
+		if _, err := c.Delete(ctx, &shoalv1.DeleteRequest{Stream: "gone", Expected: anyVersion(), Tombstone: true}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Truncate(ctx, &shoalv1.TruncateRequest{Stream: "gone", Before: 1, Expected: exact(0)})
+		if d := detail[*shoalv1.WrongExpectedVersion](t, err, codes.FailedPrecondition); d.StreamDeleted || d.StreamExists {
+			t.Fatalf("truncate of a tombstoned stream: detail %v, want neither existing nor soft-deleted", d)
+		}
 	})
 	t.Run("invalid stream name", func(t *testing.T) {
 		_, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "$system", Events: events("C")})

@@ -159,6 +159,16 @@ func TestReadViewReleasedWhileCallerStalls(t *testing.T) {
 		t.Fatalf("read whose caller stalled on its last page: %d pages, %v; want 2 and no error", pages, err)
 	}
 	waitReleased()
+	// So is one whose last page is full and ends its count, forwards or backwards down to 0.
+	for _, req := range []*shoalv1.ReadRequest{
+		{Stream: "s", Count: pageEvents},
+		{Stream: "s", Backward: true, FromVersion: pageEvents - 1},
+	} {
+		pages = 0
+		if err := n.read(req, id, staleness{}, stalled); err != nil || pages != 1 {
+			t.Fatalf("read %v whose caller stalled on its only page: %d pages, %v; want 1 and no error", req, pages, err)
+		}
+	}
 }
 
 // The Go client reads on after a stall that released the server's view: every event once, in

@@ -398,11 +398,6 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 		if !full {
 			return nil
 		}
-		if released {
-			view.release() // the timer's call may still be under way
-			return status.Errorf(codes.Aborted, "the read's view of stream %q was released: its caller took more than %v "+
-				"to take a page; read on from the version after the last event received", req.Stream, n.cfg.readViewHold)
-		}
 		if req.Count != 0 {
 			if remaining -= uint64(len(page.Events)); remaining == 0 {
 				return nil
@@ -415,6 +410,11 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 			return nil
 		default:
 			from = last - 1
+		}
+		if released { // with more to read
+			view.release() // the timer's call may still be under way
+			return status.Errorf(codes.Aborted, "the read's view of stream %q was released: its caller took more than %v "+
+				"to take a page; read on from the version after the last event received", req.Stream, n.cfg.readViewHold)
 		}
 		fromEnd = false
 		if err := ctx.Err(); err != nil {

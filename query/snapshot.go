@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
@@ -117,28 +118,61 @@ func (s *summer) bytes(b []byte) {
 
 // Restore makes the projection directory dir (on fs; nil: the OS file system) of a snapshot
 // that WriteSnapshot wrote, and returns its checkpoint. dir must not exist, or be empty. The
-// snapshot is checked whole (its record count and checksum) before the directory is usable;
-// input that is not a complete snapshot returns ErrBadSnapshot and leaves nothing in dir. Open
+// database is built in dir+".restoring" and renamed to dir once the snapshot checked whole
+// (its record count and checksum): input that is not a complete snapshot returns
+// ErrBadSnapshot and leaves no dir, and a restore cut short leaves only dir+".restoring",
+// which the next Restore to dir removes. Open
 // the directory with the Config the projection had: Run goes on from the checkpoint, and
 // refuses a cluster other than the one the model was built from (ErrClusterMismatch).
 func Restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
+	_, statErr := fs.Stat(dir)
+	exists := statErr == nil
 	if names, err := fs.List(dir); err == nil && len(names) > 0 {
 		return nil, fmt.Errorf("query: restore into %q: the directory is not empty (%d entries); give a new one", dir, len(names))
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("query: restore into %q: %w", dir, err)
+	// The database is built beside dir and renamed to it once the snapshot checked whole: a
+	// restore cut short (a crash, a kill) leaves no directory that opens as a projection with
+	// a checkpoint and part of its model. What such a restore left there is its own.
+	tmp := filepath.Clean(dir) + restoringSuffix
+	if err := fs.RemoveAll(tmp); err != nil {
+		return nil, fmt.Errorf("query: restore into %q: removing an earlier restore's %s: %w", dir, tmp, err)
 	}
-	cp, err := restore(r, dir, fs)
+	err := fs.MkdirAll(tmp, 0o755)
+	var cp Checkpoint
+	if err == nil {
+		cp, err = restore(r, tmp, fs)
+	}
+	if err == nil && exists {
+		err = fs.Remove(dir) // empty: checked above
+	}
+	if err == nil {
+		err = fs.Rename(tmp, dir)
+	}
+	if err == nil {
+		err = syncDir(fs, fs.PathDir(filepath.Clean(dir)))
+	}
 	if err != nil {
-		if rerr := fs.RemoveAll(dir); rerr != nil {
+		if rerr := fs.RemoveAll(tmp); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("removing what the restore wrote: %w", rerr))
 		}
 		return nil, fmt.Errorf("query: restore into %q: %w", dir, err)
 	}
 	return cp, nil
+}
+
+// restoringSuffix names the directory beside the target that Restore builds the database in.
+const restoringSuffix = ".restoring"
+
+// syncDir makes a rename in dir durable.
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
 
 func restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {

@@ -124,8 +124,10 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 			if !errors.Is(err, ErrBadSnapshot) {
 				t.Fatalf("Restore = %v, want ErrBadSnapshot", err)
 			}
-			if _, err := fs.Stat("bad"); err == nil {
-				t.Fatal("a refused restore left its directory")
+			for _, d := range []string{"bad", "bad" + restoringSuffix} {
+				if _, err := fs.Stat(d); err == nil {
+					t.Fatalf("a refused restore left %s", d)
+				}
 			}
 		})
 	}
@@ -134,6 +136,39 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 	}
 	if _, err := Restore(bytes.NewReader(good), "fresh", fs); err != nil {
 		t.Fatalf("the good snapshot: %v", err)
+	}
+	// Into an empty directory, past what a restore cut short left beside it.
+	if err := fs.MkdirAll("empty", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.MkdirAll("empty"+restoringSuffix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fs.Create("empty"+restoringSuffix+"/MANIFEST-000001", vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := Restore(bytes.NewReader(good), "empty", fs); err != nil {
+		t.Fatalf("the good snapshot into an empty directory: %v", err)
+	}
+	if _, err := fs.Stat("empty" + restoringSuffix); err == nil {
+		t.Fatal("the restore's own directory is left beside its target")
+	}
+	q, err := open(testConfig(fs, HandlerFunc(countingHandler)), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	p2cfg := testConfig(fs, HandlerFunc(countingHandler))
+	p2cfg.Dir = "empty"
+	p2, err := open(p2cfg, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if !slices.Equal(p2.Checkpoint(), q.Checkpoint()) {
+		t.Fatalf("restored checkpoint %v, the projection's %v", p2.Checkpoint(), q.Checkpoint())
 	}
 }
 

@@ -217,7 +217,7 @@ func checkExpected(stream string, exp Expected, m streamMeta, found bool) error 
 	e := &WrongExpectedVersionError{Stream: stream, Expected: exp, Exists: live}
 	if found {
 		e.Actual = m.last
-		e.Deleted = m.state != stateLive
+		e.Deleted = m.state == stateDeleted // soft-deleted (a truncation may find a tombstone here)
 	}
 	return e
 }
