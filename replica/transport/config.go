@@ -86,7 +86,9 @@ type Config struct {
 	// dial or stream (exponential, ±50% jitter, reset by a successful send
 	// on a stream that has lived at least a second).
 	// Defaults 100 ms and 1 s: a peer back from a partition hears from
-	// this node again within 1.5 s.
+	// this node again within 1.5 s of this backoff, and up to 1.2 s more
+	// while gRPC's own reconnect delay under it runs (a stream opened
+	// while the connection waits to redial fails at once): 2.7 s at worst.
 	BackoffInitial, BackoffMax time.Duration
 	// SnapshotBackoffInitial and SnapshotBackoffMax bound the wait before a snapshot goes
 	// to a destination whose last snapshot failed (exponential, ±50% jitter, reset by a
