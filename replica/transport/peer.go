@@ -416,8 +416,8 @@ func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
 
 // probeDown tries, in the background, plain connections to the peer whose stream just broke.
 // When one is refused (or every one times out: see probe), the node is most likely down, and
-// the handler is told at once: the peer's raft groups need not wait out a whole election timeout to learn that their
-// leader is gone. A killed process resets its connections before its listener is closed, so
+// the handler is told at once: the peer's raft groups need not wait out a whole election
+// timeout to learn that their leader is gone. A killed process resets its connections before its listener is closed, so
 // one accepted connection proves little: the peer counts as up only when every attempt of
 // probeDelays is accepted, and is then left to raft's own timeouts. A connection reset while
 // it is being opened (the listener of a process being killed took it, then went) is no answer
