@@ -58,7 +58,7 @@ upgrade-test:
 # The container image (deploy/Dockerfile): the static binary FROM scratch, tagged $(IMAGE).
 IMAGE ?= shoal:dev
 image: build
-	rm -rf bin/image && mkdir -p bin/image/data && cp $(BIN) bin/image/shoal
+	rm -rf bin/image && mkdir -p -m 0700 bin/image/data && cp $(BIN) bin/image/shoal
 	docker build -q -f deploy/Dockerfile -t $(IMAGE) bin/image
 
 # Three servers in containers on a private Docker network (internal/e2e docker_test.go):

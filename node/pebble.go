@@ -141,7 +141,8 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	l.log.Error(msg, "component", "pebble", "fatal", true)
 	fmt.Fprintln(os.Stderr, "pebble: fatal:", msg)
-	os.Exit(1)
+	os.Exit(ExitDiskStall) // a store that cannot go on (a failed write or sync of its files): as a stall, docs/operations.md
+
 }
 
 // pebbleCollector exports the basics of db.Metrics() at scrape time.

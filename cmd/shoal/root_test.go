@@ -141,6 +141,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "read", "--stream-prefix", strings.Repeat("p", 512), "--streams", "10", "--server", "127.0.0.1:1"},
 			"too long (513 bytes) (limit: 1..512 bytes"},
 		{[]string{"server", "--listen", "nope"}, `--listen "nope" is not host:port`},
+		// An unset variable in --join "$SEEDS" must not start a cluster of its own.
+		{[]string{"server", "--join", ""}, "--join is empty"},
+		{[]string{"server", "--join", " , "}, "--join is empty"},
+		{[]string{"server", "--http", ""}, `--http is empty: give an address, or "off"`},
+		{[]string{"server", "--data", ""}, "--data is empty"},
 		{[]string{"server", "--replication", "9"}, "--replication 9 out of range 1..7"},
 		// --listen nope: a server that took the 0 for the default would stop there, not start.
 		{[]string{"server", "--shards", "0", "--listen", "nope"}, "--shards 0 out of range 1..4096"},

@@ -87,6 +87,9 @@ SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("--max-append-pipelines %d must be at least 1 (append pipelines the node holds at once; default %d)",
 					cfg.MaxAppendPipelines, node.DefaultMaxAppendPipelines)
 			}
+			if err := refuseEmpty(cmd.Flags(), join); err != nil {
+				return err
+			}
 			if !cmd.Flags().Changed("shards") {
 				cfg.Shards = 0
 			}
@@ -96,7 +99,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 			if !cmd.Flags().Changed("node") {
 				cfg.Name = "" // the stored name, or the host name for a new directory
 			}
-			if cfg.HTTP == "" || cfg.HTTP == "off" {
+			if cfg.HTTP == "off" {
 				cfg.HTTP, cfg.DisableHTTP = "", true
 			}
 			cfg.Join = splitList(join)
@@ -171,6 +174,27 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&srvTLS.Key, "tls-key", "", "PEM private key of --tls-cert")
 	procsFlag(f, &procs)
 	return cmd
+}
+
+// refuseEmpty refuses a server flag given an empty value, which would otherwise mean its
+// default or nothing: an unset variable in `--join "$SEEDS"` started a new cluster of one
+// node, which acknowledged writes that the cluster it was meant to join never saw; an empty
+// --http turned off /metrics and /readyz.
+func refuseEmpty(f *pflag.FlagSet, join []string) error {
+	if f.Changed("join") && len(splitList(join)) == 0 {
+		return usagef("--join is empty: give the gossip addresses of existing members (host:port, comma-separated), " +
+			"or leave --join out to create a new cluster")
+	}
+	for _, name := range []string{"data", "listen", "gossip", "http"} {
+		if fl := f.Lookup(name); fl != nil && f.Changed(name) && strings.TrimSpace(fl.Value.String()) == "" {
+			hint := "give a value, or leave the flag out for its default"
+			if name == "http" {
+				hint = `give an address, or "off" to serve no HTTP`
+			}
+			return usagef("--%s is empty: %s", name, hint)
+		}
+	}
+	return nil
 }
 
 // dialedHost is the host peers and clients dial a server at: --advertise's, else --listen's;
