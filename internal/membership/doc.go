@@ -17,8 +17,8 @@
 //  4. React to OnChange by reading Members(); calls are coalesced and come
 //     from one goroutine, so a slow callback delays only later callbacks.
 //  5. Dead members stay listed (Alive=false, Changed = when they died) until
-//     they come back, the caller calls Forget, or, having left (Stopping),
-//     they have been dead for ForgetAfter (72 h; the reconnect loop drops them).
+//     they come back, the caller calls Forget, or they have been dead for
+//     ForgetAfter (72 h; the reconnect loop drops them).
 //  6. On shutdown call Leave (peers see "left" at once), then Close. Close
 //     without Leave looks like a crash to peers.
 //

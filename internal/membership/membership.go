@@ -147,12 +147,15 @@ const (
 	// A member long gone costs a refused or timed-out connection a minute.
 	reconnectFor  = 10 * time.Minute
 	reconnectSlow = time.Minute
-	// ForgetAfter is how long a member that left (its last metadata said Stopping: a node
-	// decommissioned and stopped, say) stays in Members once it is held dead: then it is
+	// ForgetAfter is how long a member stays in Members once it is held dead: then it is
 	// forgotten, as if never seen, and no longer asked to sync. One that comes back is a
-	// member again. A member that died without leaving is kept: it may be on the other side
-	// of a partition, which only this node's reconnect syncs with it heal. The reconnect loop
-	// forgets them.
+	// member again. A member that left (its last metadata said Stopping: a node decommissioned
+	// and stopped, say) is never asked; one that died without leaving is, while it is kept,
+	// as it may be on the other side of a partition that this node's reconnect syncs heal.
+	// Kept for good, the members of machines that crashed and were replaced under new names
+	// (host names of containers) piled up, listed dead by cluster status and asked to sync
+	// every minute each. (A partition that outlasts it still heals from the other side: its
+	// nodes' replicas name members it forgot, which they ask; see islandLoop.)
 	ForgetAfter = 72 * time.Hour
 )
 
@@ -578,13 +581,12 @@ func (m *Membership) refusalIn(joinErr error) error {
 	return nil
 }
 
-// forgetLongDead forgets the members that left and have been held dead for ForgetAfter as
-// of now.
+// forgetLongDead forgets the members that have been held dead for ForgetAfter as of now.
 func (m *Membership) forgetLongDead(now time.Time) {
 	m.mu.Lock()
 	var gone []string
 	for name, e := range m.mu.members {
-		if !e.Alive && e.Stopping && name != m.name && now.Sub(e.Changed) >= ForgetAfter {
+		if !e.Alive && name != m.name && now.Sub(e.Changed) >= ForgetAfter {
 			delete(m.mu.members, name)
 			delete(m.mu.foreign, name)
 			delete(m.mu.asked, name)
@@ -601,12 +603,14 @@ func (m *Membership) forgetLongDead(now time.Time) {
 }
 
 // pickDead returns a random member held dead that did not leave and whose address did not
-// answer as another cluster's node, or "": one that died within reconnectFor of now, or
-// longer ago and not asked for reconnectSlow.
+// answer as another cluster's node, or "": one that died within reconnectFor of now if there
+// is one, else one that died longer ago and was not asked for reconnectSlow. (Drawn from all
+// of them, members long gone, each asked once a minute, crowded out the recently dead, the
+// partitions the loop is there to heal.)
 func (m *Membership) pickDead(now time.Time) (name, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
+	n, recent := 0, false
 	for nm, e := range m.mu.members {
 		if e.Alive {
 			delete(m.mu.foreign, nm) // back: if it dies again, its address is its own
@@ -615,8 +619,12 @@ func (m *Membership) pickDead(now time.Time) (name, addr string) {
 		if e.Alive || e.Stopping || e.Addr == "" || nm == m.name || m.mu.foreign[nm] == e.Addr {
 			continue
 		}
-		if now.Sub(e.Changed) > reconnectFor && now.Sub(m.mu.asked[nm]) < reconnectSlow {
+		long := now.Sub(e.Changed) > reconnectFor
+		if long && (recent || now.Sub(m.mu.asked[nm]) < reconnectSlow) {
 			continue
+		}
+		if !long && !recent {
+			recent, n = true, 0 // the first recently dead: the long dead drawn so far are not
 		}
 		if n++; rand.IntN(n) == 0 { // reservoir sampling: each with probability 1/n
 			name, addr = nm, e.Addr

@@ -549,26 +549,55 @@ func TestJoinNotBlamedForAnotherNodesRefusal(t *testing.T) {
 	t.Logf("join: %v", err)
 }
 
-// A member that left and has been held dead for ForgetAfter (a node decommissioned and
-// stopped) is forgotten: it left cluster status and the reconnect loop's round never, while
-// one dead for less stays listed, and so does one that died without leaving (it may be across
-// a partition that only reconnect syncs heal, and forgotten, would never heal).
+// A member held dead for ForgetAfter, having left (a node decommissioned and stopped) or not
+// (a machine that crashed and was replaced under another name), is forgotten: it leaves
+// cluster status and the reconnect loop's round, where such members piled up for good. One
+// dead for less stays listed.
 func TestLongDeadMemberForgotten(t *testing.T) {
 	a := leftAndDied(t)
 	mb, _ := find(a, "b")
-	a.forgetLongDead(mb.Changed.Add(ForgetAfter - time.Minute))
-	if _, ok := find(a, "b"); !ok {
-		t.Fatal("b forgotten before ForgetAfter")
+	mc, _ := find(a, "c")
+	died := mb.Changed
+	if mc.Changed.After(died) {
+		died = mc.Changed
 	}
-	a.forgetLongDead(mb.Changed.Add(10 * ForgetAfter))
+	a.forgetLongDead(died.Add(ForgetAfter - time.Minute))
+	for _, name := range []string{"b", "c"} {
+		if _, ok := find(a, name); !ok {
+			t.Fatalf("%s forgotten before ForgetAfter", name)
+		}
+	}
+	a.forgetLongDead(died.Add(10 * ForgetAfter))
 	if _, ok := find(a, "b"); ok {
 		t.Fatal("b, which left, still listed after ForgetAfter dead")
 	}
-	if _, ok := find(a, "c"); !ok {
-		t.Fatal("c, dead without leaving, forgotten")
+	if _, ok := find(a, "c"); ok {
+		t.Fatal("c, dead without leaving, still listed after ForgetAfter dead")
 	}
 	if _, ok := find(a, "a"); !ok {
 		t.Fatal("a forgot itself")
+	}
+}
+
+// TestReconnectPrefersRecentlyDead: while a member died within reconnectFor (a partition, a
+// crash being restarted), the reconnect loop asks it, not the members dead for long, each of
+// which may be asked once a minute: a hundred of them crowded it out.
+func TestReconnectPrefersRecentlyDead(t *testing.T) {
+	now := time.Now()
+	m := &Membership{name: "self"}
+	m.mu.members = map[string]*Member{"self": {Alive: true}}
+	for i := range 100 {
+		m.mu.members[fmt.Sprintf("old-%d", i)] = &Member{Addr: fmt.Sprintf("10.0.0.%d:7401", i), Changed: now.Add(-time.Hour)}
+	}
+	m.mu.members["recent"] = &Member{Addr: "10.0.1.1:7401", Changed: now.Add(-time.Minute)}
+	for range 50 {
+		if name, _ := m.pickDead(now); name != "recent" {
+			t.Fatalf("pickDead chose %q while a member died a minute ago", name)
+		}
+	}
+	delete(m.mu.members, "recent")
+	if name, _ := m.pickDead(now); !strings.HasPrefix(name, "old-") {
+		t.Fatalf("pickDead chose %q with only long-dead members, want one of them", name)
 	}
 }
 
