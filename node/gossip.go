@@ -135,6 +135,7 @@ func withSettingsFits(m membership.Meta) error {
 		m.ClusterID = strings.Repeat("0", len(newClusterID()))
 		m.Shards, m.Replication = math.MaxUint32, math.MaxUint32
 	}
+	m.ReplicationEpoch = math.MaxUint64 // it grows with every set-replication
 	_, err := membership.EncodeMeta(m)
 	return err
 }

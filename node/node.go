@@ -595,17 +595,24 @@ func (n *Node) memberList() []membership.Member {
 	return nil
 }
 
-// resolve maps a node ID to its gRPC address, from gossip.
+// resolve maps a node ID to its gRPC address, from gossip: an alive member's, where gossip
+// holds the ID under two names (a node renamed, a stale entry), else a dead one's.
 func (n *Node) resolve(id uint64) (string, bool) {
 	if id == n.dir.id.NodeID {
 		return n.addr, true
 	}
+	addr := ""
 	for _, m := range n.memberList() {
 		if m.NodeID == id && m.GRPCAddr != "" {
-			return m.GRPCAddr, true
+			if m.Alive {
+				return m.GRPCAddr, true
+			}
+			if addr == "" {
+				addr = m.GRPCAddr
+			}
 		}
 	}
-	return "", false
+	return addr, addr != ""
 }
 
 // Addr returns the advertised gRPC address (the actual port when Listen asked
@@ -664,12 +671,17 @@ func (n *Node) DesiredReplicas() [][]uint64 { return n.desiredWithout(nil) }
 func (n *Node) desiredWithout(leftOut map[uint64]bool) [][]uint64 {
 	s := n.Settings()
 	var rm []ring.Member
-	for _, m := range n.Members() {
+	members := n.Members()
+	alive := map[uint64]bool{}
+	for _, m := range members {
+		alive[m.NodeID] = alive[m.NodeID] || m.Alive
+	}
+	for _, m := range members {
 		if _, out := leftOut[m.NodeID]; m.ClusterID == "" || m.Decommissioning || out {
 			continue
 		}
-		if !m.Alive && time.Since(m.Changed) >= n.cfg.DeadAfter {
-			continue
+		if !m.Alive && (alive[m.NodeID] || time.Since(m.Changed) >= n.cfg.DeadAfter) {
+			continue // gone, or an ID gossip also holds alive under another name: that one's zone counts
 		}
 		rm = append(rm, ring.Member{ID: m.NodeID, Zone: m.Zone})
 	}
