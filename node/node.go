@@ -25,7 +25,6 @@ import (
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/replica/transport"
-	"github.com/shoaldb/shoal/ring"
 	"github.com/shoaldb/shoal/shard"
 )
 
@@ -659,36 +658,6 @@ func (n *Node) Members() []membership.Member {
 		}
 	}
 	return out
-}
-
-// DesiredReplicas returns, per shard, the ordered replica set that ring
-// placement wants over the eligible members: alive or dead for less than
-// DeadAfter, not decommissioning, and in this cluster. A placement loop
-// compares it with each led group's voters.
-func (n *Node) DesiredReplicas() [][]uint64 { return n.desiredWithout(nil) }
-
-// desiredWithout is DesiredReplicas over the eligible members other than those in leftOut.
-func (n *Node) desiredWithout(leftOut map[uint64]bool) [][]uint64 {
-	s := n.Settings()
-	var rm []ring.Member
-	members := n.Members()
-	alive := map[uint64]bool{}
-	for _, m := range members {
-		alive[m.NodeID] = alive[m.NodeID] || m.Alive
-	}
-	for _, m := range members {
-		if _, out := leftOut[m.NodeID]; m.ClusterID == "" || m.Decommissioning || out {
-			continue
-		}
-		if !m.Alive && (alive[m.NodeID] || time.Since(m.Changed) >= n.cfg.DeadAfter) {
-			continue // gone, or an ID gossip also holds alive under another name: that one's zone counts
-		}
-		rm = append(rm, ring.Member{ID: m.NodeID, Zone: m.Zone})
-	}
-	if len(rm) == 0 || s.Shards == 0 {
-		return nil
-	}
-	return ring.New(rm).Assign(s.Shards, int(s.Replication))
 }
 
 // Host returns the raft host (for placement: Groups, Group, OpenGroup).
