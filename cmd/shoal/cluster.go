@@ -190,7 +190,7 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		},
 	}
 	a.serverFlag(recom, &server)
-	cmd.AddCommand(decom, recom, a.nodeBackupCmd(), a.nodeInspectCmd())
+	cmd.AddCommand(decom, recom, a.nodeBackupCmd(), a.nodeInspectCmd(), a.nodeReadyCmd())
 	return cmd
 }
 
