@@ -82,7 +82,7 @@ func (m *model) wev(name string, st *mStream, exp Expected) error {
 	e := &WrongExpectedVersionError{Stream: name, Expected: exp}
 	if st != nil {
 		e.Exists = st.state == stateLive
-		e.Deleted = !e.Exists
+		e.Deleted = st.state == stateDeleted // soft-deleted, not tombstoned
 		e.Actual = uint64(len(st.events)) - 1
 	}
 	return e
