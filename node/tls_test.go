@@ -12,10 +12,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
@@ -191,6 +193,36 @@ func TestClusterTLS(t *testing.T) {
 	}
 	if r := c.Nodes[1].Settings().Replication; r != 3 {
 		t.Fatalf("replication %d after a refused change, want 3", r)
+	}
+
+	// A certificate of the nodes' CA that names another host than a node's (an operator's)
+	// may call the Raft service, but not as that node: its votes and acknowledgements would
+	// count as the node's.
+	ops := ca.Issue(t, "ops", "ops.example")
+	opsCfg, err := ops.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oconn, err := grpc.NewClient(c.Nodes[0].Addr(), append(grpcopt.DialOptions(),
+		grpc.WithTransportCredentials(credentials.NewTLS(opsCfg)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oconn.Close()
+	n1, n2 := c.Nodes[0].ID(), c.Nodes[1].ID()
+	hb, err := proto.Marshal(&raftpb.Message{Type: new(raftpb.MsgHeartbeat), From: new(n2), To: new(n1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err = shoalv1.NewRaftClient(oconn).Send(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&shoalv1.RaftBatch{From: n2, To: n1, Shards: []uint32{0}, Messages: [][]byte{hb}}); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if _, err := rs.CloseAndRecv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("raft batch sent as node %d with a certificate for ops.example: %v, want PERMISSION_DENIED", n2, err)
 	}
 }
 

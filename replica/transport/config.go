@@ -200,6 +200,9 @@ var (
 	ErrWrongNode = errors.New("transport: addressed to another node")
 	// ErrBadRequest: a malformed batch or snapshot header.
 	ErrBadRequest = errors.New("transport: malformed request")
+	// ErrNotSender: under TLS, the caller's certificate does not name the host of the address
+	// the node it sends as has (Config.Resolve): it may not speak for that node.
+	ErrNotSender = errors.New("transport: the caller's certificate does not name the sender's host")
 	// ErrNoHandler: traffic arrived before SetHandler.
 	ErrNoHandler = errors.New("transport: no handler set")
 	// ErrClosed: the transport was closed.

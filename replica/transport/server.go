@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -22,6 +25,35 @@ import (
 type server struct {
 	shoalv1.UnimplementedRaftServer
 	t *Transport
+}
+
+// checkSender refuses a caller that sends as node from over TLS with a certificate that does not
+// name the host of from's address (Config.Resolve), as each node's certificate names its own
+// (the host peers dial it at, which they verify): any holder of a certificate from the nodes'
+// CA, an operator's say, could otherwise cast votes and acknowledge entries as any member. A
+// sender with no known address yet (gossip has not told this node of it) passes, as does any
+// caller without TLS.
+func (t *Transport) checkSender(ctx context.Context, from uint64) error {
+	p, ok := grpcpeer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	addr, ok := t.cfg.Resolve(from)
+	if !ok {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	if err := info.State.PeerCertificates[0].VerifyHostname(host); err != nil {
+		return fmt.Errorf("%w: node %d is at %s: %v", ErrNotSender, from, addr, err)
+	}
+	return nil
 }
 
 // checkHeader validates the addressing of an incoming stream.
@@ -64,6 +96,10 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 			return toStatus(fmt.Errorf("%w: %d shards for %d messages", ErrBadRequest, len(b.Shards), len(b.Messages)))
 		}
 		if label == "" || b.From != from {
+			if err := t.checkSender(stream.Context(), b.From); err != nil {
+				t.log.Warn("transport: refusing raft stream", "from", b.From, "err", err)
+				return toStatus(err)
+			}
 			from, label = b.From, strconv.FormatUint(b.From, 10)
 		}
 		msgs := make([]replica.ShardMessage, len(b.Messages))
@@ -109,6 +145,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrBadRequest):
 		code = codes.InvalidArgument
+	case errors.Is(err, ErrNotSender):
+		code = codes.PermissionDenied
 	case errors.Is(err, replica.ErrStaleSnapshot):
 		// The sender's leadership ended: no fault of this node (sendSnapshotJob).
 		code = codes.Aborted

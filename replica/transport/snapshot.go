@@ -416,6 +416,10 @@ func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 	if err := t.checkHeader(first.From, first.To, first.ClusterId); err != nil {
 		return toStatus(err)
 	}
+	if err := t.checkSender(stream.Context(), first.From); err != nil {
+		t.log.Warn("transport: refusing snapshot", "from", first.From, "err", err)
+		return toStatus(err)
+	}
 	m := new(pb.Message)
 	if err := proto.Unmarshal(first.Message, m); err != nil {
 		return toStatus(fmt.Errorf("%w: snapshot header: %v", ErrBadRequest, err))
