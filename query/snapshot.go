@@ -64,9 +64,10 @@ func (p *Projection) WriteSnapshot(w io.Writer) (Checkpoint, error) {
 		return nil, err
 	}
 	var count uint64
+	var verr error
 	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
+		var v []byte
+		if v, verr = it.ValueAndErr(); verr != nil {
 			break
 		}
 		sw.byte(1)
@@ -74,7 +75,7 @@ func (p *Projection) WriteSnapshot(w io.Writer) (Checkpoint, error) {
 		sw.bytes(v)
 		count++
 	}
-	err = errors.Join(it.Error(), it.Close())
+	err = errors.Join(verr, it.Error(), it.Close())
 	if err == nil {
 		sw.byte(0)
 		sw.raw(binary.BigEndian.AppendUint64(nil, count))
@@ -109,7 +110,7 @@ func (s *summer) raw(b []byte) {
 	_, s.err = s.w.Write(b)
 }
 
-func (s *summer) byte(b byte) { s.raw([]byte{b}) }
+func (s *summer) byte(b byte) { s.raw(append(s.buf[:0], b)) }
 
 func (s *summer) bytes(b []byte) {
 	s.raw(binary.AppendUvarint(s.buf[:0], uint64(len(b))))
@@ -128,9 +129,9 @@ func Restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
-	_, statErr := fs.Stat(dir)
-	exists := statErr == nil
-	if names, err := fs.List(dir); err == nil && len(names) > 0 {
+	names, err := fs.List(dir)
+	exists := err == nil
+	if exists && len(names) > 0 {
 		return nil, fmt.Errorf("query: restore into %q: the directory is not empty (%d entries); give a new one", dir, len(names))
 	}
 	// The database is built beside dir and renamed to it once the snapshot checked whole: a
@@ -140,7 +141,7 @@ func Restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {
 	if err := fs.RemoveAll(tmp); err != nil {
 		return nil, fmt.Errorf("query: restore into %q: removing an earlier restore's %s: %w", dir, tmp, err)
 	}
-	err := fs.MkdirAll(tmp, 0o755)
+	err = fs.MkdirAll(tmp, 0o755)
 	var cp Checkpoint
 	if err == nil {
 		cp, err = restore(r, tmp, fs)

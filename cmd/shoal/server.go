@@ -87,7 +87,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("--max-append-pipelines %d must be at least 1 (append pipelines the node holds at once; default %d)",
 					cfg.MaxAppendPipelines, node.DefaultMaxAppendPipelines)
 			}
-			if err := refuseEmpty(cmd.Flags(), join); err != nil {
+			cfg.Join = splitList(join)
+			if err := refuseEmpty(cmd.Flags(), cfg.Join); err != nil {
 				return err
 			}
 			if !cmd.Flags().Changed("shards") {
@@ -102,7 +103,6 @@ SIGINT or SIGTERM stops it cleanly.`,
 			if cfg.HTTP == "off" {
 				cfg.HTTP, cfg.DisableHTTP = "", true
 			}
-			cfg.Join = splitList(join)
 			if keyFile != "" {
 				key, err := readGossipKey(keyFile)
 				if err != nil {
@@ -181,7 +181,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 // node, which acknowledged writes that the cluster it was meant to join never saw; an empty
 // --http turned off /metrics and /readyz.
 func refuseEmpty(f *pflag.FlagSet, join []string) error {
-	if f.Changed("join") && len(splitList(join)) == 0 {
+	if f.Changed("join") && len(join) == 0 {
 		return usagef("--join is empty: give the gossip addresses of existing members (host:port, comma-separated), " +
 			"or leave --join out to create a new cluster")
 	}
