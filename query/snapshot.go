@@ -2,20 +2,19 @@ package query
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/klauspost/compress/zstd"
+	"github.com/shoaldb/shoal/internal/kvframe"
 )
 
 // A projection snapshot is the whole of a projection's database (read model, checkpoint and
-// the cluster it is bound to) as of one moment:
+// the cluster it is bound to) as of one moment, in internal/kvframe's framing:
 //
 //	magic   "SHQSNAP1" (8 bytes), then one zstd stream of:
 //	record  0x01 | uvarint len | key | uvarint len | value     (repeated, key order)
@@ -27,6 +26,9 @@ const snapshotMagic = "SHQSNAP1"
 
 // restoreBatchBytes bounds the writes Restore buffers before it commits them.
 const restoreBatchBytes = 4 << 20
+
+// maxRestoreItem is the longest key or value Restore takes: past it, the length is damage.
+const maxRestoreItem = 1 << 30
 
 // ErrBadSnapshot is returned by Restore for input that is not a complete projection snapshot:
 // another format, truncated, or damaged. Nothing is left in the directory.
@@ -57,33 +59,22 @@ func (p *Projection) WriteSnapshot(w io.Writer) (Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	sw := &summer{w: bufio.NewWriterSize(zw, 256<<10), h: xxhash.New()}
+	fw := kvframe.NewWriter(zw, 256<<10)
 	it, err := snap.NewIter(nil)
 	if err != nil {
 		zw.Close()
 		return nil, err
 	}
-	var count uint64
-	var verr error
-	for ok := it.First(); ok; ok = it.Next() {
+	var werr error
+	for ok := it.First(); ok && werr == nil; ok = it.Next() {
 		var v []byte
-		if v, verr = it.ValueAndErr(); verr != nil {
-			break
+		if v, werr = it.ValueAndErr(); werr == nil {
+			werr = fw.Record(it.Key(), v)
 		}
-		sw.byte(1)
-		sw.bytes(it.Key())
-		sw.bytes(v)
-		count++
 	}
-	err = errors.Join(verr, it.Error(), it.Close())
+	err = errors.Join(werr, it.Error(), it.Close())
 	if err == nil {
-		sw.byte(0)
-		sw.raw(binary.BigEndian.AppendUint64(nil, count))
-		sw.raw(binary.BigEndian.AppendUint64(nil, sw.h.Sum64()))
-		err = sw.err
-	}
-	if err == nil {
-		err = sw.w.Flush()
+		err = fw.Close()
 	}
 	if cerr := zw.Close(); err == nil {
 		err = cerr
@@ -92,29 +83,6 @@ func (p *Projection) WriteSnapshot(w io.Writer) (Checkpoint, error) {
 		return nil, fmt.Errorf("query: snapshot of %q: %w", p.cfg.Name, err)
 	}
 	return cp, nil
-}
-
-// summer writes a snapshot's stream and sums what it wrote; the first error sticks.
-type summer struct {
-	w   *bufio.Writer
-	h   *xxhash.Digest
-	err error
-	buf [binary.MaxVarintLen64]byte
-}
-
-func (s *summer) raw(b []byte) {
-	if s.err != nil {
-		return
-	}
-	s.h.Write(b)
-	_, s.err = s.w.Write(b)
-}
-
-func (s *summer) byte(b byte) { s.raw(append(s.buf[:0], b)) }
-
-func (s *summer) bytes(b []byte) {
-	s.raw(binary.AppendUvarint(s.buf[:0], uint64(len(b))))
-	s.raw(b)
 }
 
 // Restore makes the projection directory dir (on fs; nil: the OS file system) of a snapshot
@@ -191,7 +159,7 @@ func restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := load(bufio.NewReaderSize(zr, 256<<10), db)
+	cp, err := load(zr, db)
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -199,48 +167,24 @@ func restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {
 }
 
 // load writes a snapshot's records into db and checks its trailer; the last commit syncs.
-func load(zr *bufio.Reader, db *pebble.DB) (Checkpoint, error) {
-	rd := &sumReader{r: zr, h: xxhash.New()}
+func load(zr io.Reader, db *pebble.DB) (Checkpoint, error) {
+	rd := kvframe.NewReader(zr, 256<<10, maxRestoreItem)
 	b := db.NewBatch()
 	defer func() { b.Close() }()
-	var count uint64
-	readBytes := func(what string) ([]byte, error) {
-		n, err := binary.ReadUvarint(rd)
-		if err != nil || n > 1<<30 {
-			return nil, fmt.Errorf("%w: record %d: bad %s length", ErrBadSnapshot, count, what)
-		}
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(rd, buf); err != nil {
-			return nil, fmt.Errorf("%w: record %d: %s cut short", ErrBadSnapshot, count, what)
-		}
-		return buf, nil
-	}
 	for {
-		tag, err := rd.ReadByte()
-		if err != nil {
-			return nil, fmt.Errorf("%w: cut short after %d records", ErrBadSnapshot, count)
-		}
-		if tag == 0 {
+		k, v, err := rd.Next()
+		if err == io.EOF {
 			break
 		}
-		if tag != 1 {
-			return nil, fmt.Errorf("%w: record %d: unknown tag %#x", ErrBadSnapshot, count, tag)
-		}
-		k, err := readBytes("key")
 		if err != nil {
-			return nil, err
-		}
-		v, err := readBytes("value")
-		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 		}
 		if len(k) == 0 || (k[0] != prefixModel && k[0] != prefixCheckpoint && k[0] != prefixInfo) {
-			return nil, fmt.Errorf("%w: record %d: a key of no projection database", ErrBadSnapshot, count)
+			return nil, fmt.Errorf("%w: record %d: a key of no projection database", ErrBadSnapshot, rd.Count()-1)
 		}
 		if err := b.Set(k, v, nil); err != nil {
 			return nil, err
 		}
-		count++
 		if b.Len() >= restoreBatchBytes {
 			if err := b.Commit(pebble.NoSync); err != nil {
 				return nil, err
@@ -249,45 +193,11 @@ func load(zr *bufio.Reader, db *pebble.DB) (Checkpoint, error) {
 			b = db.NewBatch()
 		}
 	}
-	var n, sum [8]byte
-	if _, err := io.ReadFull(rd, n[:]); err != nil {
-		return nil, fmt.Errorf("%w: trailer cut short", ErrBadSnapshot)
-	}
-	want := rd.h.Sum64() // of every byte before the checksum
-	if _, err := io.ReadFull(zr, sum[:]); err != nil {
-		return nil, fmt.Errorf("%w: trailer cut short", ErrBadSnapshot)
-	}
-	if got := binary.BigEndian.Uint64(n[:]); got != count {
-		return nil, fmt.Errorf("%w: %d records, the trailer says %d", ErrBadSnapshot, count, got)
-	}
-	if binary.BigEndian.Uint64(sum[:]) != want {
-		return nil, fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
-	}
-	if _, err := zr.ReadByte(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the trailer", ErrBadSnapshot)
+	if err := rd.CheckEnd(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, err
 	}
 	return readCheckpoint(db.Get)
-}
-
-// sumReader reads a snapshot's stream and sums every byte it hands out.
-type sumReader struct {
-	r *bufio.Reader
-	h *xxhash.Digest
-}
-
-func (s *sumReader) ReadByte() (byte, error) {
-	c, err := s.r.ReadByte()
-	if err == nil {
-		s.h.Write([]byte{c})
-	}
-	return c, err
-}
-
-func (s *sumReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	s.h.Write(p[:n])
-	return n, err
 }

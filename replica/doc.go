@@ -111,6 +111,8 @@
 //	record   0x01 | uvarint len | key | uvarint len | value        (repeated, key order)
 //	trailer  0x00 | record count (8B) | xxhash64 of every preceding byte (8B)
 //
+// (internal/kvframe's framing, which projection snapshots share.)
+//
 // ReceiveSnapshot never holds the snapshot in memory:
 //
 //  0. the transport asks SnapshotFits first: a snapshot whose sender's size hint (SnapshotSize,

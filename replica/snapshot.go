@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -10,21 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/shoaldb/shoal/internal/kvframe"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 const (
 	snapMagic   = "SHS1"
-	snapTagKV   = 1
-	snapTagEnd  = 0
 	maxSnapItem = 64 << 20 // largest key or value accepted in a snapshot stream
 )
 
@@ -74,8 +70,7 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 			shard, index, applied)
 	}
 
-	dig := xxhash.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(w, dig), 64<<10)
+	fw := kvframe.NewWriter(w, 64<<10)
 	var hdr []byte
 	hdr = append(hdr, snapMagic...)
 	hdr = binary.BigEndian.AppendUint32(hdr, shard)
@@ -85,26 +80,18 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 	hdr = append(hdr, lo...)
 	hdr = binary.AppendUvarint(hdr, uint64(len(hi)))
 	hdr = append(hdr, hi...)
-	if _, err := bw.Write(hdr); err != nil {
+	if _, err := fw.Write(hdr); err != nil {
 		return err
 	}
-	var count uint64
-	var frame []byte
 	for ok := it.First(); ok; ok = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return err
 		}
-		frame = append(frame[:0], snapTagKV)
-		frame = binary.AppendUvarint(frame, uint64(len(it.Key())))
-		frame = append(frame, it.Key()...)
-		frame = binary.AppendUvarint(frame, uint64(len(v)))
-		frame = append(frame, v...)
-		if _, err := bw.Write(frame); err != nil {
+		if err := fw.Record(it.Key(), v); err != nil {
 			return err
 		}
-		count++
-		if count%1024 == 0 {
+		if fw.Count()%1024 == 0 {
 			select {
 			case <-h.stop:
 				return ErrStopped
@@ -115,63 +102,15 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 	if err := it.Error(); err != nil {
 		return err
 	}
-	trailer := binary.BigEndian.AppendUint64([]byte{snapTagEnd}, count)
-	if _, err := bw.Write(trailer); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if _, err := w.Write(binary.BigEndian.AppendUint64(nil, dig.Sum64())); err != nil {
+	if err := fw.Close(); err != nil {
 		return err
 	}
 	h.metrics.SnapshotsSent.Inc()
 	return nil
 }
 
-// snapReader reads a snapshot stream while hashing it.
-type snapReader struct {
-	r   *bufio.Reader
-	dig *xxhash.Digest
-}
-
-func (s *snapReader) ReadByte() (byte, error) {
-	c, err := s.r.ReadByte()
-	if err == nil {
-		_, _ = s.dig.Write([]byte{c})
-	}
-	return c, err
-}
-
-// full reads n bytes into buf's storage (grown as needed) and returns them.
-func (s *snapReader) full(buf []byte, n uint64) ([]byte, error) {
-	if n > maxSnapItem {
-		return nil, fmt.Errorf("%w: item of %d bytes", ErrBadSnapshot, n)
-	}
-	b := slices.Grow(buf[:0], int(n))[:n]
-	if _, err := io.ReadFull(s.r, b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-	}
-	_, _ = s.dig.Write(b)
-	return b, nil
-}
-
-func (s *snapReader) uvarint() (uint64, error) {
-	v, err := binary.ReadUvarint(s)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-	}
-	return v, nil
-}
-
-// bytesField reads a uvarint length and that many bytes into buf's storage.
-func (s *snapReader) bytesField(buf []byte) ([]byte, error) {
-	n, err := s.uvarint()
-	if err != nil {
-		return nil, err
-	}
-	return s.full(buf, n)
-}
+// badSnapshot says that a snapshot stream did not read whole (kvframe.ErrBad).
+func badSnapshot(err error) error { return fmt.Errorf("%w: %w", ErrBadSnapshot, err) }
 
 // snapTableBytes is the size at which a received snapshot moves on to its next sstable
 // (Host.snapTableBytes, lowered by tests). The sstable writer buffers the table's index until
@@ -293,10 +232,10 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	h.mu.Lock()
 	drops := h.mu.drops[m.Shard]
 	h.mu.Unlock()
-	sr := &snapReader{r: bufio.NewReaderSize(r, 64<<10), dig: xxhash.New()}
-	fixed, err := sr.full(nil, 4+4+8+8)
-	if err != nil {
-		return err
+	sr := kvframe.NewReader(r, 64<<10, maxSnapItem)
+	fixed := make([]byte, 4+4+8+8)
+	if err := sr.ReadFull(fixed); err != nil {
+		return badSnapshot(err)
 	}
 	if string(fixed[:4]) != snapMagic {
 		return fmt.Errorf("%w: bad magic", ErrBadSnapshot)
@@ -306,13 +245,13 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return fmt.Errorf("%w: stream is shard %d index %d, message is shard %d index %d",
 			ErrBadSnapshot, shard, index, m.Shard, md.GetIndex())
 	}
-	lo, err := sr.bytesField(nil)
+	lo, err := sr.Bytes()
 	if err != nil {
-		return err
+		return badSnapshot(err)
 	}
-	hi, err := sr.bytesField(nil)
+	hi, err := sr.Bytes()
 	if err != nil {
-		return err
+		return badSnapshot(err)
 	}
 	if bytes.Compare(lo, hi) >= 0 {
 		return fmt.Errorf("%w: empty span [%q, %q)", ErrBadSnapshot, lo, hi)
@@ -330,29 +269,19 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	// ends: its tables are then ingested (the DB holds their data) or removed.
 	var held uint64
 	defer func() { h.snapBytes.Add(-held) }()
-	var count uint64
-	var k, v, prev []byte
+	var prev []byte
 	for {
-		tag, err := sr.ReadByte()
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-		}
-		if tag == snapTagEnd {
+		k, v, err := sr.Next()
+		if err == io.EOF {
 			break
 		}
-		if tag != snapTagKV {
-			return fmt.Errorf("%w: bad frame tag %d", ErrBadSnapshot, tag)
-		}
-		if k, err = sr.bytesField(k); err != nil {
-			return err
-		}
-		if v, err = sr.bytesField(v); err != nil {
-			return err
+		if err != nil {
+			return badSnapshot(err)
 		}
 		if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) >= 0 {
 			return fmt.Errorf("%w: key %q outside the span", ErrBadSnapshot, k)
 		}
-		if count > 0 && bytes.Compare(k, prev) <= 0 {
+		if sr.Count() > 1 && bytes.Compare(k, prev) <= 0 {
 			return fmt.Errorf("%w: key %q not above the previous key %q", ErrBadSnapshot, k, prev)
 		}
 		n := uint64(len(k) + len(v))
@@ -364,23 +293,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err := tables.set(k, v); err != nil {
 			return err
 		}
-		k, prev = prev, k // the writer copied k
-		count++
-	}
-	cnt, err := sr.full(nil, 8)
-	if err != nil {
-		return err
-	}
-	sum := sr.dig.Sum64()
-	var want [8]byte
-	if _, err := io.ReadFull(sr.r, want[:]); err != nil {
-		return fmt.Errorf("%w: missing checksum: %v", ErrBadSnapshot, err)
-	}
-	if binary.BigEndian.Uint64(want[:]) != sum {
-		return fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
-	}
-	if binary.BigEndian.Uint64(cnt) != count {
-		return fmt.Errorf("%w: %d records, trailer says %d", ErrBadSnapshot, count, binary.BigEndian.Uint64(cnt))
+		prev = append(prev[:0], k...)
 	}
 	if err := tables.finish(); err != nil {
 		return err
@@ -422,7 +335,7 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 				h.must(fmt.Errorf("shard %d: the snapshot's state is at applied index %d, behind its metadata's %d", m.Shard, a, index))
 			}
 			// Both steps hold the loop, and with it every group of this node.
-			h.log.Info("snapshot installed", "shard", m.Shard, "index", index, "records", count,
+			h.log.Info("snapshot installed", "shard", m.Shard, "index", index, "records", sr.Count(),
 				"tables", len(tables.paths), "ingest", ingested.Sub(start).Round(time.Microsecond),
 				"reload", time.Since(ingested).Round(time.Microsecond))
 		}

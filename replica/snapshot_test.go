@@ -52,13 +52,13 @@ func encodeSnap(shard uint32, index, term uint64, lo, hi []byte, recs []kv) []by
 		b = append(b, f...)
 	}
 	for _, r := range recs {
-		b = append(b, snapTagKV)
+		b = append(b, 1) // a record
 		b = binary.AppendUvarint(b, uint64(len(r.k)))
 		b = append(b, r.k...)
 		b = binary.AppendUvarint(b, uint64(len(r.v)))
 		b = append(b, r.v...)
 	}
-	b = append(b, snapTagEnd)
+	b = append(b, 0) // the trailer
 	b = binary.BigEndian.AppendUint64(b, uint64(len(recs)))
 	return binary.BigEndian.AppendUint64(b, xxhash.Sum64(b))
 }
