@@ -31,25 +31,30 @@ func TestLostShardAnsweredAtOnce(t *testing.T) {
 	t.Parallel()
 	const shards = 6
 	c := replicatedCluster(t, shards, 2)
-	victim := c.Nodes[0].ID()
+	// The node to stop is one that holds some shards with a survivor and none of the others
+	// (which the two survivors hold), chosen from the placement, which node IDs decide.
 	var lost, healthy []uint32
-	survivor := -1
-	for id, s := range c.Shards() {
-		if !slices.Contains(s.Voters, victim) {
-			healthy = append(healthy, id)
-			continue
-		}
-		for i := 1; i < 3; i++ {
-			if slices.Contains(s.Voters, c.Nodes[i].ID()) && (survivor == -1 || survivor == i) {
-				survivor = i
-				lost = append(lost, id)
+	victim, survivor := -1, -1
+	for v := 0; v < 3 && (len(lost) == 0 || len(healthy) == 0); v++ {
+		victim, survivor, lost, healthy = v, -1, nil, nil
+		for id, s := range c.Shards() {
+			if !slices.Contains(s.Voters, c.Nodes[v].ID()) {
+				healthy = append(healthy, id)
+				continue
+			}
+			for i := range 3 {
+				if i != v && slices.Contains(s.Voters, c.Nodes[i].ID()) && (survivor == -1 || survivor == i) {
+					survivor = i
+					lost = append(lost, id)
+				}
 			}
 		}
 	}
 	if len(lost) == 0 || len(healthy) == 0 {
-		t.Skipf("placement left no shard of each kind: lost %v, healthy %v", lost, healthy)
+		t.Fatalf("no node holds both a shard with one other node and none of the shards the other two hold: %v", c.Shards())
 	}
-	c.Stop(t, 0)
+	t.Logf("stopping n%d: shards %v lost (with n%d), %v healthy", victim+1, lost, survivor+1, healthy)
+	c.Stop(t, victim)
 	n := c.Nodes[survivor]
 	g, ok := n.Host().Group(lost[0])
 	if !ok {
@@ -145,10 +150,10 @@ func TestLostShardAnsweredAtOnce(t *testing.T) {
 		lostItems, time.Since(start), healthyAt)
 
 	// A node that holds no replica of the shard learns the same from the replicas' views.
-	other := 3 - survivor
+	other := 3 - victim - survivor
 	// (It may keep a replica removed from the group while placement spread the replicas.)
 	if g, ok := c.Nodes[other].Host().Group(lost[0]); ok && !g.Removed() {
-		t.Fatalf("n%d holds a replica of shard %d, whose two voters were on n1 and n%d: %+v", other+1, lost[0], survivor+1, g.Status())
+		t.Fatalf("n%d holds a replica of shard %d, whose two voters were on n%d and n%d: %+v", other+1, lost[0], victim+1, survivor+1, g.Status())
 	}
 	start = time.Now()
 	_, err = shoalv1.NewStreamsClient(c.Dial(t, other)).Append(ctx, &shoalv1.AppendRequest{Stream: lostStream(),
