@@ -160,10 +160,16 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 			if !strings.Contains(r.Expr, "shoal_") && !strings.Contains(r.Expr, "up{") {
 				t.Errorf("%s: names no shoal metric", name)
 			}
-			for _, by := range groupingRE.FindAllStringSubmatch(r.Expr, -1) {
-				for _, l := range strings.Split(by[1], ",") {
-					if l = strings.TrimSpace(l); l != "" && !slices.Contains(targetLabels, l) && !slices.Contains(common, l) {
-						t.Errorf("%s: groups by %s, which its metrics do not all have (common labels %v)", name, l, common)
+			for _, by := range groupingRE.FindAllStringSubmatchIndex(r.Expr, -1) {
+				// The labels the aggregation's argument, "by (...) (argument)", has in common;
+				// the whole expression's for any other form.
+				have := common
+				if arg, ok := parenthesized(r.Expr[by[1]:]); ok {
+					have = commonLabels(labels, arg)
+				}
+				for _, l := range strings.Split(r.Expr[by[2]:by[3]], ",") {
+					if l = strings.TrimSpace(l); l != "" && !slices.Contains(targetLabels, l) && !slices.Contains(have, l) {
+						t.Errorf("%s: groups by %s, which its metrics do not all have (common labels %v)", name, l, have)
 					}
 				}
 			}
@@ -173,4 +179,38 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 		t.Fatal("alerts.yml holds no rules")
 	}
 	t.Logf("%d rules checked against %d exported series names", count, len(labels))
+}
+
+// parenthesized returns the text of the parenthesized group s starts with (after spaces).
+func parenthesized(s string) (string, bool) {
+	s = strings.TrimLeft(s, " \t\n")
+	if !strings.HasPrefix(s, "(") {
+		return "", false
+	}
+	depth := 0
+	for i, c := range s {
+		switch c {
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth == 0 {
+				return s[1:i], true
+			}
+		}
+	}
+	return "", false
+}
+
+// commonLabels returns the labels every metric selected in expr has, of those in labels.
+func commonLabels(labels map[string]map[string]map[string]bool, expr string) []string {
+	var common []string
+	for i, m := range selectorRE.FindAllStringSubmatch(expr, -1) {
+		mine := slices.Collect(maps.Keys(labels[m[1]]))
+		if i == 0 {
+			common = mine
+		} else {
+			common = slices.DeleteFunc(common, func(l string) bool { return !slices.Contains(mine, l) })
+		}
+	}
+	return common
 }

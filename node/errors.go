@@ -181,7 +181,8 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
-	"canceled", "outcome_unknown", "shard_format", "history_truncated", "position_ahead", "aborted", "error"}
+	"resource_exhausted", "canceled", "timeout", "outcome_unknown", "shard_format", "history_truncated", "position_ahead",
+	"aborted", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -213,8 +214,14 @@ func resultLabel(err error) string {
 			return "unavailable"
 		case codes.Aborted:
 			return "aborted" // a stream read whose caller stalled (readViewHold)
-		case codes.Canceled, codes.DeadlineExceeded:
+		case codes.ResourceExhausted:
+			return "resource_exhausted" // a limit of the node's, or a shard's proposals backed up (ErrBusy)
+		case codes.Canceled:
 			return "canceled"
+		case codes.DeadlineExceeded:
+			// The caller's deadline ran out first: as a failure of the cluster's to answer in
+			// time as of a deadline set too short, so counted apart from a cancel.
+			return "timeout"
 		case codes.Unknown:
 			return "outcome_unknown" // may have been applied: OutcomeUnknownError
 		}

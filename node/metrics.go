@@ -206,6 +206,8 @@ var (
 		"Streams whose metadata this node's shards cache for appends (bounded by --stream-cache, shared evenly by the cluster's shards).", nil, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
 		"Shards of which this node's replica has known no leader for longer than an election can take (shoal_shard_leaderless summed). Such a shard is led by no node, so the placement gauges miss it; every replica of it counts it.", nil, nil)
+	descShards = prometheus.NewDesc("shoal_cluster_shards",
+		"The cluster's number of shards (fixed when it was created): a shard that no node reports (shoal_shard_leader_known) has every replica on nodes that are down or not scraped.", nil, nil)
 	descReplication = prometheus.NewDesc("shoal_replication_factor",
 		"The cluster's replication factor as this node knows it (shoal cluster set-replication changes it; nodes that show different factors have not all heard of a change yet).", nil, nil)
 	descUnanswered = prometheus.NewDesc("shoal_shard_status_unanswered",
@@ -231,14 +233,19 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLeaderlessShards
 	ch <- descCachedStreams
 	ch <- descReplication
+	ch <- descShards
 	ch <- descUnanswered
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	repl := int(n.Settings().Replication)
+	set := n.Settings()
+	repl := int(set.Replication)
 	if repl > 0 {
 		ch <- prometheus.MustNewConstMetric(descReplication, prometheus.GaugeValue, float64(repl))
+	}
+	if set.Shards > 0 {
+		ch <- prometheus.MustNewConstMetric(descShards, prometheus.GaugeValue, float64(set.Shards))
 	}
 	members := n.Members()
 	zones := zonesOf(members)

@@ -27,7 +27,9 @@ func TestResultLabelsListed(t *testing.T) {
 }
 
 // TestResultLabelRefusals: the refusals FAILED_PRECONDITION carries are told apart, not all
-// counted as wrong expected versions (a projection's checkpoint past a shard's end was).
+// counted as wrong expected versions (a projection's checkpoint past a shard's end was); a
+// deadline run out is not a cancel, and overload not an internal error (the append alerts
+// count the first and leave out the others).
 func TestResultLabelRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
@@ -35,6 +37,9 @@ func TestResultLabelRefusals(t *testing.T) {
 	}{
 		{status.Error(codes.FailedPrecondition, "wrong expected version"), "wrong_expected_version"},
 		{shoalv1.PositionAheadError("from past the end", 3, 10, 7), "position_ahead"},
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), "timeout"},
+		{status.Error(codes.Canceled, "context canceled"), "canceled"},
+		{status.Error(codes.ResourceExhausted, "shard 3: busy"), "resource_exhausted"},
 	} {
 		if got := resultLabel(tc.err); got != tc.want {
 			t.Errorf("resultLabel(%v) = %q, want %q", tc.err, got, tc.want)
