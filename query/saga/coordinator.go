@@ -126,6 +126,9 @@ type RetryPolicy struct {
 	Max         time.Duration // wait cap; default 2s
 	MaxAttempts int           // attempts in all, including the first; 0 = default, -1 = unlimited
 	MaxElapsed  time.Duration // give up after this long, an attempt under way included (its context ends); 0 = default
+	// AttemptTimeout ends one attempt's context after this long, so that a hung attempt
+	// leaves time for the next ones within MaxElapsed; 0: attempts share MaxElapsed only.
+	AttemptTimeout time.Duration
 }
 
 // Default retry policies.
@@ -135,8 +138,11 @@ var (
 )
 
 func (p RetryPolicy) validate() error {
-	if p.Initial < 0 || p.Max < 0 || p.MaxElapsed < 0 || p.MaxAttempts < -1 {
+	if p.Initial < 0 || p.Max < 0 || p.MaxElapsed < 0 || p.AttemptTimeout < 0 || p.MaxAttempts < -1 {
 		return invalid("retry policy %+v has a negative field (MaxAttempts -1 means unlimited)", p)
+	}
+	if p.Max > 0 && p.Max < p.Initial {
+		return invalid("retry policy %+v: Max (%v) is below Initial (%v)", p, p.Max, p.Initial)
 	}
 	return nil
 }
@@ -153,6 +159,9 @@ func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
 	}
 	if p.MaxElapsed <= 0 {
 		p.MaxElapsed = d.MaxElapsed
+	}
+	if p.AttemptTimeout <= 0 {
+		p.AttemptTimeout = d.AttemptTimeout
 	}
 	return p
 }
@@ -280,7 +289,9 @@ func (c *Coordinator) Start(ctx context.Context, definition, id string, input []
 		names[i] = s.Name
 	}
 	if err := c.record(ctx, &st, TypeSagaStarted, record{Saga: def.Name, Steps: names, Input: input}); err != nil {
-		if errors.Is(err, ErrConflict) {
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			c.metrics.exists.Inc()
 			return st, fmt.Errorf("%w: %q: %w", ErrExists, id, err)
 		}
 		return st, err
@@ -345,8 +356,21 @@ func (c *Coordinator) Load(ctx context.Context, id string) (State, error) {
 	return st, nil
 }
 
-// drive runs the saga from st until it is terminal or an error stops it.
+// drive runs the saga from st until it is terminal or an error stops it. A saga left
+// running or compensating waits for a Resume: it is counted and logged, as nothing else
+// lists it.
 func (c *Coordinator) drive(ctx context.Context, def *Definition, st *State) (State, error) {
+	out, err := c.driveSteps(ctx, def, st)
+	if errors.Is(err, ErrConflict) {
+		c.metrics.conflicts.Inc() // another coordinator drives it
+	} else if err != nil {
+		c.metrics.stopped.Inc()
+		c.cfg.Logger.Warn("saga: stopped before its end; Resume it", "saga", st.ID, "status", st.Status, "err", err)
+	}
+	return out, err
+}
+
+func (c *Coordinator) driveSteps(ctx context.Context, def *Definition, st *State) (State, error) {
 	for {
 		mv := st.next()
 		var err error
@@ -371,6 +395,7 @@ func (c *Coordinator) drive(ctx context.Context, def *Definition, st *State) (St
 					err = c.recordEncoded(ctx, st, TypeStepCompleted, data)
 				}
 			default:
+				c.metrics.stepFailures.Inc()
 				c.cfg.Logger.Info("saga: step failed, compensating", "saga", st.ID, "step", mv.step, "attempts", attempts, "err", aerr)
 				err = c.record(ctx, st, TypeStepFailed, record{Step: mv.step, Error: errorText(aerr), Attempts: attempts, Compensate: true})
 			}
@@ -434,6 +459,9 @@ func (c *Coordinator) runCompensation(ctx context.Context, def *Definition, st *
 		return s.Compensate(actx, sc)
 	})
 	if err != nil {
+		if ctx.Err() == nil {
+			c.metrics.compensationFailures.Inc()
+		}
 		return &StepError{SagaID: st.ID, Step: step, Name: s.Name, Kind: KindCompensation, Attempts: attempts, Err: err}
 	}
 	return nil
@@ -456,7 +484,12 @@ func (c *Coordinator) retry(ctx context.Context, p RetryPolicy, op func(ctx cont
 		if attempts > 1 {
 			c.metrics.retries.Inc()
 		}
-		return struct{}{}, op(actx, attempts)
+		if p.AttemptTimeout <= 0 {
+			return struct{}{}, op(actx, attempts)
+		}
+		tctx, cancel := context.WithTimeout(actx, p.AttemptTimeout)
+		defer cancel()
+		return struct{}{}, op(tctx, attempts)
 	}, backoff.WithBackOff(b), backoff.WithMaxTries(tries), backoff.WithMaxElapsedTime(p.MaxElapsed))
 	return attempts, err
 }
@@ -515,7 +548,6 @@ func (c *Coordinator) recordEncoded(ctx context.Context, st *State, typ string, 
 	expected := st.Expected()
 	res, err := c.c.Append(ctx, Stream(st.ID), expected, ev)
 	if errors.Is(err, client.ErrWrongExpectedVersion) {
-		c.metrics.conflicts.Inc()
 		return &ConflictError{SagaID: st.ID, Expected: expected, Err: err}
 	}
 	if err != nil {

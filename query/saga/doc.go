@@ -44,11 +44,16 @@
 //     must also keep the action from taking effect later: an attempt still
 //     in flight (one that timed out, or a coordinator wrongly taken for gone)
 //     may land after a compensation that found nothing to undo, and its
-//     effect would never be undone. Where the action appends to shoal under
-//     its IdempotencyID, the compensation can append a "voided" event under
-//     that same ID (StepContext.ActionID gives the action's), so that
-//     the late action's append is refused (an ID conflict, or a duplicate
-//     of the void) and never takes effect. (A
+//     effect would never be undone. Where the action appends one event to
+//     shoal under its IdempotencyID, the compensation can append a "voided"
+//     event under that same ID (StepContext.ActionID gives the action's) to
+//     the same stream (event IDs are checked within a stream's shard, not
+//     across shards), so that the late action's append is answered as a
+//     duplicate of the void and never takes effect. When the void's own
+//     append is answered Duplicate, the ID was taken first: by the action,
+//     which must then be undone, or by this void on an earlier run of the
+//     compensation, which has nothing more to do; the event at
+//     AppendResult.FirstVersion tells which (ExampleCoordinator). (A
 //     StepFailed recorded before this rule, without its "compensate" flag,
 //     compensates the completed steps only, and so does a stream an older
 //     coordinator went on with during a rolling upgrade. An older coordinator
@@ -62,7 +67,23 @@
 //     aborted). A running saga's coordinator goes on recording after a soft
 //     delete (an exact expected version continues a deleted stream), but the
 //     history before the delete is no longer read: the saga can then neither
-//     be resumed nor compensated, and Resume answers ErrHistoryDeleted.
+//     be resumed nor compensated, and Resume answers ErrHistoryDeleted. The
+//     same holds for a truncation, and for a retention policy that covers
+//     the "saga-" streams (a policy for every stream, prefix "", does): one
+//     that removes a running saga's SagaStarted leaves it unable to go on
+//     (ErrHistoryTruncated). Give "saga-" a policy of its own that removes
+//     only deleted streams, or none, and delete sagas once ended. A deleted
+//     or truncated stream also forgets the event IDs it held: an action
+//     whose event a truncation removed is no longer refused when re-run.
+//     And once its stream is deleted, a saga ID is free again: Start
+//     with it runs a new saga under new idempotency IDs (StartVersion), so
+//     a command delivered again after the delete runs again. Keep a
+//     finished saga's stream for as long as its command may be redelivered.
+//  7. Nothing lists the sagas left running or compensating (by a crash, a
+//     caller's deadline, a compensation that keeps failing): record the IDs
+//     you Start (the command that starts a saga is the natural place), and
+//     Resume those not finished. shoal_saga_stopped_total counts the drives
+//     that returned early, and each is logged at Warn with its saga ID.
 //
 // Start and Resume return the saga's State: StatusCompleted, or
 // StatusAborted after compensating (State.FailedStep, State.Failure say why).

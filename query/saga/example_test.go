@@ -23,6 +23,16 @@ func startExampleNode() (*client.Client, func()) {
 // A two-step transfer whose second step fails: the first is compensated.
 // Each step writes to shoal with its idempotency ID as the event ID, so a
 // step re-run after a crash is a no-op.
+//
+// A compensation must undo only what its action did: the coordinator also
+// compensates the step that failed, whose action may or may not have taken
+// effect, and may still take effect late (an attempt that timed out). So the
+// debit's compensation first appends a void under the debit's own ID, to the
+// debit's stream: if the debit never landed, the void takes its ID and a late
+// debit is answered as a duplicate of it, writing nothing; if the debit did
+// land, the void is the duplicate, and the money is given back. A re-run of
+// the compensation finds the void (nothing to give back) or the debit (the
+// refund, under its own ID, is written once).
 func ExampleCoordinator() {
 	c, stop := startExampleNode()
 	defer stop()
@@ -39,7 +49,18 @@ func ExampleCoordinator() {
 			Name:   "debit",
 			Action: move("acct-a", "Debited"),
 			Compensate: func(ctx context.Context, sc saga.StepContext) error {
-				_, err := move("acct-a", "Refunded")(ctx, sc)
+				void := client.Event{ID: sc.ActionID(), Type: "DebitVoided", Data: sc.Input}
+				res, err := c.Append(ctx, "acct-a", client.Any, void)
+				if err != nil || !res.Duplicate {
+					return err // voided before it landed: nothing to give back
+				}
+				// The ID was taken: by the debit, or by this void on an earlier run.
+				for ev, err := range c.Read(ctx, "acct-a", client.FromVersion(res.FirstVersion), client.Count(1)) {
+					if err != nil || ev.Type != "Debited" {
+						return err
+					}
+				}
+				_, err = move("acct-a", "Refunded")(ctx, sc)
 				return err
 			},
 		},

@@ -4,7 +4,8 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics of one Coordinator.
 type metrics struct {
-	started, completed, aborted, retries, conflicts prometheus.Counter
+	started, completed, aborted, retries, conflicts, exists prometheus.Counter
+	stepFailures, compensationFailures, stopped             prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -16,12 +17,20 @@ func newMetrics() *metrics {
 		completed: c("completed_total", "Sagas completed."),
 		aborted:   c("aborted_total", "Sagas aborted after compensation."),
 		retries:   c("step_retries_total", "Step action and compensation attempts after the first."),
-		conflicts: c("conflicts_total", "Saga appends that lost to another coordinator."),
+		conflicts: c("conflicts_total", "Transitions of a running saga that lost to another coordinator's."),
+		exists:    c("exists_total", "Starts refused because the saga ID was taken (ErrExists): a command delivered again, or an ID reused."),
+		stepFailures: c("step_failures_total",
+			"Step actions that failed after their retries: the saga compensates."),
+		compensationFailures: c("compensation_failures_total",
+			"Compensations that still failed after their retries: the saga stays compensating until Resume."),
+		stopped: c("stopped_total",
+			"Drives (Start, Resume) that returned before the saga ended, by an error or the caller's context: the saga waits for Resume."),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.started, m.completed, m.aborted, m.retries, m.conflicts}
+	return []prometheus.Collector{m.started, m.completed, m.aborted, m.retries, m.conflicts, m.exists,
+		m.stepFailures, m.compensationFailures, m.stopped}
 }
 
 // register registers every metric on r; nil r registers nothing. On error it unregisters

@@ -13,7 +13,7 @@ import (
 // are unregistered), so a coordinator made once the conflict is gone registers cleanly.
 func TestNewCoordinatorRegisterFailureRollsBack(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	taken := newMetrics().conflicts // the last of the coordinator's metrics, registered by another
+	taken := newMetrics().stopped // the last of the coordinator's metrics, registered by another
 	reg.MustRegister(taken)
 	cfg := Config{Client: &client.Client{}, Definitions: []*Definition{okDef}, Registerer: reg}
 	if _, err := NewCoordinator(cfg); err == nil {
@@ -24,7 +24,7 @@ func TestNewCoordinatorRegisterFailureRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "shoal_saga_conflicts_total" {
+		if mf.GetName() != "shoal_saga_stopped_total" {
 			t.Errorf("failed NewCoordinator left %s registered", mf.GetName())
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 )
@@ -475,6 +477,50 @@ func TestSagas(t *testing.T) {
 
 	// MaxElapsed bounds an attempt under way too: an action that never answers fails after
 	// it, and the saga aborts, rather than hold Start until its caller gives up.
+	// What a saga left for Resume is counted and logged, as nothing else lists it: a
+	// compensation that keeps failing stops the drive; the failed step, the failed
+	// compensation and the stop each count once, and a Start of a taken ID counts apart from
+	// a conflict between coordinators.
+	t.Run("failures counted", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		flightDown := true
+		w.before = func(_ context.Context, sc StepContext) error {
+			switch {
+			case sc.Kind == KindAction && sc.Step == 2:
+				return Permanent(errors.New("sold out"))
+			case sc.Kind == KindCompensation && sc.Step == 0 && flightDown:
+				return errors.New("airline API down")
+			}
+			return nil
+		}
+		co := w.coordinator("a")
+		m := co.metrics
+		_, err := co.Start(ctx, "trip", "counted", nil)
+		var se *StepError
+		if !errors.As(err, &se) || se.Kind != KindCompensation || se.Step != 0 {
+			t.Fatalf("Start = %v, want the flight's compensation failing", err)
+		}
+		flightDown = false
+		if st, err := co.Resume(ctx, "counted"); err != nil || st.Status != StatusAborted {
+			t.Fatalf("Resume = %s, %v", st.Status, err)
+		}
+		if _, err := co.Start(ctx, "trip", "counted", nil); !errors.Is(err, ErrExists) {
+			t.Fatalf("second Start: %v", err)
+		}
+		for _, tc := range []struct {
+			name string
+			c    prometheus.Counter
+			want float64
+		}{
+			{"step_failures", m.stepFailures, 1}, {"compensation_failures", m.compensationFailures, 1},
+			{"stopped", m.stopped, 1}, {"aborted", m.aborted, 1}, {"exists", m.exists, 1}, {"conflicts", m.conflicts, 0},
+		} {
+			if got := testutil.ToFloat64(tc.c); got != tc.want {
+				t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
+			}
+		}
+	})
+
 	t.Run("hung action given up after MaxElapsed", func(t *testing.T) {
 		hang := &Definition{Name: "hang", Steps: []Step{{Name: "remote",
 			Action: func(ctx context.Context, sc StepContext) ([]byte, error) {
@@ -490,6 +536,29 @@ func TestSagas(t *testing.T) {
 		defer cancel()
 		if st, err := co.Start(ctx, "hang", "h1", nil); err != nil || st.Status != StatusAborted {
 			t.Fatalf("Start = %s, %v; want the step given up after MaxElapsed (200ms) and the saga aborted", st.Status, err)
+		}
+
+		// With AttemptTimeout, a hung first attempt leaves the budget to the next.
+		once := &Definition{Name: "once", Steps: []Step{{Name: "remote",
+			Action: func(ctx context.Context, sc StepContext) ([]byte, error) {
+				if sc.Attempt == 1 {
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+				return []byte("done"), nil
+			}}}}
+		co, err = NewCoordinator(Config{Client: c, Definitions: []*Definition{once},
+			ActionRetry: RetryPolicy{Initial: time.Millisecond, MaxAttempts: 3, MaxElapsed: 20 * time.Second,
+				AttemptTimeout: 100 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := co.Start(ctx, "once", "o1", nil); err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Start = %s, %v; want the hung first attempt ended after AttemptTimeout and the second to complete", st.Status, err)
+		}
+		if _, err := NewCoordinator(Config{Client: c, Definitions: []*Definition{once},
+			ActionRetry: RetryPolicy{Initial: time.Second, Max: time.Millisecond}}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("NewCoordinator with Max below Initial: %v, want ErrInvalid", err)
 		}
 	})
 }
