@@ -530,6 +530,17 @@ func (n *Node) checkReadShard(req *shoalv1.ReadShardRequest) (staleness, error) 
 	return st, nil
 }
 
+// localReplica returns this node's replica of shard id for a local_only read, or an error
+// saying it holds none (also for a replica removed from the group, which no longer follows it).
+func (n *Node) localReplica(id uint32) (*shard.Shard, error) {
+	sm, g, ok := n.shardSM(id)
+	if ok && !g.Removed() {
+		return sm, nil
+	}
+	return nil, status.Errorf(codes.FailedPrecondition, "node %s holds no replica of shard %d (local_only reads are not forwarded)",
+		n.Name(), id)
+}
+
 // checkShardRead checks the shard and staleness of a read of one shard (ReadShard,
 // ListStreams), and returns the staleness.
 func (n *Node) checkShardRead(id uint32, allowStale bool, maxStalenessMS uint32) (staleness, error) {
@@ -548,9 +559,15 @@ func (n *Node) checkShardRead(id uint32, allowStale bool, maxStalenessMS uint32)
 // readShard serves a ReadShard request that checkReadShard passed, of staleness st.
 func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.ServerStreamingServer[shoalv1.ReadShardResponse]) (retErr error) {
 	ctx := out.Context()
-	sm, err := forwardRead(n, ctx, req.Shard, st, time.Duration(req.WaitMs)*time.Millisecond, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
-		return shoalv1.NewStreamsClient(conn).ReadShard(ctx, req)
-	})
+	var sm *shard.Shard
+	var err error
+	if req.LocalOnly {
+		sm, err = n.localReplica(req.Shard)
+	} else {
+		sm, err = forwardRead(n, ctx, req.Shard, st, time.Duration(req.WaitMs)*time.Millisecond, out, func(ctx context.Context, conn *grpc.ClientConn) (grpc.ServerStreamingClient[shoalv1.ReadShardResponse], error) {
+			return shoalv1.NewStreamsClient(conn).ReadShard(ctx, req)
+		})
+	}
 	if sm == nil {
 		return n.toStatus(err, "", req.Shard)
 	}
@@ -754,6 +771,9 @@ func checkShardRequest(req *shoalv1.ReadShardRequest) error {
 	case req.WaitMs > maxWaitMS:
 		return &shard.InvalidError{Field: "wait_ms", Limit: fmt.Sprintf("at most %d", maxWaitMS),
 			Reason: fmt.Sprintf("%d given", req.WaitMs)}
+	case req.LocalOnly && (!req.AllowStale || req.MaxStalenessMs != 0):
+		return &shard.InvalidError{Field: "local_only", Limit: "with allow_stale and without max_staleness_ms",
+			Reason: "a read of this node's replica as it is, which only a stale read unbounded in age can be"}
 	}
 	return nil
 }

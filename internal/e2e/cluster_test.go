@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -169,9 +170,10 @@ func (r record) String() string {
 }
 
 // readLocalShard reads a whole shard log (with deletes, the deletes too) from the node at
-// conn with allow_stale, so that the node answers from its own replica.
+// conn's own replica (local_only: never forwarded; FAILED_PRECONDITION if it holds none).
 func readLocalShard(ctx context.Context, conn *grpc.ClientConn, shard uint32, deletes bool) ([]record, error) {
-	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true, IncludeDeletes: deletes})
+	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true,
+		IncludeDeletes: deletes, LocalOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -203,9 +205,9 @@ func diffLogs(a, b []record) string {
 	return ""
 }
 
-// waitReplicasIdentical reads every shard's log from every node directly
-// (stale reads of the local replica) until all nodes hold identical logs,
-// which also hold want events in total, or fails after timeout.
+// waitReplicasIdentical reads every shard's log from each of its voters' own replica until
+// all of them hold identical logs, which also hold want events in total, or fails after
+// timeout.
 func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.Duration {
 	cl.t.Helper()
 	var names, addrs []string
@@ -216,52 +218,80 @@ func (cl *cluster) waitReplicasIdentical(want int, timeout time.Duration) time.D
 }
 
 // waitIdentical is waitReplicasIdentical for the nodes named names at addrs; tails gives
-// their logs for a failure message.
+// their logs for a failure message. Each round reads the topology, then every shard from each
+// of its voters (local_only reads, never forwarded): a shard must have a voter on as many of
+// the nodes as the replication factor asks (or on all of them, if fewer), each of them one of
+// names, and their logs must be equal.
 func waitIdentical(t *testing.T, names, addrs []string, shards, want int, timeout time.Duration, tails func() string) time.Duration {
 	t.Helper()
-	conns := make([]*grpc.ClientConn, len(addrs))
+	conns := make(map[string]*grpc.ClientConn, len(addrs))
 	for i, addr := range addrs {
 		conn, err := grpc.NewClient(addr, grpcopt.DialOptions()...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		conns[i] = conn
+		conns[names[i]] = conn
 	}
 	start := time.Now()
 	var why string
 	for {
 		why = ""
-		total := 0
-		for sh := range uint32(shards) {
+		var total, compared int
+		topo, err := anyTopology(names, conns)
+		if err != nil {
+			why = err.Error()
+		}
+		nameOf := map[uint64]string{}
+		for _, n := range topo.GetNodes() {
+			nameOf[n.GetId()] = n.GetName()
+		}
+		repl := min(int(topo.GetSettings().GetReplication()), len(names))
+		for _, si := range topo.GetShards() {
+			if why != "" {
+				break
+			}
+			sh := si.GetShard()
+			if len(si.GetVoters()) < repl {
+				why = fmt.Sprintf("shard %d has %d voters, want %d", sh, len(si.GetVoters()), repl)
+				break
+			}
 			var ref []record
-			for i, conn := range conns {
+			var refName string
+			for _, id := range si.GetVoters() {
+				name := nameOf[id]
+				conn, ok := conns[name]
+				if !ok {
+					why = fmt.Sprintf("shard %d: voter %d (%q) is none of %v", sh, id, name, names)
+					break
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				got, err := readLocalShard(ctx, conn, sh, false)
 				cancel()
 				if err != nil {
-					why = fmt.Sprintf("shard %d on %s: %v", sh, names[i], err)
+					why = fmt.Sprintf("shard %d on %s: %v", sh, name, err)
 					break
 				}
-				if i == 0 {
-					ref = got
+				compared++
+				if refName == "" {
+					ref, refName = got, name
 					total += len(got)
 					continue
 				}
 				if d := diffLogs(ref, got); d != "" {
-					why = fmt.Sprintf("shard %d: %s and %s differ: %s", sh, names[0], names[i], d)
+					why = fmt.Sprintf("shard %d: %s and %s differ: %s", sh, refName, name, d)
 					break
 				}
 			}
-			if why != "" {
-				break
-			}
+		}
+		if why == "" && len(topo.GetShards()) != shards {
+			why = fmt.Sprintf("the topology lists %d shards, want %d", len(topo.GetShards()), shards)
 		}
 		if why == "" && total != want {
 			why = fmt.Sprintf("the replicas agree on %d events, %d were written", total, want)
 		}
 		if why == "" {
-			t.Logf("all %d shards identical on %d nodes (%d events)", shards, len(conns), total)
+			t.Logf("all %d shards identical on their voters (%d replicas read, %d events)", shards, compared, total)
 			return time.Since(start)
 		}
 		if time.Since(start) > timeout {
@@ -269,6 +299,21 @@ func waitIdentical(t *testing.T, names, addrs []string, shards, want int, timeou
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// anyTopology returns the cluster's topology as the first of the nodes that answers sees it.
+func anyTopology(names []string, conns map[string]*grpc.ClientConn) (*shoalv1.TopologyResponse, error) {
+	var errs []error
+	for _, name := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		topo, err := shoalv1.NewClusterClient(conns[name]).Topology(ctx, &shoalv1.TopologyRequest{})
+		cancel()
+		if err == nil {
+			return topo, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", name, err))
+	}
+	return nil, fmt.Errorf("no node answered the topology: %w", errors.Join(errs...))
 }
 
 // TestClusterKill9UnderLoad runs writers against a three-node cluster

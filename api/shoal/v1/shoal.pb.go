@@ -1077,8 +1077,13 @@ type ReadShardRequest struct {
 	// are skipped like deletes without include_deletes; next_position passes them, and a
 	// subscription's heartbeats carry it, so a caller's checkpoint moves on even when nothing
 	// matches. Limits: stream_prefix 512 bytes; at most 100 event_types of 1..256 bytes each.
-	StreamPrefix  string   `protobuf:"bytes,10,opt,name=stream_prefix,json=streamPrefix,proto3" json:"stream_prefix,omitempty"`
-	EventTypes    []string `protobuf:"bytes,11,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	StreamPrefix string   `protobuf:"bytes,10,opt,name=stream_prefix,json=streamPrefix,proto3" json:"stream_prefix,omitempty"`
+	EventTypes   []string `protobuf:"bytes,11,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	// local_only (with allow_stale, without max_staleness_ms) serves the read from this node's
+	// own replica of the shard, as it is, and never forwards it: FAILED_PRECONDITION when the
+	// node holds no replica (or one removed from the shard's group). For comparing a shard's
+	// replicas, and for looking at one that lags.
+	LocalOnly     bool `protobuf:"varint,12,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1188,6 +1193,13 @@ func (x *ReadShardRequest) GetEventTypes() []string {
 		return x.EventTypes
 	}
 	return nil
+}
+
+func (x *ReadShardRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
 }
 
 type ReadShardResponse struct {
@@ -4057,7 +4069,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\fReadResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12\x1b\n" +
 	"\tcaught_up\x18\x02 \x01(\bR\bcaughtUp\x12!\n" +
-	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\xe9\x02\n" +
+	"\fnext_version\x18\x03 \x01(\x04R\vnextVersion\"\x88\x03\n" +
 	"\x10ReadShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
 	"\rfrom_position\x18\x02 \x01(\x04R\ffromPosition\x12\x14\n" +
@@ -4072,7 +4084,9 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\rstream_prefix\x18\n" +
 	" \x01(\tR\fstreamPrefix\x12\x1f\n" +
 	"\vevent_types\x18\v \x03(\tR\n" +
-	"eventTypes\"\x86\x01\n" +
+	"eventTypes\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\f \x01(\bR\tlocalOnly\"\x86\x01\n" +
 	"\x11ReadShardResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.shoal.v1.RecordedEventR\x06events\x12#\n" +
 	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\x12\x1b\n" +
