@@ -258,39 +258,57 @@ func TestUnreachableServer(t *testing.T) {
 }
 
 // TestServerGracefulStop runs `shoal server` in-process and stops it the
-// way SIGINT does, by cancelling its context.
+// way SIGINT does, by cancelling its context; with --log-format json, every
+// line it logs is a JSON object.
 func TestServerGracefulStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
 	}
-	var out, errOut lockedbuf.Buffer
-	a := newApp(strings.NewReader(""), &out, &errOut, func(string) string { return "" })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		done <- a.run(ctx, []string{"server", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
-			"--gossip", "127.0.0.1:0", "--http", "off", "--replication", "1", "--shards", "2", "--node", "solo"})
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(errOut.String(), "msg=serving") {
-		select {
-		case code := <-done:
-			t.Fatalf("server exited with %d: %s", code, errOut.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start: %s", errOut.String())
-		}
-	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 || !strings.Contains(errOut.String(), "msg=stopped") {
-			t.Fatalf("exit %d, log:\n%s", code, errOut.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not stop")
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			serving, stopped := "msg=serving", "msg=stopped"
+			if format == "json" {
+				serving, stopped = `"msg":"serving"`, `"msg":"stopped"`
+			}
+			var out, errOut lockedbuf.Buffer
+			a := newApp(strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan int, 1)
+			go func() {
+				done <- a.run(ctx, []string{"server", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
+					"--gossip", "127.0.0.1:0", "--http", "off", "--replication", "1", "--shards", "2", "--node", "solo",
+					"--log-format", format})
+			}()
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(errOut.String(), serving) {
+				select {
+				case code := <-done:
+					t.Fatalf("server exited with %d: %s", code, errOut.String())
+				case <-time.After(20 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("server did not start: %s", errOut.String())
+				}
+			}
+			cancel()
+			select {
+			case code := <-done:
+				if code != 0 || !strings.Contains(errOut.String(), stopped) {
+					t.Fatalf("exit %d, log:\n%s", code, errOut.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("server did not stop")
+			}
+			if format != "json" {
+				return
+			}
+			for _, line := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
+				if !json.Valid([]byte(line)) {
+					t.Fatalf("a log line that is not JSON: %q", line)
+				}
+			}
+		})
 	}
 }
 

@@ -145,6 +145,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--join", ""}, "--join is empty"},
 		{[]string{"server", "--join", " , "}, "--join is empty"},
 		{[]string{"server", "--http", ""}, `--http is empty: give an address, or "off"`},
+		{[]string{"server", "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+		{[]string{"server", "--log-format", "xml"}, `--log-format "xml": want text or json`},
 		{[]string{"server", "--data", ""}, "--data is empty"},
 		{[]string{"server", "--replication", "9"}, "--replication 9 out of range 1..7"},
 		// --listen nope: a server that took the 0 for the default would stop there, not start.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -30,6 +31,7 @@ func (a *app) serverCmd() *cobra.Command {
 		join    []string
 		keyFile string
 		procs   int
+		logs    logOptions
 		// The server's own TLS files, from its flags only: the client commands' flags,
 		// bound to a.tls, take $SHOAL_TLS_* as defaults.
 		srvTLS tlsfiles.Files
@@ -114,8 +116,12 @@ SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("--console-data cannot go with TLS: the console would show events on the HTTP port, " +
 					"which authenticates no one, to callers the gRPC port refuses without a certificate")
 			}
+			log, err := logs.logger(a.stderr)
+			if err != nil {
+				return err
+			}
 			if !srvTLS.IsZero() {
-				srvTLS.Logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+				srvTLS.Logger = log
 				srvTLS.Host = dialedHost(cfg.Advertise, cfg.Listen)
 				tc, err := srvTLS.Server()
 				if err != nil {
@@ -130,7 +136,6 @@ SIGINT or SIGTERM stops it cleanly.`,
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(a.stderr, nil))
 			log.Info("scheduler", "gomaxprocs", n)
 			cfg.Logger = log
 			return serve(cmd.Context(), log, cfg)
@@ -172,8 +177,29 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&srvTLS.ClientCA, "tls-client-ca", "", "PEM file of a separate CA for clients' certificates (default: clients' certificates come from --tls-ca, and any of them may act as a peer)")
 	f.StringVar(&srvTLS.Cert, "tls-cert", "", "PEM certificate of this node, for serving and for dialing its peers; it must name the --advertise host")
 	f.StringVar(&srvTLS.Key, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&logs.level, "log-level", "info", "the least severe log lines written: debug, info, warn or error (debug adds placement's refusals and the raft details)")
+	f.StringVar(&logs.format, "log-format", "text", "log lines as text (key=value) or json (one object per line, for log shippers)")
 	procsFlag(f, &procs)
 	return cmd
+}
+
+// logOptions are the server's --log-level and --log-format.
+type logOptions struct{ level, format string }
+
+// logger returns the logger the flags ask for, writing to w, or a usage error naming the flag.
+func (l logOptions) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", l.format)
 }
 
 // refuseEmpty refuses a server flag given an empty value, which would otherwise mean its
