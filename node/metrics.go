@@ -202,6 +202,8 @@ var (
 		"Last raft index applied by this node's replica.", []string{"shard"}, nil)
 	descLeaderless = prometheus.NewDesc("shoal_shard_leaderless",
 		"1 when this node's replica of the shard has known no leader for longer than an election can take (three raft election timeouts): the shard lost its quorum, or this replica is cut off from it (left out while its raft loop does not answer).", []string{"shard"}, nil)
+	descFollowerLag = prometheus.NewDesc("shoal_shard_follower_lag_entries",
+		"On the shard's leader: the most raft entries any other replica (voter or learner) lacks of those committed. One that stays high is a replica that cannot keep up, or a learner that cannot catch up.", []string{"shard"}, nil)
 	descCachedStreams = prometheus.NewDesc("shoal_stream_cache_entries",
 		"Streams whose metadata this node's shards cache for appends (bounded by --stream-cache, shared evenly by the cluster's shards).", nil, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
@@ -230,6 +232,7 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDeadVoters
 	ch <- descApplied
 	ch <- descLeaderless
+	ch <- descFollowerLag
 	ch <- descLeaderlessShards
 	ch <- descCachedStreams
 	ch <- descReplication
@@ -303,10 +306,24 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descDeadVoters, prometheus.GaugeValue, float64(dead), l)
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.Applied), l)
+		if st.Leader == n.ID() {
+			ch <- prometheus.MustNewConstMetric(descFollowerLag, prometheus.GaugeValue, float64(followerLag(st)), l)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descLeaderlessShards, prometheus.GaugeValue, float64(leaderless))
 	ch <- prometheus.MustNewConstMetric(descCachedStreams, prometheus.GaugeValue, float64(cached))
 	ch <- prometheus.MustNewConstMetric(descUnanswered, prometheus.GaugeValue, float64(len(groups)-len(statuses)))
+}
+
+// followerLag is the most committed entries any replica other than the leader lacks.
+func followerLag(st replica.Status) uint64 {
+	var lag uint64
+	for id, p := range st.Progress {
+		if id != st.ID && p.Match < st.Commit {
+			lag = max(lag, st.Commit-p.Match)
+		}
+	}
+	return lag
 }
 
 // statusAnswer is a group's status once done is closed, asked for at asked.

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
 )
 
 // TestResultLabelsListed: every value resultLabel gives is in resultLabels, which the metrics
@@ -44,5 +45,20 @@ func TestResultLabelRefusals(t *testing.T) {
 		if got := resultLabel(tc.err); got != tc.want {
 			t.Errorf("resultLabel(%v) = %q, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestFollowerLag: the most committed entries another replica lacks; the leader itself, and a
+// replica ahead of the commit index, count nothing.
+func TestFollowerLag(t *testing.T) {
+	st := replica.Status{ID: 1, Commit: 100, Progress: map[uint64]replica.Progress{
+		1: {Match: 100}, 2: {Match: 97}, 3: {Match: 0, Learner: true}, 4: {Match: 101},
+	}}
+	if got := followerLag(st); got != 100 {
+		t.Fatalf("followerLag = %d, want 100 (the learner that has nothing)", got)
+	}
+	delete(st.Progress, 3)
+	if got := followerLag(st); got != 3 {
+		t.Fatalf("followerLag = %d, want 3", got)
 	}
 }

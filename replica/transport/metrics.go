@@ -50,6 +50,11 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		SnapshotsRecv:    cv("snapshots_received_total", "Incoming snapshot streams by result.", "result"),
 		SnapshotBytes:    cv("snapshot_bytes_total", "Compressed snapshot bytes by direction.", "dir"),
 	}
+	// The snapshot results exist from the start, so that increase() sees the first failure.
+	for _, ok := range []bool{true, false} {
+		m.SnapshotsSent.WithLabelValues(result(ok))
+		m.SnapshotsRecv.WithLabelValues(result(ok))
+	}
 	if reg != nil {
 		reg.MustRegister(m.MessagesSent, m.MessagesReceived, m.MessagesDropped, m.BatchesSent, m.BytesSent,
 			m.BytesReceived, m.DialErrors, m.StreamErrors, m.PeerDown, m.SnapshotsSent, m.SnapshotsRecv, m.SnapshotBytes)
