@@ -31,6 +31,7 @@ func (a *app) clusterCmd() *cobra.Command {
 	var (
 		server string
 		asJSON bool
+		check  bool
 	)
 	status := &cobra.Command{
 		Use:   "status",
@@ -38,7 +39,13 @@ func (a *app) clusterCmd() *cobra.Command {
 		Long: `Show the cluster's nodes and shards as the node at --server (or $SHOAL_SERVER) sees
 them, merged with the views of the other nodes it reaches; the first line names the
 node that answered. Only that node is asked: during a partition, ask a node on each
-side for its view. A node that cannot be reached fails the command (exit code 1).`,
+side for its view. A node that cannot be reached fails the command (exit code 1).
+
+With --check, the exit code also says how the cluster is, for a cron job or a
+monitoring probe: 0 when every shard is ok, 5 when every shard serves but some run
+without all their replicas (degraded: a voter on a dead node; under-replicated) or
+the answer lacks some nodes' views, 1 when some shard is unavailable or unknown; a
+line on stderr counts the shards in each state.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *shoalv1.StatusResponse
@@ -55,15 +62,49 @@ side for its view. A node that cannot be reached fails the command (exit code 1)
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(s)
+				err = enc.Encode(s)
+			} else {
+				err = writeTables(a.stdout, s)
 			}
-			return writeTables(a.stdout, s)
+			if err != nil || !check {
+				return err
+			}
+			return checkStatus(s)
 		},
 	}
 	a.serverFlag(status, &server)
 	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial), 1 when some are unavailable or unknown")
 	cmd.AddCommand(status, a.clusterBackupCmd(), a.setReplicationCmd())
 	return cmd
+}
+
+// checkStatus is cluster status --check's verdict on s: nil when every shard is ok and the
+// view whole, else an error whose exit code says how bad it is and whose message counts the
+// shards by state.
+func checkStatus(s *clusterstatus.Status) error {
+	counts := map[string]int{}
+	for _, sh := range s.Shards {
+		counts[sh.State]++
+	}
+	var parts []string
+	for _, state := range []string{"unavailable", "unknown", "degraded", "under-replicated"} {
+		if n := counts[state]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, state))
+		}
+	}
+	if s.Partial {
+		parts = append(parts, fmt.Sprintf("no view from %s", strings.Join(s.Unanswered, ", ")))
+	}
+	code := exitDegraded
+	switch {
+	case counts["unavailable"]+counts["unknown"] > 0:
+		code = exitError
+	case len(parts) == 0:
+		return nil
+	}
+	return &explainedError{code: code, msg: fmt.Sprintf("check: %d of %d shards not ok: %s", len(s.Shards)-counts["ok"],
+		len(s.Shards), strings.Join(parts, ", "))}
 }
 
 func (a *app) setReplicationCmd() *cobra.Command {

@@ -38,14 +38,23 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 
 	for round := range 2 {
 		for i, n := range c.Nodes {
-			r := decode(t, cli(exitOK, "cluster", "status", "--json", "--server", n.Addr()))
+			r := decode(t, cli(exitOK, "cluster", "status", "--json", "--check", "--server", n.Addr()))
 			if want := fmt.Sprintf("n%d", i+1); r["answered_by"] != want {
 				t.Fatalf("round %d: cluster status --server %s (%s) answered by %v", round, n.Addr(), want, r["answered_by"])
 			}
 		}
 	}
 
+	// --check: one voter's node dead, the shard serves degraded (exit 5); two, it is
+	// unavailable (exit 1, below).
 	c.Stop(t, 1)
+	testnode.WaitFor(t, 30*time.Second, "cluster status --check to say degraded", func() string {
+		code, _, errOut := runCLI(t, nil, "", "cluster", "status", "--check", "--server", c.Nodes[0].Addr())
+		if code != exitDegraded || !strings.Contains(errOut, "check: 1 of 1 shards not ok: 1 degraded") {
+			return fmt.Sprintf("exit %d: %s", code, errOut)
+		}
+		return ""
+	})
 	c.Stop(t, 2)
 	down := c.Nodes[1].Addr()
 	if out := cli(exitError, "cluster", "status", "--server", down); !strings.Contains(out, "cannot reach a shoal server at "+down) {
@@ -62,6 +71,9 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 		return ""
 	})
 	server := c.Nodes[0].Addr()
+	if out := cli(exitError, "cluster", "status", "--check", "--server", server); !strings.Contains(out, "check: 1 of 1 shards not ok: 1 unavailable") {
+		t.Fatalf("cluster status --check, the shard without quorum: %s", out)
+	}
 	for _, args := range [][]string{
 		{"append", "q-1", "--type", "T", "--server", server},
 		{"delete", "q-1", "--server", server},

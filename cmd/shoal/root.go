@@ -28,6 +28,7 @@ const (
 	exitUsage    = 2 // invalid usage or argument, the server's invalid-argument verdict included
 	exitConflict = 3 // wrong expected version
 	exitNotFound = 4 // stream not found or deleted
+	exitDegraded = 5 // cluster status --check: every shard serves, but not every one with all its replicas
 )
 
 // defaultServer is used when neither --server nor $SHOAL_SERVER is set.
