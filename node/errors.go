@@ -175,7 +175,9 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	case errors.Is(err, ErrClosed):
 		return status.Error(codes.Unavailable, shuttingDownMsg)
 	}
-	n.log.Error("internal error", "shard", id, "stream", stream, "err", err)
+	if held, ok := n.internalErrors.allow(); ok {
+		n.log.Error("internal error", "shard", id, "stream", stream, "err", err, "held_back", held)
+	}
 	return status.Error(codes.Internal, err.Error())
 }
 

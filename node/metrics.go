@@ -3,11 +3,13 @@ package node
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoaldb/shoal/internal/buildinfo"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -208,6 +210,9 @@ var (
 		"Streams whose metadata this node's shards cache for appends (bounded by --stream-cache, shared evenly by the cluster's shards).", nil, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
 		"Shards of which this node's replica has known no leader for longer than an election can take (shoal_shard_leaderless summed). Such a shard is led by no node, so the placement gauges miss it; every replica of it counts it.", nil, nil)
+	descNodeInfo = prometheus.NewDesc("shoal_node_info",
+		"Always 1: which node this is (its name, ID as the peer labels of other nodes' transport metrics give it, and zone) and the version it runs (mixed during an upgrade).",
+		[]string{"node", "node_id", "zone", "version"}, nil)
 	descShards = prometheus.NewDesc("shoal_cluster_shards",
 		"The cluster's number of shards (fixed when it was created): a shard that no node reports (shoal_shard_leader_known) has every replica on nodes that are down or not scraped.", nil, nil)
 	descReplication = prometheus.NewDesc("shoal_replication_factor",
@@ -237,11 +242,14 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descCachedStreams
 	ch <- descReplication
 	ch <- descShards
+	ch <- descNodeInfo
 	ch <- descUnanswered
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
+	ch <- prometheus.MustNewConstMetric(descNodeInfo, prometheus.GaugeValue, 1,
+		n.Name(), strconv.FormatUint(n.ID(), 10), n.Zone(), buildinfo.Version)
 	set := n.Settings()
 	repl := int(set.Replication)
 	if repl > 0 {

@@ -52,6 +52,9 @@ type Node struct {
 	reg     *prometheus.Registry                  // gathered on /metrics
 	regs    *registrations                        // what the node registered on reg, taken off by Close
 	metrics *metrics
+	// internalErrors limits the "internal error" lines of requests to one a second: a failing
+	// disk fails every request.
+	internalErrors logLimiter
 	// shardMetrics are the state machines' (shoal_shard_*), shared by the shards.
 	shardMetrics *shard.Metrics
 	disk         *diskWatch
@@ -117,6 +120,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, dir: dir, done: make(chan struct{})}
+	n.internalErrors.every = time.Second
 	n.mu.shards = map[uint32]*shard.Shard{}
 	n.log = cfg.Logger.With("node", dir.id.Name, "node_id", dir.id.NodeID)
 	defer func() {

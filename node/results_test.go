@@ -1,9 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,5 +64,26 @@ func TestFollowerLag(t *testing.T) {
 	delete(st.Progress, 3)
 	if got := followerLag(st); got != 3 {
 		t.Fatalf("followerLag = %d, want 3", got)
+	}
+}
+
+// TestInternalErrorsLogLimited: a failure that fails every request (a failing disk) is logged
+// once a period, with the count of those held back, not once a request.
+func TestInternalErrorsLogLimited(t *testing.T) {
+	var buf bytes.Buffer
+	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	n.internalErrors.every = time.Hour
+	for range 5 {
+		if err := n.toStatus(errors.New("disk on fire"), "s", 1); status.Code(err) != codes.Internal {
+			t.Fatalf("toStatus = %v, want INTERNAL", err)
+		}
+	}
+	if got := strings.Count(buf.String(), "internal error"); got != 1 {
+		t.Fatalf("%d lines logged for 5 internal errors within the period, want 1:\n%s", got, buf.String())
+	}
+	n.internalErrors.last = time.Now().Add(-2 * time.Hour)
+	n.toStatus(errors.New("disk on fire"), "s", 1)
+	if !strings.Contains(buf.String(), "held_back=4") {
+		t.Fatalf("the next period's line does not count the 4 held back:\n%s", buf.String())
 	}
 }

@@ -396,17 +396,18 @@ func (w *chunkWriter) flush() error {
 // error is returned to the sender.
 func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 	t := s.t
+	var first *shoalv1.SnapshotChunk // the header, once received
 	defer func() {
 		t.metrics.SnapshotsRecv.WithLabelValues(result(err == nil)).Inc()
 		if err != nil {
-			t.log.Warn("transport: snapshot receive failed", "err", err)
+			t.log.Warn("transport: snapshot receive failed", "shard", first.GetShard(), "from", first.GetFrom(), "err", err)
 		}
 	}()
 	h := t.handlerOrNil()
 	if h == nil {
 		return toStatus(ErrNoHandler)
 	}
-	first, err := stream.Recv()
+	first, err = stream.Recv()
 	if err != nil {
 		if err == io.EOF {
 			return toStatus(fmt.Errorf("%w: empty snapshot stream", ErrBadRequest))
