@@ -213,6 +213,12 @@ var (
 	descNodeInfo = prometheus.NewDesc("shoal_node_info",
 		"Always 1: which node this is (its name, ID as the peer labels of other nodes' transport metrics give it, and zone) and the version it runs (mixed during an upgrade).",
 		[]string{"node", "node_id", "zone", "version"}, nil)
+	descReady = prometheus.NewDesc("shoal_ready",
+		"1 when the node answers /readyz 200 (it serves its shards), 0 when it does not (starting, stopping, a slow or stalled disk, every local shard without a leader): /readyz says why.", nil, nil)
+	descDiskFree = prometheus.NewDesc("shoal_data_dir_free_bytes",
+		"Bytes free to the node on the data directory's file system. A node whose disk fills stops (status 74).", nil, nil)
+	descDiskSize = prometheus.NewDesc("shoal_data_dir_size_bytes",
+		"Size of the data directory's file system.", nil, nil)
 	descShards = prometheus.NewDesc("shoal_cluster_shards",
 		"The cluster's number of shards (fixed when it was created): a shard that no node reports (shoal_shard_leader_known) has every replica on nodes that are down or not scraped.", nil, nil)
 	descReplication = prometheus.NewDesc("shoal_replication_factor",
@@ -243,6 +249,9 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReplication
 	ch <- descShards
 	ch <- descNodeInfo
+	ch <- descReady
+	ch <- descDiskFree
+	ch <- descDiskSize
 	ch <- descUnanswered
 }
 
@@ -250,6 +259,17 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	ch <- prometheus.MustNewConstMetric(descNodeInfo, prometheus.GaugeValue, 1,
 		n.Name(), strconv.FormatUint(n.ID(), 10), n.Zone(), buildinfo.Version)
+	ready := 0.0
+	if n.notReady() == "" {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+	if n.fs != nil {
+		if du, err := n.fs.GetDiskUsage(n.cfg.DataDir); err == nil { // not on an in-memory FS
+			ch <- prometheus.MustNewConstMetric(descDiskFree, prometheus.GaugeValue, float64(du.AvailBytes))
+			ch <- prometheus.MustNewConstMetric(descDiskSize, prometheus.GaugeValue, float64(du.TotalBytes))
+		}
+	}
 	set := n.Settings()
 	repl := int(set.Replication)
 	if repl > 0 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -52,6 +53,7 @@ type Node struct {
 	reg     *prometheus.Registry                  // gathered on /metrics
 	regs    *registrations                        // what the node registered on reg, taken off by Close
 	metrics *metrics
+	fs      vfs.FS // the data directory's file system
 	// internalErrors limits the "internal error" lines of requests to one a second: a failing
 	// disk fails every request.
 	internalErrors logLimiter
@@ -158,6 +160,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	var popts *pebble.Options
 	n.disk = newDiskWatch(n.log, cfg.MaxSyncDuration, cfg.OnDiskStall)
 	fs := n.disk.wrap(cfg.fs, cfg.diskSlowAfter) // Pebble's files, snapshots being received, the directory's files
+	n.fs = fs
 	dir.files = fs
 	stateFile, mustExist := dir.raftStateFile()
 	// Watched from before the open: opening flushes what the WAL replays, and Pebble retries a

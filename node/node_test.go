@@ -432,7 +432,8 @@ func TestHTTPAndCluster(t *testing.T) {
 		"shoal_pebble_disk_usage_bytes", "shoal_pebble_wal_bytes_written_total", "shoal_pebble_flushed_bytes_total",
 		"shoal_pebble_compacted_bytes_total", "shoal_pebble_wal_fsyncs_total", `shoal_shard_leader_known{shard="0"} 1`, "shoal_shard_under_replicated",
 		`shoal_shard_commands_applied_total{result="append",shard=`, "shoal_shard_events_appended_total", "shoal_shard_stream_cache_lookups_total",
-		"shoal_cluster_shards 4", `shoal_shard_follower_lag_entries{shard="0"} 0`,
+		"shoal_cluster_shards 4", `shoal_shard_follower_lag_entries{shard="0"} 0`, "shoal_ready 1",
+		"shoal_data_dir_free_bytes ", "shoal_data_dir_size_bytes ",
 		fmt.Sprintf(`shoal_node_info{node=%q,node_id="%d",version=`, n.Name(), n.ID()),
 		"go_goroutines", "process_"} {
 		if !strings.Contains(body, want) {
