@@ -164,6 +164,9 @@ type Stats struct {
 	// leader for their shard while they waited (but for a stale read), or
 	// named the node they went to dead (a hung node; see watchLeader).
 	LeaderMoves uint64
+	// OpenBreakers is how many nodes' breakers are open (or half-open, letting one probe
+	// through) now: the nodes the client is not sending calls to.
+	OpenBreakers int
 }
 
 // Dial connects to the cluster that serves at addrs (gRPC "host:port"
@@ -273,7 +276,21 @@ func (c *Client) Stats() Stats {
 		BreakerTrips:      c.stats.trips.Load(),
 		TopologyRefreshes: c.stats.refreshes.Load(),
 		LeaderMoves:       c.stats.leaderMoves.Load(),
+		OpenBreakers:      c.openBreakers(),
 	}
+}
+
+// openBreakers counts the nodes whose breaker is not closed.
+func (c *Client) openBreakers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	open := 0
+	for _, n := range c.mu.nodes {
+		if n.breaker.State() != gobreaker.StateClosed {
+			open++
+		}
+	}
+	return open
 }
 
 func (c *Client) closed() bool {
@@ -361,10 +378,17 @@ func (c *Client) breakerSettings(addr string) gobreaker.Settings {
 		IsSuccessful: func(err error) bool { return err != errNodeFault },
 		IsExcluded:   func(err error) bool { return err == errExcluded },
 		OnStateChange: func(name string, from, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
+			switch {
+			case to == gobreaker.StateOpen:
 				c.stats.trips.Add(1)
-				c.log.Info("client: node circuit breaker opened", "node", name, "from", from.String())
-			} else {
+				if from == gobreaker.StateClosed { // not each failed probe of a node still down
+					c.log.Info("client: node circuit breaker opened", "node", name)
+				} else {
+					c.log.Debug("client: node circuit breaker opened again", "node", name, "from", from.String())
+				}
+			case to == gobreaker.StateClosed:
+				c.log.Info("client: node circuit breaker closed", "node", name)
+			default:
 				c.log.Debug("client: node circuit breaker changed", "node", name, "from", from.String(), "to", to.String())
 			}
 		},

@@ -212,8 +212,8 @@ func TestBreakerOpensAndTrafficMoves(t *testing.T) {
 			t.Fatalf("append %d: %v", i, err)
 		}
 	}
-	if s := c.Stats(); s.BreakerTrips != 1 {
-		t.Fatalf("stats = %+v, want 1 breaker trip", s)
+	if s := c.Stats(); s.BreakerTrips != 1 || s.OpenBreakers != 1 {
+		t.Fatalf("stats = %+v, want 1 breaker trip and 1 open", s)
 	}
 	before := len(n1.requests())
 	for range 5 {
@@ -226,6 +226,41 @@ func TestBreakerOpensAndTrafficMoves(t *testing.T) {
 	}
 	if got := n2.count("Append"); got != 11 {
 		t.Fatalf("node 2 appends = %d, want 11", got)
+	}
+}
+
+// Stats.OpenBreakers counts the breakers open now: one while its node fails, none once a probe
+// after OpenTimeout found the node back.
+func TestOpenBreakersCounted(t *testing.T) {
+	fc := newFakeCluster(t, 2, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 2, OpenTimeout: 50 * time.Millisecond}))
+	var down atomic.Bool
+	down.Store(true)
+	fc.nodes[0].setFault(func(context.Context, string, int) error {
+		if down.Load() {
+			return unavailable()
+		}
+		return nil
+	})
+	ctx := testCtx(t)
+	for range 3 {
+		if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := c.Stats(); s.OpenBreakers != 1 {
+		t.Fatalf("stats = %+v, want 1 breaker open while node 1 fails", s)
+	}
+	down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().OpenBreakers != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats = %+v, want no breaker open once node 1 answers again", c.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+		if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
