@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "commands_applied_total",
-			Help: "Commands applied, by verdict (append, duplicate, delete, truncate, wrong_expected_version, id_conflict, not_found, deleted, invalid, format, needs_format).",
+			Help: "Commands applied, by verdict (append, duplicate, delete, truncate, wrong_expected_version, id_conflict, not_found, deleted, invalid, format, retention, needs_format, policy_changed).",
 		}, []string{"shard", "result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "shard", Name: "events_appended_total",
