@@ -124,6 +124,7 @@ func (s *server) start() {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	killWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
