@@ -33,6 +33,8 @@ type StepContext struct {
 	Step   int
 	Name   string
 	Kind   Kind
+	// Input, Output and Prior share the saga's State: read them, do not change them (a
+	// change would reach the later steps and compensations of this run, not of a Resume's).
 	Input  []byte   // the saga's input (Start)
 	Output []byte   // compensation only: the action's recorded output (nil for the failed step)
 	Prior  [][]byte // outputs of the steps before this one
