@@ -8,6 +8,7 @@ package node_test
 // snapshot. Seeds are printed; SHOAL_TEST_SEED replays one.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -171,9 +172,19 @@ func appendResolved(ctx context.Context, cl *client.Client, stream string, exp c
 }
 
 // readShardStale reads shard's whole log from the node behind conn, served by
-// its local replica (allow_stale).
+// its local replica (allow_stale), or forwarded when it holds none.
 func readShardStale(ctx context.Context, conn *grpc.ClientConn, shard uint32) ([]*shoalv1.RecordedEvent, error) {
-	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true})
+	return readShardReq(ctx, conn, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true})
+}
+
+// readShardLocal reads shard's whole log from the node behind conn's own replica (local_only:
+// never forwarded; FAILED_PRECONDITION when the node holds none).
+func readShardLocal(ctx context.Context, conn *grpc.ClientConn, shard uint32) ([]*shoalv1.RecordedEvent, error) {
+	return readShardReq(ctx, conn, &shoalv1.ReadShardRequest{Shard: shard, AllowStale: true, LocalOnly: true})
+}
+
+func readShardReq(ctx context.Context, conn *grpc.ClientConn, req *shoalv1.ReadShardRequest) ([]*shoalv1.RecordedEvent, error) {
+	rs, err := shoalv1.NewStreamsClient(conn).ReadShard(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -204,8 +215,9 @@ func diffLogs(a, b []*shoalv1.RecordedEvent) string {
 	return ""
 }
 
-// waitReplicasEqual waits until the local replicas of shard on the nodes
-// behind conns hold identical logs of want events, and returns that log.
+// waitReplicasEqual waits until the replicas of shard on the nodes behind conns,
+// each read from the node's own copy (readShardLocal: a node without one never
+// passes), hold identical logs of want events, and returns that log.
 func waitReplicasEqual(t *testing.T, shard uint32, want int, conns map[string]*grpc.ClientConn) []*shoalv1.RecordedEvent {
 	t.Helper()
 	var log []*shoalv1.RecordedEvent
@@ -215,9 +227,9 @@ func waitReplicasEqual(t *testing.T, shard uint32, want int, conns map[string]*g
 		var first []*shoalv1.RecordedEvent
 		firstName := ""
 		for name, conn := range conns {
-			got, err := readShardStale(ctx, conn, shard)
+			got, err := readShardLocal(ctx, conn, shard)
 			if err != nil {
-				return fmt.Sprintf("stale read of %s: %v", name, err)
+				return fmt.Sprintf("local read of %s: %v", name, err)
 			}
 			if len(got) != want {
 				return fmt.Sprintf("%s holds %d events, want %d", name, len(got), want)
@@ -240,6 +252,15 @@ func waitReplicasEqual(t *testing.T, shard uint32, want int, conns map[string]*g
 type ownedStream struct {
 	name string
 	ids  []uuid.UUID // acknowledged event IDs, in version order
+	// content, when set, gives the type and data the writer wrote at a version, which
+	// checkAcknowledged compares with what it reads.
+	content func(version uint64) (typ string, data []byte)
+}
+
+// failoverContent is the type and data TestFailoverUnderLoad's writers give the event at
+// version v of a stream: known from the version, so that what is read can be checked.
+func failoverContent(v uint64) (string, []byte) {
+	return "Failover", []byte(strconv.FormatUint(v, 10))
 }
 
 // TestFailoverUnderLoad closes the node that leads the most shards while 16
@@ -264,7 +285,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 
 	streams := make([]*ownedStream, failoverStreams)
 	for i := range streams {
-		streams[i] = &ownedStream{name: fmt.Sprintf("fo-%d-%d", seed%1000, i)}
+		streams[i] = &ownedStream{name: fmt.Sprintf("fo-%d-%d", seed%1000, i), content: failoverContent}
 	}
 
 	var (
@@ -301,7 +322,8 @@ func TestFailoverUnderLoad(t *testing.T) {
 				st := owned[rng.IntN(len(owned))]
 				evs := make([]client.Event, 1+rng.IntN(3))
 				for i := range evs {
-					evs[i] = client.Event{ID: seededUUID(rng), Type: "Failover", Data: []byte(strconv.Itoa(len(st.ids) + i))}
+					typ, data := failoverContent(uint64(len(st.ids) + i))
+					evs[i] = client.Event{ID: seededUUID(rng), Type: typ, Data: data}
 				}
 				exp := client.NoStream
 				if len(st.ids) > 0 {
@@ -405,22 +427,27 @@ func TestFailoverUnderLoad(t *testing.T) {
 	t.Logf("failover: first acknowledged append on a shard of the closed node %v after Close; %d appends total, %d after Close, %d resends of unknown outcomes, %d answered as duplicates; client retries %d redirects %d",
 		firstAny.Round(time.Millisecond), acked.Load(), afterClose.Load(), resends.Load(), duplicates.Load(), st.Retries, st.Redirects)
 
-	// Every acknowledged event exactly once, at dense versions (linearizable
-	// reads through the client), and nothing else.
+	// Every acknowledged event exactly once, at dense versions, with the type
+	// and data written (linearizable reads through the client), and nothing else.
 	checkAcknowledged(ctx, t, cl, streams)
-	perShard := map[uint32]map[uuid.UUID]string{}
+	type ackedAt struct {
+		stream  string
+		version uint64
+	}
+	perShard := map[uint32]map[uuid.UUID]ackedAt{}
 	for _, s := range streams {
 		sh := ring.ShardOf(s.name, failoverShards)
 		if perShard[sh] == nil {
-			perShard[sh] = map[uuid.UUID]string{}
+			perShard[sh] = map[uuid.UUID]ackedAt{}
 		}
-		for _, id := range s.ids {
-			perShard[sh][id] = s.name
+		for v, id := range s.ids {
+			perShard[sh][id] = ackedAt{s.name, uint64(v)}
 		}
 	}
 
 	// The two surviving replicas of every shard are identical and hold
-	// exactly the acknowledged events, at dense positions.
+	// exactly the acknowledged events, at their versions with the type and
+	// data written, at dense positions.
 	conns := map[string]*grpc.ClientConn{}
 	for i := range c.Nodes {
 		if c.Running(i) {
@@ -432,8 +459,12 @@ func TestFailoverUnderLoad(t *testing.T) {
 		seen := map[uuid.UUID]bool{}
 		for i, ev := range log {
 			id, _ := uuid.FromBytes(ev.Id)
-			if ev.Position != uint64(i) || perShard[sh][id] != ev.Stream || seen[id] {
-				t.Fatalf("shard %d position %d: %v (acknowledged in %q, seen before %v)", sh, i, ev, perShard[sh][id], seen[id])
+			at, ok := perShard[sh][id]
+			typ, data := failoverContent(at.version)
+			if ev.Position != uint64(i) || !ok || at != (ackedAt{ev.Stream, ev.Version}) || seen[id] ||
+				ev.Type != typ || !bytes.Equal(ev.Data, data) {
+				t.Fatalf("shard %d position %d: %v (acknowledged %v at %s@%d with type %s data %q, seen before %v)",
+					sh, i, ev, ok, at.stream, at.version, typ, data, seen[id])
 			}
 			seen[id] = true
 		}
@@ -441,7 +472,8 @@ func TestFailoverUnderLoad(t *testing.T) {
 }
 
 // checkAcknowledged reads every stream through cl (linearizable) and checks that it holds
-// exactly the events acknowledged to it, in order, at dense versions; it returns their count.
+// exactly the events acknowledged to it, in order, at dense versions, with the type and data
+// written where the stream says what they were (ownedStream.content); it returns their count.
 func checkAcknowledged(ctx context.Context, t *testing.T, cl *client.Client, streams []*ownedStream) int {
 	t.Helper()
 	total := 0
@@ -456,6 +488,11 @@ func checkAcknowledged(ctx context.Context, t *testing.T, cl *client.Client, str
 			}
 			if ev.Version != uint64(len(got)) {
 				t.Fatalf("%s: version %d at index %d (not dense)", s.name, ev.Version, len(got))
+			}
+			if s.content != nil {
+				if typ, data := s.content(ev.Version); ev.Type != typ || !bytes.Equal(ev.Data, data) {
+					t.Fatalf("%s@%d: type %s data %q, written type %s data %q", s.name, ev.Version, ev.Type, ev.Data, typ, data)
+				}
 			}
 			got = append(got, ev.ID)
 		}

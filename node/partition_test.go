@@ -7,6 +7,7 @@ package node_test
 // test sees raft's own behaviour (CheckQuorum, PreVote).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -311,17 +312,19 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 	nw.heal()
 	healed := time.Now()
 	for sh, names := range w.byShard {
-		id := seededUUID(rng)
-		req := &shoalv1.AppendRequest{Stream: names[0], Events: []*shoalv1.EventData{{Id: id[:], Type: "Partition", Data: []byte("healed")}}}
+		ev := client.Event{ID: seededUUID(rng), Type: "Partition", Data: []byte("healed")}
+		req := &shoalv1.AppendRequest{Stream: names[0], Events: []*shoalv1.EventData{{Id: ev.ID[:], Type: ev.Type, Data: ev.Data}}}
+		var res *shoalv1.AppendResponse
 		testnode.WaitFor(t, 15*time.Second, fmt.Sprintf("shard %d: append on the healed node", sh), func() string {
 			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 			defer acancel()
-			if _, err := shoalv1.NewStreamsClient(victimConn).Append(actx, req); err != nil {
+			var err error
+			if res, err = shoalv1.NewStreamsClient(victimConn).Append(actx, req); err != nil {
 				return err.Error() // resending the same event ID is idempotent
 			}
 			return ""
 		})
-		w.acked[names[0]] = append(w.acked[names[0]], id)
+		w.acked[names[0]] = append(w.acked[names[0]], ackedEvent{ev, res.FirstVersion})
 	}
 	t.Logf("the healed node acknowledged appends on every shard %v after healing", time.Since(healed).Round(time.Millisecond))
 	for sh, n := range w.ackedPerShard() {
@@ -349,12 +352,18 @@ func TestMinorityPartitionStopsWrites(t *testing.T) {
 // acknowledged on each.
 type shardWriter struct {
 	rng     *rand.Rand
-	byShard [][]string             // shard -> its two streams
-	acked   map[string][]uuid.UUID // stream -> acknowledged event IDs, in order
+	byShard [][]string              // shard -> its two streams
+	acked   map[string][]ackedEvent // stream -> acknowledged events, in order
+}
+
+// ackedEvent is an event as written and the version its append was acknowledged at.
+type ackedEvent struct {
+	client.Event
+	version uint64
 }
 
 func newShardWriter(prefix string, rng *rand.Rand) *shardWriter {
-	w := &shardWriter{rng: rng, byShard: make([][]string, failoverShards), acked: map[string][]uuid.UUID{}}
+	w := &shardWriter{rng: rng, byShard: make([][]string, failoverShards), acked: map[string][]ackedEvent{}}
 	for i, full := 0, 0; full < failoverShards; i++ {
 		name := fmt.Sprintf("%s-%d", prefix, i)
 		sh := ring.ShardOf(name, failoverShards)
@@ -380,13 +389,13 @@ func (w *shardWriter) appendAll(t *testing.T, ctx context.Context, cl *client.Cl
 			ev := client.Event{ID: seededUUID(w.rng), Type: "Partition", Data: []byte(round + "-" + strconv.Itoa(k))}
 			actx, acancel := context.WithTimeout(ctx, 10*time.Second)
 			start := time.Now()
-			_, resends, err := appendResolved(actx, cl, st, client.Any, []client.Event{ev})
+			res, resends, err := appendResolved(actx, cl, st, client.Any, []client.Event{ev})
 			slowest = max(slowest, time.Since(start))
 			acancel()
 			if err != nil {
 				t.Fatalf("%s: append to %s (shard %d, %d resends): %v", round, st, sh, resends, err)
 			}
-			w.acked[st] = append(w.acked[st], ev.ID)
+			w.acked[st] = append(w.acked[st], ackedEvent{ev, res.FirstVersion})
 		}
 	}
 	return slowest
@@ -404,20 +413,30 @@ func (w *shardWriter) ackedPerShard() []int {
 }
 
 // checkAcked reads every stream through cl and fails unless it holds exactly the
-// acknowledged events, in order.
+// acknowledged events, in order, each at the version its append was acknowledged at (dense
+// from 0), with the type and data written.
 func (w *shardWriter) checkAcked(t *testing.T, ctx context.Context, cl *client.Client) {
 	t.Helper()
 	for _, names := range w.byShard {
 		for _, st := range names {
-			var got []uuid.UUID
+			acked := w.acked[st]
+			n := 0
 			for ev, err := range cl.Read(ctx, st) {
 				if err != nil {
 					t.Fatalf("read %s: %v", st, err)
 				}
-				got = append(got, ev.ID)
+				if n >= len(acked) {
+					t.Fatalf("%s: event %v beyond the %d acknowledged", st, ev, len(acked))
+				}
+				if a := acked[n]; ev.Version != uint64(n) || ev.Version != a.version || ev.ID != a.ID ||
+					ev.Type != a.Type || !bytes.Equal(ev.Data, a.Data) {
+					t.Fatalf("%s index %d: read %s@%d type %s data %q, acknowledged %s@%d type %s data %q",
+						st, n, ev.ID, ev.Version, ev.Type, ev.Data, a.ID, a.version, a.Type, a.Data)
+				}
+				n++
 			}
-			if !slices.Equal(got, w.acked[st]) {
-				t.Fatalf("%s: read %d events, acknowledged %d; first difference at %d", st, len(got), len(w.acked[st]), firstDiff(got, w.acked[st]))
+			if n != len(acked) {
+				t.Fatalf("%s: read %d events, acknowledged %d", st, n, len(acked))
 			}
 		}
 	}

@@ -2,9 +2,7 @@ package node_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,9 +160,10 @@ func threeVotersInZones(c *testnode.Cluster) func(s testnode.ShardState) string 
 	}
 }
 
-// placementAppendRead appends two events to stream through node via (retrying
-// while leadership settles) and reads them back linearizably through node
-// from.
+// placementAppendRead appends two events to stream through node via (retrying while
+// leadership settles), records them in the test's ledger, and reads back linearizably through
+// node from every stream the test has written so far (checkWritten): a call after a fault
+// also finds what the fault lost of the writes before it.
 func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, stream string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -172,13 +171,15 @@ func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, strea
 	evs := make([]*shoalv1.EventData, 2)
 	for i := range evs {
 		id := uuid.New()
-		evs[i] = &shoalv1.EventData{Id: id[:], Type: fmt.Sprintf("E%d", i), Data: []byte("x")}
+		// Data unique to the event: an event read at another's place differs in it.
+		evs[i] = &shoalv1.EventData{Id: id[:], Type: fmt.Sprintf("E%d", i), Data: fmt.Appendf(nil, "%s/%d", stream, i)}
 	}
 	w := shoalv1.NewStreamsClient(c.Dial(t, via))
+	var res *shoalv1.AppendResponse
 	for {
 		// Same event IDs on every attempt: a retried append is idempotent.
-		_, err := w.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Events: evs})
-		if err == nil {
+		var err error
+		if res, err = w.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Events: evs}); err == nil {
 			break
 		}
 		if st, _ := status.FromError(err); st.Code() != codes.Unavailable || ctx.Err() != nil {
@@ -186,35 +187,8 @@ func placementAppendRead(t *testing.T, c *testnode.Cluster, via, from int, strea
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	readAll := func() ([]*shoalv1.RecordedEvent, error) {
-		rs, err := shoalv1.NewStreamsClient(c.Dial(t, from)).Read(ctx, &shoalv1.ReadRequest{Stream: stream})
-		var got []*shoalv1.RecordedEvent
-		for err == nil {
-			var r *shoalv1.ReadResponse
-			if r, err = rs.Recv(); err == nil {
-				got = append(got, r.Events...)
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			err = nil
-		}
-		return got, err
-	}
-	var got []*shoalv1.RecordedEvent
-	for {
-		// A read may meet an election (a loaded machine): asked again, as the append is.
-		var err error
-		if got, err = readAll(); err == nil {
-			break
-		}
-		if st, _ := status.FromError(err); st.Code() != codes.Unavailable || ctx.Err() != nil {
-			t.Fatalf("read %s via node %d: %v", stream, from+1, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(got) != 2 || got[0].Type != "E0" || got[1].Type != "E1" || got[1].Version != 1 {
-		t.Fatalf("read %s back: %v", stream, got)
-	}
+	ledgerOf(t).add(stream, res.FirstVersion, evs)
+	checkWritten(t, c, from)
 }
 
 // gatherSeries returns every series of the metric name over the registries.
@@ -293,7 +267,8 @@ func TestPlacementUpReplicates(t *testing.T) {
 }
 
 // TestPlacementSpreadsToNewNode: a fourth node joins and receives its share
-// while every shard keeps three voters.
+// while every shard keeps three voters; what was written before the join is all
+// there after it, in every voter's replica, the new node's included.
 func TestPlacementSpreadsToNewNode(t *testing.T) {
 	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
@@ -312,12 +287,15 @@ func TestPlacementSpreadsToNewNode(t *testing.T) {
 		t.Fatalf("the new node holds no replica")
 	}
 	t.Logf("new node holds %d of %d shards", held, placementShards)
+	checkWritten(t, c, 3)
 	placementAppendRead(t, c, 3, 0, "after-join")
 	placementAppendRead(t, c, 1, 3, "before-join-2")
+	waitVotersEqual(t, runningNodes(c))
 }
 
 // TestPlacementReplacesDeadNode: a node closed for longer than DeadAfter is
-// replaced; every shard returns to three voters without it.
+// replaced; every shard returns to three voters without it, each holding what
+// was written before the death.
 func TestPlacementReplacesDeadNode(t *testing.T) {
 	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
@@ -359,13 +337,16 @@ func TestPlacementReplacesDeadNode(t *testing.T) {
 		}
 		return ""
 	})
+	checkWritten(t, c, 3)
 	placementAppendRead(t, c, 3, 0, "after-death")
 	placementAppendRead(t, c, 1, 3, "before-death-2")
+	waitVotersEqual(t, runningNodes(c))
 }
 
 // TestPlacementDecommission drains the first node (which created every
 // shard) to zero replicas while every shard keeps three voters; its local
-// replicas are deleted.
+// replicas are deleted. What was written before the drain, and before the
+// recommission, is in every voter's replica after each.
 func TestPlacementDecommission(t *testing.T) {
 	t.Parallel()
 	c, _ := startPlacementCluster(t, 4)
@@ -378,6 +359,8 @@ func TestPlacementDecommission(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDrained(t, c, 0)
+	checkWritten(t, c, 3)
+	waitVotersEqual(t, runningNodes(c))
 	placementAppendRead(t, c, 0, 3, "after-drain") // forwarded by the drained node
 	placementAppendRead(t, c, 2, 1, "before-drain-2")
 
@@ -400,13 +383,15 @@ func TestPlacementDecommission(t *testing.T) {
 	if held == 0 {
 		t.Fatalf("n1 holds no replica after its recommission (ring %v)", c.Nodes[1].DesiredReplicas())
 	}
+	checkWritten(t, c, 0)
 	placementAppendRead(t, c, 0, 3, "after-recommission")
+	waitVotersEqual(t, runningNodes(c))
 }
 
 // TestPlacementDecommissionWaitsForReplacement: in a cluster of as many nodes as the
 // replication factor, a decommissioned node gives up its leaderships but keeps its replicas,
 // since removing them would leave every shard one failure from unavailable; once a fourth node
-// joins, the drain completes.
+// joins, the drain completes, and every voter holds what was written before.
 func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 	t.Parallel()
 	c, regs := startPlacementCluster(t, 3)
@@ -447,7 +432,9 @@ func TestPlacementDecommissionWaitsForReplacement(t *testing.T) {
 
 	c.Add(t, placementConfig)
 	waitDrained(t, c, 2)
+	checkWritten(t, c, 3)
 	placementAppendRead(t, c, 3, 1, "after-drain")
+	waitVotersEqual(t, runningNodes(c))
 	testnode.WaitFor(t, placementWait, "kept-extra gauge back to 0", func() string {
 		if got := metricSum(t, regs, "shoal_placement_kept_extra_shards", ""); got != 0 {
 			return fmt.Sprintf("gauge %v", got)
@@ -494,7 +481,7 @@ func TestPlacementUnderReplicated(t *testing.T) {
 // learns of those removals, as no leader sends it anything again. Back as a decommissioning
 // node (so that the ring wants it in no shard and no leader adds it back), it deletes those
 // replicas once they have heard from no leader for DeadAfter and the leaders' configurations
-// leave it out.
+// leave it out; the two voters left of every shard hold what was written before.
 func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
@@ -523,8 +510,10 @@ func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	if n := metricSum(t, []*prometheus.Registry{reg}, "shoal_placement_replicas_dropped_total", ""); n != float64(held) {
 		t.Fatalf("dropped counter %v, want %d", n, held)
 	}
+	checkWritten(t, c, 1)
 	placementAppendRead(t, c, 0, 1, "after-orphans")
 	placementAppendRead(t, c, 1, 0, "after-orphans-2")
+	waitVotersEqual(t, []*node.Node{c.Nodes[0], c.Nodes[1], back})
 }
 
 // TestDropConfirmedSparesReaddedReplica: a node removed from a shard deletes its replica once

@@ -48,11 +48,15 @@ func everyLed(nodes []*node.Node, check func(s testnode.ShardState) string) stri
 
 // TestPlacementWipedNodeRejoins: a node restarted under its name with a wiped data directory
 // comes back with a new raft ID while its old one still votes in its shards; every shard ends
-// with the new ID in the old one's place.
+// with the new ID in the old one's place, its replica (caught up from nothing) identical to
+// the others and holding what was written before the wipe.
 func TestPlacementWipedNodeRejoins(t *testing.T) {
 	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
+	for i := range 3 {
+		placementAppendRead(t, c, i, (i+1)%3, fmt.Sprintf("before-wipe-%d", i))
+	}
 	old := c.Nodes[2].ID()
 	c.Stop(t, 2)
 	cfg := c.Configs[2]
@@ -73,15 +77,20 @@ func TestPlacementWipedNodeRejoins(t *testing.T) {
 			return ""
 		})
 	})
+	checkWritten(t, c, 0)
+	placementAppendRead(t, c, 1, 0, "after-wipe")
+	waitVotersEqual(t, nodes)
 }
 
 // TestPlacementDecommissionTwoOfFour: two of four nodes decommissioned at once with
 // replication 3: every shard keeps three voters, the two staying nodes and one of the two
-// leaving ones (no other node can take its replica), led by a staying node, and stays so.
+// leaving ones (no other node can take its replica), led by a staying node, and stays so,
+// every voter holding what was written before.
 func TestPlacementDecommissionTwoOfFour(t *testing.T) {
 	t.Parallel()
 	c, regs := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
+	placementAppendRead(t, c, 2, 3, "before-two-drain")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
@@ -135,18 +144,26 @@ func TestPlacementDecommissionTwoOfFour(t *testing.T) {
 		return ""
 	})
 	placementAppendRead(t, c, 3, 0, "two-drained")
+	waitVotersEqual(t, runningNodes(c))
 }
 
 // TestPlacementReplacedNodeReturns: in a three-node cluster, a node down for longer than
 // DeadAfter is removed from every shard (no node can take its place); back with its data, it is
-// added again to every shard, its stale replicas caught up, and holds nothing else.
+// added again to every shard, its stale replicas caught up, and holds nothing else. Its
+// replicas then hold, as the others do, what was written before it went down and while it was
+// out.
 func TestPlacementReplacedNodeReturns(t *testing.T) {
 	t.Parallel()
 	c, _ := startPlacementCluster(t, 3)
 	waitPlaced(t, c, "initial placement", threeVotersInZones(c))
+	for i := range 3 {
+		placementAppendRead(t, c, i, (i+1)%3, fmt.Sprintf("before-down-%d", i))
+	}
 	id := c.Nodes[2].ID()
 	c.Stop(t, 2)
 	waitPlaced(t, c, "removal of the dead node", voters(2, id))
+	placementAppendRead(t, c, 0, 1, "while-out")
+	placementAppendRead(t, c, 1, 0, "while-out-2")
 	back, _ := startAgain(t, c.Configs[2], "restarting the node")
 	nodes := []*node.Node{c.Nodes[0], c.Nodes[1], back}
 	testnode.WaitFor(t, placementWait, "the node back in every shard", func() string {
@@ -169,10 +186,13 @@ func TestPlacementReplacedNodeReturns(t *testing.T) {
 		}
 		return ""
 	})
+	checkWritten(t, c, 0)
+	waitVotersEqual(t, nodes)
 }
 
 // TestPlacementZonesMetLater: three nodes in two zones hold every shard with three voters; a
-// node in a third zone joins and every shard moves a replica to it, to three zones.
+// node in a third zone joins and every shard moves a replica to it, to three zones, with what
+// was written before.
 func TestPlacementZonesMetLater(t *testing.T) {
 	t.Parallel()
 	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
@@ -181,16 +201,20 @@ func TestPlacementZonesMetLater(t *testing.T) {
 			cfg.Zone = []string{"z1", "z2", "z2"}[i]
 		}})
 	waitPlaced(t, c, "three voters per shard", voters(3, 0))
+	placementAppendRead(t, c, 0, 1, "before-zone")
 	n4 := c.Add(t, func(cfg *node.Config) { placementConfig(cfg); cfg.Zone = "z3" })
 	waitInRing(t, c, n4)
 	waitPlaced(t, c, "three zones", threeVotersInZones(c))
+	checkWritten(t, c, 3)
+	waitVotersEqual(t, runningNodes(c))
 }
 
 // TestPlacementDecommissionWhileDead: in a four-node cluster with replication 3, a node (n4) is
 // down when another (n3) is decommissioned, and stays down past DeadAfter. n3 is the only node
 // that could take n4's place, so each shard that holds n3 keeps it, as it would with n4 gone
 // before the decommission: three voters, where removing n3 in favour of the down n4 left it two
-// once n4 was removed. Back, n4 takes n3's replicas and the drain completes.
+// once n4 was removed. Back, n4 takes n3's replicas, with what was written before it went
+// down, and the drain completes.
 func TestPlacementDecommissionWhileDead(t *testing.T) {
 	t.Parallel()
 	const deadAfter = 10 * time.Second
@@ -203,6 +227,7 @@ func TestPlacementDecommissionWhileDead(t *testing.T) {
 			cfg.Registry = regs[i]
 		}})
 	waitPlaced(t, c, "initial placement", voters(3, 0))
+	placementAppendRead(t, c, 0, 1, "before-n4-down")
 	const down, decom = 3, 2
 	downID, decomID := c.Nodes[down].ID(), c.Nodes[decom].ID()
 	var withN3 []uint32
@@ -251,6 +276,8 @@ func TestPlacementDecommissionWhileDead(t *testing.T) {
 		}
 		return ""
 	})
+	checkWritten(t, c, 1)
+	waitVotersEqual(t, nodes)
 }
 
 // TestPlacementBalancesWhileDrainWaits: in a three-node cluster with replication 3, a

@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,20 +46,21 @@ const (
 
 // ledger records what the server acknowledged, per stream, in version order.
 type ledger struct {
-	mu    sync.Mutex
-	acked map[string][]uuid.UUID
+	mu sync.Mutex
+	// acked holds the acknowledged events of each stream as written (ID, type and data).
+	acked map[string][]client.Event
 	acks  int       // acknowledged appends
 	dups  int       // acknowledged with Duplicate set (a retry found the first try applied)
 	fails int       // calls that returned an error and were retried
 	last  time.Time // when the latest acknowledgement arrived
 }
 
-func newLedger() *ledger { return &ledger{acked: map[string][]uuid.UUID{}} }
+func newLedger() *ledger { return &ledger{acked: map[string][]client.Event{}} }
 
-func (l *ledger) ack(stream string, id uuid.UUID, dup bool) {
+func (l *ledger) ack(stream string, ev client.Event, dup bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.acked[stream] = append(l.acked[stream], id)
+	l.acked[stream] = append(l.acked[stream], ev)
 	l.acks++
 	if dup {
 		l.dups++
@@ -123,7 +128,7 @@ func writer(ctx context.Context, c *client.Client, l *ledger, streams []string, 
 				if res.FirstVersion != next[stream] || res.LastVersion != next[stream] {
 					return fmt.Errorf("stream %s: append acknowledged at versions %d..%d, want %d", stream, res.FirstVersion, res.LastVersion, next[stream])
 				}
-				l.ack(stream, ev.ID, res.Duplicate)
+				l.ack(stream, ev, res.Duplicate)
 				next[stream]++
 				break
 			}
@@ -193,43 +198,73 @@ func (ld *load) finish(t *testing.T) bool {
 	return len(ld.errs) == 0 && l.acks > 0
 }
 
+// maxMismatches is how many differences verify lists; it counts the rest.
+const maxMismatches = 20
+
 // verify reads every stream back (linearizable reads) and checks that each
-// acknowledged event is there exactly once, at its version, with dense
-// versions and nothing else.
+// acknowledged event is there exactly once, at its version, with the type and
+// data written, with dense versions and nothing else. It reads every stream
+// before it fails, once, with counts of what is missing, changed or added and
+// the first maxMismatches differences, so that a failure says how much was lost.
 func verify(t *testing.T, c *client.Client, l *ledger) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var (
+		first                  []string // the first maxMismatches differences
+		diffs                  int      // differences found, listed or not
+		lost, changed, unacked int      // events missing, different or out of place, never acknowledged
+		streams                int      // streams with any difference
+	)
+	report := func(format string, args ...any) {
+		if diffs++; diffs <= maxMismatches {
+			first = append(first, fmt.Sprintf(format, args...))
+		}
+	}
 	total := 0
 	last := map[string]uint64{} // each stream's last version, as read
-	for stream, ids := range l.acked {
-		var got []uuid.UUID
-		var want uint64
+	for _, stream := range slices.Sorted(maps.Keys(l.acked)) {
+		acked, before := l.acked[stream], diffs
+		n := 0
 		for ev, err := range c.Read(ctx, stream) {
 			if err != nil {
-				t.Fatalf("reading %s: %v", stream, err)
+				report("reading %s after %d events: %v", stream, n, err)
+				break
 			}
-			if ev.Version != want {
-				t.Fatalf("stream %s: version %d where %d was expected (versions must be dense)", stream, ev.Version, want)
+			switch {
+			case n >= len(acked):
+				unacked++
+				report("stream %s version %d: id %s type %s, never acknowledged (%d were)", stream, ev.Version, ev.ID, ev.Type, len(acked))
+			case ev.Version != uint64(n):
+				changed++
+				report("stream %s: version %d where %d was expected (versions must be dense)", stream, ev.Version, n)
+			case ev.ID != acked[n].ID || ev.Type != acked[n].Type || !bytes.Equal(ev.Data, acked[n].Data):
+				changed++
+				report("stream %s version %d: id %s type %s data %q, acknowledged id %s type %s data %q",
+					stream, n, ev.ID, ev.Type, ev.Data, acked[n].ID, acked[n].Type, acked[n].Data)
 			}
-			want++
-			got = append(got, ev.ID)
+			n++
 		}
-		if len(got) != len(ids) {
-			t.Errorf("stream %s: %d events stored, %d acknowledged", stream, len(got), len(ids))
+		if n < len(acked) {
+			lost += len(acked) - n
+			report("stream %s: %d events stored, %d acknowledged: versions %d..%d missing", stream, n, len(acked), n, len(acked)-1)
 		}
-		for i := range min(len(got), len(ids)) {
-			if got[i] != ids[i] {
-				t.Errorf("stream %s version %d: id %s, acknowledged %s", stream, i, got[i], ids[i])
-			}
+		if diffs > before {
+			streams++
 		}
-		if t.Failed() {
-			return
+		if n > 0 {
+			last[stream] = uint64(n - 1)
 		}
-		if want > 0 {
-			last[stream] = want - 1
+		total += len(acked)
+	}
+	if diffs > 0 {
+		more := ""
+		if diffs > len(first) {
+			more = fmt.Sprintf("\n... and %d more", diffs-len(first))
 		}
-		total += len(ids)
+		t.Errorf("%d of %d streams differ from the %d acknowledged events: %d events missing, %d changed or out of place, %d never acknowledged; %d differences, the first %d:\n%s%s",
+			streams, len(l.acked), total, lost, changed, unacked, diffs, len(first), strings.Join(first, "\n"), more)
+		return
 	}
 	// The stream listing agrees with the reads: every stream there, live, at its last version.
 	listed := 0
