@@ -175,7 +175,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	case errors.Is(err, ErrClosed):
 		return status.Error(codes.Unavailable, shuttingDownMsg)
 	}
-	if held, ok := n.internalErrors.allow(); ok {
+	if held, ok := n.internalErrors.allow(id); ok {
 		n.log.Error("internal error", "shard", id, "stream", stream, "err", err, "held_back", held)
 	}
 	return status.Error(codes.Internal, err.Error())
@@ -184,7 +184,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
 	"resource_exhausted", "canceled", "timeout", "outcome_unknown", "shard_format", "history_truncated", "position_ahead",
-	"aborted", "error"}
+	"no_local_replica", "aborted", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -196,6 +196,9 @@ func resultLabel(err error) string {
 		case codes.FailedPrecondition:
 			if shoalv1.IsShardFormat(st) {
 				return "shard_format"
+			}
+			if shoalv1.IsNoLocalReplica(st) {
+				return "no_local_replica"
 			}
 			if _, _, _, ok := shoalv1.PositionAhead(st); ok {
 				return "position_ahead"
@@ -221,8 +224,8 @@ func resultLabel(err error) string {
 		case codes.Canceled:
 			return "canceled"
 		case codes.DeadlineExceeded:
-			// The caller's deadline ran out first: as a failure of the cluster's to answer in
-			// time as of a deadline set too short, so counted apart from a cancel.
+			// The caller's deadline ran out first: the cluster slow to answer, or a deadline
+			// set too short; either way not the caller giving up, so counted apart from it.
 			return "timeout"
 		case codes.Unknown:
 			return "outcome_unknown" // may have been applied: OutcomeUnknownError

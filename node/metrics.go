@@ -205,7 +205,7 @@ var (
 	descLeaderless = prometheus.NewDesc("shoal_shard_leaderless",
 		"1 when this node's replica of the shard has known no leader for longer than an election can take (three raft election timeouts): the shard lost its quorum, or this replica is cut off from it (left out while its raft loop does not answer).", []string{"shard"}, nil)
 	descFollowerLag = prometheus.NewDesc("shoal_shard_follower_lag_entries",
-		"On the shard's leader: the most raft entries any other replica (voter or learner) lacks of those committed. One that stays high is a replica that cannot keep up, or a learner that cannot catch up.", []string{"shard"}, nil)
+		"On the shard's leader: the most raft entries any other replica (voter or learner) it has heard from recently lacks of those committed. One that stays high is a replica that cannot keep up, or a learner that cannot catch up.", []string{"shard"}, nil)
 	descCachedStreams = prometheus.NewDesc("shoal_stream_cache_entries",
 		"Streams whose metadata this node's shards cache for appends (bounded by --stream-cache, shared evenly by the cluster's shards).", nil, nil)
 	descLeaderlessShards = prometheus.NewDesc("shoal_leaderless_shards",
@@ -313,10 +313,11 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		// A removed replica hears from no leader again, rightly: it is no longer part of the
 		// shard (placement deletes it).
 		d, ok := g.Leaderless()
-		lost := ok && d > after && !st.Removed
+		lost := ok && d > after
 		// A learner never campaigns, so it keeps its last leader after the voters lost theirs:
 		// it reports no leaderless series, or a min over the shard's replicas would hide the loss.
-		if !slices.Contains(st.Learners, n.ID()) {
+		// Nor does a removed replica, which no longer speaks for the shard (placement deletes it).
+		if !slices.Contains(st.Learners, n.ID()) && !st.Removed {
 			if lost {
 				leaderless++
 			}
@@ -343,11 +344,14 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descUnanswered, prometheus.GaugeValue, float64(len(groups)-len(statuses)))
 }
 
-// followerLag is the most committed entries any replica other than the leader lacks.
+// followerLag is the most committed entries any replica other than the leader lacks, of
+// those the leader has heard from recently: one it has not (a dead node's; any, for a moment,
+// after an election, which resets every match to 0) is not behind but absent, which the dead
+// and unheard voter gauges tell.
 func followerLag(st replica.Status) uint64 {
 	var lag uint64
 	for id, p := range st.Progress {
-		if id != st.ID && p.Match < st.Commit {
+		if id != st.ID && p.RecentActive && p.Match < st.Commit {
 			lag = max(lag, st.Commit-p.Match)
 		}
 	}

@@ -54,9 +54,9 @@ type Node struct {
 	regs    *registrations                        // what the node registered on reg, taken off by Close
 	metrics *metrics
 	fs      vfs.FS // the data directory's file system
-	// internalErrors limits the "internal error" lines of requests to one a second: a failing
-	// disk fails every request.
-	internalErrors logLimiter
+	// internalErrors limits the "internal error" lines of requests to one a second per shard:
+	// a failing disk fails every request.
+	internalErrors shardLogLimits
 	// shardMetrics are the state machines' (shoal_shard_*), shared by the shards.
 	shardMetrics *shard.Metrics
 	disk         *diskWatch

@@ -108,7 +108,7 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 // backgroundErrorLogEvery bounds how often a repeated background error is logged.
 const backgroundErrorLogEvery = 5 * time.Second
 
-// logLimiter lets one event through per period and counts the others.
+// logLimiter lets one event through per period and counts the others. Safe for concurrent use.
 type logLimiter struct {
 	every time.Duration
 	mu    sync.Mutex
@@ -126,6 +126,29 @@ func (l *logLimiter) allow() (held int, ok bool) {
 	}
 	l.held++
 	return 0, false
+}
+
+// shardLogLimits is a logLimiter per shard, so that one shard's repeated failure does not hide
+// another's. Safe for concurrent use.
+type shardLogLimits struct {
+	every time.Duration
+	mu    sync.Mutex
+	by    map[uint32]*logLimiter
+}
+
+// allow is logLimiter.allow for shard id's events.
+func (s *shardLogLimits) allow(id uint32) (held int, ok bool) {
+	s.mu.Lock()
+	l := s.by[id]
+	if l == nil {
+		if s.by == nil {
+			s.by = map[uint32]*logLimiter{}
+		}
+		l = &logLimiter{every: s.every}
+		s.by[id] = l
+	}
+	s.mu.Unlock()
+	return l.allow()
 }
 
 // pebbleLogger sends Pebble's logs to slog.

@@ -45,6 +45,7 @@ func TestResultLabelRefusals(t *testing.T) {
 		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), "timeout"},
 		{status.Error(codes.Canceled, "context canceled"), "canceled"},
 		{status.Error(codes.ResourceExhausted, "shard 3: busy"), "resource_exhausted"},
+		{shoalv1.NoLocalReplicaError("node n2 holds no replica of shard 3", 3), "no_local_replica"},
 	} {
 		if got := resultLabel(tc.err); got != tc.want {
 			t.Errorf("resultLabel(%v) = %q, want %q", tc.err, got, tc.want)
@@ -52,11 +53,12 @@ func TestResultLabelRefusals(t *testing.T) {
 	}
 }
 
-// TestFollowerLag: the most committed entries another replica lacks; the leader itself, and a
-// replica ahead of the commit index, count nothing.
+// TestFollowerLag: the most committed entries another replica lacks; the leader itself, a
+// replica ahead of the commit index, and one not heard from recently count nothing.
 func TestFollowerLag(t *testing.T) {
 	st := replica.Status{ID: 1, Commit: 100, Progress: map[uint64]replica.Progress{
-		1: {Match: 100}, 2: {Match: 97}, 3: {Match: 0, Learner: true}, 4: {Match: 101},
+		1: {Match: 100, RecentActive: true}, 2: {Match: 97, RecentActive: true}, 3: {Match: 0, Learner: true, RecentActive: true},
+		4: {Match: 101, RecentActive: true}, 5: {Match: 0}, // 5 is not heard from: absent, not behind
 	}}
 	if got := followerLag(st); got != 100 {
 		t.Fatalf("followerLag = %d, want 100 (the learner that has nothing)", got)
@@ -68,7 +70,8 @@ func TestFollowerLag(t *testing.T) {
 }
 
 // TestInternalErrorsLogLimited: a failure that fails every request (a failing disk) is logged
-// once a period, with the count of those held back, not once a request.
+// once a period and shard, with the count of those held back, not once a request; another
+// shard's failure is not held back by it.
 func TestInternalErrorsLogLimited(t *testing.T) {
 	var buf bytes.Buffer
 	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
@@ -81,7 +84,11 @@ func TestInternalErrorsLogLimited(t *testing.T) {
 	if got := strings.Count(buf.String(), "internal error"); got != 1 {
 		t.Fatalf("%d lines logged for 5 internal errors within the period, want 1:\n%s", got, buf.String())
 	}
-	n.internalErrors.last = time.Now().Add(-2 * time.Hour)
+	n.toStatus(errors.New("index corrupt"), "t", 2)
+	if got := strings.Count(buf.String(), "internal error"); got != 2 {
+		t.Fatalf("another shard's first internal error was held back by shard 1's:\n%s", buf.String())
+	}
+	n.internalErrors.by[1].last = time.Now().Add(-2 * time.Hour)
 	n.toStatus(errors.New("disk on fire"), "s", 1)
 	if !strings.Contains(buf.String(), "held_back=4") {
 		t.Fatalf("the next period's line does not count the 4 held back:\n%s", buf.String())

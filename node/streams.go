@@ -537,8 +537,8 @@ func (n *Node) localReplica(id uint32) (*shard.Shard, error) {
 	if ok && !g.Removed() {
 		return sm, nil
 	}
-	return nil, status.Errorf(codes.FailedPrecondition, "node %s holds no replica of shard %d (local_only reads are not forwarded)",
-		n.Name(), id)
+	return nil, shoalv1.NoLocalReplicaError(fmt.Sprintf("node %s holds no replica of shard %d (local_only reads are not forwarded)",
+		n.Name(), id), id)
 }
 
 // checkShardRead checks the shard and staleness of a read of one shard (ReadShard,

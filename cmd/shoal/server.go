@@ -188,8 +188,9 @@ type logOptions struct{ level, format string }
 
 // logger returns the logger the flags ask for, writing to w, or a usage error naming the flag.
 func (l logOptions) logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	level, ok := levels[l.level]
+	if !ok {
 		return nil, usagef("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}

@@ -349,6 +349,41 @@ func (dc *dockerCluster) drop(n, from *dockerNode) {
 	dc.iptables(n, "-A", "INPUT", "-s", from.ip, "-j", "DROP")
 }
 
+// dropped returns how many packets n's cuts (its INPUT chain's DROP rules) have dropped
+// since they were made: a cut that dropped none did not take effect, and the test that made
+// it showed nothing.
+func (dc *dockerCluster) dropped(n *dockerNode) uint64 {
+	dc.t.Helper()
+	pid := run(dc.t, "docker", "inspect", "-f", "{{.State.Pid}}", n.container)
+	out := run(dc.t, "nsenter", "-t", pid, "-n", "iptables", "-L", "INPUT", "-v", "-n", "-x")
+	var total uint64
+	for _, line := range strings.Split(out, "\n") {
+		// pkts bytes target prot opt in out source destination
+		if f := strings.Fields(line); len(f) >= 3 && f[2] == "DROP" {
+			p, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil {
+				dc.t.Fatalf("iptables -L INPUT on %s: %q: %v", n.name, line, err)
+			}
+			total += p
+		}
+	}
+	return total
+}
+
+// tookEffect fails the test unless the cuts on nodes have dropped a packet: what ran during
+// them then ran with a network that worked, and showed nothing of a cut.
+func (dc *dockerCluster) tookEffect(what string, nodes ...*dockerNode) {
+	dc.t.Helper()
+	var total uint64
+	for _, n := range nodes {
+		total += dc.dropped(n)
+	}
+	if total == 0 {
+		dc.t.Fatalf("%s: no packet was dropped (iptables INPUT rules on %d nodes): the cut did not take effect", what, len(nodes))
+	}
+	dc.t.Logf("%s: %d packets dropped", what, total)
+}
+
 // heal removes every cut.
 func (dc *dockerCluster) heal() {
 	dc.t.Helper()

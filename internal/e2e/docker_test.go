@@ -135,6 +135,7 @@ func TestDockerPartition(t *testing.T) {
 		}
 	}
 	dc.keepWriting(ld, 4*time.Second, "during the partial partition")
+	dc.tookEffect("the partial partition", others[0], others[1])
 	if n := dc.elections(c, terms); n > 0 {
 		t.Logf("partial partition: %d elections in 8 s, %d of them leader-balancing transfers (placement's, after the first phase's heal); the nodes' logs since the cut:%s",
 			n, dc.transfers()-moved, dc.logsSince(cutAt, "leading shard", "term advanced", "down", "lapse", "transfer", "dead", "suspect"))
@@ -159,6 +160,7 @@ func TestDockerPartition(t *testing.T) {
 	t.Logf("%s drops what %s sends it", lead.name, follower.name)
 	dc.drop(lead, follower)
 	dc.keepWriting(ld, 8*time.Second, "while the leader did not hear a follower")
+	dc.tookEffect(fmt.Sprintf("%s dropping what %s sends", lead.name, follower.name), lead)
 	t.Logf("%d elections in 8 s", dc.elections(c, terms))
 	dc.heal()
 	dc.waitHealed()
@@ -167,6 +169,7 @@ func TestDockerPartition(t *testing.T) {
 	t.Logf("%s drops what %s sends it", follower.name, lead.name)
 	dc.drop(follower, lead)
 	dc.keepWriting(ld, 8*time.Second, "while a follower did not hear the leader")
+	dc.tookEffect(fmt.Sprintf("%s dropping what %s sends", follower.name, lead.name), follower)
 	t.Logf("%d elections in 8 s", dc.elections(c, terms))
 	dc.heal()
 	dc.waitHealed()
@@ -334,6 +337,7 @@ func TestDockerChaos(t *testing.T) {
 		}
 	}
 	counts := map[string]int{}
+	netFaults, netFaultsSeen := 0, 0 // network faults, and those that dropped a packet
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		hold := time.Duration(2000+rng.IntN(longest-2000)) * time.Millisecond
 		a := pick()
@@ -387,13 +391,28 @@ func TestDockerChaos(t *testing.T) {
 		counts[kind]++
 		before := ld.l.count()
 		time.Sleep(hold)
+		if net := strings.Contains(what, "cut") || strings.Contains(what, "drops"); net {
+			// A network fault on idle links may drop nothing in its hold; every one of them
+			// dropping nothing means the cuts do not work.
+			var n uint64
+			for _, nd := range dc.nodes {
+				n += dc.dropped(nd)
+			}
+			netFaults++
+			if n > 0 {
+				netFaultsSeen++
+			}
+		}
 		restore()
 		took := ld.l.waitAcks(t, 100, 30*time.Second, "after "+what)
 		t.Logf("%-28s for %v: %d appends acknowledged meanwhile; 100 more %v after the end",
 			what, hold.Round(100*time.Millisecond), ld.l.count()-before, took.Round(time.Millisecond))
 		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
 	}
-	t.Logf("faults: %v", counts)
+	t.Logf("faults: %v; %d of the %d network faults dropped packets", counts, netFaultsSeen, netFaults)
+	if netFaults > 0 && netFaultsSeen == 0 {
+		t.Fatalf("none of the %d network faults dropped a packet: the cuts did not take effect", netFaults)
+	}
 	dc.waitHealed()
 	if dc.verifyLoad(c, ld, subs) {
 		waitReplicated(t, c, shards, 60*time.Second, dc.tails)

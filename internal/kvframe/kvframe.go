@@ -29,7 +29,7 @@ const (
 // ErrBad is wrapped by every error a Reader returns for a stream that is not a complete,
 // intact one: cut short, damaged, or of another format. The caller's read errors are
 // wrapped too: a stream that cannot be read to its end is not a complete one.
-var ErrBad = errors.New("damaged or incomplete record stream")
+var ErrBad = errors.New("kvframe: damaged or incomplete record stream")
 
 // A Writer writes a header and records, then the trailer on Close. The first error sticks.
 type Writer struct {

@@ -2,10 +2,14 @@ package kvframe
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 type rec struct{ k, v string }
@@ -88,6 +92,13 @@ func TestDamageRefused(t *testing.T) {
 	}
 	if _, _, err := read(append(bytes.Clone(data), 0), 4, 1<<20); !errors.Is(err, ErrBad) {
 		t.Fatalf("a byte after the trailer: err = %v, want ErrBad", err)
+	}
+	// A count that disagrees with the records, under a checksum that agrees with it.
+	d := bytes.Clone(data[:len(data)-8])
+	binary.BigEndian.PutUint64(d[len(d)-8:], 2)
+	d = binary.BigEndian.AppendUint64(d, xxhash.Sum64(d))
+	if _, _, err := read(d, 4, 1<<20); !errors.Is(err, ErrBad) || !strings.Contains(err.Error(), "3 records, the trailer says 2") {
+		t.Fatalf("a wrong count with its checksum: err = %v, want ErrBad naming both counts", err)
 	}
 }
 

@@ -129,7 +129,8 @@ type RetryPolicy struct {
 	MaxAttempts int           // attempts in all, including the first; 0 = default, -1 = unlimited
 	MaxElapsed  time.Duration // give up after this long, an attempt under way included (its context ends); 0 = default
 	// AttemptTimeout ends one attempt's context after this long, so that a hung attempt
-	// leaves time for the next ones within MaxElapsed; 0: attempts share MaxElapsed only.
+	// leaves time for the next ones within MaxElapsed; 0: the default policy's (a Step's
+	// Retry takes the Config's; the default policies have none: attempts share MaxElapsed).
 	AttemptTimeout time.Duration
 }
 

@@ -71,7 +71,7 @@
 //     same holds for a truncation, and for a retention policy that covers
 //     the "saga-" streams (a policy for every stream, prefix "", does): one
 //     that removes a running saga's SagaStarted leaves it unable to go on
-//     (ErrHistoryTruncated). Give "saga-" a policy of its own that removes
+//     (client.ErrHistoryTruncated). Give "saga-" a policy of its own that removes
 //     only deleted streams, or none, and delete sagas once ended. A deleted
 //     or truncated stream also forgets the event IDs it held: an action
 //     whose event a truncation removed is no longer refused when re-run.

@@ -475,8 +475,6 @@ func TestSagas(t *testing.T) {
 		}
 	})
 
-	// MaxElapsed bounds an attempt under way too: an action that never answers fails after
-	// it, and the saga aborts, rather than hold Start until its caller gives up.
 	// What a saga left for Resume is counted and logged, as nothing else lists it: a
 	// compensation that keeps failing stops the drive; the failed step, the failed
 	// compensation and the stop each count once, and a Start of a taken ID counts apart from
@@ -521,6 +519,8 @@ func TestSagas(t *testing.T) {
 		}
 	})
 
+	// MaxElapsed bounds an attempt under way too: an action that never answers fails after
+	// it, and the saga aborts, rather than hold Start until its caller gives up.
 	t.Run("hung action given up after MaxElapsed", func(t *testing.T) {
 		hang := &Definition{Name: "hang", Steps: []Step{{Name: "remote",
 			Action: func(ctx context.Context, sc StepContext) ([]byte, error) {

@@ -399,7 +399,10 @@ func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 	var first *shoalv1.SnapshotChunk // the header, once received
 	defer func() {
 		t.metrics.SnapshotsRecv.WithLabelValues(result(err == nil)).Inc()
-		if err != nil {
+		switch {
+		case err != nil && first == nil: // before its header: no shard or sender known
+			t.log.Warn("transport: snapshot receive failed", "err", err)
+		case err != nil:
 			t.log.Warn("transport: snapshot receive failed", "shard", first.GetShard(), "from", first.GetFrom(), "err", err)
 		}
 	}()

@@ -1080,9 +1080,11 @@ type ReadShardRequest struct {
 	StreamPrefix string   `protobuf:"bytes,10,opt,name=stream_prefix,json=streamPrefix,proto3" json:"stream_prefix,omitempty"`
 	EventTypes   []string `protobuf:"bytes,11,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
 	// local_only (with allow_stale, without max_staleness_ms) serves the read from this node's
-	// own replica of the shard, as it is, and never forwards it: FAILED_PRECONDITION when the
-	// node holds no replica (or one removed from the shard's group). For comparing a shard's
-	// replicas, and for looking at one that lags.
+	// own replica of the shard, as it is, and never forwards it: FAILED_PRECONDITION (with a
+	// google.rpc.ErrorInfo of reason NO_LOCAL_REPLICA) when the node holds no replica (or one
+	// removed from the shard's group). For comparing a shard's replicas, and for looking at one
+	// that lags. Servers before this field ignore it: such a read of a shard they do not hold is
+	// forwarded, as any stale read.
 	LocalOnly     bool `protobuf:"varint,12,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -22,6 +22,18 @@ func NodeUnreachableError(code codes.Code, msg, node string) error {
 // IsNodeUnreachable reports whether st is such an answer (NodeUnreachableError).
 func IsNodeUnreachable(st *status.Status) bool { return hasReason(st, NodeUnreachableReason) }
 
+// NoLocalReplicaReason is the google.rpc.ErrorInfo reason of a refusal (FAILED_PRECONDITION) of
+// a local_only ReadShard by a node that holds no replica of the shard.
+const NoLocalReplicaReason = "NO_LOCAL_REPLICA"
+
+// NoLocalReplicaError is such a refusal, with msg and the shard.
+func NoLocalReplicaError(msg string, shard uint32) error {
+	return errorWithInfo(codes.FailedPrecondition, msg, NoLocalReplicaReason, map[string]string{"shard": strconv.FormatUint(uint64(shard), 10)})
+}
+
+// IsNoLocalReplica reports whether st is such a refusal (NoLocalReplicaError).
+func IsNoLocalReplica(st *status.Status) bool { return hasReason(st, NoLocalReplicaReason) }
+
 // ShardFormatReason is the google.rpc.ErrorInfo reason of a refusal (FAILED_PRECONDITION) of
 // a command that the stream's shard is not at the format for yet: a replica of it runs a
 // version without the command. It passes once every replica is upgraded and the shard's
