@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,7 +165,7 @@ func startVersionedWriters(ctx context.Context, t *testing.T, addrs []string, se
 	for i := range writers {
 		owned := make([]*ownedStream, perWriter)
 		for j := range owned {
-			owned[j] = &ownedStream{name: fmt.Sprintf("vw-%d-%d-%d", seed%1000, i, j)}
+			owned[j] = &ownedStream{name: fmt.Sprintf("vw-%d-%d-%d", seed%1000, i, j), content: versionedContent}
 		}
 		w.streams = append(w.streams, owned...)
 		w.wg.Add(1)
@@ -177,7 +178,8 @@ func startVersionedWriters(ctx context.Context, t *testing.T, addrs []string, se
 				if len(st.ids) > 0 {
 					exp = client.Exact(uint64(len(st.ids) - 1))
 				}
-				ev := client.Event{ID: seededUUID(rng), Type: "Written"}
+				typ, data := versionedContent(uint64(len(st.ids)))
+				ev := client.Event{ID: seededUUID(rng), Type: typ, Data: data}
 				res, _, err := appendResolved(ctx, cl, st.name, exp, []client.Event{ev})
 				if err == nil && res.FirstVersion != uint64(len(st.ids)) {
 					err = fmt.Errorf("acknowledged at version %d, want %d", res.FirstVersion, len(st.ids))
@@ -195,8 +197,14 @@ func startVersionedWriters(ctx context.Context, t *testing.T, addrs []string, se
 	return w
 }
 
+// versionedContent is the type and data versionedWriters write at version v, which the
+// check compares with what the stream holds.
+func versionedContent(v uint64) (string, []byte) {
+	return "Written", []byte(strconv.FormatUint(v, 10))
+}
+
 // stopAndCheck stops the writers and checks that every stream holds exactly the events
-// acknowledged to them, in order, at dense versions.
+// acknowledged to them, in order, at dense versions, with the type and data written.
 func (w *versionedWriters) stopAndCheck(ctx context.Context, t *testing.T) {
 	t.Helper()
 	w.stop.Store(true)
