@@ -234,14 +234,7 @@ func TestBreakerOpensAndTrafficMoves(t *testing.T) {
 func TestOpenBreakersCounted(t *testing.T) {
 	fc := newFakeCluster(t, 2, 4)
 	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 2, OpenTimeout: 50 * time.Millisecond}))
-	var down atomic.Bool
-	down.Store(true)
-	fc.nodes[0].setFault(func(context.Context, string, int) error {
-		if down.Load() {
-			return unavailable()
-		}
-		return nil
-	})
+	down := failWhileDown(fc.nodes[0])
 	ctx := testCtx(t)
 	for range 3 {
 		if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err != nil {
@@ -264,17 +257,23 @@ func TestOpenBreakersCounted(t *testing.T) {
 	}
 }
 
-func TestAllBreakersOpenWaitsForRecovery(t *testing.T) {
-	fc := newFakeCluster(t, 1, 4)
-	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 2, OpenTimeout: 50 * time.Millisecond}))
-	var down atomic.Bool
+// failWhileDown makes n answer UNAVAILABLE while the returned flag is set, which it is at first.
+func failWhileDown(n *fakeNode) *atomic.Bool {
+	down := new(atomic.Bool)
 	down.Store(true)
-	fc.nodes[0].setFault(func(context.Context, string, int) error {
+	n.setFault(func(context.Context, string, int) error {
 		if down.Load() {
 			return unavailable()
 		}
 		return nil
 	})
+	return down
+}
+
+func TestAllBreakersOpenWaitsForRecovery(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithBreaker(BreakerSettings{Failures: 2, OpenTimeout: 50 * time.Millisecond}))
+	down := failWhileDown(fc.nodes[0])
 	time.AfterFunc(300*time.Millisecond, func() { down.Store(false) })
 	start := time.Now()
 	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {

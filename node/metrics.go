@@ -220,7 +220,7 @@ var (
 	descDiskSize = prometheus.NewDesc("shoal_data_dir_size_bytes",
 		"Size of the data directory's file system.", nil, nil)
 	descShards = prometheus.NewDesc("shoal_cluster_shards",
-		"The cluster's number of shards (fixed when it was created): a shard that no node reports (shoal_shard_leader_known) has every replica on nodes that are down or not scraped.", nil, nil)
+		"The cluster's number of shards (fixed when it was created): a shard for which no node reports shoal_shard_leaderless (voters only) has every voter on nodes that are down or not scraped.", nil, nil)
 	descReplication = prometheus.NewDesc("shoal_replication_factor",
 		"The cluster's replication factor as this node knows it (shoal cluster set-replication changes it; nodes that show different factors have not all heard of a change yet).", nil, nil)
 	descUnanswered = prometheus.NewDesc("shoal_shard_status_unanswered",
