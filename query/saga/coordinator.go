@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strings"
 	"time"
@@ -331,6 +332,37 @@ func (c *Coordinator) Resume(ctx context.Context, id string) (State, error) {
 		}
 	}
 	return c.drive(ctx, def, &st)
+}
+
+// Unfinished yields the sagas that have not ended (running or compensating): after a crash,
+// Resume each. It lists the live "saga-" streams in name order (client.ListStreams, every
+// shard answering) and loads each linearizably, so it reads every saga's stream: a recovery
+// step for a coordinator's start, not a per-request call; deleting ended sagas' streams
+// keeps it short. A saga that cannot be loaded (its history truncated, for one) is yielded
+// with its ID and the error, and the listing goes on; a listing that fails ends with its
+// error. Sagas of definitions this coordinator does not have are yielded too: Resume refuses
+// them (ErrUnknownDefinition).
+func (c *Coordinator) Unfinished(ctx context.Context) iter.Seq2[State, error] {
+	return func(yield func(State, error) bool) {
+		for info, err := range c.c.ListStreams(ctx, "", client.StreamPrefix(StreamPrefix), client.Linearizable()) {
+			if err != nil {
+				yield(State{}, fmt.Errorf("saga: listing sagas: %w", err))
+				return
+			}
+			id := strings.TrimPrefix(info.Name, StreamPrefix)
+			st, err := c.Load(ctx, id)
+			switch {
+			case err != nil:
+				if !yield(State{ID: id, FailedStep: -1}, err) {
+					return
+				}
+			case st.Exists && !st.Status.Terminal():
+				if !yield(st, nil) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // Load folds saga id's stream without driving it. A missing saga returns a

@@ -79,11 +79,12 @@
 //     with it runs a new saga under new idempotency IDs (StartVersion), so
 //     a command delivered again after the delete runs again. Keep a
 //     finished saga's stream for as long as its command may be redelivered.
-//  7. Nothing lists the sagas left running or compensating (by a crash, a
-//     caller's deadline, a compensation that keeps failing): record the IDs
-//     you Start (the command that starts a saga is the natural place), and
-//     Resume those not finished. shoal_saga_stopped_total counts the drives
-//     that returned early, and each is logged at Warn with its saga ID.
+//  7. Resume the sagas left running or compensating (by a crash, a caller's
+//     deadline, a compensation that keeps failing): Coordinator.Unfinished
+//     lists them, reading every saga's stream, so call it when a coordinator
+//     starts rather than per request (and delete ended sagas' streams to keep
+//     it short). shoal_saga_stopped_total counts the drives that returned
+//     early, and each is logged at Warn with its saga ID.
 //
 // Start and Resume return the saga's State: StatusCompleted, or
 // StatusAborted after compensating (State.FailedStep, State.Failure say why).
