@@ -261,6 +261,15 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // counterValue reads a counter without prometheus/testutil.
+// histogramCount returns how many observations o, a histogram, holds.
+func histogramCount(o prometheus.Observer) uint64 {
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
 func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {

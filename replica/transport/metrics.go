@@ -20,6 +20,8 @@ type Metrics struct {
 	SnapshotsSent    *prometheus.CounterVec // {result}: ok, failed
 	SnapshotsRecv    *prometheus.CounterVec // {result}: ok, failed
 	SnapshotBytes    *prometheus.CounterVec // {dir}: sent, received (compressed bytes)
+	// SnapshotSeconds {dir, result}: how long each snapshot stream took, sent or received.
+	SnapshotSeconds *prometheus.HistogramVec
 }
 
 // Drop reasons (values of the "reason" label).
@@ -49,6 +51,11 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		SnapshotsSent:    cv("snapshots_sent_total", "Outgoing snapshot streams by result.", "result"),
 		SnapshotsRecv:    cv("snapshots_received_total", "Incoming snapshot streams by result.", "result"),
 		SnapshotBytes:    cv("snapshot_bytes_total", "Compressed snapshot bytes by direction.", "dir"),
+		SnapshotSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "snapshot_duration_seconds",
+			Help: "How long snapshot streams took, by direction (sent, received) and result: a learner catches up in this time; one that grows with a shard's size is expected, one that ends failed after long is a link or a disk that cannot keep up.",
+			// 10 ms to about 45 minutes.
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 15)}, []string{"dir", "result"}),
 	}
 	// The snapshot results exist from the start, so that increase() sees the first failure.
 	for _, ok := range []bool{true, false} {
@@ -57,7 +64,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.MessagesSent, m.MessagesReceived, m.MessagesDropped, m.BatchesSent, m.BytesSent,
-			m.BytesReceived, m.DialErrors, m.StreamErrors, m.PeerDown, m.SnapshotsSent, m.SnapshotsRecv, m.SnapshotBytes)
+			m.BytesReceived, m.DialErrors, m.StreamErrors, m.PeerDown, m.SnapshotsSent, m.SnapshotsRecv, m.SnapshotBytes,
+			m.SnapshotSeconds)
 	}
 	return m
 }

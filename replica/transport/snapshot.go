@@ -184,12 +184,14 @@ func (t *Transport) sendSnapshotJob(m replica.ShardMessage) {
 	}
 	t.mu.Unlock()
 	shard := m.Shard
+	start := time.Now()
 	err := t.sendSnapshot(m)
 	if t.ctx.Err() != nil {
 		return
 	}
 	ok := err == nil
 	t.metrics.SnapshotsSent.WithLabelValues(result(ok)).Inc()
+	t.metrics.SnapshotSeconds.WithLabelValues("sent", result(ok)).Observe(time.Since(start).Seconds())
 	// A snapshot refused as stale (its leadership ended) says nothing about the destination
 	// taking snapshots: it neither starts nor lengthens nor ends the backoff, which would
 	// otherwise hold back this node's snapshots of the shards it still leads.
@@ -397,8 +399,10 @@ func (w *chunkWriter) flush() error {
 func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 	t := s.t
 	var first *shoalv1.SnapshotChunk // the header, once received
+	start := time.Now()
 	defer func() {
 		t.metrics.SnapshotsRecv.WithLabelValues(result(err == nil)).Inc()
+		t.metrics.SnapshotSeconds.WithLabelValues("received", result(err == nil)).Observe(time.Since(start).Seconds())
 		switch {
 		case err != nil && first == nil: // before its header: no shard or sender known
 			t.log.Warn("transport: snapshot receive failed", "err", err)

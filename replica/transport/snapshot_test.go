@@ -119,6 +119,12 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if counterValue(n2.tr.Metrics().SnapshotsRecv.WithLabelValues("ok")) != 1 {
 		t.Error("snapshots_received{ok} != 1")
 	}
+	if n := histogramCount(n2.tr.Metrics().SnapshotSeconds.WithLabelValues("received", "ok")); n != 1 {
+		t.Errorf("snapshot_duration_seconds{received,ok} counts %d, want 1", n)
+	}
+	waitFor(t, 5*time.Second, "the send's duration observed", func() bool {
+		return histogramCount(n1.tr.Metrics().SnapshotSeconds.WithLabelValues("sent", "ok")) == 1
+	})
 }
 
 // Failures on either side end in ReportSnapshot(ok=false), and the receiver
