@@ -245,13 +245,24 @@ func waitVotersEqual(t *testing.T, nodes []*node.Node) {
 	l := ledgerOf(t)
 	var m mismatches
 	for sh := range uint32(placementShards) {
+		// The voters as the shard's leader names them now, once they are all running nodes
+		// (placement may still be replacing a stopped one).
 		s := state[sh]
+		testnode.WaitFor(t, placementWait, fmt.Sprintf("shard %d's voters all running", sh), func() string {
+			s = ledShards(nodes)[sh]
+			if len(s.Voters) == 0 {
+				return fmt.Sprintf("shard %d has no leader among the running nodes", sh)
+			}
+			for _, id := range s.Voters {
+				if byID[id] == nil {
+					return fmt.Sprintf("%v: voter %d is none of the running nodes", s, id)
+				}
+			}
+			return ""
+		})
 		voterConns := map[string]*grpc.ClientConn{}
 		for _, id := range s.Voters {
-			n, ok := byID[id]
-			if !ok {
-				t.Fatalf("%v: voter %d is none of the running nodes", s, id)
-			}
+			n := byID[id]
 			if conns[id] == nil {
 				conns[id] = dialNode(t, n)
 			}
