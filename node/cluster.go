@@ -261,6 +261,7 @@ func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, er
 		t.Shards = append(t.Shards, si)
 	}
 	slices.SortFunc(t.Shards, func(a, b *shoalv1.ShardInfo) int { return int(a.Shard) - int(b.Shard) })
+	self.NotReady = n.notReady()
 	t.Nodes = []*shoalv1.NodeInfo{self}
 	t.ViewsFrom = []uint64{self.Id}
 	return t, nil
@@ -285,9 +286,11 @@ func (n *Node) topologyOf(ctx context.Context, early bool, suspects []*shoalv1.S
 	settings := n.Settings()
 	members := n.Members()
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
+	notReady := map[uint64]string{} // what each node said of itself in its view
 	for _, v := range views {
 		if len(v.Nodes) > 0 && !slices.Contains(t.ViewsFrom, v.Nodes[0].Id) {
 			t.ViewsFrom = append(t.ViewsFrom, v.Nodes[0].Id)
+			notReady[v.Nodes[0].Id] = v.Nodes[0].NotReady
 		}
 	}
 	for _, m := range members {
@@ -319,7 +322,7 @@ func (n *Node) topologyOf(ctx context.Context, early bool, suspects []*shoalv1.S
 	}
 	for _, m := range members {
 		ni := n.nodeInfo(m)
-		ni.ShardsLed, ni.Replicas = led[m.NodeID], held[m.NodeID]
+		ni.ShardsLed, ni.Replicas, ni.NotReady = led[m.NodeID], held[m.NodeID], notReady[m.NodeID]
 		t.Nodes = append(t.Nodes, ni)
 	}
 	// A replica's node that gossip has not brought back since this node started is listed

@@ -44,8 +44,8 @@ side for its view. A node that cannot be reached fails the command (exit code 1)
 With --check, the exit code also says how the cluster is, for a cron job or a
 monitoring probe: 0 when every shard is ok, 5 when every shard serves but some run
 without all their replicas (degraded: a voter on a dead node; under-replicated) or
-the answer lacks some nodes' views, 1 when some shard is unavailable or unknown; a
-line on stderr counts the shards in each state.`,
+the answer lacks some nodes' views or some node is not ready, 1 when some shard is
+unavailable or unknown; a line on stderr counts the shards in each state.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *shoalv1.StatusResponse
@@ -74,7 +74,7 @@ line on stderr counts the shards in each state.`,
 	}
 	a.serverFlag(status, &server)
 	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
-	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial), 1 when some are unavailable or unknown")
+	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial, or a node not ready), 1 when some are unavailable or unknown")
 	cmd.AddCommand(status, a.clusterBackupCmd(), a.setReplicationCmd())
 	return cmd
 }
@@ -95,6 +95,9 @@ func checkStatus(s *clusterstatus.Status) error {
 	}
 	if s.Partial {
 		parts = append(parts, fmt.Sprintf("no view from %s", strings.Join(s.Unanswered, ", ")))
+	}
+	if n := s.NotReadyNodes(); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d nodes not ready", n))
 	}
 	code := exitDegraded
 	switch {

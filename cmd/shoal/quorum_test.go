@@ -71,11 +71,13 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 		return ""
 	})
 	server := c.Nodes[0].Addr()
-	// Unavailable once gossip holds the stopped nodes dead (unknown while it does not yet).
+	// Unavailable once gossip holds the stopped nodes dead (unknown while it does not yet);
+	// the survivor, whose every shard lost its quorum, says it is not ready.
 	testnode.WaitFor(t, 30*time.Second, "cluster status --check to say unavailable", func() string {
-		code, _, errOut := runCLI(t, nil, "", "cluster", "status", "--check", "--server", server)
-		if code != exitError || !strings.Contains(errOut, "check: 1 of 1 shards not ok: 1 unavailable") {
-			return fmt.Sprintf("exit %d: %s", code, errOut)
+		code, out, errOut := runCLI(t, nil, "", "cluster", "status", "--check", "--server", server)
+		if code != exitError || !strings.Contains(errOut, "check: 1 of 1 shards not ok: 1 unavailable, 1 nodes not ready") ||
+			!strings.Contains(out, "n1 is not ready: ") {
+			return fmt.Sprintf("exit %d: %s%s", code, out, errOut)
 		}
 		return ""
 	})

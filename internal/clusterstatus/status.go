@@ -47,6 +47,8 @@ type Node struct {
 	Replicas        uint32 `json:"replicas"`
 	// Replication is the factor the node gossips and places its shards by (0: unknown).
 	Replication uint32 `json:"replication,omitempty"`
+	// NotReady is why the node answers /readyz 503, as it said itself ("": ready, or not asked).
+	NotReady string `json:"not_ready,omitempty"`
 }
 
 // Shard is one shard: its leader and replicas by name, and its state.
@@ -120,6 +122,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
 			Decommissioning: n.GetDecommissioning(), Stopping: n.GetStopping(), Version: n.GetVersion(),
 			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(), Replication: n.GetReplication(),
+			NotReady: n.GetNotReady(),
 		})
 	}
 	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
@@ -162,10 +165,25 @@ func New(st *shoalv1.StatusResponse) *Status {
 		s.Shards = append(s.Shards, ss)
 	}
 	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
+	s.Notes = append(s.Notes, s.notReady()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	s.Notes = append(s.Notes, s.replicationSpread()...)
 	return s
 }
+
+// notReady names the alive nodes that said they are not ready, and why.
+func (s *Status) notReady() []string {
+	var out []string
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.NotReady != "" {
+			out = append(out, fmt.Sprintf("%s is not ready: %s", n.Name, n.NotReady))
+		}
+	}
+	return out
+}
+
+// NotReadyNodes counts the alive nodes that said they are not ready.
+func (s *Status) NotReadyNodes() int { return len(s.notReady()) }
 
 // replicationSpread points at live nodes that place shards by different replication factors:
 // a change (shoal cluster set-replication) still spreading by gossip, which takes a moment, or

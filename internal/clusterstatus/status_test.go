@@ -89,3 +89,20 @@ func TestClusterStatusReplicationSpread(t *testing.T) {
 		t.Errorf("two factors: %q", notes)
 	}
 }
+
+// A live node that said it is not ready is named with its reason; a dead one is not, nor is
+// one that said nothing (ready, or a version that does not say).
+func TestClusterStatusNotReady(t *testing.T) {
+	s := New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Replication: 3}, Nodes: []*shoalv1.NodeInfo{
+			{Id: 1, Name: "n1", Alive: true},
+			{Id: 2, Name: "n2", Alive: true, NotReady: "disk slow: sync of 000123.log took 6s"},
+			{Id: 3, Name: "n3", Alive: false, NotReady: "stopping"},
+		}}})
+	if len(s.Notes) != 1 || s.Notes[0] != "n2 is not ready: disk slow: sync of 000123.log took 6s" || s.NotReadyNodes() != 1 {
+		t.Fatalf("notes %q, %d not ready; want n2 named with its reason", s.Notes, s.NotReadyNodes())
+	}
+	if s.Nodes[1].NotReady == "" {
+		t.Fatalf("n2's not_ready lost: %+v", s.Nodes[1])
+	}
+}

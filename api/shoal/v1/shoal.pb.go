@@ -2874,7 +2874,12 @@ type NodeInfo struct {
 	Stopping bool `protobuf:"varint,11,opt,name=stopping,proto3" json:"stopping,omitempty"`
 	// The replication factor the node gossips, which it places the shards it leads by
 	// (0 when unknown). Nodes differ only while a change of it spreads.
-	Replication   uint32 `protobuf:"varint,12,opt,name=replication,proto3" json:"replication,omitempty"`
+	Replication uint32 `protobuf:"varint,12,opt,name=replication,proto3" json:"replication,omitempty"`
+	// not_ready is why the node answers /readyz 503 (a slow or stalled disk, every local
+	// shard without a leader, starting, stopping), as the node itself said in its view;
+	// empty when it is ready, or when its view was not merged (unanswered, dead) or it runs a
+	// version before the field.
+	NotReady      string `protobuf:"bytes,13,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2991,6 +2996,13 @@ func (x *NodeInfo) GetReplication() uint32 {
 		return x.Replication
 	}
 	return 0
+}
+
+func (x *NodeInfo) GetNotReady() string {
+	if x != nil {
+		return x.NotReady
+	}
+	return ""
 }
 
 type ShardInfo struct {
@@ -4204,7 +4216,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bsuspects\x18\x02 \x03(\v2\x17.shoal.v1.SuspectLeaderR\bsuspects\"9\n" +
 	"\rSuspectLeader\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xcf\x02\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xec\x02\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4219,7 +4231,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\breplicas\x18\n" +
 	" \x01(\rR\breplicas\x12\x1a\n" +
 	"\bstopping\x18\v \x01(\bR\bstopping\x12 \n" +
-	"\vreplication\x18\f \x01(\rR\vreplication\"\xe9\x02\n" +
+	"\vreplication\x18\f \x01(\rR\vreplication\x12\x1b\n" +
+	"\tnot_ready\x18\r \x01(\tR\bnotReady\"\xe9\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
