@@ -28,6 +28,7 @@ type placementMetrics struct {
 	pending   prometheus.Gauge
 	kept      prometheus.Gauge
 	unheard   prometheus.Gauge
+	stuck     prometheus.Gauge
 	dropped   prometheus.Counter
 	lastRound prometheus.Gauge
 }
@@ -54,6 +55,10 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 			Name: "shoal_placement_kept_extra_shards",
 			Help: "Shards led by this node that keep a decommissioning member's replica because no other node can take it (a drain waiting for a node to join, or for a member that is down to come back).",
 		}),
+		stuck: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_placement_stuck_learner_shards",
+			Help: "Shards led here with a learner that made no progress for --dead-after (no snapshot under way or waiting): placement holds it out and places the replica on another node.",
+		}),
 		unheard: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_placement_unheard_voter_shards",
 			Help: "Shards led by this node keeping a voter that raft has not heard from for DeadAfter although gossip holds it alive (cut off from this leader, or its replica wedged): the shard survives one failure fewer until that voter is removed, once a replacement on another node votes (lasting: no usable node can take the replica).",
@@ -72,7 +77,7 @@ func newPlacementMetrics(r prometheus.Registerer) *placementMetrics {
 		m.failures.WithLabelValues(k.String())
 	}
 	if r != nil {
-		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.kept, m.unheard, m.dropped, m.lastRound)
+		r.MustRegister(m.steps, m.failures, m.under, m.pending, m.kept, m.unheard, m.stuck, m.dropped, m.lastRound)
 	}
 	return m
 }
@@ -304,7 +309,7 @@ func (p *placer) round(now time.Time) {
 	// Two CheckQuorums, and two rounds: a member answering raft is sampled active again within
 	// that, whatever the rounds' jitter (heard, below).
 	heardGrace := 2*n.host.ElectionTimeout() + 2*p.interval
-	under, pending, kept, unheard := 0, 0, 0, 0
+	under, pending, kept, unheard, stuckLearners := 0, 0, 0, 0, 0
 
 	var toDrop []uint32
 	var orphans []orphan
@@ -439,6 +444,9 @@ func (p *placer) round(now time.Time) {
 		}
 		replaced := false
 		stuck := sp.trackLearners(st, target, now, deadAfter, func(id uint64) bool { return n.tr.SnapshotWaiting(st.Shard, id) })
+		if len(stuck) > 0 {
+			stuckLearners++
+		}
 		for _, id := range stuck {
 			if sp.leftOut[id] == nil {
 				p.log.Info("placement holds out a learner that made no progress", "shard", st.Shard, "member", id,
@@ -546,6 +554,7 @@ func (p *placer) round(now time.Time) {
 	p.metrics.pending.Set(float64(pending))
 	p.metrics.kept.Set(float64(kept))
 	p.metrics.unheard.Set(float64(unheard))
+	p.metrics.stuck.Set(float64(stuckLearners))
 	p.metrics.lastRound.Set(float64(now.Unix()))
 }
 
