@@ -68,9 +68,11 @@ type diskWatch struct {
 	max     time.Duration // negative: never stall
 	onStall func(DiskStall)
 	slow    prometheus.Counter
-	stalled atomic.Bool
-	last    atomic.Pointer[slowReport] // the latest slow report
-	checks  io.Closer                  // the health checks wrap started, nil before
+	// stallSeconds adds up Pebble's write stalls, each as it ends.
+	stallSeconds prometheus.Counter
+	stalled      atomic.Bool
+	last         atomic.Pointer[slowReport] // the latest slow report
+	checks       io.Closer                  // the health checks wrap started, nil before
 
 	// Pebble's flushes and write stalls (openPebble's event listener), as monotonic stamps (monoNow):
 	// flushFailing, when the flushes began to fail (0: the last one succeeded); writeStall,
@@ -105,6 +107,10 @@ func newDiskWatch(log *slog.Logger, max time.Duration, onStall func(DiskStall)) 
 		slow: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_disk_slow_total",
 			Help: "Reports of a write or sync of the data directory lasting longer than 5 s (repeated every few seconds while one lasts).",
+		}),
+		stallSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_pebble_write_stall_seconds_total",
+			Help: "Seconds the store held writes back because its memtables or level 0 were full (flushes or compactions behind), added as each stall ends; its rate is the share of the time writes waited.",
 		})}
 	if w.onStall == nil {
 		w.onStall = func(s DiskStall) {
@@ -160,7 +166,11 @@ func (w *diskWatch) flushEnded(err error) {
 
 // writeStallBegan and writeStallEnded record Pebble's write stalls (memtables or L0 full).
 func (w *diskWatch) writeStallBegan() { w.writeStall.CompareAndSwap(0, monoNow()) }
-func (w *diskWatch) writeStallEnded() { w.writeStall.Store(0) }
+func (w *diskWatch) writeStallEnded() {
+	if at := w.writeStall.Swap(0); at != 0 {
+		w.stallSeconds.Add(monoSince(at).Seconds())
+	}
+}
 
 // writesStalled returns how long Pebble has stalled writes, if it does.
 func (w *diskWatch) writesStalled() (time.Duration, bool) {

@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -437,4 +438,24 @@ func appendUntilStorageFailure(t *testing.T, dir string) {
 		_, _ = c.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("B")})
 	}
 	t.Fatal("the node still runs 20 s after its WAL writes began to fail")
+}
+
+// TestWriteStallSeconds: a write stall of the store counts its length when it ends, once; an
+// end without a beginning counts nothing.
+func TestWriteStallSeconds(t *testing.T) {
+	w := newDiskWatch(slog.New(slog.DiscardHandler), -1, nil)
+	w.writeStallEnded()
+	if got := testutil.ToFloat64(w.stallSeconds); got != 0 {
+		t.Fatalf("an end without a stall counted %v s", got)
+	}
+	w.writeStallBegan()
+	time.Sleep(20 * time.Millisecond)
+	if d, ok := w.writesStalled(); !ok || d < 20*time.Millisecond {
+		t.Fatalf("writesStalled = %v, %v during a stall", d, ok)
+	}
+	w.writeStallEnded()
+	w.writeStallEnded()
+	if got := testutil.ToFloat64(w.stallSeconds); got < 0.02 || got > 10 {
+		t.Fatalf("a stall of about 20 ms counted %v s", got)
+	}
 }

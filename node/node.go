@@ -194,7 +194,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.regs = &registrations{reg: n.reg}
 	n.regs.registerShared(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.regs.MustRegister(newPebbleCollector(n.db), n.disk.slow)
+	n.regs.MustRegister(newPebbleCollector(n.db), n.disk.slow, n.disk.stallSeconds)
 	n.metrics = newMetrics(n.regs)
 	n.limits = newLimits(&cfg, n.metrics)
 	if n.shardMetrics, err = shard.NewMetrics(n.regs); err != nil {
