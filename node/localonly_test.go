@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"testing"
 	"time"
@@ -39,21 +38,8 @@ func TestReadShardLocalOnly(t *testing.T) {
 		written[ring.ShardOf(name, shards)]++
 	}
 	read := func(i int, req *shoalv1.ReadShardRequest) (int, error) {
-		rs, err := shoalv1.NewStreamsClient(c.Dial(t, i)).ReadShard(ctx, req)
-		if err != nil {
-			return 0, err
-		}
-		n := 0
-		for {
-			page, err := rs.Recv()
-			if err == io.EOF {
-				return n, nil
-			}
-			if err != nil {
-				return n, err
-			}
-			n += len(page.GetEvents())
-		}
+		evs, err := readShardReq(ctx, c.Dial(t, i), req)
+		return len(evs), err
 	}
 	// Placement may still move a replica: each check reads the shard's members as they are, and
 	// is tried again until it holds.

@@ -175,15 +175,26 @@ func New(st *shoalv1.StatusResponse) *Status {
 func (s *Status) notReady() []string {
 	var out []string
 	for _, n := range s.Nodes {
-		if n.State == "alive" && n.NotReady != "" {
+		if n.notReady() {
 			out = append(out, fmt.Sprintf("%s is not ready: %s", n.Name, n.NotReady))
 		}
 	}
 	return out
 }
 
+// notReady reports whether n is alive and said it is not ready.
+func (n Node) notReady() bool { return n.State == "alive" && n.NotReady != "" }
+
 // NotReadyNodes counts the alive nodes that said they are not ready.
-func (s *Status) NotReadyNodes() int { return len(s.notReady()) }
+func (s *Status) NotReadyNodes() int {
+	count := 0
+	for _, n := range s.Nodes {
+		if n.notReady() {
+			count++
+		}
+	}
+	return count
+}
 
 // replicationSpread points at live nodes that place shards by different replication factors:
 // a change (shoal cluster set-replication) still spreading by gossip, which takes a moment, or

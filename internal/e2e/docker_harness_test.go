@@ -326,11 +326,12 @@ func (dc *dockerCluster) logsSince(t time.Time, words ...string) string {
 	return b.String()
 }
 
-// iptables runs iptables in n's network namespace (the host's binary; the image has none).
-func (dc *dockerCluster) iptables(n *dockerNode, args ...string) {
+// iptables runs iptables in n's network namespace (the host's binary; the image has none)
+// and returns its output.
+func (dc *dockerCluster) iptables(n *dockerNode, args ...string) string {
 	dc.t.Helper()
 	pid := run(dc.t, "docker", "inspect", "-f", "{{.State.Pid}}", n.container)
-	run(dc.t, "nsenter", append([]string{"-t", pid, "-n", "iptables"}, args...)...)
+	return run(dc.t, "nsenter", append([]string{"-t", pid, "-n", "iptables"}, args...)...)
 }
 
 // cut drops every packet between a and b, both ways, as they arrive: senders see no error
@@ -354,8 +355,7 @@ func (dc *dockerCluster) drop(n, from *dockerNode) {
 // it showed nothing.
 func (dc *dockerCluster) dropped(n *dockerNode) uint64 {
 	dc.t.Helper()
-	pid := run(dc.t, "docker", "inspect", "-f", "{{.State.Pid}}", n.container)
-	out := run(dc.t, "nsenter", "-t", pid, "-n", "iptables", "-L", "INPUT", "-v", "-n", "-x")
+	out := dc.iptables(n, "-L", "INPUT", "-v", "-n", "-x")
 	var total uint64
 	for _, line := range strings.Split(out, "\n") {
 		// pkts bytes target prot opt in out source destination

@@ -93,6 +93,7 @@ type Reader struct {
 	maxItem uint64
 	count   uint64
 	k, v    []byte
+	one     [1]byte // ReadByte's byte, summed without an allocation
 	done    bool
 }
 
@@ -108,7 +109,8 @@ func (r *Reader) ReadByte() (byte, error) {
 	if err != nil {
 		return 0, bad("%v", err)
 	}
-	_, _ = r.h.Write([]byte{c})
+	r.one[0] = c
+	_, _ = r.h.Write(r.one[:])
 	return c, nil
 }
 
