@@ -82,6 +82,26 @@ func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*sh
 	return s.n.protoSettings(), nil
 }
 
+func (s *clusterServer) RaftPoints(_ context.Context, req *shoalv1.RaftPointsRequest) (*shoalv1.RaftPointsResponse, error) {
+	settings := s.n.settings.Load()
+	if settings == nil {
+		return nil, status.Errorf(codes.Unavailable, "node %s %s: it does not know its cluster yet", s.n.dir.id.Name, startingMsg)
+	}
+	if len(req.GetShards()) > int(settings.Shards) {
+		return nil, status.Errorf(codes.InvalidArgument, "RaftPoints asks for %d shards; the cluster has %d", len(req.GetShards()), settings.Shards)
+	}
+	for _, id := range req.GetShards() {
+		if id >= settings.Shards {
+			return nil, status.Errorf(codes.InvalidArgument, "RaftPoints asks for shard %d; the cluster has %d shards", id, settings.Shards)
+		}
+	}
+	resp, err := s.n.raftPoints(req)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return resp, nil
+}
+
 func (s *clusterServer) SetReplication(_ context.Context, req *shoalv1.SetReplicationRequest) (*shoalv1.SetReplicationResponse, error) {
 	settings, changed, err := s.n.SetReplication(int(req.GetReplication()))
 	var re *ReplicationError

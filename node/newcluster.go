@@ -86,7 +86,7 @@ func (n *Node) becomeNewCluster() error {
 	// between leaves no marker, and a start with the flag finishes the work (one after the
 	// marker, refused the flag, would keep them: seeds of the old cluster, and a node
 	// draining itself).
-	for _, f := range []string{peersFile, membersFile, decomFile} {
+	for _, f := range []string{peersFile, membersFile, decomFile, restoreRecordFile} {
 		if err := n.dir.fs().Remove(filepath.Join(n.dir.path, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("node: new cluster: %w", err)
 		}

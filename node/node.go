@@ -78,6 +78,7 @@ type Node struct {
 	stopping  atomic.Bool              // HandOffLeaders began a planned stop
 	members   atomic.Pointer[[]membership.Member]
 	known     atomic.Pointer[[]knownMember] // other members seen, current first (members.json; rememberMembers)
+	restore   restoreState                  // a start on a restored backup (restorehold.go)
 	membersMu sync.Mutex                    // refreshMembers: a list read and stored in one step
 
 	placer   atomic.Pointer[placer]   // the placement loop, nil when not running
@@ -205,8 +206,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	if restoring != nil {
+	if restoring != nil && cfg.NewCluster {
 		if err := dir.finishRestore(restoring, n.log); err != nil {
+			return nil, err
+		}
+	} else if err := n.loadRestoreRecord(); err != nil {
+		return nil, err
+	}
+	if restoring != nil && !cfg.NewCluster {
+		if err := n.beginRestoreHold(); err != nil {
 			return nil, err
 		}
 	}
@@ -263,7 +271,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.regs.err(); err != nil {
 		return nil, fmt.Errorf("node: registering metrics on Config.Registry: %w", err)
 	}
-	n.tr.SetHandler(n.host)
+	n.tr.SetHandler(raftReceiver{Host: n.host, n: n})
 	n.host.SetGroupFactory(n.groupFactory)
 
 	srvOpts := append(grpcopt.ServerOptions(),
@@ -310,6 +318,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if !haveSettings {
 		if err := n.establishCluster(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if restoring != nil && !cfg.NewCluster {
+		if err := n.holdForRestore(ctx, restoring); err != nil {
 			return nil, err
 		}
 	}
@@ -512,6 +525,9 @@ func (n *Node) groupFactory(id uint32) (replica.StateMachine, error) {
 	}
 	if id >= s.Shards {
 		return nil, fmt.Errorf("node: raft traffic for shard %d, but the cluster has %d shards", id, s.Shards)
+	}
+	if n.restore.hold.Load() != nil {
+		return nil, fmt.Errorf("node: raft traffic for shard %d while the restore check holds the shards closed", id)
 	}
 	sm, err := n.openShard(id)
 	if err != nil {

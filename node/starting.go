@@ -53,7 +53,7 @@ func (n *Node) askPeer(ctx context.Context, addr string) error {
 // groups are reopened (raft traffic from peers must flow meanwhile), and those calls need
 // both. Nil once the node has started, and for the Raft service.
 func (n *Node) startingErr(method string) error {
-	if n.started.Load() {
+	if n.started.Load() || method == "/shoal.v1.Cluster/RaftPoints" { // a restore's check, answered from the stored state
 		return nil
 	}
 	for _, svc := range []string{shoalv1.Streams_ServiceDesc.ServiceName, shoalv1.Cluster_ServiceDesc.ServiceName} {
@@ -113,7 +113,7 @@ func (n *Node) otherCluster(ctx context.Context) error {
 func peerMethod(method string) bool {
 	switch method {
 	case "/shoal.v1.Cluster/Decommission", "/shoal.v1.Cluster/Recommission", "/shoal.v1.Cluster/SetReplication",
-		"/shoal.v1.Cluster/Backup":
+		"/shoal.v1.Cluster/Backup", "/shoal.v1.Cluster/RaftPoints":
 		return true
 	}
 	return strings.HasPrefix(method, "/shoal.v1.Raft/")

@@ -496,13 +496,14 @@ type StoredState struct {
 	Term, Vote, Commit uint64 // the hard state, its commit raised to what the log proves committed
 	// FirstIndex and LastIndex bound the log held (FirstIndex > LastIndex: none, all compacted).
 	FirstIndex, LastIndex uint64
+	LastTerm              uint64 // the term of the entry at LastIndex (of the snapshot, when compacted)
 	// Voters and Learners: the configuration the replica last applied (a joint configuration's
 	// outgoing voters and pending learners included).
 	Voters, Learners []uint64
 }
 
-// Inspect reads shard's raft state from db without changing it, for a group that is not open
-// (an offline look at a stopped node's store).
+// Inspect reads shard's raft state from db without changing it: for a group that is not open
+// (an offline look at a stopped node's store), or one that is, as last stored.
 func Inspect(db *pebble.DB, shard uint32) (StoredState, error) {
 	s, err := openStorage(db, shard)
 	if err != nil {
@@ -510,6 +511,9 @@ func Inspect(db *pebble.DB, shard uint32) (StoredState, error) {
 	}
 	st := StoredState{Term: s.hs.GetTerm(), Vote: s.hs.GetVote(), Commit: s.hs.GetCommit(),
 		FirstIndex: s.truncIdx + 1, LastIndex: s.last}
+	if st.LastTerm, err = s.Term(s.last); err != nil {
+		return StoredState{}, fmt.Errorf("replica: the term of shard %d's last entry %d: %w", shard, s.last, err)
+	}
 	for _, ids := range [][]uint64{s.cs.GetVoters(), s.cs.GetVotersOutgoing()} {
 		for _, id := range ids {
 			if !slices.Contains(st.Voters, id) {

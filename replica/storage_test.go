@@ -481,12 +481,12 @@ func TestResetToSoleVoter(t *testing.T) {
 // configuration, a joint one's members included, and changes nothing.
 func TestInspect(t *testing.T) {
 	db := memDB(t)
-	if st, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", st) != "{Term:0 Vote:0 Commit:0 FirstIndex:1 LastIndex:0 Voters:[] Learners:[]}" {
+	if st, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", st) != "{Term:0 Vote:0 Commit:0 FirstIndex:1 LastIndex:0 LastTerm:0 Voters:[] Learners:[]}" {
 		t.Fatalf("Inspect of a shard never stored: %+v, %v", st, err)
 	}
 	storeRaftState(t, db, 3, &pb.ConfState{Voters: []uint64{9, 7, 8}, VotersOutgoing: []uint64{7, 8, 6},
 		Learners: []uint64{5}, LearnersNext: []uint64{6}})
-	want := "{Term:4 Vote:8 Commit:8 FirstIndex:1 LastIndex:10 Voters:[6 7 8 9] Learners:[5 6]}"
+	want := "{Term:4 Vote:8 Commit:8 FirstIndex:1 LastIndex:10 LastTerm:3 Voters:[6 7 8 9] Learners:[5 6]}"
 	for range 2 { // twice: the first changed nothing
 		if got, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", got) != want {
 			t.Fatalf("Inspect: %+v, %v; want %s", got, err, want)
@@ -495,7 +495,7 @@ func TestInspect(t *testing.T) {
 	if err := ResetToSoleVoter(db, 3, 7, 6); err != nil {
 		t.Fatal(err)
 	}
-	want = "{Term:5 Vote:0 Commit:6 FirstIndex:7 LastIndex:6 Voters:[7] Learners:[]}"
+	want = "{Term:5 Vote:0 Commit:6 FirstIndex:7 LastIndex:6 LastTerm:3 Voters:[7] Learners:[]}"
 	if got, err := Inspect(db, 3); err != nil || fmt.Sprintf("%+v", got) != want {
 		t.Fatalf("Inspect after a reset: %+v, %v; want %s", got, err, want)
 	}

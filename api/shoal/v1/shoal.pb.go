@@ -3679,6 +3679,193 @@ func (*SettingsRequest) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{50}
 }
 
+type RaftPointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []uint32               `protobuf:"varint,1,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	NodeId        uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the asking node's ID
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftPointsRequest) Reset() {
+	*x = RaftPointsRequest{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftPointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftPointsRequest) ProtoMessage() {}
+
+func (x *RaftPointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftPointsRequest.ProtoReflect.Descriptor instead.
+func (*RaftPointsRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *RaftPointsRequest) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *RaftPointsRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+// RaftPoint is where one replica's raft log stands: its hard state's term, and the index and
+// term of its last entry.
+type RaftPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	LastIndex     uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	LastTerm      uint64                 `protobuf:"varint,4,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftPoint) Reset() {
+	*x = RaftPoint{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftPoint) ProtoMessage() {}
+
+func (x *RaftPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftPoint.ProtoReflect.Descriptor instead.
+func (*RaftPoint) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *RaftPoint) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *RaftPoint) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *RaftPoint) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *RaftPoint) GetLastTerm() uint64 {
+	if x != nil {
+		return x.LastTerm
+	}
+	return 0
+}
+
+type RaftPointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// current: the node's replicas of the asked shards (those it holds), as stored now.
+	Current []*RaftPoint `protobuf:"bytes,1,rep,name=current,proto3" json:"current,omitempty"`
+	// restored: where they stood when the node started on a restored backup, if it ever did
+	// and the asking node has not run in the cluster since (its raft traffic reached this node
+	// after that start).
+	Restored []*RaftPoint `protobuf:"bytes,2,rep,name=restored,proto3" json:"restored,omitempty"`
+	// restoring: the node is itself starting on a restored backup and waits for its peers.
+	Restoring     bool `protobuf:"varint,3,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftPointsResponse) Reset() {
+	*x = RaftPointsResponse{}
+	mi := &file_shoal_v1_shoal_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftPointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftPointsResponse) ProtoMessage() {}
+
+func (x *RaftPointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_shoal_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftPointsResponse.ProtoReflect.Descriptor instead.
+func (*RaftPointsResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RaftPointsResponse) GetCurrent() []*RaftPoint {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
+func (x *RaftPointsResponse) GetRestored() []*RaftPoint {
+	if x != nil {
+		return x.Restored
+	}
+	return nil
+}
+
+func (x *RaftPointsResponse) GetRestoring() bool {
+	if x != nil {
+		return x.Restoring
+	}
+	return false
+}
+
 type SetReplicationRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Replication   uint32                 `protobuf:"varint,1,opt,name=replication,proto3" json:"replication,omitempty"` // the new factor, 1..7
@@ -3688,7 +3875,7 @@ type SetReplicationRequest struct {
 
 func (x *SetReplicationRequest) Reset() {
 	*x = SetReplicationRequest{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +3887,7 @@ func (x *SetReplicationRequest) String() string {
 func (*SetReplicationRequest) ProtoMessage() {}
 
 func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[51]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +3900,7 @@ func (x *SetReplicationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{51}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetReplicationRequest) GetReplication() uint32 {
@@ -3734,7 +3921,7 @@ type SetReplicationResponse struct {
 
 func (x *SetReplicationResponse) Reset() {
 	*x = SetReplicationResponse{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3746,7 +3933,7 @@ func (x *SetReplicationResponse) String() string {
 func (*SetReplicationResponse) ProtoMessage() {}
 
 func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[52]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3759,7 +3946,7 @@ func (x *SetReplicationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{52}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetReplicationResponse) GetSettings() *ClusterSettings {
@@ -3802,7 +3989,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[53]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3814,7 +4001,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[53]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3827,7 +4014,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{53}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RaftBatch) GetFrom() uint64 {
@@ -3880,7 +4067,7 @@ type RaftAck struct {
 
 func (x *RaftAck) Reset() {
 	*x = RaftAck{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[54]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3892,7 +4079,7 @@ func (x *RaftAck) String() string {
 func (*RaftAck) ProtoMessage() {}
 
 func (x *RaftAck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[54]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3905,7 +4092,7 @@ func (x *RaftAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftAck.ProtoReflect.Descriptor instead.
 func (*RaftAck) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{54}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{57}
 }
 
 type SnapshotChunk struct {
@@ -3928,7 +4115,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_shoal_v1_shoal_proto_msgTypes[55]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4127,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_shoal_proto_msgTypes[55]
+	mi := &file_shoal_v1_shoal_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4140,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{55}
+	return file_shoal_v1_shoal_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SnapshotChunk) GetFrom() uint64 {
@@ -4278,7 +4465,20 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"G\n" +
 	"\x14RecommissionResponse\x12/\n" +
 	"\x13was_decommissioning\x18\x01 \x01(\bR\x12wasDecommissioning\"\x11\n" +
-	"\x0fSettingsRequest\"9\n" +
+	"\x0fSettingsRequest\"D\n" +
+	"\x11RaftPointsRequest\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\rR\x06shards\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"q\n" +
+	"\tRaftPoint\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12\x1b\n" +
+	"\tlast_term\x18\x04 \x01(\x04R\blastTerm\"\x92\x01\n" +
+	"\x12RaftPointsResponse\x12-\n" +
+	"\acurrent\x18\x01 \x03(\v2\x13.shoal.v1.RaftPointR\acurrent\x12/\n" +
+	"\brestored\x18\x02 \x03(\v2\x13.shoal.v1.RaftPointR\brestored\x12\x1c\n" +
+	"\trestoring\x18\x03 \x01(\bR\trestoring\"9\n" +
 	"\x15SetReplicationRequest\x12 \n" +
 	"\vreplication\x18\x01 \x01(\rR\vreplication\"\x7f\n" +
 	"\x16SetReplicationResponse\x125\n" +
@@ -4321,7 +4521,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\vListStreams\x12\x1c.shoal.v1.ListStreamsRequest\x1a\x1d.shoal.v1.ListStreamsResponse0\x01\x12M\n" +
 	"\fSetRetention\x12\x1d.shoal.v1.SetRetentionRequest\x1a\x1e.shoal.v1.SetRetentionResponse\x12D\n" +
 	"\tRetention\x12\x1a.shoal.v1.RetentionRequest\x1a\x1b.shoal.v1.RetentionResponse\x12P\n" +
-	"\rRetentionCuts\x12\x1e.shoal.v1.RetentionCutsRequest\x1a\x1f.shoal.v1.RetentionCutsResponse2\xfb\x03\n" +
+	"\rRetentionCuts\x12\x1e.shoal.v1.RetentionCutsRequest\x1a\x1f.shoal.v1.RetentionCutsResponse2\xc4\x04\n" +
 	"\aCluster\x12A\n" +
 	"\bTopology\x12\x19.shoal.v1.TopologyRequest\x1a\x1a.shoal.v1.TopologyResponse\x12;\n" +
 	"\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12M\n" +
@@ -4329,7 +4529,9 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\fRecommission\x12\x1d.shoal.v1.RecommissionRequest\x1a\x1e.shoal.v1.RecommissionResponse\x12@\n" +
 	"\bSettings\x12\x19.shoal.v1.SettingsRequest\x1a\x19.shoal.v1.ClusterSettings\x12;\n" +
 	"\x06Backup\x12\x17.shoal.v1.BackupRequest\x1a\x18.shoal.v1.BackupResponse\x12S\n" +
-	"\x0eSetReplication\x12\x1f.shoal.v1.SetReplicationRequest\x1a .shoal.v1.SetReplicationResponse2r\n" +
+	"\x0eSetReplication\x12\x1f.shoal.v1.SetReplicationRequest\x1a .shoal.v1.SetReplicationResponse\x12G\n" +
+	"\n" +
+	"RaftPoints\x12\x1b.shoal.v1.RaftPointsRequest\x1a\x1c.shoal.v1.RaftPointsResponse2r\n" +
 	"\x04Raft\x120\n" +
 	"\x04Send\x12\x13.shoal.v1.RaftBatch\x1a\x11.shoal.v1.RaftAck(\x01\x128\n" +
 	"\bSnapshot\x12\x17.shoal.v1.SnapshotChunk\x1a\x11.shoal.v1.RaftAck(\x01B/Z-github.com/shoaldb/shoal/api/shoal/v1;shoalv1b\x06proto3"
@@ -4347,7 +4549,7 @@ func file_shoal_v1_shoal_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_shoal_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_shoal_v1_shoal_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_shoal_v1_shoal_proto_goTypes = []any{
 	(Deletion)(0),                  // 0: shoal.v1.Deletion
 	(StreamState)(0),               // 1: shoal.v1.StreamState
@@ -4403,12 +4605,15 @@ var file_shoal_v1_shoal_proto_goTypes = []any{
 	(*RecommissionRequest)(nil),    // 51: shoal.v1.RecommissionRequest
 	(*RecommissionResponse)(nil),   // 52: shoal.v1.RecommissionResponse
 	(*SettingsRequest)(nil),        // 53: shoal.v1.SettingsRequest
-	(*SetReplicationRequest)(nil),  // 54: shoal.v1.SetReplicationRequest
-	(*SetReplicationResponse)(nil), // 55: shoal.v1.SetReplicationResponse
-	(*RaftBatch)(nil),              // 56: shoal.v1.RaftBatch
-	(*RaftAck)(nil),                // 57: shoal.v1.RaftAck
-	(*SnapshotChunk)(nil),          // 58: shoal.v1.SnapshotChunk
-	(*anypb.Any)(nil),              // 59: google.protobuf.Any
+	(*RaftPointsRequest)(nil),      // 54: shoal.v1.RaftPointsRequest
+	(*RaftPoint)(nil),              // 55: shoal.v1.RaftPoint
+	(*RaftPointsResponse)(nil),     // 56: shoal.v1.RaftPointsResponse
+	(*SetReplicationRequest)(nil),  // 57: shoal.v1.SetReplicationRequest
+	(*SetReplicationResponse)(nil), // 58: shoal.v1.SetReplicationResponse
+	(*RaftBatch)(nil),              // 59: shoal.v1.RaftBatch
+	(*RaftAck)(nil),                // 60: shoal.v1.RaftAck
+	(*SnapshotChunk)(nil),          // 61: shoal.v1.SnapshotChunk
+	(*anypb.Any)(nil),              // 62: google.protobuf.Any
 }
 var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	2,  // 0: shoal.v1.ExpectedVersion.kind:type_name -> shoal.v1.ExpectedVersion.Kind
@@ -4416,7 +4621,7 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	4,  // 2: shoal.v1.AppendRequest.events:type_name -> shoal.v1.EventData
 	5,  // 3: shoal.v1.AppendItem.request:type_name -> shoal.v1.AppendRequest
 	7,  // 4: shoal.v1.AppendBatch.items:type_name -> shoal.v1.AppendItem
-	59, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
+	62, // 5: shoal.v1.ItemStatus.details:type_name -> google.protobuf.Any
 	6,  // 6: shoal.v1.AppendItemResult.response:type_name -> shoal.v1.AppendResponse
 	9,  // 7: shoal.v1.AppendItemResult.error:type_name -> shoal.v1.ItemStatus
 	10, // 8: shoal.v1.AppendResults.results:type_name -> shoal.v1.AppendItemResult
@@ -4438,50 +4643,54 @@ var file_shoal_v1_shoal_proto_depIdxs = []int32{
 	42, // 24: shoal.v1.TopologyResponse.nodes:type_name -> shoal.v1.NodeInfo
 	43, // 25: shoal.v1.TopologyResponse.shards:type_name -> shoal.v1.ShardInfo
 	44, // 26: shoal.v1.StatusResponse.topology:type_name -> shoal.v1.TopologyResponse
-	39, // 27: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
-	5,  // 28: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
-	13, // 29: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
-	15, // 30: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
-	17, // 31: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
-	8,  // 32: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
-	19, // 33: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
-	29, // 34: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
-	22, // 35: shoal.v1.Streams.SetRetention:input_type -> shoal.v1.SetRetentionRequest
-	24, // 36: shoal.v1.Streams.Retention:input_type -> shoal.v1.RetentionRequest
-	26, // 37: shoal.v1.Streams.RetentionCuts:input_type -> shoal.v1.RetentionCutsRequest
-	40, // 38: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
-	45, // 39: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
-	47, // 40: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
-	51, // 41: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
-	53, // 42: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
-	49, // 43: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
-	54, // 44: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
-	56, // 45: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
-	58, // 46: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
-	6,  // 47: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
-	14, // 48: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
-	16, // 49: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
-	18, // 50: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
-	11, // 51: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
-	20, // 52: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
-	31, // 53: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
-	23, // 54: shoal.v1.Streams.SetRetention:output_type -> shoal.v1.SetRetentionResponse
-	25, // 55: shoal.v1.Streams.Retention:output_type -> shoal.v1.RetentionResponse
-	28, // 56: shoal.v1.Streams.RetentionCuts:output_type -> shoal.v1.RetentionCutsResponse
-	44, // 57: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
-	46, // 58: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
-	48, // 59: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
-	52, // 60: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
-	39, // 61: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
-	50, // 62: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
-	55, // 63: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
-	57, // 64: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
-	57, // 65: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
-	47, // [47:66] is the sub-list for method output_type
-	28, // [28:47] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	55, // 27: shoal.v1.RaftPointsResponse.current:type_name -> shoal.v1.RaftPoint
+	55, // 28: shoal.v1.RaftPointsResponse.restored:type_name -> shoal.v1.RaftPoint
+	39, // 29: shoal.v1.SetReplicationResponse.settings:type_name -> shoal.v1.ClusterSettings
+	5,  // 30: shoal.v1.Streams.Append:input_type -> shoal.v1.AppendRequest
+	13, // 31: shoal.v1.Streams.Read:input_type -> shoal.v1.ReadRequest
+	15, // 32: shoal.v1.Streams.ReadShard:input_type -> shoal.v1.ReadShardRequest
+	17, // 33: shoal.v1.Streams.Delete:input_type -> shoal.v1.DeleteRequest
+	8,  // 34: shoal.v1.Streams.AppendPipeline:input_type -> shoal.v1.AppendBatch
+	19, // 35: shoal.v1.Streams.Truncate:input_type -> shoal.v1.TruncateRequest
+	29, // 36: shoal.v1.Streams.ListStreams:input_type -> shoal.v1.ListStreamsRequest
+	22, // 37: shoal.v1.Streams.SetRetention:input_type -> shoal.v1.SetRetentionRequest
+	24, // 38: shoal.v1.Streams.Retention:input_type -> shoal.v1.RetentionRequest
+	26, // 39: shoal.v1.Streams.RetentionCuts:input_type -> shoal.v1.RetentionCutsRequest
+	40, // 40: shoal.v1.Cluster.Topology:input_type -> shoal.v1.TopologyRequest
+	45, // 41: shoal.v1.Cluster.Status:input_type -> shoal.v1.StatusRequest
+	47, // 42: shoal.v1.Cluster.Decommission:input_type -> shoal.v1.DecommissionRequest
+	51, // 43: shoal.v1.Cluster.Recommission:input_type -> shoal.v1.RecommissionRequest
+	53, // 44: shoal.v1.Cluster.Settings:input_type -> shoal.v1.SettingsRequest
+	49, // 45: shoal.v1.Cluster.Backup:input_type -> shoal.v1.BackupRequest
+	57, // 46: shoal.v1.Cluster.SetReplication:input_type -> shoal.v1.SetReplicationRequest
+	54, // 47: shoal.v1.Cluster.RaftPoints:input_type -> shoal.v1.RaftPointsRequest
+	59, // 48: shoal.v1.Raft.Send:input_type -> shoal.v1.RaftBatch
+	61, // 49: shoal.v1.Raft.Snapshot:input_type -> shoal.v1.SnapshotChunk
+	6,  // 50: shoal.v1.Streams.Append:output_type -> shoal.v1.AppendResponse
+	14, // 51: shoal.v1.Streams.Read:output_type -> shoal.v1.ReadResponse
+	16, // 52: shoal.v1.Streams.ReadShard:output_type -> shoal.v1.ReadShardResponse
+	18, // 53: shoal.v1.Streams.Delete:output_type -> shoal.v1.DeleteResponse
+	11, // 54: shoal.v1.Streams.AppendPipeline:output_type -> shoal.v1.AppendResults
+	20, // 55: shoal.v1.Streams.Truncate:output_type -> shoal.v1.TruncateResponse
+	31, // 56: shoal.v1.Streams.ListStreams:output_type -> shoal.v1.ListStreamsResponse
+	23, // 57: shoal.v1.Streams.SetRetention:output_type -> shoal.v1.SetRetentionResponse
+	25, // 58: shoal.v1.Streams.Retention:output_type -> shoal.v1.RetentionResponse
+	28, // 59: shoal.v1.Streams.RetentionCuts:output_type -> shoal.v1.RetentionCutsResponse
+	44, // 60: shoal.v1.Cluster.Topology:output_type -> shoal.v1.TopologyResponse
+	46, // 61: shoal.v1.Cluster.Status:output_type -> shoal.v1.StatusResponse
+	48, // 62: shoal.v1.Cluster.Decommission:output_type -> shoal.v1.DecommissionResponse
+	52, // 63: shoal.v1.Cluster.Recommission:output_type -> shoal.v1.RecommissionResponse
+	39, // 64: shoal.v1.Cluster.Settings:output_type -> shoal.v1.ClusterSettings
+	50, // 65: shoal.v1.Cluster.Backup:output_type -> shoal.v1.BackupResponse
+	58, // 66: shoal.v1.Cluster.SetReplication:output_type -> shoal.v1.SetReplicationResponse
+	56, // 67: shoal.v1.Cluster.RaftPoints:output_type -> shoal.v1.RaftPointsResponse
+	60, // 68: shoal.v1.Raft.Send:output_type -> shoal.v1.RaftAck
+	60, // 69: shoal.v1.Raft.Snapshot:output_type -> shoal.v1.RaftAck
+	50, // [50:70] is the sub-list for method output_type
+	30, // [30:50] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_shoal_proto_init() }
@@ -4495,7 +4704,7 @@ func file_shoal_v1_shoal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_shoal_proto_rawDesc), len(file_shoal_v1_shoal_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   56,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

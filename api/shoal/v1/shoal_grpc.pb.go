@@ -538,6 +538,7 @@ const (
 	Cluster_Settings_FullMethodName       = "/shoal.v1.Cluster/Settings"
 	Cluster_Backup_FullMethodName         = "/shoal.v1.Cluster/Backup"
 	Cluster_SetReplication_FullMethodName = "/shoal.v1.Cluster/SetReplication"
+	Cluster_RaftPoints_FullMethodName     = "/shoal.v1.Cluster/RaftPoints"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -565,6 +566,13 @@ type ClusterClient interface {
 	// while a live member runs a version that cannot follow a change; nodes of earlier versions
 	// answer UNIMPLEMENTED.
 	SetReplication(ctx context.Context, in *SetReplicationRequest, opts ...grpc.CallOption) (*SetReplicationResponse, error)
+	// RaftPoints tells a node starting on a restored backup (--restore) where this node's
+	// replicas of the asked shards stand, and where they stood when this node was itself
+	// restored: the starting node opens its shards only when each of its voter peers holds the
+	// raft log it holds (the cluster did not go on after its backup was taken), or was restored
+	// from a backup of the same moment. A node of the cluster's peers' CA only; served while the
+	// node starts. Nodes of earlier versions answer UNIMPLEMENTED.
+	RaftPoints(ctx context.Context, in *RaftPointsRequest, opts ...grpc.CallOption) (*RaftPointsResponse, error)
 }
 
 type clusterClient struct {
@@ -645,6 +653,16 @@ func (c *clusterClient) SetReplication(ctx context.Context, in *SetReplicationRe
 	return out, nil
 }
 
+func (c *clusterClient) RaftPoints(ctx context.Context, in *RaftPointsRequest, opts ...grpc.CallOption) (*RaftPointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftPointsResponse)
+	err := c.cc.Invoke(ctx, Cluster_RaftPoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -670,6 +688,13 @@ type ClusterServer interface {
 	// while a live member runs a version that cannot follow a change; nodes of earlier versions
 	// answer UNIMPLEMENTED.
 	SetReplication(context.Context, *SetReplicationRequest) (*SetReplicationResponse, error)
+	// RaftPoints tells a node starting on a restored backup (--restore) where this node's
+	// replicas of the asked shards stand, and where they stood when this node was itself
+	// restored: the starting node opens its shards only when each of its voter peers holds the
+	// raft log it holds (the cluster did not go on after its backup was taken), or was restored
+	// from a backup of the same moment. A node of the cluster's peers' CA only; served while the
+	// node starts. Nodes of earlier versions answer UNIMPLEMENTED.
+	RaftPoints(context.Context, *RaftPointsRequest) (*RaftPointsResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -700,6 +725,9 @@ func (UnimplementedClusterServer) Backup(context.Context, *BackupRequest) (*Back
 }
 func (UnimplementedClusterServer) SetReplication(context.Context, *SetReplicationRequest) (*SetReplicationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetReplication not implemented")
+}
+func (UnimplementedClusterServer) RaftPoints(context.Context, *RaftPointsRequest) (*RaftPointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RaftPoints not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -848,6 +876,24 @@ func _Cluster_SetReplication_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_RaftPoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftPointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).RaftPoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_RaftPoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).RaftPoints(ctx, req.(*RaftPointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -882,6 +928,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetReplication",
 			Handler:    _Cluster_SetReplication_Handler,
+		},
+		{
+			MethodName: "RaftPoints",
+			Handler:    _Cluster_RaftPoints_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
