@@ -77,8 +77,8 @@ type restoreState struct {
 	// a voter (beginRestoreHold); Start's goroutine only.
 	own   map[uint32]raftPoint
 	peers map[uint64][]uint32
-	mu   sync.Mutex
-	rec  *restoreRecord // restored.json, nil when the node was never restored
+	mu    sync.Mutex
+	rec   *restoreRecord // restored.json, nil when the node was never restored
 	// watching: rec names peers not yet heard from (noteRaftSenders looks).
 	watching atomic.Bool
 }
