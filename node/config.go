@@ -228,7 +228,9 @@ type Config struct {
 	BackupDir string
 	// Restore confirms a start on a restored backup (a data directory holding backup.json,
 	// which the start then removes); without it such a start is refused. Ignored for other
-	// directories.
+	// directories. Without NewCluster, Start then waits, the shards closed, until every voter
+	// peer of the shards held as a voter shows the cluster did not go on after the backup, and
+	// returns ErrRestoreUnsafe when one shows it did (restorehold.go).
 	Restore bool
 	// NewCluster starts this node as the only member of a new cluster (a new cluster ID),
 	// every shard led here with the state this node applied: the recovery of a cluster whose

@@ -25,7 +25,9 @@
 //	new-cluster               the ID of the cluster NewCluster made of this directory
 //	backups/                  Backup's copies, one directory each (Config.BackupDir's default)
 //	backup.json               in a backup only: whose copy it is; a start on it needs
-//	                          Config.Restore, and removes it
+//	                          Config.Restore, and removes it once the restore check passed
+//	restored.json             where the replicas stood when the node started on a restored
+//	                          backup, and the peers heard from since (restorehold.go)
 //
 // Every file is replaced atomically: write a temp file, fsync, rename, fsync
 // the directory.
@@ -44,7 +46,9 @@
 //     shard a one-voter group led by this node), then write cluster.json.
 //     No cluster.json and Join: wait (Config.JoinTimeout) until a live member
 //     gossips the cluster's settings, persist them, gossip them too.
-//  4. Reopen the groups of groups.json; serve HTTP.
+//  4. On a restored backup (Config.Restore, without NewCluster): the restore check, which holds
+//     the shards closed until every voter peer shows the cluster did not go on after the
+//     backup (restorehold.go). Reopen the groups of groups.json; serve HTTP.
 //
 // # Routing
 //

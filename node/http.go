@@ -69,6 +69,9 @@ func (n *Node) notReady() string {
 	if n.settings.Load() == nil {
 		return "cluster settings unknown (still joining)"
 	}
+	if !n.started.Load() && n.restore.hold.Load() != nil {
+		return "starting on a restored backup: the restore check holds the shards closed until the members answer (see the log)"
+	}
 	if !n.started.Load() {
 		return "starting"
 	}

@@ -11,7 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/replica"
@@ -19,19 +21,21 @@ import (
 
 // A node started on a restored backup (--restore, without --new-cluster) holds its shards
 // closed until it knows the cluster did not go on without the state it restores: raft
-// replicas must never forget what they wrote, and one that comes back with an older log
-// than it acknowledged can cost its shard acknowledged events, or let two leaders be elected
-// in one term. Before it reopens its groups (and while it refuses the raft traffic that would
-// open them), it asks every voter peer of each shard it holds as a voter where that peer's
-// replica stands (RaftPoints), and goes on only when each holds the same raft log (the
-// cluster was idle since the backup), or did when it was itself restored from a backup of the
-// same moment and this node has not run in the cluster since (a whole-cluster restore). A
-// peer that is down is waited for; one whose log differs refuses the start (ErrRestoreUnsafe),
-// which leaves backup.json in place.
+// replicas must never forget what they wrote, and one that comes back with an older log than
+// it acknowledged can cost its shard acknowledged events, or let two leaders be elected in
+// one term. Before it reopens its groups (and while it refuses the raft traffic that would
+// open them), it asks the members where their replicas of its shards stand (RaftPoints): every
+// member gossip shows alive, and, alive or not (it waits for them), every voter of those
+// shards, as the backup's configurations name them and as the members' answers name them now.
+// It goes on only when each replica of its shards holds the raft log the backup holds (the
+// cluster was idle since the backup), or did when its node was itself restored from a backup
+// of the same moment and this node has not run in the cluster since (a whole-cluster
+// restore), and no member has this node in a shard the backup does not hold (given to it
+// after the backup). Otherwise the start ends with ErrRestoreUnsafe, leaving backup.json.
 
 // ErrRestoreUnsafe is returned by Start for a restored backup (Config.Restore) whose shards'
-// voter peers hold other raft logs than it: the cluster went on after the backup was taken,
-// or the nodes' backups were not taken at the same idle moment.
+// other replicas hold other raft logs than it: the cluster went on after the backup was
+// taken, or the nodes' backups were not taken at the same idle moment.
 var ErrRestoreUnsafe = errors.New("node: restoring this backup is unsafe")
 
 // restoreRecordFile holds where the node's replicas stood when it started on a restored
@@ -49,10 +53,6 @@ func (p raftPoint) String() string {
 	return fmt.Sprintf("log ending at entry %d of term %d, in term %d", p.LastIndex, p.LastTerm, p.Term)
 }
 
-func (p raftPoint) proto(shard uint32) *shoalv1.RaftPoint {
-	return &shoalv1.RaftPoint{Shard: shard, Term: p.Term, LastIndex: p.LastIndex, LastTerm: p.LastTerm}
-}
-
 func pointOf(p *shoalv1.RaftPoint) raftPoint {
 	return raftPoint{Term: p.GetTerm(), LastIndex: p.GetLastIndex(), LastTerm: p.GetLastTerm()}
 }
@@ -62,196 +62,271 @@ type restoreRecord struct {
 	Backup  string               `json:"backup"` // when the backup was taken (RFC 3339)
 	Started time.Time            `json:"started"`
 	Points  map[uint32]raftPoint `json:"points"` // by shard: the replicas held then
-	// Peers: the voter peers of those shards; RanSince: those whose raft traffic reached this
-	// node since (they ran in the cluster after the restore, and a restore of theirs from a
-	// backup of that moment would forget what they did since).
-	Peers    []uint64 `json:"peers,omitempty"`
+	// RanSince: the nodes whose raft traffic reached this node since (they ran in the cluster
+	// after the restore, and a restore of theirs from a backup of that moment would forget
+	// what they did since).
 	RanSince []uint64 `json:"ran_since,omitempty"`
 }
 
 // restoreState is the node's side of the restore check.
 type restoreState struct {
-	// hold: this node's points while it waits for its peers (holdForRestore); nil otherwise.
-	hold atomic.Pointer[map[uint32]raftPoint]
-	// own and peers: the restored replicas' points, and the shards each voter peer shares as
-	// a voter (beginRestoreHold); Start's goroutine only.
-	own   map[uint32]raftPoint
-	peers map[uint64][]uint32
-	mu    sync.Mutex
-	rec   *restoreRecord // restored.json, nil when the node was never restored
-	// watching: rec names peers not yet heard from (noteRaftSenders looks).
-	watching atomic.Bool
+	// hold: this node's replicas while it waits for its peers (holdForRestore); nil otherwise.
+	hold atomic.Pointer[map[uint32]heldReplica]
+	// refused: the check refused this node's restore; it answers RaftPoints with that.
+	refused atomic.Pointer[string]
+	mu      sync.Mutex
+	rec     *restoreRecord // restored.json, nil when the node was never restored
+	// ran: rec.RanSince as a set, read without mu by noteRaftSenders; nil when no record.
+	ran atomic.Pointer[map[uint64]bool]
+}
+
+// heldReplica is one replica of a backup being restored.
+type heldReplica struct {
+	point            raftPoint
+	voters, learners []uint64
+}
+
+func (r heldReplica) proto(shard uint32) *shoalv1.RaftPoint {
+	return &shoalv1.RaftPoint{Shard: shard, Term: r.point.Term, LastIndex: r.point.LastIndex, LastTerm: r.point.LastTerm,
+		Voters: r.voters, Learners: r.learners}
 }
 
 // restoreWaitLogEvery is how often a held start says what it waits for.
 const restoreWaitLogEvery = 10 * time.Second
 
-// restoreAskEvery is how often a held start asks the peers it has no answer from.
+// restoreAskEvery is how often a held start asks the members it has no answer from.
 const restoreAskEvery = 500 * time.Millisecond
 
-// ownPoints reads where this node's replicas stand (stored state), and for each shard of which
-// it is a voter, its other voters.
-func (n *Node) ownPoints() (points map[uint32]raftPoint, peers map[uint64][]uint32, err error) {
+// restoreSettle is the least a held start waits, for gossip to show the members alive.
+const restoreSettle = 2 * time.Second
+
+// heldReplicas reads the replicas this node holds (voter or learner of their stored
+// configuration) and where they stand.
+func (n *Node) heldReplicas() (map[uint32]heldReplica, error) {
 	groups, err := n.dir.groups()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	self := n.dir.id.NodeID
-	points, peers = map[uint32]raftPoint{}, map[uint64][]uint32{}
+	out := map[uint32]heldReplica{}
 	for _, id := range groups {
 		st, err := replica.Inspect(n.db, id)
 		if err != nil {
-			return nil, nil, fmt.Errorf("node: shard %d: %w", id, err)
+			return nil, fmt.Errorf("node: shard %d: %w", id, err)
 		}
-		voter := slices.Contains(st.Voters, self)
-		if !voter && !slices.Contains(st.Learners, self) {
+		if !slices.Contains(st.Voters, self) && !slices.Contains(st.Learners, self) {
 			continue // removed, or empty: it holds nothing to forget
 		}
-		points[id] = raftPoint{Term: st.Term, LastIndex: st.LastIndex, LastTerm: st.LastTerm}
-		if !voter {
-			continue
-		}
-		for _, v := range st.Voters {
-			if v != self {
-				peers[v] = append(peers[v], id)
-			}
-		}
+		out[id] = heldReplica{point: raftPoint{Term: st.Term, LastIndex: st.LastIndex, LastTerm: st.LastTerm},
+			voters: st.Voters, learners: st.Learners}
 	}
-	return points, peers, nil
+	return out, nil
 }
 
-// beginRestoreHold reads where the replicas of the backup being restored stand and, if some
-// shard has other voters, holds the shards closed from here on: the group factory refuses
-// raft traffic, and RaftPoints answers as restoring. Called by Start before gRPC serves.
+// beginRestoreHold reads the replicas of the backup being restored and holds the shards
+// closed from here on: the group factory refuses raft traffic, and RaftPoints answers as
+// restoring. Called by Start before gRPC serves.
 func (n *Node) beginRestoreHold() error {
-	own, peers, err := n.ownPoints()
+	held, err := n.heldReplicas()
 	if err != nil {
 		return err
 	}
-	n.restore.own, n.restore.peers = own, peers
-	if len(peers) > 0 {
-		n.restore.hold.Store(&own)
-	}
+	n.restore.hold.Store(&held)
 	return nil
 }
 
 // holdForRestore runs the restore check for backup m (see above) and then records it:
-// restored.json, and backup.json removed. Called by Start once gossip runs, before the groups
-// reopen. A refused start keeps the hold while it closes, answering the peers' checks of it
-// as restoring.
+// restored.json, and backup.json removed, before the hold ends. Called by Start once gossip
+// runs, before the groups reopen. A refused start answers the peers' checks of it with the
+// refusal while it closes.
 func (n *Node) holdForRestore(ctx context.Context, m *backupManifest) error {
-	own, peers := n.restore.own, n.restore.peers
-	if len(peers) > 0 {
-		if err := n.awaitRestorePeers(ctx, m, own, peers); err != nil {
-			return err
+	held := *n.restore.hold.Load()
+	if err := n.awaitRestorePeers(ctx, m, held); err != nil {
+		if errors.Is(err, ErrRestoreUnsafe) {
+			msg := err.Error()
+			n.restore.refused.Store(&msg)
 		}
+		return err
 	}
-	rec := &restoreRecord{Backup: m.Created.Format(time.RFC3339Nano), Started: time.Now().UTC(), Points: own,
-		Peers: slices.Sorted(maps.Keys(peers))}
+	rec := &restoreRecord{Backup: m.Created.Format(time.RFC3339Nano), Started: time.Now().UTC(), Points: map[uint32]raftPoint{}}
+	for s, r := range held {
+		rec.Points[s] = r.point
+	}
 	if err := n.dir.writeJSON(restoreRecordFile, rec); err != nil {
 		return err
 	}
-	n.restore.mu.Lock()
-	n.restore.rec = rec
-	n.restore.watching.Store(len(rec.Peers) > 0)
-	n.restore.mu.Unlock()
+	n.setRestoreRecord(rec)
+	if err := n.dir.finishRestore(m, n.log); err != nil {
+		return err
+	}
 	n.restore.hold.Store(nil)
-	return n.dir.finishRestore(m, n.log)
+	return nil
 }
 
-// awaitRestorePeers asks each voter peer (peers: the shards it shares as a voter) where its
-// replicas stand until every one answered as it must; a peer that answers otherwise ends the
-// start with ErrRestoreUnsafe.
-func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, own map[uint32]raftPoint, peers map[uint64][]uint32) error {
-	done := map[uint64]bool{}
-	lastErr := map[uint64]error{}
+// restorePeer is what the check knows of one member.
+type restorePeer struct {
+	required bool   // a voter of a held shard: waited for until it answers
+	done     bool   // answered as it must
+	restorer bool   // answered as restoring: asked again before the hold ends
+	waiting  string // why there is no answer yet
+}
+
+// awaitRestorePeers asks the members (see above) until every required one answered as it
+// must and every alive one answered; a member that answers otherwise ends the start with
+// ErrRestoreUnsafe.
+func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held map[uint32]heldReplica) error {
+	self := n.dir.id.NodeID
+	shards := slices.Sorted(maps.Keys(held))
+	peers := map[uint64]*restorePeer{}
+	require := func(ids []uint64) {
+		for _, id := range ids {
+			if id == self {
+				continue
+			}
+			if peers[id] == nil {
+				peers[id] = &restorePeer{}
+			}
+			peers[id].required = true
+		}
+	}
+	for _, r := range held {
+		require(r.voters)
+	}
 	ticker := time.NewTicker(restoreAskEvery)
 	defer ticker.Stop()
-	logged := time.Now()
-	n.log.Warn("started on a restored backup: the shards stay closed until each voter peer shows the cluster did not go on after it",
-		"taken", m.Created, "peers", n.peerNames(slices.Sorted(maps.Keys(peers))))
+	began, logged := time.Now(), time.Now()
+	n.log.Warn("started on a restored backup: the shards stay closed until the members show the cluster did not go on after it",
+		"taken", m.Created, "voters", n.peerNames(slices.Sorted(maps.Keys(peers))))
+	confirming := false
 	for {
-		for id, shards := range peers {
-			if done[id] {
+		for _, mem := range n.memberList() {
+			if mem.NodeID != self && mem.Alive && peers[mem.NodeID] == nil {
+				peers[mem.NodeID] = &restorePeer{}
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(peers)) {
+			p := peers[id]
+			if p.done && !(confirming && p.restorer) {
 				continue
 			}
 			addr, alive := n.aliveAddr(id)
 			if !alive {
-				lastErr[id] = errors.New("not alive in gossip")
+				p.done, p.waiting = false, "not alive in gossip"
+				if !p.required {
+					delete(peers, id) // a member that went away since, holding none of these shards
+				}
 				continue
 			}
 			resp, err := n.askRaftPoints(ctx, addr, shards)
+			if status.Code(err) == codes.Unimplemented {
+				return fmt.Errorf("%w: %s runs a version without the restore check (RaftPoints): upgrade it first, or start this node "+
+					"with an empty data directory instead (it joins as a new node); backup.json is kept", ErrRestoreUnsafe, n.peerNames([]uint64{id}))
+			}
 			if err != nil {
-				lastErr[id] = err
+				p.done, p.waiting = false, err.Error()
 				continue
 			}
-			if err := n.judgeRestore(m, own, id, shards, resp); err != nil {
+			if err := n.judgeRestore(m, held, id, p, resp); err != nil {
 				return err
 			}
-			done[id] = true
-			delete(lastErr, id)
+			// The voters the member's replicas have now are waited for too.
+			for _, cp := range resp.GetCurrent() {
+				require(cp.GetVoters())
+			}
+			p.done, p.restorer, p.waiting = true, resp.GetRestoring(), ""
 		}
-		if len(done) == len(peers) {
-			n.log.Info("restore check passed: every voter peer holds the restored raft logs, or was restored from backups of the same moment")
+		// Not before gossip had a moment to show the members alive (a backup may name none).
+		all := time.Since(began) >= restoreSettle
+		for _, p := range peers {
+			all = all && p.done
+		}
+		switch {
+		case all && !confirming && slices.ContainsFunc(slices.Collect(maps.Values(peers)), func(p *restorePeer) bool { return p.restorer }):
+			confirming = true // once more: a restoring peer may have been refused since
+			continue
+		case all:
+			n.log.Info("restore check passed: every replica of the shards holds the restored raft logs, or was restored from backups of the same moment",
+				"members", len(peers))
 			return nil
 		}
+		confirming = false
 		if time.Since(logged) >= restoreWaitLogEvery {
 			logged = time.Now()
 			var waiting []string
-			for _, id := range slices.Sorted(maps.Keys(lastErr)) {
-				waiting = append(waiting, fmt.Sprintf("%s (%v)", n.peerNames([]uint64{id}), lastErr[id]))
+			for _, id := range slices.Sorted(maps.Keys(peers)) {
+				if p := peers[id]; !p.done {
+					waiting = append(waiting, fmt.Sprintf("%s (%s)", n.peerNames([]uint64{id}), p.waiting))
+				}
 			}
-			n.log.Warn("started on a restored backup: waiting for voter peers to answer before opening the shards; "+
-				"start them (with --restore, for a whole-cluster restore), or stop this node and start it with an empty data directory",
+			n.log.Warn("started on a restored backup: waiting for members to answer before opening the shards; start them "+
+				"(with --restore, for a whole-cluster restore), or, if they are lost for good, stop this node and restore the cluster "+
+				"from one node with --restore --new-cluster, or start this node with an empty data directory",
 				"waiting", strings.Join(waiting, ", "))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node: starting on a restored backup: waiting for voter peers to answer: %w", ctx.Err())
+			return fmt.Errorf("node: starting on a restored backup: waiting for members to answer: %w", ctx.Err())
 		case <-ticker.C:
 		}
 	}
 }
 
-// judgeRestore checks peer id's answer for the shards it shares with this node as a voter.
-func (n *Node) judgeRestore(m *backupManifest, own map[uint32]raftPoint, id uint64, shards []uint32, resp *shoalv1.RaftPointsResponse) error {
+// judgeRestore checks member id's answer: each of its replicas of the held shards must hold
+// the backup's raft log (now, or when it was restored), a voter of the backup's configuration
+// must still hold one, and none may have this node in a shard the backup does not hold.
+func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id uint64, p *restorePeer, resp *shoalv1.RaftPointsResponse) error {
 	current, restored := map[uint32]raftPoint{}, map[uint32]raftPoint{}
-	for _, p := range resp.GetCurrent() {
-		current[p.GetShard()] = pointOf(p)
+	for _, cp := range resp.GetCurrent() {
+		current[cp.GetShard()] = pointOf(cp)
 	}
-	for _, p := range resp.GetRestored() {
-		restored[p.GetShard()] = pointOf(p)
+	for _, rp := range resp.GetRestored() {
+		restored[rp.GetShard()] = pointOf(rp)
 	}
 	peer := n.peerNames([]uint64{id})
-	for _, s := range shards {
-		mine := own[s]
-		cur, held := current[s]
-		if held && cur == mine {
+	refuse := func(what, advice string) error {
+		return fmt.Errorf("%w: %s is a backup of node %q taken %s, and %s. A replica restored from it would forget entries and votes "+
+			"it acknowledged since, and its shard could lose acknowledged events or elect two leaders in one term. %s "+
+			"(docs/operations.md, \"Backups\"). The backup's raft state is unchanged, and backup.json kept",
+			ErrRestoreUnsafe, n.dir.path, m.Node, m.Created.Format(time.RFC3339), what, advice)
+	}
+	const fresh = "Start this node with an empty data directory instead (it joins as a new node and placement gives it replicas), " +
+		"or restore the whole cluster from one node's backup with --restore --new-cluster"
+	if s := resp.GetListingYou(); len(s) > 0 {
+		return refuse(fmt.Sprintf("the cluster went on after it: %s has this node in shard %d, of which the backup holds no replica", peer, s[0]), fresh)
+	}
+	for _, s := range slices.Sorted(maps.Keys(held)) {
+		mine := held[s].point
+		cur, ok := current[s]
+		switch {
+		case ok && cur == mine:
 			continue
+		case !ok && !slices.Contains(held[s].voters, id):
+			continue // not a replica of it, and not one when the backup was taken
 		}
 		if was, ok := restored[s]; ok && was == mine {
 			continue
 		}
-		advice := "Start this node with an empty data directory instead (it joins as a new node and placement gives it replicas), " +
-			"or restore the whole cluster from one node's backup with --restore --new-cluster"
-		what := fmt.Sprintf("the cluster went on after it: %s, a voter of shard %d, holds no replica of it now", peer, s)
 		switch {
+		case resp.GetRestoring() && !ok:
+			return refuse(fmt.Sprintf("%s, starting on a restored backup too, holds no replica of shard %d, a voter of which it was here: "+
+				"the backups were not taken at one idle moment", peer, s),
+				"Compare the backups with `shoal node inspect` and start the one furthest in every shard with --restore --new-cluster")
 		case resp.GetRestoring():
-			what = fmt.Sprintf("%s, starting on a restored backup too, holds another raft log of shard %d (a %s; this backup a %s): "+
+			return refuse(fmt.Sprintf("%s, starting on a restored backup too, holds another raft log of shard %d (a %s; this backup a %s): "+
 				"the backups were not taken at one idle moment, and a cluster restored from them can lose entries one node applied",
-				peer, s, cur, mine)
-			advice = "Compare the backups with `shoal node inspect` and start the one furthest in every shard with --restore --new-cluster"
-		case held:
-			what = fmt.Sprintf("the cluster went on after it: %s, a voter of shard %d, holds a %s; this backup a %s", peer, s, cur, mine)
+				peer, s, cur, mine),
+				"Compare the backups with `shoal node inspect` and start the one furthest in every shard with --restore --new-cluster")
+		case !ok:
+			return refuse(fmt.Sprintf("the cluster went on after it: %s, a voter of shard %d then, holds no replica of it now", peer, s), fresh)
 		}
-		return fmt.Errorf("%w: %s is a backup of node %q taken %s, and %s. A replica restored from it would forget entries and votes "+
-			"it acknowledged since, and its shard could lose acknowledged events or elect two leaders in one term. %s "+
-			"(docs/operations.md, \"Backups\"). backup.json is kept: nothing was changed",
-			ErrRestoreUnsafe, n.dir.path, m.Node, m.Created.Format(time.RFC3339), what, advice)
+		what := fmt.Sprintf("the cluster went on after it: %s holds a %s of shard %d; this backup a %s", peer, cur, s, mine)
+		if resp.GetYouRanSince() {
+			what += fmt.Sprintf(" (%s was restored too, and this node has run in the cluster since)", peer)
+		}
+		return refuse(what, fresh)
 	}
 	return nil
 }
-
 // aliveAddr returns the gRPC address of member id if gossip has it alive.
 func (n *Node) aliveAddr(id uint64) (string, bool) {
 	for _, m := range n.memberList() {
@@ -301,16 +376,24 @@ func (n *Node) askRaftPoints(ctx context.Context, addr string, shards []uint32) 
 	return shoalv1.NewClusterClient(conn).RaftPoints(ctx, &shoalv1.RaftPointsRequest{Shards: shards, NodeId: n.dir.id.NodeID})
 }
 
-// raftPoints answers RaftPoints: while this node holds for its own restore, the points it
-// restored; otherwise its replicas' stored state, and its restore record's points unless the
-// asking node ran in the cluster since.
+// raftPoints answers RaftPoints: while this node holds for its own restore, the replicas it
+// restores (or its refusal); otherwise its replicas' stored state, the shards not asked for
+// that have the asking node in their configuration, and its restore record's points unless
+// the asking node ran in the cluster since.
 func (n *Node) raftPoints(req *shoalv1.RaftPointsRequest) (*shoalv1.RaftPointsResponse, error) {
+	if msg := n.restore.refused.Load(); msg != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s refused its own restore: %s", n.dir.id.Name, *msg)
+	}
 	resp := &shoalv1.RaftPointsResponse{}
+	self, asker := n.dir.id.NodeID, req.GetNodeId()
 	if hold := n.restore.hold.Load(); hold != nil {
 		resp.Restoring = true
-		for _, s := range req.GetShards() {
-			if p, ok := (*hold)[s]; ok {
-				resp.Current = append(resp.Current, p.proto(s))
+		for _, s := range slices.Sorted(maps.Keys(*hold)) {
+			switch r := (*hold)[s]; {
+			case slices.Contains(req.GetShards(), s):
+				resp.Current = append(resp.Current, r.proto(s))
+			case asker != 0 && (slices.Contains(r.voters, asker) || slices.Contains(r.learners, asker)):
+				resp.ListingYou = append(resp.ListingYou, s)
 			}
 		}
 		return resp, nil
@@ -319,9 +402,15 @@ func (n *Node) raftPoints(req *shoalv1.RaftPointsRequest) (*shoalv1.RaftPointsRe
 	if err != nil {
 		return nil, err
 	}
-	self := n.dir.id.NodeID
-	for _, s := range req.GetShards() {
-		if !slices.Contains(groups, s) {
+	for _, s := range groups {
+		if !slices.Contains(req.GetShards(), s) {
+			voters, learners, err := replica.StoredMembers(n.db, s)
+			if err != nil {
+				return nil, fmt.Errorf("node: shard %d: %w", s, err)
+			}
+			if asker != 0 && (slices.Contains(voters, asker) || slices.Contains(learners, asker)) {
+				resp.ListingYou = append(resp.ListingYou, s)
+			}
 			continue
 		}
 		st, err := replica.Inspect(n.db, s)
@@ -329,15 +418,20 @@ func (n *Node) raftPoints(req *shoalv1.RaftPointsRequest) (*shoalv1.RaftPointsRe
 			return nil, fmt.Errorf("node: shard %d: %w", s, err)
 		}
 		if slices.Contains(st.Voters, self) || slices.Contains(st.Learners, self) {
-			resp.Current = append(resp.Current, raftPoint{Term: st.Term, LastIndex: st.LastIndex, LastTerm: st.LastTerm}.proto(s))
+			r := heldReplica{point: raftPoint{Term: st.Term, LastIndex: st.LastIndex, LastTerm: st.LastTerm}, voters: st.Voters, learners: st.Learners}
+			resp.Current = append(resp.Current, r.proto(s))
 		}
 	}
 	n.restore.mu.Lock()
 	defer n.restore.mu.Unlock()
-	if rec := n.restore.rec; rec != nil && !slices.Contains(rec.RanSince, req.GetNodeId()) {
+	switch rec := n.restore.rec; {
+	case rec == nil:
+	case slices.Contains(rec.RanSince, asker):
+		resp.YouRanSince = true
+	default:
 		for _, s := range req.GetShards() {
 			if p, ok := rec.Points[s]; ok {
-				resp.Restored = append(resp.Restored, p.proto(s))
+				resp.Restored = append(resp.Restored, &shoalv1.RaftPoint{Shard: s, Term: p.Term, LastIndex: p.LastIndex, LastTerm: p.LastTerm})
 			}
 		}
 	}
@@ -351,51 +445,71 @@ func (n *Node) loadRestoreRecord() error {
 	if err != nil || !ok {
 		return err
 	}
-	n.restore.mu.Lock()
-	defer n.restore.mu.Unlock()
-	n.restore.rec = &rec
-	n.restore.watching.Store(len(rec.RanSince) < len(rec.Peers))
+	n.setRestoreRecord(&rec)
 	return nil
 }
 
-// noteRaftSenders records, in the restore record, the peers whose raft traffic reaches this
-// node for the first time since its restore. Called for every batch received while some
-// peer is unheard (restore.watching).
-func (n *Node) noteRaftSenders(msgs []replica.ShardMessage) {
+// setRestoreRecord makes rec the restore record the node answers with and adds to.
+func (n *Node) setRestoreRecord(rec *restoreRecord) {
 	n.restore.mu.Lock()
 	defer n.restore.mu.Unlock()
-	rec := n.restore.rec
-	if rec == nil {
-		return
+	n.setRestoreRecordLocked(rec)
+}
+
+func (n *Node) setRestoreRecordLocked(rec *restoreRecord) {
+	ran := map[uint64]bool{}
+	for _, id := range rec.RanSince {
+		ran[id] = true
+	}
+	n.restore.rec = rec
+	n.restore.ran.Store(&ran)
+}
+
+// noteRaftSenders records, in the restore record, the senders of msgs not heard from since
+// the node's restore, and reports whether it could: a batch whose sender could not be
+// recorded is dropped (raft sends again), so that no node runs in the cluster unrecorded.
+func (n *Node) noteRaftSenders(msgs []replica.ShardMessage) bool {
+	ran := n.restore.ran.Load()
+	if ran == nil {
+		return true
 	}
 	for _, m := range msgs {
 		from := m.Msg.GetFrom()
-		if !slices.Contains(rec.Peers, from) || slices.Contains(rec.RanSince, from) {
+		if from == 0 || (*ran)[from] {
+			continue
+		}
+		n.restore.mu.Lock()
+		rec := n.restore.rec
+		if slices.Contains(rec.RanSince, from) {
+			n.restore.mu.Unlock()
 			continue
 		}
 		next := *rec
 		next.RanSince = append(slices.Clone(rec.RanSince), from)
 		slices.Sort(next.RanSince)
-		if err := n.dir.writeJSON(restoreRecordFile, &next); err != nil {
-			n.log.Error("recording a peer heard from since this node's restore", "peer", from, "err", err)
-			return // asked again with the next batch
+		err := n.dir.writeJSON(restoreRecordFile, &next)
+		if err == nil {
+			n.setRestoreRecordLocked(&next)
 		}
-		n.restore.rec = &next
-		rec = &next
+		n.restore.mu.Unlock()
+		if err != nil {
+			n.log.Error("recording a peer heard from since this node's restore; its raft traffic is dropped until it is recorded", "peer", from, "err", err)
+			return false
+		}
+		ran = n.restore.ran.Load()
 	}
-	n.restore.watching.Store(len(rec.RanSince) < len(rec.Peers))
+	return true
 }
 
-// raftReceiver is the transport's handler: the host, with the senders noted for the restore
-// record while some peer is unheard.
+// raftReceiver is the transport's handler: the host, with the senders noted in the restore
+// record, if the node was ever restored.
 type raftReceiver struct {
 	*replica.Host
 	n *Node
 }
 
 func (r raftReceiver) HandleMessages(msgs []replica.ShardMessage) {
-	if r.n.restore.watching.Load() {
-		r.n.noteRaftSenders(msgs)
+	if r.n.noteRaftSenders(msgs) {
+		r.Host.HandleMessages(msgs)
 	}
-	r.Host.HandleMessages(msgs)
 }

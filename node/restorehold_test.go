@@ -67,6 +67,16 @@ func TestRestoreIntoRunningClusterRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendSome(t, ctx, cl, "after", 8, 3) // the cluster goes on: every shard's log grows
+	// A member answers for the shards asked, and names the others that have the asker in
+	// their configuration.
+	resp, err := shoalv1.NewClusterClient(c.Dial(t, 0)).RaftPoints(ctx, &shoalv1.RaftPointsRequest{Shards: []uint32{0}, NodeId: c.Nodes[2].ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetCurrent()) != 1 || resp.GetCurrent()[0].GetShard() != 0 || len(resp.GetCurrent()[0].GetVoters()) != 3 ||
+		!slices.Equal(resp.GetListingYou(), []uint32{1, 2, 3, 4, 5, 6, 7}) || resp.GetRestoring() || len(resp.GetRestored()) != 0 {
+		t.Fatalf("RaftPoints of n1 for shard 0, asked as n3: %v; want shard 0 with 3 voters, shards 1..7 listing n3", resp)
+	}
 	c.Stop(t, 2)
 
 	cfg := c.Configs[2]

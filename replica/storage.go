@@ -502,6 +502,18 @@ type StoredState struct {
 	Voters, Learners []uint64
 }
 
+// StoredMembers reads the voters and learners of shard's stored configuration from db (none
+// for a shard never stored), as Inspect does, without reading its log.
+func StoredMembers(db *pebble.DB, shard uint32) (voters, learners []uint64, err error) {
+	cs, err := loadConfState(db, shard)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := StoredState{}
+	st.setMembers(cs)
+	return st.Voters, st.Learners, nil
+}
+
 // Inspect reads shard's raft state from db without changing it: for a group that is not open
 // (an offline look at a stopped node's store), or one that is, as last stored.
 func Inspect(db *pebble.DB, shard uint32) (StoredState, error) {
@@ -514,14 +526,21 @@ func Inspect(db *pebble.DB, shard uint32) (StoredState, error) {
 	if st.LastTerm, err = s.Term(s.last); err != nil {
 		return StoredState{}, fmt.Errorf("replica: the term of shard %d's last entry %d: %w", shard, s.last, err)
 	}
-	for _, ids := range [][]uint64{s.cs.GetVoters(), s.cs.GetVotersOutgoing()} {
+	st.setMembers(s.cs)
+	return st, nil
+}
+
+// setMembers sets st's Voters and Learners from cs, a joint configuration's outgoing voters
+// and pending learners included, sorted.
+func (st *StoredState) setMembers(cs *pb.ConfState) {
+	for _, ids := range [][]uint64{cs.GetVoters(), cs.GetVotersOutgoing()} {
 		for _, id := range ids {
 			if !slices.Contains(st.Voters, id) {
 				st.Voters = append(st.Voters, id)
 			}
 		}
 	}
-	for _, ids := range [][]uint64{s.cs.GetLearners(), s.cs.GetLearnersNext()} {
+	for _, ids := range [][]uint64{cs.GetLearners(), cs.GetLearnersNext()} {
 		for _, id := range ids {
 			if !slices.Contains(st.Learners, id) {
 				st.Learners = append(st.Learners, id)
@@ -530,5 +549,4 @@ func Inspect(db *pebble.DB, shard uint32) (StoredState, error) {
 	}
 	slices.Sort(st.Voters)
 	slices.Sort(st.Learners)
-	return st, nil
 }

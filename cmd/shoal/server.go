@@ -145,7 +145,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&cfg.DataDir, "data", def.DataDir, "data directory")
 	f.StringVar(&cfg.BackupDir, "backup-dir", "", "where 'shoal node backup' writes this node's backups, one directory each (default DATA/backups); keep it on the data's file system, where the store's tables are hard-linked, and copy backups elsewhere from there")
 	f.BoolVar(&cfg.NewCluster, "new-cluster", false, "start as the only member of a new cluster, every shard led here with the data this node applied: recovery when the rest of the cluster is lost (once; see docs/operations.md, \"Backups\")")
-	f.BoolVar(&cfg.Restore, "restore", false, "confirm a start on a restored backup (--data a copy of one); see docs/operations.md, \"Backups\", for when that is safe")
+	f.BoolVar(&cfg.Restore, "restore", false, "confirm a start on a restored backup (--data a copy of one); its shards stay closed until each voter peer shows the cluster did not go on after the backup, and the start is refused if one did (docs/operations.md, \"Backups\")")
 	f.StringVar(&cfg.Listen, "listen", def.Listen, "gRPC address for clients and peers (host:port)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "gRPC address clients and peers are told to use (host:port), when it is not --listen's (all interfaces, NAT, a published container port); its host also stands in for an all-interfaces --http")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address peers are told to use (host:port), when it is not --gossip's")

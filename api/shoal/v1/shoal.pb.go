@@ -3732,13 +3732,15 @@ func (x *RaftPointsRequest) GetNodeId() uint64 {
 }
 
 // RaftPoint is where one replica's raft log stands: its hard state's term, and the index and
-// term of its last entry.
+// term of its last entry; and its configuration's voters and learners.
 type RaftPoint struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
 	LastIndex     uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	LastTerm      uint64                 `protobuf:"varint,4,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	Voters        []uint64               `protobuf:"varint,5,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Learners      []uint64               `protobuf:"varint,6,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3801,6 +3803,20 @@ func (x *RaftPoint) GetLastTerm() uint64 {
 	return 0
 }
 
+func (x *RaftPoint) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *RaftPoint) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
 type RaftPointsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// current: the node's replicas of the asked shards (those it holds), as stored now.
@@ -3810,7 +3826,13 @@ type RaftPointsResponse struct {
 	// after that start).
 	Restored []*RaftPoint `protobuf:"bytes,2,rep,name=restored,proto3" json:"restored,omitempty"`
 	// restoring: the node is itself starting on a restored backup and waits for its peers.
-	Restoring     bool `protobuf:"varint,3,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	Restoring bool `protobuf:"varint,3,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	// listing_you: the shards not asked for whose replica here has the asking node in its
+	// configuration (given to it after its backup was taken).
+	ListingYou []uint32 `protobuf:"varint,4,rep,packed,name=listing_you,json=listingYou,proto3" json:"listing_you,omitempty"`
+	// you_ran_since: the node was restored, and the asking node has run in the cluster since
+	// (restored is then empty).
+	YouRanSince   bool `protobuf:"varint,5,opt,name=you_ran_since,json=youRanSince,proto3" json:"you_ran_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3862,6 +3884,20 @@ func (x *RaftPointsResponse) GetRestored() []*RaftPoint {
 func (x *RaftPointsResponse) GetRestoring() bool {
 	if x != nil {
 		return x.Restoring
+	}
+	return false
+}
+
+func (x *RaftPointsResponse) GetListingYou() []uint32 {
+	if x != nil {
+		return x.ListingYou
+	}
+	return nil
+}
+
+func (x *RaftPointsResponse) GetYouRanSince() bool {
+	if x != nil {
+		return x.YouRanSince
 	}
 	return false
 }
@@ -4468,17 +4504,22 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x0fSettingsRequest\"D\n" +
 	"\x11RaftPointsRequest\x12\x16\n" +
 	"\x06shards\x18\x01 \x03(\rR\x06shards\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"q\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xa5\x01\n" +
 	"\tRaftPoint\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12\x1b\n" +
-	"\tlast_term\x18\x04 \x01(\x04R\blastTerm\"\x92\x01\n" +
+	"\tlast_term\x18\x04 \x01(\x04R\blastTerm\x12\x16\n" +
+	"\x06voters\x18\x05 \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\x06 \x03(\x04R\blearners\"\xd7\x01\n" +
 	"\x12RaftPointsResponse\x12-\n" +
 	"\acurrent\x18\x01 \x03(\v2\x13.shoal.v1.RaftPointR\acurrent\x12/\n" +
 	"\brestored\x18\x02 \x03(\v2\x13.shoal.v1.RaftPointR\brestored\x12\x1c\n" +
-	"\trestoring\x18\x03 \x01(\bR\trestoring\"9\n" +
+	"\trestoring\x18\x03 \x01(\bR\trestoring\x12\x1f\n" +
+	"\vlisting_you\x18\x04 \x03(\rR\n" +
+	"listingYou\x12\"\n" +
+	"\ryou_ran_since\x18\x05 \x01(\bR\vyouRanSince\"9\n" +
 	"\x15SetReplicationRequest\x12 \n" +
 	"\vreplication\x18\x01 \x01(\rR\vreplication\"\x7f\n" +
 	"\x16SetReplicationResponse\x125\n" +

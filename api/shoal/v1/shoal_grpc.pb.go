@@ -568,10 +568,12 @@ type ClusterClient interface {
 	SetReplication(ctx context.Context, in *SetReplicationRequest, opts ...grpc.CallOption) (*SetReplicationResponse, error)
 	// RaftPoints tells a node starting on a restored backup (--restore) where this node's
 	// replicas of the asked shards stand, and where they stood when this node was itself
-	// restored: the starting node opens its shards only when each of its voter peers holds the
-	// raft log it holds (the cluster did not go on after its backup was taken), or was restored
-	// from a backup of the same moment. A node of the cluster's peers' CA only; served while the
-	// node starts. Nodes of earlier versions answer UNIMPLEMENTED.
+	// restored: the starting node opens its shards only when every replica of them holds the
+	// raft log it holds (the cluster did not go on after its backup was taken), or did when
+	// restored from a backup of the same moment (docs/operations.md, "Backups"). For the
+	// cluster's nodes only (the peers' CA); served while the node starts. A node that refused
+	// its own restore answers FAILED_PRECONDITION. Nodes of earlier versions answer
+	// UNIMPLEMENTED.
 	RaftPoints(ctx context.Context, in *RaftPointsRequest, opts ...grpc.CallOption) (*RaftPointsResponse, error)
 }
 
@@ -690,10 +692,12 @@ type ClusterServer interface {
 	SetReplication(context.Context, *SetReplicationRequest) (*SetReplicationResponse, error)
 	// RaftPoints tells a node starting on a restored backup (--restore) where this node's
 	// replicas of the asked shards stand, and where they stood when this node was itself
-	// restored: the starting node opens its shards only when each of its voter peers holds the
-	// raft log it holds (the cluster did not go on after its backup was taken), or was restored
-	// from a backup of the same moment. A node of the cluster's peers' CA only; served while the
-	// node starts. Nodes of earlier versions answer UNIMPLEMENTED.
+	// restored: the starting node opens its shards only when every replica of them holds the
+	// raft log it holds (the cluster did not go on after its backup was taken), or did when
+	// restored from a backup of the same moment (docs/operations.md, "Backups"). For the
+	// cluster's nodes only (the peers' CA); served while the node starts. A node that refused
+	// its own restore answers FAILED_PRECONDITION. Nodes of earlier versions answer
+	// UNIMPLEMENTED.
 	RaftPoints(context.Context, *RaftPointsRequest) (*RaftPointsResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }

@@ -1,0 +1,67 @@
+package node
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// TestJudgeRestore: the restore check's verdict on one member's RaftPoints answer, for the
+// backup of node 1 holding shard 0 (voters 1, 2, 3) and shard 1 (voter 1 alone), both at
+// entry 10 of term 2.
+func TestJudgeRestore(t *testing.T) {
+	n := &Node{dir: &dataDir{path: "/data/n1", id: identity{NodeID: 1, Name: "n1"}}}
+	m := &backupManifest{Node: "n1", NodeID: 1, Created: time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)}
+	at := raftPoint{Term: 2, LastIndex: 10, LastTerm: 2}
+	held := map[uint32]heldReplica{
+		0: {point: at, voters: []uint64{1, 2, 3}},
+		1: {point: at, voters: []uint64{1}},
+	}
+	point := func(shard uint32, p raftPoint) *shoalv1.RaftPoint {
+		return &shoalv1.RaftPoint{Shard: shard, Term: p.Term, LastIndex: p.LastIndex, LastTerm: p.LastTerm}
+	}
+	ahead := raftPoint{Term: 3, LastIndex: 12, LastTerm: 3}
+	for _, tc := range []struct {
+		name string
+		id   uint64 // the member answering
+		resp *shoalv1.RaftPointsResponse
+		want string // "" accepted; else a part of the refusal
+	}{
+		{"same log", 2, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(0, at)}}, ""},
+		{"same log, restoring too", 2, &shoalv1.RaftPointsResponse{Restoring: true, Current: []*shoalv1.RaftPoint{point(0, at)}}, ""},
+		{"went on, restored from this moment", 2, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(0, ahead)},
+			Restored: []*shoalv1.RaftPoint{point(0, at)}}, ""},
+		{"not a replica, and not a voter then", 4, &shoalv1.RaftPointsResponse{}, ""},
+		{"went on", 2, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(0, ahead)}},
+			"the cluster went on after it: n2 holds a log ending at entry 12 of term 3, in term 3 of shard 0; this backup a log ending at entry 10 of term 2"},
+		{"went on, this node ran since its restore", 2, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(0, ahead)}, YouRanSince: true},
+			"this node has run in the cluster since"},
+		{"restored from another moment", 2, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(0, ahead)},
+			Restored: []*shoalv1.RaftPoint{point(0, ahead)}}, "the cluster went on after it"},
+		{"behind", 2, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(0, raftPoint{Term: 2, LastIndex: 9, LastTerm: 2})}},
+			"the cluster went on after it"},
+		{"a voter then holds none now", 3, &shoalv1.RaftPointsResponse{}, "n3, a voter of shard 0 then, holds no replica of it now"},
+		{"a member holds the one-voter shard now", 4, &shoalv1.RaftPointsResponse{Current: []*shoalv1.RaftPoint{point(1, ahead)}},
+			"holds a log ending at entry 12 of term 3, in term 3 of shard 1"},
+		{"given a shard since", 4, &shoalv1.RaftPointsResponse{ListingYou: []uint32{5}}, "n4 has this node in shard 5, of which the backup holds no replica"},
+		{"restoring, another log", 2, &shoalv1.RaftPointsResponse{Restoring: true, Current: []*shoalv1.RaftPoint{point(0, ahead)}},
+			"starting on a restored backup too, holds another raft log of shard 0"},
+		{"restoring, no replica", 3, &shoalv1.RaftPointsResponse{Restoring: true}, "starting on a restored backup too, holds no replica of shard 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n.known.Store(&[]knownMember{{ID: 2, Name: "n2"}, {ID: 3, Name: "n3"}, {ID: 4, Name: "n4"}})
+			err := n.judgeRestore(m, held, tc.id, &restorePeer{}, tc.resp)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (!errors.Is(err, ErrRestoreUnsafe) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("verdict %v, want ErrRestoreUnsafe saying %q", err, tc.want)
+			case err != nil && !strings.Contains(err.Error(), "backup.json kept"):
+				t.Fatalf("refusal %v does not say backup.json is kept", err)
+			}
+		})
+	}
+}
