@@ -327,6 +327,7 @@ func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id u
 	}
 	return nil
 }
+
 // aliveAddr returns the gRPC address of member id if gossip has it alive.
 func (n *Node) aliveAddr(id uint64) (string, bool) {
 	for _, m := range n.memberList() {
