@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -152,10 +153,20 @@ func (n *Node) holdForRestore(ctx context.Context, m *backupManifest) error {
 	for s, r := range held {
 		rec.Points[s] = r.point
 	}
-	if err := n.dir.writeJSON(restoreRecordFile, rec); err != nil {
+	n.restore.mu.Lock()
+	if old := n.restore.rec; old != nil && old.Backup == rec.Backup {
+		// A start that passed the check before (and stopped before backup.json was removed):
+		// the nodes heard from since stay recorded.
+		rec.RanSince = old.RanSince
+	}
+	err := n.dir.writeJSON(restoreRecordFile, rec)
+	if err == nil {
+		n.setRestoreRecordLocked(rec)
+	}
+	n.restore.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	n.setRestoreRecord(rec)
 	if err := n.dir.finishRestore(m, n.log); err != nil {
 		return err
 	}
@@ -169,6 +180,9 @@ type restorePeer struct {
 	done     bool   // answered as it must
 	restorer bool   // answered as restoring: asked again before the hold ends
 	waiting  string // why there is no answer yet
+	// ranSince: for a member accepted by where its replicas stood when it was restored, the
+	// nodes that ran in the cluster since (its answer's ran_since).
+	ranSince []uint64
 }
 
 // awaitRestorePeers asks the members (see above) until every required one answered as it
@@ -195,6 +209,8 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 	ticker := time.NewTicker(restoreAskEvery)
 	defer ticker.Stop()
 	began, logged := time.Now(), time.Now()
+	stored, _ := n.dir.peers()
+	seeded := len(n.cfg.Join) > 0 || len(stored) > 0
 	n.log.Warn("started on a restored backup: the shards stay closed until the members show the cluster did not go on after it",
 		"taken", m.Created, "voters", n.peerNames(slices.Sorted(maps.Keys(peers))))
 	confirming := false
@@ -226,8 +242,13 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 				p.done, p.waiting = false, err.Error()
 				continue
 			}
-			if err := n.judgeRestore(m, held, id, p, resp); err != nil {
+			byRestore, err := n.judgeRestore(m, held, id, resp)
+			if err != nil {
 				return err
+			}
+			p.ranSince = nil
+			if byRestore {
+				p.ranSince = resp.GetRanSince()
 			}
 			// The voters the member's replicas have now are waited for too.
 			for _, cp := range resp.GetCurrent() {
@@ -235,8 +256,10 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 			}
 			p.done, p.restorer, p.waiting = true, resp.GetRestoring(), ""
 		}
-		// Not before gossip had a moment to show the members alive (a backup may name none).
-		all := time.Since(began) >= restoreSettle
+		// Not before gossip had a moment to show the members alive (a backup may name none),
+		// nor, when there are seeds to join, before some member is alive: a failed join would
+		// show none.
+		all := time.Since(began) >= restoreSettle && (!seeded || len(peers) > 0)
 		for _, p := range peers {
 			all = all && p.done
 		}
@@ -245,6 +268,9 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 			confirming = true // once more: a restoring peer may have been refused since
 			continue
 		case all:
+			if err := n.crossCheckRestore(m, peers); err != nil {
+				return err
+			}
 			n.log.Info("restore check passed: every replica of the shards holds the restored raft logs, or was restored from backups of the same moment",
 				"members", len(peers))
 			return nil
@@ -274,7 +300,10 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 // judgeRestore checks member id's answer: each of its replicas of the held shards must hold
 // the backup's raft log (now, or when it was restored), a voter of the backup's configuration
 // must still hold one, and none may have this node in a shard the backup does not hold.
-func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id uint64, p *restorePeer, resp *shoalv1.RaftPointsResponse) error {
+//
+// It reports whether it accepted some shard by where the member's replica stood when it was
+// restored (crossCheckRestore then looks at the nodes that ran since).
+func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id uint64, resp *shoalv1.RaftPointsResponse) (byRestore bool, err error) {
 	current, restored := map[uint32]raftPoint{}, map[uint32]raftPoint{}
 	for _, cp := range resp.GetCurrent() {
 		current[cp.GetShard()] = pointOf(cp)
@@ -283,16 +312,9 @@ func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id u
 		restored[rp.GetShard()] = pointOf(rp)
 	}
 	peer := n.peerNames([]uint64{id})
-	refuse := func(what, advice string) error {
-		return fmt.Errorf("%w: %s is a backup of node %q taken %s, and %s. A replica restored from it would forget entries and votes "+
-			"it acknowledged since, and its shard could lose acknowledged events or elect two leaders in one term. %s "+
-			"(docs/operations.md, \"Backups\"). The backup's raft state is unchanged, and backup.json kept",
-			ErrRestoreUnsafe, n.dir.path, m.Node, m.Created.Format(time.RFC3339), what, advice)
-	}
-	const fresh = "Start this node with an empty data directory instead (it joins as a new node and placement gives it replicas), " +
-		"or restore the whole cluster from one node's backup with --restore --new-cluster"
+	refuse := func(what, advice string) (bool, error) { return false, n.restoreRefusal(m, what, advice) }
 	if s := resp.GetListingYou(); len(s) > 0 {
-		return refuse(fmt.Sprintf("the cluster went on after it: %s has this node in shard %d, of which the backup holds no replica", peer, s[0]), fresh)
+		return refuse(fmt.Sprintf("the cluster went on after it: %s has this node in shard %d, of which the backup holds no replica", peer, s[0]), restoreFresh)
 	}
 	for _, s := range slices.Sorted(maps.Keys(held)) {
 		mine := held[s].point
@@ -304,6 +326,7 @@ func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id u
 			continue // not a replica of it, and not one when the backup was taken
 		}
 		if was, ok := restored[s]; ok && was == mine {
+			byRestore = true
 			continue
 		}
 		switch {
@@ -317,13 +340,44 @@ func (n *Node) judgeRestore(m *backupManifest, held map[uint32]heldReplica, id u
 				peer, s, cur, mine),
 				"Compare the backups with `shoal node inspect` and start the one furthest in every shard with --restore --new-cluster")
 		case !ok:
-			return refuse(fmt.Sprintf("the cluster went on after it: %s, a voter of shard %d then, holds no replica of it now", peer, s), fresh)
+			return refuse(fmt.Sprintf("the cluster went on after it: %s, a voter of shard %d then, holds no replica of it now", peer, s), restoreFresh)
 		}
 		what := fmt.Sprintf("the cluster went on after it: %s holds a %s of shard %d; this backup a %s", peer, cur, s, mine)
 		if resp.GetYouRanSince() {
 			what += fmt.Sprintf(" (%s was restored too, and this node has run in the cluster since)", peer)
 		}
-		return refuse(what, fresh)
+		return refuse(what, restoreFresh)
+	}
+	return byRestore, nil
+}
+
+// restoreFresh is the refusal's advice when the cluster went on.
+const restoreFresh = "Start this node with an empty data directory instead (it joins as a new node and placement gives it replicas), " +
+	"or restore the whole cluster from one node's backup with --restore --new-cluster"
+
+// restoreRefusal is the restore check's refusal of backup m: what shows the cluster went
+// on, and what to do.
+func (n *Node) restoreRefusal(m *backupManifest, what, advice string) error {
+	return fmt.Errorf("%w: %s is a backup of node %q taken %s, and %s. A replica restored from it would forget entries and votes "+
+		"it acknowledged since, and its shard could lose acknowledged events or elect two leaders in one term. %s "+
+		"(docs/operations.md, \"Backups\"). The backup's raft state is unchanged, and backup.json kept",
+		ErrRestoreUnsafe, n.dir.path, m.Node, m.Created.Format(time.RFC3339), what, advice)
+}
+
+// crossCheckRestore, once every member answered, refuses a member accepted by where its
+// replicas stood when it was restored while a node that ran in the cluster since (its
+// ran_since) answers as restoring: that node is restored again, and would forget what it
+// acknowledged since; the member's restored point no longer says the cluster is where the
+// backup is.
+func (n *Node) crossCheckRestore(m *backupManifest, peers map[uint64]*restorePeer) error {
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		for _, r := range peers[id].ranSince {
+			if p := peers[r]; p != nil && p.restorer {
+				return n.restoreRefusal(m, fmt.Sprintf("the cluster went on after it: %s, starting on a restored backup, ran in the cluster "+
+					"after %s was restored from a backup of this moment, and would forget what it did since", n.peerNames([]uint64{r}), n.peerNames([]uint64{id})),
+					restoreFresh)
+			}
+		}
 	}
 	return nil
 }
@@ -435,6 +489,9 @@ func (n *Node) raftPoints(req *shoalv1.RaftPointsRequest) (*shoalv1.RaftPointsRe
 				resp.Restored = append(resp.Restored, &shoalv1.RaftPoint{Shard: s, Term: p.Term, LastIndex: p.LastIndex, LastTerm: p.LastTerm})
 			}
 		}
+		if len(resp.Restored) > 0 {
+			resp.RanSince = slices.Clone(rec.RanSince)
+		}
 	}
 	return resp, nil
 }
@@ -513,4 +570,11 @@ func (r raftReceiver) HandleMessages(msgs []replica.ShardMessage) {
 	if r.n.noteRaftSenders(msgs) {
 		r.Host.HandleMessages(msgs)
 	}
+}
+
+func (r raftReceiver) ReceiveSnapshot(m replica.ShardMessage, rd io.Reader) error {
+	if !r.n.noteRaftSenders([]replica.ShardMessage{m}) {
+		return fmt.Errorf("node: recording shard %d's snapshot sender %d since this node's restore failed", m.Shard, m.Msg.GetFrom())
+	}
+	return r.Host.ReceiveSnapshot(m, rd)
 }

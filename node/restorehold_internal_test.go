@@ -53,7 +53,10 @@ func TestJudgeRestore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n.known.Store(&[]knownMember{{ID: 2, Name: "n2"}, {ID: 3, Name: "n3"}, {ID: 4, Name: "n4"}})
-			err := n.judgeRestore(m, held, tc.id, &restorePeer{}, tc.resp)
+			byRestore, err := n.judgeRestore(m, held, tc.id, tc.resp)
+			if want := tc.name == "went on, restored from this moment"; byRestore != want {
+				t.Errorf("accepted by the restored point: %v, want %v", byRestore, want)
+			}
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -63,5 +66,22 @@ func TestJudgeRestore(t *testing.T) {
 				t.Fatalf("refusal %v does not say backup.json is kept", err)
 			}
 		})
+	}
+}
+
+// TestCrossCheckRestore: a member accepted by where it stood when it was restored is not
+// enough once a node that ran in the cluster since is being restored again.
+func TestCrossCheckRestore(t *testing.T) {
+	n := &Node{dir: &dataDir{path: "/data/n1", id: identity{NodeID: 1, Name: "n1"}}}
+	n.known.Store(&[]knownMember{{ID: 2, Name: "n2"}, {ID: 3, Name: "n3"}})
+	m := &backupManifest{Node: "n1", NodeID: 1}
+	// n3 accepted by its restored point; n2 ran since (n3 heard from it).
+	peers := map[uint64]*restorePeer{2: {done: true}, 3: {done: true, ranSince: []uint64{2}}}
+	if err := n.crossCheckRestore(m, peers); err != nil {
+		t.Fatalf("n2 running on: %v", err)
+	}
+	peers[2].restorer = true // n2 restored again, from a backup of the same moment
+	if err := n.crossCheckRestore(m, peers); !errors.Is(err, ErrRestoreUnsafe) || !strings.Contains(err.Error(), "n2, starting on a restored backup, ran in the cluster after n3 was restored") {
+		t.Fatalf("n2 restored again: %v, want ErrRestoreUnsafe naming n2 and n3", err)
 	}
 }

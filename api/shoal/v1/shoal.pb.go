@@ -3832,7 +3832,10 @@ type RaftPointsResponse struct {
 	ListingYou []uint32 `protobuf:"varint,4,rep,packed,name=listing_you,json=listingYou,proto3" json:"listing_you,omitempty"`
 	// you_ran_since: the node was restored, and the asking node has run in the cluster since
 	// (restored is then empty).
-	YouRanSince   bool `protobuf:"varint,5,opt,name=you_ran_since,json=youRanSince,proto3" json:"you_ran_since,omitempty"`
+	YouRanSince bool `protobuf:"varint,5,opt,name=you_ran_since,json=youRanSince,proto3" json:"you_ran_since,omitempty"`
+	// ran_since: with restored, the nodes whose raft traffic reached this node since it was
+	// restored (they ran in the restored cluster: one of them restored again would forget it).
+	RanSince      []uint64 `protobuf:"varint,6,rep,packed,name=ran_since,json=ranSince,proto3" json:"ran_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3900,6 +3903,13 @@ func (x *RaftPointsResponse) GetYouRanSince() bool {
 		return x.YouRanSince
 	}
 	return false
+}
+
+func (x *RaftPointsResponse) GetRanSince() []uint64 {
+	if x != nil {
+		return x.RanSince
+	}
+	return nil
 }
 
 type SetReplicationRequest struct {
@@ -4512,14 +4522,15 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12\x1b\n" +
 	"\tlast_term\x18\x04 \x01(\x04R\blastTerm\x12\x16\n" +
 	"\x06voters\x18\x05 \x03(\x04R\x06voters\x12\x1a\n" +
-	"\blearners\x18\x06 \x03(\x04R\blearners\"\xd7\x01\n" +
+	"\blearners\x18\x06 \x03(\x04R\blearners\"\xf4\x01\n" +
 	"\x12RaftPointsResponse\x12-\n" +
 	"\acurrent\x18\x01 \x03(\v2\x13.shoal.v1.RaftPointR\acurrent\x12/\n" +
 	"\brestored\x18\x02 \x03(\v2\x13.shoal.v1.RaftPointR\brestored\x12\x1c\n" +
 	"\trestoring\x18\x03 \x01(\bR\trestoring\x12\x1f\n" +
 	"\vlisting_you\x18\x04 \x03(\rR\n" +
 	"listingYou\x12\"\n" +
-	"\ryou_ran_since\x18\x05 \x01(\bR\vyouRanSince\"9\n" +
+	"\ryou_ran_since\x18\x05 \x01(\bR\vyouRanSince\x12\x1b\n" +
+	"\tran_since\x18\x06 \x03(\x04R\branSince\"9\n" +
 	"\x15SetReplicationRequest\x12 \n" +
 	"\vreplication\x18\x01 \x01(\rR\vreplication\"\x7f\n" +
 	"\x16SetReplicationResponse\x125\n" +
