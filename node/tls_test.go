@@ -224,6 +224,21 @@ func TestClusterTLS(t *testing.T) {
 	if _, err := rs.CloseAndRecv(); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("raft batch sent as node %d with a certificate for ops.example: %v, want PERMISSION_DENIED", n2, err)
 	}
+	// Nor as a node no member knows: its terms would depose leaders, its appends be taken.
+	const madeUp = 424242
+	hb, err = proto.Marshal(&raftpb.Message{Type: new(raftpb.MsgHeartbeat), From: new(uint64(madeUp)), To: new(n1), Term: new(uint64(1 << 40))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs, err = shoalv1.NewRaftClient(oconn).Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&shoalv1.RaftBatch{From: madeUp, To: n1, Shards: []uint32{0}, Messages: [][]byte{hb}}); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if _, err := rs.CloseAndRecv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not a known member") {
+		t.Fatalf("raft batch sent as unknown node %d: %v, want UNAVAILABLE, not a known member", madeUp, err)
+	}
 }
 
 // TestConsoleOffWithTLS: a node that serves TLS serves no console (its HTTP port would answer

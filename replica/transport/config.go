@@ -203,6 +203,9 @@ var (
 	// ErrNotSender: under TLS, the caller's certificate does not name the host of the address
 	// the node it sends as has (Config.Resolve): it may not speak for that node.
 	ErrNotSender = errors.New("transport: the caller's certificate does not name the sender's host")
+	// ErrUnknownSender: under TLS, the sender is a node of no known address (gossip has not
+	// told this node of it yet), so its certificate cannot be checked; it retries.
+	ErrUnknownSender = errors.New("transport: the sender is not a known member yet")
 	// ErrNoHandler: traffic arrived before SetHandler.
 	ErrNoHandler = errors.New("transport: no handler set")
 	// ErrClosed: the transport was closed.

@@ -30,9 +30,11 @@ type server struct {
 // checkSender refuses a caller that sends as node from over TLS with a certificate that does not
 // name the host of from's address (Config.Resolve), as each node's certificate names its own
 // (the host peers dial it at, which they verify): any holder of a certificate from the nodes'
-// CA, an operator's say, could otherwise cast votes and acknowledge entries as any member. A
-// sender with no known address yet (gossip has not told this node of it) passes, as does any
-// caller without TLS.
+// CA, an operator's say, could otherwise cast votes and acknowledge entries as any member. Over
+// TLS, a sender with no known address (gossip has not told this node of it yet) is refused too
+// (ErrUnknownSender, which the sender retries): any such certificate could otherwise speak raft
+// as a made-up member, whose higher terms depose leaders and whose appends and snapshots a
+// follower takes. A caller without TLS passes.
 func (t *Transport) checkSender(ctx context.Context, from uint64) error {
 	p, ok := grpcpeer.FromContext(ctx)
 	if !ok {
@@ -44,7 +46,7 @@ func (t *Transport) checkSender(ctx context.Context, from uint64) error {
 	}
 	addr, ok := t.cfg.Resolve(from)
 	if !ok {
-		return nil
+		return fmt.Errorf("%w: node %d", ErrUnknownSender, from)
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -150,7 +152,7 @@ func toStatus(err error) error {
 	case errors.Is(err, replica.ErrStaleSnapshot):
 		// The sender's leadership ended: no fault of this node (sendSnapshotJob).
 		code = codes.Aborted
-	case errors.Is(err, ErrNoHandler), errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrNoHandler), errors.Is(err, ErrClosed), errors.Is(err, ErrUnknownSender):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
