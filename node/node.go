@@ -152,6 +152,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ServerTLS != nil && len(cfg.GossipKey) == 0 {
+		// TLS keeps strangers off the gRPC port, but gossip without a key admits any member:
+		// its metadata moves replicas (addresses, decommissioning) and the replication factor.
+		n.log.Warn("gRPC uses TLS but gossip is not encrypted (no --gossip-key-file): anyone who reaches the gossip port "+
+			"can join gossip and move replicas with forged member data; give every node the same gossip key",
+			"gossip", cfg.Gossip)
+	}
 	if cfg.Restore && restoring == nil {
 		// The flag left in a unit file would let a backup copied here later start unasked.
 		n.log.Warn("--restore given, but the data directory holds no backup (no "+backupManifestFile+"): started as usual; "+

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/shoaldb/shoal/internal/membership"
 )
@@ -125,15 +126,25 @@ func replicationChange(cur Settings, self uint64, members []membership.Member, r
 		if m.Alive && !m.FollowsReplication {
 			return Settings{}, false, &ReplicationError{Replication: r, Member: m.Name, Version: m.Version}
 		}
-		if ms := (Settings{Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}); newerReplication(ms, s) {
+		if ms := (Settings{Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}); gossipedReplicationValid(m) && newerReplication(ms, s) {
 			s.Replication, s.ReplicationEpoch = ms.Replication, ms.ReplicationEpoch
 		}
 	}
 	if s.Replication == uint32(r) {
 		return s, false, nil
 	}
+	if s.ReplicationEpoch == math.MaxUint64 {
+		return Settings{}, false, fmt.Errorf("%w: the replication factor's epoch is at its last value (%d): no change can follow it", ErrConfigConflict, s.ReplicationEpoch)
+	}
 	s.Replication, s.ReplicationEpoch = uint32(r), s.ReplicationEpoch+1
 	return s, true, nil
+}
+
+// gossipedReplicationValid reports whether m gossips a factor a node could have set: in range,
+// under an epoch that a change can still follow. Another is no node's (gossip without a key
+// admits anyone), and is ignored.
+func gossipedReplicationValid(m membership.Member) bool {
+	return m.Replication != 0 && m.Replication <= MaxReplication && m.ReplicationEpoch < math.MaxUint64
 }
 
 // followReplication adopts the replication factor of the highest epoch among the members, if
@@ -150,7 +161,7 @@ func (n *Node) followReplication() {
 	best, from := *cur, ""
 	for _, m := range n.Members() {
 		ms := Settings{Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}
-		if m.NodeID != n.ID() && m.ClusterID == cur.ClusterID && m.Replication != 0 && newerReplication(ms, best) {
+		if m.NodeID != n.ID() && m.ClusterID == cur.ClusterID && gossipedReplicationValid(m) && newerReplication(ms, best) {
 			best.Replication, best.ReplicationEpoch, from = ms.Replication, ms.ReplicationEpoch, m.Name
 		}
 	}

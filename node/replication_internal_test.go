@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -43,6 +44,10 @@ func TestReplicationChange(t *testing.T) {
 		{name: "live old version", members: []membership.Member{member(2, 3, 1), old}, r: 5,
 			err: `member "n4" runs version "v0.9", which does not follow a change`},
 		{name: "dead old version", members: []membership.Member{func() membership.Member { m := old; m.Alive = false; return m }()}, r: 5,
+			want: Settings{Replication: 5, ReplicationEpoch: 2}, changed: true},
+		// A factor out of range, or the last epoch, is no node's (gossip without a key admits
+		// anyone): it counts for nothing.
+		{name: "forged", members: []membership.Member{member(2, 9, 5), member(3, 1, math.MaxUint64)}, r: 5,
 			want: Settings{Replication: 5, ReplicationEpoch: 2}, changed: true},
 		{name: "zero", r: 0, err: "replication factor 0 out of range 1..7"},
 		{name: "eight", r: 8, err: "replication factor 8 out of range 1..7"},
