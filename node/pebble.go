@@ -66,7 +66,7 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 		CacheSize:                   256 << 20,
 		BytesPerSync:                1 << 20,
 		WALBytesPerSync:             0, // the replica syncs explicitly
-		FormatMajorVersion:          pebble.FormatNewest,
+		FormatMajorVersion:          storeFormat,
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		Logger:                      pebbleLogger{log},
 		EventListener: &pebble.EventListener{
@@ -104,6 +104,13 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 	}
 	return db, opts, nil
 }
+
+// storeFormat is the Pebble format major version stores are created with, and opened stores
+// are raised to. Pinned, not pebble.FormatNewest: a Pebble update whose newest format is
+// later would otherwise raise every store the first time the new binary opens it, after which
+// the previous binary cannot open it, and an upgrade could no longer be rolled back. Raise it
+// on purpose, in a release that says so (docs/operations.md, "Upgrades").
+const storeFormat = pebble.FormatValueSeparation
 
 // backgroundErrorLogEvery bounds how often a repeated background error is logged.
 const backgroundErrorLogEvery = 5 * time.Second
