@@ -55,6 +55,10 @@ const (
 
 	// MaxShards bounds the shard count fixed at cluster creation.
 	MaxShards = 4096
+	// The values of Config.Pprof.
+	PprofLoopback = "loopback"
+	PprofOn       = "on"
+	PprofOff      = "off"
 	// MaxReplication bounds the replication factor.
 	MaxReplication = 7
 	// MaxWALCommitDelay bounds Config.WALCommitDelay.
@@ -90,6 +94,11 @@ type Config struct {
 	// machines than the gRPC port. Refused with ServerTLS (which turns the console off), whose
 	// clients must present certificates, and with DisableHTTP.
 	ConsoleData bool
+	// Pprof says who the Go profiler on the HTTP port (/debug/pprof/) answers: PprofLoopback
+	// (the default, ""), requests from this machine only; PprofOn, every request; PprofOff,
+	// none. The port authenticates no one, and a profile or trace costs the node CPU for as
+	// long as the caller asks.
+	Pprof string
 	// Gossip is the memberlist bind address (TCP and UDP). Default
 	// 127.0.0.1:7401.
 	Gossip string
@@ -481,6 +490,11 @@ func (c Config) Validate() error {
 	if c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert {
 		return fmt.Errorf("node: config: ServerTLS.ClientAuth is %v, must be RequireAndVerifyClientCert "+
 			"(peers are authenticated by their certificates)", c.ServerTLS.ClientAuth)
+	}
+	switch c.Pprof {
+	case "", PprofLoopback, PprofOn, PprofOff:
+	default:
+		return fmt.Errorf("node: config: Pprof %q: want %q, %q or %q", c.Pprof, PprofLoopback, PprofOn, PprofOff)
 	}
 	if c.ConsoleData && c.DisableHTTP {
 		return errors.New("node: config: ConsoleData needs the HTTP port, which is disabled (DisableHTTP; --http off)")

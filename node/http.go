@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"slices"
@@ -31,13 +32,32 @@ func (n *Node) httpHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.regs, Timeout: metricsTimeout}))
-	mux.HandleFunc("/debug/pprof/", n.hostGuard(pprof.Index))
-	mux.HandleFunc("/debug/pprof/cmdline", n.hostGuard(pprof.Cmdline))
-	mux.HandleFunc("/debug/pprof/profile", n.hostGuard(pprof.Profile))
-	mux.HandleFunc("/debug/pprof/symbol", n.hostGuard(pprof.Symbol))
-	mux.HandleFunc("/debug/pprof/trace", n.hostGuard(pprof.Trace))
+	if n.cfg.Pprof != PprofOff {
+		mux.HandleFunc("/debug/pprof/", n.pprofGuard(pprof.Index))
+		mux.HandleFunc("/debug/pprof/cmdline", n.pprofGuard(pprof.Cmdline))
+		mux.HandleFunc("/debug/pprof/profile", n.pprofGuard(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", n.pprofGuard(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", n.pprofGuard(pprof.Trace))
+	}
 	n.consoleRoutes(mux)
 	return mux
+}
+
+// pprofGuard serves h as hostGuard does and, unless Config.Pprof is PprofOn, only to requests
+// from this machine (a loopback address).
+func (n *Node) pprofGuard(h http.HandlerFunc) http.HandlerFunc {
+	guarded := n.hostGuard(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if n.cfg.Pprof != PprofOn {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+				http.Error(w, "the profiler answers requests from this machine only; start the server with --pprof on to serve it to others",
+					http.StatusForbidden)
+				return
+			}
+		}
+		guarded(w, r)
+	}
 }
 
 // hostGuard serves h only to requests addressed to this node (consoleHostAllowed): a web page

@@ -304,7 +304,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			host, _, _ := net.SplitHostPort(cfg.Advertise)
 			n.httpAddr = net.JoinHostPort(host, fmt.Sprint(tcp.Port))
 		}
-		n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		go n.httpSrv.Serve(n.httpLis)
 	}
 

@@ -146,6 +146,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"server", "--join", " , "}, "--join is empty"},
 		{[]string{"server", "--http", ""}, `--http is empty: give an address, or "off"`},
 		{[]string{"server", "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+		{[]string{"server", "--pprof", "maybe"}, `--pprof "maybe": want "loopback", "on" or "off"`},
 		{[]string{"server", "--log-format", "xml"}, `--log-format "xml": want text or json`},
 		{[]string{"server", "--data", ""}, "--data is empty"},
 		{[]string{"server", "--replication", "9"}, "--replication 9 out of range 1..7"},

@@ -150,6 +150,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "gRPC address clients and peers are told to use (host:port), when it is not --listen's (all interfaces, NAT, a published container port); its host also stands in for an all-interfaces --http")
 	f.StringVar(&cfg.GossipAdvertise, "gossip-advertise", "", "gossip address peers are told to use (host:port), when it is not --gossip's")
 	f.StringVar(&cfg.HTTP, "http", def.HTTP, "HTTP address for the console (/console/), /metrics, /healthz, /readyz and pprof (\"off\" disables it)")
+	f.StringVar(&cfg.Pprof, "pprof", node.PprofLoopback, "who the Go profiler on the HTTP port (/debug/pprof/) answers: loopback (requests from this machine), on (any), off")
 	f.BoolVar(&cfg.ConsoleData, "console-data", false, "let the console show events (streams, shard logs, event data), not only the cluster's state; the HTTP port authenticates no one, so not with --tls-*")
 	f.IntVar(&cfg.Shards, "shards", def.Shards, fmt.Sprintf("shard count when creating a cluster, 1..%d, fixed afterwards", node.MaxShards))
 	f.StringVar(&cfg.Name, "node", "", "node name, unique in the cluster (default: the name stored in --data, else the host name)")
@@ -481,7 +482,7 @@ func configFlags(msg string) string {
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration", "RetentionInterval": "--retention-interval", "RetentionMinAge": "--retention-min-age",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
 		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines", "WALCommitDelay": "--wal-commit-delay",
-		"ConsoleData": "--console-data",
+		"ConsoleData": "--console-data", "Pprof": "--pprof",
 	}
 	flag, ok := flags[field]
 	if !ok {
