@@ -45,6 +45,10 @@ const (
 	// 99 MB resident), for up to a minute: a caught-up projection (package query) holds one
 	// per shard.
 	DefaultMaxLongPolls = 10_000
+	// DefaultMaxReads is the default Config.MaxReads. A read holds a goroutine and a page of
+	// up to about 1 MiB (more for one large event) while its client takes it: a client that
+	// stops taking its pages holds them until it cancels.
+	DefaultMaxReads = 4_096
 	// DefaultMaxAppendPipelines is the default Config.MaxAppendPipelines. A Go client holds
 	// one stream per node it appends to, for as long as it runs; an idle one costs its
 	// server three goroutines and their buffers, about 17 KiB (2,000 took a node from 35 MB
@@ -196,6 +200,13 @@ type Config struct {
 	// RESOURCE_EXHAUSTED naming the limit, before it costs anything; clients retry it after a
 	// backoff. Default DefaultMaxLongPolls; negative is refused.
 	MaxLongPolls int
+	// MaxReads bounds the reads the node holds at once that neither follow nor wait (Read
+	// and ReadShard without follow or wait_ms, ListStreams), served by its replicas or
+	// relayed, apart from subscriptions and long polls: each holds a page while its client
+	// takes it. One beyond it is refused with RESOURCE_EXHAUSTED naming the limit, before it
+	// reads anything; clients retry it after a backoff. Default DefaultMaxReads; negative is
+	// refused.
+	MaxReads int
 	// MaxAppendPipelines bounds the AppendPipeline streams the node holds open at once. One
 	// beyond it is refused with RESOURCE_EXHAUSTED naming the limit before it reads an item,
 	// so nothing it carried is written; the Go client then appends to the node with unary
@@ -321,6 +332,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxLongPolls == 0 {
 		c.MaxLongPolls = DefaultMaxLongPolls
+	}
+	if c.MaxReads == 0 {
+		c.MaxReads = DefaultMaxReads
 	}
 	if c.MaxAppendPipelines == 0 {
 		c.MaxAppendPipelines = DefaultMaxAppendPipelines
@@ -457,6 +471,10 @@ func (c Config) Validate() error {
 	if c.MaxLongPolls < 0 {
 		return fmt.Errorf("node: config: MaxLongPolls %d is negative (long polls held at once; 0 for the default %d)",
 			c.MaxLongPolls, DefaultMaxLongPolls)
+	}
+	if c.MaxReads < 0 {
+		return fmt.Errorf("node: config: MaxReads %d is negative (reads held at once; 0 for the default %d)",
+			c.MaxReads, DefaultMaxReads)
 	}
 	if c.MaxAppendPipelines < 0 {
 		return fmt.Errorf("node: config: MaxAppendPipelines %d is negative (append pipelines held at once; 0 for the default %d)",

@@ -19,6 +19,7 @@ import (
 //	kind                                  Config field         flag                    metric (held)
 //	subscriptions (read with follow)      MaxSubscriptions     --max-subscriptions     shoal_subscriptions_held
 //	long polls (ReadShard with wait_ms)   MaxLongPolls         --max-long-polls        shoal_long_polls_held
+//	other reads (Read, ReadShard, List)   MaxReads             --max-reads             shoal_reads_held
 //	AppendPipeline streams                MaxAppendPipelines   --max-append-pipelines  shoal_append_pipelines_held
 //	bytes of appends in flight            MaxAppendBytes       --max-append-bytes      shoal_append_bytes_held
 //
@@ -81,8 +82,8 @@ func quotaRefusal(name, msg, what string) error {
 
 // limits are a node's heldLimits, and its bound on the bytes of appends in flight.
 type limits struct {
-	subscriptions, longPolls, pipelines heldLimit
-	appendBytes                         byteLimit
+	subscriptions, longPolls, reads, pipelines heldLimit
+	appendBytes                                byteLimit
 }
 
 // byteLimit bounds the bytes of the calls of one kind a node holds at once. Its methods are
@@ -120,6 +121,9 @@ func newLimits(cfg *Config, m *metrics) *limits {
 		longPolls: heldLimit{limit: int64(cfg.MaxLongPolls), flag: "max-long-polls",
 			one: "long poll", many: "long polls", what: "long polls (shard reads with wait_ms) held at once",
 			advice: "poll less often or through another node, or raise the limit", gauge: m.longPollsHeld},
+		reads: heldLimit{limit: int64(cfg.MaxReads), flag: "max-reads",
+			one: "read", many: "reads", what: "reads (without follow or wait_ms) held at once",
+			advice: "retry after a backoff, read through another node, or raise the limit", gauge: m.readsHeld},
 		pipelines: heldLimit{limit: int64(cfg.MaxAppendPipelines), flag: "max-append-pipelines",
 			one: "append pipeline", many: "append pipelines", what: "AppendPipeline streams held at once",
 			advice: "append with unary calls, close some, or raise the limit", gauge: m.pipelinesHeld},
@@ -132,25 +136,34 @@ func newLimits(cfg *Config, m *metrics) *limits {
 // here or relayed to the shard's leader, a subscription holds a goroutine and its stream's
 // state on this node for as long as its client keeps it. Past the limit it refuses the read
 // with RESOURCE_EXHAUSTED naming the limit (which clients retry after a backoff), before the
-// read costs anything. A read without follow takes no place.
+// read costs anything. A read without follow takes one of the Config.MaxReads places
+// (holdRead).
 func (n *Node) holdSubscription(follow bool, kind string) (release func(), err error) {
 	if !follow {
-		return func() {}, nil
+		return n.holdRead(kind)
 	}
 	return n.limits.subscriptions.hold(n.dir.id.Name, n.metrics.subsRefused.WithLabelValues(kind))
+}
+
+// holdRead takes, for a read of kind stream, shard or list that neither follows nor waits, one
+// of the Config.MaxReads places of the node until the returned func is called: it holds a
+// goroutine and a page while its client takes it, as long as the client lets it. Past the
+// limit it refuses as holdSubscription does.
+func (n *Node) holdRead(kind string) (release func(), err error) {
+	return n.limits.reads.hold(n.dir.id.Name, n.metrics.readsRefused.WithLabelValues(kind))
 }
 
 // holdShardRead takes the place a shard read holds until the returned func is called: a
 // subscription's (follow: holdSubscription), or one of the Config.MaxLongPolls places of the
 // node for a long poll (wait_ms without follow), which, served here or relayed, holds a
 // goroutine for up to its wait. Past the limit it refuses the read as holdSubscription does.
-// A read that does not wait takes no place.
+// A read that does neither takes one of the Config.MaxReads places (holdRead).
 func (n *Node) holdShardRead(req *shoalv1.ReadShardRequest) (release func(), err error) {
 	switch {
 	case req.Follow:
 		return n.holdSubscription(true, "shard")
 	case req.WaitMs == 0:
-		return func() {}, nil
+		return n.holdRead("shard")
 	}
 	return n.limits.longPolls.hold(n.dir.id.Name, n.metrics.longPollsRefused)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -558,4 +559,92 @@ func TestAppendBytesLimit(t *testing.T) {
 	if held := gaugeValue(t, reg, "shoal_append_bytes_held"); held != 0 {
 		t.Fatalf("shoal_append_bytes_held %v after every append was answered, want 0", held)
 	}
+}
+
+// TestReadLimit: a node holds at most Config.MaxReads reads that neither follow nor wait
+// (stream and shard reads, stream lists) at once: a client that stops taking a read's pages
+// holds its place, and past the limit each read is refused with RESOURCE_EXHAUSTED naming
+// --max-reads and its value, counted by kind in shoal_reads_refused_total; subscriptions go
+// on; a read that ends gives its place back. Without the limit every such read holds a
+// goroutine and a page for as long as its client keeps it.
+func TestReadLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	const limit = 2
+	cfg.MaxReads = limit
+	n := startNode(t, cfg)
+	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// 8 MiB in one stream: more than a read's flow-control window, so a read whose client
+	// takes nothing stays open, its server blocked sending.
+	for range 32 {
+		evs := events("Big", "Big", "Big", "Big")
+		for _, e := range evs {
+			e.Data, e.ContentType = make([]byte, 64<<10), ""
+		}
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: "big", Events: evs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cancels []context.CancelFunc
+	for range limit {
+		rctx, rcancel := context.WithCancel(ctx)
+		defer rcancel()
+		if _, err := c.Read(rctx, &shoalv1.ReadRequest{Stream: "big"}); err != nil {
+			t.Fatal(err)
+		}
+		cancels = append(cancels, rcancel)
+	}
+	waitGauge(t, reg, "shoal_reads_held", limit)
+
+	r, err := c.Read(ctx, &shoalv1.ReadRequest{Stream: "big"})
+	if err == nil {
+		_, err = r.Recv()
+	}
+	checkRefusal(t, err, "max-reads", limit)
+	sr, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 0})
+	if err == nil {
+		_, err = sr.Recv()
+	}
+	checkRefusal(t, err, "max-reads", limit)
+	ls, err := c.ListStreams(ctx, &shoalv1.ListStreamsRequest{Shard: 0})
+	if err == nil {
+		_, err = ls.Recv()
+	}
+	checkRefusal(t, err, "max-reads", limit)
+	for _, kind := range []string{"stream", "shard", "list"} {
+		if got := testutil.ToFloat64(n.metrics.readsRefused.WithLabelValues(kind)); got != 1 {
+			t.Fatalf("shoal_reads_refused_total{kind=%q} %v, want 1", kind, got)
+		}
+	}
+
+	// A subscription takes no read's place.
+	sctx, scancel := context.WithCancel(ctx)
+	sub, err := c.ReadShard(sctx, &shoalv1.ReadShardRequest{Shard: 1, Follow: true})
+	if err == nil {
+		_, err = sub.Recv()
+	}
+	scancel()
+	if err != nil {
+		t.Fatalf("subscription at the read limit: %v", err)
+	}
+
+	// A read that ends gives its place back.
+	cancels[0]()
+	waitGauge(t, reg, "shoal_reads_held", limit-1)
+	got := 0
+	r, err = c.Read(ctx, &shoalv1.ReadRequest{Stream: "big"})
+	for err == nil {
+		var page *shoalv1.ReadResponse
+		if page, err = r.Recv(); err == nil {
+			got += len(page.GetEvents())
+		}
+	}
+	if err != io.EOF || got != 128 {
+		t.Fatalf("read after one ended: %d events, %v; want 128", got, err)
+	}
+	waitGauge(t, reg, "shoal_reads_held", limit-1)
 }

@@ -16,10 +16,15 @@ func (s *streamsServer) ListStreams(req *shoalv1.ListStreamsRequest, stream grpc
 	if err == nil {
 		err = shard.CheckListBounds(req.Prefix, req.After)
 	}
+	var release func()
+	if err == nil {
+		release, err = s.n.holdRead("list")
+	}
 	if err != nil {
 		err = s.n.toStatus(err, "", req.Shard)
 	} else {
 		err = s.n.listStreams(req, st, stream)
+		release()
 	}
 	if incomingHops(stream.Context()) == 0 {
 		s.n.metrics.reads.WithLabelValues("list", resultLabel(err)).Inc()

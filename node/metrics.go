@@ -35,6 +35,8 @@ type metrics struct {
 	// Long polls and AppendPipeline streams held against, and refused at, Config.MaxLongPolls
 	// and Config.MaxAppendPipelines.
 	longPollsHeld, pipelinesHeld       prometheus.Gauge
+	readsHeld                          prometheus.Gauge       // reads held against Config.MaxReads
+	readsRefused                       *prometheus.CounterVec // reads refused at Config.MaxReads, by kind
 	longPollsRefused, pipelinesRefused prometheus.Counter
 	appendBytesHeld                    prometheus.Gauge
 	appendBytesRefused                 prometheus.Counter
@@ -114,6 +116,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_long_polls_refused_total",
 			Help: "Long polls refused (RESOURCE_EXHAUSTED) because this node held --max-long-polls already.",
 		}),
+		readsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_reads_held",
+			Help: "Reads without follow or wait_ms (stream, shard, list) this node holds now, served here or relayed: what --max-reads bounds.",
+		}),
+		readsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_reads_refused_total",
+			Help: "Reads without follow or wait_ms refused (RESOURCE_EXHAUSTED) because this node held --max-reads already, by kind (stream, shard, list).",
+		}, []string{"kind"}),
 		pipelinesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_append_pipelines_held",
 			Help: "AppendPipeline streams open on this node now: what --max-append-pipelines bounds.",
@@ -136,6 +146,9 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		m.subscriptions.WithLabelValues(kind)
 		m.subsRefused.WithLabelValues(kind)
 	}
+	for _, kind := range []string{"stream", "shard", "list"} {
+		m.readsRefused.WithLabelValues(kind)
+	}
 	for _, why := range []string{"caller", "replica_gone", "not_current", "shutdown", "deleted", "error"} {
 		m.subsEnded.WithLabelValues(why)
 	}
@@ -156,7 +169,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
-			m.longPollsHeld, m.longPollsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused)
+			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused)
 	}
 	return m
 }

@@ -18,7 +18,9 @@ import (
 const restoreHelp = `Restoring one (a server started with --data on a copy of it, and --restore) is
 safe for a one-node cluster, for a whole cluster whose nodes were all backed up
 while no writes ran, or as a new cluster from one node's backup (--restore
---new-cluster, then join new nodes to it); see docs/operations.md, "Backups".`
+--new-cluster, then join new nodes to it); see docs/operations.md, "Backups".
+A server started with --restore alone checks it: it keeps its shards closed until
+the members show the cluster did not go on after the backup, and exits if one did.`
 
 // nodeBackupCmd is shoal node backup: one node's backup.
 func (a *app) nodeBackupCmd() *cobra.Command {

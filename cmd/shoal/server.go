@@ -85,6 +85,10 @@ SIGINT or SIGTERM stops it cleanly.`,
 				return usagef("--max-long-polls %d must be at least 1 (long polls the node holds at once; default %d)",
 					cfg.MaxLongPolls, node.DefaultMaxLongPolls)
 			}
+			if cfg.MaxReads < 1 {
+				return usagef("--max-reads %d must be at least 1 (reads the node holds at once; default %d)",
+					cfg.MaxReads, node.DefaultMaxReads)
+			}
 			if cfg.MaxAppendPipelines < 1 {
 				return usagef("--max-append-pipelines %d must be at least 1 (append pipelines the node holds at once; default %d)",
 					cfg.MaxAppendPipelines, node.DefaultMaxAppendPipelines)
@@ -164,6 +168,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.DurationVar(&cfg.RetentionMinAge, "retention-min-age", node.DefaultRetentionMinAge, "retention (policies and 'shoal retain') never removes an event committed less than this long ago, so that writers' retries of an append find its events; negative: no minimum")
 	f.IntVar(&cfg.StreamCache, "stream-cache", node.DefaultStreamCache, "streams whose metadata (last version, state) the node keeps in memory for appends, shared by the cluster's shards (about 130 bytes plus the name each; each shard keeps at least 256)")
 	f.IntVar(&cfg.MaxSubscriptions, "max-subscriptions", node.DefaultMaxSubscriptions, "subscriptions (reads with --follow) the node holds at once, served or relayed to a shard's leader (about 30 KiB and a heartbeat a second each); more are refused with RESOURCE_EXHAUSTED, which clients retry")
+	f.IntVar(&cfg.MaxReads, "max-reads", node.DefaultMaxReads, "reads that neither follow nor wait (stream and shard reads, stream lists) the node holds at once, served or relayed (each holds a page of up to about 1 MiB while its client takes it); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.IntVar(&cfg.MaxLongPolls, "max-long-polls", node.DefaultMaxLongPolls, "long polls (shard reads that wait for new events, as projections make) the node holds at once, served or relayed, apart from --max-subscriptions (about 30 KiB each, for up to a minute); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.IntVar(&cfg.MaxAppendPipelines, "max-append-pipelines", node.DefaultMaxAppendPipelines, "append pipeline streams (a Go client keeps one per node) the node holds at once (about 17 KiB each when idle); more are refused with RESOURCE_EXHAUSTED before anything they carry is written, and the Go client appends with unary calls instead")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
@@ -481,7 +486,7 @@ func configFlags(msg string) string {
 		"GossipAdvertise": "--gossip-advertise", "Shards": "--shards", "Replication": "--replication",
 		"DeadAfter": "--dead-after", "JoinTimeout": "--join-timeout", "MaxSyncDuration": "--max-sync-duration", "RetentionInterval": "--retention-interval", "RetentionMinAge": "--retention-min-age",
 		"GossipKey": "the key in --gossip-key-file", "Name": "--node", "Zone": "--zone", "MaxSubscriptions": "--max-subscriptions",
-		"MaxLongPolls": "--max-long-polls", "MaxAppendPipelines": "--max-append-pipelines", "WALCommitDelay": "--wal-commit-delay",
+		"MaxLongPolls": "--max-long-polls", "MaxReads": "--max-reads", "MaxAppendPipelines": "--max-append-pipelines", "WALCommitDelay": "--wal-commit-delay",
 		"ConsoleData": "--console-data", "Pprof": "--pprof",
 	}
 	flag, ok := flags[field]

@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoaldb/shoal/client"
 )
 
 // TestClusterRecoveryFromBackup runs writers against a three-process cluster (replication 3),
@@ -60,4 +64,59 @@ func TestClusterRecoveryFromBackup(t *testing.T) {
 		return
 	}
 	rc.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+}
+
+// TestRestoreIntoRunningClusterRefused: a real server started on its node's backup
+// (--restore) after the cluster went on exits with status 1, saying so, and keeps
+// backup.json; the two other servers serve on.
+func TestRestoreIntoRunningClusterRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	cl := startCluster(t, 3, 8)
+	c := cl.dial()
+	cl.waitReplicated(c, 60*time.Second)
+	out, err := exec.Command(binPath, "node", "backup", "n3", "--name", "b", "--server", cl.servers[0].grpcAddr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("shoal node backup n3: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const streams = 16
+	for i := range streams { // the cluster goes on: every shard's log grows
+		if _, err := c.Append(ctx, fmt.Sprintf("after-%d", i), client.NoStream, client.Event{Type: "After"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n3 := cl.byName("n3")
+	n3.kill()
+
+	// n3 again, on its backup, with its addresses and flags.
+	r := newServer(t, "n3", "z3", n3.join, "--restore")
+	r.dataDir = filepath.Join(n3.dataDir, "backups", "b")
+	r.grpcAddr, r.gossip, r.httpAddr = n3.grpcAddr, n3.gossip, n3.httpAddr
+	r.start()
+	select {
+	case <-r.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the server on n3's backup still runs after 60 s:\n%s", r.tail())
+	}
+	if code := r.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(r.tail(), "the cluster went on after it") {
+		t.Fatalf("the server on n3's backup exited with %d; want 1, saying the cluster went on:\n%s", code, r.tail())
+	}
+	if _, err := os.Stat(filepath.Join(r.dataDir, "backup.json")); err != nil {
+		t.Fatalf("backup.json after the refused restore: %v", err)
+	}
+	for i := range streams {
+		n := 0
+		for _, err := range c.Read(ctx, fmt.Sprintf("after-%d", i)) {
+			if err != nil {
+				t.Fatalf("read after-%d: %v", i, err)
+			}
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("after-%d: %d events, want 1", i, n)
+		}
+	}
 }
