@@ -165,6 +165,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 		s.Shards = append(s.Shards, ss)
 	}
 	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
+	s.Notes = append(s.Notes, s.mixedVersions()...)
 	s.Notes = append(s.Notes, s.notReady()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	s.Notes = append(s.Notes, s.replicationSpread()...)
@@ -259,8 +260,8 @@ func quoteList(ss []string) string {
 
 // mixedFormats explains shards at different formats, as during a rolling upgrade: a shard's
 // leader raises it once every node holding a replica runs a version that applies the later
-// format, and until then its deletes take no position in its log. A shard led by a version
-// that does not report formats counts as format 1.
+// format, and until then it keeps the earlier one. A shard led by a version that does not
+// report formats counts as format 1.
 func (s *Status) mixedFormats() []string {
 	count := map[uint64]int{}
 	for _, sh := range s.Shards {
@@ -277,8 +278,29 @@ func (s *Status) mixedFormats() []string {
 		parts = append(parts, fmt.Sprintf("%d at format %d", count[f], f))
 	}
 	return []string{fmt.Sprintf("shards are at different formats (%s): a shard is raised to format %d once every node "+
-		"holding it runs a version that applies it and is alive; until then deletes in it take no position in its log",
+		"holding it runs a version that applies it and is alive; until then it keeps its format",
 		strings.Join(parts, ", "), formats[len(formats)-1])}
+}
+
+// mixedVersions names the versions the alive nodes run when they differ, as during a rolling
+// upgrade: shards stay at the format all their members apply, and placement keeps replicas of
+// raised shards off the older nodes, until the upgrade is finished.
+func (s *Status) mixedVersions() []string {
+	byVersion := map[string][]string{}
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.Version != "" {
+			byVersion[n.Version] = append(byVersion[n.Version], n.Name)
+		}
+	}
+	if len(byVersion) < 2 {
+		return nil
+	}
+	var parts []string
+	for _, v := range slices.Sorted(maps.Keys(byVersion)) {
+		parts = append(parts, fmt.Sprintf("%s on %s", v, strings.Join(byVersion[v], ", ")))
+	}
+	return []string{fmt.Sprintf("the nodes run %d versions (%s): an upgrade under way; finish it one node at a time, "+
+		"each once `cluster status --check` exits 0 (docs/operations.md, \"Upgrades\")", len(byVersion), strings.Join(parts, "; "))}
 }
 
 // StalledDrains explains why a decommissioning node that is alive keeps replicas: placement

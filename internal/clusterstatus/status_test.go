@@ -29,6 +29,30 @@ func TestClusterStatusMixedFormats(t *testing.T) {
 	}
 }
 
+// Alive nodes of different versions (a rolling upgrade) are named by version; a dead one's is
+// not counted.
+func TestClusterStatusMixedVersions(t *testing.T) {
+	status := func(versions ...string) *Status {
+		var nodes []*shoalv1.NodeInfo
+		for i, v := range versions {
+			n := &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Version: v, Alive: true}
+			if ver, ok := strings.CutSuffix(v, ":dead"); ok {
+				n.Version, n.Alive = ver, false
+			}
+			nodes = append(nodes, n)
+		}
+		return New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes}})
+	}
+	if notes := status("v2", "v2", "v1:dead").Notes; len(notes) != 0 {
+		t.Errorf("one version alive, yet: %q", notes)
+	}
+	notes := status("v2", "v1", "v2").Notes
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "the nodes run 2 versions (v1 on n2; v2 on n1, n3): an upgrade under way") {
+		t.Errorf("mixed versions: %q", notes)
+	}
+}
+
 // Zone names that differ only in case are pointed out: placement takes them for two zones.
 func TestClusterStatusZonesAlike(t *testing.T) {
 	status := func(zones ...string) *Status {
