@@ -101,6 +101,10 @@ const restoreAskEvery = 500 * time.Millisecond
 // restoreSettle is the least a held start waits, for gossip to show the members alive.
 const restoreSettle = 2 * time.Second
 
+// restoreSeedWait is how long a held start whose backup names no other voter waits for some
+// member to show alive when it has seeds to join.
+const restoreSeedWait = 30 * time.Second
+
 // heldReplicas reads the replicas this node holds (voter or learner of their stored
 // configuration) and where they stand.
 func (n *Node) heldReplicas() (map[uint32]heldReplica, error) {
@@ -153,12 +157,9 @@ func (n *Node) holdForRestore(ctx context.Context, m *backupManifest) error {
 	for s, r := range held {
 		rec.Points[s] = r.point
 	}
+	// The hold let no raft traffic through (raftReceiver), so no node has run with this
+	// restore yet: RanSince starts empty, whatever an earlier record said.
 	n.restore.mu.Lock()
-	if old := n.restore.rec; old != nil && old.Backup == rec.Backup {
-		// A start that passed the check before (and stopped before backup.json was removed):
-		// the nodes heard from since stay recorded.
-		rec.RanSince = old.RanSince
-	}
 	err := n.dir.writeJSON(restoreRecordFile, rec)
 	if err == nil {
 		n.setRestoreRecordLocked(rec)
@@ -210,7 +211,7 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 	defer ticker.Stop()
 	began, logged := time.Now(), time.Now()
 	stored, _ := n.dir.peers()
-	seeded := len(n.cfg.Join) > 0 || len(stored) > 0
+	seeds := mergeSeeds(n.cfg.Join, stored, n.cfg.Gossip)
 	n.log.Warn("started on a restored backup: the shards stay closed until the members show the cluster did not go on after it",
 		"taken", m.Created, "voters", n.peerNames(slices.Sorted(maps.Keys(peers))))
 	confirming := false
@@ -257,9 +258,12 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 			p.done, p.restorer, p.waiting = true, resp.GetRestoring(), ""
 		}
 		// Not before gossip had a moment to show the members alive (a backup may name none),
-		// nor, when there are seeds to join, before some member is alive: a failed join would
-		// show none.
-		all := time.Since(began) >= restoreSettle && (!seeded || len(peers) > 0)
+		// nor, when there are seeds to join, before some member is alive (a failed join would
+		// show none) or restoreSeedWait passed: a one-node cluster's peers.json may name nodes
+		// long gone.
+		waited := time.Since(began)
+		lonely := len(seeds) > 0 && len(peers) == 0 && waited < restoreSeedWait
+		all := waited >= restoreSettle && !lonely
 		for _, p := range peers {
 			all = all && p.done
 		}
@@ -276,6 +280,11 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 			return nil
 		}
 		confirming = false
+		if time.Since(logged) >= restoreWaitLogEvery && lonely {
+			logged = time.Now()
+			n.log.Warn("started on a restored backup: no member is alive in gossip yet; waiting for one before opening the shards",
+				"seeds", strings.Join(seeds, ","), "gives_up_after", restoreSeedWait)
+		}
 		if time.Since(logged) >= restoreWaitLogEvery {
 			logged = time.Now()
 			var waiting []string
@@ -566,13 +575,22 @@ type raftReceiver struct {
 	n *Node
 }
 
+// HandleMessages drops msgs while the restore check holds the shards closed (the group factory
+// would refuse them, but a message queued then might reach the loop only after the hold ended,
+// its sender unrecorded), and otherwise notes their senders first. The hold ends only once the
+// restore record is set, so what passes here is recorded.
 func (r raftReceiver) HandleMessages(msgs []replica.ShardMessage) {
-	if r.n.noteRaftSenders(msgs) {
+	if r.n.restore.hold.Load() == nil && r.n.noteRaftSenders(msgs) {
 		r.Host.HandleMessages(msgs)
 	}
 }
 
+// ReceiveSnapshot refuses a snapshot while the restore check holds the shards closed, and
+// otherwise notes its sender first.
 func (r raftReceiver) ReceiveSnapshot(m replica.ShardMessage, rd io.Reader) error {
+	if r.n.restore.hold.Load() != nil {
+		return fmt.Errorf("node: shard %d's snapshot refused: the restore check holds the shards closed", m.Shard)
+	}
 	if !r.n.noteRaftSenders([]replica.ShardMessage{m}) {
 		return fmt.Errorf("node: recording shard %d's snapshot sender %d since this node's restore failed", m.Shard, m.Msg.GetFrom())
 	}

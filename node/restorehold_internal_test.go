@@ -2,11 +2,16 @@ package node
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/replica"
 )
 
 // TestJudgeRestore: the restore check's verdict on one member's RaftPoints answer, for the
@@ -83,5 +88,52 @@ func TestCrossCheckRestore(t *testing.T) {
 	peers[2].restorer = true // n2 restored again, from a backup of the same moment
 	if err := n.crossCheckRestore(m, peers); !errors.Is(err, ErrRestoreUnsafe) || !strings.Contains(err.Error(), "n2, starting on a restored backup, ran in the cluster after n3 was restored") {
 		t.Fatalf("n2 restored again: %v, want ErrRestoreUnsafe naming n2 and n3", err)
+	}
+}
+
+// TestRestoreRecordsSenders: a restored node records in restored.json each node whose raft
+// traffic reaches it, once, and reloads the record; while the restore check holds the shards
+// closed, raft traffic and snapshots are refused before anything (the host) sees them.
+func TestRestoreRecordsSenders(t *testing.T) {
+	dir := t.TempDir()
+	n := &Node{dir: &dataDir{path: dir, id: identity{NodeID: 1, Name: "n1"}}, log: slog.New(slog.DiscardHandler)}
+	msg := func(from uint64) replica.ShardMessage {
+		return replica.ShardMessage{Shard: 0, Msg: &raftpb.Message{From: new(from), To: new(uint64(1))}}
+	}
+	// Held: dropped without reaching the host (nil here: reaching it would panic).
+	held := map[uint32]heldReplica{}
+	n.restore.hold.Store(&held)
+	r := raftReceiver{n: n}
+	r.HandleMessages([]replica.ShardMessage{msg(2)})
+	if err := r.ReceiveSnapshot(msg(2), strings.NewReader("")); err == nil || !strings.Contains(err.Error(), "restore check") {
+		t.Fatalf("snapshot while held: %v, want refused", err)
+	}
+	n.restore.hold.Store(nil)
+
+	// Never restored: nothing to record.
+	if !n.noteRaftSenders([]replica.ShardMessage{msg(2)}) {
+		t.Fatal("a node never restored refused a batch")
+	}
+	n.setRestoreRecord(&restoreRecord{Backup: "b", Points: map[uint32]raftPoint{0: {Term: 2, LastIndex: 10, LastTerm: 2}}})
+	for _, batch := range [][]replica.ShardMessage{{msg(3), msg(2)}, {msg(2), msg(3)}, {msg(4)}} {
+		if !n.noteRaftSenders(batch) {
+			t.Fatal("batch refused")
+		}
+	}
+	n2 := &Node{dir: &dataDir{path: dir, id: identity{NodeID: 1, Name: "n1"}}}
+	if err := n2.loadRestoreRecord(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(n2.restore.rec.RanSince); got != "[2 3 4]" {
+		t.Fatalf("restored.json's ran_since after a restart: %s, want [2 3 4]", got)
+	}
+	// A node that ran since gets no restored points, and is told so.
+	resp, err := n2.raftPoints(&shoalv1.RaftPointsRequest{Shards: []uint32{0}, NodeId: 3})
+	if err != nil || len(resp.GetRestored()) != 0 || !resp.GetYouRanSince() {
+		t.Fatalf("answer to node 3, which ran since: %v, %v", resp, err)
+	}
+	resp, err = n2.raftPoints(&shoalv1.RaftPointsRequest{Shards: []uint32{0}, NodeId: 5})
+	if err != nil || len(resp.GetRestored()) != 1 || resp.GetYouRanSince() || fmt.Sprint(resp.GetRanSince()) != "[2 3 4]" {
+		t.Fatalf("answer to node 5, which did not: %v, %v", resp, err)
 	}
 }
