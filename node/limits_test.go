@@ -281,15 +281,7 @@ func TestLongPollLimit(t *testing.T) {
 	}
 
 	// Subscriptions and reads that do not wait take no long poll's place.
-	sctx, scancel := context.WithCancel(ctx)
-	sub, err := c.ReadShard(sctx, &shoalv1.ReadShardRequest{Shard: 1, Follow: true})
-	if err == nil {
-		_, err = sub.Recv()
-	}
-	scancel()
-	if err != nil {
-		t.Fatalf("subscription at the long-poll limit: %v", err)
-	}
+	subscribeOnce(t, ctx, c, "the long-poll limit")
 	plain, err := c.ReadShard(ctx, &shoalv1.ReadShardRequest{Shard: 1})
 	if err == nil {
 		_, err = plain.Recv()
@@ -561,6 +553,21 @@ func TestAppendBytesLimit(t *testing.T) {
 	}
 }
 
+// subscribeOnce opens a subscription of shard 1 and takes its first answer, at (what) a limit
+// that does not count it.
+func subscribeOnce(t *testing.T, ctx context.Context, c shoalv1.StreamsClient, what string) {
+	t.Helper()
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	sub, err := c.ReadShard(sctx, &shoalv1.ReadShardRequest{Shard: 1, Follow: true})
+	if err == nil {
+		_, err = sub.Recv()
+	}
+	if err != nil {
+		t.Fatalf("subscription at %s: %v", what, err)
+	}
+}
+
 // TestReadLimit: a node holds at most Config.MaxReads reads that neither follow nor wait
 // (stream and shard reads, stream lists) at once: a client that stops taking a read's pages
 // holds its place, and past the limit each read is refused with RESOURCE_EXHAUSTED naming
@@ -622,15 +629,7 @@ func TestReadLimit(t *testing.T) {
 	}
 
 	// A subscription takes no read's place.
-	sctx, scancel := context.WithCancel(ctx)
-	sub, err := c.ReadShard(sctx, &shoalv1.ReadShardRequest{Shard: 1, Follow: true})
-	if err == nil {
-		_, err = sub.Recv()
-	}
-	scancel()
-	if err != nil {
-		t.Fatalf("subscription at the read limit: %v", err)
-	}
+	subscribeOnce(t, ctx, c, "the read limit")
 
 	// A read that ends gives its place back.
 	cancels[0]()

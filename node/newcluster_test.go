@@ -31,27 +31,9 @@ func TestNewClusterFromBackup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	c, _ := startPlacementCluster(t, 3)
-	waitPlaced(t, c, "replication 3", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cl, err := client.Dial(ctx, c.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, ctx, cl := placedClusterClient(t, 90*time.Second)
 	const streams, perStream = 16, 5
-	for s := range streams {
-		for v := range uint64(perStream) {
-			exp := client.Exact(v - 1)
-			if v == 0 {
-				exp = client.NoStream
-			}
-			if _, err := cl.Append(ctx, fmt.Sprintf("dr-%d", s), exp, client.Event{Type: "Step"}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	appendSome(t, ctx, cl, "dr", streams, perStream)
 	// n1 applied everything: its own replicas, read stale, hold every event.
 	n1 := shoalv1.NewStreamsClient(c.Dial(t, 0))
 	testnode.WaitFor(t, 15*time.Second, "n1 caught up", func() string {

@@ -28,6 +28,22 @@ func restoreCopy(t *testing.T, path string) string {
 	return dir
 }
 
+// placedClusterClient starts three nodes (replication 3), waits until every shard has its three
+// voters, and returns them with a client of them and a context of timeout.
+func placedClusterClient(t *testing.T, timeout time.Duration) (*testnode.Cluster, context.Context, *client.Client) {
+	t.Helper()
+	c, _ := startPlacementCluster(t, 3)
+	waitPlaced(t, c, "replication 3", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	cl, err := client.Dial(ctx, c.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return c, ctx, cl
+}
+
 // appendSome appends n events to each of streams new streams named prefix-i.
 func appendSome(t *testing.T, ctx context.Context, cl *client.Client, prefix string, streams, n int) {
 	t.Helper()
@@ -52,15 +68,7 @@ func TestRestoreIntoRunningClusterRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	c, _ := startPlacementCluster(t, 3)
-	waitPlaced(t, c, "replication 3", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cl, err := client.Dial(ctx, c.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, ctx, cl := placedClusterClient(t, 90*time.Second)
 	appendSome(t, ctx, cl, "before", 8, 3)
 	info, err := cl.Backup(ctx, "n3", "b")
 	if err != nil {
@@ -176,15 +184,7 @@ func TestWholeClusterRestore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	c, _ := startPlacementCluster(t, 3)
-	waitPlaced(t, c, "replication 3", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cl, err := client.Dial(ctx, c.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, ctx, cl := placedClusterClient(t, 120*time.Second)
 	appendSome(t, ctx, cl, "w", 8, 3)
 	// A backup of n1 before more appends, for the last part.
 	info1, err := cl.Backup(ctx, "n1", "early")
