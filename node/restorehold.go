@@ -24,14 +24,14 @@ import (
 // closed until it knows the cluster did not go on without the state it restores: raft
 // replicas must never forget what they wrote, and one that comes back with an older log than
 // it acknowledged can cost its shard acknowledged events, or let two leaders be elected in
-// one term. Before it reopens its groups (and while it refuses the raft traffic that would
-// open them), it asks the members where their replicas of its shards stand (RaftPoints): every
+// one term. Before it reopens its groups (and while it refuses all raft traffic and
+// snapshots, raftReceiver), it asks the members where their replicas of its shards stand (RaftPoints): every
 // member gossip shows alive, and, alive or not (it waits for them), every voter of those
 // shards, as the backup's configurations name them and as the members' answers name them now.
 // It goes on only when each replica of its shards holds the raft log the backup holds (the
 // cluster was idle since the backup), or did when its node was itself restored from a backup
-// of the same moment and this node has not run in the cluster since (a whole-cluster
-// restore), and no member has this node in a shard the backup does not hold (given to it
+// of the same moment and neither this node nor one being restored again has sent it raft
+// traffic since (a whole-cluster restore; crossCheckRestore), and no member has this node in a shard the backup does not hold (given to it
 // after the backup). Otherwise the start ends with ErrRestoreUnsafe, leaving backup.json.
 
 // ErrRestoreUnsafe is returned by Start for a restored backup (Config.Restore) whose shards'
@@ -120,7 +120,7 @@ func (n *Node) heldReplicas() (map[uint32]heldReplica, error) {
 			return nil, fmt.Errorf("node: shard %d: %w", id, err)
 		}
 		if !slices.Contains(st.Voters, self) && !slices.Contains(st.Learners, self) {
-			continue // removed, or empty: it holds nothing to forget
+			continue // removed from its group: the group counts on nothing it holds
 		}
 		out[id] = heldReplica{point: raftPoint{Term: st.Term, LastIndex: st.LastIndex, LastTerm: st.LastTerm},
 			voters: st.Voters, learners: st.Learners}
