@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
+	"github.com/shoaldb/shoal/internal/grpcopt"
 )
 
 // TestClusterRecoveryFromBackup runs writers against a three-process cluster (replication 3),
@@ -119,4 +123,103 @@ func TestRestoreIntoRunningClusterRefused(t *testing.T) {
 			t.Fatalf("after-%d: %d events, want 1", i, n)
 		}
 	}
+}
+
+// TestWholeClusterRestore: the documented whole-cluster restore with real servers. Writers run
+// and stop; once every replica holds what was acknowledged and the nodes' raft logs stay the
+// same (asked with RaftPoints before and after), `shoal cluster backup` backs all three up;
+// all three are SIGKILLed and started again on their backups with --restore, each waiting for
+// the others; every acknowledged event is there and the replicas end identical.
+func TestWholeClusterRestore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	seed := testSeed(t)
+	const shards = 8
+	cl := startCluster(t, 3, shards)
+	c := cl.dial()
+	cl.waitReplicated(c, 60*time.Second)
+	ld := startLoad(c, seed, fmt.Sprintf("e2e-wr-%d", seed%1000), 8, 8)
+	defer ld.stop()
+	ld.l.waitAcks(t, 200, 20*time.Second, "before the backups")
+	if !ld.finish(t) {
+		t.Log(cl.tails())
+		return
+	}
+	cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+
+	name := ""
+	for attempt := 0; name == "" && attempt < 20; attempt++ {
+		before, ok := cl.raftPoints(shards)
+		if !ok {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		n := fmt.Sprintf("idle-%d", attempt)
+		out, err := exec.Command(binPath, "cluster", "backup", "--name", n, "--server", cl.servers[0].grpcAddr).CombinedOutput()
+		if err != nil || strings.Count(string(out), " written to ") != 3 {
+			t.Fatalf("shoal cluster backup: %v\n%s", err, out)
+		}
+		if after, ok := cl.raftPoints(shards); ok && after == before {
+			name = n
+		}
+	}
+	if name == "" {
+		t.Fatal("the nodes' raft logs never stayed the same across a cluster backup")
+	}
+	for _, s := range cl.servers {
+		s.kill()
+	}
+
+	rc := &cluster{t: t, shards: shards}
+	for _, s := range cl.servers {
+		r := newServer(t, s.name, s.zone, s.join, "--restore")
+		r.dataDir = filepath.Join(s.dataDir, "backups", name)
+		r.grpcAddr, r.gossip, r.httpAddr = s.grpcAddr, s.gossip, s.httpAddr
+		r.start() // each waits for the others before it opens its shards
+		rc.servers = append(rc.servers, r)
+	}
+	for _, r := range rc.servers {
+		r.waitReady(60 * time.Second)
+	}
+	c2 := rc.dial()
+	verify(t, c2, ld.l)
+	if t.Failed() {
+		t.Log(rc.tails())
+		return
+	}
+	rc.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+}
+
+// raftPoints asks every server of cl where its replicas of the shards stand and returns them,
+// when all servers hold the same (for every shard, each holding a replica of it).
+func (cl *cluster) raftPoints(shards int) (string, bool) {
+	ids := make([]uint32, shards)
+	for i := range ids {
+		ids[i] = uint32(i)
+	}
+	var ref string
+	for i, s := range cl.servers {
+		conn, err := grpc.NewClient(s.grpcAddr, grpcopt.DialOptions()...)
+		if err != nil {
+			cl.t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := shoalv1.NewClusterClient(conn).RaftPoints(ctx, &shoalv1.RaftPointsRequest{Shards: ids})
+		cancel()
+		conn.Close()
+		if err != nil || len(resp.GetCurrent()) != shards {
+			return "", false
+		}
+		var b strings.Builder
+		for _, p := range resp.GetCurrent() {
+			fmt.Fprintf(&b, "%d:%d/%d/%d ", p.GetShard(), p.GetTerm(), p.GetLastIndex(), p.GetLastTerm())
+		}
+		if i == 0 {
+			ref = b.String()
+		} else if b.String() != ref {
+			return "", false
+		}
+	}
+	return ref, true
 }
