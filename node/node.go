@@ -421,7 +421,7 @@ func (n *Node) waitForCluster(ctx context.Context) (Settings, error) {
 		var found *Settings
 		clusters := map[string]bool{}
 		for _, m := range n.gossip().Members() {
-			if m.Alive && m.NodeID != n.dir.id.NodeID && m.ClusterID != "" && m.Shards != 0 && m.Replication != 0 {
+			if m.Alive && m.NodeID != n.dir.id.NodeID && m.ClusterID != "" && m.Shards != 0 && gossipedReplicationValid(m) {
 				clusters[m.ClusterID] = true
 				s := Settings{ClusterID: m.ClusterID, Shards: m.Shards, Replication: m.Replication, ReplicationEpoch: m.ReplicationEpoch}
 				if found == nil || newerReplication(s, *found) { // the latest factor among them

@@ -244,6 +244,14 @@ func TestDockerCompose(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("n1's /readyz on its published port: %d", resp.StatusCode)
 	}
+	// The profiler answers the host (--pprof on: requests reach the container from the bridge).
+	if resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/cmdline", ports[1])); err != nil {
+		t.Fatalf("n1's profiler on its published port: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("n1's /debug/pprof/cmdline on its published port: %d", resp.StatusCode)
+	}
 
 	appendRead := func(stream string, n int) {
 		t.Helper()

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -58,6 +60,44 @@ func (t *Transport) checkSender(ctx context.Context, from uint64) error {
 	return nil
 }
 
+// refusalLog limits the log lines of refused incoming streams, which their senders retry
+// every second or so for as long as the cause lasts (a sender gossip does not know yet, say):
+// a line at Warn per sender and message every refusalLogEvery, the others at Debug.
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[refusalKey]time.Time
+}
+
+type refusalKey struct {
+	from uint64
+	msg  string
+}
+
+// refusalLogEvery is how often one sender's refusal of one kind is logged at Warn.
+const refusalLogEvery = time.Minute
+
+// maxRefusalKeys bounds refusalLog's memory: made-up sender IDs must not grow it for good.
+const maxRefusalKeys = 1024
+
+func (r *refusalLog) log(log *slog.Logger, msg string, from uint64, err error) {
+	now := time.Now()
+	k := refusalKey{from, msg}
+	r.mu.Lock()
+	warn := now.Sub(r.last[k]) >= refusalLogEvery
+	if warn {
+		if r.last == nil || len(r.last) >= maxRefusalKeys {
+			r.last = map[refusalKey]time.Time{}
+		}
+		r.last[k] = now
+	}
+	r.mu.Unlock()
+	level := slog.LevelDebug
+	if warn {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, msg, "from", from, "err", err)
+}
+
 // checkHeader validates the addressing of an incoming stream.
 func (t *Transport) checkHeader(from, to uint64, clusterID string) error {
 	if local := t.cfg.ClusterID(); local != "" && clusterID != "" && local != clusterID {
@@ -91,7 +131,7 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 			return err
 		}
 		if err := t.checkHeader(b.From, b.To, b.ClusterId); err != nil {
-			t.log.Warn("transport: refusing raft stream", "from", b.From, "err", err)
+			t.refusals.log(t.log, "transport: refusing raft stream", b.From, err)
 			return toStatus(err)
 		}
 		if len(b.Shards) != len(b.Messages) {
@@ -99,7 +139,7 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 		}
 		if label == "" || b.From != from {
 			if err := t.checkSender(stream.Context(), b.From); err != nil {
-				t.log.Warn("transport: refusing raft stream", "from", b.From, "err", err)
+				t.refusals.log(t.log, "transport: refusing raft stream", b.From, err)
 				return toStatus(err)
 			}
 			from, label = b.From, strconv.FormatUint(b.From, 10)

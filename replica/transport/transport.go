@@ -62,7 +62,8 @@ type Transport struct {
 	wg     sync.WaitGroup // peer, watcher, reporter and snapshot goroutines
 	snaps  chan struct{}  // semaphore of concurrent snapshot sends
 
-	unreach reporter
+	unreach  reporter
+	refusals refusalLog // incoming streams refused, logged at most once a minute per sender
 
 	// mu is held by Send while it queues messages, by a peer leaving the map
 	// (retire) and by SendSnapshot and the snapshot senders. Lock order: mu,
