@@ -175,7 +175,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 	case errors.Is(err, ErrClosed):
 		return status.Error(codes.Unavailable, shuttingDownMsg)
 	}
-	if held, ok := n.internalErrors.allow(id); ok {
+	if held, ok := n.internalErrors.Allow(id); ok {
 		n.log.Error("internal error", "shard", id, "stream", stream, "err", err, "held_back", held)
 	}
 	return status.Error(codes.Internal, err.Error())

@@ -67,14 +67,8 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // client keeps it (about 30 KiB and a heartbeat a second: 20,000 from one connection took a
 // server from 33 MB to 650 MB resident).
 func TestSubscriptionLimit(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	cfg := testConfig(t, t.TempDir())
-	cfg.Registry = reg
-	cfg.DisableHTTP = true
 	const limit = 3
-	cfg.MaxSubscriptions = limit
-	n := startNode(t, cfg)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	_, reg, c := limitedNode(t, func(cfg *Config) { cfg.MaxSubscriptions = limit })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	base := subscriptionGoroutines()
@@ -232,14 +226,8 @@ func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64
 // waits, each holding a goroutine for up to a minute, and a client that keeps opening them
 // holds as many as it likes.
 func TestLongPollLimit(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	cfg := testConfig(t, t.TempDir())
-	cfg.Registry = reg
-	cfg.DisableHTTP = true
 	const limit = 3
-	cfg.MaxLongPolls = limit
-	n := startNode(t, cfg)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	_, reg, c := limitedNode(t, func(cfg *Config) { cfg.MaxLongPolls = limit })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	base := goroutinesIn("node.(*Node).readShard")
@@ -310,14 +298,8 @@ func TestLongPollLimit(t *testing.T) {
 // stream opens, each holding three goroutines and its buffers for as long as its client keeps
 // it, and the appends of all of them run.
 func TestAppendPipelineLimit(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	cfg := testConfig(t, t.TempDir())
-	cfg.Registry = reg
-	cfg.DisableHTTP = true
 	const limit = 2
-	cfg.MaxAppendPipelines = limit
-	n := startNode(t, cfg)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	n, reg, c := limitedNode(t, func(cfg *Config) { cfg.MaxAppendPipelines = limit })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	base := goroutinesIn("node.(*pipeline).receive")
@@ -553,6 +535,19 @@ func TestAppendBytesLimit(t *testing.T) {
 	}
 }
 
+// limitedNode starts a node (no HTTP port) with its limits set by limit, and returns it, its
+// registry and a client of it.
+func limitedNode(t *testing.T, limit func(*Config)) (*Node, *prometheus.Registry, shoalv1.StreamsClient) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Registry = reg
+	cfg.DisableHTTP = true
+	limit(&cfg)
+	n := startNode(t, cfg)
+	return n, reg, shoalv1.NewStreamsClient(dial(t, n.Addr()))
+}
+
 // subscribeOnce opens a subscription of shard 1 and takes its first answer, at (what) a limit
 // that does not count it.
 func subscribeOnce(t *testing.T, ctx context.Context, c shoalv1.StreamsClient, what string) {
@@ -575,14 +570,8 @@ func subscribeOnce(t *testing.T, ctx context.Context, c shoalv1.StreamsClient, w
 // on; a read that ends gives its place back. Without the limit every such read holds a
 // goroutine and a page for as long as its client keeps it.
 func TestReadLimit(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	cfg := testConfig(t, t.TempDir())
-	cfg.Registry = reg
-	cfg.DisableHTTP = true
 	const limit = 2
-	cfg.MaxReads = limit
-	n := startNode(t, cfg)
-	c := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	n, reg, c := limitedNode(t, func(cfg *Config) { cfg.MaxReads = limit })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// 8 MiB in one stream: more than a read's flow-control window, so a read whose client

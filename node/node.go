@@ -23,6 +23,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/loglimit"
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/replica/transport"
@@ -56,7 +57,7 @@ type Node struct {
 	fs      vfs.FS // the data directory's file system
 	// internalErrors limits the "internal error" lines of requests to one a second per shard:
 	// a failing disk fails every request.
-	internalErrors shardLogLimits
+	internalErrors loglimit.Keyed[uint32]
 	// shardMetrics are the state machines' (shoal_shard_*), shared by the shards.
 	shardMetrics *shard.Metrics
 	disk         *diskWatch
@@ -123,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, dir: dir, done: make(chan struct{})}
-	n.internalErrors.every = time.Second
+	n.internalErrors.Every = time.Second
 	n.mu.shards = map[uint32]*shard.Shard{}
 	n.log = cfg.Logger.With("node", dir.id.Name, "node_id", dir.id.NodeID)
 	defer func() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/shoaldb/shoal/internal/loglimit"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -51,7 +51,7 @@ const (
 // mode says whether the store may be created, must exist or is only read. w, if not
 // nil, is told of flushes and write stalls; memTableSize 0 is the default (tests shrink it).
 func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *diskWatch, memTableSize uint64, delay *replica.CommitDelay) (*pebble.DB, *pebble.Options, error) {
-	bgErrors := &logLimiter{every: backgroundErrorLogEvery}
+	bgErrors := &loglimit.Limiter{Every: backgroundErrorLogEvery}
 	opts := &pebble.Options{
 		FS:                          fs,
 		ErrorIfNotExists:            mode != pebbleCreate, // pebble.ErrDBDoesNotExist rather than an empty store
@@ -79,7 +79,7 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 				}
 				// A failing flush or compaction is retried at once, again and again: its
 				// error is logged once per backgroundErrorLogEvery, with the count.
-				if n, ok := bgErrors.allow(); ok {
+				if n, ok := bgErrors.Allow(); ok {
 					log.Error("pebble: background error", "component", "pebble", "err", err, "errors_since_last_logged", n)
 				}
 			},
@@ -114,49 +114,6 @@ const storeFormat = pebble.FormatValueSeparation
 
 // backgroundErrorLogEvery bounds how often a repeated background error is logged.
 const backgroundErrorLogEvery = 5 * time.Second
-
-// logLimiter lets one event through per period and counts the others. Safe for concurrent use.
-type logLimiter struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  time.Time
-	held  int // events since the last one let through
-}
-
-// allow reports whether to log this event, and how many were held back since the last.
-func (l *logLimiter) allow() (held int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
-		held, l.held, l.last = l.held, 0, now
-		return held, true
-	}
-	l.held++
-	return 0, false
-}
-
-// shardLogLimits is a logLimiter per shard, so that one shard's repeated failure does not hide
-// another's. Safe for concurrent use.
-type shardLogLimits struct {
-	every time.Duration
-	mu    sync.Mutex
-	by    map[uint32]*logLimiter
-}
-
-// allow is logLimiter.allow for shard id's events.
-func (s *shardLogLimits) allow(id uint32) (held int, ok bool) {
-	s.mu.Lock()
-	l := s.by[id]
-	if l == nil {
-		if s.by == nil {
-			s.by = map[uint32]*logLimiter{}
-		}
-		l = &logLimiter{every: s.every}
-		s.by[id] = l
-	}
-	s.mu.Unlock()
-	return l.allow()
-}
 
 // pebbleLogger sends Pebble's logs to slog.
 type pebbleLogger struct{ log *slog.Logger }

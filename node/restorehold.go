@@ -264,11 +264,12 @@ func (n *Node) awaitRestorePeers(ctx context.Context, m *backupManifest, held ma
 		waited := time.Since(began)
 		lonely := len(seeds) > 0 && len(peers) == 0 && waited < restoreSeedWait
 		all := waited >= restoreSettle && !lonely
+		restorers := false
 		for _, p := range peers {
-			all = all && p.done
+			all, restorers = all && p.done, restorers || p.restorer
 		}
 		switch {
-		case all && !confirming && slices.ContainsFunc(slices.Collect(maps.Values(peers)), func(p *restorePeer) bool { return p.restorer }):
+		case all && !confirming && restorers:
 			confirming = true // once more: a restoring peer may have been refused since
 			continue
 		case all:
@@ -434,8 +435,8 @@ func (n *Node) askRaftPoints(ctx context.Context, addr string, shards []uint32) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if s := n.settings.Load(); s != nil {
-		ctx = metadata.AppendToOutgoingContext(ctx, shoalv1.ClusterIDHeader, s.ClusterID)
+	if id := n.clusterID(); id != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, shoalv1.ClusterIDHeader, id)
 	}
 	return shoalv1.NewClusterClient(conn).RaftPoints(ctx, &shoalv1.RaftPointsRequest{Shards: shards, NodeId: n.dir.id.NodeID})
 }

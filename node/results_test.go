@@ -75,7 +75,7 @@ func TestFollowerLag(t *testing.T) {
 func TestInternalErrorsLogLimited(t *testing.T) {
 	var buf bytes.Buffer
 	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
-	n.internalErrors.every = time.Hour
+	n.internalErrors.Every = time.Hour
 	for range 5 {
 		if err := n.toStatus(errors.New("disk on fire"), "s", 1); status.Code(err) != codes.Internal {
 			t.Fatalf("toStatus = %v, want INTERNAL", err)
@@ -88,7 +88,7 @@ func TestInternalErrorsLogLimited(t *testing.T) {
 	if got := strings.Count(buf.String(), "internal error"); got != 2 {
 		t.Fatalf("another shard's first internal error was held back by shard 1's:\n%s", buf.String())
 	}
-	n.internalErrors.by[1].last = time.Now().Add(-2 * time.Hour)
+	n.internalErrors.Expire(1)
 	n.toStatus(errors.New("disk on fire"), "s", 1)
 	if !strings.Contains(buf.String(), "held_back=4") {
 		t.Fatalf("the next period's line does not count the 4 held back:\n%s", buf.String())

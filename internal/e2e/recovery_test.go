@@ -26,24 +26,12 @@ func TestClusterRecoveryFromBackup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	seed := testSeed(t)
 	const shards = 8
-	cl := startCluster(t, 3, shards)
-	c := cl.dial()
-	cl.waitReplicated(c, 60*time.Second)
-	ld := startLoad(c, seed, fmt.Sprintf("e2e-dr-%d", seed%1000), 8, 8)
-	defer ld.stop()
-	ld.l.waitAcks(t, 300, 20*time.Second, "before the backup")
-	if !ld.finish(t) {
-		t.Log(cl.tails())
+	cl, ld, ok := loadedThenSettled(t, shards, "e2e-dr", 300)
+	if !ok {
 		return
 	}
-	cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
-
-	out, err := exec.Command(binPath, "cluster", "backup", "--name", "dr", "--server", cl.servers[0].grpcAddr).CombinedOutput()
-	if err != nil || strings.Count(string(out), " written to ") != 3 {
-		t.Fatalf("shoal cluster backup: %v\n%s", err, out)
-	}
+	cl.backup("dr")
 	for _, s := range cl.servers {
 		s.kill()
 	}
@@ -68,6 +56,36 @@ func TestClusterRecoveryFromBackup(t *testing.T) {
 		return
 	}
 	rc.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+}
+
+// loadedThenSettled starts three servers with shards shards, runs writers (streams named after
+// prefix) until at least acks appends were acknowledged, stops them, and waits until every
+// replica holds what was acknowledged. ok is false when the writers failed (the test failed,
+// with the servers' logs).
+func loadedThenSettled(t *testing.T, shards int, prefix string, acks int) (cl *cluster, ld *load, ok bool) {
+	t.Helper()
+	seed := testSeed(t)
+	cl = startCluster(t, 3, shards)
+	c := cl.dial()
+	cl.waitReplicated(c, 60*time.Second)
+	ld = startLoad(c, seed, fmt.Sprintf("%s-%d", prefix, seed%1000), 8, 8)
+	t.Cleanup(ld.stop)
+	ld.l.waitAcks(t, acks, 20*time.Second, "before the backups")
+	if !ld.finish(t) {
+		t.Log(cl.tails())
+		return cl, ld, false
+	}
+	cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
+	return cl, ld, true
+}
+
+// backup backs every server of cl up with `shoal cluster backup --name name`.
+func (cl *cluster) backup(name string) {
+	cl.t.Helper()
+	out, err := exec.Command(binPath, "cluster", "backup", "--name", name, "--server", cl.servers[0].grpcAddr).CombinedOutput()
+	if err != nil || strings.Count(string(out), " written to ") != 3 {
+		cl.t.Fatalf("shoal cluster backup: %v\n%s", err, out)
+	}
 }
 
 // TestRestoreIntoRunningClusterRefused: a real server started on its node's backup
@@ -134,19 +152,11 @@ func TestWholeClusterRestore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	seed := testSeed(t)
 	const shards = 8
-	cl := startCluster(t, 3, shards)
-	c := cl.dial()
-	cl.waitReplicated(c, 60*time.Second)
-	ld := startLoad(c, seed, fmt.Sprintf("e2e-wr-%d", seed%1000), 8, 8)
-	defer ld.stop()
-	ld.l.waitAcks(t, 200, 20*time.Second, "before the backups")
-	if !ld.finish(t) {
-		t.Log(cl.tails())
+	cl, ld, ok := loadedThenSettled(t, shards, "e2e-wr", 200)
+	if !ok {
 		return
 	}
-	cl.waitReplicasIdentical(ld.l.acks, 30*time.Second)
 
 	name := ""
 	for attempt := 0; name == "" && attempt < 20; attempt++ {
@@ -156,10 +166,7 @@ func TestWholeClusterRestore(t *testing.T) {
 			continue
 		}
 		n := fmt.Sprintf("idle-%d", attempt)
-		out, err := exec.Command(binPath, "cluster", "backup", "--name", n, "--server", cl.servers[0].grpcAddr).CombinedOutput()
-		if err != nil || strings.Count(string(out), " written to ") != 3 {
-			t.Fatalf("shoal cluster backup: %v\n%s", err, out)
-		}
+		cl.backup(n)
 		if after, ok := cl.raftPoints(shards); ok && after == before {
 			name = n
 		}

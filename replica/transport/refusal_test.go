@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
-	"time"
 )
 
 // levels records the level of each line logged.
@@ -24,16 +23,14 @@ func (l *levels) WithGroup(string) slog.Handler      { return l }
 func TestRefusalLogLimited(t *testing.T) {
 	var got levels
 	log := slog.New(&got)
-	var r refusalLog
+	lim := newRefusalLimits()
 	err := errors.New("no")
-	r.log(log, "refusing raft stream", 7, err)
-	r.log(log, "refusing raft stream", 7, err)
-	r.log(log, "refusing snapshot", 7, err)
-	r.log(log, "refusing raft stream", 8, err)
-	r.mu.Lock()
-	r.last[refusalKey{7, "refusing raft stream"}] = time.Now().Add(-refusalLogEvery)
-	r.mu.Unlock()
-	r.log(log, "refusing raft stream", 7, err)
+	logRefusal(log, lim, "refusing raft stream", 7, err)
+	logRefusal(log, lim, "refusing raft stream", 7, err)
+	logRefusal(log, lim, "refusing snapshot", 7, err)
+	logRefusal(log, lim, "refusing raft stream", 8, err)
+	lim.Expire(refusalKey{7, "refusing raft stream"}) // a minute later
+	logRefusal(log, lim, "refusing raft stream", 7, err)
 	want := levels{slog.LevelWarn, slog.LevelDebug, slog.LevelWarn, slog.LevelWarn, slog.LevelWarn}
 	if len(got) != len(want) {
 		t.Fatalf("levels %v, want %v", got, want)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/loglimit"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -60,13 +60,9 @@ func (t *Transport) checkSender(ctx context.Context, from uint64) error {
 	return nil
 }
 
-// refusalLog limits the log lines of refused incoming streams, which their senders retry
-// every second or so for as long as the cause lasts (a sender gossip does not know yet, say):
-// a line at Warn per sender and message every refusalLogEvery, the others at Debug.
-type refusalLog struct {
-	mu   sync.Mutex
-	last map[refusalKey]time.Time
-}
+// Refused incoming streams are retried by their senders every second or so for as long as the
+// cause lasts (a sender gossip does not know yet, say): logRefusal logs one line at Warn per
+// sender and message every refusalLogEvery, with the count held back, and the others at Debug.
 
 type refusalKey struct {
 	from uint64
@@ -76,26 +72,21 @@ type refusalKey struct {
 // refusalLogEvery is how often one sender's refusal of one kind is logged at Warn.
 const refusalLogEvery = time.Minute
 
-// maxRefusalKeys bounds refusalLog's memory: made-up sender IDs must not grow it for good.
+// maxRefusalKeys bounds the senders remembered: made-up sender IDs must not grow it for good.
 const maxRefusalKeys = 1024
 
-func (r *refusalLog) log(log *slog.Logger, msg string, from uint64, err error) {
-	now := time.Now()
-	k := refusalKey{from, msg}
-	r.mu.Lock()
-	warn := now.Sub(r.last[k]) >= refusalLogEvery
-	if warn {
-		if r.last == nil || len(r.last) >= maxRefusalKeys {
-			r.last = map[refusalKey]time.Time{}
-		}
-		r.last[k] = now
-	}
-	r.mu.Unlock()
+func newRefusalLimits() *loglimit.Keyed[refusalKey] {
+	return &loglimit.Keyed[refusalKey]{Every: refusalLogEvery, Max: maxRefusalKeys}
+}
+
+// logRefusal logs msg, the refusal of a stream from sender from for err, through lim.
+func logRefusal(log *slog.Logger, lim *loglimit.Keyed[refusalKey], msg string, from uint64, err error) {
 	level := slog.LevelDebug
-	if warn {
+	held, ok := lim.Allow(refusalKey{from, msg})
+	if ok {
 		level = slog.LevelWarn
 	}
-	log.Log(context.Background(), level, msg, "from", from, "err", err)
+	log.Log(context.Background(), level, msg, "from", from, "err", err, "held_back", held)
 }
 
 // checkHeader validates the addressing of an incoming stream.
@@ -131,7 +122,7 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 			return err
 		}
 		if err := t.checkHeader(b.From, b.To, b.ClusterId); err != nil {
-			t.refusals.log(t.log, "transport: refusing raft stream", b.From, err)
+			logRefusal(t.log, t.refusals, "transport: refusing raft stream", b.From, err)
 			return toStatus(err)
 		}
 		if len(b.Shards) != len(b.Messages) {
@@ -139,7 +130,7 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 		}
 		if label == "" || b.From != from {
 			if err := t.checkSender(stream.Context(), b.From); err != nil {
-				t.refusals.log(t.log, "transport: refusing raft stream", b.From, err)
+				logRefusal(t.log, t.refusals, "transport: refusing raft stream", b.From, err)
 				return toStatus(err)
 			}
 			from, label = b.From, strconv.FormatUint(b.From, 10)

@@ -425,7 +425,7 @@ func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 		return toStatus(err)
 	}
 	if err := t.checkSender(stream.Context(), first.From); err != nil {
-		t.refusals.log(t.log, "transport: refusing snapshot", first.From, err)
+		logRefusal(t.log, t.refusals, "transport: refusing snapshot", first.From, err)
 		return toStatus(err)
 	}
 	m := new(pb.Message)

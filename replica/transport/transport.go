@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/loglimit"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -63,7 +64,7 @@ type Transport struct {
 	snaps  chan struct{}  // semaphore of concurrent snapshot sends
 
 	unreach  reporter
-	refusals refusalLog // incoming streams refused, logged at most once a minute per sender
+	refusals *loglimit.Keyed[refusalKey] // incoming streams refused, logged at Warn once a minute per sender
 
 	// mu is held by Send while it queues messages, by a peer leaving the map
 	// (retire) and by SendSnapshot and the snapshot senders. Lock order: mu,
@@ -101,10 +102,11 @@ func New(cfg Config) *Transport {
 	}
 	cfg.withDefaults()
 	t := &Transport{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: newMetrics(cfg.Registerer),
-		snaps:   make(chan struct{}, cfg.MaxSnapshotSends),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  newMetrics(cfg.Registerer),
+		snaps:    make(chan struct{}, cfg.MaxSnapshotSends),
+		refusals: newRefusalLimits(),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
