@@ -24,7 +24,8 @@ type clusterServer struct {
 
 func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyRequest) (*shoalv1.TopologyResponse, error) {
 	suspects := req.Suspects
-	if limit := max(int(s.n.Settings().Shards), maxSuspects); len(suspects) > limit {
+	limit := max(int(s.n.Settings().Shards), maxSuspects)
+	if len(suspects) > limit {
 		// A hint, not an order: the topology is what the caller needs; the rest are ignored.
 		s.n.log.Debug("topology request names more suspects than the limit; the rest are ignored",
 			"suspects", len(suspects), "limit", limit)
@@ -38,7 +39,16 @@ func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyReque
 		}
 		return t, nil
 	}
-	return s.n.topology(ctx, suspects), nil
+	n := s.n
+	n.metrics.topologyRequests.Inc()
+	t, err := n.gathers.do(ctx, n.done, suspects, limit, func(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
+		n.metrics.topologyGathers.Inc()
+		return n.topology(ctx, suspects)
+	})
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return t, nil
 }
 
 // maxSuspects is the fewest suspects a topology request may name before the rest are ignored

@@ -40,6 +40,8 @@ type metrics struct {
 	longPollsRefused, pipelinesRefused prometheus.Counter
 	appendBytesHeld                    prometheus.Gauge
 	appendBytesRefused                 prometheus.Counter
+	// Client-facing topology requests, and the gathers of the members' views they shared.
+	topologyRequests, topologyGathers prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -140,6 +142,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_append_pipelines_refused_total",
 			Help: "AppendPipeline streams refused (RESOURCE_EXHAUSTED) because this node held --max-append-pipelines already.",
 		}),
+		topologyRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_topology_requests_total",
+			Help: "Topology requests of clients (not a peer's request for this node's own view) answered by this node.",
+		}),
+		topologyGathers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_topology_gathers_total",
+			Help: "Gathers of every alive member's view made for clients' topology requests, which the requests arriving together share (one question to each member per gather).",
+		}),
 	}
 	// Every series a dashboard or alert may use exists from the start, at 0.
 	for _, kind := range []string{"stream", "shard"} {
@@ -169,7 +179,8 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
-			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused)
+			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused,
+			m.topologyRequests, m.topologyGathers)
 	}
 	return m
 }

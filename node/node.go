@@ -72,7 +72,8 @@ type Node struct {
 	httpAddr string
 	done     chan struct{} // closed by Close
 	streams  *streamsServer
-	limits   *limits // the calls held against Config.MaxSubscriptions and the like
+	limits   *limits       // the calls held against Config.MaxSubscriptions and the like
+	gathers  sharedGathers // clients' topology requests share their gathers of the members' views
 
 	settings  atomic.Pointer[Settings] // nil until known
 	started   atomic.Bool              // Start finished
