@@ -40,9 +40,9 @@ func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyReque
 		return t, nil
 	}
 	n := s.n
-	n.metrics.topologyRequests.Inc()
+	n.metrics.topologyRequests.WithLabelValues("topology").Inc()
 	t, err := n.gathers.do(ctx, n.done, suspects, limit, func(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
-		n.metrics.topologyGathers.Inc()
+		n.metrics.topologyGathers.WithLabelValues("topology").Inc()
 		return n.topology(ctx, suspects)
 	})
 	if err != nil {
@@ -77,15 +77,29 @@ func (n *Node) suspectLeaders(suspects []*shoalv1.SuspectLeader) {
 }
 
 func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*shoalv1.StatusResponse, error) {
-	return s.n.status(ctx), nil
+	st, err := s.n.status(ctx)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return st, nil
 }
 
 // status is the cluster as this node sees it (the Status RPC, the console's overview): every
 // alive member's view, not only those in before topologyGrace once every shard is led (as a
 // client's topology request), since a status that names a slow node as not answering says its
-// view may be partial, which is not what a healthy cluster should show.
-func (n *Node) status(ctx context.Context) *shoalv1.StatusResponse {
-	return &shoalv1.StatusResponse{Topology: n.topologyOf(ctx, false, nil), NodeId: n.ID()}
+// view may be partial, which is not what a healthy cluster should show. Requests arriving
+// together share their gathers of the views, as clients' topology requests do (sharedGathers:
+// monitors polling several nodes, consoles refreshing). The error is ctx's, when it ends first.
+func (n *Node) status(ctx context.Context) (*shoalv1.StatusResponse, error) {
+	n.metrics.topologyRequests.WithLabelValues("status").Inc()
+	t, err := n.statusGathers.do(ctx, n.done, nil, 0, func(ctx context.Context, _ []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
+		n.metrics.topologyGathers.WithLabelValues("status").Inc()
+		return n.topologyOf(ctx, false, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.StatusResponse{Topology: t, NodeId: n.ID()}, nil
 }
 
 func (s *clusterServer) Settings(context.Context, *shoalv1.SettingsRequest) (*shoalv1.ClusterSettings, error) {

@@ -235,7 +235,12 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), consoleTimeout)
 	defer cancel()
-	st := clusterstatus.New(n.status(ctx))
+	resp, err := n.status(ctx)
+	if err != nil {
+		n.consoleError(w, http.StatusServiceUnavailable, "no status", fmt.Sprintf("the members' views did not arrive in time: %v", err))
+		return
+	}
+	st := clusterstatus.New(resp)
 	body := consoleOverviewBody{Status: st}
 	for _, sh := range st.Shards {
 		cs := consoleShardRow{Info: sh, Link: shardLink(sh.Shard, 0, true, false, false, consoleDefaultLimit)}

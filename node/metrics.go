@@ -40,8 +40,9 @@ type metrics struct {
 	longPollsRefused, pipelinesRefused prometheus.Counter
 	appendBytesHeld                    prometheus.Gauge
 	appendBytesRefused                 prometheus.Counter
-	// Client-facing topology requests, and the gathers of the members' views they shared.
-	topologyRequests, topologyGathers prometheus.Counter
+	// Topology requests of clients and status requests, and the gathers of the members'
+	// views they shared, by kind (topology, status).
+	topologyRequests, topologyGathers *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -142,14 +143,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_append_pipelines_refused_total",
 			Help: "AppendPipeline streams refused (RESOURCE_EXHAUSTED) because this node held --max-append-pipelines already.",
 		}),
-		topologyRequests: prometheus.NewCounter(prometheus.CounterOpts{
+		topologyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_topology_requests_total",
-			Help: "Topology requests of clients (not a peer's request for this node's own view) answered by this node.",
-		}),
-		topologyGathers: prometheus.NewCounter(prometheus.CounterOpts{
+			Help: "Requests for the cluster's topology answered by this node, by kind: topology (a client's; not a peer's request for this node's own view), status (cluster status, the console's overview).",
+		}, []string{"kind"}),
+		topologyGathers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_topology_gathers_total",
-			Help: "Gathers of every alive member's view made for clients' topology requests, which the requests arriving together share (one question to each member per gather).",
-		}),
+			Help: "Gathers of every alive member's view made for topology and status requests, by kind; the requests of a kind arriving together share one (one question to each member per gather).",
+		}, []string{"kind"}),
 	}
 	// Every series a dashboard or alert may use exists from the start, at 0.
 	for _, kind := range []string{"stream", "shard"} {
@@ -158,6 +159,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	}
 	for _, kind := range []string{"stream", "shard", "list"} {
 		m.readsRefused.WithLabelValues(kind)
+	}
+	for _, kind := range []string{"topology", "status"} {
+		m.topologyRequests.WithLabelValues(kind)
+		m.topologyGathers.WithLabelValues(kind)
 	}
 	for _, why := range []string{"caller", "replica_gone", "not_current", "shutdown", "deleted", "error"} {
 		m.subsEnded.WithLabelValues(why)

@@ -72,8 +72,10 @@ type Node struct {
 	httpAddr string
 	done     chan struct{} // closed by Close
 	streams  *streamsServer
-	limits   *limits       // the calls held against Config.MaxSubscriptions and the like
-	gathers  sharedGathers // clients' topology requests share their gathers of the members' views
+	limits   *limits // the calls held against Config.MaxSubscriptions and the like
+	// Clients' topology requests share their gathers of the members' views, and status
+	// requests theirs (sharedGathers).
+	gathers, statusGathers sharedGathers
 
 	settings  atomic.Pointer[Settings] // nil until known
 	started   atomic.Bool              // Start finished
