@@ -41,14 +41,36 @@ func (s *clusterServer) Topology(ctx context.Context, req *shoalv1.TopologyReque
 	}
 	n := s.n
 	n.metrics.topologyRequests.WithLabelValues("topology").Inc()
-	t, err := n.gathers.do(ctx, n.done, suspects, limit, func(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
-		n.metrics.topologyGathers.WithLabelValues("topology").Inc()
-		return n.topology(ctx, suspects)
-	})
+	t, err := n.gathers.do(ctx, n.done, suspects, limit, n.gatherFor("topology", true))
 	if err != nil {
-		return nil, status.FromContextError(err).Err()
+		return nil, gatherError(err)
 	}
 	return t, nil
+}
+
+// gatherError is the gRPC error of a shared gather's err: its own status, or the caller's
+// context's.
+func gatherError(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.FromContextError(err).Err()
+}
+
+// gatherFor returns the run of a shared gather (sharedGathers) of the given kind (the metrics'
+// label; early as topologyOf takes it). A gather that ends after Close began fails UNAVAILABLE:
+// its context was cancelled, and the views it lacks would make every shard look unknown.
+func (n *Node) gatherFor(kind string, early bool) func(context.Context, []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error) {
+	return func(ctx context.Context, suspects []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error) {
+		n.metrics.topologyGathers.WithLabelValues(kind).Inc()
+		t := n.topologyOf(ctx, early, suspects)
+		select {
+		case <-n.done:
+			return nil, status.Error(codes.Unavailable, shuttingDownMsg)
+		default:
+			return t, nil
+		}
+	}
 }
 
 // maxSuspects is the fewest suspects a topology request may name before the rest are ignored
@@ -79,7 +101,7 @@ func (n *Node) suspectLeaders(suspects []*shoalv1.SuspectLeader) {
 func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*shoalv1.StatusResponse, error) {
 	st, err := s.n.status(ctx)
 	if err != nil {
-		return nil, status.FromContextError(err).Err()
+		return nil, gatherError(err)
 	}
 	return st, nil
 }
@@ -89,13 +111,11 @@ func (s *clusterServer) Status(ctx context.Context, _ *shoalv1.StatusRequest) (*
 // client's topology request), since a status that names a slow node as not answering says its
 // view may be partial, which is not what a healthy cluster should show. Requests arriving
 // together share their gathers of the views, as clients' topology requests do (sharedGathers:
-// monitors polling several nodes, consoles refreshing). The error is ctx's, when it ends first.
+// monitors polling several nodes, consoles refreshing). The error is ctx's, when it ends first,
+// or UNAVAILABLE once Close began.
 func (n *Node) status(ctx context.Context) (*shoalv1.StatusResponse, error) {
 	n.metrics.topologyRequests.WithLabelValues("status").Inc()
-	t, err := n.statusGathers.do(ctx, n.done, nil, 0, func(ctx context.Context, _ []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
-		n.metrics.topologyGathers.WithLabelValues("status").Inc()
-		return n.topologyOf(ctx, false, nil)
-	})
+	t, err := n.statusGathers.do(ctx, n.done, nil, 0, n.gatherFor("status", false))
 	if err != nil {
 		return nil, err
 	}
@@ -281,8 +301,12 @@ func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, er
 	if err != nil {
 		return nil, err
 	}
+	ml := n.gossip()
+	if ml == nil { // a start still joining gossip (the console may ask then)
+		return nil, errors.New("not in gossip yet")
+	}
 	t := &shoalv1.TopologyResponse{Settings: n.protoSettings()}
-	self := n.nodeInfo(n.gossip().Self())
+	self := n.nodeInfo(ml.Self())
 	repl := int(n.Settings().Replication)
 	zones := zonesOf(n.Members())
 	for _, st := range sts {

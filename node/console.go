@@ -195,12 +195,17 @@ func (n *Node) consoleRender(w http.ResponseWriter, code int, page, title string
 }
 
 // consoleSettings returns the cluster's settings, or answers 503 and returns nil while this
-// node does not know them.
+// node does not know them or has not finished starting.
 func (n *Node) consoleSettings(w http.ResponseWriter) *Settings {
 	s := n.settings.Load()
-	if s == nil {
+	switch {
+	case s == nil:
 		n.consoleError(w, http.StatusServiceUnavailable, "cluster unknown",
 			"this node does not know its cluster's settings yet: it is still joining")
+	case !n.started.Load():
+		n.consoleError(w, http.StatusServiceUnavailable, "starting",
+			"this node is still starting (joining gossip, opening its shards): ask again in a moment, or ask another node")
+		return nil
 	}
 	return s
 }

@@ -28,14 +28,16 @@ type gather struct {
 	seen     map[suspectKey]struct{} // suspects' keys
 	done     chan struct{}
 	resp     *shoalv1.TopologyResponse
+	err      error
 }
 
 // do answers a topology request from the next gather, joining it (and starting it when
-// this is its first request): run makes the answer, under a context cancelled when stop
-// is closed. The caller's own context only ends its wait: the gather goes on for the
-// others. The answer is shared by every request of the gather: not to be modified.
+// this is its first request): run makes the answer, or the error every request of the
+// gather gets, under a context cancelled when stop is closed. The caller's own context only
+// ends its wait (ctx's error): the gather goes on for the others. The answer is shared by
+// every request of the gather: not to be modified.
 func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects []*shoalv1.SuspectLeader, limit int,
-	run func(context.Context, []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse) (*shoalv1.TopologyResponse, error) {
+	run func(context.Context, []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error)) (*shoalv1.TopologyResponse, error) {
 	g.mu.Lock()
 	next := g.next
 	if next == nil {
@@ -47,7 +49,7 @@ func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects [
 	g.mu.Unlock()
 	select {
 	case <-next.done:
-		return next.resp, nil
+		return next.resp, next.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -56,7 +58,7 @@ func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects [
 // start runs this gather once the one under way has ended. Only the next gather waits, so
 // one goroutine at most waits here.
 func (g *sharedGathers) start(this *gather, stop <-chan struct{},
-	run func(context.Context, []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse) {
+	run func(context.Context, []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error)) {
 	g.mu.Lock()
 	for g.running != nil {
 		running := g.running
@@ -78,7 +80,7 @@ func (g *sharedGathers) start(this *gather, stop <-chan struct{},
 		case <-ctx.Done():
 		}
 	}()
-	this.resp = run(ctx, suspects)
+	this.resp, this.err = run(ctx, suspects)
 	cancel()
 	close(this.done)
 

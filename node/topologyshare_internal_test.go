@@ -2,12 +2,19 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/testaddr"
 )
 
 // TestSharedGathers: requests arriving while a gather runs share the next one, which starts
@@ -22,13 +29,14 @@ func TestSharedGathers(t *testing.T) {
 		suspects []*shoalv1.SuspectLeader
 		release  chan struct{}
 		resp     *shoalv1.TopologyResponse
+		err      error
 	}
 	runs := make(chan *run, 10)
-	gatherFn := func(ctx context.Context, suspects []*shoalv1.SuspectLeader) *shoalv1.TopologyResponse {
+	gatherFn := func(ctx context.Context, suspects []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error) {
 		r := &run{suspects: suspects, release: make(chan struct{}), resp: &shoalv1.TopologyResponse{}}
 		runs <- r
 		<-r.release
-		return r.resp
+		return r.resp, r.err
 	}
 	suspect := func(shard uint32, addr string) []*shoalv1.SuspectLeader {
 		return []*shoalv1.SuspectLeader{{Shard: shard, Addr: addr}}
@@ -102,14 +110,91 @@ func TestSharedGathers(t *testing.T) {
 	default:
 	}
 
-	// Idle again: the next request gathers at once.
+	// Idle again: the next request gathers at once. A gather that fails fails all its
+	// requests.
 	var wg sync.WaitGroup
+	failed := errors.New("gather failed")
 	wg.Go(func() {
 		r := <-runs
+		r.err = failed
 		close(r.release)
 	})
-	if a := <-ask(ctx, nil); a.err != nil {
-		t.Fatal(a.err)
+	if a := <-ask(ctx, nil); a.err != failed {
+		t.Fatalf("a failed gather's request: %v %v, want its error", a.resp, a.err)
 	}
 	wg.Wait()
+}
+
+// TestConsoleWhileJoining: a restarted node serves HTTP before it has rejoined gossip (its seed
+// here accepts connections and never answers); its console overview answers 503 "starting"
+// then, rather than gathering a topology without gossip (which dereferenced the absent
+// membership in a gather's goroutine and ended the process).
+func TestConsoleWhileJoining(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.HTTP = fmt.Sprintf("127.0.0.1:%d", testaddr.Ports(t, 1)[0])
+	n := startNode(t, cfg)
+	n.Close()
+
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	cfg.Join = []string{silent.Addr().String()}
+	started := make(chan *Node, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n, err := Start(ctx, cfg)
+		if err != nil {
+			t.Errorf("Start: %v", err)
+		}
+		started <- n
+	}()
+	answered := 0
+	for {
+		select {
+		case n := <-started:
+			if n != nil {
+				n.Close()
+			}
+			if answered == 0 {
+				t.Fatal("the console never answered while the node joined gossip")
+			}
+			return
+		default:
+		}
+		resp, err := http.Get("http://" + cfg.HTTP + "/console/")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "still starting") {
+				select {
+				case n := <-started: // Start finished between the request and the answer
+					started <- n
+					continue
+				case <-time.After(time.Second):
+				}
+				t.Fatalf("console while joining: %d %s", resp.StatusCode, body)
+			}
+			answered++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

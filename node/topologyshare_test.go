@@ -20,7 +20,7 @@ import (
 func TestTopologyRequestsShareGathers(t *testing.T) {
 	t.Parallel()
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry(), prometheus.NewRegistry()}
-	c := testnode.Start(t, 3, testnode.Options{Shards: 8, Replication: 3, Configure: func(i int, cfg *node.Config) {
+	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3, Configure: func(i int, cfg *node.Config) {
 		cfg.DisableHTTP = true
 		cfg.Registry = regs[i]
 	}})
@@ -64,7 +64,7 @@ func TestTopologyRequestsShareGathers(t *testing.T) {
 			t.Fatalf("%s: %v", kind, err)
 		}
 		for top := range tops {
-			if len(top.Nodes) != 3 || len(top.Shards) != 8 || len(top.ViewsFrom) != 3 {
+			if len(top.Nodes) != 3 || len(top.Shards) != placementShards || len(top.ViewsFrom) != 3 {
 				t.Fatalf("%s with %d nodes, %d shards, views from %v", kind, len(top.Nodes), len(top.Shards), top.ViewsFrom)
 			}
 			for _, s := range top.Shards {
@@ -80,4 +80,59 @@ func TestTopologyRequestsShareGathers(t *testing.T) {
 			t.Fatalf("%v %s requests made %v gathers: not shared", requests, kind, gathers)
 		}
 	}
+}
+
+// TestTopologyDuringClose: a node that is closing answers topology and status requests with
+// complete views or an error, never with an answer made without its members' views (which
+// names every shard unknown): its gathers' context ends when Close begins, before its gRPC
+// server stops.
+func TestTopologyDuringClose(t *testing.T) {
+	t.Parallel()
+	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3, Configure: func(i int, cfg *node.Config) {
+		cfg.DisableHTTP = true
+	}})
+	waitPlaced(t, c, "replication 3", nil)
+	cc := shoalv1.NewClusterClient(c.Dial(t, 0))
+	whole := func(top *shoalv1.TopologyResponse) bool {
+		if len(top.GetViewsFrom()) == 0 {
+			return false
+		}
+		for _, s := range top.GetShards() {
+			if s.GetUnknown() {
+				return false
+			}
+		}
+		return true
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		c.Stop(t, 0)
+	}()
+	answers := 0
+	for ended := false; !ended; {
+		select {
+		case <-closed:
+			ended = true
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		top, err := cc.Topology(ctx, &shoalv1.TopologyRequest{})
+		var st *shoalv1.StatusResponse
+		stErr := err
+		if err == nil {
+			st, stErr = cc.Status(ctx, &shoalv1.StatusRequest{})
+		}
+		cancel()
+		if err == nil && !whole(top) {
+			t.Fatalf("topology while closing, without views: views from %v, unanswered %v", top.ViewsFrom, top.Unanswered)
+		}
+		if stErr == nil && !whole(st.GetTopology()) {
+			t.Fatalf("status while closing, without views: views from %v", st.GetTopology().GetViewsFrom())
+		}
+		if err == nil {
+			answers++
+		}
+	}
+	t.Logf("%d topology answers while closing", answers)
 }

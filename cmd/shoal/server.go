@@ -288,8 +288,9 @@ const handOffTimeout = 5 * time.Second
 func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil // interrupted while starting
+		if ctx.Err() != nil { // interrupted while starting: what it was doing then
+			log.Info("stopped while starting", "err", err)
+			return nil
 		}
 		return fmt.Errorf("cannot start the server: %w", err)
 	}
