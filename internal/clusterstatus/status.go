@@ -169,7 +169,39 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.Notes, s.notReady()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	s.Notes = append(s.Notes, s.replicationSpread()...)
+	s.Notes = append(s.Notes, s.replicaCounts()...)
 	return s
+}
+
+// replicaCounts explains shards whose voters do not number the replication factor: too few
+// because the cluster has too few nodes or zones (a one-node cluster under the default factor
+// of 3 lists every shard as under-replicated), or too many while placement takes them away
+// one at a time (after the factor was lowered), which the states, all "ok", do not show.
+func (s *Status) replicaCounts() []string {
+	var notes []string
+	under := s.StateCounts()["under-replicated"]
+	if room := s.ReplicaRoom(int(s.Replication)); under > 0 && room != "" {
+		notes = append(notes, room)
+	}
+	over := 0
+	for _, sh := range s.Shards {
+		if sh.State == "ok" && s.Replication > 0 && len(sh.Voters) > int(s.Replication) {
+			over++
+		}
+	}
+	if over > 0 {
+		notes = append(notes, fmt.Sprintf("%s %s more voters than the replication factor (%d): their leaders "+
+			"remove one at a time (a factor lowered, or a replica moving)", Count(over, "shard"), hasHave(over), s.Replication))
+	}
+	return notes
+}
+
+// hasHave is "has" for one, "have" for more.
+func hasHave(n int) string {
+	if n == 1 {
+		return "has"
+	}
+	return "have"
 }
 
 // notReady names the alive nodes that said they are not ready, and why.

@@ -130,3 +130,38 @@ func TestClusterStatusNotReady(t *testing.T) {
 		t.Fatalf("n2's not_ready lost: %+v", s.Nodes[1])
 	}
 }
+
+// Shards whose voters do not number the factor are explained: too few nodes to hold them (a
+// one-node cluster under the default factor of 3, as `make run` starts), or, after the factor
+// was lowered, more voters than it while placement removes them (their state is ok).
+func TestClusterStatusReplicaCounts(t *testing.T) {
+	status := func(replication uint32, nodes int, voters ...[]uint64) *Status {
+		var ns []*shoalv1.NodeInfo
+		for i := range nodes {
+			ns = append(ns, &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: fmt.Sprintf("z%d", i+1), Alive: true})
+		}
+		var shards []*shoalv1.ShardInfo
+		for i, v := range voters {
+			shards = append(shards, &shoalv1.ShardInfo{Shard: uint32(i), LeaderId: 1, Term: 1, Voters: v,
+				UnderReplicated: len(v) < int(replication)})
+		}
+		return New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: uint32(len(voters)), Replication: replication},
+			Nodes:    ns, Shards: shards}})
+	}
+	if notes := status(3, 3, []uint64{1, 2, 3}, []uint64{1, 2, 3}).Notes; len(notes) != 0 {
+		t.Errorf("fully replicated, yet: %q", notes)
+	}
+	notes := status(3, 1, []uint64{1}, []uint64{1}).Notes
+	if len(notes) != 1 || notes[0] != "the cluster has 1 node to hold replicas: its shards stay under-replicated (1 of 3) until more join" {
+		t.Errorf("one node, factor 3: %q", notes)
+	}
+	// Under-replicated while a node joins (the cluster has room): placement is on it, no note.
+	if notes := status(3, 3, []uint64{1}, []uint64{1, 2, 3}).Notes; len(notes) != 0 {
+		t.Errorf("room for the replicas, yet: %q", notes)
+	}
+	notes = status(2, 3, []uint64{1, 2, 3}, []uint64{1, 2}, []uint64{1, 2, 3}).Notes
+	if len(notes) != 1 || notes[0] != "2 shards have more voters than the replication factor (2): their leaders remove one at a time (a factor lowered, or a replica moving)" {
+		t.Errorf("factor lowered: %q", notes)
+	}
+}
