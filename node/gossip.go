@@ -177,7 +177,21 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 		}
 		switch {
 		case err == nil, ctx.Err() != nil: // Start gave up: nothing to tell
-		case errors.Is(err, membership.ErrNameTaken), errors.Is(err, membership.ErrIdentityInUse):
+		case errors.Is(err, membership.ErrNameTaken):
+			// This directory's node is in the cluster under this name, so the advice of
+			// NameTakenError (another name) does not apply: the name is fixed in it.
+			var taken *membership.NameTakenError
+			if !errors.As(err, &taken) {
+				err = fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
+				break
+			}
+			err = fmt.Errorf("node: starting gossip on %s: %w: a live member at %s (node ID %d) has the name %q, and this "+
+				"data directory's node (ID %d) keeps it: either this node was replaced while it was down (a node started "+
+				"under its name on an empty data directory), and this directory is stale: move it away and start on an "+
+				"empty one, which joins as a new node; or the live member took the name by mistake: stop it, give it "+
+				"another --node and an empty data directory, then start this one again",
+				n.cfg.Gossip, membership.ErrNameTaken, taken.Addr, taken.NodeID, taken.Name, n.ID())
+		case errors.Is(err, membership.ErrIdentityInUse):
 			err = fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)
 		default:
 			if foreign := n.foreignSeeds(ml, seeds); len(foreign) == len(seeds) {

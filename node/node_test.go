@@ -588,6 +588,30 @@ func TestDuplicateNameRefused(t *testing.T) {
 	}
 }
 
+// A node of a cluster whose name a new member took while it was down (a replacement started
+// under the name on an empty data directory) is refused at its restart, and told that its
+// directory keeps the name: another --node does not start it, moving the directory away does.
+func TestReplacedNodeRestartRefused(t *testing.T) {
+	t.Parallel()
+	seed := testConfig(t, t.TempDir())
+	seed.Name = "seed"
+	first := startNode(t, seed)
+	old := testConfig(t, t.TempDir()) // named "solo"
+	old.Join = []string{first.cfg.Gossip}
+	startNode(t, old).Close() // leaves gossip: its name is free
+	replacement := testConfig(t, t.TempDir())
+	replacement.Join = []string{first.cfg.Gossip}
+	startNode(t, replacement)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := Start(ctx, old)
+	if !errors.Is(err, membership.ErrNameTaken) || !strings.Contains(err.Error(), "move it away and start on an empty one") {
+		t.Fatalf("restarting the replaced node: %v", err)
+	}
+	t.Log(err)
+}
+
 // A write whose outcome is unknown is answered UNKNOWN whatever its cause's code (a forwarded
 // call's INTERNAL or DEADLINE_EXCEEDED would otherwise pass through), and answers that refused a
 // forwarded call before it ran (no connection, a node starting or shutting down, a not-leader
