@@ -237,6 +237,10 @@ func HoldsReplicas(dir string) bool {
 	return err != nil || len(g) > 0
 }
 
+// Decommissioning reports whether the node of data directory dir was being decommissioned
+// when it stopped.
+func Decommissioning(dir string) bool { return (&dataDir{path: dir}).decommissioning() }
+
 // groups returns the shards this node holds replicas of, sorted.
 func (d *dataDir) groups() ([]uint32, error) {
 	var g []uint32

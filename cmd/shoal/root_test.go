@@ -617,6 +617,15 @@ func TestDevRefusesFewerNodes(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errOut, want) || !strings.Contains(errOut, "run with --nodes 2") || out != "" {
 		t.Fatalf("dev --nodes 1 over two nodes: exit %d, stderr %q, stdout %q; want %d and %q", code, errOut, out, exitUsage, want)
 	}
+	// Decommissioned (the flag file node decommission leaves), stopped before it deleted its
+	// replicas: told to let it.
+	if err := os.WriteFile(filepath.Join(dir, "node-1", "decommissioning"), []byte("decommissioning requested\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCLI(t, nil, "", "dev", "--data", dir, "--nodes", "1")
+	if want := "a decommissioned node deletes its replicas a few seconds after"; code != exitUsage || !strings.Contains(errOut, want) {
+		t.Fatalf("dev --nodes 1 over a decommissioned node-1: exit %d, stderr %q; want %q", code, errOut, want)
+	}
 }
 
 // TestNoLeaderForLong: the CLI's explanation of a shard without quorum carries the whole of

@@ -396,6 +396,25 @@ func devLeftOut(dir string, nodes int) (left []string, need int) {
 	return left, need
 }
 
+// devDecommissioning reports whether every one of the dev nodes left out was being
+// decommissioned.
+func devDecommissioning(dir string, left []string) bool {
+	for _, name := range left {
+		if !node.Decommissioning(filepath.Join(dir, name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// holdHolds is "holds" for one, "hold" for more.
+func holdHolds(n int) string {
+	if n == 1 {
+		return "holds"
+	}
+	return "hold"
+}
+
 func (a *app) devCmd() *cobra.Command {
 	var (
 		nodes int
@@ -422,9 +441,17 @@ the others join it. Ctrl-C stops every node.`,
 			}
 			fresh := devFresh(dir)
 			if left, need := devLeftOut(dir, nodes); !fresh && len(left) > 0 {
-				return usagef("--data %s: %s of its dev cluster, beyond --nodes %d, still holds replicas: left down, their shards "+
-					"run short of voters or without quorum; run with --nodes %d, or decommission them first (shoal node decommission)",
-					dir, strings.Join(left, ", "), nodes, need)
+				// A drained node deletes its replicas a moment after cluster status shows it
+				// holding none: stopped in between, it still holds them on disk.
+				drained := "or decommission them first (shoal node decommission)"
+				if devDecommissioning(dir, left) {
+					drained = "a decommissioned node deletes its replicas a few seconds after 'cluster status' shows it holding none: " +
+						"run with --nodes " + fmt.Sprint(need) + " again, wait for its log's 'deleted replica removed from its group' lines " +
+						"(or a few seconds past 0 replicas), then stop it"
+				}
+				return usagef("--data %s: %s of its dev cluster, beyond --nodes %d, still %s replicas: left down, their shards "+
+					"run short of voters or without quorum; run with --nodes %d, %s",
+					dir, strings.Join(left, ", "), nodes, holdHolds(len(left)), need, drained)
 			}
 			return a.runDev(cmd.Context(), dir, nodes, fresh)
 		},
