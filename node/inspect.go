@@ -249,6 +249,47 @@ func CompareApplied(ins []*Inspection) []Survivor {
 	return out
 }
 
+// SameLogs reports whether the inspections, of one cluster's nodes, are what a whole-cluster
+// restore takes (every node started on its backup with --restore, docs/operations.md, "Backups"):
+// the replicas of each shard among them (its voters' and learners') hold one raft log (the same
+// last index, its term, and the same term), every voter of every shard is one of them, and
+// every shard of the cluster is there. The restore check at each node's start confirms it
+// against the members then.
+func SameLogs(ins []*Inspection) bool {
+	if len(ins) < 2 {
+		return false
+	}
+	type point struct{ last, lastTerm, term uint64 }
+	seen := map[uint32]point{}
+	held := map[uint32]map[uint64]bool{} // the nodes holding each shard among ins
+	var voters [][2]uint64               // every (shard, voter) the replicas name
+	for _, in := range ins {
+		for _, r := range in.Replicas {
+			if role := r.Role(in.NodeID); r.Shard >= in.Shards || role != "voter" && role != "learner" {
+				continue
+			}
+			p := point{r.LastIndex, r.LastTerm, r.Term}
+			if q, ok := seen[r.Shard]; ok && q != p {
+				return false
+			}
+			seen[r.Shard] = p
+			if held[r.Shard] == nil {
+				held[r.Shard] = map[uint64]bool{}
+			}
+			held[r.Shard][in.NodeID] = true
+			for _, v := range r.Voters {
+				voters = append(voters, [2]uint64{uint64(r.Shard), v})
+			}
+		}
+	}
+	for _, sv := range voters {
+		if !held[uint32(sv[0])][sv[1]] {
+			return false
+		}
+	}
+	return len(seen) == int(ins[0].Shards)
+}
+
 // kept reports whether --new-cluster would keep in's replica r: one of the cluster's shards'
 // (keptBy).
 func kept(in *Inspection, r ReplicaState) bool { return r.Shard < in.Shards && r.keptBy(in.NodeID) }

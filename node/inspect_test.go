@@ -148,6 +148,42 @@ func TestCompareApplied(t *testing.T) {
 			t.Errorf("%s: %s, want %s", ins[i].Dir, got, want[i])
 		}
 	}
+	// Logs the same: last index, its term, and the term.
+	logRep := func(shard uint32, last, lastTerm, term uint64, voters []uint64) node.ReplicaState {
+		r := rep(shard, last, voters, nil)
+		r.LastIndex, r.LastTerm, r.Term = last, lastTerm, term
+		return r
+	}
+	same := func(id uint64) *node.Inspection {
+		return in(fmt.Sprint(id), id, logRep(0, 10, 2, 2, all), logRep(1, 7, 1, 3, all), logRep(2, 5, 1, 1, all))
+	}
+	if !node.SameLogs([]*node.Inspection{same(1), same(2), same(3)}) {
+		t.Error("SameLogs of three identical backups: false")
+	}
+	if node.SameLogs([]*node.Inspection{same(1), same(2)}) {
+		t.Error("SameLogs without a voter's directory: true")
+	}
+	if node.SameLogs([]*node.Inspection{same(1)}) {
+		t.Error("SameLogs of one directory: true")
+	}
+	for i, change := range []func(*node.ReplicaState){
+		func(r *node.ReplicaState) { r.LastIndex++ },
+		func(r *node.ReplicaState) { r.LastTerm++ },
+		func(r *node.ReplicaState) { r.Term++ },
+	} {
+		third := same(3)
+		change(&third.Replicas[1])
+		if node.SameLogs([]*node.Inspection{same(1), same(2), third}) {
+			t.Errorf("change %d: SameLogs true", i)
+		}
+	}
+	// A voter's directory without its replica of the shard.
+	partial := same(3)
+	partial.Replicas = partial.Replicas[:2]
+	if node.SameLogs([]*node.Inspection{same(1), same(2), partial}) {
+		t.Error("SameLogs with a voter's directory lacking the shard: true")
+	}
+
 	made := in("d", 1, rep(0, 1, all, nil), rep(1, 1, all, nil), rep(2, 1, all, nil))
 	made.NewCluster = "c"
 	if sv := node.CompareApplied([]*node.Inspection{made})[0]; !strings.Contains(sv.Refused, "already made its cluster") {

@@ -121,6 +121,9 @@ func writeInspections(w io.Writer, ins []*node.Inspection) error {
 			}
 		}
 		switch {
+		case node.SameLogs(group):
+			fmt.Fprintf(w, "  all %d directories hold the same raft log in every shard, and every shard's voters are among them: "+
+				"restore them together, each node started on its own with --restore (or start one with --new-cluster)\n", len(group))
 		case whole != "":
 			fmt.Fprintf(w, "  %s is furthest in every shard: start it with --new-cluster\n", whole)
 		default:
