@@ -418,6 +418,9 @@ func TestLocalValidation(t *testing.T) {
 	_, err = c.Append(ctx, "s", Any, Event{Type: "A", Data: big}, Event{Type: "A", Data: big}, Event{Type: "A", Data: big}, Event{Type: "A", Data: big})
 	check("request over 32 MiB", err, "events")
 	check("delete no-stream", c.Delete(ctx, "s", NoStream), "expected")
+	// A duration the servers would cut to whole milliseconds.
+	check("retention max age 1500us", c.SetRetention(ctx, RetentionPolicy{Prefix: "s-", MaxAge: 1500 * time.Microsecond}), "RetentionPolicy.MaxAge")
+	check("retain max age 1500us", c.Retain(ctx, "s-", Retention{MaxAge: 1500 * time.Microsecond}, nil), "Retention.MaxAge")
 	check("decommission", c.Decommission(ctx, ""), "name")
 	_, err = c.ReadPage(ctx, "")
 	check("read", err, "stream")

@@ -70,6 +70,9 @@ func (c *Client) Retain(ctx context.Context, prefix string, r Retention, fn func
 	case r.MaxAge < 0 || r.MaxAge > 0 && r.MaxAge < time.Millisecond:
 		return &InvalidArgumentError{Field: "Retention.MaxAge", Limit: "0 (no limit by age), or 1ms or more",
 			Reason: fmt.Sprintf("%v given", r.MaxAge)}
+	case r.MaxAge%time.Millisecond != 0:
+		return &InvalidArgumentError{Field: "Retention.MaxAge", Limit: "whole milliseconds",
+			Reason: fmt.Sprintf("%v given", r.MaxAge)}
 	case r.KeepLast == 0 && r.MaxAge == 0 && !r.Deleted:
 		return &InvalidArgumentError{Field: "Retention", Limit: "KeepLast, MaxAge or Deleted",
 			Reason: "the policy removes nothing"}

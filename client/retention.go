@@ -64,6 +64,9 @@ func (c *Client) SetRetention(ctx context.Context, p RetentionPolicy) error {
 	case p.MaxAge < 0 || p.MaxAge > 0 && p.MaxAge < time.Millisecond:
 		return &InvalidArgumentError{Field: "RetentionPolicy.MaxAge", Limit: "0 (no limit by age), or 1ms or more",
 			Reason: fmt.Sprintf("%v given", p.MaxAge)}
+	case p.MaxAge%time.Millisecond != 0:
+		return &InvalidArgumentError{Field: "RetentionPolicy.MaxAge", Limit: "whole milliseconds",
+			Reason: fmt.Sprintf("%v given", p.MaxAge)}
 	case p.KeepLast == 0 && p.MaxAge == 0 && !p.Deleted:
 		return &InvalidArgumentError{Field: "RetentionPolicy", Limit: "KeepLast, MaxAge or Deleted",
 			Reason: "the policy removes nothing"}

@@ -231,7 +231,7 @@ func (s *clusterServer) named(name string, forwarded bool, what string) (*grpc.C
 	}
 	if !target.Alive || target.GRPCAddr == "" {
 		// Not UNAVAILABLE: this node answered, and retrying here changes nothing.
-		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not alive; start it to %s it", name, what)
+		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not alive; start it first: a %s needs it running", name, what)
 	}
 	conn, err := n.peers.get(target.GRPCAddr)
 	if err != nil {

@@ -124,7 +124,8 @@ drained and stopped) has nothing to back up.
 					}
 				}
 				if len(failed) > 0 {
-					return fmt.Errorf("no backup %q of %s (of %d nodes)", name, strings.Join(failed, ", "), len(st.GetTopology().GetNodes()))
+					return fmt.Errorf("backup %q is missing on %s (above): not a whole cluster's; a node's backup restores it alone, "+
+						"a whole-cluster restore needs every node's", name, strings.Join(failed, ", "))
 				}
 				return nil
 			})

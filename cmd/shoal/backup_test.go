@@ -68,7 +68,7 @@ func TestClusterBackupCLI(t *testing.T) {
 		}
 	}
 	out = run(exitError, "cluster", "backup", "--name", "taken")
-	if strings.Count(out, " written to ") != 2 || !strings.Contains(out, `no backup "taken" of n2 (of 3 nodes)`) {
+	if strings.Count(out, " written to ") != 2 || !strings.Contains(out, `backup "taken" is missing on n2 (above)`) {
 		t.Fatalf("cluster backup with n2's name taken: %q, want n1's and n3's written, n2 reported", out)
 	}
 

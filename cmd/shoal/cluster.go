@@ -183,21 +183,25 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 				if err := c.Decommission(ctx, args[0]); err != nil {
 					return err
 				}
-				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: its replicas are moving away; follow with 'shoal cluster status'\n", args[0]); err != nil {
+				// Best effort: say at once when the drain cannot finish yet.
+				var stalled []string
+				if st, err := c.Status(ctx); err == nil {
+					cs := clusterstatus.New(st)
+					for i := range cs.Nodes {
+						if cs.Nodes[i].Name == args[0] {
+							cs.Nodes[i].Decommissioning = true // the flag may not have been gossiped yet
+						}
+					}
+					stalled = cs.StalledDrains()
+				}
+				moving := "its replicas are moving away"
+				if len(stalled) > 0 {
+					moving = "its leaderships are moving away, its replicas stay for now (below)"
+				}
+				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: %s; follow with 'shoal cluster status'\n", args[0], moving); err != nil {
 					return err
 				}
-				// Best effort: say at once when the drain cannot finish yet.
-				st, err := c.Status(ctx)
-				if err != nil {
-					return nil
-				}
-				cs := clusterstatus.New(st)
-				for i := range cs.Nodes {
-					if cs.Nodes[i].Name == args[0] {
-						cs.Nodes[i].Decommissioning = true // the flag may not have been gossiped yet
-					}
-				}
-				for _, note := range cs.StalledDrains() {
+				for _, note := range stalled {
 					fmt.Fprintf(a.stdout, "note: %s\n", note)
 				}
 				return nil

@@ -158,7 +158,7 @@ time of its last event.`,
 				if info.State != client.StreamLive {
 					before = "all"
 				}
-				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until 'shoal truncate %s --before %s' removes them\n",
+				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until a truncation removes them: shoal truncate %s --before %s\n",
 					info.HiddenEvents, shellQuote(info.Name), before)
 			}
 			fmt.Fprintf(tw, "shard\t%d\n", info.Shard)
@@ -280,6 +280,8 @@ itself, use 'shoal retention set'.`,
 				return usagef("give --keep-last, --max-age or --deleted: the policy removes nothing")
 			case maxAge < 0 || maxAge > 0 && maxAge < time.Millisecond:
 				return usagef("--max-age must be at least 1ms, got %v", maxAge)
+			case maxAge%time.Millisecond != 0:
+				return usagef("--max-age must be whole milliseconds (the servers keep it so), got %v", maxAge)
 			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx, server)

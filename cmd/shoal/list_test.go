@@ -168,6 +168,9 @@ func TestRetainCLI(t *testing.T) {
 	run(exitUsage, "retain", "--keep-last", "2")
 	run(exitUsage, "retain", "--prefix", "s-")
 	run(exitUsage, "retain", "--prefix", "s-", "--max-age", "-1s")
+	if out := run(exitUsage, "retain", "--prefix", "s-", "--max-age", "1500us"); !strings.Contains(out, "whole milliseconds") {
+		t.Fatalf("retain --max-age 1500us:\n%s", out)
+	}
 	run(exitUsage, "retain", "--prefix", "s-", "--keep-last", "x")
 }
 
@@ -188,6 +191,7 @@ func TestRetentionCLI(t *testing.T) {
 		{"retention", "set", "--keep-last", "2"},
 		{"retention", "set", "--prefix", "s-"},
 		{"retention", "set", "--prefix", "s-", "--max-age", "10us"},
+		{"retention", "set", "--prefix", "s-", "--max-age", "1500us"},
 		{"retention", "remove"},
 	} {
 		run(exitUsage, args...)

@@ -40,7 +40,12 @@ health check, as the image's HEALTHCHECK runs it.`,
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
-				return &explainedError{code: exitError, msg: fmt.Sprintf("not ready: the node at %s did not answer: %v", addr, err)}
+				msg := fmt.Sprintf("not ready: the node at %s did not answer: %v", addr, err)
+				if strings.Contains(err.Error(), "malformed HTTP response") {
+					// A gRPC port answers HTTP/1 with an HTTP/2 frame.
+					msg = fmt.Sprintf("not ready: %s did not answer with HTTP (its gRPC port?): --http takes the node's HTTP address (its --http, 127.0.0.1:7480 by default)", addr)
+				}
+				return &explainedError{code: exitError, msg: msg}
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
 )
 
 // TestNodeReady: `shoal node ready` exits 0 when the node's /readyz answers 200, and 1 with
@@ -36,5 +39,16 @@ func TestNodeReady(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, nil, "", "node", "ready", "--http", "nope"); code != exitUsage || !strings.Contains(errOut, "not host:port") {
 		t.Fatalf("bad --http: code %d, stderr %q", code, errOut)
+	}
+	// A gRPC port given for --http: said so, not its HTTP/2 bytes.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	go g.Serve(lis)
+	defer g.Stop()
+	if code, _, errOut := runCLI(t, nil, "", "node", "ready", "--http", lis.Addr().String()); code != exitError || !strings.Contains(errOut, "its gRPC port?") {
+		t.Fatalf("a gRPC port: code %d, stderr %q", code, errOut)
 	}
 }

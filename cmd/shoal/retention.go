@@ -66,6 +66,8 @@ clocks with the commit times they stamped; it counts whole milliseconds.`,
 				return usagef("give --keep-last, --max-age or --deleted: the policy removes nothing")
 			case maxAge < 0 || maxAge > 0 && maxAge < time.Millisecond:
 				return usagef("--max-age must be at least 1ms, got %v", maxAge)
+			case maxAge%time.Millisecond != 0:
+				return usagef("--max-age must be whole milliseconds (the servers keep it so), got %v", maxAge)
 			}
 			p := client.RetentionPolicy{Prefix: prefix, KeepLast: keepLast, MaxAge: maxAge, Deleted: deleted}
 			return a.retentionChange(cmd, server, func(ctx context.Context, c *client.Client) error {
