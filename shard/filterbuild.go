@@ -29,7 +29,7 @@ type filterBuild struct {
 	done       chan struct{} // closed when the scan ends; then ids, names and err are set
 	ids, names *hashFilter
 	err        error
-	start      time.Time
+	start, end time.Time // when the scan started and ended (set before done is closed)
 	// gate, when set by a test, holds the scan before its first key.
 	gate chan struct{}
 }
@@ -58,7 +58,10 @@ func (s *Shard) startFilterBuild(events, streams int) error {
 }
 
 func (b *filterBuild) run(idIt, nameIt *pebble.Iterator, events, streams int) {
-	defer close(b.done)
+	defer func() {
+		b.end = time.Now()
+		close(b.done)
+	}()
 	if b.gate != nil {
 		select {
 		case <-b.gate:
@@ -204,9 +207,10 @@ func (s *Shard) filters() (ids, names *hashFilter) {
 		b.names.add(h)
 	}
 	s.ids, s.names, s.idsAdded, s.namesAdded = b.ids, b.names, nil, nil
+	// Installed by the first apply after the scan: an idle shard's may come long after.
 	s.opts.Logger.Info("shard filters built", "shard", s.id,
 		"ids", b.ids.count(), "streams", b.names.count(), "bytes", b.ids.bytes()+b.names.bytes(),
-		"took", time.Since(b.start))
+		"took", b.end.Sub(b.start), "installed_after", time.Since(b.start))
 	return s.ids, s.names
 }
 
