@@ -69,7 +69,7 @@ func (d *dataDir) finishRestore(m *backupManifest, log *slog.Logger) error {
 	if err := d.syncDir(); err != nil {
 		return err
 	}
-	log.Warn("started on a restored backup", "node", m.Node, "taken", m.Created)
+	log.Warn("started on a restored backup", "backup_of", m.Node, "taken", m.Created)
 	return nil
 }
 

@@ -166,7 +166,7 @@ type Config struct {
 	Join      []string // seeds (host:port); empty = start a new cluster
 	SecretKey []byte   // AES key for gossip encryption: nil, or 16, 24 or 32 bytes
 	Meta      Meta     // initial metadata; Meta.Name defaults to Name; NodeID required
-	Logger    *slog.Logger
+	Logger    *slog.Logger // its lines carry component=membership; the node's own attributes are the caller's to add
 	// OnChange is called after members join, leave, die or update, from a
 	// dedicated goroutine; bursts are coalesced into one call. It must not
 	// block for long. Optional.
@@ -340,7 +340,7 @@ func Start(cfg Config) (*Membership, error) {
 	enc, _ := EncodeMeta(cfg.Meta) // validated above
 
 	m := &Membership{
-		log:     cfg.Logger.With("component", "membership", "node", cfg.Name),
+		log:     cfg.Logger.With("component", "membership"), // the caller's logger names the node
 		name:    cfg.Name,
 		changed: make(chan struct{}, 1),
 		done:    make(chan struct{}),
