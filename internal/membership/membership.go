@@ -160,12 +160,12 @@ const (
 
 // Config configures Start. Zero values mean the defaults above.
 type Config struct {
-	Name      string   // node name, unique in the cluster; required
-	Bind      string   // host:port for gossip, TCP and UDP; required
-	Advertise string   // host:port peers use to reach this node; "" = derived from Bind
-	Join      []string // seeds (host:port); empty = start a new cluster
-	SecretKey []byte   // AES key for gossip encryption: nil, or 16, 24 or 32 bytes
-	Meta      Meta     // initial metadata; Meta.Name defaults to Name; NodeID required
+	Name      string       // node name, unique in the cluster; required
+	Bind      string       // host:port for gossip, TCP and UDP; required
+	Advertise string       // host:port peers use to reach this node; "" = derived from Bind
+	Join      []string     // seeds (host:port); empty = start a new cluster
+	SecretKey []byte       // AES key for gossip encryption: nil, or 16, 24 or 32 bytes
+	Meta      Meta         // initial metadata; Meta.Name defaults to Name; NodeID required
 	Logger    *slog.Logger // its lines carry component=membership; the node's own attributes are the caller's to add
 	// OnChange is called after members join, leave, die or update, from a
 	// dedicated goroutine; bursts are coalesced into one call. It must not
