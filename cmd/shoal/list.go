@@ -324,7 +324,11 @@ itself, use 'shoal retention set'.`,
 				code, msg := explain(a.unreachable(err, server))
 				return &explainedError{code: code, msg: w + ": " + msg}
 			}
-			_, err = fmt.Fprintf(a.stdout, "%s (streams starting with %q)\n", summary(), prefix)
+			if _, err = fmt.Fprintf(a.stdout, "%s (streams starting with %q)\n", summary(), prefix); err != nil || events > 0 {
+				return err
+			}
+			// What a first try on fresh events meets: say why they stay.
+			_, err = fmt.Fprintln(a.stdout, "(events younger than the servers' --retention-min-age, a minute by default, always stay)")
 			return err
 		},
 	}

@@ -136,7 +136,8 @@ func TestRetainCLI(t *testing.T) {
 	if out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted"); !strings.Contains(out, "removed 7 events from 3 streams") {
 		t.Fatalf("retain:\n%s", out)
 	}
-	if out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted"); !strings.Contains(out, "removed 0 events from 0 streams") {
+	if out := run(exitOK, "retain", "--prefix", "s-", "--keep-last", "2", "--deleted"); !strings.Contains(out, "removed 0 events from 0 streams") ||
+		!strings.Contains(out, "--retention-min-age") {
 		t.Fatalf("retain again:\n%s", out)
 	}
 	out = run(exitOK, "list-streams", "--deleted")
