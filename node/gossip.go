@@ -85,8 +85,8 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 	}
 	n.ml.Store(ml)
 	n.refreshMembers()
-	go n.rejoinLoop(ml, seeds)
-	go n.islandLoop(ml, n.cfg.Join) // the operator's seeds only: peers.json may name a machine of another cluster since
+	n.gossipLoops.Go(func() { n.rejoinLoop(ml, seeds) })
+	n.gossipLoops.Go(func() { n.islandLoop(ml, n.cfg.Join) }) // the operator's seeds only: peers.json may name a machine of another cluster since
 	return nil
 }
 

@@ -101,6 +101,7 @@ type Node struct {
 	peersMu      sync.Mutex // guards savedPeers and peers.json
 	savedPeers   []string   // the live peers' gossip addresses last stored
 	closeOnce    sync.Once
+	gossipLoops  sync.WaitGroup // rejoinLoop and islandLoop, waited for by Close
 	closeErr     error
 
 	mu struct {
@@ -772,6 +773,7 @@ func (n *Node) close() error {
 	}
 	n.stopPlacement(context.Background())
 	n.stopRetention(context.Background())
+	n.gossipLoops.Wait() // a round ends at once now: gossip and the host are closed
 	n.mu.Lock()
 	for _, sm := range n.mu.shards {
 		sm.Close() // after the host: no apply runs; before Pebble: ends the ID scans
