@@ -754,6 +754,9 @@ func (n *Node) close() error {
 	} else if n.grpcLis != nil {
 		n.grpcLis.Close()
 	}
+	// No request starts a gather now; those running end at once (done is closed).
+	n.gathers.wait()
+	n.statusGathers.wait()
 	if n.peers != nil {
 		n.peers.close()
 	}

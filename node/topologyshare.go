@@ -20,6 +20,7 @@ type sharedGathers struct {
 	mu      sync.Mutex
 	running chan struct{} // closed when the gather under way ends; nil when none is
 	next    *gather       // the gather arriving requests join; nil until one does
+	wg      sync.WaitGroup
 }
 
 // gather is one shared gather: the suspects it carries, and its answer once done is closed.
@@ -43,7 +44,7 @@ func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects [
 	if next == nil {
 		next = &gather{done: make(chan struct{})}
 		g.next = next
-		go g.start(next, stop, run)
+		g.wg.Go(func() { g.start(next, stop, run) })
 	}
 	next.addSuspects(suspects, limit)
 	g.mu.Unlock()
@@ -54,6 +55,9 @@ func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects [
 		return nil, ctx.Err()
 	}
 }
+
+// wait waits for the gathers started to end (once stop is closed, at once).
+func (g *sharedGathers) wait() { g.wg.Wait() }
 
 // start runs this gather once the one under way has ended. Only the next gather waits, so
 // one goroutine at most waits here.
