@@ -69,10 +69,12 @@
 //  3. Retries back off exponentially with full jitter (ceiling doubling from
 //     50ms to 2s by default; the wait is uniform in [0, ceiling]) until the
 //     call succeeds, the caller's context ends, or RetryPolicy.MaxElapsed
-//     (30s) has passed. A call never outlives its context: when the next
-//     attempt could not start before the context's deadline it returns at
-//     once with an error matching context.DeadlineExceeded that also wraps
-//     the last attempt's error. When MaxElapsed passes it returns an
+//     (30s) has passed; a wait that would pass it is cut short, so that the
+//     last attempt comes as MaxElapsed runs out. A call never outlives its
+//     context: a wait that would pass the context's deadline is cut to half
+//     the time left (one attempt more), and with less than 20ms left the call
+//     returns at once with an error matching context.DeadlineExceeded that
+//     also wraps the last attempt's error. When MaxElapsed passes it returns an
 //     *UnavailableError (errors.Is(err, ErrUnavailable)) wrapping the last
 //     attempt's error. For an append or a delete, either is wrapped in an
 //     *OutcomeUnknownError (errors.Is(err, ErrOutcomeUnknown)) when an attempt
@@ -99,12 +101,14 @@
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
 //     (a write that may or may not have been applied, see 3 and Delete),
 //     ErrTLSHandshake, ErrWrongCluster
-//     (see 7), ErrShardFormat (Truncate), ErrHistoryTruncated (a Read with
+//     (see 8), ErrShardFormat (Truncate), ErrHistoryTruncated (a Read with
 //     WholeHistory), ErrPositionAhead (a ReadShard past the shard's end),
-//     ErrClosed, and read their facts with errors.As
+//     ErrStreamChanged (a Read that resumed after a failure and found the
+//     stream deleted), ErrClosed, and read their facts with errors.As
 //     (*WrongExpectedVersionError, *InvalidArgumentError, *IDConflictError,
-//     *HistoryTruncatedError, *PositionAheadError, *UnavailableError,
-//     *OutcomeUnknownError). Context
+//     *HistoryTruncatedError, *PositionAheadError, *StreamChangedError,
+//     *UnavailableError, *OutcomeUnknownError, whose EventIDs an append is
+//     sent again with). Context
 //     errors pass through. Other gRPC statuses are returned unchanged.
 //  6. An append to a shard's leader that is still waiting after 300ms for
 //     its answer, or a read waiting as long for its next page, watches the

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -85,7 +86,8 @@ var (
 	// repeated once an attempt may have reached the cluster (a repeat could
 	// delete events another writer appended meanwhile): it returns it at once.
 	// Read the stream to find out, or, for an append, send it again with the
-	// same event IDs. A delete expecting an exact version also returns it when
+	// same event IDs (OutcomeUnknownError.EventIDs has them, those drawn for
+	// events given without one included). A delete expecting an exact version also returns it when
 	// a repeat after such an attempt was refused in a way the attempt itself
 	// could have caused (stream not found or deleted, another version).
 	ErrOutcomeUnknown = errors.New("client: the write may or may not have been applied")
@@ -107,12 +109,25 @@ var (
 // OutcomeUnknownError is the ErrOutcomeUnknown failure: Err is the failure
 // that ended the call (the last attempt's error, or the *UnavailableError or
 // context error of a call whose retries ended), after Attempts attempts.
+// EventIDs, for an append, are the IDs its events were sent with, those
+// Append drew for events without one included: append the events again with
+// these IDs to learn the outcome (a duplicate, if the first append was
+// applied) or to apply them once.
 type OutcomeUnknownError struct {
 	Attempts int
 	Err      error
+	EventIDs []uuid.UUID
 }
 
 func (e *OutcomeUnknownError) Error() string {
+	// An ended call's error counts the attempts itself: *UnavailableError, and ctxError's
+	// wrapping of a context error.
+	_, ended := errors.AsType[*UnavailableError](e.Err)
+	wrappedCtx := (errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded)) &&
+		e.Err != context.Canceled && e.Err != context.DeadlineExceeded
+	if ended || wrappedCtx {
+		return fmt.Sprintf("%v: %v", ErrOutcomeUnknown, e.Err)
+	}
 	return fmt.Sprintf("%v (after %d attempt(s): %v)", ErrOutcomeUnknown, e.Attempts, e.Err)
 }
 

@@ -206,3 +206,26 @@ func TestPositionAheadMapped(t *testing.T) {
 		t.Fatalf("the read was sent %d times, want 1", n)
 	}
 }
+
+// TestOutcomeUnknownMessage: the attempts are counted once in an outcome-unknown error's text,
+// by the error that ended the call when it counts them.
+func TestOutcomeUnknownMessage(t *testing.T) {
+	last := status.Error(codes.Unavailable, "down")
+	for _, tc := range []struct {
+		err  *OutcomeUnknownError
+		want string
+	}{
+		{&OutcomeUnknownError{Attempts: 2, Err: ctxError(context.DeadlineExceeded, 2, last)},
+			"client: the write may or may not have been applied: client: context deadline exceeded after 2 attempts, last error: rpc error: code = Unavailable desc = down"},
+		{&OutcomeUnknownError{Attempts: 3, Err: &UnavailableError{Attempts: 3, Elapsed: time.Second, Err: last}},
+			"client: the write may or may not have been applied: client: cluster unavailable after 3 attempts in 1s: rpc error: code = Unavailable desc = down"},
+		{&OutcomeUnknownError{Attempts: 1, Err: last},
+			"client: the write may or may not have been applied (after 1 attempt(s): rpc error: code = Unavailable desc = down)"},
+		{&OutcomeUnknownError{Attempts: 1, Err: context.Canceled},
+			"client: the write may or may not have been applied (after 1 attempt(s): context canceled)"},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
+	}
+}

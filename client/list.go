@@ -40,8 +40,8 @@ type StreamInfo struct {
 	Name  string
 	Shard uint32
 	State StreamState
-	// LastVersion is the version of the stream's last event, the one an append with
-	// ExactVersion names; for a deleted stream, the last version at the delete.
+	// LastVersion is the version of the stream's last event, the one an append expecting
+	// Exact names; for a deleted stream, the last version at the delete.
 	LastVersion uint64
 	// FirstVersion is the first version a read returns: after a soft delete, the first
 	// version after it; after a truncation, where it began. LastVersion+1 while deleted

@@ -41,7 +41,8 @@ const DefaultPageSize = 500
 // RetryPolicy bounds the retries of one call. Zero fields mean the default.
 type RetryPolicy struct {
 	// MaxElapsed is the total time a call may spend retrying, measured from
-	// its first attempt (and restarted whenever a read makes progress).
+	// its first attempt (and restarted whenever a read makes progress); the
+	// last attempt starts as it runs out.
 	// Default 30s. Negative disables retries: one attempt only, save that a
 	// not-leader answer naming the leader is still followed there (up to three
 	// times; such an answer says nothing was applied).

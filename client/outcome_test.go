@@ -318,3 +318,58 @@ func TestSameStreamIDConflictAfterUncertainAppendIsUnknown(t *testing.T) {
 		}
 	}
 }
+
+// TestOutcomeUnknownNamesEventIDs: an append whose outcome is unknown names the IDs its events
+// were sent with, those the client drew for events without one included, and appending the
+// events again with them settles it: a duplicate, the first append having been applied.
+func TestOutcomeUnknownNamesEventIDs(t *testing.T) {
+	fc := newFakeCluster(t, 1, 1)
+	fc.mu.Lock()
+	fc.unary = true
+	fc.mu.Unlock()
+	c := dial(t, fc, WithRetry(RetryPolicy{MaxElapsed: -1}))
+	fc.nodes[0].setFault(failFirst("Append", 1, errLoseAck))
+	given := uuid.Must(uuid.NewV7())
+	events := []Event{{Type: "A"}, {Type: "B", ID: given}}
+	_, err := c.Append(testCtx(t), "s", Any, events...)
+	ou, ok := errors.AsType[*OutcomeUnknownError](err)
+	if !ok || len(ou.EventIDs) != 2 || ou.EventIDs[0] == uuid.Nil || ou.EventIDs[1] != given {
+		t.Fatalf("append applied, its answer lost: %v; want an *OutcomeUnknownError naming both IDs", err)
+	}
+	if events[0].ID != uuid.Nil {
+		t.Fatal("Append changed the caller's event")
+	}
+	events[0].ID, events[1].ID = ou.EventIDs[0], ou.EventIDs[1]
+	res, err := c.Append(testCtx(t), "s", Any, events...)
+	if err != nil || !res.Duplicate {
+		t.Fatalf("the append again with the IDs: %+v, %v; want a duplicate", res, err)
+	}
+}
+
+// TestRetryUsesTheWholeBudget: a backoff longer than what MaxElapsed, or the caller's
+// deadline, leaves is cut short, and the call tries once more instead of giving the rest
+// up (here the second attempt succeeds).
+func TestRetryUsesTheWholeBudget(t *testing.T) {
+	slow := RetryPolicy{MaxElapsed: 300 * time.Millisecond, InitialInterval: time.Minute, MaxInterval: time.Minute}
+	t.Run("MaxElapsed", func(t *testing.T) {
+		fc := newFakeCluster(t, 1, 1)
+		c := dial(t, fc, WithRetry(slow))
+		fc.nodes[0].setFault(failFirst("Append", 1, unavailable()))
+		start := time.Now()
+		if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+			t.Fatalf("append failing once, with 300ms to retry in and a 1m backoff: %v after %v", err, time.Since(start))
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		fc := newFakeCluster(t, 1, 1)
+		p := slow
+		p.MaxElapsed = time.Hour
+		c := dial(t, fc, WithRetry(p))
+		fc.nodes[0].setFault(failFirst("Append", 1, unavailable()))
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		defer cancel()
+		if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err != nil {
+			t.Fatalf("append failing once, with 400ms to its deadline and a 1m backoff: %v", err)
+		}
+	})
+}

@@ -248,13 +248,23 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		redirects = 0
 		next := bo.NextBackOff()
 		elapsed := time.Since(start)
-		if p.MaxElapsed < 0 || elapsed+next > p.MaxElapsed {
+		if p.MaxElapsed < 0 || elapsed >= p.MaxElapsed {
 			return ended(&UnavailableError{Attempts: attempts, Elapsed: elapsed, Err: last})
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < next {
-			// The next attempt could not start in time; say so now rather
-			// than sleeping into the deadline.
-			return ended(ctxError(context.DeadlineExceeded, attempts, last))
+		// A wait past the policy's time is cut short: the last attempt comes as MaxElapsed
+		// runs out, not a whole backoff (up to MaxInterval) before it.
+		next = min(next, p.MaxElapsed-elapsed)
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left < next {
+				if left < 2*minLastAttempt {
+					// No time for another attempt; say so now rather than sleeping
+					// into the deadline.
+					return ended(ctxError(context.DeadlineExceeded, attempts, last))
+				}
+				// Likewise before the caller's deadline: an attempt with half the
+				// time left, rather than giving the rest up.
+				next = left / 2
+			}
 		}
 		timer := time.NewTimer(next)
 		select {
@@ -268,6 +278,10 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		}
 	}
 }
+
+// minLastAttempt is the least time before the caller's deadline a retry is made with: with
+// less than twice that left, a call whose attempt failed returns the deadline's error.
+const minLastAttempt = 10 * time.Millisecond
 
 // lostAnswer reports whether err, a gRPC status, is one an attempt may end with after the
 // server applied the call: INTERNAL and CANCELLED (what gRPC makes of an HTTP/2 stream reset,

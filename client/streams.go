@@ -30,7 +30,8 @@ import (
 // (*IDConflictError), ErrUnavailable, ErrClosed, or the context's error.
 // ErrUnavailable and the context's error come wrapped in an
 // *OutcomeUnknownError (ErrOutcomeUnknown) when an attempt may have been
-// applied: without it, nothing was written.
+// applied: without it, nothing was written. The *OutcomeUnknownError holds
+// the event IDs sent (EventIDs): append again with them to settle it.
 func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVersion, events ...Event) (AppendResult, error) {
 	if err := checkStream(stream); err != nil {
 		return AppendResult{}, err
@@ -39,6 +40,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		return AppendResult{}, &InvalidArgumentError{Field: "events", Limit: "1..10000 events", Reason: "an append needs at least one event"}
 	}
 	req := &shoalv1.AppendRequest{Stream: stream, Expected: expected.proto(), Events: make([]*shoalv1.EventData, len(events))}
+	ids := make([]uuid.UUID, len(events))
 	for i, ev := range events {
 		switch {
 		case ev.Type == "":
@@ -52,6 +54,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		if id == uuid.Nil {
 			id = uuid.Must(uuid.NewV7())
 		}
+		ids[i] = id
 		req.Events[i] = &shoalv1.EventData{Id: id[:], Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, ContentType: ev.ContentType}
 	}
 	if size := proto.Size(req); size > maxMessageSize {
@@ -67,6 +70,9 @@ func (c *Client) Append(ctx context.Context, stream string, expected ExpectedVer
 		return false, err
 	})
 	if err != nil {
+		if ou, ok := errors.AsType[*OutcomeUnknownError](err); ok {
+			ou.EventIDs = ids
+		}
 		return AppendResult{}, err
 	}
 	return AppendResult{
