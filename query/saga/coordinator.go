@@ -296,7 +296,9 @@ func (c *Coordinator) Start(ctx context.Context, definition, id string, input []
 		var ce *ConflictError
 		if errors.As(err, &ce) {
 			c.metrics.exists.Inc()
-			return st, fmt.Errorf("%w: %q: %w", ErrExists, id, err)
+			// The append's refusal, not the *ConflictError: ErrConflict says another
+			// coordinator is driving the saga, which a repeated Start does not show.
+			return st, fmt.Errorf("%w: %q: %w", ErrExists, id, ce.Err)
 		}
 		return st, err
 	}

@@ -22,7 +22,9 @@ var (
 	ErrHistoryDeleted = errors.New("saga: saga history deleted while the saga ran")
 	// ErrUnknownSaga is returned by Resume for a saga ID without a stream.
 	ErrUnknownSaga = errors.New("saga: no such saga")
-	// ErrExists is returned by Start when the saga ID is already used.
+	// ErrExists is returned by Start when the saga ID is already used (wrapping the
+	// append's client.ErrWrongExpectedVersion; not ErrConflict: a saga started twice, a
+	// command delivered again say, is not another coordinator driving it).
 	ErrExists = errors.New("saga: saga already exists")
 	// ErrUnknownDefinition is returned when no registered Definition has the
 	// name a saga was started with.

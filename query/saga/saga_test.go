@@ -162,7 +162,8 @@ func TestSagas(t *testing.T) {
 		if err != nil || again.Status != StatusCompleted || again.Version != st.Version {
 			t.Fatalf("Resume of finished saga: %+v %v", again, err)
 		}
-		if _, err := co.Start(ctx, "trip", "happy", nil); !errors.Is(err, ErrExists) {
+		if _, err := co.Start(ctx, "trip", "happy", nil); !errors.Is(err, ErrExists) || errors.Is(err, ErrConflict) ||
+			!errors.Is(err, client.ErrWrongExpectedVersion) {
 			t.Fatalf("second Start: %v", err)
 		}
 	})
