@@ -3,23 +3,45 @@ package query_test
 import (
 	"context"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/shoaldb/shoal/client"
-	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/query"
 )
 
-// startExampleNode starts a single in-process node in a temporary directory
-// and returns a client to it and a function that tears both down.
+// startExampleNode starts a one-node shoal cluster in this process (every shard a one-voter
+// group) on free loopback ports, with its data in a temporary directory, and returns a client
+// dialled to it and a function that closes both and deletes the data. Real programs dial a
+// running server instead, e.g. one started with `shoal server`.
 func startExampleNode() (*client.Client, func()) {
-	c, stop, err := testnode.ExampleClient()
+	dir, err := os.MkdirTemp("", "shoal-example-")
 	if err != nil {
-		panic(err)
+		log.Fatal(err)
 	}
-	return c, stop
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, node.Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: "127.0.0.1:0",
+		DisableHTTP: true, Name: "example", Shards: 4, Replication: 1})
+	if err != nil {
+		os.RemoveAll(dir)
+		log.Fatal(err)
+	}
+	c, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		n.Close()
+		os.RemoveAll(dir)
+		log.Fatal(err)
+	}
+	return c, func() {
+		c.Close()
+		n.Close()
+		os.RemoveAll(dir)
+	}
 }
 
 // A read model of order totals per customer, kept in the projection's own

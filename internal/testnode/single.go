@@ -3,40 +3,12 @@ package testnode
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
-	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/shard"
 )
-
-// ExampleClient starts a one-node cluster (4 shards, replication 1) in a
-// temporary directory on free loopback ports, for runnable examples, which
-// have no testing.TB. It returns a client dialled to it and a function that
-// closes both and deletes the data.
-func ExampleClient() (*client.Client, func(), error) {
-	dir, err := os.MkdirTemp("", "shoal-example-")
-	if err != nil {
-		return nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, node.Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: "127.0.0.1:0",
-		DisableHTTP: true, Name: "example", Shards: 4, Replication: 1})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("testnode: starting the example node: %w", err)
-	}
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		n.Close()
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	return c, func() { c.Close(); n.Close(); os.RemoveAll(dir) }, nil
-}
 
 // Client starts a one-node cluster (4 shards, replication 1) for t and
 // returns a client dialled to it; both close when t ends.
