@@ -257,7 +257,8 @@ func FromVersion(n uint64) ReadOption {
 // it read from position 0 instead.
 func FromEnd() ReadOption { return func(o *readOptions) { o.fromEnd = true } }
 
-// Backward reads towards version 0.
+// Backward reads towards version 0, from FromVersion (0 unless given: the
+// stream's first event only) or, with FromEnd, from the last event.
 func Backward() ReadOption { return func(o *readOptions) { o.backward = true } }
 
 // Count limits the read to n events (0 = all; ReadPage defaults to

@@ -288,7 +288,7 @@ func (p *Projection) endRead() {
 	}
 }
 
-func (p *Projection) errClosed() error { return fmt.Errorf("query: %q: %w", p.cfg.Name, ErrClosed) }
+func (p *Projection) errClosed() error { return fmt.Errorf("%w: %q", ErrClosed, p.cfg.Name) }
 
 // Get returns a copy of key's value in the read model, or ErrNotFound.
 func (p *Projection) Get(key []byte) ([]byte, error) {
