@@ -71,10 +71,11 @@
 //     call succeeds, the caller's context ends, or RetryPolicy.MaxElapsed
 //     (30s) has passed; a wait that would pass it is cut short, so that the
 //     last attempt comes as MaxElapsed runs out. A call never outlives its
-//     context: a wait that would pass the context's deadline is cut to half
-//     the time left (one attempt more), and with less than 20ms left the call
-//     returns at once with an error matching context.DeadlineExceeded that
-//     also wraps the last attempt's error. When MaxElapsed passes it returns an
+//     context: the first wait that would pass the context's deadline is cut to
+//     a quarter to a half of the time left (one attempt more), and when
+//     another would, or less than 100ms is left, the call returns at once
+//     with an error matching context.DeadlineExceeded that also wraps the
+//     last attempt's error. When MaxElapsed passes it returns an
 //     *UnavailableError (errors.Is(err, ErrUnavailable)) wrapping the last
 //     attempt's error. For an append or a delete, either is wrapped in an
 //     *OutcomeUnknownError (errors.Is(err, ErrOutcomeUnknown)) when an attempt

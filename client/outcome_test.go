@@ -372,4 +372,23 @@ func TestRetryUsesTheWholeBudget(t *testing.T) {
 			t.Fatalf("append failing once, with 400ms to its deadline and a 1m backoff: %v", err)
 		}
 	})
+	t.Run("deadline once", func(t *testing.T) {
+		// Cut short once only: an append that keeps failing makes two attempts in all,
+		// not one every halving of the time left.
+		fc := newFakeCluster(t, 1, 1)
+		p := slow
+		p.MaxElapsed = time.Hour
+		c := dial(t, fc, WithRetry(p))
+		fc.nodes[0].setFault(failFirst("Append", 1<<30, unavailable()))
+		before := c.Stats().Attempts
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := c.Append(ctx, "s", Any, Event{Type: "A"})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("append failing each time: %v, want DeadlineExceeded", err)
+		}
+		if n := c.Stats().Attempts - before; n != 2 {
+			t.Fatalf("append failing each time made %d attempts before its deadline, want 2", n)
+		}
+	})
 }

@@ -73,6 +73,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		last      error
 		avoid     string
 		uncertain bool // an attempt failed after it may have been applied
+		cutShort  bool // a wait was cut short for the caller's deadline: no second time
 		// refusers: the nodes that refused this client as such in this call (nodeRefusal:
 		// its TLS handshake, another cluster). One node's certificate (a rotation half done,
 		// a readdressed node without a matching name) or one address taken by another
@@ -256,14 +257,16 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 		next = min(next, p.MaxElapsed-elapsed)
 		if dl, ok := ctx.Deadline(); ok {
 			if left := time.Until(dl); left < next {
-				if left < 2*minLastAttempt {
+				if cutShort || left < 2*minLastAttempt {
 					// No time for another attempt; say so now rather than sleeping
 					// into the deadline.
 					return ended(ctxError(context.DeadlineExceeded, attempts, last))
 				}
-				// Likewise before the caller's deadline: an attempt with half the
-				// time left, rather than giving the rest up.
-				next = left / 2
+				// Likewise, once, before the caller's deadline: one attempt more, with
+				// a quarter to a half of the time left (jittered, as every wait is),
+				// rather than giving the rest up.
+				cutShort = true
+				next = left/4 + time.Duration(rand.Int64N(int64(left/4)+1))
 			}
 		}
 		timer := time.NewTimer(next)
@@ -280,8 +283,9 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 }
 
 // minLastAttempt is the least time before the caller's deadline a retry is made with: with
-// less than twice that left, a call whose attempt failed returns the deadline's error.
-const minLastAttempt = 10 * time.Millisecond
+// less than twice that left, a call whose attempt failed returns the deadline's error (an
+// attempt with less would seldom finish, and a write's would leave its outcome unknown).
+const minLastAttempt = 50 * time.Millisecond
 
 // lostAnswer reports whether err, a gRPC status, is one an attempt may end with after the
 // server applied the call: INTERNAL and CANCELLED (what gRPC makes of an HTTP/2 stream reset,

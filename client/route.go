@@ -25,8 +25,9 @@ const minRefreshGap = 100 * time.Millisecond
 // refreshHedgeAfter is how long a topology refresh waits for one node before
 // it asks the next one as well: a node that hangs without breaking its
 // connection would otherwise hold every refresh, and with it every leader
-// watch, for fetchTimeout. (A node answers within about a second even while
-// one of its peers hangs: it waits that long at most for the peer's view.)
+// watch, for fetchTimeout. (A node answers within about two seconds even while
+// one of its peers hangs: it waits a second at most for the peer's view, and a
+// request may first wait for the gather under way to end.)
 const refreshHedgeAfter = 500 * time.Millisecond
 
 // topology is the immutable routing view built from a TopologyResponse.

@@ -242,7 +242,7 @@ func (n *Node) consoleOverview(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	resp, err := n.status(ctx)
 	if err != nil {
-		n.consoleError(w, http.StatusServiceUnavailable, "no status", fmt.Sprintf("the members' views did not arrive in time: %v", err))
+		n.consoleError(w, http.StatusServiceUnavailable, "no status", fmt.Sprintf("no status from this node: %v", err))
 		return
 	}
 	st := clusterstatus.New(resp)

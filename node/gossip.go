@@ -189,7 +189,8 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 				"data directory's node (ID %d) keeps it: either this node was replaced while it was down (a node started "+
 				"under its name on an empty data directory), and this directory is stale: move it away and start on an "+
 				"empty one, which joins as a new node; or the live member took the name by mistake: stop it, give it "+
-				"another --node and an empty data directory, then start this one again",
+				"another --node and an empty data directory, then start this one again (or, if it stopped a moment ago, "+
+				"wait until the cluster declares it dead)",
 				n.cfg.Gossip, membership.ErrNameTaken, taken.Addr, taken.NodeID, taken.Name, n.ID())
 		case errors.Is(err, membership.ErrIdentityInUse):
 			err = fmt.Errorf("node: starting gossip on %s: %w", n.cfg.Gossip, err)

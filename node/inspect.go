@@ -259,6 +259,13 @@ func SameLogs(ins []*Inspection) bool {
 	if len(ins) < 2 {
 		return false
 	}
+	nodes := map[uint64]bool{}
+	for _, in := range ins {
+		if nodes[in.NodeID] {
+			return false // two copies of one node: one raft identity, started twice
+		}
+		nodes[in.NodeID] = true
+	}
 	type point struct{ last, lastTerm, term uint64 }
 	seen := map[uint32]point{}
 	held := map[uint32]map[uint64]bool{} // the nodes holding each shard among ins

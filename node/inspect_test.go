@@ -166,6 +166,9 @@ func TestCompareApplied(t *testing.T) {
 	if node.SameLogs([]*node.Inspection{same(1)}) {
 		t.Error("SameLogs of one directory: true")
 	}
+	if node.SameLogs([]*node.Inspection{same(1), same(2), same(3), same(3)}) {
+		t.Error("SameLogs with two copies of one node: true")
+	}
 	for i, change := range []func(*node.ReplicaState){
 		func(r *node.ReplicaState) { r.LastIndex++ },
 		func(r *node.ReplicaState) { r.LastTerm++ },

@@ -715,6 +715,24 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
+// gossipLoopsWait bounds Close's wait for the gossip loops (a join under way).
+const gossipLoopsWait = 2 * time.Second
+
+// waitBounded waits for wg, at most d.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
 func (n *Node) close() error {
 	close(n.done)
 	// The placement loop's round ends at once, unless it waits on a raft loop stuck behind a
@@ -776,7 +794,9 @@ func (n *Node) close() error {
 	}
 	n.stopPlacement(context.Background())
 	n.stopRetention(context.Background())
-	n.gossipLoops.Wait() // a round ends at once now: gossip and the host are closed
+	// A round ends at once now (gossip and the host are closed), but for a join under way,
+	// which memberlist does not interrupt: a seed whose machine is gone takes seconds.
+	waitBounded(&n.gossipLoops, gossipLoopsWait)
 	n.mu.Lock()
 	for _, sm := range n.mu.shards {
 		sm.Close() // after the host: no apply runs; before Pebble: ends the ID scans

@@ -4,6 +4,9 @@ import (
 	"context"
 	"sync"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
@@ -20,6 +23,7 @@ type sharedGathers struct {
 	mu      sync.Mutex
 	running chan struct{} // closed when the gather under way ends; nil when none is
 	next    *gather       // the gather arriving requests join; nil until one does
+	closed  bool          // wait began: no gather starts any more
 	wg      sync.WaitGroup
 }
 
@@ -27,6 +31,7 @@ type sharedGathers struct {
 type gather struct {
 	suspects []*shoalv1.SuspectLeader
 	seen     map[suspectKey]struct{} // suspects' keys
+	joined   int                     // the requests that joined it (tests)
 	done     chan struct{}
 	resp     *shoalv1.TopologyResponse
 	err      error
@@ -40,6 +45,10 @@ type gather struct {
 func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects []*shoalv1.SuspectLeader, limit int,
 	run func(context.Context, []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error)) (*shoalv1.TopologyResponse, error) {
 	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, shuttingDownMsg)
+	}
 	next := g.next
 	if next == nil {
 		next = &gather{done: make(chan struct{})}
@@ -47,6 +56,7 @@ func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects [
 		g.wg.Go(func() { g.start(next, stop, run) })
 	}
 	next.addSuspects(suspects, limit)
+	next.joined++
 	g.mu.Unlock()
 	select {
 	case <-next.done:
@@ -56,8 +66,14 @@ func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects [
 	}
 }
 
-// wait waits for the gathers started to end (once stop is closed, at once).
-func (g *sharedGathers) wait() { g.wg.Wait() }
+// wait waits for the gathers started to end (once stop is closed, at once); requests from
+// then on are refused UNAVAILABLE (shutting down).
+func (g *sharedGathers) wait() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.wg.Wait()
+}
 
 // start runs this gather once the one under way has ended. Only the next gather waits, so
 // one goroutine at most waits here.

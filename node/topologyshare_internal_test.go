@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/testaddr"
 )
@@ -63,9 +66,10 @@ func TestSharedGathers(t *testing.T) {
 	gone, cancel := context.WithCancel(ctx)
 	quitter := ask(gone, suspect(4, "d"))
 	deadline := time.Now().Add(5 * time.Second)
+	waiting = append(waiting, ask(ctx, suspect(5, "e"))) // past the limit of 3: its suspect is dropped
 	for {
 		g.mu.Lock()
-		joined := g.next != nil && len(g.next.suspects) == 3
+		joined := g.next != nil && g.next.joined == 5
 		g.mu.Unlock()
 		if joined {
 			break
@@ -75,7 +79,6 @@ func TestSharedGathers(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	waiting = append(waiting, ask(ctx, suspect(5, "e"))) // past the limit of 3: its suspect is dropped
 	cancel()
 	if a := <-quitter; a.err != context.Canceled {
 		t.Fatalf("cancelled request: %v, want context.Canceled", a.err)
@@ -123,6 +126,12 @@ func TestSharedGathers(t *testing.T) {
 		t.Fatalf("a failed gather's request: %v %v, want its error", a.resp, a.err)
 	}
 	wg.Wait()
+
+	// Closing: no gather starts any more.
+	g.wait()
+	if a := <-ask(ctx, nil); status.Code(a.err) != codes.Unavailable {
+		t.Fatalf("a request after wait: %v %v, want UNAVAILABLE", a.resp, a.err)
+	}
 }
 
 // TestConsoleWhileJoining: a restarted node serves HTTP before it has rejoined gossip (its seed

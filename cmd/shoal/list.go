@@ -324,7 +324,8 @@ itself, use 'shoal retention set'.`,
 				code, msg := explain(a.unreachable(err, server))
 				return &explainedError{code: code, msg: w + ": " + msg}
 			}
-			if _, err = fmt.Fprintf(a.stdout, "%s (streams starting with %q)\n", summary(), prefix); err != nil || events > 0 {
+			if _, err = fmt.Fprintf(a.stdout, "%s (streams starting with %q)\n", summary(), prefix); err != nil || events > 0 ||
+				keepLast == 0 && maxAge == 0 {
 				return err
 			}
 			// What a first try on fresh events meets: say why they stay.
