@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -325,6 +326,48 @@ func (n *Node) selfJoined(ml *membership.Membership, seeds []string) error {
 			"without --join, and give the others its gossip address", ErrJoinSelf, seeds, n.cfg.Gossip)
 	}
 	return fmt.Errorf("membership: join %v: only this node itself answered (its own gossip address is among the seeds); the others did not", seeds)
+}
+
+// refreshMembers caches the member list (membership's OnChange).
+func (n *Node) refreshMembers() {
+	if n.gossip() == nil {
+		return
+	}
+	// Read and stored under one lock: two refreshes at once (startGossip's and the OnChange
+	// callback's) could otherwise store the older list last, which nothing would replace
+	// until gossip changed again.
+	n.membersMu.Lock()
+	m := n.gossip().Members()
+	n.members.Store(&m)
+	n.savePeers(m)
+	n.rememberMembers(m)
+	n.membersMu.Unlock()
+	n.followReplication() // a change of the factor arrives as a member's metadata
+}
+
+func (n *Node) memberList() []membership.Member {
+	if p := n.members.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// gossipLoopsWait bounds Close's wait for the gossip loops (a join under way).
+const gossipLoopsWait = 2 * time.Second
+
+// waitBounded waits for wg, at most d.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // rejoinLoop keeps the node in the cluster: whenever it sees no live peer

@@ -605,30 +605,6 @@ func (n *Node) clusterID() string {
 	return ""
 }
 
-// refreshMembers caches the member list (membership's OnChange).
-func (n *Node) refreshMembers() {
-	if n.gossip() == nil {
-		return
-	}
-	// Read and stored under one lock: two refreshes at once (startGossip's and the OnChange
-	// callback's) could otherwise store the older list last, which nothing would replace
-	// until gossip changed again.
-	n.membersMu.Lock()
-	m := n.gossip().Members()
-	n.members.Store(&m)
-	n.savePeers(m)
-	n.rememberMembers(m)
-	n.membersMu.Unlock()
-	n.followReplication() // a change of the factor arrives as a member's metadata
-}
-
-func (n *Node) memberList() []membership.Member {
-	if p := n.members.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
 // resolve maps a node ID to its gRPC address, from gossip: an alive member's, where gossip
 // holds the ID under two names (a node renamed, a stale entry), else a dead one's.
 func (n *Node) resolve(id uint64) (string, bool) {
@@ -713,24 +689,6 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
 	return n.closeErr
-}
-
-// gossipLoopsWait bounds Close's wait for the gossip loops (a join under way).
-const gossipLoopsWait = 2 * time.Second
-
-// waitBounded waits for wg, at most d.
-func waitBounded(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-	}
 }
 
 func (n *Node) close() error {
