@@ -65,20 +65,25 @@ func TestSharedGathers(t *testing.T) {
 	waiting = append(waiting, ask(ctx, suspect(2, "b")), ask(ctx, suspect(2, "b")), ask(ctx, suspect(3, "c")))
 	gone, cancel := context.WithCancel(ctx)
 	quitter := ask(gone, suspect(4, "d"))
-	deadline := time.Now().Add(5 * time.Second)
-	waiting = append(waiting, ask(ctx, suspect(5, "e"))) // past the limit of 3: its suspect is dropped
-	for {
-		g.mu.Lock()
-		joined := g.next != nil && g.next.joined == 5
-		g.mu.Unlock()
-		if joined {
-			break
+	waitJoined := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			g.mu.Lock()
+			joined := g.next != nil && g.next.joined == n
+			g.mu.Unlock()
+			if joined {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests did not join the next gather", n)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the requests did not join the next gather")
-		}
-		time.Sleep(time.Millisecond)
 	}
+	waitJoined(4)
+	waiting = append(waiting, ask(ctx, suspect(5, "e"))) // past the limit of 3: its suspect is dropped
+	waitJoined(5)
 	cancel()
 	if a := <-quitter; a.err != context.Canceled {
 		t.Fatalf("cancelled request: %v, want context.Canceled", a.err)
