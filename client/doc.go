@@ -101,7 +101,7 @@
 //     ErrWrongExpectedVersion, ErrStreamNotFound, ErrStreamDeleted,
 //     ErrInvalidArgument, ErrIDConflict, ErrUnavailable, ErrOutcomeUnknown
 //     (a write that may or may not have been applied, see 3 and Delete),
-//     ErrTLSHandshake, ErrWrongCluster
+//     ErrTLSHandshake, ErrNotGRPC (an HTTP port dialled), ErrWrongCluster
 //     (see 8), ErrShardFormat (Truncate), ErrHistoryTruncated (a Read with
 //     WholeHistory), ErrPositionAhead (a ReadShard past the shard's end),
 //     ErrStreamChanged (a Read that resumed after a failure and found the

@@ -98,6 +98,11 @@ var (
 	// refuses): a setup error, never retried. The error wraps the gRPC
 	// status.
 	ErrTLSHandshake = errors.New("client: TLS handshake failed")
+	// ErrNotGRPC is returned by any call, Dial included, when a node's address
+	// answered HTTP/1.1 rather than gRPC: an HTTP port (a node's --http, a
+	// proxy) given for its gRPC address. A setup error, never retried on that
+	// address. The error wraps the gRPC status.
+	ErrNotGRPC = errors.New("client: the address answers HTTP/1.1, not gRPC (an HTTP port given for the node's gRPC address?)")
 	// ErrWrongCluster is returned by any call when the nodes it reached belong to another
 	// cluster than the one the client dialled (its first topology's cluster ID): the cluster
 	// was re-created at the same addresses, or the addresses now serve another one. Streams
@@ -334,7 +339,7 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		if tlsRefused(st) {
+		if tlsRefused(st) || notGRPC(st) {
 			return fatal, false, nil
 		}
 		for _, d := range st.Details() {
@@ -378,10 +383,18 @@ func tlsRefused(st *status.Status) bool {
 	return ok && (strings.Contains(cause, "tls:") || strings.Contains(cause, "x509:"))
 }
 
+// notGRPC reports whether st is gRPC's failure to read a server's HTTP/2 preface because the
+// server answered HTTP/1.1, which it does however often it is asked.
+func notGRPC(st *status.Status) bool {
+	return st.Code() == codes.Unavailable && strings.Contains(st.Message(), "looked like an HTTP/1.1 header")
+}
+
 // nodeRefusal reports whether st is a node's refusal of this client as such (a TLS handshake
-// on certificates, another cluster), which that node repeats however often it is asked, while
-// another node may accept the call.
-func nodeRefusal(st *status.Status) bool { return tlsRefused(st) || shoalv1.IsWrongCluster(st) }
+// on certificates, another cluster, an address that does not speak gRPC), which that node
+// repeats however often it is asked, while another node may accept the call.
+func nodeRefusal(st *status.Status) bool {
+	return tlsRefused(st) || shoalv1.IsWrongCluster(st) || notGRPC(st)
+}
 
 // errWrongCluster is the refusal of a topology that n answered for cluster got, not for want.
 func errWrongCluster(n *node, got, want string) error {
@@ -440,6 +453,9 @@ func convertError(err error, stream string) error {
 	case codes.Unavailable:
 		if tlsRefused(st) {
 			return fmt.Errorf("%w: %w", ErrTLSHandshake, err)
+		}
+		if notGRPC(st) {
+			return fmt.Errorf("%w: %w", ErrNotGRPC, err)
 		}
 	case codes.InvalidArgument:
 		return &InvalidArgumentError{Reason: st.Message()}

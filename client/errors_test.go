@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +150,31 @@ func TestExpectedVersionString(t *testing.T) {
 	if (ExpectedVersion{}) != Any {
 		t.Error("the zero ExpectedVersion is not Any")
 	}
+}
+
+// Dialling an HTTP/1.1 port (a node's --http given for its gRPC address) fails at once with
+// ErrNotGRPC, not after retrying until the deadline as if the node were down; with a gRPC node
+// among the seeds, Dial goes on with it.
+func TestHTTPPortNotRetried(t *testing.T) {
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	webAddr := strings.TrimPrefix(web.URL, "http://")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := Dial(ctx, []string{webAddr})
+	if c != nil {
+		c.Close()
+	}
+	if took := time.Since(start); took > 2*time.Second || !errors.Is(err, ErrNotGRPC) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("Dial of an HTTP port = %v after %v, want ErrNotGRPC at once, the gRPC status kept", err, took)
+	}
+	fc := newFakeCluster(t, 1, 4)
+	c, err = Dial(ctx, []string{webAddr, fc.nodes[0].addr})
+	if err != nil {
+		t.Fatalf("Dial of an HTTP port and a node: %v", err)
+	}
+	c.Close()
 }
 
 // A TLS client dialling a server whose certificate it cannot verify (here a plaintext

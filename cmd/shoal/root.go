@@ -259,6 +259,11 @@ func (a *app) unreachable(err error, server string) error {
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
 			"the cluster at %s answered, but refused the request at a limit until the retries gave up: %s", server, sentence(msg))}
 	}
+	if errors.Is(err, client.ErrNotGRPC) {
+		return &explainedError{code: exitError, msg: fmt.Sprintf(
+			"%s answers HTTP/1.1, not gRPC: --server (or $SHOAL_SERVER) takes a node's gRPC address (its --listen, "+
+				"127.0.0.1:7400 by default), not its HTTP one", server)}
+	}
 	if errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, client.ErrTLSHandshake) {
 		if msg := a.tlsTrouble(err, server); msg != "" {
 			return &explainedError{code: exitError, msg: msg}

@@ -503,8 +503,9 @@ func (e configConflict) Error() string        { return string(e) }
 func (e configConflict) Is(target error) bool { return target == node.ErrConfigConflict }
 
 // TestServerFlagAtWrongPort: --server pointed at a node's HTTP port (HTTP/1, as the tour's
-// 7480) or at a port that closes every connection unanswered (its gossip port) says to check
-// that the address is a node's gRPC address, not only that TLS may be missing.
+// 7480) says so, at once (client.ErrNotGRPC); at a port that closes every connection
+// unanswered (its gossip port) it says to check that the address is a node's gRPC address,
+// not only that TLS may be missing.
 func TestServerFlagAtWrongPort(t *testing.T) {
 	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -531,9 +532,13 @@ func TestServerFlagAtWrongPort(t *testing.T) {
 		for name, addr := range map[string]string{"http": httpLis.Addr().String(), "closing": closing.Addr().String()} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
+				want := "check that it is a shoal node's gRPC address"
+				if name == "http" {
+					want = addr + " answers HTTP/1.1, not gRPC: --server (or $SHOAL_SERVER) takes a node's gRPC address"
+				}
 				code, _, errOut := runCLI(t, nil, "", "read", "s", "--server", addr)
-				if code != exitError || !strings.Contains(errOut, "check that it is a shoal node's gRPC address") {
-					t.Errorf("--server %s: exit %d, %q", addr, code, errOut)
+				if code != exitError || !strings.Contains(errOut, want) {
+					t.Errorf("--server %s: exit %d, %q, want %q", addr, code, errOut, want)
 				}
 			})
 		}
