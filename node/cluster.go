@@ -58,18 +58,11 @@ func gatherError(err error) error {
 }
 
 // gatherFor returns the run of a shared gather (sharedGathers) of the given kind (the metrics'
-// label; early as topologyOf takes it). A gather that ends after Close began fails UNAVAILABLE:
-// its context was cancelled, and the views it lacks would make every shard look unknown.
+// label; early as topologyOf takes it).
 func (n *Node) gatherFor(kind string, early bool) func(context.Context, []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error) {
 	return func(ctx context.Context, suspects []*shoalv1.SuspectLeader) (*shoalv1.TopologyResponse, error) {
 		n.metrics.topologyGathers.WithLabelValues(kind).Inc()
-		t := n.topologyOf(ctx, early, suspects)
-		select {
-		case <-n.done:
-			return nil, status.Error(codes.Unavailable, shuttingDownMsg)
-		default:
-			return t, nil
-		}
+		return n.topologyOf(ctx, early, suspects), nil
 	}
 }
 

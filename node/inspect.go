@@ -267,9 +267,13 @@ func SameLogs(ins []*Inspection) bool {
 		nodes[in.NodeID] = true
 	}
 	type point struct{ last, lastTerm, term uint64 }
+	type replicaOf struct {
+		shard uint32
+		node  uint64
+	}
 	seen := map[uint32]point{}
-	held := map[uint32]map[uint64]bool{} // the nodes holding each shard among ins
-	var voters [][2]uint64               // every (shard, voter) the replicas name
+	held := map[replicaOf]bool{} // the replicas among ins
+	var named []replicaOf        // the voters their configurations name
 	for _, in := range ins {
 		for _, r := range in.Replicas {
 			if role := r.Role(in.NodeID); r.Shard >= in.Shards || role != "voter" && role != "learner" {
@@ -280,17 +284,14 @@ func SameLogs(ins []*Inspection) bool {
 				return false
 			}
 			seen[r.Shard] = p
-			if held[r.Shard] == nil {
-				held[r.Shard] = map[uint64]bool{}
-			}
-			held[r.Shard][in.NodeID] = true
+			held[replicaOf{r.Shard, in.NodeID}] = true
 			for _, v := range r.Voters {
-				voters = append(voters, [2]uint64{uint64(r.Shard), v})
+				named = append(named, replicaOf{r.Shard, v})
 			}
 		}
 	}
-	for _, sv := range voters {
-		if !held[uint32(sv[0])][sv[1]] {
+	for _, v := range named {
+		if !held[v] {
 			return false
 		}
 	}

@@ -39,7 +39,8 @@ type gather struct {
 
 // do answers a topology request from the next gather, joining it (and starting it when
 // this is its first request): run makes the answer, or the error every request of the
-// gather gets, under a context cancelled when stop is closed. The caller's own context only
+// gather gets, under a context cancelled when stop is closed (a gather that ends after
+// that fails UNAVAILABLE, shutting down). The caller's own context only
 // ends its wait (ctx's error): the gather goes on for the others. The answer is shared by
 // every request of the gather: not to be modified.
 func (g *sharedGathers) do(ctx context.Context, stop <-chan struct{}, suspects []*shoalv1.SuspectLeader, limit int,
@@ -102,6 +103,13 @@ func (g *sharedGathers) start(this *gather, stop <-chan struct{},
 	}()
 	this.resp, this.err = run(ctx, suspects)
 	cancel()
+	select {
+	case <-stop:
+		// Its context was cancelled under it: the views it lacks would make every shard
+		// look unknown.
+		this.resp, this.err = nil, status.Error(codes.Unavailable, shuttingDownMsg)
+	default:
+	}
 	close(this.done)
 
 	g.mu.Lock()

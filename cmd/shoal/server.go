@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/shoaldb/shoal/internal/clusterstatus"
 	"github.com/shoaldb/shoal/internal/tlsfiles"
 	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/replica"
@@ -407,14 +408,6 @@ func devDecommissioning(dir string, left []string) bool {
 	return true
 }
 
-// holdHolds is "holds" for one, "hold" for more.
-func holdHolds(n int) string {
-	if n == 1 {
-		return "holds"
-	}
-	return "hold"
-}
-
 func (a *app) devCmd() *cobra.Command {
 	var (
 		nodes int
@@ -451,7 +444,7 @@ the others join it. Ctrl-C stops every node.`,
 				}
 				return usagef("--data %s: %s of its dev cluster, beyond --nodes %d, still %s replicas: left down, their shards "+
 					"run short of voters or without quorum; run with --nodes %d, %s",
-					dir, strings.Join(left, ", "), nodes, holdHolds(len(left)), need, drained)
+					dir, strings.Join(left, ", "), nodes, clusterstatus.Agree(len(left), "holds", "hold"), need, drained)
 			}
 			return a.runDev(cmd.Context(), dir, nodes, fresh)
 		},

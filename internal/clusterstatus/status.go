@@ -191,17 +191,17 @@ func (s *Status) replicaCounts() []string {
 	}
 	if over > 0 {
 		notes = append(notes, fmt.Sprintf("%s %s more voters than the replication factor (%d): their leaders "+
-			"remove one at a time (a factor lowered, or a replica moving)", Count(over, "shard"), hasHave(over), s.Replication))
+			"remove one at a time (a factor lowered, or a replica moving)", Count(over, "shard"), Agree(over, "has", "have"), s.Replication))
 	}
 	return notes
 }
 
-// hasHave is "has" for one, "have" for more.
-func hasHave(n int) string {
+// Agree is one for n == 1, many otherwise: a verb agreeing with a count ("has", "have").
+func Agree(n int, one, many string) string {
 	if n == 1 {
-		return "has"
+		return one
 	}
-	return "have"
+	return many
 }
 
 // notReady names the alive nodes that said they are not ready, and why.
