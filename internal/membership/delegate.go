@@ -111,8 +111,17 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 		taken = &IdentityInUseError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
 	}
 	m.mu.Unlock()
-	if taken != nil {
-		m.log.Error("refusing to merge with a cluster where a live member has this node's name", "err", taken)
+	switch {
+	case taken == nil:
+	case m.joining.Load():
+		// Most likely this node's own join, whose caller reports the refusal (the error's
+		// advice is for this node).
+		m.log.Debug("refused a merge: a live member has this node's name", "err", taken)
+	default:
+		// Another node's join (or a reconnect sync): the error's advice is for that node,
+		// whose start fails with it.
+		m.log.Warn("refused a node gossiping under this node's name; it cannot join while this node is alive",
+			"peer_addr", peer.Address(), "peer_node_id", meta.NodeID)
 	}
 	return taken
 }

@@ -36,6 +36,9 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	if bytes.HasPrefix(msg, []byte("Failed push/pull merge: membership: ")) {
+		level = slog.LevelDebug // a refusal of delegate.go's, which logged it in its own words
+	}
 	w.l.Log(context.Background(), level, string(msg))
 	return len(p), nil
 }

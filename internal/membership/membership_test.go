@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/internal/testaddr"
 	"github.com/shoaldb/shoal/internal/testgossip"
 )
@@ -757,5 +758,35 @@ func TestNameTakenAtCopiedAdvertiseAddressRefused(t *testing.T) {
 	}
 	if mem, ok := find(a, "a"); !ok || mem.NodeID != 7 {
 		t.Fatalf("a's view of its name after the refused join: %+v", mem)
+	}
+}
+
+// TestNameTakenLogged: a node refused for joining under a live member's name is told by its
+// Join's error, which its caller reports; the live member logs one warning naming the node it
+// refused (its address and node ID), not the joiner's advice at Error, and memberlist's own
+// line for the refused merge stays at Debug.
+func TestNameTakenLogged(t *testing.T) {
+	var liveLog, joinerLog lockedbuf.Buffer
+	logTo := func(b *lockedbuf.Buffer) *slog.Logger {
+		return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ac := testConfig(t, "a", 7, "c1")
+	ac.Logger = logTo(&liveLog)
+	start(t, ac)
+	other := testConfig(t, "a", 9, "c1")
+	other.Logger = logTo(&joinerLog)
+	m := start(t, other)
+	if _, err := m.Join([]string{ac.Bind}); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("join under a live member's name: %v", err)
+	}
+	want := fmt.Sprintf(`level=WARN msg="refused a node gossiping under this node's name; it cannot join while this node is alive" component=membership peer_addr=%s peer_node_id=9`, other.Bind)
+	eventually(t, "the live member's warning", func() bool { return strings.Contains(liveLog.String(), want) })
+	for name, log := range map[string]string{"live member": liveLog.String(), "joiner": joinerLog.String()} {
+		if strings.Contains(log, "level=ERROR") {
+			t.Errorf("the %s logged at Error:\n%s", name, log)
+		}
+	}
+	if strings.Count(liveLog.String(), "level=WARN") != 1 {
+		t.Errorf("the live member's warnings, want one:\n%s", liveLog.String())
 	}
 }
