@@ -673,3 +673,20 @@ func TestNoLeaderNotOverclaimed(t *testing.T) {
 		t.Fatalf("%q: says the shard lost its quorum, which the server did not tell apart from its replicas cut off from the others", got)
 	}
 }
+
+// TestInvokedAs: shoal dev's "try:" line runs the binary as the user did (bin/shoal from the
+// README's tour), or as "shoal" when it was found on the PATH.
+func TestInvokedAs(t *testing.T) {
+	for arg0, want := range map[string]string{
+		"shoal":             "shoal",
+		"":                  "shoal",
+		"bin/shoal":         "bin/shoal",
+		"./shoal":           "./shoal",
+		"/usr/bin/shoal":    "/usr/bin/shoal",
+		"../main/bin/shoal": "../main/bin/shoal",
+	} {
+		if got := invokedAs(arg0); got != want {
+			t.Errorf("invokedAs(%q) = %q, want %q", arg0, got, want)
+		}
+	}
+}

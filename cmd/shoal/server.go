@@ -486,7 +486,8 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) err
 	}
 	tw.Flush()
 	fmt.Fprintf(a.stdout, "\nconsole: http://%s/console/ (each node's HTTP address serves one)\n", started[0].HTTPAddr())
-	fmt.Fprintf(a.stdout, "try: shoal append hello-1 --type Greeted --data '{\"hi\":1}' && shoal read hello-1 && shoal cluster status\n")
+	shoal := invokedAs(os.Args[0])
+	fmt.Fprintf(a.stdout, "try: %[1]s append hello-1 --type Greeted --data '{\"hi\":1}' && %[1]s read hello-1 && %[1]s cluster status\n", shoal)
 	<-ctx.Done()
 	// A second SIGINT or SIGTERM while the nodes close stops the process at once.
 	signal.Reset(os.Interrupt, syscall.SIGTERM)
@@ -519,4 +520,14 @@ func configFlags(msg string) string {
 		after = strings.Replace(after, " and "+f+` "`, " and "+flags[f]+` "`, 1)
 	}
 	return flag + " " + after
+}
+
+// invokedAs returns how to run this binary again from where it was started: as it was
+// invoked when that was a path (bin/shoal, from the README's tour), else "shoal", found on the
+// PATH.
+func invokedAs(arg0 string) string {
+	if arg0 == "" || !strings.ContainsRune(arg0, filepath.Separator) {
+		return "shoal"
+	}
+	return arg0
 }
