@@ -690,3 +690,41 @@ func TestInvokedAs(t *testing.T) {
 		}
 	}
 }
+
+// TestDevBannerNamesDecommissioning: a dev node brought back by a larger --nodes after a
+// decommission stays decommissioning, which made it look merely idle: the banner says so and
+// how to recommission it, running the binary as it was invoked.
+func TestDevBannerNamesDecommissioning(t *testing.T) {
+	dir := t.TempDir()
+	seed := testaddr.Gossip(t)
+	var started []*node.Node
+	for i := range 2 {
+		cfg := devNode(dir, i, 2, devFresh(dir))
+		cfg.Listen, cfg.Gossip, cfg.HTTP = "127.0.0.1:0", testaddr.Gossip(t), "127.0.0.1:0"
+		if i == 0 {
+			cfg.Gossip = seed
+		} else {
+			cfg.Join = []string{seed}
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := node.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		started = append(started, n)
+	}
+	var out strings.Builder
+	devBanner(&out, dir, started, 2, false, "bin/shoal")
+	want := fmt.Sprintf("node-1 is being decommissioned (since an earlier run): placement moves its replicas away and gives it none; "+
+		"to give it its share again: bin/shoal node recommission node-1 --server %s\n", started[0].Addr())
+	if !strings.Contains(out.String(), want) || strings.Contains(out.String(), "node-0 is being") ||
+		!strings.Contains(out.String(), "try: bin/shoal append hello-1") {
+		t.Fatalf("banner:\n%s\nwant it to contain:\n%s", out.String(), want)
+	}
+}

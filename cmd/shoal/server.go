@@ -477,22 +477,34 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) err
 		}
 		started = append(started, n)
 	}
-	fmt.Fprintf(a.stdout, "shoal dev: %d node(s), data in %s; Ctrl-C stops them\n\n", nodes, dir)
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	devBanner(a.stdout, dir, started, nodes, fresh, invokedAs(os.Args[0]))
+	<-ctx.Done()
+	// A second SIGINT or SIGTERM while the nodes close stops the process at once.
+	signal.Reset(os.Interrupt, syscall.SIGTERM)
+	fmt.Fprintln(a.stdout, "stopping")
+	return nil // the deferred loop closes the nodes
+}
+
+// devBanner prints where the dev cluster's nodes serve, which of them is being decommissioned
+// since an earlier run (it would look merely idle), and what to try first, running the binary
+// as shoal.
+func devBanner(w io.Writer, dir string, started []*node.Node, nodes int, fresh bool, shoal string) {
+	fmt.Fprintf(w, "shoal dev: %d node(s), data in %s; Ctrl-C stops them\n\n", nodes, dir)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tZONE\tGRPC\tGOSSIP\tHTTP")
 	for i, n := range started {
 		cfg := devNode(dir, i, nodes, fresh)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name(), cfg.Zone, n.Addr(), cfg.Gossip, n.HTTPAddr())
 	}
 	tw.Flush()
-	fmt.Fprintf(a.stdout, "\nconsole: http://%s/console/ (each node's HTTP address serves one)\n", started[0].HTTPAddr())
-	shoal := invokedAs(os.Args[0])
-	fmt.Fprintf(a.stdout, "try: %[1]s append hello-1 --type Greeted --data '{\"hi\":1}' && %[1]s read hello-1 && %[1]s cluster status\n", shoal)
-	<-ctx.Done()
-	// A second SIGINT or SIGTERM while the nodes close stops the process at once.
-	signal.Reset(os.Interrupt, syscall.SIGTERM)
-	fmt.Fprintln(a.stdout, "stopping")
-	return nil // the deferred loop closes the nodes
+	for i, n := range started {
+		if node.Decommissioning(devNode(dir, i, nodes, fresh).DataDir) {
+			fmt.Fprintf(w, "\n%s is being decommissioned (since an earlier run): placement moves its replicas away and gives it "+
+				"none; to give it its share again: %s node recommission %s --server %s\n", n.Name(), shoal, n.Name(), started[0].Addr())
+		}
+	}
+	fmt.Fprintf(w, "\nconsole: http://%s/console/ (each node's HTTP address serves one)\n", started[0].HTTPAddr())
+	fmt.Fprintf(w, "try: %[1]s append hello-1 --type Greeted --data '{\"hi\":1}' && %[1]s read hello-1 && %[1]s cluster status\n", shoal)
 }
 
 // configFlags names the flag for the node.Config field a validation error is about ("config:
