@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"regexp"
 	"strings"
 	"time"
@@ -476,11 +478,14 @@ func (a *app) tlsTrouble(err error, server string) string {
 	switch {
 	// A listener that closes the connection unanswered (a gossip port, a TLS server) cuts the
 	// client off while it reads the server's preface, or while it writes its own.
+	// Which of the two it is, a handshake tells.
 	case a.tls.IsZero() && (strings.Contains(msg, "error reading server preface") || strings.Contains(msg, "write: broken pipe") ||
 		strings.Contains(msg, "write: connection reset by peer")):
+		if speaksTLS(server) {
+			return fmt.Sprintf("the server at %s uses TLS: pass %s", server, flags)
+		}
 		return fmt.Sprintf("the server at %s closed the connection without answering gRPC: check that it is a shoal node's "+
-			"gRPC address (its --listen, 127.0.0.1:7400 by default; its HTTP and gossip ports do not answer gRPC); "+
-			"if it uses TLS, pass %s", server, flags)
+			"gRPC address (its --listen, 127.0.0.1:7400 by default; its HTTP and gossip ports do not answer gRPC)", server)
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return fmt.Sprintf("the server at %s does not use TLS; leave out the --tls-* flags (and $SHOAL_TLS_*)", server)
 	case strings.Contains(msg, "certificate required"), a.tls.Cert == "" && !a.tls.IsZero() && cut:
@@ -506,6 +511,24 @@ func (a *app) tlsTrouble(err error, server string) string {
 		return fmt.Sprintf("the TLS handshake with %s failed (is it a shoal server?): %s", server, after(msg, "authentication handshake failed: "))
 	}
 	return ""
+}
+
+// speaksTLS reports whether the server at addr (host:port) answers a TLS handshake, with its
+// certificate or a TLS alert (one that wants a client certificate). The probe does not verify
+// the certificate: it sends nothing over the connection and only tells the user which flags
+// they lack.
+func speaksTLS(addr string) bool {
+	if strings.Contains(addr, "/") { // a gRPC target with a scheme: not one address to probe
+		return false
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // a probe: see above
+	if err == nil {
+		conn.Close()
+		return true
+	}
+	var alert tls.AlertError
+	return errors.As(err, &alert) || strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // cutOff reports a connection that ended during or right after the handshake.

@@ -505,7 +505,8 @@ func (e configConflict) Is(target error) bool { return target == node.ErrConfigC
 // TestServerFlagAtWrongPort: --server pointed at a node's HTTP port (HTTP/1, as the tour's
 // 7480) says so, at once (client.ErrNotGRPC); at a port that closes every connection
 // unanswered (its gossip port) it says to check that the address is a node's gRPC address,
-// not only that TLS may be missing.
+// and not that TLS may be missing (a TLS handshake tells it is not a TLS server; TestTLS's
+// "plaintext" is told that its server is one).
 func TestServerFlagAtWrongPort(t *testing.T) {
 	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -537,7 +538,7 @@ func TestServerFlagAtWrongPort(t *testing.T) {
 					want = addr + " answers HTTP/1.1, not gRPC: --server (or $SHOAL_SERVER) takes a node's gRPC address"
 				}
 				code, _, errOut := runCLI(t, nil, "", "read", "s", "--server", addr)
-				if code != exitError || !strings.Contains(errOut, want) {
+				if code != exitError || !strings.Contains(errOut, want) || strings.Contains(errOut, "TLS") {
 					t.Errorf("--server %s: exit %d, %q, want %q", addr, code, errOut, want)
 				}
 			})

@@ -103,7 +103,7 @@ func tlsCommands(t *testing.T, addr, dir string, ca *testcert.Authority) {
 			[]string{"append", "s-2", "--type", "T", "--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key}, exitOK, ""},
 		{"cluster status", nil,
 			[]string{"cluster", "status", "--tls-ca", app.CA, "--tls-cert", app.Cert, "--tls-key", app.Key}, exitOK, ""},
-		{"plaintext", nil, []string{"read", "s-1"}, exitError, "if it uses TLS, pass --tls-ca, --tls-cert and --tls-key"},
+		{"plaintext", nil, []string{"read", "s-1"}, exitError, "uses TLS: pass --tls-ca, --tls-cert and --tls-key"},
 		{"no client certificate", nil, []string{"read", "s-1", "--tls-ca", app.CA}, exitError, "requires a client certificate"},
 		{"client certificate of another CA", nil,
 			[]string{"read", "s-1", "--tls-ca", app.CA, "--tls-cert", other.Cert, "--tls-key", other.Key}, exitError,
