@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -252,6 +254,11 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Fatalf("retention policies after the upgrade: %+v, %v; want one in all %d shards", ps, err, shards)
 	}
 
+	// The older version's client (its CLI and load generator, built on its client package)
+	// against the upgraded cluster: an application not rebuilt yet keeps working, and what it
+	// writes reads back through either client.
+	oldClient(t, old, cl.servers[0].grpcAddr, c)
+
 	// Every shard's replicas identical, deletes included, with one delete per shard at least.
 	conns := make([]*grpc.ClientConn, len(cl.servers))
 	for i, s := range cl.servers {
@@ -303,4 +310,48 @@ func TestRollingUpgrade(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
+}
+
+// oldClient runs the older version's CLI at addr, a node of the upgraded cluster: an append,
+// one of c's after it at the next version, a read of both by the older CLI, and three seconds
+// of its load generator with exact expected versions, which must fail nothing.
+func oldClient(t *testing.T, old, addr string, c *client.Client) {
+	t.Helper()
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(old, append(args, "--server", addr)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("the older version's shoal %s against the upgraded cluster: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run("append", "old-client", "--type", "OldWrote", "--data", `{"v":1}`, "--expected", "no-stream")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Append(ctx, "old-client", client.Exact(0), client.Event{Type: "NewWrote", Data: []byte(`{"v":2}`)}); err != nil {
+		t.Fatalf("appending after the older client's event: %v", err)
+	}
+	if out := run("read", "old-client", "--json"); !strings.Contains(out, `"OldWrote"`) || !strings.Contains(out, `"NewWrote"`) {
+		t.Fatalf("the older version's read of old-client: %s; want both events", out)
+	}
+	report := filepath.Join(t.TempDir(), "old-bench.json")
+	run("bench", "append", "--duration", "3s", "--warmup", "0s", "--streams", "200", "--concurrency", "8",
+		"--expected", "exact", "--stream-prefix", "old-bench-", "--json", report)
+	raw, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Ops        int64 `json:"ops"`
+		Conflicts  int64 `json:"conflicts"`
+		ErrorCount int64 `json:"error_count"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("the older version's bench report: %v", err)
+	}
+	if res.Ops == 0 || res.Conflicts != 0 || res.ErrorCount != 0 {
+		t.Fatalf("the older version's bench append against the upgraded cluster: %d appends, %d conflicts, %d errors; want appends and nothing failed\n%s",
+			res.Ops, res.Conflicts, res.ErrorCount, raw)
+	}
+	t.Logf("the older version's client against the upgraded cluster: its append and read, and %d appends of its bench with none failed", res.Ops)
 }
