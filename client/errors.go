@@ -55,6 +55,12 @@ var (
 	// every node is upgraded (the shard's leader then raises the format by itself). Never
 	// retried.
 	ErrShardFormat = errors.New("client: the shard's format does not have this operation yet")
+	// ErrDiskLow is returned by Append (and AppendPipeline's calls) when the stream's shard
+	// refuses appends because a node holding a replica of it has less free space on its data
+	// directory's disk than its --min-free-disk: the message names the node. Nothing of the
+	// refused append was written. It passes once space is freed on that node (a retention
+	// policy, Truncate), so it is not retried: reads, deletes and truncations go on meanwhile.
+	ErrDiskLow = errors.New("client: a replica's disk is low on space")
 	// ErrUnavailable is returned when retries gave up (the retry policy's
 	// MaxElapsed passed) without reaching a node able to serve the call. The
 	// error is an *UnavailableError wrapping the last attempt's error.
@@ -357,7 +363,7 @@ func classify(err error) (v verdict, nodeFault bool, nl *shoalv1.NotLeader) {
 	case codes.DeadlineExceeded:
 		return retry, !shoalv1.IsNodeUnreachable(st), nil
 	case codes.ResourceExhausted:
-		if overSize(st) {
+		if overSize(st) || shoalv1.IsDiskLow(st) {
 			return fatal, false, nil
 		}
 		return retry, false, nil
@@ -444,6 +450,9 @@ func convertError(err error, stream string) error {
 	}
 	if shoalv1.IsShardFormat(st) {
 		return fmt.Errorf("%w: %s", ErrShardFormat, st.Message())
+	}
+	if shoalv1.IsDiskLow(st) {
+		return fmt.Errorf("%w: %s", ErrDiskLow, st.Message())
 	}
 	if shard, from, end, ok := shoalv1.PositionAhead(st); ok {
 		return &PositionAheadError{Shard: shard, From: from, End: end}

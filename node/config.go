@@ -54,6 +54,8 @@ const (
 	// server three goroutines and their buffers, about 17 KiB (2,000 took a node from 35 MB
 	// to 69 MB resident), and one in use up to MaxPipelineInFlight appends.
 	DefaultMaxAppendPipelines = 1_000
+	// DefaultMinFreeDisk is the default Config.MinFreeDisk.
+	DefaultMinFreeDisk = 1 << 30 // 1 GiB
 	// DefaultMaxAppendBytes is the default Config.MaxAppendBytes.
 	DefaultMaxAppendBytes = 1 << 30 // 1 GiB
 
@@ -242,6 +244,13 @@ type Config struct {
 	// later. See replica.Config.
 	MaxSnapshotBytes     uint64
 	SnapshotMinFreeBytes uint64
+	// MinFreeDisk is the free space the node keeps on its data directory's disk (default
+	// DefaultMinFreeDisk, 1 GiB): below it the node says so in gossip, and the leaders of the
+	// shards it holds a replica of refuse appends (RESOURCE_EXHAUSTED, reason DISK_LOW), while
+	// reads, deletes and truncations go on, so that the disk does not fill, which would end
+	// the node (and, the same data on every replica, the others soon after). It passes once
+	// the disk has MinFreeDisk free again and a tenth more (at least 64 MiB). See diskroom.go.
+	MinFreeDisk uint64
 	// BackupDir is where Backup writes this node's backups, one directory each (default
 	// DataDir/backups: on the data's disk, where the store's tables are hard-linked rather
 	// than copied; copy a backup elsewhere to keep it from that disk's loss).
@@ -338,6 +347,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxAppendPipelines == 0 {
 		c.MaxAppendPipelines = DefaultMaxAppendPipelines
+	}
+	if c.MinFreeDisk == 0 {
+		c.MinFreeDisk = DefaultMinFreeDisk
 	}
 	if c.MaxAppendBytes == 0 {
 		c.MaxAppendBytes = DefaultMaxAppendBytes

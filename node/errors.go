@@ -184,7 +184,7 @@ func (n *Node) toStatus(err error, stream string, id uint32) error {
 // resultLabels are the values resultLabel returns (the metrics export each from the start).
 var resultLabels = []string{"ok", "wrong_expected_version", "not_found", "invalid", "id_conflict", "unavailable",
 	"resource_exhausted", "canceled", "timeout", "outcome_unknown", "shard_format", "history_truncated", "position_ahead",
-	"no_local_replica", "aborted", "error"}
+	"no_local_replica", "aborted", "disk_low", "error"}
 
 // resultLabel classifies an outcome for the metrics.
 func resultLabel(err error) string {
@@ -220,6 +220,9 @@ func resultLabel(err error) string {
 		case codes.Aborted:
 			return "aborted" // a stream read whose caller stalled (readViewHold)
 		case codes.ResourceExhausted:
+			if shoalv1.IsDiskLow(st) {
+				return "disk_low"
+			}
 			return "resource_exhausted" // a limit of the node's, or a shard's proposals backed up (ErrBusy)
 		case codes.Canceled:
 			return "canceled"

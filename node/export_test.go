@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
@@ -55,3 +57,7 @@ func (n *Node) PointMemberAt(id uint64, addr string) {
 	}
 	n.members.Store(&list)
 }
+
+// SetFS sets the file system under a node's Pebble and data directory (faults, a disk's free
+// space).
+func SetFS(cfg *Config, fs vfs.FS) { cfg.fs = fs }

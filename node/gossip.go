@@ -341,6 +341,7 @@ func (n *Node) refreshMembers() {
 	n.members.Store(&m)
 	n.savePeers(m)
 	n.rememberMembers(m)
+	n.noteDiskLowMembers(m)
 	n.membersMu.Unlock()
 	n.followReplication() // a change of the factor arrives as a member's metadata
 }

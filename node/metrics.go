@@ -40,6 +40,7 @@ type metrics struct {
 	longPollsRefused, pipelinesRefused prometheus.Counter
 	appendBytesHeld                    prometheus.Gauge
 	appendBytesRefused                 prometheus.Counter
+	diskLow                            prometheus.Gauge // 1 while the data directory's disk is below Config.MinFreeDisk
 	// Topology requests of clients and status requests, and the gathers of the members'
 	// views they shared, by kind (topology, status).
 	topologyRequests, topologyGathers *prometheus.CounterVec
@@ -135,6 +136,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_append_bytes_held",
 			Help: "Bytes of the appends this node holds now (their requests' size), waiting for a leader, a commit or a forward's answer: what --max-append-bytes bounds.",
 		}),
+		diskLow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_disk_low",
+			Help: "1 while the data directory's disk has less free space than --min-free-disk: the shards this node holds a replica of refuse appends (result=\"disk_low\" in shoal_appends_total on their leaders).",
+		}),
 		appendBytesRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_append_bytes_refused_total",
 			Help: "Appends refused (RESOURCE_EXHAUSTED) because this node held --max-append-bytes of appends already.",
@@ -184,7 +189,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
-			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused,
+			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused, m.diskLow,
 			m.topologyRequests, m.topologyGathers)
 	}
 	return m
@@ -245,7 +250,7 @@ var (
 	descReady = prometheus.NewDesc("shoal_ready",
 		"1 when the node answers /readyz 200 (it serves its shards), 0 when it does not (starting, stopping, a slow or stalled disk, every local shard without a leader): /readyz says why.", nil, nil)
 	descDiskFree = prometheus.NewDesc("shoal_data_dir_free_bytes",
-		"Bytes free to the node on the data directory's file system. A node whose disk fills stops (status 74).", nil, nil)
+		"Bytes free to the node on the data directory's file system. Below --min-free-disk the shards the node holds a replica of refuse appends (shoal_disk_low); a disk that fills all the same ends the node (status 74).", nil, nil)
 	descDiskSize = prometheus.NewDesc("shoal_data_dir_size_bytes",
 		"Size of the data directory's file system.", nil, nil)
 	descShards = prometheus.NewDesc("shoal_cluster_shards",

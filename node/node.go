@@ -102,6 +102,7 @@ type Node struct {
 	savedPeers   []string   // the live peers' gossip addresses last stored
 	closeOnce    sync.Once
 	gossipLoops  sync.WaitGroup // rejoinLoop and islandLoop, waited for by Close
+	room         diskRoom       // the data directory's free space, and the members short of it (diskroom.go)
 	closeErr     error
 
 	mu struct {
@@ -343,6 +344,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.started.Store(true)
+	n.startDiskRoom()
 	n.startPlacement()
 	n.startRetention()
 	s := n.settings.Load()
@@ -700,6 +702,7 @@ func (n *Node) close() error {
 	n.stopPlacement(pctx)
 	n.stopRetention(pctx)
 	cancel()
+	waitBounded(&n.room.loop, time.Second) // a disk's free space read on a hung file system may never return
 	var errs []error
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -179,6 +179,9 @@ func (n *Node) append(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1
 	defer release()
 	lost := false // a proposal of this call was taken by raft, and its answer lost (appendedHere)
 	res, retried, err := n.write(ctx, id, true, func(g *replica.Group, pctx context.Context) (any, error) {
+		if err := n.appendRoom(g); err != nil {
+			return nil, err
+		}
 		cmd.Time = time.Now().UnixNano()
 		res, err := g.Propose(pctx, shard.EncodeAppend(cmd))
 		if nle := (*replica.NotLeaderError)(nil); errors.As(err, &nle) && !nle.Refused {

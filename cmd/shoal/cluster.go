@@ -74,7 +74,7 @@ unavailable or unknown; a line on stderr counts the shards in each state.`,
 	}
 	a.serverFlag(status, &server)
 	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
-	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial, or a node not ready), 1 when some are unavailable or unknown")
+	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial, or a node not ready or below its --min-free-disk), 1 when some are unavailable or unknown")
 	cmd.AddCommand(status, a.clusterBackupCmd(), a.setReplicationCmd())
 	return cmd
 }
@@ -98,6 +98,9 @@ func checkStatus(s *clusterstatus.Status) error {
 	}
 	if n := s.NotReadyNodes(); n > 0 {
 		parts = append(parts, fmt.Sprintf("%d nodes not ready", n))
+	}
+	if n := s.DiskLowNodes(); n > 0 {
+		parts = append(parts, fmt.Sprintf("%s below --min-free-disk (appends refused)", clusterstatus.Count(n, "node")))
 	}
 	code := exitDegraded
 	switch {

@@ -349,3 +349,29 @@ func TestAppendMetadataFromFile(t *testing.T) {
 		t.Fatalf("--metadata -: exit %d stderr %q, want a usage error", code, errOut)
 	}
 }
+
+// TestAppendDiskLow: a node whose disk has less free space than its --min-free-disk (here more
+// than any disk has) refuses appends, and `shoal append` says why, naming the flag, that
+// nothing was written and that reads go on; the read still works, and `cluster status --check`
+// names the node and exits 5.
+func TestAppendDiskLow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	n := startNodeWith(t, func(cfg *node.Config) { cfg.MinFreeDisk = 1 << 60 })
+	env := map[string]string{"SHOAL_SERVER": n.Addr()}
+	code, _, errOut := runCLI(t, env, "", "append", "s-1", "--type", "T")
+	want := fmt.Sprintf("append refused: node %s, the leader of shard", n.Name())
+	if code != exitError || !strings.Contains(errOut, want) || !strings.Contains(errOut, "--min-free-disk (1152921504606846976)") ||
+		!strings.Contains(errOut, "reads, deletes and truncations go on; nothing was written") {
+		t.Fatalf("append with the disk below --min-free-disk: exit %d, stderr %q; want %d and %q", code, errOut, exitError, want)
+	}
+	if code, _, errOut := runCLI(t, env, "", "read", "s-1"); code != exitNotFound {
+		t.Fatalf("read after the refused append: exit %d, stderr %q; want %d (nothing written)", code, errOut, exitNotFound)
+	}
+	code, out, errOut := runCLI(t, env, "", "cluster", "status", "--check")
+	if code != exitDegraded || !strings.Contains(errOut, "1 node below --min-free-disk (appends refused)") ||
+		!strings.Contains(out, n.Name()+" has less free disk than its --min-free-disk") {
+		t.Fatalf("cluster status --check with the disk below --min-free-disk: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

@@ -317,6 +317,9 @@ func (a *app) writeRefused(err error, server string) error {
 	if errors.Is(err, context.Canceled) {
 		return &explainedError{code: exitError, msg: "interrupted before the request reached the cluster; nothing was written"}
 	}
+	if errors.Is(err, client.ErrDiskLow) && !errors.Is(err, client.ErrOutcomeUnknown) {
+		return &explainedError{code: exitError, msg: strings.TrimPrefix(err.Error(), client.ErrDiskLow.Error()+": ") + "; nothing was written"}
+	}
 	var ee *explainedError
 	if e := a.unreachable(err, server); errors.As(e, &ee) {
 		return &explainedError{code: ee.code, msg: ee.msg + "; nothing was written"}

@@ -178,6 +178,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.Var(&sizeFlag{v: &cfg.MaxAppendBytes, min: 1 << 20}, "max-append-bytes", "the bytes of appends the node holds at once, unary or streamed, while they wait for their shards' leaders or commits (e.g. 4GiB, at least 1MiB); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	cfg.MaxSnapshotBytes, cfg.SnapshotMinFreeBytes = replica.DefaultMaxSnapshotBytes, replica.DefaultSnapshotMinFreeBytes
 	f.Var(&sizeFlag{v: &cfg.MaxSnapshotBytes, min: 1 << 20}, "max-snapshot-size", "the most the raft snapshots being received at once may write to --data's snapshots directory before Pebble takes them in (e.g. 64GiB, at least 1MiB); a receive past it stops, and the leader sends the snapshot again later")
+	cfg.MinFreeDisk = node.DefaultMinFreeDisk
+	f.Var(&sizeFlag{v: &cfg.MinFreeDisk, min: 1 << 20}, "min-free-disk", "the free space the node keeps on --data's disk (e.g. 5GiB, at least 1MiB): below it the shards the node holds a replica of refuse appends (RESOURCE_EXHAUSTED, reason DISK_LOW) until space is freed, while reads, deletes and truncations go on, rather than fill the disk, which would stop the node")
 	f.Var(&sizeFlag{v: &cfg.SnapshotMinFreeBytes, min: 1 << 20}, "snapshot-min-free", "the free space a snapshot being received leaves on --data's disk (e.g. 10GiB, at least 1MiB): past it the receive stops and removes its files, and the leader sends the snapshot again later")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")

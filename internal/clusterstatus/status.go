@@ -49,6 +49,9 @@ type Node struct {
 	Replication uint32 `json:"replication,omitempty"`
 	// NotReady is why the node answers /readyz 503, as it said itself ("": ready, or not asked).
 	NotReady string `json:"not_ready,omitempty"`
+	// DiskLow: the node's disk has less free space than its --min-free-disk, so the shards it
+	// holds a replica of refuse appends.
+	DiskLow bool `json:"disk_low,omitempty"`
 }
 
 // Shard is one shard: its leader and replicas by name, and its state.
@@ -122,7 +125,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
 			Decommissioning: n.GetDecommissioning(), Stopping: n.GetStopping(), Version: n.GetVersion(),
 			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(), Replication: n.GetReplication(),
-			NotReady: n.GetNotReady(),
+			NotReady: n.GetNotReady(), DiskLow: n.GetDiskLow(),
 		})
 	}
 	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
@@ -167,6 +170,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
 	s.Notes = append(s.Notes, s.mixedVersions()...)
 	s.Notes = append(s.Notes, s.notReady()...)
+	s.Notes = append(s.Notes, s.diskLow()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	s.Notes = append(s.Notes, s.replicationSpread()...)
 	s.Notes = append(s.Notes, s.replicaCounts()...)
@@ -228,6 +232,21 @@ func (s *Status) NotReadyNodes() int {
 	}
 	return count
 }
+
+// diskLow names the alive nodes whose disk is below their --min-free-disk.
+func (s *Status) diskLow() []string {
+	var out []string
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.DiskLow {
+			out = append(out, fmt.Sprintf("%s has less free disk than its --min-free-disk: the shards it holds a replica of "+
+				"refuse appends until space is freed on it (reads, deletes and truncations go on)", n.Name))
+		}
+	}
+	return out
+}
+
+// DiskLowNodes counts the alive nodes whose disk is below their --min-free-disk.
+func (s *Status) DiskLowNodes() int { return len(s.diskLow()) }
 
 // replicationSpread points at live nodes that place shards by different replication factors:
 // a change (shoal cluster set-replication) still spreading by gossip, which takes a moment, or

@@ -40,6 +40,10 @@ type Meta struct {
 	// FollowsReplication is set by DecodeMeta when the member's version gossips
 	// ReplicationEpoch, and so follows changes of the factor; EncodeMeta always writes it.
 	FollowsReplication bool
+	// DiskLow: the node's data directory has less free space than its --min-free-disk, so
+	// the leaders of the shards it holds a replica of refuse appends (versions before it
+	// gossip none, and are read as having room).
+	DiskLow bool
 }
 
 // MetaTooLongError is returned by EncodeMeta, Start and UpdateMeta when the
@@ -58,6 +62,7 @@ func (e *MetaTooLongError) Is(target error) bool { return target == ErrMetaTooLo
 const (
 	flagDecommissioning = 1 << 0
 	flagStopping        = 1 << 1
+	flagDiskLow         = 1 << 2
 )
 
 // EncodeMeta encodes m in the versioned binary format described in the
@@ -79,6 +84,9 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	}
 	if m.Stopping {
 		flags |= flagStopping
+	}
+	if m.DiskLow {
+		flags |= flagDiskLow
 	}
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, m.ShardFormat)
@@ -118,6 +126,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 	flags := d.byte("flags")
 	m.Decommissioning = flags&flagDecommissioning != 0
 	m.Stopping = flags&flagStopping != 0
+	m.DiskLow = flags&flagDiskLow != 0
 	if d.err == nil && len(d.b) > 0 {
 		m.ShardFormat = d.uvarint("shard format")
 	}

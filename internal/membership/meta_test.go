@@ -14,7 +14,7 @@ func fullMeta() Meta {
 
 func TestMetaRoundTrip(t *testing.T) {
 	for _, m := range []Meta{{FollowsReplication: true}, {NodeID: 1, FollowsReplication: true}, fullMeta(),
-		{NodeID: 2, Stopping: true, FollowsReplication: true}} {
+		{NodeID: 2, Stopping: true, FollowsReplication: true}, {NodeID: 3, DiskLow: true, FollowsReplication: true}} {
 		b, err := EncodeMeta(m)
 		if err != nil {
 			t.Fatal(err)

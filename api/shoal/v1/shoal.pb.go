@@ -2879,7 +2879,11 @@ type NodeInfo struct {
 	// shard without a leader, starting, stopping), as the node itself said in its view;
 	// empty when it is ready, or when its view was not merged (unanswered, dead) or it runs a
 	// version before the field.
-	NotReady      string `protobuf:"bytes,13,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
+	NotReady string `protobuf:"bytes,13,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
+	// The node's data directory has less free space than its --min-free-disk: the leaders of
+	// the shards it holds a replica of refuse appends (DISK_LOW) until space is freed. False
+	// from versions before the field.
+	DiskLow       bool `protobuf:"varint,14,opt,name=disk_low,json=diskLow,proto3" json:"disk_low,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3003,6 +3007,13 @@ func (x *NodeInfo) GetNotReady() string {
 		return x.NotReady
 	}
 	return ""
+}
+
+func (x *NodeInfo) GetDiskLow() bool {
+	if x != nil {
+		return x.DiskLow
+	}
+	return false
 }
 
 type ShardInfo struct {
@@ -4449,7 +4460,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bsuspects\x18\x02 \x03(\v2\x17.shoal.v1.SuspectLeaderR\bsuspects\"9\n" +
 	"\rSuspectLeader\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xec\x02\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x87\x03\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4465,7 +4476,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	" \x01(\rR\breplicas\x12\x1a\n" +
 	"\bstopping\x18\v \x01(\bR\bstopping\x12 \n" +
 	"\vreplication\x18\f \x01(\rR\vreplication\x12\x1b\n" +
-	"\tnot_ready\x18\r \x01(\tR\bnotReady\"\xe9\x02\n" +
+	"\tnot_ready\x18\r \x01(\tR\bnotReady\x12\x19\n" +
+	"\bdisk_low\x18\x0e \x01(\bR\adiskLow\"\xe9\x02\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +

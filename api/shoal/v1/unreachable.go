@@ -47,3 +47,18 @@ func ShardFormatError(msg string, shard uint32) error {
 
 // IsShardFormat reports whether st is such a refusal (ShardFormatError).
 func IsShardFormat(st *status.Status) bool { return hasReason(st, ShardFormatReason) }
+
+// DiskLowReason is the google.rpc.ErrorInfo reason of a refusal (RESOURCE_EXHAUSTED) of an
+// append by a shard's leader because a node holding a replica of the shard has less free
+// space on its data directory's disk than its --min-free-disk. Unlike overload, retrying soon
+// meets it again: it passes once space is freed on that node (or the floor lowered).
+const DiskLowReason = "DISK_LOW"
+
+// DiskLowError is such a refusal, with msg, the node short of space and the shard.
+func DiskLowError(msg, node string, shard uint32) error {
+	return errorWithInfo(codes.ResourceExhausted, msg, DiskLowReason,
+		map[string]string{"node": node, "shard": strconv.FormatUint(uint64(shard), 10)})
+}
+
+// IsDiskLow reports whether st is such a refusal (DiskLowError).
+func IsDiskLow(st *status.Status) bool { return hasReason(st, DiskLowReason) }
