@@ -145,6 +145,8 @@ func shoalError(err error) error {
 		return Classified(KindNotFound, err)
 	case errors.Is(err, client.ErrIDConflict):
 		return Classified("id_conflict", err)
+	case errors.Is(err, client.ErrDiskLow):
+		return Classified("disk_low", err) // a replica's disk below its --min-free-disk
 	}
 	return err
 }

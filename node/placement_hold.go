@@ -143,8 +143,9 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 
 // judgeMember returns ps, a member of a shard as gossip sees it, with Gone and Unheard as the
 // shard's leader judges them from its raft too: heard (answering it), or not recently active
-// (inactive) since since; changed is when gossip last saw the member come or go.
-func judgeMember(ps peerState, heard, inactive bool, since, changed, now time.Time, deadAfter time.Duration) peerState {
+// (inactive) since since; changed is when gossip last saw the member come or go, aliveSince
+// when it last saw it come (membership.Member.AliveSince).
+func judgeMember(ps peerState, heard, inactive bool, since, changed, aliveSince, now time.Time, deadAfter time.Duration) peerState {
 	switch {
 	case ps.Gone && heard:
 		ps.Gone = false
@@ -152,11 +153,15 @@ func judgeMember(ps peerState, heard, inactive bool, since, changed, now time.Ti
 		if unresponsiveGone(now, since, inactive, changed, deadAfter) {
 			ps.Gone, ps.Unheard = true, true
 		}
-	case !ps.Gone && inactive && now.Sub(since) >= deadAfter:
-		// Dead in gossip for less than DeadAfter, and not heard by raft for DeadAfter: a node
-		// that crash-loops, its spells alive shorter than returnGrace and its spells dead
-		// shorter than DeadAfter, was gone by neither measure, and its shards stayed a voter
-		// short for as long as it looped.
+	case !ps.Gone && inactive && now.Sub(since) >= deadAfter && aliveSince.After(since):
+		// Dead in gossip for less than DeadAfter, not heard by raft for DeadAfter, and alive in
+		// gossip again in between: a node that crash-loops, its spells alive shorter than
+		// returnGrace and its spells dead shorter than DeadAfter, was gone by neither measure,
+		// and its shards stayed a voter short for as long as it looped. A node that crashed
+		// and stayed down is not one: raft stops hearing it at once and gossip declares it dead
+		// seconds later, so for those seconds at the DeadAfter mark it looked the same, and was
+		// held out as unheard, for DeadAfter after it was replaced, once it came back; gossip
+		// finds it gone by itself a moment later.
 		ps.Gone, ps.Unheard = true, true
 	}
 	return ps

@@ -263,15 +263,18 @@ func TestCrashLoopingMemberHeldOut(t *testing.T) {
 	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}, inactiveSince: map[uint64]time.Time{3: t0}}
 	st := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
 		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
-	var changed time.Time // when gossip last saw 3 come or go
+	var changed, aliveSince time.Time // when gossip last saw 3 come or go, and come
 	alive := false
 	for sec := 0; sec <= 180; sec++ {
 		now := t0.Add(time.Duration(sec) * time.Second)
 		if nowAlive := sec%23 < 3; nowAlive != alive {
 			alive, changed = nowAlive, now
+			if alive {
+				aliveSince = now
+			}
 		}
 		ps := peerState{Alive: alive, Gone: !alive && now.Sub(changed) >= deadAfter}
-		ps = judgeMember(ps, false, true, t0, changed, now, deadAfter)
+		ps = judgeMember(ps, false, true, t0, changed, aliveSince, now, deadAfter)
 		peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: ps}
 		held, _ := sp.trackUnheard(st, peers, nil, now, deadAfter)
 		if sec >= 60+23 && !held[3] {
@@ -281,11 +284,54 @@ func TestCrashLoopingMemberHeldOut(t *testing.T) {
 	}
 	delete(sp.inactiveSince, 3) // heard again
 	now := t0.Add(181 * time.Second)
-	ps := judgeMember(peerState{Alive: true}, true, false, time.Time{}, now.Add(-time.Second), now, deadAfter)
+	ps := judgeMember(peerState{Alive: true}, true, false, time.Time{}, now.Add(-time.Second), now.Add(-time.Second), now, deadAfter)
 	if ps.Gone || ps.Unheard {
 		t.Fatalf("heard again: judged %+v", ps)
 	}
 	if held, _ := sp.trackUnheard(st, map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: ps}, nil, now, deadAfter); held[3] {
 		t.Fatal("heard again: still held out")
+	}
+}
+
+// TestCrashedMemberNotHeldOut: a node that crashed and stayed down is no crash-looper. Raft
+// stops hearing it at once and gossip declares it dead seconds later, so at the DeadAfter
+// mark it was dead in gossip for less than DeadAfter and unheard for DeadAfter, as a node
+// that crash-loops is: it was judged unheard and held out, and once replaced and back, kept
+// out of the shard for DeadAfter after its removal (35 s of 32 shards' 14 under-replicated,
+// after set-replication 3 with the node back). It is gone when gossip has held it dead for
+// DeadAfter, held out never, and added back once it returns.
+func TestCrashedMemberNotHeldOut(t *testing.T) {
+	const deadAfter = time.Minute
+	t0 := time.Unix(1e9, 0)
+	aliveSince := t0.Add(-time.Hour)
+	died := t0.Add(3 * time.Second) // gossip's failure detection
+	sp := &shardPlacement{leftOut: map[uint64]*heldOut{}, inactiveSince: map[uint64]time.Time{3: t0}}
+	st := replica.Status{Shard: 3, ID: 1, Leader: 1, Voters: []uint64{1, 2, 3},
+		Progress: map[uint64]replica.Progress{2: {Match: 10}, 3: {Match: 10}}}
+	for sec := 0; sec <= 70; sec++ {
+		now := t0.Add(time.Duration(sec) * time.Second)
+		alive, changed := now.Before(died), aliveSince
+		if !alive {
+			changed = died
+		}
+		ps := peerState{Alive: alive, Gone: !alive && now.Sub(changed) >= deadAfter}
+		ps = judgeMember(ps, false, true, t0, changed, aliveSince, now, deadAfter)
+		if ps.Unheard {
+			t.Fatalf("%ds after raft last heard it (dead in gossip since %ds): judged unheard", sec, 3)
+		}
+		if want := sec >= 63; ps.Gone != want {
+			t.Fatalf("%ds after raft last heard it (dead in gossip since 3s): gone %v, want %v", sec, ps.Gone, want)
+		}
+		peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: ps}
+		if held, _ := sp.trackUnheard(st, peers, nil, now, deadAfter); held[3] {
+			t.Fatalf("%ds after raft last heard it: held out", sec)
+		}
+	}
+	// Replaced (removed from the shard), then back: nothing holds it out of the target.
+	st.Voters = []uint64{1, 2, 4}
+	now := t0.Add(90 * time.Second)
+	peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: {Alive: true}, 4: {Alive: true}}
+	if held, _ := sp.trackUnheard(st, peers, nil, now, deadAfter); held[3] {
+		t.Fatal("back after it was replaced: held out")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/shard"
 )
@@ -396,11 +397,11 @@ func (p *placer) round(now time.Time) {
 			under++
 		}
 		peers := make(map[uint64]peerState, len(members))
-		changed := make(map[uint64]time.Time, len(members)) // when gossip last saw it come or go
+		gossiped := make(map[uint64]membership.Member, len(members))
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
-			changed[m.NodeID] = m.Changed
+			gossiped[m.NodeID] = m
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
 			ps, known := peers[id]
@@ -424,7 +425,7 @@ func (p *placer) round(now time.Time) {
 				peers[id] = peerState{Gone: !heard && now.Sub(p.started) >= deadAfter}
 				continue
 			}
-			peers[id] = judgeMember(ps, heard, inactive, since, changed[id], now, deadAfter)
+			peers[id] = judgeMember(ps, heard, inactive, since, gossiped[id].Changed, gossiped[id].AliveSince, now, deadAfter)
 		}
 		for id, at := range sp.removed {
 			if now.Sub(at) >= readdCooldown {
@@ -453,7 +454,18 @@ func (p *placer) round(now time.Time) {
 					"match", st.Progress[id].Match, "commit", st.Commit, "snapshotting", st.Progress[id].Snapshotting)
 			}
 		}
+		var newlyUnheard []uint64
+		for _, id := range slices.Concat(st.Voters, st.Learners) {
+			if e := sp.leftOut[id]; id != self && peers[id].Unheard && (e == nil || now.Sub(e.at) >= e.hold) {
+				newlyUnheard = append(newlyUnheard, id)
+			}
+		}
 		held, keepsUnheard := sp.trackUnheard(st, peers, stuck, now, deadAfter)
+		for _, id := range newlyUnheard {
+			p.log.Info("placement holds out a member this shard's raft has not heard from for --dead-after, while gossip "+
+				"did not hold it dead as long (cut off from this leader, wedged, or crash-looping)", "shard", st.Shard,
+				"member", id, "alive_in_gossip", peers[id].Alive, "hold", sp.leftOut[id].hold)
+		}
 		for _, id := range lacksShardFormat(target, self, peers, format) {
 			held[id] = true
 		}
@@ -577,6 +589,12 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 			if ok {
 				perr = p.n.askPeer(ctx, addr)
 			}
+			if startingAnswer(perr) {
+				// It answered, and serves in a moment (a node that just came back reopens its
+				// shards): asked again next round, not held out for another DeadAfter.
+				err = fmt.Errorf("node %d is still starting: %w", step.Node, errPeerStarting)
+				break
+			}
 			if perr != nil {
 				p.mu.Lock()
 				hold := sp.holdOut(step.Node, time.Now(), p.n.cfg.DeadAfter, false).hold
@@ -605,7 +623,7 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 		}
 	case stepTransfer:
 		if addr, ok := p.n.resolve(step.Node); ok && p.n.peerStarting(ctx, addr) {
-			err = fmt.Errorf("node %d is still starting", step.Node)
+			err = fmt.Errorf("node %d is still starting: %w", step.Node, errPeerStarting)
 			break
 		}
 		err = g.TransferLeadership(ctx, step.Node)
@@ -641,8 +659,13 @@ func routineRefusal(err error) bool {
 		return true
 	}
 	return errors.Is(err, replica.ErrConfChangePending) || errors.Is(err, replica.ErrUnsettled) ||
-		errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled)
+		errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrStopped) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, errPeerStarting)
 }
+
+// errPeerStarting fails a step toward a node that answered it is still starting: a later round
+// takes it once the node serves.
+var errPeerStarting = errors.New("asked again at a later round")
 
 // raiseGuard allows raising a shard to format only while every other member of its
 // configuration is alive in gossip on a version that applies it (replica.Guard).

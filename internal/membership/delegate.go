@@ -147,11 +147,18 @@ func (d *delegate) upsert(n *memberlist.Node, alive bool) {
 	e, ok := m.mu.members[n.Name]
 	switch {
 	case !ok || e.NodeID != meta.NodeID:
-		m.mu.members[n.Name] = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address()}
+		e = &Member{Meta: meta, Alive: alive, Changed: now, Addr: n.Address()}
+		if alive {
+			e.AliveSince = now
+		}
+		m.mu.members[n.Name] = e
 	default:
 		e.Addr = n.Address()
 		if e.Alive != alive {
 			e.Changed = now
+			if alive {
+				e.AliveSince = now
+			}
 		}
 		e.Alive = alive
 		e.Meta = meta

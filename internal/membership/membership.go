@@ -289,7 +289,11 @@ type Member struct {
 	Meta
 	Alive   bool
 	Changed time.Time // when it was first seen, or last went alive or dead
-	Addr    string    // gossip address (host:port); empty for the local member
+	// AliveSince is when it was first seen alive, or last went from dead to alive (zero if
+	// never seen alive): a member dead now that came alive after a moment is one that came
+	// back and went again, not one that stayed down since.
+	AliveSince time.Time
+	Addr       string // gossip address (host:port); empty for the local member
 }
 
 // Membership is a running gossip member. Its methods are safe for concurrent use.
@@ -552,7 +556,7 @@ func (m *Membership) Self() Member {
 func (m *Membership) selfLocked() Member {
 	self := Member{Meta: m.mu.self, Alive: true}
 	if e, ok := m.mu.members[m.name]; ok {
-		self.Changed = e.Changed
+		self.Changed, self.AliveSince = e.Changed, e.AliveSince
 	}
 	return self
 }
