@@ -57,7 +57,7 @@
 //  2. Only transient failures are retried: Unavailable (node down, not
 //     leader, no quorum), an attempt's DeadlineExceeded (per-attempt timeout,
 //     RetryPolicy.AttemptTimeout), ResourceExhausted (overload; not a shard
-//     refusing appends for a replica's disk low on space, ErrDiskLow), Aborted, and
+//     refusing appends for its voters' disks low on space, ErrDiskLow), Aborted, and
 //     connection errors; and for appends and deletes expecting an exact
 //     version, which a repeat cannot apply twice, Internal, Cancelled (the
 //     caller's context alive) and Unknown, which a stream reset after the
@@ -104,7 +104,7 @@
 //     (a write that may or may not have been applied, see 3 and Delete),
 //     ErrTLSHandshake, ErrNotGRPC (an HTTP port dialled), ErrWrongCluster
 //     (see 8), ErrShardFormat (Truncate), ErrDiskLow (an Append refused while
-//     a replica's disk is below its floor), ErrHistoryTruncated (a Read with
+//     most of the shard's voters are below their disk floor), ErrHistoryTruncated (a Read with
 //     WholeHistory), ErrPositionAhead (a ReadShard past the shard's end),
 //     ErrStreamChanged (a Read that resumed after a failure and found the
 //     stream deleted), ErrClosed, and read their facts with errors.As

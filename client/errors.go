@@ -55,11 +55,11 @@ var (
 	// every node is upgraded (the shard's leader then raises the format by itself). Never
 	// retried.
 	ErrShardFormat = errors.New("client: the shard's format does not have this operation yet")
-	// ErrDiskLow is returned by Append (and AppendPipeline's calls) when the stream's shard
-	// refuses appends because a node holding a replica of it has less free space on its data
-	// directory's disk than its --min-free-disk: the message names the node. Nothing of the
-	// refused append was written. It passes once space is freed on that node (a retention
-	// policy, Truncate), so it is not retried: reads, deletes and truncations go on meanwhile.
+	// ErrDiskLow is returned by Append when the stream's shard refuses appends because a
+	// majority of its voters have less free space on their data directory's disk than their
+	// --min-free-disk: the message names the nodes. Nothing of the refused append was written.
+	// It passes once space is freed on them (a retention policy, Truncate), so it is not
+	// retried: reads, deletes and truncations go on meanwhile.
 	ErrDiskLow = errors.New("client: a replica's disk is low on space")
 	// ErrUnavailable is returned when retries gave up (the retry policy's
 	// MaxElapsed passed) without reaching a node able to serve the call. The

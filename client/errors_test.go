@@ -256,3 +256,20 @@ func TestOutcomeUnknownMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskLowNotRetried: a shard's refusal of appends for its voters' disks low on space
+// (RESOURCE_EXHAUSTED, DISK_LOW) comes back as ErrDiskLow after one attempt, naming the nodes,
+// not retried as overload until the retries run out: it passes only once space is freed.
+func TestDiskLowNotRetried(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc)
+	msg := "append refused: 2 of shard 1's 3 voters (n2 and n3) have less free space on the data directory's disk than --min-free-disk"
+	fc.nodes[0].setFault(failFirst("Append", 100, shoalv1.DiskLowError(msg, "n2", 1)))
+	_, err := c.Append(testCtx(t), "s", Any, Event{Type: "T"})
+	if !errors.Is(err, ErrDiskLow) || errors.Is(err, ErrOutcomeUnknown) || !strings.Contains(err.Error(), "(n2 and n3)") {
+		t.Fatalf("append refused DISK_LOW: %v, want ErrDiskLow naming the nodes", err)
+	}
+	if n := fc.nodes[0].count("Append"); n != 1 {
+		t.Fatalf("the append was sent %d times, want 1", n)
+	}
+}

@@ -245,11 +245,13 @@ type Config struct {
 	MaxSnapshotBytes     uint64
 	SnapshotMinFreeBytes uint64
 	// MinFreeDisk is the free space the node keeps on its data directory's disk (default
-	// DefaultMinFreeDisk, 1 GiB): below it the node says so in gossip, and the leaders of the
-	// shards it holds a replica of refuse appends (RESOURCE_EXHAUSTED, reason DISK_LOW), while
-	// reads, deletes and truncations go on, so that the disk does not fill, which would end
-	// the node (and, the same data on every replica, the others soon after). It passes once
-	// the disk has MinFreeDisk free again and a tenth more (at least 64 MiB). See diskroom.go.
+	// DefaultMinFreeDisk, 1 GiB; the server's flag takes 1 MiB at least): below it the node says
+	// so in gossip, and the leader of a shard a majority of whose voters say so refuses appends
+	// (RESOURCE_EXHAUSTED, reason DISK_LOW), while reads, deletes and truncations go on, so that
+	// the disks do not fill, which would end the nodes (the same data on every replica: all of
+	// them at once). It passes once the disk has MinFreeDisk free again and a tenth more (at
+	// least 64 MiB). Snapshots received leave that much too (SnapshotMinFreeBytes is raised to
+	// it). See diskroom.go.
 	MinFreeDisk uint64
 	// BackupDir is where Backup writes this node's backups, one directory each (default
 	// DataDir/backups: on the data's disk, where the store's tables are hard-linked rather

@@ -2,46 +2,61 @@ package node
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/clusterstatus"
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 )
 
 // A disk that fills ends its node (a WAL write that fails cannot be gone on from: the server
 // exits with status 74), and the replicas of a shard hold the same data, so their disks fill
-// together: the whole cluster would stop at once, and start again only once space is freed
-// on each. So a node keeps Config.MinFreeDisk free. Every diskRoomEvery it reads its data
+// together: the whole cluster would stop at once, and start again only once space is freed on
+// each. So a node keeps Config.MinFreeDisk free. Every diskRoomEvery it reads its data
 // directory's free space; below the floor it says so in gossip (membership.Meta.DiskLow), and
-// the leader of a shard refuses appends while it or another node holding a replica of the
-// shard says so: RESOURCE_EXHAUSTED with reason DISK_LOW, naming the node, the space and the
-// flag, before anything is proposed. Reads, deletes, truncations and retention go on (the last
-// two free space, once compactions drop what they removed), as do raft's own writes. The node
-// leaves the state once the disk has the floor free and diskRoomSlack more, so that appends
-// do not flap on and off at the line.
+// the leader of a shard refuses appends while a majority of the shard's voters say so (itself
+// included): RESOURCE_EXHAUSTED with reason DISK_LOW, naming the nodes, the space and the flag,
+// before anything is proposed. A minority of them low does not stop the shard, as a minority of
+// them down would not: such a node fills and stops, the majority goes on, and ShoalDiskLow has
+// paged before. Reads, deletes, truncations and retention go on (the last two free space, once
+// compactions drop what they removed), as do raft's own writes. The node leaves the state once
+// the disk has the floor free and diskRoomSlack more, so that appends do not flap on and off at
+// the line. Placement gives a node in the state no new replica (lacksDiskRoom), and snapshots
+// leave it the floor and the slack (Config.SnapshotMinFreeBytes is raised to them).
 
 // diskRoomEvery is how often a node reads its disk's free space.
 const diskRoomEvery = time.Second
 
-// diskRoomSlack is how much more than min a disk needs free for its node to take appends
-// again, once it refused them: a tenth of min, at least 64 MiB.
-func diskRoomSlack(min uint64) uint64 { return max(min/10, 64<<20) }
+// diskRoomSlack is how much more than floor a disk needs free for its node to take appends
+// again, once it refused them: a tenth of floor, at least 64 MiB.
+func diskRoomSlack(floor uint64) uint64 { return max(floor/10, 64<<20) }
+
+// diskLow tells whether a disk with avail bytes free is low, given floor (Config.MinFreeDisk)
+// and whether it was low at the last reading.
+func diskLow(avail, floor uint64, was bool) bool {
+	return avail < floor || was && avail < floor+diskRoomSlack(floor)
+}
 
 // diskRoom is a node's view of its own free space and of the members short of it.
 type diskRoom struct {
-	low   atomic.Bool   // this node's disk is below Config.MinFreeDisk
+	low   atomic.Bool   // this node's disk is below Config.MinFreeDisk (or within the slack)
 	avail atomic.Uint64 // bytes free at the last reading
 	// others: the live members other than this node that say their disk is low, by node ID
-	// (nil: none, the usual case, which costs an append one atomic load).
+	// (nil: none, the usual case, which costs an append two atomic loads).
 	others atomic.Pointer[map[uint64]string]
 	loop   sync.WaitGroup
 }
 
 // startDiskRoom reads the disk's free space now and then every diskRoomEvery until Close.
 func (n *Node) startDiskRoom() {
+	n.metrics.minFreeDisk.Set(float64(n.cfg.MinFreeDisk))
 	n.checkDiskRoom()
 	n.room.loop.Go(func() {
 		t := time.NewTicker(diskRoomEvery)
@@ -58,8 +73,9 @@ func (n *Node) startDiskRoom() {
 }
 
 // checkDiskRoom reads the data directory's free space and, when it crosses the floor (down
-// below Config.MinFreeDisk, or back up past it and diskRoomSlack), says so in the log, the
-// metrics and gossip. A file system that cannot tell (an in-memory one) is never low.
+// below Config.MinFreeDisk, or back up past it and diskRoomSlack), says so in the log and the
+// metrics; gossip says what the last reading found (a failed update is tried again at the
+// next). A file system that cannot tell (an in-memory one) is never low.
 func (n *Node) checkDiskRoom() {
 	if n.fs == nil {
 		return
@@ -71,22 +87,25 @@ func (n *Node) checkDiskRoom() {
 	n.room.avail.Store(du.AvailBytes)
 	floor := n.cfg.MinFreeDisk
 	was := n.room.low.Load()
-	low := du.AvailBytes < floor || was && du.AvailBytes < floor+diskRoomSlack(floor)
-	if low == was {
-		return
+	low := diskLow(du.AvailBytes, floor, was)
+	if low != was {
+		n.room.low.Store(low)
+		if low {
+			n.metrics.diskLow.Set(1)
+			n.log.Error("the data directory's disk is below --min-free-disk: a shard most of whose voters are below theirs "+
+				"refuses appends until space is freed (reads, deletes and truncations go on)",
+				"free", humanize.IBytes(du.AvailBytes), "min_free_disk", humanize.IBytes(floor),
+				"resume_at", humanize.IBytes(floor+diskRoomSlack(floor)), "data", n.cfg.DataDir)
+		} else {
+			n.metrics.diskLow.Set(0)
+			n.log.Info("the data directory's disk has room again", "free", humanize.IBytes(du.AvailBytes),
+				"min_free_disk", humanize.IBytes(floor))
+		}
 	}
-	n.room.low.Store(low)
-	if low {
-		n.metrics.diskLow.Set(1)
-		n.log.Error("the data directory's disk is below --min-free-disk: the shards this node holds a replica of refuse appends "+
-			"until space is freed (reads, deletes and truncations go on)",
-			"free", du.AvailBytes, "min_free_disk", floor, "data", n.cfg.DataDir)
-	} else {
-		n.metrics.diskLow.Set(0)
-		n.log.Info("the data directory's disk has room again: appends resume", "free", du.AvailBytes, "min_free_disk", floor)
-	}
-	if err := n.gossip().UpdateMeta(func(m *membership.Meta) { m.DiskLow = low }); err != nil {
-		n.log.Warn("gossiping the disk's state", "low", low, "err", err)
+	if ml := n.gossip(); ml != nil && ml.Self().DiskLow != low {
+		if err := ml.UpdateMeta(func(m *membership.Meta) { m.DiskLow = low }); err != nil {
+			n.log.Warn("gossiping the disk's state; trying again in a second", "low", low, "err", err)
+		}
 	}
 }
 
@@ -109,27 +128,37 @@ func (n *Node) noteDiskLowMembers(members []membership.Member) {
 	n.room.others.Store(&low)
 }
 
-// appendRoom refuses an append to shard g, led here, while this node's disk or that of
-// another node holding a replica of the shard is below its floor (DiskLowError).
+// appendRoom refuses an append to shard g, led here, while a majority of the shard's voters,
+// this node included, have their disk below its floor (DiskLowError).
 func (n *Node) appendRoom(g *replica.Group) error {
-	if n.room.low.Load() {
-		return shoalv1.DiskLowError(fmt.Sprintf("append refused: node %s, the leader of shard %d, has %d bytes free on its data "+
-			"directory's disk, below its --min-free-disk (%d): free space on it (a retention policy or shoal truncate, old "+
-			"backups under --backup-dir) or give the node a larger disk; reads, deletes and truncations go on",
-			n.Name(), g.Shard(), n.room.avail.Load(), n.cfg.MinFreeDisk), n.Name(), g.Shard())
-	}
-	others := n.room.others.Load()
-	if others == nil {
+	selfLow, others := n.room.low.Load(), n.room.others.Load()
+	if !selfLow && others == nil {
 		return nil
 	}
-	st := g.Status()
-	for _, id := range append(st.Voters, st.Learners...) {
-		if name, ok := (*others)[id]; ok {
-			return shoalv1.DiskLowError(fmt.Sprintf("append refused: node %s, which holds a replica of shard %d, has less "+
-				"free space on its data directory's disk than its --min-free-disk: free space on it (a retention policy or "+
-				"shoal truncate, old backups under --backup-dir) or give it a larger disk; reads, deletes and truncations go on",
-				name, g.Shard()), name, g.Shard())
+	voters := g.Voters()
+	var low []string
+	for _, id := range voters {
+		if id == n.dir.id.NodeID && selfLow {
+			low = append(low, n.Name())
+		} else if others != nil {
+			if name, ok := (*others)[id]; ok {
+				low = append(low, name)
+			}
 		}
 	}
-	return nil
+	if len(low) == 0 || len(voters)-len(low) > len(voters)/2 {
+		return nil // a majority of the voters has room
+	}
+	slices.Sort(low)
+	floor := n.cfg.MinFreeDisk
+	var own string
+	if selfLow {
+		own = fmt.Sprintf(" (this node, %s, has %s free against its floor of %s; appends resume at %s free)",
+			n.Name(), humanize.IBytes(n.room.avail.Load()), humanize.IBytes(floor), humanize.IBytes(floor+diskRoomSlack(floor)))
+	}
+	return shoalv1.DiskLowError(fmt.Sprintf("append refused: %d of shard %d's %s (%s) %s less free space on the data "+
+		"directory's disk than --min-free-disk%s, and appends would fill the disks of a majority: free space there (a "+
+		"retention policy or shoal truncate, old backups under --backup-dir) or give them larger disks; reads, deletes "+
+		"and truncations go on", len(low), g.Shard(), clusterstatus.Count(len(voters), "voter"), strings.Join(low, " and "),
+		clusterstatus.Agree(len(low), "has", "have"), own), low[0], g.Shard())
 }

@@ -12,7 +12,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
@@ -29,27 +32,36 @@ type freeSpaceFS struct {
 func (f *freeSpaceFS) GetDiskUsage(path string) (vfs.DiskUsage, error) {
 	du, err := f.FS.GetDiskUsage(path)
 	if a := f.avail.Load(); err == nil && a != 0 {
-		du.AvailBytes = min(du.AvailBytes, a)
+		du.AvailBytes = a
 	}
 	return du, err
 }
 
-// TestDiskLowRefusesAppends: a node whose data directory's disk falls below --min-free-disk
-// says so in gossip, and the leaders of every shard it holds a replica of (all of them here,
-// replication 3 on three nodes), itself included, refuse appends with ErrDiskLow naming it,
-// before anything is written; reads, deletes and truncations go on. Appends resume once the
-// disk has the floor free and the slack more, not before.
+// TestDiskLowRefusesAppends: nodes whose data directory's disk falls below --min-free-disk say
+// so in gossip. One of three (a minority of every shard's voters) stops nothing: it would fill
+// and stop, and the majority go on, as with one node down. Two of three (a majority) make the
+// leader of every shard refuse appends with ErrDiskLow naming them, before anything is
+// written, whichever node the append reaches (forwarded to the leader); reads, deletes and
+// truncations go on. Appends resume once a disk has the floor free and the slack more, not
+// before.
 func TestDiskLowRefusesAppends(t *testing.T) {
 	t.Parallel()
-	fs := &freeSpaceFS{FS: vfs.Default}
+	fss := []*freeSpaceFS{{FS: vfs.Default}, {FS: vfs.Default}, {FS: vfs.Default}}
 	regs := make([]*prometheus.Registry, 3)
 	cl := testnode.Start(t, 3, testnode.Options{Shards: 4, Configure: func(i int, cfg *node.Config) {
 		regs[i] = prometheus.NewRegistry()
 		cfg.Registry = regs[i]
-		if i == 2 {
-			node.SetFS(cfg, fs)
-		}
+		node.SetFS(cfg, fss[i])
 	}})
+	testnode.WaitFor(t, 30*time.Second, "every shard at 3 voters", func() string {
+		shards := cl.Shards()
+		for sh := range uint32(4) {
+			if st, ok := shards[sh]; !ok || len(st.Voters) != 3 || len(st.Learners) != 0 {
+				return fmt.Sprintf("shard %d: %v", sh, st)
+			}
+		}
+		return ""
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, cl.Addrs())
@@ -57,11 +69,13 @@ func TestDiskLowRefusesAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	streams := map[uint32]string{} // one stream per shard
-	for i := 0; len(streams) < 4; i++ {
-		s := fmt.Sprintf("s-%d", i)
-		if _, ok := streams[ring.ShardOf(s, 4)]; !ok {
-			streams[ring.ShardOf(s, 4)] = s
+	streams, probes := map[uint32]string{}, map[uint32]string{} // one of each per shard
+	for i := 0; len(streams) < 4 || len(probes) < 4; i++ {
+		for prefix, m := range map[string]map[uint32]string{"s": streams, "probe": probes} {
+			s := fmt.Sprintf("%s-%d", prefix, i)
+			if _, ok := m[ring.ShardOf(s, 4)]; !ok {
+				m[ring.ShardOf(s, 4)] = s
+			}
 		}
 	}
 	for _, s := range streams {
@@ -70,73 +84,121 @@ func TestDiskLowRefusesAppends(t *testing.T) {
 		}
 	}
 
+	const plenty = 1 << 40
 	floor := uint64(node.DefaultMinFreeDisk)
-	fs.avail.Store(floor - 1)
-	testnode.WaitFor(t, 10*time.Second, "appends refused for n3's disk", func() string {
-		_, err := c.Append(ctx, "probe", client.Any, client.Event{Type: "probe"})
-		if errors.Is(err, client.ErrDiskLow) {
-			return ""
-		}
-		return fmt.Sprintf("append: %v", err)
-	})
-	if v := gauge(t, regs[2], "shoal_disk_low"); v != 1 {
-		t.Fatalf("n3's shoal_disk_low %v, want 1", v)
+	for _, fs := range fss {
+		fs.avail.Store(plenty)
 	}
-	for sh, s := range streams {
-		_, err := c.Append(ctx, s, client.Exact(1), client.Event{Type: "C"})
-		if !errors.Is(err, client.ErrDiskLow) || !strings.Contains(err.Error(), "node n3") ||
-			!strings.Contains(err.Error(), "--min-free-disk") {
-			t.Fatalf("append to shard %d with n3's disk low: %v; want ErrDiskLow naming n3 and --min-free-disk", sh, err)
+	fss[2].avail.Store(floor - 1)
+	testnode.WaitFor(t, 10*time.Second, "n3's disk low", func() string {
+		if v := gauge(t, regs[2], "shoal_disk_low"); v != 1 {
+			return fmt.Sprintf("n3's shoal_disk_low %v", v)
 		}
-		// Nothing of it was written; reads, deletes and truncations go on.
+		return ""
+	})
+	time.Sleep(time.Second) // gossip
+	for sh, s := range streams {
+		if _, err := c.Append(ctx, s, client.Exact(1), client.Event{Type: "C"}); err != nil {
+			t.Fatalf("append to shard %d with only n3's disk low (a minority): %v", sh, err)
+		}
+	}
+
+	fss[1].avail.Store(floor - 1)
+	testnode.WaitFor(t, 10*time.Second, "every shard's leader to refuse appends for n2's and n3's disks", func() string {
+		for sh, p := range probes {
+			if _, err := c.Append(ctx, p, client.Any, client.Event{Type: "probe"}); !errors.Is(err, client.ErrDiskLow) {
+				return fmt.Sprintf("append to shard %d: %v", sh, err)
+			}
+		}
+		return ""
+	})
+	for sh, s := range streams {
+		_, err := c.Append(ctx, s, client.Exact(2), client.Event{Type: "D"})
+		if !errors.Is(err, client.ErrDiskLow) || !strings.Contains(err.Error(), "'s 3 voters (n2 and n3) have less free space") ||
+			!strings.Contains(err.Error(), "--min-free-disk") {
+			t.Fatalf("append to shard %d with n2's and n3's disks low: %v; want ErrDiskLow naming n2 and n3 and --min-free-disk", sh, err)
+		}
+		// Sent to each node as a plain gRPC call: those that do not lead the shard forward it,
+		// and answer the leader's refusal as it is.
+		for i := range cl.Nodes {
+			_, err := shoalv1.NewStreamsClient(cl.Dial(t, i)).Append(ctx, &shoalv1.AppendRequest{Stream: s, Events: []*shoalv1.EventData{event("E")}})
+			if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !shoalv1.IsDiskLow(st) {
+				t.Fatalf("append to shard %d through n%d with n2's and n3's disks low: %v; want RESOURCE_EXHAUSTED, DISK_LOW", sh, i+1, err)
+			}
+		}
+		// Nothing of them was written; reads, deletes and truncations go on.
 		var n int
 		for _, err := range c.Read(ctx, s) {
 			if err != nil {
-				t.Fatalf("read %s with n3's disk low: %v", s, err)
+				t.Fatalf("read %s with disks low: %v", s, err)
 			}
 			n++
 		}
-		if n != 2 {
-			t.Fatalf("%s holds %d events after the refused append, want 2", s, n)
+		if n != 3 {
+			t.Fatalf("%s holds %d events after the refused appends, want 3", s, n)
 		}
-		if _, err := c.Truncate(ctx, s, 1, client.Exact(1)); err != nil {
-			t.Fatalf("truncate %s with n3's disk low: %v", s, err)
+		if _, err := c.Truncate(ctx, s, 1, client.Exact(2)); err != nil {
+			t.Fatalf("truncate %s with disks low: %v", s, err)
 		}
 	}
 	if err := c.Delete(ctx, streams[1], client.Any); err != nil {
-		t.Fatalf("delete with n3's disk low: %v", err)
+		t.Fatalf("delete with disks low: %v", err)
 	}
 	var refused float64
 	for _, reg := range regs {
 		refused += counter(t, reg, "shoal_appends_total", "result", "disk_low")
 	}
-	if refused < 4 {
-		t.Fatalf("shoal_appends_total{result=\"disk_low\"} %v over the nodes, want at least 4", refused)
+	if refused < 16 {
+		t.Fatalf("shoal_appends_total{result=\"disk_low\"} %v over the nodes, want at least 16", refused)
 	}
 
-	// At the floor again, but not past the slack: still refused.
-	fs.avail.Store(floor + 1)
+	// n2 at the floor again, but not past the slack: still refused.
+	fss[1].avail.Store(floor + 1)
 	time.Sleep(2 * time.Second) // two readings
-	if _, err := c.Append(ctx, streams[2], client.Exact(1), client.Event{Type: "C"}); !errors.Is(err, client.ErrDiskLow) {
-		t.Fatalf("append with n3's disk just above the floor (within the slack): %v; want ErrDiskLow still", err)
+	if _, err := c.Append(ctx, streams[2], client.Exact(2), client.Event{Type: "D"}); !errors.Is(err, client.ErrDiskLow) {
+		t.Fatalf("append with n2's disk just above the floor (within the slack): %v; want ErrDiskLow still", err)
 	}
-	fs.avail.Store(0) // the disk's own free space: plenty
-	testnode.WaitFor(t, 10*time.Second, "appends to resume", func() string {
-		if _, err := c.Append(ctx, streams[2], client.Exact(1), client.Event{Type: "C"}); err != nil {
-			return fmt.Sprintf("append: %v", err)
+	fss[1].avail.Store(plenty)
+	testnode.WaitFor(t, 10*time.Second, "every shard's leader to take appends again", func() string {
+		for sh, p := range probes {
+			if _, err := c.Append(ctx, p, client.Any, client.Event{Type: "probe"}); err != nil {
+				return fmt.Sprintf("append to shard %d: %v", sh, err)
+			}
 		}
 		return ""
 	})
 	for sh, s := range streams {
-		if sh == 2 || s == streams[1] {
-			continue
+		if s == streams[1] {
+			continue // deleted
 		}
-		if _, err := c.Append(ctx, s, client.Exact(1), client.Event{Type: "C"}); err != nil {
-			t.Fatalf("append to shard %d once n3's disk has room: %v", sh, err)
+		if _, err := c.Append(ctx, s, client.Exact(2), client.Event{Type: "D"}); err != nil {
+			t.Fatalf("append to shard %d once n2's disk has room: %v", sh, err)
 		}
 	}
-	if v := gauge(t, regs[2], "shoal_disk_low"); v != 0 {
-		t.Fatalf("n3's shoal_disk_low %v once it has room, want 0", v)
+	if v := gauge(t, regs[1], "shoal_disk_low"); v != 0 {
+		t.Fatalf("n2's shoal_disk_low %v once it has room, want 0", v)
+	}
+}
+
+// TestDiskLowLine: a disk is low below the floor, and stays low until it has the floor and
+// the slack free (a tenth of the floor, at least 64 MiB).
+func TestDiskLowLine(t *testing.T) {
+	const gib = 1 << 30
+	for _, tc := range []struct {
+		avail, floor uint64
+		was, want    bool
+	}{
+		{gib - 1, gib, false, true},
+		{gib, gib, false, false},
+		{gib, gib, true, true},
+		{gib + gib/10 - 1, gib, true, true},
+		{gib + gib/10, gib, true, false},
+		{1<<20 + 64<<20 - 1, 1 << 20, true, true}, // the slack is 64 MiB at least
+		{1<<20 + 64<<20, 1 << 20, true, false},
+	} {
+		if got := node.DiskLow(tc.avail, tc.floor, tc.was); got != tc.want {
+			t.Errorf("DiskLow(%d, %d, was %v) = %v, want %v", tc.avail, tc.floor, tc.was, got, tc.want)
+		}
 	}
 }
 

@@ -61,3 +61,6 @@ func (n *Node) PointMemberAt(id uint64, addr string) {
 // SetFS sets the file system under a node's Pebble and data directory (faults, a disk's free
 // space).
 func SetFS(cfg *Config, fs vfs.FS) { cfg.fs = fs }
+
+// DiskLow is diskLow.
+func DiskLow(avail, floor uint64, was bool) bool { return diskLow(avail, floor, was) }

@@ -41,6 +41,7 @@ type metrics struct {
 	appendBytesHeld                    prometheus.Gauge
 	appendBytesRefused                 prometheus.Counter
 	diskLow                            prometheus.Gauge // 1 while the data directory's disk is below Config.MinFreeDisk
+	minFreeDisk                        prometheus.Gauge // Config.MinFreeDisk
 	// Topology requests of clients and status requests, and the gathers of the members'
 	// views they shared, by kind (topology, status).
 	topologyRequests, topologyGathers *prometheus.CounterVec
@@ -138,7 +139,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}),
 		diskLow: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_disk_low",
-			Help: "1 while the data directory's disk has less free space than --min-free-disk: the shards this node holds a replica of refuse appends (result=\"disk_low\" in shoal_appends_total on their leaders).",
+			Help: "1 while the data directory's disk has less free space than --min-free-disk (or has not yet a tenth more again): a shard a majority of whose voters say so refuses appends (result=\"disk_low\" in shoal_appends_total).",
+		}),
+		minFreeDisk: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_min_free_disk_bytes",
+			Help: "The free space the node keeps on its data directory's disk (--min-free-disk).",
 		}),
 		appendBytesRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_append_bytes_refused_total",
@@ -189,7 +194,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
-			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused, m.diskLow,
+			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused, m.diskLow, m.minFreeDisk,
 			m.topologyRequests, m.topologyGathers)
 	}
 	return m

@@ -265,14 +265,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		FS:          fs,
 		SnapshotDir: snapDir,
 		// Snapshots are ingested into the last level when their span is clear.
-		SnapshotTables:       popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
-		Transport:            n.tr,
-		Logger:               cfg.Logger.With("node", dir.id.Name), // the host adds node_id
-		Registerer:           n.regs,
-		LogRetainEntries:     cfg.RaftLogRetainEntries,
-		CommitDelay:          delay,
-		MaxSnapshotBytes:     cfg.MaxSnapshotBytes,
-		SnapshotMinFreeBytes: cfg.SnapshotMinFreeBytes,
+		SnapshotTables:   popts.MakeWriterOptions(len(popts.Levels)-1, n.db.TableFormat()),
+		Transport:        n.tr,
+		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
+		Registerer:       n.regs,
+		LogRetainEntries: cfg.RaftLogRetainEntries,
+		CommitDelay:      delay,
+		MaxSnapshotBytes: cfg.MaxSnapshotBytes,
+		// A snapshot received leaves the disk room to take appends (diskroom.go).
+		SnapshotMinFreeBytes: max(cfg.SnapshotMinFreeBytes, cfg.MinFreeDisk+diskRoomSlack(cfg.MinFreeDisk)),
 		OnStorageFailure:     storageFailure(n.log),
 	})
 	if err != nil {

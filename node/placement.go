@@ -194,6 +194,9 @@ type peerState struct {
 	// ShardFormat is the highest shard format the member's version applies, from gossip;
 	// 0 from versions that predate it (they apply shard.Format1 only).
 	ShardFormat uint64
+	// DiskLow: the node's disk is below its --min-free-disk (diskroom.go): it is given no new
+	// replica, which its snapshot would not fit, while the replicas it holds stay.
+	DiskLow bool
 }
 
 // placementInput is everything decidePlacement looks at. It is a value so
@@ -503,7 +506,7 @@ func usableReplacement(id, self uint64, peers map[uint64]peerState, format uint6
 	if id == self {
 		return !ps.Stopping && !ps.Decommissioning
 	}
-	return ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved &&
+	return ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved && !ps.DiskLow &&
 		max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
 }
 

@@ -150,7 +150,7 @@ func judgeMember(ps peerState, heard, inactive bool, since, changed, aliveSince,
 	case ps.Gone && heard:
 		ps.Gone = false
 	case ps.Alive:
-		if unresponsiveGone(now, since, inactive, changed, deadAfter) {
+		if unresponsiveGone(now, since, inactive, aliveSince, deadAfter) {
 			ps.Gone, ps.Unheard = true, true
 		}
 	case !ps.Gone && inactive && now.Sub(since) >= deadAfter && aliveSince.After(since):

@@ -138,6 +138,10 @@ type shardPlacement struct {
 	// is added back only once it answers this node (placementStep.Probe), until raft hears it
 	// again as a member.
 	leftOut map[uint64]*heldOut
+	// startingSince: when a member to be added back first answered the leader's question that
+	// it is still starting (run): asked again every round for DeadAfter, then held out as one
+	// that does not answer.
+	startingSince map[uint64]time.Time
 }
 
 // lostLeadership: a leader lost a shard's leadership at at, its losses-th loss in a row.
@@ -202,6 +206,21 @@ func lacksShardFormat(target []uint64, self uint64, peers map[uint64]peerState, 
 	var out []uint64
 	for _, id := range target {
 		if p, ok := peers[id]; id != self && ok && p.Alive && max(p.ShardFormat, shard.Format1) < max(format, shard.Format1) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// lacksDiskRoom returns the nodes of target that are no voter of the shard (st) and whose disk
+// is below their --min-free-disk: the loop places their replica elsewhere, as for a member
+// held out, or leaves the shard short until the disk has room. A snapshot sent there would be
+// refused, for as long as placement waits on a learner, so a learner there moves to another
+// node if one can take it. A voter on such a node stays: moving it would fill other disks.
+func lacksDiskRoom(target []uint64, st replica.Status, peers map[uint64]peerState) []uint64 {
+	var out []uint64
+	for _, id := range target {
+		if peers[id].DiskLow && !slices.Contains(st.Voters, id) {
 			out = append(out, id)
 		}
 	}
@@ -311,6 +330,7 @@ func (p *placer) round(now time.Time) {
 	// that, whatever the rounds' jitter (heard, below).
 	heardGrace := 2*n.host.ElectionTimeout() + 2*p.interval
 	under, pending, kept, unheard, stuckLearners := 0, 0, 0, 0, 0
+	newlyHeld := map[uint64][]uint32{} // members held out as unheard this round, and of which shards
 
 	var toDrop []uint32
 	var orphans []orphan
@@ -400,7 +420,7 @@ func (p *placer) round(now time.Time) {
 		gossiped := make(map[uint64]membership.Member, len(members))
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
-				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat}
+				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat, DiskLow: m.DiskLow}
 			gossiped[m.NodeID] = m
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
@@ -462,11 +482,12 @@ func (p *placer) round(now time.Time) {
 		}
 		held, keepsUnheard := sp.trackUnheard(st, peers, stuck, now, deadAfter)
 		for _, id := range newlyUnheard {
-			p.log.Info("placement holds out a member this shard's raft has not heard from for --dead-after, while gossip "+
-				"did not hold it dead as long (cut off from this leader, wedged, or crash-looping)", "shard", st.Shard,
-				"member", id, "alive_in_gossip", peers[id].Alive, "hold", sp.leftOut[id].hold)
+			newlyHeld[id] = append(newlyHeld[id], st.Shard)
 		}
 		for _, id := range lacksShardFormat(target, self, peers, format) {
+			held[id] = true
+		}
+		for _, id := range lacksDiskRoom(target, st, peers) {
 			held[id] = true
 		}
 		if len(held) > 0 {
@@ -564,6 +585,11 @@ func (p *placer) round(now time.Time) {
 	}
 	p.metrics.under.Set(float64(under))
 	p.metrics.pending.Set(float64(pending))
+	for id, shards := range newlyHeld {
+		p.log.Info("placement holds out a member its shards' raft has not heard from for --dead-after, while gossip "+
+			"did not hold it dead as long (cut off from this leader, wedged, or crash-looping)", "member", id,
+			"shards", shards, "hold_at_least", deadAfter)
+	}
 	p.metrics.kept.Set(float64(kept))
 	p.metrics.unheard.Set(float64(unheard))
 	p.metrics.stuck.Set(float64(stuckLearners))
@@ -589,10 +615,25 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 			if ok {
 				perr = p.n.askPeer(ctx, addr)
 			}
-			if startingAnswer(perr) {
+			p.mu.Lock()
+			starting := startingAnswer(perr)
+			first, seen := sp.startingSince[step.Node]
+			switch {
+			case !starting:
+				delete(sp.startingSince, step.Node)
+			case !seen:
+				if sp.startingSince == nil {
+					sp.startingSince = map[uint64]time.Time{}
+				}
+				first = time.Now()
+				sp.startingSince[step.Node] = first
+			}
+			p.mu.Unlock()
+			if starting && time.Since(first) < p.n.cfg.DeadAfter {
 				// It answered, and serves in a moment (a node that just came back reopens its
-				// shards): asked again next round, not held out for another DeadAfter.
-				err = fmt.Errorf("node %d is still starting: %w", step.Node, errPeerStarting)
+				// shards): asked again next round, not held out for another DeadAfter. One that
+				// stays starting that long (a restore waiting for its peers) is held out below.
+				err = fmt.Errorf("%w (node %d): asked again at a later round", errPeerStarting, step.Node)
 				break
 			}
 			if perr != nil {
@@ -623,7 +664,7 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 		}
 	case stepTransfer:
 		if addr, ok := p.n.resolve(step.Node); ok && p.n.peerStarting(ctx, addr) {
-			err = fmt.Errorf("node %d is still starting: %w", step.Node, errPeerStarting)
+			err = fmt.Errorf("%w (node %d): asked again at a later round", errPeerStarting, step.Node)
 			break
 		}
 		err = g.TransferLeadership(ctx, step.Node)
@@ -665,7 +706,7 @@ func routineRefusal(err error) bool {
 
 // errPeerStarting fails a step toward a node that answered it is still starting: a later round
 // takes it once the node serves.
-var errPeerStarting = errors.New("asked again at a later round")
+var errPeerStarting = errors.New("node: peer still starting")
 
 // raiseGuard allows raising a shard to format only while every other member of its
 // configuration is alive in gossip on a version that applies it (replica.Guard).

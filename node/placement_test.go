@@ -600,6 +600,26 @@ func TestPlacementFormats(t *testing.T) {
 	}
 }
 
+// TestDiskLowGetsNoNewReplica: a node whose disk is below its --min-free-disk is given no new
+// replica (its snapshot would be refused), as a target of the ring or as a replacement, and a
+// learner there is let go, while a voter it holds stays in the target.
+func TestDiskLowGetsNoNewReplica(t *testing.T) {
+	st := replica.Status{Voters: []uint64{1, 2}, Learners: []uint64{5}}
+	peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true, DiskLow: true}, 3: {Alive: true, DiskLow: true},
+		4: {Alive: true}, 5: {Alive: true, DiskLow: true}}
+	if got := lacksDiskRoom([]uint64{1, 2, 3, 4, 5}, st, peers); !slices.Equal(got, []uint64{3, 5}) {
+		t.Fatalf("lacksDiskRoom = %v, want [3 5] (a new replica on a low disk, a learner there; voter 2 stays)", got)
+	}
+	if usableReplacement(3, 1, peers, 0) || !usableReplacement(4, 1, peers, 0) {
+		t.Fatal("a node with its disk low is a usable replacement, or one with room is not")
+	}
+	member := func(id uint64) bool { return slices.Contains(st.Voters, id) }
+	usable := func(id uint64) bool { return usableReplacement(id, 1, peers, 0) }
+	if got := replaceUnheard([]uint64{1, 2, 3}, map[uint64]bool{3: true}, []uint64{1, 2, 3, 4}, nil, member, usable); !slices.Equal(got, []uint64{1, 2, 4}) {
+		t.Fatalf("target 1, 2, 3 with 3's disk low: %v, want [1 2 4]", got)
+	}
+}
+
 // TestDecommissioningLeaderNotItsOwnReplacement: a decommissioning leader (1) of a shard with
 // voters 1, 2, 3, whose raft does not hear 3 (gossip holds 3 alive), while the ring over the
 // eligible nodes targets 2, 3, 4. 3 has no usable replacement but the leader itself, which is

@@ -30,7 +30,9 @@ const peerStartingTimeout = 500 * time.Millisecond
 // group while refusing its clients until it has joined its cluster, which after a quick
 // restart its peers cannot yet see in gossip (they still see its previous run alive). A peer
 // that does not answer is not taken for starting: raft decides, as before.
-func (n *Node) peerStarting(ctx context.Context, addr string) bool { return startingAnswer(n.askPeer(ctx, addr)) }
+func (n *Node) peerStarting(ctx context.Context, addr string) bool {
+	return startingAnswer(n.askPeer(ctx, addr))
+}
 
 // startingAnswer reports whether err is a node's answer that it is still starting
 // (startingErr): it answered, and will serve in a moment.

@@ -58,6 +58,9 @@ type Group struct {
 	// voter: this replica is a voter of its group's configuration as last applied (or
 	// bootstrapped); a learner, a replica awaiting its first snapshot and a removed one are not.
 	voter atomic.Bool
+	// voters: the voters of the group's configuration as last applied (or bootstrapped), both
+	// halves of a joint one; nil before either (Voters).
+	voters atomic.Pointer[[]uint64]
 	// leaderless: monotonic stamp (monoStamp) of when this replica last lost sight of a leader
 	// (it was opened, or raft forgot the leader); 0 while it knows one.
 	leaderless atomic.Int64
@@ -210,6 +213,27 @@ type readReq struct {
 type transferReq struct {
 	to uint64
 	w  *waiter
+}
+
+// Voters returns the voters of the group's configuration as last applied here (both halves
+// of a joint configuration), without a call into the host's loop; nil before the replica has
+// a configuration.
+func (g *Group) Voters() []uint64 {
+	if v := g.voters.Load(); v != nil {
+		return *v
+	}
+	return nil
+}
+
+// setVoters records cs's voters for Voters. Loop goroutine (or the group's opening).
+func (g *Group) setVoters(cs *pb.ConfState) {
+	v := slices.Clone(cs.Voters)
+	for _, id := range cs.VotersOutgoing {
+		if !slices.Contains(v, id) {
+			v = append(v, id)
+		}
+	}
+	g.voters.Store(&v)
 }
 
 // Shard returns the group's shard.

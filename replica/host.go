@@ -564,8 +564,10 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 		}
 		g.campaignPending = len(bootstrap) == 1 && bootstrap[0] == h.cfg.NodeID
 		g.voter.Store(containsID(bootstrap, h.cfg.NodeID))
+		g.setVoters(&pb.ConfState{Voters: bootstrap})
 	} else if cs := st.cs; len(cs.Voters)+len(cs.Learners) > 0 {
 		g.voter.Store(confVotes(cs, h.cfg.NodeID))
+		g.setVoters(cs)
 		if !confHas(cs, h.cfg.NodeID) {
 			g.removed.Store(true)
 		} else if len(cs.Voters) == 1 && cs.Voters[0] == h.cfg.NodeID && len(cs.VotersOutgoing) == 0 {

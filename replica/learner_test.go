@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -54,6 +55,17 @@ func TestLearnerAddPromoteRemove(t *testing.T) {
 	if len(st.Voters) != 3 || len(st.Learners) != 0 {
 		t.Fatalf("status after promotions: %+v", st)
 	}
+	// Voters, without a call into the loop, tells the same on the leader, and on a follower
+	// once it applied the promotions (the one promoted last may not have yet).
+	if v := lead.Voters(); !slices.Equal(slices.Sorted(slices.Values(v)), []uint64{1, 2, 3}) {
+		t.Fatalf("leader's Voters after promotions: %v, want [1 2 3]", v)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if v := c.group(2, 3).Voters(); !slices.Equal(slices.Sorted(slices.Values(v)), []uint64{1, 2, 3}) {
+			return fmt.Errorf("follower 2's Voters: %v, want [1 2 3]", v)
+		}
+		return nil
+	})
 	if c.nodes[2].host.Metrics() == nil {
 		t.Fatal("no metrics")
 	}

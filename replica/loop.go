@@ -302,6 +302,7 @@ func (h *Host) persist(rds []readyGroup) {
 			cs := pb.EnsureConfState(r.rd.Snapshot.GetMetadata().GetConfState())
 			r.g.removed.Store(!confHas(cs, h.cfg.NodeID))
 			r.g.voter.Store(confVotes(cs, h.cfg.NodeID))
+			r.g.setVoters(cs)
 			sync = true
 		}
 		h.must(st.append(b, r.rd.Entries))
@@ -514,6 +515,7 @@ func (h *Host) applyEntry(ab *pebble.Batch, g *Group, e *pb.Entry, smApplied uin
 			res = append(res, resolution{w, nil})
 		}
 		g.voter.Store(confVotes(cs, h.cfg.NodeID) && !g.retired.Load())
+		g.setVoters(cs)
 		if isMember := confHas(cs, h.cfg.NodeID); wasMember && !isMember {
 			h.log.Info("removed from group", "shard", g.shard, "index", idx)
 			g.removed.Store(true)

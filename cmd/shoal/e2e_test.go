@@ -361,8 +361,8 @@ func TestAppendDiskLow(t *testing.T) {
 	n := startNodeWith(t, func(cfg *node.Config) { cfg.MinFreeDisk = 1 << 60 })
 	env := map[string]string{"SHOAL_SERVER": n.Addr()}
 	code, _, errOut := runCLI(t, env, "", "append", "s-1", "--type", "T")
-	want := fmt.Sprintf("append refused: node %s, the leader of shard", n.Name())
-	if code != exitError || !strings.Contains(errOut, want) || !strings.Contains(errOut, "--min-free-disk (1152921504606846976)") ||
+	want := fmt.Sprintf("'s 1 voter (%s) has less free space on the data directory's disk than --min-free-disk (this node, %s, has", n.Name(), n.Name())
+	if code != exitError || !strings.Contains(errOut, want) || !strings.Contains(errOut, "against its floor of 1.0 EiB; appends resume at 1.1 EiB free)") ||
 		!strings.Contains(errOut, "reads, deletes and truncations go on; nothing was written") {
 		t.Fatalf("append with the disk below --min-free-disk: exit %d, stderr %q; want %d and %q", code, errOut, exitError, want)
 	}
@@ -371,7 +371,7 @@ func TestAppendDiskLow(t *testing.T) {
 	}
 	code, out, errOut := runCLI(t, env, "", "cluster", "status", "--check")
 	if code != exitDegraded || !strings.Contains(errOut, "1 node below --min-free-disk (appends refused)") ||
-		!strings.Contains(out, n.Name()+" has less free disk than its --min-free-disk") {
+		!strings.Contains(out, n.Name()+" has less free disk than its --min-free-disk: a shard most of whose voters") {
 		t.Fatalf("cluster status --check with the disk below --min-free-disk: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

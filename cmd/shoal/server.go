@@ -179,7 +179,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	cfg.MaxSnapshotBytes, cfg.SnapshotMinFreeBytes = replica.DefaultMaxSnapshotBytes, replica.DefaultSnapshotMinFreeBytes
 	f.Var(&sizeFlag{v: &cfg.MaxSnapshotBytes, min: 1 << 20}, "max-snapshot-size", "the most the raft snapshots being received at once may write to --data's snapshots directory before Pebble takes them in (e.g. 64GiB, at least 1MiB); a receive past it stops, and the leader sends the snapshot again later")
 	cfg.MinFreeDisk = node.DefaultMinFreeDisk
-	f.Var(&sizeFlag{v: &cfg.MinFreeDisk, min: 1 << 20}, "min-free-disk", "the free space the node keeps on --data's disk (e.g. 5GiB, at least 1MiB): below it the shards the node holds a replica of refuse appends (RESOURCE_EXHAUSTED, reason DISK_LOW) until space is freed, while reads, deletes and truncations go on, rather than fill the disk, which would stop the node")
+	f.Var(&sizeFlag{v: &cfg.MinFreeDisk, min: 1 << 20}, "min-free-disk", "the free space the node keeps on --data's disk (e.g. 5GiB, at least 1MiB): below it a shard a majority of whose voters are so refuses appends (RESOURCE_EXHAUSTED, reason DISK_LOW) until space is freed and a tenth more, while reads, deletes and truncations go on, rather than fill the disks, which would stop the nodes; snapshots received leave as much")
 	f.Var(&sizeFlag{v: &cfg.SnapshotMinFreeBytes, min: 1 << 20}, "snapshot-min-free", "the free space a snapshot being received leaves on --data's disk (e.g. 10GiB, at least 1MiB): past it the receive stops and removes its files, and the leader sends the snapshot again later")
 	f.StringVar(&keyFile, "gossip-key-file", "", "file holding the gossip encryption key: 16, 24 or 32 bytes, base64 (e.g. openssl rand -base64 32) or raw")
 	f.StringVar(&srvTLS.CA, "tls-ca", "", "PEM file of the nodes' CA: turns on mutual TLS for gRPC, with --tls-cert and --tls-key; peers need a certificate from it")
@@ -412,9 +412,10 @@ func devDecommissioning(dir string, left []string) bool {
 
 func (a *app) devCmd() *cobra.Command {
 	var (
-		nodes int
-		dir   string
-		procs int
+		nodes   int
+		dir     string
+		procs   int
+		minFree = uint64(node.DefaultMinFreeDisk)
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -448,16 +449,17 @@ the others join it. Ctrl-C stops every node.`,
 					"run short of voters or without quorum; run with --nodes %d, %s",
 					dir, strings.Join(left, ", "), nodes, clusterstatus.Agree(len(left), "holds", "hold"), need, drained)
 			}
-			return a.runDev(cmd.Context(), dir, nodes, fresh)
+			return a.runDev(cmd.Context(), dir, nodes, fresh, minFree)
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes, 1 to 8")
 	cmd.Flags().StringVar(&dir, "data", "./data-dev", "directory holding every node's data directory")
+	cmd.Flags().Var(&sizeFlag{v: &minFree, min: 1 << 20}, "min-free-disk", "the free space each node keeps on --data's disk (at least 1MiB): below it, appends are refused (see shoal server --help)")
 	procsFlag(cmd.Flags(), &procs)
 	return cmd
 }
 
-func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) error {
+func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool, minFree uint64) error {
 	base := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var started []*node.Node
 	defer func() {
@@ -470,6 +472,7 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool) err
 	for i := range nodes {
 		cfg := devNode(dir, i, nodes, fresh)
 		cfg.Logger = base // the node labels its lines with its name
+		cfg.MinFreeDisk = minFree
 		n, err := node.Start(ctx, cfg)
 		if err != nil {
 			if ctx.Err() != nil {

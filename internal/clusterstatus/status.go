@@ -238,8 +238,8 @@ func (s *Status) diskLow() []string {
 	var out []string
 	for _, n := range s.Nodes {
 		if n.State == "alive" && n.DiskLow {
-			out = append(out, fmt.Sprintf("%s has less free disk than its --min-free-disk: the shards it holds a replica of "+
-				"refuse appends until space is freed on it (reads, deletes and truncations go on)", n.Name))
+			out = append(out, fmt.Sprintf("%s has less free disk than its --min-free-disk: a shard most of whose voters are "+
+				"so refuses appends until space is freed (reads, deletes and truncations go on)", n.Name))
 		}
 	}
 	return out

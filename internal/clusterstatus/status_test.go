@@ -131,8 +131,8 @@ func TestClusterStatusNotReady(t *testing.T) {
 	}
 }
 
-// A live node whose disk is below its --min-free-disk is named in a note (its shards refuse
-// appends) and counted for --check; a dead one is not.
+// A live node whose disk is below its --min-free-disk is named in a note (a shard most of
+// whose voters are so refuses appends) and counted for --check; a dead one is not.
 func TestClusterStatusDiskLow(t *testing.T) {
 	s := New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Replication: 3}, Nodes: []*shoalv1.NodeInfo{
@@ -140,7 +140,7 @@ func TestClusterStatusDiskLow(t *testing.T) {
 			{Id: 2, Name: "n2", Alive: true, DiskLow: true},
 			{Id: 3, Name: "n3", Alive: false, DiskLow: true},
 		}}})
-	want := "n2 has less free disk than its --min-free-disk: the shards it holds a replica of refuse appends until space is freed on it (reads, deletes and truncations go on)"
+	want := "n2 has less free disk than its --min-free-disk: a shard most of whose voters are so refuses appends until space is freed (reads, deletes and truncations go on)"
 	if len(s.Notes) != 1 || s.Notes[0] != want || s.DiskLowNodes() != 1 || !s.Nodes[1].DiskLow {
 		t.Fatalf("notes %q, %d low; want n2 named", s.Notes, s.DiskLowNodes())
 	}

@@ -111,16 +111,11 @@ func (d *delegate) checkName(peer *memberlist.Node) error {
 		taken = &IdentityInUseError{Name: peer.Name, Addr: peer.Address(), NodeID: meta.NodeID}
 	}
 	m.mu.Unlock()
-	switch {
-	case taken == nil:
-	case m.joining.Load():
-		// Most likely this node's own join, whose caller reports the refusal (the error's
-		// advice is for this node).
-		m.log.Debug("refused a merge: a live member has this node's name", "err", taken)
-	default:
-		// Another node's join (or a reconnect sync): the error's advice is for that node,
-		// whose start fails with it.
-		m.log.Warn("refused a node gossiping under this node's name; it cannot join while this node is alive",
+	if taken != nil {
+		// Both sides of the merge refuse it: this node's own join (whose caller reports the
+		// error, with its advice for this node), or another node's (whose start fails with
+		// it). The line says which node was refused, for the live member's log.
+		m.log.Warn("refused a merge with a node gossiping under this node's name",
 			"peer_addr", peer.Address(), "peer_node_id", meta.NodeID)
 	}
 	return taken

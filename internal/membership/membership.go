@@ -310,9 +310,8 @@ type Membership struct {
 	stopped  sync.WaitGroup
 	refused  atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
 
-	joinMu    sync.Mutex  // serializes Join and the reconnect loop's syncs (m.mu.refusals)
-	joining   atomic.Bool // a Join is under way: its caller reports the refusals it meets
-	updateMu  sync.Mutex  // serializes UpdateMeta, change and broadcast
+	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.refusals)
+	updateMu  sync.Mutex // serializes UpdateMeta, change and broadcast
 	closeOnce sync.Once
 	leaveMu   sync.Mutex // serializes Leave and Close (memberlist panics on leave after shutdown)
 	closed    bool       // guarded by leaveMu
@@ -432,8 +431,6 @@ func (m *Membership) Join(seeds []string) (int, error) {
 	}
 	m.joinMu.Lock()
 	defer m.joinMu.Unlock()
-	m.joining.Store(true)
-	defer m.joining.Store(false)
 	m.mu.Lock()
 	m.mu.refusals = nil
 	m.mu.Unlock()

@@ -779,7 +779,7 @@ func TestNameTakenLogged(t *testing.T) {
 	if _, err := m.Join([]string{ac.Bind}); !errors.Is(err, ErrNameTaken) {
 		t.Fatalf("join under a live member's name: %v", err)
 	}
-	want := fmt.Sprintf(`level=WARN msg="refused a node gossiping under this node's name; it cannot join while this node is alive" component=membership peer_addr=%s peer_node_id=9`, other.Bind)
+	want := fmt.Sprintf(`level=WARN msg="refused a merge with a node gossiping under this node's name" component=membership peer_addr=%s peer_node_id=9`, other.Bind)
 	eventually(t, "the live member's warning", func() bool { return strings.Contains(liveLog.String(), want) })
 	for name, log := range map[string]string{"live member": liveLog.String(), "joiner": joinerLog.String()} {
 		if strings.Contains(log, "level=ERROR") {

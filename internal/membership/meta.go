@@ -40,9 +40,9 @@ type Meta struct {
 	// FollowsReplication is set by DecodeMeta when the member's version gossips
 	// ReplicationEpoch, and so follows changes of the factor; EncodeMeta always writes it.
 	FollowsReplication bool
-	// DiskLow: the node's data directory has less free space than its --min-free-disk, so
-	// the leaders of the shards it holds a replica of refuse appends (versions before it
-	// gossip none, and are read as having room).
+	// DiskLow: the node's data directory has less free space than its --min-free-disk; a shard
+	// most of whose voters say so refuses appends (versions before it gossip none, and are
+	// read as having room).
 	DiskLow bool
 }
 

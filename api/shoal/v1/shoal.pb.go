@@ -2880,9 +2880,9 @@ type NodeInfo struct {
 	// empty when it is ready, or when its view was not merged (unanswered, dead) or it runs a
 	// version before the field.
 	NotReady string `protobuf:"bytes,13,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
-	// The node's data directory has less free space than its --min-free-disk: the leaders of
-	// the shards it holds a replica of refuse appends (DISK_LOW) until space is freed. False
-	// from versions before the field.
+	// The node's data directory has less free space than its --min-free-disk: a shard most of
+	// whose voters are so refuses appends (DISK_LOW) until space is freed. False from versions
+	// before the field.
 	DiskLow       bool `protobuf:"varint,14,opt,name=disk_low,json=diskLow,proto3" json:"disk_low,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -49,12 +49,12 @@ func ShardFormatError(msg string, shard uint32) error {
 func IsShardFormat(st *status.Status) bool { return hasReason(st, ShardFormatReason) }
 
 // DiskLowReason is the google.rpc.ErrorInfo reason of a refusal (RESOURCE_EXHAUSTED) of an
-// append by a shard's leader because a node holding a replica of the shard has less free
-// space on its data directory's disk than its --min-free-disk. Unlike overload, retrying soon
-// meets it again: it passes once space is freed on that node (or the floor lowered).
+// append by a shard's leader because a majority of the shard's voters have less free space on
+// their data directory's disk than their --min-free-disk. Unlike overload, retrying soon meets
+// it again: it passes once space is freed on them (or the floor lowered).
 const DiskLowReason = "DISK_LOW"
 
-// DiskLowError is such a refusal, with msg, the node short of space and the shard.
+// DiskLowError is such a refusal, with msg, a node short of space and the shard.
 func DiskLowError(msg, node string, shard uint32) error {
 	return errorWithInfo(codes.ResourceExhausted, msg, DiskLowReason,
 		map[string]string{"node": node, "shard": strconv.FormatUint(uint64(shard), 10)})
