@@ -129,7 +129,7 @@ func (n *Node) noteDiskLowMembers(members []membership.Member) {
 }
 
 // appendRoom refuses an append to shard g, led here, while a majority of the shard's voters,
-// this node included, have their disk below its floor (DiskLowError).
+// this node included, have their disk below their floor (DiskLowError).
 func (n *Node) appendRoom(g *replica.Group) error {
 	selfLow, others := n.room.low.Load(), n.room.others.Load()
 	if !selfLow && others == nil {

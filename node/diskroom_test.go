@@ -11,7 +11,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -91,7 +90,7 @@ func TestDiskLowRefusesAppends(t *testing.T) {
 	}
 	fss[2].avail.Store(floor - 1)
 	testnode.WaitFor(t, 10*time.Second, "n3's disk low", func() string {
-		if v := gauge(t, regs[2], "shoal_disk_low"); v != 1 {
+		if v := metricSum(t, regs[2:3], "shoal_disk_low", ""); v != 1 {
 			return fmt.Sprintf("n3's shoal_disk_low %v", v)
 		}
 		return ""
@@ -146,7 +145,7 @@ func TestDiskLowRefusesAppends(t *testing.T) {
 	}
 	var refused float64
 	for _, reg := range regs {
-		refused += counter(t, reg, "shoal_appends_total", "result", "disk_low")
+		refused += counterValue(t, reg, "shoal_appends_total", "disk_low")
 	}
 	if refused < 16 {
 		t.Fatalf("shoal_appends_total{result=\"disk_low\"} %v over the nodes, want at least 16", refused)
@@ -175,7 +174,7 @@ func TestDiskLowRefusesAppends(t *testing.T) {
 			t.Fatalf("append to shard %d once n2's disk has room: %v", sh, err)
 		}
 	}
-	if v := gauge(t, regs[1], "shoal_disk_low"); v != 0 {
+	if v := metricSum(t, regs[1:2], "shoal_disk_low", ""); v != 0 {
 		t.Fatalf("n2's shoal_disk_low %v once it has room, want 0", v)
 	}
 }
@@ -200,40 +199,4 @@ func TestDiskLowLine(t *testing.T) {
 			t.Errorf("DiskLow(%d, %d, was %v) = %v, want %v", tc.avail, tc.floor, tc.was, got, tc.want)
 		}
 	}
-}
-
-// gauge reads an unlabelled gauge of reg.
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	return metricValue(t, reg, name, "", "", func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
-}
-
-// counter reads the counter name{label=value} of reg (0 if absent).
-func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	return metricValue(t, reg, name, label, value, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
-}
-
-func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value string, get func(*dto.Metric) float64) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" {
-				return get(m)
-			}
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return get(m)
-				}
-			}
-		}
-	}
-	return 0
 }

@@ -584,27 +584,38 @@ func TestDevFreshAfterFailedStart(t *testing.T) {
 	}
 }
 
-// TestDevRefusesFewerNodes: a dev cluster of two nodes restarted with --nodes 1 would leave
-// node-1, holding replicas, down and the shards without quorum: it is refused, naming the
-// node and the --nodes that runs it.
-func TestDevRefusesFewerNodes(t *testing.T) {
-	dir := t.TempDir()
-	var started []*node.Node
+// startDevNodes starts the first n nodes of a dev cluster in dir, as shoal dev lays them out
+// but on free ports, before (if set) preparing each one's config; the caller closes them.
+func startDevNodes(t *testing.T, dir string, n int, before func(i int, cfg *node.Config)) []*node.Node {
+	t.Helper()
 	seed := testaddr.Gossip(t)
-	for i := range 2 {
-		cfg := devNode(dir, i, 2, devFresh(dir))
+	var started []*node.Node
+	for i := range n {
+		cfg := devNode(dir, i, n, devFresh(dir))
 		cfg.Listen, cfg.Gossip, cfg.HTTP = "127.0.0.1:0", testaddr.Gossip(t), "127.0.0.1:0"
 		if i == 0 {
 			cfg.Gossip = seed
 		} else {
 			cfg.Join = []string{seed}
 		}
-		n, err := node.Start(context.Background(), cfg)
+		if before != nil {
+			before(i, &cfg)
+		}
+		nd, err := node.Start(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		started = append(started, n)
+		started = append(started, nd)
 	}
+	return started
+}
+
+// TestDevRefusesFewerNodes: a dev cluster of two nodes restarted with --nodes 1 would leave
+// node-1, holding replicas, down and the shards without quorum: it is refused, naming the
+// node and the --nodes that runs it.
+func TestDevRefusesFewerNodes(t *testing.T) {
+	dir := t.TempDir()
+	started := startDevNodes(t, dir, 2, nil)
 	deadline := time.Now().Add(30 * time.Second)
 	for len(started[1].Groups()) == 0 {
 		if time.Now().After(deadline) {
@@ -697,28 +708,19 @@ func TestInvokedAs(t *testing.T) {
 // how to recommission it, running the binary as it was invoked.
 func TestDevBannerNamesDecommissioning(t *testing.T) {
 	dir := t.TempDir()
-	seed := testaddr.Gossip(t)
-	var started []*node.Node
-	for i := range 2 {
-		cfg := devNode(dir, i, 2, devFresh(dir))
-		cfg.Listen, cfg.Gossip, cfg.HTTP = "127.0.0.1:0", testaddr.Gossip(t), "127.0.0.1:0"
+	started := startDevNodes(t, dir, 2, func(i int, cfg *node.Config) {
 		if i == 0 {
-			cfg.Gossip = seed
-		} else {
-			cfg.Join = []string{seed}
-			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			return
 		}
-		n, err := node.Start(context.Background(), cfg)
-		if err != nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, n := range started {
 		defer n.Close()
-		started = append(started, n)
 	}
 	var out strings.Builder
 	devBanner(&out, dir, started, 2, false, "bin/shoal")
