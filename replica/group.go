@@ -58,8 +58,7 @@ type Group struct {
 	// voter: this replica is a voter of its group's configuration as last applied (or
 	// bootstrapped); a learner, a replica awaiting its first snapshot and a removed one are not.
 	voter atomic.Bool
-	// voters: the voters of the group's configuration as last applied (or bootstrapped), both
-	// halves of a joint one; nil before either (Voters).
+	// voters: the voters of that configuration, both halves of a joint one (Voters).
 	voters atomic.Pointer[[]uint64]
 	// leaderless: monotonic stamp (monoStamp) of when this replica last lost sight of a leader
 	// (it was opened, or raft forgot the leader); 0 while it knows one.
@@ -155,15 +154,6 @@ func (g *Group) stir() {
 	}
 }
 
-// fromLeader reports whether a message of type t is one only a leader sends.
-func fromLeader(t pb.MessageType) bool {
-	switch t {
-	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap, pb.MsgTimeoutNow:
-		return true
-	}
-	return false
-}
-
 type result struct {
 	v   any
 	err error
@@ -213,27 +203,6 @@ type readReq struct {
 type transferReq struct {
 	to uint64
 	w  *waiter
-}
-
-// Voters returns the voters of the group's configuration as last applied here (both halves
-// of a joint configuration), without a call into the host's loop; nil before the replica has
-// a configuration.
-func (g *Group) Voters() []uint64 {
-	if v := g.voters.Load(); v != nil {
-		return *v
-	}
-	return nil
-}
-
-// setVoters records cs's voters for Voters. Loop goroutine (or the group's opening).
-func (g *Group) setVoters(cs *pb.ConfState) {
-	v := slices.Clone(cs.Voters)
-	for _, id := range cs.VotersOutgoing {
-		if !slices.Contains(v, id) {
-			v = append(v, id)
-		}
-	}
-	g.voters.Store(&v)
 }
 
 // Shard returns the group's shard.

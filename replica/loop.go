@@ -677,9 +677,39 @@ func (g *Group) checkTransfers() {
 	}
 }
 
+// fromLeader reports whether a message of type t is one only a leader sends.
+func fromLeader(t pb.MessageType) bool {
+	switch t {
+	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap, pb.MsgTimeoutNow:
+		return true
+	}
+	return false
+}
+
 // confVotes reports whether id votes in cs (in either half of a joint configuration).
 func confVotes(cs *pb.ConfState, id uint64) bool {
 	return containsID(cs.Voters, id) || containsID(cs.VotersOutgoing, id)
+}
+
+// Voters returns the voters of the group's configuration as last applied here (both halves
+// of a joint configuration), without a call into the host's loop; nil before the replica has
+// a configuration.
+func (g *Group) Voters() []uint64 {
+	if v := g.voters.Load(); v != nil {
+		return *v
+	}
+	return nil
+}
+
+// setVoters records cs's voters for Voters. Loop goroutine (or the group's opening).
+func (g *Group) setVoters(cs *pb.ConfState) {
+	v := slices.Clone(cs.Voters)
+	for _, id := range cs.VotersOutgoing {
+		if !slices.Contains(v, id) {
+			v = append(v, id)
+		}
+	}
+	g.voters.Store(&v)
 }
 
 // confHas reports whether id is a voter or learner of cs, in either half of a
