@@ -216,7 +216,8 @@ func lacksShardFormat(target []uint64, self uint64, peers map[uint64]peerState, 
 // is below their --min-free-disk: the loop places their replica elsewhere, as for a member
 // held out, or leaves the shard short until the disk has room. A snapshot sent there would be
 // refused, for as long as placement waits on a learner, so a learner there moves to another
-// node if one can take it. A voter on such a node stays: moving it would fill other disks.
+// node, or is let go if none can take it. A voter on such a node stays: moving it would fill
+// other disks.
 func lacksDiskRoom(target []uint64, st replica.Status, peers map[uint64]peerState) []uint64 {
 	var out []uint64
 	for _, id := range target {
@@ -225,6 +226,15 @@ func lacksDiskRoom(target []uint64, st replica.Status, peers map[uint64]peerStat
 		}
 	}
 	return out
+}
+
+// keptIfHeld tells which members of the shard (st) held out of its target stay in it when no
+// candidate can replace them (replaceUnheard): its voters and learners, but a learner on a disk
+// below its floor (lacksDiskRoom), whose snapshot would not fit: it is let go.
+func keptIfHeld(st replica.Status, peers map[uint64]peerState) func(uint64) bool {
+	return func(id uint64) bool {
+		return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) && !peers[id].DiskLow
+	}
 }
 
 // startPlacement starts the placement loop; stopPlacement (from Close) ends
@@ -501,7 +511,7 @@ func (p *placer) round(now time.Time) {
 			if int(st.Shard) < len(alt) {
 				shardAlt = alt[st.Shard]
 			}
-			member := func(id uint64) bool { return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) }
+			member := keptIfHeld(st, peers)
 			usable := func(id uint64) bool { return usableReplacement(id, self, peers, format) }
 			if t := replaceUnheard(target, held, slices.Concat(shardAlt, st.Voters), zones, member, usable); t != nil {
 				target, replaced = t, true

@@ -613,10 +613,17 @@ func TestDiskLowGetsNoNewReplica(t *testing.T) {
 	if usableReplacement(3, 1, peers, 0) || !usableReplacement(4, 1, peers, 0) {
 		t.Fatal("a node with its disk low is a usable replacement, or one with room is not")
 	}
-	member := func(id uint64) bool { return slices.Contains(st.Voters, id) }
+	member := keptIfHeld(st, peers)
 	usable := func(id uint64) bool { return usableReplacement(id, 1, peers, 0) }
 	if got := replaceUnheard([]uint64{1, 2, 3}, map[uint64]bool{3: true}, []uint64{1, 2, 3, 4}, nil, member, usable); !slices.Equal(got, []uint64{1, 2, 4}) {
 		t.Fatalf("target 1, 2, 3 with 3's disk low: %v, want [1 2 4]", got)
+	}
+	// Learner 5 on a low disk and no node to take its place: let go, not kept in the target.
+	if got := replaceUnheard([]uint64{1, 2, 5}, map[uint64]bool{5: true}, []uint64{1, 2, 5}, nil, member, usable); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("target 1, 2, 5 with learner 5's disk low and no replacement: %v, want [1 2]", got)
+	}
+	if !member(2) || member(5) {
+		t.Fatal("voter 2 (disk low) not kept when held, or learner 5 (disk low) kept")
 	}
 }
 
