@@ -73,6 +73,9 @@ type heldOut struct {
 	// each time it was added back and went unheard again, up to maxHoldOut DeadAfter
 }
 
+// holds reports whether e (nil: no entry) still holds its member out at now.
+func (e *heldOut) holds(now time.Time) bool { return e != nil && now.Sub(e.at) < e.hold }
+
 // holdOut (re)starts member id's hold at now, creating its entry with a hold of deadAfter.
 // With again, a hold that had passed doubles (up to maxHoldOut deadAfter): the member was
 // added back after it, and is left out again (unheard, or a stuck learner), which cost a
@@ -85,7 +88,7 @@ func (sp *shardPlacement) holdOut(id uint64, now time.Time, deadAfter time.Durat
 	case e == nil:
 		e = &heldOut{hold: deadAfter}
 		sp.leftOut[id] = e
-	case again && now.Sub(e.at) >= e.hold:
+	case again && !e.holds(now):
 		e.hold = min(2*e.hold, maxHoldOut*deadAfter)
 	}
 	e.at = now
@@ -115,7 +118,7 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 			// gone yet; or this leader's new term started its clock again): a member held out
 			// stays held until raft hears it, or the replacement under way would be undone
 			// when the hold ran out, and started again later with a new snapshot.
-			if e := sp.leftOut[id]; e != nil && now.Sub(e.at) < e.hold {
+			if e := sp.leftOut[id]; e.holds(now) {
 				e.at = now
 			}
 		case !inactive && st.Progress[id].Match > 0:
@@ -124,7 +127,7 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 			// stays until it is forgotten with age: a member cut off again soon after (a link
 			// that fails now and then) is held out twice as long, rather than start over at
 			// DeadAfter and cost a replica added, a snapshot and its removal every time.
-			if e := sp.leftOut[id]; e != nil && now.Sub(e.at) < e.hold {
+			if e := sp.leftOut[id]; e.holds(now) {
 				e.at = now.Add(-e.hold)
 			}
 		}
@@ -143,9 +146,9 @@ func (sp *shardPlacement) trackUnheard(st replica.Status, peers map[uint64]peerS
 
 // judgeMember returns ps, a member of a shard as gossip sees it, with Gone and Unheard as the
 // shard's leader judges them from its raft too: heard (answering it), or not recently active
-// (inactive) since since; changed is when gossip last saw the member come or go, aliveSince
-// when it last saw it come (membership.Member.AliveSince).
-func judgeMember(ps peerState, heard, inactive bool, since, changed, aliveSince, now time.Time, deadAfter time.Duration) peerState {
+// (inactive) since since; aliveSince is when gossip last saw the member come
+// (membership.Member.AliveSince).
+func judgeMember(ps peerState, heard, inactive bool, since, aliveSince, now time.Time, deadAfter time.Duration) peerState {
 	switch {
 	case ps.Gone && heard:
 		ps.Gone = false

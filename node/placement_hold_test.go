@@ -274,7 +274,7 @@ func TestCrashLoopingMemberHeldOut(t *testing.T) {
 			}
 		}
 		ps := peerState{Alive: alive, Gone: !alive && now.Sub(changed) >= deadAfter}
-		ps = judgeMember(ps, false, true, t0, changed, aliveSince, now, deadAfter)
+		ps = judgeMember(ps, false, true, t0, aliveSince, now, deadAfter)
 		peers := map[uint64]peerState{1: {Alive: true}, 2: {Alive: true}, 3: ps}
 		held, _ := sp.trackUnheard(st, peers, nil, now, deadAfter)
 		if sec >= 60+23 && !held[3] {
@@ -284,7 +284,7 @@ func TestCrashLoopingMemberHeldOut(t *testing.T) {
 	}
 	delete(sp.inactiveSince, 3) // heard again
 	now := t0.Add(181 * time.Second)
-	ps := judgeMember(peerState{Alive: true}, true, false, time.Time{}, now.Add(-time.Second), now.Add(-time.Second), now, deadAfter)
+	ps := judgeMember(peerState{Alive: true}, true, false, time.Time{}, now.Add(-time.Second), now, deadAfter)
 	if ps.Gone || ps.Unheard {
 		t.Fatalf("heard again: judged %+v", ps)
 	}
@@ -315,7 +315,7 @@ func TestCrashedMemberNotHeldOut(t *testing.T) {
 			changed = died
 		}
 		ps := peerState{Alive: alive, Gone: !alive && now.Sub(changed) >= deadAfter}
-		ps = judgeMember(ps, false, true, t0, changed, aliveSince, now, deadAfter)
+		ps = judgeMember(ps, false, true, t0, aliveSince, now, deadAfter)
 		if ps.Unheard {
 			t.Fatalf("%ds after raft last heard it (dead in gossip since %ds): judged unheard", sec, 3)
 		}

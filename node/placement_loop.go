@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/replica"
 	"github.com/shoaldb/shoal/shard"
 )
@@ -142,6 +141,24 @@ type shardPlacement struct {
 	// it is still starting (run): asked again every round for DeadAfter, then held out as one
 	// that does not answer.
 	startingSince map[uint64]time.Time
+}
+
+// startingFor records whether member id answered the leader's question that it is still
+// starting, and returns for how long it has answered so (0 when it did not). p.mu held.
+func (sp *shardPlacement) startingFor(id uint64, starting bool, now time.Time) time.Duration {
+	if !starting {
+		delete(sp.startingSince, id)
+		return 0
+	}
+	first, ok := sp.startingSince[id]
+	if !ok {
+		if sp.startingSince == nil {
+			sp.startingSince = map[uint64]time.Time{}
+		}
+		first = now
+		sp.startingSince[id] = first
+	}
+	return now.Sub(first)
 }
 
 // lostLeadership: a leader lost a shard's leadership at at, its losses-th loss in a row.
@@ -427,11 +444,11 @@ func (p *placer) round(now time.Time) {
 			under++
 		}
 		peers := make(map[uint64]peerState, len(members))
-		gossiped := make(map[uint64]membership.Member, len(members))
+		aliveSince := make(map[uint64]time.Time, len(members)) // when gossip last saw it come
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat, DiskLow: m.DiskLow}
-			gossiped[m.NodeID] = m
+			aliveSince[m.NodeID] = m.AliveSince
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
 			ps, known := peers[id]
@@ -455,7 +472,7 @@ func (p *placer) round(now time.Time) {
 				peers[id] = peerState{Gone: !heard && now.Sub(p.started) >= deadAfter}
 				continue
 			}
-			peers[id] = judgeMember(ps, heard, inactive, since, gossiped[id].Changed, gossiped[id].AliveSince, now, deadAfter)
+			peers[id] = judgeMember(ps, heard, inactive, since, aliveSince[id], now, deadAfter)
 		}
 		for id, at := range sp.removed {
 			if now.Sub(at) >= readdCooldown {
@@ -486,7 +503,7 @@ func (p *placer) round(now time.Time) {
 		}
 		var newlyUnheard []uint64
 		for _, id := range slices.Concat(st.Voters, st.Learners) {
-			if e := sp.leftOut[id]; id != self && peers[id].Unheard && (e == nil || now.Sub(e.at) >= e.hold) {
+			if id != self && peers[id].Unheard && !sp.leftOut[id].holds(now) {
 				newlyUnheard = append(newlyUnheard, id)
 			}
 		}
@@ -625,21 +642,11 @@ func (p *placer) run(g *replica.Group, sp *shardPlacement, step placementStep, t
 			if ok {
 				perr = p.n.askPeer(ctx, addr)
 			}
-			p.mu.Lock()
 			starting := startingAnswer(perr)
-			first, seen := sp.startingSince[step.Node]
-			switch {
-			case !starting:
-				delete(sp.startingSince, step.Node)
-			case !seen:
-				if sp.startingSince == nil {
-					sp.startingSince = map[uint64]time.Time{}
-				}
-				first = time.Now()
-				sp.startingSince[step.Node] = first
-			}
+			p.mu.Lock()
+			startingFor := sp.startingFor(step.Node, starting, time.Now())
 			p.mu.Unlock()
-			if starting && time.Since(first) < p.n.cfg.DeadAfter {
+			if starting && startingFor < p.n.cfg.DeadAfter {
 				// It answered, and serves in a moment (a node that just came back reopens its
 				// shards): asked again next round, not held out for another DeadAfter. One that
 				// stays starting that long (a restore waiting for its peers) is held out below.

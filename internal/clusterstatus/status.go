@@ -237,7 +237,7 @@ func (s *Status) NotReadyNodes() int {
 func (s *Status) diskLow() []string {
 	var out []string
 	for _, n := range s.Nodes {
-		if n.State == "alive" && n.DiskLow {
+		if n.lowOnDisk() {
 			out = append(out, fmt.Sprintf("%s has less free disk than its --min-free-disk: a shard most of whose voters are "+
 				"so refuses appends until space is freed (reads, deletes and truncations go on)", n.Name))
 		}
@@ -245,8 +245,19 @@ func (s *Status) diskLow() []string {
 	return out
 }
 
+// lowOnDisk reports whether n is alive and said its disk is below its --min-free-disk.
+func (n Node) lowOnDisk() bool { return n.State == "alive" && n.DiskLow }
+
 // DiskLowNodes counts the alive nodes whose disk is below their --min-free-disk.
-func (s *Status) DiskLowNodes() int { return len(s.diskLow()) }
+func (s *Status) DiskLowNodes() int {
+	count := 0
+	for _, n := range s.Nodes {
+		if n.lowOnDisk() {
+			count++
+		}
+	}
+	return count
+}
 
 // replicationSpread points at live nodes that place shards by different replication factors:
 // a change (shoal cluster set-replication) still spreading by gossip, which takes a moment, or
