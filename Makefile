@@ -88,6 +88,7 @@ lint:
 
 verify: lint
 	$(GO) mod tidy -diff
+	cd bench/peers && $(GO) mod tidy -diff
 	$(MAKE) proto
 	git diff --exit-code -- api/
 
