@@ -218,6 +218,7 @@ func buildOptions(opts []Option) (options, error) {
 
 type readOptions struct {
 	from      uint64
+	fromGiven bool // FromVersion was given
 	fromEnd   bool
 	backward  bool
 	count     uint64
@@ -244,10 +245,10 @@ type readOptions struct {
 // ResumeAt) and ReadAll (ReadShard's, with ResumeAllAt instead of ResumeAt).
 type ReadOption func(*readOptions)
 
-// FromVersion starts the read at version n (default 0, or the end with
-// FromEnd).
+// FromVersion starts the read at version n (default 0 forwards, the end
+// with FromEnd or Backward).
 func FromVersion(n uint64) ReadOption {
-	return func(o *readOptions) { o.from, o.fromEnd = n, false }
+	return func(o *readOptions) { o.from, o.fromEnd, o.fromGiven = n, false, true }
 }
 
 // FromEnd starts the read at the stream's last event; use with Backward. With
@@ -257,9 +258,18 @@ func FromVersion(n uint64) ReadOption {
 // it read from position 0 instead.
 func FromEnd() ReadOption { return func(o *readOptions) { o.fromEnd = true } }
 
-// Backward reads towards version 0, from FromVersion (0 unless given: the
-// stream's first event only) or, with FromEnd, from the last event.
+// Backward reads towards version 0: from the stream's last event, or from
+// FromVersion when that is given.
 func Backward() ReadOption { return func(o *readOptions) { o.backward = true } }
+
+// streamStart settles where a stream read starts: a backward read with no
+// FromVersion starts at the end. (Clients before this read from version 0
+// then, the stream's first event only.)
+func (o *readOptions) streamStart() {
+	if o.backward && !o.fromGiven {
+		o.fromEnd = true
+	}
+}
 
 // Count limits the read to n events (0 = all; ReadPage defaults to
 // DefaultPageSize).

@@ -243,6 +243,18 @@ func TestReadPagesAndResumes(t *testing.T) {
 	wantRange(t, collect(t, c.Read(ctx, "s", FromVersion(40), Count(13))), 40, 13, false)
 	// Backward to version 0 ends the read.
 	wantRange(t, collect(t, c.Read(ctx, "s", FromVersion(4), Backward())), 4, 5, true)
+	// Backward with no start given starts at the end, as with FromEnd; FromVersion(0) given
+	// reads version 0 alone.
+	before := len(readRequests(n))
+	wantRange(t, collect(t, c.Read(ctx, "s", Backward(), Count(3))), 94, 3, true)
+	if reqs := readRequests(n)[before:]; len(reqs) != 1 || !reqs[0].FromEnd {
+		t.Fatalf("backward read with no start: requests %v, want one from the end", reqs)
+	}
+	page, err := c.ReadPage(ctx, "s", Backward())
+	if err != nil || len(page) != 95 || page[0].Version != 94 || page[94].Version != 0 {
+		t.Fatalf("ReadPage backward: %d events, %v; want all 95 from version 94 down", len(page), err)
+	}
+	wantRange(t, collect(t, c.Read(ctx, "s", FromVersion(0), Backward())), 0, 1, true)
 
 	// Breaking out stops the read without an error.
 	got := 0

@@ -221,6 +221,7 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.streamStart()
 	return func(yield func(RecordedEvent, error) bool) {
 		if err := checkStream(stream); err != nil {
 			yield(RecordedEvent{}, err)
