@@ -720,9 +720,12 @@ func (n *Node) close() error {
 			errs = append(errs, err)
 		}
 	}
+	if n.tr != nil {
+		// Peers' raft streams into this node end now, telling them it stops (not a fault).
+		n.tr.StopServing()
+	}
 	if n.grpcSrv != nil {
-		// Peers' raft streams never end by themselves: give client calls a
-		// moment, then cut the rest.
+		// Give client calls a moment, then cut the rest.
 		stopped := make(chan struct{})
 		go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
 		select {

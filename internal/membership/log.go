@@ -6,13 +6,21 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"sync/atomic"
 )
 
 // slogWriter adapts memberlist's *log.Logger output ("[LEVEL] memberlist: msg")
-// to slog, mapping the bracketed level.
-type slogWriter struct{ l *slog.Logger }
+// to slog, mapping the bracketed level, and lowers the level of lines that are
+// no trouble here (memberlist's own levels assume otherwise).
+type slogWriter struct {
+	l    *slog.Logger
+	self string // this member's name
+	// closing is set once Leave or Close began: memberlist's probes and gossip then race the
+	// closing of its sockets.
+	closing *atomic.Bool
+}
 
-func newStdLogger(l *slog.Logger) *log.Logger { return log.New(slogWriter{l}, "", 0) }
+func newStdLogger(w slogWriter) *log.Logger { return log.New(w, "", 0) }
 
 var levels = []struct {
 	tag   string
@@ -36,11 +44,27 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	if bytes.HasPrefix(msg, []byte("Failed push/pull merge: membership: ")) {
-		level = slog.LevelDebug // a refusal of delegate.go's, which logged it in its own words
-	}
-	w.l.Log(context.Background(), level, string(msg))
+	w.l.Log(context.Background(), min(level, w.ceiling(msg)), string(msg))
 	return len(p), nil
+}
+
+// ceiling is the highest level msg is logged at.
+func (w slogWriter) ceiling(msg []byte) slog.Level {
+	switch {
+	case bytes.HasPrefix(msg, []byte("Failed push/pull merge: membership: ")):
+		return slog.LevelDebug // a refusal of delegate.go's, which logged it in its own words
+	case w.closing != nil && w.closing.Load() &&
+		(bytes.HasSuffix(msg, []byte("use of closed network connection")) ||
+			bytes.HasSuffix(msg, []byte("over TCP but UDP probes failed, network may be misconfigured"))):
+		// A probe or gossip that went out as this node stopped: its UDP socket was closed
+		// under it (a TCP fallback probe may still have got through).
+		return slog.LevelDebug
+	case w.self != "" && string(msg) == "Refuting a dead message (from: "+w.self+")":
+		// This node's own leave, from before a restart, still going round: every restart
+		// meets it.
+		return slog.LevelInfo
+	}
+	return slog.LevelError
 }
 
 var _ io.Writer = slogWriter{}

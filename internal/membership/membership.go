@@ -309,6 +309,7 @@ type Membership struct {
 	done     chan struct{} // closed by Close
 	stopped  sync.WaitGroup
 	refused  atomic.Int64 // peers refused for a cluster mismatch (tests, logs)
+	closing  atomic.Bool  // Leave or Close began (memberlist's log lines)
 
 	joinMu    sync.Mutex // serializes Join and the reconnect loop's syncs (m.mu.refusals)
 	updateMu  sync.Mutex // serializes UpdateMeta, change and broadcast
@@ -382,7 +383,7 @@ func Start(cfg Config) (*Membership, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.TCPTimeout = DefaultTCPTimeout
 	mc.DeadNodeReclaimTime = DefaultDeadReclaim
-	mc.Logger = newStdLogger(m.log)
+	mc.Logger = newStdLogger(slogWriter{l: m.log, self: cfg.Name, closing: &m.closing})
 	d := (*delegate)(m)
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
 	if cfg.WrapTransport != nil {
@@ -638,6 +639,7 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	if m.closed {
 		return nil
 	}
+	m.closing.Store(true)
 	// Stopping first (unless a hand-off set it already), so that the others, which see a
 	// member that left as dead, do not keep asking it to sync (reconnectLoop).
 	if !m.Self().Stopping {
@@ -659,6 +661,7 @@ func (m *Membership) Close() error {
 		m.leaveMu.Lock()
 		m.closed = true
 		m.leaveMu.Unlock()
+		m.closing.Store(true)
 		close(m.done)
 		err = m.ml.Shutdown()
 		m.stopped.Wait()

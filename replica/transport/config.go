@@ -210,6 +210,10 @@ var (
 	ErrNoHandler = errors.New("transport: no handler set")
 	// ErrClosed: the transport was closed.
 	ErrClosed = errors.New("transport: closed")
+	// ErrStopping ends the incoming raft streams of a node that is stopping
+	// (Transport.StopServing), with codes.Unavailable: their senders take it for
+	// a peer going away on purpose, not for a fault.
+	ErrStopping = errors.New("transport: the node is stopping")
 	// ErrUnknownPeer: Config.Resolve had no address for the peer.
 	ErrUnknownPeer = errors.New("transport: peer address unknown")
 )

@@ -410,7 +410,17 @@ func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
 		p.healthy = false
 		return
 	}
-	p.logFailure("transport: raft stream to peer failed", err)
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable && s.Message() == ErrStopping.Error() {
+		// The peer is stopping (a restart, a shutdown): no fault to warn of.
+		lvl := slog.LevelDebug
+		if p.healthy {
+			lvl = slog.LevelInfo
+		}
+		p.healthy = false
+		p.t.log.Log(context.Background(), lvl, "transport: peer is stopping; its raft stream ended", "peer", p.id, "addr", p.addr)
+	} else {
+		p.logFailure("transport: raft stream to peer failed", err)
+	}
 	p.probeDown()
 }
 

@@ -104,8 +104,26 @@ func (t *Transport) checkHeader(from, to uint64, clusterID string) error {
 }
 
 // Send receives one peer's long-lived batch stream and hands each batch to
-// the Handler, in order.
+// the Handler, in order, until the peer ends it or this node stops serving
+// (StopServing), which ends it with ErrStopping.
 func (s *server) Send(stream shoalv1.Raft_SendServer) error {
+	if s.t.serving.Err() != nil {
+		return toStatus(ErrStopping)
+	}
+	received := make(chan error, 1)
+	go func() { received <- s.receive(stream) }()
+	select {
+	case err := <-received:
+		return err
+	case <-s.t.serving.Done():
+		// Returning ends the stream: the receiving goroutine's Recv fails and it ends too,
+		// having handed on the batches received before.
+		return toStatus(ErrStopping)
+	}
+}
+
+// receive is Send's loop: it reads batches until the stream ends or fails.
+func (s *server) receive(stream shoalv1.Raft_SendServer) error {
 	t := s.t
 	h := t.handlerOrNil()
 	if h == nil {
@@ -183,7 +201,7 @@ func toStatus(err error) error {
 	case errors.Is(err, replica.ErrStaleSnapshot):
 		// The sender's leadership ended: no fault of this node (sendSnapshotJob).
 		code = codes.Aborted
-	case errors.Is(err, ErrNoHandler), errors.Is(err, ErrClosed), errors.Is(err, ErrUnknownSender):
+	case errors.Is(err, ErrNoHandler), errors.Is(err, ErrClosed), errors.Is(err, ErrUnknownSender), errors.Is(err, ErrStopping):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

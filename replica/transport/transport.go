@@ -60,8 +60,11 @@ type Transport struct {
 
 	ctx    context.Context // canceled by Close; parent of every outgoing stream
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // peer, watcher, reporter and snapshot goroutines
-	snaps  chan struct{}  // semaphore of concurrent snapshot sends
+	// serving is canceled by StopServing (or Close): the incoming raft streams end then.
+	serving     context.Context
+	stopServing context.CancelFunc
+	wg          sync.WaitGroup // peer, watcher, reporter and snapshot goroutines
+	snaps       chan struct{}  // semaphore of concurrent snapshot sends
 
 	unreach  reporter
 	refusals *loglimit.Keyed[refusalKey] // incoming streams refused, logged at Warn once a minute per sender
@@ -109,6 +112,7 @@ func New(cfg Config) *Transport {
 		refusals: newRefusalLimits(),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.serving, t.stopServing = context.WithCancel(context.Background())
 	t.mu.peers = make(map[uint64]*peer)
 	t.mu.snaps = make(map[uint64][]replica.ShardMessage)
 	t.mu.slotWait = make(map[uint64]uint32)
@@ -228,11 +232,18 @@ func (t *Transport) retire(p *peer) bool {
 	return true
 }
 
+// StopServing ends every incoming raft stream, and refuses those opened from then on, with
+// ErrStopping: a node calls it as it stops, before it stops its gRPC server (whose graceful
+// stop would otherwise wait for these streams, which never end by themselves), so that its
+// peers learn it is going away on purpose. Outgoing streams go on until Close. Idempotent.
+func (t *Transport) StopServing() { t.stopServing() }
+
 // Close stops the peer goroutines and outgoing snapshot streams, closes the
 // connections, and waits for all of it. Messages still queued and snapshots
-// still waiting are dropped without reports. Incoming streams are ended by
-// stopping the gRPC server. Close is idempotent and always returns nil.
+// still waiting are dropped without reports. Incoming streams end as with
+// StopServing. Close is idempotent and always returns nil.
 func (t *Transport) Close() error {
+	t.stopServing()
 	t.closeOnce.Do(func() {
 		t.mu.Lock()
 		t.mu.closed = true

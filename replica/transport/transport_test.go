@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ import (
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 	"github.com/shoaldb/shoal/internal/grpcopt"
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/replica"
 )
 
@@ -656,5 +658,36 @@ func TestPeerDownNeedsEveryAttemptTimedOut(t *testing.T) {
 				t.Fatalf("%d dials, %d timed out: reported down %v, want %v", dials.Load(), tc.timeouts, got, tc.down)
 			}
 		})
+	}
+}
+
+// A node that stops serving ends its peers' raft streams into it with ErrStopping: its gRPC
+// server's graceful stop then ends (the streams never end by themselves), and the peers log the
+// stop at Info, as no fault, and still report the node down once its address refuses.
+func TestStopServing(t *testing.T) {
+	var log lockedbuf.Buffer
+	dir := newDirectory()
+	n1 := startNode(t, 1, "c", dir, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	n2 := startNode(t, 2, "c", dir, nil)
+	n1.tr.Send([]replica.ShardMessage{msg(1, 1, 2, 1, nil)})
+	waitFor(t, 10*time.Second, "delivery", func() bool { return n2.rec.count() == 1 })
+
+	n2.tr.StopServing()
+	stopped := make(chan struct{})
+	go func() { n2.srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gRPC server's graceful stop still waits for the raft stream into it")
+	}
+	waitFor(t, 10*time.Second, "n2 reported down", func() bool { return len(n1.rec.peersDown()) > 0 })
+	out := log.String()
+	if !strings.Contains(out, `level=INFO msg="transport: peer is stopping; its raft stream ended" peer=2`) {
+		t.Errorf("no Info line of the peer stopping:\n%s", out)
+	}
+	if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+		t.Errorf("a peer's stop logged as a fault:\n%s", out)
 	}
 }

@@ -1,0 +1,56 @@
+package membership
+
+import (
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/shoaldb/shoal/internal/lockedbuf"
+)
+
+// TestLogLevels: memberlist's lines keep their levels but for those that are no trouble here:
+// refusals delegate.go logged itself, the probes and gossip that race a stopping node's
+// closing of its sockets, and a restarted node meeting its own earlier leave.
+func TestLogLevels(t *testing.T) {
+	const (
+		closedGossip = "[ERR] memberlist: Failed to send gossip to 127.0.0.1:7411: write udp 127.0.0.1:7421->127.0.0.1:7411: use of closed network connection"
+		closedPing   = "[ERR] memberlist: Failed to send UDP ping: write udp 127.0.0.1:7521->127.0.0.1:7531: use of closed network connection"
+		udpFailed    = "[WARN] memberlist: Was able to connect to n3 over TCP but UDP probes failed, network may be misconfigured"
+		ownLeave     = "[WARN] memberlist: Refuting a dead message (from: n2)"
+		othersDeath  = "[WARN] memberlist: Refuting a dead message (from: n1)"
+		suspect      = "[WARN] memberlist: Refuting a suspect message (from: n1)"
+		refusal      = "[ERR] memberlist: Failed push/pull merge: membership: cluster mismatch"
+		otherErr     = "[ERR] memberlist: Failed to send gossip to 127.0.0.1:7411: write udp: no buffer space available"
+		info         = "[INFO] memberlist: Suspect n3 has failed, no acks received"
+	)
+	for _, tc := range []struct {
+		line    string
+		closing bool
+		want    string
+	}{
+		{closedGossip, false, "ERROR"},
+		{closedGossip, true, "DEBUG"},
+		{closedPing, true, "DEBUG"},
+		{udpFailed, false, "WARN"},
+		{udpFailed, true, "DEBUG"},
+		{ownLeave, false, "INFO"},
+		{othersDeath, false, "WARN"},
+		{suspect, false, "WARN"},
+		{refusal, false, "DEBUG"},
+		{otherErr, true, "ERROR"},
+		{info, false, "INFO"},
+	} {
+		var buf lockedbuf.Buffer
+		var closing atomic.Bool
+		closing.Store(tc.closing)
+		w := slogWriter{l: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), self: "n2", closing: &closing}
+		if _, err := w.Write([]byte(tc.line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		msg := tc.line[strings.Index(tc.line, "memberlist: ")+len("memberlist: "):]
+		if got := buf.String(); !strings.Contains(got, "level="+tc.want+" ") || !strings.Contains(got, msg) {
+			t.Errorf("%q (closing %v) logged as %q, want level %s", tc.line, tc.closing, got, tc.want)
+		}
+	}
+}
