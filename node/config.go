@@ -250,8 +250,9 @@ type Config struct {
 	// (RESOURCE_EXHAUSTED, reason DISK_LOW), while reads, deletes and truncations go on, so that
 	// the disks do not fill, which would end the nodes (the same data on every replica: all of
 	// them at once). It passes once the disk has MinFreeDisk free again and a tenth more (at
-	// least 64 MiB). Snapshots received leave that much too (SnapshotMinFreeBytes is raised to
-	// it). See diskroom.go.
+	// least 64 MiB). The free space counted leaves out what Pebble's write-ahead log may still
+	// take (up to 704 MB with the default memtables). Snapshots received leave all of that too
+	// (SnapshotMinFreeBytes is raised to it). See diskroom.go.
 	MinFreeDisk uint64
 	// BackupDir is where Backup writes this node's backups, one directory each (default
 	// DataDir/backups: on the data's disk, where the store's tables are hard-linked rather

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/dustin/go-humanize"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -29,7 +31,15 @@ import (
 // compactions drop what they removed), as do raft's own writes. The node leaves the state once
 // the disk has the floor free and diskRoomSlack more, so that appends do not flap on and off at
 // the line. Placement gives a node in the state no new replica (lacksDiskRoom), and snapshots
-// leave it the floor and the slack (Config.SnapshotMinFreeBytes is raised to them).
+// leave it the floor, the slack and the log's reserve (Config.SnapshotMinFreeBytes is raised to them).
+//
+// The free space counted is the disk's less what Pebble's write-ahead log may still take
+// (walReserve less what its files hold now): its files take their space in large steps, at
+// once, whatever was written, so a node that did not count them went from far above its floor
+// to far below it within a second (a new store's memtables start small, and each of the first
+// flushes made a new log file), or, a minority of its shards' voters low and so still written
+// to, to a full disk; and a restart, which deletes them, brought appends back only until they
+// were made again.
 
 // diskRoomEvery is how often a node reads its disk's free space.
 const diskRoomEvery = time.Second
@@ -37,6 +47,43 @@ const diskRoomEvery = time.Second
 // diskRoomSlack is how much more than floor a disk needs free for its node to take appends
 // again, once it refused them: a tenth of floor, at least 64 MiB.
 func diskRoomSlack(floor uint64) uint64 { return max(floor/10, 64<<20) }
+
+// walReserve is the most disk space Pebble's write-ahead log files with opts take at once:
+// each is preallocated (fallocate) to 1.1 times the memtable size, and there is one for every
+// memtable not flushed yet (up to MemTableStopWritesThreshold of them and the one being
+// filled) and as many flushed ones kept for reuse. 704 MB with the default 64 MB memtables.
+func walReserve(opts *pebble.Options) uint64 {
+	perLog := opts.MemTableSize + opts.MemTableSize/10
+	return uint64(2*opts.MemTableStopWritesThreshold+2) * perLog
+}
+
+// roomLeft is the free space a node counts: avail less what of reserve (walReserve) the log's
+// files, holding walHeld, do not take yet.
+func roomLeft(avail, reserve, walHeld uint64) uint64 {
+	if walHeld >= reserve {
+		return avail
+	}
+	return avail - min(avail, reserve-walHeld)
+}
+
+// walHeld is the disk space the write-ahead log's files in dir take (their allocated blocks,
+// preallocation included); 0 when it cannot be read.
+func walHeld(fs vfs.FS, dir string) uint64 {
+	names, err := fs.List(dir)
+	if err != nil {
+		return 0
+	}
+	var held uint64
+	for _, name := range names {
+		if !strings.HasSuffix(name, ".log") {
+			continue
+		}
+		if fi, err := fs.Stat(fs.PathJoin(dir, name)); err == nil {
+			held += allocatedBytes(fi)
+		}
+	}
+	return held
+}
 
 // diskLow tells whether a disk with avail bytes free is low, given floor (Config.MinFreeDisk)
 // and whether it was low at the last reading.
@@ -47,7 +94,9 @@ func diskLow(avail, floor uint64, was bool) bool {
 // diskRoom is a node's view of its own free space and of the members short of it.
 type diskRoom struct {
 	low   atomic.Bool   // this node's disk is below Config.MinFreeDisk (or within the slack)
-	avail atomic.Uint64 // bytes free at the last reading
+	avail atomic.Uint64 // bytes free at the last reading, less the log's reserve (roomLeft)
+	// walReserve: walReserve of the node's Pebble options.
+	walReserve uint64
 	// others: the live members other than this node that say their disk is low, by node ID
 	// (nil: none, the usual case, which costs an append two atomic loads).
 	others atomic.Pointer[map[uint64]string]
@@ -84,22 +133,26 @@ func (n *Node) checkDiskRoom() {
 	if err != nil {
 		return
 	}
-	n.room.avail.Store(du.AvailBytes)
+	held := walHeld(n.fs, n.dir.pebblePath())
+	room := roomLeft(du.AvailBytes, n.room.walReserve, held)
+	n.room.avail.Store(room)
 	floor := n.cfg.MinFreeDisk
 	was := n.room.low.Load()
-	low := diskLow(du.AvailBytes, floor, was)
+	low := diskLow(room, floor, was)
 	if low != was {
 		n.room.low.Store(low)
 		if low {
 			n.metrics.diskLow.Set(1)
-			n.log.Error("the data directory's disk is below --min-free-disk: a shard most of whose voters are below theirs "+
-				"refuses appends until space is freed (reads, deletes and truncations go on)",
-				"free", humanize.IBytes(du.AvailBytes), "min_free_disk", humanize.IBytes(floor),
-				"resume_at", humanize.IBytes(floor+diskRoomSlack(floor)), "data", n.cfg.DataDir)
+			n.log.Error("the data directory's disk is below --min-free-disk, counting the space the write-ahead log may "+
+				"still take: a shard most of whose voters are below theirs refuses appends until space is freed (reads, "+
+				"deletes and truncations go on)",
+				"free", humanize.IBytes(du.AvailBytes), "wal_yet_to_take", humanize.IBytes(du.AvailBytes-room),
+				"min_free_disk", humanize.IBytes(floor), "resume_at", humanize.IBytes(floor+diskRoomSlack(floor)),
+				"data", n.cfg.DataDir)
 		} else {
 			n.metrics.diskLow.Set(0)
 			n.log.Info("the data directory's disk has room again", "free", humanize.IBytes(du.AvailBytes),
-				"min_free_disk", humanize.IBytes(floor))
+				"wal_yet_to_take", humanize.IBytes(du.AvailBytes-room), "min_free_disk", humanize.IBytes(floor))
 		}
 	}
 	if ml := n.gossip(); ml != nil && ml.Self().DiskLow != low {
@@ -153,7 +206,7 @@ func (n *Node) appendRoom(g *replica.Group) error {
 	floor := n.cfg.MinFreeDisk
 	var own string
 	if selfLow {
-		own = fmt.Sprintf(" (this node, %s, has %s free against its floor of %s; appends resume at %s free)",
+		own = fmt.Sprintf(" (this node, %s, has %s free, less what its write-ahead log may still take, against its floor of %s; appends resume at %s free)",
 			n.Name(), humanize.IBytes(n.room.avail.Load()), humanize.IBytes(floor), humanize.IBytes(floor+diskRoomSlack(floor)))
 	}
 	return shoalv1.DiskLowError(fmt.Sprintf("append refused: %d of shard %d's %s (%s) %s less free space on the data "+

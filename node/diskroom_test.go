@@ -200,3 +200,48 @@ func TestDiskLowLine(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskLowCountsWAL: the free space a node counts leaves out what Pebble's write-ahead log
+// may still take (its files are preallocated, so they take their space in large steps): a disk
+// with the floor and the slack free, but not the log's reserve as well, is low from the start.
+func TestDiskLowCountsWAL(t *testing.T) {
+	t.Parallel()
+	const mib = 1 << 20
+	reserve := node.DefaultWALReserve()
+	if reserve != 10*(64*mib+64*mib/10) {
+		t.Fatalf("the WAL reserve of 64 MiB memtables: %d, want ten logs of 70.4 MiB", reserve)
+	}
+	for _, tc := range []struct{ avail, held, want uint64 }{
+		{2000 * mib, 0, 2000*mib - reserve},
+		{2000 * mib, 100 * mib, 2000*mib - reserve + 100*mib},
+		{2000 * mib, reserve + 1, 2000 * mib},
+		{100 * mib, 0, 0},
+	} {
+		if got := node.RoomLeft(tc.avail, reserve, tc.held); got != tc.want {
+			t.Errorf("RoomLeft(%d, %d, %d) = %d, want %d", tc.avail, reserve, tc.held, got, tc.want)
+		}
+	}
+
+	fs := &freeSpaceFS{FS: vfs.Default}
+	floor := uint64(node.DefaultMinFreeDisk)
+	fs.avail.Store(floor + floor/10 + 64*mib) // past the floor and the slack, not the log's reserve
+	reg := prometheus.NewRegistry()
+	testnode.Start(t, 1, testnode.Options{Shards: 1, Configure: func(_ int, cfg *node.Config) {
+		cfg.Registry = reg
+		node.SetFS(cfg, fs)
+	}})
+	regs := []*prometheus.Registry{reg}
+	testnode.WaitFor(t, 10*time.Second, "the disk low", func() string {
+		if v := metricSum(t, regs, "shoal_disk_low", ""); v != 1 {
+			return fmt.Sprintf("shoal_disk_low %v", v)
+		}
+		return ""
+	})
+	fs.avail.Store(floor + floor/10 + reserve + mib) // the floor, the slack and the whole reserve
+	testnode.WaitFor(t, 10*time.Second, "the disk with room again", func() string {
+		if v := metricSum(t, regs, "shoal_disk_low", ""); v != 0 {
+			return fmt.Sprintf("shoal_disk_low %v", v)
+		}
+		return ""
+	})
+}

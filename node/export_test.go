@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -64,3 +65,11 @@ func SetFS(cfg *Config, fs vfs.FS) { cfg.fs = fs }
 
 // DiskLow is diskLow.
 func DiskLow(avail, floor uint64, was bool) bool { return diskLow(avail, floor, was) }
+
+// RoomLeft is roomLeft.
+func RoomLeft(avail, reserve, walHeld uint64) uint64 { return roomLeft(avail, reserve, walHeld) }
+
+// DefaultWALReserve is walReserve with the node's default Pebble options.
+func DefaultWALReserve() uint64 {
+	return walReserve(&pebble.Options{MemTableSize: 64 << 20, MemTableStopWritesThreshold: 4})
+}

@@ -195,6 +195,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		return nil, err
 	}
+	n.room.walReserve = walReserve(popts)
 	snapDir, err := dir.resetSnapshots()
 	if err != nil {
 		return nil, err
@@ -273,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CommitDelay:      delay,
 		MaxSnapshotBytes: cfg.MaxSnapshotBytes,
 		// A snapshot received leaves the disk room to take appends (diskroom.go).
-		SnapshotMinFreeBytes: max(cfg.SnapshotMinFreeBytes, cfg.MinFreeDisk+diskRoomSlack(cfg.MinFreeDisk)),
+		SnapshotMinFreeBytes: max(cfg.SnapshotMinFreeBytes, cfg.MinFreeDisk+diskRoomSlack(cfg.MinFreeDisk)+n.room.walReserve),
 		OnStorageFailure:     storageFailure(n.log),
 	})
 	if err != nil {
