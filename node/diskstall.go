@@ -72,6 +72,9 @@ type diskWatch struct {
 	stallSeconds prometheus.Counter
 	stalled      atomic.Bool
 	last         atomic.Pointer[slowReport] // the latest slow report
+	// confirming is the operation reported past the limit once, while the watch waits for
+	// the report that proves it still pending (confirmStall).
+	confirming atomic.Pointer[stallCheck]
 	checks       io.Closer                  // the health checks wrap started, nil before
 
 	// Pebble's flushes and write stalls (openPebble's event listener), as monotonic stamps (monoNow):
@@ -224,8 +227,64 @@ func (w *diskWatch) diskSlow(info vfs.DiskSlowInfo) {
 	w.last.Store(&slowReport{stall, time.Now()})
 	go w.log.Warn("disk operation slow", "component", "pebble", "op", stall.Op, "file", stall.Path,
 		"for", stall.Duration.Round(time.Millisecond))
-	if w.max >= 0 && info.Duration >= w.max && w.stalled.CompareAndSwap(false, true) {
-		go w.onStall(stall)
+	if w.max < 0 || info.Duration < w.max || w.stalled.Load() {
+		return
+	}
+	if c := w.confirming.Load(); c != nil {
+		c.reported(stall)
+		return
+	}
+	c := &stallCheck{first: stall, again: make(chan DiskStall, 1)}
+	if w.confirming.CompareAndSwap(nil, c) {
+		go w.confirmStall(c)
+	}
+}
+
+// A disk operation reported past MaxSyncDuration is a stall only once a later report shows it
+// still pending: a process that was stopped (SIGSTOP, a paused VM, a debugger) for longer finds,
+// as it resumes, every operation it had in flight that old, and each file's health check,
+// whose tick came due meanwhile, may report it before the operation returns a moment later.
+// Ended at once, a node paused for 25 s exited with status 74 as a disk stall. Pebble reports an
+// operation again at every tick (2 s) while it lasts: stallConfirmWithin waits for one tick and
+// more, and the report that confirms the stall must be of the same file and operation, longer
+// by most of a tick (another file's check, due in the same pause, reports at once as well).
+const (
+	stallConfirmWithin = 3500 * time.Millisecond
+	stallConfirmLonger = time.Second
+)
+
+// stallCheck is an operation reported past the limit, awaiting its confirmation.
+type stallCheck struct {
+	first DiskStall
+	again chan DiskStall // the confirming report
+}
+
+// reported passes on s if it confirms the check.
+func (c *stallCheck) reported(s DiskStall) {
+	if s.Path == c.first.Path && s.Op == c.first.Op && s.Duration >= c.first.Duration+stallConfirmLonger {
+		select {
+		case c.again <- s:
+		default:
+		}
+	}
+}
+
+// confirmStall hands c's operation to OnDiskStall once a later report shows it still pending,
+// or logs that it returned.
+func (w *diskWatch) confirmStall(c *stallCheck) {
+	t := time.NewTimer(stallConfirmWithin)
+	defer t.Stop()
+	select {
+	case s := <-c.again:
+		if w.stalled.CompareAndSwap(false, true) {
+			w.onStall(s)
+		}
+	case <-t.C:
+		w.log.Warn("a disk operation lasted past --max-sync-duration, then returned: the disk, or the whole process "+
+			"(stopped, or its machine paused), was held up that long; going on", "component", "pebble",
+			"op", c.first.Op, "file", c.first.Path, "for", c.first.Duration.Round(time.Millisecond),
+			"max_sync_duration", w.max)
+		w.confirming.Store(nil)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 )
 
 // stallFS is the operating system's file system whose file syncs hang while it is stalled,
@@ -457,5 +458,45 @@ func TestWriteStallSeconds(t *testing.T) {
 	w.writeStallEnded()
 	if got := testutil.ToFloat64(w.stallSeconds); got < 0.02 || got > 10 {
 		t.Fatalf("a stall of about 20 ms counted %v s", got)
+	}
+}
+
+// An operation reported past MaxSyncDuration is a stall only once a later report of it shows it
+// still pending: a process stopped for longer (SIGSTOP, a paused VM) finds its operations in
+// flight that old as it resumes, and each file's check may report one before it returns. Such
+// an operation, not reported again, is logged and the node goes on; another file's report at
+// the same moment confirms nothing; a report of the same operation a tick later is a stall.
+func TestDiskStallConfirmed(t *testing.T) {
+	t.Parallel()
+	var log lockedbuf.Buffer
+	stalls := make(chan DiskStall, 4)
+	w := newDiskWatch(slog.New(slog.NewTextHandler(&log, nil)), 20*time.Second, func(s DiskStall) { stalls <- s })
+	wal := vfs.DiskSlowInfo{Path: "/data/pebble/000040.log", OpType: vfs.OpTypeSyncData, Duration: 25 * time.Second}
+	sst := vfs.DiskSlowInfo{Path: "/data/pebble/000041.sst", OpType: vfs.OpTypeWrite, Duration: 24 * time.Second}
+
+	// A pause: two files' operations reported as the process resumes, then nothing.
+	w.diskSlow(wal)
+	w.diskSlow(sst)
+	select {
+	case s := <-stalls:
+		t.Fatalf("stall declared for operations that returned once the process resumed: %v", s)
+	case <-time.After(stallConfirmWithin + 500*time.Millisecond):
+	}
+	time.Sleep(100 * time.Millisecond) // the line is logged as the wait ends
+	if !strings.Contains(log.String(), "lasted past --max-sync-duration, then returned") {
+		t.Fatalf("no line saying the operation returned:\n%s", log.String())
+	}
+
+	// A hung disk: the same operation reported again a tick later.
+	w.diskSlow(wal)
+	wal.Duration += 2 * time.Second
+	w.diskSlow(wal)
+	select {
+	case s := <-stalls:
+		if s.Path != wal.Path || s.Duration != wal.Duration {
+			t.Fatalf("stall %v, want the WAL's sync at %v", s, wal.Duration)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no stall declared for an operation reported again a tick later")
 	}
 }
