@@ -75,7 +75,7 @@ type diskWatch struct {
 	// confirming is the operation reported past the limit once, while the watch waits for
 	// the report that proves it still pending (confirmStall).
 	confirming atomic.Pointer[stallCheck]
-	checks       io.Closer                  // the health checks wrap started, nil before
+	checks     io.Closer // the health checks wrap started, nil before
 
 	// Pebble's flushes and write stalls (openPebble's event listener), as monotonic stamps (monoNow):
 	// flushFailing, when the flushes began to fail (0: the last one succeeded); writeStall,
