@@ -517,7 +517,7 @@ func (n *Node) openShard(id uint32) (*shard.Shard, error) {
 		return sm, nil
 	}
 	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log, Metrics: n.shardMetrics,
-		MaxCachedStreams: shardStreamCache(n.cfg.StreamCache, n.clusterShards())})
+		MaxCachedStreams: shardStreamCache(n.cfg.StreamCache, n.clusterShards()), ReclaimNow: &n.room.low})
 	if err != nil {
 		return nil, fmt.Errorf("node: opening shard %d: %w", id, err)
 	}

@@ -427,6 +427,9 @@ func (s *Shard) removeEvents(b *pebble.Batch, sp span, forget bool) error {
 		s.pendCompact = append(s.pendCompact, sp)
 		return b.DeleteRange(sp.lo, sp.hi, nil)
 	}
+	if s.reclaimNow() {
+		s.pendCompact = append(s.pendCompact, sp)
+	}
 	for _, k := range keys {
 		if err := b.Delete(k, nil); err != nil {
 			return err

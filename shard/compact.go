@@ -1,9 +1,11 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -21,10 +23,15 @@ const compactMinBytes = 1 << 20
 // that truncations removed, so that their space comes back soon: a range deletion frees
 // nothing until a compaction drops the keys it covers, and Pebble compacts for its own
 // reasons (a level's size), which an idle or read-mostly shard may not meet for a long time.
+// While the node's disk is short of space (Options.ReclaimNow), every truncation's span is
+// compacted, the small ones too: a node that refuses appends for want of space writes nothing
+// that would start Pebble's own compactions, and truncations that freed nothing kept it
+// refusing them.
 type compactor struct {
 	db     *pebble.DB
 	log    *slog.Logger
 	shard  uint32
+	now    *atomic.Bool // Options.ReclaimNow
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -37,10 +44,13 @@ type compactor struct {
 // span is a key range [lo, hi).
 type span struct{ lo, hi []byte }
 
-func newCompactor(db *pebble.DB, log *slog.Logger, shard uint32) *compactor {
+func newCompactor(db *pebble.DB, log *slog.Logger, shard uint32, now *atomic.Bool) *compactor {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &compactor{db: db, log: log, shard: shard, ctx: ctx, cancel: cancel}
+	return &compactor{db: db, log: log, shard: shard, now: now, ctx: ctx, cancel: cancel}
 }
+
+// reclaimNow reports whether the node's disk is short of space (Options.ReclaimNow).
+func (s *Shard) reclaimNow() bool { return s.opts.ReclaimNow != nil && s.opts.ReclaimNow.Load() }
 
 // add queues spans for compaction, starting the worker if it is not running.
 func (c *compactor) add(spans []span) {
@@ -66,9 +76,19 @@ func (c *compactor) run() {
 		}
 		sp := c.queue[0]
 		c.queue = c.queue[1:]
+		short := c.now != nil && c.now.Load()
+		if short {
+			// One compaction of the span covering them all: a retention round truncates
+			// thousands of streams, and each compaction rewrites the tables its span
+			// overlaps, whatever the span's size.
+			for _, q := range c.queue {
+				sp = span{lo: minKey(sp.lo, q.lo), hi: maxKey(sp.hi, q.hi)}
+			}
+			c.queue = nil
+		}
 		c.mu.Unlock()
 		start := time.Now()
-		if n, err := c.db.EstimateDiskUsage(sp.lo, sp.hi); err != nil || n < compactMinBytes {
+		if n, err := c.db.EstimateDiskUsage(sp.lo, sp.hi); !short && (err != nil || n < compactMinBytes) {
 			continue // little in tables (or not known): not worth a flush
 		}
 		// The memtable holding the range deletion is flushed first if it overlaps the span.
@@ -91,4 +111,18 @@ func (c *compactor) stop() {
 	c.queue = nil
 	c.mu.Unlock()
 	c.wg.Wait()
+}
+
+func minKey(a, b []byte) []byte {
+	if bytes.Compare(a, b) <= 0 {
+		return a
+	}
+	return b
+}
+
+func maxKey(a, b []byte) []byte {
+	if bytes.Compare(a, b) >= 0 {
+		return a
+	}
+	return b
 }

@@ -27,6 +27,11 @@ type Options struct {
 	MaxCachedStreams int
 	// Metrics, shared by the node's shards (see NewMetrics). Nil: none.
 	Metrics *Metrics
+	// ReclaimNow, while it holds true (the node's disk is short of space), has the space of
+	// every truncation compacted back at once, however little it held: otherwise a small one
+	// is left to Pebble's own compactions, which writes start, and a node refusing appends
+	// for want of space has none (compact.go). Nil: never.
+	ReclaimNow *atomic.Bool
 }
 
 // Validate reports bad option values.
@@ -463,7 +468,7 @@ func (s *Shard) Committed() {
 	clear(s.pending)
 	if len(s.pendCompact) > 0 {
 		if s.compact == nil { // at the shard's first truncation
-			s.compact = newCompactor(s.db, s.opts.Logger, s.id)
+			s.compact = newCompactor(s.db, s.opts.Logger, s.id, s.opts.ReclaimNow)
 		}
 		s.compact.add(s.pendCompact)
 		s.pendCompact = nil

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -341,4 +342,58 @@ func TestListStreamsSkipBudget(t *testing.T) {
 	if _, last, err := ts.s.RetentionCuts(p, []RetentionPolicy{p}, CutOptions{Now: time.Now().UnixNano()}); err != nil || last != "s04" {
 		t.Fatalf("RetentionCuts over deleted streams: last %q, %v; want s04 (on after it)", last, err)
 	}
+}
+
+// TestSmallTruncatesReclaimWhenShort: while the node's disk is short of space
+// (Options.ReclaimNow), small truncations, whose keys are deleted one by one and left to
+// Pebble's own compactions otherwise, have their space compacted back too: a node refusing appends for want of space writes nothing that would start
+// Pebble's compactions, and a retention round of many small truncations freed nothing.
+func TestSmallTruncatesReclaimWhenShort(t *testing.T) {
+	const streams = 40
+	ts := newTestShard(t, nil, 1)
+	var short atomic.Bool
+	short.Store(true)
+	ts.s.opts.ReclaimNow = &short
+	ts.apply(EncodeSetFormat(&SetFormatCommand{Format: MaxFormat}))
+	rng := rand.New(rand.NewPCG(3, 4)) // incompressible data, the same every run
+	for i := range streams {
+		c := &AppendCommand{Stream: fmt.Sprintf("s-%d", i)}
+		for j := range 5 {
+			data := make([]byte, 8<<10)
+			for k := range data {
+				data[k] = byte(rng.Uint32())
+			}
+			c.Events = append(c.Events, Event{ID: testID(uint64(i*10 + j + 1)), Type: "T", Data: data})
+		}
+		if _, ok := ts.apply(EncodeAppend(c)).(*AppendResult); !ok {
+			t.Fatal("append refused")
+		}
+	}
+	if err := ts.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := ts.s.keys.eventStream(nil, 0), ts.s.keys.eventStreamEnd(nil, streams)
+	usage := func() uint64 {
+		n, err := ts.db.EstimateDiskUsage(lo, hi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before, compactions := usage(), ts.db.Metrics().Compact.Count
+	for i := range streams {
+		if r, ok := ts.apply(EncodeTruncate(&TruncateCommand{Stream: fmt.Sprintf("s-%d", i), Before: 4})).(*TruncateResult); !ok || r.Start != 4 {
+			t.Fatalf("truncate: %s", fmtResult(r))
+		}
+	}
+	if ts.s.compact == nil {
+		t.Fatal("no compaction queued for the small truncations of a shard short of space")
+	}
+	ts.s.compact.idle(t)
+	after := usage()
+	if after > before/3 {
+		t.Fatalf("the truncated events still take %d of %d bytes on disk", after, before)
+	}
+	t.Logf("the events took %d bytes on disk, %d after %d small truncations (%d compactions)",
+		before, after, streams, ts.db.Metrics().Compact.Count-compactions)
 }
