@@ -324,17 +324,18 @@ func WholeHistory() ReadOption { return func(o *readOptions) { o.whole = true } 
 // poll. It returns as soon as entries it would return arrive (entries its
 // filters or the lack of IncludeDeletes skip do not end the wait, but
 // ResumeAt passes them), and returns nothing when none did within d.
-// ReadShard only; not with Follow.
+// ReadShard only (Read and ReadPage refuse it); not with Follow.
 func Wait(d time.Duration) ReadOption { return func(o *readOptions) { o.wait = d } }
 
 // StreamPrefix makes ReadShard return only the entries of streams whose names
 // start with prefix (deletes included, with IncludeDeletes). The server skips
 // the others, so they do not cross the network; the client filters too, for
-// servers from before filters. At most 512 bytes.
+// servers from before filters. At most 512 bytes. Read and ReadPage refuse it.
 func StreamPrefix(prefix string) ReadOption { return func(o *readOptions) { o.prefix = prefix } }
 
 // EventTypes makes ReadShard return only events of these types (deletes are
-// filtered by StreamPrefix only). At most 100 types of 1..256 bytes.
+// filtered by StreamPrefix only). At most 100 types of 1..256 bytes. Read and
+// ReadPage refuse it.
 func EventTypes(types ...string) ReadOption {
 	return func(o *readOptions) { o.types = slices.Clone(types) }
 }
@@ -410,7 +411,8 @@ func (o *readOptions) waitMS() (uint32, error) {
 	return uint32((o.wait + time.Millisecond - 1) / time.Millisecond), nil
 }
 
-// checkStreamRead refuses a Follow or a WholeHistory that does not go with Read's other options.
+// checkStreamRead refuses a Follow or a WholeHistory that does not go with Read's other
+// options, and ReadShard's own options (IncludeDeletes aside, documented as ignored).
 func (o *readOptions) checkStreamRead() error {
 	if o.follow && (o.backward || o.count != 0) {
 		return &InvalidArgumentError{Field: "Follow", Limit: "forwards, without Count",
@@ -419,6 +421,22 @@ func (o *readOptions) checkStreamRead() error {
 	if o.whole && (o.backward || o.fromEnd) {
 		return &InvalidArgumentError{Field: "WholeHistory", Limit: "forwards, without FromEnd",
 			Reason: "it asks for the history from a version on"}
+	}
+	// ReadShard's filters and positions: taken silently, a filter would look applied.
+	for _, f := range []struct {
+		field string
+		given bool
+	}{
+		{"EventTypes", len(o.types) > 0},
+		{"StreamPrefix", o.prefix != ""},
+		{"Wait", o.wait != 0},
+		{"ResumeAt", o.resume != nil},
+		{"ResumeAllAt", o.resumeAll != nil},
+	} {
+		if f.given {
+			return &InvalidArgumentError{Field: f.field, Limit: "ReadShard and ReadAll only",
+				Reason: "Read and ReadPage return every event of their stream: filter them as you range over them"}
+		}
 	}
 	return nil
 }

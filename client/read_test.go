@@ -675,3 +675,33 @@ func TestReadResumesAfterStreamReset(t *testing.T) {
 	}
 	n.setReadFault(nil)
 }
+
+// TestReadRefusesShardOptions: Read and ReadPage refuse ReadShard's filters and positions,
+// sending nothing: taken silently, Read(ctx, s, EventTypes("Paid")) returned every event.
+func TestReadRefusesShardOptions(t *testing.T) {
+	fc := newFakeCluster(t, 1, 4)
+	c := dial(t, fc, WithRetry(fastRetry()))
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	sent := len(fc.nodes[0].requests())
+	var resume atomic.Uint64
+	for field, opt := range map[string]ReadOption{
+		"EventTypes": EventTypes("A"), "StreamPrefix": StreamPrefix("s"), "Wait": Wait(time.Second),
+		"ResumeAt": ResumeAt(&resume), "ResumeAllAt": ResumeAllAt(make([]atomic.Uint64, 4)),
+	} {
+		var ia *InvalidArgumentError
+		for _, err := range c.Read(testCtx(t), "s", opt) {
+			if !errors.As(err, &ia) || ia.Field != field {
+				t.Fatalf("Read with %s: %v, want an invalid argument naming it", field, err)
+			}
+			break
+		}
+		if _, err := c.ReadPage(testCtx(t), "s", opt); !errors.As(err, &ia) || ia.Field != field {
+			t.Fatalf("ReadPage with %s: %v, want an invalid argument naming it", field, err)
+		}
+	}
+	if n := len(fc.nodes[0].requests()); n != sent {
+		t.Fatalf("%d requests sent for refused reads", n-sent)
+	}
+}
