@@ -63,7 +63,11 @@
 //     the load does not (an exact expected version matches a soft-deleted
 //     stream's last version, and the append goes on after it), so a state
 //     whose decisions must not outlive a delete checks for one first, or
-//     uses hard deletes.
+//     uses hard deletes. Append only to the stream the state was loaded from
+//     (Loaded.Stream): another stream at the same version passes the check.
+//     Repository.Append refuses any other (client.ErrInvalidArgument), and
+//     a Loaded naming no stream unless it is a new stream's (Exists false);
+//     an append made with the client itself is the caller's to match.
 //  5. Keep companion-stream names out of your own naming (see above).
 //
 // # Deleted streams

@@ -57,6 +57,9 @@ type ApplyFunc[S any] func(S, client.RecordedEvent) (S, error)
 
 // Loaded is the result of Load.
 type Loaded[S any] struct {
+	// Stream is the stream State was folded from (Load sets it). Repository.Append refuses
+	// a Loaded of another stream: its Version says nothing about the stream appended to.
+	Stream  string
 	State   S
 	Exists  bool   // the stream has at least one event
 	Version uint64 // version of the last event folded into State; valid when Exists
@@ -139,6 +142,9 @@ func load[S any](ctx context.Context, store *Store, stream string, initial initi
 	// read of the newest snapshot and its read of the stream.
 	for attempt := 1; ; attempt++ {
 		l, err := loadOnce(ctx, store, stream, initial, apply, codec)
+		if err == nil {
+			l.Stream = stream
+		}
 		if attempt == maxLoadAttempts || !errors.Is(err, ErrVersionGap) && !newerSnapshot(ctx, store, stream, codec.Name, err) {
 			return l, err
 		}

@@ -75,10 +75,36 @@ func (r *Repository[S]) Load(ctx context.Context, stream string) (Loaded[S], err
 // Append appends events to stream expecting the version l was loaded at
 // (client.Exact or client.NoStream), so a concurrent writer makes it fail
 // with client.ErrWrongExpectedVersion; reload and retry the command then.
+// An l loaded from another stream (l.Stream) is refused with a
+// *client.InvalidArgumentError (client.ErrInvalidArgument) naming both
+// streams, and nothing is written: its version would be checked against a
+// stream it was never folded from.
 func (r *Repository[S]) Append(ctx context.Context, stream string, l Loaded[S], events ...client.Event) (client.AppendResult, error) {
+	if err := l.checkStream(stream); err != nil {
+		return client.AppendResult{}, fmt.Errorf("snapshot: append %q: %w", stream, err)
+	}
 	res, err := r.cfg.Store.c.Append(ctx, stream, l.Expected(), events...)
 	if err != nil {
 		return res, fmt.Errorf("snapshot: append %q: %w", stream, err)
 	}
 	return res, nil
+}
+
+// checkStream refuses to append to stream with l unless l was loaded from it. A Loaded that
+// names no stream (the zero value, or one built by hand) is accepted only when it does not
+// exist: its NoStream expectation holds on no stream that has events, so it bases no decision
+// on another stream's state, and appending the first events of a new aggregate with a zero
+// Loaded keeps working. One that exists but names no stream is refused: its version cannot be
+// told to be stream's, which is the check Append promises (set Stream to the stream it was
+// folded from).
+func (l Loaded[S]) checkStream(stream string) error {
+	switch {
+	case l.Stream == stream, l.Stream == "" && !l.Exists:
+		return nil
+	case l.Stream == "":
+		return &client.InvalidArgumentError{Field: "Loaded.Stream", Limit: "the stream appended to",
+			Reason: fmt.Sprintf("the state at version %d names no stream (not made by Load); it cannot be told to be %q's", l.Version, stream)}
+	}
+	return &client.InvalidArgumentError{Field: "Loaded.Stream", Limit: "the stream appended to",
+		Reason: fmt.Sprintf("the state was loaded from stream %q, not %q", l.Stream, stream)}
 }

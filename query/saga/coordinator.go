@@ -278,7 +278,12 @@ func checkID(id string) error {
 // to the end: Completed, or Aborted after compensating. The returned State
 // says which; the error is for sagas that could not be driven (conflict,
 // ctx done, cluster unavailable, compensation still failing), which Resume
-// can pick up later. An existing id fails with ErrExists.
+// can pick up later. An existing id fails with ErrExists, and runs nothing.
+// A saga whose SagaStarted was not recorded fails with ErrNotStarted: Resume
+// cannot pick it up (ErrUnknownSaga); call Start again with the same id. When
+// recording it ended with client.ErrOutcomeUnknown, it may or may not have
+// been: Resume, and Start again if Resume answers ErrUnknownSaga (a start
+// that lands late makes that Start fail with ErrExists; Resume then).
 func (c *Coordinator) Start(ctx context.Context, definition, id string, input []byte) (State, error) {
 	if err := checkID(id); err != nil {
 		return State{}, err
@@ -300,16 +305,29 @@ func (c *Coordinator) Start(ctx context.Context, definition, id string, input []
 			// coordinator is driving the saga, which a repeated Start does not show.
 			return st, fmt.Errorf("%w: %q: %w", ErrExists, id, ce.Err)
 		}
+		if unrecorded(err) {
+			return st, fmt.Errorf("%w: %w", ErrNotStarted, err)
+		}
 		return st, err
 	}
 	c.metrics.started.Inc()
 	return c.drive(ctx, def, &st)
 }
 
+// unrecorded reports whether a record that failed with err wrote nothing for sure: the event
+// was refused before its append (ErrInvalid), or the append failed without
+// client.ErrOutcomeUnknown, the client's word that none of its attempts may have been
+// applied. A failure to fold the appended event (ErrCorruptLog) came after the write.
+func unrecorded(err error) bool {
+	return !errors.Is(err, client.ErrOutcomeUnknown) && !errors.Is(err, ErrCorruptLog)
+}
+
 // Resume continues saga id from its stream, after a crash or an error of
 // Start or Resume. Completed steps are not run again; a step that was
 // started but not recorded as finished is run again with the same
 // idempotency ID. Resuming a finished saga returns its state, whatever its definition now.
+// A saga without a stream fails with ErrUnknownSaga: no Start recorded it, and a
+// Start with the same id is what runs it.
 func (c *Coordinator) Resume(ctx context.Context, id string) (State, error) {
 	st, err := c.Load(ctx, id)
 	if err != nil {

@@ -59,10 +59,20 @@
 //     coordinator went on with during a rolling upgrade. An older coordinator
 //     cannot fold a stream where this version compensated a failed step: do
 //     not roll coordinators back past this version.)
-//  5. After a crash, or an error from Start or Resume, call Resume with the
-//     saga ID. A conflict means another coordinator owns the saga; Resume it
-//     only when that one is known to be gone (resuming beside a live one is
-//     safe but may run its in-flight action a second time, see 4).
+//  5. After a crash, or an error from Start or Resume, call Resume with
+//     the saga ID; but after ErrNotStarted from Start (nothing was
+//     recorded) call Start again with the same ID and input, and do the
+//     same when Resume answers ErrUnknownSaga (a Start whose recording
+//     ended with client.ErrOutcomeUnknown and did not land): Resume never
+//     runs a saga whose SagaStarted is not recorded, and Unfinished does
+//     not list it, so the command would be dropped. Starting an ID again
+//     is safe: once a saga was recorded under it, Start fails with
+//     ErrExists and runs nothing (Resume it then), until its stream is
+//     deleted (6). ErrInvalid and ErrUnknownDefinition from Start refuse
+//     the arguments. A conflict means another coordinator owns the saga;
+//     Resume it only when that one is known to be gone (resuming beside a
+//     live one is safe but may run its in-flight action a second time, see
+//     4).
 //  6. Delete a saga's stream only once the saga ended (completed or
 //     aborted). A running saga's coordinator goes on recording after a soft
 //     delete (an exact expected version continues a deleted stream), but the

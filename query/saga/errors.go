@@ -20,8 +20,20 @@ var (
 	// stream's visible events start after its SagaStarted: the stream was soft-deleted while
 	// the saga ran, and the history it needs to resume or compensate is gone (doc.go, duty 6).
 	ErrHistoryDeleted = errors.New("saga: saga history deleted while the saga ran")
-	// ErrUnknownSaga is returned by Resume for a saga ID without a stream.
+	// ErrUnknownSaga is returned by Resume for a saga ID without a stream: no Start recorded
+	// it (one that failed with ErrNotStarted, or with client.ErrOutcomeUnknown when its
+	// SagaStarted did not land), or its stream was deleted. Unfinished does not list such a
+	// saga, so its command is dropped unless the caller calls Start again with the same ID
+	// and input, which is safe: an ID already started fails Start with ErrExists and runs
+	// nothing (Resume it then). Start after a delete runs a new saga (doc.go, duty 6).
 	ErrUnknownSaga = errors.New("saga: no such saga")
+	// ErrNotStarted is returned by Start, wrapping the failure, when recording the saga's
+	// first event (SagaStarted) failed and wrote nothing: refused by the cluster, or never
+	// sent (cluster unavailable, ctx done, an input too large: ErrInvalid too). The saga
+	// does not exist: Resume answers ErrUnknownSaga and Unfinished does not list it. Start
+	// it again with the same ID (not Resume). A Start failing otherwise (other than with
+	// ErrInvalid, ErrUnknownDefinition or ErrExists) may have recorded the saga: Resume it.
+	ErrNotStarted = errors.New("saga: not started (nothing recorded)")
 	// ErrExists is returned by Start when the saga ID is already used (wrapping the
 	// append's client.ErrWrongExpectedVersion; not ErrConflict: a saga started twice, a
 	// command delivered again say, is not another coordinator driving it).

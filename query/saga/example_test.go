@@ -100,7 +100,7 @@ func ExampleCoordinator() {
 	}
 	st, err := co.Start(ctx, "transfer", "t-1", []byte("100"))
 	if err != nil {
-		panic(err) // not driven to the end: call co.Resume(ctx, "t-1") later
+		panic(err) // not driven to the end: co.Resume(ctx, "t-1") later (Start again after saga.ErrNotStarted)
 	}
 	fmt.Printf("%s: step %d failed: %s\n", st.Status, st.FailedStep, st.Failure)
 	for ev, err := range c.Read(ctx, "acct-a") {

@@ -242,11 +242,61 @@ func TestSagas(t *testing.T) {
 		ctx, w := testCtx(t), newWorld(t, c)
 		co := w.coordinator("a")
 		_, err := co.Start(ctx, "trip", "bigin", make([]byte, 7<<19))
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "the input of 3670016 bytes") {
-			t.Fatalf("Start with a 3.5 MiB input: %v, want ErrInvalid naming the input and the limit", err)
+		if !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrNotStarted) || !strings.Contains(err.Error(), "the input of 3670016 bytes") {
+			t.Fatalf("Start with a 3.5 MiB input: %v, want ErrInvalid (and ErrNotStarted) naming the input and the limit", err)
 		}
 		if st, err := co.Load(ctx, "bigin"); err != nil || st.Exists {
 			t.Fatalf("after the refused Start: %+v, %v; want no saga", st, err)
+		}
+	})
+
+	// A Start whose SagaStarted was not recorded (its append never sent: ctx done, cluster
+	// unavailable) says so with ErrNotStarted: Resume cannot pick such a saga up
+	// (ErrUnknownSaga) and Unfinished does not list it, so the caller starts it again with
+	// the same ID, which runs it once; a Start stopped after the saga was recorded does not
+	// say so, and is resumed.
+	t.Run("start not recorded is started again", func(t *testing.T) {
+		ctx, w := testCtx(t), newWorld(t, c)
+		co := w.coordinator("a")
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		st, err := co.Start(done, "trip", "unrecorded", nil)
+		if !errors.Is(err, ErrNotStarted) || !errors.Is(err, context.Canceled) || st.Exists {
+			t.Fatalf("Start with its context done = %+v, %v; want ErrNotStarted, nothing recorded", st, err)
+		}
+		if _, err := co.Resume(ctx, "unrecorded"); !errors.Is(err, ErrUnknownSaga) {
+			t.Fatalf("Resume after ErrNotStarted: %v, want ErrUnknownSaga", err)
+		}
+		for st, err := range co.Unfinished(ctx) {
+			if st.ID == "unrecorded" {
+				t.Fatalf("Unfinished lists the unrecorded saga: %+v, %v", st, err)
+			}
+		}
+		if st, err := co.Start(ctx, "trip", "unrecorded", nil); err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Start again = %s, %v; want completed", st.Status, err)
+		}
+		if _, err := co.Start(ctx, "trip", "unrecorded", nil); !errors.Is(err, ErrExists) || errors.Is(err, ErrNotStarted) {
+			t.Fatalf("third Start: %v, want ErrExists only", err)
+		}
+		if got, want := w.ledger(ctx, "unrecorded"), []string{"Booked:flight", "Booked:hotel", "Booked:car"}; !slices.Equal(got, want) {
+			t.Fatalf("ledger %v, want %v: the saga ran other than once", got, want)
+		}
+
+		// Stopped after its SagaStarted was recorded: Resume it, not Start.
+		stopCtx, stop := context.WithCancel(ctx)
+		w.before = func(_ context.Context, sc StepContext) error {
+			if sc.SagaID == "recorded" && sc.Kind == KindAction && sc.Step == 0 {
+				stop()
+				return context.Canceled
+			}
+			return nil
+		}
+		if st, err := co.Start(stopCtx, "trip", "recorded", nil); !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotStarted) || !st.Exists {
+			t.Fatalf("Start stopped after recording = %+v, %v; want context.Canceled, not ErrNotStarted", st, err)
+		}
+		w.before = nil
+		if st, err := co.Resume(ctx, "recorded"); err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Resume = %s, %v; want completed", st.Status, err)
 		}
 	})
 
