@@ -108,13 +108,32 @@ func TestFollowStalledServer(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := followInto(ctx, t, c.Read(ctx, "s", Follow()))
+	var ended atomic.Pointer[error]
+	ch := make(chan RecordedEvent, 100)
+	go func() {
+		for ev, err := range c.Read(ctx, "s", Follow()) {
+			if err != nil {
+				ended.Store(&err)
+				return
+			}
+			ch <- ev
+		}
+	}()
 	expectVersions(t, ch, 0, 1)
 	<-hung
 	appendN(t, c, "s", 2)
 	expectVersions(t, ch, 2, 3) // from node 2, which the client moved to
 	if n := fc.nodes[1].count("Read"); n == 0 {
 		t.Fatal("the subscription did not move to the other node")
+	}
+	// Ended by its caller, the subscription says so, not the stall it recovered from.
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for ended.Load() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p := ended.Load(); p == nil || *p != context.Canceled {
+		t.Fatalf("the subscription cancelled after it recovered ended with %v, want context.Canceled alone", ended.Load())
 	}
 }
 

@@ -166,8 +166,13 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				return ended(ErrClosed)
 			}
 			if cerr := ctx.Err(); cerr != nil {
-				// The attempt was under way when the context ended.
+				// The attempt was under way when the context ended. One that made progress (a
+				// subscription that recovered and then ran) ended well: an earlier attempt's
+				// error is no cause of the end.
 				uncertain = uncertain || mayHaveApplied(err)
+				if progress {
+					last = nil
+				}
 				return ended(ctxError(cerr, attempts, last))
 			}
 			if progress {
