@@ -84,8 +84,13 @@ unavailable or unknown; a line on stderr counts the shards in each state.`,
 // shards by state.
 func checkStatus(s *clusterstatus.Status) error {
 	counts := map[string]int{}
+	refused := s.AppendsRefused()
+	notOK := 0
 	for _, sh := range s.Shards {
 		counts[sh.State]++
+		if sh.State != "ok" || refused[sh.Shard] {
+			notOK++
+		}
 	}
 	var parts []string
 	for _, state := range []string{"unavailable", "unknown", "degraded", "under-replicated"} {
@@ -100,7 +105,11 @@ func checkStatus(s *clusterstatus.Status) error {
 		parts = append(parts, fmt.Sprintf("%d nodes not ready", n))
 	}
 	if n := s.DiskLowNodes(); n > 0 {
-		parts = append(parts, fmt.Sprintf("%s below --min-free-disk (appends refused)", clusterstatus.Count(n, "node")))
+		effect := "appends go on: no shard has a majority of its voters there"
+		if len(refused) > 0 {
+			effect = fmt.Sprintf("appends refused on %s", clusterstatus.Count(len(refused), "shard"))
+		}
+		parts = append(parts, fmt.Sprintf("%s below --min-free-disk (%s)", clusterstatus.Count(n, "node"), effect))
 	}
 	code := exitDegraded
 	switch {
@@ -109,7 +118,7 @@ func checkStatus(s *clusterstatus.Status) error {
 	case len(parts) == 0:
 		return nil
 	}
-	return &explainedError{code: code, msg: fmt.Sprintf("check: %d of %d shards not ok: %s", len(s.Shards)-counts["ok"],
+	return &explainedError{code: code, msg: fmt.Sprintf("check: %d of %d shards not ok: %s", notOK,
 		len(s.Shards), strings.Join(parts, ", "))}
 }
 
@@ -341,6 +350,9 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		counts["ok"], counts["degraded"], counts["under-replicated"], counts["unavailable"])
 	if counts["unknown"] > 0 {
 		fmt.Fprintf(w, ", %d unknown", counts["unknown"])
+	}
+	if refused := s.AppendsRefused(); len(refused) > 0 {
+		fmt.Fprintf(w, "; %d refusing appends (disks below --min-free-disk)", len(refused))
 	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

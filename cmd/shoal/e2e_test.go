@@ -370,8 +370,9 @@ func TestAppendDiskLow(t *testing.T) {
 		t.Fatalf("read after the refused append: exit %d, stderr %q; want %d (nothing written)", code, errOut, exitNotFound)
 	}
 	code, out, errOut := runCLI(t, env, "", "cluster", "status", "--check")
-	if code != exitDegraded || !strings.Contains(errOut, "1 node below --min-free-disk (appends refused)") ||
-		!strings.Contains(out, n.Name()+" has less free disk than its --min-free-disk: a shard most of whose voters") {
+	if code != exitDegraded || !strings.Contains(errOut, "not ok: 1 node below --min-free-disk (appends refused on ") ||
+		!strings.Contains(out, n.Name()+" has less free disk than its --min-free-disk: a shard most of whose voters") ||
+		!strings.Contains(out, "refusing appends (disks below --min-free-disk)") {
 		t.Fatalf("cluster status --check with the disk below --min-free-disk: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

@@ -259,6 +259,34 @@ func (s *Status) DiskLowNodes() int {
 	return count
 }
 
+// AppendsRefused returns the shards whose leaders refuse appends for their voters' disks: those
+// a majority of whose voters are on nodes below their --min-free-disk (as the leader counts,
+// node.appendRoom).
+func (s *Status) AppendsRefused() map[uint32]bool {
+	low := map[string]bool{}
+	for _, n := range s.Nodes {
+		if n.lowOnDisk() {
+			low[n.Name] = true
+		}
+	}
+	if len(low) == 0 {
+		return nil
+	}
+	refused := map[uint32]bool{}
+	for _, sh := range s.Shards {
+		k := 0
+		for _, v := range sh.Voters {
+			if low[v] {
+				k++
+			}
+		}
+		if k > 0 && len(sh.Voters)-k <= len(sh.Voters)/2 {
+			refused[sh.Shard] = true
+		}
+	}
+	return refused
+}
+
 // replicationSpread points at live nodes that place shards by different replication factors:
 // a change (shoal cluster set-replication) still spreading by gossip, which takes a moment, or
 // a node that cannot follow it (or missed it) when the note stays.

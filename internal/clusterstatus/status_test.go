@@ -132,17 +132,26 @@ func TestClusterStatusNotReady(t *testing.T) {
 }
 
 // A live node whose disk is below its --min-free-disk is named in a note (a shard most of
-// whose voters are so refuses appends) and counted for --check; a dead one is not.
+// whose voters are so refuses appends) and counted for --check; a dead one is not. The shards
+// refusing appends are those a majority of whose voters are low, as the leader counts.
 func TestClusterStatusDiskLow(t *testing.T) {
 	s := New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
 		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Replication: 3}, Nodes: []*shoalv1.NodeInfo{
 			{Id: 1, Name: "n1", Alive: true},
 			{Id: 2, Name: "n2", Alive: true, DiskLow: true},
 			{Id: 3, Name: "n3", Alive: false, DiskLow: true},
+			{Id: 4, Name: "n4", Alive: true, DiskLow: true},
+		}, Shards: []*shoalv1.ShardInfo{
+			{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}, // one of three low (n3 is dead)
+			{Shard: 1, LeaderId: 1, Voters: []uint64{1, 2, 4}}, // two of three
+			{Shard: 2, LeaderId: 1, Voters: []uint64{1, 2}},    // one of two: no majority has room
 		}}})
 	want := "n2 has less free disk than its --min-free-disk: a shard most of whose voters are so refuses appends until space is freed (reads, deletes and truncations go on)"
-	if len(s.Notes) != 1 || s.Notes[0] != want || s.DiskLowNodes() != 1 || !s.Nodes[1].DiskLow {
-		t.Fatalf("notes %q, %d low; want n2 named", s.Notes, s.DiskLowNodes())
+	if len(s.Notes) < 2 || s.Notes[0] != want || s.DiskLowNodes() != 2 || !s.Nodes[1].DiskLow {
+		t.Fatalf("notes %q, %d low; want n2 and n4 named", s.Notes, s.DiskLowNodes())
+	}
+	if got := s.AppendsRefused(); len(got) != 2 || !got[1] || !got[2] {
+		t.Fatalf("shards refusing appends: %v, want 1 and 2", got)
 	}
 }
 
