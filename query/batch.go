@@ -16,6 +16,8 @@ import (
 //	| 'm'    | model key        | model value (the handler's writes)    |
 //	| 'c'    | shard (4 BE)     | next shard position to read (8 BE)    |
 //	| 'i'    | (none)           | info: uvarint shards, cluster ID      |
+//	| 'f'    | (none)           | filters the checkpoint was built      |
+//	|        |                  | under (filters.go)                    |
 //	+--------+------------------+---------------------------------------+
 //
 // Prefixes are append-only. Model keys are opaque to the package.
@@ -23,6 +25,7 @@ const (
 	prefixModel      = 'm'
 	prefixCheckpoint = 'c'
 	prefixInfo       = 'i'
+	prefixFilters    = 'f'
 )
 
 func modelKey(k []byte) []byte {

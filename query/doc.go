@@ -51,12 +51,18 @@
 //     committed, and the next Run retries the same event.
 //  4. To rebuild a model from scratch, delete the directory (there is no
 //     in-place reset). A database is bound to the cluster ID and shard count
-//     it was built from (ErrClusterMismatch otherwise). A model rebuilt from
+//     it was built from (ErrClusterMismatch otherwise), and to the filters
+//     (StreamPrefix, EventTypes, Deletes) its checkpoint was built under:
+//     Open refuses other ones (ErrFilterMismatch), since the checkpoint has
+//     passed the events the old filters skipped; to change them, build the
+//     model in a new or empty directory. A model rebuilt from
 //     scratch lacks what truncations and retention removed from the log
 //     since it was first built: keep snapshots of it (below) instead.
 //  5. For read-your-writes, pass an append's AppendResult to WaitForAppend,
 //     a delete's DeleteResult (client.DeleteResultTo) to WaitForDelete, or a
-//     shard and position to WaitFor, before querying.
+//     shard and position to WaitFor, before querying. Once Run has returned
+//     they answer ErrNotRunning (wrapping Run's failure, if any) for what is
+//     not applied yet, rather than wait until their ctx ends.
 //
 // # Snapshots
 //
@@ -79,6 +85,10 @@
 //	| 'm'    | model key        | model value (the handler's writes)    |
 //	| 'c'    | shard (4 BE)     | next shard position to read (8 BE)    |
 //	| 'i'    | (none)           | uvarint shard count, cluster ID       |
+//	| 'f'    | (none)           | the filters the checkpoint was built  |
+//	|        |                  | under: flags (bit 0 Deletes), uvarint |
+//	|        |                  | len + StreamPrefix, uvarint count +   |
+//	|        |                  | per type uvarint len + type (sorted)  |
 //	+--------+------------------+---------------------------------------+
 //
 // Prefixes are append-only. Get and Scan see only the 'm' keys, without the

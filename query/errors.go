@@ -25,8 +25,17 @@ var (
 	// model holds events the cluster lost, and would skip the ones written up to the
 	// checkpoint: rebuild it from an empty Dir.
 	ErrCheckpointAhead = errors.New("query: checkpoint past the shard's end")
+	// ErrFilterMismatch is returned by Open when the database's checkpoint was built under
+	// other filters (Config.StreamPrefix, EventTypes, Deletes) than the Config gives
+	// (*FilterMismatchError): the checkpoint has passed, unhandled, the entries the old
+	// filters skipped, and the model holds what they took.
+	ErrFilterMismatch = errors.New("query: projection database built under other filters")
 	// ErrClosed is returned by calls on a closed Projection.
 	ErrClosed = errors.New("query: projection closed")
+	// ErrNotRunning is returned by WaitFor, WaitForAppend and WaitForDelete for a position
+	// not yet applied once Run has returned (and until Run is called again): no commit
+	// follows to cover it. When Run failed, the error wraps Run's error too.
+	ErrNotRunning = errors.New("query: projection not running")
 	// ErrNoShard is returned by WaitFor for a shard the projection's cluster does not have.
 	ErrNoShard = errors.New("query: no such shard")
 )
@@ -79,3 +88,22 @@ func (e *ClusterMismatchError) Error() string {
 
 // Is reports ErrClusterMismatch.
 func (e *ClusterMismatchError) Is(target error) bool { return target == ErrClusterMismatch }
+
+// FilterMismatchError says how the filters a projection database's checkpoint was built
+// under differ from the ones its Config gives. Is(ErrFilterMismatch).
+type FilterMismatchError struct {
+	Projection string
+	Dir        string
+	Stored     Filters // what the checkpoint was built under
+	Given      Filters // what the Config gives
+}
+
+func (e *FilterMismatchError) Error() string {
+	return fmt.Sprintf("query: projection %q: the database in %q was built under filters %v, the Config gives %v: "+
+		"its checkpoint has passed the entries the old filters skipped, which would never reach the handler; "+
+		"build the model in a new or empty Dir (delete this one to start over), or open it with the filters it was built under",
+		e.Projection, e.Dir, e.Stored, e.Given)
+}
+
+// Is reports ErrFilterMismatch.
+func (e *FilterMismatchError) Is(target error) bool { return target == ErrFilterMismatch }

@@ -57,7 +57,14 @@ type Config struct {
 	FS      vfs.FS         // nil = the OS file system (vfs.NewMem() in tests)
 
 	// Filters: events failing them advance the checkpoint without a
-	// Handle call. Empty means all.
+	// Handle call. Empty means all. The database stores the filters its
+	// checkpoint was built under (StreamPrefix, EventTypes as a set, and
+	// Deletes), and Open refuses a Config with other ones
+	// (*FilterMismatchError): the checkpoint has passed the events the old
+	// filters skipped, which widened filters would never hand on. To change
+	// them, build the model in a new or empty Dir. A database written by a
+	// version that did not store them takes the filters of the first Config
+	// that opens it: open it with the filters it was built with.
 	StreamPrefix string
 	EventTypes   []string
 	// Deletes makes Handle see the deletes of streams too, at their
@@ -186,7 +193,10 @@ type Projection struct {
 		running bool
 		closed  bool
 		cp      Checkpoint
-		changed chan struct{} // closed and replaced on every commit; closed by Close (wakes WaitFor)
+		// stopped is what WaitFor returns for a position cp does not cover: set (wrapping
+		// ErrNotRunning) when a Run returns, cleared when one starts; nil before the first.
+		stopped error
+		changed chan struct{} // closed and replaced on every commit and when Run returns; closed by Close (wakes WaitFor)
 		// closeDone is closed when the first Close has closed the database; a Close called
 		// meanwhile waits for it.
 		closeDone chan struct{}
@@ -194,7 +204,10 @@ type Projection struct {
 }
 
 // Open opens (or creates) the projection's database. Call Run to process
-// events and Close when done.
+// events and Close when done. A database whose checkpoint was built under
+// other filters than cfg's (StreamPrefix, EventTypes, Deletes) is refused
+// with a *FilterMismatchError (ErrFilterMismatch): build the model in a new
+// or empty Dir instead.
 func Open(cfg Config) (*Projection, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -225,6 +238,11 @@ func open(cfg Config, src source) (*Projection, error) {
 		return nil, err
 	}
 	p.mu.cp = cp
+	if err := p.checkFilters(cp != nil); err != nil {
+		m.unregister(cfg.Registerer)
+		db.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -352,11 +370,21 @@ func (p *Projection) Checkpoint() Checkpoint {
 // an event type not in EventTypes, a delete without Deletes) ends a caught-up
 // shard's long poll only with a later entry it wants, or at the poll's end:
 // waiting for one takes up to PollMax.
+//
+// WaitFor does not outlive Run: once Run has returned, and until it is called
+// again, a position not yet covered answers ErrNotRunning at once, and a
+// WaitFor already waiting is woken with it. When Run failed (a *HandlerError,
+// a commit error, ErrClusterMismatch...) the error wraps Run's too, for
+// errors.As; when Run returned as its context ended, the error names the
+// cause without wrapping it, so that errors.Is(err, context.Canceled) still
+// means the caller's own ctx. Before the first Run it waits, so that it may
+// be called while Run starts; a caller that runs the same Projection again in
+// another goroutine and waits at once may see the previous Run's end.
 func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64) error {
 	for {
 		p.mu.Lock()
 		closed, done, ch := p.mu.closed, p.mu.cp.Covers(shard, position), p.mu.changed
-		shards := len(p.mu.cp)
+		shards, stopped := len(p.mu.cp), p.mu.stopped
 		p.mu.Unlock()
 		switch {
 		case closed:
@@ -365,6 +393,8 @@ func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64)
 			return nil
 		case shards > 0 && int64(shard) >= int64(shards):
 			return fmt.Errorf("%w: projection %q: shard %d, the cluster's shards are 0..%d", ErrNoShard, p.cfg.Name, shard, shards-1)
+		case stopped != nil:
+			return stopped
 		}
 		select {
 		case <-ch:
@@ -375,7 +405,10 @@ func (p *Projection) WaitFor(ctx context.Context, shard uint32, position uint64)
 }
 
 // WaitForAppend waits until every event of the append that returned r is
-// applied and committed.
+// applied and committed, as WaitFor does. A zero r is a real result (the
+// first event of a new stream at position 0 of shard 0: positions and
+// versions start at 0), so it is not refused; the zero result a failed
+// Append returns beside its error must not be passed.
 func (p *Projection) WaitForAppend(ctx context.Context, r client.AppendResult) error {
 	return p.WaitFor(ctx, r.Shard, max(r.LastPosition, r.Position+(r.LastVersion-r.FirstVersion)))
 }
@@ -436,14 +469,20 @@ func readCheckpoint(get func([]byte) ([]byte, io.Closer, error)) (Checkpoint, er
 	return cp, nil
 }
 
-// bind checks (or, on first use, records) the cluster the database follows.
+// bind checks (or, on first use, records) the cluster the database follows,
+// and on first use the filters its checkpoint is built under (checkFilters).
 func (p *Projection) bind(shards uint32, cluster string) error {
 	v, closer, err := p.db.Get([]byte{prefixInfo})
 	switch {
 	case err == pebble.ErrNotFound:
 		info := binary.AppendUvarint(nil, uint64(shards))
 		info = append(info, cluster...)
-		if err := p.db.Set([]byte{prefixInfo}, info, pebble.Sync); err != nil {
+		b := p.db.NewBatch()
+		defer b.Close()
+		if err := errors.Join(b.Set([]byte{prefixInfo}, info, nil), b.Set([]byte{prefixFilters}, p.cfg.filters().encode(), nil)); err != nil {
+			return err
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
 			return err
 		}
 		p.mu.Lock()

@@ -122,7 +122,7 @@ func runUntil(t *testing.T, p *Projection, want map[uint32]uint64) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	runInBackground(ctx, p, done)
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()
 	for s, pos := range want {
@@ -134,6 +134,24 @@ func runUntil(t *testing.T, p *Projection, want map[uint32]uint64) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
+
+// runInBackground runs p in a goroutine, its result sent to done, and returns once that Run
+// started or returned: a WaitFor called after sees it, not the end of the Run before.
+func runInBackground(ctx context.Context, p *Projection, done chan<- error) {
+	p.mu.Lock()
+	prev := p.mu.stopped
+	p.mu.Unlock()
+	go func() { done <- p.Run(ctx) }()
+	for {
+		p.mu.Lock()
+		started := p.mu.stopped != prev || p.mu.running // a new Run cleared it, or set its own
+		p.mu.Unlock()
+		if started {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

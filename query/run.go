@@ -40,8 +40,10 @@ type source interface {
 // of another cluster (client.ErrWrongCluster) and a checkpoint past its
 // shard's end (ErrCheckpointAhead), which Run returns. It returns the
 // *HandlerError or commit error that stopped it, or context.Cause(ctx).
+// Once it returned, WaitFor answers ErrNotRunning (wrapping a failure) for
+// what it has not applied, until Run is called again.
 // Run may be called again after it returned; not concurrently.
-func (p *Projection) Run(ctx context.Context) error {
+func (p *Projection) Run(ctx context.Context) (err error) {
 	p.mu.Lock()
 	switch {
 	case p.mu.closed:
@@ -52,12 +54,9 @@ func (p *Projection) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	p.mu.running = true
+	p.mu.stopped = nil
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		p.mu.running = false
-		p.mu.Unlock()
-	}()
+	defer func() { p.stop(ctx, err) }()
 
 	shards, cluster, err := p.topology(ctx)
 	if err != nil {
@@ -91,6 +90,25 @@ func (p *Projection) Run(ctx context.Context) error {
 		return fatal
 	}
 	return context.Cause(ctx)
+}
+
+// stop records that Run returned err, and wakes every WaitFor: no commit follows until the
+// next Run, so what is not covered yet answers ErrNotRunning rather than wait for ctx's end.
+func (p *Projection) stop(ctx context.Context, err error) {
+	var stopped error
+	if ctx.Err() != nil && errors.Is(err, context.Cause(ctx)) {
+		// The ordinary stop. Not wrapped: a WaitFor's caller whose own ctx is a different one
+		// would take errors.Is(err, context.Canceled) for the end of its own wait.
+		stopped = fmt.Errorf("%w: projection %q: Run returned as its context ended (%v)", ErrNotRunning, p.cfg.Name, err)
+	} else {
+		stopped = fmt.Errorf("%w: projection %q: Run failed: %w", ErrNotRunning, p.cfg.Name, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mu.running = false
+	p.mu.stopped = stopped
+	close(p.mu.changed)
+	p.mu.changed = make(chan struct{})
 }
 
 // topology learns the shard count and cluster ID, retrying failures with the backoff of a

@@ -13,8 +13,8 @@ import (
 	"github.com/shoaldb/shoal/internal/kvframe"
 )
 
-// A projection snapshot is the whole of a projection's database (read model, checkpoint and
-// the cluster it is bound to) as of one moment, in internal/kvframe's framing:
+// A projection snapshot is the whole of a projection's database (read model, checkpoint, the
+// cluster it is bound to and the filters it was built under) as of one moment, in internal/kvframe's framing:
 //
 //	magic   "SHQSNAP1" (8 bytes), then one zstd stream of:
 //	record  0x01 | uvarint len | key | uvarint len | value     (repeated, key order)
@@ -91,8 +91,9 @@ func (p *Projection) WriteSnapshot(w io.Writer) (Checkpoint, error) {
 // (its record count and checksum): input that is not a complete snapshot returns
 // ErrBadSnapshot and leaves no dir, and a restore cut short leaves only dir+".restoring",
 // which the next Restore to dir removes. Open
-// the directory with the Config the projection had: Run goes on from the checkpoint, and
-// refuses a cluster other than the one the model was built from (ErrClusterMismatch).
+// the directory with the Config the projection had: Open refuses other filters
+// (ErrFilterMismatch), and Run goes on from the checkpoint, and refuses a cluster other than
+// the one the model was built from (ErrClusterMismatch).
 func Restore(r io.Reader, dir string, fs vfs.FS) (Checkpoint, error) {
 	if fs == nil {
 		fs = vfs.Default
@@ -179,7 +180,7 @@ func load(zr io.Reader, db *pebble.DB) (Checkpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 		}
-		if len(k) == 0 || (k[0] != prefixModel && k[0] != prefixCheckpoint && k[0] != prefixInfo) {
+		if len(k) == 0 || (k[0] != prefixModel && k[0] != prefixCheckpoint && k[0] != prefixInfo && k[0] != prefixFilters) {
 			return nil, fmt.Errorf("%w: record %d: a key of no projection database", ErrBadSnapshot, rd.Count()-1)
 		}
 		if err := b.Set(k, v, nil); err != nil {

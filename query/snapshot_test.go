@@ -57,6 +57,14 @@ func TestSnapshotRestore(t *testing.T) {
 	cfg2 := cfg
 	cfg2.Dir = "restored"
 	cfg2.Registerer = prometheus.NewRegistry()
+	other := cfg2 // the filters were restored with the checkpoint built under them
+	other.EventTypes = []string{"Noise"}
+	if o, err := open(other, src); !errors.Is(err, ErrFilterMismatch) {
+		if err == nil {
+			o.Close()
+		}
+		t.Fatalf("open of the restored Dir under other filters = %v, want ErrFilterMismatch", err)
+	}
 	q, err := open(cfg2, src)
 	if err != nil {
 		t.Fatal(err)
