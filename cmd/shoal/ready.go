@@ -41,8 +41,10 @@ health check, as the image's HEALTHCHECK runs it.`,
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				msg := fmt.Sprintf("not ready: the node at %s did not answer: %v", addr, err)
-				if strings.Contains(err.Error(), "malformed HTTP response") {
-					// A gRPC port answers HTTP/1 with an HTTP/2 frame.
+				if strings.Contains(err.Error(), "malformed HTTP response") || sendsHTTP2Settings(addr) {
+					// A gRPC port answers HTTP/1 with an HTTP/2 frame: read as a malformed
+					// response, or, when the frame came before the request was written, as
+					// bytes on an idle connection, which ends the request with another error.
 					msg = fmt.Sprintf("not ready: %s did not answer with HTTP (its gRPC port?): --http takes the node's HTTP address (its --http, 127.0.0.1:7480 by default)", addr)
 				}
 				return &explainedError{code: exitError, msg: msg}
@@ -60,4 +62,21 @@ health check, as the image's HEALTHCHECK runs it.`,
 	cmd.Flags().StringVar(&addr, "http", "127.0.0.1:7480", "the node's HTTP address (its --http)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for the answer")
 	return cmd
+}
+
+// sendsHTTP2Settings reports whether the server at addr starts a connection with an HTTP/2
+// SETTINGS frame of its own, unasked, as a gRPC server does.
+func sendsHTTP2Settings(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	var hdr [9]byte // a frame header: length (3 bytes), type, flags, stream (4 bytes)
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return false
+	}
+	const frameSettings = 0x4
+	return hdr[3] == frameSettings
 }
