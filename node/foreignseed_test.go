@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoaldb/shoal/internal/lockedbuf"
 	"github.com/shoaldb/shoal/internal/membership"
 	"github.com/shoaldb/shoal/internal/testaddr"
 )
@@ -94,5 +96,45 @@ func TestJoinWithAnotherGossipKey(t *testing.T) {
 	}
 	if !errors.Is(err, membership.ErrGossipKey) || !strings.Contains(err.Error(), "--gossip-key-file") {
 		t.Fatalf("join with another gossip key: %v, want ErrGossipKey naming --gossip-key-file", err)
+	}
+}
+
+// TestRestartBeforePeersLogsInfo: a node restarted without --join while the peers it last saw
+// are down (a cluster restarted, this node up first, as `shoal dev` starts its nodes) starts
+// alone and says so at Info, naming them: nothing is wrong. With --join seeds that do not
+// answer it warns.
+func TestRestartBeforePeersLogsInfo(t *testing.T) {
+	c1, c2 := testConfig(t, t.TempDir()), testConfig(t, t.TempDir())
+	c1.Name, c2.Name, c2.Zone = "n1", "n2", "z2"
+	c2.Shards, c2.Replication, c2.Join = 0, 0, []string{c1.Gossip}
+	n1 := startNode(t, c1)
+	n2 := startNode(t, c2)
+	deadline := time.Now().Add(20 * time.Second)
+	saved := func() bool { p, err := n1.dir.peers(); return err == nil && len(p) > 0 }
+	for len(n1.gossip().Members()) < 2 || !saved() {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 never saw n2 (or saved it)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n2.Close()
+	n1.Close()
+
+	for _, tc := range []struct {
+		join []string
+		want string
+	}{
+		{nil, `level=INFO msg="none of the peers this node last saw alive answers yet; starting alone and joining them once they are up"`},
+		{[]string{testaddr.Gossip(t)}, `level=WARN msg="no seed reachable; starting alone and retrying in the background"`},
+	} {
+		var log lockedbuf.Buffer
+		cfg := c1
+		cfg.Join = tc.join
+		cfg.Logger = slog.New(slog.NewTextHandler(&log, nil))
+		n := startNode(t, cfg)
+		n.Close()
+		if !strings.Contains(log.String(), tc.want) {
+			t.Errorf("restart with --join %v, its peers down: want %s in:\n%s", tc.join, tc.want, log.String())
+		}
 	}
 }

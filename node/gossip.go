@@ -211,6 +211,12 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 				n.log.Error("the seeds answer with something other than gossip (--join takes --gossip addresses); starting alone and retrying in the background",
 					"join", seeds, "err", err)
 				err = nil
+			} else if len(n.cfg.Join) == 0 {
+				// Only the peers it last saw: a cluster restarted, this node up first (as
+				// `shoal dev` starts its nodes one after another). They are joined once up.
+				n.log.Info("none of the peers this node last saw alive answers yet; starting alone and joining them "+
+					"once they are up", "peers", seeds)
+				err = nil
 			} else {
 				n.log.Warn("no seed reachable; starting alone and retrying in the background", "join", seeds, "err", err)
 				err = nil
