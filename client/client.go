@@ -173,8 +173,44 @@ type Stats struct {
 // addresses; one is enough, more help when some are down). It returns once
 // it has fetched the cluster topology from one of them, retrying within ctx
 // and the retry policy; connections to other nodes are opened when first
-// used. Close the client when done.
+// used. Close the client when done. New makes a client without waiting for
+// the cluster.
 func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
+	c, err := newClient(addrs, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
+		_, err := c.fetchTopology(ctx, n)
+		return false, err
+	}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.startRefresh()
+	return c, nil
+}
+
+// New returns a client of the cluster that serves at addrs, as Dial does, but
+// without contacting it: it checks the addresses and options only, and fetches
+// the topology in the background and, failing that, in the first call, which
+// waits for the cluster within its context and the retry policy like any
+// retry. A service that starts before its cluster (or while it restarts)
+// makes its client with New; Dial suits a tool that should fail at once when
+// no node answers. Errors a call would meet anyway (a node of another cluster
+// at the address, a TLS handshake refused) come from the calls.
+func New(addrs []string, opts ...Option) (*Client, error) {
+	c, err := newClient(addrs, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.startRefresh()
+	c.requestRefresh()
+	return c, nil
+}
+
+// newClient checks addrs and opts and builds the client, which has fetched nothing.
+func newClient(addrs []string, opts []Option) (*Client, error) {
 	o, err := buildOptions(opts)
 	if err != nil {
 		return nil, err
@@ -200,16 +236,13 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 	}
 	c.mu.nodes = make(map[string]*node)
 	c.mu.hints = make(map[uint32]leaderHint)
-	if err := c.run(ctx, target{kind: anyNode}, true, func(ctx context.Context, n *node, _ *leaderWatch) (bool, error) {
-		_, err := c.fetchTopology(ctx, n)
-		return false, err
-	}); err != nil {
-		c.Close()
-		return nil, err
-	}
+	return c, nil
+}
+
+// startRefresh starts the background topology refresh, which Close stops.
+func (c *Client) startRefresh() {
 	c.bg.Add(1)
 	go c.refreshLoop()
-	return c, nil
 }
 
 // checkSeed refuses a seed address that cannot name a node's gRPC endpoint: a URL of HTTP, or

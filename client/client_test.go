@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -550,5 +551,52 @@ func TestConcurrentAppendsUnderFaults(t *testing.T) {
 		if err != nil || len(evs) != perWriter {
 			t.Fatalf("seed %d: stream w%d holds %d events (%v), want %d", seed, w, len(evs), err, perWriter)
 		}
+	}
+}
+
+// TestNewBeforeCluster: New returns at once, without a node to answer (a service started
+// before its cluster); calls fail within their context while no node answers, and succeed
+// once one does, the topology fetched then.
+func TestNewBeforeCluster(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there yet
+	start := time.Now()
+	c, err := New([]string{addr}, WithRetry(fastRetry()))
+	if err != nil {
+		t.Fatalf("New with no node up: %v", err)
+	}
+	defer c.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("New took %v", took)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.Append(ctx, "s", Any, Event{Type: "A"}); err == nil {
+		t.Fatal("append with no node up succeeded")
+	}
+
+	fc := newFakeCluster(t, 0, 4)
+	if lis, err = net.Listen("tcp", addr); err != nil {
+		t.Fatal(err)
+	}
+	n := &fakeNode{c: fc, id: 1, addr: addr, srv: grpc.NewServer(), calls: map[string]int{}}
+	shoalv1.RegisterStreamsServer(n.srv, n)
+	shoalv1.RegisterClusterServer(n.srv, n)
+	fc.nodes = append(fc.nodes, n) // before it serves: the fake's answers read the list
+	go n.srv.Serve(lis)
+	defer n.srv.Stop()
+	if _, err := c.Append(testCtx(t), "s", Any, Event{Type: "A"}); err != nil {
+		t.Fatalf("append once the node is up: %v", err)
+	}
+	if s := c.Stats(); s.TopologyRefreshes == 0 {
+		t.Fatalf("stats %+v: no topology fetched", s)
+	}
+
+	if _, err := New([]string{"http://" + addr}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("New with a URL: %v, want ErrInvalidArgument", err)
 	}
 }

@@ -23,7 +23,9 @@
 // # Routing
 //
 // Dial fetches the cluster topology (shard count, nodes, shard leaders) from
-// one of its seed addresses and caches it. A stream lives in shard
+// one of its seed addresses and caches it; New makes a client without waiting
+// for the cluster (a service that starts before it), fetching the topology in
+// the background or in its first call. A stream lives in shard
 // ring.ShardOf(stream, shards); its calls go to that shard's leader, or,
 // when the leader is unknown or its breaker is open, to another live node,
 // which forwards. A not-leader answer that names the leader is followed at
