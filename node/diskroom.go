@@ -212,6 +212,6 @@ func (n *Node) appendRoom(g *replica.Group) error {
 	return shoalv1.DiskLowError(fmt.Sprintf("append refused: %d of shard %d's %s (%s) %s less free space on the data "+
 		"directory's disk than --min-free-disk%s, and appends would fill the disks of a majority: free space there (a "+
 		"retention policy or shoal truncate, old backups under --backup-dir) or give them larger disks; reads, deletes "+
-		"and truncations go on", len(low), g.Shard(), clusterstatus.Count(len(voters), "voter"), strings.Join(low, " and "),
+		"and truncations go on", len(low), g.Shard(), clusterstatus.Count(len(voters), "voter"), clusterstatus.List(low),
 		clusterstatus.Agree(len(low), "has", "have"), own), low[0], g.Shard())
 }

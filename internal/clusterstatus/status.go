@@ -342,10 +342,15 @@ func quoteList(ss []string) string {
 	for i, s := range ss {
 		q[i] = strconv.Quote(s)
 	}
-	if len(q) == 1 {
-		return q[0]
+	return List(q)
+}
+
+// List is a, b and c.
+func List(ss []string) string {
+	if len(ss) <= 1 {
+		return strings.Join(ss, "")
 	}
-	return strings.Join(q[:len(q)-1], ", ") + " and " + q[len(q)-1]
+	return strings.Join(ss[:len(ss)-1], ", ") + " and " + ss[len(ss)-1]
 }
 
 // mixedFormats explains shards at different formats, as during a rolling upgrade: a shard's
