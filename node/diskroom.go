@@ -206,7 +206,7 @@ func (n *Node) appendRoom(g *replica.Group) error {
 	floor := n.cfg.MinFreeDisk
 	var own string
 	if selfLow {
-		own = fmt.Sprintf(" (this node, %s, has %s free, less what its write-ahead log may still take, against its floor of %s; appends resume at %s free)",
+		own = fmt.Sprintf(" (this node, %s, has %s free once what its write-ahead log may still take is counted, against its floor of %s; appends resume at %s free)",
 			n.Name(), humanize.IBytes(n.room.avail.Load()), humanize.IBytes(floor), humanize.IBytes(floor+diskRoomSlack(floor)))
 	}
 	return shoalv1.DiskLowError(fmt.Sprintf("append refused: %d of shard %d's %s (%s) %s less free space on the data "+
