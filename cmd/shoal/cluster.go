@@ -84,11 +84,13 @@ unavailable or unknown; a line on stderr counts the shards in each state.`,
 // shards by state.
 func checkStatus(s *clusterstatus.Status) error {
 	counts := map[string]int{}
-	refused := s.AppendsRefused()
-	notOK := 0
+	notOK, refused := 0, 0
 	for _, sh := range s.Shards {
 		counts[sh.State]++
-		if sh.State != "ok" || refused[sh.Shard] {
+		if sh.AppendsRefused {
+			refused++
+		}
+		if sh.State != "ok" || sh.AppendsRefused {
 			notOK++
 		}
 	}
@@ -106,8 +108,8 @@ func checkStatus(s *clusterstatus.Status) error {
 	}
 	if n := s.DiskLowNodes(); n > 0 {
 		effect := "appends go on: no shard has a majority of its voters there"
-		if len(refused) > 0 {
-			effect = fmt.Sprintf("appends refused on %s", clusterstatus.Count(len(refused), "shard"))
+		if refused > 0 {
+			effect = fmt.Sprintf("appends refused on %s", clusterstatus.Count(refused, "shard"))
 		}
 		parts = append(parts, fmt.Sprintf("%s below --min-free-disk (%s)", clusterstatus.Count(n, "node"), effect))
 	}
@@ -389,6 +391,9 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		state := sh.State
 		if sh.Leader == "" && sh.LeaderlessMS > 0 {
 			state += fmt.Sprintf(" (no leader for %v)", (time.Duration(sh.LeaderlessMS) * time.Millisecond).Round(100*time.Millisecond))
+		}
+		if sh.AppendsRefused {
+			state += " (appends refused: disks low)"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n",
 			sh.Shard, orDash(sh.Leader), sh.Term, orDash(strings.Join(voters, ",")),

@@ -372,7 +372,7 @@ func TestAppendDiskLow(t *testing.T) {
 	code, out, errOut := runCLI(t, env, "", "cluster", "status", "--check")
 	if code != exitDegraded || !strings.Contains(errOut, "not ok: 1 node below --min-free-disk (appends refused on ") ||
 		!strings.Contains(out, n.Name()+" has less free disk than its --min-free-disk: a shard most of whose voters") ||
-		!strings.Contains(out, "refusing appends (disks below --min-free-disk)") {
+		!strings.Contains(out, "refusing appends (disks below --min-free-disk)") || !strings.Contains(out, "ok (appends refused: disks low)") {
 		t.Fatalf("cluster status --check with the disk below --min-free-disk: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

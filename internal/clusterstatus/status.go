@@ -69,6 +69,9 @@ type Shard struct {
 	// LeaderlessMS: how long the replica whose view was shown has known no leader (0 while
 	// one is known, and from servers before the field).
 	LeaderlessMS uint64 `json:"leaderless_ms,omitempty"`
+	// AppendsRefused: a majority of the voters are on nodes below their --min-free-disk, so
+	// the leader refuses appends (AppendsRefused), whatever State says of the replicas.
+	AppendsRefused bool `json:"appends_refused,omitempty"`
 	// Members are the voters, sorted by name, each marked when its node is not alive (by ID:
 	// two nodes may share a name, a wiped node that came back as a new member).
 	Members []Member `json:"-"`
@@ -166,6 +169,10 @@ func New(st *shoalv1.StatusResponse) *Status {
 			ss.State = "under-replicated"
 		}
 		s.Shards = append(s.Shards, ss)
+	}
+	refused := s.AppendsRefused()
+	for i := range s.Shards {
+		s.Shards[i].AppendsRefused = refused[s.Shards[i].Shard]
 	}
 	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
 	s.Notes = append(s.Notes, s.mixedVersions()...)

@@ -153,6 +153,9 @@ func TestClusterStatusDiskLow(t *testing.T) {
 	if got := s.AppendsRefused(); len(got) != 2 || !got[1] || !got[2] {
 		t.Fatalf("shards refusing appends: %v, want 1 and 2", got)
 	}
+	if s.Shards[0].AppendsRefused || !s.Shards[1].AppendsRefused || !s.Shards[2].AppendsRefused {
+		t.Fatalf("shards' appends_refused: %+v, want shards 1 and 2", s.Shards)
+	}
 }
 
 // Shards whose voters do not number the factor are explained: too few nodes to hold them (a
