@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -62,6 +63,30 @@ func ExampleDial() {
 	fmt.Println("shards:", shards)
 	// Output:
 	// shards: 4
+}
+
+// A service that may start before its cluster makes its client with New,
+// which contacts nothing: the first call waits for the cluster, within its
+// context and the retry policy.
+func ExampleNew() {
+	addr, stop := startNode()
+	defer stop()
+
+	c, err := client.New([]string{addr})
+	if err != nil {
+		log.Fatal(err) // bad addresses or options only
+	}
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.Append(ctx, "greetings-1", client.NoStream, client.Event{Type: "Greeted"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("version:", res.FirstVersion)
+	// Output:
+	// version: 0
 }
 
 func ExampleClient_Append() {
