@@ -29,9 +29,10 @@ import (
 // them down would not: such a node fills and stops, the majority goes on, and ShoalDiskLow has
 // paged before. Reads, deletes, truncations and retention go on (the last two free space, once
 // compactions drop what they removed), as do raft's own writes. The node leaves the state once
-// the disk has the floor free and diskRoomSlack more, so that appends do not flap on and off at
-// the line. Placement gives a node in the state no new replica (lacksDiskRoom), and snapshots
-// leave it the floor, the slack and the log's reserve (Config.SnapshotMinFreeBytes is raised to them).
+// the disk has diskRoomResume free (the floor and a tenth more), so that appends do not flap on
+// and off at the line. Placement gives a node in the state no new replica (lacksDiskRoom), and
+// snapshots leave it diskRoomResume and the log's reserve (Config.SnapshotMinFreeBytes is raised
+// to them).
 //
 // The free space counted is the disk's less what Pebble's write-ahead log may still take
 // (walReserve less what its files hold now): its files take their space in large steps, at
@@ -44,9 +45,9 @@ import (
 // diskRoomEvery is how often a node reads its disk's free space.
 const diskRoomEvery = time.Second
 
-// diskRoomSlack is how much more than floor a disk needs free for its node to take appends
-// again, once it refused them: a tenth of floor, at least 64 MiB.
-func diskRoomSlack(floor uint64) uint64 { return max(floor/10, 64<<20) }
+// diskRoomResume is how much a disk needs free for its node to take appends again, once it
+// refused them: floor and a tenth more, at least 64 MiB more.
+func diskRoomResume(floor uint64) uint64 { return floor + max(floor/10, 64<<20) }
 
 // walReserve is the most disk space Pebble's write-ahead log files with opts take at once:
 // each is preallocated (fallocate) to 1.1 times the memtable size, and there is one for every
@@ -88,7 +89,7 @@ func walHeld(fs vfs.FS, dir string) uint64 {
 // diskLow tells whether a disk with avail bytes free is low, given floor (Config.MinFreeDisk)
 // and whether it was low at the last reading.
 func diskLow(avail, floor uint64, was bool) bool {
-	return avail < floor || was && avail < floor+diskRoomSlack(floor)
+	return avail < floor || was && avail < diskRoomResume(floor)
 }
 
 // diskRoom is a node's view of its own free space and of the members short of it.
@@ -122,7 +123,7 @@ func (n *Node) startDiskRoom() {
 }
 
 // checkDiskRoom reads the data directory's free space and, when it crosses the floor (down
-// below Config.MinFreeDisk, or back up past it and diskRoomSlack), says so in the log and the
+// below Config.MinFreeDisk, or back up past diskRoomResume), says so in the log and the
 // metrics; gossip says what the last reading found (a failed update is tried again at the
 // next). A file system that cannot tell (an in-memory one) is never low.
 func (n *Node) checkDiskRoom() {
@@ -147,7 +148,7 @@ func (n *Node) checkDiskRoom() {
 				"still take: a shard most of whose voters are below theirs refuses appends until space is freed (reads, "+
 				"deletes and truncations go on)",
 				"free", humanize.IBytes(du.AvailBytes), "wal_yet_to_take", humanize.IBytes(du.AvailBytes-room),
-				"min_free_disk", humanize.IBytes(floor), "resume_at", humanize.IBytes(floor+diskRoomSlack(floor)),
+				"min_free_disk", humanize.IBytes(floor), "resume_at", humanize.IBytes(diskRoomResume(floor)),
 				"data", n.cfg.DataDir)
 		} else {
 			n.metrics.diskLow.Set(0)
@@ -199,7 +200,7 @@ func (n *Node) appendRoom(g *replica.Group) error {
 			}
 		}
 	}
-	if len(low) == 0 || len(voters)-len(low) > len(voters)/2 {
+	if !clusterstatus.RefusesAppends(len(voters), len(low)) {
 		return nil // a majority of the voters has room
 	}
 	slices.Sort(low)
@@ -207,7 +208,7 @@ func (n *Node) appendRoom(g *replica.Group) error {
 	var own string
 	if selfLow {
 		own = fmt.Sprintf(" (this node, %s, has %s free once what its write-ahead log may still take is counted, against its floor of %s; appends resume at %s free)",
-			n.Name(), humanize.IBytes(n.room.avail.Load()), humanize.IBytes(floor), humanize.IBytes(floor+diskRoomSlack(floor)))
+			n.Name(), humanize.IBytes(n.room.avail.Load()), humanize.IBytes(floor), humanize.IBytes(diskRoomResume(floor)))
 	}
 	return shoalv1.DiskLowError(fmt.Sprintf("append refused: %d of shard %d's %s (%s) %s less free space on the data "+
 		"directory's disk than --min-free-disk%s, and appends would fill the disks of a majority: free space there (a "+

@@ -274,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CommitDelay:      delay,
 		MaxSnapshotBytes: cfg.MaxSnapshotBytes,
 		// A snapshot received leaves the disk room to take appends (diskroom.go).
-		SnapshotMinFreeBytes: max(cfg.SnapshotMinFreeBytes, cfg.MinFreeDisk+diskRoomSlack(cfg.MinFreeDisk)+n.room.walReserve),
+		SnapshotMinFreeBytes: max(cfg.SnapshotMinFreeBytes, diskRoomResume(cfg.MinFreeDisk)+n.room.walReserve),
 		OnStorageFailure:     storageFailure(n.log),
 	})
 	if err != nil {

@@ -69,8 +69,8 @@ type Shard struct {
 	// LeaderlessMS: how long the replica whose view was shown has known no leader (0 while
 	// one is known, and from servers before the field).
 	LeaderlessMS uint64 `json:"leaderless_ms,omitempty"`
-	// AppendsRefused: a majority of the voters are on nodes below their --min-free-disk, so
-	// the leader refuses appends (AppendsRefused), whatever State says of the replicas.
+	// AppendsRefused: the voters with room on their disks are no majority, so the leader
+	// refuses appends (RefusesAppends), whatever State says of the replicas.
 	AppendsRefused bool `json:"appends_refused,omitempty"`
 	// Members are the voters, sorted by name, each marked when its node is not alive (by ID:
 	// two nodes may share a name, a wiped node that came back as a new member).
@@ -170,10 +170,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 		}
 		s.Shards = append(s.Shards, ss)
 	}
-	refused := s.AppendsRefused()
-	for i := range s.Shards {
-		s.Shards[i].AppendsRefused = refused[s.Shards[i].Shard]
-	}
+	s.markAppendsRefused()
 	s.Notes = append(s.StalledDrains(), s.mixedFormats()...)
 	s.Notes = append(s.Notes, s.mixedVersions()...)
 	s.Notes = append(s.Notes, s.notReady()...)
@@ -243,51 +240,63 @@ func (s *Status) NotReadyNodes() int {
 // diskLow names the alive nodes whose disk is below their --min-free-disk.
 func (s *Status) diskLow() []string {
 	var out []string
-	for _, n := range s.Nodes {
-		if n.lowOnDisk() {
-			out = append(out, fmt.Sprintf("%s has less free disk than its --min-free-disk: a shard most of whose voters are "+
-				"so refuses appends until space is freed (reads, deletes and truncations go on)", n.Name))
-		}
+	for _, name := range s.lowOnDisk() {
+		out = append(out, fmt.Sprintf("%s has less free disk than its --min-free-disk: a shard most of whose voters are "+
+			"so refuses appends until space is freed (reads, deletes and truncations go on)", name))
 	}
 	return out
 }
 
-// lowOnDisk reports whether n is alive and said its disk is below its --min-free-disk.
-func (n Node) lowOnDisk() bool { return n.State == "alive" && n.DiskLow }
-
-// DiskLowNodes counts the alive nodes whose disk is below their --min-free-disk.
-func (s *Status) DiskLowNodes() int {
-	count := 0
+// lowOnDisk returns the names of the alive nodes that said their disk is below their
+// --min-free-disk.
+func (s *Status) lowOnDisk() []string {
+	var names []string
 	for _, n := range s.Nodes {
-		if n.lowOnDisk() {
-			count++
+		if n.State == "alive" && n.DiskLow {
+			names = append(names, n.Name)
 		}
 	}
-	return count
+	return names
 }
 
-// AppendsRefused returns the shards whose leaders refuse appends for their voters' disks: those
-// a majority of whose voters are on nodes below their --min-free-disk (as the leader counts,
-// node.appendRoom).
-func (s *Status) AppendsRefused() map[uint32]bool {
+// DiskLowNodes counts the alive nodes whose disk is below their --min-free-disk.
+func (s *Status) DiskLowNodes() int { return len(s.lowOnDisk()) }
+
+// RefusesAppends reports whether the leader of a shard of voters voters, low of them on disks
+// below their --min-free-disk, refuses appends: when those with room are no majority.
+func RefusesAppends(voters, low int) bool { return low > 0 && voters-low <= voters/2 }
+
+// markAppendsRefused sets AppendsRefused on the shards whose leaders refuse appends for their
+// voters' disks (RefusesAppends, as the leaders count).
+func (s *Status) markAppendsRefused() {
 	low := map[string]bool{}
-	for _, n := range s.Nodes {
-		if n.lowOnDisk() {
-			low[n.Name] = true
-		}
+	for _, name := range s.lowOnDisk() {
+		low[name] = true
 	}
 	if len(low) == 0 {
-		return nil
+		return
 	}
-	refused := map[uint32]bool{}
-	for _, sh := range s.Shards {
+	for i := range s.Shards {
+		sh := &s.Shards[i]
 		k := 0
 		for _, v := range sh.Voters {
 			if low[v] {
 				k++
 			}
 		}
-		if k > 0 && len(sh.Voters)-k <= len(sh.Voters)/2 {
+		sh.AppendsRefused = RefusesAppends(len(sh.Voters), k)
+	}
+}
+
+// AppendsRefused returns the shards whose leaders refuse appends for their voters' disks
+// (Shard.AppendsRefused).
+func (s *Status) AppendsRefused() map[uint32]bool {
+	var refused map[uint32]bool
+	for _, sh := range s.Shards {
+		if sh.AppendsRefused {
+			if refused == nil {
+				refused = map[uint32]bool{}
+			}
 			refused[sh.Shard] = true
 		}
 	}

@@ -176,7 +176,7 @@ func (p *peer) run() {
 					return
 				}
 				p.dialErrs.Inc()
-				p.logFailure("transport: cannot reach peer", err)
+				p.logFailure(slog.LevelWarn, "transport: cannot reach peer", "err", err)
 				p.drop(m.Shard)
 				p.drain()
 				if !p.wait() {
@@ -412,14 +412,9 @@ func (p *peer) failStream(err error, batch *shoalv1.RaftBatch) {
 	}
 	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable && s.Message() == ErrStopping.Error() {
 		// The peer is stopping (a restart, a shutdown): no fault to warn of.
-		lvl := slog.LevelDebug
-		if p.healthy {
-			lvl = slog.LevelInfo
-		}
-		p.healthy = false
-		p.t.log.Log(context.Background(), lvl, "transport: peer is stopping; its raft stream ended", "peer", p.id, "addr", p.addr)
+		p.logFailure(slog.LevelInfo, "transport: peer is stopping; its raft stream ended")
 	} else {
-		p.logFailure("transport: raft stream to peer failed", err)
+		p.logFailure(slog.LevelWarn, "transport: raft stream to peer failed", "err", err)
 	}
 	p.probeDown()
 }
@@ -521,13 +516,14 @@ func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-func (p *peer) logFailure(msg string, err error) {
-	if p.healthy {
-		p.healthy = false
-		p.t.log.Warn(msg, "peer", p.id, "addr", p.addr, "err", err)
-		return
+// logFailure logs a failure to reach the peer at level while it counted as healthy, and at
+// Debug while it fails on, and marks it unhealthy until a send gets through.
+func (p *peer) logFailure(level slog.Level, msg string, attrs ...any) {
+	if !p.healthy {
+		level = slog.LevelDebug
 	}
-	p.t.log.Debug(msg, "peer", p.id, "addr", p.addr, "err", err)
+	p.healthy = false
+	p.t.log.Log(context.Background(), level, msg, append([]any{"peer", p.id, "addr", p.addr}, attrs...)...)
 }
 
 // offer queues m, an append in queue and anything else in urgent, and reports whether there
