@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -97,28 +98,35 @@ func TestClusterHungLeader(t *testing.T) {
 	c := cl.dial()
 	cl.waitReplicated(c, 60*time.Second)
 
-	// The victim: the node leading the most shards, and the shards it leads.
+	// The victim: the node leading the most shards, and the shards it leads, once every
+	// shard names a leader (a leadership transfer of placement's balancing may still be
+	// under way after waitReplicated, leaving a shard without one for a moment).
 	mostLeader := func() (*server, []uint32) {
-		st, err := c.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		topo := st.GetTopology()
-		led := map[uint64]int{}
-		for _, s := range topo.GetShards() {
-			led[s.GetLeaderId()]++
-		}
-		var id uint64
-		for l, n := range led {
-			if l != 0 && (n > led[id] || n == led[id] && l < id) {
-				id = l
+		var topo *shoalv1.TopologyResponse
+		start := time.Now()
+		for polls := 0; ; polls++ {
+			st, err := c.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
 			}
+			topo = st.GetTopology()
+			if !slices.ContainsFunc(topo.GetShards(), func(s *shoalv1.ShardInfo) bool { return s.GetLeaderId() == 0 }) {
+				if polls > 0 {
+					t.Logf("every shard named a leader after %v", time.Since(start).Round(time.Millisecond))
+				}
+				break
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("shards without a leader for %v: %v%s", time.Since(start).Round(time.Millisecond), topo.GetShards(), cl.tails())
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
+		id, n := busiestLeader(topo)
 		s := cl.byName(nodeNames(topo)[id])
 		if s == nil {
-			t.Fatalf("no server for leader %d (leaders %v)", id, led)
+			t.Fatalf("no server for leader %d (%v)", id, topo.GetShards())
 		}
-		t.Logf("%s leads %d of %d shards", s.name, led[id], shards)
+		t.Logf("%s leads %d of %d shards", s.name, n, shards)
 		var ids []uint32
 		for _, sh := range topo.GetShards() {
 			if sh.GetLeaderId() == id {
