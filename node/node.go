@@ -72,7 +72,8 @@ type Node struct {
 	httpAddr string
 	done     chan struct{} // closed by Close
 	streams  *streamsServer
-	limits   *limits // the calls held against Config.MaxSubscriptions and the like
+	limits   *limits   // the calls held against Config.MaxSubscriptions and the like
+	calls    callCount // the calls in flight but peers' raft streams, which Close lets end (drain.go)
 	// Clients' topology requests share their gathers of the members' views, and status
 	// requests theirs (sharedGathers).
 	gathers, statusGathers sharedGathers
@@ -721,22 +722,30 @@ func (n *Node) close() error {
 			errs = append(errs, err)
 		}
 	}
-	if n.tr != nil {
-		// Peers' raft streams into this node end now, telling them it stops (not a fault).
-		n.tr.StopServing()
-	}
 	if n.grpcSrv != nil {
-		// Give client calls a moment, then cut the rest.
+		// No call starts now. Those in flight get a moment to end, with raft flowing both
+		// ways: an append this node leads commits only once its followers' acknowledgements
+		// come in on their raft streams into this node.
 		stopped := make(chan struct{})
 		go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
+		drained := n.calls.drain(stopped, drainGrace)
+		// Then the peers' raft streams into this node end, telling them it stops (not a
+		// fault), and the calls still running (subscriptions, idle append pipelines) are cut.
+		n.stopServingRaft()
+		if !drained {
+			n.grpcSrv.Stop()
+		}
 		select {
 		case <-stopped:
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(drainGrace):
 			n.grpcSrv.Stop()
 			<-stopped
 		}
-	} else if n.grpcLis != nil {
-		n.grpcLis.Close()
+	} else {
+		n.stopServingRaft()
+		if n.grpcLis != nil {
+			n.grpcLis.Close()
+		}
 	}
 	// No request starts a gather now; those running end at once (done is closed).
 	n.gathers.wait()

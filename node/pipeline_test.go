@@ -527,6 +527,7 @@ func invalidField(st *status.Status) *shoalv1.InvalidField {
 func TestAppendPipelineItemTimeoutCountsFromArrival(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
 	var late atomic.Int32 // runs of the item that waited
+	var held atomic.Int32 // items holding their slots
 	release := make(chan struct{})
 	f := pipelineAppendFunc(func(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
 		if req.Stream == "late" {
@@ -536,6 +537,7 @@ func TestAppendPipelineItemTimeoutCountsFromArrival(t *testing.T) {
 			}
 			return &shoalv1.AppendResponse{}, nil
 		}
+		held.Add(1)
 		<-release
 		return &shoalv1.AppendResponse{}, nil
 	})
@@ -558,7 +560,15 @@ func TestAppendPipelineItemTimeoutCountsFromArrival(t *testing.T) {
 		Request: &shoalv1.AppendRequest{Stream: "late", Events: events("A")}}}}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // past the late item's deadline, every slot still held
+	// Every slot held, the receiver reads the late item's batch, already sent, and waits for
+	// a slot past the item's deadline. (A fixed sleep from the sends on let a loaded machine
+	// read the batch after the release.)
+	for deadline := time.Now().Add(30 * time.Second); held.Load() < MaxPipelineInFlight; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d items hold slots after 30s, want %d", held.Load(), MaxPipelineInFlight)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
 	close(release)
 	for {
 		m, err := st.Recv()

@@ -79,6 +79,10 @@ func (n *Node) gateUnary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if err := n.startingErr(info.FullMethod); err != nil {
 		return nil, err
 	}
+	if !raftMethod(info.FullMethod) {
+		n.calls.n.Add(1)
+		defer n.calls.n.Add(-1)
+	}
 	return handler(ctx, req)
 }
 
@@ -91,6 +95,10 @@ func (n *Node) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	}
 	if err := n.startingErr(info.FullMethod); err != nil {
 		return err
+	}
+	if !raftMethod(info.FullMethod) {
+		n.calls.n.Add(1)
+		defer n.calls.n.Add(-1)
 	}
 	return handler(srv, ss)
 }
@@ -121,8 +129,12 @@ func peerMethod(method string) bool {
 		"/shoal.v1.Cluster/Backup", "/shoal.v1.Cluster/RaftPoints":
 		return true
 	}
-	return strings.HasPrefix(method, "/shoal.v1.Raft/")
+	return raftMethod(method)
 }
+
+// raftMethod reports whether method is the Raft service's, which carries the peers' raft
+// messages and snapshots.
+func raftMethod(method string) bool { return strings.HasPrefix(method, "/shoal.v1.Raft/") }
 
 // peersOnly refuses a peer method (peerMethod) to a caller whose TLS certificate does not
 // verify against Config.PeerCAs, when set.
