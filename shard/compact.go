@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,14 @@ import (
 // memtable are dropped by its flush, which applies the range deletion).
 const compactMinBytes = 1 << 20
 
+// reclaimMergeBytes bounds the table bytes a group of truncated spans may cover for the
+// compactor to compact them as one while the node is short of space. It bounds the input, and
+// so the temporary space, of each compaction on a node that has little: Pebble rewrites every
+// table overlapping a compacted span and deletes the inputs only when the compaction ends, so
+// one span over two far-apart truncations would rewrite all the live data between them. A var
+// for tests.
+var reclaimMergeBytes uint64 = 64 << 20
+
 // compactor compacts, one after another and in the background, the key spans of the events
 // that truncations removed, so that their space comes back soon: a range deletion frees
 // nothing until a compaction drops the keys it covers, and Pebble compacts for its own
@@ -26,7 +35,10 @@ const compactMinBytes = 1 << 20
 // While the node's disk is short of space (Options.ReclaimNow), every truncation's span is
 // compacted, the small ones too: a node that refuses appends for want of space writes nothing
 // that would start Pebble's own compactions, and truncations that freed nothing kept it
-// refusing them.
+// refusing them. Then the queued spans are compacted in groups of neighbours (groups): a
+// retention round truncates thousands of streams, and compacting each tiny span alone would
+// rewrite the tables they share thousands of times, while one span over them all would
+// rewrite the whole shard, needing as much free space for a while.
 type compactor struct {
 	db     *pebble.DB
 	log    *slog.Logger
@@ -74,33 +86,64 @@ func (c *compactor) run() {
 			c.mu.Unlock()
 			return
 		}
-		sp := c.queue[0]
-		c.queue = c.queue[1:]
-		short := c.now != nil && c.now.Load()
-		if short {
-			// One compaction of the span covering them all: a retention round truncates
-			// thousands of streams, and each compaction rewrites the tables its span
-			// overlaps, whatever the span's size.
-			for _, q := range c.queue {
-				sp = span{lo: minKey(sp.lo, q.lo), hi: maxKey(sp.hi, q.hi)}
-			}
+		if c.now != nil && c.now.Load() {
+			// Every queued span, in groups of neighbours each covering at most about
+			// reclaimMergeBytes of tables; spans queued meanwhile wait for the next round.
+			spans := c.queue
 			c.queue = nil
-		}
-		c.mu.Unlock()
-		start := time.Now()
-		if n, err := c.db.EstimateDiskUsage(sp.lo, sp.hi); !short && (err != nil || n < compactMinBytes) {
-			continue // little in tables (or not known): not worth a flush
-		}
-		// The memtable holding the range deletion is flushed first if it overlaps the span.
-		if err := c.db.Compact(c.ctx, sp.lo, sp.hi, false); err != nil {
-			if c.ctx.Err() == nil {
-				c.log.Warn("shard: compacting a truncated stream's events failed; Pebble reclaims them in its own time",
-					"shard", c.shard, "err", err)
+			c.mu.Unlock()
+			for _, sp := range c.groups(spans) {
+				if c.ctx.Err() != nil {
+					break
+				}
+				c.compact(sp)
 			}
 			continue
 		}
-		c.log.Debug("shard: compacted a truncated stream's events", "shard", c.shard, "took", time.Since(start))
+		sp := c.queue[0]
+		c.queue = c.queue[1:]
+		c.mu.Unlock()
+		if n, err := c.db.EstimateDiskUsage(sp.lo, sp.hi); err != nil || n < compactMinBytes {
+			continue // little in tables (or not known): not worth a flush
+		}
+		c.compact(sp)
 	}
+}
+
+// groups sorts spans by lo and merges them greedily into the spans to compact: a span joins
+// the group before it if it overlaps or touches it, or if the group extended to it holds at
+// most reclaimMergeBytes in tables; otherwise it starts a new group. A span larger than the
+// bound is thus compacted alone (its space is needed). Reorders spans.
+func (c *compactor) groups(spans []span) []span {
+	slices.SortFunc(spans, func(a, b span) int { return bytes.Compare(a.lo, b.lo) })
+	groups := []span{spans[0]}
+	for _, sp := range spans[1:] {
+		g := &groups[len(groups)-1]
+		if bytes.Compare(sp.lo, g.hi) <= 0 {
+			g.hi = maxKey(g.hi, sp.hi)
+			continue
+		}
+		if n, err := c.db.EstimateDiskUsage(g.lo, sp.hi); err == nil && n <= reclaimMergeBytes {
+			g.hi = sp.hi // past g.hi: sp starts past it
+			continue
+		}
+		groups = append(groups, sp)
+	}
+	return groups
+}
+
+// compact compacts the span sp; on failure Pebble reclaims its space in its own time.
+func (c *compactor) compact(sp span) {
+	start := time.Now()
+	// The memtable holding the range deletion is flushed first if it overlaps the span.
+	if err := c.db.Compact(c.ctx, sp.lo, sp.hi, false); err != nil {
+		if c.ctx.Err() == nil {
+			c.log.Warn("shard: compacting a truncated stream's events failed; Pebble reclaims them in its own time",
+				"shard", c.shard, "err", err)
+		}
+		return
+	}
+	c.log.Debug("shard: compacted a truncated stream's events", "shard", c.shard, "took", time.Since(start))
 }
 
 // stop cancels the compaction under way and the queued ones, and waits for the worker.
@@ -111,13 +154,6 @@ func (c *compactor) stop() {
 	c.queue = nil
 	c.mu.Unlock()
 	c.wg.Wait()
-}
-
-func minKey(a, b []byte) []byte {
-	if bytes.Compare(a, b) <= 0 {
-		return a
-	}
-	return b
 }
 
 func maxKey(a, b []byte) []byte {
