@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +35,12 @@ type backupManifest struct {
 	Created   time.Time `json:"created"`
 	Version   string    `json:"version"`      // of the node that wrote it
 	MaxFormat uint64    `json:"shard_format"` // the highest shard format that version applies
+	// Files gives the size of every other file of the backup by its slash-separated path in
+	// it, for the first start on the backup to refuse a copy whose files differ, as a copy
+	// cut short leaves them (the last WAL cut short replays without an error, losing the
+	// writes it held). That start drops it, having checked, before Pebble changes the files.
+	// Absent from the backups of earlier versions.
+	Files map[string]int64 `json:"files,omitempty"`
 }
 
 const backupManifestFile = "backup.json"
@@ -46,9 +54,8 @@ var backupNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // when the start restores one; finishRestore then removes backup.json, once the start changed
 // what it was to change (NewCluster), so that later starts are ordinary.
 func (d *dataDir) checkRestore(restore bool) (*backupManifest, error) {
-	var m backupManifest
-	ok, err := d.readJSON(backupManifestFile, &m)
-	if err != nil || !ok {
+	m, err := d.backupManifest()
+	if err != nil || m == nil {
 		return nil, err
 	}
 	if !restore {
@@ -58,11 +65,64 @@ func (d *dataDir) checkRestore(restore bool) (*backupManifest, error) {
 			"to go ahead, start with --restore",
 			d.path, m.Node, m.NodeID, m.ClusterID, m.Created.Format(time.RFC3339))
 	}
+	if m.Files != nil {
+		// Checked: from here on the start changes the files (Pebble's open replays the WAL), and
+		// a start interrupted before finishRestore is started again.
+		m.Files = nil
+		if err := d.writeJSON(backupManifestFile, m); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// backupManifest returns the manifest of the backup d holds, nil when d holds none. It
+// refuses a backup that is not whole: its backup.json missing though its identity is a
+// backup's, or a file missing or of another size than backup.json gives.
+func (d *dataDir) backupManifest() (*backupManifest, error) {
+	var m backupManifest
+	ok, err := d.readJSON(backupManifestFile, &m)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if d.id.Backup != nil {
+			return nil, conflictf("%s is a backup of node %q taken %s (its %s says so) without its %s: the copy is incomplete; "+
+				"copy the backup again", d.path, d.id.Name, d.id.Backup.Format(time.RFC3339), identityFile, backupManifestFile)
+		}
+		return nil, nil
+	}
+	var bad []string
+	for _, name := range slices.Sorted(maps.Keys(m.Files)) {
+		st, err := d.fs().Stat(filepath.Join(d.path, filepath.FromSlash(name)))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			bad = append(bad, name+" is missing")
+		case err != nil:
+			return nil, err
+		case st.Size() != m.Files[name]:
+			bad = append(bad, fmt.Sprintf("%s holds %d bytes, not %d", name, st.Size(), m.Files[name]))
+		}
+	}
+	if len(bad) > 0 {
+		if len(bad) > 5 {
+			bad = append(bad[:5], fmt.Sprintf("%d more", len(bad)-5))
+		}
+		return nil, conflictf("%s is an incomplete copy of a backup of node %q taken %s (%s; %s gives every file's size): "+
+			"copy the backup again", d.path, m.Node, m.Created.Format(time.RFC3339), strings.Join(bad, ", "), backupManifestFile)
+	}
 	return &m, nil
 }
 
-// finishRestore removes the backup.json of restored backup m.
+// finishRestore makes the identity of restored backup m the node's own again, then removes
+// its backup.json.
 func (d *dataDir) finishRestore(m *backupManifest, log *slog.Logger) error {
+	if d.id.Backup != nil {
+		d.id.Backup = nil
+		if err := d.writeJSON(identityFile, d.id); err != nil {
+			return err
+		}
+	}
 	if err := d.fs().Remove(filepath.Join(d.path, backupManifestFile)); err != nil {
 		return fmt.Errorf("node: removing %s after the restore: %w", backupManifestFile, err)
 	}
@@ -270,7 +330,13 @@ func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
 	if err := fs.MkdirAll(tmp, dataDirMode); err != nil {
 		return err
 	}
-	files := []string{identityFile, clusterFile, groupsFile, decomFile, peersFile, membersFile}
+	files := []string{clusterFile, groupsFile, decomFile, peersFile, membersFile}
+	backup := &dataDir{path: tmp, files: fs}
+	id := n.dir.id
+	id.Backup = &created
+	if err := backup.writeJSON(identityFile, id); err != nil {
+		return err
+	}
 	err := n.dir.holdGroups(func() error {
 		// WithFlushedWAL: the checkpoint holds every write acknowledged before it started.
 		if err := n.db.Checkpoint(filepath.Join(tmp, pebbleDir), pebble.WithFlushedWAL()); err != nil {
@@ -288,9 +354,36 @@ func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
 	}
 	s := n.Settings()
 	m := backupManifest{NodeID: n.ID(), Node: n.Name(), ClusterID: s.ClusterID, Created: created,
-		Version: buildinfo.Version, MaxFormat: shard.MaxFormat}
+		Version: buildinfo.Version, MaxFormat: shard.MaxFormat, Files: map[string]int64{}}
+	if err := fileSizes(fs, tmp, "", m.Files); err != nil {
+		return err
+	}
 	// Written last, and synced with tmp's entries (writeJSON syncs the directory).
-	return (&dataDir{path: tmp, files: fs}).writeJSON(backupManifestFile, m)
+	return backup.writeJSON(backupManifestFile, m)
+}
+
+// fileSizes adds to sizes the size of every file under dir, by its slash-separated path
+// under it prefixed with prefix.
+func fileSizes(fs vfs.FS, dir, prefix string, sizes map[string]int64) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		st, err := fs.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			err = fileSizes(fs, filepath.Join(dir, name), prefix+name+"/", sizes)
+		} else {
+			sizes[prefix+name] = st.Size()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // copyFile copies src to dst (a new file) and syncs it.
@@ -339,26 +432,13 @@ func copyFileStopping(fs vfs.FS, src, dst string, stop <-chan struct{}) error {
 
 // dirSize is the size of the files under dir.
 func dirSize(fs vfs.FS, dir string) (uint64, error) {
-	names, err := fs.List(dir)
-	if err != nil {
+	sizes := map[string]int64{}
+	if err := fileSizes(fs, dir, "", sizes); err != nil {
 		return 0, err
 	}
 	var total uint64
-	for _, name := range names {
-		p := filepath.Join(dir, name)
-		st, err := fs.Stat(p)
-		if err != nil {
-			return 0, err
-		}
-		if st.IsDir() {
-			sub, err := dirSize(fs, p)
-			if err != nil {
-				return 0, err
-			}
-			total += sub
-			continue
-		}
-		total += uint64(st.Size())
+	for _, n := range sizes {
+		total += uint64(n)
 	}
 	return total, nil
 }

@@ -300,3 +300,120 @@ func TestCopyFileStops(t *testing.T) {
 		t.Fatalf("copy after the stop: %v, want ErrClosed", err)
 	}
 }
+
+// TestRestoreRefusesIncompleteCopy: a copy of a backup cut short is refused by a start with
+// Restore and by Inspect, naming what differs, and the start writes nothing: a WAL cut short
+// replays without an error, losing the acknowledged writes it held, and a copy that lost its
+// backup.json (the last file of an archive cut short) would start as the node itself. A
+// whole copy restores, and its identity is the node's own again afterwards.
+func TestRestoreRefusesIncompleteCopy(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	n := startNode(t, cfg)
+	sc := shoalv1.NewStreamsClient(dial(t, n.Addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for range 20 {
+		if _, err := sc.Append(ctx, &shoalv1.AppendRequest{Stream: "s", Events: events("E")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := n.Backup("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var m backupManifest
+	if b, err := os.ReadFile(filepath.Join(res.Path, backupManifestFile)); err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("backup.json: %v", err)
+	}
+	var wal string // the backup's largest WAL
+	for name, size := range m.Files {
+		if strings.HasSuffix(name, ".log") && size > 0 && (wal == "" || size > m.Files[wal]) {
+			wal = name
+		}
+	}
+	if wal == "" || m.Files[identityFile] == 0 {
+		t.Fatalf("backup.json lists %v: want a WAL and %s", m.Files, identityFile)
+	}
+	copyBackup := func() string {
+		dir := filepath.Join(t.TempDir(), "restored")
+		if err := os.CopyFS(dir, os.DirFS(res.Path)); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	start := func(dir string, restore bool) (*Node, error) {
+		rcfg := cfg
+		rcfg.DataDir, rcfg.BackupDir, rcfg.Gossip, rcfg.Restore = dir, "", testaddr.Gossip(t), restore
+		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		defer scancel()
+		return Start(sctx, rcfg)
+	}
+
+	cut := copyBackup()
+	if err := os.Truncate(filepath.Join(cut, filepath.FromSlash(wal)), m.Files[wal]/2); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s holds %d bytes, not %d", wal, m.Files[wal]/2, m.Files[wal])
+	if _, err := start(cut, true); !errors.Is(err, ErrConfigConflict) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("start with Restore on a copy whose %s was cut short: %v, want a conflict saying %q", wal, err, want)
+	}
+	if _, err := Inspect(cut); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Inspect of the copy cut short: %v, want %q", err, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(cut, backupManifestFile)); err != nil || !strings.Contains(string(b), `"files"`) {
+		t.Fatalf("backup.json after the refused start: %s, %v; want it unchanged", b, err)
+	}
+
+	lost := copyBackup()
+	if err := os.Remove(filepath.Join(lost, backupManifestFile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, restore := range []bool{true, false} {
+		if _, err := start(lost, restore); !errors.Is(err, ErrConfigConflict) || !strings.Contains(err.Error(), "without its "+backupManifestFile) {
+			t.Fatalf("start (Restore %v) on a copy without %s: %v, want a conflict saying so", restore, backupManifestFile, err)
+		}
+	}
+
+	whole := copyBackup()
+	r, err := start(whole, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := readAll(ctx, shoalv1.NewStreamsClient(dial(t, r.Addr())), &shoalv1.ReadRequest{Stream: "s"})
+	if err != nil || len(evs) != 20 {
+		t.Fatalf("read from the whole copy: %d events, %v; want 20", len(evs), err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(whole, identityFile)); err != nil || strings.Contains(string(b), `"backup"`) {
+		t.Fatalf("%s after the restore: %s, %v; want the node's own, without the backup's mark", identityFile, b, err)
+	}
+}
+
+// TestRestoreChecksFilesOnce: the first start with Restore checks the backup's files and
+// then drops their sizes from backup.json before Pebble changes the files, so that a start
+// interrupted before the restore finished can be run again.
+func TestRestoreChecksFilesOnce(t *testing.T) {
+	dir := t.TempDir()
+	d := &dataDir{path: dir, id: identity{NodeID: 7, Name: "n"}}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("abc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := backupManifest{NodeID: 7, Node: "n", Files: map[string]int64{"f": 3}}
+	if err := d.writeJSON(backupManifestFile, m); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.checkRestore(true); err != nil || got == nil || got.Files != nil {
+		t.Fatalf("first checkRestore: %+v, %v; want the manifest, its files dropped", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("changed by the start"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.checkRestore(true); err != nil || got == nil {
+		t.Fatalf("checkRestore again, the files changed since: %+v, %v; want the manifest", got, err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/uuid"
@@ -62,6 +63,10 @@ type identity struct {
 	// never reused (a wiped directory yields a new ID).
 	NodeID uint64 `json:"node_id"`
 	Name   string `json:"name"`
+	// Backup is set in a backup's copy (to when it was taken) until a start restores it:
+	// a backup whose backup.json was lost (the last file of an archive cut short) is still
+	// known for one then, and refused as incomplete rather than started as the node.
+	Backup *time.Time `json:"backup,omitempty"`
 }
 
 // Settings are a cluster's settings. The ID and the shard count are fixed at creation; the

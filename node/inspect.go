@@ -79,9 +79,11 @@ func Inspect(dir string) (*Inspection, error) {
 	if ok {
 		in.ClusterID, in.Shards, in.Replication = s.ClusterID, s.Shards, s.Replication
 	}
-	if _, err := os.Stat(filepath.Join(dir, backupManifestFile)); err == nil {
-		in.Backup = true
+	m, err := d.backupManifest() // refuses an incomplete copy of a backup
+	if err != nil {
+		return nil, err
 	}
+	in.Backup = m != nil
 	if _, err := d.readJSON(newClusterFile, &in.NewCluster); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -170,6 +171,15 @@ func TestNewClusterFromBackup(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(lacking, "groups.json"), []byte("[0]"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// and whole by its backup.json, which gives every file's size
+	var manifest map[string]any
+	if b, err := os.ReadFile(filepath.Join(lacking, "backup.json")); err != nil || json.Unmarshal(b, &manifest) != nil {
+		t.Fatalf("backup.json: %v", err)
+	}
+	manifest["files"].(map[string]any)["groups.json"] = 3
+	if b, err := json.Marshal(manifest); err != nil || os.WriteFile(filepath.Join(lacking, "backup.json"), b, 0o600) != nil {
+		t.Fatalf("rewriting backup.json: %v", err)
 	}
 	part.DataDir, part.Restore, part.Name = lacking, true, "n1"
 	if _, err := start(part); !errors.Is(err, node.ErrConfigConflict) || !strings.Contains(err.Error(), "holds no replica of shard(s)") {
