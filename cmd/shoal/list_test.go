@@ -229,6 +229,9 @@ func TestRetentionCLI(t *testing.T) {
 	if out := run(exitOK, "retention", "list"); strings.Contains(out, `"s-"`) {
 		t.Fatalf("retention list after a removal:\n%s", out)
 	}
+	if out := run(exitOK, "retention", "remove", "--prefix", "s-"); !strings.Contains(out, `no retention policy for "s-": nothing removed`) {
+		t.Fatalf("retention remove of a policy removed already:\n%s", out)
+	}
 }
 
 // TestWritePoliciesUnread: with shards unread, `retention list` shows a policy held by every

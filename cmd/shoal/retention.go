@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -70,9 +71,10 @@ clocks with the commit times they stamped; it counts whole milliseconds.`,
 				return usagef("--max-age must be whole milliseconds (the servers keep it so), got %v", maxAge)
 			}
 			p := client.RetentionPolicy{Prefix: prefix, KeepLast: keepLast, MaxAge: maxAge, Deleted: deleted}
+			done := fmt.Sprintf("retention policy set for %s: %s", prefixName(prefix), policyText(p))
 			return a.retentionChange(cmd, server, func(ctx context.Context, c *client.Client) error {
 				return c.SetRetention(ctx, p)
-			}, fmt.Sprintf("retention policy set for %s: %s", prefixName(prefix), policyText(p)))
+			}, &done)
 		},
 	}
 	f := cmd.Flags()
@@ -91,15 +93,22 @@ func (a *app) retentionRemoveCmd() *cobra.Command {
 		Short: "Remove the retention policy of a prefix",
 		Long: `Remove the retention policy of --prefix from every shard. Its streams fall
 under the policy of the next longer prefix they start with, if any. Removing a
-policy that is not there is no error; it is safe to run again.`,
+policy that is not there is no error (it says "nothing removed"); it is safe
+to run again.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("prefix") {
 				return usagef("--prefix is required: the prefix whose policy to remove ('' for the policy of every stream)")
 			}
+			done := fmt.Sprintf("retention policy removed for %s", prefixName(prefix))
 			return a.retentionChange(cmd, server, func(ctx context.Context, c *client.Client) error {
+				// Said when every shard answered without it (the removal runs all the same).
+				if ps, err := c.RetentionPolicies(ctx); err == nil &&
+					!slices.ContainsFunc(ps, func(p client.RetentionPolicy) bool { return p.Prefix == prefix }) {
+					done = fmt.Sprintf("no retention policy for %s: nothing removed", prefixName(prefix))
+				}
 				return c.RemoveRetention(ctx, prefix)
-			}, fmt.Sprintf("retention policy removed for %s", prefixName(prefix)))
+			}, &done)
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "the prefix whose policy to remove (required)")
@@ -107,8 +116,9 @@ policy that is not there is no error; it is safe to run again.`,
 	return cmd
 }
 
-// retentionChange runs fn, a SetRetention or RemoveRetention, and prints done when it succeeds.
-func (a *app) retentionChange(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error, done string) error {
+// retentionChange runs fn, a SetRetention or RemoveRetention, and prints *done (which fn may
+// change) when it succeeds.
+func (a *app) retentionChange(cmd *cobra.Command, server string, fn func(context.Context, *client.Client) error, done *string) error {
 	err := a.call(cmd, server, fn)
 	if err != nil {
 		if inc := (*client.RetentionIncompleteError)(nil); errors.As(err, &inc) {
@@ -126,7 +136,7 @@ func (a *app) retentionChange(cmd *cobra.Command, server string, fn func(context
 		}
 		return a.unreachable(err, server)
 	}
-	_, err = fmt.Fprintln(a.stdout, done)
+	_, err = fmt.Fprintln(a.stdout, *done)
 	return err
 }
 
