@@ -4,6 +4,7 @@
 package clusterstatus
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -448,10 +449,24 @@ func (s *Status) holders() (nodes int, zones map[string]bool) {
 
 // ReplicaRoom says, when the cluster has fewer nodes able to hold replicas (alive, not
 // decommissioning), or fewer zones among them, than replication, that its shards stay
-// under-replicated ("" otherwise).
+// under-replicated ("" otherwise), and until when: nodes down that are not decommissioning
+// come back, or more join.
 func (s *Status) ReplicaRoom(replication int) string {
 	nodes, zones := s.holders()
+	var down []string
+	for _, n := range s.Nodes {
+		if n.State != "alive" && !n.Decommissioning {
+			down = append(down, cmp.Or(n.Name, n.ID))
+		}
+	}
 	switch {
+	case nodes < replication && len(down) > 0:
+		verb := "come"
+		if len(down) == 1 {
+			verb = "comes"
+		}
+		return fmt.Sprintf("the cluster has %s alive to hold replicas: its shards stay under-replicated (%d of %d) "+
+			"until %s %s back or more nodes join", Count(nodes, "node"), nodes, replication, List(down), verb)
 	case nodes < replication:
 		return fmt.Sprintf("the cluster has %s to hold replicas: its shards stay under-replicated (%d of %d) until more join",
 			Count(nodes, "node"), nodes, replication)

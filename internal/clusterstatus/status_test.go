@@ -183,6 +183,13 @@ func TestClusterStatusReplicaCounts(t *testing.T) {
 	if len(notes) != 1 || notes[0] != "the cluster has 1 node to hold replicas: its shards stay under-replicated (1 of 3) until more join" {
 		t.Errorf("one node, factor 3: %q", notes)
 	}
+	// A node down (not decommissioning): it may come back.
+	down := status(3, 3, []uint64{1, 2}, []uint64{1, 2})
+	down.Nodes[2].State = "dead"
+	if notes := down.replicaCounts(); len(notes) != 1 || notes[0] != "the cluster has 2 nodes alive to hold replicas: its shards stay "+
+		"under-replicated (2 of 3) until n3 comes back or more nodes join" {
+		t.Errorf("a node down, factor 3: %q", notes)
+	}
 	// Under-replicated while a node joins (the cluster has room): placement is on it, no note.
 	if notes := status(3, 3, []uint64{1}, []uint64{1, 2, 3}).Notes; len(notes) != 0 {
 		t.Errorf("room for the replicas, yet: %q", notes)
