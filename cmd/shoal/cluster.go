@@ -104,7 +104,7 @@ func checkStatus(s *clusterstatus.Status) error {
 		parts = append(parts, fmt.Sprintf("no view from %s", strings.Join(s.Unanswered, ", ")))
 	}
 	if n := s.NotReadyNodes(); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d nodes not ready", n))
+		parts = append(parts, clusterstatus.Count(n, "node")+" not ready")
 	}
 	if n := s.DiskLowNodes(); n > 0 {
 		effect := "appends go on: no shard has a majority of its voters there"

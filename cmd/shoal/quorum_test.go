@@ -75,7 +75,7 @@ func TestClusterStatusAndLostQuorum(t *testing.T) {
 	// the survivor, whose every shard lost its quorum, says it is not ready.
 	testnode.WaitFor(t, 30*time.Second, "cluster status --check to say unavailable", func() string {
 		code, out, errOut := runCLI(t, nil, "", "cluster", "status", "--check", "--server", server)
-		if code != exitError || !strings.Contains(errOut, "check: 1 of 1 shards not ok: 1 unavailable, 1 nodes not ready") ||
+		if code != exitError || !strings.Contains(errOut, "check: 1 of 1 shards not ok: 1 unavailable, 1 node not ready") ||
 			!strings.Contains(out, "n1 is not ready: ") {
 			return fmt.Sprintf("exit %d: %s%s", code, out, errOut)
 		}

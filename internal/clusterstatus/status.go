@@ -471,7 +471,7 @@ func (s *Status) ReplicaRoom(replication int) string {
 		return fmt.Sprintf("the cluster has %s to hold replicas: its shards stay under-replicated (%d of %d) until more join",
 			Count(nodes, "node"), nodes, replication)
 	case len(zones) < replication && !zones[""]:
-		return fmt.Sprintf("the cluster's nodes are in %s: shards get %d replicas, but count as under-replicated "+
+		return fmt.Sprintf("the cluster's live nodes are in %s: shards get %d replicas, but count as under-replicated "+
 			"(fewer zones than replicas) until nodes of more zones join", Count(len(zones), "zone"), replication)
 	}
 	return ""
