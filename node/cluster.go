@@ -311,6 +311,9 @@ func (n *Node) localTopology(ctx context.Context) (*shoalv1.TopologyResponse, er
 		if sm, _, ok := n.shardSM(st.Shard); ok {
 			si.LastPosition, si.Format = sm.LastPosition(), sm.Format()
 		}
+		if p := n.placer.Load(); p != nil && st.Leader == n.ID() {
+			si.Unheard = p.unheard(st.Shard, st.Term)
+		}
 		if g, ok := n.host.Group(st.Shard); ok && st.Leader == 0 {
 			d, _ := g.Leaderless() // 0 while it knows a leader
 			si.LeaderlessMs = uint64(d.Milliseconds())

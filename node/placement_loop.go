@@ -132,6 +132,9 @@ type shardPlacement struct {
 	learnerSince  map[uint64]time.Time
 	learnerMoved  map[uint64]matchSeen // each learner's highest match, and when it got there
 	kept          bool                 // the last decision kept an extra voter (placementStep.Kept)
+	// unheard: the members raft did not hear from for heardGrace while gossip held them alive,
+	// as the last round found them leading at term (the shard's ShardInfo.unheard).
+	unheard []uint64
 	// leftOut: members raft did not hear from while gossip held them alive (kept across terms:
 	// it only ages). The shard's target leaves each out for its hold (replaceUnheard); then it
 	// is added back only once it answers this node (placementStep.Probe), until raft hears it
@@ -141,6 +144,18 @@ type shardPlacement struct {
 	// it is still starting (run): asked again every round for DeadAfter, then held out as one
 	// that does not answer.
 	startingSince map[uint64]time.Time
+}
+
+// unheard returns the members of shard that the last round, this node leading it at term,
+// found raft had not heard from for a while though gossip held them alive (nil when it did
+// not lead it then).
+func (p *placer) unheard(shard uint32, term uint64) []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sp := p.mu.shards[shard]; sp != nil && sp.term == term {
+		return slices.Clone(sp.unheard)
+	}
+	return nil
 }
 
 // startingFor records whether member id answered the leader's question that it is still
@@ -387,6 +402,7 @@ func (p *placer) round(now time.Time) {
 			sp = &shardPlacement{}
 			p.mu.shards[st.Shard] = sp
 		}
+		sp.unheard = nil
 		if !st.Removed {
 			sp.removedAt = time.Time{}
 			if st.Leader != self && !st.LeaderContact.IsZero() && now.Sub(st.LeaderContact) >= deadAfter {
@@ -466,6 +482,9 @@ func (p *placer) round(now time.Time) {
 			}
 			since, inactive := sp.inactiveSince[id]
 			heard := (!inactive || now.Sub(since) < heardGrace) && st.Progress[id].Match > 0
+			if known && ps.Alive && !heard {
+				sp.unheard = append(sp.unheard, id)
+			}
 			if !known {
 				// Unknown to gossip (forgotten, or a wiped node's old ID):
 				// treat as dead since this loop started.

@@ -1,14 +1,18 @@
 package node_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+	"github.com/shoaldb/shoal/internal/clusterstatus"
 	"github.com/shoaldb/shoal/internal/testnode"
 	"github.com/shoaldb/shoal/node"
 )
@@ -147,6 +151,71 @@ func TestPlacementReplacesUnheardVoter(t *testing.T) {
 	testnode.WaitFor(t, placementWait, "no unheard voter left", func() string {
 		if n := metricSum(t, regs, "shoal_placement_unheard_voter_shards", ""); n != 0 {
 			return fmt.Sprintf("shoal_placement_unheard_voter_shards = %v", n)
+		}
+		return ""
+	})
+}
+
+// TestTopologyNamesUnheardMember cuts the raft links (not gossip) between the busiest leader L
+// and another node X of a three-node cluster, where X has no replacement: in the shards L
+// leads, X stays a voter that raft does not hear while gossip holds it alive. L's topology
+// names X unheard in them (ShardInfo.unheard), and cluster status calls them degraded, marks X
+// there, and says why in a note (a reviewer's wiped node, restarted as a cluster of its own,
+// showed alive and every shard ok). Once the cut heals, none is named.
+func TestTopologyNamesUnheardMember(t *testing.T) {
+	t.Parallel()
+	nw := newTestNet()
+	c := testnode.Start(t, 3, testnode.Options{Shards: placementShards, Replication: 3,
+		Configure: func(i int, cfg *node.Config) {
+			placementConfig(cfg)
+			cfg.PeerDialer = nw.dialer(i)
+		}})
+	for i, n := range c.Nodes {
+		nw.register(n.Addr(), i)
+	}
+	waitPlaced(t, c, "initial placement", voters(3, 0))
+	lID, _ := c.BusiestLeader()
+	l := c.Index(lID)
+	x := (l + 1) % len(c.Nodes)
+	xID, xName := c.Nodes[x].ID(), c.Nodes[x].Name()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*placementWait)
+	defer cancel()
+
+	nw.cutLink(l, x)
+	var topo *shoalv1.TopologyResponse
+	testnode.WaitFor(t, placementWait, fmt.Sprintf("n%d's shards naming n%d unheard", l+1, x+1), func() string {
+		topo = c.Nodes[l].Topology(ctx)
+		led := 0
+		for _, sh := range topo.GetShards() {
+			if sh.GetLeaderId() != lID {
+				continue
+			}
+			led++
+			if !slices.Equal(sh.GetUnheard(), []uint64{xID}) {
+				return fmt.Sprintf("shard %d: unheard %v", sh.GetShard(), sh.GetUnheard())
+			}
+		}
+		if led == 0 {
+			return fmt.Sprintf("n%d leads no shard", l+1)
+		}
+		return ""
+	})
+	st := clusterstatus.New(&shoalv1.StatusResponse{NodeId: lID, Topology: topo})
+	for _, sh := range st.Shards {
+		if sh.Leader == c.Nodes[l].Name() && (sh.State != "degraded" || !slices.Equal(sh.Unheard, []string{xName})) {
+			t.Errorf("shard %d: state %s, unheard %v; want degraded, %s unheard", sh.Shard, sh.State, sh.Unheard, xName)
+		}
+	}
+	if !slices.ContainsFunc(st.Notes, func(n string) bool { return strings.Contains(n, "do not hear "+xName+" in raft") }) {
+		t.Errorf("notes %q: want one on %s", st.Notes, xName)
+	}
+
+	nw.heal()
+	testnode.WaitFor(t, placementWait, "no member unheard after the heal", func() string {
+		for _, sh := range c.Nodes[l].Topology(ctx).GetShards() {
+			if len(sh.GetUnheard()) > 0 {
+				return fmt.Sprintf("shard %d: unheard %v", sh.GetShard(), sh.GetUnheard())
+			}
 		}
 		return ""
 	})

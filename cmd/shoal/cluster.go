@@ -383,8 +383,11 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		// that came back as a new member beside its old ID), one of them alive.
 		voters := make([]string, 0, len(sh.Members))
 		for _, m := range sh.Members {
-			if m.Dead {
+			switch {
+			case m.Dead:
 				m.Name += "(dead)"
+			case m.Unheard:
+				m.Name += "(unheard)"
 			}
 			voters = append(voters, m.Name)
 		}

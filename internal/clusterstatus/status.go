@@ -57,13 +57,16 @@ type Node struct {
 
 // Shard is one shard: its leader and replicas by name, and its state.
 type Shard struct {
-	Shard        uint32   `json:"shard"`
-	Leader       string   `json:"leader"` // node name, "" when none
-	Term         uint64   `json:"term"`
-	Voters       []string `json:"voters"`
-	Learners     []string `json:"learners"`
-	DeadVoters   []string `json:"dead_voters,omitempty"` // voters on nodes not alive
-	State        string   `json:"state"`                 // ok, degraded, under-replicated, unavailable, unknown
+	Shard      uint32   `json:"shard"`
+	Leader     string   `json:"leader"` // node name, "" when none
+	Term       uint64   `json:"term"`
+	Voters     []string `json:"voters"`
+	Learners   []string `json:"learners"`
+	DeadVoters []string `json:"dead_voters,omitempty"` // voters on nodes not alive
+	// Unheard: members (voters or learners) on nodes gossip holds alive that the shard's
+	// leader has not heard from in raft for a while (ShardInfo.unheard).
+	Unheard      []string `json:"unheard,omitempty"`
+	State        string   `json:"state"` // ok, degraded, under-replicated, unavailable, unknown
 	Applied      uint64   `json:"applied"`
 	LastPosition uint64   `json:"last_position"` // the next position the shard's log assigns (0: empty), as ShardInfo has it
 	Format       uint64   `json:"format"`        // state-machine format (0: not reported by the leader's version)
@@ -80,8 +83,9 @@ type Shard struct {
 
 // Member is a shard's voter.
 type Member struct {
-	Name string
-	Dead bool
+	Name    string
+	Dead    bool
+	Unheard bool // alive in gossip, but its leader's raft does not hear it
 }
 
 // New names st's nodes (a node the answer does not list keeps its ID), sorts nodes and
@@ -144,11 +148,21 @@ func New(st *shoalv1.StatusResponse) *Status {
 		} else {
 			ss.LeaderlessMS = sh.GetLeaderlessMs()
 		}
+		unheardVoters := 0
 		for _, v := range sh.GetVoters() {
+			unheard := alive[v] && slices.Contains(sh.GetUnheard(), v)
 			ss.Voters = append(ss.Voters, name(v))
-			ss.Members = append(ss.Members, Member{Name: name(v), Dead: !alive[v]})
+			ss.Members = append(ss.Members, Member{Name: name(v), Dead: !alive[v], Unheard: unheard})
 			if !alive[v] {
 				ss.DeadVoters = append(ss.DeadVoters, name(v))
+			}
+			if unheard {
+				unheardVoters++
+			}
+		}
+		for _, id := range sh.GetUnheard() {
+			if alive[id] {
+				ss.Unheard = append(ss.Unheard, name(id))
 			}
 		}
 		for _, l := range sh.GetLearners() {
@@ -157,6 +171,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 		slices.Sort(ss.Voters) // raft's configuration order says nothing; sorted, they compare at a glance
 		slices.Sort(ss.Learners)
 		slices.Sort(ss.DeadVoters)
+		slices.Sort(ss.Unheard)
 		slices.SortStableFunc(ss.Members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 		// A shard with a voter down runs on the others: one failure more and it has no quorum.
 		switch {
@@ -164,7 +179,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 			ss.State = "unknown"
 		case sh.GetUnavailable():
 			ss.State = "unavailable"
-		case len(ss.DeadVoters) > 0:
+		case len(ss.DeadVoters) > 0 || unheardVoters > 0:
 			ss.State = "degraded"
 		case sh.GetUnderReplicated():
 			ss.State = "under-replicated"
@@ -176,10 +191,29 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.Notes, s.mixedVersions()...)
 	s.Notes = append(s.Notes, s.notReady()...)
 	s.Notes = append(s.Notes, s.diskLow()...)
+	s.Notes = append(s.Notes, s.unheard()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	s.Notes = append(s.Notes, s.replicationSpread()...)
 	s.Notes = append(s.Notes, s.replicaCounts()...)
 	return s
+}
+
+// unheard explains the members that shards' leaders do not hear in raft while gossip holds
+// them alive, one note per node.
+func (s *Status) unheard() []string {
+	shards := map[string]int{}
+	for _, sh := range s.Shards {
+		for _, name := range sh.Unheard {
+			shards[name]++
+		}
+	}
+	var notes []string
+	for _, name := range slices.Sorted(maps.Keys(shards)) {
+		notes = append(notes, fmt.Sprintf("the leaders of %s do not hear %s in raft, though gossip holds it alive: it is cut "+
+			"off from them, wedged, or not the node it was (a node started again on an empty data directory without --join "+
+			"makes a cluster of its own at the old address)", Count(shards[name], "shard"), name))
+	}
+	return notes
 }
 
 // replicaCounts explains shards whose voters do not number the replication factor: too few

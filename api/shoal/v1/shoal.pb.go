@@ -3048,7 +3048,15 @@ type ShardInfo struct {
 	// once, rather than wait for an election, when none of the views it gathers
 	// names a leader and each says so, the shortest included. 0 from servers
 	// before the field was added: not known.
-	LeaderlessMs  uint64 `protobuf:"varint,12,opt,name=leaderless_ms,json=leaderlessMs,proto3" json:"leaderless_ms,omitempty"`
+	LeaderlessMs uint64 `protobuf:"varint,12,opt,name=leaderless_ms,json=leaderlessMs,proto3" json:"leaderless_ms,omitempty"`
+	// unheard: members of the shard (voters or learners) that its leader's raft
+	// has not heard from for a few election timeouts though gossip holds them
+	// alive: cut off from the leader, wedged, or no longer the node they were (a
+	// node started again on an empty directory without a seed to join makes a
+	// cluster of its own, and answers gossip at the old node's address). Such a
+	// voter counts for nothing in the shard's quorum. Set in the leader's view
+	// only; empty from servers before the field was added.
+	Unheard       []uint64 `protobuf:"varint,13,rep,packed,name=unheard,proto3" json:"unheard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3165,6 +3173,13 @@ func (x *ShardInfo) GetLeaderlessMs() uint64 {
 		return x.LeaderlessMs
 	}
 	return 0
+}
+
+func (x *ShardInfo) GetUnheard() []uint64 {
+	if x != nil {
+		return x.Unheard
+	}
+	return nil
 }
 
 type TopologyResponse struct {
@@ -4477,7 +4492,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bstopping\x18\v \x01(\bR\bstopping\x12 \n" +
 	"\vreplication\x18\f \x01(\rR\vreplication\x12\x1b\n" +
 	"\tnot_ready\x18\r \x01(\tR\bnotReady\x12\x19\n" +
-	"\bdisk_low\x18\x0e \x01(\bR\adiskLow\"\xe9\x02\n" +
+	"\bdisk_low\x18\x0e \x01(\bR\adiskLow\"\x83\x03\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +
@@ -4491,7 +4506,8 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\x06format\x18\n" +
 	" \x01(\x04R\x06format\x12\x18\n" +
 	"\aunknown\x18\v \x01(\bR\aunknown\x12#\n" +
-	"\rleaderless_ms\x18\f \x01(\x04R\fleaderlessMs\"\xdf\x01\n" +
+	"\rleaderless_ms\x18\f \x01(\x04R\fleaderlessMs\x12\x18\n" +
+	"\aunheard\x18\r \x03(\x04R\aunheard\"\xdf\x01\n" +
 	"\x10TopologyResponse\x125\n" +
 	"\bsettings\x18\x01 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.shoal.v1.NodeInfoR\x05nodes\x12+\n" +
