@@ -89,7 +89,13 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 		opts.WALMinSyncInterval = delay.Func
 	}
 	if w != nil {
-		opts.EventListener.FlushEnd = func(info pebble.FlushInfo) { w.flushEnded(info.Err) }
+		opts.EventListener.FlushEnd = func(info pebble.FlushInfo) {
+			err := info.Err
+			if emptyFlush(info) {
+				err = nil // it succeeded: the memtables left the queue, and MinUnflushedLogNum advanced
+			}
+			w.flushEnded(err)
+		}
 		opts.EventListener.WriteStallBegin = func(pebble.WriteStallBeginInfo) { w.writeStallBegan() }
 		opts.EventListener.WriteStallEnd = w.writeStallEnded
 	}
@@ -103,6 +109,15 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 		return nil, nil, fmt.Errorf("node: opening pebble in %s: %w", dir, err)
 	}
 	return db, opts, nil
+}
+
+// emptyFlush reports a flush that succeeded with no table to write: Pebble hands FlushEnd
+// "pebble: empty table" for it (an unexported error, compaction.go), though it neither fails
+// nor is retried. Opening a store flushes every WAL it replays, an empty one too: that of a
+// run that wrote nothing (a start held by the restore check and stopped, one that failed
+// after the open).
+func emptyFlush(info pebble.FlushInfo) bool {
+	return info.Err != nil && len(info.Output) == 0 && info.Err.Error() == "pebble: empty table"
 }
 
 // storeFormat is the Pebble format major version stores are created with, and opened stores
