@@ -132,7 +132,7 @@ func (n *Node) notReady() string {
 		return fmt.Sprintf("%d local shard(s) without a known leader: %v", len(electing), electing)
 	}
 	if len(lost) > 0 && len(lost) == voters {
-		return fmt.Sprintf("no local shard has known a leader for %v (this node is cut off, or every shard it holds lost its quorum): %v", after, lost)
+		return fmt.Sprintf("no local shard has known a leader for %v or more (this node is cut off, every shard it holds lost its quorum, or its replicas were moved away while it was down and it has not heard yet): %v", after, lost)
 	}
 	return ""
 }
