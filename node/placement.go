@@ -53,6 +53,7 @@ package node
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -508,6 +509,33 @@ func usableReplacement(id, self uint64, peers map[uint64]peerState, format uint6
 	}
 	return ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved && !ps.DiskLow &&
 		max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
+}
+
+// fillFromDraining returns target filled up to the replication factor repl with live
+// decommissioning nodes when it is shorter (too few other nodes are alive, or dead for less
+// than DeadAfter): those holding a replica of the shard first, which then keep it, then others
+// by ID. The ring places nothing on a decommissioning node, so a drain that cannot finish
+// otherwise left a shard that lost a voter to a death with two voters, though a draining node
+// could hold a third (a reviewer's drain with another node down left 9 of 16 shards so).
+func fillFromDraining(target []uint64, st replica.Status, peers map[uint64]peerState, repl int, self, format uint64) []uint64 {
+	if len(target) == 0 || len(target) >= repl {
+		return target
+	}
+	out := slices.Clone(target)
+	for _, id := range slices.Concat(st.Voters, st.Learners, slices.Sorted(maps.Keys(peers))) {
+		ps, ok := peers[id]
+		if len(out) == repl {
+			break
+		}
+		if !ok || !ps.Decommissioning || slices.Contains(out, id) {
+			continue
+		}
+		ps.Decommissioning = false // usable otherwise?
+		if usableReplacement(id, self, map[uint64]peerState{id: ps}, format) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // replaceUnheard returns the shard's target with each member in held (raft did not hear

@@ -479,19 +479,20 @@ func TestPlacementUnderReplicated(t *testing.T) {
 
 // TestPlacementDropsOrphanedReplicas: a node that was down while every shard removed it never
 // learns of those removals, as no leader sends it anything again. Back as a decommissioning
-// node (so that the ring wants it in no shard and no leader adds it back), it deletes those
-// replicas once they have heard from no leader for DeadAfter and the leaders' configurations
-// leave it out; the two voters left of every shard hold what was written before.
+// node (so that the ring wants it in no shard and, with three other nodes to hold every
+// shard's replicas, no leader adds it back), it deletes those replicas once they have heard
+// from no leader for DeadAfter and the leaders' configurations leave it out; the three voters
+// of every shard hold what was written before.
 func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	t.Parallel()
-	c, _ := startPlacementCluster(t, 3)
+	c, _ := startPlacementCluster(t, 4)
 	waitPlaced(t, c, "initial placement", voters(3, 0))
 	placementAppendRead(t, c, 0, 1, "before-orphans")
 	const victim = 2
 	id := c.Nodes[victim].ID()
 	held := len(c.Nodes[victim].Groups())
 	c.Stop(t, victim)
-	waitPlaced(t, c, "removal of the dead node from every shard", voters(2, id))
+	waitPlaced(t, c, "replacement of the dead node in every shard", voters(3, id))
 
 	cfg := c.Configs[victim]
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, "decommissioning"), []byte("decommissioning requested\n"), 0o644); err != nil {
@@ -513,7 +514,7 @@ func TestPlacementDropsOrphanedReplicas(t *testing.T) {
 	checkWritten(t, c, 1)
 	placementAppendRead(t, c, 0, 1, "after-orphans")
 	placementAppendRead(t, c, 1, 0, "after-orphans-2")
-	waitVotersEqual(t, []*node.Node{c.Nodes[0], c.Nodes[1], back})
+	waitVotersEqual(t, []*node.Node{c.Nodes[0], c.Nodes[1], c.Nodes[3], back})
 }
 
 // TestDropConfirmedSparesReaddedReplica: a node removed from a shard deletes its replica once

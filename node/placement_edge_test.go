@@ -213,8 +213,9 @@ func TestPlacementZonesMetLater(t *testing.T) {
 // down when another (n3) is decommissioned, and stays down past DeadAfter. n3 is the only node
 // that could take n4's place, so each shard that holds n3 keeps it, as it would with n4 gone
 // before the decommission: three voters, where removing n3 in favour of the down n4 left it two
-// once n4 was removed. Back, n4 takes n3's replicas, with what was written before it went
-// down, and the drain completes.
+// once n4 was removed; and each shard that did not hold n3 gets a replica on it in n4's place
+// (fillFromDraining), where it was left with two voters. Back, n4 takes n3's replicas, with
+// what was written before it went down, and the drain completes.
 func TestPlacementDecommissionWhileDead(t *testing.T) {
 	t.Parallel()
 	const deadAfter = 10 * time.Second
@@ -257,6 +258,14 @@ func TestPlacementDecommissionWhileDead(t *testing.T) {
 				sh, s.Voters, []uint64{stay[0], stay[1], decomID})
 		}
 	}
+	testnode.WaitFor(t, placementWait, "every shard three voters, n3 in n4's place", func() string {
+		return everyShard(c, func(s testnode.ShardState) string {
+			if len(s.Learners) > 0 || !sameIDs(s.Voters, []uint64{stay[0], stay[1], decomID}) {
+				return "want n1, n2 and n3"
+			}
+			return ""
+		})
+	})
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -553,6 +553,8 @@ func (p *placer) round(now time.Time) {
 				target, replaced = t, true
 			}
 		}
+		ringed := len(target)
+		target = fillFromDraining(target, st, peers, repl, self, format)
 		if len(target) > 0 && (len(st.Learners) > 0 || !sameMembers(st.Voters, target)) {
 			pending++
 		}
@@ -584,7 +586,8 @@ func (p *placer) round(now time.Time) {
 		if _, ok := sp.leftOut[step.Node]; step.Kind == stepAddLearner && (ok || replaced) {
 			step.Probe = true
 		}
-		if sp.kept = step.Kept; step.Kept {
+		// Kept also when the target takes a decommissioning node in (fillFromDraining).
+		if sp.kept = step.Kept || len(target) > ringed; sp.kept {
 			kept++
 		}
 		if step.Kind == stepNone {
