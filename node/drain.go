@@ -33,8 +33,35 @@ func (c *callCount) drain(stopped <-chan struct{}, grace time.Duration) bool {
 	return true
 }
 
-// stopServingRaft ends the peers' raft streams into this node, telling them it stops (not a
-// fault).
+// stopGRPC stops the gRPC server (Close): no call starts any more, those in flight get
+// drainGrace to end with raft flowing both ways (an append this node leads commits only once
+// its followers' acknowledgements come in on their raft streams into this node), then the
+// peers' raft streams into this node end, telling them it stops (not a fault), and the calls
+// still running are cut.
+func (n *Node) stopGRPC() {
+	if n.grpcSrv == nil {
+		n.stopServingRaft()
+		if n.grpcLis != nil {
+			n.grpcLis.Close()
+		}
+		return
+	}
+	stopped := make(chan struct{})
+	go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
+	drained := n.calls.drain(stopped, drainGrace)
+	n.stopServingRaft()
+	if !drained {
+		n.grpcSrv.Stop()
+	}
+	select {
+	case <-stopped:
+	case <-time.After(drainGrace):
+		n.grpcSrv.Stop()
+		<-stopped
+	}
+}
+
+// stopServingRaft ends the peers' raft streams into this node.
 func (n *Node) stopServingRaft() {
 	if n.tr != nil {
 		n.tr.StopServing()

@@ -722,31 +722,7 @@ func (n *Node) close() error {
 			errs = append(errs, err)
 		}
 	}
-	if n.grpcSrv != nil {
-		// No call starts now. Those in flight get a moment to end, with raft flowing both
-		// ways: an append this node leads commits only once its followers' acknowledgements
-		// come in on their raft streams into this node.
-		stopped := make(chan struct{})
-		go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
-		drained := n.calls.drain(stopped, drainGrace)
-		// Then the peers' raft streams into this node end, telling them it stops (not a
-		// fault), and the calls still running (subscriptions, idle append pipelines) are cut.
-		n.stopServingRaft()
-		if !drained {
-			n.grpcSrv.Stop()
-		}
-		select {
-		case <-stopped:
-		case <-time.After(drainGrace):
-			n.grpcSrv.Stop()
-			<-stopped
-		}
-	} else {
-		n.stopServingRaft()
-		if n.grpcLis != nil {
-			n.grpcLis.Close()
-		}
-	}
+	n.stopGRPC()
 	// No request starts a gather now; those running end at once (done is closed).
 	n.gathers.wait()
 	n.statusGathers.wait()
