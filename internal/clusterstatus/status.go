@@ -83,6 +83,7 @@ type Shard struct {
 
 // Member is a shard's voter.
 type Member struct {
+	ID      string // the node's ID, as Node.ID gives it
 	Name    string
 	Dead    bool
 	Unheard bool // alive in gossip, but its leader's raft does not hear it
@@ -152,7 +153,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 		for _, v := range sh.GetVoters() {
 			unheard := alive[v] && slices.Contains(sh.GetUnheard(), v)
 			ss.Voters = append(ss.Voters, name(v))
-			ss.Members = append(ss.Members, Member{Name: name(v), Dead: !alive[v], Unheard: unheard})
+			ss.Members = append(ss.Members, Member{ID: strconv.FormatUint(v, 10), Name: name(v), Dead: !alive[v], Unheard: unheard})
 			if !alive[v] {
 				ss.DeadVoters = append(ss.DeadVoters, name(v))
 			}
@@ -304,9 +305,11 @@ func RefusesAppends(voters, low int) bool { return low > 0 && voters-low <= vote
 // markAppendsRefused sets AppendsRefused on the shards whose leaders refuse appends for their
 // voters' disks (RefusesAppends, as the leaders count).
 func (s *Status) markAppendsRefused() {
-	low := map[string]bool{}
-	for _, name := range s.lowOnDisk() {
-		low[name] = true
+	low := map[string]bool{} // by ID, as the leaders count them: two nodes may share a name
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.DiskLow {
+			low[n.ID] = true
+		}
 	}
 	if len(low) == 0 {
 		return
@@ -314,12 +317,12 @@ func (s *Status) markAppendsRefused() {
 	for i := range s.Shards {
 		sh := &s.Shards[i]
 		k := 0
-		for _, v := range sh.Voters {
-			if low[v] {
+		for _, m := range sh.Members {
+			if low[m.ID] {
 				k++
 			}
 		}
-		sh.AppendsRefused = RefusesAppends(len(sh.Voters), k)
+		sh.AppendsRefused = RefusesAppends(len(sh.Members), k)
 	}
 }
 

@@ -141,10 +141,12 @@ func TestClusterStatusDiskLow(t *testing.T) {
 			{Id: 2, Name: "n2", Alive: true, DiskLow: true},
 			{Id: 3, Name: "n3", Alive: false, DiskLow: true},
 			{Id: 4, Name: "n4", Alive: true, DiskLow: true},
+			{Id: 5, Name: "n2", Alive: false}, // n2's old ID (a wiped node back as a new member)
 		}, Shards: []*shoalv1.ShardInfo{
 			{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}, // one of three low (n3 is dead)
 			{Shard: 1, LeaderId: 1, Voters: []uint64{1, 2, 4}}, // two of three
 			{Shard: 2, LeaderId: 1, Voters: []uint64{1, 2}},    // one of two: no majority has room
+			{Shard: 3, LeaderId: 1, Voters: []uint64{1, 5}},    // none low: the old n2 is not the live one
 		}}})
 	want := "n2 has less free disk than its --min-free-disk: a shard most of whose voters are so refuses appends until space is freed (reads, deletes and truncations go on)"
 	if len(s.Notes) < 2 || s.Notes[0] != want || s.DiskLowNodes() != 2 || !s.Nodes[1].DiskLow {
@@ -153,7 +155,7 @@ func TestClusterStatusDiskLow(t *testing.T) {
 	if got := s.AppendsRefused(); len(got) != 2 || !got[1] || !got[2] {
 		t.Fatalf("shards refusing appends: %v, want 1 and 2", got)
 	}
-	if s.Shards[0].AppendsRefused || !s.Shards[1].AppendsRefused || !s.Shards[2].AppendsRefused {
+	if s.Shards[0].AppendsRefused || !s.Shards[1].AppendsRefused || !s.Shards[2].AppendsRefused || s.Shards[3].AppendsRefused {
 		t.Fatalf("shards' appends_refused: %+v, want shards 1 and 2", s.Shards)
 	}
 }
