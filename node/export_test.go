@@ -77,16 +77,5 @@ func DefaultWALReserve() uint64 {
 // HoldPipelineAppends makes n's AppendPipeline items wait, each reporting its stream on
 // started, until release is closed (or their context ends), and then run as Append runs them.
 func HoldPipelineAppends(n *Node) (started <-chan string, release chan<- struct{}) {
-	s, r := make(chan string, 16), make(chan struct{})
-	f := pipelineAppendFunc(func(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
-		s <- req.Stream
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-r:
-		}
-		return n.streams.Append(ctx, req)
-	})
-	n.streams.pipelineAppend.Store(&f)
-	return s, r
+	return holdPipeline(n, n.streams.Append)
 }

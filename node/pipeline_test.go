@@ -279,8 +279,17 @@ func closing(n *Node) <-chan error {
 }
 
 // blockPipeline makes n's AppendPipeline items wait for their context or for
-// release, and reports each item's start on started.
+// release, and reports each item's start on started; released, they answer
+// LastVersion 7 without appending.
 func blockPipeline(n *Node) (started chan string, release chan struct{}) {
+	return holdPipeline(n, func(context.Context, *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
+		return &shoalv1.AppendResponse{LastVersion: 7}, nil
+	})
+}
+
+// holdPipeline makes n's AppendPipeline items wait for their context or for release,
+// reporting each item's start on started, and then run as run runs them.
+func holdPipeline(n *Node, run pipelineAppendFunc) (started chan string, release chan struct{}) {
 	started, release = make(chan string, 16), make(chan struct{})
 	f := pipelineAppendFunc(func(ctx context.Context, req *shoalv1.AppendRequest) (*shoalv1.AppendResponse, error) {
 		started <- req.Stream
@@ -288,8 +297,8 @@ func blockPipeline(n *Node) (started chan string, release chan struct{}) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-release:
-			return &shoalv1.AppendResponse{LastVersion: 7}, nil
 		}
+		return run(ctx, req)
 	})
 	n.streams.pipelineAppend.Store(&f)
 	return started, release

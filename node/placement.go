@@ -504,10 +504,17 @@ func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placemen
 // back into the target removed a voter the rest of the group heard instead of handing over.
 func usableReplacement(id, self uint64, peers map[uint64]peerState, format uint64) bool {
 	ps := peers[id]
-	if id == self {
-		return !ps.Stopping && !ps.Decommissioning
+	return !ps.Decommissioning && usableHolder(ps, id == self, format)
+}
+
+// usableHolder is usableReplacement but for decommissioning, which fillFromDraining allows: a
+// live node that is not stopping, nor just removed from the shard, has disk room and applies
+// the cluster's shard format (the leader, self, whatever gossip last said of it).
+func usableHolder(ps peerState, self bool, format uint64) bool {
+	if self {
+		return !ps.Stopping
 	}
-	return ps.Alive && !ps.Gone && !ps.Stopping && !ps.Decommissioning && !ps.RecentlyRemoved && !ps.DiskLow &&
+	return ps.Alive && !ps.Gone && !ps.Stopping && !ps.RecentlyRemoved && !ps.DiskLow &&
 		max(ps.ShardFormat, shard.Format1) >= max(format, shard.Format1)
 }
 
@@ -530,8 +537,7 @@ func fillFromDraining(target []uint64, st replica.Status, peers map[uint64]peerS
 		if !ok || !ps.Decommissioning || slices.Contains(out, id) {
 			continue
 		}
-		ps.Decommissioning = false // usable otherwise?
-		if usableReplacement(id, self, map[uint64]peerState{id: ps}, format) {
+		if usableHolder(ps, id == self, format) {
 			out = append(out, id)
 		}
 	}

@@ -149,21 +149,21 @@ func New(st *shoalv1.StatusResponse) *Status {
 		} else {
 			ss.LeaderlessMS = sh.GetLeaderlessMs()
 		}
+		for _, id := range sh.GetUnheard() {
+			if alive[id] {
+				ss.Unheard = append(ss.Unheard, name(id))
+			}
+		}
 		unheardVoters := 0
 		for _, v := range sh.GetVoters() {
 			unheard := alive[v] && slices.Contains(sh.GetUnheard(), v)
 			ss.Voters = append(ss.Voters, name(v))
 			ss.Members = append(ss.Members, Member{ID: strconv.FormatUint(v, 10), Name: name(v), Dead: !alive[v], Unheard: unheard})
-			if !alive[v] {
+			switch {
+			case !alive[v]:
 				ss.DeadVoters = append(ss.DeadVoters, name(v))
-			}
-			if unheard {
+			case unheard:
 				unheardVoters++
-			}
-		}
-		for _, id := range sh.GetUnheard() {
-			if alive[id] {
-				ss.Unheard = append(ss.Unheard, name(id))
 			}
 		}
 		for _, l := range sh.GetLearners() {
@@ -288,12 +288,15 @@ func (s *Status) diskLow() []string {
 func (s *Status) lowOnDisk() []string {
 	var names []string
 	for _, n := range s.Nodes {
-		if n.State == "alive" && n.DiskLow {
+		if n.lowOnDisk() {
 			names = append(names, n.Name)
 		}
 	}
 	return names
 }
+
+// lowOnDisk reports whether n is alive and said its disk is below its --min-free-disk.
+func (n Node) lowOnDisk() bool { return n.State == "alive" && n.DiskLow }
 
 // DiskLowNodes counts the alive nodes whose disk is below their --min-free-disk.
 func (s *Status) DiskLowNodes() int { return len(s.lowOnDisk()) }
@@ -307,7 +310,7 @@ func RefusesAppends(voters, low int) bool { return low > 0 && voters-low <= vote
 func (s *Status) markAppendsRefused() {
 	low := map[string]bool{} // by ID, as the leaders count them: two nodes may share a name
 	for _, n := range s.Nodes {
-		if n.State == "alive" && n.DiskLow {
+		if n.lowOnDisk() {
 			low[n.ID] = true
 		}
 	}
