@@ -628,3 +628,47 @@ func TestRecordUntakenMatchesOneByOne(t *testing.T) {
 		t.Errorf("2e9 operations due over 2 s: %d recorded, max %d µs", h.TotalCount(), h.Max())
 	}
 }
+
+// A target that refuses every append at once (a replica's disk low) is asked a few times a
+// second per worker, not as fast as the refusals come back.
+func TestRefusalsAreNotHammered(t *testing.T) {
+	m := newMemTarget()
+	m.failAll = Classified("disk_low", errors.New("disk low"))
+	cfg := AppendConfig{Streams: 10, EventSize: 8}
+	cfg.Concurrency = 2
+	quick(&cfg.Run)
+	cfg.Duration = 500 * time.Millisecond
+	r, err := RunAppend(context.Background(), cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 workers, waits averaging up to 50 ms once the ceiling reaches 100 ms: about 40 in all.
+	if r.Ops != 0 || r.Errors["disk_low"] == 0 || r.Errors["disk_low"] > 200 {
+		t.Fatalf("ops %d errors %v: want a few dozen refusals in 500ms", r.Ops, r.Errors)
+	}
+}
+
+func TestRefusedWait(t *testing.T) {
+	var w worker
+	refused := Classified(KindUnavailable, errors.New("down"))
+	for range 20 {
+		if d := w.refusedWait(refused); d < 0 || d > refusedWaitMax {
+			t.Fatalf("wait %s after %d refusals, want at most %s", d, w.refusals, refusedWaitMax)
+		}
+	}
+	if w.refusals != 20 {
+		t.Fatalf("%d refusals counted, want 20", w.refusals)
+	}
+	for _, err := range []error{&ConflictError{Actual: 3}, Classified(KindTimeout, context.DeadlineExceeded)} {
+		if d := w.refusedWait(err); d != 0 {
+			t.Fatalf("waits %s after %v, want none", d, err)
+		}
+	}
+	if d := w.refusedWait(nil); d != 0 || w.refusals != 0 {
+		t.Fatalf("after a success: wait %s, %d refusals; want none", d, w.refusals)
+	}
+	// The first wait after a success is at most the minimum again.
+	if d := w.refusedWait(refused); d > refusedWaitMin {
+		t.Fatalf("first wait %s, want at most %s", d, refusedWaitMin)
+	}
+}

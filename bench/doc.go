@@ -55,7 +55,12 @@
 // throughput divides the successes that ended inside the measured phase by its
 // length, so that neither the drain after it nor the warmup's last operations
 // bias it; in a count run, the measured successes by the time from the end of
-// warmup to the last measured completion.
+// warmup to the last measured completion. A worker whose operation was
+// refused (any failure but a conflict or a timeout: a replica's disk low, the
+// target unreachable) waits before its next one, up to 100 ms with jitter,
+// doubling over consecutive refusals until a success, instead of asking
+// again as fast as the refusals come back; in an open loop its due times
+// then run late, and that lateness counts.
 //
 // With Expected "exact", stream i belongs to worker i mod Concurrency, so a
 // worker always knows its streams' versions and conflicts only come from

@@ -3,11 +3,22 @@ package bench
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// A worker whose operation failed at once, refused rather than timed out (a replica's disk
+// below its --min-free-disk, the target unreachable), waits before its next one, or it would
+// ask again as fast as the refusals come back: a wait uniform in [0, ceiling], the ceiling
+// doubling from refusedWaitMin to refusedWaitMax over consecutive refusals, and reset by a
+// success. Variables for the tests.
+var (
+	refusedWaitMin = time.Millisecond
+	refusedWaitMax = 100 * time.Millisecond
 )
 
 // op is what one worker does, each func called from the worker's goroutine only.
@@ -39,6 +50,25 @@ type worker struct {
 	// Successes that ended inside a timed run's measured phase, whenever they
 	// started: its throughput.
 	windowOps, windowEvents, windowBytes int64
+	refusals                             int // consecutive refusals (refusedWait)
+}
+
+// refusedWait returns how long w waits after an operation that failed with err: nothing after
+// a success, a conflict (an answer, not a refusal) or a timeout (which has waited already).
+func (w *worker) refusedWait(err error) time.Duration {
+	if err == nil {
+		w.refusals = 0
+		return 0
+	}
+	if k := Classify(err); k == KindConflict || k == KindTimeout {
+		return 0
+	}
+	ceiling := refusedWaitMin << min(w.refusals, 30)
+	if ceiling <= 0 || ceiling > refusedWaitMax {
+		ceiling = refusedWaitMax
+	}
+	w.refusals++
+	return time.Duration(rand.Int64N(int64(ceiling) + 1))
 }
 
 // engine drives workers over one run: the schedule (closed or open loop),
@@ -163,6 +193,13 @@ func (e *engine) loop(ctx context.Context, w *worker) {
 		cancel()
 		end := time.Now()
 		w.done.Add(1)
+		if wait := w.refusedWait(err); wait > 0 && ctx.Err() == nil {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+		}
 		if err == nil && !e.stopAt.IsZero() && !end.Before(e.measureStart) && end.Before(e.stopAt) {
 			w.windowOps++
 			w.windowEvents += events
