@@ -197,8 +197,8 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 				if err := c.Decommission(ctx, args[0]); err != nil {
 					return err
 				}
-				// Best effort: say at once when the drain cannot finish yet.
-				var stalled []string
+				// Best effort: say at once when the drain cannot finish yet, or leaves a zone empty.
+				var stalled, notes []string
 				if st, err := c.Status(ctx); err == nil {
 					cs := clusterstatus.New(st)
 					for i := range cs.Nodes {
@@ -207,6 +207,10 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 						}
 					}
 					stalled = cs.StalledDrains()
+					notes = stalled
+					if note := cs.DrainZone(args[0]); note != "" {
+						notes = append(notes, note)
+					}
 				}
 				moving := "its replicas are moving away"
 				if len(stalled) > 0 {
@@ -215,7 +219,7 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: %s; follow with 'shoal cluster status'\n", args[0], moving); err != nil {
 					return err
 				}
-				for _, note := range stalled {
+				for _, note := range notes {
 					fmt.Fprintf(a.stdout, "note: %s\n", note)
 				}
 				return nil

@@ -47,3 +47,39 @@ func TestDecommissionUnansweringNode(t *testing.T) {
 		}
 	}
 }
+
+// TestDecommissionLastOfZone: draining the last node of a zone, when the other nodes lie in
+// fewer zones than the replication factor, says beforehand that shards will keep two replicas in
+// one zone; cluster status repeats it while the node still holds replicas.
+func TestDecommissionLastOfZone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four servers")
+	}
+	c := testnode.Start(t, 4, testnode.Options{Shards: 2, Configure: func(i int, cfg *node.Config) {
+		if i == 3 {
+			cfg.Zone = "z1" // n1 and n4 in z1, n2 in z2, n3 alone in z3
+		}
+	}})
+	testnode.WaitFor(t, 30*time.Second, "n3 holds a replica", func() string {
+		for _, n := range c.Nodes[0].Members() {
+			if n.Name == "n3" && !n.Alive {
+				return "n3 not alive"
+			}
+		}
+		code, out, errOut := runCLI(t, nil, "", "cluster", "status", "--server", c.Nodes[0].Addr())
+		if code != 0 {
+			return errOut
+		}
+		for line := range strings.Lines(out) {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "n3" && f[len(f)-1] != "0" { // REPLICAS
+				return ""
+			}
+		}
+		return "n3 holds no replica yet:\n" + out
+	})
+	want := `note: n3 is the last node of zone "z3" to hold replicas: once it is drained, the other nodes are in 2 zones (z1 and z2)`
+	code, out, errOut := runCLI(t, nil, "", "node", "decommission", "n3", "--server", c.Nodes[0].Addr())
+	if code != 0 || !strings.Contains(out, "decommissioning n3: its replicas are moving away") || !strings.Contains(out, want) {
+		t.Fatalf("node decommission n3: exit %d\n%s%s\nwant the zone note %q", code, out, errOut, want)
+	}
+}

@@ -194,6 +194,13 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.Notes, s.diskLow()...)
 	s.Notes = append(s.Notes, s.unheard()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
+	for _, n := range s.Nodes {
+		if n.Decommissioning && n.Replicas > 0 {
+			if note := s.DrainZone(n.Name); note != "" {
+				s.Notes = append(s.Notes, note)
+			}
+		}
+	}
 	s.Notes = append(s.Notes, s.replicationSpread()...)
 	s.Notes = append(s.Notes, s.replicaCounts()...)
 	return s
@@ -472,6 +479,29 @@ func (s *Status) StalledDrains() []string {
 		}
 	}
 	return notes
+}
+
+// DrainZone says, when node name is being drained ("" otherwise), that it is the last node of
+// its zone able to hold replicas and that the cluster's other such nodes lie in fewer zones
+// than the replication factor: once it is drained, some shards keep two or more replicas in one
+// zone, where an outage of that zone can take their quorum, and count as under-replicated until
+// a node of another zone joins. A drain that cannot move the replicas at all is StalledDrains'.
+func (s *Status) DrainZone(name string) string {
+	var zone string
+	found := false
+	for _, n := range s.Nodes {
+		if n.Name == name && n.State == "alive" && n.Decommissioning {
+			zone, found = n.Zone, true
+		}
+	}
+	nodes, zones := s.holders()
+	if !found || zone == "" || zones[zone] || zones[""] || nodes < int(s.Replication) || len(zones) >= int(s.Replication) {
+		return ""
+	}
+	return fmt.Sprintf("%s is the last node of zone %q to hold replicas: once it is drained, the other nodes are in %s "+
+		"(%s) for replication %d, so shards keep more than one replica in a zone, whose outage can take their quorum, "+
+		"and count as under-replicated until a node of another zone joins",
+		name, zone, Count(len(zones), "zone"), List(slices.Sorted(maps.Keys(zones))), s.Replication)
 }
 
 // holders counts the nodes that can hold replicas, alive and not decommissioning, and the zones

@@ -201,3 +201,48 @@ func TestClusterStatusReplicaCounts(t *testing.T) {
 		t.Errorf("factor lowered: %q", notes)
 	}
 }
+
+// Draining the last node of a zone, with the other nodes in fewer zones than the factor, is
+// pointed out while it holds replicas; a drain that keeps a zone for every replica is not.
+func TestClusterStatusDrainZone(t *testing.T) {
+	status := func(zones ...string) *Status {
+		var nodes []*shoalv1.NodeInfo
+		for i, z := range zones {
+			n := &shoalv1.NodeInfo{Id: uint64(i + 1), Name: fmt.Sprintf("n%d", i+1), Zone: z, Alive: true}
+			if zone, ok := strings.CutSuffix(z, ":decom"); ok {
+				n.Zone, n.Decommissioning, n.Replicas = zone, true, 1
+			}
+			nodes = append(nodes, n)
+		}
+		shard := &shoalv1.ShardInfo{Shard: 0, LeaderId: 1, Term: 1, Voters: []uint64{1, 2, 3}}
+		return New(&shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes,
+			Shards: []*shoalv1.ShardInfo{shard}}})
+	}
+	want := `n3 is the last node of zone "z3" to hold replicas: once it is drained, the other nodes are in 2 zones (z1 and z2) ` +
+		`for replication 3, so shards keep more than one replica in a zone`
+	s := status("z1", "z2", "z3:decom", "z1")
+	if note := s.DrainZone("n3"); !strings.HasPrefix(note, want) {
+		t.Errorf("last node of z3 drained: %q, want it to begin %q", note, want)
+	}
+	if len(s.Notes) != 1 || !strings.HasPrefix(s.Notes[0], want) {
+		t.Errorf("status notes %q, want the drain's zone note", s.Notes)
+	}
+	for _, c := range []struct {
+		zones []string
+		note  bool
+	}{
+		{[]string{"z1", "z2", "z3:decom", "z3"}, false},      // z3 keeps a node
+		{[]string{"z1", "z2", "z3:decom", "z4"}, false},      // another zone takes its place
+		{[]string{"z1", "z2", "z3:decom"}, false},            // the drain stalls (StalledDrains says so)
+		{[]string{"", "", ":decom", ""}, false},              // no zones given
+		{[]string{"z1", "z2", "z3:decom", "z1", "z2"}, true}, // four nodes, but in two zones
+	} {
+		if note := status(c.zones...).DrainZone("n3"); (note != "") != c.note {
+			t.Errorf("%q: note %q, want one: %v", c.zones, note, c.note)
+		}
+	}
+	if note := status("z1", "z2", "z3", "z1:decom").DrainZone("n4"); note != "" {
+		t.Errorf("n4 drained, z1 keeps n1: %q", note)
+	}
+}
