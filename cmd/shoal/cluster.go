@@ -362,7 +362,7 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS")
+	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS\tVERSION")
 	for _, n := range s.Nodes {
 		state := n.State
 		if n.Decommissioning {
@@ -371,8 +371,8 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		if n.Stopping {
 			state += ",stopping"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
-			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
+			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas, orDash(n.Version))
 	}
 	fmt.Fprintln(tw)
 	for _, note := range s.Notes {
@@ -381,7 +381,7 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	if len(s.Notes) > 0 {
 		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw, "SHARD\tLEADER\tTERM\tVOTERS\tLEARNERS\tSTATE")
+	fmt.Fprintln(tw, "SHARD\tLEADER\tTERM\tVOTERS\tLEARNERS\tFORMAT\tSTATE")
 	for _, sh := range s.Shards {
 		// Marked by ID (Members), not by name: two voters may share a name (a wiped node
 		// that came back as a new member beside its old ID), one of them alive.
@@ -402,9 +402,13 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		if sh.AppendsRefused {
 			state += " (appends refused: disks low)"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n",
+		format := "-" // not reported by the leader's version, or no leader
+		if sh.Format > 0 {
+			format = strconv.FormatUint(sh.Format, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n",
 			sh.Shard, orDash(sh.Leader), sh.Term, orDash(strings.Join(voters, ",")),
-			orDash(strings.Join(sh.Learners, ",")), state)
+			orDash(strings.Join(sh.Learners, ",")), format, state)
 	}
 	return tw.Flush()
 }

@@ -131,3 +131,38 @@ func TestClusterStatusPartialView(t *testing.T) {
 		t.Errorf("an older server's leaderless shards not unavailable:\n%s", out.String())
 	}
 }
+
+// The node table gives each node's version and the shard table each shard's format, "-" where
+// a node or a shard's leader does not say (an older version).
+func TestClusterStatusVersionsAndFormats(t *testing.T) {
+	st := &shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 2, Replication: 1},
+		Nodes:    []*shoalv1.NodeInfo{{Id: 1, Name: "n1", Alive: true, Version: "v1.2.0"}, {Id: 2, Name: "n2", Alive: true}},
+		Shards: []*shoalv1.ShardInfo{
+			{Shard: 0, LeaderId: 1, Term: 2, Voters: []uint64{1}, Format: 7},
+			{Shard: 1, LeaderId: 2, Term: 2, Voters: []uint64{2}},
+		},
+	}}
+	var out strings.Builder
+	if err := writeTables(&out, clusterstatus.New(st)); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for line := range strings.Lines(out.String()) {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = f
+		}
+	}
+	for _, c := range []struct {
+		row  string
+		col  int
+		want string
+	}{
+		{"NODE", 8, "VERSION"}, {"n1", 8, "v1.2.0"}, {"n2", 8, "-"},
+		{"SHARD", 5, "FORMAT"}, {"0", 5, "7"}, {"1", 5, "-"},
+	} {
+		if f := rows[c.row]; len(f) <= c.col || f[c.col] != c.want {
+			t.Errorf("row %s: column %d is not %q:\n%s", c.row, c.col, c.want, out.String())
+		}
+	}
+}

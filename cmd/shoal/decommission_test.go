@@ -71,7 +71,7 @@ func TestDecommissionLastOfZone(t *testing.T) {
 			return errOut
 		}
 		for line := range strings.Lines(out) {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "n3" && f[len(f)-1] != "0" { // REPLICAS
+			if f := strings.Fields(line); len(f) > 7 && f[0] == "n3" && f[7] != "0" { // REPLICAS
 				return ""
 			}
 		}
