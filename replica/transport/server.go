@@ -114,6 +114,11 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 	go func() { received <- s.receive(stream) }()
 	select {
 	case err := <-received:
+		if err == io.EOF {
+			// Answered here, not by receive: once Send has returned (serving ended), the
+			// stream may not be sent on.
+			return stream.SendAndClose(&shoalv1.RaftAck{})
+		}
 		return err
 	case <-s.t.serving.Done():
 		// Returning ends the stream: the receiving goroutine's Recv fails and it ends too,
@@ -122,7 +127,8 @@ func (s *server) Send(stream shoalv1.Raft_SendServer) error {
 	}
 }
 
-// receive is Send's loop: it reads batches until the stream ends or fails.
+// receive is Send's loop: it reads batches until the stream ends (io.EOF) or fails. It only
+// receives: Send answers.
 func (s *server) receive(stream shoalv1.Raft_SendServer) error {
 	t := s.t
 	h := t.handlerOrNil()
@@ -133,9 +139,6 @@ func (s *server) receive(stream shoalv1.Raft_SendServer) error {
 	var label string // of from
 	for {
 		b, err := stream.Recv()
-		if err == io.EOF {
-			return stream.SendAndClose(&shoalv1.RaftAck{})
-		}
 		if err != nil {
 			return err
 		}
