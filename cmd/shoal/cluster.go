@@ -45,7 +45,8 @@ With --check, the exit code also says how the cluster is, for a cron job or a
 monitoring probe: 0 when every shard is ok, 5 when every shard serves but some run
 without all their replicas (degraded: a voter on a dead node; under-replicated) or
 the answer lacks some nodes' views or some node is not ready, 1 when some shard is
-unavailable or unknown; a line on stderr counts the shards in each state.`,
+unavailable or unknown; on 5 or 1 a line on stderr counts the shards not ok by state
+(on 0 it prints nothing there, for cron).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st *shoalv1.StatusResponse

@@ -120,17 +120,40 @@ func writeInspections(w io.Writer, ins []*node.Inspection) error {
 				whole = sv.Dir
 			}
 		}
+		byDir := map[string]*node.Inspection{}
+		for _, in := range group {
+			byDir[in.Dir] = in
+		}
 		switch {
-		case node.SameLogs(group):
+		case len(group) > 1 && node.SameLogs(group):
 			fmt.Fprintf(w, "  all %d directories hold the same raft log in every shard, and every shard's voters are among them: "+
-				"restore them together, each node started on its own with --restore (or start one with --new-cluster)\n", len(group))
+				"restore them together, each node started on its own with --restore (or start one with %s--new-cluster)\n",
+				len(group), restoring(group[0]))
+		case whole != "" && node.SameLogs([]*node.Inspection{byDir[whole]}):
+			// A one-node cluster's directory: started as it is (restored, for a backup), it
+			// keeps its cluster.
+			how := "start it as it is"
+			if byDir[whole].Backup {
+				how = "restore it: start it with --restore"
+			}
+			fmt.Fprintf(w, "  %s is furthest in every shard and holds every voter of every shard, the whole cluster: %s "+
+				"(or with %s--new-cluster, as a new cluster)\n", whole, how, restoring(byDir[whole]))
 		case whole != "":
-			fmt.Fprintf(w, "  %s is furthest in every shard: start it with --new-cluster\n", whole)
+			fmt.Fprintf(w, "  %s is furthest in every shard: start it with %s--new-cluster\n", whole, restoring(byDir[whole]))
 		default:
 			fmt.Fprintln(w, "  none that --new-cluster accepts is furthest in every shard: the one started loses, in the shards it is behind in, the entries the others applied beyond it")
 		}
 	}
 	return nil
+}
+
+// restoring is the flag a start on in's directory adds to --new-cluster: "--restore " when it
+// is a backup, which a start refuses without it.
+func restoring(in *node.Inspection) string {
+	if in.Backup {
+		return "--restore "
+	}
+	return ""
 }
 
 // byCluster groups the directories that hold a cluster by its ID, in the order given.

@@ -44,7 +44,9 @@ func TestInspectCLI(t *testing.T) {
 		"for --new-cluster (cluster " + n.Settings().ClusterID + "), the shards in which each directory applied the most:",
 		"  " + before + ": furthest in 3 of 4; behind in " + strconv.FormatUint(uint64(behind), 10) + " (by 1 entry)\n",
 		"  " + after + ": furthest in 4 of 4\n",
-		"  " + after + " is furthest in every shard: start it with --new-cluster",
+		// A one-node cluster's backup: restored as it is, not made a new cluster.
+		"  " + after + " is furthest in every shard and holds every voter of every shard, the whole cluster: " +
+			"restore it: start it with --restore (or with --restore --new-cluster, as a new cluster)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect lacks %q:\n%s", want, out)

@@ -54,6 +54,11 @@ func TestReadShard(t *testing.T) {
 		strings.Count(out, "\n") != 1 {
 		t.Fatalf("read-shard --json:\n%s", out)
 	}
+	// A position typed past the end: the way on, not only the restore it could also mean.
+	if out := run(exitError, "read-shard", sh, "--from", "50"); !strings.Contains(out, "shard "+sh+" ends before position 50 "+
+		"(its next entry takes position 3): read from 3 or before, or --from end") {
+		t.Fatalf("read-shard --from 50: %s", out)
+	}
 	if out := run(exitUsage, "read-shard", "x"); !strings.Contains(out, "SHARD must be a shard number") {
 		t.Fatalf("bad shard: %s", out)
 	}

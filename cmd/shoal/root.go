@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,6 +94,10 @@ func (a *app) newRoot() *cobra.Command {
 			return usagef("%s is not valid here: shard numbers, counts and versions are 0 or more; see 'shoal %s--help'",
 				m[1], commandPath(cmd))
 		}
+		// An unsigned flag given something else: pflag's error ends in strconv's.
+		if m := badUintFlag.FindStringSubmatch(err.Error()); m != nil {
+			return usagef("%s takes a whole number, 0 or more, got %q; see 'shoal %s--help'", m[2], m[1], commandPath(cmd))
+		}
 		return usagef("%v; see 'shoal %s--help'", err, commandPath(cmd))
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
@@ -105,6 +110,10 @@ func (a *app) newRoot() *cobra.Command {
 	)
 	return root
 }
+
+// badUintFlag matches pflag's error for an unsigned flag's value that is not a whole number of 0
+// or more: the value, and the flag as pflag names it ("--count", or "-n, --count").
+var badUintFlag = regexp.MustCompile(`^invalid argument "(.*)" for "(.+)" flag: strconv\.ParseUint: `)
 
 // negativeArg matches pflag's error for a negative number among a command's arguments.
 var negativeArg = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d+)$`)
@@ -145,9 +154,19 @@ func noArgs(cmd *cobra.Command, args []string) error {
 
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != len(names) {
-			return usagef("%s needs %s; see 'shoal %s--help'", cmd.CommandPath(),
-				strings.ToUpper(strings.Join(names, " ")), commandPath(cmd))
+		want := strings.ToUpper(strings.Join(names, " "))
+		switch {
+		case len(args) < len(names):
+			return usagef("%s needs %s; see 'shoal %s--help'", cmd.CommandPath(), want, commandPath(cmd))
+		case len(args) > len(names):
+			// Most often a flag's value with spaces left unquoted (--data {"a": 1}), which the
+			// shell split into arguments.
+			got := make([]string, len(args))
+			for i, a := range args {
+				got[i] = strconv.Quote(a)
+			}
+			return usagef("%s takes %s; got %d arguments: %s (quote a flag's value that holds spaces, as in --data '{\"a\": 1}'); see 'shoal %s--help'",
+				cmd.CommandPath(), want, len(args), strings.Join(got, " "), commandPath(cmd))
 		}
 		return nil
 	}
@@ -160,6 +179,7 @@ func explain(err error) (int, string) {
 	var we *client.WrongExpectedVersionError
 	var ie *client.InvalidArgumentError
 	var ce *client.IDConflictError
+	var pa *client.PositionAheadError
 	switch {
 	case errors.As(err, &ee):
 		return ee.code, ee.msg
@@ -193,6 +213,13 @@ func explain(err error) (int, string) {
 		return exitError, fmt.Sprintf("event ID %s is already stored in stream %q; pass a new --id or leave it out", ce.ID, ce.Stream)
 	case errors.Is(err, context.Canceled):
 		return exitError, "interrupted"
+	case errors.As(err, &pa):
+		// From the CLI, most often a position typed past the end rather than a checkpoint kept
+		// across a restore, which the client's message puts first.
+		return exitError, fmt.Sprintf("shard %d ends before position %d (its next entry takes position %d): read from %d "+
+			"or before, or --from end (with --follow, to wait for what comes next); a position this shard handed out "+
+			"before means that it lost that history (a restore from an older backup?) or that it is another cluster's",
+			pa.Shard, pa.From, pa.End, pa.End)
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		return exitUsage, err.Error()
 	}
