@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -120,5 +121,35 @@ func TestForwardTargetUnreachableNotCounted(t *testing.T) {
 	}
 	if s := c.Stats(); s.BreakerTrips != 0 {
 		t.Fatalf("answers about another node opened breakers: stats %+v", s)
+	}
+}
+
+// lateTimer is a caller's context whose deadline has passed but whose timer has not fired yet,
+// as on a busy machine: Err is still nil.
+type lateTimer struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// An attempt that timed out with its caller's deadline is the caller's end, not the node's
+// fault, even before the caller's context says so; a timeout with time left is the node's.
+func TestBreakerLeavesCallersDeadlineOut(t *testing.T) {
+	c := &Client{}
+	timedOut := status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+	late := lateTimer{context.Background(), time.Now().Add(-time.Millisecond)}
+	if got := c.breakerOutcome(late, timedOut); got != errExcluded {
+		t.Errorf("timeout at the caller's deadline, its timer late: %v, want errExcluded", got)
+	}
+	if err := callerEnded(late); err != context.DeadlineExceeded {
+		t.Errorf("callerEnded with the deadline passed: %v, want context.DeadlineExceeded", err)
+	}
+	early := lateTimer{context.Background(), time.Now().Add(time.Hour)}
+	if got := c.breakerOutcome(early, timedOut); got != errNodeFault {
+		t.Errorf("timeout an hour before the caller's deadline: %v, want errNodeFault", got)
+	}
+	if err := callerEnded(early); err != nil {
+		t.Errorf("callerEnded an hour before the deadline: %v", err)
 	}
 }

@@ -165,7 +165,7 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				uncertain = uncertain || mayHaveApplied(err)
 				return ended(ErrClosed)
 			}
-			if cerr := ctx.Err(); cerr != nil {
+			if cerr := callerEnded(ctx); cerr != nil {
 				// The attempt was under way when the context ended. One that made progress (a
 				// subscription that recovered and then ran) ended well: an earlier attempt's
 				// error is no cause of the end.
@@ -345,13 +345,28 @@ func (c *Client) try(ctx context.Context, n *node, w *leaderWatch, fn attempt, c
 	return progress, err, moved
 }
 
+// callerEnded returns ctx's error once it ended, or context.DeadlineExceeded once its deadline
+// has passed though its timer has not fired yet: on a busy machine the timer fires late, and an
+// attempt bounded by that deadline fails first, while ctx.Err() is still nil. Such a failure is
+// the caller's, not the node's (a reviewer's callers with deadlines of a few milliseconds
+// opened healthy nodes' breakers, stalling every other caller for seconds).
+func callerEnded(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // breakerOutcome maps an attempt's error to what the node's breaker records:
 // success (nil), a node fault, or nothing (the caller gave up).
 func (c *Client) breakerOutcome(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if ctx.Err() != nil || c.closed() {
+	if callerEnded(ctx) != nil || c.closed() {
 		return errExcluded
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Canceled {
