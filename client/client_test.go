@@ -436,6 +436,9 @@ func TestLocalValidation(t *testing.T) {
 	check("delete not UTF-8", c.Delete(ctx, "\xfe", Any), "stream")
 	_, err = c.ReadPage(ctx, "\xfe")
 	check("read not UTF-8", err, "stream")
+	// All of a stream in one slice: Read's, not a page's (it read DefaultPageSize, saying nothing).
+	_, err = c.ReadPage(ctx, "s", Count(0))
+	check("read page of count 0", err, "Count")
 	for _, err := range c.ReadShard(ctx, 0, 0, 0, StreamPrefix("\xff")) {
 		check("prefix not UTF-8", err, "StreamPrefix")
 		break

@@ -25,7 +25,7 @@ var (
 	// or was soft-deleted, and by Delete of a stream that does not exist.
 	ErrStreamNotFound = errors.New("client: stream not found")
 	// ErrStreamDeleted is returned by any operation on a tombstoned stream but Truncate, which
-	// frees its events' space.
+	// frees its events' space, and StreamInfo, which reports it (StreamTombstoned).
 	ErrStreamDeleted = errors.New("client: stream deleted")
 	// ErrStreamChanged ends a Read that resumed after a failure and found the stream deleted
 	// and written again since the events it yielded, or truncated past them: what follows is

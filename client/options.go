@@ -222,6 +222,7 @@ type readOptions struct {
 	fromEnd   bool
 	backward  bool
 	count     uint64
+	countSet  bool // Count was given (ReadPage refuses Count(0))
 	stale     bool
 	bounded   bool            // MaxStaleness was given
 	maxStale  time.Duration   // its bound
@@ -271,9 +272,10 @@ func (o *readOptions) streamStart() {
 	}
 }
 
-// Count limits the read to n events (0 = all; ReadPage defaults to
-// DefaultPageSize).
-func Count(n uint64) ReadOption { return func(o *readOptions) { o.count = n } }
+// Count limits the read to n events (0 = all, for Read; ReadPage takes 1 or
+// more, DefaultPageSize when Count is not given, and refuses Count(0) with an
+// *InvalidArgumentError rather than read a whole stream into memory).
+func Count(n uint64) ReadOption { return func(o *readOptions) { o.count, o.countSet = n, true } }
 
 // Linearizable makes the read linearizable (served by the shard's leader after
 // it confirmed its leadership) whatever WithStaleReads says, for a caller that

@@ -368,12 +368,17 @@ func (c *Client) Read(ctx context.Context, stream string, opts ...ReadOption) it
 }
 
 // ReadPage reads up to Count events (DefaultPageSize when Count is not
-// given) into a slice. It takes the same options and returns the same
-// errors as Read; on error it returns no events.
+// given; Count(0), all of them, is refused: that is Read's) into a slice. It
+// takes the same options and returns the same errors as Read; on error it
+// returns no events.
 func (c *Client) ReadPage(ctx context.Context, stream string, opts ...ReadOption) ([]RecordedEvent, error) {
 	var o readOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.countSet && o.count == 0 {
+		return nil, &InvalidArgumentError{Field: "Count", Limit: "1 or more for ReadPage (none: DefaultPageSize)",
+			Reason: "Count(0) reads every event, which ReadPage would hold in memory at once; use Read to go through a whole stream"}
 	}
 	if o.count == 0 {
 		opts = append(opts[:len(opts):len(opts)], Count(DefaultPageSize))

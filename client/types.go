@@ -141,8 +141,12 @@ type DeleteResult struct {
 type AppendResult struct {
 	Shard        uint32
 	FirstVersion uint64 // version of the batch's first event
-	LastVersion  uint64 // the stream's last version after the append
-	Position     uint64 // shard position of the batch's first event
+	// LastVersion is the version of the batch's last event: the stream's last version
+	// after the append, but for a Duplicate the version its last event was stored at
+	// then, which later appends may have passed (expect the stream's current version
+	// from a read, not from a duplicate's LastVersion).
+	LastVersion uint64
+	Position    uint64 // shard position of the batch's first event
 	// LastPosition is the shard position of the batch's last event: Position +
 	// (LastVersion - FirstVersion), except for a Duplicate of events that several
 	// appends wrote, whose later events are at higher positions.

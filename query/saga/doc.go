@@ -34,7 +34,9 @@
 //     recorded re-runs the action on Resume. Using the ID as the event ID of
 //     a shoal append makes the re-run a no-op.
 //  3. Return Permanent(err) from an action that must not be retried; other
-//     errors are retried (RetryPolicy) before the step fails.
+//     errors are retried (RetryPolicy) before the step fails. A shoal append
+//     refused for good (client.ErrStreamDeleted for a tombstoned stream,
+//     client.ErrInvalidArgument) wrote nothing and would be refused again.
 //  4. Compensations must eventually succeed; when one keeps failing the
 //     saga stays compensating (ErrCompensationFailed) until Resume. The
 //     failed step is compensated too, since a failure seen by the coordinator
@@ -53,7 +55,13 @@
 //     append is answered Duplicate, the ID was taken first: by the action,
 //     which must then be undone, or by this void on an earlier run of the
 //     compensation, which has nothing more to do; the event at
-//     AppendResult.FirstVersion tells which (ExampleCoordinator). (A
+//     AppendResult.FirstVersion tells which (ExampleCoordinator). A void
+//     refused with client.ErrStreamDeleted found the stream tombstoned:
+//     no append lands there any more, the late action's neither, so the
+//     void has nothing to keep out, and retrying it would leave the saga
+//     compensating for good; what the action may have done before the
+//     tombstone is the compensation's to judge (ExampleCoordinator gives
+//     up on it). (A
 //     StepFailed recorded before this rule, without its "compensate" flag,
 //     compensates the completed steps only, and so does a stream an older
 //     coordinator went on with during a rolling upgrade. An older coordinator

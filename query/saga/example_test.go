@@ -56,6 +56,13 @@ func startExampleNode() (*client.Client, func()) {
 // land, the void is the duplicate, and the money is given back. A re-run of
 // the compensation finds the void (nothing to give back) or the debit (the
 // refund, under its own ID, is written once).
+//
+// An append refused for good (the account's stream tombstoned, an invalid
+// event) wrote nothing and would be refused again: the action returns it as
+// Permanent, not to be retried. A tombstoned stream takes no append at all, so
+// no late debit can land there either: its void has nothing to keep out, and
+// the compensation ends, where retrying the void would keep the saga
+// compensating for good.
 func ExampleCoordinator() {
 	c, stop := startExampleNode()
 	defer stop()
@@ -64,6 +71,9 @@ func ExampleCoordinator() {
 	move := func(stream, typ string) func(context.Context, saga.StepContext) ([]byte, error) {
 		return func(ctx context.Context, sc saga.StepContext) ([]byte, error) {
 			_, err := c.Append(ctx, stream, client.Any, client.Event{ID: sc.IdempotencyID, Type: typ, Data: sc.Input})
+			if errors.Is(err, client.ErrStreamDeleted) || errors.Is(err, client.ErrInvalidArgument) {
+				return nil, saga.Permanent(err) // refused, nothing written: retrying changes nothing
+			}
 			return nil, err
 		}
 	}
@@ -74,6 +84,9 @@ func ExampleCoordinator() {
 			Compensate: func(ctx context.Context, sc saga.StepContext) error {
 				void := client.Event{ID: sc.ActionID(), Type: "DebitVoided", Data: sc.Input}
 				res, err := c.Append(ctx, "acct-a", client.Any, void)
+				if errors.Is(err, client.ErrStreamDeleted) {
+					return nil // the account is gone for good: no debit can land, nothing can be given back there
+				}
 				if err != nil || !res.Duplicate {
 					return err // voided before it landed: nothing to give back
 				}
