@@ -233,6 +233,16 @@ func HasCluster(dir string) bool {
 	return err == nil
 }
 
+// StoredReplication returns the replication factor of the cluster whose settings data directory
+// dir holds as its node last knew it, 0 when it holds none or they cannot be read.
+func StoredReplication(dir string) uint32 {
+	s, ok, err := (&dataDir{path: dir}).settings()
+	if !ok || err != nil {
+		return 0
+	}
+	return s.Replication
+}
+
 // HoldsReplicas reports whether the node of data directory dir held replicas of shards when
 // it stopped (or may have: its list of them cannot be read). A node decommissioned and
 // drained holds none.

@@ -634,8 +634,14 @@ func TestDevRefusesFewerNodes(t *testing.T) {
 	}
 	code, out, errOut := runCLI(t, nil, "", "dev", "--data", dir, "--nodes", "1")
 	want := fmt.Sprintf("--data %s: node-1 of its dev cluster, beyond --nodes 1, still holds replicas", dir)
-	if code != exitUsage || !strings.Contains(errOut, want) || !strings.Contains(errOut, "run with --nodes 2") || out != "" {
+	if code != exitUsage || !strings.Contains(errOut, want) || !strings.Contains(errOut, "Run with --nodes 2") || out != "" {
 		t.Fatalf("dev --nodes 1 over two nodes: exit %d, stderr %q, stdout %q; want %d and %q", code, errOut, out, exitUsage, want)
+	}
+	// At replication 2 a drain to one node cannot finish: the factor goes down first.
+	if want := "to shrink the cluster, first lower the replication factor to 1 (shoal cluster set-replication 1; it is 2, " +
+		"more than the nodes left), then decommission node-1 (shoal node decommission NAME), then wait until 'cluster status' " +
+		"shows node-1 holding 0 replicas"; !strings.Contains(errOut, want) {
+		t.Fatalf("dev --nodes 1 over two nodes at replication 2: stderr %q, want %q", errOut, want)
 	}
 	// Decommissioned (the flag file node decommission leaves), stopped before it deleted its
 	// replicas: told to let it.
@@ -643,7 +649,8 @@ func TestDevRefusesFewerNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut = runCLI(t, nil, "", "dev", "--data", dir, "--nodes", "1")
-	if want := "a decommissioned node deletes its replicas a few seconds after"; code != exitUsage || !strings.Contains(errOut, want) {
+	if want := "first lower the replication factor to 1 (shoal cluster set-replication 1; it is 2, more than the nodes left), " +
+		"then wait until 'cluster status' shows node-1 holding 0 replicas"; code != exitUsage || !strings.Contains(errOut, want) {
 		t.Fatalf("dev --nodes 1 over a decommissioned node-1: exit %d, stderr %q; want %q", code, errOut, want)
 	}
 }

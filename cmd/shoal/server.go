@@ -410,6 +410,25 @@ func devDecommissioning(dir string, left []string) bool {
 	return true
 }
 
+// devShrink says how to take the dev nodes left out of a cluster of replication repl (0:
+// unknown) down to nodes, those nodes being decommissioned already or not.
+func devShrink(left []string, nodes int, repl uint32, decommissioning bool) string {
+	var steps []string
+	if int(repl) > nodes {
+		// A replica moves only to a node that can take it: with fewer nodes left than the
+		// factor, a drain keeps its replicas for good.
+		steps = append(steps, fmt.Sprintf("lower the replication factor to %d (shoal cluster set-replication %d; it is %d, more than the nodes left)", nodes, nodes, repl))
+	}
+	if !decommissioning {
+		steps = append(steps, "decommission "+clusterstatus.List(left)+" (shoal node decommission NAME)")
+	}
+	// A drained node deletes its replicas a moment after cluster status shows it holding none:
+	// stopped in between, it still holds them on disk.
+	steps = append(steps, fmt.Sprintf("wait until 'cluster status' shows %s holding 0 replicas and a few seconds more "+
+		"(its log says 'deleted replica removed from its group'), then stop it and start with --nodes %d", clusterstatus.List(left), nodes))
+	return "first " + strings.Join(steps, ", then ")
+}
+
 func (a *app) devCmd() *cobra.Command {
 	var (
 		nodes   int
@@ -437,17 +456,10 @@ the others join it. Ctrl-C stops every node.`,
 			}
 			fresh := devFresh(dir)
 			if left, need := devLeftOut(dir, nodes); !fresh && len(left) > 0 {
-				// A drained node deletes its replicas a moment after cluster status shows it
-				// holding none: stopped in between, it still holds them on disk.
-				drained := "or decommission them first (shoal node decommission)"
-				if devDecommissioning(dir, left) {
-					drained = "a decommissioned node deletes its replicas a few seconds after 'cluster status' shows it holding none: " +
-						"run with --nodes " + fmt.Sprint(need) + " again, wait for its log's 'deleted replica removed from its group' lines " +
-						"(or a few seconds past 0 replicas), then stop it"
-				}
 				return usagef("--data %s: %s of its dev cluster, beyond --nodes %d, still %s replicas: left down, their shards "+
-					"run short of voters or without quorum; run with --nodes %d, %s",
-					dir, strings.Join(left, ", "), nodes, clusterstatus.Agree(len(left), "holds", "hold"), need, drained)
+					"run short of voters or without quorum. Run with --nodes %d; to shrink the cluster, %s",
+					dir, strings.Join(left, ", "), nodes, clusterstatus.Agree(len(left), "holds", "hold"), need,
+					devShrink(left, nodes, node.StoredReplication(filepath.Join(dir, "node-0")), devDecommissioning(dir, left)))
 			}
 			return a.runDev(cmd.Context(), dir, nodes, fresh, minFree)
 		},
