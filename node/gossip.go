@@ -204,7 +204,7 @@ func (n *Node) rejoinAtStart(ctx context.Context, ml *membership.Membership, see
 					"foreign", foreign, "join", seeds)
 				err = nil
 			} else if errors.Is(err, membership.ErrGossipKey) {
-				n.log.Error("the seeds use another gossip encryption key (--gossip-key-file); starting alone and retrying in the background",
+				n.log.Error("the seeds' gossip encryption does not match this node's (--gossip-key-file); starting alone and retrying in the background",
 					"join", seeds, "err", err)
 				err = nil
 			} else if errors.Is(err, membership.ErrNotGossip) {

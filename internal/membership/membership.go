@@ -41,7 +41,7 @@ var (
 	ErrNotGossip = errors.New("membership: the seeds do not answer with gossip")
 	// ErrGossipKey is wrapped by Join when every seed answered with gossip encrypted under
 	// another key than this node's, or encrypted where this node's is not, or the reverse.
-	ErrGossipKey = errors.New("membership: the seeds use another gossip encryption key")
+	ErrGossipKey = errors.New("membership: the seeds' gossip encryption does not match this node's")
 )
 
 // NameTakenError names the live member that holds this node's name. Is(ErrNameTaken).
@@ -443,6 +443,13 @@ func (m *Membership) Join(seeds []string) (int, error) {
 		return n, fmt.Errorf("membership: join %v: %w", seeds, refused)
 	}
 	msg := flatten(err)
+	if everySeed(err, unencryptedSeed) {
+		// With a key, memberlist takes any answer that is not encrypted gossip for a keyless
+		// seed, a gRPC or HTTP port's too.
+		return n, fmt.Errorf("membership: join %v: %w: they answered without encryption: they run without "+
+			"--gossip-key-file (the nodes of a cluster share one, or all go without), or they are not gossip addresses "+
+			"(--join takes the seeds' --gossip addresses, not their gRPC --listen or --http ones): %s", seeds, ErrGossipKey, msg)
+	}
 	if everySeed(err, keyMismatch) {
 		return n, fmt.Errorf("membership: join %v: %w (the nodes of a cluster share one --gossip-key-file, or all go without): %s",
 			seeds, ErrGossipKey, msg)
@@ -470,6 +477,12 @@ func keyMismatch(msg string) bool {
 	return strings.Contains(msg, "no installed keys could decrypt") ||
 		strings.Contains(msg, "remote state is encrypted and encryption is not configured") ||
 		strings.Contains(msg, "encryption is configured but remote state is not encrypted")
+}
+
+// unencryptedSeed tells whether a seed's join failure msg is an answer that was not encrypted
+// gossip, to a node that has a key.
+func unencryptedSeed(msg string) bool {
+	return strings.Contains(msg, "encryption is configured but remote state is not encrypted")
 }
 
 // everySeed tells whether err, from memberlist's Join, failed each seed it tried for a
