@@ -58,6 +58,9 @@ func Inspect(dir string) (*Inspection, error) {
 	if ok, err := d.readJSON(identityFile, &d.id); err != nil {
 		return nil, err
 	} else if !ok {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("node: inspect: %w", err) // "stat /x: no such file or directory"
+		}
 		return nil, fmt.Errorf("node: inspect: %s holds no node (no %s)", dir, identityFile)
 	}
 	unlock, err := lockToRead(dir)

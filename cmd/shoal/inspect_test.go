@@ -99,5 +99,9 @@ func TestInspectCLI(t *testing.T) {
 		!strings.Contains(out, before+": node e2e (") {
 		t.Errorf("inspect of an empty directory and a backup: %q", out)
 	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	if out := run(exitError, "node", "inspect", missing); !strings.Contains(out, "stat "+missing+": no such file or directory") {
+		t.Errorf("inspect of a directory that does not exist: %q", out)
+	}
 	run(exitUsage, "node", "inspect")
 }

@@ -64,6 +64,9 @@ clocks with the commit times they stamped; it counts whole milliseconds.`,
 			case !cmd.Flags().Changed("prefix"):
 				return usagef("--prefix is required: the policy applies to the streams whose names start with it ('' for every stream)")
 			case keepLast == 0 && maxAge == 0 && !deleted:
+				if cmd.Flags().Changed("keep-last") || cmd.Flags().Changed("max-age") {
+					return usagef("--keep-last 0 and --max-age 0 set no limit: give a count of 1 or more, a positive age, or --deleted, or the policy removes nothing")
+				}
 				return usagef("give --keep-last, --max-age or --deleted: the policy removes nothing")
 			case maxAge < 0 || maxAge > 0 && maxAge < time.Millisecond:
 				return usagef("--max-age must be at least 1ms, got %v", maxAge)

@@ -131,6 +131,7 @@ func TestUsageErrors(t *testing.T) {
 		// An unquoted JSON value, split by the shell.
 		{[]string{"append", "t", "--type", "T", "--data", `{"a":`, "1}"}, `shoal append takes STREAM; got 2 arguments: "t" "1}" (quote a flag's value that holds spaces`},
 		{[]string{"cluster", "frob"}, "unknown command"},
+		{[]string{"retention", "set", "--prefix", "x-", "--keep-last", "0"}, "--keep-last 0 and --max-age 0 set no limit"},
 		{[]string{"cluster", "set-replication"}, "needs N"},
 		{[]string{"cluster", "set-replication", "0"}, `replication factor "0" out of range 1..7`},
 		{[]string{"cluster", "set-replication", "three"}, `replication factor "three" out of range 1..7`},
