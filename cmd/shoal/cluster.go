@@ -195,6 +195,13 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
+				// Best effort, as the notes below: whether the drain was asked before.
+				already := false
+				if st, err := c.Status(ctx); err == nil {
+					for _, n := range clusterstatus.New(st).Nodes {
+						already = already || n.Name == args[0] && n.Decommissioning
+					}
+				}
 				if err := c.Decommission(ctx, args[0]); err != nil {
 					return err
 				}
@@ -217,7 +224,11 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 				if len(stalled) > 0 {
 					moving = "its leaderships are moving away, its replicas stay for now (below)"
 				}
-				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s: %s; follow with 'shoal cluster status'\n", args[0], moving); err != nil {
+				was := ""
+				if already {
+					was = " (it already was: nothing changed)"
+				}
+				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s%s: %s; follow with 'shoal cluster status'\n", args[0], was, moving); err != nil {
 					return err
 				}
 				for _, note := range notes {

@@ -222,6 +222,9 @@ func TestEndToEnd(t *testing.T) {
 	if out = expect(0, "", "cluster", "status"); !strings.Contains(out, "decommissioning") {
 		t.Fatalf("cluster status after decommission:\n%s", out)
 	}
+	if out = expect(0, "", "node", "decommission", "e2e"); !strings.Contains(out, "decommissioning e2e (it already was: nothing changed)") {
+		t.Fatalf("node decommission again: %q", out)
+	}
 	if out = expect(0, "", "node", "recommission", "e2e"); !strings.Contains(out, "e2e is no longer decommissioning") {
 		t.Fatalf("node recommission: %q", out)
 	}
