@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -740,5 +742,24 @@ func TestDevBannerNamesDecommissioning(t *testing.T) {
 	if !strings.Contains(out.String(), want) || strings.Contains(out.String(), "node-0 is being") ||
 		!strings.Contains(out.String(), "try: bin/shoal append hello-1") {
 		t.Fatalf("banner:\n%s\nwant it to contain:\n%s", out.String(), want)
+	}
+}
+
+// TestExitOnSecondSignal: once a stop began, the next SIGTERM ends the process at once with
+// 143, as the signal would, after saying so (it exited without a word). Run in a child
+// process, which sends itself the signal.
+func TestExitOnSecondSignal(t *testing.T) {
+	if os.Getenv("SHOAL_TEST_SECOND_SIGNAL") == "1" {
+		exitOnSecondSignal(func(sig os.Signal) { fmt.Println("said:", sig) })
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		time.Sleep(10 * time.Second) // ended by the handler
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExitOnSecondSignal$")
+	cmd.Env = append(os.Environ(), "SHOAL_TEST_SECOND_SIGNAL=1")
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 143 || !strings.Contains(string(out), "said: terminated") {
+		t.Fatalf("child: %v, output %q; want exit 143 after saying so", err, out)
 	}
 }

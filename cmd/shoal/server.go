@@ -287,6 +287,23 @@ const maxProcs = 4096
 // transfers that have not ended by then are left to the followers' election.
 const handOffTimeout = 5 * time.Second
 
+// exitOnSecondSignal makes the next SIGINT or SIGTERM, during a clean stop that the first one
+// began, end the process at once with 128 plus the signal's number, as the signal itself would,
+// after say has told why.
+func exitOnSecondSignal(say func(os.Signal)) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-ch
+		say(sig)
+		code := 1
+		if n, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(n)
+		}
+		os.Exit(code)
+	}()
+}
+
 // serve runs one node until ctx ends.
 func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
 	n, err := node.Start(ctx, cfg)
@@ -301,8 +318,10 @@ func serve(ctx context.Context, log *slog.Logger, cfg node.Config) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "node", n.Name())
-		// A second SIGINT or SIGTERM during the hand-off and close stops the process at once.
-		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		exitOnSecondSignal(func(sig os.Signal) {
+			log.Warn("second signal: exiting at once, the stop unfinished (as after a crash, every acknowledged write is on disk)",
+				"node", n.Name(), "signal", sig.String())
+		})
 		// A planned stop: hand the node's leaderships to other voters while it still answers,
 		// so that its shards change leader at once instead of after an election.
 		hctx, cancel := context.WithTimeout(context.Background(), handOffTimeout)
@@ -496,8 +515,9 @@ func (a *app) runDev(ctx context.Context, dir string, nodes int, fresh bool, min
 	}
 	devBanner(a.stdout, dir, started, nodes, fresh, invokedAs(os.Args[0]))
 	<-ctx.Done()
-	// A second SIGINT or SIGTERM while the nodes close stops the process at once.
-	signal.Reset(os.Interrupt, syscall.SIGTERM)
+	exitOnSecondSignal(func(sig os.Signal) {
+		fmt.Fprintf(a.stderr, "shoal dev: second signal (%s): exiting at once, the stop unfinished (as after a crash, every acknowledged write is on disk)\n", sig)
+	})
 	fmt.Fprintln(a.stdout, "stopping")
 	return nil // the deferred loop closes the nodes
 }
