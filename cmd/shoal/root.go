@@ -304,8 +304,16 @@ func (a *app) unreachable(err error, server string) error {
 				"the shoal server at %s is starting (joining its cluster, reopening its shards) and does not serve yet; "+
 					"try again shortly, or point --server at another node", server)}
 		}
+		if msg := err.Error(); strings.Contains(msg, "name resolver error") || strings.Contains(msg, "no such host") {
+			return &explainedError{code: exitError, msg: fmt.Sprintf(
+				"cannot reach a shoal server at %s: its host name resolves to no address; check --server (or $SHOAL_SERVER)", server)}
+		}
+		why := ""
+		if strings.Contains(err.Error(), "connection refused") {
+			why = " (connection refused: nothing listens there)"
+		}
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
-			"cannot reach a shoal server at %s; start one with 'shoal server' or point --server (or $SHOAL_SERVER) at a running node", server)}
+			"cannot reach a shoal server at %s%s; start one with 'shoal server' or point --server (or $SHOAL_SERVER) at a running node", server, why)}
 	}
 	return err
 }
