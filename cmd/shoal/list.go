@@ -158,7 +158,8 @@ time of its last event.`,
 				if info.State != client.StreamLive {
 					before = "all"
 				}
-				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until a truncation removes them: shoal truncate %s --before %s\n",
+				fmt.Fprintf(tw, "hidden events\t%d, which a delete hid: they take space until a truncation removes them: shoal truncate %s --before %s "+
+					"(for every deleted stream of a prefix: shoal retain --prefix P --deleted, or a retention policy with --deleted)\n",
 					info.HiddenEvents, shellQuote(info.Name), before)
 			}
 			fmt.Fprintf(tw, "shard\t%d\n", info.Shard)
