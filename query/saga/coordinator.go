@@ -170,10 +170,23 @@ func (p RetryPolicy) withDefaults(d RetryPolicy) RetryPolicy {
 	return p
 }
 
+// Store is what a Coordinator asks of shoal, the methods of *client.Client it calls: a
+// wrapper of the client (for tracing, metrics or a tenant's stream names) can stand in for it.
+// Its semantics must be the client's: Append's expected-version check and idempotent event
+// IDs, Read's order and WholeHistory, and their errors (client.ErrWrongExpectedVersion,
+// client.ErrOutcomeUnknown, ...), on which the Coordinator's guarantees rest.
+type Store interface {
+	Append(ctx context.Context, stream string, expected client.ExpectedVersion, events ...client.Event) (client.AppendResult, error)
+	Read(ctx context.Context, stream string, opts ...client.ReadOption) iter.Seq2[client.RecordedEvent, error]
+	ListStreams(ctx context.Context, after string, opts ...client.ReadOption) iter.Seq2[client.StreamInfo, error]
+}
+
+var _ Store = (*client.Client)(nil)
+
 // Config configures a Coordinator.
 type Config struct {
-	Client      *client.Client // required, not owned
-	Definitions []*Definition  // the sagas this coordinator can start and resume
+	Client      Store         // required, not owned: a *client.Client, or a wrapper of one
+	Definitions []*Definition // the sagas this coordinator can start and resume
 	// ActionRetry applies to every action without its own Step.Retry;
 	// default DefaultActionRetry (30 s in all).
 	ActionRetry RetryPolicy
@@ -196,7 +209,7 @@ type Config struct {
 // concurrent use; two coordinators (in one process or many) driving the
 // same saga cannot both record a transition.
 type Coordinator struct {
-	c       *client.Client
+	c       Store
 	cfg     Config
 	defs    map[string]*Definition
 	meta    []byte

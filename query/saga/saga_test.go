@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -630,6 +631,26 @@ func TestSagas(t *testing.T) {
 		}
 	})
 
+	// A wrapper of the client stands in for it (Store): here one that counts the saga
+	// stream's appends, three per step and two for the start and end of a one-step saga.
+	t.Run("wrapped client", func(t *testing.T) {
+		ctx := testCtx(t)
+		one := &Definition{Name: "one", Steps: []Step{{Name: "only",
+			Action: func(context.Context, StepContext) ([]byte, error) { return []byte("ok"), nil }}}}
+		counted := &countingStore{Client: c}
+		co, err := NewCoordinator(Config{Client: counted, Definitions: []*Definition{one}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := co.Start(ctx, "one", "wrapped-1", nil); err != nil || st.Status != StatusCompleted {
+			t.Fatalf("Start through a wrapped client = %s, %v", st.Status, err)
+		}
+		// SagaStarted, StepStarted, StepCompleted, SagaCompleted.
+		if n := counted.appends.Load(); n != 4 {
+			t.Fatalf("%d appends through the wrapper, want 4", n)
+		}
+	})
+
 	// MaxElapsed bounds an attempt under way too: an action that never answers fails after
 	// it, and the saga aborts, rather than hold Start until its caller gives up.
 	t.Run("hung action given up after MaxElapsed", func(t *testing.T) {
@@ -672,4 +693,15 @@ func TestSagas(t *testing.T) {
 			t.Fatalf("NewCoordinator with Max below Initial: %v, want ErrInvalid", err)
 		}
 	})
+}
+
+// countingStore is a Store that counts the appends it passes on to its client.
+type countingStore struct {
+	*client.Client
+	appends atomic.Int64
+}
+
+func (s *countingStore) Append(ctx context.Context, stream string, expected client.ExpectedVersion, events ...client.Event) (client.AppendResult, error) {
+	s.appends.Add(1)
+	return s.Client.Append(ctx, stream, expected, events...)
 }
