@@ -282,6 +282,13 @@ func (e *IDConflictError) Error() string {
 	if e.ExistingStream == "" {
 		return fmt.Sprintf("client: event ID %s conflicts with an event already stored for stream %q", e.ID, e.Stream)
 	}
+	if e.ExistingStream == e.Stream {
+		// Stored in this stream, but the batch is no retry of what was stored: a retry
+		// resends the events of earlier appends in their order and at consecutive versions.
+		return fmt.Sprintf("client: event ID %s is already stored as version %d of stream %q, but the batch does not "+
+			"repeat stored events in order at consecutive versions (it mixes new events with stored ones, reorders them, "+
+			"or leaves one out): a retry resends the same events in the same order", e.ID, e.ExistingVersion, e.Stream)
+	}
 	return fmt.Sprintf("client: event ID %s sent to stream %q is already stored as version %d of stream %q",
 		e.ID, e.Stream, e.ExistingVersion, e.ExistingStream)
 }

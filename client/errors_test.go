@@ -273,3 +273,17 @@ func TestDiskLowNotRetried(t *testing.T) {
 		t.Fatalf("the append was sent %d times, want 1", n)
 	}
 }
+
+// An ID stored in the stream the batch goes to is no wrong stream: the message says what a
+// retry must resend, where it said the ID was stored, as if that were the fault.
+func TestIDConflictMessage(t *testing.T) {
+	id := uuid.MustParse("0190a3c4-0000-7000-8000-000000000001")
+	same := (&IDConflictError{Stream: "s", ID: id, ExistingStream: "s", ExistingVersion: 1}).Error()
+	if !strings.Contains(same, "is already stored as version 1 of stream \"s\", but the batch does not repeat stored events in order") {
+		t.Errorf("same stream: %q", same)
+	}
+	other := (&IDConflictError{Stream: "s", ID: id, ExistingStream: "t", ExistingVersion: 1}).Error()
+	if other != "client: event ID "+id.String()+" sent to stream \"s\" is already stored as version 1 of stream \"t\"" {
+		t.Errorf("another stream: %q", other)
+	}
+}
