@@ -444,7 +444,7 @@ func devShrink(left []string, nodes int, repl uint32, decommissioning bool) stri
 	// A drained node deletes its replicas a moment after cluster status shows it holding none:
 	// stopped in between, it still holds them on disk.
 	steps = append(steps, fmt.Sprintf("wait until 'cluster status' shows %s holding 0 replicas and a few seconds more "+
-		"(its log says 'deleted replica removed from its group'), then stop it and start with --nodes %d", clusterstatus.List(left), nodes))
+		"(it then deletes them from disk), then stop it and start with --nodes %d", clusterstatus.List(left), nodes))
 	return "first " + strings.Join(steps, ", then ")
 }
 
