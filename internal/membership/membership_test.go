@@ -274,18 +274,6 @@ func TestEncryption(t *testing.T) {
 		}
 		t.Fatalf("a key towards a seed without: %v, want ErrGossipKey saying the seed has none", err)
 	}
-	// A key towards a port that is not gossip (an HTTP server's): memberlist takes it for a
-	// seed without a key; the error names both causes.
-	web := httptest.NewServer(http.NotFoundHandler())
-	defer web.Close()
-	toWeb := testConfig(t, "h", 9, "c", web.Listener.Addr().String())
-	toWeb.SecretKey = key
-	if m, err := Start(toWeb); err == nil || !errors.Is(err, ErrGossipKey) || !strings.Contains(err.Error(), "or they are not gossip addresses") {
-		if m != nil {
-			m.Close()
-		}
-		t.Fatalf("a key towards an HTTP port: %v, want ErrGossipKey naming a wrong address as a cause", err)
-	}
 	mixed := testConfig(t, "x", 8, "c", ca.Bind, testaddr.Gossip(t))
 	if m, err := Start(mixed); err == nil || errors.Is(err, ErrGossipKey) {
 		if m != nil {
