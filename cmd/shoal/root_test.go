@@ -133,6 +133,7 @@ func TestUsageErrors(t *testing.T) {
 		// An unquoted JSON value, split by the shell.
 		{[]string{"append", "t", "--type", "T", "--data", `{"a":`, "1}"}, `shoal append takes STREAM; got 2 arguments: "t" "1}" (quote a flag's value that holds spaces`},
 		{[]string{"cluster", "frob"}, "unknown command"},
+		{[]string{"read", "s", "--max-staleness", "100000h"}, "at most 1193h2m47.295s (about 49 days: 2^32-1 ms), got 100000h0m0s"},
 		{[]string{"retention", "set", "--prefix", "x-", "--keep-last", "0"}, "--keep-last 0 and --max-age 0 set no limit"},
 		{[]string{"cluster", "set-replication"}, "needs N"},
 		{[]string{"cluster", "set-replication", "0"}, `replication factor "0" out of range 1..7`},

@@ -201,7 +201,8 @@ stream that does not exist yet; --from end prints only new events.`,
 			switch {
 			case cmd.Flags().Changed("max-staleness"):
 				if maxStale <= 0 || maxStale > client.MaxStalenessLimit {
-					return usagef("--max-staleness must be positive and at most %v, got %v", client.MaxStalenessLimit, maxStale)
+					return usagef("--max-staleness must be positive and at most %v (about %d days: 2^32-1 ms), got %v",
+						client.MaxStalenessLimit, client.MaxStalenessLimit/(24*time.Hour), maxStale)
 				}
 				stale = true
 				opts = append(opts, client.MaxStaleness(maxStale))
