@@ -165,7 +165,13 @@ func (c *Client) run(ctx context.Context, t target, unary bool, fn attempt) erro
 				uncertain = uncertain || mayHaveApplied(err)
 				return ended(ErrClosed)
 			}
-			if cerr := callerEnded(ctx); cerr != nil {
+			cerr := ctx.Err()
+			if cerr == nil && timedOut(err) {
+				// Its deadline passed, its timer late: the attempt timed out with it. (Another
+				// failure in that window is handled as before, its answer kept.)
+				cerr = callerEnded(ctx)
+			}
+			if cerr != nil {
 				// The attempt was under way when the context ended. One that made progress (a
 				// subscription that recovered and then ran) ended well: an earlier attempt's
 				// error is no cause of the end.
@@ -358,6 +364,16 @@ func callerEnded(ctx context.Context) error {
 		return context.DeadlineExceeded
 	}
 	return nil
+}
+
+// timedOut reports whether an attempt's err is a deadline's end, its context's or one the
+// server answered.
+func timedOut(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.DeadlineExceeded
 }
 
 // breakerOutcome maps an attempt's error to what the node's breaker records:
