@@ -219,7 +219,7 @@ type Coordinator struct {
 // Validate reports the first problem of cfg: a nil client, a name longer than MaxNameLen,
 // an invalid or duplicate definition, a negative retry setting.
 func (cfg *Config) Validate() error {
-	if cfg.Client == nil {
+	if c, ok := cfg.Client.(*client.Client); cfg.Client == nil || ok && c == nil {
 		return invalid("Config.Client must not be nil")
 	}
 	// The name is in every saga event's metadata: past the limit it would crowd out the

@@ -216,6 +216,7 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 	}{
 		{"no client", Config{}},
+		{"nil client", Config{Client: (*client.Client)(nil)}}, // a typed nil in the Store interface
 		{"unnamed definition", Config{Client: &client.Client{}, Definitions: []*Definition{{}}}},
 		{"no steps", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d"}}}},
 		{"step without action", Config{Client: &client.Client{}, Definitions: []*Definition{{Name: "d", Steps: []Step{{Name: "s"}}}}}},
