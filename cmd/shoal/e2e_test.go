@@ -224,7 +224,7 @@ func TestEndToEnd(t *testing.T) {
 	if out = expect(0, "", "cluster", "status"); !strings.Contains(out, "decommissioning") {
 		t.Fatalf("cluster status after decommission:\n%s", out)
 	}
-	if out = expect(0, "", "node", "decommission", "e2e"); !strings.Contains(out, "decommissioning e2e (it already was: nothing changed)") {
+	if out = expect(0, "", "node", "decommission", "e2e"); !strings.Contains(out, "decommissioning e2e (already, as cluster status showed it)") {
 		t.Fatalf("node decommission again: %q", out)
 	}
 	if out = expect(0, "", "node", "recommission", "e2e"); !strings.Contains(out, "e2e is no longer decommissioning") {
@@ -263,6 +263,23 @@ func TestUnreachableServer(t *testing.T) {
 		code, _, errOut := runCLI(t, nil, "", "read", "s", "--server", "127.0.0.1:1")
 		if code != exitError || !strings.Contains(errOut, "cannot reach a shoal server at 127.0.0.1:1 (connection refused: nothing listens there)") {
 			t.Fatalf("exit %d stderr %q", code, errOut)
+		}
+	})
+	t.Run("resolver down", func(t *testing.T) {
+		t.Parallel()
+		// A DNS server that does not answer (a UDP port closed at once): the resolver failed,
+		// which says nothing of the name, nor that nothing listens at it.
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dns := pc.LocalAddr().String()
+		pc.Close()
+		server := "dns://" + dns + "/shoal.example:7400"
+		code, _, errOut := runCLI(t, nil, "", "read", "s", "--server", server)
+		if code != exitError || !strings.Contains(errOut, "at "+server+": its host name could not be resolved: ") ||
+			strings.Contains(errOut, "nothing listens there") {
+			t.Fatalf("resolver down: exit %d stderr %q", code, errOut)
 		}
 	})
 	t.Run("no address", func(t *testing.T) {

@@ -233,6 +233,15 @@ func explain(err error) (int, string) {
 	return exitError, sentence(trimPrefixes(err.Error()))
 }
 
+// lastCause is the end of a client error's text: its last attempt's gRPC description, the
+// cause without the layers of retries and status wrapped around it.
+func lastCause(msg string) string {
+	if i := strings.LastIndex(msg, "desc = "); i >= 0 {
+		msg = msg[i+len("desc = "):]
+	}
+	return strings.Trim(msg, `"`)
+}
+
 // leaderless reports whether err's last attempt reached a server that answered that the
 // shard has no leader, and which shard.
 func leaderless(err error) (uint32, bool) {
@@ -304,12 +313,18 @@ func (a *app) unreachable(err error, server string) error {
 				"the shoal server at %s is starting (joining its cluster, reopening its shards) and does not serve yet; "+
 					"try again shortly, or point --server at another node", server)}
 		}
-		if msg := err.Error(); strings.Contains(msg, "name resolver error") || strings.Contains(msg, "no such host") {
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "produced zero addresses") || strings.Contains(msg, "no such host"):
 			return &explainedError{code: exitError, msg: fmt.Sprintf(
 				"cannot reach a shoal server at %s: its host name resolves to no address; check --server (or $SHOAL_SERVER)", server)}
+		case strings.Contains(msg, "name resolver error") || strings.Contains(msg, "lookup "):
+			// The resolver failed (a DNS server down, say), which says nothing of the name.
+			return &explainedError{code: exitError, msg: fmt.Sprintf(
+				"cannot reach a shoal server at %s: its host name could not be resolved: %s", server, lastCause(msg))}
 		}
 		why := ""
-		if strings.Contains(err.Error(), "connection refused") {
+		if strings.Contains(msg, "connection refused") {
 			why = " (connection refused: nothing listens there)"
 		}
 		return &explainedError{code: exitError, msg: fmt.Sprintf(
