@@ -77,7 +77,7 @@ func TestDecommissionLastOfZone(t *testing.T) {
 		}
 		return "n3 holds no replica yet:\n" + out
 	})
-	want := `note: n3 is the last node of zone "z3" to hold replicas: once it is drained, the other nodes are in 2 zones (z1 and z2)`
+	want := `note: n3 is the last of zone "z3" to hold replicas: once drained, the other nodes are in 2 zones (z1 and z2)`
 	code, out, errOut := runCLI(t, nil, "", "node", "decommission", "n3", "--server", c.Nodes[0].Addr())
 	if code != 0 || !strings.Contains(out, "decommissioning n3: its replicas are moving away") || !strings.Contains(out, want) {
 		t.Fatalf("node decommission n3: exit %d\n%s%s\nwant the zone note %q", code, out, errOut, want)

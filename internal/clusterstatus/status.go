@@ -194,11 +194,11 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.Notes, s.diskLow()...)
 	s.Notes = append(s.Notes, s.unheard()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
+	noted := map[string]bool{} // one note per zone, naming every node draining there
 	for _, n := range s.Nodes {
-		if n.Decommissioning && n.Replicas > 0 {
-			if note := s.DrainZone(n.Name); note != "" {
-				s.Notes = append(s.Notes, note)
-			}
+		if note := s.DrainZone(n.Name); note != "" && !noted[n.Zone] {
+			noted[n.Zone] = true
+			s.Notes = append(s.Notes, note)
 		}
 	}
 	s.Notes = append(s.Notes, s.replicationSpread()...)
@@ -481,16 +481,17 @@ func (s *Status) StalledDrains() []string {
 	return notes
 }
 
-// DrainZone says, when node name is being drained ("" otherwise), that it is the last node of
-// its zone able to hold replicas and that the cluster's other such nodes lie in fewer zones
-// than the replication factor: once it is drained, some shards keep two or more replicas in one
-// zone, where an outage of that zone can take their quorum, and count as under-replicated until
-// a node of another zone joins. A drain that cannot move the replicas at all is StalledDrains'.
+// DrainZone says, when node name is being drained and holds replicas ("" otherwise), that the
+// nodes draining in its zone are the zone's last able to hold replicas, and that the cluster's
+// other such nodes lie in fewer zones than the replication factor: once they are drained, some
+// shards keep two or more replicas in one zone, where an outage of that zone can take their
+// quorum, and count as under-replicated until a node of another zone joins, or one of the
+// zone's nodes that are down comes back. A drain that cannot move the replicas at all is
+// StalledDrains'.
 func (s *Status) DrainZone(name string) string {
-	var zone string
-	found := false
+	zone, found := "", false
 	for _, n := range s.Nodes {
-		if n.Name == name && n.State == "alive" && n.Decommissioning {
+		if n.Name == name && n.State == "alive" && n.Decommissioning && n.Replicas > 0 {
 			zone, found = n.Zone, true
 		}
 	}
@@ -498,10 +499,25 @@ func (s *Status) DrainZone(name string) string {
 	if !found || zone == "" || zones[zone] || zones[""] || nodes < int(s.Replication) || len(zones) >= int(s.Replication) {
 		return ""
 	}
-	return fmt.Sprintf("%s is the last node of zone %q to hold replicas: once it is drained, the other nodes are in %s "+
+	var draining, down []string
+	for _, n := range s.Nodes {
+		switch {
+		case n.Zone != zone:
+		case n.State == "alive" && n.Decommissioning:
+			draining = append(draining, n.Name)
+		case n.State != "alive" && !n.Decommissioning:
+			down = append(down, cmp.Or(n.Name, n.ID))
+		}
+	}
+	until := "a node of another zone joins"
+	if len(down) > 0 {
+		until = fmt.Sprintf("%s %s back or a node of another zone joins", List(down), Agree(len(down), "comes", "come"))
+	}
+	return fmt.Sprintf("%s %s the last of zone %q to hold replicas: once drained, the other nodes are in %s "+
 		"(%s) for replication %d, so shards keep more than one replica in a zone, whose outage can take their quorum, "+
-		"and count as under-replicated until a node of another zone joins",
-		name, zone, Count(len(zones), "zone"), List(slices.Sorted(maps.Keys(zones))), s.Replication)
+		"and count as under-replicated until %s",
+		List(draining), Agree(len(draining), "is", "are"), zone, Count(len(zones), "zone"),
+		List(slices.Sorted(maps.Keys(zones))), s.Replication, until)
 }
 
 // holders counts the nodes that can hold replicas, alive and not decommissioning, and the zones

@@ -212,6 +212,9 @@ func TestClusterStatusDrainZone(t *testing.T) {
 			if zone, ok := strings.CutSuffix(z, ":decom"); ok {
 				n.Zone, n.Decommissioning, n.Replicas = zone, true, 1
 			}
+			if zone, ok := strings.CutSuffix(z, ":dead"); ok {
+				n.Zone, n.Alive = zone, false
+			}
 			nodes = append(nodes, n)
 		}
 		shard := &shoalv1.ShardInfo{Shard: 0, LeaderId: 1, Term: 1, Voters: []uint64{1, 2, 3}}
@@ -219,7 +222,7 @@ func TestClusterStatusDrainZone(t *testing.T) {
 			Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3}, Nodes: nodes,
 			Shards: []*shoalv1.ShardInfo{shard}}})
 	}
-	want := `n3 is the last node of zone "z3" to hold replicas: once it is drained, the other nodes are in 2 zones (z1 and z2) ` +
+	want := `n3 is the last of zone "z3" to hold replicas: once drained, the other nodes are in 2 zones (z1 and z2) ` +
 		`for replication 3, so shards keep more than one replica in a zone`
 	s := status("z1", "z2", "z3:decom", "z1")
 	if note := s.DrainZone("n3"); !strings.HasPrefix(note, want) {
@@ -244,5 +247,21 @@ func TestClusterStatusDrainZone(t *testing.T) {
 	}
 	if note := status("z1", "z2", "z3", "z1:decom").DrainZone("n4"); note != "" {
 		t.Errorf("n4 drained, z1 keeps n1: %q", note)
+	}
+	// Two nodes of z3 drained at once: one note, naming both.
+	two := status("z1", "z2", "z3:decom", "z1", "z3:decom")
+	if len(two.Notes) != 1 || !strings.HasPrefix(two.Notes[0], `n3 and n5 are the last of zone "z3" to hold replicas`) {
+		t.Errorf("two nodes of z3 drained: notes %q, want one naming both", two.Notes)
+	}
+	// A node of z3 down, not drained: it may come back.
+	if note := status("z1", "z2", "z3:decom", "z1", "z3:dead").DrainZone("n3"); !strings.HasSuffix(note,
+		"until n5 comes back or a node of another zone joins") {
+		t.Errorf("n5 of z3 down: %q, want it to name n5 coming back", note)
+	}
+	// A node that holds nothing moves nothing.
+	empty := status("z1", "z2", "z3:decom", "z1")
+	empty.Nodes[2].Replicas = 0
+	if note := empty.DrainZone("n3"); note != "" {
+		t.Errorf("n3 holds no replica: %q", note)
 	}
 }
