@@ -195,7 +195,8 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
-				// Best effort, as the notes below: whether the drain was asked before.
+				// Best effort, as the notes below: whether the drain was asked before, as far as
+				// the answering node's view (gossip) shows; the request itself answers nothing of it.
 				already := false
 				if st, err := c.Status(ctx); err == nil {
 					for _, n := range clusterstatus.New(st).Nodes {
@@ -226,7 +227,7 @@ then stop it. 'shoal node recommission NAME' cancels the drain.`,
 				}
 				was := ""
 				if already {
-					was = " (it already was: nothing changed)"
+					was = " (already, as cluster status showed it)"
 				}
 				if _, err := fmt.Fprintf(a.stdout, "decommissioning %s%s: %s; follow with 'shoal cluster status'\n", args[0], was, moving); err != nil {
 					return err
