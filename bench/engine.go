@@ -15,8 +15,8 @@ import (
 // below its --min-free-disk, the target unreachable), waits before its next one, or it would
 // ask again as fast as the refusals come back: a wait uniform in [0, ceiling], the ceiling
 // doubling from refusedWaitMin to refusedWaitMax over consecutive refusals, and reset by a
-// success. Variables for the tests.
-var (
+// success.
+const (
 	refusedWaitMin = time.Millisecond
 	refusedWaitMax = 100 * time.Millisecond
 )

@@ -287,7 +287,8 @@ func (e *IDConflictError) Error() string {
 		// resends the events of earlier appends in their order and at consecutive versions.
 		return fmt.Sprintf("client: event ID %s is already stored as version %d of stream %q, but the batch does not "+
 			"repeat stored events in order at consecutive versions (it mixes new events with stored ones, reorders them, "+
-			"or leaves one out): a retry resends the same events in the same order", e.ID, e.ExistingVersion, e.Stream)
+			"or leaves one out; or a truncation removed some of them since, which forgets their IDs): a retry resends "+
+			"the same events in the same order", e.ID, e.ExistingVersion, e.Stream)
 	}
 	return fmt.Sprintf("client: event ID %s sent to stream %q is already stored as version %d of stream %q",
 		e.ID, e.Stream, e.ExistingVersion, e.ExistingStream)

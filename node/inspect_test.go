@@ -164,7 +164,12 @@ func TestCompareApplied(t *testing.T) {
 		t.Error("SameLogs without a voter's directory: true")
 	}
 	if node.SameLogs([]*node.Inspection{same(1)}) {
-		t.Error("SameLogs of one directory: true")
+		t.Error("SameLogs of one of three voters' directories: true")
+	}
+	// A one-node cluster's directory, its node every shard's only voter, is the whole cluster.
+	alone := in("1", 1, logRep(0, 10, 2, 2, []uint64{1}), logRep(1, 7, 1, 3, []uint64{1}), logRep(2, 5, 1, 1, []uint64{1}))
+	if !node.SameLogs([]*node.Inspection{alone}) {
+		t.Error("SameLogs of a one-node cluster's directory: false")
 	}
 	if node.SameLogs([]*node.Inspection{same(1), same(2), same(3), same(3)}) {
 		t.Error("SameLogs with two copies of one node: true")
