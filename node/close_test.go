@@ -22,7 +22,13 @@ func TestCloseCommitsAppendsInFlight(t *testing.T) {
 	t.Parallel()
 	c, _ := startReplicatedCluster(t, 1, nil)
 	defer c.Close()
-	leaderID, _ := c.BusiestLeader()
+	var leaderID uint64
+	testnode.WaitFor(t, 20*time.Second, "a shard with a leader", func() string {
+		if leaderID, _ = c.BusiestLeader(); leaderID == 0 {
+			return "no shard has a leader"
+		}
+		return ""
+	})
 	leader := c.Nodes[c.Index(leaderID)]
 
 	started, release := node.HoldPipelineAppends(leader)

@@ -60,11 +60,15 @@ func (c *Cluster) Shards() map[uint32]ShardState {
 }
 
 // BusiestLeader returns the running node that leads the most shards (the lowest ID among
-// equals) and the shards it leads.
+// equals) and the shards it leads; 0 and none while no shard has a leader. Shards without a
+// leader (mid-election, mid-transfer) count for no node: they made ID 0 the busiest when they
+// were as many as the shards of the node leading most (a test then looked up node 0).
 func (c *Cluster) BusiestLeader() (id uint64, shards []uint32) {
 	led := map[uint64][]uint32{}
 	for sh, s := range c.Shards() {
-		led[s.Leader] = append(led[s.Leader], sh)
+		if s.Leader != 0 {
+			led[s.Leader] = append(led[s.Leader], sh)
+		}
 	}
 	for l, ss := range led {
 		if len(ss) > len(led[id]) || len(ss) == len(led[id]) && l < id {
