@@ -190,8 +190,8 @@ func (a *app) nodeCmd() *cobra.Command {
 		Long: `Drain a node before stopping it for good: placement moves its replicas and
 leaderships to other nodes (a replica moves only to a node that can take it, so a
 cluster with no more nodes than the replication factor keeps them, and says so).
-The node stays a member: watch 'shoal cluster status' until it holds 0 replicas,
-then stop it. 'shoal node recommission NAME' cancels the drain.`,
+The node stays a member: watch 'shoal cluster status' until it holds 0 replicas
+(its state reads alive,drained), then stop it. 'shoal node recommission NAME' cancels the drain.`,
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
@@ -378,7 +378,10 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS\tVERSION")
 	for _, n := range s.Nodes {
 		state := n.State
-		if n.Decommissioning {
+		switch {
+		case n.Decommissioning && n.State == "alive" && n.Replicas == 0:
+			state += ",drained" // decommissioned and empty: it may be stopped
+		case n.Decommissioning:
 			state += ",decommissioning"
 		}
 		if n.Stopping {

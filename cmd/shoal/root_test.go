@@ -400,6 +400,8 @@ func TestClusterStatusNodeStates(t *testing.T) {
 			{Id: 1, Name: "n1", Alive: true},
 			{Id: 2, Name: "n2", Alive: true, Stopping: true},
 			{Id: 3, Name: "n3", Alive: false, Decommissioning: true},
+			{Id: 4, Name: "n4", Alive: true, Decommissioning: true, Replicas: 1},
+			{Id: 5, Name: "n5", Alive: true, Decommissioning: true}, // holds nothing: may be stopped
 		},
 		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}},
 	}}
@@ -408,7 +410,7 @@ func TestClusterStatusNodeStates(t *testing.T) {
 	if err := writeTables(&out, s); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"alive,stopping", "dead,decommissioning"} {
+	for _, want := range []string{"alive,stopping", "dead,decommissioning", "alive,decommissioning", "alive,drained"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
