@@ -192,7 +192,8 @@ func (n *Node) Backup(name string) (BackupResult, error) {
 			return BackupResult{}, fmt.Errorf("node: backup: %w", err)
 		}
 	}
-	if err := n.stageBackup(fs, stage, created); err != nil {
+	size, err := n.stageBackup(fs, stage, created)
+	if err != nil {
 		_ = fs.RemoveAll(stage)
 		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
 	}
@@ -215,10 +216,6 @@ func (n *Node) Backup(name string) (BackupResult, error) {
 		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
 	}
 	if err := (&dataDir{path: dir, files: fs}).syncDir(); err != nil {
-		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
-	}
-	size, err := dirSize(fs, final)
-	if err != nil {
 		return BackupResult{}, fmt.Errorf("node: backup %s: %w", final, err)
 	}
 	n.log.Info("backup written", "path", final, "bytes", size)
@@ -283,11 +280,11 @@ func defaultBackupName(node string, created time.Time) string {
 // stageBackup writes the backup's content into stage, a new directory in the data directory,
 // while Close waits: the Pebble checkpoint (hard links), taken while no write of groups.json
 // runs, the node's files, and backup.json.
-func (n *Node) stageBackup(fs vfs.FS, stage string, created time.Time) error {
+func (n *Node) stageBackup(fs vfs.FS, stage string, created time.Time) (uint64, error) {
 	n.backupMu.Lock() // Close waits for it before Pebble closes
 	defer n.backupMu.Unlock()
 	if n.backupClosed {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	return n.writeBackup(fs, stage, created)
 }
@@ -326,18 +323,18 @@ func (n *Node) copyTree(fs vfs.FS, src, dst string) error {
 }
 
 // writeBackup writes the backup's content into tmp, a new directory.
-func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
+func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) (size uint64, err error) {
 	if err := fs.MkdirAll(tmp, dataDirMode); err != nil {
-		return err
+		return 0, err
 	}
 	files := []string{clusterFile, groupsFile, decomFile, peersFile, membersFile}
 	backup := &dataDir{path: tmp, files: fs}
 	id := n.dir.id
 	id.Backup = &created
 	if err := backup.writeJSON(identityFile, id); err != nil {
-		return err
+		return 0, err
 	}
-	err := n.dir.holdGroups(func() error {
+	err = n.dir.holdGroups(func() error {
 		// WithFlushedWAL: the checkpoint holds every write acknowledged before it started.
 		if err := n.db.Checkpoint(filepath.Join(tmp, pebbleDir), pebble.WithFlushedWAL()); err != nil {
 			return err
@@ -350,16 +347,28 @@ func (n *Node) writeBackup(fs vfs.FS, tmp string, created time.Time) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s := n.Settings()
 	m := backupManifest{NodeID: n.ID(), Node: n.Name(), ClusterID: s.ClusterID, Created: created,
 		Version: buildinfo.Version, MaxFormat: shard.MaxFormat, Files: map[string]int64{}}
 	if err := fileSizes(fs, tmp, "", m.Files); err != nil {
-		return err
+		return 0, err
 	}
 	// Written last, and synced with tmp's entries (writeJSON syncs the directory).
-	return backup.writeJSON(backupManifestFile, m)
+	if err := backup.writeJSON(backupManifestFile, m); err != nil {
+		return 0, err
+	}
+	// The backup's size: the files listed, and the list (a copy to BackupDir keeps them).
+	st, err := fs.Stat(filepath.Join(tmp, backupManifestFile))
+	if err != nil {
+		return 0, err
+	}
+	size = uint64(st.Size())
+	for _, bytes := range m.Files {
+		size += uint64(bytes)
+	}
+	return size, nil
 }
 
 // fileSizes adds to sizes the size of every file under dir, by its slash-separated path
@@ -428,19 +437,6 @@ func copyFileStopping(fs vfs.FS, src, dst string, stop <-chan struct{}) error {
 		return err
 	}
 	return out.Close()
-}
-
-// dirSize is the size of the files under dir.
-func dirSize(fs vfs.FS, dir string) (uint64, error) {
-	sizes := map[string]int64{}
-	if err := fileSizes(fs, dir, "", sizes); err != nil {
-		return 0, err
-	}
-	var total uint64
-	for _, n := range sizes {
-		total += uint64(n)
-	}
-	return total, nil
 }
 
 func (s *clusterServer) Backup(ctx context.Context, req *shoalv1.BackupRequest) (*shoalv1.BackupResponse, error) {

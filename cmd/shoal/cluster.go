@@ -195,24 +195,17 @@ The node stays a member: watch 'shoal cluster status' until it holds 0 replicas
 		Args: exactArgs("name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.nodeOp(cmd, server, args[0], func(ctx context.Context, c *client.Client) error {
-				// Best effort, as the notes below: whether the drain was asked before, as far as
-				// the answering node's view (gossip) shows; the request itself answers nothing of it.
+				// Best effort, one view of the cluster from before the request: whether the drain
+				// was asked before (the request answers nothing of it), and whether it cannot
+				// finish yet or leaves a zone empty, with the node marked as draining.
 				already := false
-				if st, err := c.Status(ctx); err == nil {
-					for _, n := range clusterstatus.New(st).Nodes {
-						already = already || n.Name == args[0] && n.Decommissioning
-					}
-				}
-				if err := c.Decommission(ctx, args[0]); err != nil {
-					return err
-				}
-				// Best effort: say at once when the drain cannot finish yet, or leaves a zone empty.
 				var stalled, notes []string
 				if st, err := c.Status(ctx); err == nil {
 					cs := clusterstatus.New(st)
 					for i := range cs.Nodes {
 						if cs.Nodes[i].Name == args[0] {
-							cs.Nodes[i].Decommissioning = true // the flag may not have been gossiped yet
+							already = already || cs.Nodes[i].Decommissioning
+							cs.Nodes[i].Decommissioning = true
 						}
 					}
 					stalled = cs.StalledDrains()
@@ -220,6 +213,9 @@ The node stays a member: watch 'shoal cluster status' until it holds 0 replicas
 					if note := cs.DrainZone(args[0]); note != "" {
 						notes = append(notes, note)
 					}
+				}
+				if err := c.Decommission(ctx, args[0]); err != nil {
+					return err
 				}
 				moving := "its replicas are moving away"
 				if len(stalled) > 0 {

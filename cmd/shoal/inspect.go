@@ -113,33 +113,31 @@ func writeInspections(w io.Writer, ins []*node.Inspection) error {
 	}
 	for _, group := range byCluster(ins) {
 		fmt.Fprintf(w, "\nfor --new-cluster (cluster %s), the shards in which each directory applied the most:\n", group[0].ClusterID)
-		whole := ""
-		for _, sv := range node.CompareApplied(group) {
+		// whole: the first directory that --new-cluster takes and that is furthest in every
+		// shard (CompareApplied answers in group's order).
+		var whole *node.Inspection
+		for i, sv := range node.CompareApplied(group) {
 			fmt.Fprintf(w, "  %s: %s\n", sv.Dir, survivorSummary(sv, group[0].Shards))
-			if sv.Refused == "" && len(sv.Behind) == 0 && whole == "" {
-				whole = sv.Dir
+			if sv.Refused == "" && len(sv.Behind) == 0 && whole == nil {
+				whole = group[i]
 			}
-		}
-		byDir := map[string]*node.Inspection{}
-		for _, in := range group {
-			byDir[in.Dir] = in
 		}
 		switch {
 		case len(group) > 1 && node.SameLogs(group):
 			fmt.Fprintf(w, "  all %d directories hold the same raft log in every shard, and every shard's voters are among them: "+
 				"restore them together, each node started on its own with --restore (or start one with %s--new-cluster)\n",
 				len(group), restoring(group[0]))
-		case whole != "" && node.SameLogs([]*node.Inspection{byDir[whole]}):
+		case whole != nil && node.SameLogs([]*node.Inspection{whole}):
 			// A one-node cluster's directory: started as it is (restored, for a backup), it
 			// keeps its cluster.
 			how := "start it as it is"
-			if byDir[whole].Backup {
+			if whole.Backup {
 				how = "restore it: start it with --restore"
 			}
 			fmt.Fprintf(w, "  %s is furthest in every shard and holds every voter of every shard, the whole cluster: %s "+
-				"(or with %s--new-cluster, as a new cluster)\n", whole, how, restoring(byDir[whole]))
-		case whole != "":
-			fmt.Fprintf(w, "  %s is furthest in every shard: start it with %s--new-cluster\n", whole, restoring(byDir[whole]))
+				"(or with %s--new-cluster, as a new cluster)\n", whole.Dir, how, restoring(whole))
+		case whole != nil:
+			fmt.Fprintf(w, "  %s is furthest in every shard: start it with %s--new-cluster\n", whole.Dir, restoring(whole))
 		default:
 			fmt.Fprintln(w, "  none that --new-cluster accepts is furthest in every shard: the one started loses, in the shards it is behind in, the entries the others applied beyond it")
 		}

@@ -233,13 +233,13 @@ func explain(err error) (int, string) {
 	return exitError, sentence(trimPrefixes(err.Error()))
 }
 
-// lastCause is the end of a client error's text: its last attempt's gRPC description, the
-// cause without the layers of retries and status wrapped around it.
-func lastCause(msg string) string {
-	if i := strings.LastIndex(msg, "desc = "); i >= 0 {
-		msg = msg[i+len("desc = "):]
+// lastCause is the message of err's last attempt's gRPC status, the cause without the layers
+// of retries wrapped around it (err's own text when it carries none).
+func lastCause(err error) string {
+	if st, ok := lastStatus(err); ok {
+		return st.Message()
 	}
-	return strings.Trim(msg, `"`)
+	return err.Error()
 }
 
 // leaderless reports whether err's last attempt reached a server that answered that the
@@ -321,7 +321,7 @@ func (a *app) unreachable(err error, server string) error {
 		case strings.Contains(msg, "name resolver error") || strings.Contains(msg, "lookup "):
 			// The resolver failed (a DNS server down, say), which says nothing of the name.
 			return &explainedError{code: exitError, msg: fmt.Sprintf(
-				"cannot reach a shoal server at %s: its host name could not be resolved: %s", server, lastCause(msg))}
+				"cannot reach a shoal server at %s: its host name could not be resolved: %s", server, lastCause(err))}
 		}
 		why := ""
 		if strings.Contains(msg, "connection refused") {

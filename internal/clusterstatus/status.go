@@ -196,7 +196,10 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	noted := map[string]bool{} // one note per zone, naming every node draining there
 	for _, n := range s.Nodes {
-		if note := s.DrainZone(n.Name); note != "" && !noted[n.Zone] {
+		if noted[n.Zone] {
+			continue
+		}
+		if note := s.DrainZone(n.Name); note != "" {
 			noted[n.Zone] = true
 			s.Notes = append(s.Notes, note)
 		}
