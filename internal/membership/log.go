@@ -44,9 +44,18 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	if bytes.HasPrefix(msg, []byte("Received invalid msgType")) {
+		// Something that is not a member connected to the gossip port: most often a client given
+		// it for a node's gRPC or HTTP address. The node is fine; the line says where to look.
+		msg = append(msg[:len(msg):len(msg)], strayConnHint...)
+	}
 	w.l.Log(context.Background(), min(level, w.ceiling(msg)), string(msg))
 	return len(p), nil
 }
+
+// strayConnHint follows memberlist's line about a connection that did not speak gossip.
+const strayConnHint = ": not a shoal node's gossip; a client (shoal --server, a gRPC or HTTP client) " +
+	"given this gossip address instead of a node's --listen or --http one?"
 
 // ceiling is the highest level msg is logged at.
 func (w slogWriter) ceiling(msg []byte) slog.Level {
@@ -59,6 +68,8 @@ func (w slogWriter) ceiling(msg []byte) slog.Level {
 		// A probe or gossip that went out as this node stopped: its UDP socket was closed
 		// under it (a TCP fallback probe may still have got through).
 		return slog.LevelDebug
+	case bytes.HasSuffix(msg, []byte(strayConnHint)):
+		return slog.LevelWarn // the sender's mistake, not this node's trouble
 	case w.self != "" && string(msg) == "Refuting a dead message (from: "+w.self+")":
 		// This node's own leave, from before a restart, still going round: every restart
 		// meets it.

@@ -11,7 +11,9 @@ import (
 
 // TestLogLevels: memberlist's lines keep their levels but for those that are no trouble here:
 // refusals delegate.go logged itself, the probes and gossip that race a stopping node's
-// closing of its sockets, and a restarted node meeting its own earlier leave.
+// closing of its sockets, a restarted node meeting its own earlier leave, and a connection
+// from something that is not a member (a client given the gossip address), which also gets a
+// hint.
 func TestLogLevels(t *testing.T) {
 	const (
 		closedGossip = "[ERR] memberlist: Failed to send gossip to 127.0.0.1:7411: write udp 127.0.0.1:7421->127.0.0.1:7411: use of closed network connection"
@@ -23,6 +25,7 @@ func TestLogLevels(t *testing.T) {
 		refusal      = "[ERR] memberlist: Failed push/pull merge: membership: cluster mismatch"
 		otherErr     = "[ERR] memberlist: Failed to send gossip to 127.0.0.1:7411: write udp: no buffer space available"
 		info         = "[INFO] memberlist: Suspect n3 has failed, no acks received"
+		stray        = "[ERR] memberlist: Received invalid msgType (80) from=127.0.0.1:38888"
 	)
 	for _, tc := range []struct {
 		line    string
@@ -40,6 +43,7 @@ func TestLogLevels(t *testing.T) {
 		{refusal, false, "DEBUG"},
 		{otherErr, true, "ERROR"},
 		{info, false, "INFO"},
+		{stray, false, "WARN"},
 	} {
 		var buf lockedbuf.Buffer
 		var closing atomic.Bool
@@ -51,6 +55,9 @@ func TestLogLevels(t *testing.T) {
 		msg := tc.line[strings.Index(tc.line, "memberlist: ")+len("memberlist: "):]
 		if got := buf.String(); !strings.Contains(got, "level="+tc.want+" ") || !strings.Contains(got, msg) {
 			t.Errorf("%q (closing %v) logged as %q, want level %s", tc.line, tc.closing, got, tc.want)
+		}
+		if tc.line == stray && !strings.Contains(buf.String(), "--listen") {
+			t.Errorf("%q logged as %q, without the hint", tc.line, buf.String())
 		}
 	}
 }
