@@ -48,7 +48,8 @@ type StreamInfo struct {
 	// (soft-deleted or tombstoned).
 	FirstVersion uint64
 	// Truncated: a truncation moved FirstVersion (truncations made before the shard reached
-	// format 5 left no mark and do not set it).
+	// format 5 left no mark and do not set it). StoredFrom says which versions truncations
+	// removed.
 	Truncated bool
 	// Live streams only: the shard position and commit time of the last event.
 	LastPosition uint64
@@ -57,6 +58,15 @@ type StreamInfo struct {
 	// soft delete or a tombstone hid, before FirstVersion. They take space until a
 	// truncation before FirstVersion removes them (Retain with Retention.Deleted does).
 	HiddenEvents uint64
+}
+
+// StoredFrom is the first version the stream still holds, read or hidden by a delete: the
+// versions before it were removed, by truncations or retention (0 when none was). Unlike
+// Truncated it also counts a truncation that did not move FirstVersion (one of a deleted
+// stream's hidden events, below its delete), and those of shards before format 5. It is
+// LastVersion+1 for a deleted stream that holds no event any more.
+func (s StreamInfo) StoredFrom() uint64 {
+	return s.FirstVersion - min(s.HiddenEvents, s.FirstVersion)
 }
 
 // Events is the number of events a read of the stream returns: 0 while it is deleted.

@@ -478,3 +478,26 @@ func TestJSONDepth(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamRowTruncated: the console marks a stream truncated when versions before the first
+// one it stores were removed, also where a truncation of a deleted stream's hidden events left
+// no mark (Truncated false), and not when a delete only hid them.
+func TestStreamRowTruncated(t *testing.T) {
+	const live, deleted = shoalv1.StreamState_STREAM_STATE_LIVE, shoalv1.StreamState_STREAM_STATE_DELETED
+	for _, tc := range []struct {
+		name string
+		sum  *shoalv1.StreamSummary
+		want bool
+	}{
+		{"live, never truncated", &shoalv1.StreamSummary{State: live, FirstVersion: 0, LastVersion: 3}, false},
+		{"live, truncated", &shoalv1.StreamSummary{State: live, FirstVersion: 2, LastVersion: 3, Truncated: true}, true},
+		{"live after a delete", &shoalv1.StreamSummary{State: live, FirstVersion: 4, LastVersion: 5, HiddenEvents: 4}, false},
+		{"deleted", &shoalv1.StreamSummary{State: deleted, FirstVersion: 4, LastVersion: 3, HiddenEvents: 4}, false},
+		{"deleted, hidden events truncated", &shoalv1.StreamSummary{State: deleted, FirstVersion: 4, LastVersion: 3, HiddenEvents: 2}, true},
+		{"deleted, every event truncated", &shoalv1.StreamSummary{State: deleted, FirstVersion: 4, LastVersion: 3}, true},
+	} {
+		if got := streamRow(tc.sum, false).Truncated; got != tc.want {
+			t.Errorf("%s: truncated %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -166,7 +166,10 @@ type consoleStreamRow struct {
 func streamRow(m *shoalv1.StreamSummary, stale bool) consoleStreamRow {
 	row := consoleStreamRow{Name: m.Name, Link: streamLink(m.Name, 0, false, false, stale, consoleDefaultLimit),
 		State: stateName(m.State), Shard: m.Shard, ShardLink: shardLink(m.Shard, m.LastPosition, false, false, stale, consoleDefaultLimit),
-		Versions: fmt.Sprintf("none (at version %d)", m.LastVersion), Truncated: m.Truncated, Hidden: m.HiddenEvents}
+		Versions: fmt.Sprintf("none (at version %d)", m.LastVersion), Hidden: m.HiddenEvents,
+		// Versions before the first one stored were removed (client.StreamInfo.StoredFrom): a
+		// truncation of a deleted stream's hidden events does not set m.Truncated.
+		Truncated: m.FirstVersion > m.HiddenEvents}
 	if m.State == shoalv1.StreamState_STREAM_STATE_LIVE {
 		row.Versions = fmt.Sprintf("%d..%d", m.FirstVersion, m.LastVersion)
 		row.Events = m.LastVersion - m.FirstVersion + 1

@@ -150,8 +150,10 @@ time of its last event.`,
 			fmt.Fprintf(tw, "state\t%s\n", info.State)
 			fmt.Fprintf(tw, "versions\t%s\n", versionRange(info))
 			fmt.Fprintf(tw, "events\t%d\n", info.Events())
-			if info.Truncated {
-				fmt.Fprintf(tw, "truncated\tversions before %d were removed\n", info.FirstVersion)
+			if from := info.StoredFrom(); from > info.LastVersion {
+				fmt.Fprintf(tw, "truncated\tevery event was removed\n")
+			} else if from > 0 {
+				fmt.Fprintf(tw, "truncated\tversions before %d were removed\n", from)
 			}
 			if info.HiddenEvents > 0 {
 				before := strconv.FormatUint(info.FirstVersion, 10)
@@ -212,7 +214,7 @@ func writeStreamRow(w io.Writer, s client.StreamInfo) {
 		lastEvent = s.LastCreated.UTC().Format(time.RFC3339Nano)
 	}
 	state := s.State.String()
-	if s.Truncated {
+	if s.StoredFrom() > 0 {
 		state += ", truncated"
 	}
 	if s.HiddenEvents > 0 {

@@ -572,6 +572,24 @@ stream after its last version, and reads show the events appended since.
 	return cmd
 }
 
+// truncatedLine reports a truncation of stream that answered start, given the stream's state
+// read after it (info, unless infoErr).
+func truncatedLine(stream string, start uint64, info client.StreamInfo, infoErr error) string {
+	if infoErr != nil || info.State == client.StreamLive {
+		return fmt.Sprintf("truncated %s: it now starts at version %d (the events before it are gone)", stream, start)
+	}
+	from := info.StoredFrom()
+	if from > info.LastVersion {
+		return fmt.Sprintf("truncated %s: it is %s, and every event it held is gone", stream, info.State)
+	}
+	held := fmt.Sprintf("%d hidden events (versions %d to %d)", info.LastVersion-from+1, from, info.LastVersion)
+	if from == info.LastVersion {
+		held = fmt.Sprintf("its hidden event at version %d", from)
+	}
+	return fmt.Sprintf("truncated %s: versions before %d are gone; it is %s, and still holds %s, which --before all removes",
+		stream, from, info.State, held)
+}
+
 func (a *app) truncateCmd() *cobra.Command {
 	var expected, server, before string
 	cmd := &cobra.Command{
@@ -611,17 +629,24 @@ shard's leader has raised the format, the command is refused.`,
 			if err != nil {
 				return err
 			}
-			var start uint64
+			var (
+				start   uint64
+				info    client.StreamInfo
+				infoErr error
+			)
 			err = a.call(cmd, server, func(ctx context.Context, c *client.Client) error {
 				if start, err = c.Truncate(ctx, stream, n, exp); err != nil {
 					return a.truncateFailed(err, server, stream)
 				}
+				// A deleted stream's start is not where its stored events begin: what is left
+				// of them is in its state.
+				info, infoErr = c.StreamInfo(ctx, stream)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(a.stdout, "truncated %s: it now starts at version %d (the events before it are gone)\n", stream, start)
+			_, err = fmt.Fprintln(a.stdout, truncatedLine(stream, start, info, infoErr))
 			return err
 		},
 	}

@@ -9,7 +9,8 @@ import (
 )
 
 // TestTruncateCLI: shoal truncate removes a stream's first events, says where the stream now
-// starts, keeps the last event of a live stream, and refuses what it must with the usage exit.
+// starts (for a deleted stream: which of its hidden events are left), keeps the last event of a
+// live stream, and refuses what it must with the usage exit.
 func TestTruncateCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
@@ -48,4 +49,39 @@ func TestTruncateCLI(t *testing.T) {
 		t.Fatalf("truncate --before all of a live stream: %q, want the last event kept", out)
 	}
 	run(exitNotFound, "truncate", "nobody-here", "--before", "1")
+
+	// A deleted stream's start is past its last version: what a truncation left of it is its
+	// hidden events, which the output and stream-info count from the first one still stored.
+	for _, tc := range []struct{ stream, deleteFlag, state string }{
+		{"tr-soft", "--expected", "deleted"},
+		{"tr-tomb", "--tombstone", "tombstoned"},
+	} {
+		for range 4 {
+			run(exitOK, "append", tc.stream, "--type", "Step")
+		}
+		args := []string{"delete", tc.stream, tc.deleteFlag}
+		if tc.deleteFlag == "--expected" {
+			args = append(args, "3")
+		}
+		run(exitOK, args...)
+		want := "truncated " + tc.stream + ": versions before 2 are gone; it is " + tc.state +
+			", and still holds 2 hidden events (versions 2 to 3), which --before all removes"
+		if out := run(exitOK, "truncate", tc.stream, "--before", "2"); !strings.Contains(out, want) {
+			t.Fatalf("truncate --before 2 of a %s stream: %q, want %q", tc.state, out, want)
+		}
+		if out := run(exitOK, "stream-info", tc.stream); !strings.Contains(out, "truncated      versions before 2 were removed") ||
+			!strings.Contains(out, "hidden events  2,") {
+			t.Fatalf("stream-info of a %s stream truncated before 2:\n%s", tc.state, out)
+		}
+		if out := run(exitOK, "list-streams", "--deleted", "--prefix", tc.stream); !strings.Contains(out, tc.state+", truncated, 2 hidden") {
+			t.Fatalf("list-streams of a %s stream truncated before 2:\n%s", tc.state, out)
+		}
+		want = "truncated " + tc.stream + ": it is " + tc.state + ", and every event it held is gone"
+		if out := run(exitOK, "truncate", tc.stream, "--before", "all"); !strings.Contains(out, want) {
+			t.Fatalf("truncate --before all of a %s stream: %q, want %q", tc.state, out, want)
+		}
+		if out := run(exitOK, "stream-info", tc.stream); !strings.Contains(out, "truncated  every event was removed") {
+			t.Fatalf("stream-info of a %s stream truncated before all:\n%s", tc.state, out)
+		}
+	}
 }
