@@ -230,7 +230,8 @@ type streamJSON struct {
 	FirstVersion uint64  `json:"first_version"`
 	LastVersion  uint64  `json:"last_version"`
 	Events       uint64  `json:"events"`
-	Truncated    bool    `json:"truncated"`
+	Truncated    bool    `json:"truncated"`   // versions before stored_from were removed
+	StoredFrom   uint64  `json:"stored_from"` // client.StreamInfo.StoredFrom
 	HiddenEvents uint64  `json:"hidden_events"`
 	Shard        uint32  `json:"shard"`
 	LastPosition *uint64 `json:"last_position,omitempty"` // live streams only
@@ -239,7 +240,7 @@ type streamJSON struct {
 
 func streamInfoJSON(s client.StreamInfo) streamJSON {
 	line := streamJSON{Stream: s.Name, State: s.State.String(), FirstVersion: s.FirstVersion, LastVersion: s.LastVersion,
-		Events: s.Events(), Truncated: s.Truncated, HiddenEvents: s.HiddenEvents, Shard: s.Shard}
+		Events: s.Events(), Truncated: s.StoredFrom() > 0, StoredFrom: s.StoredFrom(), HiddenEvents: s.HiddenEvents, Shard: s.Shard}
 	if s.State == client.StreamLive {
 		line.LastPosition, line.LastCreated = &s.LastPosition, s.LastCreated.UTC().Format(time.RFC3339Nano)
 	}

@@ -73,6 +73,9 @@ func TestTruncateCLI(t *testing.T) {
 			!strings.Contains(out, "hidden events  2,") {
 			t.Fatalf("stream-info of a %s stream truncated before 2:\n%s", tc.state, out)
 		}
+		if out := run(exitOK, "stream-info", tc.stream, "--json"); !strings.Contains(out, `"truncated":true,"stored_from":2,"hidden_events":2`) {
+			t.Fatalf("stream-info --json of a %s stream truncated before 2:\n%s", tc.state, out)
+		}
 		if out := run(exitOK, "list-streams", "--deleted", "--prefix", tc.stream); !strings.Contains(out, tc.state+", truncated, 2 hidden") {
 			t.Fatalf("list-streams of a %s stream truncated before 2:\n%s", tc.state, out)
 		}
