@@ -290,8 +290,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.tr.SetHandler(raftReceiver{Host: n.host, n: n})
 	n.host.SetGroupFactory(n.groupFactory)
 
-	srvOpts := append(grpcopt.ServerOptions(),
-		grpc.ChainUnaryInterceptor(n.gateUnary), grpc.ChainStreamInterceptor(n.gateStream))
+	srvOpts := append(grpcopt.ServerOptions(), grpc.ForceServerCodecV2(newUTF8Codec()),
+		grpc.ChainUnaryInterceptor(refuseBadUTF8Unary, n.gateUnary), grpc.ChainStreamInterceptor(refuseBadUTF8Stream, n.gateStream))
 	if cfg.ServerTLS != nil {
 		srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS.Clone())))
 	}

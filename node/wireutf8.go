@@ -1,0 +1,164 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	protov2 "google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// A request whose protobuf strings are not all valid UTF-8 (a non-Go client that sends raw
+// bytes as a stream name, say) fails to decode before any of shoal's code sees it, and gRPC
+// answers such a failure with INTERNAL, which says the server failed and leaves a careful
+// client unsure whether the request was applied. utf8Codec and the interceptors below turn it
+// into the INVALID_ARGUMENT, naming the field, that every other bad input gets
+// (docs/guarantees.md, "Bad input"):
+//
+//   - utf8Codec decodes as gRPC's proto codec does. When the only trouble is a string's UTF-8,
+//     it finds the field, clears the message, keeps the refusal for it in badUTF8 and reports
+//     success, since gRPC would turn an error into INTERNAL.
+//   - refuseBadUTF8Unary and refuseBadUTF8Stream, the first interceptors of the node's server
+//     (every service of it, the raft transport's too), take the refusal kept for the request
+//     they are handed, or that RecvMsg filled, and answer with it: the request runs no further.
+//
+// A request is never run with the message cleared: every decode goes through an interceptor
+// before the handler sees the message.
+
+// utf8Codec is gRPC's proto codec, but for strings that are not valid UTF-8 (above).
+type utf8Codec struct{ encoding.CodecV2 }
+
+// newUTF8Codec wraps gRPC's registered proto codec.
+func newUTF8Codec() utf8Codec { return utf8Codec{encoding.GetCodecV2(proto.Name)} }
+
+// badUTF8 maps a message that utf8Codec cleared to the error its request is refused with.
+var badUTF8 sync.Map // protoreflect.ProtoMessage → error
+
+func (c utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.CodecV2.Unmarshal(data, v)
+	if err == nil || !strings.Contains(err.Error(), "invalid UTF-8") {
+		return err
+	}
+	m := messageOf(v)
+	if m == nil {
+		return err
+	}
+	field, reason := invalidUTF8(data.Materialize(), m.ProtoReflect().Descriptor())
+	if field == "" {
+		return err // not a string field's, as far as the bytes tell: gRPC's error stands
+	}
+	protov2.Reset(m)
+	badUTF8.Store(v, withDetails(codes.InvalidArgument,
+		fmt.Sprintf("shard: invalid argument: %s: %s (limit: valid UTF-8)", field, reason),
+		&shoalv1.InvalidField{Field: field, Limit: "valid UTF-8", Reason: reason}))
+	return nil
+}
+
+// messageOf is v as the proto codec takes it, nil when it is not a protobuf message.
+func messageOf(v any) protov2.Message {
+	switch m := v.(type) {
+	case protov2.Message:
+		return m
+	case protoadapt.MessageV1:
+		return protoadapt.MessageV2Of(m)
+	}
+	return nil
+}
+
+// refusedUTF8 returns the refusal utf8Codec kept for message v, removing it; nil when v
+// decoded as it should.
+func refusedUTF8(v any) error {
+	if err, ok := badUTF8.LoadAndDelete(v); ok {
+		return err.(error)
+	}
+	return nil
+}
+
+func refuseBadUTF8Unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := refusedUTF8(req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func refuseBadUTF8Stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, utf8Stream{ss})
+}
+
+// utf8Stream answers a received message that utf8Codec cleared with its refusal.
+type utf8Stream struct{ grpc.ServerStream }
+
+func (s utf8Stream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return refusedUTF8(m)
+}
+
+// invalidUTF8 finds the first string field of the encoded message b (of descriptor md) that
+// is not valid UTF-8, nested messages included: its path as the API names it
+// ("events[2].type") and what is wrong with it. "" when there is none or b is malformed.
+func invalidUTF8(b []byte, md protoreflect.MessageDescriptor) (field, reason string) {
+	seen := map[protowire.Number]int{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", ""
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return "", ""
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return "", ""
+		}
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		if fd == nil {
+			continue
+		}
+		name := string(fd.Name())
+		if fd.IsList() {
+			name = fmt.Sprintf("%s[%d]", name, seen[num])
+		}
+		seen[num]++
+		switch {
+		case fd.Kind() == protoreflect.StringKind && !utf8.Valid(v):
+			return name, fmt.Sprintf("invalid UTF-8 at byte %d", firstInvalid(v))
+		case fd.Message() != nil:
+			if sub, reason := invalidUTF8(v, fd.Message()); sub != "" {
+				return name + "." + sub, reason
+			}
+		}
+	}
+	return "", ""
+}
+
+// firstInvalid is the offset of b's first invalid UTF-8 sequence.
+func firstInvalid(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}

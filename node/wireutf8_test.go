@@ -1,0 +1,103 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
+)
+
+// rawCodec sends a request's bytes as they are (a client of another language can send strings
+// that Go's protobuf would refuse to encode) and decodes answers as protobuf.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) { return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil }
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+func (rawCodec) Name() string { return "proto" }
+
+// withBadByte encodes m and turns the last byte of its one occurrence of mark into 0xff.
+func withBadByte(t *testing.T, m proto.Message, mark string) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.Index(b, []byte(mark)); i < 0 || bytes.Count(b, []byte(mark)) != 1 {
+		t.Fatalf("%q is not once in the encoding", mark)
+	} else {
+		b[i+len(mark)-1] = 0xff
+	}
+	return b
+}
+
+// TestInvalidUTF8Refused: a request with a string that is not UTF-8, which gRPC fails to decode
+// (answering INTERNAL, as if the server had failed), is refused with INVALID_ARGUMENT naming the
+// field, unary or on a stream, nested fields included, and writes nothing.
+func TestInvalidUTF8Refused(t *testing.T) {
+	n := startNode(t, testConfig(t, t.TempDir()))
+	conn := dial(t, n.Addr())
+	c := shoalv1.NewStreamsClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	check := func(what string, err error, field string) {
+		t.Helper()
+		st := status.Convert(err)
+		var got *shoalv1.InvalidField
+		for _, d := range st.Details() {
+			if f, ok := d.(*shoalv1.InvalidField); ok {
+				got = f
+			}
+		}
+		if st.Code() != codes.InvalidArgument || got == nil || got.Field != field || got.Limit != "valid UTF-8" {
+			t.Fatalf("%s: %v (details %v), want InvalidArgument naming %s", what, err, st.Details(), field)
+		}
+	}
+	// Unary, a top-level field and a nested one.
+	for _, tc := range []struct {
+		req         *shoalv1.AppendRequest
+		mark, field string
+	}{
+		{&shoalv1.AppendRequest{Stream: "utf8-aX", Events: events("Opened")}, "utf8-aX", "stream"},
+		{&shoalv1.AppendRequest{Stream: "utf8-b", Events: events("Opened", "PaidX")}, "PaidX", "events[1].type"},
+	} {
+		var resp shoalv1.AppendResponse
+		err := conn.Invoke(ctx, shoalv1.Streams_Append_FullMethodName, withBadByte(t, tc.req, tc.mark), &resp, grpc.ForceCodecV2(rawCodec{}))
+		check("append with "+tc.field+" not UTF-8", err, tc.field)
+	}
+	// On a stream: the append stream ends, refused.
+	pipe, err := conn.NewStream(ctx, &shoalv1.Streams_ServiceDesc.Streams[2], shoalv1.Streams_AppendPipeline_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := &shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: &shoalv1.AppendRequest{Stream: "utf8-cX", Events: events("Opened")}}}}
+	if err := pipe.SendMsg(withBadByte(t, batch, "utf8-cX")); err != nil {
+		t.Fatal(err)
+	}
+	var results shoalv1.AppendResults
+	check("append stream with items[0].request.stream not UTF-8", pipe.RecvMsg(&results), "items[0].request.stream")
+
+	// Nothing was written, and the node serves on.
+	for _, stream := range []string{"utf8-a", "utf8-b", "utf8-c"} {
+		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Events: events("Opened"),
+			Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM}}); err != nil {
+			t.Fatalf("append to %s, which must not exist: %v", stream, err)
+		}
+	}
+	// A message that is malformed otherwise is gRPC's to refuse, as before.
+	var resp shoalv1.AppendResponse
+	err = conn.Invoke(ctx, shoalv1.Streams_Append_FullMethodName, []byte{0x0a, 0x7f}, &resp, grpc.ForceCodecV2(rawCodec{}))
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("a truncated message: %v, want gRPC's INTERNAL", err)
+	}
+}
