@@ -19,7 +19,9 @@ import (
 // that Go's protobuf would refuse to encode) and decodes answers as protobuf.
 type rawCodec struct{}
 
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) { return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil }
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
 func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
 }
