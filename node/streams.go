@@ -21,8 +21,8 @@ import (
 	"github.com/shoaldb/shoal/shard"
 )
 
-// Read pages: a ReadResponse carries at most pageEvents events or about
-// pageBytes bytes of payload (one event larger than that goes alone).
+// Read pages: a ReadResponse carries at most pageEvents events and pageBytes bytes of payload,
+// but for one event larger than that, which goes alone (pageFull).
 const (
 	pageEvents = 256
 	pageBytes  = 1 << 20
@@ -377,8 +377,12 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 		size := 0
 		var last uint64
 		err := sm.ReadStreamIn(view.view, req.Stream, from, fromEnd, req.Backward, remaining, req.WholeHistory, func(e *shard.RecordedEvent) error {
+			es := eventSize(e)
+			if pageFull(len(page.Events), size, es) {
+				return errPageFull
+			}
 			page.Events = append(page.Events, toProtoEvent(e, id))
-			size += eventSize(e)
+			size += es
 			last = e.Version
 			if len(page.Events) >= pageEvents || size >= pageBytes {
 				return errPageFull
@@ -427,6 +431,12 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 }
 
 var errPageFull = errors.New("node: page full")
+
+// pageFull tells whether a page of n events and size bytes of payload has no room for an event
+// of es bytes: a page stays within pageBytes, but for an event larger than that, which goes
+// alone. (A read whose caller stops taking pages holds up to three: the one gRPC has queued,
+// the next, and its encoding, which docs/operations.md counts.)
+func pageFull(n, size, es int) bool { return n > 0 && size+es > pageBytes }
 
 // heldView is a stream read's view of its shard, which a timer releases when the read's caller
 // takes longer than Config.readViewHold over a page: a view keeps the memtables of its time, and
@@ -478,8 +488,12 @@ func (n *Node) followStream(ctx context.Context, req *shoalv1.ReadRequest, id ui
 		page := &shoalv1.ReadResponse{}
 		size := 0
 		add := func(e *shard.RecordedEvent) error {
+			es := eventSize(e)
+			if pageFull(len(page.Events), size, es) {
+				return errPageFull
+			}
 			page.Events = append(page.Events, toProtoEvent(e, id))
-			if size += eventSize(e); size >= pageBytes {
+			if size += es; size >= pageBytes {
 				return errPageFull
 			}
 			return nil
@@ -618,12 +632,17 @@ func (n *Node) readShard(req *shoalv1.ReadShardRequest, st staleness, out grpc.S
 			if size >= pageBytes || req.Count != 0 && uint64(len(page.Events)) >= remaining {
 				return errPageFull
 			}
-			entries++
 			if !wantedEntry(req, e) {
+				entries++
 				return nil
 			}
+			es := eventSize(e)
+			if pageFull(len(page.Events), size, es) {
+				return errPageFull // not taken: the next page starts with it
+			}
+			entries++
 			page.Events = append(page.Events, toProtoEvent(e, req.Shard))
-			size += eventSize(e)
+			size += es
 			return nil
 		})
 		full := errors.Is(err, errPageFull)
