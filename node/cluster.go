@@ -205,7 +205,15 @@ func forwardedOpErr(err error, name, what, addr string) error {
 // already is not forwarded again.
 func (s *clusterServer) named(name string, forwarded bool, what string) (*grpc.ClientConn, error) {
 	n := s.n
-	if name == n.Name() {
+	switch {
+	case name == "":
+		return nil, withDetails(codes.InvalidArgument, fmt.Sprintf("a %s names its node: node is empty", what),
+			&shoalv1.InvalidField{Field: "node", Limit: fmt.Sprintf("1..%d bytes", MaxNameLen), Reason: "empty"})
+	case len(name) > MaxNameLen:
+		return nil, withDetails(codes.InvalidArgument, fmt.Sprintf("a %s names its node: node is %d bytes, longer than "+
+			"a node name's limit of %d", what, len(name), MaxNameLen),
+			&shoalv1.InvalidField{Field: "node", Limit: fmt.Sprintf("1..%d bytes", MaxNameLen), Reason: fmt.Sprintf("%d bytes", len(name))})
+	case name == n.Name():
 		return nil, nil
 	}
 	if forwarded {

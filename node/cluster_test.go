@@ -178,6 +178,17 @@ func TestThreeNodes(t *testing.T) {
 	if _, err := cl.Decommission(ctx, &shoalv1.DecommissionRequest{Node: "n9"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown node: %v", err)
 	}
+	// No name, or one longer than a node's may be, is refused as such (not "no node named"
+	// with the name echoed whole).
+	for _, name := range []string{"", strings.Repeat("n", node.MaxNameLen+1)} {
+		_, err := cl.Decommission(ctx, &shoalv1.DecommissionRequest{Node: name})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "node is") || len(st.Message()) > 200 {
+			t.Fatalf("decommission of a node named %d bytes: %v, want InvalidArgument", len(name), err)
+		}
+		if _, err := cl.Recommission(ctx, &shoalv1.RecommissionRequest{Node: name}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("recommission of a node named %d bytes: %v, want InvalidArgument", len(name), err)
+		}
+	}
 
 	// A request that already made its hops is answered NotLeader, naming the leader.
 	hopCtx := metadata.AppendToOutgoingContext(ctx, "shoal-hops", "2")
