@@ -25,7 +25,10 @@ import (
 // but for one event larger than that, which goes alone (pageFull).
 const (
 	pageEvents = 256
-	pageBytes  = 1 << 20
+	// pageBytes is small enough that a read whose caller stops taking pages holds little (up
+	// to three pages: pageFull), and large enough that a page's cost (a message, a Pebble
+	// iterator's seek) is small beside its events'.
+	pageBytes = 256 << 10
 )
 
 // readViewHold is how long a stream read keeps its view of the shard while its caller has not

@@ -20,14 +20,22 @@ import (
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
+// serverCodec is the node's gRPC codec: gRPC's proto codec, but for two things.
+//
+// Messages it sends are encoded into buffers of a pool with a tier at every power of two from
+// 4 KiB to 1 MiB (sendPool). gRPC's default pool jumps from 32 KiB to 1 MiB, so that every
+// page of a read above 32 KiB took a buffer of 1 MiB; a read or subscription whose caller
+// stops taking pages holds two of them (docs/operations.md, "What clients can make a node
+// hold").
+//
 // A request whose protobuf strings are not all valid UTF-8 (a non-Go client that sends raw
 // bytes as a stream name, say) fails to decode before any of shoal's code sees it, and gRPC
 // answers such a failure with INTERNAL, which says the server failed and leaves a careful
-// client unsure whether the request was applied. utf8Codec and the interceptors below turn it
+// client unsure whether the request was applied. serverCodec and the interceptors below turn it
 // into the INVALID_ARGUMENT, naming the field, that every other bad input gets
 // (docs/guarantees.md, "Bad input"):
 //
-//   - utf8Codec decodes as gRPC's proto codec does. When the only trouble is a string's UTF-8,
+//   - serverCodec decodes as gRPC's proto codec does. When the only trouble is a string's UTF-8,
 //     it finds the field, clears the message, keeps the refusal for it in badUTF8 and reports
 //     success, since gRPC would turn an error into INTERNAL.
 //   - refuseBadUTF8Unary and refuseBadUTF8Stream, the first interceptors of the node's server
@@ -36,17 +44,46 @@ import (
 //
 // A request is never run with the message cleared: every decode goes through an interceptor
 // before the handler sees the message.
+type serverCodec struct{ encoding.CodecV2 }
 
-// utf8Codec is gRPC's proto codec, but for strings that are not valid UTF-8 (above).
-type utf8Codec struct{ encoding.CodecV2 }
+// newServerCodec wraps gRPC's registered proto codec.
+func newServerCodec() serverCodec { return serverCodec{encoding.GetCodecV2(proto.Name)} }
 
-// newUTF8Codec wraps gRPC's registered proto codec.
-func newUTF8Codec() utf8Codec { return utf8Codec{encoding.GetCodecV2(proto.Name)} }
+// sendPool holds the buffers serverCodec encodes into: one tier per power of two from 256
+// bytes to 1 MiB (larger messages take buffers of their own size).
+var sendPool = func() mem.BufferPool {
+	p, err := mem.NewBinaryTieredBufferPool(8, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
 
-// badUTF8 maps a message that utf8Codec cleared to the error its request is refused with.
+func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
+	m := messageOf(v)
+	if m == nil {
+		return c.CodecV2.Marshal(v)
+	}
+	size := protov2.Size(m)
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b, err := protov2.MarshalOptions{UseCachedSize: true}.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	buf := sendPool.Get(size)
+	if _, err := (protov2.MarshalOptions{UseCachedSize: true}).MarshalAppend((*buf)[:0], m); err != nil {
+		sendPool.Put(buf)
+		return nil, err
+	}
+	return mem.BufferSlice{mem.NewBuffer(buf, sendPool)}, nil
+}
+
+// badUTF8 maps a message that serverCodec cleared to the error its request is refused with.
 var badUTF8 sync.Map // protoreflect.ProtoMessage → error
 
-func (c utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	err := c.CodecV2.Unmarshal(data, v)
 	if err == nil || !strings.Contains(err.Error(), "invalid UTF-8") {
 		return err
@@ -77,7 +114,7 @@ func messageOf(v any) protov2.Message {
 	return nil
 }
 
-// refusedUTF8 returns the refusal utf8Codec kept for message v, removing it; nil when v
+// refusedUTF8 returns the refusal serverCodec kept for message v, removing it; nil when v
 // decoded as it should.
 func refusedUTF8(v any) error {
 	if err, ok := badUTF8.LoadAndDelete(v); ok {
@@ -97,7 +134,7 @@ func refuseBadUTF8Stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo
 	return handler(srv, utf8Stream{ss})
 }
 
-// utf8Stream answers a received message that utf8Codec cleared with its refusal.
+// utf8Stream answers a received message that serverCodec cleared with its refusal.
 type utf8Stream struct{ grpc.ServerStream }
 
 func (s utf8Stream) RecvMsg(m any) error {
