@@ -1,10 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -25,8 +26,8 @@ import (
 // Messages it sends are encoded into buffers of a pool with a tier at every power of two from
 // 4 KiB to 1 MiB (sendPool). gRPC's default pool jumps from 32 KiB to 1 MiB, so that every
 // page of a read above 32 KiB took a buffer of 1 MiB; a read or subscription whose caller
-// stops taking pages holds two of them (docs/operations.md, "What clients can make a node
-// hold").
+// stops taking pages holds two encoded pages (and the next page itself: docs/operations.md,
+// "What clients can make a node hold").
 //
 // A request whose protobuf strings are not all valid UTF-8 (a non-Go client that sends raw
 // bytes as a stream name, say) fails to decode before any of shoal's code sees it, and gRPC
@@ -36,23 +37,26 @@ import (
 // (docs/guarantees.md, "Bad input"):
 //
 //   - serverCodec decodes as gRPC's proto codec does. When the only trouble is a string's UTF-8,
-//     it finds the field, clears the message, keeps the refusal for it in badUTF8 and reports
-//     success, since gRPC would turn an error into INTERNAL.
+//     it finds the field, clears the message, leaves the refusal in the message itself (an
+//     unknown field no client can forge: refusalMark) and reports success, since gRPC would
+//     turn an error into INTERNAL.
 //   - refuseBadUTF8Unary and refuseBadUTF8Stream, the first interceptors of the node's server
-//     (every service of it, the raft transport's too), take the refusal kept for the request
-//     they are handed, or that RecvMsg filled, and answer with it: the request runs no further.
+//     (every service of it, the raft transport's too), find the refusal in the request they
+//     are handed, or that RecvMsg filled, and answer with it: the request runs no further.
 //
-// A request is never run with the message cleared: every decode goes through an interceptor
-// before the handler sees the message.
+// A request is never run with the message cleared: every decode that reaches a handler goes
+// through an interceptor. The refusal lives and dies with its message, so a decode that gRPC
+// then fails itself (a second message on a unary call) leaves nothing behind.
 type serverCodec struct{ encoding.CodecV2 }
 
 // newServerCodec wraps gRPC's registered proto codec.
 func newServerCodec() serverCodec { return serverCodec{encoding.GetCodecV2(proto.Name)} }
 
 // sendPool holds the buffers serverCodec encodes into: one tier per power of two from 256
-// bytes to 1 MiB (larger messages take buffers of their own size).
+// bytes to 1 MiB, so a message takes less than twice its size (larger messages take buffers
+// of their own size).
 var sendPool = func() mem.BufferPool {
-	p, err := mem.NewBinaryTieredBufferPool(8, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+	p, err := mem.NewBinaryTieredBufferPool(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
 	if err != nil {
 		panic(err)
 	}
@@ -80,8 +84,17 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, sendPool)}, nil
 }
 
-// badUTF8 maps a message that serverCodec cleared to the error its request is refused with.
-var badUTF8 sync.Map // protoreflect.ProtoMessage → error
+// refusalMark is the unknown field serverCodec leaves in a message it cleared: field number
+// refusalField, holding refusalNonce, the field's path, a NUL and the reason. The nonce is
+// random per process, so that no request can carry a mark of its own.
+const refusalField protowire.Number = protowire.MaxValidNumber
+
+var refusalNonce = func() (b [16]byte) {
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	err := c.CodecV2.Unmarshal(data, v)
@@ -97,9 +110,9 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return err // not a string field's, as far as the bytes tell: gRPC's error stands
 	}
 	protov2.Reset(m)
-	badUTF8.Store(v, withDetails(codes.InvalidArgument,
-		fmt.Sprintf("shard: invalid argument: %s: %s (limit: valid UTF-8)", field, reason),
-		&shoalv1.InvalidField{Field: field, Limit: "valid UTF-8", Reason: reason}))
+	mark := protowire.AppendTag(nil, refusalField, protowire.BytesType)
+	payload := append(bytes.Clone(refusalNonce[:]), field+"\x00"+reason...)
+	m.ProtoReflect().SetUnknown(protowire.AppendBytes(mark, payload))
 	return nil
 }
 
@@ -114,13 +127,29 @@ func messageOf(v any) protov2.Message {
 	return nil
 }
 
-// refusedUTF8 returns the refusal serverCodec kept for message v, removing it; nil when v
-// decoded as it should.
+// refusedUTF8 returns the refusal serverCodec left in message v, nil when v decoded as it
+// should.
 func refusedUTF8(v any) error {
-	if err, ok := badUTF8.LoadAndDelete(v); ok {
-		return err.(error)
+	m := messageOf(v)
+	if m == nil {
+		return nil
 	}
-	return nil
+	u := m.ProtoReflect().GetUnknown()
+	if len(u) == 0 {
+		return nil
+	}
+	num, typ, n := protowire.ConsumeTag(u)
+	if num != refusalField || typ != protowire.BytesType {
+		return nil
+	}
+	b, _ := protowire.ConsumeBytes(u[n:])
+	rest, ok := bytes.CutPrefix(b, refusalNonce[:])
+	if !ok {
+		return nil
+	}
+	field, reason, _ := strings.Cut(string(rest), "\x00")
+	return withDetails(codes.InvalidArgument, fmt.Sprintf("shard: invalid argument: %s: %s (limit: valid UTF-8)", field, reason),
+		&shoalv1.InvalidField{Field: field, Limit: "valid UTF-8", Reason: reason})
 }
 
 func refuseBadUTF8Unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
@@ -90,14 +91,37 @@ func TestInvalidUTF8Refused(t *testing.T) {
 	check("append stream with items[0].request.stream not UTF-8", pipe.RecvMsg(&results), "items[0].request.stream")
 
 	// Nothing was written, and the node serves on.
-	for _, stream := range []string{"utf8-a", "utf8-b", "utf8-c"} {
+	for _, stream := range []string{"utf8-a", "utf8-b", "utf8-c", "utf8-e"} {
 		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Events: events("Opened"),
 			Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM}}); err != nil {
 			t.Fatalf("append to %s, which must not exist: %v", stream, err)
 		}
 	}
-	// A message that is malformed otherwise is gRPC's to refuse, as before.
 	var resp shoalv1.AppendResponse
+	// Two messages on a unary call, the first not UTF-8: gRPC refuses the call itself, and the
+	// refusal left in the message goes with it.
+	two, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, shoalv1.Streams_Append_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := withBadByte(t, &shoalv1.AppendRequest{Stream: "utf8-eX", Events: events("Opened")}, "utf8-eX")
+	if err := two.SendMsg(bad); err != nil {
+		t.Fatal(err)
+	}
+	two.SendMsg(bad)
+	two.CloseSend()
+	if err := two.RecvMsg(&resp); status.Code(err) == codes.OK {
+		t.Fatalf("two messages on a unary call: %v", err)
+	}
+	// A request cannot forge a refusal: the mark's field without this process's nonce is an
+	// unknown field like any other.
+	forged := &shoalv1.AppendRequest{Stream: "utf8-d", Events: events("Opened")}
+	mark := protowire.AppendTag(nil, refusalField, protowire.BytesType)
+	forged.ProtoReflect().SetUnknown(protowire.AppendBytes(mark, []byte("0123456789abcdefstream\x00invalid")))
+	if _, err := c.Append(ctx, forged); err != nil {
+		t.Fatalf("append with an unknown field like a refusal's: %v", err)
+	}
+	// A message that is malformed otherwise is gRPC's to refuse, as before.
 	err = conn.Invoke(ctx, shoalv1.Streams_Append_FullMethodName, []byte{0x0a, 0x7f}, &resp, grpc.ForceCodecV2(rawCodec{}))
 	if status.Code(err) != codes.Internal {
 		t.Fatalf("a truncated message: %v, want gRPC's INTERNAL", err)

@@ -575,10 +575,19 @@ stream after its last version, and reads show the events appended since.
 // truncatedLine reports a truncation of stream that answered start, given the stream's state
 // read after it (info, unless infoErr).
 func truncatedLine(stream string, start uint64, info client.StreamInfo, infoErr error) string {
-	if infoErr != nil || info.State == client.StreamLive {
-		return fmt.Sprintf("truncated %s: it now starts at version %d (the events before it are gone)", stream, start)
-	}
 	from := info.StoredFrom()
+	switch {
+	case infoErr != nil, info.State == client.StreamLive && from >= info.FirstVersion:
+		return fmt.Sprintf("truncated %s: it now starts at version %d (the events before it are gone)", stream, start)
+	case info.State == client.StreamLive:
+		// Events a soft delete hid before the stream went on are still there, below its start.
+		held := fmt.Sprintf("%d events a delete hid (versions %d to %d)", info.FirstVersion-from, from, info.FirstVersion-1)
+		if from == info.FirstVersion-1 {
+			held = fmt.Sprintf("the event a delete hid at version %d", from)
+		}
+		return fmt.Sprintf("truncated %s: it starts at version %d; versions before %d are gone, and it still holds %s, "+
+			"which --before %d removes", stream, info.FirstVersion, from, held, info.FirstVersion)
+	}
 	if from > info.LastVersion {
 		return fmt.Sprintf("truncated %s: it is %s, and every event it held is gone", stream, info.State)
 	}

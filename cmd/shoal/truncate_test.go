@@ -50,6 +50,22 @@ func TestTruncateCLI(t *testing.T) {
 	}
 	run(exitNotFound, "truncate", "nobody-here", "--before", "1")
 
+	// A live stream whose earlier versions a soft delete hid: a truncation below its start
+	// says which of them are left.
+	for range 4 {
+		run(exitOK, "append", "tr-hid", "--type", "Step")
+	}
+	run(exitOK, "delete", "tr-hid")
+	run(exitOK, "append", "tr-hid", "--type", "Step")
+	want := "truncated tr-hid: it starts at version 4; versions before 2 are gone, and it still holds 2 events a delete hid " +
+		"(versions 2 to 3), which --before 4 removes"
+	if out := run(exitOK, "truncate", "tr-hid", "--before", "2"); !strings.Contains(out, want) {
+		t.Fatalf("truncate --before 2 of a live stream with hidden events: %q, want %q", out, want)
+	}
+	if out := run(exitOK, "truncate", "tr-hid", "--before", "4"); !strings.Contains(out, "truncated tr-hid: it now starts at version 4 (the events before it are gone)") {
+		t.Fatalf("truncate --before 4 of a live stream with hidden events: %q", out)
+	}
+
 	// A deleted stream's start is past its last version: what a truncation left of it is its
 	// hidden events, which the output and stream-info count from the first one still stored.
 	for _, tc := range []struct{ stream, deleteFlag, state string }{
@@ -64,7 +80,7 @@ func TestTruncateCLI(t *testing.T) {
 			args = append(args, "3")
 		}
 		run(exitOK, args...)
-		want := "truncated " + tc.stream + ": versions before 2 are gone; it is " + tc.state +
+		want = "truncated " + tc.stream + ": versions before 2 are gone; it is " + tc.state +
 			", and still holds 2 hidden events (versions 2 to 3), which --before all removes"
 		if out := run(exitOK, "truncate", tc.stream, "--before", "2"); !strings.Contains(out, want) {
 			t.Fatalf("truncate --before 2 of a %s stream: %q, want %q", tc.state, out, want)
