@@ -21,16 +21,6 @@ import (
 	"github.com/shoaldb/shoal/shard"
 )
 
-// Read pages: a ReadResponse carries at most pageEvents events and pageBytes bytes of payload,
-// but for one event larger than that, which goes alone (pageFull).
-const (
-	pageEvents = 256
-	// pageBytes is small enough that a read whose caller stops taking pages holds little (up
-	// to three pages: pageFull), and large enough that a page's cost (a message, a Pebble
-	// iterator's seek) is small beside its events'.
-	pageBytes = 256 << 10
-)
-
 // readViewHold is how long a stream read keeps its view of the shard while its caller has not
 // taken a page: past it the view is released and the read ends ABORTED once the page is taken
 // (the Go client reads on from where it was). One slow or stuck reader would otherwise keep the
@@ -330,10 +320,6 @@ func toProtoEvent(e *shard.RecordedEvent, id uint32) *shoalv1.RecordedEvent {
 	}
 }
 
-func eventSize(e *shard.RecordedEvent) int {
-	return len(e.Data) + len(e.Metadata) + len(e.Type) + len(e.Stream) + len(e.ContentType) + 64
-}
-
 // checkRead checks a Read request and returns the shard of its stream and its staleness, or its
 // refusal as a gRPC status.
 func (n *Node) checkRead(req *shoalv1.ReadRequest) (uint32, staleness, error) {
@@ -432,14 +418,6 @@ func (n *Node) read(req *shoalv1.ReadRequest, id uint32, st staleness, out grpc.
 		}
 	}
 }
-
-var errPageFull = errors.New("node: page full")
-
-// pageFull tells whether a page of n events and size bytes of payload has no room for an event
-// of es bytes: a page stays within pageBytes, but for an event larger than that, which goes
-// alone. (A read whose caller stops taking pages holds up to three: the one gRPC has queued,
-// the next, and its encoding, which docs/operations.md counts.)
-func pageFull(n, size, es int) bool { return n > 0 && size+es > pageBytes }
 
 // heldView is a stream read's view of its shard, which a timer releases when the read's caller
 // takes longer than Config.readViewHold over a page: a view keeps the memtables of its time, and
