@@ -24,7 +24,7 @@ import (
 // serverCodec is the node's gRPC codec: gRPC's proto codec, but for two things.
 //
 // Messages it sends are encoded into buffers of a pool with a tier at every power of two from
-// 4 KiB to 1 MiB (sendPool). gRPC's default pool jumps from 32 KiB to 1 MiB, so that every
+// 2 KiB to 1 MiB (sendPool). gRPC's default pool jumps from 32 KiB to 1 MiB, so that every
 // page of a read above 32 KiB took a buffer of 1 MiB; a read or subscription whose caller
 // stops taking pages holds two encoded pages (and the next page itself: docs/operations.md,
 // "What clients can make a node hold").
@@ -52,11 +52,11 @@ type serverCodec struct{ encoding.CodecV2 }
 // newServerCodec wraps gRPC's registered proto codec.
 func newServerCodec() serverCodec { return serverCodec{encoding.GetCodecV2(proto.Name)} }
 
-// sendPool holds the buffers serverCodec encodes into: one tier per power of two from 256
-// bytes to 1 MiB, so a message takes less than twice its size (larger messages take buffers
-// of their own size).
+// sendPool holds the buffers serverCodec encodes into: one tier per power of two from 2 KiB
+// to 1 MiB, so a message takes less than twice its size (messages under gRPC's pooling
+// threshold, 1 KiB, take a buffer of their own, and so do those over 1 MiB).
 var sendPool = func() mem.BufferPool {
-	p, err := mem.NewBinaryTieredBufferPool(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+	p, err := mem.NewBinaryTieredBufferPool(11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
 	if err != nil {
 		panic(err)
 	}
