@@ -64,7 +64,10 @@ type StreamInfo struct {
 // versions before it were removed, by truncations or retention (0 when none was). Unlike
 // Truncated it also counts a truncation that did not move FirstVersion (one of a deleted
 // stream's hidden events, below its delete), and those of shards before format 5. It is
-// LastVersion+1 for a deleted stream that holds no event any more.
+// LastVersion+1 for a deleted stream that holds no event any more. Servers from before
+// HiddenEvents was reported (2026-12-04) report none, so that against them StoredFrom takes
+// the events a delete hid for removed ones; during a rolling upgrade from such a version, read
+// Truncated instead.
 func (s StreamInfo) StoredFrom() uint64 {
 	return s.FirstVersion - min(s.HiddenEvents, s.FirstVersion)
 }
