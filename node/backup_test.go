@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -138,6 +139,9 @@ func TestBackupRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(restored, backupManifestFile)); err != nil {
 		t.Fatalf("the refused start touched backup.json: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(restored, lockFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the refused start left %s in the backup: %v", lockFile, err)
 	}
 	rcfg.Restore = true
 	r := startNode(t, rcfg)

@@ -84,7 +84,9 @@ type Settings struct {
 type dataDir struct {
 	path string
 	lock *os.File
-	id   identity
+	// createdLock: the lock file did not exist before this open (a backup's copy has none).
+	createdLock bool
+	id          identity
 	// files, once set, is the file system writeFile writes through: the disk watch's, so that
 	// a hung write of groups.json (on the raft loop) or peers.json is a disk stall too.
 	files vfs.FS
@@ -116,6 +118,7 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 			return nil, fmt.Errorf("node: creating data directory: %w", err)
 		}
 	}
+	_, lockErr := os.Stat(filepath.Join(dir, lockFile))
 	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("node: opening lock file: %w", err)
@@ -127,7 +130,7 @@ func openDataDir(dir, name, hostname string) (*dataDir, error) {
 		}
 		return nil, fmt.Errorf("node: locking data directory %s: %w", dir, err)
 	}
-	d := &dataDir{path: dir, lock: f}
+	d := &dataDir{path: dir, lock: f, createdLock: errors.Is(lockErr, fs.ErrNotExist)}
 	ok, err := d.readJSON(identityFile, &d.id)
 	switch {
 	case err != nil:
@@ -380,6 +383,14 @@ func mkdirMode(dir string, mode os.FileMode) error {
 		return err
 	}
 	return nil
+}
+
+// dropCreatedLock removes the lock file a refused start created, so that the refusal leaves a
+// backup's copy as it was; the lock itself stays held until unlock.
+func (d *dataDir) dropCreatedLock() {
+	if d.createdLock {
+		os.Remove(filepath.Join(d.path, lockFile))
+	}
 }
 
 func (d *dataDir) unlock() error {

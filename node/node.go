@@ -157,6 +157,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	restoring, err := dir.checkRestore(cfg.Restore)
 	if err != nil {
+		dir.dropCreatedLock() // a refusal leaves the backup as it found it
 		return nil, err
 	}
 	if cfg.ServerTLS != nil && len(cfg.GossipKey) == 0 {
