@@ -499,5 +499,8 @@ func TestStreamRowTruncated(t *testing.T) {
 		if got := streamRow(tc.sum, false).Truncated; got != tc.want {
 			t.Errorf("%s: truncated %v, want %v", tc.name, got, tc.want)
 		}
+		if row := streamRow(tc.sum, false); row.Truncated && row.StoredFrom != tc.sum.FirstVersion-tc.sum.HiddenEvents {
+			t.Errorf("%s: stored from %d, want %d", tc.name, row.StoredFrom, tc.sum.FirstVersion-tc.sum.HiddenEvents)
+		}
 	}
 }

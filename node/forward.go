@@ -66,6 +66,18 @@ func (n *Node) forwardContext(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
+// The flow-control windows of the connections that forward calls to other nodes (peerPool):
+// fixed, where gRPC's own sizing grows a call's window with its traffic, up to 16 MiB. A read
+// or subscription relayed for a caller that stopped taking pages then held up to that much of
+// the leader's pages on the relaying node (9 MiB a call, measured), on top of what it holds
+// itself (docs/operations.md, "What clients can make a node hold"). relayStreamWindow bounds
+// what one call holds; it is also what one call has in flight, plenty between nodes of one
+// region. The transport's raft connections are not these and keep gRPC's sizing.
+const (
+	relayStreamWindow = 512 << 10
+	relayConnWindow   = 16 << 20
+)
+
 // peerPool keeps one client connection per peer address.
 type peerPool struct {
 	opts  []grpc.DialOption

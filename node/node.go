@@ -241,7 +241,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.PeerDialer != nil {
 		peerOpts = append(peerOpts, grpc.WithContextDialer(cfg.PeerDialer))
 	}
-	n.peers = newPeerPool(peerOpts)
+	n.peers = newPeerPool(append(slices.Clone(peerOpts),
+		grpc.WithInitialWindowSize(relayStreamWindow), grpc.WithInitialConnWindowSize(relayConnWindow)))
 	n.leaders = newLeaderCache()
 
 	if n.grpcLis, err = net.Listen("tcp", cfg.Listen); err != nil {
