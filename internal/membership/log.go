@@ -3,10 +3,14 @@ package membership
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"sync/atomic"
+	"time"
+
+	"github.com/shoaldb/shoal/internal/loglimit"
 )
 
 // slogWriter adapts memberlist's *log.Logger output ("[LEVEL] memberlist: msg")
@@ -18,7 +22,13 @@ type slogWriter struct {
 	// closing is set once Leave or Close began: memberlist's probes and gossip then race the
 	// closing of its sockets.
 	closing *atomic.Bool
+	// stray, if set, bounds the lines about connections that do not speak gossip to one a
+	// minute: a client given the gossip address retries, line after line.
+	stray *loglimit.Limiter
 }
+
+// strayLogEvery is how often a connection that does not speak gossip is logged at most.
+const strayLogEvery = time.Minute
 
 func newStdLogger(w slogWriter) *log.Logger { return log.New(w, "", 0) }
 
@@ -47,6 +57,15 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	if bytes.HasPrefix(msg, []byte("Received invalid msgType")) {
 		// Something that is not a member connected to the gossip port: most often a client given
 		// it for a node's gRPC or HTTP address. The node is fine; the line says where to look.
+		if w.stray != nil {
+			held, ok := w.stray.Allow()
+			if !ok {
+				return len(p), nil
+			}
+			if held > 0 {
+				msg = fmt.Appendf(msg[:len(msg):len(msg)], " (and %d more such connections since the last line)", held)
+			}
+		}
 		msg = append(msg[:len(msg):len(msg)], strayConnHint...)
 	}
 	w.l.Log(context.Background(), min(level, w.ceiling(msg)), string(msg))

@@ -5,8 +5,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shoaldb/shoal/internal/lockedbuf"
+	"github.com/shoaldb/shoal/internal/loglimit"
 )
 
 // TestLogLevels: memberlist's lines keep their levels but for those that are no trouble here:
@@ -59,5 +61,25 @@ func TestLogLevels(t *testing.T) {
 		if tc.line == stray && !strings.Contains(buf.String(), "--listen") {
 			t.Errorf("%q logged as %q, without the hint", tc.line, buf.String())
 		}
+	}
+}
+
+// TestStrayLinesLimited: connections that do not speak gossip are logged once a minute, the next
+// line counting those held back.
+func TestStrayLinesLimited(t *testing.T) {
+	var buf lockedbuf.Buffer
+	lim := &loglimit.Limiter{Every: time.Hour}
+	w := slogWriter{l: slog.New(slog.NewTextHandler(&buf, nil)), stray: lim}
+	line := []byte("[ERR] memberlist: Received invalid msgType (80) from=127.0.0.1:38888\n")
+	for range 5 {
+		w.Write(line)
+	}
+	if got := strings.Count(buf.String(), "Received invalid msgType"); got != 1 {
+		t.Fatalf("5 stray connections logged %d lines, want 1:\n%s", got, buf.String())
+	}
+	lim.Every = 0
+	w.Write(line)
+	if !strings.Contains(buf.String(), "and 4 more such connections since the last line") {
+		t.Fatalf("the next line does not count those held back:\n%s", buf.String())
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/shoaldb/shoal/internal/loglimit"
 )
 
 var (
@@ -383,7 +385,7 @@ func Start(cfg Config) (*Membership, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.TCPTimeout = DefaultTCPTimeout
 	mc.DeadNodeReclaimTime = DefaultDeadReclaim
-	mc.Logger = newStdLogger(slogWriter{l: m.log, self: cfg.Name, closing: &m.closing})
+	mc.Logger = newStdLogger(slogWriter{l: m.log, self: cfg.Name, closing: &m.closing, stray: &loglimit.Limiter{Every: strayLogEvery}})
 	d := (*delegate)(m)
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
 	if cfg.WrapTransport != nil {
