@@ -69,15 +69,16 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return c.CodecV2.Marshal(v)
 	}
 	size := protov2.Size(m)
+	opts := protov2.MarshalOptions{UseCachedSize: true} // the size was just computed
 	if mem.IsBelowBufferPoolingThreshold(size) {
-		b, err := protov2.MarshalOptions{UseCachedSize: true}.Marshal(m)
+		b, err := opts.Marshal(m)
 		if err != nil {
 			return nil, err
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	buf := sendPool.Get(size)
-	if _, err := (protov2.MarshalOptions{UseCachedSize: true}).MarshalAppend((*buf)[:0], m); err != nil {
+	if _, err := opts.MarshalAppend((*buf)[:0], m); err != nil {
 		sendPool.Put(buf)
 		return nil, err
 	}

@@ -56,12 +56,7 @@ func TestInvalidUTF8Refused(t *testing.T) {
 	check := func(what string, err error, field string) {
 		t.Helper()
 		st := status.Convert(err)
-		var got *shoalv1.InvalidField
-		for _, d := range st.Details() {
-			if f, ok := d.(*shoalv1.InvalidField); ok {
-				got = f
-			}
-		}
+		got := invalidField(st)
 		if st.Code() != codes.InvalidArgument || got == nil || got.Field != field || got.Limit != "valid UTF-8" {
 			t.Fatalf("%s: %v (details %v), want InvalidArgument naming %s", what, err, st.Details(), field)
 		}

@@ -171,8 +171,8 @@ func streamRow(m *shoalv1.StreamSummary, stale bool) consoleStreamRow {
 		Versions: fmt.Sprintf("none (at version %d)", m.LastVersion), Hidden: m.HiddenEvents,
 		// Versions before the first one stored were removed (client.StreamInfo.StoredFrom): a
 		// truncation of a deleted stream's hidden events does not set m.Truncated.
-		Truncated: m.FirstVersion > m.HiddenEvents, StoredFrom: m.FirstVersion - min(m.HiddenEvents, m.FirstVersion)}
-	row.AllRemoved = row.StoredFrom > m.LastVersion
+		StoredFrom: m.FirstVersion - min(m.HiddenEvents, m.FirstVersion)}
+	row.Truncated, row.AllRemoved = row.StoredFrom > 0, row.StoredFrom > m.LastVersion
 	if m.State == shoalv1.StreamState_STREAM_STATE_LIVE {
 		row.Versions = fmt.Sprintf("%d..%d", m.FirstVersion, m.LastVersion)
 		row.Events = m.LastVersion - m.FirstVersion + 1

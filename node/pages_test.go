@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
 
@@ -63,14 +65,7 @@ func TestPageBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pages [][]*shoalv1.RecordedEvent
-	for {
-		p, err := rs.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range recvMsgs(t, rs) {
 		pages = append(pages, p.Events)
 	}
 	check("stream read", pages)
@@ -98,24 +93,16 @@ func TestPageBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var last *shoalv1.ReadShardResponse
-		for {
-			p, err := ss.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		got := recvMsgs(t, ss)
+		for _, p := range got {
 			if len(p.Events) > 0 {
 				pages = append(pages, p.Events)
 			}
-			last = p
 		}
-		if last == nil || last.NextPosition == from {
+		if len(got) == 0 || got[len(got)-1].NextPosition == from {
 			break
 		}
-		from = last.NextPosition
+		from = got[len(got)-1].NextPosition
 	}
 	check("shard read", pages)
 }
@@ -126,4 +113,21 @@ func typesOf(evs []*shoalv1.EventData) []string {
 		out = append(out, e.Type)
 	}
 	return out
+}
+
+// recvMsgs receives every message of s until its end (recvEvents flattens a read's pages;
+// these tests count them).
+func recvMsgs[T any](t *testing.T, s grpc.ServerStreamingClient[T]) []*T {
+	t.Helper()
+	var out []*T
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
 }

@@ -581,22 +581,24 @@ func truncatedLine(stream string, start uint64, info client.StreamInfo, infoErr 
 		return fmt.Sprintf("truncated %s: it now starts at version %d (the events before it are gone)", stream, start)
 	case info.State == client.StreamLive:
 		// Events a soft delete hid before the stream went on are still there, below its start.
-		held := fmt.Sprintf("%d events a delete hid (versions %d to %d)", info.FirstVersion-from, from, info.FirstVersion-1)
-		if from == info.FirstVersion-1 {
-			held = fmt.Sprintf("the event a delete hid at version %d", from)
-		}
+		held := heldVersions(from, info.FirstVersion-1, "events a delete hid", "the event a delete hid")
 		return fmt.Sprintf("truncated %s: it starts at version %d; versions before %d are gone, and it still holds %s, "+
 			"which --before %d removes", stream, info.FirstVersion, from, held, info.FirstVersion)
 	}
 	if from > info.LastVersion {
 		return fmt.Sprintf("truncated %s: it is %s, and every event it held is gone", stream, info.State)
 	}
-	held := fmt.Sprintf("%d hidden events (versions %d to %d)", info.LastVersion-from+1, from, info.LastVersion)
-	if from == info.LastVersion {
-		held = fmt.Sprintf("its hidden event at version %d", from)
-	}
 	return fmt.Sprintf("truncated %s: versions before %d are gone; it is %s, and still holds %s, which --before all removes",
-		stream, from, info.State, held)
+		stream, from, info.State, heldVersions(from, info.LastVersion, "hidden events", "its hidden event"))
+}
+
+// heldVersions names the events of versions from..to as many ("2 hidden events (versions 2 to
+// 3)") or, for one, as one ("its hidden event at version 3").
+func heldVersions(from, to uint64, many, one string) string {
+	if from == to {
+		return fmt.Sprintf("%s at version %d", one, from)
+	}
+	return fmt.Sprintf("%d %s (versions %d to %d)", to-from+1, many, from, to)
 }
 
 func (a *app) truncateCmd() *cobra.Command {

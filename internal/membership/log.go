@@ -54,7 +54,7 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	if bytes.HasPrefix(msg, []byte("Received invalid msgType")) {
+	if strayConn(msg) {
 		// Something that is not a member connected to the gossip port: most often a client given
 		// it for a node's gRPC or HTTP address. The node is fine; the line says where to look.
 		if w.stray != nil {
@@ -72,6 +72,9 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// strayConn tells memberlist's line about a connection that did not speak gossip.
+func strayConn(msg []byte) bool { return bytes.HasPrefix(msg, []byte("Received invalid msgType")) }
+
 // strayConnHint follows memberlist's line about a connection that did not speak gossip.
 const strayConnHint = ": not a shoal node's gossip; a client (shoal --server, a gRPC or HTTP client) " +
 	"given this gossip address instead of a node's --listen or --http one?"
@@ -87,7 +90,7 @@ func (w slogWriter) ceiling(msg []byte) slog.Level {
 		// A probe or gossip that went out as this node stopped: its UDP socket was closed
 		// under it (a TCP fallback probe may still have got through).
 		return slog.LevelDebug
-	case bytes.HasSuffix(msg, []byte(strayConnHint)):
+	case strayConn(msg):
 		return slog.LevelWarn // the sender's mistake, not this node's trouble
 	case w.self != "" && string(msg) == "Refuting a dead message (from: "+w.self+")":
 		// This node's own leave, from before a restart, still going round: every restart
