@@ -98,7 +98,6 @@ type Host struct {
 	cfg     Config
 	db      *pebble.DB
 	log     *slog.Logger
-	raftLog raft.Logger
 	metrics *Metrics
 	nextID  atomic.Uint64 // proposal and read-index IDs, snapshot file names
 
@@ -168,7 +167,6 @@ func NewHost(cfg Config) (*Host, error) {
 		deletedAt:      make(map[uint32]uint64),
 		snapTableBytes: snapTableBytes,
 	}
-	h.raftLog = &raftLogger{l: h.log}
 	h.mu.groups = make(map[uint32]*Group)
 	h.mu.drops = make(map[uint32]uint64)
 	// Proposal IDs start at random: IDs of this run must not be those of entries this node
@@ -544,7 +542,7 @@ func (h *Host) newGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gro
 		ID: h.cfg.NodeID, ElectionTick: h.cfg.ElectionTicks, HeartbeatTick: h.cfg.HeartbeatTicks,
 		Storage: st, Applied: applied, MaxSizePerMsg: h.cfg.MaxSizePerMsg,
 		MaxInflightMsgs: h.cfg.MaxInflightMsgs, MaxInflightBytes: h.cfg.MaxInflightBytes, CheckQuorum: true, PreVote: true,
-		ReadOnlyOption: raft.ReadOnlySafe, StepDownOnRemoval: true, Logger: h.raftLog,
+		ReadOnlyOption: raft.ReadOnlySafe, StepDownOnRemoval: true, Logger: &raftLogger{l: h.log, shard: shard},
 		AsyncStorageWrites: true,
 	})
 	if err != nil {

@@ -6,12 +6,17 @@ import (
 	"log/slog"
 )
 
-// raftLogger adapts slog to raft.Logger; raft's chatter goes to Debug, warnings and errors keep
-// their level.
-type raftLogger struct{ l *slog.Logger }
+// raftLogger adapts slog to raft.Logger for one group; raft's chatter goes to Debug, warnings
+// and errors keep their level. Its lines name the shard: raft's own text names only the
+// replica's raft ID, in hex ("44baacb13676eef0 stepped down to follower since quorum is not
+// active"), which every group of a node shares.
+type raftLogger struct {
+	l     *slog.Logger
+	shard uint32
+}
 
 func (r *raftLogger) out(level slog.Level, s string) {
-	r.l.Log(context.Background(), level, s, "src", "raft")
+	r.l.Log(context.Background(), level, s, "src", "raft", "shard", r.shard)
 }
 
 func (r *raftLogger) Debug(v ...any)              { r.out(slog.LevelDebug, fmt.Sprint(v...)) }

@@ -68,6 +68,13 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 		msg = append(msg[:len(msg):len(msg)], strayConnHint...)
 	}
+	for _, h := range hints {
+		if bytes.HasPrefix(msg, []byte(h.prefix)) {
+			msg = append(msg[:len(msg):len(msg)], h.hint...)
+			level = min(level, h.level)
+			break
+		}
+	}
 	w.l.Log(context.Background(), min(level, w.ceiling(msg)), string(msg))
 	return len(p), nil
 }
@@ -78,6 +85,24 @@ func strayConn(msg []byte) bool { return bytes.HasPrefix(msg, []byte("Received i
 // strayConnHint follows memberlist's line about a connection that did not speak gossip.
 const strayConnHint = ": not a shoal node's gossip; a client (shoal --server, a gRPC or HTTP client) " +
 	"given this gossip address instead of a node's --listen or --http one?"
+
+// hints follow memberlist's lines that do not say what they mean here, lowered to a level that
+// says how much: neither is this node's trouble nor, alone, a failure.
+var hints = []struct {
+	prefix, hint string
+	level        slog.Level
+}{
+	// A probe's TCP fallback that timed out: the member did not answer within the probe
+	// interval. A crash refuses the connection instead (still an error); a busy, paused or
+	// cut-off member times out, and an overloaded machine's members do so in turn.
+	{"Failed fallback TCP ping: timeout ", ": the member did not answer in time (busy, paused or cut off); " +
+		"gossip suspects it, and declares it dead if it stays silent", slog.LevelWarn},
+	// Another process gossips under a member's name from another address: a server given a
+	// name in use, or started on a copy of a member's data directory. That server is refused
+	// at its start (ErrNameTaken, a stale directory), and says why; the members stay as they are.
+	{"Conflicting address for ", ": another process claims this member's name (a second server given its --node, " +
+		"or one started on a copy of its data directory); such a server is refused at its start", slog.LevelWarn},
+}
 
 // ceiling is the highest level msg is logged at.
 func (w slogWriter) ceiling(msg []byte) slog.Level {

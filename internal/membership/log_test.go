@@ -13,9 +13,9 @@ import (
 
 // TestLogLevels: memberlist's lines keep their levels but for those that are no trouble here:
 // refusals delegate.go logged itself, the probes and gossip that race a stopping node's
-// closing of its sockets, a restarted node meeting its own earlier leave, and a connection
-// from something that is not a member (a client given the gossip address), which also gets a
-// hint.
+// closing of its sockets, a restarted node meeting its own earlier leave, a connection from
+// something that is not a member (a client given the gossip address), a probe that timed out
+// (a busy member) and another process under a member's name; the last three get a hint.
 func TestLogLevels(t *testing.T) {
 	const (
 		closedGossip = "[ERR] memberlist: Failed to send gossip to 127.0.0.1:7411: write udp 127.0.0.1:7421->127.0.0.1:7411: use of closed network connection"
@@ -28,7 +28,11 @@ func TestLogLevels(t *testing.T) {
 		otherErr     = "[ERR] memberlist: Failed to send gossip to 127.0.0.1:7411: write udp: no buffer space available"
 		info         = "[INFO] memberlist: Suspect n3 has failed, no acks received"
 		stray        = "[ERR] memberlist: Received invalid msgType (80) from=127.0.0.1:38888"
+		pingTimeout  = "[ERR] memberlist: Failed fallback TCP ping: timeout 500ms: read tcp 127.0.0.1:58422->127.0.0.1:7741: i/o timeout"
+		pingRefused  = "[ERR] memberlist: Failed fallback TCP ping: dial tcp 127.0.0.1:7741: connect: connection refused"
+		conflict     = "[ERR] memberlist: Conflicting address for n1. Mine: 127.0.0.1:7711 Theirs: 127.0.0.1:7781 Old state: 0"
 	)
+	hinted := map[string]string{stray: "--listen", pingTimeout: "declares it dead", conflict: "--node"}
 	for _, tc := range []struct {
 		line    string
 		closing bool
@@ -46,6 +50,9 @@ func TestLogLevels(t *testing.T) {
 		{otherErr, true, "ERROR"},
 		{info, false, "INFO"},
 		{stray, false, "WARN"},
+		{pingTimeout, false, "WARN"},
+		{pingRefused, false, "ERROR"},
+		{conflict, false, "WARN"},
 	} {
 		var buf lockedbuf.Buffer
 		var closing atomic.Bool
@@ -58,7 +65,7 @@ func TestLogLevels(t *testing.T) {
 		if got := buf.String(); !strings.Contains(got, "level="+tc.want+" ") || !strings.Contains(got, msg) {
 			t.Errorf("%q (closing %v) logged as %q, want level %s", tc.line, tc.closing, got, tc.want)
 		}
-		if tc.line == stray && !strings.Contains(buf.String(), "--listen") {
+		if hint, ok := hinted[tc.line]; ok && !strings.Contains(buf.String(), hint) {
 			t.Errorf("%q logged as %q, without the hint", tc.line, buf.String())
 		}
 	}
