@@ -36,7 +36,17 @@
 // A truncation (client.Truncate) takes no position and reaches no Handler: the
 // events it removed are gone from the log, so a projection that had not read
 // them yet never sees them (a model rebuilt from scratch lacks them too), while
-// one that had keeps what it built from them.
+// one that had keeps what it built from them. Nothing tells a projection that
+// it missed some: truncate only what it has read. snapshot.Repository's
+// TruncateHistory does that when given snapshot.ReadBy with the projection's
+// Checkpoint().Covers; for client.Truncate, compare the Position of the first
+// event it keeps with the Checkpoint (Checkpoint.Covers) first.
+//
+// Without StreamPrefix or EventTypes a projection sees every stream, the
+// companion streams of aggregate snapshots too (package snapshot: streams
+// under its prefix, "snapshot" by default, of events of type
+// "shoal.snapshot"): a handler that fails on event types it does not know
+// stops Run at the first of them. Skip them, or filter.
 //
 // # Caller duties
 //

@@ -3,6 +3,9 @@ package query
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"strings"
+	"syscall"
 )
 
 var (
@@ -30,6 +33,10 @@ var (
 	// (*FilterMismatchError): the checkpoint has passed, unhandled, the entries the old
 	// filters skipped, and the model holds what they took.
 	ErrFilterMismatch = errors.New("query: projection database built under other filters")
+	// ErrInUse is returned by Open when the projection's Dir is open already, in another
+	// process (a second instance, or one still stopping) or in this one (a Projection not
+	// closed): a database has one writer, whose Get and Scan serve its read model.
+	ErrInUse = errors.New("query: projection directory in use")
 	// ErrClosed is returned by calls on a closed Projection.
 	ErrClosed = errors.New("query: projection closed")
 	// ErrNotRunning is returned by WaitFor, WaitForAppend and WaitForDelete for a position
@@ -107,3 +114,15 @@ func (e *FilterMismatchError) Error() string {
 
 // Is reports ErrFilterMismatch.
 func (e *FilterMismatchError) Is(target error) bool { return target == ErrFilterMismatch }
+
+// inUse reports whether err, from pebble.Open, says another holder has the directory's LOCK:
+// Pebble's own refusal within a process, or the file lock's (fcntl: EAGAIN or EACCES) between
+// processes. A LOCK file that cannot be created (a *fs.PathError) is not that.
+func inUse(err error) bool {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return false
+	}
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) ||
+		strings.Contains(err.Error(), "lock held by current process")
+}

@@ -224,6 +224,10 @@ func open(cfg Config, src source) (*Projection, error) {
 	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: cfg.FS, Logger: quietLogger{}})
 	if err != nil {
 		m.unregister(cfg.Registerer)
+		if inUse(err) {
+			return nil, fmt.Errorf("%w: %q is open in another process, or by a Projection of this one not closed "+
+				"(its LOCK is held: %w)", ErrInUse, cfg.Dir, err)
+		}
 		return nil, fmt.Errorf("query: open %q: %w", cfg.Dir, err)
 	}
 	p := &Projection{cfg: cfg, db: db, src: src, metrics: m, wo: pebble.Sync}

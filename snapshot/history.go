@@ -31,7 +31,16 @@ import (
 // an older snapshot writes nothing (Store.Save).
 // client.Truncate's errors apply (client.ErrShardFormat on a cluster not yet
 // upgraded).
-func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (start uint64, truncated bool, err error) {
+//
+// The events removed are gone for every reader, not only for Load: a read model
+// built from the shard logs (a query.Projection, a client.ReadAll consumer)
+// that has not read them yet never will, and is told nothing. Give ReadBy the
+// progress of each such reader to truncate only what they all have read.
+func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string, opts ...TruncateOption) (start uint64, truncated bool, err error) {
+	var o truncateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	store := r.cfg.Store
 	snap, ok, err := store.latest(ctx, stream, r.cfg.Codec.Name)
 	if err != nil || !ok {
@@ -43,8 +52,24 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (sta
 	if _, err := r.cfg.Codec.Decode(snap.State); err != nil {
 		return 0, false, store.undecodable(stream, r.cfg.Codec.Name, snap, err)
 	}
-	if err := reached(ctx, store, stream, snap); err != nil {
+	kept, err := reached(ctx, store, stream, snap)
+	if err != nil {
 		return 0, false, err
+	}
+	if len(o.readBy) > 0 {
+		// The stream's events take rising positions in its shard's log, so every event the
+		// truncation removes lies below the first one it keeps.
+		if kept == nil {
+			return 0, false, fmt.Errorf("%w: %q is deleted or absent, so the positions of the events a truncation "+
+				"would remove cannot be read; not truncated", ErrUnread, stream)
+		}
+		for i, read := range o.readBy {
+			if !read(kept.Shard, kept.Position) {
+				return 0, false, fmt.Errorf("%w: %q: the reader of ReadBy option %d has not read shard %d up to position %d "+
+					"(version %d, the first the truncation keeps); not truncated", ErrUnread, stream, i, kept.Shard,
+					kept.Position, kept.Version)
+			}
+		}
 	}
 	start, err = store.c.Truncate(ctx, stream, snap.Version, client.Any)
 	if err != nil {
@@ -55,19 +80,43 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string) (sta
 
 // reached returns a *CorruptError when live stream ends before snap's version (a snapshot saved
 // at a version it never reached), as Load finds it. A stream that holds an event at or after
-// that version (its own, or a later one's when it was deleted and written again since), or that
-// is deleted or absent, passes: a truncation before the version then removes nothing a load
-// replays (or the truncate answers for the stream).
-func reached(ctx context.Context, store *Store, stream string, snap Snapshot) error {
+// that version (its own, or a later one's when it was deleted and written again since) passes,
+// and reached returns that event; so does one that is deleted or absent, with no event: a
+// truncation before the version then removes nothing a load replays (or the truncate answers
+// for the stream).
+func reached(ctx context.Context, store *Store, stream string, snap Snapshot) (*client.RecordedEvent, error) {
 	version := snap.Version
-	for _, err := range readFrom(ctx, store.c, stream, version) { // the first answer says it
+	for ev, err := range readFrom(ctx, store.c, stream, version) { // the first answer says it
 		if errors.Is(err, client.ErrStreamNotFound) || errors.Is(err, client.ErrStreamDeleted) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("snapshot: truncate %q: read from its snapshot's version %d: %w", stream, version, err)
+			return nil, fmt.Errorf("snapshot: truncate %q: read from its snapshot's version %d: %w", stream, version, err)
 		}
-		return nil
+		return &ev, nil
 	}
-	return store.endsBefore(stream, snap)
+	return nil, store.endsBefore(stream, snap)
+}
+
+// TruncateOption changes what Repository.TruncateHistory does.
+type TruncateOption func(*truncateOptions)
+
+type truncateOptions struct {
+	readBy []func(shard uint32, position uint64) bool
+}
+
+// ReadBy makes TruncateHistory remove nothing, and return ErrUnread, unless read reports that a
+// reader of the shard logs has read every event the truncation would remove: read(shard,
+// position) is asked for the stream's first event the truncation keeps (the snapshot's own),
+// whose position in its shard's log is above those of all the events removed. For a projection
+// in this process, pass its checkpoint, read as the truncation runs:
+//
+//	repo.TruncateHistory(ctx, stream, snapshot.ReadBy(func(shard uint32, pos uint64) bool {
+//		return proj.Checkpoint().Covers(shard, pos)
+//	}))
+//
+// Give one ReadBy for each read model; all must agree. A deleted or absent stream is not
+// truncated with ReadBy: its events' positions cannot be read.
+func ReadBy(read func(shard uint32, position uint64) bool) TruncateOption {
+	return func(o *truncateOptions) { o.readBy = append(o.readBy, read) }
 }

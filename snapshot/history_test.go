@@ -1,13 +1,17 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shoaldb/shoal/client"
 	"github.com/shoaldb/shoal/internal/testnode"
+	"github.com/shoaldb/shoal/query"
 )
 
 // historyRepo returns a client of a one-node server whose shards are at the latest format, a
@@ -212,8 +216,11 @@ func TestLoadTruncatedPastSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, err := v2.Load(ctx, kept); !errors.Is(err, client.ErrHistoryTruncated) {
-		t.Fatalf("load in another codec after TruncateHistory: %+v, %v; want ErrHistoryTruncated", l, err)
+	// The error says why the load did not start from the snapshot, and what to do.
+	if l, err := v2.Load(ctx, kept); !errors.Is(err, client.ErrHistoryTruncated) || !errors.Is(err, ErrCodecMismatch) ||
+		!strings.Contains(err.Error(), "SaveState") {
+		t.Fatalf("load in another codec after TruncateHistory: %+v, %v; want ErrHistoryTruncated and ErrCodecMismatch, "+
+			"naming SaveState", l, err)
 	}
 }
 
@@ -253,5 +260,54 @@ func TestLoadRacingTruncateHistory(t *testing.T) {
 	l, err := Load(ctx, store, stream, account{}, applyAccount, racing)
 	if err != nil || !raced || !l.FromSnapshot || l.SnapshotVersion != 29 || l.Version != 29 || l.State != want {
 		t.Fatalf("load racing TruncateHistory: %+v, %v (raced %v); want the state from the snapshot at 29", l, err, raced)
+	}
+}
+
+// TestTruncateHistoryReadBy: with ReadBy, TruncateHistory removes nothing (ErrUnread) while a
+// projection has not read the events it would remove, which it would then never see, and
+// truncates once the projection has read them.
+func TestTruncateHistoryReadBy(t *testing.T) {
+	c, _, repo := historyRepo(t, Policy{Every: 10})
+	ctx := testCtx(t)
+	const stream = "history-readby"
+	var handled atomic.Int64
+	proj, err := query.Open(query.Config{Name: "readby", Client: c, Dir: t.TempDir(), StreamPrefix: stream,
+		Handler: query.HandlerFunc(func(context.Context, *query.Batch, client.RecordedEvent) error {
+			handled.Add(1)
+			return nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proj.Close()
+	readBy := ReadBy(func(shard uint32, position uint64) bool { return proj.Checkpoint().Covers(shard, position) })
+
+	appendEvents(t, c, stream, 0, 25)
+	if l, err := repo.Load(ctx, stream); err != nil || l.Version != 24 {
+		t.Fatalf("load: %+v, %v", l, err) // saves a snapshot at 24
+	}
+	if _, truncated, err := repo.TruncateHistory(ctx, stream, readBy); !errors.Is(err, ErrUnread) || truncated {
+		t.Fatalf("TruncateHistory before the projection ran: truncated %v, %v; want ErrUnread", truncated, err)
+	}
+	last, err := c.Append(ctx, stream, client.Exact(24), client.Event{Type: "Deposited", Data: []byte("25")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- proj.Run(runCtx) }()
+	if err := proj.WaitForAppend(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := <-ran; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	if n := handled.Load(); n != 26 {
+		t.Fatalf("the projection handled %d events, want all 26", n)
+	}
+	start, truncated, err := repo.TruncateHistory(ctx, stream, readBy)
+	if err != nil || !truncated || start != 24 {
+		t.Fatalf("TruncateHistory once read: start %d, truncated %v, %v; want 24", start, truncated, err)
 	}
 }

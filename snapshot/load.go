@@ -255,6 +255,13 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 				return Loaded[S]{}, fmt.Errorf("%w: %w", ErrVersionGap, err)
 			}
 			if err != nil {
+				if l.SnapshotErr != nil && errors.Is(err, client.ErrHistoryTruncated) {
+					// The replay that replaced the snapshot cannot be done: say why there was
+					// one (a change of codec, mostly), not only that the history is gone.
+					return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d, without its newest snapshot "+
+						"(%w; to change a truncated aggregate's codec, load it with the old one and SaveState "+
+						"in the new one): %w", stream, from, l.SnapshotErr, err)
+				}
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
 			}
 			if checkSnapshot {
