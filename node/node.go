@@ -548,14 +548,18 @@ func (n *Node) groupFactory(id uint32) (replica.StateMachine, error) {
 	if n.restore.hold.Load() != nil {
 		return nil, fmt.Errorf("node: raft traffic for shard %d while the restore check holds the shards closed", id)
 	}
+	start := time.Now()
 	sm, err := n.openShard(id)
 	if err != nil {
 		return nil, err
 	}
+	opened := time.Now()
 	if err := n.recordGroup(id); err != nil {
 		return nil, err
 	}
-	n.log.Info("replica added by leader", "shard", id)
+	// Both steps hold the replica host's loop, and with it every group of this node.
+	n.log.Info("replica added by leader", "shard", id, "open", opened.Sub(start).Round(time.Microsecond),
+		"record", time.Since(opened).Round(time.Microsecond))
 	return sm, nil
 }
 

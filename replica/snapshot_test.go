@@ -427,3 +427,45 @@ func TestStaleSnapshotReportDropped(t *testing.T) {
 			behind, got.state, got.term, got.in, before.pending)
 	}
 }
+
+// TestSnapshotInstallClearOfMemtables: a snapshot installed over a span whose keys are still in
+// the memtables (an earlier replica's data or the range deletion that dropped it) does not make
+// its ingest, which holds the loop, wait for or queue a memtable flush: ReceiveSnapshot flushes
+// first, off the loop. Such ingests took 0.2-0.5 s, every group of the node held.
+func TestSnapshotInstallClearOfMemtables(t *testing.T) {
+	c := snapCluster(t, vfs.NewMem())
+	c.open(1, 6, []uint64{1})
+	lead := c.leader(6, 1)
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprintf("%02d", i))
+		c.propose(6, want[i])
+	}
+	c.converged(6, want, 1)
+	c.open(2, 6, nil)
+	lo, hi := c.sm(1, 6).Span()
+	recs := spanKVs(t, c.nodes[1].db, lo, hi)
+	index, term := c.sm(1, 6).Applied(), lead.Status().Term
+	msg := ShardMessage{Shard: 6, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+		Term: new(term), Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
+			ConfState: &pb.ConfState{Voters: []uint64{1}}}}}}
+	n2 := c.nodes[2]
+	// Old data of the shard in node 2's memtable, which the install must excise.
+	stale := append(slices.Clone(lo), 0xff)
+	if err := n2.db.Set(stale, []byte("stale"), pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	before := n2.db.Metrics().Flush.AsIngestCount
+	if err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs))); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.sm(2, 6).values(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("installed %v, want %v", got, want)
+	}
+	if got := spanKVs(t, n2.db, lo, hi); fmt.Sprint(got) != fmt.Sprint(recs) {
+		t.Fatalf("the span holds %d keys after the install, want the snapshot's %d", len(got), len(recs))
+	}
+	if n := n2.db.Metrics().Flush.AsIngestCount - before; n != 0 {
+		t.Fatalf("the install went through the memtables (%d flushable ingests)", n)
+	}
+}
