@@ -430,7 +430,7 @@ func TestHTTPAndCluster(t *testing.T) {
 	for _, want := range []string{`shoal_appends_total{result="ok"} 1`, "shoal_events_appended_total 1",
 		"shoal_append_duration_seconds_bucket", "shoal_pebble_memtable_bytes", "shoal_pebble_l0_sublevels",
 		"shoal_pebble_disk_usage_bytes", "shoal_pebble_wal_bytes_written_total", "shoal_pebble_flushed_bytes_total",
-		"shoal_pebble_compacted_bytes_total", "shoal_pebble_wal_fsyncs_total", `shoal_shard_leader_known{shard="0"} 1`, "shoal_shard_under_replicated",
+		"shoal_pebble_compacted_bytes_total", "shoal_pebble_wal_fsyncs_total", "shoal_pebble_block_cache_bytes ", `shoal_shard_leader_known{shard="0"} 1`, "shoal_shard_under_replicated",
 		`shoal_shard_commands_applied_total{result="append",shard=`, "shoal_shard_events_appended_total", "shoal_shard_stream_cache_lookups_total",
 		"shoal_cluster_shards 4", `shoal_shard_follower_lag_entries{shard="0"} 0`, "shoal_ready 1",
 		"shoal_data_dir_free_bytes ", "shoal_data_dir_size_bytes ",

@@ -153,7 +153,7 @@ type pebbleCollector struct {
 	memtable, memtables, l0Files, l0Sublevels, readAmp *prometheus.Desc
 	compactions, compactDebt, flushes, walBytes        *prometheus.Desc
 	walBytesWritten, walSize, diskUsage, cacheHits     *prometheus.Desc
-	cacheMisses, levelFiles, levelBytes                *prometheus.Desc
+	cacheMisses, cacheSize, levelFiles, levelBytes     *prometheus.Desc
 	walFsyncs, walFsyncSeconds                         *prometheus.Desc
 	flushedBytes, compactedBytes                       *prometheus.Desc
 }
@@ -178,6 +178,7 @@ func newPebbleCollector(db *pebble.DB) *pebbleCollector {
 		diskUsage:       d("disk_usage_bytes", "Disk space used by the store."),
 		cacheHits:       d("block_cache_hits_total", "Block cache hits."),
 		cacheMisses:     d("block_cache_misses_total", "Block cache misses."),
+		cacheSize:       d("block_cache_bytes", "Bytes the block cache holds (at most its capacity, 256 MiB), outside the Go heap."),
 		levelFiles:      d("level_files", "Number of sstables per level.", "level"),
 		levelBytes:      d("level_bytes", "Bytes of sstables per level.", "level"),
 		walFsyncs:       d("wal_fsyncs_total", "WAL fsyncs (each makes every write queued before it durable)."),
@@ -190,7 +191,7 @@ func newPebbleCollector(db *pebble.DB) *pebbleCollector {
 func (c *pebbleCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.memtable, c.memtables, c.l0Files, c.l0Sublevels,
 		c.readAmp, c.compactions, c.compactDebt, c.flushes, c.walBytes, c.walBytesWritten,
-		c.walSize, c.diskUsage, c.cacheHits, c.cacheMisses, c.levelFiles, c.levelBytes,
+		c.walSize, c.diskUsage, c.cacheHits, c.cacheMisses, c.cacheSize, c.levelFiles, c.levelBytes,
 		c.walFsyncs, c.walFsyncSeconds, c.flushedBytes, c.compactedBytes} {
 		ch <- d
 	}
@@ -218,6 +219,7 @@ func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.diskUsage, float64(m.DiskSpaceUsage()))
 	ctr(c.cacheHits, float64(m.BlockCache.Hits))
 	ctr(c.cacheMisses, float64(m.BlockCache.Misses))
+	g(c.cacheSize, float64(m.BlockCache.Size))
 	if h := m.LogWriter.FsyncLatency; h != nil {
 		var hm dto.Metric
 		if err := h.Write(&hm); err == nil {

@@ -542,11 +542,21 @@ func (s *Status) holders() (nodes int, zones map[string]bool) {
 // come back, or more join.
 func (s *Status) ReplicaRoom(replication int) string {
 	nodes, zones := s.holders()
-	var down []string
+	var down, draining []string
 	for _, n := range s.Nodes {
-		if n.State != "alive" && !n.Decommissioning {
+		switch {
+		case n.State != "alive" && !n.Decommissioning:
 			down = append(down, cmp.Or(n.Name, n.ID))
+		case n.State == "alive" && n.Decommissioning:
+			draining = append(draining, cmp.Or(n.Name, n.ID))
 		}
+	}
+	// Decommissioning nodes keep the replicas no other node can take, so that shards can show
+	// more voters than the count below: say why they do not count.
+	besides := ""
+	if len(draining) > 0 {
+		besides = fmt.Sprintf(" (besides %s, decommissioning, which %s the replicas no other node can take)",
+			List(draining), Agree(len(draining), "keeps", "keep"))
 	}
 	switch {
 	case nodes < replication && len(down) > 0:
@@ -554,11 +564,11 @@ func (s *Status) ReplicaRoom(replication int) string {
 		if len(down) == 1 {
 			verb = "comes"
 		}
-		return fmt.Sprintf("the cluster has %s alive to hold replicas: its shards stay under-replicated (%d of %d) "+
-			"until %s %s back or more nodes join", Count(nodes, "node"), nodes, replication, List(down), verb)
+		return fmt.Sprintf("the cluster has %s alive to hold replicas%s: its shards stay under-replicated (%d of %d) "+
+			"until %s %s back or more nodes join", Count(nodes, "node"), besides, nodes, replication, List(down), verb)
 	case nodes < replication:
-		return fmt.Sprintf("the cluster has %s to hold replicas: its shards stay under-replicated (%d of %d) until more join",
-			Count(nodes, "node"), nodes, replication)
+		return fmt.Sprintf("the cluster has %s to hold replicas%s: its shards stay under-replicated (%d of %d) until more join",
+			Count(nodes, "node"), besides, nodes, replication)
 	case len(zones) < replication && !zones[""]:
 		return fmt.Sprintf("the cluster's live nodes are in %s: shards get %d replicas, but count as under-replicated "+
 			"(fewer zones than replicas) until nodes of more zones join", Count(len(zones), "zone"), replication)

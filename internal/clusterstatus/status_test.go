@@ -192,6 +192,15 @@ func TestClusterStatusReplicaCounts(t *testing.T) {
 		"under-replicated (2 of 3) until n3 comes back or more nodes join" {
 		t.Errorf("a node down, factor 3: %q", notes)
 	}
+	// A live node decommissioning keeps its replicas, yet counts for none: the note says so.
+	draining := status(3, 4, []uint64{1, 2}, []uint64{1, 2})
+	draining.Nodes[2].Decommissioning = true
+	draining.Nodes[3].State = "dead"
+	if notes := draining.replicaCounts(); len(notes) != 1 || notes[0] != "the cluster has 2 nodes alive to hold replicas "+
+		"(besides n3, decommissioning, which keeps the replicas no other node can take): its shards stay "+
+		"under-replicated (2 of 3) until n4 comes back or more nodes join" {
+		t.Errorf("a node down and one decommissioning, factor 3: %q", notes)
+	}
 	// Under-replicated while a node joins (the cluster has room): placement is on it, no note.
 	if notes := status(3, 3, []uint64{1}, []uint64{1, 2, 3}).Notes; len(notes) != 0 {
 		t.Errorf("room for the replicas, yet: %q", notes)
