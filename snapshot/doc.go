@@ -8,7 +8,8 @@
 //
 //	Repository[S]    Load (snapshot + replay) and save a new snapshot when the
 //	                 replay was at least Policy.Every events; Append with the
-//	                 loaded version as exact expected version.
+//	                 loaded version as exact expected version; Update, a
+//	                 command: load, decide, append, and again on a conflict.
 //	Load, SaveState  the same, generic over a Codec[S], without a policy.
 //	Store            Save/Latest of raw state bytes.
 //
@@ -68,6 +69,8 @@
 //     Repository.Append refuses any other (client.ErrInvalidArgument), and
 //     a Loaded naming no stream unless it is a new stream's (Exists false);
 //     an append made with the client itself is the caller's to match.
+//     Repository.Update does the load, the append and the retry after a
+//     conflict for a command.
 //  5. Keep companion-stream names out of your own naming (see above).
 //
 // # Deleted streams

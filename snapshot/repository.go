@@ -2,7 +2,11 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/shoaldb/shoal/client"
 )
@@ -88,6 +92,53 @@ func (r *Repository[S]) Append(ctx context.Context, stream string, l Loaded[S], 
 		return res, fmt.Errorf("snapshot: append %q: %w", stream, err)
 	}
 	return res, nil
+}
+
+// MaxUpdateAttempts is how many times Repository.Update loads and decides before it gives up
+// on a stream other writers keep changing under it.
+const MaxUpdateAttempts = 10
+
+// Update runs one command on stream's aggregate: it loads the state (Load), asks decide for the
+// events the command makes of it, and appends them expecting the version it loaded (Append).
+// When another writer appended first (client.ErrWrongExpectedVersion), nothing was written: it
+// waits a moment (exponential backoff with jitter, from 5 ms) and loads and decides again, up
+// to MaxUpdateAttempts times, after which the conflict is returned. decide may thus run more
+// than once for one command: it must depend on the state it is given alone, without side
+// effects. When decide returns no events, or an error, Update returns at once and writes
+// nothing (the zero AppendResult and decide's error).
+//
+// Only a conflict, which wrote nothing, is decided again. Any other failure is returned as it
+// is, client.ErrOutcomeUnknown above all: those events may have been written, and a new
+// decision over a state that holds them would run the command twice. Its
+// *client.OutcomeUnknownError gives the IDs the events were sent with (EventIDs): append the
+// same events with those IDs again to settle it (an event already stored answers as a
+// duplicate), or load and look.
+func (r *Repository[S]) Update(ctx context.Context, stream string, decide func(Loaded[S]) ([]client.Event, error)) (client.AppendResult, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 5*time.Millisecond, 200*time.Millisecond
+	var conflict error
+	for range MaxUpdateAttempts {
+		l, err := r.Load(ctx, stream)
+		if err != nil {
+			return client.AppendResult{}, err
+		}
+		events, err := decide(l)
+		if err != nil || len(events) == 0 {
+			return client.AppendResult{}, err
+		}
+		res, err := r.Append(ctx, stream, l, events...)
+		if !errors.Is(err, client.ErrWrongExpectedVersion) {
+			return res, err
+		}
+		conflict = err
+		select {
+		case <-ctx.Done():
+			return client.AppendResult{}, fmt.Errorf("%w (after a conflict: %w)", ctx.Err(), conflict)
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+	return client.AppendResult{}, fmt.Errorf("snapshot: update %q: other writers changed it under each of %d attempts: %w",
+		stream, MaxUpdateAttempts, conflict)
 }
 
 // checkStream refuses to append to stream with l unless l was loaded from it. A Loaded that

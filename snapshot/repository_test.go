@@ -2,6 +2,8 @@ package snapshot
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -83,5 +85,63 @@ func TestAppendRefusesAnotherStream(t *testing.T) {
 				t.Fatalf("%q ends at version %d after the refusal (%v), %d before: it wrote", tc.stream, after.Version, err, before.Version)
 			}
 		})
+	}
+}
+
+// TestRepositoryUpdate: Update appends what decide makes of the state; after another writer's
+// append it loads and decides again (and the result holds both); it writes nothing when decide
+// returns no events or an error; and it gives up after MaxUpdateAttempts conflicts in a row.
+func TestRepositoryUpdate(t *testing.T) {
+	c, _, repo := historyRepo(t, Policy{Every: 3})
+	ctx := testCtx(t)
+	const stream = "update-acct"
+	deposit := func(n int) []client.Event {
+		return []client.Event{{Type: "Deposited", Data: []byte(strconv.Itoa(n))}}
+	}
+
+	// The first command on a new stream, then one whose first decision meets a concurrent append.
+	if _, err := repo.Update(ctx, stream, func(l Loaded[account]) ([]client.Event, error) { return deposit(10), nil }); err != nil {
+		t.Fatal(err)
+	}
+	var seen []int64
+	res, err := repo.Update(ctx, stream, func(l Loaded[account]) ([]client.Event, error) {
+		seen = append(seen, l.State.Balance)
+		if len(seen) == 1 { // another writer gets in between this load and its append
+			if _, err := c.Append(ctx, stream, client.Any, deposit(5)...); err != nil {
+				return nil, err
+			}
+		}
+		return deposit(int(l.State.Balance)), nil // double the balance: the decision depends on the state
+	})
+	if err != nil || fmt.Sprint(seen) != "[10 15]" || res.LastVersion != 2 {
+		t.Fatalf("update across a conflict: %+v, %v; decided on balances %v, want [10 15] and version 2", res, err, seen)
+	}
+	if l, err := repo.Load(ctx, stream); err != nil || l.State.Balance != 30 || l.Version != 2 {
+		t.Fatalf("after the updates: %+v, %v; want balance 30 at version 2", l.State, err)
+	}
+
+	// Nothing to do, or a refusal: nothing written.
+	refused := errors.New("insufficient funds")
+	if res, err := repo.Update(ctx, stream, func(Loaded[account]) ([]client.Event, error) { return nil, nil }); err != nil || res.LastVersion != 0 {
+		t.Fatalf("update deciding nothing: %+v, %v", res, err)
+	}
+	if _, err := repo.Update(ctx, stream, func(Loaded[account]) ([]client.Event, error) { return nil, refused }); !errors.Is(err, refused) {
+		t.Fatalf("update deciding an error: %v, want it returned", err)
+	}
+
+	// A writer that always gets in first: Update gives up with the conflict.
+	calls := 0
+	_, err = repo.Update(ctx, stream, func(l Loaded[account]) ([]client.Event, error) {
+		calls++
+		if _, err := c.Append(ctx, stream, client.Any, deposit(1)...); err != nil {
+			return nil, err
+		}
+		return deposit(1), nil
+	})
+	if !errors.Is(err, client.ErrWrongExpectedVersion) || calls != MaxUpdateAttempts {
+		t.Fatalf("update under endless conflicts: %v after %d decisions; want ErrWrongExpectedVersion after %d", err, calls, MaxUpdateAttempts)
+	}
+	if l, err := repo.Load(ctx, stream); err != nil || l.State.Balance != 30+MaxUpdateAttempts {
+		t.Fatalf("after the given-up update: %+v, %v; want only the other writer's %d deposits", l.State, err, MaxUpdateAttempts)
 	}
 }
