@@ -258,9 +258,12 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 				if l.SnapshotErr != nil && errors.Is(err, client.ErrHistoryTruncated) {
 					// The replay that replaced the snapshot cannot be done: say why there was
 					// one (a change of codec, mostly), not only that the history is gone.
-					return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d, without its newest snapshot "+
-						"(%w; to change a truncated aggregate's codec, load it with the old one and SaveState "+
-						"in the new one): %w", stream, from, l.SnapshotErr, err)
+					hint := ""
+					if errors.Is(l.SnapshotErr, ErrCodecMismatch) {
+						hint = "; to change a truncated aggregate's codec, load it with the old one and SaveState in the new one"
+					}
+					return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d, without its newest snapshot (%w%s): %w",
+						stream, from, l.SnapshotErr, hint, err)
 				}
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)
 			}
