@@ -39,8 +39,8 @@
 // one that had keeps what it built from them. Nothing tells a projection that
 // it missed some: truncate only what it has read. snapshot.Repository's
 // TruncateHistory does that when given snapshot.ReadBy with the projection's
-// Checkpoint().Covers; for client.Truncate, compare the Position of the first
-// event it keeps with the Checkpoint (Checkpoint.Covers) first.
+// Checkpoint().Covers; before a client.Truncate, check that the Checkpoint
+// covers the position just below the first event it keeps.
 //
 // Without StreamPrefix or EventTypes a projection sees every stream, the
 // companion streams of aggregate snapshots too (package snapshot: streams

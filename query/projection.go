@@ -225,8 +225,8 @@ func open(cfg Config, src source) (*Projection, error) {
 	if err != nil {
 		m.unregister(cfg.Registerer)
 		if inUse(err) {
-			return nil, fmt.Errorf("%w: %q is open in another process, or by a Projection of this one not closed "+
-				"(its LOCK is held: %w)", ErrInUse, cfg.Dir, err)
+			return nil, fmt.Errorf("%w: %q is open in another process, or already in this one (a Projection not "+
+				"closed; its LOCK is held: %w)", ErrInUse, cfg.Dir, err)
 		}
 		return nil, fmt.Errorf("query: open %q: %w", cfg.Dir, err)
 	}

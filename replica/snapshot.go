@@ -302,9 +302,16 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	// The install below ingests the tables, excising the shard's span, while it holds the loop
 	// and with it every group of this node. An ingest that overlaps keys in the memtables (the
 	// range deletion that dropped an earlier replica of the shard here, a lagging replica's
-	// last writes) waits for a memtable flush, or queues one, which took 0.2-0.5 s; leaders
+	// last writes) waits for a memtable flush, or queues one, which took 0.2-0.6 s; leaders
 	// elsewhere that need this node's answers lose their quorum after an election timeout.
-	// Flushing first, off the loop, leaves the install the quick path.
+	// Flushing first, off the loop, leaves the install the quick path. Not once the host is
+	// closed: the DB may be closing too (its owner closes it after the host).
+	h.mu.Lock()
+	closed := h.mu.closed
+	h.mu.Unlock()
+	if closed {
+		return ErrStopped
+	}
 	if err := h.db.Flush(); err != nil {
 		return fmt.Errorf("replica: shard %d: flushing before installing a snapshot: %w", m.Shard, err)
 	}

@@ -431,7 +431,7 @@ func TestStaleSnapshotReportDropped(t *testing.T) {
 // TestSnapshotInstallClearOfMemtables: a snapshot installed over a span whose keys are still in
 // the memtables (an earlier replica's data or the range deletion that dropped it) does not make
 // its ingest, which holds the loop, wait for or queue a memtable flush: ReceiveSnapshot flushes
-// first, off the loop. Such ingests took 0.2-0.5 s, every group of the node held.
+// first, off the loop. Such ingests took 0.2-0.6 s, every group of the node held.
 func TestSnapshotInstallClearOfMemtables(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
 	c.open(1, 6, []uint64{1})

@@ -34,8 +34,8 @@ var (
 	ErrTooLarge = errors.New("snapshot: snapshot too large")
 
 	// ErrUnread is returned by Repository.TruncateHistory with ReadBy when a reader of the shard
-	// logs has not read every event the truncation would remove (or when that cannot be told):
-	// nothing was removed. Try again once the reader has caught up.
+	// logs has not read every event the truncation would remove: nothing was removed. Try again
+	// once the reader has caught up.
 	ErrUnread = errors.New("snapshot: a reader has not read the events a truncation would remove")
 
 	// ErrInvalidConfig is returned by New and NewRepository for bad options.

@@ -56,18 +56,21 @@ func (r *Repository[S]) TruncateHistory(ctx context.Context, stream string, opts
 	if err != nil {
 		return 0, false, err
 	}
-	if len(o.readBy) > 0 {
+	if len(o.readBy) > 0 && snap.Version > 0 { // a snapshot at version 0 leaves nothing to remove
 		// The stream's events take rising positions in its shard's log, so every event the
 		// truncation removes lies below the first one it keeps.
 		if kept == nil {
-			return 0, false, fmt.Errorf("%w: %q is deleted or absent, so the positions of the events a truncation "+
-				"would remove cannot be read; not truncated", ErrUnread, stream)
+			return 0, false, fmt.Errorf("snapshot: truncate %q with ReadBy: the stream is deleted or absent, so the "+
+				"positions of the events a truncation would remove cannot be read (truncate it without ReadBy "+
+				"once its readers are past its delete); not truncated: %w", stream, client.ErrStreamNotFound)
 		}
-		for i, read := range o.readBy {
-			if !read(kept.Shard, kept.Position) {
-				return 0, false, fmt.Errorf("%w: %q: the reader of ReadBy option %d has not read shard %d up to position %d "+
-					"(version %d, the first the truncation keeps); not truncated", ErrUnread, stream, i, kept.Shard,
-					kept.Position, kept.Version)
+		if kept.Position > 0 {
+			for i, read := range o.readBy {
+				if !read(kept.Shard, kept.Position-1) {
+					return 0, false, fmt.Errorf("%w: %q: the reader of ReadBy option %d has not read shard %d up to "+
+						"position %d (the events before version %d, which the truncation keeps); not truncated",
+						ErrUnread, stream, i, kept.Shard, kept.Position-1, kept.Version)
+				}
 			}
 		}
 	}
@@ -107,16 +110,18 @@ type truncateOptions struct {
 
 // ReadBy makes TruncateHistory remove nothing, and return ErrUnread, unless read reports that a
 // reader of the shard logs has read every event the truncation would remove: read(shard,
-// position) is asked for the stream's first event the truncation keeps (the snapshot's own),
-// whose position in its shard's log is above those of all the events removed. For a projection
-// in this process, pass its checkpoint, read as the truncation runs:
+// position) reports whether the reader has read the shard's log up to and including position,
+// and is asked for the position just below the stream's first event the truncation keeps (the
+// snapshot's own), above which lies none of the events removed. For a projection in this
+// process, pass its checkpoint, read as the truncation runs:
 //
 //	repo.TruncateHistory(ctx, stream, snapshot.ReadBy(func(shard uint32, pos uint64) bool {
 //		return proj.Checkpoint().Covers(shard, pos)
 //	}))
 //
 // Give one ReadBy for each read model; all must agree. A deleted or absent stream is not
-// truncated with ReadBy: its events' positions cannot be read.
+// truncated with ReadBy (client.ErrStreamNotFound, not ErrUnread: waiting does not help): its
+// events' positions cannot be read.
 func ReadBy(read func(shard uint32, position uint64) bool) TruncateOption {
 	return func(o *truncateOptions) { o.readBy = append(o.readBy, read) }
 }

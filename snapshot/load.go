@@ -262,7 +262,8 @@ func loadOnce[S any](ctx context.Context, store *Store, stream string, initial i
 					if errors.Is(l.SnapshotErr, ErrCodecMismatch) {
 						hint = "; to change a truncated aggregate's codec, load it with the old one and SaveState in the new one"
 					}
-					return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d, without its newest snapshot (%w%s): %w",
+					// %v: the load failed; ErrCorrupt and the like say a replay stands in for it.
+					return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d, without its newest snapshot (%v%s): %w",
 						stream, from, l.SnapshotErr, hint, err)
 				}
 				return Loaded[S]{}, fmt.Errorf("snapshot: load %q from version %d: %w", stream, from, err)

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +23,9 @@ import (
 func TestReadmeTour(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the tour is written for Linux (/proc, GNU timeout)")
 	}
 	for _, tool := range []string{"bash", "curl", "grep", "timeout", "hostname"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -57,7 +61,9 @@ func TestReadmeTour(t *testing.T) {
 	var script strings.Builder
 	script.WriteString("cd " + strconv.Quote(dir) + "\n")
 	for i, st := range steps {
-		line := strings.ReplaceAll(st.line, "127.0.0.1:7480", s.httpAddr)
+		// The tour's ports are make run's: this test's server has its own, and must not reach a
+		// developer's running server.
+		line := strings.NewReplacer("127.0.0.1:7480", s.httpAddr, "127.0.0.1:7400", s.grpcAddr).Replace(st.line)
 		if strings.Contains(line, "--follow") {
 			// A subscription runs until Ctrl-C, which ends it with 0.
 			line = "timeout -s INT --preserve-status 3 " + line
@@ -141,8 +147,13 @@ func tourSteps(readme string) ([]tourStep, error) {
 				// "id 5f0c…" stands for any ID: keep the words before the one it cuts.
 				prints = prints[:strings.LastIndex(prints, " ")+1]
 			}
+			if prints == "" {
+				return nil, fmt.Errorf("README.md line %d: a \"# -> \" line that shows nothing to check", n+1)
+			}
 			steps[len(steps)-1].prints = prints
 		case trimmed == "" || strings.HasPrefix(trimmed, "#"):
+		case strings.HasSuffix(trimmed, "\\") || strings.Contains(line, "<<"):
+			return nil, fmt.Errorf("README.md line %d: the tour's test runs one command a line: no continuations or here-documents", n+1)
 		default:
 			st := tourStep{line: line, readmeLine: n + 1}
 			if m := exitsWith.FindStringSubmatch(line); m != nil {

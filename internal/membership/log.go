@@ -93,15 +93,17 @@ var hints = []struct {
 	level        slog.Level
 }{
 	// A probe's TCP fallback that timed out: the member did not answer within the probe
-	// interval. A crash refuses the connection instead (still an error); a busy, paused or
-	// cut-off member times out, and an overloaded machine's members do so in turn.
+	// interval. A busy, paused or cut-off member times out, and an overloaded machine's members
+	// do so in turn (a crashed one refuses the connection, which memberlist does not log).
 	{"Failed fallback TCP ping: timeout ", ": the member did not answer in time (busy, paused or cut off); " +
 		"gossip suspects it, and declares it dead if it stays silent", slog.LevelWarn},
 	// Another process gossips under a member's name from another address: a server given a
-	// name in use, or started on a copy of a member's data directory. That server is refused
-	// at its start (ErrNameTaken, a stale directory), and says why; the members stay as they are.
+	// name in use, or started on a copy of a member's data directory, which is refused at its
+	// start (ErrNameTaken, a stale directory) and says why; or the member itself, restarted at
+	// a new address within seconds of its death (memberlist takes the new address later).
 	{"Conflicting address for ", ": another process claims this member's name (a second server given its --node, " +
-		"or one started on a copy of its data directory); such a server is refused at its start", slog.LevelWarn},
+		"one started on a copy of its data directory, both refused at their start; or the member restarted " +
+		"at a new address, taken once its death is old enough)", slog.LevelWarn},
 }
 
 // ceiling is the highest level msg is logged at.

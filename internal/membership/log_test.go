@@ -29,7 +29,7 @@ func TestLogLevels(t *testing.T) {
 		info         = "[INFO] memberlist: Suspect n3 has failed, no acks received"
 		stray        = "[ERR] memberlist: Received invalid msgType (80) from=127.0.0.1:38888"
 		pingTimeout  = "[ERR] memberlist: Failed fallback TCP ping: timeout 500ms: read tcp 127.0.0.1:58422->127.0.0.1:7741: i/o timeout"
-		pingRefused  = "[ERR] memberlist: Failed fallback TCP ping: dial tcp 127.0.0.1:7741: connect: connection refused"
+		pingOther    = "[ERR] memberlist: Failed fallback TCP ping: write tcp 127.0.0.1:58422->127.0.0.1:7741: broken pipe"
 		conflict     = "[ERR] memberlist: Conflicting address for n1. Mine: 127.0.0.1:7711 Theirs: 127.0.0.1:7781 Old state: 0"
 	)
 	hinted := map[string]string{stray: "--listen", pingTimeout: "declares it dead", conflict: "--node"}
@@ -51,7 +51,7 @@ func TestLogLevels(t *testing.T) {
 		{info, false, "INFO"},
 		{stray, false, "WARN"},
 		{pingTimeout, false, "WARN"},
-		{pingRefused, false, "ERROR"},
+		{pingOther, false, "ERROR"},
 		{conflict, false, "WARN"},
 	} {
 		var buf lockedbuf.Buffer
