@@ -73,26 +73,35 @@ func scratchFiles(t *testing.T, fs vfs.FS, dir string) []string {
 	return names
 }
 
+// shard6Snapshot writes values to shard 6, led by node 1 of c alone, opens an empty replica of
+// it on node 2, and returns the values, node 1's span and records, and the MsgSnap at its
+// applied index that would bring node 2's replica up, for ReceiveSnapshot to be handed.
+func shard6Snapshot(t *testing.T, c *cluster, values []string) (lo, hi []byte, recs []kv, index, term uint64, msg ShardMessage) {
+	t.Helper()
+	c.open(1, 6, []uint64{1})
+	lead := c.leader(6, 1)
+	for _, v := range values {
+		c.propose(6, v)
+	}
+	c.converged(6, values, 1)
+	c.open(2, 6, nil)
+	lo, hi = c.sm(1, 6).Span()
+	recs = spanKVs(t, c.nodes[1].db, lo, hi)
+	index, term = c.sm(1, 6).Applied(), lead.Status().Term
+	msg = ShardMessage{Shard: 6, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
+		Term: new(term), Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
+			ConfState: &pb.ConfState{Voters: []uint64{1}}}}}}
+	return lo, hi, recs, index, term, msg
+}
+
 func TestReceiveSnapshotOrderScratchAndDurability(t *testing.T) {
 	fs2 := vfs.NewCrashableMem()
 	c := snapCluster(t, fs2)
-	c.open(1, 6, []uint64{1})
-	lead := c.leader(6, 1)
 	var want []string
 	for i := range 30 {
 		want = append(want, fmt.Sprintf("%02d-%s", i, strings.Repeat("v", 500)))
-		c.propose(6, want[i])
 	}
-	c.converged(6, want, 1)
-	c.open(2, 6, nil)
-
-	lo, hi := c.sm(1, 6).Span()
-	recs := spanKVs(t, c.nodes[1].db, lo, hi)
-	index, term := c.sm(1, 6).Applied(), lead.Status().Term
-	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
-		ConfState: &pb.ConfState{Voters: []uint64{1}}}}
-	msg := ShardMessage{Shard: 6, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
-		Term: new(term), Snapshot: snap}}
+	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, want)
 	n2 := c.nodes[2]
 	dir := n2.host.cfg.SnapshotDir
 
@@ -434,21 +443,11 @@ func TestStaleSnapshotReportDropped(t *testing.T) {
 // first, off the loop. Such ingests took 0.2-0.6 s, every group of the node held.
 func TestSnapshotInstallClearOfMemtables(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
-	c.open(1, 6, []uint64{1})
-	lead := c.leader(6, 1)
 	var want []string
 	for i := range 10 {
 		want = append(want, fmt.Sprintf("%02d", i))
-		c.propose(6, want[i])
 	}
-	c.converged(6, want, 1)
-	c.open(2, 6, nil)
-	lo, hi := c.sm(1, 6).Span()
-	recs := spanKVs(t, c.nodes[1].db, lo, hi)
-	index, term := c.sm(1, 6).Applied(), lead.Status().Term
-	msg := ShardMessage{Shard: 6, Msg: &pb.Message{Type: pb.MsgSnap.Enum(), To: new(uint64(2)), From: new(uint64(1)),
-		Term: new(term), Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
-			ConfState: &pb.ConfState{Voters: []uint64{1}}}}}}
+	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, want)
 	n2 := c.nodes[2]
 	// Old data of the shard in node 2's memtable, which the install must excise.
 	stale := append(slices.Clone(lo), 0xff)
