@@ -223,7 +223,19 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	// stepped (a deposed leader's, sent before it learned of its successor): refused before
 	// its data is read. The loop checks again before installing it, as the term may have
 	// moved on while it streamed.
-	if err := h.call(noCancel, func() error { return h.staleSnapshot(m) }); err != nil {
+	// mayOverlap: the shard's span may have keys in the memtables, which the install's ingest
+	// would wait for a flush over (below): this process deleted a replica of the shard (its
+	// range deletion), or the replica has state of its own (a lagging one). A new replica's
+	// span is empty.
+	var mayOverlap bool
+	if err := h.call(noCancel, func() error {
+		if err := h.staleSnapshot(m); err != nil {
+			return err
+		}
+		g := h.mu.groups[m.Shard] // the loop writes groups and drops: read here without mu
+		mayOverlap = h.mu.drops[m.Shard] > 0 || g != nil && g.sm.Applied() > 0
+		return nil
+	}); err != nil {
 		return err
 	}
 	// A replica deleted while its snapshot streamed in (an addition given up, the replica
@@ -304,16 +316,19 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	// range deletion that dropped an earlier replica of the shard here, a lagging replica's
 	// last writes) waits for a memtable flush, or queues one, which took 0.2-0.6 s; leaders
 	// elsewhere that need this node's answers lose their quorum after an election timeout.
-	// Flushing first, off the loop, leaves the install the quick path. Not once the host is
-	// closed: the DB may be closing too (its owner closes it after the host).
+	// Flushing first, off the loop, leaves the install the quick path. Only then: a flush
+	// before every install cost writers more while a node took in many new replicas. Not once
+	// the host is closed: the DB may be closing too (its owner closes it after the host).
 	h.mu.Lock()
 	closed := h.mu.closed
 	h.mu.Unlock()
 	if closed {
 		return ErrStopped
 	}
-	if err := h.db.Flush(); err != nil {
-		return fmt.Errorf("replica: shard %d: flushing before installing a snapshot: %w", m.Shard, err)
+	if mayOverlap {
+		if err := h.db.Flush(); err != nil {
+			return fmt.Errorf("replica: shard %d: flushing before installing a snapshot: %w", m.Shard, err)
+		}
 	}
 
 	return h.call(noCancel, func() error {

@@ -437,10 +437,11 @@ func TestStaleSnapshotReportDropped(t *testing.T) {
 	}
 }
 
-// TestSnapshotInstallClearOfMemtables: a snapshot installed over a span whose keys are still in
-// the memtables (an earlier replica's data or the range deletion that dropped it) does not make
-// its ingest, which holds the loop, wait for or queue a memtable flush: ReceiveSnapshot flushes
-// first, off the loop. Such ingests took 0.2-0.6 s, every group of the node held.
+// TestSnapshotInstallClearOfMemtables: a snapshot installed over a replica of the shard that
+// this node dropped (its range deletion still in the memtables) does not make its ingest, which
+// holds the loop, wait for or queue a memtable flush: ReceiveSnapshot flushes first, off the
+// loop. Such ingests took 0.2-0.6 s, every group of the node held. A new replica's install,
+// whose span holds nothing, flushes nothing.
 func TestSnapshotInstallClearOfMemtables(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
 	var want []string
@@ -449,14 +450,29 @@ func TestSnapshotInstallClearOfMemtables(t *testing.T) {
 	}
 	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, want)
 	n2 := c.nodes[2]
-	// Old data of the shard in node 2's memtable, which the install must excise.
-	stale := append(slices.Clone(lo), 0xff)
-	if err := n2.db.Set(stale, []byte("stale"), pebble.NoSync); err != nil {
+	stream := encodeSnap(6, index, term, lo, hi, recs)
+
+	// A new replica: no flush.
+	flushes := n2.db.Metrics().Flush.Count
+	if err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
-	before := n2.db.Metrics().Flush.AsIngestCount
-	if err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs))); err != nil {
+	if n := n2.db.Metrics().Flush.Count - flushes; n != 0 {
+		t.Fatalf("the install of a new replica flushed %d times", n)
+	}
+
+	// Dropped, then added again: its range deletion is in the memtables.
+	if err := n2.host.DropGroup(6, term); err != nil {
 		t.Fatal(err)
+	}
+	c.open(2, 6, nil)
+	flushes = n2.db.Metrics().Flush.Count
+	before := n2.db.Metrics().Flush.AsIngestCount
+	if err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	if n := n2.db.Metrics().Flush.Count - flushes; n == 0 {
+		t.Fatal("the install over a dropped replica's span flushed nothing first")
 	}
 	if got := c.sm(2, 6).values(t); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("installed %v, want %v", got, want)
