@@ -219,31 +219,32 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return fmt.Errorf("replica: ReceiveSnapshot of a %v message", m.Msg.GetType())
 	}
 	md := m.Msg.GetSnapshot().GetMetadata()
-	// A snapshot sent at an earlier term than the replica's is one raft would drop once
-	// stepped (a deposed leader's, sent before it learned of its successor): refused before
-	// its data is read. The loop checks again before installing it, as the term may have
-	// moved on while it streamed.
-	// mayOverlap: the shard's span may have keys in the memtables, which the install's ingest
-	// would wait for a flush over (below): this process deleted a replica of the shard (its
-	// range deletion), or the replica has state of its own (a lagging one). A new replica's
-	// span is empty.
-	var mayOverlap bool
+	// On the loop, before the data is read:
+	//   - A snapshot sent at an earlier term than the replica's is one raft would drop once
+	//     stepped (a deposed leader's, sent before it learned of its successor): refused. The
+	//     loop checks again before installing it, as the term may have moved on meanwhile.
+	//   - drops: a replica deleted while its snapshot streamed in (an addition given up, the
+	//     replica retired and dropped) is not created again by it: the snapshot may name this
+	//     node in a configuration that has removed it since.
+	//   - mayOverlap: the shard's span may have keys in the memtables, which the install's
+	//     ingest would wait for a flush over (below): this process deleted a replica of the
+	//     shard (its range deletion), or the replica has state of its own (a lagging one). A
+	//     new replica's span is empty.
+	var (
+		drops      uint64
+		mayOverlap bool
+	)
 	if err := h.call(noCancel, func() error {
 		if err := h.staleSnapshot(m); err != nil {
 			return err
 		}
 		g := h.mu.groups[m.Shard] // the loop writes groups and drops: read here without mu
-		mayOverlap = h.mu.drops[m.Shard] > 0 || g != nil && g.sm.Applied() > 0
+		drops = h.mu.drops[m.Shard]
+		mayOverlap = drops > 0 || g != nil && g.sm.Applied() > 0
 		return nil
 	}); err != nil {
 		return err
 	}
-	// A replica deleted while its snapshot streamed in (an addition given up, the replica
-	// retired and dropped) is not created again by it: the snapshot may name this node in a
-	// configuration that has removed it since.
-	h.mu.Lock()
-	drops := h.mu.drops[m.Shard]
-	h.mu.Unlock()
 	sr := kvframe.NewReader(r, 64<<10, maxSnapItem)
 	fixed := make([]byte, 4+4+8+8)
 	if err := sr.ReadFull(fixed); err != nil {

@@ -33,24 +33,10 @@ start_node n3 z3 127.0.0.1:17920 127.0.0.1:17921 127.0.0.1:17982 32 127.0.0.1:17
 start_node n4 z1 127.0.0.1:17930 127.0.0.1:17931 127.0.0.1:17983 32 127.0.0.1:17901
 for h in 17981 17982 17983; do wait_ready 127.0.0.1:$h; done
 
-# settled: until every shard has as many voters as the factor and all four nodes lead some.
-settled() {
-  local st
-  for _ in $(seq 1 180); do
-    st=$("$SHOAL" cluster status --server "$SERVER" --json 2>/dev/null || true)
-    if [ -n "$st" ] && ! grep -qE '"state": "(under-replicated|unavailable)"' <<<"$st" &&
-      [ "$(grep -c '"leads"' <<<"$st")" = 4 ]; then
-      return 0
-    fi
-    sleep 1
-  done
-  echo "the cluster did not settle within 180 s" >&2
-  return 1
-}
-settled
+wait_replicated "$SERVER" 4 180
 "$SHOAL" bench append --server "$SERVER" --duration 15s --warmup 0 --concurrency 32 --streams 2000 >/dev/null
 "$SHOAL" cluster set-replication 2 --server "$SERVER" >/dev/null
-settled
+wait_replicated "$SERVER" 4 180
 sleep 8
 "$SHOAL" bench append --server "$SERVER" --duration 30s --warmup 0 --rate 300 --concurrency 16 \
   --streams 2000 --stream-prefix w- >"$WORK/writer.out" 2>&1 &
@@ -58,7 +44,7 @@ writer=$!
 sleep 8
 start=$(date +%s.%N)
 "$SHOAL" cluster set-replication 3 --server "$SERVER" >/dev/null
-settled
+wait_replicated "$SERVER" 4 180
 took=$(echo "$(date +%s.%N) - $start" | bc)
 wait "$writer" || true
 

@@ -23,23 +23,29 @@ wait_ready() {
   return 1
 }
 
+# wait_replicated GRPC-ADDR [NODES] [SECONDS]: until every shard has as many voters as the
+# replication factor (none under-replicated or unavailable) and, with NODES, that many nodes
+# report (at most SECONDS, default 120).
+wait_replicated() {
+  local status
+  for _ in $(seq 1 "${3:-120}"); do
+    if status=$("$SHOAL" cluster status --server "$1" --json 2>/dev/null) &&
+      ! grep -qE '"state": "(under-replicated|unavailable)"' <<<"$status" &&
+      { [ -z "${2:-}" ] || [ "$(grep -c '"leads"' <<<"$status")" = "$2" ]; }; then
+      return 0
+    fi
+    sleep 1
+  done
+  echo "the cluster at $1 did not reach full replication within ${3:-120} s" >&2
+  return 1
+}
+
 # wait_placed GRPC-ADDR [SHARDS]: until every shard of a three-node cluster has three voters,
 # then until the placement loop has balanced the leaders (every node leads at least 9/32 of the
 # SHARDS, default 32): before that, leadership transfers would land inside a measurement.
 wait_placed() {
-  local status leads want=$(( ${2:-32} * 9 / 32 )) placed=
-  for _ in $(seq 1 120); do
-    if status=$("$SHOAL" cluster status --server "$1" --json 2>/dev/null) &&
-      ! grep -qE '"state": "(under-replicated|unavailable)"' <<<"$status"; then
-      placed=1
-      break
-    fi
-    sleep 1
-  done
-  if [ -z "$placed" ]; then
-    echo "the cluster at $1 did not reach full replication within 120 s" >&2
-    return 1
-  fi
+  local status leads want=$(( ${2:-32} * 9 / 32 ))
+  wait_replicated "$1" || return 1
   for _ in $(seq 1 60); do
     status=$("$SHOAL" cluster status --server "$1" --json 2>/dev/null || true)
     leads=$(grep -oE '"leads": [0-9]+' <<<"$status" | grep -oE '[0-9]+' | sort -n | head -1 || true)
