@@ -18,6 +18,7 @@ func TestConsoleOverviewDrained(t *testing.T) {
 			{Id: 1, Name: "n1", Alive: true, Replicas: 1},
 			{Id: 2, Name: "n2", Alive: true, Decommissioning: true, Replicas: 1},
 			{Id: 3, Name: "n3", Alive: true, Decommissioning: true},
+			{Id: 4, Name: "n4", Decommissioning: true, Stopping: true}, // drained and stopped
 		},
 		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Term: 1, Voters: []uint64{1}}},
 	}})
@@ -26,7 +27,8 @@ func TestConsoleOverviewDrained(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := buf.String()
-	if strings.Count(page, `<span class="warn">decommissioning</span>`) != 1 || strings.Count(page, `<span class="ok">drained</span>`) != 1 {
-		t.Errorf("want n2 decommissioning and n3 drained:\n%s", page)
+	if strings.Count(page, `<span class="warn">decommissioning</span>`) != 1 || strings.Count(page, `<span class="ok">drained</span>`) != 2 ||
+		strings.Contains(page, "stopping") {
+		t.Errorf("want n2 decommissioning, n3 and n4 drained, none stopping:\n%s", page)
 	}
 }

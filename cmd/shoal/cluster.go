@@ -375,7 +375,7 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	for _, n := range s.Nodes {
 		state := n.State
 		switch {
-		case n.Decommissioning && n.State == "alive" && n.Replicas == 0:
+		case n.Drained:
 			state += ",drained" // decommissioned and empty: it may be stopped
 		case n.Decommissioning:
 			state += ",decommissioning"

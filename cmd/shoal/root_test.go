@@ -399,9 +399,11 @@ func TestClusterStatusNodeStates(t *testing.T) {
 		Nodes: []*shoalv1.NodeInfo{
 			{Id: 1, Name: "n1", Alive: true},
 			{Id: 2, Name: "n2", Alive: true, Stopping: true},
-			{Id: 3, Name: "n3", Alive: false, Decommissioning: true},
+			{Id: 3, Name: "n3", Alive: false, Decommissioning: true, Replicas: 1}, // a voter of shard 0
 			{Id: 4, Name: "n4", Alive: true, Decommissioning: true, Replicas: 1},
 			{Id: 5, Name: "n5", Alive: true, Decommissioning: true}, // holds nothing: may be stopped
+			// drained, then stopped: its last gossip said it was stopping
+			{Id: 6, Name: "n6", Alive: false, Decommissioning: true, Stopping: true},
 		},
 		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}},
 	}}
@@ -410,7 +412,7 @@ func TestClusterStatusNodeStates(t *testing.T) {
 	if err := writeTables(&out, s); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"alive,stopping", "dead,decommissioning", "alive,decommissioning", "alive,drained"} {
+	for _, want := range []string{"alive,stopping", "dead,decommissioning", "alive,decommissioning", "alive,drained", "dead,drained "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
@@ -418,8 +420,11 @@ func TestClusterStatusNodeStates(t *testing.T) {
 	if strings.Count(out.String(), "stopping") != 1 {
 		t.Errorf("only n2 is stopping:\n%s", out.String())
 	}
-	if !s.Nodes[1].Stopping || s.Nodes[0].Stopping || s.Nodes[2].Stopping {
-		t.Errorf("stopping flags %v %v %v, want false true false", s.Nodes[0].Stopping, s.Nodes[1].Stopping, s.Nodes[2].Stopping)
+	if !s.Nodes[1].Stopping || s.Nodes[0].Stopping || s.Nodes[2].Stopping || s.Nodes[5].Stopping {
+		t.Errorf("stopping flags %v %v %v %v, want false true false false", s.Nodes[0].Stopping, s.Nodes[1].Stopping, s.Nodes[2].Stopping, s.Nodes[5].Stopping)
+	}
+	if !s.Nodes[4].Drained || !s.Nodes[5].Drained || s.Nodes[2].Drained || s.Nodes[3].Drained {
+		t.Errorf("drained flags of n3..n6 %v %v %v %v, want false false true true", s.Nodes[2].Drained, s.Nodes[3].Drained, s.Nodes[4].Drained, s.Nodes[5].Drained)
 	}
 }
 

@@ -42,10 +42,12 @@ type Node struct {
 	HTTP            string `json:"http"`
 	State           string `json:"state"` // alive, dead
 	Decommissioning bool   `json:"decommissioning"`
-	Stopping        bool   `json:"stopping"` // handing off its leaderships before it exits
-	Version         string `json:"version"`
-	Leads           uint32 `json:"leads"`
-	Replicas        uint32 `json:"replicas"`
+	// Drained: decommissioning and holding no replica, so it may be stopped (or, dead, it was).
+	Drained  bool   `json:"drained"`
+	Stopping bool   `json:"stopping"` // alive and handing off its leaderships before it exits
+	Version  string `json:"version"`
+	Leads    uint32 `json:"leads"`
+	Replicas uint32 `json:"replicas"`
 	// Replication is the factor the node gossips and places its shards by (0: unknown).
 	Replication uint32 `json:"replication,omitempty"`
 	// NotReady is why the node answers /readyz 503, as it said itself ("": ready, or not asked).
@@ -129,10 +131,12 @@ func New(st *shoalv1.StatusResponse) *Status {
 		if n.GetAlive() {
 			state = "alive"
 		}
+		// A dead node's last gossip may still say it was stopping: it has stopped since.
 		s.Nodes = append(s.Nodes, Node{
 			Name: n.GetName(), ID: strconv.FormatUint(n.GetId(), 10), Zone: n.GetZone(),
 			GRPC: n.GetGrpcAddr(), HTTP: n.GetHttpAddr(), State: state,
-			Decommissioning: n.GetDecommissioning(), Stopping: n.GetStopping(), Version: n.GetVersion(),
+			Decommissioning: n.GetDecommissioning(), Drained: n.GetDecommissioning() && n.GetReplicas() == 0,
+			Stopping: n.GetStopping() && n.GetAlive(), Version: n.GetVersion(),
 			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(), Replication: n.GetReplication(),
 			NotReady: n.GetNotReady(), DiskLow: n.GetDiskLow(),
 		})
