@@ -101,7 +101,7 @@ type Host struct {
 	metrics *Metrics
 	nextID  atomic.Uint64 // proposal and read-index IDs, snapshot file names
 
-	snaps          sync.WaitGroup // WriteSnapshot calls in flight; Close waits for them
+	snaps          sync.WaitGroup // snapshot sends and install flushes using the DB; Close waits for them
 	snapTableBytes uint64         // sstable size of received snapshots (snapTableBytes)
 	snapBytes      atomic.Uint64  // bytes the snapshots being received hold (Config.MaxSnapshotBytes)
 	snapTablesOpen atomic.Int64   // scratch tables being written by receives (snapshotRoom)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -318,17 +319,10 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	// last writes) waits for a memtable flush, or queues one, which took 0.2-0.6 s; leaders
 	// elsewhere that need this node's answers lose their quorum after an election timeout.
 	// Flushing first, off the loop, leaves the install the quick path. Only then: a flush
-	// before every install cost writers more while a node took in many new replicas. Not once
-	// the host is closed: the DB may be closing too (its owner closes it after the host).
-	h.mu.Lock()
-	closed := h.mu.closed
-	h.mu.Unlock()
-	if closed {
-		return ErrStopped
-	}
+	// before every install cost writers more while a node took in many new replicas.
 	if mayOverlap {
-		if err := h.db.Flush(); err != nil {
-			return fmt.Errorf("replica: shard %d: flushing before installing a snapshot: %w", m.Shard, err)
+		if err := h.flushForInstall(m.Shard); err != nil {
+			return err
 		}
 	}
 
@@ -382,6 +376,31 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return nil
 	})
 }
+
+// flushForInstall flushes the DB's memtables before shard's snapshot install, unless the host
+// is closed: its owner closes the DB after the host, and Close waits for the flush (snaps).
+func (h *Host) flushForInstall(shard uint32) error {
+	h.mu.Lock()
+	closed := h.mu.closed
+	if !closed {
+		h.snaps.Add(1)
+	}
+	h.mu.Unlock()
+	if closed {
+		return ErrStopped
+	}
+	defer h.snaps.Done()
+	if hook := testHookInstallFlush.Load(); hook != nil {
+		(*hook)()
+	}
+	if err := h.db.Flush(); err != nil {
+		return fmt.Errorf("replica: shard %d: flushing before installing a snapshot: %w", shard, err)
+	}
+	return nil
+}
+
+// testHookInstallFlush, set by tests, runs in flushForInstall just before the flush.
+var testHookInstallFlush atomic.Pointer[func()]
 
 // SnapshotSize estimates the bytes shard's state takes in the DB's tables (Pebble's
 // estimate, which counts overwritten and deleted data not yet compacted away, and not the

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,5 +483,53 @@ func TestSnapshotInstallClearOfMemtables(t *testing.T) {
 	}
 	if n := n2.db.Metrics().Flush.AsIngestCount - before; n != 0 {
 		t.Fatalf("the install went through the memtables (%d flushable ingests)", n)
+	}
+}
+
+// A host closed while an install flushes the memtables waits for the flush: its owner closes
+// the DB once Close returns, under a flush that would then fail on a closed DB.
+func TestCloseWaitsForInstallFlush(t *testing.T) {
+	c := snapCluster(t, vfs.NewMem())
+	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, []string{"a", "b"})
+	n2 := c.nodes[2]
+	if err := n2.host.DropGroup(6, term); err != nil { // its range deletion makes the install flush
+		t.Fatal(err)
+	}
+	c.open(2, 6, nil)
+	closed := make(chan struct{})
+	var closedEarly atomic.Bool
+	hook := func() {
+		go func() {
+			_ = n2.host.Close()
+			close(closed)
+		}()
+		for {
+			n2.host.mu.Lock()
+			started := n2.host.mu.closed
+			n2.host.mu.Unlock()
+			if started {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		select {
+		case <-closed:
+			closedEarly.Store(true)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	testHookInstallFlush.Store(&hook)
+	defer testHookInstallFlush.Store(nil)
+	err := n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
+	if !errors.Is(err, ErrStopped) {
+		t.Errorf("an install whose host closed during its flush: %v, want ErrStopped", err)
+	}
+	if closedEarly.Load() {
+		t.Fatal("Close returned while the install's flush had yet to run")
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the flush")
 	}
 }
