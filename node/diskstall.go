@@ -32,9 +32,14 @@ const ExitDiskStall = 74
 // batch is not committed and the host cannot go on (replica.Config.OnStorageFailure). The
 // cluster sees a crash; a restart replays the raft log from what is durable. One log line and
 // status 74, as for a disk stall, rather than a panic's status 2 and stack trace: the error
-// is the disk's, not the code's.
+// is the disk's, not the code's. Corrupt data (isCorrupt) ends it with ExitCorrupt instead.
 func storageFailure(log *slog.Logger) func(error) {
 	return func(err error) {
+		if isCorrupt(err) { // a read of the loop found it: a restart would find it again
+			log.Error("storage failure: corrupt data in the data directory: ending the process; "+corruptAdvice,
+				"err", err, "exit_status", ExitCorrupt)
+			os.Exit(ExitCorrupt)
+		}
 		log.Error("storage failure: ending the process; a restart recovers from what is durable",
 			"err", err, "exit_status", ExitDiskStall)
 		os.Exit(ExitDiskStall)

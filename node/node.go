@@ -195,7 +195,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
 			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
 		}
-		return nil, err
+		return nil, corruptStart(cfg.DataDir, err)
 	}
 	n.room.walReserve = walReserve(popts)
 	snapDir, err := dir.resetSnapshots()
@@ -522,7 +522,7 @@ func (n *Node) openShard(id uint32) (*shard.Shard, error) {
 	sm, err := shard.Open(n.db, id, shard.Options{Logger: n.log, Metrics: n.shardMetrics,
 		MaxCachedStreams: shardStreamCache(n.cfg.StreamCache, n.clusterShards()), ReclaimNow: &n.room.low})
 	if err != nil {
-		return nil, fmt.Errorf("node: opening shard %d: %w", id, err)
+		return nil, corruptStart(n.cfg.DataDir, fmt.Errorf("node: opening shard %d: %w", id, err))
 	}
 	n.mu.shards[id] = sm
 	return sm, nil

@@ -185,6 +185,8 @@ func explain(err error) (int, string) {
 		return ee.code, ee.msg
 	case errors.As(err, &ue):
 		return exitUsage, ue.msg
+	case errors.Is(err, node.ErrCorruptData):
+		return node.ExitCorrupt, sentence(trimPrefixes(err.Error()))
 	case errors.Is(err, node.ErrConfigConflict):
 		// A flag that contradicts the node or cluster stored in --data: an invalid argument.
 		return exitUsage, sentence(trimPrefixes(err.Error()))

@@ -41,6 +41,8 @@ func TestExitCodes(t *testing.T) {
 			exitUsage, "--shards 16 differs from cluster c's 32 shards"},
 		{"damaged data directory", fmt.Errorf("%w: d holds a node's pebble but no identity.json", node.ErrDataDirMismatch),
 			exitError, "no identity.json"},
+		{"corrupt data", fmt.Errorf("cannot start the server: %w (d): pebble: invalid chunk; move it away", node.ErrCorruptData),
+			node.ExitCorrupt, "holds corrupt data (d)"},
 		{"wrong version", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(2), Actual: 4, StreamExists: true}, exitConflict, "--expected 4"},
 		{"wrong version absent", &client.WrongExpectedVersionError{Stream: "s", Expected: client.StreamExists}, exitConflict, "does not exist"},
 		{"wrong version deleted", &client.WrongExpectedVersionError{Stream: "s", Expected: client.Exact(1), Actual: 4, StreamDeleted: true}, exitConflict, "continue it with --expected 4"},
