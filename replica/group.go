@@ -93,6 +93,7 @@ type Group struct {
 	guarded         uint64 // proposal ID of the unapplied ProposeGuarded entry proposed here
 	confBarrier     uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
 	transfers       []*transferReq
+	logLostLogged   time.Time // when this group last logged a lost log (loglost.go)
 	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
 	heldCommit map[uint64]*pb.Message
 	// truncCtx: a leader's announced log truncation point (truncAnnounced), encoded for its
@@ -773,14 +774,14 @@ func decodeConfChange(e *pb.Entry) (pb.ConfChangeI, []byte, error) {
 
 // heartbeatPastLog reports whether m is a heartbeat whose commit index lies beyond this
 // replica's log. A leader tells a follower the commit index only up to what the follower
-// acknowledged holding, and a follower acknowledges entries only once they are written, so
-// such a heartbeat was meant for an earlier replica of this node: one deleted after its
+// acknowledged holding, and a follower acknowledges entries only once they are synced, so
+// such a heartbeat was meant for an earlier replica of this node (one deleted after its
 // removal from the group, whose successor was created, empty, by an append of a leader that
-// has not learned of the removal (a leader paused since before it, deposed meanwhile). raft
-// would take the commit index for a lost log and panic; the heartbeat is dropped instead. A
-// leader that really holds this node in its group tracks it from scratch, so it never sends
-// one. A heartbeat of an earlier term than the replica's is left to raft, which answers it
-// (telling that leader of the later term) without reading its commit index.
+// has not learned of the removal: a leader paused since before it, deposed meanwhile), or
+// this node's disk lost writes it had synced. raft would take the commit index for a lost log
+// and panic; the heartbeat is dropped instead, and answered (answerLogLost). A heartbeat of an
+// earlier term than the replica's is left to raft, which answers it (telling that leader of
+// the later term) without reading its commit index.
 func (g *Group) heartbeatPastLog(m *pb.Message) bool {
 	if m.GetType() != pb.MsgHeartbeat {
 		return false

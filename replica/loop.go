@@ -93,8 +93,10 @@ func (h *Host) iterate(tick bool) {
 		}
 		if g.heartbeatPastLog(m.Msg) {
 			h.metrics.staleCommitPastLog.Inc()
-			h.log.Debug("dropping a heartbeat that commits past this replica's log (meant for a replica this node deleted)",
-				"shard", m.Shard, "from", m.Msg.GetFrom(), "term", m.Msg.GetTerm(), "commit", m.Msg.GetCommit())
+			g.answerLogLost(m.Msg)
+			continue
+		}
+		if g.logLostAnswer(m.Msg) {
 			continue
 		}
 		g.lapseForVote(m.Msg)

@@ -37,7 +37,12 @@ type Metrics struct {
 	// node's raft loop cannot keep up).
 	InboundDropped prometheus.Counter
 
-	commitOnlySuperseded, commitOnlySent    prometheus.Counter // CommitOnlyAppends' two series
+	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
+	// LogLost counts followers' answers, to a leader here, that their log ends before the
+	// match index the leader holds for them (loglost.go), each acted on by a leadership
+	// transfer or, with no voter to take it, by nothing.
+	LogLost prometheus.Counter
+
 	staleBeforeDeletion, staleCommitPastLog prometheus.Counter // StaleMessages' two series
 }
 
@@ -77,8 +82,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		LeaderDown: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader_down_total", Help: "Groups whose election clock was advanced because their leader's node was found down (its stream broke and it refused a connection)."}),
 		StaleMessages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "stale_messages_dropped_total", Help: "Messages of a leader that counts this node as it was before it deleted its replica, dropped: before_deletion (an earlier term than the deletion's: no replica is created for it), commit_past_log (a heartbeat committing past the replica's log)."},
+			Name: "stale_messages_dropped_total", Help: "Messages of a leader that counts this node's replica as it was before, dropped: before_deletion (an earlier term than the replica's deletion: no replica is created for it), commit_past_log (a heartbeat committing past the replica's log: the replica was deleted and created again, or the disk lost synced writes; answered so that the leader hands off its leadership)."},
 			[]string{"reason"}),
+		LogLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "log_lost_total", Help: "Followers' answers to a leader here that their raft log ends before what they acknowledged (a disk that lost synced writes, or a replica created again), each met by handing the leadership to another voter, which brings the follower up again."}),
 		InboundDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "inbound_dropped_total", Help: "Peers' raft messages dropped on arrival because the inbound queue was full (the raft loop behind; raft resends)."}),
 	}
@@ -89,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Proposals, m.ProposalErrors, m.SyncLatency, m.EntriesPerSync, m.ApplyLatency,
 			m.LeaderChanges, m.SnapshotsSent, m.SnapshotsReceived, m.Groups, m.Leaders, m.CommitOnlyAppends,
-			m.LeaderDown, m.Quiesced, m.QuiesceLapses, m.StaleMessages, m.InboundDropped)
+			m.LeaderDown, m.Quiesced, m.QuiesceLapses, m.StaleMessages, m.InboundDropped, m.LogLost)
 	}
 	return m
 }
