@@ -425,9 +425,20 @@ func (h *Host) SnapshotSize(shard uint32) uint64 {
 // to it, again at each of the sender's retries. The estimate may count data the snapshot
 // does not carry (overwritten or deleted, not yet compacted away), so a snapshot refused here
 // could have fitted, on a disk left within about that much of the floor.
+//
+// It refuses one, too, whose size alone passes Config.MaxSnapshotBytes, or which would take the
+// snapshots being received past it: without the check, each attempt was streamed up to the
+// limit and refused there, again at every retry, hundreds of MB each time.
 func (h *Host) SnapshotFits(m ShardMessage, size uint64) error {
 	if size == 0 {
 		return nil
+	}
+	if limit := h.cfg.MaxSnapshotBytes; size > limit {
+		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk, more than the snapshots this node receives may hold (Config.MaxSnapshotBytes, %d): raise it past the shard's size",
+			ErrSnapshotTooLarge, m.Shard, size, limit)
+	} else if held := h.snapBytes.Load(); held+size > limit {
+		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk, and the snapshots being received hold %d: together past Config.MaxSnapshotBytes (%d); the sender retries later",
+			ErrSnapshotTooLarge, m.Shard, size, held, limit)
 	}
 	open := uint64(max(h.snapTablesOpen.Load(), 0))
 	if avail, short := h.snapshotDiskShort(size + open*h.snapTableBytes); short {

@@ -275,4 +275,22 @@ func TestSnapshotFits(t *testing.T) {
 	if err := h2.SnapshotFits(sc.msg, size); err != nil {
 		t.Fatalf("a hint of %d bytes with room for it: %v", size, err)
 	}
+
+	// Config.MaxSnapshotBytes: a snapshot larger than it, or one that would take the receives
+	// under way past it, is refused before its data flows.
+	h2.cfg.MaxSnapshotBytes = size - 1
+	err = h2.SnapshotFits(sc.msg, size)
+	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "raise it past the shard's size") {
+		t.Fatalf("a hint of %d bytes past a limit of %d: %v, want ErrSnapshotTooLarge saying to raise the limit", size, size-1, err)
+	}
+	h2.cfg.MaxSnapshotBytes = 2 * size
+	h2.snapBytes.Add(size + 1) // a receive under way holds that much
+	err = h2.SnapshotFits(sc.msg, size)
+	h2.snapBytes.Add(-(size + 1))
+	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "the sender retries later") {
+		t.Fatalf("a hint of %d bytes beside %d held, limit %d: %v, want ErrSnapshotTooLarge", size, size+1, 2*size, err)
+	}
+	if err := h2.SnapshotFits(sc.msg, size); err != nil {
+		t.Fatalf("a hint of %d bytes within the limit: %v", size, err)
+	}
 }
