@@ -28,7 +28,8 @@ const (
 // WriteSnapshot streams the shard's state keyspace, read by one Pebble iterator (a consistent
 // view), in the framed format of doc.go. The data may be ahead of snap's index (never behind).
 // It reads through an iterator rather than a pebble.Snapshot because a snapshot install on
-// this node excises the span from open snapshots, while an open iterator keeps its view.
+// this node excises the span from open snapshots, while an open iterator keeps its view. It
+// ends with an error once this node no longer leads the shard, as it streams.
 func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error {
 	h.mu.Lock()
 	g, closed := h.mu.groups[shard], h.mu.closed
@@ -97,6 +98,12 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 			case <-h.stop:
 				return ErrStopped
 			default:
+			}
+			// A deposed leader's snapshot is refused once received (staleSnapshot): streaming
+			// the rest of a large one would only take the receiver's disk and both nodes'
+			// bandwidth, for a minute or more, from the new leader's.
+			if !g.isLeader.Load() || g.retired.Load() {
+				return fmt.Errorf("replica: shard %d: this node no longer leads it: its snapshot is abandoned (the new leader sends its own)", shard)
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -531,5 +532,49 @@ func TestCloseWaitsForInstallFlush(t *testing.T) {
 	case <-closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return after the flush")
+	}
+}
+
+// leaveOnWrite is a snapshot's destination that hands the shard's leadership over at its
+// first write, then takes everything.
+type leaveOnWrite struct {
+	once  sync.Once
+	leave func()
+}
+
+func (w *leaveOnWrite) Write(p []byte) (int, error) {
+	w.once.Do(w.leave)
+	return len(p), nil
+}
+
+// A snapshot whose sender stops leading while it streams is abandoned: the receiver would
+// refuse it (a deposed leader's), and streaming the rest of a large one took minutes of disk
+// and bandwidth from the new leader's.
+func TestSnapshotSendAbandonedOnLostLeadership(t *testing.T) {
+	c := newCluster(t, clusterOpts{nodes: 2})
+	c.openVoters(6)
+	lead := c.leader(6)
+	from := lead.h.cfg.NodeID
+	to := c.others(from)[0]
+	var want []string
+	for i := range 1500 {
+		v := fmt.Sprintf("%04d-%s", i, strings.Repeat("v", 100))
+		c.propose(6, v)
+		want = append(want, v)
+	}
+	c.converged(6, want, 1, 2)
+	index, term := c.sm(from, 6).Applied(), lead.Status().Term
+	snap := &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(index), Term: new(term),
+		ConfState: &pb.ConfState{Voters: []uint64{1, 2}}}}
+	w := &leaveOnWrite{leave: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := lead.TransferLeadership(ctx, to); err != nil {
+			t.Error(err)
+		}
+	}}
+	err := c.nodes[from].host.WriteSnapshot(6, snap, w)
+	if err == nil || !strings.Contains(err.Error(), "no longer leads") {
+		t.Fatalf("a snapshot whose sender lost the leadership while it streamed: %v, want it abandoned", err)
 	}
 }
