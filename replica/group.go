@@ -94,6 +94,9 @@ type Group struct {
 	confBarrier     uint64 // conf changes wait until applied >= this (raft's pendingConfIndex)
 	transfers       []*transferReq
 	logLostLogged   time.Time // when this group last logged a lost log (loglost.go)
+	// installing: a snapshot's tables are being ingested into the group's span, off the loop
+	// (ReceiveSnapshot); processReady passes the group by until they are in.
+	installing bool
 	// heldCommit: per follower, the last empty MsgApp held back by holdCommitOnly.
 	heldCommit map[uint64]*pb.Message
 	// truncCtx: a leader's announced log truncation point (truncAnnounced), encoded for its

@@ -122,6 +122,9 @@ type Host struct {
 	// one shard's message does not ask every group of the node. stirredSpare is the other
 	// buffer, swapped in by processReady. Loop goroutine only.
 	stirred, stirredSpare []*Group
+	// installing holds the shards whose snapshot ReceiveSnapshot is ingesting, off the loop:
+	// one at a time per shard. Loop goroutine only.
+	installing map[uint32]bool
 	// deletedAt caches the 'D' keys read by groupFor and written by DropGroup: the term at
 	// which this node deleted its replica of a shard, 0 for none. Loop goroutine only.
 	deletedAt map[uint32]uint64
@@ -165,6 +168,7 @@ func NewHost(cfg Config) (*Host, error) {
 		syncQ: make(chan syncItem, syncQueueLen), syncDone: make(chan struct{}),
 		propBuf:        make(map[*Group][]*proposal),
 		deletedAt:      make(map[uint32]uint64),
+		installing:     make(map[uint32]bool),
 		snapTableBytes: snapTableBytes,
 	}
 	h.mu.groups = make(map[uint32]*Group)

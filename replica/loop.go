@@ -133,7 +133,7 @@ func (h *Host) iterate(tick bool) {
 	// Stepping apply responses may have produced more work: go round again without waiting
 	// for a tick.
 	for _, g := range h.stirred {
-		if !g.retired.Load() && g.rn.HasReady() {
+		if !g.retired.Load() && !g.installing && g.rn.HasReady() {
 			h.notify()
 			break
 		}
@@ -212,8 +212,8 @@ func (h *Host) processReady() {
 	}()
 	for _, g := range stirred {
 		g.stirred = false
-		if g.retired.Load() || h.mu.groups[g.shard] != g || !g.rn.HasReady() {
-			continue
+		if g.retired.Load() || h.mu.groups[g.shard] != g || g.installing || !g.rn.HasReady() {
+			continue // an installing group is stirred again once its snapshot is in
 		}
 		r := readyGroup{g: g, rd: g.rn.Ready()}
 		if len(r.rd.Entries) > 0 || len(r.rd.CommittedEntries) > 0 {

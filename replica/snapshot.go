@@ -216,12 +216,11 @@ func (t *snapTables) remove(log *slog.Logger) {
 // and value, the sstable writer's blocks and index): while reading, it checks that every key
 // lies in the state span, above the previous one, and writes the records into sstables of at
 // most about 64 MiB in Config.SnapshotDir. Once the checksum and the record count match, on
-// the loop goroutine, it creates the group with the factory if it is unknown and, when the
-// snapshot is ahead of the local state, replaces the state span with the tables atomically
-// and durably (DB.IngestAndExcise: the tables and the MANIFEST, or the WAL record of a
-// flushable ingest, are synced before it returns; an empty snapshot only excises) and reloads
-// the state machine; then it steps m into the group, which resets its log to the snapshot.
-// The scratch tables are removed in every case.
+// the loop goroutine, it creates the group with the factory if it is unknown. When the
+// snapshot is ahead of the local state, it pauses the group (processReady passes it by) and,
+// off the loop, replaces the state span with the tables (ingestSnapshot); back on the loop it
+// reloads the state machine. Then it steps m into the group, which resets its log to the
+// snapshot. The scratch tables are removed in every case.
 func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	if m.Msg.GetType() != pb.MsgSnap {
 		return fmt.Errorf("replica: ReceiveSnapshot of a %v message", m.Msg.GetType())
@@ -320,28 +319,32 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		return err
 	}
 	h.metrics.SnapshotsReceived.Inc()
-	// The install below ingests the tables, excising the shard's span, while it holds the loop
-	// and with it every group of this node. An ingest that overlaps keys in the memtables (the
-	// range deletion that dropped an earlier replica of the shard here, a lagging replica's
-	// last writes) waits for a memtable flush, or queues one, which took 0.2-0.6 s; leaders
-	// elsewhere that need this node's answers lose their quorum after an election timeout.
-	// Flushing first, off the loop, leaves the install the quick path. Only then: a flush
-	// before every install cost writers more while a node took in many new replicas.
+	// The install below ingests the tables, excising the shard's span. An ingest that overlaps
+	// keys in the memtables (the range deletion that dropped an earlier replica of the shard
+	// here, a lagging replica's last writes) waits for a memtable flush, or queues one, which
+	// took 0.2-0.6 s, with the group paused. Flushing first leaves the ingest the quick path.
+	// Only then: a flush before every install cost writers more while a node took in many new
+	// replicas.
 	if mayOverlap {
 		if err := h.flushForInstall(m.Shard); err != nil {
 			return err
 		}
 	}
 
-	return h.call(noCancel, func() error {
+	// On the loop: the checks, and the group, which is paused while its state is replaced.
+	var (
+		g       *Group
+		install bool
+	)
+	if err := h.call(noCancel, func() error {
 		if h.mu.drops[m.Shard] != drops { // written under mu by this goroutine only
 			return fmt.Errorf("%w: shard %d: the replica was deleted while its snapshot was received", ErrGroupRemoved, m.Shard)
 		}
 		if err := h.staleSnapshot(m); err != nil {
 			return err
 		}
-		g, err := h.groupFor(m.Shard, m.Msg)
-		if err != nil {
+		var err error
+		if g, err = h.groupFor(m.Shard, m.Msg); err != nil {
 			return err
 		}
 		if g.retired.Load() {
@@ -350,38 +353,103 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if glo, ghi := g.sm.Span(); !bytes.Equal(glo, lo) || !bytes.Equal(ghi, hi) {
 			return fmt.Errorf("%w: span differs from the local state machine's", ErrBadSnapshot)
 		}
-		if index > max(g.sm.Applied(), g.st.applied, g.st.hs.GetCommit()) {
-			start := time.Now()
-			stats, err := h.db.IngestAndExcise(noCancel, tables.paths, nil, nil, pebble.KeyRange{Start: lo, End: hi})
-			if err != nil {
-				return fmt.Errorf("replica: shard %d: ingesting snapshot: %w", m.Shard, err)
-			}
-			ingested := time.Now()
-			// The span now holds the snapshot's state. A state machine that cannot load it, or
-			// whose applied index is behind the snapshot's, must not apply another entry: raft
-			// would go on from its applied index over a state it does not describe. Stop, as on
-			// any storage failure; a restart loads the span from disk.
-			if err := g.sm.Reload(); err != nil {
-				h.must(fmt.Errorf("shard %d: loading the state of the snapshot at %d just ingested: %w", m.Shard, index, err))
-			}
-			if a := g.sm.Applied(); a < index {
-				h.must(fmt.Errorf("shard %d: the snapshot's state is at applied index %d, behind its metadata's %d", m.Shard, a, index))
-			}
-			// Both steps hold the loop, and with it every group of this node.
-			h.log.Info("snapshot installed", "shard", m.Shard, "index", index, "records", sr.Count(),
-				"tables", len(tables.paths), "memtable_overlap", stats.MemtableOverlappingFiles,
-				"ingest", ingested.Sub(start).Round(time.Microsecond),
-				"reload", time.Since(ingested).Round(time.Microsecond))
+		if index <= max(g.sm.Applied(), g.st.applied, g.st.hs.GetCommit()) {
+			g.stepSnapshot(m.Msg) // nothing to install: raft answers where the replica is
+			return nil
 		}
-		g.wake()
-		if err := g.rn.Step(m.Msg); err != nil {
-			h.log.Debug("raft step snapshot", "shard", m.Shard, "err", err)
+		if h.installing[m.Shard] {
+			return fmt.Errorf("replica: shard %d: another snapshot of it is being installed", m.Shard)
 		}
-		now := time.Now()
-		g.heardFrom(m.Msg, now, now)
-		g.stir()
+		h.installing[m.Shard] = true
+		g.installing = true
+		install = true
+		return nil
+	}); err != nil || !install {
+		return err
+	}
+	// Off the loop: the ingest, which took up to half a second on a loaded machine, holding
+	// every group of the node when it ran on the loop. Only this group waits for it:
+	// processReady passes it by, so that it neither persists nor applies anything meanwhile.
+	start := time.Now()
+	stats, ingestErr := h.ingestSnapshot(m.Shard, tables.paths, lo, hi)
+	ingested := time.Now()
+	return h.call(noCancel, func() error {
+		delete(h.installing, m.Shard)
+		g.installing = false
+		g.stir() // what it was stepped meanwhile
+		if ingestErr != nil {
+			return ingestErr
+		}
+		if h.mu.drops[m.Shard] != drops {
+			// Dropped while the tables went in (DropGroup): they may have landed after its range
+			// deletion. Delete the span again unless a replica of the shard is here anew; an
+			// empty one's own install replaces the span anyway.
+			if ng := h.mu.groups[m.Shard]; ng == nil || ng.sm.Applied() == 0 {
+				h.must(h.db.DeleteRange(lo, hi, pebble.Sync))
+			}
+			return fmt.Errorf("%w: shard %d: the replica was deleted while its snapshot was installed", ErrGroupRemoved, m.Shard)
+		}
+		if g.retired.Load() {
+			return ErrGroupRemoved
+		}
+		// The span now holds the snapshot's state. A state machine that cannot load it, or
+		// whose applied index is behind the snapshot's, must not apply another entry: raft
+		// would go on from its applied index over a state it does not describe. Stop, as on
+		// any storage failure; a restart loads the span from disk.
+		if err := g.sm.Reload(); err != nil {
+			h.must(fmt.Errorf("shard %d: loading the state of the snapshot at %d just ingested: %w", m.Shard, index, err))
+		}
+		if a := g.sm.Applied(); a < index {
+			h.must(fmt.Errorf("shard %d: the snapshot's state is at applied index %d, behind its metadata's %d", m.Shard, a, index))
+		}
+		h.log.Info("snapshot installed", "shard", m.Shard, "index", index, "records", sr.Count(),
+			"tables", len(tables.paths), "memtable_overlap", stats.MemtableOverlappingFiles,
+			"ingest", ingested.Sub(start).Round(time.Microsecond),
+			"reload", time.Since(ingested).Round(time.Microsecond)) // the reload held the loop
+		g.stepSnapshot(m.Msg)
 		return nil
 	})
+}
+
+// ingestSnapshot replaces shard's span [lo, hi) with the tables at paths, atomically and
+// durably (DB.IngestAndExcise: the tables and the MANIFEST, or the WAL record of a flushable
+// ingest, are synced before it returns; no tables only excises), unless the host is closed:
+// its owner closes the DB after the host, and Close waits for the ingest (snaps).
+func (h *Host) ingestSnapshot(shard uint32, paths []string, lo, hi []byte) (pebble.IngestOperationStats, error) {
+	h.mu.Lock()
+	closed := h.mu.closed
+	if !closed {
+		h.snaps.Add(1)
+	}
+	h.mu.Unlock()
+	if closed {
+		return pebble.IngestOperationStats{}, ErrStopped
+	}
+	defer h.snaps.Done()
+	if hook := testHookInstallIngest.Load(); hook != nil {
+		(*hook)()
+	}
+	stats, err := h.db.IngestAndExcise(noCancel, paths, nil, nil, pebble.KeyRange{Start: lo, End: hi})
+	if err != nil {
+		return stats, fmt.Errorf("replica: shard %d: ingesting snapshot: %w", shard, err)
+	}
+	return stats, nil
+}
+
+// testHookInstallIngest, set by tests, runs in ingestSnapshot just before the ingest.
+var testHookInstallIngest atomic.Pointer[func()]
+
+// stepSnapshot steps the MsgSnap m, whose state is installed, into the group's raft, which
+// resets its log to the snapshot (or, behind the replica, answers where the replica is).
+// Loop goroutine.
+func (g *Group) stepSnapshot(m *pb.Message) {
+	g.wake()
+	if err := g.rn.Step(m); err != nil {
+		g.h.log.Debug("raft step snapshot", "shard", g.shard, "err", err)
+	}
+	now := time.Now()
+	g.heardFrom(m, now, now)
+	g.stir()
 }
 
 // flushForInstall flushes the DB's memtables before shard's snapshot install, unless the host

@@ -5,8 +5,8 @@
 # replica of every shard, starts a writer of 300 appends/s and raises the factor to 3 again:
 # every shard's leader adds a replica, most of them on nodes that held one before, each brought
 # up by a raft snapshot. Prints the writer's latencies, the leaders that stepped down, and the
-# snapshot installs that overlapped Pebble's memtables (each held the node's raft loop
-# meanwhile: docs/architecture.md, "Snapshots"). Bounded: about three minutes.
+# snapshot installs that overlapped Pebble's memtables (each waited for a flush, its shard's
+# group paused meanwhile: docs/architecture.md, "Snapshots"). Bounded: about three minutes.
 #
 #   make build && scripts/addreplicas.sh
 #   BIN=/tmp/shoal-old scripts/addreplicas.sh
