@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,8 +18,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/dustin/go-humanize"
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoaldb/shoal/replica/transport"
 )
 
 // Defaults applied by DefaultConfig and, for zero fields, by Validate.
@@ -244,6 +248,14 @@ type Config struct {
 	// later. See replica.Config.
 	MaxSnapshotBytes     uint64
 	SnapshotMinFreeBytes uint64
+	// MaxSnapshotSends bounds the raft snapshots this node sends at once, at most one per
+	// destination (default transport.DefaultMaxSnapshotSends, 2); SnapshotRate bounds their
+	// compressed bytes per second, all together (0: no bound; otherwise at least
+	// transport.MinSnapshotRate per send). Copying whole shards (a node replaced, the
+	// replication factor raised) otherwise takes what CPU, disk and network it can from the
+	// writes. See docs/operations.md, "Losing a node".
+	MaxSnapshotSends int
+	SnapshotRate     uint64
 	// MinFreeDisk is the free space the node keeps on its data directory's disk (default
 	// DefaultMinFreeDisk, 1 GiB; the server's flag takes 1 MiB at least): below it the node says
 	// so in gossip, and the leader of a shard a majority of whose voters say so refuses appends
@@ -486,6 +498,15 @@ func (c Config) Validate() error {
 	if c.MaxLongPolls < 0 {
 		return fmt.Errorf("node: config: MaxLongPolls %d is negative (long polls held at once; 0 for the default %d)",
 			c.MaxLongPolls, DefaultMaxLongPolls)
+	}
+	if c.MaxSnapshotSends < 0 {
+		return fmt.Errorf("node: config: MaxSnapshotSends %d is negative (snapshots sent at once; 0 for the default %d)",
+			c.MaxSnapshotSends, transport.DefaultMaxSnapshotSends)
+	}
+	if sends := cmp.Or(c.MaxSnapshotSends, transport.DefaultMaxSnapshotSends); c.SnapshotRate != 0 &&
+		c.SnapshotRate < transport.MinSnapshotRate*uint64(sends) {
+		return fmt.Errorf("node: config: SnapshotRate (--snapshot-rate) %s/s is below the least for %d snapshots sent at once (--max-snapshot-sends): %s/s, %s/s each; 0 for no bound",
+			humanize.IBytes(c.SnapshotRate), sends, humanize.IBytes(transport.MinSnapshotRate*uint64(sends)), humanize.IBytes(transport.MinSnapshotRate))
 	}
 	if c.MaxReads < 0 {
 		return fmt.Errorf("node: config: MaxReads %d is negative (reads held at once; 0 for the default %d)",

@@ -34,6 +34,8 @@ func TestConfigValidate(t *testing.T) {
 		{MaxSubscriptions: -1},
 		{MaxLongPolls: -1},
 		{MaxAppendPipelines: -1},
+		{MaxSnapshotSends: -1},
+		{SnapshotRate: 1 << 20, MaxSnapshotSends: 4}, // 256 KiB/s a send: sends would be abandoned as stalled
 		{Listen: "127.0.0.1:7400", HTTP: "127.0.0.1:7400"}, // the second listener would fail: address in use
 		{Listen: ":7401"}, // all interfaces, the default gossip port among them
 		{HTTP: "127.0.0.1:7401", Gossip: "0.0.0.0:7401"},
@@ -52,6 +54,7 @@ func TestConfigValidate(t *testing.T) {
 		{Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", Gossip: "127.0.0.1:0"}, // a free port each
 		{Listen: "127.0.0.1:7400", HTTP: "127.0.0.2:7400", Gossip: "127.0.0.3:7400"},
 		{HTTP: "127.0.0.1:7400", DisableHTTP: true},
+		{SnapshotRate: 1 << 20}, // 512 KiB/s for each of the default 2 sends
 	} {
 		if err := c.Validate(); err != nil {
 			t.Errorf("%+v: %v", c, err)

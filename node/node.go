@@ -262,6 +262,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ProbeDial:   cfg.PeerDialer,
 		Logger:      n.log,
 		Registerer:  n.regs,
+
+		MaxSnapshotSends: cfg.MaxSnapshotSends,
+		SnapshotRate:     cfg.SnapshotRate,
 	})
 	n.host, err = replica.NewHost(replica.Config{
 		NodeID:      dir.id.NodeID,

@@ -23,6 +23,7 @@ import (
 	"github.com/shoaldb/shoal/internal/tlsfiles"
 	"github.com/shoaldb/shoal/node"
 	"github.com/shoaldb/shoal/replica"
+	"github.com/shoaldb/shoal/replica/transport"
 )
 
 func (a *app) serverCmd() *cobra.Command {
@@ -178,6 +179,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.Var(&sizeFlag{v: &cfg.MaxAppendBytes, min: 1 << 20}, "max-append-bytes", "the bytes of appends the node holds at once, unary or streamed, while they wait for their shards' leaders or commits (e.g. 4GiB, at least 1MiB); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	cfg.MaxSnapshotBytes, cfg.SnapshotMinFreeBytes = replica.DefaultMaxSnapshotBytes, replica.DefaultSnapshotMinFreeBytes
 	f.Var(&sizeFlag{v: &cfg.MaxSnapshotBytes, min: 1 << 20}, "max-snapshot-size", "the most the raft snapshots being received at once may write to --data's snapshots directory before Pebble takes them in (e.g. 64GiB, at least 1MiB); a receive past it stops, and the leader sends the snapshot again later")
+	f.IntVar(&cfg.MaxSnapshotSends, "max-snapshot-sends", transport.DefaultMaxSnapshotSends, "raft snapshots (whole shards, for new or lagging replicas) the node sends at once, at most one per destination; more wait their turn")
+	f.Var(&sizeFlag{v: &cfg.SnapshotRate}, "snapshot-rate", "the compressed bytes per second the node's snapshot sends may take, all together (e.g. 32MiB; 0: no bound), so that copying shards leaves CPU, disk and network to the writes; at least 512KiB per --max-snapshot-sends")
 	cfg.MinFreeDisk = node.DefaultMinFreeDisk
 	f.Var(&sizeFlag{v: &cfg.MinFreeDisk, min: 1 << 20}, "min-free-disk", "the free space the node keeps on --data's disk (e.g. 5GiB, at least 1MiB): below it a shard a majority of whose voters are so refuses appends (RESOURCE_EXHAUSTED, reason DISK_LOW) until space is freed and a tenth more, while reads, deletes and truncations go on, rather than fill the disks, which would stop the nodes; snapshots received leave as much")
 	f.Var(&sizeFlag{v: &cfg.SnapshotMinFreeBytes, min: 1 << 20}, "snapshot-min-free", "the free space a snapshot being received leaves on --data's disk (e.g. 10GiB, at least 1MiB): past it the receive stops and removes its files, and the leader sends the snapshot again later")

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,10 +23,14 @@ const (
 	DefaultMaxBatchBytes     = 2 << 20  // bytes of marshalled messages per RaftBatch
 	DefaultSnapshotChunkSize = 1 << 20  // bytes of compressed data per SnapshotChunk
 	DefaultMaxSnapshotSends  = 2        // concurrent outgoing snapshot streams
-	DefaultBackoffInitial    = 100 * time.Millisecond
-	DefaultBackoffMax        = time.Second
-	DefaultIdleTimeout       = 2 * time.Minute
-	DefaultSnapshotStall     = time.Minute
+	// MinSnapshotRate is the least Config.SnapshotRate other than 0, per concurrent send
+	// (Config.MaxSnapshotSends): twice the slowest average a send may keep before it is
+	// abandoned (snapshotMinRate).
+	MinSnapshotRate       = 512 << 10
+	DefaultBackoffInitial = 100 * time.Millisecond
+	DefaultBackoffMax     = time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultSnapshotStall  = time.Minute
 	// DefaultSnapshotBackoffInitial and DefaultSnapshotBackoffMax bound the wait before a
 	// snapshot to a destination whose last one failed.
 	DefaultSnapshotBackoffInitial = 500 * time.Millisecond
@@ -82,6 +87,11 @@ type Config struct {
 	// take free streams in turn, so a slow receiver holds at most one and
 	// snapshots to the other nodes go on. Default 2.
 	MaxSnapshotSends int
+	// SnapshotRate bounds the bytes per second of compressed snapshot data this node sends,
+	// all streams together, so that copying shards leaves CPU, disk and network to the
+	// writes (as CockroachDB's snapshot rate). 0: no bound; otherwise at least
+	// MinSnapshotRate for each of MaxSnapshotSends.
+	SnapshotRate uint64
 	// BackoffInitial and BackoffMax bound the reconnect delay after a failed
 	// dial or stream (exponential, ±50% jitter, reset by a successful send
 	// on a stream that has lived at least a second).
@@ -138,6 +148,10 @@ func (c *Config) Validate() error {
 	case c.SnapshotChunkSize > MaxMessageSize:
 		return fmt.Errorf("transport: Config.SnapshotChunkSize %d exceeds the largest message, %d bytes (MaxMessageSize)",
 			c.SnapshotChunkSize, MaxMessageSize)
+	case c.SnapshotRate != 0 && c.SnapshotRate < MinSnapshotRate*uint64(cmp.Or(c.MaxSnapshotSends, DefaultMaxSnapshotSends)):
+		sends := cmp.Or(c.MaxSnapshotSends, DefaultMaxSnapshotSends)
+		return fmt.Errorf("transport: Config.SnapshotRate %d bytes/s is below the least for %d sends at once (MaxSnapshotSends), %d (MinSnapshotRate each); 0 for no bound",
+			c.SnapshotRate, sends, MinSnapshotRate*uint64(sends))
 	}
 	return nil
 }

@@ -289,6 +289,9 @@ func (t *Transport) sendSnapshot(m replica.ShardMessage) (retErr error) {
 		}
 	}()
 	cw := &chunkWriter{stream: stream, size: t.cfg.SnapshotChunkSize}
+	if t.snapRate != nil {
+		cw.pace = func(n int) error { return t.snapRate.WaitN(ctx, n) }
+	}
 	finalWait := func() {}
 	if d := t.cfg.SnapshotStallTimeout; d > 0 {
 		// Abort a stream on which no chunk went out for d (a wedged receiver
@@ -351,6 +354,8 @@ type chunkWriter struct {
 	sent     int
 	err      error  // sticky stream error
 	progress func() // called after each chunk sent; may be nil
+	// pace waits until n more bytes may be sent (Config.SnapshotRate); may be nil.
+	pace func(n int) error
 }
 
 func (w *chunkWriter) Write(p []byte) (int, error) {
@@ -380,6 +385,12 @@ func (w *chunkWriter) flush() error {
 	}
 	if len(w.buf) == 0 {
 		return nil
+	}
+	if w.pace != nil {
+		if err := w.pace(len(w.buf)); err != nil {
+			w.err = err
+			return err
+		}
 	}
 	if err := w.stream.Send(&shoalv1.SnapshotChunk{Data: w.buf}); err != nil {
 		w.err = err

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"golang.org/x/time/rate"
 	"io"
 	"log/slog"
 	"strconv"
@@ -57,6 +58,9 @@ type Transport struct {
 	log     *slog.Logger
 	metrics *Metrics
 	handler atomic.Pointer[handlerBox]
+	// snapRate bounds the snapshot bytes sent, all streams together (Config.SnapshotRate); nil:
+	// no bound.
+	snapRate *rate.Limiter
 
 	ctx    context.Context // canceled by Close; parent of every outgoing stream
 	cancel context.CancelFunc
@@ -110,6 +114,10 @@ func New(cfg Config) *Transport {
 		metrics:  newMetrics(cfg.Registerer),
 		snaps:    make(chan struct{}, cfg.MaxSnapshotSends),
 		refusals: newRefusalLimits(),
+	}
+	if cfg.SnapshotRate != 0 {
+		// A chunk at a time: the burst is one chunk, or a second's worth when that is more.
+		t.snapRate = rate.NewLimiter(rate.Limit(cfg.SnapshotRate), max(cfg.SnapshotChunkSize, int(min(cfg.SnapshotRate, 1<<30))))
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.serving, t.stopServing = context.WithCancel(context.Background())
