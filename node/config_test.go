@@ -35,9 +35,9 @@ func TestConfigValidate(t *testing.T) {
 		{MaxLongPolls: -1},
 		{MaxAppendPipelines: -1},
 		{MaxSnapshotSends: -1},
-		{SnapshotRate: 1 << 20, MaxSnapshotSends: 4}, // 256 KiB/s a send: sends would be abandoned as stalled
+		{SnapshotRate: 1 << 20, MaxSnapshotSends: 4},       // 256 KiB/s a send: sends would be abandoned as stalled
 		{Listen: "127.0.0.1:7400", HTTP: "127.0.0.1:7400"}, // the second listener would fail: address in use
-		{Listen: ":7401"}, // all interfaces, the default gossip port among them
+		{Listen: ":7401"},                                  // all interfaces, the default gossip port among them
 		{HTTP: "127.0.0.1:7401", Gossip: "0.0.0.0:7401"},
 	} {
 		if err := c.Validate(); err == nil {
