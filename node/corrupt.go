@@ -48,9 +48,13 @@ func corruptStart(dir string, err error) error {
 // compaction): one log line naming the file and the shards its keys belong to, and status
 // ExitCorrupt. Going on would fail every read and compaction of that file again; the cluster
 // handles the exit as a crash, electing other leaders and replacing the node's replicas after
-// --dead-after. Pebble calls it synchronously on the path that found the damage.
-func onDataCorruption(log *slog.Logger) func(pebble.DataCorruptionInfo) {
+// --dead-after. Pebble calls it synchronously on the path that found the damage. A store
+// opened read-only (node inspect) goes on: the read that found the damage fails with it.
+func onDataCorruption(log *slog.Logger, mode pebbleMode) func(pebble.DataCorruptionInfo) {
 	return func(info pebble.DataCorruptionInfo) {
+		if mode == pebbleReadOnly {
+			return
+		}
 		log.Error("corrupt data in the data directory: ending the process; "+corruptAdvice,
 			"file", info.Path, "shards", shardsOfKeys(info.Bounds.Start, info.Bounds.End.Key),
 			"err", info.Details, "exit_status", ExitCorrupt)

@@ -70,7 +70,7 @@ func openPebble(dir string, log *slog.Logger, fs vfs.FS, mode pebbleMode, w *dis
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		Logger:                      pebbleLogger{log},
 		EventListener: &pebble.EventListener{
-			DataCorruption: onDataCorruption(log),
+			DataCorruption: onDataCorruption(log, mode),
 			BackgroundError: func(err error) {
 				// A snapshot install (an excise) cancels overlapping compactions,
 				// which Pebble retries: expected, not an error.

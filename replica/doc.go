@@ -130,13 +130,15 @@
 //     Config.SnapshotMinFreeBytes free on the file system, counting the tables other
 //     receives are writing;
 //  2. it checks the trailer's count and the checksum; nothing of a refused stream is applied;
-//  3. on the loop goroutine, if the snapshot is ahead of the group's applied and commit
-//     indexes, DB.IngestAndExcise replaces the span with the tables in one atomic step: an
-//     excise of [lo, hi) and the ingestion of the tables, or the excise alone for an empty
+//  3. if the snapshot is ahead of the group's applied and commit indexes (checked on the loop
+//     goroutine, which then pauses the group: processReady passes it by, and no group of the
+//     shard is created, nor another of its snapshots installed, until the ingest ends),
+//     DB.IngestAndExcise replaces the span with the tables in one atomic step, off the loop:
+//     an excise of [lo, hi) and the ingestion of the tables, or the excise alone for an empty
 //     snapshot. Pebble links the tables into the store, syncs its directory and then the
 //     MANIFEST (or, when the span overlaps a memtable, a synced WAL record of a flushable
 //     ingest) before returning, so the new state is durable before the MsgSnap is stepped;
-//     the state machine is reloaded;
+//     back on the loop, the state machine is reloaded and the group goes on;
 //  4. the scratch tables are gone in every case: Pebble removes those it ingested,
 //     ReceiveSnapshot the others. A crash mid-receive leaves files behind for the caller to
 //     remove before the next NewHost.

@@ -101,7 +101,7 @@ type Host struct {
 	metrics *Metrics
 	nextID  atomic.Uint64 // proposal and read-index IDs, snapshot file names
 
-	snaps          sync.WaitGroup // snapshot sends and install flushes using the DB; Close waits for them
+	snaps          sync.WaitGroup // snapshot sends, install flushes and ingests using the DB; Close waits for them
 	snapTableBytes uint64         // sstable size of received snapshots (snapTableBytes)
 	snapBytes      atomic.Uint64  // bytes the snapshots being received hold (Config.MaxSnapshotBytes)
 	snapTablesOpen atomic.Int64   // scratch tables being written by receives (snapshotRoom)
@@ -192,7 +192,8 @@ func (h *Host) ElectionTimeout() time.Duration {
 }
 
 // Close stops the loop; pending proposals, reads and membership calls fail with ErrStopped.
-// It waits for WriteSnapshot calls in flight (they abort promptly). The DB stays open.
+// It waits for snapshot sends (WriteSnapshot, which abort promptly) and for the flushes and
+// ingests of snapshot installs in flight. The DB stays open.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	if h.mu.closed {
@@ -257,6 +258,9 @@ func (h *Host) OpenGroup(shard uint32, sm StateMachine, bootstrap []uint64) (*Gr
 	err := h.call(context.Background(), func() error {
 		if _, ok := h.mu.groups[shard]; ok {
 			return fmt.Errorf("%w: shard %d", ErrGroupExists, shard)
+		}
+		if h.installing[shard] {
+			return errInstalling(shard)
 		}
 		var err error
 		g, err = h.newGroup(shard, sm, bootstrap)
@@ -476,6 +480,11 @@ func (g *Group) awaitsSnapshot(m *pb.Message) bool {
 func (h *Host) groupFor(shard uint32, m *pb.Message) (*Group, error) {
 	if g := h.mu.groups[shard]; g != nil {
 		return g, nil
+	}
+	if h.installing[shard] {
+		// A replica dropped while its snapshot is ingested: the ingest would land in the span
+		// of one created now. raft sends again.
+		return nil, errInstalling(shard)
 	}
 	switch {
 	case m.GetType() != pb.MsgApp && m.GetType() != pb.MsgSnap && m.GetType() != pb.MsgHeartbeat:

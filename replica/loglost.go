@@ -70,7 +70,6 @@ func (g *Group) logLostAnswer(m *pb.Message) bool {
 			to, match = id, p.Match
 		}
 	}
-	g.h.metrics.LogLost.Inc()
 	if now := time.Now(); now.Sub(g.logLostLogged) >= logLostReportEvery {
 		g.logLostLogged = now
 		msg := "a follower's log ends before what it acknowledged (its disk lost synced writes, or its replica was " +
@@ -82,6 +81,7 @@ func (g *Group) logLostAnswer(m *pb.Message) bool {
 		g.h.log.Error(msg, "shard", g.shard, "follower", from, "match", pr.Match, "last_index", m.GetRejectHint(), "to", to)
 	}
 	if to != 0 {
+		g.h.metrics.LogLost.Inc()
 		g.wake()
 		g.rn.TransferLeader(to)
 		g.stir()

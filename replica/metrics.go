@@ -38,9 +38,8 @@ type Metrics struct {
 	InboundDropped prometheus.Counter
 
 	commitOnlySuperseded, commitOnlySent prometheus.Counter // CommitOnlyAppends' two series
-	// LogLost counts followers' answers, to a leader here, that their log ends before the
-	// match index the leader holds for them (loglost.go), each acted on by a leadership
-	// transfer or, with no voter to take it, by nothing.
+	// LogLost counts the leadership transfers a leader here started because a follower's log
+	// ends before the match index the leader holds for it (loglost.go).
 	LogLost prometheus.Counter
 
 	staleBeforeDeletion, staleCommitPastLog prometheus.Counter // StaleMessages' two series
@@ -85,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "stale_messages_dropped_total", Help: "Messages of a leader that counts this node's replica as it was before, dropped: before_deletion (an earlier term than the replica's deletion: no replica is created for it), commit_past_log (a heartbeat committing past the replica's log: the replica was deleted and created again, or the disk lost synced writes; answered so that the leader hands off its leadership)."},
 			[]string{"reason"}),
 		LogLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "log_lost_total", Help: "Followers' answers to a leader here that their raft log ends before what they acknowledged (a disk that lost synced writes, or a replica created again), each met by handing the leadership to another voter, which brings the follower up again."}),
+			Name: "log_lost_total", Help: "Leadership transfers started by a leader here because a follower's raft log ends before what it acknowledged (a disk that lost synced writes, or a replica created again): the next leader brings the follower up again."}),
 		InboundDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "inbound_dropped_total", Help: "Peers' raft messages dropped on arrival because the inbound queue was full (the raft loop behind; raft resends)."}),
 	}

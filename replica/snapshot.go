@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/shoaldb/shoal/internal/kvframe"
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -29,7 +30,8 @@ const (
 // view), in the framed format of doc.go. The data may be ahead of snap's index (never behind).
 // It reads through an iterator rather than a pebble.Snapshot because a snapshot install on
 // this node excises the span from open snapshots, while an open iterator keeps its view. It
-// ends with an error once this node no longer leads the shard, as it streams.
+// ends with an error once this node no longer leads the shard, as it streams (looked at every
+// 1,024 records or 4 MiB).
 func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error {
 	h.mu.Lock()
 	g, closed := h.mu.groups[shard], h.mu.closed
@@ -85,6 +87,7 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 	if _, err := fw.Write(hdr); err != nil {
 		return err
 	}
+	var since int // bytes since the last look at the host and the leadership
 	for ok := it.First(); ok; ok = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
@@ -93,7 +96,8 @@ func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error
 		if err := fw.Record(it.Key(), v); err != nil {
 			return err
 		}
-		if fw.Count()%1024 == 0 {
+		if since += len(it.Key()) + len(v); since >= 4<<20 || fw.Count()%1024 == 0 {
+			since = 0
 			select {
 			case <-h.stop:
 				return ErrStopped
@@ -245,6 +249,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if err := h.staleSnapshot(m); err != nil {
 			return err
 		}
+		if h.installing[m.Shard] { // refused before its data is read; checked again below
+			return errInstalling(m.Shard)
+		}
 		g := h.mu.groups[m.Shard] // the loop writes groups and drops: read here without mu
 		drops = h.mu.drops[m.Shard]
 		mayOverlap = drops > 0 || g != nil && g.sm.Applied() > 0
@@ -358,7 +365,12 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 			return nil
 		}
 		if h.installing[m.Shard] {
-			return fmt.Errorf("replica: shard %d: another snapshot of it is being installed", m.Shard)
+			return errInstalling(m.Shard)
+		}
+		if g.state == raft.StateLeader {
+			// Its term's leader sends no snapshot: raft steps it down first. Paused, it would
+			// go on claiming the leadership it no longer has.
+			return fmt.Errorf("replica: shard %d: a snapshot for the group's leader", m.Shard)
 		}
 		h.installing[m.Shard] = true
 		g.installing = true
@@ -382,11 +394,9 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		}
 		if h.mu.drops[m.Shard] != drops {
 			// Dropped while the tables went in (DropGroup): they may have landed after its range
-			// deletion. Delete the span again unless a replica of the shard is here anew; an
-			// empty one's own install replaces the span anyway.
-			if ng := h.mu.groups[m.Shard]; ng == nil || ng.sm.Applied() == 0 {
-				h.must(h.db.DeleteRange(lo, hi, pebble.Sync))
-			}
+			// deletion. No replica of the shard was created meanwhile (groupFor, OpenGroup):
+			// delete the span again.
+			h.must(h.db.DeleteRange(lo, hi, pebble.Sync))
 			return fmt.Errorf("%w: shard %d: the replica was deleted while its snapshot was installed", ErrGroupRemoved, m.Shard)
 		}
 		if g.retired.Load() {
@@ -434,6 +444,11 @@ func (h *Host) ingestSnapshot(shard uint32, paths []string, lo, hi []byte) (pebb
 		return stats, fmt.Errorf("replica: shard %d: ingesting snapshot: %w", shard, err)
 	}
 	return stats, nil
+}
+
+// errInstalling refuses what would touch shard while a snapshot of it is ingested.
+func errInstalling(shard uint32) error {
+	return fmt.Errorf("replica: shard %d: a snapshot of it is being installed", shard)
 }
 
 // testHookInstallIngest, set by tests, runs in ingestSnapshot just before the ingest.

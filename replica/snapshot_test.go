@@ -625,3 +625,39 @@ func TestSnapshotIngestLeavesLoopFree(t *testing.T) {
 		c.converged(7, []string{"meanwhile"}, 1, 2)
 	}
 }
+
+// A replica dropped while its snapshot is ingested is not created again until the ingest
+// ends (the ingest would replace the new replica's span), and the span is deleted again after
+// it: the dropped replica leaves nothing behind.
+func TestSnapshotIngestDropMeanwhile(t *testing.T) {
+	c := snapCluster(t, vfs.NewMem())
+	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, []string{"a", "b", "c"})
+	n2 := c.nodes[2]
+	entered, release := make(chan struct{}), make(chan struct{})
+	hook := func() {
+		close(entered)
+		<-release
+	}
+	testHookInstallIngest.Store(&hook)
+	defer testHookInstallIngest.Store(nil)
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	defer letGo() // before the cluster's cleanup, which waits for the ingest
+	done := make(chan error, 1)
+	go func() { done <- n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs))) }()
+	<-entered
+	if err := n2.host.DropGroup(6, term); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n2.host.OpenGroup(6, newTestSM(t, n2.db, 6), nil); err == nil || !strings.Contains(err.Error(), "being installed") {
+		t.Fatalf("a replica opened while the dropped one's snapshot is ingested: %v, want refused", err)
+	}
+	letGo()
+	if err := <-done; !errors.Is(err, ErrGroupRemoved) {
+		t.Fatalf("the install of a replica dropped during its ingest: %v, want ErrGroupRemoved", err)
+	}
+	if got := spanKVs(t, n2.db, lo, hi); len(got) != 0 {
+		t.Fatalf("the dropped replica's span holds %d keys after its install ended", len(got))
+	}
+	c.open(2, 6, nil) // now it may be created again
+}
