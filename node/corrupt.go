@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -31,8 +32,11 @@ const corruptAdvice = "restarting will not help: while the cluster's other repli
 // errors (a checksum mismatch, a write-ahead log or manifest it cannot replay) or a shard
 // record that does not decode.
 func isCorrupt(err error) bool {
-	return pebble.IsCorruptionError(err) || errors.Is(err, shard.ErrCorrupt)
+	return pebble.IsCorruptionError(err) || errors.Is(err, shard.ErrCorrupt) || errors.Is(err, errMissingFile)
 }
+
+// errMissingFile marks a store that names a file it does not hold.
+var errMissingFile = errors.New("a file of the store is missing")
 
 // corruptStart wraps err, a failure to open the store in dir, with ErrCorruptData and the
 // advice when it is corruption; other errors are returned as they are.
@@ -55,17 +59,30 @@ func onDataCorruption(log *slog.Logger, mode pebbleMode) func(pebble.DataCorrupt
 		if mode == pebbleReadOnly {
 			return
 		}
+		shards, detail := shardsOfKeys(info.Bounds.Start, info.Bounds.End.Key), firstLine(info.Details)
 		log.Error("corrupt data in the data directory: ending the process; "+corruptAdvice,
-			"file", info.Path, "shards", shardsOfKeys(info.Bounds.Start, info.Bounds.End.Key),
-			"err", info.Details, "exit_status", ExitCorrupt)
-		fmt.Fprintf(os.Stderr, "shoal: corrupt data in %s (shards %s): %v\n", info.Path,
-			shardsOfKeys(info.Bounds.Start, info.Bounds.End.Key), info.Details)
+			"file", info.Path, "shards", shards, "err", detail, "exit_status", ExitCorrupt)
+		fmt.Fprintf(os.Stderr, "shoal: corrupt data in %s (shards %s): %s\n", info.Path, shards, detail)
 		os.Exit(ExitCorrupt)
 	}
 }
 
+// firstLine is err's message up to its first line break, at most 300 bytes: Pebble's
+// corruption details may carry a stack trace.
+func firstLine(err error) string {
+	msg := fmt.Sprint(err)
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if len(msg) > 300 {
+		msg = msg[:300] + "…"
+	}
+	return msg
+}
+
 // shardsOfKeys names the shards whose keys lie from lo to hi (lo <= hi), a shard's state ('S')
-// or raft ('R') keys: "24", "3 to 7", or "unknown" for keys of neither kind.
+// or raft ('R') keys: "24", "3 to 7", "the raft logs of 30 and above, the state of 0 to 2",
+// or "unknown" for keys of neither kind.
 func shardsOfKeys(lo, hi []byte) string {
 	shardOf := func(k []byte) (uint32, bool) {
 		if len(k) < 5 || k[0] != 'S' && k[0] != 'R' {
@@ -82,8 +99,8 @@ func shardsOfKeys(lo, hi []byte) string {
 		return fmt.Sprint(a)
 	case !aok:
 		return fmt.Sprint(b)
-	case lo[0] != hi[0]: // from raft keys to state keys: the shards wrap around
-		return fmt.Sprintf("%d and above, and up to %d", a, b)
+	case lo[0] != hi[0]: // from raft keys ('R') to state keys ('S')
+		return fmt.Sprintf("the raft logs of %d and above, the state of 0 to %d", a, b)
 	}
 	return fmt.Sprintf("%d to %d", a, b)
 }

@@ -87,7 +87,7 @@ func TestShardsOfKeys(t *testing.T) {
 	}{
 		{key('S', 24, "A\x00"), key('S', 24, "Z"), "24"},
 		{key('S', 3, "E"), key('S', 7, "A"), "3 to 7"},
-		{key('R', 30, "L"), key('S', 2, "E"), "30 and above, and up to 2"},
+		{key('R', 30, "L"), key('S', 2, "E"), "the raft logs of 30 and above, the state of 0 to 2"},
 		{key('S', 5, ""), []byte("zzz"), "5"},
 		{[]byte("meta"), key('R', 9, "H"), "9"},
 		{[]byte("a"), []byte("b"), "unknown"},
@@ -95,5 +95,49 @@ func TestShardsOfKeys(t *testing.T) {
 		if got := shardsOfKeys(tc.lo, tc.hi); got != tc.want {
 			t.Errorf("shardsOfKeys(%q, %q) = %q, want %q", tc.lo, tc.hi, got, tc.want)
 		}
+	}
+}
+
+// A table the store's manifest names but the directory lacks (deleted by hand, or removed by
+// Pebble after a damaged manifest) refuses the start as corrupt data too.
+func TestStartRefusesMissingTable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	n := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{n.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 50 {
+		if _, err := c.Append(ctx, "s-"+string(rune('a'+i%10)), client.Any, client.Event{Type: "T", Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := filepath.Glob(filepath.Join(dir, pebbleDir, "*.sst"))
+	if err != nil || len(tables) == 0 {
+		t.Fatalf("no table in %s (%v)", dir, err)
+	}
+	if err := os.Remove(tables[0]); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Gossip = testaddr.Gossip(t)
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	n2, err := Start(sctx, cfg)
+	if err == nil {
+		n2.Close()
+		t.Fatal("a node started on a store missing a table")
+	}
+	if !errors.Is(err, ErrCorruptData) {
+		t.Fatalf("Start: %v, want ErrCorruptData", err)
 	}
 }

@@ -194,6 +194,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.db, popts, err = openPebble(dir.pebblePath(), n.log, fs, mode, n.disk, cfg.memTableSize, delay); err != nil {
 		if errors.Is(err, pebble.ErrDBDoesNotExist) {
 			err = dir.lostRaftState(stateFile, "an empty "+pebbleDir+" directory (a volume not mounted, or wiped?)")
+		} else if errors.Is(err, os.ErrNotExist) {
+			// The manifest names a file that is not there: one deleted by hand, or a damaged
+			// manifest that made Pebble remove tables it still needed.
+			err = fmt.Errorf("%w: %w", errMissingFile, err)
 		}
 		return nil, corruptStart(cfg.DataDir, err)
 	}
