@@ -18,25 +18,7 @@ import (
 // ExitCorrupt for: a restart would find the same damage.
 func TestStartRefusesCorruptWAL(t *testing.T) {
 	dir := t.TempDir()
-	cfg := testConfig(t, dir)
-	n := startNode(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	data := []byte(strings.Repeat("x", 4<<10))
-	for i := range 200 {
-		if _, err := c.Append(ctx, "s-"+string(rune('a'+i%20)), client.Any, client.Event{Type: "T", Data: data}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-
+	cfg := writeAndStop(t, dir, 200, 4<<10, false)
 	logs, err := filepath.Glob(filepath.Join(dir, pebbleDir, "*.log"))
 	if err != nil || len(logs) == 0 {
 		t.Fatalf("no write-ahead log in %s (%v)", dir, err)
@@ -58,23 +40,75 @@ func TestStartRefusesCorruptWAL(t *testing.T) {
 	if err := os.WriteFile(wal, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	cfg.Gossip = testaddr.Gossip(t)
-	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer scancel()
-	n2, err := Start(sctx, cfg)
-	if err == nil {
-		n2.Close()
-		t.Fatal("a node started on a write-ahead log damaged in its middle")
-	}
-	if !errors.Is(err, ErrCorruptData) {
-		t.Fatalf("Start: %v, want ErrCorruptData", err)
-	}
+	err = restartRefused(t, cfg)
 	for _, want := range []string{dir, "move the data directory away", "--join", "Corrupt data"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the refusal lacks %q: %v", want, err)
 		}
 	}
+}
+
+// A table the store's manifest names but the directory lacks (deleted by hand, or removed by
+// Pebble after a damaged manifest) refuses the start as corrupt data too.
+func TestStartRefusesMissingTable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeAndStop(t, dir, 50, 1, true)
+	tables, err := filepath.Glob(filepath.Join(dir, pebbleDir, "*.sst"))
+	if err != nil || len(tables) == 0 {
+		t.Fatalf("no table in %s (%v)", dir, err)
+	}
+	if err := os.Remove(tables[0]); err != nil {
+		t.Fatal(err)
+	}
+	restartRefused(t, cfg)
+}
+
+// writeAndStop starts a single node in dir, appends n events of size bytes over 20 streams,
+// flushes its memtables if flush, stops it and returns its config.
+func writeAndStop(t *testing.T, dir string, n, size int, flush bool) Config {
+	t.Helper()
+	cfg := testConfig(t, dir)
+	nd := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{nd.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := []byte(strings.Repeat("x", size))
+	for i := range n {
+		if _, err := c.Append(ctx, "s-"+string(rune('a'+i%20)), client.Any, client.Event{Type: "T", Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if flush {
+		if err := nd.db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// restartRefused starts a node with cfg (on a new gossip port) and returns its refusal, which
+// must be ErrCorruptData.
+func restartRefused(t *testing.T, cfg Config) error {
+	t.Helper()
+	cfg.Gossip = testaddr.Gossip(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("a node started on a damaged data directory")
+	}
+	if !errors.Is(err, ErrCorruptData) {
+		t.Fatalf("Start: %v, want ErrCorruptData", err)
+	}
+	return err
 }
 
 func TestShardsOfKeys(t *testing.T) {
@@ -95,49 +129,5 @@ func TestShardsOfKeys(t *testing.T) {
 		if got := shardsOfKeys(tc.lo, tc.hi); got != tc.want {
 			t.Errorf("shardsOfKeys(%q, %q) = %q, want %q", tc.lo, tc.hi, got, tc.want)
 		}
-	}
-}
-
-// A table the store's manifest names but the directory lacks (deleted by hand, or removed by
-// Pebble after a damaged manifest) refuses the start as corrupt data too.
-func TestStartRefusesMissingTable(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig(t, dir)
-	n := startNode(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, []string{n.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for i := range 50 {
-		if _, err := c.Append(ctx, "s-"+string(rune('a'+i%10)), client.Any, client.Event{Type: "T", Data: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n.db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := filepath.Glob(filepath.Join(dir, pebbleDir, "*.sst"))
-	if err != nil || len(tables) == 0 {
-		t.Fatalf("no table in %s (%v)", dir, err)
-	}
-	if err := os.Remove(tables[0]); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Gossip = testaddr.Gossip(t)
-	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer scancel()
-	n2, err := Start(sctx, cfg)
-	if err == nil {
-		n2.Close()
-		t.Fatal("a node started on a store missing a table")
-	}
-	if !errors.Is(err, ErrCorruptData) {
-		t.Fatalf("Start: %v, want ErrCorruptData", err)
 	}
 }

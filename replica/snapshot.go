@@ -33,16 +33,14 @@ const (
 // ends with an error once this node no longer leads the shard, as it streams (looked at every
 // 1,024 records or 4 MiB).
 func (h *Host) WriteSnapshot(shard uint32, snap *pb.Snapshot, w io.Writer) error {
+	done, err := h.useDB()
+	if err != nil {
+		return err
+	}
+	defer done()
 	h.mu.Lock()
-	g, closed := h.mu.groups[shard], h.mu.closed
-	if !closed {
-		h.snaps.Add(1)
-	}
+	g := h.mu.groups[shard]
 	h.mu.Unlock()
-	if closed {
-		return ErrStopped
-	}
-	defer h.snaps.Done()
 	if g == nil {
 		return fmt.Errorf("replica: unknown shard %d", shard)
 	}
@@ -423,19 +421,14 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 
 // ingestSnapshot replaces shard's span [lo, hi) with the tables at paths, atomically and
 // durably (DB.IngestAndExcise: the tables and the MANIFEST, or the WAL record of a flushable
-// ingest, are synced before it returns; no tables only excises), unless the host is closed:
-// its owner closes the DB after the host, and Close waits for the ingest (snaps).
+// ingest, are synced before it returns; no tables only excises), unless the host is closed
+// (useDB).
 func (h *Host) ingestSnapshot(shard uint32, paths []string, lo, hi []byte) (pebble.IngestOperationStats, error) {
-	h.mu.Lock()
-	closed := h.mu.closed
-	if !closed {
-		h.snaps.Add(1)
+	done, err := h.useDB()
+	if err != nil {
+		return pebble.IngestOperationStats{}, err
 	}
-	h.mu.Unlock()
-	if closed {
-		return pebble.IngestOperationStats{}, ErrStopped
-	}
-	defer h.snaps.Done()
+	defer done()
 	if hook := testHookInstallIngest.Load(); hook != nil {
 		(*hook)()
 	}
@@ -444,6 +437,18 @@ func (h *Host) ingestSnapshot(shard uint32, paths []string, lo, hi []byte) (pebb
 		return stats, fmt.Errorf("replica: shard %d: ingesting snapshot: %w", shard, err)
 	}
 	return stats, nil
+}
+
+// useDB lets a caller off the loop use the DB until it calls done: Close waits for it (snaps),
+// as the host's owner closes the DB after the host. ErrStopped once the host is closed.
+func (h *Host) useDB() (done func(), err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closed {
+		return nil, ErrStopped
+	}
+	h.snaps.Add(1)
+	return h.snaps.Done, nil
 }
 
 // errInstalling refuses what would touch shard while a snapshot of it is ingested.
@@ -467,19 +472,13 @@ func (g *Group) stepSnapshot(m *pb.Message) {
 	g.stir()
 }
 
-// flushForInstall flushes the DB's memtables before shard's snapshot install, unless the host
-// is closed: its owner closes the DB after the host, and Close waits for the flush (snaps).
+// flushForInstall flushes the DB's memtables before shard's snapshot install (useDB).
 func (h *Host) flushForInstall(shard uint32) error {
-	h.mu.Lock()
-	closed := h.mu.closed
-	if !closed {
-		h.snaps.Add(1)
+	done, err := h.useDB()
+	if err != nil {
+		return err
 	}
-	h.mu.Unlock()
-	if closed {
-		return ErrStopped
-	}
-	defer h.snaps.Done()
+	defer done()
 	if hook := testHookInstallFlush.Load(); hook != nil {
 		(*hook)()
 	}

@@ -592,13 +592,7 @@ func TestSnapshotIngestLeavesLoopFree(t *testing.T) {
 	c.openVoters(7) // both nodes vote: a commit needs node 2's loop
 	lead7 := c.leader(7)
 
-	entered, release := make(chan struct{}), make(chan struct{})
-	hook := func() {
-		close(entered)
-		<-release
-	}
-	testHookInstallIngest.Store(&hook)
-	defer testHookInstallIngest.Store(nil)
+	entered, letGo := pauseIngest(t)
 	done := make(chan error, 1)
 	go func() {
 		done <- c.nodes[2].host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
@@ -614,7 +608,7 @@ func TestSnapshotIngestLeavesLoopFree(t *testing.T) {
 	if err != nil {
 		t.Errorf("shard 7 committed nothing while shard 6's snapshot was ingested on node 2: %v", err)
 	}
-	close(release)
+	letGo()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -633,18 +627,11 @@ func TestSnapshotIngestDropMeanwhile(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
 	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, []string{"a", "b", "c"})
 	n2 := c.nodes[2]
-	entered, release := make(chan struct{}), make(chan struct{})
-	hook := func() {
-		close(entered)
-		<-release
-	}
-	testHookInstallIngest.Store(&hook)
-	defer testHookInstallIngest.Store(nil)
-	var releaseOnce sync.Once
-	letGo := func() { releaseOnce.Do(func() { close(release) }) }
-	defer letGo() // before the cluster's cleanup, which waits for the ingest
+	entered, letGo := pauseIngest(t)
 	done := make(chan error, 1)
-	go func() { done <- n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs))) }()
+	go func() {
+		done <- n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
+	}()
 	<-entered
 	if err := n2.host.DropGroup(6, term); err != nil {
 		t.Fatal(err)
@@ -660,4 +647,23 @@ func TestSnapshotIngestDropMeanwhile(t *testing.T) {
 		t.Fatalf("the dropped replica's span holds %d keys after its install ended", len(got))
 	}
 	c.open(2, 6, nil) // now it may be created again
+}
+
+// pauseIngest makes snapshot ingests wait, once entered is closed, until letGo is called (by
+// the test, or at its end, before the cluster's cleanup, which waits for the ingest).
+func pauseIngest(t *testing.T) (entered <-chan struct{}, letGo func()) {
+	in, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func() {
+		once.Do(func() { close(in) })
+		<-release
+	}
+	testHookInstallIngest.Store(&hook)
+	var releaseOnce sync.Once
+	letGo = func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(func() {
+		letGo()
+		testHookInstallIngest.Store(nil)
+	})
+	return in, letGo
 }
