@@ -503,10 +503,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxSnapshotSends %d is negative (snapshots sent at once; 0 for the default %d)",
 			c.MaxSnapshotSends, transport.DefaultMaxSnapshotSends)
 	}
-	if sends := cmp.Or(c.MaxSnapshotSends, transport.DefaultMaxSnapshotSends); c.SnapshotRate != 0 &&
-		c.SnapshotRate < transport.MinSnapshotRate*uint64(sends) {
+	if least := transport.LeastSnapshotRate(c.MaxSnapshotSends); c.SnapshotRate != 0 && c.SnapshotRate < least {
 		return fmt.Errorf("node: config: SnapshotRate (--snapshot-rate) %s/s is below the least for %d snapshots sent at once (--max-snapshot-sends): %s/s, %s/s each; 0 for no bound",
-			humanize.IBytes(c.SnapshotRate), sends, humanize.IBytes(transport.MinSnapshotRate*uint64(sends)), humanize.IBytes(transport.MinSnapshotRate))
+			humanize.IBytes(c.SnapshotRate), cmp.Or(c.MaxSnapshotSends, transport.DefaultMaxSnapshotSends),
+			humanize.IBytes(least), humanize.IBytes(transport.MinSnapshotRate))
 	}
 	if c.MaxReads < 0 {
 		return fmt.Errorf("node: config: MaxReads %d is negative (reads held at once; 0 for the default %d)",

@@ -446,10 +446,7 @@ func TestStaleSnapshotReportDropped(t *testing.T) {
 // replica's install, whose span holds nothing, flushes nothing.
 func TestSnapshotInstallClearOfMemtables(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
-	var want []string
-	for i := range 10 {
-		want = append(want, fmt.Sprintf("%02d", i))
-	}
+	want := numbered(10)
 	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, want)
 	n2 := c.nodes[2]
 	stream := encodeSnap(6, index, term, lo, hi, recs)
@@ -584,10 +581,7 @@ func TestSnapshotSendAbandonedOnLostLeadership(t *testing.T) {
 // machine cost leaders elsewhere their quorum). The paused group takes the snapshot after.
 func TestSnapshotIngestLeavesLoopFree(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
-	var want []string
-	for i := range 10 {
-		want = append(want, fmt.Sprintf("%02d", i))
-	}
+	want := numbered(10)
 	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, want)
 	c.openVoters(7) // both nodes vote: a commit needs node 2's loop
 	lead7 := c.leader(7)
@@ -666,4 +660,13 @@ func pauseIngest(t *testing.T) (entered <-chan struct{}, letGo func()) {
 		testHookInstallIngest.Store(nil)
 	})
 	return in, letGo
+}
+
+// numbered returns the values "00", "01", … of n entries.
+func numbered(n int) []string {
+	var vs []string
+	for i := range n {
+		vs = append(vs, fmt.Sprintf("%02d", i))
+	}
+	return vs
 }

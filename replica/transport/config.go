@@ -126,6 +126,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// LeastSnapshotRate is the least Config.SnapshotRate other than 0 for a Config.MaxSnapshotSends
+// of sends (0: the default): MinSnapshotRate for each send.
+func LeastSnapshotRate(sends int) uint64 {
+	return MinSnapshotRate * uint64(cmp.Or(sends, DefaultMaxSnapshotSends))
+}
+
 // Validate reports a configuration error, or nil.
 func (c *Config) Validate() error {
 	switch {
@@ -148,10 +154,9 @@ func (c *Config) Validate() error {
 	case c.SnapshotChunkSize > MaxMessageSize:
 		return fmt.Errorf("transport: Config.SnapshotChunkSize %d exceeds the largest message, %d bytes (MaxMessageSize)",
 			c.SnapshotChunkSize, MaxMessageSize)
-	case c.SnapshotRate != 0 && c.SnapshotRate < MinSnapshotRate*uint64(cmp.Or(c.MaxSnapshotSends, DefaultMaxSnapshotSends)):
-		sends := cmp.Or(c.MaxSnapshotSends, DefaultMaxSnapshotSends)
+	case c.SnapshotRate != 0 && c.SnapshotRate < LeastSnapshotRate(c.MaxSnapshotSends):
 		return fmt.Errorf("transport: Config.SnapshotRate %d bytes/s is below the least for %d sends at once (MaxSnapshotSends), %d (MinSnapshotRate each); 0 for no bound",
-			c.SnapshotRate, sends, MinSnapshotRate*uint64(sends))
+			c.SnapshotRate, cmp.Or(c.MaxSnapshotSends, DefaultMaxSnapshotSends), LeastSnapshotRate(c.MaxSnapshotSends))
 	}
 	return nil
 }
