@@ -117,7 +117,10 @@
 //
 //  0. the transport asks SnapshotFits first: a snapshot whose sender's size hint (SnapshotSize,
 //     Pebble's estimate of its tables) would leave less than Config.SnapshotMinFreeBytes
-//     free is refused (ErrSnapshotTooLarge) before its data flows. ReceiveSnapshot refuses
+//     free, or would take the snapshots being received past Config.MaxSnapshotBytes, is
+//     refused (ErrSnapshotTooLarge) before its data flows; one let through holds its hint
+//     of Config.MaxSnapshotBytes until the transport releases it after the receive, which
+//     counts only what its records take past the hint. ReceiveSnapshot refuses
 //     (ErrStaleSnapshot) a snapshot sent at a term before the replica's before
 //     reading any of it, and again on the loop before installing it: raft would drop the
 //     message, and a deposed leader's snapshot would have replaced the state first;

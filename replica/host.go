@@ -105,6 +105,11 @@ type Host struct {
 	snapTableBytes uint64         // sstable size of received snapshots (snapTableBytes)
 	snapBytes      atomic.Uint64  // bytes the snapshots being received hold (Config.MaxSnapshotBytes)
 	snapTablesOpen atomic.Int64   // scratch tables being written by receives (snapshotRoom)
+	// snapReserve guards the check and reservation of SnapshotFits, and snapReserved holds,
+	// per MsgSnap about to be received, the size it reserved in snapBytes (ReceiveSnapshot
+	// counts its records past that).
+	snapReserve  sync.Mutex
+	snapReserved map[*pb.Message]uint64
 
 	syncQ    chan syncItem // persisted batches awaiting their fsync, in order (syncLoop)
 	syncDone chan struct{} // closed when syncLoop exited
@@ -170,6 +175,7 @@ func NewHost(cfg Config) (*Host, error) {
 		deletedAt:      make(map[uint32]uint64),
 		installing:     make(map[uint32]bool),
 		snapTableBytes: snapTableBytes,
+		snapReserved:   make(map[*pb.Message]uint64),
 	}
 	h.mu.groups = make(map[uint32]*Group)
 	h.mu.drops = make(map[uint32]uint64)

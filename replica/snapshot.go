@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -290,10 +291,13 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 	}
 	tables.room = func() (func(), error) { return h.snapshotRoom(m.Shard, tables.target) }
 	defer tables.remove(h.log)
-	// held is what this receive counts against Config.MaxSnapshotBytes, given back when it
-	// ends: its tables are then ingested (the DB holds their data) or removed.
-	var held uint64
-	defer func() { h.snapBytes.Add(-held) }()
+	// held is the records' bytes received. What SnapshotFits reserved for this receive counts
+	// against Config.MaxSnapshotBytes until its caller gives it back, after the receive; the
+	// receive counts (charged) what its records take past that, given back when it ends: its
+	// tables are then ingested (the DB holds their data) or removed.
+	reserved := h.snapshotReserved(m.Msg)
+	var held, charged uint64
+	defer func() { h.snapBytes.Add(-charged) }()
 	var prev []byte
 	for {
 		k, v, err := sr.Next()
@@ -309,11 +313,14 @@ func (h *Host) ReceiveSnapshot(m ShardMessage, r io.Reader) error {
 		if sr.Count() > 1 && bytes.Compare(k, prev) <= 0 {
 			return fmt.Errorf("%w: key %q not above the previous key %q", ErrBadSnapshot, k, prev)
 		}
-		n := uint64(len(k) + len(v))
-		held += n
-		if total := h.snapBytes.Add(n); total > h.cfg.MaxSnapshotBytes {
-			return fmt.Errorf("%w: shard %d: refused after %d bytes of records: the snapshots being received would hold %d bytes, past Config.MaxSnapshotBytes (%d)",
-				ErrSnapshotTooLarge, m.Shard, held, total, h.cfg.MaxSnapshotBytes)
+		held += uint64(len(k) + len(v))
+		if past := held - min(held, reserved); past > charged {
+			total := h.snapBytes.Add(past - charged)
+			charged = past
+			if total > h.cfg.MaxSnapshotBytes {
+				return fmt.Errorf("%w: shard %d: refused after %d bytes of records: the snapshots being received would hold %d bytes, past %s (%d)",
+					ErrSnapshotTooLarge, m.Shard, held, total, maxSnapshotBytesName, h.cfg.MaxSnapshotBytes)
+			}
 		}
 		if err := tables.set(k, v); err != nil {
 			return err
@@ -507,6 +514,10 @@ func (h *Host) SnapshotSize(shard uint32) uint64 {
 	return n
 }
 
+// maxSnapshotBytesName names Config.MaxSnapshotBytes in refusals, which reach the sender's
+// log too: the node sets it from shoal server's --max-snapshot-size.
+const maxSnapshotBytesName = "Config.MaxSnapshotBytes (--max-snapshot-size)"
+
 // SnapshotFits refuses (ErrSnapshotTooLarge) a snapshot m whose sender estimates its state at
 // size bytes on disk (SnapshotSize; 0: unknown, never refused) if this node's snapshot
 // directory has less free space than that beside Config.SnapshotMinFreeBytes and the tables
@@ -517,24 +528,48 @@ func (h *Host) SnapshotSize(shard uint32) uint64 {
 //
 // It refuses one, too, whose size alone passes Config.MaxSnapshotBytes, or which would take the
 // snapshots being received past it: without the check, each attempt was streamed up to the
-// limit and refused there, again at every retry, hundreds of MB each time.
-func (h *Host) SnapshotFits(m ShardMessage, size uint64) error {
+// limit and refused there, again at every retry, hundreds of MB each time. A snapshot it lets
+// through holds size bytes of the limit from then on, so that receives that start together
+// do not each find it free; release gives them back, and is called once the receive of m
+// (ReceiveSnapshot) has ended, or in its place.
+func (h *Host) SnapshotFits(m ShardMessage, size uint64) (release func(), err error) {
 	if size == 0 {
-		return nil
+		return func() {}, nil
 	}
-	if limit := h.cfg.MaxSnapshotBytes; size > limit {
-		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk, more than the snapshots this node receives may hold (Config.MaxSnapshotBytes, %d): raise it past the shard's size",
-			ErrSnapshotTooLarge, m.Shard, size, limit)
-	} else if held := h.snapBytes.Load(); held+size > limit {
-		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk, and the snapshots being received hold %d: together past Config.MaxSnapshotBytes (%d); the sender retries later",
-			ErrSnapshotTooLarge, m.Shard, size, held, limit)
+	limit := h.cfg.MaxSnapshotBytes
+	if size > limit {
+		return nil, fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk, more than the snapshots this node receives may hold (%s, %d): raise it past the shard's size",
+			ErrSnapshotTooLarge, m.Shard, size, maxSnapshotBytesName, limit)
 	}
 	open := uint64(max(h.snapTablesOpen.Load(), 0))
 	if avail, short := h.snapshotDiskShort(size + open*h.snapTableBytes); short {
-		return fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk; %s has %d bytes free, which would leave less than Config.SnapshotMinFreeBytes (%d) beside the %d snapshot files being written",
+		return nil, fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk; %s has %d bytes free, which would leave less than Config.SnapshotMinFreeBytes (%d) beside the %d snapshot files being written",
 			ErrSnapshotTooLarge, m.Shard, size, h.cfg.SnapshotDir, avail, h.cfg.SnapshotMinFreeBytes, open)
 	}
-	return nil
+	h.snapReserve.Lock()
+	defer h.snapReserve.Unlock()
+	if held := h.snapBytes.Load(); held+size > limit {
+		return nil, fmt.Errorf("%w: shard %d: its state takes about %d bytes on the sender's disk, and the snapshots being received hold %d: together past %s (%d); the sender retries later",
+			ErrSnapshotTooLarge, m.Shard, size, held, maxSnapshotBytesName, limit)
+	}
+	h.snapBytes.Add(size)
+	h.snapReserved[m.Msg] = size
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.snapReserve.Lock()
+			delete(h.snapReserved, m.Msg)
+			h.snapReserve.Unlock()
+			h.snapBytes.Add(-size)
+		})
+	}, nil
+}
+
+// snapshotReserved returns what SnapshotFits reserved for receiving msg (0: nothing).
+func (h *Host) snapshotReserved(msg *pb.Message) uint64 {
+	h.snapReserve.Lock()
+	defer h.snapReserve.Unlock()
+	return h.snapReserved[msg]
 }
 
 // snapshotDiskShort reports whether SnapshotDir's file system has less than

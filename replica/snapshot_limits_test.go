@@ -264,33 +264,107 @@ func TestSnapshotFits(t *testing.T) {
 	}
 	const minFree = 1 << 30
 	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: minFree + size - 1, TotalBytes: 4 * minFree, UsedBytes: 3 * minFree})
-	if err := h2.SnapshotFits(sc.msg, 0); err != nil {
-		t.Fatalf("no size hint: %v", err)
+	fits := func(size uint64) (func(), error) {
+		t.Helper()
+		release, err := h2.SnapshotFits(sc.msg, size)
+		if (release == nil) != (err != nil) {
+			t.Fatalf("SnapshotFits(%d): release %v with error %v", size, release != nil, err)
+		}
+		return release, err
 	}
-	err := h2.SnapshotFits(sc.msg, size)
+	if release, err := fits(0); err != nil {
+		t.Fatalf("no size hint: %v", err)
+	} else {
+		release()
+	}
+	_, err := fits(size)
 	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "Config.SnapshotMinFreeBytes") {
 		t.Fatalf("a hint of %d bytes with %d free: %v, want ErrSnapshotTooLarge naming Config.SnapshotMinFreeBytes", size, minFree+size-1, err)
 	}
-	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: minFree + size, TotalBytes: 4 * minFree, UsedBytes: 3 * minFree})
-	if err := h2.SnapshotFits(sc.msg, size); err != nil {
+	fs2.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 4 * minFree, TotalBytes: 8 * minFree, UsedBytes: 4 * minFree})
+	release, err := fits(size)
+	if err != nil {
 		t.Fatalf("a hint of %d bytes with room for it: %v", size, err)
 	}
+	release()
+	release() // a second call gives nothing back twice
 
 	// Config.MaxSnapshotBytes: a snapshot larger than it, or one that would take the receives
-	// under way past it, is refused before its data flows.
+	// under way past it, is refused before its data flows; the flag that sets it is named.
 	h2.cfg.MaxSnapshotBytes = size - 1
-	err = h2.SnapshotFits(sc.msg, size)
-	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "raise it past the shard's size") {
-		t.Fatalf("a hint of %d bytes past a limit of %d: %v, want ErrSnapshotTooLarge saying to raise the limit", size, size-1, err)
+	_, err = fits(size)
+	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "raise it past the shard's size") ||
+		!strings.Contains(err.Error(), "--max-snapshot-size") {
+		t.Fatalf("a hint of %d bytes past a limit of %d: %v, want ErrSnapshotTooLarge saying to raise --max-snapshot-size", size, size-1, err)
 	}
 	h2.cfg.MaxSnapshotBytes = 2 * size
 	h2.snapBytes.Add(size + 1) // a receive under way holds that much
-	err = h2.SnapshotFits(sc.msg, size)
+	_, err = fits(size)
 	h2.snapBytes.Add(-(size + 1))
 	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "the sender retries later") {
 		t.Fatalf("a hint of %d bytes beside %d held, limit %d: %v, want ErrSnapshotTooLarge", size, size+1, 2*size, err)
 	}
-	if err := h2.SnapshotFits(sc.msg, size); err != nil {
+
+	// Receives that start together: each one let through holds its size until released, so
+	// that the third of three finds the limit taken.
+	first, err := fits(size)
+	if err != nil {
 		t.Fatalf("a hint of %d bytes within the limit: %v", size, err)
+	}
+	second, err := fits(size)
+	if err != nil {
+		t.Fatalf("a second hint of %d bytes, with the limit at twice that: %v", size, err)
+	}
+	if _, err := fits(size); !errors.Is(err, ErrSnapshotTooLarge) {
+		t.Fatalf("a third hint of %d bytes beside two let through, limit %d: %v, want ErrSnapshotTooLarge", size, 2*size, err)
+	}
+	first()
+	third, err := fits(size)
+	if err != nil {
+		t.Fatalf("a hint of %d bytes once the first was released: %v", size, err)
+	}
+	second()
+	third()
+	if n := h2.snapBytes.Load(); n != 0 {
+		t.Fatalf("%d bytes held after every reservation was released", n)
+	}
+}
+
+// TestSnapshotReservationCountedOnce: a receive's records within what SnapshotFits reserved
+// for it are not counted again against Config.MaxSnapshotBytes, and what they take past it is.
+func TestSnapshotReservationCountedOnce(t *testing.T) {
+	c := snapCluster(t, vfs.NewMem())
+	sc := newSnapCase(t, c, 30)
+	h2 := c.nodes[2].host
+	// The limit has room for the records once, not twice.
+	h2.cfg.MaxSnapshotBytes = sc.bytes + sc.bytes/2
+	release, err := h2.SnapshotFits(sc.msg, sc.bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h2.ReceiveSnapshot(sc.msg, bytes.NewReader(sc.stream))
+	release()
+	if err != nil {
+		t.Fatalf("a snapshot of %d bytes of records, reserved, limit %d: %v", sc.bytes, h2.cfg.MaxSnapshotBytes, err)
+	}
+	c.converged(6, sc.want, 2)
+
+	// A reservation short of the records: the rest is counted, and passes the limit.
+	later := newSnapCase(t, c, 30)
+	h2.cfg.MaxSnapshotBytes = later.bytes
+	release, err = h2.SnapshotFits(later.msg, later.bytes/2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.snapBytes.Add(later.bytes / 4) // another receive under way
+	err = h2.ReceiveSnapshot(later.msg, bytes.NewReader(later.stream))
+	h2.snapBytes.Add(-(later.bytes / 4))
+	release()
+	if !errors.Is(err, ErrSnapshotTooLarge) || !strings.Contains(err.Error(), "--max-snapshot-size") {
+		t.Fatalf("records of %d bytes, %d reserved, %d held by another, limit %d: %v, want ErrSnapshotTooLarge",
+			later.bytes, later.bytes/2, later.bytes/4, later.bytes, err)
+	}
+	if n := h2.snapBytes.Load(); n != 0 {
+		t.Fatalf("%d bytes held after the receives ended", n)
 	}
 }

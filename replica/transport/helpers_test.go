@@ -65,14 +65,14 @@ func (r *recorder) SnapshotSize(uint32) uint64 {
 	return r.snapSize
 }
 
-func (r *recorder) SnapshotFits(m replica.ShardMessage, size uint64) error {
+func (r *recorder) SnapshotFits(m replica.ShardMessage, size uint64) (func(), error) {
 	r.mu.Lock()
 	f := r.snapFits
 	r.mu.Unlock()
 	if f == nil {
-		return nil
+		return func() {}, nil
 	}
-	return f(m, size)
+	return func() {}, f(m, size)
 }
 
 func (r *recorder) ReceiveSnapshot(m replica.ShardMessage, rd io.Reader) error {

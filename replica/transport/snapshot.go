@@ -455,9 +455,11 @@ func (s *server) Snapshot(stream shoalv1.Raft_SnapshotServer) (err error) {
 		return toStatus(fmt.Errorf("%w: snapshot message is from node %d, on a stream of node %d", ErrBadRequest, m.GetFrom(), first.From))
 	}
 
-	if err := h.SnapshotFits(shardMessage(first.Shard, m), first.GetSizeHint()); err != nil {
+	release, err := h.SnapshotFits(shardMessage(first.Shard, m), first.GetSizeHint())
+	if err != nil {
 		return toStatus(fmt.Errorf("transport: receive snapshot of shard %d: %w", first.Shard, err))
 	}
+	defer release() // after the receive below: every path waits for it (done)
 
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)

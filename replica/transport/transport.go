@@ -34,8 +34,10 @@ type Handler interface {
 	SnapshotSize(shard uint32) uint64
 	// SnapshotFits refuses an incoming snapshot m of about size bytes (the
 	// sender's hint, 0 when unknown) that this node has no room for, before
-	// its data flows; the error is returned to the sender.
-	SnapshotFits(m replica.ShardMessage, size uint64) error
+	// its data flows; the error is returned to the sender. Else it holds that
+	// room for the receive of m until release is called, once ReceiveSnapshot
+	// of m returned (or was not called).
+	SnapshotFits(m replica.ShardMessage, size uint64) (release func(), err error)
 	// ReceiveSnapshot installs an incoming snapshot whose data is read from
 	// r, then steps m (a MsgSnap). Its error is returned to the sender.
 	ReceiveSnapshot(m replica.ShardMessage, r io.Reader) error
