@@ -205,6 +205,7 @@ func (h *Host) Close() error {
 	if h.mu.closed {
 		h.mu.Unlock()
 		<-h.done
+		h.snaps.Wait() // the first Close's users; none is added once closed
 		return nil
 	}
 	h.mu.closed = true
@@ -708,9 +709,9 @@ func (h *Host) DropGroup(shard uint32, term uint64) error {
 		if err := b.Set(raftKey(shard, keyDeleted), binary.BigEndian.AppendUint64(nil, term), nil); err != nil {
 			return err
 		}
-		if err := b.Commit(pebble.Sync); err != nil {
-			return err
-		}
+		// A failed synced commit may have applied the deletion without making it durable:
+		// like any storage failure of the loop, it stops the node.
+		h.must(b.Commit(pebble.Sync))
 		h.deletedAt[shard] = term
 		h.mu.Lock()
 		delete(h.mu.groups, shard)

@@ -500,8 +500,14 @@ var testHookInstallFlush atomic.Pointer[func()]
 
 // SnapshotSize estimates the bytes shard's state takes in the DB's tables (Pebble's
 // estimate, which counts overwritten and deleted data not yet compacted away, and not the
-// memtables); 0 for an unknown shard or on error. It is sent as a snapshot's size hint.
+// memtables); 0 for an unknown shard, on error or once the host is closed. It is sent as a
+// snapshot's size hint.
 func (h *Host) SnapshotSize(shard uint32) uint64 {
+	done, err := h.useDB()
+	if err != nil {
+		return 0
+	}
+	defer done()
 	g, ok := h.Group(shard)
 	if !ok {
 		return 0

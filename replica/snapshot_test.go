@@ -532,6 +532,62 @@ func TestCloseWaitsForInstallFlush(t *testing.T) {
 	}
 }
 
+// A second Close waits, as the first does, for an ingest still using the DB: it returned once
+// the loop stopped, and an owner that then closed the DB closed it under the ingest.
+func TestSecondCloseWaitsForIngest(t *testing.T) {
+	c := snapCluster(t, vfs.NewMem())
+	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, []string{"a", "b", "c"})
+	n2 := c.nodes[2]
+	entered, letGo := pauseIngest(t)
+	received := make(chan error, 1)
+	go func() {
+		received <- n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
+	}()
+	<-entered
+	first, second := make(chan struct{}), make(chan struct{})
+	go func() { _ = n2.host.Close(); close(first) }()
+	<-n2.host.done // the first Close waits for the ingest from here on
+	go func() { _ = n2.host.Close(); close(second) }()
+	select {
+	case <-second:
+		t.Error("a second Close returned while the ingest still used the DB")
+	case <-time.After(200 * time.Millisecond):
+	}
+	letGo()
+	for _, ch := range []chan struct{}{first, second} {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not return after the ingest")
+		}
+	}
+	<-received
+}
+
+// SnapshotSize, which the transport asks off the loop, reads nothing once the host is closed:
+// its owner may have closed the DB since.
+func TestSnapshotSizeAfterClose(t *testing.T) {
+	c := snapCluster(t, vfs.NewMem())
+	shard6Snapshot(t, c, []string{"a", "b", "c"})
+	n1 := c.nodes[1]
+	h := n1.host
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n1.host = nil // closed here, not by the cluster's cleanup
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("SnapshotSize of a closed host, its DB closed: %v", r)
+		}
+	}()
+	if n := h.SnapshotSize(6); n != 0 {
+		t.Fatalf("SnapshotSize of a closed host: %d, want 0", n)
+	}
+}
+
 // leaveOnWrite is a snapshot's destination that hands the shard's leadership over at its
 // first write, then takes everything.
 type leaveOnWrite struct {
