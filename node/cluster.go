@@ -281,7 +281,7 @@ func (n *Node) nodeInfo(m membership.Member) *shoalv1.NodeInfo {
 	return &shoalv1.NodeInfo{
 		Id: m.NodeID, Name: m.Name, Zone: m.Zone, GrpcAddr: m.GRPCAddr, HttpAddr: m.HTTPAddr,
 		Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping, Version: m.Version,
-		Replication: m.Replication, DiskLow: m.DiskLow,
+		Replication: m.Replication, DiskLow: m.DiskLow, DiskSlow: m.DiskSlow, SyncMicros: m.SyncMicros,
 	}
 }
 

@@ -58,6 +58,8 @@ const (
 	// server three goroutines and their buffers, about 17 KiB (2,000 took a node from 35 MB
 	// to 69 MB resident), and one in use up to MaxPipelineInFlight appends.
 	DefaultMaxAppendPipelines = 1_000
+	// DefaultSlowSync is the default Config.SlowSync.
+	DefaultSlowSync = 20 * time.Millisecond
 	// DefaultMinFreeDisk is the default Config.MinFreeDisk.
 	DefaultMinFreeDisk = 1 << 30 // 1 GiB
 	// DefaultMaxAppendBytes is the default Config.MaxAppendBytes.
@@ -233,6 +235,12 @@ type Config struct {
 	// Default DefaultMaxSyncDuration (20s), at least MinMaxSyncDuration;
 	// negative: never.
 	MaxSyncDuration time.Duration
+	// SlowSync: a node whose write-ahead log syncs take longer than this on average over 10 s,
+	// and 4 times as long as the fastest other live member's, counts its disk as slow, as it
+	// does while a write or sync hangs for 5 s: it hands its leaderships to voters on healthy
+	// disks and is given none, until it kept within bounds for 30 s (diskspeed.go). Default
+	// DefaultSlowSync; negative: only a hang counts.
+	SlowSync time.Duration
 	// WALCommitDelay, when positive, holds each WAL sync back until that long after the last
 	// while the node is busy (its last synced write carried replica.CommitSiblings raft
 	// entries or more), so that one fdatasync covers the writes of more callers, as
@@ -318,6 +326,7 @@ func DefaultConfig() Config {
 		JoinTimeout: DefaultJoinTimeout,
 
 		MaxSyncDuration: DefaultMaxSyncDuration,
+		SlowSync:        DefaultSlowSync,
 	}
 }
 
@@ -347,6 +356,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSyncDuration == 0 {
 		c.MaxSyncDuration = DefaultMaxSyncDuration
+	}
+	if c.SlowSync == 0 {
+		c.SlowSync = DefaultSlowSync
 	}
 	if c.StreamCache == 0 {
 		c.StreamCache = DefaultStreamCache

@@ -152,10 +152,11 @@ func (n *Node) handOff(ctx context.Context, g *replica.Group, members []membersh
 // serves, and its placement loop hands the leadership on, where leaving the shard to an
 // election would stop its writes for an election timeout.
 func handOffTargets(st replica.Status, members []membership.Member, starting map[uint64]bool) []uint64 {
-	unfit, decom := map[uint64]bool{}, map[uint64]bool{}
+	unfit, decom, slow := map[uint64]bool{}, map[uint64]bool{}, map[uint64]bool{}
 	for _, m := range members {
 		unfit[m.NodeID] = !m.Alive || m.Stopping || starting[m.NodeID]
 		decom[m.NodeID] = m.Decommissioning
+		slow[m.NodeID] = m.DiskSlow
 	}
 	var out []uint64
 	for _, id := range st.Voters {
@@ -168,6 +169,12 @@ func handOffTargets(st replica.Status, members []membership.Member, starting map
 	slices.SortFunc(out, func(a, b uint64) int {
 		if decom[a] != decom[b] {
 			if decom[b] {
+				return -1
+			}
+			return 1
+		}
+		if slow[a] != slow[b] { // a disk that syncs slowly (diskspeed.go) would slow the shard
+			if slow[b] {
 				return -1
 			}
 			return 1

@@ -43,6 +43,11 @@ func TestHandOffTargets(t *testing.T) {
 	if got, want := handOffTargets(st, members, nil), []uint64{3, 2, 7}; !slices.Equal(got, want) {
 		t.Fatalf("targets %v, want %v (a decommissioning voter last)", got, want)
 	}
+	members[2].DiskSlow = true // 3's disk is slow
+	if got, want := handOffTargets(st, members, nil), []uint64{2, 3, 7}; !slices.Equal(got, want) {
+		t.Fatalf("targets %v, want %v (a voter whose disk is slow after the others but a decommissioning one)", got, want)
+	}
+	members[2].DiskSlow = false
 	// A voter gossip does not know (down since before this node started) is a target only if
 	// raft heard from it lately.
 	unknown := replica.Status{ID: 1, Voters: []uint64{1, 2, 3, 4},

@@ -42,6 +42,8 @@ type metrics struct {
 	appendBytesRefused                 prometheus.Counter
 	diskLow                            prometheus.Gauge // 1 while the data directory's disk is below Config.MinFreeDisk
 	minFreeDisk                        prometheus.Gauge // Config.MinFreeDisk
+	diskSlow                           prometheus.Gauge // 1 while the disk counts as slow (diskspeed.go)
+	walSyncMean                        prometheus.Gauge // the mean WAL sync of the last diskSpeedWindow
 	// Topology requests of clients and status requests, and the gathers of the members'
 	// views they shared, by kind (topology, status).
 	topologyRequests, topologyGathers *prometheus.CounterVec
@@ -141,6 +143,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "shoal_disk_low",
 			Help: "1 while the data directory's disk has less free space than --min-free-disk (or has not yet a tenth more again): a shard a majority of whose voters say so refuses appends (result=\"disk_low\" in shoal_appends_total).",
 		}),
+		diskSlow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_disk_slow",
+			Help: "1 while the node's disk counts as slow: its write-ahead log syncs took longer than --slow-sync and 4 times the fastest other member's on average over 10 s, or a write or sync has been pending for 5 s, within the last 30 s; its leaderships go to voters on healthy disks.",
+		}),
+		walSyncMean: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_wal_sync_mean_seconds",
+			Help: "The mean duration of the write-ahead log's syncs over the last 10 s (0 when none completed), as the node gossips it to compare disks.",
+		}),
 		minFreeDisk: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_min_free_disk_bytes",
 			Help: "The free space the node keeps on its data directory's disk (--min-free-disk).",
@@ -194,7 +204,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	if r != nil {
 		r.MustRegister(m.appends, m.deletes, m.truncates, m.retentionSets, m.backups, m.reads, m.appendLatency, m.eventsAppended, m.forwarded, m.forwardsMoved, m.pipelineBatch,
 			m.subscriptions, m.subsEnded, m.subsEvents, m.subsHeld, m.subsRefused,
-			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused, m.diskLow, m.minFreeDisk,
+			m.longPollsHeld, m.longPollsRefused, m.readsHeld, m.readsRefused, m.pipelinesHeld, m.pipelinesRefused, m.appendBytesHeld, m.appendBytesRefused, m.diskLow, m.minFreeDisk, m.diskSlow, m.walSyncMean,
 			m.topologyRequests, m.topologyGathers)
 	}
 	return m

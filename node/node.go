@@ -104,6 +104,7 @@ type Node struct {
 	closeOnce    sync.Once
 	gossipLoops  sync.WaitGroup // rejoinLoop and islandLoop, waited for by Close
 	room         diskRoom       // the data directory's free space, and the members short of it (diskroom.go)
+	speed        diskSpeed      // the write-ahead log's syncs, timed (diskspeed.go)
 	closeErr     error
 
 	mu struct {

@@ -198,6 +198,9 @@ type peerState struct {
 	// DiskLow: the node's disk is below its --min-free-disk (diskroom.go): it is given no new
 	// replica, which its snapshot would not fit, while the replicas it holds stay.
 	DiskLow bool
+	// DiskSlow: the node's disk syncs far slower than the other members' (diskspeed.go): it
+	// is handed no leadership, and hands over those it holds (balanceLeader).
+	DiskSlow bool
 }
 
 // placementInput is everything decidePlacement looks at. It is a value so
@@ -434,7 +437,7 @@ func decidePlacement(in placementInput) placementStep {
 			up := upWithout(id)
 			keep := up < in.Replication && !in.Peers[id].Gone
 			if id == in.Self {
-				if to := transferTarget(in, isVoter, live, caughtUp); to != 0 {
+				if to := transferTarget(in, isVoter, live, caughtUp, false); to != 0 {
 					reason := "this node is an extra voter; hand over before removal"
 					if keep {
 						reason = "this node is an extra voter kept for want of a replacement; hand over the leadership"
@@ -458,7 +461,7 @@ func decidePlacement(in placementInput) placementStep {
 			// Every extra is kept, for as long as the drain waits (a node to join, one down to
 			// come back): the target votes, and its leaderships are balanced as a placed
 			// shard's, where they stayed wherever an election or a restart had put them.
-			if step := balanceLeader(in, live, caughtUp); step.Kind == stepTransfer {
+			if step := balanceLeader(in, isVoter, live, caughtUp); step.Kind == stepTransfer {
 				step.Kept = true
 				return step
 			}
@@ -472,14 +475,27 @@ func decidePlacement(in placementInput) placementStep {
 	if len(st.Learners) > 0 || len(st.Voters) != len(in.Target) {
 		return none("configuration not settled")
 	}
-	return balanceLeader(in, live, caughtUp)
+	return balanceLeader(in, isVoter, live, caughtUp)
 }
 
 // balanceLeader is decidePlacement's step 5, for a shard whose target members all vote and
-// whose other voters, if any, are kept: hand leadership to the preferred leader.
-func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placementStep {
+// whose other voters, if any, are kept: hand leadership to the preferred leader, unless its
+// disk is slow (diskspeed.go); a leader whose own disk is slow hands it to a voter on a
+// healthy disk instead, the ring's order first.
+func balanceLeader(in placementInput, isVoter, live, caughtUp func(uint64) bool) placementStep {
 	none := func(reason string) placementStep { return placementStep{Reason: reason} }
+	rateLimited := !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown
 	pref := in.Target[0]
+	if in.Peers[in.Self].DiskSlow && !in.Replaced {
+		to := transferTarget(in, isVoter, live, caughtUp, true)
+		switch {
+		case to == 0:
+			return none("this node's disk is slow, but no caught-up voter on a healthy disk can take the leadership")
+		case rateLimited:
+			return none("this node's disk is slow; its transfer is rate-limited")
+		}
+		return placementStep{Kind: stepTransfer, Node: to, Reason: "this node's disk is slow: hand the leadership to a voter on a healthy disk"}
+	}
 	switch {
 	case pref == in.Self:
 		return none("placed")
@@ -487,9 +503,11 @@ func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placemen
 		return none("a member this leader does not hear is replaced; the leadership stays")
 	case !live(pref) || !caughtUp(pref) || in.Peers[pref].Decommissioning || in.Peers[pref].Stopping:
 		return none("preferred leader not ready")
+	case in.Peers[pref].DiskSlow:
+		return none("the preferred leader's disk is slow")
 	case in.Now.Sub(in.StableSince) < in.Settle:
 		return none("group not stable long enough to balance")
-	case !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown:
+	case rateLimited:
 		return none("balancing transfer rate-limited")
 	case !in.PreferredLost.IsZero() && in.Now.Sub(in.PreferredLost) < in.HandBack:
 		return none("the preferred leader lost the leadership lately; it is handed it back later")
@@ -606,19 +624,26 @@ func replaceUnheard(target []uint64, held map[uint64]bool, candidates []uint64, 
 // target voter; 0 if none. A preferred leader within its hand-back wait
 // (PreferredLost, HandBack) only when no other target voter is ready: handed it
 // by an extra voter elected in its place, a node whose links flap got its
-// leaderships back after every heal, as balanceLeader does not hand them.
-func transferTarget(in placementInput, isVoter, live, caughtUp func(uint64) bool) uint64 {
+// leaderships back after every heal, as balanceLeader does not hand them. A voter whose disk
+// is slow only when no other is ready, and never with healthyOnly.
+func transferTarget(in placementInput, isVoter, live, caughtUp func(uint64) bool, healthyOnly bool) uint64 {
 	waiting := !in.PreferredLost.IsZero() && in.Now.Sub(in.PreferredLost) < in.HandBack
-	var pref uint64
+	var pref, slow uint64
 	for i, id := range in.Target {
 		if id != in.Self && isVoter(id) && live(id) && caughtUp(id) && !in.Peers[id].Stopping {
-			if i > 0 || !waiting {
+			switch {
+			case in.Peers[id].DiskSlow:
+				if slow == 0 && !healthyOnly {
+					slow = id
+				}
+			case i > 0 || !waiting:
 				return id
+			default:
+				pref = id
 			}
-			pref = id
 		}
 	}
-	return pref
+	return cmp.Or(pref, slow)
 }
 
 // liveQuorumWithout reports whether, after removing id, the live voters are

@@ -463,7 +463,8 @@ func (p *placer) round(now time.Time) {
 		aliveSince := make(map[uint64]time.Time, len(members)) // when gossip last saw it come
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
-				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat, DiskLow: m.DiskLow}
+				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat, DiskLow: m.DiskLow,
+				DiskSlow: m.DiskSlow}
 			aliveSince[m.NodeID] = m.AliveSince
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {

@@ -75,7 +75,7 @@ unavailable or unknown; on 5 or 1 a line on stderr counts the shards not ok by s
 	}
 	a.serverFlag(status, &server)
 	status.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
-	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial, or a node not ready or below its --min-free-disk), 1 when some are unavailable or unknown")
+	status.Flags().BoolVar(&check, "check", false, "exit 0 when every shard is ok, 5 when some are degraded or under-replicated (or the view is partial, or a node not ready, below its --min-free-disk or with a slow disk), 1 when some are unavailable or unknown")
 	cmd.AddCommand(status, a.clusterBackupCmd(), a.setReplicationCmd())
 	return cmd
 }
@@ -113,6 +113,9 @@ func checkStatus(s *clusterstatus.Status) error {
 			effect = fmt.Sprintf("appends refused on %s", clusterstatus.Count(refused, "shard"))
 		}
 		parts = append(parts, fmt.Sprintf("%s below --min-free-disk (%s)", clusterstatus.Count(n, "node"), effect))
+	}
+	if n := s.DiskSlowNodes(); n > 0 {
+		parts = append(parts, clusterstatus.Count(n, "node")+" with a slow disk")
 	}
 	code := exitDegraded
 	switch {
@@ -371,7 +374,7 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS\tVERSION")
+	fmt.Fprintln(tw, "NODE\tID\tZONE\tGRPC\tHTTP\tSTATE\tLEADS\tREPLICAS\tVERSION\tSYNC")
 	for _, n := range s.Nodes {
 		state := n.State
 		switch {
@@ -383,8 +386,12 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		if n.Stopping {
 			state += ",stopping"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
-			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas, orDash(n.Version))
+		if n.DiskSlow && n.State == "alive" {
+			state += ",disk-slow"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
+			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas, orDash(n.Version),
+			clusterstatus.SyncString(n.SyncMicros))
 	}
 	fmt.Fprintln(tw)
 	for _, note := range s.Notes {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	shoalv1 "github.com/shoaldb/shoal/api/shoal/v1"
 )
@@ -55,6 +56,12 @@ type Node struct {
 	// DiskLow: the node's disk has less free space than its --min-free-disk, so the shards it
 	// holds a replica of refuse appends.
 	DiskLow bool `json:"disk_low,omitempty"`
+	// DiskSlow: the node's disk syncs far slower than the other members' (--slow-sync), or
+	// hangs: it hands its leaderships to voters on healthy disks and is given none.
+	DiskSlow bool `json:"disk_slow,omitempty"`
+	// SyncMicros is the mean duration of the node's write-ahead log syncs over its last
+	// measured window, in microseconds, as it gossips it (0: unknown).
+	SyncMicros uint64 `json:"sync_micros,omitempty"`
 }
 
 // Shard is one shard: its leader and replicas by name, and its state.
@@ -138,7 +145,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 			Decommissioning: n.GetDecommissioning(), Drained: n.GetDecommissioning() && n.GetReplicas() == 0,
 			Stopping: n.GetStopping() && n.GetAlive(), Version: n.GetVersion(),
 			Leads: n.GetShardsLed(), Replicas: n.GetReplicas(), Replication: n.GetReplication(),
-			NotReady: n.GetNotReady(), DiskLow: n.GetDiskLow(),
+			NotReady: n.GetNotReady(), DiskLow: n.GetDiskLow(), DiskSlow: n.GetDiskSlow(), SyncMicros: n.GetSyncMicros(),
 		})
 	}
 	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
@@ -196,6 +203,7 @@ func New(st *shoalv1.StatusResponse) *Status {
 	s.Notes = append(s.Notes, s.mixedVersions()...)
 	s.Notes = append(s.Notes, s.notReady()...)
 	s.Notes = append(s.Notes, s.diskLow()...)
+	s.Notes = append(s.Notes, s.diskSlow()...)
 	s.Notes = append(s.Notes, s.unheard()...)
 	s.Notes = append(s.Notes, s.zonesAlike()...)
 	noted := map[string]bool{} // one note per zone, naming every node draining there
@@ -314,6 +322,56 @@ func (n Node) lowOnDisk() bool { return n.State == "alive" && n.DiskLow }
 
 // DiskLowNodes counts the alive nodes whose disk is below their --min-free-disk.
 func (s *Status) DiskLowNodes() int { return len(s.lowOnDisk()) }
+
+// diskSlow names the alive nodes whose disk counts as slow, and what their syncs take beside
+// the fastest other alive node's.
+func (s *Status) diskSlow() []string {
+	var out []string
+	for _, n := range s.Nodes {
+		if n.State != "alive" || !n.DiskSlow {
+			continue
+		}
+		var fastest uint64
+		for _, o := range s.Nodes {
+			if o.ID != n.ID && o.State == "alive" && o.SyncMicros > 0 && (fastest == 0 || o.SyncMicros < fastest) {
+				fastest = o.SyncMicros
+			}
+		}
+		took := "a write or sync of its disk hangs"
+		if n.SyncMicros > 0 {
+			took = "its syncs take " + SyncString(n.SyncMicros)
+			if fastest > 0 {
+				took += ", the fastest other node's " + SyncString(fastest)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s's disk is slow (%s): its leaderships go to voters on healthy disks, "+
+			"and it is given none until its syncs keep within --slow-sync for 30 s", n.Name, took))
+	}
+	return out
+}
+
+// DiskSlowNodes counts the alive nodes whose disk counts as slow.
+func (s *Status) DiskSlowNodes() int {
+	count := 0
+	for _, n := range s.Nodes {
+		if n.State == "alive" && n.DiskSlow {
+			count++
+		}
+	}
+	return count
+}
+
+// SyncString is a mean sync of micros microseconds as the status prints it ("-": unknown).
+func SyncString(micros uint64) string {
+	if micros == 0 {
+		return "-"
+	}
+	d := time.Duration(micros) * time.Microsecond
+	if d >= 10*time.Millisecond {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(10 * time.Microsecond).String()
+}
 
 // RefusesAppends reports whether the leader of a shard of voters voters, low of them on disks
 // below their --min-free-disk, refuses appends: when those with room are no majority.

@@ -57,12 +57,15 @@
 //	| Version | uvarint length + UTF-8 bytes                               |
 //	| Shards  | uvarint (<= 2^32-1)                                        |
 //	| Replic. | uvarint (<= 2^32-1)                                        |
-//	| flags   | 1 byte: bit 0 Decommissioning, bit 1 Stopping; other bits  |
-//	|         | reserved (0, and ignored when read)                        |
+//	| flags   | 1 byte: bit 0 Decommissioning, bit 1 Stopping, bit 2       |
+//	|         | DiskLow, bit 3 DiskSlow; other bits reserved (0, and       |
+//	|         | ignored when read)                                         |
 //	| Format  | uvarint: highest shard format the node applies; absent     |
 //	|         | (read as 0) from nodes that predate it                     |
 //	| Epoch   | uvarint: ReplicationEpoch; absent from nodes that predate  |
 //	|         | it (FollowsReplication false)                              |
+//	| Sync    | uvarint: SyncMicros; absent (read as 0) from nodes that    |
+//	|         | predate it                                                 |
 //	| ...     | fields of later versions; ignored by this decoder          |
 //	+---------+------------------------------------------------------------+
 //

@@ -44,6 +44,14 @@ type Meta struct {
 	// most of whose voters say so refuses appends (versions before it gossip none, and are
 	// read as having room).
 	DiskLow bool
+	// DiskSlow: the node's disk syncs far slower than the other members' (node/diskspeed.go);
+	// no leadership is moved to it, and it hands over those it holds (versions before it
+	// gossip none, and are read as healthy).
+	DiskSlow bool
+	// SyncMicros is the mean duration of the node's write-ahead log syncs over its last
+	// measured window, in microseconds (0: unknown, from a node with no syncs to measure or of
+	// a version before it).
+	SyncMicros uint64
 }
 
 // MetaTooLongError is returned by EncodeMeta, Start and UpdateMeta when the
@@ -63,6 +71,7 @@ const (
 	flagDecommissioning = 1 << 0
 	flagStopping        = 1 << 1
 	flagDiskLow         = 1 << 2
+	flagDiskSlow        = 1 << 3
 )
 
 // EncodeMeta encodes m in the versioned binary format described in the
@@ -88,9 +97,13 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	if m.DiskLow {
 		flags |= flagDiskLow
 	}
+	if m.DiskSlow {
+		flags |= flagDiskSlow
+	}
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, m.ShardFormat)
 	b = binary.AppendUvarint(b, m.ReplicationEpoch)
+	b = binary.AppendUvarint(b, m.SyncMicros)
 	if len(b) > MaxMetaSize {
 		return nil, &MetaTooLongError{Size: len(b), Limit: MaxMetaSize}
 	}
@@ -127,12 +140,16 @@ func DecodeMeta(b []byte) (Meta, error) {
 	m.Decommissioning = flags&flagDecommissioning != 0
 	m.Stopping = flags&flagStopping != 0
 	m.DiskLow = flags&flagDiskLow != 0
+	m.DiskSlow = flags&flagDiskSlow != 0
 	if d.err == nil && len(d.b) > 0 {
 		m.ShardFormat = d.uvarint("shard format")
 	}
 	if d.err == nil && len(d.b) > 0 {
 		m.ReplicationEpoch = d.uvarint("replication epoch")
 		m.FollowsReplication = true
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.SyncMicros = d.uvarint("sync duration")
 	}
 	if d.err != nil {
 		return Meta{}, d.err

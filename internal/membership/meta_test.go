@@ -9,12 +9,13 @@ import (
 func fullMeta() Meta {
 	return Meta{NodeID: 1<<63 + 12345, Name: "node-a", Zone: "eu-1a", GRPCAddr: "10.0.0.1:7400",
 		HTTPAddr: "10.0.0.1:7480", ClusterID: "c0ffee", Version: "v0.1.0", Shards: 32, Replication: 3, Decommissioning: true, ShardFormat: 2,
-		ReplicationEpoch: 4, FollowsReplication: true}
+		ReplicationEpoch: 4, FollowsReplication: true, DiskSlow: true, SyncMicros: 187_654}
 }
 
 func TestMetaRoundTrip(t *testing.T) {
 	for _, m := range []Meta{{FollowsReplication: true}, {NodeID: 1, FollowsReplication: true}, fullMeta(),
-		{NodeID: 2, Stopping: true, FollowsReplication: true}, {NodeID: 3, DiskLow: true, FollowsReplication: true}} {
+		{NodeID: 2, Stopping: true, FollowsReplication: true}, {NodeID: 3, DiskLow: true, FollowsReplication: true},
+		{NodeID: 4, DiskSlow: true, SyncMicros: 1, FollowsReplication: true}} {
 		b, err := EncodeMeta(m)
 		if err != nil {
 			t.Fatal(err)
@@ -44,7 +45,7 @@ func TestMetaUnknownFlagsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)-3] = 0x80 // a flag of some later version (the last bytes are ShardFormat and ReplicationEpoch)
+	b[len(b)-4] = 0x80 // a flag of some later version (the last bytes are ShardFormat, ReplicationEpoch and SyncMicros)
 	got, err := DecodeMeta(b)
 	if err != nil || got != (Meta{NodeID: 3, Name: "n3", FollowsReplication: true}) {
 		t.Fatalf("decoding with an unknown flag: %+v, %v", got, err)
@@ -55,11 +56,12 @@ func TestMetaUnknownFlagsIgnored(t *testing.T) {
 // format 1 only, read as 0.
 func TestMetaWithoutShardFormat(t *testing.T) {
 	m := fullMeta()
+	m.SyncMicros = 0 // one byte, as are ShardFormat and ReplicationEpoch
 	b, err := EncodeMeta(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecodeMeta(b[:len(b)-2])
+	got, err := DecodeMeta(b[:len(b)-3])
 	m.ShardFormat, m.ReplicationEpoch, m.FollowsReplication = 0, 0, false
 	if err != nil || got != m {
 		t.Fatalf("meta without the shard format: %+v, %v; want %+v", got, err, m)
@@ -70,11 +72,12 @@ func TestMetaWithoutShardFormat(t *testing.T) {
 // does not follow changes of the replication factor.
 func TestMetaWithoutReplicationEpoch(t *testing.T) {
 	m := fullMeta()
+	m.SyncMicros = 0 // one byte, as is ReplicationEpoch
 	b, err := EncodeMeta(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := DecodeMeta(b[:len(b)-1])
+	got, err := DecodeMeta(b[:len(b)-2])
 	m.ReplicationEpoch, m.FollowsReplication = 0, false
 	if err != nil || got != m {
 		t.Fatalf("meta without the replication epoch: %+v, %v; want %+v", got, err, m)
@@ -135,4 +138,21 @@ func FuzzMemberMeta(f *testing.F) {
 			t.Fatalf("re-decode: %+v %v, want %+v", again, err, m)
 		}
 	})
+}
+
+// A node of a version before SyncMicros sends meta that ends after ReplicationEpoch: its sync
+// duration is unknown, read as 0, and its disk never slow.
+func TestMetaWithoutSyncMicros(t *testing.T) {
+	m := fullMeta()
+	m.DiskSlow = false
+	b, err := EncodeMeta(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = b[:len(b)-3] // SyncMicros 187,654 takes three bytes
+	got, err := DecodeMeta(b)
+	m.SyncMicros = 0
+	if err != nil || got != m {
+		t.Fatalf("meta without SyncMicros: %+v, %v; want %+v", got, err, m)
+	}
 }

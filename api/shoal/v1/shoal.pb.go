@@ -2883,7 +2883,14 @@ type NodeInfo struct {
 	// The node's data directory has less free space than its --min-free-disk: a shard most of
 	// whose voters are so refuses appends (DISK_LOW) until space is freed. False from versions
 	// before the field.
-	DiskLow       bool `protobuf:"varint,14,opt,name=disk_low,json=diskLow,proto3" json:"disk_low,omitempty"`
+	DiskLow bool `protobuf:"varint,14,opt,name=disk_low,json=diskLow,proto3" json:"disk_low,omitempty"`
+	// The node's disk syncs far slower than the other members' (--slow-sync): it hands its
+	// leaderships to voters on healthy disks and is given none. False from versions before
+	// the field.
+	DiskSlow bool `protobuf:"varint,15,opt,name=disk_slow,json=diskSlow,proto3" json:"disk_slow,omitempty"`
+	// The mean duration of the node's write-ahead log syncs over its last measured window, in
+	// microseconds, as it gossips it; 0 when unknown (no syncs, or a version before the field).
+	SyncMicros    uint64 `protobuf:"varint,16,opt,name=sync_micros,json=syncMicros,proto3" json:"sync_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3014,6 +3021,20 @@ func (x *NodeInfo) GetDiskLow() bool {
 		return x.DiskLow
 	}
 	return false
+}
+
+func (x *NodeInfo) GetDiskSlow() bool {
+	if x != nil {
+		return x.DiskSlow
+	}
+	return false
+}
+
+func (x *NodeInfo) GetSyncMicros() uint64 {
+	if x != nil {
+		return x.SyncMicros
+	}
+	return 0
 }
 
 type ShardInfo struct {
@@ -4475,7 +4496,7 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bsuspects\x18\x02 \x03(\v2\x17.shoal.v1.SuspectLeaderR\bsuspects\"9\n" +
 	"\rSuspectLeader\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x87\x03\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xc5\x03\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4492,7 +4513,10 @@ const file_shoal_v1_shoal_proto_rawDesc = "" +
 	"\bstopping\x18\v \x01(\bR\bstopping\x12 \n" +
 	"\vreplication\x18\f \x01(\rR\vreplication\x12\x1b\n" +
 	"\tnot_ready\x18\r \x01(\tR\bnotReady\x12\x19\n" +
-	"\bdisk_low\x18\x0e \x01(\bR\adiskLow\"\x83\x03\n" +
+	"\bdisk_low\x18\x0e \x01(\bR\adiskLow\x12\x1b\n" +
+	"\tdisk_slow\x18\x0f \x01(\bR\bdiskSlow\x12\x1f\n" +
+	"\vsync_micros\x18\x10 \x01(\x04R\n" +
+	"syncMicros\"\x83\x03\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x12\x12\n" +

@@ -1,0 +1,169 @@
+package node
+
+import (
+	"sync/atomic"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/shoaldb/shoal/internal/membership"
+)
+
+// A disk can slow down without failing (a worn or throttled device, a noisy neighbour): its
+// syncs take 50–200 ms instead of a few. Raft commits an entry once a majority of the shard's
+// voters synced it, so a node with such a disk costs its shards little as a follower; as a
+// leader it applies and answers only what its own disk synced, and every shard it leads runs
+// at its pace. A review on real processes saw one node of three with 200 ms syncs cut the
+// cluster's appends to about a fifth, the shards it led answering in 550 ms against 15 ms for
+// the others; the cluster did better with that node killed, and placement handed its
+// leaderships back when it restarted, the ring preferring it.
+//
+// So every node times its write-ahead log's syncs: every diskSpeedEvery it takes their mean
+// over the last diskSpeedWindow and gossips it (membership.Meta.SyncMicros). Its disk counts
+// as slow (Meta.DiskSlow) while that mean passes both Config.SlowSync and slowSyncFactor times
+// the fastest other live member's, or while a write or sync of its data directory has been
+// pending past diskSlowThreshold (diskWatch.slowNow: a disk that hangs). It counts as healthy
+// again once neither held for diskSlowClear. Placement hands a slow node's leaderships to
+// voters on healthy disks and gives it none (balanceLeader); its replicas stay, and it goes on
+// syncing as a follower, which is what times its disk while it leads nothing.
+//
+// The mean is compared with the other members' rather than with a bound alone: a leadership
+// moved to a node whose disk is as slow gains nothing, and a machine slow as a whole (every
+// disk at 30 ms) must not have its leaderships chased around the cluster.
+const (
+	diskSpeedEvery  = 2 * time.Second
+	diskSpeedWindow = 10 * time.Second
+	// slowSyncFactor: how many times the fastest other member's mean sync a node's must take
+	// (beside Config.SlowSync) for its disk to count as slow.
+	slowSyncFactor = 4
+	// diskSlowClear: how long a slow disk must keep within bounds to count as healthy again,
+	// so that leaderships do not move back and forth with a disk whose speed comes and goes.
+	diskSlowClear = 30 * time.Second
+	// syncRegossip: a mean sync that changed by less than a quarter since it was last gossiped
+	// is gossiped again only after this long (a change of DiskSlow is gossiped at once).
+	syncRegossip = 10 * time.Second
+)
+
+// diskSpeed is a node's timing of its own write-ahead log syncs (checkDiskSpeed).
+type diskSpeed struct {
+	// samples holds the WAL's sync count and total duration at each of the last readings,
+	// oldest first, covering diskSpeedWindow.
+	samples []syncSample
+	mean    atomic.Int64 // the last window's mean sync, in nanoseconds; 0: no sync in it
+	slow    atomic.Bool  // the disk counts as slow (gossiped as Meta.DiskSlow)
+	// lastSlow is when the disk last passed the bounds; gossiped, when SyncMicros was last
+	// gossiped.
+	lastSlow, gossiped time.Time
+}
+
+type syncSample struct {
+	count uint64
+	total time.Duration
+}
+
+// walSyncs returns the count and total duration of the write-ahead log's syncs so far.
+func (n *Node) walSyncs() (syncSample, bool) {
+	h := n.db.Metrics().LogWriter.FsyncLatency
+	if h == nil {
+		return syncSample{}, false
+	}
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		return syncSample{}, false
+	}
+	return syncSample{count: m.GetHistogram().GetSampleCount(), total: time.Duration(m.GetHistogram().GetSampleSum())}, true // Pebble observes nanoseconds
+}
+
+// windowMean records s as the latest reading and returns the mean sync over the readings
+// diskSpeedWindow covers; 0 when no sync completed in it.
+func (d *diskSpeed) windowMean(s syncSample) time.Duration {
+	keep := int(diskSpeedWindow/diskSpeedEvery) + 1
+	d.samples = append(d.samples, s)
+	if len(d.samples) > keep {
+		d.samples = append(d.samples[:0], d.samples[len(d.samples)-keep:]...)
+	}
+	first := d.samples[0]
+	if s.count <= first.count {
+		return 0
+	}
+	return (s.total - first.total) / time.Duration(s.count-first.count)
+}
+
+// diskSlowNow tells whether a disk whose mean sync is mean counts as slow beside fastest, the
+// fastest mean of the other live members (0: none known), with bound Config.SlowSync (not
+// positive: never by speed), or stalled (an operation pending past diskSlowThreshold).
+func diskSlowNow(mean, fastest, bound time.Duration, stalled bool) bool {
+	if stalled {
+		return true
+	}
+	return bound > 0 && fastest > 0 && mean > bound && mean > slowSyncFactor*fastest
+}
+
+// checkDiskSpeed times the log's syncs of the last window, decides whether the disk counts as
+// slow and gossips both (diskSpeed). Every diskSpeedEvery, from the disk room's loop.
+func (n *Node) checkDiskSpeed(now time.Time) {
+	s, ok := n.walSyncs()
+	if !ok {
+		return
+	}
+	d := &n.speed
+	mean := d.windowMean(s)
+	d.mean.Store(int64(mean))
+	n.metrics.walSyncMean.Set(mean.Seconds())
+	ml := n.gossip()
+	if ml == nil {
+		return
+	}
+	var fastest time.Duration
+	for _, m := range ml.Members() {
+		if m.Alive && m.NodeID != n.dir.id.NodeID && m.SyncMicros > 0 {
+			if t := time.Duration(m.SyncMicros) * time.Microsecond; fastest == 0 || t < fastest {
+				fastest = t
+			}
+		}
+	}
+	stall, stalled := n.disk.slowNow()
+	was := d.slow.Load()
+	slow := was
+	if diskSlowNow(mean, fastest, n.cfg.SlowSync, stalled) {
+		d.lastSlow, slow = now, true
+	} else if was && now.Sub(d.lastSlow) >= diskSlowClear {
+		slow = false
+	}
+	if slow != was {
+		d.slow.Store(slow)
+		if slow {
+			n.metrics.diskSlow.Set(1)
+			if stalled {
+				n.log.Warn("the disk counts as slow: its leaderships go to voters on healthy disks", "stall", stall.String())
+			} else {
+				n.log.Warn("the disk counts as slow: its leaderships go to voters on healthy disks",
+					"mean_sync", mean.Round(time.Microsecond), "fastest_member_sync", fastest.Round(time.Microsecond),
+					"slow_sync", n.cfg.SlowSync)
+			}
+		} else {
+			n.metrics.diskSlow.Set(0)
+			n.log.Info("the disk counts as healthy again: it may lead shards", "mean_sync", mean.Round(time.Microsecond),
+				"fastest_member_sync", fastest.Round(time.Microsecond), "within_bounds_for", diskSlowClear)
+		}
+	}
+	micros := uint64(mean / time.Microsecond)
+	self := ml.Self()
+	if self.DiskSlow == slow && !syncChanged(self.SyncMicros, micros, now.Sub(d.gossiped)) {
+		return
+	}
+	if err := ml.UpdateMeta(func(m *membership.Meta) { m.DiskSlow, m.SyncMicros = slow, micros }); err != nil {
+		n.log.Warn("gossiping the disk's speed; trying again shortly", "slow", slow, "err", err)
+		return
+	}
+	d.gossiped = now
+}
+
+// syncChanged tells whether a mean sync of now microseconds is worth gossiping when was was
+// gossiped ago: a change by a quarter or more, or any change after syncRegossip.
+func syncChanged(was, now uint64, ago time.Duration) bool {
+	if was == now {
+		return false
+	}
+	return 4*(max(was, now)-min(was, now)) >= was || ago >= syncRegossip
+}

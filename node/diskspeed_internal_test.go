@@ -1,0 +1,80 @@
+package node
+
+import (
+	"testing"
+	"time"
+)
+
+// The mean sync is taken over the readings of the last diskSpeedWindow: a burst of slow syncs
+// ages out of it, and a window in which no sync completed has no mean.
+func TestDiskSpeedWindowMean(t *testing.T) {
+	var d diskSpeed
+	ms := time.Millisecond
+	if got := d.windowMean(syncSample{count: 100, total: 100 * ms}); got != 0 {
+		t.Fatalf("one reading: mean %v, want 0 (no window yet)", got)
+	}
+	if got := d.windowMean(syncSample{count: 110, total: 100*ms + 10*200*ms}); got != 200*ms {
+		t.Fatalf("10 syncs of 200ms: mean %v", got)
+	}
+	// Fast syncs from here on: the slow ones leave the window after diskSpeedWindow.
+	count, total := uint64(110), 100*ms+2000*ms
+	n := int(diskSpeedWindow / diskSpeedEvery)
+	var got time.Duration
+	for range n {
+		count, total = count+100, total+100*ms
+		got = d.windowMean(syncSample{count: count, total: total})
+	}
+	if got != ms {
+		t.Fatalf("after %d readings of 1ms syncs: mean %v, want 1ms", n, got)
+	}
+	if got := d.windowMean(syncSample{count: count, total: total}); got == 0 {
+		t.Fatal("a reading with no new sync emptied a window that still holds syncs")
+	}
+	for range n + 1 {
+		got = d.windowMean(syncSample{count: count, total: total})
+	}
+	if got != 0 {
+		t.Fatalf("a window without syncs: mean %v, want 0", got)
+	}
+}
+
+func TestDiskSlowNow(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		name                 string
+		mean, fastest, bound time.Duration
+		stalled, want        bool
+	}{
+		{"far slower than the fastest member and past the bound", 200 * ms, 2 * ms, 20 * ms, false, true},
+		{"slower, but within the bound", 15 * ms, 1 * ms, 20 * ms, false, false},
+		{"past the bound, but as slow as the others (a slow machine)", 40 * ms, 30 * ms, 20 * ms, false, false},
+		{"no other member's speed known", 200 * ms, 0, 20 * ms, false, false},
+		{"speed not compared (a negative bound)", 200 * ms, 2 * ms, -1, false, false},
+		{"a hang, whatever the speeds", 0, 2 * ms, -1, true, true},
+	} {
+		if got := diskSlowNow(c.mean, c.fastest, c.bound, c.stalled); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// A mean sync is gossiped again when it changed by a quarter, or at all after syncRegossip.
+func TestSyncChanged(t *testing.T) {
+	for _, c := range []struct {
+		was, now uint64
+		ago      time.Duration
+		want     bool
+	}{
+		{1000, 1000, time.Hour, false},
+		{1000, 1100, time.Second, false},
+		{1000, 1250, time.Second, true},
+		{1000, 760, time.Second, false},
+		{1000, 750, time.Second, true},
+		{0, 5, time.Second, true},
+		{1000, 1100, syncRegossip, true},
+	} {
+		if got := syncChanged(c.was, c.now, c.ago); got != c.want {
+			t.Errorf("syncChanged(%d, %d, %v) = %v, want %v", c.was, c.now, c.ago, got, c.want)
+		}
+	}
+}
