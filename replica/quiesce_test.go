@@ -674,3 +674,76 @@ func TestStaleQuiesceHeartbeatLeavesFollowerAwake(t *testing.T) {
 		t.Errorf("node %d quiesced on node %d's quiesce heartbeat of term %d, in term %d", follower, lead.ID, lead.Term, st.Term)
 	}
 }
+
+// A leader woken from quiescence runs raft's CheckQuorum at once, on the activity marks of the
+// moment it quiesced, and the check that counts comes a whole election timeout later. raft
+// counts its ticks to a check from where it stood when the group quiesced: ticking a whole
+// election timeout on waking, as before, left the next check election-timeout-minus-that ticks
+// away (4 here), before the followers' answers to the heartbeats sent on waking could arrive
+// over a slow link, and leaders of idle shards stepped down over links of 50 ms and 5% loss.
+func TestWakeTicksThroughOneCheckQuorum(t *testing.T) {
+	const election = 10
+	st := raft.NewMemoryStorage()
+	if err := st.ApplySnapshot(&pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(1)), Term: new(uint64(1)),
+		ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}); err != nil {
+		t.Fatal(err)
+	}
+	rn, err := raft.NewRawNode(&raft.Config{ID: 1, ElectionTick: election, HeartbeatTick: 2, Storage: st,
+		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 16, CheckQuorum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := func() { // persist and advance, which steps the node's own vote
+		for rn.HasReady() {
+			rd := rn.Ready()
+			if err := st.Append(rd.Entries); err != nil {
+				t.Fatal(err)
+			}
+			if !raft.IsEmptyHardState(rd.HardState) {
+				if err := st.SetHardState(rd.HardState); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rn.Advance(rd)
+		}
+	}
+	if err := rn.Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	ready()
+	term := rn.BasicStatus().HardState.GetTerm()
+	step := func(from uint64, typ pb.MessageType) {
+		t.Helper()
+		if err := rn.Step(&pb.Message{From: new(from), To: new(uint64(1)), Term: new(term), Type: typ.Enum()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(2, pb.MsgVoteResp)
+	ready()
+	if rn.BasicStatus().RaftState != raft.StateLeader {
+		t.Fatalf("node 1 is %v after a vote from 2 of 3", rn.BasicStatus().RaftState)
+	}
+	// Six ticks into the election timeout, both followers answered: the group quiesces here.
+	for range 6 {
+		rn.Tick()
+	}
+	step(2, pb.MsgHeartbeatResp)
+	step(3, pb.MsgHeartbeatResp)
+
+	tickThroughCheckQuorum(rn, 1, election) // the wake
+	if rn.BasicStatus().RaftState != raft.StateLeader {
+		t.Fatal("the wake's CheckQuorum, on marks of both followers, ended the leadership")
+	}
+	// No answer yet: the next check, which finds none, comes a whole election timeout after the
+	// wake's, not before.
+	for i := range election - 1 {
+		rn.Tick()
+		if rn.BasicStatus().RaftState != raft.StateLeader {
+			t.Fatalf("the leader stepped down %d ticks after the wake's CheckQuorum, want %d", i+1, election)
+		}
+	}
+	rn.Tick()
+	if rn.BasicStatus().RaftState == raft.StateLeader {
+		t.Fatalf("no CheckQuorum %d ticks after the wake's, with no follower heard", election)
+	}
+}
