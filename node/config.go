@@ -60,6 +60,10 @@ const (
 	DefaultMaxAppendPipelines = 1_000
 	// DefaultSlowSync is the default Config.SlowSync.
 	DefaultSlowSync = 20 * time.Millisecond
+	// DefaultTick, MinTick and MaxTick bound Config.Tick.
+	DefaultTick = 50 * time.Millisecond
+	MinTick     = 10 * time.Millisecond
+	MaxTick     = 250 * time.Millisecond
 	// DefaultMinFreeDisk is the default Config.MinFreeDisk.
 	DefaultMinFreeDisk = 1 << 30 // 1 GiB
 	// DefaultMaxAppendBytes is the default Config.MaxAppendBytes.
@@ -235,6 +239,13 @@ type Config struct {
 	// Default DefaultMaxSyncDuration (20s), at least MinMaxSyncDuration;
 	// negative: never.
 	MaxSyncDuration time.Duration
+	// Tick is the clock of failure detection (default DefaultTick, 50ms; MinTick to MaxTick):
+	// raft heartbeats every 2 ticks and a shard elects another leader after 10 to 20 ticks
+	// without one; gossip probes a member every 10 ticks and waits 5 for its answer. Raise it
+	// where the zones are far apart, to about the round trip between the farthest: with the
+	// default, a round trip much past 50 ms or lossy links make leaders step down and gossip
+	// suspect live members. Give every node the same.
+	Tick time.Duration
 	// SlowSync: a node whose write-ahead log syncs take longer than this on average over 10 s,
 	// and 4 times as long as the fastest other live member's, counts its disk as slow, as it
 	// does while a write or sync hangs for 5 s: it hands its leaderships to voters on healthy
@@ -327,6 +338,7 @@ func DefaultConfig() Config {
 
 		MaxSyncDuration: DefaultMaxSyncDuration,
 		SlowSync:        DefaultSlowSync,
+		Tick:            DefaultTick,
 	}
 }
 
@@ -359,6 +371,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SlowSync == 0 {
 		c.SlowSync = DefaultSlowSync
+	}
+	if c.Tick == 0 {
+		c.Tick = DefaultTick
 	}
 	if c.StreamCache == 0 {
 		c.StreamCache = DefaultStreamCache
@@ -539,6 +554,9 @@ func (c Config) Validate() error {
 	}
 	if c.DeadAfter < 0 {
 		return fmt.Errorf("node: config: DeadAfter %v is negative", c.DeadAfter)
+	}
+	if c.Tick != 0 && (c.Tick < MinTick || c.Tick > MaxTick) {
+		return fmt.Errorf("node: config: Tick %v out of range %v..%v", c.Tick, MinTick, MaxTick)
 	}
 	if c.WALCommitDelay < 0 || c.WALCommitDelay > MaxWALCommitDelay {
 		return fmt.Errorf("node: config: WALCommitDelay %v out of range 0..%v", c.WALCommitDelay, MaxWALCommitDelay)

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoaldb/shoal/internal/membership"
+	"github.com/shoaldb/shoal/replica"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -17,6 +20,8 @@ func TestConfigValidate(t *testing.T) {
 		{MaxSyncDuration: MinMaxSyncDuration - time.Millisecond},
 		{WALCommitDelay: -time.Millisecond},
 		{WALCommitDelay: MaxWALCommitDelay + time.Millisecond},
+		{Tick: MinTick - time.Millisecond},
+		{Tick: MaxTick + time.Millisecond},
 		{Listen: "127.0.0.1:99999"},
 		{Gossip: "127.0.0.1:70000"},
 		{Zone: strings.Repeat("z", MaxZoneLen+1)},
@@ -67,5 +72,17 @@ func TestConfigValidate(t *testing.T) {
 	if d.Listen != DefaultListen || d.HTTP != DefaultHTTP || d.Gossip != DefaultGossip || d.DataDir != DefaultDataDir ||
 		d.Shards != 32 || d.Replication != 3 || d.DeadAfter != 60*time.Second || d.MaxSyncDuration != 20*time.Second {
 		t.Fatalf("defaults: %+v", d)
+	}
+}
+
+// The default tick is raft's, and gossip's defaults are its timings at that tick.
+func TestDefaultTick(t *testing.T) {
+	if DefaultTick != replica.DefaultTickInterval {
+		t.Fatalf("DefaultTick %v, replica.DefaultTickInterval %v", DefaultTick, replica.DefaultTickInterval)
+	}
+	if 10*DefaultTick != membership.DefaultProbeInterval || 5*DefaultTick != membership.DefaultProbeTimeout ||
+		2*DefaultTick != membership.DefaultGossipInterval {
+		t.Fatalf("gossip's defaults (probe every %v, waiting %v; gossip every %v) are not 10, 5 and 2 ticks of %v",
+			membership.DefaultProbeInterval, membership.DefaultProbeTimeout, membership.DefaultGossipInterval, DefaultTick)
 	}
 }

@@ -66,6 +66,10 @@ func (n *Node) startGossip(ctx context.Context, haveSettings bool) error {
 		Logger:        n.log,
 		OnChange:      n.refreshMembers,
 		WrapTransport: n.cfg.GossipTransport,
+		// On Config.Tick's clock, as raft is: the defaults at the default tick.
+		ProbeInterval:  10 * n.cfg.Tick,
+		ProbeTimeout:   5 * n.cfg.Tick,
+		GossipInterval: 2 * n.cfg.Tick,
 	}
 	// Joined below, not by membership.Start: a join tries its seeds one after another, each
 	// up to membership.DefaultTCPTimeout when it does not answer, and ctx must bound that.

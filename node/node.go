@@ -282,6 +282,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Logger:           cfg.Logger.With("node", dir.id.Name), // the host adds node_id
 		Registerer:       n.regs,
 		LogRetainEntries: cfg.RaftLogRetainEntries,
+		TickInterval:     cfg.Tick,
 		CommitDelay:      delay,
 		MaxSnapshotBytes: cfg.MaxSnapshotBytes,
 		// A snapshot received leaves the disk room to take appends (diskroom.go).

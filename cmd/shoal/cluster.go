@@ -386,12 +386,15 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		if n.Stopping {
 			state += ",stopping"
 		}
-		if n.DiskSlow && n.State == "alive" {
-			state += ",disk-slow"
+		sync := clusterstatus.SyncString(0) // a dead node's last word is no measure of its disk now
+		if n.State == "alive" {
+			sync = clusterstatus.SyncString(n.SyncMicros)
+			if n.DiskSlow {
+				state += ",disk-slow"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
-			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas, orDash(n.Version),
-			clusterstatus.SyncString(n.SyncMicros))
+			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas, orDash(n.Version), sync)
 	}
 	fmt.Fprintln(tw)
 	for _, note := range s.Notes {

@@ -61,7 +61,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 			}
 			// node.Config also takes a zero duration for "the default": a 0 given here
 			// is refused rather than silently read as 60s or 20s.
-			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration", "retention-interval", "retention-min-age", "slow-sync"} {
+			for _, name := range []string{"dead-after", "join-timeout", "max-sync-duration", "retention-interval", "retention-min-age", "slow-sync", "tick"} {
 				fl := cmd.Flags().Lookup(name)
 				if d, _ := cmd.Flags().GetDuration(name); fl.Changed && d == 0 {
 					want := "a positive duration"
@@ -72,6 +72,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 						want = "a positive duration, or a negative one to never apply the retention policies"
 					case "retention-min-age":
 						want = "a positive duration, or a negative one for no minimum age"
+					case "tick":
+						want = fmt.Sprintf("a duration from %v to %v", node.MinTick, node.MaxTick)
 					case "slow-sync":
 						want = "a positive duration, or a negative one for a disk to count as slow only while it hangs"
 					}
@@ -176,6 +178,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	f.IntVar(&cfg.MaxLongPolls, "max-long-polls", node.DefaultMaxLongPolls, "long polls (shard reads that wait for new events, as projections make) the node holds at once, served or relayed, apart from --max-subscriptions (about 30 KiB each, for up to a minute); more are refused with RESOURCE_EXHAUSTED, which clients retry")
 	f.IntVar(&cfg.MaxAppendPipelines, "max-append-pipelines", node.DefaultMaxAppendPipelines, "append pipeline streams (a Go client keeps one per node) the node holds at once (about 17 KiB each when idle); more are refused with RESOURCE_EXHAUSTED before anything they carry is written, and the Go client appends with unary calls instead")
 	f.DurationVar(&cfg.MaxSyncDuration, "max-sync-duration", def.MaxSyncDuration, "how long a write or sync of the data directory may hang before the server exits (status 74) so that the cluster replaces it; negative: never")
+	f.DurationVar(&cfg.Tick, "tick", def.Tick, fmt.Sprintf("the clock of failure detection: raft heartbeats every 2 ticks and a shard elects another leader after 10 to 20 ticks without one; gossip probes each member every 10 ticks and waits 5 for its answer. Raise it where zones are far apart, to about the round trip between the farthest (%v to %v; give every node the same)", node.MinTick, node.MaxTick))
 	f.DurationVar(&cfg.SlowSync, "slow-sync", def.SlowSync, "a node whose write-ahead log syncs take longer than this on average, and 4 times as long as the fastest other member's, counts its disk as slow (as it does while a write or sync hangs for 5 s): it hands its leaderships to voters on healthy disks and is given none until its syncs kept within bounds for 30 s; negative: only a hang counts")
 	f.DurationVar(&cfg.WALCommitDelay, "wal-commit-delay", 0, fmt.Sprintf("while the node is busy, hold each WAL sync back until this long after the last, so that one fdatasync covers more writes (as PostgreSQL's commit_delay): less CPU per write where CPUs are short, more latency; at most %v, 0 = none", node.MaxWALCommitDelay))
 	cfg.MaxAppendBytes = node.DefaultMaxAppendBytes
