@@ -20,8 +20,8 @@ import (
 //
 // So every node times its write-ahead log's syncs: every diskSpeedEvery it takes their mean
 // over the last diskSpeedWindow and gossips it (membership.Meta.SyncMicros). Its disk counts
-// as slow (Meta.DiskSlow) while that mean passes both Config.SlowSync and slowSyncFactor times
-// the fastest other live member's, or while a write or sync of its data directory has been
+// as slow (Meta.DiskSlow) while that mean, of slowSyncMinCount syncs or more, passes both
+// Config.SlowSync and slowSyncFactor times the fastest other live member's, or while a write or sync of its data directory has been
 // pending past diskSlowThreshold (diskWatch.slowNow: a disk that hangs). It counts as healthy
 // again once neither held for diskSlowClear. Placement hands a slow node's leaderships to
 // voters on healthy disks and gives it none (balanceLeader); its replicas stay, and it goes on
@@ -42,6 +42,9 @@ const (
 	// syncRegossip: a mean sync that changed by less than a quarter since it was last gossiped
 	// is gossiped again only after this long (a change of DiskSlow is gossiped at once).
 	syncRegossip = 10 * time.Second
+	// slowSyncMinCount: a window of fewer syncs says nothing of the disk's speed (one slow sync
+	// of a nearly idle node would count it slow for diskSlowClear).
+	slowSyncMinCount = 20
 )
 
 // diskSpeed is a node's timing of its own write-ahead log syncs (checkDiskSpeed).
@@ -75,8 +78,8 @@ func (n *Node) walSyncs() (syncSample, bool) {
 }
 
 // windowMean records s as the latest reading and returns the mean sync over the readings
-// diskSpeedWindow covers; 0 when no sync completed in it.
-func (d *diskSpeed) windowMean(s syncSample) time.Duration {
+// diskSpeedWindow covers, and how many syncs it is the mean of; 0 when no sync completed in it.
+func (d *diskSpeed) windowMean(s syncSample) (time.Duration, uint64) {
 	keep := int(diskSpeedWindow/diskSpeedEvery) + 1
 	d.samples = append(d.samples, s)
 	if len(d.samples) > keep {
@@ -84,19 +87,21 @@ func (d *diskSpeed) windowMean(s syncSample) time.Duration {
 	}
 	first := d.samples[0]
 	if s.count <= first.count {
-		return 0
+		return 0, 0
 	}
-	return (s.total - first.total) / time.Duration(s.count-first.count)
+	n := s.count - first.count
+	return (s.total - first.total) / time.Duration(n), n
 }
 
-// diskSlowNow tells whether a disk whose mean sync is mean counts as slow beside fastest, the
-// fastest mean of the other live members (0: none known), with bound Config.SlowSync (not
-// positive: never by speed), or stalled (an operation pending past diskSlowThreshold).
-func diskSlowNow(mean, fastest, bound time.Duration, stalled bool) bool {
+// diskSlowNow tells whether a disk whose mean sync over n syncs is mean counts as slow beside
+// fastest, the fastest mean of the other live members (0: none known), with bound
+// Config.SlowSync (not positive: never by speed), or stalled (an operation pending past
+// diskSlowThreshold).
+func diskSlowNow(mean time.Duration, n uint64, fastest, bound time.Duration, stalled bool) bool {
 	if stalled {
 		return true
 	}
-	return bound > 0 && fastest > 0 && mean > bound && mean > slowSyncFactor*fastest
+	return bound > 0 && n >= slowSyncMinCount && fastest > 0 && mean > bound && mean > slowSyncFactor*fastest
 }
 
 // checkDiskSpeed times the log's syncs of the last window, decides whether the disk counts as
@@ -107,7 +112,7 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 		return
 	}
 	d := &n.speed
-	mean := d.windowMean(s)
+	mean, count := d.windowMean(s)
 	d.mean.Store(int64(mean))
 	n.metrics.walSyncMean.Set(mean.Seconds())
 	ml := n.gossip()
@@ -125,7 +130,7 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 	stall, stalled := n.disk.slowNow()
 	was := d.slow.Load()
 	slow := was
-	if diskSlowNow(mean, fastest, n.cfg.SlowSync, stalled) {
+	if diskSlowNow(mean, count, fastest, n.cfg.SlowSync, stalled) {
 		d.lastSlow, slow = now, true
 	} else if was && now.Sub(d.lastSlow) >= diskSlowClear {
 		slow = false

@@ -10,11 +10,11 @@ import (
 func TestDiskSpeedWindowMean(t *testing.T) {
 	var d diskSpeed
 	ms := time.Millisecond
-	if got := d.windowMean(syncSample{count: 100, total: 100 * ms}); got != 0 {
+	if got, _ := d.windowMean(syncSample{count: 100, total: 100 * ms}); got != 0 {
 		t.Fatalf("one reading: mean %v, want 0 (no window yet)", got)
 	}
-	if got := d.windowMean(syncSample{count: 110, total: 100*ms + 10*200*ms}); got != 200*ms {
-		t.Fatalf("10 syncs of 200ms: mean %v", got)
+	if got, n := d.windowMean(syncSample{count: 110, total: 100*ms + 10*200*ms}); got != 200*ms || n != 10 {
+		t.Fatalf("10 syncs of 200ms: mean %v of %d", got, n)
 	}
 	// Fast syncs from here on: the slow ones leave the window after diskSpeedWindow.
 	count, total := uint64(110), 100*ms+2000*ms
@@ -22,16 +22,16 @@ func TestDiskSpeedWindowMean(t *testing.T) {
 	var got time.Duration
 	for range n {
 		count, total = count+100, total+100*ms
-		got = d.windowMean(syncSample{count: count, total: total})
+		got, _ = d.windowMean(syncSample{count: count, total: total})
 	}
 	if got != ms {
 		t.Fatalf("after %d readings of 1ms syncs: mean %v, want 1ms", n, got)
 	}
-	if got := d.windowMean(syncSample{count: count, total: total}); got == 0 {
+	if got, _ := d.windowMean(syncSample{count: count, total: total}); got == 0 {
 		t.Fatal("a reading with no new sync emptied a window that still holds syncs")
 	}
 	for range n + 1 {
-		got = d.windowMean(syncSample{count: count, total: total})
+		got, _ = d.windowMean(syncSample{count: count, total: total})
 	}
 	if got != 0 {
 		t.Fatalf("a window without syncs: mean %v, want 0", got)
@@ -41,18 +41,21 @@ func TestDiskSpeedWindowMean(t *testing.T) {
 func TestDiskSlowNow(t *testing.T) {
 	ms := time.Millisecond
 	for _, c := range []struct {
-		name                 string
-		mean, fastest, bound time.Duration
-		stalled, want        bool
+		name           string
+		mean           time.Duration
+		n              uint64
+		fastest, bound time.Duration
+		stalled, want  bool
 	}{
-		{"far slower than the fastest member and past the bound", 200 * ms, 2 * ms, 20 * ms, false, true},
-		{"slower, but within the bound", 15 * ms, 1 * ms, 20 * ms, false, false},
-		{"past the bound, but as slow as the others (a slow machine)", 40 * ms, 30 * ms, 20 * ms, false, false},
-		{"no other member's speed known", 200 * ms, 0, 20 * ms, false, false},
-		{"speed not compared (a negative bound)", 200 * ms, 2 * ms, -1, false, false},
-		{"a hang, whatever the speeds", 0, 2 * ms, -1, true, true},
+		{"far slower than the fastest member and past the bound", 200 * ms, 50, 2 * ms, 20 * ms, false, true},
+		{"too few syncs to tell", 200 * ms, slowSyncMinCount - 1, 2 * ms, 20 * ms, false, false},
+		{"slower, but within the bound", 15 * ms, 50, 1 * ms, 20 * ms, false, false},
+		{"past the bound, but as slow as the others (a slow machine)", 40 * ms, 50, 30 * ms, 20 * ms, false, false},
+		{"no other member's speed known", 200 * ms, 50, 0, 20 * ms, false, false},
+		{"speed not compared (a negative bound)", 200 * ms, 50, 2 * ms, -1, false, false},
+		{"a hang, whatever the speeds", 0, 0, 2 * ms, -1, true, true},
 	} {
-		if got := diskSlowNow(c.mean, c.fastest, c.bound, c.stalled); got != c.want {
+		if got := diskSlowNow(c.mean, c.n, c.fastest, c.bound, c.stalled); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
