@@ -104,24 +104,19 @@ type diskRoom struct {
 	loop   sync.WaitGroup
 }
 
-// startDiskRoom reads the disk's free space now and then every diskRoomEvery until Close, and
-// times its syncs every diskSpeedEvery (checkDiskSpeed).
+// startDiskRoom reads the disk's free space now and then every diskRoomEvery until Close.
 func (n *Node) startDiskRoom() {
 	n.metrics.minFreeDisk.Set(float64(n.cfg.MinFreeDisk))
 	n.checkDiskRoom()
 	n.room.loop.Go(func() {
 		t := time.NewTicker(diskRoomEvery)
 		defer t.Stop()
-		speed := time.NewTicker(diskSpeedEvery) // diskspeed.go
-		defer speed.Stop()
 		for {
 			select {
 			case <-n.done:
 				return
 			case <-t.C:
 				n.checkDiskRoom()
-			case now := <-speed.C:
-				n.checkDiskSpeed(now)
 			}
 		}
 	})

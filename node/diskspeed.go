@@ -23,7 +23,8 @@ import (
 // as slow (Meta.DiskSlow) while that mean, of slowSyncMinCount syncs or more, passes both
 // Config.SlowSync and slowSyncFactor times the fastest other live member's, or while a write or sync of its data directory has been
 // pending past diskSlowThreshold (diskWatch.slowNow: a disk that hangs). It counts as healthy
-// again once neither held for diskSlowClear. Placement hands a slow node's leaderships to
+// again once its syncs kept within those bounds for diskSlowClear (windows of too few syncs
+// to tell do not count: an idle spell clears nothing). Placement hands a slow node's leaderships to
 // voters on healthy disks and gives it none (balanceLeader); its replicas stay, and it goes on
 // syncing as a follower, which is what times its disk while it leads nothing.
 //
@@ -43,8 +44,12 @@ const (
 	// is gossiped again only after this long (a change of DiskSlow is gossiped at once).
 	syncRegossip = 10 * time.Second
 	// slowSyncMinCount: a window of fewer syncs says nothing of the disk's speed (one slow sync
-	// of a nearly idle node would count it slow for diskSlowClear).
+	// of a nearly idle node would count it slow for diskSlowClear): it is gossiped as unknown,
+	// and neither counts the disk slow nor healthy.
 	slowSyncMinCount = 20
+	// maxSyncMicros bounds the gossiped mean (an hour), so that gossip's metadata keeps within
+	// its limit (withSettingsFits).
+	maxSyncMicros = uint64(time.Hour / time.Microsecond)
 )
 
 // diskSpeed is a node's timing of its own write-ahead log syncs (checkDiskSpeed).
@@ -104,8 +109,50 @@ func diskSlowNow(mean time.Duration, n uint64, fastest, bound time.Duration, sta
 	return bound > 0 && n >= slowSyncMinCount && fastest > 0 && mean > bound && mean > slowSyncFactor*fastest
 }
 
+// startDiskSpeed times the disk's syncs every diskSpeedEvery until Close, on a goroutine of
+// its own: the free space's reading may hang on a hung file system, and must not hold the
+// check that counts the hang.
+func (n *Node) startDiskSpeed() {
+	n.room.loop.Go(func() {
+		t := time.NewTicker(diskSpeedEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.done:
+				return
+			case now := <-t.C:
+				select {
+				case <-n.done: // a tick and Close at once: the DB may be closing
+					return
+				default:
+				}
+				n.checkDiskSpeed(now)
+			}
+		}
+	})
+}
+
+// decide returns whether the disk counts as slow now, was it did at the last check, for a
+// window of count syncs of mean mean (0: too few to tell), and the rest as diskSlowNow takes
+// them. Only windows that tell count towards clearing it.
+func (d *diskSpeed) decide(now time.Time, was bool, mean time.Duration, count uint64, fastest, bound time.Duration, stalled bool) bool {
+	switch {
+	case diskSlowNow(mean, count, fastest, bound, stalled):
+		d.lastSlow = now
+		return true
+	case mean == 0:
+		// Too few syncs to tell: a slow disk stays slow (an idle spell shows nothing of it,
+		// and the next burst would run at its pace), and its time to clear waits.
+		if was {
+			d.lastSlow = now
+		}
+		return was
+	}
+	return was && now.Sub(d.lastSlow) < diskSlowClear
+}
+
 // checkDiskSpeed times the log's syncs of the last window, decides whether the disk counts as
-// slow and gossips both (diskSpeed). Every diskSpeedEvery, from the disk room's loop.
+// slow and gossips both (diskSpeed). Every diskSpeedEvery (startDiskSpeed).
 func (n *Node) checkDiskSpeed(now time.Time) {
 	s, ok := n.walSyncs()
 	if !ok {
@@ -113,6 +160,9 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 	}
 	d := &n.speed
 	mean, count := d.windowMean(s)
+	if count < slowSyncMinCount {
+		mean = 0 // too few to tell
+	}
 	d.mean.Store(int64(mean))
 	n.metrics.walSyncMean.Set(mean.Seconds())
 	ml := n.gossip()
@@ -129,12 +179,7 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 	}
 	stall, stalled := n.disk.slowNow()
 	was := d.slow.Load()
-	slow := was
-	if diskSlowNow(mean, count, fastest, n.cfg.SlowSync, stalled) {
-		d.lastSlow, slow = now, true
-	} else if was && now.Sub(d.lastSlow) >= diskSlowClear {
-		slow = false
-	}
+	slow := d.decide(now, was, mean, count, fastest, n.cfg.SlowSync, stalled)
 	if slow != was {
 		d.slow.Store(slow)
 		if slow {
@@ -152,7 +197,7 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 				"fastest_member_sync", fastest.Round(time.Microsecond), "within_bounds_for", diskSlowClear)
 		}
 	}
-	micros := uint64(mean / time.Microsecond)
+	micros := min(uint64(mean/time.Microsecond), maxSyncMicros)
 	self := ml.Self()
 	if self.DiskSlow == slow && !syncChanged(self.SyncMicros, micros, now.Sub(d.gossiped)) {
 		return

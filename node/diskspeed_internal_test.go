@@ -1,8 +1,12 @@
 package node
 
 import (
+	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoaldb/shoal/internal/membership"
 )
 
 // The mean sync is taken over the readings of the last diskSpeedWindow: a burst of slow syncs
@@ -79,5 +83,57 @@ func TestSyncChanged(t *testing.T) {
 		if got := syncChanged(c.was, c.now, c.ago); got != c.want {
 			t.Errorf("syncChanged(%d, %d, %v) = %v, want %v", c.was, c.now, c.ago, got, c.want)
 		}
+	}
+}
+
+// A slow disk counts as healthy again only after diskSlowClear of windows that tell: an idle
+// spell (too few syncs) clears nothing, and a hang or a slow window starts the wait again.
+func TestDiskSlowClears(t *testing.T) {
+	ms := time.Millisecond
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var d diskSpeed
+	at := func(s time.Duration) time.Time { return start.Add(s) }
+	if !d.decide(at(0), false, 200*ms, 50, 2*ms, 20*ms, false) {
+		t.Fatal("a slow window did not count the disk slow")
+	}
+	// Idle for a minute: nothing to tell, and it stays slow.
+	for s := 2 * time.Second; s <= time.Minute; s += 2 * time.Second {
+		if !d.decide(at(s), true, 0, 0, 2*ms, 20*ms, false) {
+			t.Fatalf("idle %v after a slow window: counted healthy", s)
+		}
+	}
+	// Within bounds from here on: healthy diskSlowClear after the last reading that did not
+	// tell.
+	last := time.Minute
+	for s := last + 2*time.Second; s < last+diskSlowClear; s += 2 * time.Second {
+		if !d.decide(at(s), true, 2*ms, 50, 2*ms, 20*ms, false) {
+			t.Fatalf("healthy %v after the last idle reading, want %v", s-last, diskSlowClear)
+		}
+	}
+	if d.decide(at(last+diskSlowClear), true, 2*ms, 50, 2*ms, 20*ms, false) {
+		t.Fatalf("still slow %v after the last idle reading, within bounds since", diskSlowClear)
+	}
+	// A hang counts at once, whatever the window says.
+	if !d.decide(at(last+diskSlowClear+time.Second), false, 0, 0, 2*ms, 20*ms, true) {
+		t.Fatal("a hang did not count the disk slow")
+	}
+}
+
+// The gossip metadata of a node let through at its limit still fits when the node gossips its
+// longest mean sync: else every update, the disk's slowness with it, would fail.
+func TestMetaFitsSyncMicros(t *testing.T) {
+	m := membership.Meta{NodeID: math.MaxUint64, Zone: "z", GRPCAddr: "10.0.0.1:7400", HTTPAddr: "10.0.0.1:7480", Version: "v1"}
+	for n := 1; n < membership.MaxMetaSize; n++ {
+		m.Name = strings.Repeat("n", n)
+		if withSettingsFits(m) != nil {
+			m.Name = strings.Repeat("n", n-1)
+			break
+		}
+	}
+	m.ClusterID = strings.Repeat("0", len(newClusterID()))
+	m.Shards, m.Replication, m.ReplicationEpoch = math.MaxUint32, math.MaxUint32, math.MaxUint64
+	m.DiskSlow, m.SyncMicros = true, maxSyncMicros
+	if _, err := membership.EncodeMeta(m); err != nil {
+		t.Fatalf("metadata withSettingsFits let through, gossiping the longest mean sync: %v", err)
 	}
 }

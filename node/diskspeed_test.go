@@ -107,8 +107,8 @@ func TestSlowDiskShedsLeaderships(t *testing.T) {
 
 	fss[1].delay.Store(int64(100 * time.Millisecond))
 	testnode.WaitFor(t, 60*time.Second, "n2 to count its disk slow, gossip it and lead no shard", func() string {
-		if v := metricSum(t, regs[1:2], "shoal_disk_slow", ""); v != 1 {
-			return fmt.Sprintf("n2's shoal_disk_slow %v", v)
+		if v := metricSum(t, regs[1:2], "shoal_disk_counted_slow", ""); v != 1 {
+			return fmt.Sprintf("n2's shoal_disk_counted_slow %v", v)
 		}
 		var info string
 		for _, ni := range cl.Nodes[0].Topology(ctx).GetNodes() {
@@ -131,7 +131,7 @@ func TestSlowDiskShedsLeaderships(t *testing.T) {
 	})
 	for i, n := range cl.Nodes {
 		if n.ID() != slow.ID() {
-			if v := metricSum(t, regs[i:i+1], "shoal_disk_slow", ""); v != 0 {
+			if v := metricSum(t, regs[i:i+1], "shoal_disk_counted_slow", ""); v != 0 {
 				t.Fatalf("node %d (a healthy disk) counts its disk slow", i+1)
 			}
 		}

@@ -135,13 +135,14 @@ func (c Config) metaFits() error {
 }
 
 // withSettingsFits returns the *membership.MetaTooLongError of m once the cluster's ID and
-// settings join it, if any.
+// settings join it, and the fields that grow as the node runs are at their longest, if any.
 func withSettingsFits(m membership.Meta) error {
 	if m.ClusterID == "" {
 		m.ClusterID = strings.Repeat("0", len(newClusterID()))
 		m.Shards, m.Replication = math.MaxUint32, math.MaxUint32
 	}
 	m.ReplicationEpoch = math.MaxUint64 // it grows with every set-replication
+	m.SyncMicros = maxSyncMicros        // gossiped as the disk is timed (diskspeed.go)
 	_, err := membership.EncodeMeta(m)
 	return err
 }

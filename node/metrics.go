@@ -144,7 +144,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Help: "1 while the data directory's disk has less free space than --min-free-disk (or has not yet a tenth more again): a shard a majority of whose voters say so refuses appends (result=\"disk_low\" in shoal_appends_total).",
 		}),
 		diskSlow: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "shoal_disk_slow",
+			Name: "shoal_disk_counted_slow",
 			Help: "1 while the node's disk counts as slow: its write-ahead log syncs took longer than --slow-sync and 4 times the fastest other member's on average over 10 s, or a write or sync has been pending for 5 s, within the last 30 s; its leaderships go to voters on healthy disks.",
 		}),
 		walSyncMean: prometheus.NewGauge(prometheus.GaugeOpts{

@@ -359,6 +359,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.started.Store(true)
 	n.startDiskRoom()
+	n.startDiskSpeed()
 	n.startPlacement()
 	n.startRetention()
 	s := n.settings.Load()

@@ -345,7 +345,7 @@ func (s *Status) diskSlow() []string {
 			}
 		}
 		out = append(out, fmt.Sprintf("%s's disk is slow (%s): its leaderships go to voters on healthy disks, "+
-			"and it is given none until its syncs keep within --slow-sync for 30 s", n.Name, took))
+			"and it is given none until its syncs keep within bounds for 30 s (--slow-sync)", n.Name, took))
 	}
 	return out
 }
