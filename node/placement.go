@@ -327,6 +327,16 @@ func decidePlacement(in placementInput) placementStep {
 		return in.Peers[id].Alive && st.Progress[id].RecentActive
 	}
 
+	// A leader whose disk is slow (diskspeed.go) hands the leadership to a caught-up voter on a
+	// healthy disk before any other step, the configuration settled or not: every commit of the
+	// shard waits on its disk, and a replacement's snapshot would be read from it.
+	if in.Peers[in.Self].DiskSlow && !in.Replaced &&
+		(in.LastTransfer.IsZero() || in.Now.Sub(in.LastTransfer) >= transferCooldown) {
+		if to := transferTarget(in, isVoter, live, caughtUp, true); to != 0 {
+			return placementStep{Kind: stepTransfer, Node: to, Reason: "this node's disk is slow: hand the leadership to a voter on a healthy disk"}
+		}
+	}
+
 	// 2. Add missing target members as learners, on nodes that apply the shard's format (a node
 	// of an older version is added guarded: see decideFormat), and are not stopping: a learner
 	// there would take a snapshot only to go, and would not be promoted (step 3) before its
@@ -461,7 +471,7 @@ func decidePlacement(in placementInput) placementStep {
 			// Every extra is kept, for as long as the drain waits (a node to join, one down to
 			// come back): the target votes, and its leaderships are balanced as a placed
 			// shard's, where they stayed wherever an election or a restart had put them.
-			if step := balanceLeader(in, isVoter, live, caughtUp); step.Kind == stepTransfer {
+			if step := balanceLeader(in, live, caughtUp); step.Kind == stepTransfer {
 				step.Kept = true
 				return step
 			}
@@ -475,27 +485,15 @@ func decidePlacement(in placementInput) placementStep {
 	if len(st.Learners) > 0 || len(st.Voters) != len(in.Target) {
 		return none("configuration not settled")
 	}
-	return balanceLeader(in, isVoter, live, caughtUp)
+	return balanceLeader(in, live, caughtUp)
 }
 
 // balanceLeader is decidePlacement's step 5, for a shard whose target members all vote and
 // whose other voters, if any, are kept: hand leadership to the preferred leader, unless its
-// disk is slow (diskspeed.go); a leader whose own disk is slow hands it to a voter on a
-// healthy disk instead, the ring's order first.
-func balanceLeader(in placementInput, isVoter, live, caughtUp func(uint64) bool) placementStep {
+// disk is slow (diskspeed.go; a leader whose own disk is slow handed over before step 2).
+func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placementStep {
 	none := func(reason string) placementStep { return placementStep{Reason: reason} }
-	rateLimited := !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown
 	pref := in.Target[0]
-	if in.Peers[in.Self].DiskSlow && !in.Replaced {
-		to := transferTarget(in, isVoter, live, caughtUp, true)
-		switch {
-		case to == 0:
-			return none("this node's disk is slow, but no caught-up voter on a healthy disk can take the leadership")
-		case rateLimited:
-			return none("this node's disk is slow; its transfer is rate-limited")
-		}
-		return placementStep{Kind: stepTransfer, Node: to, Reason: "this node's disk is slow: hand the leadership to a voter on a healthy disk"}
-	}
 	switch {
 	case pref == in.Self:
 		return none("placed")
@@ -507,7 +505,7 @@ func balanceLeader(in placementInput, isVoter, live, caughtUp func(uint64) bool)
 		return none("the preferred leader's disk is slow")
 	case in.Now.Sub(in.StableSince) < in.Settle:
 		return none("group not stable long enough to balance")
-	case rateLimited:
+	case !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown:
 		return none("balancing transfer rate-limited")
 	case !in.PreferredLost.IsZero() && in.Now.Sub(in.PreferredLost) < in.HandBack:
 		return none("the preferred leader lost the leadership lately; it is handed it back later")

@@ -357,6 +357,20 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{},
 		},
 		{
+			name: "a leader whose disk is slow hands over before adding a missing target member",
+			in: placementInput{Status: status([]uint64{1, 2}, nil, map[uint64]int{2: commit}),
+				Target: []uint64{1, 2, 3}, Peers: map[uint64]peerState{self: {Alive: true, DiskSlow: true}, 2: alive, 3: alive},
+				StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{Kind: stepTransfer, Node: 2},
+		},
+		{
+			name: "a leader whose disk is slow, with no voter on a healthy disk to take over, goes on placing",
+			in: placementInput{Status: status([]uint64{1, 2}, nil, map[uint64]int{2: commit}),
+				Target: []uint64{1, 2, 3}, Peers: map[uint64]peerState{self: {Alive: true, DiskSlow: true},
+					2: {Alive: true, DiskSlow: true}, 3: alive}, StableSince: stable, Settle: 3 * time.Second},
+			want: placementStep{Kind: stepAddLearner, Node: 3},
+		},
+		{
 			name: "a leader whose disk is slow keeps the leadership when every other voter's disk is slow too",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
 				Target: []uint64{2, 1, 3}, Peers: map[uint64]peerState{self: {Alive: true, DiskSlow: true},
