@@ -536,14 +536,8 @@ func TestCloseWaitsForInstallFlush(t *testing.T) {
 // the loop stopped, and an owner that then closed the DB closed it under the ingest.
 func TestSecondCloseWaitsForIngest(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
-	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, []string{"a", "b", "c"})
+	_, letGo, received := receivePaused(t, c, []string{"a", "b", "c"})
 	n2 := c.nodes[2]
-	entered, letGo := pauseIngest(t)
-	received := make(chan error, 1)
-	go func() {
-		received <- n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
-	}()
-	<-entered
 	first, second := make(chan struct{}), make(chan struct{})
 	go func() { _ = n2.host.Close(); close(first) }()
 	<-n2.host.done // the first Close waits for the ingest from here on
@@ -675,14 +669,8 @@ func TestSnapshotIngestLeavesLoopFree(t *testing.T) {
 // it: the dropped replica leaves nothing behind.
 func TestSnapshotIngestDropMeanwhile(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
-	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, []string{"a", "b", "c"})
+	term, letGo, done := receivePaused(t, c, []string{"a", "b", "c"})
 	n2 := c.nodes[2]
-	entered, letGo := pauseIngest(t)
-	done := make(chan error, 1)
-	go func() {
-		done <- n2.host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
-	}()
-	<-entered
 	if err := n2.host.DropGroup(6, term); err != nil {
 		t.Fatal(err)
 	}
@@ -693,6 +681,7 @@ func TestSnapshotIngestDropMeanwhile(t *testing.T) {
 	if err := <-done; !errors.Is(err, ErrGroupRemoved) {
 		t.Fatalf("the install of a replica dropped during its ingest: %v, want ErrGroupRemoved", err)
 	}
+	lo, hi := c.sm(1, 6).Span()
 	if got := spanKVs(t, n2.db, lo, hi); len(got) != 0 {
 		t.Fatalf("the dropped replica's span holds %d keys after its install ended", len(got))
 	}
@@ -716,6 +705,25 @@ func pauseIngest(t *testing.T) (entered <-chan struct{}, letGo func()) {
 		testHookInstallIngest.Store(nil)
 	})
 	return in, letGo
+}
+
+// receivePaused has node 2 receive node 1's snapshot of shard 6 holding values
+// (shard6Snapshot), and returns once its ingest is paused (pauseIngest): the snapshot's term,
+// what lets the ingest go, and where the receive's error comes.
+func receivePaused(t *testing.T, c *cluster, values []string) (term uint64, letGo func(), done <-chan error) {
+	t.Helper()
+	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, values)
+	entered, letGo := pauseIngest(t)
+	received := make(chan error, 1)
+	go func() {
+		received <- c.nodes[2].host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
+	}()
+	select {
+	case <-entered:
+	case err := <-received:
+		t.Fatalf("the install ended before its ingest: %v", err)
+	}
+	return term, letGo, received
 }
 
 // numbered returns the values "00", "01", … of n entries.
