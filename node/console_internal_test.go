@@ -33,7 +33,7 @@ func TestConsoleOverviewDrained(t *testing.T) {
 		strings.Contains(page, "stopping") {
 		t.Errorf("want n2 decommissioning, n3 and n4 drained, none stopping:\n%s", page)
 	}
-	if strings.Count(page, `<span class="warn">disk slow</span>`) != 1 || !strings.Contains(page, "n5&#39;s disk is slow (its syncs take 200ms") {
+	if strings.Count(page, `<span class="warn">disk slow</span>`) != 1 || !strings.Contains(page, "n5&#39;s disk is slow (its syncs took 200ms") {
 		t.Errorf("want n5's disk slow, with the note, and not n6's:\n%s", page)
 	}
 }

@@ -383,7 +383,9 @@ func (p *placer) round(now time.Time) {
 	zones := zonesOf(members) // also which node IDs gossip knows
 	leaving := make(map[uint64]bool, len(members))
 	for _, m := range members {
-		leaving[m.NodeID] = m.Stopping || m.Decommissioning
+		// A leader that sheds its leaderships for a slow disk loses none of them: counted, each
+		// slow spell doubled its wait to get them back once healthy, up to 320 s.
+		leaving[m.NodeID] = m.Stopping || m.Decommissioning || m.DiskSlow
 	}
 	unknown := uint64(0) // a member of a local group that gossip does not know, if any
 	var launches []launch
@@ -464,7 +466,7 @@ func (p *placer) round(now time.Time) {
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat, DiskLow: m.DiskLow,
-				DiskSlow: m.DiskSlow}
+				DiskSlow: m.DiskSlow, Untimed: m.Alive && now.Sub(m.AliveSince) < diskUntimedFor}
 			aliveSince[m.NodeID] = m.AliveSince
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {

@@ -450,7 +450,7 @@ func TestClusterStatusDiskSlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"alive,disk-slow", "1.23ms", "198ms", "2.5ms",
-		"note: n2's disk is slow (its syncs take 198ms, the fastest other node's 1.23ms)"} {
+		"note: n2's disk is slow (its syncs took 198ms on average over its last 10 s, the fastest other node's 1.23ms)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

@@ -337,9 +337,9 @@ func (s *Status) diskSlow() []string {
 				fastest = o.SyncMicros
 			}
 		}
-		took := "a write or sync of its disk hangs"
+		took := "too few syncs lately to time them; slow or hung ones counted it so"
 		if n.SyncMicros > 0 {
-			took = "its syncs take " + SyncString(n.SyncMicros)
+			took = "its syncs took " + SyncString(n.SyncMicros) + " on average over its last 10 s"
 			if fastest > 0 {
 				took += ", the fastest other node's " + SyncString(fastest)
 			}
