@@ -137,13 +137,14 @@ func (n *Node) startDiskSpeed() {
 
 // decide returns whether the disk counts as slow now, was it did at the last check, for a
 // window of count syncs of mean mean (0: too few to tell), and the rest as diskSlowNow takes
-// them. Only windows that tell count towards clearing it.
+// them. Only windows that tell, with a mean of the other members' to compare, count towards
+// clearing it (with no bound, only hangs count, and the time since the last one).
 func (d *diskSpeed) decide(now time.Time, was bool, mean time.Duration, count uint64, fastest, bound time.Duration, stalled bool) bool {
 	switch {
 	case diskSlowNow(mean, count, fastest, bound, stalled):
 		d.lastSlow = now
 		return true
-	case mean == 0:
+	case bound > 0 && (mean == 0 || fastest == 0):
 		// Too few syncs to tell: a slow disk stays slow (an idle spell shows nothing of it,
 		// and the next burst would run at its pace), and its time to clear waits.
 		if was {

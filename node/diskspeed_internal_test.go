@@ -102,6 +102,12 @@ func TestDiskSlowClears(t *testing.T) {
 			t.Fatalf("idle %v after a slow window: counted healthy", s)
 		}
 	}
+	// Nothing to compare with (no other member's mean known): it stays slow too.
+	for s := time.Minute - 10*time.Second; s <= time.Minute; s += 2 * time.Second {
+		if !d.decide(at(s), true, 2*ms, 50, 0, 20*ms, false) {
+			t.Fatalf("%v with no other member's mean to compare: counted healthy", s)
+		}
+	}
 	// Within bounds from here on: healthy diskSlowClear after the last reading that did not
 	// tell.
 	last := time.Minute
@@ -135,5 +141,21 @@ func TestMetaFitsSyncMicros(t *testing.T) {
 	m.DiskSlow, m.SyncMicros = true, maxSyncMicros
 	if _, err := membership.EncodeMeta(m); err != nil {
 		t.Fatalf("metadata withSettingsFits let through, gossiping the longest mean sync: %v", err)
+	}
+}
+
+// With no bound (--slow-sync negative), only hangs count, and a disk clears diskSlowClear
+// after the last, whatever its syncs.
+func TestDiskSlowClearsWithoutBound(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var d diskSpeed
+	if !d.decide(start, false, 0, 0, 0, -1, true) {
+		t.Fatal("a hang did not count the disk slow")
+	}
+	if !d.decide(start.Add(diskSlowClear-time.Second), true, 0, 0, 0, -1, false) {
+		t.Fatal("healthy before diskSlowClear after the hang")
+	}
+	if d.decide(start.Add(diskSlowClear), true, 0, 0, 0, -1, false) {
+		t.Fatal("still slow diskSlowClear after the hang, with no bound on speed")
 	}
 }
