@@ -47,9 +47,6 @@ const (
 	// of a nearly idle node would count it slow for diskSlowClear): it is gossiped as unknown,
 	// and neither counts the disk slow nor healthy.
 	slowSyncMinCount = 20
-	// diskUntimedFor: how long after a node came alive its disk counts as not yet timed, and
-	// placement hands it no leadership (peerState.Untimed): two readings, under load.
-	diskUntimedFor = 4 * diskSpeedEvery
 	// maxSyncMicros bounds the gossiped mean (an hour), so that gossip's metadata keeps within
 	// its limit (withSettingsFits).
 	maxSyncMicros = uint64(time.Hour / time.Microsecond)

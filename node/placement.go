@@ -201,10 +201,6 @@ type peerState struct {
 	// DiskSlow: the node's disk syncs far slower than the other members' (diskspeed.go): it
 	// is handed no leadership, and hands over those it holds (balanceLeader).
 	DiskSlow bool
-	// Untimed: the node came alive less than diskUntimedFor ago, too soon for its disk to be
-	// timed: it is handed no leadership yet (a node restarted on a slow disk was handed some
-	// before its first verdict, and gave them away again).
-	Untimed bool
 }
 
 // placementInput is everything decidePlacement looks at. It is a value so
@@ -507,8 +503,6 @@ func balanceLeader(in placementInput, live, caughtUp func(uint64) bool) placemen
 		return none("preferred leader not ready")
 	case in.Peers[pref].DiskSlow:
 		return none("the preferred leader's disk is slow")
-	case in.Peers[pref].Untimed:
-		return none("the preferred leader came up moments ago; its disk is not timed yet")
 	case in.Now.Sub(in.StableSince) < in.Settle:
 		return none("group not stable long enough to balance")
 	case !in.LastTransfer.IsZero() && in.Now.Sub(in.LastTransfer) < transferCooldown:

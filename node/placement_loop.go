@@ -466,7 +466,7 @@ func (p *placer) round(now time.Time) {
 		for _, m := range members {
 			peers[m.NodeID] = peerState{Alive: m.Alive, Decommissioning: m.Decommissioning, Stopping: m.Stopping,
 				Gone: !m.Alive && now.Sub(m.Changed) >= deadAfter, ShardFormat: m.ShardFormat, DiskLow: m.DiskLow,
-				DiskSlow: m.DiskSlow, Untimed: m.Alive && now.Sub(m.AliveSince) < diskUntimedFor}
+				DiskSlow: m.DiskSlow}
 			aliveSince[m.NodeID] = m.AliveSince
 		}
 		for _, id := range slices.Concat(st.Voters, st.Learners) {

@@ -336,12 +336,6 @@ func TestPlacementDecide(t *testing.T) {
 			want: placementStep{},
 		},
 		{
-			name: "no leader balance to a preferred leader that came up moments ago, its disk not timed yet",
-			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: commit, 3: commit}),
-				Target: []uint64{2, 1, 3}, Peers: peers(2, peerState{Alive: true, Untimed: true}, 3, alive), StableSince: stable, Settle: 3 * time.Second},
-			want: placementStep{},
-		},
-		{
 			name: "a leader whose disk is slow hands over to the first caught-up target voter on a healthy disk",
 			in: placementInput{Status: status([]uint64{1, 2, 3}, nil, map[uint64]int{2: 1, 3: commit}),
 				Target: []uint64{1, 2, 3}, Peers: map[uint64]peerState{self: {Alive: true, DiskSlow: true}, 2: alive, 3: alive},
