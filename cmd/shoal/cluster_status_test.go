@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -164,5 +165,40 @@ func TestClusterStatusVersionsAndFormats(t *testing.T) {
 		if f := rows[c.row]; len(f) <= c.col || f[c.col] != c.want {
 			t.Errorf("row %s: column %d is not %q:\n%s", c.row, c.col, c.want, out.String())
 		}
+	}
+}
+
+// A node whose disk is slow reads alive,disk-slow, with a note giving its syncs beside the
+// fastest other node's, a SYNC column for every alive node, and --check exits 5; a dead one's
+// last word is not shown.
+func TestClusterStatusDiskSlow(t *testing.T) {
+	st := &shoalv1.StatusResponse{NodeId: 1, Topology: &shoalv1.TopologyResponse{
+		Settings: &shoalv1.ClusterSettings{ClusterId: "c1", Shards: 1, Replication: 3},
+		Nodes: []*shoalv1.NodeInfo{
+			{Id: 1, Name: "n1", Alive: true, SyncMicros: 1_234},
+			{Id: 2, Name: "n2", Alive: true, DiskSlow: true, SyncMicros: 198_400},
+			{Id: 3, Name: "n3", Alive: true, SyncMicros: 2_500},
+			{Id: 4, Name: "n4", DiskSlow: true, SyncMicros: 300_000}, // dead
+		},
+		Shards: []*shoalv1.ShardInfo{{Shard: 0, LeaderId: 1, Voters: []uint64{1, 2, 3}}},
+	}}
+	s := clusterstatus.New(st)
+	var out strings.Builder
+	if err := writeTables(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"alive,disk-slow", "1.23ms", "198ms", "2.5ms",
+		"note: n2's disk is slow (its syncs took 198ms on average over its last 10 s, the fastest other node's 1.23ms)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Count(out.String(), "disk-slow") != 1 || strings.Contains(out.String(), "300ms") {
+		t.Errorf("the dead n4 is shown with a slow disk or its last sync:\n%s", out.String())
+	}
+	err := checkStatus(s)
+	var ee *explainedError
+	if !errors.As(err, &ee) || ee.code != exitDegraded || !strings.Contains(err.Error(), "1 node with a slow disk") {
+		t.Errorf("--check with a slow disk: %v, want exit %d naming it", err, exitDegraded)
 	}
 }
