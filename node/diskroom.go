@@ -108,15 +108,27 @@ type diskRoom struct {
 func (n *Node) startDiskRoom() {
 	n.metrics.minFreeDisk.Set(float64(n.cfg.MinFreeDisk))
 	n.checkDiskRoom()
+	n.everyUntilClosed(diskRoomEvery, func(time.Time) { n.checkDiskRoom() })
+}
+
+// everyUntilClosed calls f every interval, with the tick's time, on a goroutine of its own
+// (counted in room.loop) until Close. A tick that comes with Close is not run: the DB may be
+// closing.
+func (n *Node) everyUntilClosed(interval time.Duration, f func(now time.Time)) {
 	n.room.loop.Go(func() {
-		t := time.NewTicker(diskRoomEvery)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-n.done:
 				return
-			case <-t.C:
-				n.checkDiskRoom()
+			case now := <-t.C:
+				select {
+				case <-n.done:
+					return
+				default:
+				}
+				f(now)
 			}
 		}
 	})

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -52,13 +51,13 @@ const (
 	maxSyncMicros = uint64(time.Hour / time.Microsecond)
 )
 
-// diskSpeed is a node's timing of its own write-ahead log syncs (checkDiskSpeed).
+// diskSpeed is a node's timing of its own write-ahead log syncs (checkDiskSpeed, whose
+// goroutine alone touches it).
 type diskSpeed struct {
 	// samples holds the WAL's sync count and total duration at each of the last readings,
 	// oldest first, covering diskSpeedWindow.
 	samples []syncSample
-	mean    atomic.Int64 // the last window's mean sync, in nanoseconds; 0: no sync in it
-	slow    atomic.Bool  // the disk counts as slow (gossiped as Meta.DiskSlow)
+	slow    bool // the disk counts as slow (gossiped as Meta.DiskSlow)
 	// lastSlow is when the disk last passed the bounds; gossiped, when SyncMicros was last
 	// gossiped.
 	lastSlow, gossiped time.Time
@@ -112,25 +111,7 @@ func diskSlowNow(mean time.Duration, n uint64, fastest, bound time.Duration, sta
 // startDiskSpeed times the disk's syncs every diskSpeedEvery until Close, on a goroutine of
 // its own: the free space's reading may hang on a hung file system, and must not hold the
 // check that counts the hang.
-func (n *Node) startDiskSpeed() {
-	n.room.loop.Go(func() {
-		t := time.NewTicker(diskSpeedEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-n.done:
-				return
-			case now := <-t.C:
-				select {
-				case <-n.done: // a tick and Close at once: the DB may be closing
-					return
-				default:
-				}
-				n.checkDiskSpeed(now)
-			}
-		}
-	})
-}
+func (n *Node) startDiskSpeed() { n.everyUntilClosed(diskSpeedEvery, n.checkDiskSpeed) }
 
 // decide returns whether the disk counts as slow now, was it did at the last check, for a
 // window of count syncs of mean mean (0: too few to tell), and the rest as diskSlowNow takes
@@ -164,7 +145,6 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 	if count < slowSyncMinCount {
 		mean = 0 // too few to tell
 	}
-	d.mean.Store(int64(mean))
 	n.metrics.walSyncMean.Set(mean.Seconds())
 	ml := n.gossip()
 	if ml == nil {
@@ -179,10 +159,10 @@ func (n *Node) checkDiskSpeed(now time.Time) {
 		}
 	}
 	stall, stalled := n.disk.slowNow()
-	was := d.slow.Load()
+	was := d.slow
 	slow := d.decide(now, was, mean, count, fastest, n.cfg.SlowSync, stalled)
 	if slow != was {
-		d.slow.Store(slow)
+		d.slow = slow
 		if slow {
 			n.metrics.diskSlow.Set(1)
 			if stalled {

@@ -632,20 +632,9 @@ func TestSnapshotSendAbandonedOnLostLeadership(t *testing.T) {
 func TestSnapshotIngestLeavesLoopFree(t *testing.T) {
 	c := snapCluster(t, vfs.NewMem())
 	want := numbered(10)
-	lo, hi, recs, index, term, msg := shard6Snapshot(t, c, want)
 	c.openVoters(7) // both nodes vote: a commit needs node 2's loop
 	lead7 := c.leader(7)
-
-	entered, letGo := pauseIngest(t)
-	done := make(chan error, 1)
-	go func() {
-		done <- c.nodes[2].host.ReceiveSnapshot(msg, bytes.NewReader(encodeSnap(6, index, term, lo, hi, recs)))
-	}()
-	select {
-	case <-entered:
-	case err := <-done:
-		t.Fatalf("the install ended before its ingest: %v", err)
-	}
+	_, letGo, done := receivePaused(t, c, want)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_, err := lead7.Propose(ctx, []byte("meanwhile"))
 	cancel()

@@ -386,12 +386,12 @@ func writeTables(w io.Writer, s *clusterstatus.Status) error {
 		if n.Stopping {
 			state += ",stopping"
 		}
-		sync := clusterstatus.SyncString(0) // a dead node's last word is no measure of its disk now
+		sync := "-" // a dead node's last word is no measure of its disk now
 		if n.State == "alive" {
 			sync = clusterstatus.SyncString(n.SyncMicros)
-			if n.DiskSlow {
-				state += ",disk-slow"
-			}
+		}
+		if n.SlowDisk() {
+			state += ",disk-slow"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
 			orDash(n.Name), n.ID, orDash(n.Zone), orDash(n.GRPC), orDash(n.HTTP), state, n.Leads, n.Replicas, orDash(n.Version), sync)

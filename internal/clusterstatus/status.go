@@ -328,7 +328,7 @@ func (s *Status) DiskLowNodes() int { return len(s.lowOnDisk()) }
 func (s *Status) diskSlow() []string {
 	var out []string
 	for _, n := range s.Nodes {
-		if n.State != "alive" || !n.DiskSlow {
+		if !n.SlowDisk() {
 			continue
 		}
 		var fastest uint64
@@ -350,11 +350,15 @@ func (s *Status) diskSlow() []string {
 	return out
 }
 
+// SlowDisk reports whether n is alive and said its disk is slow (a dead node's last word is no
+// measure of its disk now).
+func (n Node) SlowDisk() bool { return n.State == "alive" && n.DiskSlow }
+
 // DiskSlowNodes counts the alive nodes whose disk counts as slow.
 func (s *Status) DiskSlowNodes() int {
 	count := 0
 	for _, n := range s.Nodes {
-		if n.State == "alive" && n.DiskSlow {
+		if n.SlowDisk() {
 			count++
 		}
 	}
