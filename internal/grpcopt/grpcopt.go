@@ -22,6 +22,13 @@
 //  3. Message sizes. An append may carry MaxAppendSize (16 MiB) of events, and
 //     a raft message carrying it adds framing; MaxMessageSize (32 MiB) covers
 //     both with room to spare, in both directions.
+//  4. Fixed receive windows on the server (ServerStreamWindow,
+//     ServerConnWindow). gRPC's own sizing grows a connection's flow-control
+//     windows from 64 KiB with what it measures of the link, by sending a ping
+//     after every data frame that arrives while none is outstanding: on the
+//     short round trips between nodes and clients that means a ping and its
+//     answer for nearly every raft batch and append message, and window updates
+//     every 16 KiB. Fixed windows stop both.
 //
 // Usage:
 //
@@ -59,6 +66,16 @@ const (
 	// ServerKeepaliveTime is how long a server connection may be idle before
 	// the server pings the client (detects clients that vanished).
 	ServerKeepaliveTime = 30 * time.Second
+
+	// ServerStreamWindow is the data a sender may have in flight on one call to
+	// a shoal server before the server reads it: what a raft stream between two
+	// nodes carries per round trip (40 MiB/s at 100 ms), and what an append
+	// stream the node has stopped reading may hold in gRPC's buffers on the
+	// node. gRPC's own sizing lets a call grow to 16 MiB.
+	ServerStreamWindow = 4 << 20
+	// ServerConnWindow is the same for all the calls of one connection
+	// together: gRPC's own sizing's ceiling.
+	ServerConnWindow = 16 << 20
 
 	// ConnectBaseDelay is the first reconnect delay after a failed connect.
 	ConnectBaseDelay = 100 * time.Millisecond
@@ -128,14 +145,16 @@ func dialOptions(maxDelay, keepaliveTimeout time.Duration) []grpc.DialOption {
 }
 
 // ServerOptions returns the server-side options: MaxMessageSize in both
-// directions, a keepalive enforcement policy that admits the pings
-// DialOptions makes (also on connections without active streams), and
-// server-initiated pings on idle connections. The slice is fresh on every
-// call; callers may append to it.
+// directions, the fixed receive windows, a keepalive enforcement policy that
+// admits the pings DialOptions makes (also on connections without active
+// streams), and server-initiated pings on idle connections. The slice is fresh
+// on every call; callers may append to it.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.InitialWindowSize(ServerStreamWindow),
+		grpc.InitialConnWindowSize(ServerConnWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             KeepaliveMinTime,
 			PermitWithoutStream: true,
