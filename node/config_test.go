@@ -86,3 +86,24 @@ func TestDefaultTick(t *testing.T) {
 			membership.DefaultProbeInterval, membership.DefaultProbeTimeout, membership.DefaultGossipInterval, DefaultTick)
 	}
 }
+
+// A request waits for a leaderless shard's election for 30 ticks, at least 3 s: with a long
+// --tick an election (10 to 20 ticks) outlasts 3 s, and the request would be answered
+// UNAVAILABLE while one was under way.
+func TestNoLeaderWaitFollowsTick(t *testing.T) {
+	for _, c := range []struct{ tick, want time.Duration }{
+		{DefaultTick, 3 * time.Second},
+		{MinTick, 3 * time.Second},
+		{100 * time.Millisecond, 3 * time.Second},
+		{200 * time.Millisecond, 6 * time.Second},
+		{MaxTick, 7500 * time.Millisecond},
+	} {
+		n := &Node{cfg: Config{Tick: c.tick}}
+		if got := n.noLeaderWait(); got != c.want {
+			t.Errorf("--tick %v: a request waits %v for a leader, want %v", c.tick, got, c.want)
+		}
+		if got := n.noLeaderWait(); got < 20*c.tick+time.Second {
+			t.Errorf("--tick %v: a wait of %v ends before a slow election (20 ticks) and a second of votes", c.tick, got)
+		}
+	}
+}

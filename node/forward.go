@@ -26,9 +26,11 @@ const (
 	hopKey  = "shoal-hops"
 	maxHops = 2
 
-	// noLeaderWait bounds how long a request waits for a shard without a
-	// known leader before it is answered UNAVAILABLE.
-	noLeaderWait = 3 * time.Second
+	// minNoLeaderWait and noLeaderTicks bound how long a request waits for a
+	// shard without a known leader before it is answered UNAVAILABLE: 30 ticks
+	// (three election timeouts), at least 3 s (Node.noLeaderWait).
+	minNoLeaderWait = 3 * time.Second
+	noLeaderTicks   = 30
 	// proposeTimeout bounds a proposal when the caller set no deadline.
 	proposeTimeout = 10 * time.Second
 	// leaderTTL is how long a leader learned from another node is trusted.
@@ -41,6 +43,12 @@ const (
 	topologyTimeout = time.Second
 	topologyGrace   = 100 * time.Millisecond
 )
+
+// noLeaderWait is how long a request waits for a shard without a known leader: an election
+// takes 10 to 20 ticks, so with a long --tick (zones far apart) the wait grows with it.
+func (n *Node) noLeaderWait() time.Duration {
+	return max(minNoLeaderWait, noLeaderTicks*n.cfg.Tick)
+}
 
 // incomingHops returns how many nodes forwarded the request so far.
 func incomingHops(ctx context.Context) int {

@@ -28,7 +28,7 @@ import (
 func forwardRead[T any](n *Node, ctx context.Context, id uint32, st staleness, firstWait time.Duration, out grpc.ServerStreamingServer[T],
 	open func(context.Context, *grpc.ClientConn) (grpc.ServerStreamingClient[T], error),
 ) (*shard.Shard, error) {
-	deadline := time.Now().Add(noLeaderWait)
+	deadline := time.Now().Add(n.noLeaderWait())
 	for attempt := 0; ; attempt++ {
 		// One deadline for all attempts: a leaderless shard is answered within
 		// noLeaderWait, not within one wait per attempt.

@@ -225,8 +225,8 @@ func (n *Node) retentionCuts(ctx context.Context, req *shoalv1.RetentionCutsRequ
 // leaderRead catches shard id's replica here, whose group g this node leads, up with what the
 // shard committed (a read index), and returns it.
 func (n *Node) leaderRead(ctx context.Context, g *replica.Group, id uint32) (*shard.Shard, error) {
-	if timedOut, err := readBarrier(ctx, g); timedOut {
-		return nil, &NoLeaderError{Shard: id, Cause: fmt.Errorf("read index not confirmed within %v", noLeaderWait)}
+	if timedOut, err := n.readBarrier(ctx, g); timedOut {
+		return nil, &NoLeaderError{Shard: id, Cause: fmt.Errorf("read index not confirmed within %v", n.noLeaderWait())}
 	} else if err != nil {
 		return nil, err
 	}
@@ -245,7 +245,7 @@ func (n *Node) needFormat(ctx context.Context, g *replica.Group, id uint32, want
 	var have uint64 // 0: no local replica
 	if sm, _, ok := n.shardSM(id); ok {
 		if have = sm.Format(); have < want {
-			_, _ = readBarrier(ctx, g)
+			_, _ = n.readBarrier(ctx, g)
 			have = sm.Format()
 		}
 	}
@@ -414,7 +414,7 @@ func (r *retainer) round() {
 func (r *retainer) applyShard(g *replica.Group, sm *shard.Shard) (streams, events uint64) {
 	stop := func() bool { return r.ctx.Err() != nil || !g.IsLeader() }
 	ctx, cancel := context.WithTimeout(r.ctx, retentionTruncateTimeout)
-	_, err := readBarrier(ctx, g)
+	_, err := r.n.readBarrier(ctx, g)
 	cancel()
 	if err != nil {
 		r.log.Debug("retention: the shard's read index", "shard", g.Shard(), "err", err)

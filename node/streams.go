@@ -270,8 +270,8 @@ func (n *Node) delete(ctx context.Context, req *shoalv1.DeleteRequest) (*shoalv1
 // readBarrier makes a linearizable read possible on local group g: the
 // leader confirms its leadership (ReadIndex) and waits until it applied up to
 // the read index.
-func readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err error) {
-	rctx, cancel := context.WithTimeout(ctx, noLeaderWait)
+func (n *Node) readBarrier(ctx context.Context, g *replica.Group) (timedOut bool, err error) {
+	rctx, cancel := context.WithTimeout(ctx, n.noLeaderWait())
 	defer cancel()
 	err = g.ReadIndex(rctx)
 	return err != nil && rctx.Err() != nil && ctx.Err() == nil, err
@@ -294,7 +294,7 @@ func (n *Node) readRoute(ctx context.Context, id uint32, st staleness, deadline 
 		}
 		// A linearizable read, or a bounded one on the leader, which might be deposed
 		// without knowing it yet.
-		timedOut, err := readBarrier(ctx, g)
+		timedOut, err := n.readBarrier(ctx, g)
 		switch {
 		case err == nil:
 			return sm, nil, nil

@@ -36,7 +36,7 @@ func (n *Node) write(ctx context.Context, id uint32, idempotent bool,
 	forward func(*grpc.ClientConn, context.Context) (any, error),
 ) (_ any, retried bool, _ error) {
 	var last error
-	deadline := time.Now().Add(noLeaderWait)
+	deadline := time.Now().Add(n.noLeaderWait())
 	for attempt := 0; attempt < 3; attempt++ {
 		g, tgt, err := n.route(ctx, id, staleness{}, deadline)
 		if err != nil {
