@@ -425,8 +425,8 @@ func TestLocalValidation(t *testing.T) {
 	check("decommission", c.Decommission(ctx, ""), "name")
 	_, err = c.ReadPage(ctx, "")
 	check("read", err, "stream")
-	// Not UTF-8: gRPC could not send it (and on the append pipeline its failure would end the
-	// stream other callers' appends share).
+	// Not UTF-8: Go's protobuf could not encode it, and would fail the append pipeline's whole
+	// batch, other callers' appends with it.
 	_, err = c.Append(ctx, "s\xff", Any, Event{Type: "A"})
 	check("stream not UTF-8", err, "stream")
 	_, err = c.Append(ctx, "s", Any, Event{Type: "A"}, Event{Type: "B\xc3"})

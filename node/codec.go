@@ -106,15 +106,96 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m == nil {
 		return err
 	}
+	if batch, ok := m.(*shoalv1.AppendBatch); ok && unmarshalItems(data.Materialize(), batch) {
+		return nil
+	}
 	field, reason := invalidUTF8(data.Materialize(), m.ProtoReflect().Descriptor())
 	if field == "" {
 		return err // not a string field's, as far as the bytes tell: gRPC's error stands
 	}
+	setRefusal(m, field, reason)
+	return nil
+}
+
+// unmarshalItems decodes the append stream's batch b into batch item by item, where decoding it
+// whole failed on a string's UTF-8: an item whose strings are not all valid UTF-8 keeps only
+// its ID and the refusal (naming "items[i]." and the field), which the pipeline answers as that
+// item's, so that the batch's other items run and the stream goes on. false, batch reset, when
+// b is malformed otherwise (gRPC's error stands, or the whole batch's refusal).
+func unmarshalItems(b []byte, batch *shoalv1.AppendBatch) (ok bool) {
+	protov2.Reset(batch)
+	defer func() {
+		if !ok {
+			protov2.Reset(batch)
+		}
+	}()
+	items := batch.ProtoReflect().Descriptor().Fields().ByName("items").Number()
+	var rest []byte // the batch's other fields, decoded as they are
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		field := b[:n]
+		b = b[n:]
+		if num != items || typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return false
+			}
+			rest = append(append(rest, field...), b[:n]...)
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		it := new(shoalv1.AppendItem)
+		if err := protov2.Unmarshal(v, it); err != nil {
+			path, reason := invalidUTF8(v, it.ProtoReflect().Descriptor())
+			id, ok := itemID(v)
+			if path == "" || !ok {
+				return false
+			}
+			setRefusal(it, fmt.Sprintf("items[%d].%s", len(batch.Items), path), reason)
+			it.Id = id
+		}
+		batch.Items = append(batch.Items, it)
+	}
+	return protov2.UnmarshalOptions{Merge: true}.Unmarshal(rest, batch) == nil
+}
+
+// itemID reads the ID of the encoded AppendItem b (the last one, as protobuf decodes a scalar
+// field sent twice; 0 when none was sent). false when b is malformed.
+func itemID(b []byte) (uint64, bool) {
+	num := (&shoalv1.AppendItem{}).ProtoReflect().Descriptor().Fields().ByName("id").Number()
+	var id uint64
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return 0, false
+		}
+		b = b[l:]
+		if n == num && typ == protowire.VarintType {
+			if id, l = protowire.ConsumeVarint(b); l < 0 {
+				return 0, false
+			}
+		} else if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
+			return 0, false
+		}
+		b = b[l:]
+	}
+	return id, true
+}
+
+// setRefusal clears m and leaves in it the refusal of field for reason (refusalMark).
+func setRefusal(m protov2.Message, field, reason string) {
 	protov2.Reset(m)
 	mark := protowire.AppendTag(nil, refusalField, protowire.BytesType)
 	payload := append(bytes.Clone(refusalNonce[:]), field+"\x00"+reason...)
 	m.ProtoReflect().SetUnknown(protowire.AppendBytes(mark, payload))
-	return nil
 }
 
 // messageOf is v as the proto codec takes it, nil when it is not a protobuf message.

@@ -45,7 +45,8 @@ func withBadByte(t *testing.T, m proto.Message, mark string) []byte {
 
 // TestInvalidUTF8Refused: a request with a string that is not UTF-8, which gRPC fails to decode
 // (answering INTERNAL, as if the server had failed), is refused with INVALID_ARGUMENT naming the
-// field, unary or on a stream, nested fields included, and writes nothing.
+// field, unary or as an item of the append stream (whose other items run), nested fields
+// included, and writes nothing.
 func TestInvalidUTF8Refused(t *testing.T) {
 	n := startNode(t, testConfig(t, t.TempDir()))
 	conn := dial(t, n.Addr())
@@ -73,20 +74,56 @@ func TestInvalidUTF8Refused(t *testing.T) {
 		err := conn.Invoke(ctx, shoalv1.Streams_Append_FullMethodName, withBadByte(t, tc.req, tc.mark), &resp, grpc.ForceCodecV2(rawCodec{}))
 		check("append with "+tc.field+" not UTF-8", err, tc.field)
 	}
-	// On a stream: the append stream ends, refused.
+	// On the append stream: the item is refused, the batch's other items run, and the stream
+	// goes on.
 	pipe, err := conn.NewStream(ctx, &shoalv1.Streams_ServiceDesc.Streams[2], shoalv1.Streams_AppendPipeline_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch := &shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{{Id: 1, Request: &shoalv1.AppendRequest{Stream: "utf8-cX", Events: events("Opened")}}}}
-	if err := pipe.SendMsg(withBadByte(t, batch, "utf8-cX")); err != nil {
+	item := func(id uint64, stream string, types ...string) *shoalv1.AppendItem {
+		return &shoalv1.AppendItem{Id: id, TimeoutMs: 10_000, Request: &shoalv1.AppendRequest{Stream: stream, Events: events(types...)}}
+	}
+	answers := func(want int) map[uint64]*shoalv1.AppendItemResult {
+		t.Helper()
+		got := map[uint64]*shoalv1.AppendItemResult{}
+		for len(got) < want {
+			var results shoalv1.AppendResults
+			if err := pipe.RecvMsg(&results); err != nil {
+				t.Fatalf("append stream, %d of %d answers: %v", len(got), want, err)
+			}
+			for _, r := range results.Results {
+				got[r.Id] = r
+			}
+		}
+		return got
+	}
+	batch := &shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{
+		item(1, "utf8-ok1", "Opened"), item(2, "utf8-cX", "Opened"), item(3, "utf8-ok2", "Opened"), item(4, "utf8-f", "Opened", "PaidX"),
+	}, Cancel: []uint64{99}}
+	b := withBadByte(t, batch, "utf8-cX")
+	b[bytes.Index(b, []byte("PaidX"))+4] = 0xff
+	if err := pipe.SendMsg(b); err != nil {
 		t.Fatal(err)
 	}
-	var results shoalv1.AppendResults
-	check("append stream with items[0].request.stream not UTF-8", pipe.RecvMsg(&results), "items[0].request.stream")
+	got := answers(4)
+	check("append stream item with items[1].request.stream not UTF-8", got[2].GetError().Err(), "items[1].request.stream")
+	check("append stream item with items[3].request.events[1].type not UTF-8", got[4].GetError().Err(), "items[3].request.events[1].type")
+	for _, id := range []uint64{1, 3} {
+		if got[id].GetError() != nil || got[id].GetResponse() == nil {
+			t.Fatalf("item %d of the batch with two refused: %v", id, got[id])
+		}
+	}
+	if b, err := proto.Marshal(&shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{item(5, "utf8-ok3", "Opened")}}); err != nil {
+		t.Fatal(err)
+	} else if err := pipe.SendMsg(b); err != nil {
+		t.Fatal(err)
+	}
+	if r := answers(1)[5]; r.GetError() != nil || r.GetResponse() == nil {
+		t.Fatalf("the next batch on the stream: %v", r)
+	}
 
 	// Nothing was written, and the node serves on.
-	for _, stream := range []string{"utf8-a", "utf8-b", "utf8-c", "utf8-e"} {
+	for _, stream := range []string{"utf8-a", "utf8-b", "utf8-c", "utf8-e", "utf8-f"} {
 		if _, err := c.Append(ctx, &shoalv1.AppendRequest{Stream: stream, Events: events("Opened"),
 			Expected: &shoalv1.ExpectedVersion{Kind: shoalv1.ExpectedVersion_KIND_NO_STREAM}}); err != nil {
 			t.Fatalf("append to %s, which must not exist: %v", stream, err)

@@ -200,6 +200,9 @@ func (p *pipeline) itemContext(it *shoalv1.AppendItem, arrived time.Time) (conte
 
 // append runs one item as the unary Append would.
 func (p *pipeline) append(ctx context.Context, it *shoalv1.AppendItem) (*shoalv1.AppendResponse, error) {
+	if err := refusedUTF8(it); err != nil {
+		return nil, err // its strings were not all UTF-8: serverCodec left only its ID and this
+	}
 	if it.Request == nil {
 		return nil, withDetails(codes.InvalidArgument, "append pipeline: an item carries no request",
 			&shoalv1.InvalidField{Field: "items[].request", Limit: "required", Reason: "the item carries no request"})
