@@ -184,3 +184,54 @@ func TestServerCodecBuffers(t *testing.T) {
 		data.Free()
 	}
 }
+
+// FuzzServerCodecAppendBatch: whatever bytes an append stream's batch arrives as, serverCodec
+// decodes them as protobuf does when protobuf can; otherwise it fails, or refuses the whole
+// batch, or refuses items that then carry no request, while the other items decode as
+// protobuf decodes them alone. It never panics.
+func FuzzServerCodecAppendBatch(f *testing.F) {
+	good := &shoalv1.AppendBatch{Items: []*shoalv1.AppendItem{
+		{Id: 1, Request: &shoalv1.AppendRequest{Stream: "a", Events: events("Opened")}},
+		{Id: 2, TimeoutMs: 5, Request: &shoalv1.AppendRequest{Stream: "bX", Events: events("Paid")}},
+	}, Cancel: []uint64{7}}
+	b, err := proto.Marshal(good)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	bad := bytes.Clone(b)
+	bad[bytes.Index(bad, []byte("bX"))+1] = 0xff
+	f.Add(bad)
+	f.Add([]byte{0x0a, 0x03, 0x08, 0x01, 0x12})
+	c := newServerCodec()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got shoalv1.AppendBatch
+		err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, &got)
+		var want shoalv1.AppendBatch
+		if proto.Unmarshal(data, &want) == nil {
+			if err != nil || !proto.Equal(&got, &want) {
+				t.Fatalf("decodes as %v (%v), protobuf as %v", &got, err, &want)
+			}
+			return
+		}
+		if err != nil || refusedUTF8(&got) != nil {
+			return
+		}
+		for i, it := range got.Items {
+			if refusedUTF8(it) != nil {
+				if it.Request != nil {
+					t.Fatalf("item %d refused, with a request: %v", i, it)
+				}
+				continue
+			}
+			b, err := proto.Marshal(it)
+			if err != nil {
+				t.Fatalf("item %d decoded, but does not encode: %v", i, err)
+			}
+			var again shoalv1.AppendItem
+			if err := proto.Unmarshal(b, &again); err != nil || !proto.Equal(it, &again) {
+				t.Fatalf("item %d: %v", i, err)
+			}
+		}
+	})
+}
