@@ -56,8 +56,9 @@
 //  2. Writes run on the shard's leader: this node when it leads, else the
 //     request is forwarded (one pooled connection per peer) with a hop count in
 //     the "shoal-hops" metadata; a request that already made two hops gets
-//     NotLeader instead. A shard without a known leader for 3 s answers
-//     UNAVAILABLE "shard N has no leader (quorum lost?)".
+//     NotLeader instead. A shard without a known leader for 3 s (30 ticks
+//     where the tick is past 100 ms) answers UNAVAILABLE "shard N has no
+//     leader (quorum lost?)".
 //  3. Reads are linearizable (leader: ReadIndex, then read the local state);
 //     allow_stale reads are served by any local replica. Results come in pages
 //     of at most 256 events or about 1 MiB.

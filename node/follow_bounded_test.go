@@ -62,3 +62,31 @@ func TestFollowBoundedStalenessVerdict(t *testing.T) {
 		t.Fatalf("after the tombstone: %q, %v; want ErrStreamDeleted", f.ev.Type, f.err)
 	}
 }
+
+// TestFollowIdleLongTick: with the longest --tick, a quiesced leader's heartbeat comes every
+// 5 s (20 ticks), and a linearizable subscription on an idle, healthy shard is not ended for its
+// replica not being current (it was, every 6 or 7 s, with a fixed bound of 3 s).
+func TestFollowIdleLongTick(t *testing.T) {
+	t.Parallel()
+	c, regs := startFailoverCluster(t, func(i int, cfg *node.Config) { cfg.Tick = node.MaxTick })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	appendOne(t, cl, "idle-long-tick", "before")
+	sub := collect(cl.Read(ctx, "idle-long-tick", client.Follow()))
+	if f := next(t, sub, 10*time.Second); f.err != nil {
+		t.Fatal(f.err)
+	}
+	time.Sleep(20 * time.Second)
+	var ended float64
+	for _, reg := range regs {
+		ended += counterValue(t, reg, "shoal_subscriptions_ended_total", "not_current")
+	}
+	if ended > 0 {
+		t.Fatalf("an idle, healthy shard's subscription was ended %v times in 20 s for its replica not being current", ended)
+	}
+}

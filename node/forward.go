@@ -80,7 +80,9 @@ func (n *Node) forwardContext(ctx context.Context) context.Context {
 // the leader's pages on the relaying node (9 MiB a call, measured), on top of what it holds
 // itself (docs/operations.md, "What clients can make a node hold"). relayStreamWindow bounds
 // what one call holds; it is also what one call has in flight, plenty between nodes of one
-// region. The transport's raft connections are not these and keep gRPC's sizing.
+// region. The transport's raft connections are not these: they keep gRPC's sizing for what
+// they receive (acknowledgements), and what they send is bounded by the receiving server's
+// fixed windows (grpcopt.ServerStreamWindow).
 const (
 	relayStreamWindow = 512 << 10
 	relayConnWindow   = 16 << 20

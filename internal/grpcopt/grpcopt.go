@@ -73,8 +73,10 @@ const (
 	// stream the node has stopped reading may hold in gRPC's buffers on the
 	// node. gRPC's own sizing lets a call grow to 16 MiB.
 	ServerStreamWindow = 4 << 20
-	// ServerConnWindow is the same for all the calls of one connection
-	// together: gRPC's own sizing's ceiling.
+	// ServerConnWindow is the data a sender may have in flight on all the
+	// calls of one connection together (gRPC's own sizing's ceiling). It does
+	// not bound what the server holds: gRPC opens it again as data arrives,
+	// read or not; each call's window does.
 	ServerConnWindow = 16 << 20
 
 	// ConnectBaseDelay is the first reconnect delay after a failed connect.
