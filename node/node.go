@@ -301,7 +301,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.tr.SetHandler(raftReceiver{Host: n.host, n: n})
 	n.host.SetGroupFactory(n.groupFactory)
 
-	srvOpts := append(grpcopt.ServerOptions(), grpc.ForceServerCodecV2(newServerCodec()),
+	srvOpts := append(append(grpcopt.ServerOptions(), grpcopt.ServerWindows(cfg.Tick)...), grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.ChainUnaryInterceptor(refuseBadUTF8Unary, n.gateUnary), grpc.ChainStreamInterceptor(refuseBadUTF8Stream, n.gateStream))
 	if cfg.ServerTLS != nil {
 		srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS.Clone())))

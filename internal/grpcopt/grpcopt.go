@@ -23,7 +23,8 @@
 //     a raft message carrying it adds framing; MaxMessageSize (32 MiB) covers
 //     both with room to spare, in both directions.
 //  4. Fixed receive windows on the server (ServerStreamWindow,
-//     ServerConnWindow). gRPC's own sizing grows a connection's flow-control
+//     ServerConnWindow; larger for nodes far apart, ServerWindows). gRPC's
+//     own sizing grows a connection's flow-control
 //     windows from 64 KiB with what it measures of the link, by sending a ping
 //     after every data frame that arrives while none is outstanding: on the
 //     short round trips between nodes and clients that means a ping and its
@@ -68,16 +69,22 @@ const (
 	ServerKeepaliveTime = 30 * time.Second
 
 	// ServerStreamWindow is the data a sender may have in flight on one call to
-	// a shoal server before the server reads it: what a raft stream between two
-	// nodes carries per round trip (40 MiB/s at 100 ms), and what an append
-	// stream the node has stopped reading may hold in gRPC's buffers on the
-	// node. gRPC's own sizing lets a call grow to 16 MiB.
+	// a shoal server before the server reads it (ServerOptions; ServerWindows
+	// for nodes far apart): what a raft stream between two nodes carries per
+	// round trip, and what an append stream the node has stopped reading may
+	// hold in gRPC's buffers on the node. gRPC's own sizing lets a call grow to
+	// MaxServerStreamWindow.
 	ServerStreamWindow = 4 << 20
+	// MaxServerStreamWindow bounds ServerWindows' call window.
+	MaxServerStreamWindow = 16 << 20
+	// ServerWindowRate is what ServerWindows lets one call carry per second,
+	// whatever the round trip.
+	ServerWindowRate = 80 << 20
 	// ServerConnWindow is the data a sender may have in flight on all the
-	// calls of one connection together (gRPC's own sizing's ceiling). It does
-	// not bound what the server holds: gRPC opens it again as data arrives,
-	// read or not; each call's window does.
-	ServerConnWindow = 16 << 20
+	// calls of one connection together: four calls' windows. It does not
+	// bound what the server holds: gRPC opens it again as data arrives, read
+	// or not; each call's window does.
+	ServerConnWindow = 4 * ServerStreamWindow
 
 	// ConnectBaseDelay is the first reconnect delay after a failed connect.
 	ConnectBaseDelay = 100 * time.Millisecond
@@ -166,4 +173,15 @@ func ServerOptions() []grpc.ServerOption {
 			Timeout: KeepaliveTimeout,
 		}),
 	}
+}
+
+// ServerWindows returns the fixed receive windows of a server whose nodes are about roundTrip
+// apart, to append to ServerOptions (the later options win): a call's window lets it carry
+// ServerWindowRate over that round trip, at least ServerStreamWindow and at most
+// MaxServerStreamWindow, and a connection's is four calls'. A node passes its tick, which the
+// operator sets to about the round trip between the farthest zones.
+func ServerWindows(roundTrip time.Duration) []grpc.ServerOption {
+	w := int64(ServerWindowRate) * int64(roundTrip) / int64(time.Second)
+	w = min(max(w, ServerStreamWindow), MaxServerStreamWindow)
+	return []grpc.ServerOption{grpc.InitialWindowSize(int32(w)), grpc.InitialConnWindowSize(int32(4 * w))}
 }

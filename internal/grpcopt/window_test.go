@@ -18,14 +18,39 @@ import (
 
 // A shoal server announces its fixed receive windows and sends no ping when data arrives:
 // gRPC's own window sizing sends one for nearly every data frame over a short round trip,
-// a write and a read more on both ends for each raft batch and append message. The test
-// speaks HTTP/2 itself, to see every frame.
+// a write and a read more on both ends for each raft batch and append message. Nodes far
+// apart (ServerWindows of a long round trip) get larger windows.
 func TestServerWindowsFixed(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		opts         []grpc.ServerOption
+		stream, conn uint32
+	}{
+		{"ServerOptions", nil, grpcopt.ServerStreamWindow, grpcopt.ServerConnWindow},
+		{"10ms", grpcopt.ServerWindows(10 * time.Millisecond), 4 << 20, 16 << 20},
+		{"50ms", grpcopt.ServerWindows(50 * time.Millisecond), 4 << 20, 16 << 20},
+		{"100ms", grpcopt.ServerWindows(100 * time.Millisecond), 8 << 20, 32 << 20},
+		{"250ms", grpcopt.ServerWindows(250 * time.Millisecond), grpcopt.MaxServerStreamWindow, 4 * grpcopt.MaxServerStreamWindow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stream, conn := announcedWindows(t, append(grpcopt.ServerOptions(), c.opts...))
+			if stream != c.stream || conn != c.conn {
+				t.Fatalf("the server announced windows of %d per call and %d per connection, want %d and %d",
+					stream, conn, c.stream, c.conn)
+			}
+		})
+	}
+}
+
+// announcedWindows makes 20 calls, speaking HTTP/2 itself to see every frame, to a server with
+// opts, fails if the server pings on receiving their data, and returns the windows it announced.
+func announcedWindows(t *testing.T, opts []grpc.ServerOption) (stream, conn uint32) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpcopt.ServerOptions()...)
+	srv := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go srv.Serve(lis)
 	defer srv.Stop()
@@ -44,7 +69,6 @@ func TestServerWindowsFixed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var streamWindow, connWindow uint32
 	var hdrs bytes.Buffer
 	enc := hpack.NewEncoder(&hdrs)
 	const calls = 20
@@ -78,14 +102,14 @@ func TestServerWindowsFixed(t *testing.T) {
 					break
 				}
 				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
-					streamWindow = v
+					stream = v
 				}
 				if err := fr.WriteSettingsAck(); err != nil {
 					t.Fatal(err)
 				}
 			case *http2.WindowUpdateFrame:
 				if f.StreamID == 0 {
-					connWindow = 65535 + f.Increment
+					conn = 65535 + f.Increment
 				}
 			case *http2.PingFrame:
 				if !f.IsAck() {
@@ -96,8 +120,5 @@ func TestServerWindowsFixed(t *testing.T) {
 			}
 		}
 	}
-	if streamWindow != grpcopt.ServerStreamWindow || connWindow != grpcopt.ServerConnWindow {
-		t.Fatalf("the server announced windows of %d per call and %d per connection, want %d and %d",
-			streamWindow, connWindow, grpcopt.ServerStreamWindow, grpcopt.ServerConnWindow)
-	}
+	return stream, conn
 }
