@@ -82,7 +82,7 @@ func (n *Node) forwardContext(ctx context.Context) context.Context {
 // what one call holds; it is also what one call has in flight, plenty between nodes of one
 // region. The transport's raft connections are not these: they keep gRPC's sizing for what
 // they receive (acknowledgements), and what they send is bounded by the receiving server's
-// fixed windows (grpcopt.ServerStreamWindow).
+// fixed windows (grpcopt.ServerWindows).
 const (
 	relayStreamWindow = 512 << 10
 	relayConnWindow   = 16 << 20

@@ -24,12 +24,12 @@
 //     both with room to spare, in both directions.
 //  4. Fixed receive windows on the server (ServerStreamWindow,
 //     ServerConnWindow; larger for nodes far apart, ServerWindows). gRPC's
-//     own sizing grows a connection's flow-control
-//     windows from 64 KiB with what it measures of the link, by sending a ping
-//     after every data frame that arrives while none is outstanding: on the
-//     short round trips between nodes and clients that means a ping and its
-//     answer for nearly every raft batch and append message, and window updates
-//     every 16 KiB. Fixed windows stop both.
+//     own sizing grows a connection's flow-control windows from 64 KiB with
+//     what it measures of the link, by sending a ping after every data frame
+//     that arrives while none is outstanding: on the short round trips between
+//     nodes and clients that means a ping and its answer for nearly every raft
+//     batch and append message, and window updates every 16 KiB. Fixed windows
+//     stop both.
 //
 // Usage:
 //
