@@ -106,10 +106,11 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m == nil {
 		return err
 	}
-	if batch, ok := m.(*shoalv1.AppendBatch); ok && unmarshalItems(data.Materialize(), batch) {
+	b := data.Materialize()
+	if batch, ok := m.(*shoalv1.AppendBatch); ok && unmarshalItems(b, batch) {
 		return nil
 	}
-	field, reason := invalidUTF8(data.Materialize(), m.ProtoReflect().Descriptor())
+	field, reason := invalidUTF8(b, m.ProtoReflect().Descriptor())
 	if field == "" {
 		return err // not a string field's, as far as the bytes tell: gRPC's error stands
 	}

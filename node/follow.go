@@ -24,9 +24,6 @@ const (
 	// followHeartbeat is how often an idle subscription sends an empty caught_up page, and
 	// checks that its replica may go on serving it.
 	followHeartbeat = time.Second
-	// minFollowCurrent and followCurrentTicks make Node.followCurrentBound.
-	minFollowCurrent   = 3 * time.Second
-	followCurrentTicks = 30
 	// maxWaitMS bounds ReadShardRequest.wait_ms.
 	maxWaitMS = 60_000
 )
@@ -35,10 +32,9 @@ const (
 // its leader for this long (cut off from its group, or its group without a quorum): another
 // replica may be serving what this one lacks. A bounded one uses its max_staleness_ms; an
 // unbounded stale one is never ended for that (it serves what its replica holds, as a stale read
-// does). 30 ticks, at least 3 s: more than a quiesced group's heartbeat, every 20 ticks.
-func (n *Node) followCurrentBound() time.Duration {
-	return max(minFollowCurrent, followCurrentTicks*n.cfg.Tick)
-}
+// does). noLeaderWait's 30 ticks, at least 3 s: more than a quiesced group's heartbeat, every
+// 20 ticks.
+func (n *Node) followCurrentBound() time.Duration { return n.noLeaderWait() }
 
 // errFollowReplicaGone and errFollowNotCurrent end a subscription (as a *NoLeaderError, which
 // clients retry after a topology refresh); errFollowReplicaGone also a plain shard read or

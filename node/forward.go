@@ -26,11 +26,8 @@ const (
 	hopKey  = "shoal-hops"
 	maxHops = 2
 
-	// minNoLeaderWait and noLeaderTicks bound how long a request waits for a
-	// shard without a known leader before it is answered UNAVAILABLE: 30 ticks
-	// (three election timeouts), at least 3 s (Node.noLeaderWait).
+	// minNoLeaderWait is the least Node.noLeaderWait.
 	minNoLeaderWait = 3 * time.Second
-	noLeaderTicks   = 30
 	// proposeTimeout bounds a proposal when the caller set no deadline.
 	proposeTimeout = 10 * time.Second
 	// leaderTTL is how long a leader learned from another node is trusted.
@@ -44,10 +41,12 @@ const (
 	topologyGrace   = 100 * time.Millisecond
 )
 
-// noLeaderWait is how long a request waits for a shard without a known leader: an election
+// noLeaderWait is how long a request waits for a shard without a known leader before it is
+// answered UNAVAILABLE: as long as a replica may know no leader before its shard counts as
+// leaderless (leaderlessAfter, three election timeouts: 30 ticks), at least 3 s. An election
 // takes 10 to 20 ticks, so with a long --tick (zones far apart) the wait grows with it.
 func (n *Node) noLeaderWait() time.Duration {
-	return max(minNoLeaderWait, noLeaderTicks*n.cfg.Tick)
+	return max(minNoLeaderWait, leaderlessAfter(time.Duration(replica.DefaultElectionTicks)*n.cfg.Tick))
 }
 
 // incomingHops returns how many nodes forwarded the request so far.

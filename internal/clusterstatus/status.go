@@ -285,10 +285,13 @@ func (s *Status) notReady() []string {
 func (n Node) notReady() bool { return n.State == "alive" && n.NotReady != "" }
 
 // NotReadyNodes counts the alive nodes that said they are not ready.
-func (s *Status) NotReadyNodes() int {
+func (s *Status) NotReadyNodes() int { return s.countNodes(Node.notReady) }
+
+// countNodes counts the nodes that is true of.
+func (s *Status) countNodes(is func(Node) bool) int {
 	count := 0
 	for _, n := range s.Nodes {
-		if n.notReady() {
+		if is(n) {
 			count++
 		}
 	}
@@ -355,15 +358,7 @@ func (s *Status) diskSlow() []string {
 func (n Node) SlowDisk() bool { return n.State == "alive" && n.DiskSlow }
 
 // DiskSlowNodes counts the alive nodes whose disk counts as slow.
-func (s *Status) DiskSlowNodes() int {
-	count := 0
-	for _, n := range s.Nodes {
-		if n.SlowDisk() {
-			count++
-		}
-	}
-	return count
-}
+func (s *Status) DiskSlowNodes() int { return s.countNodes(Node.SlowDisk) }
 
 // SyncString is a mean sync of micros microseconds as the status prints it ("-": unknown).
 func SyncString(micros uint64) string {
